@@ -1,0 +1,253 @@
+#!/usr/bin/env bun
+/** The `mq` executable: parses arguments with citty and calls lib/. Nothing else lives here. */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { defineCommand, runCommand, runMain, type ArgsDef } from "citty";
+import { MqError } from "../lib/errors.ts";
+import * as cli from "../lib/cli/commands.ts";
+import { readTokenFile, runLocal, runServer, runUp } from "../lib/cli/daemons.ts";
+import { Exit, UsageError, exitCodeFor, reportError } from "../lib/cli/output.ts";
+import { defaults, parseAddress, parseCount, parseFrom, parseFsync, parseId, parseSeconds, parseTopicList } from "../lib/cli/parse.ts";
+import { runBench } from "../lib/cli/bench.ts";
+
+let exitCode: number = Exit.Ok;
+
+const common = {
+  json: { type: "boolean", description: "print one JSON object per result (NDJSON)" },
+  socket: { type: "string", description: "Unix socket of the local broker (env MQ_SOCKET)" },
+} as const satisfies ArgsDef;
+
+const id = { type: "positional", description: "client id (from mq create)", required: true } as const;
+const topic = { type: "positional", description: "topic name", required: true } as const;
+
+function commonOf(args: { json?: boolean; socket?: string }): cli.CommonOptions {
+  return { json: Boolean(args.json), ...(args.socket ? { socket: args.socket } : {}) };
+}
+
+/** Topics are every positional after ID. */
+function topicsOf(args: { _: string[] }): string[] {
+  return args._.slice(1).map(String);
+}
+
+const create = defineCommand({
+  meta: { name: "create", description: "create a client id and print it" },
+  args: { ...common },
+  run: async ({ args }) => {
+    exitCode = await cli.create(commonOf(args));
+  },
+});
+
+const pub = defineCommand({
+  meta: { name: "pub", description: "publish MESSAGE (or standard input) to TOPIC" },
+  args: {
+    ...common,
+    id,
+    topic,
+    message: { type: "positional", description: "the message; standard input when absent", required: false },
+    lines: { type: "boolean", description: "one message per input line" },
+    raw: { type: "boolean", description: "keep the input bytes exactly (no trailing newline removed)" },
+  },
+  run: async ({ args }) => {
+    const opts: cli.PubOptions = { ...commonOf(args), id: parseId(args.id), topic: String(args.topic), lines: Boolean(args.lines), raw: Boolean(args.raw) };
+    if (args._.length > 3) throw new UsageError(`pub takes one MESSAGE; quote it, or use standard input (got ${args._.length - 2} words)`);
+    if (args.message !== undefined) opts.message = String(args.message);
+    exitCode = await cli.pub(opts);
+  },
+});
+
+const sub = defineCommand({
+  meta: { name: "sub", description: "subscribe ID to TOPIC..." },
+  args: { ...common, id, topic, from: { type: "string", description: "earliest | latest | SEQ (inclusive); default latest" } },
+  run: async ({ args }) => {
+    const from = parseFrom(args.from);
+    exitCode = await cli.sub({ ...commonOf(args), id: parseId(args.id), topics: topicsOf(args), ...(from === undefined ? {} : { from }) });
+  },
+});
+
+const unsub = defineCommand({
+  meta: { name: "unsub", description: "unsubscribe ID from TOPIC..." },
+  args: { ...common, id, topic },
+  run: async ({ args }) => {
+    exitCode = await cli.unsub({ ...commonOf(args), id: parseId(args.id), topics: topicsOf(args) });
+  },
+});
+
+const recv = defineCommand({
+  meta: { name: "recv", description: "receive the next pending message(s) of ID" },
+  args: {
+    ...common,
+    id,
+    wait: { type: "string", description: "wait up to SECONDS for a message" },
+    follow: { type: "boolean", description: "stream messages until interrupted (or --count reached)" },
+    count: { type: "string", description: "receive up to N messages" },
+    raw: { type: "boolean", description: "write the payload bytes exactly, no newline" },
+  },
+  run: async ({ args }) => {
+    const opts: cli.RecvOptions = {
+      ...commonOf(args),
+      id: parseId(args.id),
+      waitSeconds: args.wait === undefined ? 0 : parseSeconds("wait", args.wait),
+      follow: Boolean(args.follow),
+      raw: Boolean(args.raw),
+    };
+    if (args.count !== undefined) opts.count = parseCount("count", args.count);
+    exitCode = await cli.recv(opts);
+  },
+});
+
+const destroy = defineCommand({
+  meta: { name: "destroy", description: "remove ID everywhere: subscriptions, pending messages, mapping" },
+  args: { ...common, id },
+  run: async ({ args }) => {
+    exitCode = await cli.destroy({ ...commonOf(args), id: parseId(args.id) });
+  },
+});
+
+const topics = defineCommand({
+  meta: { name: "topics", description: "list topics with subscriber and message counts" },
+  args: { ...common },
+  run: async ({ args }) => {
+    exitCode = await cli.topics(commonOf(args));
+  },
+});
+
+const stats = defineCommand({
+  meta: { name: "stats", description: "counters of the local broker and the server" },
+  args: { ...common },
+  run: async ({ args }) => {
+    exitCode = await cli.stats(commonOf(args));
+  },
+});
+
+const serverArgs = {
+  listen: { type: "string", description: "HOST:PORT to listen on (default 127.0.0.1:7600)" },
+  data: { type: "string", description: "data directory (env MQ_DATA)" },
+  "default-topics": { type: "string", description: "topics created at start, comma-separated (default general)" },
+  fsync: { type: "string", description: "always | interval | never (default always)" },
+  "fsync-interval-ms": { type: "string", description: "fsync period for --fsync interval (default 50)" },
+  "max-message-bytes": { type: "string", description: "largest message accepted (default 1048576)" },
+  "token-file": { type: "string", description: "file holding the token local brokers must present" },
+  "tls-cert": { type: "string", description: "PEM certificate: serve TLS" },
+  "tls-key": { type: "string", description: "PEM private key for --tls-cert" },
+  "hello-timeout-ms": { type: "string", description: "close connections that send no hello in time (default 10000)" },
+} as const satisfies ArgsDef;
+
+type ServerArgs = { [K in keyof typeof serverArgs]?: string };
+
+function serverOptions(args: ServerArgs, dataDir: string) {
+  const listen = parseAddress("listen", args.listen ?? defaults.listen());
+  if (Boolean(args["tls-cert"]) !== Boolean(args["tls-key"])) throw new UsageError("--tls-cert and --tls-key go together");
+  return {
+    ...listen,
+    dataDir,
+    defaultTopics: parseTopicList(args["default-topics"] ?? "general"),
+    fsync: parseFsync(args.fsync ?? "always"),
+    fsyncIntervalMs: parseCount("fsync-interval-ms", args["fsync-interval-ms"] ?? 50),
+    maxMessageBytes: parseCount("max-message-bytes", args["max-message-bytes"] ?? defaults.maxMessageBytes),
+    helloTimeoutMs: parseCount("hello-timeout-ms", args["hello-timeout-ms"] ?? 10_000),
+    ...(args["token-file"] ? { token: readTokenFile(args["token-file"]) } : {}),
+    ...(args["tls-cert"] && args["tls-key"]
+      ? { tls: { cert: fs.readFileSync(args["tls-cert"], "utf8"), key: fs.readFileSync(args["tls-key"], "utf8") } }
+      : {}),
+  };
+}
+
+const server = defineCommand({
+  meta: { name: "server", description: "run the broker (foreground; logs on stderr)" },
+  args: serverArgs,
+  run: async ({ args }) => {
+    exitCode = await runServer(serverOptions(args, args.data ?? defaults.serverData()));
+  },
+});
+
+const local = defineCommand({
+  meta: { name: "local", description: "run the local broker of this host (foreground; logs on stderr)" },
+  args: {
+    socket: common.socket,
+    server: { type: "string", description: "HOST:PORT of the server (env MQ_SERVER; default 127.0.0.1:7600)" },
+    data: { type: "string", description: "data directory (env MQ_DATA)" },
+    "token-file": { type: "string", description: "file holding the token for the server" },
+    "tls-ca": { type: "string", description: "PEM CA certificate of the server: connect with TLS" },
+    "hello-timeout-ms": { type: "string", description: "close client connections that send no hello in time (default 10000)" },
+  },
+  run: async ({ args }) => {
+    exitCode = await runLocal({
+      socketPath: args.socket ?? defaults.socket(),
+      server: parseAddress("server", args.server ?? defaults.server()),
+      dataDir: args.data ?? defaults.localData(),
+      helloTimeoutMs: parseCount("hello-timeout-ms", args["hello-timeout-ms"] ?? 10_000),
+      ...(args["token-file"] ? { token: readTokenFile(args["token-file"]) } : {}),
+      ...(args["tls-ca"] ? { tlsCa: fs.readFileSync(args["tls-ca"], "utf8") } : {}),
+    });
+  },
+});
+
+const up = defineCommand({
+  meta: { name: "up", description: "run a server and a local broker together on default paths" },
+  args: { ...serverArgs, socket: common.socket },
+  run: async ({ args }) => {
+    const base = args.data ?? (process.env.MQ_DATA || path.dirname(defaults.serverData()));
+    const srv = serverOptions(args, path.join(base, "server"));
+    exitCode = await runUp(srv, {
+      socketPath: args.socket ?? defaults.socket(),
+      dataDir: path.join(base, "local"),
+      ...(srv.token ? { token: srv.token } : {}),
+      ...(srv.tls ? { tlsCa: srv.tls.cert } : {}),
+    });
+  },
+});
+
+const bench = defineCommand({
+  meta: { name: "bench", description: "load generator: publish and receive through the local broker, report rates and latency" },
+  args: {
+    ...common,
+    topic: { type: "string", description: "topic to use (default bench)" },
+    count: { type: "string", description: "messages per publisher (default 100000)" },
+    size: { type: "string", description: "payload bytes (default 128)" },
+    pubs: { type: "string", description: "publishers (default 1)" },
+    subs: { type: "string", description: "subscribers (default 1)" },
+    window: { type: "string", description: "publishes in flight per publisher (default 256)" },
+  },
+  run: async ({ args }) => {
+    exitCode = await runBench({
+      ...commonOf(args),
+      topic: args.topic ?? "bench",
+      count: parseCount("count", args.count ?? 100_000),
+      size: parseCount("size", args.size ?? 128, 0),
+      pubs: parseCount("pubs", args.pubs ?? 1, 0),
+      subs: parseCount("subs", args.subs ?? 1, 0),
+      window: parseCount("window", args.window ?? 256),
+    });
+  },
+});
+
+const main = defineCommand({
+  meta: { name: "mq", version: "0.1.0", description: "a durable publish/subscribe message queue" },
+  subCommands: { create, pub, sub, unsub, recv, destroy, topics, stats, bench, server, local, up },
+});
+
+async function run(argv: string[]): Promise<number> {
+  if (argv.length === 0) argv = ["--help"];
+  if (argv.some((a) => a === "--help" || a === "-h") || (argv.length === 1 && (argv[0] === "--version" || argv[0] === "-v"))) {
+    await runMain(main, { rawArgs: argv }); // shows usage or version
+    return Exit.Ok;
+  }
+  try {
+    await runCommand(main, { rawArgs: argv });
+    return exitCode;
+  } catch (err) {
+    if (err instanceof MqError) {
+      reportError(err);
+      return exitCodeFor(err);
+    }
+    const e = err as Error;
+    if (e instanceof UsageError || e.name === "CLIError" || e instanceof RangeError) {
+      process.stderr.write(`mq: usage: ${e.message}\n(run \`mq ${argv[0] ?? ""} --help\` for help)\n`);
+      return Exit.Usage;
+    }
+    process.stderr.write(`mq: error: ${e.message ?? String(e)}\n`);
+    return Exit.Refused;
+  }
+}
+
+process.exit(await run(process.argv.slice(2)));

@@ -1,0 +1,137 @@
+/**
+ * `mq bench`: publishers and subscribers through the running local broker, like `nats bench`.
+ * Each payload carries its send time, so the subscribers measure end-to-end latency.
+ */
+import { MqClient } from "../client/client.ts";
+import type { CommonOptions } from "./commands.ts";
+import { Exit, writeStdout } from "./output.ts";
+
+export interface BenchOptions extends CommonOptions {
+  topic: string;
+  /** Messages per publisher. */
+  count: number;
+  size: number;
+  pubs: number;
+  subs: number;
+  /** Publishes in flight per publisher. */
+  window: number;
+}
+
+export interface BenchResult {
+  messages: number;
+  size: number;
+  pubs: number;
+  subs: number;
+  seconds: number;
+  pub_msgs_per_s: number;
+  sub_msgs_per_s: number;
+  mb_per_s: number;
+  pub_ack_ms: { p50: number; p99: number; max: number };
+  latency_ms: { p50: number; p99: number; max: number } | null;
+}
+
+function percentiles(values: Float64Array | number[]): { p50: number; p99: number; max: number } {
+  const sorted = Float64Array.from(values).sort();
+  const at = (q: number) => (sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!);
+  const round = (x: number) => Math.round(x * 1000) / 1000;
+  return { p50: round(at(0.5)), p99: round(at(0.99)), max: round(sorted.length ? sorted[sorted.length - 1]! : 0) };
+}
+
+export async function runBench(options: BenchOptions): Promise<number> {
+  const connect = () => MqClient.connect(options.socket === undefined ? {} : { socket: options.socket });
+  const subClients = await Promise.all(Array.from({ length: options.subs }, connect));
+  const pubClients = await Promise.all(Array.from({ length: options.pubs }, connect));
+  const subIds = await Promise.all(subClients.map((c) => c.create()));
+  const pubIds = await Promise.all(pubClients.map((c) => c.create()));
+  await Promise.all(subClients.map((c, i) => c.subscribe(subIds[i]!, [options.topic], { from: "latest" })));
+
+  const total = options.count * options.pubs;
+  const expected = total * options.subs;
+  let published = 0;
+  let received = 0;
+  const ackMs = new Float64Array(total);
+  const latencies: number[] = [];
+  const start = performance.now();
+
+  const progress = setInterval(() => {
+    const done = expected > 0 ? received / expected : published / Math.max(total, 1);
+    const width = 30;
+    const bar = "#".repeat(Math.round(done * width)).padEnd(width, ".");
+    process.stderr.write(`\r[${bar}] published ${published}/${total} received ${received}/${expected}`);
+  }, 250);
+
+  const subscribers = subClients.map(async (c, i) => {
+    let got = 0;
+    while (got < total) {
+      const batch = await c.recv(subIds[i]!, { max: 1000, waitMs: 5000 });
+      if (batch.messages.length === 0) throw new Error(`subscriber ${i} received nothing for 5 s after ${got} of ${total} messages`);
+      const now = performance.timeOrigin + performance.now();
+      for (const m of batch.messages) {
+        if (m.data.length >= 8 && latencies.length < 1_000_000) latencies.push(now - new DataView(m.data.buffer, m.data.byteOffset).getFloat64(0));
+      }
+      got += batch.messages.length;
+      received += batch.messages.length;
+      await batch.ack();
+    }
+  });
+
+  const publishers = pubClients.map(async (c, p) => {
+    const payload = new Uint8Array(options.size);
+    const view = new DataView(payload.buffer);
+    const inFlight: Promise<void>[] = [];
+    for (let i = 0; i < options.count; i++) {
+      const sentAt = performance.now();
+      if (payload.length >= 8) view.setFloat64(0, performance.timeOrigin + sentAt);
+      const slot = p * options.count + i;
+      // The client encodes the payload before publish returns, so one buffer is reused.
+      inFlight.push(
+        c.publish(pubIds[p]!, options.topic, payload).then(() => {
+          ackMs[slot] = performance.now() - sentAt;
+          published++;
+        }),
+      );
+      if (inFlight.length >= options.window) await inFlight.shift();
+    }
+    await Promise.all(inFlight);
+  });
+
+  try {
+    await Promise.all(publishers);
+    const pubSeconds = (performance.now() - start) / 1000;
+    await Promise.all(subscribers);
+    const seconds = (performance.now() - start) / 1000;
+    clearInterval(progress);
+    process.stderr.write("\n");
+    const result: BenchResult = {
+      messages: total,
+      size: options.size,
+      pubs: options.pubs,
+      subs: options.subs,
+      seconds: Math.round(seconds * 1000) / 1000,
+      pub_msgs_per_s: Math.round(total / pubSeconds),
+      sub_msgs_per_s: Math.round(expected / seconds),
+      mb_per_s: Math.round(((total + expected) * options.size) / seconds / 1e4) / 100,
+      pub_ack_ms: percentiles(ackMs),
+      latency_ms: latencies.length > 0 ? percentiles(latencies) : null,
+    };
+    if (options.json) await writeStdout(`${JSON.stringify(result)}\n`);
+    else {
+      const l = result.latency_ms;
+      await writeStdout(
+        [
+          `${total} messages of ${options.size} B, ${options.pubs} publisher(s), ${options.subs} subscriber(s), ${result.seconds} s`,
+          `publish:  ${result.pub_msgs_per_s} msgs/s, ack latency p50 ${result.pub_ack_ms.p50} ms, p99 ${result.pub_ack_ms.p99} ms, max ${result.pub_ack_ms.max} ms`,
+          `receive:  ${result.sub_msgs_per_s} msgs/s, ${result.mb_per_s} MB/s in+out`,
+          l ? `latency:  p50 ${l.p50} ms, p99 ${l.p99} ms, max ${l.max} ms (publish to recv)` : "latency:  n/a (size < 8 bytes)",
+          "",
+        ].join("\n"),
+      );
+    }
+  } finally {
+    clearInterval(progress);
+    await Promise.all(subClients.map((c, i) => c.destroy(subIds[i]!).catch(() => {})));
+    await Promise.all(pubClients.map((c, i) => c.destroy(pubIds[i]!).catch(() => {})));
+    for (const c of [...subClients, ...pubClients]) c.close();
+  }
+  return Exit.Ok;
+}

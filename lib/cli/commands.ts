@@ -1,0 +1,206 @@
+/**
+ * The client commands. Each takes plain options (already parsed by cmd/mq.ts), talks to the
+ * local broker through MqClient, prints per the CLI contract and returns the exit status.
+ */
+import { MqClient } from "../client/client.ts";
+import type { From, PubResult } from "../wire/messages.ts";
+import { checkTopic } from "../wire/topic.ts";
+import { Exit, renderMessages, warn, writeStdout } from "./output.ts";
+
+export interface CommonOptions {
+  socket?: string;
+  json: boolean;
+}
+
+async function withClient<T>(options: CommonOptions, work: (mq: MqClient) => Promise<T>): Promise<T> {
+  const mq = await MqClient.connect(options.socket === undefined ? {} : { socket: options.socket });
+  try {
+    return await work(mq);
+  } finally {
+    mq.close();
+  }
+}
+
+function line(options: CommonOptions, json: object, text: string): string {
+  return options.json ? `${JSON.stringify(json)}\n` : `${text}\n`;
+}
+
+export async function create(options: CommonOptions): Promise<number> {
+  const id = await withClient(options, (mq) => mq.create());
+  await writeStdout(line(options, { id }, String(id)));
+  return Exit.Ok;
+}
+
+export interface PubOptions extends CommonOptions {
+  id: number;
+  topic: string;
+  /** The message from the command line; standard input when undefined. */
+  message?: string;
+  lines: boolean;
+  raw: boolean;
+}
+
+/** Most publishes of `--lines` in flight at once: enough to pipeline, bounded in memory. */
+const PUB_WINDOW = 256;
+
+export async function pub(options: PubOptions): Promise<number> {
+  checkTopic(options.topic);
+  return withClient(options, async (mq) => {
+    let warned = false;
+    const report = async (r: PubResult) => {
+      if (!warned && (r.created || r.subscribers === 0)) {
+        warned = true;
+        warn(`topic "${r.topic}" ${r.created ? "was just created and " : ""}has no subscribers: nobody will receive this message`);
+      }
+      const noun = r.subscribers === 1 ? "subscriber" : "subscribers";
+      await writeStdout(line(options, r, `${r.topic}: seq ${r.seq}, ${r.subscribers} ${noun}${r.created ? " (new topic)" : ""}`));
+    };
+    if (options.message !== undefined && !options.lines) {
+      await report(await mq.publish(options.id, options.topic, options.message));
+      return Exit.Ok;
+    }
+    if (!options.lines) {
+      let data = new Uint8Array(await Bun.stdin.arrayBuffer());
+      if (!options.raw && data.length > 0 && data[data.length - 1] === 10) data = data.subarray(0, data.length - 1);
+      await report(await mq.publish(options.id, options.topic, data));
+      return Exit.Ok;
+    }
+    // --lines: every line is one message, pipelined in order with a bounded window.
+    const inFlight: Promise<PubResult>[] = [];
+    const send = async (data: Uint8Array) => {
+      inFlight.push(mq.publish(options.id, options.topic, data));
+      if (inFlight.length >= PUB_WINDOW) await report(await inFlight.shift()!);
+    };
+    const source = options.message !== undefined ? [Buffer.from(options.message)] : Bun.stdin.stream();
+    for await (const data of splitLines(source)) await send(data);
+    while (inFlight.length > 0) await report(await inFlight.shift()!);
+    return Exit.Ok;
+  });
+}
+
+/** Lines of a byte stream, without their "\n"; no empty message for a final newline. */
+export async function* splitLines(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  let rest: Uint8Array = new Uint8Array(0);
+  for await (const chunk of source) {
+    const buf: Uint8Array = rest.length > 0 ? Buffer.concat([rest, chunk]) : chunk;
+    let start = 0;
+    for (let i = buf.indexOf(10); i >= 0; i = buf.indexOf(10, start)) {
+      yield buf.slice(start, i);
+      start = i + 1;
+    }
+    rest = buf.slice(start);
+  }
+  if (rest.length > 0) yield rest;
+}
+
+export interface SubOptions extends CommonOptions {
+  id: number;
+  topics: string[];
+  from?: From;
+}
+
+export async function sub(options: SubOptions): Promise<number> {
+  for (const t of options.topics) checkTopic(t);
+  const result = await withClient(options, (mq) => mq.subscribe(options.id, options.topics, options.from === undefined ? {} : { from: options.from }));
+  const out = result.map((r) => line(options, r, `subscribed ${options.id} to ${r.topic} from seq ${r.from}${r.created ? " (new topic)" : ""}`));
+  await writeStdout(out.join(""));
+  return Exit.Ok;
+}
+
+export async function unsub(options: SubOptions): Promise<number> {
+  for (const t of options.topics) checkTopic(t);
+  await withClient(options, (mq) => mq.unsubscribe(options.id, options.topics));
+  await writeStdout(options.topics.map((topic) => line(options, { topic, unsubscribed: true }, `unsubscribed ${options.id} from ${topic}`)).join(""));
+  return Exit.Ok;
+}
+
+export interface RecvOptions extends CommonOptions {
+  id: number;
+  waitSeconds: number;
+  follow: boolean;
+  count?: number;
+  raw: boolean;
+}
+
+/** How long one recv request of `--follow` waits before asking again. */
+const FOLLOW_WAIT_MS = 30_000;
+
+export async function recv(options: RecvOptions): Promise<number> {
+  const format = options.json ? "json" : options.raw ? "raw" : "text";
+  return withClient(options, async (mq) => {
+    if (!options.follow) {
+      const got = await mq.recv(options.id, { max: options.count ?? 1, waitMs: options.waitSeconds * 1000 });
+      if (got.messages.length === 0) return Exit.Empty;
+      await writeStdout(renderMessages(got.messages, format));
+      // Acknowledged only once the bytes are written: a crash before this re-delivers.
+      await got.ack();
+      return Exit.Ok;
+    }
+    let remaining = options.count ?? Infinity;
+    let stop = false;
+    const onSignal = () => {
+      stop = true;
+      mq.close();
+    };
+    process.once("SIGINT", onSignal);
+    process.once("SIGTERM", onSignal);
+    try {
+      while (remaining > 0 && !stop) {
+        let got;
+        try {
+          got = await mq.recv(options.id, { max: Math.min(remaining, 100), waitMs: FOLLOW_WAIT_MS });
+        } catch (err) {
+          if (stop) break;
+          throw err;
+        }
+        if (got.messages.length === 0) continue;
+        await writeStdout(renderMessages(got.messages, format));
+        await got.ack();
+        remaining -= got.messages.length;
+      }
+    } finally {
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+    }
+    return Exit.Ok;
+  });
+}
+
+export async function destroy(options: CommonOptions & { id: number }): Promise<number> {
+  await withClient(options, (mq) => mq.destroy(options.id));
+  await writeStdout(line(options, { id: options.id, destroyed: true }, `destroyed ${options.id}`));
+  return Exit.Ok;
+}
+
+export async function topics(options: CommonOptions): Promise<number> {
+  const list = await withClient(options, (mq) => mq.topics());
+  if (options.json) {
+    await writeStdout(list.map((t) => `${JSON.stringify(t)}\n`).join(""));
+    return Exit.Ok;
+  }
+  const width = Math.max(5, ...list.map((t) => t.topic.length));
+  const rows = [`${"TOPIC".padEnd(width)}  SUBSCRIBERS  MESSAGES`];
+  for (const t of list) rows.push(`${t.topic.padEnd(width)}  ${String(t.subscribers).padStart(11)}  ${String(t.messages).padStart(8)}`);
+  await writeStdout(`${rows.join("\n")}\n`);
+  return Exit.Ok;
+}
+
+export async function stats(options: CommonOptions): Promise<number> {
+  const s = await withClient(options, (mq) => mq.stats());
+  if (options.json) {
+    await writeStdout(`${JSON.stringify(s)}\n`);
+    return Exit.Ok;
+  }
+  const rows: string[] = [];
+  for (const [section, values] of Object.entries(s)) {
+    if (!values) {
+      rows.push(`${section}: unavailable`);
+      continue;
+    }
+    rows.push(`${section}:`);
+    for (const [k, v] of Object.entries(values)) rows.push(`  ${k.padEnd(14)} ${String(v)}`);
+  }
+  await writeStdout(`${rows.join("\n")}\n`);
+  return Exit.Ok;
+}
+

@@ -1,0 +1,64 @@
+/** Checks of command-line values; each failure is a UsageError (exit 2) naming the value. */
+import { DEFAULT_LISTEN, DEFAULT_MAX_MESSAGE_BYTES, defaultDataDir, defaultSocketPath, parseHostPort } from "../config.ts";
+import type { FsyncPolicy } from "../store/types.ts";
+import type { From } from "../wire/messages.ts";
+import { UsageError } from "./output.ts";
+
+export function parseId(value: unknown): number {
+  const s = String(value ?? "");
+  if (!/^\d+$/.test(s) || Number(s) < 1 || !Number.isSafeInteger(Number(s))) {
+    throw new UsageError(`ID must be a positive integer (the output of \`mq create\`), got ${JSON.stringify(s)}`);
+  }
+  return Number(s);
+}
+
+export function parseCount(name: string, value: unknown, min = 1): number {
+  const s = String(value);
+  if (!/^\d+$/.test(s) || Number(s) < min || !Number.isSafeInteger(Number(s))) {
+    throw new UsageError(`--${name} must be an integer >= ${min}, got ${JSON.stringify(s)}`);
+  }
+  return Number(s);
+}
+
+export function parseSeconds(name: string, value: unknown): number {
+  const s = String(value);
+  const n = Number(s);
+  if (s.trim() === "" || !Number.isFinite(n) || n < 0) throw new UsageError(`--${name} must be a number of seconds >= 0, got ${JSON.stringify(s)}`);
+  return n;
+}
+
+export function parseFrom(value: unknown): From | undefined {
+  if (value === undefined) return undefined;
+  const s = String(value);
+  if (s === "earliest" || s === "latest") return s;
+  if (/^\d+$/.test(s) && Number(s) >= 1) return Number(s);
+  throw new UsageError(`--from must be "earliest", "latest" or a seq >= 1, got ${JSON.stringify(s)}`);
+}
+
+export function parseFsync(value: unknown): FsyncPolicy {
+  const s = String(value);
+  if (s === "always" || s === "interval" || s === "never") return s;
+  throw new UsageError(`--fsync must be always, interval or never, got ${JSON.stringify(s)}`);
+}
+
+export function parseAddress(name: string, value: unknown): { hostname: string; port: number } {
+  try {
+    return parseHostPort(String(value));
+  } catch (err) {
+    throw new UsageError(`--${name}: ${(err as Error).message}`);
+  }
+}
+
+export function parseTopicList(value: unknown): string[] {
+  const s = String(value ?? "").trim();
+  return s === "" ? [] : s.split(",").map((t) => t.trim());
+}
+
+export const defaults = {
+  listen: () => DEFAULT_LISTEN,
+  server: () => process.env.MQ_SERVER ?? DEFAULT_LISTEN,
+  socket: () => process.env.MQ_SOCKET ?? defaultSocketPath(),
+  serverData: () => process.env.MQ_DATA ?? defaultDataDir("server"),
+  localData: () => process.env.MQ_DATA ?? defaultDataDir("local"),
+  maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES,
+};

@@ -1,0 +1,140 @@
+/**
+ * The TypeScript client: talks to the local broker over its Unix socket. The CLI is built
+ * on it. Ids are local ids; errors are MqError with a stable `code`.
+ *
+ *     await using mq = await MqClient.connect();
+ *     const id = await mq.create();
+ *     await mq.subscribe(id, ["orders"]);
+ *     await mq.publish(id, "orders", '{"total": 12}');
+ *     for await (const m of mq.messages(id)) console.log(m.topic, m.seq, new TextDecoder().decode(m.data));
+ */
+import type { Socket } from "bun";
+import { defaultSocketPath, maxFrameBytes } from "../config.ts";
+import { Code, MqError } from "../errors.ts";
+import { Connection, type ConnectionHandler } from "../wire/connection.ts";
+import { PROTOCOL_VERSION, type From, type Message, type PubResult, type Outgoing, type TopicInfo } from "../wire/messages.ts";
+
+export type { From, Message, PubResult, TopicInfo };
+
+export interface ConnectOptions {
+  /** Unix socket of the local broker; default `$MQ_SOCKET`, else the default path. */
+  socket?: string;
+}
+
+/** A batch from `recv`: the messages, and the ack that tells the broker they reached the user. */
+export interface Received {
+  messages: Message[];
+  /** Acknowledge the batch; until then a crash of this process gives them to the next recv. */
+  ack(): Promise<void>;
+}
+
+const encoder = new TextEncoder();
+
+export class MqClient {
+  private constructor(
+    private readonly conn: Connection,
+    /** Largest message the server accepts, learned from the hello. */
+    readonly maxMessageBytes: number,
+  ) {}
+
+  /** Connects to the local broker; UNAVAILABLE (with the path) when none is listening. */
+  static async connect(options: ConnectOptions = {}): Promise<MqClient> {
+    const socketPath = options.socket ?? process.env.MQ_SOCKET ?? defaultSocketPath();
+    const handler: ConnectionHandler = { frame: () => undefined };
+    let socket: Socket<Connection>;
+    try {
+      socket = await Bun.connect<Connection>({
+        unix: socketPath,
+        socket: {
+          open: (s) => {
+            s.data = new Connection(s, handler, { maxFrameBytes: maxFrameBytes(1024 * 1024 * 1024), label: `local broker at ${socketPath}` });
+          },
+          data: (s, chunk) => s.data?.onData(chunk),
+          drain: (s) => s.data?.onDrain(),
+          close: (s) => s.data?.onClose(),
+          error: () => {},
+        },
+      });
+    } catch (err) {
+      throw new MqError(Code.Unavailable, `no local broker at ${socketPath} (start one with \`mq local\` or \`mq up\`)`, { cause: err });
+    }
+    const conn = socket.data;
+    const hello = await conn.request({ op: "hello", version: PROTOCOL_VERSION });
+    return new MqClient(conn, typeof hello.maxMessageBytes === "number" ? hello.maxMessageBytes : 0);
+  }
+
+  private async call(frame: Outgoing): Promise<Record<string, unknown>> {
+    return this.conn.request(frame);
+  }
+
+  /** A new client id (the local id on this host). */
+  async create(): Promise<number> {
+    return (await this.call({ op: "create" })).id as number;
+  }
+
+  /** Appends `data` to `topic` durably; the topic is created if it does not exist. */
+  async publish(id: number, topic: string, data: Uint8Array | string): Promise<PubResult> {
+    const r = await this.call({ op: "pub", id, topic, data: typeof data === "string" ? encoder.encode(data) : data });
+    return { topic, seq: r.seq as number, subscribers: r.subscribers as number, created: r.created as boolean };
+  }
+
+  /** Subscribes `id` to `topics`; `from` applies to new subscriptions (default "latest"). */
+  async subscribe(id: number, topics: string[], options: { from?: From } = {}): Promise<Array<{ topic: string; from: number; created: boolean }>> {
+    const frame: Extract<Outgoing, { op: "sub" }> = { op: "sub", id, topics };
+    if (options.from !== undefined) frame.from = options.from;
+    return (await this.call(frame)).topics as Array<{ topic: string; from: number; created: boolean }>;
+  }
+
+  async unsubscribe(id: number, topics: string[]): Promise<void> {
+    await this.call({ op: "unsub", id, topics });
+  }
+
+  /**
+   * Up to `max` pending messages of `id`, waiting up to `waitMs` for the first one.
+   * An empty batch means none came in time. Call `ack()` once they reached the user.
+   */
+  async recv(id: number, options: { max?: number; waitMs?: number } = {}): Promise<Received> {
+    const r = await this.call({ op: "recv", id, max: options.max ?? 1, wait: Math.max(0, Math.floor(options.waitMs ?? 0)) });
+    const messages = (r.messages as Message[] | undefined) ?? [];
+    const tag = r.tag as number | undefined;
+    return {
+      messages,
+      ack: async () => {
+        if (tag !== undefined) await this.call({ op: "ack", id, tag });
+      },
+    };
+  }
+
+  /**
+   * Every message of `id` as it arrives, until the loop breaks or the connection closes.
+   * A batch is acknowledged when the loop asks for the message after its last one.
+   */
+  async *messages(id: number, options: { batch?: number } = {}): AsyncGenerator<Message> {
+    while (!this.conn.closed) {
+      const got = await this.recv(id, { max: options.batch ?? 100, waitMs: 30_000 });
+      yield* got.messages;
+      await got.ack();
+    }
+  }
+
+  async destroy(id: number): Promise<void> {
+    await this.call({ op: "destroy", id });
+  }
+
+  async topics(): Promise<TopicInfo[]> {
+    return (await this.call({ op: "topics" })).topics as TopicInfo[];
+  }
+
+  async stats(): Promise<{ local: Record<string, unknown>; server: Record<string, unknown> | null }> {
+    const r = await this.call({ op: "stats" });
+    return { local: r.local as Record<string, unknown>, server: (r.server as Record<string, unknown> | null) ?? null };
+  }
+
+  close(): void {
+    this.conn.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

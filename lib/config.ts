@@ -1,0 +1,31 @@
+/** Default paths and sizes shared by the daemons and the CLI. */
+import * as os from "node:os";
+import * as path from "node:path";
+
+export const DEFAULT_LISTEN = "127.0.0.1:7600";
+export const DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024;
+/** Frame limit: the largest message plus room for the fields around it. */
+export function maxFrameBytes(maxMessageBytes: number): number {
+  return maxMessageBytes + 64 * 1024;
+}
+export const DEFAULT_HELLO_TIMEOUT_MS = 10_000;
+
+/** `$XDG_RUNTIME_DIR/mq/local.sock`, else `/tmp/mq-$UID/local.sock`. */
+export function defaultSocketPath(env: Record<string, string | undefined> = process.env): string {
+  if (env.XDG_RUNTIME_DIR) return path.join(env.XDG_RUNTIME_DIR, "mq", "local.sock");
+  return path.join(os.tmpdir(), `mq-${process.getuid?.() ?? "user"}`, "local.sock");
+}
+
+/** `$XDG_DATA_HOME/mq/<role>`, else `~/.local/share/mq/<role>`. */
+export function defaultDataDir(role: "server" | "local", env: Record<string, string | undefined> = process.env): string {
+  const base = env.XDG_DATA_HOME || path.join(os.homedir(), ".local", "share");
+  return path.join(base, "mq", role);
+}
+
+/** Parses `HOST:PORT` (IPv6 as `[::1]:7600`). Throws a RangeError naming the value. */
+export function parseHostPort(value: string): { hostname: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new RangeError(`Cannot parse address ${JSON.stringify(value)}: expected HOST:PORT, e.g. 127.0.0.1:7600`);
+  return { hostname: m[1] ?? (m[2] || "127.0.0.1"), port };
+}

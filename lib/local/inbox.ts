@@ -1,0 +1,104 @@
+/**
+ * The messages the server pushed for one local id, waiting for `recv`. Keeps per topic the
+ * seqs not yet acknowledged by a client, so the ack sent on to the server is cumulative and
+ * never runs ahead of a message some client still holds.
+ */
+import type { Message } from "../wire/messages.ts";
+
+interface TopicTrack {
+  /** Seqs buffered or handed to a client and not yet acknowledged, ascending. */
+  unacked: number[];
+  /** Highest seq received: anything at or below it is a re-send after a reconnect. */
+  highest: number;
+  /** Highest seq acknowledged to the server. */
+  ackedUpstream: number;
+}
+
+export interface Waiter {
+  max: number;
+  resolve(messages: Message[]): void;
+}
+
+export class Inbox {
+  private queue: Message[] = [];
+  private head = 0;
+  private readonly tracks = new Map<string, TopicTrack>();
+  readonly waiters: Waiter[] = [];
+
+  get pending(): number {
+    return this.queue.length - this.head;
+  }
+
+  /**
+   * Adds a pushed message. Returns "new", or for a duplicate, whether the server needs a
+   * fresh ack ("reack": it was already acknowledged, the server lost track in a restart).
+   */
+  add(msg: Message): "new" | "duplicate" | "reack" {
+    let track = this.tracks.get(msg.topic);
+    if (!track) this.tracks.set(msg.topic, (track = { unacked: [], highest: 0, ackedUpstream: 0 }));
+    if (msg.seq <= track.highest) return msg.seq <= track.ackedUpstream ? "reack" : "duplicate";
+    track.highest = msg.seq;
+    track.unacked.push(msg.seq);
+    this.queue.push(msg);
+    return "new";
+  }
+
+  /** The highest seq of `topic` acknowledged upstream (for a re-ack). */
+  ackedUpstream(topic: string): number {
+    return this.tracks.get(topic)?.ackedUpstream ?? 0;
+  }
+
+  /** Takes up to `max` messages from the front. */
+  take(max: number): Message[] {
+    const n = Math.min(max, this.pending);
+    const out = this.queue.slice(this.head, this.head + n);
+    this.head += n;
+    if (this.head > 1024 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+    return out;
+  }
+
+  /** Puts messages a client took but never acknowledged back at the front, in order. */
+  putBack(messages: Message[]): void {
+    if (messages.length === 0) return;
+    // They are older than anything still queued for their topic, so they go first.
+    this.queue = messages.concat(this.queue.slice(this.head));
+    this.head = 0;
+  }
+
+  /**
+   * Records that a client acknowledged `messages`. Returns, per topic, the seq to
+   * acknowledge to the server when the cumulative floor moved.
+   */
+  acknowledge(messages: Message[]): Array<{ topic: string; seq: number }> {
+    const moved = new Set<TopicTrack>();
+    const out: Array<{ topic: string; seq: number }> = [];
+    for (const m of messages) {
+      const track = this.tracks.get(m.topic);
+      if (!track) continue;
+      const i = track.unacked.indexOf(m.seq);
+      if (i < 0) continue;
+      track.unacked.splice(i, 1);
+      const floor = track.unacked.length > 0 ? track.unacked[0]! - 1 : track.highest;
+      if (floor > track.ackedUpstream) {
+        track.ackedUpstream = floor;
+        if (!moved.has(track)) {
+          moved.add(track);
+          out.push({ topic: m.topic, seq: floor });
+        }
+      }
+    }
+    // Report the final floor of each topic.
+    for (const o of out) o.seq = this.tracks.get(o.topic)!.ackedUpstream;
+    return out;
+  }
+
+  /** Forgets everything of `topic` (after unsubscribe). */
+  dropTopic(topic: string): void {
+    this.tracks.delete(topic);
+    this.queue = this.queue.slice(this.head).filter((m) => m.topic !== topic);
+    this.head = 0;
+  }
+}

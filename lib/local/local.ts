@@ -1,0 +1,430 @@
+/**
+ * The local broker: one per host. Clients reach it over a Unix socket; it maps their small
+ * local ids to the server's global ids, forwards requests to the server over TCP, holds
+ * the messages the server pushes until a client receives them, and acknowledges them to
+ * the server once a client has.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { randomUUID } from "node:crypto";
+import type { Socket, UnixSocketListener } from "bun";
+import { logger } from "../log.ts";
+import { DEFAULT_HELLO_TIMEOUT_MS, DEFAULT_MAX_MESSAGE_BYTES, maxFrameBytes } from "../config.ts";
+import { Code, MqError } from "../errors.ts";
+import { writeFileAtomic } from "../store/fsutil.ts";
+import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
+import { PROTOCOL_VERSION, type Frame, type Message, type MsgFrame, type Outgoing } from "../wire/messages.ts";
+import { checkTopic } from "../wire/topic.ts";
+import { IdTable } from "./id-table.ts";
+import { Inbox, type Waiter } from "./inbox.ts";
+
+const log = logger("local");
+
+export interface LocalOptions {
+  socketPath: string;
+  server: { hostname: string; port: number };
+  dataDir: string;
+  token?: string;
+  /** CA certificate (PEM) that signs the server's certificate: turns TLS on. */
+  tlsCa?: string;
+  helloTimeoutMs?: number;
+  /** How long a forwarded request may wait for the server before it fails UNAVAILABLE. */
+  requestTimeoutMs?: number;
+}
+
+/** Per client connection: deliveries handed out and not yet acknowledged, by tag. */
+interface ClientState {
+  nextTag: number;
+  delivered: Map<number, { local: number; messages: Message[] }>;
+  waiters: Set<Waiter & { inbox: Inbox }>;
+}
+
+const MAX_RECV_BATCH = 1000;
+const MAX_WAIT_MS = 24 * 3600 * 1000;
+const BACKOFF_MIN_MS = 100;
+const BACKOFF_MAX_MS = 2000;
+/** While reconnecting, a request waits this long for the server before failing UNAVAILABLE. */
+const RECONNECT_GRACE_MS = 1000;
+
+export class LocalBroker {
+  private listener: UnixSocketListener<Connection> | null = null;
+  private upstream: Connection | null = null;
+  private upstreamError: MqError | null = null;
+  private connectedWaiters: Array<() => void> = [];
+  private readonly clients = new Set<Connection>();
+  private readonly inboxes = new Map<number, Inbox>();
+  private maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES;
+  private stopped = false;
+  private stopping: Promise<void> | null = null;
+  private clientCount = 0;
+  private readonly serverAddress: string;
+  readonly counters = { received: 0, delivered: 0, duplicates: 0, forwarded: 0, reconnects: 0 };
+
+  private constructor(
+    private readonly options: LocalOptions,
+    private readonly identity: string,
+    private readonly ids: IdTable,
+  ) {
+    this.serverAddress = `${options.server.hostname}:${options.server.port}`;
+  }
+
+  static async start(options: LocalOptions): Promise<LocalBroker> {
+    fs.mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+    const identity = loadIdentity(path.join(options.dataDir, "identity"));
+    await claimSocketPath(options.socketPath);
+    const broker = new LocalBroker(options, identity, new IdTable(path.join(options.dataDir, "ids")));
+    broker.listen();
+    void broker.connectUpstream();
+    log.info(`listening on ${options.socketPath} (identity ${identity}, server ${broker.serverAddress}, ${broker.ids.size} ids)`);
+    return broker;
+  }
+
+  /** True while the server connection is up. */
+  get connected(): boolean {
+    return this.upstream !== null;
+  }
+
+  private listen(): void {
+    const handler = this.clientHandler();
+    this.listener = Bun.listen<Connection>({
+      unix: this.options.socketPath,
+      socket: {
+        open: (socket: Socket<Connection>) => {
+          const conn = new Connection(socket, handler, {
+            maxFrameBytes: maxFrameBytes(this.maxMessageBytes),
+            label: `client ${++this.clientCount}`,
+            helloTimeoutMs: this.options.helloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS,
+          });
+          conn.state = { nextTag: 1, delivered: new Map(), waiters: new Set() } satisfies ClientState;
+          socket.data = conn;
+          this.clients.add(conn);
+        },
+        data: (socket, chunk) => socket.data?.onData(chunk),
+        drain: (socket) => socket.data?.onDrain(),
+        close: (socket) => socket.data?.onClose(),
+        error: (socket, err) => log.warn(`${socket.data?.label ?? "client"}: ${err.message}`),
+      },
+    });
+    fs.chmodSync(this.options.socketPath, 0o600);
+  }
+
+  // --- the server side ---
+
+  private async connectUpstream(): Promise<void> {
+    let backoff = BACKOFF_MIN_MS;
+    let attempts = 0;
+    const handler: ConnectionHandler = {
+      frame: (_conn, frame) => {
+        if (frame.op === "msg") return this.onPush(frame);
+        throw new MqError(Code.UnknownOp, `op ${JSON.stringify(frame.op)} is not served by a local broker`);
+      },
+      closed: (conn, reason) => {
+        if (this.upstream !== conn) return;
+        this.upstream = null;
+        if (this.stopped) return;
+        log.warn(`lost the server ${this.serverAddress} (${reason}); reconnecting`);
+        this.counters.reconnects++;
+        void this.connectUpstream();
+      },
+    };
+    while (!this.stopped) {
+      attempts++;
+      let conn: Connection | undefined;
+      try {
+        const socket = await Bun.connect<Connection>({
+          hostname: this.options.server.hostname,
+          port: this.options.server.port,
+          ...(this.options.tlsCa ? { tls: { ca: this.options.tlsCa } } : {}),
+          socket: {
+            open: (s) => {
+              s.data = new Connection(s, handler, { maxFrameBytes: maxFrameBytes(1024 * 1024 * 1024), label: `server ${this.serverAddress}` });
+            },
+            data: (s, chunk) => s.data?.onData(chunk),
+            drain: (s) => s.data?.onDrain(),
+            close: (s) => s.data?.onClose(),
+            error: (s, err) => log.debug(`server ${this.serverAddress}: ${err.message}`),
+          },
+        });
+        conn = socket.data;
+        const hello: Extract<Outgoing, { op: "hello" }> = { op: "hello", version: PROTOCOL_VERSION, broker: this.identity };
+        if (this.options.token !== undefined) hello.token = this.options.token;
+        const reply = await conn.request(hello, 5000);
+        if (this.stopped) return conn.close(CloseReason.Shutdown);
+        if (typeof reply.maxMessageBytes === "number") this.maxMessageBytes = reply.maxMessageBytes;
+        this.upstream = conn;
+        this.upstreamError = null;
+        log.info(`connected to the server ${this.serverAddress}${attempts > 1 ? ` after ${attempts} attempts` : ""}`);
+        for (const w of this.connectedWaiters.splice(0)) w();
+        return;
+      } catch (err) {
+        conn?.close();
+        const e = err instanceof MqError ? err : new MqError(Code.Unavailable, `server ${this.serverAddress} unreachable`, { cause: err });
+        if (e.code === Code.AuthFailed || e.code === Code.VersionMismatch) this.upstreamError = e;
+        if (attempts === 1 || e.code === Code.AuthFailed) log.warn(`cannot reach the server ${this.serverAddress}: ${e.message}; retrying`);
+      }
+      // Capped exponential backoff with jitter, so that many local brokers do not stampede a restarted server.
+      await Bun.sleep(backoff / 2 + Math.random() * backoff);
+      backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
+    }
+  }
+
+  /** The server connection, waiting briefly for a reconnect in progress; UNAVAILABLE otherwise. */
+  private async server(): Promise<Connection> {
+    if (this.upstream) return this.upstream;
+    if (this.stopped) throw new MqError(Code.Unavailable, "the local broker is shutting down");
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.connectedWaiters.push(resolve);
+    const timer = setTimeout(resolve, RECONNECT_GRACE_MS);
+    await promise;
+    clearTimeout(timer);
+    if (this.upstream) return this.upstream;
+    if (this.upstreamError) throw this.upstreamError;
+    throw new MqError(Code.Unavailable, `server ${this.serverAddress} unreachable`);
+  }
+
+  private async forward(frame: Outgoing): Promise<Record<string, unknown>> {
+    const conn = await this.server();
+    this.counters.forwarded++;
+    const reply = await conn.request(frame, this.options.requestTimeoutMs ?? 4000);
+    const { op: _op, rid: _rid, ...fields } = reply;
+    return fields;
+  }
+
+  private onPush(frame: MsgFrame): void {
+    const local = this.ids.local(frame.id);
+    if (local === undefined) return; // destroyed here; the server forgets it too
+    const inbox = this.inbox(local);
+    // The frame's payload may be a view into the socket's read buffer: keep a copy.
+    const verdict = inbox.add({ topic: frame.topic, seq: frame.seq, time: frame.time, data: frame.data.slice() });
+    if (verdict === "new") {
+      this.counters.received++;
+      this.serveWaiters(inbox);
+    } else {
+      this.counters.duplicates++;
+      if (verdict === "reack") this.upstream?.send({ op: "ack", id: frame.id, topic: frame.topic, seq: inbox.ackedUpstream(frame.topic) });
+    }
+  }
+
+  private inbox(local: number): Inbox {
+    let inbox = this.inboxes.get(local);
+    if (!inbox) this.inboxes.set(local, (inbox = new Inbox()));
+    return inbox;
+  }
+
+  private serveWaiters(inbox: Inbox): void {
+    while (inbox.pending > 0 && inbox.waiters.length > 0) {
+      const w = inbox.waiters.shift()!;
+      w.resolve(inbox.take(w.max));
+    }
+  }
+
+  // --- the client side ---
+
+  private clientHandler(): ConnectionHandler {
+    return {
+      frame: (conn, frame) => this.onClientFrame(conn, frame),
+      closed: (conn) => {
+        this.clients.delete(conn);
+        const state = conn.state as ClientState;
+        // Whatever this client took and never acknowledged goes back for the next recv.
+        for (const { local, messages } of state.delivered.values()) {
+          const inbox = this.inboxes.get(local);
+          if (!inbox) continue;
+          inbox.putBack(messages);
+          this.serveWaiters(inbox);
+        }
+        state.delivered.clear();
+        for (const w of state.waiters) {
+          const i = w.inbox.waiters.indexOf(w);
+          if (i >= 0) w.inbox.waiters.splice(i, 1);
+          w.resolve([]);
+        }
+      },
+    };
+  }
+
+  private global(local: number): number {
+    const g = this.ids.global(local);
+    if (g === undefined) throw new MqError(Code.UnknownId, `no client with id ${local}`);
+    return g;
+  }
+
+  private onClientFrame(conn: Connection, frame: Frame): unknown {
+    if (!conn.helloDone) {
+      if (frame.op !== "hello") throw new MqError(Code.BadRequest, `expected hello as the first frame, got ${frame.op}`, { fatal: true });
+      if (frame.version !== PROTOCOL_VERSION) {
+        throw new MqError(Code.VersionMismatch, `protocol version ${frame.version} is not supported; this local broker speaks ${PROTOCOL_VERSION}`, { fatal: true });
+      }
+      conn.helloDone = true;
+      return { version: PROTOCOL_VERSION, maxMessageBytes: this.maxMessageBytes };
+    }
+    switch (frame.op) {
+      case "create":
+        return this.forward({ op: "create" }).then(async (r) => {
+          if (!Number.isSafeInteger(r.id)) throw new MqError(Code.Internal, "the server answered create without an id");
+          return { id: await this.ids.add(r.id as number) };
+        });
+      case "pub": {
+        const id = this.global(frame.id);
+        checkTopic(frame.topic); // a courtesy: the server checks again
+        if (frame.data.length > this.maxMessageBytes) {
+          throw new MqError(Code.MessageTooLarge, `message of ${frame.data.length} bytes is above the server's limit of ${this.maxMessageBytes}`);
+        }
+        return this.forward({ op: "pub", id, topic: frame.topic, data: frame.data });
+      }
+      case "sub": {
+        const id = this.global(frame.id);
+        for (const t of frame.topics) checkTopic(t);
+        const fwd: Extract<Outgoing, { op: "sub" }> = { op: "sub", id, topics: frame.topics };
+        if (frame.from !== undefined) fwd.from = frame.from;
+        return this.forward(fwd);
+      }
+      case "unsub": {
+        const id = this.global(frame.id);
+        for (const t of frame.topics) checkTopic(t);
+        return this.forward({ op: "unsub", id, topics: frame.topics }).then((r) => {
+          const inbox = this.inboxes.get(frame.id);
+          for (const t of frame.topics) inbox?.dropTopic(t);
+          return r;
+        });
+      }
+      case "destroy": {
+        const id = this.global(frame.id);
+        return this.forward({ op: "destroy", id }).then(async (r) => {
+          await this.ids.remove(frame.id);
+          this.inboxes.delete(frame.id);
+          return r;
+        });
+      }
+      case "recv":
+        return this.recv(conn, frame.id, frame.max, frame.wait);
+      case "ack":
+        return this.ack(conn, frame.tag);
+      case "topics":
+        return this.forward({ op: "topics" });
+      case "stats":
+        return this.stats();
+      case "hello":
+        throw new MqError(Code.BadRequest, "hello was already received on this connection");
+      default:
+        throw new MqError(Code.UnknownOp, `op ${JSON.stringify(frame.op)} is not served by a local broker`);
+    }
+  }
+
+  private async recv(conn: Connection, local: number, max: number, wait: number) {
+    this.global(local);
+    const state = conn.state as ClientState;
+    const inbox = this.inbox(local);
+    const limit = Math.max(1, Math.min(max, MAX_RECV_BATCH));
+    let messages = inbox.take(limit);
+    if (messages.length === 0 && wait > 0) {
+      const { promise, resolve } = Promise.withResolvers<Message[]>();
+      const waiter = { max: limit, resolve, inbox };
+      inbox.waiters.push(waiter);
+      state.waiters.add(waiter);
+      const timer = setTimeout(() => {
+        const i = inbox.waiters.indexOf(waiter);
+        if (i >= 0) inbox.waiters.splice(i, 1);
+        resolve([]);
+      }, Math.min(wait, MAX_WAIT_MS));
+      messages = await promise;
+      clearTimeout(timer);
+      state.waiters.delete(waiter);
+      if (conn.closed) {
+        inbox.putBack(messages);
+        return {};
+      }
+    }
+    if (messages.length === 0) return { messages: [] };
+    const tag = state.nextTag++;
+    state.delivered.set(tag, { local, messages });
+    this.counters.delivered += messages.length;
+    return { messages, tag };
+  }
+
+  private ack(conn: Connection, tag: number | undefined) {
+    const state = conn.state as ClientState;
+    const entry = tag === undefined ? undefined : state.delivered.get(tag);
+    if (!entry) throw new MqError(Code.BadRequest, `ack: no delivery with tag ${tag} is pending on this connection`);
+    state.delivered.delete(tag!);
+    const inbox = this.inboxes.get(entry.local);
+    const global = this.ids.global(entry.local);
+    if (!inbox || global === undefined) return {};
+    // If the server is away the ack is lost; after the reconnect the server re-sends, the
+    // inbox sees a duplicate at or below the acked floor and acknowledges it again.
+    for (const { topic, seq } of inbox.acknowledge(entry.messages)) this.upstream?.send({ op: "ack", id: global, topic, seq });
+    return {};
+  }
+
+  private async stats() {
+    let pending = 0;
+    for (const inbox of this.inboxes.values()) pending += inbox.pending;
+    const local = {
+      identity: this.identity,
+      server: this.serverAddress,
+      connected: this.connected,
+      ids: this.ids.size,
+      clients: this.clients.size,
+      pending,
+      ...this.counters,
+      rss_bytes: process.memoryUsage().rss,
+    };
+    if (!this.upstream) return { local, server: null };
+    const r = await this.forward({ op: "stats" });
+    return { local, server: r.server };
+  }
+
+  /** Graceful stop: stop listening, send the last acks, close the connections, remove the socket file. */
+  stop(): Promise<void> {
+    this.stopping ??= this.doStop();
+    return this.stopping;
+  }
+
+  private async doStop(): Promise<void> {
+    this.stopped = true;
+    this.listener?.stop(true);
+    for (const c of this.clients) c.close(CloseReason.Shutdown);
+    this.upstream?.close(CloseReason.Shutdown);
+    for (const w of this.connectedWaiters.splice(0)) w();
+    fs.rmSync(this.options.socketPath, { force: true });
+    await this.ids.close();
+    log.info("stopped");
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+}
+
+/** The broker's identity: a random id made once and kept in `DATA/identity`. */
+function loadIdentity(file: string): string {
+  try {
+    const id = fs.readFileSync(file, "utf8").trim();
+    if (/^[0-9a-f-]{36}$/.test(id)) return id;
+    log.warn(`${file}: not a valid identity; making a new one`);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+  }
+  const id = randomUUID();
+  writeFileAtomic(file, `${id}\n`);
+  return id;
+}
+
+/**
+ * Makes `socketPath` ours: its directory is created 0700; a socket file left by a dead
+ * broker is removed; a live broker is never displaced.
+ */
+async function claimSocketPath(socketPath: string): Promise<void> {
+  const dir = path.dirname(socketPath);
+  if (!fs.existsSync(dir)) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  if (!fs.existsSync(socketPath)) return;
+  const live = await Bun.connect({ unix: socketPath, socket: { data() {}, open(s) { s.end(); } } }).then(
+    () => true,
+    () => false,
+  );
+  if (live) {
+    throw new MqError(Code.Unavailable, `another mq local is already listening on ${socketPath}; stop it first or choose another --socket`);
+  }
+  log.info(`removing the stale socket ${socketPath}`);
+  fs.rmSync(socketPath, { force: true });
+}

@@ -1,0 +1,391 @@
+/**
+ * The broker: owns client ids, topics, subscriptions and messages; pushes each stored
+ * message to the local broker that owns each subscriber, within a window of credits, and
+ * moves the subscriber's cursor when that local broker acknowledges.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { createHash, timingSafeEqual } from "node:crypto";
+import type { Socket, TCPSocketListener } from "bun";
+import { logger } from "../log.ts";
+import { DEFAULT_HELLO_TIMEOUT_MS, maxFrameBytes } from "../config.ts";
+import { Code, MqError } from "../errors.ts";
+import { ClientRegistry } from "../store/client-registry.ts";
+import { FileTopicStore } from "../store/file-store.ts";
+import type { FsyncPolicy, TopicStore } from "../store/types.ts";
+import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
+import { PROTOCOL_VERSION, type AckRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
+import { checkTopic } from "../wire/topic.ts";
+import { Subscription, Topic } from "./topic.ts";
+
+const log = logger("server");
+
+export interface ServerOptions {
+  hostname: string;
+  port: number;
+  dataDir: string;
+  defaultTopics: string[];
+  fsync: FsyncPolicy;
+  fsyncIntervalMs: number;
+  maxMessageBytes: number;
+  maxSegmentBytes?: number;
+  helloTimeoutMs?: number;
+  /** Shared secret the local brokers must present in their hello. */
+  token?: string;
+  tls?: { cert: string; key: string };
+  /** Storage backend; the file store under `dataDir` when absent. */
+  store?: TopicStore;
+}
+
+/** One connected local broker. */
+interface Session {
+  broker: string;
+  conn: Connection;
+}
+
+/** How often lazily written cursor moves reach the subscriber index files. */
+const CURSOR_WRITE_MS = 100;
+
+export class MqServer {
+  private listener: TCPSocketListener<Connection> | null = null;
+  private readonly topics = new Map<string, Topic>();
+  /** Topics each client id is subscribed to. */
+  private readonly subscriptionsOf = new Map<number, Map<string, Subscription>>();
+  private readonly sessions = new Map<string, Session>();
+  private readonly connections = new Set<Connection>();
+  private cursorTimer: ReturnType<typeof setInterval> | null = null;
+  private inFlight = 0;
+  private stopping: Promise<void> | null = null;
+  private readonly tokenDigest: Buffer | null;
+  readonly counters = { published: 0, delivered: 0, acked: 0, accepted: 0, rejected: 0 };
+  private readonly startedAt = Date.now();
+
+  private constructor(
+    private readonly options: ServerOptions,
+    private readonly registry: ClientRegistry,
+    private readonly store: TopicStore,
+  ) {
+    this.tokenDigest = options.token ? digest(options.token) : null;
+  }
+
+  /** Opens the data directory (recovering every log) and starts listening. */
+  static async start(options: ServerOptions): Promise<MqServer> {
+    fs.mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+    const registry = new ClientRegistry(path.join(options.dataDir, "clients"));
+    const store =
+      options.store ??
+      new FileTopicStore(options.dataDir, {
+        fsync: options.fsync,
+        fsyncIntervalMs: options.fsyncIntervalMs,
+        maxSegmentBytes: options.maxSegmentBytes ?? 64 * 1024 * 1024,
+        maxMessageBytes: options.maxMessageBytes,
+      });
+    const server = new MqServer(options, registry, store);
+    for (const name of store.topics()) await server.topic(name, false);
+    for (const name of options.defaultTopics) {
+      checkTopic(name);
+      await server.topic(name, true);
+    }
+    server.cursorTimer = setInterval(() => {
+      for (const t of server.topics.values()) t.index.writeMoved();
+    }, CURSOR_WRITE_MS);
+    server.listen();
+    log.info(`listening on ${options.hostname}:${server.port} (data ${options.dataDir}, fsync ${options.fsync}, ${server.topics.size} topics, ${registry.size} ids)`);
+    return server;
+  }
+
+  get port(): number {
+    return this.listener?.port ?? 0;
+  }
+
+  private listen(): void {
+    const frameLimit = maxFrameBytes(this.options.maxMessageBytes);
+    const handler = this.handler();
+    this.listener = Bun.listen<Connection>({
+      hostname: this.options.hostname,
+      port: this.options.port,
+      ...(this.options.tls ? { tls: { cert: this.options.tls.cert, key: this.options.tls.key } } : {}),
+      socket: {
+        open: (socket: Socket<Connection>) => {
+          const label = `local broker at ${socket.remoteAddress}`;
+          socket.data = new Connection(socket, handler, {
+            maxFrameBytes: frameLimit,
+            label,
+            helloTimeoutMs: this.options.helloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS,
+          });
+          this.connections.add(socket.data);
+          this.counters.accepted++;
+          if (this.stopping) socket.data.close(CloseReason.Shutdown);
+        },
+        data: (socket, chunk) => socket.data?.onData(chunk),
+        drain: (socket) => socket.data?.onDrain(),
+        close: (socket) => socket.data?.onClose(),
+        error: (socket, err) => log.warn(`${socket.data?.label ?? "connection"}: ${err.message}`),
+      },
+    });
+  }
+
+  private handler(): ConnectionHandler {
+    return {
+      frame: (conn, frame) => this.onFrame(conn, frame),
+      drain: (conn) => {
+        const session = conn.state as Session | undefined;
+        if (session) this.pumpSession(session);
+      },
+      closed: (conn, reason) => {
+        this.connections.delete(conn);
+        const session = conn.state as Session | undefined;
+        if (session && this.sessions.get(session.broker) === session) {
+          this.sessions.delete(session.broker);
+          log.info(`local broker ${session.broker} disconnected (${reason})`);
+        }
+      },
+    };
+  }
+
+  private onFrame(conn: Connection, frame: Frame): unknown {
+    if (!conn.helloDone) {
+      if (frame.op !== "hello") throw new MqError(Code.BadRequest, `expected hello as the first frame, got ${frame.op}`, { fatal: true });
+      return this.hello(conn, frame);
+    }
+    const session = conn.state as Session;
+    switch (frame.op) {
+      case "ack":
+        return this.ack(session, frame);
+      case "create":
+        return this.track(this.registry.create(session.broker).then((id) => ({ id })));
+      case "pub":
+        return this.track(this.publish(session, frame.id, frame.topic, frame.data));
+      case "sub":
+        return this.track(this.subscribe(session, frame.id, frame.topics, frame.from ?? "latest"));
+      case "unsub":
+        return this.track(this.unsubscribe(session, frame.id, frame.topics));
+      case "destroy":
+        return this.track(this.destroy(session, frame.id));
+      case "topics":
+        return { topics: this.topicList() };
+      case "stats":
+        return { server: this.stats() };
+      case "hello":
+        throw new MqError(Code.BadRequest, "hello was already received on this connection");
+      default:
+        throw new MqError(Code.UnknownOp, `op ${JSON.stringify(frame.op)} is not served by the server`);
+    }
+  }
+
+  /** Counts a write in flight so that a graceful stop can wait for it. */
+  private async track<T>(work: Promise<T>): Promise<T> {
+    this.inFlight++;
+    try {
+      return await work;
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  private hello(conn: Connection, hello: HelloRequest): unknown {
+    if (hello.version !== PROTOCOL_VERSION) {
+      throw new MqError(Code.VersionMismatch, `protocol version ${hello.version} is not supported; this server speaks ${PROTOCOL_VERSION}`, { fatal: true });
+    }
+    if (this.tokenDigest && !(hello.token !== undefined && timingSafeEqual(digest(hello.token), this.tokenDigest))) {
+      log.warn(`${conn.label}: refused: wrong or missing token`);
+      this.counters.rejected++;
+      throw new MqError(Code.AuthFailed, "the server refused the token of this local broker", { fatal: true });
+    }
+    if (!hello.broker || hello.broker.length > 128) {
+      throw new MqError(Code.BadRequest, 'hello: field "broker" (the identity of the local broker, 1-128 characters) is required', { fatal: true });
+    }
+    const previous = this.sessions.get(hello.broker);
+    if (previous) previous.conn.close(CloseReason.Replaced);
+    const session: Session = { broker: hello.broker, conn };
+    conn.state = session;
+    conn.helloDone = true;
+    this.sessions.set(hello.broker, session);
+    log.info(`local broker ${hello.broker} connected from ${conn.label}`);
+    // Resume every subscription of this broker's ids from its acknowledged cursor,
+    // after the hello reply has been queued.
+    queueMicrotask(() => {
+      for (const id of this.registry.ownedBy(session.broker)) {
+        for (const sub of this.subscriptionsOf.get(id)?.values() ?? []) sub.rewind();
+      }
+      this.pumpSession(session);
+    });
+    return { version: PROTOCOL_VERSION, maxMessageBytes: this.options.maxMessageBytes };
+  }
+
+  /** Throws UNKNOWN_ID unless `id` exists and belongs to the session's local broker. */
+  private checkOwner(session: Session, id: number): void {
+    // A foreign id gets the same answer as a missing one: ids of other hosts are not disclosed.
+    if (this.registry.owner(id) !== session.broker) throw new MqError(Code.UnknownId, `no client with id ${id}`);
+  }
+
+  private async topic(name: string, create: boolean): Promise<{ topic: Topic; created: boolean } | null> {
+    const known = this.topics.get(name);
+    if (known) return { topic: known, created: false };
+    const opened = await this.store.open(name, create);
+    if (!opened) return null;
+    // Another call may have opened it while we waited.
+    const raced = this.topics.get(name);
+    if (raced) return { topic: raced, created: false };
+    const topic = new Topic(name, opened.log, opened.subscribers);
+    this.topics.set(name, topic);
+    for (const [id, cursor] of opened.subscribers.cursors) {
+      if (this.registry.owner(id) === undefined) {
+        void opened.subscribers.remove(id); // a destroy that crashed half-way
+        continue;
+      }
+      this.addSubscription(new Subscription(id, topic, cursor));
+    }
+    return { topic, created: opened.created };
+  }
+
+  private addSubscription(sub: Subscription): void {
+    sub.topic.subscriptions.set(sub.id, sub);
+    let mine = this.subscriptionsOf.get(sub.id);
+    if (!mine) this.subscriptionsOf.set(sub.id, (mine = new Map()));
+    mine.set(sub.topic.name, sub);
+  }
+
+  private async publish(session: Session, id: number, topicName: string, data: Uint8Array) {
+    this.checkOwner(session, id);
+    checkTopic(topicName);
+    if (data.length > this.options.maxMessageBytes) {
+      throw new MqError(Code.MessageTooLarge, `message of ${data.length} bytes is above the limit of ${this.options.maxMessageBytes} (--max-message-bytes)`);
+    }
+    const { topic, created } = (await this.topic(topicName, true))!;
+    const subscribers = topic.subscriptions.size;
+    let seq: number;
+    try {
+      seq = await topic.log.append(data, Date.now());
+    } catch (err) {
+      log.error(`topic ${topicName}: append failed`, err);
+      throw new MqError(Code.Unavailable, `cannot store the message in topic "${topicName}": ${(err as Error).message}`, { cause: err });
+    }
+    this.counters.published++;
+    for (const sub of topic.subscriptions.values()) this.pump(sub);
+    return { topic: topicName, seq, subscribers, created };
+  }
+
+  private async subscribe(session: Session, id: number, names: string[], from: From) {
+    this.checkOwner(session, id);
+    for (const name of names) checkTopic(name);
+    const result: Array<{ topic: string; from: number; created: boolean }> = [];
+    for (const name of names) {
+      const { topic, created } = (await this.topic(name, true))!;
+      const existing = topic.subscriptions.get(id);
+      if (existing) {
+        result.push({ topic: name, from: existing.acked, created });
+        continue;
+      }
+      const cursor = from === "earliest" ? topic.log.firstSeq : from === "latest" ? topic.log.nextSeq : Math.max(from, topic.log.firstSeq);
+      await topic.index.add(id, cursor);
+      // The id may have been destroyed while the index was written.
+      if (this.registry.owner(id) === undefined) {
+        await topic.index.remove(id);
+        throw new MqError(Code.UnknownId, `no client with id ${id}`);
+      }
+      const sub = new Subscription(id, topic, cursor);
+      this.addSubscription(sub);
+      this.pump(sub);
+      result.push({ topic: name, from: cursor, created });
+    }
+    return { topics: result };
+  }
+
+  private async unsubscribe(session: Session, id: number, names: string[]) {
+    this.checkOwner(session, id);
+    for (const name of names) checkTopic(name);
+    for (const name of names) await this.dropSubscription(id, name);
+    return {};
+  }
+
+  private async dropSubscription(id: number, name: string): Promise<void> {
+    const sub = this.subscriptionsOf.get(id)?.get(name);
+    if (!sub) return;
+    sub.topic.subscriptions.delete(id);
+    this.subscriptionsOf.get(id)!.delete(name);
+    await sub.topic.index.remove(id);
+  }
+
+  private async destroy(session: Session, id: number) {
+    this.checkOwner(session, id);
+    for (const name of [...(this.subscriptionsOf.get(id)?.keys() ?? [])]) await this.dropSubscription(id, name);
+    this.subscriptionsOf.delete(id);
+    await this.registry.destroy(id);
+    return {};
+  }
+
+  private ack(session: Session, frame: AckRequest): void {
+    if (frame.topic === undefined || frame.seq === undefined) throw new MqError(Code.BadRequest, 'ack: fields "topic" and "seq" are required on the server hop');
+    if (this.registry.owner(frame.id) !== session.broker) return; // a late ack for a destroyed or foreign id
+    const sub = this.subscriptionsOf.get(frame.id)?.get(frame.topic);
+    if (!sub) return;
+    const moved = sub.ack(frame.seq);
+    if (moved > 0) {
+      this.counters.acked += moved;
+      this.pump(sub);
+    }
+  }
+
+  /** Sends what the window allows of one subscription to its local broker, if connected. */
+  private pump(sub: Subscription): void {
+    const owner = this.registry.owner(sub.id);
+    const session = owner === undefined ? undefined : this.sessions.get(owner);
+    if (!session) return;
+    this.counters.delivered += sub.push(session.conn);
+  }
+
+  private pumpSession(session: Session): void {
+    for (const id of this.registry.ownedBy(session.broker)) {
+      for (const sub of this.subscriptionsOf.get(id)?.values() ?? []) {
+        if (!session.conn.writable) return;
+        this.counters.delivered += sub.push(session.conn);
+      }
+    }
+  }
+
+  private topicList(): TopicInfo[] {
+    return [...this.topics.values()]
+      .map((t) => ({ topic: t.name, subscribers: t.subscriptions.size, messages: t.log.nextSeq - t.log.firstSeq }))
+      .sort((a, b) => (a.topic < b.topic ? -1 : 1));
+  }
+
+  stats() {
+    return {
+      uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
+      topics: this.topics.size,
+      ids: this.registry.size,
+      sessions: this.sessions.size,
+      connections: this.connections.size,
+      ...this.counters,
+      rss_bytes: process.memoryUsage().rss,
+    };
+  }
+
+  /** Graceful stop: no new connections, in-flight writes finish, indexes and logs are flushed. */
+  stop(): Promise<void> {
+    this.stopping ??= this.doStop();
+    return this.stopping;
+  }
+
+  private async doStop(): Promise<void> {
+    this.listener?.stop(false);
+    const deadline = Date.now() + 5000;
+    while (this.inFlight > 0 && Date.now() < deadline) await Bun.sleep(5);
+    if (this.cursorTimer) clearInterval(this.cursorTimer);
+    for (const conn of this.connections) conn.close(CloseReason.Shutdown);
+    await this.store.close();
+    await this.registry.close();
+    this.listener?.stop(true);
+    log.info("stopped");
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+}
+
+function digest(token: string): Buffer {
+  return createHash("sha256").update(token).digest();
+}
+

@@ -1,0 +1,65 @@
+/**
+ * `DATA/clients`: the global ids and the local broker that owns each, as a RecordFile of
+ * `{c: id, o: owner}` (created) and `{d: id}` (destroyed), plus `{n: next}` in snapshots so
+ * that an id is never handed out twice, even after compaction.
+ */
+import { RecordFile } from "./record-file.ts";
+
+const COMPACT_MIN_BYTES = 64 * 1024;
+
+export class ClientRegistry {
+  private readonly owners = new Map<number, string>();
+  private next = 1;
+  private readonly file: RecordFile;
+  private garbage = 0;
+
+  constructor(file: string) {
+    this.file = RecordFile.open(file, (r) => {
+      if (typeof r.c === "number" && typeof r.o === "string") {
+        this.owners.set(r.c, r.o);
+        this.next = Math.max(this.next, r.c + 1);
+      } else if (typeof r.d === "number") {
+        this.owners.delete(r.d);
+        this.garbage++;
+      } else if (typeof r.n === "number") this.next = Math.max(this.next, r.n);
+    });
+  }
+
+  /** The owning local broker of `id`, or undefined when there is no such id. */
+  owner(id: number): string | undefined {
+    return this.owners.get(id);
+  }
+
+  /** Ids owned by one local broker. */
+  ownedBy(broker: string): number[] {
+    const out: number[] = [];
+    for (const [id, o] of this.owners) if (o === broker) out.push(id);
+    return out;
+  }
+
+  get size(): number {
+    return this.owners.size;
+  }
+
+  /** Allocates a new id for `owner`; durable when the promise resolves. */
+  async create(owner: string): Promise<number> {
+    const id = this.next++;
+    this.owners.set(id, owner);
+    await this.file.append({ c: id, o: owner }, true);
+    return id;
+  }
+
+  async destroy(id: number): Promise<void> {
+    if (!this.owners.delete(id)) return;
+    this.garbage++;
+    await this.file.append({ d: id }, true);
+    if (this.file.bytes > COMPACT_MIN_BYTES && this.garbage > this.owners.size) {
+      this.garbage = 0;
+      await this.file.rewrite(() => [{ n: this.next }, ...[...this.owners].map(([c, o]) => ({ c, o }))]);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.file.close();
+  }
+}

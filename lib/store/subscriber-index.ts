@@ -1,0 +1,87 @@
+/**
+ * FileSubscriberIndex: `topics/<topic>/subscribers`, a RecordFile of events
+ * `{s: id, c: cursor}` (subscribe, durable), `{u: id}` (unsubscribe, durable) and
+ * `{a: id, c: cursor}` (cursor moved, lazy). Compacted to a snapshot when the events
+ * outweigh it.
+ */
+import { RecordFile, type Record_ } from "./record-file.ts";
+import type { SubscriberIndex } from "./types.ts";
+
+const COMPACT_MIN_BYTES = 64 * 1024;
+
+export class FileSubscriberIndex implements SubscriberIndex {
+  private readonly map = new Map<number, number>();
+  private readonly file: RecordFile;
+  /** Cursor moves not yet written. */
+  private readonly moved = new Map<number, number>();
+  private compacting = false;
+
+  constructor(file: string) {
+    this.file = RecordFile.open(file, (r) => this.apply(r));
+  }
+
+  get cursors(): ReadonlyMap<number, number> {
+    return this.map;
+  }
+
+  private apply(r: Record_): void {
+    if (typeof r.s === "number" && typeof r.c === "number") this.map.set(r.s, r.c);
+    else if (typeof r.a === "number" && typeof r.c === "number") {
+      if (this.map.has(r.a)) this.map.set(r.a, Math.max(this.map.get(r.a)!, r.c));
+    } else if (typeof r.u === "number") this.map.delete(r.u);
+  }
+
+  async add(id: number, cursor: number): Promise<void> {
+    if (this.map.has(id)) return;
+    this.map.set(id, cursor);
+    await this.file.append({ s: id, c: cursor }, true);
+  }
+
+  async remove(id: number): Promise<void> {
+    if (!this.map.has(id)) return;
+    this.map.delete(id);
+    this.moved.delete(id);
+    await this.file.append({ u: id }, true);
+    await this.maybeCompact();
+  }
+
+  advance(id: number, cursor: number): void {
+    const current = this.map.get(id);
+    if (current === undefined || cursor <= current) return;
+    this.map.set(id, cursor);
+    this.moved.set(id, cursor);
+  }
+
+  async flush(): Promise<void> {
+    if (this.moved.size > 0) {
+      const writes = [...this.moved].map(([id, c]) => this.file.append({ a: id, c }, false));
+      this.moved.clear();
+      await Promise.all(writes);
+      await this.maybeCompact();
+    }
+    await this.file.sync();
+  }
+
+  /** Writes pending cursor moves without waiting for the disk (called on a timer). */
+  writeMoved(): void {
+    if (this.moved.size === 0) return;
+    for (const [id, c] of this.moved) void this.file.append({ a: id, c }, false);
+    this.moved.clear();
+    void this.maybeCompact();
+  }
+
+  private async maybeCompact(): Promise<void> {
+    if (this.compacting || this.file.bytes < COMPACT_MIN_BYTES || this.file.bytes < this.map.size * 64) return;
+    this.compacting = true;
+    try {
+      await this.file.rewrite(() => [...this.map].map(([s, c]) => ({ s, c })));
+    } finally {
+      this.compacting = false;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.flush();
+    await this.file.close();
+  }
+}

@@ -1,0 +1,61 @@
+/**
+ * The server's storage, behind two small interfaces so a second backend can slot in
+ * without touching the protocol code. Every implementation runs tests/store/*.contract.ts.
+ */
+
+/** A message as stored: its seq in the topic, the append time (ms since the epoch), the payload. */
+export interface StoredMessage {
+  seq: number;
+  time: number;
+  data: Uint8Array;
+}
+
+/** The append-only log of one topic. Seqs start at 1 and have no gaps. */
+export interface TopicLog {
+  /** Oldest seq still stored; equal to `nextSeq` when the log is empty. */
+  readonly firstSeq: number;
+  /** The seq the next append will get (counting only committed appends). */
+  readonly nextSeq: number;
+  /**
+   * Appends one message; resolves with its seq once it is as durable as the fsync policy
+   * says (appends in flight together share one write and one fsync).
+   */
+  append(data: Uint8Array, time: number): Promise<number>;
+  /**
+   * Committed messages from `from` on, at most `maxCount` and about `maxBytes` (always at
+   * least one if any is available). The payloads may share a read buffer: use them before
+   * the next call or copy them.
+   */
+  read(from: number, maxCount: number, maxBytes: number): StoredMessage[];
+  close(): Promise<void>;
+}
+
+/** The subscribers of one topic and, for each, its acknowledged cursor (the next seq to deliver). */
+export interface SubscriberIndex {
+  /** Current subscribers: global id → cursor. */
+  readonly cursors: ReadonlyMap<number, number>;
+  /** Adds (or keeps) a subscriber; durable when the promise resolves. */
+  add(id: number, cursor: number): Promise<void>;
+  /** Removes a subscriber; durable when the promise resolves. */
+  remove(id: number): Promise<void>;
+  /**
+   * Moves a cursor forward. Written lazily: after a crash a cursor may be older than the
+   * last ack, which re-delivers (at least once) and never loses.
+   */
+  advance(id: number, cursor: number): void;
+  /** Starts writing pending cursor moves, without waiting for the disk (called on a timer). */
+  writeMoved(): void;
+  /** Writes pending cursor moves and fsyncs. */
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export type FsyncPolicy = "always" | "interval" | "never";
+
+export interface TopicStore {
+  /** Names of the topics that exist. */
+  topics(): string[];
+  /** Opens a topic, creating it when `create` is true; null when absent and not created. */
+  open(topic: string, create: boolean): Promise<{ log: TopicLog; subscribers: SubscriberIndex; created: boolean } | null>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,273 @@
+/**
+ * One framed, pipelined connection, the same on every hop: an incremental decoder on the
+ * way in, a coalescing outbound queue with a byte count on the way out, and a table of
+ * requests in flight matched by `rid`. Server, local broker and client all build on it.
+ */
+import { logger } from "../log.ts";
+import { Code, MqError, isCode, toMqError } from "../errors.ts";
+import { decodeMap, encode, validate } from "./codec.ts";
+import { FrameDecoder, encodeFrames } from "./frame.ts";
+import type { ErrorFrame, Frame, OkFrame, Outgoing } from "./messages.ts";
+
+const log = logger("wire");
+
+/** The part of a Bun socket (TCP, TLS or Unix) a Connection uses. */
+export interface SocketLike {
+  write(data: Uint8Array): number;
+  end(): void;
+  readonly remoteAddress?: string;
+}
+
+/** Why a connection ended, set once and logged once. */
+export const CloseReason = {
+  PeerClosed: "peer closed",
+  ProtocolError: "protocol error",
+  HelloTimeout: "no hello in time",
+  Replaced: "replaced by a newer session",
+  AuthFailed: "authentication failed",
+  Shutdown: "shutting down",
+  LocalClose: "closed",
+} as const;
+export type CloseReason = (typeof CloseReason)[keyof typeof CloseReason];
+
+export interface ConnectionHandler {
+  /**
+   * A request or push from the peer. For a frame with `rid` the returned value (or promise)
+   * becomes the `ok` reply's fields, a throw becomes an `error` reply.
+   */
+  frame(conn: Connection, frame: Frame): unknown;
+  /** The outbound queue drained below its budget: producers paused on `writable` may go on. */
+  drain?(conn: Connection): void;
+  closed?(conn: Connection, reason: CloseReason): void;
+}
+
+export interface ConnectionOptions {
+  maxFrameBytes: number;
+  /** For log lines: who is on the other end. */
+  label: string;
+  /** Close the connection when no hello arrives in this many ms (servers only). */
+  helloTimeoutMs?: number;
+}
+
+interface Pending {
+  resolve(frame: OkFrame): void;
+  reject(err: MqError): void;
+  deadline: number;
+}
+
+/** Above this many queued outbound bytes the connection reports itself not writable. */
+export const OUTBOUND_BUDGET_BYTES = 4 * 1024 * 1024;
+
+export class Connection {
+  readonly label: string;
+  /** Anything the owner wants to hang on the connection (session, client ids…). */
+  state: unknown;
+  helloDone = false;
+  private readonly decoder: FrameDecoder;
+  private queue: Uint8Array[] = [];
+  private queuedBytes = 0;
+  private backlog: Uint8Array | null = null;
+  private flushScheduled = false;
+  private nextRid = 1;
+  private readonly pending = new Map<number, Pending>();
+  private sweepTimer: ReturnType<typeof setInterval> | null = null;
+  private helloTimer: ReturnType<typeof setTimeout> | null = null;
+  private closeReason: CloseReason | null = null;
+  private endAfterFlush = false;
+
+  constructor(
+    private readonly socket: SocketLike,
+    private readonly handler: ConnectionHandler,
+    options: ConnectionOptions,
+  ) {
+    this.label = options.label;
+    this.decoder = new FrameDecoder(
+      {
+        frame: (payload) => this.onFrame(payload),
+        invalid: (reason, length) => {
+          const err =
+            reason === "too-large"
+              ? new MqError(Code.FrameTooLarge, `frame of ${length} bytes is above the limit of ${options.maxFrameBytes}`, { fatal: true })
+              : new MqError(Code.BadRequest, "frame of length 0", { fatal: true });
+          this.fail(undefined, err);
+        },
+      },
+      options.maxFrameBytes,
+    );
+    if (options.helloTimeoutMs) {
+      this.helloTimer = setTimeout(() => {
+        if (!this.helloDone) this.close(CloseReason.HelloTimeout);
+      }, options.helloTimeoutMs);
+    }
+  }
+
+  get closed(): boolean {
+    return this.closeReason !== null;
+  }
+
+  /** Outbound bytes not yet handed to the kernel. */
+  get pendingBytes(): number {
+    return this.queuedBytes + (this.backlog?.length ?? 0);
+  }
+
+  get writable(): boolean {
+    return !this.closed && this.pendingBytes < OUTBOUND_BUDGET_BYTES;
+  }
+
+  // --- socket events, called by the Bun socket handlers of the owner ---
+
+  onData(chunk: Uint8Array): void {
+    if (this.closed) return;
+    this.decoder.push(chunk);
+  }
+
+  onDrain(): void {
+    if (this.backlog) {
+      const n = this.socket.write(this.backlog);
+      if (n < this.backlog.length) {
+        this.backlog = this.backlog.subarray(Math.max(n, 0));
+        return;
+      }
+      this.backlog = null;
+    }
+    this.flush();
+    if (!this.backlog && this.endAfterFlush) this.socket.end();
+    if (this.writable) this.handler.drain?.(this);
+  }
+
+  onClose(): void {
+    this.finish(CloseReason.PeerClosed);
+  }
+
+  // --- sending ---
+
+  /** Queues one frame; frames sent in the same tick go out in one write. */
+  send(frame: object): void {
+    if (this.closed && !this.endAfterFlush) return;
+    const payload = encode(frame);
+    this.queue.push(payload);
+    this.queuedBytes += payload.length + 4;
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      queueMicrotask(() => this.flush());
+    }
+  }
+
+  /** Sends a request and resolves with the `ok` reply, or rejects with the `error` reply as an MqError. */
+  request(frame: Outgoing, timeoutMs = 0): Promise<OkFrame> {
+    if (this.closed) return Promise.reject(new MqError(Code.Unavailable, `connection to ${this.label} is closed`));
+    const rid = this.nextRid++;
+    const { promise, resolve, reject } = Promise.withResolvers<OkFrame>();
+    this.pending.set(rid, { resolve, reject, deadline: timeoutMs > 0 ? Date.now() + timeoutMs : Infinity });
+    if (timeoutMs > 0 && !this.sweepTimer) this.sweepTimer = setInterval(() => this.sweep(), 250);
+    this.send({ ...frame, rid });
+    return promise;
+  }
+
+  /** Requests in flight (sent, not yet answered). */
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  /** Sends an error frame; a fatal one closes the connection once it is written. */
+  fail(rid: number | undefined, err: MqError): void {
+    const frame: ErrorFrame = { op: "error", code: err.code, message: err.message };
+    if (rid !== undefined) frame.rid = rid;
+    this.send(frame);
+    if (err.fatal) this.close(CloseReason.ProtocolError);
+  }
+
+  /** Closes after the queued frames are written. */
+  close(reason: CloseReason = CloseReason.LocalClose): void {
+    if (this.closed) return;
+    this.endAfterFlush = true;
+    this.flush();
+    this.finish(reason);
+    if (!this.backlog) this.socket.end();
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    if (this.backlog || this.queue.length === 0) return;
+    const buf = encodeFrames(this.queue);
+    this.queue = [];
+    this.queuedBytes = 0;
+    const n = this.socket.write(buf);
+    if (n < buf.length) this.backlog = buf.subarray(Math.max(n, 0));
+  }
+
+  private finish(reason: CloseReason): void {
+    if (this.closeReason) return;
+    this.closeReason = reason;
+    if (this.helloTimer) clearTimeout(this.helloTimer);
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    const err = new MqError(Code.Unavailable, `connection to ${this.label} closed (${reason})`);
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+    if (reason !== CloseReason.PeerClosed) log.debug(`${this.label}: closing: ${reason}`);
+    this.handler.closed?.(this, reason);
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const [rid, p] of this.pending) {
+      if (p.deadline > now) continue;
+      this.pending.delete(rid);
+      p.reject(new MqError(Code.Unavailable, `${this.label} did not answer in time`));
+    }
+  }
+
+  // --- receiving ---
+
+  private onFrame(payload: Uint8Array): void {
+    if (this.closed) return;
+    let map: Record<string, unknown> | undefined;
+    let frame: Frame;
+    try {
+      map = decodeMap(payload);
+      frame = validate(map);
+    } catch (err) {
+      const rid = map && Number.isSafeInteger(map.rid) ? (map.rid as number) : undefined;
+      this.fail(rid, toMqError(err));
+      return;
+    }
+    if (frame.op === "ok" || frame.op === "error") return this.onReply(frame);
+    if (this.helloTimer && frame.op === "hello") clearTimeout(this.helloTimer);
+    const rid = "rid" in frame ? frame.rid : undefined;
+    let result: unknown;
+    try {
+      result = this.handler.frame(this, frame);
+    } catch (err) {
+      return this.answerError(rid, err);
+    }
+    if (rid === undefined) return;
+    if (result instanceof Promise) {
+      result.then(
+        (fields) => this.answer(rid, fields),
+        (err) => this.answerError(rid, err),
+      );
+    } else this.answer(rid, result);
+  }
+
+  private answer(rid: number, fields: unknown): void {
+    this.send(fields && typeof fields === "object" ? { ...fields, op: "ok", rid } : { op: "ok", rid });
+  }
+
+  private answerError(rid: number | undefined, err: unknown): void {
+    const e = toMqError(err);
+    if (e.code === Code.Internal) log.error(`${this.label}: ${e.message}`, e.cause ?? e);
+    this.fail(rid, e);
+  }
+
+  private onReply(frame: OkFrame | ErrorFrame): void {
+    const p = frame.rid === undefined ? undefined : this.pending.get(frame.rid);
+    if (!p) {
+      // An error without a pending request is the peer telling us why it is closing.
+      if (frame.op === "error") log.warn(`${this.label}: ${frame.code}: ${frame.message}`);
+      return;
+    }
+    this.pending.delete(frame.rid!);
+    if (frame.op === "ok") p.resolve(frame);
+    else p.reject(new MqError(isCode(frame.code) ? frame.code : Code.Internal, frame.message));
+  }
+}

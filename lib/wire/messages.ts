@@ -1,0 +1,114 @@
+/**
+ * Every frame on both hops (client ↔ local over the Unix socket, local ↔ server over TCP)
+ * is one CBOR map with an `op`. Requests carry `rid`, chosen by the sender; replies echo it.
+ * Deliveries (`msg`) and acknowledgements to the server (`ack` without rid) carry none.
+ * The field `id` is the local id on the client hop and the global id on the server hop.
+ */
+
+export const PROTOCOL_VERSION = 1;
+
+export const Op = {
+  Hello: "hello",
+  Create: "create",
+  Pub: "pub",
+  Sub: "sub",
+  Unsub: "unsub",
+  Recv: "recv",
+  Ack: "ack",
+  Destroy: "destroy",
+  Topics: "topics",
+  Stats: "stats",
+  Msg: "msg",
+  Ok: "ok",
+  Error: "error",
+} as const;
+export type Op = (typeof Op)[keyof typeof Op];
+
+/** Where a new subscription starts: the oldest stored message, the next one published, or a seq (inclusive). */
+export type From = "earliest" | "latest" | number;
+
+export interface HelloRequest { op: "hello"; rid: number; version: number; broker?: string; token?: string }
+export interface CreateRequest { op: "create"; rid: number }
+export interface PubRequest { op: "pub"; rid: number; id: number; topic: string; data: Uint8Array }
+export interface SubRequest { op: "sub"; rid: number; id: number; topics: string[]; from?: From }
+export interface UnsubRequest { op: "unsub"; rid: number; id: number; topics: string[] }
+/** Client hop only: up to `max` pending messages, waiting up to `wait` ms for the first. */
+export interface RecvRequest { op: "recv"; rid: number; id: number; max: number; wait: number }
+/**
+ * Client hop: `tag` from a recv reply, the messages have reached the user.
+ * Server hop (no rid): every message of `topic` up to `seq` reached the client (cumulative).
+ */
+export interface AckRequest { op: "ack"; rid?: number; id: number; tag?: number; topic?: string; seq?: number }
+export interface DestroyRequest { op: "destroy"; rid: number; id: number }
+export interface TopicsRequest { op: "topics"; rid: number }
+export interface StatsRequest { op: "stats"; rid: number }
+
+export type Request =
+  | HelloRequest | CreateRequest | PubRequest | SubRequest | UnsubRequest | RecvRequest
+  | AckRequest | DestroyRequest | TopicsRequest | StatsRequest;
+
+/** A request as a caller writes it: the connection assigns the `rid`. */
+export type Outgoing = Request extends infer R ? (R extends Request ? Omit<R, "rid"> : never) : never;
+
+/** Server → local push of one stored message for one subscriber. */
+export interface MsgFrame { op: "msg"; id: number; topic: string; seq: number; time: number; data: Uint8Array }
+export interface OkFrame { op: "ok"; rid: number; [field: string]: unknown }
+export interface ErrorFrame { op: "error"; rid?: number; code: string; message: string }
+export type Frame = Request | MsgFrame | OkFrame | ErrorFrame;
+
+/** A message as handed to the user. `time` is the server's append time in ms since the epoch. */
+export interface Message { topic: string; seq: number; time: number; data: Uint8Array }
+
+export interface PubResult { topic: string; seq: number; subscribers: number; created: boolean }
+export interface TopicInfo { topic: string; subscribers: number; messages: number }
+
+/** Field types the validator knows; a trailing `?` marks a field optional. */
+type FieldType = "uint" | "string" | "bytes" | "topics" | "from";
+type Schema = Record<string, FieldType | `${FieldType}?`>;
+
+/** One schema per frame type a peer may send us; anything not listed is junk. */
+export const schemas: Record<string, Schema> = {
+  hello: { rid: "uint", version: "uint", broker: "string?", token: "string?" },
+  create: { rid: "uint" },
+  pub: { rid: "uint", id: "uint", topic: "string", data: "bytes" },
+  sub: { rid: "uint", id: "uint", topics: "topics", from: "from?" },
+  unsub: { rid: "uint", id: "uint", topics: "topics" },
+  recv: { rid: "uint", id: "uint", max: "uint", wait: "uint" },
+  ack: { rid: "uint?", id: "uint", tag: "uint?", topic: "string?", seq: "uint?" },
+  destroy: { rid: "uint", id: "uint" },
+  topics: { rid: "uint" },
+  stats: { rid: "uint" },
+  msg: { id: "uint", topic: "string", seq: "uint", time: "uint", data: "bytes" },
+};
+
+/** Most topics one sub/unsub request may name. */
+export const MAX_TOPICS_PER_REQUEST = 1024;
+
+/** Returns the reason `value` does not fit `type`, or null when it does. */
+export function checkField(type: FieldType, value: unknown): string | null {
+  switch (type) {
+    case "uint":
+      return Number.isSafeInteger(value) && (value as number) >= 0 ? null : "a non-negative integer";
+    case "string":
+      return typeof value === "string" ? null : "a string";
+    case "bytes":
+      return value instanceof Uint8Array ? null : "a byte string";
+    case "topics":
+      return Array.isArray(value) && value.length > 0 && value.length <= MAX_TOPICS_PER_REQUEST && value.every((t) => typeof t === "string")
+        ? null
+        : `an array of 1 to ${MAX_TOPICS_PER_REQUEST} strings`;
+    case "from":
+      return value === "earliest" || value === "latest" || (Number.isSafeInteger(value) && (value as number) >= 1)
+        ? null
+        : '"earliest", "latest" or a seq >= 1';
+  }
+}
+
+/** A short description of a frame for debug logs (never the payload). */
+export function describe(frame: Frame): string {
+  const f = frame as unknown as Record<string, unknown>;
+  const parts = [String(f.op)];
+  for (const key of ["rid", "id", "topic", "seq", "code"]) if (f[key] !== undefined) parts.push(`${key}=${String(f[key])}`);
+  if (f.data instanceof Uint8Array) parts.push(`${f.data.length}B`);
+  return parts.join(" ");
+}
