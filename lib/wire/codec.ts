@@ -1,5 +1,8 @@
 /** cbor-x ↔ typed frames. cbor-x only ever sees whole frames (framing is frame.ts). */
-import { Decoder, Encoder } from "cbor-x";
+// The pure-JS entry points: the package root loads the native cbor-extract addon, which
+// under Bun corrupts string decoding after a few thousand frames and can abort the process.
+import { Decoder } from "cbor-x/decode";
+import { Encoder } from "cbor-x/encode";
 import { Code, MqError } from "../errors.ts";
 import { checkField, schemas, type Frame } from "./messages.ts";
 
