@@ -1,0 +1,178 @@
+/**
+ * End-to-end harness: real `mq server` and `mq local` processes on real sockets, driven
+ * through the real CLI. Uses the compiled binary (`dist/mq`, or $MQ_BIN) so the shipped
+ * artefact is what is tested; falls back to `bun cmd/mq.ts` when it is not built.
+ */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import type { Subprocess } from "bun";
+
+const root = path.resolve(import.meta.dir, "../..");
+
+export function mqCommand(): string[] {
+  if (process.env.MQ_BIN) return [process.env.MQ_BIN];
+  const bin = path.join(root, "dist", "mq");
+  if (fs.existsSync(bin)) return [bin];
+  return [process.execPath, path.join(root, "cmd", "mq.ts")];
+}
+
+export function tmpDir(prefix = "mq-test-"): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** A daemon started from the CLI; its stderr is collected so tests can wait for log lines. */
+export class Daemon {
+  log = "";
+  private readonly waiters: Array<{ re: RegExp; resolve: (m: RegExpMatchArray) => void }> = [];
+  readonly exited: Promise<number>;
+
+  constructor(
+    readonly name: string,
+    readonly proc: Subprocess<"ignore", "ignore", "pipe">,
+  ) {
+    this.exited = proc.exited;
+    void this.pump();
+  }
+
+  private async pump(): Promise<void> {
+    const decoder = new TextDecoder();
+    for await (const chunk of this.proc.stderr) {
+      this.log += decoder.decode(chunk, { stream: true });
+      for (let i = this.waiters.length - 1; i >= 0; i--) {
+        const m = this.log.match(this.waiters[i]!.re);
+        if (m) this.waiters.splice(i, 1)[0]!.resolve(m);
+      }
+    }
+  }
+
+  /** Resolves when stderr matches `re` (already or later); fails after `ms` or if the daemon exits. */
+  async waitFor(re: RegExp, ms = 15_000): Promise<RegExpMatchArray> {
+    const now = this.log.match(re);
+    if (now) return now;
+    const { promise, resolve } = Promise.withResolvers<RegExpMatchArray>();
+    this.waiters.push({ re, resolve });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${this.name}: no ${re} in ${ms} ms; log:\n${this.log}`)), ms);
+    });
+    const exit = this.exited.then((code) => {
+      throw new Error(`${this.name} exited with ${code} before ${re}; log:\n${this.log}`);
+    });
+    try {
+      return await Promise.race([promise, timeout, exit]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  get pid(): number {
+    return this.proc.pid;
+  }
+
+  /** SIGTERM and wait for the exit code. */
+  async stop(): Promise<number> {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill("SIGTERM");
+    return this.exited;
+  }
+
+  async kill9(): Promise<void> {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill("SIGKILL");
+    await this.exited;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    const stopped = this.stop();
+    const timer = setTimeout(() => this.proc.kill("SIGKILL"), 8000);
+    await stopped;
+    clearTimeout(timer);
+  }
+}
+
+function spawnDaemon(name: string, args: string[], env: Record<string, string> = {}): Daemon {
+  const proc = Bun.spawn([...mqCommand(), ...args], {
+    stdin: "ignore",
+    stdout: "ignore",
+    stderr: "pipe",
+    env: { ...process.env, ...env },
+  });
+  return new Daemon(name, proc);
+}
+
+export interface ServerHandle {
+  daemon: Daemon;
+  port: number;
+  dataDir: string;
+  address: string;
+}
+
+/** Starts `mq server` on 127.0.0.1 (port 0 = any free one) and waits until it listens. */
+export async function startServer(options: { dataDir?: string; port?: number; args?: string[] } = {}): Promise<ServerHandle> {
+  const dataDir = options.dataDir ?? tmpDir("mq-server-");
+  const daemon = spawnDaemon("server", ["server", "--listen", `127.0.0.1:${options.port ?? 0}`, "--data", dataDir, ...(options.args ?? [])]);
+  const m = await daemon.waitFor(/listening on 127\.0\.0\.1:(\d+)/);
+  const port = Number(m[1]);
+  return { daemon, port, dataDir, address: `127.0.0.1:${port}` };
+}
+
+export interface LocalHandle {
+  daemon: Daemon;
+  socket: string;
+  dataDir: string;
+}
+
+/** Starts `mq local` against `server` and waits until it is connected (unless `connected: false`). */
+export async function startLocal(server: string, options: { dataDir?: string; socket?: string; args?: string[]; connected?: boolean } = {}): Promise<LocalHandle> {
+  const dataDir = options.dataDir ?? tmpDir("mq-local-");
+  const socket = options.socket ?? path.join(dataDir, "local.sock");
+  const daemon = spawnDaemon("local", ["local", "--server", server, "--data", dataDir, "--socket", socket, ...(options.args ?? [])]);
+  await daemon.waitFor(options.connected === false ? /listening on/ : /connected to the server/);
+  return { daemon, socket, dataDir };
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs one CLI command to completion (bounded by `timeoutMs`), with MQ_SOCKET set to `socket`. */
+export async function mq(socket: string | null, args: string[], options: { stdin?: string | Uint8Array; timeoutMs?: number; env?: Record<string, string> } = {}): Promise<RunResult> {
+  const env: Record<string, string | undefined> = { ...process.env, ...options.env };
+  if (socket) env.MQ_SOCKET = socket;
+  else delete env.MQ_SOCKET;
+  const proc = Bun.spawn([...mqCommand(), ...args], {
+    stdin: options.stdin === undefined ? "ignore" : new Blob([options.stdin]),
+    stdout: "pipe",
+    stderr: "pipe",
+    env,
+  });
+  const timer = setTimeout(() => proc.kill("SIGKILL"), options.timeoutMs ?? 20_000);
+  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  clearTimeout(timer);
+  return { code, stdout, stderr };
+}
+
+/** A server and one local broker, torn down (by PID) when disposed. */
+export async function startCluster(options: { serverArgs?: string[] } = {}) {
+  const server = await startServer(options.serverArgs ? { args: options.serverArgs } : {});
+  const local = await startLocal(server.address);
+  const run = (args: string[], opts?: Parameters<typeof mq>[2]) => mq(local.socket, args, opts);
+  return {
+    server,
+    local,
+    run,
+    /** `mq create` → the new id. */
+    async create(): Promise<number> {
+      const r = await run(["create"]);
+      if (r.code !== 0) throw new Error(`mq create failed: ${r.code} ${r.stderr}`);
+      return Number(r.stdout.trim());
+    },
+    async [Symbol.asyncDispose]() {
+      await local.daemon[Symbol.asyncDispose]();
+      await server.daemon[Symbol.asyncDispose]();
+      fs.rmSync(local.dataDir, { recursive: true, force: true });
+      fs.rmSync(server.dataDir, { recursive: true, force: true });
+    },
+  };
+}
