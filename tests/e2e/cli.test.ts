@@ -262,3 +262,24 @@ describe("usage and reachability", () => {
     expect(r.stdout + r.stderr).toContain("recv");
   });
 });
+
+describe("mq up", () => {
+  test("runs a server and a local broker in one process; the seed flow works; SIGTERM exits 0", async () => {
+    const { Daemon, mqCommand } = await import("./harness.ts");
+    const dir = tmpDir("mq-up-");
+    const socket = path.join(dir, "run", "local.sock");
+    const proc = Bun.spawn([...mqCommand(), "up", "--data", dir, "--listen", "127.0.0.1:0", "--socket", socket], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+    await using up = new Daemon("up", proc);
+    await up.waitFor(/connected to the server/);
+    const id = (await mq(socket, ["create"])).stdout.trim();
+    expect((await mq(socket, ["sub", id, "orders"])).code).toBe(0);
+    expect((await mq(socket, ["pub", id, "orders"], { stdin: '{"total": 12}\n' })).code).toBe(0);
+    expect(JSON.parse((await mq(socket, ["recv", id])).stdout)).toEqual({ total: 12 });
+    expect((await mq(socket, ["destroy", id])).code).toBe(0);
+    expect(await up.stop()).toBe(0);
+    const fs = await import("node:fs");
+    expect(fs.existsSync(path.join(dir, "server", "clients"))).toBe(true);
+    expect(fs.existsSync(path.join(dir, "local", "identity"))).toBe(true);
+    expect((fs.statSync(path.dirname(socket)).mode & 0o777).toString(8)).toBe("700");
+  });
+});
