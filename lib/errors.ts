@@ -10,6 +10,8 @@ export const Code = {
   VersionMismatch: "VERSION_MISMATCH",
   Unavailable: "UNAVAILABLE",
   Internal: "INTERNAL",
+  /** Added to the SPEC §4 list: the server could not write or fsync (disk full, I/O error). Nothing was acknowledged. */
+  StorageError: "STORAGE_ERROR",
 } as const;
 export type Code = (typeof Code)[keyof typeof Code];
 

@@ -258,8 +258,8 @@ export class MqServer {
     try {
       seq = await topic.log.append(data, Date.now());
     } catch (err) {
-      log.error(`topic ${topicName}: append failed`, err);
-      throw new MqError(Code.Unavailable, `cannot store the message in topic "${topicName}": ${(err as Error).message}`, { cause: err });
+      log.error(`topic ${topicName}: append failed: ${(err as Error).message}`);
+      throw new MqError(Code.StorageError, `the server cannot store the message in topic "${topicName}": ${(err as Error).message}`, { cause: err });
     }
     this.counters.published++;
     for (const sub of topic.subscriptions.values()) this.pump(sub);

@@ -1,6 +1,7 @@
 /** FileTopicStore: `DATA/topics/<topic>/` holding the segments and the `subscribers` index. */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { fsyncDir } from "./fsutil.ts";
 import { FileSubscriberIndex } from "./subscriber-index.ts";
 import { FileTopicLog, type TopicLogOptions } from "./topic-log.ts";
 import type { SubscriberIndex, TopicLog, TopicStore } from "./types.ts";
@@ -33,6 +34,7 @@ export class FileTopicStore implements TopicStore {
     const exists = fs.existsSync(dir);
     if (!exists && !create) return null;
     const log = FileTopicLog.open(dir, this.options);
+    if (!exists) fsyncDir(this.root); // the new topic directory itself must survive a crash
     const subscribers = new FileSubscriberIndex(path.join(dir, "subscribers"));
     const entry = { log, subscribers };
     this.opened.set(topic, entry);
