@@ -29,6 +29,7 @@ export interface Received {
 }
 
 const encoder = new TextEncoder();
+const ANSWER_TIMEOUT_MS = 15_000;
 
 export class MqClient {
   private constructor(
@@ -59,12 +60,16 @@ export class MqClient {
       throw new MqError(Code.Unavailable, `no local broker at ${socketPath} (start one with \`mq local\` or \`mq up\`)`, { cause: err });
     }
     const conn = socket.data;
-    const hello = await conn.request({ op: "hello", version: PROTOCOL_VERSION });
+    const hello = await conn.request({ op: "hello", version: PROTOCOL_VERSION }, ANSWER_TIMEOUT_MS);
     return new MqClient(conn, typeof hello.maxMessageBytes === "number" ? hello.maxMessageBytes : 0);
   }
 
-  private async call(frame: Outgoing): Promise<Record<string, unknown>> {
-    return this.conn.request(frame);
+  /**
+   * One request. The local broker answers within seconds even when the server is away;
+   * the timeout only guards against a local broker that accepts and then hangs.
+   */
+  private async call(frame: Outgoing, timeoutMs = ANSWER_TIMEOUT_MS): Promise<Record<string, unknown>> {
+    return this.conn.request(frame, timeoutMs);
   }
 
   /** A new client id (the local id on this host). */
@@ -94,7 +99,8 @@ export class MqClient {
    * An empty batch means none came in time. Call `ack()` once they reached the user.
    */
   async recv(id: number, options: { max?: number; waitMs?: number } = {}): Promise<Received> {
-    const r = await this.call({ op: "recv", id, max: options.max ?? 1, wait: Math.max(0, Math.floor(options.waitMs ?? 0)) });
+    const wait = Math.max(0, Math.floor(options.waitMs ?? 0));
+    const r = await this.call({ op: "recv", id, max: options.max ?? 1, wait }, wait + ANSWER_TIMEOUT_MS);
     const messages = (r.messages as Message[] | undefined) ?? [];
     const tag = r.tag as number | undefined;
     return {

@@ -62,6 +62,8 @@ export class Inbox {
 
   /** Puts messages a client took but never acknowledged back at the front, in order. */
   putBack(messages: Message[]): void {
+    // A topic unsubscribed meanwhile stays dropped.
+    messages = messages.filter((m) => this.tracks.has(m.topic));
     if (messages.length === 0) return;
     // They are older than anything still queued for their topic, so they go first.
     this.queue = messages.concat(this.queue.slice(this.head));

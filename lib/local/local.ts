@@ -45,6 +45,8 @@ const BACKOFF_MIN_MS = 100;
 const BACKOFF_MAX_MS = 2000;
 /** While reconnecting, a request waits this long for the server before failing UNAVAILABLE. */
 const RECONNECT_GRACE_MS = 1000;
+/** Grace + this + the 250 ms timeout sweep stays under the 5 s the CLI promises for UNAVAILABLE. */
+const REQUEST_TIMEOUT_MS = 3500;
 
 export class LocalBroker {
   private listener: UnixSocketListener<Connection> | null = null;
@@ -86,7 +88,18 @@ export class LocalBroker {
 
   private listen(): void {
     const handler = this.clientHandler();
-    this.listener = Bun.listen<Connection>({
+    // Created 0600 from the start (umask), not chmod-ed after a window with default permissions.
+    const umask = process.umask(0o177);
+    try {
+      this.listener = this.listenUnix(handler);
+    } finally {
+      process.umask(umask);
+    }
+    fs.chmodSync(this.options.socketPath, 0o600);
+  }
+
+  private listenUnix(handler: ConnectionHandler): UnixSocketListener<Connection> {
+    return Bun.listen<Connection>({
       unix: this.options.socketPath,
       socket: {
         open: (socket: Socket<Connection>) => {
@@ -105,7 +118,6 @@ export class LocalBroker {
         error: (socket, err) => log.warn(`${socket.data?.label ?? "client"}: ${err.message}`),
       },
     });
-    fs.chmodSync(this.options.socketPath, 0o600);
   }
 
   // --- the server side ---
@@ -150,7 +162,11 @@ export class LocalBroker {
         if (this.options.token !== undefined) hello.token = this.options.token;
         const reply = await conn.request(hello, 5000);
         if (this.stopped) return conn.close(CloseReason.Shutdown);
-        if (typeof reply.maxMessageBytes === "number") this.maxMessageBytes = reply.maxMessageBytes;
+        if (typeof reply.maxMessageBytes === "number" && reply.maxMessageBytes !== this.maxMessageBytes) {
+          this.maxMessageBytes = reply.maxMessageBytes;
+          // Clients connected before the server told us its limit get the new one too.
+          for (const c of this.clients) c.maxFrameBytes = maxFrameBytes(this.maxMessageBytes);
+        }
         this.upstream = conn;
         this.upstreamError = null;
         log.info(`connected to the server ${this.serverAddress}${attempts > 1 ? ` after ${attempts} attempts` : ""}`);
@@ -185,7 +201,7 @@ export class LocalBroker {
   private async forward(frame: Outgoing): Promise<Record<string, unknown>> {
     const conn = await this.server();
     this.counters.forwarded++;
-    const reply = await conn.request(frame, this.options.requestTimeoutMs ?? 4000);
+    const reply = await conn.request(frame, this.options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS);
     const { op: _op, rid: _rid, ...fields } = reply;
     return fields;
   }
@@ -290,16 +306,24 @@ export class LocalBroker {
       }
       case "destroy": {
         const id = this.global(frame.id);
-        return this.forward({ op: "destroy", id }).then(async (r) => {
+        const forget = async () => {
           await this.ids.remove(frame.id);
           this.inboxes.delete(frame.id);
-          return r;
-        });
+        };
+        return this.forward({ op: "destroy", id }).then(
+          async (r) => (await forget(), r),
+          async (err) => {
+            // The server no longer knows the id (a crash between its destroy and ours): finish ours.
+            if (!(err instanceof MqError) || err.code !== Code.UnknownId) throw err;
+            await forget();
+            return {};
+          },
+        );
       }
       case "recv":
         return this.recv(conn, frame.id, frame.max, frame.wait);
       case "ack":
-        return this.ack(conn, frame.tag);
+        return this.ack(conn, frame.id, frame.tag);
       case "topics":
         return this.forward({ op: "topics" });
       case "stats":
@@ -342,10 +366,10 @@ export class LocalBroker {
     return { messages, tag };
   }
 
-  private ack(conn: Connection, tag: number | undefined) {
+  private ack(conn: Connection, local: number, tag: number | undefined) {
     const state = conn.state as ClientState;
     const entry = tag === undefined ? undefined : state.delivered.get(tag);
-    if (!entry) throw new MqError(Code.BadRequest, `ack: no delivery with tag ${tag} is pending on this connection`);
+    if (!entry || entry.local !== local) throw new MqError(Code.BadRequest, `ack: no delivery with tag ${tag} for id ${local} is pending on this connection`);
     state.delivered.delete(tag!);
     const inbox = this.inboxes.get(entry.local);
     const global = this.ids.global(entry.local);
@@ -369,7 +393,6 @@ export class LocalBroker {
       ...this.counters,
       rss_bytes: process.memoryUsage().rss,
     };
-    if (!this.upstream) return { local, server: null };
     const r = await this.forward({ op: "stats" });
     return { local, server: r.server };
   }
@@ -417,6 +440,12 @@ function loadIdentity(file: string): string {
 async function claimSocketPath(socketPath: string): Promise<void> {
   const dir = path.dirname(socketPath);
   if (!fs.existsSync(dir)) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const st = fs.statSync(dir);
+  // A directory of someone else's (say, a pre-made /tmp/mq-$UID) could let them reach or swap the socket.
+  if (process.getuid && st.uid !== process.getuid()) {
+    throw new MqError(Code.Unavailable, `the socket directory ${dir} belongs to uid ${st.uid}, not to this user; remove it or choose another --socket`);
+  }
+  if ((st.mode & 0o077) !== 0) fs.chmodSync(dir, 0o700);
   if (!fs.existsSync(socketPath)) return;
   const live = await Bun.connect({ unix: socketPath, socket: { data() {}, open(s) { s.end(); } } }).then(
     () => true,

@@ -52,7 +52,8 @@ export class FileTopicLog implements TopicLog {
   private pending: PendingAppend[] = [];
   private flushing = false;
   private scheduled = false;
-  private dirty = false;
+  /** Segments written since the last fsync (interval policy): a roll must not leave the old one unsynced. */
+  private readonly dirty = new Set<Segment>();
   private intervalTimer: ReturnType<typeof setInterval> | null = null;
   private closed = false;
 
@@ -121,12 +122,12 @@ export class FileTopicLog implements TopicLog {
     const batch = this.pending;
     this.pending = [];
     const firstSeq = this.assigned;
-    const touched = new Set<number>();
+    const touched = new Set<Segment>();
     try {
       this.writeBatch(batch, touched);
       this.assigned += batch.length;
-      if (this.options.fsync === "always") await Promise.all([...touched].map(fsyncAsync));
-      else this.dirty = true;
+      if (this.options.fsync === "always") await Promise.all([...touched].map((s) => fsyncAsync(s.fd)));
+      else for (const s of touched) this.dirty.add(s);
       this.committed = this.assigned;
       for (let i = 0; i < batch.length; i++) batch[i]!.resolve(firstSeq + i);
     } catch (err) {
@@ -140,7 +141,7 @@ export class FileTopicLog implements TopicLog {
     }
   }
 
-  private writeBatch(batch: PendingAppend[], touched: Set<number>): void {
+  private writeBatch(batch: PendingAppend[], touched: Set<Segment>): void {
     let seq = this.assigned;
     let i = 0;
     while (i < batch.length) {
@@ -171,7 +172,7 @@ export class FileTopicLog implements TopicLog {
       writeAllSync(seg.fd, buf, seg.size);
       seg.size += bytes;
       seg.count += j - i;
-      touched.add(seg.fd);
+      touched.add(seg);
       i = j;
     }
   }
@@ -200,13 +201,14 @@ export class FileTopicLog implements TopicLog {
   }
 
   private async syncIfDirty(): Promise<void> {
-    if (!this.dirty) return;
-    this.dirty = false;
-    const seg = this.segments[this.segments.length - 1]!;
-    try {
-      await fsyncAsync(seg.fd);
-    } catch (err) {
-      log.error(`${seg.file}: fsync failed`, err);
+    const segments = [...this.dirty];
+    this.dirty.clear();
+    for (const seg of segments) {
+      try {
+        await fsyncAsync(seg.fd);
+      } catch (err) {
+        log.error(`${seg.file}: fsync failed: ${(err as Error).message}`);
+      }
     }
   }
 

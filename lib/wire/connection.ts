@@ -105,6 +105,15 @@ export class Connection {
     return this.closeReason !== null;
   }
 
+  /** The largest frame accepted from the peer. */
+  get maxFrameBytes(): number {
+    return this.decoder.maxFrameBytes;
+  }
+
+  set maxFrameBytes(value: number) {
+    this.decoder.maxFrameBytes = value;
+  }
+
   /** Outbound bytes not yet handed to the kernel. */
   get pendingBytes(): number {
     return this.queuedBytes + (this.backlog?.length ?? 0);

@@ -26,7 +26,8 @@ export class FrameDecoder {
 
   constructor(
     private readonly sink: FrameSink,
-    private readonly maxFrameBytes: number,
+    /** May be raised or lowered between pushes (a peer announced another limit). */
+    public maxFrameBytes: number,
   ) {}
 
   /** True while part of a frame has been received and the rest has not. */
