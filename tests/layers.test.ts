@@ -56,3 +56,13 @@ test("the layer table has no cycle", () => {
   };
   for (const layer of Object.keys(allowed)) visit(layer, []);
 });
+
+test("nothing imports the cbor-x package root (it loads a native addon that corrupts decoding under Bun)", () => {
+  const offenders: string[] = [];
+  for (const dir of [lib, path.resolve(import.meta.dir), path.resolve(import.meta.dir, "../cmd")]) {
+    for (const file of files(dir)) {
+      if (/from\s+["']cbor-x["']/.test(fs.readFileSync(file, "utf8"))) offenders.push(path.relative(path.resolve(lib, ".."), file));
+    }
+  }
+  expect(offenders).toEqual([]);
+});

@@ -4,10 +4,12 @@
  * `{a: id, c: cursor}` (cursor moved, lazy). Compacted to a snapshot when the events
  * outweigh it.
  */
+import { logger } from "../log.ts";
 import { RecordFile, type Record_ } from "./record-file.ts";
 import type { SubscriberIndex } from "./types.ts";
 
 const COMPACT_MIN_BYTES = 64 * 1024;
+const log = logger("store");
 
 export class FileSubscriberIndex implements SubscriberIndex {
   private readonly map = new Map<number, number>();
@@ -32,13 +34,14 @@ export class FileSubscriberIndex implements SubscriberIndex {
   }
 
   async add(id: number, cursor: number): Promise<void> {
-    if (this.map.has(id)) return;
+    // Already there: its record may still be on its way to the disk, so wait for that.
+    if (this.map.has(id)) return this.file.sync();
     this.map.set(id, cursor);
     await this.file.append({ s: id, c: cursor }, true);
   }
 
   async remove(id: number): Promise<void> {
-    if (!this.map.has(id)) return;
+    if (!this.map.has(id)) return this.file.sync();
     this.map.delete(id);
     this.moved.delete(id);
     await this.file.append({ u: id }, true);
@@ -65,9 +68,11 @@ export class FileSubscriberIndex implements SubscriberIndex {
   /** Writes pending cursor moves without waiting for the disk (called on a timer). */
   writeMoved(): void {
     if (this.moved.size === 0) return;
-    for (const [id, c] of this.moved) void this.file.append({ a: id, c }, false);
+    // A failed cursor write only means a re-delivery after a crash; log it, do not fail anyone.
+    const failed = (err: unknown) => log.warn(`${this.file.file}: cursor write failed: ${(err as Error).message}`);
+    for (const [id, c] of this.moved) this.file.append({ a: id, c }, false).catch(failed);
     this.moved.clear();
-    void this.maybeCompact();
+    this.maybeCompact().catch(failed);
   }
 
   private async maybeCompact(): Promise<void> {

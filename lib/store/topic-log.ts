@@ -69,20 +69,20 @@ export class FileTopicLog implements TopicLog {
   static open(dir: string, options: TopicLogOptions): FileTopicLog {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     const tl = new FileTopicLog(dir, options);
-    const bases = fs
+    const names = fs
       .readdirSync(dir)
       .filter((n) => /^\d+\.log$/.test(n))
-      .map((n) => Number(n.slice(0, -4)))
-      .sort((a, b) => a - b);
-    for (const base of bases) {
+      .sort((a, b) => Number(a.slice(0, -4)) - Number(b.slice(0, -4)));
+    for (const name of names) {
+      const base = Number(name.slice(0, -4));
       if (tl.segments.length > 0) {
         const prev = tl.segments[tl.segments.length - 1]!;
         if (prev.base + prev.count > base) {
-          log.warn(`${dir}: segment ${base}.log overlaps the one before it; ignoring it`);
+          log.warn(`${dir}: segment ${name} overlaps the one before it; ignoring it`);
           continue;
         }
       }
-      tl.segments.push(tl.scanSegment(base));
+      tl.segments.push(tl.scanSegment(base, path.join(dir, name)));
     }
     if (tl.segments.length === 0) tl.segments.push(tl.createSegment(1));
     const last = tl.segments[tl.segments.length - 1]!;
@@ -134,6 +134,7 @@ export class FileTopicLog implements TopicLog {
       // Nothing of this batch is acknowledged: cut what may have reached the file so that
       // seqs stay dense and the next append starts clean.
       this.rollBack(firstSeq);
+      this.assigned = firstSeq;
       for (const p of batch) p.reject(err);
     } finally {
       this.flushing = false;
@@ -180,6 +181,7 @@ export class FileTopicLog implements TopicLog {
   private rollBack(toSeq: number): void {
     while (this.segments.length > 1 && this.segments[this.segments.length - 1]!.base >= toSeq) {
       const seg = this.segments.pop()!;
+      this.dirty.delete(seg);
       fs.closeSync(seg.fd);
       fs.rmSync(seg.file, { force: true });
     }
@@ -330,8 +332,7 @@ export class FileTopicLog implements TopicLog {
   }
 
   /** Opens a segment and walks every record, verifying it; cuts the segment at the first damage. */
-  private scanSegment(base: number): Segment {
-    const file = path.join(this.dir, `${String(base).padStart(20, "0")}.log`);
+  private scanSegment(base: number, file: string): Segment {
     const fd = fs.openSync(file, "r+");
     const fileSize = fs.fstatSync(fd).size;
     const seg: Segment = { base, file, fd, size: 0, count: 0, indexSeq: [], indexPos: [] };

@@ -27,7 +27,8 @@ export function decodeMap(payload: Uint8Array): Record<string, unknown> {
   } catch (err) {
     throw new MqError(Code.BadRequest, "frame is not valid CBOR", { fatal: true, cause: err });
   }
-  if (value === null || typeof value !== "object" || Array.isArray(value) || value instanceof Uint8Array) {
+  // Only a plain map: tagged items (dates, typed arrays) and Map objects are not frames.
+  if (value === null || typeof value !== "object" || Object.getPrototypeOf(value) !== Object.prototype) {
     throw new MqError(Code.BadRequest, "frame is not a CBOR map", { fatal: true });
   }
   return value as Record<string, unknown>;
@@ -42,10 +43,10 @@ export function validate(map: Record<string, unknown>): Frame {
   const op = map.op;
   if (typeof op !== "string") throw new MqError(Code.BadRequest, 'field "op" is missing or not a string');
   if (op === "ok" || op === "error") return checkReply(map);
-  const schema = schemas[op];
+  const schema = Object.hasOwn(schemas, op) ? schemas[op] : undefined;
   if (!schema) throw new MqError(Code.UnknownOp, `unknown op ${JSON.stringify(op.slice(0, 40))}`);
   for (const key of Object.keys(map)) {
-    if (key !== "op" && !(key in schema)) throw new MqError(Code.BadRequest, `${op}: unexpected field ${JSON.stringify(key.slice(0, 40))}`);
+    if (key !== "op" && !Object.hasOwn(schema, key)) throw new MqError(Code.BadRequest, `${op}: unexpected field ${JSON.stringify(key.slice(0, 40))}`);
   }
   for (const [key, spec] of Object.entries(schema)) {
     const optional = spec.endsWith("?");

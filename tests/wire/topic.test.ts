@@ -17,7 +17,7 @@ describe("topicProblem", () => {
     expect(() => checkTopic(topic)).not.toThrow();
   });
 
-  test("topicProblem is at the limit for the 200-byte test names", () => {
+  test("MAX_TOPIC_BYTES is 200, the length of the longest accepted test names", () => {
     expect(MAX_TOPIC_BYTES).toBe(200);
     expect(("ab.".repeat(66) + "ab").length).toBe(200);
   });

@@ -1,0 +1,230 @@
+/**
+ * The TopicLog contract: every implementation runs this suite (see topic-log.test.ts).
+ * Implementations that persist pass `reopen`, which closes the log and opens it again
+ * on the same storage; the suite then also checks what survives.
+ */
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import type { TopicLog } from "../../lib/store/types.ts";
+
+export interface TopicLogFixture {
+  log: TopicLog;
+  /** Closes `log` and opens the same storage again (persistent implementations only). */
+  reopen?: () => Promise<TopicLog>;
+  /** Closes whatever is open and removes the storage. */
+  cleanup: () => Promise<void>;
+}
+
+/** A payload of `n` bytes derived from `seed`, so that any two differ and a misplaced byte shows. */
+export function payload(n: number, seed: number): Uint8Array {
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i++) out[i] = (seed * 131 + i * 7) & 0xff;
+  return out;
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+}
+
+const ALL = Number.MAX_SAFE_INTEGER;
+
+export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFixture>): void {
+  describe(`TopicLog contract: ${name}`, () => {
+    let fx: TopicLogFixture;
+    let log: TopicLog;
+
+    beforeEach(async () => {
+      fx = await newLog();
+      log = fx.log;
+    });
+
+    afterEach(async () => {
+      await fx.cleanup();
+    });
+
+    /** Appends payloads one after the other; returns their seqs. */
+    async function appendAll(payloads: Uint8Array[], time = 1000): Promise<number[]> {
+      const seqs: number[] = [];
+      for (const [i, p] of payloads.entries()) seqs.push(await log.append(p, time + i));
+      return seqs;
+    }
+
+    test("TopicLog starts empty with firstSeq and nextSeq at 1", () => {
+      expect(log.firstSeq).toBe(1);
+      expect(log.nextSeq).toBe(1);
+      expect(log.read(1, 10, ALL)).toEqual([]);
+    });
+
+    test("TopicLog.append returns dense seqs from 1 and moves nextSeq", async () => {
+      for (let i = 1; i <= 5; i++) {
+        expect(await log.append(payload(3, i), 1000 + i)).toBe(i);
+        expect(log.nextSeq).toBe(i + 1);
+      }
+      expect(log.firstSeq).toBe(1);
+    });
+
+    test("TopicLog.read returns seq, time and data of each message from `from` on", async () => {
+      const payloads = [1, 2, 3, 4].map((i) => payload(i * 5, i));
+      await appendAll(payloads, 1_700_000_000_000);
+      expect(log.read(1, 10, ALL)).toEqual(payloads.map((data, i) => ({ seq: i + 1, time: 1_700_000_000_000 + i, data })));
+      expect(log.read(3, 10, ALL)).toEqual([
+        { seq: 3, time: 1_700_000_000_002, data: payloads[2]! },
+        { seq: 4, time: 1_700_000_000_003, data: payloads[3]! },
+      ]);
+    });
+
+    test("TopicLog.read from 0 starts at firstSeq", async () => {
+      await appendAll([payload(1, 1), payload(1, 2)]);
+      expect(log.read(0, 10, ALL).map((m) => m.seq)).toEqual([1, 2]);
+    });
+
+    test("TopicLog.read stops at maxCount", async () => {
+      await appendAll([1, 2, 3, 4, 5].map((i) => payload(4, i)));
+      expect(log.read(2, 2, ALL).map((m) => m.seq)).toEqual([2, 3]);
+      expect(log.read(1, 1, ALL).map((m) => m.seq)).toEqual([1]);
+      expect(log.read(1, 0, ALL)).toEqual([]);
+    });
+
+    test("TopicLog.read returns one message when the first alone exceeds maxBytes", async () => {
+      await appendAll([payload(100, 1), payload(100, 2)]);
+      expect(log.read(1, 10, 10).map((m) => m.seq)).toEqual([1]);
+      expect(log.read(1, 10, 0).map((m) => m.seq)).toEqual([1]);
+    });
+
+    test("TopicLog.read stops after the message that reaches maxBytes", async () => {
+      // "About maxBytes": messages are added while the total is below the budget.
+      await appendAll([1, 2, 3, 4, 5, 6].map((i) => payload(10, i)));
+      expect(log.read(1, 10, 25).map((m) => m.seq)).toEqual([1, 2, 3]);
+      expect(log.read(1, 10, 20).map((m) => m.seq)).toEqual([1, 2]);
+      expect(log.read(1, 10, 21).map((m) => m.seq)).toEqual([1, 2, 3]);
+      expect(log.read(4, 10, 1000).map((m) => m.seq)).toEqual([4, 5, 6]);
+    });
+
+    test("TopicLog.read stops only for maxCount, maxBytes or the end", async () => {
+      const sizes = [0, 7, 1, 30, 2, 2, 64, 0, 5, 9, 13, 1];
+      await appendAll(sizes.map((n, i) => payload(n, i)));
+      for (let from = 1; from <= sizes.length + 1; from++) {
+        for (const maxCount of [1, 2, 5, 100]) {
+          for (const maxBytes of [0, 1, 8, 31, 40, 1000]) {
+            const got = log.read(from, maxCount, maxBytes);
+            const seqs = got.map((m) => m.seq);
+            const expected: number[] = [];
+            let bytes = 0;
+            for (let s = from; s <= sizes.length && expected.length < maxCount && (expected.length === 0 || bytes < maxBytes); s++) {
+              expected.push(s);
+              bytes += sizes[s - 1]!;
+            }
+            expect({ from, maxCount, maxBytes, seqs }).toEqual({ from, maxCount, maxBytes, seqs: expected });
+          }
+        }
+      }
+    });
+
+    test("TopicLog.read past the end is empty", async () => {
+      await appendAll([payload(2, 1), payload(2, 2)]);
+      expect(log.read(3, 10, ALL)).toEqual([]);
+      expect(log.read(4, 10, ALL)).toEqual([]);
+      expect(log.read(1_000_000, 10, ALL)).toEqual([]);
+    });
+
+    test("TopicLog.append called concurrently gives distinct dense seqs in call order", async () => {
+      const payloads = Array.from({ length: 200 }, (_, i) => payload(1 + (i % 17), i));
+      const seqs = await Promise.all(payloads.map((p, i) => log.append(p, i)));
+      expect(seqs).toEqual(payloads.map((_, i) => i + 1));
+      expect(log.nextSeq).toBe(201);
+      const got = log.read(1, 1000, ALL);
+      expect(got.map((m) => m.seq)).toEqual(seqs);
+      for (const [i, m] of got.entries()) expect({ seq: m.seq, same: sameBytes(m.data, payloads[i]!) }).toEqual({ seq: i + 1, same: true });
+    });
+
+    test("TopicLog.append called concurrently in several waves keeps seqs dense", async () => {
+      const first = log.append(payload(1, 0), 0);
+      const wave1 = Promise.all([1, 2, 3].map((i) => log.append(payload(2, i), i)));
+      expect(await first).toBe(1);
+      const wave2 = Promise.all([4, 5].map((i) => log.append(payload(2, i), i)));
+      expect(await wave1).toEqual([2, 3, 4]);
+      expect(await wave2).toEqual([5, 6]);
+      expect(log.read(1, 100, ALL).map((m) => m.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+    });
+
+    test("TopicLog keeps an empty payload", async () => {
+      await appendAll([payload(3, 1), new Uint8Array(0), payload(3, 2)]);
+      const got = log.read(1, 10, ALL);
+      expect(got.map((m) => m.data.length)).toEqual([3, 0, 3]);
+      expect(got[1]).toEqual({ seq: 2, time: 1001, data: new Uint8Array(0) });
+    });
+
+    test("TopicLog keeps a 1 MiB payload byte for byte", async () => {
+      const big = payload(1 << 20, 42);
+      await appendAll([payload(5, 1), big, payload(5, 2)]);
+      const got = log.read(2, 1, ALL);
+      expect(got.length).toBe(1);
+      expect(got[0]!.seq).toBe(2);
+      expect(got[0]!.data.length).toBe(1 << 20);
+      expect(sameBytes(got[0]!.data, big)).toBe(true);
+      expect(log.read(1, 10, ALL).map((m) => m.seq)).toEqual([1, 2, 3]);
+      expect(sameBytes(log.read(3, 1, ALL)[0]!.data, payload(5, 2))).toBe(true);
+    });
+
+    test("TopicLog keeps every byte value", async () => {
+      const all = Uint8Array.from({ length: 256 }, (_, i) => i);
+      await log.append(all, 1);
+      expect(log.read(1, 1, ALL)[0]!.data).toEqual(all);
+    });
+
+    test("TopicLog keeps the payload as it was when append resolved", async () => {
+      const p = payload(8, 1);
+      await log.append(p, 1);
+      p.fill(0);
+      expect(log.read(1, 1, ALL)[0]!.data).toEqual(payload(8, 1));
+    });
+
+    test("TopicLog keeps many messages in order", async () => {
+      const n = 2000;
+      const seqs = await Promise.all(Array.from({ length: n }, (_, i) => log.append(payload(100, i), i)));
+      expect(seqs[n - 1]).toBe(n);
+      let from = 1;
+      let seen = 0;
+      while (true) {
+        const batch = log.read(from, 333, 10_000);
+        if (batch.length === 0) break;
+        for (const m of batch) {
+          expect(m.seq).toBe(from);
+          if (!sameBytes(m.data, payload(100, m.seq - 1))) throw new Error(`message ${m.seq} has the wrong payload`);
+          from++;
+          seen++;
+        }
+      }
+      expect(seen).toBe(n);
+    });
+
+    test("TopicLog keeps messages, times and nextSeq across reopen", async () => {
+      if (!fx.reopen) return; // nothing persists in this implementation
+      const payloads = [payload(0, 1), payload(10, 2), payload(1 << 20, 3), payload(7, 4)];
+      await appendAll(payloads, 5000);
+      log = await fx.reopen();
+      expect(log.firstSeq).toBe(1);
+      expect(log.nextSeq).toBe(5);
+      const got = log.read(1, 10, ALL);
+      expect(got.map((m) => [m.seq, m.time, m.data.length])).toEqual(payloads.map((p, i) => [i + 1, 5000 + i, p.length]));
+      for (const [i, m] of got.entries()) expect(sameBytes(m.data, payloads[i]!)).toBe(true);
+    });
+
+    test("TopicLog continues dense seqs after reopen", async () => {
+      if (!fx.reopen) return; // nothing persists in this implementation
+      await appendAll([payload(1, 1), payload(1, 2)]);
+      log = await fx.reopen();
+      expect(await log.append(payload(1, 3), 3)).toBe(3);
+      log = await fx.reopen();
+      expect(log.nextSeq).toBe(4);
+      expect(log.read(1, 10, ALL).map((m) => m.seq)).toEqual([1, 2, 3]);
+    });
+
+    test("TopicLog.close waits for appends in flight", async () => {
+      if (!fx.reopen) return; // nothing persists in this implementation
+      const seqs = Promise.all([1, 2, 3].map((i) => log.append(payload(4, i), i)));
+      log = await fx.reopen();
+      expect(await seqs).toEqual([1, 2, 3]);
+      expect(log.read(1, 10, ALL).map((m) => m.seq)).toEqual([1, 2, 3]);
+    });
+  });
+}
