@@ -9,6 +9,8 @@ import { readTokenFile, runLocal, runServer, runUp } from "../lib/cli/daemons.ts
 import { Exit, UsageError, exitCodeFor, reportError } from "../lib/cli/output.ts";
 import { defaults, parseAddress, parseCount, parseFrom, parseFsync, parseId, parseSeconds, parseTopicList } from "../lib/cli/parse.ts";
 import { runBench } from "../lib/cli/bench.ts";
+import { DEFAULT_SERVER_LIMITS } from "../lib/server/server.ts";
+import { DEFAULT_LOCAL_LIMITS } from "../lib/local/local.ts";
 
 let exitCode: number = Exit.Ok;
 
@@ -130,6 +132,11 @@ const serverArgs = {
   "tls-cert": { type: "string", description: "PEM certificate: serve TLS" },
   "tls-key": { type: "string", description: "PEM private key for --tls-cert" },
   "hello-timeout-ms": { type: "string", description: "close connections that send no hello in time (default 10000)" },
+  "frame-timeout-ms": { type: "string", description: "close connections whose frame takes longer to arrive (default 30000)" },
+  "max-connections": { type: "string", description: "most local-broker connections (default 1024)" },
+  "max-inflight": { type: "string", description: "most requests served at once per connection (default 16384)" },
+  "max-subscriptions-per-id": { type: "string", description: "default 10000" },
+  "max-ids-per-broker": { type: "string", description: "most ids one local broker may own (default 100000)" },
 } as const satisfies ArgsDef;
 
 type ServerArgs = { [K in keyof typeof serverArgs]?: string };
@@ -145,6 +152,13 @@ function serverOptions(args: ServerArgs, dataDir: string) {
     fsyncIntervalMs: parseCount("fsync-interval-ms", args["fsync-interval-ms"] ?? 50),
     maxMessageBytes: parseCount("max-message-bytes", args["max-message-bytes"] ?? defaults.maxMessageBytes),
     helloTimeoutMs: parseCount("hello-timeout-ms", args["hello-timeout-ms"] ?? 10_000),
+    limits: {
+      maxConnections: parseCount("max-connections", args["max-connections"] ?? DEFAULT_SERVER_LIMITS.maxConnections),
+      frameTimeoutMs: parseCount("frame-timeout-ms", args["frame-timeout-ms"] ?? DEFAULT_SERVER_LIMITS.frameTimeoutMs),
+      maxInFlight: parseCount("max-inflight", args["max-inflight"] ?? DEFAULT_SERVER_LIMITS.maxInFlight),
+      maxSubscriptionsPerId: parseCount("max-subscriptions-per-id", args["max-subscriptions-per-id"] ?? DEFAULT_SERVER_LIMITS.maxSubscriptionsPerId),
+      maxIdsPerBroker: parseCount("max-ids-per-broker", args["max-ids-per-broker"] ?? DEFAULT_SERVER_LIMITS.maxIdsPerBroker),
+    },
     ...(args["token-file"] ? { token: readTokenFile(args["token-file"]) } : {}),
     ...(args["tls-cert"] && args["tls-key"]
       ? { tls: { cert: fs.readFileSync(args["tls-cert"], "utf8"), key: fs.readFileSync(args["tls-key"], "utf8") } }
@@ -169,6 +183,9 @@ const local = defineCommand({
     "token-file": { type: "string", description: "file holding the token for the server" },
     "tls-ca": { type: "string", description: "PEM CA certificate of the server: connect with TLS" },
     "hello-timeout-ms": { type: "string", description: "close client connections that send no hello in time (default 10000)" },
+    "frame-timeout-ms": { type: "string", description: "close clients whose frame takes longer to arrive (default 30000)" },
+    "max-connections": { type: "string", description: "most client connections (default 1024)" },
+    "max-inflight": { type: "string", description: "most requests served at once per client connection (default 1024)" },
   },
   run: async ({ args }) => {
     exitCode = await runLocal({
@@ -176,6 +193,11 @@ const local = defineCommand({
       server: parseAddress("server", args.server ?? defaults.server()),
       dataDir: args.data ?? defaults.localData(),
       helloTimeoutMs: parseCount("hello-timeout-ms", args["hello-timeout-ms"] ?? 10_000),
+      limits: {
+        maxConnections: parseCount("max-connections", args["max-connections"] ?? DEFAULT_LOCAL_LIMITS.maxConnections),
+        frameTimeoutMs: parseCount("frame-timeout-ms", args["frame-timeout-ms"] ?? DEFAULT_LOCAL_LIMITS.frameTimeoutMs),
+        maxInFlight: parseCount("max-inflight", args["max-inflight"] ?? DEFAULT_LOCAL_LIMITS.maxInFlight),
+      },
       ...(args["token-file"] ? { token: readTokenFile(args["token-file"]) } : {}),
       ...(args["tls-ca"] ? { tlsCa: fs.readFileSync(args["tls-ca"], "utf8") } : {}),
     });

@@ -30,7 +30,17 @@ export interface LocalOptions {
   helloTimeoutMs?: number;
   /** How long a forwarded request may wait for the server before it fails UNAVAILABLE. */
   requestTimeoutMs?: number;
+  limits?: Partial<LocalLimits>;
 }
+
+/** Limits on what the clients of this host may take (docs/security.md). */
+export interface LocalLimits {
+  maxConnections: number;
+  frameTimeoutMs: number;
+  maxInFlight: number;
+}
+
+export const DEFAULT_LOCAL_LIMITS: LocalLimits = { maxConnections: 1024, frameTimeoutMs: 30_000, maxInFlight: 1024 };
 
 /** Per client connection: deliveries handed out and not yet acknowledged, by tag. */
 interface ClientState {
@@ -60,6 +70,8 @@ export class LocalBroker {
   private stopping: Promise<void> | null = null;
   private clientCount = 0;
   private readonly serverAddress: string;
+  private readonly limits: LocalLimits;
+  private stallTimer: ReturnType<typeof setInterval> | null = null;
   readonly counters = { received: 0, delivered: 0, duplicates: 0, forwarded: 0, reconnects: 0 };
 
   private constructor(
@@ -68,6 +80,7 @@ export class LocalBroker {
     private readonly ids: IdTable,
   ) {
     this.serverAddress = `${options.server.hostname}:${options.server.port}`;
+    this.limits = { ...DEFAULT_LOCAL_LIMITS, ...options.limits };
   }
 
   static async start(options: LocalOptions): Promise<LocalBroker> {
@@ -76,6 +89,10 @@ export class LocalBroker {
     await claimSocketPath(options.socketPath);
     const broker = new LocalBroker(options, identity, new IdTable(path.join(options.dataDir, "ids")));
     broker.listen();
+    broker.stallTimer = setInterval(() => {
+      const now = Date.now();
+      for (const c of broker.clients) c.checkStall(now);
+    }, 1000);
     void broker.connectUpstream();
     log.info(`listening on ${options.socketPath} (identity ${identity}, server ${broker.serverAddress}, ${broker.ids.size} ids)`);
     return broker;
@@ -107,9 +124,15 @@ export class LocalBroker {
             maxFrameBytes: maxFrameBytes(this.maxMessageBytes),
             label: `client ${++this.clientCount}`,
             helloTimeoutMs: this.options.helloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS,
+            frameTimeoutMs: this.limits.frameTimeoutMs,
+            maxInFlight: this.limits.maxInFlight,
           });
           conn.state = { nextTag: 1, delivered: new Map(), waiters: new Set() } satisfies ClientState;
           socket.data = conn;
+          if (this.clients.size >= this.limits.maxConnections) {
+            log.warn(`${conn.label}: refused: ${this.clients.size} clients connected already (--max-connections)`);
+            return conn.fail(undefined, new MqError(Code.Unavailable, `the local broker has too many clients (limit ${this.limits.maxConnections})`, { fatal: true }));
+          }
           this.clients.add(conn);
         },
         data: (socket, chunk) => socket.data?.onData(chunk),
@@ -405,6 +428,7 @@ export class LocalBroker {
 
   private async doStop(): Promise<void> {
     this.stopped = true;
+    if (this.stallTimer) clearInterval(this.stallTimer);
     this.listener?.stop(true);
     for (const c of this.clients) c.close(CloseReason.Shutdown);
     this.upstream?.close(CloseReason.Shutdown);

@@ -33,9 +33,29 @@ export interface ServerOptions {
   /** Shared secret the local brokers must present in their hello. */
   token?: string;
   tls?: { cert: string; key: string };
+  /** Limits against greedy or hostile peers (docs/security.md); defaults in DEFAULT_LIMITS. */
+  limits?: Partial<ServerLimits>;
   /** Storage backend; the file store under `dataDir` when absent. */
   store?: TopicStore;
 }
+
+export interface ServerLimits {
+  maxConnections: number;
+  maxSubscriptionsPerId: number;
+  maxIdsPerBroker: number;
+  /** A frame must arrive whole within this many ms once it has started. */
+  frameTimeoutMs: number;
+  /** Requests served at once per connection (one connection carries a whole host). */
+  maxInFlight: number;
+}
+
+export const DEFAULT_SERVER_LIMITS: ServerLimits = {
+  maxConnections: 1024,
+  maxSubscriptionsPerId: 10_000,
+  maxIdsPerBroker: 100_000,
+  frameTimeoutMs: 30_000,
+  maxInFlight: 16_384,
+};
 
 /** One connected local broker. */
 interface Session {
@@ -54,6 +74,8 @@ export class MqServer {
   private readonly sessions = new Map<string, Session>();
   private readonly connections = new Set<Connection>();
   private cursorTimer: ReturnType<typeof setInterval> | null = null;
+  private stallTimer: ReturnType<typeof setInterval> | null = null;
+  private readonly limits: ServerLimits;
   private inFlight = 0;
   private stopping: Promise<void> | null = null;
   private readonly tokenDigest: Buffer | null;
@@ -66,6 +88,7 @@ export class MqServer {
     private readonly store: TopicStore,
   ) {
     this.tokenDigest = options.token ? digest(options.token) : null;
+    this.limits = { ...DEFAULT_SERVER_LIMITS, ...options.limits };
   }
 
   /** Opens the data directory (recovering every log) and starts listening. */
@@ -89,6 +112,10 @@ export class MqServer {
     server.cursorTimer = setInterval(() => {
       for (const t of server.topics.values()) t.index.writeMoved();
     }, CURSOR_WRITE_MS);
+    server.stallTimer = setInterval(() => {
+      const now = Date.now();
+      for (const c of server.connections) c.checkStall(now);
+    }, 1000);
     server.listen();
     log.info(`listening on ${options.hostname}:${server.port} (data ${options.dataDir}, fsync ${options.fsync}, ${server.topics.size} topics, ${registry.size} ids)`);
     return server;
@@ -112,7 +139,14 @@ export class MqServer {
             maxFrameBytes: frameLimit,
             label,
             helloTimeoutMs: this.options.helloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS,
+            frameTimeoutMs: this.limits.frameTimeoutMs,
+            maxInFlight: this.limits.maxInFlight,
           });
+          if (this.connections.size >= this.limits.maxConnections) {
+            log.warn(`${label}: refused: ${this.connections.size} connections already (--max-connections)`);
+            this.counters.rejected++;
+            return socket.data.fail(undefined, new MqError(Code.Unavailable, `the server has too many connections (limit ${this.limits.maxConnections})`, { fatal: true }));
+          }
           this.connections.add(socket.data);
           this.counters.accepted++;
           if (this.stopping) socket.data.close(CloseReason.Shutdown);
@@ -153,6 +187,9 @@ export class MqServer {
       case "ack":
         return this.ack(session, frame);
       case "create":
+        if (this.registry.countOwnedBy(session.broker) >= this.limits.maxIdsPerBroker) {
+          throw new MqError(Code.BadRequest, `this local broker already owns ${this.limits.maxIdsPerBroker} ids (--max-ids-per-broker); destroy some first`);
+        }
         return this.track(this.registry.create(session.broker).then((id) => ({ id })));
       case "pub":
         return this.track(this.publish(session, frame.id, frame.topic, frame.data));
@@ -269,6 +306,11 @@ export class MqServer {
   private async subscribe(session: Session, id: number, names: string[], from: From) {
     this.checkOwner(session, id);
     for (const name of names) checkTopic(name);
+    const mine = this.subscriptionsOf.get(id);
+    const added = names.filter((n) => !mine?.has(n)).length;
+    if ((mine?.size ?? 0) + added > this.limits.maxSubscriptionsPerId) {
+      throw new MqError(Code.BadRequest, `id ${id} would have more than ${this.limits.maxSubscriptionsPerId} subscriptions (--max-subscriptions-per-id)`);
+    }
     const result: Array<{ topic: string; from: number; created: boolean }> = [];
     for (const name of names) {
       const { topic, created } = (await this.topic(name, true))!;
@@ -373,6 +415,7 @@ export class MqServer {
     const deadline = Date.now() + 5000;
     while (this.inFlight > 0 && Date.now() < deadline) await Bun.sleep(5);
     if (this.cursorTimer) clearInterval(this.cursorTimer);
+    if (this.stallTimer) clearInterval(this.stallTimer);
     for (const conn of this.connections) conn.close(CloseReason.Shutdown);
     await this.store.close();
     await this.registry.close();

@@ -9,6 +9,7 @@ const COMPACT_MIN_BYTES = 64 * 1024;
 
 export class ClientRegistry {
   private readonly owners = new Map<number, string>();
+  private readonly counts = new Map<string, number>();
   private next = 1;
   private readonly file: RecordFile;
   private garbage = 0;
@@ -16,13 +17,33 @@ export class ClientRegistry {
   constructor(file: string) {
     this.file = RecordFile.open(file, (r) => {
       if (typeof r.c === "number" && typeof r.o === "string") {
-        this.owners.set(r.c, r.o);
+        this.set(r.c, r.o);
         this.next = Math.max(this.next, r.c + 1);
       } else if (typeof r.d === "number") {
-        this.owners.delete(r.d);
+        this.unset(r.d);
         this.garbage++;
       } else if (typeof r.n === "number") this.next = Math.max(this.next, r.n);
     });
+  }
+
+  private set(id: number, owner: string): void {
+    this.owners.set(id, owner);
+    this.counts.set(owner, (this.counts.get(owner) ?? 0) + 1);
+  }
+
+  private unset(id: number): boolean {
+    const owner = this.owners.get(id);
+    if (owner === undefined) return false;
+    this.owners.delete(id);
+    const n = this.counts.get(owner)! - 1;
+    if (n === 0) this.counts.delete(owner);
+    else this.counts.set(owner, n);
+    return true;
+  }
+
+  /** How many ids one local broker owns. */
+  countOwnedBy(owner: string): number {
+    return this.counts.get(owner) ?? 0;
   }
 
   /** The owning local broker of `id`, or undefined when there is no such id. */
@@ -44,13 +65,13 @@ export class ClientRegistry {
   /** Allocates a new id for `owner`; durable when the promise resolves. */
   async create(owner: string): Promise<number> {
     const id = this.next++;
-    this.owners.set(id, owner);
+    this.set(id, owner);
     await this.file.append({ c: id, o: owner }, true);
     return id;
   }
 
   async destroy(id: number): Promise<void> {
-    if (!this.owners.delete(id)) return;
+    if (!this.unset(id)) return;
     this.garbage++;
     await this.file.append({ d: id }, true);
     if (this.file.bytes > COMPACT_MIN_BYTES && this.garbage > this.owners.size) {

@@ -23,6 +23,7 @@ export const CloseReason = {
   PeerClosed: "peer closed",
   ProtocolError: "protocol error",
   HelloTimeout: "no hello in time",
+  FrameTimeout: "a frame took too long to arrive",
   Replaced: "replaced by a newer session",
   AuthFailed: "authentication failed",
   Shutdown: "shutting down",
@@ -47,6 +48,10 @@ export interface ConnectionOptions {
   label: string;
   /** Close the connection when no hello arrives in this many ms (servers only). */
   helloTimeoutMs?: number;
+  /** Close the connection when one frame takes longer than this to arrive (slowloris); see `checkStall`. */
+  frameTimeoutMs?: number;
+  /** Most requests of the peer being served at once; more are refused until answers go out. */
+  maxInFlight?: number;
 }
 
 interface Pending {
@@ -74,6 +79,13 @@ export class Connection {
   private helloTimer: ReturnType<typeof setTimeout> | null = null;
   private closeReason: CloseReason | null = null;
   private endAfterFlush = false;
+  /** Since when a frame has been partly received (0: none). */
+  private partialSince = 0;
+  /** Requests of the peer whose answers are still being worked out. */
+  private serving = 0;
+  private peerError: MqError | null = null;
+  private readonly frameTimeoutMs: number;
+  private readonly maxInFlight: number;
 
   constructor(
     private readonly socket: SocketLike,
@@ -81,6 +93,8 @@ export class Connection {
     options: ConnectionOptions,
   ) {
     this.label = options.label;
+    this.frameTimeoutMs = options.frameTimeoutMs ?? 0;
+    this.maxInFlight = options.maxInFlight ?? Infinity;
     this.decoder = new FrameDecoder(
       {
         frame: (payload) => this.onFrame(payload),
@@ -128,6 +142,12 @@ export class Connection {
   onData(chunk: Uint8Array): void {
     if (this.closed) return;
     this.decoder.push(chunk);
+    if (this.frameTimeoutMs > 0) this.partialSince = this.decoder.partial ? this.partialSince || Date.now() : 0;
+  }
+
+  /** Closes the connection if a frame has been arriving for longer than `frameTimeoutMs`; called from a shared timer. */
+  checkStall(now: number): void {
+    if (this.partialSince > 0 && now - this.partialSince > this.frameTimeoutMs) this.close(CloseReason.FrameTimeout);
   }
 
   onDrain(): void {
@@ -210,7 +230,7 @@ export class Connection {
     this.closeReason = reason;
     if (this.helloTimer) clearTimeout(this.helloTimer);
     if (this.sweepTimer) clearInterval(this.sweepTimer);
-    const err = new MqError(Code.Unavailable, `connection to ${this.label} closed (${reason})`);
+    const err = this.peerError ?? new MqError(Code.Unavailable, `connection to ${this.label} closed (${reason})`);
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
     if (reason !== CloseReason.PeerClosed) log.debug(`${this.label}: closing: ${reason}`);
@@ -243,6 +263,9 @@ export class Connection {
     if (frame.op === "ok" || frame.op === "error") return this.onReply(frame);
     if (this.helloTimer && frame.op === "hello") clearTimeout(this.helloTimer);
     const rid = "rid" in frame ? frame.rid : undefined;
+    if (rid !== undefined && this.serving >= this.maxInFlight) {
+      return this.fail(rid, new MqError(Code.BadRequest, `too many requests in flight on this connection (limit ${this.maxInFlight}); wait for answers before sending more`));
+    }
     let result: unknown;
     try {
       result = this.handler.frame(this, frame);
@@ -251,9 +274,16 @@ export class Connection {
     }
     if (rid === undefined) return;
     if (result instanceof Promise) {
+      this.serving++;
       result.then(
-        (fields) => this.answer(rid, fields),
-        (err) => this.answerError(rid, err),
+        (fields) => {
+          this.serving--;
+          this.answer(rid, fields);
+        },
+        (err) => {
+          this.serving--;
+          this.answerError(rid, err);
+        },
       );
     } else this.answer(rid, result);
   }
@@ -271,8 +301,12 @@ export class Connection {
   private onReply(frame: OkFrame | ErrorFrame): void {
     const p = frame.rid === undefined ? undefined : this.pending.get(frame.rid);
     if (!p) {
-      // An error without a pending request is the peer telling us why it is closing.
-      if (frame.op === "error") log.warn(`${this.label}: ${frame.code}: ${frame.message}`);
+      // An error without a pending request is the peer telling us why it is closing:
+      // the requests in flight fail with that reason rather than a bare "closed".
+      if (frame.op === "error") {
+        log.debug(`${this.label}: ${frame.code}: ${frame.message}`);
+        this.peerError = new MqError(isCode(frame.code) ? frame.code : Code.Internal, frame.message);
+      }
       return;
     }
     this.pending.delete(frame.rid!);
