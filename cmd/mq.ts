@@ -7,7 +7,7 @@ import { MqError } from "../lib/errors.ts";
 import * as cli from "../lib/cli/commands.ts";
 import { readTokenFile, runLocal, runServer, runUp } from "../lib/cli/daemons.ts";
 import { Exit, UsageError, exitCodeFor, reportError } from "../lib/cli/output.ts";
-import { defaults, parseAddress, parseCount, parseFrom, parseFsync, parseId, parseSeconds, parseTopicList } from "../lib/cli/parse.ts";
+import { defaults, parseAddress, parseCount, parseDuration, parseFrom, parseFsync, parseId, parseSeconds, parseSize, parseTopicList } from "../lib/cli/parse.ts";
 import { runBench } from "../lib/cli/bench.ts";
 import { DEFAULT_SERVER_LIMITS } from "../lib/server/server.ts";
 import { DEFAULT_LOCAL_LIMITS } from "../lib/local/local.ts";
@@ -137,6 +137,9 @@ const serverArgs = {
   "max-inflight": { type: "string", description: "most requests served at once per connection (default 16384)" },
   "max-subscriptions-per-id": { type: "string", description: "default 10000" },
   "max-ids-per-broker": { type: "string", description: "most ids one local broker may own (default 100000)" },
+  retention: { type: "string", description: "delete segments every subscriber is past once older than this (default 7d)" },
+  "retention-bytes": { type: "string", description: "…or while a topic's log is bigger than this (default: no limit)" },
+  "max-segment-bytes": { type: "string", description: "roll a topic's log segment at this size (default 64M)" },
 } as const satisfies ArgsDef;
 
 type ServerArgs = { [K in keyof typeof serverArgs]?: string };
@@ -152,6 +155,11 @@ function serverOptions(args: ServerArgs, dataDir: string) {
     fsyncIntervalMs: parseCount("fsync-interval-ms", args["fsync-interval-ms"] ?? 50),
     maxMessageBytes: parseCount("max-message-bytes", args["max-message-bytes"] ?? defaults.maxMessageBytes),
     helloTimeoutMs: parseCount("hello-timeout-ms", args["hello-timeout-ms"] ?? 10_000),
+    maxSegmentBytes: parseSize("max-segment-bytes", args["max-segment-bytes"] ?? "64M"),
+    retention: {
+      maxAgeMs: parseDuration("retention", args.retention ?? "7d"),
+      maxBytes: args["retention-bytes"] === undefined ? Infinity : parseSize("retention-bytes", args["retention-bytes"]),
+    },
     limits: {
       maxConnections: parseCount("max-connections", args["max-connections"] ?? DEFAULT_SERVER_LIMITS.maxConnections),
       frameTimeoutMs: parseCount("frame-timeout-ms", args["frame-timeout-ms"] ?? DEFAULT_SERVER_LIMITS.frameTimeoutMs),

@@ -27,6 +27,22 @@ export function parseSeconds(name: string, value: unknown): number {
   return n;
 }
 
+/** `30s`, `15m`, `12h`, `7d` (or plain milliseconds) → milliseconds. */
+export function parseDuration(name: string, value: unknown): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(String(value).trim());
+  if (!m) throw new UsageError(`--${name} must be a duration like 30s, 15m, 12h or 7d, got ${JSON.stringify(String(value))}`);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m[2] ?? "ms") as "ms"];
+  return Math.round(Number(m[1]) * unit);
+}
+
+/** `512`, `64K`, `100M`, `10G` (powers of 1024) → bytes. */
+export function parseSize(name: string, value: unknown): number {
+  const m = /^(\d+(?:\.\d+)?)([KMGT]i?B?|B)?$/i.exec(String(value).trim());
+  if (!m) throw new UsageError(`--${name} must be a size like 512K, 100M or 10G, got ${JSON.stringify(String(value))}`);
+  const exp = " KMGT".indexOf((m[2] ?? " ")[0]!.toUpperCase().replace("B", " "));
+  return Math.round(Number(m[1]) * 1024 ** Math.max(exp, 0));
+}
+
 export function parseFrom(value: unknown): From | undefined {
   if (value === undefined) return undefined;
   const s = String(value);

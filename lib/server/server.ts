@@ -12,7 +12,7 @@ import { DEFAULT_HELLO_TIMEOUT_MS, maxFrameBytes } from "../config.ts";
 import { Code, MqError } from "../errors.ts";
 import { ClientRegistry } from "../store/client-registry.ts";
 import { FileTopicStore } from "../store/file-store.ts";
-import type { FsyncPolicy, TopicStore } from "../store/types.ts";
+import type { FsyncPolicy, RetentionPolicy, TopicStore } from "../store/types.ts";
 import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
 import { PROTOCOL_VERSION, type AckRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
 import { checkTopic } from "../wire/topic.ts";
@@ -29,6 +29,8 @@ export interface ServerOptions {
   fsyncIntervalMs: number;
   maxMessageBytes: number;
   maxSegmentBytes?: number;
+  /** Old segments go once every subscriber is past them and they are older / the log is bigger than this. */
+  retention?: RetentionPolicy;
   helloTimeoutMs?: number;
   /** Shared secret the local brokers must present in their hello. */
   token?: string;
@@ -75,6 +77,7 @@ export class MqServer {
   private readonly connections = new Set<Connection>();
   private cursorTimer: ReturnType<typeof setInterval> | null = null;
   private stallTimer: ReturnType<typeof setInterval> | null = null;
+  private retentionTimer: ReturnType<typeof setInterval> | null = null;
   private readonly limits: ServerLimits;
   private inFlight = 0;
   private stopping: Promise<void> | null = null;
@@ -112,6 +115,11 @@ export class MqServer {
     server.cursorTimer = setInterval(() => {
       for (const t of server.topics.values()) t.index.writeMoved();
     }, CURSOR_WRITE_MS);
+    const retention = options.retention;
+    if (retention) {
+      const every = Math.min(60_000, Math.max(1000, retention.maxAgeMs / 2));
+      server.retentionTimer = setInterval(() => server.applyRetention(retention), every);
+    }
     server.stallTimer = setInterval(() => {
       const now = Date.now();
       for (const c of server.connections) c.checkStall(now);
@@ -369,6 +377,20 @@ export class MqServer {
     }
   }
 
+  /** Deletes what every subscriber of a topic is past and the retention policy lets go. */
+  private applyRetention(policy: RetentionPolicy): void {
+    const now = Date.now();
+    for (const topic of this.topics.values()) {
+      let before = topic.log.nextSeq;
+      for (const sub of topic.subscriptions.values()) before = Math.min(before, sub.acked);
+      try {
+        topic.log.trim(before, policy, now);
+      } catch (err) {
+        log.error(`topic ${topic.name}: retention failed: ${(err as Error).message}`);
+      }
+    }
+  }
+
   /** Sends what the window allows of one subscription to its local broker, if connected. */
   private pump(sub: Subscription): void {
     const owner = this.registry.owner(sub.id);
@@ -416,6 +438,7 @@ export class MqServer {
     while (this.inFlight > 0 && Date.now() < deadline) await Bun.sleep(5);
     if (this.cursorTimer) clearInterval(this.cursorTimer);
     if (this.stallTimer) clearInterval(this.stallTimer);
+    if (this.retentionTimer) clearInterval(this.retentionTimer);
     for (const conn of this.connections) conn.close(CloseReason.Shutdown);
     await this.store.close();
     await this.registry.close();

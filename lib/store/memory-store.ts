@@ -3,18 +3,19 @@
  * interfaces honest (it runs the same contract suite), and a backend for `--store memory`
  * style experiments. Nothing survives the process.
  */
-import type { StoredMessage, SubscriberIndex, TopicLog, TopicStore } from "./types.ts";
+import type { RetentionPolicy, StoredMessage, SubscriberIndex, TopicLog, TopicStore } from "./types.ts";
 
 export class MemoryTopicLog implements TopicLog {
-  private readonly messages: StoredMessage[] = [];
-  readonly firstSeq = 1;
+  private messages: StoredMessage[] = [];
+  /** Seq of messages[0]. */
+  firstSeq = 1;
 
   get nextSeq(): number {
-    return this.messages.length + 1;
+    return this.firstSeq + this.messages.length;
   }
 
   async append(data: Uint8Array, time: number): Promise<number> {
-    const seq = this.messages.length + 1;
+    const seq = this.nextSeq;
     this.messages.push({ seq, time, data: data.slice() });
     return seq;
   }
@@ -22,11 +23,24 @@ export class MemoryTopicLog implements TopicLog {
   read(from: number, maxCount: number, maxBytes: number): StoredMessage[] {
     const out: StoredMessage[] = [];
     let bytes = 0;
-    for (let i = Math.max(from, 1) - 1; i < this.messages.length && out.length < maxCount && (out.length === 0 || bytes < maxBytes); i++) {
+    for (let i = Math.max(from, this.firstSeq) - this.firstSeq; i < this.messages.length && out.length < maxCount && (out.length === 0 || bytes < maxBytes); i++) {
       out.push(this.messages[i]!);
       bytes += this.messages[i]!.data.length;
     }
     return out;
+  }
+
+  trim(before: number, policy: RetentionPolicy, now: number): number {
+    let bytes = this.messages.reduce((n, m) => n + m.data.length, 0);
+    let drop = 0;
+    for (const m of this.messages) {
+      if (m.seq >= before || (m.time >= now - policy.maxAgeMs && bytes <= policy.maxBytes)) break;
+      bytes -= m.data.length;
+      drop++;
+    }
+    this.messages = this.messages.slice(drop);
+    this.firstSeq += drop;
+    return drop;
   }
 
   async close(): Promise<void> {}

@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { logger } from "../log.ts";
 import { fsyncAsync, fsyncDir, readAtSync, writeAllSync } from "./fsutil.ts";
-import type { FsyncPolicy, StoredMessage, TopicLog } from "./types.ts";
+import type { FsyncPolicy, RetentionPolicy, StoredMessage, TopicLog } from "./types.ts";
 
 const log = logger("store");
 
@@ -212,6 +212,28 @@ export class FileTopicLog implements TopicLog {
         log.error(`${seg.file}: fsync failed: ${(err as Error).message}`);
       }
     }
+  }
+
+  trim(before: number, policy: RetentionPolicy, now: number): number {
+    let total = 0;
+    for (const seg of this.segments) total += seg.size;
+    let removed = 0;
+    // Oldest first, never the segment being written, and never one a subscriber still needs.
+    while (this.segments.length > 1) {
+      const seg = this.segments[0]!;
+      if (seg.base + seg.count > before) break;
+      const old = fs.fstatSync(seg.fd).mtimeMs < now - policy.maxAgeMs;
+      if (!old && total <= policy.maxBytes) break;
+      this.segments.shift();
+      this.dirty.delete(seg);
+      fs.closeSync(seg.fd);
+      fs.rmSync(seg.file, { force: true });
+      total -= seg.size;
+      removed += seg.count;
+      log.info(`${seg.file}: deleted by retention (${seg.count} messages, ${seg.size} bytes)`);
+    }
+    if (removed > 0) fsyncDir(this.dir);
+    return removed;
   }
 
   read(from: number, maxCount: number, maxBytes: number): StoredMessage[] {

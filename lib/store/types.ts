@@ -27,7 +27,19 @@ export interface TopicLog {
    * the next call or copy them.
    */
   read(from: number, maxCount: number, maxBytes: number): StoredMessage[];
+  /**
+   * Retention: deletes the oldest messages, all below `before` (every subscriber is past
+   * them), while they are older than `policy.maxAgeMs` or the log is above `policy.maxBytes`.
+   * A file log deletes whole segments and never the one being written. Returns how many
+   * messages went.
+   */
+  trim(before: number, policy: RetentionPolicy, now: number): number;
   close(): Promise<void>;
+}
+
+export interface RetentionPolicy {
+  maxAgeMs: number;
+  maxBytes: number;
 }
 
 /** The subscribers of one topic and, for each, its acknowledged cursor (the next seq to deliver). */

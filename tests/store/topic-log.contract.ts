@@ -219,6 +219,29 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
       expect(log.read(1, 10, ALL).map((m) => m.seq)).toEqual([1, 2, 3]);
     });
 
+    test("TopicLog.trim never deletes a message at or after `before`, and what is left reads from firstSeq", async () => {
+      await appendAll(Array.from({ length: 40 }, (_, i) => payload(100, i)));
+      const removed = log.trim(21, { maxAgeMs: 0, maxBytes: Infinity }, Date.now() + 60_000);
+      expect(removed).toBeGreaterThanOrEqual(0);
+      expect(removed).toBeLessThanOrEqual(20);
+      expect(log.firstSeq).toBe(1 + removed);
+      expect(log.nextSeq).toBe(41);
+      expect(log.read(1, ALL, ALL).map((m) => m.seq)).toEqual(Array.from({ length: 40 - removed }, (_, i) => 1 + removed + i));
+      expect(await log.append(payload(1, 99), 5000)).toBe(41);
+    });
+
+    test("TopicLog.trim keeps everything younger than maxAgeMs while under maxBytes", async () => {
+      await appendAll(Array.from({ length: 40 }, (_, i) => payload(100, i)), Date.now());
+      expect(log.trim(41, { maxAgeMs: 3_600_000, maxBytes: Infinity }, Date.now())).toBe(0);
+      expect(log.firstSeq).toBe(1);
+    });
+
+    test("TopicLog.trim keeps a whole log that the subscribers have not passed", async () => {
+      await appendAll(Array.from({ length: 10 }, (_, i) => payload(100, i)));
+      expect(log.trim(1, { maxAgeMs: 0, maxBytes: 0 }, Date.now() + 60_000)).toBe(0);
+      expect(log.read(1, ALL, ALL)).toHaveLength(10);
+    });
+
     test("TopicLog.close waits for appends in flight", async () => {
       if (!fx.reopen) return; // nothing persists in this implementation
       const seqs = Promise.all([1, 2, 3].map((i) => log.append(payload(4, i), i)));
