@@ -8,6 +8,7 @@ import * as fs from "node:fs";
 import { logger } from "../log.ts";
 import { decodeMap, encode } from "../wire/codec.ts";
 import { fsyncAsync, fsyncDir, readAtSync, writeAllSync, writeFileAtomic } from "./fsutil.ts";
+import { GroupCommit } from "./group-commit.ts";
 import * as path from "node:path";
 
 const log = logger("store");
@@ -20,12 +21,7 @@ export type Record_ = Record<string, unknown>;
 export class RecordFile {
   private fd: number;
   private size: number;
-  private batch: Uint8Array[] = [];
-  private batchDurable = false;
-  private waiters: Array<() => void> = [];
-  private failers: Array<(err: unknown) => void> = [];
-  private flushing = false;
-  private scheduled = false;
+  private readonly commits = new GroupCommit((batch: Array<{ framed: Uint8Array | null; durable: boolean }>) => this.commit(batch));
 
   private constructor(
     readonly file: string,
@@ -61,53 +57,23 @@ export class RecordFile {
    * share one fsync. The promise resolves when written (and fsynced if `durable`).
    */
   append(record: Record_, durable: boolean): Promise<void> {
-    return this.enqueue(frameRecord(record), durable);
+    return this.commits.add({ framed: frameRecord(record), durable });
   }
 
   /** Writes what is batched now and fsyncs. */
   sync(): Promise<void> {
-    return this.enqueue(null, true);
+    return this.commits.add({ framed: null, durable: true });
   }
 
-  private enqueue(framed: Uint8Array | null, durable: boolean): Promise<void> {
-    if (framed) this.batch.push(framed);
-    if (durable) this.batchDurable = true;
-    const { promise, resolve, reject } = Promise.withResolvers<void>();
-    this.waiters.push(resolve);
-    this.failers.push(reject);
-    if (!this.scheduled) {
-      this.scheduled = true;
-      queueMicrotask(() => void this.flush());
+  private async commit(batch: Array<{ framed: Uint8Array | null; durable: boolean }>): Promise<void[]> {
+    const framed = batch.flatMap((b) => (b.framed ? [b.framed] : []));
+    if (framed.length > 0) {
+      const buf = Buffer.concat(framed);
+      writeAllSync(this.fd, buf, this.size);
+      this.size += buf.length;
     }
-    return promise;
-  }
-
-  private async flush(): Promise<void> {
-    this.scheduled = false;
-    if (this.flushing || this.waiters.length === 0) return;
-    this.flushing = true;
-    const batch = this.batch;
-    const durable = this.batchDurable;
-    const waiters = this.waiters;
-    const failers = this.failers;
-    this.batch = [];
-    this.batchDurable = false;
-    this.waiters = [];
-    this.failers = [];
-    try {
-      if (batch.length > 0) {
-        const buf = Buffer.concat(batch);
-        writeAllSync(this.fd, buf, this.size);
-        this.size += buf.length;
-      }
-      if (durable) await fsyncAsync(this.fd);
-      for (const w of waiters) w();
-    } catch (err) {
-      for (const f of failers) f(err);
-    } finally {
-      this.flushing = false;
-      if (this.waiters.length > 0) void this.flush();
-    }
+    if (batch.some((b) => b.durable)) await fsyncAsync(this.fd);
+    return [];
   }
 
   /**
@@ -116,7 +82,7 @@ export class RecordFile {
    * can fall between the snapshot and the swap.
    */
   async rewrite(snapshot: () => Record_[]): Promise<void> {
-    while (this.flushing || this.waiters.length > 0) await this.sync();
+    while (this.commits.busy) await this.commits.idle();
     const buf = Buffer.concat(snapshot().map(frameRecord));
     writeFileAtomic(this.file, buf);
     fs.closeSync(this.fd);

@@ -9,6 +9,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { logger } from "../log.ts";
 import { fsyncAsync, fsyncDir, readAtSync, writeAllSync } from "./fsutil.ts";
+import { GroupCommit } from "./group-commit.ts";
 import type { FsyncPolicy, RetentionPolicy, StoredMessage, TopicLog } from "./types.ts";
 
 const log = logger("store");
@@ -40,8 +41,6 @@ interface Segment {
 interface PendingAppend {
   data: Uint8Array;
   time: number;
-  resolve(seq: number): void;
-  reject(err: unknown): void;
 }
 
 export class FileTopicLog implements TopicLog {
@@ -49,9 +48,7 @@ export class FileTopicLog implements TopicLog {
   private committed: number;
   /** Seq the next append gets, counting appends not yet committed. */
   private assigned: number;
-  private pending: PendingAppend[] = [];
-  private flushing = false;
-  private scheduled = false;
+  private readonly commits = new GroupCommit((batch: PendingAppend[]) => this.commit(batch));
   /** Segments written since the last fsync (interval policy): a roll must not leave the old one unsynced. */
   private readonly dirty = new Set<Segment>();
   private intervalTimer: ReturnType<typeof setInterval> | null = null;
@@ -105,22 +102,11 @@ export class FileTopicLog implements TopicLog {
 
   append(data: Uint8Array, time: number): Promise<number> {
     if (this.closed) return Promise.reject(new Error(`topic log ${this.dir} is closed`));
-    const { promise, resolve, reject } = Promise.withResolvers<number>();
-    this.pending.push({ data, time, resolve, reject });
-    if (!this.scheduled) {
-      this.scheduled = true;
-      queueMicrotask(() => void this.flush());
-    }
-    return promise;
+    return this.commits.add({ data, time });
   }
 
-  /** Writes every pending append in one go, fsyncs per policy, then resolves them. */
-  private async flush(): Promise<void> {
-    this.scheduled = false;
-    if (this.flushing || this.pending.length === 0) return;
-    this.flushing = true;
-    const batch = this.pending;
-    this.pending = [];
+  /** Writes a batch of appends in one go, fsyncs per policy; returns their seqs. */
+  private async commit(batch: PendingAppend[]): Promise<number[]> {
     const firstSeq = this.assigned;
     const touched = new Set<Segment>();
     try {
@@ -128,18 +114,15 @@ export class FileTopicLog implements TopicLog {
       this.assigned += batch.length;
       if (this.options.fsync === "always") await Promise.all([...touched].map((s) => fsyncAsync(s.fd)));
       else for (const s of touched) this.dirty.add(s);
-      this.committed = this.assigned;
-      for (let i = 0; i < batch.length; i++) batch[i]!.resolve(firstSeq + i);
     } catch (err) {
       // Nothing of this batch is acknowledged: cut what may have reached the file so that
       // seqs stay dense and the next append starts clean.
       this.rollBack(firstSeq);
       this.assigned = firstSeq;
-      for (const p of batch) p.reject(err);
-    } finally {
-      this.flushing = false;
-      if (this.pending.length > 0) void this.flush();
+      throw err;
     }
+    this.committed = this.assigned;
+    return batch.map((_, i) => firstSeq + i);
   }
 
   private writeBatch(batch: PendingAppend[], touched: Set<Segment>): void {
@@ -425,10 +408,7 @@ export class FileTopicLog implements TopicLog {
 
   async close(): Promise<void> {
     if (this.closed) return;
-    while (this.flushing || this.pending.length > 0) {
-      if (!this.flushing) await this.flush();
-      else await Bun.sleep(1);
-    }
+    await this.commits.idle();
     this.closed = true;
     if (this.intervalTimer) clearInterval(this.intervalTimer);
     for (const seg of this.segments) {

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { MqClient } from "../../lib/client/client.ts";
 import { Connection } from "../../lib/wire/connection.ts";
 import { PROTOCOL_VERSION } from "../../lib/wire/messages.ts";
-import { mq, startCluster, startLocal } from "./harness.ts";
+import { mq, startCluster, startLocal, jsonLines } from "./harness.ts";
 
 /** A hand-made local-broker connection to the server, speaking the protocol directly. */
 async function rawServerConnection(port: number, broker: string): Promise<Connection> {
@@ -30,10 +30,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await cluster?.[Symbol.asyncDispose]();
 });
-
-function jsonLines(stdout: string): Array<Record<string, unknown>> {
-  return stdout.trim() === "" ? [] : stdout.trim().split("\n").map((l) => JSON.parse(l));
-}
 
 describe("delivery", () => {
   test("fans out every message to every subscribed id, and not to the unsubscribed one", async () => {

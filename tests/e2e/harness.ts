@@ -176,3 +176,15 @@ export async function startCluster(options: { serverArgs?: string[] } = {}) {
     },
   };
 }
+
+/** Parses NDJSON output (`--json`) into objects. */
+export function jsonLines(stdout: string): Array<Record<string, unknown>> {
+  return stdout.trim() === "" ? [] : stdout.trim().split("\n").map((l) => JSON.parse(l));
+}
+
+/** `mq create` through the local broker at `socket` → the new local id. */
+export async function createOn(socket: string): Promise<number> {
+  const r = await mq(socket, ["create"]);
+  if (r.code !== 0) throw new Error(`mq create failed with ${r.code}: ${r.stderr}`);
+  return Number(r.stdout);
+}

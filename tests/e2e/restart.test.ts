@@ -1,17 +1,7 @@
 /** Restarts of the server and of the local broker lose nothing (SPEC §3). */
 import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
-import { mq, startLocal, startServer, tmpDir } from "./harness.ts";
-
-function jsonLines(stdout: string): Array<Record<string, unknown>> {
-  return stdout.trim() === "" ? [] : stdout.trim().split("\n").map((l) => JSON.parse(l));
-}
-
-async function createOn(socket: string): Promise<number> {
-  const r = await mq(socket, ["create"]);
-  expect(r.code).toBe(0);
-  return Number(r.stdout);
-}
+import { mq, startLocal, startServer, tmpDir, jsonLines, createOn } from "./harness.ts";
 
 describe("restart", () => {
   test("server and subscriber's local broker restarted (SIGTERM): ids, subscriptions, cursors and undelivered messages survive, no duplicates", async () => {

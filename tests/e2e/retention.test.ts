@@ -1,10 +1,6 @@
 /** Retention (SPEC §3): old segments go once every subscriber is past them and they are old enough. */
 import { expect, test } from "bun:test";
-import { startCluster } from "./harness.ts";
-
-function jsonLines(stdout: string): Array<Record<string, unknown>> {
-  return stdout.trim() === "" ? [] : stdout.trim().split("\n").map((l) => JSON.parse(l));
-}
+import { startCluster, jsonLines } from "./harness.ts";
 
 test("retention deletes segments every subscriber is past, and keeps those a lagging subscriber needs", async () => {
   await using cluster = await startCluster({ serverArgs: ["--retention", "1s", "--max-segment-bytes", "1K"] });

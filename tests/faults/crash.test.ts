@@ -5,16 +5,10 @@
  */
 import { expect, test } from "bun:test";
 import * as fs from "node:fs";
-import { mq, mqCommand, startLocal, startServer, tmpDir, type LocalHandle, type ServerHandle } from "../e2e/harness.ts";
+import { mq, mqCommand, startLocal, startServer, tmpDir, type LocalHandle, type ServerHandle, createOn } from "../e2e/harness.ts";
 import { RecordingPublisher, drain, verify, type Acked } from "./fault-kit.ts";
 
 const TOPIC = "faults";
-
-async function createOn(socket: string): Promise<number> {
-  const r = await mq(socket, ["create"]);
-  if (r.code !== 0) throw new Error(`create: ${r.stderr}`);
-  return Number(r.stdout);
-}
 
 /** Resolves once `n` acks have been counted. */
 function ackCounter(n: number) {

@@ -5,18 +5,8 @@
 import { expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { mq, startLocal, startServer, tmpDir } from "../e2e/harness.ts";
+import { mq, startLocal, startServer, tmpDir, jsonLines, createOn } from "../e2e/harness.ts";
 import { RECORD_HEADER } from "../../lib/store/topic-log.ts";
-
-function jsonLines(stdout: string): Array<Record<string, unknown>> {
-  return stdout.trim() === "" ? [] : stdout.trim().split("\n").map((l) => JSON.parse(l));
-}
-
-async function createOn(socket: string): Promise<number> {
-  const r = await mq(socket, ["create"]);
-  if (r.code !== 0) throw new Error(`create: ${r.stderr}`);
-  return Number(r.stdout);
-}
 
 /** A small seeded PRNG (mulberry32) so a failing cut can be replayed. */
 function prng(seed: number): () => number {
