@@ -165,14 +165,19 @@ export class LocalBroker {
     while (!this.stopped) {
       attempts++;
       let conn: Connection | undefined;
+      // With TLS and no `handshake` handler, Bun (1.4) resolves Bun.connect before it calls
+      // `open`: whichever comes first makes the Connection, the other finds it.
+      const attach = (s: Socket<Connection>): Connection =>
+        (s.data ??= new Connection(s, handler, { maxFrameBytes: maxFrameBytes(1024 * 1024 * 1024), label: `server ${this.serverAddress}` }));
       try {
         const socket = await Bun.connect<Connection>({
           hostname: this.options.server.hostname,
           port: this.options.server.port,
           ...(this.options.tlsCa ? { tls: { ca: this.options.tlsCa } } : {}),
           socket: {
-            open: (s) => {
-              s.data = new Connection(s, handler, { maxFrameBytes: maxFrameBytes(1024 * 1024 * 1024), label: `server ${this.serverAddress}` });
+            open: (s) => void attach(s),
+            handshake: (_s, ok, err) => {
+              if (!ok) log.warn(`server ${this.serverAddress}: TLS handshake failed: ${err?.message ?? "unknown reason"}`);
             },
             data: (s, chunk) => s.data?.onData(chunk),
             drain: (s) => s.data?.onDrain(),
@@ -180,7 +185,7 @@ export class LocalBroker {
             error: (s, err) => log.debug(`server ${this.serverAddress}: ${err.message}`),
           },
         });
-        conn = socket.data;
+        conn = attach(socket);
         const hello: Extract<Outgoing, { op: "hello" }> = { op: "hello", version: PROTOCOL_VERSION, broker: this.identity };
         if (this.options.token !== undefined) hello.token = this.options.token;
         const reply = await conn.request(hello, 5000);
@@ -469,7 +474,13 @@ async function claimSocketPath(socketPath: string): Promise<void> {
   if (process.getuid && st.uid !== process.getuid()) {
     throw new MqError(Code.Unavailable, `the socket directory ${dir} belongs to uid ${st.uid}, not to this user; remove it or choose another --socket`);
   }
-  if ((st.mode & 0o077) !== 0) fs.chmodSync(dir, 0o700);
+  // Not chmod-ed for the user: it may be shared on purpose (/tmp, a group directory).
+  if ((st.mode & 0o077) !== 0) {
+    throw new MqError(
+      Code.Unavailable,
+      `the socket directory ${dir} is open to other users (mode ${(st.mode & 0o777).toString(8)}); use a private one (chmod 700 ${dir}) or choose another --socket`,
+    );
+  }
   if (!fs.existsSync(socketPath)) return;
   const live = await Bun.connect({ unix: socketPath, socket: { data() {}, open(s) { s.end(); } } }).then(
     () => true,

@@ -141,6 +141,11 @@ export class MqServer {
       port: this.options.port,
       ...(this.options.tls ? { tls: { cert: this.options.tls.cert, key: this.options.tls.key } } : {}),
       socket: {
+        // With a handshake handler Bun opens TLS sockets at accept, not after the handshake,
+        // so the hello deadline and the connection limit cover a handshake that never ends.
+        handshake: (socket, ok, err) => {
+          if (!ok) log.warn(`${socket.data?.label ?? "connection"}: TLS handshake failed: ${err?.message ?? "unknown reason"}`);
+        },
         open: (socket: Socket<Connection>) => {
           const label = `local broker at ${socket.remoteAddress}`;
           socket.data = new Connection(socket, handler, {

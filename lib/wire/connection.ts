@@ -24,6 +24,7 @@ export const CloseReason = {
   ProtocolError: "protocol error",
   HelloTimeout: "no hello in time",
   FrameTimeout: "a frame took too long to arrive",
+  SlowConsumer: "the peer does not read its answers",
   Replaced: "replaced by a newer session",
   AuthFailed: "authentication failed",
   Shutdown: "shutting down",
@@ -62,6 +63,11 @@ interface Pending {
 
 /** Above this many queued outbound bytes the connection reports itself not writable. */
 export const OUTBOUND_BUDGET_BYTES = 4 * 1024 * 1024;
+/**
+ * A peer that lets this much pile up unread (answers are queued regardless of the budget)
+ * is cut off before it can grow our memory without bound.
+ */
+export const MAX_QUEUED_BYTES = 4 * OUTBOUND_BUDGET_BYTES;
 
 export class Connection {
   readonly label: string;
@@ -83,6 +89,8 @@ export class Connection {
   private partialSince = 0;
   /** Requests of the peer whose answers are still being worked out. */
   private serving = 0;
+  /** Frames received so far: a completed frame restarts the frame deadline. */
+  private framesIn = 0;
   private peerError: MqError | null = null;
   private readonly frameTimeoutMs: number;
   private readonly maxInFlight: number;
@@ -141,8 +149,13 @@ export class Connection {
 
   onData(chunk: Uint8Array): void {
     if (this.closed) return;
+    const before = this.framesIn;
     this.decoder.push(chunk);
-    if (this.frameTimeoutMs > 0) this.partialSince = this.decoder.partial ? this.partialSince || Date.now() : 0;
+    if (this.frameTimeoutMs > 0) {
+      // The deadline is per frame: it runs from the start of the frame now partly received.
+      if (!this.decoder.partial) this.partialSince = 0;
+      else if (this.partialSince === 0 || this.framesIn !== before) this.partialSince = Date.now();
+    }
   }
 
   /** Closes the connection if a frame has been arriving for longer than `frameTimeoutMs`; called from a shared timer. */
@@ -250,6 +263,8 @@ export class Connection {
 
   private onFrame(payload: Uint8Array): void {
     if (this.closed) return;
+    this.framesIn++;
+    if (this.pendingBytes > MAX_QUEUED_BYTES) return this.close(CloseReason.SlowConsumer);
     let map: Record<string, unknown> | undefined;
     let frame: Frame;
     try {
