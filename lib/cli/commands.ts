@@ -193,10 +193,6 @@ export async function stats(options: CommonOptions): Promise<number> {
   }
   const rows: string[] = [];
   for (const [section, values] of Object.entries(s)) {
-    if (!values) {
-      rows.push(`${section}: unavailable`);
-      continue;
-    }
     rows.push(`${section}:`);
     for (const [k, v] of Object.entries(values)) rows.push(`  ${k.padEnd(14)} ${String(v)}`);
   }

@@ -131,9 +131,9 @@ export class MqClient {
     return (await this.call({ op: "topics" })).topics as TopicInfo[];
   }
 
-  async stats(): Promise<{ local: Record<string, unknown>; server: Record<string, unknown> | null }> {
+  async stats(): Promise<{ local: Record<string, unknown>; server: Record<string, unknown> }> {
     const r = await this.call({ op: "stats" });
-    return { local: r.local as Record<string, unknown>, server: (r.server as Record<string, unknown> | null) ?? null };
+    return { local: r.local as Record<string, unknown>, server: r.server as Record<string, unknown> };
   }
 
   close(): void {

@@ -42,9 +42,10 @@ export class IdTable {
   /** Maps a new global id to the next local id; durable when the promise resolves. */
   async add(global: number): Promise<number> {
     const local = this.next++;
+    // Live only once durable: a failed write leaves no half-made id behind (the number is skipped).
+    await this.file.append({ l: local, g: global }, true);
     this.toGlobal.set(local, global);
     this.toLocal.set(global, local);
-    await this.file.append({ l: local, g: global }, true);
     return local;
   }
 

@@ -57,6 +57,8 @@ const BACKOFF_MAX_MS = 2000;
 const RECONNECT_GRACE_MS = 1000;
 /** Grace + this + the 250 ms timeout sweep stays under the 5 s the CLI promises for UNAVAILABLE. */
 const REQUEST_TIMEOUT_MS = 3500;
+/** Requests forwarded and unanswered at once, at most; lowered to the server's --max-inflight from its hello. */
+const MAX_FORWARDING = 4096;
 
 export class LocalBroker {
   private listener: UnixSocketListener<Connection> | null = null;
@@ -69,6 +71,9 @@ export class LocalBroker {
   private stopped = false;
   private stopping: Promise<void> | null = null;
   private clientCount = 0;
+  private forwarding = 0;
+  private maxForwarding = MAX_FORWARDING;
+  private readonly forwardQueue: Array<() => void> = [];
   private readonly serverAddress: string;
   private readonly limits: LocalLimits;
   private stallTimer: ReturnType<typeof setInterval> | null = null;
@@ -190,6 +195,7 @@ export class LocalBroker {
         if (this.options.token !== undefined) hello.token = this.options.token;
         const reply = await conn.request(hello, 5000);
         if (this.stopped) return conn.close(CloseReason.Shutdown);
+        if (Number.isSafeInteger(reply.maxInFlight) && (reply.maxInFlight as number) > 0) this.maxForwarding = Math.min(MAX_FORWARDING, reply.maxInFlight as number);
         if (typeof reply.maxMessageBytes === "number" && reply.maxMessageBytes !== this.maxMessageBytes) {
           this.maxMessageBytes = reply.maxMessageBytes;
           // Clients connected before the server told us its limit get the new one too.
@@ -227,11 +233,24 @@ export class LocalBroker {
   }
 
   private async forward(frame: Outgoing): Promise<Record<string, unknown>> {
-    const conn = await this.server();
-    this.counters.forwarded++;
-    const reply = await conn.request(frame, this.options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS);
-    const { op: _op, rid: _rid, ...fields } = reply;
-    return fields;
+    // All clients of this host share one server connection: keep it under the server's
+    // in-flight limit by queueing here, first come first served.
+    if (this.forwarding >= this.maxForwarding) {
+      const { promise, resolve } = Promise.withResolvers<void>();
+      this.forwardQueue.push(resolve);
+      await promise;
+    }
+    this.forwarding++;
+    try {
+      const conn = await this.server();
+      this.counters.forwarded++;
+      const reply = await conn.request(frame, this.options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS);
+      const { op: _op, rid: _rid, ...fields } = reply;
+      return fields;
+    } finally {
+      this.forwarding--;
+      this.forwardQueue.shift()?.();
+    }
   }
 
   private onPush(frame: MsgFrame): void {
@@ -469,7 +488,9 @@ function loadIdentity(file: string): string {
 async function claimSocketPath(socketPath: string): Promise<void> {
   const dir = path.dirname(socketPath);
   if (!fs.existsSync(dir)) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const st = fs.statSync(dir);
+  const st = fs.lstatSync(dir);
+  // A symlink planted where the directory should be could point anywhere, at any time.
+  if (st.isSymbolicLink()) throw new MqError(Code.Unavailable, `the socket directory ${dir} is a symbolic link; use a real private directory or choose another --socket`);
   // A directory of someone else's (say, a pre-made /tmp/mq-$UID) could let them reach or swap the socket.
   if (process.getuid && st.uid !== process.getuid()) {
     throw new MqError(Code.Unavailable, `the socket directory ${dir} belongs to uid ${st.uid}, not to this user; remove it or choose another --socket`);

@@ -260,7 +260,7 @@ export class MqServer {
       }
       this.pumpSession(session);
     });
-    return { version: PROTOCOL_VERSION, maxMessageBytes: this.options.maxMessageBytes };
+    return { version: PROTOCOL_VERSION, maxMessageBytes: this.options.maxMessageBytes, maxInFlight: this.limits.maxInFlight };
   }
 
   /** Throws UNKNOWN_ID unless `id` exists and belongs to the session's local broker. */

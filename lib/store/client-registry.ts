@@ -65,8 +65,9 @@ export class ClientRegistry {
   /** Allocates a new id for `owner`; durable when the promise resolves. */
   async create(owner: string): Promise<number> {
     const id = this.next++;
-    this.set(id, owner);
+    // Live only once durable: a failed write leaves no half-made id behind (the number is skipped).
     await this.file.append({ c: id, o: owner }, true);
+    this.set(id, owner);
     return id;
   }
 

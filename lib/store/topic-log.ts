@@ -189,6 +189,7 @@ export class FileTopicLog implements TopicLog {
     const segments = [...this.dirty];
     this.dirty.clear();
     for (const seg of segments) {
+      if (!this.segments.includes(seg)) continue; // deleted by retention meanwhile
       try {
         await fsyncAsync(seg.fd);
       } catch (err) {

@@ -316,9 +316,10 @@ export class Connection {
   private onReply(frame: OkFrame | ErrorFrame): void {
     const p = frame.rid === undefined ? undefined : this.pending.get(frame.rid);
     if (!p) {
-      // An error without a pending request is the peer telling us why it is closing:
-      // the requests in flight fail with that reason rather than a bare "closed".
-      if (frame.op === "error") {
+      // An error without a rid is the peer telling us why it is closing: the requests in
+      // flight fail with that reason rather than a bare "closed". (A late answer to a
+      // request that timed out has a rid and is dropped.)
+      if (frame.op === "error" && frame.rid === undefined) {
         log.debug(`${this.label}: ${frame.code}: ${frame.message}`);
         this.peerError = new MqError(isCode(frame.code) ? frame.code : Code.Internal, frame.message);
       }

@@ -192,6 +192,29 @@ describe("limits of one server and its local broker", () => {
     await expectHealthy();
   });
 
+  test("the local broker keeps its forwarding under the server's --max-inflight: pipelined publishes from several clients all succeed", async () => {
+    // More publishes in flight on the host than the server takes on one connection.
+    const clients = await Promise.all([1, 2, 3].map(() => MqClient.connect({ socket: loc.socket })));
+    try {
+      const ids = await Promise.all(clients.map((c) => c.create()));
+      // Each client keeps LOCAL_INFLIGHT publishes in flight; together they exceed SERVER_INFLIGHT.
+      expect(3 * LOCAL_INFLIGHT).toBeGreaterThan(SERVER_INFLIGHT);
+      const perClient = async (c: MqClient, k: number) => {
+        const out = [];
+        for (let round = 0; round < 5; round++) {
+          out.push(...(await Promise.all(Array.from({ length: LOCAL_INFLIGHT }, (_, i) => c.publish(ids[k]!, "lim.forward", `c${k}-${round}-${i}`)))));
+        }
+        return out;
+      };
+      const results = (await Promise.all(clients.map(perClient))).flat();
+      expect(results.length).toBe(3 * 5 * LOCAL_INFLIGHT);
+      expect(new Set(results.map((r) => r.seq)).size).toBe(results.length);
+    } finally {
+      for (const c of clients) c.close();
+    }
+    await expectHealthy();
+  });
+
   test("--max-inflight on the local broker: pipelined requests beyond the limit are BAD_REQUEST, the others succeed", async () => {
     const raw = await rawHello(localTarget(), "local");
     const id = (await raw.request({ op: "create", rid: 2 })).id as number;
