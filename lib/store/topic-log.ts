@@ -18,6 +18,12 @@ export const RECORD_HEADER = 24;
 /** One sparse index entry per this many bytes of segment: a read scans at most this much to find its seq. */
 const INDEX_EVERY_BYTES = 64 * 1024;
 const READ_CHUNK = 256 * 1024;
+/**
+ * The newest committed messages stay in memory (views into the buffers they were written
+ * from), so subscribers that keep up are served without a read syscall or a copy.
+ */
+const TAIL_CACHE_BYTES = 1024 * 1024;
+const TAIL_ENTRY_OVERHEAD = 64;
 
 export interface TopicLogOptions {
   fsync: FsyncPolicy;
@@ -49,6 +55,10 @@ export class FileTopicLog implements TopicLog {
   /** Seq the next append gets, counting appends not yet committed. */
   private assigned: number;
   private readonly commits = new GroupCommit((batch: PendingAppend[]) => this.commit(batch));
+  /** Tail cache: dense, ascending, committed messages from `tail[tailHead]` on. */
+  private tail: StoredMessage[] = [];
+  private tailHead = 0;
+  private tailBytes = 0;
   /** Segments written since the last fsync (interval policy): a roll must not leave the old one unsynced. */
   private readonly dirty = new Set<Segment>();
   private intervalTimer: ReturnType<typeof setInterval> | null = null;
@@ -109,8 +119,9 @@ export class FileTopicLog implements TopicLog {
   private async commit(batch: PendingAppend[]): Promise<number[]> {
     const firstSeq = this.assigned;
     const touched = new Set<Segment>();
+    const written: StoredMessage[] = [];
     try {
-      this.writeBatch(batch, touched);
+      this.writeBatch(batch, touched, written);
       this.assigned += batch.length;
       if (this.options.fsync === "always") await Promise.all([...touched].map((s) => fsyncAsync(s.fd)));
       else for (const s of touched) this.dirty.add(s);
@@ -122,10 +133,41 @@ export class FileTopicLog implements TopicLog {
       throw err;
     }
     this.committed = this.assigned;
+    this.cacheTail(written);
     return batch.map((_, i) => firstSeq + i);
   }
 
-  private writeBatch(batch: PendingAppend[], touched: Set<Segment>): void {
+  private cacheTail(written: StoredMessage[]): void {
+    for (const m of written) {
+      this.tail.push(m);
+      this.tailBytes += m.data.length + TAIL_ENTRY_OVERHEAD;
+    }
+    while (this.tailBytes > TAIL_CACHE_BYTES && this.tail.length - this.tailHead > 1) {
+      this.tailBytes -= this.tail[this.tailHead]!.data.length + TAIL_ENTRY_OVERHEAD;
+      this.tail[this.tailHead++] = undefined as never; // let the buffer go
+    }
+    if (this.tailHead > 4096 && this.tailHead * 2 > this.tail.length) {
+      this.tail = this.tail.slice(this.tailHead);
+      this.tailHead = 0;
+    }
+  }
+
+  /** Serves `from` on out of the tail cache; null when `from` is older than the cache. */
+  private readTail(from: number, maxCount: number, maxBytes: number): StoredMessage[] | null {
+    if (this.tailHead >= this.tail.length) return null;
+    const first = this.tail[this.tailHead]!.seq;
+    if (from < first) return null;
+    const out: StoredMessage[] = [];
+    let bytes = 0;
+    for (let i = this.tailHead + (from - first); i < this.tail.length && out.length < maxCount && (out.length === 0 || bytes < maxBytes); i++) {
+      const m = this.tail[i]!;
+      out.push(m);
+      bytes += m.data.length;
+    }
+    return out;
+  }
+
+  private writeBatch(batch: PendingAppend[], touched: Set<Segment>, written: StoredMessage[]): void {
     let seq = this.assigned;
     let i = 0;
     while (i < batch.length) {
@@ -151,6 +193,7 @@ export class FileTopicLog implements TopicLog {
           seg.indexPos.push(seg.size + pos);
         }
         writeRecord(buf, view, pos, seq, time, data);
+        written.push({ seq, time, data: buf.subarray(pos + RECORD_HEADER, pos + RECORD_HEADER + data.length) });
         pos += RECORD_HEADER + data.length;
       }
       writeAllSync(seg.fd, buf, seg.size);
@@ -221,6 +264,8 @@ export class FileTopicLog implements TopicLog {
   }
 
   read(from: number, maxCount: number, maxBytes: number): StoredMessage[] {
+    const cached = this.readTail(Math.max(from, this.firstSeq), maxCount, maxBytes);
+    if (cached) return cached;
     const out: StoredMessage[] = [];
     let seq = Math.max(from, this.firstSeq);
     let bytes = 0;
@@ -277,7 +322,9 @@ export class FileTopicLog implements TopicLog {
     let added = 0;
     let bytes = 0;
     while (at < end && added < maxCount && (added === 0 || bytes < maxBytes)) {
-      const chunk = readAtSync(seg.fd, Math.min(READ_CHUNK, seg.size - pos), pos);
+      // Read about what was asked for (plus the skip from the index entry), not a whole chunk.
+      const want = (pos === (i >= 0 ? seg.indexPos[i]! : 0) ? INDEX_EVERY_BYTES : 0) + Math.min(maxBytes, maxCount * 1024) + RECORD_HEADER;
+      const chunk = readAtSync(seg.fd, Math.min(READ_CHUNK, seg.size - pos, Math.max(want, 16 * 1024)), pos);
       const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
       let p = 0;
       let progressed = false;

@@ -209,6 +209,29 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
       for (const [i, m] of got.entries()) expect(sameBytes(m.data, payloads[i]!)).toBe(true);
     });
 
+    test("TopicLog serves the same messages before and after reopen, past any in-memory tail", async () => {
+      const n = 12_000; // 1.2 MB of payloads: more than an in-memory tail holds
+      await Promise.all(Array.from({ length: n }, (_, i) => log.append(payload(100, i), i)));
+      const readAll = (l: TopicLog, batch: number) => {
+        const out: Array<[number, number]> = [];
+        for (let from = 1; ; ) {
+          const got = l.read(from, batch, 64 * 1024);
+          if (got.length === 0) return out;
+          for (const m of got) {
+            if (!sameBytes(m.data, payload(100, m.seq - 1))) throw new Error(`message ${m.seq} has the wrong payload`);
+            out.push([m.seq, m.time]);
+          }
+          from = got[got.length - 1]!.seq + 1;
+        }
+      };
+      const expected = Array.from({ length: n }, (_, i) => [i + 1, i]);
+      expect(readAll(log, 257)).toEqual(expected);
+      if (!fx.reopen) return;
+      log = await fx.reopen();
+      expect(readAll(log, 64)).toEqual(expected);
+      expect(log.read(n - 5, 3, ALL).map((m) => m.seq)).toEqual([n - 5, n - 4, n - 3]);
+    });
+
     test("TopicLog continues dense seqs after reopen", async () => {
       if (!fx.reopen) return; // nothing persists in this implementation
       await appendAll([payload(1, 1), payload(1, 2)]);
