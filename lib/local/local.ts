@@ -13,7 +13,7 @@ import { DEFAULT_HELLO_TIMEOUT_MS, DEFAULT_MAX_MESSAGE_BYTES, maxFrameBytes } fr
 import { Code, MqError } from "../errors.ts";
 import { writeFileAtomic } from "../store/fsutil.ts";
 import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
-import { PROTOCOL_VERSION, type Frame, type Message, type MsgFrame, type Outgoing } from "../wire/messages.ts";
+import { PROTOCOL_VERSION, type Frame, type Message, type MsgsFrame, type Outgoing } from "../wire/messages.ts";
 import { checkTopic } from "../wire/topic.ts";
 import { IdTable } from "./id-table.ts";
 import { Inbox, type Waiter } from "./inbox.ts";
@@ -155,7 +155,7 @@ export class LocalBroker {
     let attempts = 0;
     const handler: ConnectionHandler = {
       frame: (_conn, frame) => {
-        if (frame.op === "msg") return this.onPush(frame);
+        if (frame.op === "msgs") return this.onPush(frame);
         throw new MqError(Code.UnknownOp, `op ${JSON.stringify(frame.op)} is not served by a local broker`);
       },
       closed: (conn, reason) => {
@@ -253,19 +253,25 @@ export class LocalBroker {
     }
   }
 
-  private onPush(frame: MsgFrame): void {
+  private onPush(frame: MsgsFrame): void {
+    if (frame.times.length !== frame.payloads.length) {
+      throw new MqError(Code.BadRequest, `msgs: ${frame.times.length} times for ${frame.payloads.length} payloads`);
+    }
     const local = this.ids.local(frame.id);
     if (local === undefined) return; // destroyed here; the server forgets it too
     const inbox = this.inbox(local);
-    // The frame's payload may be a view into the socket's read buffer: keep a copy.
-    const verdict = inbox.add({ topic: frame.topic, seq: frame.seq, time: frame.time, data: frame.data.slice() });
-    if (verdict === "new") {
-      this.counters.received++;
-      this.serveWaiters(inbox);
-    } else {
-      this.counters.duplicates++;
-      if (verdict === "reack") this.upstream?.send({ op: "ack", id: frame.id, topic: frame.topic, seq: inbox.ackedUpstream(frame.topic) });
+    let reack = false;
+    for (let i = 0; i < frame.payloads.length; i++) {
+      // The payload is a view into the socket's read buffer: keep a copy of its own.
+      const verdict = inbox.add({ topic: frame.topic, seq: frame.seq + i, time: frame.times[i]!, data: frame.payloads[i]!.slice() });
+      if (verdict === "new") this.counters.received++;
+      else {
+        this.counters.duplicates++;
+        reack ||= verdict === "reack";
+      }
     }
+    if (reack) this.upstream?.send({ op: "ack", id: frame.id, topic: frame.topic, seq: inbox.ackedUpstream(frame.topic) });
+    this.serveWaiters(inbox);
   }
 
   private inbox(local: number): Inbox {

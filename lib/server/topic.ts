@@ -54,8 +54,15 @@ export class Subscription {
       if (room <= 0 || this.inflightBytes >= WINDOW_BYTES) break;
       const batch: StoredMessage[] = log.read(this.sent, Math.min(room, READ_BATCH), WINDOW_BYTES - this.inflightBytes);
       if (batch.length === 0) break;
+      // One frame per run of consecutive seqs (a damaged stretch of log can leave a gap).
+      let start = 0;
+      for (let k = 1; k <= batch.length; k++) {
+        if (k < batch.length && batch[k]!.seq === batch[k - 1]!.seq + 1) continue;
+        const run = batch.slice(start, k);
+        conn.send({ op: "msgs", id: this.id, topic: this.topic.name, seq: run[0]!.seq, times: run.map((m) => m.time), payloads: run.map((m) => m.data) });
+        start = k;
+      }
       for (const m of batch) {
-        conn.send({ op: "msg", id: this.id, topic: this.topic.name, seq: m.seq, time: m.time, data: m.data });
         this.seqs.push(m.seq);
         this.sizes.push(m.data.length);
         this.inflightBytes += m.data.length;

@@ -18,7 +18,7 @@ export const Op = {
   Destroy: "destroy",
   Topics: "topics",
   Stats: "stats",
-  Msg: "msg",
+  Msgs: "msgs",
   Ok: "ok",
   Error: "error",
 } as const;
@@ -50,11 +50,18 @@ export type Request =
 /** A request as a caller writes it: the connection assigns the `rid`. */
 export type Outgoing = Request extends infer R ? (R extends Request ? Omit<R, "rid"> : never) : never;
 
-/** Server → local push of one stored message for one subscriber. */
-export interface MsgFrame { op: "msg"; id: number; topic: string; seq: number; time: number; data: Uint8Array }
+/**
+ * Server → local push of consecutive stored messages of one topic for one subscriber:
+ * message i has seq `seq + i`, append time `times[i]` and payload `payloads[i]`.
+ * One frame per push batch keeps the per-message cost to two array elements.
+ */
+export interface MsgsFrame { op: "msgs"; id: number; topic: string; seq: number; times: number[]; payloads: Uint8Array[] }
+
+/** Most messages one `msgs` frame may carry. */
+export const MAX_MSGS_PER_FRAME = 1024;
 export interface OkFrame { op: "ok"; rid: number; [field: string]: unknown }
 export interface ErrorFrame { op: "error"; rid?: number; code: string; message: string }
-export type Frame = Request | MsgFrame | OkFrame | ErrorFrame;
+export type Frame = Request | MsgsFrame | OkFrame | ErrorFrame;
 
 /** A message as handed to the user. `time` is the server's append time in ms since the epoch. */
 export interface Message { topic: string; seq: number; time: number; data: Uint8Array }
@@ -63,7 +70,7 @@ export interface PubResult { topic: string; seq: number; subscribers: number; cr
 export interface TopicInfo { topic: string; subscribers: number; messages: number }
 
 /** Field types the validator knows; a trailing `?` marks a field optional. */
-type FieldType = "uint" | "string" | "bytes" | "topics" | "from";
+type FieldType = "uint" | "string" | "bytes" | "topics" | "from" | "uints" | "payloads";
 type Schema = Record<string, FieldType | `${FieldType}?`>;
 
 /** One schema per frame type a peer may send us; anything not listed is junk. */
@@ -78,7 +85,7 @@ export const schemas: Record<string, Schema> = {
   destroy: { rid: "uint", id: "uint" },
   topics: { rid: "uint" },
   stats: { rid: "uint" },
-  msg: { id: "uint", topic: "string", seq: "uint", time: "uint", data: "bytes" },
+  msgs: { id: "uint", topic: "string", seq: "uint", times: "uints", payloads: "payloads" },
 };
 
 /** Most topics one sub/unsub request may name. */
@@ -97,6 +104,14 @@ export function checkField(type: FieldType, value: unknown): string | null {
       return Array.isArray(value) && value.length > 0 && value.length <= MAX_TOPICS_PER_REQUEST && value.every((t) => typeof t === "string")
         ? null
         : `an array of 1 to ${MAX_TOPICS_PER_REQUEST} strings`;
+    case "uints":
+      return Array.isArray(value) && value.length >= 1 && value.length <= MAX_MSGS_PER_FRAME && value.every((v) => Number.isSafeInteger(v) && v >= 0)
+        ? null
+        : `an array of 1 to ${MAX_MSGS_PER_FRAME} non-negative integers`;
+    case "payloads":
+      return Array.isArray(value) && value.length >= 1 && value.length <= MAX_MSGS_PER_FRAME && value.every((v) => v instanceof Uint8Array)
+        ? null
+        : `an array of 1 to ${MAX_MSGS_PER_FRAME} byte strings`;
     case "from":
       return value === "earliest" || value === "latest" || (Number.isSafeInteger(value) && (value as number) >= 1)
         ? null
@@ -110,5 +125,6 @@ export function describe(frame: Frame): string {
   const parts = [String(f.op)];
   for (const key of ["rid", "id", "topic", "seq", "code"]) if (f[key] !== undefined) parts.push(`${key}=${String(f[key])}`);
   if (f.data instanceof Uint8Array) parts.push(`${f.data.length}B`);
+  if (Array.isArray(f.payloads)) parts.push(`${f.payloads.length} messages`);
   return parts.join(" ");
 }

@@ -265,7 +265,7 @@ describe("id ownership", () => {
       forger.send({ op: "ack", id: g, topic: "owned.topic", seq: 1_000_000 }); // no reply: must be ignored
       expect(await forger.request({ op: "ack", rid: ++rid, id: g, topic: "owned.topic", seq: 1_000_000 })).toMatchObject({ op: "ok" });
     }
-    expect(forger.inbox.filter((f) => f.op === "msg")).toEqual([]); // it never received anyone's messages
+    expect(forger.inbox.filter((f) => f.op === "msgs")).toEqual([]); // it never received anyone's messages
     forger.end();
 
     // The owner's id is intact: its subscription, its cursor (the forged acks moved nothing) and

@@ -11,7 +11,7 @@ import { Code, MqError } from "../../lib/errors.ts";
 import { MqServer } from "../../lib/server/server.ts";
 import { decodeMap, validate } from "../../lib/wire/codec.ts";
 import { FrameDecoder, encodeFrames } from "../../lib/wire/frame.ts";
-import { MAX_TOPICS_PER_REQUEST, schemas } from "../../lib/wire/messages.ts";
+import { MAX_MSGS_PER_FRAME, MAX_TOPICS_PER_REQUEST, schemas } from "../../lib/wire/messages.ts";
 import { topicProblem } from "../../lib/wire/topic.ts";
 import { tmpDir } from "../e2e/harness.ts";
 import { RawPeer, Rng, frameOf, frameOfBytes, lengthPrefix, listFiles, rawCbor, type WireMap } from "./kit.ts";
@@ -48,6 +48,10 @@ function fieldValue(rng: Rng, type: string): unknown {
       return Array.from({ length: rng.range(1, 4) }, () => validTopic(rng));
     case "from":
       return rng.pick(["earliest", "latest", rng.range(1, 10_000)]);
+    case "uints":
+      return Array.from({ length: rng.range(1, 4) }, () => rng.int(2 ** 40));
+    case "payloads":
+      return Array.from({ length: rng.range(1, 4) }, () => rng.bytes(rng.int(48)));
     default:
       throw new Error(`no generator for field type ${type}`);
   }
@@ -166,7 +170,7 @@ function makeCase(rng: Rng): Case {
       return { mutation, bytes: rawCbor.encode(copy), field, baseOp };
     }
     case "op":
-      return { mutation, bytes: rawCbor.encode({ ...base, op: rng.pick([...OPS, ...REPLY_OPS, "msg", "HELLO", "hello ", "", "__proto__", "toString", randomString(rng, 10)]) }), baseOp };
+      return { mutation, bytes: rawCbor.encode({ ...base, op: rng.pick([...OPS, ...REPLY_OPS, "msgs", "HELLO", "hello ", "", "__proto__", "toString", randomString(rng, 10)]) }), baseOp };
     case "bitflip": {
       const bytes = rawCbor.encode(base).slice();
       for (let i = rng.range(1, 8); i > 0; i--) bytes[rng.int(bytes.length)]! ^= 1 << rng.int(8);
@@ -216,6 +220,8 @@ function nonConformance(frame: WireMap): string | null {
       : type === "bytes" ? v instanceof Uint8Array
       : type === "topics" ? Array.isArray(v) && v.length >= 1 && v.length <= MAX_TOPICS_PER_REQUEST && v.every((t) => typeof t === "string")
       : type === "from" ? v === "earliest" || v === "latest" || (isUint(v) && (v as number) >= 1)
+      : type === "uints" ? Array.isArray(v) && v.length >= 1 && v.length <= MAX_MSGS_PER_FRAME && v.every(isUint)
+      : type === "payloads" ? Array.isArray(v) && v.length >= 1 && v.length <= MAX_MSGS_PER_FRAME && v.every((p) => p instanceof Uint8Array)
       : false;
     if (!ok) return `accepted ${key} of the wrong type`;
   }
@@ -418,7 +424,7 @@ describe("MqServer under fuzzed frames", () => {
     expect(await owner.request({ op: "pub", rid: 3, id: ownerId, topic: "fz.a", data: new Uint8Array([1]) })).toMatchObject({ op: "ok", seq: 1 });
     expect(await owner.request({ op: "sub", rid: 4, id: ownerId, topics: ["fz.a"], from: "earliest" })).toMatchObject({ op: "ok" });
     const msg = await owner.next();
-    expect(msg).toMatchObject({ op: "msg", id: ownerId, topic: "fz.a", seq: 1 });
+    expect(msg).toMatchObject({ op: "msgs", id: ownerId, topic: "fz.a", seq: 1 });
     owner.send({ op: "ack", id: ownerId, topic: "fz.a", seq: 1 });
     fuzzer = await peer("fuzzer");
     fuzzerId = (await fuzzer.request({ op: "create", rid: 2 })).id as number;
@@ -544,8 +550,8 @@ describe("MqServer under fuzzed frames", () => {
     expect(await fresh.request({ op: "sub", rid: 3, id, topics: ["fz.after"] })).toMatchObject({ op: "ok" });
     expect(await fresh.request({ op: "pub", rid: 4, id, topic: "fz.after", data: new Uint8Array([42]) })).toMatchObject({ op: "ok", seq: 1, subscribers: 1 });
     const delivered = await fresh.next();
-    expect(delivered).toMatchObject({ op: "msg", id, topic: "fz.after", seq: 1 });
-    expect([...(delivered!.data as Uint8Array)]).toEqual([42]);
+    expect(delivered).toMatchObject({ op: "msgs", id, topic: "fz.after", seq: 1 });
+    expect([...(delivered!.payloads as Uint8Array[])[0]!]).toEqual([42]);
     expect(Date.now() - started).toBeLessThan(20_000);
   }, 30_000);
 });

@@ -224,7 +224,7 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
           from = got[got.length - 1]!.seq + 1;
         }
       };
-      const expected = Array.from({ length: n }, (_, i) => [i + 1, i]);
+      const expected = Array.from({ length: n }, (_, i): [number, number] => [i + 1, i]);
       expect(readAll(log, 257)).toEqual(expected);
       if (!fx.reopen) return;
       log = await fx.reopen();

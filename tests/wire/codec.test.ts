@@ -44,7 +44,7 @@ const frames: Array<[string, Frame]> = [
   ["destroy", { op: "destroy", rid: 8, id: 7 }],
   ["topics", { op: "topics", rid: 9 }],
   ["stats", { op: "stats", rid: 10 }],
-  ["msg", { op: "msg", id: 7, topic: "a", seq: 1, time: 1_700_000_000_123, data }],
+  ["msgs", { op: "msgs", id: 7, topic: "a", seq: 1, times: [1_700_000_000_123, 1_700_000_000_124], payloads: [data, new Uint8Array(0)] }],
   ["ok", { op: "ok", rid: 3, topic: "a", seq: 1, subscribers: 0, created: true }],
   ["ok with a list", { op: "ok", rid: 9, topics: [{ topic: "a", subscribers: 1, messages: 2 }] }],
   ["error", { op: "error", rid: 3, code: "INVALID_TOPIC", message: 'invalid topic "a/b"' }],
@@ -62,11 +62,22 @@ describe("codec round trip", () => {
     expect(got.data).toEqual(data);
   });
 
-  test("decode returns msg data of 1 MiB intact", () => {
+  test("decode returns msgs payloads of 1 MiB intact", () => {
     const big = Uint8Array.from({ length: 1 << 20 }, (_, i) => (i * 31) & 0xff);
-    const got = decode(encode({ op: "msg", id: 1, topic: "a", seq: 1, time: 1, data: big })) as { data: Uint8Array };
-    expect(got.data).toBeInstanceOf(Uint8Array);
-    expect(Buffer.from(got.data).equals(Buffer.from(big))).toBe(true);
+    const got = decode(encode({ op: "msgs", id: 1, topic: "a", seq: 1, times: [1], payloads: [big] })) as { payloads: Uint8Array[] };
+    expect(got.payloads[0]).toBeInstanceOf(Uint8Array);
+    expect(Buffer.from(got.payloads[0]!).equals(Buffer.from(big))).toBe(true);
+  });
+
+  test("validate rejects msgs with an empty, oversized or mistyped list", () => {
+    for (const bad of [
+      { times: [], payloads: [] },
+      { times: [1], payloads: ["text"] },
+      { times: [-1], payloads: [new Uint8Array(1)] },
+      { times: Array.from({ length: 1025 }, () => 1), payloads: Array.from({ length: 1025 }, () => new Uint8Array(0)) },
+    ]) {
+      expect(mqErrorOf(() => decode(encode({ op: "msgs", id: 1, topic: "a", seq: 1, ...bad }))).code).toBe(Code.BadRequest);
+    }
   });
 });
 
@@ -196,7 +207,7 @@ describe("validate", () => {
     ["sub", { op: "sub", rid: 1, id: 2 }, "topics"],
     ["recv", { op: "recv", rid: 1, id: 2, max: 1 }, "wait"],
     ["ack", { op: "ack", rid: 1, tag: 1 }, "id"],
-    ["msg", { op: "msg", id: 1, topic: "a", seq: 1, data }, "time"],
+    ["msgs", { op: "msgs", id: 1, topic: "a", seq: 1, payloads: [data] }, "times"],
   ])("validate rejects %s without a required field as BAD_REQUEST naming it", (op, map, field) => {
     const err = mqErrorOf(() => decode(encode(map)));
     expect(err.code).toBe(Code.BadRequest);
