@@ -11,7 +11,7 @@ import type { Socket, UnixSocketListener } from "bun";
 import { logger } from "../log.ts";
 import { DEFAULT_HELLO_TIMEOUT_MS, DEFAULT_MAX_MESSAGE_BYTES, maxFrameBytes } from "../config.ts";
 import { Code, MqError } from "../errors.ts";
-import { writeFileAtomic } from "../store/fsutil.ts";
+import { lockDataDir, writeFileAtomic } from "../store/fsutil.ts";
 import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
 import { PROTOCOL_VERSION, type Frame, type Message, type MsgsFrame, type Outgoing } from "../wire/messages.ts";
 import { checkTopic } from "../wire/topic.ts";
@@ -71,6 +71,7 @@ export class LocalBroker {
   private stopped = false;
   private stopping: Promise<void> | null = null;
   private clientCount = 0;
+  private unlock: () => void = () => {};
   private forwarding = 0;
   private maxForwarding = MAX_FORWARDING;
   private readonly forwardQueue: Array<() => void> = [];
@@ -90,16 +91,25 @@ export class LocalBroker {
 
   static async start(options: LocalOptions): Promise<LocalBroker> {
     fs.mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
-    const identity = loadIdentity(path.join(options.dataDir, "identity"));
-    await claimSocketPath(options.socketPath);
-    const broker = new LocalBroker(options, identity, new IdTable(path.join(options.dataDir, "ids")));
+    // Two brokers on one data directory would share an identity and one id table.
+    const unlock = lockDataDir(options.dataDir, "mq local");
+    let broker: LocalBroker;
+    try {
+      const identity = loadIdentity(path.join(options.dataDir, "identity"));
+      await claimSocketPath(options.socketPath);
+      broker = new LocalBroker(options, identity, new IdTable(path.join(options.dataDir, "ids")));
+    } catch (err) {
+      unlock();
+      throw err;
+    }
+    broker.unlock = unlock;
     broker.listen();
     broker.stallTimer = setInterval(() => {
       const now = Date.now();
       for (const c of broker.clients) c.checkStall(now);
     }, 1000);
     void broker.connectUpstream();
-    log.info(`listening on ${options.socketPath} (identity ${identity}, server ${broker.serverAddress}, ${broker.ids.size} ids)`);
+    log.info(`listening on ${options.socketPath} (identity ${broker.identity}, server ${broker.serverAddress}, ${broker.ids.size} ids)`);
     return broker;
   }
 
@@ -154,8 +164,8 @@ export class LocalBroker {
     let backoff = BACKOFF_MIN_MS;
     let attempts = 0;
     const handler: ConnectionHandler = {
-      frame: (_conn, frame) => {
-        if (frame.op === "msgs") return this.onPush(frame);
+      frame: (conn, frame) => {
+        if (frame.op === "msgs") return this.onPush(frame, conn);
         throw new MqError(Code.UnknownOp, `op ${JSON.stringify(frame.op)} is not served by a local broker`);
       },
       closed: (conn, reason) => {
@@ -224,7 +234,11 @@ export class LocalBroker {
     if (this.stopped) throw new MqError(Code.Unavailable, "the local broker is shutting down");
     const { promise, resolve } = Promise.withResolvers<void>();
     this.connectedWaiters.push(resolve);
-    const timer = setTimeout(resolve, RECONNECT_GRACE_MS);
+    const timer = setTimeout(() => {
+      const i = this.connectedWaiters.indexOf(resolve);
+      if (i >= 0) this.connectedWaiters.splice(i, 1);
+      resolve();
+    }, RECONNECT_GRACE_MS);
     await promise;
     clearTimeout(timer);
     if (this.upstream) return this.upstream;
@@ -233,6 +247,7 @@ export class LocalBroker {
   }
 
   private async forward(frame: Outgoing): Promise<Record<string, unknown>> {
+    if (this.stopped) throw new MqError(Code.Unavailable, "the local broker is shutting down");
     // All clients of this host share one server connection: keep it under the server's
     // in-flight limit by queueing here, first come first served.
     if (this.forwarding >= this.maxForwarding) {
@@ -253,7 +268,8 @@ export class LocalBroker {
     }
   }
 
-  private onPush(frame: MsgsFrame): void {
+  /** `from` is the server connection the frame came on: it may not be `upstream` yet (the hello reply and the first pushes can arrive in one read). */
+  private onPush(frame: MsgsFrame, from: Connection): void {
     if (frame.times.length !== frame.payloads.length) {
       throw new MqError(Code.BadRequest, `msgs: ${frame.times.length} times for ${frame.payloads.length} payloads`);
     }
@@ -270,7 +286,7 @@ export class LocalBroker {
         reack ||= verdict === "reack";
       }
     }
-    if (reack) this.upstream?.send({ op: "ack", id: frame.id, topic: frame.topic, seq: inbox.ackedUpstream(frame.topic) });
+    if (reack) from.send({ op: "ack", id: frame.id, topic: frame.topic, seq: inbox.ackedUpstream(frame.topic) });
     this.serveWaiters(inbox);
   }
 
@@ -295,8 +311,9 @@ export class LocalBroker {
       closed: (conn) => {
         this.clients.delete(conn);
         const state = conn.state as ClientState;
-        // Whatever this client took and never acknowledged goes back for the next recv.
-        for (const { local, messages } of state.delivered.values()) {
+        // Whatever this client took and never acknowledged goes back for the next recv;
+        // newest batch first, so that each older one lands in front of it.
+        for (const { local, messages } of [...state.delivered.values()].reverse()) {
           const inbox = this.inboxes.get(local);
           if (!inbox) continue;
           inbox.putBack(messages);
@@ -409,6 +426,7 @@ export class LocalBroker {
       state.waiters.delete(waiter);
       if (conn.closed) {
         inbox.putBack(messages);
+        this.serveWaiters(inbox);
         return {};
       }
     }
@@ -459,12 +477,18 @@ export class LocalBroker {
   private async doStop(): Promise<void> {
     this.stopped = true;
     if (this.stallTimer) clearInterval(this.stallTimer);
+    this.listener?.stop(false);
+    // Requests already forwarded finish (the server may have stored them): their answers
+    // go back to the clients before anything is closed.
+    const deadline = Date.now() + 5000;
+    while ((this.forwarding > 0 || this.forwardQueue.length > 0) && Date.now() < deadline) await Bun.sleep(5);
     this.listener?.stop(true);
     for (const c of this.clients) c.close(CloseReason.Shutdown);
     this.upstream?.close(CloseReason.Shutdown);
     for (const w of this.connectedWaiters.splice(0)) w();
     fs.rmSync(this.options.socketPath, { force: true });
     await this.ids.close();
+    this.unlock();
     log.info("stopped");
   }
 

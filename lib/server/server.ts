@@ -11,6 +11,7 @@ import { logger } from "../log.ts";
 import { DEFAULT_HELLO_TIMEOUT_MS, maxFrameBytes } from "../config.ts";
 import { Code, MqError } from "../errors.ts";
 import { ClientRegistry } from "../store/client-registry.ts";
+import { lockDataDir } from "../store/fsutil.ts";
 import { FileTopicStore } from "../store/file-store.ts";
 import type { FsyncPolicy, RetentionPolicy, TopicStore } from "../store/types.ts";
 import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
@@ -84,6 +85,7 @@ export class MqServer {
   private readonly tokenDigest: Buffer | null;
   readonly counters = { published: 0, delivered: 0, acked: 0, accepted: 0, rejected: 0 };
   private readonly startedAt = Date.now();
+  private unlock: () => void = () => {};
 
   private constructor(
     private readonly options: ServerOptions,
@@ -97,7 +99,14 @@ export class MqServer {
   /** Opens the data directory (recovering every log) and starts listening. */
   static async start(options: ServerOptions): Promise<MqServer> {
     fs.mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
-    const registry = new ClientRegistry(path.join(options.dataDir, "clients"));
+    const unlock = lockDataDir(options.dataDir, "mq server");
+    let registry: ClientRegistry;
+    try {
+      registry = new ClientRegistry(path.join(options.dataDir, "clients"));
+    } catch (err) {
+      unlock();
+      throw err;
+    }
     const store =
       options.store ??
       new FileTopicStore(options.dataDir, {
@@ -107,6 +116,7 @@ export class MqServer {
         maxMessageBytes: options.maxMessageBytes,
       });
     const server = new MqServer(options, registry, store);
+    server.unlock = unlock;
     for (const name of store.topics()) await server.topic(name, false);
     for (const name of options.defaultTopics) {
       checkTopic(name);
@@ -329,18 +339,26 @@ export class MqServer {
       const { topic, created } = (await this.topic(name, true))!;
       const existing = topic.subscriptions.get(id);
       if (existing) {
+        // Subscribing twice keeps the first; the answer still waits until it is on disk.
+        await topic.index.add(id, existing.acked);
         result.push({ topic: name, from: existing.acked, created });
         continue;
       }
       const cursor = from === "earliest" ? topic.log.firstSeq : from === "latest" ? topic.log.nextSeq : Math.max(from, topic.log.firstSeq);
-      await topic.index.add(id, cursor);
-      // The id may have been destroyed while the index was written.
-      if (this.registry.owner(id) === undefined) {
-        await topic.index.remove(id);
-        throw new MqError(Code.UnknownId, `no client with id ${id}`);
-      }
+      // Visible at once, so a concurrent subscribe of the same id and topic finds it.
       const sub = new Subscription(id, topic, cursor);
       this.addSubscription(sub);
+      try {
+        await topic.index.add(id, cursor);
+      } catch (err) {
+        await this.dropSubscription(id, name).catch(() => {});
+        throw err;
+      }
+      // The id may have been destroyed while the index was written.
+      if (this.registry.owner(id) === undefined) {
+        await this.dropSubscription(id, name);
+        throw new MqError(Code.UnknownId, `no client with id ${id}`);
+      }
       this.pump(sub);
       result.push({ topic: name, from: cursor, created });
     }
@@ -364,9 +382,12 @@ export class MqServer {
 
   private async destroy(session: Session, id: number) {
     this.checkOwner(session, id);
+    // The id goes first (at once in memory), so no subscribe can slip in while its
+    // subscriptions are dropped; a crash in between leaves subscriptions of an unknown id,
+    // which the next start removes.
+    await this.registry.destroy(id);
     for (const name of [...(this.subscriptionsOf.get(id)?.keys() ?? [])]) await this.dropSubscription(id, name);
     this.subscriptionsOf.delete(id);
-    await this.registry.destroy(id);
     return {};
   }
 
@@ -447,6 +468,7 @@ export class MqServer {
     for (const conn of this.connections) conn.close(CloseReason.Shutdown);
     await this.store.close();
     await this.registry.close();
+    this.unlock();
     this.listener?.stop(true);
     log.info("stopped");
   }

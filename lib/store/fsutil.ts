@@ -48,3 +48,43 @@ export function readAtSync(fd: number, length: number, position: number): Uint8A
   }
   return done === length ? buf : buf.subarray(0, done);
 }
+
+/**
+ * Claims a data directory for this process: `DIR/lock` holds our pid. Another live
+ * process holding it is an error (two daemons appending to the same files would corrupt
+ * them); a lock left by a dead process is taken over. Returns the release function.
+ */
+export function lockDataDir(dir: string, who: string): () => void {
+  const file = path.join(dir, "lock");
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      const fd = fs.openSync(file, "wx", 0o600);
+      fs.writeSync(fd, `${process.pid}\n`);
+      fs.closeSync(fd);
+      return () => {
+        try {
+          if (fs.readFileSync(file, "utf8").trim() === String(process.pid)) fs.rmSync(file);
+        } catch {
+          // already gone
+        }
+      };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      const pid = Number.parseInt(fs.readFileSync(file, "utf8"), 10);
+      if (Number.isInteger(pid) && pid > 0 && isAlive(pid)) {
+        throw new Error(`Cannot use the data directory ${dir}: another ${who} (pid ${pid}) is using it; stop it first or choose another --data`);
+      }
+      fs.rmSync(file, { force: true }); // left by a process that is gone
+    }
+  }
+  throw new Error(`Cannot lock the data directory ${dir}: ${file} keeps coming back`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}

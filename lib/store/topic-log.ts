@@ -23,7 +23,10 @@ const READ_CHUNK = 256 * 1024;
  * from), so subscribers that keep up are served without a read syscall or a copy.
  */
 const TAIL_CACHE_BYTES = 1024 * 1024;
+/** All tails of the process together stay under this, however many topics there are. */
+const TAIL_CACHE_TOTAL_BYTES = 64 * 1024 * 1024;
 const TAIL_ENTRY_OVERHEAD = 64;
+let tailCacheTotal = 0;
 
 export interface TopicLogOptions {
   fsync: FsyncPolicy;
@@ -141,9 +144,12 @@ export class FileTopicLog implements TopicLog {
     for (const m of written) {
       this.tail.push(m);
       this.tailBytes += m.data.length + TAIL_ENTRY_OVERHEAD;
+      tailCacheTotal += m.data.length + TAIL_ENTRY_OVERHEAD;
     }
-    while (this.tailBytes > TAIL_CACHE_BYTES && this.tail.length - this.tailHead > 1) {
-      this.tailBytes -= this.tail[this.tailHead]!.data.length + TAIL_ENTRY_OVERHEAD;
+    while ((this.tailBytes > TAIL_CACHE_BYTES || tailCacheTotal > TAIL_CACHE_TOTAL_BYTES) && this.tailHead < this.tail.length) {
+      const size = this.tail[this.tailHead]!.data.length + TAIL_ENTRY_OVERHEAD;
+      this.tailBytes -= size;
+      tailCacheTotal -= size;
       this.tail[this.tailHead++] = undefined as never; // let the buffer go
     }
     if (this.tailHead > 4096 && this.tailHead * 2 > this.tail.length) {
@@ -397,11 +403,9 @@ export class FileTopicLog implements TopicLog {
       const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
       let p = 0;
       while (p + RECORD_HEADER <= chunk.length) {
+        // Plausibility comes from the file and the CRC, never from today's --max-message-bytes:
+        // a limit lowered since must not cut records that were acknowledged under the old one.
         const length = view.getUint32(p);
-        if (length > this.options.maxMessageBytes + 1024 * 1024) {
-          damage = `impossible length ${length}`;
-          break;
-        }
         let rec: Uint8Array;
         let recView: DataView;
         let rp: number;
@@ -458,6 +462,10 @@ export class FileTopicLog implements TopicLog {
     if (this.closed) return;
     await this.commits.idle();
     this.closed = true;
+    tailCacheTotal -= this.tailBytes;
+    this.tail = [];
+    this.tailHead = 0;
+    this.tailBytes = 0;
     if (this.intervalTimer) clearInterval(this.intervalTimer);
     for (const seg of this.segments) {
       if (this.options.fsync !== "never") fs.fsyncSync(seg.fd);

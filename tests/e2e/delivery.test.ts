@@ -165,3 +165,46 @@ describe("delivery", () => {
     await c.destroy(id);
   });
 });
+
+describe("races on one id", () => {
+  test("batches a dying client took are put back in order", async () => {
+    const id = await cluster.create();
+    await cluster.run(["sub", String(id), "race.order"]);
+    await cluster.run(["pub", String(id), "race.order", "--lines"], { stdin: "1\n2\n3\n4\n" });
+    const a = await MqClient.connect({ socket: cluster.local.socket });
+    expect((await a.recv(id, { max: 2, waitMs: 5000 })).messages.map((m) => m.seq)).toEqual([1, 2]);
+    expect((await a.recv(id, { max: 2, waitMs: 5000 })).messages.map((m) => m.seq)).toEqual([3, 4]);
+    a.close(); // neither batch acknowledged
+    const r = jsonLines((await cluster.run(["recv", String(id), "--follow", "--count", "4", "--json"])).stdout);
+    expect(r.map((m) => m.seq)).toEqual([1, 2, 3, 4]);
+  });
+
+  test("two concurrent subscribes of one id to one topic give one subscription that delivers everything from its start", async () => {
+    const id = await cluster.create();
+    await cluster.run(["pub", String(id), "race.sub", "--lines"], { stdin: `${Array.from({ length: 600 }, (_, i) => i + 1).join("\n")}\n` });
+    const c = await MqClient.connect({ socket: cluster.local.socket });
+    try {
+      const [first, second] = await Promise.all([c.subscribe(id, ["race.sub"], { from: "earliest" }), c.subscribe(id, ["race.sub"], { from: "latest" })]);
+      expect(second[0]!.from).toBe(first[0]!.from);
+      const want = 600 - first[0]!.from + 1;
+      const got = want > 0 ? jsonLines((await cluster.run(["recv", String(id), "--follow", "--count", String(want), "--json"], { timeoutMs: 30_000 })).stdout) : [];
+      expect(got.map((m) => m.seq)).toEqual(Array.from({ length: want }, (_, i) => first[0]!.from + i));
+    } finally {
+      c.close();
+    }
+  });
+
+  test("destroy racing a subscribe leaves no subscription behind", async () => {
+    const c = await MqClient.connect({ socket: cluster.local.socket });
+    try {
+      const id = await c.create();
+      await c.subscribe(id, ["race.d0"]);
+      const topics = Array.from({ length: 20 }, (_, i) => `race.d${i + 1}`);
+      await Promise.allSettled([...topics.map((t) => c.subscribe(id, [t])), c.destroy(id)]);
+      const rows = jsonLines((await cluster.run(["topics", "--json"])).stdout).filter((t) => String(t.topic).startsWith("race.d"));
+      expect(rows.filter((t) => t.subscribers !== 0)).toEqual([]);
+    } finally {
+      c.close();
+    }
+  });
+});

@@ -119,3 +119,84 @@ describe("restart", () => {
     }
   });
 });
+
+describe("data directory lock", () => {
+  test("a second server or local broker on a data directory in use exits non-zero and leaves the first untouched; a SIGKILLed one's lock is taken over", async () => {
+    const server = await startServer();
+    const local = await startLocal(server.address);
+    try {
+      const second = await mq(null, ["server", "--listen", "127.0.0.1:0", "--data", server.dataDir], { timeoutMs: 10_000 });
+      expect(second.code).not.toBe(0);
+      expect(second.stderr).toContain(`another mq server (pid ${server.daemon.pid}) is using it`);
+      const secondLocal = await mq(null, ["local", "--server", server.address, "--data", local.dataDir, "--socket", `${local.dataDir}/other.sock`], { timeoutMs: 10_000 });
+      expect(secondLocal.code).not.toBe(0);
+      expect(secondLocal.stderr).toContain("another mq local");
+      const id = await createOn(local.socket);
+      expect((await mq(local.socket, ["sub", String(id), "locked"])).code).toBe(0);
+
+      await server.daemon.kill9();
+      const again = await startServer({ dataDir: server.dataDir, port: server.port });
+      await local.daemon.waitFor(/connected to the server.*after/);
+      expect((await mq(local.socket, ["pub", String(id), "locked", "still mine", "--json"])).code).toBe(0);
+      await again.daemon[Symbol.asyncDispose]();
+    } finally {
+      await local.daemon[Symbol.asyncDispose]();
+      await server.daemon[Symbol.asyncDispose]();
+      fs.rmSync(server.dataDir, { recursive: true, force: true });
+      fs.rmSync(local.dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("acknowledgements across a server outage", () => {
+  test("messages received and acknowledged while the server was away do not stall the subscription after it comes back", async () => {
+    const dataDir = tmpDir("mq-server-");
+    let server = await startServer({ dataDir });
+    const local = await startLocal(server.address);
+    try {
+      const id = await createOn(local.socket);
+      await mq(local.socket, ["sub", String(id), "outage.acks"]);
+      const input = `${Array.from({ length: 600 }, (_, i) => `m${i + 1}`).join("\n")}\n`;
+      expect((await mq(local.socket, ["pub", String(id), "outage.acks", "--lines"], { stdin: input })).code).toBe(0);
+      // The local broker holds a full window; the rest waits on the server.
+      for (let i = 0; i < 100 && JSON.parse((await mq(local.socket, ["stats", "--json"])).stdout).local.received < 256; i++) await Bun.sleep(50);
+      expect(await server.daemon.stop()).toBe(0);
+      await local.daemon.waitFor(/lost the server/);
+      // Received and acknowledged while nobody can tell the server.
+      const during = jsonLines((await mq(local.socket, ["recv", String(id), "--count", "256", "--json"])).stdout);
+      expect(during.map((m) => m.seq)).toEqual(Array.from({ length: 256 }, (_, i) => i + 1));
+      server = await startServer({ dataDir, port: server.port });
+      const after = jsonLines((await mq(local.socket, ["recv", String(id), "--follow", "--count", "344", "--json"], { timeoutMs: 30_000 })).stdout);
+      expect(after.map((m) => m.seq)).toEqual(Array.from({ length: 344 }, (_, i) => 257 + i));
+    } finally {
+      await local.daemon[Symbol.asyncDispose]();
+      await server.daemon[Symbol.asyncDispose]();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+      fs.rmSync(local.dataDir, { recursive: true, force: true });
+    }
+  });
+
+  test("a local broker stopped (SIGTERM) during publishes answers every publish the server stored", async () => {
+    const server = await startServer();
+    const local = await startLocal(server.address);
+    try {
+      const { MqClient } = await import("../../lib/client/client.ts");
+      const client = await MqClient.connect({ socket: local.socket });
+      const id = await client.create();
+      const attempts = Array.from({ length: 300 }, (_, i) => client.publish(id, "stopping", `s${i}`).then(() => true, () => false));
+      await Bun.sleep(5);
+      expect(await local.daemon.stop()).toBe(0);
+      const ok = (await Promise.all(attempts)).filter(Boolean).length;
+      const again = await startLocal(server.address, { dataDir: local.dataDir, socket: local.socket });
+      const stored = jsonLines((await mq(again.socket, ["topics", "--json"])).stdout).find((t) => t.topic === "stopping")?.messages ?? 0;
+      await again.daemon[Symbol.asyncDispose]();
+      // A publish the server stored is never reported as failed (a retry would duplicate it).
+      expect({ ok, stored }).toEqual({ ok: stored as number, stored });
+    } finally {
+      await local.daemon[Symbol.asyncDispose]();
+      await server.daemon[Symbol.asyncDispose]();
+      fs.rmSync(server.dataDir, { recursive: true, force: true });
+      fs.rmSync(local.dataDir, { recursive: true, force: true });
+    }
+  });
+});
