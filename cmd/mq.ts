@@ -51,7 +51,6 @@ const pub = defineCommand({
   },
   run: async ({ args }) => {
     const opts: cli.PubOptions = { ...commonOf(args), id: parseId(args.id), topic: String(args.topic), lines: Boolean(args.lines), raw: Boolean(args.raw) };
-    if (args._.length > 3) throw new UsageError(`pub takes one MESSAGE; quote it, or use standard input (got ${args._.length - 2} words)`);
     if (args.message !== undefined) opts.message = String(args.message);
     exitCode = await cli.pub(opts);
   },
@@ -256,6 +255,47 @@ const main = defineCommand({
   subCommands: { create, pub, sub, unsub, recv, destroy, topics, stats, bench, server, local, up },
 });
 
+/** The most positional arguments each command takes (sub and unsub take any number of topics). */
+const positionalLimits: Record<string, [{ args?: unknown }, number]> = {
+  create: [create, 0], pub: [pub, 3], sub: [sub, Infinity], unsub: [unsub, Infinity], recv: [recv, 1], destroy: [destroy, 1],
+  topics: [topics, 0], stats: [stats, 0], bench: [bench, 0], server: [server, 0], local: [local, 0], up: [up, 0],
+};
+
+/**
+ * citty ignores unknown options and extra words; here a typo (`--folow`) or a stray word
+ * is bad usage (exit 2) instead of a silent default.
+ */
+function checkArgv(argv: string[]): void {
+  const name = argv[0]!;
+  const entry = positionalLimits[name];
+  if (!entry) return; // citty reports an unknown command
+  const defs = (entry[0].args ?? {}) as Record<string, { type: string }>;
+  let positionals = 0;
+  for (let i = 1; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === "--") {
+      positionals += argv.length - i - 1;
+      break;
+    }
+    if (arg.startsWith("--")) {
+      const eq = arg.indexOf("=");
+      const key = arg.slice(2, eq < 0 ? undefined : eq);
+      const def = defs[key] ?? (key.startsWith("no-") ? defs[key.slice(3)] : undefined);
+      if (!def || def.type === "positional") throw new UsageError(`unknown option --${key} for \`mq ${name}\``);
+      if (def.type === "string" && eq < 0) {
+        if (i + 1 >= argv.length) throw new UsageError(`--${key} needs a value`);
+        i++;
+      }
+    } else if (/^-[A-Za-z]/.test(arg)) {
+      throw new UsageError(`unknown option ${arg} for \`mq ${name}\``);
+    } else positionals++;
+  }
+  if (positionals > entry[1]) {
+    const extra = name === "pub" ? "; quote the message, or send it on standard input" : "";
+    throw new UsageError(`\`mq ${name}\` takes at most ${entry[1]} argument${entry[1] === 1 ? "" : "s"}, got ${positionals}${extra}`);
+  }
+}
+
 async function run(argv: string[]): Promise<number> {
   if (argv.length === 0) argv = ["--help"];
   if (argv.some((a) => a === "--help" || a === "-h") || (argv.length === 1 && (argv[0] === "--version" || argv[0] === "-v"))) {
@@ -263,6 +303,7 @@ async function run(argv: string[]): Promise<number> {
     return Exit.Ok;
   }
   try {
+    checkArgv(argv);
     await runCommand(main, { rawArgs: argv });
     return exitCode;
   } catch (err) {
@@ -272,7 +313,10 @@ async function run(argv: string[]): Promise<number> {
     }
     const e = err as Error;
     if (e instanceof UsageError || e.name === "CLIError" || e instanceof RangeError) {
-      process.stderr.write(`mq: usage: ${e.message}\n(run \`mq ${argv[0] ?? ""} --help\` for help)\n`);
+      // citty colours its messages; stderr may be a file or a pipe.
+      const message = e.message.replace(/\x1b\[[0-9;]*m/g, "");
+      const help = argv[0] && argv[0] in positionalLimits ? `mq ${argv[0]} --help` : "mq --help";
+      process.stderr.write(`mq: usage: ${message}\n(run \`${help}\` for help)\n`);
       return Exit.Usage;
     }
     process.stderr.write(`mq: error: ${e.message ?? String(e)}\n`);

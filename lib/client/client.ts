@@ -79,7 +79,12 @@ export class MqClient {
 
   /** Appends `data` to `topic` durably; the topic is created if it does not exist. */
   async publish(id: number, topic: string, data: Uint8Array | string): Promise<PubResult> {
-    const r = await this.call({ op: "pub", id, topic, data: typeof data === "string" ? encoder.encode(data) : data });
+    const bytes = typeof data === "string" ? encoder.encode(data) : data;
+    // Checked here too: a message far above the limit would otherwise be cut off by the frame limit.
+    if (this.maxMessageBytes > 0 && bytes.length > this.maxMessageBytes) {
+      throw new MqError(Code.MessageTooLarge, `message of ${bytes.length} bytes is above the server's limit of ${this.maxMessageBytes}`);
+    }
+    const r = await this.call({ op: "pub", id, topic, data: bytes });
     return { topic, seq: r.seq as number, subscribers: r.subscribers as number, created: r.created as boolean };
   }
 

@@ -529,7 +529,7 @@ async function claimSocketPath(socketPath: string): Promise<void> {
   if ((st.mode & 0o077) !== 0) {
     throw new MqError(
       Code.Unavailable,
-      `the socket directory ${dir} is open to other users (mode ${(st.mode & 0o777).toString(8)}); use a private one (chmod 700 ${dir}) or choose another --socket`,
+      `the socket directory ${dir} is open to other users (mode ${(st.mode & 0o7777).toString(8)}); choose a --socket in a private directory, e.g. --socket ~/.mq/local.sock`,
     );
   }
   if (!fs.existsSync(socketPath)) return;

@@ -59,6 +59,10 @@ describe("mq pub", () => {
     const r = await cluster.run(["pub", String(id), "pub.big", "x".repeat(1001)]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^mq: MESSAGE_TOO_LARGE: .*1001/);
+    // Far above the frame limit too: still MESSAGE_TOO_LARGE, not a protocol error.
+    const huge = await cluster.run(["pub", String(id), "pub.big"], { stdin: "y".repeat(200_000) });
+    expect(huge.code).toBe(1);
+    expect(huge.stderr).toMatch(/^mq: MESSAGE_TOO_LARGE: .*200000/);
     const ok = await cluster.run(["pub", String(id), "pub.big", "x".repeat(1000), "--json"]);
     expect(JSON.parse(ok.stdout).seq).toBe(1);
   });
@@ -240,11 +244,16 @@ describe("usage and reachability", () => {
   const nowhere = path.join(tmpDir(), "none.sock");
 
   test("missing or malformed arguments exit 2 before any connection, even with no broker", async () => {
-    for (const args of [["pub"], ["pub", "1"], ["sub", "1"], ["recv"], ["recv", "abc"], ["recv", "1", "--count", "0"], ["recv", "1", "--wait", "soon"], ["destroy", "-5"], ["nosuchcommand"]]) {
+    for (const args of [
+      ["pub"], ["pub", "1"], ["sub", "1"], ["recv"], ["recv", "abc"], ["recv", "1", "--count", "0"], ["recv", "1", "--wait", "soon"], ["destroy", "-5"], ["nosuchcommand"],
+      // Typos and stray words are not silently ignored.
+      ["sub", "1", "t", "--form", "earliest"], ["recv", "1", "--folow"], ["create", "extra"], ["pub", "1", "t", "two", "words"], ["recv", "1", "-x"], ["recv", "1", "--count"],
+    ]) {
       const r = await mq(nowhere, args);
       expect({ args, code: r.code }).toEqual({ args, code: 2 });
       expect(r.stdout).toBe("");
       expect(r.stderr).toContain("mq: usage:");
+      expect(r.stderr).not.toContain("\x1b["); // no terminal colours in a pipe
     }
   });
 
