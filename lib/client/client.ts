@@ -30,8 +30,22 @@ export interface Received {
 
 const encoder = new TextEncoder();
 const ANSWER_TIMEOUT_MS = 15_000;
+/** A batch of publishes stays well inside the frame limit and the server's `msgs` bound. */
+const MAX_BATCH_MESSAGES = 1024;
+const MAX_BATCH_BYTES = 256 * 1024;
+
+interface PubBatch {
+  id: number;
+  topic: string;
+  payloads: Uint8Array[];
+  bytes: number;
+  waiters: Array<{ resolve(r: PubResult): void; reject(err: unknown): void }>;
+}
 
 export class MqClient {
+  private readonly batches = new Map<string, PubBatch>();
+  private batchTimer: ReturnType<typeof setImmediate> | null = null;
+
   private constructor(
     private readonly conn: Connection,
     /** Largest message the server accepts, learned from the hello. */
@@ -78,14 +92,58 @@ export class MqClient {
   }
 
   /** Appends `data` to `topic` durably; the topic is created if it does not exist. */
-  async publish(id: number, topic: string, data: Uint8Array | string): Promise<PubResult> {
+  /**
+   * Publishes made together (before the event loop turns) to the same id and topic travel
+   * as one `pubs` request, like a Kafka producer's batch: each still resolves with its own
+   * seq, in call order.
+   */
+  publish(id: number, topic: string, data: Uint8Array | string): Promise<PubResult> {
     const bytes = typeof data === "string" ? encoder.encode(data) : data;
     // Checked here too: a message far above the limit would otherwise be cut off by the frame limit.
     if (this.maxMessageBytes > 0 && bytes.length > this.maxMessageBytes) {
-      throw new MqError(Code.MessageTooLarge, `message of ${bytes.length} bytes is above the server's limit of ${this.maxMessageBytes}`);
+      return Promise.reject(new MqError(Code.MessageTooLarge, `message of ${bytes.length} bytes is above the server's limit of ${this.maxMessageBytes}`));
     }
-    const r = await this.call({ op: "pub", id, topic, data: bytes });
-    return { topic, seq: r.seq as number, subscribers: r.subscribers as number, created: r.created as boolean };
+    const key = `${id}\u0000${topic}`;
+    let batch = this.batches.get(key);
+    if (batch && (batch.payloads.length >= MAX_BATCH_MESSAGES || batch.bytes + bytes.length > MAX_BATCH_BYTES)) {
+      this.sendBatch(key, batch);
+      batch = undefined;
+    }
+    if (!batch) {
+      batch = { id, topic, payloads: [], bytes: 0, waiters: [] };
+      this.batches.set(key, batch);
+      if (!this.batchTimer) this.batchTimer = setImmediate(() => this.sendBatches());
+    }
+    batch.payloads.push(bytes);
+    batch.bytes += bytes.length;
+    const { promise, resolve, reject } = Promise.withResolvers<PubResult>();
+    batch.waiters.push({ resolve, reject });
+    return promise;
+  }
+
+  private sendBatches(): void {
+    this.batchTimer = null;
+    for (const [key, batch] of this.batches) this.sendBatch(key, batch);
+  }
+
+  private sendBatch(key: string, batch: PubBatch): void {
+    this.batches.delete(key);
+    const { id, topic, payloads, waiters } = batch;
+    const request: Promise<Record<string, unknown>> =
+      payloads.length === 1
+        ? this.call({ op: "pub", id, topic, data: payloads[0]! }).then((r) => ({ ...r, seqs: [r.seq as number] }))
+        : this.call({ op: "pubs", id, topic, payloads });
+    request.then(
+      (r) => {
+        const seqs = r.seqs as number[];
+        const subscribers = r.subscribers as number;
+        // The topic was created by the first message of the batch.
+        for (let i = 0; i < waiters.length; i++) waiters[i]!.resolve({ topic, seq: seqs[i]!, subscribers, created: i === 0 && r.created === true });
+      },
+      (err) => {
+        for (const w of waiters) w.reject(err);
+      },
+    );
   }
 
   /** Subscribes `id` to `topics`; `from` applies to new subscriptions (default "latest"). */
@@ -141,7 +199,10 @@ export class MqClient {
     return { local: r.local as Record<string, unknown>, server: r.server as Record<string, unknown> };
   }
 
+  /** Closes the connection; publishes not yet answered fail with UNAVAILABLE (they may have been stored). */
   close(): void {
+    if (this.batchTimer) clearImmediate(this.batchTimer);
+    this.sendBatches();
     this.conn.close();
   }
 

@@ -358,6 +358,16 @@ export class LocalBroker {
         }
         return this.forward({ op: "pub", id, topic: frame.topic, data: frame.data });
       }
+      case "pubs": {
+        const id = this.global(frame.id);
+        checkTopic(frame.topic);
+        for (const data of frame.payloads) {
+          if (data.length > this.maxMessageBytes) {
+            throw new MqError(Code.MessageTooLarge, `message of ${data.length} bytes is above the server's limit of ${this.maxMessageBytes}`);
+          }
+        }
+        return this.forward({ op: "pubs", id, topic: frame.topic, payloads: frame.payloads });
+      }
       case "sub": {
         const id = this.global(frame.id);
         for (const t of frame.topics) checkTopic(t);

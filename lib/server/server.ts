@@ -215,7 +215,9 @@ export class MqServer {
         }
         return this.track(this.registry.create(session.broker).then((id) => ({ id })));
       case "pub":
-        return this.track(this.publish(session, frame.id, frame.topic, frame.data));
+        return this.track(this.publish(session, frame.id, frame.topic, [frame.data]).then(({ seqs, ...rest }) => ({ ...rest, seq: seqs[0] })));
+      case "pubs":
+        return this.track(this.publish(session, frame.id, frame.topic, frame.payloads));
       case "sub":
         return this.track(this.subscribe(session, frame.id, frame.topics, frame.from ?? "latest"));
       case "unsub":
@@ -306,24 +308,28 @@ export class MqServer {
     mine.set(sub.topic.name, sub);
   }
 
-  private async publish(session: Session, id: number, topicName: string, data: Uint8Array) {
+  /** Appends `payloads` to a topic (created if needed); they are in one group commit, so their seqs are consecutive. */
+  private async publish(session: Session, id: number, topicName: string, payloads: Uint8Array[]) {
     this.checkOwner(session, id);
     checkTopic(topicName);
-    if (data.length > this.options.maxMessageBytes) {
-      throw new MqError(Code.MessageTooLarge, `message of ${data.length} bytes is above the limit of ${this.options.maxMessageBytes} (--max-message-bytes)`);
+    for (const data of payloads) {
+      if (data.length > this.options.maxMessageBytes) {
+        throw new MqError(Code.MessageTooLarge, `message of ${data.length} bytes is above the limit of ${this.options.maxMessageBytes} (--max-message-bytes)`);
+      }
     }
     const { topic, created } = (await this.topic(topicName, true))!;
     const subscribers = topic.subscriptions.size;
-    let seq: number;
+    const now = Date.now();
+    let seqs: number[];
     try {
-      seq = await topic.log.append(data, Date.now());
+      seqs = await Promise.all(payloads.map((data) => topic.log.append(data, now)));
     } catch (err) {
       log.error(`topic ${topicName}: append failed: ${(err as Error).message}`);
       throw new MqError(Code.StorageError, `the server cannot store the message in topic "${topicName}": ${(err as Error).message}`, { cause: err });
     }
-    this.counters.published++;
+    this.counters.published += payloads.length;
     for (const sub of topic.subscriptions.values()) this.pump(sub);
-    return { topic: topicName, seq, subscribers, created };
+    return { topic: topicName, seqs, subscribers, created };
   }
 
   private async subscribe(session: Session, id: number, names: string[], from: From) {

@@ -11,6 +11,7 @@ export const Op = {
   Hello: "hello",
   Create: "create",
   Pub: "pub",
+  Pubs: "pubs",
   Sub: "sub",
   Unsub: "unsub",
   Recv: "recv",
@@ -30,6 +31,11 @@ export type From = "earliest" | "latest" | number;
 export interface HelloRequest { op: "hello"; rid: number; version: number; broker?: string; token?: string }
 export interface CreateRequest { op: "create"; rid: number }
 export interface PubRequest { op: "pub"; rid: number; id: number; topic: string; data: Uint8Array }
+/**
+ * Several messages for one topic in one request (the client library batches publishes made
+ * together). They get consecutive seqs; the reply has `seqs`. All are stored or none.
+ */
+export interface PubsRequest { op: "pubs"; rid: number; id: number; topic: string; payloads: Uint8Array[] }
 export interface SubRequest { op: "sub"; rid: number; id: number; topics: string[]; from?: From }
 export interface UnsubRequest { op: "unsub"; rid: number; id: number; topics: string[] }
 /** Client hop only: up to `max` pending messages, waiting up to `wait` ms for the first. */
@@ -44,7 +50,7 @@ export interface TopicsRequest { op: "topics"; rid: number }
 export interface StatsRequest { op: "stats"; rid: number }
 
 export type Request =
-  | HelloRequest | CreateRequest | PubRequest | SubRequest | UnsubRequest | RecvRequest
+  | HelloRequest | CreateRequest | PubRequest | PubsRequest | SubRequest | UnsubRequest | RecvRequest
   | AckRequest | DestroyRequest | TopicsRequest | StatsRequest;
 
 /** A request as a caller writes it: the connection assigns the `rid`. */
@@ -78,6 +84,7 @@ export const schemas: Record<string, Schema> = {
   hello: { rid: "uint", version: "uint", broker: "string?", token: "string?" },
   create: { rid: "uint" },
   pub: { rid: "uint", id: "uint", topic: "string", data: "bytes" },
+  pubs: { rid: "uint", id: "uint", topic: "string", payloads: "payloads" },
   sub: { rid: "uint", id: "uint", topics: "topics", from: "from?" },
   unsub: { rid: "uint", id: "uint", topics: "topics" },
   recv: { rid: "uint", id: "uint", max: "uint", wait: "uint" },

@@ -208,3 +208,29 @@ describe("races on one id", () => {
     }
   });
 });
+
+describe("publish batching", () => {
+  test("publishes made together travel as few requests, keep call order and get consecutive seqs", async () => {
+    await using c = await MqClient.connect({ socket: cluster.local.socket });
+    const id = await c.create();
+    await c.subscribe(id, ["batched"]);
+    const before = JSON.parse((await cluster.run(["stats", "--json"])).stdout).local.forwarded as number;
+    const results = await Promise.all(Array.from({ length: 500 }, (_, i) => c.publish(id, "batched", `b${i}`)));
+    const after = JSON.parse((await cluster.run(["stats", "--json"])).stdout).local.forwarded as number;
+    expect(results.map((r) => r.seq)).toEqual(Array.from({ length: 500 }, (_, i) => i + 1));
+    expect(results.every((r) => r.subscribers === 1 && r.created === false)).toBe(true);
+    // 500 publishes, one forwarded request (the stats request itself is one more).
+    expect(after - before).toBeLessThanOrEqual(3);
+    const got = jsonLines((await cluster.run(["recv", String(id), "--follow", "--count", "500", "--json"])).stdout);
+    expect(got.map((m) => m.data)).toEqual(Array.from({ length: 500 }, (_, i) => `b${i}`));
+  });
+
+  test("a batch that fails fails every publish in it, and the next one works", async () => {
+    await using c = await MqClient.connect({ socket: cluster.local.socket });
+    const id = await c.create();
+    const bad = await Promise.allSettled([c.publish(id, "bad topic", "x"), c.publish(id, "bad topic", "y")]);
+    expect(bad.map((r) => r.status === "rejected" && (r.reason as { code: string }).code)).toEqual(["INVALID_TOPIC", "INVALID_TOPIC"]);
+    const [first] = await Promise.all([c.publish(id, "batch.fresh", "1"), c.publish(id, "batch.fresh", "2")]);
+    expect(first).toMatchObject({ seq: 1, created: true });
+  });
+});

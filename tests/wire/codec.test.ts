@@ -38,6 +38,7 @@ const frames: Array<[string, Frame]> = [
   ["sub from latest", { op: "sub", rid: 4, id: 7, topics: ["a"], from: "latest" }],
   ["sub from a seq", { op: "sub", rid: 4, id: 7, topics: ["a"], from: 42 }],
   ["unsub", { op: "unsub", rid: 5, id: 7, topics: ["a"] }],
+  ["pubs", { op: "pubs", rid: 11, id: 7, topic: "a", payloads: [data, new Uint8Array(0), data] }],
   ["recv", { op: "recv", rid: 6, id: 7, max: 100, wait: 5000 }],
   ["ack (client hop)", { op: "ack", rid: 7, id: 7, tag: 3 }],
   ["ack (server hop)", { op: "ack", id: 7, topic: "a", seq: 2 ** 40 }],
