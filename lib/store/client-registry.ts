@@ -9,7 +9,8 @@ const COMPACT_MIN_BYTES = 64 * 1024;
 
 export class ClientRegistry {
   private readonly owners = new Map<number, string>();
-  private readonly counts = new Map<string, number>();
+  /** Ids per owner, so a reconnect or a drain touches only that broker's ids. */
+  private readonly byOwner = new Map<string, Set<number>>();
   private next = 1;
   private readonly file: RecordFile;
   private garbage = 0;
@@ -28,22 +29,24 @@ export class ClientRegistry {
 
   private set(id: number, owner: string): void {
     this.owners.set(id, owner);
-    this.counts.set(owner, (this.counts.get(owner) ?? 0) + 1);
+    let ids = this.byOwner.get(owner);
+    if (!ids) this.byOwner.set(owner, (ids = new Set()));
+    ids.add(id);
   }
 
   private unset(id: number): boolean {
     const owner = this.owners.get(id);
     if (owner === undefined) return false;
     this.owners.delete(id);
-    const n = this.counts.get(owner)! - 1;
-    if (n === 0) this.counts.delete(owner);
-    else this.counts.set(owner, n);
+    const ids = this.byOwner.get(owner)!;
+    ids.delete(id);
+    if (ids.size === 0) this.byOwner.delete(owner);
     return true;
   }
 
   /** How many ids one local broker owns. */
   countOwnedBy(owner: string): number {
-    return this.counts.get(owner) ?? 0;
+    return this.byOwner.get(owner)?.size ?? 0;
   }
 
   /** The owning local broker of `id`, or undefined when there is no such id. */
@@ -51,11 +54,9 @@ export class ClientRegistry {
     return this.owners.get(id);
   }
 
-  /** Ids owned by one local broker. */
+  /** Ids owned by one local broker (a copy: safe to hold across awaits). */
   ownedBy(broker: string): number[] {
-    const out: number[] = [];
-    for (const [id, o] of this.owners) if (o === broker) out.push(id);
-    return out;
+    return [...(this.byOwner.get(broker) ?? [])];
   }
 
   get size(): number {

@@ -709,6 +709,20 @@ describe("ClientRegistry recovery", () => {
     expect(again.owner(4)).toBeUndefined();
   });
 
+  test("ClientRegistry counts and lists each owner's ids through creates, destroys and reopen", async () => {
+    const reg = open();
+    for (const owner of ["b1", "b2", "b1", "b1"]) await reg.create(owner);
+    await reg.destroy(3);
+    expect([reg.countOwnedBy("b1"), reg.countOwnedBy("b2"), reg.countOwnedBy("nobody")]).toEqual([2, 1, 0]);
+    expect(reg.ownedBy("b1").sort()).toEqual([1, 4]);
+    await reg.destroy(2);
+    expect(reg.ownedBy("b2")).toEqual([]);
+    await reg.close();
+    const again = open();
+    expect([again.countOwnedBy("b1"), again.countOwnedBy("b2")]).toEqual([2, 0]);
+    expect(again.ownedBy("b1").sort()).toEqual([1, 4]);
+  });
+
   test("ClientRegistry never reuses the id of the last client after destroy and reopen", async () => {
     const reg = open();
     await reg.create("b1");
