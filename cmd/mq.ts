@@ -267,6 +267,7 @@ const positionalLimits: Record<string, [{ args?: unknown }, number]> = {
  */
 function checkArgv(argv: string[]): void {
   const name = argv[0]!;
+  if (name.startsWith("-")) throw new UsageError(`options go after the command, e.g. \`mq create --json\` (got ${JSON.stringify(name)} first)`);
   const entry = positionalLimits[name];
   if (!entry) return; // citty reports an unknown command
   const defs = (entry[0].args ?? {}) as Record<string, { type: string }>;
@@ -286,8 +287,9 @@ function checkArgv(argv: string[]): void {
         if (i + 1 >= argv.length) throw new UsageError(`--${key} needs a value`);
         i++;
       }
-    } else if (/^-[A-Za-z]/.test(arg)) {
-      throw new UsageError(`unknown option ${arg} for \`mq ${name}\``);
+    } else if (arg.startsWith("-") && arg !== "-") {
+      // citty would read "-5" as a flag and drop it; an argument that starts with "-" goes after "--".
+      throw new UsageError(`unknown option ${arg} for \`mq ${name}\` (to pass an argument that starts with "-", put it after --)`);
     } else positionals++;
   }
   if (positionals > entry[1]) {
@@ -298,7 +300,8 @@ function checkArgv(argv: string[]): void {
 
 async function run(argv: string[]): Promise<number> {
   if (argv.length === 0) argv = ["--help"];
-  if (argv.some((a) => a === "--help" || a === "-h") || (argv.length === 1 && (argv[0] === "--version" || argv[0] === "-v"))) {
+  const options = argv.includes("--") ? argv.slice(0, argv.indexOf("--")) : argv;
+  if (options.some((a) => a === "--help" || a === "-h") || (argv.length === 1 && (argv[0] === "--version" || argv[0] === "-v"))) {
     await runMain(main, { rawArgs: argv }); // shows usage or version
     return Exit.Ok;
   }

@@ -83,7 +83,7 @@ export async function runBench(options: BenchOptions): Promise<number> {
       const sentAt = performance.now();
       if (payload.length >= 8) view.setFloat64(0, performance.timeOrigin + sentAt);
       const slot = p * options.count + i;
-      // The client encodes the payload before publish returns, so one buffer is reused.
+      // publish() copies the payload, so one buffer is reused.
       inFlight.push(
         c.publish(pubIds[p]!, options.topic, payload).then(() => {
           ackMs[slot] = performance.now() - sentAt;

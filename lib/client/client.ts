@@ -33,6 +33,8 @@ const ANSWER_TIMEOUT_MS = 15_000;
 /** A batch of publishes stays well inside the frame limit and the server's `msgs` bound. */
 const MAX_BATCH_MESSAGES = 1024;
 const MAX_BATCH_BYTES = 256 * 1024;
+/** CBOR header of one payload in the `payloads` array, rounded up. */
+const PAYLOAD_OVERHEAD = 9;
 
 interface PubBatch {
   id: number;
@@ -44,13 +46,18 @@ interface PubBatch {
 
 export class MqClient {
   private readonly batches = new Map<string, PubBatch>();
+  /** A batch fits in one frame: the server's frame limit is its message limit + 64 KiB. */
+  private readonly maxBatchBytes: number;
   private batchTimer: ReturnType<typeof setImmediate> | null = null;
 
   private constructor(
     private readonly conn: Connection,
     /** Largest message the server accepts, learned from the hello. */
     readonly maxMessageBytes: number,
-  ) {}
+  ) {
+    // Room for the request's other fields within maxFrameBytes(maxMessageBytes) = limit + 64 KiB.
+    this.maxBatchBytes = maxMessageBytes > 0 ? Math.min(MAX_BATCH_BYTES, maxMessageBytes + 60 * 1024) : 60 * 1024;
+  }
 
   /** Connects to the local broker; UNAVAILABLE (with the path) when none is listening. */
   static async connect(options: ConnectOptions = {}): Promise<MqClient> {
@@ -83,6 +90,8 @@ export class MqClient {
    * the timeout only guards against a local broker that accepts and then hangs.
    */
   private async call(frame: Outgoing, timeoutMs = ANSWER_TIMEOUT_MS): Promise<Record<string, unknown>> {
+    // Publishes waiting to be batched go first: requests keep the order they were made in.
+    if (frame.op !== "pub" && frame.op !== "pubs" && this.batches.size > 0) this.sendBatches();
     return this.conn.request(frame, timeoutMs);
   }
 
@@ -98,14 +107,15 @@ export class MqClient {
    * seq, in call order.
    */
   publish(id: number, topic: string, data: Uint8Array | string): Promise<PubResult> {
-    const bytes = typeof data === "string" ? encoder.encode(data) : data;
+    // A copy: the batch goes out later, and the caller may reuse its buffer at once.
+    const bytes = typeof data === "string" ? encoder.encode(data) : data.slice();
     // Checked here too: a message far above the limit would otherwise be cut off by the frame limit.
     if (this.maxMessageBytes > 0 && bytes.length > this.maxMessageBytes) {
       return Promise.reject(new MqError(Code.MessageTooLarge, `message of ${bytes.length} bytes is above the server's limit of ${this.maxMessageBytes}`));
     }
     const key = `${id}\u0000${topic}`;
     let batch = this.batches.get(key);
-    if (batch && (batch.payloads.length >= MAX_BATCH_MESSAGES || batch.bytes + bytes.length > MAX_BATCH_BYTES)) {
+    if (batch && (batch.payloads.length >= MAX_BATCH_MESSAGES || batch.bytes + bytes.length + PAYLOAD_OVERHEAD > this.maxBatchBytes)) {
       this.sendBatch(key, batch);
       batch = undefined;
     }
@@ -115,7 +125,7 @@ export class MqClient {
       if (!this.batchTimer) this.batchTimer = setImmediate(() => this.sendBatches());
     }
     batch.payloads.push(bytes);
-    batch.bytes += bytes.length;
+    batch.bytes += bytes.length + PAYLOAD_OVERHEAD;
     const { promise, resolve, reject } = Promise.withResolvers<PubResult>();
     batch.waiters.push({ resolve, reject });
     return promise;

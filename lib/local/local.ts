@@ -73,6 +73,8 @@ export class LocalBroker {
   private clientCount = 0;
   private unlock: () => void = () => {};
   private forwarding = 0;
+  /** Client requests being worked on (forwarded and what follows), for a graceful stop. */
+  private serving = 0;
   private maxForwarding = MAX_FORWARDING;
   private readonly forwardQueue: Array<() => void> = [];
   private readonly serverAddress: string;
@@ -98,12 +100,12 @@ export class LocalBroker {
       const identity = loadIdentity(path.join(options.dataDir, "identity"));
       await claimSocketPath(options.socketPath);
       broker = new LocalBroker(options, identity, new IdTable(path.join(options.dataDir, "ids")));
+      broker.listen();
     } catch (err) {
-      unlock();
+      unlock(); // a failed start leaves the directory free
       throw err;
     }
     broker.unlock = unlock;
-    broker.listen();
     broker.stallTimer = setInterval(() => {
       const now = Date.now();
       for (const c of broker.clients) c.checkStall(now);
@@ -205,7 +207,8 @@ export class LocalBroker {
         if (this.options.token !== undefined) hello.token = this.options.token;
         const reply = await conn.request(hello, 5000);
         if (this.stopped) return conn.close(CloseReason.Shutdown);
-        if (Number.isSafeInteger(reply.maxInFlight) && (reply.maxInFlight as number) > 0) this.maxForwarding = Math.min(MAX_FORWARDING, reply.maxInFlight as number);
+        // Half the server's limit: requests that timed out here may still count there.
+        if (Number.isSafeInteger(reply.maxInFlight) && (reply.maxInFlight as number) > 0) this.maxForwarding = Math.max(1, Math.min(MAX_FORWARDING, Math.floor((reply.maxInFlight as number) / 2)));
         if (typeof reply.maxMessageBytes === "number" && reply.maxMessageBytes !== this.maxMessageBytes) {
           this.maxMessageBytes = reply.maxMessageBytes;
           // Clients connected before the server told us its limit get the new one too.
@@ -250,6 +253,8 @@ export class LocalBroker {
     if (this.stopped) throw new MqError(Code.Unavailable, "the local broker is shutting down");
     // All clients of this host share one server connection: keep it under the server's
     // in-flight limit by queueing here, first come first served.
+    const timeout = this.options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
+    const queuedAt = Date.now();
     if (this.forwarding >= this.maxForwarding) {
       const { promise, resolve } = Promise.withResolvers<void>();
       this.forwardQueue.push(resolve);
@@ -257,9 +262,12 @@ export class LocalBroker {
     }
     this.forwarding++;
     try {
+      // Time spent queued counts: the client is promised an answer within seconds.
+      const left = timeout - (Date.now() - queuedAt);
+      if (left <= 0) throw new MqError(Code.Unavailable, `server ${this.serverAddress} is not answering in time (requests queued)`);
       const conn = await this.server();
       this.counters.forwarded++;
-      const reply = await conn.request(frame, this.options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS);
+      const reply = await conn.request(frame, left);
       const { op: _op, rid: _rid, ...fields } = reply;
       return fields;
     } finally {
@@ -307,24 +315,38 @@ export class LocalBroker {
 
   private clientHandler(): ConnectionHandler {
     return {
-      frame: (conn, frame) => this.onClientFrame(conn, frame),
+      frame: (conn, frame) => {
+        const result = this.onClientFrame(conn, frame);
+        // Counted until answered, so a graceful stop lets them finish (a recv only waits).
+        if (result instanceof Promise && frame.op !== "recv") {
+          this.serving++;
+          const done = () => void this.serving--;
+          result.then(done, done);
+        }
+        return result;
+      },
       closed: (conn) => {
         this.clients.delete(conn);
         const state = conn.state as ClientState;
-        // Whatever this client took and never acknowledged goes back for the next recv;
-        // newest batch first, so that each older one lands in front of it.
+        // Its own waiting recvs end first, so none of them picks up what is put back below.
+        for (const w of state.waiters) {
+          const k = w.inbox.waiters.indexOf(w);
+          if (k >= 0) w.inbox.waiters.splice(k, 1);
+          w.resolve([]);
+        }
+        state.waiters.clear();
+        // Whatever this client took and never acknowledged goes back for the next recv:
+        // newest batch first, so that each older one lands in front of it; then, and only
+        // then, other clients waiting on those ids are served.
+        const touched = new Set<Inbox>();
         for (const { local, messages } of [...state.delivered.values()].reverse()) {
           const inbox = this.inboxes.get(local);
           if (!inbox) continue;
           inbox.putBack(messages);
-          this.serveWaiters(inbox);
+          touched.add(inbox);
         }
         state.delivered.clear();
-        for (const w of state.waiters) {
-          const i = w.inbox.waiters.indexOf(w);
-          if (i >= 0) w.inbox.waiters.splice(i, 1);
-          w.resolve([]);
-        }
+        for (const inbox of touched) this.serveWaiters(inbox);
       },
     };
   }
@@ -491,7 +513,7 @@ export class LocalBroker {
     // Requests already forwarded finish (the server may have stored them): their answers
     // go back to the clients before anything is closed.
     const deadline = Date.now() + 5000;
-    while ((this.forwarding > 0 || this.forwardQueue.length > 0) && Date.now() < deadline) await Bun.sleep(5);
+    while (this.serving > 0 && Date.now() < deadline) await Bun.sleep(5);
     this.listener?.stop(true);
     for (const c of this.clients) c.close(CloseReason.Shutdown);
     this.upstream?.close(CloseReason.Shutdown);

@@ -75,6 +75,7 @@ export class MqServer {
   /** Topics each client id is subscribed to. */
   private readonly subscriptionsOf = new Map<number, Map<string, Subscription>>();
   private readonly sessions = new Map<string, Session>();
+  private readonly creating = new Map<string, number>();
   private readonly connections = new Set<Connection>();
   private cursorTimer: ReturnType<typeof setInterval> | null = null;
   private stallTimer: ReturnType<typeof setInterval> | null = null;
@@ -100,13 +101,18 @@ export class MqServer {
   static async start(options: ServerOptions): Promise<MqServer> {
     fs.mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
     const unlock = lockDataDir(options.dataDir, "mq server");
-    let registry: ClientRegistry;
     try {
-      registry = new ClientRegistry(path.join(options.dataDir, "clients"));
+      const server = await MqServer.open(options);
+      server.unlock = unlock;
+      return server;
     } catch (err) {
-      unlock();
+      unlock(); // a failed start (port in use, unreadable data) leaves the directory free
       throw err;
     }
+  }
+
+  private static async open(options: ServerOptions): Promise<MqServer> {
+    const registry = new ClientRegistry(path.join(options.dataDir, "clients"));
     const store =
       options.store ??
       new FileTopicStore(options.dataDir, {
@@ -116,12 +122,12 @@ export class MqServer {
         maxMessageBytes: options.maxMessageBytes,
       });
     const server = new MqServer(options, registry, store);
-    server.unlock = unlock;
     for (const name of store.topics()) await server.topic(name, false);
     for (const name of options.defaultTopics) {
       checkTopic(name);
       await server.topic(name, true);
     }
+    server.listen(); // first: if the port is taken, no timer has been started
     server.cursorTimer = setInterval(() => {
       for (const t of server.topics.values()) t.index.writeMoved();
     }, CURSOR_WRITE_MS);
@@ -134,7 +140,6 @@ export class MqServer {
       const now = Date.now();
       for (const c of server.connections) c.checkStall(now);
     }, 1000);
-    server.listen();
     log.info(`listening on ${options.hostname}:${server.port} (data ${options.dataDir}, fsync ${options.fsync}, ${server.topics.size} topics, ${registry.size} ids)`);
     return server;
   }
@@ -210,10 +215,7 @@ export class MqServer {
       case "ack":
         return this.ack(session, frame);
       case "create":
-        if (this.registry.countOwnedBy(session.broker) >= this.limits.maxIdsPerBroker) {
-          throw new MqError(Code.BadRequest, `this local broker already owns ${this.limits.maxIdsPerBroker} ids (--max-ids-per-broker); destroy some first`);
-        }
-        return this.track(this.registry.create(session.broker).then((id) => ({ id })));
+        return this.track(this.create(session));
       case "pub":
         return this.track(this.publish(session, frame.id, frame.topic, [frame.data]).then(({ seqs, ...rest }) => ({ ...rest, seq: seqs[0] })));
       case "pubs":
@@ -273,6 +275,22 @@ export class MqServer {
       this.pumpSession(session);
     });
     return { version: PROTOCOL_VERSION, maxMessageBytes: this.options.maxMessageBytes, maxInFlight: this.limits.maxInFlight };
+  }
+
+  private async create(session: Session) {
+    // Creates in flight count too: ids become live only once durable.
+    const creating = this.creating.get(session.broker) ?? 0;
+    if (this.registry.countOwnedBy(session.broker) + creating >= this.limits.maxIdsPerBroker) {
+      throw new MqError(Code.BadRequest, `this local broker already owns ${this.limits.maxIdsPerBroker} ids (--max-ids-per-broker); destroy some first`);
+    }
+    this.creating.set(session.broker, creating + 1);
+    try {
+      return { id: await this.registry.create(session.broker) };
+    } finally {
+      const left = this.creating.get(session.broker)! - 1;
+      if (left === 0) this.creating.delete(session.broker);
+      else this.creating.set(session.broker, left);
+    }
   }
 
   /** Throws UNKNOWN_ID unless `id` exists and belongs to the session's local broker. */

@@ -1,4 +1,5 @@
 /** Small crash-safety helpers over node:fs shared by the files of the store. */
+import { dlopen, FFIType } from "bun:ffi";
 import * as fs from "node:fs";
 import * as path from "node:path";
 
@@ -49,42 +50,48 @@ export function readAtSync(fd: number, length: number, position: number): Uint8A
   return done === length ? buf : buf.subarray(0, done);
 }
 
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+let flockFn: ((fd: number, op: number) => number) | null | undefined;
+
+/** flock(2) through bun:ffi; null where libc cannot be loaded (the lock is then skipped). */
+function flock(fd: number, op: number): number | null {
+  if (flockFn === undefined) {
+    try {
+      const libc = dlopen(process.platform === "darwin" ? "libc.dylib" : "libc.so.6", { flock: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 } });
+      flockFn = (f, o) => libc.symbols.flock(f, o) as number;
+    } catch {
+      flockFn = null;
+    }
+  }
+  return flockFn ? flockFn(fd, op) : null;
+}
+
 /**
- * Claims a data directory for this process: `DIR/lock` holds our pid. Another live
- * process holding it is an error (two daemons appending to the same files would corrupt
- * them); a lock left by a dead process is taken over. Returns the release function.
+ * Claims a data directory for this process with a kernel lock (flock) on `DIR/lock`, held
+ * as long as the file stays open: another process on the same directory is refused, and a
+ * crash releases it by itself, whatever pid comes next. The file holds our pid, for the
+ * message. Returns the release function.
  */
 export function lockDataDir(dir: string, who: string): () => void {
   const file = path.join(dir, "lock");
-  for (let attempt = 0; attempt < 3; attempt++) {
+  const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+  const got = flock(fd, LOCK_EX | LOCK_NB);
+  if (got !== null && got !== 0) {
+    const holder = fs.readFileSync(file, "utf8").trim();
+    fs.closeSync(fd);
+    throw new Error(`Cannot use the data directory ${dir}: another ${who} (pid ${holder || "unknown"}) is using it; stop it first or choose another --data`);
+  }
+  fs.ftruncateSync(fd, 0);
+  fs.writeSync(fd, `${process.pid}\n`, 0);
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
     try {
-      const fd = fs.openSync(file, "wx", 0o600);
-      fs.writeSync(fd, `${process.pid}\n`);
-      fs.closeSync(fd);
-      return () => {
-        try {
-          if (fs.readFileSync(file, "utf8").trim() === String(process.pid)) fs.rmSync(file);
-        } catch {
-          // already gone
-        }
-      };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-      const pid = Number.parseInt(fs.readFileSync(file, "utf8"), 10);
-      if (Number.isInteger(pid) && pid > 0 && isAlive(pid)) {
-        throw new Error(`Cannot use the data directory ${dir}: another ${who} (pid ${pid}) is using it; stop it first or choose another --data`);
-      }
-      fs.rmSync(file, { force: true }); // left by a process that is gone
+      fs.ftruncateSync(fd, 0);
+    } finally {
+      fs.closeSync(fd); // closing the file releases the lock
     }
-  }
-  throw new Error(`Cannot lock the data directory ${dir}: ${file} keeps coming back`);
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
+  };
 }

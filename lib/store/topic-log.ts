@@ -27,6 +27,8 @@ const TAIL_CACHE_BYTES = 1024 * 1024;
 const TAIL_CACHE_TOTAL_BYTES = 64 * 1024 * 1024;
 const TAIL_ENTRY_OVERHEAD = 64;
 let tailCacheTotal = 0;
+/** Logs with a non-empty tail cache, least recently appended first. */
+const cachedLogs = new Set<FileTopicLog>();
 
 export interface TopicLogOptions {
   fsync: FsyncPolicy;
@@ -141,18 +143,53 @@ export class FileTopicLog implements TopicLog {
   }
 
   private cacheTail(written: StoredMessage[]): void {
-    for (const m of written) {
-      this.tail.push(m);
+    // Entries are views into the commit's write buffer, which they keep alive. A commit
+    // bigger than the cache would pin a big buffer for a small cached part: keep only the
+    // part that fits, copied out.
+    let start = 0;
+    let bytes = 0;
+    for (const m of written) bytes += m.data.length + TAIL_ENTRY_OVERHEAD;
+    const copy = bytes > TAIL_CACHE_BYTES;
+    while (bytes > TAIL_CACHE_BYTES && start < written.length - 1) bytes -= written[start++]!.data.length + TAIL_ENTRY_OVERHEAD;
+    for (let i = start; i < written.length; i++) {
+      const m = written[i]!;
+      this.tail.push(copy ? { seq: m.seq, time: m.time, data: m.data.slice() } : m);
       this.tailBytes += m.data.length + TAIL_ENTRY_OVERHEAD;
       tailCacheTotal += m.data.length + TAIL_ENTRY_OVERHEAD;
     }
-    while ((this.tailBytes > TAIL_CACHE_BYTES || tailCacheTotal > TAIL_CACHE_TOTAL_BYTES) && this.tailHead < this.tail.length) {
+    // The cache must stay dense: if part of this commit was left out, what came before goes.
+    if (start > 0) this.evictTail(this.tail.length - (written.length - start));
+    // Least recently appended topics give up their cache first.
+    cachedLogs.delete(this);
+    cachedLogs.add(this);
+    for (const other of cachedLogs) {
+      if (tailCacheTotal <= TAIL_CACHE_TOTAL_BYTES || other === this) break;
+      other.evictTail(other.tail.length);
+    }
+    let upTo = this.tailHead;
+    let over = this.tailBytes - TAIL_CACHE_BYTES;
+    let overTotal = tailCacheTotal - TAIL_CACHE_TOTAL_BYTES;
+    while (upTo < this.tail.length && (over > 0 || overTotal > 0)) {
+      const size = this.tail[upTo++]!.data.length + TAIL_ENTRY_OVERHEAD;
+      over -= size;
+      overTotal -= size;
+    }
+    this.evictTail(upTo);
+  }
+
+  /** Evicts the tail cache's entries before index `upTo`. */
+  private evictTail(upTo: number): void {
+    while (this.tailHead < upTo) {
       const size = this.tail[this.tailHead]!.data.length + TAIL_ENTRY_OVERHEAD;
       this.tailBytes -= size;
       tailCacheTotal -= size;
       this.tail[this.tailHead++] = undefined as never; // let the buffer go
     }
-    if (this.tailHead > 4096 && this.tailHead * 2 > this.tail.length) {
+    if (this.tailHead === this.tail.length) {
+      this.tail = [];
+      this.tailHead = 0;
+      cachedLogs.delete(this);
+    } else if (this.tailHead > 4096 && this.tailHead * 2 > this.tail.length) {
       this.tail = this.tail.slice(this.tailHead);
       this.tailHead = 0;
     }
@@ -462,10 +499,7 @@ export class FileTopicLog implements TopicLog {
     if (this.closed) return;
     await this.commits.idle();
     this.closed = true;
-    tailCacheTotal -= this.tailBytes;
-    this.tail = [];
-    this.tailHead = 0;
-    this.tailBytes = 0;
+    this.evictTail(this.tail.length);
     if (this.intervalTimer) clearInterval(this.intervalTimer);
     for (const seg of this.segments) {
       if (this.options.fsync !== "never") fs.fsyncSync(seg.fd);

@@ -292,3 +292,14 @@ describe("mq up", () => {
     expect((fs.statSync(path.dirname(socket)).mode & 0o777).toString(8)).toBe("700");
   });
 });
+
+describe("mq pub --lines under a small --max-message-bytes", () => {
+  test("batches stay inside the frame limit: 300 lines of 900 bytes all go through", async () => {
+    const id = await cluster.create();
+    await cluster.run(["sub", String(id), "small.limit"]);
+    const input = `${Array.from({ length: 300 }, (_, i) => String(i).padEnd(900, "x")).join("\n")}\n`;
+    const r = await cluster.run(["pub", String(id), "small.limit", "--lines", "--json"], { stdin: input });
+    expect(r.code).toBe(0);
+    expect(r.stdout.trim().split("\n").map((l) => JSON.parse(l).seq)).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
+  });
+});

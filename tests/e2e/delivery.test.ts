@@ -234,3 +234,41 @@ describe("publish batching", () => {
     expect(first).toMatchObject({ seq: 1, created: true });
   });
 });
+
+describe("publish batching edge cases", () => {
+  test("a buffer changed right after publish() is stored as it was at the call", async () => {
+    await using c = await MqClient.connect({ socket: cluster.local.socket });
+    const id = await c.create();
+    await c.subscribe(id, ["reuse"]);
+    const buf = new TextEncoder().encode("A");
+    const first = c.publish(id, "reuse", buf);
+    buf[0] = "B".charCodeAt(0);
+    const second = c.publish(id, "reuse", buf);
+    await Promise.all([first, second]);
+    expect((await cluster.run(["recv", String(id), "--count", "2"])).stdout).toBe("A\nB\n");
+  });
+
+  test("requests keep the order they were made in: a publish before a destroy is stored", async () => {
+    await using c = await MqClient.connect({ socket: cluster.local.socket });
+    const id = await c.create();
+    const [pub, destroyed] = await Promise.allSettled([c.publish(id, "order.kept", "last words"), c.destroy(id)]);
+    expect(pub.status).toBe("fulfilled");
+    expect(destroyed.status).toBe("fulfilled");
+  });
+
+  test("a client waiting on an id gets a dying client's batches back in order", async () => {
+    const id = await cluster.create();
+    await cluster.run(["sub", String(id), "putback.wait"]);
+    await cluster.run(["pub", String(id), "putback.wait", "--lines"], { stdin: "1\n2\n" });
+    const dying = await MqClient.connect({ socket: cluster.local.socket });
+    expect((await dying.recv(id, { max: 1, waitMs: 5000 })).messages.map((m) => m.seq)).toEqual([1]);
+    expect((await dying.recv(id, { max: 1, waitMs: 5000 })).messages.map((m) => m.seq)).toEqual([2]);
+    await using waiting = await MqClient.connect({ socket: cluster.local.socket });
+    const pending = waiting.recv(id, { max: 10, waitMs: 10_000 });
+    await Bun.sleep(100); // let the waiting recv reach the local broker
+    dying.close();
+    const got = await pending;
+    expect(got.messages.map((m) => m.seq)).toEqual([1, 2]);
+    await got.ack();
+  });
+});

@@ -1,6 +1,7 @@
 /** Restarts of the server and of the local broker lose nothing (SPEC §3). */
 import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
+import * as path from "node:path";
 import { mq, startLocal, startServer, tmpDir, jsonLines, createOn } from "./harness.ts";
 
 describe("restart", () => {
@@ -198,5 +199,28 @@ describe("acknowledgements across a server outage", () => {
       fs.rmSync(server.dataDir, { recursive: true, force: true });
       fs.rmSync(local.dataDir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("data directory lock under a race", () => {
+  test("three servers started at once on one directory: exactly one runs; a lock file naming a live pid does not block a start", async () => {
+    const dataDir = tmpDir("mq-lockrace-");
+    const { mqCommand } = await import("./harness.ts");
+    const procs = [0, 1, 2].map(() => Bun.spawn([...mqCommand(), "server", "--listen", "127.0.0.1:0", "--data", dataDir], { stdout: "ignore", stderr: "pipe" }));
+    try {
+      // The losers exit; the winner keeps running.
+      const exits = await Promise.all(procs.map((p) => Promise.race([p.exited.then((code) => ({ code })), Bun.sleep(5000).then(() => "running" as const)])));
+      expect(exits.filter((e) => e === "running")).toHaveLength(1);
+      for (const e of exits) if (e !== "running") expect(e.code).not.toBe(0);
+    } finally {
+      for (const p of procs) p.kill("SIGKILL");
+      await Promise.all(procs.map((p) => p.exited));
+    }
+    // The kernel lock went with the killed process; the pid left in the file (here one that
+    // is alive: this test's own) does not matter.
+    fs.writeFileSync(path.join(dataDir, "lock"), `${process.pid}\n`);
+    const server = await startServer({ dataDir });
+    await server.daemon[Symbol.asyncDispose]();
+    fs.rmSync(dataDir, { recursive: true, force: true });
   });
 });

@@ -1,3 +1,4 @@
+import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -40,4 +41,31 @@ runTopicLogSuite("FileTopicLog fsync never, 1 KiB segments", fileLog({ fsync: "n
 runTopicLogSuite("MemoryTopicLog", async () => {
   const log = new MemoryTopicLog();
   return { log, cleanup: () => log.close() };
+});
+
+describe("FileTopicLog tail cache", () => {
+  const payloadOf = (seq: number, size: number) => Buffer.alloc(size, seq % 251);
+
+  test("FileTopicLog serves the right bytes when one commit is bigger than the cache, and after more small ones", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-tail-"));
+    const log = FileTopicLog.open(dir, { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024, maxMessageBytes: 1 << 20 });
+    try {
+      // One commit of ~3 MiB: only its newest part can be cached.
+      await Promise.all(Array.from({ length: 3000 }, (_, i) => log.append(payloadOf(i + 1, 1024), i)));
+      // Then small commits, one at a time.
+      for (let i = 3001; i <= 3100; i++) await log.append(payloadOf(i, 10), i);
+      const check = (from: number, count: number) => {
+        const got = log.read(from, count, Number.MAX_SAFE_INTEGER);
+        expect(got.map((m) => m.seq)).toEqual(Array.from({ length: count }, (_, k) => from + k));
+        for (const m of got) expect(Buffer.from(m.data).equals(payloadOf(m.seq, m.seq <= 3000 ? 1024 : 10))).toBe(true);
+      };
+      check(1, 50); // from disk
+      check(2950, 100); // across the big commit's end and the small ones
+      check(3090, 11); // newest
+      check(1500, 1601); // a long run across disk and cache
+    } finally {
+      await log.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
