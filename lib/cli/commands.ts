@@ -122,6 +122,9 @@ export interface RecvOptions extends CommonOptions {
   raw: boolean;
 }
 
+/** `recv --count N`: how long to wait for a refill the local broker announced (`more`). */
+const REFILL_WAIT_MS = 5000;
+
 /** How long one recv request of `--follow` waits before asking again. */
 const FOLLOW_WAIT_MS = 30_000;
 
@@ -129,12 +132,23 @@ export async function recv(options: RecvOptions): Promise<number> {
   const format = options.json ? "json" : options.raw ? "raw" : "text";
   return withClient(options, async (mq) => {
     if (!options.follow) {
-      const got = await mq.recv(options.id, { max: options.count ?? 1, waitMs: options.waitSeconds * 1000 });
-      if (got.messages.length === 0) return Exit.Empty;
-      await writeStdout(renderMessages(got.messages, format));
-      // Acknowledged only once the bytes are written: a crash before this re-delivers.
-      await got.ack();
-      return Exit.Ok;
+      // What is pending may be more than the local broker holds (one credit window per
+      // topic): while it says `more`, the server sends the rest as batches are acknowledged.
+      let remaining = options.count ?? 1;
+      let received = 0;
+      let waitMs = options.waitSeconds * 1000;
+      while (remaining > 0) {
+        const got = await mq.recv(options.id, { max: Math.min(remaining, 1000), waitMs });
+        if (got.messages.length === 0) break;
+        await writeStdout(renderMessages(got.messages, format));
+        // Acknowledged only once the bytes are written: a crash before this re-delivers.
+        await got.ack();
+        received += got.messages.length;
+        remaining -= got.messages.length;
+        if (!got.more) break;
+        waitMs = REFILL_WAIT_MS;
+      }
+      return received > 0 ? Exit.Ok : Exit.Empty;
     }
     let remaining = options.count ?? Infinity;
     let stop = false;

@@ -26,6 +26,8 @@ export interface Received {
   messages: Message[];
   /** Acknowledge the batch; until then a crash of this process gives them to the next recv. */
   ack(): Promise<void>;
+  /** More messages are pending: held by the local broker, or on the server beyond the credit window (they come after `ack`). */
+  more: boolean;
 }
 
 const encoder = new TextEncoder();
@@ -178,6 +180,7 @@ export class MqClient {
     const tag = r.tag as number | undefined;
     return {
       messages,
+      more: r.more === true,
       ack: async () => {
         if (tag !== undefined) await this.call({ op: "ack", id, tag });
       },

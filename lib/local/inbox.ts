@@ -12,6 +12,8 @@ interface TopicTrack {
   highest: number;
   /** Highest seq acknowledged to the server. */
   ackedUpstream: number;
+  /** The server said it holds more of this topic than it has sent (the credit window is full). */
+  more: boolean;
 }
 
 export interface Waiter {
@@ -35,12 +37,25 @@ export class Inbox {
    */
   add(msg: Message): "new" | "duplicate" | "reack" {
     let track = this.tracks.get(msg.topic);
-    if (!track) this.tracks.set(msg.topic, (track = { unacked: [], highest: 0, ackedUpstream: 0 }));
+    if (!track) this.tracks.set(msg.topic, (track = { unacked: [], highest: 0, ackedUpstream: 0, more: false }));
     if (msg.seq <= track.highest) return msg.seq <= track.ackedUpstream ? "reack" : "duplicate";
     track.highest = msg.seq;
     track.unacked.push(msg.seq);
     this.queue.push(msg);
     return "new";
+  }
+
+  /** Records the server's `more` flag of the latest push for `topic`. */
+  setMore(topic: string, more: boolean): void {
+    const track = this.tracks.get(topic);
+    if (track) track.more = more;
+  }
+
+  /** True when a recv after this one will find more: here, or on its way once acknowledged. */
+  get more(): boolean {
+    if (this.pending > 0) return true;
+    for (const t of this.tracks.values()) if (t.more) return true;
+    return false;
   }
 
   /** The highest seq of `topic` acknowledged upstream (for a re-ack). */

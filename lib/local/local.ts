@@ -294,6 +294,7 @@ export class LocalBroker {
         reack ||= verdict === "reack";
       }
     }
+    inbox.setMore(frame.topic, frame.more === true);
     if (reack) from.send({ op: "ack", id: frame.id, topic: frame.topic, seq: inbox.ackedUpstream(frame.topic) });
     this.serveWaiters(inbox);
   }
@@ -462,11 +463,11 @@ export class LocalBroker {
         return {};
       }
     }
-    if (messages.length === 0) return { messages: [] };
+    if (messages.length === 0) return { messages: [], more: inbox.more };
     const tag = state.nextTag++;
     state.delivered.set(tag, { local, messages });
     this.counters.delivered += messages.length;
-    return { messages, tag };
+    return { messages, tag, more: inbox.more };
   }
 
   private ack(conn: Connection, local: number, tag: number | undefined) {

@@ -26,6 +26,8 @@ export class Subscription {
   private sizes: number[] = [];
   private head = 0;
   private inflightBytes = 0;
+  /** The local broker last heard `more: true` for this subscription (a frame or a notice said so). */
+  private moreAnnounced = false;
 
   constructor(
     readonly id: number,
@@ -38,6 +40,7 @@ export class Subscription {
 
   /** After a (re)connect of the owner: everything unacknowledged is sent again. */
   rewind(): void {
+    this.moreAnnounced = false;
     this.sent = this.acked;
     this.seqs = [];
     this.sizes = [];
@@ -59,7 +62,10 @@ export class Subscription {
       for (let k = 1; k <= batch.length; k++) {
         if (k < batch.length && batch[k]!.seq === batch[k - 1]!.seq + 1) continue;
         const run = batch.slice(start, k);
-        conn.send({ op: "msgs", id: this.id, topic: this.topic.name, seq: run[0]!.seq, times: run.map((m) => m.time), payloads: run.map((m) => m.data) });
+        // `more`: the log holds messages past this frame, which come once credits free up.
+        const more = run[run.length - 1]!.seq + 1 < log.nextSeq;
+        conn.send({ op: "msgs", id: this.id, topic: this.topic.name, seq: run[0]!.seq, times: run.map((m) => m.time), payloads: run.map((m) => m.data), more });
+        this.moreAnnounced = more;
         start = k;
       }
       for (const m of batch) {
@@ -69,6 +75,12 @@ export class Subscription {
       }
       this.sent = batch[batch.length - 1]!.seq + 1;
       pushed += batch.length;
+    }
+    // Held back by the window with messages waiting: say so once, with an empty frame, so a
+    // `recv --count N` knows that more will come after its acknowledgement.
+    if (!this.moreAnnounced && this.sent < log.nextSeq && conn.writable) {
+      conn.send({ op: "msgs", id: this.id, topic: this.topic.name, seq: this.sent, times: [], payloads: [], more: true });
+      this.moreAnnounced = true;
     }
     return pushed;
   }

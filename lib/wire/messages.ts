@@ -61,7 +61,8 @@ export type Outgoing = Request extends infer R ? (R extends Request ? Omit<R, "r
  * message i has seq `seq + i`, append time `times[i]` and payload `payloads[i]`.
  * One frame per push batch keeps the per-message cost to two array elements.
  */
-export interface MsgsFrame { op: "msgs"; id: number; topic: string; seq: number; times: number[]; payloads: Uint8Array[] }
+export interface MsgsFrame { op: "msgs"; id: number; topic: string; seq: number; times: number[]; payloads: Uint8Array[]; more?: boolean }
+// An empty `msgs` (no payloads, `more: true`) only says: the window is full and the log holds more.
 
 /** Most messages one `msgs` frame may carry. */
 export const MAX_MSGS_PER_FRAME = 1024;
@@ -76,7 +77,7 @@ export interface PubResult { topic: string; seq: number; subscribers: number; cr
 export interface TopicInfo { topic: string; subscribers: number; messages: number }
 
 /** Field types the validator knows; a trailing `?` marks a field optional. */
-type FieldType = "uint" | "string" | "bytes" | "topics" | "from" | "uints" | "payloads";
+type FieldType = "uint" | "string" | "bytes" | "topics" | "from" | "times" | "payloads" | "payloads0" | "bool";
 type Schema = Record<string, FieldType | `${FieldType}?`>;
 
 /** One schema per frame type a peer may send us; anything not listed is junk. */
@@ -92,7 +93,7 @@ export const schemas: Record<string, Schema> = {
   destroy: { rid: "uint", id: "uint" },
   topics: { rid: "uint" },
   stats: { rid: "uint" },
-  msgs: { id: "uint", topic: "string", seq: "uint", times: "uints", payloads: "payloads" },
+  msgs: { id: "uint", topic: "string", seq: "uint", times: "times", payloads: "payloads0", more: "bool?" },
 };
 
 /** Most topics one sub/unsub request may name. */
@@ -111,14 +112,19 @@ export function checkField(type: FieldType, value: unknown): string | null {
       return Array.isArray(value) && value.length > 0 && value.length <= MAX_TOPICS_PER_REQUEST && value.every((t) => typeof t === "string")
         ? null
         : `an array of 1 to ${MAX_TOPICS_PER_REQUEST} strings`;
-    case "uints":
-      return Array.isArray(value) && value.length >= 1 && value.length <= MAX_MSGS_PER_FRAME && value.every((v) => Number.isSafeInteger(v) && v >= 0)
+    case "bool":
+      return typeof value === "boolean" ? null : "true or false";
+    case "times":
+      return Array.isArray(value) && value.length <= MAX_MSGS_PER_FRAME && value.every((v) => Number.isSafeInteger(v) && v >= 0)
         ? null
-        : `an array of 1 to ${MAX_MSGS_PER_FRAME} non-negative integers`;
+        : `an array of up to ${MAX_MSGS_PER_FRAME} non-negative integers`;
     case "payloads":
-      return Array.isArray(value) && value.length >= 1 && value.length <= MAX_MSGS_PER_FRAME && value.every((v) => v instanceof Uint8Array)
+    case "payloads0": {
+      const min = type === "payloads" ? 1 : 0;
+      return Array.isArray(value) && value.length >= min && value.length <= MAX_MSGS_PER_FRAME && value.every((v) => v instanceof Uint8Array)
         ? null
-        : `an array of 1 to ${MAX_MSGS_PER_FRAME} byte strings`;
+        : `an array of ${min} to ${MAX_MSGS_PER_FRAME} byte strings`;
+    }
     case "from":
       return value === "earliest" || value === "latest" || (Number.isSafeInteger(value) && (value as number) >= 1)
         ? null

@@ -303,3 +303,15 @@ describe("mq pub --lines under a small --max-message-bytes", () => {
     expect(r.stdout.trim().split("\n").map((l) => JSON.parse(l).seq)).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
   });
 });
+
+describe("mq recv --count without --follow", () => {
+  test("returns every pending message up to N, also beyond what the local broker holds at once", async () => {
+    const id = await cluster.create();
+    await cluster.run(["sub", String(id), "count.many"]);
+    await cluster.run(["pub", String(id), "count.many", "--lines"], { stdin: `${Array.from({ length: 600 }, (_, i) => i + 1).join("\n")}\n` });
+    const r = await cluster.run(["recv", String(id), "--count", "1000", "--json"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout.trim().split("\n").map((l) => JSON.parse(l).seq)).toEqual(Array.from({ length: 600 }, (_, i) => i + 1));
+    expect((await cluster.run(["recv", String(id), "--count", "5"])).code).toBe(3);
+  });
+});

@@ -48,10 +48,14 @@ function fieldValue(rng: Rng, type: string): unknown {
       return Array.from({ length: rng.range(1, 4) }, () => validTopic(rng));
     case "from":
       return rng.pick(["earliest", "latest", rng.range(1, 10_000)]);
-    case "uints":
-      return Array.from({ length: rng.range(1, 4) }, () => rng.int(2 ** 40));
+    case "bool":
+      return rng.chance(0.5);
+    case "times":
+      return Array.from({ length: rng.range(0, 4) }, () => rng.int(2 ** 40));
     case "payloads":
       return Array.from({ length: rng.range(1, 4) }, () => rng.bytes(rng.int(48)));
+    case "payloads0":
+      return Array.from({ length: rng.range(0, 4) }, () => rng.bytes(rng.int(48)));
     default:
       throw new Error(`no generator for field type ${type}`);
   }
@@ -220,8 +224,10 @@ function nonConformance(frame: WireMap): string | null {
       : type === "bytes" ? v instanceof Uint8Array
       : type === "topics" ? Array.isArray(v) && v.length >= 1 && v.length <= MAX_TOPICS_PER_REQUEST && v.every((t) => typeof t === "string")
       : type === "from" ? v === "earliest" || v === "latest" || (isUint(v) && (v as number) >= 1)
-      : type === "uints" ? Array.isArray(v) && v.length >= 1 && v.length <= MAX_MSGS_PER_FRAME && v.every(isUint)
+      : type === "bool" ? typeof v === "boolean"
+      : type === "times" ? Array.isArray(v) && v.length <= MAX_MSGS_PER_FRAME && v.every(isUint)
       : type === "payloads" ? Array.isArray(v) && v.length >= 1 && v.length <= MAX_MSGS_PER_FRAME && v.every((p) => p instanceof Uint8Array)
+      : type === "payloads0" ? Array.isArray(v) && v.length <= MAX_MSGS_PER_FRAME && v.every((p) => p instanceof Uint8Array)
       : false;
     if (!ok) return `accepted ${key} of the wrong type`;
   }

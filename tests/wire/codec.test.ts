@@ -70,9 +70,13 @@ describe("codec round trip", () => {
     expect(Buffer.from(got.payloads[0]!).equals(Buffer.from(big))).toBe(true);
   });
 
-  test("validate rejects msgs with an empty, oversized or mistyped list", () => {
+  test("validate accepts an empty msgs (the window-full notice) and rejects pubs without payloads", () => {
+    expect(decode(encode({ op: "msgs", id: 1, topic: "a", seq: 5, times: [], payloads: [], more: true }))).toMatchObject({ op: "msgs", more: true });
+    expect(mqErrorOf(() => decode(encode({ op: "pubs", rid: 1, id: 1, topic: "a", payloads: [] }))).code).toBe(Code.BadRequest);
+  });
+
+  test("validate rejects msgs with an oversized or mistyped list", () => {
     for (const bad of [
-      { times: [], payloads: [] },
       { times: [1], payloads: ["text"] },
       { times: [-1], payloads: [new Uint8Array(1)] },
       { times: Array.from({ length: 1025 }, () => 1), payloads: Array.from({ length: 1025 }, () => new Uint8Array(0)) },
