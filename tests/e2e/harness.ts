@@ -188,3 +188,9 @@ export async function createOn(socket: string): Promise<number> {
   if (r.code !== 0) throw new Error(`mq create failed with ${r.code}: ${r.stderr}`);
   return Number(r.stdout);
 }
+
+/** Stops daemons in the order given (by PID, SIGKILL after 8 s) and removes directories. */
+export async function teardown(daemons: Daemon[], dirs: string[] = []): Promise<void> {
+  for (const d of daemons) await d[Symbol.asyncDispose]();
+  for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
+}

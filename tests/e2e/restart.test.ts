@@ -2,7 +2,7 @@
 import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { mq, startLocal, startServer, tmpDir, jsonLines, createOn } from "./harness.ts";
+import { mq, startLocal, startServer, tmpDir, jsonLines, createOn, teardown } from "./harness.ts";
 
 describe("restart", () => {
   test("server and subscriber's local broker restarted (SIGTERM): ids, subscriptions, cursors and undelivered messages survive, no duplicates", async () => {
@@ -36,10 +36,7 @@ describe("restart", () => {
       expect(JSON.parse(p.stdout)).toMatchObject({ seq: 5, subscribers: 1, created: false });
       expect((await mq(subHost.socket, ["recv", String(subscriber), "--wait", "10"])).stdout).toBe("5\n");
     } finally {
-      await subHost.daemon[Symbol.asyncDispose]();
-      await pubHost.daemon[Symbol.asyncDispose]();
-      await server.daemon[Symbol.asyncDispose]();
-      for (const d of [serverData, subData, pubHost.dataDir]) fs.rmSync(d, { recursive: true, force: true });
+      await teardown([subHost.daemon, pubHost.daemon, server.daemon], [serverData, subData, pubHost.dataDir]);
     }
   });
 
@@ -61,10 +58,7 @@ describe("restart", () => {
       expect(r.stdout).toBe("b\nc\n");
       expect((await mq(local.socket, ["recv", String(id), "--wait", "0.5"])).code).toBe(3);
     } finally {
-      await local.daemon[Symbol.asyncDispose]();
-      await server.daemon[Symbol.asyncDispose]();
-      fs.rmSync(data, { recursive: true, force: true });
-      fs.rmSync(server.dataDir, { recursive: true, force: true });
+      await teardown([local.daemon, server.daemon], [data, server.dataDir]);
     }
   });
 
@@ -89,10 +83,7 @@ describe("restart", () => {
       const p = await mq(local.socket, ["pub", String(id), "crash", "after", "--json"]);
       expect(JSON.parse(p.stdout).seq).toBe(51);
     } finally {
-      await local.daemon[Symbol.asyncDispose]();
-      await server.daemon[Symbol.asyncDispose]();
-      fs.rmSync(data, { recursive: true, force: true });
-      fs.rmSync(local.dataDir, { recursive: true, force: true });
+      await teardown([local.daemon, server.daemon], [data, local.dataDir]);
     }
   });
 
@@ -115,8 +106,7 @@ describe("restart", () => {
       expect(fs.existsSync(first.socket)).toBe(false);
       expect((fs.statSync(first.dataDir).mode & 0o777).toString(8)).toBe("700");
     } finally {
-      await first.daemon[Symbol.asyncDispose]();
-      await server.daemon[Symbol.asyncDispose]();
+      await teardown([first.daemon, server.daemon], []);
     }
   });
 });
@@ -141,10 +131,7 @@ describe("data directory lock", () => {
       expect((await mq(local.socket, ["pub", String(id), "locked", "still mine", "--json"])).code).toBe(0);
       await again.daemon[Symbol.asyncDispose]();
     } finally {
-      await local.daemon[Symbol.asyncDispose]();
-      await server.daemon[Symbol.asyncDispose]();
-      fs.rmSync(server.dataDir, { recursive: true, force: true });
-      fs.rmSync(local.dataDir, { recursive: true, force: true });
+      await teardown([local.daemon, server.daemon], [server.dataDir, local.dataDir]);
     }
   });
 });
@@ -170,10 +157,7 @@ describe("acknowledgements across a server outage", () => {
       const after = jsonLines((await mq(local.socket, ["recv", String(id), "--follow", "--count", "344", "--json"], { timeoutMs: 30_000 })).stdout);
       expect(after.map((m) => m.seq)).toEqual(Array.from({ length: 344 }, (_, i) => 257 + i));
     } finally {
-      await local.daemon[Symbol.asyncDispose]();
-      await server.daemon[Symbol.asyncDispose]();
-      fs.rmSync(dataDir, { recursive: true, force: true });
-      fs.rmSync(local.dataDir, { recursive: true, force: true });
+      await teardown([local.daemon, server.daemon], [dataDir, local.dataDir]);
     }
   });
 
@@ -194,10 +178,7 @@ describe("acknowledgements across a server outage", () => {
       // A publish the server stored is never reported as failed (a retry would duplicate it).
       expect({ ok, stored }).toEqual({ ok: stored as number, stored });
     } finally {
-      await local.daemon[Symbol.asyncDispose]();
-      await server.daemon[Symbol.asyncDispose]();
-      fs.rmSync(server.dataDir, { recursive: true, force: true });
-      fs.rmSync(local.dataDir, { recursive: true, force: true });
+      await teardown([local.daemon, server.daemon], [server.dataDir, local.dataDir]);
     }
   });
 });

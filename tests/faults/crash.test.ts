@@ -5,7 +5,7 @@
  */
 import { expect, test } from "bun:test";
 import * as fs from "node:fs";
-import { mq, mqCommand, startLocal, startServer, tmpDir, type LocalHandle, type ServerHandle, createOn } from "../e2e/harness.ts";
+import { mq, mqCommand, startLocal, startServer, tmpDir, type LocalHandle, type ServerHandle, createOn, teardown } from "../e2e/harness.ts";
 import { RecordingPublisher, drain, verify, type Acked } from "./fault-kit.ts";
 
 const TOPIC = "faults";
@@ -136,8 +136,6 @@ test("a publishing `mq pub --lines` SIGKILLed mid-stream: every line it reported
     console.log(`fault 2b (publisher SIGKILL): ${JSON.stringify({ acked: acked.length, received: v.received, distinct: v.distinct, duplicates: v.duplicates })}`);
     expect(v.problems).toEqual([]);
   } finally {
-    await local.daemon[Symbol.asyncDispose]();
-    await server.daemon[Symbol.asyncDispose]();
-    for (const d of [server.dataDir, local.dataDir]) fs.rmSync(d, { recursive: true, force: true });
+    await teardown([local.daemon, server.daemon], [server.dataDir, local.dataDir]);
   }
 });

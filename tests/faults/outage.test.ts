@@ -5,7 +5,7 @@
 import { expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { mq, startLocal, startServer, tmpDir, jsonLines, createOn } from "../e2e/harness.ts";
+import { mq, startLocal, startServer, tmpDir, jsonLines, createOn, teardown } from "../e2e/harness.ts";
 import { RECORD_HEADER } from "../../lib/store/topic-log.ts";
 
 /** A small seeded PRNG (mulberry32) so a failing cut can be replayed. */
@@ -68,10 +68,7 @@ test("a torn tail (truncated at a random byte, garbage appended) is dropped at s
       const p = await mq(local.socket, ["pub", String(id), "torn", "after", "--json"]);
       expect(JSON.parse(p.stdout).seq).toBe(intact + 1);
     } finally {
-      await local.daemon[Symbol.asyncDispose]();
-      await server.daemon[Symbol.asyncDispose]();
-      fs.rmSync(dataDir, { recursive: true, force: true });
-      fs.rmSync(local.dataDir, { recursive: true, force: true });
+      await teardown([local.daemon, server.daemon], [dataDir, local.dataDir]);
     }
   }
 });
@@ -115,10 +112,7 @@ test("server unreachable for 10 s: publishes fail with exit 4 in bounded time, r
     expect(JSON.parse(p.stdout)).toMatchObject({ seq: 3, subscribers: 1 });
     expect((await mq(local.socket, ["recv", String(id), "--wait", "10"])).stdout).toBe("after\n");
   } finally {
-    await local.daemon[Symbol.asyncDispose]();
-    await server.daemon[Symbol.asyncDispose]();
-    fs.rmSync(dataDir, { recursive: true, force: true });
-    fs.rmSync(local.dataDir, { recursive: true, force: true });
+    await teardown([local.daemon, server.daemon], [dataDir, local.dataDir]);
   }
 }, 90_000);
 
@@ -153,10 +147,7 @@ test("a full disk (ENOSPC from /dev/full) fails the publish with STORAGE_ERROR; 
     const topics = jsonLines((await mq(local.socket, ["topics", "--json"])).stdout);
     expect(topics.find((t) => t.topic === "full")).toEqual({ topic: "full", subscribers: 1, messages: 0 });
   } finally {
-    await local.daemon[Symbol.asyncDispose]();
-    await server.daemon[Symbol.asyncDispose]();
-    fs.rmSync(dataDir, { recursive: true, force: true });
-    fs.rmSync(local.dataDir, { recursive: true, force: true });
+    await teardown([local.daemon, server.daemon], [dataDir, local.dataDir]);
   }
 });
 
@@ -181,9 +172,6 @@ test("100,000 messages to a subscriber that never receives: server and local bro
     const topics = jsonLines((await mq(local.socket, ["topics", "--json"])).stdout);
     expect(topics.find((t) => t.topic === "flood")).toEqual({ topic: "flood", subscribers: 1, messages: 100_000 });
   } finally {
-    await local.daemon[Symbol.asyncDispose]();
-    await server.daemon[Symbol.asyncDispose]();
-    fs.rmSync(server.dataDir, { recursive: true, force: true });
-    fs.rmSync(local.dataDir, { recursive: true, force: true });
+    await teardown([local.daemon, server.daemon], [server.dataDir, local.dataDir]);
   }
 }, 120_000);
