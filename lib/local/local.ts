@@ -558,11 +558,13 @@ async function claimSocketPath(socketPath: string): Promise<void> {
   if (process.getuid && st.uid !== process.getuid()) {
     throw new MqError(Code.Unavailable, `the socket directory ${dir} belongs to uid ${st.uid}, not to this user; remove it or choose another --socket`);
   }
-  // Not chmod-ed for the user: it may be shared on purpose (/tmp, a group directory).
-  if ((st.mode & 0o077) !== 0) {
+  // Where others may create files they could put their own socket in our place, and our
+  // clients would talk to it: refuse (not chmod: the directory may be shared on purpose, like
+  // /tmp). A directory others can only read (0755) is fine: the socket itself is 0600.
+  if ((st.mode & 0o022) !== 0) {
     throw new MqError(
       Code.Unavailable,
-      `the socket directory ${dir} is open to other users (mode ${(st.mode & 0o7777).toString(8)}); choose a --socket in a private directory, e.g. --socket ~/.mq/local.sock`,
+      `the socket directory ${dir} is writable by other users (mode ${(st.mode & 0o7777).toString(8)}); choose a --socket in a directory of your own, e.g. --socket ~/.mq/local.sock`,
     );
   }
   if (!fs.existsSync(socketPath)) return;

@@ -195,26 +195,26 @@ describe("Unix socket permissions", () => {
     await expectRoundTrip(l.socket);
   });
 
-  test("an existing socket directory others can enter ends 0700, or the daemon refuses it", async () => {
-    const socketDir = path.join(dir, "open-dir");
-    fs.mkdirSync(socketDir, { mode: 0o755 });
+  test("an existing socket directory others can only read is used as it is, with the socket 0600", async () => {
+    const socketDir = path.join(dir, "readable-dir");
+    fs.mkdirSync(socketDir);
     fs.chmodSync(socketDir, 0o755);
-    let l: LocalHandle;
-    try {
-      l = await local(srv.address, [], true, path.join(socketDir, "local.sock"));
-    } catch (err) {
-      // Refusing is fine too, as long as it says why and leaves no socket behind.
-      expect(String(err)).toContain(socketDir);
-      expect(fs.existsSync(path.join(socketDir, "local.sock"))).toBe(false);
-      return;
-    }
-    expect((fs.statSync(socketDir).mode & 0o777).toString(8)).toBe("700");
+    const l = await local(srv.address, [], true, path.join(socketDir, "local.sock"));
+    expect((fs.statSync(socketDir).mode & 0o777).toString(8)).toBe("755");
     expect((fs.statSync(l.socket).mode & 0o777).toString(8)).toBe("600");
   });
 
-  // Demonstrates a bug (see the report of issue 4): claimSocketPath chmods whatever directory
-  // the socket is in to 0700. For `--socket /tmp/mq.sock` run as root that is /tmp itself;
-  // for a shared group directory, the group is locked out.
+  test("an existing socket directory others can write to is refused, says why, and is left as it was", async () => {
+    const socketDir = path.join(dir, "group-writable-dir");
+    fs.mkdirSync(socketDir);
+    fs.chmodSync(socketDir, 0o775);
+    const r = await mq(null, ["local", "--server", srv.address, "--data", path.join(dir, "gw-data"), "--socket", path.join(socketDir, "local.sock")], { timeoutMs: 10_000 });
+    expect(r.code).toBe(4);
+    expect(r.stderr).toContain(`the socket directory ${socketDir} is writable by other users (mode 775)`);
+    expect(fs.existsSync(path.join(socketDir, "local.sock"))).toBe(false);
+    expect((fs.statSync(socketDir).mode & 0o777).toString(8)).toBe("775");
+  });
+
   test("a socket path in a shared sticky directory (like /tmp) leaves that directory's mode as it was", async () => {
     const shared = path.join(dir, "shared-tmp");
     fs.mkdirSync(shared);
