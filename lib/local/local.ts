@@ -267,9 +267,8 @@ export class LocalBroker {
       if (left <= 0) throw new MqError(Code.Unavailable, `server ${this.serverAddress} is not answering in time (requests queued)`);
       const conn = await this.server();
       this.counters.forwarded++;
-      const reply = await conn.request(frame, left);
-      const { op: _op, rid: _rid, ...fields } = reply;
-      return fields;
+      // The reply goes back as it came: answering overwrites its op and rid with the client's.
+      return await conn.request(frame, left);
     } finally {
       this.forwarding--;
       this.forwardQueue.shift()?.();

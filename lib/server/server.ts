@@ -119,7 +119,6 @@ export class MqServer {
         fsync: options.fsync,
         fsyncIntervalMs: options.fsyncIntervalMs,
         maxSegmentBytes: options.maxSegmentBytes ?? 64 * 1024 * 1024,
-        maxMessageBytes: options.maxMessageBytes,
       });
     const server = new MqServer(options, registry, store);
     for (const name of store.topics()) await server.topic(name, false);

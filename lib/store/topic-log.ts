@@ -34,8 +34,6 @@ export interface TopicLogOptions {
   fsync: FsyncPolicy;
   fsyncIntervalMs: number;
   maxSegmentBytes: number;
-  /** Largest payload a record may hold; anything claiming more is damage. */
-  maxMessageBytes: number;
 }
 
 interface Segment {

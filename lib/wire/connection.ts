@@ -26,7 +26,6 @@ export const CloseReason = {
   FrameTimeout: "a frame took too long to arrive",
   SlowConsumer: "the peer does not read its answers",
   Replaced: "replaced by a newer session",
-  AuthFailed: "authentication failed",
   Shutdown: "shutting down",
   LocalClose: "closed",
 } as const;
@@ -204,11 +203,6 @@ export class Connection {
     if (timeoutMs > 0 && !this.sweepTimer) this.sweepTimer = setInterval(() => this.sweep(), 250);
     this.send({ ...frame, rid });
     return promise;
-  }
-
-  /** Requests in flight (sent, not yet answered). */
-  get inFlight(): number {
-    return this.pending.size;
   }
 
   /** Sends an error frame; a fatal one closes the connection once it is written. */

@@ -1,29 +1,11 @@
 /**
  * Every frame on both hops (client ↔ local over the Unix socket, local ↔ server over TCP)
  * is one CBOR map with an `op`. Requests carry `rid`, chosen by the sender; replies echo it.
- * Deliveries (`msg`) and acknowledgements to the server (`ack` without rid) carry none.
+ * Deliveries (`msgs`) and acknowledgements to the server (`ack` without rid) carry none.
  * The field `id` is the local id on the client hop and the global id on the server hop.
  */
 
 export const PROTOCOL_VERSION = 1;
-
-export const Op = {
-  Hello: "hello",
-  Create: "create",
-  Pub: "pub",
-  Pubs: "pubs",
-  Sub: "sub",
-  Unsub: "unsub",
-  Recv: "recv",
-  Ack: "ack",
-  Destroy: "destroy",
-  Topics: "topics",
-  Stats: "stats",
-  Msgs: "msgs",
-  Ok: "ok",
-  Error: "error",
-} as const;
-export type Op = (typeof Op)[keyof typeof Op];
 
 /** Where a new subscription starts: the oldest stored message, the next one published, or a seq (inclusive). */
 export type From = "earliest" | "latest" | number;
@@ -130,14 +112,4 @@ export function checkField(type: FieldType, value: unknown): string | null {
         ? null
         : '"earliest", "latest" or a seq >= 1';
   }
-}
-
-/** A short description of a frame for debug logs (never the payload). */
-export function describe(frame: Frame): string {
-  const f = frame as unknown as Record<string, unknown>;
-  const parts = [String(f.op)];
-  for (const key of ["rid", "id", "topic", "seq", "code"]) if (f[key] !== undefined) parts.push(`${key}=${String(f[key])}`);
-  if (f.data instanceof Uint8Array) parts.push(`${f.data.length}B`);
-  if (Array.isArray(f.payloads)) parts.push(`${f.payloads.length} messages`);
-  return parts.join(" ");
 }

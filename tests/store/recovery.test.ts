@@ -40,7 +40,7 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 // ---------------------------------------------------------------------------------------
 // FileTopicLog
 
-const OPTIONS: TopicLogOptions = { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024, maxMessageBytes: 2 * 1024 * 1024 };
+const OPTIONS: TopicLogOptions = { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024 };
 
 function openLog(options: Partial<TopicLogOptions> = {}): FileTopicLog {
   return track(FileTopicLog.open(dir, { ...OPTIONS, ...options }));

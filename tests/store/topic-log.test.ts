@@ -12,7 +12,6 @@ function fileLog(options: Partial<TopicLogOptions>): () => Promise<TopicLogFixtu
     fsync: "never",
     fsyncIntervalMs: 1000,
     maxSegmentBytes: 64 * 1024 * 1024,
-    maxMessageBytes: 2 * 1024 * 1024,
     ...options,
   };
   return async () => {
@@ -48,7 +47,7 @@ describe("FileTopicLog tail cache", () => {
 
   test("FileTopicLog serves the right bytes when one commit is bigger than the cache, and after more small ones", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-tail-"));
-    const log = FileTopicLog.open(dir, { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024, maxMessageBytes: 1 << 20 });
+    const log = FileTopicLog.open(dir, { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024 });
     try {
       // One commit of ~3 MiB: only its newest part can be cached.
       await Promise.all(Array.from({ length: 3000 }, (_, i) => log.append(payloadOf(i + 1, 1024), i)));
