@@ -2,11 +2,13 @@
 /** The `mq` executable: parses arguments with citty and calls lib/. Nothing else lives here. */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { defineCommand, runCommand, runMain, type ArgsDef } from "citty";
+import { defineCommand, runCommand, type ArgsDef, type CommandDef } from "citty";
+import pkg from "../package.json" with { type: "json" };
 import { MqError } from "../lib/errors.ts";
 import * as cli from "../lib/cli/commands.ts";
 import { readTokenFile, runLocal, runServer, runUp } from "../lib/cli/daemons.ts";
-import { Exit, UsageError, exitCodeFor, reportError } from "../lib/cli/output.ts";
+import { Exit, UsageError, exitCodeFor, reportError, writeStdout } from "../lib/cli/output.ts";
+import { closest, renderCommandHelp, renderCompletion, renderProgramHelp, SHELLS, type CommandSpec, type OptionDef, type Program, type Shell } from "../lib/cli/help.ts";
 import { defaults, parseAddress, parseCount, parseDuration, parseFrom, parseFsync, parseId, parseSeconds, parseSize, parseTopicList } from "../lib/cli/parse.ts";
 import { runBench } from "../lib/cli/bench.ts";
 import { DEFAULT_SERVER_LIMITS } from "../lib/server/server.ts";
@@ -14,13 +16,17 @@ import { DEFAULT_LOCAL_LIMITS } from "../lib/local/local.ts";
 
 let exitCode: number = Exit.Ok;
 
+/** Option definitions: citty parses them; help, completion and the argv check read them too. */
+type Defs = Record<string, OptionDef>;
+
 const common = {
-  json: { type: "boolean", description: "print one JSON object per result (NDJSON)" },
-  socket: { type: "string", description: "Unix socket of the local broker (env MQ_SOCKET)" },
-} as const satisfies ArgsDef;
+  json: { type: "boolean", alias: "j", description: "print one JSON object per result (NDJSON)" },
+  socket: { type: "string", alias: "s", valueHint: "PATH", description: "Unix socket of the local broker (env MQ_SOCKET)" },
+} as const satisfies Defs;
 
 const id = { type: "positional", description: "client id (from mq create)", required: true } as const;
 const topic = { type: "positional", description: "topic name", required: true } as const;
+const topicsArg = { type: "positional", valueHint: "topic", description: "topic names", required: true } as const;
 
 function commonOf(args: { json?: boolean; socket?: string }): cli.CommonOptions {
   return { json: Boolean(args.json), ...(args.socket ? { socket: args.socket } : {}) };
@@ -31,140 +37,59 @@ function topicsOf(args: { _: string[] }): string[] {
   return args._.slice(1).map(String);
 }
 
-const create = defineCommand({
-  meta: { name: "create", description: "create a client id and print it" },
-  args: { ...common },
-  run: async ({ args }) => {
-    exitCode = await cli.create(commonOf(args));
-  },
-});
-
-const pub = defineCommand({
-  meta: { name: "pub", description: "publish MESSAGE (or standard input) to TOPIC" },
-  args: {
-    ...common,
-    id,
-    topic,
-    message: { type: "positional", description: "the message; standard input when absent", required: false },
-    lines: { type: "boolean", description: "one message per input line" },
-    raw: { type: "boolean", description: "keep the input bytes exactly (no trailing newline removed)" },
-  },
-  run: async ({ args }) => {
-    const opts: cli.PubOptions = { ...commonOf(args), id: parseId(args.id), topic: String(args.topic), lines: Boolean(args.lines), raw: Boolean(args.raw) };
-    if (args.message !== undefined) opts.message = String(args.message);
-    exitCode = await cli.pub(opts);
-  },
-});
-
-const sub = defineCommand({
-  meta: { name: "sub", description: "subscribe ID to TOPIC..." },
-  args: { ...common, id, topic, from: { type: "string", description: "earliest | latest | SEQ (inclusive); default latest" } },
-  run: async ({ args }) => {
-    const from = parseFrom(args.from);
-    exitCode = await cli.sub({ ...commonOf(args), id: parseId(args.id), topics: topicsOf(args), ...(from === undefined ? {} : { from }) });
-  },
-});
-
-const unsub = defineCommand({
-  meta: { name: "unsub", description: "unsubscribe ID from TOPIC..." },
-  args: { ...common, id, topic },
-  run: async ({ args }) => {
-    exitCode = await cli.unsub({ ...commonOf(args), id: parseId(args.id), topics: topicsOf(args) });
-  },
-});
-
-const recv = defineCommand({
-  meta: { name: "recv", description: "receive the next pending message(s) of ID" },
-  args: {
-    ...common,
-    id,
-    wait: { type: "string", description: "wait up to SECONDS for a message" },
-    follow: { type: "boolean", description: "stream messages until interrupted (or --count reached)" },
-    count: { type: "string", description: "receive up to N messages" },
-    raw: { type: "boolean", description: "write the payload bytes exactly, no newline" },
-  },
-  run: async ({ args }) => {
-    const opts: cli.RecvOptions = {
-      ...commonOf(args),
-      id: parseId(args.id),
-      waitSeconds: args.wait === undefined ? 0 : parseSeconds("wait", args.wait),
-      follow: Boolean(args.follow),
-      raw: Boolean(args.raw),
-    };
-    if (args.count !== undefined) opts.count = parseCount("count", args.count);
-    exitCode = await cli.recv(opts);
-  },
-});
-
-const destroy = defineCommand({
-  meta: { name: "destroy", description: "remove ID everywhere: subscriptions, pending messages, mapping" },
-  args: { ...common, id },
-  run: async ({ args }) => {
-    exitCode = await cli.destroy({ ...commonOf(args), id: parseId(args.id) });
-  },
-});
-
-const topics = defineCommand({
-  meta: { name: "topics", description: "list topics with subscriber and message counts" },
-  args: { ...common },
-  run: async ({ args }) => {
-    exitCode = await cli.topics(commonOf(args));
-  },
-});
-
-const stats = defineCommand({
-  meta: { name: "stats", description: "counters of the local broker and the server" },
-  args: { ...common },
-  run: async ({ args }) => {
-    exitCode = await cli.stats(commonOf(args));
-  },
-});
+/** Two options that cannot be used together: bad usage rather than one silently winning. */
+function exclusive(args: Record<string, unknown>, a: string, b: string, why: string): void {
+  if (args[a] !== undefined && args[a] !== false && args[b] !== undefined && args[b] !== false) {
+    throw new UsageError(`${a.startsWith("<") ? a.slice(1, -1) : `--${a}`} and --${b} cannot be used together: ${why}`);
+  }
+}
 
 const serverArgs = {
-  listen: { type: "string", description: "HOST:PORT to listen on (default 127.0.0.1:7600)" },
-  data: { type: "string", description: "data directory (env MQ_DATA)" },
-  "default-topics": { type: "string", description: "topics created at start, comma-separated (default general)" },
-  fsync: { type: "string", description: "always | interval | never (default always)" },
-  "fsync-interval-ms": { type: "string", description: "fsync period for --fsync interval (default 50)" },
-  "max-message-bytes": { type: "string", description: "largest message accepted (default 1048576)" },
-  "token-file": { type: "string", description: "file holding the token local brokers must present" },
-  "tls-cert": { type: "string", description: "PEM certificate: serve TLS" },
-  "tls-key": { type: "string", description: "PEM private key for --tls-cert" },
-  "hello-timeout-ms": { type: "string", description: "close connections that send no hello in time (default 10000)" },
-  "frame-timeout-ms": { type: "string", description: "close connections whose frame takes longer to arrive (default 30000)" },
-  "max-connections": { type: "string", description: "most local-broker connections (default 1024)" },
-  "max-inflight": { type: "string", description: "most requests served at once per connection (default 16384)" },
-  "max-subscriptions-per-id": { type: "string", description: "default 10000" },
-  "max-ids-per-broker": { type: "string", description: "most ids one local broker may own (default 100000)" },
-  retention: { type: "string", description: "delete segments every subscriber is past once older than this (default 7d)" },
-  "retention-bytes": { type: "string", description: "…or while a topic's log is bigger than this (default: no limit)" },
-  "max-segment-bytes": { type: "string", description: "roll a topic's log segment at this size (default 64M)" },
-} as const satisfies ArgsDef;
+  listen: { type: "string", valueHint: "HOST:PORT", default: "127.0.0.1:7600", description: "address to listen on" },
+  data: { type: "string", valueHint: "DIR", description: "data directory (env MQ_DATA; default ~/.local/share/mq/server)" },
+  "default-topics": { type: "string", valueHint: "A,B", default: "general", description: "topics created at start, comma-separated" },
+  fsync: { type: "string", valueHint: "POLICY", default: "always", choices: ["always", "interval", "never"], description: "always | interval | never" },
+  "fsync-interval-ms": { type: "string", valueHint: "MS", default: "50", description: "fsync period for --fsync interval" },
+  "max-message-bytes": { type: "string", valueHint: "SIZE", default: "1M", description: "largest message accepted (K/M/G)" },
+  "token-file": { type: "string", valueHint: "FILE", description: "file holding the token local brokers must present" },
+  "tls-cert": { type: "string", valueHint: "FILE", description: "PEM certificate: serve TLS" },
+  "tls-key": { type: "string", valueHint: "FILE", description: "PEM private key for --tls-cert" },
+  "hello-timeout-ms": { type: "string", valueHint: "MS", default: "10000", description: "close connections that send no hello in time" },
+  "frame-timeout-ms": { type: "string", valueHint: "MS", default: String(DEFAULT_SERVER_LIMITS.frameTimeoutMs), description: "close connections whose frame takes longer to arrive" },
+  "max-connections": { type: "string", valueHint: "N", default: String(DEFAULT_SERVER_LIMITS.maxConnections), description: "most local-broker connections" },
+  "max-inflight": { type: "string", valueHint: "N", default: String(DEFAULT_SERVER_LIMITS.maxInFlight), description: "most requests served at once per connection" },
+  "max-subscriptions-per-id": { type: "string", valueHint: "N", default: String(DEFAULT_SERVER_LIMITS.maxSubscriptionsPerId), description: "most topics one id may subscribe to" },
+  "max-ids-per-broker": { type: "string", valueHint: "N", default: String(DEFAULT_SERVER_LIMITS.maxIdsPerBroker), description: "most ids one local broker may own" },
+  retention: { type: "string", valueHint: "AGE", default: "7d", description: "delete segments every subscriber is past once older than this" },
+  "retention-bytes": { type: "string", valueHint: "SIZE", description: "…or while a topic's log is bigger than this (K/M/G; default no limit)" },
+  "max-segment-bytes": { type: "string", valueHint: "SIZE", default: "64M", description: "roll a topic's log segment at this size (K/M/G)" },
+} as const satisfies Defs;
 
-type ServerArgs = { [K in keyof typeof serverArgs]?: string };
+type ServerArgs = { [K in keyof typeof serverArgs]?: string } & Record<string, unknown>;
 
 function serverOptions(args: ServerArgs, dataDir: string) {
   const listen = parseAddress("listen", args.listen ?? defaults.listen());
   if (Boolean(args["tls-cert"]) !== Boolean(args["tls-key"])) throw new UsageError("--tls-cert and --tls-key go together");
+  const d = (name: keyof typeof serverArgs) => args[name] ?? (serverArgs[name] as OptionDef).default;
   return {
     ...listen,
     dataDir,
-    defaultTopics: parseTopicList(args["default-topics"] ?? "general"),
-    fsync: parseFsync(args.fsync ?? "always"),
-    fsyncIntervalMs: parseCount("fsync-interval-ms", args["fsync-interval-ms"] ?? 50),
-    maxMessageBytes: parseCount("max-message-bytes", args["max-message-bytes"] ?? defaults.maxMessageBytes),
-    helloTimeoutMs: parseCount("hello-timeout-ms", args["hello-timeout-ms"] ?? 10_000),
-    maxSegmentBytes: parseSize("max-segment-bytes", args["max-segment-bytes"] ?? "64M"),
+    defaultTopics: parseTopicList(d("default-topics")),
+    fsync: parseFsync(d("fsync")),
+    fsyncIntervalMs: parseCount("fsync-interval-ms", d("fsync-interval-ms")),
+    maxMessageBytes: parseSize("max-message-bytes", d("max-message-bytes"), 1),
+    helloTimeoutMs: parseCount("hello-timeout-ms", d("hello-timeout-ms")),
+    maxSegmentBytes: parseSize("max-segment-bytes", d("max-segment-bytes"), 1),
     retention: {
-      maxAgeMs: parseDuration("retention", args.retention ?? "7d"),
+      maxAgeMs: parseDuration("retention", d("retention")),
       maxBytes: args["retention-bytes"] === undefined ? Infinity : parseSize("retention-bytes", args["retention-bytes"]),
     },
     limits: {
-      maxConnections: parseCount("max-connections", args["max-connections"] ?? DEFAULT_SERVER_LIMITS.maxConnections),
-      frameTimeoutMs: parseCount("frame-timeout-ms", args["frame-timeout-ms"] ?? DEFAULT_SERVER_LIMITS.frameTimeoutMs),
-      maxInFlight: parseCount("max-inflight", args["max-inflight"] ?? DEFAULT_SERVER_LIMITS.maxInFlight),
-      maxSubscriptionsPerId: parseCount("max-subscriptions-per-id", args["max-subscriptions-per-id"] ?? DEFAULT_SERVER_LIMITS.maxSubscriptionsPerId),
-      maxIdsPerBroker: parseCount("max-ids-per-broker", args["max-ids-per-broker"] ?? DEFAULT_SERVER_LIMITS.maxIdsPerBroker),
+      maxConnections: parseCount("max-connections", d("max-connections")),
+      frameTimeoutMs: parseCount("frame-timeout-ms", d("frame-timeout-ms")),
+      maxInFlight: parseCount("max-inflight", d("max-inflight")),
+      maxSubscriptionsPerId: parseCount("max-subscriptions-per-id", d("max-subscriptions-per-id")),
+      maxIdsPerBroker: parseCount("max-ids-per-broker", d("max-ids-per-broker")),
     },
     ...(args["token-file"] ? { token: readTokenFile(args["token-file"]) } : {}),
     ...(args["tls-cert"] && args["tls-key"]
@@ -173,104 +98,270 @@ function serverOptions(args: ServerArgs, dataDir: string) {
   };
 }
 
-const server = defineCommand({
-  meta: { name: "server", description: "run the broker (foreground; logs on stderr)" },
-  args: serverArgs,
-  run: async ({ args }) => {
-    exitCode = await runServer(serverOptions(args, args.data ?? defaults.serverData()));
-  },
-});
+const localArgs = {
+  socket: { ...common.socket, description: "Unix socket to serve clients on (env MQ_SOCKET)" },
+  server: { type: "string", valueHint: "HOST:PORT", description: "address of the server (env MQ_SERVER; default 127.0.0.1:7600)" },
+  data: { type: "string", valueHint: "DIR", description: "data directory (env MQ_DATA; default ~/.local/share/mq/local)" },
+  "token-file": { type: "string", valueHint: "FILE", description: "file holding the token for the server" },
+  "tls-ca": { type: "string", valueHint: "FILE", description: "PEM CA certificate of the server: connect with TLS" },
+  "hello-timeout-ms": { type: "string", valueHint: "MS", default: "10000", description: "close client connections that send no hello in time" },
+  "frame-timeout-ms": { type: "string", valueHint: "MS", default: String(DEFAULT_LOCAL_LIMITS.frameTimeoutMs), description: "close clients whose frame takes longer to arrive" },
+  "max-connections": { type: "string", valueHint: "N", default: String(DEFAULT_LOCAL_LIMITS.maxConnections), description: "most client connections" },
+  "max-inflight": { type: "string", valueHint: "N", default: String(DEFAULT_LOCAL_LIMITS.maxInFlight), description: "most requests served at once per client connection" },
+} as const satisfies Defs;
 
-const local = defineCommand({
-  meta: { name: "local", description: "run the local broker of this host (foreground; logs on stderr)" },
-  args: {
-    socket: common.socket,
-    server: { type: "string", description: "HOST:PORT of the server (env MQ_SERVER; default 127.0.0.1:7600)" },
-    data: { type: "string", description: "data directory (env MQ_DATA)" },
-    "token-file": { type: "string", description: "file holding the token for the server" },
-    "tls-ca": { type: "string", description: "PEM CA certificate of the server: connect with TLS" },
-    "hello-timeout-ms": { type: "string", description: "close client connections that send no hello in time (default 10000)" },
-    "frame-timeout-ms": { type: "string", description: "close clients whose frame takes longer to arrive (default 30000)" },
-    "max-connections": { type: "string", description: "most client connections (default 1024)" },
-    "max-inflight": { type: "string", description: "most requests served at once per client connection (default 1024)" },
-  },
-  run: async ({ args }) => {
-    exitCode = await runLocal({
-      socketPath: args.socket ?? defaults.socket(),
-      server: parseAddress("server", args.server ?? defaults.server()),
-      dataDir: args.data ?? defaults.localData(),
-      helloTimeoutMs: parseCount("hello-timeout-ms", args["hello-timeout-ms"] ?? 10_000),
-      limits: {
-        maxConnections: parseCount("max-connections", args["max-connections"] ?? DEFAULT_LOCAL_LIMITS.maxConnections),
-        frameTimeoutMs: parseCount("frame-timeout-ms", args["frame-timeout-ms"] ?? DEFAULT_LOCAL_LIMITS.frameTimeoutMs),
-        maxInFlight: parseCount("max-inflight", args["max-inflight"] ?? DEFAULT_LOCAL_LIMITS.maxInFlight),
-      },
-      ...(args["token-file"] ? { token: readTokenFile(args["token-file"]) } : {}),
-      ...(args["tls-ca"] ? { tlsCa: fs.readFileSync(args["tls-ca"], "utf8") } : {}),
-    });
-  },
-});
+/**
+ * Every command: its options (parsed by citty), how many positionals it takes, and what it
+ * runs. Help, completion and the argv check are generated from this one table.
+ */
+type ParsedArgs = { _: string[]; json?: boolean; socket?: string } & Record<string, any>;
 
-const up = defineCommand({
-  meta: { name: "up", description: "run a server and a local broker together on default paths" },
-  args: { ...serverArgs, socket: common.socket },
-  run: async ({ args }) => {
-    const base = args.data ?? (process.env.MQ_DATA || path.dirname(defaults.serverData()));
-    const srv = serverOptions(args, path.join(base, "server"));
-    exitCode = await runUp(srv, {
-      socketPath: args.socket ?? defaults.socket(),
-      dataDir: path.join(base, "local"),
-      ...(srv.token ? { token: srv.token } : {}),
-      ...(srv.tls ? { tlsCa: srv.tls.cert } : {}),
-    });
-  },
-});
+interface Command extends CommandSpec {
+  run(args: ParsedArgs): Promise<number>;
+}
 
-const bench = defineCommand({
-  meta: { name: "bench", description: "load generator: publish and receive through the local broker, report rates and latency" },
-  args: {
-    ...common,
-    topic: { type: "string", description: "topic to use (default bench)" },
-    count: { type: "string", description: "messages per publisher (default 100000)" },
-    size: { type: "string", description: "payload bytes (default 128)" },
-    pubs: { type: "string", description: "publishers (default 1)" },
-    subs: { type: "string", description: "subscribers (default 1)" },
-    window: { type: "string", description: "publishes in flight per publisher (default 256)" },
+const commands: Command[] = [
+  {
+    name: "create",
+    group: "client",
+    description: "create a client id and print it",
+    args: { ...common },
+    maxPositionals: 0,
+    examples: ["id=$(mq create)"],
+    run: (args) => cli.create(commonOf(args)),
   },
-  run: async ({ args }) => {
-    exitCode = await runBench({
-      ...commonOf(args),
-      topic: args.topic ?? "bench",
-      count: parseCount("count", args.count ?? 100_000),
-      size: parseCount("size", args.size ?? 128, 0),
-      pubs: parseCount("pubs", args.pubs ?? 1, 0),
-      subs: parseCount("subs", args.subs ?? 1, 0),
-      window: parseCount("window", args.window ?? 256),
-    });
+  {
+    name: "pub",
+    group: "client",
+    description: "publish MESSAGE (or standard input) to TOPIC",
+    args: {
+      id,
+      topic,
+      message: { type: "positional", description: "the message; standard input when absent", required: false },
+      lines: { type: "boolean", description: "one message per line of standard input" },
+      raw: { type: "boolean", description: "keep standard input's bytes exactly (no trailing newline removed)" },
+      ...common,
+    },
+    maxPositionals: 3,
+    examples: ["mq pub 3 orders '{\"total\": 12}'", "mq pub 3 orders --lines < events.ndjson"],
+    run: (args) => {
+      const message = args._.length >= 3 ? String(args._[2]) : undefined;
+      exclusive({ "<MESSAGE>": message, ...args }, "<MESSAGE>", "lines", "--lines splits standard input; give MESSAGE or pipe the lines in");
+      exclusive({ "<MESSAGE>": message, ...args }, "<MESSAGE>", "raw", "--raw applies to standard input; MESSAGE is sent as given");
+      exclusive(args, "raw", "lines", "--lines splits on newlines, --raw keeps every byte; pick one");
+      const opts: cli.PubOptions = { ...commonOf(args), id: parseId(args.id), topic: String(args.topic), lines: Boolean(args.lines), raw: Boolean(args.raw) };
+      if (message !== undefined) opts.message = message;
+      return cli.pub(opts);
+    },
   },
-});
+  {
+    name: "sub",
+    group: "client",
+    description: "subscribe ID to one or more topics",
+    args: { id, topic: topicsArg, from: { type: "string", valueHint: "WHERE", choices: ["earliest", "latest"], description: "earliest | latest | SEQ (inclusive; default latest)" }, ...common },
+    maxPositionals: Infinity,
+    examples: ["mq sub 3 orders invoices", "mq sub 3 orders --from earliest"],
+    run: (args) => {
+      const from = parseFrom(args.from);
+      return cli.sub({ ...commonOf(args), id: parseId(args.id), topics: topicsOf(args), ...(from === undefined ? {} : { from }) });
+    },
+  },
+  {
+    name: "unsub",
+    group: "client",
+    description: "unsubscribe ID from one or more topics",
+    args: { id, topic: topicsArg, ...common },
+    maxPositionals: Infinity,
+    run: (args) => cli.unsub({ ...commonOf(args), id: parseId(args.id), topics: topicsOf(args) }),
+  },
+  {
+    name: "recv",
+    group: "client",
+    description: "receive the next pending message(s) of ID",
+    args: {
+      id,
+      follow: { type: "boolean", alias: "f", description: "stream messages until interrupted (or --count reached)" },
+      count: { type: "string", alias: "n", valueHint: "N", description: "receive up to N messages" },
+      wait: { type: "string", alias: "w", valueHint: "SECONDS", description: "wait up to SECONDS for a message; with --follow, exit 3 after SECONDS without one" },
+      raw: { type: "boolean", description: "write the payload bytes exactly, no newline" },
+      ...common,
+    },
+    maxPositionals: 1,
+    examples: ["mq recv 3 --wait 5", "mq recv 3 -f --json | jq .data", "mq recv 3 -n 10 > batch.txt"],
+    run: (args) => {
+      exclusive(args, "raw", "json", "--json prints each message as a JSON line, --raw its bytes; pick one");
+      const opts: cli.RecvOptions = {
+        ...commonOf(args),
+        id: parseId(args.id),
+        waitSeconds: args.wait === undefined ? 0 : parseSeconds("wait", args.wait),
+        follow: Boolean(args.follow),
+        raw: Boolean(args.raw),
+      };
+      if (args.count !== undefined) opts.count = parseCount("count", args.count);
+      return cli.recv(opts);
+    },
+  },
+  {
+    name: "destroy",
+    group: "client",
+    description: "remove ID everywhere: subscriptions, pending messages, mapping",
+    args: { id, ...common },
+    maxPositionals: 1,
+    run: (args) => cli.destroy({ ...commonOf(args), id: parseId(args.id) }),
+  },
+  {
+    name: "topics",
+    group: "client",
+    description: "list topics with subscriber and message counts",
+    args: { ...common },
+    maxPositionals: 0,
+    run: (args) => cli.topics(commonOf(args)),
+  },
+  {
+    name: "stats",
+    group: "client",
+    description: "counters of the local broker and the server",
+    args: { ...common },
+    maxPositionals: 0,
+    run: (args) => cli.stats(commonOf(args)),
+  },
+  {
+    name: "bench",
+    group: "client",
+    description: "load generator: publish and receive through the local broker, report rates and latency",
+    args: {
+      topic: { type: "string", valueHint: "TOPIC", default: "bench", description: "topic to use" },
+      count: { type: "string", alias: "n", valueHint: "N", default: "100000", description: "messages per publisher" },
+      size: { type: "string", valueHint: "SIZE", default: "128", description: "payload bytes (K/M)" },
+      pubs: { type: "string", valueHint: "N", default: "1", description: "publishers" },
+      subs: { type: "string", valueHint: "N", default: "1", description: "subscribers" },
+      window: { type: "string", valueHint: "N", default: "256", description: "publishes in flight per publisher" },
+      ...common,
+    },
+    maxPositionals: 0,
+    examples: ["mq bench --count 50000 --size 1K --subs 4"],
+    run: (args) =>
+      runBench({
+        ...commonOf(args),
+        topic: args.topic,
+        count: parseCount("count", args.count),
+        size: parseSize("size", args.size, 0),
+        pubs: parseCount("pubs", args.pubs, 0),
+        subs: parseCount("subs", args.subs, 0),
+        window: parseCount("window", args.window),
+      }),
+  },
+  {
+    name: "server",
+    group: "daemon",
+    description: "run the broker",
+    args: serverArgs,
+    maxPositionals: 0,
+    examples: ["mq server --data /var/lib/mq --listen 0.0.0.0:7600 --token-file /etc/mq/token"],
+    run: (args) => runServer(serverOptions(args, args.data ?? defaults.serverData())),
+  },
+  {
+    name: "local",
+    group: "daemon",
+    description: "run the local broker of this host",
+    args: localArgs,
+    maxPositionals: 0,
+    examples: ["mq local --server broker.internal:7600 --token-file /etc/mq/token"],
+    run: (args) =>
+      runLocal({
+        socketPath: args.socket ?? defaults.socket(),
+        server: parseAddress("server", args.server ?? defaults.server()),
+        dataDir: args.data ?? defaults.localData(),
+        helloTimeoutMs: parseCount("hello-timeout-ms", args["hello-timeout-ms"]),
+        limits: {
+          maxConnections: parseCount("max-connections", args["max-connections"]),
+          frameTimeoutMs: parseCount("frame-timeout-ms", args["frame-timeout-ms"]),
+          maxInFlight: parseCount("max-inflight", args["max-inflight"]),
+        },
+        ...(args["token-file"] ? { token: readTokenFile(args["token-file"]) } : {}),
+        ...(args["tls-ca"] ? { tlsCa: fs.readFileSync(args["tls-ca"], "utf8") } : {}),
+      }),
+  },
+  {
+    name: "up",
+    group: "daemon",
+    description: "run a server and a local broker together on default paths",
+    args: { ...serverArgs, data: { type: "string", valueHint: "DIR", description: "holds server/ and local/ (env MQ_DATA; default ~/.local/share/mq)" }, socket: localArgs.socket },
+    maxPositionals: 0,
+    examples: ["mq up", "mq up --data /tmp/mq --listen 127.0.0.1:7700"],
+    run: (args) => {
+      const base = args.data ?? (process.env.MQ_DATA || path.dirname(defaults.serverData()));
+      const srv = serverOptions(args, path.join(base, "server"));
+      return runUp(srv, {
+        socketPath: args.socket ?? defaults.socket(),
+        dataDir: path.join(base, "local"),
+        ...(srv.token ? { token: srv.token } : {}),
+        ...(srv.tls ? { tlsCa: srv.tls.cert } : {}),
+      });
+    },
+  },
+  {
+    name: "help",
+    group: "other",
+    description: "show help for mq or for one command",
+    args: { command: { type: "positional", description: "a command", required: false } },
+    maxPositionals: 1,
+    run: async (args) => {
+      const name = args._[0] === undefined ? undefined : String(args._[0]);
+      await writeStdout(name === undefined ? renderProgramHelp(program) : renderCommandHelp(program, commandNamed(name)));
+      return Exit.Ok;
+    },
+  },
+  {
+    name: "version",
+    group: "other",
+    description: "print the version",
+    args: { json: common.json },
+    maxPositionals: 0,
+    run: async (args) => {
+      await writeStdout(versionText(Boolean(args.json)));
+      return Exit.Ok;
+    },
+  },
+  {
+    name: "completion",
+    group: "other",
+    description: "print a shell completion script: source <(mq completion bash)",
+    args: { shell: { type: "positional", description: SHELLS.join(" | "), required: true } },
+    maxPositionals: 1,
+    examples: ["source <(mq completion bash)   # in ~/.bashrc", "mq completion fish > ~/.config/fish/completions/mq.fish"],
+    run: async (args) => {
+      const shell = String(args.shell);
+      if (!(SHELLS as readonly string[]).includes(shell)) throw new UsageError(`unknown shell ${JSON.stringify(shell)}: expected ${SHELLS.join(", ")}`);
+      await writeStdout(renderCompletion(program, shell as Shell));
+      return Exit.Ok;
+    },
+  },
+];
 
-const main = defineCommand({
-  meta: { name: "mq", version: "0.1.0", description: "a durable publish/subscribe message queue" },
-  subCommands: { create, pub, sub, unsub, recv, destroy, topics, stats, bench, server, local, up },
-});
+const program: Program = { name: "mq", version: pkg.version, description: "a durable publish/subscribe message queue", commands };
 
-/** The most positional arguments each command takes (sub and unsub take any number of topics). */
-const positionalLimits: Record<string, [{ args?: unknown }, number]> = {
-  create: [create, 0], pub: [pub, 3], sub: [sub, Infinity], unsub: [unsub, Infinity], recv: [recv, 1], destroy: [destroy, 1],
-  topics: [topics, 0], stats: [stats, 0], bench: [bench, 0], server: [server, 0], local: [local, 0], up: [up, 0],
-};
+function versionText(json: boolean): string {
+  const platform = `${process.platform}-${process.arch}`;
+  return json ? `${JSON.stringify({ mq: pkg.version, bun: Bun.version, platform })}\n` : `mq ${pkg.version} (bun ${Bun.version}, ${platform})\n`;
+}
+
+function commandNamed(name: string): Command {
+  const cmd = commands.find((c) => c.name === name);
+  if (cmd) return cmd;
+  const guess = closest(name, commands.map((c) => c.name));
+  throw new UsageError(`unknown command ${JSON.stringify(name)}${guess ? `; did you mean \`mq ${guess}\`?` : ""}`);
+}
 
 /**
  * citty ignores unknown options and extra words; here a typo (`--folow`) or a stray word
- * is bad usage (exit 2) instead of a silent default.
+ * is bad usage (exit 2) instead of a silent default. Short options (`-f`, `-n 5`, `-n5`,
+ * `-fj`) are the aliases of the table.
  */
-function checkArgv(argv: string[]): void {
-  const name = argv[0]!;
-  if (name.startsWith("-")) throw new UsageError(`options go after the command, e.g. \`mq create --json\` (got ${JSON.stringify(name)} first)`);
-  const entry = positionalLimits[name];
-  if (!entry) return; // citty reports an unknown command
-  const defs = (entry[0].args ?? {}) as Record<string, { type: string }>;
+function checkArgv(cmd: Command, argv: string[]): void {
+  const defs = cmd.args;
+  const byAlias = new Map(Object.entries(defs).flatMap(([name, d]) => (d.alias ? [[d.alias, name] as const] : [])));
+  const longNames = Object.entries(defs).filter(([, d]) => d.type !== "positional").map(([n]) => `--${n}`);
   let positionals = 0;
   for (let i = 1; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -281,34 +372,74 @@ function checkArgv(argv: string[]): void {
     if (arg.startsWith("--")) {
       const eq = arg.indexOf("=");
       const key = arg.slice(2, eq < 0 ? undefined : eq);
-      const def = defs[key] ?? (key.startsWith("no-") ? defs[key.slice(3)] : undefined);
-      if (!def || def.type === "positional") throw new UsageError(`unknown option --${key} for \`mq ${name}\``);
+      const def = defs[key] ?? (key.startsWith("no-") && defs[key.slice(3)]?.type === "boolean" ? defs[key.slice(3)] : undefined);
+      if (!def || def.type === "positional") {
+        const guess = closest(`--${key}`, longNames);
+        throw new UsageError(`unknown option --${key} for \`mq ${cmd.name}\`${guess ? `; did you mean ${guess}?` : ""}`);
+      }
       if (def.type === "string" && eq < 0) {
         if (i + 1 >= argv.length) throw new UsageError(`--${key} needs a value`);
         i++;
       }
     } else if (arg.startsWith("-") && arg !== "-") {
-      // citty would read "-5" as a flag and drop it; an argument that starts with "-" goes after "--".
-      throw new UsageError(`unknown option ${arg} for \`mq ${name}\` (to pass an argument that starts with "-", put it after --)`);
+      // `-fj`: booleans in a row; a string option takes the rest of the word or the next one.
+      for (let j = 1; j < arg.length; j++) {
+        const name = byAlias.get(arg[j]!);
+        if (name === undefined) {
+          // citty would read "-5" as a flag and drop it; an argument that starts with "-" goes after "--".
+          const hint = /^-\d/.test(arg) ? ' (to pass an argument that starts with "-", put it after --)' : "";
+          if (hint) throw new UsageError(`unknown option ${arg} for \`mq ${cmd.name}\`${hint}`);
+          throw new UsageError(`unknown option -${arg[j]} for \`mq ${cmd.name}\``);
+        }
+        if (defs[name]!.type === "string") {
+          if (j === arg.length - 1) {
+            if (i + 1 >= argv.length) throw new UsageError(`-${arg[j]} (--${name}) needs a value`);
+            i++;
+          }
+          break;
+        }
+      }
     } else positionals++;
   }
-  if (positionals > entry[1]) {
-    const extra = name === "pub" ? "; quote the message, or send it on standard input" : "";
-    throw new UsageError(`\`mq ${name}\` takes at most ${entry[1]} argument${entry[1] === 1 ? "" : "s"}, got ${positionals}${extra}`);
+  if (positionals > cmd.maxPositionals) {
+    const extra = cmd.name === "pub" ? "; quote the message, or send it on standard input" : "";
+    throw new UsageError(`\`mq ${cmd.name}\` takes at most ${cmd.maxPositionals} argument${cmd.maxPositionals === 1 ? "" : "s"}, got ${positionals}${extra}`);
   }
 }
 
+/** Parses `argv` for `cmd` with citty and runs it. */
+async function runParsed(cmd: Command, argv: string[]): Promise<number> {
+  checkArgv(cmd, argv);
+  const def: CommandDef = defineCommand({
+    meta: { name: cmd.name },
+    args: cmd.args as ArgsDef,
+    run: async ({ args }) => {
+      exitCode = await cmd.run(args);
+    },
+  });
+  await runCommand(def, { rawArgs: argv.slice(1) });
+  return exitCode;
+}
+
 async function run(argv: string[]): Promise<number> {
-  if (argv.length === 0) argv = ["--help"];
   const options = argv.includes("--") ? argv.slice(0, argv.indexOf("--")) : argv;
-  if (options.some((a) => a === "--help" || a === "-h") || (argv.length === 1 && (argv[0] === "--version" || argv[0] === "-v"))) {
-    await runMain(main, { rawArgs: argv }); // shows usage or version
-    return Exit.Ok;
-  }
   try {
-    checkArgv(argv);
-    await runCommand(main, { rawArgs: argv });
-    return exitCode;
+    if (argv.length === 0 || (argv.length === 1 && (argv[0] === "--help" || argv[0] === "-h"))) {
+      await writeStdout(renderProgramHelp(program));
+      return Exit.Ok;
+    }
+    if (argv.length === 1 && (argv[0] === "--version" || argv[0] === "-v")) {
+      await writeStdout(versionText(false));
+      return Exit.Ok;
+    }
+    const first = argv[0]!;
+    if (first.startsWith("-")) throw new UsageError(`options go after the command, e.g. \`mq create --json\` (got ${JSON.stringify(first)} first)`);
+    const cmd = commandNamed(first);
+    if (options.some((a) => a === "--help" || a === "-h")) {
+      await writeStdout(renderCommandHelp(program, cmd));
+      return Exit.Ok;
+    }
+    return await runParsed(cmd, argv);
   } catch (err) {
     if (err instanceof MqError) {
       reportError(err);
@@ -318,8 +449,8 @@ async function run(argv: string[]): Promise<number> {
     if (e instanceof UsageError || e.name === "CLIError" || e instanceof RangeError) {
       // citty colours its messages; stderr may be a file or a pipe.
       const message = e.message.replace(/\x1b\[[0-9;]*m/g, "");
-      const help = argv[0] && argv[0] in positionalLimits ? `mq ${argv[0]} --help` : "mq --help";
-      process.stderr.write(`mq: usage: ${message}\n(run \`${help}\` for help)\n`);
+      const known = commands.some((c) => c.name === argv[0]);
+      process.stderr.write(`mq: usage: ${message}\n(run \`${known ? `mq ${argv[0]} --help` : "mq --help"}\` for help)\n`);
       return Exit.Usage;
     }
     process.stderr.write(`mq: error: ${e.message ?? String(e)}\n`);

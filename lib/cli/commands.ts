@@ -50,7 +50,8 @@ export async function pub(options: PubOptions): Promise<number> {
     const report = async (r: PubResult) => {
       if (!warned && (r.created || r.subscribers === 0)) {
         warned = true;
-        warn(`topic "${r.topic}" ${r.created ? "was just created and " : ""}has no subscribers: nobody will receive this message`);
+        // The message is kept: an id that subscribes later with --from earliest gets it.
+        warn(`topic "${r.topic}" ${r.created ? "is new and " : ""}has no subscribers yet: the message is stored, but only an id that subscribes with --from earliest (or --from ${r.seq}) will receive it`);
       }
       const noun = r.subscribers === 1 ? "subscriber" : "subscribers";
       await writeStdout(line(options, r, `${r.topic}: seq ${r.seq}, ${r.subscribers} ${noun}${r.created ? " (new topic)" : ""}`));
@@ -59,6 +60,7 @@ export async function pub(options: PubOptions): Promise<number> {
       await report(await mq.publish(options.id, options.topic, options.message));
       return Exit.Ok;
     }
+    if (process.stdin.isTTY) warn("reading the message from the terminal: type it, then press Ctrl-D (or give MESSAGE as an argument, or pipe it in)");
     if (!options.lines) {
       let data = new Uint8Array(await Bun.stdin.arrayBuffer());
       if (!options.raw && data.length > 0 && data[data.length - 1] === 10) data = data.subarray(0, data.length - 1);
@@ -68,29 +70,33 @@ export async function pub(options: PubOptions): Promise<number> {
     // --lines: every line is one message, pipelined in order with a bounded window.
     const inFlight: Promise<PubResult>[] = [];
     const send = async (data: Uint8Array) => {
-      inFlight.push(mq.publish(options.id, options.topic, data));
+      const result = mq.publish(options.id, options.topic, data);
+      // When the broker goes away every publish in flight fails; the first one awaited is
+      // reported, the others must not surface as unhandled rejections (one trace each).
+      result.catch(() => {});
+      inFlight.push(result);
       if (inFlight.length >= PUB_WINDOW) await report(await inFlight.shift()!);
     };
-    const source = options.message !== undefined ? [Buffer.from(options.message)] : Bun.stdin.stream();
-    for await (const data of splitLines(source)) await send(data);
+    for await (const data of splitLines(Bun.stdin.stream())) await send(data);
     while (inFlight.length > 0) await report(await inFlight.shift()!);
     return Exit.Ok;
   });
 }
 
-/** Lines of a byte stream, without their "\n"; no empty message for a final newline. */
+/** Lines of a byte stream, without their "\n" or "\r\n"; no empty message for a final newline. */
 export async function* splitLines(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  const line = (buf: Uint8Array, start: number, end: number) => buf.slice(start, end > start && buf[end - 1] === 13 ? end - 1 : end);
   let rest: Uint8Array = new Uint8Array(0);
   for await (const chunk of source) {
     const buf: Uint8Array = rest.length > 0 ? Buffer.concat([rest, chunk]) : chunk;
     let start = 0;
     for (let i = buf.indexOf(10); i >= 0; i = buf.indexOf(10, start)) {
-      yield buf.slice(start, i);
+      yield line(buf, start, i);
       start = i + 1;
     }
     rest = buf.slice(start);
   }
-  if (rest.length > 0) yield rest;
+  if (rest.length > 0) yield line(rest, 0, rest.length);
 }
 
 export interface SubOptions extends CommonOptions {
@@ -109,8 +115,10 @@ export async function sub(options: SubOptions): Promise<number> {
 
 export async function unsub(options: SubOptions): Promise<number> {
   for (const t of options.topics) checkTopic(t);
-  await withClient(options, (mq) => mq.unsubscribe(options.id, options.topics));
-  await writeStdout(options.topics.map((topic) => line(options, { topic, unsubscribed: true }, `unsubscribed ${options.id} from ${topic}`)).join(""));
+  const result = await withClient(options, (mq) => mq.unsubscribe(options.id, options.topics));
+  // Not subscribed is not an error (as in NATS and Redis), but the output says so.
+  const text = (r: { topic: string; unsubscribed: boolean }) => (r.unsubscribed ? `unsubscribed ${options.id} from ${r.topic}` : `${options.id} was not subscribed to ${r.topic}`);
+  await writeStdout(result.map((r) => line(options, r, text(r))).join(""));
   return Exit.Ok;
 }
 

@@ -165,8 +165,9 @@ export class MqClient {
     return (await this.call(frame)).topics as Array<{ topic: string; from: number; created: boolean }>;
   }
 
-  async unsubscribe(id: number, topics: string[]): Promise<void> {
-    await this.call({ op: "unsub", id, topics });
+  /** Unsubscribes `id` from `topics`; `unsubscribed` is false for a topic it was not subscribed to. */
+  async unsubscribe(id: number, topics: string[]): Promise<Array<{ topic: string; unsubscribed: boolean }>> {
+    return (await this.call({ op: "unsub", id, topics })).topics as Array<{ topic: string; unsubscribed: boolean }>;
   }
 
   /**

@@ -391,16 +391,19 @@ export class MqServer {
   private async unsubscribe(session: Session, id: number, names: string[]) {
     this.checkOwner(session, id);
     for (const name of names) checkTopic(name);
-    for (const name of names) await this.dropSubscription(id, name);
-    return {};
+    const topics: Array<{ topic: string; unsubscribed: boolean }> = [];
+    for (const name of names) topics.push({ topic: name, unsubscribed: await this.dropSubscription(id, name) });
+    return { topics };
   }
 
-  private async dropSubscription(id: number, name: string): Promise<void> {
+  /** Returns false when `id` was not subscribed to `name`. */
+  private async dropSubscription(id: number, name: string): Promise<boolean> {
     const sub = this.subscriptionsOf.get(id)?.get(name);
-    if (!sub) return;
+    if (!sub) return false;
     sub.topic.subscriptions.delete(id);
     this.subscriptionsOf.get(id)!.delete(name);
     await sub.topic.index.remove(id);
+    return true;
   }
 
   private async destroy(session: Session, id: number) {

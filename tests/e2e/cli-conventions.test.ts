@@ -1,0 +1,255 @@
+/**
+ * Shell conventions of the compiled CLI: version, help, completion, short flags, "did you
+ * mean", conflicting flags, size flags, the terminal hint of `pub`, and the messages a user
+ * reads when something is off.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import pkg from "../../package.json" with { type: "json" };
+import { jsonLines, mq, mqCommand, startCluster, startLocal, startServer, teardown, tmpDir } from "./harness.ts";
+
+/** No broker is needed (or reachable): these are decided before any connection. */
+const offline = (args: string[], options: Parameters<typeof mq>[2] = {}) => mq("/nonexistent/mq.sock", args, options);
+const ESC = "\x1b";
+/** A terminal-ish environment that once made escapes leak into files. */
+const colourfulEnv = { TERM: "xterm-256color", TMUX: "/tmp/tmux-0/default,1,0", COLORTERM: "truecolor" };
+
+let cluster: Awaited<ReturnType<typeof startCluster>>;
+beforeAll(async () => {
+  cluster = await startCluster({ serverArgs: ["--max-message-bytes", "1K"] });
+});
+afterAll(async () => {
+  await cluster?.[Symbol.asyncDispose]();
+});
+
+describe("mq version", () => {
+  test("`mq version`, `--version` and `-v` print the package version", async () => {
+    for (const args of [["version"], ["--version"], ["-v"]]) {
+      const r = await offline(args);
+      expect(r).toMatchObject({ code: 0, stderr: "" });
+      expect(r.stdout).toStartWith(`mq ${pkg.version} (bun `);
+    }
+    const j = await offline(["version", "--json"]);
+    expect(JSON.parse(j.stdout)).toMatchObject({ mq: pkg.version, platform: `${process.platform}-${process.arch}` });
+  });
+});
+
+describe("mq help", () => {
+  test("`mq help`, `mq --help` and no arguments list every command, with no escape codes off a terminal", async () => {
+    const outputs = await Promise.all([["help"], ["--help"], []].map((a) => offline(a, { env: colourfulEnv })));
+    for (const r of outputs) {
+      expect(r.code).toBe(0);
+      expect(r.stdout).not.toContain(ESC);
+      for (const name of ["create", "pub", "sub", "unsub", "recv", "destroy", "topics", "stats", "bench", "server", "local", "up", "help", "version", "completion"]) {
+        expect(r.stdout).toMatch(new RegExp(`^  ${name}\\b`, "m"));
+      }
+    }
+    expect(outputs[1]!.stdout).toBe(outputs[0]!.stdout);
+  });
+
+  test("`mq help recv` equals `mq recv --help` and lists the short flags", async () => {
+    const a = await offline(["help", "recv"], { env: colourfulEnv });
+    const b = await offline(["recv", "--help"], { env: colourfulEnv });
+    expect(a.code).toBe(0);
+    expect(a.stdout).toBe(b.stdout);
+    expect(a.stdout).not.toContain(ESC);
+    for (const flag of ["-f, --follow", "-n, --count N", "-w, --wait SECONDS", "-j, --json", "-s, --socket PATH"]) expect(a.stdout).toContain(flag);
+  });
+
+  test("sub and unsub show that several topics are taken; server shows its defaults", async () => {
+    expect((await offline(["sub", "--help"])).stdout).toContain("Usage: mq sub ID TOPIC... [options]");
+    expect((await offline(["help", "unsub"])).stdout).toContain("Usage: mq unsub ID TOPIC... [options]");
+    const server = (await offline(["server", "--help"])).stdout;
+    expect(server).toMatch(/--max-message-bytes SIZE\s+largest message accepted \(K\/M\/G\) \(default 1M\)/);
+    expect(server).toMatch(/--fsync POLICY\s+always \| interval \| never \(default always\)/);
+  });
+
+  test("help for an unknown command is bad usage with a suggestion", async () => {
+    const r = await offline(["help", "recieve"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("unknown command \"recieve\"; did you mean `mq recv`?");
+  });
+});
+
+describe("did you mean", () => {
+  test("a mistyped command or option exits 2 and names the closest one", async () => {
+    const cmd = await offline(["recvv", "3"]);
+    expect(cmd).toMatchObject({ code: 2, stdout: "" });
+    expect(cmd.stderr).toContain("did you mean `mq recv`?");
+    const opt = await offline(["recv", "3", "--folow"]);
+    expect(opt.code).toBe(2);
+    expect(opt.stderr).toContain("unknown option --folow for `mq recv`; did you mean --follow?");
+    const far = await offline(["qwertyuiop"]);
+    expect(far.code).toBe(2);
+    expect(far.stderr).not.toContain("did you mean");
+  });
+});
+
+describe("short flags", () => {
+  test("-n, -j, -w and -s work like their long forms, also combined", async () => {
+    const id = await cluster.create();
+    await cluster.run(["sub", String(id), "short.flags"]);
+    await cluster.run(["pub", String(id), "short.flags", "--lines"], { stdin: "a\nb\nc\n" });
+    // -s instead of MQ_SOCKET
+    const r = await mq(null, ["recv", String(id), "-n", "2", "-j", "-s", cluster.local.socket]);
+    expect(r.code).toBe(0);
+    expect(jsonLines(r.stdout).map((m) => m.data)).toEqual(["a", "b"]);
+    const rest = await cluster.run(["recv", String(id), "-jn5"]);
+    expect(jsonLines(rest.stdout).map((m) => m.data)).toEqual(["c"]);
+    const idle = await cluster.run(["recv", String(id), "-w", "0.2"]);
+    expect(idle).toMatchObject({ code: 3, stdout: "" });
+  });
+
+  test("an unknown short flag is bad usage", async () => {
+    const r = await offline(["recv", "3", "-x"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("unknown option -x for `mq recv`");
+  });
+});
+
+describe("conflicting and ignored flags are bad usage (exit 2), before any connection", () => {
+  test.each([
+    [["recv", "3", "--raw", "--json"], "--raw and --json cannot be used together"],
+    [["pub", "3", "t", "hello", "--lines"], "MESSAGE and --lines cannot be used together"],
+    [["pub", "3", "t", "hello", "--raw"], "MESSAGE and --raw cannot be used together"],
+    [["pub", "3", "t", "--raw", "--lines"], "--raw and --lines cannot be used together"],
+    [["server", "--max-message-bytes", "0"], "--max-message-bytes must be at least 1 byte"],
+    [["server", "--max-message-bytes", "1Q"], "--max-message-bytes must be a size like"],
+    [["completion", "tcsh"], 'unknown shell "tcsh"'],
+  ])("mq %p", async (args, message) => {
+    const r = await offline(args);
+    expect(r).toMatchObject({ code: 2, stdout: "" });
+    expect(r.stderr).toContain(message);
+    expect(r.stderr).not.toContain("UNAVAILABLE");
+  });
+});
+
+describe("size flags", () => {
+  test("--max-message-bytes takes K/M/G like the other size flags: 1K is 1024 bytes", async () => {
+    const id = await cluster.create();
+    const fits = await cluster.run(["pub", String(id), "size.flag", "x".repeat(1024)]);
+    expect(fits.code).toBe(0);
+    const over = await cluster.run(["pub", String(id), "size.flag", "x".repeat(1025)]);
+    expect(over.code).toBe(1);
+    expect(over.stderr).toContain("MESSAGE_TOO_LARGE");
+    expect(over.stderr).toContain("1024");
+  });
+});
+
+describe("mq pub", () => {
+  test("the no-subscriber warning says the message is kept, and a later --from earliest gets it", async () => {
+    const id = await cluster.create();
+    const r = await cluster.run(["pub", String(id), "warn.kept", "first"]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain('topic "warn.kept" is new and has no subscribers yet: the message is stored');
+    expect(r.stderr).toContain("--from earliest");
+    expect(r.stderr).not.toContain("nobody will receive");
+    await cluster.run(["sub", String(id), "warn.kept", "--from", "earliest"]);
+    expect((await cluster.run(["recv", String(id)])).stdout).toBe("first\n");
+  });
+
+  test("--lines drops the \\r of CRLF line ends", async () => {
+    const id = await cluster.create();
+    await cluster.run(["sub", String(id), "crlf"]);
+    expect((await cluster.run(["pub", String(id), "crlf", "--lines"], { stdin: "one\r\ntwo\r\nthree" })).code).toBe(0);
+    const r = await cluster.run(["recv", String(id), "-n", "5", "-j"]);
+    expect(jsonLines(r.stdout).map((m) => m.data)).toEqual(["one", "two", "three"]);
+  });
+
+  test.skipIf(!Bun.which("script"))("a terminal on standard input gets a hint on stderr, then the typed message is published (needs util-linux script)", async () => {
+    const id = await cluster.create();
+    await cluster.run(["sub", String(id), "tty.hint"]);
+    const command = [...mqCommand(), "pub", String(id), "tty.hint"].map((a) => `'${a}'`).join(" ");
+    const proc = Bun.spawn(["script", "-qec", command, "/dev/null"], { stdin: "pipe", stdout: "pipe", stderr: "pipe", env: { ...process.env, MQ_SOCKET: cluster.local.socket } });
+    const killer = setTimeout(() => proc.kill("SIGKILL"), 20_000);
+    try {
+      // The pty merges stdout and stderr; wait for the hint before typing.
+      let seen = "";
+      const reader = proc.stdout.getReader();
+      while (!seen.includes("Ctrl-D")) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        seen += new TextDecoder().decode(value);
+      }
+      expect(seen).toContain("mq: warning: reading the message from the terminal");
+      proc.stdin.write("typed at a terminal\n\x04");
+      await proc.stdin.flush();
+      expect(await proc.exited).toBe(0);
+      reader.releaseLock();
+    } finally {
+      clearTimeout(killer);
+      proc.kill("SIGKILL");
+    }
+    expect((await cluster.run(["recv", String(id)])).stdout).toBe("typed at a terminal\n");
+  });
+
+  test("--lines while the server is down: one error line, no stack traces, exit 4", async () => {
+    const server = await startServer();
+    const local = await startLocal(server.address);
+    try {
+      const id = Number((await mq(local.socket, ["create"])).stdout);
+      await server.daemon.stop();
+      const lines = Array.from({ length: 2000 }, (_, i) => `line ${i}`).join("\n");
+      const r = await mq(local.socket, ["pub", String(id), "down", "--lines"], { stdin: lines });
+      expect(r.code).toBe(4);
+      expect(r.stderr.trim().split("\n")).toEqual([expect.stringMatching(/^mq: UNAVAILABLE: /)]);
+    } finally {
+      await teardown([local.daemon, server.daemon], [local.dataDir, server.dataDir]);
+    }
+  });
+});
+
+describe("mq unsub", () => {
+  test("says when the id was not subscribed, in text and --json", async () => {
+    const id = await cluster.create();
+    await cluster.run(["sub", String(id), "unsub.real"]);
+    const r = await cluster.run(["unsub", String(id), "unsub.real", "unsub.never"]);
+    expect(r).toMatchObject({ code: 0, stdout: `unsubscribed ${id} from unsub.real\n${id} was not subscribed to unsub.never\n` });
+    const j = await cluster.run(["unsub", String(id), "unsub.real", "--json"]);
+    expect(jsonLines(j.stdout)).toEqual([{ topic: "unsub.real", unsubscribed: false }]);
+  });
+});
+
+describe("mq completion", () => {
+  const script = async (shell: string) => {
+    const r = await offline(["completion", shell]);
+    expect(r).toMatchObject({ code: 0, stderr: "" });
+    const dir = tmpDir("mq-completion-");
+    const file = path.join(dir, `mq.${shell}`);
+    fs.writeFileSync(file, r.stdout);
+    return { file, dir, text: r.stdout };
+  };
+
+  test("bash: the script parses (bash -n) and completes commands, options and choices", async () => {
+    const { file, dir } = await script("bash");
+    try {
+      expect(Bun.spawnSync(["bash", "-n", file]).exitCode).toBe(0);
+      const complete = (words: string[]) => {
+        const program = `source '${file}'; COMP_WORDS=(${words.map((w) => `'${w}'`).join(" ")}); COMP_CWORD=${words.length - 1}; _mq; printf '%s\\n' "\${COMPREPLY[@]}"`;
+        const r = Bun.spawnSync(["bash", "-c", program], { env: { PATH: process.env.PATH ?? "", MQ_SOCKET: "/nonexistent/mq.sock" } });
+        return r.stdout.toString().trim().split("\n");
+      };
+      expect(complete(["mq", "re"])).toEqual(["recv"]);
+      expect(complete(["mq", "recv", "3", "--fo"])).toEqual(["--follow"]);
+      expect(complete(["mq", "server", "--fsync", ""])).toEqual(["always", "interval", "never"]);
+      expect(complete(["mq", "completion", "f"])).toEqual(["fish"]);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test.skipIf(!Bun.which("zsh"))("zsh: the script parses (zsh -n; .ci/run installs zsh)", async () => {
+    const { file, dir, text } = await script("zsh");
+    expect(text).toStartWith("#compdef mq");
+    expect(Bun.spawnSync(["zsh", "-n", file]).exitCode).toBe(0);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test.skipIf(!Bun.which("fish"))("fish: the script parses and names every command (fish --no-execute; .ci/run installs fish)", async () => {
+    const { file, dir, text } = await script("fish");
+    expect(Bun.spawnSync(["fish", "--no-execute", file]).exitCode).toBe(0);
+    for (const name of ["create", "pub", "recv", "server", "completion"]) expect(text).toContain(`-a ${name} `);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+});
