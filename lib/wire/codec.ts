@@ -9,10 +9,52 @@ import { checkField, schemas, type Frame } from "./messages.ts";
 // Plain maps and byte strings on the wire: no records extension, no typed-array tags,
 // so any CBOR implementation can speak the protocol.
 const encoder = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false, variableMapSize: true } as never);
-const decoder = new Decoder({ useRecords: false, mapsAsObjects: true } as never);
+// int64AsNumber: a uint64 (major type 0, 27) decodes to a number, not a BigInt; above
+// 2^53 it fails the "uint" check instead of being rounded silently.
+const decoder = new Decoder({ useRecords: false, mapsAsObjects: true, int64AsNumber: true } as never);
 
 export function encode(frame: object): Uint8Array {
-  return encoder.encode(frame);
+  return integersAsUints(encoder.encode(frame));
+}
+
+/**
+ * cbor-x writes an integer of 2^32 or more (every `time` in ms, a seq past 4 billion) as a
+ * float64. The protocol says integers are CBOR unsigned integers, so such floats are
+ * rewritten in place as uint64: both take 9 bytes (head 0xfb → 0x1b, 8 big-endian bytes).
+ * The walk skips strings by their length, so it costs one step per item, not per byte.
+ */
+export function integersAsUints(bytes: Uint8Array): Uint8Array {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let pos = 0;
+  let items = 1; // items still to read at this point of the walk
+  while (items > 0 && pos < bytes.length) {
+    items--;
+    const head = bytes[pos]!;
+    const major = head >> 5;
+    const info = head & 31;
+    pos++;
+    if (info > 27) break; // indefinite lengths and reserved values: never written by this encoder
+    let arg = info;
+    if (info === 24) arg = bytes[pos++]!;
+    else if (info === 25) (arg = view.getUint16(pos)), (pos += 2);
+    else if (info === 26) (arg = view.getUint32(pos)), (pos += 4);
+    else if (info === 27) {
+      if (major === 7) {
+        const value = view.getFloat64(pos);
+        if (Number.isSafeInteger(value) && value >= 0) {
+          bytes[pos - 1] = 0x1b;
+          view.setUint32(pos, Math.floor(value / 2 ** 32));
+          view.setUint32(pos + 4, value >>> 0);
+        }
+      } else arg = view.getUint32(pos) * 2 ** 32 + view.getUint32(pos + 4);
+      pos += 8;
+    }
+    if (major === 2 || major === 3) pos += arg;
+    else if (major === 4) items += arg;
+    else if (major === 5) items += 2 * arg;
+    else if (major === 6) items += 1;
+  }
+  return bytes;
 }
 
 /**

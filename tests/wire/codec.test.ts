@@ -112,6 +112,35 @@ describe("codec encoding", () => {
   });
 });
 
+describe("codec integers", () => {
+  /** The CBOR head of a uint64 followed by its 8 bytes. */
+  const uint64 = (n: number) => `1b${n.toString(16).padStart(16, "0")}`;
+
+  test("encode writes integers of 2^32 and more (times in ms, big seqs) as CBOR uint64, not float64", () => {
+    const time = 1_796_053_804_378;
+    const bytes = encode({ op: "msgs", id: 1, topic: "a", seq: 5e9, times: [time, time + 1], payloads: [new Uint8Array(0), new Uint8Array(0)] });
+    expect(hex(bytes)).toContain(`736571${uint64(5e9)}`); // "seq" then the value
+    expect(hex(bytes)).toContain(`82${uint64(time)}${uint64(time + 1)}`);
+    expect(hex(bytes)).not.toContain("fb");
+    expect(decode(bytes)).toEqual({ op: "msgs", id: 1, topic: "a", seq: 5e9, times: [time, time + 1], payloads: [new Uint8Array(0), new Uint8Array(0)] } as Frame);
+  });
+
+  test("encode leaves bytes inside a payload alone, even when they look like a float64", () => {
+    const lookalike = new Uint8Array([0xfb, 0x41, 0xf2, 0xa0, 0x5f, 0x20, 0, 0, 0]); // float64 5e9
+    const frame = { op: "pub", rid: 1, id: 2, topic: "t", data: lookalike };
+    expect((decode(encode(frame)) as { data: Uint8Array }).data).toEqual(lookalike);
+  });
+
+  test("decode accepts a uint64 seq from another implementation, and refuses one above 2^53 - 1", () => {
+    const frame = (seq: bigint) => raw.encode({ op: "msgs", id: 1, topic: "a", seq, times: [], payloads: [] });
+    expect(hex(frame(5_000_000_000n))).toContain(uint64(5e9));
+    expect(decode(frame(5_000_000_000n))).toMatchObject({ op: "msgs", seq: 5e9 });
+    const err = mqErrorOf(() => decode(frame(2n ** 53n)));
+    expect(err.code).toBe(Code.BadRequest);
+    expect(err.message).toContain('field "seq"');
+  });
+});
+
 describe("decodeMap", () => {
   test.each([
     ["a reserved CBOR byte", [0xff, 0xfe]],
