@@ -250,10 +250,14 @@ describe("publish batching edge cases", () => {
 
   test("requests keep the order they were made in: a publish before a destroy is stored", async () => {
     await using c = await MqClient.connect({ socket: cluster.local.socket });
+    const witness = await c.create();
+    await c.subscribe(witness, ["order.kept"]);
     const id = await c.create();
     const [pub, destroyed] = await Promise.allSettled([c.publish(id, "order.kept", "last words"), c.destroy(id)]);
-    expect(pub.status).toBe("fulfilled");
+    expect(pub).toMatchObject({ status: "fulfilled", value: { topic: "order.kept", seq: 1, subscribers: 1 } });
     expect(destroyed.status).toBe("fulfilled");
+    // Stored, not only answered: the witness receives it.
+    expect((await cluster.run(["recv", String(witness), "--wait", "10", "--json"])).stdout).toContain('"data":"last words"');
   });
 
   test("a client waiting on an id gets a dying client's batches back in order", async () => {

@@ -88,21 +88,18 @@ test("server unreachable for 10 s: publishes fail with exit 4 in bounded time, r
     expect(await server.daemon.stop()).toBe(0);
     await local.daemon.waitFor(/lost the server/);
     expect((await mq(local.socket, ["recv", String(id)])).stdout).toBe("before-1\n");
-    const failures: Array<{ code: number; ms: number; stderr: string }> = [];
-    while (Date.now() - down < 10_000 && failures.length < 8) {
-      const t = Date.now();
-      const r = await mq(local.socket, ["pub", String(id), "outage", "during"], { timeoutMs: 30_000 });
-      failures.push({ code: r.code, ms: Date.now() - t, stderr: r.stderr });
+    // A fixed number of publishes during the outage. SPEC says exit 4 within 5 s: a publish
+    // that hangs is killed at the (loose, loaded-machine) bound and then fails the exit-code check.
+    const failures: Array<{ code: number; stderr: string }> = [];
+    for (let i = 0; i < 6; i++) {
+      const r = await mq(local.socket, ["pub", String(id), "outage", "during"], { timeoutMs: 15_000 });
+      failures.push({ code: r.code, stderr: r.stderr });
       await Bun.sleep(500);
     }
-    for (const f of failures) {
-      expect(f.code).toBe(4);
-      expect(f.stderr).toStartWith("mq: UNAVAILABLE: ");
-      // SPEC: within 5 s; the bound here is loose because the machine may be loaded.
-      expect(f.ms).toBeLessThan(15_000);
-    }
+    expect(failures.map((f) => f.code)).toEqual([4, 4, 4, 4, 4, 4]);
+    for (const f of failures) expect(f.stderr).toStartWith("mq: UNAVAILABLE: ");
     expect((await mq(local.socket, ["recv", String(id)])).stdout).toBe("before-2\n");
-    console.log(`fault 4 (server away 10 s): ${failures.length} publishes failed with exit 4, slowest ${Math.max(...failures.map((f) => f.ms))} ms`);
+    // The outage lasts 10 s in all (the scenario, not an assertion).
     await Bun.sleep(Math.max(0, 10_000 - (Date.now() - down)));
 
     server = await startServer({ dataDir, port: server.port });
