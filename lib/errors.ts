@@ -12,6 +12,8 @@ export const Code = {
   Internal: "INTERNAL",
   /** Added to the SPEC §4 list: the server could not write or fsync (disk full, I/O error). Nothing was acknowledged. */
   StorageError: "STORAGE_ERROR",
+  /** Added to the SPEC §4 list: a configured limit (ids per broker, subscriptions per id, requests in flight, topics) was reached. Retry after freeing some, or raise the limit. */
+  LimitExceeded: "LIMIT_EXCEEDED",
 } as const;
 export type Code = (typeof Code)[keyof typeof Code];
 

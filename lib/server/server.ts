@@ -280,7 +280,7 @@ export class MqServer {
     // Creates in flight count too: ids become live only once durable.
     const creating = this.creating.get(session.broker) ?? 0;
     if (this.registry.countOwnedBy(session.broker) + creating >= this.limits.maxIdsPerBroker) {
-      throw new MqError(Code.BadRequest, `this local broker already owns ${this.limits.maxIdsPerBroker} ids (--max-ids-per-broker); destroy some first`);
+      throw new MqError(Code.LimitExceeded, `this local broker already owns ${this.limits.maxIdsPerBroker} ids (--max-ids-per-broker); destroy some first`);
     }
     this.creating.set(session.broker, creating + 1);
     try {
@@ -355,7 +355,7 @@ export class MqServer {
     const mine = this.subscriptionsOf.get(id);
     const added = names.filter((n) => !mine?.has(n)).length;
     if ((mine?.size ?? 0) + added > this.limits.maxSubscriptionsPerId) {
-      throw new MqError(Code.BadRequest, `id ${id} would have more than ${this.limits.maxSubscriptionsPerId} subscriptions (--max-subscriptions-per-id)`);
+      throw new MqError(Code.LimitExceeded, `id ${id} would have more than ${this.limits.maxSubscriptionsPerId} subscriptions (--max-subscriptions-per-id)`);
     }
     const result: Array<{ topic: string; from: number; created: boolean }> = [];
     for (const name of names) {

@@ -273,7 +273,7 @@ export class Connection {
     if (this.helloTimer && frame.op === "hello") clearTimeout(this.helloTimer);
     const rid = "rid" in frame ? frame.rid : undefined;
     if (rid !== undefined && this.serving >= this.maxInFlight) {
-      return this.fail(rid, new MqError(Code.BadRequest, `too many requests in flight on this connection (limit ${this.maxInFlight}); wait for answers before sending more`));
+      return this.fail(rid, new MqError(Code.LimitExceeded, `too many requests in flight on this connection (limit ${this.maxInFlight}); wait for answers before sending more`));
     }
     let result: unknown;
     try {

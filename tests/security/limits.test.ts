@@ -136,12 +136,12 @@ describe("limits of one server and its local broker", () => {
     await expectHealthy();
   });
 
-  test("--max-subscriptions-per-id: one more subscription is BAD_REQUEST; re-subscribing and unsubscribing still work", async () => {
+  test("--max-subscriptions-per-id: one more subscription is LIMIT_EXCEEDED; re-subscribing and unsubscribing still work", async () => {
     const id = await createId();
     expect((await mq(loc.socket, ["sub", id, "lim.s1", "lim.s2", "lim.s3"])).code).toBe(0);
     const over = await mq(loc.socket, ["sub", id, "lim.s4"]);
     expect(over.code).toBe(1);
-    expect(over.stderr.startsWith("mq: BAD_REQUEST:")).toBe(true);
+    expect(over.stderr.startsWith("mq: LIMIT_EXCEEDED:")).toBe(true);
     expect(over.stderr).toContain("--max-subscriptions-per-id");
     expect((await mq(loc.socket, ["sub", id, "lim.s3", "lim.s4"])).code).toBe(1); // one old + one new is still one too many
     expect((await mq(loc.socket, ["sub", id, "lim.s1"])).code).toBe(0); // already subscribed: not a new one
@@ -152,7 +152,7 @@ describe("limits of one server and its local broker", () => {
     await expectHealthy();
   });
 
-  test("--max-ids-per-broker: one local broker's create beyond the limit is BAD_REQUEST; other brokers and a destroy free it", async () => {
+  test("--max-ids-per-broker: one local broker's create beyond the limit is LIMIT_EXCEEDED; other brokers and a destroy free it", async () => {
     const greedy = await local(srv.address);
     const client = await MqClient.connect({ socket: greedy.socket });
     try {
@@ -163,11 +163,11 @@ describe("limits of one server and its local broker", () => {
         (e: unknown) => e,
       );
       expect(err).toBeInstanceOf(MqError);
-      expect((err as MqError).code).toBe(Code.BadRequest);
+      expect((err as MqError).code).toBe(Code.LimitExceeded);
       expect((err as MqError).message).toContain("--max-ids-per-broker");
       const cli = await mq(greedy.socket, ["create"]);
       expect(cli.code).toBe(1);
-      expect(cli.stderr.startsWith("mq: BAD_REQUEST:")).toBe(true);
+      expect(cli.stderr.startsWith("mq: LIMIT_EXCEEDED:")).toBe(true);
       await expectHealthy(); // another local broker is not affected
       await client.destroy(ids[0]!);
       expect(await client.create()).toBeGreaterThan(0);
@@ -176,7 +176,7 @@ describe("limits of one server and its local broker", () => {
     }
   });
 
-  test("--max-inflight on the server: pipelined requests beyond the limit are BAD_REQUEST, the others succeed", async () => {
+  test("--max-inflight on the server: pipelined requests beyond the limit are LIMIT_EXCEEDED, the others succeed", async () => {
     const raw = await rawHello(serverTarget(), "server");
     const own = (await raw.request({ op: "create", rid: 2 })).id as number;
     const total = SERVER_INFLIGHT + 4;
@@ -187,7 +187,7 @@ describe("limits of one server and its local broker", () => {
     const ok = [...replies.entries()].filter(([, r]) => r.op === "ok").map(([rid]) => rid);
     const refused = [...replies.entries()].filter(([, r]) => r.op === "error").map(([rid, r]) => ({ rid, code: r.code, tooMany: String(r.message).includes("too many requests in flight") }));
     expect(ok).toEqual(Array.from({ length: SERVER_INFLIGHT }, (_, i) => 100 + i));
-    expect(refused).toEqual(Array.from({ length: total - SERVER_INFLIGHT }, (_, i) => ({ rid: 100 + SERVER_INFLIGHT + i, code: "BAD_REQUEST", tooMany: true })));
+    expect(refused).toEqual(Array.from({ length: total - SERVER_INFLIGHT }, (_, i) => ({ rid: 100 + SERVER_INFLIGHT + i, code: "LIMIT_EXCEEDED", tooMany: true })));
     expect(await raw.request({ op: "pub", rid: 999, id: own, topic: "lim.inflight", data: new Uint8Array([1]) })).toMatchObject({ op: "ok", seq: SERVER_INFLIGHT + 1 });
     await expectHealthy();
   });
@@ -215,7 +215,7 @@ describe("limits of one server and its local broker", () => {
     await expectHealthy();
   });
 
-  test("--max-inflight on the local broker: pipelined requests beyond the limit are BAD_REQUEST, the others succeed", async () => {
+  test("--max-inflight on the local broker: pipelined requests beyond the limit are LIMIT_EXCEEDED, the others succeed", async () => {
     const raw = await rawHello(localTarget(), "local");
     const id = (await raw.request({ op: "create", rid: 2 })).id as number;
     const total = LOCAL_INFLIGHT + 2;
@@ -226,7 +226,7 @@ describe("limits of one server and its local broker", () => {
     for (let i = 0; i < total; i++) {
       const r = replies.get(200 + i)!;
       if (i < LOCAL_INFLIGHT) expect(r).toMatchObject({ op: "ok", messages: [] });
-      else expect(r).toMatchObject({ op: "error", code: "BAD_REQUEST", message: expect.stringContaining("too many requests in flight") });
+      else expect(r).toMatchObject({ op: "error", code: "LIMIT_EXCEEDED", message: expect.stringContaining("too many requests in flight") });
     }
     expect(await raw.request({ op: "recv", rid: 300, id, max: 1, wait: 0 })).toMatchObject({ op: "ok" });
     await expectHealthy();
