@@ -1,20 +1,22 @@
 /**
  * The TypeScript client: talks to the local broker over its Unix socket. The CLI is built
- * on it. Ids are local ids; errors are MqError with a stable `code`.
+ * on it. Ids are local ids; errors are MqError with a stable `code`. The package entry is
+ * `index.ts`; docs/library.md is the guide.
  *
- *     await using mq = await MqClient.connect();
+ *     await using mq = await connect();
  *     const id = await mq.create();
  *     await mq.subscribe(id, ["orders"]);
  *     await mq.publish(id, "orders", '{"total": 12}');
- *     for await (const m of mq.messages(id)) console.log(m.topic, m.seq, new TextDecoder().decode(m.data));
+ *     for await (const m of mq.messages(id)) console.log(m.topic, m.seq, m.json());
  */
 import type { Socket } from "bun";
 import { defaultSocketPath, maxFrameBytes } from "../config.ts";
 import { Code, MqError } from "../errors.ts";
 import { Connection, type ConnectionHandler } from "../wire/connection.ts";
-import { PROTOCOL_VERSION, type From, type Message, type PubResult, type Outgoing, type TopicInfo } from "../wire/messages.ts";
+import { PROTOCOL_VERSION, type From, type Message as WireMessage, type PubResult, type Outgoing, type TopicInfo } from "../wire/messages.ts";
+import { Message } from "./message.ts";
 
-export type { From, Message, PubResult, TopicInfo };
+export type { From, PubResult, TopicInfo };
 
 export interface ConnectOptions {
   /** Unix socket of the local broker; default `$MQ_SOCKET`, else the default path. */
@@ -24,8 +26,12 @@ export interface ConnectOptions {
 /** A batch from `recv`: the messages, and the ack that tells the broker they reached the user. */
 export interface Received {
   messages: Message[];
-  /** Acknowledge the batch; until then a crash of this process gives them to the next recv. */
-  ack(): Promise<void>;
+  /**
+   * Acknowledges the batch; until then a crash of this process gives them to the next recv.
+   * With `count`, only the first `count` messages reached the user: the rest go back to the
+   * front of the id's queue, for the next recv. Call it once per batch.
+   */
+  ack(count?: number): Promise<void>;
   /** More messages are pending: held by the local broker, or on the server beyond the credit window (they come after `ack`). */
   more: boolean;
 }
@@ -177,25 +183,55 @@ export class MqClient {
   async recv(id: number, options: { max?: number; waitMs?: number } = {}): Promise<Received> {
     const wait = Math.max(0, Math.floor(options.waitMs ?? 0));
     const r = await this.call({ op: "recv", id, max: options.max ?? 1, wait }, wait + ANSWER_TIMEOUT_MS);
-    const messages = (r.messages as Message[] | undefined) ?? [];
+    const wire = (r.messages as WireMessage[] | undefined) ?? [];
+    const messages = new Array<Message>(wire.length);
+    for (let i = 0; i < wire.length; i++) {
+      const m = wire[i]!;
+      messages[i] = new Message(m.topic, m.seq, m.time, m.data);
+    }
     const tag = r.tag as number | undefined;
     return {
       messages,
       more: r.more === true,
-      ack: async () => {
-        if (tag !== undefined) await this.call({ op: "ack", id, tag });
+      ack: async (count?: number) => {
+        if (count !== undefined && !(Number.isSafeInteger(count) && count >= 0 && count <= messages.length)) {
+          throw new RangeError(`Cannot acknowledge ${count} messages of a batch of ${messages.length}: count must be an integer from 0 to ${messages.length}`);
+        }
+        if (tag === undefined) return;
+        // Without count, the whole batch (and the frame stays as it was before count existed).
+        await this.call(count === undefined || count === messages.length ? { op: "ack", id, tag } : { op: "ack", id, tag, count });
       },
     };
   }
 
   /**
    * Every message of `id` as it arrives, until the loop breaks or the connection closes.
-   * A batch is acknowledged when the loop asks for the message after its last one.
+   * A batch is acknowledged when the loop asks for the message after its last one. Leaving
+   * the loop (`break`, `return`, or a throw in its body) acknowledges the messages it was
+   * given and puts the rest of the batch back, so the next read gets them next, in order.
    */
-  async *messages(id: number, options: { batch?: number } = {}): AsyncGenerator<Message> {
+  async *messages(id: number, options: { batch?: number } = {}): AsyncGenerator<Message, void, undefined> {
     while (!this.conn.closed) {
       const got = await this.recv(id, { max: options.batch ?? 100, waitMs: 30_000 });
-      yield* got.messages;
+      let given = 0;
+      let finished = false;
+      try {
+        for (const m of got.messages) {
+          given++; // counted before the yield: a loop that leaves now has seen m
+          yield m;
+        }
+        finished = true;
+      } finally {
+        // Left early: ack what the loop saw, put back the rest. On a closed connection the
+        // ack cannot go out, and need not: the broker puts back all it had not acknowledged.
+        if (!finished) {
+          try {
+            await got.ack(given);
+          } catch (err) {
+            if (!this.conn.closed) throw err;
+          }
+        }
+      }
       await got.ack();
     }
   }
@@ -223,4 +259,12 @@ export class MqClient {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+/**
+ * Connects to the local broker at `options.socket`, else `$MQ_SOCKET`, else the default
+ * socket path; fails with MqError UNAVAILABLE when none is listening. Same as `MqClient.connect`.
+ */
+export function connect(options: ConnectOptions = {}): Promise<MqClient> {
+  return MqClient.connect(options);
 }

@@ -80,9 +80,12 @@ export class Inbox {
     // A topic unsubscribed meanwhile stays dropped.
     messages = messages.filter((m) => this.tracks.has(m.topic));
     if (messages.length === 0) return;
-    // They are older than anything still queued for their topic, so they go first.
+    // Usually older than anything still queued for their topic, so they go first.
     this.queue = messages.concat(this.queue.slice(this.head));
     this.head = 0;
+    // Not when a newer batch of the same topic was put back before them (a client holding
+    // several batches acked the older one in part): then each topic is put in seq order again.
+    if (!inSeqOrder(this.queue)) sortPerTopic(this.queue);
   }
 
   /**
@@ -117,5 +120,33 @@ export class Inbox {
     this.tracks.delete(topic);
     this.queue = this.queue.slice(this.head).filter((m) => m.topic !== topic);
     this.head = 0;
+  }
+}
+
+/** True when every topic's messages in `queue` come in ascending seq order. */
+function inSeqOrder(queue: Message[]): boolean {
+  const last = new Map<string, number>();
+  for (const m of queue) {
+    if ((last.get(m.topic) ?? 0) >= m.seq) return false;
+    last.set(m.topic, m.seq);
+  }
+  return true;
+}
+
+/** Sorts each topic's messages by seq in place, keeping the slots each topic holds in `queue`. */
+function sortPerTopic(queue: Message[]): void {
+  const byTopic = new Map<string, Message[]>();
+  for (const m of queue) {
+    const list = byTopic.get(m.topic);
+    if (list) list.push(m);
+    else byTopic.set(m.topic, [m]);
+  }
+  for (const list of byTopic.values()) list.sort((a, b) => a.seq - b.seq);
+  const next = new Map<string, number>();
+  for (let i = 0; i < queue.length; i++) {
+    const topic = queue[i]!.topic;
+    const k = next.get(topic) ?? 0;
+    queue[i] = byTopic.get(topic)![k]!;
+    next.set(topic, k + 1);
   }
 }

@@ -425,7 +425,7 @@ export class LocalBroker {
       case "recv":
         return this.recv(conn, frame.id, frame.max, frame.wait);
       case "ack":
-        return this.ack(conn, frame.id, frame.tag);
+        return this.ack(conn, frame.id, frame.tag, frame.count);
       case "topics":
         return this.forward({ op: "topics" });
       case "stats":
@@ -469,17 +469,30 @@ export class LocalBroker {
     return { messages, tag, more: inbox.more };
   }
 
-  private ack(conn: Connection, local: number, tag: number | undefined) {
+  /**
+   * Acknowledges the delivery `tag`: all of it, or with `count` its first `count` messages,
+   * the rest going back to the front of the id's buffer (a `messages()` loop left early).
+   */
+  private ack(conn: Connection, local: number, tag: number | undefined, count: number | undefined) {
     const state = conn.state as ClientState;
     const entry = tag === undefined ? undefined : state.delivered.get(tag);
     if (!entry || entry.local !== local) throw new MqError(Code.BadRequest, `ack: no delivery with tag ${tag} for id ${local} is pending on this connection`);
+    if (count !== undefined && count > entry.messages.length) {
+      throw new MqError(Code.BadRequest, `ack: field "count" is ${count}, but delivery ${tag} holds ${entry.messages.length} messages`);
+    }
     state.delivered.delete(tag!);
     const inbox = this.inboxes.get(entry.local);
     const global = this.ids.global(entry.local);
     if (!inbox || global === undefined) return {};
+    const seen = count === undefined || count === entry.messages.length ? entry.messages : entry.messages.slice(0, count);
     // If the server is away the ack is lost; after the reconnect the server re-sends, the
     // inbox sees a duplicate at or below the acked floor and acknowledges it again.
-    for (const { topic, seq } of inbox.acknowledge(entry.messages)) this.upstream?.send({ op: "ack", id: global, topic, seq });
+    for (const { topic, seq } of inbox.acknowledge(seen)) this.upstream?.send({ op: "ack", id: global, topic, seq });
+    if (seen !== entry.messages) {
+      // Unseen, so still unacked in the inbox's tracks: the floor sent upstream stays below them.
+      inbox.putBack(entry.messages.slice(seen.length));
+      this.serveWaiters(inbox);
+    }
     return {};
   }
 

@@ -23,10 +23,11 @@ export interface UnsubRequest { op: "unsub"; rid: number; id: number; topics: st
 /** Client hop only: up to `max` pending messages, waiting up to `wait` ms for the first. */
 export interface RecvRequest { op: "recv"; rid: number; id: number; max: number; wait: number }
 /**
- * Client hop: `tag` from a recv reply, the messages have reached the user.
+ * Client hop: `tag` from a recv reply, the messages have reached the user; with `count`, only
+ * the first `count` of them did, and the rest go back to the front of the id's buffer.
  * Server hop (no rid): every message of `topic` up to `seq` reached the client (cumulative).
  */
-export interface AckRequest { op: "ack"; rid?: number; id: number; tag?: number; topic?: string; seq?: number }
+export interface AckRequest { op: "ack"; rid?: number; id: number; tag?: number; count?: number; topic?: string; seq?: number }
 export interface DestroyRequest { op: "destroy"; rid: number; id: number }
 export interface TopicsRequest { op: "topics"; rid: number }
 export interface StatsRequest { op: "stats"; rid: number }
@@ -71,7 +72,7 @@ export const schemas: Record<string, Schema> = {
   sub: { rid: "uint", id: "uint", topics: "topics", from: "from?" },
   unsub: { rid: "uint", id: "uint", topics: "topics" },
   recv: { rid: "uint", id: "uint", max: "uint", wait: "uint" },
-  ack: { rid: "uint?", id: "uint", tag: "uint?", topic: "string?", seq: "uint?" },
+  ack: { rid: "uint?", id: "uint", tag: "uint?", count: "uint?", topic: "string?", seq: "uint?" },
   destroy: { rid: "uint", id: "uint" },
   topics: { rid: "uint" },
   stats: { rid: "uint" },

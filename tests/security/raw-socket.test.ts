@@ -218,3 +218,45 @@ describe.each([
     await expectHealthy();
   });
 });
+
+describe("local broker: ack with count", () => {
+  test("a count above the delivery's size, or not a non-negative integer, is BAD_REQUEST naming the field; the delivery stays pending and a valid count then works", async () => {
+    const p = await helloPeer({ unix: local.socket }, "local");
+    try {
+      const id = ((await p.request({ op: "create", rid: 2 })) as { id: number }).id;
+      expect(await p.request({ op: "sub", rid: 3, id, topics: ["sec.ackcount"] })).toMatchObject({ op: "ok" });
+      expect(await p.request({ op: "pubs", rid: 4, id, topic: "sec.ackcount", payloads: [1, 2, 3].map((n) => new Uint8Array([n])) })).toMatchObject({ op: "ok", seqs: [1, 2, 3] });
+      // All three buffered before the recv, so that one delivery holds them.
+      let pending = 0;
+      for (let i = 0, rid = 100; i < 200 && pending < 3; i++) {
+        pending = ((await p.request({ op: "stats", rid: ++rid })).local as { pending: number }).pending;
+        if (pending < 3) await Bun.sleep(10);
+      }
+      expect(pending).toBe(3);
+      const got = await p.request({ op: "recv", rid: 5, id, max: 10, wait: 0 });
+      expect((got.messages as Array<{ seq: number }>).map((m) => m.seq)).toEqual([1, 2, 3]);
+      const tag = got.tag as number;
+      const cases: Array<[unknown, RegExp]> = [
+        [4, /"count" is 4, but delivery \d+ holds 3 messages/],
+        [-1, /"count" must be a non-negative integer/],
+        [1.5, /"count" must be a non-negative integer/],
+        ["1", /"count" must be a non-negative integer/],
+        [2 ** 53, /"count" must be a non-negative integer/],
+      ];
+      let rid = 10;
+      for (const [count, message] of cases) {
+        const r = await p.request({ op: "ack", rid: ++rid, id, tag, count });
+        expect({ count, r }).toMatchObject({ count, r: { op: "error", rid, code: "BAD_REQUEST", message: expect.stringMatching(message) } });
+      }
+      // Still pending: one seen, two put back for the next recv, in order.
+      expect(await p.request({ op: "ack", rid: 20, id, tag, count: 1 })).toMatchObject({ op: "ok" });
+      const rest = await p.request({ op: "recv", rid: 21, id, max: 10, wait: 0 });
+      expect((rest.messages as Array<{ seq: number }>).map((m) => m.seq)).toEqual([2, 3]);
+      expect(await p.request({ op: "ack", rid: 22, id, tag: rest.tag, count: 0 })).toMatchObject({ op: "ok" });
+      expect((((await p.request({ op: "recv", rid: 23, id, max: 10, wait: 0 })).messages) as Array<{ seq: number }>).map((m) => m.seq)).toEqual([2, 3]);
+      expect(p.closed).toBe(false);
+    } finally {
+      p.end();
+    }
+  });
+});

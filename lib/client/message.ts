@@ -1,0 +1,27 @@
+/** A received message as the library hands it to its user. */
+import type { Message as WireMessage } from "../wire/messages.ts";
+
+const utf8 = new TextDecoder();
+
+/**
+ * One message of a topic: `seq` is its position in the topic (from 1), `time` the server's
+ * append time in ms since the epoch, `data` the payload bytes as published.
+ */
+export class Message implements WireMessage {
+  constructor(
+    readonly topic: string,
+    readonly seq: number,
+    readonly time: number,
+    readonly data: Uint8Array,
+  ) {}
+
+  /** The payload decoded as UTF-8 (bytes that are not UTF-8 become U+FFFD). */
+  text(): string {
+    return utf8.decode(this.data);
+  }
+
+  /** The payload parsed as JSON; throws a SyntaxError when it is not JSON. */
+  json<T = unknown>(): T {
+    return JSON.parse(this.text()) as T;
+  }
+}

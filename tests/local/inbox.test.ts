@@ -1,0 +1,58 @@
+/** The local broker's per-id buffer: what `take`, `putBack` and `acknowledge` leave behind. */
+import { describe, expect, test } from "bun:test";
+import { Inbox } from "../../lib/local/inbox.ts";
+import type { Message } from "../../lib/wire/messages.ts";
+
+function msg(topic: string, seq: number): Message {
+  return { topic, seq, time: 0, data: new Uint8Array([seq]) };
+}
+
+/** An inbox holding `seqs` of each topic, pushed in the order given. */
+function inboxWith(...messages: Message[]): Inbox {
+  const inbox = new Inbox();
+  for (const m of messages) expect(inbox.add(m)).toBe("new");
+  return inbox;
+}
+
+const ids = (messages: Message[]) => messages.map((m) => `${m.topic}${m.seq}`);
+
+describe("Inbox.putBack", () => {
+  test("puts an unacknowledged batch back in front of what is still queued, in order", () => {
+    const inbox = inboxWith(msg("a", 1), msg("a", 2), msg("a", 3), msg("a", 4));
+    const taken = inbox.take(3);
+    inbox.putBack(taken.slice(1));
+    expect(ids(inbox.take(10))).toEqual(["a2", "a3", "a4"]);
+  });
+
+  test("keeps each topic in seq order when a newer batch is put back after an older one", () => {
+    // A client holding two batches acks the older in part (its rest goes back), then closes
+    // (the newer goes back, in front of it).
+    const inbox = inboxWith(msg("a", 1), msg("b", 1), msg("a", 2), msg("a", 3), msg("b", 2), msg("a", 4), msg("a", 5));
+    const older = inbox.take(3); // a1 b1 a2
+    const newer = inbox.take(2); // a3 b2
+    inbox.putBack(older.slice(1)); // a1 was seen: b1 a2 go back
+    inbox.putBack(newer);
+    const rest = inbox.take(10);
+    expect(ids(rest.filter((m) => m.topic === "a"))).toEqual(["a2", "a3", "a4", "a5"]);
+    expect(ids(rest.filter((m) => m.topic === "b"))).toEqual(["b1", "b2"]);
+  });
+
+  test("drops messages of a topic unsubscribed meanwhile", () => {
+    const inbox = inboxWith(msg("a", 1), msg("b", 1));
+    const taken = inbox.take(2);
+    inbox.dropTopic("b");
+    inbox.putBack(taken);
+    expect(ids(inbox.take(10))).toEqual(["a1"]);
+  });
+});
+
+describe("Inbox.acknowledge", () => {
+  test("moves the upstream floor only to below the first message still out or put back", () => {
+    const inbox = inboxWith(msg("a", 1), msg("a", 2), msg("a", 3));
+    const taken = inbox.take(3);
+    expect(inbox.acknowledge(taken.slice(0, 1))).toEqual([{ topic: "a", seq: 1 }]);
+    inbox.putBack(taken.slice(1));
+    expect(inbox.ackedUpstream("a")).toBe(1);
+    expect(inbox.acknowledge(inbox.take(2))).toEqual([{ topic: "a", seq: 3 }]);
+  });
+});
