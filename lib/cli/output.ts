@@ -1,7 +1,7 @@
 /** What the CLI prints and how it exits (SPEC §2: the CLI contract). */
 import * as fs from "node:fs";
 import { Code, MqError } from "../errors.ts";
-import { POLLOUT, pollFd } from "../store/fsutil.ts";
+import { POLLERR, POLLHUP, POLLOUT, pollFd } from "../store/fsutil.ts";
 import type { Message } from "../wire/messages.ts";
 
 export const Exit = {
@@ -10,6 +10,11 @@ export const Exit = {
   Usage: 2,
   Empty: 3,
   Unavailable: 4,
+  /**
+   * The reader of stdout went away (`mq recv … | head -1`): 128 + SIGPIPE, what a shell
+   * reports for a tool killed by SIGPIPE, so `set -o pipefail` sees what it sees for `yes | head -1`.
+   */
+  ReaderGone: 141,
 } as const;
 
 /** Bad usage, found before any connection is made: exit 2. */
@@ -135,4 +140,24 @@ async function writable(fd: number): Promise<void> {
     if (revents !== 0) return;
     await Bun.sleep(0);
   }
+}
+
+/** How often a waiting `recv` looks whether the reader of stdout went away. */
+const READER_CHECK_MS = 250;
+
+/**
+ * Calls `onGone` once the reader of stdout has gone away while nothing is being written:
+ * poll(2) on fd 1 reports POLLERR (a pipe with no reader left) or POLLHUP (a hung-up socket
+ * or terminal). One poll every READER_CHECK_MS; a regular file never reports either, nor does
+ * a TCP socket the peer half-closed (its next write fails instead). Returns the stop function.
+ */
+export function watchStdoutReader(onGone: () => void): () => void {
+  const timer = setInterval(() => {
+    const revents = pollFd(STDOUT, 0, 0);
+    if (revents !== null && (revents & (POLLERR | POLLHUP)) === 0) return;
+    clearInterval(timer); // gone, or no libc to ask
+    if (revents !== null) onGone();
+  }, READER_CHECK_MS);
+  timer.unref();
+  return () => clearInterval(timer);
 }

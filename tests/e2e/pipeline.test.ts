@@ -1,6 +1,7 @@
 /**
  * `mq recv` as the writing end of a shell pipeline (issue 7): every message whole and exactly
- * once into a slow reader.
+ * once into a slow reader, nothing acknowledged that the pipe did not take, and a quiet exit
+ * (141) soon after the reader goes away.
  *
  * The payloads are big on purpose. One recv batch (up to 256 messages) is then far more than a
  * pipe holds (64 KiB), so every batch needs several write(2) calls whatever the reader's
@@ -17,6 +18,9 @@ beforeAll(async () => {
 afterAll(async () => {
   await cluster?.[Symbol.asyncDispose]();
 });
+
+/** How long a test waits for a process that should exit by itself before it fails. */
+const EXIT_BOUND_MS = 5000;
 
 /** Message `i` (1-based) of a topic: fixed width, its number first, so a splice shows. */
 function payload(i: number, width: number): string {
@@ -46,10 +50,36 @@ function firstDifference(got: string[], want: string[]): string | null {
   return null;
 }
 
+/** The exit code of `proc`, or "still running" (and it is killed) if it has not exited within `ms`. */
+async function exitWithin(proc: Subprocess, ms: number): Promise<number | "still running"> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<"still running">((resolve) => {
+    timer = setTimeout(() => resolve("still running"), ms);
+  });
+  const result = await Promise.race([proc.exited, late]);
+  clearTimeout(timer);
+  if (result === "still running") {
+    proc.kill("SIGKILL");
+    await proc.exited;
+  }
+  return result;
+}
+
 /** Kills `proc` if it still runs after `ms`, so that no wait on it outlasts the bound; returns the cancel. */
 function killAfter(proc: Subprocess, ms: number): () => void {
   const timer = setTimeout(() => proc.kill("SIGKILL"), ms);
   return () => clearTimeout(timer);
+}
+
+/** `mq recv ID ARGS` as a subprocess with its stdout a pipe to us, stderr collected. */
+function spawnRecv(id: number, args: string[]) {
+  const proc = Bun.spawn([...mqCommand(), "recv", String(id), ...args], {
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+    env: { ...process.env, MQ_SOCKET: cluster.local.socket },
+  });
+  return { proc, stderr: new Response(proc.stderr).text() };
 }
 
 describe("mq recv into a slow pipe", () => {
@@ -123,5 +153,57 @@ describe("mq recv into a slow pipe", () => {
     const got = Array.from({ length: COUNT }, (_, i) => text.slice(i * WIDTH, (i + 1) * WIDTH));
     expect(firstDifference(got, want)).toBeNull();
     await expectRestPending(id);
+  });
+});
+
+describe("mq recv when its reader goes away", () => {
+  test("--follow with no new message exits 141, quietly, soon after the reader closes the pipe", async () => {
+    const id = await cluster.create();
+    await cluster.run(["sub", String(id), "gone.idle"]);
+    await cluster.run(["pub", String(id), "gone.idle", "first"]);
+    const { proc, stderr } = spawnRecv(id, ["--follow"]);
+    try {
+      const reader = proc.stdout.getReader();
+      let got = "";
+      const decoder = new TextDecoder();
+      const cancel = killAfter(proc, 15_000); // the stream ends if it has to be killed
+      while (!got.includes("\n")) {
+        const chunk = await reader.read();
+        if (chunk.done) break;
+        got += decoder.decode(chunk.value, { stream: true });
+      }
+      cancel();
+      expect(got).toBe("first\n");
+      await reader.cancel(); // closes our end of the pipe, as `head -1` exiting does
+      expect(await exitWithin(proc, EXIT_BOUND_MS)).toBe(141);
+      expect(await stderr).toBe("");
+    } finally {
+      proc.kill("SIGKILL");
+    }
+    // The message it wrote was acknowledged; nothing else was pending.
+    expect(await cluster.run(["recv", String(id)])).toEqual({ code: 3, stdout: "", stderr: "" });
+  });
+
+  test("a message it could not write whole is not acknowledged: it is pending for the next recv", async () => {
+    // Each message is bigger than a pipe holds, so none can be written whole into a reader
+    // that takes a few bytes and exits: none may be acknowledged.
+    const WIDTH = 200_000;
+    const id = await idWithBacklog("gone.partial", 3, WIDTH);
+    const recv = [...mqCommand(), "recv", String(id), "--count", "3"].map(shellQuote).join(" ");
+    const proc = Bun.spawn(["sh", "-c", `{ ${recv}; echo "recv exit $?" >&2; } | head -c 8`], {
+      stdin: "ignore",
+      stdout: "pipe",
+      stderr: "pipe",
+      env: { ...process.env, MQ_SOCKET: cluster.local.socket },
+    });
+    const cancel = killAfter(proc, 15_000);
+    const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+    cancel();
+    expect(code).toBe(0);
+    expect(stdout).toBe("M-00001-");
+    expect(stderr).toBe("recv exit 141\n");
+    const next = await cluster.run(["recv", String(id), "--count", "10"]);
+    expect(next.code).toBe(0);
+    expect(firstDifference(next.stdout.split("\n").slice(0, -1), [1, 2, 3].map((i) => payload(i, WIDTH)))).toBeNull();
   });
 });
