@@ -132,7 +132,8 @@ const FOLLOW_WAIT_MS = 30_000;
  * Writes every message whole and exactly once, and acknowledges a batch only once the OS has
  * accepted all of its bytes. When the reader of stdout goes away (while writing or waiting)
  * it exits 141 at once, quietly: a batch not written whole is not acknowledged and stays
- * pending for the next recv.
+ * pending for the next recv. With `--follow`, `--wait S` is an idle timeout: exit 3 after S
+ * seconds without a message.
  */
 export async function recv(options: RecvOptions): Promise<number> {
   const format = options.json ? "json" : options.raw ? "raw" : "text";
@@ -187,13 +188,23 @@ export async function recv(options: RecvOptions): Promise<number> {
         return received > 0 ? Exit.Ok : Exit.Empty;
       }
       let remaining = options.count ?? Infinity;
+      // --wait 0 (the default) means no idle timeout.
+      const idleMs = options.waitSeconds * 1000;
+      let idleUntil = performance.now() + idleMs;
       while (remaining > 0 && !signalled) {
-        const got = await next(Math.min(remaining, 100), FOLLOW_WAIT_MS);
+        let waitMs = FOLLOW_WAIT_MS;
+        if (idleMs > 0) {
+          const left = idleUntil - performance.now();
+          if (left <= 0) return Exit.Empty;
+          waitMs = Math.min(Math.ceil(left), FOLLOW_WAIT_MS);
+        }
+        const got = await next(Math.min(remaining, 100), waitMs);
         if (got === "signal") break;
         if (got === "reader") return Exit.ReaderGone;
         if (got.messages.length === 0) continue;
         if (!(await deliver(got))) return Exit.ReaderGone;
         remaining -= got.messages.length;
+        idleUntil = performance.now() + idleMs;
       }
       return Exit.Ok;
     } finally {

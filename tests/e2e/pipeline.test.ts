@@ -1,7 +1,7 @@
 /**
  * `mq recv` as the writing end of a shell pipeline (issue 7): every message whole and exactly
- * once into a slow reader, nothing acknowledged that the pipe did not take, and a quiet exit
- * (141) soon after the reader goes away.
+ * once into a slow reader, nothing acknowledged that the pipe did not take, a quiet exit
+ * (141) soon after the reader goes away, and `--follow --wait S` as an idle timeout.
  *
  * The payloads are big on purpose. One recv batch (up to 256 messages) is then far more than a
  * pipe holds (64 KiB), so every batch needs several write(2) calls whatever the reader's
@@ -205,5 +205,23 @@ describe("mq recv when its reader goes away", () => {
     const next = await cluster.run(["recv", String(id), "--count", "10"]);
     expect(next.code).toBe(0);
     expect(firstDifference(next.stdout.split("\n").slice(0, -1), [1, 2, 3].map((i) => payload(i, WIDTH)))).toBeNull();
+  });
+});
+
+describe("mq recv --follow --wait", () => {
+  test("exits 3 after S seconds without a message", async () => {
+    const id = await cluster.create();
+    await cluster.run(["sub", String(id), "idle.none"]);
+    const r = await cluster.run(["recv", String(id), "--follow", "--wait", "1"], { timeoutMs: EXIT_BOUND_MS });
+    expect(r).toEqual({ code: 3, stdout: "", stderr: "" });
+  });
+
+  test("writes what is pending, acknowledges it, then exits 3 once S seconds pass without another", async () => {
+    const id = await cluster.create();
+    await cluster.run(["sub", String(id), "idle.some"]);
+    await cluster.run(["pub", String(id), "idle.some", "one"]);
+    const r = await cluster.run(["recv", String(id), "--follow", "--wait", "1"], { timeoutMs: EXIT_BOUND_MS });
+    expect(r).toEqual({ code: 3, stdout: "one\n", stderr: "" });
+    expect((await cluster.run(["recv", String(id)])).code).toBe(3);
   });
 });
