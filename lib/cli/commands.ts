@@ -2,10 +2,10 @@
  * The client commands. Each takes plain options (already parsed by cmd/mq.ts), talks to the
  * local broker through MqClient, prints per the CLI contract and returns the exit status.
  */
-import { MqClient } from "../client/client.ts";
+import { MqClient, type Received } from "../client/client.ts";
 import type { From, PubResult } from "../wire/messages.ts";
 import { checkTopic } from "../wire/topic.ts";
-import { Exit, renderMessages, warn, writeStdout } from "./output.ts";
+import { Exit, StdoutClosedError, renderMessages, warn, watchStdoutReader, writeStdout } from "./output.ts";
 
 export interface CommonOptions {
   socket?: string;
@@ -136,55 +136,90 @@ const REFILL_WAIT_MS = 5000;
 /** How long one recv request of `--follow` waits before asking again. */
 const FOLLOW_WAIT_MS = 30_000;
 
+/**
+ * Writes every message whole and exactly once, and acknowledges a batch only once the OS has
+ * accepted all of its bytes. When the reader of stdout goes away (while writing or waiting)
+ * it exits 141 at once, quietly: a batch not written whole is not acknowledged and stays
+ * pending for the next recv. With `--follow`, `--wait S` is an idle timeout: exit 3 after S
+ * seconds without a message.
+ */
 export async function recv(options: RecvOptions): Promise<number> {
   const format = options.json ? "json" : options.raw ? "raw" : "text";
   return withClient(options, async (mq) => {
-    if (!options.follow) {
-      // What is pending may be more than the local broker holds (one credit window per
-      // topic): while it says `more`, the server sends the rest as batches are acknowledged.
-      let remaining = options.count ?? 1;
-      let received = 0;
-      let waitMs = options.waitSeconds * 1000;
-      while (remaining > 0) {
-        const got = await mq.recv(options.id, { max: Math.min(remaining, 1000), waitMs });
-        if (got.messages.length === 0) break;
-        await writeStdout(renderMessages(got.messages, format));
-        // Acknowledged only once the bytes are written: a crash before this re-delivers.
-        await got.ack();
-        received += got.messages.length;
-        remaining -= got.messages.length;
-        if (!got.more) break;
-        waitMs = REFILL_WAIT_MS;
-      }
-      return received > 0 ? Exit.Ok : Exit.Empty;
-    }
-    let remaining = options.count ?? Infinity;
-    let stop = false;
+    // Settles the wait in progress when recv must end: the reader left, or a signal came (--follow).
+    const abort = Promise.withResolvers<"reader" | "signal">();
+    const stopWatching = watchStdoutReader(() => abort.resolve("reader"));
+    let signalled = false;
     const onSignal = () => {
-      stop = true;
-      mq.close();
+      signalled = true;
+      abort.resolve("signal");
     };
-    process.once("SIGINT", onSignal);
-    process.once("SIGTERM", onSignal);
-    try {
-      while (remaining > 0 && !stop) {
-        let got;
-        try {
-          got = await mq.recv(options.id, { max: Math.min(remaining, 100), waitMs: FOLLOW_WAIT_MS });
-        } catch (err) {
-          if (stop) break;
-          throw err;
-        }
-        if (got.messages.length === 0) continue;
+    if (options.follow) {
+      process.once("SIGINT", onSignal);
+      process.once("SIGTERM", onSignal);
+    }
+    /** The next batch, or why recv must end first. Messages of a request left behind go back when the connection closes. */
+    const next = (max: number, waitMs: number): Promise<Received | "reader" | "signal"> => {
+      const request = mq.recv(options.id, { max, waitMs });
+      request.catch(() => {});
+      return Promise.race([request, abort.promise]);
+    };
+    /** Writes a batch, then acknowledges it; false when the reader is gone (the batch stays pending). */
+    const deliver = async (got: Received): Promise<boolean> => {
+      try {
         await writeStdout(renderMessages(got.messages, format));
-        await got.ack();
-        remaining -= got.messages.length;
+      } catch (err) {
+        if (err instanceof StdoutClosedError) return false;
+        throw err;
       }
+      // Acknowledged only once the OS has the bytes: a crash or a closed reader before this re-delivers.
+      await got.ack();
+      return true;
+    };
+    try {
+      if (!options.follow) {
+        // What is pending may be more than the local broker holds (one credit window per
+        // topic): while it says `more`, the server sends the rest as batches are acknowledged.
+        let remaining = options.count ?? 1;
+        let received = 0;
+        let waitMs = options.waitSeconds * 1000;
+        while (remaining > 0) {
+          const got = await next(Math.min(remaining, 1000), waitMs);
+          if (got === "reader" || got === "signal") return Exit.ReaderGone;
+          if (got.messages.length === 0) break;
+          if (!(await deliver(got))) return Exit.ReaderGone;
+          received += got.messages.length;
+          remaining -= got.messages.length;
+          if (!got.more) break;
+          waitMs = REFILL_WAIT_MS;
+        }
+        return received > 0 ? Exit.Ok : Exit.Empty;
+      }
+      let remaining = options.count ?? Infinity;
+      // --wait 0 (the default) means no idle timeout.
+      const idleMs = options.waitSeconds * 1000;
+      let idleUntil = performance.now() + idleMs;
+      while (remaining > 0 && !signalled) {
+        let waitMs = FOLLOW_WAIT_MS;
+        if (idleMs > 0) {
+          const left = idleUntil - performance.now();
+          if (left <= 0) return Exit.Empty;
+          waitMs = Math.min(Math.ceil(left), FOLLOW_WAIT_MS);
+        }
+        const got = await next(Math.min(remaining, 100), waitMs);
+        if (got === "signal") break;
+        if (got === "reader") return Exit.ReaderGone;
+        if (got.messages.length === 0) continue;
+        if (!(await deliver(got))) return Exit.ReaderGone;
+        remaining -= got.messages.length;
+        idleUntil = performance.now() + idleMs;
+      }
+      return Exit.Ok;
     } finally {
+      stopWatching();
       process.off("SIGINT", onSignal);
       process.off("SIGTERM", onSignal);
     }
-    return Exit.Ok;
   });
 }
 

@@ -1,5 +1,7 @@
 /** What the CLI prints and how it exits (SPEC §2: the CLI contract). */
+import * as fs from "node:fs";
 import { Code, MqError } from "../errors.ts";
+import { POLLERR, POLLHUP, POLLOUT, pollFd } from "../store/fsutil.ts";
 import type { Message } from "../wire/messages.ts";
 
 export const Exit = {
@@ -8,6 +10,11 @@ export const Exit = {
   Usage: 2,
   Empty: 3,
   Unavailable: 4,
+  /**
+   * The reader of stdout went away (`mq recv … | head -1`): 128 + SIGPIPE, what a shell
+   * reports for a tool killed by SIGPIPE, so `set -o pipefail` sees what it sees for `yes | head -1`.
+   */
+  ReaderGone: 141,
 } as const;
 
 /** Bad usage, found before any connection is made: exit 2. */
@@ -56,8 +63,101 @@ export function renderMessages(messages: Message[], format: "text" | "raw" | "js
   return Buffer.concat(parts);
 }
 
-/** Writes to stdout and resolves once the bytes are handed to the OS (before we ack). */
-export async function writeStdout(bytes: Uint8Array | string): Promise<void> {
-  if (bytes.length === 0) return;
-  await Bun.write(Bun.stdout, bytes);
+/** stdout's reader is gone (EPIPE): nothing more can be delivered through it. */
+export class StdoutClosedError extends Error {
+  constructor(options?: { cause?: unknown }) {
+    super("standard output was closed by its reader", options);
+    this.name = "StdoutClosedError";
+  }
+}
+
+const STDOUT = 1;
+/** Longest a wait for a full stdout blocks the event loop before giving it a turn (signals, sockets). */
+const WRITABLE_POLL_MS = 50;
+
+interface PendingWrite {
+  data: Uint8Array;
+  resolve(): void;
+  reject(err: unknown): void;
+}
+const queue: PendingWrite[] = [];
+let draining = false;
+
+/**
+ * The one writer of stdout, for every command. Resolves once the OS has accepted every byte
+ * (a caller acknowledges after this), rejects with StdoutClosedError when the reader is gone.
+ *
+ * It is write(2) in a loop on fd 1, not Bun's writers: once `process.stdout` is touched (consola
+ * does it at import) fd 1's open file description is O_NONBLOCK, and in Bun 1.4
+ * `Bun.write(Bun.stdout, …)` on a pipe then writes part of the buffer, meets EAGAIN and re-sends
+ * the whole buffer from a thread: the prefix comes out twice (oven-sh/bun#35953). Here a
+ * partial write continues from where it stopped and EAGAIN waits for POLLOUT, so the bytes are
+ * exact on a blocking or non-blocking pipe, socket, terminal or file. Writes are serialised
+ * (never interleaved); those queued behind a slow reader go out together in one write.
+ */
+export function writeStdout(bytes: Uint8Array | string): Promise<void> {
+  const data = typeof bytes === "string" ? Buffer.from(bytes) : bytes;
+  if (data.length === 0) return Promise.resolve();
+  const { promise, resolve, reject } = Promise.withResolvers<void>();
+  queue.push({ data, resolve, reject });
+  if (!draining) void drain();
+  return promise;
+}
+
+async function drain(): Promise<void> {
+  draining = true;
+  while (queue.length > 0) {
+    const batch = queue.splice(0);
+    try {
+      await writeAll(STDOUT, batch.length === 1 ? batch[0]!.data : Buffer.concat(batch.map((w) => w.data)));
+      for (const w of batch) w.resolve();
+    } catch (err) {
+      for (const w of batch) w.reject(err);
+    }
+  }
+  draining = false;
+}
+
+async function writeAll(fd: number, data: Uint8Array): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    try {
+      done += fs.writeSync(fd, data, done, data.length - done);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "EPIPE" || code === "ECONNRESET") throw new StdoutClosedError({ cause: err });
+      if (code !== "EAGAIN" && code !== "EINTR") throw err;
+      await writable(fd);
+    }
+  }
+}
+
+/** Waits until a non-blocking fd takes bytes again, or has an error for the next write to report. */
+async function writable(fd: number): Promise<void> {
+  for (;;) {
+    const revents = pollFd(fd, POLLOUT, WRITABLE_POLL_MS);
+    if (revents === null) return Bun.sleep(WRITABLE_POLL_MS); // no libc: try again on a timer
+    if (revents !== 0) return;
+    await Bun.sleep(0);
+  }
+}
+
+/** How often a waiting `recv` looks whether the reader of stdout went away. */
+const READER_CHECK_MS = 250;
+
+/**
+ * Calls `onGone` once the reader of stdout has gone away while nothing is being written:
+ * poll(2) on fd 1 reports POLLERR (a pipe with no reader left) or POLLHUP (a hung-up socket
+ * or terminal). One poll every READER_CHECK_MS; a regular file never reports either, nor does
+ * a TCP socket the peer half-closed (its next write fails instead). Returns the stop function.
+ */
+export function watchStdoutReader(onGone: () => void): () => void {
+  const timer = setInterval(() => {
+    const revents = pollFd(STDOUT, 0, 0);
+    if (revents !== null && (revents & (POLLERR | POLLHUP)) === 0) return;
+    clearInterval(timer); // gone, or no libc to ask
+    if (revents !== null) onGone();
+  }, READER_CHECK_MS);
+  timer.unref();
+  return () => clearInterval(timer);
 }

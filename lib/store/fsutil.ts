@@ -52,19 +52,65 @@ export function readAtSync(fd: number, length: number, position: number): Uint8A
 
 const LOCK_EX = 2;
 const LOCK_NB = 4;
-let flockFn: ((fd: number, op: number) => number) | null | undefined;
 
-/** flock(2) through bun:ffi; null where libc cannot be loaded (the lock is then skipped). */
-function flock(fd: number, op: number): number | null {
-  if (flockFn === undefined) {
+interface Libc {
+  flock(fd: number, op: number): number;
+  /** poll(2) on an 8-byte `struct pollfd` array. */
+  poll(fds: Uint8Array, nfds: number, timeoutMs: number): number;
+}
+let libcFns: Libc | null | undefined;
+
+/** The few libc calls Node's API lacks, through bun:ffi; null where libc cannot be loaded. */
+function libc(): Libc | null {
+  if (libcFns === undefined) {
     try {
-      const libc = dlopen(process.platform === "darwin" ? "libc.dylib" : "libc.so.6", { flock: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 } });
-      flockFn = (f, o) => libc.symbols.flock(f, o) as number;
+      const darwin = process.platform === "darwin";
+      const lib = dlopen(darwin ? "libc.dylib" : "libc.so.6", {
+        flock: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
+        // nfds_t is unsigned long on Linux, unsigned int on macOS.
+        poll: { args: [FFIType.ptr, darwin ? FFIType.u32 : FFIType.u64, FFIType.i32], returns: FFIType.i32 },
+      });
+      libcFns = {
+        flock: (fd, op) => lib.symbols.flock(fd, op) as number,
+        poll: (fds, nfds, timeoutMs) => lib.symbols.poll(fds, nfds, timeoutMs) as number,
+      };
     } catch {
-      flockFn = null;
+      libcFns = null;
     }
   }
-  return flockFn ? flockFn(fd, op) : null;
+  return libcFns;
+}
+
+/** flock(2); null where libc cannot be loaded (the lock is then skipped). */
+function flock(fd: number, op: number): number | null {
+  const c = libc();
+  return c ? c.flock(fd, op) : null;
+}
+
+/** poll(2) event bits (the same on Linux and macOS). */
+export const POLLOUT = 0x4;
+export const POLLERR = 0x8;
+export const POLLHUP = 0x10;
+
+const pollfd = new Uint8Array(8);
+const pollView = new DataView(pollfd.buffer);
+/** struct pollfd is in host byte order. */
+const le = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/**
+ * poll(2) on one fd: waits up to `timeoutMs` (0: just looks) for `events` and returns the
+ * `revents` bits (POLLERR and POLLHUP are always reported), 0 on timeout or EINTR, or null
+ * where libc cannot be loaded. It blocks the thread: keep `timeoutMs` short.
+ */
+export function pollFd(fd: number, events: number, timeoutMs: number): number | null {
+  const c = libc();
+  if (!c) return null;
+  // struct pollfd { int fd; short events; short revents; }
+  pollView.setInt32(0, fd, le);
+  pollView.setInt16(4, events, le);
+  pollView.setInt16(6, 0, le);
+  const n = c.poll(pollfd, 1, timeoutMs);
+  return n > 0 ? pollView.getUint16(6, le) : 0;
 }
 
 /**
