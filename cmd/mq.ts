@@ -7,7 +7,7 @@ import pkg from "../package.json" with { type: "json" };
 import { MqError } from "../lib/errors.ts";
 import * as cli from "../lib/cli/commands.ts";
 import { readTokenFile, runLocal, runServer, runUp } from "../lib/cli/daemons.ts";
-import { Exit, UsageError, exitCodeFor, reportError, writeStdout } from "../lib/cli/output.ts";
+import { Exit, StdoutClosedError, UsageError, exitCodeFor, reportError, writeStdout } from "../lib/cli/output.ts";
 import { closest, renderCommandHelp, renderCompletion, renderProgramHelp, SHELLS, type CommandSpec, type OptionDef, type Program, type Shell } from "../lib/cli/help.ts";
 import { defaults, parseAddress, parseCount, parseDuration, parseFrom, parseFsync, parseId, parseSeconds, parseSize, parseTopicList } from "../lib/cli/parse.ts";
 import { runBench } from "../lib/cli/bench.ts";
@@ -445,6 +445,8 @@ async function run(argv: string[]): Promise<number> {
       reportError(err);
       return exitCodeFor(err);
     }
+    // The reader of our stdout went away (`mq topics | head -1`): quiet, like a SIGPIPE death.
+    if (err instanceof StdoutClosedError) return Exit.ReaderGone;
     const e = err as Error;
     if (e instanceof UsageError || e.name === "CLIError" || e instanceof RangeError) {
       // citty colours its messages; stderr may be a file or a pipe.

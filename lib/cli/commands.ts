@@ -47,24 +47,33 @@ export async function pub(options: PubOptions): Promise<number> {
   checkTopic(options.topic);
   return withClient(options, async (mq) => {
     let warned = false;
-    const report = async (r: PubResult) => {
+    // Status lines wait here and go out in one write per batch, not one syscall per message.
+    let out = "";
+    const report = (r: PubResult) => {
       if (!warned && (r.created || r.subscribers === 0)) {
         warned = true;
         // The message is kept: an id that subscribes later with --from earliest gets it.
         warn(`topic "${r.topic}" ${r.created ? "is new and " : ""}has no subscribers yet: the message is stored, but only an id that subscribes with --from earliest (or --from ${r.seq}) will receive it`);
       }
       const noun = r.subscribers === 1 ? "subscriber" : "subscribers";
-      await writeStdout(line(options, r, `${r.topic}: seq ${r.seq}, ${r.subscribers} ${noun}${r.created ? " (new topic)" : ""}`));
+      out += line(options, r, `${r.topic}: seq ${r.seq}, ${r.subscribers} ${noun}${r.created ? " (new topic)" : ""}`);
     };
-    if (options.message !== undefined && !options.lines) {
-      await report(await mq.publish(options.id, options.topic, options.message));
+    const flush = async () => {
+      const text = out;
+      out = "";
+      await writeStdout(text);
+    };
+    if (options.message !== undefined) {
+      report(await mq.publish(options.id, options.topic, options.message));
+      await flush();
       return Exit.Ok;
     }
     if (process.stdin.isTTY) warn("reading the message from the terminal: type it, then press Ctrl-D (or give MESSAGE as an argument, or pipe it in)");
     if (!options.lines) {
       let data = new Uint8Array(await Bun.stdin.arrayBuffer());
       if (!options.raw && data.length > 0 && data[data.length - 1] === 10) data = data.subarray(0, data.length - 1);
-      await report(await mq.publish(options.id, options.topic, data));
+      report(await mq.publish(options.id, options.topic, data));
+      await flush();
       return Exit.Ok;
     }
     // --lines: every line is one message, pipelined in order with a bounded window.
@@ -75,10 +84,18 @@ export async function pub(options: PubOptions): Promise<number> {
       // reported, the others must not surface as unhandled rejections (one trace each).
       result.catch(() => {});
       inFlight.push(result);
-      if (inFlight.length >= PUB_WINDOW) await report(await inFlight.shift()!);
+      if (inFlight.length >= PUB_WINDOW) {
+        report(await inFlight.shift()!);
+        if (out.length >= 64 * 1024) await flush();
+      }
     };
-    for await (const data of splitLines(Bun.stdin.stream())) await send(data);
-    while (inFlight.length > 0) await report(await inFlight.shift()!);
+    try {
+      for await (const data of splitLines(Bun.stdin.stream())) await send(data);
+      while (inFlight.length > 0) report(await inFlight.shift()!);
+    } finally {
+      // What was stored is printed even when a later publish failed.
+      await flush();
+    }
     return Exit.Ok;
   });
 }
