@@ -7,7 +7,8 @@ import { MqError } from "../lib/errors.ts";
 import * as cli from "../lib/cli/commands.ts";
 import { readTokenFile, runLocal, runServer, runUp } from "../lib/cli/daemons.ts";
 import { Exit, UsageError, exitCodeFor, reportError } from "../lib/cli/output.ts";
-import { defaults, parseAddress, parseCount, parseDuration, parseFrom, parseFsync, parseId, parseSeconds, parseSize, parseTopicList } from "../lib/cli/parse.ts";
+import { defaults, parseAddress, parseCount, parseDuration, parseFrom, parseFsync, parseId, parseLogOptions, parseSeconds, parseSize, parseTopicList } from "../lib/cli/parse.ts";
+import { configureLog } from "../lib/log.ts";
 import { runBench } from "../lib/cli/bench.ts";
 import { DEFAULT_SERVER_LIMITS } from "../lib/server/server.ts";
 import { DEFAULT_LOCAL_LIMITS } from "../lib/local/local.ts";
@@ -120,7 +121,14 @@ const stats = defineCommand({
   },
 });
 
+/** The daemons' log options (docs/logging.md). */
+const logArgs = {
+  "log-level": { type: "string", description: "error | warn | info | debug | trace (env MQ_LOG_LEVEL; default info)" },
+  "log-json": { type: "boolean", description: "one JSON object per log line (env MQ_LOG_JSON=1)" },
+} as const satisfies ArgsDef;
+
 const serverArgs = {
+  ...logArgs,
   listen: { type: "string", description: "HOST:PORT to listen on (default 127.0.0.1:7600)" },
   data: { type: "string", description: "data directory (env MQ_DATA)" },
   "default-topics": { type: "string", description: "topics created at start, comma-separated (default general)" },
@@ -141,7 +149,7 @@ const serverArgs = {
   "max-segment-bytes": { type: "string", description: "roll a topic's log segment at this size (default 64M)" },
 } as const satisfies ArgsDef;
 
-type ServerArgs = { [K in keyof typeof serverArgs]?: string };
+type ServerArgs = { [K in Exclude<keyof typeof serverArgs, keyof typeof logArgs>]?: string };
 
 function serverOptions(args: ServerArgs, dataDir: string) {
   const listen = parseAddress("listen", args.listen ?? defaults.listen());
@@ -177,6 +185,7 @@ const server = defineCommand({
   meta: { name: "server", description: "run the broker (foreground; logs on stderr)" },
   args: serverArgs,
   run: async ({ args }) => {
+    configureLog(parseLogOptions(args));
     exitCode = await runServer(serverOptions(args, args.data ?? defaults.serverData()));
   },
 });
@@ -184,6 +193,7 @@ const server = defineCommand({
 const local = defineCommand({
   meta: { name: "local", description: "run the local broker of this host (foreground; logs on stderr)" },
   args: {
+    ...logArgs,
     socket: common.socket,
     server: { type: "string", description: "HOST:PORT of the server (env MQ_SERVER; default 127.0.0.1:7600)" },
     data: { type: "string", description: "data directory (env MQ_DATA)" },
@@ -195,6 +205,7 @@ const local = defineCommand({
     "max-inflight": { type: "string", description: "most requests served at once per client connection (default 1024)" },
   },
   run: async ({ args }) => {
+    configureLog(parseLogOptions(args));
     exitCode = await runLocal({
       socketPath: args.socket ?? defaults.socket(),
       server: parseAddress("server", args.server ?? defaults.server()),
@@ -215,6 +226,7 @@ const up = defineCommand({
   meta: { name: "up", description: "run a server and a local broker together on default paths" },
   args: { ...serverArgs, socket: common.socket },
   run: async ({ args }) => {
+    configureLog(parseLogOptions(args));
     const base = args.data ?? (process.env.MQ_DATA || path.dirname(defaults.serverData()));
     const srv = serverOptions(args, path.join(base, "server"));
     exitCode = await runUp(srv, {
