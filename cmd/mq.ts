@@ -9,7 +9,8 @@ import * as cli from "../lib/cli/commands.ts";
 import { readTokenFile, runLocal, runServer, runUp } from "../lib/cli/daemons.ts";
 import { Exit, StdoutClosedError, UsageError, exitCodeFor, reportError, writeStdout } from "../lib/cli/output.ts";
 import { closest, renderCommandHelp, renderCompletion, renderProgramHelp, SHELLS, type CommandSpec, type OptionDef, type Program, type Shell } from "../lib/cli/help.ts";
-import { defaults, parseAddress, parseCount, parseDuration, parseFrom, parseFsync, parseId, parseSeconds, parseSize, parseTopicList } from "../lib/cli/parse.ts";
+import { defaults, parseAddress, parseCount, parseDuration, parseFrom, parseFsync, parseId, parseLogOptions, parseSeconds, parseSize, parseTopicList } from "../lib/cli/parse.ts";
+import { configureLog } from "../lib/log.ts";
 import { runBench } from "../lib/cli/bench.ts";
 import { DEFAULT_SERVER_LIMITS } from "../lib/server/server.ts";
 import { DEFAULT_LOCAL_LIMITS } from "../lib/local/local.ts";
@@ -44,7 +45,14 @@ function exclusive(args: Record<string, unknown>, a: string, b: string, why: str
   }
 }
 
+/** The daemons' log options (docs/logging.md). */
+const logArgs = {
+  "log-level": { type: "string", valueHint: "LEVEL", choices: ["error", "warn", "info", "debug", "trace"], description: "error | warn | info | debug | trace (env MQ_LOG_LEVEL; default info)" },
+  "log-json": { type: "boolean", description: "one JSON object per log line (env MQ_LOG_JSON=1)" },
+} as const satisfies Defs;
+
 const serverArgs = {
+  ...logArgs,
   listen: { type: "string", valueHint: "HOST:PORT", default: "127.0.0.1:7600", description: "address to listen on" },
   data: { type: "string", valueHint: "DIR", description: "data directory (env MQ_DATA; default ~/.local/share/mq/server)" },
   "default-topics": { type: "string", valueHint: "A,B", default: "general", description: "topics created at start, comma-separated" },
@@ -65,7 +73,7 @@ const serverArgs = {
   "max-segment-bytes": { type: "string", valueHint: "SIZE", default: "64M", description: "roll a topic's log segment at this size (K/M/G)" },
 } as const satisfies Defs;
 
-type ServerArgs = { [K in keyof typeof serverArgs]?: string } & Record<string, unknown>;
+type ServerArgs = { [K in Exclude<keyof typeof serverArgs, keyof typeof logArgs>]?: string } & Record<string, unknown>;
 
 function serverOptions(args: ServerArgs, dataDir: string) {
   const listen = parseAddress("listen", args.listen ?? defaults.listen());
@@ -99,6 +107,7 @@ function serverOptions(args: ServerArgs, dataDir: string) {
 }
 
 const localArgs = {
+  ...logArgs,
   socket: { ...common.socket, description: "Unix socket to serve clients on (env MQ_SOCKET)" },
   server: { type: "string", valueHint: "HOST:PORT", description: "address of the server (env MQ_SERVER; default 127.0.0.1:7600)" },
   data: { type: "string", valueHint: "DIR", description: "data directory (env MQ_DATA; default ~/.local/share/mq/local)" },
@@ -114,7 +123,7 @@ const localArgs = {
  * Every command: its options (parsed by citty), how many positionals it takes, and what it
  * runs. Help, completion and the argv check are generated from this one table.
  */
-type ParsedArgs = { _: string[]; json?: boolean; socket?: string } & Record<string, any>;
+type ParsedArgs = { _: string[]; json?: boolean; socket?: string; "log-level"?: string; "log-json"?: boolean } & Record<string, any>;
 
 interface Command extends CommandSpec {
   run(args: ParsedArgs): Promise<number>;
@@ -258,7 +267,10 @@ const commands: Command[] = [
     args: serverArgs,
     maxPositionals: 0,
     examples: ["mq server --data /var/lib/mq --listen 0.0.0.0:7600 --token-file /etc/mq/token"],
-    run: (args) => runServer(serverOptions(args, args.data ?? defaults.serverData())),
+    run: (args) => {
+      configureLog(parseLogOptions(args));
+      return runServer(serverOptions(args, args.data ?? defaults.serverData()));
+    },
   },
   {
     name: "local",
@@ -267,8 +279,9 @@ const commands: Command[] = [
     args: localArgs,
     maxPositionals: 0,
     examples: ["mq local --server broker.internal:7600 --token-file /etc/mq/token"],
-    run: (args) =>
-      runLocal({
+    run: (args) => {
+      configureLog(parseLogOptions(args));
+      return runLocal({
         socketPath: args.socket ?? defaults.socket(),
         server: parseAddress("server", args.server ?? defaults.server()),
         dataDir: args.data ?? defaults.localData(),
@@ -280,7 +293,8 @@ const commands: Command[] = [
         },
         ...(args["token-file"] ? { token: readTokenFile(args["token-file"]) } : {}),
         ...(args["tls-ca"] ? { tlsCa: fs.readFileSync(args["tls-ca"], "utf8") } : {}),
-      }),
+      });
+    },
   },
   {
     name: "up",
@@ -290,6 +304,7 @@ const commands: Command[] = [
     maxPositionals: 0,
     examples: ["mq up", "mq up --data /tmp/mq --listen 127.0.0.1:7700"],
     run: (args) => {
+      configureLog(parseLogOptions(args));
       const base = args.data ?? (process.env.MQ_DATA || path.dirname(defaults.serverData()));
       const srv = serverOptions(args, path.join(base, "server"));
       return runUp(srv, {

@@ -2,8 +2,10 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { LocalBroker, type LocalOptions } from "../local/local.ts";
+import { MqError } from "../errors.ts";
 import { logger } from "../log.ts";
 import { MqServer, type ServerOptions } from "../server/server.ts";
+import { Exit, exitCodeFor } from "./output.ts";
 
 const log = logger("mq");
 
@@ -27,15 +29,30 @@ function untilSignal(): Promise<string> {
   });
 }
 
-/** A bug in one connection's handling must not take the daemon down: log it and go on. */
-function keepAlive(): void {
+/**
+ * The process handlers of a daemon, installed before it starts. A bug in one connection's
+ * handling must not take the daemon down: log it and go on. Returns the first SIGINT or
+ * SIGTERM, listened for from the start: one that comes right after "listening on" stops
+ * the daemon cleanly instead of killing it (exit 143).
+ */
+function supervise(): Promise<string> {
   process.on("uncaughtException", (err) => log.error("uncaught exception (kept running):", err));
   process.on("unhandledRejection", (err) => log.error("unhandled rejection (kept running):", err));
+  return untilSignal();
 }
 
-async function stopOnSignal(stoppers: Array<() => Promise<void>>): Promise<number> {
-  const signal = await untilSignal();
-  log.info(`${signal}: stopping`);
+/**
+ * A daemon that cannot start (port in use, data directory locked, bad socket directory)
+ * says why in one log line, in the log's format, and exits non-zero: 4 for UNAVAILABLE, else 1.
+ */
+function startFailed(what: string, err: unknown): number {
+  logger(what).error(err);
+  return err instanceof MqError ? exitCodeFor(err) : Exit.Refused;
+}
+
+async function stopOnSignal(signalled: Promise<string>, stoppers: Array<() => Promise<void>>): Promise<number> {
+  const signal = await signalled;
+  log.info(`${signal} received: stopping`);
   // A second signal while stopping exits at once.
   process.once("SIGINT", () => process.exit(130));
   process.once("SIGTERM", () => process.exit(143));
@@ -44,24 +61,46 @@ async function stopOnSignal(stoppers: Array<() => Promise<void>>): Promise<numbe
 }
 
 export async function runServer(options: ServerOptions): Promise<number> {
-  keepAlive();
-  const server = await MqServer.start(options);
-  return stopOnSignal([() => server.stop()]);
+  const signalled = supervise();
+  let server: MqServer;
+  try {
+    server = await MqServer.start(options);
+  } catch (err) {
+    return startFailed("server", err);
+  }
+  return stopOnSignal(signalled, [() => server.stop()]);
 }
 
 export async function runLocal(options: LocalOptions): Promise<number> {
-  keepAlive();
-  const local = await LocalBroker.start(options);
-  return stopOnSignal([() => local.stop()]);
+  const signalled = supervise();
+  let local: LocalBroker;
+  try {
+    local = await LocalBroker.start(options);
+  } catch (err) {
+    return startFailed("local", err);
+  }
+  return stopOnSignal(signalled, [() => local.stop()]);
 }
 
 /** `mq up`: a server and a local broker in one process, data under `dataDir/{server,local}`. */
 export async function runUp(server: ServerOptions, local: Omit<LocalOptions, "server">): Promise<number> {
-  keepAlive();
-  const srv = await MqServer.start(server);
-  const loc = await LocalBroker.start({ ...local, server: { hostname: connectHost(server.hostname), port: srv.port } });
+  const signalled = supervise();
+  let srv: MqServer;
+  try {
+    srv = await MqServer.start(server);
+  } catch (err) {
+    return startFailed("server", err);
+  }
+  let loc: LocalBroker;
+  try {
+    loc = await LocalBroker.start({ ...local, server: { hostname: connectHost(server.hostname), port: srv.port } });
+  } catch (err) {
+    const code = startFailed("local", err);
+    await srv.stop();
+    return code;
+  }
   log.info(`mq is up: try \`id=$(mq create)\` (socket ${local.socketPath}, data ${path.dirname(server.dataDir)})`);
-  return stopOnSignal([() => loc.stop(), () => srv.stop()]);
+  return stopOnSignal(signalled, [() => loc.stop(), () => srv.stop()]);
 }
 
 /** Where to connect to reach a server listening on `host` (a wildcard listens on every address). */

@@ -8,10 +8,10 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { randomUUID } from "node:crypto";
 import type { Socket, UnixSocketListener } from "bun";
-import { logger } from "../log.ts";
+import { errorText, logger } from "../log.ts";
 import { DEFAULT_HELLO_TIMEOUT_MS, DEFAULT_MAX_MESSAGE_BYTES, maxFrameBytes } from "../config.ts";
 import { Code, MqError } from "../errors.ts";
-import { lockDataDir, writeFileAtomic } from "../store/fsutil.ts";
+import { lockDataDir, makeDataDir, writeFileAtomic } from "../store/fsutil.ts";
 import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
 import { PROTOCOL_VERSION, type Frame, type Message, type MsgsFrame, type Outgoing } from "../wire/messages.ts";
 import { checkTopic } from "../wire/topic.ts";
@@ -92,7 +92,7 @@ export class LocalBroker {
   }
 
   static async start(options: LocalOptions): Promise<LocalBroker> {
-    fs.mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+    makeDataDir(options.dataDir);
     // Two brokers on one data directory would share an identity and one id table.
     const unlock = lockDataDir(options.dataDir, "mq local");
     let broker: LocalBroker;
@@ -111,7 +111,7 @@ export class LocalBroker {
       for (const c of broker.clients) c.checkStall(now);
     }, 1000);
     void broker.connectUpstream();
-    log.info(`listening on ${options.socketPath} (identity ${broker.identity}, server ${broker.serverAddress}, ${broker.ids.size} ids)`);
+    log.info(`listening on ${options.socketPath} (identity ${broker.identity}, server ${broker.serverAddress}, ${broker.ids.size} id${broker.ids.size === 1 ? "" : "s"})`);
     return broker;
   }
 
@@ -126,6 +126,8 @@ export class LocalBroker {
     const umask = process.umask(0o177);
     try {
       this.listener = this.listenUnix(handler);
+    } catch (err) {
+      throw new MqError(Code.Unavailable, `Cannot listen on the socket ${this.options.socketPath}: ${errorText(err)}; choose another --socket`, { cause: err });
     } finally {
       process.umask(umask);
     }
@@ -155,7 +157,7 @@ export class LocalBroker {
         data: (socket, chunk) => socket.data?.onData(chunk),
         drain: (socket) => socket.data?.onDrain(),
         close: (socket) => socket.data?.onClose(),
-        error: (socket, err) => log.warn(`${socket.data?.label ?? "client"}: ${err.message}`),
+        error: (socket, err) => log.warn(`${socket.data?.label ?? "client"}: socket error:`, err),
       },
     });
   }
@@ -199,7 +201,7 @@ export class LocalBroker {
             data: (s, chunk) => s.data?.onData(chunk),
             drain: (s) => s.data?.onDrain(),
             close: (s) => s.data?.onClose(),
-            error: (s, err) => log.debug(`server ${this.serverAddress}: ${err.message}`),
+            error: (s, err) => log.debug(`server ${this.serverAddress}: socket error:`, err),
           },
         });
         conn = attach(socket);
@@ -223,7 +225,10 @@ export class LocalBroker {
         conn?.close();
         const e = err instanceof MqError ? err : new MqError(Code.Unavailable, `server ${this.serverAddress} unreachable`, { cause: err });
         if (e.code === Code.AuthFailed || e.code === Code.VersionMismatch) this.upstreamError = e;
-        if (attempts === 1 || e.code === Code.AuthFailed) log.warn(`cannot reach the server ${this.serverAddress}: ${e.message}; retrying`);
+        // The cause, not the wrapper: "cannot reach the server X: connection refused (ECONNREFUSED)".
+        const why = err instanceof MqError ? err.message : errorText(err);
+        if (attempts === 1 || e.code === Code.AuthFailed) log.warn(`cannot reach the server ${this.serverAddress}: ${why}; retrying every ${BACKOFF_MAX_MS / 1000} s at most`);
+        else log.debug(`server ${this.serverAddress}: attempt ${attempts} failed: ${why}`);
       }
       // Capped exponential backoff with jitter, so that many local brokers do not stampede a restarted server.
       await Bun.sleep(backoff / 2 + Math.random() * backoff);
@@ -534,7 +539,7 @@ export class LocalBroker {
     fs.rmSync(this.options.socketPath, { force: true });
     await this.ids.close();
     this.unlock();
-    log.info("stopped");
+    log.info(`stopped (socket ${this.options.socketPath} removed)`);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

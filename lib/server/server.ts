@@ -7,11 +7,11 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { Socket, TCPSocketListener } from "bun";
-import { logger } from "../log.ts";
+import { errorText, logger } from "../log.ts";
 import { DEFAULT_HELLO_TIMEOUT_MS, maxFrameBytes } from "../config.ts";
 import { Code, MqError } from "../errors.ts";
 import { ClientRegistry } from "../store/client-registry.ts";
-import { lockDataDir } from "../store/fsutil.ts";
+import { lockDataDir, makeDataDir } from "../store/fsutil.ts";
 import { FileTopicStore } from "../store/file-store.ts";
 import type { FsyncPolicy, RetentionPolicy, TopicStore } from "../store/types.ts";
 import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
@@ -99,7 +99,7 @@ export class MqServer {
 
   /** Opens the data directory (recovering every log) and starts listening. */
   static async start(options: ServerOptions): Promise<MqServer> {
-    fs.mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+    makeDataDir(options.dataDir);
     const unlock = lockDataDir(options.dataDir, "mq server");
     try {
       const server = await MqServer.open(options);
@@ -139,7 +139,7 @@ export class MqServer {
       const now = Date.now();
       for (const c of server.connections) c.checkStall(now);
     }, 1000);
-    log.info(`listening on ${options.hostname}:${server.port} (data ${options.dataDir}, fsync ${options.fsync}, ${server.topics.size} topics, ${registry.size} ids)`);
+    log.info(`listening on ${hostPort(options.hostname, server.port)} (data ${options.dataDir}, fsync ${options.fsync}, ${plural(server.topics.size, "topic")}, ${plural(registry.size, "id")})`);
     return server;
   }
 
@@ -150,7 +150,23 @@ export class MqServer {
   private listen(): void {
     const frameLimit = maxFrameBytes(this.options.maxMessageBytes);
     const handler = this.handler();
-    this.listener = Bun.listen<Connection>({
+    try {
+      this.listener = this.listenTcp(frameLimit, handler);
+    } catch (err) {
+      const address = hostPort(this.options.hostname, this.options.port);
+      const code = (err as NodeJS.ErrnoException).code;
+      const hint =
+        code === "EADDRINUSE"
+          ? "is another mq server running? Stop it, or choose another --listen HOST:PORT"
+          : code === "EACCES"
+            ? "ports below 1024 need privileges; choose another --listen HOST:PORT"
+            : "choose another --listen HOST:PORT";
+      throw new MqError(Code.Unavailable, `Cannot listen on ${address}: ${errorText(err)}; ${hint}`, { cause: err });
+    }
+  }
+
+  private listenTcp(frameLimit: number, handler: ConnectionHandler): TCPSocketListener<Connection> {
+    return Bun.listen<Connection>({
       hostname: this.options.hostname,
       port: this.options.port,
       ...(this.options.tls ? { tls: { cert: this.options.tls.cert, key: this.options.tls.key } } : {}),
@@ -161,7 +177,7 @@ export class MqServer {
           if (!ok) log.warn(`${socket.data?.label ?? "connection"}: TLS handshake failed: ${err?.message ?? "unknown reason"}`);
         },
         open: (socket: Socket<Connection>) => {
-          const label = `local broker at ${socket.remoteAddress}`;
+          const label = `local broker at ${hostPort(socket.remoteAddress, socket.remotePort)}`;
           socket.data = new Connection(socket, handler, {
             maxFrameBytes: frameLimit,
             label,
@@ -176,12 +192,13 @@ export class MqServer {
           }
           this.connections.add(socket.data);
           this.counters.accepted++;
+          log.debug(`${label}: connection accepted`);
           if (this.stopping) socket.data.close(CloseReason.Shutdown);
         },
         data: (socket, chunk) => socket.data?.onData(chunk),
         drain: (socket) => socket.data?.onDrain(),
         close: (socket) => socket.data?.onClose(),
-        error: (socket, err) => log.warn(`${socket.data?.label ?? "connection"}: ${err.message}`),
+        error: (socket, err) => log.warn(`${socket.data?.label ?? "connection"}: socket error:`, err),
       },
     });
   }
@@ -264,7 +281,10 @@ export class MqServer {
     conn.state = session;
     conn.helloDone = true;
     this.sessions.set(hello.broker, session);
-    log.info(`local broker ${hello.broker} connected from ${conn.label}`);
+    const from = conn.label.replace(/^local broker at /, "");
+    // From here on the connection's lines name the broker, not only its address.
+    conn.label = `local broker ${hello.broker} (${from})`;
+    log.info(`local broker ${hello.broker} connected from ${from}`);
     // Resume every subscription of this broker's ids from its acknowledged cursor,
     // after the hello reply has been queued.
     queueMicrotask(() => {
@@ -341,7 +361,7 @@ export class MqServer {
     try {
       seqs = await Promise.all(payloads.map((data) => topic.log.append(data, now)));
     } catch (err) {
-      log.error(`topic ${topicName}: append failed: ${(err as Error).message}`);
+      log.error(`topic ${topicName}: cannot append ${plural(payloads.length, "message")} of id ${id}:`, err);
       throw new MqError(Code.StorageError, `the server cannot store the message in topic "${topicName}": ${(err as Error).message}`, { cause: err });
     }
     this.counters.published += payloads.length;
@@ -438,7 +458,7 @@ export class MqServer {
       try {
         topic.log.trim(before, policy, now);
       } catch (err) {
-        log.error(`topic ${topic.name}: retention failed: ${(err as Error).message}`);
+        log.error(`topic ${topic.name}: retention failed:`, err);
       }
     }
   }
@@ -496,12 +516,21 @@ export class MqServer {
     await this.registry.close();
     this.unlock();
     this.listener?.stop(true);
-    log.info("stopped");
+    log.info(`stopped (${hostPort(this.options.hostname, this.port)}, data ${this.options.dataDir})`);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }
+}
+
+/** `127.0.0.1:7600`, `[::1]:7600`. */
+function hostPort(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+function plural(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
 }
 
 function digest(token: string): Buffer {

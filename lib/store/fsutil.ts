@@ -2,6 +2,7 @@
 import { dlopen, FFIType } from "bun:ffi";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { Code, MqError } from "../errors.ts";
 
 /** fsync on the thread pool, so that other connections go on while the disk works. */
 export function fsyncAsync(fd: number): Promise<void> {
@@ -113,6 +114,17 @@ export function pollFd(fd: number, events: number, timeoutMs: number): number | 
   return n > 0 ? pollView.getUint16(6, le) : 0;
 }
 
+/** Creates a daemon's data directory (0700); a failure names the directory and `--data`. */
+export function makeDataDir(dir: string): void {
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === "EEXIST" || code === "ENOTDIR" ? `a file (not a directory) is in the way (${code})` : (err as Error).message;
+    throw new Error(`Cannot create the data directory ${dir}: ${why}; choose another --data`, { cause: err });
+  }
+}
+
 /**
  * Claims a data directory for this process with a kernel lock (flock) on `DIR/lock`, held
  * as long as the file stays open: another process on the same directory is refused, and a
@@ -121,12 +133,17 @@ export function pollFd(fd: number, events: number, timeoutMs: number): number | 
  */
 export function lockDataDir(dir: string, who: string): () => void {
   const file = path.join(dir, "lock");
-  const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+  let fd: number;
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+  } catch (err) {
+    throw new Error(`Cannot use the data directory ${dir}: ${(err as Error).message}; choose another --data`, { cause: err });
+  }
   const got = flock(fd, LOCK_EX | LOCK_NB);
   if (got !== null && got !== 0) {
     const holder = fs.readFileSync(file, "utf8").trim();
     fs.closeSync(fd);
-    throw new Error(`Cannot use the data directory ${dir}: another ${who} (pid ${holder || "unknown"}) is using it; stop it first or choose another --data`);
+    throw new MqError(Code.Unavailable, `Cannot use the data directory ${dir}: another ${who} (pid ${holder || "unknown"}) is using it; stop it first or choose another --data`);
   }
   fs.ftruncateSync(fd, 0);
   fs.writeSync(fd, `${process.pid}\n`, 0);

@@ -69,7 +69,7 @@ export class FileSubscriberIndex implements SubscriberIndex {
   writeMoved(): void {
     if (this.moved.size === 0) return;
     // A failed cursor write only means a re-delivery after a crash; log it, do not fail anyone.
-    const failed = (err: unknown) => log.warn(`${this.file.file}: cursor write failed: ${(err as Error).message}`);
+    const failed = (err: unknown) => log.warn(`${this.file.file}: cursor write failed:`, err);
     for (const [id, c] of this.moved) this.file.append({ a: id, c }, false).catch(failed);
     this.moved.clear();
     this.maybeCompact().catch(failed);

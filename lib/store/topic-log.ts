@@ -259,7 +259,7 @@ export class FileTopicLog implements TopicLog {
     try {
       fs.ftruncateSync(seg.fd, offset);
     } catch (err) {
-      log.error(`${seg.file}: cannot cut a failed write at ${offset}`, err);
+      log.error(`${seg.file}: cannot cut a failed write at offset ${offset}:`, err);
     }
     seg.size = offset;
     seg.count = keep;
@@ -277,7 +277,7 @@ export class FileTopicLog implements TopicLog {
       try {
         await fsyncAsync(seg.fd);
       } catch (err) {
-        log.error(`${seg.file}: fsync failed: ${(err as Error).message}`);
+        log.error(`${seg.file}: fsync failed:`, err);
       }
     }
   }

@@ -69,7 +69,8 @@ export const OUTBOUND_BUDGET_BYTES = 4 * 1024 * 1024;
 export const MAX_QUEUED_BYTES = 4 * OUTBOUND_BUDGET_BYTES;
 
 export class Connection {
-  readonly label: string;
+  /** Names the peer in every log line; the server renames it once the hello says which broker it is. */
+  label: string;
   /** Anything the owner wants to hang on the connection (session, client ids…). */
   state: unknown;
   helloDone = false;
@@ -303,7 +304,7 @@ export class Connection {
 
   private answerError(rid: number | undefined, err: unknown): void {
     const e = toMqError(err);
-    if (e.code === Code.Internal) log.error(`${this.label}: ${e.message}`, e.cause ?? e);
+    if (e.code === Code.Internal) log.error(`${this.label}: request${rid === undefined ? "" : ` ${rid}`} failed with an internal error:`, e.cause ?? e);
     this.fail(rid, e);
   }
 
@@ -314,7 +315,7 @@ export class Connection {
       // flight fail with that reason rather than a bare "closed". (A late answer to a
       // request that timed out has a rid and is dropped.)
       if (frame.op === "error" && frame.rid === undefined) {
-        log.debug(`${this.label}: ${frame.code}: ${frame.message}`);
+        log.debug(`${this.label}: the peer is closing the connection: ${frame.code}: ${frame.message}`);
         this.peerError = new MqError(isCode(frame.code) ? frame.code : Code.Internal, frame.message);
       }
       return;

@@ -107,9 +107,9 @@ export interface ServerHandle {
 }
 
 /** Starts `mq server` on 127.0.0.1 (port 0 = any free one) and waits until it listens. */
-export async function startServer(options: { dataDir?: string; port?: number; args?: string[] } = {}): Promise<ServerHandle> {
+export async function startServer(options: { dataDir?: string; port?: number; args?: string[]; env?: Record<string, string> } = {}): Promise<ServerHandle> {
   const dataDir = options.dataDir ?? tmpDir("mq-server-");
-  const daemon = spawnDaemon("server", ["server", "--listen", `127.0.0.1:${options.port ?? 0}`, "--data", dataDir, ...(options.args ?? [])]);
+  const daemon = spawnDaemon("server", ["server", "--listen", `127.0.0.1:${options.port ?? 0}`, "--data", dataDir, ...(options.args ?? [])], options.env);
   const m = await daemon.waitFor(/listening on 127\.0\.0\.1:(\d+)/);
   const port = Number(m[1]);
   return { daemon, port, dataDir, address: `127.0.0.1:${port}` };
@@ -122,10 +122,13 @@ export interface LocalHandle {
 }
 
 /** Starts `mq local` against `server` and waits until it is connected (unless `connected: false`). */
-export async function startLocal(server: string, options: { dataDir?: string; socket?: string; args?: string[]; connected?: boolean } = {}): Promise<LocalHandle> {
+export async function startLocal(
+  server: string,
+  options: { dataDir?: string; socket?: string; args?: string[]; connected?: boolean; env?: Record<string, string> } = {},
+): Promise<LocalHandle> {
   const dataDir = options.dataDir ?? tmpDir("mq-local-");
   const socket = options.socket ?? path.join(dataDir, "local.sock");
-  const daemon = spawnDaemon("local", ["local", "--server", server, "--data", dataDir, "--socket", socket, ...(options.args ?? [])]);
+  const daemon = spawnDaemon("local", ["local", "--server", server, "--data", dataDir, "--socket", socket, ...(options.args ?? [])], options.env);
   await daemon.waitFor(options.connected === false ? /listening on/ : /connected to the server/);
   return { daemon, socket, dataDir };
 }
