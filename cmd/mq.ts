@@ -52,7 +52,6 @@ const logArgs = {
 } as const satisfies Defs;
 
 const serverArgs = {
-  ...logArgs,
   listen: { type: "string", valueHint: "HOST:PORT", default: "127.0.0.1:7600", description: "address to listen on" },
   data: { type: "string", valueHint: "DIR", description: "data directory (env MQ_DATA; default ~/.local/share/mq/server)" },
   "default-topics": { type: "string", valueHint: "A,B", default: "general", description: "topics created at start, comma-separated" },
@@ -71,6 +70,7 @@ const serverArgs = {
   retention: { type: "string", valueHint: "AGE", default: "7d", description: "delete segments every subscriber is past once older than this" },
   "retention-bytes": { type: "string", valueHint: "SIZE", description: "…or while a topic's log is bigger than this (K/M/G; default no limit)" },
   "max-segment-bytes": { type: "string", valueHint: "SIZE", default: "64M", description: "roll a topic's log segment at this size (K/M/G)" },
+  ...logArgs,
 } as const satisfies Defs;
 
 type ServerArgs = { [K in Exclude<keyof typeof serverArgs, keyof typeof logArgs>]?: string } & Record<string, unknown>;
@@ -107,7 +107,6 @@ function serverOptions(args: ServerArgs, dataDir: string) {
 }
 
 const localArgs = {
-  ...logArgs,
   socket: { ...common.socket, description: "Unix socket to serve clients on (env MQ_SOCKET)" },
   server: { type: "string", valueHint: "HOST:PORT", description: "address of the server (env MQ_SERVER; default 127.0.0.1:7600)" },
   data: { type: "string", valueHint: "DIR", description: "data directory (env MQ_DATA; default ~/.local/share/mq/local)" },
@@ -117,6 +116,7 @@ const localArgs = {
   "frame-timeout-ms": { type: "string", valueHint: "MS", default: String(DEFAULT_LOCAL_LIMITS.frameTimeoutMs), description: "close clients whose frame takes longer to arrive" },
   "max-connections": { type: "string", valueHint: "N", default: String(DEFAULT_LOCAL_LIMITS.maxConnections), description: "most client connections" },
   "max-inflight": { type: "string", valueHint: "N", default: String(DEFAULT_LOCAL_LIMITS.maxInFlight), description: "most requests served at once per client connection" },
+  ...logArgs,
 } as const satisfies Defs;
 
 /**
