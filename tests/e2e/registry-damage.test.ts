@@ -134,6 +134,30 @@ describe("the server's registries damaged", () => {
   });
 });
 
+describe("ids the server no longer knows", () => {
+  test("a server that came back without the id (a fresh data directory): once a pub is answered UNKNOWN_ID, recv of that id answers it too, not a silent exit 3", async () => {
+    const first = await startServer();
+    const a = await startLocal(first.address);
+    let second: ServerHandle | undefined;
+    try {
+      expect(await createOn(a.socket)).toBe(1);
+      expect((await mq(a.socket, ["sub", "1", "gone"])).code).toBe(0);
+      expect(await first.daemon.stop()).toBe(0);
+      second = await startServer({ port: first.port });
+      await a.daemon.waitFor(/connected to the server[^]*connected to the server/);
+      expect(await mq(a.socket, ["pub", "1", "gone", "x"])).toEqual({ code: 1, stdout: "", stderr: "mq: UNKNOWN_ID: no client with id 1\n" });
+      await a.daemon.waitFor(/the server answered UNKNOWN_ID/);
+      expect(errors(a.daemon.log, "id 1 (global 1): the server answered UNKNOWN_ID (no client with id 1); the id answers UNKNOWN_ID until destroyed")).toHaveLength(1);
+      const gone = "mq: UNKNOWN_ID: client id 1 is no longer known to the server (global id 1): no client with id 1; destroy it and create a new id\n";
+      expect(await mq(a.socket, ["recv", "1"])).toEqual({ code: 1, stdout: "", stderr: gone });
+      expect(await mq(a.socket, ["destroy", "1"])).toMatchObject({ code: 0, stderr: "" });
+      expect(await mq(a.socket, ["recv", "1"])).toEqual({ code: 1, stdout: "", stderr: "mq: UNKNOWN_ID: no client with id 1\n" });
+    } finally {
+      await teardown([a.daemon, ...(second ? [second.daemon] : []), first.daemon], [first.dataDir, a.dataDir, ...(second ? [second.dataDir] : [])]);
+    }
+  });
+});
+
 describe("the local broker's id table damaged", () => {
   test.each([
     ["a bit flipped in its first record", (f: string) => flipBitInRecord(f, 0), "damaged bytes at"],
