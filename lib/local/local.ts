@@ -12,6 +12,7 @@ import { errorText, logger } from "../log.ts";
 import { DEFAULT_HELLO_TIMEOUT_MS, DEFAULT_MAX_MESSAGE_BYTES, maxFrameBytes } from "../config.ts";
 import { Code, MqError } from "../errors.ts";
 import { lockDataDir, makeDataDir, writeFileAtomic } from "../store/fsutil.ts";
+import { IdRanges } from "../store/id-ranges.ts";
 import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
 import { PROTOCOL_VERSION, type Frame, type Message, type MsgsFrame, type Outgoing } from "../wire/messages.ts";
 import { checkTopic } from "../wire/topic.ts";
@@ -80,6 +81,11 @@ export class LocalBroker {
   private readonly serverAddress: string;
   private readonly limits: LocalLimits;
   private stallTimer: ReturnType<typeof setInterval> | null = null;
+  /**
+   * Local ids that the server no longer knows (it lost their records, or said UNKNOWN_ID
+   * for them), with the message their UNKNOWN_ID carries. Learnt anew at every connect.
+   */
+  private readonly goneOnServer = new Map<number, string>();
   readonly counters = { received: 0, delivered: 0, duplicates: 0, forwarded: 0, reconnects: 0 };
 
   private constructor(
@@ -219,6 +225,7 @@ export class LocalBroker {
         this.upstream = conn;
         this.upstreamError = null;
         log.info(`connected to the server ${this.serverAddress}${attempts > 1 ? ` after ${attempts} attempts` : ""}`);
+        this.checkLost(IdRanges.fromFlat(reply.lost));
         for (const w of this.connectedWaiters.splice(0)) w();
         return;
       } catch (err) {
@@ -234,6 +241,43 @@ export class LocalBroker {
       await Bun.sleep(backoff / 2 + Math.random() * backoff);
       backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
     }
+  }
+
+  /**
+   * After a (re)connect: the ids of this table whose records the server lost stop being
+   * served, recv included, and answer UNKNOWN_ID saying why (never a silent "no message").
+   */
+  private checkLost(lost: IdRanges): void {
+    this.goneOnServer.clear();
+    if (lost.empty) return;
+    const hit: string[] = [];
+    for (const [local, global] of this.ids.entries()) {
+      if (!lost.has(global)) continue;
+      hit.push(`${local} (global ${global})`);
+      this.markGone(local, `client id ${local} is no longer known: the server lost its record (global id ${global}; the server's DATA/clients was damaged); destroy it and create a new id`);
+    }
+    if (hit.length > 0) log.error(`the server lost the records of ${hit.length} ids of this host: ${hit.slice(0, 20).join(", ")}${hit.length > 20 ? ", …" : ""}; they answer UNKNOWN_ID until destroyed`);
+  }
+
+  /** Stops serving `local`: its buffered messages go, and waiting recvs wake up to the error. */
+  private markGone(local: number, message: string): void {
+    this.goneOnServer.set(local, message);
+    const inbox = this.inboxes.get(local);
+    if (!inbox) return;
+    this.inboxes.delete(local);
+    if (inbox.pending > 0) log.error(`id ${local}: ${inbox.pending} buffered messages dropped: the server no longer knows the id`);
+    for (const w of inbox.waiters.splice(0)) w.resolve([]);
+  }
+
+  /** A forwarded request of a mapped id was answered UNKNOWN_ID: the server no longer knows it. */
+  private serverForgot(local: number, global: number) {
+    return (err: unknown): never => {
+      if (err instanceof MqError && err.code === Code.UnknownId && this.ids.global(local) === global && !this.goneOnServer.has(local)) {
+        log.error(`id ${local} (global ${global}): the server answered UNKNOWN_ID (${err.message}); the id answers UNKNOWN_ID until destroyed`);
+        this.markGone(local, `client id ${local} is no longer known to the server (global id ${global}): ${err.message}; destroy it and create a new id`);
+      }
+      throw err;
+    };
   }
 
   /** The server connection, waiting briefly for a reconnect in progress; UNAVAILABLE otherwise. */
@@ -287,6 +331,7 @@ export class LocalBroker {
     }
     const local = this.ids.local(frame.id);
     if (local === undefined) return; // destroyed here; the server forgets it too
+    if (this.goneOnServer.has(local)) return;
     const inbox = this.inbox(local);
     let reack = false;
     for (let i = 0; i < frame.payloads.length; i++) {
@@ -356,10 +401,16 @@ export class LocalBroker {
     };
   }
 
+  /** The global id of `local`; UNKNOWN_ID when there is none, saying why when its record was lost. */
   private global(local: number): number {
     const g = this.ids.global(local);
-    if (g === undefined) throw new MqError(Code.UnknownId, `no client with id ${local}`);
-    return g;
+    const gone = this.goneOnServer.get(local);
+    if (g !== undefined && gone === undefined) return g;
+    if (gone !== undefined) throw new MqError(Code.UnknownId, gone);
+    if (this.ids.isLost(local)) {
+      throw new MqError(Code.UnknownId, `client id ${local} is no longer known: its record was lost when this host's id table (the local broker's DATA/ids) was damaged; create a new id`);
+    }
+    throw new MqError(Code.UnknownId, `no client with id ${local}`);
   }
 
   private onClientFrame(conn: Connection, frame: Frame): unknown {
@@ -383,7 +434,7 @@ export class LocalBroker {
         if (frame.data.length > this.maxMessageBytes) {
           throw new MqError(Code.MessageTooLarge, `message of ${frame.data.length} bytes is above the server's limit of ${this.maxMessageBytes}`);
         }
-        return this.forward({ op: "pub", id, topic: frame.topic, data: frame.data });
+        return this.forward({ op: "pub", id, topic: frame.topic, data: frame.data }).catch(this.serverForgot(frame.id, id));
       }
       case "pubs": {
         const id = this.global(frame.id);
@@ -393,14 +444,14 @@ export class LocalBroker {
             throw new MqError(Code.MessageTooLarge, `message of ${data.length} bytes is above the server's limit of ${this.maxMessageBytes}`);
           }
         }
-        return this.forward({ op: "pubs", id, topic: frame.topic, payloads: frame.payloads });
+        return this.forward({ op: "pubs", id, topic: frame.topic, payloads: frame.payloads }).catch(this.serverForgot(frame.id, id));
       }
       case "sub": {
         const id = this.global(frame.id);
         for (const t of frame.topics) checkTopic(t);
         const fwd: Extract<Outgoing, { op: "sub" }> = { op: "sub", id, topics: frame.topics };
         if (frame.from !== undefined) fwd.from = frame.from;
-        return this.forward(fwd);
+        return this.forward(fwd).catch(this.serverForgot(frame.id, id));
       }
       case "unsub": {
         const id = this.global(frame.id);
@@ -409,13 +460,15 @@ export class LocalBroker {
           const inbox = this.inboxes.get(frame.id);
           for (const t of frame.topics) inbox?.dropTopic(t);
           return r;
-        });
+        }, this.serverForgot(frame.id, id));
       }
       case "destroy": {
-        const id = this.global(frame.id);
+        // An id the server no longer knows can still be destroyed here: that is the way out.
+        const id = this.ids.global(frame.id) ?? this.global(frame.id);
         const forget = async () => {
           await this.ids.remove(frame.id);
           this.inboxes.delete(frame.id);
+          this.goneOnServer.delete(frame.id);
         };
         return this.forward({ op: "destroy", id }).then(
           async (r) => (await forget(), r),
@@ -461,6 +514,7 @@ export class LocalBroker {
       messages = await promise;
       clearTimeout(timer);
       state.waiters.delete(waiter);
+      if (messages.length === 0) this.global(local); // lost or destroyed while waiting: say so
       if (conn.closed) {
         inbox.putBack(messages);
         this.serveWaiters(inbox);

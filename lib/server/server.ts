@@ -293,7 +293,11 @@ export class MqServer {
       }
       this.pumpSession(session);
     });
-    return { version: PROTOCOL_VERSION, maxMessageBytes: this.options.maxMessageBytes, maxInFlight: this.limits.maxInFlight };
+    const reply: Record<string, unknown> = { version: PROTOCOL_VERSION, maxMessageBytes: this.options.maxMessageBytes, maxInFlight: this.limits.maxInFlight };
+    // Ids whose records were lost: the local broker stops serving those it maps (even recv).
+    const lost = this.registry.lost();
+    if (lost.length > 0) reply.lost = lost;
+    return reply;
   }
 
   private async create(session: Session) {
@@ -314,8 +318,10 @@ export class MqServer {
 
   /** Throws UNKNOWN_ID unless `id` exists and belongs to the session's local broker. */
   private checkOwner(session: Session, id: number): void {
+    if (this.registry.owner(id) === session.broker) return;
+    if (this.registry.isLost(id)) throw new MqError(Code.UnknownId, lostMessage(id));
     // A foreign id gets the same answer as a missing one: ids of other hosts are not disclosed.
-    if (this.registry.owner(id) !== session.broker) throw new MqError(Code.UnknownId, `no client with id ${id}`);
+    throw new MqError(Code.UnknownId, `no client with id ${id}`);
   }
 
   private async topic(name: string, create: boolean): Promise<{ topic: Topic; created: boolean } | null> {
@@ -328,9 +334,13 @@ export class MqServer {
     if (raced) return { topic: raced, created: false };
     const topic = new Topic(name, opened.log, opened.subscribers);
     this.topics.set(name, topic);
-    for (const [id, cursor] of opened.subscribers.cursors) {
+    for (const [id, cursor] of [...opened.subscribers.cursors]) {
       if (this.registry.owner(id) === undefined) {
-        void opened.subscribers.remove(id); // a destroy that crashed half-way
+        // Above every id the registry knows: it lost that id and its mark, so no reissue.
+        await this.registry.witness(id);
+        if (this.registry.isLost(id)) log.error(`topic ${name}: subscriber id ${id} (cursor ${cursor}) is dropped: ${lostMessage(id)}`);
+        // Otherwise a destroy that crashed half-way.
+        void opened.subscribers.remove(id);
         continue;
       }
       this.addSubscription(new Subscription(id, topic, cursor));
@@ -531,6 +541,11 @@ function hostPort(host: string, port: number): string {
 
 function plural(n: number, noun: string): string {
   return `${n} ${noun}${n === 1 ? "" : "s"}`;
+}
+
+/** The UNKNOWN_ID message for an id whose record the registry lost. */
+function lostMessage(id: number): string {
+  return `client id ${id} is no longer known: its record was lost when the server's registry (DATA/clients) was damaged; create a new id`;
 }
 
 function digest(token: string): Buffer {

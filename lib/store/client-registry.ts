@@ -1,11 +1,19 @@
 /**
- * `DATA/clients`: the global ids and the local broker that owns each, as a RecordFile of
- * `{c: id, o: owner}` (created) and `{d: id}` (destroyed), plus `{n: next}` in snapshots so
- * that an id is never handed out twice, even after compaction.
+ * `DATA/clients` (and its copy `clients.mirror`): the global ids and the local broker that
+ * owns each, as a RecordFile of `{c: id, o: owner}` (created) and `{d: id}` (destroyed);
+ * snapshots add `{n: next}` and `{x: [lo, hi, …]}` (ids whose records were lost).
+ *
+ * Ids are never handed out twice: the next id is kept as the RecordFile's mark, in the
+ * headers of both copies and written with each create, so losing records never lowers it.
+ * When records are lost in both copies, every id below the mark that is neither live nor
+ * known destroyed is marked lost, for good: it answers UNKNOWN_ID saying so.
  */
-import { RecordFile } from "./record-file.ts";
+import { logger } from "../log.ts";
+import { IdRanges } from "./id-ranges.ts";
+import { RecordFile, type Record_ } from "./record-file.ts";
 
 const COMPACT_MIN_BYTES = 64 * 1024;
+const log = logger("store");
 
 export class ClientRegistry {
   private readonly owners = new Map<number, string>();
@@ -14,17 +22,41 @@ export class ClientRegistry {
   private next = 1;
   private readonly file: RecordFile;
   private garbage = 0;
+  /** Ids whose records were lost (damage in both copies): never live again, never reissued. */
+  private readonly lostIds = new IdRanges();
 
   constructor(file: string) {
-    this.file = RecordFile.open(file, (r) => {
-      if (typeof r.c === "number" && typeof r.o === "string") {
-        this.set(r.c, r.o);
-        this.next = Math.max(this.next, r.c + 1);
-      } else if (typeof r.d === "number") {
-        this.unset(r.d);
-        this.garbage++;
-      } else if (typeof r.n === "number") this.next = Math.max(this.next, r.n);
+    // Destroys seen in the journal: ids that are accounted for if records are lost.
+    const destroyed = new Set<number>();
+    this.file = RecordFile.open(file, {
+      apply: (r) => {
+        if (typeof r.c === "number" && typeof r.o === "string") {
+          this.set(r.c, r.o);
+          this.next = Math.max(this.next, r.c + 1);
+        } else if (typeof r.d === "number") {
+          this.unset(r.d);
+          destroyed.add(r.d);
+          this.garbage++;
+        } else if (typeof r.n === "number") this.next = Math.max(this.next, r.n);
+        else if (r.x !== undefined) this.lostIds.addFlat(r.x);
+      },
+      snapshot: () => this.snapshot(),
+      mark: () => this.next,
+      lost: ({ where, mark }) => {
+        this.next = Math.max(this.next, mark);
+        const unknown = IdRanges.gaps(1, this.next, [...this.owners.keys(), ...destroyed]);
+        this.lostIds.addFlat(unknown.toFlat());
+        log.error(
+          `${file}: after the loss (${where}): ${this.owners.size} ids live; ${unknown.count} ids neither live nor known destroyed (${unknown}) ` +
+            `are marked lost: each was destroyed before or lost its record; they answer UNKNOWN_ID, and ids are handed out from ${this.next} on`,
+        );
+      },
     });
+    this.next = Math.max(this.next, this.file.mark);
+  }
+
+  private snapshot(): Record_[] {
+    return [{ n: this.next }, ...this.lostIds.toRecords("x"), ...[...this.owners].map(([c, o]) => ({ c, o }))];
   }
 
   private set(id: number, owner: string): void {
@@ -54,6 +86,16 @@ export class ClientRegistry {
     return this.owners.get(id);
   }
 
+  /** True when `id` is not live because its record was lost (or it may have been destroyed before the loss). */
+  isLost(id: number): boolean {
+    return !this.owners.has(id) && this.lostIds.has(id);
+  }
+
+  /** The ids whose records were lost, as `[lo, hi, …]` (empty when nothing was lost). */
+  lost(): number[] {
+    return this.lostIds.toFlat();
+  }
+
   /** Ids owned by one local broker (a copy: safe to hold across awaits). */
   ownedBy(broker: string): number[] {
     return [...(this.byOwner.get(broker) ?? [])];
@@ -63,11 +105,32 @@ export class ClientRegistry {
     return this.owners.size;
   }
 
+  /** The id the next create gets: above every id ever handed out. */
+  get nextId(): number {
+    return this.next;
+  }
+
+  /**
+   * Another store shows that `id` was handed out (a subscriber index names it): when it is
+   * at or above the next id, the registry lost it and its mark too (both copies damaged,
+   * headers included), so the next id moves above it and every id in between is marked
+   * lost. Durable when the promise resolves.
+   */
+  async witness(id: number): Promise<void> {
+    if (id < this.next) return;
+    const from = this.next;
+    this.next = id + 1;
+    this.lostIds.add(from, id);
+    log.error(`${this.file.file}: id ${id} is named elsewhere (a subscriber index) but lies above every id the registry knows; ids ${from}-${id} are marked lost and ids are handed out from ${this.next} on`);
+    await this.file.append({ x: [from, id] }, true, this.next);
+  }
+
   /** Allocates a new id for `owner`; durable when the promise resolves. */
   async create(owner: string): Promise<number> {
     const id = this.next++;
-    // Live only once durable: a failed write leaves no half-made id behind (the number is skipped).
-    await this.file.append({ c: id, o: owner }, true);
+    // Live only once durable: a failed write leaves no half-made id behind (the number is
+    // skipped). The headers' mark moves with the record: a lost record cannot lower it.
+    await this.file.append({ c: id, o: owner }, true, id + 1);
     this.set(id, owner);
     return id;
   }
@@ -78,7 +141,7 @@ export class ClientRegistry {
     await this.file.append({ d: id }, true);
     if (this.file.bytes > COMPACT_MIN_BYTES && this.garbage > this.owners.size) {
       this.garbage = 0;
-      await this.file.rewrite(() => [{ n: this.next }, ...[...this.owners].map(([c, o]) => ({ c, o }))]);
+      await this.file.rewrite();
     }
   }
 

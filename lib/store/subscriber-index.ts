@@ -1,8 +1,8 @@
 /**
- * FileSubscriberIndex: `topics/<topic>/subscribers`, a RecordFile of events
- * `{s: id, c: cursor}` (subscribe, durable), `{u: id}` (unsubscribe, durable) and
- * `{a: id, c: cursor}` (cursor moved, lazy). Compacted to a snapshot when the events
- * outweigh it.
+ * FileSubscriberIndex: `topics/<topic>/subscribers` (and its copy `subscribers.mirror`), a
+ * RecordFile of events `{s: id, c: cursor}` (subscribe, durable), `{u: id}` (unsubscribe,
+ * durable) and `{a: id, c: cursor}` (cursor moved, lazy). Compacted to a snapshot when the
+ * events outweigh it.
  */
 import { logger } from "../log.ts";
 import { RecordFile, type Record_ } from "./record-file.ts";
@@ -19,7 +19,14 @@ export class FileSubscriberIndex implements SubscriberIndex {
   private compacting = false;
 
   constructor(file: string) {
-    this.file = RecordFile.open(file, (r) => this.apply(r));
+    this.file = RecordFile.open(file, {
+      apply: (r) => this.apply(r),
+      snapshot: () => this.snapshot(),
+      // Which record went is unknown: a subscribe (that subscriber is gone), an unsubscribe
+      // (it is back) or a cursor move (older cursor: re-delivery). Say what is left.
+      lost: ({ where }) =>
+        log.error(`${file}: after the loss (${where}): a subscriber may be missing or back, or a cursor older; subscribers now: ${describe(this.map)}`),
+    });
   }
 
   get cursors(): ReadonlyMap<number, number> {
@@ -79,14 +86,25 @@ export class FileSubscriberIndex implements SubscriberIndex {
     if (this.compacting || this.file.bytes < COMPACT_MIN_BYTES || this.file.bytes < this.map.size * 64) return;
     this.compacting = true;
     try {
-      await this.file.rewrite(() => [...this.map].map(([s, c]) => ({ s, c })));
+      await this.file.rewrite();
     } finally {
       this.compacting = false;
     }
+  }
+
+  private snapshot(): Record_[] {
+    return [...this.map].map(([s, c]) => ({ s, c }));
   }
 
   async close(): Promise<void> {
     await this.flush();
     await this.file.close();
   }
+}
+
+/** "id 1 at 5, id 3 at 1" (the first 20). */
+function describe(map: ReadonlyMap<number, number>): string {
+  if (map.size === 0) return "none";
+  const shown = [...map].slice(0, 20).map(([id, c]) => `id ${id} at ${c}`);
+  return shown.join(", ") + (map.size > 20 ? `, … (${map.size})` : "");
 }

@@ -7,9 +7,9 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { ClientRegistry } from "../../lib/store/client-registry.ts";
-import { RecordFile, type Record_ } from "../../lib/store/record-file.ts";
 import { FileSubscriberIndex } from "../../lib/store/subscriber-index.ts";
 import { FileTopicLog, RECORD_HEADER, type TopicLogOptions } from "../../lib/store/topic-log.ts";
+import { copyRecordFile } from "./damage-kit.ts";
 import { payload } from "./topic-log.contract.ts";
 
 const ALL = Number.MAX_SAFE_INTEGER;
@@ -467,149 +467,6 @@ describe("FileTopicLog group commit", () => {
 });
 
 // ---------------------------------------------------------------------------------------
-// RecordFile
-
-describe("RecordFile", () => {
-  const file = () => path.join(dir, "records");
-
-  function openRecords(): { rf: RecordFile; records: Record_[] } {
-    const records: Record_[] = [];
-    const rf = track(RecordFile.open(file(), (r) => records.push(r)));
-    return { rf, records };
-  }
-
-  /** Writes records {i: 1}..{i: n}; returns the start offset of each. */
-  async function writeRecords(n: number): Promise<number[]> {
-    const { rf } = openRecords();
-    const starts: number[] = [];
-    for (let i = 1; i <= n; i++) {
-      starts.push(rf.bytes);
-      await rf.append({ i, text: "x".repeat(i) }, i % 2 === 0);
-    }
-    await rf.close();
-    return starts;
-  }
-
-  const rec = (i: number) => ({ i, text: "x".repeat(i) });
-
-  test("RecordFile replays every record in order after reopen", async () => {
-    await writeRecords(5);
-    expect(openRecords().records).toEqual([1, 2, 3, 4, 5].map(rec));
-  });
-
-  test("RecordFile creates an empty file when absent", () => {
-    const { rf, records } = openRecords();
-    expect(records).toEqual([]);
-    expect(rf.bytes).toBe(0);
-    expect(fs.existsSync(file())).toBe(true);
-  });
-
-  test.each([
-    ["1 byte of the header", 1],
-    ["the length only", 4],
-    ["all but one header byte", 7],
-    ["the header only", 8],
-    ["all but the last byte", -1],
-  ])("RecordFile drops a last record cut after %s and serves later appends", async (_name, keep) => {
-    const starts = await writeRecords(5);
-    const end = size(file());
-    fs.truncateSync(file(), keep >= 0 ? starts[4]! + keep : end + keep);
-    const first = openRecords();
-    expect(first.records).toEqual([1, 2, 3, 4].map(rec));
-    expect(first.rf.bytes).toBe(starts[4]!);
-    expect(size(file())).toBe(starts[4]!);
-    await first.rf.append(rec(6), true);
-    await first.rf.close();
-    expect(openRecords().records).toEqual([1, 2, 3, 4, 6].map(rec));
-  });
-
-  test.each([
-    ["a zero-length header", () => new Uint8Array(8)],
-    ["100 bytes of 0xAB", () => new Uint8Array(100).fill(0xab)],
-    ["a header claiming 0xFFFFFFFF bytes", () => new Uint8Array([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 1])],
-    ["a checksummed record that is not CBOR", () => {
-      const body = new Uint8Array([0xff, 0xfe]);
-      const out = new Uint8Array(8 + body.length);
-      new DataView(out.buffer).setUint32(0, body.length);
-      new DataView(out.buffer).setUint32(4, Bun.hash.crc32(body));
-      out.set(body, 8);
-      return out;
-    }],
-  ])("RecordFile drops %s after the last record", async (_name, junk) => {
-    await writeRecords(3);
-    const good = size(file());
-    fs.appendFileSync(file(), junk());
-    const { rf, records } = openRecords();
-    expect(records).toEqual([1, 2, 3].map(rec));
-    expect(size(file())).toBe(good);
-    await rf.append(rec(4), true);
-    await rf.close();
-    expect(openRecords().records).toEqual([1, 2, 3, 4].map(rec));
-  });
-
-  test("RecordFile drops the last record when a byte of it is flipped", async () => {
-    await writeRecords(3);
-    flipByte(file(), size(file()) - 1);
-    expect(openRecords().records).toEqual([1, 2].map(rec));
-  });
-
-  test("RecordFile shares one write and one fsync among records appended in one tick", async () => {
-    const { rf } = openRecords();
-    const fsync = spyOn(fs, "fsync");
-    const write = spyOn(fs, "writeSync");
-    try {
-      await Promise.all([1, 2, 3, 4].map((i) => rf.append(rec(i), true)));
-      expect(fsync).toHaveBeenCalledTimes(1);
-      expect(write).toHaveBeenCalledTimes(1);
-    } finally {
-      fsync.mockRestore();
-      write.mockRestore();
-    }
-  });
-
-  test("RecordFile.append does not fsync a record that is not durable", async () => {
-    const { rf } = openRecords();
-    const fsync = spyOn(fs, "fsync");
-    try {
-      await rf.append(rec(1), false);
-      expect(fsync).toHaveBeenCalledTimes(0);
-      await rf.sync();
-      expect(fsync).toHaveBeenCalledTimes(1);
-    } finally {
-      fsync.mockRestore();
-    }
-  });
-
-  test("RecordFile.rewrite replaces the file with the snapshot and keeps later appends", async () => {
-    const { rf } = openRecords();
-    for (let i = 1; i <= 20; i++) await rf.append(rec(i), false);
-    const before = rf.bytes;
-    // An append still pending when rewrite starts is written before the snapshot is taken.
-    void rf.append(rec(21), false);
-    let snapshotAt = -1;
-    await rf.rewrite(() => {
-      snapshotAt = rf.bytes;
-      return [{ all: 21 }];
-    });
-    expect(snapshotAt).toBeGreaterThan(before);
-    expect(rf.bytes).toBe(size(file()));
-    expect(rf.bytes).toBeLessThan(before);
-    await rf.append(rec(22), true);
-    await rf.close();
-    expect(openRecords().records).toEqual([{ all: 21 }, rec(22)]);
-    expect(fs.readdirSync(dir)).toEqual(["records"]); // no temp file left behind
-  });
-
-  test("RecordFile skips empty records on replay", async () => {
-    const { rf } = openRecords();
-    await rf.append({}, false);
-    await rf.append(rec(1), true);
-    await rf.close();
-    expect(openRecords().records).toEqual([rec(1)]);
-  });
-});
-
-// ---------------------------------------------------------------------------------------
 // FileSubscriberIndex
 
 describe("FileSubscriberIndex recovery", () => {
@@ -637,7 +494,7 @@ describe("FileSubscriberIndex recovery", () => {
     await index.flush();
     index.advance(1, 20);
     const crashed = path.join(dir, "crashed");
-    fs.copyFileSync(file(), crashed);
+    copyRecordFile(file(), crashed);
     await index.close();
     expect([...track(new FileSubscriberIndex(crashed)).cursors]).toEqual([[1, 10]]);
     expect([...open().cursors]).toEqual([[1, 20]]);
@@ -649,7 +506,7 @@ describe("FileSubscriberIndex recovery", () => {
     await index.add(2, 4);
     await index.remove(1);
     const crashed = path.join(dir, "crashed");
-    fs.copyFileSync(file(), crashed);
+    copyRecordFile(file(), crashed);
     expect([...track(new FileSubscriberIndex(crashed)).cursors]).toEqual([[2, 4]]);
   });
 
@@ -671,7 +528,7 @@ describe("FileSubscriberIndex recovery", () => {
     // More than 64 KiB of events went to the file, yet it stayed small: it was compacted.
     expect(written).toBeGreaterThan(64 * 1024);
     expect(size(file())).toBeLessThan(64 * 1024);
-    expect(fs.readdirSync(dir)).toEqual(["subscribers"]);
+    expect(fs.readdirSync(dir).sort()).toEqual(["subscribers", "subscribers.mirror"]);
     const want = ids.filter((id) => id !== 500).map((id): [number, number] => [id, 12_000 + id]);
     expect([...index.cursors].sort((a, b) => a[0] - b[0])).toEqual(want);
     await index.close();

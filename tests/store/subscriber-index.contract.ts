@@ -1,7 +1,8 @@
 /**
  * The SubscriberIndex contract: every implementation runs this suite (see
- * subscriber-index.test.ts). Implementations that persist pass `reopen`, which closes the
- * index and opens the same storage again; the suite then also checks what survives.
+ * subscriber-index.test.ts). Implementations that persist say so and pass `reopen`, which
+ * closes the index and opens the same storage again; the suite then also checks what
+ * survives.
  */
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import type { SubscriberIndex } from "../../lib/store/types.ts";
@@ -18,7 +19,9 @@ function entries(index: SubscriberIndex): Array<[number, number]> {
   return [...index.cursors].sort((a, b) => a[0] - b[0]);
 }
 
-export function runSubscriberIndexSuite(name: string, newIndex: () => Promise<SubscriberIndexFixture>): void {
+export function runSubscriberIndexSuite(name: string, newIndex: () => Promise<SubscriberIndexFixture>, options: { persistent: boolean }): void {
+  const persistentOnly = test.skipIf(!options.persistent);
+
   describe(`SubscriberIndex contract: ${name}`, () => {
     let fx: SubscriberIndexFixture;
     let index: SubscriberIndex;
@@ -129,8 +132,7 @@ export function runSubscriberIndexSuite(name: string, newIndex: () => Promise<Su
       expect(entries(index)).toEqual([[1, 4]]);
     });
 
-    test("SubscriberIndex keeps subscribers, removals and flushed cursors across reopen", async () => {
-      if (!fx.reopen) return; // nothing persists in this implementation
+    persistentOnly("SubscriberIndex keeps subscribers, removals and flushed cursors across reopen (persistent implementations)", async () => {
       await index.add(1, 1);
       await index.add(2, 1);
       await index.add(3, 7);
@@ -138,32 +140,30 @@ export function runSubscriberIndexSuite(name: string, newIndex: () => Promise<Su
       index.advance(1, 12);
       index.advance(3, 9);
       await index.flush();
-      index = await fx.reopen();
+      index = await fx.reopen!();
       expect(entries(index)).toEqual([
         [1, 12],
         [3, 9],
       ]);
     });
 
-    test("SubscriberIndex keeps cursors moved by writeMoved across reopen", async () => {
-      if (!fx.reopen) return; // nothing persists in this implementation
+    persistentOnly("SubscriberIndex keeps cursors moved by writeMoved across reopen (persistent implementations)", async () => {
       await index.add(1, 1);
       index.advance(1, 6);
       index.writeMoved();
-      index = await fx.reopen();
+      index = await fx.reopen!();
       expect(entries(index)).toEqual([[1, 6]]);
     });
 
-    test("SubscriberIndex does not bring back a removed subscriber on reopen", async () => {
-      if (!fx.reopen) return; // nothing persists in this implementation
+    persistentOnly("SubscriberIndex does not bring back a removed subscriber on reopen (persistent implementations)", async () => {
       await index.add(1, 1);
       index.advance(1, 5);
       await index.flush();
       await index.remove(1);
-      index = await fx.reopen();
+      index = await fx.reopen!();
       expect(entries(index)).toEqual([]);
       await index.add(1, 2);
-      index = await fx.reopen();
+      index = await fx.reopen!();
       expect(entries(index)).toEqual([[1, 2]]);
     });
   });
