@@ -65,7 +65,9 @@ export function legacyBytes(records: Array<Record<string, unknown>>): Uint8Array
 export async function captureLog<T>(fn: () => T | Promise<T>): Promise<{ result: T; lines: string[] }> {
   const lines: string[] = [];
   const spy = spyOn(process.stderr, "write").mockImplementation(((chunk: unknown) => {
-    lines.push(...String(chunk).split("\n").filter((l) => l.length > 0));
+    // `2026-…Z ERROR [store] …` (docs/logging.md) → `[error] [store] …`: the time varies, the rest is checked.
+    const plain = (l: string) => l.replace(/^\S+ (ERROR|WARN|INFO|DEBUG|TRACE) +/, (_, lv: string) => `[${lv.toLowerCase()}] `);
+    lines.push(...String(chunk).split("\n").filter((l) => l.length > 0).map(plain));
     return true;
   }) as typeof process.stderr.write);
   try {
