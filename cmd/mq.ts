@@ -6,7 +6,7 @@ import { defineCommand, runCommand, type ArgsDef, type CommandDef } from "citty"
 import pkg from "../package.json" with { type: "json" };
 import { MqError } from "../lib/errors.ts";
 import * as cli from "../lib/cli/commands.ts";
-import { readTokenFile, runLocal, runServer, runUp } from "../lib/cli/daemons.ts";
+import { ensureTokenFile, readTokenFile, runLocal, runServer, runUp } from "../lib/cli/daemons.ts";
 import { Exit, StdoutClosedError, UsageError, exitCodeFor, reportError, writeStdout } from "../lib/cli/output.ts";
 import { closest, renderCommandHelp, renderCompletion, renderProgramHelp, SHELLS, type CommandSpec, type OptionDef, type Program, type Shell } from "../lib/cli/help.ts";
 import { defaults, parseAddress, parseCount, parseDuration, parseFrom, parseFsync, parseId, parseLogOptions, parseSeconds, parseSize, parseTopicList } from "../lib/cli/parse.ts";
@@ -14,6 +14,7 @@ import { configureLog } from "../lib/log.ts";
 import { runBench } from "../lib/cli/bench.ts";
 import { DEFAULT_SERVER_LIMITS } from "../lib/server/server.ts";
 import { DEFAULT_LOCAL_LIMITS } from "../lib/local/local.ts";
+import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, isLoopback } from "../lib/config.ts";
 
 let exitCode: number = Exit.Ok;
 
@@ -51,6 +52,17 @@ const logArgs = {
   "log-json": { type: "boolean", description: "one JSON object per log line (env MQ_LOG_JSON=1)" },
 } as const satisfies Defs;
 
+/** The heartbeat on the server hop, the same flags on both daemons. */
+const heartbeatArgs = {
+  "heartbeat-ms": { type: "string", valueHint: "MS", default: String(DEFAULT_HEARTBEAT_MS), description: "ping the other end of the server hop after this much silence (0: off)" },
+  "heartbeat-missed": { type: "string", valueHint: "N", default: String(DEFAULT_HEARTBEAT_MISSED), description: "drop the connection after N silent intervals in a row" },
+} as const satisfies Defs;
+
+function heartbeatOf(args: Record<string, unknown>) {
+  const d = (name: keyof typeof heartbeatArgs) => args[name] ?? heartbeatArgs[name].default;
+  return { heartbeatMs: parseCount("heartbeat-ms", d("heartbeat-ms"), 0), heartbeatMissed: parseCount("heartbeat-missed", d("heartbeat-missed"), 2) };
+}
+
 const serverArgs = {
   listen: { type: "string", valueHint: "HOST:PORT", default: "127.0.0.1:7600", description: "address to listen on" },
   data: { type: "string", valueHint: "DIR", description: "data directory (env MQ_DATA; default ~/.local/share/mq/server)" },
@@ -61,7 +73,9 @@ const serverArgs = {
   "token-file": { type: "string", valueHint: "FILE", description: "file holding the token local brokers must present" },
   "tls-cert": { type: "string", valueHint: "FILE", description: "PEM certificate: serve TLS" },
   "tls-key": { type: "string", valueHint: "FILE", description: "PEM private key for --tls-cert" },
+  insecure: { type: "boolean", description: "allow a non-loopback --listen without --token-file or TLS" },
   "hello-timeout-ms": { type: "string", valueHint: "MS", default: "10000", description: "close connections that send no hello in time" },
+  ...heartbeatArgs,
   "frame-timeout-ms": { type: "string", valueHint: "MS", default: String(DEFAULT_SERVER_LIMITS.frameTimeoutMs), description: "close connections whose frame takes longer to arrive" },
   "max-connections": { type: "string", valueHint: "N", default: String(DEFAULT_SERVER_LIMITS.maxConnections), description: "most local-broker connections" },
   "max-inflight": { type: "string", valueHint: "N", default: String(DEFAULT_SERVER_LIMITS.maxInFlight), description: "most requests served at once per connection" },
@@ -75,9 +89,16 @@ const serverArgs = {
 
 type ServerArgs = { [K in Exclude<keyof typeof serverArgs, keyof typeof logArgs>]?: string } & Record<string, unknown>;
 
-function serverOptions(args: ServerArgs, dataDir: string) {
+/** `tokenFileIfNone`: `mq up` makes a token file there when --token-file is not given. */
+function serverOptions(args: ServerArgs, dataDir: string, tokenFileIfNone?: string) {
   const listen = parseAddress("listen", args.listen ?? defaults.listen());
   if (Boolean(args["tls-cert"]) !== Boolean(args["tls-key"])) throw new UsageError("--tls-cert and --tls-key go together");
+  if (!isLoopback(listen.hostname) && !args["token-file"] && !tokenFileIfNone && !args["tls-cert"] && !args.insecure) {
+    throw new UsageError(
+      `--listen ${args.listen} is not a loopback address, and without --token-file (or TLS) anyone who can reach it can use the server; give --token-file FILE (see docs/security.md), or --insecure to run it open anyway`,
+    );
+  }
+  const tokenFile = args["token-file"] ?? (tokenFileIfNone === undefined ? undefined : ensureTokenFile(tokenFileIfNone));
   const d = (name: keyof typeof serverArgs) => args[name] ?? (serverArgs[name] as OptionDef).default;
   return {
     ...listen,
@@ -87,6 +108,7 @@ function serverOptions(args: ServerArgs, dataDir: string) {
     fsyncIntervalMs: parseCount("fsync-interval-ms", d("fsync-interval-ms")),
     maxMessageBytes: parseSize("max-message-bytes", d("max-message-bytes"), 1),
     helloTimeoutMs: parseCount("hello-timeout-ms", d("hello-timeout-ms")),
+    ...heartbeatOf(args),
     maxSegmentBytes: parseSize("max-segment-bytes", d("max-segment-bytes"), 1),
     retention: {
       maxAgeMs: parseDuration("retention", d("retention")),
@@ -99,7 +121,7 @@ function serverOptions(args: ServerArgs, dataDir: string) {
       maxSubscriptionsPerId: parseCount("max-subscriptions-per-id", d("max-subscriptions-per-id")),
       maxIdsPerBroker: parseCount("max-ids-per-broker", d("max-ids-per-broker")),
     },
-    ...(args["token-file"] ? { token: readTokenFile(args["token-file"]) } : {}),
+    ...(tokenFile ? { token: readTokenFile(tokenFile) } : {}),
     ...(args["tls-cert"] && args["tls-key"]
       ? { tls: { cert: fs.readFileSync(args["tls-cert"], "utf8"), key: fs.readFileSync(args["tls-key"], "utf8") } }
       : {}),
@@ -113,11 +135,15 @@ const localArgs = {
   "token-file": { type: "string", valueHint: "FILE", description: "file holding the token for the server" },
   "tls-ca": { type: "string", valueHint: "FILE", description: "PEM CA certificate of the server: connect with TLS" },
   "hello-timeout-ms": { type: "string", valueHint: "MS", default: "10000", description: "close client connections that send no hello in time" },
+  ...heartbeatArgs,
   "frame-timeout-ms": { type: "string", valueHint: "MS", default: String(DEFAULT_LOCAL_LIMITS.frameTimeoutMs), description: "close clients whose frame takes longer to arrive" },
   "max-connections": { type: "string", valueHint: "N", default: String(DEFAULT_LOCAL_LIMITS.maxConnections), description: "most client connections" },
   "max-inflight": { type: "string", valueHint: "N", default: String(DEFAULT_LOCAL_LIMITS.maxInFlight), description: "most requests served at once per client connection" },
   ...logArgs,
 } as const satisfies Defs;
+
+/** `mq up` always has a token (its own when none is given), so --insecure has no use there. */
+const { insecure: _insecure, ...upServerArgs } = serverArgs;
 
 /**
  * Every command: its options (parsed by citty), how many positionals it takes, and what it
@@ -286,6 +312,7 @@ const commands: Command[] = [
         server: parseAddress("server", args.server ?? defaults.server()),
         dataDir: args.data ?? defaults.localData(),
         helloTimeoutMs: parseCount("hello-timeout-ms", args["hello-timeout-ms"]),
+        ...heartbeatOf(args),
         limits: {
           maxConnections: parseCount("max-connections", args["max-connections"]),
           frameTimeoutMs: parseCount("frame-timeout-ms", args["frame-timeout-ms"]),
@@ -300,16 +327,24 @@ const commands: Command[] = [
     name: "up",
     group: "daemon",
     description: "run a server and a local broker together on default paths",
-    args: { ...serverArgs, data: { type: "string", valueHint: "DIR", description: "holds server/ and local/ (env MQ_DATA; default ~/.local/share/mq)" }, socket: localArgs.socket },
+    args: {
+      ...upServerArgs,
+      data: { type: "string", valueHint: "DIR", description: "holds server/ and local/ (env MQ_DATA; default ~/.local/share/mq)" },
+      "token-file": { ...serverArgs["token-file"], description: "token for both sides (default DIR/token, made with mode 0600 if absent)" },
+      socket: localArgs.socket,
+    },
     maxPositionals: 0,
     examples: ["mq up", "mq up --data /tmp/mq --listen 127.0.0.1:7700"],
     run: (args) => {
       configureLog(parseLogOptions(args));
       const base = args.data ?? (process.env.MQ_DATA || path.dirname(defaults.serverData()));
-      const srv = serverOptions(args, path.join(base, "server"));
+      // Without --token-file, a token of its own: other users of the host cannot use the port.
+      const srv = serverOptions(args, path.join(base, "server"), path.join(base, "token"));
       return runUp(srv, {
         socketPath: args.socket ?? defaults.socket(),
         dataDir: path.join(base, "local"),
+        heartbeatMs: srv.heartbeatMs,
+        heartbeatMissed: srv.heartbeatMissed,
         ...(srv.token ? { token: srv.token } : {}),
         ...(srv.tls ? { tlsCa: srv.tls.cert } : {}),
       });

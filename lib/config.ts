@@ -9,6 +9,12 @@ export function maxFrameBytes(maxMessageBytes: number): number {
   return maxMessageBytes + 64 * 1024;
 }
 export const DEFAULT_HELLO_TIMEOUT_MS = 10_000;
+/**
+ * Heartbeat on the server hop (both ends): a ping after this many ms without a sign of life,
+ * and the peer given up after DEFAULT_HEARTBEAT_MISSED such intervals in a row (6–8 s).
+ */
+export const DEFAULT_HEARTBEAT_MS = 2000;
+export const DEFAULT_HEARTBEAT_MISSED = 3;
 
 /** `$XDG_RUNTIME_DIR/mq/local.sock`, else `/tmp/mq-$UID/local.sock`. */
 export function defaultSocketPath(env: Record<string, string | undefined> = process.env): string {
@@ -20,6 +26,12 @@ export function defaultSocketPath(env: Record<string, string | undefined> = proc
 export function defaultDataDir(role: "server" | "local", env: Record<string, string | undefined> = process.env): string {
   const base = env.XDG_DATA_HOME || path.join(os.homedir(), ".local", "share");
   return path.join(base, "mq", role);
+}
+
+/** True for an address only this host can reach: 127.0.0.0/8, ::1, localhost. */
+export function isLoopback(hostname: string): boolean {
+  const h = hostname.toLowerCase();
+  return h === "localhost" || h === "::1" || /^127\.\d+\.\d+\.\d+$/.test(h) || /^::ffff:127\./.test(h);
 }
 
 /** Parses `HOST:PORT` (IPv6 as `[::1]:7600`). Throws a RangeError naming the value. */

@@ -14,6 +14,11 @@ export const Code = {
   StorageError: "STORAGE_ERROR",
   /** Added to the SPEC §4 list: a configured limit (ids per broker, subscriptions per id, requests in flight, topics) was reached. Retry after freeing some, or raise the limit. */
   LimitExceeded: "LIMIT_EXCEEDED",
+  /**
+   * Added to the SPEC §4 list: a local broker with this identity and secret is connected and
+   * answering already (a copied data directory); this one is refused, not swapped in.
+   */
+  IdentityInUse: "IDENTITY_IN_USE",
 } as const;
 export type Code = (typeof Code)[keyof typeof Code];
 

@@ -1,6 +1,7 @@
 /** Running the daemons in the foreground: start, log, stop cleanly on SIGINT/SIGTERM. */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { randomBytes } from "node:crypto";
 import { LocalBroker, type LocalOptions } from "../local/local.ts";
 import { MqError } from "../errors.ts";
 import { logger } from "../log.ts";
@@ -19,6 +20,21 @@ export function readTokenFile(file: string): string {
   }
   if (token.length === 0) throw new Error(`Token file ${file} is empty; put the shared secret in it`);
   return token;
+}
+
+/**
+ * `mq up` without --token-file: the token file at `file`, made once (32 random bytes as hex,
+ * mode 0600 in a 0700 directory) so that other users of the host cannot use the TCP port.
+ */
+export function ensureTokenFile(file: string): string {
+  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  try {
+    fs.writeFileSync(file, `${randomBytes(32).toString("hex")}\n`, { mode: 0o600, flag: "wx" });
+    log.info(`made the token file ${file} (mode 0600); other local brokers of this server need --token-file ${file}`);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw new Error(`Cannot create token file ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  return file;
 }
 
 /** Resolves when SIGINT or SIGTERM arrives. */

@@ -27,7 +27,7 @@ export class UsageError extends Error {
 
 /** The exit status for an error: 4 when the broker (or its server) cannot be reached or refused us, else 1. */
 export function exitCodeFor(err: MqError): number {
-  return err.code === Code.Unavailable || err.code === Code.AuthFailed || err.code === Code.VersionMismatch ? Exit.Unavailable : Exit.Refused;
+  return err.code === Code.Unavailable || err.code === Code.AuthFailed || err.code === Code.VersionMismatch || err.code === Code.IdentityInUse ? Exit.Unavailable : Exit.Refused;
 }
 
 /** `mq: CODE: message` on stderr. */

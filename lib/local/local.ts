@@ -6,10 +6,10 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import type { Socket, UnixSocketListener } from "bun";
 import { errorText, logger } from "../log.ts";
-import { DEFAULT_HELLO_TIMEOUT_MS, DEFAULT_MAX_MESSAGE_BYTES, maxFrameBytes } from "../config.ts";
+import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_HELLO_TIMEOUT_MS, DEFAULT_MAX_MESSAGE_BYTES, maxFrameBytes } from "../config.ts";
 import { Code, MqError } from "../errors.ts";
 import { lockDataDir, makeDataDir, writeFileAtomic } from "../store/fsutil.ts";
 import { IdRanges } from "../store/id-ranges.ts";
@@ -31,6 +31,10 @@ export interface LocalOptions {
   helloTimeoutMs?: number;
   /** How long a forwarded request may wait for the server before it fails UNAVAILABLE. */
   requestTimeoutMs?: number;
+  /** Ping a silent server after this many ms (0: no heartbeat); DEFAULT_HEARTBEAT_MS. */
+  heartbeatMs?: number;
+  /** Reconnect after this many silent intervals in a row; DEFAULT_HEARTBEAT_MISSED. */
+  heartbeatMissed?: number;
   limits?: Partial<LocalLimits>;
 }
 
@@ -54,6 +58,13 @@ const MAX_RECV_BATCH = 1000;
 const MAX_WAIT_MS = 24 * 3600 * 1000;
 const BACKOFF_MIN_MS = 100;
 const BACKOFF_MAX_MS = 2000;
+/**
+ * After the server refused this broker (token, secret, version, or the same identity already
+ * connected): retrying fast would change nothing, and a copied data directory retrying fast
+ * would keep probing the original's session.
+ */
+const REFUSED_BACKOFF_MIN_MS = 1000;
+const REFUSED_BACKOFF_MAX_MS = 15_000;
 /** While reconnecting, a request waits this long for the server before failing UNAVAILABLE. */
 const RECONNECT_GRACE_MS = 1000;
 /** Grace + this + the 250 ms timeout sweep stays under the 5 s the CLI promises for UNAVAILABLE. */
@@ -65,6 +76,8 @@ export class LocalBroker {
   private listener: UnixSocketListener<Connection> | null = null;
   private upstream: Connection | null = null;
   private upstreamError: MqError | null = null;
+  /** The last refusal logged, so that a broker refused again and again logs it once. */
+  private lastRefusal = "";
   private connectedWaiters: Array<() => void> = [];
   private readonly clients = new Set<Connection>();
   private readonly inboxes = new Map<number, Inbox>();
@@ -91,6 +104,8 @@ export class LocalBroker {
   private constructor(
     private readonly options: LocalOptions,
     private readonly identity: string,
+    /** Never logged, never in stats: see loadSecret. */
+    private readonly secret: string,
     private readonly ids: IdTable,
   ) {
     this.serverAddress = `${options.server.hostname}:${options.server.port}`;
@@ -104,8 +119,9 @@ export class LocalBroker {
     let broker: LocalBroker;
     try {
       const identity = loadIdentity(path.join(options.dataDir, "identity"));
+      const secret = loadSecret(path.join(options.dataDir, "secret"));
       await claimSocketPath(options.socketPath);
-      broker = new LocalBroker(options, identity, new IdTable(path.join(options.dataDir, "ids")));
+      broker = new LocalBroker(options, identity, secret, new IdTable(path.join(options.dataDir, "ids")));
       broker.listen();
     } catch (err) {
       unlock(); // a failed start leaves the directory free
@@ -172,6 +188,7 @@ export class LocalBroker {
 
   private async connectUpstream(): Promise<void> {
     let backoff = BACKOFF_MIN_MS;
+    let refusedBackoff = REFUSED_BACKOFF_MIN_MS;
     let attempts = 0;
     const handler: ConnectionHandler = {
       frame: (conn, frame) => {
@@ -211,7 +228,7 @@ export class LocalBroker {
           },
         });
         conn = attach(socket);
-        const hello: Extract<Outgoing, { op: "hello" }> = { op: "hello", version: PROTOCOL_VERSION, broker: this.identity };
+        const hello: Extract<Outgoing, { op: "hello" }> = { op: "hello", version: PROTOCOL_VERSION, broker: this.identity, secret: this.secret };
         if (this.options.token !== undefined) hello.token = this.options.token;
         const reply = await conn.request(hello, 5000);
         if (this.stopped) return conn.close(CloseReason.Shutdown);
@@ -224,6 +241,10 @@ export class LocalBroker {
         }
         this.upstream = conn;
         this.upstreamError = null;
+        this.lastRefusal = "";
+        // A server that stops answering (stopped, or a network that drops everything) is
+        // noticed within a few intervals: clients then get UNAVAILABLE instead of waiting.
+        conn.startHeartbeat(this.options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS, this.options.heartbeatMissed ?? DEFAULT_HEARTBEAT_MISSED);
         log.info(`connected to the server ${this.serverAddress}${attempts > 1 ? ` after ${attempts} attempts` : ""}`);
         this.checkLost(IdRanges.fromFlat(reply.lost));
         for (const w of this.connectedWaiters.splice(0)) w();
@@ -231,10 +252,20 @@ export class LocalBroker {
       } catch (err) {
         conn?.close();
         const e = err instanceof MqError ? err : new MqError(Code.Unavailable, `server ${this.serverAddress} unreachable`, { cause: err });
-        if (e.code === Code.AuthFailed || e.code === Code.VersionMismatch) this.upstreamError = e;
+        if (e.code === Code.AuthFailed || e.code === Code.VersionMismatch || e.code === Code.IdentityInUse) {
+          this.upstreamError = e;
+          if (this.lastRefusal !== `${e.code} ${e.message}`) {
+            this.lastRefusal = `${e.code} ${e.message}`;
+            log.warn(`cannot reach the server ${this.serverAddress}: refused: ${e.code}: ${e.message}; retrying with backoff up to ${REFUSED_BACKOFF_MAX_MS / 1000} s (logged once)`);
+          }
+          await Bun.sleep(refusedBackoff / 2 + Math.random() * refusedBackoff);
+          refusedBackoff = Math.min(refusedBackoff * 2, REFUSED_BACKOFF_MAX_MS);
+          continue;
+        }
+        refusedBackoff = REFUSED_BACKOFF_MIN_MS;
         // The cause, not the wrapper: "cannot reach the server X: connection refused (ECONNREFUSED)".
         const why = err instanceof MqError ? err.message : errorText(err);
-        if (attempts === 1 || e.code === Code.AuthFailed) log.warn(`cannot reach the server ${this.serverAddress}: ${why}; retrying every ${BACKOFF_MAX_MS / 1000} s at most`);
+        if (attempts === 1) log.warn(`cannot reach the server ${this.serverAddress}: ${why}; retrying every ${BACKOFF_MAX_MS / 1000} s at most`);
         else log.debug(`server ${this.serverAddress}: attempt ${attempts} failed: ${why}`);
       }
       // Capped exponential backoff with jitter, so that many local brokers do not stampede a restarted server.
@@ -613,6 +644,31 @@ function loadIdentity(file: string): string {
   const id = randomUUID();
   writeFileAtomic(file, `${id}\n`);
   return id;
+}
+
+/**
+ * The broker's secret: 32 random bytes (hex), made once in `DATA/secret` with mode 0600. The
+ * server binds it to the identity at first contact, so the identity alone (printed in logs
+ * and `mq stats`) opens nothing. Never logged, printed or put in stats.
+ */
+function loadSecret(file: string): string {
+  try {
+    const secret = fs.readFileSync(file, "utf8").trim();
+    if (/^[0-9a-f]{64}$/.test(secret)) {
+      const mode = fs.statSync(file).mode & 0o777;
+      if ((mode & 0o077) !== 0) {
+        log.warn(`${file}: was readable by other users (mode ${mode.toString(8)}); made 0600. Whoever read it can connect as this local broker`);
+        fs.chmodSync(file, 0o600);
+      }
+      return secret;
+    }
+    log.warn(`${file}: not a valid secret; making a new one (a server that knows this broker will refuse it with AUTH_FAILED)`);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+  }
+  const secret = randomBytes(32).toString("hex");
+  writeFileAtomic(file, `${secret}\n`, 0o600);
+  return secret;
 }
 
 /**

@@ -8,8 +8,9 @@ import * as path from "node:path";
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { Socket, TCPSocketListener } from "bun";
 import { errorText, logger } from "../log.ts";
-import { DEFAULT_HELLO_TIMEOUT_MS, maxFrameBytes } from "../config.ts";
-import { Code, MqError } from "../errors.ts";
+import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_HELLO_TIMEOUT_MS, maxFrameBytes } from "../config.ts";
+import { Code, MqError, toMqError } from "../errors.ts";
+import { BrokerCredentials } from "../store/broker-credentials.ts";
 import { ClientRegistry } from "../store/client-registry.ts";
 import { lockDataDir, makeDataDir } from "../store/fsutil.ts";
 import { FileTopicStore } from "../store/file-store.ts";
@@ -33,6 +34,10 @@ export interface ServerOptions {
   /** Old segments go once every subscriber is past them and they are older / the log is bigger than this. */
   retention?: RetentionPolicy;
   helloTimeoutMs?: number;
+  /** Ping a silent local broker after this many ms (0: no heartbeat); DEFAULT_HEARTBEAT_MS. */
+  heartbeatMs?: number;
+  /** Close a local broker's session after this many silent intervals in a row; DEFAULT_HEARTBEAT_MISSED. */
+  heartbeatMissed?: number;
   /** Shared secret the local brokers must present in their hello. */
   token?: string;
   tls?: { cert: string; key: string };
@@ -64,6 +69,8 @@ export const DEFAULT_SERVER_LIMITS: ServerLimits = {
 interface Session {
   broker: string;
   conn: Connection;
+  /** Where it connected from, `host:port`, for log lines and refusals. */
+  address: string;
 }
 
 /** How often lazily written cursor moves reach the subscriber index files. */
@@ -84,6 +91,14 @@ export class MqServer {
   private inFlight = 0;
   private stopping: Promise<void> | null = null;
   private readonly tokenDigest: Buffer | null;
+  /** Hellos in progress per broker identity: one at a time, so two of them never race for the session. */
+  private readonly admitting = new Map<string, Promise<void>>();
+  /** Connections whose hello is being admitted: frames pipelined behind it wait for it. */
+  private readonly pendingHellos = new WeakMap<Connection, Promise<void>>();
+  /** `host:port` of each connection, for refusals that name where a broker is connected from. */
+  private readonly addresses = new WeakMap<Connection, string>();
+  private readonly heartbeatMs: number;
+  private readonly heartbeatMissed: number;
   readonly counters = { published: 0, delivered: 0, acked: 0, accepted: 0, rejected: 0 };
   private readonly startedAt = Date.now();
   private unlock: () => void = () => {};
@@ -91,9 +106,12 @@ export class MqServer {
   private constructor(
     private readonly options: ServerOptions,
     private readonly registry: ClientRegistry,
+    private readonly credentials: BrokerCredentials,
     private readonly store: TopicStore,
   ) {
     this.tokenDigest = options.token ? digest(options.token) : null;
+    this.heartbeatMs = options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
+    this.heartbeatMissed = options.heartbeatMissed ?? DEFAULT_HEARTBEAT_MISSED;
     this.limits = { ...DEFAULT_SERVER_LIMITS, ...options.limits };
   }
 
@@ -113,6 +131,7 @@ export class MqServer {
 
   private static async open(options: ServerOptions): Promise<MqServer> {
     const registry = new ClientRegistry(path.join(options.dataDir, "clients"));
+    const credentials = new BrokerCredentials(path.join(options.dataDir, "brokers"));
     const store =
       options.store ??
       new FileTopicStore(options.dataDir, {
@@ -120,7 +139,7 @@ export class MqServer {
         fsyncIntervalMs: options.fsyncIntervalMs,
         maxSegmentBytes: options.maxSegmentBytes ?? 64 * 1024 * 1024,
       });
-    const server = new MqServer(options, registry, store);
+    const server = new MqServer(options, registry, credentials, store);
     for (const name of store.topics()) await server.topic(name, false);
     for (const name of options.defaultTopics) {
       checkTopic(name);
@@ -177,7 +196,8 @@ export class MqServer {
           if (!ok) log.warn(`${socket.data?.label ?? "connection"}: TLS handshake failed: ${err?.message ?? "unknown reason"}`);
         },
         open: (socket: Socket<Connection>) => {
-          const label = `local broker at ${hostPort(socket.remoteAddress, socket.remotePort)}`;
+          const address = hostPort(socket.remoteAddress, socket.remotePort);
+          const label = `local broker at ${address}`;
           socket.data = new Connection(socket, handler, {
             maxFrameBytes: frameLimit,
             label,
@@ -185,6 +205,7 @@ export class MqServer {
             frameTimeoutMs: this.limits.frameTimeoutMs,
             maxInFlight: this.limits.maxInFlight,
           });
+          this.addresses.set(socket.data, address);
           if (this.connections.size >= this.limits.maxConnections) {
             log.warn(`${label}: refused: ${this.connections.size} connections already (--max-connections)`);
             this.counters.rejected++;
@@ -223,6 +244,13 @@ export class MqServer {
 
   private onFrame(conn: Connection, frame: Frame): unknown {
     if (!conn.helloDone) {
+      const pending = this.pendingHellos.get(conn);
+      if (pending) {
+        // Pipelined behind a hello still being admitted: served once it is (or refused with it).
+        const later = pending.then(() => (conn.closed ? undefined : this.onFrame(conn, frame)));
+        if (!("rid" in frame) || frame.rid === undefined) later.catch((err) => conn.fail(undefined, toMqError(err)));
+        return later;
+      }
       if (frame.op !== "hello") throw new MqError(Code.BadRequest, `expected hello as the first frame, got ${frame.op}`, { fatal: true });
       return this.hello(conn, frame);
     }
@@ -248,6 +276,11 @@ export class MqServer {
         return { server: this.stats() };
       case "hello":
         throw new MqError(Code.BadRequest, "hello was already received on this connection");
+      case "ping": // only when it was pipelined behind the hello; the connection answers the others
+        conn.send({ op: "pong" });
+        return undefined;
+      case "pong":
+        return undefined;
       default:
         throw new MqError(Code.UnknownOp, `op ${JSON.stringify(frame.op)} is not served by the server`);
     }
@@ -275,16 +308,80 @@ export class MqServer {
     if (!hello.broker || hello.broker.length > 128) {
       throw new MqError(Code.BadRequest, 'hello: field "broker" (the identity of the local broker, 1-128 characters) is required', { fatal: true });
     }
-    const previous = this.sessions.get(hello.broker);
-    if (previous) previous.conn.close(CloseReason.Replaced);
-    const session: Session = { broker: hello.broker, conn };
+    if (!hello.secret || hello.secret.length > 256) {
+      throw new MqError(Code.BadRequest, 'hello: field "secret" (the credential of the local broker, 1-256 characters) is required', { fatal: true });
+    }
+    const broker = hello.broker;
+    const secret = hello.secret;
+    // One hello per identity at a time: the second waits for the first to be admitted or refused.
+    const admitted = (this.admitting.get(broker) ?? Promise.resolve()).then(() => this.admit(conn, broker, secret));
+    const tail = admitted.then(
+      () => {},
+      () => {},
+    );
+    this.admitting.set(broker, tail);
+    void tail.then(() => {
+      if (this.admitting.get(broker) === tail) this.admitting.delete(broker);
+    });
+    const settled = tail.then(() => void this.pendingHellos.delete(conn));
+    this.pendingHellos.set(conn, settled);
+    return admitted;
+  }
+
+  /**
+   * Checks the broker's secret (binding it at first contact), then makes this connection
+   * its session. A session of the same identity that still answers keeps its place and the
+   * newcomer is refused (a copied data directory must not evict the original, or the two
+   * would evict each other forever); one that is closed, silent past the heartbeat timeout,
+   * or does not answer a ping in time is dead, and is replaced (the broker reconnected).
+   */
+  private async admit(conn: Connection, broker: string, secret: string) {
+    if (conn.closed) return {};
+    let verdict: Awaited<ReturnType<BrokerCredentials["check"]>>;
+    try {
+      verdict = await this.credentials.check(broker, secret);
+    } catch (err) {
+      log.error(`${conn.label}: cannot record the credential of local broker ${broker}: ${(err as Error).message}`);
+      throw new MqError(Code.Internal, "the server cannot record the credential of this local broker", { fatal: true, cause: err });
+    }
+    if (verdict === "mismatch") {
+      log.warn(`${conn.label}: refused: wrong secret for local broker ${broker}`);
+      this.counters.rejected++;
+      throw new MqError(
+        Code.AuthFailed,
+        `the server knows local broker ${broker} by another secret (bound at its first connection); was the secret file of its data directory replaced?`,
+        { fatal: true },
+      );
+    }
+    if (verdict === "bound") log.info(`${conn.label}: new local broker ${broker}: its secret is now bound to its identity (trust on first use)`);
+    const previous = this.sessions.get(broker);
+    if (previous && !previous.conn.closed && !conn.closed) {
+      const silentMs = Date.now() - previous.conn.lastHeardAt;
+      const alive = !(this.heartbeatMs > 0 && silentMs >= this.heartbeatMs * this.heartbeatMissed) && (await previous.conn.probe(this.probeMs()));
+      if (alive && !previous.conn.closed) {
+        log.warn(`${conn.label}: refused: local broker ${broker} is already connected from ${previous.address} and answering`);
+        this.counters.rejected++;
+        throw new MqError(
+          Code.IdentityInUse,
+          `local broker ${broker} is already connected to the server from ${previous.address}; a second local broker with the same identity and secret (a copied data directory?) is refused: give each local broker its own --data`,
+          { fatal: true },
+        );
+      }
+      if (this.sessions.get(broker) === previous && !previous.conn.closed) {
+        log.warn(`local broker ${broker}: the session from ${previous.address} is silent (no answer to a ping); ${conn.label} replaces it`);
+        previous.conn.close(CloseReason.Replaced);
+      }
+    }
+    if (conn.closed) return {};
+    const session: Session = { broker, conn, address: this.addresses.get(conn) ?? conn.label };
     conn.state = session;
     conn.helloDone = true;
-    this.sessions.set(hello.broker, session);
+    this.sessions.set(broker, session);
+    conn.startHeartbeat(this.heartbeatMs, this.heartbeatMissed);
     const from = conn.label.replace(/^local broker at /, "");
     // From here on the connection's lines name the broker, not only its address.
-    conn.label = `local broker ${hello.broker} (${from})`;
-    log.info(`local broker ${hello.broker} connected from ${from}`);
+    conn.label = `local broker ${broker} (${from})`;
+    log.info(`local broker ${broker} connected from ${from}`);
     // Resume every subscription of this broker's ids from its acknowledged cursor,
     // after the hello reply has been queued.
     queueMicrotask(() => {
@@ -298,6 +395,11 @@ export class MqServer {
     const lost = this.registry.lost();
     if (lost.length > 0) reply.lost = lost;
     return reply;
+  }
+
+  /** How long an open session of the same identity has to answer a ping before a newcomer replaces it. */
+  private probeMs(): number {
+    return this.heartbeatMs > 0 ? Math.min(Math.max(this.heartbeatMs, 500), 2000) : 1000;
   }
 
   private async create(session: Session) {
@@ -524,6 +626,7 @@ export class MqServer {
     for (const conn of this.connections) conn.close(CloseReason.Shutdown);
     await this.store.close();
     await this.registry.close();
+    await this.credentials.close();
     this.unlock();
     this.listener?.stop(true);
     log.info(`stopped (${hostPort(this.options.hostname, this.port)}, data ${this.options.dataDir})`);

@@ -7,6 +7,7 @@ import { logger } from "../log.ts";
 import { Code, MqError, isCode, toMqError } from "../errors.ts";
 import { decodeMap, encode, validate } from "./codec.ts";
 import { FrameDecoder, encodeFrames } from "./frame.ts";
+import { Heartbeat } from "./heartbeat.ts";
 import type { ErrorFrame, Frame, OkFrame, Outgoing } from "./messages.ts";
 
 const log = logger("wire");
@@ -15,6 +16,8 @@ const log = logger("wire");
 export interface SocketLike {
   write(data: Uint8Array): number;
   end(): void;
+  /** Closes at once, dropping what is unsent (Bun sockets have it): for a peer known to be dead. */
+  terminate?(): void;
   readonly remoteAddress?: string;
 }
 
@@ -25,7 +28,9 @@ export const CloseReason = {
   HelloTimeout: "no hello in time",
   FrameTimeout: "a frame took too long to arrive",
   SlowConsumer: "the peer does not read its answers",
-  Replaced: "replaced by a newer session",
+  HeartbeatTimeout: "no sign of life within the heartbeat timeout",
+  /** Only a session that is closed or silent is replaced (see the server's hello). */
+  Replaced: "silent, replaced by a new connection of the same local broker",
   Shutdown: "shutting down",
   LocalClose: "closed",
 } as const;
@@ -92,6 +97,12 @@ export class Connection {
   /** Frames received so far: a completed frame restarts the frame deadline. */
   private framesIn = 0;
   private peerError: MqError | null = null;
+  /** When bytes last arrived, or the peer last took bytes we had queued (ms since the epoch). */
+  lastHeardAt = Date.now();
+  private heartbeat: Heartbeat | null = null;
+  private lifeWaiters: Array<(alive: boolean) => void> = [];
+  /** A listener's connection: nothing but hello is served before hello (pings included). */
+  private readonly expectsHello: boolean;
   private readonly frameTimeoutMs: number;
   private readonly maxInFlight: number;
 
@@ -102,6 +113,7 @@ export class Connection {
   ) {
     this.label = options.label;
     this.frameTimeoutMs = options.frameTimeoutMs ?? 0;
+    this.expectsHello = Boolean(options.helloTimeoutMs);
     this.maxInFlight = options.maxInFlight ?? Infinity;
     this.decoder = new FrameDecoder(
       {
@@ -149,6 +161,7 @@ export class Connection {
 
   onData(chunk: Uint8Array): void {
     if (this.closed) return;
+    this.life();
     const before = this.framesIn;
     this.decoder.push(chunk);
     if (this.frameTimeoutMs > 0) {
@@ -164,6 +177,9 @@ export class Connection {
   }
 
   onDrain(): void {
+    // The peer took bytes off a full socket: it is reading, however slowly. Our pings queue
+    // behind a large backlog, so without this a slow reader would look dead.
+    if (!this.closed) this.life();
     if (this.backlog) {
       const n = this.socket.write(this.backlog);
       if (n < this.backlog.length) {
@@ -179,6 +195,46 @@ export class Connection {
 
   onClose(): void {
     this.finish(CloseReason.PeerClosed);
+  }
+
+  // --- liveness ---
+
+  /**
+   * Pings the peer when it has been silent for `intervalMs`, and closes the connection
+   * (`HeartbeatTimeout`) after `maxMissed` silent intervals in a row (see Heartbeat).
+   * Any bytes received count as a sign of life, as does the peer taking queued bytes.
+   */
+  startHeartbeat(intervalMs: number, maxMissed: number): void {
+    this.heartbeat?.stop();
+    if (this.closed || intervalMs <= 0) return;
+    this.heartbeat = new Heartbeat({ ping: () => this.send({ op: "ping" }), dead: () => this.close(CloseReason.HeartbeatTimeout) }, intervalMs, maxMissed);
+  }
+
+  /**
+   * Pings the peer and resolves true at its next sign of life, false when the connection
+   * closes or nothing comes within `timeoutMs`.
+   */
+  probe(timeoutMs: number): Promise<boolean> {
+    if (this.closed) return Promise.resolve(false);
+    const { promise, resolve } = Promise.withResolvers<boolean>();
+    const timer = setTimeout(() => {
+      const i = this.lifeWaiters.indexOf(done);
+      if (i >= 0) this.lifeWaiters.splice(i, 1);
+      resolve(false);
+    }, timeoutMs);
+    const done = (alive: boolean) => {
+      clearTimeout(timer);
+      resolve(alive);
+    };
+    this.lifeWaiters.push(done);
+    this.send({ op: "ping" });
+    return promise;
+  }
+
+  private life(): void {
+    this.lastHeardAt = Date.now();
+    this.heartbeat?.alive();
+    if (this.lifeWaiters.length > 0) for (const w of this.lifeWaiters.splice(0)) w(true);
   }
 
   // --- sending ---
@@ -214,9 +270,15 @@ export class Connection {
     if (err.fatal) this.close(CloseReason.ProtocolError);
   }
 
-  /** Closes after the queued frames are written. */
+  /** Closes after the queued frames are written; a peer that stopped answering is cut off at once. */
   close(reason: CloseReason = CloseReason.LocalClose): void {
     if (this.closed) return;
+    if ((reason === CloseReason.HeartbeatTimeout || reason === CloseReason.Replaced) && this.socket.terminate) {
+      // The peer stopped answering: nothing queued would reach it, and an end() would wait on it.
+      this.finish(reason);
+      this.socket.terminate();
+      return;
+    }
     this.endAfterFlush = true;
     this.flush();
     this.finish(reason);
@@ -238,6 +300,8 @@ export class Connection {
     this.closeReason = reason;
     if (this.helloTimer) clearTimeout(this.helloTimer);
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.heartbeat?.stop();
+    for (const w of this.lifeWaiters.splice(0)) w(false);
     const err = this.peerError ?? new MqError(Code.Unavailable, `connection to ${this.label} closed (${reason})`);
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
@@ -271,6 +335,10 @@ export class Connection {
       return;
     }
     if (frame.op === "ok" || frame.op === "error") return this.onReply(frame);
+    if ((frame.op === "ping" || frame.op === "pong") && (this.helloDone || !this.expectsHello)) {
+      if (frame.op === "ping") this.send({ op: "pong" });
+      return;
+    }
     if (this.helloTimer && frame.op === "hello") clearTimeout(this.helloTimer);
     const rid = "rid" in frame ? frame.rid : undefined;
     if (rid !== undefined && this.serving >= this.maxInFlight) {

@@ -10,7 +10,11 @@ export const PROTOCOL_VERSION = 1;
 /** Where a new subscription starts: the oldest stored message, the next one published, or a seq (inclusive). */
 export type From = "earliest" | "latest" | number;
 
-export interface HelloRequest { op: "hello"; rid: number; version: number; broker?: string; token?: string }
+/**
+ * Server hop: `broker` is the local broker's identity (public), `secret` the credential the
+ * server binds to it at first contact (docs/security.md), `token` the shared `--token-file`.
+ */
+export interface HelloRequest { op: "hello"; rid: number; version: number; broker?: string; secret?: string; token?: string }
 export interface CreateRequest { op: "create"; rid: number }
 export interface PubRequest { op: "pub"; rid: number; id: number; topic: string; data: Uint8Array }
 /**
@@ -51,7 +55,13 @@ export interface MsgsFrame { op: "msgs"; id: number; topic: string; seq: number;
 export const MAX_MSGS_PER_FRAME = 1024;
 export interface OkFrame { op: "ok"; rid: number; [field: string]: unknown }
 export interface ErrorFrame { op: "error"; rid?: number; code: string; message: string }
-export type Frame = Request | MsgsFrame | OkFrame | ErrorFrame;
+/**
+ * Heartbeat, server hop, either direction, no rid: a `ping` is answered with a `pong`. Any
+ * bytes received count as a sign of life, so a busy connection carries no pings.
+ */
+export interface PingFrame { op: "ping" }
+export interface PongFrame { op: "pong" }
+export type Frame = Request | MsgsFrame | OkFrame | ErrorFrame | PingFrame | PongFrame;
 
 /** A message as handed to the user. `time` is the server's append time in ms since the epoch. */
 export interface Message { topic: string; seq: number; time: number; data: Uint8Array }
@@ -65,7 +75,7 @@ type Schema = Record<string, FieldType | `${FieldType}?`>;
 
 /** One schema per frame type a peer may send us; anything not listed is junk. */
 export const schemas: Record<string, Schema> = {
-  hello: { rid: "uint", version: "uint", broker: "string?", token: "string?" },
+  hello: { rid: "uint", version: "uint", broker: "string?", secret: "string?", token: "string?" },
   create: { rid: "uint" },
   pub: { rid: "uint", id: "uint", topic: "string", data: "bytes" },
   pubs: { rid: "uint", id: "uint", topic: "string", payloads: "payloads" },
@@ -77,6 +87,8 @@ export const schemas: Record<string, Schema> = {
   topics: { rid: "uint" },
   stats: { rid: "uint" },
   msgs: { id: "uint", topic: "string", seq: "uint", times: "times", payloads: "payloads0", more: "bool?" },
+  ping: {},
+  pong: {},
 };
 
 /** Most topics one sub/unsub request may name. */

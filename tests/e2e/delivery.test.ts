@@ -19,7 +19,7 @@ async function rawServerConnection(port: number, broker: string): Promise<Connec
       close: (s) => s.data.onClose(),
     },
   });
-  await socket.data.request({ op: "hello", version: PROTOCOL_VERSION, broker }, 5000);
+  await socket.data.request({ op: "hello", version: PROTOCOL_VERSION, broker, secret: `secret of ${broker}` }, 5000);
   return socket.data;
 }
 

@@ -88,6 +88,12 @@ export class RawPeer {
   /** Every frame received, in order. */
   readonly all: WireMap[] = [];
   closed = false;
+  /**
+   * Answer the server's heartbeat pings with pongs, as a real local broker does (pings are
+   * not put in `inbox` or `all`, only counted). Off: a peer that is silent unless told.
+   */
+  answerPings = true;
+  pings = 0;
   private readonly out: Uint8Array[] = [];
   private waiters: Array<() => void> = [];
   private socket!: Socket<undefined>;
@@ -99,6 +105,11 @@ export class RawPeer {
           map = decodeMap(payload.slice());
         } catch {
           map = { op: "<undecodable>" };
+        }
+        if (map.op === "ping" && Object.keys(map).length === 1) {
+          this.pings++;
+          if (this.answerPings) this.send({ op: "pong" });
+          return;
         }
         this.inbox.push(map);
         this.all.push(map);
@@ -242,10 +253,15 @@ export class RawPeer {
 
 let brokerCount = 0;
 
-/** A hello that each daemon accepts: the server needs a (unique) broker identity, the local broker ignores it. */
+/** A hello that each daemon accepts: the server needs a (unique) broker identity and a secret, the local broker ignores them. */
 export function helloFor(kind: "server" | "local", rid = 1, extra: WireMap = {}): WireMap {
-  return kind === "server" ? { op: "hello", rid, version: 1, broker: `raw-peer-${process.pid}-${++brokerCount}`, ...extra } : { op: "hello", rid, version: 1, ...extra };
+  return kind === "server"
+    ? { op: "hello", rid, version: 1, broker: `raw-peer-${process.pid}-${++brokerCount}`, secret: RAW_SECRET, ...extra }
+    : { op: "hello", rid, version: 1, ...extra };
 }
+
+/** The secret raw peers present on the server hop (each identity is bound to it at first contact). */
+export const RAW_SECRET = "raw-peer-secret";
 
 /** Connects and says hello; fails the test unless the hello is answered `ok`. */
 export async function helloPeer(target: Target, kind: "server" | "local", extra: WireMap = {}): Promise<RawPeer> {

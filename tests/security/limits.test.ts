@@ -11,7 +11,7 @@ import { Code, MqError } from "../../lib/errors.ts";
 import { Connection } from "../../lib/wire/connection.ts";
 import { encodeFrames } from "../../lib/wire/frame.ts";
 import { mq, startLocal, startServer, type LocalHandle, type ServerHandle } from "../e2e/harness.ts";
-import { RawPeer, eventually, expectAlive, expectRoundTrip, frameOf, frameOfBytes, helloPeer, lengthPrefix, listFiles, rawCbor, type Target, type WireMap } from "./kit.ts";
+import { RAW_SECRET, RawPeer, eventually, expectAlive, expectRoundTrip, frameOf, frameOfBytes, helloPeer, lengthPrefix, listFiles, rawCbor, type Target, type WireMap } from "./kit.ts";
 
 const MAX_MESSAGE = 1000;
 const MAX_FRAME = MAX_MESSAGE + 64 * 1024; // lib/config.ts maxFrameBytes
@@ -304,7 +304,7 @@ describe("--max-connections", () => {
     const freed = await eventually(async () => {
       const p = await RawPeer.connect(target);
       peers.push(p);
-      p.send({ op: "hello", rid: 1, version: 1, broker: "after-free" });
+      p.send({ op: "hello", rid: 1, version: 1, broker: "after-free", secret: RAW_SECRET });
       const r = await p.next(2000);
       return r?.op === "ok";
     }, 20);

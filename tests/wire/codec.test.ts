@@ -29,7 +29,7 @@ const data = new Uint8Array([0, 1, 2, 0xfe, 0xff]);
 /** One well-formed frame of every op a peer may send, plus replies. */
 const frames: Array<[string, Frame]> = [
   ["hello (client hop)", { op: "hello", rid: 1, version: 1 }],
-  ["hello (server hop)", { op: "hello", rid: 1, version: 1, broker: "b-1", token: "secret" }],
+  ["hello (server hop)", { op: "hello", rid: 1, version: 1, broker: "b-1", secret: "c0ffee", token: "shared" }],
   ["create", { op: "create", rid: 2 }],
   ["pub", { op: "pub", rid: 3, id: 7, topic: "a.b", data }],
   ["pub with empty data", { op: "pub", rid: 3, id: 7, topic: "a.b", data: new Uint8Array(0) }],
@@ -46,6 +46,8 @@ const frames: Array<[string, Frame]> = [
   ["topics", { op: "topics", rid: 9 }],
   ["stats", { op: "stats", rid: 10 }],
   ["msgs", { op: "msgs", id: 7, topic: "a", seq: 1, times: [1_700_000_000_123, 1_700_000_000_124], payloads: [data, new Uint8Array(0)] }],
+  ["ping (heartbeat)", { op: "ping" }],
+  ["pong (heartbeat)", { op: "pong" }],
   ["ok", { op: "ok", rid: 3, topic: "a", seq: 1, subscribers: 0, created: true }],
   ["ok with a list", { op: "ok", rid: 9, topics: [{ topic: "a", subscribers: 1, messages: 2 }] }],
   ["error", { op: "error", rid: 3, code: "INVALID_TOPIC", message: 'invalid topic "a/b"' }],
