@@ -18,7 +18,9 @@ function entries(index: SubscriberIndex): Array<[number, number]> {
   return [...index.cursors].sort((a, b) => a[0] - b[0]);
 }
 
-export function runSubscriberIndexSuite(name: string, newIndex: () => Promise<SubscriberIndexFixture>): void {
+/** `persistent`: the index survives close and `reopen` (tests of what survives are skipped otherwise). */
+export function runSubscriberIndexSuite(name: string, newIndex: () => Promise<SubscriberIndexFixture>, traits: { persistent: boolean }): void {
+  const volatile = !traits.persistent;
   describe(`SubscriberIndex contract: ${name}`, () => {
     let fx: SubscriberIndexFixture;
     let index: SubscriberIndex;
@@ -129,8 +131,7 @@ export function runSubscriberIndexSuite(name: string, newIndex: () => Promise<Su
       expect(entries(index)).toEqual([[1, 4]]);
     });
 
-    test("SubscriberIndex keeps subscribers, removals and flushed cursors across reopen", async () => {
-      if (!fx.reopen) return; // nothing persists in this implementation
+    test.skipIf(volatile)("SubscriberIndex keeps subscribers, removals and flushed cursors across reopen (persistent indexes only)", async () => {
       await index.add(1, 1);
       await index.add(2, 1);
       await index.add(3, 7);
@@ -138,32 +139,30 @@ export function runSubscriberIndexSuite(name: string, newIndex: () => Promise<Su
       index.advance(1, 12);
       index.advance(3, 9);
       await index.flush();
-      index = await fx.reopen();
+      index = await fx.reopen!();
       expect(entries(index)).toEqual([
         [1, 12],
         [3, 9],
       ]);
     });
 
-    test("SubscriberIndex keeps cursors moved by writeMoved across reopen", async () => {
-      if (!fx.reopen) return; // nothing persists in this implementation
+    test.skipIf(volatile)("SubscriberIndex keeps cursors moved by writeMoved across reopen (persistent indexes only)", async () => {
       await index.add(1, 1);
       index.advance(1, 6);
       index.writeMoved();
-      index = await fx.reopen();
+      index = await fx.reopen!();
       expect(entries(index)).toEqual([[1, 6]]);
     });
 
-    test("SubscriberIndex does not bring back a removed subscriber on reopen", async () => {
-      if (!fx.reopen) return; // nothing persists in this implementation
+    test.skipIf(volatile)("SubscriberIndex does not bring back a removed subscriber on reopen (persistent indexes only)", async () => {
       await index.add(1, 1);
       index.advance(1, 5);
       await index.flush();
       await index.remove(1);
-      index = await fx.reopen();
+      index = await fx.reopen!();
       expect(entries(index)).toEqual([]);
       await index.add(1, 2);
-      index = await fx.reopen();
+      index = await fx.reopen!();
       expect(entries(index)).toEqual([[1, 2]]);
     });
   });

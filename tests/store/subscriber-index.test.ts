@@ -22,9 +22,9 @@ runSubscriberIndexSuite("FileSubscriberIndex", async () => {
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
-});
+}, { persistent: true });
 
 runSubscriberIndexSuite("MemorySubscriberIndex", async () => {
   const index = new MemorySubscriberIndex();
   return { index, cleanup: () => index.close() };
-});
+}, { persistent: false });
