@@ -10,6 +10,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { FILE_HEADER, RECORD_HEADER } from "../../lib/store/segment.ts";
 import { V1_RECORD_HEADER } from "../../lib/store/segment-v1.ts";
+import { flipByte, layout as kitLayout, segmentFiles as kitSegmentFiles, v1Record } from "./segment-kit.ts";
 import { FileTopicLog, type TopicLogOptions } from "../../lib/store/topic-log.ts";
 import { payload } from "./topic-log.contract.ts";
 
@@ -62,34 +63,8 @@ async function writeLog(n = N): Promise<void> {
   await log.close();
 }
 
-function segmentFiles(at = dir): string[] {
-  return fs
-    .readdirSync(at)
-    .filter((n) => /^\d+\.log$/.test(n))
-    .sort()
-    .map((n) => path.join(at, n));
-}
-
-interface Located {
-  seq: number;
-  file: string;
-  start: number;
-  end: number;
-}
-
-/** Where each record is, read with a parser of its own (record header: marker, CRC, length, flags, options length, seq, time). */
-function layout(at = dir): Located[] {
-  const out: Located[] = [];
-  for (const file of segmentFiles(at)) {
-    const buf = fs.readFileSync(file);
-    for (let pos = FILE_HEADER; pos + RECORD_HEADER <= buf.length; ) {
-      const end = pos + RECORD_HEADER + buf.readUInt16BE(pos + 14) + buf.readUInt32BE(pos + 8);
-      out.push({ seq: Number(buf.readBigUInt64BE(pos + 16)), file, start: pos, end });
-      pos = end;
-    }
-  }
-  return out;
-}
+const segmentFiles = (at = dir) => kitSegmentFiles(at);
+const layout = (at = dir) => kitLayout(at);
 
 function range(from: number, to: number): number[] {
   return Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i);
@@ -117,12 +92,6 @@ function aside(at = dir): Map<string, Buffer> {
 
 function errorLines(): string[] {
   return stderr.split("\n").filter((l) => l.includes("[error]"));
-}
-
-function flipByte(file: string, offset: number): void {
-  const buf = fs.readFileSync(file);
-  buf[offset] = buf[offset]! ^ 0x5a;
-  fs.writeFileSync(file, buf);
 }
 
 /**
@@ -347,17 +316,6 @@ describe("FileTopicLog start-up", () => {
 });
 
 describe("FileTopicLog converts segments of format 1 (mq 0.1) once", () => {
-  /** A format-1 record: [u32 length][u32 CRC-32 of bytes 8..][u64 seq][f64 time][payload]. */
-  function v1Record(seq: number, time: number, data: Uint8Array): Buffer {
-    const buf = Buffer.alloc(V1_RECORD_HEADER + data.length);
-    buf.writeUInt32BE(data.length, 0);
-    buf.writeBigUInt64BE(BigInt(seq), 8);
-    buf.writeDoubleBE(time, 16);
-    buf.set(data, V1_RECORD_HEADER);
-    buf.writeUInt32BE(Bun.hash.crc32(buf.subarray(8)), 4);
-    return buf;
-  }
-
   /** Segments 1..20, 21..40, 41..50 as mq 0.1 wrote them; returns each record's offset in its file. */
   function writeV1(): Map<number, { file: string; start: number; end: number }> {
     const where = new Map<number, { file: string; start: number; end: number }>();
