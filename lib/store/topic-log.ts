@@ -213,7 +213,7 @@ export class FileTopicLog implements TopicLog {
     // Records of the newest segment must lie below every seq ever reserved.
     const newestBound = meta ? meta.reserved : Number.MAX_SAFE_INTEGER;
     const scans = new Map<Segment, ScanResult>();
-    let prevLast = meta ? meta.first - 1 : 0;
+    let prevLast = 0;
     let converted = false;
     for (const [i, name] of names.entries()) {
       const base = Number(name.slice(0, -4));
@@ -225,7 +225,9 @@ export class FileTopicLog implements TopicLog {
       const seg = loaded.seg;
       if (meta && seg.count > 0 && seg.lastSeq < meta.first && !newest) {
         // Retention had moved past it and was stopped before deleting it.
+        fs.closeSync(seg.fd);
         this.removeSegmentFiles(seg);
+        log.info(`topic "${this.topic}": ${name} deleted by retention (finishing a deletion interrupted before)`);
         continue;
       }
       if (loaded.scan) scans.set(seg, loaded.scan);

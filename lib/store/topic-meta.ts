@@ -12,10 +12,10 @@
  *   hence the boot id beside it.
  */
 import * as fs from "node:fs";
-import type { FsyncPolicy } from "./types.ts";
+import * as path from "node:path";
 import { fsyncDir, writeFileAtomic } from "./fsutil.ts";
 import { getU64, setU64 } from "./segment.ts";
-import * as path from "node:path";
+import type { FsyncPolicy } from "./types.ts";
 
 export interface TopicMeta {
   /** Every seq ever handed out is below this; exactly the next seq when `clean`. */

@@ -12,6 +12,7 @@ import { FILE_HEADER, RECORD_HEADER } from "../../lib/store/segment.ts";
 import { V1_RECORD_HEADER } from "../../lib/store/segment-v1.ts";
 import { flipByte, layout as kitLayout, segmentFiles as kitSegmentFiles, v1Record } from "./segment-kit.ts";
 import { FileTopicLog, type TopicLogOptions } from "../../lib/store/topic-log.ts";
+import { decodeMeta, encodeMeta } from "../../lib/store/topic-meta.ts";
 import { payload } from "./topic-log.contract.ts";
 
 const ALL = Number.MAX_SAFE_INTEGER;
@@ -167,6 +168,25 @@ describe("FileTopicLog loses only the damaged records", () => {
   });
 });
 
+describe("FileTopicLog damage that appears while it runs", () => {
+  test("a record of the newest segment damaged under a running log is reported once when read, and appends go on", async () => {
+    await writeLog();
+    const victim = layout().filter((r) => r.file === segmentFiles().at(-1))[1]!;
+    // Reopened, so the records come from the disk (an appending log serves its newest from memory).
+    const running = openLog();
+    expect(running.lost).toBe(0);
+    flipByte(victim.file, victim.start + RECORD_HEADER + 1);
+    const survivors = range(1, N).filter((s) => s !== victim.seq);
+    expect(running.read(1, ALL, ALL).map((m) => m.seq)).toEqual(survivors);
+    expect(running.lost).toBe(1);
+    expect(running.read(victim.seq, 2, ALL).map((m) => m.seq)).toEqual([victim.seq + 1, victim.seq + 2]);
+    expect(errorLines()).toHaveLength(1);
+    expect(errorLines()[0]).toContain(`lost 1 message, seq ${victim.seq}: damaged bytes ${victim.start}..${victim.end} of segment ${path.basename(victim.file)}, found while reading`);
+    expect([...aside().keys()]).toEqual([`${path.basename(victim.file)}.${victim.start}-${victim.end}`]);
+    await expectGoesOn(running, survivors, 1);
+  });
+});
+
 describe("FileTopicLog never hands a seq out twice after losing the tail", () => {
   test("the newest segment cut in the middle of a record: the cut records are counted lost, the cut bytes kept aside", async () => {
     await writeLog();
@@ -312,6 +332,36 @@ describe("FileTopicLog start-up", () => {
     expectServed(log, range(1, N));
     expect(log.lost).toBe(0);
     expect([...aside().values()]).toEqual([Buffer.alloc(50, 0xab)]);
+  });
+});
+
+describe("FileTopicLog retention", () => {
+  test("a deletion interrupted after the retention point was recorded is finished at open, and nothing is reported lost", async () => {
+    await writeLog();
+    const files = segmentFiles();
+    const keep = layout().find((r) => r.file === files[2])!.seq;
+    // What a crash between writing `meta` and removing the files leaves.
+    const meta = decodeMeta(fs.readFileSync(path.join(dir, "meta"), "utf8"))!;
+    fs.writeFileSync(path.join(dir, "meta"), encodeMeta({ ...meta, first: keep }));
+    const log = openLog();
+    expect(segmentFiles()).toEqual(files.slice(2));
+    expect([log.firstSeq, log.lost]).toEqual([keep, 0]);
+    expect(log.read(1, ALL, ALL).map((m) => m.seq)).toEqual(range(keep, N));
+    expect(errorLines()).toEqual([]);
+  });
+
+  test("trim deletes whole old segments without reporting them lost, also after a reopen", async () => {
+    await writeLog();
+    const files = segmentFiles();
+    const keep = layout().find((r) => r.file === files[3])!.seq;
+    const log = openLog();
+    expect(log.trim(keep, { maxAgeMs: 0, maxBytes: Infinity }, Date.now() + 60_000)).toBe(keep - 1);
+    expect([log.firstSeq, log.count, log.lost]).toEqual([keep, N - keep + 1, 0]);
+    await log.close();
+    const again = openLog();
+    expect([again.firstSeq, again.count, again.lost]).toEqual([keep, N - keep + 1, 0]);
+    expect(again.read(1, ALL, ALL).map((m) => m.seq)).toEqual(range(keep, N));
+    expect(errorLines()).toEqual([]);
   });
 });
 
