@@ -44,7 +44,7 @@ const newline = new Uint8Array([10]);
 
 /** One received message as `--json` prints it: `data` when the payload is UTF-8, else `data_base64`. */
 export function messageJson(m: Message): string {
-  const base = { topic: m.topic, seq: m.seq, time: new Date(m.time).toISOString() };
+  const base = { topic: m.topic, seq: m.seq, time: new Date(m.time).toISOString(), ...(m.lost ? { lost: m.lost } : {}) };
   try {
     return JSON.stringify({ ...base, data: utf8.decode(m.data) });
   } catch {
@@ -57,6 +57,7 @@ export function renderMessages(messages: Message[], format: "text" | "raw" | "js
   if (format === "json") return Buffer.from(messages.map((m) => `${messageJson(m)}\n`).join(""));
   const parts: Uint8Array[] = [];
   for (const m of messages) {
+    if (m.lost) warn(`the server lost ${m.lost} message${m.lost === 1 ? "" : "s"} of topic "${m.topic}" before seq ${m.seq} (damaged storage); they will not come`);
     parts.push(m.data);
     if (format === "text") parts.push(newline);
   }

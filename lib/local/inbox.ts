@@ -39,6 +39,12 @@ export class Inbox {
     let track = this.tracks.get(msg.topic);
     if (!track) this.tracks.set(msg.topic, (track = { unacked: [], highest: 0, ackedUpstream: 0, more: false }));
     if (msg.seq <= track.highest) return msg.seq <= track.ackedUpstream ? "reack" : "duplicate";
+    // Of the seqs the server reports lost, those up to `highest` reached this buffer before the loss.
+    if (msg.lost !== undefined && track.highest > 0) {
+      const lost = Math.min(msg.lost, msg.seq - 1 - track.highest);
+      if (lost > 0) msg.lost = lost;
+      else delete msg.lost;
+    }
     track.highest = msg.seq;
     track.unacked.push(msg.seq);
     this.queue.push(msg);

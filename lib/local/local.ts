@@ -367,7 +367,9 @@ export class LocalBroker {
     let reack = false;
     for (let i = 0; i < frame.payloads.length; i++) {
       // The payload is a view into the socket's read buffer: keep a copy of its own.
-      const verdict = inbox.add({ topic: frame.topic, seq: frame.seq + i, time: frame.times[i]!, data: frame.payloads[i]!.slice() });
+      const msg: Message = { topic: frame.topic, seq: frame.seq + i, time: frame.times[i]!, data: frame.payloads[i]!.slice() };
+      if (i === 0 && frame.lost) msg.lost = frame.lost; // kept with the message, for its recv
+      const verdict = inbox.add(msg);
       if (verdict === "new") this.counters.received++;
       else {
         this.counters.duplicates++;

@@ -594,8 +594,15 @@ export class MqServer {
 
   private topicList(): TopicInfo[] {
     return [...this.topics.values()]
-      .map((t) => ({ topic: t.name, subscribers: t.subscriptions.size, messages: t.log.nextSeq - t.log.firstSeq }))
+      .map((t): TopicInfo => ({ topic: t.name, subscribers: t.subscriptions.size, messages: t.log.count, ...(t.log.lost > 0 ? { lost: t.log.lost } : {}) }))
       .sort((a, b) => (a.topic < b.topic ? -1 : 1));
+  }
+
+  /** Messages lost to damaged storage, all topics together (each topic's count is in `topics`). */
+  private lost(): number {
+    let n = 0;
+    for (const t of this.topics.values()) n += t.log.lost;
+    return n;
   }
 
   stats() {
@@ -606,6 +613,7 @@ export class MqServer {
       sessions: this.sessions.size,
       connections: this.connections.size,
       ...this.counters,
+      lost: this.lost(),
       rss_bytes: process.memoryUsage().rss,
     };
   }

@@ -1,6 +1,7 @@
 /** A topic as the server holds it, and one subscriber's delivery state within it. */
 import type { StoredMessage, SubscriberIndex, TopicLog } from "../store/types.ts";
 import type { Connection } from "../wire/connection.ts";
+import type { MsgsFrame } from "../wire/messages.ts";
 
 /** Credits: the most messages and bytes of one subscription sent and not yet acknowledged. */
 export const WINDOW_MESSAGES = 256;
@@ -48,24 +49,34 @@ export class Subscription {
     this.inflightBytes = 0;
   }
 
-  /** Pushes as much as the window and the connection's budget allow; returns how many. */
+  /**
+   * Pushes as much as the window and the connection's budget allow; returns how many.
+   * A hole in the log (messages lost to damaged storage) is skipped, never waited for: the
+   * first message after it carries `lost`, how many seqs before it are missing.
+   */
   push(conn: Connection): number {
     const log = this.topic.log;
     let pushed = 0;
-    while (conn.writable && this.sent < log.nextSeq) {
+    // `sent <= lastSeq`: something is stored at or after `sent` (a hole at the end waits for the next append).
+    while (conn.writable && this.sent <= log.lastSeq) {
       const room = WINDOW_MESSAGES - (this.seqs.length - this.head);
       if (room <= 0 || this.inflightBytes >= WINDOW_BYTES) break;
       const batch: StoredMessage[] = log.read(this.sent, Math.min(room, READ_BATCH), WINDOW_BYTES - this.inflightBytes);
       if (batch.length === 0) break;
-      // One frame per run of consecutive seqs (a damaged stretch of log can leave a gap).
+      // One frame per run of consecutive seqs; a run that starts past the expected seq follows a hole.
+      let expected = this.sent;
       let start = 0;
       for (let k = 1; k <= batch.length; k++) {
         if (k < batch.length && batch[k]!.seq === batch[k - 1]!.seq + 1) continue;
         const run = batch.slice(start, k);
         // `more`: the log holds messages past this frame, which come once credits free up.
-        const more = run[run.length - 1]!.seq + 1 < log.nextSeq;
-        conn.send({ op: "msgs", id: this.id, topic: this.topic.name, seq: run[0]!.seq, times: run.map((m) => m.time), payloads: run.map((m) => m.data), more });
+        const more = run[run.length - 1]!.seq < log.lastSeq;
+        const lost = run[0]!.seq - expected;
+        const frame: MsgsFrame = { op: "msgs", id: this.id, topic: this.topic.name, seq: run[0]!.seq, times: run.map((m) => m.time), payloads: run.map((m) => m.data), more };
+        if (lost > 0) frame.lost = lost;
+        conn.send(frame);
         this.moreAnnounced = more;
+        expected = run[run.length - 1]!.seq + 1;
         start = k;
       }
       for (const m of batch) {
@@ -78,7 +89,7 @@ export class Subscription {
     }
     // Held back by the window with messages waiting: say so once, with an empty frame, so a
     // `recv --count N` knows that more will come after its acknowledgement.
-    if (!this.moreAnnounced && this.sent < log.nextSeq && conn.writable) {
+    if (!this.moreAnnounced && this.sent <= log.lastSeq && conn.writable) {
       conn.send({ op: "msgs", id: this.id, topic: this.topic.name, seq: this.sent, times: [], payloads: [], more: true });
       this.moreAnnounced = true;
     }

@@ -14,6 +14,17 @@ export class MemoryTopicLog implements TopicLog {
     return this.firstSeq + this.messages.length;
   }
 
+  get lastSeq(): number {
+    return this.messages.length > 0 ? this.nextSeq - 1 : 0;
+  }
+
+  get count(): number {
+    return this.messages.length;
+  }
+
+  /** Memory never loses a message (nor keeps one across a restart). */
+  readonly lost = 0;
+
   async append(data: Uint8Array, time: number): Promise<number> {
     const seq = this.nextSeq;
     this.messages.push({ seq, time, data: data.slice() });

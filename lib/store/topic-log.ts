@@ -1,23 +1,55 @@
 /**
- * FileTopicLog: a topic as a directory of append-only segments `<first seq>.log`.
- * Record: `[u32 length][u32 crc32 of the rest][u32 seq hi][u32 seq lo][f64 time][payload]`.
- * At open every segment is scanned: a torn or corrupt tail is truncated (and logged), so
- * a corrupt record is never served. Appends in flight together share one write and, with
- * fsync "always", one fsync (group commit).
+ * FileTopicLog: a topic as a directory of append-only segments `<first seq>.log` in the
+ * format of segment.ts, with `meta` and `head` beside them (topic-meta.ts).
+ *
+ * Acknowledged means kept: damage costs the damaged records only (the scan resyncs at the
+ * next intact record), the damaged bytes are copied to `damaged/` before anything is cut,
+ * every loss is logged at ERROR with its seqs and counted once (`lost`), and a seq is never
+ * handed out twice, whatever was lost. Sealed segments have a checkpoint, so a start reads
+ * the newest segment only. Appends in flight together share one write and, with fsync
+ * "always", one fsync (group commit).
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { logger } from "../log.ts";
 import { fsyncAsync, fsyncDir, readAtSync, writeAllSync } from "./fsutil.ts";
 import { GroupCommit } from "./group-commit.ts";
+import {
+  copyAside,
+  FILE_HEADER,
+  fileHeader,
+  findRecord,
+  INDEX_EVERY_BYTES,
+  loadCheckpoint,
+  parseFileHeader,
+  READ_CHUNK,
+  RECORD_HEADER,
+  RECORD_SYNC,
+  recordData,
+  recordIntact,
+  recordSeq,
+  recordSize,
+  recordTime,
+  recordTotal,
+  scanSegment,
+  checkpointFile,
+  writeCheckpoint,
+  writeRecord,
+  type Damage,
+  type ScanResult,
+} from "./segment.ts";
+import { convertV1, startsWithV1Record } from "./segment-v1.ts";
+import { addHole, bootId, HeadFile, readHead, readMeta, uncovered, writeMetaAsync, writeMetaSync, type Head, type TopicMeta } from "./topic-meta.ts";
 import type { FsyncPolicy, RetentionPolicy, StoredMessage, TopicLog } from "./types.ts";
 
 const log = logger("store");
 
-export const RECORD_HEADER = 24;
-/** One sparse index entry per this many bytes of segment: a read scans at most this much to find its seq. */
-const INDEX_EVERY_BYTES = 64 * 1024;
-const READ_CHUNK = 256 * 1024;
+export { RECORD_HEADER, FILE_HEADER };
+/**
+ * Seqs reserved ahead in `meta`: one meta write (temp + fsync + rename) per this many
+ * appends, started early so that appends never wait for it in steady state.
+ */
+export const RESERVE_BLOCK = 65_536;
 /**
  * The newest committed messages stay in memory (views into the buffers they were written
  * from), so subscribers that keep up are served without a read syscall or a copy.
@@ -42,9 +74,17 @@ interface Segment {
   fd: number;
   size: number;
   count: number;
+  /** Seqs of the first and last record, and the offset of the last one (0 when count is 0). */
+  firstSeq: number;
+  lastSeq: number;
+  lastPos: number;
   /** Sparse index: seqs and their byte offsets, ascending. */
   indexSeq: number[];
   indexPos: number[];
+  /** Damaged byte ranges that reads jump over, ascending. */
+  skips: Array<{ start: number; end: number }>;
+  /** Rolled over (or found so at open): never appended to again; it has a checkpoint. */
+  sealed: boolean;
 }
 
 interface PendingAppend {
@@ -52,11 +92,35 @@ interface PendingAppend {
   time: number;
 }
 
+/** A run of seqs found missing, and why, for the log line. */
+interface Gap {
+  from: number;
+  to: number;
+  cause: string;
+  /** False when only an upper bound is known (some of these seqs may never have been handed out). */
+  exact: boolean;
+}
+
+/** What the last segment looked like before a batch, to undo the batch exactly. */
+interface SavedTail {
+  segments: number;
+  size: number;
+  count: number;
+  firstSeq: number;
+  lastSeq: number;
+  lastPos: number;
+  index: number;
+  sealed: boolean;
+}
+
 export class FileTopicLog implements TopicLog {
   private segments: Segment[] = [];
-  private committed: number;
+  private committed = 1;
   /** Seq the next append gets, counting appends not yet committed. */
-  private assigned: number;
+  private assigned = 1;
+  /** Newest committed seq stored (0: none), and how many committed messages are stored. */
+  private lastStored = 0;
+  private stored = 0;
   private readonly commits = new GroupCommit((batch: PendingAppend[]) => this.commit(batch));
   /** Tail cache: dense, ascending, committed messages from `tail[tailHead]` on. */
   private tail: StoredMessage[] = [];
@@ -66,37 +130,29 @@ export class FileTopicLog implements TopicLog {
   private readonly dirty = new Set<Segment>();
   private intervalTimer: ReturnType<typeof setInterval> | null = null;
   private closed = false;
+  private meta: TopicMeta = { reserved: 1, clean: true, first: 1, lost: 0, holes: [] };
+  /** What `meta` on disk says (null: there is none). */
+  private metaOnDisk: { reserved: number; clean: boolean } | null = null;
+  /** Seqs below this are covered by a reservation on disk. */
+  private durableReserved = 0;
+  private reserving: Promise<void> | null = null;
+  private metaWrites: Promise<void> = Promise.resolve();
+  private metaBusy = 0;
+  private head: HeadFile | null = null;
+  private readonly topic: string;
 
   private constructor(
     readonly dir: string,
     private readonly options: TopicLogOptions,
   ) {
-    this.committed = 1;
-    this.assigned = 1;
+    this.topic = path.basename(dir);
   }
 
-  /** Opens the log in `dir` (creating it), verifying every segment and cutting damage. */
+  /** Opens the log in `dir` (creating it): verifies the newest segment, checks the others' checkpoints, reports losses. */
   static open(dir: string, options: TopicLogOptions): FileTopicLog {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     const tl = new FileTopicLog(dir, options);
-    const names = fs
-      .readdirSync(dir)
-      .filter((n) => /^\d+\.log$/.test(n))
-      .sort((a, b) => Number(a.slice(0, -4)) - Number(b.slice(0, -4)));
-    for (const name of names) {
-      const base = Number(name.slice(0, -4));
-      if (tl.segments.length > 0) {
-        const prev = tl.segments[tl.segments.length - 1]!;
-        if (prev.base + prev.count > base) {
-          log.warn(`${dir}: segment ${name} overlaps the one before it; ignoring it`);
-          continue;
-        }
-      }
-      tl.segments.push(tl.scanSegment(base, path.join(dir, name)));
-    }
-    if (tl.segments.length === 0) tl.segments.push(tl.createSegment(1));
-    const last = tl.segments[tl.segments.length - 1]!;
-    tl.committed = tl.assigned = last.base + last.count;
+    tl.recover();
     if (options.fsync === "interval") {
       tl.intervalTimer = setInterval(() => void tl.syncIfDirty(), options.fsyncIntervalMs);
       tl.intervalTimer.unref?.();
@@ -106,11 +162,23 @@ export class FileTopicLog implements TopicLog {
 
   get firstSeq(): number {
     const first = this.segments.find((s) => s.count > 0);
-    return first ? first.base : this.committed;
+    return first && first.firstSeq < this.committed ? first.firstSeq : this.committed;
   }
 
   get nextSeq(): number {
     return this.committed;
+  }
+
+  get lastSeq(): number {
+    return this.lastStored;
+  }
+
+  get count(): number {
+    return this.stored;
+  }
+
+  get lost(): number {
+    return this.meta.lost;
   }
 
   append(data: Uint8Array, time: number): Promise<number> {
@@ -118,9 +186,293 @@ export class FileTopicLog implements TopicLog {
     return this.commits.add({ data, time });
   }
 
+  // ---------------------------------------------------------------------------------------
+  // Opening: load, verify, convert, report
+
+  private recover(): void {
+    for (const n of fs.readdirSync(this.dir)) if (/\.(tmp|convert)$/.test(n)) fs.rmSync(path.join(this.dir, n), { force: true });
+    const metaFile = path.join(this.dir, "meta");
+    const read = readMeta(metaFile);
+    if (read === "damaged") {
+      const aside = this.asidePath(`meta.${Date.now()}`);
+      fs.mkdirSync(path.dirname(aside), { recursive: true, mode: 0o700 });
+      fs.copyFileSync(metaFile, aside);
+      log.error(`topic "${this.topic}": ${metaFile} is damaged (copied to ${aside}); its seq reservation and list of reported losses are gone, so the segments and the head file are trusted`);
+    }
+    const meta = typeof read === "object" ? read : null;
+    if (meta) {
+      this.meta = meta;
+      this.metaOnDisk = { reserved: meta.reserved, clean: meta.clean };
+      this.durableReserved = meta.reserved;
+    }
+    const head = readHead(path.join(this.dir, "head"));
+    const names = fs
+      .readdirSync(this.dir)
+      .filter((n) => /^\d+\.log$/.test(n))
+      .sort((a, b) => Number(a.slice(0, -4)) - Number(b.slice(0, -4)));
+    // Records of the newest segment must lie below every seq ever reserved.
+    const newestBound = meta ? meta.reserved : Number.MAX_SAFE_INTEGER;
+    const scans = new Map<Segment, ScanResult>();
+    let prevLast = 0;
+    let converted = false;
+    for (const [i, name] of names.entries()) {
+      const base = Number(name.slice(0, -4));
+      const newest = i === names.length - 1;
+      const below = newest ? newestBound : Number(names[i + 1]!.slice(0, -4));
+      const loaded = this.loadSegment(path.join(this.dir, name), base, newest, prevLast, below);
+      if (!loaded) continue;
+      converted ||= loaded.converted;
+      const seg = loaded.seg;
+      if (meta && seg.count > 0 && seg.lastSeq < meta.first && !newest) {
+        // Retention had moved past it and was stopped before deleting it.
+        fs.closeSync(seg.fd);
+        this.removeSegmentFiles(seg);
+        log.info(`topic "${this.topic}": ${name} deleted by retention (finishing a deletion interrupted before)`);
+        continue;
+      }
+      if (loaded.scan) scans.set(seg, loaded.scan);
+      this.segments.push(seg);
+      if (seg.count > 0) prevLast = seg.lastSeq;
+    }
+    if (!meta) this.meta.first = this.segments[0]?.base ?? 1;
+
+    // The seq after the last one ever handed out.
+    const last = prevLast >= this.meta.first ? prevLast + 1 : this.meta.first;
+    let next = last;
+    let exact = true;
+    const headTrusted = head !== null && (head.policy === "always" || (head.boot !== 0 && head.boot === bootId()));
+    if (meta?.clean) next = Math.max(meta.reserved, last);
+    else if (headTrusted) next = Math.max(head.next, last);
+    else if (meta) {
+      next = Math.max(meta.reserved, last);
+      exact = next === last;
+    }
+
+    const gaps = this.findGaps(scans, head, last, next, exact);
+    const newlyLost = this.reconcile(gaps);
+    this.committed = this.assigned = next;
+    this.lastStored = prevLast >= this.meta.first ? prevLast : 0;
+    this.stored = this.segments.reduce((n, s) => n + s.count, 0);
+    const newestSeg = this.segments[this.segments.length - 1];
+    if (!newestSeg || newestSeg.sealed) this.segments.push(this.createSegment(next));
+    if (newlyLost > 0 || read === "damaged" || converted || (!meta && next > 1)) {
+      // Write down what was found (losses, and the next seq) before anything is appended.
+      this.meta.reserved = Math.max(next, this.durableReserved);
+      this.meta.clean = this.meta.reserved === next;
+      this.writeMetaNow(this.meta);
+    }
+  }
+
+  /**
+   * Opens one segment file: converts a version-1 file, trusts a verified checkpoint (not
+   * for the newest, which is always scanned unless it was sealed), else scans it, copies
+   * damaged bytes aside, cuts damage at the end of the newest, and checkpoints a sealed one.
+   */
+  private loadSegment(file: string, base: number, newest: boolean, after: number, below: number): { seg: Segment; scan: ScanResult | null; converted: boolean } | null {
+    const name = path.basename(file);
+    let fd = fs.openSync(file, "r+");
+    let size = fs.fstatSync(fd).size;
+    const empty = (): Segment => ({ base, file, fd, size, count: 0, firstSeq: 0, lastSeq: 0, lastPos: 0, indexSeq: [], indexPos: [], skips: [], sealed: false });
+    if (size === 0) {
+      if (!newest) {
+        fs.closeSync(fd);
+        fs.rmSync(file, { force: true });
+        log.warn(`topic "${this.topic}": removed the empty segment ${name}`);
+        return null;
+      }
+      // Nothing is written at open: the first append writes the file header with its records.
+      return { seg: empty(), scan: null, converted: false };
+    }
+    let converted = false;
+    const headerBase = parseFileHeader(readAtSync(fd, FILE_HEADER, 0));
+    if (headerBase === null && this.isVersion1(fd, size, base)) {
+      const result = convertV1(file, fd, size, base, (start, end) => this.asidePath(`${name}.${start}-${end}`));
+      fs.closeSync(fd);
+      fd = fs.openSync(file, "r+");
+      size = fs.fstatSync(fd).size;
+      converted = true;
+      log.info(`topic "${this.topic}": converted segment ${name} to format 2 (${result.records} records)`);
+      for (const d of result.damage) {
+        log.warn(`topic "${this.topic}": segment ${name} (format 1): damaged bytes ${d.start}..${d.end} copied to ${this.asidePath(`${name}.${d.start}-${d.end}`)}`);
+      }
+    } else if (headerBase === null) {
+      const aside = this.asidePath(`${name}.0-${Math.min(FILE_HEADER, size)}`);
+      if (copyAside(fd, 0, Math.min(FILE_HEADER, size), aside)) log.warn(`topic "${this.topic}": the file header of segment ${name} is damaged (copied to ${aside}); its records are read on`);
+    } else if (headerBase !== base) {
+      log.warn(`topic "${this.topic}": segment ${name} says its first seq is ${headerBase}; going by its name`);
+    }
+    if (!converted && headerBase !== null) {
+      const ck = loadCheckpoint(file, fd, size, base);
+      if (ck) {
+        if (ck.count > 0 && ck.firstSeq <= after) return this.ignoreOverlap(fd, name, after);
+        return { seg: { base, file, fd, size, count: ck.count, firstSeq: ck.firstSeq, lastSeq: ck.lastSeq, lastPos: ck.lastPos, indexSeq: ck.indexSeq, indexPos: ck.indexPos, skips: ck.skips, sealed: true }, scan: null, converted };
+      }
+    }
+    // Two copies of one stretch of the log: keep the first, as before (an operator's copy, not damage).
+    const firstSeq = firstRecordSeq(fd, size);
+    if (firstSeq !== null && firstSeq <= after) return this.ignoreOverlap(fd, name, after);
+
+    const scan = scanSegment(fd, size, FILE_HEADER, { after, below });
+    if (headerBase === null && !converted && newest) {
+      // Appends never go to a file whose header is damaged: with no record left it is
+      // replaced (its bytes are aside), else it is sealed and a new segment follows.
+      if (scan.count === 0) {
+        for (const d of scan.damage) copyAside(fd, d.start, d.end, this.asidePath(`${name}.${d.start}-${d.end}`));
+        fs.closeSync(fd);
+        fs.rmSync(file, { force: true });
+        return null;
+      }
+      newest = false;
+    }
+    const seg: Segment = { ...empty(), fd, size, count: scan.count, firstSeq: scan.firstSeq, lastSeq: scan.lastSeq, lastPos: scan.lastPos, indexSeq: scan.indexSeq, indexPos: scan.indexPos };
+    for (const d of scan.damage) {
+      const aside = this.asidePath(`${name}.${d.start}-${d.end}`);
+      const fresh = copyAside(fd, d.start, d.end, aside);
+      if (newest && d.after === 0) {
+        // Damage up to the end of the newest segment: cut it, so appends go on from the last intact record.
+        fs.ftruncateSync(fd, d.start);
+        fs.fsyncSync(fd);
+        seg.size = d.start;
+        if (fresh) log.warn(`topic "${this.topic}": cut ${d.end - d.start} bytes of a torn or damaged end from segment ${name} at offset ${d.start} (copied to ${aside})`);
+      } else {
+        seg.skips.push({ start: d.start, end: d.end });
+        if (fresh) log.warn(`topic "${this.topic}": damaged bytes ${d.start}..${d.end} of segment ${name} (copied to ${aside})${d.after === 0 ? "" : "; the intact records after them are kept"}`);
+      }
+    }
+    if (!newest) this.seal(seg);
+    return { seg, scan, converted };
+  }
+
+  private ignoreOverlap(fd: number, name: string, after: number): null {
+    log.warn(`topic "${this.topic}": segment ${name} starts at or below seq ${after}, which an earlier segment holds; ignoring it`);
+    fs.closeSync(fd);
+    return null;
+  }
+
+  /** True when a file without a version-2 header is a version-1 segment (to convert). */
+  private isVersion1(fd: number, size: number, base: number): boolean {
+    const head = readAtSync(fd, 4, 0);
+    if (head.length === 4 && new DataView(head.buffer, head.byteOffset).getUint32(0) === 0x4d515347) return false; // "MQSG": a damaged v2 header
+    if (startsWithV1Record(fd, size, base)) return true;
+    // A damaged v2 header in front of v2 records.
+    if (size >= FILE_HEADER + RECORD_HEADER) {
+      const at = readAtSync(fd, 4, FILE_HEADER);
+      if (new DataView(at.buffer, at.byteOffset).getUint32(0) === RECORD_SYNC) return false;
+    }
+    return findRecord(fd, Math.min(size, 1024 * 1024), 0, 0, Number.MAX_SAFE_INTEGER) === null;
+  }
+
+  /** The seq ranges missing between `meta.first` and `next`, each with what is known of why. */
+  private findGaps(scans: Map<Segment, ScanResult>, head: Head | null, last: number, next: number, exact: boolean): Gap[] {
+    const gaps: Gap[] = [];
+    let expected = this.meta.first;
+    let prev: Segment | null = null;
+    const name = (s: Segment) => path.basename(s.file);
+    const damageText = (s: Segment, d: Damage) => `damaged bytes ${d.start}..${d.end} of segment ${name(s)} (copied to ${this.asidePath(`${name(s)}.${d.start}-${d.end}`)})`;
+    for (const seg of this.segments) {
+      if (seg.count === 0) continue;
+      if (seg.firstSeq > expected) {
+        const atStart = scans.get(seg)?.damage.find((d) => d.start === FILE_HEADER);
+        const atEnd = prev ? scans.get(prev)?.damage.find((d) => d.after === 0) : undefined;
+        const cause = atStart
+          ? damageText(seg, atStart)
+          : atEnd && prev
+            ? damageText(prev, atEnd)
+            : prev
+              ? `no segment holds them (a segment file between ${name(prev)} and ${name(seg)} is missing)`
+              : `no segment holds them (the oldest segment before ${name(seg)} is missing)`;
+        gaps.push({ from: expected, to: seg.firstSeq - 1, cause, exact: true });
+      }
+      for (const g of scans.get(seg)?.gaps ?? []) {
+        gaps.push({ from: g.from, to: g.to, cause: g.damage ? damageText(seg, g.damage) : `missing inside segment ${name(seg)}`, exact: true });
+      }
+      expected = seg.lastSeq + 1;
+      prev = seg;
+    }
+    if (next > last) {
+      const newest = this.segments[this.segments.length - 1];
+      const tailDamage = newest ? scans.get(newest)?.damage.find((d) => d.after === 0) : undefined;
+      let cause: string;
+      if (head && newest && head.segment > newest.base) cause = `the newest segment ${String(head.segment).padStart(20, "0")}.log is missing`;
+      else if (!newest) cause = "no segment holds them (every segment file is missing)";
+      else if (tailDamage) cause = `cut from the end of the log: ${damageText(newest, tailDamage)}`;
+      else cause = `missing at the end of the log (segment ${name(newest)} was cut short or is missing)`;
+      if (!exact) cause += `; the server was not stopped cleanly and the machine restarted since, so writes under --fsync ${head?.policy ?? "interval or never"} may not have reached the disk (only an upper bound is known)`;
+      gaps.push({ from: last, to: next - 1, cause, exact });
+    }
+    return gaps;
+  }
+
+  /** Logs and counts the parts of `gaps` not reported before; returns how many seqs they hold. */
+  private reconcile(gaps: Gap[]): number {
+    let added = 0;
+    for (const g of gaps) {
+      for (const [a, b] of uncovered(this.meta.holes, g.from, g.to)) {
+        const n = b - a + 1;
+        added += n;
+        addHole(this.meta.holes, a, b);
+        const what = g.exact ? `lost ${n} message${n === 1 ? "" : "s"}` : `up to ${n} message${n === 1 ? "" : "s"} may be lost`;
+        log.error(`topic "${this.topic}": ${what}, ${a === b ? `seq ${a}` : `seqs ${a}..${b}`}: ${g.cause}`);
+      }
+    }
+    this.meta.lost += added;
+    return added;
+  }
+
+  private asidePath(file: string): string {
+    return path.join(this.dir, "damaged", file);
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Meta: reservation, clean flag, losses
+
+  private writeMetaNow(meta: TopicMeta): void {
+    writeMetaSync(path.join(this.dir, "meta"), meta);
+    this.metaOnDisk = { reserved: meta.reserved, clean: meta.clean };
+    this.durableReserved = Math.max(this.durableReserved, meta.reserved);
+  }
+
+  /** Queues a write of the meta as it is when the write starts; resolves once it is durable. */
+  private saveMeta(): Promise<void> {
+    this.metaBusy++;
+    const run = this.metaWrites.then(async () => {
+      const meta: TopicMeta = { ...this.meta, holes: this.meta.holes.map((h): [number, number] => [h[0], h[1]]) };
+      await writeMetaAsync(path.join(this.dir, "meta"), meta);
+      this.metaOnDisk = { reserved: meta.reserved, clean: meta.clean };
+      this.durableReserved = Math.max(this.durableReserved, meta.reserved);
+    });
+    this.metaWrites = run.catch(() => {}).finally(() => void this.metaBusy--);
+    return run;
+  }
+
+  /** Makes sure every seq below `upTo` is covered by a reservation on disk. */
+  private async reserve(upTo: number): Promise<void> {
+    for (let i = 0; i < 3 && this.durableReserved < upTo; i++) {
+      if (!this.reserving) this.startReservation(upTo);
+      await this.reserving;
+    }
+    if (this.durableReserved < upTo) throw new Error(`topic log ${this.dir}: cannot reserve seqs up to ${upTo}`);
+  }
+
+  private startReservation(upTo: number): void {
+    this.meta.reserved = Math.max(this.meta.reserved, upTo + RESERVE_BLOCK);
+    this.meta.clean = false;
+    const p = this.saveMeta().finally(() => {
+      if (this.reserving === p) this.reserving = null;
+    });
+    this.reserving = p;
+    p.catch((err) => log.error(`topic "${this.topic}": cannot write the seq reservation: ${(err as Error).message}`));
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Appending
+
   /** Writes a batch of appends in one go, fsyncs per policy; returns their seqs. */
   private async commit(batch: PendingAppend[]): Promise<number[]> {
+    // Seqs are handed out only below a reservation on disk: after any loss, none is reused.
+    if (this.durableReserved < this.assigned + batch.length) await this.reserve(this.assigned + batch.length);
     const firstSeq = this.assigned;
+    const saved = this.saveTail();
     const touched = new Set<Segment>();
     const written: StoredMessage[] = [];
     try {
@@ -129,16 +481,156 @@ export class FileTopicLog implements TopicLog {
       if (this.options.fsync === "always") await Promise.all([...touched].map((s) => fsyncAsync(s.fd)));
       else for (const s of touched) this.dirty.add(s);
     } catch (err) {
-      // Nothing of this batch is acknowledged: cut what may have reached the file so that
-      // seqs stay dense and the next append starts clean.
-      this.rollBack(firstSeq);
+      // Nothing of this batch is acknowledged: undo it exactly, so the next append starts clean.
+      this.rollBack(saved);
       this.assigned = firstSeq;
       throw err;
     }
     this.committed = this.assigned;
+    this.lastStored = this.committed - 1;
+    this.stored += batch.length;
+    this.writeHead();
     this.cacheTail(written);
+    if (!this.reserving && this.durableReserved - this.assigned < RESERVE_BLOCK / 2) this.startReservation(this.assigned);
     return batch.map((_, i) => firstSeq + i);
   }
+
+  /** Records the exact next seq in `head` (no fsync: it is there for a restart after the process died). */
+  private writeHead(): void {
+    try {
+      this.head ??= new HeadFile(path.join(this.dir, "head"), this.options.fsync);
+    } catch (err) {
+      log.error(`topic "${this.topic}": cannot open its head file: ${(err as Error).message}`);
+      return;
+    }
+    const failed = this.head.write(this.committed, this.segments[this.segments.length - 1]!.base);
+    if (failed) log.error(`topic "${this.topic}": cannot write its head file: ${failed}`);
+  }
+
+  private saveTail(): SavedTail {
+    const s = this.segments[this.segments.length - 1]!;
+    return { segments: this.segments.length, size: s.size, count: s.count, firstSeq: s.firstSeq, lastSeq: s.lastSeq, lastPos: s.lastPos, index: s.indexSeq.length, sealed: s.sealed };
+  }
+
+  private rollBack(saved: SavedTail): void {
+    while (this.segments.length > saved.segments) {
+      const seg = this.segments.pop()!;
+      this.dirty.delete(seg);
+      fs.closeSync(seg.fd);
+      fs.rmSync(seg.file, { force: true });
+    }
+    const seg = this.segments[this.segments.length - 1]!;
+    if (seg.sealed && !saved.sealed) {
+      seg.sealed = false;
+      fs.rmSync(checkpointFile(seg.file), { force: true });
+    }
+    // Cut even when no record was counted: a failed write may have left part of one.
+    try {
+      fs.ftruncateSync(seg.fd, saved.size);
+    } catch (err) {
+      log.error(`${seg.file}: cannot cut a failed write at ${saved.size}`, err);
+    }
+    Object.assign(seg, { size: saved.size, count: saved.count, firstSeq: saved.firstSeq, lastSeq: saved.lastSeq, lastPos: saved.lastPos });
+    seg.indexSeq.length = saved.index;
+    seg.indexPos.length = saved.index;
+  }
+
+  private writeBatch(batch: PendingAppend[], touched: Set<Segment>, written: StoredMessage[]): void {
+    let seq = this.assigned;
+    let i = 0;
+    while (i < batch.length) {
+      let seg = this.segments[this.segments.length - 1]!;
+      if (seg.sealed || (seg.size >= this.options.maxSegmentBytes && seg.count > 0)) {
+        if (!seg.sealed) this.seal(seg);
+        seg = this.createSegment(seq);
+        this.segments.push(seg);
+      }
+      // Fill the current segment up to its size limit with one write (a new file gets its header in it).
+      const header = seg.size === 0 ? FILE_HEADER : 0;
+      let bytes = header;
+      let j = i;
+      while (j < batch.length && (j === i || seg.size + bytes + recordSize(batch[j]!.data.length) <= this.options.maxSegmentBytes)) {
+        bytes += recordSize(batch[j]!.data.length);
+        j++;
+      }
+      const buf = new Uint8Array(bytes);
+      const view = new DataView(buf.buffer);
+      if (header > 0) buf.set(fileHeader(seg.base, Date.now()), 0);
+      const indexFrom = seg.indexSeq.length;
+      let pos = header;
+      let lastPos = 0;
+      for (let k = i; k < j; k++, seq++) {
+        const { data, time } = batch[k]!;
+        if (seg.size + pos - lastIndexPos(seg) >= INDEX_EVERY_BYTES || seg.indexSeq.length === 0) {
+          seg.indexSeq.push(seq);
+          seg.indexPos.push(seg.size + pos);
+        }
+        writeRecord(buf, view, pos, seq, time, data);
+        written.push({ seq, time, data: buf.subarray(pos + RECORD_HEADER, pos + RECORD_HEADER + data.length) });
+        lastPos = seg.size + pos;
+        pos += recordSize(data.length);
+      }
+      try {
+        writeAllSync(seg.fd, buf, seg.size);
+      } catch (err) {
+        seg.indexSeq.length = indexFrom;
+        seg.indexPos.length = indexFrom;
+        throw err;
+      }
+      if (seg.count === 0) seg.firstSeq = seq - (j - i);
+      seg.size += bytes;
+      seg.count += j - i;
+      seg.lastSeq = seq - 1;
+      seg.lastPos = lastPos;
+      touched.add(seg);
+      i = j;
+    }
+  }
+
+  /** Marks a segment as never appended to again and writes its checkpoint. */
+  private seal(seg: Segment): void {
+    seg.sealed = true;
+    this.writeSegmentCheckpoint(seg);
+  }
+
+  private writeSegmentCheckpoint(seg: Segment): void {
+    try {
+      writeCheckpoint(seg.file, { size: seg.size, base: seg.base, count: seg.count, firstSeq: seg.firstSeq, lastSeq: seg.lastSeq, lastPos: seg.lastPos, indexSeq: seg.indexSeq, indexPos: seg.indexPos, skips: seg.skips });
+    } catch (err) {
+      // Only the next start pays for it: without a checkpoint the segment is scanned.
+      log.warn(`topic "${this.topic}": cannot write the checkpoint of ${path.basename(seg.file)}: ${(err as Error).message}`);
+    }
+  }
+
+  /** A new, empty segment file: its header is written with its first records. */
+  private createSegment(base: number): Segment {
+    const file = path.join(this.dir, `${String(base).padStart(20, "0")}.log`);
+    const fd = fs.openSync(file, "w+", 0o600);
+    try {
+      fsyncDir(this.dir);
+    } catch (err) {
+      fs.closeSync(fd);
+      fs.rmSync(file, { force: true });
+      throw err;
+    }
+    return { base, file, fd, size: 0, count: 0, firstSeq: 0, lastSeq: 0, lastPos: 0, indexSeq: [], indexPos: [], skips: [], sealed: false };
+  }
+
+  private async syncIfDirty(): Promise<void> {
+    const segments = [...this.dirty];
+    this.dirty.clear();
+    for (const seg of segments) {
+      if (!this.segments.includes(seg)) continue; // deleted by retention meanwhile
+      try {
+        await fsyncAsync(seg.fd);
+      } catch (err) {
+        log.error(`${seg.file}: fsync failed: ${(err as Error).message}`);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Tail cache
 
   private cacheTail(written: StoredMessage[]): void {
     // Entries are views into the commit's write buffer, which they keep alive. A commit
@@ -208,118 +700,67 @@ export class FileTopicLog implements TopicLog {
     return out;
   }
 
-  private writeBatch(batch: PendingAppend[], touched: Set<Segment>, written: StoredMessage[]): void {
-    let seq = this.assigned;
-    let i = 0;
-    while (i < batch.length) {
-      let seg = this.segments[this.segments.length - 1]!;
-      if (seg.size >= this.options.maxSegmentBytes && seg.count > 0) {
-        seg = this.createSegment(seq);
-        this.segments.push(seg);
-      }
-      // Fill the current segment up to its size limit with one write.
-      let bytes = 0;
-      let j = i;
-      while (j < batch.length && (j === i || seg.size + bytes + RECORD_HEADER + batch[j]!.data.length <= this.options.maxSegmentBytes)) {
-        bytes += RECORD_HEADER + batch[j]!.data.length;
-        j++;
-      }
-      const buf = new Uint8Array(bytes);
-      const view = new DataView(buf.buffer);
-      let pos = 0;
-      for (let k = i; k < j; k++, seq++) {
-        const { data, time } = batch[k]!;
-        if (seg.size + pos - lastIndexPos(seg) >= INDEX_EVERY_BYTES || seg.indexSeq.length === 0) {
-          seg.indexSeq.push(seq);
-          seg.indexPos.push(seg.size + pos);
-        }
-        writeRecord(buf, view, pos, seq, time, data);
-        written.push({ seq, time, data: buf.subarray(pos + RECORD_HEADER, pos + RECORD_HEADER + data.length) });
-        pos += RECORD_HEADER + data.length;
-      }
-      writeAllSync(seg.fd, buf, seg.size);
-      seg.size += bytes;
-      seg.count += j - i;
-      touched.add(seg);
-      i = j;
-    }
-  }
-
-  private rollBack(toSeq: number): void {
-    while (this.segments.length > 1 && this.segments[this.segments.length - 1]!.base >= toSeq) {
-      const seg = this.segments.pop()!;
-      this.dirty.delete(seg);
-      fs.closeSync(seg.fd);
-      fs.rmSync(seg.file, { force: true });
-    }
-    const seg = this.segments[this.segments.length - 1]!;
-    const keep = Math.min(seg.count, toSeq - seg.base);
-    // Cut even when no record was counted: a failed write may have left part of one.
-    const offset = seg.count > keep ? this.offsetOf(seg, toSeq) : seg.size;
-    try {
-      fs.ftruncateSync(seg.fd, offset);
-    } catch (err) {
-      log.error(`${seg.file}: cannot cut a failed write at offset ${offset}:`, err);
-    }
-    seg.size = offset;
-    seg.count = keep;
-    while (seg.indexSeq.length > 0 && seg.indexSeq[seg.indexSeq.length - 1]! >= toSeq) {
-      seg.indexSeq.pop();
-      seg.indexPos.pop();
-    }
-  }
-
-  private async syncIfDirty(): Promise<void> {
-    const segments = [...this.dirty];
-    this.dirty.clear();
-    for (const seg of segments) {
-      if (!this.segments.includes(seg)) continue; // deleted by retention meanwhile
-      try {
-        await fsyncAsync(seg.fd);
-      } catch (err) {
-        log.error(`${seg.file}: fsync failed:`, err);
-      }
-    }
-  }
+  // ---------------------------------------------------------------------------------------
+  // Retention
 
   trim(before: number, policy: RetentionPolicy, now: number): number {
+    // The retention point goes to `meta` before the files go; a meta write in flight would
+    // race with it, and the next tick comes soon enough.
+    if (this.metaBusy > 0) return 0;
     let total = 0;
     for (const seg of this.segments) total += seg.size;
-    let removed = 0;
+    let victims = 0;
     // Oldest first, never the segment being written, and never one a subscriber still needs.
-    while (this.segments.length > 1) {
-      const seg = this.segments[0]!;
-      if (seg.base + seg.count > before) break;
+    while (victims < this.segments.length - 1) {
+      const seg = this.segments[victims]!;
+      if (seg.count > 0 && seg.lastSeq >= before) break;
       const old = fs.fstatSync(seg.fd).mtimeMs < now - policy.maxAgeMs;
       if (!old && total <= policy.maxBytes) break;
-      this.segments.shift();
+      total -= seg.size;
+      victims++;
+    }
+    if (victims === 0) return 0;
+    const keep = this.segments[victims]!;
+    const first = keep.count > 0 ? keep.firstSeq : this.committed;
+    // Seqs below `first` are gone on purpose: a start does not take them for lost.
+    this.writeMetaNow({ ...this.meta, first, holes: this.meta.holes.filter((h) => h[1] >= first), reserved: Math.max(this.meta.reserved, this.durableReserved) });
+    this.meta.first = first;
+    this.meta.holes = this.meta.holes.filter((h) => h[1] >= first);
+    let removed = 0;
+    for (const seg of this.segments.splice(0, victims)) {
       this.dirty.delete(seg);
       fs.closeSync(seg.fd);
-      fs.rmSync(seg.file, { force: true });
-      total -= seg.size;
+      this.removeSegmentFiles(seg);
       removed += seg.count;
       log.info(`${seg.file}: deleted by retention (${seg.count} messages, ${seg.size} bytes)`);
     }
-    if (removed > 0) fsyncDir(this.dir);
+    this.stored -= removed;
+    fsyncDir(this.dir);
     return removed;
   }
 
+  private removeSegmentFiles(seg: Segment): void {
+    fs.rmSync(seg.file, { force: true });
+    fs.rmSync(checkpointFile(seg.file), { force: true });
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Reading
+
   read(from: number, maxCount: number, maxBytes: number): StoredMessage[] {
-    const cached = this.readTail(Math.max(from, this.firstSeq), maxCount, maxBytes);
+    const start = Math.max(from, this.firstSeq);
+    const cached = this.readTail(start, maxCount, maxBytes);
     if (cached) return cached;
     const out: StoredMessage[] = [];
-    let seq = Math.max(from, this.firstSeq);
+    let seq = start;
     let bytes = 0;
     while (seq < this.committed && out.length < maxCount && (out.length === 0 || bytes < maxBytes)) {
       const seg = this.segmentFor(seq);
       if (!seg) break;
-      if (seq < seg.base) seq = seg.base; // a gap left by a damaged segment: skip to what exists
       const got = this.readSegment(seg, seq, maxCount - out.length, maxBytes - bytes, out);
       if (got === 0) {
-        // Nothing readable here: step over to the next segment (or stop at the end).
-        const next = this.segments[this.segments.indexOf(seg) + 1];
-        if (!next || next.base <= seq) break;
-        seq = next.base;
+        // Nothing (more) readable here (damage, or only records not yet committed): go on after it.
+        seq = Math.max(seq, seg.lastSeq) + 1;
         continue;
       }
       for (let k = out.length - got; k < out.length; k++) bytes += out[k]!.data.length;
@@ -328,8 +769,9 @@ export class FileTopicLog implements TopicLog {
     return out;
   }
 
-  /** The segment holding `seq`, or the first one after it. */
+  /** The first segment holding a record at or after `seq`. */
   private segmentFor(seq: number): Segment | undefined {
+    // Records of a segment lie between its base and the next segment's base.
     let lo = 0;
     let hi = this.segments.length - 1;
     while (lo < hi) {
@@ -337,182 +779,170 @@ export class FileTopicLog implements TopicLog {
       if (this.segments[mid]!.base <= seq) lo = mid;
       else hi = mid - 1;
     }
-    const seg = this.segments[lo];
-    if (seg && seq >= seg.base + seg.count) return this.segments[lo + 1];
-    return seg;
-  }
-
-  private offsetOf(seg: Segment, seq: number): number {
-    const i = upperBound(seg.indexSeq, seq) - 1;
-    let pos = i >= 0 ? seg.indexPos[i]! : 0;
-    let at = i >= 0 ? seg.indexSeq[i]! : seg.base;
-    while (at < seq) {
-      const head = readAtSync(seg.fd, RECORD_HEADER, pos);
-      pos += RECORD_HEADER + new DataView(head.buffer, head.byteOffset).getUint32(0);
-      at++;
+    for (let k = lo; k < this.segments.length; k++) {
+      const seg = this.segments[k]!;
+      if (seg.count > 0 && seg.lastSeq >= seq) return seg;
     }
-    return pos;
+    return undefined;
   }
 
-  /** Reads records of `seg` from `seq` on into `out`; returns how many it added. */
-  private readSegment(seg: Segment, seq: number, maxCount: number, maxBytes: number, out: StoredMessage[]): number {
-    const i = upperBound(seg.indexSeq, seq) - 1;
-    let pos = i >= 0 ? seg.indexPos[i]! : 0;
-    let at = i >= 0 ? seg.indexSeq[i]! : seg.base;
-    const end = seg.base + Math.min(seg.count, this.committed - seg.base);
+  /** Reads committed records of `seg` from `from` on into `out`; returns how many it added. */
+  private readSegment(seg: Segment, from: number, maxCount: number, maxBytes: number, out: StoredMessage[]): number {
+    const i = upperBound(seg.indexSeq, from) - 1;
+    let pos = i >= 0 ? seg.indexPos[i]! : FILE_HEADER;
+    let prev = i >= 0 ? seg.indexSeq[i]! - 1 : seg.firstSeq - 1;
+    let prevPos = -1;
     let added = 0;
     let bytes = 0;
-    while (at < end && added < maxCount && (added === 0 || bytes < maxBytes)) {
-      // Read about what was asked for (plus the skip from the index entry), not a whole chunk.
-      const want = (pos === (i >= 0 ? seg.indexPos[i]! : 0) ? INDEX_EVERY_BYTES : 0) + Math.min(maxBytes, maxCount * 1024) + RECORD_HEADER;
-      const chunk = readAtSync(seg.fd, Math.min(READ_CHUNK, seg.size - pos, Math.max(want, 16 * 1024)), pos);
+    let skip = 0;
+    while (skip < seg.skips.length && seg.skips[skip]!.end <= pos) skip++;
+    let want = INDEX_EVERY_BYTES + Math.min(maxBytes, maxCount * 1024) + RECORD_HEADER;
+    while (pos < seg.size && added < maxCount && (added === 0 || bytes < maxBytes)) {
+      if (skip < seg.skips.length && pos >= seg.skips[skip]!.start) {
+        pos = Math.max(pos, seg.skips[skip]!.end); // known damage: jump over it
+        skip++;
+        continue;
+      }
+      // Read about what was asked for (plus the walk from the index entry), not a whole chunk.
+      const limit = skip < seg.skips.length ? seg.skips[skip]!.start : seg.size;
+      const chunk = readAtSync(seg.fd, Math.min(READ_CHUNK, limit - pos, Math.max(want, 16 * 1024)), pos);
+      want = Math.min(maxBytes - bytes, (maxCount - added) * 1024) + RECORD_HEADER;
       const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
       let p = 0;
-      let progressed = false;
-      while (p + RECORD_HEADER <= chunk.length && at < end && added < maxCount && (added === 0 || bytes < maxBytes)) {
-        const length = view.getUint32(p);
-        if (p + RECORD_HEADER + length > chunk.length) {
-          if (p === 0) {
-            // One record bigger than the chunk: read it alone.
-            const whole = readAtSync(seg.fd, RECORD_HEADER + length, pos);
-            const msg = this.parse(seg, whole, new DataView(whole.buffer), 0, at);
-            if (!msg) return added;
-            if (at >= seq) {
-              out.push(msg);
-              added++;
-              bytes += length;
-            }
-            at++;
-            p = whole.length;
-            progressed = true;
-          }
+      let damagedAt = -1;
+      while (p < chunk.length && added < maxCount && (added === 0 || bytes < maxBytes)) {
+        if (p + RECORD_HEADER > chunk.length) {
+          if (pos + p + RECORD_HEADER > limit) damagedAt = pos + p;
           break;
         }
-        if (at >= seq) {
-          const msg = this.parse(seg, chunk, view, p, at);
-          if (!msg) return added;
-          out.push(msg);
-          added++;
-          bytes += length;
+        const total = recordTotal(view, p);
+        if (total < 0 || pos + p + total > limit) {
+          damagedAt = pos + p;
+          break;
         }
-        p += RECORD_HEADER + length;
-        at++;
-        progressed = true;
+        let rec: Uint8Array = chunk;
+        let rv = view;
+        let rp = p;
+        if (p + total > chunk.length) {
+          if (p > 0) break; // read on from this record
+          rec = readAtSync(seg.fd, total, pos); // one record bigger than the chunk
+          rv = new DataView(rec.buffer, rec.byteOffset, rec.byteLength);
+          rp = 0;
+        }
+        const seq = recordSeq(rv, rp);
+        if (!recordIntact(rec, rv, rp, total) || seq <= prev) {
+          damagedAt = pos + p;
+          break;
+        }
+        if (seq >= this.committed) return added; // written, not yet acknowledged
+        if (seq >= from) {
+          const data = recordData(rec, rv, rp, total);
+          out.push({ seq, time: recordTime(rv, rp), data });
+          added++;
+          bytes += data.length;
+        }
+        prev = seq;
+        prevPos = pos + p;
+        p += total;
+        if (rec !== chunk) break;
       }
-      if (!progressed) break;
-      pos += p;
+      if (damagedAt >= 0) {
+        pos = this.onReadDamage(seg, damagedAt, prev, prevPos);
+        skip = 0;
+        while (skip < seg.skips.length && seg.skips[skip]!.end <= pos) skip++;
+        continue;
+      }
       if (p === 0) break;
+      pos += p;
     }
     return added;
   }
 
-  /** Verifies the record at `p` and returns it; null (and an error log) if it is damaged. */
-  private parse(seg: Segment, buf: Uint8Array, view: DataView, p: number, expectSeq: number): StoredMessage | null {
-    const length = view.getUint32(p);
-    const rec = buf.subarray(p + 8, p + RECORD_HEADER + length);
-    const seq = view.getUint32(p + 8) * 2 ** 32 + view.getUint32(p + 12);
-    if (Bun.hash.crc32(rec) !== view.getUint32(p + 4) || seq !== expectSeq) {
-      log.error(`${seg.file}: record ${expectSeq} is damaged on disk; not serving it`);
-      return null;
+  /**
+   * Damage found while reading (a checkpointed segment is not scanned at start, and a disk
+   * can go bad later): resync at the next intact record, copy the damaged bytes aside,
+   * report and count the loss once, and make later reads jump over it. Returns the offset
+   * to read on from.
+   */
+  private onReadDamage(seg: Segment, at: number, prev: number, prevPos: number): number {
+    const name = path.basename(seg.file);
+    const k = this.segments.indexOf(seg);
+    const below = k + 1 < this.segments.length ? this.segments[k + 1]!.base : this.assigned;
+    const next = findRecord(seg.fd, seg.size, at + 1, prev, below);
+    const end = next ? next.pos : seg.size;
+    const aside = this.asidePath(`${name}.${at}-${end}`);
+    try {
+      copyAside(seg.fd, at, end, aside);
+    } catch (err) {
+      log.error(`topic "${this.topic}": cannot copy damaged bytes of ${name} aside: ${(err as Error).message}`);
     }
-    return { seq, time: view.getFloat64(p + 16), data: buf.subarray(p + RECORD_HEADER, p + RECORD_HEADER + length) };
-  }
-
-  private createSegment(base: number): Segment {
-    const file = path.join(this.dir, `${String(base).padStart(20, "0")}.log`);
-    const fd = fs.openSync(file, "w+", 0o600);
-    fsyncDir(this.dir);
-    return { base, file, fd, size: 0, count: 0, indexSeq: [], indexPos: [] };
-  }
-
-  /** Opens a segment and walks every record, verifying it; cuts the segment at the first damage. */
-  private scanSegment(base: number, file: string): Segment {
-    const fd = fs.openSync(file, "r+");
-    const fileSize = fs.fstatSync(fd).size;
-    const seg: Segment = { base, file, fd, size: 0, count: 0, indexSeq: [], indexPos: [] };
-    let pos = 0;
-    let lastIndexed = -Infinity;
-    let damage: string | null = null;
-    while (pos < fileSize) {
-      const chunk = readAtSync(fd, Math.min(READ_CHUNK, fileSize - pos), pos);
-      const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-      let p = 0;
-      while (p + RECORD_HEADER <= chunk.length) {
-        // Plausibility comes from the file and the CRC, never from today's --max-message-bytes:
-        // a limit lowered since must not cut records that were acknowledged under the old one.
-        const length = view.getUint32(p);
-        let rec: Uint8Array;
-        let recView: DataView;
-        let rp: number;
-        if (p + RECORD_HEADER + length <= chunk.length) {
-          rec = chunk;
-          recView = view;
-          rp = p;
-        } else if (p === 0) {
-          if (pos + RECORD_HEADER + length > fileSize) {
-            damage = "torn record";
-            break;
-          }
-          rec = readAtSync(fd, RECORD_HEADER + length, pos);
-          recView = new DataView(rec.buffer);
-          rp = 0;
-        } else break;
-        const seq = recView.getUint32(rp + 8) * 2 ** 32 + recView.getUint32(rp + 12);
-        if (Bun.hash.crc32(rec.subarray(rp + 8, rp + RECORD_HEADER + length)) !== recView.getUint32(rp + 4)) {
-          damage = "checksum mismatch";
-          break;
-        }
-        if (seq !== base + seg.count) {
-          damage = `seq ${seq} where ${base + seg.count} was expected`;
-          break;
-        }
-        if (pos + p - lastIndexed >= INDEX_EVERY_BYTES) {
-          seg.indexSeq.push(seq);
-          seg.indexPos.push(pos + p);
-          lastIndexed = pos + p;
-        }
-        seg.count++;
-        p += RECORD_HEADER + length;
+    seg.skips.push({ start: at, end });
+    seg.skips.sort((a, b) => a.start - b.start);
+    for (let i = seg.indexPos.length - 1; i >= 0; i--) {
+      if (seg.indexPos[i]! >= at && seg.indexPos[i]! < end) {
+        seg.indexPos.splice(i, 1);
+        seg.indexSeq.splice(i, 1);
       }
-      if (damage) {
-        pos += p;
-        break;
-      }
-      if (p === 0) {
-        damage = "torn record header";
-        break;
-      }
-      pos += p;
     }
-    if (damage || pos < fileSize) {
-      log.warn(`${file}: ${damage ?? "torn record"} at offset ${pos}; dropping ${fileSize - pos} bytes (${seg.count} records kept)`);
-      fs.ftruncateSync(fd, pos);
-      fs.fsyncSync(fd);
+    const to = next ? next.seq - 1 : seg.lastSeq;
+    let lost = 0;
+    if (to > prev) lost = this.reconcile([{ from: prev + 1, to, exact: true, cause: `damaged bytes ${at}..${end} of segment ${name}, found while reading (copied to ${aside})` }]);
+    else log.warn(`topic "${this.topic}": damaged bytes ${at}..${end} of segment ${name} hold no message (copied to ${aside})`);
+    if (next) {
+      // An index entry right after the damage, so reads from there need not walk through it.
+      const j = upperBound(seg.indexSeq, next.seq);
+      seg.indexSeq.splice(j, 0, next.seq);
+      seg.indexPos.splice(j, 0, next.pos);
     }
-    seg.size = pos;
-    return seg;
+    seg.count = Math.max(0, seg.count - lost);
+    this.stored = Math.max(0, this.stored - lost);
+    if (prev < seg.firstSeq) seg.firstSeq = next ? next.seq : 0;
+    if (!next) {
+      if (prevPos >= 0) {
+        seg.lastSeq = prev;
+        seg.lastPos = prevPos;
+      } else seg.count = 0;
+      if (this.lastStored > prev && this.segments.slice(k + 1).every((s) => s.count === 0)) this.lastStored = seg.count > 0 ? seg.lastSeq : prev;
+    }
+    if (seg.count === 0) Object.assign(seg, { firstSeq: 0, lastSeq: 0, lastPos: 0 });
+    if (seg.sealed) this.writeSegmentCheckpoint(seg);
+    if (lost > 0) void this.saveMeta().catch((err) => log.error(`topic "${this.topic}": cannot record the loss in its meta file: ${(err as Error).message}`));
+    return end;
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     await this.commits.idle();
     this.closed = true;
+    await this.metaWrites;
     this.evictTail(this.tail.length);
     if (this.intervalTimer) clearInterval(this.intervalTimer);
     for (const seg of this.segments) {
       if (this.options.fsync !== "never") fs.fsyncSync(seg.fd);
       fs.closeSync(seg.fd);
     }
+    this.head?.close();
+    // A clean close: the next start knows the next seq exactly.
+    const disk = this.metaOnDisk;
+    if (!(disk?.clean && disk.reserved === this.committed) && (disk !== null || this.committed > 1)) {
+      try {
+        this.writeMetaNow({ ...this.meta, reserved: this.committed, clean: true });
+      } catch (err) {
+        log.error(`topic "${this.topic}": cannot write its meta file at close: ${(err as Error).message}`);
+      }
+    }
   }
 }
 
-function writeRecord(buf: Uint8Array, view: DataView, pos: number, seq: number, time: number, data: Uint8Array): void {
-  view.setUint32(pos, data.length);
-  view.setUint32(pos + 8, Math.floor(seq / 2 ** 32));
-  view.setUint32(pos + 12, seq >>> 0);
-  view.setFloat64(pos + 16, time);
-  buf.set(data, pos + RECORD_HEADER);
-  view.setUint32(pos + 4, Bun.hash.crc32(buf.subarray(pos + 8, pos + RECORD_HEADER + data.length)));
+/** The seq of an intact record right after the file header, or null. */
+function firstRecordSeq(fd: number, size: number): number | null {
+  if (size < FILE_HEADER + RECORD_HEADER) return null;
+  const head = readAtSync(fd, RECORD_HEADER, FILE_HEADER);
+  const total = recordTotal(new DataView(head.buffer, head.byteOffset, head.byteLength), 0);
+  if (total < 0 || FILE_HEADER + total > size) return null;
+  const rec = readAtSync(fd, total, FILE_HEADER);
+  const view = new DataView(rec.buffer, rec.byteOffset, rec.byteLength);
+  return recordIntact(rec, view, 0, total) ? recordSeq(view, 0) : null;
 }
 
 function lastIndexPos(seg: Segment): number {

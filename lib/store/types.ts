@@ -10,21 +10,33 @@ export interface StoredMessage {
   data: Uint8Array;
 }
 
-/** The append-only log of one topic. Seqs start at 1 and have no gaps. */
+/**
+ * The append-only log of one topic. Seqs start at 1, ascend, and are never handed out
+ * twice. A log may have holes: seqs whose messages were lost to damaged storage (a file
+ * log keeps the intact records around them, reports each hole once and counts it in
+ * `lost`). A log that never loses anything (the memory log) has no holes.
+ */
 export interface TopicLog {
   /** Oldest seq still stored; equal to `nextSeq` when the log is empty. */
   readonly firstSeq: number;
-  /** The seq the next append will get (counting only committed appends). */
+  /** The seq the next append will get (counting only committed appends); above every seq ever handed out. */
   readonly nextSeq: number;
+  /** Newest seq stored (committed), 0 when nothing is: a read from `s <= lastSeq` returns something. */
+  readonly lastSeq: number;
+  /** How many messages are stored. */
+  readonly count: number;
+  /** How many messages this log has lost to damage (counted once, kept across restarts). */
+  readonly lost: number;
   /**
    * Appends one message; resolves with its seq once it is as durable as the fsync policy
    * says (appends in flight together share one write and one fsync).
    */
   append(data: Uint8Array, time: number): Promise<number>;
   /**
-   * Committed messages from `from` on, at most `maxCount` and about `maxBytes` (always at
-   * least one if any is available). The payloads may share a read buffer: use them before
-   * the next call or copy them.
+   * Committed messages from `from` on, ascending, at most `maxCount` and about `maxBytes`
+   * (always at least one if any is available). Lost seqs are skipped: a caller sees a hole
+   * as a jump in seq. The payloads may share a read buffer: use them before the next call
+   * or copy them.
    */
   read(from: number, maxCount: number, maxBytes: number): StoredMessage[];
   /**

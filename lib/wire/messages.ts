@@ -47,8 +47,10 @@ export type Outgoing = Request extends infer R ? (R extends Request ? Omit<R, "r
  * Server → local push of consecutive stored messages of one topic for one subscriber:
  * message i has seq `seq + i`, append time `times[i]` and payload `payloads[i]`.
  * One frame per push batch keeps the per-message cost to two array elements.
+ * `lost`: the server lost this many messages right before `seq` (damaged storage); the
+ * subscriber will never get them.
  */
-export interface MsgsFrame { op: "msgs"; id: number; topic: string; seq: number; times: number[]; payloads: Uint8Array[]; more?: boolean }
+export interface MsgsFrame { op: "msgs"; id: number; topic: string; seq: number; times: number[]; payloads: Uint8Array[]; more?: boolean; lost?: number }
 // An empty `msgs` (no payloads, `more: true`) only says: the window is full and the log holds more.
 
 /** Most messages one `msgs` frame may carry. */
@@ -63,11 +65,16 @@ export interface PingFrame { op: "ping" }
 export interface PongFrame { op: "pong" }
 export type Frame = Request | MsgsFrame | OkFrame | ErrorFrame | PingFrame | PongFrame;
 
-/** A message as handed to the user. `time` is the server's append time in ms since the epoch. */
-export interface Message { topic: string; seq: number; time: number; data: Uint8Array }
+/**
+ * A message as handed to the user. `time` is the server's append time in ms since the epoch.
+ * `lost` (only when non-zero): the server lost this many messages of the topic right before
+ * this one (damaged storage); they will never come.
+ */
+export interface Message { topic: string; seq: number; time: number; data: Uint8Array; lost?: number }
 
 export interface PubResult { topic: string; seq: number; subscribers: number; created: boolean }
-export interface TopicInfo { topic: string; subscribers: number; messages: number }
+/** `lost` (only when non-zero): messages the server lost to damaged storage in this topic. */
+export interface TopicInfo { topic: string; subscribers: number; messages: number; lost?: number }
 
 /** Field types the validator knows; a trailing `?` marks a field optional. */
 type FieldType = "uint" | "string" | "bytes" | "topics" | "from" | "times" | "payloads" | "payloads0" | "bool";
@@ -86,7 +93,7 @@ export const schemas: Record<string, Schema> = {
   destroy: { rid: "uint", id: "uint" },
   topics: { rid: "uint" },
   stats: { rid: "uint" },
-  msgs: { id: "uint", topic: "string", seq: "uint", times: "times", payloads: "payloads0", more: "bool?" },
+  msgs: { id: "uint", topic: "string", seq: "uint", times: "times", payloads: "payloads0", more: "bool?", lost: "uint?" },
   ping: {},
   pong: {},
 };

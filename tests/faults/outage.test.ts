@@ -6,7 +6,7 @@ import { expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { mq, startLocal, startServer, tmpDir, jsonLines, createOn, teardown } from "../e2e/harness.ts";
-import { RECORD_HEADER } from "../../lib/store/topic-log.ts";
+import { FILE_HEADER, RECORD_HEADER } from "../../lib/store/topic-log.ts";
 
 /** A small seeded PRNG (mulberry32) so a failing cut can be replayed. */
 function prng(seed: number): () => number {
@@ -23,7 +23,7 @@ function rssBytes(pid: number): number {
   return m ? Number(m[1]) * 1024 : NaN;
 }
 
-test("a torn tail (truncated at a random byte, garbage appended) is dropped at start; every intact record is served", async () => {
+test("a torn tail (truncated at a random byte, garbage appended) is cut at start; every intact record is served, the rest is reported lost and no seq is reused", async () => {
   for (const seed of [1, 2, 3]) {
     const random = prng(seed);
     const dataDir = tmpDir("mq-torn-");
@@ -44,7 +44,7 @@ test("a torn tail (truncated at a random byte, garbage appended) is dropped at s
       const garbage = Buffer.from(Array.from({ length: 1 + Math.floor(random() * 100) }, () => Math.floor(random() * 256)));
       fs.appendFileSync(segment, garbage);
       // The records that end at or before the cut are intact.
-      let end = 0;
+      let end = FILE_HEADER;
       let intact = 0;
       for (const p of payloads) {
         end += RECORD_HEADER + Buffer.byteLength(p);
@@ -53,10 +53,12 @@ test("a torn tail (truncated at a random byte, garbage appended) is dropped at s
       }
 
       server = await startServer({ dataDir, port: server.port });
-      expect(server.daemon.log).toMatch(/dropping \d+ bytes/);
+      expect(server.daemon.log).toMatch(/cut \d+ bytes of a torn or damaged end/);
+      const lost = payloads.length - intact;
+      if (lost > 0) expect(server.daemon.log).toMatch(new RegExp(`ERROR.*lost ${lost} messages?, seqs? ${intact + 1}\\b`));
       local = await startLocal(server.address, { dataDir: local.dataDir, socket: local.socket });
       const topics = jsonLines((await mq(local.socket, ["topics", "--json"])).stdout);
-      expect({ seed, cut, row: topics.find((t) => t.topic === "torn") }).toEqual({ seed, cut, row: { topic: "torn", subscribers: 0, messages: intact } });
+      expect({ seed, cut, row: topics.find((t) => t.topic === "torn") }).toEqual({ seed, cut, row: { topic: "torn", subscribers: 0, messages: intact, ...(lost > 0 ? { lost } : {}) } });
       const reader = await createOn(local.socket);
       await mq(local.socket, ["sub", String(reader), "torn", "--from", "earliest"]);
       if (intact > 0) {
@@ -64,9 +66,9 @@ test("a torn tail (truncated at a random byte, garbage appended) is dropped at s
         expect(jsonLines(r.stdout).map((m) => m.data)).toEqual(payloads.slice(0, intact));
       }
       expect((await mq(local.socket, ["recv", String(reader), "--wait", "0.3"])).code).toBe(3);
-      // The log goes on from the last intact record.
+      // The log goes on after the last seq ever acknowledged: none is handed out twice.
       const p = await mq(local.socket, ["pub", String(id), "torn", "after", "--json"]);
-      expect(JSON.parse(p.stdout).seq).toBe(intact + 1);
+      expect(JSON.parse(p.stdout).seq).toBe(payloads.length + 1);
     } finally {
       await teardown([local.daemon, server.daemon], [dataDir, local.dataDir]);
     }

@@ -8,7 +8,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { ClientRegistry } from "../../lib/store/client-registry.ts";
 import { FileSubscriberIndex } from "../../lib/store/subscriber-index.ts";
-import { FileTopicLog, RECORD_HEADER, type TopicLogOptions } from "../../lib/store/topic-log.ts";
+import { FILE_HEADER, FileTopicLog, RECORD_HEADER, type TopicLogOptions } from "../../lib/store/topic-log.ts";
+import { RECORD_SYNC } from "../../lib/store/segment.ts";
 import { copyRecordFile } from "./damage-kit.ts";
 import { payload } from "./topic-log.contract.ts";
 
@@ -38,7 +39,7 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 // ---------------------------------------------------------------------------------------
-// FileTopicLog
+// FileTopicLog (the segment format is in lib/store/segment.ts; more damage in segment-damage.test.ts)
 
 const OPTIONS: TopicLogOptions = { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024 };
 
@@ -65,6 +66,16 @@ function size(file: string): number {
   return fs.statSync(file).size;
 }
 
+/** The contents of the files in `damaged/`, by name order (the bytes copied aside). */
+function asideBytes(): Buffer[] {
+  const d = path.join(dir, "damaged");
+  if (!fs.existsSync(d)) return [];
+  return fs
+    .readdirSync(d)
+    .sort()
+    .map((n) => fs.readFileSync(path.join(d, n)));
+}
+
 function flipByte(file: string, offset: number): void {
   const fd = fs.openSync(file, "r+");
   try {
@@ -86,7 +97,7 @@ function body(seq: number): Uint8Array {
 async function writeRecords(n: number, options: Partial<TopicLogOptions> = {}): Promise<number[]> {
   const log = openLog(options);
   const starts: number[] = [];
-  let pos = 0;
+  let pos = FILE_HEADER;
   for (let seq = 1; seq <= n; seq++) {
     starts.push(pos);
     expect(await log.append(body(seq), 1000 + seq)).toBe(seq);
@@ -106,65 +117,74 @@ function expectServed(log: FileTopicLog, seqs: number[]): void {
   }
 }
 
-/** After recovery, the next append must get `seq` and survive another reopen. */
-async function expectAppendsAfterRecovery(log: FileTopicLog, seqs: number[]): Promise<void> {
-  const next = seqs.length === 0 ? 1 : seqs[seqs.length - 1]! + 1;
+/** After recovery, the next append must get `next` (no seq is reused) and survive another reopen, which reports nothing new. */
+async function expectAppendsAfterRecovery(log: FileTopicLog, seqs: number[], next: number): Promise<void> {
+  const lost = log.lost;
   expect(await log.append(body(next), 1000 + next)).toBe(next);
   await log.close();
   const again = openLog();
   expect(again.nextSeq).toBe(next + 1);
+  expect(again.lost).toBe(lost);
   expectServed(again, [...seqs, next]);
 }
 
 describe("FileTopicLog recovery of a torn last record", () => {
   const N = 5;
   const lastLen = RECORD_HEADER + 10 + N * 3;
-  // Cut points inside record 5, counted from its first byte.
+  // Cut points inside record 5, counted from its first byte. Record 5 was acknowledged
+  // (the log was closed cleanly), so losing it is a loss: counted, and its seq not reused.
   test.each([
-    ["1 byte of the length", 1],
-    ["the whole length", 4],
-    ["half of the header", 12],
+    ["1 byte of the sync marker", 1],
+    ["the sync marker", 4],
+    ["half of the header", 16],
     ["all but one header byte", RECORD_HEADER - 1],
     ["the header and no payload", RECORD_HEADER],
     ["half of the payload", RECORD_HEADER + 12],
     ["all but the last byte", lastLen - 1],
-  ])("FileTopicLog drops the last record when it is cut after %s", async (_name, keep) => {
+  ])("FileTopicLog counts the last record lost when it is cut after %s, keeps the cut bytes aside and does not reuse its seq", async (_name, keep) => {
     const starts = await writeRecords(N);
+    const original = fs.readFileSync(lastSegment());
     fs.truncateSync(lastSegment(), starts[N - 1]! + keep);
     const log = openLog();
-    expect(log.nextSeq).toBe(N);
+    expect(log.nextSeq).toBe(N + 1);
     expect(log.firstSeq).toBe(1);
+    expect(log.lost).toBe(1);
     expectServed(log, [1, 2, 3, 4]);
-    expect(size(lastSegment())).toBe(starts[N - 1]!); // the torn bytes are cut from the file
-    await expectAppendsAfterRecovery(log, [1, 2, 3, 4]);
+    expect(size(lastSegment())).toBe(starts[N - 1]!); // the torn bytes are cut from the file…
+    expect(asideBytes()).toEqual([original.subarray(starts[N - 1]!, starts[N - 1]! + keep)]); // …after going aside
+    await expectAppendsAfterRecovery(log, [1, 2, 3, 4], N + 1);
   });
 
-  test("FileTopicLog keeps every record when the file ends exactly at a record boundary", async () => {
+  test("FileTopicLog counts the last record lost when the file is cut exactly at a record boundary", async () => {
     const starts = await writeRecords(N);
     fs.truncateSync(lastSegment(), starts[N - 1]!);
     const log = openLog();
-    expect(log.nextSeq).toBe(N);
+    expect(log.nextSeq).toBe(N + 1);
+    expect(log.lost).toBe(1);
     expectServed(log, [1, 2, 3, 4]);
-    await expectAppendsAfterRecovery(log, [1, 2, 3, 4]);
+    expect(asideBytes()).toEqual([]); // no damaged byte is left to copy
+    await expectAppendsAfterRecovery(log, [1, 2, 3, 4], N + 1);
   });
 
-  test("FileTopicLog drops a record cut in the middle of the file and everything after it", async () => {
+  test("FileTopicLog counts every record after a cut in the middle of the file lost", async () => {
     const starts = await writeRecords(N);
     fs.truncateSync(lastSegment(), starts[2]! + 30);
     const log = openLog();
-    expect(log.nextSeq).toBe(3);
+    expect(log.nextSeq).toBe(N + 1);
+    expect(log.lost).toBe(3);
     expectServed(log, [1, 2]);
-    await expectAppendsAfterRecovery(log, [1, 2]);
+    await expectAppendsAfterRecovery(log, [1, 2], N + 1);
   });
 
-  test("FileTopicLog starts over at seq 1 when its only segment is cut to nothing", async () => {
+  test("FileTopicLog goes on after the last seq when its only segment is cut to nothing", async () => {
     await writeRecords(N);
     fs.truncateSync(lastSegment(), 0);
     const log = openLog();
-    expect(log.firstSeq).toBe(1);
-    expect(log.nextSeq).toBe(1);
+    expect(log.firstSeq).toBe(N + 1);
+    expect(log.nextSeq).toBe(N + 1);
+    expect(log.lost).toBe(N);
     expectServed(log, []);
-    await expectAppendsAfterRecovery(log, []);
+    await expectAppendsAfterRecovery(log, [], N + 1);
   });
 
   test("FileTopicLog drops a torn 1 MiB record larger than its read chunk", async () => {
@@ -173,12 +193,14 @@ describe("FileTopicLog recovery of a torn last record", () => {
     await log.append(body(1), 1001);
     await log.append(big, 1002);
     await log.close();
-    const start = RECORD_HEADER + body(1).length;
+    const start = FILE_HEADER + RECORD_HEADER + body(1).length;
     fs.truncateSync(lastSegment(), start + RECORD_HEADER + 700_000);
     const again = openLog();
-    expect(again.nextSeq).toBe(2);
+    expect(again.nextSeq).toBe(3);
+    expect(again.lost).toBe(1);
     expectServed(again, [1]);
     expect(size(lastSegment())).toBe(start);
+    expect(asideBytes().map((b) => b.length)).toEqual([RECORD_HEADER + 700_000]);
   });
 
   test("FileTopicLog keeps an intact 1 MiB record between small ones across reopen", async () => {
@@ -199,19 +221,23 @@ describe("FileTopicLog recovery of a torn last record", () => {
 
 describe("FileTopicLog recovery of junk after the last record", () => {
   const N = 5;
-  // Each row: bytes a crash or a bad disk could leave after the last good record.
+  // Each row: bytes a crash or a bad disk could leave after the last good record. They hold
+  // no acknowledged message: nothing is lost, the bytes go aside and are cut.
   test.each([
-    ["a zero-length header (24 zero bytes)", () => new Uint8Array(RECORD_HEADER)],
+    ["a zero-length header (32 zero bytes)", () => new Uint8Array(RECORD_HEADER)],
     ["a zero-length header cut short (4 zero bytes)", () => new Uint8Array(4)],
     ["one stray byte", () => new Uint8Array([7])],
     ["100 bytes of 0xAB (an impossible length)", () => new Uint8Array(100).fill(0xab)],
     ["a plausible header with a wrong checksum", () => {
       const junk = new Uint8Array(RECORD_HEADER + 5);
-      new DataView(junk.buffer).setUint32(0, 5);
-      new DataView(junk.buffer).setUint32(4, 0xdeadbeef);
+      const view = new DataView(junk.buffer);
+      view.setUint32(0, RECORD_SYNC);
+      view.setUint32(4, 0xdeadbeef);
+      view.setUint32(8, 5);
+      view.setUint32(20, N + 1);
       return junk;
     }],
-    ["a length of 0xFFFFFFFF", () => new Uint8Array([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0])],
+    ["a length of 0xFFFFFFFF", () => new Uint8Array([0xf8, 0x6d, 0x71, 0xa7, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff])],
   ])("FileTopicLog drops %s", async (_name, junk) => {
     await writeRecords(N);
     const file = lastSegment();
@@ -219,9 +245,11 @@ describe("FileTopicLog recovery of junk after the last record", () => {
     fs.appendFileSync(file, junk());
     const log = openLog();
     expect(log.nextSeq).toBe(N + 1);
+    expect(log.lost).toBe(0);
     expectServed(log, [1, 2, 3, 4, 5]);
     expect(size(file)).toBe(good);
-    await expectAppendsAfterRecovery(log, [1, 2, 3, 4, 5]);
+    expect(asideBytes()).toEqual([Buffer.from(junk())]);
+    await expectAppendsAfterRecovery(log, [1, 2, 3, 4, 5], N + 1);
   });
 
   test("FileTopicLog drops a valid copy of the last record (a repeated seq)", async () => {
@@ -231,6 +259,7 @@ describe("FileTopicLog recovery of junk after the last record", () => {
     fs.appendFileSync(file, fs.readFileSync(file).subarray(starts[N - 1]!));
     const log = openLog();
     expect(log.nextSeq).toBe(N + 1);
+    expect(log.lost).toBe(0);
     expectServed(log, [1, 2, 3, 4, 5]);
     expect(size(file)).toBe(good);
   });
@@ -238,38 +267,39 @@ describe("FileTopicLog recovery of junk after the last record", () => {
 
 describe("FileTopicLog recovery of flipped bytes", () => {
   const N = 5;
-  // Offsets inside record 5: every field is covered by the checksum (or is the checksum).
+  // Offsets inside record 5: every field is covered by the checksum (or is the marker or the checksum).
   test.each([
+    ["a sync marker byte", 1],
+    ["the checksum", 5],
+    ["the length", 10],
+    ["the flags", 13],
+    ["the seq", 20],
+    ["the time", 28],
     ["a payload byte", RECORD_HEADER + 3],
     ["the last payload byte", RECORD_HEADER + 10 + N * 3 - 1],
-    ["the checksum", 5],
-    ["the seq", 15],
-    ["the time", 20],
-  ])("FileTopicLog drops the last record when %s is flipped and serves the ones before", async (_name, at) => {
+  ])("FileTopicLog counts the last record lost when %s is flipped and serves the ones before", async (_name, at) => {
     const starts = await writeRecords(N);
     flipByte(lastSegment(), starts[N - 1]! + at);
     const log = openLog();
-    expect(log.nextSeq).toBe(N);
+    expect(log.nextSeq).toBe(N + 1);
+    expect(log.lost).toBe(1);
     expectServed(log, [1, 2, 3, 4]);
-    await expectAppendsAfterRecovery(log, [1, 2, 3, 4]);
+    await expectAppendsAfterRecovery(log, [1, 2, 3, 4], N + 1);
   });
 
-  test("FileTopicLog cuts the segment at a flipped byte in a middle record", async () => {
-    // The first damage ends the segment: records after it cannot be trusted to be framed right.
+  test("FileTopicLog loses only the record with a flipped byte in the middle and keeps the ones after it", async () => {
     const starts = await writeRecords(N);
+    const original = fs.readFileSync(lastSegment());
     flipByte(lastSegment(), starts[2]! + RECORD_HEADER + 1);
     const log = openLog();
-    expect(log.nextSeq).toBe(3);
-    expectServed(log, [1, 2]);
-    await expectAppendsAfterRecovery(log, [1, 2]);
-  });
-
-  test("FileTopicLog drops the last record when its length byte is flipped", async () => {
-    const starts = await writeRecords(N);
-    flipByte(lastSegment(), starts[N - 1]! + 3);
-    const log = openLog();
-    expect(log.nextSeq).toBe(N);
-    expectServed(log, [1, 2, 3, 4]);
+    expect(log.nextSeq).toBe(N + 1);
+    expect(log.lost).toBe(1);
+    expectServed(log, [1, 2, 4, 5]);
+    // Exactly record 3's bytes (as damaged) went aside.
+    const aside = asideBytes();
+    expect(aside.map((b) => b.length)).toEqual([starts[3]! - starts[2]!]);
+    expect(aside[0]!.subarray(0, RECORD_HEADER)).toEqual(original.subarray(starts[2]!, starts[2]! + RECORD_HEADER));
+    await expectAppendsAfterRecovery(log, [1, 2, 4, 5], N + 1);
   });
 });
 
@@ -290,6 +320,9 @@ describe("FileTopicLog segments", () => {
     await log.close();
   }
 
+  /** Records in a segment file of 100-byte payloads. */
+  const recordsIn = (file: string) => (size(file) - FILE_HEADER) / (RECORD_HEADER + 100);
+
   /** Each segment's name is its first seq, and the seqs run on densely from one to the next. */
   function expectSegmentLayout(): void {
     const files = segments();
@@ -298,7 +331,7 @@ describe("FileTopicLog segments", () => {
     for (const [i, file] of files.entries()) {
       expect({ file: path.basename(file), base: Number(path.basename(file).slice(0, -4)) }).toEqual({ file: path.basename(file), base: next });
       const bytes = size(file);
-      const count = bytes / (RECORD_HEADER + 100);
+      const count = recordsIn(file);
       expect(Number.isInteger(count)).toBe(true);
       // A segment rolls once it reaches maxSegmentBytes; it may pass it by at most one record.
       if (i < files.length - 1) {
@@ -344,22 +377,23 @@ describe("FileTopicLog segments", () => {
     expect(again.read(N - 3, ALL, ALL).map((m) => m.seq)).toEqual([N - 3, N - 2, N - 1, N, N + 1]);
   });
 
-  test("FileTopicLog drops only the torn record of the last of many segments", async () => {
+  test("FileTopicLog loses only the torn record of the last of many segments and does not reuse its seq", async () => {
     await writeSegmented(false);
     const file = lastSegment();
     const base = Number(path.basename(file).slice(0, -4));
-    const records = size(file) / (RECORD_HEADER + 100);
+    const records = recordsIn(file);
     fs.truncateSync(file, size(file) - 50);
     const log = openLog(segOptions);
-    expect(log.nextSeq).toBe(N);
+    expect(log.nextSeq).toBe(N + 1);
+    expect(log.lost).toBe(1);
     expect(log.read(1, ALL, ALL).map((m) => m.seq)).toEqual(Array.from({ length: N - 1 }, (_, i) => i + 1));
     expect(base + records - 1).toBe(N);
-    expect(await log.append(payload(100, N), 1)).toBe(N);
+    expect(await log.append(payload(100, N + 1), 1)).toBe(N + 1);
     await log.close();
-    expect(openLog(segOptions).read(N, 1, ALL).map((m) => [m.seq, sameBytes(m.data, payload(100, N))])).toEqual([[N, true]]);
+    expect(openLog(segOptions).read(N, 1, ALL).map((m) => [m.seq, sameBytes(m.data, payload(100, N + 1))])).toEqual([[N + 1, true]]);
   });
 
-  test("FileTopicLog continues in the last segment when its only record was torn", async () => {
+  test("FileTopicLog continues in the last segment when its only record and its file header were cut", async () => {
     await writeSegmented(false);
     const log = openLog(segOptions);
     // Fill the last segment up, then one more append opens a new segment holding N + 1 alone.
@@ -372,25 +406,27 @@ describe("FileTopicLog segments", () => {
     expect(path.basename(file)).toMatch(new RegExp(`^0*${last}\\.log$`));
     fs.truncateSync(file, 10);
     const again = openLog(segOptions);
-    expect(again.nextSeq).toBe(last);
-    expect(await again.append(payload(100, last), 1)).toBe(last);
+    expect(again.nextSeq).toBe(last + 1);
+    expect(again.lost).toBe(1);
+    expect(await again.append(payload(100, last + 1), 1)).toBe(last + 1);
     await again.close();
     const third = openLog(segOptions);
-    expect(third.read(last - 1, ALL, ALL).map((m) => m.seq)).toEqual([last - 1, last]);
+    expect(third.read(last - 1, ALL, ALL).map((m) => m.seq)).toEqual([last - 1, last + 1]);
+    expect(third.lost).toBe(1);
   });
 
   test("FileTopicLog never serves a damaged record of an earlier segment", async () => {
     await writeSegmented(false);
     const second = segments()[1]!;
     const base = Number(path.basename(second).slice(0, -4));
-    const count = size(second) / (RECORD_HEADER + 100);
-    const damaged = base + count - 1; // the last record of the second segment
+    const damaged = base + recordsIn(second) - 1; // the last record of the second segment
     flipByte(second, size(second) - 1);
     const log = openLog(segOptions);
     expect(log.nextSeq).toBe(N + 1);
     const seqs = log.read(1, ALL, ALL).map((m) => m.seq);
     expect(seqs).not.toContain(damaged);
     expect(seqs).toEqual(Array.from({ length: N }, (_, i) => i + 1).filter((s) => s !== damaged));
+    expect(log.lost).toBe(1);
     // Reading from the damaged seq skips to the next segment.
     expect(log.read(damaged, 1, ALL).map((m) => m.seq)).toEqual([damaged + 1]);
   });

@@ -1,7 +1,7 @@
 /**
  * The TopicLog contract: every implementation runs this suite (see topic-log.test.ts).
- * Implementations that persist pass `reopen`, which closes the log and opens it again
- * on the same storage; the suite then also checks what survives.
+ * Implementations that persist say so in `TopicLogTraits` and give `reopen`, which closes
+ * the log and opens it again on the same storage; the suite then also checks what survives.
  */
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import type { TopicLog } from "../../lib/store/types.ts";
@@ -12,6 +12,18 @@ export interface TopicLogFixture {
   reopen?: () => Promise<TopicLog>;
   /** Closes whatever is open and removes the storage. */
   cleanup: () => Promise<void>;
+}
+
+/** What the suite must know of an implementation to expect exact results. */
+export interface TopicLogTraits {
+  /** The log survives close and `reopen` (tests of what survives are skipped otherwise). */
+  persistent: boolean;
+  /**
+   * How many messages `trim(before)` deletes when messages 1..`total` (each a 100-byte
+   * payload) are all old enough: all below `before` for a log that deletes message by
+   * message, only whole segments below `before` (never the newest) for a file log.
+   */
+  trimmed(before: number, total: number): number;
 }
 
 /** A payload of `n` bytes derived from `seed`, so that any two differ and a misplaced byte shows. */
@@ -27,7 +39,8 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 
 const ALL = Number.MAX_SAFE_INTEGER;
 
-export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFixture>): void {
+export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFixture>, traits: TopicLogTraits): void {
+  const volatile = !traits.persistent;
   describe(`TopicLog contract: ${name}`, () => {
     let fx: TopicLogFixture;
     let log: TopicLog;
@@ -197,47 +210,69 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
       expect(seen).toBe(n);
     });
 
-    test("TopicLog keeps messages, times and nextSeq across reopen", async () => {
-      if (!fx.reopen) return; // nothing persists in this implementation
+    test("TopicLog has lastSeq 0, count 0 and lost 0 when empty, and tracks them as messages are appended", async () => {
+      expect([log.lastSeq, log.count, log.lost]).toEqual([0, 0, 0]);
+      await appendAll([payload(1, 1), payload(2, 2), payload(3, 3)]);
+      expect([log.firstSeq, log.lastSeq, log.nextSeq, log.count, log.lost]).toEqual([1, 3, 4, 3, 0]);
+    });
+
+    test("TopicLog.read returns ascending seqs, each at most lastSeq, and something from every seq up to lastSeq", async () => {
+      await appendAll(Array.from({ length: 30 }, (_, i) => payload(5, i)));
+      for (let from = 1; from <= log.lastSeq; from++) {
+        const got = log.read(from, 7, ALL).map((m) => m.seq);
+        expect(got.length).toBeGreaterThan(0);
+        expect(got[0]!).toBeGreaterThanOrEqual(from);
+        for (let i = 1; i < got.length; i++) expect(got[i]!).toBeGreaterThan(got[i - 1]!);
+        expect(got[got.length - 1]!).toBeLessThanOrEqual(log.lastSeq);
+      }
+      expect(log.read(log.lastSeq + 1, 7, ALL)).toEqual([]);
+    });
+
+    test.skipIf(volatile)("TopicLog keeps messages, times and nextSeq across reopen (persistent logs only)", async () => {
       const payloads = [payload(0, 1), payload(10, 2), payload(1 << 20, 3), payload(7, 4)];
       await appendAll(payloads, 5000);
-      log = await fx.reopen();
+      log = await fx.reopen!();
       expect(log.firstSeq).toBe(1);
       expect(log.nextSeq).toBe(5);
+      expect([log.lastSeq, log.count, log.lost]).toEqual([4, 4, 0]);
       const got = log.read(1, 10, ALL);
       expect(got.map((m) => [m.seq, m.time, m.data.length])).toEqual(payloads.map((p, i) => [i + 1, 5000 + i, p.length]));
       for (const [i, m] of got.entries()) expect(sameBytes(m.data, payloads[i]!)).toBe(true);
     });
 
-    test("TopicLog serves the same messages before and after reopen, past any in-memory tail", async () => {
-      const n = 12_000; // 1.2 MB of payloads: more than an in-memory tail holds
-      await Promise.all(Array.from({ length: n }, (_, i) => log.append(payload(100, i), i)));
-      const readAll = (l: TopicLog, batch: number) => {
-        const out: Array<[number, number]> = [];
-        for (let from = 1; ; ) {
-          const got = l.read(from, batch, 64 * 1024);
-          if (got.length === 0) return out;
-          for (const m of got) {
-            if (!sameBytes(m.data, payload(100, m.seq - 1))) throw new Error(`message ${m.seq} has the wrong payload`);
-            out.push([m.seq, m.time]);
-          }
-          from = got[got.length - 1]!.seq + 1;
+    const TAIL_N = 12_000; // 1.2 MB of payloads: more than an in-memory tail holds
+    const tailExpected = Array.from({ length: TAIL_N }, (_, i): [number, number] => [i + 1, i]);
+    /** Every message as [seq, time], read in batches of `batch`, checking each payload. */
+    const readAll = (l: TopicLog, batch: number) => {
+      const out: Array<[number, number]> = [];
+      for (let from = 1; ; ) {
+        const got = l.read(from, batch, 64 * 1024);
+        if (got.length === 0) return out;
+        for (const m of got) {
+          if (!sameBytes(m.data, payload(100, m.seq - 1))) throw new Error(`message ${m.seq} has the wrong payload`);
+          out.push([m.seq, m.time]);
         }
-      };
-      const expected = Array.from({ length: n }, (_, i): [number, number] => [i + 1, i]);
-      expect(readAll(log, 257)).toEqual(expected);
-      if (!fx.reopen) return;
-      log = await fx.reopen();
-      expect(readAll(log, 64)).toEqual(expected);
-      expect(log.read(n - 5, 3, ALL).map((m) => m.seq)).toEqual([n - 5, n - 4, n - 3]);
+        from = got[got.length - 1]!.seq + 1;
+      }
+    };
+
+    test("TopicLog serves every message past any in-memory tail", async () => {
+      await Promise.all(Array.from({ length: TAIL_N }, (_, i) => log.append(payload(100, i), i)));
+      expect(readAll(log, 257)).toEqual(tailExpected);
     });
 
-    test("TopicLog continues dense seqs after reopen", async () => {
-      if (!fx.reopen) return; // nothing persists in this implementation
+    test.skipIf(volatile)("TopicLog serves the same messages after reopen, past any in-memory tail (persistent logs only)", async () => {
+      await Promise.all(Array.from({ length: TAIL_N }, (_, i) => log.append(payload(100, i), i)));
+      log = await fx.reopen!();
+      expect(readAll(log, 64)).toEqual(tailExpected);
+      expect(log.read(TAIL_N - 5, 3, ALL).map((m) => m.seq)).toEqual([TAIL_N - 5, TAIL_N - 4, TAIL_N - 3]);
+    });
+
+    test.skipIf(volatile)("TopicLog continues dense seqs after reopen (persistent logs only)", async () => {
       await appendAll([payload(1, 1), payload(1, 2)]);
-      log = await fx.reopen();
+      log = await fx.reopen!();
       expect(await log.append(payload(1, 3), 3)).toBe(3);
-      log = await fx.reopen();
+      log = await fx.reopen!();
       expect(log.nextSeq).toBe(4);
       expect(log.read(1, 10, ALL).map((m) => m.seq)).toEqual([1, 2, 3]);
     });
@@ -245,9 +280,9 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
     test("TopicLog.trim never deletes a message at or after `before`, and what is left reads from firstSeq", async () => {
       await appendAll(Array.from({ length: 40 }, (_, i) => payload(100, i)));
       const removed = log.trim(21, { maxAgeMs: 0, maxBytes: Infinity }, Date.now() + 60_000);
-      expect(removed).toBeGreaterThanOrEqual(0);
-      expect(removed).toBeLessThanOrEqual(20);
+      expect(removed).toBe(traits.trimmed(21, 40));
       expect(log.firstSeq).toBe(1 + removed);
+      expect([log.count, log.lastSeq, log.lost]).toEqual([40 - removed, 40, 0]);
       expect(log.nextSeq).toBe(41);
       expect(log.read(1, ALL, ALL).map((m) => m.seq)).toEqual(Array.from({ length: 40 - removed }, (_, i) => 1 + removed + i));
       expect(await log.append(payload(1, 99), 5000)).toBe(41);
@@ -265,10 +300,9 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
       expect(log.read(1, ALL, ALL)).toHaveLength(10);
     });
 
-    test("TopicLog.close waits for appends in flight", async () => {
-      if (!fx.reopen) return; // nothing persists in this implementation
+    test.skipIf(volatile)("TopicLog.close waits for appends in flight (persistent logs only)", async () => {
       const seqs = Promise.all([1, 2, 3].map((i) => log.append(payload(4, i), i)));
-      log = await fx.reopen();
+      log = await fx.reopen!();
       expect(await seqs).toEqual([1, 2, 3]);
       expect(log.read(1, 10, ALL).map((m) => m.seq)).toEqual([1, 2, 3]);
     });

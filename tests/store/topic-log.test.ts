@@ -5,7 +5,8 @@ import * as path from "node:path";
 import { MemoryTopicLog } from "../../lib/store/memory-store.ts";
 import { FileTopicLog, type TopicLogOptions } from "../../lib/store/topic-log.ts";
 import type { TopicLog } from "../../lib/store/types.ts";
-import { runTopicLogSuite, type TopicLogFixture } from "./topic-log.contract.ts";
+import { FILE_HEADER, recordSize } from "../../lib/store/segment.ts";
+import { runTopicLogSuite, type TopicLogFixture, type TopicLogTraits } from "./topic-log.contract.ts";
 
 function fileLog(options: Partial<TopicLogOptions>): () => Promise<TopicLogFixture> {
   const opts: TopicLogOptions = {
@@ -32,15 +33,34 @@ function fileLog(options: Partial<TopicLogOptions>): () => Promise<TopicLogFixtu
   };
 }
 
-runTopicLogSuite("FileTopicLog fsync always", fileLog({ fsync: "always" }));
-runTopicLogSuite("FileTopicLog fsync never", fileLog({ fsync: "never" }));
-// Small segments: every test also crosses segment boundaries.
-runTopicLogSuite("FileTopicLog fsync never, 1 KiB segments", fileLog({ fsync: "never", maxSegmentBytes: 1024 }));
+/**
+ * A file log deletes whole segments below `before`, never the newest: with 100-byte payloads
+ * a segment holds the records that fit before it reaches `maxSegmentBytes` (one more may pass it).
+ */
+function fileTraits(maxSegmentBytes: number): TopicLogTraits {
+  const perSegment = Math.ceil((maxSegmentBytes - FILE_HEADER) / recordSize(100));
+  return {
+    persistent: true,
+    trimmed: (before, total) => {
+      const segments = Math.ceil(total / perSegment);
+      return Math.min(Math.floor((before - 1) / perSegment), segments - 1) * perSegment;
+    },
+  };
+}
 
-runTopicLogSuite("MemoryTopicLog", async () => {
-  const log = new MemoryTopicLog();
-  return { log, cleanup: () => log.close() };
-});
+runTopicLogSuite("FileTopicLog fsync always", fileLog({ fsync: "always" }), fileTraits(64 * 1024 * 1024));
+runTopicLogSuite("FileTopicLog fsync never", fileLog({ fsync: "never" }), fileTraits(64 * 1024 * 1024));
+// Small segments: every test also crosses segment boundaries.
+runTopicLogSuite("FileTopicLog fsync never, 1 KiB segments", fileLog({ fsync: "never", maxSegmentBytes: 1024 }), fileTraits(1024));
+
+runTopicLogSuite(
+  "MemoryTopicLog",
+  async () => {
+    const log = new MemoryTopicLog();
+    return { log, cleanup: () => log.close() };
+  },
+  { persistent: false, trimmed: (before, total) => Math.min(before - 1, total) },
+);
 
 describe("FileTopicLog tail cache", () => {
   const payloadOf = (seq: number, size: number) => Buffer.alloc(size, seq % 251);

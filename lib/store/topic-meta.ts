@@ -1,0 +1,209 @@
+/**
+ * The durable state of a topic log beside its segments, so that seqs are never handed out
+ * twice and losses are reported once:
+ *
+ * - `meta` (JSON line + CRC line, replaced by temp + fsync + rename): the seq reservation
+ *   (every seq ever handed out is below `reserved`; the log persists a block of seqs ahead,
+ *   so this costs one write per block, not one per publish), whether the log was closed
+ *   cleanly (then `reserved` is exactly the next seq), the retention point, and the losses
+ *   already reported.
+ * - `head` (32 bytes rewritten in place after every commit, never fsynced): the exact next
+ *   seq. It survives the death of the process (the page cache keeps it), not a power cut,
+ *   hence the boot id beside it.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { fsyncDir, writeFileAtomic } from "./fsutil.ts";
+import { getU64, setU64 } from "./segment.ts";
+import type { FsyncPolicy } from "./types.ts";
+
+export interface TopicMeta {
+  /** Every seq ever handed out is below this; exactly the next seq when `clean`. */
+  reserved: number;
+  /** Written by a clean close (or at open): `reserved` is exact. */
+  clean: boolean;
+  /** Seqs below this were deleted by retention, on purpose. */
+  first: number;
+  /** Messages lost to damage since the topic was created (each counted once). */
+  lost: number;
+  /** Seq ranges (inclusive) already reported lost, above `first`, ascending. */
+  holes: Array<[number, number]>;
+}
+
+const META_VERSION = 1;
+
+export function encodeMeta(meta: TopicMeta): string {
+  const body = JSON.stringify({ version: META_VERSION, ...meta });
+  return `${body}\n${Bun.hash.crc32(body).toString(16).padStart(8, "0")}\n`;
+}
+
+/** The meta in `text`, or null when it is not an intact one of this version. */
+export function decodeMeta(text: string): TopicMeta | null {
+  const m = /^(\{.*\})\n([0-9a-f]{8})\n$/.exec(text);
+  if (!m || Bun.hash.crc32(m[1]!) !== Number.parseInt(m[2]!, 16)) return null;
+  try {
+    const v = JSON.parse(m[1]!);
+    const safe = (x: unknown) => Number.isSafeInteger(x) && (x as number) >= 0;
+    if (v.version !== META_VERSION || !safe(v.reserved) || typeof v.clean !== "boolean" || !safe(v.first) || !safe(v.lost) || !Array.isArray(v.holes)) return null;
+    const holes: Array<[number, number]> = [];
+    for (const h of v.holes) {
+      if (!Array.isArray(h) || h.length !== 2 || !safe(h[0]) || !safe(h[1]) || h[0] > h[1]) return null;
+      holes.push([h[0], h[1]]);
+    }
+    return { reserved: v.reserved, clean: v.clean, first: v.first, lost: v.lost, holes };
+  } catch {
+    return null;
+  }
+}
+
+/** Reads `file`: the meta, null when there is none, "damaged" when it is unreadable. */
+export function readMeta(file: string): TopicMeta | null | "damaged" {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
+    return "damaged";
+  }
+  return decodeMeta(text) ?? "damaged";
+}
+
+export function writeMetaSync(file: string, meta: TopicMeta): void {
+  writeFileAtomic(file, encodeMeta(meta));
+}
+
+/** writeMetaSync without blocking the event loop on the fsyncs. */
+export async function writeMetaAsync(file: string, meta: TopicMeta): Promise<void> {
+  const tmp = `${file}.tmp`;
+  const handle = await fs.promises.open(tmp, "w", 0o600);
+  try {
+    await handle.writeFile(encodeMeta(meta));
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await fs.promises.rename(tmp, file);
+  const dir = await fs.promises.open(path.dirname(file), "r");
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
+}
+
+/** Adds the inclusive range [from, to] to sorted, disjoint `holes` (merging neighbours). */
+export function addHole(holes: Array<[number, number]>, from: number, to: number): void {
+  holes.push([from, to]);
+  holes.sort((a, b) => a[0] - b[0]);
+  const merged: Array<[number, number]> = [];
+  for (const h of holes) {
+    const last = merged[merged.length - 1];
+    if (last && h[0] <= last[1] + 1) last[1] = Math.max(last[1], h[1]);
+    else merged.push([h[0], h[1]]);
+  }
+  holes.splice(0, holes.length, ...merged);
+}
+
+/** The parts of [from, to] that no range of `holes` covers. */
+export function uncovered(holes: Array<[number, number]>, from: number, to: number): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  let at = from;
+  for (const [a, b] of holes) {
+    if (b < at) continue;
+    if (a > to) break;
+    if (a > at) out.push([at, a - 1]);
+    at = Math.max(at, b + 1);
+    if (at > to) break;
+  }
+  if (at <= to) out.push([at, to]);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// head: 0 u32 magic "MQHD" · 4 u8 version (1) · 5 u8 fsync policy of the writer
+// (0 never, 1 interval, 2 always) · 6 u16 reserved · 8 u64 next seq · 16 u64 base of the
+// segment being written · 24 u32 boot id (CRC-32 of the kernel's boot_id, 0 unknown) ·
+// 28 u32 CRC-32 of bytes 0..27
+
+const HEAD_MAGIC = 0x4d514844; // "MQHD"
+const HEAD_SIZE = 32;
+const POLICY_CODE: Record<FsyncPolicy, number> = { never: 0, interval: 1, always: 2 };
+
+export interface Head {
+  next: number;
+  segment: number;
+  policy: FsyncPolicy;
+  boot: number;
+}
+
+let bootIdCache: number | undefined;
+
+/** A number that changes at every boot of the machine (0 when unknown): the page cache survived when it is unchanged. */
+export function bootId(): number {
+  if (bootIdCache === undefined) {
+    try {
+      bootIdCache = Bun.hash.crc32(fs.readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim()) || 1;
+    } catch {
+      bootIdCache = 0;
+    }
+  }
+  return bootIdCache;
+}
+
+export function readHead(file: string): Head | null {
+  let buf: Uint8Array;
+  try {
+    buf = fs.readFileSync(file);
+  } catch {
+    return null;
+  }
+  if (buf.length !== HEAD_SIZE) return null;
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  if (view.getUint32(0) !== HEAD_MAGIC || view.getUint8(4) !== 1 || Bun.hash.crc32(buf.subarray(0, 28)) !== view.getUint32(28)) return null;
+  const policy = (Object.keys(POLICY_CODE) as FsyncPolicy[]).find((k) => POLICY_CODE[k] === view.getUint8(5));
+  if (!policy) return null;
+  return { next: getU64(view, 8), segment: getU64(view, 16), policy, boot: view.getUint32(24) };
+}
+
+/** The `head` file, kept open and overwritten in place. */
+export class HeadFile {
+  private readonly buf = new Uint8Array(HEAD_SIZE);
+  private readonly view = new DataView(this.buf.buffer);
+  private fd: number;
+  private failed = false;
+
+  constructor(
+    readonly file: string,
+    private readonly policy: FsyncPolicy,
+  ) {
+    const existed = fs.existsSync(file);
+    this.fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+    if (!existed) fsyncDir(path.dirname(file));
+  }
+
+  /** Records the exact next seq; returns an error message the first time writing fails. */
+  write(next: number, segment: number): string | null {
+    const view = this.view;
+    view.setUint32(0, HEAD_MAGIC);
+    view.setUint8(4, 1);
+    view.setUint8(5, POLICY_CODE[this.policy]);
+    setU64(view, 8, next);
+    setU64(view, 16, segment);
+    view.setUint32(24, bootId());
+    view.setUint32(28, Bun.hash.crc32(this.buf.subarray(0, 28)));
+    try {
+      fs.writeSync(this.fd, this.buf, 0, HEAD_SIZE, 0);
+      this.failed = false;
+      return null;
+    } catch (err) {
+      if (this.failed) return null;
+      this.failed = true;
+      return (err as Error).message;
+    }
+  }
+
+  close(): void {
+    if (this.fd >= 0) fs.closeSync(this.fd);
+    this.fd = -1;
+  }
+}
