@@ -187,7 +187,7 @@ export class MqClient {
     const messages = new Array<Message>(wire.length);
     for (let i = 0; i < wire.length; i++) {
       const m = wire[i]!;
-      messages[i] = new Message(m.topic, m.seq, m.time, m.data);
+      messages[i] = new Message(m.topic, m.seq, m.time, m.data, m.lost);
     }
     const tag = r.tag as number | undefined;
     return {

@@ -8,12 +8,18 @@ const utf8 = new TextDecoder();
  * append time in ms since the epoch, `data` the payload bytes as published.
  */
 export class Message implements WireMessage {
+  /** Only on the first message after a hole: how many messages of the topic the server lost right before this one (damaged storage). */
+  readonly lost?: number;
+
   constructor(
     readonly topic: string,
     readonly seq: number,
     readonly time: number,
     readonly data: Uint8Array,
-  ) {}
+    lost?: number,
+  ) {
+    if (lost) this.lost = lost;
+  }
 
   /** The payload decoded as UTF-8 (bytes that are not UTF-8 become U+FFFD). */
   text(): string {

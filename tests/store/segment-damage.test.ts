@@ -92,7 +92,7 @@ function aside(at = dir): Map<string, Buffer> {
 }
 
 function errorLines(): string[] {
-  return stderr.split("\n").filter((l) => l.includes("[error]"));
+  return stderr.split("\n").filter((l) => / ERROR |\[error\]/.test(l));
 }
 
 /**
