@@ -10,7 +10,12 @@ export const PROTOCOL_VERSION = 1;
 /** Where a new subscription starts: the oldest stored message, the next one published, or a seq (inclusive). */
 export type From = "earliest" | "latest" | number;
 
-export interface HelloRequest { op: "hello"; rid: number; version: number; broker?: string; token?: string }
+/**
+ * Server hop: `bufferBytes` / `bufferBytesPerId` are the local broker's budgets for deliveries
+ * it holds (whole broker / per id, counted as `deliveryCost`); absent: no budget beyond the
+ * per-subscription window.
+ */
+export interface HelloRequest { op: "hello"; rid: number; version: number; broker?: string; token?: string; bufferBytes?: number; bufferBytesPerId?: number }
 export interface CreateRequest { op: "create"; rid: number }
 export interface PubRequest { op: "pub"; rid: number; id: number; topic: string; data: Uint8Array }
 /**
@@ -47,6 +52,16 @@ export type Outgoing = Request extends infer R ? (R extends Request ? Omit<R, "r
 export interface MsgsFrame { op: "msgs"; id: number; topic: string; seq: number; times: number[]; payloads: Uint8Array[]; more?: boolean }
 // An empty `msgs` (no payloads, `more: true`) only says: the window is full and the log holds more.
 
+/**
+ * What one delivered message counts against the local broker's buffer budgets: its payload
+ * plus an estimate of what holding it costs beyond the payload (objects, queue slots), so
+ * that many tiny messages are bounded too. Server and local broker count alike.
+ */
+export const MESSAGE_OVERHEAD_BYTES = 128;
+export function deliveryCost(payloadBytes: number): number {
+  return payloadBytes + MESSAGE_OVERHEAD_BYTES;
+}
+
 /** Most messages one `msgs` frame may carry. */
 export const MAX_MSGS_PER_FRAME = 1024;
 export interface OkFrame { op: "ok"; rid: number; [field: string]: unknown }
@@ -65,7 +80,7 @@ type Schema = Record<string, FieldType | `${FieldType}?`>;
 
 /** One schema per frame type a peer may send us; anything not listed is junk. */
 export const schemas: Record<string, Schema> = {
-  hello: { rid: "uint", version: "uint", broker: "string?", token: "string?" },
+  hello: { rid: "uint", version: "uint", broker: "string?", token: "string?", bufferBytes: "uint?", bufferBytesPerId: "uint?" },
   create: { rid: "uint" },
   pub: { rid: "uint", id: "uint", topic: "string", data: "bytes" },
   pubs: { rid: "uint", id: "uint", topic: "string", payloads: "payloads" },
