@@ -9,7 +9,7 @@ import * as cli from "../lib/cli/commands.ts";
 import { ensureTokenFile, readTokenFile, runLocal, runServer, runUp } from "../lib/cli/daemons.ts";
 import { Exit, StdoutClosedError, UsageError, exitCodeFor, reportError, writeStdout } from "../lib/cli/output.ts";
 import { closest, renderCommandHelp, renderCompletion, renderProgramHelp, SHELLS, type CommandSpec, type OptionDef, type Program, type Shell } from "../lib/cli/help.ts";
-import { defaults, parseAddress, parseCount, parseDuration, parseFrom, parseFsync, parseId, parseLogOptions, parseSeconds, parseSize, parseTopicList } from "../lib/cli/parse.ts";
+import { defaults, formatSize, parseAddress, parseCount, parseDuration, parseFrom, parseFsync, parseId, parseLogOptions, parseSeconds, parseSize, parseTopicList } from "../lib/cli/parse.ts";
 import { configureLog } from "../lib/log.ts";
 import { runBench } from "../lib/cli/bench.ts";
 import { DEFAULT_SERVER_LIMITS } from "../lib/server/server.ts";
@@ -128,6 +128,12 @@ function serverOptions(args: ServerArgs, dataDir: string, tokenFileIfNone?: stri
   };
 }
 
+/** Memory of the local broker: what it may hold of deliveries not yet acknowledged (docs/architecture.md). */
+const bufferArgs = {
+  "buffer-bytes": { type: "string", valueHint: "SIZE", default: formatSize(DEFAULT_LOCAL_LIMITS.bufferBytes), description: "most bytes of deliveries held for all ids together (K/M/G)" },
+  "buffer-bytes-per-id": { type: "string", valueHint: "SIZE", default: formatSize(DEFAULT_LOCAL_LIMITS.bufferBytesPerId), description: "most bytes of deliveries held for one id (K/M/G)" },
+} as const satisfies Defs;
+
 const localArgs = {
   socket: { ...common.socket, description: "Unix socket to serve clients on (env MQ_SOCKET)" },
   server: { type: "string", valueHint: "HOST:PORT", description: "address of the server (env MQ_SERVER; default 127.0.0.1:7600)" },
@@ -139,11 +145,34 @@ const localArgs = {
   "frame-timeout-ms": { type: "string", valueHint: "MS", default: String(DEFAULT_LOCAL_LIMITS.frameTimeoutMs), description: "close clients whose frame takes longer to arrive" },
   "max-connections": { type: "string", valueHint: "N", default: String(DEFAULT_LOCAL_LIMITS.maxConnections), description: "most client connections" },
   "max-inflight": { type: "string", valueHint: "N", default: String(DEFAULT_LOCAL_LIMITS.maxInFlight), description: "most requests served at once per client connection" },
+  ...bufferArgs,
   ...logArgs,
 } as const satisfies Defs;
 
-/** `mq up` always has a token (its own when none is given), so --insecure has no use there. */
-const { insecure: _insecure, ...upServerArgs } = serverArgs;
+/** The local broker's budgets from its flags (`mq local`, `mq up`). */
+function bufferLimits(args: Record<string, unknown>) {
+  const d = (name: keyof typeof bufferArgs) => args[name] ?? bufferArgs[name].default;
+  return {
+    bufferBytes: parseSize("buffer-bytes", d("buffer-bytes"), 1),
+    bufferBytesPerId: parseSize("buffer-bytes-per-id", d("buffer-bytes-per-id"), 1),
+  };
+}
+
+/**
+ * `mq up` runs both daemons: the server's options (without --insecure: `mq up` always has a
+ * token, its own when none is given), the local broker's socket and budgets, the log options last.
+ */
+const upArgs = (() => {
+  const { "log-level": _level, "log-json": _json, insecure: _insecure, ...own } = serverArgs;
+  return {
+    ...own,
+    data: { type: "string", valueHint: "DIR", description: "holds server/ and local/ (env MQ_DATA; default ~/.local/share/mq)" },
+    "token-file": { ...serverArgs["token-file"], description: "token for both sides (default DIR/token, made with mode 0600 if absent)" },
+    socket: localArgs.socket,
+    ...bufferArgs,
+    ...logArgs,
+  } as const satisfies Defs;
+})();
 
 /**
  * Every command: its options (parsed by citty), how many positionals it takes, and what it
@@ -317,6 +346,7 @@ const commands: Command[] = [
           maxConnections: parseCount("max-connections", args["max-connections"]),
           frameTimeoutMs: parseCount("frame-timeout-ms", args["frame-timeout-ms"]),
           maxInFlight: parseCount("max-inflight", args["max-inflight"]),
+          ...bufferLimits(args),
         },
         ...(args["token-file"] ? { token: readTokenFile(args["token-file"]) } : {}),
         ...(args["tls-ca"] ? { tlsCa: fs.readFileSync(args["tls-ca"], "utf8") } : {}),
@@ -327,12 +357,7 @@ const commands: Command[] = [
     name: "up",
     group: "daemon",
     description: "run a server and a local broker together on default paths",
-    args: {
-      ...upServerArgs,
-      data: { type: "string", valueHint: "DIR", description: "holds server/ and local/ (env MQ_DATA; default ~/.local/share/mq)" },
-      "token-file": { ...serverArgs["token-file"], description: "token for both sides (default DIR/token, made with mode 0600 if absent)" },
-      socket: localArgs.socket,
-    },
+    args: upArgs,
     maxPositionals: 0,
     examples: ["mq up", "mq up --data /tmp/mq --listen 127.0.0.1:7700"],
     run: (args) => {
@@ -345,6 +370,7 @@ const commands: Command[] = [
         dataDir: path.join(base, "local"),
         heartbeatMs: srv.heartbeatMs,
         heartbeatMissed: srv.heartbeatMissed,
+        limits: bufferLimits(args),
         ...(srv.token ? { token: srv.token } : {}),
         ...(srv.tls ? { tlsCa: srv.tls.cert } : {}),
       });

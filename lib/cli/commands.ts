@@ -266,9 +266,10 @@ export async function stats(options: CommonOptions): Promise<number> {
     return Exit.Ok;
   }
   const rows: string[] = [];
+  const width = Math.max(14, ...Object.values(s).flatMap((values) => Object.keys(values).map((k) => k.length)));
   for (const [section, values] of Object.entries(s)) {
     rows.push(`${section}:`);
-    for (const [k, v] of Object.entries(values)) rows.push(`  ${k.padEnd(14)} ${String(v)}`);
+    for (const [k, v] of Object.entries(values)) rows.push(`  ${k.padEnd(width)} ${String(v)}`);
   }
   await writeStdout(`${rows.join("\n")}\n`);
   return Exit.Ok;

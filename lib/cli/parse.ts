@@ -46,6 +46,14 @@ export function parseSize(name: string, value: unknown, min = 1): number {
   return bytes;
 }
 
+/** The inverse of parseSize for flag defaults: 67108864 → "64M" (exact multiples only). */
+export function formatSize(bytes: number): string {
+  for (const [unit, size] of [["G", 1024 ** 3], ["M", 1024 ** 2], ["K", 1024]] as const) {
+    if (bytes >= size && bytes % size === 0) return `${bytes / size}${unit}`;
+  }
+  return String(bytes);
+}
+
 export function parseFrom(value: unknown): From | undefined {
   if (value === undefined) return undefined;
   const s = String(value);

@@ -3,7 +3,7 @@
  * seqs not yet acknowledged by a client, so the ack sent on to the server is cumulative and
  * never runs ahead of a message some client still holds.
  */
-import type { Message } from "../wire/messages.ts";
+import { deliveryCost, type Message } from "../wire/messages.ts";
 
 interface TopicTrack {
   /** Seqs buffered or handed to a client and not yet acknowledged, ascending. */
@@ -12,8 +12,10 @@ interface TopicTrack {
   highest: number;
   /** Highest seq acknowledged to the server. */
   ackedUpstream: number;
-  /** The server said it holds more of this topic than it has sent (the credit window is full). */
+  /** The server said it holds more of this topic than it has sent (a window or budget is full). */
   more: boolean;
+  /** What the unacked messages cost against the buffer budgets (`deliveryCost`). */
+  bytes: number;
 }
 
 export interface Waiter {
@@ -26,6 +28,11 @@ export class Inbox {
   private head = 0;
   private readonly tracks = new Map<string, TopicTrack>();
   readonly waiters: Waiter[] = [];
+  /**
+   * Bytes held for this id, buffered or handed to a client and not yet acknowledged, as the
+   * server counts them against the budgets the local broker announced (`deliveryCost`).
+   */
+  bytes = 0;
 
   get pending(): number {
     return this.queue.length - this.head;
@@ -36,8 +43,7 @@ export class Inbox {
    * fresh ack ("reack": it was already acknowledged, the server lost track in a restart).
    */
   add(msg: Message): "new" | "duplicate" | "reack" {
-    let track = this.tracks.get(msg.topic);
-    if (!track) this.tracks.set(msg.topic, (track = { unacked: [], highest: 0, ackedUpstream: 0, more: false }));
+    const track = this.track(msg.topic);
     if (msg.seq <= track.highest) return msg.seq <= track.ackedUpstream ? "reack" : "duplicate";
     // Of the seqs the server reports lost, those up to `highest` reached this buffer before the loss.
     if (msg.lost !== undefined && track.highest > 0) {
@@ -47,14 +53,26 @@ export class Inbox {
     }
     track.highest = msg.seq;
     track.unacked.push(msg.seq);
+    const cost = deliveryCost(msg.data.length);
+    track.bytes += cost;
+    this.bytes += cost;
     this.queue.push(msg);
     return "new";
   }
 
-  /** Records the server's `more` flag of the latest push for `topic`. */
+  /**
+   * Records the server's `more` flag of the latest push for `topic`: also for a topic of
+   * which nothing came yet (it waits for room in the budgets behind other topics).
+   */
   setMore(topic: string, more: boolean): void {
-    const track = this.tracks.get(topic);
+    const track = more ? this.track(topic) : this.tracks.get(topic);
     if (track) track.more = more;
+  }
+
+  private track(topic: string): TopicTrack {
+    let track = this.tracks.get(topic);
+    if (!track) this.tracks.set(topic, (track = { unacked: [], highest: 0, ackedUpstream: 0, more: false, bytes: 0 }));
+    return track;
   }
 
   /** True when a recv after this one will find more: here, or on its way once acknowledged. */
@@ -107,6 +125,9 @@ export class Inbox {
       const i = track.unacked.indexOf(m.seq);
       if (i < 0) continue;
       track.unacked.splice(i, 1);
+      const cost = deliveryCost(m.data.length);
+      track.bytes -= cost;
+      this.bytes -= cost;
       const floor = track.unacked.length > 0 ? track.unacked[0]! - 1 : track.highest;
       if (floor > track.ackedUpstream) {
         track.ackedUpstream = floor;
@@ -123,6 +144,7 @@ export class Inbox {
 
   /** Forgets everything of `topic` (after unsubscribe). */
   dropTopic(topic: string): void {
+    this.bytes -= this.tracks.get(topic)?.bytes ?? 0;
     this.tracks.delete(topic);
     this.queue = this.queue.slice(this.head).filter((m) => m.topic !== topic);
     this.head = 0;

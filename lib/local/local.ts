@@ -43,9 +43,22 @@ export interface LocalLimits {
   maxConnections: number;
   frameTimeoutMs: number;
   maxInFlight: number;
+  /**
+   * Budgets for the deliveries this broker holds (buffered or handed to a client, not yet
+   * acknowledged), for all its ids together and per id. Announced in the hello: the server
+   * stops pushing while one is full. One message may go beyond, so a bigger one still comes.
+   */
+  bufferBytes: number;
+  bufferBytesPerId: number;
 }
 
-export const DEFAULT_LOCAL_LIMITS: LocalLimits = { maxConnections: 1024, frameTimeoutMs: 30_000, maxInFlight: 1024 };
+export const DEFAULT_LOCAL_LIMITS: LocalLimits = {
+  maxConnections: 1024,
+  frameTimeoutMs: 30_000,
+  maxInFlight: 1024,
+  bufferBytes: 64 * 1024 * 1024,
+  bufferBytesPerId: 16 * 1024 * 1024,
+};
 
 /** Per client connection: deliveries handed out and not yet acknowledged, by tag. */
 interface ClientState {
@@ -228,9 +241,24 @@ export class LocalBroker {
           },
         });
         conn = attach(socket);
-        const hello: Extract<Outgoing, { op: "hello" }> = { op: "hello", version: PROTOCOL_VERSION, broker: this.identity, secret: this.secret };
+        const hello: Extract<Outgoing, { op: "hello" }> = {
+          op: "hello",
+          version: PROTOCOL_VERSION,
+          broker: this.identity,
+          secret: this.secret,
+          bufferBytes: this.limits.bufferBytes,
+          bufferBytesPerId: this.limits.bufferBytesPerId,
+        };
         if (this.options.token !== undefined) hello.token = this.options.token;
-        const reply = await conn.request(hello, 5000);
+        const reply = await conn.request(hello, 5000).catch((err) => {
+          // A server from before secrets and budgets (mq 0.1) refuses their fields as unknown
+          // (BAD_REQUEST, not fatal): say hello again without them; it pushes one window per
+          // subscription, and it has no secrets to check.
+          if (!(err instanceof MqError && err.code === Code.BadRequest) || this.stopped) throw err;
+          log.warn(`the server ${this.serverAddress} does not take buffer budgets or a broker secret (an older version?): it may push up to one window (1 MiB) per subscription`);
+          const { bufferBytes: _b, bufferBytesPerId: _p, secret: _s, ...older } = hello;
+          return conn!.request(older, 5000);
+        });
         if (this.stopped) return conn.close(CloseReason.Shutdown);
         // Half the server's limit: requests that timed out here may still count there.
         if (Number.isSafeInteger(reply.maxInFlight) && (reply.maxInFlight as number) > 0) this.maxForwarding = Math.max(1, Math.min(MAX_FORWARDING, Math.floor((reply.maxInFlight as number) / 2)));
@@ -590,7 +618,13 @@ export class LocalBroker {
 
   private async stats() {
     let pending = 0;
-    for (const inbox of this.inboxes.values()) pending += inbox.pending;
+    let buffered = 0;
+    let bufferedMaxId = 0;
+    for (const inbox of this.inboxes.values()) {
+      pending += inbox.pending;
+      buffered += inbox.bytes;
+      bufferedMaxId = Math.max(bufferedMaxId, inbox.bytes);
+    }
     const local = {
       identity: this.identity,
       server: this.serverAddress,
@@ -598,6 +632,10 @@ export class LocalBroker {
       ids: this.ids.size,
       clients: this.clients.size,
       pending,
+      buffered_bytes: buffered,
+      buffered_bytes_max_id: bufferedMaxId,
+      buffer_bytes: this.limits.bufferBytes,
+      buffer_bytes_per_id: this.limits.bufferBytesPerId,
       ...this.counters,
       rss_bytes: process.memoryUsage().rss,
     };

@@ -18,6 +18,7 @@ import type { FsyncPolicy, RetentionPolicy, TopicStore } from "../store/types.ts
 import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
 import { PROTOCOL_VERSION, type AckRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
 import { checkTopic } from "../wire/topic.ts";
+import { Credits } from "./credits.ts";
 import { Subscription, Topic } from "./topic.ts";
 
 const log = logger("server");
@@ -71,6 +72,8 @@ interface Session {
   conn: Connection;
   /** Where it connected from, `host:port`, for log lines and refusals. */
   address: string;
+  /** Its byte budgets (from the hello) and what is in flight against them. */
+  credits: Credits;
 }
 
 /** How often lazily written cursor moves reach the subscriber index files. */
@@ -228,8 +231,9 @@ export class MqServer {
     return {
       frame: (conn, frame) => this.onFrame(conn, frame),
       drain: (conn) => {
+        // What the outbound budget held back waits in the session's Credits.
         const session = conn.state as Session | undefined;
-        if (session) this.pumpSession(session);
+        if (session) this.counters.delivered += session.credits.serve(conn);
       },
       closed: (conn, reason) => {
         this.connections.delete(conn);
@@ -314,7 +318,7 @@ export class MqServer {
     const broker = hello.broker;
     const secret = hello.secret;
     // One hello per identity at a time: the second waits for the first to be admitted or refused.
-    const admitted = (this.admitting.get(broker) ?? Promise.resolve()).then(() => this.admit(conn, broker, secret));
+    const admitted = (this.admitting.get(broker) ?? Promise.resolve()).then(() => this.admit(conn, broker, secret, hello));
     const tail = admitted.then(
       () => {},
       () => {},
@@ -335,7 +339,7 @@ export class MqServer {
    * would evict each other forever); one that is closed, silent past the heartbeat timeout,
    * or does not answer a ping in time is dead, and is replaced (the broker reconnected).
    */
-  private async admit(conn: Connection, broker: string, secret: string) {
+  private async admit(conn: Connection, broker: string, secret: string, budgets: { bufferBytes?: number; bufferBytesPerId?: number }) {
     if (conn.closed) return {};
     let verdict: Awaited<ReturnType<BrokerCredentials["check"]>>;
     try {
@@ -373,7 +377,9 @@ export class MqServer {
       }
     }
     if (conn.closed) return {};
-    const session: Session = { broker, conn, address: this.addresses.get(conn) ?? conn.label };
+    // A budget the local broker does not announce (an older one) does not apply.
+    const credits = new Credits(Math.max(1, budgets.bufferBytes ?? Infinity), Math.max(1, budgets.bufferBytesPerId ?? Infinity));
+    const session: Session = { broker, conn, address: this.addresses.get(conn) ?? conn.label, credits };
     conn.state = session;
     conn.helloDone = true;
     this.sessions.set(broker, session);
@@ -534,6 +540,10 @@ export class MqServer {
     if (!sub) return false;
     sub.topic.subscriptions.delete(id);
     this.subscriptionsOf.get(id)!.delete(name);
+    // Its messages in flight no longer count against the budgets: others may use the room.
+    const session = this.sessionOf(id);
+    sub.drop(session?.credits);
+    if (session) this.counters.delivered += session.credits.serve(session.conn);
     await sub.topic.index.remove(id);
     return true;
   }
@@ -546,6 +556,12 @@ export class MqServer {
     await this.registry.destroy(id);
     for (const name of [...(this.subscriptionsOf.get(id)?.keys() ?? [])]) await this.dropSubscription(id, name);
     this.subscriptionsOf.delete(id);
+    // The id is gone from the registry already: its session's Credits let go of it here.
+    const current = this.sessions.get(session.broker);
+    if (current) {
+      current.credits.forget(id);
+      this.counters.delivered += current.credits.serve(current.conn);
+    }
     return {};
   }
 
@@ -554,7 +570,7 @@ export class MqServer {
     if (this.registry.owner(frame.id) !== session.broker) return; // a late ack for a destroyed or foreign id
     const sub = this.subscriptionsOf.get(frame.id)?.get(frame.topic);
     if (!sub) return;
-    const moved = sub.ack(frame.seq);
+    const moved = sub.ack(frame.seq, session.credits);
     if (moved > 0) {
       this.counters.acked += moved;
       this.pump(sub);
@@ -575,19 +591,24 @@ export class MqServer {
     }
   }
 
-  /** Sends what the window allows of one subscription to its local broker, if connected. */
-  private pump(sub: Subscription): void {
-    const owner = this.registry.owner(sub.id);
-    const session = owner === undefined ? undefined : this.sessions.get(owner);
-    if (!session) return;
-    this.counters.delivered += sub.push(session.conn);
+  /** The session of the local broker that owns `id`, if it is connected. */
+  private sessionOf(id: number): Session | undefined {
+    const owner = this.registry.owner(id);
+    return owner === undefined ? undefined : this.sessions.get(owner);
   }
 
+  /** Sends what the window and the budgets allow of one subscription to its local broker, if connected. */
+  private pump(sub: Subscription): void {
+    const session = this.sessionOf(sub.id);
+    if (!session) return;
+    this.counters.delivered += session.credits.pump(sub, session.conn);
+  }
+
+  /** After a hello: every subscription of the broker, in turn (what finds no room waits in its Credits). */
   private pumpSession(session: Session): void {
     for (const id of this.registry.ownedBy(session.broker)) {
       for (const sub of this.subscriptionsOf.get(id)?.values() ?? []) {
-        if (!session.conn.writable) return;
-        this.counters.delivered += sub.push(session.conn);
+        this.counters.delivered += session.credits.pump(sub, session.conn);
       }
     }
   }

@@ -2,8 +2,13 @@
 import type { StoredMessage, SubscriberIndex, TopicLog } from "../store/types.ts";
 import type { Connection } from "../wire/connection.ts";
 import type { MsgsFrame } from "../wire/messages.ts";
+import { MESSAGE_OVERHEAD_BYTES } from "../wire/messages.ts";
+import type { Credits, Pushable } from "./credits.ts";
 
-/** Credits: the most messages and bytes of one subscription sent and not yet acknowledged. */
+/**
+ * Credits: the most messages and payload bytes of one subscription sent and not yet
+ * acknowledged. Within them, the byte budgets of the local broker (Credits) apply.
+ */
 export const WINDOW_MESSAGES = 256;
 export const WINDOW_BYTES = 1024 * 1024;
 const READ_BATCH = 64;
@@ -17,7 +22,7 @@ export class Topic {
   ) {}
 }
 
-export class Subscription {
+export class Subscription implements Pushable {
   /** Acknowledged cursor: every seq below it reached the client. Persisted (lazily) in the index. */
   acked: number;
   /** Next seq to push. Between `acked` and `sent` messages are in flight. */
@@ -29,6 +34,10 @@ export class Subscription {
   private inflightBytes = 0;
   /** The local broker last heard `more: true` for this subscription (a frame or a notice said so). */
   private moreAnnounced = false;
+  /** Waiting in its broker's Credits for room. */
+  queued = false;
+  /** Unsubscribed or destroyed. */
+  dropped = false;
 
   constructor(
     readonly id: number,
@@ -42,6 +51,7 @@ export class Subscription {
   /** After a (re)connect of the owner: everything unacknowledged is sent again. */
   rewind(): void {
     this.moreAnnounced = false;
+    this.queued = false; // the queue belonged to the previous session's Credits
     this.sent = this.acked;
     this.seqs = [];
     this.sizes = [];
@@ -49,19 +59,41 @@ export class Subscription {
     this.inflightBytes = 0;
   }
 
+  /** Something is stored at or after `sent` (a hole at the end waits for the next append). */
+  get backlog(): boolean {
+    return this.sent <= this.topic.log.lastSeq;
+  }
+
   /**
-   * Pushes as much as the window and the connection's budget allow; returns how many.
-   * A hole in the log (messages lost to damaged storage) is skipped, never waited for: the
-   * first message after it carries `lost`, how many seqs before it are missing.
+   * Pushes as much as the window, the local broker's budgets (`credits`) and the
+   * connection's outbound budget allow; returns how many. Stopped by a budget it shares with
+   * other subscriptions, it waits in `credits` for its turn; stopped by its own window, its
+   * own acks bring it back. A hole in the log (messages lost to damaged storage) is skipped,
+   * never waited for: the first message after it carries `lost`, how many seqs before it
+   * are missing.
    */
-  push(conn: Connection): number {
+  push(conn: Connection, credits: Credits): number {
     const log = this.topic.log;
     let pushed = 0;
-    // `sent <= lastSeq`: something is stored at or after `sent` (a hole at the end waits for the next append).
-    while (conn.writable && this.sent <= log.lastSeq) {
+    let shared = false;
+    while (this.backlog) {
+      if (!conn.writable) {
+        shared = true;
+        break;
+      }
       const room = WINDOW_MESSAGES - (this.seqs.length - this.head);
       if (room <= 0 || this.inflightBytes >= WINDOW_BYTES) break;
-      const batch: StoredMessage[] = log.read(this.sent, Math.min(room, READ_BATCH), WINDOW_BYTES - this.inflightBytes);
+      const budget = credits.room(this.id);
+      if (budget <= 0) {
+        shared = true;
+        break;
+      }
+      // Each message costs its payload + MESSAGE_OVERHEAD_BYTES: read no more than the budget
+      // pays for. The read returns at least one message and its last may overshoot, so the
+      // budget is exceeded by one message at most, and a message above it still goes.
+      const count = Math.max(1, Math.min(room, READ_BATCH, Math.floor(budget / MESSAGE_OVERHEAD_BYTES)));
+      const maxBytes = Math.max(1, Math.min(WINDOW_BYTES - this.inflightBytes, budget - count * MESSAGE_OVERHEAD_BYTES));
+      const batch: StoredMessage[] = log.read(this.sent, count, maxBytes);
       if (batch.length === 0) break;
       // One frame per run of consecutive seqs; a run that starts past the expected seq follows a hole.
       let expected = this.sent;
@@ -79,33 +111,49 @@ export class Subscription {
         expected = run[run.length - 1]!.seq + 1;
         start = k;
       }
+      let bytes = 0;
       for (const m of batch) {
         this.seqs.push(m.seq);
         this.sizes.push(m.data.length);
-        this.inflightBytes += m.data.length;
+        bytes += m.data.length;
       }
+      this.inflightBytes += bytes;
+      credits.charge(this.id, bytes + batch.length * MESSAGE_OVERHEAD_BYTES);
       this.sent = batch[batch.length - 1]!.seq + 1;
       pushed += batch.length;
     }
-    // Held back by the window with messages waiting: say so once, with an empty frame, so a
-    // `recv --count N` knows that more will come after its acknowledgement.
-    if (!this.moreAnnounced && this.sent <= log.lastSeq && conn.writable) {
-      conn.send({ op: "msgs", id: this.id, topic: this.topic.name, seq: this.sent, times: [], payloads: [], more: true });
-      this.moreAnnounced = true;
-    }
+    if (shared) credits.wait(this);
+    this.announce(conn);
     return pushed;
   }
 
-  /** Cumulative acknowledgement of every seq up to `seq`; returns how many messages it freed. */
-  ack(seq: number): number {
+  /**
+   * Held back with messages waiting: say so once, with an empty frame, so that a
+   * `recv --count N` knows that more will come after its acknowledgement.
+   */
+  announce(conn: Connection): void {
+    if (!this.moreAnnounced && this.backlog && conn.writable) {
+      conn.send({ op: "msgs", id: this.id, topic: this.topic.name, seq: this.sent, times: [], payloads: [], more: true });
+      this.moreAnnounced = true;
+    }
+  }
+
+  /**
+   * Cumulative acknowledgement of every seq up to `seq`, on the session `credits` belong to;
+   * returns how many messages it freed.
+   */
+  ack(seq: number, credits: Credits): number {
     const cursor = Math.min(seq + 1, this.topic.log.nextSeq);
     if (cursor <= this.acked) return 0;
     let freed = 0;
+    let bytes = 0;
     while (this.head < this.seqs.length && this.seqs[this.head]! < cursor) {
-      this.inflightBytes -= this.sizes[this.head]!;
+      bytes += this.sizes[this.head]!;
       this.head++;
       freed++;
     }
+    this.inflightBytes -= bytes;
+    credits.release(this.id, bytes + freed * MESSAGE_OVERHEAD_BYTES);
     if (this.head > 1024 && this.head * 2 > this.seqs.length) {
       this.seqs = this.seqs.slice(this.head);
       this.sizes = this.sizes.slice(this.head);
@@ -116,5 +164,15 @@ export class Subscription {
     if (this.sent < cursor) this.sent = cursor;
     this.topic.index.advance(this.id, cursor);
     return Math.max(freed, 1);
+  }
+
+  /** Unsubscribed or destroyed: gives back what it has in flight (to `credits`, its owner's session, if connected). */
+  drop(credits: Credits | undefined): void {
+    this.dropped = true;
+    credits?.release(this.id, this.inflightBytes + (this.seqs.length - this.head) * MESSAGE_OVERHEAD_BYTES);
+    this.seqs = [];
+    this.sizes = [];
+    this.head = 0;
+    this.inflightBytes = 0;
   }
 }

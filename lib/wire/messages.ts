@@ -12,9 +12,11 @@ export type From = "earliest" | "latest" | number;
 
 /**
  * Server hop: `broker` is the local broker's identity (public), `secret` the credential the
- * server binds to it at first contact (docs/security.md), `token` the shared `--token-file`.
+ * server binds to it at first contact (docs/security.md), `token` the shared `--token-file`;
+ * `bufferBytes` / `bufferBytesPerId` are its budgets for deliveries it holds (whole broker /
+ * per id, counted as `deliveryCost`); absent: no budget beyond the per-subscription window.
  */
-export interface HelloRequest { op: "hello"; rid: number; version: number; broker?: string; secret?: string; token?: string }
+export interface HelloRequest { op: "hello"; rid: number; version: number; broker?: string; secret?: string; token?: string; bufferBytes?: number; bufferBytesPerId?: number }
 export interface CreateRequest { op: "create"; rid: number }
 export interface PubRequest { op: "pub"; rid: number; id: number; topic: string; data: Uint8Array }
 /**
@@ -53,6 +55,16 @@ export type Outgoing = Request extends infer R ? (R extends Request ? Omit<R, "r
 export interface MsgsFrame { op: "msgs"; id: number; topic: string; seq: number; times: number[]; payloads: Uint8Array[]; more?: boolean; lost?: number }
 // An empty `msgs` (no payloads, `more: true`) only says: the window is full and the log holds more.
 
+/**
+ * What one delivered message counts against the local broker's buffer budgets: its payload
+ * plus an estimate of what holding it costs beyond the payload (objects, queue slots), so
+ * that many tiny messages are bounded too. Server and local broker count alike.
+ */
+export const MESSAGE_OVERHEAD_BYTES = 128;
+export function deliveryCost(payloadBytes: number): number {
+  return payloadBytes + MESSAGE_OVERHEAD_BYTES;
+}
+
 /** Most messages one `msgs` frame may carry. */
 export const MAX_MSGS_PER_FRAME = 1024;
 export interface OkFrame { op: "ok"; rid: number; [field: string]: unknown }
@@ -82,7 +94,7 @@ type Schema = Record<string, FieldType | `${FieldType}?`>;
 
 /** One schema per frame type a peer may send us; anything not listed is junk. */
 export const schemas: Record<string, Schema> = {
-  hello: { rid: "uint", version: "uint", broker: "string?", secret: "string?", token: "string?" },
+  hello: { rid: "uint", version: "uint", broker: "string?", secret: "string?", token: "string?", bufferBytes: "uint?", bufferBytesPerId: "uint?" },
   create: { rid: "uint" },
   pub: { rid: "uint", id: "uint", topic: "string", data: "bytes" },
   pubs: { rid: "uint", id: "uint", topic: "string", payloads: "payloads" },

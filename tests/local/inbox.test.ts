@@ -1,7 +1,7 @@
 /** The local broker's per-id buffer: what `take`, `putBack` and `acknowledge` leave behind. */
 import { describe, expect, test } from "bun:test";
 import { Inbox } from "../../lib/local/inbox.ts";
-import type { Message } from "../../lib/wire/messages.ts";
+import { deliveryCost, type Message } from "../../lib/wire/messages.ts";
 
 function msg(topic: string, seq: number): Message {
   return { topic, seq, time: 0, data: new Uint8Array([seq]) };
@@ -83,5 +83,37 @@ describe("Inbox and messages the server lost", () => {
     for (let seq = 1; seq <= 8; seq++) inbox.add(lostMsg(seq));
     expect(inbox.add(lostMsg(9, 3))).toBe("new");
     expect(inbox.take(10).at(-1)).toEqual(lostMsg(9));
+  });
+});
+
+describe("Inbox.bytes", () => {
+  test("counts what is held, buffered or handed out, until it is acknowledged", () => {
+    const inbox = inboxWith(msg("a", 1), msg("a", 2), msg("b", 1));
+    const one = deliveryCost(1);
+    expect(inbox.bytes).toBe(3 * one);
+    expect(inbox.add(msg("a", 2))).toBe("duplicate");
+    expect(inbox.bytes).toBe(3 * one);
+    const taken = inbox.take(2);
+    expect(inbox.bytes).toBe(3 * one);
+    inbox.acknowledge(taken);
+    expect(inbox.bytes).toBe(one);
+  });
+
+  test("forgets the bytes of a topic unsubscribed meanwhile", () => {
+    const inbox = inboxWith(msg("a", 1), msg("b", 1), msg("b", 2));
+    inbox.take(3);
+    inbox.dropTopic("b");
+    expect(inbox.bytes).toBe(deliveryCost(1));
+  });
+});
+
+describe("Inbox.more", () => {
+  test("is true for a topic the server announced (an empty frame) before any of its messages came", () => {
+    const inbox = new Inbox();
+    inbox.setMore("waiting", true);
+    expect(inbox.pending).toBe(0);
+    expect(inbox.more).toBe(true);
+    inbox.setMore("waiting", false);
+    expect(inbox.more).toBe(false);
   });
 });
