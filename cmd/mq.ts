@@ -98,9 +98,8 @@ function serverOptions(args: ServerArgs, dataDir: string, tokenFileIfNone?: stri
       `--listen ${args.listen} is not a loopback address, and without --token-file (or TLS) anyone who can reach it can use the server; give --token-file FILE (see docs/security.md), or --insecure to run it open anyway`,
     );
   }
-  const tokenFile = args["token-file"] ?? (tokenFileIfNone === undefined ? undefined : ensureTokenFile(tokenFileIfNone));
   const d = (name: keyof typeof serverArgs) => args[name] ?? (serverArgs[name] as OptionDef).default;
-  return {
+  const options = {
     ...listen,
     dataDir,
     defaultTopics: parseTopicList(d("default-topics")),
@@ -121,6 +120,11 @@ function serverOptions(args: ServerArgs, dataDir: string, tokenFileIfNone?: stri
       maxSubscriptionsPerId: parseCount("max-subscriptions-per-id", d("max-subscriptions-per-id")),
       maxIdsPerBroker: parseCount("max-ids-per-broker", d("max-ids-per-broker")),
     },
+  };
+  // Files are read, or the token made, only once every value is known to be good.
+  const tokenFile = args["token-file"] ?? (tokenFileIfNone === undefined ? undefined : ensureTokenFile(tokenFileIfNone));
+  return {
+    ...options,
     ...(tokenFile ? { token: readTokenFile(tokenFile) } : {}),
     ...(args["tls-cert"] && args["tls-key"]
       ? { tls: { cert: fs.readFileSync(args["tls-cert"], "utf8"), key: fs.readFileSync(args["tls-key"], "utf8") } }
@@ -363,6 +367,7 @@ const commands: Command[] = [
     run: (args) => {
       configureLog(parseLogOptions(args));
       const base = args.data ?? (process.env.MQ_DATA || path.dirname(defaults.serverData()));
+      const limits = bufferLimits(args); // checked before anything is written (the token below)
       // Without --token-file, a token of its own: other users of the host cannot use the port.
       const srv = serverOptions(args, path.join(base, "server"), path.join(base, "token"));
       return runUp(srv, {
@@ -370,7 +375,7 @@ const commands: Command[] = [
         dataDir: path.join(base, "local"),
         heartbeatMs: srv.heartbeatMs,
         heartbeatMissed: srv.heartbeatMissed,
-        limits: bufferLimits(args),
+        limits,
         ...(srv.token ? { token: srv.token } : {}),
         ...(srv.tls ? { tlsCa: srv.tls.cert } : {}),
       });
