@@ -105,7 +105,8 @@ function serverOptions(args: ServerArgs, dataDir: string, tokenFileIfNone?: stri
     defaultTopics: parseTopicList(d("default-topics")),
     fsync: parseFsync(d("fsync")),
     fsyncIntervalMs: parseCount("fsync-interval-ms", d("fsync-interval-ms")),
-    maxMessageBytes: parseSize("max-message-bytes", d("max-message-bytes"), 1),
+    // A frame's length is 32 bits; 1G leaves room for the frame around the largest message.
+    maxMessageBytes: parseSize("max-message-bytes", d("max-message-bytes"), 1, 1024 ** 3),
     helloTimeoutMs: parseCount("hello-timeout-ms", d("hello-timeout-ms")),
     ...heartbeatOf(args),
     maxSegmentBytes: parseSize("max-segment-bytes", d("max-segment-bytes"), 1),
@@ -300,7 +301,7 @@ const commands: Command[] = [
     args: {
       topic: { type: "string", valueHint: "TOPIC", default: "bench", description: "topic to use" },
       count: { type: "string", alias: "n", valueHint: "N", default: "100000", description: "messages per publisher" },
-      size: { type: "string", valueHint: "SIZE", default: "128", description: "payload bytes (K/M)" },
+      size: { type: "string", valueHint: "SIZE", default: "128", description: "payload bytes (K/M/G)" },
       pubs: { type: "string", valueHint: "N", default: "1", description: "publishers" },
       subs: { type: "string", valueHint: "N", default: "1", description: "subscribers" },
       window: { type: "string", valueHint: "N", default: "256", description: "publishes in flight per publisher" },
@@ -462,15 +463,23 @@ function checkArgv(cmd: Command, argv: string[]): void {
         if (i + 1 >= argv.length) throw new UsageError(`--${key} needs a value`);
         i++;
       }
+      // citty reads `--json=no` as true: a switch takes no value but true or false.
+      if (def.type === "boolean" && eq >= 0 && !/^(true|false)$/.test(arg.slice(eq + 1))) {
+        throw new UsageError(`--${key} is a switch: give --${key} or --no-${key}, not ${JSON.stringify(arg)}`);
+      }
     } else if (arg.startsWith("-") && arg !== "-") {
+      // `-json`, `-follow`: a long option with one dash would otherwise read as short flags.
+      if (arg.length > 2 && defs[arg.slice(1)] && defs[arg.slice(1)]!.type !== "positional") {
+        throw new UsageError(`unknown option ${arg} for \`mq ${cmd.name}\`; did you mean -${arg}?`);
+      }
       // `-fj`: booleans in a row; a string option takes the rest of the word or the next one.
       for (let j = 1; j < arg.length; j++) {
         const name = byAlias.get(arg[j]!);
         if (name === undefined) {
           // citty would read "-5" as a flag and drop it; an argument that starts with "-" goes after "--".
-          const hint = /^-\d/.test(arg) ? ' (to pass an argument that starts with "-", put it after --)' : "";
-          if (hint) throw new UsageError(`unknown option ${arg} for \`mq ${cmd.name}\`${hint}`);
-          throw new UsageError(`unknown option -${arg[j]} for \`mq ${cmd.name}\``);
+          const hint = ' (to pass an argument that starts with "-", put it after --)';
+          if (/^-\d/.test(arg)) throw new UsageError(`unknown option ${arg} for \`mq ${cmd.name}\`${hint}`);
+          throw new UsageError(`unknown option -${arg[j]}${arg.length > 2 ? ` in ${arg}` : ""} for \`mq ${cmd.name}\`${arg.length > 2 ? hint : ""}`);
         }
         if (defs[name]!.type === "string") {
           if (j === arg.length - 1) {
@@ -481,6 +490,11 @@ function checkArgv(cmd: Command, argv: string[]): void {
         }
       }
     } else positionals++;
+  }
+  const required = Object.entries(defs).filter(([, d]) => d.type === "positional" && d.required !== false);
+  if (positionals < required.length) {
+    const [name, d] = required[positionals]!;
+    throw new UsageError(`\`mq ${cmd.name}\` needs ${(d.valueHint ?? name).toUpperCase()}: ${d.description ?? name}`);
   }
   if (positionals > cmd.maxPositionals) {
     const extra = cmd.name === "pub" ? "; quote the message, or send it on standard input" : "";
@@ -532,7 +546,7 @@ async function run(argv: string[]): Promise<number> {
     if (e instanceof UsageError || e.name === "CLIError" || e instanceof RangeError) {
       // citty colours its messages; stderr may be a file or a pipe.
       const message = e.message.replace(/\x1b\[[0-9;]*m/g, "");
-      const known = commands.some((c) => c.name === argv[0]);
+      const known = commands.some((c) => c.name === argv[0]) && argv[0] !== "help";
       process.stderr.write(`mq: usage: ${message}\n(run \`${known ? `mq ${argv[0]} --help` : "mq --help"}\` for help)\n`);
       return Exit.Usage;
     }

@@ -7,11 +7,14 @@ const id = await mq.create();
 await mq.subscribe(id, ["orders"]);
 for (const total of [12, 30, 7]) await mq.publish(id, "orders", JSON.stringify({ total }));
 
+// The new id gets what is published after it subscribed: our three messages (their seqs
+// depend on what "orders" already holds).
 let sum = 0;
+let seen = 0;
 for await (const m of mq.messages(id)) {
   console.log(`${m.topic} #${m.seq}: ${m.text()}`);
   sum += m.json<{ total: number }>().total;
-  if (m.seq === 3) break; // acknowledges the messages the loop saw; any others stay queued
+  if (++seen === 3) break; // acknowledges the messages the loop saw; any others stay queued
 }
 console.log(`sum: ${sum}`);
 

@@ -58,17 +58,28 @@ export async function pub(options: PubOptions): Promise<number> {
       const noun = r.subscribers === 1 ? "subscriber" : "subscribers";
       out += line(options, r, `${r.topic}: seq ${r.seq}, ${r.subscribers} ${noun}${r.created ? " (new topic)" : ""}`);
     };
+    // The status lines are a report, the publishes the job: when the reader of stdout goes
+    // away (`| head -1`), the rest of the input is still published, and the report dropped.
+    let readerGone = false;
     const flush = async () => {
       const text = out;
       out = "";
-      await writeStdout(text);
+      if (readerGone) return;
+      try {
+        await writeStdout(text);
+      } catch (err) {
+        if (!(err instanceof StdoutClosedError)) throw err;
+        readerGone = true;
+      }
     };
     if (options.message !== undefined) {
       report(await mq.publish(options.id, options.topic, options.message));
       await flush();
       return Exit.Ok;
     }
-    if (process.stdin.isTTY) warn("reading the message from the terminal: type it, then press Ctrl-D (or give MESSAGE as an argument, or pipe it in)");
+    if (process.stdin.isTTY) {
+      warn(options.lines ? "reading messages from the terminal, one per line: type them, then press Ctrl-D (or pipe them in)" : "reading the message from the terminal: type it, then press Ctrl-D (or give MESSAGE as an argument, or pipe it in)");
+    }
     if (!options.lines) {
       let data = new Uint8Array(await Bun.stdin.arrayBuffer());
       if (!options.raw && data.length > 0 && data[data.length - 1] === 10) data = data.subarray(0, data.length - 1);

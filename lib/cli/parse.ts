@@ -37,12 +37,13 @@ export function parseDuration(name: string, value: unknown): number {
 }
 
 /** `512`, `64K`, `100M`, `10G` (powers of 1024) → bytes; every size flag goes through here. */
-export function parseSize(name: string, value: unknown, min = 1): number {
-  const m = /^(\d+(?:\.\d+)?)([KMGT]i?B?|B)?$/i.exec(String(value).trim());
+export function parseSize(name: string, value: unknown, min = 1, max = Number.MAX_SAFE_INTEGER): number {
+  const m = /^(\d+(?:\.\d+)?)([KMG]i?B?|B)?$/i.exec(String(value).trim());
   if (!m) throw new UsageError(`--${name} must be a size like 512, 64K, 100M or 10G, got ${JSON.stringify(String(value))}`);
-  const exp = " KMGT".indexOf((m[2] ?? " ")[0]!.toUpperCase().replace("B", " "));
+  const exp = " KMG".indexOf((m[2] ?? " ")[0]!.toUpperCase().replace("B", " "));
   const bytes = Math.round(Number(m[1]) * 1024 ** Math.max(exp, 0));
   if (bytes < min || !Number.isSafeInteger(bytes)) throw new UsageError(`--${name} must be at least ${min} byte${min === 1 ? "" : "s"}, got ${JSON.stringify(String(value))}`);
+  if (bytes > max) throw new UsageError(`--${name} must be at most ${formatSize(max)}, got ${JSON.stringify(String(value))}`);
   return bytes;
 }
 

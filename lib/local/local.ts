@@ -199,7 +199,8 @@ export class LocalBroker {
 
   // --- the server side ---
 
-  private async connectUpstream(): Promise<void> {
+  /** `afterLoss`: the "lost the server" line already said we are reconnecting; failures go to debug. */
+  private async connectUpstream(afterLoss = false): Promise<void> {
     let backoff = BACKOFF_MIN_MS;
     let refusedBackoff = REFUSED_BACKOFF_MIN_MS;
     let attempts = 0;
@@ -214,7 +215,7 @@ export class LocalBroker {
         if (this.stopped) return;
         log.warn(`lost the server ${this.serverAddress} (${reason}); reconnecting`);
         this.counters.reconnects++;
-        void this.connectUpstream();
+        void this.connectUpstream(true);
       },
     };
     while (!this.stopped) {
@@ -293,7 +294,7 @@ export class LocalBroker {
         refusedBackoff = REFUSED_BACKOFF_MIN_MS;
         // The cause, not the wrapper: "cannot reach the server X: connection refused (ECONNREFUSED)".
         const why = err instanceof MqError ? err.message : errorText(err);
-        if (attempts === 1) log.warn(`cannot reach the server ${this.serverAddress}: ${why}; retrying every ${BACKOFF_MAX_MS / 1000} s at most`);
+        if (attempts === 1 && !afterLoss) log.warn(`cannot reach the server ${this.serverAddress}: ${why}; retrying every ${BACKOFF_MAX_MS / 1000} s at most`);
         else log.debug(`server ${this.serverAddress}: attempt ${attempts} failed: ${why}`);
       }
       // Capped exponential backoff with jitter, so that many local brokers do not stampede a restarted server.

@@ -117,6 +117,11 @@ describe("conflicting and ignored flags are bad usage (exit 2), before any conne
     [["server", "--max-message-bytes", "0"], "--max-message-bytes must be at least 1 byte"],
     [["server", "--max-message-bytes", "1Q"], "--max-message-bytes must be a size like"],
     [["completion", "tcsh"], 'unknown shell "tcsh"'],
+    [["recv", "3", "-json"], "unknown option -json for `mq recv`; did you mean --json?"],
+    [["recv", "3", "--json=no"], '--json is a switch: give --json or --no-json, not "--json=no"'],
+    [["recv"], "`mq recv` needs ID: client id (from mq create)"],
+    [["server", "--max-message-bytes", "5G"], "--max-message-bytes must be at most 1G"],
+    [["pub", "3", "t", "-hello"], 'unknown option -h in -hello for `mq pub` (to pass an argument that starts with "-", put it after --)'],
   ])("mq %p", async (args, message) => {
     const r = await offline(args);
     expect(r).toMatchObject({ code: 2, stdout: "" });
@@ -198,6 +203,28 @@ describe("mq pub", () => {
       await teardown([local.daemon, server.daemon], [local.dataDir, server.dataDir]);
     }
   });
+});
+
+describe("mq pub when its stdout reader goes away", () => {
+  test("`mq pub --lines | head -1` still publishes every line, quietly, exit 0", async () => {
+    const id = await cluster.create();
+    await cluster.run(["sub", String(id), "pub.headless"]);
+    const input = `${Array.from({ length: 3000 }, (_, i) => `line ${i + 1}`).join("\n")}\n`;
+    const pub = [...mqCommand(), "pub", String(id), "pub.headless", "--lines"].map((a) => `'${a}'`).join(" ");
+    const proc = Bun.spawn(["sh", "-c", `{ ${pub}; echo "pub exit $?" >&2; } | head -1`], {
+      stdin: new Blob([input]),
+      stdout: "pipe",
+      stderr: "pipe",
+      env: { ...process.env, MQ_SOCKET: cluster.local.socket },
+    });
+    const killer = setTimeout(() => proc.kill("SIGKILL"), 60_000);
+    const [out, err] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+    clearTimeout(killer);
+    expect(out).toBe("pub.headless: seq 1, 1 subscriber\n");
+    expect(err).toBe("pub exit 0\n");
+    const got = await cluster.run(["recv", String(id), "-n", "5000"]);
+    expect(got.stdout).toBe(input);
+  }, 90_000);
 });
 
 describe("mq unsub", () => {
