@@ -162,7 +162,10 @@ export class LocalBroker {
     try {
       this.listener = this.listenUnix(handler);
     } catch (err) {
-      throw new MqError(Code.Unavailable, `Cannot listen on the socket ${this.options.socketPath}: ${errorText(err)}; choose another --socket`, { cause: err });
+      // sun_path holds 108 bytes with its NUL; past that some systems answer a bare EINVAL.
+      const bytes = Buffer.byteLength(this.options.socketPath);
+      const long = bytes > 107 ? ` (the path is ${bytes} bytes; a Unix socket path may hold 107)` : "";
+      throw new MqError(Code.Unavailable, `Cannot listen on the socket ${this.options.socketPath}: ${errorText(err)}${long}; choose another --socket`, { cause: err });
     } finally {
       process.umask(umask);
     }
@@ -718,7 +721,11 @@ function loadSecret(file: string): string {
  */
 async function claimSocketPath(socketPath: string): Promise<void> {
   const dir = path.dirname(socketPath);
-  if (!fs.existsSync(dir)) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  try {
+    if (!fs.existsSync(dir)) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    throw new MqError(Code.Unavailable, `Cannot make the socket directory ${dir}: ${errorText(err)}; choose another --socket`, { cause: err });
+  }
   const st = fs.lstatSync(dir);
   // A symlink planted where the directory should be could point anywhere, at any time.
   if (st.isSymbolicLink()) throw new MqError(Code.Unavailable, `the socket directory ${dir} is a symbolic link; use a real private directory or choose another --socket`);

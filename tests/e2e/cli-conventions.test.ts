@@ -227,6 +227,26 @@ describe("mq pub when its stdout reader goes away", () => {
   }, 90_000);
 });
 
+describe("mq local start errors name the socket and the fix", () => {
+  test("a socket directory that cannot be made, and a socket name too long for a Unix socket", async () => {
+    const dir = tmpDir("mq-socket-errors-");
+    try {
+      const cases: Array<[string, string]> = [
+        ["/proc/nope/x.sock", "Cannot make the socket directory /proc/nope: "],
+        [path.join(dir, `${"y".repeat(120)}.sock`), "a Unix socket path may hold 107"],
+      ];
+      for (const [socket, says] of cases) {
+        const r = await mq(null, ["local", "--socket", socket, "--data", path.join(dir, "data"), "--server", "127.0.0.1:1"], { timeoutMs: 15_000 });
+        expect(r.code).toBe(4);
+        expect(r.stderr).toContain(says);
+        expect(r.stderr).toContain("choose another --socket");
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("mq unsub", () => {
   test("says when the id was not subscribed, in text and --json", async () => {
     const id = await cluster.create();
