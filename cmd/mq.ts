@@ -1,20 +1,34 @@
 #!/usr/bin/env bun
-/** The `mq` executable: parses arguments with citty and calls lib/. Nothing else lives here. */
+/**
+ * The `mq` executable: parses arguments with citty and calls lib/. Nothing else lives here.
+ *
+ * Every `mq pub` in a shell loop is a process start, so this file imports statically only what
+ * every command needs (the table, help, argument checks, stdout); each command's `run` loads its
+ * own code with `await import()`: the client for client commands, the server and local broker
+ * for the daemons, citty once there are options to parse. `bun build --compile --splitting`
+ * keeps those in chunks of their own that are not loaded until imported (docs/benchmarks.md).
+ */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { defineCommand, runCommand, type ArgsDef, type CommandDef } from "citty";
+import type { ArgsDef, CommandDef } from "citty";
 import pkg from "../package.json" with { type: "json" };
 import { MqError } from "../lib/errors.ts";
-import * as cli from "../lib/cli/commands.ts";
-import { ensureTokenFile, readTokenFile, runLocal, runServer, runUp } from "../lib/cli/daemons.ts";
+import type * as cli from "../lib/cli/commands.ts";
 import { Exit, StdoutClosedError, UsageError, exitCodeFor, reportError, writeStdout } from "../lib/cli/output.ts";
 import { closest, renderCommandHelp, renderCompletion, renderProgramHelp, SHELLS, type CommandSpec, type OptionDef, type Program, type Shell } from "../lib/cli/help.ts";
-import { defaults, formatSize, parseAddress, parseCount, parseDuration, parseFrom, parseFsync, parseId, parseLogOptions, parseSeconds, parseSize, parseTopicList } from "../lib/cli/parse.ts";
-import { configureLog } from "../lib/log.ts";
-import { runBench } from "../lib/cli/bench.ts";
-import { DEFAULT_SERVER_LIMITS } from "../lib/server/server.ts";
-import { DEFAULT_LOCAL_LIMITS } from "../lib/local/local.ts";
-import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, isLoopback } from "../lib/config.ts";
+import { defaults, formatSize, parseAddress, parseCount, parseDuration, parseFrom, parseFsync, parseId, parseSeconds, parseSize, parseTopicList } from "../lib/cli/parse.ts";
+import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_LOCAL_LIMITS, DEFAULT_SERVER_LIMITS, isLoopback } from "../lib/config.ts";
+
+/** The client commands' code (the client library, the wire layer, cbor-x). */
+const client = () => import("../lib/cli/commands.ts");
+
+type Daemons = typeof import("../lib/cli/daemons.ts");
+/** The daemons' code (server, local broker, store, logger), with the log configured from the flags. */
+async function daemons(args: { "log-level"?: string; "log-json"?: boolean }): Promise<Daemons> {
+  const [d, log] = await Promise.all([import("../lib/cli/daemons.ts"), import("../lib/log.ts")]);
+  log.configureLog(d.parseLogOptions(args));
+  return d;
+}
 
 let exitCode: number = Exit.Ok;
 
@@ -90,7 +104,7 @@ const serverArgs = {
 type ServerArgs = { [K in Exclude<keyof typeof serverArgs, keyof typeof logArgs>]?: string } & Record<string, unknown>;
 
 /** `tokenFileIfNone`: `mq up` makes a token file there when --token-file is not given. */
-function serverOptions(args: ServerArgs, dataDir: string, tokenFileIfNone?: string) {
+function serverOptions(d: Daemons, args: ServerArgs, dataDir: string, tokenFileIfNone?: string) {
   const listen = parseAddress("listen", args.listen ?? defaults.listen());
   if (Boolean(args["tls-cert"]) !== Boolean(args["tls-key"])) throw new UsageError("--tls-cert and --tls-key go together");
   if (!isLoopback(listen.hostname) && !args["token-file"] && !tokenFileIfNone && !args["tls-cert"] && !args.insecure) {
@@ -98,34 +112,34 @@ function serverOptions(args: ServerArgs, dataDir: string, tokenFileIfNone?: stri
       `--listen ${args.listen} is not a loopback address, and without --token-file (or TLS) anyone who can reach it can use the server; give --token-file FILE (see docs/security.md), or --insecure to run it open anyway`,
     );
   }
-  const d = (name: keyof typeof serverArgs) => args[name] ?? (serverArgs[name] as OptionDef).default;
+  const v = (name: keyof typeof serverArgs) => args[name] ?? (serverArgs[name] as OptionDef).default;
   const options = {
     ...listen,
     dataDir,
-    defaultTopics: parseTopicList(d("default-topics")),
-    fsync: parseFsync(d("fsync")),
-    fsyncIntervalMs: parseCount("fsync-interval-ms", d("fsync-interval-ms")),
-    maxMessageBytes: parseSize("max-message-bytes", d("max-message-bytes"), 1),
-    helloTimeoutMs: parseCount("hello-timeout-ms", d("hello-timeout-ms")),
+    defaultTopics: parseTopicList(v("default-topics")),
+    fsync: parseFsync(v("fsync")),
+    fsyncIntervalMs: parseCount("fsync-interval-ms", v("fsync-interval-ms")),
+    maxMessageBytes: parseSize("max-message-bytes", v("max-message-bytes"), 1),
+    helloTimeoutMs: parseCount("hello-timeout-ms", v("hello-timeout-ms")),
     ...heartbeatOf(args),
-    maxSegmentBytes: parseSize("max-segment-bytes", d("max-segment-bytes"), 1),
+    maxSegmentBytes: parseSize("max-segment-bytes", v("max-segment-bytes"), 1),
     retention: {
-      maxAgeMs: parseDuration("retention", d("retention")),
+      maxAgeMs: parseDuration("retention", v("retention")),
       maxBytes: args["retention-bytes"] === undefined ? Infinity : parseSize("retention-bytes", args["retention-bytes"]),
     },
     limits: {
-      maxConnections: parseCount("max-connections", d("max-connections")),
-      frameTimeoutMs: parseCount("frame-timeout-ms", d("frame-timeout-ms")),
-      maxInFlight: parseCount("max-inflight", d("max-inflight")),
-      maxSubscriptionsPerId: parseCount("max-subscriptions-per-id", d("max-subscriptions-per-id")),
-      maxIdsPerBroker: parseCount("max-ids-per-broker", d("max-ids-per-broker")),
+      maxConnections: parseCount("max-connections", v("max-connections")),
+      frameTimeoutMs: parseCount("frame-timeout-ms", v("frame-timeout-ms")),
+      maxInFlight: parseCount("max-inflight", v("max-inflight")),
+      maxSubscriptionsPerId: parseCount("max-subscriptions-per-id", v("max-subscriptions-per-id")),
+      maxIdsPerBroker: parseCount("max-ids-per-broker", v("max-ids-per-broker")),
     },
   };
   // Files are read, or the token made, only once every value is known to be good.
-  const tokenFile = args["token-file"] ?? (tokenFileIfNone === undefined ? undefined : ensureTokenFile(tokenFileIfNone));
+  const tokenFile = args["token-file"] ?? (tokenFileIfNone === undefined ? undefined : d.ensureTokenFile(tokenFileIfNone));
   return {
     ...options,
-    ...(tokenFile ? { token: readTokenFile(tokenFile) } : {}),
+    ...(tokenFile ? { token: d.readTokenFile(tokenFile) } : {}),
     ...(args["tls-cert"] && args["tls-key"]
       ? { tls: { cert: fs.readFileSync(args["tls-cert"], "utf8"), key: fs.readFileSync(args["tls-key"], "utf8") } }
       : {}),
@@ -196,7 +210,7 @@ const commands: Command[] = [
     args: { ...common },
     maxPositionals: 0,
     examples: ["id=$(mq create)"],
-    run: (args) => cli.create(commonOf(args)),
+    run: async (args) => (await client()).create(commonOf(args)),
   },
   {
     name: "pub",
@@ -212,14 +226,14 @@ const commands: Command[] = [
     },
     maxPositionals: 3,
     examples: ["mq pub 3 orders '{\"total\": 12}'", "mq pub 3 orders --lines < events.ndjson"],
-    run: (args) => {
+    run: async (args) => {
       const message = args._.length >= 3 ? String(args._[2]) : undefined;
       exclusive({ "<MESSAGE>": message, ...args }, "<MESSAGE>", "lines", "--lines splits standard input; give MESSAGE or pipe the lines in");
       exclusive({ "<MESSAGE>": message, ...args }, "<MESSAGE>", "raw", "--raw applies to standard input; MESSAGE is sent as given");
       exclusive(args, "raw", "lines", "--lines splits on newlines, --raw keeps every byte; pick one");
       const opts: cli.PubOptions = { ...commonOf(args), id: parseId(args.id), topic: String(args.topic), lines: Boolean(args.lines), raw: Boolean(args.raw) };
       if (message !== undefined) opts.message = message;
-      return cli.pub(opts);
+      return (await client()).pub(opts);
     },
   },
   {
@@ -229,9 +243,9 @@ const commands: Command[] = [
     args: { id, topic: topicsArg, from: { type: "string", valueHint: "WHERE", choices: ["earliest", "latest"], description: "earliest | latest | SEQ (inclusive; default latest)" }, ...common },
     maxPositionals: Infinity,
     examples: ["mq sub 3 orders invoices", "mq sub 3 orders --from earliest"],
-    run: (args) => {
+    run: async (args) => {
       const from = parseFrom(args.from);
-      return cli.sub({ ...commonOf(args), id: parseId(args.id), topics: topicsOf(args), ...(from === undefined ? {} : { from }) });
+      return (await client()).sub({ ...commonOf(args), id: parseId(args.id), topics: topicsOf(args), ...(from === undefined ? {} : { from }) });
     },
   },
   {
@@ -240,7 +254,7 @@ const commands: Command[] = [
     description: "unsubscribe ID from one or more topics",
     args: { id, topic: topicsArg, ...common },
     maxPositionals: Infinity,
-    run: (args) => cli.unsub({ ...commonOf(args), id: parseId(args.id), topics: topicsOf(args) }),
+    run: async (args) => (await client()).unsub({ ...commonOf(args), id: parseId(args.id), topics: topicsOf(args) }),
   },
   {
     name: "recv",
@@ -256,7 +270,7 @@ const commands: Command[] = [
     },
     maxPositionals: 1,
     examples: ["mq recv 3 --wait 5", "mq recv 3 -f --json | jq .data", "mq recv 3 -n 10 > batch.txt"],
-    run: (args) => {
+    run: async (args) => {
       exclusive(args, "raw", "json", "--json prints each message as a JSON line, --raw its bytes; pick one");
       const opts: cli.RecvOptions = {
         ...commonOf(args),
@@ -266,7 +280,7 @@ const commands: Command[] = [
         raw: Boolean(args.raw),
       };
       if (args.count !== undefined) opts.count = parseCount("count", args.count);
-      return cli.recv(opts);
+      return (await client()).recv(opts);
     },
   },
   {
@@ -275,7 +289,7 @@ const commands: Command[] = [
     description: "remove ID everywhere: subscriptions, pending messages, mapping",
     args: { id, ...common },
     maxPositionals: 1,
-    run: (args) => cli.destroy({ ...commonOf(args), id: parseId(args.id) }),
+    run: async (args) => (await client()).destroy({ ...commonOf(args), id: parseId(args.id) }),
   },
   {
     name: "topics",
@@ -283,7 +297,7 @@ const commands: Command[] = [
     description: "list topics with subscriber and message counts",
     args: { ...common },
     maxPositionals: 0,
-    run: (args) => cli.topics(commonOf(args)),
+    run: async (args) => (await client()).topics(commonOf(args)),
   },
   {
     name: "stats",
@@ -291,7 +305,7 @@ const commands: Command[] = [
     description: "counters of the local broker and the server",
     args: { ...common },
     maxPositionals: 0,
-    run: (args) => cli.stats(commonOf(args)),
+    run: async (args) => (await client()).stats(commonOf(args)),
   },
   {
     name: "bench",
@@ -308,8 +322,8 @@ const commands: Command[] = [
     },
     maxPositionals: 0,
     examples: ["mq bench --count 50000 --size 1K --subs 4"],
-    run: (args) =>
-      runBench({
+    run: async (args) =>
+      (await import("../lib/cli/bench.ts")).runBench({
         ...commonOf(args),
         topic: args.topic,
         count: parseCount("count", args.count),
@@ -326,9 +340,9 @@ const commands: Command[] = [
     args: serverArgs,
     maxPositionals: 0,
     examples: ["mq server --data /var/lib/mq --listen 0.0.0.0:7600 --token-file /etc/mq/token"],
-    run: (args) => {
-      configureLog(parseLogOptions(args));
-      return runServer(serverOptions(args, args.data ?? defaults.serverData()));
+    run: async (args) => {
+      const d = await daemons(args);
+      return d.runServer(serverOptions(d, args, args.data ?? defaults.serverData()));
     },
   },
   {
@@ -338,9 +352,9 @@ const commands: Command[] = [
     args: localArgs,
     maxPositionals: 0,
     examples: ["mq local --server broker.internal:7600 --token-file /etc/mq/token"],
-    run: (args) => {
-      configureLog(parseLogOptions(args));
-      return runLocal({
+    run: async (args) => {
+      const d = await daemons(args);
+      return d.runLocal({
         socketPath: args.socket ?? defaults.socket(),
         server: parseAddress("server", args.server ?? defaults.server()),
         dataDir: args.data ?? defaults.localData(),
@@ -352,7 +366,7 @@ const commands: Command[] = [
           maxInFlight: parseCount("max-inflight", args["max-inflight"]),
           ...bufferLimits(args),
         },
-        ...(args["token-file"] ? { token: readTokenFile(args["token-file"]) } : {}),
+        ...(args["token-file"] ? { token: d.readTokenFile(args["token-file"]) } : {}),
         ...(args["tls-ca"] ? { tlsCa: fs.readFileSync(args["tls-ca"], "utf8") } : {}),
       });
     },
@@ -364,13 +378,13 @@ const commands: Command[] = [
     args: upArgs,
     maxPositionals: 0,
     examples: ["mq up", "mq up --data /tmp/mq --listen 127.0.0.1:7700"],
-    run: (args) => {
-      configureLog(parseLogOptions(args));
+    run: async (args) => {
+      const d = await daemons(args);
       const base = args.data ?? (process.env.MQ_DATA || path.dirname(defaults.serverData()));
       const limits = bufferLimits(args); // checked before anything is written (the token below)
       // Without --token-file, a token of its own: other users of the host cannot use the port.
-      const srv = serverOptions(args, path.join(base, "server"), path.join(base, "token"));
-      return runUp(srv, {
+      const srv = serverOptions(d, args, path.join(base, "server"), path.join(base, "token"));
+      return d.runUp(srv, {
         socketPath: args.socket ?? defaults.socket(),
         dataDir: path.join(base, "local"),
         heartbeatMs: srv.heartbeatMs,
@@ -491,6 +505,7 @@ function checkArgv(cmd: Command, argv: string[]): void {
 /** Parses `argv` for `cmd` with citty and runs it. */
 async function runParsed(cmd: Command, argv: string[]): Promise<number> {
   checkArgv(cmd, argv);
+  const { defineCommand, runCommand } = await import("citty");
   const def: CommandDef = defineCommand({
     meta: { name: cmd.name },
     args: cmd.args as ArgsDef,
