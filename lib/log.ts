@@ -12,7 +12,6 @@
  *
  * `configureLog` is the one place that sets level, format and colour.
  */
-import { inspect } from "node:util";
 import { createConsola, type ConsolaInstance, type ConsolaReporter, type LogObject } from "consola/core";
 
 /** Level names and the consola level each one shows (consola numbers 0–5 work too). */
@@ -187,7 +186,12 @@ function eventOf(args: unknown[]): Event {
       if (code !== undefined) event.code = code;
       const stack = stackOf(arg);
       if (stack !== undefined) event.stack = stack;
-    } else parts.push(typeof arg === "string" ? arg : inspect(arg, { breakLength: Infinity, compact: true, depth: 4 }));
+    } else if (typeof arg === "string") parts.push(arg);
+    else {
+      // node:util is loaded here, not at import: it costs ms at the start of every client command.
+      const { inspect } = require("node:util") as typeof import("node:util");
+      parts.push(inspect(arg, { breakLength: Infinity, compact: true, depth: 4 }));
+    }
   }
   event.msg = oneLine(parts.join(" "));
   return event;
