@@ -1,16 +1,15 @@
 #!/usr/bin/env bun
 /**
- * The `mq` executable: parses arguments with citty and calls lib/. Nothing else lives here.
+ * The `mq` executable: parses arguments by the command table and calls lib/. Nothing else lives here.
  *
  * Every `mq pub` in a shell loop is a process start, so this file imports statically only what
  * every command needs (the table, help, argument checks, stdout); each command's `run` loads its
  * own code with `await import()`: the client for client commands, the server and local broker
- * for the daemons, citty once there are options to parse. `bun build --compile --splitting`
- * keeps those in chunks of their own that are not loaded until imported (docs/benchmarks.md).
+ * for the daemons. `bun build --compile --splitting` keeps those in chunks of their own that
+ * are not loaded until imported (docs/benchmarks.md).
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { ArgsDef, CommandDef } from "citty";
 import pkg from "../package.json" with { type: "json" };
 import { MqError } from "../lib/errors.ts";
 import type * as cli from "../lib/cli/commands.ts";
@@ -30,9 +29,7 @@ async function daemons(args: { "log-level"?: string; "log-json"?: boolean }): Pr
   return d;
 }
 
-let exitCode: number = Exit.Ok;
-
-/** Option definitions: citty parses them; help, completion and the argv check read them too. */
+/** Option definitions: parseArgv, help and completion read them. */
 type Defs = Record<string, OptionDef>;
 
 const common = {
@@ -193,7 +190,7 @@ const upArgs = (() => {
 })();
 
 /**
- * Every command: its options (parsed by citty), how many positionals it takes, and what it
+ * Every command: its options (read by parseArgv), how many positionals it takes, and what it
  * runs. Help, completion and the argv check are generated from this one table.
  */
 type ParsedArgs = { _: string[]; json?: boolean; socket?: string; "log-level"?: string; "log-json"?: boolean } & Record<string, any>;
@@ -449,72 +446,70 @@ function commandNamed(name: string): Command {
 }
 
 /**
- * citty ignores unknown options and extra words; here a typo (`--folow`) or a stray word
- * is bad usage (exit 2) instead of a silent default. Short options (`-f`, `-n 5`, `-n5`,
- * `-fj`) are the aliases of the table.
+ * Parses `argv` (the command first) by the table: long options (`--wait 5`, `--wait=5`,
+ * `--no-json`), short ones as the aliases of the table, combined like other Unix tools
+ * (`-f`, `-n 5`, `-n5`, `-fj`), positionals in order (`args._`, and each named positional),
+ * `--` before arguments that start with "-". A typo (`--folow`), a stray word, a missing
+ * argument or a missing value is bad usage (exit 2), never a silent default. It is the few
+ * rules of the table, in place of an argument-parsing library: every `mq pub` in a shell
+ * loop pays for what loads at start (docs/benchmarks.md).
  */
-function checkArgv(cmd: Command, argv: string[]): void {
+function parseArgv(cmd: Command, argv: string[]): ParsedArgs {
   const defs = cmd.args;
   const byAlias = new Map(Object.entries(defs).flatMap(([name, d]) => (d.alias ? [[d.alias, name] as const] : [])));
   const longNames = Object.entries(defs).filter(([, d]) => d.type !== "positional").map(([n]) => `--${n}`);
-  let positionals = 0;
+  const args: ParsedArgs = { _: [] };
+  for (const [name, d] of Object.entries(defs)) if (d.type !== "positional" && d.default !== undefined) args[name] = d.default;
   for (let i = 1; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === "--") {
-      positionals += argv.length - i - 1;
+      args._.push(...argv.slice(i + 1));
       break;
     }
     if (arg.startsWith("--")) {
       const eq = arg.indexOf("=");
       const key = arg.slice(2, eq < 0 ? undefined : eq);
-      const def = defs[key] ?? (key.startsWith("no-") && defs[key.slice(3)]?.type === "boolean" ? defs[key.slice(3)] : undefined);
+      const negated = key.startsWith("no-") && defs[key] === undefined && defs[key.slice(3)]?.type === "boolean";
+      const name = negated ? key.slice(3) : key;
+      const def = defs[name];
       if (!def || def.type === "positional") {
         const guess = closest(`--${key}`, longNames);
         throw new UsageError(`unknown option --${key} for \`mq ${cmd.name}\`${guess ? `; did you mean ${guess}?` : ""}`);
       }
-      if (def.type === "string" && eq < 0) {
-        if (i + 1 >= argv.length) throw new UsageError(`--${key} needs a value`);
-        i++;
-      }
+      if (def.type === "boolean") args[name] = negated ? false : eq < 0 || arg.slice(eq + 1) !== "false";
+      else if (eq >= 0) args[name] = arg.slice(eq + 1);
+      else if (i + 1 < argv.length) args[name] = argv[++i]!;
+      else throw new UsageError(`--${key} needs a value`);
     } else if (arg.startsWith("-") && arg !== "-") {
       // `-fj`: booleans in a row; a string option takes the rest of the word or the next one.
       for (let j = 1; j < arg.length; j++) {
         const name = byAlias.get(arg[j]!);
         if (name === undefined) {
-          // citty would read "-5" as a flag and drop it; an argument that starts with "-" goes after "--".
-          const hint = /^-\d/.test(arg) ? ' (to pass an argument that starts with "-", put it after --)' : "";
-          if (hint) throw new UsageError(`unknown option ${arg} for \`mq ${cmd.name}\`${hint}`);
+          // An argument that starts with "-" (a negative number) goes after "--".
+          if (/^-\d/.test(arg)) throw new UsageError(`unknown option ${arg} for \`mq ${cmd.name}\` (to pass an argument that starts with "-", put it after --)`);
           throw new UsageError(`unknown option -${arg[j]} for \`mq ${cmd.name}\``);
         }
-        if (defs[name]!.type === "string") {
-          if (j === arg.length - 1) {
-            if (i + 1 >= argv.length) throw new UsageError(`-${arg[j]} (--${name}) needs a value`);
-            i++;
-          }
-          break;
+        if (defs[name]!.type === "boolean") {
+          args[name] = true;
+          continue;
         }
+        if (j < arg.length - 1) args[name] = arg.slice(j + 1);
+        else if (i + 1 < argv.length) args[name] = argv[++i]!;
+        else throw new UsageError(`-${arg[j]} (--${name}) needs a value`);
+        break;
       }
-    } else positionals++;
+    } else args._.push(arg);
   }
-  if (positionals > cmd.maxPositionals) {
+  if (args._.length > cmd.maxPositionals) {
     const extra = cmd.name === "pub" ? "; quote the message, or send it on standard input" : "";
-    throw new UsageError(`\`mq ${cmd.name}\` takes at most ${cmd.maxPositionals} argument${cmd.maxPositionals === 1 ? "" : "s"}, got ${positionals}${extra}`);
+    throw new UsageError(`\`mq ${cmd.name}\` takes at most ${cmd.maxPositionals} argument${cmd.maxPositionals === 1 ? "" : "s"}, got ${args._.length}${extra}`);
   }
-}
-
-/** Parses `argv` for `cmd` with citty and runs it. */
-async function runParsed(cmd: Command, argv: string[]): Promise<number> {
-  checkArgv(cmd, argv);
-  const { defineCommand, runCommand } = await import("citty");
-  const def: CommandDef = defineCommand({
-    meta: { name: cmd.name },
-    args: cmd.args as ArgsDef,
-    run: async ({ args }) => {
-      exitCode = await cmd.run(args);
-    },
-  });
-  await runCommand(def, { rawArgs: argv.slice(1) });
-  return exitCode;
+  const positionals = Object.entries(defs).filter(([, d]) => d.type === "positional");
+  for (const [k, [name, d]] of positionals.entries()) {
+    if (k < args._.length) args[name] = args._[k];
+    else if (d.required !== false) throw new UsageError(`\`mq ${cmd.name}\` needs ${(d.valueHint ?? name).toUpperCase()}: ${d.description ?? name}`);
+  }
+  return args;
 }
 
 async function run(argv: string[]): Promise<number> {
@@ -535,7 +530,7 @@ async function run(argv: string[]): Promise<number> {
       await writeStdout(renderCommandHelp(program, cmd));
       return Exit.Ok;
     }
-    return await runParsed(cmd, argv);
+    return await cmd.run(parseArgv(cmd, argv));
   } catch (err) {
     if (err instanceof MqError) {
       reportError(err);
@@ -544,9 +539,8 @@ async function run(argv: string[]): Promise<number> {
     // The reader of our stdout went away (`mq topics | head -1`): quiet, like a SIGPIPE death.
     if (err instanceof StdoutClosedError) return Exit.ReaderGone;
     const e = err as Error;
-    if (e instanceof UsageError || e.name === "CLIError" || e instanceof RangeError) {
-      // citty colours its messages; stderr may be a file or a pipe.
-      const message = e.message.replace(/\x1b\[[0-9;]*m/g, "");
+    if (e instanceof UsageError || e instanceof RangeError) {
+      const message = e.message;
       const known = commands.some((c) => c.name === argv[0]);
       process.stderr.write(`mq: usage: ${message}\n(run \`${known ? `mq ${argv[0]} --help` : "mq --help"}\` for help)\n`);
       return Exit.Usage;
