@@ -1,24 +1,35 @@
 #!/usr/bin/env bun
-/** The `mq` executable: parses arguments with citty and calls lib/. Nothing else lives here. */
+/**
+ * The `mq` executable: parses arguments by the command table and calls lib/. Nothing else lives here.
+ *
+ * Every `mq pub` in a shell loop is a process start, so this file imports statically only what
+ * every command needs (the table, help, argument checks, stdout); each command's `run` loads its
+ * own code with `await import()`: the client for client commands, the server and local broker
+ * for the daemons. `bun build --compile --splitting` keeps those in chunks of their own that
+ * are not loaded until imported (docs/benchmarks.md).
+ */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { defineCommand, runCommand, type ArgsDef, type CommandDef } from "citty";
 import pkg from "../package.json" with { type: "json" };
 import { MqError } from "../lib/errors.ts";
-import * as cli from "../lib/cli/commands.ts";
-import { ensureTokenFile, readTokenFile, runLocal, runServer, runUp } from "../lib/cli/daemons.ts";
+import type * as cli from "../lib/cli/commands.ts";
 import { Exit, StdoutClosedError, UsageError, exitCodeFor, reportError, writeStdout } from "../lib/cli/output.ts";
 import { closest, renderCommandHelp, renderCompletion, renderProgramHelp, SHELLS, type CommandSpec, type OptionDef, type Program, type Shell } from "../lib/cli/help.ts";
-import { defaults, formatSize, parseAddress, parseCount, parseDuration, parseFrom, parseFsync, parseId, parseLogOptions, parseSeconds, parseSize, parseTopicList } from "../lib/cli/parse.ts";
-import { configureLog } from "../lib/log.ts";
-import { runBench } from "../lib/cli/bench.ts";
-import { DEFAULT_SERVER_LIMITS } from "../lib/server/server.ts";
-import { DEFAULT_LOCAL_LIMITS } from "../lib/local/local.ts";
-import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, isLoopback } from "../lib/config.ts";
+import { defaults, formatSize, parseAddress, parseCount, parseDuration, parseFrom, parseFsync, parseId, parseSeconds, parseSize, parseTopicList } from "../lib/cli/parse.ts";
+import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_LOCAL_LIMITS, DEFAULT_SERVER_LIMITS, isLoopback } from "../lib/config.ts";
 
-let exitCode: number = Exit.Ok;
+/** The client commands' code (the client library, the wire layer, cbor-x). */
+const client = () => import("../lib/cli/commands.ts");
 
-/** Option definitions: citty parses them; help, completion and the argv check read them too. */
+type Daemons = typeof import("../lib/cli/daemons.ts");
+/** The daemons' code (server, local broker, store, logger), with the log configured from the flags. */
+async function daemons(args: { "log-level"?: string; "log-json"?: boolean }): Promise<Daemons> {
+  const [d, log] = await Promise.all([import("../lib/cli/daemons.ts"), import("../lib/log.ts")]);
+  log.configureLog(d.parseLogOptions(args));
+  return d;
+}
+
+/** Option definitions: parseArgv, help and completion read them. */
 type Defs = Record<string, OptionDef>;
 
 const common = {
@@ -90,7 +101,7 @@ const serverArgs = {
 type ServerArgs = { [K in Exclude<keyof typeof serverArgs, keyof typeof logArgs>]?: string } & Record<string, unknown>;
 
 /** `tokenFileIfNone`: `mq up` makes a token file there when --token-file is not given. */
-function serverOptions(args: ServerArgs, dataDir: string, tokenFileIfNone?: string) {
+function serverOptions(d: Daemons, args: ServerArgs, dataDir: string, tokenFileIfNone?: string) {
   const listen = parseAddress("listen", args.listen ?? defaults.listen());
   if (Boolean(args["tls-cert"]) !== Boolean(args["tls-key"])) throw new UsageError("--tls-cert and --tls-key go together");
   if (!isLoopback(listen.hostname) && !args["token-file"] && !tokenFileIfNone && !args["tls-cert"] && !args.insecure) {
@@ -98,35 +109,35 @@ function serverOptions(args: ServerArgs, dataDir: string, tokenFileIfNone?: stri
       `--listen ${args.listen} is not a loopback address, and without --token-file (or TLS) anyone who can reach it can use the server; give --token-file FILE (see docs/security.md), or --insecure to run it open anyway`,
     );
   }
-  const d = (name: keyof typeof serverArgs) => args[name] ?? (serverArgs[name] as OptionDef).default;
+  const v = (name: keyof typeof serverArgs) => args[name] ?? (serverArgs[name] as OptionDef).default;
   const options = {
     ...listen,
     dataDir,
-    defaultTopics: parseTopicList(d("default-topics")),
-    fsync: parseFsync(d("fsync")),
-    fsyncIntervalMs: parseCount("fsync-interval-ms", d("fsync-interval-ms")),
+    defaultTopics: parseTopicList(v("default-topics")),
+    fsync: parseFsync(v("fsync")),
+    fsyncIntervalMs: parseCount("fsync-interval-ms", v("fsync-interval-ms")),
     // A frame's length is 32 bits; 1G leaves room for the frame around the largest message.
-    maxMessageBytes: parseSize("max-message-bytes", d("max-message-bytes"), 1, 1024 ** 3),
-    helloTimeoutMs: parseCount("hello-timeout-ms", d("hello-timeout-ms")),
+    maxMessageBytes: parseSize("max-message-bytes", v("max-message-bytes"), 1, 1024 ** 3),
+    helloTimeoutMs: parseCount("hello-timeout-ms", v("hello-timeout-ms")),
     ...heartbeatOf(args),
-    maxSegmentBytes: parseSize("max-segment-bytes", d("max-segment-bytes"), 1),
+    maxSegmentBytes: parseSize("max-segment-bytes", v("max-segment-bytes"), 1),
     retention: {
-      maxAgeMs: parseDuration("retention", d("retention")),
+      maxAgeMs: parseDuration("retention", v("retention")),
       maxBytes: args["retention-bytes"] === undefined ? Infinity : parseSize("retention-bytes", args["retention-bytes"]),
     },
     limits: {
-      maxConnections: parseCount("max-connections", d("max-connections")),
-      frameTimeoutMs: parseCount("frame-timeout-ms", d("frame-timeout-ms")),
-      maxInFlight: parseCount("max-inflight", d("max-inflight")),
-      maxSubscriptionsPerId: parseCount("max-subscriptions-per-id", d("max-subscriptions-per-id")),
-      maxIdsPerBroker: parseCount("max-ids-per-broker", d("max-ids-per-broker")),
+      maxConnections: parseCount("max-connections", v("max-connections")),
+      frameTimeoutMs: parseCount("frame-timeout-ms", v("frame-timeout-ms")),
+      maxInFlight: parseCount("max-inflight", v("max-inflight")),
+      maxSubscriptionsPerId: parseCount("max-subscriptions-per-id", v("max-subscriptions-per-id")),
+      maxIdsPerBroker: parseCount("max-ids-per-broker", v("max-ids-per-broker")),
     },
   };
   // Files are read, or the token made, only once every value is known to be good.
-  const tokenFile = args["token-file"] ?? (tokenFileIfNone === undefined ? undefined : ensureTokenFile(tokenFileIfNone));
+  const tokenFile = args["token-file"] ?? (tokenFileIfNone === undefined ? undefined : d.ensureTokenFile(tokenFileIfNone));
   return {
     ...options,
-    ...(tokenFile ? { token: readTokenFile(tokenFile) } : {}),
+    ...(tokenFile ? { token: d.readTokenFile(tokenFile) } : {}),
     ...(args["tls-cert"] && args["tls-key"]
       ? { tls: { cert: fs.readFileSync(args["tls-cert"], "utf8"), key: fs.readFileSync(args["tls-key"], "utf8") } }
       : {}),
@@ -180,7 +191,7 @@ const upArgs = (() => {
 })();
 
 /**
- * Every command: its options (parsed by citty), how many positionals it takes, and what it
+ * Every command: its options (read by parseArgv), how many positionals it takes, and what it
  * runs. Help, completion and the argv check are generated from this one table.
  */
 type ParsedArgs = { _: string[]; json?: boolean; socket?: string; "log-level"?: string; "log-json"?: boolean } & Record<string, any>;
@@ -197,7 +208,7 @@ const commands: Command[] = [
     args: { ...common },
     maxPositionals: 0,
     examples: ["id=$(mq create)"],
-    run: (args) => cli.create(commonOf(args)),
+    run: async (args) => (await client()).create(commonOf(args)),
   },
   {
     name: "pub",
@@ -213,14 +224,14 @@ const commands: Command[] = [
     },
     maxPositionals: 3,
     examples: ["mq pub 3 orders '{\"total\": 12}'", "mq pub 3 orders --lines < events.ndjson"],
-    run: (args) => {
+    run: async (args) => {
       const message = args._.length >= 3 ? String(args._[2]) : undefined;
       exclusive({ "<MESSAGE>": message, ...args }, "<MESSAGE>", "lines", "--lines splits standard input; give MESSAGE or pipe the lines in");
       exclusive({ "<MESSAGE>": message, ...args }, "<MESSAGE>", "raw", "--raw applies to standard input; MESSAGE is sent as given");
       exclusive(args, "raw", "lines", "--lines splits on newlines, --raw keeps every byte; pick one");
       const opts: cli.PubOptions = { ...commonOf(args), id: parseId(args.id), topic: String(args.topic), lines: Boolean(args.lines), raw: Boolean(args.raw) };
       if (message !== undefined) opts.message = message;
-      return cli.pub(opts);
+      return (await client()).pub(opts);
     },
   },
   {
@@ -230,9 +241,9 @@ const commands: Command[] = [
     args: { id, topic: topicsArg, from: { type: "string", valueHint: "WHERE", choices: ["earliest", "latest"], description: "earliest | latest | SEQ (inclusive; default latest)" }, ...common },
     maxPositionals: Infinity,
     examples: ["mq sub 3 orders invoices", "mq sub 3 orders --from earliest"],
-    run: (args) => {
+    run: async (args) => {
       const from = parseFrom(args.from);
-      return cli.sub({ ...commonOf(args), id: parseId(args.id), topics: topicsOf(args), ...(from === undefined ? {} : { from }) });
+      return (await client()).sub({ ...commonOf(args), id: parseId(args.id), topics: topicsOf(args), ...(from === undefined ? {} : { from }) });
     },
   },
   {
@@ -241,7 +252,7 @@ const commands: Command[] = [
     description: "unsubscribe ID from one or more topics",
     args: { id, topic: topicsArg, ...common },
     maxPositionals: Infinity,
-    run: (args) => cli.unsub({ ...commonOf(args), id: parseId(args.id), topics: topicsOf(args) }),
+    run: async (args) => (await client()).unsub({ ...commonOf(args), id: parseId(args.id), topics: topicsOf(args) }),
   },
   {
     name: "recv",
@@ -257,7 +268,7 @@ const commands: Command[] = [
     },
     maxPositionals: 1,
     examples: ["mq recv 3 --wait 5", "mq recv 3 -f --json | jq .data", "mq recv 3 -n 10 > batch.txt"],
-    run: (args) => {
+    run: async (args) => {
       exclusive(args, "raw", "json", "--json prints each message as a JSON line, --raw its bytes; pick one");
       const opts: cli.RecvOptions = {
         ...commonOf(args),
@@ -267,7 +278,7 @@ const commands: Command[] = [
         raw: Boolean(args.raw),
       };
       if (args.count !== undefined) opts.count = parseCount("count", args.count);
-      return cli.recv(opts);
+      return (await client()).recv(opts);
     },
   },
   {
@@ -276,7 +287,7 @@ const commands: Command[] = [
     description: "remove ID everywhere: subscriptions, pending messages, mapping",
     args: { id, ...common },
     maxPositionals: 1,
-    run: (args) => cli.destroy({ ...commonOf(args), id: parseId(args.id) }),
+    run: async (args) => (await client()).destroy({ ...commonOf(args), id: parseId(args.id) }),
   },
   {
     name: "topics",
@@ -284,7 +295,7 @@ const commands: Command[] = [
     description: "list topics with subscriber and message counts",
     args: { ...common },
     maxPositionals: 0,
-    run: (args) => cli.topics(commonOf(args)),
+    run: async (args) => (await client()).topics(commonOf(args)),
   },
   {
     name: "stats",
@@ -292,7 +303,7 @@ const commands: Command[] = [
     description: "counters of the local broker and the server",
     args: { ...common },
     maxPositionals: 0,
-    run: (args) => cli.stats(commonOf(args)),
+    run: async (args) => (await client()).stats(commonOf(args)),
   },
   {
     name: "bench",
@@ -309,8 +320,8 @@ const commands: Command[] = [
     },
     maxPositionals: 0,
     examples: ["mq bench --count 50000 --size 1K --subs 4"],
-    run: (args) =>
-      runBench({
+    run: async (args) =>
+      (await import("../lib/cli/bench.ts")).runBench({
         ...commonOf(args),
         topic: args.topic,
         count: parseCount("count", args.count),
@@ -327,9 +338,9 @@ const commands: Command[] = [
     args: serverArgs,
     maxPositionals: 0,
     examples: ["mq server --data /var/lib/mq --listen 0.0.0.0:7600 --token-file /etc/mq/token"],
-    run: (args) => {
-      configureLog(parseLogOptions(args));
-      return runServer(serverOptions(args, args.data ?? defaults.serverData()));
+    run: async (args) => {
+      const d = await daemons(args);
+      return d.runServer(serverOptions(d, args, args.data ?? defaults.serverData()));
     },
   },
   {
@@ -339,9 +350,9 @@ const commands: Command[] = [
     args: localArgs,
     maxPositionals: 0,
     examples: ["mq local --server broker.internal:7600 --token-file /etc/mq/token"],
-    run: (args) => {
-      configureLog(parseLogOptions(args));
-      return runLocal({
+    run: async (args) => {
+      const d = await daemons(args);
+      return d.runLocal({
         socketPath: args.socket ?? defaults.socket(),
         server: parseAddress("server", args.server ?? defaults.server()),
         dataDir: args.data ?? defaults.localData(),
@@ -353,7 +364,7 @@ const commands: Command[] = [
           maxInFlight: parseCount("max-inflight", args["max-inflight"]),
           ...bufferLimits(args),
         },
-        ...(args["token-file"] ? { token: readTokenFile(args["token-file"]) } : {}),
+        ...(args["token-file"] ? { token: d.readTokenFile(args["token-file"]) } : {}),
         ...(args["tls-ca"] ? { tlsCa: fs.readFileSync(args["tls-ca"], "utf8") } : {}),
       });
     },
@@ -365,13 +376,13 @@ const commands: Command[] = [
     args: upArgs,
     maxPositionals: 0,
     examples: ["mq up", "mq up --data /tmp/mq --listen 127.0.0.1:7700"],
-    run: (args) => {
-      configureLog(parseLogOptions(args));
+    run: async (args) => {
+      const d = await daemons(args);
       const base = args.data ?? (process.env.MQ_DATA || path.dirname(defaults.serverData()));
       const limits = bufferLimits(args); // checked before anything is written (the token below)
       // Without --token-file, a token of its own: other users of the host cannot use the port.
-      const srv = serverOptions(args, path.join(base, "server"), path.join(base, "token"));
-      return runUp(srv, {
+      const srv = serverOptions(d, args, path.join(base, "server"), path.join(base, "token"));
+      return d.runUp(srv, {
         socketPath: args.socket ?? defaults.socket(),
         dataDir: path.join(base, "local"),
         heartbeatMs: srv.heartbeatMs,
@@ -436,37 +447,44 @@ function commandNamed(name: string): Command {
 }
 
 /**
- * citty ignores unknown options and extra words; here a typo (`--folow`) or a stray word
- * is bad usage (exit 2) instead of a silent default. Short options (`-f`, `-n 5`, `-n5`,
- * `-fj`) are the aliases of the table.
+ * Parses `argv` (the command first) by the table: long options (`--wait 5`, `--wait=5`,
+ * `--no-json`), short ones as the aliases of the table, combined like other Unix tools
+ * (`-f`, `-n 5`, `-n5`, `-fj`), positionals in order (`args._`, and each named positional),
+ * `--` before arguments that start with "-". A typo (`--folow`), a stray word, a missing
+ * argument or a missing value is bad usage (exit 2), never a silent default. It is the few
+ * rules of the table, in place of an argument-parsing library: every `mq pub` in a shell
+ * loop pays for what loads at start (docs/benchmarks.md).
  */
-function checkArgv(cmd: Command, argv: string[]): void {
+function parseArgv(cmd: Command, argv: string[]): ParsedArgs {
   const defs = cmd.args;
   const byAlias = new Map(Object.entries(defs).flatMap(([name, d]) => (d.alias ? [[d.alias, name] as const] : [])));
   const longNames = Object.entries(defs).filter(([, d]) => d.type !== "positional").map(([n]) => `--${n}`);
-  let positionals = 0;
+  const args: ParsedArgs = { _: [] };
+  for (const [name, d] of Object.entries(defs)) if (d.type !== "positional" && d.default !== undefined) args[name] = d.default;
   for (let i = 1; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === "--") {
-      positionals += argv.length - i - 1;
+      args._.push(...argv.slice(i + 1));
       break;
     }
     if (arg.startsWith("--")) {
       const eq = arg.indexOf("=");
       const key = arg.slice(2, eq < 0 ? undefined : eq);
-      const def = defs[key] ?? (key.startsWith("no-") && defs[key.slice(3)]?.type === "boolean" ? defs[key.slice(3)] : undefined);
+      const negated = key.startsWith("no-") && defs[key] === undefined && defs[key.slice(3)]?.type === "boolean";
+      const name = negated ? key.slice(3) : key;
+      const def = defs[name];
       if (!def || def.type === "positional") {
         const guess = closest(`--${key}`, longNames);
         throw new UsageError(`unknown option --${key} for \`mq ${cmd.name}\`${guess ? `; did you mean ${guess}?` : ""}`);
       }
-      if (def.type === "string" && eq < 0) {
-        if (i + 1 >= argv.length) throw new UsageError(`--${key} needs a value`);
-        i++;
-      }
-      // citty reads `--json=no` as true: a switch takes no value but true or false.
+      // A switch takes no value but true or false (`--json=no` is a mistake, not "on").
       if (def.type === "boolean" && eq >= 0 && !/^(true|false)$/.test(arg.slice(eq + 1))) {
         throw new UsageError(`--${key} is a switch: give --${key} or --no-${key}, not ${JSON.stringify(arg)}`);
       }
+      if (def.type === "boolean") args[name] = negated ? false : eq < 0 || arg.slice(eq + 1) !== "false";
+      else if (eq >= 0) args[name] = arg.slice(eq + 1);
+      else if (i + 1 < argv.length) args[name] = argv[++i]!;
+      else throw new UsageError(`--${key} needs a value`);
     } else if (arg.startsWith("-") && arg !== "-") {
       // `-json`, `-follow`: a long option with one dash would otherwise read as short flags.
       if (arg.length > 2 && defs[arg.slice(1)] && defs[arg.slice(1)]!.type !== "positional") {
@@ -476,44 +494,32 @@ function checkArgv(cmd: Command, argv: string[]): void {
       for (let j = 1; j < arg.length; j++) {
         const name = byAlias.get(arg[j]!);
         if (name === undefined) {
-          // citty would read "-5" as a flag and drop it; an argument that starts with "-" goes after "--".
+          // An argument that starts with "-" (a negative number, a message) goes after "--".
           const hint = ' (to pass an argument that starts with "-", put it after --)';
           if (/^-\d/.test(arg)) throw new UsageError(`unknown option ${arg} for \`mq ${cmd.name}\`${hint}`);
           throw new UsageError(`unknown option -${arg[j]}${arg.length > 2 ? ` in ${arg}` : ""} for \`mq ${cmd.name}\`${arg.length > 2 ? hint : ""}`);
         }
-        if (defs[name]!.type === "string") {
-          if (j === arg.length - 1) {
-            if (i + 1 >= argv.length) throw new UsageError(`-${arg[j]} (--${name}) needs a value`);
-            i++;
-          }
-          break;
+        if (defs[name]!.type === "boolean") {
+          args[name] = true;
+          continue;
         }
+        if (j < arg.length - 1) args[name] = arg.slice(j + 1);
+        else if (i + 1 < argv.length) args[name] = argv[++i]!;
+        else throw new UsageError(`-${arg[j]} (--${name}) needs a value`);
+        break;
       }
-    } else positionals++;
+    } else args._.push(arg);
   }
-  const required = Object.entries(defs).filter(([, d]) => d.type === "positional" && d.required !== false);
-  if (positionals < required.length) {
-    const [name, d] = required[positionals]!;
-    throw new UsageError(`\`mq ${cmd.name}\` needs ${(d.valueHint ?? name).toUpperCase()}: ${d.description ?? name}`);
-  }
-  if (positionals > cmd.maxPositionals) {
+  if (args._.length > cmd.maxPositionals) {
     const extra = cmd.name === "pub" ? "; quote the message, or send it on standard input" : "";
-    throw new UsageError(`\`mq ${cmd.name}\` takes at most ${cmd.maxPositionals} argument${cmd.maxPositionals === 1 ? "" : "s"}, got ${positionals}${extra}`);
+    throw new UsageError(`\`mq ${cmd.name}\` takes at most ${cmd.maxPositionals} argument${cmd.maxPositionals === 1 ? "" : "s"}, got ${args._.length}${extra}`);
   }
-}
-
-/** Parses `argv` for `cmd` with citty and runs it. */
-async function runParsed(cmd: Command, argv: string[]): Promise<number> {
-  checkArgv(cmd, argv);
-  const def: CommandDef = defineCommand({
-    meta: { name: cmd.name },
-    args: cmd.args as ArgsDef,
-    run: async ({ args }) => {
-      exitCode = await cmd.run(args);
-    },
-  });
-  await runCommand(def, { rawArgs: argv.slice(1) });
-  return exitCode;
+  const positionals = Object.entries(defs).filter(([, d]) => d.type === "positional");
+  for (const [k, [name, d]] of positionals.entries()) {
+    if (k < args._.length) args[name] = args._[k];
+    else if (d.required !== false) throw new UsageError(`\`mq ${cmd.name}\` needs ${(d.valueHint ?? name).toUpperCase()}: ${d.description ?? name}`);
+  }
+  return args;
 }
 
 async function run(argv: string[]): Promise<number> {
@@ -534,7 +540,7 @@ async function run(argv: string[]): Promise<number> {
       await writeStdout(renderCommandHelp(program, cmd));
       return Exit.Ok;
     }
-    return await runParsed(cmd, argv);
+    return await cmd.run(parseArgv(cmd, argv));
   } catch (err) {
     if (err instanceof MqError) {
       reportError(err);
@@ -543,9 +549,8 @@ async function run(argv: string[]): Promise<number> {
     // The reader of our stdout went away (`mq topics | head -1`): quiet, like a SIGPIPE death.
     if (err instanceof StdoutClosedError) return Exit.ReaderGone;
     const e = err as Error;
-    if (e instanceof UsageError || e.name === "CLIError" || e instanceof RangeError) {
-      // citty colours its messages; stderr may be a file or a pipe.
-      const message = e.message.replace(/\x1b\[[0-9;]*m/g, "");
+    if (e instanceof UsageError || e instanceof RangeError) {
+      const message = e.message;
       const known = commands.some((c) => c.name === argv[0]) && argv[0] !== "help";
       process.stderr.write(`mq: usage: ${message}\n(run \`${known ? `mq ${argv[0]} --help` : "mq --help"}\` for help)\n`);
       return Exit.Usage;

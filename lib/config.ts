@@ -16,6 +16,28 @@ export const DEFAULT_HELLO_TIMEOUT_MS = 10_000;
 export const DEFAULT_HEARTBEAT_MS = 2000;
 export const DEFAULT_HEARTBEAT_MISSED = 3;
 
+/**
+ * Limits of the server against greedy or hostile local brokers (`ServerLimits` in
+ * lib/server/server.ts, docs/security.md). Here rather than beside the server so that the CLI
+ * can show them in `--help` without loading the server.
+ */
+export const DEFAULT_SERVER_LIMITS = {
+  maxConnections: 1024,
+  maxSubscriptionsPerId: 10_000,
+  maxIdsPerBroker: 100_000,
+  frameTimeoutMs: 30_000,
+  maxInFlight: 16_384,
+};
+
+/** Limits and memory budgets of a local broker (`LocalLimits` in lib/local/local.ts, docs/security.md). */
+export const DEFAULT_LOCAL_LIMITS = {
+  maxConnections: 1024,
+  frameTimeoutMs: 30_000,
+  maxInFlight: 1024,
+  bufferBytes: 64 * 1024 * 1024,
+  bufferBytesPerId: 16 * 1024 * 1024,
+};
+
 /** `$XDG_RUNTIME_DIR/mq/local.sock`, else `/tmp/mq-$UID/local.sock`. */
 export function defaultSocketPath(env: Record<string, string | undefined> = process.env): string {
   if (env.XDG_RUNTIME_DIR) return path.join(env.XDG_RUNTIME_DIR, "mq", "local.sock");

@@ -12,7 +12,6 @@
  *
  * `configureLog` is the one place that sets level, format and colour.
  */
-import { inspect } from "node:util";
 import { createConsola, type ConsolaInstance, type ConsolaReporter, type LogObject } from "consola/core";
 
 /** Level names and the consola level each one shows (consola numbers 0–5 work too). */
@@ -59,13 +58,22 @@ export function colorFor(stream: { isTTY?: boolean }, env: Record<string, string
 interface State {
   level: number;
   json: boolean;
-  color: boolean;
-  /** At a terminal: local 24-hour time; elsewhere ISO-8601 UTC. */
-  clock: boolean;
+  /** undefined: `colorFor(stderr)`, decided at the first line. */
+  color: boolean | undefined;
+  /** At a terminal: local 24-hour time; elsewhere ISO-8601 UTC. undefined: decided at the first line. */
+  clock: boolean | undefined;
 }
 
-const out = process.stderr;
-const state: State = { level: LOG_LEVELS.info, json: false, color: false, clock: false };
+/**
+ * stderr, first touched when a line is written: setting up `process.stderr` costs a few ms of
+ * start-up, and the client commands load this module (through lib/wire) but rarely log.
+ */
+let out: typeof process.stderr | undefined;
+function stderr(): typeof process.stderr {
+  out ??= process.stderr;
+  return out;
+}
+const state: State = { level: LOG_LEVELS.info, json: false, color: undefined, clock: undefined };
 /** A bad MQ_LOG_LEVEL / MQ_LOG_JSON seen without `configureLog`: said once, before the first line. */
 let envWarning: string | null = null;
 
@@ -178,7 +186,12 @@ function eventOf(args: unknown[]): Event {
       if (code !== undefined) event.code = code;
       const stack = stackOf(arg);
       if (stack !== undefined) event.stack = stack;
-    } else parts.push(typeof arg === "string" ? arg : inspect(arg, { breakLength: Infinity, compact: true, depth: 4 }));
+    } else if (typeof arg === "string") parts.push(arg);
+    else {
+      // node:util is loaded here, not at import: it costs ms at the start of every client command.
+      const { inspect } = require("node:util") as typeof import("node:util");
+      parts.push(inspect(arg, { breakLength: Infinity, compact: true, depth: 4 }));
+    }
   }
   event.msg = oneLine(parts.join(" "));
   return event;
@@ -198,6 +211,8 @@ function clockTime(d: Date): string {
 
 /** One log line (with its stack lines, when one is shown), newline included. */
 export function formatLine(o: Pick<LogObject, "level" | "tag" | "args" | "date">): string {
+  if (state.color === undefined) state.color = !state.json && colorFor(stderr());
+  if (state.clock === undefined) state.clock = Boolean(stderr().isTTY);
   const level = levelName(o.level);
   const event = eventOf(o.args);
   if (state.json) {
@@ -217,9 +232,9 @@ const reporter: ConsolaReporter = {
     if (envWarning !== null) {
       const warning = envWarning;
       envWarning = null;
-      out.write(formatLine({ level: LOG_LEVELS.warn, tag: "log", args: [warning], date: new Date() }));
+      stderr().write(formatLine({ level: LOG_LEVELS.warn, tag: "log", args: [warning], date: new Date() }));
     }
-    out.write(formatLine(logObj));
+    stderr().write(formatLine(logObj));
   },
 };
 
@@ -238,8 +253,8 @@ export function configureLog(options: LogOptions = {}): void {
   if (level === undefined) throw new RangeError(`log level must be ${LOG_LEVEL_CHOICES}, got ${JSON.stringify(options.level)}`);
   state.level = level;
   state.json = options.json ?? false;
-  state.color = !state.json && (options.color ?? colorFor(out));
-  state.clock = Boolean(out.isTTY);
+  state.color = state.json ? false : options.color;
+  state.clock = undefined;
   envWarning = null;
   for (const l of loggers) l.level = level;
 }

@@ -4,11 +4,31 @@ import * as path from "node:path";
 import { randomBytes } from "node:crypto";
 import { LocalBroker, type LocalOptions } from "../local/local.ts";
 import { MqError } from "../errors.ts";
-import { logger } from "../log.ts";
+import { LOG_LEVEL_CHOICES, logger, logJsonOf, logLevelOf, type LogOptions } from "../log.ts";
 import { MqServer, type ServerOptions } from "../server/server.ts";
-import { Exit, exitCodeFor } from "./output.ts";
+import { Exit, UsageError, exitCodeFor } from "./output.ts";
 
 const log = logger("mq");
+
+/** `error|warn|info|debug|trace` or 0–5; `name` is where the value came from (`--log-level`, `MQ_LOG_LEVEL`). */
+export function parseLogLevel(value: unknown, name = "--log-level"): number {
+  const level = logLevelOf(String(value));
+  if (level === undefined) throw new UsageError(`${name} must be ${LOG_LEVEL_CHOICES}, got ${JSON.stringify(String(value))}`);
+  return level;
+}
+
+/** The daemons' log flags, each falling back to its environment variable (MQ_LOG_LEVEL, MQ_LOG_JSON). */
+export function parseLogOptions(args: { "log-level"?: string; "log-json"?: boolean }): LogOptions {
+  const envLevel = process.env.MQ_LOG_LEVEL || undefined;
+  const level =
+    args["log-level"] !== undefined ? parseLogLevel(args["log-level"]) : envLevel !== undefined ? parseLogLevel(envLevel, "MQ_LOG_LEVEL") : undefined;
+  let json = args["log-json"];
+  if (json === undefined) {
+    json = logJsonOf(process.env.MQ_LOG_JSON);
+    if (json === undefined) throw new UsageError(`MQ_LOG_JSON must be 1 or 0, got ${JSON.stringify(process.env.MQ_LOG_JSON)}`);
+  }
+  return { ...(level === undefined ? {} : { level }), json };
+}
 
 /** Reads a token file; whitespace around the token is ignored. */
 export function readTokenFile(file: string): string {

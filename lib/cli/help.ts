@@ -5,7 +5,7 @@
  * help is read in terminals, pagers and files alike.
  */
 
-/** One option or positional, in citty's shape (the fields help and completion read). */
+/** One option or positional of the command table (the fields the parser, help and completion read). */
 export interface OptionDef {
   type: "boolean" | "string" | "positional";
   description?: string;

@@ -1,6 +1,9 @@
-/** Checks of command-line values; each failure is a UsageError (exit 2) naming the value. */
+/**
+ * Checks of command-line values; each failure is a UsageError (exit 2) naming the value.
+ * Loaded by every command at start-up: it imports nothing heavy (the log flags are parsed in
+ * daemons.ts, beside the logger they configure).
+ */
 import { DEFAULT_LISTEN, DEFAULT_MAX_MESSAGE_BYTES, defaultDataDir, defaultSocketPath, parseHostPort } from "../config.ts";
-import { LOG_LEVEL_CHOICES, logJsonOf, logLevelOf, type LogOptions } from "../log.ts";
 import type { FsyncPolicy } from "../store/types.ts";
 import type { From } from "../wire/messages.ts";
 import { UsageError } from "./output.ts";
@@ -75,26 +78,6 @@ export function parseAddress(name: string, value: unknown): { hostname: string; 
   } catch (err) {
     throw new UsageError(`--${name}: ${(err as Error).message}`);
   }
-}
-
-/** `error|warn|info|debug|trace` or 0–5; `name` is where the value came from (`--log-level`, `MQ_LOG_LEVEL`). */
-export function parseLogLevel(value: unknown, name = "--log-level"): number {
-  const level = logLevelOf(String(value));
-  if (level === undefined) throw new UsageError(`${name} must be ${LOG_LEVEL_CHOICES}, got ${JSON.stringify(String(value))}`);
-  return level;
-}
-
-/** The daemons' log flags, each falling back to its environment variable (MQ_LOG_LEVEL, MQ_LOG_JSON). */
-export function parseLogOptions(args: { "log-level"?: string; "log-json"?: boolean }): LogOptions {
-  const envLevel = process.env.MQ_LOG_LEVEL || undefined;
-  const level =
-    args["log-level"] !== undefined ? parseLogLevel(args["log-level"]) : envLevel !== undefined ? parseLogLevel(envLevel, "MQ_LOG_LEVEL") : undefined;
-  let json = args["log-json"];
-  if (json === undefined) {
-    json = logJsonOf(process.env.MQ_LOG_JSON);
-    if (json === undefined) throw new UsageError(`MQ_LOG_JSON must be 1 or 0, got ${JSON.stringify(process.env.MQ_LOG_JSON)}`);
-  }
-  return { ...(level === undefined ? {} : { level }), json };
 }
 
 export function parseTopicList(value: unknown): string[] {

@@ -9,7 +9,7 @@ import * as path from "node:path";
 import { randomBytes, randomUUID } from "node:crypto";
 import type { Socket, UnixSocketListener } from "bun";
 import { errorText, logger } from "../log.ts";
-import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_HELLO_TIMEOUT_MS, DEFAULT_MAX_MESSAGE_BYTES, maxFrameBytes } from "../config.ts";
+import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_HELLO_TIMEOUT_MS, DEFAULT_LOCAL_LIMITS, DEFAULT_MAX_MESSAGE_BYTES, maxFrameBytes } from "../config.ts";
 import { Code, MqError } from "../errors.ts";
 import { lockDataDir, makeDataDir, writeFileAtomic } from "../store/fsutil.ts";
 import { IdRanges } from "../store/id-ranges.ts";
@@ -38,7 +38,7 @@ export interface LocalOptions {
   limits?: Partial<LocalLimits>;
 }
 
-/** Limits on what the clients of this host may take (docs/security.md). */
+/** Limits on what the clients of this host may take (docs/security.md); defaults in DEFAULT_LOCAL_LIMITS (lib/config.ts). */
 export interface LocalLimits {
   maxConnections: number;
   frameTimeoutMs: number;
@@ -51,14 +51,6 @@ export interface LocalLimits {
   bufferBytes: number;
   bufferBytesPerId: number;
 }
-
-export const DEFAULT_LOCAL_LIMITS: LocalLimits = {
-  maxConnections: 1024,
-  frameTimeoutMs: 30_000,
-  maxInFlight: 1024,
-  bufferBytes: 64 * 1024 * 1024,
-  bufferBytesPerId: 16 * 1024 * 1024,
-};
 
 /** Per client connection: deliveries handed out and not yet acknowledged, by tag. */
 interface ClientState {

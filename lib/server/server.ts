@@ -8,7 +8,7 @@ import * as path from "node:path";
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { Socket, TCPSocketListener } from "bun";
 import { errorText, logger } from "../log.ts";
-import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_HELLO_TIMEOUT_MS, maxFrameBytes } from "../config.ts";
+import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_HELLO_TIMEOUT_MS, DEFAULT_SERVER_LIMITS, maxFrameBytes } from "../config.ts";
 import { Code, MqError, toMqError } from "../errors.ts";
 import { BrokerCredentials } from "../store/broker-credentials.ts";
 import { ClientRegistry } from "../store/client-registry.ts";
@@ -42,7 +42,7 @@ export interface ServerOptions {
   /** Shared secret the local brokers must present in their hello. */
   token?: string;
   tls?: { cert: string; key: string };
-  /** Limits against greedy or hostile peers (docs/security.md); defaults in DEFAULT_LIMITS. */
+  /** Limits against greedy or hostile peers (docs/security.md); defaults in DEFAULT_SERVER_LIMITS (lib/config.ts). */
   limits?: Partial<ServerLimits>;
   /** Storage backend; the file store under `dataDir` when absent. */
   store?: TopicStore;
@@ -57,14 +57,6 @@ export interface ServerLimits {
   /** Requests served at once per connection (one connection carries a whole host). */
   maxInFlight: number;
 }
-
-export const DEFAULT_SERVER_LIMITS: ServerLimits = {
-  maxConnections: 1024,
-  maxSubscriptionsPerId: 10_000,
-  maxIdsPerBroker: 100_000,
-  frameTimeoutMs: 30_000,
-  maxInFlight: 16_384,
-};
 
 /** One connected local broker. */
 interface Session {

@@ -1,5 +1,5 @@
 /** Small crash-safety helpers over node:fs shared by the files of the store. */
-import { dlopen, FFIType } from "bun:ffi";
+import { dlopen, FFIType, read, type Pointer } from "bun:ffi";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { Code, MqError } from "../errors.ts";
@@ -51,41 +51,78 @@ export function readAtSync(fd: number, length: number, position: number): Uint8A
   return done === length ? buf : buf.subarray(0, done);
 }
 
+/**
+ * The few libc calls Node's API lacks (flock, poll), through bun:ffi, per platform. Every
+ * release target is listed (docs/release.md):
+ * - Linux with glibc: `libc.so.6`.
+ * - Linux with musl (Alpine): also `libc.so.6`: musl's loader answers every `libc.*` name
+ *   with itself (ldso/dynlink.c, "Catch and block attempts to reload the implementation
+ *   itself"), so the name of its file (`libc.musl-x86_64.so.1`) is never needed.
+ * - macOS: libSystem, which holds libc; dlopen finds it in the dyld shared cache even though
+ *   no file is at that path since macOS 11.
+ * The constants are the same on all of them: LOCK_EX 2, LOCK_NB 4; POLLOUT 4, POLLERR 8,
+ * POLLHUP 0x10; `struct pollfd { int fd; short events; short revents; }`. What differs is
+ * `nfds_t` (unsigned long on Linux, unsigned int on macOS), where errno lives and EWOULDBLOCK.
+ */
+const LIBC: Partial<Record<NodeJS.Platform, { names: string[]; nfds: FFIType; errno: string; EWOULDBLOCK: number }>> = {
+  linux: { names: ["libc.so.6"], nfds: FFIType.u64, errno: "__errno_location", EWOULDBLOCK: 11 },
+  darwin: { names: ["/usr/lib/libSystem.B.dylib"], nfds: FFIType.u32, errno: "__error", EWOULDBLOCK: 35 },
+};
+
 const LOCK_EX = 2;
 const LOCK_NB = 4;
 
-interface Libc {
+export interface Libc {
+  /** flock(2): 0, or -1 with errno set. */
   flock(fd: number, op: number): number;
   /** poll(2) on an 8-byte `struct pollfd` array. */
   poll(fds: Uint8Array, nfds: number, timeoutMs: number): number;
+  /** errno of the last failed call. */
+  errno(): number;
+  /** errno of a lock held by another open file (EWOULDBLOCK on this platform). */
+  EWOULDBLOCK: number;
 }
-let libcFns: Libc | null | undefined;
 
-/** The few libc calls Node's API lacks, through bun:ffi; null where libc cannot be loaded. */
-function libc(): Libc | null {
-  if (libcFns === undefined) {
+/**
+ * Opens libc for `platform` from the first of `names` that dlopen accepts. Throws an Error
+ * naming every library tried and why each failed (no bun:ffi, an unknown platform, no such library).
+ */
+export function loadLibc(platform: NodeJS.Platform = process.platform, names?: string[]): Libc {
+  const known = LIBC[platform];
+  if (!known) throw new Error(`no libc is known for platform ${platform} (known: ${Object.keys(LIBC).join(", ")})`);
+  const failures: string[] = [];
+  for (const name of names ?? known.names) {
     try {
-      const darwin = process.platform === "darwin";
-      const lib = dlopen(darwin ? "libc.dylib" : "libc.so.6", {
+      const lib = dlopen(name, {
         flock: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
-        // nfds_t is unsigned long on Linux, unsigned int on macOS.
-        poll: { args: [FFIType.ptr, darwin ? FFIType.u32 : FFIType.u64, FFIType.i32], returns: FFIType.i32 },
+        poll: { args: [FFIType.ptr, known.nfds, FFIType.i32], returns: FFIType.i32 },
+        [known.errno]: { args: [], returns: FFIType.ptr },
       });
-      libcFns = {
-        flock: (fd, op) => lib.symbols.flock(fd, op) as number,
-        poll: (fds, nfds, timeoutMs) => lib.symbols.poll(fds, nfds, timeoutMs) as number,
+      const errnoAt = lib.symbols[known.errno]!;
+      return {
+        flock: (fd, op) => lib.symbols.flock!(fd, op) as number,
+        poll: (fds, nfds, timeoutMs) => lib.symbols.poll!(fds, nfds, timeoutMs) as number,
+        errno: () => read.i32(errnoAt() as Pointer, 0),
+        EWOULDBLOCK: known.EWOULDBLOCK,
       };
-    } catch {
-      libcFns = null;
+    } catch (err) {
+      failures.push(`${name}: ${(err as Error).message}`);
     }
   }
-  return libcFns;
+  throw new Error(`cannot load libc (${failures.join("; ")})`);
 }
 
-/** flock(2); null where libc cannot be loaded (the lock is then skipped). */
-function flock(fd: number, op: number): number | null {
-  const c = libc();
-  return c ? c.flock(fd, op) : null;
+let loaded: Libc | Error | undefined;
+/** This process's libc, loaded once; the Error when it cannot be. */
+function libc(): Libc | Error {
+  if (loaded === undefined) {
+    try {
+      loaded = loadLibc();
+    } catch (err) {
+      loaded = err as Error;
+    }
+  }
+  return loaded;
 }
 
 /** poll(2) event bits (the same on Linux and macOS). */
@@ -101,11 +138,12 @@ const le = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 /**
  * poll(2) on one fd: waits up to `timeoutMs` (0: just looks) for `events` and returns the
  * `revents` bits (POLLERR and POLLHUP are always reported), 0 on timeout or EINTR, or null
- * where libc cannot be loaded. It blocks the thread: keep `timeoutMs` short.
+ * where libc cannot be loaded (callers fall back to timers). It blocks the thread: keep
+ * `timeoutMs` short.
  */
 export function pollFd(fd: number, events: number, timeoutMs: number): number | null {
   const c = libc();
-  if (!c) return null;
+  if (c instanceof Error) return null;
   // struct pollfd { int fd; short events; short revents; }
   pollView.setInt32(0, fd, le);
   pollView.setInt16(4, events, le);
@@ -131,7 +169,12 @@ export function makeDataDir(dir: string): void {
  * crash releases it by itself, whatever pid comes next. The file holds our pid, for the
  * message. Returns the release function.
  */
-export function lockDataDir(dir: string, who: string): () => void {
+export function lockDataDir(dir: string, who: string, load: () => Libc | Error = libc): () => void {
+  // Without the lock two daemons could write one log: refuse rather than run unlocked.
+  const c = load();
+  if (c instanceof Error) {
+    throw new Error(`Cannot lock the data directory ${dir}: flock(2) is out of reach on ${process.platform}-${process.arch}: ${c.message}; ${who} does not run on a data directory it cannot lock`, { cause: c });
+  }
   const file = path.join(dir, "lock");
   let fd: number;
   try {
@@ -139,10 +182,13 @@ export function lockDataDir(dir: string, who: string): () => void {
   } catch (err) {
     throw new Error(`Cannot use the data directory ${dir}: ${(err as Error).message}; choose another --data`, { cause: err });
   }
-  const got = flock(fd, LOCK_EX | LOCK_NB);
-  if (got !== null && got !== 0) {
+  if (c.flock(fd, LOCK_EX | LOCK_NB) !== 0) {
+    const errno = c.errno();
     const holder = fs.readFileSync(file, "utf8").trim();
     fs.closeSync(fd);
+    if (errno !== c.EWOULDBLOCK) {
+      throw new Error(`Cannot lock the data directory ${dir}: flock(2) failed with errno ${errno} (a file system without locks?); choose another --data`);
+    }
     throw new MqError(Code.Unavailable, `Cannot use the data directory ${dir}: another ${who} (pid ${holder || "unknown"}) is using it; stop it first or choose another --data`);
   }
   fs.ftruncateSync(fd, 0);
