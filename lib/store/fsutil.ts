@@ -58,6 +58,8 @@ interface Libc {
   flock(fd: number, op: number): number;
   /** poll(2) on an 8-byte `struct pollfd` array. */
   poll(fds: Uint8Array, nfds: number, timeoutMs: number): number;
+  /** getrlimit(2) into a 16-byte `struct rlimit` (two 64-bit rlim_t). */
+  getrlimit(resource: number, out: Uint8Array): number;
 }
 let libcFns: Libc | null | undefined;
 
@@ -70,10 +72,12 @@ function libc(): Libc | null {
         flock: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
         // nfds_t is unsigned long on Linux, unsigned int on macOS.
         poll: { args: [FFIType.ptr, darwin ? FFIType.u32 : FFIType.u64, FFIType.i32], returns: FFIType.i32 },
+        getrlimit: { args: [FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
       });
       libcFns = {
         flock: (fd, op) => lib.symbols.flock(fd, op) as number,
         poll: (fds, nfds, timeoutMs) => lib.symbols.poll(fds, nfds, timeoutMs) as number,
+        getrlimit: (resource, out) => lib.symbols.getrlimit(resource, out) as number,
       };
     } catch {
       libcFns = null;
@@ -86,6 +90,27 @@ function libc(): Libc | null {
 function flock(fd: number, op: number): number | null {
   const c = libc();
   return c ? c.flock(fd, op) : null;
+}
+
+/**
+ * The process's open-file limit now (the soft RLIMIT_NOFILE; Bun raises it to the hard one
+ * at start), or null when it cannot be read.
+ */
+export function openFileLimit(): number | null {
+  const c = libc();
+  if (c) {
+    const out = new Uint8Array(16);
+    if (c.getrlimit(process.platform === "darwin" ? 8 : 7, out) === 0) {
+      const soft = new DataView(out.buffer).getBigUint64(0, le);
+      // RLIM_INFINITY, or more than any table of fds: no bound worth keeping.
+      return soft > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(soft);
+    }
+  }
+  try {
+    const m = /^Max open files\s+(\d+|unlimited)/m.exec(fs.readFileSync("/proc/self/limits", "utf8"));
+    if (m) return m[1] === "unlimited" ? Number.MAX_SAFE_INTEGER : Number(m[1]);
+  } catch {}
+  return null;
 }
 
 /** poll(2) event bits (the same on Linux and macOS). */

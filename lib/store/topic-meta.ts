@@ -14,6 +14,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { fsyncDir, writeFileAtomic } from "./fsutil.ts";
+import { UNBOUNDED, type OpenFiles, type PooledFile } from "./open-files.ts";
 import { getU64, setU64 } from "./segment.ts";
 import type { FsyncPolicy } from "./types.ts";
 
@@ -165,20 +166,28 @@ export function readHead(file: string): Head | null {
   return { next: getU64(view, 8), segment: getU64(view, 16), policy, boot: view.getUint32(24) };
 }
 
-/** The `head` file, kept open and overwritten in place. */
+/** The `head` file, overwritten in place (kept open while its topic is written: see open-files.ts). */
 export class HeadFile {
   private readonly buf = new Uint8Array(HEAD_SIZE);
   private readonly view = new DataView(this.buf.buffer);
-  private fd: number;
+  private readonly handle: PooledFile;
   private failed = false;
 
   constructor(
     readonly file: string,
     private readonly policy: FsyncPolicy,
+    files: OpenFiles = UNBOUNDED,
   ) {
     const existed = fs.existsSync(file);
-    this.fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
-    if (!existed) fsyncDir(path.dirname(file));
+    // Never fsynced, so closing it to make room owes nothing.
+    const flags = fs.constants.O_RDWR | fs.constants.O_CREAT;
+    this.handle = files.openNow(file, { flags, reopenFlags: flags, mode: 0o600, durable: false });
+    try {
+      if (!existed) fsyncDir(path.dirname(file));
+    } catch (err) {
+      this.handle.close(false);
+      throw err;
+    }
   }
 
   /** Records the exact next seq; returns an error message the first time writing fails. */
@@ -192,7 +201,7 @@ export class HeadFile {
     view.setUint32(24, bootId());
     view.setUint32(28, Bun.hash.crc32(this.buf.subarray(0, 28)));
     try {
-      fs.writeSync(this.fd, this.buf, 0, HEAD_SIZE, 0);
+      fs.writeSync(this.handle.fd(), this.buf, 0, HEAD_SIZE, 0);
       this.failed = false;
       return null;
     } catch (err) {
@@ -203,7 +212,6 @@ export class HeadFile {
   }
 
   close(): void {
-    if (this.fd >= 0) fs.closeSync(this.fd);
-    this.fd = -1;
+    this.handle.close(false);
   }
 }
