@@ -1,15 +1,22 @@
 /**
  * FileTopicStore: `DATA/topics/<topic>/` holding the segments and the `subscribers` index.
  * The files of all topics share one OpenFiles pool, so the number of topics is not bounded
- * by the open-file limit.
+ * by the open-file limit; creating a topic that fails (disk full, no file descriptor left)
+ * leaves no directory and no file behind.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { logger } from "../log.ts";
 import { fsyncDir } from "./fsutil.ts";
 import { defaultMaxOpenFiles, OpenFiles } from "./open-files.ts";
 import { FileSubscriberIndex } from "./subscriber-index.ts";
 import { FileTopicLog, type TopicLogOptions } from "./topic-log.ts";
 import type { SubscriberIndex, TopicLog, TopicStore } from "./types.ts";
+
+const log = logger("store");
+
+/** On EMFILE while creating a topic, this many cold files are closed before the one retry. */
+const ROOM_ON_EMFILE = 16;
 
 export class FileTopicStore implements TopicStore {
   private readonly root: string;
@@ -42,12 +49,56 @@ export class FileTopicStore implements TopicStore {
     const dir = path.join(this.root, topic);
     const exists = fs.existsSync(dir);
     if (!exists && !create) return null;
-    const log = FileTopicLog.open(dir, this.options);
-    if (!exists) fsyncDir(this.root); // the new topic directory itself must survive a crash
-    const subscribers = new FileSubscriberIndex(path.join(dir, "subscribers"), this.files);
-    const entry = { log, subscribers };
+    let entry: { log: TopicLog; subscribers: SubscriberIndex };
+    try {
+      entry = await this.openDir(dir, exists);
+    } catch (err) {
+      // Out of fds (connections took them): close some cold topic files and try once more.
+      if (!isOutOfFds(err) || this.files.makeRoom(ROOM_ON_EMFILE) === 0) throw err;
+      entry = await this.openDir(dir, exists);
+    }
     this.opened.set(topic, entry);
     return { ...entry, created: !exists };
+  }
+
+  /** Opens (or creates) one topic's files; a failed creation removes what it made. */
+  private async openDir(dir: string, exists: boolean): Promise<{ log: TopicLog; subscribers: SubscriberIndex }> {
+    let topicLog: FileTopicLog | null = null;
+    try {
+      if (!exists) fs.mkdirSync(dir, { mode: 0o700 });
+      topicLog = FileTopicLog.open(dir, this.options);
+      const subscribers = new FileSubscriberIndex(path.join(dir, "subscribers"), this.files);
+      if (!exists) fsyncDir(this.root); // the new topic directory itself must survive a crash
+      return { log: topicLog, subscribers };
+    } catch (err) {
+      if (topicLog) await topicLog.close().catch(() => {});
+      if (!exists) this.removeCreated(dir);
+      throw err;
+    }
+  }
+
+  /** Removes the directory of a topic whose creation failed (making room for the fds that takes, if needed). */
+  private removeCreated(dir: string): void {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        // An empty directory goes without an fd (there may be none left); else list and remove.
+        try {
+          fs.rmdirSync(dir);
+        } catch {
+          fs.rmSync(dir, { recursive: true, force: true });
+        }
+        break;
+      } catch (err) {
+        if (attempt === 0 && isOutOfFds(err) && this.files.makeRoom(ROOM_ON_EMFILE) > 0) continue;
+        log.error(`topic "${path.basename(dir)}": its creation failed and its directory ${dir} could not be removed: ${(err as Error).message}`);
+        return;
+      }
+    }
+    try {
+      fsyncDir(this.root);
+    } catch {
+      // The directory is gone; a crash may bring back its empty entry, which the next start opens as an empty topic.
+    }
   }
 
   /** Topic files open now, and the most that are kept open. */
@@ -62,4 +113,9 @@ export class FileTopicStore implements TopicStore {
     }
     this.opened.clear();
   }
+}
+
+function isOutOfFds(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return code === "EMFILE" || code === "ENFILE";
 }

@@ -73,8 +73,30 @@ export function writeMetaSync(file: string, meta: TopicMeta): void {
   writeFileAtomic(file, encodeMeta(meta));
 }
 
+/**
+ * Meta files written at once by writeMetaAsync, all topics together: each write holds two
+ * fds of its own (outside the pool of open files) while it waits for the disk, so a burst
+ * of first publishes to thousands of topics must not take thousands of fds.
+ */
+const META_WRITES_AT_ONCE = 16;
+let metaWritesRunning = 0;
+const metaWritesWaiting: Array<() => void> = [];
+
 /** writeMetaSync without blocking the event loop on the fsyncs. */
 export async function writeMetaAsync(file: string, meta: TopicMeta): Promise<void> {
+  if (metaWritesRunning >= META_WRITES_AT_ONCE) await new Promise<void>((resolve) => metaWritesWaiting.push(resolve));
+  else metaWritesRunning++;
+  try {
+    await writeMetaFile(file, meta);
+  } finally {
+    // The slot goes straight to the next waiter, if any.
+    const next = metaWritesWaiting.shift();
+    if (next) next();
+    else metaWritesRunning--;
+  }
+}
+
+async function writeMetaFile(file: string, meta: TopicMeta): Promise<void> {
   const tmp = `${file}.tmp`;
   const handle = await fs.promises.open(tmp, "w", 0o600);
   try {

@@ -205,6 +205,32 @@ describe("FileTopicStore over OpenFiles", () => {
     }
     await store.close();
   });
+
+  test.skipIf(!fdLimitAvailable)("FileTopicStore: a topic whose creation runs out of fds half-way throws EMFILE and leaves no directory or file (Linux: needs /proc/self/fd)", async () => {
+    const pool = new OpenFiles(16);
+    const store = new FileTopicStore(dir, options(pool));
+    const old = (await store.open("old", true))!;
+    await old.log.append(Buffer.from("kept"), 1);
+    pool.makeRoom(16); // nothing left to close: the pool cannot make room for the new topic
+    const limit = lowerFdLimit();
+    // One fd free: the directory is made and listed, its segment opened, then fds run out.
+    fs.closeSync(limit.spare());
+    let err: unknown;
+    try {
+      await store.open("fresh", true);
+    } catch (e) {
+      err = e;
+    } finally {
+      limit.restore();
+    }
+    expect((err as NodeJS.ErrnoException).code).toBe("EMFILE");
+    expect(fs.readdirSync(path.join(dir, "topics")).sort()).toEqual(["old"]);
+    // Once fds are back, it can be created, and the other topic was never touched.
+    const fresh = (await store.open("fresh", true))!;
+    expect(await fresh.log.append(Buffer.from("new"), 2)).toBe(1);
+    expect(old.log.read(1, 10, 1 << 20).map((m) => Buffer.from(m.data).toString())).toEqual(["kept"]);
+    await store.close();
+  });
 });
 
 describe("FileTopicLog over a pool of one open file", () => {
