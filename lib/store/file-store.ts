@@ -10,6 +10,7 @@ import { logger } from "../log.ts";
 import { fsyncDir } from "./fsutil.ts";
 import { defaultMaxOpenFiles, OpenFiles } from "./open-files.ts";
 import { FileSubscriberIndex } from "./subscriber-index.ts";
+import { MetaBatch } from "./topic-meta.ts";
 import { FileTopicLog, type TopicLogOptions } from "./topic-log.ts";
 import type { SubscriberIndex, TopicLog, TopicStore } from "./types.ts";
 
@@ -17,6 +18,8 @@ const log = logger("store");
 
 /** On EMFILE while creating a topic, this many cold files are closed before the one retry. */
 const ROOM_ON_EMFILE = 16;
+/** Topics closed at once when the store closes (each may hold two fds of its own for a moment). */
+const CLOSE_CONCURRENCY = 16;
 
 export class FileTopicStore implements TopicStore {
   private readonly root: string;
@@ -106,12 +109,38 @@ export class FileTopicStore implements TopicStore {
     return { open: this.files.open, max: this.files.max };
   }
 
+  /**
+   * Closes every topic, CLOSE_CONCURRENCY at a time (the fsyncs `--fsync interval` still
+   * owes overlap on the thread pool), and writes the meta files of a clean close all
+   * together (MetaBatch: two syncs of the file system, not two fsyncs per topic), so a stop
+   * with many topics takes seconds, not minutes. Throws the first failure once all are closed.
+   */
   async close(): Promise<void> {
-    for (const { log, subscribers } of this.opened.values()) {
-      await subscribers.close();
-      await log.close();
-    }
+    const entries = [...this.opened.entries()];
     this.opened.clear();
+    const metas = new MetaBatch(this.root);
+    let next = 0;
+    let failure: unknown = null;
+    const worker = async () => {
+      while (next < entries.length) {
+        const [topic, { log: topicLog, subscribers }] = entries[next++]!;
+        try {
+          await subscribers.close();
+          await (topicLog instanceof FileTopicLog ? topicLog.close(metas) : topicLog.close());
+        } catch (err) {
+          log.error(`topic "${topic}": cannot close it cleanly: ${(err as Error).message}`);
+          failure ??= err;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(CLOSE_CONCURRENCY, entries.length) }, worker));
+    try {
+      // As for one topic: a meta not written at close costs the next start its exact next seq, nothing else.
+      for (const { file, error } of await metas.commit()) log.error(`${file}: cannot write it at close: ${error.message}`);
+    } catch (err) {
+      log.error(`cannot write the meta files of a clean close: ${(err as Error).message}`);
+    }
+    if (failure) throw failure;
   }
 }
 

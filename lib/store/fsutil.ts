@@ -86,6 +86,38 @@ function libc(): Libc | null {
   return libcFns;
 }
 
+let syncfsFn: ((fd: number) => number) | null | undefined;
+
+/**
+ * syncfs(2) on the file system that holds `dir`: writes back and waits for everything
+ * written to it (data and metadata, renames included). False where there is no syncfs (not
+ * Linux); throws when it fails.
+ */
+export function syncFileSystem(dir: string): boolean {
+  if (!canSyncFileSystem()) return false;
+  const fd = fs.openSync(dir, "r");
+  try {
+    if (syncfsFn!(fd) !== 0) throw new Error(`syncfs of the file system of ${dir} failed`);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return true;
+}
+
+/** True where syncFileSystem works (Linux). */
+export function canSyncFileSystem(): boolean {
+  if (syncfsFn === undefined) {
+    syncfsFn = null;
+    if (process.platform === "linux") {
+      try {
+        const lib = dlopen("libc.so.6", { syncfs: { args: [FFIType.i32], returns: FFIType.i32 } });
+        syncfsFn = (fd) => lib.symbols.syncfs(fd) as number;
+      } catch {}
+    }
+  }
+  return syncfsFn !== null;
+}
+
 /** flock(2); null where libc cannot be loaded (the lock is then skipped). */
 function flock(fd: number, op: number): number | null {
   const c = libc();

@@ -40,7 +40,7 @@ import {
 } from "./segment.ts";
 import { UNBOUNDED, type OpenFiles, type PooledFile } from "./open-files.ts";
 import { convertV1, startsWithV1Record } from "./segment-v1.ts";
-import { addHole, bootId, HeadFile, readHead, readMeta, uncovered, writeMetaAsync, writeMetaSync, type Head, type TopicMeta } from "./topic-meta.ts";
+import { addHole, bootId, HeadFile, readHead, readMeta, uncovered, writeMetaAsync, writeMetaSync, type Head, type MetaBatch, type TopicMeta } from "./topic-meta.ts";
 import type { FsyncPolicy, RetentionPolicy, StoredMessage, TopicLog } from "./types.ts";
 
 const log = logger("store");
@@ -951,7 +951,12 @@ export class FileTopicLog implements TopicLog {
     return end;
   }
 
-  async close(): Promise<void> {
+  /**
+   * Waits for appends in flight, fsyncs what is owed and closes the files. A clean close
+   * writes `meta` (the exact next seq) when it changed; with `batch`, the caller writes it,
+   * together with other topics' (a store closing many topics at once).
+   */
+  async close(batch?: MetaBatch): Promise<void> {
     if (this.closed) return;
     await this.commits.idle();
     this.closed = true;
@@ -959,21 +964,26 @@ export class FileTopicLog implements TopicLog {
     this.evictTail(this.tail.length);
     if (this.intervalTimer) clearTimeout(this.intervalTimer);
     this.dirty.clear();
-    // What each segment owes (nothing under --fsync never) is fsynced as it is closed.
+    // What each segment owes (nothing under --fsync never) is fsynced before it is closed,
+    // on the thread pool: a store closes many topics at once.
     for (const seg of this.segments) {
       try {
-        seg.handle.close();
+        await seg.handle.sync();
       } catch (err) {
         log.error(`${seg.file}: fsync at close failed: ${(err as Error).message}`);
       }
+      seg.handle.close(false);
     }
     this.head?.close();
     // A clean close: the next start knows the next seq exactly.
     const disk = this.metaOnDisk;
     if (!(disk?.clean && disk.reserved === this.committed) && (disk !== null || this.committed > 1)) {
       const meta = { ...this.meta, reserved: this.committed, clean: true };
+      const written = () => void (this.metaOnDisk = { reserved: meta.reserved, clean: true });
+      if (batch) return batch.add(path.join(this.dir, "meta"), meta, written);
       try {
-        this.writeMetaNow(meta);
+        await writeMetaAsync(path.join(this.dir, "meta"), meta);
+        written();
       } catch (err) {
         log.error(`topic "${this.topic}": cannot write its meta file at close: ${(err as Error).message}`);
       }

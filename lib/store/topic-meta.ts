@@ -13,7 +13,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { fsyncDir, writeFileAtomic } from "./fsutil.ts";
+import { canSyncFileSystem, fsyncDir, syncFileSystem, writeFileAtomic } from "./fsutil.ts";
 import { UNBOUNDED, type OpenFiles, type PooledFile } from "./open-files.ts";
 import { getU64, setU64 } from "./segment.ts";
 import type { FsyncPolicy } from "./types.ts";
@@ -111,6 +111,63 @@ async function writeMetaFile(file: string, meta: TopicMeta): Promise<void> {
     await dir.sync();
   } finally {
     await dir.close();
+  }
+}
+
+/**
+ * The meta files of a clean stop, written together: every temp file, one sync of the file
+ * system, every rename, one more sync. Two waits for the disk in all, where writeMetaAsync
+ * costs two fsyncs per topic (a stop with 100 000 written topics took ~50 s that way). A
+ * crash at any point leaves each meta whole, old or new: the temp files are on disk before
+ * any is renamed. Without syncfs (not Linux) each file is written as writeMetaAsync does.
+ */
+export class MetaBatch {
+  private readonly entries: Array<{ file: string; meta: TopicMeta; written: () => void }> = [];
+
+  /** `root`: a directory on the file system that holds every file added. */
+  constructor(private readonly root: string) {}
+
+  /** `written` is called once `meta` is durable in `file`. */
+  add(file: string, meta: TopicMeta, written: () => void): void {
+    this.entries.push({ file, meta, written });
+  }
+
+  /** Writes them all; returns the files that could not be written, each with its error. */
+  async commit(): Promise<Array<{ file: string; error: Error }>> {
+    const failed: Array<{ file: string; error: Error }> = [];
+    const entries = this.entries.splice(0);
+    if (entries.length === 0) return failed;
+    if (!canSyncFileSystem()) {
+      for (const e of entries) {
+        try {
+          await writeMetaAsync(e.file, e.meta);
+          e.written();
+        } catch (err) {
+          failed.push({ file: e.file, error: err as Error });
+        }
+      }
+      return failed;
+    }
+    const staged = entries.filter((e) => {
+      try {
+        fs.writeFileSync(`${e.file}.tmp`, encodeMeta(e.meta), { mode: 0o600 });
+        return true;
+      } catch (err) {
+        failed.push({ file: e.file, error: err as Error });
+        return false;
+      }
+    });
+    syncFileSystem(this.root);
+    for (const e of staged) {
+      try {
+        fs.renameSync(`${e.file}.tmp`, e.file);
+      } catch (err) {
+        failed.push({ file: e.file, error: err as Error });
+      }
+    }
+    syncFileSystem(this.root);
+    for (const e of staged) if (!failed.some((f) => f.file === e.file)) e.written();
+    return failed;
   }
 }
 

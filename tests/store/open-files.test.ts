@@ -10,6 +10,7 @@ import * as path from "node:path";
 import { FileTopicStore } from "../../lib/store/file-store.ts";
 import { OpenFiles, type PooledFile } from "../../lib/store/open-files.ts";
 import { FileTopicLog } from "../../lib/store/topic-log.ts";
+import { readMeta } from "../../lib/store/topic-meta.ts";
 import { fdLimitAvailable, lowerFdLimit } from "./fd-kit.ts";
 
 let dir: string;
@@ -204,6 +205,21 @@ describe("FileTopicStore over OpenFiles", () => {
       expect(pool.open).toBeLessThanOrEqual(16);
     }
     await store.close();
+  });
+
+  test("FileTopicStore.close writes the meta of every written topic as a clean close (all in one batch), and leaves no temp file", async () => {
+    const pool = new OpenFiles(8);
+    const store = new FileTopicStore(dir, { ...options(pool), fsync: "never" as const });
+    const names = Array.from({ length: 40 }, (_, i) => `m${i}`);
+    for (const [i, name] of names.entries()) {
+      const t = (await store.open(name, true))!;
+      for (let k = 0; k <= i % 3; k++) await t.log.append(Buffer.from("x"), k);
+    }
+    await store.close();
+    for (const [i, name] of names.entries()) {
+      expect({ name, meta: readMeta(path.join(dir, "topics", name, "meta")) }).toMatchObject({ name, meta: { clean: true, reserved: 2 + (i % 3) } });
+    }
+    expect(fs.readdirSync(path.join(dir, "topics"), { recursive: true }).filter((f) => String(f).endsWith(".tmp"))).toEqual([]);
   });
 
   test.skipIf(!fdLimitAvailable)("FileTopicStore: a topic whose creation runs out of fds half-way throws EMFILE and leaves no directory or file (Linux: needs /proc/self/fd)", async () => {
