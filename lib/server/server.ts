@@ -88,6 +88,8 @@ export class MqServer {
   private readonly creating = new Map<string, number>();
   private readonly connections = new Set<Connection>();
   private cursorTimer: ReturnType<typeof setInterval> | null = null;
+  /** Topics with acknowledged cursor moves not yet handed to their index (written by `cursorTimer`). */
+  private readonly cursorsMoved = new Set<Topic>();
   private stallTimer: ReturnType<typeof setInterval> | null = null;
   private retentionTimer: ReturnType<typeof setInterval> | null = null;
   private readonly limits: ServerLimits;
@@ -150,7 +152,9 @@ export class MqServer {
     }
     server.listen(); // first: if the port is taken, no timer has been started
     server.cursorTimer = setInterval(() => {
-      for (const t of server.topics.values()) t.index.writeMoved();
+      // Only the topics whose cursors moved: with many topics, a sweep of all would cost CPU when idle.
+      for (const t of server.cursorsMoved) t.index.writeMoved();
+      server.cursorsMoved.clear();
     }, CURSOR_WRITE_MS);
     const retention = options.retention;
     if (retention) {
@@ -572,6 +576,7 @@ export class MqServer {
     if (!sub) return;
     const moved = sub.ack(frame.seq, session.credits);
     if (moved > 0) {
+      this.cursorsMoved.add(sub.topic);
       this.counters.acked += moved;
       this.pump(sub);
     }
