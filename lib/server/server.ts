@@ -12,7 +12,7 @@ import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_HELLO_TIMEOUT_M
 import { Code, MqError, toMqError } from "../errors.ts";
 import { BrokerCredentials } from "../store/broker-credentials.ts";
 import { ClientRegistry } from "../store/client-registry.ts";
-import { lockDataDir, makeDataDir } from "../store/fsutil.ts";
+import { errnoCode, lockDataDir, makeDataDir } from "../store/fsutil.ts";
 import { FileTopicStore } from "../store/file-store.ts";
 import { defaultMaxOpenFiles, OpenFiles } from "../store/open-files.ts";
 import type { FsyncPolicy, RetentionPolicy, TopicStore } from "../store/types.ts";
@@ -748,7 +748,7 @@ function rss(): number | null {
 
 /** What went wrong with the disk, for a client: the errno and what it means, without the server's paths. */
 function storageProblem(err: unknown): string {
-  const code = (err as NodeJS.ErrnoException | null)?.code;
+  const code = errnoCode(err);
   switch (code) {
     case "ENOSPC":
     case "EDQUOT":

@@ -7,8 +7,9 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { logger } from "../log.ts";
-import { fsyncDir } from "./fsutil.ts";
+import { errnoCode, fsyncDir, fsyncDirAsync } from "./fsutil.ts";
 import { defaultMaxOpenFiles, OpenFiles } from "./open-files.ts";
+import { Slots } from "./slots.ts";
 import { FileSubscriberIndex } from "./subscriber-index.ts";
 import { MetaBatch } from "./topic-meta.ts";
 import { FileTopicLog, type TopicLogOptions } from "./topic-log.ts";
@@ -18,12 +19,15 @@ const log = logger("store");
 
 /** On EMFILE while creating a topic, this many cold files are closed before the one retry. */
 const ROOM_ON_EMFILE = 16;
+/** Topics created at once: each holds an fd or two of its own (outside the pool) while it waits for the disk. */
+const creations = new Slots(16);
 /** Topics closed at once when the store closes (each may hold two fds of its own for a moment). */
 const CLOSE_CONCURRENCY = 16;
 
 export class FileTopicStore implements TopicStore {
   private readonly root: string;
   private readonly opened = new Map<string, { log: TopicLog; subscribers: SubscriberIndex }>();
+  private readonly opening = new Map<string, Promise<unknown>>();
   private readonly files: OpenFiles;
   private readonly options: TopicLogOptions;
 
@@ -46,9 +50,25 @@ export class FileTopicStore implements TopicStore {
       .sort();
   }
 
-  async open(topic: string, create: boolean) {
+  async open(topic: string, create: boolean): ReturnType<TopicStore["open"]> {
     const known = this.opened.get(topic);
     if (known) return { ...known, created: false };
+    // A creation waits for the disk: a second open of the same topic meanwhile waits for it.
+    const pending = this.opening.get(topic);
+    if (pending) {
+      await pending.catch(() => {});
+      return this.open(topic, create);
+    }
+    const opening = this.openOrCreate(topic, create);
+    this.opening.set(topic, opening);
+    try {
+      return await opening;
+    } finally {
+      this.opening.delete(topic);
+    }
+  }
+
+  private async openOrCreate(topic: string, create: boolean): ReturnType<TopicStore["open"]> {
     const dir = path.join(this.root, topic);
     const exists = fs.existsSync(dir);
     if (!exists && !create) return null;
@@ -64,18 +84,32 @@ export class FileTopicStore implements TopicStore {
     return { ...entry, created: !exists };
   }
 
-  /** Opens (or creates) one topic's files; a failed creation removes what it made. */
+  /**
+   * Opens (or creates) one topic's files; a failed creation removes what it made. A new
+   * topic's files are made and fsynced off the event loop (other requests go on meanwhile),
+   * so that opening them afterwards only reads.
+   */
   private async openDir(dir: string, exists: boolean): Promise<{ log: TopicLog; subscribers: SubscriberIndex }> {
+    let made = false;
     let topicLog: FileTopicLog | null = null;
+    const subscribersFile = path.join(dir, "subscribers");
     try {
-      if (!exists) fs.mkdirSync(dir, { mode: 0o700 });
+      if (!exists) {
+        await creations.run(async () => {
+          await fs.promises.mkdir(dir, { mode: 0o700 });
+          made = true;
+          await FileTopicLog.create(dir);
+          await FileSubscriberIndex.create(subscribersFile);
+          await fsyncDirAsync(dir);
+        });
+      }
       topicLog = FileTopicLog.open(dir, this.options);
-      const subscribers = new FileSubscriberIndex(path.join(dir, "subscribers"), this.files);
-      if (!exists) fsyncDir(this.root); // the new topic directory itself must survive a crash
+      const subscribers = new FileSubscriberIndex(subscribersFile, this.files);
+      if (!exists) await fsyncDirAsync(this.root); // the new topic directory itself must survive a crash
       return { log: topicLog, subscribers };
     } catch (err) {
       if (topicLog) await topicLog.close().catch(() => {});
-      if (!exists) this.removeCreated(dir);
+      if (made) this.removeCreated(dir);
       throw err;
     }
   }
@@ -145,6 +179,6 @@ export class FileTopicStore implements TopicStore {
 }
 
 function isOutOfFds(err: unknown): boolean {
-  const code = (err as NodeJS.ErrnoException | null)?.code;
+  const code = errnoCode(err);
   return code === "EMFILE" || code === "ENFILE";
 }

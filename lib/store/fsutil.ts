@@ -9,6 +9,15 @@ export function fsyncAsync(fd: number): Promise<void> {
   return new Promise((resolve, reject) => fs.fsync(fd, (err) => (err ? reject(err) : resolve())));
 }
 
+/** The errno code (`ENOSPC`, `EMFILE`…) of a file-system error, also when it is the `cause` of another error; undefined when there is none. */
+export function errnoCode(err: unknown): string | undefined {
+  for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (typeof code === "string" && /^E[A-Z0-9]+$/.test(code)) return code;
+  }
+  return undefined;
+}
+
 /** Makes a rename or a new file in `dir` durable. */
 export function fsyncDir(dir: string): void {
   const fd = fs.openSync(dir, "r");
@@ -31,6 +40,33 @@ export function writeFileAtomic(file: string, data: Uint8Array | string, mode = 
   }
   fs.renameSync(tmp, file);
   fsyncDir(path.dirname(file));
+}
+
+/**
+ * writeFileAtomic off the event loop (the fsyncs run on the thread pool). With `syncDir`
+ * false the caller fsyncs the directory, once for several files.
+ */
+export async function writeFileAtomicAsync(file: string, data: Uint8Array | string, options: { mode?: number; syncDir?: boolean } = {}): Promise<void> {
+  const tmp = `${file}.tmp`;
+  const handle = await fs.promises.open(tmp, "w", options.mode ?? 0o600);
+  try {
+    await handle.writeFile(data);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await fs.promises.rename(tmp, file);
+  if (options.syncDir ?? true) await fsyncDirAsync(path.dirname(file));
+}
+
+/** fsyncDir off the event loop. */
+export async function fsyncDirAsync(dir: string): Promise<void> {
+  const handle = await fs.promises.open(dir, "r");
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
 }
 
 /** Writes all of `buf` at `position` (writeSync may write less than asked). */

@@ -25,7 +25,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { logger } from "../log.ts";
 import { decodeMap, encode } from "../wire/codec.ts";
-import { writeAllSync, writeFileAtomic } from "./fsutil.ts";
+import { writeAllSync, writeFileAtomic, writeFileAtomicAsync } from "./fsutil.ts";
 import { GroupCommit } from "./group-commit.ts";
 import { UNBOUNDED, type OpenFiles, type PooledFile } from "./open-files.ts";
 
@@ -223,6 +223,16 @@ export class RecordFile {
     const size = writeBoth(file, 1, mark, snapshot);
     log.info(`${file}: converted from the previous format (${a.size} bytes, ${records.length} records) to two copies, ${file} and ${mirrorOf(file)}`);
     return new RecordFile(file, owner, { gen: 1, nextIndex: snapshot.length, mark, size }, files);
+  }
+
+  /**
+   * Makes both copies of an empty record file (each temp + fsync + rename) off the event
+   * loop, for `open` to find; the caller fsyncs the directory.
+   */
+  static async create(file: string): Promise<void> {
+    const empty = headerBytes(1, 0);
+    await writeFileAtomicAsync(file, empty, { syncDir: false });
+    await writeFileAtomicAsync(mirrorOf(file), empty, { syncDir: false });
   }
 
   /** Bytes in one copy, to decide when to compact. */

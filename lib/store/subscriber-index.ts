@@ -35,6 +35,11 @@ export class FileSubscriberIndex implements SubscriberIndex {
     );
   }
 
+  /** Makes the files of an empty index off the event loop (the caller fsyncs the directory); the constructor then only reads them. */
+  static create(file: string): Promise<void> {
+    return RecordFile.create(file);
+  }
+
   get cursors(): ReadonlyMap<number, number> {
     return this.map;
   }

@@ -155,6 +155,15 @@ export class FileTopicLog implements TopicLog {
     this.files = options.files ?? UNBOUNDED;
   }
 
+  /**
+   * Makes the first (empty) segment of a new log in `dir`, which exists, off the event loop;
+   * the caller fsyncs the directory. `open` then only reads.
+   */
+  static async create(dir: string): Promise<void> {
+    const handle = await fs.promises.open(path.join(dir, segmentFileName(1)), "wx", 0o600);
+    await handle.close();
+  }
+
   /** Opens the log in `dir` (creating it): verifies the newest segment, checks the others' checkpoints, reports losses. */
   static open(dir: string, options: TopicLogOptions): FileTopicLog {
     const tl = new FileTopicLog(dir, options);
@@ -633,7 +642,7 @@ export class FileTopicLog implements TopicLog {
 
   /** A new, empty segment file: its header is written with its first records. */
   private createSegment(base: number): Segment {
-    const file = path.join(this.dir, `${String(base).padStart(20, "0")}.log`);
+    const file = path.join(this.dir, segmentFileName(base));
     const handle = this.files.openNow(file, { flags: "w+", mode: 0o600, durable: this.options.fsync !== "never" });
     try {
       fsyncDir(this.dir);
@@ -989,6 +998,11 @@ export class FileTopicLog implements TopicLog {
       }
     }
   }
+}
+
+/** A segment's file name: the seq it was created for, 20 digits. */
+function segmentFileName(base: number): string {
+  return `${String(base).padStart(20, "0")}.log`;
 }
 
 /** The seq of an intact record right after the file header, or null. */

@@ -13,9 +13,10 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { canSyncFileSystem, fsyncDir, syncFileSystem, writeFileAtomic } from "./fsutil.ts";
+import { canSyncFileSystem, fsyncDir, syncFileSystem, writeFileAtomic, writeFileAtomicAsync } from "./fsutil.ts";
 import { UNBOUNDED, type OpenFiles, type PooledFile } from "./open-files.ts";
 import { getU64, setU64 } from "./segment.ts";
+import { Slots } from "./slots.ts";
 import type { FsyncPolicy } from "./types.ts";
 
 export interface TopicMeta {
@@ -78,40 +79,11 @@ export function writeMetaSync(file: string, meta: TopicMeta): void {
  * fds of its own (outside the pool of open files) while it waits for the disk, so a burst
  * of first publishes to thousands of topics must not take thousands of fds.
  */
-const META_WRITES_AT_ONCE = 16;
-let metaWritesRunning = 0;
-const metaWritesWaiting: Array<() => void> = [];
+const metaWrites = new Slots(16);
 
 /** writeMetaSync without blocking the event loop on the fsyncs. */
-export async function writeMetaAsync(file: string, meta: TopicMeta): Promise<void> {
-  if (metaWritesRunning >= META_WRITES_AT_ONCE) await new Promise<void>((resolve) => metaWritesWaiting.push(resolve));
-  else metaWritesRunning++;
-  try {
-    await writeMetaFile(file, meta);
-  } finally {
-    // The slot goes straight to the next waiter, if any.
-    const next = metaWritesWaiting.shift();
-    if (next) next();
-    else metaWritesRunning--;
-  }
-}
-
-async function writeMetaFile(file: string, meta: TopicMeta): Promise<void> {
-  const tmp = `${file}.tmp`;
-  const handle = await fs.promises.open(tmp, "w", 0o600);
-  try {
-    await handle.writeFile(encodeMeta(meta));
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await fs.promises.rename(tmp, file);
-  const dir = await fs.promises.open(path.dirname(file), "r");
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
+export function writeMetaAsync(file: string, meta: TopicMeta): Promise<void> {
+  return metaWrites.run(() => writeFileAtomicAsync(file, encodeMeta(meta)));
 }
 
 /**

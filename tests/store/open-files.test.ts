@@ -8,6 +8,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { FileTopicStore } from "../../lib/store/file-store.ts";
+import { errnoCode } from "../../lib/store/fsutil.ts";
 import { OpenFiles, type PooledFile } from "../../lib/store/open-files.ts";
 import { FileTopicLog } from "../../lib/store/topic-log.ts";
 import { readMeta } from "../../lib/store/topic-meta.ts";
@@ -239,7 +240,7 @@ describe("FileTopicStore over OpenFiles", () => {
     } finally {
       limit.restore();
     }
-    expect((err as NodeJS.ErrnoException).code).toBe("EMFILE");
+    expect(errnoCode(err)).toBe("EMFILE");
     expect(fs.readdirSync(path.join(dir, "topics")).sort()).toEqual(["old"]);
     // Once fds are back, it can be created, and the other topic was never touched.
     const fresh = (await store.open("fresh", true))!;
