@@ -175,9 +175,8 @@ export class MqServer {
       for (const c of server.connections) c.checkStall(now);
     }, 1000);
     const files = store.openFiles?.();
-    log.info(
-      `listening on ${hostPort(options.hostname, server.port)} (data ${options.dataDir}, fsync ${options.fsync}, ${plural(server.topics.size, "topic")}, ${plural(registry.size, "id")}${files ? `, at most ${files.max} topic files open` : ""})`,
-    );
+    const topics = `${plural(server.topics.size, "topic")}${files ? ` (at most ${files.max} of their files open)` : ""}`;
+    log.info(`listening on ${hostPort(options.hostname, server.port)} (data ${options.dataDir}, fsync ${options.fsync}, ${topics}, ${plural(registry.size, "id")})`);
     return server;
   }
 
