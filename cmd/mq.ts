@@ -15,7 +15,7 @@ import { MqError } from "../lib/errors.ts";
 import type * as cli from "../lib/cli/commands.ts";
 import { Exit, StdoutClosedError, UsageError, exitCodeFor, reportError, writeStdout } from "../lib/cli/output.ts";
 import { closest, renderCommandHelp, renderCompletion, renderProgramHelp, SHELLS, type CommandSpec, type OptionDef, type Program, type Shell } from "../lib/cli/help.ts";
-import { defaults, formatSize, parseAddress, parseCount, parseDuration, parseFrom, parseFsync, parseId, parseSeconds, parseSize, parseTopicList } from "../lib/cli/parse.ts";
+import { defaults, formatSize, parseAddress, parseCount, parseCountOrAuto, parseDuration, parseFrom, parseFsync, parseId, parseSeconds, parseSize, parseTopicList } from "../lib/cli/parse.ts";
 import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_LOCAL_LIMITS, DEFAULT_SERVER_LIMITS, isLoopback } from "../lib/config.ts";
 
 /** The client commands' code (the client library, the wire layer, cbor-x). */
@@ -92,6 +92,8 @@ const serverArgs = {
   "max-inflight": { type: "string", valueHint: "N", default: String(DEFAULT_SERVER_LIMITS.maxInFlight), description: "most requests served at once per connection" },
   "max-subscriptions-per-id": { type: "string", valueHint: "N", default: String(DEFAULT_SERVER_LIMITS.maxSubscriptionsPerId), description: "most topics one id may subscribe to" },
   "max-ids-per-broker": { type: "string", valueHint: "N", default: String(DEFAULT_SERVER_LIMITS.maxIdsPerBroker), description: "most ids one local broker may own" },
+  "max-topics": { type: "string", valueHint: "N", default: String(DEFAULT_SERVER_LIMITS.maxTopics), description: "most topics; a pub or sub that would create one more is refused" },
+  "max-open-files": { type: "string", valueHint: "N", default: "auto", description: "most topic files kept open at once (auto: half the open-file limit, ulimit -n)" },
   retention: { type: "string", valueHint: "AGE", default: "7d", description: "delete segments every subscriber is past once older than this" },
   "retention-bytes": { type: "string", valueHint: "SIZE", description: "…or while a topic's log is bigger than this (K/M/G; default no limit)" },
   "max-segment-bytes": { type: "string", valueHint: "SIZE", default: "64M", description: "roll a topic's log segment at this size (K/M/G)" },
@@ -131,7 +133,9 @@ function serverOptions(d: Daemons, args: ServerArgs, dataDir: string, tokenFileI
       maxInFlight: parseCount("max-inflight", v("max-inflight")),
       maxSubscriptionsPerId: parseCount("max-subscriptions-per-id", v("max-subscriptions-per-id")),
       maxIdsPerBroker: parseCount("max-ids-per-broker", v("max-ids-per-broker")),
+      maxTopics: parseCount("max-topics", v("max-topics")),
     },
+    maxOpenFiles: parseCountOrAuto("max-open-files", v("max-open-files"), 8),
   };
   // Files are read, or the token made, only once every value is known to be good.
   const tokenFile = args["token-file"] ?? (tokenFileIfNone === undefined ? undefined : d.ensureTokenFile(tokenFileIfNone));

@@ -27,6 +27,7 @@ export const DEFAULT_SERVER_LIMITS = {
   maxIdsPerBroker: 100_000,
   frameTimeoutMs: 30_000,
   maxInFlight: 16_384,
+  maxTopics: 1_000_000,
 };
 
 /** Limits and memory budgets of a local broker (`LocalLimits` in lib/local/local.ts, docs/security.md). */

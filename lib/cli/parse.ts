@@ -24,6 +24,16 @@ export function parseCount(name: string, value: unknown, min = 1): number {
   return Number(s);
 }
 
+/** `auto` (undefined: the program works it out) or an integer >= min. */
+export function parseCountOrAuto(name: string, value: unknown, min = 1): number | undefined {
+  if (String(value) === "auto") return undefined;
+  const s = String(value);
+  if (!/^\d+$/.test(s) || Number(s) < min || !Number.isSafeInteger(Number(s))) {
+    throw new UsageError(`--${name} must be auto or an integer >= ${min}, got ${JSON.stringify(s)}`);
+  }
+  return Number(s);
+}
+
 export function parseSeconds(name: string, value: unknown): number {
   const s = String(value);
   const n = Number(s);

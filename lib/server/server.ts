@@ -12,8 +12,9 @@ import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_HELLO_TIMEOUT_M
 import { Code, MqError, toMqError } from "../errors.ts";
 import { BrokerCredentials } from "../store/broker-credentials.ts";
 import { ClientRegistry } from "../store/client-registry.ts";
-import { lockDataDir, makeDataDir } from "../store/fsutil.ts";
+import { errnoCode, lockDataDir, makeDataDir } from "../store/fsutil.ts";
 import { FileTopicStore } from "../store/file-store.ts";
+import { defaultMaxOpenFiles, OpenFiles } from "../store/open-files.ts";
 import type { FsyncPolicy, RetentionPolicy, TopicStore } from "../store/types.ts";
 import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
 import { PROTOCOL_VERSION, type AckRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
@@ -46,6 +47,8 @@ export interface ServerOptions {
   limits?: Partial<ServerLimits>;
   /** Storage backend; the file store under `dataDir` when absent. */
   store?: TopicStore;
+  /** Most topic files the file store keeps open at once (default: half the open-file limit, `defaultMaxOpenFiles`). */
+  maxOpenFiles?: number;
 }
 
 export interface ServerLimits {
@@ -56,6 +59,8 @@ export interface ServerLimits {
   frameTimeoutMs: number;
   /** Requests served at once per connection (one connection carries a whole host). */
   maxInFlight: number;
+  /** Topics in all: a `pub` or `sub` that would create one more is refused. */
+  maxTopics: number;
 }
 
 /** One connected local broker. */
@@ -78,8 +83,12 @@ export class MqServer {
   private readonly subscriptionsOf = new Map<number, Map<string, Subscription>>();
   private readonly sessions = new Map<string, Session>();
   private readonly creating = new Map<string, number>();
+  /** Topics being opened or created now, so that two requests for a new topic create it once and count it once. */
+  private readonly openingTopics = new Map<string, Promise<{ topic: Topic; created: boolean } | null>>();
   private readonly connections = new Set<Connection>();
   private cursorTimer: ReturnType<typeof setInterval> | null = null;
+  /** Topics with acknowledged cursor moves not yet handed to their index (written by `cursorTimer`). */
+  private readonly cursorsMoved = new Set<Topic>();
   private stallTimer: ReturnType<typeof setInterval> | null = null;
   private retentionTimer: ReturnType<typeof setInterval> | null = null;
   private readonly limits: ServerLimits;
@@ -133,6 +142,7 @@ export class MqServer {
         fsync: options.fsync,
         fsyncIntervalMs: options.fsyncIntervalMs,
         maxSegmentBytes: options.maxSegmentBytes ?? 64 * 1024 * 1024,
+        files: new OpenFiles(options.maxOpenFiles ?? defaultMaxOpenFiles()),
       });
     const server = new MqServer(options, registry, credentials, store);
     for (const name of store.topics()) await server.topic(name, false);
@@ -142,7 +152,9 @@ export class MqServer {
     }
     server.listen(); // first: if the port is taken, no timer has been started
     server.cursorTimer = setInterval(() => {
-      for (const t of server.topics.values()) t.index.writeMoved();
+      // Only the topics whose cursors moved: with many topics, a sweep of all would cost CPU when idle.
+      for (const t of server.cursorsMoved) t.index.writeMoved();
+      server.cursorsMoved.clear();
     }, CURSOR_WRITE_MS);
     const retention = options.retention;
     if (retention) {
@@ -153,7 +165,9 @@ export class MqServer {
       const now = Date.now();
       for (const c of server.connections) c.checkStall(now);
     }, 1000);
-    log.info(`listening on ${hostPort(options.hostname, server.port)} (data ${options.dataDir}, fsync ${options.fsync}, ${plural(server.topics.size, "topic")}, ${plural(registry.size, "id")})`);
+    const files = store.openFiles?.();
+    const topics = `${plural(server.topics.size, "topic")}${files ? ` (at most ${files.max} of their files open)` : ""}`;
+    log.info(`listening on ${hostPort(options.hostname, server.port)} (data ${options.dataDir}, fsync ${options.fsync}, ${topics}, ${plural(registry.size, "id")})`);
     return server;
   }
 
@@ -424,10 +438,48 @@ export class MqServer {
     throw new MqError(Code.UnknownId, `no client with id ${id}`);
   }
 
+  /**
+   * The topic `name`, opened (every topic that exists was opened at start) or, with
+   * `create`, created: refused with LIMIT_EXCEEDED at --max-topics, and with STORAGE_ERROR
+   * when the store cannot create it (it then leaves nothing behind).
+   */
   private async topic(name: string, create: boolean): Promise<{ topic: Topic; created: boolean } | null> {
     const known = this.topics.get(name);
     if (known) return { topic: known, created: false };
-    const opened = await this.store.open(name, create);
+    const pending = this.openingTopics.get(name);
+    if (pending) {
+      const r = await pending;
+      if (r || !create) return r && { topic: r.topic, created: false };
+    }
+    if (create) this.checkTopicRoom(1, [name]);
+    const opening = this.openTopic(name, create);
+    this.openingTopics.set(name, opening);
+    try {
+      return await opening;
+    } finally {
+      if (this.openingTopics.get(name) === opening) this.openingTopics.delete(name);
+    }
+  }
+
+  /** LIMIT_EXCEEDED unless `count` more topics (`names`, for the message) fit under --max-topics. */
+  private checkTopicRoom(count: number, names: string[]): void {
+    const limit = this.limits.maxTopics;
+    const held = this.topics.size + this.openingTopics.size;
+    if (held + count <= limit) return;
+    const what = names.length === 1 ? `topic "${names[0]}"` : `${names.length} new topics (${names.slice(0, 3).map((n) => `"${n}"`).join(", ")}${names.length > 3 ? ", …" : ""})`;
+    throw new MqError(Code.LimitExceeded, `Cannot create ${what}: the server holds ${held} topics and --max-topics is ${limit}; use an existing topic, or raise --max-topics`);
+  }
+
+  private async openTopic(name: string, create: boolean): Promise<{ topic: Topic; created: boolean } | null> {
+    let opened: Awaited<ReturnType<TopicStore["open"]>>;
+    try {
+      opened = await this.store.open(name, create);
+    } catch (err) {
+      // At start (create false) a topic that cannot be opened stops the start, as before.
+      if (!create) throw err;
+      log.error(`topic ${name}: cannot open or create it: ${errorText(err)}`);
+      throw new MqError(Code.StorageError, `Cannot create topic "${name}": ${storageProblem(err)}; nothing was created`, { cause: err });
+    }
     if (!opened) return null;
     // Another call may have opened it while we waited.
     const raced = this.topics.get(name);
@@ -487,6 +539,9 @@ export class MqServer {
     if ((mine?.size ?? 0) + added > this.limits.maxSubscriptionsPerId) {
       throw new MqError(Code.LimitExceeded, `id ${id} would have more than ${this.limits.maxSubscriptionsPerId} subscriptions (--max-subscriptions-per-id)`);
     }
+    // The whole request is refused when its new topics do not all fit, before any is created.
+    const fresh = [...new Set(names.filter((n) => !this.topics.has(n) && !this.openingTopics.has(n)))];
+    if (fresh.length > 0) this.checkTopicRoom(fresh.length, fresh);
     const result: Array<{ topic: string; from: number; created: boolean }> = [];
     for (const name of names) {
       const { topic, created } = (await this.topic(name, true))!;
@@ -505,7 +560,8 @@ export class MqServer {
         await topic.index.add(id, cursor);
       } catch (err) {
         await this.dropSubscription(id, name).catch(() => {});
-        throw err;
+        log.error(`topic ${name}: cannot record the subscription of id ${id}: ${errorText(err)}`);
+        throw new MqError(Code.StorageError, `Cannot subscribe id ${id} to topic "${name}": ${storageProblem(err)}`, { cause: err });
       }
       // The id may have been destroyed while the index was written.
       if (this.registry.owner(id) === undefined) {
@@ -564,6 +620,7 @@ export class MqServer {
     if (!sub) return;
     const moved = sub.ack(frame.seq, session.credits);
     if (moved > 0) {
+      this.cursorsMoved.add(sub.topic);
       this.counters.acked += moved;
       this.pump(sub);
     }
@@ -619,15 +676,18 @@ export class MqServer {
   }
 
   stats() {
+    const files = this.store.openFiles?.();
     return {
       uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
       topics: this.topics.size,
+      max_topics: this.limits.maxTopics,
+      ...(files ? { open_files: files.open, max_open_files: files.max } : {}),
       ids: this.registry.size,
       sessions: this.sessions.size,
       connections: this.connections.size,
       ...this.counters,
       lost: this.lost(),
-      rss_bytes: process.memoryUsage().rss,
+      rss_bytes: rss(),
     };
   }
 
@@ -665,6 +725,37 @@ function hostPort(host: string, port: number): string {
 
 function plural(n: number, noun: string): string {
   return `${n} ${noun}${n === 1 ? "" : "s"}`;
+}
+
+/** The resident set size, or null when it cannot be read (it takes a file descriptor, which may be lacking). */
+function rss(): number | null {
+  try {
+    return process.memoryUsage.rss();
+  } catch {
+    return null;
+  }
+}
+
+/** What went wrong with the disk, for a client: the errno and what it means, without the server's paths. */
+function storageProblem(err: unknown): string {
+  const code = errnoCode(err);
+  switch (code) {
+    case "ENOSPC":
+    case "EDQUOT":
+      return `the server's disk is full (${code})`;
+    case "EMFILE":
+    case "ENFILE":
+      return `the server has no file descriptor left (${code}); its open-file limit (ulimit -n) is too low for its connections`;
+    case "EROFS":
+      return "the server's data directory is read-only (EROFS)";
+    case "EACCES":
+    case "EPERM":
+      return `the server may not write its data directory (${code})`;
+    case "EIO":
+      return "the server's disk reports an I/O error (EIO)";
+    default:
+      return code ? `the server cannot write to its disk (${code})` : `the server cannot write to its disk (${err instanceof Error ? err.message : String(err)})`;
+  }
 }
 
 /** The UNKNOWN_ID message for an id whose record the registry lost. */

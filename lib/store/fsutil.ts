@@ -9,6 +9,15 @@ export function fsyncAsync(fd: number): Promise<void> {
   return new Promise((resolve, reject) => fs.fsync(fd, (err) => (err ? reject(err) : resolve())));
 }
 
+/** The errno code (`ENOSPC`, `EMFILE`…) of a file-system error, also when it is the `cause` of another error; undefined when there is none. */
+export function errnoCode(err: unknown): string | undefined {
+  for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (typeof code === "string" && /^E[A-Z0-9]+$/.test(code)) return code;
+  }
+  return undefined;
+}
+
 /** Makes a rename or a new file in `dir` durable. */
 export function fsyncDir(dir: string): void {
   const fd = fs.openSync(dir, "r");
@@ -31,6 +40,33 @@ export function writeFileAtomic(file: string, data: Uint8Array | string, mode = 
   }
   fs.renameSync(tmp, file);
   fsyncDir(path.dirname(file));
+}
+
+/**
+ * writeFileAtomic off the event loop (the fsyncs run on the thread pool). With `syncDir`
+ * false the caller fsyncs the directory, once for several files.
+ */
+export async function writeFileAtomicAsync(file: string, data: Uint8Array | string, options: { mode?: number; syncDir?: boolean } = {}): Promise<void> {
+  const tmp = `${file}.tmp`;
+  const handle = await fs.promises.open(tmp, "w", options.mode ?? 0o600);
+  try {
+    await handle.writeFile(data);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await fs.promises.rename(tmp, file);
+  if (options.syncDir ?? true) await fsyncDirAsync(path.dirname(file));
+}
+
+/** fsyncDir off the event loop. */
+export async function fsyncDirAsync(dir: string): Promise<void> {
+  const handle = await fs.promises.open(dir, "r");
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
 }
 
 /** Writes all of `buf` at `position` (writeSync may write less than asked). */
@@ -81,6 +117,8 @@ export interface Libc {
   errno(): number;
   /** errno of a lock held by another open file (EWOULDBLOCK on this platform). */
   EWOULDBLOCK: number;
+  /** getrlimit(2) into a 16-byte `struct rlimit` (two 64-bit rlim_t). */
+  getrlimit(resource: number, out: Uint8Array): number;
 }
 
 /**
@@ -96,12 +134,14 @@ export function loadLibc(platform: NodeJS.Platform = process.platform, names?: s
       const lib = dlopen(name, {
         flock: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
         poll: { args: [FFIType.ptr, known.nfds, FFIType.i32], returns: FFIType.i32 },
+        getrlimit: { args: [FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
         [known.errno]: { args: [], returns: FFIType.ptr },
       });
       const errnoAt = lib.symbols[known.errno]!;
       return {
         flock: (fd, op) => lib.symbols.flock!(fd, op) as number,
         poll: (fds, nfds, timeoutMs) => lib.symbols.poll!(fds, nfds, timeoutMs) as number,
+        getrlimit: (resource, out) => lib.symbols.getrlimit!(resource, out) as number,
         errno: () => read.i32(errnoAt() as Pointer, 0),
         EWOULDBLOCK: known.EWOULDBLOCK,
       };
@@ -123,6 +163,59 @@ function libc(): Libc | Error {
     }
   }
   return loaded;
+}
+
+let syncfsFn: ((fd: number) => number) | null | undefined;
+
+/**
+ * syncfs(2) on the file system that holds `dir`: writes back and waits for everything
+ * written to it (data and metadata, renames included). False where there is no syncfs (not
+ * Linux); throws when it fails.
+ */
+export function syncFileSystem(dir: string): boolean {
+  if (!canSyncFileSystem()) return false;
+  const fd = fs.openSync(dir, "r");
+  try {
+    if (syncfsFn!(fd) !== 0) throw new Error(`syncfs of the file system of ${dir} failed`);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return true;
+}
+
+/** True where syncFileSystem works (Linux). */
+export function canSyncFileSystem(): boolean {
+  if (syncfsFn === undefined) {
+    syncfsFn = null;
+    if (process.platform === "linux") {
+      try {
+        const lib = dlopen("libc.so.6", { syncfs: { args: [FFIType.i32], returns: FFIType.i32 } });
+        syncfsFn = (fd) => lib.symbols.syncfs(fd) as number;
+      } catch {}
+    }
+  }
+  return syncfsFn !== null;
+}
+
+/**
+ * The process's open-file limit now (the soft RLIMIT_NOFILE; Bun raises it to the hard one
+ * at start), or null when it cannot be read.
+ */
+export function openFileLimit(): number | null {
+  const c = libc();
+  if (!(c instanceof Error)) {
+    const out = new Uint8Array(16);
+    if (c.getrlimit(process.platform === "darwin" ? 8 : 7, out) === 0) {
+      const soft = new DataView(out.buffer).getBigUint64(0, le);
+      // RLIM_INFINITY, or more than any table of fds: no bound worth keeping.
+      return soft > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(soft);
+    }
+  }
+  try {
+    const m = /^Max open files\s+(\d+|unlimited)/m.exec(fs.readFileSync("/proc/self/limits", "utf8"));
+    if (m) return m[1] === "unlimited" ? Number.MAX_SAFE_INTEGER : Number(m[1]);
+  } catch {}
+  return null;
 }
 
 /** poll(2) event bits (the same on Linux and macOS). */

@@ -25,8 +25,9 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { logger } from "../log.ts";
 import { decodeMap, encode } from "../wire/codec.ts";
-import { fsyncAsync, writeAllSync, writeFileAtomic } from "./fsutil.ts";
+import { writeAllSync, writeFileAtomic, writeFileAtomicAsync } from "./fsutil.ts";
 import { GroupCommit } from "./group-commit.ts";
+import { UNBOUNDED, type OpenFiles, type PooledFile } from "./open-files.ts";
 
 const log = logger("store");
 
@@ -85,7 +86,9 @@ interface ParsedCopy {
 
 export class RecordFile {
   private readonly copies: [string, string];
-  private fds: [number, number];
+  /** Both copies, opened on first write and closed when the pool needs room (open-files.ts). */
+  private readonly handles: [PooledFile, PooledFile];
+  private closed = false;
   private size: number;
   private gen: number;
   private nextIndex: number;
@@ -97,31 +100,33 @@ export class RecordFile {
     readonly file: string,
     private readonly owner: RecordFileOwner,
     state: { gen: number; nextIndex: number; mark: number; size: number },
+    files: OpenFiles,
   ) {
     this.copies = [file, mirrorOf(file)];
     this.gen = state.gen;
     this.nextIndex = state.nextIndex;
     this.markValue = this.writtenMark = state.mark;
     this.size = state.size;
-    this.fds = [fs.openSync(this.copies[0], "r+"), fs.openSync(this.copies[1], "r+")];
+    this.handles = [files.lazy(this.copies[0]), files.lazy(this.copies[1])];
   }
 
   /**
    * Opens both copies (creating them if absent), replays every record that survives in
    * either through `owner.apply`, in order, logs any damage (ERROR) and repairs the copies
-   * from the merged state.
+   * from the merged state. The copies are read whole here, then opened again only to be
+   * written, in `files` (no bound by default).
    */
-  static open(file: string, owner: RecordFileOwner): RecordFile {
+  static open(file: string, owner: RecordFileOwner, files: OpenFiles = UNBOUNDED): RecordFile {
     const a = parseCopy(file);
     const b = parseCopy(mirrorOf(file));
     const readable = (p: ParsedCopy) => p.header !== null || p.frames.length > 0;
     if (!readable(a) && !readable(b)) {
       if (a.size === null && b.size === null) {
         writeBoth(file, 1, 0, []);
-        return new RecordFile(file, owner, { gen: 1, nextIndex: 0, mark: 0, size: HEADER_BYTES });
+        return new RecordFile(file, owner, { gen: 1, nextIndex: 0, mark: 0, size: HEADER_BYTES }, files);
       }
       // The previous format had no second copy; a junk one beside a readable old file is ignored.
-      if (a.size !== null && (b.size === null || parseLegacy(fs.readFileSync(file)).records.length > 0)) return RecordFile.openLegacy(file, owner, a, b);
+      if (a.size !== null && (b.size === null || parseLegacy(fs.readFileSync(file)).records.length > 0)) return RecordFile.openLegacy(file, owner, a, b, files);
     }
 
     const genOf = (p: ParsedCopy) => p.header?.gen ?? maxOf(p.frames.map((f) => f.gen), -1);
@@ -193,16 +198,16 @@ export class RecordFile {
       log.error(`${where}: what they recorded is lost`);
       owner.lost?.({ count: lost.length + (tailLost ? 1 : 0), where, mark });
     }
-    if (healthy && lost.length === 0) return new RecordFile(file, owner, { gen, nextIndex: count, mark, size: a.size! });
+    if (healthy && lost.length === 0) return new RecordFile(file, owner, { gen, nextIndex: count, mark, size: a.size! }, files);
     const records = owner.snapshot();
     const repaired = Math.max(mark, owner.mark?.() ?? 0);
     const size = writeBoth(file, gen + 1, repaired, records);
     log.info(`${file}: both copies rewritten from the ${count - lost.length} records read (generation ${gen + 1})`);
-    return new RecordFile(file, owner, { gen: gen + 1, nextIndex: records.length, mark: repaired, size });
+    return new RecordFile(file, owner, { gen: gen + 1, nextIndex: records.length, mark: repaired, size }, files);
   }
 
   /** A file of the previous format: replay what is intact, then write both copies in this format. */
-  private static openLegacy(file: string, owner: RecordFileOwner, a: ParsedCopy, b: ParsedCopy): RecordFile {
+  private static openLegacy(file: string, owner: RecordFileOwner, a: ParsedCopy, b: ParsedCopy, files: OpenFiles): RecordFile {
     const { records, damaged, tail } = parseLegacy(fs.readFileSync(file));
     for (const r of records) if (Object.keys(r).length > 0) owner.apply(r);
     // One copy only: a damaged record is lost. A torn last record is what a crash leaves
@@ -217,7 +222,17 @@ export class RecordFile {
     const mark = owner.mark?.() ?? 0;
     const size = writeBoth(file, 1, mark, snapshot);
     log.info(`${file}: converted from the previous format (${a.size} bytes, ${records.length} records) to two copies, ${file} and ${mirrorOf(file)}`);
-    return new RecordFile(file, owner, { gen: 1, nextIndex: snapshot.length, mark, size });
+    return new RecordFile(file, owner, { gen: 1, nextIndex: snapshot.length, mark, size }, files);
+  }
+
+  /**
+   * Makes both copies of an empty record file (each temp + fsync + rename) off the event
+   * loop, for `open` to find; the caller fsyncs the directory.
+   */
+  static async create(file: string): Promise<void> {
+    const empty = headerBytes(1, 0);
+    await writeFileAtomicAsync(file, empty, { syncDir: false });
+    await writeFileAtomicAsync(mirrorOf(file), empty, { syncDir: false });
   }
 
   /** Bytes in one copy, to decide when to compact. */
@@ -246,7 +261,7 @@ export class RecordFile {
   }
 
   private async commit(batch: Array<{ record: Record_ | null; durable: boolean; mark: number }>): Promise<void[]> {
-    if (this.fds[0] < 0) throw new Error(`${this.file}: closed`);
+    if (this.closed) throw new Error(`${this.file}: closed`);
     const records = batch.flatMap((b) => (b.record ? [b.record] : []));
     const buf = Buffer.concat(records.map((r, i) => frame(r, this.gen, this.nextIndex + i)));
     const mark = maxOf(batch.map((b) => b.mark), this.writtenMark);
@@ -254,16 +269,18 @@ export class RecordFile {
     const durable = batch.some((b) => b.durable);
     try {
       // One copy after the other: a crash can tear only the copy being written.
-      for (const fd of this.fds) {
-        if (buf.length > 0) writeAllSync(fd, buf, this.size);
-        if (header) writeAllSync(fd, header, 0);
-        if (durable) await fsyncAsync(fd);
+      for (const h of this.handles) {
+        if (buf.length > 0 || header) h.wrote();
+        if (buf.length > 0) writeAllSync(h.fd(), buf, this.size);
+        if (header) writeAllSync(h.fd(), header, 0);
+        // Only what was written and not yet fsynced (lazy records too); nothing when nothing was.
+        if (durable) await h.sync();
       }
     } catch (err) {
       // Nothing of a failed batch may come back on the next open: cut both copies back.
-      for (const fd of this.fds) {
+      for (const h of this.handles) {
         try {
-          fs.ftruncateSync(fd, this.size);
+          fs.ftruncateSync(h.fd(), this.size);
         } catch {}
       }
       throw err;
@@ -286,8 +303,8 @@ export class RecordFile {
     const gen = this.gen + 1;
     const mark = Math.max(this.writtenMark, this.owner.mark?.() ?? 0);
     const size = writeBoth(this.file, gen, mark, records);
-    for (const fd of this.fds) fs.closeSync(fd);
-    this.fds = [fs.openSync(this.copies[0], "r+"), fs.openSync(this.copies[1], "r+")];
+    // The copies were replaced (and fsynced): the next write opens the new files.
+    for (const h of this.handles) h.reset();
     this.gen = gen;
     this.nextIndex = records.length;
     this.size = size;
@@ -295,10 +312,10 @@ export class RecordFile {
   }
 
   async close(): Promise<void> {
-    if (this.fds[0] < 0) return;
+    if (this.closed) return;
     await this.sync();
-    for (const fd of this.fds) fs.closeSync(fd);
-    this.fds = [-1, -1];
+    this.closed = true;
+    for (const h of this.handles) h.close();
   }
 }
 

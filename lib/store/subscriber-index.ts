@@ -5,6 +5,7 @@
  * events outweigh it.
  */
 import { logger } from "../log.ts";
+import type { OpenFiles } from "./open-files.ts";
 import { RecordFile, type Record_ } from "./record-file.ts";
 import type { SubscriberIndex } from "./types.ts";
 
@@ -18,15 +19,25 @@ export class FileSubscriberIndex implements SubscriberIndex {
   private readonly moved = new Map<number, number>();
   private compacting = false;
 
-  constructor(file: string) {
-    this.file = RecordFile.open(file, {
+  /** `files`: the pool its two copies are opened in (open-files.ts); by default no bound. */
+  constructor(file: string, files?: OpenFiles) {
+    this.file = RecordFile.open(
+      file,
+      {
       apply: (r) => this.apply(r),
       snapshot: () => this.snapshot(),
       // Which record went is unknown: a subscribe (that subscriber is gone), an unsubscribe
       // (it is back) or a cursor move (older cursor: re-delivery). Say what is left.
       lost: ({ where }) =>
         log.error(`${file}: after the loss (${where}): a subscriber may be missing or back, or a cursor older; subscribers now: ${describe(this.map)}`),
-    });
+      },
+      files,
+    );
+  }
+
+  /** Makes the files of an empty index off the event loop (the caller fsyncs the directory); the constructor then only reads them. */
+  static create(file: string): Promise<void> {
+    return RecordFile.create(file);
   }
 
   get cursors(): ReadonlyMap<number, number> {

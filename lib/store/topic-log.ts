@@ -12,7 +12,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { logger } from "../log.ts";
-import { fsyncAsync, fsyncDir, readAtSync, writeAllSync } from "./fsutil.ts";
+import { fsyncDir, readAtSync, writeAllSync } from "./fsutil.ts";
 import { GroupCommit } from "./group-commit.ts";
 import {
   copyAside,
@@ -38,8 +38,9 @@ import {
   type Damage,
   type ScanResult,
 } from "./segment.ts";
+import { UNBOUNDED, type OpenFiles, type PooledFile } from "./open-files.ts";
 import { convertV1, startsWithV1Record } from "./segment-v1.ts";
-import { addHole, bootId, HeadFile, readHead, readMeta, uncovered, writeMetaAsync, writeMetaSync, type Head, type TopicMeta } from "./topic-meta.ts";
+import { addHole, bootId, HeadFile, readHead, readMeta, uncovered, writeMetaAsync, writeMetaSync, type Head, type MetaBatch, type TopicMeta } from "./topic-meta.ts";
 import type { FsyncPolicy, RetentionPolicy, StoredMessage, TopicLog } from "./types.ts";
 
 const log = logger("store");
@@ -66,12 +67,15 @@ export interface TopicLogOptions {
   fsync: FsyncPolicy;
   fsyncIntervalMs: number;
   maxSegmentBytes: number;
+  /** The pool its segments and `head` are opened in (open-files.ts); by default no bound. */
+  files?: OpenFiles;
 }
 
 interface Segment {
   base: number;
   file: string;
-  fd: number;
+  /** Opened on use, closed when the pool needs room (fsynced first if it owes that). */
+  handle: PooledFile;
   size: number;
   count: number;
   /** Seqs of the first and last record, and the offset of the last one (0 when count is 0). */
@@ -128,7 +132,8 @@ export class FileTopicLog implements TopicLog {
   private tailBytes = 0;
   /** Segments written since the last fsync (interval policy): a roll must not leave the old one unsynced. */
   private readonly dirty = new Set<Segment>();
-  private intervalTimer: ReturnType<typeof setInterval> | null = null;
+  /** Interval policy: the fsync of `dirty` due (a timer only while something is dirty, so idle topics cost nothing). */
+  private intervalTimer: ReturnType<typeof setTimeout> | null = null;
   private closed = false;
   private meta: TopicMeta = { reserved: 1, clean: true, first: 1, lost: 0, holes: [] };
   /** What `meta` on disk says (null: there is none). */
@@ -140,22 +145,33 @@ export class FileTopicLog implements TopicLog {
   private metaBusy = 0;
   private head: HeadFile | null = null;
   private readonly topic: string;
+  private readonly files: OpenFiles;
 
   private constructor(
     readonly dir: string,
     private readonly options: TopicLogOptions,
   ) {
     this.topic = path.basename(dir);
+    this.files = options.files ?? UNBOUNDED;
+  }
+
+  /**
+   * Makes the first (empty) segment of a new log in `dir`, which exists, off the event loop;
+   * the caller fsyncs the directory. `open` then only reads.
+   */
+  static async create(dir: string): Promise<void> {
+    const handle = await fs.promises.open(path.join(dir, segmentFileName(1)), "wx", 0o600);
+    await handle.close();
   }
 
   /** Opens the log in `dir` (creating it): verifies the newest segment, checks the others' checkpoints, reports losses. */
   static open(dir: string, options: TopicLogOptions): FileTopicLog {
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     const tl = new FileTopicLog(dir, options);
-    tl.recover();
-    if (options.fsync === "interval") {
-      tl.intervalTimer = setInterval(() => void tl.syncIfDirty(), options.fsyncIntervalMs);
-      tl.intervalTimer.unref?.();
+    try {
+      tl.recover();
+    } catch (err) {
+      for (const seg of tl.segments) seg.handle.close(false);
+      throw err;
     }
     return tl;
   }
@@ -190,7 +206,16 @@ export class FileTopicLog implements TopicLog {
   // Opening: load, verify, convert, report
 
   private recover(): void {
-    for (const n of fs.readdirSync(this.dir)) if (/\.(tmp|convert)$/.test(n)) fs.rmSync(path.join(this.dir, n), { force: true });
+    // One listing serves it all: a start with many topics pays for every syscall per topic.
+    let listing: string[];
+    try {
+      listing = fs.readdirSync(this.dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+      fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+      listing = [];
+    }
+    for (const n of listing) if (/\.(tmp|convert)$/.test(n)) fs.rmSync(path.join(this.dir, n), { force: true });
     const metaFile = path.join(this.dir, "meta");
     const read = readMeta(metaFile);
     if (read === "damaged") {
@@ -206,10 +231,8 @@ export class FileTopicLog implements TopicLog {
       this.durableReserved = meta.reserved;
     }
     const head = readHead(path.join(this.dir, "head"));
-    const names = fs
-      .readdirSync(this.dir)
-      .filter((n) => /^\d+\.log$/.test(n))
-      .sort((a, b) => Number(a.slice(0, -4)) - Number(b.slice(0, -4)));
+    const names = listing.filter((n) => /^\d+\.log$/.test(n)).sort((a, b) => Number(a.slice(0, -4)) - Number(b.slice(0, -4)));
+    const checkpoints = new Set(listing.filter((n) => n.endsWith(".ckpt")));
     // Records of the newest segment must lie below every seq ever reserved.
     const newestBound = meta ? meta.reserved : Number.MAX_SAFE_INTEGER;
     const scans = new Map<Segment, ScanResult>();
@@ -219,13 +242,13 @@ export class FileTopicLog implements TopicLog {
       const base = Number(name.slice(0, -4));
       const newest = i === names.length - 1;
       const below = newest ? newestBound : Number(names[i + 1]!.slice(0, -4));
-      const loaded = this.loadSegment(path.join(this.dir, name), base, newest, prevLast, below);
+      const loaded = this.loadSegment(path.join(this.dir, name), base, newest, prevLast, below, checkpoints.has(`${name.slice(0, -4)}.ckpt`));
       if (!loaded) continue;
       converted ||= loaded.converted;
       const seg = loaded.seg;
       if (meta && seg.count > 0 && seg.lastSeq < meta.first && !newest) {
         // Retention had moved past it and was stopped before deleting it.
-        fs.closeSync(seg.fd);
+        seg.handle.close(false);
         this.removeSegmentFiles(seg);
         log.info(`topic "${this.topic}": ${name} deleted by retention (finishing a deletion interrupted before)`);
         continue;
@@ -268,14 +291,27 @@ export class FileTopicLog implements TopicLog {
    * for the newest, which is always scanned unless it was sealed), else scans it, copies
    * damaged bytes aside, cuts damage at the end of the newest, and checkpoints a sealed one.
    */
-  private loadSegment(file: string, base: number, newest: boolean, after: number, below: number): { seg: Segment; scan: ScanResult | null; converted: boolean } | null {
+  private loadSegment(file: string, base: number, newest: boolean, after: number, below: number, checkpointed: boolean): { seg: Segment; scan: ScanResult | null; converted: boolean } | null {
+    const handle = this.files.openNow(file, { durable: this.options.fsync !== "never" });
+    try {
+      return this.loadOpenSegment(handle, base, newest, after, below, checkpointed);
+    } catch (err) {
+      handle.close(false);
+      throw err;
+    }
+  }
+
+  /** loadSegment once the file is open; it closes `handle` itself when it returns null. */
+  private loadOpenSegment(handle: PooledFile, base: number, newest: boolean, after: number, below: number, checkpointed: boolean): { seg: Segment; scan: ScanResult | null; converted: boolean } | null {
+    const file = handle.file;
     const name = path.basename(file);
-    let fd = fs.openSync(file, "r+");
+    // No other file of the pool is opened in here, so this fd stays open throughout.
+    let fd = handle.fd();
     let size = fs.fstatSync(fd).size;
-    const empty = (): Segment => ({ base, file, fd, size, count: 0, firstSeq: 0, lastSeq: 0, lastPos: 0, indexSeq: [], indexPos: [], skips: [], sealed: false });
+    const empty = (): Segment => ({ base, file, handle, size, count: 0, firstSeq: 0, lastSeq: 0, lastPos: 0, indexSeq: [], indexPos: [], skips: [], sealed: false });
     if (size === 0) {
       if (!newest) {
-        fs.closeSync(fd);
+        handle.close(false);
         fs.rmSync(file, { force: true });
         log.warn(`topic "${this.topic}": removed the empty segment ${name}`);
         return null;
@@ -287,8 +323,8 @@ export class FileTopicLog implements TopicLog {
     const headerBase = parseFileHeader(readAtSync(fd, FILE_HEADER, 0));
     if (headerBase === null && this.isVersion1(fd, size, base)) {
       const result = convertV1(file, fd, size, base, (start, end) => this.asidePath(`${name}.${start}-${end}`));
-      fs.closeSync(fd);
-      fd = fs.openSync(file, "r+");
+      handle.reset(); // the converted file was renamed over it
+      fd = handle.fd();
       size = fs.fstatSync(fd).size;
       converted = true;
       log.info(`topic "${this.topic}": converted segment ${name} to format 2 (${result.records} records)`);
@@ -301,16 +337,16 @@ export class FileTopicLog implements TopicLog {
     } else if (headerBase !== base) {
       log.warn(`topic "${this.topic}": segment ${name} says its first seq is ${headerBase}; going by its name`);
     }
-    if (!converted && headerBase !== null) {
+    if (!converted && headerBase !== null && checkpointed) {
       const ck = loadCheckpoint(file, fd, size, base);
       if (ck) {
-        if (ck.count > 0 && ck.firstSeq <= after) return this.ignoreOverlap(fd, name, after);
-        return { seg: { base, file, fd, size, count: ck.count, firstSeq: ck.firstSeq, lastSeq: ck.lastSeq, lastPos: ck.lastPos, indexSeq: ck.indexSeq, indexPos: ck.indexPos, skips: ck.skips, sealed: true }, scan: null, converted };
+        if (ck.count > 0 && ck.firstSeq <= after) return this.ignoreOverlap(handle, name, after);
+        return { seg: { base, file, handle, size, count: ck.count, firstSeq: ck.firstSeq, lastSeq: ck.lastSeq, lastPos: ck.lastPos, indexSeq: ck.indexSeq, indexPos: ck.indexPos, skips: ck.skips, sealed: true }, scan: null, converted };
       }
     }
     // Two copies of one stretch of the log: keep the first, as before (an operator's copy, not damage).
     const firstSeq = firstRecordSeq(fd, size);
-    if (firstSeq !== null && firstSeq <= after) return this.ignoreOverlap(fd, name, after);
+    if (firstSeq !== null && firstSeq <= after) return this.ignoreOverlap(handle, name, after);
 
     const scan = scanSegment(fd, size, FILE_HEADER, { after, below });
     if (headerBase === null && !converted && newest) {
@@ -318,13 +354,13 @@ export class FileTopicLog implements TopicLog {
       // replaced (its bytes are aside), else it is sealed and a new segment follows.
       if (scan.count === 0) {
         for (const d of scan.damage) copyAside(fd, d.start, d.end, this.asidePath(`${name}.${d.start}-${d.end}`));
-        fs.closeSync(fd);
+        handle.close(false);
         fs.rmSync(file, { force: true });
         return null;
       }
       newest = false;
     }
-    const seg: Segment = { ...empty(), fd, size, count: scan.count, firstSeq: scan.firstSeq, lastSeq: scan.lastSeq, lastPos: scan.lastPos, indexSeq: scan.indexSeq, indexPos: scan.indexPos };
+    const seg: Segment = { ...empty(), size, count: scan.count, firstSeq: scan.firstSeq, lastSeq: scan.lastSeq, lastPos: scan.lastPos, indexSeq: scan.indexSeq, indexPos: scan.indexPos };
     for (const d of scan.damage) {
       const aside = this.asidePath(`${name}.${d.start}-${d.end}`);
       const fresh = copyAside(fd, d.start, d.end, aside);
@@ -343,9 +379,9 @@ export class FileTopicLog implements TopicLog {
     return { seg, scan, converted };
   }
 
-  private ignoreOverlap(fd: number, name: string, after: number): null {
+  private ignoreOverlap(handle: PooledFile, name: string, after: number): null {
     log.warn(`topic "${this.topic}": segment ${name} starts at or below seq ${after}, which an earlier segment holds; ignoring it`);
-    fs.closeSync(fd);
+    handle.close(false);
     return null;
   }
 
@@ -478,8 +514,8 @@ export class FileTopicLog implements TopicLog {
     try {
       this.writeBatch(batch, touched, written);
       this.assigned += batch.length;
-      if (this.options.fsync === "always") await Promise.all([...touched].map((s) => fsyncAsync(s.fd)));
-      else for (const s of touched) this.dirty.add(s);
+      if (this.options.fsync === "always") await Promise.all([...touched].map((s) => s.handle.sync()));
+      else if (this.options.fsync === "interval") this.markDirty(touched);
     } catch (err) {
       // Nothing of this batch is acknowledged: undo it exactly, so the next append starts clean.
       this.rollBack(saved);
@@ -498,7 +534,7 @@ export class FileTopicLog implements TopicLog {
   /** Records the exact next seq in `head` (no fsync: it is there for a restart after the process died). */
   private writeHead(): void {
     try {
-      this.head ??= new HeadFile(path.join(this.dir, "head"), this.options.fsync);
+      this.head ??= new HeadFile(path.join(this.dir, "head"), this.options.fsync, this.files);
     } catch (err) {
       log.error(`topic "${this.topic}": cannot open its head file: ${(err as Error).message}`);
       return;
@@ -516,7 +552,7 @@ export class FileTopicLog implements TopicLog {
     while (this.segments.length > saved.segments) {
       const seg = this.segments.pop()!;
       this.dirty.delete(seg);
-      fs.closeSync(seg.fd);
+      seg.handle.close(false);
       fs.rmSync(seg.file, { force: true });
     }
     const seg = this.segments[this.segments.length - 1]!;
@@ -526,7 +562,8 @@ export class FileTopicLog implements TopicLog {
     }
     // Cut even when no record was counted: a failed write may have left part of one.
     try {
-      fs.ftruncateSync(seg.fd, saved.size);
+      fs.ftruncateSync(seg.handle.fd(), saved.size);
+      seg.handle.wrote();
     } catch (err) {
       log.error(`${seg.file}: cannot cut a failed write at ${saved.size}`, err);
     }
@@ -571,7 +608,8 @@ export class FileTopicLog implements TopicLog {
         pos += recordSize(data.length);
       }
       try {
-        writeAllSync(seg.fd, buf, seg.size);
+        seg.handle.wrote(); // before the write: a part of it may be on disk even if it fails
+        writeAllSync(seg.handle.fd(), buf, seg.size);
       } catch (err) {
         seg.indexSeq.length = indexFrom;
         seg.indexPos.length = indexFrom;
@@ -604,16 +642,27 @@ export class FileTopicLog implements TopicLog {
 
   /** A new, empty segment file: its header is written with its first records. */
   private createSegment(base: number): Segment {
-    const file = path.join(this.dir, `${String(base).padStart(20, "0")}.log`);
-    const fd = fs.openSync(file, "w+", 0o600);
+    const file = path.join(this.dir, segmentFileName(base));
+    const handle = this.files.openNow(file, { flags: "w+", mode: 0o600, durable: this.options.fsync !== "never" });
     try {
       fsyncDir(this.dir);
     } catch (err) {
-      fs.closeSync(fd);
+      handle.close(false);
       fs.rmSync(file, { force: true });
       throw err;
     }
-    return { base, file, fd, size: 0, count: 0, firstSeq: 0, lastSeq: 0, lastPos: 0, indexSeq: [], indexPos: [], skips: [], sealed: false };
+    return { base, file, handle, size: 0, count: 0, firstSeq: 0, lastSeq: 0, lastPos: 0, indexSeq: [], indexPos: [], skips: [], sealed: false };
+  }
+
+  /** Interval policy: `touched` is fsynced within the interval. */
+  private markDirty(touched: Set<Segment>): void {
+    for (const s of touched) this.dirty.add(s);
+    if (this.intervalTimer || this.closed) return;
+    this.intervalTimer = setTimeout(() => {
+      this.intervalTimer = null;
+      void this.syncIfDirty();
+    }, this.options.fsyncIntervalMs);
+    this.intervalTimer.unref?.();
   }
 
   private async syncIfDirty(): Promise<void> {
@@ -622,7 +671,7 @@ export class FileTopicLog implements TopicLog {
     for (const seg of segments) {
       if (!this.segments.includes(seg)) continue; // deleted by retention meanwhile
       try {
-        await fsyncAsync(seg.fd);
+        await seg.handle.sync(); // a segment closed since was fsynced when it was closed
       } catch (err) {
         log.error(`${seg.file}: fsync failed: ${(err as Error).message}`);
       }
@@ -714,7 +763,8 @@ export class FileTopicLog implements TopicLog {
     while (victims < this.segments.length - 1) {
       const seg = this.segments[victims]!;
       if (seg.count > 0 && seg.lastSeq >= before) break;
-      const old = fs.fstatSync(seg.fd).mtimeMs < now - policy.maxAgeMs;
+      // By name, not by fd: a cold segment is not opened only to look at its age.
+      const old = fs.statSync(seg.file).mtimeMs < now - policy.maxAgeMs;
       if (!old && total <= policy.maxBytes) break;
       total -= seg.size;
       victims++;
@@ -729,7 +779,7 @@ export class FileTopicLog implements TopicLog {
     let removed = 0;
     for (const seg of this.segments.splice(0, victims)) {
       this.dirty.delete(seg);
-      fs.closeSync(seg.fd);
+      seg.handle.close(false);
       this.removeSegmentFiles(seg);
       removed += seg.count;
       log.info(`${seg.file}: deleted by retention (${seg.count} messages, ${seg.size} bytes)`);
@@ -805,7 +855,7 @@ export class FileTopicLog implements TopicLog {
       }
       // Read about what was asked for (plus the walk from the index entry), not a whole chunk.
       const limit = skip < seg.skips.length ? seg.skips[skip]!.start : seg.size;
-      const chunk = readAtSync(seg.fd, Math.min(READ_CHUNK, limit - pos, Math.max(want, 16 * 1024)), pos);
+      const chunk = readAtSync(seg.handle.fd(), Math.min(READ_CHUNK, limit - pos, Math.max(want, 16 * 1024)), pos);
       want = Math.min(maxBytes - bytes, (maxCount - added) * 1024) + RECORD_HEADER;
       const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
       let p = 0;
@@ -825,7 +875,7 @@ export class FileTopicLog implements TopicLog {
         let rp = p;
         if (p + total > chunk.length) {
           if (p > 0) break; // read on from this record
-          rec = readAtSync(seg.fd, total, pos); // one record bigger than the chunk
+          rec = readAtSync(seg.handle.fd(), total, pos); // one record bigger than the chunk
           rv = new DataView(rec.buffer, rec.byteOffset, rec.byteLength);
           rp = 0;
         }
@@ -868,11 +918,11 @@ export class FileTopicLog implements TopicLog {
     const name = path.basename(seg.file);
     const k = this.segments.indexOf(seg);
     const below = k + 1 < this.segments.length ? this.segments[k + 1]!.base : this.assigned;
-    const next = findRecord(seg.fd, seg.size, at + 1, prev, below);
+    const next = findRecord(seg.handle.fd(), seg.size, at + 1, prev, below);
     const end = next ? next.pos : seg.size;
     const aside = this.asidePath(`${name}.${at}-${end}`);
     try {
-      copyAside(seg.fd, at, end, aside);
+      copyAside(seg.handle.fd(), at, end, aside);
     } catch (err) {
       log.error(`topic "${this.topic}": cannot copy damaged bytes of ${name} aside: ${(err as Error).message}`);
     }
@@ -910,28 +960,49 @@ export class FileTopicLog implements TopicLog {
     return end;
   }
 
-  async close(): Promise<void> {
+  /**
+   * Waits for appends in flight, fsyncs what is owed and closes the files. A clean close
+   * writes `meta` (the exact next seq) when it changed; with `batch`, the caller writes it,
+   * together with other topics' (a store closing many topics at once).
+   */
+  async close(batch?: MetaBatch): Promise<void> {
     if (this.closed) return;
     await this.commits.idle();
     this.closed = true;
     await this.metaWrites;
     this.evictTail(this.tail.length);
-    if (this.intervalTimer) clearInterval(this.intervalTimer);
+    if (this.intervalTimer) clearTimeout(this.intervalTimer);
+    this.dirty.clear();
+    // What each segment owes (nothing under --fsync never) is fsynced before it is closed,
+    // on the thread pool: a store closes many topics at once.
     for (const seg of this.segments) {
-      if (this.options.fsync !== "never") fs.fsyncSync(seg.fd);
-      fs.closeSync(seg.fd);
+      try {
+        await seg.handle.sync();
+      } catch (err) {
+        log.error(`${seg.file}: fsync at close failed: ${(err as Error).message}`);
+      }
+      seg.handle.close(false);
     }
     this.head?.close();
     // A clean close: the next start knows the next seq exactly.
     const disk = this.metaOnDisk;
     if (!(disk?.clean && disk.reserved === this.committed) && (disk !== null || this.committed > 1)) {
+      const meta = { ...this.meta, reserved: this.committed, clean: true };
+      const written = () => void (this.metaOnDisk = { reserved: meta.reserved, clean: true });
+      if (batch) return batch.add(path.join(this.dir, "meta"), meta, written);
       try {
-        this.writeMetaNow({ ...this.meta, reserved: this.committed, clean: true });
+        await writeMetaAsync(path.join(this.dir, "meta"), meta);
+        written();
       } catch (err) {
         log.error(`topic "${this.topic}": cannot write its meta file at close: ${(err as Error).message}`);
       }
     }
   }
+}
+
+/** A segment's file name: the seq it was created for, 20 digits. */
+function segmentFileName(base: number): string {
+  return `${String(base).padStart(20, "0")}.log`;
 }
 
 /** The seq of an intact record right after the file header, or null. */

@@ -13,8 +13,10 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { fsyncDir, writeFileAtomic } from "./fsutil.ts";
+import { canSyncFileSystem, fsyncDir, syncFileSystem, writeFileAtomic, writeFileAtomicAsync } from "./fsutil.ts";
+import { UNBOUNDED, type OpenFiles, type PooledFile } from "./open-files.ts";
 import { getU64, setU64 } from "./segment.ts";
+import { Slots } from "./slots.ts";
 import type { FsyncPolicy } from "./types.ts";
 
 export interface TopicMeta {
@@ -72,22 +74,72 @@ export function writeMetaSync(file: string, meta: TopicMeta): void {
   writeFileAtomic(file, encodeMeta(meta));
 }
 
+/**
+ * Meta files written at once by writeMetaAsync, all topics together: each write holds two
+ * fds of its own (outside the pool of open files) while it waits for the disk, so a burst
+ * of first publishes to thousands of topics must not take thousands of fds.
+ */
+const metaWrites = new Slots(16);
+
 /** writeMetaSync without blocking the event loop on the fsyncs. */
-export async function writeMetaAsync(file: string, meta: TopicMeta): Promise<void> {
-  const tmp = `${file}.tmp`;
-  const handle = await fs.promises.open(tmp, "w", 0o600);
-  try {
-    await handle.writeFile(encodeMeta(meta));
-    await handle.sync();
-  } finally {
-    await handle.close();
+export function writeMetaAsync(file: string, meta: TopicMeta): Promise<void> {
+  return metaWrites.run(() => writeFileAtomicAsync(file, encodeMeta(meta)));
+}
+
+/**
+ * The meta files of a clean stop, written together: every temp file, one sync of the file
+ * system, every rename, one more sync. Two waits for the disk in all, where writeMetaAsync
+ * costs two fsyncs per topic (a stop with 100 000 written topics took ~50 s that way). A
+ * crash at any point leaves each meta whole, old or new: the temp files are on disk before
+ * any is renamed. Without syncfs (not Linux) each file is written as writeMetaAsync does.
+ */
+export class MetaBatch {
+  private readonly entries: Array<{ file: string; meta: TopicMeta; written: () => void }> = [];
+
+  /** `root`: a directory on the file system that holds every file added. */
+  constructor(private readonly root: string) {}
+
+  /** `written` is called once `meta` is durable in `file`. */
+  add(file: string, meta: TopicMeta, written: () => void): void {
+    this.entries.push({ file, meta, written });
   }
-  await fs.promises.rename(tmp, file);
-  const dir = await fs.promises.open(path.dirname(file), "r");
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
+
+  /** Writes them all; returns the files that could not be written, each with its error. */
+  async commit(): Promise<Array<{ file: string; error: Error }>> {
+    const failed: Array<{ file: string; error: Error }> = [];
+    const entries = this.entries.splice(0);
+    if (entries.length === 0) return failed;
+    if (!canSyncFileSystem()) {
+      for (const e of entries) {
+        try {
+          await writeMetaAsync(e.file, e.meta);
+          e.written();
+        } catch (err) {
+          failed.push({ file: e.file, error: err as Error });
+        }
+      }
+      return failed;
+    }
+    const staged = entries.filter((e) => {
+      try {
+        fs.writeFileSync(`${e.file}.tmp`, encodeMeta(e.meta), { mode: 0o600 });
+        return true;
+      } catch (err) {
+        failed.push({ file: e.file, error: err as Error });
+        return false;
+      }
+    });
+    syncFileSystem(this.root);
+    for (const e of staged) {
+      try {
+        fs.renameSync(`${e.file}.tmp`, e.file);
+      } catch (err) {
+        failed.push({ file: e.file, error: err as Error });
+      }
+    }
+    syncFileSystem(this.root);
+    for (const e of staged) if (!failed.some((f) => f.file === e.file)) e.written();
+    return failed;
   }
 }
 
@@ -165,20 +217,28 @@ export function readHead(file: string): Head | null {
   return { next: getU64(view, 8), segment: getU64(view, 16), policy, boot: view.getUint32(24) };
 }
 
-/** The `head` file, kept open and overwritten in place. */
+/** The `head` file, overwritten in place (kept open while its topic is written: see open-files.ts). */
 export class HeadFile {
   private readonly buf = new Uint8Array(HEAD_SIZE);
   private readonly view = new DataView(this.buf.buffer);
-  private fd: number;
+  private readonly handle: PooledFile;
   private failed = false;
 
   constructor(
     readonly file: string,
     private readonly policy: FsyncPolicy,
+    files: OpenFiles = UNBOUNDED,
   ) {
     const existed = fs.existsSync(file);
-    this.fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
-    if (!existed) fsyncDir(path.dirname(file));
+    // Never fsynced, so closing it to make room owes nothing.
+    const flags = fs.constants.O_RDWR | fs.constants.O_CREAT;
+    this.handle = files.openNow(file, { flags, reopenFlags: flags, mode: 0o600, durable: false });
+    try {
+      if (!existed) fsyncDir(path.dirname(file));
+    } catch (err) {
+      this.handle.close(false);
+      throw err;
+    }
   }
 
   /** Records the exact next seq; returns an error message the first time writing fails. */
@@ -192,7 +252,7 @@ export class HeadFile {
     view.setUint32(24, bootId());
     view.setUint32(28, Bun.hash.crc32(this.buf.subarray(0, 28)));
     try {
-      fs.writeSync(this.fd, this.buf, 0, HEAD_SIZE, 0);
+      fs.writeSync(this.handle.fd(), this.buf, 0, HEAD_SIZE, 0);
       this.failed = false;
       return null;
     } catch (err) {
@@ -203,7 +263,6 @@ export class HeadFile {
   }
 
   close(): void {
-    if (this.fd >= 0) fs.closeSync(this.fd);
-    this.fd = -1;
+    this.handle.close(false);
   }
 }

@@ -81,5 +81,7 @@ export interface TopicStore {
   topics(): string[];
   /** Opens a topic, creating it when `create` is true; null when absent and not created. */
   open(topic: string, create: boolean): Promise<{ log: TopicLog; subscribers: SubscriberIndex; created: boolean } | null>;
+  /** Files of the topics open now and the most kept open (a store that holds no files has none). */
+  openFiles?(): { open: number; max: number };
   close(): Promise<void>;
 }

@@ -89,8 +89,9 @@ export class Daemon {
   }
 }
 
-function spawnDaemon(name: string, args: string[], env: Record<string, string> = {}): Daemon {
-  const proc = Bun.spawn([...mqCommand(), ...args], {
+/** `prefix`: a command that runs mq (e.g. `sh -c 'ulimit -n 256 && exec "$@"' sh`); its pid must end up mq's (exec). */
+function spawnDaemon(name: string, args: string[], env: Record<string, string> = {}, prefix: string[] = []): Daemon {
+  const proc = Bun.spawn([...prefix, ...mqCommand(), ...args], {
     stdin: "ignore",
     stdout: "ignore",
     stderr: "pipe",
@@ -106,10 +107,13 @@ export interface ServerHandle {
   address: string;
 }
 
-/** Starts `mq server` on 127.0.0.1 (port 0 = any free one) and waits until it listens. */
-export async function startServer(options: { dataDir?: string; port?: number; args?: string[]; env?: Record<string, string> } = {}): Promise<ServerHandle> {
+/**
+ * Starts `mq server` on 127.0.0.1 (port 0 = any free one) and waits until it listens;
+ * `prefix` runs it under another command (see spawnDaemon).
+ */
+export async function startServer(options: { dataDir?: string; port?: number; args?: string[]; env?: Record<string, string>; prefix?: string[] } = {}): Promise<ServerHandle> {
   const dataDir = options.dataDir ?? tmpDir("mq-server-");
-  const daemon = spawnDaemon("server", ["server", "--listen", `127.0.0.1:${options.port ?? 0}`, "--data", dataDir, ...(options.args ?? [])], options.env);
+  const daemon = spawnDaemon("server", ["server", "--listen", `127.0.0.1:${options.port ?? 0}`, "--data", dataDir, ...(options.args ?? [])], options.env, options.prefix);
   const m = await daemon.waitFor(/listening on 127\.0\.0\.1:(\d+)/);
   const port = Number(m[1]);
   return { daemon, port, dataDir, address: `127.0.0.1:${port}` };

@@ -3,6 +3,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { MemorySubscriberIndex } from "../../lib/store/memory-store.ts";
+import { OpenFiles } from "../../lib/store/open-files.ts";
 import { FileSubscriberIndex } from "../../lib/store/subscriber-index.ts";
 import type { SubscriberIndex } from "../../lib/store/types.ts";
 import { captureLog, copiesOf, flipBitInRecord, legacyBytes, level } from "./damage-kit.ts";
@@ -17,6 +18,26 @@ runSubscriberIndexSuite("FileSubscriberIndex", async () => {
     reopen: async () => {
       await current.close();
       current = new FileSubscriberIndex(file);
+      return current;
+    },
+    cleanup: async () => {
+      await current.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}, { persistent: true });
+
+// Both copies in a pool of one open file: every write closes one copy to open the other.
+runSubscriberIndexSuite("FileSubscriberIndex, 1 open file", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-subscribers-"));
+  const file = path.join(dir, "subscribers");
+  const files = new OpenFiles(1);
+  let current: SubscriberIndex = new FileSubscriberIndex(file, files);
+  return {
+    index: current,
+    reopen: async () => {
+      await current.close();
+      current = new FileSubscriberIndex(file, files);
       return current;
     },
     cleanup: async () => {

@@ -3,6 +3,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { MemoryTopicLog } from "../../lib/store/memory-store.ts";
+import { OpenFiles } from "../../lib/store/open-files.ts";
 import { FileTopicLog, type TopicLogOptions } from "../../lib/store/topic-log.ts";
 import type { TopicLog } from "../../lib/store/types.ts";
 import { FILE_HEADER, recordSize } from "../../lib/store/segment.ts";
@@ -52,6 +53,9 @@ runTopicLogSuite("FileTopicLog fsync always", fileLog({ fsync: "always" }), file
 runTopicLogSuite("FileTopicLog fsync never", fileLog({ fsync: "never" }), fileTraits(64 * 1024 * 1024));
 // Small segments: every test also crosses segment boundaries.
 runTopicLogSuite("FileTopicLog fsync never, 1 KiB segments", fileLog({ fsync: "never", maxSegmentBytes: 1024 }), fileTraits(1024));
+// One open file for segments and head together: nearly every append and read closes a file and opens another.
+runTopicLogSuite("FileTopicLog fsync always, 1 KiB segments, 1 open file", fileLog({ fsync: "always", maxSegmentBytes: 1024, files: new OpenFiles(1) }), fileTraits(1024));
+runTopicLogSuite("FileTopicLog fsync interval, 1 KiB segments, 2 open files", fileLog({ fsync: "interval", fsyncIntervalMs: 5, maxSegmentBytes: 1024, files: new OpenFiles(2) }), fileTraits(1024));
 
 runTopicLogSuite(
   "MemoryTopicLog",
