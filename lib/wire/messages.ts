@@ -18,12 +18,19 @@ export type From = "earliest" | "latest" | number;
  */
 export interface HelloRequest { op: "hello"; rid: number; version: number; broker?: string; secret?: string; token?: string; bufferBytes?: number; bufferBytesPerId?: number }
 export interface CreateRequest { op: "create"; rid: number }
-export interface PubRequest { op: "pub"; rid: number; id: number; topic: string; data: Uint8Array }
+/**
+ * `msgId`: the publisher's key for this message (1 to MAX_MSG_ID_BYTES bytes of UTF-8). A key
+ * the topic already stored within the server's dedupe window is not stored again: the reply
+ * has the original `seq` and `duplicate: true`.
+ */
+export interface PubRequest { op: "pub"; rid: number; id: number; topic: string; data: Uint8Array; msgId?: string }
 /**
  * Several messages for one topic in one request (the client library batches publishes made
- * together). They get consecutive seqs; the reply has `seqs`. All are stored or none.
+ * together). The new ones get consecutive seqs; the reply has `seqs`. All are stored or none.
+ * `msgIds`: one key per payload (as `pub`'s `msgId`); the reply's `duplicates` lists the
+ * indexes of the payloads that were already stored (their `seqs` are the original ones).
  */
-export interface PubsRequest { op: "pubs"; rid: number; id: number; topic: string; payloads: Uint8Array[] }
+export interface PubsRequest { op: "pubs"; rid: number; id: number; topic: string; payloads: Uint8Array[]; msgIds?: string[] }
 export interface SubRequest { op: "sub"; rid: number; id: number; topics: string[]; from?: From }
 export interface UnsubRequest { op: "unsub"; rid: number; id: number; topics: string[] }
 /** Client hop only: up to `max` pending messages, waiting up to `wait` ms for the first. */
@@ -84,20 +91,21 @@ export type Frame = Request | MsgsFrame | OkFrame | ErrorFrame | PingFrame | Pon
  */
 export interface Message { topic: string; seq: number; time: number; data: Uint8Array; lost?: number }
 
-export interface PubResult { topic: string; seq: number; subscribers: number; created: boolean }
+/** `duplicate` (only when true): the message's `msgId` was stored before; `seq` is the original one and nothing was stored. */
+export interface PubResult { topic: string; seq: number; subscribers: number; created: boolean; duplicate?: true }
 /** `lost` (only when non-zero): messages the server lost to damaged storage in this topic. */
 export interface TopicInfo { topic: string; subscribers: number; messages: number; lost?: number }
 
 /** Field types the validator knows; a trailing `?` marks a field optional. */
-type FieldType = "uint" | "string" | "bytes" | "topics" | "from" | "times" | "payloads" | "payloads0" | "bool";
+type FieldType = "uint" | "string" | "bytes" | "topics" | "from" | "times" | "payloads" | "payloads0" | "bool" | "msgid" | "msgids";
 type Schema = Record<string, FieldType | `${FieldType}?`>;
 
 /** One schema per frame type a peer may send us; anything not listed is junk. */
 export const schemas: Record<string, Schema> = {
   hello: { rid: "uint", version: "uint", broker: "string?", secret: "string?", token: "string?", bufferBytes: "uint?", bufferBytesPerId: "uint?" },
   create: { rid: "uint" },
-  pub: { rid: "uint", id: "uint", topic: "string", data: "bytes" },
-  pubs: { rid: "uint", id: "uint", topic: "string", payloads: "payloads" },
+  pub: { rid: "uint", id: "uint", topic: "string", data: "bytes", msgId: "msgid?" },
+  pubs: { rid: "uint", id: "uint", topic: "string", payloads: "payloads", msgIds: "msgids?" },
   sub: { rid: "uint", id: "uint", topics: "topics", from: "from?" },
   unsub: { rid: "uint", id: "uint", topics: "topics" },
   recv: { rid: "uint", id: "uint", max: "uint", wait: "uint" },
@@ -109,6 +117,15 @@ export const schemas: Record<string, Schema> = {
   ping: {},
   pong: {},
 };
+
+/** Longest publisher message id, in bytes of UTF-8. */
+export const MAX_MSG_ID_BYTES = 256;
+
+/** True for a message id of 1 to MAX_MSG_ID_BYTES bytes of UTF-8. */
+export function isMsgId(value: unknown): value is string {
+  // Up to 3 UTF-8 bytes per UTF-16 unit: the byte count is needed only for long strings.
+  return typeof value === "string" && value.length > 0 && (value.length * 3 <= MAX_MSG_ID_BYTES || Buffer.byteLength(value) <= MAX_MSG_ID_BYTES);
+}
 
 /** Most topics one sub/unsub request may name. */
 export const MAX_TOPICS_PER_REQUEST = 1024;
@@ -139,6 +156,12 @@ export function checkField(type: FieldType, value: unknown): string | null {
         ? null
         : `an array of ${min} to ${MAX_MSGS_PER_FRAME} byte strings`;
     }
+    case "msgid":
+      return isMsgId(value) ? null : `a string of 1 to ${MAX_MSG_ID_BYTES} bytes`;
+    case "msgids":
+      return Array.isArray(value) && value.length >= 1 && value.length <= MAX_MSGS_PER_FRAME && value.every(isMsgId)
+        ? null
+        : `an array of 1 to ${MAX_MSGS_PER_FRAME} strings of 1 to ${MAX_MSG_ID_BYTES} bytes`;
     case "from":
       return value === "earliest" || value === "latest" || (Number.isSafeInteger(value) && (value as number) >= 1)
         ? null
