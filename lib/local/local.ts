@@ -495,7 +495,9 @@ export class LocalBroker {
         if (frame.data.length > this.maxMessageBytes) {
           throw new MqError(Code.MessageTooLarge, `message of ${frame.data.length} bytes is above the server's limit of ${this.maxMessageBytes}`);
         }
-        return this.forward({ op: "pub", id, topic: frame.topic, data: frame.data }).catch(this.serverForgot(frame.id, id));
+        const fwd: Extract<Outgoing, { op: "pub" }> = { op: "pub", id, topic: frame.topic, data: frame.data };
+        if (frame.msgId !== undefined) fwd.msgId = frame.msgId;
+        return this.forward(fwd).catch(this.serverForgot(frame.id, id));
       }
       case "pubs": {
         const id = this.global(frame.id);
@@ -505,7 +507,14 @@ export class LocalBroker {
             throw new MqError(Code.MessageTooLarge, `message of ${data.length} bytes is above the server's limit of ${this.maxMessageBytes}`);
           }
         }
-        return this.forward({ op: "pubs", id, topic: frame.topic, payloads: frame.payloads }).catch(this.serverForgot(frame.id, id));
+        const fwd: Extract<Outgoing, { op: "pubs" }> = { op: "pubs", id, topic: frame.topic, payloads: frame.payloads };
+        if (frame.msgIds !== undefined) {
+          if (frame.msgIds.length !== frame.payloads.length) {
+            throw new MqError(Code.BadRequest, `pubs: ${frame.msgIds.length} msgIds for ${frame.payloads.length} payloads; give one per payload`);
+          }
+          fwd.msgIds = frame.msgIds;
+        }
+        return this.forward(fwd).catch(this.serverForgot(frame.id, id));
       }
       case "sub": {
         const id = this.global(frame.id);

@@ -19,6 +19,7 @@ import { CloseReason, Connection, type ConnectionHandler } from "../wire/connect
 import { PROTOCOL_VERSION, type AckRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
 import { checkTopic } from "../wire/topic.ts";
 import { Credits } from "./credits.ts";
+import { DEFAULT_DEDUPE, DedupeWindow, type DedupeOptions } from "./dedupe.ts";
 import { Subscription, Topic } from "./topic.ts";
 
 const log = logger("server");
@@ -42,6 +43,8 @@ export interface ServerOptions {
   /** Shared secret the local brokers must present in their hello. */
   token?: string;
   tls?: { cert: string; key: string };
+  /** Deduplication of publishes by message id: the window and its bound; DEFAULT_DEDUPE. */
+  dedupe?: Partial<DedupeOptions>;
   /** Limits against greedy or hostile peers (docs/security.md); defaults in DEFAULT_LIMITS. */
   limits?: Partial<ServerLimits>;
   /** Storage backend; the file store under `dataDir` when absent. */
@@ -76,6 +79,15 @@ interface Session {
   credits: Credits;
 }
 
+/** The answer to `pubs` (and, turned into one `seq`, to `pub`): `duplicates` only when some were. */
+interface PubsReply {
+  topic: string;
+  seqs: number[];
+  subscribers: number;
+  created: boolean;
+  duplicates?: number[];
+}
+
 /** How often lazily written cursor moves reach the subscriber index files. */
 const CURSOR_WRITE_MS = 100;
 
@@ -90,7 +102,10 @@ export class MqServer {
   private cursorTimer: ReturnType<typeof setInterval> | null = null;
   private stallTimer: ReturnType<typeof setInterval> | null = null;
   private retentionTimer: ReturnType<typeof setInterval> | null = null;
+  private dedupeTimer: ReturnType<typeof setInterval> | null = null;
   private readonly limits: ServerLimits;
+  private readonly dedupe: DedupeWindow;
+  private lastEvictionWarning = 0;
   private inFlight = 0;
   private stopping: Promise<void> | null = null;
   private readonly tokenDigest: Buffer | null;
@@ -102,7 +117,8 @@ export class MqServer {
   private readonly addresses = new WeakMap<Connection, string>();
   private readonly heartbeatMs: number;
   private readonly heartbeatMissed: number;
-  readonly counters = { published: 0, delivered: 0, acked: 0, accepted: 0, rejected: 0 };
+  /** `duplicates`: publishes answered from the dedupe window (nothing stored). */
+  readonly counters = { published: 0, duplicates: 0, delivered: 0, acked: 0, accepted: 0, rejected: 0 };
   private readonly startedAt = Date.now();
   private unlock: () => void = () => {};
 
@@ -116,6 +132,13 @@ export class MqServer {
     this.heartbeatMs = options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
     this.heartbeatMissed = options.heartbeatMissed ?? DEFAULT_HEARTBEAT_MISSED;
     this.limits = { ...DEFAULT_SERVER_LIMITS, ...options.limits };
+    const dedupe = { ...DEFAULT_DEDUPE, ...options.dedupe };
+    this.dedupe = new DedupeWindow(dedupe.windowMs, dedupe.maxKeys, (count, windowMs) => {
+      const now = Date.now();
+      if (now - this.lastEvictionWarning < 60_000) return;
+      this.lastEvictionWarning = now;
+      log.warn(`dedupe window: ${count} message ids forgotten before the end of their ${formatMs(windowMs)} (--dedupe-max-keys ${this.dedupe.maxKeys} reached; ${this.dedupe.evicted} in all, logged at most once a minute): a publish sent again later than that may be stored twice`);
+    });
   }
 
   /** Opens the data directory (recovering every log) and starts listening. */
@@ -144,6 +167,12 @@ export class MqServer {
       });
     const server = new MqServer(options, registry, credentials, store);
     for (const name of store.topics()) await server.topic(name, false);
+    if (server.dedupe.enabled) {
+      server.dedupe.sort();
+      server.dedupe.expire(Date.now());
+      if (server.dedupe.size > 0) log.info(`dedupe window: ${plural(server.dedupe.size, "message id")} of the last ${formatMs(server.dedupe.windowMs)} read back from the topic logs`);
+      server.dedupeTimer = setInterval(() => server.dedupe.expire(Date.now()), 1000);
+    }
     for (const name of options.defaultTopics) {
       checkTopic(name);
       await server.topic(name, true);
@@ -265,9 +294,13 @@ export class MqServer {
       case "create":
         return this.track(this.create(session));
       case "pub":
-        return this.track(this.publish(session, frame.id, frame.topic, [frame.data]).then(({ seqs, ...rest }) => ({ ...rest, seq: seqs[0] })));
+        return this.track(
+          this.publish(session, frame.id, frame.topic, [frame.data], frame.msgId === undefined ? undefined : [frame.msgId]).then(({ seqs, duplicates, ...rest }) =>
+            duplicates ? { ...rest, seq: seqs[0], duplicate: true } : { ...rest, seq: seqs[0] },
+          ),
+        );
       case "pubs":
-        return this.track(this.publish(session, frame.id, frame.topic, frame.payloads));
+        return this.track(this.publish(session, frame.id, frame.topic, frame.payloads, frame.msgIds));
       case "sub":
         return this.track(this.subscribe(session, frame.id, frame.topics, frame.from ?? "latest"));
       case "unsub":
@@ -442,6 +475,7 @@ export class MqServer {
     if (raced) return { topic: raced, created: false };
     const topic = new Topic(name, opened.log, opened.subscribers);
     this.topics.set(name, topic);
+    if (this.dedupe.enabled && !opened.created) this.rebuildIds(topic);
     for (const [id, cursor] of [...opened.subscribers.cursors]) {
       if (this.registry.owner(id) === undefined) {
         // Above every id the registry knows: it lost that id and its mark, so no reissue.
@@ -463,8 +497,31 @@ export class MqServer {
     mine.set(sub.topic.name, sub);
   }
 
-  /** Appends `payloads` to a topic (created if needed); they are in one group commit, so their seqs are consecutive. */
-  private async publish(session: Session, id: number, topicName: string, payloads: Uint8Array[]) {
+  /** The ids of a topic's messages still in the dedupe window, read back from its log (after a restart). */
+  private rebuildIds(topic: Topic): void {
+    const now = Date.now();
+    let found;
+    try {
+      found = topic.log.recentMsgIds(now - this.dedupe.windowMs, this.dedupe.maxKeys);
+    } catch (err) {
+      log.error(`topic ${topic.name}: cannot read back the message ids of the dedupe window (publishes sent again may be stored twice):`, err);
+      return;
+    }
+    for (const r of found) this.dedupe.add(topic.ids, r.msgId, r.seq, r.time);
+    // Topics are read one after another: keep the bound while they are.
+    if (this.dedupe.size > this.dedupe.maxKeys) {
+      this.dedupe.sort();
+      this.dedupe.expire(now);
+    }
+  }
+
+  /**
+   * Appends `payloads` to a topic (created if needed); they are in one group commit, so their
+   * seqs are consecutive. With `msgIds` (one per payload), a payload whose id is in the
+   * topic's dedupe window is not stored: its seq is the original one and its index is in
+   * `duplicates`.
+   */
+  private async publish(session: Session, id: number, topicName: string, payloads: Uint8Array[], msgIds?: string[]): Promise<PubsReply> {
     this.checkOwner(session, id);
     checkTopic(topicName);
     for (const data of payloads) {
@@ -472,19 +529,92 @@ export class MqServer {
         throw new MqError(Code.MessageTooLarge, `message of ${data.length} bytes is above the limit of ${this.options.maxMessageBytes} (--max-message-bytes)`);
       }
     }
+    if (msgIds && msgIds.length !== payloads.length) {
+      throw new MqError(Code.BadRequest, `pubs: ${msgIds.length} msgIds for ${payloads.length} payloads; give one per payload`);
+    }
     const { topic, created } = (await this.topic(topicName, true))!;
     const subscribers = topic.subscriptions.size;
     const now = Date.now();
+    if (msgIds && this.dedupe.enabled) return this.publishOnce(topic, id, payloads, msgIds, now, { topic: topicName, subscribers, created });
     let seqs: number[];
     try {
-      seqs = await Promise.all(payloads.map((data) => topic.log.append(data, now)));
+      seqs = await Promise.all(payloads.map((data, i) => topic.log.append(data, now, msgIds?.[i])));
     } catch (err) {
-      log.error(`topic ${topicName}: cannot append ${plural(payloads.length, "message")} of id ${id}:`, err);
-      throw new MqError(Code.StorageError, `the server cannot store the message in topic "${topicName}": ${(err as Error).message}`, { cause: err });
+      throw this.storageError(topic, id, payloads.length, err);
     }
     this.counters.published += payloads.length;
     for (const sub of topic.subscriptions.values()) this.pump(sub);
     return { topic: topicName, seqs, subscribers, created };
+  }
+
+  /**
+   * `publish` with message ids and the dedupe window on: one map lookup per payload. Ids in
+   * the window answer with their seq; an id whose append is in flight (the first send of a
+   * retried publish) waits for it; the others are appended together.
+   */
+  private async publishOnce(topic: Topic, id: number, payloads: Uint8Array[], msgIds: string[], now: number, reply: Omit<PubsReply, "seqs">): Promise<PubsReply> {
+    const ids = topic.ids;
+    const seqs = new Array<number>(payloads.length);
+    const duplicates: number[] = [];
+    const fresh: number[] = [];
+    const waits: Array<{ i: number; first: Promise<number | null> }> = [];
+    const settle: Array<(seq: number | null) => void> = [];
+    for (let i = 0; i < payloads.length; i++) {
+      const key = msgIds[i]!;
+      const seq = this.dedupe.find(ids, key, now);
+      if (seq !== undefined) {
+        seqs[i] = seq;
+        duplicates.push(i);
+        continue;
+      }
+      const first = ids.pending.get(key);
+      if (first) {
+        waits.push({ i, first });
+        continue;
+      }
+      // Registered before the next payload is looked at: the same id twice in one batch is stored once.
+      const { promise, resolve } = Promise.withResolvers<number | null>();
+      ids.pending.set(key, promise);
+      settle.push(resolve);
+      fresh.push(i);
+    }
+    if (fresh.length > 0) {
+      let stored: number[];
+      try {
+        stored = await Promise.all(fresh.map((i) => topic.log.append(payloads[i]!, now, msgIds[i])));
+      } catch (err) {
+        for (const [k, i] of fresh.entries()) {
+          ids.pending.delete(msgIds[i]!);
+          settle[k]!(null);
+        }
+        throw this.storageError(topic, id, fresh.length, err);
+      }
+      for (const [k, i] of fresh.entries()) {
+        seqs[i] = stored[k]!;
+        ids.pending.delete(msgIds[i]!);
+        this.dedupe.add(ids, msgIds[i]!, stored[k]!, now);
+        settle[k]!(stored[k]!);
+      }
+      this.dedupe.expire(Date.now());
+      this.counters.published += fresh.length;
+      for (const sub of topic.subscriptions.values()) this.pump(sub);
+    }
+    for (const { i, first } of waits) {
+      const seq = await first;
+      if (seq === null) throw new MqError(Code.StorageError, `the server could not store the message with msgId ${JSON.stringify(msgIds[i])} in topic "${topic.name}" (its first send failed); send it again`);
+      seqs[i] = seq;
+      duplicates.push(i);
+    }
+    this.counters.duplicates += duplicates.length;
+    if (duplicates.length === 0) return { ...reply, seqs };
+    duplicates.sort((a, b) => a - b);
+    // Only a request that stored something can have created the topic.
+    return { ...reply, created: reply.created && fresh.length > 0, seqs, duplicates };
+  }
+
+  private storageError(topic: Topic, id: number, count: number, err: unknown): MqError {
+    log.error(`topic ${topic.name}: cannot append ${plural(count, "message")} of id ${id}:`, err);
+    return new MqError(Code.StorageError, `the server cannot store the message in topic "${topic.name}": ${(err as Error).message}`, { cause: err });
   }
 
   private async subscribe(session: Session, id: number, names: string[], from: From) {
@@ -634,6 +764,8 @@ export class MqServer {
       sessions: this.sessions.size,
       connections: this.connections.size,
       ...this.counters,
+      dedupe_keys: this.dedupe.size,
+      dedupe_evicted: this.dedupe.evicted,
       lost: this.lost(),
       rss_bytes: process.memoryUsage().rss,
     };
@@ -652,6 +784,7 @@ export class MqServer {
     if (this.cursorTimer) clearInterval(this.cursorTimer);
     if (this.stallTimer) clearInterval(this.stallTimer);
     if (this.retentionTimer) clearInterval(this.retentionTimer);
+    if (this.dedupeTimer) clearInterval(this.dedupeTimer);
     for (const conn of this.connections) conn.close(CloseReason.Shutdown);
     await this.store.close();
     await this.registry.close();
@@ -669,6 +802,13 @@ export class MqServer {
 /** `127.0.0.1:7600`, `[::1]:7600`. */
 function hostPort(host: string, port: number): string {
   return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** 120000 → "2m", 2500 → "2.5s". */
+function formatMs(ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  return `${ms / 1000}s`;
 }
 
 function plural(n: number, noun: string): string {
