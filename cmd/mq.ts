@@ -9,10 +9,11 @@ import * as cli from "../lib/cli/commands.ts";
 import { ensureTokenFile, readTokenFile, runLocal, runServer, runUp } from "../lib/cli/daemons.ts";
 import { Exit, StdoutClosedError, UsageError, exitCodeFor, reportError, writeStdout } from "../lib/cli/output.ts";
 import { closest, renderCommandHelp, renderCompletion, renderProgramHelp, SHELLS, type CommandSpec, type OptionDef, type Program, type Shell } from "../lib/cli/help.ts";
-import { defaults, formatSize, parseAddress, parseCount, parseDuration, parseFrom, parseFsync, parseId, parseLogOptions, parseSeconds, parseSize, parseTopicList } from "../lib/cli/parse.ts";
+import { defaults, formatDuration, formatSize, parseAddress, parseCount, parseDuration, parseFrom, parseFsync, parseId, parseLogOptions, parseSeconds, parseSize, parseTopicList } from "../lib/cli/parse.ts";
 import { configureLog } from "../lib/log.ts";
 import { runBench } from "../lib/cli/bench.ts";
 import { DEFAULT_SERVER_LIMITS } from "../lib/server/server.ts";
+import { DEFAULT_DEDUPE } from "../lib/server/dedupe.ts";
 import { DEFAULT_LOCAL_LIMITS } from "../lib/local/local.ts";
 import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, isLoopback } from "../lib/config.ts";
 
@@ -84,6 +85,8 @@ const serverArgs = {
   retention: { type: "string", valueHint: "AGE", default: "7d", description: "delete segments every subscriber is past once older than this" },
   "retention-bytes": { type: "string", valueHint: "SIZE", description: "…or while a topic's log is bigger than this (K/M/G; default no limit)" },
   "max-segment-bytes": { type: "string", valueHint: "SIZE", default: "64M", description: "roll a topic's log segment at this size (K/M/G)" },
+  "dedupe-window": { type: "string", valueHint: "AGE", default: formatDuration(DEFAULT_DEDUPE.windowMs), description: "a publish whose msg-id its topic stored this recently is not stored again (0: off)" },
+  "dedupe-max-keys": { type: "string", valueHint: "N", default: String(DEFAULT_DEDUPE.maxKeys), description: "most msg-ids remembered, all topics together (about 150 bytes each + the id)" },
   ...logArgs,
 } as const satisfies Defs;
 
@@ -112,6 +115,10 @@ function serverOptions(args: ServerArgs, dataDir: string, tokenFileIfNone?: stri
     retention: {
       maxAgeMs: parseDuration("retention", d("retention")),
       maxBytes: args["retention-bytes"] === undefined ? Infinity : parseSize("retention-bytes", args["retention-bytes"]),
+    },
+    dedupe: {
+      windowMs: parseDuration("dedupe-window", d("dedupe-window")),
+      maxKeys: parseCount("dedupe-max-keys", d("dedupe-max-keys")),
     },
     limits: {
       maxConnections: parseCount("max-connections", d("max-connections")),
@@ -208,10 +215,12 @@ const commands: Command[] = [
       message: { type: "positional", description: "the message; standard input when absent", required: false },
       lines: { type: "boolean", description: "one message per line of standard input" },
       raw: { type: "boolean", description: "keep standard input's bytes exactly (no trailing newline removed)" },
+      "msg-id": { type: "string", valueHint: "KEY", description: "the message's id: one already stored in TOPIC within the server's --dedupe-window is not stored again (with --lines: line N gets KEY:N)" },
+      "retry-for": { type: "string", valueHint: "SECONDS", description: `after a lost connection, send what was not acknowledged again for up to SECONDS (default ${cli.LINES_RETRY_SECONDS} with --lines, else 0)` },
       ...common,
     },
     maxPositionals: 3,
-    examples: ["mq pub 3 orders '{\"total\": 12}'", "mq pub 3 orders --lines < events.ndjson"],
+    examples: ["mq pub 3 orders '{\"total\": 12}'", "mq pub 3 orders --lines < events.ndjson", "mq pub 3 orders --msg-id order-1042 '{\"total\": 12}'"],
     run: (args) => {
       const message = args._.length >= 3 ? String(args._[2]) : undefined;
       exclusive({ "<MESSAGE>": message, ...args }, "<MESSAGE>", "lines", "--lines splits standard input; give MESSAGE or pipe the lines in");
@@ -219,6 +228,11 @@ const commands: Command[] = [
       exclusive(args, "raw", "lines", "--lines splits on newlines, --raw keeps every byte; pick one");
       const opts: cli.PubOptions = { ...commonOf(args), id: parseId(args.id), topic: String(args.topic), lines: Boolean(args.lines), raw: Boolean(args.raw) };
       if (message !== undefined) opts.message = message;
+      if (args["msg-id"] !== undefined) {
+        opts.msgId = String(args["msg-id"]);
+        cli.checkMsgId(opts.msgId, opts.lines);
+      }
+      if (args["retry-for"] !== undefined) opts.retrySeconds = parseSeconds("retry-for", args["retry-for"]);
       return cli.pub(opts);
     },
   },
