@@ -225,6 +225,7 @@ export class MqClient {
    * published to it (docs/library.md, "Exactly once in the log").
    */
   publish(id: number, topic: string, data: Uint8Array | string, options: PublishOptions = {}): Promise<PubResult> {
+    if (this.closedByUser) return Promise.reject(new MqError(Code.Unavailable, "the client is closed"));
     if (options.msgId !== undefined && !isMsgId(options.msgId)) {
       return Promise.reject(new RangeError(`Cannot publish with msgId ${JSON.stringify(String(options.msgId).slice(0, 40))}: it must be a string of 1 to ${MAX_MSG_ID_BYTES} bytes`));
     }
