@@ -8,25 +8,25 @@
  * are forgotten before their time (counted in `evicted`): the window is shorter than asked
  * for as long as publishes outrun the bound. The ids themselves are stored with their
  * messages (lib/store), so a start rebuilds the window from the logs.
+ *
+ * Cost per id: one map entry (id → seq) and three array slots; no object per id.
  */
 
-interface Entry {
-  key: string;
-  seq: number;
-  /** Append time of the message, ms since the epoch: the entry is in the window while time >= now - windowMs. */
-  time: number;
-  /** The map of the topic the entry is in, to take it out again. */
-  owner: Map<string, Entry>;
+/** Appends in flight with ids: a publish of the same id meanwhile waits for `seqs` (null: the append failed). */
+export interface PendingAppends {
+  /** The ids being appended, in order; `seqs` resolves to their seqs, in the same order. */
+  keys: string[];
+  seqs: Promise<number[] | null>;
 }
 
-/** One topic's ids: stored ones, and appends in flight that carry an id. */
+/** One topic's ids: stored ones (id → seq), and appends in flight that carry an id. */
 export class TopicIds {
-  readonly stored = new Map<string, Entry>();
+  readonly stored = new Map<string, number>();
   /**
    * Ids whose append is in flight: a second publish of the same id (a retry that overtook
-   * the answer to the first) waits for it and gets its seq, or null when it failed.
+   * the answer to the first) waits for it and gets its seq.
    */
-  readonly pending = new Map<string, Promise<number | null>>();
+  readonly pending = new Map<string, PendingAppends>();
 }
 
 export interface DedupeOptions {
@@ -39,8 +39,12 @@ export interface DedupeOptions {
 export const DEFAULT_DEDUPE: DedupeOptions = { windowMs: 2 * 60_000, maxKeys: 1_000_000 };
 
 export class DedupeWindow {
-  /** Every entry, oldest first (by when it was added), with a moving head. */
-  private queue: Entry[] = [];
+  // Every id added, oldest first, as parallel arrays with a moving head: its key, the map it
+  // went into, its seq (to tell whether the map still holds this entry) and its append time.
+  private keys: string[] = [];
+  private owners: Array<Map<string, number>> = [];
+  private seqs: number[] = [];
+  private times: number[] = [];
   private head = 0;
   /** Ids forgotten before their time because of `maxKeys`. */
   evicted = 0;
@@ -59,56 +63,79 @@ export class DedupeWindow {
     return this.windowMs > 0;
   }
 
-  /** Entries held (some may be past the window, waiting to be dropped by `expire`). */
+  /** Ids held (some may be past the window until the next `expire`). */
   get size(): number {
-    return this.queue.length - this.head;
+    return this.keys.length - this.head;
   }
 
-  /** The seq stored for `key` in this topic within the window, or undefined. One map lookup. */
-  find(ids: TopicIds, key: string, now: number): number | undefined {
-    const e = ids.stored.get(key);
-    return e !== undefined && e.time >= now - this.windowMs ? e.seq : undefined;
+  /**
+   * The seq stored for `key` in this topic, or undefined: one map lookup. Exact as of the
+   * last `expire(now)`: call it first (publishes do).
+   */
+  find(ids: TopicIds, key: string): number | undefined {
+    return ids.stored.get(key);
   }
 
   /** Remembers that `key` was stored in this topic as `seq` at `time`. Call `expire` after a batch of adds. */
   add(ids: TopicIds, key: string, seq: number, time: number): void {
-    const e: Entry = { key, seq, time, owner: ids.stored };
-    // An older entry of the same key (past the window) stays in the queue until its turn; it no longer owns the key.
-    ids.stored.set(key, e);
-    this.queue.push(e);
+    // An older entry of the same key stays in the queue until its turn; it no longer owns the key.
+    ids.stored.set(key, seq);
+    this.keys.push(key);
+    this.owners.push(ids.stored);
+    this.seqs.push(seq);
+    this.times.push(time);
   }
 
-  /** Drops what is past the window, then the oldest while above `maxKeys`. */
+  /** Drops what was appended before `now - windowMs`, then the oldest while above `maxKeys`. */
   expire(now: number): void {
     const oldest = now - this.windowMs;
+    const end = this.keys.length;
+    let h = this.head;
     let early = 0;
-    while (this.head < this.queue.length) {
-      const e = this.queue[this.head]!;
-      const over = this.queue.length - this.head > this.maxKeys;
-      if (e.time >= oldest && !over) break;
-      if (e.time >= oldest && e.owner.get(e.key) === e) early++;
-      if (e.owner.get(e.key) === e) e.owner.delete(e.key);
-      this.queue[this.head++] = undefined as never;
+    while (h < end && (this.times[h]! < oldest || end - h > this.maxKeys)) {
+      const owner = this.owners[h]!;
+      const key = this.keys[h]!;
+      if (owner.get(key) === this.seqs[h]) {
+        owner.delete(key);
+        if (this.times[h]! >= oldest) early++;
+      }
+      h++;
     }
-    if (this.head === this.queue.length) {
-      this.queue = [];
-      this.head = 0;
-    } else if (this.head > 1024 && this.head * 2 > this.queue.length) {
-      this.queue = this.queue.slice(this.head);
-      this.head = 0;
-    }
+    if (h === this.head) return;
+    this.head = h;
+    if (h === end) this.compact(true);
+    else if (h > 1024 && h * 2 > end) this.compact(false);
     if (early > 0) {
       this.evicted += early;
       this.onEvict(early, this.windowMs);
     }
   }
 
+  private compact(empty: boolean): void {
+    if (empty) {
+      this.keys = [];
+      this.owners = [];
+      this.seqs = [];
+      this.times = [];
+    } else {
+      this.keys = this.keys.slice(this.head);
+      this.owners = this.owners.slice(this.head);
+      this.seqs = this.seqs.slice(this.head);
+      this.times = this.times.slice(this.head);
+    }
+    this.head = 0;
+  }
+
   /**
-   * After a rebuild that added topics one after the other: puts the entries in time order,
-   * so that `expire` drops the oldest of all topics first.
+   * After a rebuild that added topics one after the other: puts the ids in time order, so
+   * that `expire` drops the oldest of all topics first.
    */
   sort(): void {
-    this.queue = this.queue.slice(this.head).sort((a, b) => a.time - b.time);
+    const order = Array.from({ length: this.size }, (_, i) => this.head + i).sort((a, b) => this.times[a]! - this.times[b]!);
+    this.keys = order.map((i) => this.keys[i]!);
+    this.owners = order.map((i) => this.owners[i]!);
+    this.seqs = order.map((i) => this.seqs[i]!);
+    this.times = order.map((i) => this.times[i]!);
     this.head = 0;
   }
 }

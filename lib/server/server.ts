@@ -19,7 +19,7 @@ import { CloseReason, Connection, type ConnectionHandler } from "../wire/connect
 import { PROTOCOL_VERSION, type AckRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
 import { checkTopic } from "../wire/topic.ts";
 import { Credits } from "./credits.ts";
-import { DEFAULT_DEDUPE, DedupeWindow, type DedupeOptions } from "./dedupe.ts";
+import { DEFAULT_DEDUPE, DedupeWindow, type DedupeOptions, type PendingAppends } from "./dedupe.ts";
 import { Subscription, Topic } from "./topic.ts";
 
 const log = logger("server");
@@ -554,14 +554,18 @@ export class MqServer {
    */
   private async publishOnce(topic: Topic, id: number, payloads: Uint8Array[], msgIds: string[], now: number, reply: Omit<PubsReply, "seqs">): Promise<PubsReply> {
     const ids = topic.ids;
+    // What is past the window goes first, so that `find` is exact.
+    this.dedupe.expire(now);
     const seqs = new Array<number>(payloads.length);
     const duplicates: number[] = [];
     const fresh: number[] = [];
-    const waits: Array<{ i: number; first: Promise<number | null> }> = [];
-    const settle: Array<(seq: number | null) => void> = [];
+    const keys: string[] = [];
+    let waits: Array<{ i: number; first: PendingAppends }> | null = null;
+    const { promise, resolve } = Promise.withResolvers<number[] | null>();
+    const appending: PendingAppends = { keys, seqs: promise };
     for (let i = 0; i < payloads.length; i++) {
       const key = msgIds[i]!;
-      const seq = this.dedupe.find(ids, key, now);
+      const seq = this.dedupe.find(ids, key);
       if (seq !== undefined) {
         seqs[i] = seq;
         duplicates.push(i);
@@ -569,13 +573,12 @@ export class MqServer {
       }
       const first = ids.pending.get(key);
       if (first) {
-        waits.push({ i, first });
+        (waits ??= []).push({ i, first });
         continue;
       }
       // Registered before the next payload is looked at: the same id twice in one batch is stored once.
-      const { promise, resolve } = Promise.withResolvers<number | null>();
-      ids.pending.set(key, promise);
-      settle.push(resolve);
+      ids.pending.set(key, appending);
+      keys.push(key);
       fresh.push(i);
     }
     if (fresh.length > 0) {
@@ -583,26 +586,23 @@ export class MqServer {
       try {
         stored = await Promise.all(fresh.map((i) => topic.log.append(payloads[i]!, now, msgIds[i])));
       } catch (err) {
-        for (const [k, i] of fresh.entries()) {
-          ids.pending.delete(msgIds[i]!);
-          settle[k]!(null);
-        }
+        for (const key of keys) ids.pending.delete(key);
+        resolve(null);
         throw this.storageError(topic, id, fresh.length, err);
       }
-      for (const [k, i] of fresh.entries()) {
-        seqs[i] = stored[k]!;
-        ids.pending.delete(msgIds[i]!);
-        this.dedupe.add(ids, msgIds[i]!, stored[k]!, now);
-        settle[k]!(stored[k]!);
+      for (let k = 0; k < fresh.length; k++) {
+        seqs[fresh[k]!] = stored[k]!;
+        ids.pending.delete(keys[k]!);
+        this.dedupe.add(ids, keys[k]!, stored[k]!, now);
       }
-      this.dedupe.expire(Date.now());
+      resolve(stored);
       this.counters.published += fresh.length;
       for (const sub of topic.subscriptions.values()) this.pump(sub);
     }
-    for (const { i, first } of waits) {
-      const seq = await first;
-      if (seq === null) throw new MqError(Code.StorageError, `the server could not store the message with msgId ${JSON.stringify(msgIds[i])} in topic "${topic.name}" (its first send failed); send it again`);
-      seqs[i] = seq;
+    for (const { i, first } of waits ?? []) {
+      const stored = await first.seqs;
+      if (stored === null) throw new MqError(Code.StorageError, `the server could not store the message with msgId ${JSON.stringify(msgIds[i])} in topic "${topic.name}" (its first send failed); send it again`);
+      seqs[i] = stored[first.keys.indexOf(msgIds[i]!)]!;
       duplicates.push(i);
     }
     this.counters.duplicates += duplicates.length;
