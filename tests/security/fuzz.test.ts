@@ -76,6 +76,8 @@ function fieldValue(rng: Rng, type: string): unknown {
       return `k${randomString(rng, 12)}`;
     case "msgids":
       return Array.from({ length: rng.range(1, 4) }, () => `k${randomString(rng, 12)}`);
+    case "idprefix":
+      return `p${randomString(rng, 12)}:`;
     default:
       throw new Error(`no generator for field type ${type}`);
   }
@@ -252,6 +254,7 @@ function nonConformance(frame: WireMap): string | null {
       : type === "payloads0" ? Array.isArray(v) && v.length <= MAX_MSGS_PER_FRAME && v.every((p) => p instanceof Uint8Array)
       : type === "msgid" ? isKey(v)
       : type === "msgids" ? Array.isArray(v) && v.length >= 1 && v.length <= MAX_MSGS_PER_FRAME && v.every(isKey)
+      : type === "idprefix" ? typeof v === "string" && v.endsWith(":") && new TextEncoder().encode(v).length <= 200
       : false;
     if (!ok) return `accepted ${key} of the wrong type`;
   }
