@@ -4,45 +4,166 @@
  * answered with that seq and stores nothing, so a publisher that sends a message again after
  * a lost answer (the library does, with the same id) does not store it twice.
  *
- * Memory is bounded: at most `maxKeys` ids for all topics together. Above that the oldest
- * are forgotten before their time (counted in `evicted`): the window is shorter than asked
- * for as long as publishes outrun the bound. The ids themselves are stored with their
- * messages (lib/store), so a start rebuilds the window from the logs.
+ * Two shapes of id, one meaning (string equality):
+ * - `P:n`, a prefix ending with ":" and a decimal number written without leading zeros (the
+ *   library's `<producer>:<n>`, `mq pub --lines --msg-id KEY`'s `KEY:N`): kept as **runs**
+ *   per prefix, "ids P:a … P:b have seqs s … s + (b - a)". A batch of the library is one run:
+ *   one lookup and one entry per batch, not per message;
+ * - any other id: one map entry (id → seq).
  *
- * Cost per id: one map entry (id → seq) and three array slots; no object per id.
+ * Memory is bounded: at most `maxKeys` entries (runs and ids) for all topics together. Above
+ * that the oldest are forgotten before their time (the ids counted in `evicted`): the window
+ * is shorter than asked for while publishes outrun the bound. The ids are also stored with
+ * their messages (lib/store), so a start rebuilds the window from the logs.
  */
 
-/** Appends in flight with ids: a publish of the same id meanwhile waits for `seqs` (null: the append failed). */
-export interface PendingAppends {
-  /** The ids being appended, in order; `seqs` resolves to their seqs, in the same order. */
-  keys: string[];
+/** An append in flight: a publish of one of its ids meanwhile waits for `seqs` (null: the append failed). */
+export interface Pending {
   seqs: Promise<number[] | null>;
+  /** Where this id's seq is in `seqs` (for a run: the seq of `from`). */
+  index: number;
 }
 
-/** One topic's ids: stored ones (id → seq), and appends in flight that carry an id. */
+/** The ids `prefix + n` of one prefix in one topic: disjoint runs, ascending, from `head` on. */
+export class Runs {
+  from: number[] = [];
+  to: number[] = [];
+  seq: number[] = [];
+  head = 0;
+  /** Runs being appended, not stored yet (few: the batches in flight). */
+  readonly pending: Array<Pending & { from: number; to: number }> = [];
+
+  get size(): number {
+    return this.from.length - this.head;
+  }
+
+  /** Index of the first run whose `to` is at least `n` (`from.length` when none). */
+  private search(n: number): number {
+    let lo = this.head;
+    let hi = this.from.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.to[mid]! < n) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** The seq of `prefix + n`, if stored. */
+  find(n: number): number | undefined {
+    const i = this.search(n);
+    return i < this.from.length && this.from[i]! <= n ? this.seq[i]! + (n - this.from[i]!) : undefined;
+  }
+
+  /** True when no id from `a` to `b` is stored or being stored: the common case, one search. */
+  free(a: number, b: number): boolean {
+    const i = this.search(a);
+    if (i < this.from.length && this.from[i]! <= b) return false;
+    for (const p of this.pending) if (p.from <= b && a <= p.to) return false;
+    return true;
+  }
+
+  pendingOf(n: number): (Pending & { from: number }) | undefined {
+    for (const p of this.pending) if (p.from <= n && n <= p.to) return p;
+    return undefined;
+  }
+
+  /** Adds the run `a`…`b` → `seq`…; it overlaps no stored run. */
+  insert(a: number, b: number, seq: number): void {
+    const i = this.search(a);
+    if (i === this.from.length) {
+      this.from.push(a);
+      this.to.push(b);
+      this.seq.push(seq);
+    } else {
+      this.from.splice(i, 0, a);
+      this.to.splice(i, 0, b);
+      this.seq.splice(i, 0, seq);
+    }
+  }
+
+  /** Extends the last run by one id when it continues it (ids and seqs both next); for a rebuild. */
+  extend(n: number, seq: number): boolean {
+    const last = this.from.length - 1;
+    if (last < this.head || this.to[last] !== n - 1 || this.seq[last]! + (n - this.from[last]!) !== seq) return false;
+    this.to[last] = n;
+    return true;
+  }
+
+  /** Removes the run that starts at `a` with seq `seq`; returns how many ids it held (0: it is gone already). */
+  remove(a: number, seq: number): number {
+    const i = this.search(a);
+    if (i >= this.from.length || this.from[i] !== a || this.seq[i] !== seq) return 0;
+    const ids = this.to[i]! - a + 1;
+    if (i === this.head) {
+      this.head++;
+      if (this.head === this.from.length) {
+        this.from = [];
+        this.to = [];
+        this.seq = [];
+        this.head = 0;
+      } else if (this.head > 1024 && this.head * 2 > this.from.length) {
+        this.from = this.from.slice(this.head);
+        this.to = this.to.slice(this.head);
+        this.seq = this.seq.slice(this.head);
+        this.head = 0;
+      }
+    } else {
+      this.from.splice(i, 1);
+      this.to.splice(i, 1);
+      this.seq.splice(i, 1);
+    }
+    return ids;
+  }
+}
+
+/** One topic's ids in the window, and those being appended. */
 export class TopicIds {
-  readonly stored = new Map<string, number>();
-  /**
-   * Ids whose append is in flight: a second publish of the same id (a retry that overtook
-   * the answer to the first) waits for it and gets its seq.
-   */
-  readonly pending = new Map<string, PendingAppends>();
+  /** Ids of the shape `P:n`, by prefix `P`. */
+  readonly runs = new Map<string, Runs>();
+  /** Other ids → seq. */
+  readonly keys = new Map<string, number>();
+  readonly pendingKeys = new Map<string, Pending>();
+
+  runsOf(prefix: string): Runs {
+    let r = this.runs.get(prefix);
+    if (!r) this.runs.set(prefix, (r = new Runs()));
+    return r;
+  }
+}
+
+/**
+ * `P:n` split at its last ":" when what follows is a decimal number as it would be written
+ * (no sign, no leading zero, at most 2^53 - 1); null for any other id.
+ */
+export function splitMsgId(key: string): { prefix: string; n: number } | null {
+  const colon = key.lastIndexOf(":");
+  const digits = key.length - colon - 1;
+  if (colon < 0 || digits < 1 || digits > 16 || (digits > 1 && key.charCodeAt(colon + 1) === 48)) return null;
+  let n = 0;
+  for (let i = colon + 1; i < key.length; i++) {
+    const d = key.charCodeAt(i) - 48;
+    if (d < 0 || d > 9) return null;
+    n = n * 10 + d;
+  }
+  return Number.isSafeInteger(n) ? { prefix: key.slice(0, colon + 1), n } : null;
 }
 
 export interface DedupeOptions {
   /** How long an id is remembered after its message was appended; 0 turns deduplication off. */
   windowMs: number;
-  /** Most ids remembered, all topics together. */
+  /** Most entries remembered (a run of ids or one id), all topics together. */
   maxKeys: number;
 }
 
 export const DEFAULT_DEDUPE: DedupeOptions = { windowMs: 2 * 60_000, maxKeys: 1_000_000 };
 
 export class DedupeWindow {
-  // Every id added, oldest first, as parallel arrays with a moving head: its key, the map it
-  // went into, its seq (to tell whether the map still holds this entry) and its append time.
-  private keys: string[] = [];
-  private owners: Array<Map<string, number>> = [];
+  // Every entry added, oldest first, as parallel arrays with a moving head: where it is (a
+  // Runs, or a topic's map of other ids), its key there (the run's first number, or the id),
+  // its seq (to tell whether it is still there) and its append time.
+  private owners: Array<Runs | Map<string, number>> = [];
+  private keys: Array<number | string> = [];
   private seqs: number[] = [];
   private times: number[] = [];
   private head = 0;
@@ -63,25 +184,53 @@ export class DedupeWindow {
     return this.windowMs > 0;
   }
 
-  /** Ids held (some may be past the window until the next `expire`). */
+  /** Entries held: runs and single ids (some may be past the window until the next `expire`). */
   get size(): number {
     return this.keys.length - this.head;
   }
 
-  /**
-   * The seq stored for `key` in this topic, or undefined: one map lookup. Exact as of the
-   * last `expire(now)`: call it first (publishes do).
-   */
+  /** The seq stored for `key` in this topic, or undefined. Exact as of the last `expire(now)`: call it first (publishes do). */
   find(ids: TopicIds, key: string): number | undefined {
-    return ids.stored.get(key);
+    const split = splitMsgId(key);
+    return split ? ids.runs.get(split.prefix)?.find(split.n) : ids.keys.get(key);
   }
 
   /** Remembers that `key` was stored in this topic as `seq` at `time`. Call `expire` after a batch of adds. */
   add(ids: TopicIds, key: string, seq: number, time: number): void {
+    const split = splitMsgId(key);
+    if (split) return this.addRun(ids.runsOf(split.prefix), split.n, split.n, seq, time);
     // An older entry of the same key stays in the queue until its turn; it no longer owns the key.
-    ids.stored.set(key, seq);
+    ids.keys.set(key, seq);
+    this.push(ids.keys, key, seq, time);
+  }
+
+  /** Remembers that ids `a`…`b` of `runs` were stored as `seq`… at `time`; none of them is stored already. */
+  addRun(runs: Runs, a: number, b: number, seq: number, time: number): void {
+    runs.insert(a, b, seq);
+    this.push(runs, a, seq, time);
+  }
+
+  /**
+   * For a rebuild from the log, oldest first: adds `key`, extending the run it continues when
+   * it was stored in the same append (same time, next id, next seq).
+   */
+  addStored(ids: TopicIds, key: string, seq: number, time: number): void {
+    const split = splitMsgId(key);
+    if (split) {
+      const runs = ids.runsOf(split.prefix);
+      const last = this.keys.length - 1;
+      // The newest entry is the newest run of these ids, appended at the same time: it grows.
+      if (last >= this.head && this.owners[last] === runs && this.times[last] === time && this.keys[last] === runs.from[runs.from.length - 1] && runs.extend(split.n, seq)) return;
+      // Stored twice (by a server with deduplication off): the first one counts.
+      if (runs.find(split.n) !== undefined) return;
+      return this.addRun(runs, split.n, split.n, seq, time);
+    }
+    if (!ids.keys.has(key)) this.add(ids, key, seq, time);
+  }
+
+  private push(owner: Runs | Map<string, number>, key: number | string, seq: number, time: number): void {
+    this.owners.push(owner);
     this.keys.push(key);
-    this.owners.push(ids.stored);
     this.seqs.push(seq);
     this.times.push(time);
   }
@@ -95,10 +244,13 @@ export class DedupeWindow {
     while (h < end && (this.times[h]! < oldest || end - h > this.maxKeys)) {
       const owner = this.owners[h]!;
       const key = this.keys[h]!;
-      if (owner.get(key) === this.seqs[h]) {
-        owner.delete(key);
-        if (this.times[h]! >= oldest) early++;
+      let gone = 0;
+      if (owner instanceof Runs) gone = owner.remove(key as number, this.seqs[h]!);
+      else if (owner.get(key as string) === this.seqs[h]) {
+        owner.delete(key as string);
+        gone = 1;
       }
+      if (this.times[h]! >= oldest) early += gone;
       h++;
     }
     if (h === this.head) return;
@@ -113,13 +265,13 @@ export class DedupeWindow {
 
   private compact(empty: boolean): void {
     if (empty) {
-      this.keys = [];
       this.owners = [];
+      this.keys = [];
       this.seqs = [];
       this.times = [];
     } else {
-      this.keys = this.keys.slice(this.head);
       this.owners = this.owners.slice(this.head);
+      this.keys = this.keys.slice(this.head);
       this.seqs = this.seqs.slice(this.head);
       this.times = this.times.slice(this.head);
     }
@@ -127,13 +279,13 @@ export class DedupeWindow {
   }
 
   /**
-   * After a rebuild that added topics one after the other: puts the ids in time order, so
-   * that `expire` drops the oldest of all topics first.
+   * After a rebuild that added topics one after the other: puts the entries in time order,
+   * so that `expire` drops the oldest of all topics first.
    */
   sort(): void {
     const order = Array.from({ length: this.size }, (_, i) => this.head + i).sort((a, b) => this.times[a]! - this.times[b]!);
-    this.keys = order.map((i) => this.keys[i]!);
     this.owners = order.map((i) => this.owners[i]!);
+    this.keys = order.map((i) => this.keys[i]!);
     this.seqs = order.map((i) => this.seqs[i]!);
     this.times = order.map((i) => this.times[i]!);
     this.head = 0;

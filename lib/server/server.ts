@@ -16,10 +16,10 @@ import { lockDataDir, makeDataDir } from "../store/fsutil.ts";
 import { FileTopicStore } from "../store/file-store.ts";
 import type { FsyncPolicy, RetentionPolicy, TopicStore } from "../store/types.ts";
 import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
-import { PROTOCOL_VERSION, type AckRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
+import { PROTOCOL_VERSION, pubsIdsProblem, type AckRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
 import { checkTopic } from "../wire/topic.ts";
 import { Credits } from "./credits.ts";
-import { DEFAULT_DEDUPE, DedupeWindow, type DedupeOptions, type PendingAppends } from "./dedupe.ts";
+import { DEFAULT_DEDUPE, DedupeWindow, splitMsgId, type DedupeOptions, type Pending, type Runs } from "./dedupe.ts";
 import { Subscription, Topic } from "./topic.ts";
 
 const log = logger("server");
@@ -86,6 +86,14 @@ interface PubsReply {
   subscribers: number;
   created: boolean;
   duplicates?: number[];
+}
+
+/** The message ids of a publish: one per payload, or a run `prefix + from`, `prefix + (from + 1)`, …. */
+type PubIds = { keys: string[]; prefix?: undefined } | { prefix: string; from: number; keys?: undefined };
+
+/** The message id of payload `i`. */
+function idOf(ids: PubIds, i: number): string {
+  return ids.prefix !== undefined ? `${ids.prefix}${ids.from + i}` : ids.keys[i]!;
 }
 
 /** How often lazily written cursor moves reach the subscriber index files. */
@@ -295,12 +303,16 @@ export class MqServer {
         return this.track(this.create(session));
       case "pub":
         return this.track(
-          this.publish(session, frame.id, frame.topic, [frame.data], frame.msgId === undefined ? undefined : [frame.msgId]).then(({ seqs, duplicates, ...rest }) =>
+          this.publish(session, frame.id, frame.topic, [frame.data], frame.msgId === undefined ? undefined : { keys: [frame.msgId] }).then(({ seqs, duplicates, ...rest }) =>
             duplicates ? { ...rest, seq: seqs[0], duplicate: true } : { ...rest, seq: seqs[0] },
           ),
         );
-      case "pubs":
-        return this.track(this.publish(session, frame.id, frame.topic, frame.payloads, frame.msgIds));
+      case "pubs": {
+        const problem = pubsIdsProblem(frame);
+        if (problem) throw new MqError(Code.BadRequest, problem);
+        const ids: PubIds | undefined = frame.msgIds ? { keys: frame.msgIds } : frame.idPrefix !== undefined ? { prefix: frame.idPrefix, from: frame.idFrom! } : undefined;
+        return this.track(this.publish(session, frame.id, frame.topic, frame.payloads, ids));
+      }
       case "sub":
         return this.track(this.subscribe(session, frame.id, frame.topics, frame.from ?? "latest"));
       case "unsub":
@@ -507,7 +519,7 @@ export class MqServer {
       log.error(`topic ${topic.name}: cannot read back the message ids of the dedupe window (publishes sent again may be stored twice):`, err);
       return;
     }
-    for (const r of found) this.dedupe.add(topic.ids, r.msgId, r.seq, r.time);
+    for (const r of found) this.dedupe.addStored(topic.ids, r.msgId, r.seq, r.time);
     // Topics are read one after another: keep the bound while they are.
     if (this.dedupe.size > this.dedupe.maxKeys) {
       this.dedupe.sort();
@@ -517,11 +529,11 @@ export class MqServer {
 
   /**
    * Appends `payloads` to a topic (created if needed); they are in one group commit, so their
-   * seqs are consecutive. With `msgIds` (one per payload), a payload whose id is in the
+   * seqs are consecutive. With `ids` (the payloads' message ids), a payload whose id is in the
    * topic's dedupe window is not stored: its seq is the original one and its index is in
    * `duplicates`.
    */
-  private async publish(session: Session, id: number, topicName: string, payloads: Uint8Array[], msgIds?: string[]): Promise<PubsReply> {
+  private async publish(session: Session, id: number, topicName: string, payloads: Uint8Array[], ids?: PubIds): Promise<PubsReply> {
     this.checkOwner(session, id);
     checkTopic(topicName);
     for (const data of payloads) {
@@ -529,16 +541,13 @@ export class MqServer {
         throw new MqError(Code.MessageTooLarge, `message of ${data.length} bytes is above the limit of ${this.options.maxMessageBytes} (--max-message-bytes)`);
       }
     }
-    if (msgIds && msgIds.length !== payloads.length) {
-      throw new MqError(Code.BadRequest, `pubs: ${msgIds.length} msgIds for ${payloads.length} payloads; give one per payload`);
-    }
     const { topic, created } = (await this.topic(topicName, true))!;
     const subscribers = topic.subscriptions.size;
     const now = Date.now();
-    if (msgIds && this.dedupe.enabled) return this.publishOnce(topic, id, payloads, msgIds, now, { topic: topicName, subscribers, created });
+    if (ids && this.dedupe.enabled) return this.publishOnce(topic, id, payloads, ids, now, { topic: topicName, subscribers, created });
     let seqs: number[];
     try {
-      seqs = await Promise.all(payloads.map((data, i) => topic.log.append(data, now, msgIds?.[i])));
+      seqs = await Promise.all(payloads.map((data, i) => topic.log.append(data, now, ids && idOf(ids, i))));
     } catch (err) {
       throw this.storageError(topic, id, payloads.length, err);
     }
@@ -548,68 +557,119 @@ export class MqServer {
   }
 
   /**
-   * `publish` with message ids and the dedupe window on: one map lookup per payload. Ids in
-   * the window answer with their seq; an id whose append is in flight (the first send of a
-   * retried publish) waits for it; the others are appended together.
+   * `publish` with message ids and the dedupe window on. A run `P:a`…`P:b` (the library's
+   * batch) none of which the topic stored or is storing costs one search; otherwise each id is
+   * looked up: one in the window answers with its seq; one whose append is in flight (the
+   * first send of a retried publish) waits for it; the others are appended together.
    */
-  private async publishOnce(topic: Topic, id: number, payloads: Uint8Array[], msgIds: string[], now: number, reply: Omit<PubsReply, "seqs">): Promise<PubsReply> {
+  private async publishOnce(topic: Topic, id: number, payloads: Uint8Array[], pubIds: PubIds, now: number, reply: Omit<PubsReply, "seqs">): Promise<PubsReply> {
     const ids = topic.ids;
-    // What is past the window goes first, so that `find` is exact.
+    // What is past the window goes first, so that lookups are exact.
     this.dedupe.expire(now);
+    if (pubIds.prefix !== undefined) {
+      const runs = ids.runsOf(pubIds.prefix);
+      const a = pubIds.from;
+      if (runs.free(a, a + payloads.length - 1)) {
+        const { promise, resolve } = Promise.withResolvers<number[] | null>();
+        const pending = { from: a, to: a + payloads.length - 1, seqs: promise, index: 0 };
+        runs.pending.push(pending);
+        let stored: number[];
+        try {
+          stored = await Promise.all(payloads.map((data, i) => topic.log.append(data, now, `${pubIds.prefix}${a + i}`)));
+        } catch (err) {
+          runs.pending.splice(runs.pending.indexOf(pending), 1);
+          resolve(null);
+          throw this.storageError(topic, id, payloads.length, err);
+        }
+        runs.pending.splice(runs.pending.indexOf(pending), 1);
+        this.addRuns(runs, a, stored, now);
+        resolve(stored);
+        this.counters.published += payloads.length;
+        for (const sub of topic.subscriptions.values()) this.pump(sub);
+        return { ...reply, seqs: stored };
+      }
+    }
+    // One id at a time: a retry, a re-run, ids given by the publisher.
     const seqs = new Array<number>(payloads.length);
     const duplicates: number[] = [];
     const fresh: number[] = [];
-    const keys: string[] = [];
-    let waits: Array<{ i: number; first: PendingAppends }> | null = null;
+    const where: Array<{ runs: Runs; n: number } | { key: string }> = [];
+    const waits: Array<{ i: number; first: Pending; offset: number }> = [];
     const { promise, resolve } = Promise.withResolvers<number[] | null>();
-    const appending: PendingAppends = { keys, seqs: promise };
+    const registered: Array<() => void> = [];
     for (let i = 0; i < payloads.length; i++) {
-      const key = msgIds[i]!;
-      const seq = this.dedupe.find(ids, key);
+      const split = pubIds.prefix !== undefined ? { prefix: pubIds.prefix, n: pubIds.from + i } : splitMsgId(pubIds.keys[i]!);
+      let seq: number | undefined;
+      let first: (Pending & { from?: number }) | undefined;
+      if (split) {
+        const runs = ids.runsOf(split.prefix);
+        seq = runs.find(split.n);
+        first = seq === undefined ? runs.pendingOf(split.n) : undefined;
+        if (seq === undefined && !first) {
+          // Registered before the next payload is looked at: the same id twice in one batch is stored once.
+          const mine = { from: split.n, to: split.n, seqs: promise, index: fresh.length };
+          runs.pending.push(mine);
+          registered.push(() => void runs.pending.splice(runs.pending.indexOf(mine), 1));
+          where.push({ runs, n: split.n });
+        }
+        if (first) waits.push({ i, first, offset: split.n - first.from! });
+      } else {
+        const key = pubIds.keys![i]!;
+        seq = ids.keys.get(key);
+        first = seq === undefined ? ids.pendingKeys.get(key) : undefined;
+        if (seq === undefined && !first) {
+          ids.pendingKeys.set(key, { seqs: promise, index: fresh.length });
+          registered.push(() => void ids.pendingKeys.delete(key));
+          where.push({ key });
+        }
+        if (first) waits.push({ i, first, offset: 0 });
+      }
       if (seq !== undefined) {
         seqs[i] = seq;
         duplicates.push(i);
-        continue;
-      }
-      const first = ids.pending.get(key);
-      if (first) {
-        (waits ??= []).push({ i, first });
-        continue;
-      }
-      // Registered before the next payload is looked at: the same id twice in one batch is stored once.
-      ids.pending.set(key, appending);
-      keys.push(key);
-      fresh.push(i);
+      } else if (!first) fresh.push(i);
     }
     if (fresh.length > 0) {
       let stored: number[];
       try {
-        stored = await Promise.all(fresh.map((i) => topic.log.append(payloads[i]!, now, msgIds[i])));
+        stored = await Promise.all(fresh.map((i) => topic.log.append(payloads[i]!, now, idOf(pubIds, i))));
       } catch (err) {
-        for (const key of keys) ids.pending.delete(key);
+        for (const undo of registered) undo();
         resolve(null);
         throw this.storageError(topic, id, fresh.length, err);
       }
+      for (const undo of registered) undo();
       for (let k = 0; k < fresh.length; k++) {
         seqs[fresh[k]!] = stored[k]!;
-        ids.pending.delete(keys[k]!);
-        this.dedupe.add(ids, keys[k]!, stored[k]!, now);
+        const w = where[k]!;
+        if ("key" in w) this.dedupe.add(ids, w.key, stored[k]!, now);
+        else this.dedupe.addRun(w.runs, w.n, w.n, stored[k]!, now);
       }
       resolve(stored);
       this.counters.published += fresh.length;
       for (const sub of topic.subscriptions.values()) this.pump(sub);
-    }
-    for (const { i, first } of waits ?? []) {
+    } else resolve([]);
+    for (const { i, first, offset } of waits) {
       const stored = await first.seqs;
-      if (stored === null) throw new MqError(Code.StorageError, `the server could not store the message with msgId ${JSON.stringify(msgIds[i])} in topic "${topic.name}" (its first send failed); send it again`);
-      seqs[i] = stored[first.keys.indexOf(msgIds[i]!)]!;
+      if (stored === null) throw new MqError(Code.StorageError, `the server could not store the message with msgId ${JSON.stringify(idOf(pubIds, i))} in topic "${topic.name}" (its first send failed); send it again`);
+      seqs[i] = stored[first.index + offset]!;
       duplicates.push(i);
     }
     this.counters.duplicates += duplicates.length;
     if (duplicates.length === 0) return { ...reply, seqs };
-    duplicates.sort((a, b) => a - b);
+    duplicates.sort((x, y) => x - y);
     // Only a request that stored something can have created the topic.
     return { ...reply, created: reply.created && fresh.length > 0, seqs, duplicates };
+  }
+
+  /** Adds ids `a`, `a + 1`, … stored as `seqs` to the window: one run per stretch of consecutive seqs (one, for a group commit). */
+  private addRuns(runs: Runs, a: number, seqs: number[], now: number): void {
+    let start = 0;
+    for (let k = 1; k <= seqs.length; k++) {
+      if (k < seqs.length && seqs[k] === seqs[k - 1]! + 1) continue;
+      this.dedupe.addRun(runs, a + start, a + k - 1, seqs[start]!, now);
+      start = k;
+    }
   }
 
   private storageError(topic: Topic, id: number, count: number, err: unknown): MqError {
