@@ -3,7 +3,7 @@
  * local broker through MqClient, prints per the CLI contract and returns the exit status.
  */
 import { MqClient, type ConnectOptions, type Received } from "../client/client.ts";
-import { MAX_MSG_ID_BYTES, type From, type PubResult } from "../wire/messages.ts";
+import { MAX_ID_PREFIX_BYTES, MAX_MSG_ID_BYTES, type From, type PubResult } from "../wire/messages.ts";
 import { checkTopic } from "../wire/topic.ts";
 import { Exit, StdoutClosedError, UsageError, renderMessages, warn, watchStdoutReader, writeStdout } from "./output.ts";
 
@@ -48,12 +48,9 @@ export interface PubOptions extends CommonOptions {
 const PUB_WINDOW = 256;
 /** `pub --lines` rides out a lost connection this long by default; one message is not sent again (exit 4 within 5 s, SPEC §2). */
 export const LINES_RETRY_SECONDS = 30;
-/** Room left in a msg-id for `:N` after the `--lines` prefix. */
-const LINE_SUFFIX_BYTES = 21;
-
-/** Checks `--msg-id` before any connection is made: 1–256 bytes (with --lines, room for `:N`). */
+/** Checks `--msg-id` before any connection is made: 1–256 bytes; with --lines, KEY is the producer id of `KEY:N` (1–199 bytes). */
 export function checkMsgId(key: string, lines: boolean): void {
-  const max = MAX_MSG_ID_BYTES - (lines ? LINE_SUFFIX_BYTES : 0);
+  const max = lines ? MAX_ID_PREFIX_BYTES - 1 : MAX_MSG_ID_BYTES;
   if (key.length === 0 || Buffer.byteLength(key) > max) {
     throw new UsageError(`--msg-id must be 1 to ${max} bytes${lines ? " with --lines (each line's id is KEY:N)" : ""}, got ${key.length === 0 ? "an empty one" : `${Buffer.byteLength(key)} bytes`}`);
   }
@@ -97,8 +94,9 @@ export async function pub(options: PubOptions): Promise<number> {
       return Exit.Ok;
     }
     // --lines: every line is one message, pipelined in order with a bounded window. Each has
-    // a msg-id (the library's, or KEY:N), so what the library sends again after a lost
-    // connection is stored once; and nothing after a publish that failed is stored.
+    // a msg-id, the library's <producer>:N for line N (the producer is KEY with --msg-id), so
+    // what the library sends again after a lost connection is stored once; and nothing after
+    // a publish that failed is stored.
     const inFlight: Promise<PubResult>[] = [];
     let acknowledged = 0;
     let sent = 0;
@@ -108,7 +106,7 @@ export async function pub(options: PubOptions): Promise<number> {
     };
     const send = async (data: Uint8Array) => {
       sent++;
-      const result = mq.publish(options.id, options.topic, data, options.msgId === undefined ? {} : { msgId: `${options.msgId}:${sent}` });
+      const result = mq.publish(options.id, options.topic, data);
       // When the broker goes away every publish in flight fails; the first one awaited is
       // reported, the others must not surface as unhandled rejections (one trace each).
       result.catch(() => {});
@@ -133,7 +131,7 @@ export async function pub(options: PubOptions): Promise<number> {
       await flush();
     }
     return Exit.Ok;
-  }, { retryMs });
+  }, options.lines && options.msgId !== undefined ? { retryMs, producer: options.msgId } : { retryMs });
 }
 
 /** Lines of a byte stream, without their "\n" or "\r\n"; no empty message for a final newline. */

@@ -14,7 +14,7 @@ import { randomBytes } from "node:crypto";
 import { defaultSocketPath, maxFrameBytes } from "../config.ts";
 import { Code, MqError } from "../errors.ts";
 import { Connection, type ConnectionHandler } from "../wire/connection.ts";
-import { isMsgId, MAX_MSG_ID_BYTES, PROTOCOL_VERSION, type From, type Message as WireMessage, type PubResult, type Outgoing, type TopicInfo } from "../wire/messages.ts";
+import { isMsgId, MAX_ID_PREFIX_BYTES, MAX_MSG_ID_BYTES, PROTOCOL_VERSION, type From, type Message as WireMessage, type PubResult, type Outgoing, type TopicInfo } from "../wire/messages.ts";
 import { Message } from "./message.ts";
 
 export type { From, PubResult, TopicInfo };
@@ -23,12 +23,13 @@ export interface ConnectOptions {
   /** Unix socket of the local broker; default `$MQ_SOCKET`, else the default path. */
   socket?: string;
   /**
-   * The producer id: publishes without a `msgId` of their own get `<producer>:<n>`, n = 1,
-   * 2, … in call order, so that the server stores a publish sent again (a retry) once.
-   * Default: 11 random characters, new for each client. Give one only to send the same
-   * stream again (a re-run after a crash, publishing the same messages in the same order):
-   * a new stream under a producer id used within the server's dedupe window is taken for
-   * duplicates. `false`: no automatic message ids, and no retries of publishes without one.
+   * The producer id (1-199 bytes): publishes without a `msgId` of their own get
+   * `<producer>:<n>`, n = 1, 2, … per topic in call order, so that the server stores a
+   * publish sent again (a retry) once. Default: 11 random characters, new for each client.
+   * Give one only to send the same stream again (a re-run after a crash, publishing the same
+   * messages to the same topic in the same order): a new stream under a producer id used
+   * within the server's dedupe window is taken for duplicates. `false`: no automatic message
+   * ids, and no retries of publishes without one.
    */
   producer?: string | false;
   /**
@@ -78,7 +79,9 @@ const RETRY_MAX_MS = 1000;
 interface Publish {
   id: number;
   data: Uint8Array;
+  /** The id given by the caller, or the `n` of `<producer>:<n>`; neither without a producer. */
   msgId: string | undefined;
+  n: number;
   resolve(r: PubResult): void;
   reject(err: unknown): void;
 }
@@ -134,8 +137,8 @@ export class MqClient {
   private maxBytes = 0;
   private reconnecting: Promise<Connection> | null = null;
   private closedByUser = false;
-  /** Publishes numbered so far (the `n` of `<producer>:<n>`). */
-  private published = 0;
+  /** Publishes numbered so far per topic (the `n` of `<producer>:<n>`); kept for the client's life, so no id is given twice. */
+  private readonly numbered = new Map<string, number>();
   /** The prefix of automatic message ids; null: none. */
   readonly producer: string | null;
   private readonly retryMs: number;
@@ -164,8 +167,8 @@ export class MqClient {
 
   /** Connects to the local broker; UNAVAILABLE (with the path) when none is listening. */
   static async connect(options: ConnectOptions = {}): Promise<MqClient> {
-    if (options.producer !== undefined && options.producer !== false && !(typeof options.producer === "string" && options.producer.length > 0 && Buffer.byteLength(options.producer) <= MAX_MSG_ID_BYTES - 20)) {
-      throw new RangeError(`Cannot use producer id ${JSON.stringify(options.producer)}: it must be a string of 1 to ${MAX_MSG_ID_BYTES - 20} bytes, or false`);
+    if (options.producer !== undefined && options.producer !== false && !(typeof options.producer === "string" && options.producer.length > 0 && Buffer.byteLength(options.producer) < MAX_ID_PREFIX_BYTES)) {
+      throw new RangeError(`Cannot use producer id ${JSON.stringify(options.producer)}: it must be a string of 1 to ${MAX_ID_PREFIX_BYTES - 1} bytes, or false`);
     }
     if (options.retryMs !== undefined && !(Number.isFinite(options.retryMs) && options.retryMs >= 0)) {
       throw new RangeError(`Cannot retry publishes for ${options.retryMs} ms: retryMs must be a number >= 0`);
@@ -238,9 +241,10 @@ export class MqClient {
     let lane = this.lanes.get(topic);
     if (!lane) this.lanes.set(topic, (lane = { topic, queue: [], head: 0, busy: false, failed: null, scheduled: false }));
     if (lane.failed) return Promise.reject(notSent(topic, lane.failed));
-    const msgId = options.msgId ?? (this.producer === null ? undefined : `${this.producer}:${++this.published}`);
+    let n = 0;
+    if (options.msgId === undefined && this.producer !== null) this.numbered.set(topic, (n = (this.numbered.get(topic) ?? 0) + 1));
     const { promise, resolve, reject } = Promise.withResolvers<PubResult>();
-    lane.queue.push({ id, data: bytes, msgId, resolve, reject });
+    lane.queue.push({ id, data: bytes, msgId: options.msgId, n, resolve, reject });
     if (!lane.busy && !lane.scheduled) {
       lane.scheduled = true;
       this.scheduled.add(lane);
@@ -315,7 +319,8 @@ export class MqClient {
     let bytes = first.data.length + PAYLOAD_OVERHEAD;
     while (end < lane.queue.length && end - lane.head < MAX_BATCH_MESSAGES) {
       const p = lane.queue[end]!;
-      if (p.id !== first.id || (p.msgId === undefined) !== (first.msgId === undefined)) break;
+      // One kind of id per request: given ones, or a run of the producer's (consecutive per topic).
+      if (p.id !== first.id || (p.msgId === undefined) !== (first.msgId === undefined) || (p.n > 0) !== (first.n > 0) || (p.n > 0 && p.n !== first.n + (end - lane.head))) break;
       if (bytes + p.data.length + PAYLOAD_OVERHEAD > this.maxBatchBytes) break;
       bytes += p.data.length + PAYLOAD_OVERHEAD;
       end++;
@@ -328,11 +333,18 @@ export class MqClient {
   /** One batch, sent again after UNAVAILABLE (reconnecting as needed) while `retryMs` allows and every publish has an id. */
   private async sendBatch(topic: string, batch: Publish[]): Promise<Record<string, unknown>> {
     const { id } = batch[0]!;
-    const frame: Outgoing =
-      batch.length === 1
-        ? { op: "pub", id, topic, data: batch[0]!.data, ...(batch[0]!.msgId === undefined ? {} : { msgId: batch[0]!.msgId }) }
-        : { op: "pubs", id, topic, payloads: batch.map((p) => p.data), ...(batch[0]!.msgId === undefined ? {} : { msgIds: batch.map((p) => p.msgId!) }) };
-    const retry = batch[0]!.msgId !== undefined && this.retryMs > 0;
+    const first = batch[0]!;
+    let frame: Outgoing;
+    if (batch.length === 1) {
+      frame = { op: "pub", id, topic, data: first.data };
+      if (first.msgId !== undefined || first.n > 0) frame.msgId = first.msgId ?? `${this.producer}:${first.n}`;
+    } else {
+      frame = { op: "pubs", id, topic, payloads: batch.map((p) => p.data) };
+      // The producer's ids go as a run (prefix and first number): no string per message.
+      if (first.msgId !== undefined) frame.msgIds = batch.map((p) => p.msgId!);
+      else if (first.n > 0) Object.assign(frame, { idPrefix: `${this.producer}:`, idFrom: first.n });
+    }
+    const retry = (first.msgId !== undefined || first.n > 0) && this.retryMs > 0;
     let deadline = 0;
     let pause = RETRY_FIRST_MS;
     for (;;) {

@@ -14,7 +14,7 @@ import { Code, MqError } from "../errors.ts";
 import { lockDataDir, makeDataDir, writeFileAtomic } from "../store/fsutil.ts";
 import { IdRanges } from "../store/id-ranges.ts";
 import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
-import { PROTOCOL_VERSION, type Frame, type Message, type MsgsFrame, type Outgoing } from "../wire/messages.ts";
+import { PROTOCOL_VERSION, pubsIdsProblem, type Frame, type Message, type MsgsFrame, type Outgoing } from "../wire/messages.ts";
 import { checkTopic } from "../wire/topic.ts";
 import { IdTable } from "./id-table.ts";
 import { Inbox, type Waiter } from "./inbox.ts";
@@ -508,12 +508,10 @@ export class LocalBroker {
           }
         }
         const fwd: Extract<Outgoing, { op: "pubs" }> = { op: "pubs", id, topic: frame.topic, payloads: frame.payloads };
-        if (frame.msgIds !== undefined) {
-          if (frame.msgIds.length !== frame.payloads.length) {
-            throw new MqError(Code.BadRequest, `pubs: ${frame.msgIds.length} msgIds for ${frame.payloads.length} payloads; give one per payload`);
-          }
-          fwd.msgIds = frame.msgIds;
-        }
+        const problem = pubsIdsProblem(frame);
+        if (problem) throw new MqError(Code.BadRequest, problem);
+        if (frame.msgIds !== undefined) fwd.msgIds = frame.msgIds;
+        if (frame.idPrefix !== undefined) Object.assign(fwd, { idPrefix: frame.idPrefix, idFrom: frame.idFrom });
         return this.forward(fwd).catch(this.serverForgot(frame.id, id));
       }
       case "sub": {
