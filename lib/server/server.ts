@@ -114,6 +114,8 @@ export class MqServer {
   private readonly limits: ServerLimits;
   private readonly dedupe: DedupeWindow;
   private lastEvictionWarning = 0;
+  /** Message ids read back from the logs at start (for its log line). */
+  private rebuiltIds = 0;
   private inFlight = 0;
   private stopping: Promise<void> | null = null;
   private readonly tokenDigest: Buffer | null;
@@ -178,7 +180,7 @@ export class MqServer {
     if (server.dedupe.enabled) {
       server.dedupe.sort();
       server.dedupe.expire(Date.now());
-      if (server.dedupe.size > 0) log.info(`dedupe window: ${plural(server.dedupe.size, "message id")} of the last ${formatMs(server.dedupe.windowMs)} read back from the topic logs`);
+      if (server.rebuiltIds > 0) log.info(`dedupe window: ${plural(server.rebuiltIds, "message id")} of the last ${formatMs(server.dedupe.windowMs)} read back from the topic logs (${plural(server.dedupe.size, "entry", "entries")})`);
       server.dedupeTimer = setInterval(() => server.dedupe.expire(Date.now()), 1000);
     }
     for (const name of options.defaultTopics) {
@@ -520,6 +522,7 @@ export class MqServer {
       return;
     }
     for (const r of found) this.dedupe.addStored(topic.ids, r.msgId, r.seq, r.time);
+    this.rebuiltIds += found.length;
     // Topics are read one after another: keep the bound while they are.
     if (this.dedupe.size > this.dedupe.maxKeys) {
       this.dedupe.sort();
@@ -871,8 +874,8 @@ function formatMs(ms: number): string {
   return `${ms / 1000}s`;
 }
 
-function plural(n: number, noun: string): string {
-  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+function plural(n: number, noun: string, nouns = `${noun}s`): string {
+  return `${n} ${n === 1 ? noun : nouns}`;
 }
 
 /** The UNKNOWN_ID message for an id whose record the registry lost. */
