@@ -147,7 +147,7 @@ export function pubsIdsProblem(frame: { payloads: unknown[]; msgIds?: string[]; 
   if (frame.msgIds !== undefined && frame.msgIds.length !== frame.payloads.length) return `pubs: ${frame.msgIds.length} msgIds for ${frame.payloads.length} payloads; give one per payload`;
   if ((frame.idPrefix === undefined) !== (frame.idFrom === undefined)) return 'pubs: fields "idPrefix" and "idFrom" go together';
   if (frame.idPrefix !== undefined && frame.msgIds !== undefined) return 'pubs: give "msgIds" or "idPrefix" and "idFrom", not both';
-  if (frame.idFrom !== undefined && !Number.isSafeInteger(frame.idFrom + frame.payloads.length - 1)) return 'pubs: field "idFrom" is too big for the number of payloads';
+  if (frame.idFrom !== undefined && frame.idFrom > Number.MAX_SAFE_INTEGER - (frame.payloads.length - 1)) return 'pubs: field "idFrom" is too big for the number of payloads';
   return null;
 }
 
