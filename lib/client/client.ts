@@ -103,7 +103,7 @@ interface Lane {
   scheduled: boolean;
 }
 
-/** Transport of a client: one connection to the local broker, made again after a loss. */
+/** A connection to the local broker at `socketPath`, its hello done. */
 async function open(socketPath: string): Promise<{ conn: Connection; maxMessageBytes: number }> {
   const handler: ConnectionHandler = { frame: () => undefined };
   let socket: Socket<Connection>;
@@ -124,13 +124,18 @@ async function open(socketPath: string): Promise<{ conn: Connection; maxMessageB
     throw new MqError(Code.Unavailable, `no local broker at ${socketPath} (start one with \`mq local\` or \`mq up\`)`, { cause: err });
   }
   const conn = socket.data;
-  const hello = await conn.request({ op: "hello", version: PROTOCOL_VERSION }, ANSWER_TIMEOUT_MS);
-  return { conn, maxMessageBytes: typeof hello.maxMessageBytes === "number" ? hello.maxMessageBytes : 0 };
+  try {
+    const hello = await conn.request({ op: "hello", version: PROTOCOL_VERSION }, ANSWER_TIMEOUT_MS);
+    return { conn, maxMessageBytes: typeof hello.maxMessageBytes === "number" ? hello.maxMessageBytes : 0 };
+  } catch (err) {
+    conn.close();
+    throw err;
+  }
 }
 
 export class MqClient {
   private readonly lanes = new Map<string, Lane>();
-  /** Publishes made and not yet numbered by a lane that started sending: see `call`. */
+  /** Lanes whose publishes wait for the event loop to turn (a call sends them first, to keep the order of requests). */
   private readonly scheduled = new Set<Lane>();
   /** A batch fits in one frame: the server's frame limit is its message limit + 64 KiB. */
   private maxBatchBytes = 0;
