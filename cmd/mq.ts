@@ -15,8 +15,8 @@ import { MqError } from "../lib/errors.ts";
 import type * as cli from "../lib/cli/commands.ts";
 import { Exit, StdoutClosedError, UsageError, exitCodeFor, reportError, writeStdout } from "../lib/cli/output.ts";
 import { closest, renderCommandHelp, renderCompletion, renderProgramHelp, SHELLS, type CommandSpec, type OptionDef, type Program, type Shell } from "../lib/cli/help.ts";
-import { defaults, formatSize, parseAddress, parseCount, parseCountOrAuto, parseDuration, parseFrom, parseFsync, parseId, parseSeconds, parseSize, parseTopicList } from "../lib/cli/parse.ts";
-import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_LOCAL_LIMITS, DEFAULT_SERVER_LIMITS, isLoopback } from "../lib/config.ts";
+import { defaults, formatDuration, formatSize, parseAddress, parseCount, parseCountOrAuto, parseDuration, parseFrom, parseFsync, parseId, parseSeconds, parseSize, parseTopicList } from "../lib/cli/parse.ts";
+import { DEFAULT_DEDUPE, DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_LOCAL_LIMITS, DEFAULT_SERVER_LIMITS, isLoopback, LINES_RETRY_SECONDS } from "../lib/config.ts";
 
 /** The client commands' code (the client library, the wire layer, cbor-x). */
 const client = () => import("../lib/cli/commands.ts");
@@ -97,6 +97,8 @@ const serverArgs = {
   retention: { type: "string", valueHint: "AGE", default: "7d", description: "delete segments every subscriber is past once older than this" },
   "retention-bytes": { type: "string", valueHint: "SIZE", description: "…or while a topic's log is bigger than this (K/M/G; default no limit)" },
   "max-segment-bytes": { type: "string", valueHint: "SIZE", default: "64M", description: "roll a topic's log segment at this size (K/M/G)" },
+  "dedupe-window": { type: "string", valueHint: "AGE", default: formatDuration(DEFAULT_DEDUPE.windowMs), description: "a publish whose msg-id its topic stored this recently is not stored again (0: off)" },
+  "dedupe-max-keys": { type: "string", valueHint: "N", default: String(DEFAULT_DEDUPE.maxKeys), description: "most entries in the dedupe window, all topics together: a run of one producer's ids, or one other msg-id (about 85 / 155 bytes)" },
   ...logArgs,
 } as const satisfies Defs;
 
@@ -126,6 +128,10 @@ function serverOptions(d: Daemons, args: ServerArgs, dataDir: string, tokenFileI
     retention: {
       maxAgeMs: parseDuration("retention", v("retention")),
       maxBytes: args["retention-bytes"] === undefined ? Infinity : parseSize("retention-bytes", args["retention-bytes"]),
+    },
+    dedupe: {
+      windowMs: parseDuration("dedupe-window", v("dedupe-window")),
+      maxKeys: parseCount("dedupe-max-keys", v("dedupe-max-keys")),
     },
     limits: {
       maxConnections: parseCount("max-connections", v("max-connections")),
@@ -224,10 +230,12 @@ const commands: Command[] = [
       message: { type: "positional", description: "the message; standard input when absent", required: false },
       lines: { type: "boolean", description: "one message per line of standard input" },
       raw: { type: "boolean", description: "keep standard input's bytes exactly (no trailing newline removed)" },
+      "msg-id": { type: "string", valueHint: "KEY", description: "the message's id: one already stored in TOPIC within the server's --dedupe-window is not stored again (with --lines: line N gets KEY:N)" },
+      "retry-for": { type: "string", valueHint: "SECONDS", description: `after a lost connection, send what was not acknowledged again for up to SECONDS (default ${LINES_RETRY_SECONDS} with --lines, else 0)` },
       ...common,
     },
     maxPositionals: 3,
-    examples: ["mq pub 3 orders '{\"total\": 12}'", "mq pub 3 orders --lines < events.ndjson"],
+    examples: ["mq pub 3 orders '{\"total\": 12}'", "mq pub 3 orders --lines < events.ndjson", "mq pub 3 orders --msg-id order-1042 '{\"total\": 12}'"],
     run: async (args) => {
       const message = args._.length >= 3 ? String(args._[2]) : undefined;
       exclusive({ "<MESSAGE>": message, ...args }, "<MESSAGE>", "lines", "--lines splits standard input; give MESSAGE or pipe the lines in");
@@ -235,7 +243,13 @@ const commands: Command[] = [
       exclusive(args, "raw", "lines", "--lines splits on newlines, --raw keeps every byte; pick one");
       const opts: cli.PubOptions = { ...commonOf(args), id: parseId(args.id), topic: String(args.topic), lines: Boolean(args.lines), raw: Boolean(args.raw) };
       if (message !== undefined) opts.message = message;
-      return (await client()).pub(opts);
+      const commands = await client();
+      if (args["msg-id"] !== undefined) {
+        opts.msgId = String(args["msg-id"]);
+        commands.checkMsgId(opts.msgId, opts.lines);
+      }
+      if (args["retry-for"] !== undefined) opts.retrySeconds = parseSeconds("retry-for", args["retry-for"]);
+      return commands.pub(opts);
     },
   },
   {

@@ -64,3 +64,9 @@ export function parseHostPort(value: string): { hostname: string; port: number }
   if (!m || port > 65535) throw new RangeError(`Cannot parse address ${JSON.stringify(value)}: expected HOST:PORT, e.g. 127.0.0.1:7600`);
   return { hostname: m[1] ?? (m[2] || "127.0.0.1"), port };
 }
+
+/** Deduplication of publishes by msg-id (lib/server/dedupe.ts): how long a topic remembers an id, and the most entries kept in all. */
+export const DEFAULT_DEDUPE = { windowMs: 2 * 60_000, maxKeys: 1_000_000 };
+
+/** `mq pub --lines`: how long publishes not acknowledged are sent again after a lost connection (`--retry-for`). */
+export const LINES_RETRY_SECONDS = 30;

@@ -2,18 +2,18 @@
  * The client commands. Each takes plain options (already parsed by cmd/mq.ts), talks to the
  * local broker through MqClient, prints per the CLI contract and returns the exit status.
  */
-import { MqClient, type Received } from "../client/client.ts";
-import type { From, PubResult } from "../wire/messages.ts";
+import { MqClient, type ConnectOptions, type Received } from "../client/client.ts";
+import { MAX_ID_PREFIX_BYTES, MAX_MSG_ID_BYTES, type From, type PubResult } from "../wire/messages.ts";
 import { checkTopic } from "../wire/topic.ts";
-import { Exit, StdoutClosedError, renderMessages, warn, watchStdoutReader, writeStdout } from "./output.ts";
+import { Exit, StdoutClosedError, UsageError, renderMessages, warn, watchStdoutReader, writeStdout } from "./output.ts";
 
 export interface CommonOptions {
   socket?: string;
   json: boolean;
 }
 
-async function withClient<T>(options: CommonOptions, work: (mq: MqClient) => Promise<T>): Promise<T> {
-  const mq = await MqClient.connect(options.socket === undefined ? {} : { socket: options.socket });
+async function withClient<T>(options: CommonOptions, work: (mq: MqClient) => Promise<T>, connect: ConnectOptions = {}): Promise<T> {
+  const mq = await MqClient.connect(options.socket === undefined ? connect : { ...connect, socket: options.socket });
   try {
     return await work(mq);
   } finally {
@@ -38,13 +38,29 @@ export interface PubOptions extends CommonOptions {
   message?: string;
   lines: boolean;
   raw: boolean;
+  /** The message's id (with `lines`: the prefix of each line's id, `KEY:N` for line N). */
+  msgId?: string;
+  /** How long unacknowledged publishes are sent again after a lost connection; LINES_RETRY_SECONDS with `lines`, else 0. */
+  retrySeconds?: number;
 }
 
 /** Most publishes of `--lines` in flight at once: enough to pipeline, bounded in memory. */
 const PUB_WINDOW = 256;
+/** `pub --lines` rides out a lost connection this long by default; one message is not sent again (exit 4 within 5 s, SPEC §2). */
+export { LINES_RETRY_SECONDS } from "../config.ts";
+import { LINES_RETRY_SECONDS } from "../config.ts";
+/** Checks `--msg-id` before any connection is made: 1–256 bytes; with --lines, KEY is the producer id of `KEY:N` (1–199 bytes). */
+export function checkMsgId(key: string, lines: boolean): void {
+  const max = lines ? MAX_ID_PREFIX_BYTES - 1 : MAX_MSG_ID_BYTES;
+  if (key.length === 0 || Buffer.byteLength(key) > max) {
+    throw new UsageError(`--msg-id must be 1 to ${max} bytes${lines ? " with --lines (each line's id is KEY:N)" : ""}, got ${key.length === 0 ? "an empty one" : `${Buffer.byteLength(key)} bytes`}`);
+  }
+}
 
 export async function pub(options: PubOptions): Promise<number> {
   checkTopic(options.topic);
+  if (options.msgId !== undefined) checkMsgId(options.msgId, options.lines);
+  const retryMs = Math.round((options.retrySeconds ?? (options.lines ? LINES_RETRY_SECONDS : 0)) * 1000);
   return withClient(options, async (mq) => {
     let warned = false;
     // Status lines wait here and go out in one write per batch, not one syscall per message.
@@ -56,11 +72,13 @@ export async function pub(options: PubOptions): Promise<number> {
         warn(`topic "${r.topic}" ${r.created ? "is new and " : ""}has no subscribers yet: the message is stored, but only an id that subscribes with --from earliest (or --from ${r.seq}) will receive it`);
       }
       const noun = r.subscribers === 1 ? "subscriber" : "subscribers";
-      out += line(options, r, `${r.topic}: seq ${r.seq}, ${r.subscribers} ${noun}${r.created ? " (new topic)" : ""}`);
+      const note = r.duplicate ? " (duplicate: this msg-id was stored before, nothing stored now)" : r.created ? " (new topic)" : "";
+      out += line(options, r, `${r.topic}: seq ${r.seq}, ${r.subscribers} ${noun}${note}`);
     };
     // The status lines are a report, the publishes the job: when the reader of stdout goes
     // away (`| head -1`), the rest of the input is still published, and the report dropped.
     let readerGone = false;
+    const one = options.msgId === undefined ? {} : { msgId: options.msgId };
     const flush = async () => {
       const text = out;
       out = "";
@@ -73,7 +91,7 @@ export async function pub(options: PubOptions): Promise<number> {
       }
     };
     if (options.message !== undefined) {
-      report(await mq.publish(options.id, options.topic, options.message));
+      report(await mq.publish(options.id, options.topic, options.message, one));
       await flush();
       return Exit.Ok;
     }
@@ -83,32 +101,49 @@ export async function pub(options: PubOptions): Promise<number> {
     if (!options.lines) {
       let data = new Uint8Array(await Bun.stdin.arrayBuffer());
       if (!options.raw && data.length > 0 && data[data.length - 1] === 10) data = data.subarray(0, data.length - 1);
-      report(await mq.publish(options.id, options.topic, data));
+      report(await mq.publish(options.id, options.topic, data, one));
       await flush();
       return Exit.Ok;
     }
-    // --lines: every line is one message, pipelined in order with a bounded window.
+    // --lines: every line is one message, pipelined in order with a bounded window. Each has
+    // a msg-id, the library's <producer>:N for line N (the producer is KEY with --msg-id), so
+    // what the library sends again after a lost connection is stored once; and nothing after
+    // a publish that failed is stored.
     const inFlight: Promise<PubResult>[] = [];
+    let acknowledged = 0;
+    let sent = 0;
+    const next = async () => {
+      report(await inFlight.shift()!);
+      acknowledged++;
+    };
     const send = async (data: Uint8Array) => {
+      sent++;
       const result = mq.publish(options.id, options.topic, data);
       // When the broker goes away every publish in flight fails; the first one awaited is
       // reported, the others must not surface as unhandled rejections (one trace each).
       result.catch(() => {});
       inFlight.push(result);
       if (inFlight.length >= PUB_WINDOW) {
-        report(await inFlight.shift()!);
+        await next();
         if (out.length >= 64 * 1024) await flush();
       }
     };
     try {
       for await (const data of splitLines(Bun.stdin.stream())) await send(data);
-      while (inFlight.length > 0) report(await inFlight.shift()!);
+      while (inFlight.length > 0) await next();
+    } catch (err) {
+      const first = acknowledged + 1;
+      const range = sent > first ? `lines ${first}-${sent} were` : `line ${first} was`;
+      // The failed request may have been stored (its answer lost); nothing after it was sent.
+      const again = options.msgId === undefined ? "give --msg-id KEY to make a run that can be repeated safely" : "run it again with the same --msg-id: lines already stored are not stored twice";
+      warn(`${range} not acknowledged: line ${first} and those sent in one request with it may be stored, the lines after them are not; ${again}`);
+      throw err;
     } finally {
       // What was stored is printed even when a later publish failed.
       await flush();
     }
     return Exit.Ok;
-  });
+  }, options.lines && options.msgId !== undefined ? { retryMs, producer: options.msgId } : { retryMs });
 }
 
 /** Lines of a byte stream, without their "\n" or "\r\n"; no empty message for a final newline. */

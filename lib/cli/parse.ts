@@ -49,6 +49,14 @@ export function parseDuration(name: string, value: unknown): number {
   return Math.round(Number(m[1]) * unit);
 }
 
+/** The inverse of parseDuration for flag defaults: 120000 → "2m" (the largest exact unit). */
+export function formatDuration(ms: number): string {
+  for (const [unit, size] of [["d", 86_400_000], ["h", 3_600_000], ["m", 60_000], ["s", 1000]] as const) {
+    if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
+  }
+  return `${ms}ms`;
+}
+
 /** `512`, `64K`, `100M`, `10G` (powers of 1024) → bytes; every size flag goes through here. */
 export function parseSize(name: string, value: unknown, min = 1, max = Number.MAX_SAFE_INTEGER): number {
   const m = /^(\d+(?:\.\d+)?)([KMG]i?B?|B)?$/i.exec(String(value).trim());

@@ -10,10 +10,11 @@
  *     for await (const m of mq.messages(id)) console.log(m.topic, m.seq, m.json());
  */
 import type { Socket } from "bun";
+import { randomBytes } from "node:crypto";
 import { defaultSocketPath, maxFrameBytes } from "../config.ts";
 import { Code, MqError } from "../errors.ts";
 import { Connection, type ConnectionHandler } from "../wire/connection.ts";
-import { PROTOCOL_VERSION, type From, type Message as WireMessage, type PubResult, type Outgoing, type TopicInfo } from "../wire/messages.ts";
+import { isMsgId, MAX_ID_PREFIX_BYTES, MAX_MSG_ID_BYTES, PROTOCOL_VERSION, type From, type Message as WireMessage, type PubResult, type Outgoing, type TopicInfo } from "../wire/messages.ts";
 import { Message } from "./message.ts";
 
 export type { From, PubResult, TopicInfo };
@@ -21,6 +22,32 @@ export type { From, PubResult, TopicInfo };
 export interface ConnectOptions {
   /** Unix socket of the local broker; default `$MQ_SOCKET`, else the default path. */
   socket?: string;
+  /**
+   * The producer id (1-199 bytes): publishes without a `msgId` of their own get
+   * `<producer>:<n>`, n = 1, 2, … per topic in call order, so that the server stores a
+   * publish sent again (a retry) once. Default: 11 random characters, new for each client.
+   * Give one only to send the same stream again (a re-run after a crash, publishing the same
+   * messages to the same topic in the same order): a new stream under a producer id used
+   * within the server's dedupe window is taken for duplicates. `false`: no automatic message
+   * ids, and no retries of publishes without one.
+   */
+  producer?: string | false;
+  /**
+   * How long a publish that failed with UNAVAILABLE (the local broker or the server lost) is
+   * sent again, in ms from its first failure; 0: never. Default 30 000. Only publishes with
+   * a message id are retried.
+   */
+  retryMs?: number;
+}
+
+/** Options of one publish. */
+export interface PublishOptions {
+  /**
+   * The message's id, 1–256 bytes of UTF-8: the server stores a message whose id its topic
+   * already stored within its dedupe window (`mq server --dedupe-window`) only once, and
+   * answers with the original seq and `duplicate: true`. Default: `<producer>:<n>`.
+   */
+  msgId?: string;
 }
 
 /** A batch from `recv`: the messages, and the ack that tells the broker they reached the user. */
@@ -43,64 +70,150 @@ const MAX_BATCH_MESSAGES = 1024;
 const MAX_BATCH_BYTES = 256 * 1024;
 /** CBOR header of one payload in the `payloads` array, rounded up. */
 const PAYLOAD_OVERHEAD = 9;
+export const DEFAULT_RETRY_MS = 30_000;
+/** Pause before sending a failed batch again: doubles from the first to the last, with jitter. */
+const RETRY_FIRST_MS = 100;
+const RETRY_MAX_MS = 1000;
 
-interface PubBatch {
+/** A publish waiting for its answer. */
+interface Publish {
   id: number;
+  data: Uint8Array;
+  /** The id given by the caller, or the `n` of `<producer>:<n>`; neither without a producer. */
+  msgId: string | undefined;
+  n: number;
+  resolve(r: PubResult): void;
+  reject(err: unknown): void;
+}
+
+/**
+ * The publishes of one topic, in call order: one batch in flight at a time, so that a batch
+ * that fails is sent again before anything after it, and a later publish is never stored
+ * while an earlier one failed.
+ */
+interface Lane {
   topic: string;
-  payloads: Uint8Array[];
-  bytes: number;
-  waiters: Array<{ resolve(r: PubResult): void; reject(err: unknown): void }>;
+  queue: Publish[];
+  /** Index of the first publish of `queue` not yet sent. */
+  head: number;
+  /** A batch is in flight (or waiting to be sent again). */
+  busy: boolean;
+  /** Set by a publish that failed for good: every later publish to the topic fails with it, until `resume`. */
+  failed: MqError | null;
+  scheduled: boolean;
+}
+
+/** A connection to the local broker at `socketPath`, its hello done. */
+async function open(socketPath: string): Promise<{ conn: Connection; maxMessageBytes: number }> {
+  const handler: ConnectionHandler = { frame: () => undefined };
+  let socket: Socket<Connection>;
+  try {
+    socket = await Bun.connect<Connection>({
+      unix: socketPath,
+      socket: {
+        open: (s) => {
+          s.data = new Connection(s, handler, { maxFrameBytes: maxFrameBytes(1024 * 1024 * 1024), label: `local broker at ${socketPath}` });
+        },
+        data: (s, chunk) => s.data?.onData(chunk),
+        drain: (s) => s.data?.onDrain(),
+        close: (s) => s.data?.onClose(),
+        error: () => {},
+      },
+    });
+  } catch (err) {
+    throw new MqError(Code.Unavailable, `no local broker at ${socketPath} (start one with \`mq local\` or \`mq up\`)`, { cause: err });
+  }
+  const conn = socket.data;
+  try {
+    const hello = await conn.request({ op: "hello", version: PROTOCOL_VERSION }, ANSWER_TIMEOUT_MS);
+    return { conn, maxMessageBytes: typeof hello.maxMessageBytes === "number" ? hello.maxMessageBytes : 0 };
+  } catch (err) {
+    conn.close();
+    throw err;
+  }
 }
 
 export class MqClient {
-  private readonly batches = new Map<string, PubBatch>();
+  private readonly lanes = new Map<string, Lane>();
+  /** Lanes whose publishes wait for the event loop to turn (a call sends them first, to keep the order of requests). */
+  private readonly scheduled = new Set<Lane>();
   /** A batch fits in one frame: the server's frame limit is its message limit + 64 KiB. */
-  private readonly maxBatchBytes: number;
-  private batchTimer: ReturnType<typeof setImmediate> | null = null;
+  private maxBatchBytes = 0;
+  private maxBytes = 0;
+  private reconnecting: Promise<Connection> | null = null;
+  private closedByUser = false;
+  /** Publishes numbered so far per topic (the `n` of `<producer>:<n>`); kept for the client's life, so no id is given twice. */
+  private readonly numbered = new Map<string, number>();
+  /** The prefix of automatic message ids; null: none. */
+  readonly producer: string | null;
+  private readonly retryMs: number;
 
   private constructor(
-    private readonly conn: Connection,
-    /** Largest message the server accepts, learned from the hello. */
-    readonly maxMessageBytes: number,
+    private conn: Connection,
+    maxMessageBytes: number,
+    private readonly socketPath: string,
+    options: ConnectOptions,
   ) {
+    this.setMaxMessageBytes(maxMessageBytes);
+    this.producer = options.producer === false ? null : (options.producer ?? randomBytes(8).toString("base64url"));
+    this.retryMs = options.retryMs ?? DEFAULT_RETRY_MS;
+  }
+
+  /** Largest message the server accepts, learned from the hello. */
+  get maxMessageBytes(): number {
+    return this.maxBytes;
+  }
+
+  private setMaxMessageBytes(maxMessageBytes: number): void {
+    this.maxBytes = maxMessageBytes;
     // Room for the request's other fields within maxFrameBytes(maxMessageBytes) = limit + 64 KiB.
     this.maxBatchBytes = maxMessageBytes > 0 ? Math.min(MAX_BATCH_BYTES, maxMessageBytes + 60 * 1024) : 60 * 1024;
   }
 
   /** Connects to the local broker; UNAVAILABLE (with the path) when none is listening. */
   static async connect(options: ConnectOptions = {}): Promise<MqClient> {
-    const socketPath = options.socket ?? process.env.MQ_SOCKET ?? defaultSocketPath();
-    const handler: ConnectionHandler = { frame: () => undefined };
-    let socket: Socket<Connection>;
-    try {
-      socket = await Bun.connect<Connection>({
-        unix: socketPath,
-        socket: {
-          open: (s) => {
-            s.data = new Connection(s, handler, { maxFrameBytes: maxFrameBytes(1024 * 1024 * 1024), label: `local broker at ${socketPath}` });
-          },
-          data: (s, chunk) => s.data?.onData(chunk),
-          drain: (s) => s.data?.onDrain(),
-          close: (s) => s.data?.onClose(),
-          error: () => {},
-        },
-      });
-    } catch (err) {
-      throw new MqError(Code.Unavailable, `no local broker at ${socketPath} (start one with \`mq local\` or \`mq up\`)`, { cause: err });
+    if (options.producer !== undefined && options.producer !== false && !(typeof options.producer === "string" && options.producer.length > 0 && Buffer.byteLength(options.producer) < MAX_ID_PREFIX_BYTES)) {
+      throw new RangeError(`Cannot use producer id ${JSON.stringify(options.producer)}: it must be a string of 1 to ${MAX_ID_PREFIX_BYTES - 1} bytes, or false`);
     }
-    const conn = socket.data;
-    const hello = await conn.request({ op: "hello", version: PROTOCOL_VERSION }, ANSWER_TIMEOUT_MS);
-    return new MqClient(conn, typeof hello.maxMessageBytes === "number" ? hello.maxMessageBytes : 0);
+    if (options.retryMs !== undefined && !(Number.isFinite(options.retryMs) && options.retryMs >= 0)) {
+      throw new RangeError(`Cannot retry publishes for ${options.retryMs} ms: retryMs must be a number >= 0`);
+    }
+    const socketPath = options.socket ?? process.env.MQ_SOCKET ?? defaultSocketPath();
+    const { conn, maxMessageBytes } = await open(socketPath);
+    return new MqClient(conn, maxMessageBytes, socketPath, options);
+  }
+
+  /** The connection, made again (once, for every caller) when the local broker was lost. */
+  private connection(): Promise<Connection> {
+    if (this.closedByUser) return Promise.reject(new MqError(Code.Unavailable, "the client is closed"));
+    if (!this.conn.closed) return Promise.resolve(this.conn);
+    this.reconnecting ??= open(this.socketPath).then(
+      ({ conn, maxMessageBytes }) => {
+        this.reconnecting = null;
+        if (this.closedByUser) {
+          conn.close();
+          throw new MqError(Code.Unavailable, "the client is closed");
+        }
+        this.conn = conn;
+        this.setMaxMessageBytes(maxMessageBytes);
+        return conn;
+      },
+      (err) => {
+        this.reconnecting = null;
+        throw err;
+      },
+    );
+    return this.reconnecting;
   }
 
   /**
    * One request. The local broker answers within seconds even when the server is away;
    * the timeout only guards against a local broker that accepts and then hangs.
    */
-  private async call(frame: Outgoing, timeoutMs = ANSWER_TIMEOUT_MS): Promise<Record<string, unknown>> {
-    // Publishes waiting to be batched go first: requests keep the order they were made in.
-    if (frame.op !== "pub" && frame.op !== "pubs" && this.batches.size > 0) this.sendBatches();
-    return this.conn.request(frame, timeoutMs);
+  private async call(frame: Outgoing, timeoutMs = ANSWER_TIMEOUT_MS, conn?: Connection): Promise<Record<string, unknown>> {
+    // Publishes made before this call and not sent yet go first: requests keep the order they were made in.
+    if (this.scheduled.size > 0) this.sendScheduled();
+    return (conn ?? (this.conn.closed || this.closedByUser ? await this.connection() : this.conn)).request(frame, timeoutMs);
   }
 
   /** A new client id (the local id on this host). */
@@ -108,60 +221,153 @@ export class MqClient {
     return (await this.call({ op: "create" })).id as number;
   }
 
-  /** Appends `data` to `topic` durably; the topic is created if it does not exist. */
   /**
+   * Appends `data` to `topic` durably; the topic is created if it does not exist.
+   *
    * Publishes made together (before the event loop turns) to the same id and topic travel
    * as one `pubs` request, like a Kafka producer's batch: each still resolves with its own
-   * seq, in call order.
+   * seq, in call order. Per topic, one batch is in flight at a time; one that fails with
+   * UNAVAILABLE is sent again (same message ids) for up to `retryMs`, before anything after
+   * it. A publish that fails for good makes every later publish to its topic fail too,
+   * until `resume(topic)`: what is stored of a topic is always a prefix of what was
+   * published to it (docs/library.md, "Exactly once in the log").
    */
-  publish(id: number, topic: string, data: Uint8Array | string): Promise<PubResult> {
+  publish(id: number, topic: string, data: Uint8Array | string, options: PublishOptions = {}): Promise<PubResult> {
+    if (this.closedByUser) return Promise.reject(new MqError(Code.Unavailable, "the client is closed"));
+    if (options.msgId !== undefined && !isMsgId(options.msgId)) {
+      return Promise.reject(new RangeError(`Cannot publish with msgId ${JSON.stringify(String(options.msgId).slice(0, 40))}: it must be a string of 1 to ${MAX_MSG_ID_BYTES} bytes`));
+    }
     // A copy: the batch goes out later, and the caller may reuse its buffer at once.
     const bytes = typeof data === "string" ? encoder.encode(data) : data.slice();
     // Checked here too: a message far above the limit would otherwise be cut off by the frame limit.
-    if (this.maxMessageBytes > 0 && bytes.length > this.maxMessageBytes) {
-      return Promise.reject(new MqError(Code.MessageTooLarge, `message of ${bytes.length} bytes is above the server's limit of ${this.maxMessageBytes}`));
+    if (this.maxBytes > 0 && bytes.length > this.maxBytes) {
+      return Promise.reject(new MqError(Code.MessageTooLarge, `message of ${bytes.length} bytes is above the server's limit of ${this.maxBytes}`));
     }
-    const key = `${id}\u0000${topic}`;
-    let batch = this.batches.get(key);
-    if (batch && (batch.payloads.length >= MAX_BATCH_MESSAGES || batch.bytes + bytes.length + PAYLOAD_OVERHEAD > this.maxBatchBytes)) {
-      this.sendBatch(key, batch);
-      batch = undefined;
-    }
-    if (!batch) {
-      batch = { id, topic, payloads: [], bytes: 0, waiters: [] };
-      this.batches.set(key, batch);
-      if (!this.batchTimer) this.batchTimer = setImmediate(() => this.sendBatches());
-    }
-    batch.payloads.push(bytes);
-    batch.bytes += bytes.length + PAYLOAD_OVERHEAD;
+    let lane = this.lanes.get(topic);
+    if (!lane) this.lanes.set(topic, (lane = { topic, queue: [], head: 0, busy: false, failed: null, scheduled: false }));
+    if (lane.failed) return Promise.reject(notSent(topic, lane.failed));
+    let n = 0;
+    if (options.msgId === undefined && this.producer !== null) this.numbered.set(topic, (n = (this.numbered.get(topic) ?? 0) + 1));
     const { promise, resolve, reject } = Promise.withResolvers<PubResult>();
-    batch.waiters.push({ resolve, reject });
+    lane.queue.push({ id, data: bytes, msgId: options.msgId, n, resolve, reject });
+    if (!lane.busy && !lane.scheduled) {
+      lane.scheduled = true;
+      this.scheduled.add(lane);
+      if (this.scheduled.size === 1) setImmediate(() => this.sendScheduled());
+    }
     return promise;
   }
 
-  private sendBatches(): void {
-    this.batchTimer = null;
-    for (const [key, batch] of this.batches) this.sendBatch(key, batch);
+  /**
+   * After a publish to `topic` failed for good, later publishes to it fail too (nothing is
+   * stored out of order); this lets them through again. Publishes that failed stay failed:
+   * publish them again (with the same `msgId`, they are stored once) if they must go.
+   */
+  resume(topic: string): void {
+    // A lane is failed only once it stopped sending, so nothing of it is in flight.
+    if (this.lanes.get(topic)?.failed) this.lanes.delete(topic);
   }
 
-  private sendBatch(key: string, batch: PubBatch): void {
-    this.batches.delete(key);
-    const { id, topic, payloads, waiters } = batch;
-    const request: Promise<Record<string, unknown>> =
-      payloads.length === 1
-        ? this.call({ op: "pub", id, topic, data: payloads[0]! }).then((r) => ({ ...r, seqs: [r.seq as number] }))
-        : this.call({ op: "pubs", id, topic, payloads });
-    request.then(
-      (r) => {
-        const seqs = r.seqs as number[];
-        const subscribers = r.subscribers as number;
+  private sendScheduled(): void {
+    for (const lane of this.scheduled) {
+      lane.scheduled = false;
+      if (!lane.busy) void this.runLane(lane);
+    }
+    this.scheduled.clear();
+  }
+
+  /** Sends the lane's publishes batch after batch, until none is left or one fails for good. */
+  private async runLane(lane: Lane): Promise<void> {
+    lane.busy = true;
+    try {
+      while (lane.head < lane.queue.length) {
+        const batch = this.nextBatch(lane);
+        let reply: Record<string, unknown>;
+        try {
+          reply = await this.sendBatch(lane.topic, batch);
+        } catch (err) {
+          const e = err instanceof MqError ? err : new MqError(Code.Internal, `publish failed: ${(err as Error).message}`, { cause: err });
+          lane.failed = e;
+          for (const p of batch) p.reject(e);
+          const rest = lane.queue.slice(lane.head);
+          lane.queue = [];
+          lane.head = 0;
+          for (const p of rest) p.reject(notSent(lane.topic, e));
+          return;
+        }
+        const seqs = reply.seqs as number[];
+        const subscribers = reply.subscribers as number;
+        const duplicates = new Set((reply.duplicates as number[] | undefined) ?? []);
         // The topic was created by the first message of the batch.
-        for (let i = 0; i < waiters.length; i++) waiters[i]!.resolve({ topic, seq: seqs[i]!, subscribers, created: i === 0 && r.created === true });
-      },
-      (err) => {
-        for (const w of waiters) w.reject(err);
-      },
-    );
+        for (let i = 0; i < batch.length; i++) {
+          const r: PubResult = { topic: lane.topic, seq: seqs[i]!, subscribers, created: i === 0 && reply.created === true };
+          if (duplicates.has(i)) r.duplicate = true;
+          batch[i]!.resolve(r);
+        }
+        if (lane.head > 1024 && lane.head * 2 > lane.queue.length) {
+          lane.queue = lane.queue.slice(lane.head);
+          lane.head = 0;
+        }
+      }
+      lane.queue = [];
+      lane.head = 0;
+    } finally {
+      lane.busy = false;
+      if (lane.queue.length === 0 && !lane.failed && this.lanes.get(lane.topic) === lane) this.lanes.delete(lane.topic);
+    }
+  }
+
+  /** The next publishes of the lane that go as one request: the same id, within the batch bounds. */
+  private nextBatch(lane: Lane): Publish[] {
+    const first = lane.queue[lane.head]!;
+    let end = lane.head + 1;
+    let bytes = first.data.length + PAYLOAD_OVERHEAD;
+    while (end < lane.queue.length && end - lane.head < MAX_BATCH_MESSAGES) {
+      const p = lane.queue[end]!;
+      // One kind of id per request: given ones, or a run of the producer's (consecutive per topic).
+      if (p.id !== first.id || (p.msgId === undefined) !== (first.msgId === undefined) || (p.n > 0) !== (first.n > 0) || (p.n > 0 && p.n !== first.n + (end - lane.head))) break;
+      if (bytes + p.data.length + PAYLOAD_OVERHEAD > this.maxBatchBytes) break;
+      bytes += p.data.length + PAYLOAD_OVERHEAD;
+      end++;
+    }
+    const batch = lane.queue.slice(lane.head, end);
+    lane.head = end;
+    return batch;
+  }
+
+  /** One batch, sent again after UNAVAILABLE (reconnecting as needed) while `retryMs` allows and every publish has an id. */
+  private async sendBatch(topic: string, batch: Publish[]): Promise<Record<string, unknown>> {
+    const { id } = batch[0]!;
+    const first = batch[0]!;
+    let frame: Outgoing;
+    if (batch.length === 1) {
+      frame = { op: "pub", id, topic, data: first.data };
+      if (first.msgId !== undefined || first.n > 0) frame.msgId = first.msgId ?? `${this.producer}:${first.n}`;
+    } else {
+      frame = { op: "pubs", id, topic, payloads: batch.map((p) => p.data) };
+      // The producer's ids go as a run (prefix and first number): no string per message.
+      if (first.msgId !== undefined) frame.msgIds = batch.map((p) => p.msgId!);
+      else if (first.n > 0) Object.assign(frame, { idPrefix: `${this.producer}:`, idFrom: first.n });
+    }
+    const retry = (first.msgId !== undefined || first.n > 0) && this.retryMs > 0;
+    let deadline = 0;
+    let pause = RETRY_FIRST_MS;
+    for (;;) {
+      try {
+        // On a live connection the frame is queued at once (close() relies on that).
+        const conn = this.conn.closed || this.closedByUser ? await this.connection() : this.conn;
+        // A retry does not wait much beyond the deadline for an answer.
+        const r = await conn.request(frame, deadline === 0 ? ANSWER_TIMEOUT_MS : Math.max(1000, Math.min(ANSWER_TIMEOUT_MS, deadline - Date.now())));
+        return frame.op === "pub" ? { ...r, seqs: [r.seq as number], ...(r.duplicate === true ? { duplicates: [0] } : {}) } : r;
+      } catch (err) {
+        if (!(retry && err instanceof MqError && err.code === Code.Unavailable) || this.closedByUser) throw err;
+        const now = Date.now();
+        deadline ||= now + this.retryMs;
+        if (now >= deadline) throw err;
+        await Bun.sleep(Math.min(pause / 2 + Math.random() * (pause / 2), deadline - now));
+        pause = Math.min(pause * 2, RETRY_MAX_MS);
+      }
+    }
   }
 
   /** Subscribes `id` to `topics`; `from` applies to new subscriptions (default "latest"). */
@@ -182,7 +388,9 @@ export class MqClient {
    */
   async recv(id: number, options: { max?: number; waitMs?: number } = {}): Promise<Received> {
     const wait = Math.max(0, Math.floor(options.waitMs ?? 0));
-    const r = await this.call({ op: "recv", id, max: options.max ?? 1, wait }, wait + ANSWER_TIMEOUT_MS);
+    // The ack goes on the connection the batch came on: another one does not know its tag.
+    const conn = await this.connection();
+    const r = await this.call({ op: "recv", id, max: options.max ?? 1, wait }, wait + ANSWER_TIMEOUT_MS, conn);
     const wire = (r.messages as WireMessage[] | undefined) ?? [];
     const messages = new Array<Message>(wire.length);
     for (let i = 0; i < wire.length; i++) {
@@ -199,7 +407,7 @@ export class MqClient {
         }
         if (tag === undefined) return;
         // Without count, the whole batch (and the frame stays as it was before count existed).
-        await this.call(count === undefined || count === messages.length ? { op: "ack", id, tag } : { op: "ack", id, tag, count });
+        await this.call(count === undefined || count === messages.length ? { op: "ack", id, tag } : { op: "ack", id, tag, count }, ANSWER_TIMEOUT_MS, conn);
       },
     };
   }
@@ -249,16 +457,31 @@ export class MqClient {
     return { local: r.local as Record<string, unknown>, server: r.server as Record<string, unknown> };
   }
 
-  /** Closes the connection; publishes not yet answered fail with UNAVAILABLE (they may have been stored). */
+  /**
+   * Closes the connection; publishes not yet answered fail with UNAVAILABLE (those sent may
+   * have been stored). Publishes made just before are sent first, as far as their topic's
+   * batch in flight allows.
+   */
   close(): void {
-    if (this.batchTimer) clearImmediate(this.batchTimer);
-    this.sendBatches();
+    if (this.closedByUser) return;
+    this.sendScheduled();
+    this.closedByUser = true;
+    const closed = new MqError(Code.Unavailable, "the client was closed before the publish was sent");
+    for (const lane of this.lanes.values()) {
+      for (const p of lane.queue.slice(lane.head)) p.reject(closed);
+      lane.queue.length = lane.head;
+    }
     this.conn.close();
   }
 
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+/** A publish that was not sent because an earlier one to its topic failed for good. */
+function notSent(topic: string, first: MqError): MqError {
+  return new MqError(first.code, `not sent: an earlier publish to topic "${topic}" failed (${first.code}: ${first.message}); call resume("${topic}") to publish to it again`);
 }
 
 /**

@@ -14,7 +14,7 @@ import { Code, MqError } from "../errors.ts";
 import { lockDataDir, makeDataDir, writeFileAtomic } from "../store/fsutil.ts";
 import { IdRanges } from "../store/id-ranges.ts";
 import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
-import { PROTOCOL_VERSION, type Frame, type Message, type MsgsFrame, type Outgoing } from "../wire/messages.ts";
+import { PROTOCOL_VERSION, pubsIdsProblem, type Frame, type Message, type MsgsFrame, type Outgoing } from "../wire/messages.ts";
 import { checkTopic } from "../wire/topic.ts";
 import { IdTable } from "./id-table.ts";
 import { Inbox, type Waiter } from "./inbox.ts";
@@ -491,7 +491,9 @@ export class LocalBroker {
         if (frame.data.length > this.maxMessageBytes) {
           throw new MqError(Code.MessageTooLarge, `message of ${frame.data.length} bytes is above the server's limit of ${this.maxMessageBytes}`);
         }
-        return this.forward({ op: "pub", id, topic: frame.topic, data: frame.data }).catch(this.serverForgot(frame.id, id));
+        const fwd: Extract<Outgoing, { op: "pub" }> = { op: "pub", id, topic: frame.topic, data: frame.data };
+        if (frame.msgId !== undefined) fwd.msgId = frame.msgId;
+        return this.forward(fwd).catch(this.serverForgot(frame.id, id));
       }
       case "pubs": {
         const id = this.global(frame.id);
@@ -501,7 +503,12 @@ export class LocalBroker {
             throw new MqError(Code.MessageTooLarge, `message of ${data.length} bytes is above the server's limit of ${this.maxMessageBytes}`);
           }
         }
-        return this.forward({ op: "pubs", id, topic: frame.topic, payloads: frame.payloads }).catch(this.serverForgot(frame.id, id));
+        const fwd: Extract<Outgoing, { op: "pubs" }> = { op: "pubs", id, topic: frame.topic, payloads: frame.payloads };
+        const problem = pubsIdsProblem(frame);
+        if (problem) throw new MqError(Code.BadRequest, problem);
+        if (frame.msgIds !== undefined) fwd.msgIds = frame.msgIds;
+        if (frame.idPrefix !== undefined) Object.assign(fwd, { idPrefix: frame.idPrefix, idFrom: frame.idFrom });
+        return this.forward(fwd).catch(this.serverForgot(frame.id, id));
       }
       case "sub": {
         const id = this.global(frame.id);

@@ -17,9 +17,10 @@ import { FileTopicStore } from "../store/file-store.ts";
 import { defaultMaxOpenFiles, OpenFiles } from "../store/open-files.ts";
 import type { FsyncPolicy, RetentionPolicy, TopicStore } from "../store/types.ts";
 import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
-import { PROTOCOL_VERSION, type AckRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
+import { PROTOCOL_VERSION, pubsIdsProblem, type AckRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
 import { checkTopic } from "../wire/topic.ts";
 import { Credits } from "./credits.ts";
+import { DEFAULT_DEDUPE, DedupeWindow, splitMsgId, type DedupeOptions, type Pending, type Runs } from "./dedupe.ts";
 import { Subscription, Topic } from "./topic.ts";
 
 const log = logger("server");
@@ -43,6 +44,8 @@ export interface ServerOptions {
   /** Shared secret the local brokers must present in their hello. */
   token?: string;
   tls?: { cert: string; key: string };
+  /** Deduplication of publishes by message id: the window and its bound; DEFAULT_DEDUPE. */
+  dedupe?: Partial<DedupeOptions>;
   /** Limits against greedy or hostile peers (docs/security.md); defaults in DEFAULT_SERVER_LIMITS (lib/config.ts). */
   limits?: Partial<ServerLimits>;
   /** Storage backend; the file store under `dataDir` when absent. */
@@ -73,6 +76,23 @@ interface Session {
   credits: Credits;
 }
 
+/** The answer to `pubs` (and, turned into one `seq`, to `pub`): `duplicates` only when some were. */
+interface PubsReply {
+  topic: string;
+  seqs: number[];
+  subscribers: number;
+  created: boolean;
+  duplicates?: number[];
+}
+
+/** The message ids of a publish: one per payload, or a run `prefix + from`, `prefix + (from + 1)`, …. */
+type PubIds = { keys: string[]; prefix?: undefined } | { prefix: string; from: number; keys?: undefined };
+
+/** The message id of payload `i`. */
+function idOf(ids: PubIds, i: number): string {
+  return ids.prefix !== undefined ? `${ids.prefix}${ids.from + i}` : ids.keys[i]!;
+}
+
 /** How often lazily written cursor moves reach the subscriber index files. */
 const CURSOR_WRITE_MS = 100;
 
@@ -91,7 +111,12 @@ export class MqServer {
   private readonly cursorsMoved = new Set<Topic>();
   private stallTimer: ReturnType<typeof setInterval> | null = null;
   private retentionTimer: ReturnType<typeof setInterval> | null = null;
+  private dedupeTimer: ReturnType<typeof setInterval> | null = null;
   private readonly limits: ServerLimits;
+  private readonly dedupe: DedupeWindow;
+  private lastEvictionWarning = 0;
+  /** Message ids read back from the logs at start (for its log line). */
+  private rebuiltIds = 0;
   private inFlight = 0;
   private stopping: Promise<void> | null = null;
   private readonly tokenDigest: Buffer | null;
@@ -103,7 +128,8 @@ export class MqServer {
   private readonly addresses = new WeakMap<Connection, string>();
   private readonly heartbeatMs: number;
   private readonly heartbeatMissed: number;
-  readonly counters = { published: 0, delivered: 0, acked: 0, accepted: 0, rejected: 0 };
+  /** `duplicates`: publishes answered from the dedupe window (nothing stored). */
+  readonly counters = { published: 0, duplicates: 0, delivered: 0, acked: 0, accepted: 0, rejected: 0 };
   private readonly startedAt = Date.now();
   private unlock: () => void = () => {};
 
@@ -117,6 +143,13 @@ export class MqServer {
     this.heartbeatMs = options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
     this.heartbeatMissed = options.heartbeatMissed ?? DEFAULT_HEARTBEAT_MISSED;
     this.limits = { ...DEFAULT_SERVER_LIMITS, ...options.limits };
+    const dedupe = { ...DEFAULT_DEDUPE, ...options.dedupe };
+    this.dedupe = new DedupeWindow(dedupe.windowMs, dedupe.maxKeys, (count, windowMs) => {
+      const now = Date.now();
+      if (now - this.lastEvictionWarning < 60_000) return;
+      this.lastEvictionWarning = now;
+      log.warn(`dedupe window: ${count} message ids forgotten before the end of their ${formatMs(windowMs)} (--dedupe-max-keys ${this.dedupe.maxKeys} reached; ${this.dedupe.evicted} in all, logged at most once a minute): a publish sent again later than that may be stored twice`);
+    });
   }
 
   /** Opens the data directory (recovering every log) and starts listening. */
@@ -146,6 +179,12 @@ export class MqServer {
       });
     const server = new MqServer(options, registry, credentials, store);
     for (const name of store.topics()) await server.topic(name, false);
+    if (server.dedupe.enabled) {
+      server.dedupe.sort();
+      server.dedupe.expire(Date.now());
+      if (server.rebuiltIds > 0) log.info(`dedupe window: ${plural(server.rebuiltIds, "message id")} of the last ${formatMs(server.dedupe.windowMs)} read back from the topic logs (${plural(server.dedupe.size, "entry", "entries")})`);
+      server.dedupeTimer = setInterval(() => server.dedupe.expire(Date.now()), 1000);
+    }
     for (const name of options.defaultTopics) {
       checkTopic(name);
       await server.topic(name, true);
@@ -271,9 +310,17 @@ export class MqServer {
       case "create":
         return this.track(this.create(session));
       case "pub":
-        return this.track(this.publish(session, frame.id, frame.topic, [frame.data]).then(({ seqs, ...rest }) => ({ ...rest, seq: seqs[0] })));
-      case "pubs":
-        return this.track(this.publish(session, frame.id, frame.topic, frame.payloads));
+        return this.track(
+          this.publish(session, frame.id, frame.topic, [frame.data], frame.msgId === undefined ? undefined : { keys: [frame.msgId] }).then(({ seqs, duplicates, ...rest }) =>
+            duplicates ? { ...rest, seq: seqs[0], duplicate: true } : { ...rest, seq: seqs[0] },
+          ),
+        );
+      case "pubs": {
+        const problem = pubsIdsProblem(frame);
+        if (problem) throw new MqError(Code.BadRequest, problem);
+        const ids: PubIds | undefined = frame.msgIds ? { keys: frame.msgIds } : frame.idPrefix !== undefined ? { prefix: frame.idPrefix, from: frame.idFrom! } : undefined;
+        return this.track(this.publish(session, frame.id, frame.topic, frame.payloads, ids));
+      }
       case "sub":
         return this.track(this.subscribe(session, frame.id, frame.topics, frame.from ?? "latest"));
       case "unsub":
@@ -486,6 +533,7 @@ export class MqServer {
     if (raced) return { topic: raced, created: false };
     const topic = new Topic(name, opened.log, opened.subscribers);
     this.topics.set(name, topic);
+    if (this.dedupe.enabled && !opened.created) this.rebuildIds(topic);
     for (const [id, cursor] of [...opened.subscribers.cursors]) {
       if (this.registry.owner(id) === undefined) {
         // Above every id the registry knows: it lost that id and its mark, so no reissue.
@@ -507,8 +555,32 @@ export class MqServer {
     mine.set(sub.topic.name, sub);
   }
 
-  /** Appends `payloads` to a topic (created if needed); they are in one group commit, so their seqs are consecutive. */
-  private async publish(session: Session, id: number, topicName: string, payloads: Uint8Array[]) {
+  /** The ids of a topic's messages still in the dedupe window, read back from its log (after a restart). */
+  private rebuildIds(topic: Topic): void {
+    const now = Date.now();
+    let found;
+    try {
+      found = topic.log.recentMsgIds(now - this.dedupe.windowMs, this.dedupe.maxKeys);
+    } catch (err) {
+      log.error(`topic ${topic.name}: cannot read back the message ids of the dedupe window (publishes sent again may be stored twice):`, err);
+      return;
+    }
+    for (const r of found) this.dedupe.addStored(topic.ids, r.msgId, r.seq, r.time);
+    this.rebuiltIds += found.length;
+    // Topics are read one after another: keep the bound while they are.
+    if (this.dedupe.size > this.dedupe.maxKeys) {
+      this.dedupe.sort();
+      this.dedupe.expire(now);
+    }
+  }
+
+  /**
+   * Appends `payloads` to a topic (created if needed); they are in one group commit, so their
+   * seqs are consecutive. With `ids` (the payloads' message ids), a payload whose id is in the
+   * topic's dedupe window is not stored: its seq is the original one and its index is in
+   * `duplicates`.
+   */
+  private async publish(session: Session, id: number, topicName: string, payloads: Uint8Array[], ids?: PubIds): Promise<PubsReply> {
     this.checkOwner(session, id);
     checkTopic(topicName);
     for (const data of payloads) {
@@ -519,16 +591,137 @@ export class MqServer {
     const { topic, created } = (await this.topic(topicName, true))!;
     const subscribers = topic.subscriptions.size;
     const now = Date.now();
+    if (ids && this.dedupe.enabled) return this.publishOnce(topic, id, payloads, ids, now, { topic: topicName, subscribers, created });
     let seqs: number[];
     try {
-      seqs = await Promise.all(payloads.map((data) => topic.log.append(data, now)));
+      seqs = await Promise.all(payloads.map((data, i) => topic.log.append(data, now, ids && idOf(ids, i))));
     } catch (err) {
-      log.error(`topic ${topicName}: cannot append ${plural(payloads.length, "message")} of id ${id}:`, err);
-      throw new MqError(Code.StorageError, `the server cannot store the message in topic "${topicName}": ${(err as Error).message}`, { cause: err });
+      throw this.storageError(topic, id, payloads.length, err);
     }
     this.counters.published += payloads.length;
     for (const sub of topic.subscriptions.values()) this.pump(sub);
     return { topic: topicName, seqs, subscribers, created };
+  }
+
+  /**
+   * `publish` with message ids and the dedupe window on. A run `P:a`…`P:b` (the library's
+   * batch) none of which the topic stored or is storing costs one search; otherwise each id is
+   * looked up: one in the window answers with its seq; one whose append is in flight (the
+   * first send of a retried publish) waits for it; the others are appended together.
+   */
+  private async publishOnce(topic: Topic, id: number, payloads: Uint8Array[], pubIds: PubIds, now: number, reply: Omit<PubsReply, "seqs">): Promise<PubsReply> {
+    const ids = topic.ids;
+    // What is past the window goes first, so that lookups are exact.
+    this.dedupe.expire(now);
+    if (pubIds.prefix !== undefined) {
+      const runs = ids.runsOf(pubIds.prefix);
+      const a = pubIds.from;
+      if (runs.free(a, a + payloads.length - 1)) {
+        const { promise, resolve } = Promise.withResolvers<number[] | null>();
+        const pending = { from: a, to: a + payloads.length - 1, seqs: promise, index: 0 };
+        runs.pending.push(pending);
+        let stored: number[];
+        try {
+          stored = await Promise.all(payloads.map((data, i) => topic.log.append(data, now, `${pubIds.prefix}${a + i}`)));
+        } catch (err) {
+          runs.pending.splice(runs.pending.indexOf(pending), 1);
+          resolve(null);
+          throw this.storageError(topic, id, payloads.length, err);
+        }
+        runs.pending.splice(runs.pending.indexOf(pending), 1);
+        this.addRuns(runs, a, stored, now);
+        resolve(stored);
+        this.counters.published += payloads.length;
+        for (const sub of topic.subscriptions.values()) this.pump(sub);
+        return { ...reply, seqs: stored };
+      }
+    }
+    // One id at a time: a retry, a re-run, ids given by the publisher.
+    const seqs = new Array<number>(payloads.length);
+    const duplicates: number[] = [];
+    const fresh: number[] = [];
+    const where: Array<{ runs: Runs; n: number } | { key: string }> = [];
+    const waits: Array<{ i: number; first: Pending; offset: number }> = [];
+    const { promise, resolve } = Promise.withResolvers<number[] | null>();
+    const registered: Array<() => void> = [];
+    for (let i = 0; i < payloads.length; i++) {
+      const split = pubIds.prefix !== undefined ? { prefix: pubIds.prefix, n: pubIds.from + i } : splitMsgId(pubIds.keys[i]!);
+      let seq: number | undefined;
+      let first: (Pending & { from?: number }) | undefined;
+      if (split) {
+        const runs = ids.runsOf(split.prefix);
+        seq = runs.find(split.n);
+        first = seq === undefined ? runs.pendingOf(split.n) : undefined;
+        if (seq === undefined && !first) {
+          // Registered before the next payload is looked at: the same id twice in one batch is stored once.
+          const mine = { from: split.n, to: split.n, seqs: promise, index: fresh.length };
+          runs.pending.push(mine);
+          registered.push(() => void runs.pending.splice(runs.pending.indexOf(mine), 1));
+          where.push({ runs, n: split.n });
+        }
+        if (first) waits.push({ i, first, offset: split.n - first.from! });
+      } else {
+        const key = pubIds.keys![i]!;
+        seq = ids.keys.get(key);
+        first = seq === undefined ? ids.pendingKeys.get(key) : undefined;
+        if (seq === undefined && !first) {
+          ids.pendingKeys.set(key, { seqs: promise, index: fresh.length });
+          registered.push(() => void ids.pendingKeys.delete(key));
+          where.push({ key });
+        }
+        if (first) waits.push({ i, first, offset: 0 });
+      }
+      if (seq !== undefined) {
+        seqs[i] = seq;
+        duplicates.push(i);
+      } else if (!first) fresh.push(i);
+    }
+    if (fresh.length > 0) {
+      let stored: number[];
+      try {
+        stored = await Promise.all(fresh.map((i) => topic.log.append(payloads[i]!, now, idOf(pubIds, i))));
+      } catch (err) {
+        for (const undo of registered) undo();
+        resolve(null);
+        throw this.storageError(topic, id, fresh.length, err);
+      }
+      for (const undo of registered) undo();
+      for (let k = 0; k < fresh.length; k++) {
+        seqs[fresh[k]!] = stored[k]!;
+        const w = where[k]!;
+        if ("key" in w) this.dedupe.add(ids, w.key, stored[k]!, now);
+        else this.dedupe.addRun(w.runs, w.n, w.n, stored[k]!, now);
+      }
+      resolve(stored);
+      this.counters.published += fresh.length;
+      for (const sub of topic.subscriptions.values()) this.pump(sub);
+    } else resolve([]);
+    for (const { i, first, offset } of waits) {
+      const stored = await first.seqs;
+      if (stored === null) throw new MqError(Code.StorageError, `the server could not store the message with msgId ${JSON.stringify(idOf(pubIds, i))} in topic "${topic.name}" (its first send failed); send it again`);
+      seqs[i] = stored[first.index + offset]!;
+      duplicates.push(i);
+    }
+    this.counters.duplicates += duplicates.length;
+    if (duplicates.length === 0) return { ...reply, seqs };
+    duplicates.sort((x, y) => x - y);
+    // Only a request that stored something can have created the topic.
+    return { ...reply, created: reply.created && fresh.length > 0, seqs, duplicates };
+  }
+
+  /** Adds ids `a`, `a + 1`, … stored as `seqs` to the window: one run per stretch of consecutive seqs (one, for a group commit). */
+  private addRuns(runs: Runs, a: number, seqs: number[], now: number): void {
+    let start = 0;
+    for (let k = 1; k <= seqs.length; k++) {
+      if (k < seqs.length && seqs[k] === seqs[k - 1]! + 1) continue;
+      this.dedupe.addRun(runs, a + start, a + k - 1, seqs[start]!, now);
+      start = k;
+    }
+  }
+
+  private storageError(topic: Topic, id: number, count: number, err: unknown): MqError {
+    log.error(`topic ${topic.name}: cannot append ${plural(count, "message")} of id ${id}:`, err);
+    return new MqError(Code.StorageError, `the server cannot store the message in topic "${topic.name}": ${(err as Error).message}`, { cause: err });
   }
 
   private async subscribe(session: Session, id: number, names: string[], from: From) {
@@ -686,6 +879,8 @@ export class MqServer {
       sessions: this.sessions.size,
       connections: this.connections.size,
       ...this.counters,
+      dedupe_keys: this.dedupe.size,
+      dedupe_evicted: this.dedupe.evicted,
       lost: this.lost(),
       rss_bytes: rss(),
     };
@@ -704,6 +899,7 @@ export class MqServer {
     if (this.cursorTimer) clearInterval(this.cursorTimer);
     if (this.stallTimer) clearInterval(this.stallTimer);
     if (this.retentionTimer) clearInterval(this.retentionTimer);
+    if (this.dedupeTimer) clearInterval(this.dedupeTimer);
     for (const conn of this.connections) conn.close(CloseReason.Shutdown);
     await this.store.close();
     await this.registry.close();
@@ -723,8 +919,15 @@ function hostPort(host: string, port: number): string {
   return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
-function plural(n: number, noun: string): string {
-  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+/** 120000 → "2m", 2500 → "2.5s". */
+function formatMs(ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  return `${ms / 1000}s`;
+}
+
+function plural(n: number, noun: string, nouns = `${noun}s`): string {
+  return `${n} ${n === 1 ? noun : nouns}`;
 }
 
 /** The resident set size, or null when it cannot be read (it takes a file descriptor, which may be lacking). */

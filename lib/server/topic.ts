@@ -4,6 +4,7 @@ import type { Connection } from "../wire/connection.ts";
 import type { MsgsFrame } from "../wire/messages.ts";
 import { MESSAGE_OVERHEAD_BYTES } from "../wire/messages.ts";
 import type { Credits, Pushable } from "./credits.ts";
+import { TopicIds } from "./dedupe.ts";
 
 /**
  * Credits: the most messages and payload bytes of one subscription sent and not yet
@@ -15,6 +16,8 @@ const READ_BATCH = 64;
 
 export class Topic {
   readonly subscriptions = new Map<number, Subscription>();
+  /** Publisher message ids of this topic in the dedupe window. */
+  readonly ids = new TopicIds();
   constructor(
     readonly name: string,
     readonly log: TopicLog,

@@ -3,10 +3,10 @@
  * interfaces honest (it runs the same contract suite), and a backend for `--store memory`
  * style experiments. Nothing survives the process.
  */
-import type { RetentionPolicy, StoredMessage, SubscriberIndex, TopicLog, TopicStore } from "./types.ts";
+import type { MsgIdRecord, RetentionPolicy, StoredMessage, SubscriberIndex, TopicLog, TopicStore } from "./types.ts";
 
 export class MemoryTopicLog implements TopicLog {
-  private messages: StoredMessage[] = [];
+  private messages: Array<StoredMessage & { msgId?: string }> = [];
   /** Seq of messages[0]. */
   firstSeq = 1;
 
@@ -25,17 +25,28 @@ export class MemoryTopicLog implements TopicLog {
   /** Memory never loses a message (nor keeps one across a restart). */
   readonly lost = 0;
 
-  async append(data: Uint8Array, time: number): Promise<number> {
+  async append(data: Uint8Array, time: number, msgId?: string): Promise<number> {
     const seq = this.nextSeq;
-    this.messages.push({ seq, time, data: data.slice() });
+    this.messages.push(msgId === undefined ? { seq, time, data: data.slice() } : { seq, time, data: data.slice(), msgId });
     return seq;
+  }
+
+  recentMsgIds(since: number, limit: number): MsgIdRecord[] {
+    const out: MsgIdRecord[] = [];
+    for (let i = this.messages.length - 1; i >= 0 && out.length < limit; i--) {
+      const m = this.messages[i]!;
+      if (m.time < since) break;
+      if (m.msgId !== undefined) out.push({ msgId: m.msgId, seq: m.seq, time: m.time });
+    }
+    return out.reverse();
   }
 
   read(from: number, maxCount: number, maxBytes: number): StoredMessage[] {
     const out: StoredMessage[] = [];
     let bytes = 0;
     for (let i = Math.max(from, this.firstSeq) - this.firstSeq; i < this.messages.length && out.length < maxCount && (out.length === 0 || bytes < maxBytes); i++) {
-      out.push(this.messages[i]!);
+      const { seq, time, data } = this.messages[i]!;
+      out.push({ seq, time, data });
       bytes += this.messages[i]!.data.length;
     }
     return out;

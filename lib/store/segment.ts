@@ -12,10 +12,12 @@
  *   0 u32 sync marker F8 6D 71 A7 · 4 u32 CRC-32 of bytes 8..end of record ·
  *   8 u32 payload length L · 12 u16 flags (0 in version 2) · 14 u16 options length X ·
  *   16 u64 seq · 24 f64 append time (ms since the epoch) · 32 options (TLV) · 32+X payload
+ * Options: `[u8 type][u16 length][value]` each; type 4 (FIELD_MSG_ID) is the publisher's message id.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { fsyncDir, readAtSync, writeAllSync } from "./fsutil.ts";
+import type { MsgIdRecord } from "./types.ts";
 
 export const SEGMENT_MAGIC = 0x4d515347; // "MQSG"
 export const SEGMENT_VERSION = 2;
@@ -58,23 +60,46 @@ export function parseFileHeader(buf: Uint8Array): number | null {
   return getU64(view, 8);
 }
 
-/** Bytes a record of `dataLength` payload bytes (and no optional fields) takes. */
-export function recordSize(dataLength: number): number {
-  return RECORD_HEADER + dataLength;
+/** Optional field (type, u16 length, value) holding the publisher's message id, as UTF-8. */
+export const FIELD_MSG_ID = 4;
+const FIELD_HEADER = 3;
+
+/** Bytes a record of `dataLength` payload bytes takes, with a message id of `msgIdLength` bytes (0: none). */
+export function recordSize(dataLength: number, msgIdLength = 0): number {
+  return RECORD_HEADER + (msgIdLength > 0 ? FIELD_HEADER + msgIdLength : 0) + dataLength;
 }
 
-/** Writes one record (no optional fields) at `pos` of `buf`; returns its size. */
-export function writeRecord(buf: Uint8Array, view: DataView, pos: number, seq: number, time: number, data: Uint8Array): number {
+/** Writes one record at `pos` of `buf`, with the message id as its one optional field when given; returns its size. */
+export function writeRecord(buf: Uint8Array, view: DataView, pos: number, seq: number, time: number, data: Uint8Array, msgId?: Uint8Array): number {
+  const options = msgId ? FIELD_HEADER + msgId.length : 0;
   view.setUint32(pos, RECORD_SYNC);
   view.setUint32(pos + 8, data.length);
   view.setUint16(pos + 12, 0);
-  view.setUint16(pos + 14, 0);
+  view.setUint16(pos + 14, options);
   setU64(view, pos + 16, seq);
   view.setFloat64(pos + 24, time);
-  buf.set(data, pos + RECORD_HEADER);
-  const end = pos + RECORD_HEADER + data.length;
+  if (msgId) {
+    buf[pos + RECORD_HEADER] = FIELD_MSG_ID;
+    view.setUint16(pos + RECORD_HEADER + 1, msgId.length);
+    buf.set(msgId, pos + RECORD_HEADER + FIELD_HEADER);
+  }
+  buf.set(data, pos + RECORD_HEADER + options);
+  const end = pos + RECORD_HEADER + options + data.length;
   view.setUint32(pos + 4, Bun.hash.crc32(buf.subarray(pos + 8, end)));
   return end - pos;
+}
+
+/** The message id among the optional fields of the record at `p` (a view into `buf`), or null. Unknown fields are skipped. */
+export function recordMsgId(buf: Uint8Array, view: DataView, p: number): Uint8Array | null {
+  let q = p + RECORD_HEADER;
+  const end = q + view.getUint16(p + 14);
+  while (q + FIELD_HEADER <= end) {
+    const length = view.getUint16(q + 1);
+    if (q + FIELD_HEADER + length > end) return null;
+    if (buf[q] === FIELD_MSG_ID) return buf.subarray(q + FIELD_HEADER, q + FIELD_HEADER + length);
+    q += FIELD_HEADER + length;
+  }
+  return null;
 }
 
 /**
@@ -266,6 +291,96 @@ export function copyAside(fd: number, start: number, end: number, target: string
   fs.renameSync(tmp, target);
   fsyncDir(path.dirname(target));
   return true;
+}
+
+const utf8 = new TextDecoder();
+
+/**
+ * The message ids of the intact records of a segment appended at or after `since` and with
+ * a seq below `below`, in file order, pushed to `out`. It opens the file itself and reads
+ * from the last index entry (`indexPos`, record offsets) whose record is older than `since`,
+ * so a segment mostly older than the window costs a few header reads. Damage is skipped
+ * (resync at the next intact record). Returns the append time of the first record it read,
+ * or -Infinity when it read none (the caller stops going to older segments once that is
+ * below `since`).
+ */
+export function scanMsgIds(file: string, indexPos: readonly number[], since: number, below: number, out: MsgIdRecord[]): number {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, "r");
+  } catch {
+    return -Infinity;
+  }
+  try {
+    const size = fs.fstatSync(fd).size;
+    const timeAt = (pos: number): number => {
+      const head = readAtSync(fd, RECORD_HEADER, pos);
+      const view = new DataView(head.buffer, head.byteOffset, head.byteLength);
+      return head.length === RECORD_HEADER && recordTotal(view, 0) >= 0 ? recordTime(view, 0) : -Infinity;
+    };
+    // The last index entry older than `since` (binary search; times rise with seqs).
+    let lo = 0;
+    let hi = indexPos.length - 1;
+    let start = FILE_HEADER;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (timeAt(indexPos[mid]!) < since) {
+        start = indexPos[mid]!;
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    let first = -Infinity;
+    let prev = 0;
+    let pos = start;
+    while (pos + RECORD_HEADER <= size) {
+      const chunk = readAtSync(fd, Math.min(READ_CHUNK, size - pos), pos);
+      const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+      let p = 0;
+      let bad = false;
+      while (p + RECORD_HEADER <= chunk.length) {
+        const total = recordTotal(view, p);
+        if (total < 0 || pos + p + total > size) {
+          bad = true;
+          break;
+        }
+        let rec: Uint8Array = chunk;
+        let rv = view;
+        let rp = p;
+        if (p + total > chunk.length) {
+          if (p > 0) break; // read on from this record
+          rec = readAtSync(fd, total, pos);
+          rv = new DataView(rec.buffer, rec.byteOffset, rec.byteLength);
+          rp = 0;
+        }
+        const seq = recordSeq(rv, rp);
+        if (!recordIntact(rec, rv, rp, total) || seq <= prev) {
+          bad = true;
+          break;
+        }
+        if (seq >= below) return first;
+        const time = recordTime(rv, rp);
+        if (first === -Infinity) first = time;
+        if (time >= since) {
+          const id = recordMsgId(rec, rv, rp);
+          if (id) out.push({ msgId: utf8.decode(id), seq, time });
+        }
+        prev = seq;
+        p += total;
+        if (rec !== chunk) break;
+      }
+      if (bad) {
+        const next = findRecord(fd, size, pos + p + 1, prev, below);
+        if (!next) break;
+        pos = next.pos;
+        continue;
+      }
+      if (p === 0) break;
+      pos += p;
+    }
+    return first;
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 // ---------------------------------------------------------------------------------------

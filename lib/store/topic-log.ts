@@ -31,6 +31,7 @@ import {
   recordSize,
   recordTime,
   recordTotal,
+  scanMsgIds,
   scanSegment,
   checkpointFile,
   writeCheckpoint,
@@ -41,7 +42,7 @@ import {
 import { UNBOUNDED, type OpenFiles, type PooledFile } from "./open-files.ts";
 import { convertV1, startsWithV1Record } from "./segment-v1.ts";
 import { addHole, bootId, HeadFile, readHead, readMeta, uncovered, writeMetaAsync, writeMetaSync, type Head, type MetaBatch, type TopicMeta } from "./topic-meta.ts";
-import type { FsyncPolicy, RetentionPolicy, StoredMessage, TopicLog } from "./types.ts";
+import type { FsyncPolicy, MsgIdRecord, RetentionPolicy, StoredMessage, TopicLog } from "./types.ts";
 
 const log = logger("store");
 
@@ -94,7 +95,11 @@ interface Segment {
 interface PendingAppend {
   data: Uint8Array;
   time: number;
+  /** The publisher's message id as UTF-8, stored in the record's optional fields. */
+  msgId: Uint8Array | undefined;
 }
+
+const utf8 = new TextEncoder();
 
 /** A run of seqs found missing, and why, for the log line. */
 interface Gap {
@@ -197,9 +202,26 @@ export class FileTopicLog implements TopicLog {
     return this.meta.lost;
   }
 
-  append(data: Uint8Array, time: number): Promise<number> {
+  append(data: Uint8Array, time: number, msgId?: string): Promise<number> {
     if (this.closed) return Promise.reject(new Error(`topic log ${this.dir} is closed`));
-    return this.commits.add({ data, time });
+    return this.commits.add({ data, time, msgId: msgId === undefined ? undefined : utf8.encode(msgId) });
+  }
+
+  recentMsgIds(since: number, limit: number): MsgIdRecord[] {
+    const parts: MsgIdRecord[][] = [];
+    let n = 0;
+    // Newest segment first; one whose first record read is older than `since` is the last.
+    for (let k = this.segments.length - 1; k >= 0 && n < limit; k--) {
+      const seg = this.segments[k]!;
+      if (seg.count === 0) continue;
+      const part: MsgIdRecord[] = [];
+      const first = scanMsgIds(seg.file, seg.indexPos, since, this.committed, part);
+      parts.push(part);
+      n += part.length;
+      if (first < since) break;
+    }
+    const all = parts.reverse().flat();
+    return all.length > limit ? all.slice(all.length - limit) : all;
   }
 
   // ---------------------------------------------------------------------------------------
@@ -586,8 +608,8 @@ export class FileTopicLog implements TopicLog {
       const header = seg.size === 0 ? FILE_HEADER : 0;
       let bytes = header;
       let j = i;
-      while (j < batch.length && (j === i || seg.size + bytes + recordSize(batch[j]!.data.length) <= this.options.maxSegmentBytes)) {
-        bytes += recordSize(batch[j]!.data.length);
+      while (j < batch.length && (j === i || seg.size + bytes + recordSize(batch[j]!.data.length, batch[j]!.msgId?.length) <= this.options.maxSegmentBytes)) {
+        bytes += recordSize(batch[j]!.data.length, batch[j]!.msgId?.length);
         j++;
       }
       const buf = new Uint8Array(bytes);
@@ -597,15 +619,15 @@ export class FileTopicLog implements TopicLog {
       let pos = header;
       let lastPos = 0;
       for (let k = i; k < j; k++, seq++) {
-        const { data, time } = batch[k]!;
+        const { data, time, msgId } = batch[k]!;
         if (seg.size + pos - lastIndexPos(seg) >= INDEX_EVERY_BYTES || seg.indexSeq.length === 0) {
           seg.indexSeq.push(seq);
           seg.indexPos.push(seg.size + pos);
         }
-        writeRecord(buf, view, pos, seq, time, data);
-        written.push({ seq, time, data: buf.subarray(pos + RECORD_HEADER, pos + RECORD_HEADER + data.length) });
+        const size = writeRecord(buf, view, pos, seq, time, data, msgId);
+        written.push({ seq, time, data: buf.subarray(pos + size - data.length, pos + size) });
         lastPos = seg.size + pos;
-        pos += recordSize(data.length);
+        pos += size;
       }
       try {
         seg.handle.wrote(); // before the write: a part of it may be on disk even if it fails

@@ -3,6 +3,13 @@
  * without touching the protocol code. Every implementation runs tests/store/*.contract.ts.
  */
 
+/** A message id stored with a message, with the message's seq and append time. */
+export interface MsgIdRecord {
+  msgId: string;
+  seq: number;
+  time: number;
+}
+
 /** A message as stored: its seq in the topic, the append time (ms since the epoch), the payload. */
 export interface StoredMessage {
   seq: number;
@@ -29,9 +36,16 @@ export interface TopicLog {
   readonly lost: number;
   /**
    * Appends one message; resolves with its seq once it is as durable as the fsync policy
-   * says (appends in flight together share one write and one fsync).
+   * says (appends in flight together share one write and one fsync). `msgId`, the
+   * publisher's message id, is stored with it (a file log: in the record's optional fields).
    */
-  append(data: Uint8Array, time: number): Promise<number>;
+  append(data: Uint8Array, time: number, msgId?: string): Promise<number>;
+  /**
+   * The message ids stored with committed messages appended at or after `since` (ms since
+   * the epoch), oldest first; at most `limit`, the newest ones. A start rebuilds the server's
+   * dedupe window from it. A file log reads only the segments that reach into the window.
+   */
+  recentMsgIds(since: number, limit: number): MsgIdRecord[];
   /**
    * Committed messages from `from` on, ascending, at most `maxCount` and about `maxBytes`
    * (always at least one if any is available). Lost seqs are skipped: a caller sees a hole

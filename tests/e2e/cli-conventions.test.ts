@@ -189,16 +189,19 @@ describe("mq pub", () => {
     expect((await cluster.run(["recv", String(id)])).stdout).toBe("typed at a terminal\n");
   });
 
-  test("--lines while the server is down: one error line, no stack traces, exit 4", async () => {
+  test("--lines while the server stays down past --retry-for: what was not acknowledged, one error line, no stack traces, exit 4", async () => {
     const server = await startServer();
     const local = await startLocal(server.address);
     try {
       const id = Number((await mq(local.socket, ["create"])).stdout);
       await server.daemon.stop();
       const lines = Array.from({ length: 2000 }, (_, i) => `line ${i}`).join("\n");
-      const r = await mq(local.socket, ["pub", String(id), "down", "--lines"], { stdin: lines });
+      const r = await mq(local.socket, ["pub", String(id), "down", "--lines", "--retry-for", "1"], { stdin: lines });
       expect(r.code).toBe(4);
-      expect(r.stderr.trim().split("\n")).toEqual([expect.stringMatching(/^mq: UNAVAILABLE: /)]);
+      expect(r.stderr.trim().split("\n")).toEqual([
+        expect.stringMatching(/^mq: warning: lines 1-\d+ were not acknowledged: line 1 and those sent in one request with it may be stored, the lines after them are not; give --msg-id KEY/),
+        expect.stringMatching(/^mq: UNAVAILABLE: /),
+      ]);
     } finally {
       await teardown([local.daemon, server.daemon], [local.dataDir, server.dataDir]);
     }

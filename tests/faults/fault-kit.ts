@@ -117,3 +117,13 @@ export function verify(got: Received[], acked: Acked[], firstSeq = 1): Verdict {
   }
   return { received: got.length, distinct: bySeq.size, duplicates, problems: problems.slice(0, 20) };
 }
+
+/** A small seeded PRNG (mulberry32), so that a failing fault schedule can be replayed. */
+export function prng(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

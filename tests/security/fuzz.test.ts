@@ -72,6 +72,12 @@ function fieldValue(rng: Rng, type: string): unknown {
       return Array.from({ length: rng.range(1, 4) }, () => rng.bytes(rng.int(48)));
     case "payloads0":
       return Array.from({ length: rng.range(0, 4) }, () => rng.bytes(rng.int(48)));
+    case "msgid":
+      return `k${randomString(rng, 12)}`;
+    case "msgids":
+      return Array.from({ length: rng.range(1, 4) }, () => `k${randomString(rng, 12)}`);
+    case "idprefix":
+      return `p${randomString(rng, 12)}:`;
     default:
       throw new Error(`no generator for field type ${type}`);
   }
@@ -217,6 +223,8 @@ function makeCase(rng: Rng): Case {
 
 // --- what "accepted" must mean, checked independently of lib/wire/messages.ts --------------
 
+/** A message id: a string of 1 to 256 bytes of UTF-8. */
+const isKey = (v: unknown) => typeof v === "string" && v.length > 0 && new TextEncoder().encode(v).length <= 256;
 const isUint = (v: unknown) => typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= Number.MAX_SAFE_INTEGER;
 
 /** Why an accepted frame does not actually fit its op's schema, or null. */
@@ -244,6 +252,9 @@ function nonConformance(frame: WireMap): string | null {
       : type === "times" ? Array.isArray(v) && v.length <= MAX_MSGS_PER_FRAME && v.every(isUint)
       : type === "payloads" ? Array.isArray(v) && v.length >= 1 && v.length <= MAX_MSGS_PER_FRAME && v.every((p) => p instanceof Uint8Array)
       : type === "payloads0" ? Array.isArray(v) && v.length <= MAX_MSGS_PER_FRAME && v.every((p) => p instanceof Uint8Array)
+      : type === "msgid" ? isKey(v)
+      : type === "msgids" ? Array.isArray(v) && v.length >= 1 && v.length <= MAX_MSGS_PER_FRAME && v.every(isKey)
+      : type === "idprefix" ? typeof v === "string" && v.endsWith(":") && new TextEncoder().encode(v).length <= 200
       : false;
     if (!ok) return `accepted ${key} of the wrong type`;
   }

@@ -300,6 +300,36 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
       expect(log.read(1, ALL, ALL)).toHaveLength(10);
     });
 
+    test("TopicLog.append with a msgId keeps the payload exactly, and recentMsgIds gives the ids back with seq and time", async () => {
+      const ids = [undefined, "k1", "k2", undefined, "é-ключ-😀", "k1"];
+      for (const [i, id] of ids.entries()) await log.append(payload(100, i), 1000 + i, id);
+      expect(log.read(1, ALL, ALL).map((m) => [m.seq, m.time, sameBytes(m.data, payload(100, m.seq - 1))])).toEqual(ids.map((_, i) => [i + 1, 1000 + i, true]));
+      // The log keeps what it is given: deduplication is the server's business.
+      expect(log.recentMsgIds(0, ALL)).toEqual([
+        { msgId: "k1", seq: 2, time: 1001 },
+        { msgId: "k2", seq: 3, time: 1002 },
+        { msgId: "é-ключ-😀", seq: 5, time: 1004 },
+        { msgId: "k1", seq: 6, time: 1005 },
+      ]);
+    });
+
+    test("TopicLog.recentMsgIds gives only messages appended at or after `since`, oldest first, at most `limit` (the newest)", async () => {
+      await Promise.all(Array.from({ length: 40 }, (_, i) => log.append(payload(100, i), 1000 + i, `id-${i + 1}`)));
+      const seqs = (since: number, limit: number) => log.recentMsgIds(since, limit).map((r) => r.seq);
+      expect(seqs(1030, ALL)).toEqual(Array.from({ length: 10 }, (_, i) => 31 + i));
+      expect(seqs(1000, 5)).toEqual([36, 37, 38, 39, 40]);
+      expect(seqs(2000, ALL)).toEqual([]);
+      expect(log.recentMsgIds(1039, ALL)).toEqual([{ msgId: "id-40", seq: 40, time: 1039 }]);
+    });
+
+    test.skipIf(volatile)("TopicLog.recentMsgIds gives the same ids after reopen (persistent logs only)", async () => {
+      await Promise.all(Array.from({ length: 40 }, (_, i) => log.append(payload(100, i), 1000 + i, i % 3 === 0 ? undefined : `id-${i + 1}`)));
+      const before = log.recentMsgIds(1010, ALL);
+      log = await fx.reopen!();
+      expect(log.recentMsgIds(1010, ALL)).toEqual(before);
+      expect(before.map((r) => r.seq)).toEqual(Array.from({ length: 30 }, (_, i) => 11 + i).filter((seq) => (seq - 1) % 3 !== 0));
+    });
+
     test.skipIf(volatile)("TopicLog.close waits for appends in flight (persistent logs only)", async () => {
       const seqs = Promise.all([1, 2, 3].map((i) => log.append(payload(4, i), i)));
       log = await fx.reopen!();

@@ -92,3 +92,53 @@ describe("FileTopicLog tail cache", () => {
     }
   });
 });
+
+describe("FileTopicLog.recentMsgIds", () => {
+  const ID_BYTES = 7; // "id-0001"
+  const idOf = (seq: number) => `id-${String(seq).padStart(4, "0")}`;
+
+  /** 3000 messages of 100 bytes (about 420 KiB: several sparse-index entries), each with a msg-id and `time` = seq. */
+  async function filled(dir: string): Promise<FileTopicLog> {
+    const log = FileTopicLog.open(dir, { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024 });
+    await Promise.all(Array.from({ length: 3000 }, (_, i) => log.append(Buffer.alloc(100, i % 251), i + 1, idOf(i + 1))));
+    return log;
+  }
+
+  test("FileTopicLog.recentMsgIds starts at the right place of a segment for any `since`", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-msgids-"));
+    let log = await filled(dir);
+    try {
+      await log.close();
+      log = FileTopicLog.open(dir, { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024 });
+      for (const since of [0, 1, 2, 600, 1024, 2047, 2500, 2999, 3000, 3001]) {
+        const got = log.recentMsgIds(since, Number.MAX_SAFE_INTEGER);
+        const first = Math.max(since, 1);
+        expect({ since, n: got.length, first: got[0]?.seq, last: got.at(-1)?.seq }).toEqual({ since, n: Math.max(0, 3001 - first), first: first <= 3000 ? first : undefined, last: first <= 3000 ? 3000 : undefined });
+        for (const r of got) if (r.msgId !== idOf(r.seq) || r.time !== r.seq) throw new Error(`record ${JSON.stringify(r)}`);
+      }
+    } finally {
+      await log.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("FileTopicLog.recentMsgIds skips a damaged record and gives every intact one", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-msgids-"));
+    let log = await filled(dir);
+    try {
+      await log.close();
+      // A flipped payload byte of seq 1500: its CRC fails; the records around it are intact.
+      const file = path.join(dir, fs.readdirSync(dir).find((n) => n.endsWith(".log"))!);
+      const fd = fs.openSync(file, "r+");
+      const at = FILE_HEADER + 1499 * recordSize(100, ID_BYTES) + recordSize(50, ID_BYTES);
+      fs.writeSync(fd, Buffer.from([0xff ^ (1499 % 251)]), 0, 1, at);
+      fs.closeSync(fd);
+      log = FileTopicLog.open(dir, { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024 });
+      const seqs = log.recentMsgIds(0, Number.MAX_SAFE_INTEGER).map((r) => r.seq);
+      expect(seqs).toEqual(Array.from({ length: 3000 }, (_, i) => i + 1).filter((s) => s !== 1500));
+    } finally {
+      await log.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,150 @@
+/**
+ * MqClient.publish against real daemons from the compiled binary: message ids (the
+ * producer's and the caller's), retries after a lost server or local broker, and what a
+ * publish that fails for good does to the publishes after it (tests/faults/nemesis.test.ts
+ * drives the same through cuts and SIGKILLs).
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import { MqClient, MqError, type PubResult } from "../../lib/client/index.ts";
+import { createOn, jsonLines, mq, startLocal, startServer, teardown, type LocalHandle, type ServerHandle } from "../e2e/harness.ts";
+
+let server: ServerHandle;
+let local: LocalHandle;
+const clients: MqClient[] = [];
+
+async function setup(): Promise<number> {
+  server = await startServer();
+  local = await startLocal(server.address);
+  return createOn(local.socket);
+}
+
+async function client(options: Parameters<typeof MqClient.connect>[0] = {}): Promise<MqClient> {
+  const c = await MqClient.connect({ socket: local.socket, ...options });
+  clients.push(c);
+  return c;
+}
+
+async function messages(topic: string): Promise<number> {
+  const list = jsonLines((await mq(local.socket, ["topics", "--json"])).stdout);
+  return (list.find((t) => t.topic === topic)?.messages as number) ?? 0;
+}
+
+/** What a promise settled to: `ok seq` (with `dup` for a duplicate), or `CODE: message`. */
+async function outcome(p: Promise<PubResult>): Promise<string> {
+  try {
+    const r = await p;
+    return `ok ${r.seq}${r.duplicate ? " dup" : ""}`;
+  } catch (err) {
+    return err instanceof MqError ? `${err.code}: ${err.message}` : `${(err as Error).name}: ${(err as Error).message}`;
+  }
+}
+
+afterEach(async () => {
+  for (const c of clients.splice(0)) c.close();
+  await teardown([local.daemon, server.daemon], [server.dataDir, local.dataDir]);
+});
+
+describe("MqClient.publish", () => {
+  test("MqClient.publish numbers publishes <producer>:<n>: a client with the same producer id sending the same stream again stores nothing twice", async () => {
+    const id = await setup();
+    const first = await client({ producer: "batch-42" });
+    expect(first.producer).toBe("batch-42");
+    const a = await Promise.all(["a", "b", "c"].map((m) => first.publish(id, "p", m)));
+    expect(a.map((r) => [r.seq, r.duplicate ?? false])).toEqual([[1, false], [2, false], [3, false]]);
+    // A re-run of the same stream (after a crash, say): the first three are known, the fourth is new.
+    const again = await client({ producer: "batch-42" });
+    const b = await Promise.all(["a", "b", "c", "d"].map((m) => again.publish(id, "p", m)));
+    expect(b.map((r) => [r.seq, r.duplicate ?? false])).toEqual([[1, true], [2, true], [3, true], [4, false]]);
+    // Another client gets a random producer id of its own.
+    const other = await client();
+    expect(other.producer).toMatch(/^[A-Za-z0-9_-]{11}$/);
+    expect((await other.publish(id, "p", "a")).seq).toBe(5);
+    expect(await messages("p")).toBe(5);
+  });
+
+  test("MqClient.publish with { msgId } stores a message once and answers duplicate with the original seq; a bad msgId or producer id is a RangeError", async () => {
+    const id = await setup();
+    const c = await client();
+    expect(await outcome(c.publish(id, "k", "first", { msgId: "order-7" }))).toBe("ok 1");
+    expect(await c.publish(id, "k", "second", { msgId: "order-7" })).toEqual({ topic: "k", seq: 1, subscribers: 0, created: false, duplicate: true });
+    // Ids given and generated mix freely in one batch.
+    const batch = await Promise.all([c.publish(id, "k", "x", { msgId: "order-8" }), c.publish(id, "k", "y"), c.publish(id, "k", "z", { msgId: "order-7" })]);
+    expect(batch.map((r) => [r.seq, r.duplicate ?? false])).toEqual([[2, false], [3, false], [1, true]]);
+    expect(await outcome(c.publish(id, "k", "x", { msgId: "" }))).toMatch(/^RangeError: Cannot publish with msgId "": it must be a string of 1 to 256 bytes/);
+    expect(await outcome(c.publish(id, "k", "x", { msgId: "é".repeat(129) }))).toMatch(/^RangeError: /);
+    await expect(MqClient.connect({ socket: local.socket, producer: "" })).rejects.toThrow(RangeError);
+    await expect(MqClient.connect({ socket: local.socket, retryMs: -1 })).rejects.toThrow(RangeError);
+    expect(await messages("k")).toBe(3);
+  });
+
+  test("MqClient.publish made while the server is down is stored once it is back (within retryMs); with producer: false it fails at once instead", async () => {
+    const id = await setup();
+    const retrying = await client();
+    const plain = await client({ producer: false });
+    expect(plain.producer).toBeNull();
+    expect(await server.daemon.stop()).toBe(0);
+    await local.daemon.waitFor(/lost the server/);
+    const later = retrying.publish(id, "down", "kept");
+    // No message id, no retry: the local broker's UNAVAILABLE comes back as it is.
+    expect(await outcome(plain.publish(id, "down", "dropped"))).toMatch(/^UNAVAILABLE: /);
+    server = await startServer({ dataDir: server.dataDir, port: server.port });
+    expect(await outcome(later)).toBe("ok 1");
+    expect(await messages("down")).toBe(1);
+  });
+
+  test("MqClient reconnects to a restarted local broker for its publishes, and its other calls work on the new connection", async () => {
+    const id = await setup();
+    const c = await client();
+    expect((await c.publish(id, "re", "before")).seq).toBe(1);
+    expect(await local.daemon.stop()).toBe(0);
+    const during = c.publish(id, "re", "during");
+    local = await startLocal(server.address, { dataDir: local.dataDir, socket: local.socket });
+    expect(await outcome(during)).toBe("ok 2");
+    expect((await c.topics()).find((t) => t.topic === "re")).toEqual({ topic: "re", subscribers: 0, messages: 2 });
+    const other = await c.create();
+    expect(other).toBeGreaterThan(id);
+  });
+
+  test("a publish that fails for good fails every later publish to its topic (never stored) until resume(topic); other topics go on", async () => {
+    const id = await setup();
+    const c = await client({ retryMs: 300 });
+    expect((await c.publish(id, "orders", "1")).seq).toBe(1);
+    expect(await server.daemon.stop()).toBe(0);
+    await local.daemon.waitFor(/lost the server/);
+    const first = c.publish(id, "orders", "2");
+    await new Promise((resolve) => setImmediate(resolve)); // a batch of its own
+    const second = c.publish(id, "orders", "3");
+    expect(await outcome(first)).toMatch(/^UNAVAILABLE: /);
+    expect(await outcome(second)).toMatch(/^UNAVAILABLE: not sent: an earlier publish to topic "orders" failed \(UNAVAILABLE: .*\); call resume\("orders"\)/);
+    server = await startServer({ dataDir: server.dataDir, port: server.port });
+    await local.daemon.waitFor(/connected to the server .* after \d+ attempts/);
+    // Back, but "orders" stays stopped: "4" must not be stored while "2" and "3" are not.
+    expect(await outcome(c.publish(id, "orders", "4"))).toMatch(/^UNAVAILABLE: not sent: an earlier publish to topic "orders" failed/);
+    expect(await outcome(c.publish(id, "invoices", "1"))).toBe("ok 1");
+    c.resume("orders");
+    // "2" again with the id it was given would be stored once; here the caller sends new ones.
+    expect(await outcome(c.publish(id, "orders", "5"))).toBe("ok 2");
+    const reader = await createOn(local.socket);
+    await mq(local.socket, ["sub", String(reader), "orders", "--from", "earliest"]);
+    const r = await mq(local.socket, ["recv", String(reader), "--count", "10", "--json"]);
+    expect(jsonLines(r.stdout).map((m) => m.data)).toEqual(["1", "5"]);
+  });
+
+  test("MqClient.close fails the publishes it has not sent with UNAVAILABLE, and later ones too", async () => {
+    const id = await setup();
+    const c = await client();
+    const sent = c.publish(id, "closing", "a");
+    await new Promise((resolve) => setImmediate(resolve)); // "a" is in flight: "b" waits behind it
+    const queued = c.publish(id, "closing", "b");
+    c.close();
+    const after = c.publish(id, "closing", "c");
+    expect(await outcome(queued)).toBe("UNAVAILABLE: the client was closed before the publish was sent");
+    expect(await outcome(after)).toBe("UNAVAILABLE: the client is closed");
+    // "a" was on the socket at the close: stored or not (its answer is lost), it is not sent again.
+    await outcome(sent);
+    const reader = await createOn(local.socket);
+    await mq(local.socket, ["sub", String(reader), "closing", "--from", "earliest"]);
+    const stored = jsonLines((await mq(local.socket, ["recv", String(reader), "--count", "10", "--json"])).stdout).map((m) => m.data);
+    expect([[], ["a"]]).toContainEqual(stored as string[]);
+  });
+});
