@@ -135,9 +135,9 @@ export class TcpProxy {
 
   /** Writes what is due, in order; reschedules itself for the rest. */
   private pump(pair: Pair | undefined, dir: Direction): void {
-    if (!pair || pair.closed) return;
+    if (pair === undefined || pair.closed) return; // a late event of a closed pair
     const leg = pair[dir];
-    if (!leg.dest) return; // target not connected yet: `open` pumps
+    if (leg.dest === null) return; // target not connected yet: `open` pumps
     if (leg.backlog) {
       const n = leg.dest.write(leg.backlog);
       leg.backlog = n < leg.backlog.length ? leg.backlog.subarray(n) : null;
