@@ -7,6 +7,7 @@ import { afterAll, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { Code, MqError } from "../../lib/errors.ts";
 import { LocalBroker } from "../../lib/local/local.ts";
 import { configureLog } from "../../lib/log.ts";
 import { MqServer } from "../../lib/server/server.ts";
@@ -96,6 +97,58 @@ test("a local broker refuses with UNKNOWN_OP the ops its server does not announc
     });
     expect(await peer.request({ op: "pub", rid: 5, id: 1, topic: "t", data: new Uint8Array([1]) })).toMatchObject({ op: "error", rid: 5, code: "UNKNOWN_OP" });
     expect(seen.map((f) => f.op)).toEqual(["hello", "create", "topics"]);
+    peer.end();
+  } finally {
+    await local.stop();
+    server.stop(true);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a local broker says hello again without caps to a server that refuses the field, keeping its budgets, and forwards everything", async () => {
+  configureLog({ level: "error" });
+  const hellos: Array<Frame & { caps?: string[]; bufferBytes?: number }> = [];
+  const connected = Promise.withResolvers<void>();
+  // What a server from before the table of operations answers: unknown field, not fatal; no caps in its reply.
+  const server = Bun.listen<Connection>({
+    hostname: "127.0.0.1",
+    port: 0,
+    socket: {
+      open: (s) => {
+        s.data = new Connection(
+          s,
+          {
+            frame: (conn, frame) => {
+              if (frame.op === "topics") return { topics: ["x"] };
+              if (frame.op !== "hello") return {};
+              hellos.push(frame);
+              if (frame.caps !== undefined) throw new MqError(Code.BadRequest, 'hello: unexpected field "caps"');
+              conn.helloDone = true;
+              connected.resolve();
+              return { version: PROTOCOL_VERSION, maxMessageBytes: 1 << 20, maxInFlight: 1024 };
+            },
+          },
+          { maxFrameBytes: 1 << 20, label: "server without caps" },
+        );
+      },
+      data: (s, d) => s.data.onData(d),
+      drain: (s) => s.data.onDrain(),
+      close: (s) => s.data.onClose(),
+    },
+  });
+  const dir = tmp("mq-caps-older-");
+  const local = await LocalBroker.start({ socketPath: path.join(dir, "s.sock"), server: { hostname: "127.0.0.1", port: server.port }, dataDir: dir });
+  try {
+    await connected.promise;
+    for (let i = 0; i < 100 && !local.connected; i++) await Bun.sleep(10);
+    expect(local.connected).toBe(true);
+    expect(hellos.map((h) => [h.caps, h.bufferBytes])).toEqual([
+      [capabilities("client"), 64 * 1024 * 1024],
+      [undefined, 64 * 1024 * 1024],
+    ]);
+    const peer = await RawPeer.connect({ unix: path.join(dir, "s.sock") });
+    await peer.request({ op: "hello", rid: 1, version: PROTOCOL_VERSION });
+    expect(await peer.request({ op: "topics", rid: 2 })).toEqual({ op: "ok", rid: 2, topics: ["x"] });
     peer.end();
   } finally {
     await local.stop();
