@@ -15,6 +15,7 @@ import { lockDataDir, makeDataDir, writeFileAtomic } from "../store/fsutil.ts";
 import { IdRanges } from "../store/id-ranges.ts";
 import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
 import { PROTOCOL_VERSION, pubsIdsProblem, type Frame, type Message, type MsgsFrame, type Outgoing } from "../wire/messages.ts";
+import { capabilities, ops, type ClientOp, type Op, type RequestOf } from "../wire/ops.ts";
 import { checkTopic } from "../wire/topic.ts";
 import { IdTable } from "./id-table.ts";
 import { Inbox, type Waiter } from "./inbox.ts";
@@ -74,6 +75,11 @@ const REFUSED_BACKOFF_MAX_MS = 15_000;
 const RECONNECT_GRACE_MS = 1000;
 /** Grace + this + the 250 ms timeout sweep stays under the 5 s the CLI promises for UNAVAILABLE. */
 const REQUEST_TIMEOUT_MS = 3500;
+/** The client-hop ops with a handler (hello is answered before them). */
+type ClientHandled = Exclude<ClientOp, "hello">;
+/** The ops the table says are forwarded as they are, with at most their id translated. */
+type ForwardedOp = { [K in Op]: (typeof ops)[K]["id"] extends "none" | "global" ? K : never }[Op];
+
 /** Requests forwarded and unanswered at once, at most; lowered to the server's --max-inflight from its hello. */
 const MAX_FORWARDING = 4096;
 
@@ -104,6 +110,8 @@ export class LocalBroker {
    * for them), with the message their UNKNOWN_ID carries. Learnt anew at every connect.
    */
   private readonly goneOnServer = new Map<number, string>();
+  /** The ops the server announced in its hello reply (`caps`); null: it did not say (an older server). */
+  private serverCaps: Set<string> | null = null;
   readonly counters = { received: 0, delivered: 0, duplicates: 0, forwarded: 0, reconnects: 0 };
 
   private constructor(
@@ -244,18 +252,30 @@ export class LocalBroker {
           secret: this.secret,
           bufferBytes: this.limits.bufferBytes,
           bufferBytesPerId: this.limits.bufferBytesPerId,
+          caps: capabilities("client"),
         };
         if (this.options.token !== undefined) hello.token = this.options.token;
         const reply = await conn.request(hello, 5000).catch((err) => {
+          // A server from before the table of operations refuses `caps` as an unknown field
+          // (BAD_REQUEST, not fatal): say hello again without it.
+          if (err instanceof MqError && err.code === Code.BadRequest && err.message.includes('"caps"') && !this.stopped) {
+            delete hello.caps;
+            return conn!.request(hello, 5000);
+          }
+          throw err;
+        }).catch((err) => {
           // A server from before secrets and budgets (mq 0.1) refuses their fields as unknown
           // (BAD_REQUEST, not fatal): say hello again without them; it pushes one window per
           // subscription, and it has no secrets to check.
           if (!(err instanceof MqError && err.code === Code.BadRequest) || this.stopped) throw err;
           log.warn(`the server ${this.serverAddress} does not take buffer budgets or a broker secret (an older version?): it may push up to one window (1 MiB) per subscription`);
-          const { bufferBytes: _b, bufferBytesPerId: _p, secret: _s, ...older } = hello;
+          const { bufferBytes: _b, bufferBytesPerId: _p, secret: _s, caps: _c, ...older } = hello;
           return conn!.request(older, 5000);
         });
         if (this.stopped) return conn.close(CloseReason.Shutdown);
+        // What the server serves; a server that does not say (older than `caps`) is asked
+        // everything, and refuses what it does not know itself.
+        this.serverCaps = Array.isArray(reply.caps) ? new Set(reply.caps.filter((op): op is string => typeof op === "string")) : null;
         // Half the server's limit: requests that timed out here may still count there.
         if (Number.isSafeInteger(reply.maxInFlight) && (reply.maxInFlight as number) > 0) this.maxForwarding = Math.max(1, Math.min(MAX_FORWARDING, Math.floor((reply.maxInFlight as number) / 2)));
         if (typeof reply.maxMessageBytes === "number" && reply.maxMessageBytes !== this.maxMessageBytes) {
@@ -370,6 +390,9 @@ export class LocalBroker {
       const left = timeout - (Date.now() - queuedAt);
       if (left <= 0) throw new MqError(Code.Unavailable, `server ${this.serverAddress} is not answering in time (requests queued)`);
       const conn = await this.server();
+      if (this.serverCaps && !this.serverCaps.has(frame.op)) {
+        throw new MqError(Code.UnknownOp, `the server at ${this.serverAddress} does not support op ${JSON.stringify(frame.op)}; upgrade it`);
+      }
       this.counters.forwarded++;
       // The reply goes back as it came: answering overwrites its op and rid with the client's.
       return await conn.request(frame, left);
@@ -477,86 +500,103 @@ export class LocalBroker {
         throw new MqError(Code.VersionMismatch, `protocol version ${frame.version} is not supported; this local broker speaks ${PROTOCOL_VERSION}`, { fatal: true });
       }
       conn.helloDone = true;
-      return { version: PROTOCOL_VERSION, maxMessageBytes: this.maxMessageBytes };
+      return { version: PROTOCOL_VERSION, maxMessageBytes: this.maxMessageBytes, caps: capabilities("client") };
     }
-    switch (frame.op) {
-      case "create":
-        return this.forward({ op: "create" }).then(async (r) => {
-          if (!Number.isSafeInteger(r.id)) throw new MqError(Code.Internal, "the server answered create without an id");
-          return { id: await this.ids.add(r.id as number) };
-        });
-      case "pub": {
-        const id = this.global(frame.id);
-        checkTopic(frame.topic); // a courtesy: the server checks again
-        if (frame.data.length > this.maxMessageBytes) {
-          throw new MqError(Code.MessageTooLarge, `message of ${frame.data.length} bytes is above the server's limit of ${this.maxMessageBytes}`);
-        }
-        const fwd: Extract<Outgoing, { op: "pub" }> = { op: "pub", id, topic: frame.topic, data: frame.data };
-        if (frame.msgId !== undefined) fwd.msgId = frame.msgId;
-        return this.forward(fwd).catch(this.serverForgot(frame.id, id));
-      }
-      case "pubs": {
-        const id = this.global(frame.id);
-        checkTopic(frame.topic);
-        for (const data of frame.payloads) {
-          if (data.length > this.maxMessageBytes) {
-            throw new MqError(Code.MessageTooLarge, `message of ${data.length} bytes is above the server's limit of ${this.maxMessageBytes}`);
-          }
-        }
-        const fwd: Extract<Outgoing, { op: "pubs" }> = { op: "pubs", id, topic: frame.topic, payloads: frame.payloads };
-        const problem = pubsIdsProblem(frame);
-        if (problem) throw new MqError(Code.BadRequest, problem);
-        if (frame.msgIds !== undefined) fwd.msgIds = frame.msgIds;
-        if (frame.idPrefix !== undefined) Object.assign(fwd, { idPrefix: frame.idPrefix, idFrom: frame.idFrom });
-        return this.forward(fwd).catch(this.serverForgot(frame.id, id));
-      }
-      case "sub": {
-        const id = this.global(frame.id);
-        for (const t of frame.topics) checkTopic(t);
-        const fwd: Extract<Outgoing, { op: "sub" }> = { op: "sub", id, topics: frame.topics };
-        if (frame.from !== undefined) fwd.from = frame.from;
-        return this.forward(fwd).catch(this.serverForgot(frame.id, id));
-      }
-      case "unsub": {
-        const id = this.global(frame.id);
-        for (const t of frame.topics) checkTopic(t);
-        return this.forward({ op: "unsub", id, topics: frame.topics }).then((r) => {
-          const inbox = this.inboxes.get(frame.id);
-          for (const t of frame.topics) inbox?.dropTopic(t);
-          return r;
-        }, this.serverForgot(frame.id, id));
-      }
-      case "destroy": {
-        // An id the server no longer knows can still be destroyed here: that is the way out.
-        const id = this.ids.global(frame.id) ?? this.global(frame.id);
-        const forget = async () => {
-          await this.ids.remove(frame.id);
-          this.inboxes.delete(frame.id);
-          this.goneOnServer.delete(frame.id);
-        };
-        return this.forward({ op: "destroy", id }).then(
-          async (r) => (await forget(), r),
-          async (err) => {
-            // The server no longer knows the id (a crash between its destroy and ours): finish ours.
-            if (!(err instanceof MqError) || err.code !== Code.UnknownId) throw err;
-            await forget();
-            return {};
-          },
-        );
-      }
-      case "recv":
-        return this.recv(conn, frame.id, frame.max, frame.wait);
-      case "ack":
-        return this.ack(conn, frame.id, frame.tag, frame.count);
-      case "topics":
-        return this.forward({ op: "topics" });
-      case "stats":
-        return this.stats();
-      case "hello":
-        throw new MqError(Code.BadRequest, "hello was already received on this connection");
-      default:
-        throw new MqError(Code.UnknownOp, `op ${JSON.stringify(frame.op)} is not served by a local broker`);
+    if (frame.op === "hello") throw new MqError(Code.BadRequest, "hello was already received on this connection");
+    const handler = Object.hasOwn(this.clientHandlers, frame.op) ? (this.clientHandlers[frame.op as ClientHandled] as (conn: Connection, frame: Frame) => unknown) : undefined;
+    if (!handler) throw new MqError(Code.UnknownOp, `op ${JSON.stringify(frame.op)} is not served by a local broker`);
+    return handler(conn, frame);
+  }
+
+  /**
+   * One handler per op the table says the client hop serves (`hello` comes first, above).
+   * A plain forward checks what it can here and goes through `forwardOp`, which translates
+   * the id as the table says; the others are served here, or translate more than the id.
+   */
+  readonly clientHandlers: { [K in ClientHandled]: (conn: Connection, frame: RequestOf<K>) => unknown } = {
+    create: () =>
+      this.forward({ op: "create" }).then(async (r) => {
+        // The reply carries a new global id: it is translated back, into a new local id.
+        if (!Number.isSafeInteger(r.id)) throw new MqError(Code.Internal, "the server answered create without an id");
+        return { id: await this.ids.add(r.id as number) };
+      }),
+    pub: (_conn, frame) => {
+      this.global(frame.id);
+      checkTopic(frame.topic); // a courtesy: the server checks again
+      this.checkSize(frame.data);
+      return this.forwardOp(frame);
+    },
+    pubs: (_conn, frame) => {
+      this.global(frame.id);
+      checkTopic(frame.topic);
+      for (const data of frame.payloads) this.checkSize(data);
+      const problem = pubsIdsProblem(frame);
+      if (problem) throw new MqError(Code.BadRequest, problem);
+      return this.forwardOp(frame);
+    },
+    sub: (_conn, frame) => {
+      this.global(frame.id);
+      for (const t of frame.topics) checkTopic(t);
+      return this.forwardOp(frame);
+    },
+    unsub: (_conn, frame) => {
+      this.global(frame.id);
+      for (const t of frame.topics) checkTopic(t);
+      return this.forwardOp(frame).then((r) => {
+        const inbox = this.inboxes.get(frame.id);
+        for (const t of frame.topics) inbox?.dropTopic(t);
+        return r;
+      });
+    },
+    destroy: (_conn, frame) => {
+      // An id the server no longer knows can still be destroyed here: that is the way out.
+      const id = this.ids.global(frame.id) ?? this.global(frame.id);
+      const forget = async () => {
+        await this.ids.remove(frame.id);
+        this.inboxes.delete(frame.id);
+        this.goneOnServer.delete(frame.id);
+      };
+      return this.forward({ op: "destroy", id }).then(
+        async (r) => (await forget(), r),
+        async (err) => {
+          // The server no longer knows the id (a crash between its destroy and ours): finish ours.
+          if (!(err instanceof MqError) || err.code !== Code.UnknownId) throw err;
+          await forget();
+          return {};
+        },
+      );
+    },
+    recv: (conn, frame) => this.recv(conn, frame.id, frame.max, frame.wait),
+    ack: (conn, frame) => this.ack(conn, frame.id, frame.tag, frame.count),
+    topics: (_conn, frame) => this.forwardOp(frame),
+    stats: () => this.stats(),
+  };
+
+  private checkSize(data: Uint8Array): void {
+    if (data.length > this.maxMessageBytes) {
+      throw new MqError(Code.MessageTooLarge, `message of ${data.length} bytes is above the server's limit of ${this.maxMessageBytes}`);
     }
+  }
+
+  /**
+   * Forwards a client request as the table says: its fields in schema order, without the
+   * client's `rid`, and its `id` translated (`global`: local id → global id; an UNKNOWN_ID
+   * answer then marks the local id gone).
+   */
+  private forwardOp<K extends ForwardedOp>(frame: RequestOf<K>): Promise<Record<string, unknown>> {
+    const op = frame.op as K;
+    const spec = ops[op];
+    const fwd: Record<string, unknown> = { op };
+    for (const key of Object.keys(spec.request)) {
+      if (key === "rid") continue;
+      const value = (frame as Record<string, unknown>)[key];
+      if (value !== undefined) fwd[key] = value;
+    }
+    if (spec.id !== "global") return this.forward(fwd as Outgoing);
+    const local = (frame as unknown as { id: number }).id;
+    const global = this.global(local);
+    fwd.id = global;
+    return this.forward(fwd as Outgoing).catch(this.serverForgot(local, global));
   }
 
   private async recv(conn: Connection, local: number, max: number, wait: number) {

@@ -17,7 +17,8 @@ import { FileTopicStore } from "../store/file-store.ts";
 import { defaultMaxOpenFiles, OpenFiles } from "../store/open-files.ts";
 import type { FsyncPolicy, RetentionPolicy, TopicStore } from "../store/types.ts";
 import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
-import { PROTOCOL_VERSION, pubsIdsProblem, type AckRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
+import { capabilities, PROTOCOL_VERSION, pubsIdsProblem, type AckRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
+import type { RequestOf, ServerOp } from "../wire/ops.ts";
 import { checkTopic } from "../wire/topic.ts";
 import { Credits } from "./credits.ts";
 import { DEFAULT_DEDUPE, DedupeWindow, splitMsgId, type DedupeOptions, type Pending, type Runs } from "./dedupe.ts";
@@ -303,45 +304,40 @@ export class MqServer {
       if (frame.op !== "hello") throw new MqError(Code.BadRequest, `expected hello as the first frame, got ${frame.op}`, { fatal: true });
       return this.hello(conn, frame);
     }
-    const session = conn.state as Session;
-    switch (frame.op) {
-      case "ack":
-        return this.ack(session, frame);
-      case "create":
-        return this.track(this.create(session));
-      case "pub":
-        return this.track(
-          this.publish(session, frame.id, frame.topic, [frame.data], frame.msgId === undefined ? undefined : { keys: [frame.msgId] }).then(({ seqs, duplicates, ...rest }) =>
-            duplicates ? { ...rest, seq: seqs[0], duplicate: true } : { ...rest, seq: seqs[0] },
-          ),
-        );
-      case "pubs": {
-        const problem = pubsIdsProblem(frame);
-        if (problem) throw new MqError(Code.BadRequest, problem);
-        const ids: PubIds | undefined = frame.msgIds ? { keys: frame.msgIds } : frame.idPrefix !== undefined ? { prefix: frame.idPrefix, from: frame.idFrom! } : undefined;
-        return this.track(this.publish(session, frame.id, frame.topic, frame.payloads, ids));
-      }
-      case "sub":
-        return this.track(this.subscribe(session, frame.id, frame.topics, frame.from ?? "latest"));
-      case "unsub":
-        return this.track(this.unsubscribe(session, frame.id, frame.topics));
-      case "destroy":
-        return this.track(this.destroy(session, frame.id));
-      case "topics":
-        return { topics: this.topicList() };
-      case "stats":
-        return { server: this.stats() };
-      case "hello":
-        throw new MqError(Code.BadRequest, "hello was already received on this connection");
-      case "ping": // only when it was pipelined behind the hello; the connection answers the others
-        conn.send({ op: "pong" });
-        return undefined;
-      case "pong":
-        return undefined;
-      default:
-        throw new MqError(Code.UnknownOp, `op ${JSON.stringify(frame.op)} is not served by the server`);
+    if (frame.op === "hello") throw new MqError(Code.BadRequest, "hello was already received on this connection");
+    if (frame.op === "ping") {
+      // only when it was pipelined behind the hello; the connection answers the others
+      conn.send({ op: "pong" });
+      return undefined;
     }
+    if (frame.op === "pong") return undefined;
+    const handler = Object.hasOwn(this.handlers, frame.op) ? (this.handlers[frame.op as Exclude<ServerOp, "hello">] as (session: Session, frame: Frame) => unknown) : undefined;
+    if (!handler) throw new MqError(Code.UnknownOp, `op ${JSON.stringify(frame.op)} is not served by the server`);
+    return handler(conn.state as Session, frame);
   }
+
+  /** One handler per op the table says the server serves (`hello` is served before a session exists). */
+  readonly handlers: { [K in Exclude<ServerOp, "hello">]: (session: Session, frame: RequestOf<K>) => unknown } = {
+    ack: (session, frame) => this.ack(session, frame),
+    create: (session) => this.track(this.create(session)),
+    pub: (session, frame) =>
+      this.track(
+        this.publish(session, frame.id, frame.topic, [frame.data], frame.msgId === undefined ? undefined : { keys: [frame.msgId] }).then(({ seqs, duplicates, ...rest }) =>
+          duplicates ? { ...rest, seq: seqs[0], duplicate: true } : { ...rest, seq: seqs[0] },
+        ),
+      ),
+    pubs: (session, frame) => {
+      const problem = pubsIdsProblem(frame);
+      if (problem) throw new MqError(Code.BadRequest, problem);
+      const ids: PubIds | undefined = frame.msgIds ? { keys: frame.msgIds } : frame.idPrefix !== undefined ? { prefix: frame.idPrefix, from: frame.idFrom! } : undefined;
+      return this.track(this.publish(session, frame.id, frame.topic, frame.payloads, ids));
+    },
+    sub: (session, frame) => this.track(this.subscribe(session, frame.id, frame.topics, frame.from ?? "latest")),
+    unsub: (session, frame) => this.track(this.unsubscribe(session, frame.id, frame.topics)),
+    destroy: (session, frame) => this.track(this.destroy(session, frame.id)),
+    topics: () => ({ topics: this.topicList() }),
+    stats: () => ({ server: this.stats() }),
+  };
 
   /** Counts a write in flight so that a graceful stop can wait for it. */
   private async track<T>(work: Promise<T>): Promise<T> {
@@ -453,6 +449,7 @@ export class MqServer {
     // Ids whose records were lost: the local broker stops serving those it maps (even recv).
     const lost = this.registry.lost();
     if (lost.length > 0) reply.lost = lost;
+    reply.caps = capabilities("server");
     return reply;
   }
 

@@ -4,53 +4,27 @@
  * Deliveries (`msgs`) and acknowledgements to the server (`ack` without rid) carry none.
  * The field `id` is the local id on the client hop and the global id on the server hop.
  */
+import { capabilities, ops, type FieldType, type Op, type RequestOf, type Schema } from "./ops.ts";
 
 export const PROTOCOL_VERSION = 1;
 
 /** Where a new subscription starts: the oldest stored message, the next one published, or a seq (inclusive). */
 export type From = "earliest" | "latest" | number;
 
-/**
- * Server hop: `broker` is the local broker's identity (public), `secret` the credential the
- * server binds to it at first contact (docs/security.md), `token` the shared `--token-file`;
- * `bufferBytes` / `bufferBytesPerId` are its budgets for deliveries it holds (whole broker /
- * per id, counted as `deliveryCost`); absent: no budget beyond the per-subscription window.
- */
-export interface HelloRequest { op: "hello"; rid: number; version: number; broker?: string; secret?: string; token?: string; bufferBytes?: number; bufferBytesPerId?: number }
-export interface CreateRequest { op: "create"; rid: number }
-/**
- * `msgId`: the publisher's key for this message (1 to MAX_MSG_ID_BYTES bytes of UTF-8). A key
- * the topic already stored within the server's dedupe window is not stored again: the reply
- * has the original `seq` and `duplicate: true`.
- */
-export interface PubRequest { op: "pub"; rid: number; id: number; topic: string; data: Uint8Array; msgId?: string }
-/**
- * Several messages for one topic in one request (the client library batches publishes made
- * together). The new ones get consecutive seqs; the reply has `seqs`. All are stored or none.
- * `msgIds`: one key per payload (as `pub`'s `msgId`). Or, for a run of keys that differ only
- * by a number (what the library sends), `idPrefix` + `idFrom`: payload i has the key
- * `${idPrefix}${idFrom + i}`, the same key as that string sent in `msgIds`. The reply's
- * `duplicates` lists the indexes of the payloads that were already stored (their `seqs`
- * are the original ones).
- */
-export interface PubsRequest { op: "pubs"; rid: number; id: number; topic: string; payloads: Uint8Array[]; msgIds?: string[]; idPrefix?: string; idFrom?: number }
-export interface SubRequest { op: "sub"; rid: number; id: number; topics: string[]; from?: From }
-export interface UnsubRequest { op: "unsub"; rid: number; id: number; topics: string[] }
-/** Client hop only: up to `max` pending messages, waiting up to `wait` ms for the first. */
-export interface RecvRequest { op: "recv"; rid: number; id: number; max: number; wait: number }
-/**
- * Client hop: `tag` from a recv reply, the messages have reached the user; with `count`, only
- * the first `count` of them did, and the rest go back to the front of the id's buffer.
- * Server hop (no rid): every message of `topic` up to `seq` reached the client (cumulative).
- */
-export interface AckRequest { op: "ack"; rid?: number; id: number; tag?: number; count?: number; topic?: string; seq?: number }
-export interface DestroyRequest { op: "destroy"; rid: number; id: number }
-export interface TopicsRequest { op: "topics"; rid: number }
-export interface StatsRequest { op: "stats"; rid: number }
+// The request types are derived from the table of operations (ops.ts), which documents them.
+export type HelloRequest = RequestOf<"hello">;
+export type CreateRequest = RequestOf<"create">;
+export type PubRequest = RequestOf<"pub">;
+export type PubsRequest = RequestOf<"pubs">;
+export type SubRequest = RequestOf<"sub">;
+export type UnsubRequest = RequestOf<"unsub">;
+export type RecvRequest = RequestOf<"recv">;
+export type AckRequest = RequestOf<"ack">;
+export type DestroyRequest = RequestOf<"destroy">;
+export type TopicsRequest = RequestOf<"topics">;
+export type StatsRequest = RequestOf<"stats">;
 
-export type Request =
-  | HelloRequest | CreateRequest | PubRequest | PubsRequest | SubRequest | UnsubRequest | RecvRequest
-  | AckRequest | DestroyRequest | TopicsRequest | StatsRequest;
+export type Request = { [K in Op]: RequestOf<K> }[Op];
 
 /** A request as a caller writes it: the connection assigns the `rid`. */
 export type Outgoing = Request extends infer R ? (R extends Request ? Omit<R, "rid"> : never) : never;
@@ -99,27 +73,15 @@ export interface PubResult { topic: string; seq: number; subscribers: number; cr
 /** `lost` (only when non-zero): messages the server lost to damaged storage in this topic. */
 export interface TopicInfo { topic: string; subscribers: number; messages: number; lost?: number }
 
-/** Field types the validator knows; a trailing `?` marks a field optional. */
-type FieldType = "uint" | "string" | "bytes" | "topics" | "from" | "times" | "payloads" | "payloads0" | "bool" | "msgid" | "msgids" | "idprefix";
-type Schema = Record<string, FieldType | `${FieldType}?`>;
-
-/** One schema per frame type a peer may send us; anything not listed is junk. */
+/** One schema per frame type a peer may send us (the requests of the table, then the pushes); anything not listed is junk. */
 export const schemas: Record<string, Schema> = {
-  hello: { rid: "uint", version: "uint", broker: "string?", secret: "string?", token: "string?", bufferBytes: "uint?", bufferBytesPerId: "uint?" },
-  create: { rid: "uint" },
-  pub: { rid: "uint", id: "uint", topic: "string", data: "bytes", msgId: "msgid?" },
-  pubs: { rid: "uint", id: "uint", topic: "string", payloads: "payloads", msgIds: "msgids?", idPrefix: "idprefix?", idFrom: "uint?" },
-  sub: { rid: "uint", id: "uint", topics: "topics", from: "from?" },
-  unsub: { rid: "uint", id: "uint", topics: "topics" },
-  recv: { rid: "uint", id: "uint", max: "uint", wait: "uint" },
-  ack: { rid: "uint?", id: "uint", tag: "uint?", count: "uint?", topic: "string?", seq: "uint?" },
-  destroy: { rid: "uint", id: "uint" },
-  topics: { rid: "uint" },
-  stats: { rid: "uint" },
+  ...Object.fromEntries(Object.entries(ops).map(([op, spec]) => [op, spec.request])),
   msgs: { id: "uint", topic: "string", seq: "uint", times: "times", payloads: "payloads0", more: "bool?", lost: "uint?" },
   ping: {},
   pong: {},
 };
+
+export { capabilities };
 
 /** Longest publisher message id, in bytes of UTF-8. */
 export const MAX_MSG_ID_BYTES = 256;

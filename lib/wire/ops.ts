@@ -1,0 +1,133 @@
+/**
+ * The table of operations: one entry per request op, saying its request schema, the fields
+ * of its `ok` reply, which hops serve it, and how its `id` is translated on the local hop.
+ * The request types (messages.ts), the runtime schemas the codec validates against, the
+ * dispatch maps of the server and the local broker, and the capabilities announced in the
+ * hello are all derived from it: a new op is one entry here plus a handler per hop.
+ */
+import type { From } from "./messages.ts";
+
+/** Field types the validator knows (checkField); a trailing `?` marks a field optional. */
+export type FieldType = "uint" | "string" | "bytes" | "topics" | "from" | "times" | "payloads" | "payloads0" | "bool" | "msgid" | "msgids" | "idprefix";
+export type Schema = Readonly<Record<string, FieldType | `${FieldType}?`>>;
+
+/** The TypeScript type of a value that passes checkField for each field type. */
+interface FieldTypes {
+  uint: number;
+  string: string;
+  bytes: Uint8Array;
+  topics: string[];
+  from: From;
+  times: number[];
+  payloads: Uint8Array[];
+  payloads0: Uint8Array[];
+  bool: boolean;
+  msgid: string;
+  msgids: string[];
+  idprefix: string;
+}
+
+type Flat<T> = { [K in keyof T]: T[K] };
+type RequiredKeys<S> = { [K in keyof S]: S[K] extends `${string}?` ? never : K }[keyof S];
+type OptionalKeys<S> = Exclude<keyof S, RequiredKeys<S>>;
+type FieldOf<T> = T extends `${infer F extends FieldType}?` ? FieldTypes[F] : T extends FieldType ? FieldTypes[T] : never;
+/** The frame type a schema describes: `op` plus its required and optional fields. */
+export type FrameOf<Op extends string, S> = Flat<{ op: Op } & { -readonly [K in RequiredKeys<S>]: FieldOf<S[K]> } & { -readonly [K in OptionalKeys<S>]?: FieldOf<S[K]> }>;
+
+/**
+ * How the `id` field of a request is translated when the local broker forwards it:
+ * `none`: the op has no id; `global`: the client's local id becomes its global id (the
+ * server answers UNKNOWN_ID for a global id it no longer knows, and the local id is then
+ * marked gone); `local-only`: the op is served by the local broker and never forwarded.
+ */
+export type IdTranslation = "none" | "global" | "local-only";
+
+interface OpSpec {
+  readonly request: Schema;
+  /** Fields of the `ok` reply (documentation and the capability tests; replies are not schema-checked). */
+  readonly reply: readonly string[];
+  /** Served by the local broker to clients (client hop) / by the server to local brokers (server hop). */
+  readonly client: boolean;
+  readonly server: boolean;
+  readonly id: IdTranslation;
+}
+
+export const ops = {
+  /**
+   * Server hop: `broker` is the local broker's identity (public), `secret` the credential the
+   * server binds to it at first contact (docs/security.md), `token` the shared `--token-file`;
+   * `bufferBytes` / `bufferBytesPerId` are its budgets for deliveries it holds (whole broker /
+   * per id, counted as `deliveryCost`); absent: no budget beyond the per-subscription window.
+   * `caps`: the ops the sender serves (an array of op names; see `capabilities`).
+   */
+  hello: {
+    request: { rid: "uint", version: "uint", broker: "string?", secret: "string?", token: "string?", bufferBytes: "uint?", bufferBytesPerId: "uint?", caps: "topics?" },
+    reply: ["version", "maxMessageBytes", "maxInFlight", "lost", "caps"],
+    client: true,
+    server: true,
+    id: "none",
+  },
+  create: { request: { rid: "uint" }, reply: ["id"], client: true, server: true, id: "none" },
+  /**
+   * `msgId`: the publisher's key for this message (1 to MAX_MSG_ID_BYTES bytes of UTF-8). A key
+   * the topic already stored within the server's dedupe window is not stored again: the reply
+   * has the original `seq` and `duplicate: true`.
+   */
+  pub: {
+    request: { rid: "uint", id: "uint", topic: "string", data: "bytes", msgId: "msgid?" },
+    reply: ["topic", "seq", "subscribers", "created", "duplicate"],
+    client: true,
+    server: true,
+    id: "global",
+  },
+  /**
+   * Several messages for one topic in one request (the client library batches publishes made
+   * together). The new ones get consecutive seqs; the reply has `seqs`. All are stored or none.
+   * `msgIds`: one key per payload (as `pub`'s `msgId`). Or, for a run of keys that differ only
+   * by a number (what the library sends), `idPrefix` + `idFrom`: payload i has the key
+   * `${idPrefix}${idFrom + i}`, the same key as that string sent in `msgIds`. The reply's
+   * `duplicates` lists the indexes of the payloads that were already stored (their `seqs`
+   * are the original ones).
+   */
+  pubs: {
+    request: { rid: "uint", id: "uint", topic: "string", payloads: "payloads", msgIds: "msgids?", idPrefix: "idprefix?", idFrom: "uint?" },
+    reply: ["topic", "seqs", "subscribers", "created", "duplicates"],
+    client: true,
+    server: true,
+    id: "global",
+  },
+  sub: { request: { rid: "uint", id: "uint", topics: "topics", from: "from?" }, reply: ["topics"], client: true, server: true, id: "global" },
+  unsub: { request: { rid: "uint", id: "uint", topics: "topics" }, reply: ["topics"], client: true, server: true, id: "global" },
+  /** Client hop only: up to `max` pending messages, waiting up to `wait` ms for the first. */
+  recv: { request: { rid: "uint", id: "uint", max: "uint", wait: "uint" }, reply: ["messages", "tag", "more"], client: true, server: false, id: "local-only" },
+  /**
+   * Client hop: `tag` from a recv reply, the messages have reached the user; with `count`, only
+   * the first `count` of them did, and the rest go back to the front of the id's buffer.
+   * Server hop (no rid): every message of `topic` up to `seq` reached the client (cumulative).
+   * The two are different acks: the local broker serves the first and sends the second itself.
+   */
+  ack: { request: { rid: "uint?", id: "uint", tag: "uint?", count: "uint?", topic: "string?", seq: "uint?" }, reply: [], client: true, server: true, id: "local-only" },
+  destroy: { request: { rid: "uint", id: "uint" }, reply: [], client: true, server: true, id: "global" },
+  topics: { request: { rid: "uint" }, reply: ["topics"], client: true, server: true, id: "none" },
+  /** The local broker answers with its own counters beside the server's. */
+  stats: { request: { rid: "uint" }, reply: ["server", "local"], client: true, server: true, id: "local-only" },
+} as const satisfies Record<string, OpSpec>;
+
+export type Op = keyof typeof ops;
+/** The request frame of `op`, derived from its schema. */
+export type RequestOf<K extends Op> = FrameOf<K, (typeof ops)[K]["request"]>;
+/** Ops each hop serves. */
+export type ClientOp = { [K in Op]: (typeof ops)[K]["client"] extends true ? K : never }[Op];
+export type ServerOp = { [K in Op]: (typeof ops)[K]["server"] extends true ? K : never }[Op];
+
+export const opNames = Object.keys(ops) as Op[];
+
+/**
+ * What a peer announces in `caps` of its hello (request and reply): the ops it serves on
+ * that hop, `hello` left out (every peer serves it). A peer that announces no `caps` is
+ * older than the table; it is assumed to serve what it served then, and refuses what it
+ * does not know with UNKNOWN_OP itself.
+ */
+export function capabilities(hop: "client" | "server"): string[] {
+  return opNames.filter((op) => op !== "hello" && ops[op][hop]);
+}
