@@ -127,7 +127,7 @@ async function writeAll(fd: number, data: Uint8Array): Promise<void> {
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === "EPIPE" || code === "ECONNRESET") throw new StdoutClosedError({ cause: err });
-      if (code !== "EAGAIN" && code !== "EINTR") throw err;
+      if (code !== "EAGAIN" && code !== "EINTR") throw new Error(`Cannot write to standard output: ${(err as Error).message}`, { cause: err });
       await writable(fd);
     }
   }

@@ -230,6 +230,23 @@ describe("mq pub when its stdout reader goes away", () => {
   }, 90_000);
 });
 
+describe("mq recv into a full disk", () => {
+  test.skipIf(!fs.existsSync("/dev/full"))("says it cannot write standard output, exits 1, and leaves the message pending (needs /dev/full)", async () => {
+    const id = await cluster.create();
+    await cluster.run(["sub", String(id), "full.stdout"]);
+    await cluster.run(["pub", String(id), "full.stdout", "kept"]);
+    const recv = [...mqCommand(), "recv", String(id)].map((a) => `'${a}'`).join(" ");
+    const proc = Bun.spawn(["sh", "-c", `${recv} > /dev/full`], { stdout: "ignore", stderr: "pipe", env: { ...process.env, MQ_SOCKET: cluster.local.socket } });
+    const killer = setTimeout(() => proc.kill("SIGKILL"), 20_000);
+    const [err, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited]);
+    clearTimeout(killer);
+    expect(code).toBe(1);
+    expect(err).toStartWith("mq: error: Cannot write to standard output: ");
+    expect(err).toContain("ENOSPC");
+    expect((await cluster.run(["recv", String(id)])).stdout).toBe("kept\n");
+  });
+});
+
 describe("mq local start errors name the socket and the fix", () => {
   test("a socket directory that cannot be made, and a socket name too long for a Unix socket", async () => {
     const dir = tmpDir("mq-socket-errors-");
