@@ -11,10 +11,10 @@ import { Code, MqError } from "../../lib/errors.ts";
 import { LocalBroker } from "../../lib/local/local.ts";
 import { configureLog } from "../../lib/log.ts";
 import { MqServer } from "../../lib/server/server.ts";
-import { Connection } from "../../lib/wire/connection.ts";
 import { PROTOCOL_VERSION, type Frame } from "../../lib/wire/messages.ts";
 import { capabilities, opNames, ops } from "../../lib/wire/ops.ts";
 import { RawPeer } from "../security/kit.ts";
+import { localAgainst } from "./scripted-server.ts";
 
 afterAll(() => configureLog());
 
@@ -47,45 +47,18 @@ test("every op the table says a hop serves has a handler there, and no other op 
 test("a local broker refuses with UNKNOWN_OP the ops its server does not announce, and forwards the others", async () => {
   configureLog({ level: "error" });
   const seen: Frame[] = [];
-  const connected = Promise.withResolvers<void>();
   // A server that serves only create and topics, and says so.
-  const server = Bun.listen<Connection>({
-    hostname: "127.0.0.1",
-    port: 0,
-    socket: {
-      open: (s) => {
-        s.data = new Connection(
-          s,
-          {
-            frame: (conn, frame) => {
-              seen.push(frame);
-              if (frame.op === "hello") {
-                conn.helloDone = true;
-                connected.resolve();
-                return { version: PROTOCOL_VERSION, maxMessageBytes: 1 << 20, maxInFlight: 1024, caps: ["create", "topics"] };
-              }
-              if (frame.op === "create") return { id: 1000 };
-              if (frame.op === "topics") return { topics: [] };
-              throw new Error(`forwarded ${frame.op}`);
-            },
-          },
-          { maxFrameBytes: 1 << 20, label: "smaller server" },
-        );
-      },
-      data: (s, d) => s.data.onData(d),
-      drain: (s) => s.data.onDrain(),
-      close: (s) => s.data.onClose(),
-    },
+  const smaller = await localAgainst("smaller server", (frame) => {
+    seen.push(frame);
+    if (frame.op === "hello") return { version: PROTOCOL_VERSION, maxMessageBytes: 1 << 20, maxInFlight: 1024, caps: ["create", "topics"] };
+    if (frame.op === "create") return { id: 1000 };
+    if (frame.op === "topics") return { topics: [] };
+    throw new Error(`forwarded ${frame.op}`);
   });
-  const dir = tmp("mq-caps-");
-  const local = await LocalBroker.start({ socketPath: path.join(dir, "s.sock"), server: { hostname: "127.0.0.1", port: server.port }, dataDir: dir });
   try {
-    await connected.promise;
-    for (let i = 0; i < 100 && !local.connected; i++) await Bun.sleep(10);
-    expect(local.connected).toBe(true);
     const hello = seen[0] as Frame & { caps?: string[] };
     expect(hello.caps).toEqual(capabilities("client"));
-    const peer = await RawPeer.connect({ unix: path.join(dir, "s.sock") });
+    const peer = await RawPeer.connect({ unix: smaller.socket });
     await peer.request({ op: "hello", rid: 1, version: PROTOCOL_VERSION });
     expect(await peer.request({ op: "create", rid: 2 })).toEqual({ op: "ok", rid: 2, id: 1 });
     expect(await peer.request({ op: "topics", rid: 3 })).toEqual({ op: "ok", rid: 3, topics: [] });
@@ -93,66 +66,37 @@ test("a local broker refuses with UNKNOWN_OP the ops its server does not announc
       op: "error",
       rid: 4,
       code: "UNKNOWN_OP",
-      message: `the server at 127.0.0.1:${server.port} does not support op "sub"; upgrade it`,
+      message: `the server at 127.0.0.1:${smaller.port} does not support op "sub"; upgrade it`,
     });
     expect(await peer.request({ op: "pub", rid: 5, id: 1, topic: "t", data: new Uint8Array([1]) })).toMatchObject({ op: "error", rid: 5, code: "UNKNOWN_OP" });
     expect(seen.map((f) => f.op)).toEqual(["hello", "create", "topics"]);
     peer.end();
   } finally {
-    await local.stop();
-    server.stop(true);
-    fs.rmSync(dir, { recursive: true, force: true });
+    await smaller.stop();
   }
 });
 
 test("a local broker says hello again without caps to a server that refuses the field, keeping its budgets, and forwards everything", async () => {
   configureLog({ level: "error" });
   const hellos: Array<Frame & { caps?: string[]; bufferBytes?: number }> = [];
-  const connected = Promise.withResolvers<void>();
   // What a server from before the table of operations answers: unknown field, not fatal; no caps in its reply.
-  const server = Bun.listen<Connection>({
-    hostname: "127.0.0.1",
-    port: 0,
-    socket: {
-      open: (s) => {
-        s.data = new Connection(
-          s,
-          {
-            frame: (conn, frame) => {
-              if (frame.op === "topics") return { topics: ["x"] };
-              if (frame.op !== "hello") return {};
-              hellos.push(frame);
-              if (frame.caps !== undefined) throw new MqError(Code.BadRequest, 'hello: unexpected field "caps"');
-              conn.helloDone = true;
-              connected.resolve();
-              return { version: PROTOCOL_VERSION, maxMessageBytes: 1 << 20, maxInFlight: 1024 };
-            },
-          },
-          { maxFrameBytes: 1 << 20, label: "server without caps" },
-        );
-      },
-      data: (s, d) => s.data.onData(d),
-      drain: (s) => s.data.onDrain(),
-      close: (s) => s.data.onClose(),
-    },
+  const older = await localAgainst("server without caps", (frame) => {
+    if (frame.op === "topics") return { topics: ["x"] };
+    if (frame.op !== "hello") return {};
+    hellos.push(frame);
+    if (frame.caps !== undefined) throw new MqError(Code.BadRequest, 'hello: unexpected field "caps"');
+    return { version: PROTOCOL_VERSION, maxMessageBytes: 1 << 20, maxInFlight: 1024 };
   });
-  const dir = tmp("mq-caps-older-");
-  const local = await LocalBroker.start({ socketPath: path.join(dir, "s.sock"), server: { hostname: "127.0.0.1", port: server.port }, dataDir: dir });
   try {
-    await connected.promise;
-    for (let i = 0; i < 100 && !local.connected; i++) await Bun.sleep(10);
-    expect(local.connected).toBe(true);
     expect(hellos.map((h) => [h.caps, h.bufferBytes])).toEqual([
       [capabilities("client"), 64 * 1024 * 1024],
       [undefined, 64 * 1024 * 1024],
     ]);
-    const peer = await RawPeer.connect({ unix: path.join(dir, "s.sock") });
+    const peer = await RawPeer.connect({ unix: older.socket });
     await peer.request({ op: "hello", rid: 1, version: PROTOCOL_VERSION });
     expect(await peer.request({ op: "topics", rid: 2 })).toEqual({ op: "ok", rid: 2, topics: ["x"] });
     peer.end();
   } finally {
-    await local.stop();
-    server.stop(true);
-    fs.rmSync(dir, { recursive: true, force: true });
+    await older.stop();
   }
 });
