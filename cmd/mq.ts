@@ -15,7 +15,7 @@ import { MqError } from "../lib/errors.ts";
 import type * as cli from "../lib/cli/commands.ts";
 import { Exit, StdoutClosedError, UsageError, exitCodeFor, reportError, writeStdout } from "../lib/cli/output.ts";
 import { closest, renderCommandHelp, renderCompletion, renderProgramHelp, SHELLS, type CommandSpec, type OptionDef, type Program, type Shell } from "../lib/cli/help.ts";
-import { defaults, formatDuration, formatSize, parseAddress, parseCount, parseCountOrAuto, parseDuration, parseFrom, parseFsync, parseId, parseSeconds, parseSize, parseTopicList } from "../lib/cli/parse.ts";
+import { defaults, formatDuration, formatSize, parseAddress, parseCount, parseCountOrAuto, parseDuration, parseFrom, parseFsync, parseGroup, parseId, parseSeconds, parseSize, parseTopicList } from "../lib/cli/parse.ts";
 import { DEFAULT_DEDUPE, DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_LOCAL_LIMITS, DEFAULT_SERVER_LIMITS, isLoopback, LINES_RETRY_SECONDS } from "../lib/config.ts";
 
 /** The client commands' code (the client library, the wire layer, cbor-x). */
@@ -256,12 +256,31 @@ const commands: Command[] = [
     name: "sub",
     group: "client",
     description: "subscribe ID to one or more topics",
-    args: { id, topic: topicsArg, from: { type: "string", valueHint: "WHERE", choices: ["earliest", "latest"], description: "earliest | latest | SEQ (inclusive; default latest)" }, ...common },
+    args: {
+      id,
+      topic: topicsArg,
+      from: { type: "string", valueHint: "WHERE", choices: ["earliest", "latest"], description: "earliest | latest | SEQ (inclusive; default latest)" },
+      group: { type: "string", valueHint: "NAME", description: "join queue group NAME: each message goes to one member (acks per message)" },
+      "max-deliver": { type: "string", valueHint: "N", description: "after N deliveries without an ack, move a message to the dead-letter topic (acks per message)" },
+      "dead-letter": { type: "string", valueHint: "TOPIC", description: "dead-letter topic for --max-deliver (default <topic>.dlq)" },
+      ...common,
+    },
     maxPositionals: Infinity,
-    examples: ["mq sub 3 orders invoices", "mq sub 3 orders --from earliest"],
+    examples: ["mq sub 3 orders invoices", "mq sub 3 orders --from earliest", "mq sub 3 orders --group workers --max-deliver 5"],
     run: async (args) => {
       const from = parseFrom(args.from);
-      return (await client()).sub({ ...commonOf(args), id: parseId(args.id), topics: topicsOf(args), ...(from === undefined ? {} : { from }) });
+      const group = parseGroup(args.group);
+      const maxDeliver = args["max-deliver"] === undefined ? undefined : parseCount("max-deliver", args["max-deliver"]);
+      const deadLetter = args["dead-letter"] === undefined ? undefined : String(args["dead-letter"]);
+      return (await client()).sub({
+        ...commonOf(args),
+        id: parseId(args.id),
+        topics: topicsOf(args),
+        ...(from === undefined ? {} : { from }),
+        ...(group === undefined ? {} : { group }),
+        ...(maxDeliver === undefined ? {} : { maxDeliver }),
+        ...(deadLetter === undefined ? {} : { deadLetter }),
+      });
     },
   },
   {

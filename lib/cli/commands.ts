@@ -166,12 +166,18 @@ export interface SubOptions extends CommonOptions {
   id: number;
   topics: string[];
   from?: From;
+  group?: string;
+  maxDeliver?: number;
+  deadLetter?: string;
 }
 
 export async function sub(options: SubOptions): Promise<number> {
   for (const t of options.topics) checkTopic(t);
-  const result = await withClient(options, (mq) => mq.subscribe(options.id, options.topics, options.from === undefined ? {} : { from: options.from }));
-  const out = result.map((r) => line(options, r, `subscribed ${options.id} to ${r.topic} from seq ${r.from}${r.created ? " (new topic)" : ""}`));
+  if (options.deadLetter !== undefined) checkTopic(options.deadLetter);
+  const { from, group, maxDeliver, deadLetter } = options;
+  const result = await withClient(options, (mq) => mq.subscribe(options.id, options.topics, { from, group, maxDeliver, deadLetter }));
+  const inGroup = group === undefined ? "" : ` in group ${group}`;
+  const out = result.map((r) => line(options, r, `subscribed ${options.id} to ${r.topic}${inGroup} from seq ${r.from}${r.created ? " (new topic)" : ""}`));
   await writeStdout(out.join(""));
   return Exit.Ok;
 }

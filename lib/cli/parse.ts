@@ -6,6 +6,7 @@
 import { DEFAULT_LISTEN, DEFAULT_MAX_MESSAGE_BYTES, defaultDataDir, defaultSocketPath, parseHostPort } from "../config.ts";
 import type { FsyncPolicy } from "../store/types.ts";
 import type { From } from "../wire/messages.ts";
+import { groupNameProblem } from "../wire/group-name.ts";
 import { UsageError } from "./output.ts";
 
 export function parseId(value: unknown): number {
@@ -82,6 +83,14 @@ export function parseFrom(value: unknown): From | undefined {
   if (s === "earliest" || s === "latest") return s;
   if (/^\d+$/.test(s) && Number(s) >= 1) return Number(s);
   throw new UsageError(`--from must be "earliest", "latest" or a seq >= 1, got ${JSON.stringify(s)}`);
+}
+
+/** `--group NAME`: 1-64 characters of [A-Za-z0-9_.-]. */
+export function parseGroup(value: unknown): string | undefined {
+  if (value === undefined) return undefined;
+  const problem = groupNameProblem(String(value));
+  if (problem) throw new UsageError(`--group: ${problem}`);
+  return String(value);
 }
 
 export function parseFsync(value: unknown): FsyncPolicy {

@@ -59,6 +59,13 @@ export interface Received {
    * front of the id's queue, for the next recv. Call it once per batch.
    */
   ack(count?: number): Promise<void>;
+  /**
+   * The batch was not processed: its messages go back for redelivery. Those of an explicit
+   * subscription (a queue group, or `maxDeliver`) go back to the server, which counts the
+   * delivery (and may give them to another member of the group); the others go back to the
+   * front of the id's queue. Call it instead of `ack`.
+   */
+  nak(): Promise<void>;
   /** More messages are pending: held by the local broker, or on the server beyond the credit window (they come after `ack`). */
   more: boolean;
 }
@@ -370,10 +377,18 @@ export class MqClient {
     }
   }
 
-  /** Subscribes `id` to `topics`; `from` applies to new subscriptions (default "latest"). */
-  async subscribe(id: number, topics: string[], options: { from?: From } = {}): Promise<Array<{ topic: string; from: number; created: boolean }>> {
+  /**
+   * Subscribes `id` to `topics`; `from` applies to new subscriptions (default "latest").
+   * `group`: joins the queue group of that name on each topic: each message goes to one
+   * member. `maxDeliver`: a message delivered that many times without an ack goes to the
+   * dead-letter topic `deadLetter` (default `<topic>.dlq`). Either makes acks per message.
+   */
+  async subscribe(id: number, topics: string[], options: { from?: From; group?: string; maxDeliver?: number; deadLetter?: string } = {}): Promise<Array<{ topic: string; from: number; created: boolean }>> {
     const frame: Extract<Outgoing, { op: "sub" }> = { op: "sub", id, topics };
     if (options.from !== undefined) frame.from = options.from;
+    if (options.group !== undefined) frame.group = options.group;
+    if (options.maxDeliver !== undefined) frame.maxDeliver = options.maxDeliver;
+    if (options.deadLetter !== undefined) frame.deadLetter = options.deadLetter;
     return (await this.call(frame)).topics as Array<{ topic: string; from: number; created: boolean }>;
   }
 
@@ -408,6 +423,10 @@ export class MqClient {
         if (tag === undefined) return;
         // Without count, the whole batch (and the frame stays as it was before count existed).
         await this.call(count === undefined || count === messages.length ? { op: "ack", id, tag } : { op: "ack", id, tag, count }, ANSWER_TIMEOUT_MS, conn);
+      },
+      nak: async () => {
+        if (tag === undefined) return;
+        await this.call({ op: "nak", id, tag }, ANSWER_TIMEOUT_MS, conn);
       },
     };
   }

@@ -1,7 +1,9 @@
 /**
  * The messages the server pushed for one local id, waiting for `recv`. Keeps per topic the
  * seqs not yet acknowledged by a client, so the ack sent on to the server is cumulative and
- * never runs ahead of a message some client still holds.
+ * never runs ahead of a message some client still holds. An explicit topic (a queue group or
+ * --max-deliver: its pushes carry `explicit`) is tracked as a set of seqs instead, and
+ * acknowledged (or given back) seq by seq.
  */
 import { deliveryCost, type Message } from "../wire/messages.ts";
 
@@ -16,7 +18,12 @@ interface TopicTrack {
   more: boolean;
   /** What the unacked messages cost against the buffer budgets (`deliveryCost`). */
   bytes: number;
+  /** Explicit topics only: the seqs held (buffered or handed to a client), in place of `unacked` and `highest`. */
+  held?: Set<number>;
 }
+
+/** What to tell the server after a client acknowledged: a cumulative floor, or exact seqs (explicit topics). */
+export type UpstreamAck = { topic: string; seq: number } | { topic: string; seqs: number[] };
 
 export interface Waiter {
   max: number;
@@ -42,8 +49,9 @@ export class Inbox {
    * Adds a pushed message. Returns "new", or for a duplicate, whether the server needs a
    * fresh ack ("reack": it was already acknowledged, the server lost track in a restart).
    */
-  add(msg: Message): "new" | "duplicate" | "reack" {
+  add(msg: Message, explicit?: boolean): "new" | "duplicate" | "reack" {
     const track = this.track(msg.topic);
+    if (explicit) return this.addExplicit(track, msg);
     if (msg.seq <= track.highest) return msg.seq <= track.ackedUpstream ? "reack" : "duplicate";
     // Of the seqs the server reports lost, those up to `highest` reached this buffer before the loss.
     if (msg.lost !== undefined && track.highest > 0) {
@@ -58,6 +66,48 @@ export class Inbox {
     this.bytes += cost;
     this.queue.push(msg);
     return "new";
+  }
+
+  /** A message of an explicit topic: new unless this seq is held already (a re-send after a reconnect). */
+  private addExplicit(track: TopicTrack, msg: Message): "new" | "duplicate" {
+    track.held ??= new Set();
+    if (track.held.has(msg.seq)) return "duplicate";
+    track.held.add(msg.seq);
+    delete msg.lost; // the group's members share the topic's seqs: a jump is not a loss
+    const cost = deliveryCost(msg.data.length);
+    track.bytes += cost;
+    this.bytes += cost;
+    this.queue.push(msg);
+    return "new";
+  }
+
+  /**
+   * Messages a client took and did not process: those of explicit topics stop being held
+   * here and are returned per topic, for a `nak` to the server (which counts the delivery and
+   * redelivers); the others are returned as they are, to be put back here.
+   */
+  giveBack(messages: Message[]): { naks: Array<{ topic: string; seqs: number[] }>; rest: Message[] } {
+    const naks = new Map<string, number[]>();
+    const rest: Message[] = [];
+    for (const m of messages) {
+      const track = this.tracks.get(m.topic);
+      if (!track?.held) {
+        rest.push(m);
+        continue;
+      }
+      if (!track.held.delete(m.seq)) continue;
+      this.release(track, m);
+      const seqs = naks.get(m.topic);
+      if (seqs) seqs.push(m.seq);
+      else naks.set(m.topic, [m.seq]);
+    }
+    return { naks: [...naks].map(([topic, seqs]) => ({ topic, seqs })), rest };
+  }
+
+  private release(track: TopicTrack, m: Message): void {
+    const cost = deliveryCost(m.data.length);
+    track.bytes -= cost;
+    this.bytes -= cost;
   }
 
   /**
@@ -116,12 +166,22 @@ export class Inbox {
    * Records that a client acknowledged `messages`. Returns, per topic, the seq to
    * acknowledge to the server when the cumulative floor moved.
    */
-  acknowledge(messages: Message[]): Array<{ topic: string; seq: number }> {
+  acknowledge(messages: Message[]): UpstreamAck[] {
     const moved = new Set<TopicTrack>();
     const out: Array<{ topic: string; seq: number }> = [];
+    let explicit: Map<string, number[]> | undefined;
     for (const m of messages) {
       const track = this.tracks.get(m.topic);
       if (!track) continue;
+      if (track.held) {
+        if (!track.held.delete(m.seq)) continue;
+        this.release(track, m);
+        explicit ??= new Map();
+        const seqs = explicit.get(m.topic);
+        if (seqs) seqs.push(m.seq);
+        else explicit.set(m.topic, [m.seq]);
+        continue;
+      }
       const i = track.unacked.indexOf(m.seq);
       if (i < 0) continue;
       track.unacked.splice(i, 1);
@@ -139,7 +199,8 @@ export class Inbox {
     }
     // Report the final floor of each topic.
     for (const o of out) o.seq = this.tracks.get(o.topic)!.ackedUpstream;
-    return out;
+    if (!explicit) return out;
+    return [...out, ...[...explicit].map(([topic, seqs]) => ({ topic, seqs }))];
   }
 
   /** Forgets everything of `topic` (after unsubscribe). */

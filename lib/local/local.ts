@@ -16,6 +16,7 @@ import { IdRanges } from "../store/id-ranges.ts";
 import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
 import { PROTOCOL_VERSION, pubsIdsProblem, type Frame, type Message, type MsgsFrame, type Outgoing } from "../wire/messages.ts";
 import { capabilities, ops, type ClientOp, type Op, type RequestOf } from "../wire/ops.ts";
+import { checkGroupName } from "../wire/group-name.ts";
 import { checkTopic } from "../wire/topic.ts";
 import { IdTable } from "./id-table.ts";
 import { Inbox, type Waiter } from "./inbox.ts";
@@ -416,7 +417,7 @@ export class LocalBroker {
       // The payload is a view into the socket's read buffer: keep a copy of its own.
       const msg: Message = { topic: frame.topic, seq: frame.seq + i, time: frame.times[i]!, data: frame.payloads[i]!.slice() };
       if (i === 0 && frame.lost) msg.lost = frame.lost; // kept with the message, for its recv
-      const verdict = inbox.add(msg);
+      const verdict = inbox.add(msg, frame.explicit);
       if (verdict === "new") this.counters.received++;
       else {
         this.counters.duplicates++;
@@ -472,7 +473,7 @@ export class LocalBroker {
         for (const { local, messages } of [...state.delivered.values()].reverse()) {
           const inbox = this.inboxes.get(local);
           if (!inbox) continue;
-          inbox.putBack(messages);
+          inbox.putBack(this.giveBack(local, inbox, messages));
           touched.add(inbox);
         }
         state.delivered.clear();
@@ -537,6 +538,7 @@ export class LocalBroker {
     sub: (_conn, frame) => {
       this.global(frame.id);
       for (const t of frame.topics) checkTopic(t);
+      if (frame.group !== undefined) checkGroupName(frame.group); // a courtesy: the server checks again
       return this.forwardOp(frame);
     },
     unsub: (_conn, frame) => {
@@ -568,6 +570,7 @@ export class LocalBroker {
     },
     recv: (conn, frame) => this.recv(conn, frame.id, frame.max, frame.wait),
     ack: (conn, frame) => this.ack(conn, frame.id, frame.tag, frame.count),
+    nak: (conn, frame) => this.nak(conn, frame.id, frame.tag),
     topics: (_conn, frame) => this.forwardOp(frame),
     stats: () => this.stats(),
   };
@@ -650,13 +653,40 @@ export class LocalBroker {
     const seen = count === undefined || count === entry.messages.length ? entry.messages : entry.messages.slice(0, count);
     // If the server is away the ack is lost; after the reconnect the server re-sends, the
     // inbox sees a duplicate at or below the acked floor and acknowledges it again.
-    for (const { topic, seq } of inbox.acknowledge(seen)) this.upstream?.send({ op: "ack", id: global, topic, seq });
+    for (const upstreamAck of inbox.acknowledge(seen)) this.upstream?.send({ op: "ack", id: global, ...upstreamAck });
     if (seen !== entry.messages) {
       // Unseen, so still unacked in the inbox's tracks: the floor sent upstream stays below them.
       inbox.putBack(entry.messages.slice(seen.length));
       this.serveWaiters(inbox);
     }
     return {};
+  }
+
+  /** The messages of delivery `tag` were not processed: they go back for redelivery. */
+  private nak(conn: Connection, local: number, tag: number | undefined) {
+    const state = conn.state as ClientState;
+    const entry = tag === undefined ? undefined : state.delivered.get(tag);
+    if (!entry || entry.local !== local) throw new MqError(Code.BadRequest, `nak: no delivery with tag ${tag} for id ${local} is pending on this connection`);
+    state.delivered.delete(tag!);
+    const inbox = this.inboxes.get(local);
+    if (!inbox) return {};
+    inbox.putBack(this.giveBack(local, inbox, entry.messages));
+    this.serveWaiters(inbox);
+    return {};
+  }
+
+  /**
+   * Messages a client took and did not process: those of explicit subscriptions go back to
+   * the server (`nak`: it counts the delivery and redelivers, maybe to another member of the
+   * group); returns the others, for the caller to put back in the inbox. With the server
+   * away the nak is lost, and need not be sent: the server gave back all this broker held
+   * when its session closed.
+   */
+  private giveBack(local: number, inbox: Inbox, messages: Message[]): Message[] {
+    const { naks, rest } = inbox.giveBack(messages);
+    const global = this.ids.global(local);
+    if (global !== undefined) for (const nak of naks) this.upstream?.send({ op: "nak", id: global, ...nak });
+    return rest;
   }
 
   private async stats() {

@@ -17,11 +17,13 @@ import { FileTopicStore } from "../store/file-store.ts";
 import { defaultMaxOpenFiles, OpenFiles } from "../store/open-files.ts";
 import type { FsyncPolicy, RetentionPolicy, TopicStore } from "../store/types.ts";
 import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
-import { capabilities, PROTOCOL_VERSION, pubsIdsProblem, type AckRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
+import { capabilities, PROTOCOL_VERSION, pubsIdsProblem, type AckRequest, type NakRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
 import type { RequestOf, ServerOp } from "../wire/ops.ts";
 import { checkTopic } from "../wire/topic.ts";
 import { Credits } from "./credits.ts";
 import { DEFAULT_DEDUPE, DedupeWindow, splitMsgId, type DedupeOptions, type Pending, type Runs } from "./dedupe.ts";
+import { deadLetterMessage } from "./dead-letter.ts";
+import { checkExplicit, GroupMember, Groups, isExplicit, releaseMembers, type ExplicitOptions, type Group } from "./group.ts";
 import { Subscription, Topic } from "./topic.ts";
 
 const log = logger("server");
@@ -130,7 +132,9 @@ export class MqServer {
   private readonly heartbeatMs: number;
   private readonly heartbeatMissed: number;
   /** `duplicates`: publishes answered from the dedupe window (nothing stored). */
-  readonly counters = { published: 0, duplicates: 0, delivered: 0, acked: 0, accepted: 0, rejected: 0 };
+  readonly counters = { published: 0, duplicates: 0, delivered: 0, acked: 0, accepted: 0, rejected: 0, dead_lettered: 0 };
+  /** Queue groups and explicitly acknowledged subscriptions (lib/server/group.ts). */
+  private readonly groups: Groups;
   private readonly startedAt = Date.now();
   private unlock: () => void = () => {};
 
@@ -144,6 +148,7 @@ export class MqServer {
     this.heartbeatMs = options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
     this.heartbeatMissed = options.heartbeatMissed ?? DEFAULT_HEARTBEAT_MISSED;
     this.limits = { ...DEFAULT_SERVER_LIMITS, ...options.limits };
+    this.groups = new Groups(path.join(options.dataDir, "groups.json"), { pump: (member) => this.pump(member), deadLetter: (group, seq, deliveries) => this.deadLetter(group, seq, deliveries) });
     const dedupe = { ...DEFAULT_DEDUPE, ...options.dedupe };
     this.dedupe = new DedupeWindow(dedupe.windowMs, dedupe.maxKeys, (count, windowMs) => {
       const now = Date.now();
@@ -180,6 +185,7 @@ export class MqServer {
       });
     const server = new MqServer(options, registry, credentials, store);
     for (const name of store.topics()) await server.topic(name, false);
+    for (const member of server.groups.load(server.topics, (id) => registry.owner(id) !== undefined)) server.addSubscription(member);
     if (server.dedupe.enabled) {
       server.dedupe.sort();
       server.dedupe.expire(Date.now());
@@ -287,6 +293,8 @@ export class MqServer {
         if (session && this.sessions.get(session.broker) === session) {
           this.sessions.delete(session.broker);
           log.info(`local broker ${session.broker} disconnected (${reason})`);
+          // Queue group members of that broker hand their unacknowledged messages to the others.
+          for (const id of this.registry.ownedBy(session.broker)) releaseMembers(this.subscriptionsOf.get(id)?.values() ?? []);
         }
       },
     };
@@ -319,6 +327,7 @@ export class MqServer {
   /** One handler per op the table says the server serves (`hello` is served before a session exists). */
   readonly handlers: { [K in Exclude<ServerOp, "hello">]: (session: Session, frame: RequestOf<K>) => unknown } = {
     ack: (session, frame) => this.ack(session, frame),
+    nak: (session, frame) => this.nak(session, frame),
     create: (session) => this.track(this.create(session)),
     pub: (session, frame) =>
       this.track(
@@ -332,7 +341,7 @@ export class MqServer {
       const ids: PubIds | undefined = frame.msgIds ? { keys: frame.msgIds } : frame.idPrefix !== undefined ? { prefix: frame.idPrefix, from: frame.idFrom! } : undefined;
       return this.track(this.publish(session, frame.id, frame.topic, frame.payloads, ids));
     },
-    sub: (session, frame) => this.track(this.subscribe(session, frame.id, frame.topics, frame.from ?? "latest")),
+    sub: (session, frame) => this.track(this.subscribe(session, frame.id, frame.topics, frame.from ?? "latest", frame)),
     unsub: (session, frame) => this.track(this.unsubscribe(session, frame.id, frame.topics)),
     destroy: (session, frame) => this.track(this.destroy(session, frame.id)),
     topics: () => ({ topics: this.topicList() }),
@@ -545,7 +554,7 @@ export class MqServer {
     return { topic, created: opened.created };
   }
 
-  private addSubscription(sub: Subscription): void {
+  private addSubscription(sub: Subscription | GroupMember): void {
     sub.topic.subscriptions.set(sub.id, sub);
     let mine = this.subscriptionsOf.get(sub.id);
     if (!mine) this.subscriptionsOf.set(sub.id, (mine = new Map()));
@@ -721,9 +730,10 @@ export class MqServer {
     return new MqError(Code.StorageError, `the server cannot store the message in topic "${topic.name}": ${(err as Error).message}`, { cause: err });
   }
 
-  private async subscribe(session: Session, id: number, names: string[], from: From) {
+  private async subscribe(session: Session, id: number, names: string[], from: From, explicit: ExplicitOptions = {}) {
     this.checkOwner(session, id);
     for (const name of names) checkTopic(name);
+    for (const name of names) checkExplicit(name, explicit);
     const mine = this.subscriptionsOf.get(id);
     const added = names.filter((n) => !mine?.has(n)).length;
     if ((mine?.size ?? 0) + added > this.limits.maxSubscriptionsPerId) {
@@ -736,6 +746,14 @@ export class MqServer {
     for (const name of names) {
       const { topic, created } = (await this.topic(name, true))!;
       const existing = topic.subscriptions.get(id);
+      if (existing && (existing instanceof GroupMember ? existing.group.name : undefined) !== explicit.group) {
+        const was = existing instanceof GroupMember ? (existing.group.name === undefined ? "with --max-deliver" : `in group "${existing.group.name}"`) : "without a group";
+        throw new MqError(Code.BadRequest, `id ${id} is already subscribed to topic "${name}" ${was}; unsubscribe it first`);
+      }
+      if (existing instanceof GroupMember) {
+        result.push({ topic: name, from: existing.acked, created });
+        continue;
+      }
       if (existing) {
         // Subscribing twice keeps the first; the answer still waits until it is on disk.
         await topic.index.add(id, existing.acked);
@@ -743,6 +761,13 @@ export class MqServer {
         continue;
       }
       const cursor = from === "earliest" ? topic.log.firstSeq : from === "latest" ? topic.log.nextSeq : Math.max(from, topic.log.firstSeq);
+      if (isExplicit(explicit)) {
+        const member = this.groups.join(topic, id, explicit, cursor);
+        this.addSubscription(member);
+        this.pump(member);
+        result.push({ topic: name, from: member.acked, created });
+        continue;
+      }
       // Visible at once, so a concurrent subscribe of the same id and topic finds it.
       const sub = new Subscription(id, topic, cursor);
       this.addSubscription(sub);
@@ -781,6 +806,7 @@ export class MqServer {
     // Its messages in flight no longer count against the budgets: others may use the room.
     const session = this.sessionOf(id);
     sub.drop(session?.credits);
+    if (sub instanceof GroupMember) this.groups.left(sub);
     if (session) this.counters.delivered += session.credits.serve(session.conn);
     await sub.topic.index.remove(id);
     return true;
@@ -804,16 +830,36 @@ export class MqServer {
   }
 
   private ack(session: Session, frame: AckRequest): void {
-    if (frame.topic === undefined || frame.seq === undefined) throw new MqError(Code.BadRequest, 'ack: fields "topic" and "seq" are required on the server hop');
+    if (frame.topic === undefined || (frame.seq === undefined && frame.seqs === undefined)) throw new MqError(Code.BadRequest, 'ack: fields "topic" and "seq" (or "seqs") are required on the server hop');
     if (this.registry.owner(frame.id) !== session.broker) return; // a late ack for a destroyed or foreign id
     const sub = this.subscriptionsOf.get(frame.id)?.get(frame.topic);
     if (!sub) return;
-    const moved = sub.ack(frame.seq, session.credits);
+    // `seqs`: per-message acks of an explicit subscription (a cumulative one ignores them).
+    const moved = frame.seqs ? (sub instanceof GroupMember ? sub.ackSeqs(frame.seqs, session.credits) : 0) : sub.ack(frame.seq!, session.credits);
     if (moved > 0) {
       this.cursorsMoved.add(sub.topic);
       this.counters.acked += moved;
       this.pump(sub);
     }
+  }
+
+  /** Messages a client did not process go back to their explicit subscription (or group) for redelivery. */
+  private nak(session: Session, frame: NakRequest): void {
+    if (frame.topic === undefined || frame.seqs === undefined) throw new MqError(Code.BadRequest, 'nak: fields "topic" and "seqs" are required on the server hop');
+    if (this.registry.owner(frame.id) !== session.broker) return;
+    const sub = this.subscriptionsOf.get(frame.id)?.get(frame.topic);
+    if (sub instanceof GroupMember && sub.nak(frame.seqs, session.credits) > 0) this.pump(sub);
+  }
+
+  /** Stores message `seq` of a group's topic in its dead-letter topic (created if needed). */
+  private async deadLetter(group: Group, seq: number, deliveries: number): Promise<void> {
+    const original = group.topic.log.read(seq, 1, 1)[0];
+    if (!original || original.seq !== seq) return; // trimmed or lost: nothing left to move
+    const dead = deadLetterMessage(group.topic.name, original, deliveries);
+    const { topic } = (await this.topic(group.deadLetterTopic, true))!;
+    await topic.log.append(dead.data, Date.now());
+    this.counters.dead_lettered++;
+    for (const sub of topic.subscriptions.values()) this.pump(sub);
   }
 
   /** Deletes what every subscriber of a topic is past and the retention policy lets go. */
@@ -897,6 +943,7 @@ export class MqServer {
     if (this.stallTimer) clearInterval(this.stallTimer);
     if (this.retentionTimer) clearInterval(this.retentionTimer);
     if (this.dedupeTimer) clearInterval(this.dedupeTimer);
+    this.groups.close();
     for (const conn of this.connections) conn.close(CloseReason.Shutdown);
     await this.store.close();
     await this.registry.close();

@@ -20,6 +20,7 @@ export type SubRequest = RequestOf<"sub">;
 export type UnsubRequest = RequestOf<"unsub">;
 export type RecvRequest = RequestOf<"recv">;
 export type AckRequest = RequestOf<"ack">;
+export type NakRequest = RequestOf<"nak">;
 export type DestroyRequest = RequestOf<"destroy">;
 export type TopicsRequest = RequestOf<"topics">;
 export type StatsRequest = RequestOf<"stats">;
@@ -36,7 +37,9 @@ export type Outgoing = Request extends infer R ? (R extends Request ? Omit<R, "r
  * `lost`: the server lost this many messages right before `seq` (damaged storage); the
  * subscriber will never get them.
  */
-export interface MsgsFrame { op: "msgs"; id: number; topic: string; seq: number; times: number[]; payloads: Uint8Array[]; more?: boolean; lost?: number }
+export interface MsgsFrame { op: "msgs"; id: number; topic: string; seq: number; times: number[]; payloads: Uint8Array[]; more?: boolean; lost?: number; explicit?: boolean }
+// `explicit`: the subscription acknowledges per message (a queue group, or --max-deliver): the
+// local broker acks (and naks) exactly the seqs it was sent, with `seqs`.
 // An empty `msgs` (no payloads, `more: true`) only says: the window is full and the log holds more.
 
 /**
@@ -76,7 +79,7 @@ export interface TopicInfo { topic: string; subscribers: number; messages: numbe
 /** One schema per frame type a peer may send us (the requests of the table, then the pushes); anything not listed is junk. */
 export const schemas: Record<string, Schema> = {
   ...Object.fromEntries(Object.entries(ops).map(([op, spec]) => [op, spec.request])),
-  msgs: { id: "uint", topic: "string", seq: "uint", times: "times", payloads: "payloads0", more: "bool?", lost: "uint?" },
+  msgs: { id: "uint", topic: "string", seq: "uint", times: "times", payloads: "payloads0", more: "bool?", lost: "uint?", explicit: "bool?" },
   ping: {},
   pong: {},
 };
@@ -148,6 +151,10 @@ export function checkField(type: FieldType, value: unknown): string | null {
       return Array.isArray(value) && value.length >= 1 && value.length <= MAX_MSGS_PER_FRAME && value.every(isMsgId)
         ? null
         : `an array of 1 to ${MAX_MSGS_PER_FRAME} strings of 1 to ${MAX_MSG_ID_BYTES} bytes`;
+    case "seqs":
+      return Array.isArray(value) && value.length >= 1 && value.length <= MAX_MSGS_PER_FRAME && value.every((v) => Number.isSafeInteger(v) && v >= 1)
+        ? null
+        : `an array of 1 to ${MAX_MSGS_PER_FRAME} seqs (integers >= 1)`;
     case "idprefix":
       return isIdPrefix(value) ? null : `a string of 1 to ${MAX_ID_PREFIX_BYTES} bytes ending with ":"`;
     case "from":

@@ -8,7 +8,7 @@
 import type { From } from "./messages.ts";
 
 /** Field types the validator knows (checkField); a trailing `?` marks a field optional. */
-export type FieldType = "uint" | "string" | "bytes" | "topics" | "from" | "times" | "payloads" | "payloads0" | "bool" | "msgid" | "msgids" | "idprefix";
+export type FieldType = "uint" | "string" | "bytes" | "topics" | "from" | "times" | "payloads" | "payloads0" | "bool" | "msgid" | "msgids" | "idprefix" | "seqs";
 export type Schema = Readonly<Record<string, FieldType | `${FieldType}?`>>;
 
 /** The TypeScript type of a value that passes checkField for each field type. */
@@ -25,6 +25,7 @@ interface FieldTypes {
   msgid: string;
   msgids: string[];
   idprefix: string;
+  seqs: number[];
 }
 
 type Flat<T> = { [K in keyof T]: T[K] };
@@ -96,17 +97,30 @@ export const ops = {
     server: true,
     id: "global",
   },
-  sub: { request: { rid: "uint", id: "uint", topics: "topics", from: "from?" }, reply: ["topics"], client: true, server: true, id: "global" },
+  /**
+   * `group`: join the queue group of that name on each topic (each message goes to one member);
+   * `maxDeliver`: deliveries of a message before it goes to the dead-letter topic `deadLetter`
+   * (default `<topic>.dlq`). Either makes acknowledgements per message (explicit).
+   */
+  sub: { request: { rid: "uint", id: "uint", topics: "topics", from: "from?", group: "string?", maxDeliver: "uint?", deadLetter: "string?" }, reply: ["topics"], client: true, server: true, id: "global" },
   unsub: { request: { rid: "uint", id: "uint", topics: "topics" }, reply: ["topics"], client: true, server: true, id: "global" },
   /** Client hop only: up to `max` pending messages, waiting up to `wait` ms for the first. */
   recv: { request: { rid: "uint", id: "uint", max: "uint", wait: "uint" }, reply: ["messages", "tag", "more"], client: true, server: false, id: "local-only" },
   /**
    * Client hop: `tag` from a recv reply, the messages have reached the user; with `count`, only
    * the first `count` of them did, and the rest go back to the front of the id's buffer.
-   * Server hop (no rid): every message of `topic` up to `seq` reached the client (cumulative).
+   * Server hop (no rid): every message of `topic` up to `seq` reached the client (cumulative);
+   * or, for an explicit subscription (its `msgs` carry `explicit`), exactly the seqs `seqs`.
    * The two are different acks: the local broker serves the first and sends the second itself.
    */
-  ack: { request: { rid: "uint?", id: "uint", tag: "uint?", count: "uint?", topic: "string?", seq: "uint?" }, reply: [], client: true, server: true, id: "local-only" },
+  ack: { request: { rid: "uint?", id: "uint", tag: "uint?", count: "uint?", topic: "string?", seq: "uint?", seqs: "seqs?" }, reply: [], client: true, server: true, id: "local-only" },
+  /**
+   * Client hop: the messages of delivery `tag` were not processed: they go back for
+   * redelivery (explicit subscriptions: to the server, which counts the delivery; cumulative
+   * ones: to the front of the id's buffer). Server hop (no rid): the seqs `seqs` of `topic`
+   * go back to the subscription (or its group) for redelivery.
+   */
+  nak: { request: { rid: "uint?", id: "uint", tag: "uint?", topic: "string?", seqs: "seqs?" }, reply: [], client: true, server: true, id: "local-only" },
   destroy: { request: { rid: "uint", id: "uint" }, reply: [], client: true, server: true, id: "global" },
   topics: { request: { rid: "uint" }, reply: ["topics"], client: true, server: true, id: "none" },
   /** The local broker answers with its own counters beside the server's. */

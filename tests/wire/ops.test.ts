@@ -16,10 +16,11 @@ const samples: { [K in Op]: Required<RequestOf<K>> } = {
   create: { op: "create", rid: 2 },
   pub: { op: "pub", rid: 3, id: 7, topic: "a.b", data: b("x"), msgId: "k1" },
   pubs: { op: "pubs", rid: 4, id: 7, topic: "a.b", payloads: [b("x"), b("y")], msgIds: ["k1", "k2"], idPrefix: "p:", idFrom: 1 },
-  sub: { op: "sub", rid: 5, id: 7, topics: ["a", "b"], from: "earliest" },
+  sub: { op: "sub", rid: 5, id: 7, topics: ["a", "b"], from: "earliest", group: "workers", maxDeliver: 3, deadLetter: "a.dead" },
   unsub: { op: "unsub", rid: 6, id: 7, topics: ["a"] },
   recv: { op: "recv", rid: 7, id: 7, max: 10, wait: 100 },
-  ack: { op: "ack", rid: 8, id: 7, tag: 1, count: 1, topic: "a", seq: 3 },
+  ack: { op: "ack", rid: 8, id: 7, tag: 1, count: 1, topic: "a", seq: 3, seqs: [3, 5] },
+  nak: { op: "nak", rid: 12, id: 7, tag: 1, topic: "a", seqs: [4] },
   destroy: { op: "destroy", rid: 9, id: 7 },
   topics: { op: "topics", rid: 10 },
   stats: { op: "stats", rid: 11 },
@@ -44,8 +45,8 @@ describe("the table of operations", () => {
   }
 
   test("the capabilities of each hop are the ops the table says it serves, hello left out", () => {
-    expect(capabilities("server")).toEqual(["create", "pub", "pubs", "sub", "unsub", "ack", "destroy", "topics", "stats"]);
-    expect(capabilities("client")).toEqual(["create", "pub", "pubs", "sub", "unsub", "recv", "ack", "destroy", "topics", "stats"]);
+    expect(capabilities("server")).toEqual(["create", "pub", "pubs", "sub", "unsub", "ack", "nak", "destroy", "topics", "stats"]);
+    expect(capabilities("client")).toEqual(["create", "pub", "pubs", "sub", "unsub", "recv", "ack", "nak", "destroy", "topics", "stats"]);
   });
 
   test("an op is served on the server hop only when the local broker can forward it or serves it itself", () => {

@@ -1,0 +1,28 @@
+/**
+ * The message a dead-letter topic receives for a message that was delivered --max-deliver
+ * times without an acknowledgement: the original payload, and headers saying where it came
+ * from and why. Headers on stored messages come with the headers feature (the log's
+ * `append(data, time, { headers })`); until the server stores them, only the payload is stored.
+ */
+import type { StoredMessage } from "../store/types.ts";
+
+/** Why a message was dead-lettered (`mq-dead-reason`). */
+export const MAX_DELIVER_REASON = "max-deliver";
+
+export interface DeadLetter {
+  data: Uint8Array;
+  headers: Record<string, string>;
+}
+
+export function deadLetterMessage(topic: string, original: StoredMessage, deliveries: number): DeadLetter {
+  return {
+    // A copy: the read's payload may share the log's read buffer, and the append is asynchronous.
+    data: original.data.slice(),
+    headers: {
+      "mq-dead-topic": topic,
+      "mq-dead-seq": String(original.seq),
+      "mq-dead-reason": MAX_DELIVER_REASON,
+      "mq-dead-deliveries": String(deliveries),
+    },
+  };
+}

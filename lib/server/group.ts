@@ -1,0 +1,404 @@
+/**
+ * Queue groups and explicit (per-message) acknowledgement on the server.
+ *
+ * A group is the delivery state of one (topic, group name): a shared ack floor, the pending
+ * set (lib/server/pending.ts) and its members. Each message goes to one member, the first
+ * with room in its window; a member that naks, leaves, or whose local broker's session
+ * closes gives its unacknowledged messages back, and the next member with room gets them.
+ * A subscription with --max-deliver and no group is a group of one (a private one, no name).
+ *
+ * A member is a Subscription to the server (it sits in `topic.subscriptions` beside the
+ * cumulative ones, so publishes, hellos and retention treat it alike), whose delivery state
+ * lives in its group. Persisted in DATA/groups.json: the groups, their floors and members
+ * (docs/storage.md).
+ */
+import * as fs from "node:fs";
+import { logger } from "../log.ts";
+import { Code, MqError } from "../errors.ts";
+import { writeFileAtomic } from "../store/fsutil.ts";
+import type { StoredMessage } from "../store/types.ts";
+import type { Connection } from "../wire/connection.ts";
+import { MESSAGE_OVERHEAD_BYTES, type MsgsFrame } from "../wire/messages.ts";
+import { checkGroupName } from "../wire/group-name.ts";
+import { checkTopic } from "../wire/topic.ts";
+import type { Credits } from "./credits.ts";
+import { PendingSet } from "./pending.ts";
+import { Subscription, type Topic, WINDOW_BYTES, WINDOW_MESSAGES } from "./topic.ts";
+
+const log = logger("server");
+
+const READ_BATCH = 64;
+/** How often moved floors reach DATA/groups.json. */
+const FLOOR_WRITE_MS = 100;
+
+/** What `sub` asks of an explicit subscription. */
+export interface ExplicitOptions {
+  group?: string;
+  maxDeliver?: number;
+  deadLetter?: string;
+}
+
+/** True when `sub` asks for per-message acks (a group or --max-deliver). */
+export function isExplicit(options: ExplicitOptions): boolean {
+  return options.group !== undefined || options.maxDeliver !== undefined || options.deadLetter !== undefined;
+}
+
+/** Checks the fields of an explicit `sub` for `topic`: the group name, max-deliver >= 1, a dead-letter topic that is valid and not the topic itself. */
+export function checkExplicit(topic: string, options: ExplicitOptions): void {
+  if (options.group !== undefined) checkGroupName(options.group);
+  if (options.maxDeliver !== undefined && options.maxDeliver < 1) throw new MqError(Code.BadRequest, `sub: maxDeliver must be 1 or more, got ${options.maxDeliver}`);
+  if (options.deadLetter !== undefined) {
+    checkTopic(options.deadLetter);
+    if (options.deadLetter === topic) throw new MqError(Code.BadRequest, `the dead-letter topic of "${topic}" cannot be "${topic}" itself; choose another --dead-letter`);
+  }
+}
+
+/** What a Group needs of the server. */
+export interface GroupHost {
+  /** Pushes a member if its local broker is connected (server.pump). */
+  pump(member: GroupMember): void;
+  /** Stores message `seq` of the group's topic in its dead-letter topic. */
+  deadLetter(group: Group, seq: number, deliveries: number): Promise<void>;
+}
+
+export class Group {
+  readonly pending: PendingSet;
+  readonly members = new Map<number, GroupMember>();
+  /** Deliveries after which a message goes to the dead-letter topic; undefined: no limit. */
+  maxDeliver: number | undefined;
+  deadLetterTopic: string;
+
+  constructor(
+    readonly topic: Topic,
+    /** undefined: the private group of one subscription with --max-deliver. */
+    readonly name: string | undefined,
+    floor: number,
+    private readonly groups: Groups,
+  ) {
+    this.pending = new PendingSet(floor);
+    this.deadLetterTopic = `${topic.name}.dlq`;
+  }
+
+  /** Messages to deliver: again, or never yet. */
+  get backlog(): boolean {
+    return this.pending.redeliverable > 0 || this.pending.next <= this.topic.log.lastSeq;
+  }
+
+  /**
+   * Up to `count` messages (about `maxBytes`) for `member`, recorded as in flight to it:
+   * those to deliver again first, then new ones.
+   */
+  take(member: number, count: number, maxBytes: number): StoredMessage[] {
+    const out: StoredMessage[] = [];
+    let bytes = 0;
+    while (out.length < count && bytes < maxBytes) {
+      const again = this.pending.takeRedelivery();
+      if (!again) break;
+      const m = this.topic.log.read(again.seq, 1, 1)[0];
+      if (!m || m.seq !== again.seq) {
+        this.pending.done(again.seq); // trimmed or lost meanwhile: nothing left to deliver
+        continue;
+      }
+      // A read's payload may share the log's read buffer: keep a copy past the next read.
+      out.push({ ...m, data: m.data.slice() });
+      this.pending.sent(m.seq, member, again.deliveries + 1, m.data.length);
+      bytes += m.data.length;
+    }
+    if (out.length < count && bytes < maxBytes && this.pending.next <= this.topic.log.lastSeq) {
+      const batch = this.topic.log.read(Math.max(this.pending.next, this.topic.log.firstSeq), count - out.length, Math.max(1, maxBytes - bytes));
+      for (const m of batch) {
+        this.pending.sent(m.seq, member, 1, m.data.length);
+        out.push(m);
+      }
+      if (batch.length === 0) this.pending.next = this.topic.log.nextSeq;
+    }
+    return out;
+  }
+
+  /** `seq` was processed: done, and the floor may move. Returns what was in flight for it. */
+  done(seq: number): void {
+    const before = this.pending.floor;
+    this.pending.done(seq);
+    if (this.pending.floor !== before) this.floorMoved();
+  }
+
+  /**
+   * `seq`, in flight, was not acknowledged (a nak, or its member is gone): delivered again,
+   * or, at --max-deliver deliveries, stored in the dead-letter topic and then done.
+   */
+  giveBack(seq: number): void {
+    const deliveries = this.pending.get(seq)?.deliveries;
+    if (deliveries === undefined) return;
+    if (this.maxDeliver !== undefined && deliveries >= this.maxDeliver) {
+      this.pending.retire(seq);
+      this.groups.host.deadLetter(this, seq, deliveries).then(
+        () => this.done(seq),
+        // The floor stays below it: a restart delivers it again, and it can be retired then.
+        (err) => log.error(`topic ${this.topic.name}: cannot move seq ${seq} to the dead-letter topic "${this.deadLetterTopic}": ${(err as Error).message}`),
+      );
+      return;
+    }
+    this.pending.release(seq);
+  }
+
+  /** Gives every member with room a turn (after messages were given back). */
+  pumpMembers(): void {
+    for (const m of this.members.values()) this.groups.host.pump(m);
+  }
+
+  private floorMoved(): void {
+    for (const m of this.members.values()) m.acked = this.pending.floor;
+    this.groups.floorMoved();
+  }
+}
+
+export class GroupMember extends Subscription {
+  /** Messages and payload bytes in flight to this member. */
+  private held = 0;
+  private heldBytes = 0;
+  /** The local broker last heard `more: true` for this member. */
+  private announced = false;
+
+  constructor(
+    id: number,
+    readonly group: Group,
+  ) {
+    super(id, group.topic, group.pending.floor);
+  }
+
+  override get backlog(): boolean {
+    return this.group.backlog;
+  }
+
+  /** As Subscription.push, with the messages taken from the group, and `explicit` on every frame. */
+  override push(conn: Connection, credits: Credits): number {
+    let pushed = 0;
+    let shared = false;
+    while (this.group.backlog) {
+      if (!conn.writable) {
+        shared = true;
+        break;
+      }
+      const room = WINDOW_MESSAGES - this.held;
+      if (room <= 0 || this.heldBytes >= WINDOW_BYTES) break;
+      const budget = credits.room(this.id);
+      if (budget <= 0) {
+        shared = true;
+        break;
+      }
+      const count = Math.max(1, Math.min(room, READ_BATCH, Math.floor(budget / MESSAGE_OVERHEAD_BYTES)));
+      const maxBytes = Math.max(1, Math.min(WINDOW_BYTES - this.heldBytes, budget - count * MESSAGE_OVERHEAD_BYTES));
+      const batch = this.group.take(this.id, count, maxBytes);
+      if (batch.length === 0) break;
+      // One frame per run of consecutive seqs: members of a group get interleaved seqs.
+      let start = 0;
+      let bytes = 0;
+      for (let k = 1; k <= batch.length; k++) {
+        if (k < batch.length && batch[k]!.seq === batch[k - 1]!.seq + 1) continue;
+        const run = batch.slice(start, k);
+        const more = k < batch.length || this.group.backlog;
+        const frame: MsgsFrame = { op: "msgs", id: this.id, topic: this.topic.name, seq: run[0]!.seq, times: run.map((m) => m.time), payloads: run.map((m) => m.data), more, explicit: true };
+        conn.send(frame);
+        this.announced = more;
+        start = k;
+      }
+      for (const m of batch) bytes += m.data.length;
+      this.held += batch.length;
+      this.heldBytes += bytes;
+      credits.charge(this.id, bytes + batch.length * MESSAGE_OVERHEAD_BYTES);
+      pushed += batch.length;
+    }
+    if (shared) credits.wait(this);
+    this.announce(conn);
+    return pushed;
+  }
+
+  /** Held back by its own window with messages waiting in the group: say so once. */
+  override announce(conn: Connection): void {
+    const full = this.held >= WINDOW_MESSAGES || this.heldBytes >= WINDOW_BYTES || this.queued;
+    if (!this.announced && full && this.group.backlog && conn.writable) {
+      conn.send({ op: "msgs", id: this.id, topic: this.topic.name, seq: this.group.pending.next, times: [], payloads: [], more: true, explicit: true });
+      this.announced = true;
+    }
+  }
+
+  /** A cumulative ack (an older local broker): every seq up to `seq` this member holds. */
+  override ack(seq: number, credits: Credits): number {
+    return this.ackSeqs(this.group.pending.heldBy(this.id).filter((s) => s <= seq), credits);
+  }
+
+  /** Acknowledges exactly `seqs`; returns how many it freed. Seqs this member does not hold are ignored. */
+  ackSeqs(seqs: number[], credits: Credits): number {
+    let freed = 0;
+    for (const seq of seqs) {
+      const f = this.group.pending.get(seq);
+      if (!f || f.member !== this.id) continue; // handed to another member meanwhile, or done
+      this.free(f.bytes, credits);
+      this.group.done(seq);
+      freed++;
+    }
+    return freed;
+  }
+
+  /** `seqs` go back to the group for redelivery (delivery count kept); returns how many. */
+  nak(seqs: number[], credits: Credits | undefined): number {
+    let n = 0;
+    for (const seq of seqs) {
+      const f = this.group.pending.get(seq);
+      if (!f || f.member !== this.id) continue;
+      this.free(f.bytes, credits);
+      this.group.giveBack(seq);
+      n++;
+    }
+    if (n > 0) this.group.pumpMembers();
+    return n;
+  }
+
+  /** Everything in flight to this member goes back to the group (its broker's session closed, or it left). */
+  releaseAll(credits: Credits | undefined): void {
+    this.nak(this.group.pending.heldBy(this.id), credits);
+    this.held = 0;
+    this.heldBytes = 0;
+  }
+
+  /** After a reconnect of the owner: what was in flight went back to the group when the old session closed. */
+  override rewind(): void {
+    this.announced = false;
+    this.queued = false;
+    this.releaseAll(undefined);
+  }
+
+  override drop(credits: Credits | undefined): void {
+    this.dropped = true;
+    this.group.members.delete(this.id);
+    this.releaseAll(credits);
+  }
+
+  private free(bytes: number, credits: Credits | undefined): void {
+    this.held--;
+    this.heldBytes -= bytes;
+    credits?.release(this.id, bytes + MESSAGE_OVERHEAD_BYTES);
+  }
+}
+
+/** One group as DATA/groups.json holds it. */
+interface GroupRecord {
+  topic: string;
+  /** null: the private group of one subscription with --max-deliver. */
+  group: string | null;
+  floor: number;
+  maxDeliver?: number;
+  deadLetter?: string;
+  members: number[];
+}
+
+/** Every group of the server, and their file. */
+export class Groups {
+  private readonly groups = new Map<string, Group>();
+  private dirty = false;
+  private timer: ReturnType<typeof setInterval> | null = null;
+
+  constructor(
+    private readonly file: string,
+    readonly host: GroupHost,
+  ) {}
+
+  /**
+   * Reads DATA/groups.json back: the members of groups whose topic exists (`topics`) and whose
+   * id is known (`known`); the others are dropped from the file at its next write.
+   */
+  load(topics: ReadonlyMap<string, Topic>, known: (id: number) => boolean): GroupMember[] {
+    let records: GroupRecord[] = [];
+    try {
+      records = (JSON.parse(fs.readFileSync(this.file, "utf8")) as { groups: GroupRecord[] }).groups;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw new Error(`${this.file}: cannot read the queue groups: ${(err as Error).message}`, { cause: err });
+    }
+    const members: GroupMember[] = [];
+    for (const r of records) {
+      const topic = topics.get(r.topic);
+      if (!topic) continue;
+      const group = this.group(topic, r.group ?? undefined, Math.max(r.floor, topic.log.firstSeq), r.members[0]!);
+      group.maxDeliver = r.maxDeliver;
+      if (r.deadLetter !== undefined) group.deadLetterTopic = r.deadLetter;
+      for (const id of r.members) {
+        if (!known(id)) continue;
+        const member = new GroupMember(id, group);
+        group.members.set(id, member);
+        members.push(member);
+      }
+    }
+    this.timer = setInterval(() => {
+      if (this.dirty) this.save();
+    }, FLOOR_WRITE_MS);
+    return members;
+  }
+
+  /**
+   * A new member `id` of the group `options` names on `topic` (a group made at `floor`
+   * when new); written to disk before it returns. The caller adds it to the topic.
+   */
+  join(topic: Topic, id: number, options: ExplicitOptions, floor: number): GroupMember {
+    const group = this.group(topic, options.group, floor, id);
+    if (options.maxDeliver !== undefined) group.maxDeliver = options.maxDeliver;
+    if (options.deadLetter !== undefined) group.deadLetterTopic = options.deadLetter;
+    const member = new GroupMember(id, group);
+    group.members.set(id, member);
+    try {
+      this.save();
+    } catch (err) {
+      group.members.delete(id);
+      if (group.members.size === 0) this.groups.delete(keyOf(topic.name, options.group, id));
+      throw err;
+    }
+    return member;
+  }
+
+  /** After `member` was dropped: a group without members is forgotten. Written to disk. */
+  left(member: GroupMember): void {
+    const group = member.group;
+    if (group.members.size === 0) this.groups.delete(keyOf(group.topic.name, group.name, member.id));
+    else group.pumpMembers();
+    this.save();
+  }
+
+  floorMoved(): void {
+    this.dirty = true;
+  }
+
+  private group(topic: Topic, name: string | undefined, floor: number, firstMember: number): Group {
+    const key = keyOf(topic.name, name, firstMember);
+    let group = this.groups.get(key);
+    if (!group) this.groups.set(key, (group = new Group(topic, name, floor, this)));
+    return group;
+  }
+
+  /** Writes every group (atomically): membership changes at once, moved floors within FLOOR_WRITE_MS. */
+  save(): void {
+    this.dirty = false;
+    const records: GroupRecord[] = [];
+    for (const g of this.groups.values()) {
+      if (g.members.size === 0) continue;
+      const r: GroupRecord = { topic: g.topic.name, group: g.name ?? null, floor: g.pending.floor, members: [...g.members.keys()] };
+      if (g.maxDeliver !== undefined) r.maxDeliver = g.maxDeliver;
+      if (g.deadLetterTopic !== `${g.topic.name}.dlq`) r.deadLetter = g.deadLetterTopic;
+      records.push(r);
+    }
+    writeFileAtomic(this.file, `${JSON.stringify({ version: 1, groups: records })}\n`);
+  }
+
+  close(): void {
+    if (this.timer) clearInterval(this.timer);
+    if (this.dirty) this.save();
+  }
+}
+
+/** A named group is shared by its members; a private one belongs to its only member. */
+function keyOf(topic: string, name: string | undefined, member: number): string {
+  return name === undefined ? `${topic}\0#${member}` : `${topic}\0${name}`;
+}
+
+/** The members among `subs` (all the subscriptions of a local broker whose session closed) give back what they hold. */
+export function releaseMembers(subs: Iterable<Subscription>): void {
+  for (const sub of subs) if (sub instanceof GroupMember) sub.releaseAll(undefined);
+}

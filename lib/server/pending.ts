@@ -1,0 +1,115 @@
+/**
+ * The delivery state of an explicitly acknowledged subscription (a queue group, or a
+ * subscription with --max-deliver): an ack floor (every seq below it is done) and, above it,
+ * the messages in flight (which member holds each, how often it was delivered) and those
+ * waiting to be delivered again. Held in memory; only the floor is persisted (lib/server/group.ts).
+ */
+
+export interface InFlight {
+  /** The id of the member it was last delivered to. */
+  member: number;
+  /** Deliveries so far, this one included. */
+  deliveries: number;
+  /** Payload bytes, for the member's window and its broker's budgets. */
+  bytes: number;
+}
+
+export class PendingSet {
+  /** Next seq never delivered since the floor was loaded. */
+  next: number;
+  private readonly inFlight = new Map<number, InFlight>();
+  /** Seqs to deliver again, ascending, and their delivery counts so far. */
+  private redeliveries: number[] = [];
+  private readonly redeliveryCounts = new Map<number, number>();
+  /** Seqs handed to the dead-letter topic, not yet stored there: not done, not deliverable. */
+  private readonly dying = new Set<number>();
+  private cachedFloor: number;
+
+  constructor(floor: number) {
+    this.next = floor;
+    this.cachedFloor = floor;
+  }
+
+  /** Every seq below it is done (acknowledged or dead-lettered). */
+  get floor(): number {
+    return this.cachedFloor;
+  }
+
+  /** Messages waiting to be delivered again. */
+  get redeliverable(): number {
+    return this.redeliveries.length;
+  }
+
+  get inFlightCount(): number {
+    return this.inFlight.size;
+  }
+
+  /** The next seq to deliver again and its delivery count so far, taken off the queue. */
+  takeRedelivery(): { seq: number; deliveries: number } | undefined {
+    const seq = this.redeliveries.shift();
+    if (seq === undefined) return undefined;
+    const deliveries = this.redeliveryCounts.get(seq) ?? 0;
+    this.redeliveryCounts.delete(seq);
+    return { seq, deliveries };
+  }
+
+  /** Records a delivery of `seq` to `member` (`deliveries`: this one included). */
+  sent(seq: number, member: number, deliveries: number, bytes: number): void {
+    this.inFlight.set(seq, { member, deliveries, bytes });
+    if (seq >= this.next) this.next = seq + 1;
+  }
+
+  get(seq: number): InFlight | undefined {
+    return this.inFlight.get(seq);
+  }
+
+  /** The seqs in flight to `member`, ascending. */
+  heldBy(member: number): number[] {
+    const out: number[] = [];
+    for (const [seq, f] of this.inFlight) if (f.member === member) out.push(seq);
+    return out.sort((a, b) => a - b);
+  }
+
+  /**
+   * `seq` is done (acknowledged, dead-lettered, or gone from the log): forgotten wherever it
+   * is. Returns what was in flight for it, if it was. The floor moves past what is done.
+   */
+  done(seq: number): InFlight | undefined {
+    const f = this.inFlight.get(seq);
+    this.inFlight.delete(seq);
+    this.dying.delete(seq);
+    if (this.redeliveryCounts.delete(seq)) this.redeliveries.splice(this.redeliveries.indexOf(seq), 1);
+    this.updateFloor();
+    return f;
+  }
+
+  /** Takes `seq` out of flight for redelivery; returns its delivery count, or undefined when it was not in flight. */
+  release(seq: number): number | undefined {
+    const f = this.inFlight.get(seq);
+    if (!f) return undefined;
+    this.inFlight.delete(seq);
+    insertSorted(this.redeliveries, seq);
+    this.redeliveryCounts.set(seq, f.deliveries);
+    return f.deliveries;
+  }
+
+  /** Takes `seq` out of flight for the dead-letter topic: the floor stays below it until `done`. */
+  retire(seq: number): void {
+    this.inFlight.delete(seq);
+    this.dying.add(seq);
+  }
+
+  private updateFloor(): void {
+    let floor = this.next;
+    for (const seq of this.inFlight.keys()) if (seq < floor) floor = seq;
+    for (const seq of this.dying) if (seq < floor) floor = seq;
+    if (this.redeliveries.length > 0 && this.redeliveries[0]! < floor) floor = this.redeliveries[0]!;
+    this.cachedFloor = floor;
+  }
+}
+
+function insertSorted(list: number[], value: number): void {
+  let i = list.length;
+  while (i > 0 && list[i - 1]! > value) i--;
+  list.splice(i, 0, value);
+}
