@@ -174,7 +174,8 @@ export class GroupMember extends Subscription {
   override push(conn: Connection, credits: Credits): number {
     let pushed = 0;
     let shared = false;
-    while (this.group.backlog) {
+    // At most one batch per turn: a publish pumps every member in turn, so they share the backlog.
+    while (this.group.backlog && pushed < READ_BATCH) {
       if (!conn.writable) {
         shared = true;
         break;
@@ -186,7 +187,7 @@ export class GroupMember extends Subscription {
         shared = true;
         break;
       }
-      const count = Math.max(1, Math.min(room, READ_BATCH, Math.floor(budget / MESSAGE_OVERHEAD_BYTES)));
+      const count = Math.max(1, Math.min(room, READ_BATCH - pushed, Math.floor(budget / MESSAGE_OVERHEAD_BYTES)));
       const maxBytes = Math.max(1, Math.min(WINDOW_BYTES - this.heldBytes, budget - count * MESSAGE_OVERHEAD_BYTES));
       const batch = this.group.take(this.id, count, maxBytes);
       if (batch.length === 0) break;
