@@ -1,0 +1,126 @@
+/** nak, redelivery limits and dead letters through the compiled binary. */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { MqClient } from "../../lib/client/client.ts";
+import { createOn, mq, startLocal, startServer, teardown, tmpDir, type LocalHandle, type ServerHandle } from "./harness.ts";
+
+let server: ServerHandle;
+let host: LocalHandle;
+beforeAll(async () => {
+  server = await startServer();
+  host = await startLocal(server.address);
+});
+afterAll(async () => {
+  await teardown([host?.daemon, server?.daemon].filter((d) => d !== undefined), [host?.dataDir, server?.dataDir].filter((d) => d !== undefined));
+});
+
+const serverStats = async (socket: string) => JSON.parse((await mq(socket, ["stats", "--json"])).stdout).server;
+
+describe("nak and redelivery", () => {
+  test("a nak'd message is delivered again; once acknowledged, never again", async () => {
+    const id = await createOn(host.socket);
+    expect((await mq(host.socket, ["sub", String(id), "retry", "--max-deliver", "5"])).code).toBe(0);
+    await mq(host.socket, ["pub", String(id), "retry", "once"]);
+    await using client = await MqClient.connect({ socket: host.socket });
+    const first = await client.recv(id, { waitMs: 10_000 });
+    expect(first.messages.map((m) => m.text())).toEqual(["once"]);
+    await first.nak();
+    const again = await client.recv(id, { waitMs: 10_000 });
+    expect(again.messages.map((m) => [m.seq, m.text()])).toEqual([[first.messages[0]!.seq, "once"]]);
+    await again.ack();
+    expect((await client.recv(id, { waitMs: 500 })).messages).toEqual([]);
+  });
+
+  test("a nak on a plain (cumulative) subscription puts the batch back in front", async () => {
+    const id = await createOn(host.socket);
+    await mq(host.socket, ["sub", String(id), "plain.retry"]);
+    await mq(host.socket, ["pub", String(id), "plain.retry", "--lines"], { stdin: "a\nb\n" });
+    await using client = await MqClient.connect({ socket: host.socket });
+    const first = await client.recv(id, { max: 2, waitMs: 10_000 });
+    await first.nak();
+    const again = await client.recv(id, { max: 2, waitMs: 10_000 });
+    expect(again.messages.map((m) => m.text())).toEqual(["a", "b"]);
+    await again.ack();
+  });
+});
+
+describe("max-deliver and dead letters", () => {
+  test("delivered --max-deliver times without an ack: moved to <topic>.dlq with its payload, counted, not delivered again", async () => {
+    const id = await createOn(host.socket);
+    const watcher = await createOn(host.socket);
+    expect((await mq(host.socket, ["sub", String(id), "orders", "--max-deliver", "2"])).code).toBe(0);
+    expect((await mq(host.socket, ["sub", String(watcher), "orders.dlq"])).code).toBe(0);
+    const before = (await serverStats(host.socket)).dead_lettered as number;
+    await mq(host.socket, ["pub", String(id), "orders", "poison"]);
+    await using client = await MqClient.connect({ socket: host.socket });
+    for (let i = 0; i < 2; i++) {
+      const got = await client.recv(id, { waitMs: 10_000 });
+      expect(got.messages.map((m) => m.text())).toEqual(["poison"]);
+      await got.nak();
+    }
+    const dead = await mq(host.socket, ["recv", String(watcher), "--wait", "10", "--json"]);
+    expect(dead.code).toBe(0);
+    expect(JSON.parse(dead.stdout)).toMatchObject({ topic: "orders.dlq", data: "poison" });
+    // Header assertions (mq-dead-topic, mq-dead-seq, mq-dead-reason, mq-dead-deliveries) wait for stored headers.
+    expect((await serverStats(host.socket)).dead_lettered).toBe(before + 1);
+    expect((await client.recv(id, { waitMs: 500 })).messages).toEqual([]);
+  });
+
+  test("a recv whose connection closes before it acknowledges counts as a delivery (the local broker gives it back to the server)", async () => {
+    const id = await createOn(host.socket);
+    const watcher = await createOn(host.socket);
+    await mq(host.socket, ["sub", String(id), "killed", "--max-deliver", "2", "--dead-letter", "killed.dead"]);
+    await mq(host.socket, ["sub", String(watcher), "killed.dead"]);
+    await mq(host.socket, ["pub", String(id), "killed", "fragile"]);
+    for (let i = 0; i < 2; i++) {
+      const client = await MqClient.connect({ socket: host.socket });
+      const got = await client.recv(id, { waitMs: 10_000 });
+      expect(got.messages.map((m) => m.text())).toEqual(["fragile"]);
+      await client.close(); // never acknowledged
+    }
+    expect((await mq(host.socket, ["recv", String(watcher), "--wait", "10"])).stdout).toBe("fragile\n");
+    expect((await mq(host.socket, ["recv", String(id), "--wait", "0.5"])).code).toBe(3);
+  });
+
+  test("bad --max-deliver and --dead-letter values are refused, naming the value", async () => {
+    const id = await createOn(host.socket);
+    for (const bad of ["0", "-1", "abc", "1.5"]) {
+      const r = await mq(host.socket, ["sub", String(id), "t", `--max-deliver=${bad}`]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain("--max-deliver");
+      expect(r.stderr).toContain(JSON.stringify(bad));
+    }
+    const self = await mq(host.socket, ["sub", String(id), "loop", "--max-deliver", "3", "--dead-letter", "loop"]);
+    expect(self.code).not.toBe(0);
+    expect(self.stderr).toContain('cannot be "loop" itself');
+    const invalid = await mq(host.socket, ["sub", String(id), "t", "--max-deliver", "3", "--dead-letter", "bad topic"]);
+    expect(invalid.code).not.toBe(0);
+    expect(invalid.stderr).toContain("invalid topic");
+  });
+});
+
+describe("dead letters across a server restart", () => {
+  test("--max-deliver and --dead-letter of a subscription survive a restart (SIGTERM)", async () => {
+    const data = tmpDir("mq-server-");
+    let srv = await startServer({ dataDir: data });
+    const port = srv.port;
+    const local = await startLocal(srv.address);
+    try {
+      const id = await createOn(local.socket);
+      const watcher = await createOn(local.socket);
+      await mq(local.socket, ["sub", String(id), "kept", "--max-deliver", "1", "--dead-letter", "kept.dead"]);
+      await mq(local.socket, ["sub", String(watcher), "kept.dead"]);
+      expect(await srv.daemon.stop()).toBe(0);
+      srv = await startServer({ dataDir: data, port });
+      await local.daemon.waitFor(/connected to the server.*after/);
+      await mq(local.socket, ["pub", String(id), "kept", "bad-one"]);
+      await using client = await MqClient.connect({ socket: local.socket });
+      const got = await client.recv(id, { waitMs: 10_000 });
+      expect(got.messages.map((m) => m.text())).toEqual(["bad-one"]);
+      await got.nak();
+      expect((await mq(local.socket, ["recv", String(watcher), "--wait", "10"])).stdout).toBe("bad-one\n");
+      expect((await serverStats(local.socket)).dead_lettered).toBe(1);
+    } finally {
+      await teardown([local.daemon, srv.daemon], [data, local.dataDir]);
+    }
+  });
+});
