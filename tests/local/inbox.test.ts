@@ -117,3 +117,28 @@ describe("Inbox.more", () => {
     expect(inbox.more).toBe(false);
   });
 });
+
+describe("Inbox, explicit topics (queue groups, --max-deliver)", () => {
+  test("acknowledges exact seqs, not a floor; a seq held already is a duplicate, a lower new one is not", () => {
+    const inbox = new Inbox();
+    expect(inbox.add(msg("g", 5), true)).toBe("new");
+    expect(inbox.add(msg("g", 2), true)).toBe("new");
+    expect(inbox.add(msg("g", 5), true)).toBe("duplicate");
+    const taken = inbox.take(10);
+    expect(ids(taken)).toEqual(["g5", "g2"]);
+    expect(inbox.acknowledge(taken.slice(0, 1))).toEqual([{ topic: "g", seqs: [5] }]);
+    expect(inbox.bytes).toBe(deliveryCost(1));
+  });
+
+  test("giveBack returns explicit messages for a nak and the cumulative ones to be put back", () => {
+    const inbox = new Inbox();
+    inbox.add(msg("g", 3), true);
+    inbox.add(msg("c", 1));
+    const taken = inbox.take(10);
+    const { naks, rest } = inbox.giveBack(taken);
+    expect(naks).toEqual([{ topic: "g", seqs: [3] }]);
+    expect(ids(rest)).toEqual(["c1"]);
+    // No longer held: the server may deliver it here again.
+    expect(inbox.add(msg("g", 3), true)).toBe("new");
+  });
+});

@@ -1,0 +1,176 @@
+/**
+ * Queue groups on the server, piece by piece: the pending set (ack floor, in flight,
+ * redeliveries) and group members pushing from one memory log through a fake connection.
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { Credits } from "../../lib/server/credits.ts";
+import { checkExplicit, GroupMember, Groups, type Group } from "../../lib/server/group.ts";
+import { PendingSet } from "../../lib/server/pending.ts";
+import { Topic } from "../../lib/server/topic.ts";
+import { MemorySubscriberIndex, MemoryTopicLog } from "../../lib/store/memory-store.ts";
+import type { Connection } from "../../lib/wire/connection.ts";
+import type { MsgsFrame } from "../../lib/wire/messages.ts";
+
+function fakeConnection() {
+  const frames: MsgsFrame[] = [];
+  const conn = { writable: true, send: (frame: MsgsFrame) => void frames.push(frame) } as unknown as Connection;
+  return { conn, frames };
+}
+
+const seqsOf = (frames: MsgsFrame[]) => frames.flatMap((f) => f.payloads.map((_, i) => f.seq + i));
+
+async function topicWith(name: string, count: number): Promise<Topic> {
+  const log = new MemoryTopicLog();
+  for (let i = 0; i < count; i++) await log.append(new TextEncoder().encode(`m${i + 1}`), 0);
+  return new Topic(name, log, new MemorySubscriberIndex());
+}
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+});
+
+/** A Groups on a temporary file; dead letters are recorded, pumps ignored. */
+function groupsFor(deadLettered: Array<{ seq: number; deliveries: number }> = []) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-groups-"));
+  dirs.push(dir);
+  const file = path.join(dir, "groups.json");
+  const groups = new Groups(file, {
+    pump: () => {},
+    deadLetter: async (_group: Group, seq: number, deliveries: number) => void deadLettered.push({ seq, deliveries }),
+  });
+  return { groups, file };
+}
+
+describe("PendingSet", () => {
+  test("the floor stays below the oldest message not done, and moves past acks in any order", () => {
+    const p = new PendingSet(1);
+    for (const seq of [1, 2, 3]) p.sent(seq, 7, 1, 10);
+    expect(p.next).toBe(4);
+    p.done(2);
+    expect(p.floor).toBe(1);
+    p.done(1);
+    expect(p.floor).toBe(3);
+    p.done(3);
+    expect(p.floor).toBe(4);
+  });
+
+  test("a released message waits for redelivery, oldest first, keeping its delivery count; the floor waits for it", () => {
+    const p = new PendingSet(1);
+    for (const seq of [1, 2, 3]) p.sent(seq, 7, 1, 10);
+    expect(p.release(3)).toBe(1);
+    expect(p.release(1)).toBe(1);
+    expect(p.release(9)).toBeUndefined();
+    p.done(2);
+    expect(p.floor).toBe(1);
+    expect(p.takeRedelivery()).toEqual({ seq: 1, deliveries: 1 });
+    expect(p.takeRedelivery()).toEqual({ seq: 3, deliveries: 1 });
+    expect(p.takeRedelivery()).toBeUndefined();
+  });
+
+  test("a retired message (on its way to the dead-letter topic) holds the floor until done", () => {
+    const p = new PendingSet(5);
+    p.sent(5, 1, 3, 10);
+    p.retire(5);
+    expect(p.get(5)).toBeUndefined();
+    expect(p.floor).toBe(5);
+    p.done(5);
+    expect(p.floor).toBe(6);
+  });
+
+  test("heldBy lists one member's messages in seq order", () => {
+    const p = new PendingSet(1);
+    p.sent(3, 1, 1, 1);
+    p.sent(1, 1, 1, 1);
+    p.sent(2, 2, 1, 1);
+    expect(p.heldBy(1)).toEqual([1, 3]);
+    expect(p.heldBy(2)).toEqual([2]);
+  });
+});
+
+describe("group members", () => {
+  test("members pumped in turn share the log: each message goes to exactly one, with `explicit` frames", async () => {
+    const topic = await topicWith("jobs", 150);
+    const { groups } = groupsFor();
+    const members = [1, 2, 3].map((id) => groups.join(topic, id, { group: "g" }, 1));
+    const got = new Map<number, number[]>();
+    for (const m of members) {
+      const { conn, frames } = fakeConnection();
+      m.push(conn, new Credits());
+      expect(frames.every((f) => f.explicit === true)).toBe(true);
+      got.set(m.id, seqsOf(frames));
+    }
+    for (const seqs of got.values()) expect(seqs.length).toBeGreaterThan(0);
+    const all = [...got.values()].flat().sort((a, b) => a - b);
+    expect(all).toEqual(Array.from({ length: 150 }, (_, i) => i + 1));
+    groups.close();
+  });
+
+  test("acks move the shared floor; a member that leaves gives its messages to the next member pumped", async () => {
+    const topic = await topicWith("jobs", 10);
+    const { groups } = groupsFor();
+    const a = groups.join(topic, 1, { group: "g" }, 1);
+    const b = groups.join(topic, 2, { group: "g" }, 1);
+    const credits = new Credits();
+    const first = fakeConnection();
+    a.push(first.conn, credits);
+    expect(seqsOf(first.frames)).toEqual(Array.from({ length: 10 }, (_, i) => i + 1));
+    expect(a.ackSeqs([1, 2, 3], credits)).toBe(3);
+    expect(b.acked).toBe(4); // the floor is the group's
+    a.drop(credits);
+    groups.left(a);
+    const second = fakeConnection();
+    b.push(second.conn, new Credits());
+    expect(seqsOf(second.frames)).toEqual([4, 5, 6, 7, 8, 9, 10]);
+    expect(credits.bytes).toBe(0); // what `a` held no longer counts against its broker
+    groups.close();
+  });
+
+  test("at max-deliver a nak'd message goes to the dead-letter hook instead of coming again", async () => {
+    const topic = await topicWith("orders", 1);
+    const dead: Array<{ seq: number; deliveries: number }> = [];
+    const { groups } = groupsFor(dead);
+    const m = groups.join(topic, 1, { maxDeliver: 2 }, 1);
+    const credits = new Credits();
+    for (let i = 0; i < 2; i++) {
+      const { conn, frames } = fakeConnection();
+      m.push(conn, credits);
+      expect(seqsOf(frames)).toEqual([1]);
+      expect(m.nak([1], credits)).toBe(1);
+    }
+    expect(dead).toEqual([{ seq: 1, deliveries: 2 }]);
+    const { conn, frames } = fakeConnection();
+    m.push(conn, credits);
+    expect(seqsOf(frames)).toEqual([]);
+    await Bun.sleep(0);
+    expect(m.acked).toBe(2); // done once stored in the dead-letter topic
+    groups.close();
+  });
+
+  test("membership and floors are written to the groups file and read back", async () => {
+    const topic = await topicWith("jobs", 5);
+    const { groups, file } = groupsFor();
+    const a = groups.join(topic, 1, { group: "g", maxDeliver: 4, deadLetter: "jobs.bad" }, 1);
+    groups.join(topic, 2, { group: "g" }, 1);
+    const { conn } = fakeConnection();
+    a.push(conn, new Credits());
+    a.ackSeqs([1, 2], new Credits());
+    groups.close();
+    const again = new Groups(file, { pump: () => {}, deadLetter: async () => {} });
+    const members = again.load(new Map([["jobs", topic]]), (id) => id !== 2);
+    expect(members.map((m) => m.id)).toEqual([1]); // id 2 is unknown now
+    const g = (members[0] as GroupMember).group;
+    expect([g.name, g.pending.floor, g.maxDeliver, g.deadLetterTopic]).toEqual(["g", 3, 4, "jobs.bad"]);
+    again.close();
+  });
+
+  test("sub options are checked: group name, max-deliver, dead-letter topic", () => {
+    expect(() => checkExplicit("t", { group: "a b" })).toThrow('invalid group name "a b"');
+    expect(() => checkExplicit("t", { maxDeliver: 0 })).toThrow("maxDeliver must be 1 or more");
+    expect(() => checkExplicit("t", { maxDeliver: 2, deadLetter: "t" })).toThrow('cannot be "t" itself');
+    expect(() => checkExplicit("t", { group: "ok", maxDeliver: 2, deadLetter: "t.dead" })).not.toThrow();
+  });
+});
