@@ -45,8 +45,8 @@ export function labelledCounter<E extends Record<string, unknown>>(labels: reado
 export type Metrics = Record<string, Metric>;
 
 /** The typed stats answer of a set of declarations. */
-export type Sample<M extends Metrics> = { [K in keyof M as undefined extends ValueOf<M[K]> ? never : K]: ValueOf<M[K]> } & {
-  [K in keyof M as undefined extends ValueOf<M[K]> ? K : never]?: Exclude<ValueOf<M[K]>, undefined>;
+export type Sample<M extends Metrics> = { -readonly [K in keyof M as undefined extends ValueOf<M[K]> ? never : K]: ValueOf<M[K]> } & {
+  -readonly [K in keyof M as undefined extends ValueOf<M[K]> ? K : never]?: Exclude<ValueOf<M[K]>, undefined>;
 };
 type ValueOf<T> = T extends Metric<infer V> ? V : never;
 

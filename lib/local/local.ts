@@ -688,10 +688,11 @@ export class LocalBroker {
     const server = r.server as ServerStats;
     // The server knows global ids; the ids of this host get their local id beside them.
     if (Array.isArray(server?.retention_dropped)) {
-      for (const e of server.retention_dropped) {
+      server.retention_dropped = server.retention_dropped.map((e) => {
         const id = this.ids.local(e.global_id);
-        if (id !== undefined) e.id = id;
-      }
+        const { global_id, ...rest } = e;
+        return id === undefined ? e : { global_id, id, ...rest };
+      });
     }
     return { local, server };
   }
