@@ -63,28 +63,34 @@ test("soft (the default): a slow subscriber keeps its unacknowledged messages pa
   const serverData = tmpDir("mq-server-");
   const flags = ["--retention", "1s", "--max-segment-bytes", "1K"];
   let server = await startServer({ dataDir: serverData, args: flags });
-  const host = await startLocal(server.address);
+  const pubHost = await startLocal(server.address);
+  const subData = tmpDir("mq-local-");
+  let subHost = await startLocal(server.address, { dataDir: subData });
   try {
-    const slow = await createOn(host.socket);
-    expect((await mq(host.socket, ["sub", String(slow), "slow"])).code).toBe(0);
-    expect((await mq(host.socket, ["pub", String(slow), "slow", "--lines"], { stdin: LINES })).code).toBe(0);
-    // Ten received and acknowledged; thirty pushed to its local broker, or not, and not acknowledged.
-    expect(jsonLines((await mq(host.socket, ["recv", String(slow), "--count", "10", "--json"])).stdout).map((m) => m.seq)).toEqual(Array.from({ length: 10 }, (_, i) => i + 1));
-    await witnessRetention(host, server.daemon, "witness1");
+    const publisher = await createOn(pubHost.socket);
+    const slow = await createOn(subHost.socket);
+    expect((await mq(subHost.socket, ["sub", String(slow), "slow"])).code).toBe(0);
+    expect((await mq(pubHost.socket, ["pub", String(publisher), "slow", "--lines"], { stdin: LINES })).code).toBe(0);
+    // Ten received and acknowledged; then its host goes away (and with it what its buffer held):
+    // the thirty others are only on the server, unacknowledged.
+    expect(jsonLines((await mq(subHost.socket, ["recv", String(slow), "--count", "10", "--json"])).stdout).map((m) => m.seq)).toEqual(Array.from({ length: 10 }, (_, i) => i + 1));
+    expect(await subHost.daemon.stop()).toBe(0);
+    await witnessRetention(pubHost, server.daemon, "witness1");
 
     // Restarted with the same flags: retention runs again, and still keeps what is not acknowledged.
     expect(await server.daemon.stop()).toBe(0);
     server = await startServer({ dataDir: serverData, port: server.port, args: flags });
-    await host.daemon.waitFor(/connected to the server.*after/);
-    await witnessRetention(host, server.daemon, "witness2");
+    await pubHost.daemon.waitFor(/connected to the server.*after/);
+    await witnessRetention(pubHost, server.daemon, "witness2");
 
-    const rest = jsonLines((await mq(host.socket, ["recv", String(slow), "--follow", "--count", "30", "--json"])).stdout);
+    subHost = await startLocal(server.address, { dataDir: subData, socket: subHost.socket });
+    const rest = jsonLines((await mq(subHost.socket, ["recv", String(slow), "--follow", "--count", "30", "--json"])).stdout);
     expect(rest.map((m) => m.seq)).toEqual(Array.from({ length: 30 }, (_, i) => i + 11));
     expect(rest.filter((m) => m.lost !== undefined)).toEqual([]);
-    const stats = JSON.parse((await mq(host.socket, ["stats", "--json"])).stdout);
+    const stats = JSON.parse((await mq(subHost.socket, ["stats", "--json"])).stdout);
     expect(stats.server.retention_dropped).toEqual([]);
   } finally {
-    await teardown([host.daemon, server.daemon], [serverData, host.dataDir]);
+    await teardown([subHost.daemon, pubHost.daemon, server.daemon], [serverData, subData, pubHost.dataDir]);
   }
 });
 
