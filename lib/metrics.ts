@@ -19,6 +19,8 @@ export interface Metric<V = unknown> {
   /** What the number counts: `messages`, `bytes`, `seconds`, …; empty for a plain number. */
   unit: string;
   help: string;
+  /** The JSON type of its value in a stats answer (`optional`: absent in some configurations). */
+  json: "number" | "number|null" | "optional number" | "boolean" | "string" | "entries";
   /** Labelled: the value is a list of `{label…, [field]: number}` (one series per entry). */
   labels?: readonly string[];
   /** The entries' number field (labelled metrics only). */
@@ -27,19 +29,19 @@ export interface Metric<V = unknown> {
   readonly _value?: V;
 }
 
-export const counter = (unit: string, help: string): Metric<number> => ({ kind: "counter", unit, help });
-export const gauge = (unit: string, help: string): Metric<number> => ({ kind: "gauge", unit, help });
+export const counter = (unit: string, help: string): Metric<number> => ({ kind: "counter", unit, help, json: "number" });
+export const gauge = (unit: string, help: string): Metric<number> => ({ kind: "gauge", unit, help, json: "number" });
 /** A gauge that may be unknown (null: it could not be read now). */
-export const gaugeOrNull = (unit: string, help: string): Metric<number | null> => ({ kind: "gauge", unit, help });
+export const gaugeOrNull = (unit: string, help: string): Metric<number | null> => ({ kind: "gauge", unit, help, json: "number|null" });
 /** A gauge only some configurations have (absent from the answer otherwise). */
-export const optionalGauge = (unit: string, help: string): Metric<number | undefined> => ({ kind: "gauge", unit, help });
+export const optionalGauge = (unit: string, help: string): Metric<number | undefined> => ({ kind: "gauge", unit, help, json: "optional number" });
 /** A yes/no gauge (1/0 when rendered). */
-export const flag = (help: string): Metric<boolean> => ({ kind: "gauge", unit: "", help });
-export const info = (help: string): Metric<string> => ({ kind: "info", unit: "", help });
+export const flag = (help: string): Metric<boolean> => ({ kind: "gauge", unit: "", help, json: "boolean" });
+export const info = (help: string): Metric<string> => ({ kind: "info", unit: "", help, json: "string" });
 
 /** A counter per combination of labels: in stats a list of entries `E`, e.g. `{topic, dropped}` (labels `topic`, field `dropped`). */
 export function labelledCounter<E extends Record<string, unknown>>(labels: readonly (keyof E & string)[], field: keyof E & string, unit: string, help: string): Metric<E[]> {
-  return { kind: "counter", unit, help, labels, field };
+  return { kind: "counter", unit, help, json: "entries", labels, field };
 }
 
 export type Metrics = Record<string, Metric>;
