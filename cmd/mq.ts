@@ -94,7 +94,7 @@ const serverArgs = {
   "max-ids-per-broker": { type: "string", valueHint: "N", default: String(DEFAULT_SERVER_LIMITS.maxIdsPerBroker), description: "most ids one local broker may own" },
   "max-topics": { type: "string", valueHint: "N", default: String(DEFAULT_SERVER_LIMITS.maxTopics), description: "most topics; a pub or sub that would create one more is refused" },
   "max-open-files": { type: "string", valueHint: "N", default: "auto", description: "most topic files kept open at once (auto: half the open-file limit, ulimit -n)" },
-  retention: { type: "string", valueHint: "AGE", default: "7d", description: "delete segments every subscriber is past once older than this" },
+  retention: { type: "string", valueHint: "AGE", default: "7d", description: "delete segments once older than this (soft limit: only those every subscriber is past)" },
   "retention-bytes": { type: "string", valueHint: "SIZE", description: "…or while a topic's log is bigger than this (K/M/G; default no limit)" },
   "retention-limit": { type: "string", valueHint: "MODE", default: "soft", choices: ["soft", "hard"], description: "soft: never delete what a subscriber has not acknowledged | hard: the limits win, drops counted in stats" },
   "max-segment-bytes": { type: "string", valueHint: "SIZE", default: "64M", description: "roll a topic's log segment at this size (K/M/G)" },
