@@ -688,10 +688,9 @@ export class LocalBroker {
     const server = r.server as ServerStats;
     // The server knows global ids; the ids of this host get their local id beside them.
     if (Array.isArray(server?.retention_dropped)) {
-      server.retention_dropped = server.retention_dropped.map((e) => {
-        const id = this.ids.local(e.global_id);
-        const { global_id, ...rest } = e;
-        return id === undefined ? e : { global_id, id, ...rest };
+      server.retention_dropped = server.retention_dropped.map(({ global_id, ...rest }) => {
+        const id = this.ids.local(global_id);
+        return id === undefined ? { global_id, ...rest } : { global_id, id, ...rest };
       });
     }
     return { local, server };
