@@ -15,7 +15,7 @@ import { MqError } from "../lib/errors.ts";
 import type * as cli from "../lib/cli/commands.ts";
 import { Exit, StdoutClosedError, UsageError, exitCodeFor, reportError, writeStdout } from "../lib/cli/output.ts";
 import { closest, renderCommandHelp, renderCompletion, renderProgramHelp, SHELLS, type CommandSpec, type OptionDef, type Program, type Shell } from "../lib/cli/help.ts";
-import { defaults, formatDuration, formatSize, parseAddress, parseCount, parseCountOrAuto, parseDuration, parseFrom, parseFsync, parseGroup, parseId, parseSeconds, parseSize, parseTopicList } from "../lib/cli/parse.ts";
+import { defaults, formatDuration, formatSize, parseAddress, parseCount, parseCountOrAuto, parseDuration, parseFrom, parseFsync, parseGroup, parseId, parseRetentionLimit, parseSeconds, parseSize, parseTopicList } from "../lib/cli/parse.ts";
 import { DEFAULT_DEDUPE, DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_LOCAL_LIMITS, DEFAULT_SERVER_LIMITS, isLoopback, LINES_RETRY_SECONDS } from "../lib/config.ts";
 
 /** The client commands' code (the client library, the wire layer, cbor-x). */
@@ -94,8 +94,9 @@ const serverArgs = {
   "max-ids-per-broker": { type: "string", valueHint: "N", default: String(DEFAULT_SERVER_LIMITS.maxIdsPerBroker), description: "most ids one local broker may own" },
   "max-topics": { type: "string", valueHint: "N", default: String(DEFAULT_SERVER_LIMITS.maxTopics), description: "most topics; a pub or sub that would create one more is refused" },
   "max-open-files": { type: "string", valueHint: "N", default: "auto", description: "most topic files kept open at once (auto: half the open-file limit, ulimit -n)" },
-  retention: { type: "string", valueHint: "AGE", default: "7d", description: "delete segments every subscriber is past once older than this" },
+  retention: { type: "string", valueHint: "AGE", default: "7d", description: "delete segments once older than this (soft limit: only those every subscriber is past)" },
   "retention-bytes": { type: "string", valueHint: "SIZE", description: "…or while a topic's log is bigger than this (K/M/G; default no limit)" },
+  "retention-limit": { type: "string", valueHint: "MODE", default: "soft", choices: ["soft", "hard"], description: "soft: never delete what a subscriber has not acknowledged | hard: the limits win, drops counted in stats" },
   "max-segment-bytes": { type: "string", valueHint: "SIZE", default: "64M", description: "roll a topic's log segment at this size (K/M/G)" },
   "dedupe-window": { type: "string", valueHint: "AGE", default: formatDuration(DEFAULT_DEDUPE.windowMs), description: "a publish whose msg-id its topic stored this recently is not stored again (0: off)" },
   "dedupe-max-keys": { type: "string", valueHint: "N", default: String(DEFAULT_DEDUPE.maxKeys), description: "most entries in the dedupe window, all topics together: a run of one producer's ids, or one other msg-id (about 85 / 155 bytes)" },
@@ -128,6 +129,7 @@ function serverOptions(d: Daemons, args: ServerArgs, dataDir: string, tokenFileI
     retention: {
       maxAgeMs: parseDuration("retention", v("retention")),
       maxBytes: args["retention-bytes"] === undefined ? Infinity : parseSize("retention-bytes", args["retention-bytes"]),
+      limit: parseRetentionLimit(v("retention-limit")),
     },
     dedupe: {
       windowMs: parseDuration("dedupe-window", v("dedupe-window")),

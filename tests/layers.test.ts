@@ -13,12 +13,13 @@ const allowed: Record<string, string[]> = {
   "errors.ts": [],
   "config.ts": [],
   "log.ts": [],
+  "metrics.ts": [],
   wire: ["errors.ts", "log.ts"],
   store: ["wire", "errors.ts", "log.ts"],
-  server: ["store", "wire", "errors.ts", "config.ts", "log.ts"],
-  local: ["store", "wire", "errors.ts", "config.ts", "log.ts"],
-  client: ["wire", "errors.ts", "config.ts"],
-  cli: ["client", "server", "local", "store", "wire", "errors.ts", "config.ts", "log.ts"],
+  server: ["store", "wire", "errors.ts", "config.ts", "log.ts", "metrics.ts"],
+  local: ["store", "wire", "errors.ts", "config.ts", "log.ts", "metrics.ts"],
+  client: ["wire", "errors.ts", "config.ts", "metrics.ts"],
+  cli: ["client", "server", "local", "store", "wire", "errors.ts", "config.ts", "log.ts", "metrics.ts"],
 };
 
 function layerOf(file: string): string {

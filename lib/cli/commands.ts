@@ -321,7 +321,13 @@ export async function stats(options: CommonOptions): Promise<number> {
   const width = Math.max(14, ...Object.values(s).flatMap((values) => Object.keys(values).map((k) => k.length)));
   for (const [section, values] of Object.entries(s)) {
     rows.push(`${section}:`);
-    for (const [k, v] of Object.entries(values)) rows.push(`  ${k.padEnd(width)} ${String(v)}`);
+    for (const [k, v] of Object.entries(values)) {
+      // A labelled counter (a list of entries): one row per entry, `none` when empty.
+      if (Array.isArray(v)) {
+        if (v.length === 0) rows.push(`  ${k.padEnd(width)} none`);
+        for (const entry of v) rows.push(`  ${k.padEnd(width)} ${Object.entries(entry as object).map(([f, x]) => `${f}=${String(x)}`).join(" ")}`);
+      } else rows.push(`  ${k.padEnd(width)} ${String(v)}`);
+    }
   }
   await writeStdout(`${rows.join("\n")}\n`);
   return Exit.Ok;

@@ -57,7 +57,7 @@ export function renderMessages(messages: Message[], format: "text" | "raw" | "js
   if (format === "json") return Buffer.from(messages.map((m) => `${messageJson(m)}\n`).join(""));
   const parts: Uint8Array[] = [];
   for (const m of messages) {
-    if (m.lost) warn(`the server lost ${m.lost} message${m.lost === 1 ? "" : "s"} of topic "${m.topic}" before seq ${m.seq} (damaged storage); they will not come`);
+    if (m.lost) warn(`the server lost ${m.lost} message${m.lost === 1 ? "" : "s"} of topic "${m.topic}" before seq ${m.seq} (damaged storage, or deleted by the server's hard retention limit); they will not come`);
     parts.push(m.data);
     if (format === "text") parts.push(newline);
   }

@@ -99,6 +99,13 @@ export function parseFsync(value: unknown): FsyncPolicy {
   throw new UsageError(`--fsync must be always, interval or never, got ${JSON.stringify(s)}`);
 }
 
+/** `--retention-limit`: soft keeps what a subscriber has not acknowledged, hard does not. */
+export function parseRetentionLimit(value: unknown): "soft" | "hard" {
+  const s = String(value);
+  if (s === "soft" || s === "hard") return s;
+  throw new UsageError(`--retention-limit must be soft (never delete a message a subscriber has not acknowledged) or hard (apply --retention and --retention-bytes anyway), got ${JSON.stringify(s)}`);
+}
+
 export function parseAddress(name: string, value: unknown): { hostname: string; port: number } {
   try {
     return parseHostPort(String(value));

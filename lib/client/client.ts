@@ -13,6 +13,7 @@ import type { Socket } from "bun";
 import { randomBytes } from "node:crypto";
 import { defaultSocketPath, maxFrameBytes } from "../config.ts";
 import { Code, MqError } from "../errors.ts";
+import type { LocalStats, ServerStats } from "../metrics.ts";
 import { Connection, type ConnectionHandler } from "../wire/connection.ts";
 import { isMsgId, MAX_ID_PREFIX_BYTES, MAX_MSG_ID_BYTES, PROTOCOL_VERSION, type From, type Message as WireMessage, type PubResult, type Outgoing, type TopicInfo } from "../wire/messages.ts";
 import { Message } from "./message.ts";
@@ -471,9 +472,10 @@ export class MqClient {
     return (await this.call({ op: "topics" })).topics as TopicInfo[];
   }
 
-  async stats(): Promise<{ local: Record<string, unknown>; server: Record<string, unknown> }> {
+  /** Typed by the declarations in lib/metrics.ts (an older server may lack some fields). */
+  async stats(): Promise<{ local: LocalStats; server: ServerStats }> {
     const r = await this.call({ op: "stats" });
-    return { local: r.local as Record<string, unknown>, server: r.server as Record<string, unknown> };
+    return { local: r.local as LocalStats, server: r.server as ServerStats };
   }
 
   /**

@@ -9,3 +9,4 @@ export { connect, MqClient, type ConnectOptions, type PublishOptions, type Recei
 export { Message } from "./message.ts";
 export { Code, MqError, isCode } from "../errors.ts";
 export type { From, PubResult, TopicInfo } from "../wire/messages.ts";
+export type { LocalStats, ServerStats } from "../metrics.ts";

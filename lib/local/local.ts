@@ -13,6 +13,7 @@ import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_HELLO_TIMEOUT_M
 import { Code, MqError } from "../errors.ts";
 import { lockDataDir, makeDataDir, writeFileAtomic } from "../store/fsutil.ts";
 import { IdRanges } from "../store/id-ranges.ts";
+import { defineCounters, LOCAL_COUNTERS, type LocalStats, type ServerStats } from "../metrics.ts";
 import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
 import { PROTOCOL_VERSION, pubsIdsProblem, type Frame, type Message, type MsgsFrame, type Outgoing } from "../wire/messages.ts";
 import { capabilities, ops, type ClientOp, type Op, type RequestOf } from "../wire/ops.ts";
@@ -113,7 +114,8 @@ export class LocalBroker {
   private readonly goneOnServer = new Map<number, string>();
   /** The ops the server announced in its hello reply (`caps`); null: it did not say (an older server). */
   private serverCaps: Set<string> | null = null;
-  readonly counters = { received: 0, delivered: 0, duplicates: 0, forwarded: 0, reconnects: 0 };
+  /** Declared (name, unit, help) in LOCAL_COUNTERS, lib/metrics.ts. */
+  readonly counters = defineCounters(LOCAL_COUNTERS);
 
   private constructor(
     private readonly options: LocalOptions,
@@ -689,7 +691,7 @@ export class LocalBroker {
     return rest;
   }
 
-  private async stats() {
+  private async stats(): Promise<{ local: LocalStats; server: ServerStats }> {
     let pending = 0;
     let buffered = 0;
     let bufferedMaxId = 0;
@@ -698,7 +700,7 @@ export class LocalBroker {
       buffered += inbox.bytes;
       bufferedMaxId = Math.max(bufferedMaxId, inbox.bytes);
     }
-    const local = {
+    const local: LocalStats = {
       identity: this.identity,
       server: this.serverAddress,
       connected: this.connected,
@@ -713,7 +715,15 @@ export class LocalBroker {
       rss_bytes: process.memoryUsage().rss,
     };
     const r = await this.forward({ op: "stats" });
-    return { local, server: r.server };
+    const server = r.server as ServerStats;
+    // The server knows global ids; the ids of this host get their local id beside them.
+    if (Array.isArray(server?.retention_dropped)) {
+      server.retention_dropped = server.retention_dropped.map(({ global_id, ...rest }) => {
+        const id = this.ids.local(global_id);
+        return id === undefined ? { global_id, ...rest } : { global_id, id, ...rest };
+      });
+    }
+    return { local, server };
   }
 
   /** Graceful stop: stop listening, send the last acks, close the connections, remove the socket file. */

@@ -15,7 +15,8 @@ import { ClientRegistry } from "../store/client-registry.ts";
 import { errnoCode, lockDataDir, makeDataDir } from "../store/fsutil.ts";
 import { FileTopicStore } from "../store/file-store.ts";
 import { defaultMaxOpenFiles, OpenFiles } from "../store/open-files.ts";
-import type { FsyncPolicy, RetentionPolicy, TopicStore } from "../store/types.ts";
+import type { FsyncPolicy, TopicStore } from "../store/types.ts";
+import { defineCounters, SERVER_COUNTERS, type ServerStats } from "../metrics.ts";
 import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
 import { capabilities, PROTOCOL_VERSION, pubsIdsProblem, type AckRequest, type NakRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
 import type { RequestOf, ServerOp } from "../wire/ops.ts";
@@ -24,6 +25,7 @@ import { Credits } from "./credits.ts";
 import { DEFAULT_DEDUPE, DedupeWindow, splitMsgId, type DedupeOptions, type Pending, type Runs } from "./dedupe.ts";
 import { deadLetterMessage } from "./dead-letter.ts";
 import { checkExplicit, GroupMember, Groups, isExplicit, releaseMembers, type ExplicitOptions, type Group } from "./group.ts";
+import { RetentionDrops, trimTopic, type ServerRetention } from "./retention.ts";
 import { Subscription, Topic } from "./topic.ts";
 
 const log = logger("server");
@@ -37,8 +39,8 @@ export interface ServerOptions {
   fsyncIntervalMs: number;
   maxMessageBytes: number;
   maxSegmentBytes?: number;
-  /** Old segments go once every subscriber is past them and they are older / the log is bigger than this. */
-  retention?: RetentionPolicy;
+  /** Old segments go once every subscriber is past them (unless `limit` is hard) and they are older / the log is bigger than this. */
+  retention?: ServerRetention;
   helloTimeoutMs?: number;
   /** Ping a silent local broker after this many ms (0: no heartbeat); DEFAULT_HEARTBEAT_MS. */
   heartbeatMs?: number;
@@ -131,8 +133,10 @@ export class MqServer {
   private readonly addresses = new WeakMap<Connection, string>();
   private readonly heartbeatMs: number;
   private readonly heartbeatMissed: number;
-  /** `duplicates`: publishes answered from the dedupe window (nothing stored). */
-  readonly counters = { published: 0, duplicates: 0, delivered: 0, acked: 0, accepted: 0, rejected: 0, dead_lettered: 0 };
+  /** Declared (name, unit, help) in SERVER_COUNTERS, lib/metrics.ts. */
+  readonly counters = defineCounters(SERVER_COUNTERS);
+  /** Messages the hard retention limit deleted before their subscriber acknowledged them. */
+  private readonly retentionDrops = new RetentionDrops();
   /** Queue groups and explicitly acknowledged subscriptions (lib/server/group.ts). */
   private readonly groups: Groups;
   private readonly startedAt = Date.now();
@@ -862,14 +866,12 @@ export class MqServer {
     for (const sub of topic.subscriptions.values()) this.pump(sub);
   }
 
-  /** Deletes what every subscriber of a topic is past and the retention policy lets go. */
-  private applyRetention(policy: RetentionPolicy): void {
+  /** Deletes what the retention policy lets go (soft: only what every subscriber of a topic is past). */
+  private applyRetention(policy: ServerRetention): void {
     const now = Date.now();
     for (const topic of this.topics.values()) {
-      let before = topic.log.nextSeq;
-      for (const sub of topic.subscriptions.values()) before = Math.min(before, sub.acked);
       try {
-        topic.log.trim(before, policy, now);
+        trimTopic(topic, policy, now, this.retentionDrops);
       } catch (err) {
         log.error(`topic ${topic.name}: retention failed:`, err);
       }
@@ -911,7 +913,7 @@ export class MqServer {
     return n;
   }
 
-  stats() {
+  stats(): ServerStats {
     const files = this.store.openFiles?.();
     return {
       uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
@@ -925,6 +927,7 @@ export class MqServer {
       dedupe_keys: this.dedupe.size,
       dedupe_evicted: this.dedupe.evicted,
       lost: this.lost(),
+      retention_dropped: this.retentionDrops.list(),
       rss_bytes: rss(),
     };
   }

@@ -73,7 +73,7 @@ describe("damaged topic logs", () => {
       expect(JSON.parse(p.stdout)).toMatchObject({ seq: n + 1, subscribers: 1 });
       const last = await mq(local.socket, ["recv", String(subscriber), "--wait", "10"]);
       expect({ code: last.code, stdout: last.stdout }).toEqual({ code: 0, stdout: "after\n" });
-      expect(last.stderr).toBe(`mq: warning: the server lost ${tailLost} messages of topic "dmg" before seq ${n + 1} (damaged storage); they will not come\n`);
+      expect(last.stderr).toBe(`mq: warning: the server lost ${tailLost} messages of topic "dmg" before seq ${n + 1} (damaged storage, or deleted by the server's hard retention limit); they will not come\n`);
     } finally {
       await teardown([local.daemon, server.daemon], [serverData, local.dataDir]);
     }

@@ -1,0 +1,59 @@
+/**
+ * Retention of one topic: deletes the oldest segments the policy lets go. Soft (the default)
+ * never deletes a message some subscriber has not acknowledged; hard (`--retention-limit
+ * hard`) applies the age and size limits anyway, and counts, per subscriber, what was deleted
+ * before it acknowledged it. Such a subscriber's cursor stays where it was: its next delivery
+ * starts at the new first seq and carries `lost` (as after damaged storage), also after a restart.
+ */
+import { logger } from "../log.ts";
+import type { RetentionPolicy } from "../store/types.ts";
+import type { RetentionDrop } from "../metrics.ts";
+import type { Topic } from "./topic.ts";
+
+const log = logger("server");
+
+export type RetentionLimit = "soft" | "hard";
+
+export interface ServerRetention extends RetentionPolicy {
+  /** soft: never past a subscriber's acknowledged cursor (the default); hard: the limits win. */
+  limit?: RetentionLimit;
+}
+
+/** Messages deleted unacknowledged by the hard limit, per subscriber, since the server started. */
+export class RetentionDrops {
+  private readonly byKey = new Map<string, RetentionDrop>();
+
+  add(id: number, topic: string, dropped: number): void {
+    const key = `${id}\0${topic}`;
+    const entry = this.byKey.get(key);
+    if (entry) entry.dropped += dropped;
+    else this.byKey.set(key, { global_id: id, topic, dropped });
+  }
+
+  /** For `stats`: copies, sorted by topic then id. */
+  list(): RetentionDrop[] {
+    return [...this.byKey.values()]
+      .map((e) => ({ ...e }))
+      .sort((a, b) => (a.topic === b.topic ? a.global_id - b.global_id : a.topic < b.topic ? -1 : 1));
+  }
+}
+
+/** Trims `topic` by `policy` at `now`; returns how many messages went. */
+export function trimTopic(topic: Topic, policy: ServerRetention, now: number, drops: RetentionDrops): number {
+  const messages = topic.log;
+  const firstBefore = messages.firstSeq;
+  let before = messages.nextSeq;
+  if (policy.limit !== "hard") for (const sub of topic.subscriptions.values()) before = Math.min(before, sub.acked);
+  const removed = messages.trim(before, policy, now);
+  if (removed === 0 || policy.limit !== "hard") return removed;
+  const first = messages.firstSeq;
+  for (const sub of topic.subscriptions.values()) {
+    // Seqs below the old first were counted by an earlier trim (the cursor has not moved since).
+    const dropped = first - Math.max(sub.acked, firstBefore);
+    if (dropped > 0) {
+      drops.add(sub.id, topic.name, dropped);
+      log.warn(`topic "${topic.name}": retention (--retention-limit hard) deleted ${dropped} message${dropped === 1 ? "" : "s"} that id ${sub.id} (global) had not acknowledged; its next delivery says lost`);
+    }
+  }
+  return removed;
+}
