@@ -40,9 +40,9 @@ function chunkOf(all: Map<string, string>, source: string): string {
   throw new Error(`no chunk holds ${source}`);
 }
 
-test("mq --version and mq help load the command table, help, argument checks and the stdout writer, nothing more", async () => {
+test("mq --version and mq help load the command table, help, argument checks (with the group-name rule) and the stdout writer, nothing more", async () => {
   const all = await chunks();
-  expect(loadedWith(all, "mq.js")).toEqual(["cmd/mq.ts", "lib/cli/help.ts", "lib/cli/output.ts", "lib/cli/parse.ts", "lib/config.ts", "lib/errors.ts", "lib/store/fsutil.ts", "package.json"]);
+  expect(loadedWith(all, "mq.js")).toEqual(["cmd/mq.ts", "lib/cli/help.ts", "lib/cli/output.ts", "lib/cli/parse.ts", "lib/config.ts", "lib/errors.ts", "lib/store/fsutil.ts", "lib/wire/group-name.ts", "package.json"]);
 });
 
 test("mq pub and the other client commands add the client and the wire layer, not the server, the store or the local broker", async () => {

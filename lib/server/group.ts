@@ -15,7 +15,7 @@
 import * as fs from "node:fs";
 import { logger } from "../log.ts";
 import { Code, MqError } from "../errors.ts";
-import { writeFileAtomic } from "../store/fsutil.ts";
+import { errnoCode, writeFileAtomic } from "../store/fsutil.ts";
 import type { StoredMessage } from "../store/types.ts";
 import type { Connection } from "../wire/connection.ts";
 import { MESSAGE_OVERHEAD_BYTES, type MsgsFrame } from "../wire/messages.ts";
@@ -350,7 +350,8 @@ export class Groups {
     } catch (err) {
       group.members.delete(id);
       if (group.members.size === 0) this.groups.delete(keyOf(topic.name, options.group, id));
-      throw err;
+      log.error(`topic ${topic.name}: cannot record the group membership of id ${id}: ${(err as Error).message}`);
+      throw new MqError(Code.StorageError, `Cannot subscribe id ${id} to topic "${topic.name}": the server cannot write its groups file (${errnoCode(err) ?? (err as Error).message})`, { cause: err });
     }
     return member;
   }
