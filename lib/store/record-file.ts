@@ -36,8 +36,11 @@ export const FRAME_BYTES = 20;
 const MAGIC = 0x6d717266; // "mqrf"
 const VERSION = 2;
 const SYNC = 0xa55ac33c;
-/** Records are small maps; anything claiming more is damage, not data. */
-const MAX_RECORD_BYTES = 1024 * 1024;
+/**
+ * Records are small maps, or a delayed message (schedule.ts: up to 1 MiB of payload and its
+ * fields); anything claiming more is damage, not data.
+ */
+export const MAX_RECORD_BYTES = 1024 * 1024 + 64 * 1024;
 /** Legacy (version 1) records: `[u32 length][u32 crc32][cbor]`. */
 const LEGACY_HEADER = 8;
 
