@@ -183,7 +183,8 @@ export class RecordFile {
       const last = maxOf(own[k].keys(), -1);
       if (took[k].some((i) => k === 0 || i < last)) serious = true;
       if (took[k].length > 0) {
-        const shown = took[k].slice(0, 5).map((i) => JSON.stringify(decode(own[1 - k]!.get(i)!.body)));
+        // Cut short: a record may hold a whole message (schedule.ts).
+        const shown = took[k].slice(0, 5).map((i) => JSON.stringify(decode(own[1 - k]!.get(i)!.body)).slice(0, 200));
         problems.push(`record${took[k].length > 1 ? "s" : ""} ${list(took[k])} of ${count} recovered from ${other} (${shown.join(", ")}${took[k].length > 5 ? ", …" : ""})`);
       }
       if (problems.length === 0) continue;
