@@ -5,6 +5,7 @@
  * server restart and a SIGKILL.
  */
 import { describe, expect, test } from "bun:test";
+import { eventually, helloPeer } from "../security/kit.ts";
 import { createOn, jsonLines, mq, startCluster, startLocal, startServer, teardown, tmpDir } from "./harness.ts";
 
 /** `mq pub ID TOPIC MESSAGE …flags --json` → its JSON answer (fails the test on a non-zero exit). */
@@ -153,4 +154,31 @@ describe("delayed messages across restarts", () => {
       }
     });
   }
+});
+
+describe("delayed publishes on the wire", () => {
+  test("the local broker refuses bad delay fields with BAD_REQUEST naming them, the server refuses both at once or too far ahead; the connection goes on", async () => {
+    await using c = await startCluster();
+    const id = await c.create();
+    const peer = await helloPeer({ unix: c.local.socket }, "local");
+    try {
+      const data = new TextEncoder().encode("x");
+      let rid = 10;
+      const ask = (fields: Record<string, unknown>) => peer.request({ op: "pub", rid: ++rid, id, topic: "w", data, ...fields });
+      expect(await ask({ delayMs: -1 })).toMatchObject({ op: "error", code: "BAD_REQUEST", message: 'pub: field "delayMs" must be a non-negative integer' });
+      expect(await ask({ at: "soon" })).toMatchObject({ op: "error", code: "BAD_REQUEST", message: 'pub: field "at" must be a non-negative integer' });
+      expect(await ask({ delayMs: 1000, at: 1000 })).toMatchObject({ op: "error", code: "BAD_REQUEST", message: 'pub: give "delayMs" or "at", not both' });
+      expect(await ask({ delayMs: 400 * 86_400_000 })).toMatchObject({ op: "error", code: "BAD_REQUEST", message: expect.stringContaining("delayMs 34560000000 is more than 366 days ahead") });
+      const ok = await ask({ delayMs: 60_000 });
+      expect(ok).toMatchObject({ op: "ok", topic: "w", scheduled: true });
+      expect(ok.seq).toBeUndefined();
+      const batch = await peer.request({ op: "pubs", rid: ++rid, id, topic: "w", payloads: [data, data], at: 1000 });
+      expect(batch).toMatchObject({ op: "ok", topic: "w", scheduled: true });
+      // The two due at once are appended; the one due in a minute waits.
+      expect(await eventually(async () => (await serverStats(c.local.socket)).scheduled_delivered === 2)).toBe(true);
+      expect((await serverStats(c.local.socket)).scheduled).toBe(1);
+    } finally {
+      peer.end();
+    }
+  });
 });
