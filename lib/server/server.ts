@@ -341,7 +341,7 @@ export class MqServer {
         return this.track(this.publishLater(session, frame.id, frame.topic, [frame.data], ids, frame)).then(({ duplicates, ...rest }) => (duplicates.length > 0 ? { ...rest, duplicate: true } : rest));
       }
       return this.track(
-        this.publish(session, frame.id, frame.topic, [frame.data], frame.msgId === undefined ? undefined : { keys: [frame.msgId] }).then(({ seqs, duplicates, ...rest }) =>
+        this.publish(session, frame.id, frame.topic, [frame.data], ids).then(({ seqs, duplicates, ...rest }) =>
           duplicates ? { ...rest, seq: seqs[0], duplicate: true } : { ...rest, seq: seqs[0] },
         ),
       );
