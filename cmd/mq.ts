@@ -15,7 +15,7 @@ import { MqError } from "../lib/errors.ts";
 import type * as cli from "../lib/cli/commands.ts";
 import { Exit, StdoutClosedError, UsageError, exitCodeFor, reportError, writeStdout } from "../lib/cli/output.ts";
 import { closest, renderCommandHelp, renderCompletion, renderProgramHelp, SHELLS, type CommandSpec, type OptionDef, type Program, type Shell } from "../lib/cli/help.ts";
-import { defaults, formatDuration, formatSize, parseAddress, parseCount, parseCountOrAuto, parseDuration, parseFrom, parseFsync, parseGroup, parseId, parseRetentionLimit, parseSeconds, parseSize, parseTopicList } from "../lib/cli/parse.ts";
+import { defaults, formatDuration, formatSize, parseAddress, parseCount, parseCountOrAuto, parseDelay, parseDuration, parseFrom, parseFsync, parseGroup, parseId, parseRetentionLimit, parseSeconds, parseSize, parseTopicList } from "../lib/cli/parse.ts";
 import { DEFAULT_DEDUPE, DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_LOCAL_LIMITS, DEFAULT_SERVER_LIMITS, isLoopback, LINES_RETRY_SECONDS } from "../lib/config.ts";
 
 /** The client commands' code (the client library, the wire layer, cbor-x). */
@@ -234,15 +234,18 @@ const commands: Command[] = [
       raw: { type: "boolean", description: "keep standard input's bytes exactly (no trailing newline removed)" },
       "msg-id": { type: "string", valueHint: "KEY", description: "the message's id: one already stored in TOPIC within the server's --dedupe-window is not stored again (with --lines: line N gets KEY:N)" },
       "retry-for": { type: "string", valueHint: "SECONDS", description: `after a lost connection, send what was not acknowledged again for up to SECONDS (default ${LINES_RETRY_SECONDS} with --lines, else 0)` },
+      delay: { type: "string", valueHint: "DURATION", description: "deliver the message this long from now (the server's clock): 10s, 15m, 2h, 1d" },
+      at: { type: "string", valueHint: "TIMESTAMP", description: "deliver the message at this time: ISO-8601 with a zone (2026-11-30T18:00:00Z) or ms since the epoch; a past time delivers at once" },
       ...common,
     },
     maxPositionals: 3,
-    examples: ["mq pub 3 orders '{\"total\": 12}'", "mq pub 3 orders --lines < events.ndjson", "mq pub 3 orders --msg-id order-1042 '{\"total\": 12}'"],
+    examples: ["mq pub 3 orders '{\"total\": 12}'", "mq pub 3 orders --lines < events.ndjson", "mq pub 3 orders --msg-id order-1042 '{\"total\": 12}'", "mq pub 3 reminders --delay 10m 'call back'"],
     run: async (args) => {
       const message = args._.length >= 3 ? String(args._[2]) : undefined;
       exclusive({ "<MESSAGE>": message, ...args }, "<MESSAGE>", "lines", "--lines splits standard input; give MESSAGE or pipe the lines in");
       exclusive({ "<MESSAGE>": message, ...args }, "<MESSAGE>", "raw", "--raw applies to standard input; MESSAGE is sent as given");
       exclusive(args, "raw", "lines", "--lines splits on newlines, --raw keeps every byte; pick one");
+      exclusive(args, "delay", "at", "--delay counts from now, --at names the time; pick one");
       const opts: cli.PubOptions = { ...commonOf(args), id: parseId(args.id), topic: String(args.topic), lines: Boolean(args.lines), raw: Boolean(args.raw) };
       if (message !== undefined) opts.message = message;
       const commands = await client();
@@ -251,6 +254,7 @@ const commands: Command[] = [
         commands.checkMsgId(opts.msgId, opts.lines);
       }
       if (args["retry-for"] !== undefined) opts.retrySeconds = parseSeconds("retry-for", args["retry-for"]);
+      if (args.delay !== undefined || args.at !== undefined) opts.delay = parseDelay(args.delay, args.at);
       return commands.pub(opts);
     },
   },

@@ -65,6 +65,9 @@ export function parseHostPort(value: string): { hostname: string; port: number }
   return { hostname: m[1] ?? (m[2] || "127.0.0.1"), port };
 }
 
+/** Delayed delivery (`pub --delay` / `--at`): the furthest ahead a message may be due. */
+export const MAX_DELAY_MS = 366 * 86_400_000;
+
 /** Deduplication of publishes by msg-id (lib/server/dedupe.ts): how long a topic remembers an id, and the most entries kept in all. */
 export const DEFAULT_DEDUPE = { windowMs: 2 * 60_000, maxKeys: 1_000_000 };
 

@@ -42,6 +42,8 @@ export interface PubOptions extends CommonOptions {
   msgId?: string;
   /** How long unacknowledged publishes are sent again after a lost connection; LINES_RETRY_SECONDS with `lines`, else 0. */
   retrySeconds?: number;
+  /** Delayed delivery (`--delay` / `--at`). */
+  delay?: { delayMs: number } | { at: number };
 }
 
 /** Most publishes of `--lines` in flight at once: enough to pipeline, bounded in memory. */
@@ -66,6 +68,12 @@ export async function pub(options: PubOptions): Promise<number> {
     // Status lines wait here and go out in one write per batch, not one syscall per message.
     let out = "";
     const report = (r: PubResult) => {
+      if (r.scheduled) {
+        const { seq: _none, ...scheduled } = r;
+        const note = r.duplicate ? " (duplicate: this msg-id is scheduled already, nothing scheduled now)" : r.created ? " (new topic)" : "";
+        out += line(options, scheduled, `${r.topic}: scheduled for ${new Date(r.due!).toISOString()}${note}`);
+        return;
+      }
       if (!warned && (r.created || r.subscribers === 0)) {
         warned = true;
         // The message is kept: an id that subscribes later with --from earliest gets it.
@@ -78,7 +86,7 @@ export async function pub(options: PubOptions): Promise<number> {
     // The status lines are a report, the publishes the job: when the reader of stdout goes
     // away (`| head -1`), the rest of the input is still published, and the report dropped.
     let readerGone = false;
-    const one = options.msgId === undefined ? {} : { msgId: options.msgId };
+    const one = { ...(options.msgId === undefined ? {} : { msgId: options.msgId }), ...options.delay };
     const flush = async () => {
       const text = out;
       out = "";
@@ -118,7 +126,7 @@ export async function pub(options: PubOptions): Promise<number> {
     };
     const send = async (data: Uint8Array) => {
       sent++;
-      const result = mq.publish(options.id, options.topic, data);
+      const result = mq.publish(options.id, options.topic, data, options.delay);
       // When the broker goes away every publish in flight fails; the first one awaited is
       // reported, the others must not surface as unhandled rejections (one trace each).
       result.catch(() => {});

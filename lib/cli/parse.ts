@@ -3,7 +3,7 @@
  * Loaded by every command at start-up: it imports nothing heavy (the log flags are parsed in
  * daemons.ts, beside the logger they configure).
  */
-import { DEFAULT_LISTEN, DEFAULT_MAX_MESSAGE_BYTES, defaultDataDir, defaultSocketPath, parseHostPort } from "../config.ts";
+import { DEFAULT_LISTEN, DEFAULT_MAX_MESSAGE_BYTES, MAX_DELAY_MS, defaultDataDir, defaultSocketPath, parseHostPort } from "../config.ts";
 import type { FsyncPolicy } from "../store/types.ts";
 import type { From } from "../wire/messages.ts";
 import { groupNameProblem } from "../wire/group-name.ts";
@@ -48,6 +48,33 @@ export function parseDuration(name: string, value: unknown): number {
   if (!m) throw new UsageError(`--${name} must be a duration like 30s, 15m, 12h or 7d, got ${JSON.stringify(String(value))}`);
   const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m[2] ?? "ms") as "ms"];
   return Math.round(Number(m[1]) * unit);
+}
+
+/**
+ * `pub --delay DURATION` / `--at TIMESTAMP` → the delay of a publish: `delayMs` (the
+ * server's clock counts it) or `at` (ms since the epoch). A time in the past is kept (the
+ * server delivers it at once); more than MAX_DELAY_MS ahead is refused.
+ */
+export function parseDelay(delay: unknown, at: unknown, now = Date.now()): { delayMs: number } | { at: number } {
+  const limit = formatDuration(MAX_DELAY_MS);
+  if (delay !== undefined) {
+    const delayMs = parseDuration("delay", delay);
+    if (delayMs > MAX_DELAY_MS) throw new UsageError(`--delay must be at most ${limit}, got ${JSON.stringify(String(delay))}`);
+    return { delayMs };
+  }
+  const ms = parseTimestamp("at", at);
+  if (ms - now > MAX_DELAY_MS) throw new UsageError(`--at must be at most ${limit} ahead, got ${JSON.stringify(String(at))} (${new Date(ms).toISOString()})`);
+  return { at: ms };
+}
+
+/** An ISO-8601 time with a zone (`2026-11-30T18:00:00Z`, `…+01:00`) or an integer of ms since the epoch → ms since the epoch. */
+export function parseTimestamp(name: string, value: unknown): number {
+  const s = String(value).trim();
+  const ms = /^\d+$/.test(s) ? Number(s) : /^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)$/i.test(s) ? Date.parse(s) : NaN;
+  if (!Number.isSafeInteger(ms)) {
+    throw new UsageError(`--${name} must be an ISO-8601 time with a zone, like 2026-11-30T18:00:00Z, or an integer of ms since the epoch, got ${JSON.stringify(s)}`);
+  }
+  return ms;
 }
 
 /** The inverse of parseDuration for flag defaults: 120000 → "2m" (the largest exact unit). */

@@ -49,6 +49,14 @@ export interface PublishOptions {
    * answers with the original seq and `duplicate: true`. Default: `<producer>:<n>`.
    */
   msgId?: string;
+  /**
+   * Delayed delivery: the server keeps the message and appends it to the topic this many ms
+   * after it accepted it (its clock decides), or at `at` (ms since the epoch; in the past:
+   * at once). Not both. The result then has `scheduled: true`, `due`, and `seq` 0 (the
+   * message has no seq until it is appended). A delayed publish goes alone in its request.
+   */
+  delayMs?: number;
+  at?: number;
 }
 
 /** A batch from `recv`: the messages, and the ack that tells the broker they reached the user. */
@@ -90,6 +98,8 @@ interface Publish {
   /** The id given by the caller, or the `n` of `<producer>:<n>`; neither without a producer. */
   msgId: string | undefined;
   n: number;
+  /** Delayed delivery (`PublishOptions.delayMs` / `at`): sent alone, as `pub`. */
+  when?: { delayMs?: number; at?: number };
   resolve(r: PubResult): void;
   reject(err: unknown): void;
 }
@@ -245,6 +255,8 @@ export class MqClient {
     if (options.msgId !== undefined && !isMsgId(options.msgId)) {
       return Promise.reject(new RangeError(`Cannot publish with msgId ${JSON.stringify(String(options.msgId).slice(0, 40))}: it must be a string of 1 to ${MAX_MSG_ID_BYTES} bytes`));
     }
+    const when = delayOf(options);
+    if (typeof when === "string") return Promise.reject(new RangeError(when));
     // A copy: the batch goes out later, and the caller may reuse its buffer at once.
     const bytes = typeof data === "string" ? encoder.encode(data) : data.slice();
     // Checked here too: a message far above the limit would otherwise be cut off by the frame limit.
@@ -257,7 +269,7 @@ export class MqClient {
     let n = 0;
     if (options.msgId === undefined && this.producer !== null) this.numbered.set(topic, (n = (this.numbered.get(topic) ?? 0) + 1));
     const { promise, resolve, reject } = Promise.withResolvers<PubResult>();
-    lane.queue.push({ id, data: bytes, msgId: options.msgId, n, resolve, reject });
+    lane.queue.push(when ? { id, data: bytes, msgId: options.msgId, n, when, resolve, reject } : { id, data: bytes, msgId: options.msgId, n, resolve, reject });
     if (!lane.busy && !lane.scheduled) {
       lane.scheduled = true;
       this.scheduled.add(lane);
@@ -303,8 +315,14 @@ export class MqClient {
           for (const p of rest) p.reject(notSent(lane.topic, e));
           return;
         }
-        const seqs = reply.seqs as number[];
         const subscribers = reply.subscribers as number;
+        if (reply.scheduled === true) {
+          const r: PubResult = { topic: lane.topic, seq: 0, subscribers, created: reply.created === true, scheduled: true, due: reply.due as number };
+          if (reply.duplicate === true) r.duplicate = true;
+          batch[0]!.resolve(r);
+          continue;
+        }
+        const seqs = reply.seqs as number[];
         const duplicates = new Set((reply.duplicates as number[] | undefined) ?? []);
         // The topic was created by the first message of the batch.
         for (let i = 0; i < batch.length; i++) {
@@ -330,10 +348,10 @@ export class MqClient {
     const first = lane.queue[lane.head]!;
     let end = lane.head + 1;
     let bytes = first.data.length + PAYLOAD_OVERHEAD;
-    while (end < lane.queue.length && end - lane.head < MAX_BATCH_MESSAGES) {
+    while (!first.when && end < lane.queue.length && end - lane.head < MAX_BATCH_MESSAGES) {
       const p = lane.queue[end]!;
       // One kind of id per request: given ones, or a run of the producer's (consecutive per topic).
-      if (p.id !== first.id || (p.msgId === undefined) !== (first.msgId === undefined) || (p.n > 0) !== (first.n > 0) || (p.n > 0 && p.n !== first.n + (end - lane.head))) break;
+      if (p.when || p.id !== first.id || (p.msgId === undefined) !== (first.msgId === undefined) || (p.n > 0) !== (first.n > 0) || (p.n > 0 && p.n !== first.n + (end - lane.head))) break;
       if (bytes + p.data.length + PAYLOAD_OVERHEAD > this.maxBatchBytes) break;
       bytes += p.data.length + PAYLOAD_OVERHEAD;
       end++;
@@ -351,6 +369,8 @@ export class MqClient {
     if (batch.length === 1) {
       frame = { op: "pub", id, topic, data: first.data };
       if (first.msgId !== undefined || first.n > 0) frame.msgId = first.msgId ?? `${this.producer}:${first.n}`;
+      if (first.when?.delayMs !== undefined) frame.delayMs = first.when.delayMs;
+      if (first.when?.at !== undefined) frame.at = first.when.at;
     } else {
       frame = { op: "pubs", id, topic, payloads: batch.map((p) => p.data) };
       // The producer's ids go as a run (prefix and first number): no string per message.
@@ -511,4 +531,15 @@ function notSent(topic: string, first: MqError): MqError {
  */
 export function connect(options: ConnectOptions = {}): Promise<MqClient> {
   return MqClient.connect(options);
+}
+
+/** The delay of a publish (undefined: none), or what is wrong with it. */
+function delayOf(options: PublishOptions): { delayMs?: number; at?: number } | undefined | string {
+  const { delayMs, at } = options;
+  if (delayMs === undefined && at === undefined) return undefined;
+  if (delayMs !== undefined && at !== undefined) return "Cannot publish with both delayMs and at: give one";
+  for (const [name, value] of [["delayMs", delayMs], ["at", at]] as const) {
+    if (value !== undefined && !(Number.isSafeInteger(value) && value >= 0)) return `Cannot publish with ${name} ${String(value)}: it must be an integer >= 0 (ms${name === "at" ? " since the epoch" : ""})`;
+  }
+  return delayMs !== undefined ? { delayMs } : { at: at! };
 }

@@ -15,8 +15,9 @@ import { ClientRegistry } from "../store/client-registry.ts";
 import { errnoCode, lockDataDir, makeDataDir } from "../store/fsutil.ts";
 import { FileTopicStore } from "../store/file-store.ts";
 import { defaultMaxOpenFiles, OpenFiles } from "../store/open-files.ts";
-import type { FsyncPolicy, TopicStore } from "../store/types.ts";
 import { defineCounters, SERVER_COUNTERS, type ServerStats } from "../metrics.ts";
+import { FileSchedule } from "../store/schedule.ts";
+import type { FsyncPolicy, ScheduleStore, TopicStore } from "../store/types.ts";
 import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
 import { capabilities, PROTOCOL_VERSION, pubsIdsProblem, type AckRequest, type NakRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
 import type { RequestOf, ServerOp } from "../wire/ops.ts";
@@ -26,6 +27,7 @@ import { DEFAULT_DEDUPE, DedupeWindow, splitMsgId, type DedupeOptions, type Pend
 import { deadLetterMessage } from "./dead-letter.ts";
 import { checkExplicit, GroupMember, Groups, isExplicit, releaseMembers, type ExplicitOptions, type Group } from "./group.ts";
 import { RetentionDrops, trimTopic, type ServerRetention } from "./retention.ts";
+import { dueTime, MAX_SCHEDULED_BYTES, Scheduler } from "./scheduler.ts";
 import { Subscription, Topic } from "./topic.ts";
 
 const log = logger("server");
@@ -57,6 +59,8 @@ export interface ServerOptions {
   store?: TopicStore;
   /** Most topic files the file store keeps open at once (default: half the open-file limit, `defaultMaxOpenFiles`). */
   maxOpenFiles?: number;
+  /** Where delayed messages wait (scheduler.ts); the file schedule under `dataDir/scheduled` when absent. */
+  schedule?: ScheduleStore;
 }
 
 export interface ServerLimits {
@@ -141,6 +145,8 @@ export class MqServer {
   private readonly groups: Groups;
   private readonly startedAt = Date.now();
   private unlock: () => void = () => {};
+  /** Delayed messages (`pub` with `delayMs` / `at`); set in `open`. */
+  private scheduler!: Scheduler;
 
   private constructor(
     private readonly options: ServerOptions,
@@ -200,7 +206,16 @@ export class MqServer {
       checkTopic(name);
       await server.topic(name, true);
     }
+    server.scheduler = new Scheduler(options.schedule ?? new FileSchedule(path.join(options.dataDir, "scheduled")), {
+      append: (name, payloads, msgIds) => server.appendScheduled(name, payloads, msgIds),
+      storedIds: (name, since) => {
+        const topic = server.topics.get(name);
+        return topic ? new Map(topic.log.recentMsgIds(since, Number.MAX_SAFE_INTEGER).map((r) => [r.msgId, r.time])) : null;
+      },
+    });
+    await server.scheduler.load(Date.now());
     server.listen(); // first: if the port is taken, no timer has been started
+    server.scheduler.start();
     server.cursorTimer = setInterval(() => {
       // Only the topics whose cursors moved: with many topics, a sweep of all would cost CPU when idle.
       for (const t of server.cursorsMoved) t.index.writeMoved();
@@ -333,16 +348,24 @@ export class MqServer {
     ack: (session, frame) => this.ack(session, frame),
     nak: (session, frame) => this.nak(session, frame),
     create: (session) => this.track(this.create(session)),
-    pub: (session, frame) =>
-      this.track(
-        this.publish(session, frame.id, frame.topic, [frame.data], frame.msgId === undefined ? undefined : { keys: [frame.msgId] }).then(({ seqs, duplicates, ...rest }) =>
+    pub: (session, frame) => {
+      const ids = frame.msgId === undefined ? undefined : { keys: [frame.msgId] };
+      if (frame.delayMs !== undefined || frame.at !== undefined) {
+        return this.track(this.publishLater(session, frame.id, frame.topic, [frame.data], ids, frame)).then(({ duplicates, ...rest }) => (duplicates.length > 0 ? { ...rest, duplicate: true } : rest));
+      }
+      return this.track(
+        this.publish(session, frame.id, frame.topic, [frame.data], ids).then(({ seqs, duplicates, ...rest }) =>
           duplicates ? { ...rest, seq: seqs[0], duplicate: true } : { ...rest, seq: seqs[0] },
         ),
-      ),
+      );
+    },
     pubs: (session, frame) => {
       const problem = pubsIdsProblem(frame);
       if (problem) throw new MqError(Code.BadRequest, problem);
       const ids: PubIds | undefined = frame.msgIds ? { keys: frame.msgIds } : frame.idPrefix !== undefined ? { prefix: frame.idPrefix, from: frame.idFrom! } : undefined;
+      if (frame.delayMs !== undefined || frame.at !== undefined) {
+        return this.track(this.publishLater(session, frame.id, frame.topic, frame.payloads, ids, frame)).then(({ duplicates, ...rest }) => (duplicates.length > 0 ? { ...rest, duplicates } : rest));
+      }
       return this.track(this.publish(session, frame.id, frame.topic, frame.payloads, ids));
     },
     sub: (session, frame) => this.track(this.subscribe(session, frame.id, frame.topics, frame.from ?? "latest", frame)),
@@ -719,6 +742,38 @@ export class MqServer {
     return { ...reply, created: reply.created && fresh.length > 0, seqs, duplicates };
   }
 
+  /**
+   * A delayed publish: checked like a publish (the topic is created now, within --max-topics),
+   * then kept in the schedule until due; answered once durable there, with no seq yet.
+   * `duplicates`: indexes whose msgId is pending in the schedule already.
+   */
+  private async publishLater(session: Session, id: number, topicName: string, payloads: Uint8Array[], ids: PubIds | undefined, when: { delayMs?: number; at?: number }) {
+    this.checkOwner(session, id);
+    checkTopic(topicName);
+    const due = dueTime(when, Date.now());
+    const limit = Math.min(this.options.maxMessageBytes, MAX_SCHEDULED_BYTES);
+    for (const data of payloads) {
+      if (data.length > limit) throw new MqError(Code.MessageTooLarge, `delayed message of ${data.length} bytes is above the limit of ${limit} for delayed messages`);
+    }
+    const { topic, created } = (await this.topic(topicName, true))!;
+    const { duplicates } = await this.scheduler.schedule(topicName, payloads, ids && payloads.map((_, i) => idOf(ids, i)), due);
+    return { topic: topicName, scheduled: true, due, subscribers: topic.subscriptions.size, created, duplicates };
+  }
+
+  /** The scheduler's append of due messages: the path of a publish (dedupe window, counters, delivery to subscribers). */
+  private async appendScheduled(topicName: string, payloads: Uint8Array[], msgIds: string[]): Promise<void> {
+    const { topic } = (await this.topic(topicName, true))!;
+    // Taken after the due check: a delayed message's append time is never before its due time.
+    const now = Date.now();
+    if (this.dedupe.enabled) {
+      await this.publishOnce(topic, 0, payloads, { keys: msgIds }, now, { topic: topicName, subscribers: 0, created: false });
+      return;
+    }
+    await Promise.all(payloads.map((data, i) => topic.log.append(data, now, msgIds[i])));
+    this.counters.published += payloads.length;
+    for (const sub of topic.subscriptions.values()) this.pump(sub);
+  }
+
   /** Adds ids `a`, `a + 1`, … stored as `seqs` to the window: one run per stretch of consecutive seqs (one, for a group commit). */
   private addRuns(runs: Runs, a: number, seqs: number[], now: number): void {
     let start = 0;
@@ -926,6 +981,8 @@ export class MqServer {
       ...this.counters,
       dedupe_keys: this.dedupe.size,
       dedupe_evicted: this.dedupe.evicted,
+      scheduled: this.scheduler.pending,
+      scheduled_delivered: this.scheduler.delivered,
       lost: this.lost(),
       retention_dropped: this.retentionDrops.list(),
       rss_bytes: rss(),
@@ -946,6 +1003,8 @@ export class MqServer {
     if (this.stallTimer) clearInterval(this.stallTimer);
     if (this.retentionTimer) clearInterval(this.retentionTimer);
     if (this.dedupeTimer) clearInterval(this.dedupeTimer);
+    // Its appends in progress finish before the topics close.
+    await this.scheduler.stop();
     this.groups.close();
     for (const conn of this.connections) conn.close(CloseReason.Shutdown);
     await this.store.close();

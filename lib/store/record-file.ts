@@ -36,8 +36,11 @@ export const FRAME_BYTES = 20;
 const MAGIC = 0x6d717266; // "mqrf"
 const VERSION = 2;
 const SYNC = 0xa55ac33c;
-/** Records are small maps; anything claiming more is damage, not data. */
-const MAX_RECORD_BYTES = 1024 * 1024;
+/**
+ * Records are small maps, or a delayed message (schedule.ts: up to 1 MiB of payload and its
+ * fields); anything claiming more is damage, not data.
+ */
+export const MAX_RECORD_BYTES = 1024 * 1024 + 64 * 1024;
 /** Legacy (version 1) records: `[u32 length][u32 crc32][cbor]`. */
 const LEGACY_HEADER = 8;
 
@@ -180,7 +183,8 @@ export class RecordFile {
       const last = maxOf(own[k].keys(), -1);
       if (took[k].some((i) => k === 0 || i < last)) serious = true;
       if (took[k].length > 0) {
-        const shown = took[k].slice(0, 5).map((i) => JSON.stringify(decode(own[1 - k]!.get(i)!.body)));
+        // Cut short: a record may hold a whole message (schedule.ts).
+        const shown = took[k].slice(0, 5).map((i) => JSON.stringify(decode(own[1 - k]!.get(i)!.body)).slice(0, 200));
         problems.push(`record${took[k].length > 1 ? "s" : ""} ${list(took[k])} of ${count} recovered from ${other} (${shown.join(", ")}${took[k].length > 5 ? ", …" : ""})`);
       }
       if (problems.length === 0) continue;

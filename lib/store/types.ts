@@ -88,6 +88,35 @@ export interface SubscriberIndex {
   close(): Promise<void>;
 }
 
+/**
+ * A delayed message waiting in the schedule (lib/store/schedule.ts) until it is due, then
+ * appended to its topic.
+ */
+export interface ScheduledMessage {
+  /** Acceptance number: ascending in the order the server accepted delayed messages, never handed out twice. */
+  n: number;
+  topic: string;
+  /** When it is due, ms since the epoch (server clock). */
+  due: number;
+  data: Uint8Array;
+  /** The publisher's message id, if it gave one. */
+  msgId?: string;
+}
+
+/** The durable schedule of delayed messages: what was accepted and is not yet appended to its topic. */
+export interface ScheduleStore {
+  /** The pending messages read at open, in acceptance order. */
+  pending(): ScheduledMessage[];
+  /** Adds messages, numbered in the order given; durable when the promise resolves. */
+  add(messages: Array<Omit<ScheduledMessage, "n">>): Promise<ScheduledMessage[]>;
+  /**
+   * Removes messages that were appended to their topic. Written without waiting for an
+   * fsync: a removal lost in a crash is found again at start (the topic stored the message).
+   */
+  remove(ns: number[]): Promise<void>;
+  close(): Promise<void>;
+}
+
 export type FsyncPolicy = "always" | "interval" | "never";
 
 export interface TopicStore {

@@ -71,8 +71,11 @@ export type Frame = Request | MsgsFrame | OkFrame | ErrorFrame | PingFrame | Pon
  */
 export interface Message { topic: string; seq: number; time: number; data: Uint8Array; lost?: number }
 
-/** `duplicate` (only when true): the message's `msgId` was stored before; `seq` is the original one and nothing was stored. */
-export interface PubResult { topic: string; seq: number; subscribers: number; created: boolean; duplicate?: true }
+/**
+ * `duplicate` (only when true): the message's `msgId` was stored before; `seq` is the original one and nothing was stored.
+ * `scheduled` (only when true): a delayed publish, kept by the server until `due` (ms since the epoch); `seq` is 0 (none yet).
+ */
+export interface PubResult { topic: string; seq: number; subscribers: number; created: boolean; duplicate?: true; scheduled?: true; due?: number }
 /** `lost` (only when non-zero): messages the server lost to damaged storage in this topic. */
 export interface TopicInfo { topic: string; subscribers: number; messages: number; lost?: number }
 

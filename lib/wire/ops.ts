@@ -73,10 +73,13 @@ export const ops = {
    * `msgId`: the publisher's key for this message (1 to MAX_MSG_ID_BYTES bytes of UTF-8). A key
    * the topic already stored within the server's dedupe window is not stored again: the reply
    * has the original `seq` and `duplicate: true`.
+   * `delayMs` (from the server's clock) or `at` (ms since the epoch), not both: a delayed
+   * message, kept in the server's schedule and appended when due; the reply is
+   * `{topic, scheduled: true, due, subscribers, created}` with no seq (docs/semantics.md).
    */
   pub: {
-    request: { rid: "uint", id: "uint", topic: "string", data: "bytes", msgId: "msgid?" },
-    reply: ["topic", "seq", "subscribers", "created", "duplicate"],
+    request: { rid: "uint", id: "uint", topic: "string", data: "bytes", msgId: "msgid?", delayMs: "uint?", at: "uint?" },
+    reply: ["topic", "seq", "subscribers", "created", "duplicate", "scheduled", "due"],
     client: true,
     server: true,
     id: "global",
@@ -88,11 +91,11 @@ export const ops = {
    * by a number (what the library sends), `idPrefix` + `idFrom`: payload i has the key
    * `${idPrefix}${idFrom + i}`, the same key as that string sent in `msgIds`. The reply's
    * `duplicates` lists the indexes of the payloads that were already stored (their `seqs`
-   * are the original ones).
+   * are the original ones). `delayMs` / `at`: as `pub`, for every payload (one due time).
    */
   pubs: {
-    request: { rid: "uint", id: "uint", topic: "string", payloads: "payloads", msgIds: "msgids?", idPrefix: "idprefix?", idFrom: "uint?" },
-    reply: ["topic", "seqs", "subscribers", "created", "duplicates"],
+    request: { rid: "uint", id: "uint", topic: "string", payloads: "payloads", msgIds: "msgids?", idPrefix: "idprefix?", idFrom: "uint?", delayMs: "uint?", at: "uint?" },
+    reply: ["topic", "seqs", "subscribers", "created", "duplicates", "scheduled", "due"],
     client: true,
     server: true,
     id: "global",

@@ -147,4 +147,31 @@ describe("MqClient.publish", () => {
     const stored = jsonLines((await mq(local.socket, ["recv", String(reader), "--count", "10", "--json"])).stdout).map((m) => m.data);
     expect([[], ["a"]]).toContainEqual(stored as string[]);
   });
+  test("MqClient.publish with { delayMs } or { at }: scheduled, sent alone between batched publishes, appended in order of due time; bad delays are a RangeError", async () => {
+    const id = await setup();
+    const c = await client();
+    await c.subscribe(id, ["later"]);
+    // Made together: the immediate ones still get seqs, the delayed ones go alone and have none.
+    const [a, later, b, soon] = await Promise.all([
+      c.publish(id, "later", "a"),
+      c.publish(id, "later", "in 2s", { delayMs: 2000 }),
+      c.publish(id, "later", "b"),
+      c.publish(id, "later", "in 1s", { at: Date.now() + 1000 }),
+    ]);
+    expect([a.seq, b.seq]).toEqual([1, 2]);
+    expect(later).toMatchObject({ topic: "later", seq: 0, scheduled: true });
+    expect(soon!.scheduled).toBe(true);
+    expect(later!.due!).toBeGreaterThan(soon!.due!);
+    const got: Array<{ data: string; time: number }> = [];
+    for (let i = 0; i < 10 && got.length < 4; i++) {
+      const batch = await c.recv(id, { max: 10, waitMs: 5000 });
+      for (const m of batch.messages) got.push({ data: new TextDecoder().decode(m.data), time: m.time });
+      await batch.ack();
+    }
+    expect(got.map((m) => m.data)).toEqual(["a", "b", "in 1s", "in 2s"]);
+    expect(got[2]!.time).toBeGreaterThanOrEqual(soon!.due!);
+    expect(got[3]!.time).toBeGreaterThanOrEqual(later!.due!);
+    expect(await outcome(c.publish(id, "later", "x", { delayMs: 1, at: 1 }))).toBe("RangeError: Cannot publish with both delayMs and at: give one");
+    expect(await outcome(c.publish(id, "later", "x", { delayMs: -1 }))).toMatch(/^RangeError: Cannot publish with delayMs -1: it must be an integer >= 0/);
+  });
 });

@@ -1,0 +1,263 @@
+/**
+ * Delayed delivery (`pub` with `delayMs` or `at`): accepted messages wait in the durable
+ * schedule (lib/store/schedule.ts); one timer is armed for the earliest due time, and when
+ * it fires every due message is appended to its topic by the normal append path, in order
+ * of due time (ties: order of acceptance), then removed from the schedule.
+ *
+ * A crash between the append and the removal must not deliver twice: each message is
+ * appended with a message id, its delivery key (the publisher's msgId, or
+ * `SCHEDULED_ID_PREFIX + n`), and at start an entry whose key its topic stored at or after
+ * its due time is dropped instead of delivered again.
+ */
+import { MAX_DELAY_MS } from "../config.ts";
+import { logger, errorText } from "../log.ts";
+import { Code, MqError } from "../errors.ts";
+import type { ScheduledMessage, ScheduleStore } from "../store/types.ts";
+
+const log = logger("server");
+
+/** Message ids of this form are the server's own (the delivery keys of delayed messages without a msgId). */
+export const SCHEDULED_ID_PREFIX = "\u0000mq.scheduled:";
+/** Largest payload of a delayed message: a schedule record holds it whole (record-file.ts). */
+export const MAX_SCHEDULED_BYTES = 1024 * 1024;
+/** Messages appended per round: a backlog that fell due at once goes out in bounded steps. */
+const ROUND = 1024;
+/** After a failed append (disk full…), the due messages are tried again this much later. */
+const RETRY_MS = 1000;
+/** setTimeout's largest delay (about 24.8 days): a later due time re-arms on the way. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** What the scheduler needs of the server. */
+export interface SchedulerHooks {
+  /** Appends messages to a topic (created if needed) in the order given, with their message ids; resolves once stored. */
+  append(topic: string, payloads: Uint8Array[], msgIds: string[]): Promise<void>;
+  /** Message id → append time of what `topic` stored at or after `since`; null when the topic does not exist. */
+  storedIds(topic: string, since: number): Map<string, number> | null;
+}
+
+/** The message id a delayed message is appended with. */
+export function deliveryKey(e: ScheduledMessage): string {
+  return e.msgId ?? `${SCHEDULED_ID_PREFIX}${e.n}`;
+}
+
+/**
+ * The due time of a publish with `delayMs` (relative to the server's clock, so the
+ * publisher's clock does not matter) or `at` (ms since the epoch; in the past: due now).
+ * BAD_REQUEST for both, or for a time beyond MAX_DELAY_MS.
+ */
+export function dueTime(when: { delayMs?: number; at?: number }, now: number): number {
+  if (when.delayMs !== undefined && when.at !== undefined) throw new MqError(Code.BadRequest, 'pub: give "delayMs" or "at", not both');
+  const due = when.delayMs !== undefined ? now + when.delayMs : Math.max(when.at!, now);
+  if (due - now > MAX_DELAY_MS) {
+    const asked = when.delayMs !== undefined ? `delayMs ${when.delayMs}` : `at ${when.at} (${new Date(when.at!).toISOString()})`;
+    throw new MqError(Code.BadRequest, `pub: ${asked} is more than ${MAX_DELAY_MS / 86_400_000} days ahead; delayed messages wait at most that long`);
+  }
+  return due;
+}
+
+export class Scheduler {
+  private readonly queue = new DueQueue();
+  /** Pending messages with a msgId, by topic and msgId: a publish sent again is scheduled once. */
+  private readonly byMsgId = new Map<string, ScheduledMessage>();
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private timerDue = Infinity;
+  private running: Promise<void> | null = null;
+  private stopped = false;
+  /** Delayed messages appended to their topics since the start. */
+  delivered = 0;
+
+  constructor(
+    private readonly store: ScheduleStore,
+    private readonly hooks: SchedulerHooks,
+  ) {}
+
+  /** Pending delayed messages. */
+  get pending(): number {
+    return this.queue.size;
+  }
+
+  /**
+   * Loads the schedule; an entry already due whose key its topic stored at or after its due
+   * time was appended before a crash that lost its removal: it is removed, not delivered again.
+   * Call once the topics are open, then `start`.
+   */
+  async load(now: number): Promise<void> {
+    const entries = this.store.pending();
+    const dueByTopic = new Map<string, ScheduledMessage[]>();
+    for (const e of entries) {
+      if (e.due > now) continue;
+      let list = dueByTopic.get(e.topic);
+      if (!list) dueByTopic.set(e.topic, (list = []));
+      list.push(e);
+    }
+    const done = new Set<number>();
+    for (const [topic, list] of dueByTopic) {
+      const stored = this.hooks.storedIds(topic, Math.min(...list.map((e) => e.due)));
+      if (!stored) continue;
+      for (const e of list) if ((stored.get(deliveryKey(e)) ?? -1) >= e.due) done.add(e.n);
+    }
+    if (done.size > 0) {
+      log.info(`schedule: ${done.size} delayed message(s) were appended to their topics before the last stop; removed from the schedule, not delivered again`);
+      await this.store.remove([...done]);
+    }
+    for (const e of entries) if (!done.has(e.n)) this.enqueue(e);
+    if (this.queue.size > 0) log.info(`schedule: ${this.queue.size} delayed message(s) pending, the first due ${new Date(this.queue.peek()!.due).toISOString()}`);
+  }
+
+  start(): void {
+    this.arm();
+  }
+
+  /**
+   * Accepts delayed messages for one topic, all due at `due`; resolves once they are durable.
+   * Returns the indexes of those whose msgId is pending already (not scheduled again).
+   */
+  async schedule(topic: string, payloads: Uint8Array[], msgIds: Array<string | undefined> | undefined, due: number): Promise<{ duplicates: number[] }> {
+    const duplicates: number[] = [];
+    const fresh: Array<Omit<ScheduledMessage, "n">> = [];
+    const seen = new Set<string>();
+    for (let i = 0; i < payloads.length; i++) {
+      const msgId = msgIds?.[i];
+      if (msgId !== undefined) {
+        const key = `${topic}\u0000${msgId}`;
+        if (this.byMsgId.has(key) || seen.has(key)) {
+          duplicates.push(i);
+          continue;
+        }
+        seen.add(key);
+      }
+      // A copy: the payload may share the buffer of the frame it came in.
+      fresh.push(msgId === undefined ? { topic, due, data: payloads[i]!.slice() } : { topic, due, data: payloads[i]!.slice(), msgId });
+    }
+    if (fresh.length > 0) {
+      const added = await this.store.add(fresh);
+      for (const e of added) this.enqueue(e);
+      this.arm();
+    }
+    return { duplicates };
+  }
+
+  /** Stops the timer and waits for a round in progress (its appends finish before the store closes). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    await this.running;
+    await this.store.close();
+  }
+
+  private enqueue(e: ScheduledMessage): void {
+    this.queue.push(e);
+    if (e.msgId !== undefined) this.byMsgId.set(`${e.topic}\u0000${e.msgId}`, e);
+  }
+
+  /** One timer, for the earliest due time (re-armed only when that moves earlier). */
+  private arm(delayFloor = 0): void {
+    if (this.stopped || this.running) return;
+    const first = this.queue.peek();
+    if (!first) return;
+    const due = Math.max(first.due, Date.now() + delayFloor);
+    if (this.timer && this.timerDue <= due) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timerDue = due;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.timerDue = Infinity;
+      this.running = this.deliverDue().finally(() => {
+        this.running = null;
+      });
+    }, Math.min(Math.max(0, due - Date.now()), MAX_TIMER_MS));
+  }
+
+  /** Appends what is due, round after round, then arms the timer for the next due time. */
+  private async deliverDue(): Promise<void> {
+    let retry = false;
+    while (!this.stopped && !retry) {
+      const now = Date.now();
+      const round: ScheduledMessage[] = [];
+      while (round.length < ROUND && (this.queue.peek()?.due ?? Infinity) <= now) round.push(this.queue.pop()!);
+      if (round.length === 0) break;
+      // Per topic in due order; topics side by side. A round ends before the next starts.
+      const byTopic = new Map<string, ScheduledMessage[]>();
+      for (const e of round) {
+        let list = byTopic.get(e.topic);
+        if (!list) byTopic.set(e.topic, (list = []));
+        list.push(e);
+      }
+      await Promise.all(
+        [...byTopic].map(async ([topic, list]) => {
+          try {
+            await this.hooks.append(
+              topic,
+              list.map((e) => e.data),
+              list.map(deliveryKey),
+            );
+          } catch (err) {
+            // Still pending: tried again (in the same order) after a pause.
+            log.error(`schedule: cannot append ${list.length} delayed message(s) to topic ${topic}, trying again in ${RETRY_MS} ms: ${errorText(err)}`);
+            for (const e of list) this.queue.push(e);
+            retry = true;
+            return;
+          }
+          this.delivered += list.length;
+          for (const e of list) if (e.msgId !== undefined) this.byMsgId.delete(`${e.topic}\u0000${e.msgId}`);
+          try {
+            await this.store.remove(list.map((e) => e.n));
+          } catch (err) {
+            // Appended already: at the next start the topic's stored id says so.
+            log.warn(`schedule: cannot record the delivery of ${list.length} delayed message(s) of topic ${topic}: ${errorText(err)}`);
+          }
+        }),
+      );
+    }
+    this.running = null;
+    this.arm(retry ? RETRY_MS : 0);
+  }
+}
+
+/** Pending messages by (due, n): a binary min-heap. */
+class DueQueue {
+  private readonly heap: ScheduledMessage[] = [];
+
+  get size(): number {
+    return this.heap.length;
+  }
+
+  peek(): ScheduledMessage | undefined {
+    return this.heap[0];
+  }
+
+  push(e: ScheduledMessage): void {
+    const h = this.heap;
+    h.push(e);
+    for (let i = h.length - 1; i > 0; ) {
+      const parent = (i - 1) >> 1;
+      if (!before(h[i]!, h[parent]!)) break;
+      [h[i], h[parent]] = [h[parent]!, h[i]!];
+      i = parent;
+    }
+  }
+
+  pop(): ScheduledMessage | undefined {
+    const h = this.heap;
+    const top = h[0];
+    const last = h.pop();
+    if (h.length === 0 || last === undefined) return top;
+    h[0] = last;
+    for (let i = 0; ; ) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let min = i;
+      if (l < h.length && before(h[l]!, h[min]!)) min = l;
+      if (r < h.length && before(h[r]!, h[min]!)) min = r;
+      if (min === i) break;
+      [h[i], h[min]] = [h[min]!, h[i]!];
+      i = min;
+    }
+    return top;
+  }
+}
+
+function before(a: ScheduledMessage, b: ScheduledMessage): boolean {
+  return a.due < b.due || (a.due === b.due && a.n < b.n);
+}

@@ -1,0 +1,184 @@
+/**
+ * Delayed delivery through the compiled binary: `mq pub --delay` / `--at` (docs/semantics.md,
+ * "Delayed delivery"). Never before the due time (the append time `recv --json` shows is
+ * compared with the `due` the publish answered), in order of due time, pending across a
+ * server restart and a SIGKILL.
+ */
+import { describe, expect, test } from "bun:test";
+import { eventually, helloPeer } from "../security/kit.ts";
+import { createOn, jsonLines, mq, startCluster, startLocal, startServer, teardown, tmpDir } from "./harness.ts";
+
+/** `mq pub ID TOPIC MESSAGE …flags --json` → its JSON answer (fails the test on a non-zero exit). */
+async function pub(socket: string, id: number, topic: string, message: string, flags: string[]): Promise<Record<string, unknown>> {
+  const r = await mq(socket, ["pub", String(id), topic, message, ...flags, "--json"]);
+  expect(r.stderr).toBe("");
+  expect(r.code).toBe(0);
+  return JSON.parse(r.stdout);
+}
+
+/** Receives `count` messages (waiting up to 30 s) as {data, time in ms}. */
+async function recvAll(socket: string, id: number, count: number): Promise<Array<{ data: string; time: number; seq: number }>> {
+  const r = await mq(socket, ["recv", String(id), "--follow", "--count", String(count), "--wait", "30", "--json"], { timeoutMs: 40_000 });
+  expect(r.code).toBe(0);
+  return jsonLines(r.stdout).map((m) => ({ data: m.data as string, time: Date.parse(m.time as string), seq: m.seq as number }));
+}
+
+/** Nothing more arrives within a short wait. */
+async function expectNothingMore(socket: string, id: number): Promise<void> {
+  const r = await mq(socket, ["recv", String(id), "--wait", "1", "--json"]);
+  expect(jsonLines(r.stdout)).toEqual([]);
+}
+
+async function serverStats(socket: string): Promise<Record<string, number>> {
+  const r = await mq(socket, ["stats", "--json"]);
+  expect(r.code).toBe(0);
+  return JSON.parse(r.stdout).server;
+}
+
+describe("mq pub --delay / --at", () => {
+  test("delayed messages published out of order arrive in order of due time, none before its due time; the reply has scheduled and due, no seq", async () => {
+    await using c = await startCluster();
+    const id = await c.create();
+    expect((await c.run(["sub", String(id), "jobs"])).code).toBe(0);
+    const c3 = await pub(c.local.socket, id, "jobs", "third", ["--delay", "3s"]);
+    const c1 = await pub(c.local.socket, id, "jobs", "first", ["--delay", "1s"]);
+    const c2 = await pub(c.local.socket, id, "jobs", "second", ["--delay", "2s"]);
+    expect(c1).toMatchObject({ topic: "jobs", scheduled: true, subscribers: 1 });
+    expect(c1.seq).toBeUndefined();
+    // The order the due times say (a slow machine may stretch the gaps between the publishes).
+    const expected = [
+      ["first", c1],
+      ["second", c2],
+      ["third", c3],
+    ].sort((x, y) => ((x[1] as { due: number }).due - (y[1] as { due: number }).due)) as Array<[string, { due: number }]>;
+    const got = await recvAll(c.local.socket, id, 3);
+    expect(got.map((m) => m.data)).toEqual(expected.map(([data]) => data));
+    expect(got.map((m) => m.seq)).toEqual([1, 2, 3]);
+    for (let i = 0; i < 3; i++) expect(got[i]!.time).toBeGreaterThanOrEqual(expected[i]![1].due);
+    await expectNothingMore(c.local.socket, id);
+    // The text output says when.
+    const text = await c.run(["pub", String(id), "jobs", "later", "--delay", "1h"]);
+    expect(text.stdout).toMatch(/^jobs: scheduled for \d{4}-\d\d-\d\dT[\d:.]+Z\n$/);
+  });
+
+  test("--at in the past is delivered at once; --at in the future is not before that time", async () => {
+    await using c = await startCluster();
+    const id = await c.create();
+    await c.run(["sub", String(id), "at"]);
+    const future = Date.now() + 5000;
+    const f = await pub(c.local.socket, id, "at", "future", ["--at", new Date(future).toISOString()]);
+    expect(f.due).toBe(future);
+    const before = Date.now();
+    const past = await pub(c.local.socket, id, "at", "past", ["--at", "2020-01-01T00:00:00Z"]);
+    // Due now by the server's clock, not in 2020.
+    expect(past.due as number).toBeGreaterThan(Date.parse("2026-01-01T00:00:00Z"));
+    expect(past.due as number).toBeGreaterThanOrEqual(before - 60_000);
+    const got = await recvAll(c.local.socket, id, 2);
+    expect(got.map((m) => m.data)).toEqual(["past", "future"]);
+    expect(got[0]!.time).toBeLessThan(future);
+    expect(got[1]!.time).toBeGreaterThanOrEqual(future);
+    // Milliseconds since the epoch work too.
+    const ms = await pub(c.local.socket, id, "at", "ms", ["--at", "1000"]);
+    expect(ms.scheduled).toBe(true);
+    expect((await recvAll(c.local.socket, id, 1)).map((m) => m.data)).toEqual(["ms"]);
+  });
+
+  test("bad values and conflicting flags exit 2 with a message naming the value; nothing is published", async () => {
+    await using c = await startCluster();
+    const id = await c.create();
+    const cases: Array<[string[], RegExp]> = [
+      [["--delay", "soon"], /--delay must be a duration like 30s.*"soon"/],
+      [["--delay", "-5s"], /--delay must be a duration.*"-5s"/],
+      [["--delay", "400d"], /--delay must be at most 366d, got "400d"/],
+      [["--at", "tomorrow"], /--at must be an ISO-8601 time with a zone.*"tomorrow"/],
+      [["--at", "2026-11-30T18:00:00"], /--at must be an ISO-8601 time with a zone.*"2026-11-30T18:00:00"/],
+      [["--at", "-5"], /--at must be .*"-5"/],
+      [["--at", "2999-01-01T00:00:00Z"], /--at must be at most 366d ahead, got "2999-01-01T00:00:00Z"/],
+      [["--delay", "1s", "--at", "1000"], /--delay and --at cannot be used together/],
+    ];
+    for (const [flags, message] of cases) {
+      const r = await c.run(["pub", String(id), "bad", "x", ...flags]);
+      expect({ flags, code: r.code }).toEqual({ flags, code: 2 });
+      expect(r.stderr).toMatch(message);
+    }
+    expect((await serverStats(c.local.socket)).scheduled).toBe(0);
+    const topics = await c.run(["topics", "--json"]);
+    expect(topics.stdout).not.toContain('"bad"');
+  });
+
+  test("stats count the pending and the delivered delayed messages; a msg-id pending already is not scheduled twice", async () => {
+    await using c = await startCluster();
+    const id = await c.create();
+    await c.run(["sub", String(id), "s"]);
+    await pub(c.local.socket, id, "s", "soon", ["--delay", "500ms"]);
+    await pub(c.local.socket, id, "s", "later", ["--delay", "1h", "--msg-id", "k1"]);
+    const again = await pub(c.local.socket, id, "s", "later", ["--delay", "1h", "--msg-id", "k1"]);
+    expect(again.duplicate).toBe(true);
+    expect((await recvAll(c.local.socket, id, 1)).map((m) => m.data)).toEqual(["soon"]);
+    const stats = await serverStats(c.local.socket);
+    expect(stats.scheduled).toBe(1);
+    expect(stats.scheduled_delivered).toBe(1);
+  });
+});
+
+describe("delayed messages across restarts", () => {
+  for (const how of ["SIGTERM", "SIGKILL"] as const) {
+    test(`pending across a server ${how}: delivered after the restart, once, in order, not before their time`, async () => {
+      const data = tmpDir("mq-server-");
+      let server = await startServer({ dataDir: data });
+      const port = server.port;
+      const local = await startLocal(server.address);
+      try {
+        const id = await createOn(local.socket);
+        await mq(local.socket, ["sub", String(id), "r"]);
+        const b = await pub(local.socket, id, "r", "b", ["--delay", "3s"]);
+        const a = await pub(local.socket, id, "r", "a", ["--delay", "2s"]);
+        // Acknowledged means durable: the server goes away at once.
+        if (how === "SIGKILL") await server.daemon.kill9();
+        else expect(await server.daemon.stop()).toBe(0);
+        server = await startServer({ dataDir: data, port });
+        await local.daemon.waitFor(/connected to the server.*after/);
+        const got = await recvAll(local.socket, id, 2);
+        expect(got.map((m) => m.data)).toEqual(["a", "b"]);
+        expect(got[0]!.time).toBeGreaterThanOrEqual(a.due as number);
+        expect(got[1]!.time).toBeGreaterThanOrEqual(b.due as number);
+        await expectNothingMore(local.socket, id);
+        // Delivered ones are gone from the schedule: a further restart delivers nothing again.
+        expect(await server.daemon.stop()).toBe(0);
+        server = await startServer({ dataDir: data, port });
+        await local.daemon.waitFor(/connected to the server.*after[\s\S]*connected to the server.*after/);
+        expect((await serverStats(local.socket)).scheduled).toBe(0);
+        await expectNothingMore(local.socket, id);
+      } finally {
+        await teardown([local.daemon, server.daemon], [data, local.dataDir]);
+      }
+    });
+  }
+});
+
+describe("delayed publishes on the wire", () => {
+  test("the local broker refuses bad delay fields with BAD_REQUEST naming them, the server refuses both at once or too far ahead; the connection goes on", async () => {
+    await using c = await startCluster();
+    const id = await c.create();
+    const peer = await helloPeer({ unix: c.local.socket }, "local");
+    try {
+      const data = new TextEncoder().encode("x");
+      let rid = 10;
+      const ask = (fields: Record<string, unknown>) => peer.request({ op: "pub", rid: ++rid, id, topic: "w", data, ...fields });
+      expect(await ask({ delayMs: -1 })).toMatchObject({ op: "error", code: "BAD_REQUEST", message: 'pub: field "delayMs" must be a non-negative integer' });
+      expect(await ask({ at: "soon" })).toMatchObject({ op: "error", code: "BAD_REQUEST", message: 'pub: field "at" must be a non-negative integer' });
+      expect(await ask({ delayMs: 1000, at: 1000 })).toMatchObject({ op: "error", code: "BAD_REQUEST", message: 'pub: give "delayMs" or "at", not both' });
+      expect(await ask({ delayMs: 400 * 86_400_000 })).toMatchObject({ op: "error", code: "BAD_REQUEST", message: expect.stringContaining("delayMs 34560000000 is more than 366 days ahead") });
+      const ok = await ask({ delayMs: 60_000 });
+      expect(ok).toMatchObject({ op: "ok", topic: "w", scheduled: true });
+      expect(ok.seq).toBeUndefined();
+      const batch = await peer.request({ op: "pubs", rid: ++rid, id, topic: "w", payloads: [data, data], at: 1000 });
+      expect(batch).toMatchObject({ op: "ok", topic: "w", scheduled: true });
+      // The two due at once are appended; the one due in a minute waits.
+      expect(await eventually(async () => (await serverStats(c.local.socket)).scheduled_delivered === 2)).toBe(true);
+      expect((await serverStats(c.local.socket)).scheduled).toBe(1);
+    } finally {
+      peer.end();
+    }
+  });
+});
