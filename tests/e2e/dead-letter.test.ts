@@ -1,7 +1,7 @@
 /** nak, redelivery limits and dead letters through the compiled binary. */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { MqClient } from "../../lib/client/client.ts";
-import { createOn, mq, startLocal, startServer, teardown, tmpDir, type LocalHandle, type ServerHandle } from "./harness.ts";
+import { createOn, mq, mqCommand, startLocal, startServer, teardown, tmpDir, type LocalHandle, type ServerHandle } from "./harness.ts";
 
 let server: ServerHandle;
 let host: LocalHandle;
@@ -78,6 +78,41 @@ describe("max-deliver and dead letters", () => {
       await client.close(); // never acknowledged
     }
     expect((await mq(host.socket, ["recv", String(watcher), "--wait", "10"])).stdout).toBe("fragile\n");
+    expect((await mq(host.socket, ["recv", String(id), "--wait", "0.5"])).code).toBe(3);
+  });
+
+  test("an `mq recv` killed (SIGKILL) before it acknowledged: the delivery counts, and at --max-deliver 1 the message is dead-lettered", async () => {
+    const id = await createOn(host.socket);
+    const watcher = await createOn(host.socket);
+    await mq(host.socket, ["sub", String(id), "cli.killed", "--max-deliver", "1"]);
+    await mq(host.socket, ["sub", String(watcher), "cli.killed.dlq"]);
+    // Bigger than a pipe's buffer, into a pipe nobody reads: the recv blocks in its write, before its ack.
+    const big = "x".repeat(256 * 1024);
+    expect((await mq(host.socket, ["pub", String(id), "cli.killed"], { stdin: big })).code).toBe(0);
+    const delivered = async () => JSON.parse((await mq(host.socket, ["stats", "--json"])).stdout).local.delivered as number;
+    const before = await delivered();
+    // Each side prints its pid, then becomes the program: both are killed by pid below.
+    const script = `sh -c 'echo "$$" >&2; exec "$0" "$@"' ${mqCommand().join(" ")} recv ${id} --wait 10 | sh -c 'echo "$$" >&2; exec sleep 30'`;
+    const pipeline = Bun.spawn(["sh", "-c", script], { stdin: "ignore", stdout: "ignore", stderr: "pipe", env: { ...process.env, MQ_SOCKET: host.socket } });
+    const pids: number[] = [];
+    try {
+      const reader = pipeline.stderr.getReader();
+      let text = "";
+      for (let i = 0; i < 10 && text.trim().split("\n").length < 2; i++) text += new TextDecoder().decode((await reader.read()).value ?? new Uint8Array());
+      pids.push(...text.trim().split("\n").map(Number));
+      expect(pids.length).toBe(2);
+      for (let i = 0; i < 100 && (await delivered()) === before; i++) await Bun.sleep(100);
+      expect(await delivered()).toBe(before + 1);
+    } finally {
+      for (const pid of pids) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {}
+      }
+      await pipeline.exited;
+    }
+    const dead = await mq(host.socket, ["recv", String(watcher), "--wait", "10"]);
+    expect(dead.stdout).toBe(`${big}\n`);
     expect((await mq(host.socket, ["recv", String(id), "--wait", "0.5"])).code).toBe(3);
   });
 

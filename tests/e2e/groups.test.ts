@@ -73,6 +73,19 @@ describe("queue groups", () => {
     expect(sorted([...first, ...rest])).toEqual(range(1, 100));
   });
 
+  test("a member that is destroyed hands its unacknowledged messages to another member", async () => {
+    const stays = await createOn(hostB.socket);
+    const goes = await createOn(hostA.socket);
+    await mq(hostB.socket, ["sub", String(stays), "destroyed", "--group", "g"]);
+    await mq(hostA.socket, ["sub", String(goes), "destroyed", "--group", "g"]);
+    await mq(hostB.socket, ["pub", String(stays), "destroyed", "--lines"], { stdin: lines(100) });
+    const first = jsonLines((await mq(hostA.socket, ["recv", String(goes), "--count", "2", "--wait", "10", "--json"])).stdout).map((m) => m.seq as number);
+    expect(first.length).toBe(2);
+    expect((await mq(hostA.socket, ["destroy", String(goes)])).code).toBe(0);
+    const rest = await drain(hostB.socket, stays);
+    expect(sorted([...first, ...rest])).toEqual(range(1, 100));
+  });
+
   test("a member whose local broker is killed (SIGKILL) mid-stream: its unacknowledged messages reach another member", async () => {
     const doomed = await startLocal(server.address);
     try {
