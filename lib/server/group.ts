@@ -15,7 +15,7 @@
 import * as fs from "node:fs";
 import { logger } from "../log.ts";
 import { Code, MqError } from "../errors.ts";
-import { errnoCode, writeFileAtomic } from "../store/fsutil.ts";
+import { errnoCode, writeFileAtomicAsync } from "../store/fsutil.ts";
 import type { StoredMessage } from "../store/types.ts";
 import type { Connection } from "../wire/connection.ts";
 import { MESSAGE_OVERHEAD_BYTES, type MsgsFrame } from "../wire/messages.ts";
@@ -115,7 +115,7 @@ export class Group {
     return out;
   }
 
-  /** `seq` was processed: done, and the floor may move. Returns what was in flight for it. */
+  /** `seq` was processed (acknowledged or dead-lettered): done, and the floor may move. */
   done(seq: number): void {
     const before = this.pending.floor;
     this.pending.done(seq);
@@ -298,6 +298,8 @@ export class Groups {
   private readonly groups = new Map<string, Group>();
   private dirty = false;
   private timer: ReturnType<typeof setInterval> | null = null;
+  /** The writes of the file, one after another (each writes the state of its turn). */
+  private writing: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly file: string,
@@ -330,23 +332,27 @@ export class Groups {
       }
     }
     this.timer = setInterval(() => {
-      if (this.dirty) this.save();
+      if (!this.dirty) return;
+      this.save().catch((err) => {
+        this.dirty = true; // tried again at the next tick
+        log.error(`${this.file}: cannot write the ack floors of the queue groups: ${(err as Error).message}`);
+      });
     }, FLOOR_WRITE_MS);
     return members;
   }
 
   /**
    * A new member `id` of the group `options` names on `topic` (a group made at `floor`
-   * when new); written to disk before it returns. The caller adds it to the topic.
+   * when new); written to disk before it resolves. The caller adds it to the topic.
    */
-  join(topic: Topic, id: number, options: ExplicitOptions, floor: number): GroupMember {
+  async join(topic: Topic, id: number, options: ExplicitOptions, floor: number): Promise<GroupMember> {
     const group = this.group(topic, options.group, floor, id);
     if (options.maxDeliver !== undefined) group.maxDeliver = options.maxDeliver;
     if (options.deadLetter !== undefined) group.deadLetterTopic = options.deadLetter;
-    const member = new GroupMember(id, group);
+    const member = group.members.get(id) ?? new GroupMember(id, group); // a concurrent join of the same id finds it
     group.members.set(id, member);
     try {
-      this.save();
+      await this.save();
     } catch (err) {
       group.members.delete(id);
       if (group.members.size === 0) this.groups.delete(keyOf(topic.name, options.group, id));
@@ -356,12 +362,12 @@ export class Groups {
     return member;
   }
 
-  /** After `member` was dropped: a group without members is forgotten. Written to disk. */
-  left(member: GroupMember): void {
+  /** After `member` was dropped: a group without members is forgotten. Written to disk before it resolves. */
+  async left(member: GroupMember): Promise<void> {
     const group = member.group;
     if (group.members.size === 0) this.groups.delete(keyOf(group.topic.name, group.name, member.id));
     else group.pumpMembers();
-    this.save();
+    await this.save();
   }
 
   floorMoved(): void {
@@ -375,9 +381,16 @@ export class Groups {
     return group;
   }
 
-  /** Writes every group (atomically): membership changes at once, moved floors within FLOOR_WRITE_MS. */
-  save(): void {
+  /** Writes every group (atomically, off the event loop): membership changes at once, moved floors within FLOOR_WRITE_MS. */
+  save(): Promise<void> {
     this.dirty = false;
+    const write = this.writing.then(() => writeFileAtomicAsync(this.file, this.render()));
+    this.writing = write.catch(() => {});
+    return write;
+  }
+
+  /** The file's text: every group with members, as it is now. */
+  private render(): string {
     const records: GroupRecord[] = [];
     for (const g of this.groups.values()) {
       if (g.members.size === 0) continue;
@@ -386,12 +399,14 @@ export class Groups {
       if (g.deadLetterTopic !== `${g.topic.name}.dlq`) r.deadLetter = g.deadLetterTopic;
       records.push(r);
     }
-    writeFileAtomic(this.file, `${JSON.stringify({ version: 1, groups: records })}\n`);
+    return `${JSON.stringify({ version: 1, groups: records })}\n`;
   }
 
-  close(): void {
+  /** Stops the floor timer and writes what moved since the last write. */
+  async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
-    if (this.dirty) this.save();
+    if (this.dirty) await this.save().catch((err) => log.error(`${this.file}: cannot write the ack floors of the queue groups: ${(err as Error).message}`));
+    await this.writing;
   }
 }
 

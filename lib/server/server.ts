@@ -821,8 +821,13 @@ export class MqServer {
       }
       const cursor = from === "earliest" ? topic.log.firstSeq : from === "latest" ? topic.log.nextSeq : Math.max(from, topic.log.firstSeq);
       if (isExplicit(explicit)) {
-        const member = this.groups.join(topic, id, explicit, cursor);
+        const member = await this.groups.join(topic, id, explicit, cursor);
         this.addSubscription(member);
+        // The id may have been destroyed while the groups file was written.
+        if (this.registry.owner(id) === undefined) {
+          await this.dropSubscription(id, name);
+          throw new MqError(Code.UnknownId, `no client with id ${id}`);
+        }
         this.pump(member);
         result.push({ topic: name, from: member.acked, created });
         continue;
@@ -865,7 +870,7 @@ export class MqServer {
     // Its messages in flight no longer count against the budgets: others may use the room.
     const session = this.sessionOf(id);
     sub.drop(session?.credits);
-    if (sub instanceof GroupMember) this.groups.left(sub);
+    if (sub instanceof GroupMember) await this.groups.left(sub);
     if (session) this.counters.delivered += session.credits.serve(session.conn);
     await sub.topic.index.remove(id);
     return true;
@@ -1005,7 +1010,7 @@ export class MqServer {
     if (this.dedupeTimer) clearInterval(this.dedupeTimer);
     // Its appends in progress finish before the topics close.
     await this.scheduler.stop();
-    this.groups.close();
+    await this.groups.close();
     for (const conn of this.connections) conn.close(CloseReason.Shutdown);
     await this.store.close();
     await this.registry.close();

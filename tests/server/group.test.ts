@@ -95,7 +95,7 @@ describe("group members", () => {
   test("members pumped in turn share the log: each message goes to exactly one, with `explicit` frames", async () => {
     const topic = await topicWith("jobs", 150);
     const { groups } = groupsFor();
-    const members = [1, 2, 3].map((id) => groups.join(topic, id, { group: "g" }, 1));
+    const members = await Promise.all([1, 2, 3].map((id) => groups.join(topic, id, { group: "g" }, 1)));
     const got = new Map<number, number[]>();
     for (const m of members) {
       const { conn, frames } = fakeConnection();
@@ -106,14 +106,14 @@ describe("group members", () => {
     for (const seqs of got.values()) expect(seqs.length).toBeGreaterThan(0);
     const all = [...got.values()].flat().sort((a, b) => a - b);
     expect(all).toEqual(Array.from({ length: 150 }, (_, i) => i + 1));
-    groups.close();
+    await groups.close();
   });
 
   test("acks move the shared floor; a member that leaves gives its messages to the next member pumped", async () => {
     const topic = await topicWith("jobs", 10);
     const { groups } = groupsFor();
-    const a = groups.join(topic, 1, { group: "g" }, 1);
-    const b = groups.join(topic, 2, { group: "g" }, 1);
+    const a = await groups.join(topic, 1, { group: "g" }, 1);
+    const b = await groups.join(topic, 2, { group: "g" }, 1);
     const credits = new Credits();
     const first = fakeConnection();
     a.push(first.conn, credits);
@@ -121,19 +121,19 @@ describe("group members", () => {
     expect(a.ackSeqs([1, 2, 3], credits)).toBe(3);
     expect(b.acked).toBe(4); // the floor is the group's
     a.drop(credits);
-    groups.left(a);
+    await groups.left(a);
     const second = fakeConnection();
     b.push(second.conn, new Credits());
     expect(seqsOf(second.frames)).toEqual([4, 5, 6, 7, 8, 9, 10]);
     expect(credits.bytes).toBe(0); // what `a` held no longer counts against its broker
-    groups.close();
+    await groups.close();
   });
 
   test("at max-deliver a nak'd message goes to the dead-letter hook instead of coming again", async () => {
     const topic = await topicWith("orders", 1);
     const dead: Array<{ seq: number; deliveries: number }> = [];
     const { groups } = groupsFor(dead);
-    const m = groups.join(topic, 1, { maxDeliver: 2 }, 1);
+    const m = await groups.join(topic, 1, { maxDeliver: 2 }, 1);
     const credits = new Credits();
     for (let i = 0; i < 2; i++) {
       const { conn, frames } = fakeConnection();
@@ -147,24 +147,24 @@ describe("group members", () => {
     expect(seqsOf(frames)).toEqual([]);
     await Bun.sleep(0);
     expect(m.acked).toBe(2); // done once stored in the dead-letter topic
-    groups.close();
+    await groups.close();
   });
 
   test("membership and floors are written to the groups file and read back", async () => {
     const topic = await topicWith("jobs", 5);
     const { groups, file } = groupsFor();
-    const a = groups.join(topic, 1, { group: "g", maxDeliver: 4, deadLetter: "jobs.bad" }, 1);
-    groups.join(topic, 2, { group: "g" }, 1);
+    const a = await groups.join(topic, 1, { group: "g", maxDeliver: 4, deadLetter: "jobs.bad" }, 1);
+    await groups.join(topic, 2, { group: "g" }, 1);
     const { conn } = fakeConnection();
     a.push(conn, new Credits());
     a.ackSeqs([1, 2], new Credits());
-    groups.close();
+    await groups.close();
     const again = new Groups(file, { pump: () => {}, deadLetter: async () => {} });
     const members = again.load(new Map([["jobs", topic]]), (id) => id !== 2);
     expect(members.map((m) => m.id)).toEqual([1]); // id 2 is unknown now
     const g = (members[0] as GroupMember).group;
     expect([g.name, g.pending.floor, g.maxDeliver, g.deadLetterTopic]).toEqual(["g", 3, 4, "jobs.bad"]);
-    again.close();
+    await again.close();
   });
 
   test("sub options are checked: group name, max-deliver, dead-letter topic", () => {
