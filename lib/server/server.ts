@@ -921,6 +921,7 @@ export class MqServer {
     if (!original || original.seq !== seq) return; // trimmed or lost: nothing left to move
     const dead = deadLetterMessage(group.topic.name, original, deliveries);
     const { topic } = (await this.topic(group.deadLetterTopic, true))!;
+    // `dead.headers` (where it came from and why) go in as `{ headers }` once the log stores headers.
     await topic.log.append(dead.data, Date.now());
     this.counters.dead_lettered++;
     for (const sub of topic.subscriptions.values()) this.pump(sub);

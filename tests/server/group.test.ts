@@ -7,6 +7,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { Credits } from "../../lib/server/credits.ts";
+import { deadLetterMessage } from "../../lib/server/dead-letter.ts";
 import { checkExplicit, GroupMember, Groups, type Group } from "../../lib/server/group.ts";
 import { PendingSet } from "../../lib/server/pending.ts";
 import { Topic } from "../../lib/server/topic.ts";
@@ -172,5 +173,15 @@ describe("group members", () => {
     expect(() => checkExplicit("t", { maxDeliver: 0 })).toThrow("maxDeliver must be 1 or more");
     expect(() => checkExplicit("t", { maxDeliver: 2, deadLetter: "t" })).toThrow('cannot be "t" itself');
     expect(() => checkExplicit("t", { group: "ok", maxDeliver: 2, deadLetter: "t.dead" })).not.toThrow();
+  });
+});
+
+describe("deadLetterMessage", () => {
+  test("the original payload (a copy), and headers naming the topic, the seq, the reason and the deliveries", () => {
+    const data = new TextEncoder().encode("poison");
+    const dead = deadLetterMessage("orders", { seq: 42, time: 1, data }, 5);
+    expect(new TextDecoder().decode(dead.data)).toBe("poison");
+    expect(dead.data).not.toBe(data);
+    expect(dead.headers).toEqual({ "mq-dead-topic": "orders", "mq-dead-seq": "42", "mq-dead-reason": "max-deliver", "mq-dead-deliveries": "5" });
   });
 });
