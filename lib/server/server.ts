@@ -872,7 +872,7 @@ export class MqServer {
       if (!filterMatches(filter, name) || this.consumers.covers(id, name)) continue;
       if (await this.dropSubscription(id, name)) dropped.push(name);
     }
-    return dropped;
+    return dropped.sort();
   }
 
   /**
