@@ -756,8 +756,9 @@ export class MqServer {
         continue;
       }
       const { topic, created } = (await this.topic(filter, true))!;
+      const added = await this.addConsumer(id, filter, since === undefined ? from : { since });
+      // Looked up after the last await: from here to its creation nothing yields.
       const existing = topic.subscriptions.get(id);
-      await this.addConsumer(id, filter, since === undefined ? from : { since });
       if (existing) {
         // Subscribing twice keeps the first; the answer still waits until it is on disk.
         await topic.index.add(id, existing.acked);
@@ -768,7 +769,7 @@ export class MqServer {
       try {
         await this.attach(id, topic, cursor);
       } catch (err) {
-        await this.consumers.remove(id, filter).catch(() => {});
+        if (added) await this.consumers.remove(id, filter).catch(() => {});
         throw err;
       }
       result.push({ topic: filter, from: cursor, created });
@@ -883,10 +884,10 @@ export class MqServer {
   private async unsubscribe(session: Session, id: number, filters: string[]) {
     this.checkOwner(session, id);
     for (const filter of filters) checkPattern(filter);
-    const topics: Array<{ topic: string; unsubscribed: boolean; dropped: string[] }> = [];
+    const topics: Array<{ topic: string; unsubscribed: boolean; dropped?: string[] }> = [];
     for (const filter of filters) {
       const gone = await this.consumers.remove(id, filter);
-      topics.push({ topic: filter, unsubscribed: gone !== undefined, dropped: gone ? await this.dropUncovered(id, filter) : [] });
+      topics.push(gone ? { topic: filter, unsubscribed: true, dropped: await this.dropUncovered(id, filter) } : { topic: filter, unsubscribed: false });
     }
     return { topics };
   }
