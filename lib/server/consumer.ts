@@ -59,13 +59,6 @@ export class Consumers {
     return this.byId.get(id)?.size ?? 0;
   }
 
-  /** Pattern consumers, in all. */
-  get patterns(): number {
-    let n = 0;
-    for (const mine of this.byId.values()) for (const f of mine.keys()) if (isPattern(f)) n++;
-    return n;
-  }
-
   /** True when some consumer of `id` matches the topic `name`. */
   covers(id: number, name: string): boolean {
     if (this.byId.get(id)?.has(name)) return true;

@@ -841,7 +841,8 @@ export class MqServer {
    * background of the request: a start gives a matching topic that lacks it one again.
    */
   private attachPatterns(topic: Topic): Promise<unknown> | null {
-    const ids = this.consumers.patternIdsMatching(topic.name).filter((id) => !topic.subscriptions.has(id));
+    // Not for an id being destroyed (its consumers go after its subscriptions).
+    const ids = this.consumers.patternIdsMatching(topic.name).filter((id) => !topic.subscriptions.has(id) && this.registry.owner(id) !== undefined);
     if (ids.length === 0) return null;
     const cursor = topic.log.firstSeq;
     for (const id of ids) this.addSubscription(new Subscription(id, topic, cursor));
