@@ -1,5 +1,7 @@
 /** Wildcard subscriptions (`*`, `>`) through the compiled binary: matching, order, unsub, restarts, bad patterns. */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import * as fs from "node:fs";
+import * as path from "node:path";
 import { createOn, jsonLines, mq, startCluster, startLocal, startServer, teardown, tmpDir } from "./harness.ts";
 
 type Cluster = Awaited<ReturnType<typeof startCluster>>;
@@ -191,6 +193,29 @@ describe("wildcards across restarts", () => {
       }
     });
   }
+
+  test("a matching topic whose subscription never reached its index (created just before a crash) gets it at start, from its first message", async () => {
+    const data = tmpDir("mq-server-");
+    let server = await startServer({ dataDir: data });
+    const port = server.port;
+    const local = await startLocal(server.address);
+    try {
+      const pub = await createOn(local.socket);
+      const sub = await createOn(local.socket);
+      await mq(local.socket, ["sub", String(sub), "cr.>"]);
+      await mq(local.socket, ["pub", String(pub), "cr.new", "--lines"], { stdin: "n1\nn2\n" });
+      await server.daemon.kill9();
+      // As if the crash came between the topic's creation and its index write.
+      const dir = path.join(data, "topics", "cr.new");
+      for (const f of fs.readdirSync(dir)) if (f.startsWith("subscribers")) fs.rmSync(path.join(dir, f));
+      server = await startServer({ dataDir: data, port });
+      await server.daemon.waitFor(/topic cr\.new: id \d+ subscribed from seq 1/);
+      await local.daemon.waitFor(/connected to the server.*after/);
+      expect((await mq(local.socket, ["recv", String(sub), "--follow", "--count", "2"])).stdout).toBe("n1\nn2\n");
+    } finally {
+      await teardown([local.daemon, server.daemon], [data, local.dataDir]);
+    }
+  });
 
   test("destroy removes the id's patterns: after a restart nothing matches for it", async () => {
     const data = tmpDir("mq-server-");
