@@ -756,7 +756,7 @@ export class MqServer {
         continue;
       }
       const { topic, created } = (await this.topic(filter, true))!;
-      const added = await this.addConsumer(id, filter, since === undefined ? from : { since });
+      const newConsumer = await this.addConsumer(id, filter, since === undefined ? from : { since });
       // Looked up after the last await: from here to its creation nothing yields.
       const existing = topic.subscriptions.get(id);
       if (existing) {
@@ -769,7 +769,7 @@ export class MqServer {
       try {
         await this.attach(id, topic, cursor);
       } catch (err) {
-        if (added) await this.consumers.remove(id, filter).catch(() => {});
+        if (newConsumer) await this.consumers.remove(id, filter).catch(() => {});
         throw err;
       }
       result.push({ topic: filter, from: cursor, created });
