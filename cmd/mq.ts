@@ -15,7 +15,7 @@ import { MqError } from "../lib/errors.ts";
 import type * as cli from "../lib/cli/commands.ts";
 import { Exit, StdoutClosedError, UsageError, exitCodeFor, reportError, writeStdout } from "../lib/cli/output.ts";
 import { closest, renderCommandHelp, renderCompletion, renderProgramHelp, SHELLS, type CommandSpec, type OptionDef, type Program, type Shell } from "../lib/cli/help.ts";
-import { defaults, formatDuration, formatSize, parseAddress, parseCount, parseCountOrAuto, parseDelay, parseDuration, parseFrom, parseFsync, parseId, parseRetentionLimit, parseSeconds, parseSize, parseTopicList } from "../lib/cli/parse.ts";
+import { defaults, formatDuration, formatSize, parseAddress, parseCount, parseCountOrAuto, parseDelay, parseDuration, parseFrom, parseFsync, parseId, parseRetentionLimit, parseSeconds, parseSince, parseSize, parseTopicList } from "../lib/cli/parse.ts";
 import { DEFAULT_DEDUPE, DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_LOCAL_LIMITS, DEFAULT_SERVER_LIMITS, isLoopback, LINES_RETRY_SECONDS } from "../lib/config.ts";
 
 /** The client commands' code (the client library, the wire layer, cbor-x). */
@@ -262,12 +262,20 @@ const commands: Command[] = [
     name: "sub",
     group: "client",
     description: "subscribe ID to one or more topics",
-    args: { id, topic: topicsArg, from: { type: "string", valueHint: "WHERE", choices: ["earliest", "latest"], description: "earliest | latest | SEQ (inclusive; default latest)" }, ...common },
+    args: {
+      id,
+      topic: topicsArg,
+      from: { type: "string", valueHint: "WHERE", choices: ["earliest", "latest"], description: "earliest | latest | SEQ (inclusive; default latest)" },
+      since: { type: "string", valueHint: "WHEN", description: "start at the first message stored at or after WHEN: a duration back (10m, 2h) or a timestamp (2026-11-30T12:00:00Z)" },
+      ...common,
+    },
     maxPositionals: Infinity,
-    examples: ["mq sub 3 orders invoices", "mq sub 3 orders --from earliest"],
+    examples: ["mq sub 3 orders invoices", "mq sub 3 orders --from earliest", "mq sub 3 'orders.*' --since 10m", "mq sub 3 'orders.>'"],
     run: async (args) => {
+      exclusive(args, "from", "since", "each says where the subscription starts; pick one");
       const from = parseFrom(args.from);
-      return (await client()).sub({ ...commonOf(args), id: parseId(args.id), topics: topicsOf(args), ...(from === undefined ? {} : { from }) });
+      const since = args.since === undefined ? undefined : parseSince(args.since, Date.now());
+      return (await client()).sub({ ...commonOf(args), id: parseId(args.id), topics: topicsOf(args), ...(from === undefined ? {} : { from }), ...(since === undefined ? {} : { since }) });
     },
   },
   {

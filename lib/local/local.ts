@@ -17,7 +17,8 @@ import { defineCounters, LOCAL_COUNTERS, type LocalStats, type ServerStats } fro
 import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
 import { PROTOCOL_VERSION, pubsIdsProblem, type Frame, type Message, type MsgsFrame, type Outgoing } from "../wire/messages.ts";
 import { capabilities, ops, type ClientOp, type Op, type RequestOf } from "../wire/ops.ts";
-import { checkTopic } from "../wire/topic.ts";
+import { checkPattern, checkTopic } from "../wire/topic.ts";
+import { endedTopics } from "./ended.ts";
 import { IdTable } from "./id-table.ts";
 import { Inbox, type Waiter } from "./inbox.ts";
 
@@ -538,15 +539,15 @@ export class LocalBroker {
     },
     sub: (_conn, frame) => {
       this.global(frame.id);
-      for (const t of frame.topics) checkTopic(t);
+      for (const t of frame.topics) checkPattern(t);
       return this.forwardOp(frame);
     },
     unsub: (_conn, frame) => {
       this.global(frame.id);
-      for (const t of frame.topics) checkTopic(t);
+      for (const t of frame.topics) checkPattern(t);
       return this.forwardOp(frame).then((r) => {
         const inbox = this.inboxes.get(frame.id);
-        for (const t of frame.topics) inbox?.dropTopic(t);
+        for (const t of endedTopics(r)) inbox?.dropTopic(t);
         return r;
       });
     },

@@ -99,7 +99,13 @@ export const ops = {
     server: true,
     id: "global",
   },
-  sub: { request: { rid: "uint", id: "uint", topics: "topics", from: "from?" }, reply: ["topics"], client: true, server: true, id: "global" },
+  /**
+   * `topics`: topic names or patterns (`*`: one token, `>`: one or more trailing tokens).
+   * `since` (ms since the epoch): start each topic at its first message appended at or after
+   * it; not with `from`. A reply entry of a pattern has `pattern: true` and `matched`.
+   */
+  sub: { request: { rid: "uint", id: "uint", topics: "topics", from: "from?", since: "uint?" }, reply: ["topics"], client: true, server: true, id: "global" },
+  /** A reply entry's `dropped`: the topics whose subscription ended (no other filter of the id matches them). */
   unsub: { request: { rid: "uint", id: "uint", topics: "topics" }, reply: ["topics"], client: true, server: true, id: "global" },
   /** Client hop only: up to `max` pending messages, waiting up to `wait` ms for the first. */
   recv: { request: { rid: "uint", id: "uint", max: "uint", wait: "uint" }, reply: ["messages", "tag", "more"], client: true, server: false, id: "local-only" },
