@@ -15,7 +15,7 @@ import { MqError } from "../lib/errors.ts";
 import type * as cli from "../lib/cli/commands.ts";
 import { Exit, StdoutClosedError, UsageError, exitCodeFor, reportError, writeStdout } from "../lib/cli/output.ts";
 import { closest, renderCommandHelp, renderCompletion, renderProgramHelp, SHELLS, type CommandSpec, type OptionDef, type Program, type Shell } from "../lib/cli/help.ts";
-import { defaults, formatDuration, formatSize, parseAddress, parseCount, parseCountOrAuto, parseDelay, parseDuration, parseFrom, parseFsync, parseGroup, parseId, parseRetentionLimit, parseSeconds, parseSize, parseTopicList } from "../lib/cli/parse.ts";
+import { defaults, formatDuration, formatSize, parseAddress, parseCount, parseCountOrAuto, parseDelay, parseDuration, parseFrom, parseFsync, parseGroup, parseId, parseRetentionLimit, parseSeconds, parseSince, parseSize, parseTopicList } from "../lib/cli/parse.ts";
 import { DEFAULT_DEDUPE, DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_LOCAL_LIMITS, DEFAULT_SERVER_LIMITS, isLoopback, LINES_RETRY_SECONDS } from "../lib/config.ts";
 
 /** The client commands' code (the client library, the wire layer, cbor-x). */
@@ -266,15 +266,18 @@ const commands: Command[] = [
       id,
       topic: topicsArg,
       from: { type: "string", valueHint: "WHERE", choices: ["earliest", "latest"], description: "earliest | latest | SEQ (inclusive; default latest)" },
+      since: { type: "string", valueHint: "WHEN", description: "start at the first message stored at or after WHEN: a duration back (10m, 2h) or a timestamp (2026-11-30T12:00:00Z)" },
       group: { type: "string", valueHint: "NAME", description: "join queue group NAME: each message goes to one member (acks per message)" },
       "max-deliver": { type: "string", valueHint: "N", description: "after N deliveries without an ack, move a message to the dead-letter topic (acks per message)" },
       "dead-letter": { type: "string", valueHint: "TOPIC", description: "dead-letter topic for --max-deliver (default <topic>.dlq)" },
       ...common,
     },
     maxPositionals: Infinity,
-    examples: ["mq sub 3 orders invoices", "mq sub 3 orders --from earliest", "mq sub 3 orders --group workers --max-deliver 5"],
+    examples: ["mq sub 3 orders invoices", "mq sub 3 orders --from earliest", "mq sub 3 'orders.*' --since 10m", "mq sub 3 'orders.>'", "mq sub 3 orders --group workers --max-deliver 5"],
     run: async (args) => {
+      exclusive(args, "from", "since", "each says where the subscription starts; pick one");
       const from = parseFrom(args.from);
+      const since = args.since === undefined ? undefined : parseSince(args.since, Date.now());
       const group = parseGroup(args.group);
       const maxDeliver = args["max-deliver"] === undefined ? undefined : parseCount("max-deliver", args["max-deliver"]);
       const deadLetter = args["dead-letter"] === undefined ? undefined : String(args["dead-letter"]);
@@ -283,6 +286,7 @@ const commands: Command[] = [
         id: parseId(args.id),
         topics: topicsOf(args),
         ...(from === undefined ? {} : { from }),
+        ...(since === undefined ? {} : { since }),
         ...(group === undefined ? {} : { group }),
         ...(maxDeliver === undefined ? {} : { maxDeliver }),
         ...(deadLetter === undefined ? {} : { deadLetter }),

@@ -2,9 +2,9 @@
  * The client commands. Each takes plain options (already parsed by cmd/mq.ts), talks to the
  * local broker through MqClient, prints per the CLI contract and returns the exit status.
  */
-import { MqClient, type ConnectOptions, type Received } from "../client/client.ts";
+import { MqClient, type ConnectOptions, type Received, type SubResult } from "../client/client.ts";
 import { MAX_ID_PREFIX_BYTES, MAX_MSG_ID_BYTES, type From, type PubResult } from "../wire/messages.ts";
-import { checkTopic } from "../wire/topic.ts";
+import { checkPattern, checkTopic, isPattern } from "../wire/topic.ts";
 import { Exit, StdoutClosedError, UsageError, renderMessages, warn, watchStdoutReader, writeStdout } from "./output.ts";
 
 export interface CommonOptions {
@@ -174,27 +174,39 @@ export interface SubOptions extends CommonOptions {
   id: number;
   topics: string[];
   from?: From;
+  /** ms since the epoch (`--since`). */
+  since?: number;
   group?: string;
   maxDeliver?: number;
   deadLetter?: string;
 }
 
 export async function sub(options: SubOptions): Promise<number> {
-  for (const t of options.topics) checkTopic(t);
+  for (const t of options.topics) checkPattern(t);
   if (options.deadLetter !== undefined) checkTopic(options.deadLetter);
-  const { from, group, maxDeliver, deadLetter } = options;
-  const result = await withClient(options, (mq) => mq.subscribe(options.id, options.topics, { from, group, maxDeliver, deadLetter }));
+  const { from, since, group, maxDeliver, deadLetter } = options;
+  const result = await withClient(options, (mq) => mq.subscribe(options.id, options.topics, { from, since, group, maxDeliver, deadLetter }));
   const inGroup = group === undefined ? "" : ` in group ${group}`;
-  const out = result.map((r) => line(options, r, `subscribed ${options.id} to ${r.topic}${inGroup} from seq ${r.from}${r.created ? " (new topic)" : ""}`));
-  await writeStdout(out.join(""));
+  const text = (r: SubResult) => {
+    if (!r.pattern) return `subscribed ${options.id} to ${r.topic}${inGroup} from seq ${r.from}${r.created ? " (new topic)" : ""}`;
+    const matched = r.matched ?? [];
+    const now = matched.length === 0 ? "no topic yet" : matched.map((m) => `${m.topic} from seq ${m.from}`).join(", ");
+    return `subscribed ${options.id} to pattern ${r.topic}: matches ${now}; topics created later are matched from their first message`;
+  };
+  await writeStdout(result.map((r) => line(options, r, text(r))).join(""));
   return Exit.Ok;
 }
 
 export async function unsub(options: SubOptions): Promise<number> {
-  for (const t of options.topics) checkTopic(t);
+  for (const t of options.topics) checkPattern(t);
   const result = await withClient(options, (mq) => mq.unsubscribe(options.id, options.topics));
   // Not subscribed is not an error (as in NATS and Redis), but the output says so.
-  const text = (r: { topic: string; unsubscribed: boolean }) => (r.unsubscribed ? `unsubscribed ${options.id} from ${r.topic}` : `${options.id} was not subscribed to ${r.topic}`);
+  const text = (r: { topic: string; unsubscribed: boolean; dropped?: string[] }) => {
+    if (!r.unsubscribed) return `${options.id} was not subscribed to ${r.topic}`;
+    if (!isPattern(r.topic) && r.dropped?.length === 0) return `unsubscribed ${options.id} from ${r.topic} (a pattern of ${options.id} still matches it: its messages keep coming)`;
+    if (isPattern(r.topic)) return `unsubscribed ${options.id} from pattern ${r.topic}${r.dropped?.length ? ` (ended: ${r.dropped.join(", ")})` : ""}`;
+    return `unsubscribed ${options.id} from ${r.topic}`;
+  };
   await writeStdout(result.map((r) => line(options, r, text(r))).join(""));
   return Exit.Ok;
 }

@@ -120,6 +120,20 @@ export function parseGroup(value: unknown): string | undefined {
   return String(value);
 }
 
+/**
+ * `--since`: a duration back from `now` (`10m`, `2h`, `7d`) or a UTC/offset timestamp
+ * (`2026-11-30`, `2026-11-30T12:00:00Z`, `2026-11-30T12:00:00+01:00`) → ms since the epoch.
+ */
+export function parseSince(value: unknown, now: number): number {
+  const s = String(value).trim();
+  if (/^\d+(?:\.\d+)?(ms|s|m|h|d)$/.test(s)) return Math.max(0, now - parseDuration("since", s));
+  const stamp = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2}))?$/.test(s) ? Date.parse(s) : NaN;
+  if (!Number.isFinite(stamp) || stamp < 0) {
+    throw new UsageError(`--since must be a duration back from now (like 10m, 2h, 7d) or a timestamp (like 2026-11-30T12:00:00Z, with Z or an offset), got ${JSON.stringify(String(value))}`);
+  }
+  return stamp;
+}
+
 export function parseFsync(value: unknown): FsyncPolicy {
   const s = String(value);
   if (s === "always" || s === "interval" || s === "never") return s;

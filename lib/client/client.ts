@@ -20,6 +20,19 @@ import { Message } from "./message.ts";
 
 export type { From, PubResult, TopicInfo };
 
+/**
+ * One filter of a subscribe. A topic: `from`, the seq its subscription starts at (or is at,
+ * when it existed). A pattern: `pattern: true` and `matched`, the topics it matches now
+ * with theirs; topics created later are matched from their first message.
+ */
+export interface SubResult {
+  topic: string;
+  from?: number;
+  created: boolean;
+  pattern?: true;
+  matched?: Array<{ topic: string; from: number }>;
+}
+
 export interface ConnectOptions {
   /** Unix socket of the local broker; default `$MQ_SOCKET`, else the default path. */
   socket?: string;
@@ -404,18 +417,23 @@ export class MqClient {
    * member. `maxDeliver`: a message delivered that many times without an ack goes to the
    * dead-letter topic `deadLetter` (default `<topic>.dlq`). Either makes acks per message.
    */
-  async subscribe(id: number, topics: string[], options: { from?: From; group?: string; maxDeliver?: number; deadLetter?: string } = {}): Promise<Array<{ topic: string; from: number; created: boolean }>> {
+  async subscribe(id: number, topics: string[], options: { from?: From; since?: number; group?: string; maxDeliver?: number; deadLetter?: string } = {}): Promise<SubResult[]> {
     const frame: Extract<Outgoing, { op: "sub" }> = { op: "sub", id, topics };
     if (options.from !== undefined) frame.from = options.from;
+    if (options.since !== undefined) frame.since = options.since;
     if (options.group !== undefined) frame.group = options.group;
     if (options.maxDeliver !== undefined) frame.maxDeliver = options.maxDeliver;
     if (options.deadLetter !== undefined) frame.deadLetter = options.deadLetter;
-    return (await this.call(frame)).topics as Array<{ topic: string; from: number; created: boolean }>;
+    return (await this.call(frame)).topics as SubResult[];
   }
 
-  /** Unsubscribes `id` from `topics`; `unsubscribed` is false for a topic it was not subscribed to. */
-  async unsubscribe(id: number, topics: string[]): Promise<Array<{ topic: string; unsubscribed: boolean }>> {
-    return (await this.call({ op: "unsub", id, topics })).topics as Array<{ topic: string; unsubscribed: boolean }>;
+  /**
+   * Unsubscribes `id` from `topics` (names or patterns); `unsubscribed` is false for one it was
+   * not subscribed to; `dropped`: the topics whose subscription ended (none for a topic a
+   * pattern of the id still matches).
+   */
+  async unsubscribe(id: number, topics: string[]): Promise<Array<{ topic: string; unsubscribed: boolean; dropped?: string[] }>> {
+    return (await this.call({ op: "unsub", id, topics })).topics as Array<{ topic: string; unsubscribed: boolean; dropped?: string[] }>;
   }
 
   /**

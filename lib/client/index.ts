@@ -5,7 +5,7 @@
  *     import { connect } from "mq";
  *     await using mq = await connect();
  */
-export { connect, MqClient, type ConnectOptions, type PublishOptions, type Received } from "./client.ts";
+export { connect, MqClient, type ConnectOptions, type PublishOptions, type Received, type SubResult } from "./client.ts";
 export { Message } from "./message.ts";
 export { Code, MqError, isCode } from "../errors.ts";
 export type { From, PubResult, TopicInfo } from "../wire/messages.ts";

@@ -18,7 +18,8 @@ import { CloseReason, Connection, type ConnectionHandler } from "../wire/connect
 import { PROTOCOL_VERSION, pubsIdsProblem, type Frame, type Message, type MsgsFrame, type Outgoing } from "../wire/messages.ts";
 import { capabilities, ops, type ClientOp, type Op, type RequestOf } from "../wire/ops.ts";
 import { checkGroupName } from "../wire/group-name.ts";
-import { checkTopic } from "../wire/topic.ts";
+import { checkPattern, checkTopic } from "../wire/topic.ts";
+import { endedTopics } from "./ended.ts";
 import { IdTable } from "./id-table.ts";
 import { Inbox, type Waiter } from "./inbox.ts";
 
@@ -539,16 +540,16 @@ export class LocalBroker {
     },
     sub: (_conn, frame) => {
       this.global(frame.id);
-      for (const t of frame.topics) checkTopic(t);
+      for (const t of frame.topics) checkPattern(t);
       if (frame.group !== undefined) checkGroupName(frame.group); // a courtesy: the server checks again
       return this.forwardOp(frame);
     },
     unsub: (_conn, frame) => {
       this.global(frame.id);
-      for (const t of frame.topics) checkTopic(t);
+      for (const t of frame.topics) checkPattern(t);
       return this.forwardOp(frame).then((r) => {
         const inbox = this.inboxes.get(frame.id);
-        for (const t of frame.topics) inbox?.dropTopic(t);
+        for (const t of endedTopics(r)) inbox?.dropTopic(t);
         return r;
       });
     },

@@ -20,7 +20,8 @@ import type { StoredMessage } from "../store/types.ts";
 import type { Connection } from "../wire/connection.ts";
 import { MESSAGE_OVERHEAD_BYTES, type MsgsFrame } from "../wire/messages.ts";
 import { checkGroupName } from "../wire/group-name.ts";
-import { checkTopic } from "../wire/topic.ts";
+import { checkTopic, isPattern } from "../wire/topic.ts";
+import type { Consumer } from "./consumer.ts";
 import type { Credits } from "./credits.ts";
 import { PendingSet } from "./pending.ts";
 import { Subscription, type Topic, WINDOW_BYTES, WINDOW_MESSAGES } from "./topic.ts";
@@ -45,12 +46,35 @@ export function isExplicit(options: ExplicitOptions): boolean {
 
 /** Checks the fields of an explicit `sub` for `topic`: the group name, max-deliver >= 1, a dead-letter topic that is valid and not the topic itself. */
 export function checkExplicit(topic: string, options: ExplicitOptions): void {
+  if (isPattern(topic)) throw new MqError(Code.BadRequest, `a queue group or --max-deliver needs a topic, not the pattern "${topic}"; subscribe to each topic`);
   if (options.group !== undefined) checkGroupName(options.group);
   if (options.maxDeliver !== undefined && options.maxDeliver < 1) throw new MqError(Code.BadRequest, `sub: maxDeliver must be 1 or more, got ${options.maxDeliver}`);
   if (options.deadLetter !== undefined) {
     checkTopic(options.deadLetter);
     if (options.deadLetter === topic) throw new MqError(Code.BadRequest, `the dead-letter topic of "${topic}" cannot be "${topic}" itself; choose another --dead-letter`);
   }
+}
+
+/** The consumer fields (lib/server/consumer.ts) of a `sub` with these options. */
+export function consumerFields(options: ExplicitOptions): Pick<Consumer, "ackPolicy" | "group" | "maxDeliver" | "deadLetter"> {
+  if (!isExplicit(options)) return { ackPolicy: "cumulative" };
+  return {
+    ackPolicy: "explicit",
+    ...(options.group === undefined ? {} : { group: options.group }),
+    ...(options.maxDeliver === undefined ? {} : { maxDeliver: options.maxDeliver }),
+    ...(options.deadLetter === undefined ? {} : { deadLetter: options.deadLetter }),
+  };
+}
+
+/**
+ * BAD_REQUEST when `id` is subscribed to `topic` already, but not as `options` ask (without a
+ * group and now with one, in another group, ...): it must unsubscribe first. Null when alike.
+ */
+export function sameKindProblem(existing: Subscription, id: number, topic: string, options: ExplicitOptions): MqError | null {
+  const member = existing instanceof GroupMember ? existing : undefined;
+  if (member ? isExplicit(options) && member.group.name === options.group : !isExplicit(options)) return null;
+  const was = !member ? "without a group" : member.group.name === undefined ? "with --max-deliver" : `in group "${member.group.name}"`;
+  return new MqError(Code.BadRequest, `id ${id} is already subscribed to topic "${topic}" ${was}; unsubscribe it first`);
 }
 
 /** What a Group needs of the server. */

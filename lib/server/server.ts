@@ -13,19 +13,22 @@ import { Code, MqError, toMqError } from "../errors.ts";
 import { BrokerCredentials } from "../store/broker-credentials.ts";
 import { ClientRegistry } from "../store/client-registry.ts";
 import { errnoCode, lockDataDir, makeDataDir } from "../store/fsutil.ts";
+import { FileConsumerStore, MemoryConsumerStore } from "../store/consumer-store.ts";
 import { FileTopicStore } from "../store/file-store.ts";
 import { defaultMaxOpenFiles, OpenFiles } from "../store/open-files.ts";
 import { defineCounters, SERVER_COUNTERS, type ServerStats } from "../metrics.ts";
 import { FileSchedule } from "../store/schedule.ts";
-import type { FsyncPolicy, ScheduleStore, TopicStore } from "../store/types.ts";
+import type { ConsumerStore, FsyncPolicy, ScheduleStore, TopicStore } from "../store/types.ts";
 import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
 import { capabilities, PROTOCOL_VERSION, pubsIdsProblem, type AckRequest, type NakRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
 import type { RequestOf, ServerOp } from "../wire/ops.ts";
-import { checkTopic } from "../wire/topic.ts";
+import { checkPattern, checkTopic, isPattern } from "../wire/topic.ts";
+import { Consumers } from "./consumer.ts";
+import { filterMatches } from "./subjects.ts";
 import { Credits } from "./credits.ts";
 import { DEFAULT_DEDUPE, DedupeWindow, splitMsgId, type DedupeOptions, type Pending, type Runs } from "./dedupe.ts";
 import { deadLetterMessage } from "./dead-letter.ts";
-import { checkExplicit, GroupMember, Groups, isExplicit, releaseMembers, type ExplicitOptions, type Group } from "./group.ts";
+import { checkExplicit, consumerFields, GroupMember, Groups, isExplicit, releaseMembers, sameKindProblem, type ExplicitOptions, type Group } from "./group.ts";
 import { RetentionDrops, trimTopic, type ServerRetention } from "./retention.ts";
 import { dueTime, MAX_SCHEDULED_BYTES, Scheduler } from "./scheduler.ts";
 import { Subscription, Topic } from "./topic.ts";
@@ -57,6 +60,8 @@ export interface ServerOptions {
   limits?: Partial<ServerLimits>;
   /** Storage backend; the file store under `dataDir` when absent. */
   store?: TopicStore;
+  /** Where wildcard consumers are kept; DATA/consumers when absent (memory with a given `store`). */
+  consumerStore?: ConsumerStore;
   /** Most topic files the file store keeps open at once (default: half the open-file limit, `defaultMaxOpenFiles`). */
   maxOpenFiles?: number;
   /** Where delayed messages wait (scheduler.ts); the file schedule under `dataDir/scheduled` when absent. */
@@ -153,6 +158,8 @@ export class MqServer {
     private readonly registry: ClientRegistry,
     private readonly credentials: BrokerCredentials,
     private readonly store: TopicStore,
+    /** What each id asked for (exact topics and patterns), matched against new topics. */
+    private readonly consumers: Consumers,
   ) {
     this.tokenDigest = options.token ? digest(options.token) : null;
     this.heartbeatMs = options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
@@ -193,9 +200,11 @@ export class MqServer {
         maxSegmentBytes: options.maxSegmentBytes ?? 64 * 1024 * 1024,
         files: new OpenFiles(options.maxOpenFiles ?? defaultMaxOpenFiles()),
       });
-    const server = new MqServer(options, registry, credentials, store);
+    const consumers = new Consumers(options.consumerStore ?? (options.store ? new MemoryConsumerStore() : new FileConsumerStore(path.join(options.dataDir, "consumers"))));
+    const server = new MqServer(options, registry, credentials, store, consumers);
     for (const name of store.topics()) await server.topic(name, false);
     for (const member of server.groups.load(server.topics, (id) => registry.owner(id) !== undefined)) server.addSubscription(member);
+    await server.loadConsumers();
     if (server.dedupe.enabled) {
       server.dedupe.sort();
       server.dedupe.expire(Date.now());
@@ -368,7 +377,10 @@ export class MqServer {
       }
       return this.track(this.publish(session, frame.id, frame.topic, frame.payloads, ids));
     },
-    sub: (session, frame) => this.track(this.subscribe(session, frame.id, frame.topics, frame.from ?? "latest", frame)),
+    sub: (session, frame) => {
+      if (frame.from !== undefined && frame.since !== undefined) throw new MqError(Code.BadRequest, 'sub: give "from" or "since", not both');
+      return this.track(this.subscribe(session, frame.id, frame.topics, frame.from ?? "latest", frame.since, frame));
+    },
     unsub: (session, frame) => this.track(this.unsubscribe(session, frame.id, frame.topics)),
     destroy: (session, frame) => this.track(this.destroy(session, frame.id)),
     topics: () => ({ topics: this.topicList() }),
@@ -566,6 +578,8 @@ export class MqServer {
     if (raced) return { topic: raced, created: false };
     const topic = new Topic(name, opened.log, opened.subscribers);
     this.topics.set(name, topic);
+    // In the same tick as the topic becomes visible: a pattern subscribe sees it or is seen.
+    const attaching = opened.created ? this.attachPatterns(topic) : null;
     if (this.dedupe.enabled && !opened.created) this.rebuildIds(topic);
     for (const [id, cursor] of [...opened.subscribers.cursors]) {
       if (this.registry.owner(id) === undefined) {
@@ -578,6 +592,7 @@ export class MqServer {
       }
       this.addSubscription(new Subscription(id, topic, cursor));
     }
+    await attaching;
     return { topic, created: opened.created };
   }
 
@@ -789,75 +804,188 @@ export class MqServer {
     return new MqError(Code.StorageError, `the server cannot store the message in topic "${topic.name}": ${(err as Error).message}`, { cause: err });
   }
 
-  private async subscribe(session: Session, id: number, names: string[], from: From, explicit: ExplicitOptions = {}) {
+  private async subscribe(session: Session, id: number, filters: string[], from: From, since?: number, explicit: ExplicitOptions = {}) {
     this.checkOwner(session, id);
-    for (const name of names) checkTopic(name);
-    for (const name of names) checkExplicit(name, explicit);
-    const mine = this.subscriptionsOf.get(id);
-    const added = names.filter((n) => !mine?.has(n)).length;
-    if ((mine?.size ?? 0) + added > this.limits.maxSubscriptionsPerId) {
+    for (const filter of filters) checkPattern(filter);
+    if (isExplicit(explicit)) for (const filter of filters) checkExplicit(filter, explicit);
+    // Each filter is a consumer: a pattern counts as one, however many topics it matches.
+    const added = new Set(filters.filter((f) => !this.consumers.get(id, f))).size;
+    if (this.consumers.count(id) + added > this.limits.maxSubscriptionsPerId) {
       throw new MqError(Code.LimitExceeded, `id ${id} would have more than ${this.limits.maxSubscriptionsPerId} subscriptions (--max-subscriptions-per-id)`);
     }
+    const names = filters.filter((f) => !isPattern(f));
     // The whole request is refused when its new topics do not all fit, before any is created.
     const fresh = [...new Set(names.filter((n) => !this.topics.has(n) && !this.openingTopics.has(n)))];
     if (fresh.length > 0) this.checkTopicRoom(fresh.length, fresh);
-    const result: Array<{ topic: string; from: number; created: boolean }> = [];
-    for (const name of names) {
-      const { topic, created } = (await this.topic(name, true))!;
+    const start = (topic: Topic) => (since !== undefined ? topic.log.seqAtTime(since) : from === "earliest" ? topic.log.firstSeq : from === "latest" ? topic.log.nextSeq : Math.max(from, topic.log.firstSeq));
+    const result: Array<{ topic: string; from?: number; created: boolean; pattern?: true; matched?: Array<{ topic: string; from: number }> }> = [];
+    for (const filter of filters) {
+      if (isPattern(filter)) {
+        result.push({ topic: filter, created: false, pattern: true, matched: await this.subscribePattern(id, filter, since === undefined ? from : { since }, start) });
+        continue;
+      }
+      const { topic, created } = (await this.topic(filter, true))!;
+      const newConsumer = await this.addConsumer(id, filter, since === undefined ? from : { since }, explicit);
+      // Looked up after the last await: from here to its creation nothing yields.
       const existing = topic.subscriptions.get(id);
-      if (existing && (existing instanceof GroupMember ? existing.group.name : undefined) !== explicit.group) {
-        const was = existing instanceof GroupMember ? (existing.group.name === undefined ? "with --max-deliver" : `in group "${existing.group.name}"`) : "without a group";
-        throw new MqError(Code.BadRequest, `id ${id} is already subscribed to topic "${name}" ${was}; unsubscribe it first`);
+      const mismatch = existing && sameKindProblem(existing, id, filter, explicit);
+      if (mismatch) {
+        if (newConsumer) await this.consumers.remove(id, filter).catch(() => {});
+        throw mismatch;
       }
       if (existing instanceof GroupMember) {
-        result.push({ topic: name, from: existing.acked, created });
+        result.push({ topic: filter, from: existing.acked, created });
         continue;
       }
       if (existing) {
         // Subscribing twice keeps the first; the answer still waits until it is on disk.
         await topic.index.add(id, existing.acked);
-        result.push({ topic: name, from: existing.acked, created });
+        result.push({ topic: filter, from: existing.acked, created });
         continue;
       }
-      const cursor = from === "earliest" ? topic.log.firstSeq : from === "latest" ? topic.log.nextSeq : Math.max(from, topic.log.firstSeq);
-      if (isExplicit(explicit)) {
-        const member = await this.groups.join(topic, id, explicit, cursor);
-        this.addSubscription(member);
-        // The id may have been destroyed while the groups file was written.
-        if (this.registry.owner(id) === undefined) {
-          await this.dropSubscription(id, name);
-          throw new MqError(Code.UnknownId, `no client with id ${id}`);
-        }
-        this.pump(member);
-        result.push({ topic: name, from: member.acked, created });
-        continue;
-      }
-      // Visible at once, so a concurrent subscribe of the same id and topic finds it.
-      const sub = new Subscription(id, topic, cursor);
-      this.addSubscription(sub);
+      const cursor = start(topic);
       try {
-        await topic.index.add(id, cursor);
+        if (isExplicit(explicit)) result.push({ topic: filter, from: await this.joinGroup(id, topic, cursor, explicit), created });
+        else await this.attach(id, topic, cursor);
       } catch (err) {
-        await this.dropSubscription(id, name).catch(() => {});
-        log.error(`topic ${name}: cannot record the subscription of id ${id}: ${errorText(err)}`);
-        throw new MqError(Code.StorageError, `Cannot subscribe id ${id} to topic "${name}": ${storageProblem(err)}`, { cause: err });
+        if (newConsumer) await this.consumers.remove(id, filter).catch(() => {});
+        throw err;
       }
-      // The id may have been destroyed while the index was written.
-      if (this.registry.owner(id) === undefined) {
-        await this.dropSubscription(id, name);
-        throw new MqError(Code.UnknownId, `no client with id ${id}`);
-      }
-      this.pump(sub);
-      result.push({ topic: name, from: cursor, created });
+      if (!isExplicit(explicit)) result.push({ topic: filter, from: cursor, created });
     }
     return { topics: result };
   }
 
-  private async unsubscribe(session: Session, id: number, names: string[]) {
+  /** Adds the consumer (id, filter), or keeps the one there is; STORAGE_ERROR when it cannot be written. */
+  private async addConsumer(id: number, filter: string, from: From | { since: number }, explicit: ExplicitOptions = {}): Promise<boolean> {
+    try {
+      return await this.consumers.add({ id, filter, from, ...consumerFields(explicit) });
+    } catch (err) {
+      log.error(`cannot record the subscription of id ${id} to ${filter}: ${errorText(err)}`);
+      throw new MqError(Code.StorageError, `Cannot subscribe id ${id} to "${filter}": ${storageProblem(err)}`, { cause: err });
+    }
+  }
+
+  /**
+   * A pattern: the consumer is kept (and matched against every topic created later), and each
+   * topic that exists now and matches gets a subscription from `start`, unless it has one.
+   * Returns the matching topics and where each one's subscription is.
+   */
+  private async subscribePattern(id: number, pattern: string, from: From | { since: number }, start: (topic: Topic) => number): Promise<Array<{ topic: string; from: number }>> {
+    try {
+      await this.addConsumer(id, pattern, from);
+    } catch (err) {
+      // A topic created meanwhile may have got a subscription from the pattern.
+      await this.dropUncovered(id, pattern);
+      throw err;
+    }
+    const matched: Array<{ topic: string; from: number }> = [];
+    for (const topic of [...this.topics.values()]) {
+      if (!filterMatches(pattern, topic.name)) continue;
+      const existing = topic.subscriptions.get(id);
+      if (existing) {
+        matched.push({ topic: topic.name, from: existing.acked });
+        continue;
+      }
+      const cursor = start(topic);
+      await this.attach(id, topic, cursor);
+      matched.push({ topic: topic.name, from: cursor });
+    }
+    return matched.sort((a, b) => (a.topic < b.topic ? -1 : 1));
+  }
+
+  /**
+   * `id` joins the queue group (or private explicit subscription) `explicit` on `topic`: a new
+   * group starts at `cursor`. Durable in DATA/groups.json when this resolves; returns the
+   * group's ack floor.
+   */
+  private async joinGroup(id: number, topic: Topic, cursor: number, explicit: ExplicitOptions): Promise<number> {
+    const member = await this.groups.join(topic, id, explicit, cursor);
+    this.addSubscription(member);
+    // The id may have been destroyed while the groups file was written.
+    if (this.registry.owner(id) === undefined) {
+      await this.dropSubscription(id, topic.name);
+      throw new MqError(Code.UnknownId, `no client with id ${id}`);
+    }
+    this.pump(member);
+    return member.acked;
+  }
+
+  /** A new subscription of `id` to `topic` from `cursor`, durable in the topic's index when this resolves, then pumped. */
+  private async attach(id: number, topic: Topic, cursor: number): Promise<void> {
+    // Visible at once, so a concurrent subscribe of the same id and topic finds it.
+    const sub = new Subscription(id, topic, cursor);
+    this.addSubscription(sub);
+    try {
+      await topic.index.add(id, cursor);
+    } catch (err) {
+      await this.dropSubscription(id, topic.name).catch(() => {});
+      log.error(`topic ${topic.name}: cannot record the subscription of id ${id}: ${errorText(err)}`);
+      throw new MqError(Code.StorageError, `Cannot subscribe id ${id} to topic "${topic.name}": ${storageProblem(err)}`, { cause: err });
+    }
+    // The id may have been destroyed while the index was written.
+    if (this.registry.owner(id) === undefined) {
+      await this.dropSubscription(id, topic.name);
+      throw new MqError(Code.UnknownId, `no client with id ${id}`);
+    }
+    this.pump(sub);
+  }
+
+  /**
+   * Topic creation: every id with a pattern matching the new topic gets a subscription from
+   * its first message. Added at once (before the first append), written to the index in the
+   * background of the request: a start gives a matching topic that lacks it one again.
+   */
+  private attachPatterns(topic: Topic): Promise<unknown> | null {
+    // Not for an id being destroyed (its consumers go after its subscriptions).
+    const ids = this.consumers.patternIdsMatching(topic.name).filter((id) => !topic.subscriptions.has(id) && this.registry.owner(id) !== undefined);
+    if (ids.length === 0) return null;
+    const cursor = topic.log.firstSeq;
+    for (const id of ids) this.addSubscription(new Subscription(id, topic, cursor));
+    return Promise.all(ids.map((id) => topic.index.add(id, cursor).catch((err) => log.error(`topic ${topic.name}: cannot record the subscription of id ${id} (from its pattern): ${errorText(err)}; the next start adds it again`))));
+  }
+
+  /**
+   * At start, after every topic was opened: the stored consumers come back (those of ids
+   * destroyed by a crashed destroy are removed), a subscription no stored consumer covers is
+   * an exact consumer, and a topic matching a pattern that lacks the subscription (created
+   * just before a crash) gets it from its first message.
+   */
+  private async loadConsumers(): Promise<void> {
+    await this.consumers.load((id) => this.registry.owner(id) !== undefined);
+    for (const [id, mine] of this.subscriptionsOf) {
+      for (const name of mine.keys()) if (!this.consumers.covers(id, name)) this.consumers.addImplied(id, name);
+    }
+    for (const topic of this.topics.values()) {
+      const ids = this.consumers.patternIdsMatching(topic.name).filter((id) => !topic.subscriptions.has(id));
+      for (const id of ids) log.info(`topic ${topic.name}: id ${id} subscribed from seq ${topic.log.firstSeq} (its pattern matches; the subscription was not recorded before a stop)`);
+      await this.attachPatterns(topic);
+    }
+  }
+
+  /** After the consumer (id, `filter`) went: drops the subscriptions it matched that no other consumer of `id` covers; returns their topics. */
+  private async dropUncovered(id: number, filter: string): Promise<string[]> {
+    const dropped: string[] = [];
+    for (const name of [...(this.subscriptionsOf.get(id)?.keys() ?? [])]) {
+      if (!filterMatches(filter, name) || this.consumers.covers(id, name)) continue;
+      if (await this.dropSubscription(id, name)) dropped.push(name);
+    }
+    return dropped.sort();
+  }
+
+  /**
+   * Removes the consumers `filters` of `id`. A topic's subscription ends only when no
+   * remaining consumer of the id matches it: `dropped` lists the topics whose subscription
+   * ended (the local broker forgets what it buffered of them).
+   */
+  private async unsubscribe(session: Session, id: number, filters: string[]) {
     this.checkOwner(session, id);
-    for (const name of names) checkTopic(name);
-    const topics: Array<{ topic: string; unsubscribed: boolean }> = [];
-    for (const name of names) topics.push({ topic: name, unsubscribed: await this.dropSubscription(id, name) });
+    for (const filter of filters) checkPattern(filter);
+    const topics: Array<{ topic: string; unsubscribed: boolean; dropped?: string[] }> = [];
+    for (const filter of filters) {
+      const gone = await this.consumers.remove(id, filter);
+      topics.push(gone ? { topic: filter, unsubscribed: true, dropped: await this.dropUncovered(id, filter) } : { topic: filter, unsubscribed: false });
+    }
     return { topics };
   }
 
@@ -884,6 +1012,7 @@ export class MqServer {
     await this.registry.destroy(id);
     for (const name of [...(this.subscriptionsOf.get(id)?.keys() ?? [])]) await this.dropSubscription(id, name);
     this.subscriptionsOf.delete(id);
+    await this.consumers.removeAll(id);
     // The id is gone from the registry already: its session's Credits let go of it here.
     const current = this.sessions.get(session.broker);
     if (current) {
@@ -1014,6 +1143,7 @@ export class MqServer {
     await this.groups.close();
     for (const conn of this.connections) conn.close(CloseReason.Shutdown);
     await this.store.close();
+    await this.consumers.close();
     await this.registry.close();
     await this.credentials.close();
     this.unlock();

@@ -52,6 +52,18 @@ export class MemoryTopicLog implements TopicLog {
     return out;
   }
 
+  seqAtTime(time: number): number {
+    // The first message at or after `time` (binary search: times rise with seqs).
+    let lo = 0;
+    let hi = this.messages.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.messages[mid]!.time < time) lo = mid + 1;
+      else hi = mid;
+    }
+    return this.firstSeq + lo;
+  }
+
   trim(before: number, policy: RetentionPolicy, now: number): number {
     let bytes = this.messages.reduce((n, m) => n + m.data.length, 0);
     let drop = 0;

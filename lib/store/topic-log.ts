@@ -60,6 +60,8 @@ const TAIL_CACHE_BYTES = 1024 * 1024;
 /** All tails of the process together stay under this, however many topics there are. */
 const TAIL_CACHE_TOTAL_BYTES = 64 * 1024 * 1024;
 const TAIL_ENTRY_OVERHEAD = 64;
+/** Records read at a time by a scan for an append time (seqAtTime). */
+const SCAN_BATCH = 256;
 let tailCacheTotal = 0;
 /** Logs with a non-empty tail cache, least recently appended first. */
 const cachedLogs = new Set<FileTopicLog>();
@@ -839,6 +841,31 @@ export class FileTopicLog implements TopicLog {
       seq = out[out.length - 1]!.seq + 1;
     }
     return out;
+  }
+
+  seqAtTime(time: number): number {
+    // The last segment whose first record is older than `time` (binary search over the
+    // segments, one record read each); the answer lies in it or at the start of the next.
+    const stored = this.segments.filter((s) => s.count > 0);
+    let lo = 0;
+    let hi = stored.length - 1;
+    let from = this.firstSeq;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const first = this.read(stored[mid]!.firstSeq, 1, 1)[0];
+      if (first && first.time < time) {
+        from = first.seq;
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    // Scan forward from there: within that segment, at most into the first record of the next.
+    for (let seq = from; seq < this.committed; ) {
+      const batch = this.read(seq, SCAN_BATCH, 1024 * 1024);
+      if (batch.length === 0) break;
+      for (const m of batch) if (m.time >= time) return m.seq;
+      seq = batch[batch.length - 1]!.seq + 1;
+    }
+    return this.nextSeq;
   }
 
   /** The first segment holding a record at or after `seq`. */

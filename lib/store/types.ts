@@ -54,6 +54,12 @@ export interface TopicLog {
    */
   read(from: number, maxCount: number, maxBytes: number): StoredMessage[];
   /**
+   * The seq of the first committed message appended at or after `time` (ms since the epoch);
+   * `nextSeq` when there is none (replay by time starts there). Append times rise with seqs.
+   * A file log finds the segment by binary search and scans only within it.
+   */
+  seqAtTime(time: number): number;
+  /**
    * Retention: deletes the oldest messages, all below `before` (every subscriber is past
    * them), while they are older than `policy.maxAgeMs` or the log is above `policy.maxBytes`.
    * A file log deletes whole segments and never the one being written. Returns how many
@@ -126,5 +132,28 @@ export interface TopicStore {
   open(topic: string, create: boolean): Promise<{ log: TopicLog; subscribers: SubscriberIndex; created: boolean } | null>;
   /** Files of the topics open now and the most kept open (a store that holds no files has none). */
   openFiles?(): { open: number; max: number };
+  close(): Promise<void>;
+}
+
+/** A consumer as stored (lib/server/consumer.ts without the start position, which is spent at subscribe). */
+export interface ConsumerRecord {
+  id: number;
+  filter: string;
+  group?: string;
+  ackPolicy?: "cumulative" | "explicit";
+  maxDeliver?: number;
+  deadLetter?: string;
+}
+
+/**
+ * The consumers the subscriber indexes cannot say: patterns (which must match topics created
+ * later, also after a restart) and the exact filters a pattern of the same id overlaps.
+ */
+export interface ConsumerStore {
+  list(): ConsumerRecord[] | Promise<ConsumerRecord[]>;
+  /** Adds or replaces the consumer (id, filter); durable when the promise resolves. */
+  put(record: ConsumerRecord): Promise<void>;
+  /** Removes the consumer (id, filter), if there is one; durable when the promise resolves. */
+  remove(id: number, filter: string): Promise<void>;
   close(): Promise<void>;
 }

@@ -101,11 +101,15 @@ export const ops = {
     id: "global",
   },
   /**
+   * `topics`: topic names or patterns (`*`: one token, `>`: one or more trailing tokens).
+   * `since` (ms since the epoch): start each topic at its first message appended at or after
+   * it; not with `from`. A reply entry of a pattern has `pattern: true` and `matched`.
    * `group`: join the queue group of that name on each topic (each message goes to one member);
    * `maxDeliver`: deliveries of a message before it goes to the dead-letter topic `deadLetter`
    * (default `<topic>.dlq`). Either makes acknowledgements per message (explicit).
    */
-  sub: { request: { rid: "uint", id: "uint", topics: "topics", from: "from?", group: "string?", maxDeliver: "uint?", deadLetter: "string?" }, reply: ["topics"], client: true, server: true, id: "global" },
+  sub: { request: { rid: "uint", id: "uint", topics: "topics", from: "from?", since: "uint?", group: "string?", maxDeliver: "uint?", deadLetter: "string?" }, reply: ["topics"], client: true, server: true, id: "global" },
+  /** A reply entry's `dropped`: the topics whose subscription ended (no other filter of the id matches them). */
   unsub: { request: { rid: "uint", id: "uint", topics: "topics" }, reply: ["topics"], client: true, server: true, id: "global" },
   /** Client hop only: up to `max` pending messages, waiting up to `wait` ms for the first. */
   recv: { request: { rid: "uint", id: "uint", max: "uint", wait: "uint" }, reply: ["messages", "tag", "more"], client: true, server: false, id: "local-only" },

@@ -122,7 +122,7 @@ describe("mq sub / unsub", () => {
     await cluster.run(["pub", String(id), "multi.b", "b1"]);
     const u = await cluster.run(["unsub", String(id), "multi.a", "--json"]);
     expect(u.code).toBe(0);
-    expect(JSON.parse(u.stdout)).toEqual({ topic: "multi.a", unsubscribed: true });
+    expect(JSON.parse(u.stdout)).toEqual({ topic: "multi.a", unsubscribed: true, dropped: ["multi.a"] });
     await cluster.run(["pub", String(id), "multi.a", "a2"]);
     await cluster.run(["pub", String(id), "multi.b", "b2"]);
     expect((await cluster.run(["recv", String(id), "--count", "10"])).stdout).toBe("b1\nb2\n");

@@ -186,9 +186,9 @@ describe("races on one id", () => {
     try {
       const [first, second] = await Promise.all([c.subscribe(id, ["race.sub"], { from: "earliest" }), c.subscribe(id, ["race.sub"], { from: "latest" })]);
       expect(second[0]!.from).toBe(first[0]!.from);
-      const want = 600 - first[0]!.from + 1;
+      const want = 600 - first[0]!.from! + 1;
       const got = want > 0 ? jsonLines((await cluster.run(["recv", String(id), "--follow", "--count", String(want), "--json"], { timeoutMs: 30_000 })).stdout) : [];
-      expect(got.map((m) => m.seq)).toEqual(Array.from({ length: want }, (_, i) => first[0]!.from + i));
+      expect(got.map((m) => m.seq)).toEqual(Array.from({ length: want }, (_, i) => first[0]!.from! + i));
     } finally {
       c.close();
     }

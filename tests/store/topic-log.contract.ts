@@ -322,6 +322,30 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
       expect(log.recentMsgIds(1039, ALL)).toEqual([{ msgId: "id-40", seq: 40, time: 1039 }]);
     });
 
+    test("TopicLog.seqAtTime gives the first seq appended at or after a time, nextSeq past the end", async () => {
+      expect(log.seqAtTime(0)).toBe(1); // empty: the next message
+      // 60 messages of 100 bytes (several segments of a 1 KiB log), times 1000, 1010, … with ties in pairs.
+      for (let i = 0; i < 60; i++) await log.append(payload(100, i), 1000 + Math.floor(i / 2) * 10);
+      expect(log.seqAtTime(0)).toBe(1);
+      expect(log.seqAtTime(1000)).toBe(1);
+      expect(log.seqAtTime(1001)).toBe(3);
+      expect(log.seqAtTime(1010)).toBe(3);
+      expect(log.seqAtTime(1145)).toBe(31);
+      for (let k = 0; k < 30; k++) expect(log.seqAtTime(1000 + k * 10)).toBe(2 * k + 1);
+      expect(log.seqAtTime(1290)).toBe(59);
+      expect(log.seqAtTime(1291)).toBe(61);
+      expect(log.seqAtTime(Number.MAX_SAFE_INTEGER)).toBe(log.nextSeq);
+    });
+
+    test.skipIf(volatile)("TopicLog.seqAtTime gives the same seqs after reopen (persistent logs only)", async () => {
+      for (let i = 0; i < 40; i++) await log.append(payload(100, i), 2000 + i * 5);
+      log = await fx.reopen!();
+      expect(log.seqAtTime(2000)).toBe(1);
+      expect(log.seqAtTime(2101)).toBe(22);
+      expect(log.seqAtTime(2195)).toBe(40);
+      expect(log.seqAtTime(2196)).toBe(41);
+    });
+
     test.skipIf(volatile)("TopicLog.recentMsgIds gives the same ids after reopen (persistent logs only)", async () => {
       await Promise.all(Array.from({ length: 40 }, (_, i) => log.append(payload(100, i), 1000 + i, i % 3 === 0 ? undefined : `id-${i + 1}`)));
       const before = log.recentMsgIds(1010, ALL);

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { Code, MqError } from "../../lib/errors.ts";
-import { checkTopic, MAX_TOPIC_BYTES, topicProblem } from "../../lib/wire/topic.ts";
+import { checkPattern, checkTopic, isPattern, MAX_TOPIC_BYTES, patternProblem, topicProblem } from "../../lib/wire/topic.ts";
 
 describe("topicProblem", () => {
   test.each([
@@ -83,5 +83,41 @@ describe("checkTopic", () => {
 
   test("checkTopic accepts a valid name silently", () => {
     expect(checkTopic("a.b")).toBeUndefined();
+  });
+});
+
+describe("patternProblem / checkPattern", () => {
+  test.each(["orders", "orders.*", "orders.>", "*", ">", "*.eu", "a.*.c", "a.*.>", "*.*"])("accepts %p", (filter) => {
+    expect(patternProblem(filter)).toBeNull();
+    expect(() => checkPattern(filter)).not.toThrow();
+  });
+
+  test.each([
+    ["orders.*x", '"*x" mixes a wildcard'],
+    ["orders.x>", '"x>" mixes a wildcard'],
+    [">.a", '">" must be the last token'],
+    ["a.>.b", '">" must be the last token'],
+    ["a..*", "empty token"],
+    [".*", "empty token"],
+    ["*.", "empty token"],
+    ["a.$.*", 'contains "$"'],
+    [`${"a.".repeat(100)}*`, "201 bytes"],
+  ])("refuses %p with INVALID_TOPIC naming the pattern and the rule", (filter, rule) => {
+    expect(patternProblem(filter)).toContain(rule);
+    let err: unknown;
+    try {
+      checkPattern(filter);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(MqError);
+    expect((err as MqError).code).toBe(Code.InvalidTopic);
+    expect((err as MqError).message).toContain(`invalid pattern ${JSON.stringify(filter.slice(0, 60))}`);
+  });
+
+  test("a filter without a wildcard is checked as a topic name; checkTopic still refuses a pattern", () => {
+    expect(isPattern("a.b")).toBe(false);
+    expect(() => checkPattern("a..b")).toThrow(/invalid topic "a\.\.b"/);
+    expect(() => checkTopic("orders.*")).toThrow(/reserved for wildcard subscriptions/);
   });
 });
