@@ -127,6 +127,13 @@ describe("queue groups", () => {
     expect((err as MqError).message).toContain('"no way"');
   });
 
+  test("a group on a pattern is refused: a group needs a topic", async () => {
+    const id = await createOn(hostA.socket);
+    const r = await mq(hostA.socket, ["sub", String(id), "jobs.*", "--group", "g"]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('not the pattern "jobs.*"');
+  });
+
   test("an id subscribed without a group cannot join a group on the same topic without unsubscribing", async () => {
     const id = await createOn(hostA.socket);
     expect((await mq(hostA.socket, ["sub", String(id), "plainfirst"])).code).toBe(0);
