@@ -1041,7 +1041,8 @@ export class MqServer {
     if (frame.topic === undefined || frame.seqs === undefined) throw new MqError(Code.BadRequest, 'nak: fields "topic" and "seqs" are required on the server hop');
     if (this.registry.owner(frame.id) !== session.broker) return;
     const sub = this.subscriptionsOf.get(frame.id)?.get(frame.topic);
-    if (sub instanceof GroupMember && sub.nak(frame.seqs, session.credits) > 0) this.pump(sub);
+    // The nak gives every member of the group, this one included, a turn for what came back.
+    if (sub instanceof GroupMember) sub.nak(frame.seqs, session.credits);
   }
 
   /** Stores message `seq` of a group's topic in its dead-letter topic (created if needed). */
