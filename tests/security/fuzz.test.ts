@@ -78,6 +78,8 @@ function fieldValue(rng: Rng, type: string): unknown {
       return Array.from({ length: rng.range(1, 4) }, () => `k${randomString(rng, 12)}`);
     case "idprefix":
       return `p${randomString(rng, 12)}:`;
+    case "seqs":
+      return Array.from({ length: rng.range(1, 4) }, () => rng.range(1, 10_000));
     default:
       throw new Error(`no generator for field type ${type}`);
   }
@@ -255,6 +257,7 @@ function nonConformance(frame: WireMap): string | null {
       : type === "msgid" ? isKey(v)
       : type === "msgids" ? Array.isArray(v) && v.length >= 1 && v.length <= MAX_MSGS_PER_FRAME && v.every(isKey)
       : type === "idprefix" ? typeof v === "string" && v.endsWith(":") && new TextEncoder().encode(v).length <= 200
+      : type === "seqs" ? Array.isArray(v) && v.length >= 1 && v.length <= MAX_MSGS_PER_FRAME && v.every((n) => isUint(n) && (n as number) >= 1)
       : false;
     if (!ok) return `accepted ${key} of the wrong type`;
   }
