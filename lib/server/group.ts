@@ -342,7 +342,11 @@ export class Groups {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw new Error(`${this.file}: cannot read the queue groups: ${(err as Error).message}`, { cause: err });
     }
     const members: GroupMember[] = [];
-    for (const r of records) {
+    for (const r of Array.isArray(records) ? records : []) {
+      if (!isGroupRecord(r)) {
+        log.error(`${this.file}: a queue group record is not valid and is dropped: ${JSON.stringify(r).slice(0, 200)}`);
+        continue;
+      }
       const topic = topics.get(r.topic);
       if (!topic) continue;
       const group = this.group(topic, r.group ?? undefined, Math.max(r.floor, topic.log.firstSeq), r.members[0]!);
@@ -432,6 +436,15 @@ export class Groups {
     if (this.dirty) await this.save().catch((err) => log.error(`${this.file}: cannot write the ack floors of the queue groups: ${(err as Error).message}`));
     await this.writing;
   }
+}
+
+function isGroupRecord(r: unknown): r is GroupRecord {
+  const g = r as GroupRecord;
+  return (
+    typeof g === "object" && g !== null && typeof g.topic === "string" && (g.group === null || typeof g.group === "string") && Number.isSafeInteger(g.floor) && g.floor >= 0 &&
+    Array.isArray(g.members) && g.members.length > 0 && g.members.every((id) => Number.isSafeInteger(id) && id > 0) &&
+    (g.maxDeliver === undefined || (Number.isSafeInteger(g.maxDeliver) && g.maxDeliver >= 1)) && (g.deadLetter === undefined || typeof g.deadLetter === "string")
+  );
 }
 
 /** A named group is shared by its members; a private one belongs to its only member. */

@@ -168,10 +168,22 @@ describe("group members", () => {
     await again.close();
   });
 
+  test("a record of the groups file that is not valid is dropped; the others are read", async () => {
+    const topic = await topicWith("jobs", 3);
+    const { file } = groupsFor();
+    const good = { topic: "jobs", group: "g", floor: 2, members: [5] };
+    fs.writeFileSync(file, JSON.stringify({ version: 1, groups: [{ topic: "jobs", group: 7, floor: "x", members: [] }, good] }));
+    const groups = new Groups(file, { pump: () => {}, deadLetter: async () => {} });
+    const members = groups.load(new Map([["jobs", topic]]), () => true);
+    expect(members.map((m) => [m.id, m.group.name, m.acked])).toEqual([[5, "g", 2]]);
+    await groups.close();
+  });
+
   test("sub options are checked: group name, max-deliver, dead-letter topic", () => {
     expect(() => checkExplicit("t", { group: "a b" })).toThrow('invalid group name "a b"');
     expect(() => checkExplicit("t", { maxDeliver: 0 })).toThrow("maxDeliver must be 1 or more");
     expect(() => checkExplicit("t", { maxDeliver: 2, deadLetter: "t" })).toThrow('cannot be "t" itself');
+    expect(() => checkExplicit("t.*", { group: "ok" })).toThrow('not the pattern "t.*"');
     expect(() => checkExplicit("t", { group: "ok", maxDeliver: 2, deadLetter: "t.dead" })).not.toThrow();
   });
 });
