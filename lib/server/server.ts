@@ -3,19 +3,14 @@
  * message to the local broker that owns each subscriber, within a window of credits, and
  * moves the subscriber's cursor when that local broker acknowledges.
  */
-import * as fs from "node:fs";
-import * as path from "node:path";
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { Socket, TCPSocketListener } from "bun";
 import { errorText, logger } from "../log.ts";
 import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_HELLO_TIMEOUT_MS, DEFAULT_SERVER_LIMITS, maxFrameBytes } from "../config.ts";
 import { Code, MqError, toMqError } from "../errors.ts";
-import { BrokerCredentials } from "../store/broker-credentials.ts";
-import { ClientRegistry } from "../store/client-registry.ts";
-import { errnoCode, lockDataDir, makeDataDir } from "../store/fsutil.ts";
-import { FileTopicStore } from "../store/file-store.ts";
-import { defaultMaxOpenFiles, OpenFiles } from "../store/open-files.ts";
-import type { FsyncPolicy, RetentionPolicy, TopicStore } from "../store/types.ts";
+import { openStorage } from "../store/backend.ts";
+import { errnoCode } from "../store/fsutil.ts";
+import type { BrokerCredentials, ClientRegistry, FsyncPolicy, RetentionPolicy, Storage, StoreKind, TopicStore } from "../store/types.ts";
 import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
 import { capabilities, PROTOCOL_VERSION, pubsIdsProblem, type AckRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
 import type { RequestOf, ServerOp } from "../wire/ops.ts";
@@ -49,8 +44,8 @@ export interface ServerOptions {
   dedupe?: Partial<DedupeOptions>;
   /** Limits against greedy or hostile peers (docs/security.md); defaults in DEFAULT_SERVER_LIMITS (lib/config.ts). */
   limits?: Partial<ServerLimits>;
-  /** Storage backend; the file store under `dataDir` when absent. */
-  store?: TopicStore;
+  /** Storage backend (lib/store/backend.ts): `file` (under `dataDir`, the default) or `memory` (nothing kept across a restart). */
+  store?: StoreKind;
   /** Most topic files the file store keeps open at once (default: half the open-file limit, `defaultMaxOpenFiles`). */
   maxOpenFiles?: number;
 }
@@ -112,6 +107,8 @@ export class MqServer {
   private readonly cursorsMoved = new Set<Topic>();
   private stallTimer: ReturnType<typeof setInterval> | null = null;
   private retentionTimer: ReturnType<typeof setInterval> | null = null;
+  /** A retention pass is running (a slow store may take longer than the timer's period). */
+  private trimming = false;
   private dedupeTimer: ReturnType<typeof setInterval> | null = null;
   private readonly limits: ServerLimits;
   private readonly dedupe: DedupeWindow;
@@ -132,14 +129,17 @@ export class MqServer {
   /** `duplicates`: publishes answered from the dedupe window (nothing stored). */
   readonly counters = { published: 0, duplicates: 0, delivered: 0, acked: 0, accepted: 0, rejected: 0 };
   private readonly startedAt = Date.now();
-  private unlock: () => void = () => {};
+  private readonly registry: ClientRegistry;
+  private readonly credentials: BrokerCredentials;
+  private readonly store: TopicStore;
 
   private constructor(
     private readonly options: ServerOptions,
-    private readonly registry: ClientRegistry,
-    private readonly credentials: BrokerCredentials,
-    private readonly store: TopicStore,
+    private readonly storage: Storage,
   ) {
+    this.registry = storage.clients;
+    this.credentials = storage.credentials;
+    this.store = storage.topics;
     this.tokenDigest = options.token ? digest(options.token) : null;
     this.heartbeatMs = options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
     this.heartbeatMissed = options.heartbeatMissed ?? DEFAULT_HEARTBEAT_MISSED;
@@ -153,33 +153,30 @@ export class MqServer {
     });
   }
 
-  /** Opens the data directory (recovering every log) and starts listening. */
+  /** Opens the storage (a file store: locks the data directory and recovers every log) and starts listening. */
   static async start(options: ServerOptions): Promise<MqServer> {
-    makeDataDir(options.dataDir);
-    const unlock = lockDataDir(options.dataDir, "mq server");
+    const storage = openStorage({
+      kind: options.store ?? "file",
+      dataDir: options.dataDir,
+      fsync: options.fsync,
+      fsyncIntervalMs: options.fsyncIntervalMs,
+      ...(options.maxSegmentBytes !== undefined ? { maxSegmentBytes: options.maxSegmentBytes } : {}),
+      ...(options.maxOpenFiles !== undefined ? { maxOpenFiles: options.maxOpenFiles } : {}),
+      owner: "mq server",
+    });
     try {
-      const server = await MqServer.open(options);
-      server.unlock = unlock;
-      return server;
+      return await MqServer.open(options, storage);
     } catch (err) {
-      unlock(); // a failed start (port in use, unreadable data) leaves the directory free
+      // A failed start (port in use, unreadable data) closes what it opened and leaves the directory free.
+      await storage.close().catch(() => {});
       throw err;
     }
   }
 
-  private static async open(options: ServerOptions): Promise<MqServer> {
-    const registry = new ClientRegistry(path.join(options.dataDir, "clients"));
-    const credentials = new BrokerCredentials(path.join(options.dataDir, "brokers"));
-    const store =
-      options.store ??
-      new FileTopicStore(options.dataDir, {
-        fsync: options.fsync,
-        fsyncIntervalMs: options.fsyncIntervalMs,
-        maxSegmentBytes: options.maxSegmentBytes ?? 64 * 1024 * 1024,
-        files: new OpenFiles(options.maxOpenFiles ?? defaultMaxOpenFiles()),
-      });
-    const server = new MqServer(options, registry, credentials, store);
-    for (const name of store.topics()) await server.topic(name, false);
+  private static async open(options: ServerOptions, storage: Storage): Promise<MqServer> {
+    const server = new MqServer(options, storage);
+    const store = storage.topics;
+    for (const name of await store.topics()) await server.topic(name, false);
     if (server.dedupe.enabled) {
       server.dedupe.sort();
       server.dedupe.expire(Date.now());
@@ -199,7 +196,7 @@ export class MqServer {
     const retention = options.retention;
     if (retention) {
       const every = Math.min(60_000, Math.max(1000, retention.maxAgeMs / 2));
-      server.retentionTimer = setInterval(() => server.applyRetention(retention), every);
+      server.retentionTimer = setInterval(() => void server.applyRetention(retention), every);
     }
     server.stallTimer = setInterval(() => {
       const now = Date.now();
@@ -207,7 +204,8 @@ export class MqServer {
     }, 1000);
     const files = store.openFiles?.();
     const topics = `${plural(server.topics.size, "topic")}${files ? ` (at most ${files.max} of their files open)` : ""}`;
-    log.info(`listening on ${hostPort(options.hostname, server.port)} (data ${options.dataDir}, fsync ${options.fsync}, ${topics}, ${plural(registry.size, "id")})`);
+    const where = storage.kind === "memory" ? "store memory: nothing is kept across a restart" : `data ${options.dataDir}, fsync ${options.fsync}`;
+    log.info(`listening on ${hostPort(options.hostname, server.port)} (${where}, ${topics}, ${plural(server.registry.size, "id")})`);
     return server;
   }
 
@@ -279,7 +277,7 @@ export class MqServer {
       drain: (conn) => {
         // What the outbound budget held back waits in the session's Credits.
         const session = conn.state as Session | undefined;
-        if (session) this.counters.delivered += session.credits.serve(conn);
+        if (session) session.credits.serve(conn);
       },
       closed: (conn, reason) => {
         this.connections.delete(conn);
@@ -427,7 +425,9 @@ export class MqServer {
     }
     if (conn.closed) return {};
     // A budget the local broker does not announce (an older one) does not apply.
-    const credits = new Credits(Math.max(1, budgets.bufferBytes ?? Infinity), Math.max(1, budgets.bufferBytesPerId ?? Infinity));
+    const credits = new Credits(Math.max(1, budgets.bufferBytes ?? Infinity), Math.max(1, budgets.bufferBytesPerId ?? Infinity), (n) => {
+      this.counters.delivered += n;
+    });
     const session: Session = { broker, conn, address: this.addresses.get(conn) ?? conn.label, credits };
     conn.state = session;
     conn.helloDone = true;
@@ -530,7 +530,7 @@ export class MqServer {
     if (raced) return { topic: raced, created: false };
     const topic = new Topic(name, opened.log, opened.subscribers);
     this.topics.set(name, topic);
-    if (this.dedupe.enabled && !opened.created) this.rebuildIds(topic);
+    if (this.dedupe.enabled && !opened.created) await this.rebuildIds(topic);
     for (const [id, cursor] of [...opened.subscribers.cursors]) {
       if (this.registry.owner(id) === undefined) {
         // Above every id the registry knows: it lost that id and its mark, so no reissue.
@@ -553,11 +553,11 @@ export class MqServer {
   }
 
   /** The ids of a topic's messages still in the dedupe window, read back from its log (after a restart). */
-  private rebuildIds(topic: Topic): void {
+  private async rebuildIds(topic: Topic): Promise<void> {
     const now = Date.now();
     let found;
     try {
-      found = topic.log.recentMsgIds(now - this.dedupe.windowMs, this.dedupe.maxKeys);
+      found = await topic.log.recentMsgIds(now - this.dedupe.windowMs, this.dedupe.maxKeys);
     } catch (err) {
       log.error(`topic ${topic.name}: cannot read back the message ids of the dedupe window (publishes sent again may be stored twice):`, err);
       return;
@@ -781,7 +781,7 @@ export class MqServer {
     // Its messages in flight no longer count against the budgets: others may use the room.
     const session = this.sessionOf(id);
     sub.drop(session?.credits);
-    if (session) this.counters.delivered += session.credits.serve(session.conn);
+    if (session) session.credits.serve(session.conn);
     await sub.topic.index.remove(id);
     return true;
   }
@@ -798,7 +798,7 @@ export class MqServer {
     const current = this.sessions.get(session.broker);
     if (current) {
       current.credits.forget(id);
-      this.counters.delivered += current.credits.serve(current.conn);
+      current.credits.serve(current.conn);
     }
     return {};
   }
@@ -816,17 +816,24 @@ export class MqServer {
     }
   }
 
-  /** Deletes what every subscriber of a topic is past and the retention policy lets go. */
-  private applyRetention(policy: RetentionPolicy): void {
-    const now = Date.now();
-    for (const topic of this.topics.values()) {
-      let before = topic.log.nextSeq;
-      for (const sub of topic.subscriptions.values()) before = Math.min(before, sub.acked);
-      try {
-        topic.log.trim(before, policy, now);
-      } catch (err) {
-        log.error(`topic ${topic.name}: retention failed:`, err);
+  /** Deletes what every subscriber of a topic is past and the retention policy lets go; one pass at a time. */
+  private async applyRetention(policy: RetentionPolicy): Promise<void> {
+    if (this.trimming) return;
+    this.trimming = true;
+    try {
+      const now = Date.now();
+      for (const topic of [...this.topics.values()]) {
+        // The cursors are read just before the topic's trim: acks during the other trims only move them on.
+        let before = topic.log.nextSeq;
+        for (const sub of topic.subscriptions.values()) before = Math.min(before, sub.acked);
+        try {
+          await topic.log.trim(before, policy, now);
+        } catch (err) {
+          log.error(`topic ${topic.name}: retention failed:`, err);
+        }
       }
+    } finally {
+      this.trimming = false;
     }
   }
 
@@ -840,14 +847,14 @@ export class MqServer {
   private pump(sub: Subscription): void {
     const session = this.sessionOf(sub.id);
     if (!session) return;
-    this.counters.delivered += session.credits.pump(sub, session.conn);
+    session.credits.pump(sub, session.conn);
   }
 
   /** After a hello: every subscription of the broker, in turn (what finds no room waits in its Credits). */
   private pumpSession(session: Session): void {
     for (const id of this.registry.ownedBy(session.broker)) {
       for (const sub of this.subscriptionsOf.get(id)?.values() ?? []) {
-        this.counters.delivered += session.credits.pump(sub, session.conn);
+        session.credits.pump(sub, session.conn);
       }
     }
   }
@@ -898,12 +905,9 @@ export class MqServer {
     if (this.retentionTimer) clearInterval(this.retentionTimer);
     if (this.dedupeTimer) clearInterval(this.dedupeTimer);
     for (const conn of this.connections) conn.close(CloseReason.Shutdown);
-    await this.store.close();
-    await this.registry.close();
-    await this.credentials.close();
-    this.unlock();
+    await this.storage.close();
     this.listener?.stop(true);
-    log.info(`stopped (${hostPort(this.options.hostname, this.port)}, data ${this.options.dataDir})`);
+    log.info(`stopped (${hostPort(this.options.hostname, this.port)}, ${this.storage.kind === "memory" ? "store memory" : `data ${this.options.dataDir}`})`);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

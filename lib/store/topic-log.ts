@@ -207,7 +207,7 @@ export class FileTopicLog implements TopicLog {
     return this.commits.add({ data, time, msgId: msgId === undefined ? undefined : utf8.encode(msgId) });
   }
 
-  recentMsgIds(since: number, limit: number): MsgIdRecord[] {
+  async recentMsgIds(since: number, limit: number): Promise<MsgIdRecord[]> {
     const parts: MsgIdRecord[][] = [];
     let n = 0;
     // Newest segment first; one whose first record read is older than `since` is the last.
@@ -774,7 +774,7 @@ export class FileTopicLog implements TopicLog {
   // ---------------------------------------------------------------------------------------
   // Retention
 
-  trim(before: number, policy: RetentionPolicy, now: number): number {
+  async trim(before: number, policy: RetentionPolicy, now: number): Promise<number> {
     // The retention point goes to `meta` before the files go; a meta write in flight would
     // race with it, and the next tick comes soon enough.
     if (this.metaBusy > 0) return 0;
@@ -819,7 +819,7 @@ export class FileTopicLog implements TopicLog {
   // ---------------------------------------------------------------------------------------
   // Reading
 
-  read(from: number, maxCount: number, maxBytes: number): StoredMessage[] {
+  async read(from: number, maxCount: number, maxBytes: number): Promise<StoredMessage[]> {
     const start = Math.max(from, this.firstSeq);
     const cached = this.readTail(start, maxCount, maxBytes);
     if (cached) return cached;
