@@ -774,10 +774,11 @@ export class MqServer {
 
   /** Returns false when `id` was not subscribed to `name`. */
   private async dropSubscription(id: number, name: string): Promise<boolean> {
-    const sub = this.subscriptionsOf.get(id)?.get(name);
+    // Also by its topic: a destroy that ran while a subscribe awaited has let go of the id's map.
+    const sub = this.subscriptionsOf.get(id)?.get(name) ?? this.topics.get(name)?.subscriptions.get(id);
     if (!sub) return false;
     sub.topic.subscriptions.delete(id);
-    this.subscriptionsOf.get(id)!.delete(name);
+    this.subscriptionsOf.get(id)?.delete(name);
     // Its messages in flight no longer count against the budgets: others may use the room.
     const session = this.sessionOf(id);
     sub.drop(session?.credits);
