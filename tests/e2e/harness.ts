@@ -30,9 +30,6 @@ function testStore(): "file" | "memory" {
   return store;
 }
 
-/** The reason a test gives when it skips itself on the memory store. */
-export const NEEDS_RESTART = "needs what a restart of the server keeps (MQ_TEST_STORE=memory keeps nothing)";
-
 export function tmpDir(prefix = "mq-test-"): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
