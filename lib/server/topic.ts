@@ -152,7 +152,7 @@ export class Subscription implements Pushable {
       if (this.dropped) return;
       const again = this.pushAgain;
       this.pushAgain = null;
-      if (again && (again.conn !== conn || again.credits !== credits)) {
+      if (again && (again.conn !== conn || again.credits !== credits || this.epoch !== epoch)) {
         // A new session of the owner asked meanwhile: push to it (what was read is read again).
         ({ conn, credits } = again);
         epoch = this.epoch;
