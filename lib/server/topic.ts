@@ -1,10 +1,10 @@
 /** A topic as the server holds it, and one subscriber's delivery state within it. */
+import { logger } from "../log.ts";
 import type { StoredMessage, SubscriberIndex, TopicLog } from "../store/types.ts";
 import type { Connection } from "../wire/connection.ts";
 import type { MsgsFrame } from "../wire/messages.ts";
 import { MESSAGE_OVERHEAD_BYTES } from "../wire/messages.ts";
 import type { Credits, Pushable } from "./credits.ts";
-import { logger } from "../log.ts";
 import { TopicIds } from "./dedupe.ts";
 
 const serverLog = logger("server");
