@@ -15,7 +15,7 @@ import { MqError } from "../lib/errors.ts";
 import type * as cli from "../lib/cli/commands.ts";
 import { Exit, StdoutClosedError, UsageError, exitCodeFor, reportError, writeStdout } from "../lib/cli/output.ts";
 import { closest, renderCommandHelp, renderCompletion, renderProgramHelp, SHELLS, type CommandSpec, type OptionDef, type Program, type Shell } from "../lib/cli/help.ts";
-import { defaults, formatDuration, formatSize, parseAddress, parseCount, parseCountOrAuto, parseDelay, parseDuration, parseFrom, parseFsync, parseGroup, parseId, parseRetentionLimit, parseSeconds, parseSince, parseSize, parseTopicList } from "../lib/cli/parse.ts";
+import { defaults, formatDuration, formatSize, parseAddress, parseCount, parseCountOrAuto, parseDelay, parseDuration, parseFrom, parseFsync, parseGroup, parseId, parseRetentionLimit, parseSeconds, parseSince, parseSize, parseStore, parseTopicList } from "../lib/cli/parse.ts";
 import { DEFAULT_DEDUPE, DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_LOCAL_LIMITS, DEFAULT_SERVER_LIMITS, isLoopback, LINES_RETRY_SECONDS } from "../lib/config.ts";
 
 /** The client commands' code (the client library, the wire layer, cbor-x). */
@@ -78,6 +78,7 @@ const serverArgs = {
   listen: { type: "string", valueHint: "HOST:PORT", default: "127.0.0.1:7600", description: "address to listen on" },
   data: { type: "string", valueHint: "DIR", description: "data directory (env MQ_DATA; default ~/.local/share/mq/server)" },
   "default-topics": { type: "string", valueHint: "A,B", default: "general", description: "topics created at start, comma-separated" },
+  store: { type: "string", valueHint: "KIND", default: "file", choices: ["file", "memory"], description: "file | memory (memory keeps nothing across a restart: for tests and experiments)" },
   fsync: { type: "string", valueHint: "POLICY", default: "always", choices: ["always", "interval", "never"], description: "always | interval | never" },
   "fsync-interval-ms": { type: "string", valueHint: "MS", default: "50", description: "fsync period for --fsync interval" },
   "max-message-bytes": { type: "string", valueHint: "SIZE", default: "1M", description: "largest message accepted (K/M/G)" },
@@ -118,6 +119,7 @@ function serverOptions(d: Daemons, args: ServerArgs, dataDir: string, tokenFileI
   const options = {
     ...listen,
     dataDir,
+    store: parseStore(v("store")),
     defaultTopics: parseTopicList(v("default-topics")),
     fsync: parseFsync(v("fsync")),
     fsyncIntervalMs: parseCount("fsync-interval-ms", v("fsync-interval-ms")),

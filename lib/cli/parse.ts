@@ -4,7 +4,7 @@
  * daemons.ts, beside the logger they configure).
  */
 import { DEFAULT_LISTEN, DEFAULT_MAX_MESSAGE_BYTES, MAX_DELAY_MS, defaultDataDir, defaultSocketPath, parseHostPort } from "../config.ts";
-import type { FsyncPolicy } from "../store/types.ts";
+import type { FsyncPolicy, StoreKind } from "../store/types.ts";
 import type { From } from "../wire/messages.ts";
 import { groupNameProblem } from "../wire/group-name.ts";
 import { UsageError } from "./output.ts";
@@ -145,6 +145,13 @@ export function parseRetentionLimit(value: unknown): "soft" | "hard" {
   const s = String(value);
   if (s === "soft" || s === "hard") return s;
   throw new UsageError(`--retention-limit must be soft (never delete a message a subscriber has not acknowledged) or hard (apply --retention and --retention-bytes anyway), got ${JSON.stringify(s)}`);
+}
+
+/** `--store`: the server's storage backend (lib/store/backend.ts). */
+export function parseStore(value: unknown): StoreKind {
+  const s = String(value);
+  if (s === "file" || s === "memory") return s;
+  throw new UsageError(`--store must be file or memory, got ${JSON.stringify(s)} (memory keeps nothing across a restart)`);
 }
 
 export function parseAddress(name: string, value: unknown): { hostname: string; port: number } {

@@ -17,8 +17,12 @@ export interface Pushable {
   queued: boolean;
   /** Unsubscribed or destroyed: skipped when its turn comes. */
   readonly dropped: boolean;
-  /** Pushes what its window and `credits.room` allow; calls `credits.wait` when a shared budget stopped it. */
-  push(conn: Connection, credits: Credits): number;
+  /**
+   * Pushes what its window and `credits.room` allow; calls `credits.wait` when a shared
+   * budget stopped it. Before it awaits (a read), it charges what it may use (at least
+   * MESSAGE_OVERHEAD_BYTES), so `serve` sees the room taken at once.
+   */
+  push(conn: Connection, credits: Credits): Promise<void>;
   /** Tells the local broker, once, that the log holds more than it was sent. */
   announce(conn: Connection): void;
   /** The log holds messages not yet pushed. */
@@ -41,10 +45,14 @@ export class Credits {
   private readonly ready = new Fifo<IdBudget>();
   private waitingCount = 0;
 
-  /** Budgets of at least 1 byte; Infinity (a local broker that announced none) leaves only the per-subscription window. */
+  /**
+   * Budgets of at least 1 byte; Infinity (a local broker that announced none) leaves only
+   * the per-subscription window. `onDelivered` counts the messages pushed.
+   */
   constructor(
     readonly brokerBytes = Infinity,
     readonly idBytes = Infinity,
+    private readonly onDelivered: (messages: number) => void = () => {},
   ) {
     if (!(brokerBytes >= 1 && idBytes >= 1)) throw new RangeError(`Cannot use a buffer budget below 1 byte (${brokerBytes}, ${idBytes} per id)`);
   }
@@ -60,6 +68,11 @@ export class Credits {
   /** Bytes in flight of `id`. */
   bytesOf(id: number): number {
     return this.ids.get(id)?.bytes ?? 0;
+  }
+
+  /** A push sent `messages` messages (pushes end asynchronously: they report here). */
+  delivered(messages: number): void {
+    this.onDelivered(messages);
   }
 
   charge(id: number, bytes: number): void {
@@ -89,22 +102,24 @@ export class Credits {
 
   /**
    * Pushes `sub` (a publish to its topic, or an ack that freed its window): at once when
-   * nobody waits for room, else in its turn behind those who do. Returns messages pushed.
+   * nobody waits for room, else in its turn behind those who do.
    */
-  pump(sub: Pushable, conn: Connection): number {
-    if (this.waitingCount === 0) return sub.push(conn, this);
+  pump(sub: Pushable, conn: Connection): void {
+    if (this.waitingCount === 0) {
+      void sub.push(conn, this);
+      return;
+    }
     if (sub.backlog) this.wait(sub);
-    const pushed = this.serve(conn);
+    this.serve(conn);
     // Still waiting: the local broker must know that more will come (`recv --count`).
     if (sub.queued) sub.announce(conn);
-    return pushed;
   }
 
-  /** Gives the room there is to waiting subscriptions, round-robin; returns messages pushed. */
-  serve(conn: Connection): number {
-    let pushed = 0;
+  /** Gives the room there is to waiting subscriptions, round-robin. */
+  serve(conn: Connection): void {
     // Ends: every turn pops an id, and puts it back only after a push that used room
-    // (each message costs at least MESSAGE_OVERHEAD_BYTES) or took its subscription out.
+    // (each message costs at least MESSAGE_OVERHEAD_BYTES, charged before the push awaits)
+    // or took its subscription out.
     while (this.ready.size > 0 && conn.writable && this.bytes < this.brokerBytes) {
       const b = this.ready.shift()!;
       b.listed = false;
@@ -113,10 +128,9 @@ export class Credits {
       if (!sub) continue;
       this.waitingCount--;
       sub.queued = false;
-      if (!sub.dropped) pushed += sub.push(conn, this);
+      if (!sub.dropped) void sub.push(conn, this);
       if (!b.listed && b.waiting.size > 0 && b.bytes < this.idBytes) this.list(b);
     }
-    return pushed;
   }
 
   /** After a destroy: forgets the id, and frees what it still had in flight. */

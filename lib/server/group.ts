@@ -109,34 +109,55 @@ export class Group {
   }
 
   /**
-   * Up to `count` messages (about `maxBytes`) for `member`, recorded as in flight to it:
-   * those to deliver again first, then new ones.
+   * Up to `count` messages (about `maxBytes`) for `member`: those to deliver again first,
+   * then new ones. They are claimed (in flight to `member`, bytes -1) before any read, so
+   * members pushing at once never get the same seq; the caller sends them (`sentTo`).
    */
-  take(member: number, count: number, maxBytes: number): StoredMessage[] {
-    const out: StoredMessage[] = [];
-    let bytes = 0;
-    while (out.length < count && bytes < maxBytes) {
-      const again = this.pending.takeRedelivery();
-      if (!again) break;
-      const m = this.topic.log.read(again.seq, 1, 1)[0];
-      if (!m || m.seq !== again.seq) {
-        this.pending.done(again.seq); // trimmed or lost meanwhile: nothing left to deliver
-        continue;
-      }
-      // A read's payload may share the log's read buffer: keep a copy past the next read.
-      out.push({ ...m, data: m.data.slice() });
-      this.pending.sent(m.seq, member, again.deliveries + 1, m.data.length);
-      bytes += m.data.length;
+  async take(member: number, count: number, maxBytes: number): Promise<StoredMessage[]> {
+    const log = this.topic.log;
+    const again: number[] = [];
+    for (let r = this.pending.takeRedelivery(); r; r = again.length < count ? this.pending.takeRedelivery() : undefined) {
+      this.pending.sent(r.seq, member, r.deliveries + 1, -1);
+      again.push(r.seq);
     }
-    if (out.length < count && bytes < maxBytes && this.pending.next <= this.topic.log.lastSeq) {
-      const batch = this.topic.log.read(Math.max(this.pending.next, this.topic.log.firstSeq), count - out.length, Math.max(1, maxBytes - bytes));
+    let from = 0;
+    let to = -1;
+    if (again.length < count && this.pending.next <= log.lastSeq) {
+      from = Math.max(this.pending.next, log.firstSeq);
+      to = Math.min(log.lastSeq, from + (count - again.length) - 1);
+      for (let seq = from; seq <= to; seq++) this.pending.sent(seq, member, 1, -1);
+      this.pending.next = to + 1;
+    }
+    const out: StoredMessage[] = [];
+    for (const seq of again) {
+      const read = await this.read(seq, 1, 1);
+      const m = read?.[0];
+      if (!read) this.pending.unsend(seq);
+      else if (m && m.seq === seq) out.push({ ...m, data: m.data.slice() }); // the next read may reuse the buffer
+      else this.done(seq); // trimmed or lost meanwhile: nothing left to deliver
+    }
+    if (to >= from) {
+      const batch = (await this.read(from, to - from + 1, Math.max(1, maxBytes))) ?? [];
+      let expected = from;
       for (const m of batch) {
-        this.pending.sent(m.seq, member, 1, m.data.length);
+        for (; expected < m.seq; expected++) this.done(expected); // a hole: lost to damaged storage
         out.push(m);
+        expected = m.seq + 1;
       }
-      if (batch.length === 0) this.pending.next = this.topic.log.nextSeq;
+      // Stopped short by `maxBytes`: the rest goes back, first in line, not counted as delivered.
+      for (let seq = expected; seq <= to; seq++) this.pending.unsend(seq);
     }
     return out;
+  }
+
+  /** A read of the log; null when it failed (what was claimed goes back in line, for the next push). */
+  private async read(from: number, count: number, maxBytes: number): Promise<StoredMessage[] | null> {
+    try {
+      return await this.topic.log.read(from, count, maxBytes);
+    } catch (err) {
+      log.error(`topic ${this.topic.name}: cannot read from seq ${from} for a queue group:`, err);
+      return null;
+    }
   }
 
   /** `seq` was processed (acknowledged or dead-lettered): done, and the floor may move. */
@@ -182,6 +203,11 @@ export class GroupMember extends Subscription {
   private heldBytes = 0;
   /** The local broker last heard `more: true` for this member. */
   private announced = false;
+  /** The push in progress (it awaits reads of the log), and a push asked for meanwhile. */
+  private turn: Promise<void> | null = null;
+  private turnAgain: { conn: Connection; credits: Credits } | null = null;
+  /** Moved by every rewind: a read started before one is stale when it returns. */
+  private generation = 0;
 
   constructor(
     id: number,
@@ -194,12 +220,26 @@ export class GroupMember extends Subscription {
     return this.group.backlog;
   }
 
-  /** As Subscription.push, with the messages taken from the group, and `explicit` on every frame. */
-  override push(conn: Connection, credits: Credits): number {
+  /**
+   * As Subscription.push, with the messages taken from the group, and `explicit` on every
+   * frame; at most one batch a turn. A push asked for while one reads is taken up by it.
+   */
+  override push(conn: Connection, credits: Credits): Promise<void> {
+    if (this.turn) {
+      this.turnAgain = { conn, credits };
+      return this.turn;
+    }
+    if (!this.group.backlog || this.dropped) return Promise.resolve();
+    this.turn = this.pushTurn(conn, credits).finally(() => (this.turn = null));
+    return this.turn;
+  }
+
+  private async pushTurn(conn: Connection, credits: Credits): Promise<void> {
     let pushed = 0;
     let shared = false;
+    let reservedAny = false;
     // At most one batch per turn: a publish pumps every member in turn, so they share the backlog.
-    while (this.group.backlog && pushed < READ_BATCH) {
+    while (this.group.backlog && pushed < READ_BATCH && !this.dropped) {
       if (!conn.writable) {
         shared = true;
         break;
@@ -213,29 +253,58 @@ export class GroupMember extends Subscription {
       }
       const count = Math.max(1, Math.min(room, READ_BATCH - pushed, Math.floor(budget / MESSAGE_OVERHEAD_BYTES)));
       const maxBytes = Math.max(1, Math.min(WINDOW_BYTES - this.heldBytes, budget - count * MESSAGE_OVERHEAD_BYTES));
-      const batch = this.group.take(this.id, count, maxBytes);
-      if (batch.length === 0) break;
-      // One frame per run of consecutive seqs: members of a group get interleaved seqs.
-      let start = 0;
-      let bytes = 0;
-      for (let k = 1; k <= batch.length; k++) {
-        if (k < batch.length && batch[k]!.seq === batch[k - 1]!.seq + 1) continue;
-        const run = batch.slice(start, k);
-        const more = k < batch.length || this.group.backlog;
-        const frame: MsgsFrame = { op: "msgs", id: this.id, topic: this.topic.name, seq: run[0]!.seq, times: run.map((m) => m.time), payloads: run.map((m) => m.data), more, explicit: true };
-        conn.send(frame);
-        this.announced = more;
-        start = k;
+      // The room is taken while the read is in flight, so that Credits serves the others only from what is left.
+      const reserved = count * MESSAGE_OVERHEAD_BYTES + maxBytes;
+      credits.charge(this.id, reserved);
+      reservedAny = true;
+      const generation = this.generation;
+      let batch: StoredMessage[];
+      try {
+        batch = await this.group.take(this.id, count, maxBytes);
+      } finally {
+        credits.release(this.id, reserved);
       }
-      for (const m of batch) bytes += m.data.length;
+      // Claimed for this member, but it left or its session changed meanwhile: what it was
+      // released with (drop, rewind) went back to the group; what is still its goes back now.
+      if (this.dropped || this.generation !== generation || conn.closed) {
+        const mine = batch.filter((m) => this.group.pending.get(m.seq)?.member === this.id).map((m) => m.seq);
+        for (const seq of mine) this.group.pending.unsend(seq);
+        if (mine.length > 0) this.group.pumpMembers();
+        return;
+      }
+      if (batch.length === 0) break;
+      this.send(conn, batch);
+      let bytes = 0;
+      for (const m of batch) {
+        this.group.pending.get(m.seq)!.bytes = m.data.length;
+        bytes += m.data.length;
+      }
       this.held += batch.length;
       this.heldBytes += bytes;
       credits.charge(this.id, bytes + batch.length * MESSAGE_OVERHEAD_BYTES);
+      credits.delivered(batch.length);
       pushed += batch.length;
+      const again = this.turnAgain;
+      this.turnAgain = null;
+      if (again && again.conn !== conn) return void queueMicrotask(() => void this.push(again.conn, again.credits));
     }
     if (shared) credits.wait(this);
     this.announce(conn);
-    return pushed;
+    if (reservedAny) credits.serve(conn);
+  }
+
+  /** One frame per run of consecutive seqs: members of a group get interleaved seqs. */
+  private send(conn: Connection, batch: StoredMessage[]): void {
+    let start = 0;
+    for (let k = 1; k <= batch.length; k++) {
+      if (k < batch.length && batch[k]!.seq === batch[k - 1]!.seq + 1) continue;
+      const run = batch.slice(start, k);
+      const more = k < batch.length || this.group.backlog;
+      const frame: MsgsFrame = { op: "msgs", id: this.id, topic: this.topic.name, seq: run[0]!.seq, times: run.map((m) => m.time), payloads: run.map((m) => m.data), more, explicit: true };
+      conn.send(frame);
+      this.announced = more;
+      start = k;
+    }
   }
 
   /** Held back by its own window with messages waiting in the group: say so once. */
@@ -288,6 +357,7 @@ export class GroupMember extends Subscription {
 
   /** After a reconnect of the owner: what was in flight went back to the group when the old session closed. */
   override rewind(): void {
+    this.generation++;
     this.announced = false;
     this.queued = false;
     this.releaseAll(undefined);
@@ -300,6 +370,7 @@ export class GroupMember extends Subscription {
   }
 
   private free(bytes: number, credits: Credits | undefined): void {
+    if (bytes < 0) return; // claimed, still being read: not counted yet
     this.held--;
     this.heldBytes -= bytes;
     credits?.release(this.id, bytes + MESSAGE_OVERHEAD_BYTES);
@@ -326,7 +397,8 @@ export class Groups {
   private writing: Promise<void> = Promise.resolve();
 
   constructor(
-    private readonly file: string,
+    /** null: the memory backend, nothing is written. */
+    private readonly file: string | null,
     readonly host: GroupHost,
   ) {}
 
@@ -337,7 +409,7 @@ export class Groups {
   load(topics: ReadonlyMap<string, Topic>, known: (id: number) => boolean): GroupMember[] {
     let records: GroupRecord[] = [];
     try {
-      records = (JSON.parse(fs.readFileSync(this.file, "utf8")) as { groups: GroupRecord[] }).groups;
+      if (this.file !== null) records = (JSON.parse(fs.readFileSync(this.file, "utf8")) as { groups: GroupRecord[] }).groups;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw new Error(`${this.file}: cannot read the queue groups: ${(err as Error).message}`, { cause: err });
     }
@@ -412,7 +484,9 @@ export class Groups {
   /** Writes every group (atomically, off the event loop): membership changes at once, moved floors within FLOOR_WRITE_MS. */
   save(): Promise<void> {
     this.dirty = false;
-    const write = this.writing.then(() => writeFileAtomicAsync(this.file, this.render()));
+    const file = this.file;
+    if (file === null) return Promise.resolve();
+    const write = this.writing.then(() => writeFileAtomicAsync(file, this.render()));
     this.writing = write.catch(() => {});
     return write;
   }

@@ -10,7 +10,7 @@ export interface InFlight {
   member: number;
   /** Deliveries so far, this one included. */
   deliveries: number;
-  /** Payload bytes, for the member's window and its broker's budgets. */
+  /** Payload bytes, for the member's window and its broker's budgets; -1 while claimed and being read, not yet sent. */
   bytes: number;
 }
 
@@ -91,6 +91,15 @@ export class PendingSet {
     insertSorted(this.redeliveries, seq);
     this.redeliveryCounts.set(seq, f.deliveries);
     return f.deliveries;
+  }
+
+  /** A claimed `seq` that was not sent after all (its read stopped short): back to the front, this delivery not counted. */
+  unsend(seq: number): void {
+    const f = this.inFlight.get(seq);
+    if (!f) return;
+    this.inFlight.delete(seq);
+    insertSorted(this.redeliveries, seq);
+    this.redeliveryCounts.set(seq, f.deliveries - 1);
   }
 
   /** Takes `seq` out of flight for the dead-letter topic: the floor stays below it until `done`. */

@@ -39,12 +39,12 @@ export class RetentionDrops {
 }
 
 /** Trims `topic` by `policy` at `now`; returns how many messages went. */
-export function trimTopic(topic: Topic, policy: ServerRetention, now: number, drops: RetentionDrops): number {
+export async function trimTopic(topic: Topic, policy: ServerRetention, now: number, drops: RetentionDrops): Promise<number> {
   const messages = topic.log;
   const firstBefore = messages.firstSeq;
   let before = messages.nextSeq;
   if (policy.limit !== "hard") for (const sub of topic.subscriptions.values()) before = Math.min(before, sub.acked);
-  const removed = messages.trim(before, policy, now);
+  const removed = await messages.trim(before, policy, now);
   if (removed === 0 || policy.limit !== "hard") return removed;
   const first = messages.firstSeq;
   for (const sub of topic.subscriptions.values()) {

@@ -32,7 +32,7 @@ export interface SchedulerHooks {
   /** Appends messages to a topic (created if needed) in the order given, with their message ids; resolves once stored. */
   append(topic: string, payloads: Uint8Array[], msgIds: string[]): Promise<void>;
   /** Message id → append time of what `topic` stored at or after `since`; null when the topic does not exist. */
-  storedIds(topic: string, since: number): Map<string, number> | null;
+  storedIds(topic: string, since: number): Promise<Map<string, number> | null>;
 }
 
 /** The message id a delayed message is appended with. */
@@ -92,7 +92,7 @@ export class Scheduler {
     }
     const done = new Set<number>();
     for (const [topic, list] of dueByTopic) {
-      const stored = this.hooks.storedIds(topic, Math.min(...list.map((e) => e.due)));
+      const stored = await this.hooks.storedIds(topic, Math.min(...list.map((e) => e.due)));
       if (!stored) continue;
       for (const e of list) if ((stored.get(deliveryKey(e)) ?? -1) >= e.due) done.add(e.n);
     }

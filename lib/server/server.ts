@@ -3,22 +3,16 @@
  * message to the local broker that owns each subscriber, within a window of credits, and
  * moves the subscriber's cursor when that local broker acknowledges.
  */
-import * as fs from "node:fs";
-import * as path from "node:path";
 import { createHash, timingSafeEqual } from "node:crypto";
+import * as path from "node:path";
 import type { Socket, TCPSocketListener } from "bun";
 import { errorText, logger } from "../log.ts";
 import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_HELLO_TIMEOUT_MS, DEFAULT_SERVER_LIMITS, maxFrameBytes } from "../config.ts";
 import { Code, MqError, toMqError } from "../errors.ts";
-import { BrokerCredentials } from "../store/broker-credentials.ts";
-import { ClientRegistry } from "../store/client-registry.ts";
-import { errnoCode, lockDataDir, makeDataDir } from "../store/fsutil.ts";
-import { FileConsumerStore, MemoryConsumerStore } from "../store/consumer-store.ts";
-import { FileTopicStore } from "../store/file-store.ts";
-import { defaultMaxOpenFiles, OpenFiles } from "../store/open-files.ts";
+import { openStorage } from "../store/backend.ts";
+import { errnoCode } from "../store/fsutil.ts";
 import { defineCounters, SERVER_COUNTERS, type ServerStats } from "../metrics.ts";
-import { FileSchedule } from "../store/schedule.ts";
-import type { ConsumerStore, FsyncPolicy, ScheduleStore, TopicStore } from "../store/types.ts";
+import type { BrokerCredentials, ClientRegistry, FsyncPolicy, Storage, StoreKind, TopicStore } from "../store/types.ts";
 import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
 import { capabilities, PROTOCOL_VERSION, pubsIdsProblem, type AckRequest, type NakRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
 import type { RequestOf, ServerOp } from "../wire/ops.ts";
@@ -58,14 +52,10 @@ export interface ServerOptions {
   dedupe?: Partial<DedupeOptions>;
   /** Limits against greedy or hostile peers (docs/security.md); defaults in DEFAULT_SERVER_LIMITS (lib/config.ts). */
   limits?: Partial<ServerLimits>;
-  /** Storage backend; the file store under `dataDir` when absent. */
-  store?: TopicStore;
-  /** Where wildcard consumers are kept; DATA/consumers when absent (memory with a given `store`). */
-  consumerStore?: ConsumerStore;
+  /** Storage backend (lib/store/backend.ts): `file` (under `dataDir`, the default) or `memory` (nothing kept across a restart). */
+  store?: StoreKind;
   /** Most topic files the file store keeps open at once (default: half the open-file limit, `defaultMaxOpenFiles`). */
   maxOpenFiles?: number;
-  /** Where delayed messages wait (scheduler.ts); the file schedule under `dataDir/scheduled` when absent. */
-  schedule?: ScheduleStore;
 }
 
 export interface ServerLimits {
@@ -125,6 +115,8 @@ export class MqServer {
   private readonly cursorsMoved = new Set<Topic>();
   private stallTimer: ReturnType<typeof setInterval> | null = null;
   private retentionTimer: ReturnType<typeof setInterval> | null = null;
+  /** A retention pass is running (a slow store may take longer than the timer's period). */
+  private trimming = false;
   private dedupeTimer: ReturnType<typeof setInterval> | null = null;
   private readonly limits: ServerLimits;
   private readonly dedupe: DedupeWindow;
@@ -149,23 +141,28 @@ export class MqServer {
   /** Queue groups and explicitly acknowledged subscriptions (lib/server/group.ts). */
   private readonly groups: Groups;
   private readonly startedAt = Date.now();
-  private unlock: () => void = () => {};
   /** Delayed messages (`pub` with `delayMs` / `at`); set in `open`. */
   private scheduler!: Scheduler;
+  private readonly registry: ClientRegistry;
+  private readonly credentials: BrokerCredentials;
+  private readonly store: TopicStore;
+  /** What each id asked for (exact topics and patterns), matched against new topics. */
+  private readonly consumers: Consumers;
 
   private constructor(
     private readonly options: ServerOptions,
-    private readonly registry: ClientRegistry,
-    private readonly credentials: BrokerCredentials,
-    private readonly store: TopicStore,
-    /** What each id asked for (exact topics and patterns), matched against new topics. */
-    private readonly consumers: Consumers,
+    private readonly storage: Storage,
   ) {
+    this.registry = storage.clients;
+    this.credentials = storage.credentials;
+    this.store = storage.topics;
+    this.consumers = new Consumers(storage.consumers);
     this.tokenDigest = options.token ? digest(options.token) : null;
     this.heartbeatMs = options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
     this.heartbeatMissed = options.heartbeatMissed ?? DEFAULT_HEARTBEAT_MISSED;
     this.limits = { ...DEFAULT_SERVER_LIMITS, ...options.limits };
-    this.groups = new Groups(path.join(options.dataDir, "groups.json"), { pump: (member) => this.pump(member), deadLetter: (group, seq, deliveries) => this.deadLetter(group, seq, deliveries) });
+    // The memory backend keeps its groups in memory only, like everything else it holds.
+    this.groups = new Groups(storage.kind === "file" ? path.join(options.dataDir, "groups.json") : null, { pump: (member) => this.pump(member), deadLetter: (group, seq, deliveries) => this.deadLetter(group, seq, deliveries) });
     const dedupe = { ...DEFAULT_DEDUPE, ...options.dedupe };
     this.dedupe = new DedupeWindow(dedupe.windowMs, dedupe.maxKeys, (count, windowMs) => {
       const now = Date.now();
@@ -175,35 +172,31 @@ export class MqServer {
     });
   }
 
-  /** Opens the data directory (recovering every log) and starts listening. */
+  /** Opens the storage (a file store: locks the data directory and recovers every log) and starts listening. */
   static async start(options: ServerOptions): Promise<MqServer> {
-    makeDataDir(options.dataDir);
-    const unlock = lockDataDir(options.dataDir, "mq server");
+    const storage = openStorage({
+      kind: options.store ?? "file",
+      dataDir: options.dataDir,
+      fsync: options.fsync,
+      fsyncIntervalMs: options.fsyncIntervalMs,
+      ...(options.maxSegmentBytes !== undefined ? { maxSegmentBytes: options.maxSegmentBytes } : {}),
+      ...(options.maxOpenFiles !== undefined ? { maxOpenFiles: options.maxOpenFiles } : {}),
+      owner: "mq server",
+    });
     try {
-      const server = await MqServer.open(options);
-      server.unlock = unlock;
-      return server;
+      return await MqServer.open(options, storage);
     } catch (err) {
-      unlock(); // a failed start (port in use, unreadable data) leaves the directory free
+      // A failed start (port in use, unreadable data) closes what it opened and leaves the directory free.
+      await storage.close().catch(() => {});
       throw err;
     }
   }
 
-  private static async open(options: ServerOptions): Promise<MqServer> {
-    const registry = new ClientRegistry(path.join(options.dataDir, "clients"));
-    const credentials = new BrokerCredentials(path.join(options.dataDir, "brokers"));
-    const store =
-      options.store ??
-      new FileTopicStore(options.dataDir, {
-        fsync: options.fsync,
-        fsyncIntervalMs: options.fsyncIntervalMs,
-        maxSegmentBytes: options.maxSegmentBytes ?? 64 * 1024 * 1024,
-        files: new OpenFiles(options.maxOpenFiles ?? defaultMaxOpenFiles()),
-      });
-    const consumers = new Consumers(options.consumerStore ?? (options.store ? new MemoryConsumerStore() : new FileConsumerStore(path.join(options.dataDir, "consumers"))));
-    const server = new MqServer(options, registry, credentials, store, consumers);
-    for (const name of store.topics()) await server.topic(name, false);
-    for (const member of server.groups.load(server.topics, (id) => registry.owner(id) !== undefined)) server.addSubscription(member);
+  private static async open(options: ServerOptions, storage: Storage): Promise<MqServer> {
+    const server = new MqServer(options, storage);
+    const store = storage.topics;
+    for (const name of await store.topics()) await server.topic(name, false);
+    for (const member of server.groups.load(server.topics, (id) => server.registry.owner(id) !== undefined)) server.addSubscription(member);
     await server.loadConsumers();
     if (server.dedupe.enabled) {
       server.dedupe.sort();
@@ -215,11 +208,11 @@ export class MqServer {
       checkTopic(name);
       await server.topic(name, true);
     }
-    server.scheduler = new Scheduler(options.schedule ?? new FileSchedule(path.join(options.dataDir, "scheduled")), {
+    server.scheduler = new Scheduler(storage.schedule, {
       append: (name, payloads, msgIds) => server.appendScheduled(name, payloads, msgIds),
-      storedIds: (name, since) => {
+      storedIds: async (name, since) => {
         const topic = server.topics.get(name);
-        return topic ? new Map(topic.log.recentMsgIds(since, Number.MAX_SAFE_INTEGER).map((r) => [r.msgId, r.time])) : null;
+        return topic ? new Map((await topic.log.recentMsgIds(since, Number.MAX_SAFE_INTEGER)).map((r) => [r.msgId, r.time])) : null;
       },
     });
     await server.scheduler.load(Date.now());
@@ -233,7 +226,7 @@ export class MqServer {
     const retention = options.retention;
     if (retention) {
       const every = Math.min(60_000, Math.max(1000, retention.maxAgeMs / 2));
-      server.retentionTimer = setInterval(() => server.applyRetention(retention), every);
+      server.retentionTimer = setInterval(() => void server.applyRetention(retention), every);
     }
     server.stallTimer = setInterval(() => {
       const now = Date.now();
@@ -241,7 +234,8 @@ export class MqServer {
     }, 1000);
     const files = store.openFiles?.();
     const topics = `${plural(server.topics.size, "topic")}${files ? ` (at most ${files.max} of their files open)` : ""}`;
-    log.info(`listening on ${hostPort(options.hostname, server.port)} (data ${options.dataDir}, fsync ${options.fsync}, ${topics}, ${plural(registry.size, "id")})`);
+    const where = storage.kind === "memory" ? "store memory: nothing is kept across a restart" : `data ${options.dataDir}, fsync ${options.fsync}`;
+    log.info(`listening on ${hostPort(options.hostname, server.port)} (${where}, ${topics}, ${plural(server.registry.size, "id")})`);
     return server;
   }
 
@@ -313,7 +307,7 @@ export class MqServer {
       drain: (conn) => {
         // What the outbound budget held back waits in the session's Credits.
         const session = conn.state as Session | undefined;
-        if (session) this.counters.delivered += session.credits.serve(conn);
+        if (session) session.credits.serve(conn);
       },
       closed: (conn, reason) => {
         this.connections.delete(conn);
@@ -475,7 +469,9 @@ export class MqServer {
     }
     if (conn.closed) return {};
     // A budget the local broker does not announce (an older one) does not apply.
-    const credits = new Credits(Math.max(1, budgets.bufferBytes ?? Infinity), Math.max(1, budgets.bufferBytesPerId ?? Infinity));
+    const credits = new Credits(Math.max(1, budgets.bufferBytes ?? Infinity), Math.max(1, budgets.bufferBytesPerId ?? Infinity), (n) => {
+      this.counters.delivered += n;
+    });
     const session: Session = { broker, conn, address: this.addresses.get(conn) ?? conn.label, credits };
     conn.state = session;
     conn.helloDone = true;
@@ -580,7 +576,7 @@ export class MqServer {
     this.topics.set(name, topic);
     // In the same tick as the topic becomes visible: a pattern subscribe sees it or is seen.
     const attaching = opened.created ? this.attachPatterns(topic) : null;
-    if (this.dedupe.enabled && !opened.created) this.rebuildIds(topic);
+    if (this.dedupe.enabled && !opened.created) await this.rebuildIds(topic);
     for (const [id, cursor] of [...opened.subscribers.cursors]) {
       if (this.registry.owner(id) === undefined) {
         // Above every id the registry knows: it lost that id and its mark, so no reissue.
@@ -604,11 +600,11 @@ export class MqServer {
   }
 
   /** The ids of a topic's messages still in the dedupe window, read back from its log (after a restart). */
-  private rebuildIds(topic: Topic): void {
+  private async rebuildIds(topic: Topic): Promise<void> {
     const now = Date.now();
     let found;
     try {
-      found = topic.log.recentMsgIds(now - this.dedupe.windowMs, this.dedupe.maxKeys);
+      found = await topic.log.recentMsgIds(now - this.dedupe.windowMs, this.dedupe.maxKeys);
     } catch (err) {
       log.error(`topic ${topic.name}: cannot read back the message ids of the dedupe window (publishes sent again may be stored twice):`, err);
       return;
@@ -817,7 +813,7 @@ export class MqServer {
     // The whole request is refused when its new topics do not all fit, before any is created.
     const fresh = [...new Set(names.filter((n) => !this.topics.has(n) && !this.openingTopics.has(n)))];
     if (fresh.length > 0) this.checkTopicRoom(fresh.length, fresh);
-    const start = (topic: Topic) => (since !== undefined ? topic.log.seqAtTime(since) : from === "earliest" ? topic.log.firstSeq : from === "latest" ? topic.log.nextSeq : Math.max(from, topic.log.firstSeq));
+    const start = async (topic: Topic): Promise<number> => (since !== undefined ? await topic.log.seqAtTime(since) : from === "earliest" ? topic.log.firstSeq : from === "latest" ? topic.log.nextSeq : Math.max(from, topic.log.firstSeq));
     const result: Array<{ topic: string; from?: number; created: boolean; pattern?: true; matched?: Array<{ topic: string; from: number }> }> = [];
     for (const filter of filters) {
       if (isPattern(filter)) {
@@ -826,6 +822,7 @@ export class MqServer {
       }
       const { topic, created } = (await this.topic(filter, true))!;
       const newConsumer = await this.addConsumer(id, filter, since === undefined ? from : { since }, explicit);
+      const cursor = await start(topic);
       // Looked up after the last await: from here to its creation nothing yields.
       const existing = topic.subscriptions.get(id);
       const mismatch = existing && sameKindProblem(existing, id, filter, explicit);
@@ -843,7 +840,6 @@ export class MqServer {
         result.push({ topic: filter, from: existing.acked, created });
         continue;
       }
-      const cursor = start(topic);
       try {
         if (isExplicit(explicit)) result.push({ topic: filter, from: await this.joinGroup(id, topic, cursor, explicit), created });
         else await this.attach(id, topic, cursor);
@@ -871,7 +867,7 @@ export class MqServer {
    * topic that exists now and matches gets a subscription from `start`, unless it has one.
    * Returns the matching topics and where each one's subscription is.
    */
-  private async subscribePattern(id: number, pattern: string, from: From | { since: number }, start: (topic: Topic) => number): Promise<Array<{ topic: string; from: number }>> {
+  private async subscribePattern(id: number, pattern: string, from: From | { since: number }, start: (topic: Topic) => Promise<number>): Promise<Array<{ topic: string; from: number }>> {
     try {
       await this.addConsumer(id, pattern, from);
     } catch (err) {
@@ -882,12 +878,13 @@ export class MqServer {
     const matched: Array<{ topic: string; from: number }> = [];
     for (const topic of [...this.topics.values()]) {
       if (!filterMatches(pattern, topic.name)) continue;
+      const cursor = await start(topic);
+      // Looked up after the last await: from here to its creation nothing yields.
       const existing = topic.subscriptions.get(id);
       if (existing) {
         matched.push({ topic: topic.name, from: existing.acked });
         continue;
       }
-      const cursor = start(topic);
       await this.attach(id, topic, cursor);
       matched.push({ topic: topic.name, from: cursor });
     }
@@ -991,15 +988,16 @@ export class MqServer {
 
   /** Returns false when `id` was not subscribed to `name`. */
   private async dropSubscription(id: number, name: string): Promise<boolean> {
-    const sub = this.subscriptionsOf.get(id)?.get(name);
+    // Also by its topic: a destroy that ran while a subscribe awaited has let go of the id's map.
+    const sub = this.subscriptionsOf.get(id)?.get(name) ?? this.topics.get(name)?.subscriptions.get(id);
     if (!sub) return false;
     sub.topic.subscriptions.delete(id);
-    this.subscriptionsOf.get(id)!.delete(name);
+    this.subscriptionsOf.get(id)?.delete(name);
     // Its messages in flight no longer count against the budgets: others may use the room.
     const session = this.sessionOf(id);
     sub.drop(session?.credits);
     if (sub instanceof GroupMember) await this.groups.left(sub);
-    if (session) this.counters.delivered += session.credits.serve(session.conn);
+    if (session) session.credits.serve(session.conn);
     await sub.topic.index.remove(id);
     return true;
   }
@@ -1017,7 +1015,7 @@ export class MqServer {
     const current = this.sessions.get(session.broker);
     if (current) {
       current.credits.forget(id);
-      this.counters.delivered += current.credits.serve(current.conn);
+      current.credits.serve(current.conn);
     }
     return {};
   }
@@ -1047,7 +1045,7 @@ export class MqServer {
 
   /** Stores message `seq` of a group's topic in its dead-letter topic (created if needed). */
   private async deadLetter(group: Group, seq: number, deliveries: number): Promise<void> {
-    const original = group.topic.log.read(seq, 1, 1)[0];
+    const original = (await group.topic.log.read(seq, 1, 1))[0];
     if (!original || original.seq !== seq) return; // trimmed or lost: nothing left to move
     const dead = deadLetterMessage(group.topic.name, original, deliveries);
     const { topic } = (await this.topic(group.deadLetterTopic, true))!;
@@ -1057,15 +1055,21 @@ export class MqServer {
     for (const sub of topic.subscriptions.values()) this.pump(sub);
   }
 
-  /** Deletes what the retention policy lets go (soft: only what every subscriber of a topic is past). */
-  private applyRetention(policy: ServerRetention): void {
-    const now = Date.now();
-    for (const topic of this.topics.values()) {
-      try {
-        trimTopic(topic, policy, now, this.retentionDrops);
-      } catch (err) {
-        log.error(`topic ${topic.name}: retention failed:`, err);
+  /** Deletes what the retention policy lets go (soft: only what every subscriber of a topic is past); one pass at a time. */
+  private async applyRetention(policy: ServerRetention): Promise<void> {
+    if (this.trimming) return;
+    this.trimming = true;
+    try {
+      const now = Date.now();
+      for (const topic of [...this.topics.values()]) {
+        try {
+          await trimTopic(topic, policy, now, this.retentionDrops);
+        } catch (err) {
+          log.error(`topic ${topic.name}: retention failed:`, err);
+        }
       }
+    } finally {
+      this.trimming = false;
     }
   }
 
@@ -1079,14 +1083,14 @@ export class MqServer {
   private pump(sub: Subscription): void {
     const session = this.sessionOf(sub.id);
     if (!session) return;
-    this.counters.delivered += session.credits.pump(sub, session.conn);
+    session.credits.pump(sub, session.conn);
   }
 
   /** After a hello: every subscription of the broker, in turn (what finds no room waits in its Credits). */
   private pumpSession(session: Session): void {
     for (const id of this.registry.ownedBy(session.broker)) {
       for (const sub of this.subscriptionsOf.get(id)?.values() ?? []) {
-        this.counters.delivered += session.credits.pump(sub, session.conn);
+        session.credits.pump(sub, session.conn);
       }
     }
   }
@@ -1143,13 +1147,9 @@ export class MqServer {
     await this.scheduler.stop();
     await this.groups.close();
     for (const conn of this.connections) conn.close(CloseReason.Shutdown);
-    await this.store.close();
-    await this.consumers.close();
-    await this.registry.close();
-    await this.credentials.close();
-    this.unlock();
+    await this.storage.close();
     this.listener?.stop(true);
-    log.info(`stopped (${hostPort(this.options.hostname, this.port)}, data ${this.options.dataDir})`);
+    log.info(`stopped (${hostPort(this.options.hostname, this.port)}, ${this.storage.kind === "memory" ? "store memory" : `data ${this.options.dataDir}`})`);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

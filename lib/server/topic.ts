@@ -1,10 +1,13 @@
 /** A topic as the server holds it, and one subscriber's delivery state within it. */
+import { logger } from "../log.ts";
 import type { StoredMessage, SubscriberIndex, TopicLog } from "../store/types.ts";
 import type { Connection } from "../wire/connection.ts";
 import type { MsgsFrame } from "../wire/messages.ts";
 import { MESSAGE_OVERHEAD_BYTES } from "../wire/messages.ts";
 import type { Credits, Pushable } from "./credits.ts";
 import { TopicIds } from "./dedupe.ts";
+
+const serverLog = logger("server");
 
 /**
  * Credits: the most messages and payload bytes of one subscription sent and not yet
@@ -13,6 +16,8 @@ import { TopicIds } from "./dedupe.ts";
 export const WINDOW_MESSAGES = 256;
 export const WINDOW_BYTES = 1024 * 1024;
 const READ_BATCH = 64;
+/** What `push` returns when it has nothing to do. */
+const DONE: Promise<void> = Promise.resolve();
 
 export class Topic {
   readonly subscriptions = new Map<number, Subscription>();
@@ -41,6 +46,16 @@ export class Subscription implements Pushable {
   queued = false;
   /** Unsubscribed or destroyed. */
   dropped = false;
+  /** A push awaits a read of the log; `pushing` is that push. */
+  private reading = false;
+  private pushing: Promise<void> = DONE;
+  /** Asked to push while `reading`: the push in progress takes it up (to this session, if another). */
+  private pushAgain: { conn: Connection; credits: Credits } | null = null;
+  /** Bytes charged to `reservedOn` for the read in flight, so that other pushes meanwhile see the room taken. */
+  private reserved = 0;
+  private reservedOn: Credits | null = null;
+  /** Moved by every rewind: a read started before one is stale when it returns. */
+  private epoch = 0;
 
   constructor(
     readonly id: number,
@@ -53,6 +68,10 @@ export class Subscription implements Pushable {
 
   /** After a (re)connect of the owner: everything unacknowledged is sent again. */
   rewind(): void {
+    this.epoch++;
+    // What the read in flight reserved belongs to the previous session's Credits.
+    this.reserved = 0;
+    this.reservedOn = null;
     this.moreAnnounced = false;
     this.queued = false; // the queue belonged to the previous session's Credits
     this.sent = this.acked;
@@ -69,16 +88,32 @@ export class Subscription implements Pushable {
 
   /**
    * Pushes as much as the window, the local broker's budgets (`credits`) and the
-   * connection's outbound budget allow; returns how many. Stopped by a budget it shares with
-   * other subscriptions, it waits in `credits` for its turn; stopped by its own window, its
-   * own acks bring it back. A hole in the log (messages lost to damaged storage) is skipped,
+   * connection's outbound budget allow. Stopped by a budget it shares with other
+   * subscriptions, it waits in `credits` for its turn; stopped by its own window, its own
+   * acks bring it back. A hole in the log (messages lost to damaged storage) is skipped,
    * never waited for: the first message after it carries `lost`, how many seqs before it
    * are missing.
+   *
+   * Reads of the log are async, one batch at a time: a push asked for while one is
+   * reading is taken up by it when the read returns. Resolves when the pushing is done
+   * (tests wait for it; the server does not).
    */
-  push(conn: Connection, credits: Credits): number {
+  push(conn: Connection, credits: Credits): Promise<void> {
+    if (this.reading) {
+      this.pushAgain = { conn, credits };
+      return this.pushing;
+    }
+    if (!this.backlog || this.dropped) return DONE;
+    const run = this.pushBatches(conn, credits);
+    if (this.reading) this.pushing = run; // else it is over already (it stopped before reading)
+    return run;
+  }
+
+  private async pushBatches(conn: Connection, credits: Credits): Promise<void> {
     const log = this.topic.log;
-    let pushed = 0;
+    let epoch = this.epoch;
     let shared = false;
+    let reservedAny = false;
     while (this.backlog) {
       if (!conn.writable) {
         shared = true;
@@ -96,7 +131,37 @@ export class Subscription implements Pushable {
       // budget is exceeded by one message at most, and a message above it still goes.
       const count = Math.max(1, Math.min(room, READ_BATCH, Math.floor(budget / MESSAGE_OVERHEAD_BYTES)));
       const maxBytes = Math.max(1, Math.min(WINDOW_BYTES - this.inflightBytes, budget - count * MESSAGE_OVERHEAD_BYTES));
-      const batch: StoredMessage[] = log.read(this.sent, count, maxBytes);
+      const from = this.sent;
+      // The room is taken while the read is in flight, so that Credits serves the others only from what is left.
+      this.reserved = count * MESSAGE_OVERHEAD_BYTES + maxBytes;
+      this.reservedOn = credits;
+      credits.charge(this.id, this.reserved);
+      reservedAny = true;
+      this.reading = true;
+      let batch: StoredMessage[];
+      try {
+        batch = await log.read(from, count, maxBytes);
+      } catch (err) {
+        // Left in the backlog: the next publish, ack or reconnect tries again.
+        serverLog.error(`topic ${this.topic.name}: cannot read from seq ${from} for id ${this.id}:`, err);
+        batch = [];
+      } finally {
+        this.reading = false;
+        this.unreserve();
+      }
+      if (this.dropped) return;
+      const again = this.pushAgain;
+      this.pushAgain = null;
+      if (again && (again.conn !== conn || again.credits !== credits || this.epoch !== epoch)) {
+        // A new session of the owner asked meanwhile: push to it (what was read is read again).
+        ({ conn, credits } = again);
+        epoch = this.epoch;
+        continue;
+      }
+      // Rewound by a reconnect (whose session pushes anew) or the connection is gone (the next one rewinds).
+      if (this.epoch !== epoch || conn.closed) return;
+      // An ack moved `sent` past what was read (acks of messages sent before a reconnect): read again from there.
+      if (this.sent !== from) continue;
       if (batch.length === 0) break;
       // One frame per run of consecutive seqs; a run that starts past the expected seq follows a hole.
       let expected = this.sent;
@@ -122,12 +187,21 @@ export class Subscription implements Pushable {
       }
       this.inflightBytes += bytes;
       credits.charge(this.id, bytes + batch.length * MESSAGE_OVERHEAD_BYTES);
+      credits.delivered(batch.length);
       this.sent = batch[batch.length - 1]!.seq + 1;
-      pushed += batch.length;
     }
     if (shared) credits.wait(this);
     this.announce(conn);
-    return pushed;
+    // What a reservation held and the push did not use may be what others wait for (never
+    // nested in Credits.serve: a push that reserved has awaited since).
+    if (reservedAny) credits.serve(conn);
+  }
+
+  /** Gives back what the read in flight reserved. */
+  private unreserve(): void {
+    this.reservedOn?.release(this.id, this.reserved);
+    this.reserved = 0;
+    this.reservedOn = null;
   }
 
   /**
@@ -172,6 +246,7 @@ export class Subscription implements Pushable {
   /** Unsubscribed or destroyed: gives back what it has in flight (to `credits`, its owner's session, if connected). */
   drop(credits: Credits | undefined): void {
     this.dropped = true;
+    this.unreserve();
     credits?.release(this.id, this.inflightBytes + (this.seqs.length - this.head) * MESSAGE_OVERHEAD_BYTES);
     this.seqs = [];
     this.sizes = [];

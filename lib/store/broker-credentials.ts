@@ -1,4 +1,7 @@
 /**
+ * The credentials of the local brokers (the BrokerCredentials interface of types.ts):
+ * MemoryBrokerCredentials keeps the bindings in memory, FileBrokerCredentials also in a file.
+ *
  * `DATA/brokers`: the credential each local broker identity proved at first contact, as a
  * RecordFile of `{b: identity, h: hex SHA-256 of the secret}`. The identity is public (it is
  * in logs and `mq stats`); the secret never leaves the local broker's data directory except
@@ -8,17 +11,37 @@
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 import { RecordFile } from "./record-file.ts";
+import type { BrokerCredentials, CredentialCheck } from "./types.ts";
 
-/** `bound`: first contact, now recorded durably; `match`: the known secret; `mismatch`: another one. */
-export type CredentialCheck = "bound" | "match" | "mismatch";
+export type { CredentialCheck };
 
-export class BrokerCredentials {
-  private readonly hashes = new Map<string, Buffer>();
+/** The bindings in memory: the credentials of a memory store (forgotten at a restart: each identity is bound anew). */
+export class MemoryBrokerCredentials implements BrokerCredentials {
+  protected readonly hashes = new Map<string, Buffer>();
+
+  get size(): number {
+    return this.hashes.size;
+  }
+
+  async check(identity: string, secret: string): Promise<CredentialCheck> {
+    const hash = digest(secret);
+    const known = this.hashes.get(identity);
+    if (known) return timingSafeEqual(known, hash) ? "match" : "mismatch";
+    this.hashes.set(identity, hash);
+    return "bound";
+  }
+
+  async close(): Promise<void> {}
+}
+
+/** The bindings kept in `DATA/brokers` (see the top of this file). */
+export class FileBrokerCredentials extends MemoryBrokerCredentials {
   /** First-contact bindings being written: a second hello of the identity waits for the first. */
   private readonly binding = new Map<string, Promise<void>>();
   private readonly file: RecordFile;
 
   constructor(file: string) {
+    super();
     this.file = RecordFile.open(file, {
       apply: (r) => {
         if (typeof r.b === "string" && typeof r.h === "string" && /^[0-9a-f]{64}$/.test(r.h)) this.hashes.set(r.b, Buffer.from(r.h, "hex"));
@@ -28,16 +51,11 @@ export class BrokerCredentials {
     });
   }
 
-  /** Identities bound so far. */
-  get size(): number {
-    return this.hashes.size;
-  }
-
   /**
    * Compares `secret` with the one bound to `identity` (in constant time, over hashes), or
    * binds it if the identity is new. A binding is durable before `bound` is returned.
    */
-  async check(identity: string, secret: string): Promise<CredentialCheck> {
+  override async check(identity: string, secret: string): Promise<CredentialCheck> {
     const pending = this.binding.get(identity);
     if (pending) {
       await pending;
@@ -67,7 +85,7 @@ export class BrokerCredentials {
     return "bound";
   }
 
-  async close(): Promise<void> {
+  override async close(): Promise<void> {
     await this.file.close();
   }
 }

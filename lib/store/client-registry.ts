@@ -1,4 +1,7 @@
 /**
+ * The client registry (the ClientRegistry interface of types.ts): MemoryClientRegistry keeps
+ * the table in memory, FileClientRegistry adds its file.
+ *
  * `DATA/clients` (and its copy `clients.mirror`): the global ids and the local broker that
  * owns each, as a RecordFile of `{c: id, o: owner}` (created) and `{d: id}` (destroyed);
  * snapshots add `{n: next}` and `{x: [lo, hi, …]}` (ids whose records were lost).
@@ -11,21 +14,108 @@
 import { logger } from "../log.ts";
 import { IdRanges } from "./id-ranges.ts";
 import { RecordFile, type Record_ } from "./record-file.ts";
+import type { ClientRegistry } from "./types.ts";
 
 const COMPACT_MIN_BYTES = 64 * 1024;
 const log = logger("store");
 
-export class ClientRegistry {
-  private readonly owners = new Map<number, string>();
+/**
+ * The table of ids in memory: the whole registry of a memory store, and the state of a file
+ * one. A memory store forgets its ids at a restart, while a local broker may still map one
+ * of them: so that such an id is not handed out again (to someone else), a fresh table
+ * starts at the start time in ms × 1024, above the ids of every earlier run (unless one made
+ * more than 1024 ids per ms it ran, or the clock went back).
+ */
+export class MemoryClientRegistry implements ClientRegistry {
+  protected readonly owners = new Map<number, string>();
   /** Ids per owner, so a reconnect or a drain touches only that broker's ids. */
   private readonly byOwner = new Map<string, Set<number>>();
-  private next = 1;
+  protected next: number;
+  /** Ids whose records were lost (damage in both copies): never live again, never reissued. */
+  protected readonly lostIds = new IdRanges();
+
+  constructor(firstId = Date.now() * 1024) {
+    this.next = firstId;
+  }
+
+  protected set(id: number, owner: string): void {
+    this.owners.set(id, owner);
+    let ids = this.byOwner.get(owner);
+    if (!ids) this.byOwner.set(owner, (ids = new Set()));
+    ids.add(id);
+  }
+
+  protected unset(id: number): boolean {
+    const owner = this.owners.get(id);
+    if (owner === undefined) return false;
+    this.owners.delete(id);
+    const ids = this.byOwner.get(owner)!;
+    ids.delete(id);
+    if (ids.size === 0) this.byOwner.delete(owner);
+    return true;
+  }
+
+  countOwnedBy(owner: string): number {
+    return this.byOwner.get(owner)?.size ?? 0;
+  }
+
+  owner(id: number): string | undefined {
+    return this.owners.get(id);
+  }
+
+  isLost(id: number): boolean {
+    return !this.owners.has(id) && this.lostIds.has(id);
+  }
+
+  lost(): number[] {
+    return this.lostIds.toFlat();
+  }
+
+  ownedBy(broker: string): number[] {
+    return [...(this.byOwner.get(broker) ?? [])];
+  }
+
+  get size(): number {
+    return this.owners.size;
+  }
+
+  get nextId(): number {
+    return this.next;
+  }
+
+  /** Moves the next id above `id`; returns the first id marked lost, or null when `id` was below the next id. */
+  protected markLostUpTo(id: number): number | null {
+    if (id < this.next) return null;
+    const from = this.next;
+    this.next = id + 1;
+    this.lostIds.add(from, id);
+    return from;
+  }
+
+  async witness(id: number): Promise<void> {
+    this.markLostUpTo(id);
+  }
+
+  async create(owner: string): Promise<number> {
+    const id = this.next++;
+    this.set(id, owner);
+    return id;
+  }
+
+  async destroy(id: number): Promise<void> {
+    this.unset(id);
+  }
+
+  async close(): Promise<void> {}
+}
+
+/** The registry kept in `DATA/clients` (see the top of this file). */
+export class FileClientRegistry extends MemoryClientRegistry {
   private readonly file: RecordFile;
   private garbage = 0;
-  /** Ids whose records were lost (damage in both copies): never live again, never reissued. */
-  private readonly lostIds = new IdRanges();
 
   constructor(file: string) {
+    super(1);
     // Destroys seen in the journal: ids that are accounted for if records are lost.
     const destroyed = new Set<number>();
     this.file = RecordFile.open(file, {
@@ -59,74 +149,21 @@ export class ClientRegistry {
     return [{ n: this.next }, ...this.lostIds.toRecords("x"), ...[...this.owners].map(([c, o]) => ({ c, o }))];
   }
 
-  private set(id: number, owner: string): void {
-    this.owners.set(id, owner);
-    let ids = this.byOwner.get(owner);
-    if (!ids) this.byOwner.set(owner, (ids = new Set()));
-    ids.add(id);
-  }
-
-  private unset(id: number): boolean {
-    const owner = this.owners.get(id);
-    if (owner === undefined) return false;
-    this.owners.delete(id);
-    const ids = this.byOwner.get(owner)!;
-    ids.delete(id);
-    if (ids.size === 0) this.byOwner.delete(owner);
-    return true;
-  }
-
-  /** How many ids one local broker owns. */
-  countOwnedBy(owner: string): number {
-    return this.byOwner.get(owner)?.size ?? 0;
-  }
-
-  /** The owning local broker of `id`, or undefined when there is no such id. */
-  owner(id: number): string | undefined {
-    return this.owners.get(id);
-  }
-
-  /** True when `id` is not live because its record was lost (or it may have been destroyed before the loss). */
-  isLost(id: number): boolean {
-    return !this.owners.has(id) && this.lostIds.has(id);
-  }
-
-  /** The ids whose records were lost, as `[lo, hi, …]` (empty when nothing was lost). */
-  lost(): number[] {
-    return this.lostIds.toFlat();
-  }
-
-  /** Ids owned by one local broker (a copy: safe to hold across awaits). */
-  ownedBy(broker: string): number[] {
-    return [...(this.byOwner.get(broker) ?? [])];
-  }
-
-  get size(): number {
-    return this.owners.size;
-  }
-
-  /** The id the next create gets: above every id ever handed out. */
-  get nextId(): number {
-    return this.next;
-  }
-
   /**
    * Another store shows that `id` was handed out (a subscriber index names it): when it is
    * at or above the next id, the registry lost it and its mark too (both copies damaged,
    * headers included), so the next id moves above it and every id in between is marked
    * lost. Durable when the promise resolves.
    */
-  async witness(id: number): Promise<void> {
-    if (id < this.next) return;
-    const from = this.next;
-    this.next = id + 1;
-    this.lostIds.add(from, id);
+  override async witness(id: number): Promise<void> {
+    const from = this.markLostUpTo(id);
+    if (from === null) return;
     log.error(`${this.file.file}: id ${id} is named elsewhere (a subscriber index) but lies above every id the registry knows; ids ${from}-${id} are marked lost and ids are handed out from ${this.next} on`);
     await this.file.append({ x: [from, id] }, true, this.next);
   }
 
   /** Allocates a new id for `owner`; durable when the promise resolves. */
-  async create(owner: string): Promise<number> {
+  override async create(owner: string): Promise<number> {
     const id = this.next++;
     // Live only once durable: a failed write leaves no half-made id behind (the number is
     // skipped). The headers' mark moves with the record: a lost record cannot lower it.
@@ -135,7 +172,7 @@ export class ClientRegistry {
     return id;
   }
 
-  async destroy(id: number): Promise<void> {
+  override async destroy(id: number): Promise<void> {
     if (!this.unset(id)) return;
     this.garbage++;
     await this.file.append({ d: id }, true);
@@ -145,7 +182,7 @@ export class ClientRegistry {
     }
   }
 
-  async close(): Promise<void> {
+  override async close(): Promise<void> {
     await this.file.close();
   }
 }

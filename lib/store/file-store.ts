@@ -42,9 +42,8 @@ export class FileTopicStore implements TopicStore {
     this.options = { ...options, files: this.files };
   }
 
-  topics(): string[] {
-    return fs
-      .readdirSync(this.root, { withFileTypes: true })
+  async topics(): Promise<string[]> {
+    return (await fs.promises.readdir(this.root, { withFileTypes: true }))
       .filter((d) => d.isDirectory())
       .map((d) => d.name)
       .sort();

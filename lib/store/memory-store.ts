@@ -31,7 +31,7 @@ export class MemoryTopicLog implements TopicLog {
     return seq;
   }
 
-  recentMsgIds(since: number, limit: number): MsgIdRecord[] {
+  async recentMsgIds(since: number, limit: number): Promise<MsgIdRecord[]> {
     const out: MsgIdRecord[] = [];
     for (let i = this.messages.length - 1; i >= 0 && out.length < limit; i--) {
       const m = this.messages[i]!;
@@ -41,7 +41,7 @@ export class MemoryTopicLog implements TopicLog {
     return out.reverse();
   }
 
-  read(from: number, maxCount: number, maxBytes: number): StoredMessage[] {
+  async read(from: number, maxCount: number, maxBytes: number): Promise<StoredMessage[]> {
     const out: StoredMessage[] = [];
     let bytes = 0;
     for (let i = Math.max(from, this.firstSeq) - this.firstSeq; i < this.messages.length && out.length < maxCount && (out.length === 0 || bytes < maxBytes); i++) {
@@ -52,7 +52,7 @@ export class MemoryTopicLog implements TopicLog {
     return out;
   }
 
-  seqAtTime(time: number): number {
+  async seqAtTime(time: number): Promise<number> {
     // The first message at or after `time` (binary search: times rise with seqs).
     let lo = 0;
     let hi = this.messages.length;
@@ -64,7 +64,7 @@ export class MemoryTopicLog implements TopicLog {
     return this.firstSeq + lo;
   }
 
-  trim(before: number, policy: RetentionPolicy, now: number): number {
+  async trim(before: number, policy: RetentionPolicy, now: number): Promise<number> {
     let bytes = this.messages.reduce((n, m) => n + m.data.length, 0);
     let drop = 0;
     for (const m of this.messages) {
@@ -104,7 +104,7 @@ export class MemorySubscriberIndex implements SubscriberIndex {
 export class MemoryTopicStore implements TopicStore {
   private readonly opened = new Map<string, { log: TopicLog; subscribers: SubscriberIndex }>();
 
-  topics(): string[] {
+  async topics(): Promise<string[]> {
     return [...this.opened.keys()].sort();
   }
 

@@ -209,7 +209,7 @@ export class FileTopicLog implements TopicLog {
     return this.commits.add({ data, time, msgId: msgId === undefined ? undefined : utf8.encode(msgId) });
   }
 
-  recentMsgIds(since: number, limit: number): MsgIdRecord[] {
+  async recentMsgIds(since: number, limit: number): Promise<MsgIdRecord[]> {
     const parts: MsgIdRecord[][] = [];
     let n = 0;
     // Newest segment first; one whose first record read is older than `since` is the last.
@@ -776,7 +776,7 @@ export class FileTopicLog implements TopicLog {
   // ---------------------------------------------------------------------------------------
   // Retention
 
-  trim(before: number, policy: RetentionPolicy, now: number): number {
+  async trim(before: number, policy: RetentionPolicy, now: number): Promise<number> {
     // The retention point goes to `meta` before the files go; a meta write in flight would
     // race with it, and the next tick comes soon enough.
     if (this.metaBusy > 0) return 0;
@@ -821,7 +821,7 @@ export class FileTopicLog implements TopicLog {
   // ---------------------------------------------------------------------------------------
   // Reading
 
-  read(from: number, maxCount: number, maxBytes: number): StoredMessage[] {
+  async read(from: number, maxCount: number, maxBytes: number): Promise<StoredMessage[]> {
     const start = Math.max(from, this.firstSeq);
     const cached = this.readTail(start, maxCount, maxBytes);
     if (cached) return cached;
@@ -843,7 +843,7 @@ export class FileTopicLog implements TopicLog {
     return out;
   }
 
-  seqAtTime(time: number): number {
+  async seqAtTime(time: number): Promise<number> {
     // The last segment whose first record is older than `time` (binary search over the
     // segments, one record read each); the answer lies in it or at the start of the next.
     const stored = this.segments.filter((s) => s.count > 0);
@@ -852,7 +852,7 @@ export class FileTopicLog implements TopicLog {
     let from = this.firstSeq;
     while (lo <= hi) {
       const mid = (lo + hi) >> 1;
-      const first = this.read(stored[mid]!.firstSeq, 1, 1)[0];
+      const first = (await this.read(stored[mid]!.firstSeq, 1, 1))[0];
       if (first && first.time < time) {
         from = first.seq;
         lo = mid + 1;
@@ -860,7 +860,7 @@ export class FileTopicLog implements TopicLog {
     }
     // Scan forward from there: within that segment, at most into the first record of the next.
     for (let seq = from; seq < this.committed; ) {
-      const batch = this.read(seq, SCAN_BATCH, 1024 * 1024);
+      const batch = await this.read(seq, SCAN_BATCH, 1024 * 1024);
       if (batch.length === 0) break;
       for (const m of batch) if (m.time >= time) return m.seq;
       seq = batch[batch.length - 1]!.seq + 1;

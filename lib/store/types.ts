@@ -1,6 +1,10 @@
 /**
- * The server's storage, behind two small interfaces so a second backend can slot in
- * without touching the protocol code. Every implementation runs tests/store/*.contract.ts.
+ * The server's storage, behind small interfaces so that a second backend can slot in
+ * without touching the protocol code: a Storage (lib/store/backend.ts makes one) holds the
+ * topics, the client ids and the local brokers' credentials. Whatever a database would
+ * have to fetch is async; what the server consults on every request (owners of ids, the
+ * cursors, seqs) is kept in memory by every backend. Every implementation runs
+ * tests/store/*.contract.ts.
  */
 
 /** A message id stored with a message, with the message's seq and append time. */
@@ -45,27 +49,27 @@ export interface TopicLog {
    * the epoch), oldest first; at most `limit`, the newest ones. A start rebuilds the server's
    * dedupe window from it. A file log reads only the segments that reach into the window.
    */
-  recentMsgIds(since: number, limit: number): MsgIdRecord[];
+  recentMsgIds(since: number, limit: number): Promise<MsgIdRecord[]>;
   /**
    * Committed messages from `from` on, ascending, at most `maxCount` and about `maxBytes`
    * (always at least one if any is available). Lost seqs are skipped: a caller sees a hole
-   * as a jump in seq. The payloads may share a read buffer: use them before the next call
-   * or copy them.
+   * as a jump in seq. The payloads are the log's: read them, never change them (a later
+   * read does not overwrite them, so reads may overlap).
    */
-  read(from: number, maxCount: number, maxBytes: number): StoredMessage[];
+  read(from: number, maxCount: number, maxBytes: number): Promise<StoredMessage[]>;
   /**
    * The seq of the first committed message appended at or after `time` (ms since the epoch);
    * `nextSeq` when there is none (replay by time starts there). Append times rise with seqs.
    * A file log finds the segment by binary search and scans only within it.
    */
-  seqAtTime(time: number): number;
+  seqAtTime(time: number): Promise<number>;
   /**
    * Retention: deletes the oldest messages, all below `before` (every subscriber is past
    * them), while they are older than `policy.maxAgeMs` or the log is above `policy.maxBytes`.
    * A file log deletes whole segments and never the one being written. Returns how many
    * messages went.
    */
-  trim(before: number, policy: RetentionPolicy, now: number): number;
+  trim(before: number, policy: RetentionPolicy, now: number): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -126,8 +130,8 @@ export interface ScheduleStore {
 export type FsyncPolicy = "always" | "interval" | "never";
 
 export interface TopicStore {
-  /** Names of the topics that exist. */
-  topics(): string[];
+  /** Names of the topics that exist, sorted. */
+  topics(): Promise<string[]>;
   /** Opens a topic, creating it when `create` is true; null when absent and not created. */
   open(topic: string, create: boolean): Promise<{ log: TopicLog; subscribers: SubscriberIndex; created: boolean } | null>;
   /** Files of the topics open now and the most kept open (a store that holds no files has none). */
@@ -157,3 +161,68 @@ export interface ConsumerStore {
   remove(id: number, filter: string): Promise<void>;
   close(): Promise<void>;
 }
+
+/**
+ * The global client ids and the local broker that owns each. Ids are never handed out
+ * twice. Lookups are synchronous (every request checks its id): a backend keeps the table
+ * in memory and writes through.
+ */
+export interface ClientRegistry {
+  /** How many ids are live. */
+  readonly size: number;
+  /** The id the next create gets: above every id ever handed out. */
+  readonly nextId: number;
+  /** The owning local broker of `id`, or undefined when there is no such id. */
+  owner(id: number): string | undefined;
+  /** Ids owned by one local broker (a copy: safe to hold across awaits). */
+  ownedBy(broker: string): number[];
+  /** How many ids one local broker owns. */
+  countOwnedBy(broker: string): number;
+  /** True when `id` is not live because its record was lost (damaged storage). */
+  isLost(id: number): boolean;
+  /** The ids whose records were lost, as `[lo, hi, …]` (empty when nothing was lost). */
+  lost(): number[];
+  /** Allocates a new id for `owner`; durable (and live) when the promise resolves. */
+  create(owner: string): Promise<number>;
+  /** Removes an id (an unknown one is a no-op); durable when the promise resolves. */
+  destroy(id: number): Promise<void>;
+  /**
+   * Another store names `id` (a subscriber index): when it is at or above `nextId` the
+   * registry lost it, so ids up to it are marked lost and never handed out.
+   */
+  witness(id: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** `bound`: first contact, now recorded durably; `match`: the known secret; `mismatch`: another one. */
+export type CredentialCheck = "bound" | "match" | "mismatch";
+
+/** The secret each local broker identity proved at first contact (trust on first use). */
+export interface BrokerCredentials {
+  /** Identities bound so far. */
+  readonly size: number;
+  /** Compares `secret` with the one bound to `identity`, or binds it (durably) if the identity is new. */
+  check(identity: string, secret: string): Promise<CredentialCheck>;
+  close(): Promise<void>;
+}
+
+/**
+ * Everything the server stores, from one factory (`openStorage`, lib/store/backend.ts),
+ * which also owns the data directory's lock. A new member is one more field here, built
+ * by each backend in backend.ts and closed by `close`.
+ */
+export interface Storage {
+  /** `file` or `memory`, for log lines. */
+  readonly kind: StoreKind;
+  readonly topics: TopicStore;
+  readonly clients: ClientRegistry;
+  readonly credentials: BrokerCredentials;
+  /** Wildcard consumers (and the exact filters they overlap). */
+  readonly consumers: ConsumerStore;
+  /** Delayed messages not yet appended. */
+  readonly schedule: ScheduleStore;
+  /** Closes every member, then releases the data directory. */
+  close(): Promise<void>;
+}
+
+export type StoreKind = "file" | "memory";

@@ -17,6 +17,19 @@ export function mqCommand(): string[] {
   return [process.execPath, path.join(root, "cmd", "mq.ts")];
 }
 
+/**
+ * MQ_TEST_STORE=memory: every server the harness starts runs `--store memory` (package.json
+ * runs the e2e files that need no restart once more that way). A test that needs what a
+ * restart keeps skips itself with `test.skipIf(memoryStore)`.
+ */
+export const memoryStore = testStore() === "memory";
+
+function testStore(): "file" | "memory" {
+  const store = process.env.MQ_TEST_STORE || "file";
+  if (store !== "file" && store !== "memory") throw new Error(`MQ_TEST_STORE must be file or memory, got ${JSON.stringify(store)}`);
+  return store;
+}
+
 export function tmpDir(prefix = "mq-test-"): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
@@ -109,11 +122,13 @@ export interface ServerHandle {
 
 /**
  * Starts `mq server` on 127.0.0.1 (port 0 = any free one) and waits until it listens;
- * `prefix` runs it under another command (see spawnDaemon).
+ * `prefix` runs it under another command (see spawnDaemon). With MQ_TEST_STORE=memory it
+ * runs `--store memory` (a `--store` in `args` comes later, and wins).
  */
 export async function startServer(options: { dataDir?: string; port?: number; args?: string[]; env?: Record<string, string>; prefix?: string[] } = {}): Promise<ServerHandle> {
   const dataDir = options.dataDir ?? tmpDir("mq-server-");
-  const daemon = spawnDaemon("server", ["server", "--listen", `127.0.0.1:${options.port ?? 0}`, "--data", dataDir, ...(options.args ?? [])], options.env, options.prefix);
+  const store = memoryStore ? ["--store", "memory"] : [];
+  const daemon = spawnDaemon("server", ["server", "--listen", `127.0.0.1:${options.port ?? 0}`, "--data", dataDir, ...store, ...(options.args ?? [])], options.env, options.prefix);
   const m = await daemon.waitFor(/listening on 127\.0\.0\.1:(\d+)/);
   const port = Number(m[1]);
   return { daemon, port, dataDir, address: `127.0.0.1:${port}` };

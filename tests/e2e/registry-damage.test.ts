@@ -7,7 +7,7 @@
 import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { ClientRegistry } from "../../lib/store/client-registry.ts";
+import { FileClientRegistry } from "../../lib/store/client-registry.ts";
 import { copiesOf, flipBitInRecord, legacyBytes } from "../store/damage-kit.ts";
 import { createOn, mq, startLocal, startServer, teardown, tmpDir, type LocalHandle, type ServerHandle } from "./harness.ts";
 
@@ -23,7 +23,7 @@ const identity = (local: LocalHandle) => fs.readFileSync(path.join(local.dataDir
 
 /** Owners of global ids 1..n in a stopped server's registry (null: none), and whether each is marked lost. */
 async function registryOf(dataDir: string, n: number): Promise<{ owners: Array<string | null>; lost: boolean[]; next: number }> {
-  const reg = new ClientRegistry(path.join(dataDir, "clients"));
+  const reg = new FileClientRegistry(path.join(dataDir, "clients"));
   const ids = Array.from({ length: n }, (_, i) => i + 1);
   const out = { owners: ids.map((id) => reg.owner(id) ?? null), lost: ids.map((id) => reg.isLost(id)), next: reg.nextId };
   await reg.close();

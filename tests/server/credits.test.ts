@@ -1,19 +1,55 @@
 /**
  * The local broker's byte budgets on the server: Subscription.push within Credits, with a
- * memory log and a fake connection that records the `msgs` frames.
+ * memory log and a fake connection that records the `msgs` frames. Pushes read the log
+ * asynchronously: `settled()` waits until every read of a memory log has returned.
  */
 import { describe, expect, test } from "bun:test";
 import { Credits } from "../../lib/server/credits.ts";
 import { Subscription, Topic } from "../../lib/server/topic.ts";
 import { MemorySubscriberIndex, MemoryTopicLog } from "../../lib/store/memory-store.ts";
+import type { StoredMessage } from "../../lib/store/types.ts";
 import type { Connection } from "../../lib/wire/connection.ts";
 import { deliveryCost, type MsgsFrame } from "../../lib/wire/messages.ts";
 
-/** A connection that is always writable and keeps what is sent. */
+/** A connection that is always writable (until closed) and keeps what is sent. */
 function fakeConnection() {
   const frames: MsgsFrame[] = [];
-  const conn = { writable: true, send: (frame: MsgsFrame) => void frames.push(frame) } as unknown as Connection;
+  const conn = { writable: true, closed: false, send: (frame: MsgsFrame) => void frames.push(frame) } as unknown as Connection;
   return { conn, frames };
+}
+
+/** Every read of a memory log resolves in a microtask: one timer turn later they all have. */
+const settled = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
+
+/** A memory log whose reads wait for `open()`, and which counts the reads in flight at once. */
+class GatedLog extends MemoryTopicLog {
+  private gate = Promise.withResolvers<void>();
+  inFlight = 0;
+  mostInFlight = 0;
+  reads = 0;
+
+  override async read(from: number, maxCount: number, maxBytes: number): Promise<StoredMessage[]> {
+    this.reads++;
+    this.inFlight++;
+    this.mostInFlight = Math.max(this.mostInFlight, this.inFlight);
+    // What is stored when the read starts, as a database would answer.
+    const got = super.read(from, maxCount, maxBytes);
+    await this.gate.promise;
+    this.inFlight--;
+    return got;
+  }
+
+  /** Lets the reads waiting now return; later reads wait for the next `open`. */
+  open(): void {
+    this.gate.resolve();
+    this.gate = Promise.withResolvers<void>();
+  }
+}
+
+async function gatedTopic(name: string, count: number, size: number): Promise<{ topic: Topic; log: GatedLog }> {
+  const log = new GatedLog();
+  for (let i = 0; i < count; i++) await log.append(new Uint8Array(size), 0);
+  return { topic: new Topic(name, log, new MemorySubscriberIndex()), log };
 }
 
 async function topicWith(name: string, count: number, size: number): Promise<Topic> {
@@ -32,9 +68,11 @@ function pushed(frames: MsgsFrame[]): Record<string, number[]> {
 describe("Credits", () => {
   test("a subscription stops at the id's budget, going over by one message at most", async () => {
     const { conn, frames } = fakeConnection();
-    const credits = new Credits(Infinity, 10_000);
+    let delivered = 0;
+    const credits = new Credits(Infinity, 10_000, (n) => (delivered += n));
     const sub = new Subscription(1, await topicWith("a", 50, 3000), 1);
-    expect(sub.push(conn, credits)).toBe(4);
+    await sub.push(conn, credits);
+    expect(delivered).toBe(4);
     // 3 messages (9 384 bytes with their overhead) leave room; the 4th goes over.
     expect(credits.bytesOf(1)).toBe(4 * deliveryCost(3000));
     expect(credits.bytesOf(1)).toBeLessThan(10_000 + deliveryCost(3000));
@@ -47,10 +85,12 @@ describe("Credits", () => {
     const { conn, frames } = fakeConnection();
     const credits = new Credits(Infinity, 512 * 1024);
     const sub = new Subscription(1, await topicWith("big", 3, 1024 * 1024), 1);
-    expect(sub.push(conn, credits)).toBe(1);
+    await sub.push(conn, credits);
+    expect(pushed(frames)).toEqual({ big: [1] });
     expect(sub.ack(1, credits)).toBe(1);
     expect(credits.bytesOf(1)).toBe(0);
-    expect(credits.pump(sub, conn)).toBe(1);
+    credits.pump(sub, conn);
+    await settled();
     expect(pushed(frames)).toEqual({ big: [1, 2] });
   });
 
@@ -61,6 +101,7 @@ describe("Credits", () => {
     const b = new Subscription(2, await topicWith("b", 50, 1000), 1);
     credits.pump(a, conn);
     credits.pump(b, conn);
+    await settled();
     expect(credits.bytesOf(1)).toBeLessThan(15_000 + deliveryCost(1000));
     expect(credits.bytes).toBeLessThan(20_000 + deliveryCost(1000));
     expect(credits.bytesOf(2)).toBeGreaterThan(0);
@@ -74,6 +115,7 @@ describe("Credits", () => {
     const busy = new Subscription(1, await topicWith("busy", 100, 1000), 1);
     const quiet = [new Subscription(1, await topicWith("q1", 3, 1000), 1), new Subscription(1, await topicWith("q2", 3, 1000), 1)];
     for (const sub of [busy, ...quiet]) credits.pump(sub, conn);
+    await settled();
     expect(Object.keys(pushed(frames))).toEqual(["busy"]);
     // Waiting ones say so with an empty frame: the local broker learns that more will come.
     expect(frames.filter((f) => f.payloads.length === 0).map((f) => [f.topic, f.more])).toEqual([["q1", true], ["q2", true]]);
@@ -83,6 +125,7 @@ describe("Credits", () => {
       acked++;
       busy.ack(acked, credits);
       credits.pump(busy, conn);
+      await settled();
     }
     const got = pushed(frames);
     expect(got.q1!.length).toBeGreaterThan(0);
@@ -97,18 +140,100 @@ describe("Credits", () => {
     const waiting = new Subscription(1, await topicWith("waiting", 10, 1000), 1);
     credits.pump(gone, conn);
     credits.pump(waiting, conn);
+    await settled();
     expect(pushed(frames).waiting).toBeUndefined();
     gone.drop(credits);
     expect(credits.bytesOf(1)).toBe(0);
     credits.serve(conn);
+    await settled();
     expect(pushed(frames).waiting).toEqual([1, 2, 3, 4]);
   });
 
   test("without budgets (a local broker that announces none) only the window applies", async () => {
-    const { conn } = fakeConnection();
-    const credits = new Credits();
+    const { conn, frames } = fakeConnection();
+    let delivered = 0;
+    const credits = new Credits(Infinity, Infinity, (n) => (delivered += n));
     const sub = new Subscription(1, await topicWith("a", 300, 10), 1);
-    expect(sub.push(conn, credits)).toBe(256);
+    await sub.push(conn, credits);
+    expect(delivered).toBe(256);
+    expect(pushed(frames).a).toEqual(Array.from({ length: 256 }, (_, i) => i + 1));
+  });
+
+  test("a push asked for while a read is pending is taken up when it returns: one read at a time, every message once, in order", async () => {
+    const { conn, frames } = fakeConnection();
+    const credits = new Credits();
+    const { topic, log } = await gatedTopic("g", 10, 100);
+    const sub = new Subscription(1, topic, 1);
+    const first = sub.push(conn, credits);
+    // A publish and an ack arrive while the read is pending.
+    await log.append(new Uint8Array(100), 0);
+    void sub.push(conn, credits);
+    void sub.push(conn, credits);
+    expect(frames).toEqual([]);
+    // Bounded: each round lets the reads pending now return.
+    for (let round = 0; round < 10 && log.inFlight > 0; round++) {
+      log.open();
+      await settled();
+    }
+    await first;
+    expect(log.mostInFlight).toBe(1);
+    expect(pushed(frames).g).toEqual(Array.from({ length: 11 }, (_, i) => i + 1));
+  });
+
+  test("a subscription dropped while its read is pending sends nothing and gives back the room it held", async () => {
+    const { conn, frames } = fakeConnection();
+    const credits = new Credits(100_000, 50_000);
+    const { topic, log } = await gatedTopic("g", 10, 100);
+    const sub = new Subscription(1, topic, 1);
+    const pending = sub.push(conn, credits);
+    // The room the read may fill is taken while it is pending.
+    expect(credits.bytesOf(1)).toBeGreaterThan(0);
+    sub.drop(credits);
+    expect(credits.bytesOf(1)).toBe(0);
+    log.open();
+    await pending;
+    expect(frames).toEqual([]);
+    expect([credits.bytes, credits.bytesOf(1)]).toEqual([0, 0]);
+  });
+
+  test("a subscription rewound by a reconnect while its read is pending sends the stale batch nowhere; the new session gets everything unacknowledged", async () => {
+    const old = fakeConnection();
+    const fresh = fakeConnection();
+    const oldCredits = new Credits();
+    const newCredits = new Credits();
+    const { topic, log } = await gatedTopic("g", 5, 100);
+    const sub = new Subscription(1, topic, 1);
+    const pending = sub.push(old.conn, oldCredits);
+    // The local broker reconnects: the server rewinds, then pumps on the new session.
+    (old.conn as { closed: boolean }).closed = true;
+    sub.rewind();
+    void sub.push(fresh.conn, newCredits);
+    for (let round = 0; round < 10 && log.inFlight > 0; round++) {
+      log.open();
+      await settled();
+    }
+    await pending;
+    expect(old.frames).toEqual([]);
+    expect(pushed(fresh.frames).g).toEqual([1, 2, 3, 4, 5]);
+    expect(newCredits.bytesOf(1)).toBe(5 * deliveryCost(100));
+  });
+
+  test("the room a pending read may fill is taken at once: a second id waits for it instead of reading with the same room", async () => {
+    const { conn, frames } = fakeConnection();
+    const credits = new Credits(20_000, 20_000);
+    const a = await gatedTopic("a", 50, 1000);
+    const b = await gatedTopic("b", 50, 1000);
+    const subA = new Subscription(1, a.topic, 1);
+    const subB = new Subscription(2, b.topic, 1);
+    credits.pump(subA, conn);
+    credits.pump(subB, conn);
+    // B found no room left: it waits in turn and does not read.
+    expect([a.log.reads, b.log.reads, subB.queued]).toEqual([1, 0, true]);
+    a.log.open();
+    await settled();
+    expect(credits.bytes).toBeLessThan(20_000 + deliveryCost(1000));
+    expect(pushed(frames).a!.length).toBeGreaterThan(0);
+    expect(pushed(frames).b).toBeUndefined();
   });
 
   test("a budget below 1 byte is a RangeError", () => {

@@ -100,7 +100,7 @@ describe("group members", () => {
     const got = new Map<number, number[]>();
     for (const m of members) {
       const { conn, frames } = fakeConnection();
-      m.push(conn, new Credits());
+      await m.push(conn, new Credits());
       expect(frames.every((f) => f.explicit === true)).toBe(true);
       got.set(m.id, seqsOf(frames));
     }
@@ -117,14 +117,14 @@ describe("group members", () => {
     const b = await groups.join(topic, 2, { group: "g" }, 1);
     const credits = new Credits();
     const first = fakeConnection();
-    a.push(first.conn, credits);
+    await a.push(first.conn, credits);
     expect(seqsOf(first.frames)).toEqual(Array.from({ length: 10 }, (_, i) => i + 1));
     expect(a.ackSeqs([1, 2, 3], credits)).toBe(3);
     expect(b.acked).toBe(4); // the floor is the group's
     a.drop(credits);
     await groups.left(a);
     const second = fakeConnection();
-    b.push(second.conn, new Credits());
+    await b.push(second.conn, new Credits());
     expect(seqsOf(second.frames)).toEqual([4, 5, 6, 7, 8, 9, 10]);
     expect(credits.bytes).toBe(0); // what `a` held no longer counts against its broker
     await groups.close();
@@ -138,13 +138,13 @@ describe("group members", () => {
     const credits = new Credits();
     for (let i = 0; i < 2; i++) {
       const { conn, frames } = fakeConnection();
-      m.push(conn, credits);
+      await m.push(conn, credits);
       expect(seqsOf(frames)).toEqual([1]);
       expect(m.nak([1], credits)).toBe(1);
     }
     expect(dead).toEqual([{ seq: 1, deliveries: 2 }]);
     const { conn, frames } = fakeConnection();
-    m.push(conn, credits);
+    await m.push(conn, credits);
     expect(seqsOf(frames)).toEqual([]);
     await Bun.sleep(0);
     expect(m.acked).toBe(2); // done once stored in the dead-letter topic
@@ -157,7 +157,7 @@ describe("group members", () => {
     const a = await groups.join(topic, 1, { group: "g", maxDeliver: 4, deadLetter: "jobs.bad" }, 1);
     await groups.join(topic, 2, { group: "g" }, 1);
     const { conn } = fakeConnection();
-    a.push(conn, new Credits());
+    await a.push(conn, new Credits());
     a.ackSeqs([1, 2], new Credits());
     await groups.close();
     const again = new Groups(file, { pump: () => {}, deadLetter: async () => {} });

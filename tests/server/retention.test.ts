@@ -31,28 +31,28 @@ describe("trimTopic", () => {
   test("soft (the default): nothing past the slowest subscriber's acknowledged cursor goes, however old", async () => {
     const topic = await topicWith(10, { 1: 4, 2: 11 });
     const drops = new RetentionDrops();
-    expect(trimTopic(topic, expired, later, drops)).toBe(3);
+    expect(await trimTopic(topic, expired, later, drops)).toBe(3);
     expect(topic.log.firstSeq).toBe(4);
-    expect(trimTopic(topic, { ...expired, limit: "soft" }, later, drops)).toBe(0);
+    expect(await trimTopic(topic, { ...expired, limit: "soft" }, later, drops)).toBe(0);
     expect(drops.list()).toEqual([]);
   });
 
   test("soft: a topic without subscribers is trimmed by the limits alone", async () => {
     const topic = await topicWith(10, {});
-    expect(trimTopic(topic, expired, later, new RetentionDrops())).toBe(10);
+    expect(await trimTopic(topic, expired, later, new RetentionDrops())).toBe(10);
   });
 
   test("hard: the limits win; each subscriber behind the new first seq is counted for its unacknowledged messages deleted", async () => {
     const topic = await topicWith(10, { 1: 1, 2: 4, 3: 11 });
     const drops = new RetentionDrops();
-    expect(trimTopic(topic, { maxAgeMs: 1000, maxBytes: 3, limit: "hard" }, T0, drops)).toBe(7);
+    expect(await trimTopic(topic, { maxAgeMs: 1000, maxBytes: 3, limit: "hard" }, T0, drops)).toBe(7);
     expect(topic.log.firstSeq).toBe(8);
     expect(drops.list()).toEqual([
       { global_id: 1, topic: "t", dropped: 7 },
       { global_id: 2, topic: "t", dropped: 4 },
     ]);
     // A later trim counts only what it deletes itself: the cursors have not moved.
-    expect(trimTopic(topic, { ...expired, limit: "hard" }, later, drops)).toBe(3);
+    expect(await trimTopic(topic, { ...expired, limit: "hard" }, later, drops)).toBe(3);
     expect(drops.list()).toEqual([
       { global_id: 1, topic: "t", dropped: 10 },
       { global_id: 2, topic: "t", dropped: 7 },
@@ -62,7 +62,7 @@ describe("trimTopic", () => {
   test("hard, with nothing old or big enough: nothing goes, nothing is counted", async () => {
     const topic = await topicWith(5, { 1: 1 });
     const drops = new RetentionDrops();
-    expect(trimTopic(topic, { ...expired, limit: "hard" }, T0, drops)).toBe(0);
+    expect(await trimTopic(topic, { ...expired, limit: "hard" }, T0, drops)).toBe(0);
     expect(drops.list()).toEqual([]);
   });
 });

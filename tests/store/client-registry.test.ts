@@ -1,5 +1,5 @@
 /**
- * ClientRegistry on damaged files: one bad bit or a cut `clients` loses nothing (the copy
+ * FileClientRegistry on damaged files: one bad bit or a cut `clients` loses nothing (the copy
  * has it); damage in both copies loses only those ids, which then answer as lost; and no id
  * is ever handed out twice, whatever records are lost.
  */
@@ -7,12 +7,12 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { ClientRegistry } from "../../lib/store/client-registry.ts";
+import { FileClientRegistry } from "../../lib/store/client-registry.ts";
 import { HEADER_BYTES } from "../../lib/store/record-file.ts";
 import { captureLog, copiesOf, flipBitInRecord, legacyBytes, level } from "./damage-kit.ts";
 
 let dir: string;
-let opened: ClientRegistry[];
+let opened: FileClientRegistry[];
 const file = () => path.join(dir, "clients");
 
 beforeEach(() => {
@@ -25,8 +25,8 @@ afterEach(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-async function open(): Promise<{ reg: ClientRegistry; errors: string[]; lines: string[] }> {
-  const { result: reg, lines } = await captureLog(() => new ClientRegistry(file()));
+async function open(): Promise<{ reg: FileClientRegistry; errors: string[]; lines: string[] }> {
+  const { result: reg, lines } = await captureLog(() => new FileClientRegistry(file()));
   opened.push(reg);
   return { reg, errors: level(lines, "error"), lines };
 }
@@ -39,7 +39,7 @@ async function fourIds(): Promise<void> {
   await reg.close();
 }
 
-const owners = (reg: ClientRegistry) => [1, 2, 3, 4].map((id) => reg.owner(id) ?? null);
+const owners = (reg: FileClientRegistry) => [1, 2, 3, 4].map((id) => reg.owner(id) ?? null);
 
 describe("ClientRegistry damage", () => {
   test("ClientRegistry keeps every id and reissues none when one bit of the first record of `clients` flips", async () => {

@@ -189,7 +189,7 @@ describe("FileTopicStore over OpenFiles", () => {
     }
     for (const name of names) {
       const t = (await store.open(name, false))!;
-      expect(t.log.read(1, 10, 1 << 20).map((m) => Buffer.from(m.data).toString().split("-").slice(0, 2).join("-"))).toEqual([`${name}-0`, `${name}-1`, `${name}-2`]);
+      expect((await t.log.read(1, 10, 1 << 20)).map((m) => Buffer.from(m.data).toString().split("-").slice(0, 2).join("-"))).toEqual([`${name}-0`, `${name}-1`, `${name}-2`]);
       t.subscribers.advance(1, 3);
       await t.subscribers.flush();
     }
@@ -198,7 +198,7 @@ describe("FileTopicStore over OpenFiles", () => {
     expect(pool.open).toBe(0);
 
     store = new FileTopicStore(dir, options(pool));
-    expect(store.topics()).toEqual([...names].sort());
+    expect(await store.topics()).toEqual([...names].sort());
     for (const name of names) {
       const t = (await store.open(name, false))!;
       expect({ name, next: t.log.nextSeq, cursors: [...t.subscribers.cursors] }).toEqual({ name, next: 4, cursors: [[1, 3]] });
@@ -245,7 +245,7 @@ describe("FileTopicStore over OpenFiles", () => {
     // Once fds are back, it can be created, and the other topic was never touched.
     const fresh = (await store.open("fresh", true))!;
     expect(await fresh.log.append(Buffer.from("new"), 2)).toBe(1);
-    expect(old.log.read(1, 10, 1 << 20).map((m) => Buffer.from(m.data).toString())).toEqual(["kept"]);
+    expect((await old.log.read(1, 10, 1 << 20)).map((m) => Buffer.from(m.data).toString())).toEqual(["kept"]);
     await store.close();
   });
 });
@@ -268,10 +268,10 @@ describe("FileTopicLog over a pool of one open file", () => {
       spy.mockRestore();
     }
     await log.append(Buffer.from("b"), 2);
-    expect(log.read(1, 10, 1 << 20).map((m) => Buffer.from(m.data).toString())).toEqual(["a", "b"]);
+    expect((await log.read(1, 10, 1 << 20)).map((m) => Buffer.from(m.data).toString())).toEqual(["a", "b"]);
     await log.close();
     const again = FileTopicLog.open(dir, { fsync: "interval", fsyncIntervalMs: 60_000, maxSegmentBytes: 1 << 20, files: pool });
-    expect(again.read(1, 10, 1 << 20).map((m) => Buffer.from(m.data).toString())).toEqual(["a", "b"]);
+    expect((await again.read(1, 10, 1 << 20)).map((m) => Buffer.from(m.data).toString())).toEqual(["a", "b"]);
     await again.close();
   });
 });

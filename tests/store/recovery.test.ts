@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, spyOn, test } from "bun:test";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { ClientRegistry } from "../../lib/store/client-registry.ts";
+import { FileClientRegistry } from "../../lib/store/client-registry.ts";
 import { FileSubscriberIndex } from "../../lib/store/subscriber-index.ts";
 import { FILE_HEADER, FileTopicLog, RECORD_HEADER, type TopicLogOptions } from "../../lib/store/topic-log.ts";
 import { RECORD_SYNC } from "../../lib/store/segment.ts";
@@ -108,8 +108,8 @@ async function writeRecords(n: number, options: Partial<TopicLogOptions> = {}): 
 }
 
 /** Checks that `log` serves exactly records `seqs` (with their bodies and times). */
-function expectServed(log: FileTopicLog, seqs: number[]): void {
-  const got = log.read(1, ALL, ALL);
+async function expectServed(log: FileTopicLog, seqs: number[]): Promise<void> {
+  const got = await log.read(1, ALL, ALL);
   expect(got.map((m) => m.seq)).toEqual(seqs);
   for (const m of got) {
     expect(m.time).toBe(1000 + m.seq);
@@ -125,7 +125,7 @@ async function expectAppendsAfterRecovery(log: FileTopicLog, seqs: number[], nex
   const again = openLog();
   expect(again.nextSeq).toBe(next + 1);
   expect(again.lost).toBe(lost);
-  expectServed(again, [...seqs, next]);
+  await expectServed(again, [...seqs, next]);
 }
 
 describe("FileTopicLog recovery of a torn last record", () => {
@@ -149,7 +149,7 @@ describe("FileTopicLog recovery of a torn last record", () => {
     expect(log.nextSeq).toBe(N + 1);
     expect(log.firstSeq).toBe(1);
     expect(log.lost).toBe(1);
-    expectServed(log, [1, 2, 3, 4]);
+    await expectServed(log, [1, 2, 3, 4]);
     expect(size(lastSegment())).toBe(starts[N - 1]!); // the torn bytes are cut from the file…
     expect(asideBytes()).toEqual([original.subarray(starts[N - 1]!, starts[N - 1]! + keep)]); // …after going aside
     await expectAppendsAfterRecovery(log, [1, 2, 3, 4], N + 1);
@@ -161,7 +161,7 @@ describe("FileTopicLog recovery of a torn last record", () => {
     const log = openLog();
     expect(log.nextSeq).toBe(N + 1);
     expect(log.lost).toBe(1);
-    expectServed(log, [1, 2, 3, 4]);
+    await expectServed(log, [1, 2, 3, 4]);
     expect(asideBytes()).toEqual([]); // no damaged byte is left to copy
     await expectAppendsAfterRecovery(log, [1, 2, 3, 4], N + 1);
   });
@@ -172,7 +172,7 @@ describe("FileTopicLog recovery of a torn last record", () => {
     const log = openLog();
     expect(log.nextSeq).toBe(N + 1);
     expect(log.lost).toBe(3);
-    expectServed(log, [1, 2]);
+    await expectServed(log, [1, 2]);
     await expectAppendsAfterRecovery(log, [1, 2], N + 1);
   });
 
@@ -183,7 +183,7 @@ describe("FileTopicLog recovery of a torn last record", () => {
     expect(log.firstSeq).toBe(N + 1);
     expect(log.nextSeq).toBe(N + 1);
     expect(log.lost).toBe(N);
-    expectServed(log, []);
+    await expectServed(log, []);
     await expectAppendsAfterRecovery(log, [], N + 1);
   });
 
@@ -198,7 +198,7 @@ describe("FileTopicLog recovery of a torn last record", () => {
     const again = openLog();
     expect(again.nextSeq).toBe(3);
     expect(again.lost).toBe(1);
-    expectServed(again, [1]);
+    await expectServed(again, [1]);
     expect(size(lastSegment())).toBe(start);
     expect(asideBytes().map((b) => b.length)).toEqual([RECORD_HEADER + 700_000]);
   });
@@ -212,7 +212,7 @@ describe("FileTopicLog recovery of a torn last record", () => {
     await log.close();
     const again = openLog();
     expect(again.nextSeq).toBe(4);
-    const got = again.read(1, 10, ALL);
+    const got = await again.read(1, 10, ALL);
     expect(got.map((m) => m.data.length)).toEqual([body(1).length, 1 << 20, body(3).length]);
     expect(sameBytes(got[1]!.data, big)).toBe(true);
     expect(sameBytes(got[2]!.data, body(3))).toBe(true);
@@ -246,7 +246,7 @@ describe("FileTopicLog recovery of junk after the last record", () => {
     const log = openLog();
     expect(log.nextSeq).toBe(N + 1);
     expect(log.lost).toBe(0);
-    expectServed(log, [1, 2, 3, 4, 5]);
+    await expectServed(log, [1, 2, 3, 4, 5]);
     expect(size(file)).toBe(good);
     expect(asideBytes()).toEqual([Buffer.from(junk())]);
     await expectAppendsAfterRecovery(log, [1, 2, 3, 4, 5], N + 1);
@@ -260,7 +260,7 @@ describe("FileTopicLog recovery of junk after the last record", () => {
     const log = openLog();
     expect(log.nextSeq).toBe(N + 1);
     expect(log.lost).toBe(0);
-    expectServed(log, [1, 2, 3, 4, 5]);
+    await expectServed(log, [1, 2, 3, 4, 5]);
     expect(size(file)).toBe(good);
   });
 });
@@ -283,7 +283,7 @@ describe("FileTopicLog recovery of flipped bytes", () => {
     const log = openLog();
     expect(log.nextSeq).toBe(N + 1);
     expect(log.lost).toBe(1);
-    expectServed(log, [1, 2, 3, 4]);
+    await expectServed(log, [1, 2, 3, 4]);
     await expectAppendsAfterRecovery(log, [1, 2, 3, 4], N + 1);
   });
 
@@ -294,7 +294,7 @@ describe("FileTopicLog recovery of flipped bytes", () => {
     const log = openLog();
     expect(log.nextSeq).toBe(N + 1);
     expect(log.lost).toBe(1);
-    expectServed(log, [1, 2, 4, 5]);
+    await expectServed(log, [1, 2, 4, 5]);
     // Exactly record 3's bytes (as damaged) went aside.
     const aside = asideBytes();
     expect(aside.map((b) => b.length)).toEqual([starts[3]! - starts[2]!]);
@@ -356,25 +356,25 @@ describe("FileTopicLog segments", () => {
     const log = openLog(segOptions);
     expect(log.nextSeq).toBe(N + 1);
     for (let from = 1; from <= N + 1; from++) {
-      const got = log.read(from, 11, ALL);
+      const got = await log.read(from, 11, ALL);
       const want = Array.from({ length: Math.min(11, N + 1 - from) }, (_, i) => from + i);
       expect({ from, seqs: got.map((m) => m.seq) }).toEqual({ from, seqs: want });
       for (const m of got) if (!sameBytes(m.data, payload(100, m.seq))) throw new Error(`record ${m.seq} has the wrong payload`);
     }
     // A byte budget spanning three segments.
-    expect(log.read(5, ALL, 2500).length).toBe(25);
+    expect((await log.read(5, ALL, 2500)).length).toBe(25);
   });
 
   test("FileTopicLog keeps reading and appending across segments after reopen", async () => {
     await writeSegmented(true);
     const log = openLog(segOptions);
     expect(log.firstSeq).toBe(1);
-    expect(log.read(1, ALL, ALL).map((m) => m.seq)).toEqual(Array.from({ length: N }, (_, i) => i + 1));
+    expect((await log.read(1, ALL, ALL)).map((m) => m.seq)).toEqual(Array.from({ length: N }, (_, i) => i + 1));
     expect(await log.append(payload(100, N + 1), 1)).toBe(N + 1);
     await log.close();
     const again = openLog(segOptions);
     expect(again.nextSeq).toBe(N + 2);
-    expect(again.read(N - 3, ALL, ALL).map((m) => m.seq)).toEqual([N - 3, N - 2, N - 1, N, N + 1]);
+    expect((await again.read(N - 3, ALL, ALL)).map((m) => m.seq)).toEqual([N - 3, N - 2, N - 1, N, N + 1]);
   });
 
   test("FileTopicLog loses only the torn record of the last of many segments and does not reuse its seq", async () => {
@@ -386,11 +386,11 @@ describe("FileTopicLog segments", () => {
     const log = openLog(segOptions);
     expect(log.nextSeq).toBe(N + 1);
     expect(log.lost).toBe(1);
-    expect(log.read(1, ALL, ALL).map((m) => m.seq)).toEqual(Array.from({ length: N - 1 }, (_, i) => i + 1));
+    expect((await log.read(1, ALL, ALL)).map((m) => m.seq)).toEqual(Array.from({ length: N - 1 }, (_, i) => i + 1));
     expect(base + records - 1).toBe(N);
     expect(await log.append(payload(100, N + 1), 1)).toBe(N + 1);
     await log.close();
-    expect(openLog(segOptions).read(N, 1, ALL).map((m) => [m.seq, sameBytes(m.data, payload(100, N + 1))])).toEqual([[N + 1, true]]);
+    expect((await openLog(segOptions).read(N, 1, ALL)).map((m) => [m.seq, sameBytes(m.data, payload(100, N + 1))])).toEqual([[N + 1, true]]);
   });
 
   test("FileTopicLog continues in the last segment when its only record and its file header were cut", async () => {
@@ -411,7 +411,7 @@ describe("FileTopicLog segments", () => {
     expect(await again.append(payload(100, last + 1), 1)).toBe(last + 1);
     await again.close();
     const third = openLog(segOptions);
-    expect(third.read(last - 1, ALL, ALL).map((m) => m.seq)).toEqual([last - 1, last + 1]);
+    expect((await third.read(last - 1, ALL, ALL)).map((m) => m.seq)).toEqual([last - 1, last + 1]);
     expect(third.lost).toBe(1);
   });
 
@@ -423,12 +423,12 @@ describe("FileTopicLog segments", () => {
     flipByte(second, size(second) - 1);
     const log = openLog(segOptions);
     expect(log.nextSeq).toBe(N + 1);
-    const seqs = log.read(1, ALL, ALL).map((m) => m.seq);
+    const seqs = (await log.read(1, ALL, ALL)).map((m) => m.seq);
     expect(seqs).not.toContain(damaged);
     expect(seqs).toEqual(Array.from({ length: N }, (_, i) => i + 1).filter((s) => s !== damaged));
     expect(log.lost).toBe(1);
     // Reading from the damaged seq skips to the next segment.
-    expect(log.read(damaged, 1, ALL).map((m) => m.seq)).toEqual([damaged + 1]);
+    expect((await log.read(damaged, 1, ALL)).map((m) => m.seq)).toEqual([damaged + 1]);
   });
 
   test("FileTopicLog finds records deep in a segment larger than its sparse index step and read chunk", async () => {
@@ -437,16 +437,16 @@ describe("FileTopicLog segments", () => {
     const log = openLog();
     const n = 400;
     await Promise.all(Array.from({ length: n }, (_, i) => log.append(payload(1000, i + 1), i + 1)));
-    const check = (l: FileTopicLog) => {
+    const check = async (l: FileTopicLog) => {
       for (const from of [1, 2, 64, 65, 66, 130, 200, 255, 256, 257, 262, 263, 300, 399, 400]) {
-        const got = l.read(from, 3, ALL);
+        const got = await l.read(from, 3, ALL);
         expect({ from, seqs: got.map((m) => m.seq) }).toEqual({ from, seqs: [from, from + 1, from + 2].filter((s) => s <= n) });
         for (const m of got) expect({ seq: m.seq, intact: sameBytes(m.data, payload(1000, m.seq)), time: m.time }).toEqual({ seq: m.seq, intact: true, time: m.seq });
       }
     };
-    check(log);
+    await check(log);
     await log.close();
-    check(openLog()); // the index is rebuilt by the scan at open
+    await check(openLog()); // the index is rebuilt by the scan at open
   });
 });
 
@@ -488,11 +488,11 @@ describe("FileTopicLog group commit", () => {
     }
     expect(log.nextSeq).toBe(2);
     expect(await log.append(body(2), 1002)).toBe(2);
-    expectServed(log, [1, 2]);
+    await expectServed(log, [1, 2]);
     await log.close();
     const again = openLog();
     expect(again.nextSeq).toBe(3);
-    expectServed(again, [1, 2]);
+    await expectServed(again, [1, 2]);
   });
 
   test("FileTopicLog rejects an append after close", async () => {
@@ -587,7 +587,7 @@ describe("FileSubscriberIndex recovery", () => {
 
 describe("ClientRegistry recovery", () => {
   const file = () => path.join(dir, "clients");
-  const open = () => track(new ClientRegistry(file()));
+  const open = () => track(new FileClientRegistry(file()));
 
   test("ClientRegistry keeps ids and owners across reopen", async () => {
     const reg = open();

@@ -152,7 +152,7 @@ describe("Scheduler", () => {
         const now = Date.now();
         await Promise.all(payloads.map((p, i) => logOf(topic).append(p, now, msgIds[i])));
       },
-      storedIds: (topic, since) => (logs.has(topic) ? new Map(logs.get(topic)!.recentMsgIds(since, 1e9).map((r) => [r.msgId, r.time])) : null),
+      storedIds: async (topic, since) => (logs.has(topic) ? new Map((await logs.get(topic)!.recentMsgIds(since, 1e9)).map((r) => [r.msgId, r.time])) : null),
     });
     return { scheduler, logOf, store };
   }
@@ -174,7 +174,7 @@ describe("Scheduler", () => {
     await scheduler.schedule("t", [b("b")], undefined, now + 200);
     expect(scheduler.pending).toBe(4);
     await until(() => logOf("t").count === 4);
-    const got = logOf("t").read(1, 10, 1e9);
+    const got = await logOf("t").read(1, 10, 1e9);
     expect(got.map((m) => text(m.data))).toEqual(["a1", "a2", "b", "c"]);
     const dues = [now + 100, now + 100, now + 200, now + 300];
     got.forEach((m, i) => expect(m.time).toBeGreaterThanOrEqual(dues[i]!));
@@ -208,7 +208,7 @@ describe("Scheduler", () => {
     expect(store.pending().map((e) => e.n)).toEqual([notYet!.n]);
     scheduler.start();
     await until(() => logOf("t").count === 2);
-    expect(logOf("t").read(1, 10, 1e9).map((m) => text(m.data))).toEqual(["stored", "not yet"]);
+    expect((await logOf("t").read(1, 10, 1e9)).map((m) => text(m.data))).toEqual(["stored", "not yet"]);
     await scheduler.stop();
   });
 

@@ -72,14 +72,14 @@ function range(from: number, to: number): number[] {
 }
 
 /** Checks that `log` serves exactly `seqs`, with their times and payloads. */
-function expectServed(log: FileTopicLog, seqs: number[]): void {
-  const got = log.read(1, ALL, ALL);
+async function expectServed(log: FileTopicLog, seqs: number[]): Promise<void> {
+  const got = await log.read(1, ALL, ALL);
   expect(got.map((m) => m.seq)).toEqual(seqs);
   for (const m of got) expect({ seq: m.seq, time: m.time, intact: Buffer.from(m.data).equals(Buffer.from(body(m.seq))) }).toEqual({ seq: m.seq, time: 1000 + m.seq, intact: true });
   // Reading from each seq, one at a time, gives the next surviving one.
   for (const s of [1, ...seqs.map((x) => x + 1)].filter((x) => x <= N)) {
     const next = seqs.find((x) => x >= s);
-    expect({ from: s, got: log.read(s, 1, ALL).map((m) => m.seq) }).toEqual({ from: s, got: next === undefined ? [] : [next] });
+    expect({ from: s, got: (await log.read(s, 1, ALL)).map((m) => m.seq) }).toEqual({ from: s, got: next === undefined ? [] : [next] });
   }
 }
 
@@ -106,7 +106,7 @@ async function expectGoesOn(log: FileTopicLog, seqs: number[], lost: number): Pr
   const errors = errorLines().length;
   const again = openLog();
   expect(again.lost).toBe(lost);
-  expect(again.read(1, ALL, ALL).map((m) => m.seq)).toEqual([...seqs, N + 1]);
+  expect((await again.read(1, ALL, ALL)).map((m) => m.seq)).toEqual([...seqs, N + 1]);
   expect(errorLines().length).toBe(errors); // counted once, reported once
 }
 
@@ -120,7 +120,7 @@ describe("FileTopicLog loses only the damaged records", () => {
     const damaged = fs.readFileSync(newest).subarray(victim.start, victim.end);
     const log = openLog();
     const survivors = range(1, N).filter((s) => s !== victim.seq);
-    expectServed(log, survivors);
+    await expectServed(log, survivors);
     expect(log.lost).toBe(1);
     expect(errorLines()).toHaveLength(1);
     expect(errorLines()[0]).toContain(`lost 1 message, seq ${victim.seq}: damaged bytes ${victim.start}..${victim.end} of segment ${path.basename(newest)}`);
@@ -141,7 +141,7 @@ describe("FileTopicLog loses only the damaged records", () => {
     const damaged = fs.readFileSync(middle).subarray(victim.start, victim.end);
     const log = openLog();
     const survivors = range(1, N).filter((s) => s !== victim.seq);
-    expectServed(log, survivors);
+    await expectServed(log, survivors);
     expect(log.lost).toBe(1);
     expect(errorLines()).toHaveLength(1);
     expect(errorLines()[0]).toContain(`lost 1 message, seq ${victim.seq}: damaged bytes ${victim.start}..${victim.end} of segment ${path.basename(middle)}`);
@@ -160,7 +160,7 @@ describe("FileTopicLog loses only the damaged records", () => {
     fs.writeFileSync(middle, buf);
     const log = openLog();
     const survivors = range(1, N).filter((s) => s < a.seq || s > b.seq);
-    expectServed(log, survivors);
+    await expectServed(log, survivors);
     expect(log.lost).toBe(b.seq - a.seq + 1);
     expect(errorLines()[0]).toContain(`lost ${b.seq - a.seq + 1} messages, seqs ${a.seq}..${b.seq}`);
     expect([...aside().values()].map((x) => x.length)).toEqual([b.end - a.start]);
@@ -177,9 +177,9 @@ describe("FileTopicLog damage that appears while it runs", () => {
     expect(running.lost).toBe(0);
     flipByte(victim.file, victim.start + RECORD_HEADER + 1);
     const survivors = range(1, N).filter((s) => s !== victim.seq);
-    expect(running.read(1, ALL, ALL).map((m) => m.seq)).toEqual(survivors);
+    expect((await running.read(1, ALL, ALL)).map((m) => m.seq)).toEqual(survivors);
     expect(running.lost).toBe(1);
-    expect(running.read(victim.seq, 2, ALL).map((m) => m.seq)).toEqual([victim.seq + 1, victim.seq + 2]);
+    expect((await running.read(victim.seq, 2, ALL)).map((m) => m.seq)).toEqual([victim.seq + 1, victim.seq + 2]);
     expect(errorLines()).toHaveLength(1);
     expect(errorLines()[0]).toContain(`lost 1 message, seq ${victim.seq}: damaged bytes ${victim.start}..${victim.end} of segment ${path.basename(victim.file)}, found while reading`);
     expect([...aside().keys()]).toEqual([`${path.basename(victim.file)}.${victim.start}-${victim.end}`]);
@@ -197,7 +197,7 @@ describe("FileTopicLog never hands a seq out twice after losing the tail", () =>
     fs.truncateSync(newest, victim.start + 10);
     const log = openLog();
     const survivors = range(1, victim.seq - 1);
-    expectServed(log, survivors);
+    await expectServed(log, survivors);
     expect(log.lost).toBe(N - victim.seq + 1);
     expect(errorLines()[0]).toContain(`lost ${N - victim.seq + 1} messages, seqs ${victim.seq}..${N}`);
     expect(aside()).toEqual(new Map([[`${path.basename(newest)}.${victim.start}-${victim.start + 10}`, Buffer.from(cutBytes)]]));
@@ -213,7 +213,7 @@ describe("FileTopicLog never hands a seq out twice after losing the tail", () =>
     fs.truncateSync(newest, victim.start);
     const log = openLog();
     const survivors = range(1, victim.seq - 1);
-    expectServed(log, survivors);
+    await expectServed(log, survivors);
     expect(log.lost).toBe(N - victim.seq + 1);
     expect(errorLines()[0]).toContain(`lost ${N - victim.seq + 1} messages, seqs ${victim.seq}..${N}: missing at the end of the log`);
     expect(aside().size).toBe(0);
@@ -228,7 +228,7 @@ describe("FileTopicLog never hands a seq out twice after losing the tail", () =>
     fs.rmSync(middle.replace(/\.log$/, ".ckpt"));
     const log = openLog();
     const survivors = range(1, N).filter((s) => !gone.includes(s));
-    expectServed(log, survivors);
+    await expectServed(log, survivors);
     expect(log.lost).toBe(gone.length);
     expect(errorLines()).toHaveLength(1);
     expect(errorLines()[0]).toContain(`lost ${gone.length} messages, seqs ${gone[0]}..${gone.at(-1)}: no segment holds them`);
@@ -242,7 +242,7 @@ describe("FileTopicLog never hands a seq out twice after losing the tail", () =>
     fs.rmSync(newest);
     const log = openLog();
     const survivors = range(1, N).filter((s) => !gone.includes(s));
-    expectServed(log, survivors);
+    await expectServed(log, survivors);
     expect(log.lost).toBe(gone.length);
     expect(errorLines()[0]).toContain(`lost ${gone.length} messages, seqs ${gone[0]}..${N}: the newest segment ${path.basename(newest)} is missing`);
     await expectGoesOn(log, survivors, gone.length);
@@ -265,7 +265,7 @@ describe("FileTopicLog after a crash (a copy of the files taken while the log wa
     const good = fs.statSync(newest).size;
     fs.appendFileSync(newest, Buffer.from(fs.readFileSync(newest).subarray(FILE_HEADER, FILE_HEADER + 20))); // half a record
     const log = openLog(copy);
-    expect(log.read(1, ALL, ALL).map((m) => m.seq)).toEqual(range(1, N));
+    expect((await log.read(1, ALL, ALL)).map((m) => m.seq)).toEqual(range(1, N));
     expect([log.nextSeq, log.lost]).toEqual([N + 1, 0]);
     expect(fs.statSync(newest).size).toBe(good);
     expect(errorLines()).toEqual([]);
@@ -277,7 +277,7 @@ describe("FileTopicLog after a crash (a copy of the files taken while the log wa
     const last = layout(copy).filter((r) => r.file === newest).at(-1)!;
     fs.truncateSync(newest, last.start);
     const log = openLog(copy);
-    expect(log.read(1, ALL, ALL).map((m) => m.seq)).toEqual(range(1, N - 1));
+    expect((await log.read(1, ALL, ALL)).map((m) => m.seq)).toEqual(range(1, N - 1));
     expect([log.nextSeq, log.lost]).toEqual([N + 1, 1]);
     expect(await log.append(body(N + 1), 1)).toBe(N + 1);
   });
@@ -292,7 +292,7 @@ describe("FileTopicLog after a crash (a copy of the files taken while the log wa
     const reserved = JSON.parse(fs.readFileSync(path.join(copy, "meta"), "utf8").split("\n")[0]!).reserved as number;
     expect(reserved).toBeGreaterThan(N + 1);
     const log = openLog(copy);
-    expect(log.read(1, ALL, ALL).map((m) => m.seq)).toEqual(range(1, N));
+    expect((await log.read(1, ALL, ALL)).map((m) => m.seq)).toEqual(range(1, N));
     expect(log.nextSeq).toBe(reserved);
     expect(log.lost).toBe(reserved - (N + 1));
     expect(errorLines()[0]).toContain(`up to ${reserved - (N + 1)} messages may be lost, seqs ${N + 1}..${reserved - 1}`);
@@ -321,7 +321,7 @@ describe("FileTopicLog start-up", () => {
     // Header (32) + last record (< 200 bytes here) per sealed segment, plus the newest in full.
     expect(bytes).toBeLessThanOrEqual(newest + (files.length - 1) * (FILE_HEADER + 2 * 200));
     expect(bytes).toBeLessThan(total / 2);
-    expect(log.read(1, ALL, ALL).map((m) => m.seq)).toEqual(range(1, 400));
+    expect((await log.read(1, ALL, ALL)).map((m) => m.seq)).toEqual(range(1, 400));
   });
 
   test("a checkpoint that no longer matches its segment is not trusted: the segment is scanned", async () => {
@@ -329,7 +329,7 @@ describe("FileTopicLog start-up", () => {
     const middle = segmentFiles()[2]!;
     fs.appendFileSync(middle, Buffer.alloc(50, 0xab)); // its size no longer matches the checkpoint
     const log = openLog();
-    expectServed(log, range(1, N));
+    await expectServed(log, range(1, N));
     expect(log.lost).toBe(0);
     expect([...aside().values()]).toEqual([Buffer.alloc(50, 0xab)]);
   });
@@ -346,7 +346,7 @@ describe("FileTopicLog retention", () => {
     const log = openLog();
     expect(segmentFiles()).toEqual(files.slice(2));
     expect([log.firstSeq, log.lost]).toEqual([keep, 0]);
-    expect(log.read(1, ALL, ALL).map((m) => m.seq)).toEqual(range(keep, N));
+    expect((await log.read(1, ALL, ALL)).map((m) => m.seq)).toEqual(range(keep, N));
     expect(errorLines()).toEqual([]);
   });
 
@@ -355,12 +355,12 @@ describe("FileTopicLog retention", () => {
     const files = segmentFiles();
     const keep = layout().find((r) => r.file === files[3])!.seq;
     const log = openLog();
-    expect(log.trim(keep, { maxAgeMs: 0, maxBytes: Infinity }, Date.now() + 60_000)).toBe(keep - 1);
+    expect(await log.trim(keep, { maxAgeMs: 0, maxBytes: Infinity }, Date.now() + 60_000)).toBe(keep - 1);
     expect([log.firstSeq, log.count, log.lost]).toEqual([keep, N - keep + 1, 0]);
     await log.close();
     const again = openLog();
     expect([again.firstSeq, again.count, again.lost]).toEqual([keep, N - keep + 1, 0]);
-    expect(again.read(1, ALL, ALL).map((m) => m.seq)).toEqual(range(keep, N));
+    expect((await again.read(1, ALL, ALL)).map((m) => m.seq)).toEqual(range(keep, N));
     expect(errorLines()).toEqual([]);
   });
 });
@@ -388,8 +388,8 @@ describe("FileTopicLog converts segments of format 1 (mq 0.1) once", () => {
     writeV1();
     fs.writeFileSync(path.join(dir, `${String(21).padStart(20, "0")}.log.convert`), "left by a crash during a conversion");
     const log = openLog();
-    expect(log.read(1, ALL, ALL).map((m) => m.seq)).toEqual(range(1, 50));
-    for (const m of log.read(1, ALL, ALL)) expect(Buffer.from(m.data).equals(Buffer.from(body(m.seq))) && m.time === 1000 + m.seq).toBe(true);
+    expect((await log.read(1, ALL, ALL)).map((m) => m.seq)).toEqual(range(1, 50));
+    for (const m of await log.read(1, ALL, ALL)) expect(Buffer.from(m.data).equals(Buffer.from(body(m.seq))) && m.time === 1000 + m.seq).toBe(true);
     expect([log.nextSeq, log.lost]).toEqual([51, 0]);
     for (const f of segmentFiles()) expect(fs.readFileSync(f).subarray(0, 4).toString()).toBe("MQSG");
     expect(fs.readdirSync(dir).filter((n) => n.endsWith(".convert"))).toEqual([]);
@@ -399,7 +399,7 @@ describe("FileTopicLog converts segments of format 1 (mq 0.1) once", () => {
     // Converted once: the next start has nothing to convert.
     stderr = "";
     const again = openLog();
-    expect(again.read(1, ALL, ALL).map((m) => m.seq)).toEqual(range(1, 51));
+    expect((await again.read(1, ALL, ALL)).map((m) => m.seq)).toEqual(range(1, 51));
     expect(stderr).not.toContain("converted");
   });
 
@@ -409,7 +409,7 @@ describe("FileTopicLog converts segments of format 1 (mq 0.1) once", () => {
     flipByte(victim.file, victim.start + V1_RECORD_HEADER + 2);
     const damaged = fs.readFileSync(victim.file).subarray(victim.start, victim.end);
     const log = openLog();
-    expect(log.read(1, ALL, ALL).map((m) => m.seq)).toEqual(range(1, 50).filter((s) => s !== 30));
+    expect((await log.read(1, ALL, ALL)).map((m) => m.seq)).toEqual(range(1, 50).filter((s) => s !== 30));
     expect([log.nextSeq, log.lost]).toEqual([51, 1]);
     expect(errorLines()[0]).toContain("lost 1 message, seq 30");
     expect(aside()).toEqual(new Map([[`${path.basename(victim.file)}.${victim.start}-${victim.end}`, Buffer.from(damaged)]]));

@@ -61,10 +61,10 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
       return seqs;
     }
 
-    test("TopicLog starts empty with firstSeq and nextSeq at 1", () => {
+    test("TopicLog starts empty with firstSeq and nextSeq at 1", async () => {
       expect(log.firstSeq).toBe(1);
       expect(log.nextSeq).toBe(1);
-      expect(log.read(1, 10, ALL)).toEqual([]);
+      expect(await log.read(1, 10, ALL)).toEqual([]);
     });
 
     test("TopicLog.append returns dense seqs from 1 and moves nextSeq", async () => {
@@ -78,8 +78,8 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
     test("TopicLog.read returns seq, time and data of each message from `from` on", async () => {
       const payloads = [1, 2, 3, 4].map((i) => payload(i * 5, i));
       await appendAll(payloads, 1_700_000_000_000);
-      expect(log.read(1, 10, ALL)).toEqual(payloads.map((data, i) => ({ seq: i + 1, time: 1_700_000_000_000 + i, data })));
-      expect(log.read(3, 10, ALL)).toEqual([
+      expect(await log.read(1, 10, ALL)).toEqual(payloads.map((data, i) => ({ seq: i + 1, time: 1_700_000_000_000 + i, data })));
+      expect(await log.read(3, 10, ALL)).toEqual([
         { seq: 3, time: 1_700_000_000_002, data: payloads[2]! },
         { seq: 4, time: 1_700_000_000_003, data: payloads[3]! },
       ]);
@@ -87,29 +87,29 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
 
     test("TopicLog.read from 0 starts at firstSeq", async () => {
       await appendAll([payload(1, 1), payload(1, 2)]);
-      expect(log.read(0, 10, ALL).map((m) => m.seq)).toEqual([1, 2]);
+      expect((await log.read(0, 10, ALL)).map((m) => m.seq)).toEqual([1, 2]);
     });
 
     test("TopicLog.read stops at maxCount", async () => {
       await appendAll([1, 2, 3, 4, 5].map((i) => payload(4, i)));
-      expect(log.read(2, 2, ALL).map((m) => m.seq)).toEqual([2, 3]);
-      expect(log.read(1, 1, ALL).map((m) => m.seq)).toEqual([1]);
-      expect(log.read(1, 0, ALL)).toEqual([]);
+      expect((await log.read(2, 2, ALL)).map((m) => m.seq)).toEqual([2, 3]);
+      expect((await log.read(1, 1, ALL)).map((m) => m.seq)).toEqual([1]);
+      expect(await log.read(1, 0, ALL)).toEqual([]);
     });
 
     test("TopicLog.read returns one message when the first alone exceeds maxBytes", async () => {
       await appendAll([payload(100, 1), payload(100, 2)]);
-      expect(log.read(1, 10, 10).map((m) => m.seq)).toEqual([1]);
-      expect(log.read(1, 10, 0).map((m) => m.seq)).toEqual([1]);
+      expect((await log.read(1, 10, 10)).map((m) => m.seq)).toEqual([1]);
+      expect((await log.read(1, 10, 0)).map((m) => m.seq)).toEqual([1]);
     });
 
     test("TopicLog.read stops after the message that reaches maxBytes", async () => {
       // "About maxBytes": messages are added while the total is below the budget.
       await appendAll([1, 2, 3, 4, 5, 6].map((i) => payload(10, i)));
-      expect(log.read(1, 10, 25).map((m) => m.seq)).toEqual([1, 2, 3]);
-      expect(log.read(1, 10, 20).map((m) => m.seq)).toEqual([1, 2]);
-      expect(log.read(1, 10, 21).map((m) => m.seq)).toEqual([1, 2, 3]);
-      expect(log.read(4, 10, 1000).map((m) => m.seq)).toEqual([4, 5, 6]);
+      expect((await log.read(1, 10, 25)).map((m) => m.seq)).toEqual([1, 2, 3]);
+      expect((await log.read(1, 10, 20)).map((m) => m.seq)).toEqual([1, 2]);
+      expect((await log.read(1, 10, 21)).map((m) => m.seq)).toEqual([1, 2, 3]);
+      expect((await log.read(4, 10, 1000)).map((m) => m.seq)).toEqual([4, 5, 6]);
     });
 
     test("TopicLog.read stops only for maxCount, maxBytes or the end", async () => {
@@ -118,7 +118,7 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
       for (let from = 1; from <= sizes.length + 1; from++) {
         for (const maxCount of [1, 2, 5, 100]) {
           for (const maxBytes of [0, 1, 8, 31, 40, 1000]) {
-            const got = log.read(from, maxCount, maxBytes);
+            const got = await log.read(from, maxCount, maxBytes);
             const seqs = got.map((m) => m.seq);
             const expected: number[] = [];
             let bytes = 0;
@@ -134,9 +134,9 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
 
     test("TopicLog.read past the end is empty", async () => {
       await appendAll([payload(2, 1), payload(2, 2)]);
-      expect(log.read(3, 10, ALL)).toEqual([]);
-      expect(log.read(4, 10, ALL)).toEqual([]);
-      expect(log.read(1_000_000, 10, ALL)).toEqual([]);
+      expect(await log.read(3, 10, ALL)).toEqual([]);
+      expect(await log.read(4, 10, ALL)).toEqual([]);
+      expect(await log.read(1_000_000, 10, ALL)).toEqual([]);
     });
 
     test("TopicLog.append called concurrently gives distinct dense seqs in call order", async () => {
@@ -144,7 +144,7 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
       const seqs = await Promise.all(payloads.map((p, i) => log.append(p, i)));
       expect(seqs).toEqual(payloads.map((_, i) => i + 1));
       expect(log.nextSeq).toBe(201);
-      const got = log.read(1, 1000, ALL);
+      const got = await log.read(1, 1000, ALL);
       expect(got.map((m) => m.seq)).toEqual(seqs);
       for (const [i, m] of got.entries()) expect({ seq: m.seq, same: sameBytes(m.data, payloads[i]!) }).toEqual({ seq: i + 1, same: true });
     });
@@ -156,12 +156,12 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
       const wave2 = Promise.all([4, 5].map((i) => log.append(payload(2, i), i)));
       expect(await wave1).toEqual([2, 3, 4]);
       expect(await wave2).toEqual([5, 6]);
-      expect(log.read(1, 100, ALL).map((m) => m.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+      expect((await log.read(1, 100, ALL)).map((m) => m.seq)).toEqual([1, 2, 3, 4, 5, 6]);
     });
 
     test("TopicLog keeps an empty payload", async () => {
       await appendAll([payload(3, 1), new Uint8Array(0), payload(3, 2)]);
-      const got = log.read(1, 10, ALL);
+      const got = await log.read(1, 10, ALL);
       expect(got.map((m) => m.data.length)).toEqual([3, 0, 3]);
       expect(got[1]).toEqual({ seq: 2, time: 1001, data: new Uint8Array(0) });
     });
@@ -169,26 +169,26 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
     test("TopicLog keeps a 1 MiB payload byte for byte", async () => {
       const big = payload(1 << 20, 42);
       await appendAll([payload(5, 1), big, payload(5, 2)]);
-      const got = log.read(2, 1, ALL);
+      const got = await log.read(2, 1, ALL);
       expect(got.length).toBe(1);
       expect(got[0]!.seq).toBe(2);
       expect(got[0]!.data.length).toBe(1 << 20);
       expect(sameBytes(got[0]!.data, big)).toBe(true);
-      expect(log.read(1, 10, ALL).map((m) => m.seq)).toEqual([1, 2, 3]);
-      expect(sameBytes(log.read(3, 1, ALL)[0]!.data, payload(5, 2))).toBe(true);
+      expect((await log.read(1, 10, ALL)).map((m) => m.seq)).toEqual([1, 2, 3]);
+      expect(sameBytes((await log.read(3, 1, ALL))[0]!.data, payload(5, 2))).toBe(true);
     });
 
     test("TopicLog keeps every byte value", async () => {
       const all = Uint8Array.from({ length: 256 }, (_, i) => i);
       await log.append(all, 1);
-      expect(log.read(1, 1, ALL)[0]!.data).toEqual(all);
+      expect((await log.read(1, 1, ALL))[0]!.data).toEqual(all);
     });
 
     test("TopicLog keeps the payload as it was when append resolved", async () => {
       const p = payload(8, 1);
       await log.append(p, 1);
       p.fill(0);
-      expect(log.read(1, 1, ALL)[0]!.data).toEqual(payload(8, 1));
+      expect((await log.read(1, 1, ALL))[0]!.data).toEqual(payload(8, 1));
     });
 
     test("TopicLog keeps many messages in order", async () => {
@@ -198,7 +198,7 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
       let from = 1;
       let seen = 0;
       while (true) {
-        const batch = log.read(from, 333, 10_000);
+        const batch = await log.read(from, 333, 10_000);
         if (batch.length === 0) break;
         for (const m of batch) {
           expect(m.seq).toBe(from);
@@ -219,13 +219,13 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
     test("TopicLog.read returns ascending seqs, each at most lastSeq, and something from every seq up to lastSeq", async () => {
       await appendAll(Array.from({ length: 30 }, (_, i) => payload(5, i)));
       for (let from = 1; from <= log.lastSeq; from++) {
-        const got = log.read(from, 7, ALL).map((m) => m.seq);
+        const got = (await log.read(from, 7, ALL)).map((m) => m.seq);
         expect(got.length).toBeGreaterThan(0);
         expect(got[0]!).toBeGreaterThanOrEqual(from);
         for (let i = 1; i < got.length; i++) expect(got[i]!).toBeGreaterThan(got[i - 1]!);
         expect(got[got.length - 1]!).toBeLessThanOrEqual(log.lastSeq);
       }
-      expect(log.read(log.lastSeq + 1, 7, ALL)).toEqual([]);
+      expect(await log.read(log.lastSeq + 1, 7, ALL)).toEqual([]);
     });
 
     test.skipIf(volatile)("TopicLog keeps messages, times and nextSeq across reopen (persistent logs only)", async () => {
@@ -235,7 +235,7 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
       expect(log.firstSeq).toBe(1);
       expect(log.nextSeq).toBe(5);
       expect([log.lastSeq, log.count, log.lost]).toEqual([4, 4, 0]);
-      const got = log.read(1, 10, ALL);
+      const got = await log.read(1, 10, ALL);
       expect(got.map((m) => [m.seq, m.time, m.data.length])).toEqual(payloads.map((p, i) => [i + 1, 5000 + i, p.length]));
       for (const [i, m] of got.entries()) expect(sameBytes(m.data, payloads[i]!)).toBe(true);
     });
@@ -243,10 +243,10 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
     const TAIL_N = 12_000; // 1.2 MB of payloads: more than an in-memory tail holds
     const tailExpected = Array.from({ length: TAIL_N }, (_, i): [number, number] => [i + 1, i]);
     /** Every message as [seq, time], read in batches of `batch`, checking each payload. */
-    const readAll = (l: TopicLog, batch: number) => {
+    const readAll = async (l: TopicLog, batch: number) => {
       const out: Array<[number, number]> = [];
       for (let from = 1; ; ) {
-        const got = l.read(from, batch, 64 * 1024);
+        const got = await l.read(from, batch, 64 * 1024);
         if (got.length === 0) return out;
         for (const m of got) {
           if (!sameBytes(m.data, payload(100, m.seq - 1))) throw new Error(`message ${m.seq} has the wrong payload`);
@@ -258,14 +258,14 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
 
     test("TopicLog serves every message past any in-memory tail", async () => {
       await Promise.all(Array.from({ length: TAIL_N }, (_, i) => log.append(payload(100, i), i)));
-      expect(readAll(log, 257)).toEqual(tailExpected);
+      expect(await readAll(log, 257)).toEqual(tailExpected);
     });
 
     test.skipIf(volatile)("TopicLog serves the same messages after reopen, past any in-memory tail (persistent logs only)", async () => {
       await Promise.all(Array.from({ length: TAIL_N }, (_, i) => log.append(payload(100, i), i)));
       log = await fx.reopen!();
-      expect(readAll(log, 64)).toEqual(tailExpected);
-      expect(log.read(TAIL_N - 5, 3, ALL).map((m) => m.seq)).toEqual([TAIL_N - 5, TAIL_N - 4, TAIL_N - 3]);
+      expect(await readAll(log, 64)).toEqual(tailExpected);
+      expect((await log.read(TAIL_N - 5, 3, ALL)).map((m) => m.seq)).toEqual([TAIL_N - 5, TAIL_N - 4, TAIL_N - 3]);
     });
 
     test.skipIf(volatile)("TopicLog continues dense seqs after reopen (persistent logs only)", async () => {
@@ -274,38 +274,38 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
       expect(await log.append(payload(1, 3), 3)).toBe(3);
       log = await fx.reopen!();
       expect(log.nextSeq).toBe(4);
-      expect(log.read(1, 10, ALL).map((m) => m.seq)).toEqual([1, 2, 3]);
+      expect((await log.read(1, 10, ALL)).map((m) => m.seq)).toEqual([1, 2, 3]);
     });
 
     test("TopicLog.trim never deletes a message at or after `before`, and what is left reads from firstSeq", async () => {
       await appendAll(Array.from({ length: 40 }, (_, i) => payload(100, i)));
-      const removed = log.trim(21, { maxAgeMs: 0, maxBytes: Infinity }, Date.now() + 60_000);
+      const removed = await log.trim(21, { maxAgeMs: 0, maxBytes: Infinity }, Date.now() + 60_000);
       expect(removed).toBe(traits.trimmed(21, 40));
       expect(log.firstSeq).toBe(1 + removed);
       expect([log.count, log.lastSeq, log.lost]).toEqual([40 - removed, 40, 0]);
       expect(log.nextSeq).toBe(41);
-      expect(log.read(1, ALL, ALL).map((m) => m.seq)).toEqual(Array.from({ length: 40 - removed }, (_, i) => 1 + removed + i));
+      expect((await log.read(1, ALL, ALL)).map((m) => m.seq)).toEqual(Array.from({ length: 40 - removed }, (_, i) => 1 + removed + i));
       expect(await log.append(payload(1, 99), 5000)).toBe(41);
     });
 
     test("TopicLog.trim keeps everything younger than maxAgeMs while under maxBytes", async () => {
       await appendAll(Array.from({ length: 40 }, (_, i) => payload(100, i)), Date.now());
-      expect(log.trim(41, { maxAgeMs: 3_600_000, maxBytes: Infinity }, Date.now())).toBe(0);
+      expect(await log.trim(41, { maxAgeMs: 3_600_000, maxBytes: Infinity }, Date.now())).toBe(0);
       expect(log.firstSeq).toBe(1);
     });
 
     test("TopicLog.trim keeps a whole log that the subscribers have not passed", async () => {
       await appendAll(Array.from({ length: 10 }, (_, i) => payload(100, i)));
-      expect(log.trim(1, { maxAgeMs: 0, maxBytes: 0 }, Date.now() + 60_000)).toBe(0);
-      expect(log.read(1, ALL, ALL)).toHaveLength(10);
+      expect(await log.trim(1, { maxAgeMs: 0, maxBytes: 0 }, Date.now() + 60_000)).toBe(0);
+      expect(await log.read(1, ALL, ALL)).toHaveLength(10);
     });
 
     test("TopicLog.append with a msgId keeps the payload exactly, and recentMsgIds gives the ids back with seq and time", async () => {
       const ids = [undefined, "k1", "k2", undefined, "é-ключ-😀", "k1"];
       for (const [i, id] of ids.entries()) await log.append(payload(100, i), 1000 + i, id);
-      expect(log.read(1, ALL, ALL).map((m) => [m.seq, m.time, sameBytes(m.data, payload(100, m.seq - 1))])).toEqual(ids.map((_, i) => [i + 1, 1000 + i, true]));
+      expect((await log.read(1, ALL, ALL)).map((m) => [m.seq, m.time, sameBytes(m.data, payload(100, m.seq - 1))])).toEqual(ids.map((_, i) => [i + 1, 1000 + i, true]));
       // The log keeps what it is given: deduplication is the server's business.
-      expect(log.recentMsgIds(0, ALL)).toEqual([
+      expect(await log.recentMsgIds(0, ALL)).toEqual([
         { msgId: "k1", seq: 2, time: 1001 },
         { msgId: "k2", seq: 3, time: 1002 },
         { msgId: "é-ключ-😀", seq: 5, time: 1004 },
@@ -315,42 +315,42 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
 
     test("TopicLog.recentMsgIds gives only messages appended at or after `since`, oldest first, at most `limit` (the newest)", async () => {
       await Promise.all(Array.from({ length: 40 }, (_, i) => log.append(payload(100, i), 1000 + i, `id-${i + 1}`)));
-      const seqs = (since: number, limit: number) => log.recentMsgIds(since, limit).map((r) => r.seq);
-      expect(seqs(1030, ALL)).toEqual(Array.from({ length: 10 }, (_, i) => 31 + i));
-      expect(seqs(1000, 5)).toEqual([36, 37, 38, 39, 40]);
-      expect(seqs(2000, ALL)).toEqual([]);
-      expect(log.recentMsgIds(1039, ALL)).toEqual([{ msgId: "id-40", seq: 40, time: 1039 }]);
+      const seqs = async (since: number, limit: number) => (await log.recentMsgIds(since, limit)).map((r) => r.seq);
+      expect(await seqs(1030, ALL)).toEqual(Array.from({ length: 10 }, (_, i) => 31 + i));
+      expect(await seqs(1000, 5)).toEqual([36, 37, 38, 39, 40]);
+      expect(await seqs(2000, ALL)).toEqual([]);
+      expect(await log.recentMsgIds(1039, ALL)).toEqual([{ msgId: "id-40", seq: 40, time: 1039 }]);
     });
 
     test("TopicLog.seqAtTime gives the first seq appended at or after a time, nextSeq past the end", async () => {
-      expect(log.seqAtTime(0)).toBe(1); // empty: the next message
+      expect(await log.seqAtTime(0)).toBe(1); // empty: the next message
       // 60 messages of 100 bytes (several segments of a 1 KiB log), times 1000, 1010, … with ties in pairs.
       for (let i = 0; i < 60; i++) await log.append(payload(100, i), 1000 + Math.floor(i / 2) * 10);
-      expect(log.seqAtTime(0)).toBe(1);
-      expect(log.seqAtTime(1000)).toBe(1);
-      expect(log.seqAtTime(1001)).toBe(3);
-      expect(log.seqAtTime(1010)).toBe(3);
-      expect(log.seqAtTime(1145)).toBe(31);
-      for (let k = 0; k < 30; k++) expect(log.seqAtTime(1000 + k * 10)).toBe(2 * k + 1);
-      expect(log.seqAtTime(1290)).toBe(59);
-      expect(log.seqAtTime(1291)).toBe(61);
-      expect(log.seqAtTime(Number.MAX_SAFE_INTEGER)).toBe(log.nextSeq);
+      expect(await log.seqAtTime(0)).toBe(1);
+      expect(await log.seqAtTime(1000)).toBe(1);
+      expect(await log.seqAtTime(1001)).toBe(3);
+      expect(await log.seqAtTime(1010)).toBe(3);
+      expect(await log.seqAtTime(1145)).toBe(31);
+      for (let k = 0; k < 30; k++) expect(await log.seqAtTime(1000 + k * 10)).toBe(2 * k + 1);
+      expect(await log.seqAtTime(1290)).toBe(59);
+      expect(await log.seqAtTime(1291)).toBe(61);
+      expect(await log.seqAtTime(Number.MAX_SAFE_INTEGER)).toBe(log.nextSeq);
     });
 
     test.skipIf(volatile)("TopicLog.seqAtTime gives the same seqs after reopen (persistent logs only)", async () => {
       for (let i = 0; i < 40; i++) await log.append(payload(100, i), 2000 + i * 5);
       log = await fx.reopen!();
-      expect(log.seqAtTime(2000)).toBe(1);
-      expect(log.seqAtTime(2101)).toBe(22);
-      expect(log.seqAtTime(2195)).toBe(40);
-      expect(log.seqAtTime(2196)).toBe(41);
+      expect(await log.seqAtTime(2000)).toBe(1);
+      expect(await log.seqAtTime(2101)).toBe(22);
+      expect(await log.seqAtTime(2195)).toBe(40);
+      expect(await log.seqAtTime(2196)).toBe(41);
     });
 
     test.skipIf(volatile)("TopicLog.recentMsgIds gives the same ids after reopen (persistent logs only)", async () => {
       await Promise.all(Array.from({ length: 40 }, (_, i) => log.append(payload(100, i), 1000 + i, i % 3 === 0 ? undefined : `id-${i + 1}`)));
-      const before = log.recentMsgIds(1010, ALL);
+      const before = await log.recentMsgIds(1010, ALL);
       log = await fx.reopen!();
-      expect(log.recentMsgIds(1010, ALL)).toEqual(before);
+      expect(await log.recentMsgIds(1010, ALL)).toEqual(before);
       expect(before.map((r) => r.seq)).toEqual(Array.from({ length: 30 }, (_, i) => 11 + i).filter((seq) => (seq - 1) % 3 !== 0));
     });
 
@@ -358,7 +358,7 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
       const seqs = Promise.all([1, 2, 3].map((i) => log.append(payload(4, i), i)));
       log = await fx.reopen!();
       expect(await seqs).toEqual([1, 2, 3]);
-      expect(log.read(1, 10, ALL).map((m) => m.seq)).toEqual([1, 2, 3]);
+      expect((await log.read(1, 10, ALL)).map((m) => m.seq)).toEqual([1, 2, 3]);
     });
   });
 }

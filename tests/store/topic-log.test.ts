@@ -77,15 +77,15 @@ describe("FileTopicLog tail cache", () => {
       await Promise.all(Array.from({ length: 3000 }, (_, i) => log.append(payloadOf(i + 1, 1024), i)));
       // Then small commits, one at a time.
       for (let i = 3001; i <= 3100; i++) await log.append(payloadOf(i, 10), i);
-      const check = (from: number, count: number) => {
-        const got = log.read(from, count, Number.MAX_SAFE_INTEGER);
+      const check = async (from: number, count: number) => {
+        const got = await log.read(from, count, Number.MAX_SAFE_INTEGER);
         expect(got.map((m) => m.seq)).toEqual(Array.from({ length: count }, (_, k) => from + k));
         for (const m of got) expect(Buffer.from(m.data).equals(payloadOf(m.seq, m.seq <= 3000 ? 1024 : 10))).toBe(true);
       };
-      check(1, 50); // from disk
-      check(2950, 100); // across the big commit's end and the small ones
-      check(3090, 11); // newest
-      check(1500, 1601); // a long run across disk and cache
+      await check(1, 50); // from disk
+      await check(2950, 100); // across the big commit's end and the small ones
+      await check(3090, 11); // newest
+      await check(1500, 1601); // a long run across disk and cache
     } finally {
       await log.close();
       fs.rmSync(dir, { recursive: true, force: true });
@@ -111,7 +111,7 @@ describe("FileTopicLog.recentMsgIds", () => {
       await log.close();
       log = FileTopicLog.open(dir, { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024 });
       for (const since of [0, 1, 2, 600, 1024, 2047, 2500, 2999, 3000, 3001]) {
-        const got = log.recentMsgIds(since, Number.MAX_SAFE_INTEGER);
+        const got = await log.recentMsgIds(since, Number.MAX_SAFE_INTEGER);
         const first = Math.max(since, 1);
         expect({ since, n: got.length, first: got[0]?.seq, last: got.at(-1)?.seq }).toEqual({ since, n: Math.max(0, 3001 - first), first: first <= 3000 ? first : undefined, last: first <= 3000 ? 3000 : undefined });
         for (const r of got) if (r.msgId !== idOf(r.seq) || r.time !== r.seq) throw new Error(`record ${JSON.stringify(r)}`);
@@ -134,7 +134,7 @@ describe("FileTopicLog.recentMsgIds", () => {
       fs.writeSync(fd, Buffer.from([0xff ^ (1499 % 251)]), 0, 1, at);
       fs.closeSync(fd);
       log = FileTopicLog.open(dir, { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024 });
-      const seqs = log.recentMsgIds(0, Number.MAX_SAFE_INTEGER).map((r) => r.seq);
+      const seqs = (await log.recentMsgIds(0, Number.MAX_SAFE_INTEGER)).map((r) => r.seq);
       expect(seqs).toEqual(Array.from({ length: 3000 }, (_, i) => i + 1).filter((s) => s !== 1500));
     } finally {
       await log.close();
