@@ -2,7 +2,7 @@
  * The client commands. Each takes plain options (already parsed by cmd/mq.ts), talks to the
  * local broker through MqClient, prints per the CLI contract and returns the exit status.
  */
-import { MqClient, type ConnectOptions, type Received } from "../client/client.ts";
+import { MqClient, type ConnectOptions, type PublishOptions, type Received } from "../client/client.ts";
 import { MAX_ID_PREFIX_BYTES, MAX_MSG_ID_BYTES, type From, type PubResult } from "../wire/messages.ts";
 import { checkTopic } from "../wire/topic.ts";
 import { Exit, StdoutClosedError, UsageError, renderMessages, warn, watchStdoutReader, writeStdout } from "./output.ts";
@@ -42,6 +42,9 @@ export interface PubOptions extends CommonOptions {
   msgId?: string;
   /** How long unacknowledged publishes are sent again after a lost connection; LINES_RETRY_SECONDS with `lines`, else 0. */
   retrySeconds?: number;
+  /** Stored with every message published (`--header`, `--ttl`). */
+  headers?: Record<string, string>;
+  ttlMs?: number;
 }
 
 /** Most publishes of `--lines` in flight at once: enough to pipeline, bounded in memory. */
@@ -78,7 +81,11 @@ export async function pub(options: PubOptions): Promise<number> {
     // The status lines are a report, the publishes the job: when the reader of stdout goes
     // away (`| head -1`), the rest of the input is still published, and the report dropped.
     let readerGone = false;
-    const one = options.msgId === undefined ? {} : { msgId: options.msgId };
+    const one: PublishOptions = options.msgId === undefined ? {} : { msgId: options.msgId };
+    // With --lines every line gets them too; a plain publish passes no options object.
+    const extra: PublishOptions | undefined = options.headers || options.ttlMs ? {} : undefined;
+    if (options.headers) one.headers = extra!.headers = options.headers;
+    if (options.ttlMs) one.ttlMs = extra!.ttlMs = options.ttlMs;
     const flush = async () => {
       const text = out;
       out = "";
@@ -118,7 +125,7 @@ export async function pub(options: PubOptions): Promise<number> {
     };
     const send = async (data: Uint8Array) => {
       sent++;
-      const result = mq.publish(options.id, options.topic, data);
+      const result = mq.publish(options.id, options.topic, data, extra);
       // When the broker goes away every publish in flight fails; the first one awaited is
       // reported, the others must not surface as unhandled rejections (one trace each).
       result.catch(() => {});

@@ -17,6 +17,8 @@ import { FileTopicStore } from "../store/file-store.ts";
 import { defaultMaxOpenFiles, OpenFiles } from "../store/open-files.ts";
 import type { FsyncPolicy, RetentionPolicy, TopicStore } from "../store/types.ts";
 import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
+import { pubsHeadersProblem, type Headers } from "../wire/headers.ts";
+import { appendFields, pubExtra, type PubExtra } from "./pub-fields.ts";
 import { capabilities, PROTOCOL_VERSION, pubsIdsProblem, type AckRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
 import type { RequestOf, ServerOp } from "../wire/ops.ts";
 import { checkTopic } from "../wire/topic.ts";
@@ -130,7 +132,7 @@ export class MqServer {
   private readonly heartbeatMs: number;
   private readonly heartbeatMissed: number;
   /** `duplicates`: publishes answered from the dedupe window (nothing stored). */
-  readonly counters = { published: 0, duplicates: 0, delivered: 0, acked: 0, accepted: 0, rejected: 0 };
+  readonly counters = { published: 0, duplicates: 0, delivered: 0, acked: 0, accepted: 0, rejected: 0, expired: 0 };
   private readonly startedAt = Date.now();
   private unlock: () => void = () => {};
 
@@ -322,15 +324,15 @@ export class MqServer {
     create: (session) => this.track(this.create(session)),
     pub: (session, frame) =>
       this.track(
-        this.publish(session, frame.id, frame.topic, [frame.data], frame.msgId === undefined ? undefined : { keys: [frame.msgId] }).then(({ seqs, duplicates, ...rest }) =>
+        this.publish(session, frame.id, frame.topic, [frame.data], frame.msgId === undefined ? undefined : { keys: [frame.msgId] }, frame.headers && [frame.headers], frame.ttl).then(({ seqs, duplicates, ...rest }) =>
           duplicates ? { ...rest, seq: seqs[0], duplicate: true } : { ...rest, seq: seqs[0] },
         ),
       ),
     pubs: (session, frame) => {
-      const problem = pubsIdsProblem(frame);
+      const problem = pubsIdsProblem(frame) ?? pubsHeadersProblem(frame);
       if (problem) throw new MqError(Code.BadRequest, problem);
       const ids: PubIds | undefined = frame.msgIds ? { keys: frame.msgIds } : frame.idPrefix !== undefined ? { prefix: frame.idPrefix, from: frame.idFrom! } : undefined;
-      return this.track(this.publish(session, frame.id, frame.topic, frame.payloads, ids));
+      return this.track(this.publish(session, frame.id, frame.topic, frame.payloads, ids, frame.headers, frame.ttl));
     },
     sub: (session, frame) => this.track(this.subscribe(session, frame.id, frame.topics, frame.from ?? "latest")),
     unsub: (session, frame) => this.track(this.unsubscribe(session, frame.id, frame.topics)),
@@ -529,6 +531,7 @@ export class MqServer {
     const raced = this.topics.get(name);
     if (raced) return { topic: raced, created: false };
     const topic = new Topic(name, opened.log, opened.subscribers);
+    topic.onExpired = (count) => void (this.counters.expired += count);
     this.topics.set(name, topic);
     if (this.dedupe.enabled && !opened.created) this.rebuildIds(topic);
     for (const [id, cursor] of [...opened.subscribers.cursors]) {
@@ -575,9 +578,9 @@ export class MqServer {
    * Appends `payloads` to a topic (created if needed); they are in one group commit, so their
    * seqs are consecutive. With `ids` (the payloads' message ids), a payload whose id is in the
    * topic's dedupe window is not stored: its seq is the original one and its index is in
-   * `duplicates`.
+   * `duplicates`. `headers` (one map per payload) and `ttl` (ms) are stored with each payload.
    */
-  private async publish(session: Session, id: number, topicName: string, payloads: Uint8Array[], ids?: PubIds): Promise<PubsReply> {
+  private async publish(session: Session, id: number, topicName: string, payloads: Uint8Array[], ids?: PubIds, headers?: Headers[], ttl?: number): Promise<PubsReply> {
     this.checkOwner(session, id);
     checkTopic(topicName);
     for (const data of payloads) {
@@ -588,10 +591,11 @@ export class MqServer {
     const { topic, created } = (await this.topic(topicName, true))!;
     const subscribers = topic.subscriptions.size;
     const now = Date.now();
-    if (ids && this.dedupe.enabled) return this.publishOnce(topic, id, payloads, ids, now, { topic: topicName, subscribers, created });
+    const extra = pubExtra(headers, ttl, now);
+    if (ids && this.dedupe.enabled) return this.publishOnce(topic, id, payloads, ids, now, { topic: topicName, subscribers, created }, extra);
     let seqs: number[];
     try {
-      seqs = await Promise.all(payloads.map((data, i) => topic.log.append(data, now, ids && idOf(ids, i))));
+      seqs = await Promise.all(payloads.map((data, i) => topic.log.append(data, now, appendFields(ids && idOf(ids, i), extra, i))));
     } catch (err) {
       throw this.storageError(topic, id, payloads.length, err);
     }
@@ -606,7 +610,7 @@ export class MqServer {
    * looked up: one in the window answers with its seq; one whose append is in flight (the
    * first send of a retried publish) waits for it; the others are appended together.
    */
-  private async publishOnce(topic: Topic, id: number, payloads: Uint8Array[], pubIds: PubIds, now: number, reply: Omit<PubsReply, "seqs">): Promise<PubsReply> {
+  private async publishOnce(topic: Topic, id: number, payloads: Uint8Array[], pubIds: PubIds, now: number, reply: Omit<PubsReply, "seqs">, extra: PubExtra | undefined): Promise<PubsReply> {
     const ids = topic.ids;
     // What is past the window goes first, so that lookups are exact.
     this.dedupe.expire(now);
@@ -619,7 +623,7 @@ export class MqServer {
         runs.pending.push(pending);
         let stored: number[];
         try {
-          stored = await Promise.all(payloads.map((data, i) => topic.log.append(data, now, `${pubIds.prefix}${a + i}`)));
+          stored = await Promise.all(payloads.map((data, i) => topic.log.append(data, now, appendFields(`${pubIds.prefix}${a + i}`, extra, i))));
         } catch (err) {
           runs.pending.splice(runs.pending.indexOf(pending), 1);
           resolve(null);
@@ -676,7 +680,7 @@ export class MqServer {
     if (fresh.length > 0) {
       let stored: number[];
       try {
-        stored = await Promise.all(fresh.map((i) => topic.log.append(payloads[i]!, now, idOf(pubIds, i))));
+        stored = await Promise.all(fresh.map((i) => topic.log.append(payloads[i]!, now, appendFields(idOf(pubIds, i), extra, i))));
       } catch (err) {
         for (const undo of registered) undo();
         resolve(null);

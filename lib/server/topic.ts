@@ -18,6 +18,8 @@ export class Topic {
   readonly subscriptions = new Map<number, Subscription>();
   /** Publisher message ids of this topic in the dedupe window. */
   readonly ids = new TopicIds();
+  /** Counts messages a push skipped because their TTL ran out (the server's `expired`). */
+  onExpired: (count: number) => void = () => {};
   constructor(
     readonly name: string,
     readonly log: TopicLog,
@@ -73,7 +75,8 @@ export class Subscription implements Pushable {
    * other subscriptions, it waits in `credits` for its turn; stopped by its own window, its
    * own acks bring it back. A hole in the log (messages lost to damaged storage) is skipped,
    * never waited for: the first message after it carries `lost`, how many seqs before it
-   * are missing.
+   * are missing. An expired message (TTL) is skipped too, without a `lost`: it is never
+   * delivered, and counts as acknowledged once nothing before it is in flight.
    */
   push(conn: Connection, credits: Credits): number {
     const log = this.topic.log;
@@ -96,19 +99,27 @@ export class Subscription implements Pushable {
       // budget is exceeded by one message at most, and a message above it still goes.
       const count = Math.max(1, Math.min(room, READ_BATCH, Math.floor(budget / MESSAGE_OVERHEAD_BYTES)));
       const maxBytes = Math.max(1, Math.min(WINDOW_BYTES - this.inflightBytes, budget - count * MESSAGE_OVERHEAD_BYTES));
-      const batch: StoredMessage[] = log.read(this.sent, count, maxBytes);
-      if (batch.length === 0) break;
-      // One frame per run of consecutive seqs; a run that starts past the expected seq follows a hole.
+      const read: StoredMessage[] = log.read(this.sent, count, maxBytes);
+      if (read.length === 0) break;
+      const split = splitExpired(read);
+      const batch = split ? split.live : read;
+      const expired = split ? split.expired : NONE_EXPIRED;
+      if (expired.length > 0) this.topic.onExpired(expired.length);
+      // One frame per run of consecutive seqs; a run that starts past the expected seq follows a
+      // hole (lost messages) or expired messages (not lost: they are not counted in `lost`).
       let expected = this.sent;
       let start = 0;
+      let e = 0;
       for (let k = 1; k <= batch.length; k++) {
         if (k < batch.length && batch[k]!.seq === batch[k - 1]!.seq + 1) continue;
         const run = batch.slice(start, k);
         // `more`: the log holds messages past this frame, which come once credits free up.
         const more = run[run.length - 1]!.seq < log.lastSeq;
-        const lost = run[0]!.seq - expected;
+        let lost = run[0]!.seq - expected;
+        while (e < expired.length && expired[e]! < run[0]!.seq) if (expired[e++]! >= expected) lost--;
         const frame: MsgsFrame = { op: "msgs", id: this.id, topic: this.topic.name, seq: run[0]!.seq, times: run.map((m) => m.time), payloads: run.map((m) => m.data), more };
         if (lost > 0) frame.lost = lost;
+        if (run.some(hasExtra)) addExtra(frame, run);
         conn.send(frame);
         this.moreAnnounced = more;
         expected = run[run.length - 1]!.seq + 1;
@@ -122,8 +133,10 @@ export class Subscription implements Pushable {
       }
       this.inflightBytes += bytes;
       credits.charge(this.id, bytes + batch.length * MESSAGE_OVERHEAD_BYTES);
-      this.sent = batch[batch.length - 1]!.seq + 1;
+      this.sent = read[read.length - 1]!.seq + 1;
       pushed += batch.length;
+      // Nothing in flight before them: what was skipped is acknowledged here, as no ack will come for it.
+      if (this.head === this.seqs.length) this.skipTo(this.sent);
     }
     if (shared) credits.wait(this);
     this.announce(conn);
@@ -166,7 +179,16 @@ export class Subscription implements Pushable {
     // An ack for messages pushed before a reconnect may run ahead of what was re-sent.
     if (this.sent < cursor) this.sent = cursor;
     this.topic.index.advance(this.id, cursor);
+    // Nothing left in flight: what was skipped after the last message sent (expired) is done too.
+    if (this.head === this.seqs.length) this.skipTo(this.sent);
     return Math.max(freed, 1);
+  }
+
+  /** Moves the acknowledged cursor to `cursor` when nothing is in flight: the seqs between were skipped (expired). */
+  private skipTo(cursor: number): void {
+    if (cursor <= this.acked) return;
+    this.acked = cursor;
+    this.topic.index.advance(this.id, cursor);
   }
 
   /** Unsubscribed or destroyed: gives back what it has in flight (to `credits`, its owner's session, if connected). */
@@ -178,4 +200,38 @@ export class Subscription implements Pushable {
     this.head = 0;
     this.inflightBytes = 0;
   }
+}
+
+const NONE_EXPIRED: readonly number[] = [];
+
+/**
+ * The messages of `batch` still live and the seqs of those expired, when some are; null when
+ * none is (no copy, and no clock read unless some message has an expiry).
+ */
+function splitExpired(batch: StoredMessage[]): { live: StoredMessage[]; expired: number[] } | null {
+  let now = 0;
+  for (let i = 0; i < batch.length; i++) {
+    const at = batch[i]!.expiresAt;
+    if (at === undefined) continue;
+    now ||= Date.now();
+    if (at > now) continue;
+    const live: StoredMessage[] = [];
+    const expired: number[] = [];
+    for (const m of batch) {
+      if (m.expiresAt !== undefined && m.expiresAt <= now) expired.push(m.seq);
+      else live.push(m);
+    }
+    return { live, expired };
+  }
+  return null;
+}
+
+function hasExtra(m: StoredMessage): boolean {
+  return m.headers !== undefined || m.expiresAt !== undefined;
+}
+
+/** Adds `headers` and `expires` to a frame some of whose messages have them (one entry per message, `{}` / 0 for none). */
+function addExtra(frame: MsgsFrame, run: StoredMessage[]): void {
+  if (run.some((m) => m.headers !== undefined)) frame.headers = run.map((m) => m.headers ?? {});
+  if (run.some((m) => m.expiresAt !== undefined)) frame.expires = run.map((m) => m.expiresAt ?? 0);
 }

@@ -302,7 +302,7 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
 
     test("TopicLog.append with a msgId keeps the payload exactly, and recentMsgIds gives the ids back with seq and time", async () => {
       const ids = [undefined, "k1", "k2", undefined, "é-ключ-😀", "k1"];
-      for (const [i, id] of ids.entries()) await log.append(payload(100, i), 1000 + i, id);
+      for (const [i, id] of ids.entries()) await log.append(payload(100, i), 1000 + i, id === undefined ? undefined : { msgId: id });
       expect(log.read(1, ALL, ALL).map((m) => [m.seq, m.time, sameBytes(m.data, payload(100, m.seq - 1))])).toEqual(ids.map((_, i) => [i + 1, 1000 + i, true]));
       // The log keeps what it is given: deduplication is the server's business.
       expect(log.recentMsgIds(0, ALL)).toEqual([
@@ -314,7 +314,7 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
     });
 
     test("TopicLog.recentMsgIds gives only messages appended at or after `since`, oldest first, at most `limit` (the newest)", async () => {
-      await Promise.all(Array.from({ length: 40 }, (_, i) => log.append(payload(100, i), 1000 + i, `id-${i + 1}`)));
+      await Promise.all(Array.from({ length: 40 }, (_, i) => log.append(payload(100, i), 1000 + i, { msgId: `id-${i + 1}` })));
       const seqs = (since: number, limit: number) => log.recentMsgIds(since, limit).map((r) => r.seq);
       expect(seqs(1030, ALL)).toEqual(Array.from({ length: 10 }, (_, i) => 31 + i));
       expect(seqs(1000, 5)).toEqual([36, 37, 38, 39, 40]);
@@ -323,7 +323,7 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
     });
 
     test.skipIf(volatile)("TopicLog.recentMsgIds gives the same ids after reopen (persistent logs only)", async () => {
-      await Promise.all(Array.from({ length: 40 }, (_, i) => log.append(payload(100, i), 1000 + i, i % 3 === 0 ? undefined : `id-${i + 1}`)));
+      await Promise.all(Array.from({ length: 40 }, (_, i) => log.append(payload(100, i), 1000 + i, i % 3 === 0 ? undefined : { msgId: `id-${i + 1}` })));
       const before = log.recentMsgIds(1010, ALL);
       log = await fx.reopen!();
       expect(log.recentMsgIds(1010, ALL)).toEqual(before);
