@@ -313,6 +313,26 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
       ]);
     });
 
+    test("TopicLog.append with headers and an expiry: read gives them back with the message (after reopen too), a plain message has neither, the msgId stays out of read", async () => {
+      const headers = { a: "b=c", "ключ": "значение 😀", empty: "" };
+      await log.append(payload(100, 0), 1000);
+      await log.append(payload(100, 1), 1001, { headers, expiresAt: 5000 });
+      await log.append(payload(100, 2), 1002, { msgId: "k3", expiresAt: 6000 });
+      await log.append(payload(100, 3), 1003, { msgId: "k4", headers: { x: "1" } });
+      const expected = [{ seq: 1 }, { seq: 2, headers, expiresAt: 5000 }, { seq: 3, expiresAt: 6000 }, { seq: 4, headers: { x: "1" } }];
+      const shape = (m: { seq: number; headers?: unknown; expiresAt?: unknown; data: Uint8Array }) => ({ seq: m.seq, ...(m.headers ? { headers: m.headers } : {}), ...(m.expiresAt !== undefined ? { expiresAt: m.expiresAt } : {}), same: sameBytes(m.data, payload(100, m.seq - 1)) });
+      const want = expected.map((e) => ({ ...e, same: true }));
+      expect(log.read(1, ALL, ALL).map(shape)).toEqual(want);
+      for (const m of log.read(1, ALL, ALL)) expect(Object.keys(m).sort()).toEqual(["data", "seq", "time", ...(m.headers ? ["headers"] : []), ...(m.expiresAt !== undefined ? ["expiresAt"] : [])].sort());
+      expect(log.recentMsgIds(0, ALL).map((r) => r.msgId)).toEqual(["k3", "k4"]);
+      if (fx.reopen) {
+        log = await fx.reopen();
+        expect(log.read(1, ALL, ALL).map(shape)).toEqual(want);
+        expect(log.read(3, 1, ALL).map(shape)).toEqual(want.slice(2, 3));
+        expect(log.recentMsgIds(0, ALL).map((r) => r.msgId)).toEqual(["k3", "k4"]);
+      }
+    });
+
     test("TopicLog.recentMsgIds gives only messages appended at or after `since`, oldest first, at most `limit` (the newest)", async () => {
       await Promise.all(Array.from({ length: 40 }, (_, i) => log.append(payload(100, i), 1000 + i, { msgId: `id-${i + 1}` })));
       const seqs = (since: number, limit: number) => log.recentMsgIds(since, limit).map((r) => r.seq);
