@@ -13,7 +13,7 @@
  *   8 u32 payload length L · 12 u16 flags (0 in version 2) · 14 u16 options length X ·
  *   16 u64 seq · 24 f64 append time (ms since the epoch) · 32 options (TLV) · 32+X payload
  * Options: `[u8 type][u16 length][value]` each; type 4 (FIELD_MSG_ID) is the publisher's message id,
- * type 5 (FIELD_HEADERS) the message's headers (record-fields.ts), type 6 (FIELD_EXPIRES_AT)
+ * type 1 (FIELD_HEADERS) the message's headers (record-fields.ts), type 2 (FIELD_EXPIRES_AT)
  * its expiry (f64, ms since the epoch). A reader skips types it does not know.
  */
 import * as fs from "node:fs";
@@ -65,9 +65,9 @@ export function parseFileHeader(buf: Uint8Array): number | null {
 /** Optional field (type, u16 length, value) holding the publisher's message id, as UTF-8. */
 export const FIELD_MSG_ID = 4;
 /** Optional field holding the message's headers (encodeHeaders in record-fields.ts). */
-export const FIELD_HEADERS = 5;
+export const FIELD_HEADERS = 1;
 /** Optional field holding the message's expiry: f64, ms since the epoch. */
-export const FIELD_EXPIRES_AT = 6;
+export const FIELD_EXPIRES_AT = 2;
 export const FIELD_HEADER = 3;
 
 /** The optional fields of a record besides the message id, ready to write: only messages published with headers or a TTL have them. */

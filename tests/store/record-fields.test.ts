@@ -1,5 +1,5 @@
 /**
- * The optional record fields of headers and TTL (segment.ts types 5 and 6, record-fields.ts):
+ * The optional record fields of headers and TTL (segment.ts types 1 and 2, record-fields.ts):
  * byte layout, round trip, and that readers of the message id and the CRC-checked scan see
  * records that carry them as they saw records before.
  */
@@ -38,6 +38,10 @@ describe("header field encoding", () => {
 });
 
 describe("records with headers and an expiry", () => {
+  test("the types are those storage.md reserved: 1 headers, 2 expiry", () => {
+    expect([FIELD_HEADERS, FIELD_EXPIRES_AT]).toEqual([1, 2]);
+  });
+
   test("a plain record has no optional fields: its size and bytes are as before", () => {
     const { buf, view, size } = record(enc.encode("hi"));
     expect(size).toBe(RECORD_HEADER + 2);
@@ -46,7 +50,7 @@ describe("records with headers and an expiry", () => {
     expect(buf.length).toBe(size);
   });
 
-  test("type 4 (msgId), then 5 (headers), then 6 (expiry, f64): sizes add up, CRC holds, each reader finds its field", () => {
+  test("type 4 (msgId), then 1 (headers), then 2 (expiry, f64): sizes add up, CRC holds, each reader finds its field", () => {
     const headers = { k: "v" };
     const { buf, view, size } = record(enc.encode("payload"), "id-1", headers, 1_700_000_000_123);
     const h = encodeHeaders(headers);
