@@ -9,6 +9,7 @@ import { MqClient } from "../../lib/client/index.ts";
 import { createOn, jsonLines, mq, startCluster, startLocal, startServer, teardown, tmpDir } from "./harness.ts";
 
 const SHORT_TTL_MS = 300;
+const BUFFERED_TTL_MS = 2000;
 
 /** Waits (bounded) until `ms` have passed since `since`: the expiry is a clock, and nothing but time can show it. */
 async function waitPast(since: number, ms: number): Promise<void> {
@@ -38,9 +39,9 @@ describe("TTL", () => {
     const topic = `ttl.server${++topics}`;
     const id = String(await cluster.create());
     const before = (await stats(cluster.local.socket)).server.expired!;
-    const published = Date.now();
     // No subscriber yet: both wait in the log.
     expect((await cluster.run(["pub", id, topic, "--ttl", `${SHORT_TTL_MS}ms`, "short"])).code).toBe(0);
+    const published = Date.now(); // after the append: its expiry is before published + TTL
     expect((await cluster.run(["pub", id, topic, "--ttl", "1h", "long"])).code).toBe(0);
     expect((await cluster.run(["pub", id, topic, "plain"])).code).toBe(0);
     await waitPast(published, SHORT_TTL_MS);
@@ -60,9 +61,10 @@ describe("TTL", () => {
     try {
       const id = String(await createOn(local.socket));
       expect((await mq(local.socket, ["sub", id, "buffered"])).code).toBe(0);
+      // Long enough to reach the local broker's buffer before it expires, on a busy machine too.
+      expect((await mq(local.socket, ["pub", id, "buffered", "--ttl", `${BUFFERED_TTL_MS}ms`, "a"])).code).toBe(0);
+      expect((await mq(local.socket, ["pub", id, "buffered", "--ttl", `${BUFFERED_TTL_MS}ms`, "b"])).code).toBe(0);
       const published = Date.now();
-      expect((await mq(local.socket, ["pub", id, "buffered", "--ttl", `${SHORT_TTL_MS}ms`, "a"])).code).toBe(0);
-      expect((await mq(local.socket, ["pub", id, "buffered", "--ttl", `${SHORT_TTL_MS}ms`, "b"])).code).toBe(0);
       // Pushed into the local broker's buffer while still live.
       let s = await stats(local.socket);
       for (let i = 0; i < 100 && s.local.received! < 2; i++) {
@@ -70,7 +72,7 @@ describe("TTL", () => {
         s = await stats(local.socket);
       }
       expect(s.local.pending).toBe(2);
-      await waitPast(published, SHORT_TTL_MS);
+      await waitPast(published, BUFFERED_TTL_MS);
       expect((await mq(local.socket, ["pub", id, "buffered", "c"])).code).toBe(0);
       expect((await mq(local.socket, ["recv", id, "--wait", "10", "--count", "5"])).stdout).toBe("c\n");
       s = await stats(local.socket);
@@ -92,8 +94,8 @@ describe("TTL", () => {
     const local = await startLocal(server.address);
     try {
       const id = String(await createOn(local.socket));
-      const published = Date.now();
       expect((await mq(local.socket, ["pub", id, "down", "--ttl", `${SHORT_TTL_MS}ms`, "short"])).code).toBe(0);
+      const published = Date.now();
       expect((await mq(local.socket, ["pub", id, "down", "--ttl", "1d", "long"])).code).toBe(0);
       if (signal === "SIGKILL") await server.daemon.kill9();
       else expect(await server.daemon.stop()).toBe(0);
@@ -122,8 +124,8 @@ describe("TTL", () => {
       const subscriber = String(await createOn(subHost.socket));
       expect((await mq(subHost.socket, ["sub", subscriber, "all.expired"])).code).toBe(0);
       expect(await subHost.daemon.stop()).toBe(0);
-      const published = Date.now();
       expect((await mq(pubHost.socket, ["pub", publisher, "all.expired", "--lines", "--ttl", `${SHORT_TTL_MS}ms`], { stdin: "1\n2\n3\n4\n5\n" })).code).toBe(0);
+      const published = Date.now();
       await waitPast(published, SHORT_TTL_MS);
       subHost = await startLocal(server.address, { dataDir: subData, socket: subHost.socket });
       let s = await stats(subHost.socket);
@@ -149,8 +151,8 @@ describe("TTL", () => {
     await using c = await MqClient.connect({ socket: cluster.local.socket });
     const topic = `ttl.lib${++topics}`;
     const id = await c.create();
-    const published = Date.now();
     await Promise.all([c.publish(id, topic, "gone", { ttlMs: SHORT_TTL_MS }), c.publish(id, topic, "kept", { ttlMs: 3_600_000 }), c.publish(id, topic, "plain")]);
+    const published = Date.now();
     await waitPast(published, SHORT_TTL_MS);
     await c.subscribe(id, [topic], { from: "earliest" });
     const got: string[] = [];
