@@ -3,7 +3,7 @@
  * seqs not yet acknowledged by a client, so the ack sent on to the server is cumulative and
  * never runs ahead of a message some client still holds.
  */
-import { deliveryCost, type Message } from "../wire/messages.ts";
+import { deliveryCost, messageBytes, type Message } from "../wire/messages.ts";
 
 interface TopicTrack {
   /** Seqs buffered or handed to a client and not yet acknowledged, ascending. */
@@ -53,7 +53,7 @@ export class Inbox {
     }
     track.highest = msg.seq;
     track.unacked.push(msg.seq);
-    const cost = deliveryCost(msg.data.length);
+    const cost = deliveryCost(messageBytes(msg));
     track.bytes += cost;
     this.bytes += cost;
     this.queue.push(msg);
@@ -151,7 +151,7 @@ export class Inbox {
       const i = track.unacked.indexOf(m.seq);
       if (i < 0) continue;
       track.unacked.splice(i, 1);
-      const cost = deliveryCost(m.data.length);
+      const cost = deliveryCost(messageBytes(m));
       track.bytes -= cost;
       this.bytes -= cost;
       const floor = track.unacked.length > 0 ? track.unacked[0]! - 1 : track.highest;

@@ -2,7 +2,7 @@
 import type { StoredMessage, SubscriberIndex, TopicLog } from "../store/types.ts";
 import type { Connection } from "../wire/connection.ts";
 import type { MsgsFrame } from "../wire/messages.ts";
-import { MESSAGE_OVERHEAD_BYTES } from "../wire/messages.ts";
+import { MESSAGE_OVERHEAD_BYTES, messageBytes } from "../wire/messages.ts";
 import type { Credits, Pushable } from "./credits.ts";
 import { TopicIds } from "./dedupe.ts";
 
@@ -128,8 +128,10 @@ export class Subscription implements Pushable {
       let bytes = 0;
       for (const m of batch) {
         this.seqs.push(m.seq);
-        this.sizes.push(m.data.length);
-        bytes += m.data.length;
+        // Headers count as payload (both ends count alike: messageBytes).
+        const size = messageBytes(m);
+        this.sizes.push(size);
+        bytes += size;
       }
       this.inflightBytes += bytes;
       credits.charge(this.id, bytes + batch.length * MESSAGE_OVERHEAD_BYTES);

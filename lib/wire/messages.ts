@@ -4,7 +4,7 @@
  * Deliveries (`msgs`) and acknowledgements to the server (`ack` without rid) carry none.
  * The field `id` is the local id on the client hop and the global id on the server hop.
  */
-import { headersProblem, type Headers } from "./headers.ts";
+import { headersProblem, headersSize, type Headers } from "./headers.ts";
 import { capabilities, ops, type FieldType, type Op, type RequestOf, type Schema } from "./ops.ts";
 
 export const PROTOCOL_VERSION = 1;
@@ -49,6 +49,10 @@ export interface MsgsFrame { op: "msgs"; id: number; topic: string; seq: number;
  * that many tiny messages are bounded too. Server and local broker count alike.
  */
 export const MESSAGE_OVERHEAD_BYTES = 128;
+/** The bytes of a delivered message that `deliveryCost` counts: its payload, and its headers when it has some (up to 16 KiB each). */
+export function messageBytes(m: { data: Uint8Array; headers?: Headers }): number {
+  return m.headers === undefined ? m.data.length : m.data.length + headersSize(m.headers);
+}
 export function deliveryCost(payloadBytes: number): number {
   return payloadBytes + MESSAGE_OVERHEAD_BYTES;
 }

@@ -42,6 +42,21 @@ describe("headers through the CLI", () => {
     expect((await cluster.run(["recv", id, "--wait", "10"])).stdout).toBe("text\n");
   });
 
+  test("headers count against the local broker's buffer budgets like payload bytes", async () => {
+    const { id, topic } = await subscribed();
+    const before = JSON.parse((await cluster.run(["stats", "--json"])).stdout).local;
+    expect((await cluster.run(["pub", id, topic, "--header", `big=${"x".repeat(10_000)}`, "m"])).code).toBe(0);
+    let local = before;
+    for (let i = 0; i < 100 && local.pending <= before.pending; i++) {
+      await Bun.sleep(20);
+      local = JSON.parse((await cluster.run(["stats", "--json"])).stdout).local;
+    }
+    expect(local.pending).toBe(before.pending + 1);
+    // 1 payload byte, 10 003 bytes of headers (+ their framing), 128 of overhead.
+    expect(local.buffered_bytes - before.buffered_bytes).toBeGreaterThan(10_000 + 128);
+    expect((await cluster.run(["recv", id, "--wait", "10"])).stdout).toBe("m\n");
+  });
+
   test("`--lines` gives every line the headers", async () => {
     const { id, topic } = await subscribed();
     expect((await cluster.run(["pub", id, topic, "--lines", "--header", "batch=7"], { stdin: "1\n2\n3\n" })).code).toBe(0);
