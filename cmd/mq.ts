@@ -15,7 +15,7 @@ import { MqError } from "../lib/errors.ts";
 import type * as cli from "../lib/cli/commands.ts";
 import { Exit, StdoutClosedError, UsageError, exitCodeFor, reportError, writeStdout } from "../lib/cli/output.ts";
 import { closest, renderCommandHelp, renderCompletion, renderProgramHelp, SHELLS, type CommandSpec, type OptionDef, type Program, type Shell } from "../lib/cli/help.ts";
-import { defaults, formatDuration, formatSize, parseAddress, parseCount, parseCountOrAuto, parseDuration, parseFrom, parseFsync, parseHeaders, parseId, parseSeconds, parseSize, parseTopicList, parseTtl } from "../lib/cli/parse.ts";
+import { defaults, formatDuration, formatSize, parseAddress, parseCount, parseCountOrAuto, parseDuration, parseFrom, parseFsync, parseId, parseSeconds, parseSize, parseTopicList, parseTtl } from "../lib/cli/parse.ts";
 import { DEFAULT_DEDUPE, DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_LOCAL_LIMITS, DEFAULT_SERVER_LIMITS, isLoopback, LINES_RETRY_SECONDS } from "../lib/config.ts";
 
 /** The client commands' code (the client library, the wire layer, cbor-x). */
@@ -251,7 +251,7 @@ const commands: Command[] = [
         commands.checkMsgId(opts.msgId, opts.lines);
       }
       if (args["retry-for"] !== undefined) opts.retrySeconds = parseSeconds("retry-for", args["retry-for"]);
-      if (args.header !== undefined) opts.headers = parseHeaders(args.header);
+      if (args.header !== undefined) opts.headers = commands.parseHeaders(args.header);
       if (args.ttl !== undefined) opts.ttlMs = parseTtl(args.ttl);
       return commands.pub(opts);
     },

@@ -70,11 +70,3 @@ export const DEFAULT_DEDUPE = { windowMs: 2 * 60_000, maxKeys: 1_000_000 };
 
 /** `mq pub --lines`: how long publishes not acknowledged are sent again after a lost connection (`--retry-for`). */
 export const LINES_RETRY_SECONDS = 30;
-
-/**
- * Message headers (`mq pub --header k=v`, lib/wire/headers.ts): the most headers of one
- * message, the longest key, and the most bytes of UTF-8 all keys and values take together.
- */
-export const MAX_HEADERS = 64;
-export const MAX_HEADER_KEY_BYTES = 128;
-export const MAX_HEADERS_BYTES = 16 * 1024;

@@ -4,6 +4,7 @@
  */
 import { MqClient, type ConnectOptions, type PublishOptions, type Received } from "../client/client.ts";
 import { MAX_ID_PREFIX_BYTES, MAX_MSG_ID_BYTES, type From, type PubResult } from "../wire/messages.ts";
+import { headersProblem, parseHeaderArg, type Headers } from "../wire/headers.ts";
 import { checkTopic } from "../wire/topic.ts";
 import { Exit, StdoutClosedError, UsageError, renderMessages, warn, watchStdoutReader, writeStdout } from "./output.ts";
 
@@ -58,6 +59,28 @@ export function checkMsgId(key: string, lines: boolean): void {
   if (key.length === 0 || Buffer.byteLength(key) > max) {
     throw new UsageError(`--msg-id must be 1 to ${max} bytes${lines ? " with --lines (each line's id is KEY:N)" : ""}, got ${key.length === 0 ? "an empty one" : `${Buffer.byteLength(key)} bytes`}`);
   }
+}
+
+/**
+ * The `--header KEY=VALUE` options of `mq pub` as one map; each malformed one named
+ * (lib/wire/headers.ts has the rules). Here, not in parse.ts: only `pub` loads the rules.
+ */
+export function parseHeaders(values: string[]): Headers {
+  const headers: Headers = {};
+  for (const arg of values) {
+    let key: string;
+    let value: string;
+    try {
+      [key, value] = parseHeaderArg(arg);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+    if (Object.hasOwn(headers, key)) throw new UsageError(`--header ${JSON.stringify(key)} is given twice; give each key once`);
+    headers[key] = value;
+  }
+  const problem = headersProblem(headers);
+  if (problem) throw new UsageError(`--header: there must be ${problem}`);
+  return headers;
 }
 
 export async function pub(options: PubOptions): Promise<number> {

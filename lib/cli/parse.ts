@@ -6,7 +6,6 @@
 import { DEFAULT_LISTEN, DEFAULT_MAX_MESSAGE_BYTES, defaultDataDir, defaultSocketPath, parseHostPort } from "../config.ts";
 import type { FsyncPolicy } from "../store/types.ts";
 import type { From } from "../wire/messages.ts";
-import { headersProblem, parseHeaderArg, type Headers } from "../wire/headers.ts";
 import { UsageError } from "./output.ts";
 
 export function parseId(value: unknown): number {
@@ -118,23 +117,4 @@ export function parseTtl(value: unknown): number {
   const ms = parseDuration("ttl", value);
   if (ms < 1) throw new UsageError(`--ttl must be a duration above zero like 500ms, 30s, 10m, 2h or 1d, got ${JSON.stringify(String(value))}`);
   return ms;
-}
-
-/** The `--header KEY=VALUE` options of `mq pub` as one map; each malformed one named (headers.ts has the rules). */
-export function parseHeaders(values: string[]): Headers {
-  const headers: Headers = {};
-  for (const arg of values) {
-    let key: string;
-    let value: string;
-    try {
-      [key, value] = parseHeaderArg(arg);
-    } catch (err) {
-      throw new UsageError((err as Error).message);
-    }
-    if (Object.hasOwn(headers, key)) throw new UsageError(`--header ${JSON.stringify(key)} is given twice; give each key once`);
-    headers[key] = value;
-  }
-  const problem = headersProblem(headers);
-  if (problem) throw new UsageError(`--header: there must be ${problem}`);
-  return headers;
 }

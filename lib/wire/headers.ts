@@ -3,7 +3,15 @@
  * it (docs/semantics.md, "Headers"). One set of rules, checked at every edge: the CLI, the
  * library, and the codec for frames that carry them.
  */
-import { MAX_HEADER_KEY_BYTES, MAX_HEADERS, MAX_HEADERS_BYTES } from "../config.ts";
+
+/**
+ * The limits of a message's headers: the most headers, the longest key, and the most bytes
+ * of UTF-8 all keys and values take together. Here, beside the rules, like the other limits
+ * of the protocol (MAX_MSG_ID_BYTES): the wire layer does not import config.ts.
+ */
+export const MAX_HEADERS = 64;
+export const MAX_HEADER_KEY_BYTES = 128;
+export const MAX_HEADERS_BYTES = 16 * 1024;
 
 export type Headers = Record<string, string>;
 

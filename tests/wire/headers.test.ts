@@ -1,6 +1,7 @@
 /** The header rules (lib/wire/headers.ts) and the codec's checks of `headers`, `ttl` and a push's `headers`/`expires`. */
 import { describe, expect, test } from "bun:test";
-import { parseHeaders, parseTtl } from "../../lib/cli/parse.ts";
+import { parseHeaders } from "../../lib/cli/commands.ts";
+import { parseTtl } from "../../lib/cli/parse.ts";
 import { decode, encode } from "../../lib/wire/codec.ts";
 import { addPushedExtra, pushedExtraProblem } from "../../lib/local/pushed-extra.ts";
 import { headerKeyProblem, headersProblem, parseHeaderArg } from "../../lib/wire/headers.ts";
