@@ -532,6 +532,7 @@ export class MqServer {
     if (raced) return { topic: raced, created: false };
     const topic = new Topic(name, opened.log, opened.subscribers);
     topic.onExpired = (count) => void (this.counters.expired += count);
+    topic.repush = (sub) => this.pump(sub);
     this.topics.set(name, topic);
     if (this.dedupe.enabled && !opened.created) this.rebuildIds(topic);
     for (const [id, cursor] of [...opened.subscribers.cursors]) {

@@ -13,6 +13,11 @@ import { TopicIds } from "./dedupe.ts";
 export const WINDOW_MESSAGES = 256;
 export const WINDOW_BYTES = 1024 * 1024;
 const READ_BATCH = 64;
+/**
+ * Most expired messages one push skips: a long run of them (a backlog that expired) is read
+ * through a bit per turn of the event loop, never in one go.
+ */
+export const MAX_EXPIRED_PER_PUSH = 4096;
 
 export class Topic {
   readonly subscriptions = new Map<number, Subscription>();
@@ -20,6 +25,8 @@ export class Topic {
   readonly ids = new TopicIds();
   /** Counts messages a push skipped because their TTL ran out (the server's `expired`). */
   onExpired: (count: number) => void = () => {};
+  /** Pushes `sub` again (the server's pump): after a push stopped at MAX_EXPIRED_PER_PUSH, no ack would wake it. */
+  repush: (sub: Subscription) => void = () => {};
   constructor(
     readonly name: string,
     readonly log: TopicLog,
@@ -82,7 +89,12 @@ export class Subscription implements Pushable {
     const log = this.topic.log;
     let pushed = 0;
     let shared = false;
+    let skipped = 0;
     while (this.backlog) {
+      if (skipped >= MAX_EXPIRED_PER_PUSH) {
+        setImmediate(() => this.dropped || this.topic.repush(this));
+        break;
+      }
       if (!conn.writable) {
         shared = true;
         break;
@@ -104,7 +116,10 @@ export class Subscription implements Pushable {
       const split = splitExpired(read);
       const batch = split ? split.live : read;
       const expired = split ? split.expired : NONE_EXPIRED;
-      if (expired.length > 0) this.topic.onExpired(expired.length);
+      if (expired.length > 0) {
+        this.topic.onExpired(expired.length);
+        skipped += expired.length;
+      }
       // One frame per run of consecutive seqs; a run that starts past the expected seq follows a
       // hole (lost messages) or expired messages (not lost: they are not counted in `lost`).
       let expected = this.sent;
