@@ -77,6 +77,7 @@ export const SERVER_COUNTERS = {
   acked: counter("messages", "Messages acknowledged by local brokers."),
   accepted: counter("connections", "Connections accepted."),
   rejected: counter("connections", "Connections refused (--max-connections)."),
+  expired: counter("messages", "Messages skipped at delivery because their TTL ran out (never delivered)."),
 } as const satisfies Metrics;
 
 /** `server` in `mq stats`, in the order shown. */
@@ -111,6 +112,7 @@ export const LOCAL_COUNTERS = {
   duplicates: counter("messages", "Messages the server sent again that this broker already had."),
   forwarded: counter("requests", "Requests forwarded to the server."),
   reconnects: counter("reconnects", "Connections to the server lost and made again."),
+  expired: counter("messages", "Buffered messages dropped at recv because their TTL ran out (never delivered)."),
 } as const satisfies Metrics;
 
 /** `local` in `mq stats`, in the order shown. */
