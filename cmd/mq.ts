@@ -15,7 +15,7 @@ import { MqError } from "../lib/errors.ts";
 import type * as cli from "../lib/cli/commands.ts";
 import { Exit, StdoutClosedError, UsageError, exitCodeFor, reportError, writeStdout } from "../lib/cli/output.ts";
 import { closest, renderCommandHelp, renderCompletion, renderProgramHelp, SHELLS, type CommandSpec, type OptionDef, type Program, type Shell } from "../lib/cli/help.ts";
-import { defaults, formatDuration, formatSize, parseAddress, parseCount, parseCountOrAuto, parseDelay, parseDuration, parseFrom, parseFsync, parseGroup, parseId, parseRetentionLimit, parseSeconds, parseSince, parseSize, parseStore, parseTopicList } from "../lib/cli/parse.ts";
+import { defaults, formatDuration, formatSize, parseAddress, parseCount, parseCountOrAuto, parseDelay, parseDuration, parseFrom, parseFsync, parseGroup, parseId, parseRetentionLimit, parseSeconds, parseSince, parseSize, parseStore, parseTopicList, parseTtl } from "../lib/cli/parse.ts";
 import { DEFAULT_DEDUPE, DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_LOCAL_LIMITS, DEFAULT_SERVER_LIMITS, isLoopback, LINES_RETRY_SECONDS } from "../lib/config.ts";
 
 /** The client commands' code (the client library, the wire layer, cbor-x). */
@@ -238,10 +238,12 @@ const commands: Command[] = [
       "retry-for": { type: "string", valueHint: "SECONDS", description: `after a lost connection, send what was not acknowledged again for up to SECONDS (default ${LINES_RETRY_SECONDS} with --lines, else 0)` },
       delay: { type: "string", valueHint: "DURATION", description: "deliver the message this long from now (the server's clock): 10s, 15m, 2h, 1d" },
       at: { type: "string", valueHint: "TIMESTAMP", description: "deliver the message at this time: ISO-8601 with a zone (2026-11-30T18:00:00Z) or ms since the epoch; a past time delivers at once" },
+      header: { type: "string", valueHint: "KEY=VALUE", repeatable: true, description: "a header stored and delivered with the message (repeatable; split at the first =)" },
+      ttl: { type: "string", valueHint: "DURATION", description: "the message expires DURATION after it is stored (500ms, 30s, 10m, 2h, 1d) and is never delivered after" },
       ...common,
     },
     maxPositionals: 3,
-    examples: ["mq pub 3 orders '{\"total\": 12}'", "mq pub 3 orders --lines < events.ndjson", "mq pub 3 orders --msg-id order-1042 '{\"total\": 12}'", "mq pub 3 reminders --delay 10m 'call back'"],
+    examples: ["mq pub 3 orders '{\"total\": 12}'", "mq pub 3 orders --lines < events.ndjson", "mq pub 3 orders --msg-id order-1042 '{\"total\": 12}'", "mq pub 3 orders --header trace=ab12 --ttl 30s '{\"total\": 12}'", "mq pub 3 reminders --delay 10m 'call back'"],
     run: async (args) => {
       const message = args._.length >= 3 ? String(args._[2]) : undefined;
       exclusive({ "<MESSAGE>": message, ...args }, "<MESSAGE>", "lines", "--lines splits standard input; give MESSAGE or pipe the lines in");
@@ -257,6 +259,8 @@ const commands: Command[] = [
       }
       if (args["retry-for"] !== undefined) opts.retrySeconds = parseSeconds("retry-for", args["retry-for"]);
       if (args.delay !== undefined || args.at !== undefined) opts.delay = parseDelay(args.delay, args.at);
+      if (args.header !== undefined) opts.headers = commands.parseHeaders(args.header);
+      if (args.ttl !== undefined) opts.ttlMs = parseTtl(args.ttl);
       return commands.pub(opts);
     },
   },
@@ -531,9 +535,12 @@ function parseArgv(cmd: Command, argv: string[]): ParsedArgs {
         throw new UsageError(`--${key} is a switch: give --${key} or --no-${key}, not ${JSON.stringify(arg)}`);
       }
       if (def.type === "boolean") args[name] = negated ? false : eq < 0 || arg.slice(eq + 1) !== "false";
-      else if (eq >= 0) args[name] = arg.slice(eq + 1);
-      else if (i + 1 < argv.length) args[name] = argv[++i]!;
-      else throw new UsageError(`--${key} needs a value`);
+      else if (eq < 0 && i + 1 >= argv.length) throw new UsageError(`--${key} needs a value`);
+      else {
+        const value = eq >= 0 ? arg.slice(eq + 1) : argv[++i]!;
+        if (def.repeatable) (args[name] ??= []).push(value);
+        else args[name] = value;
+      }
     } else if (arg.startsWith("-") && arg !== "-") {
       // `-json`, `-follow`: a long option with one dash would otherwise read as short flags.
       if (arg.length > 2 && defs[arg.slice(1)] && defs[arg.slice(1)]!.type !== "positional") {

@@ -78,6 +78,7 @@ export const SERVER_COUNTERS = {
   accepted: counter("connections", "Connections accepted."),
   rejected: counter("connections", "Connections refused (--max-connections)."),
   dead_lettered: counter("messages", "Messages moved to a dead-letter topic after --max-deliver deliveries without an ack."),
+  expired: counter("messages", "Messages skipped at delivery because their TTL ran out (never delivered)."),
 } as const satisfies Metrics;
 
 /** `server` in `mq stats`, in the order shown. */
@@ -112,6 +113,7 @@ export const LOCAL_COUNTERS = {
   duplicates: counter("messages", "Messages the server sent again that this broker already had."),
   forwarded: counter("requests", "Requests forwarded to the server."),
   reconnects: counter("reconnects", "Connections to the server lost and made again."),
+  expired: counter("messages", "Buffered messages dropped at recv because their TTL ran out (never delivered)."),
 } as const satisfies Metrics;
 
 /** `local` in `mq stats`, in the order shown. */

@@ -2,8 +2,9 @@
  * The client commands. Each takes plain options (already parsed by cmd/mq.ts), talks to the
  * local broker through MqClient, prints per the CLI contract and returns the exit status.
  */
-import { MqClient, type ConnectOptions, type Received, type SubResult } from "../client/client.ts";
+import { MqClient, type ConnectOptions, type PublishOptions, type Received, type SubResult } from "../client/client.ts";
 import { MAX_ID_PREFIX_BYTES, MAX_MSG_ID_BYTES, type From, type PubResult } from "../wire/messages.ts";
+import { headersProblem, parseHeaderArg, type Headers } from "../wire/headers.ts";
 import { checkPattern, checkTopic, isPattern } from "../wire/topic.ts";
 import { Exit, StdoutClosedError, UsageError, renderMessages, warn, watchStdoutReader, writeStdout } from "./output.ts";
 
@@ -44,6 +45,9 @@ export interface PubOptions extends CommonOptions {
   retrySeconds?: number;
   /** Delayed delivery (`--delay` / `--at`). */
   delay?: { delayMs: number } | { at: number };
+  /** Stored with every message published (`--header`, `--ttl`). */
+  headers?: Record<string, string>;
+  ttlMs?: number;
 }
 
 /** Most publishes of `--lines` in flight at once: enough to pipeline, bounded in memory. */
@@ -57,6 +61,28 @@ export function checkMsgId(key: string, lines: boolean): void {
   if (key.length === 0 || Buffer.byteLength(key) > max) {
     throw new UsageError(`--msg-id must be 1 to ${max} bytes${lines ? " with --lines (each line's id is KEY:N)" : ""}, got ${key.length === 0 ? "an empty one" : `${Buffer.byteLength(key)} bytes`}`);
   }
+}
+
+/**
+ * The `--header KEY=VALUE` options of `mq pub` as one map; each malformed one named
+ * (lib/wire/headers.ts has the rules). Here, not in parse.ts: only `pub` loads the rules.
+ */
+export function parseHeaders(values: string[]): Headers {
+  const headers: Headers = {};
+  for (const arg of values) {
+    let key: string;
+    let value: string;
+    try {
+      [key, value] = parseHeaderArg(arg);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+    if (Object.hasOwn(headers, key)) throw new UsageError(`--header ${JSON.stringify(key)} is given twice; give each key once`);
+    headers[key] = value;
+  }
+  const problem = headersProblem(headers);
+  if (problem) throw new UsageError(`--header: there must be ${problem}`);
+  return headers;
 }
 
 export async function pub(options: PubOptions): Promise<number> {
@@ -86,7 +112,11 @@ export async function pub(options: PubOptions): Promise<number> {
     // The status lines are a report, the publishes the job: when the reader of stdout goes
     // away (`| head -1`), the rest of the input is still published, and the report dropped.
     let readerGone = false;
-    const one = { ...(options.msgId === undefined ? {} : { msgId: options.msgId }), ...options.delay };
+    const one: PublishOptions = { ...(options.msgId === undefined ? {} : { msgId: options.msgId }), ...options.delay };
+    // With --lines every line gets them too; a plain publish passes no options object.
+    const extra: PublishOptions | undefined = options.headers || options.ttlMs || options.delay ? { ...options.delay } : undefined;
+    if (options.headers) one.headers = extra!.headers = options.headers;
+    if (options.ttlMs) one.ttlMs = extra!.ttlMs = options.ttlMs;
     const flush = async () => {
       const text = out;
       out = "";
@@ -126,7 +156,7 @@ export async function pub(options: PubOptions): Promise<number> {
     };
     const send = async (data: Uint8Array) => {
       sent++;
-      const result = mq.publish(options.id, options.topic, data, options.delay);
+      const result = mq.publish(options.id, options.topic, data, extra);
       // When the broker goes away every publish in flight fails; the first one awaited is
       // reported, the others must not surface as unhandled rejections (one trace each).
       result.catch(() => {});

@@ -18,6 +18,8 @@ export interface OptionDef {
   required?: boolean;
   /** Values a shell may complete. */
   choices?: readonly string[];
+  /** A string option that may be given several times: the parser collects its values in an array. */
+  repeatable?: boolean;
 }
 
 export interface CommandSpec {

@@ -42,9 +42,9 @@ export function warn(message: string): void {
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 const newline = new Uint8Array([10]);
 
-/** One received message as `--json` prints it: `data` when the payload is UTF-8, else `data_base64`. */
+/** One received message as `--json` prints it: `data` when the payload is UTF-8, else `data_base64`; `headers` only when it has some. */
 export function messageJson(m: Message): string {
-  const base = { topic: m.topic, seq: m.seq, time: new Date(m.time).toISOString(), ...(m.lost ? { lost: m.lost } : {}) };
+  const base = { topic: m.topic, seq: m.seq, time: new Date(m.time).toISOString(), ...(m.lost ? { lost: m.lost } : {}), ...(m.headers ? { headers: m.headers } : {}) };
   try {
     return JSON.stringify({ ...base, data: utf8.decode(m.data) });
   } catch {

@@ -175,3 +175,10 @@ export const defaults = {
   localData: () => process.env.MQ_DATA ?? defaultDataDir("local"),
   maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES,
 };
+
+/** `--ttl`: a duration of at least 1 ms (a message that expires at once is a mistake). */
+export function parseTtl(value: unknown): number {
+  const ms = parseDuration("ttl", value);
+  if (ms < 1) throw new UsageError(`--ttl must be a duration above zero like 500ms, 30s, 10m, 2h or 1d, got ${JSON.stringify(String(value))}`);
+  return ms;
+}

@@ -17,6 +17,7 @@ import type { LocalStats, ServerStats } from "../metrics.ts";
 import { Connection, type ConnectionHandler } from "../wire/connection.ts";
 import { isMsgId, MAX_ID_PREFIX_BYTES, MAX_MSG_ID_BYTES, PROTOCOL_VERSION, type From, type Message as WireMessage, type PubResult, type Outgoing, type TopicInfo } from "../wire/messages.ts";
 import { Message } from "./message.ts";
+import { hasHeaders, headersProblem, headersSize } from "../wire/headers.ts";
 
 export type { From, PubResult, TopicInfo };
 
@@ -70,6 +71,14 @@ export interface PublishOptions {
    */
   delayMs?: number;
   at?: number;
+  /**
+   * Stored and delivered with the message (`message.headers`): keys of 1–128 bytes without
+   * "=", control characters or spaces at either end; string values; at most 64 headers and
+   * 16 KiB in all.
+   */
+  headers?: Record<string, string>;
+  /** Time to live in ms (an integer >= 1): the message expires that long after the server stores it and is never delivered after. */
+  ttlMs?: number;
 }
 
 /** A batch from `recv`: the messages, and the ack that tells the broker they reached the user. */
@@ -113,6 +122,9 @@ interface Publish {
   n: number;
   /** Delayed delivery (`PublishOptions.delayMs` / `at`): sent alone, as `pub`. */
   when?: { delayMs?: number; at?: number };
+  /** Headers (undefined: none) and TTL in ms (0: none); a batch holds publishes of one TTL. */
+  headers: Record<string, string> | undefined;
+  ttl: number;
   resolve(r: PubResult): void;
   reject(err: unknown): void;
 }
@@ -270,6 +282,13 @@ export class MqClient {
     }
     const when = delayOf(options);
     if (typeof when === "string") return Promise.reject(new RangeError(when));
+    if (options.headers !== undefined) {
+      const problem = headersProblem(options.headers);
+      if (problem) return Promise.reject(new RangeError(`Cannot publish with these headers: they must be ${problem}`));
+    }
+    if (options.ttlMs !== undefined && !(Number.isSafeInteger(options.ttlMs) && options.ttlMs >= 1)) {
+      return Promise.reject(new RangeError(`Cannot publish with ttlMs ${String(options.ttlMs)}: it must be an integer number of ms >= 1`));
+    }
     // A copy: the batch goes out later, and the caller may reuse its buffer at once.
     const bytes = typeof data === "string" ? encoder.encode(data) : data.slice();
     // Checked here too: a message far above the limit would otherwise be cut off by the frame limit.
@@ -282,7 +301,10 @@ export class MqClient {
     let n = 0;
     if (options.msgId === undefined && this.producer !== null) this.numbered.set(topic, (n = (this.numbered.get(topic) ?? 0) + 1));
     const { promise, resolve, reject } = Promise.withResolvers<PubResult>();
-    lane.queue.push(when ? { id, data: bytes, msgId: options.msgId, n, when, resolve, reject } : { id, data: bytes, msgId: options.msgId, n, resolve, reject });
+    const headers = hasHeaders(options.headers) ? { ...options.headers } : undefined;
+    const queued: Publish = { id, data: bytes, msgId: options.msgId, n, headers, ttl: options.ttlMs ?? 0, resolve, reject };
+    if (when) queued.when = when;
+    lane.queue.push(queued);
     if (!lane.busy && !lane.scheduled) {
       lane.scheduled = true;
       this.scheduled.add(lane);
@@ -360,13 +382,16 @@ export class MqClient {
   private nextBatch(lane: Lane): Publish[] {
     const first = lane.queue[lane.head]!;
     let end = lane.head + 1;
-    let bytes = first.data.length + PAYLOAD_OVERHEAD;
+    let bytes = first.data.length + PAYLOAD_OVERHEAD + (first.headers ? headersSize(first.headers) : 0);
     while (!first.when && end < lane.queue.length && end - lane.head < MAX_BATCH_MESSAGES) {
       const p = lane.queue[end]!;
       // One kind of id per request: given ones, or a run of the producer's (consecutive per topic).
       if (p.when || p.id !== first.id || (p.msgId === undefined) !== (first.msgId === undefined) || (p.n > 0) !== (first.n > 0) || (p.n > 0 && p.n !== first.n + (end - lane.head))) break;
-      if (bytes + p.data.length + PAYLOAD_OVERHEAD > this.maxBatchBytes) break;
-      bytes += p.data.length + PAYLOAD_OVERHEAD;
+      // One TTL per request.
+      if (p.ttl !== first.ttl) break;
+      const size = p.data.length + PAYLOAD_OVERHEAD + (p.headers ? headersSize(p.headers) : 0);
+      if (bytes + size > this.maxBatchBytes) break;
+      bytes += size;
       end++;
     }
     const batch = lane.queue.slice(lane.head, end);
@@ -384,8 +409,13 @@ export class MqClient {
       if (first.msgId !== undefined || first.n > 0) frame.msgId = first.msgId ?? `${this.producer}:${first.n}`;
       if (first.when?.delayMs !== undefined) frame.delayMs = first.when.delayMs;
       if (first.when?.at !== undefined) frame.at = first.when.at;
+      if (first.headers) frame.headers = first.headers;
+      if (first.ttl > 0) frame.ttl = first.ttl;
     } else {
       frame = { op: "pubs", id, topic, payloads: batch.map((p) => p.data) };
+      // Only a batch with some headers carries the list: a plain batch costs nothing more.
+      if (batch.some((p) => p.headers)) frame.headers = batch.map((p) => p.headers ?? {});
+      if (first.ttl > 0) frame.ttl = first.ttl;
       // The producer's ids go as a run (prefix and first number): no string per message.
       if (first.msgId !== undefined) frame.msgIds = batch.map((p) => p.msgId!);
       else if (first.n > 0) Object.assign(frame, { idPrefix: `${this.producer}:`, idFrom: first.n });
@@ -449,7 +479,7 @@ export class MqClient {
     const messages = new Array<Message>(wire.length);
     for (let i = 0; i < wire.length; i++) {
       const m = wire[i]!;
-      messages[i] = new Message(m.topic, m.seq, m.time, m.data, m.lost);
+      messages[i] = new Message(m.topic, m.seq, m.time, m.data, m.lost, m.headers, m.expiresAt);
     }
     const tag = r.tag as number | undefined;
     return {

@@ -1,4 +1,5 @@
 /** A received message as the library hands it to its user. */
+import type { Headers } from "../wire/headers.ts";
 import type { Message as WireMessage } from "../wire/messages.ts";
 
 const utf8 = new TextDecoder();
@@ -10,6 +11,10 @@ const utf8 = new TextDecoder();
 export class Message implements WireMessage {
   /** Only on the first message after a hole: how many messages of the topic the server lost right before this one (damaged storage). */
   readonly lost?: number;
+  /** The headers it was published with; absent when none. */
+  readonly headers?: Headers;
+  /** Published with a TTL: when it expires, in ms since the epoch (it is never delivered after). */
+  readonly expiresAt?: number;
 
   constructor(
     readonly topic: string,
@@ -17,8 +22,12 @@ export class Message implements WireMessage {
     readonly time: number,
     readonly data: Uint8Array,
     lost?: number,
+    headers?: Headers,
+    expiresAt?: number,
   ) {
     if (lost) this.lost = lost;
+    if (headers) this.headers = headers;
+    if (expiresAt) this.expiresAt = expiresAt;
   }
 
   /** The payload decoded as UTF-8 (bytes that are not UTF-8 become U+FFFD). */

@@ -5,7 +5,7 @@
  * --max-deliver: its pushes carry `explicit`) is tracked as a set of seqs instead, and
  * acknowledged (or given back) seq by seq.
  */
-import { deliveryCost, type Message } from "../wire/messages.ts";
+import { deliveryCost, messageBytes, type Message } from "../wire/messages.ts";
 
 interface TopicTrack {
   /** Seqs buffered or handed to a client and not yet acknowledged, ascending. */
@@ -61,7 +61,7 @@ export class Inbox {
     }
     track.highest = msg.seq;
     track.unacked.push(msg.seq);
-    const cost = deliveryCost(msg.data.length);
+    const cost = deliveryCost(messageBytes(msg));
     track.bytes += cost;
     this.bytes += cost;
     this.queue.push(msg);
@@ -137,8 +137,34 @@ export class Inbox {
     return this.tracks.get(topic)?.ackedUpstream ?? 0;
   }
 
-  /** Takes up to `max` messages from the front. */
+  /**
+   * Called with the messages a `take` found expired (their TTL ran out while they waited
+   * here): they are never handed out, and the owner acknowledges them (`acknowledge`).
+   */
+  onExpired: ((messages: Message[]) => void) | null = null;
+
+  /** Takes up to `max` messages from the front; expired ones are left out and go to `onExpired`. */
   take(max: number): Message[] {
+    let out = this.takeFront(max);
+    let now = expiredAt(out);
+    if (now === 0) return out;
+    const live: Message[] = [];
+    const expired: Message[] = [];
+    // Bounded: every round takes at least one message off the queue.
+    for (;;) {
+      for (const m of out) {
+        if (m.expiresAt !== undefined && m.expiresAt <= now) expired.push(m);
+        else live.push(m);
+      }
+      if (live.length >= max || this.pending === 0) break;
+      out = this.takeFront(max - live.length);
+      now = Date.now();
+    }
+    this.onExpired?.(expired);
+    return live;
+  }
+
+  private takeFront(max: number): Message[] {
     const n = Math.min(max, this.pending);
     const out = this.queue.slice(this.head, this.head + n);
     this.head += n;
@@ -185,7 +211,7 @@ export class Inbox {
       const i = track.unacked.indexOf(m.seq);
       if (i < 0) continue;
       track.unacked.splice(i, 1);
-      const cost = deliveryCost(m.data.length);
+      const cost = deliveryCost(messageBytes(m));
       track.bytes -= cost;
       this.bytes -= cost;
       const floor = track.unacked.length > 0 ? track.unacked[0]! - 1 : track.highest;
@@ -210,6 +236,17 @@ export class Inbox {
     this.queue = this.queue.slice(this.head).filter((m) => m.topic !== topic);
     this.head = 0;
   }
+}
+
+/** The time now when some message of `messages` has expired, else 0 (the clock is read only when some has an expiry). */
+function expiredAt(messages: Message[]): number {
+  let now = 0;
+  for (const m of messages) {
+    if (m.expiresAt === undefined) continue;
+    now ||= Date.now();
+    if (m.expiresAt <= now) return now;
+  }
+  return 0;
 }
 
 /** True when every topic's messages in `queue` come in ascending seq order. */

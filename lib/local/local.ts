@@ -15,6 +15,8 @@ import { lockDataDir, makeDataDir, writeFileAtomic } from "../store/fsutil.ts";
 import { IdRanges } from "../store/id-ranges.ts";
 import { defineCounters, LOCAL_COUNTERS, type LocalStats, type ServerStats } from "../metrics.ts";
 import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
+import { addPushedExtra, pushedExtraProblem } from "./pushed-extra.ts";
+import { pubsHeadersProblem } from "../wire/headers.ts";
 import { PROTOCOL_VERSION, pubsIdsProblem, type Frame, type Message, type MsgsFrame, type Outgoing } from "../wire/messages.ts";
 import { capabilities, ops, type ClientOp, type Op, type RequestOf } from "../wire/ops.ts";
 import { checkGroupName } from "../wire/group-name.ts";
@@ -411,6 +413,8 @@ export class LocalBroker {
     if (frame.times.length !== frame.payloads.length) {
       throw new MqError(Code.BadRequest, `msgs: ${frame.times.length} times for ${frame.payloads.length} payloads`);
     }
+    const problem = pushedExtraProblem(frame);
+    if (problem) throw new MqError(Code.BadRequest, problem);
     const local = this.ids.local(frame.id);
     if (local === undefined) return; // destroyed here; the server forgets it too
     if (this.goneOnServer.has(local)) return;
@@ -420,6 +424,7 @@ export class LocalBroker {
       // The payload is a view into the socket's read buffer: keep a copy of its own.
       const msg: Message = { topic: frame.topic, seq: frame.seq + i, time: frame.times[i]!, data: frame.payloads[i]!.slice() };
       if (i === 0 && frame.lost) msg.lost = frame.lost; // kept with the message, for its recv
+      if (frame.headers || frame.expires) addPushedExtra(msg, frame, i);
       const verdict = inbox.add(msg, frame.explicit);
       if (verdict === "new") this.counters.received++;
       else {
@@ -434,14 +439,28 @@ export class LocalBroker {
 
   private inbox(local: number): Inbox {
     let inbox = this.inboxes.get(local);
-    if (!inbox) this.inboxes.set(local, (inbox = new Inbox()));
+    if (!inbox) {
+      this.inboxes.set(local, (inbox = new Inbox()));
+      const mine = inbox;
+      mine.onExpired = (messages) => this.dropExpired(local, mine, messages);
+    }
     return inbox;
+  }
+
+  /** Messages whose TTL ran out in `local`'s buffer: counted, and acknowledged to the server so that it does not send them again. */
+  private dropExpired(local: number, inbox: Inbox, messages: Message[]): void {
+    this.counters.expired += messages.length;
+    const global = this.ids.global(local);
+    const acks = inbox.acknowledge(messages);
+    if (global === undefined) return;
+    for (const upstreamAck of acks) this.upstream?.send({ op: "ack", id: global, ...upstreamAck });
   }
 
   private serveWaiters(inbox: Inbox): void {
     while (inbox.pending > 0 && inbox.waiters.length > 0) {
-      const w = inbox.waiters.shift()!;
-      w.resolve(inbox.take(w.max));
+      const messages = inbox.take(inbox.waiters[0]!.max);
+      if (messages.length === 0) continue; // all expired: the waiter waits on
+      inbox.waiters.shift()!.resolve(messages);
     }
   }
 
@@ -534,7 +553,7 @@ export class LocalBroker {
       this.global(frame.id);
       checkTopic(frame.topic);
       for (const data of frame.payloads) this.checkSize(data);
-      const problem = pubsIdsProblem(frame);
+      const problem = pubsIdsProblem(frame) ?? pubsHeadersProblem(frame);
       if (problem) throw new MqError(Code.BadRequest, problem);
       return this.forwardOp(frame);
     },

@@ -1,8 +1,7 @@
 /**
  * The message a dead-letter topic receives for a message that was delivered --max-deliver
- * times without an acknowledgement: the original payload, and headers saying where it came
- * from and why. Headers on stored messages come with the headers feature (the log's
- * `append(data, time, { headers })`); until the server stores them, only the payload is stored.
+ * times without an acknowledgement: the original payload and headers, plus headers saying
+ * where it came from and why (these win over original headers of the same names).
  */
 import type { StoredMessage } from "../store/types.ts";
 
@@ -19,6 +18,7 @@ export function deadLetterMessage(topic: string, original: StoredMessage, delive
     // A copy: the read's payload may share the log's read buffer, and the append is asynchronous.
     data: original.data.slice(),
     headers: {
+      ...original.headers,
       "mq-dead-topic": topic,
       "mq-dead-seq": String(original.seq),
       "mq-dead-reason": MAX_DELIVER_REASON,

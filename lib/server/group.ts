@@ -18,13 +18,13 @@ import { Code, MqError } from "../errors.ts";
 import { errnoCode, writeFileAtomicAsync } from "../store/fsutil.ts";
 import type { StoredMessage } from "../store/types.ts";
 import type { Connection } from "../wire/connection.ts";
-import { MESSAGE_OVERHEAD_BYTES, type MsgsFrame } from "../wire/messages.ts";
+import { MESSAGE_OVERHEAD_BYTES, messageBytes, type MsgsFrame } from "../wire/messages.ts";
 import { checkGroupName } from "../wire/group-name.ts";
 import { checkTopic, isPattern } from "../wire/topic.ts";
 import type { Consumer } from "./consumer.ts";
 import type { Credits } from "./credits.ts";
 import { PendingSet } from "./pending.ts";
-import { Subscription, type Topic, WINDOW_BYTES, WINDOW_MESSAGES } from "./topic.ts";
+import { addExtra, hasExtra, Subscription, type Topic, WINDOW_BYTES, WINDOW_MESSAGES } from "./topic.ts";
 
 const log = logger("server");
 
@@ -147,7 +147,18 @@ export class Group {
       // Stopped short by `maxBytes`: the rest goes back, first in line, not counted as delivered.
       for (let seq = expected; seq <= to; seq++) this.pending.unsend(seq);
     }
-    return out;
+    return this.dropExpired(out);
+  }
+
+  /** Messages whose TTL ran out are never delivered: done (the floor moves past them) and counted. */
+  private dropExpired(batch: StoredMessage[]): StoredMessage[] {
+    if (!batch.some((m) => m.expiresAt !== undefined)) return batch;
+    const now = Date.now();
+    const live = batch.filter((m) => m.expiresAt === undefined || m.expiresAt > now);
+    if (live.length === batch.length) return batch;
+    for (const m of batch) if (!live.includes(m)) this.done(m.seq);
+    this.topic.onExpired(batch.length - live.length);
+    return live;
   }
 
   /** A read of the log; null when it failed (what was claimed goes back in line, for the next push). */
@@ -276,8 +287,10 @@ export class GroupMember extends Subscription {
       this.send(conn, batch);
       let bytes = 0;
       for (const m of batch) {
-        this.group.pending.get(m.seq)!.bytes = m.data.length;
-        bytes += m.data.length;
+        // Headers count as payload (both ends count alike: messageBytes).
+        const size = messageBytes(m);
+        this.group.pending.get(m.seq)!.bytes = size;
+        bytes += size;
       }
       this.held += batch.length;
       this.heldBytes += bytes;
@@ -301,6 +314,7 @@ export class GroupMember extends Subscription {
       const run = batch.slice(start, k);
       const more = k < batch.length || this.group.backlog;
       const frame: MsgsFrame = { op: "msgs", id: this.id, topic: this.topic.name, seq: run[0]!.seq, times: run.map((m) => m.time), payloads: run.map((m) => m.data), more, explicit: true };
+      if (run.some(hasExtra)) addExtra(frame, run);
       conn.send(frame);
       this.announced = more;
       start = k;

@@ -14,6 +14,8 @@ import { errnoCode } from "../store/fsutil.ts";
 import { defineCounters, SERVER_COUNTERS, type ServerStats } from "../metrics.ts";
 import type { BrokerCredentials, ClientRegistry, FsyncPolicy, Storage, StoreKind, TopicStore } from "../store/types.ts";
 import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
+import { pubsHeadersProblem, type Headers } from "../wire/headers.ts";
+import { appendFields, pubExtra, type PubExtra } from "./pub-fields.ts";
 import { capabilities, PROTOCOL_VERSION, pubsIdsProblem, type AckRequest, type NakRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
 import type { RequestOf, ServerOp } from "../wire/ops.ts";
 import { checkPattern, checkTopic, isPattern } from "../wire/topic.ts";
@@ -353,23 +355,24 @@ export class MqServer {
     create: (session) => this.track(this.create(session)),
     pub: (session, frame) => {
       const ids = frame.msgId === undefined ? undefined : { keys: [frame.msgId] };
+      const headers = frame.headers && [frame.headers];
       if (frame.delayMs !== undefined || frame.at !== undefined) {
-        return this.track(this.publishLater(session, frame.id, frame.topic, [frame.data], ids, frame)).then(({ duplicates, ...rest }) => (duplicates.length > 0 ? { ...rest, duplicate: true } : rest));
+        return this.track(this.publishLater(session, frame.id, frame.topic, [frame.data], ids, frame, headers, frame.ttl)).then(({ duplicates, ...rest }) => (duplicates.length > 0 ? { ...rest, duplicate: true } : rest));
       }
       return this.track(
-        this.publish(session, frame.id, frame.topic, [frame.data], ids).then(({ seqs, duplicates, ...rest }) =>
+        this.publish(session, frame.id, frame.topic, [frame.data], ids, headers, frame.ttl).then(({ seqs, duplicates, ...rest }) =>
           duplicates ? { ...rest, seq: seqs[0], duplicate: true } : { ...rest, seq: seqs[0] },
         ),
       );
     },
     pubs: (session, frame) => {
-      const problem = pubsIdsProblem(frame);
+      const problem = pubsIdsProblem(frame) ?? pubsHeadersProblem(frame);
       if (problem) throw new MqError(Code.BadRequest, problem);
       const ids: PubIds | undefined = frame.msgIds ? { keys: frame.msgIds } : frame.idPrefix !== undefined ? { prefix: frame.idPrefix, from: frame.idFrom! } : undefined;
       if (frame.delayMs !== undefined || frame.at !== undefined) {
-        return this.track(this.publishLater(session, frame.id, frame.topic, frame.payloads, ids, frame)).then(({ duplicates, ...rest }) => (duplicates.length > 0 ? { ...rest, duplicates } : rest));
+        return this.track(this.publishLater(session, frame.id, frame.topic, frame.payloads, ids, frame, frame.headers, frame.ttl)).then(({ duplicates, ...rest }) => (duplicates.length > 0 ? { ...rest, duplicates } : rest));
       }
-      return this.track(this.publish(session, frame.id, frame.topic, frame.payloads, ids));
+      return this.track(this.publish(session, frame.id, frame.topic, frame.payloads, ids, frame.headers, frame.ttl));
     },
     sub: (session, frame) => {
       if (frame.from !== undefined && frame.since !== undefined) throw new MqError(Code.BadRequest, 'sub: give "from" or "since", not both');
@@ -573,6 +576,8 @@ export class MqServer {
     const raced = this.topics.get(name);
     if (raced) return { topic: raced, created: false };
     const topic = new Topic(name, opened.log, opened.subscribers);
+    topic.onExpired = (count) => void (this.counters.expired += count);
+    topic.repush = (sub) => this.pump(sub);
     this.topics.set(name, topic);
     // In the same tick as the topic becomes visible: a pattern subscribe sees it or is seen.
     const attaching = opened.created ? this.attachPatterns(topic) : null;
@@ -622,9 +627,9 @@ export class MqServer {
    * Appends `payloads` to a topic (created if needed); they are in one group commit, so their
    * seqs are consecutive. With `ids` (the payloads' message ids), a payload whose id is in the
    * topic's dedupe window is not stored: its seq is the original one and its index is in
-   * `duplicates`.
+   * `duplicates`. `headers` (one map per payload) and `ttl` (ms) are stored with each payload.
    */
-  private async publish(session: Session, id: number, topicName: string, payloads: Uint8Array[], ids?: PubIds): Promise<PubsReply> {
+  private async publish(session: Session, id: number, topicName: string, payloads: Uint8Array[], ids?: PubIds, headers?: Headers[], ttl?: number): Promise<PubsReply> {
     this.checkOwner(session, id);
     checkTopic(topicName);
     for (const data of payloads) {
@@ -635,10 +640,11 @@ export class MqServer {
     const { topic, created } = (await this.topic(topicName, true))!;
     const subscribers = topic.subscriptions.size;
     const now = Date.now();
-    if (ids && this.dedupe.enabled) return this.publishOnce(topic, id, payloads, ids, now, { topic: topicName, subscribers, created });
+    const extra = pubExtra(headers, ttl, now);
+    if (ids && this.dedupe.enabled) return this.publishOnce(topic, id, payloads, ids, now, { topic: topicName, subscribers, created }, extra);
     let seqs: number[];
     try {
-      seqs = await Promise.all(payloads.map((data, i) => topic.log.append(data, now, ids && idOf(ids, i))));
+      seqs = await Promise.all(payloads.map((data, i) => topic.log.append(data, now, appendFields(ids && idOf(ids, i), extra, i))));
     } catch (err) {
       throw this.storageError(topic, id, payloads.length, err);
     }
@@ -653,7 +659,7 @@ export class MqServer {
    * looked up: one in the window answers with its seq; one whose append is in flight (the
    * first send of a retried publish) waits for it; the others are appended together.
    */
-  private async publishOnce(topic: Topic, id: number, payloads: Uint8Array[], pubIds: PubIds, now: number, reply: Omit<PubsReply, "seqs">): Promise<PubsReply> {
+  private async publishOnce(topic: Topic, id: number, payloads: Uint8Array[], pubIds: PubIds, now: number, reply: Omit<PubsReply, "seqs">, extra: PubExtra | undefined): Promise<PubsReply> {
     const ids = topic.ids;
     // What is past the window goes first, so that lookups are exact.
     this.dedupe.expire(now);
@@ -666,7 +672,7 @@ export class MqServer {
         runs.pending.push(pending);
         let stored: number[];
         try {
-          stored = await Promise.all(payloads.map((data, i) => topic.log.append(data, now, `${pubIds.prefix}${a + i}`)));
+          stored = await Promise.all(payloads.map((data, i) => topic.log.append(data, now, appendFields(`${pubIds.prefix}${a + i}`, extra, i))));
         } catch (err) {
           runs.pending.splice(runs.pending.indexOf(pending), 1);
           resolve(null);
@@ -723,7 +729,7 @@ export class MqServer {
     if (fresh.length > 0) {
       let stored: number[];
       try {
-        stored = await Promise.all(fresh.map((i) => topic.log.append(payloads[i]!, now, idOf(pubIds, i))));
+        stored = await Promise.all(fresh.map((i) => topic.log.append(payloads[i]!, now, appendFields(idOf(pubIds, i), extra, i))));
       } catch (err) {
         for (const undo of registered) undo();
         resolve(null);
@@ -758,9 +764,12 @@ export class MqServer {
    * then kept in the schedule until due; answered once durable there, with no seq yet.
    * `duplicates`: indexes whose msgId is pending in the schedule already.
    */
-  private async publishLater(session: Session, id: number, topicName: string, payloads: Uint8Array[], ids: PubIds | undefined, when: { delayMs?: number; at?: number }) {
+  private async publishLater(session: Session, id: number, topicName: string, payloads: Uint8Array[], ids: PubIds | undefined, when: { delayMs?: number; at?: number }, headers?: Headers[], ttl?: number) {
     this.checkOwner(session, id);
     checkTopic(topicName);
+    if (ttl !== undefined || headers?.some((h) => Object.keys(h).length > 0)) {
+      throw new MqError(Code.BadRequest, "a delayed publish (delayMs / at) cannot carry headers or a ttl yet; publish it without them, or without the delay");
+    }
     const due = dueTime(when, Date.now());
     const limit = Math.min(this.options.maxMessageBytes, MAX_SCHEDULED_BYTES);
     for (const data of payloads) {
@@ -777,10 +786,10 @@ export class MqServer {
     // Taken after the due check: a delayed message's append time is never before its due time.
     const now = Date.now();
     if (this.dedupe.enabled) {
-      await this.publishOnce(topic, 0, payloads, { keys: msgIds }, now, { topic: topicName, subscribers: 0, created: false });
+      await this.publishOnce(topic, 0, payloads, { keys: msgIds }, now, { topic: topicName, subscribers: 0, created: false }, undefined);
       return;
     }
-    await Promise.all(payloads.map((data, i) => topic.log.append(data, now, msgIds[i])));
+    await Promise.all(payloads.map((data, i) => topic.log.append(data, now, { msgId: msgIds[i]! })));
     this.counters.published += payloads.length;
     for (const sub of topic.subscriptions.values()) this.pump(sub);
   }
@@ -1049,8 +1058,7 @@ export class MqServer {
     if (!original || original.seq !== seq) return; // trimmed or lost: nothing left to move
     const dead = deadLetterMessage(group.topic.name, original, deliveries);
     const { topic } = (await this.topic(group.deadLetterTopic, true))!;
-    // `dead.headers` (where it came from and why) go in as `{ headers }` once the log stores headers.
-    await topic.log.append(dead.data, Date.now());
+    await topic.log.append(dead.data, Date.now(), { headers: dead.headers });
     this.counters.dead_lettered++;
     for (const sub of topic.subscriptions.values()) this.pump(sub);
   }

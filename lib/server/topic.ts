@@ -3,7 +3,7 @@ import { logger } from "../log.ts";
 import type { StoredMessage, SubscriberIndex, TopicLog } from "../store/types.ts";
 import type { Connection } from "../wire/connection.ts";
 import type { MsgsFrame } from "../wire/messages.ts";
-import { MESSAGE_OVERHEAD_BYTES } from "../wire/messages.ts";
+import { MESSAGE_OVERHEAD_BYTES, messageBytes } from "../wire/messages.ts";
 import type { Credits, Pushable } from "./credits.ts";
 import { TopicIds } from "./dedupe.ts";
 
@@ -18,11 +18,20 @@ export const WINDOW_BYTES = 1024 * 1024;
 const READ_BATCH = 64;
 /** What `push` returns when it has nothing to do. */
 const DONE: Promise<void> = Promise.resolve();
+/**
+ * Most expired messages one push skips: a long run of them (a backlog that expired) is read
+ * through a bit per turn of the event loop, never in one go.
+ */
+export const MAX_EXPIRED_PER_PUSH = 4096;
 
 export class Topic {
   readonly subscriptions = new Map<number, Subscription>();
   /** Publisher message ids of this topic in the dedupe window. */
   readonly ids = new TopicIds();
+  /** Counts messages a push skipped because their TTL ran out (the server's `expired`). */
+  onExpired: (count: number) => void = () => {};
+  /** Pushes `sub` again (the server's pump): after a push stopped at MAX_EXPIRED_PER_PUSH, no ack would wake it. */
+  repush: (sub: Subscription) => void = () => {};
   constructor(
     readonly name: string,
     readonly log: TopicLog,
@@ -92,7 +101,8 @@ export class Subscription implements Pushable {
    * subscriptions, it waits in `credits` for its turn; stopped by its own window, its own
    * acks bring it back. A hole in the log (messages lost to damaged storage) is skipped,
    * never waited for: the first message after it carries `lost`, how many seqs before it
-   * are missing.
+   * are missing. An expired message (TTL) is skipped too, without a `lost`: it is never
+   * delivered, and counts as acknowledged once nothing before it is in flight.
    *
    * Reads of the log are async, one batch at a time: a push asked for while one is
    * reading is taken up by it when the read returns. Resolves when the pushing is done
@@ -114,7 +124,12 @@ export class Subscription implements Pushable {
     let epoch = this.epoch;
     let shared = false;
     let reservedAny = false;
+    let skipped = 0;
     while (this.backlog) {
+      if (skipped >= MAX_EXPIRED_PER_PUSH) {
+        setImmediate(() => this.dropped || this.topic.repush(this));
+        break;
+      }
       if (!conn.writable) {
         shared = true;
         break;
@@ -138,13 +153,13 @@ export class Subscription implements Pushable {
       credits.charge(this.id, this.reserved);
       reservedAny = true;
       this.reading = true;
-      let batch: StoredMessage[];
+      let read: StoredMessage[];
       try {
-        batch = await log.read(from, count, maxBytes);
+        read = await log.read(from, count, maxBytes);
       } catch (err) {
         // Left in the backlog: the next publish, ack or reconnect tries again.
         serverLog.error(`topic ${this.topic.name}: cannot read from seq ${from} for id ${this.id}:`, err);
-        batch = [];
+        read = [];
       } finally {
         this.reading = false;
         this.unreserve();
@@ -162,18 +177,29 @@ export class Subscription implements Pushable {
       if (this.epoch !== epoch || conn.closed) return;
       // An ack moved `sent` past what was read (acks of messages sent before a reconnect): read again from there.
       if (this.sent !== from) continue;
-      if (batch.length === 0) break;
-      // One frame per run of consecutive seqs; a run that starts past the expected seq follows a hole.
+      if (read.length === 0) break;
+      const split = splitExpired(read);
+      const batch = split ? split.live : read;
+      const expired = split ? split.expired : NONE_EXPIRED;
+      if (expired.length > 0) {
+        this.topic.onExpired(expired.length);
+        skipped += expired.length;
+      }
+      // One frame per run of consecutive seqs; a run that starts past the expected seq follows a
+      // hole (lost messages) or expired messages (not lost: they are not counted in `lost`).
       let expected = this.sent;
       let start = 0;
+      let e = 0;
       for (let k = 1; k <= batch.length; k++) {
         if (k < batch.length && batch[k]!.seq === batch[k - 1]!.seq + 1) continue;
         const run = batch.slice(start, k);
         // `more`: the log holds messages past this frame, which come once credits free up.
         const more = run[run.length - 1]!.seq < log.lastSeq;
-        const lost = run[0]!.seq - expected;
+        let lost = run[0]!.seq - expected;
+        while (e < expired.length && expired[e]! < run[0]!.seq) if (expired[e++]! >= expected) lost--;
         const frame: MsgsFrame = { op: "msgs", id: this.id, topic: this.topic.name, seq: run[0]!.seq, times: run.map((m) => m.time), payloads: run.map((m) => m.data), more };
         if (lost > 0) frame.lost = lost;
+        if (run.some(hasExtra)) addExtra(frame, run);
         conn.send(frame);
         this.moreAnnounced = more;
         expected = run[run.length - 1]!.seq + 1;
@@ -182,13 +208,17 @@ export class Subscription implements Pushable {
       let bytes = 0;
       for (const m of batch) {
         this.seqs.push(m.seq);
-        this.sizes.push(m.data.length);
-        bytes += m.data.length;
+        // Headers count as payload (both ends count alike: messageBytes).
+        const size = messageBytes(m);
+        this.sizes.push(size);
+        bytes += size;
       }
       this.inflightBytes += bytes;
       credits.charge(this.id, bytes + batch.length * MESSAGE_OVERHEAD_BYTES);
       credits.delivered(batch.length);
-      this.sent = batch[batch.length - 1]!.seq + 1;
+      this.sent = read[read.length - 1]!.seq + 1;
+      // Nothing in flight before them: what was skipped is acknowledged here, as no ack will come for it.
+      if (this.head === this.seqs.length) this.skipTo(this.sent);
     }
     if (shared) credits.wait(this);
     this.announce(conn);
@@ -240,7 +270,16 @@ export class Subscription implements Pushable {
     // An ack for messages pushed before a reconnect may run ahead of what was re-sent.
     if (this.sent < cursor) this.sent = cursor;
     this.topic.index.advance(this.id, cursor);
+    // Nothing left in flight: what was skipped after the last message sent (expired) is done too.
+    if (this.head === this.seqs.length) this.skipTo(this.sent);
     return Math.max(freed, 1);
+  }
+
+  /** Moves the acknowledged cursor to `cursor` when nothing is in flight: the seqs between were skipped (expired). */
+  private skipTo(cursor: number): void {
+    if (cursor <= this.acked) return;
+    this.acked = cursor;
+    this.topic.index.advance(this.id, cursor);
   }
 
   /** Unsubscribed or destroyed: gives back what it has in flight (to `credits`, its owner's session, if connected). */
@@ -253,4 +292,38 @@ export class Subscription implements Pushable {
     this.head = 0;
     this.inflightBytes = 0;
   }
+}
+
+const NONE_EXPIRED: readonly number[] = [];
+
+/**
+ * The messages of `batch` still live and the seqs of those expired, when some are; null when
+ * none is (no copy, and no clock read unless some message has an expiry).
+ */
+function splitExpired(batch: StoredMessage[]): { live: StoredMessage[]; expired: number[] } | null {
+  let now = 0;
+  for (let i = 0; i < batch.length; i++) {
+    const at = batch[i]!.expiresAt;
+    if (at === undefined) continue;
+    now ||= Date.now();
+    if (at > now) continue;
+    const live: StoredMessage[] = [];
+    const expired: number[] = [];
+    for (const m of batch) {
+      if (m.expiresAt !== undefined && m.expiresAt <= now) expired.push(m.seq);
+      else live.push(m);
+    }
+    return { live, expired };
+  }
+  return null;
+}
+
+export function hasExtra(m: StoredMessage): boolean {
+  return m.headers !== undefined || m.expiresAt !== undefined;
+}
+
+/** Adds `headers` and `expires` to a frame some of whose messages have them (one entry per message, `{}` / 0 for none). */
+export function addExtra(frame: MsgsFrame, run: StoredMessage[]): void {
+  if (run.some((m) => m.headers !== undefined)) frame.headers = run.map((m) => m.headers ?? {});
+  if (run.some((m) => m.expiresAt !== undefined)) frame.expires = run.map((m) => m.expiresAt ?? 0);
 }

@@ -3,7 +3,7 @@
  * interfaces honest (it runs the same contract suite), and a backend for `--store memory`
  * style experiments. Nothing survives the process.
  */
-import type { MsgIdRecord, RetentionPolicy, StoredMessage, SubscriberIndex, TopicLog, TopicStore } from "./types.ts";
+import type { AppendFields, MsgIdRecord, RetentionPolicy, StoredMessage, SubscriberIndex, TopicLog, TopicStore } from "./types.ts";
 
 export class MemoryTopicLog implements TopicLog {
   private messages: Array<StoredMessage & { msgId?: string }> = [];
@@ -25,9 +25,13 @@ export class MemoryTopicLog implements TopicLog {
   /** Memory never loses a message (nor keeps one across a restart). */
   readonly lost = 0;
 
-  async append(data: Uint8Array, time: number, msgId?: string): Promise<number> {
+  async append(data: Uint8Array, time: number, fields?: AppendFields): Promise<number> {
     const seq = this.nextSeq;
-    this.messages.push(msgId === undefined ? { seq, time, data: data.slice() } : { seq, time, data: data.slice(), msgId });
+    const m: StoredMessage & { msgId?: string } = { seq, time, data: data.slice() };
+    if (fields?.msgId !== undefined) m.msgId = fields.msgId;
+    if (fields?.headers !== undefined) m.headers = fields.headers;
+    if (fields?.expiresAt !== undefined) m.expiresAt = fields.expiresAt;
+    this.messages.push(m);
     return seq;
   }
 
@@ -45,8 +49,11 @@ export class MemoryTopicLog implements TopicLog {
     const out: StoredMessage[] = [];
     let bytes = 0;
     for (let i = Math.max(from, this.firstSeq) - this.firstSeq; i < this.messages.length && out.length < maxCount && (out.length === 0 || bytes < maxBytes); i++) {
-      const { seq, time, data } = this.messages[i]!;
-      out.push({ seq, time, data });
+      const { seq, time, data, headers, expiresAt } = this.messages[i]!;
+      const m: StoredMessage = { seq, time, data };
+      if (headers !== undefined) m.headers = headers;
+      if (expiresAt !== undefined) m.expiresAt = expiresAt;
+      out.push(m);
       bytes += this.messages[i]!.data.length;
     }
     return out;

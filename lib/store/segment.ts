@@ -12,7 +12,9 @@
  *   0 u32 sync marker F8 6D 71 A7 · 4 u32 CRC-32 of bytes 8..end of record ·
  *   8 u32 payload length L · 12 u16 flags (0 in version 2) · 14 u16 options length X ·
  *   16 u64 seq · 24 f64 append time (ms since the epoch) · 32 options (TLV) · 32+X payload
- * Options: `[u8 type][u16 length][value]` each; type 4 (FIELD_MSG_ID) is the publisher's message id.
+ * Options: `[u8 type][u16 length][value]` each; type 4 (FIELD_MSG_ID) is the publisher's message id,
+ * type 1 (FIELD_HEADERS) the message's headers (record-fields.ts), type 2 (FIELD_EXPIRES_AT)
+ * its expiry (f64, ms since the epoch). A reader skips types it does not know.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -62,16 +64,34 @@ export function parseFileHeader(buf: Uint8Array): number | null {
 
 /** Optional field (type, u16 length, value) holding the publisher's message id, as UTF-8. */
 export const FIELD_MSG_ID = 4;
-const FIELD_HEADER = 3;
+/** Optional field holding the message's headers (encodeHeaders in record-fields.ts). */
+export const FIELD_HEADERS = 1;
+/** Optional field holding the message's expiry: f64, ms since the epoch. */
+export const FIELD_EXPIRES_AT = 2;
+export const FIELD_HEADER = 3;
 
-/** Bytes a record of `dataLength` payload bytes takes, with a message id of `msgIdLength` bytes (0: none). */
-export function recordSize(dataLength: number, msgIdLength = 0): number {
-  return RECORD_HEADER + (msgIdLength > 0 ? FIELD_HEADER + msgIdLength : 0) + dataLength;
+/** The optional fields of a record besides the message id, ready to write: only messages published with headers or a TTL have them. */
+export interface ExtraFields {
+  /** encodeHeaders' bytes, or undefined. */
+  headers: Uint8Array | undefined;
+  expiresAt: number | undefined;
 }
 
-/** Writes one record at `pos` of `buf`, with the message id as its one optional field when given; returns its size. */
-export function writeRecord(buf: Uint8Array, view: DataView, pos: number, seq: number, time: number, data: Uint8Array, msgId?: Uint8Array): number {
-  const options = msgId ? FIELD_HEADER + msgId.length : 0;
+/** Bytes the extra fields take in a record. */
+export function extraFieldsSize(extra: ExtraFields | undefined): number {
+  if (!extra) return 0;
+  return (extra.headers ? FIELD_HEADER + extra.headers.length : 0) + (extra.expiresAt !== undefined ? FIELD_HEADER + 8 : 0);
+}
+
+/** Bytes a record of `dataLength` payload bytes takes, with a message id of `msgIdLength` bytes (0: none) and `extraLength` bytes of other fields. */
+export function recordSize(dataLength: number, msgIdLength = 0, extraLength = 0): number {
+  return RECORD_HEADER + (msgIdLength > 0 ? FIELD_HEADER + msgIdLength : 0) + extraLength + dataLength;
+}
+
+/** Writes one record at `pos` of `buf`, with the message id and the extra fields as its optional fields when given; returns its size. */
+export function writeRecord(buf: Uint8Array, view: DataView, pos: number, seq: number, time: number, data: Uint8Array, msgId?: Uint8Array, extra?: ExtraFields): number {
+  const idBytes = msgId ? FIELD_HEADER + msgId.length : 0;
+  const options = idBytes + extraFieldsSize(extra);
   view.setUint32(pos, RECORD_SYNC);
   view.setUint32(pos + 8, data.length);
   view.setUint16(pos + 12, 0);
@@ -82,6 +102,20 @@ export function writeRecord(buf: Uint8Array, view: DataView, pos: number, seq: n
     buf[pos + RECORD_HEADER] = FIELD_MSG_ID;
     view.setUint16(pos + RECORD_HEADER + 1, msgId.length);
     buf.set(msgId, pos + RECORD_HEADER + FIELD_HEADER);
+  }
+  if (extra) {
+    let q = pos + RECORD_HEADER + idBytes;
+    if (extra.headers) {
+      buf[q] = FIELD_HEADERS;
+      view.setUint16(q + 1, extra.headers.length);
+      buf.set(extra.headers, q + FIELD_HEADER);
+      q += FIELD_HEADER + extra.headers.length;
+    }
+    if (extra.expiresAt !== undefined) {
+      buf[q] = FIELD_EXPIRES_AT;
+      view.setUint16(q + 1, 8);
+      view.setFloat64(q + FIELD_HEADER, extra.expiresAt);
+    }
   }
   buf.set(data, pos + RECORD_HEADER + options);
   const end = pos + RECORD_HEADER + options + data.length;

@@ -30,6 +30,7 @@ import {
   recordSeq,
   recordSize,
   recordTime,
+  extraFieldsSize,
   recordTotal,
   scanMsgIds,
   scanSegment,
@@ -37,12 +38,14 @@ import {
   writeCheckpoint,
   writeRecord,
   type Damage,
+  type ExtraFields,
   type ScanResult,
 } from "./segment.ts";
 import { UNBOUNDED, type OpenFiles, type PooledFile } from "./open-files.ts";
 import { convertV1, startsWithV1Record } from "./segment-v1.ts";
 import { addHole, bootId, HeadFile, readHead, readMeta, uncovered, writeMetaAsync, writeMetaSync, type Head, type MetaBatch, type TopicMeta } from "./topic-meta.ts";
-import type { FsyncPolicy, MsgIdRecord, RetentionPolicy, StoredMessage, TopicLog } from "./types.ts";
+import { extraFieldsOf, readExtraFields } from "./record-fields.ts";
+import type { AppendFields, FsyncPolicy, MsgIdRecord, RetentionPolicy, StoredMessage, TopicLog } from "./types.ts";
 
 const log = logger("store");
 
@@ -99,6 +102,9 @@ interface PendingAppend {
   time: number;
   /** The publisher's message id as UTF-8, stored in the record's optional fields. */
   msgId: Uint8Array | undefined;
+  /** Headers and expiry, encoded (undefined for a plain message), and as the reader gets them back. */
+  extra: ExtraFields | undefined;
+  fields: AppendFields | undefined;
 }
 
 const utf8 = new TextEncoder();
@@ -204,9 +210,11 @@ export class FileTopicLog implements TopicLog {
     return this.meta.lost;
   }
 
-  append(data: Uint8Array, time: number, msgId?: string): Promise<number> {
+  append(data: Uint8Array, time: number, fields?: AppendFields): Promise<number> {
     if (this.closed) return Promise.reject(new Error(`topic log ${this.dir} is closed`));
-    return this.commits.add({ data, time, msgId: msgId === undefined ? undefined : utf8.encode(msgId) });
+    const msgId = fields?.msgId;
+    const extra = fields && extraFieldsOf(fields.headers, fields.expiresAt);
+    return this.commits.add({ data, time, msgId: msgId === undefined ? undefined : utf8.encode(msgId), extra, fields: extra && fields });
   }
 
   async recentMsgIds(since: number, limit: number): Promise<MsgIdRecord[]> {
@@ -610,8 +618,8 @@ export class FileTopicLog implements TopicLog {
       const header = seg.size === 0 ? FILE_HEADER : 0;
       let bytes = header;
       let j = i;
-      while (j < batch.length && (j === i || seg.size + bytes + recordSize(batch[j]!.data.length, batch[j]!.msgId?.length) <= this.options.maxSegmentBytes)) {
-        bytes += recordSize(batch[j]!.data.length, batch[j]!.msgId?.length);
+      while (j < batch.length && (j === i || seg.size + bytes + recordSize(batch[j]!.data.length, batch[j]!.msgId?.length, extraFieldsSize(batch[j]!.extra)) <= this.options.maxSegmentBytes)) {
+        bytes += recordSize(batch[j]!.data.length, batch[j]!.msgId?.length, extraFieldsSize(batch[j]!.extra));
         j++;
       }
       const buf = new Uint8Array(bytes);
@@ -621,13 +629,15 @@ export class FileTopicLog implements TopicLog {
       let pos = header;
       let lastPos = 0;
       for (let k = i; k < j; k++, seq++) {
-        const { data, time, msgId } = batch[k]!;
+        const { data, time, msgId, extra, fields } = batch[k]!;
         if (seg.size + pos - lastIndexPos(seg) >= INDEX_EVERY_BYTES || seg.indexSeq.length === 0) {
           seg.indexSeq.push(seq);
           seg.indexPos.push(seg.size + pos);
         }
-        const size = writeRecord(buf, view, pos, seq, time, data, msgId);
-        written.push({ seq, time, data: buf.subarray(pos + size - data.length, pos + size) });
+        const size = writeRecord(buf, view, pos, seq, time, data, msgId, extra);
+        const stored: StoredMessage = { seq, time, data: buf.subarray(pos + size - data.length, pos + size) };
+        if (fields) withExtra(stored, fields);
+        written.push(stored);
         lastPos = seg.size + pos;
         pos += size;
       }
@@ -716,7 +726,7 @@ export class FileTopicLog implements TopicLog {
     while (bytes > TAIL_CACHE_BYTES && start < written.length - 1) bytes -= written[start++]!.data.length + TAIL_ENTRY_OVERHEAD;
     for (let i = start; i < written.length; i++) {
       const m = written[i]!;
-      this.tail.push(copy ? { seq: m.seq, time: m.time, data: m.data.slice() } : m);
+      this.tail.push(copy ? withExtra({ seq: m.seq, time: m.time, data: m.data.slice() }, m) : m);
       this.tailBytes += m.data.length + TAIL_ENTRY_OVERHEAD;
       tailCacheTotal += m.data.length + TAIL_ENTRY_OVERHEAD;
     }
@@ -936,7 +946,13 @@ export class FileTopicLog implements TopicLog {
         if (seq >= this.committed) return added; // written, not yet acknowledged
         if (seq >= from) {
           const data = recordData(rec, rv, rp, total);
-          out.push({ seq, time: recordTime(rv, rp), data });
+          const m: StoredMessage = { seq, time: recordTime(rv, rp), data };
+          // Only records with optional fields (a msgId, headers, an expiry) are looked into.
+          if (rv.getUint16(rp + 14) > 0) {
+            const extra = readExtraFields(rec, rv, rp);
+            if (extra) withExtra(m, extra);
+          }
+          out.push(m);
           added++;
           bytes += data.length;
         }
@@ -1047,6 +1063,13 @@ export class FileTopicLog implements TopicLog {
       }
     }
   }
+}
+
+/** Copies the headers and expiry of `from`, those it has, onto `m`. */
+function withExtra(m: StoredMessage, from: { headers?: Record<string, string>; expiresAt?: number }): StoredMessage {
+  if (from.headers !== undefined) m.headers = from.headers;
+  if (from.expiresAt !== undefined) m.expiresAt = from.expiresAt;
+  return m;
 }
 
 /** A segment's file name: the seq it was created for, 20 digits. */

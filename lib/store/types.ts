@@ -14,11 +14,25 @@ export interface MsgIdRecord {
   time: number;
 }
 
-/** A message as stored: its seq in the topic, the append time (ms since the epoch), the payload. */
+/**
+ * A message as stored: its seq in the topic, the append time (ms since the epoch), the payload;
+ * `headers` and `expiresAt` (ms since the epoch) only when it was published with them.
+ */
 export interface StoredMessage {
   seq: number;
   time: number;
   data: Uint8Array;
+  headers?: Record<string, string>;
+  expiresAt?: number;
+}
+
+/** What is stored with a message beside its payload; each only when given. */
+export interface AppendFields {
+  /** The publisher's message id (dedupe). */
+  msgId?: string;
+  headers?: Record<string, string>;
+  /** When the message expires, in ms since the epoch: it is never delivered from then on. */
+  expiresAt?: number;
 }
 
 /**
@@ -40,10 +54,11 @@ export interface TopicLog {
   readonly lost: number;
   /**
    * Appends one message; resolves with its seq once it is as durable as the fsync policy
-   * says (appends in flight together share one write and one fsync). `msgId`, the
-   * publisher's message id, is stored with it (a file log: in the record's optional fields).
+   * says (appends in flight together share one write and one fsync). `fields` are stored
+   * with it (a file log: in the record's optional fields) and read back with it, except the
+   * message id, which only `recentMsgIds` returns.
    */
-  append(data: Uint8Array, time: number, msgId?: string): Promise<number>;
+  append(data: Uint8Array, time: number, fields?: AppendFields): Promise<number>;
   /**
    * The message ids stored with committed messages appended at or after `since` (ms since
    * the epoch), oldest first; at most `limit`, the newest ones. A start rebuilds the server's

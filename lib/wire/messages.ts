@@ -4,6 +4,7 @@
  * Deliveries (`msgs`) and acknowledgements to the server (`ack` without rid) carry none.
  * The field `id` is the local id on the client hop and the global id on the server hop.
  */
+import { headersProblem, headersSize, type Headers } from "./headers.ts";
 import { capabilities, ops, type FieldType, type Op, type RequestOf, type Schema } from "./ops.ts";
 
 export const PROTOCOL_VERSION = 1;
@@ -36,8 +37,11 @@ export type Outgoing = Request extends infer R ? (R extends Request ? Omit<R, "r
  * One frame per push batch keeps the per-message cost to two array elements.
  * `lost`: the server lost this many messages right before `seq` (damaged storage); the
  * subscriber will never get them.
+ * `headers` (only when some message of the frame has headers): one map per payload, `{}` for
+ * none. `expires` (only when some message has a TTL): one expiry per payload, in ms since the
+ * epoch, 0 for none.
  */
-export interface MsgsFrame { op: "msgs"; id: number; topic: string; seq: number; times: number[]; payloads: Uint8Array[]; more?: boolean; lost?: number; explicit?: boolean }
+export interface MsgsFrame { op: "msgs"; id: number; topic: string; seq: number; times: number[]; payloads: Uint8Array[]; more?: boolean; lost?: number; headers?: Headers[]; expires?: number[]; explicit?: boolean }
 // `explicit`: the subscription acknowledges per message (a queue group, or --max-deliver): the
 // local broker acks (and naks) exactly the seqs it was sent, with `seqs`.
 // An empty `msgs` (no payloads, `more: true`) only says: the window is full and the log holds more.
@@ -48,6 +52,10 @@ export interface MsgsFrame { op: "msgs"; id: number; topic: string; seq: number;
  * that many tiny messages are bounded too. Server and local broker count alike.
  */
 export const MESSAGE_OVERHEAD_BYTES = 128;
+/** The bytes of a delivered message that `deliveryCost` counts: its payload, and its headers when it has some (up to 16 KiB each). */
+export function messageBytes(m: { data: Uint8Array; headers?: Headers }): number {
+  return m.headers === undefined ? m.data.length : m.data.length + headersSize(m.headers);
+}
 export function deliveryCost(payloadBytes: number): number {
   return payloadBytes + MESSAGE_OVERHEAD_BYTES;
 }
@@ -67,9 +75,10 @@ export type Frame = Request | MsgsFrame | OkFrame | ErrorFrame | PingFrame | Pon
 /**
  * A message as handed to the user. `time` is the server's append time in ms since the epoch.
  * `lost` (only when non-zero): the server lost this many messages of the topic right before
- * this one (damaged storage); they will never come.
+ * this one (damaged storage); they will never come. `headers` (only when the message has some):
+ * as published. `expiresAt` (only with a TTL): when it expires, in ms since the epoch.
  */
-export interface Message { topic: string; seq: number; time: number; data: Uint8Array; lost?: number }
+export interface Message { topic: string; seq: number; time: number; data: Uint8Array; lost?: number; headers?: Headers; expiresAt?: number }
 
 /**
  * `duplicate` (only when true): the message's `msgId` was stored before; `seq` is the original one and nothing was stored.
@@ -82,7 +91,7 @@ export interface TopicInfo { topic: string; subscribers: number; messages: numbe
 /** One schema per frame type a peer may send us (the requests of the table, then the pushes); anything not listed is junk. */
 export const schemas: Record<string, Schema> = {
   ...Object.fromEntries(Object.entries(ops).map(([op, spec]) => [op, spec.request])),
-  msgs: { id: "uint", topic: "string", seq: "uint", times: "times", payloads: "payloads0", more: "bool?", lost: "uint?", explicit: "bool?" },
+  msgs: { id: "uint", topic: "string", seq: "uint", times: "times", payloads: "payloads0", more: "bool?", lost: "uint?", headers: "headerslist?", expires: "times?", explicit: "bool?" },
   ping: {},
   pong: {},
 };
@@ -160,6 +169,18 @@ export function checkField(type: FieldType, value: unknown): string | null {
         : `an array of 1 to ${MAX_MSGS_PER_FRAME} seqs (integers >= 1)`;
     case "idprefix":
       return isIdPrefix(value) ? null : `a string of 1 to ${MAX_ID_PREFIX_BYTES} bytes ending with ":"`;
+    case "headers":
+      return headersProblem(value);
+    case "headerslist": {
+      if (!Array.isArray(value) || value.length > MAX_MSGS_PER_FRAME) return `an array of up to ${MAX_MSGS_PER_FRAME} header maps`;
+      for (const h of value) {
+        const problem = headersProblem(h);
+        if (problem) return `an array of header maps, each ${problem}`;
+      }
+      return null;
+    }
+    case "ttl":
+      return Number.isSafeInteger(value) && (value as number) >= 1 ? null : "a number of ms >= 1";
     case "from":
       return value === "earliest" || value === "latest" || (Number.isSafeInteger(value) && (value as number) >= 1)
         ? null

@@ -5,10 +5,11 @@
  * dispatch maps of the server and the local broker, and the capabilities announced in the
  * hello are all derived from it: a new op is one entry here plus a handler per hop.
  */
+import type { Headers } from "./headers.ts";
 import type { From } from "./messages.ts";
 
 /** Field types the validator knows (checkField); a trailing `?` marks a field optional. */
-export type FieldType = "uint" | "string" | "bytes" | "topics" | "from" | "times" | "payloads" | "payloads0" | "bool" | "msgid" | "msgids" | "idprefix" | "seqs";
+export type FieldType = "uint" | "string" | "bytes" | "topics" | "from" | "times" | "payloads" | "payloads0" | "bool" | "msgid" | "msgids" | "idprefix" | "headers" | "headerslist" | "ttl" | "seqs";
 export type Schema = Readonly<Record<string, FieldType | `${FieldType}?`>>;
 
 /** The TypeScript type of a value that passes checkField for each field type. */
@@ -25,6 +26,9 @@ interface FieldTypes {
   msgid: string;
   msgids: string[];
   idprefix: string;
+  headers: Headers;
+  headerslist: Headers[];
+  ttl: number;
   seqs: number[];
 }
 
@@ -76,9 +80,11 @@ export const ops = {
    * `delayMs` (from the server's clock) or `at` (ms since the epoch), not both: a delayed
    * message, kept in the server's schedule and appended when due; the reply is
    * `{topic, scheduled: true, due, subscribers, created}` with no seq (docs/semantics.md).
+   * `headers`: string keys to string values stored and delivered with the message (headers.ts).
+   * `ttl`: ms; the message expires that long after its append and is never delivered after.
    */
   pub: {
-    request: { rid: "uint", id: "uint", topic: "string", data: "bytes", msgId: "msgid?", delayMs: "uint?", at: "uint?" },
+    request: { rid: "uint", id: "uint", topic: "string", data: "bytes", msgId: "msgid?", headers: "headers?", ttl: "ttl?", delayMs: "uint?", at: "uint?" },
     reply: ["topic", "seq", "subscribers", "created", "duplicate", "scheduled", "due"],
     client: true,
     server: true,
@@ -92,9 +98,10 @@ export const ops = {
    * `${idPrefix}${idFrom + i}`, the same key as that string sent in `msgIds`. The reply's
    * `duplicates` lists the indexes of the payloads that were already stored (their `seqs`
    * are the original ones). `delayMs` / `at`: as `pub`, for every payload (one due time).
+   * `headers`: one map per payload (`{}` for a payload without); `ttl` applies to every payload.
    */
   pubs: {
-    request: { rid: "uint", id: "uint", topic: "string", payloads: "payloads", msgIds: "msgids?", idPrefix: "idprefix?", idFrom: "uint?", delayMs: "uint?", at: "uint?" },
+    request: { rid: "uint", id: "uint", topic: "string", payloads: "payloads", msgIds: "msgids?", idPrefix: "idprefix?", idFrom: "uint?", headers: "headerslist?", ttl: "ttl?", delayMs: "uint?", at: "uint?" },
     reply: ["topic", "seqs", "subscribers", "created", "duplicates", "scheduled", "due"],
     client: true,
     server: true,

@@ -50,7 +50,7 @@ describe("max-deliver and dead letters", () => {
     expect((await mq(host.socket, ["sub", String(id), "orders", "--max-deliver", "2"])).code).toBe(0);
     expect((await mq(host.socket, ["sub", String(watcher), "orders.dlq"])).code).toBe(0);
     const before = (await serverStats(host.socket)).dead_lettered as number;
-    await mq(host.socket, ["pub", String(id), "orders", "poison"]);
+    expect((await mq(host.socket, ["pub", String(id), "orders", "poison", "--header", "trace=abc"])).code).toBe(0);
     await using client = await MqClient.connect({ socket: host.socket });
     for (let i = 0; i < 2; i++) {
       const got = await client.recv(id, { waitMs: 10_000 });
@@ -59,8 +59,12 @@ describe("max-deliver and dead letters", () => {
     }
     const dead = await mq(host.socket, ["recv", String(watcher), "--wait", "10", "--json"]);
     expect(dead.code).toBe(0);
-    expect(JSON.parse(dead.stdout)).toMatchObject({ topic: "orders.dlq", data: "poison" });
-    // Header assertions (mq-dead-topic, mq-dead-seq, mq-dead-reason, mq-dead-deliveries) wait for stored headers.
+    expect(JSON.parse(dead.stdout)).toMatchObject({
+      topic: "orders.dlq",
+      data: "poison",
+      // The original headers stay; the dead-letter ones say where it came from and why.
+      headers: { trace: "abc", "mq-dead-topic": "orders", "mq-dead-seq": "1", "mq-dead-reason": "max-deliver", "mq-dead-deliveries": "2" },
+    });
     expect((await serverStats(host.socket)).dead_lettered).toBe(before + 1);
     expect((await client.recv(id, { waitMs: 500 })).messages).toEqual([]);
   });

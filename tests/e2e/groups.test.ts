@@ -127,6 +127,14 @@ describe("queue groups", () => {
     expect((err as MqError).message).toContain('"no way"');
   });
 
+  test("a member gets the message's headers", async () => {
+    const id = await createOn(hostA.socket);
+    await mq(hostA.socket, ["sub", String(id), "with.headers", "--group", "g"]);
+    expect((await mq(hostA.socket, ["pub", String(id), "with.headers", "hello", "--header", "k=v=w"])).code).toBe(0);
+    const r = await mq(hostA.socket, ["recv", String(id), "--wait", "10", "--json"]);
+    expect(JSON.parse(r.stdout)).toMatchObject({ data: "hello", headers: { k: "v=w" } });
+  });
+
   test("a group on a pattern is refused: a group needs a topic", async () => {
     const id = await createOn(hostA.socket);
     const r = await mq(hostA.socket, ["sub", String(id), "jobs.*", "--group", "g"]);

@@ -80,9 +80,37 @@ function fieldValue(rng: Rng, type: string): unknown {
       return `p${randomString(rng, 12)}:`;
     case "seqs":
       return Array.from({ length: rng.range(1, 4) }, () => rng.range(1, 10_000));
+    case "headers":
+      return validHeaders(rng);
+    case "headerslist":
+      return Array.from({ length: rng.range(0, 4) }, () => validHeaders(rng));
+    case "ttl":
+      return rng.range(1, 2 ** 40);
     default:
       throw new Error(`no generator for field type ${type}`);
   }
+}
+
+/** Headers that pass validation: keys of plain characters, values of anything. */
+function validHeaders(rng: Rng): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = rng.int(4); i > 0; i--) out[`h${randomString(rng, 6).replace(/[=\s\0\n\ud800\u202e]/g, "x")}`] = randomString(rng, 10).replaceAll("\ud800", "");
+  return out;
+}
+
+/** Headers as docs/semantics.md says: a plain map, at most 64, keys 1-128 bytes without "=", controls or edge spaces, string values, 16 KiB in all. */
+function isHeaders(v: unknown): boolean {
+  if (v === null || typeof v !== "object" || Object.getPrototypeOf(v) !== Object.prototype) return false;
+  const entries = Object.entries(v);
+  if (entries.length > 64) return false;
+  let total = 0;
+  for (const [k, val] of entries) {
+    const kb = new TextEncoder().encode(k).length;
+    if (kb < 1 || kb > 128 || k.includes("=") || /[\u0000-\u001f\u007f-\u009f]/.test(k) || k.trim() !== k || !k.isWellFormed() || k === "__proto__") return false;
+    if (typeof val !== "string" || !val.isWellFormed()) return false;
+    total += kb + new TextEncoder().encode(val).length;
+  }
+  return total <= 16 * 1024;
 }
 
 /** A frame of `op` that passes validation: every required field, some optional ones. */
@@ -258,6 +286,9 @@ function nonConformance(frame: WireMap): string | null {
       : type === "msgids" ? Array.isArray(v) && v.length >= 1 && v.length <= MAX_MSGS_PER_FRAME && v.every(isKey)
       : type === "idprefix" ? typeof v === "string" && v.endsWith(":") && new TextEncoder().encode(v).length <= 200
       : type === "seqs" ? Array.isArray(v) && v.length >= 1 && v.length <= MAX_MSGS_PER_FRAME && v.every((n) => isUint(n) && (n as number) >= 1)
+      : type === "headers" ? isHeaders(v)
+      : type === "headerslist" ? Array.isArray(v) && v.length <= MAX_MSGS_PER_FRAME && v.every(isHeaders)
+      : type === "ttl" ? isUint(v) && (v as number) >= 1
       : false;
     if (!ok) return `accepted ${key} of the wrong type`;
   }

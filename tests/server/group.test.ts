@@ -189,11 +189,11 @@ describe("group members", () => {
 });
 
 describe("deadLetterMessage", () => {
-  test("the original payload (a copy), and headers naming the topic, the seq, the reason and the deliveries", () => {
+  test("the original payload (a copy) and headers, and headers naming the topic, the seq, the reason and the deliveries (these win)", () => {
     const data = new TextEncoder().encode("poison");
-    const dead = deadLetterMessage("orders", { seq: 42, time: 1, data }, 5);
+    const dead = deadLetterMessage("orders", { seq: 42, time: 1, data, headers: { trace: "t1", "mq-dead-seq": "forged" } }, 5);
     expect(new TextDecoder().decode(dead.data)).toBe("poison");
     expect(dead.data).not.toBe(data);
-    expect(dead.headers).toEqual({ "mq-dead-topic": "orders", "mq-dead-seq": "42", "mq-dead-reason": "max-deliver", "mq-dead-deliveries": "5" });
+    expect(dead.headers).toEqual({ trace: "t1", "mq-dead-topic": "orders", "mq-dead-seq": "42", "mq-dead-reason": "max-deliver", "mq-dead-deliveries": "5" });
   });
 });

@@ -150,7 +150,7 @@ describe("Scheduler", () => {
     const scheduler = new Scheduler(store, {
       append: async (topic, payloads, msgIds) => {
         const now = Date.now();
-        await Promise.all(payloads.map((p, i) => logOf(topic).append(p, now, msgIds[i])));
+        await Promise.all(payloads.map((p, i) => logOf(topic).append(p, now, { msgId: msgIds[i]! })));
       },
       storedIds: async (topic, since) => (logs.has(topic) ? new Map((await logs.get(topic)!.recentMsgIds(since, 1e9)).map((r) => [r.msgId, r.time])) : null),
     });
@@ -202,7 +202,7 @@ describe("Scheduler", () => {
     ]);
     const { scheduler, logOf } = setup(store);
     // What the crashed server had appended: the first message, with its delivery key.
-    await logOf("t").append(b("stored"), 2000, deliveryKey(stored!));
+    await logOf("t").append(b("stored"), 2000, { msgId: deliveryKey(stored!) });
     expect(deliveryKey(stored!)).toBe(`${SCHEDULED_ID_PREFIX}1`);
     await scheduler.load(Date.now());
     expect(store.pending().map((e) => e.n)).toEqual([notYet!.n]);

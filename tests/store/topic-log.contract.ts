@@ -302,7 +302,7 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
 
     test("TopicLog.append with a msgId keeps the payload exactly, and recentMsgIds gives the ids back with seq and time", async () => {
       const ids = [undefined, "k1", "k2", undefined, "é-ключ-😀", "k1"];
-      for (const [i, id] of ids.entries()) await log.append(payload(100, i), 1000 + i, id);
+      for (const [i, id] of ids.entries()) await log.append(payload(100, i), 1000 + i, id === undefined ? undefined : { msgId: id });
       expect((await log.read(1, ALL, ALL)).map((m) => [m.seq, m.time, sameBytes(m.data, payload(100, m.seq - 1))])).toEqual(ids.map((_, i) => [i + 1, 1000 + i, true]));
       // The log keeps what it is given: deduplication is the server's business.
       expect(await log.recentMsgIds(0, ALL)).toEqual([
@@ -313,8 +313,28 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
       ]);
     });
 
+    test("TopicLog.append with headers and an expiry: read gives them back with the message (after reopen too), a plain message has neither, the msgId stays out of read", async () => {
+      const headers = { a: "b=c", "ключ": "значение 😀", empty: "" };
+      await log.append(payload(100, 0), 1000);
+      await log.append(payload(100, 1), 1001, { headers, expiresAt: 5000 });
+      await log.append(payload(100, 2), 1002, { msgId: "k3", expiresAt: 6000 });
+      await log.append(payload(100, 3), 1003, { msgId: "k4", headers: { x: "1" } });
+      const expected = [{ seq: 1 }, { seq: 2, headers, expiresAt: 5000 }, { seq: 3, expiresAt: 6000 }, { seq: 4, headers: { x: "1" } }];
+      const shape = (m: { seq: number; headers?: unknown; expiresAt?: unknown; data: Uint8Array }) => ({ seq: m.seq, ...(m.headers ? { headers: m.headers } : {}), ...(m.expiresAt !== undefined ? { expiresAt: m.expiresAt } : {}), same: sameBytes(m.data, payload(100, m.seq - 1)) });
+      const want = expected.map((e) => ({ ...e, same: true }));
+      expect((await log.read(1, ALL, ALL)).map(shape)).toEqual(want);
+      for (const m of await log.read(1, ALL, ALL)) expect(Object.keys(m).sort()).toEqual(["data", "seq", "time", ...(m.headers ? ["headers"] : []), ...(m.expiresAt !== undefined ? ["expiresAt"] : [])].sort());
+      expect((await log.recentMsgIds(0, ALL)).map((r) => r.msgId)).toEqual(["k3", "k4"]);
+      if (fx.reopen) {
+        log = await fx.reopen();
+        expect((await log.read(1, ALL, ALL)).map(shape)).toEqual(want);
+        expect((await log.read(3, 1, ALL)).map(shape)).toEqual(want.slice(2, 3));
+        expect((await log.recentMsgIds(0, ALL)).map((r) => r.msgId)).toEqual(["k3", "k4"]);
+      }
+    });
+
     test("TopicLog.recentMsgIds gives only messages appended at or after `since`, oldest first, at most `limit` (the newest)", async () => {
-      await Promise.all(Array.from({ length: 40 }, (_, i) => log.append(payload(100, i), 1000 + i, `id-${i + 1}`)));
+      await Promise.all(Array.from({ length: 40 }, (_, i) => log.append(payload(100, i), 1000 + i, { msgId: `id-${i + 1}` })));
       const seqs = async (since: number, limit: number) => (await log.recentMsgIds(since, limit)).map((r) => r.seq);
       expect(await seqs(1030, ALL)).toEqual(Array.from({ length: 10 }, (_, i) => 31 + i));
       expect(await seqs(1000, 5)).toEqual([36, 37, 38, 39, 40]);
@@ -347,7 +367,7 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
     });
 
     test.skipIf(volatile)("TopicLog.recentMsgIds gives the same ids after reopen (persistent logs only)", async () => {
-      await Promise.all(Array.from({ length: 40 }, (_, i) => log.append(payload(100, i), 1000 + i, i % 3 === 0 ? undefined : `id-${i + 1}`)));
+      await Promise.all(Array.from({ length: 40 }, (_, i) => log.append(payload(100, i), 1000 + i, i % 3 === 0 ? undefined : { msgId: `id-${i + 1}` })));
       const before = await log.recentMsgIds(1010, ALL);
       log = await fx.reopen!();
       expect(await log.recentMsgIds(1010, ALL)).toEqual(before);

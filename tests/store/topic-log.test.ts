@@ -100,7 +100,7 @@ describe("FileTopicLog.recentMsgIds", () => {
   /** 3000 messages of 100 bytes (about 420 KiB: several sparse-index entries), each with a msg-id and `time` = seq. */
   async function filled(dir: string): Promise<FileTopicLog> {
     const log = FileTopicLog.open(dir, { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024 });
-    await Promise.all(Array.from({ length: 3000 }, (_, i) => log.append(Buffer.alloc(100, i % 251), i + 1, idOf(i + 1))));
+    await Promise.all(Array.from({ length: 3000 }, (_, i) => log.append(Buffer.alloc(100, i % 251), i + 1, { msgId: idOf(i + 1) })));
     return log;
   }
 

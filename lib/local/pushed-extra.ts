@@ -1,0 +1,18 @@
+/** The headers and expiries of a `msgs` push, onto the messages the local broker buffers. */
+import type { Message, MsgsFrame } from "../wire/messages.ts";
+
+/** Why the `headers` / `expires` of a push do not fit its payloads, or null. */
+export function pushedExtraProblem(frame: MsgsFrame): string | null {
+  const n = frame.payloads.length;
+  if (frame.headers && frame.headers.length !== n) return `msgs: ${frame.headers.length} header maps for ${n} payloads`;
+  if (frame.expires && frame.expires.length !== n) return `msgs: ${frame.expires.length} expiries for ${n} payloads`;
+  return null;
+}
+
+/** Gives message `i` of the push its headers (an empty map: none) and expiry (0: none). */
+export function addPushedExtra(msg: Message, frame: MsgsFrame, i: number): void {
+  const headers = frame.headers?.[i];
+  if (headers !== undefined && Object.keys(headers).length > 0) msg.headers = headers;
+  const expiresAt = frame.expires?.[i];
+  if (expiresAt) msg.expiresAt = expiresAt;
+}
