@@ -241,7 +241,13 @@ export class GroupMember extends Subscription {
       return this.turn;
     }
     if (!this.group.backlog || this.dropped) return Promise.resolve();
-    this.turn = this.pushTurn(conn, credits).finally(() => (this.turn = null));
+    this.turn = this.pushTurn(conn, credits).finally(() => {
+      this.turn = null;
+      // Asked again while it read (an ack freed room, a publish, a new session): once more.
+      const again = this.turnAgain;
+      this.turnAgain = null;
+      if (again && !this.dropped) void this.push(again.conn, again.credits);
+    });
     return this.turn;
   }
 
@@ -275,10 +281,13 @@ export class GroupMember extends Subscription {
       } finally {
         credits.release(this.id, reserved);
       }
+      // While it was read, a message may have been acknowledged (a late ack of an earlier
+      // delivery) or given back: only those still claimed by this member go out.
+      batch = batch.filter((m) => this.group.pending.get(m.seq)?.member === this.id);
       // Claimed for this member, but it left or its session changed meanwhile: what it was
       // released with (drop, rewind) went back to the group; what is still its goes back now.
       if (this.dropped || this.generation !== generation || conn.closed) {
-        const mine = batch.filter((m) => this.group.pending.get(m.seq)?.member === this.id).map((m) => m.seq);
+        const mine = batch.map((m) => m.seq);
         for (const seq of mine) this.group.pending.unsend(seq);
         if (mine.length > 0) this.group.pumpMembers();
         return;
@@ -297,9 +306,6 @@ export class GroupMember extends Subscription {
       credits.charge(this.id, bytes + batch.length * MESSAGE_OVERHEAD_BYTES);
       credits.delivered(batch.length);
       pushed += batch.length;
-      const again = this.turnAgain;
-      this.turnAgain = null;
-      if (again && again.conn !== conn) return void queueMicrotask(() => void this.push(again.conn, again.credits));
     }
     if (shared) credits.wait(this);
     this.announce(conn);

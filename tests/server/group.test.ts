@@ -110,6 +110,18 @@ describe("group members", () => {
     await groups.close();
   });
 
+  test("members pushing at once (their reads in flight together) never get the same seq", async () => {
+    const topic = await topicWith("jobs", 100);
+    const { groups } = groupsFor();
+    const members = await Promise.all([1, 2, 3].map((id) => groups.join(topic, id, { group: "g" }, 1)));
+    const conns = members.map(() => fakeConnection());
+    await Promise.all(members.map((m, i) => m.push(conns[i]!.conn, new Credits())));
+    const all = conns.flatMap((c) => seqsOf(c.frames)).sort((x, y) => x - y);
+    expect(new Set(all).size).toBe(all.length);
+    expect(all).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+    await groups.close();
+  });
+
   test("acks move the shared floor; a member that leaves gives its messages to the next member pumped", async () => {
     const topic = await topicWith("jobs", 10);
     const { groups } = groupsFor();
