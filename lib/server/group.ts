@@ -12,11 +12,10 @@
  * lives in its group. Persisted in DATA/groups.json: the groups, their floors and members
  * (docs/storage.md).
  */
-import * as fs from "node:fs";
 import { logger } from "../log.ts";
 import { Code, MqError } from "../errors.ts";
-import { errnoCode, writeFileAtomicAsync } from "../store/fsutil.ts";
-import type { StoredMessage } from "../store/types.ts";
+import { errnoCode } from "../store/fsutil.ts";
+import type { GroupRecord, GroupStore, StoredMessage } from "../store/types.ts";
 import type { Connection } from "../wire/connection.ts";
 import { MESSAGE_OVERHEAD_BYTES, messageBytes, type MsgsFrame } from "../wire/messages.ts";
 import { checkGroupName } from "../wire/group-name.ts";
@@ -397,28 +396,13 @@ export class GroupMember extends Subscription {
   }
 }
 
-/** One group as DATA/groups.json holds it. */
-interface GroupRecord {
-  topic: string;
-  /** null: the private group of one subscription with --max-deliver. */
-  group: string | null;
-  floor: number;
-  maxDeliver?: number;
-  deadLetter?: string;
-  members: number[];
-}
-
-/** Every group of the server, and their file. */
 export class Groups {
   private readonly groups = new Map<string, Group>();
   private dirty = false;
   private timer: ReturnType<typeof setInterval> | null = null;
-  /** The writes of the file, one after another (each writes the state of its turn). */
-  private writing: Promise<void> = Promise.resolve();
 
   constructor(
-    /** null: the memory backend, nothing is written. */
-    private readonly file: string | null,
+    private readonly store: GroupStore,
     readonly host: GroupHost,
   ) {}
 
@@ -426,19 +410,9 @@ export class Groups {
    * Reads DATA/groups.json back: the members of groups whose topic exists (`topics`) and whose
    * id is known (`known`); the others are dropped from the file at its next write.
    */
-  load(topics: ReadonlyMap<string, Topic>, known: (id: number) => boolean): GroupMember[] {
-    let records: GroupRecord[] = [];
-    try {
-      if (this.file !== null) records = (JSON.parse(fs.readFileSync(this.file, "utf8")) as { groups: GroupRecord[] }).groups;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw new Error(`${this.file}: cannot read the queue groups: ${(err as Error).message}`, { cause: err });
-    }
+  async load(topics: ReadonlyMap<string, Topic>, known: (id: number) => boolean): Promise<GroupMember[]> {
     const members: GroupMember[] = [];
-    for (const r of Array.isArray(records) ? records : []) {
-      if (!isGroupRecord(r)) {
-        log.error(`${this.file}: a queue group record is not valid and is dropped: ${JSON.stringify(r).slice(0, 200)}`);
-        continue;
-      }
+    for (const r of await this.store.load()) {
       const topic = topics.get(r.topic);
       if (!topic) continue;
       const group = this.group(topic, r.group ?? undefined, Math.max(r.floor, topic.log.firstSeq), r.members[0]!);
@@ -455,7 +429,7 @@ export class Groups {
       if (!this.dirty) return;
       this.save().catch((err) => {
         this.dirty = true; // tried again at the next tick
-        log.error(`${this.file}: cannot write the ack floors of the queue groups: ${(err as Error).message}`);
+        log.error(`${this.store.describe()}: cannot write the ack floors of the queue groups: ${(err as Error).message}`);
       });
     }, FLOOR_WRITE_MS);
     return members;
@@ -477,7 +451,7 @@ export class Groups {
       group.members.delete(id);
       if (group.members.size === 0) this.groups.delete(keyOf(topic.name, options.group, id));
       log.error(`topic ${topic.name}: cannot record the group membership of id ${id}: ${(err as Error).message}`);
-      throw new MqError(Code.StorageError, `Cannot subscribe id ${id} to topic "${topic.name}": the server cannot write its groups file (${errnoCode(err) ?? (err as Error).message})`, { cause: err });
+      throw new MqError(Code.StorageError, `Cannot subscribe id ${id} to topic "${topic.name}": the server cannot record its queue groups (${errnoCode(err) ?? (err as Error).message})`, { cause: err });
     }
     return member;
   }
@@ -504,15 +478,11 @@ export class Groups {
   /** Writes every group (atomically, off the event loop): membership changes at once, moved floors within FLOOR_WRITE_MS. */
   save(): Promise<void> {
     this.dirty = false;
-    const file = this.file;
-    if (file === null) return Promise.resolve();
-    const write = this.writing.then(() => writeFileAtomicAsync(file, this.render()));
-    this.writing = write.catch(() => {});
-    return write;
+    return this.store.save(this.records());
   }
 
-  /** The file's text: every group with members, as it is now. */
-  private render(): string {
+  /** Every group with members, as it is now. */
+  private records(): GroupRecord[] {
     const records: GroupRecord[] = [];
     for (const g of this.groups.values()) {
       if (g.members.size === 0) continue;
@@ -521,24 +491,14 @@ export class Groups {
       if (g.deadLetterTopic !== `${g.topic.name}.dlq`) r.deadLetter = g.deadLetterTopic;
       records.push(r);
     }
-    return `${JSON.stringify({ version: 1, groups: records })}\n`;
+    return records;
   }
 
   /** Stops the floor timer and writes what moved since the last write. */
   async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
-    if (this.dirty) await this.save().catch((err) => log.error(`${this.file}: cannot write the ack floors of the queue groups: ${(err as Error).message}`));
-    await this.writing;
+    if (this.dirty) await this.save().catch((err) => log.error(`${this.store.describe()}: cannot write the ack floors of the queue groups: ${(err as Error).message}`));
   }
-}
-
-function isGroupRecord(r: unknown): r is GroupRecord {
-  const g = r as GroupRecord;
-  return (
-    typeof g === "object" && g !== null && typeof g.topic === "string" && (g.group === null || typeof g.group === "string") && Number.isSafeInteger(g.floor) && g.floor >= 0 &&
-    Array.isArray(g.members) && g.members.length > 0 && g.members.every((id) => Number.isSafeInteger(id) && id > 0) &&
-    (g.maxDeliver === undefined || (Number.isSafeInteger(g.maxDeliver) && g.maxDeliver >= 1)) && (g.deadLetter === undefined || typeof g.deadLetter === "string")
-  );
 }
 
 /** A named group is shared by its members; a private one belongs to its only member. */

@@ -163,8 +163,7 @@ export class MqServer {
     this.heartbeatMs = options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
     this.heartbeatMissed = options.heartbeatMissed ?? DEFAULT_HEARTBEAT_MISSED;
     this.limits = { ...DEFAULT_SERVER_LIMITS, ...options.limits };
-    // The memory backend keeps its groups in memory only, like everything else it holds.
-    this.groups = new Groups(storage.kind === "file" ? path.join(options.dataDir, "groups.json") : null, { pump: (member) => this.pump(member), deadLetter: (group, seq, deliveries) => this.deadLetter(group, seq, deliveries) });
+    this.groups = new Groups(storage.groups, { pump: (member) => this.pump(member), deadLetter: (group, seq, deliveries) => this.deadLetter(group, seq, deliveries) });
     const dedupe = { ...DEFAULT_DEDUPE, ...options.dedupe };
     this.dedupe = new DedupeWindow(dedupe.windowMs, dedupe.maxKeys, (count, windowMs) => {
       const now = Date.now();
@@ -198,7 +197,7 @@ export class MqServer {
     const server = new MqServer(options, storage);
     const store = storage.topics;
     for (const name of await store.topics()) await server.topic(name, false);
-    for (const member of server.groups.load(server.topics, (id) => server.registry.owner(id) !== undefined)) server.addSubscription(member);
+    for (const member of await server.groups.load(server.topics, (id) => server.registry.owner(id) !== undefined)) server.addSubscription(member);
     await server.loadConsumers();
     if (server.dedupe.enabled) {
       server.dedupe.sort();

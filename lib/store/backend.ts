@@ -12,6 +12,7 @@ import { FileClientRegistry, MemoryClientRegistry } from "./client-registry.ts";
 import { FileConsumerStore, MemoryConsumerStore } from "./consumer-store.ts";
 import { FileTopicStore } from "./file-store.ts";
 import { lockDataDir, makeDataDir } from "./fsutil.ts";
+import { FileGroupStore, MemoryGroupStore } from "./group-store.ts";
 import { MemoryTopicStore } from "./memory-store.ts";
 import { defaultMaxOpenFiles, OpenFiles } from "./open-files.ts";
 import { FileSchedule, MemorySchedule } from "./schedule.ts";
@@ -64,6 +65,7 @@ function openFile(options: StorageOptions): Storage {
       credentials: new FileBrokerCredentials(path.join(dir, "brokers")),
       consumers: new FileConsumerStore(path.join(dir, "consumers")),
       schedule: new FileSchedule(path.join(dir, "scheduled")),
+      groups: new FileGroupStore(path.join(dir, "groups.json")),
     };
     return storage("file", parts, unlock);
   } catch (err) {
@@ -80,6 +82,7 @@ function openMemory(): Storage {
       credentials: new MemoryBrokerCredentials(),
       consumers: new MemoryConsumerStore(),
       schedule: new MemorySchedule(),
+      groups: new MemoryGroupStore(),
     }, () => {});
 }
 

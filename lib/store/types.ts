@@ -221,6 +221,27 @@ export interface BrokerCredentials {
   close(): Promise<void>;
 }
 
+/** One queue group as the server keeps it (lib/server/group.ts). */
+export interface GroupRecord {
+  topic: string;
+  /** null: the private group of one subscription with --max-deliver. */
+  group: string | null;
+  floor: number;
+  maxDeliver?: number;
+  deadLetter?: string;
+  members: number[];
+}
+
+/** The queue groups: read once at start, written whole on each change (a few groups, small records). */
+export interface GroupStore {
+  load(): Promise<GroupRecord[]>;
+  /** Replaces what is stored by `records`; durable when the promise resolves. Writes happen in call order. */
+  save(records: GroupRecord[]): Promise<void>;
+  /** Where the groups are kept, for log lines. */
+  describe(): string;
+  close(): Promise<void>;
+}
+
 /**
  * Everything the server stores, from one factory (`openStorage`, lib/store/backend.ts),
  * which also owns the data directory's lock. A new member is one more field here, built
@@ -236,6 +257,8 @@ export interface Storage {
   readonly consumers: ConsumerStore;
   /** Delayed messages not yet appended. */
   readonly schedule: ScheduleStore;
+  /** Queue groups: floors, options and members. */
+  readonly groups: GroupStore;
   /** Closes every member, then releases the data directory. */
   close(): Promise<void>;
 }

@@ -11,6 +11,7 @@ import { deadLetterMessage } from "../../lib/server/dead-letter.ts";
 import { checkExplicit, GroupMember, Groups, type Group } from "../../lib/server/group.ts";
 import { PendingSet } from "../../lib/server/pending.ts";
 import { Topic } from "../../lib/server/topic.ts";
+import { FileGroupStore } from "../../lib/store/group-store.ts";
 import { MemorySubscriberIndex, MemoryTopicLog } from "../../lib/store/memory-store.ts";
 import type { Connection } from "../../lib/wire/connection.ts";
 import type { MsgsFrame } from "../../lib/wire/messages.ts";
@@ -39,7 +40,7 @@ function groupsFor(deadLettered: Array<{ seq: number; deliveries: number }> = []
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-groups-"));
   dirs.push(dir);
   const file = path.join(dir, "groups.json");
-  const groups = new Groups(file, {
+  const groups = new Groups(new FileGroupStore(file), {
     pump: () => {},
     deadLetter: async (_group: Group, seq: number, deliveries: number) => void deadLettered.push({ seq, deliveries }),
   });
@@ -172,8 +173,8 @@ describe("group members", () => {
     await a.push(conn, new Credits());
     a.ackSeqs([1, 2], new Credits());
     await groups.close();
-    const again = new Groups(file, { pump: () => {}, deadLetter: async () => {} });
-    const members = again.load(new Map([["jobs", topic]]), (id) => id !== 2);
+    const again = new Groups(new FileGroupStore(file), { pump: () => {}, deadLetter: async () => {} });
+    const members = await again.load(new Map([["jobs", topic]]), (id) => id !== 2);
     expect(members.map((m) => m.id)).toEqual([1]); // id 2 is unknown now
     const g = (members[0] as GroupMember).group;
     expect([g.name, g.pending.floor, g.maxDeliver, g.deadLetterTopic]).toEqual(["g", 3, 4, "jobs.bad"]);
@@ -185,8 +186,8 @@ describe("group members", () => {
     const { file } = groupsFor();
     const good = { topic: "jobs", group: "g", floor: 2, members: [5] };
     fs.writeFileSync(file, JSON.stringify({ version: 1, groups: [{ topic: "jobs", group: 7, floor: "x", members: [] }, good] }));
-    const groups = new Groups(file, { pump: () => {}, deadLetter: async () => {} });
-    const members = groups.load(new Map([["jobs", topic]]), () => true);
+    const groups = new Groups(new FileGroupStore(file), { pump: () => {}, deadLetter: async () => {} });
+    const members = await groups.load(new Map([["jobs", topic]]), () => true);
     expect(members.map((m) => [m.id, m.group.name, m.acked])).toEqual([[5, "g", 2]]);
     await groups.close();
   });

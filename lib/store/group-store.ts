@@ -1,0 +1,79 @@
+/**
+ * Where the server keeps its queue groups (lib/server/group.ts): for each group, its topic,
+ * name, ack floor, redelivery options and members. The file store writes them all to
+ * DATA/groups.json, atomically, one write after another; the memory store keeps nothing
+ * across a restart, like everything else it holds.
+ */
+import * as fs from "node:fs";
+import { logger } from "../log.ts";
+import { writeFileAtomicAsync } from "./fsutil.ts";
+import type { GroupRecord, GroupStore } from "./types.ts";
+
+const log = logger("server");
+
+export class FileGroupStore implements GroupStore {
+  /** The writes of the file, one after another (each writes the records it was given). */
+  private writing: Promise<void> = Promise.resolve();
+
+  constructor(private readonly file: string) {}
+
+  /** The groups as the file holds them; an invalid record is logged and left out (the next save drops it). */
+  async load(): Promise<GroupRecord[]> {
+    let records: unknown;
+    try {
+      records = (JSON.parse(await fs.promises.readFile(this.file, "utf8")) as { groups?: unknown }).groups;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+      throw new Error(`${this.file}: cannot read the queue groups: ${(err as Error).message}`, { cause: err });
+    }
+    const valid: GroupRecord[] = [];
+    for (const r of Array.isArray(records) ? records : []) {
+      if (isGroupRecord(r)) valid.push(r);
+      else log.error(`${this.file}: a queue group record is not valid and is dropped: ${JSON.stringify(r).slice(0, 200)}`);
+    }
+    return valid;
+  }
+
+  save(records: GroupRecord[]): Promise<void> {
+    const text = `${JSON.stringify({ version: 1, groups: records })}\n`;
+    const write = this.writing.then(() => writeFileAtomicAsync(this.file, text));
+    this.writing = write.catch(() => {});
+    return write;
+  }
+
+  describe(): string {
+    return this.file;
+  }
+
+  async close(): Promise<void> {
+    await this.writing;
+  }
+}
+
+/** Groups in this process only: `load` gives what the last `save` was given (nothing after a restart). */
+export class MemoryGroupStore implements GroupStore {
+  private records: GroupRecord[] = [];
+
+  async load(): Promise<GroupRecord[]> {
+    return this.records;
+  }
+
+  async save(records: GroupRecord[]): Promise<void> {
+    this.records = records;
+  }
+
+  describe(): string {
+    return "the memory store's groups";
+  }
+
+  async close(): Promise<void> {}
+}
+
+function isGroupRecord(r: unknown): r is GroupRecord {
+  const g = r as GroupRecord;
+  return (
+    typeof g === "object" && g !== null && typeof g.topic === "string" && (g.group === null || typeof g.group === "string") && Number.isSafeInteger(g.floor) && g.floor >= 0 &&
+    Array.isArray(g.members) && g.members.length > 0 && g.members.every((id) => Number.isSafeInteger(id) && id > 0) &&
+    (g.maxDeliver === undefined || (Number.isSafeInteger(g.maxDeliver) && g.maxDeliver >= 1)) && (g.deadLetter === undefined || typeof g.deadLetter === "string")
+  );
+}
