@@ -183,6 +183,19 @@ describe("delayed messages with headers and a TTL", () => {
     await expectNothingMore(c.local.socket, id);
   });
 
+  test("with the dedupe window off (--dedupe-window 0), the other append path, headers arrive too", async () => {
+    await using c = await startCluster({ serverArgs: ["--dedupe-window", "0"] });
+    const id = await c.create();
+    expect((await c.run(["sub", String(id), "nodedupe"])).code).toBe(0);
+    await pub(c.local.socket, id, "nodedupe", "x", ["--delay", "500ms", "--header", "k=v", "--ttl", "1m"]);
+    await pub(c.local.socket, id, "nodedupe", "y", ["--delay", "500ms"]);
+    const got = await recvAll(c.local.socket, id, 2);
+    expect(got.map((m) => [m.data, m.headers])).toEqual([
+      ["x", { k: "v" }],
+      ["y", undefined],
+    ]);
+  });
+
   test("a delayed message whose TTL runs out after its due time, unreceived, is never delivered and is counted `expired`", async () => {
     await using c = await startCluster();
     const id = await c.create();
