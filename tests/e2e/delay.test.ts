@@ -239,4 +239,26 @@ describe("delayed publishes on the wire", () => {
       peer.end();
     }
   });
+
+  test("a delayed `pubs` with a headers list and a ttl: each payload arrives with its own headers", async () => {
+    await using c = await startCluster();
+    const id = await c.create();
+    expect((await c.run(["sub", String(id), "wh"])).code).toBe(0);
+    const peer = await helloPeer({ unix: c.local.socket }, "local");
+    try {
+      const payloads = ["p1", "p2", "p3"].map((t) => new TextEncoder().encode(t));
+      const bad = await peer.request({ op: "pubs", rid: 1, id, topic: "wh", payloads, headers: [{ k: "v" }], delayMs: 100 });
+      expect(bad).toMatchObject({ op: "error", code: "BAD_REQUEST" });
+      const ok = await peer.request({ op: "pubs", rid: 2, id, topic: "wh", payloads, headers: [{ k: "1" }, {}, { k: "3", x: "y" }], ttl: 60_000, delayMs: 100 });
+      expect(ok).toMatchObject({ op: "ok", topic: "wh", scheduled: true });
+    } finally {
+      peer.end();
+    }
+    const got = await recvAll(c.local.socket, id, 3);
+    expect(got.map((m) => [m.data, m.headers])).toEqual([
+      ["p1", { k: "1" }],
+      ["p2", undefined],
+      ["p3", { k: "3", x: "y" }],
+    ]);
+  });
 });
