@@ -9,8 +9,9 @@
  *     {r: [n, …]}                                    appended to their topics (written lazily)
  *
  * Readers ignore keys they do not know, so later fields are new optional keys of the
- * accepted record (`h` and `l` came so: a record without them is a message without). The next acceptance number is the RecordFile's mark, so a
- * number is never handed out twice, even after records are lost.
+ * accepted record (`h` and `l` came so: a record without them is a message without). The
+ * next acceptance number is the RecordFile's mark, so a number is never handed out twice,
+ * even after records are lost.
  *
  * MemorySchedule: the same in memory (nothing survives the process).
  */
