@@ -239,7 +239,7 @@ const commands: Command[] = [
       delay: { type: "string", valueHint: "DURATION", description: "deliver the message this long from now (the server's clock): 10s, 15m, 2h, 1d" },
       at: { type: "string", valueHint: "TIMESTAMP", description: "deliver the message at this time: ISO-8601 with a zone (2026-11-30T18:00:00Z) or ms since the epoch; a past time delivers at once" },
       header: { type: "string", valueHint: "KEY=VALUE", repeatable: true, description: "a header stored and delivered with the message (repeatable; split at the first =)" },
-      ttl: { type: "string", valueHint: "DURATION", description: "the message expires DURATION after it is stored (500ms, 30s, 10m, 2h, 1d) and is never delivered after" },
+      ttl: { type: "string", valueHint: "DURATION", description: "the message expires DURATION after it is stored (500ms, 30s, 10m, 2h, 1d; with --delay/--at: after it is due) and is never delivered after" },
       ...common,
     },
     maxPositionals: 3,

@@ -8,11 +8,15 @@
  * appended with a message id, its delivery key (the publisher's msgId, or
  * `SCHEDULED_ID_PREFIX + n`), and at start an entry whose key its topic stored at or after
  * its due time is dropped instead of delivered again.
+ *
+ * Headers and the TTL are kept with the message; its expiry is computed at the append, so
+ * the TTL counts from when it is due, as for a message published then.
  */
 import { MAX_DELAY_MS } from "../config.ts";
 import { logger, errorText } from "../log.ts";
 import { Code, MqError } from "../errors.ts";
 import type { ScheduledMessage, ScheduleStore } from "../store/types.ts";
+import { hasHeaders, type Headers } from "../wire/headers.ts";
 
 const log = logger("server");
 
@@ -27,10 +31,19 @@ const RETRY_MS = 1000;
 /** setTimeout's largest delay (about 24.8 days): a later due time re-arms on the way. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/** Headers (one map per payload, `{}` for one without) and TTL of delayed messages; each only when some message has it. */
+export interface ScheduledFields {
+  headers?: Headers[];
+  ttlMs?: number;
+}
+
 /** What the scheduler needs of the server. */
 export interface SchedulerHooks {
-  /** Appends messages to a topic (created if needed) in the order given, with their message ids; resolves once stored. */
-  append(topic: string, payloads: Uint8Array[], msgIds: string[]): Promise<void>;
+  /**
+   * Appends messages to a topic (created if needed) in the order given, with their message
+   * ids, and `fields` when given (their expiry: the append time plus `ttlMs`); resolves once stored.
+   */
+  append(topic: string, payloads: Uint8Array[], msgIds: string[], fields: ScheduledFields | undefined): Promise<void>;
   /** Message id → append time of what `topic` stored at or after `since`; null when the topic does not exist. */
   storedIds(topic: string, since: number): Promise<Map<string, number> | null>;
 }
@@ -109,10 +122,11 @@ export class Scheduler {
   }
 
   /**
-   * Accepts delayed messages for one topic, all due at `due`; resolves once they are durable.
+   * Accepts delayed messages for one topic, all due at `due`, with their headers and TTL
+   * (`fields`); resolves once they are durable.
    * Returns the indexes of those whose msgId is pending already (not scheduled again).
    */
-  async schedule(topic: string, payloads: Uint8Array[], msgIds: Array<string | undefined> | undefined, due: number): Promise<{ duplicates: number[] }> {
+  async schedule(topic: string, payloads: Uint8Array[], msgIds: Array<string | undefined> | undefined, due: number, fields?: ScheduledFields): Promise<{ duplicates: number[] }> {
     const duplicates: number[] = [];
     const fresh: Array<Omit<ScheduledMessage, "n">> = [];
     const seen = new Set<string>();
@@ -127,7 +141,12 @@ export class Scheduler {
         seen.add(key);
       }
       // A copy: the payload may share the buffer of the frame it came in.
-      fresh.push(msgId === undefined ? { topic, due, data: payloads[i]!.slice() } : { topic, due, data: payloads[i]!.slice(), msgId });
+      const entry: Omit<ScheduledMessage, "n"> = { topic, due, data: payloads[i]!.slice() };
+      if (msgId !== undefined) entry.msgId = msgId;
+      const headers = fields?.headers?.[i];
+      if (hasHeaders(headers)) entry.headers = headers;
+      if (fields?.ttlMs !== undefined) entry.ttlMs = fields.ttlMs;
+      fresh.push(entry);
     }
     if (fresh.length > 0) {
       const added = await this.store.add(fresh);
@@ -186,26 +205,33 @@ export class Scheduler {
       }
       await Promise.all(
         [...byTopic].map(async ([topic, list]) => {
-          try {
-            await this.hooks.append(
-              topic,
-              list.map((e) => e.data),
-              list.map(deliveryKey),
-            );
-          } catch (err) {
-            // Still pending: tried again (in the same order) after a pause.
-            log.error(`schedule: cannot append ${list.length} delayed message(s) to topic ${topic}, trying again in ${RETRY_MS} ms: ${errorText(err)}`);
-            for (const e of list) this.queue.push(e);
-            retry = true;
-            return;
-          }
-          this.delivered += list.length;
-          for (const e of list) if (e.msgId !== undefined) this.byMsgId.delete(`${e.topic}\u0000${e.msgId}`);
-          try {
-            await this.store.remove(list.map((e) => e.n));
-          } catch (err) {
-            // Appended already: at the next start the topic's stored id says so.
-            log.warn(`schedule: cannot record the delivery of ${list.length} delayed message(s) of topic ${topic}: ${errorText(err)}`);
+          // One append per run of messages with the same TTL (an append has one), one run after the other.
+          const runs = runsOfEqualTtl(list);
+          for (let k = 0; k < runs.length; k++) {
+            const run = runs[k]!;
+            try {
+              await this.hooks.append(
+                topic,
+                run.map((e) => e.data),
+                run.map(deliveryKey),
+                fieldsOf(run),
+              );
+            } catch (err) {
+              // Still pending, with the runs after it: tried again (in the same order) after a pause.
+              const left = runs.slice(k).flat();
+              log.error(`schedule: cannot append ${left.length} delayed message(s) to topic ${topic}, trying again in ${RETRY_MS} ms: ${errorText(err)}`);
+              for (const e of left) this.queue.push(e);
+              retry = true;
+              return;
+            }
+            this.delivered += run.length;
+            for (const e of run) if (e.msgId !== undefined) this.byMsgId.delete(`${e.topic}\u0000${e.msgId}`);
+            try {
+              await this.store.remove(run.map((e) => e.n));
+            } catch (err) {
+              // Appended already: at the next start the topic's stored id says so.
+              log.warn(`schedule: cannot record the delivery of ${run.length} delayed message(s) of topic ${topic}: ${errorText(err)}`);
+            }
           }
         }),
       );
@@ -213,6 +239,32 @@ export class Scheduler {
     this.running = null;
     this.arm(retry ? RETRY_MS : 0);
   }
+}
+
+/** `list` cut into runs of consecutive messages with the same TTL (one run when none has a TTL). */
+export function runsOfEqualTtl(list: ScheduledMessage[]): ScheduledMessage[][] {
+  const runs: ScheduledMessage[][] = [];
+  let run: ScheduledMessage[] = [];
+  for (const e of list) {
+    if (run.length > 0 && run[0]!.ttlMs !== e.ttlMs) {
+      runs.push(run);
+      run = [];
+    }
+    run.push(e);
+  }
+  if (run.length > 0) runs.push(run);
+  return runs;
+}
+
+/** The fields of the append of `run` (one TTL); undefined when it has neither headers nor a TTL, as a plain publish. */
+export function fieldsOf(run: ScheduledMessage[]): ScheduledFields | undefined {
+  const ttlMs = run[0]!.ttlMs;
+  const withHeaders = run.some((e) => e.headers !== undefined);
+  if (!withHeaders && ttlMs === undefined) return undefined;
+  const fields: ScheduledFields = {};
+  if (withHeaders) fields.headers = run.map((e) => e.headers ?? {});
+  if (ttlMs !== undefined) fields.ttlMs = ttlMs;
+  return fields;
 }
 
 /** Pending messages by (due, n): a binary min-heap. */

@@ -26,7 +26,7 @@ import { DEFAULT_DEDUPE, DedupeWindow, splitMsgId, type DedupeOptions, type Pend
 import { deadLetterMessage } from "./dead-letter.ts";
 import { checkExplicit, consumerFields, GroupMember, Groups, isExplicit, releaseMembers, sameKindProblem, type ExplicitOptions, type Group } from "./group.ts";
 import { RetentionDrops, trimTopic, type ServerRetention } from "./retention.ts";
-import { dueTime, MAX_SCHEDULED_BYTES, Scheduler } from "./scheduler.ts";
+import { dueTime, MAX_SCHEDULED_BYTES, Scheduler, type ScheduledFields } from "./scheduler.ts";
 import { Subscription, Topic } from "./topic.ts";
 
 const log = logger("server");
@@ -210,7 +210,7 @@ export class MqServer {
       await server.topic(name, true);
     }
     server.scheduler = new Scheduler(storage.schedule, {
-      append: (name, payloads, msgIds) => server.appendScheduled(name, payloads, msgIds),
+      append: (name, payloads, msgIds, fields) => server.appendScheduled(name, payloads, msgIds, fields),
       storedIds: async (name, since) => {
         const topic = server.topics.get(name);
         return topic ? new Map((await topic.log.recentMsgIds(since, Number.MAX_SAFE_INTEGER)).map((r) => [r.msgId, r.time])) : null;
@@ -766,29 +766,29 @@ export class MqServer {
   private async publishLater(session: Session, id: number, topicName: string, payloads: Uint8Array[], ids: PubIds | undefined, when: { delayMs?: number; at?: number }, headers?: Headers[], ttl?: number) {
     this.checkOwner(session, id);
     checkTopic(topicName);
-    if (ttl !== undefined || headers?.some((h) => Object.keys(h).length > 0)) {
-      throw new MqError(Code.BadRequest, "a delayed publish (delayMs / at) cannot carry headers or a ttl yet; publish it without them, or without the delay");
-    }
     const due = dueTime(when, Date.now());
     const limit = Math.min(this.options.maxMessageBytes, MAX_SCHEDULED_BYTES);
     for (const data of payloads) {
       if (data.length > limit) throw new MqError(Code.MessageTooLarge, `delayed message of ${data.length} bytes is above the limit of ${limit} for delayed messages`);
     }
     const { topic, created } = (await this.topic(topicName, true))!;
-    const { duplicates } = await this.scheduler.schedule(topicName, payloads, ids && payloads.map((_, i) => idOf(ids, i)), due);
+    // The TTL is kept, not an expiry: it counts from the append, when due.
+    const { duplicates } = await this.scheduler.schedule(topicName, payloads, ids && payloads.map((_, i) => idOf(ids, i)), due, { headers, ttlMs: ttl });
     return { topic: topicName, scheduled: true, due, subscribers: topic.subscriptions.size, created, duplicates };
   }
 
   /** The scheduler's append of due messages: the path of a publish (dedupe window, counters, delivery to subscribers). */
-  private async appendScheduled(topicName: string, payloads: Uint8Array[], msgIds: string[]): Promise<void> {
+  private async appendScheduled(topicName: string, payloads: Uint8Array[], msgIds: string[], fields: ScheduledFields | undefined): Promise<void> {
     const { topic } = (await this.topic(topicName, true))!;
     // Taken after the due check: a delayed message's append time is never before its due time.
     const now = Date.now();
+    // Its expiry counts from now, the append, as for a message published now.
+    const extra = fields && pubExtra(fields.headers, fields.ttlMs, now);
     if (this.dedupe.enabled) {
-      await this.publishOnce(topic, 0, payloads, { keys: msgIds }, now, { topic: topicName, subscribers: 0, created: false }, undefined);
+      await this.publishOnce(topic, 0, payloads, { keys: msgIds }, now, { topic: topicName, subscribers: 0, created: false }, extra);
       return;
     }
-    await Promise.all(payloads.map((data, i) => topic.log.append(data, now, { msgId: msgIds[i]! })));
+    await Promise.all(payloads.map((data, i) => topic.log.append(data, now, appendFields(msgIds[i]!, extra, i))));
     this.counters.published += payloads.length;
     for (const sub of topic.subscriptions.values()) this.pump(sub);
   }

@@ -4,12 +4,14 @@
  *
  * FileSchedule: `DATA/scheduled/schedule` (and its copy `schedule.mirror`), a RecordFile of
  *
- *     {n, t: topic, d: due, p: payload, m?: msgId}   accepted (fsynced before the publish is acknowledged)
+ *     {n, t: topic, d: due, p: payload, m?: msgId, h?: headers, l?: ttl in ms}
+ *                                                    accepted (fsynced before the publish is acknowledged)
  *     {r: [n, …]}                                    appended to their topics (written lazily)
  *
- * Readers ignore keys they do not know, so later fields (headers, expiry) are new optional
- * keys of the accepted record. The next acceptance number is the RecordFile's mark, so a
- * number is never handed out twice, even after records are lost.
+ * Readers ignore keys they do not know, so later fields are new optional keys of the
+ * accepted record (`h` and `l` came so: a record without them is a message without). The
+ * next acceptance number is the RecordFile's mark, so a number is never handed out twice,
+ * even after records are lost.
  *
  * MemorySchedule: the same in memory (nothing survives the process).
  */
@@ -17,6 +19,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { RecordFile, type Record_ } from "./record-file.ts";
 import type { ScheduledMessage, ScheduleStore } from "./types.ts";
+import { headersProblem, type Headers } from "../wire/headers.ts";
 
 /** Compaction once the file is this big and holds more removed messages than pending ones. */
 const COMPACT_MIN_BYTES = 1024 * 1024;
@@ -96,6 +99,8 @@ export class FileSchedule extends MemorySchedule {
 function toRecord(e: ScheduledMessage): Record_ {
   const r: Record_ = { n: e.n, t: e.topic, d: e.due, p: e.data };
   if (e.msgId !== undefined) r.m = e.msgId;
+  if (e.headers !== undefined) r.h = e.headers;
+  if (e.ttlMs !== undefined) r.l = e.ttlMs;
   return r;
 }
 
@@ -105,5 +110,8 @@ function toEntry(r: Record_): ScheduledMessage | null {
   // A copy: decoded byte strings share the buffer of the whole file.
   const entry: ScheduledMessage = { n: r.n as number, topic: r.t, due: r.d as number, data: r.p.slice() };
   if (typeof r.m === "string") entry.msgId = r.m;
+  // Written only valid; anything else is not ours to deliver, so it is left out.
+  if (r.h !== undefined && headersProblem(r.h) === null) entry.headers = r.h as Headers;
+  if (Number.isSafeInteger(r.l) && (r.l as number) >= 1) entry.ttlMs = r.l as number;
   return entry;
 }

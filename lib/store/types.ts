@@ -126,6 +126,10 @@ export interface ScheduledMessage {
   data: Uint8Array;
   /** The publisher's message id, if it gave one. */
   msgId?: string;
+  /** Its headers, if it has any. */
+  headers?: Record<string, string>;
+  /** Its TTL in ms, if it has one: it expires that long after its append (when due), not after its acceptance. */
+  ttlMs?: number;
 }
 
 /** The durable schedule of delayed messages: what was accepted and is not yet appended to its topic. */

@@ -2,9 +2,10 @@
  * Delayed delivery through the compiled binary: `mq pub --delay` / `--at` (docs/semantics.md,
  * "Delayed delivery"). Never before the due time (the append time `recv --json` shows is
  * compared with the `due` the publish answered), in order of due time, pending across a
- * server restart and a SIGKILL.
+ * server restart and a SIGKILL; with their headers and TTL (counted from the due time).
  */
 import { describe, expect, test } from "bun:test";
+import { MqClient } from "../../lib/client/index.ts";
 import { eventually, helloPeer } from "../security/kit.ts";
 import { createOn, jsonLines, mq, startCluster, startLocal, startServer, teardown, tmpDir } from "./harness.ts";
 
@@ -16,11 +17,11 @@ async function pub(socket: string, id: number, topic: string, message: string, f
   return JSON.parse(r.stdout);
 }
 
-/** Receives `count` messages (waiting up to 30 s) as {data, time in ms}. */
-async function recvAll(socket: string, id: number, count: number): Promise<Array<{ data: string; time: number; seq: number }>> {
+/** Receives `count` messages (waiting up to 30 s) as {data, time in ms, seq, headers}. */
+async function recvAll(socket: string, id: number, count: number): Promise<Array<{ data: string; time: number; seq: number; headers: unknown }>> {
   const r = await mq(socket, ["recv", String(id), "--follow", "--count", String(count), "--wait", "30", "--json"], { timeoutMs: 40_000 });
   expect(r.code).toBe(0);
-  return jsonLines(r.stdout).map((m) => ({ data: m.data as string, time: Date.parse(m.time as string), seq: m.seq as number }));
+  return jsonLines(r.stdout).map((m) => ({ data: m.data as string, time: Date.parse(m.time as string), seq: m.seq as number, headers: m.headers }));
 }
 
 /** Nothing more arrives within a short wait. */
@@ -95,6 +96,8 @@ describe("mq pub --delay / --at", () => {
       [["--at", "-5"], /--at must be .*"-5"/],
       [["--at", "2999-01-01T00:00:00Z"], /--at must be at most 366d ahead, got "2999-01-01T00:00:00Z"/],
       [["--delay", "1s", "--at", "1000"], /--delay and --at cannot be used together/],
+      [["--delay", "1s", "--ttl", "soon"], /--ttl must be a duration like 30s.*"soon"/],
+      [["--delay", "1s", "--header", "noeq"], /--header "noeq" has no "=": give it as KEY=VALUE/],
     ];
     for (const [flags, message] of cases) {
       const r = await c.run(["pub", String(id), "bad", "x", ...flags]);
@@ -131,8 +134,8 @@ describe("delayed messages across restarts", () => {
       try {
         const id = await createOn(local.socket);
         await mq(local.socket, ["sub", String(id), "r"]);
-        const b = await pub(local.socket, id, "r", "b", ["--delay", "3s"]);
-        const a = await pub(local.socket, id, "r", "a", ["--delay", "2s"]);
+        const b = await pub(local.socket, id, "r", "b", ["--delay", "3s", "--ttl", "1h"]);
+        const a = await pub(local.socket, id, "r", "a", ["--delay", "2s", "--header", "trace=ab12", "--header", "ключ=значение"]);
         // Acknowledged means durable: the server goes away at once.
         if (how === "SIGKILL") await server.daemon.kill9();
         else expect(await server.daemon.stop()).toBe(0);
@@ -140,6 +143,8 @@ describe("delayed messages across restarts", () => {
         await local.daemon.waitFor(/connected to the server.*after/);
         const got = await recvAll(local.socket, id, 2);
         expect(got.map((m) => m.data)).toEqual(["a", "b"]);
+        // Headers and TTL were in the schedule: kept across the restart.
+        expect(got.map((m) => m.headers)).toEqual([{ trace: "ab12", "ключ": "значение" }, undefined]);
         expect(got[0]!.time).toBeGreaterThanOrEqual(a.due as number);
         expect(got[1]!.time).toBeGreaterThanOrEqual(b.due as number);
         await expectNothingMore(local.socket, id);
@@ -154,6 +159,59 @@ describe("delayed messages across restarts", () => {
       }
     });
   }
+});
+
+describe("delayed messages with headers and a TTL", () => {
+  test("CLI and library: headers arrive with the delayed message; the TTL counts from the due time, not from the publish", async () => {
+    await using c = await startCluster();
+    const id = await c.create();
+    expect((await c.run(["sub", String(id), "hd"])).code).toBe(0);
+    const withHeaders = await pub(c.local.socket, id, "hd", "with", ["--delay", "1s", "--header", "k=v", "--header", "trace=a=b", "--ttl", "30s"]);
+    expect(withHeaders).toMatchObject({ scheduled: true });
+    // Counted from the publish, this TTL would end a second before the due time: never delivered.
+    const ttlFromDue = await pub(c.local.socket, id, "hd", "ttl from due", ["--delay", "4s", "--ttl", "3s"]);
+    await using lib = await MqClient.connect({ socket: c.local.socket });
+    const fromLib = await lib.publish(id, "hd", "lib", { delayMs: 2000, headers: { src: "library" }, ttlMs: 60_000 });
+    expect(fromLib).toMatchObject({ topic: "hd", scheduled: true });
+    const got = await recvAll(c.local.socket, id, 3);
+    expect(got.map((m) => [m.data, m.headers])).toEqual([
+      ["with", { k: "v", trace: "a=b" }],
+      ["lib", { src: "library" }],
+      ["ttl from due", undefined],
+    ]);
+    expect(got[2]!.time).toBeGreaterThanOrEqual(ttlFromDue.due as number);
+    await expectNothingMore(c.local.socket, id);
+  });
+
+  test("with the dedupe window off (--dedupe-window 0), the other append path, headers arrive too", async () => {
+    await using c = await startCluster({ serverArgs: ["--dedupe-window", "0"] });
+    const id = await c.create();
+    expect((await c.run(["sub", String(id), "nodedupe"])).code).toBe(0);
+    await pub(c.local.socket, id, "nodedupe", "x", ["--delay", "500ms", "--header", "k=v", "--ttl", "1m"]);
+    await pub(c.local.socket, id, "nodedupe", "y", ["--delay", "500ms"]);
+    const got = await recvAll(c.local.socket, id, 2);
+    expect(got.map((m) => [m.data, m.headers])).toEqual([
+      ["x", { k: "v" }],
+      ["y", undefined],
+    ]);
+  });
+
+  test("a delayed message whose TTL runs out after its due time, unreceived, is never delivered and is counted `expired`", async () => {
+    await using c = await startCluster();
+    const id = await c.create();
+    const before = await serverStats(c.local.socket);
+    // No subscriber: appended when due, it waits in the log until it expires.
+    await pub(c.local.socket, id, "exp", "short", ["--delay", "500ms", "--ttl", "300ms"]);
+    expect(await eventually(async () => (await serverStats(c.local.socket)).scheduled_delivered === before.scheduled_delivered! + 1)).toBe(true);
+    const appended = Date.now(); // at or after its append: it expires by appended + 300 ms
+    for (let i = 0; i < 100 && Date.now() <= appended + 350; i++) await Bun.sleep(50);
+    expect((await c.run(["sub", String(id), "exp", "--from", "earliest"])).code).toBe(0);
+    await pub(c.local.socket, id, "exp", "plain", []);
+    const got = await recvAll(c.local.socket, id, 1);
+    expect(got.map((m) => [m.seq, m.data])).toEqual([[2, "plain"]]);
+    await expectNothingMore(c.local.socket, id);
+    expect((await serverStats(c.local.socket)).expired).toBe(before.expired! + 1);
+  });
 });
 
 describe("delayed publishes on the wire", () => {
@@ -180,5 +238,27 @@ describe("delayed publishes on the wire", () => {
     } finally {
       peer.end();
     }
+  });
+
+  test("a delayed `pubs` with a headers list and a ttl: each payload arrives with its own headers", async () => {
+    await using c = await startCluster();
+    const id = await c.create();
+    expect((await c.run(["sub", String(id), "wh"])).code).toBe(0);
+    const peer = await helloPeer({ unix: c.local.socket }, "local");
+    try {
+      const payloads = ["p1", "p2", "p3"].map((t) => new TextEncoder().encode(t));
+      const bad = await peer.request({ op: "pubs", rid: 1, id, topic: "wh", payloads, headers: [{ k: "v" }], delayMs: 100 });
+      expect(bad).toMatchObject({ op: "error", code: "BAD_REQUEST" });
+      const ok = await peer.request({ op: "pubs", rid: 2, id, topic: "wh", payloads, headers: [{ k: "1" }, {}, { k: "3", x: "y" }], ttl: 60_000, delayMs: 100 });
+      expect(ok).toMatchObject({ op: "ok", topic: "wh", scheduled: true });
+    } finally {
+      peer.end();
+    }
+    const got = await recvAll(c.local.socket, id, 3);
+    expect(got.map((m) => [m.data, m.headers])).toEqual([
+      ["p1", { k: "1" }],
+      ["p2", undefined],
+      ["p3", { k: "3", x: "y" }],
+    ]);
   });
 });

@@ -11,10 +11,10 @@ import * as path from "node:path";
 import { MAX_DELAY_MS } from "../../lib/config.ts";
 import { MqError } from "../../lib/errors.ts";
 import { MemoryTopicLog } from "../../lib/store/memory-store.ts";
-import { mirrorOf } from "../../lib/store/record-file.ts";
+import { mirrorOf, RecordFile } from "../../lib/store/record-file.ts";
 import { FileSchedule, MemorySchedule } from "../../lib/store/schedule.ts";
-import type { ScheduleStore } from "../../lib/store/types.ts";
-import { deliveryKey, dueTime, Scheduler, SCHEDULED_ID_PREFIX } from "../../lib/server/scheduler.ts";
+import type { ScheduledMessage, ScheduleStore } from "../../lib/store/types.ts";
+import { deliveryKey, dueTime, fieldsOf, runsOfEqualTtl, Scheduler, SCHEDULED_ID_PREFIX } from "../../lib/server/scheduler.ts";
 
 let dir: string;
 let opened: ScheduleStore[];
@@ -58,6 +58,20 @@ for (const [name, make] of [
       expect(s.pending().map((e) => [e.n, e.topic, e.due, text(e.data), e.msgId])).toEqual([
         [1, "a", 200, "one", undefined],
         [3, "a", 50, "three", undefined],
+      ]);
+    });
+
+    test("keeps a message's headers and TTL; one without has neither", async () => {
+      const s = make();
+      await s.add([
+        { topic: "h", due: 10, data: b("with"), headers: { "x-trace": "ab12", "ключ": "значение", empty: "" }, ttlMs: 30_000 },
+        { topic: "h", due: 10, data: b("ttl only"), ttlMs: 1 },
+        { topic: "h", due: 10, data: b("plain") },
+      ]);
+      expect(s.pending().map((e) => [text(e.data), e.headers, e.ttlMs])).toEqual([
+        ["with", { "x-trace": "ab12", "ключ": "значение", empty: "" }, 30_000],
+        ["ttl only", undefined, 1],
+        ["plain", undefined, undefined],
       ]);
     });
   });
@@ -127,17 +141,50 @@ describe("FileSchedule on disk", () => {
   });
 
   test("a record of a later version (unknown fields) keeps its known fields", async () => {
-    // Headers and expiry will be new optional keys of the accepted record: this version reads past them.
+    // Later fields are new optional keys of the accepted record: this version reads past them.
     const s = openFile();
     await s.add([{ topic: "t", due: 5, data: b("x") }]);
     await s.close();
-    const { RecordFile } = await import("../../lib/store/record-file.ts");
     const raw = RecordFile.open(file(), { apply: () => {}, snapshot: () => [] });
-    await raw.append({ n: 2, t: "t", d: 6, p: b("y"), h: { k: "v" }, e: 99 }, true, 3);
+    await raw.append({ n: 2, t: "t", d: 6, p: b("y"), z: { k: "v" }, e: 99 }, true, 3);
     await raw.close();
     expect(openFile().pending().map((e) => [e.n, text(e.data)])).toEqual([
       [1, "x"],
       [2, "y"],
+    ]);
+  });
+
+  test("headers (`h`) and the TTL (`l`) survive a reopen, also through a compaction", async () => {
+    const s = openFile();
+    const headers = { "x-trace": "ab12", "ключ": "значение 😀", empty: "" };
+    await s.add([{ topic: "t", due: 1, data: b("with"), msgId: "k", headers, ttlMs: 30_000 }]);
+    await s.add([{ topic: "t", due: 2, data: b("plain") }]);
+    await s.close();
+    const fields = (e: ScheduledMessage) => [text(e.data), e.msgId, e.headers, e.ttlMs];
+    const expected = [
+      ["with", "k", headers, 30_000],
+      ["plain", undefined, undefined, undefined],
+    ];
+    const again = openFile();
+    expect(again.pending().map(fields)).toEqual(expected);
+    // What a compaction writes is read back the same.
+    await again.remove([]);
+    await (again as unknown as { file: RecordFile }).file.rewrite();
+    await again.close();
+    expect(openFile().pending().map(fields)).toEqual(expected);
+  });
+
+  test("a record from before headers and TTL (no `h`, no `l`) is a message without them; malformed ones are left out", async () => {
+    fs.mkdirSync(path.dirname(file()), { recursive: true });
+    const raw = RecordFile.open(file(), { apply: () => {}, snapshot: () => [] });
+    await raw.append({ n: 1, t: "t", d: 5, p: b("old"), m: "k" }, true, 2);
+    await raw.append({ n: 2, t: "t", d: 6, p: b("bad fields"), h: { k: 5 }, l: -1 }, true, 3);
+    await raw.append({ n: 3, t: "t", d: 7, p: b("bad ttl"), h: { k: "v" }, l: 1.5 }, true, 4);
+    await raw.close();
+    expect(openFile().pending().map((e) => [e.n, text(e.data), e.msgId, e.headers, e.ttlMs])).toEqual([
+      [1, "old", "k", undefined, undefined],
+      [2, "bad fields", undefined, undefined, undefined],
+      [3, "bad ttl", undefined, { k: "v" }, undefined],
     ]);
   });
 });
@@ -148,9 +195,12 @@ describe("Scheduler", () => {
     const logs = new Map<string, MemoryTopicLog>();
     const logOf = (t: string) => logs.get(t) ?? (logs.set(t, new MemoryTopicLog()), logs.get(t)!);
     const scheduler = new Scheduler(store, {
-      append: async (topic, payloads, msgIds) => {
+      append: async (topic, payloads, msgIds, fields) => {
         const now = Date.now();
-        await Promise.all(payloads.map((p, i) => logOf(topic).append(p, now, { msgId: msgIds[i]! })));
+        // As the server's: the expiry counts from the append.
+        const expiresAt = fields?.ttlMs === undefined ? {} : { expiresAt: now + fields.ttlMs };
+        const headersOf = (i: number) => (fields?.headers?.[i] && Object.keys(fields.headers[i]!).length > 0 ? { headers: fields.headers[i] } : {});
+        await Promise.all(payloads.map((p, i) => logOf(topic).append(p, now, { msgId: msgIds[i]!, ...headersOf(i), ...expiresAt })));
       },
       storedIds: async (topic, since) => (logs.has(topic) ? new Map((await logs.get(topic)!.recentMsgIds(since, 1e9)).map((r) => [r.msgId, r.time])) : null),
     });
@@ -181,6 +231,40 @@ describe("Scheduler", () => {
     expect(scheduler.pending).toBe(0);
     expect(scheduler.delivered).toBe(4);
     await scheduler.stop();
+  });
+
+  test("headers and the TTL go with the append; the expiry counts from the append (due), not from the acceptance", async () => {
+    const { scheduler, logOf } = setup();
+    await scheduler.load(Date.now());
+    scheduler.start();
+    const accepted = Date.now();
+    await scheduler.schedule("t", [b("h1"), b("h2")], undefined, accepted + 200, { headers: [{ k: "v" }, {}], ttlMs: 50 });
+    await scheduler.schedule("t", [b("plain")], undefined, accepted + 200);
+    await until(() => logOf("t").count === 3);
+    const got = await logOf("t").read(1, 10, 1e9);
+    expect(got.map((m) => [text(m.data), m.headers])).toEqual([
+      ["h1", { k: "v" }],
+      ["h2", undefined],
+      ["plain", undefined],
+    ]);
+    // Appended at or after the due time, and expiring TTL ms after that append: later than acceptance + TTL.
+    for (const m of got.slice(0, 2)) {
+      expect(m.time).toBeGreaterThanOrEqual(accepted + 200);
+      expect(m.expiresAt).toBe(m.time + 50);
+    }
+    expect(got[2]!.expiresAt).toBeUndefined();
+    await scheduler.stop();
+  });
+
+  test("runsOfEqualTtl / fieldsOf: one append per run of equal TTLs, in order; none without headers or TTL", () => {
+    const e = (n: number, ttlMs?: number, headers?: Record<string, string>): ScheduledMessage => ({ n, topic: "t", due: 1, data: b(String(n)), ...(ttlMs === undefined ? {} : { ttlMs }), ...(headers ? { headers } : {}) });
+    const list = [e(1), e(2), e(3, 100), e(4, 100, { k: "v" }), e(5), e(6, 200)];
+    expect(runsOfEqualTtl(list).map((run) => run.map((m) => m.n))).toEqual([[1, 2], [3, 4], [5], [6]]);
+    expect(runsOfEqualTtl([])).toEqual([]);
+    expect(fieldsOf([e(1), e(2)])).toBeUndefined();
+    expect(fieldsOf([e(3, 100), e(4, 100, { k: "v" })])).toEqual({ ttlMs: 100, headers: [{}, { k: "v" }] });
+    expect(fieldsOf([e(1, undefined, { a: "b" })])).toEqual({ headers: [{ a: "b" }] });
+    expect(fieldsOf([e(6, 200)])).toEqual({ ttlMs: 200 });
   });
 
   test("a msgId pending already is not scheduled again", async () => {
