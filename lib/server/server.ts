@@ -27,6 +27,9 @@ import { RetentionDrops, trimTopic, type ServerRetention } from "./retention.ts"
 import { dueTime, MAX_SCHEDULED_BYTES, Scheduler } from "./scheduler.ts";
 import { Subscription, Topic } from "./topic.ts";
 
+/** How far ahead of this clock a sub `since` may be (clocks of hosts differ a little). */
+const SINCE_FUTURE_SLACK_MS = 60_000;
+
 const log = logger("server");
 
 export interface ServerOptions {
@@ -368,6 +371,11 @@ export class MqServer {
     },
     sub: (session, frame) => {
       if (frame.from !== undefined && frame.since !== undefined) throw new MqError(Code.BadRequest, 'sub: give "from" or "since", not both');
+      // Messages keep their append time: a future start would still deliver the older ones. The
+      // slack allows for the client's clock being ahead of this one.
+      if (frame.since !== undefined && frame.since > Date.now() + SINCE_FUTURE_SLACK_MS) {
+        throw new MqError(Code.BadRequest, `sub: "since" ${frame.since} (${new Date(frame.since).toISOString()}) is in the future (this server's clock: ${new Date().toISOString()}); use from "latest" for only new messages`);
+      }
       return this.track(this.subscribe(session, frame.id, frame.topics, frame.from ?? "latest", frame.since));
     },
     unsub: (session, frame) => this.track(this.unsubscribe(session, frame.id, frame.topics)),
