@@ -876,6 +876,8 @@ export class MqServer {
       for (const topic of [...this.topics.values()]) {
         if (!filterMatches(pattern, topic.name)) continue;
         const cursor = await start(topic);
+        // An unsub of the pattern answered meanwhile wins: no subscription it would not cover.
+        if (!this.consumers.get(id, pattern)) break;
         // Looked up after the last await: from here to its creation nothing yields.
         const existing = topic.subscriptions.get(id);
         if (existing) {
