@@ -933,7 +933,8 @@ export class MqServer {
    * At start, after every topic was opened: the stored consumers come back (those of ids
    * destroyed by a crashed destroy are removed), a subscription no stored consumer covers is
    * an exact consumer, and a topic matching a pattern that lacks the subscription (created
-   * just before a crash) gets it from its first message.
+   * just before a crash, or a pattern sub cut short) gets it where the pattern asked
+   * (pattern-start.ts), within --max-subscriptions-per-id.
    */
   private async loadConsumers(): Promise<void> {
     await this.consumers.load((id) => this.registry.owner(id) !== undefined);
@@ -952,7 +953,7 @@ export class MqServer {
         if (!this.roomForPatternTopic(id, topic.name)) continue;
         log.info(`topic ${topic.name}: id ${id} subscribed from seq ${cursor} (its pattern matches; the subscription was not recorded before a stop)`);
         this.addSubscription(new Subscription(id, topic, cursor));
-        await topic.index.add(id, cursor);
+        await topic.index.add(id, cursor).catch((err) => log.error(`topic ${topic.name}: cannot record the subscription of id ${id} (from its pattern): ${errorText(err)}; the next start adds it again`));
       }
     }
   }
