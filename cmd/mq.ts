@@ -39,7 +39,7 @@ const common = {
 
 const id = { type: "positional", description: "client id (from mq create)", required: true } as const;
 const topic = { type: "positional", description: "topic name", required: true } as const;
-const topicsArg = { type: "positional", valueHint: "topic", description: "topic names", required: true } as const;
+const topicsArg = { type: "positional", valueHint: "topic", description: "topic names or patterns (orders.*: one token, orders.>: one or more trailing tokens; quote them in the shell)", required: true } as const;
 
 function commonOf(args: { json?: boolean; socket?: string }): cli.CommonOptions {
   return { json: Boolean(args.json), ...(args.socket ? { socket: args.socket } : {}) };
@@ -91,7 +91,7 @@ const serverArgs = {
   "frame-timeout-ms": { type: "string", valueHint: "MS", default: String(DEFAULT_SERVER_LIMITS.frameTimeoutMs), description: "close connections whose frame takes longer to arrive" },
   "max-connections": { type: "string", valueHint: "N", default: String(DEFAULT_SERVER_LIMITS.maxConnections), description: "most local-broker connections" },
   "max-inflight": { type: "string", valueHint: "N", default: String(DEFAULT_SERVER_LIMITS.maxInFlight), description: "most requests served at once per connection" },
-  "max-subscriptions-per-id": { type: "string", valueHint: "N", default: String(DEFAULT_SERVER_LIMITS.maxSubscriptionsPerId), description: "most topics one id may subscribe to" },
+  "max-subscriptions-per-id": { type: "string", valueHint: "N", default: String(DEFAULT_SERVER_LIMITS.maxSubscriptionsPerId), description: "most subscriptions of one id: each topic it is subscribed to counts, and each pattern counts one more" },
   "max-ids-per-broker": { type: "string", valueHint: "N", default: String(DEFAULT_SERVER_LIMITS.maxIdsPerBroker), description: "most ids one local broker may own" },
   "max-topics": { type: "string", valueHint: "N", default: String(DEFAULT_SERVER_LIMITS.maxTopics), description: "most topics; a pub or sub that would create one more is refused" },
   "max-open-files": { type: "string", valueHint: "N", default: "auto", description: "most topic files kept open at once (auto: half the open-file limit, ulimit -n)" },
@@ -272,7 +272,7 @@ const commands: Command[] = [
       id,
       topic: topicsArg,
       from: { type: "string", valueHint: "WHERE", choices: ["earliest", "latest"], description: "earliest | latest | SEQ (inclusive; default latest)" },
-      since: { type: "string", valueHint: "WHEN", description: "start at the first message stored at or after WHEN: a duration back (10m, 2h) or a timestamp (2026-11-30T12:00:00Z)" },
+      since: { type: "string", valueHint: "WHEN", description: "start at the first message stored at or after WHEN: a duration back (10m, 2h), a timestamp (2026-11-30T12:00:00Z, 2026-11-30) or ms since the epoch; not in the future" },
       group: { type: "string", valueHint: "NAME", description: "join queue group NAME: each message goes to one member (acks per message)" },
       "max-deliver": { type: "string", valueHint: "N", description: "after N deliveries without an ack, move a message to the dead-letter topic (acks per message)" },
       "dead-letter": { type: "string", valueHint: "TOPIC", description: "dead-letter topic for --max-deliver (default <topic>.dlq)" },

@@ -100,7 +100,7 @@ export async function pub(options: PubOptions): Promise<number> {
         out += line(options, scheduled, `${r.topic}: scheduled for ${new Date(r.due!).toISOString()}${note}`);
         return;
       }
-      if (!warned && (r.created || r.subscribers === 0)) {
+      if (!warned && r.subscribers === 0) {
         warned = true;
         // The message is kept: an id that subscribes later with --from earliest gets it.
         warn(`topic "${r.topic}" ${r.created ? "is new and " : ""}has no subscribers yet: the message is stored, but only an id that subscribes with --from earliest (or --from ${r.seq}) will receive it`);

@@ -67,14 +67,26 @@ export function parseDelay(delay: unknown, at: unknown, now = Date.now()): { del
   return { at: ms };
 }
 
-/** An ISO-8601 time with a zone (`2026-11-30T18:00:00Z`, `…+01:00`) or an integer of ms since the epoch → ms since the epoch. */
+/**
+ * An ISO-8601 time with a zone (`2026-11-30T18:00:00Z`, `…+01:00`), a date (`2026-11-30`,
+ * midnight UTC) or an integer of ms since the epoch → ms since the epoch. Impossible fields
+ * (`2026-02-31`, `25:00`) are refused: Date.parse would roll them over into another day.
+ */
 export function parseTimestamp(name: string, value: unknown): number {
   const s = String(value).trim();
-  const ms = /^\d+$/.test(s) ? Number(s) : /^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)$/i.test(s) ? Date.parse(s) : NaN;
+  const m = /^(\d{4})-(\d\d)-(\d\d)(?:T(\d\d):(\d\d)(?::(\d\d)(?:\.\d+)?)?(Z|[+-](\d\d):(\d\d)))?$/i.exec(s);
+  const ms = /^\d+$/.test(s) ? Number(s) : m && fieldsExist(m) ? Date.parse(s) : NaN;
   if (!Number.isSafeInteger(ms)) {
-    throw new UsageError(`--${name} must be an ISO-8601 time with a zone, like 2026-11-30T18:00:00Z, or an integer of ms since the epoch, got ${JSON.stringify(s)}`);
+    throw new UsageError(`--${name} must be an ISO-8601 time with a zone, like 2026-11-30T18:00:00Z, a date like 2026-11-30, or an integer of ms since the epoch, got ${JSON.stringify(s)}`);
   }
   return ms;
+}
+
+/** The date and time fields of a parseTimestamp match name a real moment. */
+function fieldsExist(m: RegExpExecArray): boolean {
+  const [year, month, day, hour, minute, second, , offsetHours, offsetMinutes] = m.slice(1).map((f) => (f === undefined ? 0 : Number(f)));
+  const daysInMonth = new Date(Date.UTC(year!, month!, 0)).getUTCDate();
+  return month! >= 1 && month! <= 12 && day! >= 1 && day! <= daysInMonth && hour! <= 23 && minute! <= 59 && second! <= 59 && offsetHours! <= 23 && offsetMinutes! <= 59;
 }
 
 /** The inverse of parseDuration for flag defaults: 120000 → "2m" (the largest exact unit). */
@@ -127,10 +139,14 @@ export function parseGroup(value: unknown): string | undefined {
 export function parseSince(value: unknown, now: number): number {
   const s = String(value).trim();
   if (/^\d+(?:\.\d+)?(ms|s|m|h|d)$/.test(s)) return Math.max(0, now - parseDuration("since", s));
-  const stamp = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2}))?$/.test(s) ? Date.parse(s) : NaN;
-  if (!Number.isFinite(stamp) || stamp < 0) {
-    throw new UsageError(`--since must be a duration back from now (like 10m, 2h, 7d) or a timestamp (like 2026-11-30T12:00:00Z, with Z or an offset), got ${JSON.stringify(String(value))}`);
+  let stamp: number;
+  try {
+    stamp = parseTimestamp("since", s);
+  } catch {
+    throw new UsageError(`--since must be a duration back from now (like 10m, 2h, 7d), a timestamp (like 2026-11-30T12:00:00Z, with Z or an offset, or a date like 2026-11-30) or an integer of ms since the epoch, got ${JSON.stringify(String(value))}`);
   }
+  // Messages are stored with their append time: a future start would still deliver older ones.
+  if (stamp > now) throw new UsageError(`--since must not be in the future, got ${JSON.stringify(String(value))} (${new Date(stamp).toISOString()}; now is ${new Date(now).toISOString()}); use --from latest for only new messages`);
   return stamp;
 }
 

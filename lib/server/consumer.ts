@@ -15,6 +15,8 @@ export interface Consumer {
   readonly filter: string;
   /** Where it started in the topics that existed when it was made (`since`: ms since the epoch). */
   readonly from?: From | { since: number };
+  /** When it was made (ms since the epoch): a start subscribes the older topics it lacks from there. */
+  readonly createdAt?: number;
   /** Queue group (not used yet). */
   readonly group?: string;
   /** How its deliveries are acknowledged (only "cumulative" is served yet). */
@@ -25,15 +27,21 @@ export interface Consumer {
 }
 
 /**
- * The consumers of every id, indexed by filter and in the subject tree. An exact consumer is
- * implied by its Subscription (the subscriber index keeps it); it is written to the store
- * only when a pattern of the same id also matches its topic, so that unsubscribing one of the
- * two after a restart still knows the other was asked for. Patterns are always written.
+ * The consumers of every id, indexed by filter; the patterns also in the subject tree (an id
+ * may have very many exact consumers: they are found by their id, never by walking the tree).
+ * An exact consumer is implied by its Subscription (the subscriber index keeps it); it is
+ * written to the store only when a pattern of the same id also matches its topic, so that
+ * unsubscribing one of the two after a restart still knows the other was asked for. Patterns
+ * are always written.
  */
 export class Consumers {
   private readonly byId = new Map<number, Map<string, Consumer>>();
+  /** The patterns of each id (a few), for the overlap and cover checks of that id. */
+  private readonly patternsById = new Map<number, Set<Consumer>>();
   private readonly tree = new SubjectTree();
   private readonly stored = new WeakSet<Consumer>();
+  /** Writes under way: a second add of the same consumer answers only when the first is durable. */
+  private readonly writing = new WeakMap<Consumer, Promise<void>>();
 
   constructor(private readonly store: ConsumerStore) {}
 
@@ -54,22 +62,37 @@ export class Consumers {
     return this.byId.get(id)?.get(filter);
   }
 
-  /** How many consumers `id` has (what --max-subscriptions-per-id counts). */
+  /** How many consumers (filters) `id` has. */
   count(id: number): number {
     return this.byId.get(id)?.size ?? 0;
   }
 
-  /** True when some consumer of `id` matches the topic `name`. */
-  covers(id: number, name: string): boolean {
-    if (this.byId.get(id)?.has(name)) return true;
-    return this.tree.match(name).some((c) => c.id === id);
+  /** How many patterns `id` has (each counts as one against --max-subscriptions-per-id). */
+  patternCount(id: number): number {
+    return this.patternsById.get(id)?.size ?? 0;
+  }
+
+  /** The number of patterns in the subject tree (exact consumers are not in it). */
+  get treeSize(): number {
+    return this.tree.size;
+  }
+
+  /** True when some consumer of `id` other than `except` matches the topic `name`. */
+  covers(id: number, name: string, except?: Consumer): boolean {
+    const exact = this.byId.get(id)?.get(name);
+    if (exact && exact !== except) return true;
+    for (const p of this.patternsById.get(id) ?? []) if (p !== except && filterMatches(p.filter, name)) return true;
+    return false;
   }
 
   /** The ids with a pattern matching the topic `name` (each once). */
   patternIdsMatching(name: string): number[] {
-    const ids = new Set<number>();
-    for (const c of this.tree.match(name)) if (isPattern(c.filter)) ids.add(c.id);
-    return [...ids];
+    return [...new Set(this.tree.match(name).map((c) => c.id))];
+  }
+
+  /** The patterns matching the topic `name`. */
+  patternsMatching(name: string): Consumer[] {
+    return this.tree.match(name);
   }
 
   /** An exact consumer read back from a subscriber index (nothing is written). */
@@ -83,8 +106,10 @@ export class Consumers {
    * resolves. Returns false when it existed already. A failed write takes it out again.
    */
   async add(consumer: Consumer): Promise<boolean> {
-    if (this.get(consumer.id, consumer.filter)) {
-      await this.storeIfOverlapped(this.get(consumer.id, consumer.filter)!);
+    const existing = this.get(consumer.id, consumer.filter);
+    if (existing) {
+      await this.writing.get(existing);
+      await this.storeIfOverlapped(existing);
       return false;
     }
     this.insert(consumer);
@@ -92,7 +117,7 @@ export class Consumers {
       if (isPattern(consumer.filter)) {
         await this.write(consumer);
         // The exact filters of this id that the pattern overlaps are written too.
-        for (const other of this.byId.get(consumer.id)!.values()) {
+        for (const other of [...(this.byId.get(consumer.id)?.values() ?? [])]) {
           if (!isPattern(other.filter) && filterMatches(consumer.filter, other.filter)) await this.write(other);
         }
       } else await this.storeIfOverlapped(consumer);
@@ -100,15 +125,29 @@ export class Consumers {
       this.delete(consumer);
       throw err;
     }
+    // Removed while it was written (an unsub racing the sub): its record goes too.
+    if (this.get(consumer.id, consumer.filter) === undefined && this.stored.has(consumer)) await this.store.remove(consumer.id, consumer.filter);
     return true;
+  }
+
+  /** Takes the consumer (id, filter) out of memory (not the store: see forget); undefined when there was none. */
+  take(id: number, filter: string): Consumer | undefined {
+    const consumer = this.get(id, filter);
+    if (consumer) this.delete(consumer);
+    return consumer;
+  }
+
+  /** Removes a consumer taken out by `take` from the store; durable when this resolves. */
+  async forget(consumer: Consumer): Promise<void> {
+    await this.writing.get(consumer)?.catch(() => {});
+    // A new consumer of the same filter made meanwhile has written its own record over this one.
+    if (this.stored.has(consumer) && this.get(consumer.id, consumer.filter) === undefined) await this.store.remove(consumer.id, consumer.filter);
   }
 
   /** Removes the consumer (id, filter); returns it, or undefined when there was none. */
   async remove(id: number, filter: string): Promise<Consumer | undefined> {
-    const consumer = this.get(id, filter);
-    if (!consumer) return undefined;
-    this.delete(consumer);
-    if (this.stored.has(consumer)) await this.store.remove(id, filter);
+    const consumer = this.take(id, filter);
+    if (consumer) await this.forget(consumer);
     return consumer;
   }
 
@@ -123,24 +162,44 @@ export class Consumers {
 
   private async storeIfOverlapped(consumer: Consumer): Promise<void> {
     if (isPattern(consumer.filter) || this.stored.has(consumer)) return;
-    if (this.tree.match(consumer.filter).some((c) => c.id === consumer.id && isPattern(c.filter))) await this.write(consumer);
+    for (const p of this.patternsById.get(consumer.id) ?? []) {
+      if (filterMatches(p.filter, consumer.filter)) return await this.write(consumer);
+    }
   }
 
-  private async write(consumer: Consumer): Promise<void> {
-    if (this.stored.has(consumer)) return;
+  private write(consumer: Consumer): Promise<void> {
+    if (this.stored.has(consumer)) return Promise.resolve();
+    const pending = this.writing.get(consumer);
+    if (pending) return pending;
     const record: ConsumerRecord = { id: consumer.id, filter: consumer.filter };
+    if (consumer.from !== undefined) record.from = consumer.from;
+    if (consumer.createdAt !== undefined) record.createdAt = consumer.createdAt;
     if (consumer.group !== undefined) record.group = consumer.group;
     if (consumer.ackPolicy !== "cumulative") record.ackPolicy = consumer.ackPolicy;
     if (consumer.maxDeliver !== undefined) record.maxDeliver = consumer.maxDeliver;
     if (consumer.deadLetter !== undefined) record.deadLetter = consumer.deadLetter;
-    await this.store.put(record);
-    this.stored.add(consumer);
+    const writing = this.store.put(record).then(
+      () => {
+        this.stored.add(consumer);
+        this.writing.delete(consumer);
+      },
+      (err) => {
+        this.writing.delete(consumer);
+        throw err;
+      },
+    );
+    this.writing.set(consumer, writing);
+    return writing;
   }
 
   private insert(consumer: Consumer): void {
     let mine = this.byId.get(consumer.id);
     if (!mine) this.byId.set(consumer.id, (mine = new Map()));
     mine.set(consumer.filter, consumer);
+    if (!isPattern(consumer.filter)) return;
+    let patterns = this.patternsById.get(consumer.id);
+    if (!patterns) this.patternsById.set(consumer.id, (patterns = new Set()));
+    patterns.add(consumer);
     this.tree.add(consumer);
   }
 
@@ -149,6 +208,10 @@ export class Consumers {
     if (mine?.get(consumer.filter) !== consumer) return;
     mine.delete(consumer.filter);
     if (mine.size === 0) this.byId.delete(consumer.id);
+    if (!isPattern(consumer.filter)) return;
+    const patterns = this.patternsById.get(consumer.id)!;
+    patterns.delete(consumer);
+    if (patterns.size === 0) this.patternsById.delete(consumer.id);
     this.tree.remove(consumer.id, consumer.filter);
   }
 }

@@ -19,6 +19,7 @@ import { appendFields, pubExtra, type PubExtra } from "./pub-fields.ts";
 import { capabilities, PROTOCOL_VERSION, pubsIdsProblem, type AckRequest, type NakRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
 import type { RequestOf, ServerOp } from "../wire/ops.ts";
 import { checkPattern, checkTopic, isPattern } from "../wire/topic.ts";
+import { patternStart } from "./pattern-start.ts";
 import { Consumers } from "./consumer.ts";
 import { filterMatches } from "./subjects.ts";
 import { Credits } from "./credits.ts";
@@ -28,6 +29,9 @@ import { checkExplicit, consumerFields, GroupMember, Groups, isExplicit, release
 import { RetentionDrops, trimTopic, type ServerRetention } from "./retention.ts";
 import { dueTime, MAX_SCHEDULED_BYTES, Scheduler, type ScheduledFields } from "./scheduler.ts";
 import { Subscription, Topic } from "./topic.ts";
+
+/** How far ahead of this clock a sub `since` may be (clocks of hosts differ a little). */
+const SINCE_FUTURE_SLACK_MS = 60_000;
 
 const log = logger("server");
 
@@ -150,6 +154,8 @@ export class MqServer {
   private readonly store: TopicStore;
   /** What each id asked for (exact topics and patterns), matched against new topics. */
   private readonly consumers: Consumers;
+  /** Ids whose pattern missed a new topic at --max-subscriptions-per-id (warned once each). */
+  private readonly limitWarned = new Set<number>();
 
   private constructor(
     private readonly options: ServerOptions,
@@ -375,6 +381,11 @@ export class MqServer {
     },
     sub: (session, frame) => {
       if (frame.from !== undefined && frame.since !== undefined) throw new MqError(Code.BadRequest, 'sub: give "from" or "since", not both');
+      // Messages keep their append time: a future start would still deliver the older ones. The
+      // slack allows for the client's clock being ahead of this one.
+      if (frame.since !== undefined && frame.since > Date.now() + SINCE_FUTURE_SLACK_MS) {
+        throw new MqError(Code.BadRequest, `sub: "since" ${frame.since} (${new Date(frame.since).toISOString()}) is in the future (this server's clock: ${new Date().toISOString()}); use from "latest" for only new messages`);
+      }
       return this.track(this.subscribe(session, frame.id, frame.topics, frame.from ?? "latest", frame.since, frame));
     },
     unsub: (session, frame) => this.track(this.unsubscribe(session, frame.id, frame.topics)),
@@ -812,24 +823,21 @@ export class MqServer {
     this.checkOwner(session, id);
     for (const filter of filters) checkPattern(filter);
     if (isExplicit(explicit)) for (const filter of filters) checkExplicit(filter, explicit);
-    // Each filter is a consumer: a pattern counts as one, however many topics it matches.
-    const added = new Set(filters.filter((f) => !this.consumers.get(id, f))).size;
-    if (this.consumers.count(id) + added > this.limits.maxSubscriptionsPerId) {
-      throw new MqError(Code.LimitExceeded, `id ${id} would have more than ${this.limits.maxSubscriptionsPerId} subscriptions (--max-subscriptions-per-id)`);
-    }
+    this.checkSubscriptionRoom(id, filters);
     const names = filters.filter((f) => !isPattern(f));
     // The whole request is refused when its new topics do not all fit, before any is created.
     const fresh = [...new Set(names.filter((n) => !this.topics.has(n) && !this.openingTopics.has(n)))];
     if (fresh.length > 0) this.checkTopicRoom(fresh.length, fresh);
     const start = async (topic: Topic): Promise<number> => (since !== undefined ? await topic.log.seqAtTime(since) : from === "earliest" ? topic.log.firstSeq : from === "latest" ? topic.log.nextSeq : Math.max(from, topic.log.firstSeq));
     const result: Array<{ topic: string; from?: number; created: boolean; pattern?: true; matched?: Array<{ topic: string; from: number }> }> = [];
+    const createdAt = Date.now();
     for (const filter of filters) {
       if (isPattern(filter)) {
-        result.push({ topic: filter, created: false, pattern: true, matched: await this.subscribePattern(id, filter, since === undefined ? from : { since }, start) });
+        result.push({ topic: filter, created: false, pattern: true, matched: await this.subscribePattern(id, filter, since === undefined ? from : { since }, start, createdAt) });
         continue;
       }
       const { topic, created } = (await this.topic(filter, true))!;
-      const newConsumer = await this.addConsumer(id, filter, since === undefined ? from : { since }, explicit);
+      const newConsumer = await this.addConsumer(id, filter, since === undefined ? from : { since }, createdAt, explicit);
       const cursor = await start(topic);
       // Looked up after the last await: from here to its creation nothing yields.
       const existing = topic.subscriptions.get(id);
@@ -861,9 +869,9 @@ export class MqServer {
   }
 
   /** Adds the consumer (id, filter), or keeps the one there is; STORAGE_ERROR when it cannot be written. */
-  private async addConsumer(id: number, filter: string, from: From | { since: number }, explicit: ExplicitOptions = {}): Promise<boolean> {
+  private async addConsumer(id: number, filter: string, from: From | { since: number }, createdAt: number, explicit: ExplicitOptions = {}): Promise<boolean> {
     try {
-      return await this.consumers.add({ id, filter, from, ...consumerFields(explicit) });
+      return await this.consumers.add({ id, filter, from, createdAt, ...consumerFields(explicit) });
     } catch (err) {
       log.error(`cannot record the subscription of id ${id} to ${filter}: ${errorText(err)}`);
       throw new MqError(Code.StorageError, `Cannot subscribe id ${id} to "${filter}": ${storageProblem(err)}`, { cause: err });
@@ -875,26 +883,35 @@ export class MqServer {
    * topic that exists now and matches gets a subscription from `start`, unless it has one.
    * Returns the matching topics and where each one's subscription is.
    */
-  private async subscribePattern(id: number, pattern: string, from: From | { since: number }, start: (topic: Topic) => Promise<number>): Promise<Array<{ topic: string; from: number }>> {
+  private async subscribePattern(id: number, pattern: string, from: From | { since: number }, start: (topic: Topic) => Promise<number>, createdAt: number): Promise<Array<{ topic: string; from: number }>> {
+    let added: boolean;
     try {
-      await this.addConsumer(id, pattern, from);
+      added = await this.addConsumer(id, pattern, from, createdAt);
     } catch (err) {
       // A topic created meanwhile may have got a subscription from the pattern.
       await this.dropUncovered(id, pattern);
       throw err;
     }
     const matched: Array<{ topic: string; from: number }> = [];
-    for (const topic of [...this.topics.values()]) {
-      if (!filterMatches(pattern, topic.name)) continue;
-      const cursor = await start(topic);
-      // Looked up after the last await: from here to its creation nothing yields.
-      const existing = topic.subscriptions.get(id);
-      if (existing) {
-        matched.push({ topic: topic.name, from: existing.acked });
-        continue;
+    try {
+      for (const topic of [...this.topics.values()]) {
+        if (!filterMatches(pattern, topic.name)) continue;
+        const cursor = await start(topic);
+        // An unsub of the pattern answered meanwhile wins: no subscription it would not cover.
+        if (!this.consumers.get(id, pattern)) break;
+        // Looked up after the last await: from here to its creation nothing yields.
+        const existing = topic.subscriptions.get(id);
+        if (existing) {
+          matched.push({ topic: topic.name, from: existing.acked });
+          continue;
+        }
+        await this.attach(id, topic, cursor);
+        matched.push({ topic: topic.name, from: cursor });
       }
-      await this.attach(id, topic, cursor);
-      matched.push({ topic: topic.name, from: cursor });
+    } catch (err) {
+      // Not half-subscribed: a start would otherwise complete the pattern from where it was asked.
+      if (added) await this.removeConsumer(id, pattern).catch((e) => log.error(`cannot remove the pattern ${pattern} of id ${id} after a failed sub: ${errorText(e)}`));
+      throw err;
     }
     return matched.sort((a, b) => (a.topic < b.topic ? -1 : 1));
   }
@@ -943,7 +960,7 @@ export class MqServer {
    */
   private attachPatterns(topic: Topic): Promise<unknown> | null {
     // Not for an id being destroyed (its consumers go after its subscriptions).
-    const ids = this.consumers.patternIdsMatching(topic.name).filter((id) => !topic.subscriptions.has(id) && this.registry.owner(id) !== undefined);
+    const ids = this.consumers.patternIdsMatching(topic.name).filter((id) => !topic.subscriptions.has(id) && this.registry.owner(id) !== undefined && this.roomForPatternTopic(id, topic.name));
     if (ids.length === 0) return null;
     const cursor = topic.log.firstSeq;
     for (const id of ids) this.addSubscription(new Subscription(id, topic, cursor));
@@ -954,7 +971,8 @@ export class MqServer {
    * At start, after every topic was opened: the stored consumers come back (those of ids
    * destroyed by a crashed destroy are removed), a subscription no stored consumer covers is
    * an exact consumer, and a topic matching a pattern that lacks the subscription (created
-   * just before a crash) gets it from its first message.
+   * just before a crash, or a pattern sub cut short) gets it where the pattern asked
+   * (pattern-start.ts), within --max-subscriptions-per-id.
    */
   private async loadConsumers(): Promise<void> {
     await this.consumers.load((id) => this.registry.owner(id) !== undefined);
@@ -962,10 +980,68 @@ export class MqServer {
       for (const name of mine.keys()) if (!this.consumers.covers(id, name)) this.consumers.addImplied(id, name);
     }
     for (const topic of this.topics.values()) {
-      const ids = this.consumers.patternIdsMatching(topic.name).filter((id) => !topic.subscriptions.has(id));
-      for (const id of ids) log.info(`topic ${topic.name}: id ${id} subscribed from seq ${topic.log.firstSeq} (its pattern matches; the subscription was not recorded before a stop)`);
-      await this.attachPatterns(topic);
+      const patterns = this.consumers.patternsMatching(topic.name).filter((p) => !topic.subscriptions.has(p.id) && this.registry.owner(p.id) !== undefined);
+      // Each id from the earliest start its matching patterns ask for.
+      const starts = new Map<number, number>();
+      for (const p of patterns) {
+        const cursor = await patternStart(p, topic.log);
+        starts.set(p.id, Math.min(cursor, starts.get(p.id) ?? cursor));
+      }
+      for (const [id, cursor] of starts) {
+        if (!this.roomForPatternTopic(id, topic.name)) continue;
+        log.info(`topic ${topic.name}: id ${id} subscribed from seq ${cursor} (its pattern matches; the subscription was not recorded before a stop)`);
+        this.addSubscription(new Subscription(id, topic, cursor));
+        await topic.index.add(id, cursor).catch((err) => log.error(`topic ${topic.name}: cannot record the subscription of id ${id} (from its pattern): ${errorText(err)}; the next start adds it again`));
+      }
     }
+  }
+
+  /**
+   * --max-subscriptions-per-id counts the topics an id is subscribed to, plus one per pattern
+   * (a memory guard): refuses the whole `sub` when its new exact topics, new patterns and the
+   * existing topics those match would go over.
+   */
+  private checkSubscriptionRoom(id: number, filters: string[]): void {
+    const held = this.subscriptionsOf.get(id);
+    const topics = new Set<string>();
+    let patterns = 0;
+    for (const filter of new Set(filters)) {
+      if (!isPattern(filter)) {
+        if (!held?.has(filter)) topics.add(filter);
+      } else if (!this.consumers.get(id, filter)) {
+        patterns++;
+        for (const name of this.topics.keys()) if (!held?.has(name) && filterMatches(filter, name)) topics.add(name);
+      }
+    }
+    const limit = this.limits.maxSubscriptionsPerId;
+    const total = this.subscriptionCount(id) + patterns + topics.size;
+    if (total > limit) {
+      throw new MqError(Code.LimitExceeded, `id ${id} would have ${total} subscriptions, more than ${limit} (--max-subscriptions-per-id counts each topic subscribed to and each pattern): unsubscribe some, use a narrower pattern, or raise the limit`);
+    }
+  }
+
+  private subscriptionCount(id: number): number {
+    return (this.subscriptionsOf.get(id)?.size ?? 0) + this.consumers.patternCount(id);
+  }
+
+  /** A topic created later that a pattern of `id` matches: not subscribed when the id is at its limit (logged once per id, counted). */
+  private roomForPatternTopic(id: number, name: string): boolean {
+    if (this.subscriptionCount(id) < this.limits.maxSubscriptionsPerId) return true;
+    this.counters.pattern_skipped++;
+    if (!this.limitWarned.has(id)) {
+      this.limitWarned.add(id);
+      log.warn(`id ${id}: not subscribed to the new topic ${name} its pattern matches: it has ${this.limits.maxSubscriptionsPerId} subscriptions already (--max-subscriptions-per-id; logged once per id, counted in stats pattern_skipped)`);
+    }
+    return false;
+  }
+
+  /** Removes the consumer (id, filter): out of memory first, then its subscriptions no other consumer covers, then its record (a crash in between leaves no subscription the user did not ask for). */
+  private async removeConsumer(id: number, filter: string): Promise<string[] | null> {
+    const consumer = this.consumers.take(id, filter);
+    if (!consumer) return null;
+    const dropped = await this.dropUncovered(id, filter);
+    await this.consumers.forget(consumer);
+    return dropped;
   }
 
   /** After the consumer (id, `filter`) went: drops the subscriptions it matched that no other consumer of `id` covers; returns their topics. */
@@ -988,8 +1064,8 @@ export class MqServer {
     for (const filter of filters) checkPattern(filter);
     const topics: Array<{ topic: string; unsubscribed: boolean; dropped?: string[] }> = [];
     for (const filter of filters) {
-      const gone = await this.consumers.remove(id, filter);
-      topics.push(gone ? { topic: filter, unsubscribed: true, dropped: await this.dropUncovered(id, filter) } : { topic: filter, unsubscribed: false });
+      const dropped = await this.removeConsumer(id, filter);
+      topics.push(dropped ? { topic: filter, unsubscribed: true, dropped } : { topic: filter, unsubscribed: false });
     }
     return { topics };
   }

@@ -84,11 +84,12 @@ export class SubjectTree {
 
   private walk(at: Node, tokens: string[], i: number, out: Consumer[]): void {
     if (i === tokens.length) {
-      out.push(...at.here);
+      // A loop, not push(...): a spread of a very long list overflows the stack.
+      for (const c of at.here) out.push(c);
       return;
     }
     // `>` needs at least one token left, which there is.
-    out.push(...at.rest);
+    for (const c of at.rest) out.push(c);
     const exact = at.children.get(tokens[i]!);
     if (exact) this.walk(exact, tokens, i + 1, out);
     const star = at.children.get("*");

@@ -43,8 +43,19 @@ export class FileConsumerStore implements ConsumerStore {
   }
 
   async put(record: ConsumerRecord): Promise<void> {
-    await this.file.append({ p: record }, true);
-    this.consumers.set(key(record.id, record.filter), record);
+    // In the map before the append: a remove meanwhile writes its record after this one.
+    const k = key(record.id, record.filter);
+    const before = this.consumers.get(k);
+    this.consumers.set(k, record);
+    try {
+      await this.file.append({ p: record }, true);
+    } catch (err) {
+      if (this.consumers.get(k) === record) {
+        if (before) this.consumers.set(k, before);
+        else this.consumers.delete(k);
+      }
+      throw err;
+    }
   }
 
   async remove(id: number, filter: string): Promise<void> {

@@ -860,15 +860,35 @@ export class FileTopicLog implements TopicLog {
     let lo = 0;
     let hi = stored.length - 1;
     let from = this.firstSeq;
+    let last = -1;
     while (lo <= hi) {
       const mid = (lo + hi) >> 1;
       const first = (await this.read(stored[mid]!.firstSeq, 1, 1))[0];
       if (first && first.time < time) {
         from = first.seq;
+        last = stored[mid]!.lastSeq;
         lo = mid + 1;
       } else hi = mid - 1;
     }
-    // Scan forward from there: within that segment, at most into the first record of the next.
+    if (last >= 0) {
+      // Inside that segment, binary search too (a read of any seq gives the first record at or
+      // after it): a scan of a large segment would hold the event loop.
+      let low = from + 1;
+      let high = Math.min(last, this.committed - 1);
+      let found = -1;
+      while (low <= high) {
+        const mid = Math.floor((low + high) / 2);
+        const record = (await this.read(mid, 1, 1))[0];
+        if (record && record.seq <= high && record.time >= time) {
+          found = record.seq;
+          high = mid - 1;
+        } else if (record && record.seq <= high) low = record.seq + 1;
+        else high = mid - 1;
+      }
+      if (found >= 0) return found;
+      from = last + 1;
+    }
+    // At most into the first record of the next segment.
     for (let seq = from; seq < this.committed; ) {
       const batch = await this.read(seq, SCAN_BATCH, 1024 * 1024);
       if (batch.length === 0) break;

@@ -162,6 +162,9 @@ export interface TopicStore {
 export interface ConsumerRecord {
   id: number;
   filter: string;
+  /** Where it started in the topics that existed when it was made; and when that was (ms since the epoch). */
+  from?: "earliest" | "latest" | number | { since: number };
+  createdAt?: number;
   group?: string;
   ackPolicy?: "cumulative" | "explicit";
   maxDeliver?: number;

@@ -1,5 +1,6 @@
 /** Replay by time (`mq sub --since`) through the compiled binary: durations, timestamps, patterns, restarts, bad input. */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { MqClient } from "../../lib/client/client.ts";
 import { createOn, jsonLines, mq, startCluster, startLocal, startServer, teardown, tmpDir } from "./harness.ts";
 
 type Cluster = Awaited<ReturnType<typeof startCluster>>;
@@ -88,6 +89,44 @@ describe("replay by time", () => {
     expect(both.stderr).toContain("--from and --since cannot be used together");
     // Nothing was subscribed by the refused commands.
     expect(jsonLines((await cluster.run(["topics", "--json"])).stdout).some((t) => t.topic === "rp.bad")).toBe(false);
+  });
+
+  test("--since in the future and impossible dates (--since and --at) are usage errors; --since takes ms since the epoch", async () => {
+    const id = await cluster.create();
+    const future = new Date(Date.now() + 3_600_000).toISOString();
+    for (const bad of [future, String(Date.now() + 3_600_000)]) {
+      const r = await cluster.run(["sub", String(id), "rp.future", "--since", bad]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain("--since must not be in the future");
+      expect(r.stderr).toContain(JSON.stringify(bad));
+    }
+    for (const bad of ["2026-02-31", "2026-02-31T00:00:00Z", "2025-04-31T12:00:00Z", "2026-01-01T24:00:00Z"]) {
+      const r = await cluster.run(["sub", String(id), "rp.future", "--since", bad]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(JSON.stringify(bad));
+      const at = await cluster.run(["pub", String(id), "rp.future", "x", "--at", bad]);
+      expect(at.code).toBe(2);
+      expect(at.stderr).toContain(`--at must be an ISO-8601 time`);
+    }
+    expect(jsonLines((await cluster.run(["topics", "--json"])).stdout).some((t) => t.topic === "rp.future")).toBe(false);
+    // ms since the epoch, like --at.
+    const pub = await cluster.create();
+    await publishEach(cluster.run, pub, "rp.ms", ["a", "b"]);
+    const times = await appendTimes(cluster.run, await cluster.create(), "rp.ms", 2);
+    const sub = await cluster.create();
+    const s = await cluster.run(["sub", String(sub), "rp.ms", "--since", String(times[1]!), "--json"]);
+    expect(s.code).toBe(0);
+    expect(JSON.parse(s.stdout).from).toBe(times.findIndex((t) => t >= times[1]!) + 1);
+  });
+
+  test("the server refuses a since in the future with BAD_REQUEST (the library skips the CLI's check)", async () => {
+    await using client = await MqClient.connect({ socket: cluster.local.socket });
+    const id = await client.create();
+    const since = Date.now() + 3_600_000;
+    await expect(client.subscribe(id, ["rp.srvfuture"], { since })).rejects.toThrow(/BAD_REQUEST|"since" \d+ .* is in the future/);
+    await expect(client.subscribe(id, ["rp.srvfuture"], { since })).rejects.toThrow(/in the future/);
+    // Just now is fine.
+    expect((await client.subscribe(id, ["rp.srvfuture"], { since: Date.now() }))[0]).toMatchObject({ topic: "rp.srvfuture" });
   });
 });
 

@@ -2,6 +2,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { MqClient } from "../../lib/client/client.ts";
 import { createOn, jsonLines, mq, startCluster, startLocal, startServer, teardown, tmpDir } from "./harness.ts";
 
 type Cluster = Awaited<ReturnType<typeof startCluster>>;
@@ -154,6 +155,43 @@ describe("wildcards", () => {
     expect(r.code).not.toBe(0);
     // The same filters again add nothing.
     expect((await small.run(["sub", String(id), "l.*", "l.a"])).code).toBe(0);
+
+    // A pattern does not get around the limit: each existing topic it matches counts.
+    const pub = await small.create();
+    for (const t of ["lm.a", "lm.b", "lm.c"]) await small.run(["pub", String(pub), t, "x"]);
+    const wide = await small.create();
+    const refused = await small.run(["sub", String(wide), "lm.*"]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain("LIMIT_EXCEEDED");
+    expect(refused.stderr).toContain("--max-subscriptions-per-id");
+    expect((await small.run(["sub", String(wide), ">"])).code).toBe(1);
+    // A topic created later that would take the id over the limit: it is not subscribed (warned once, counted).
+    const later = await small.create();
+    expect((await small.run(["sub", String(later), "lm2.*"])).code).toBe(0);
+    expect(JSON.parse((await small.run(["pub", String(pub), "lm2.a", "1", "--json"])).stdout).subscribers).toBe(1);
+    expect(JSON.parse((await small.run(["pub", String(pub), "lm2.b", "2", "--json"])).stdout).subscribers).toBe(0);
+    expect(JSON.parse((await small.run(["pub", String(pub), "lm2.c", "3", "--json"])).stdout).subscribers).toBe(0);
+    await small.server.daemon.waitFor(new RegExp(`id \\d+: not subscribed to the new topic lm2\\.b its pattern matches`));
+    expect(small.server.daemon.log.match(/not subscribed to the new topic lm2\./g)?.length).toBe(1);
+    expect(JSON.parse((await small.run(["stats", "--json"])).stdout).server.pattern_skipped).toBe(2);
+    expect((await recvAll(small.run, later, 1)).map((m) => m.topic)).toEqual(["lm2.a"]);
+  });
+
+  test("pub to a new topic a pattern subscriber got does not warn that it has no subscribers", async () => {
+    const pub = await cluster.create();
+    const sub = await cluster.create();
+    await cluster.run(["sub", String(sub), "w7.*"]);
+    const r = await cluster.run(["pub", String(pub), "w7.new", "x"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("1 subscriber (new topic)");
+    expect(r.stderr).not.toContain("no subscribers");
+    // Without any subscriber it still warns.
+    expect((await cluster.run(["pub", String(pub), "w7none", "x"])).stderr).toContain("has no subscribers yet");
+  });
+
+  test("the sub help says TOPIC may be a pattern", async () => {
+    const r = await cluster.run(["sub", "--help"]);
+    expect(r.stdout + r.stderr).toContain("topic names or patterns");
   });
 });
 
@@ -212,6 +250,56 @@ describe("wildcards across restarts", () => {
       await server.daemon.waitFor(/topic cr\.new: id \d+ subscribed from seq 1/);
       await local.daemon.waitFor(/connected to the server.*after/);
       expect((await mq(local.socket, ["recv", String(sub), "--follow", "--count", "2"])).stdout).toBe("n1\nn2\n");
+    } finally {
+      await teardown([local.daemon, server.daemon], [data, local.dataDir]);
+    }
+  });
+
+  test("a sub of a pattern racing an unsub of it: both answer, and the pattern does not come back after a restart", async () => {
+    const data = tmpDir("mq-server-");
+    let server = await startServer({ dataDir: data });
+    const port = server.port;
+    const local = await startLocal(server.address);
+    try {
+      await using client = await MqClient.connect({ socket: local.socket });
+      const pub = await client.create();
+      for (let round = 0; round < 5; round++) {
+        // A topic the pattern matches exists: the sub must not leave a subscription to it behind.
+        await client.publish(pub, `race${round}.x`, "0");
+        const id = await client.create();
+        await Promise.all([client.subscribe(id, [`race${round}.*`]), client.unsubscribe(id, [`race${round}.*`])]);
+      }
+      expect(await server.daemon.stop()).toBe(0);
+      server = await startServer({ dataDir: data, port });
+      await local.daemon.waitFor(/connected to the server.*after/);
+      for (let round = 0; round < 5; round++) {
+        expect(JSON.parse((await mq(local.socket, ["pub", String(pub), `race${round}.x`, "1", "--json"])).stdout).subscribers).toBe(0);
+      }
+    } finally {
+      await teardown([local.daemon, server.daemon], [data, local.dataDir]);
+    }
+  });
+
+  test("a pattern sub (--from latest) cut short by a crash: the next start subscribes the older topic from the sub's time, not its full history", async () => {
+    const data = tmpDir("mq-server-");
+    let server = await startServer({ dataDir: data });
+    const port = server.port;
+    const local = await startLocal(server.address);
+    try {
+      const pub = await createOn(local.socket);
+      const sub = await createOn(local.socket);
+      await mq(local.socket, ["pub", String(pub), "cs.old", "--lines"], { stdin: "o1\no2\n" });
+      expect((await mq(local.socket, ["sub", String(sub), "cs.*"])).code).toBe(0);
+      await mq(local.socket, ["pub", String(pub), "cs.old", "o3"]);
+      await server.daemon.kill9();
+      // As if the crash came before the pattern's subscription reached the topic's index.
+      const dir = path.join(data, "topics", "cs.old");
+      for (const f of fs.readdirSync(dir)) if (f.startsWith("subscribers")) fs.rmSync(path.join(dir, f));
+      server = await startServer({ dataDir: data, port });
+      await server.daemon.waitFor(/topic cs\.old: id \d+ subscribed from seq 3/);
+      await local.daemon.waitFor(/connected to the server.*after/);
+      expect((await mq(local.socket, ["recv", String(sub), "--follow", "--count", "1"], { timeoutMs: 30_000 })).stdout).toBe("o3\n");
+      expect((await mq(local.socket, ["recv", String(sub), "--wait", "0.5"])).code).toBe(3);
     } finally {
       await teardown([local.daemon, server.daemon], [data, local.dataDir]);
     }

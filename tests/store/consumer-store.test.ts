@@ -54,6 +54,16 @@ describe.each([
     expect(sorted(store).map((r) => r.id)).toEqual(Array.from({ length: 200 }, (_, k) => k * 10));
     await store.close();
   });
+
+  test.skipIf(!persistent)("a remove while its put is being written writes its removal: nothing comes back after a reopen", async () => {
+    let store = make();
+    await Promise.all([store.put({ id: 1, filter: "race.*" }), store.remove(1, "race.*")]);
+    expect(sorted(store)).toEqual([]);
+    await store.close();
+    store = make();
+    expect(sorted(store)).toEqual([]);
+    await store.close();
+  });
 });
 
 describe("Consumers", () => {
@@ -89,6 +99,49 @@ describe("Consumers", () => {
     expect(store.list().map((r) => r.id)).toEqual([1]);
     expect(consumers.patternIdsMatching("y.z")).toEqual([]);
     expect(consumers.patternIdsMatching("x.z")).toEqual([1]);
+  });
+
+  test("a remove racing the add of a pattern: no error, and the store ends without it", async () => {
+    const file = path.join(dir, "consumers");
+    const store = new FileConsumerStore(file);
+    const consumers = new Consumers(store);
+    await consumers.load(() => true);
+    await Promise.all([consumers.add({ id: 1, filter: "race.*", ackPolicy: "cumulative" }), consumers.remove(1, "race.*")]);
+    expect(consumers.count(1)).toBe(0);
+    expect(store.list()).toEqual([]);
+    await store.close();
+    const reopened = new FileConsumerStore(file);
+    expect(reopened.list()).toEqual([]);
+    await reopened.close();
+  });
+
+  test("a second add of the same pattern answers only once the first's record is durable", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const puts: string[] = [];
+    const slow: ConsumerStore = { list: () => [], put: async (r) => (await gate, void puts.push(r.filter)), remove: async () => {}, close: async () => {} };
+    const consumers = new Consumers(slow);
+    const first = consumers.add({ id: 1, filter: "a.*", ackPolicy: "cumulative" });
+    let secondDone = false;
+    const second = consumers.add({ id: 1, filter: "a.*", ackPolicy: "cumulative" }).then((v) => ((secondDone = true), v));
+    for (let i = 0; i < 5; i++) await Promise.resolve();
+    expect(secondDone).toBe(false);
+    release();
+    expect(await first).toBe(true);
+    expect(await second).toBe(false);
+    expect(puts).toEqual(["a.*"]);
+  });
+
+  test("only patterns go in the subject tree; 20,000 exact subscribers of one topic are each found by id", async () => {
+    const consumers = new Consumers(new MemoryConsumerStore());
+    for (let id = 1; id <= 20_000; id++) expect(await consumers.add({ id, filter: "busy.topic", ackPolicy: "cumulative" })).toBe(true);
+    expect(consumers.treeSize).toBe(0);
+    expect(await consumers.add({ id: 7, filter: "busy.*", ackPolicy: "cumulative" })).toBe(true);
+    expect(consumers.treeSize).toBe(1);
+    expect(consumers.covers(7, "busy.other")).toBe(true);
+    expect(consumers.covers(8, "busy.other")).toBe(false);
+    expect(consumers.covers(8, "busy.topic")).toBe(true);
+    expect(consumers.patternIdsMatching("busy.topic")).toEqual([7]);
   });
 
   test("a failed write takes the consumer out again", async () => {

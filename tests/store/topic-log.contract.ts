@@ -357,6 +357,17 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
       expect(await log.seqAtTime(Number.MAX_SAFE_INTEGER)).toBe(log.nextSeq);
     });
 
+    test("TopicLog.seqAtTime finds every time inside one long segment (binary search by seq)", async () => {
+      // 500 small records with ties in threes: many records per segment.
+      const times = Array.from({ length: 500 }, (_, i) => 5000 + Math.floor(i / 3) * 7);
+      for (let i = 0; i < times.length; i++) await log.append(payload(8, i), times[i]!);
+      const want = (t: number) => {
+        const k = times.findIndex((x) => x >= t);
+        return k < 0 ? log.nextSeq : log.firstSeq + k;
+      };
+      for (let t = 4990; t <= times[times.length - 1]! + 3; t += 3) expect(await log.seqAtTime(t)).toBe(want(t));
+    });
+
     test.skipIf(volatile)("TopicLog.seqAtTime gives the same seqs after reopen (persistent logs only)", async () => {
       for (let i = 0; i < 40; i++) await log.append(payload(100, i), 2000 + i * 5);
       log = await fx.reopen!();
