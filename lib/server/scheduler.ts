@@ -29,8 +29,8 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** What the scheduler needs of the server. */
 export interface SchedulerHooks {
-  /** Appends messages to a topic (created if needed) in the order given, with their message ids; resolves once stored. */
-  append(topic: string, payloads: Uint8Array[], msgIds: string[]): Promise<void>;
+  /** Appends messages to a topic (created if needed) in the order given, with their message ids; resolves once stored, to how many were stored (the dedupe window may drop some). */
+  append(topic: string, payloads: Uint8Array[], msgIds: string[]): Promise<number>;
   /** Message id → append time of what `topic` stored at or after `since`; null when the topic does not exist. */
   storedIds(topic: string, since: number): Promise<Map<string, number> | null>;
 }
@@ -63,7 +63,7 @@ export class Scheduler {
   private timerDue = Infinity;
   private running: Promise<void> | null = null;
   private stopped = false;
-  /** Delayed messages appended to their topics since the start. */
+  /** Delayed messages appended to their topics since the start (not those the dedupe window dropped). */
   delivered = 0;
 
   constructor(
@@ -186,8 +186,9 @@ export class Scheduler {
       }
       await Promise.all(
         [...byTopic].map(async ([topic, list]) => {
+          let stored: number;
           try {
-            await this.hooks.append(
+            stored = await this.hooks.append(
               topic,
               list.map((e) => e.data),
               list.map(deliveryKey),
@@ -199,7 +200,7 @@ export class Scheduler {
             retry = true;
             return;
           }
-          this.delivered += list.length;
+          this.delivered += stored;
           for (const e of list) if (e.msgId !== undefined) this.byMsgId.delete(`${e.topic}\u0000${e.msgId}`);
           try {
             await this.store.remove(list.map((e) => e.n));

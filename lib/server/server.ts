@@ -769,18 +769,19 @@ export class MqServer {
     return { topic: topicName, scheduled: true, due, subscribers: topic.subscriptions.size, created, duplicates };
   }
 
-  /** The scheduler's append of due messages: the path of a publish (dedupe window, counters, delivery to subscribers). */
-  private async appendScheduled(topicName: string, payloads: Uint8Array[], msgIds: string[]): Promise<void> {
+  /** The scheduler's append of due messages: the path of a publish (dedupe window, counters, delivery to subscribers). Returns how many were stored (not dropped by the window). */
+  private async appendScheduled(topicName: string, payloads: Uint8Array[], msgIds: string[]): Promise<number> {
     const { topic } = (await this.topic(topicName, true))!;
     // Taken after the due check: a delayed message's append time is never before its due time.
     const now = Date.now();
     if (this.dedupe.enabled) {
-      await this.publishOnce(topic, 0, payloads, { keys: msgIds }, now, { topic: topicName, subscribers: 0, created: false }, undefined);
-      return;
+      const reply = await this.publishOnce(topic, 0, payloads, { keys: msgIds }, now, { topic: topicName, subscribers: 0, created: false }, undefined);
+      return payloads.length - (reply.duplicates?.length ?? 0);
     }
     await Promise.all(payloads.map((data, i) => topic.log.append(data, now, { msgId: msgIds[i]! })));
     this.counters.published += payloads.length;
     for (const sub of topic.subscriptions.values()) this.pump(sub);
+    return payloads.length;
   }
 
   /** Adds ids `a`, `a + 1`, … stored as `seqs` to the window: one run per stretch of consecutive seqs (one, for a group commit). */
@@ -963,6 +964,7 @@ export class MqServer {
     if (!sub) return false;
     sub.topic.subscriptions.delete(id);
     this.subscriptionsOf.get(id)?.delete(name);
+    this.retentionDrops.forget(id, name);
     // Its messages in flight no longer count against the budgets: others may use the room.
     const session = this.sessionOf(id);
     sub.drop(session?.credits);

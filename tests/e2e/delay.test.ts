@@ -119,6 +119,20 @@ describe("mq pub --delay / --at", () => {
     expect(stats.scheduled).toBe(1);
     expect(stats.scheduled_delivered).toBe(1);
   });
+
+  test("a delayed message the dedupe window drops when due is not counted as delivered", async () => {
+    await using c = await startCluster();
+    const id = await c.create();
+    await c.run(["sub", String(id), "d"]);
+    await pub(c.local.socket, id, "d", "first", ["--msg-id", "k2"]);
+    await pub(c.local.socket, id, "d", "again", ["--delay", "300ms", "--msg-id", "k2"]);
+    await pub(c.local.socket, id, "d", "marker", ["--delay", "600ms"]);
+    // The marker is due after the duplicate: once it arrived, the duplicate's turn has passed.
+    expect((await recvAll(c.local.socket, id, 2)).map((m) => m.data)).toEqual(["first", "marker"]);
+    const stats = await serverStats(c.local.socket);
+    expect(stats.scheduled).toBe(0);
+    expect(stats.scheduled_delivered).toBe(1);
+  });
 });
 
 describe("delayed messages across restarts", () => {

@@ -151,6 +151,7 @@ describe("Scheduler", () => {
       append: async (topic, payloads, msgIds) => {
         const now = Date.now();
         await Promise.all(payloads.map((p, i) => logOf(topic).append(p, now, { msgId: msgIds[i]! })));
+        return payloads.length;
       },
       storedIds: async (topic, since) => (logs.has(topic) ? new Map((await logs.get(topic)!.recentMsgIds(since, 1e9)).map((r) => [r.msgId, r.time])) : null),
     });
