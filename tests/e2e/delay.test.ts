@@ -7,6 +7,8 @@
 import { describe, expect, test } from "bun:test";
 import { eventually, helloPeer } from "../security/kit.ts";
 import { createOn, jsonLines, mq, startCluster, startLocal, startServer, teardown, tmpDir } from "./harness.ts";
+import { checkMsgId } from "../../lib/cli/commands.ts";
+import { UsageError } from "../../lib/cli/output.ts";
 
 /** `mq pub ID TOPIC MESSAGE …flags --json` → its JSON answer (fails the test on a non-zero exit). */
 async function pub(socket: string, id: number, topic: string, message: string, flags: string[]): Promise<Record<string, unknown>> {
@@ -194,5 +196,31 @@ describe("delayed publishes on the wire", () => {
     } finally {
       peer.end();
     }
+  });
+
+  test("message ids starting with NUL (the reserved delivery keys of delayed messages) are refused with BAD_REQUEST on both hops, and by the CLI", async () => {
+    await using c = await startCluster();
+    const id = await c.create();
+    const data = new TextEncoder().encode("x");
+    const reserved = "\0mq.scheduled:1";
+    const frames = (rid: number, owner: number) => [
+      { op: "pub", rid, id: owner, topic: "r", data, msgId: reserved },
+      { op: "pubs", rid: rid + 1, id: owner, topic: "r", payloads: [data], msgIds: [reserved] },
+      { op: "pubs", rid: rid + 2, id: owner, topic: "r", payloads: [data], idPrefix: "\0mq.scheduled:", idFrom: 1 },
+    ];
+    const local = await helloPeer({ unix: c.local.socket }, "local");
+    const server = await helloPeer({ hostname: "127.0.0.1", port: c.server.port }, "server");
+    try {
+      for (const frame of frames(10, id)) expect(await local.request(frame)).toMatchObject({ op: "error", code: "BAD_REQUEST", message: expect.stringContaining("not starting with NUL") });
+      const own = (await server.request({ op: "create", rid: 2 })).id as number;
+      for (const frame of frames(20, own)) expect(await server.request(frame)).toMatchObject({ op: "error", code: "BAD_REQUEST", message: expect.stringContaining("not starting with NUL") });
+      // The connections go on.
+      expect(await local.request({ op: "pub", rid: 30, id, topic: "r", data, msgId: "fine" })).toMatchObject({ op: "ok", seq: 1 });
+    } finally {
+      local.end();
+      server.end();
+    }
+    expect(() => checkMsgId(reserved, false)).toThrow(UsageError);
+    expect(() => checkMsgId(reserved, false)).toThrow(/--msg-id must not start with a NUL character/);
   });
 });
