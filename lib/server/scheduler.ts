@@ -35,6 +35,12 @@ export interface SchedulerHooks {
   storedIds(topic: string, since: number): Promise<Map<string, number> | null>;
 }
 
+/** Most delayed messages pending and most payload bytes they hold (0: no limit). */
+export interface ScheduleLimits {
+  maxScheduled: number;
+  maxScheduledBytes: number;
+}
+
 /** The message id a delayed message is appended with. */
 export function deliveryKey(e: ScheduledMessage): string {
   return e.msgId ?? `${SCHEDULED_ID_PREFIX}${e.n}`;
@@ -63,13 +69,22 @@ export class Scheduler {
   private timerDue = Infinity;
   private running: Promise<void> | null = null;
   private stopped = false;
+  /** Messages and payload bytes held: pending, or being accepted (counted before the store's write, so concurrent publishes cannot both pass a limit). */
+  private held = 0;
+  private heldBytes = 0;
   /** Delayed messages appended to their topics since the start (not those the dedupe window dropped). */
   delivered = 0;
 
   constructor(
     private readonly store: ScheduleStore,
     private readonly hooks: SchedulerHooks,
+    private readonly limits: ScheduleLimits = { maxScheduled: 0, maxScheduledBytes: 0 },
   ) {}
+
+  /** Payload bytes of the pending delayed messages. */
+  get pendingBytes(): number {
+    return this.heldBytes;
+  }
 
   /** Pending delayed messages. */
   get pending(): number {
@@ -100,7 +115,11 @@ export class Scheduler {
       log.info(`schedule: ${done.size} delayed message(s) were appended to their topics before the last stop; removed from the schedule, not delivered again`);
       await this.store.remove([...done]);
     }
-    for (const e of entries) if (!done.has(e.n)) this.enqueue(e);
+    for (const e of entries) {
+      if (done.has(e.n)) continue;
+      this.enqueue(e);
+      this.hold(1, e.data.length);
+    }
     if (this.queue.size > 0) log.info(`schedule: ${this.queue.size} delayed message(s) pending, the first due ${new Date(this.queue.peek()!.due).toISOString()}`);
   }
 
@@ -130,7 +149,16 @@ export class Scheduler {
       fresh.push(msgId === undefined ? { topic, due, data: payloads[i]!.slice() } : { topic, due, data: payloads[i]!.slice(), msgId });
     }
     if (fresh.length > 0) {
-      const added = await this.store.add(fresh);
+      const bytes = fresh.reduce((sum, e) => sum + e.data.length, 0);
+      this.checkLimits(fresh.length, bytes);
+      this.hold(fresh.length, bytes);
+      let added: ScheduledMessage[];
+      try {
+        added = await this.store.add(fresh);
+      } catch (err) {
+        this.hold(-fresh.length, -bytes);
+        throw err;
+      }
       for (const e of added) this.enqueue(e);
       this.arm();
     }
@@ -144,6 +172,22 @@ export class Scheduler {
     this.timer = null;
     await this.running;
     await this.store.close();
+  }
+
+  /** LIMIT_EXCEEDED when `count` more messages of `bytes` would pass --max-scheduled or --max-scheduled-bytes. */
+  private checkLimits(count: number, bytes: number): void {
+    const { maxScheduled, maxScheduledBytes } = this.limits;
+    if (maxScheduled > 0 && this.held + count > maxScheduled) {
+      throw new MqError(Code.LimitExceeded, `Cannot schedule ${count} more delayed message(s): ${this.held} are pending and --max-scheduled is ${maxScheduled}; publish without a delay, wait for some to fall due, or raise --max-scheduled on the server`);
+    }
+    if (maxScheduledBytes > 0 && this.heldBytes + bytes > maxScheduledBytes) {
+      throw new MqError(Code.LimitExceeded, `Cannot schedule ${bytes} more bytes of delayed messages: ${this.heldBytes} bytes are pending and --max-scheduled-bytes is ${maxScheduledBytes}; publish without a delay, wait for some to fall due, or raise --max-scheduled-bytes on the server`);
+    }
+  }
+
+  private hold(count: number, bytes: number): void {
+    this.held += count;
+    this.heldBytes += bytes;
   }
 
   private enqueue(e: ScheduledMessage): void {
@@ -201,6 +245,7 @@ export class Scheduler {
             return;
           }
           this.delivered += stored;
+          this.hold(-list.length, -list.reduce((sum, e) => sum + e.data.length, 0));
           for (const e of list) if (e.msgId !== undefined) this.byMsgId.delete(`${e.topic}\u0000${e.msgId}`);
           try {
             await this.store.remove(list.map((e) => e.n));

@@ -67,6 +67,9 @@ export interface ServerLimits {
   maxInFlight: number;
   /** Topics in all: a `pub` or `sub` that would create one more is refused. */
   maxTopics: number;
+  /** Delayed messages pending, and their payload bytes (0: no limit); a delayed publish past either is refused. */
+  maxScheduled: number;
+  maxScheduledBytes: number;
 }
 
 /** One connected local broker. */
@@ -208,7 +211,7 @@ export class MqServer {
         const topic = server.topics.get(name);
         return topic ? new Map((await topic.log.recentMsgIds(since, Number.MAX_SAFE_INTEGER)).map((r) => [r.msgId, r.time])) : null;
       },
-    });
+    }, server.limits);
     await server.scheduler.load(Date.now());
     server.listen(); // first: if the port is taken, no timer has been started
     server.scheduler.start();
@@ -1071,6 +1074,7 @@ export class MqServer {
       dedupe_keys: this.dedupe.size,
       dedupe_evicted: this.dedupe.evicted,
       scheduled: this.scheduler.pending,
+      scheduled_bytes: this.scheduler.pendingBytes,
       scheduled_delivered: this.scheduler.delivered,
       lost: this.lost(),
       retention_dropped: this.retentionDrops.list(),

@@ -137,6 +137,58 @@ describe("mq pub --delay / --at", () => {
   });
 });
 
+describe("limits on delayed messages", () => {
+  test("--max-scheduled and --max-scheduled-bytes refuse one more with LIMIT_EXCEEDED naming the flag; scheduled_bytes counts, also after a restart; a due message makes room", async () => {
+    const data = tmpDir("mq-server-");
+    const flags = ["--max-scheduled", "3", "--max-scheduled-bytes", "1K"];
+    let server = await startServer({ dataDir: data, args: flags });
+    const local = await startLocal(server.address);
+    try {
+      const id = await createOn(local.socket);
+      const big = "b".repeat(600);
+      await pub(local.socket, id, "cap", big, ["--delay", "1h"]);
+      const over = await mq(local.socket, ["pub", String(id), "cap", big, "--delay", "1h"]);
+      expect(over.code).not.toBe(0);
+      expect(over.stderr).toContain("LIMIT_EXCEEDED");
+      expect(over.stderr).toContain("600 bytes are pending and --max-scheduled-bytes is 1024");
+      await pub(local.socket, id, "cap", "s", ["--delay", "1h"]);
+      let stats = await serverStats(local.socket);
+      expect({ scheduled: stats.scheduled, bytes: stats.scheduled_bytes }).toEqual({ scheduled: 2, bytes: 601 });
+
+      // Restarted: what is pending still counts against the limits.
+      expect(await server.daemon.stop()).toBe(0);
+      server = await startServer({ dataDir: data, port: server.port, args: flags });
+      await local.daemon.waitFor(/connected to the server[\s\S]*connected to the server/);
+      stats = await serverStats(local.socket);
+      expect({ scheduled: stats.scheduled, bytes: stats.scheduled_bytes }).toEqual({ scheduled: 2, bytes: 601 });
+      await pub(local.socket, id, "cap", "soon", ["--delay", "300ms"]);
+      const count = await mq(local.socket, ["pub", String(id), "cap", "t", "--delay", "1h"]);
+      expect(count.code).not.toBe(0);
+      expect(count.stderr).toContain("3 are pending and --max-scheduled is 3");
+      // Once the short one is appended, there is room again.
+      expect(await eventually(async () => (await serverStats(local.socket)).scheduled === 2)).toBe(true);
+      await pub(local.socket, id, "cap", "t", ["--delay", "1h"]);
+      expect((await serverStats(local.socket)).scheduled_bytes).toBe(602);
+    } finally {
+      await teardown([local.daemon, server.daemon], [data, local.dataDir]);
+    }
+  });
+
+  test("bad --max-scheduled and --max-scheduled-bytes values are bad usage (exit 2), on mq server and mq up", async () => {
+    for (const cmd of ["server", "up"]) {
+      for (const [flag, value, message] of [
+        ["--max-scheduled", "-1", '--max-scheduled must be an integer >= 0, got "-1"'],
+        ["--max-scheduled", "many", '--max-scheduled must be an integer >= 0, got "many"'],
+        ["--max-scheduled-bytes", "lots", '--max-scheduled-bytes must be a size like 512, 64K, 100M or 10G, got "lots"'],
+      ]) {
+        const r = await mq(null, [cmd, flag!, value!]);
+        expect({ cmd, flag, code: r.code }).toEqual({ cmd, flag, code: 2 });
+        expect(r.stderr).toContain(message!);
+      }
+    }
+  });
+});
+
 describe("delayed messages across restarts", () => {
   for (const how of ["SIGTERM", "SIGKILL"] as const) {
     test(`pending across a server ${how}: delivered after the restart, once, in order, not before their time`, async () => {
