@@ -101,7 +101,7 @@ export const SERVER_METRICS = {
     ["global_id", "id", "topic"],
     "dropped",
     "messages",
-    "Messages deleted by the hard retention limit (--retention-limit hard) before the subscriber acknowledged them, per subscriber (global id, topic; id: the local id, added by the local broker that owns it).",
+    "Messages deleted by the hard retention limit (--retention-limit hard) before the server pushed them to the subscriber's local broker, per subscriber (global id, topic; id: the local id, added by the local broker that owns it).",
   ),
   rss_bytes: gaugeOrNull("bytes", "Resident set size of the server process (null when it cannot be read)."),
 } as const satisfies Metrics;
