@@ -94,6 +94,8 @@ const serverArgs = {
   "max-subscriptions-per-id": { type: "string", valueHint: "N", default: String(DEFAULT_SERVER_LIMITS.maxSubscriptionsPerId), description: "most subscriptions of one id: each topic it is subscribed to counts, and each pattern counts one more" },
   "max-ids-per-broker": { type: "string", valueHint: "N", default: String(DEFAULT_SERVER_LIMITS.maxIdsPerBroker), description: "most ids one local broker may own" },
   "max-topics": { type: "string", valueHint: "N", default: String(DEFAULT_SERVER_LIMITS.maxTopics), description: "most topics; a pub or sub that would create one more is refused" },
+  "max-scheduled": { type: "string", valueHint: "N", default: String(DEFAULT_SERVER_LIMITS.maxScheduled), description: "most delayed messages pending (pub --delay / --at); one more is refused (0: no limit)" },
+  "max-scheduled-bytes": { type: "string", valueHint: "SIZE", default: formatSize(DEFAULT_SERVER_LIMITS.maxScheduledBytes), description: "most payload bytes of the delayed messages pending, held in memory (K/M/G; 0: no limit)" },
   "max-open-files": { type: "string", valueHint: "N", default: "auto", description: "most topic files kept open at once (auto: half the open-file limit, ulimit -n)" },
   retention: { type: "string", valueHint: "AGE", default: "7d", description: "delete segments once older than this (soft limit: only those every subscriber is past)" },
   "retention-bytes": { type: "string", valueHint: "SIZE", description: "…or while a topic's log is bigger than this (K/M/G; default no limit)" },
@@ -144,6 +146,8 @@ function serverOptions(d: Daemons, args: ServerArgs, dataDir: string, tokenFileI
       maxSubscriptionsPerId: parseCount("max-subscriptions-per-id", v("max-subscriptions-per-id")),
       maxIdsPerBroker: parseCount("max-ids-per-broker", v("max-ids-per-broker")),
       maxTopics: parseCount("max-topics", v("max-topics")),
+      maxScheduled: parseCount("max-scheduled", v("max-scheduled"), 0),
+      maxScheduledBytes: parseSize("max-scheduled-bytes", v("max-scheduled-bytes"), 0),
     },
     maxOpenFiles: parseCountOrAuto("max-open-files", v("max-open-files"), 8),
   };

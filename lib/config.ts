@@ -28,6 +28,10 @@ export const DEFAULT_SERVER_LIMITS = {
   frameTimeoutMs: 30_000,
   maxInFlight: 16_384,
   maxTopics: 1_000_000,
+  // Delayed messages pending, and their payload bytes (0: no limit): each is held in the
+  // server's memory and twice on disk until due.
+  maxScheduled: 1_000_000,
+  maxScheduledBytes: 256 * 1024 * 1024,
 };
 
 /** Limits and memory budgets of a local broker (`LocalLimits` in lib/local/local.ts, docs/security.md). */

@@ -96,13 +96,14 @@ export const SERVER_METRICS = {
   dedupe_keys: gauge("entries", "Entries in the dedupe window."),
   dedupe_evicted: counter("ids", "Message ids forgotten before the end of the dedupe window (--dedupe-max-keys reached)."),
   scheduled: gauge("messages", "Delayed messages pending (--delay / --at), waiting for their due time."),
-  scheduled_delivered: counter("messages", "Delayed messages appended to their topic since the start."),
+  scheduled_bytes: gauge("bytes", "Payload bytes of the delayed messages pending (at most --max-scheduled-bytes)."),
+  scheduled_delivered: counter("messages", "Delayed messages appended to their topic since the start (not those the dedupe window dropped)."),
   lost: gauge("messages", "Messages lost to damaged storage, all topics (kept across restarts)."),
   retention_dropped: labelledCounter<{ global_id: number; id?: number; topic: string; dropped: number }>(
     ["global_id", "id", "topic"],
     "dropped",
     "messages",
-    "Messages deleted by the hard retention limit (--retention-limit hard) before the subscriber acknowledged them, per subscriber (global id, topic; id: the local id, added by the local broker that owns it).",
+    "Messages deleted by the hard retention limit (--retention-limit hard) before the server pushed them to the subscriber's local broker, per subscriber (global id, topic; id: the local id, added by the local broker that owns it).",
   ),
   rss_bytes: gaugeOrNull("bytes", "Resident set size of the server process (null when it cannot be read)."),
 } as const satisfies Metrics;

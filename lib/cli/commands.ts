@@ -3,7 +3,7 @@
  * local broker through MqClient, prints per the CLI contract and returns the exit status.
  */
 import { MqClient, type ConnectOptions, type PublishOptions, type Received, type SubResult } from "../client/client.ts";
-import { MAX_ID_PREFIX_BYTES, MAX_MSG_ID_BYTES, type From, type PubResult } from "../wire/messages.ts";
+import { MAX_ID_PREFIX_BYTES, MAX_MSG_ID_BYTES, RESERVED_MSG_ID_START, type From, type PubResult } from "../wire/messages.ts";
 import { headersProblem, parseHeaderArg, type Headers } from "../wire/headers.ts";
 import { checkPattern, checkTopic, isPattern } from "../wire/topic.ts";
 import { Exit, StdoutClosedError, UsageError, renderMessages, warn, watchStdoutReader, writeStdout } from "./output.ts";
@@ -61,6 +61,7 @@ export function checkMsgId(key: string, lines: boolean): void {
   if (key.length === 0 || Buffer.byteLength(key) > max) {
     throw new UsageError(`--msg-id must be 1 to ${max} bytes${lines ? " with --lines (each line's id is KEY:N)" : ""}, got ${key.length === 0 ? "an empty one" : `${Buffer.byteLength(key)} bytes`}`);
   }
+  if (key.startsWith(RESERVED_MSG_ID_START)) throw new UsageError(`--msg-id must not start with a NUL character (ids starting with NUL are reserved for the server), got ${JSON.stringify(key.slice(0, 40))}; choose another key`);
 }
 
 /**

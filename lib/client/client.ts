@@ -215,8 +215,8 @@ export class MqClient {
 
   /** Connects to the local broker; UNAVAILABLE (with the path) when none is listening. */
   static async connect(options: ConnectOptions = {}): Promise<MqClient> {
-    if (options.producer !== undefined && options.producer !== false && !(typeof options.producer === "string" && options.producer.length > 0 && Buffer.byteLength(options.producer) < MAX_ID_PREFIX_BYTES)) {
-      throw new RangeError(`Cannot use producer id ${JSON.stringify(options.producer)}: it must be a string of 1 to ${MAX_ID_PREFIX_BYTES - 1} bytes, or false`);
+    if (options.producer !== undefined && options.producer !== false && !(typeof options.producer === "string" && options.producer.length > 0 && options.producer[0] !== "\0" && Buffer.byteLength(options.producer) < MAX_ID_PREFIX_BYTES)) {
+      throw new RangeError(`Cannot use producer id ${JSON.stringify(options.producer)}: it must be a string of 1 to ${MAX_ID_PREFIX_BYTES - 1} bytes not starting with NUL (reserved for the server), or false`);
     }
     if (options.retryMs !== undefined && !(Number.isFinite(options.retryMs) && options.retryMs >= 0)) {
       throw new RangeError(`Cannot retry publishes for ${options.retryMs} ms: retryMs must be a number >= 0`);
@@ -278,7 +278,7 @@ export class MqClient {
   publish(id: number, topic: string, data: Uint8Array | string, options: PublishOptions = {}): Promise<PubResult> {
     if (this.closedByUser) return Promise.reject(new MqError(Code.Unavailable, "the client is closed"));
     if (options.msgId !== undefined && !isMsgId(options.msgId)) {
-      return Promise.reject(new RangeError(`Cannot publish with msgId ${JSON.stringify(String(options.msgId).slice(0, 40))}: it must be a string of 1 to ${MAX_MSG_ID_BYTES} bytes`));
+      return Promise.reject(new RangeError(`Cannot publish with msgId ${JSON.stringify(String(options.msgId).slice(0, 40))}: it must be a string of 1 to ${MAX_MSG_ID_BYTES} bytes, not starting with NUL (reserved for the server)`));
     }
     const when = delayOf(options);
     if (typeof when === "string") return Promise.reject(new RangeError(when));

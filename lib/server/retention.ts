@@ -2,8 +2,9 @@
  * Retention of one topic: deletes the oldest segments the policy lets go. Soft (the default)
  * never deletes a message some subscriber has not acknowledged; hard (`--retention-limit
  * hard`) applies the age and size limits anyway, and counts, per subscriber, what was deleted
- * before it acknowledged it. Such a subscriber's cursor stays where it was: its next delivery
- * starts at the new first seq and carries `lost` (as after damaged storage), also after a restart.
+ * before the server pushed it to the subscriber's local broker (what was pushed is delivered
+ * from the local broker's memory). The subscriber's cursor stays where it was: its next delivery
+ * from the server starts at the new first seq and carries `lost`, also after a restart.
  */
 import { logger } from "../log.ts";
 import type { RetentionPolicy } from "../store/types.ts";
@@ -30,6 +31,11 @@ export class RetentionDrops {
     else this.byKey.set(key, { global_id: id, topic, dropped });
   }
 
+  /** An id destroyed, or unsubscribed from `topic` (all its topics when absent): its counts go. */
+  forget(id: number, topic?: string): void {
+    for (const [key, entry] of this.byKey) if (entry.global_id === id && (topic === undefined || entry.topic === topic)) this.byKey.delete(key);
+  }
+
   /** For `stats`: copies, sorted by topic then id. */
   list(): RetentionDrop[] {
     return [...this.byKey.values()]
@@ -48,11 +54,12 @@ export async function trimTopic(topic: Topic, policy: ServerRetention, now: numb
   if (removed === 0 || policy.limit !== "hard") return removed;
   const first = messages.firstSeq;
   for (const sub of topic.subscriptions.values()) {
-    // Seqs below the old first were counted by an earlier trim (the cursor has not moved since).
-    const dropped = first - Math.max(sub.acked, firstBefore);
+    // What the server could no longer push: seqs below `sentCursor` reached the local broker,
+    // which delivers them from memory. Seqs below the old first were counted by an earlier trim.
+    const dropped = first - Math.max(sub.sentCursor, firstBefore);
     if (dropped > 0) {
       drops.add(sub.id, topic.name, dropped);
-      log.warn(`topic "${topic.name}": retention (--retention-limit hard) deleted ${dropped} message${dropped === 1 ? "" : "s"} that id ${sub.id} (global) had not acknowledged; its next delivery says lost`);
+      log.warn(`topic "${topic.name}": retention (--retention-limit hard) deleted ${dropped} message${dropped === 1 ? "" : "s"} before id ${sub.id} (global) received ${dropped === 1 ? "it" : "them"}; its next delivery of this topic carries "lost"`);
     }
   }
   return removed;

@@ -41,11 +41,18 @@ export interface ScheduledFields {
 export interface SchedulerHooks {
   /**
    * Appends messages to a topic (created if needed) in the order given, with their message
-   * ids, and `fields` when given (their expiry: the append time plus `ttlMs`); resolves once stored.
+   * ids, and `fields` when given (their expiry: the append time plus `ttlMs`); resolves once
+   * stored, to how many were stored (the dedupe window may drop some).
    */
-  append(topic: string, payloads: Uint8Array[], msgIds: string[], fields: ScheduledFields | undefined): Promise<void>;
+  append(topic: string, payloads: Uint8Array[], msgIds: string[], fields: ScheduledFields | undefined): Promise<number>;
   /** Message id → append time of what `topic` stored at or after `since`; null when the topic does not exist. */
   storedIds(topic: string, since: number): Promise<Map<string, number> | null>;
+}
+
+/** Most delayed messages pending and most payload bytes they hold (0: no limit). */
+export interface ScheduleLimits {
+  maxScheduled: number;
+  maxScheduledBytes: number;
 }
 
 /** The message id a delayed message is appended with. */
@@ -76,13 +83,22 @@ export class Scheduler {
   private timerDue = Infinity;
   private running: Promise<void> | null = null;
   private stopped = false;
-  /** Delayed messages appended to their topics since the start. */
+  /** Messages and payload bytes held: pending, or being accepted (counted before the store's write, so concurrent publishes cannot both pass a limit). */
+  private held = 0;
+  private heldBytes = 0;
+  /** Delayed messages appended to their topics since the start (not those the dedupe window dropped). */
   delivered = 0;
 
   constructor(
     private readonly store: ScheduleStore,
     private readonly hooks: SchedulerHooks,
+    private readonly limits: ScheduleLimits = { maxScheduled: 0, maxScheduledBytes: 0 },
   ) {}
+
+  /** Payload bytes of the pending delayed messages. */
+  get pendingBytes(): number {
+    return this.heldBytes;
+  }
 
   /** Pending delayed messages. */
   get pending(): number {
@@ -113,7 +129,11 @@ export class Scheduler {
       log.info(`schedule: ${done.size} delayed message(s) were appended to their topics before the last stop; removed from the schedule, not delivered again`);
       await this.store.remove([...done]);
     }
-    for (const e of entries) if (!done.has(e.n)) this.enqueue(e);
+    for (const e of entries) {
+      if (done.has(e.n)) continue;
+      this.enqueue(e);
+      this.hold(1, e.data.length);
+    }
     if (this.queue.size > 0) log.info(`schedule: ${this.queue.size} delayed message(s) pending, the first due ${new Date(this.queue.peek()!.due).toISOString()}`);
   }
 
@@ -149,7 +169,16 @@ export class Scheduler {
       fresh.push(entry);
     }
     if (fresh.length > 0) {
-      const added = await this.store.add(fresh);
+      const bytes = fresh.reduce((sum, e) => sum + e.data.length, 0);
+      this.checkLimits(fresh.length, bytes);
+      this.hold(fresh.length, bytes);
+      let added: ScheduledMessage[];
+      try {
+        added = await this.store.add(fresh);
+      } catch (err) {
+        this.hold(-fresh.length, -bytes);
+        throw err;
+      }
       for (const e of added) this.enqueue(e);
       this.arm();
     }
@@ -163,6 +192,22 @@ export class Scheduler {
     this.timer = null;
     await this.running;
     await this.store.close();
+  }
+
+  /** LIMIT_EXCEEDED when `count` more messages of `bytes` would pass --max-scheduled or --max-scheduled-bytes. */
+  private checkLimits(count: number, bytes: number): void {
+    const { maxScheduled, maxScheduledBytes } = this.limits;
+    if (maxScheduled > 0 && this.held + count > maxScheduled) {
+      throw new MqError(Code.LimitExceeded, `Cannot schedule ${count} more delayed message(s): ${this.held} are pending and --max-scheduled is ${maxScheduled}; publish without a delay, wait for some to fall due, or raise --max-scheduled on the server`);
+    }
+    if (maxScheduledBytes > 0 && this.heldBytes + bytes > maxScheduledBytes) {
+      throw new MqError(Code.LimitExceeded, `Cannot schedule ${bytes} more bytes of delayed messages: ${this.heldBytes} bytes are pending and --max-scheduled-bytes is ${maxScheduledBytes}; publish without a delay, wait for some to fall due, or raise --max-scheduled-bytes on the server`);
+    }
+  }
+
+  private hold(count: number, bytes: number): void {
+    this.held += count;
+    this.heldBytes += bytes;
   }
 
   private enqueue(e: ScheduledMessage): void {
@@ -209,8 +254,9 @@ export class Scheduler {
           const runs = runsOfEqualTtl(list);
           for (let k = 0; k < runs.length; k++) {
             const run = runs[k]!;
+            let stored: number;
             try {
-              await this.hooks.append(
+              stored = await this.hooks.append(
                 topic,
                 run.map((e) => e.data),
                 run.map(deliveryKey),
@@ -224,7 +270,8 @@ export class Scheduler {
               retry = true;
               return;
             }
-            this.delivered += run.length;
+            this.delivered += stored;
+            this.hold(-run.length, -run.reduce((sum, e) => sum + e.data.length, 0));
             for (const e of run) if (e.msgId !== undefined) this.byMsgId.delete(`${e.topic}\u0000${e.msgId}`);
             try {
               await this.store.remove(run.map((e) => e.n));

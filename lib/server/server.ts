@@ -74,6 +74,9 @@ export interface ServerLimits {
   maxInFlight: number;
   /** Topics in all: a `pub` or `sub` that would create one more is refused. */
   maxTopics: number;
+  /** Delayed messages pending, and their payload bytes (0: no limit); a delayed publish past either is refused. */
+  maxScheduled: number;
+  maxScheduledBytes: number;
 }
 
 /** One connected local broker. */
@@ -221,7 +224,7 @@ export class MqServer {
         const topic = server.topics.get(name);
         return topic ? new Map((await topic.log.recentMsgIds(since, Number.MAX_SAFE_INTEGER)).map((r) => [r.msgId, r.time])) : null;
       },
-    });
+    }, server.limits);
     await server.scheduler.load(Date.now());
     server.listen(); // first: if the port is taken, no timer has been started
     server.scheduler.start();
@@ -788,20 +791,21 @@ export class MqServer {
     return { topic: topicName, scheduled: true, due, subscribers: topic.subscriptions.size, created, duplicates };
   }
 
-  /** The scheduler's append of due messages: the path of a publish (dedupe window, counters, delivery to subscribers). */
-  private async appendScheduled(topicName: string, payloads: Uint8Array[], msgIds: string[], fields: ScheduledFields | undefined): Promise<void> {
+  /** The scheduler's append of due messages: the path of a publish (dedupe window, counters, delivery to subscribers). Returns how many were stored (not dropped by the window). */
+  private async appendScheduled(topicName: string, payloads: Uint8Array[], msgIds: string[], fields: ScheduledFields | undefined): Promise<number> {
     const { topic } = (await this.topic(topicName, true))!;
     // Taken after the due check: a delayed message's append time is never before its due time.
     const now = Date.now();
     // Its expiry counts from now, the append, as for a message published now.
     const extra = fields && pubExtra(fields.headers, fields.ttlMs, now);
     if (this.dedupe.enabled) {
-      await this.publishOnce(topic, 0, payloads, { keys: msgIds }, now, { topic: topicName, subscribers: 0, created: false }, extra);
-      return;
+      const reply = await this.publishOnce(topic, 0, payloads, { keys: msgIds }, now, { topic: topicName, subscribers: 0, created: false }, extra);
+      return payloads.length - (reply.duplicates?.length ?? 0);
     }
     await Promise.all(payloads.map((data, i) => topic.log.append(data, now, appendFields(msgIds[i]!, extra, i))));
     this.counters.published += payloads.length;
     for (const sub of topic.subscriptions.values()) this.pump(sub);
+    return payloads.length;
   }
 
   /** Adds ids `a`, `a + 1`, … stored as `seqs` to the window: one run per stretch of consecutive seqs (one, for a group commit). */
@@ -1077,6 +1081,7 @@ export class MqServer {
     if (!sub) return false;
     sub.topic.subscriptions.delete(id);
     this.subscriptionsOf.get(id)?.delete(name);
+    this.retentionDrops.forget(id, name);
     // Its messages in flight no longer count against the budgets: others may use the room.
     const session = this.sessionOf(id);
     sub.drop(session?.credits);
@@ -1205,6 +1210,7 @@ export class MqServer {
       dedupe_keys: this.dedupe.size,
       dedupe_evicted: this.dedupe.evicted,
       scheduled: this.scheduler.pending,
+      scheduled_bytes: this.scheduler.pendingBytes,
       scheduled_delivered: this.scheduler.delivered,
       lost: this.lost(),
       retention_dropped: this.retentionDrops.list(),

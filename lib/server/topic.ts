@@ -90,6 +90,11 @@ export class Subscription implements Pushable {
     this.inflightBytes = 0;
   }
 
+  /** Next seq to push: every seq below it reached the local broker (until a rewind). */
+  get sentCursor(): number {
+    return this.sent;
+  }
+
   /** Something is stored at or after `sent` (a hole at the end waits for the next append). */
   get backlog(): boolean {
     return this.sent <= this.topic.log.lastSeq;

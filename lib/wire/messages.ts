@@ -102,9 +102,12 @@ export { capabilities };
 export const MAX_MSG_ID_BYTES = 256;
 
 /** True for a message id of 1 to MAX_MSG_ID_BYTES bytes of UTF-8. */
+/** Message ids starting with NUL are the server's own (delayed messages' delivery keys): refused from clients. */
+export const RESERVED_MSG_ID_START = "\0";
+
 export function isMsgId(value: unknown): value is string {
   // Up to 3 UTF-8 bytes per UTF-16 unit: the byte count is needed only for long strings.
-  return typeof value === "string" && value.length > 0 && (value.length * 3 <= MAX_MSG_ID_BYTES || Buffer.byteLength(value) <= MAX_MSG_ID_BYTES);
+  return typeof value === "string" && value.length > 0 && value[0] !== "\0" && (value.length * 3 <= MAX_MSG_ID_BYTES || Buffer.byteLength(value) <= MAX_MSG_ID_BYTES);
 }
 
 /** Longest `idPrefix` of a `pubs`: room is left for the number after it. */
@@ -112,7 +115,7 @@ export const MAX_ID_PREFIX_BYTES = 200;
 
 /** True for an `idPrefix`: 1 to MAX_ID_PREFIX_BYTES bytes of UTF-8 ending with ":". */
 export function isIdPrefix(value: unknown): value is string {
-  return typeof value === "string" && value.endsWith(":") && (value.length * 3 <= MAX_ID_PREFIX_BYTES || Buffer.byteLength(value) <= MAX_ID_PREFIX_BYTES);
+  return typeof value === "string" && value.endsWith(":") && value[0] !== "\0" && (value.length * 3 <= MAX_ID_PREFIX_BYTES || Buffer.byteLength(value) <= MAX_ID_PREFIX_BYTES);
 }
 
 /**
@@ -158,17 +161,17 @@ export function checkField(type: FieldType, value: unknown): string | null {
         : `an array of ${min} to ${MAX_MSGS_PER_FRAME} byte strings`;
     }
     case "msgid":
-      return isMsgId(value) ? null : `a string of 1 to ${MAX_MSG_ID_BYTES} bytes`;
+      return isMsgId(value) ? null : `a string of 1 to ${MAX_MSG_ID_BYTES} bytes, not starting with NUL (reserved)`;
     case "msgids":
       return Array.isArray(value) && value.length >= 1 && value.length <= MAX_MSGS_PER_FRAME && value.every(isMsgId)
         ? null
-        : `an array of 1 to ${MAX_MSGS_PER_FRAME} strings of 1 to ${MAX_MSG_ID_BYTES} bytes`;
+        : `an array of 1 to ${MAX_MSGS_PER_FRAME} strings of 1 to ${MAX_MSG_ID_BYTES} bytes, not starting with NUL (reserved)`;
     case "seqs":
       return Array.isArray(value) && value.length >= 1 && value.length <= MAX_MSGS_PER_FRAME && value.every((v) => Number.isSafeInteger(v) && v >= 1)
         ? null
         : `an array of 1 to ${MAX_MSGS_PER_FRAME} seqs (integers >= 1)`;
     case "idprefix":
-      return isIdPrefix(value) ? null : `a string of 1 to ${MAX_ID_PREFIX_BYTES} bytes ending with ":"`;
+      return isIdPrefix(value) ? null : `a string of 1 to ${MAX_ID_PREFIX_BYTES} bytes ending with ":", not starting with NUL (reserved)`;
     case "headers":
       return headersProblem(value);
     case "headerslist": {

@@ -72,6 +72,9 @@ describe("MqClient.publish", () => {
     expect(batch.map((r) => [r.seq, r.duplicate ?? false])).toEqual([[2, false], [3, false], [1, true]]);
     expect(await outcome(c.publish(id, "k", "x", { msgId: "" }))).toMatch(/^RangeError: Cannot publish with msgId "": it must be a string of 1 to 256 bytes/);
     expect(await outcome(c.publish(id, "k", "x", { msgId: "é".repeat(129) }))).toMatch(/^RangeError: /);
+    // Ids starting with NUL are the server's own (delayed messages' delivery keys).
+    expect(await outcome(c.publish(id, "k", "x", { msgId: "\0mq.scheduled:1" }))).toMatch(/^RangeError: Cannot publish with msgId .*not starting with NUL/);
+    await expect(MqClient.connect({ socket: local.socket, producer: "\0p" })).rejects.toThrow(RangeError);
     await expect(MqClient.connect({ socket: local.socket, producer: "" })).rejects.toThrow(RangeError);
     await expect(MqClient.connect({ socket: local.socket, retryMs: -1 })).rejects.toThrow(RangeError);
     expect(await messages("k")).toBe(3);

@@ -8,6 +8,8 @@ import { describe, expect, test } from "bun:test";
 import { MqClient } from "../../lib/client/index.ts";
 import { eventually, helloPeer } from "../security/kit.ts";
 import { createOn, jsonLines, mq, startCluster, startLocal, startServer, teardown, tmpDir } from "./harness.ts";
+import { checkMsgId } from "../../lib/cli/commands.ts";
+import { UsageError } from "../../lib/cli/output.ts";
 
 /** `mq pub ID TOPIC MESSAGE …flags --json` → its JSON answer (fails the test on a non-zero exit). */
 async function pub(socket: string, id: number, topic: string, message: string, flags: string[]): Promise<Record<string, unknown>> {
@@ -121,6 +123,72 @@ describe("mq pub --delay / --at", () => {
     const stats = await serverStats(c.local.socket);
     expect(stats.scheduled).toBe(1);
     expect(stats.scheduled_delivered).toBe(1);
+  });
+
+  test("a delayed message the dedupe window drops when due is not counted as delivered", async () => {
+    await using c = await startCluster();
+    const id = await c.create();
+    await c.run(["sub", String(id), "d"]);
+    await pub(c.local.socket, id, "d", "first", ["--msg-id", "k2"]);
+    await pub(c.local.socket, id, "d", "again", ["--delay", "300ms", "--msg-id", "k2"]);
+    await pub(c.local.socket, id, "d", "marker", ["--delay", "600ms"]);
+    // The marker is due after the duplicate: once it arrived, the duplicate's turn has passed.
+    expect((await recvAll(c.local.socket, id, 2)).map((m) => m.data)).toEqual(["first", "marker"]);
+    const stats = await serverStats(c.local.socket);
+    expect(stats.scheduled).toBe(0);
+    expect(stats.scheduled_delivered).toBe(1);
+  });
+});
+
+describe("limits on delayed messages", () => {
+  test("--max-scheduled and --max-scheduled-bytes refuse one more with LIMIT_EXCEEDED naming the flag; scheduled_bytes counts, also after a restart; a due message makes room", async () => {
+    const data = tmpDir("mq-server-");
+    const flags = ["--max-scheduled", "3", "--max-scheduled-bytes", "1K"];
+    let server = await startServer({ dataDir: data, args: flags });
+    const local = await startLocal(server.address);
+    try {
+      const id = await createOn(local.socket);
+      const big = "b".repeat(600);
+      await pub(local.socket, id, "cap", big, ["--delay", "1h"]);
+      const over = await mq(local.socket, ["pub", String(id), "cap", big, "--delay", "1h"]);
+      expect(over.code).not.toBe(0);
+      expect(over.stderr).toContain("LIMIT_EXCEEDED");
+      expect(over.stderr).toContain("600 bytes are pending and --max-scheduled-bytes is 1024");
+      await pub(local.socket, id, "cap", "s", ["--delay", "1h"]);
+      let stats = await serverStats(local.socket);
+      expect({ scheduled: stats.scheduled, bytes: stats.scheduled_bytes }).toEqual({ scheduled: 2, bytes: 601 });
+
+      // Restarted: what is pending still counts against the limits.
+      expect(await server.daemon.stop()).toBe(0);
+      server = await startServer({ dataDir: data, port: server.port, args: flags });
+      await local.daemon.waitFor(/connected to the server[\s\S]*connected to the server/);
+      stats = await serverStats(local.socket);
+      expect({ scheduled: stats.scheduled, bytes: stats.scheduled_bytes }).toEqual({ scheduled: 2, bytes: 601 });
+      await pub(local.socket, id, "cap", "soon", ["--delay", "300ms"]);
+      const count = await mq(local.socket, ["pub", String(id), "cap", "t", "--delay", "1h"]);
+      expect(count.code).not.toBe(0);
+      expect(count.stderr).toContain("3 are pending and --max-scheduled is 3");
+      // Once the short one is appended, there is room again.
+      expect(await eventually(async () => (await serverStats(local.socket)).scheduled === 2)).toBe(true);
+      await pub(local.socket, id, "cap", "t", ["--delay", "1h"]);
+      expect((await serverStats(local.socket)).scheduled_bytes).toBe(602);
+    } finally {
+      await teardown([local.daemon, server.daemon], [data, local.dataDir]);
+    }
+  });
+
+  test("bad --max-scheduled and --max-scheduled-bytes values are bad usage (exit 2), on mq server and mq up", async () => {
+    for (const cmd of ["server", "up"]) {
+      for (const [flag, value, message] of [
+        ["--max-scheduled", "-1", '--max-scheduled must be an integer >= 0, got "-1"'],
+        ["--max-scheduled", "many", '--max-scheduled must be an integer >= 0, got "many"'],
+        ["--max-scheduled-bytes", "lots", '--max-scheduled-bytes must be a size like 512, 64K, 100M or 10G, got "lots"'],
+      ]) {
+        const r = await mq(null, [cmd, flag!, value!]);
+        expect({ cmd, flag, code: r.code }).toEqual({ cmd, flag, code: 2 });
+        expect(r.stderr).toContain(message!);
+      }
+    }
   });
 });
 
@@ -260,5 +328,31 @@ describe("delayed publishes on the wire", () => {
       ["p2", undefined],
       ["p3", { k: "3", x: "y" }],
     ]);
+  });
+
+  test("message ids starting with NUL (the reserved delivery keys of delayed messages) are refused with BAD_REQUEST on both hops, and by the CLI", async () => {
+    await using c = await startCluster();
+    const id = await c.create();
+    const data = new TextEncoder().encode("x");
+    const reserved = "\0mq.scheduled:1";
+    const frames = (rid: number, owner: number) => [
+      { op: "pub", rid, id: owner, topic: "r", data, msgId: reserved },
+      { op: "pubs", rid: rid + 1, id: owner, topic: "r", payloads: [data], msgIds: [reserved] },
+      { op: "pubs", rid: rid + 2, id: owner, topic: "r", payloads: [data], idPrefix: "\0mq.scheduled:", idFrom: 1 },
+    ];
+    const local = await helloPeer({ unix: c.local.socket }, "local");
+    const server = await helloPeer({ hostname: "127.0.0.1", port: c.server.port }, "server");
+    try {
+      for (const frame of frames(10, id)) expect(await local.request(frame)).toMatchObject({ op: "error", code: "BAD_REQUEST", message: expect.stringContaining("not starting with NUL") });
+      const own = (await server.request({ op: "create", rid: 2 })).id as number;
+      for (const frame of frames(20, own)) expect(await server.request(frame)).toMatchObject({ op: "error", code: "BAD_REQUEST", message: expect.stringContaining("not starting with NUL") });
+      // The connections go on.
+      expect(await local.request({ op: "pub", rid: 30, id, topic: "r", data, msgId: "fine" })).toMatchObject({ op: "ok", seq: 1 });
+    } finally {
+      local.end();
+      server.end();
+    }
+    expect(() => checkMsgId(reserved, false)).toThrow(UsageError);
+    expect(() => checkMsgId(reserved, false)).toThrow(/--msg-id must not start with a NUL character/);
   });
 });

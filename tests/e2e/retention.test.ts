@@ -107,6 +107,9 @@ test("--retention-limit hard: the age limit deletes unacknowledged messages; the
     await createOn(subHost.socket);
     const subscriber = await createOn(subHost.socket);
     expect((await mq(subHost.socket, ["sub", String(subscriber), "hard"])).code).toBe(0);
+    // Another subscriber on the same host, destroyed once counted: its entry goes.
+    const gone = await createOn(subHost.socket);
+    expect((await mq(subHost.socket, ["sub", String(gone), "hard"])).code).toBe(0);
     // Its host is away: nothing reaches it, nothing is acknowledged.
     expect(await subHost.daemon.stop()).toBe(0);
     expect((await mq(pubHost.socket, ["pub", String(publisher), "hard", "--lines"], { stdin: LINES })).code).toBe(0);
@@ -119,12 +122,19 @@ test("--retention-limit hard: the age limit deletes unacknowledged messages; the
     }
     expect(left).toBeLessThan(40);
     const dropped = 40 - left;
-    expect(server.daemon.log).toContain(`topic "hard": retention (--retention-limit hard) deleted ${dropped} messages that id`);
+    expect(server.daemon.log).toContain(`topic "hard": retention (--retention-limit hard) deleted ${dropped} messages before id`);
 
     // Counted per subscriber: the publisher's host sees the global id only, the subscriber's host its local id too.
-    const seen = JSON.parse((await mq(pubHost.socket, ["stats", "--json"])).stdout).server.retention_dropped;
-    expect(seen).toEqual([{ global_id: expect.any(Number), topic: "hard", dropped }]);
+    const both = JSON.parse((await mq(pubHost.socket, ["stats", "--json"])).stdout).server.retention_dropped;
+    expect(both).toEqual([
+      { global_id: expect.any(Number), topic: "hard", dropped },
+      { global_id: expect.any(Number), topic: "hard", dropped },
+    ]);
+    // The subscriber's global id is the smaller: it was created first.
+    const seen = both.slice(0, 1);
     subHost = await startLocal(server.address, { dataDir: subData, socket: subHost.socket });
+    expect(JSON.parse((await mq(subHost.socket, ["stats", "--json"])).stdout).server.retention_dropped).toHaveLength(2);
+    expect((await mq(subHost.socket, ["destroy", String(gone)])).code).toBe(0);
     const own = JSON.parse((await mq(subHost.socket, ["stats", "--json"])).stdout).server.retention_dropped;
     expect(own).toEqual([{ global_id: seen[0].global_id, id: subscriber, topic: "hard", dropped }]);
     const text = await mq(subHost.socket, ["stats"]);
@@ -146,4 +156,21 @@ test("--retention-limit hard: the age limit deletes unacknowledged messages; the
   } finally {
     await teardown([subHost.daemon, pubHost.daemon, server.daemon], [serverData, subData, pubHost.dataDir]);
   }
+});
+
+test("--retention-limit hard: messages already pushed to the subscriber's local broker are delivered, not counted as dropped", async () => {
+  await using cluster = await startCluster({ serverArgs: ["--retention", "1s", "--max-segment-bytes", "1K", "--retention-limit", "hard"] });
+  const subscriber = await cluster.create();
+  await cluster.run(["sub", String(subscriber), "pushed"]);
+  // Pushed at once to the subscriber's local broker (in its buffer, not acknowledged) while it is connected.
+  expect((await cluster.run(["pub", String(subscriber), "pushed", "--lines"], { stdin: LINES })).code).toBe(0);
+  await cluster.server.daemon.waitFor(/topics\/pushed\/.*deleted by retention/, 20_000);
+
+  const stats = JSON.parse((await cluster.run(["stats", "--json"])).stdout).server;
+  expect(stats.retention_dropped).toEqual([]);
+  expect(cluster.server.daemon.log).not.toContain("had not acknowledged");
+  expect(cluster.server.daemon.log).not.toContain(`before id`);
+  const got = jsonLines((await cluster.run(["recv", String(subscriber), "-n", "100", "--json"])).stdout);
+  expect(got.map((m) => m.seq)).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
+  expect(got.filter((m) => m.lost !== undefined)).toEqual([]);
 });

@@ -65,4 +65,19 @@ describe("trimTopic", () => {
     expect(await trimTopic(topic, { ...expired, limit: "hard" }, T0, drops)).toBe(0);
     expect(drops.list()).toEqual([]);
   });
+
+  test("forget: an id destroyed or unsubscribed no longer shows in the counts", () => {
+    const drops = new RetentionDrops();
+    drops.add(1, "a", 2);
+    drops.add(1, "b", 3);
+    drops.add(2, "a", 4);
+    drops.forget(1, "a");
+    expect(drops.list()).toEqual([
+      { global_id: 2, topic: "a", dropped: 4 },
+      { global_id: 1, topic: "b", dropped: 3 },
+    ]);
+    drops.forget(1);
+    drops.forget(2);
+    expect(drops.list()).toEqual([]);
+  });
 });

@@ -201,6 +201,7 @@ describe("Scheduler", () => {
         const expiresAt = fields?.ttlMs === undefined ? {} : { expiresAt: now + fields.ttlMs };
         const headersOf = (i: number) => (fields?.headers?.[i] && Object.keys(fields.headers[i]!).length > 0 ? { headers: fields.headers[i] } : {});
         await Promise.all(payloads.map((p, i) => logOf(topic).append(p, now, { msgId: msgIds[i]!, ...headersOf(i), ...expiresAt })));
+        return payloads.length;
       },
       storedIds: async (topic, since) => (logs.has(topic) ? new Map((await logs.get(topic)!.recentMsgIds(since, 1e9)).map((r) => [r.msgId, r.time])) : null),
     });
@@ -302,5 +303,23 @@ describe("Scheduler", () => {
     expect(dueTime({ at: 5000 }, 1000)).toBe(5000);
     expect(() => dueTime({ delayMs: 1, at: 1 }, 1000)).toThrow(MqError);
     expect(() => dueTime({ delayMs: MAX_DELAY_MS + 1 }, 1000)).toThrow(/more than 366 days ahead/);
+  });
+
+  test("limits: publishes accepted at the same time cannot pass --max-scheduled or --max-scheduled-bytes together; a refused one holds nothing", async () => {
+    const hooks = { append: async (_t: string, p: Uint8Array[]) => p.length, storedIds: async () => null };
+    const byCount = new Scheduler(new MemorySchedule(), hooks, { maxScheduled: 2, maxScheduledBytes: 0 });
+    const due = Date.now() + 3_600_000;
+    const outcomes = await Promise.allSettled([1, 2, 3].map(() => byCount.schedule("t", [b("x")], undefined, due)));
+    expect(outcomes.map((o) => o.status)).toEqual(["fulfilled", "fulfilled", "rejected"]);
+    expect(String((outcomes[2] as PromiseRejectedResult).reason.message)).toContain("--max-scheduled is 2");
+    expect(byCount.pending).toBe(2);
+
+    const byBytes = new Scheduler(new MemorySchedule(), hooks, { maxScheduled: 0, maxScheduledBytes: 10 });
+    await expect(byBytes.schedule("t", [b("0123456789a")], undefined, due)).rejects.toThrow(/--max-scheduled-bytes is 10/);
+    expect(byBytes.pendingBytes).toBe(0);
+    await byBytes.schedule("t", [b("01234"), b("56789")], undefined, due);
+    expect(byBytes.pendingBytes).toBe(10);
+    await byBytes.stop();
+    await byCount.stop();
   });
 });
