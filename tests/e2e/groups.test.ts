@@ -233,6 +233,11 @@ describe("queue groups across a server restart", () => {
       const [after1, after2] = await Promise.all([drain(one.socket, m1), drain(two.socket, m2)]);
       // Still one group: the new messages once, the acknowledged ones never again.
       expect(sorted([...after1, ...after2])).toEqual(range(21, 40));
+      // The group's options are kept: a join asking for others is still refused.
+      const m3 = await createOn(two.socket);
+      const other = await mq(two.socket, ["sub", String(m3), "durable.jobs", "--group", "g", "--max-deliver", "2"]);
+      expect(other.code).toBe(1);
+      expect(other.stderr).toContain('queue group "g" of topic "durable.jobs" has no --max-deliver');
 
       // A crash: the floor on disk may lag behind the acks, never ahead; nothing is lost.
       await mq(one.socket, ["pub", String(m1), "durable.jobs", "--lines"], { stdin: lines(10, "c") });
