@@ -151,12 +151,31 @@ export class Group {
       this.pending.next = to + 1;
     }
     const out: StoredMessage[] = [];
-    for (const seq of again) {
-      const read = await this.read(seq, 1, 1);
-      const m = read?.[0];
-      if (!read) this.pending.unsend(seq);
-      else if (m && m.seq === seq) out.push({ ...m, data: m.data.slice() }); // the next read may reuse the buffer
-      else this.done(seq); // trimmed or lost meanwhile: nothing left to deliver
+    // Consecutive seqs to deliver again (a member's whole share, given back) are read as one run.
+    for (let i = 0; i < again.length; ) {
+      let j = i + 1;
+      while (j < again.length && again[j] === again[j - 1]! + 1) j++;
+      const first = again[i]!;
+      const last = again[j - 1]!;
+      i = j;
+      const read = await this.read(first, last - first + 1, Number.MAX_SAFE_INTEGER);
+      if (!read) {
+        for (let seq = first; seq <= last; seq++) this.pending.unsend(seq);
+        continue;
+      }
+      let expected = first;
+      for (const m of read) {
+        if (m.seq > last) break;
+        for (; expected < m.seq; expected++) this.done(expected); // trimmed or lost meanwhile: nothing left to deliver
+        out.push({ ...m, data: m.data.slice() }); // the next read may reuse the buffer
+        expected = m.seq + 1;
+      }
+      // After the last one read: gone when the read found nothing up to `last`, else not read yet (a short read).
+      const gone = read.length === 0 || read[read.length - 1]!.seq > last;
+      for (; expected <= last; expected++) {
+        if (gone) this.done(expected);
+        else this.pending.unsend(expected);
+      }
     }
     if (to >= from) {
       const batch = (await this.read(from, to - from + 1, Math.max(1, maxBytes))) ?? [];

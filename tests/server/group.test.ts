@@ -303,6 +303,25 @@ describe("review fixes", () => {
   });
 });
 
+describe("redelivery in runs", () => {
+  test("a member's share given back is read again as one run of the log, in order", async () => {
+    const topic = await topicWith("runs", 40);
+    const { groups } = groupsFor();
+    const a = await groups.join(topic, 1, { group: "g" }, 1);
+    const b = await groups.join(topic, 2, { group: "g" }, 1);
+    await a.push(fakeConnection().conn, new Credits());
+    a.drop(undefined);
+    let reads = 0;
+    const read = topic.log.read.bind(topic.log);
+    topic.log.read = (from, count, maxBytes) => (reads++, read(from, count, maxBytes));
+    const second = fakeConnection();
+    await b.push(second.conn, new Credits());
+    expect(seqsOf(second.frames)).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
+    expect(reads).toBe(1);
+    await groups.close();
+  });
+});
+
 describe("PendingSet floor", () => {
   test("matches the oldest seq not done through random sends, releases, retirements and acks", () => {
     let seed = 7;
