@@ -291,6 +291,7 @@ const commands: Command[] = [
       const group = parseGroup(args.group);
       const maxDeliver = args["max-deliver"] === undefined ? undefined : parseCount("max-deliver", args["max-deliver"]);
       const deadLetter = args["dead-letter"] === undefined ? undefined : String(args["dead-letter"]);
+      if (deadLetter !== undefined && maxDeliver === undefined) throw new UsageError(`--dead-letter ${deadLetter} needs --max-deliver N: without a limit no message is ever dead-lettered`);
       return (await client()).sub({
         ...commonOf(args),
         id: parseId(args.id),

@@ -78,6 +78,7 @@ export const SERVER_COUNTERS = {
   accepted: counter("connections", "Connections accepted."),
   rejected: counter("connections", "Connections refused (--max-connections)."),
   dead_lettered: counter("messages", "Messages moved to a dead-letter topic after --max-deliver deliveries without an ack."),
+  dead_letters_dropped: counter("messages", "Dead letters that reached --max-deliver again: dropped, not dead-lettered a second time."),
   expired: counter("messages", "Messages skipped at delivery because their TTL ran out (never delivered)."),
   pattern_skipped: counter("subscriptions", "New topics a pattern matched that its id was not subscribed to, as it was at --max-subscriptions-per-id."),
 } as const satisfies Metrics;

@@ -196,5 +196,6 @@ export const defaults = {
 export function parseTtl(value: unknown): number {
   const ms = parseDuration("ttl", value);
   if (ms < 1) throw new UsageError(`--ttl must be a duration above zero like 500ms, 30s, 10m, 2h or 1d, got ${JSON.stringify(String(value))}`);
+  if (!Number.isSafeInteger(ms)) throw new UsageError(`--ttl ${JSON.stringify(String(value))} is too long: at most ${Number.MAX_SAFE_INTEGER} ms (about 285,000 years); give a shorter duration`);
   return ms;
 }

@@ -74,7 +74,7 @@ export class Inbox {
     if (track.held.has(msg.seq)) return "duplicate";
     track.held.add(msg.seq);
     delete msg.lost; // the group's members share the topic's seqs: a jump is not a loss
-    const cost = deliveryCost(msg.data.length);
+    const cost = deliveryCost(messageBytes(msg));
     track.bytes += cost;
     this.bytes += cost;
     this.queue.push(msg);
@@ -104,8 +104,30 @@ export class Inbox {
     return { naks: [...naks].map(([topic, seqs]) => ({ topic, seqs })), rest };
   }
 
+  /**
+   * The server connection was lost: the server gave back every message of an explicit topic
+   * this broker held (another member may get them), so those still buffered are dropped and
+   * no longer held; it sends them again after the reconnect if they are still this member's.
+   * A copy handed to a client meanwhile may still be acknowledged (the server ignores the
+   * ack if the message went to another member).
+   */
+  dropExplicit(): void {
+    let any = false;
+    for (const track of this.tracks.values()) {
+      if (!track.held) continue;
+      track.held.clear();
+      this.bytes -= track.bytes;
+      track.bytes = 0;
+      track.more = false;
+      any = true;
+    }
+    if (!any) return;
+    this.queue = this.queue.slice(this.head).filter((m) => !this.tracks.get(m.topic)?.held);
+    this.head = 0;
+  }
+
   private release(track: TopicTrack, m: Message): void {
-    const cost = deliveryCost(m.data.length);
+    const cost = deliveryCost(messageBytes(m));
     track.bytes -= cost;
     this.bytes -= cost;
   }
@@ -200,8 +222,8 @@ export class Inbox {
       const track = this.tracks.get(m.topic);
       if (!track) continue;
       if (track.held) {
-        if (!track.held.delete(m.seq)) continue;
-        this.release(track, m);
+        // Not held: handed out before the server connection was lost; acknowledged all the same (see dropExplicit).
+        if (track.held.delete(m.seq)) this.release(track, m);
         explicit ??= new Map();
         const seqs = explicit.get(m.topic);
         if (seqs) seqs.push(m.seq);

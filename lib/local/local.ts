@@ -10,7 +10,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import type { Socket, UnixSocketListener } from "bun";
 import { errorText, logger } from "../log.ts";
 import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_HELLO_TIMEOUT_MS, DEFAULT_LOCAL_LIMITS, DEFAULT_MAX_MESSAGE_BYTES, maxFrameBytes } from "../config.ts";
-import { Code, MqError } from "../errors.ts";
+import { Code, MqError, toMqError } from "../errors.ts";
 import { lockDataDir, makeDataDir, writeFileAtomic } from "../store/fsutil.ts";
 import { IdRanges } from "../store/id-ranges.ts";
 import { defineCounters, LOCAL_COUNTERS, type LocalStats, type ServerStats } from "../metrics.ts";
@@ -215,15 +215,22 @@ export class LocalBroker {
     let attempts = 0;
     const handler: ConnectionHandler = {
       frame: (conn, frame) => {
-        if (frame.op === "msgs") return this.onPush(frame, conn);
-        throw new MqError(Code.UnknownOp, `op ${JSON.stringify(frame.op)} is not served by a local broker`);
+        if (frame.op !== "msgs") throw new MqError(Code.UnknownOp, `op ${JSON.stringify(frame.op)} is not served by a local broker`);
+        try {
+          return this.onPush(frame, conn);
+        } catch (err) {
+          this.refusePush(conn, toMqError(err));
+        }
       },
+      invalid: (conn, err) => this.refusePush(conn, err),
       closed: (conn, reason) => {
         if (this.upstream !== conn) return;
         this.upstream = null;
         if (this.stopped) return;
         log.warn(`lost the server ${this.serverAddress} (${reason}); reconnecting`);
         this.counters.reconnects++;
+        // The server gave back what explicit subscriptions held here: not handed out from this buffer any more.
+        for (const inbox of this.inboxes.values()) inbox.dropExplicit();
         void this.connectUpstream(true);
       },
     };
@@ -406,6 +413,16 @@ export class LocalBroker {
       this.forwarding--;
       this.forwardQueue.shift()?.();
     }
+  }
+
+  /**
+   * A push from the server that cannot be taken (it does not decode, or breaks a rule): not
+   * dropped, which would lose its messages once a later ack moves past them, but the
+   * connection closed, so the server gives back what it sent and sends it again after the reconnect.
+   */
+  private refusePush(conn: Connection, err: MqError): void {
+    log.error(`server ${this.serverAddress}: a push cannot be taken (${err.message}); closing the connection, the server sends it again`);
+    conn.close(CloseReason.ProtocolError);
   }
 
   /** `from` is the server connection the frame came on: it may not be `upstream` yet (the hello reply and the first pushes can arrive in one read). */

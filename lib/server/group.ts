@@ -19,15 +19,18 @@ import type { GroupRecord, GroupStore, StoredMessage } from "../store/types.ts";
 import type { Connection } from "../wire/connection.ts";
 import { MESSAGE_OVERHEAD_BYTES, messageBytes, type MsgsFrame } from "../wire/messages.ts";
 import { checkGroupName } from "../wire/group-name.ts";
-import { checkTopic, isPattern } from "../wire/topic.ts";
+import { checkTopic, isPattern, MAX_TOPIC_BYTES, topicProblem } from "../wire/topic.ts";
 import type { Consumer } from "./consumer.ts";
 import type { Credits } from "./credits.ts";
 import { PendingSet } from "./pending.ts";
-import { addExtra, hasExtra, Subscription, type Topic, WINDOW_BYTES, WINDOW_MESSAGES } from "./topic.ts";
+import { addExtra, hasExtra, MAX_EXPIRED_PER_PUSH, Subscription, type Topic, WINDOW_BYTES, WINDOW_MESSAGES } from "./topic.ts";
 
 const log = logger("server");
 
 const READ_BATCH = 64;
+/** Retries of a dead letter that could not be written: from this delay, doubling up to the max. */
+const DEAD_LETTER_RETRY_MIN_MS = 200;
+const DEAD_LETTER_RETRY_MAX_MS = 30_000;
 /** How often moved floors reach DATA/groups.json. */
 const FLOOR_WRITE_MS = 100;
 
@@ -49,9 +52,27 @@ export function checkExplicit(topic: string, options: ExplicitOptions): void {
   if (options.group !== undefined) checkGroupName(options.group);
   if (options.maxDeliver !== undefined && options.maxDeliver < 1) throw new MqError(Code.BadRequest, `sub: maxDeliver must be 1 or more, got ${options.maxDeliver}`);
   if (options.deadLetter !== undefined) {
+    // Without a limit nothing is ever dead-lettered: the option would only switch to per-message acks.
+    if (options.maxDeliver === undefined) throw new MqError(Code.BadRequest, `sub: a dead-letter topic ("${options.deadLetter}") needs maxDeliver (--max-deliver N): without it no message is ever dead-lettered`);
     checkTopic(options.deadLetter);
     if (options.deadLetter === topic) throw new MqError(Code.BadRequest, `the dead-letter topic of "${topic}" cannot be "${topic}" itself; choose another --dead-letter`);
+  } else if (options.maxDeliver !== undefined && topicProblem(defaultDeadLetter(topic))) {
+    throw new MqError(Code.BadRequest, `the default dead-letter topic "${defaultDeadLetter(topic).slice(0, 60)}..." of topic "${topic.slice(0, 60)}..." is longer than ${MAX_TOPIC_BYTES} bytes; name one with --dead-letter`);
   }
+}
+
+/** Where a group's dead letters go when `sub` names no --dead-letter. */
+export function defaultDeadLetter(topic: string): string {
+  return `${topic}.dlq`;
+}
+
+/** BAD_REQUEST when `options` ask `group` for another --max-deliver or dead-letter topic than it has: one group, one policy. Null when alike. */
+export function optionsProblem(group: Group, options: ExplicitOptions): MqError | null {
+  const deadLetter = options.deadLetter ?? defaultDeadLetter(group.topic.name);
+  if (group.maxDeliver === options.maxDeliver && group.deadLetterTopic === deadLetter) return null;
+  const show = (maxDeliver: number | undefined, dl: string) => (maxDeliver === undefined ? "no --max-deliver" : `--max-deliver ${maxDeliver} --dead-letter ${dl}`);
+  const which = group.name === undefined ? `the subscription of id ${[...group.members.keys()][0]} to topic "${group.topic.name}"` : `queue group "${group.name}" of topic "${group.topic.name}"`;
+  return new MqError(Code.BadRequest, `${which} has ${show(group.maxDeliver, group.deadLetterTopic)}, and this sub asks for ${show(options.maxDeliver, deadLetter)}; subscribe with the same options, or unsubscribe every member first`);
 }
 
 /** The consumer fields (lib/server/consumer.ts) of a `sub` with these options. */
@@ -71,7 +92,8 @@ export function consumerFields(options: ExplicitOptions): Pick<Consumer, "ackPol
  */
 export function sameKindProblem(existing: Subscription, id: number, topic: string, options: ExplicitOptions): MqError | null {
   const member = existing instanceof GroupMember ? existing : undefined;
-  if (member ? isExplicit(options) && member.group.name === options.group : !isExplicit(options)) return null;
+  if (member && isExplicit(options) && member.group.name === options.group) return optionsProblem(member.group, options);
+  if (!member && !isExplicit(options)) return null;
   const was = !member ? "without a group" : member.group.name === undefined ? "with --max-deliver" : `in group "${member.group.name}"`;
   return new MqError(Code.BadRequest, `id ${id} is already subscribed to topic "${topic}" ${was}; unsubscribe it first`);
 }
@@ -99,7 +121,7 @@ export class Group {
     private readonly groups: Groups,
   ) {
     this.pending = new PendingSet(floor);
-    this.deadLetterTopic = `${topic.name}.dlq`;
+    this.deadLetterTopic = defaultDeadLetter(topic.name);
   }
 
   /** Messages to deliver: again, or never yet. */
@@ -110,9 +132,10 @@ export class Group {
   /**
    * Up to `count` messages (about `maxBytes`) for `member`: those to deliver again first,
    * then new ones. They are claimed (in flight to `member`, bytes -1) before any read, so
-   * members pushing at once never get the same seq; the caller sends them (`sentTo`).
+   * members pushing at once never get the same seq; the caller sends them. `expired`: how
+   * many of those read had expired (done, never sent).
    */
-  async take(member: number, count: number, maxBytes: number): Promise<StoredMessage[]> {
+  async take(member: number, count: number, maxBytes: number): Promise<{ batch: StoredMessage[]; expired: number }> {
     const log = this.topic.log;
     const again: number[] = [];
     for (let r = this.pending.takeRedelivery(); r; r = again.length < count ? this.pending.takeRedelivery() : undefined) {
@@ -128,12 +151,31 @@ export class Group {
       this.pending.next = to + 1;
     }
     const out: StoredMessage[] = [];
-    for (const seq of again) {
-      const read = await this.read(seq, 1, 1);
-      const m = read?.[0];
-      if (!read) this.pending.unsend(seq);
-      else if (m && m.seq === seq) out.push({ ...m, data: m.data.slice() }); // the next read may reuse the buffer
-      else this.done(seq); // trimmed or lost meanwhile: nothing left to deliver
+    // Consecutive seqs to deliver again (a member's whole share, given back) are read as one run.
+    for (let i = 0; i < again.length; ) {
+      let j = i + 1;
+      while (j < again.length && again[j] === again[j - 1]! + 1) j++;
+      const first = again[i]!;
+      const last = again[j - 1]!;
+      i = j;
+      const read = await this.read(first, last - first + 1, Number.MAX_SAFE_INTEGER);
+      if (!read) {
+        for (let seq = first; seq <= last; seq++) this.pending.unsend(seq);
+        continue;
+      }
+      let expected = first;
+      for (const m of read) {
+        if (m.seq > last) break;
+        for (; expected < m.seq; expected++) this.done(expected); // trimmed or lost meanwhile: nothing left to deliver
+        out.push({ ...m, data: m.data.slice() }); // the next read may reuse the buffer
+        expected = m.seq + 1;
+      }
+      // After the last one read: gone when the read found nothing up to `last`, else not read yet (a short read).
+      const gone = read.length === 0 || read[read.length - 1]!.seq > last;
+      for (; expected <= last; expected++) {
+        if (gone) this.done(expected);
+        else this.pending.unsend(expected);
+      }
     }
     if (to >= from) {
       const batch = (await this.read(from, to - from + 1, Math.max(1, maxBytes))) ?? [];
@@ -146,7 +188,8 @@ export class Group {
       // Stopped short by `maxBytes`: the rest goes back, first in line, not counted as delivered.
       for (let seq = expected; seq <= to; seq++) this.pending.unsend(seq);
     }
-    return this.dropExpired(out);
+    const batch = this.dropExpired(out);
+    return { batch, expired: out.length - batch.length };
   }
 
   /** Messages whose TTL ran out are never delivered: done (the floor moves past them) and counted. */
@@ -155,7 +198,7 @@ export class Group {
     const now = Date.now();
     const live = batch.filter((m) => m.expiresAt === undefined || m.expiresAt > now);
     if (live.length === batch.length) return batch;
-    for (const m of batch) if (!live.includes(m)) this.done(m.seq);
+    for (const m of batch) if (m.expiresAt !== undefined && m.expiresAt <= now) this.done(m.seq);
     this.topic.onExpired(batch.length - live.length);
     return live;
   }
@@ -186,14 +229,30 @@ export class Group {
     if (deliveries === undefined) return;
     if (this.maxDeliver !== undefined && deliveries >= this.maxDeliver) {
       this.pending.retire(seq);
-      this.groups.host.deadLetter(this, seq, deliveries).then(
-        () => this.done(seq),
-        // The floor stays below it: a restart delivers it again, and it can be retired then.
-        (err) => log.error(`topic ${this.topic.name}: cannot move seq ${seq} to the dead-letter topic "${this.deadLetterTopic}": ${(err as Error).message}`),
-      );
+      this.moveToDeadLetter(seq, deliveries, 0);
       return;
     }
     this.pending.release(seq);
+  }
+
+  /**
+   * Stores `seq` in the dead-letter topic, then it is done. A failed write (storage, the
+   * topic limit) is logged and tried again with a growing delay: the floor stays below it
+   * meanwhile, and a restart delivers it again if the server stops first.
+   */
+  private moveToDeadLetter(seq: number, deliveries: number, failures: number): void {
+    this.groups.host.deadLetter(this, seq, deliveries).then(
+      () => this.done(seq),
+      (err) => {
+        const delay = Math.min(DEAD_LETTER_RETRY_MAX_MS, DEAD_LETTER_RETRY_MIN_MS * 2 ** failures);
+        log.error(`topic ${this.topic.name}: cannot move seq ${seq} to the dead-letter topic "${this.deadLetterTopic}" (tried again in ${delay} ms): ${(err as Error).message}`);
+        const timer = setTimeout(() => {
+          // Forgotten meanwhile (the group was left by all its members, or it was trimmed): nothing to retry.
+          if (this.pending.isDying(seq)) this.moveToDeadLetter(seq, deliveries, failures + 1);
+        }, delay);
+        timer.unref();
+      },
+    );
   }
 
   /** Gives every member with room a turn (after messages were given back). */
@@ -254,8 +313,14 @@ export class GroupMember extends Subscription {
     let pushed = 0;
     let shared = false;
     let reservedAny = false;
+    let skipped = 0;
     // At most one batch per turn: a publish pumps every member in turn, so they share the backlog.
     while (this.group.backlog && pushed < READ_BATCH && !this.dropped) {
+      if (skipped >= MAX_EXPIRED_PER_PUSH) {
+        // A long run of expired messages: read on at the next turn of the event loop (no ack would wake it).
+        setImmediate(() => this.dropped || this.topic.repush(this));
+        break;
+      }
       if (!conn.writable) {
         shared = true;
         break;
@@ -275,8 +340,10 @@ export class GroupMember extends Subscription {
       reservedAny = true;
       const generation = this.generation;
       let batch: StoredMessage[];
+      let expired: number;
       try {
-        batch = await this.group.take(this.id, count, maxBytes);
+        ({ batch, expired } = await this.group.take(this.id, count, maxBytes));
+        skipped += expired;
       } finally {
         credits.release(this.id, reserved);
       }
@@ -291,7 +358,10 @@ export class GroupMember extends Subscription {
         if (mine.length > 0) this.group.pumpMembers();
         return;
       }
-      if (batch.length === 0) break;
+      if (batch.length === 0) {
+        if (expired > 0) continue; // all of it had expired: read on
+        break;
+      }
       this.send(conn, batch);
       let bytes = 0;
       for (const m of batch) {
@@ -353,23 +423,29 @@ export class GroupMember extends Subscription {
     return freed;
   }
 
-  /** `seqs` go back to the group for redelivery (delivery count kept); returns how many. */
-  nak(seqs: number[], credits: Credits | undefined): number {
+  /**
+   * `seqs` go back to the group for redelivery; returns how many. `counted`: the delivery
+   * counts (toward --max-deliver) for those that were sent; those still being read (claimed,
+   * never sent) never count. Not counted when only the local broker's session closed: what
+   * it buffered may never have reached a client (docs/semantics.md).
+   */
+  nak(seqs: number[], credits: Credits | undefined, counted = true): number {
     let n = 0;
     for (const seq of seqs) {
       const f = this.group.pending.get(seq);
       if (!f || f.member !== this.id) continue;
       this.free(f.bytes, credits);
-      this.group.giveBack(seq);
+      if (counted && f.bytes >= 0) this.group.giveBack(seq);
+      else this.group.pending.unsend(seq);
       n++;
     }
     if (n > 0) this.group.pumpMembers();
     return n;
   }
 
-  /** Everything in flight to this member goes back to the group (its broker's session closed, or it left). */
-  releaseAll(credits: Credits | undefined): void {
-    this.nak(this.group.pending.heldBy(this.id), credits);
+  /** Everything in flight to this member goes back to the group (its broker's session closed: not `counted`; or it left). */
+  releaseAll(credits: Credits | undefined, counted: boolean): void {
+    this.nak(this.group.pending.heldBy(this.id), credits, counted);
     this.held = 0;
     this.heldBytes = 0;
   }
@@ -379,13 +455,13 @@ export class GroupMember extends Subscription {
     this.generation++;
     this.announced = false;
     this.queued = false;
-    this.releaseAll(undefined);
+    this.releaseAll(undefined, false);
   }
 
   override drop(credits: Credits | undefined): void {
     this.dropped = true;
     this.group.members.delete(this.id);
-    this.releaseAll(credits);
+    this.releaseAll(credits, true);
   }
 
   private free(bytes: number, credits: Credits | undefined): void {
@@ -440,9 +516,15 @@ export class Groups {
    * when new); written to disk before it resolves. The caller adds it to the topic.
    */
   async join(topic: Topic, id: number, options: ExplicitOptions, floor: number): Promise<GroupMember> {
+    const fresh = !this.groups.has(keyOf(topic.name, options.group, id));
     const group = this.group(topic, options.group, floor, id);
-    if (options.maxDeliver !== undefined) group.maxDeliver = options.maxDeliver;
-    if (options.deadLetter !== undefined) group.deadLetterTopic = options.deadLetter;
+    if (fresh || group.members.size === 0) {
+      group.maxDeliver = options.maxDeliver;
+      group.deadLetterTopic = options.deadLetter ?? defaultDeadLetter(topic.name);
+    } else {
+      const problem = optionsProblem(group, options);
+      if (problem) throw problem;
+    }
     const member = group.members.get(id) ?? new GroupMember(id, group); // a concurrent join of the same id finds it
     group.members.set(id, member);
     try {
@@ -488,7 +570,7 @@ export class Groups {
       if (g.members.size === 0) continue;
       const r: GroupRecord = { topic: g.topic.name, group: g.name ?? null, floor: g.pending.floor, members: [...g.members.keys()] };
       if (g.maxDeliver !== undefined) r.maxDeliver = g.maxDeliver;
-      if (g.deadLetterTopic !== `${g.topic.name}.dlq`) r.deadLetter = g.deadLetterTopic;
+      if (g.deadLetterTopic !== defaultDeadLetter(g.topic.name)) r.deadLetter = g.deadLetterTopic;
       records.push(r);
     }
     return records;
@@ -508,5 +590,5 @@ function keyOf(topic: string, name: string | undefined, member: number): string 
 
 /** The members among `subs` (all the subscriptions of a local broker whose session closed) give back what they hold. */
 export function releaseMembers(subs: Iterable<Subscription>): void {
-  for (const sub of subs) if (sub instanceof GroupMember) sub.releaseAll(undefined);
+  for (const sub of subs) if (sub instanceof GroupMember) sub.releaseAll(undefined, false);
 }

@@ -23,6 +23,13 @@ export class PendingSet {
   private readonly redeliveryCounts = new Map<number, number>();
   /** Seqs handed to the dead-letter topic, not yet stored there: not done, not deliverable. */
   private readonly dying = new Set<number>();
+  /**
+   * Every seq ever sent, ascending (new seqs come in order), from `head` on: those before
+   * `head` are done. The floor is the first still tracked, found by moving `head` past the
+   * done ones: each ack costs O(1) amortized, not a scan of what is in flight.
+   */
+  private order: number[] = [];
+  private head = 0;
   private cachedFloor: number;
 
   constructor(floor: number) {
@@ -56,7 +63,15 @@ export class PendingSet {
   /** Records a delivery of `seq` to `member` (`deliveries`: this one included). */
   sent(seq: number, member: number, deliveries: number, bytes: number): void {
     this.inFlight.set(seq, { member, deliveries, bytes });
-    if (seq >= this.next) this.next = seq + 1;
+    if (seq >= this.next) {
+      this.next = seq + 1;
+      this.order.push(seq);
+    }
+  }
+
+  /** True while `seq` is on its way to the dead-letter topic. */
+  isDying(seq: number): boolean {
+    return this.dying.has(seq);
   }
 
   get(seq: number): InFlight | undefined {
@@ -108,12 +123,17 @@ export class PendingSet {
     this.dying.add(seq);
   }
 
+  private tracked(seq: number): boolean {
+    return this.inFlight.has(seq) || this.dying.has(seq) || this.redeliveryCounts.has(seq);
+  }
+
   private updateFloor(): void {
-    let floor = this.next;
-    for (const seq of this.inFlight.keys()) if (seq < floor) floor = seq;
-    for (const seq of this.dying) if (seq < floor) floor = seq;
-    if (this.redeliveries.length > 0 && this.redeliveries[0]! < floor) floor = this.redeliveries[0]!;
-    this.cachedFloor = floor;
+    while (this.head < this.order.length && !this.tracked(this.order[this.head]!)) this.head++;
+    if (this.head > 1024 && this.head * 2 > this.order.length) {
+      this.order = this.order.slice(this.head);
+      this.head = 0;
+    }
+    this.cachedFloor = this.head < this.order.length ? this.order[this.head]! : this.next;
   }
 }
 

@@ -24,7 +24,7 @@ import { Consumers } from "./consumer.ts";
 import { filterMatches } from "./subjects.ts";
 import { Credits } from "./credits.ts";
 import { DEFAULT_DEDUPE, DedupeWindow, splitMsgId, type DedupeOptions, type Pending, type Runs } from "./dedupe.ts";
-import { deadLetterMessage } from "./dead-letter.ts";
+import { DEAD_TOPIC_HEADER, deadLetterMessage, isDeadLetter } from "./dead-letter.ts";
 import { checkExplicit, consumerFields, GroupMember, Groups, isExplicit, releaseMembers, sameKindProblem, type ExplicitOptions, type Group } from "./group.ts";
 import { RetentionDrops, trimTopic, type ServerRetention } from "./retention.ts";
 import { dueTime, MAX_SCHEDULED_BYTES, Scheduler, type ScheduledFields } from "./scheduler.ts";
@@ -1136,6 +1136,13 @@ export class MqServer {
   private async deadLetter(group: Group, seq: number, deliveries: number): Promise<void> {
     const original = (await group.topic.log.read(seq, 1, 1))[0];
     if (!original || original.seq !== seq) return; // trimmed or lost: nothing left to move
+    if (isDeadLetter(original)) {
+      // Dead-lettered once already: a second time could loop between two topics (A to B, B to A).
+      this.counters.dead_letters_dropped++;
+      log.warn(`topic ${group.topic.name}: seq ${seq}, a dead letter of topic "${original.headers![DEAD_TOPIC_HEADER]}", was delivered ${deliveries} times without an ack; dropped, not dead-lettered again`);
+      return;
+    }
+    checkTopic(group.deadLetterTopic); // a default `${topic}.dlq` of a group made before the check at subscribe
     const dead = deadLetterMessage(group.topic.name, original, deliveries);
     const { topic } = (await this.topic(group.deadLetterTopic, true))!;
     await topic.log.append(dead.data, Date.now(), { headers: dead.headers });

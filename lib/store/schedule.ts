@@ -20,6 +20,9 @@ import * as path from "node:path";
 import { RecordFile, type Record_ } from "./record-file.ts";
 import type { ScheduledMessage, ScheduleStore } from "./types.ts";
 import { headersProblem, type Headers } from "../wire/headers.ts";
+import { logger } from "../log.ts";
+
+const log = logger("store");
 
 /** Compaction once the file is this big and holds more removed messages than pending ones. */
 const COMPACT_MIN_BYTES = 1024 * 1024;
@@ -110,8 +113,12 @@ function toEntry(r: Record_): ScheduledMessage | null {
   // A copy: decoded byte strings share the buffer of the whole file.
   const entry: ScheduledMessage = { n: r.n as number, topic: r.t, due: r.d as number, data: r.p.slice() };
   if (typeof r.m === "string") entry.msgId = r.m;
-  // Written only valid; anything else is not ours to deliver, so it is left out.
-  if (r.h !== undefined && headersProblem(r.h) === null) entry.headers = r.h as Headers;
+  // Written only valid; anything else is not ours to deliver, so it is left out (and said).
+  if (r.h !== undefined) {
+    const problem = headersProblem(r.h);
+    if (problem === null) entry.headers = r.h as Headers;
+    else log.error(`delayed message ${entry.n} of topic "${entry.topic}": its stored headers are not valid (expected ${problem}); delivered without them`);
+  }
   if (Number.isSafeInteger(r.l) && (r.l as number) >= 1) entry.ttlMs = r.l as number;
   return entry;
 }

@@ -45,6 +45,11 @@ export interface ConnectionHandler {
   /** The outbound queue drained below its budget: producers paused on `writable` may go on. */
   drain?(conn: Connection): void;
   closed?(conn: Connection, reason: CloseReason): void;
+  /**
+   * A frame without a rid that does not decode or validate. Without this hook the peer gets
+   * an error and the frame is dropped; a local broker closes instead (a dropped push would lose messages).
+   */
+  invalid?(conn: Connection, err: MqError): void;
 }
 
 export interface ConnectionOptions {
@@ -331,6 +336,7 @@ export class Connection {
       frame = validate(map);
     } catch (err) {
       const rid = map && Number.isSafeInteger(map.rid) ? (map.rid as number) : undefined;
+      if (rid === undefined && this.handler.invalid) return this.handler.invalid(this, toMqError(err));
       this.fail(rid, toMqError(err));
       return;
     }

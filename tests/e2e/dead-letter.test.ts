@@ -137,6 +137,58 @@ describe("max-deliver and dead letters", () => {
   });
 });
 
+describe("dead letters: limits and loops", () => {
+  test("a message with the most headers allowed (64) still reaches the dead-letter topic: its headers are left out and counted", async () => {
+    const id = await createOn(host.socket);
+    const watcher = await createOn(host.socket);
+    await mq(host.socket, ["sub", String(id), "full.headers", "--max-deliver", "1"]);
+    await mq(host.socket, ["sub", String(watcher), "full.headers.dlq"]);
+    const headerArgs = Array.from({ length: 64 }, (_, i) => ["--header", `k${i}=v`]).flat();
+    expect((await mq(host.socket, ["pub", String(id), "full.headers", "heavy", ...headerArgs])).code).toBe(0);
+    await using client = await MqClient.connect({ socket: host.socket });
+    const got = await client.recv(id, { waitMs: 10_000 });
+    expect(got.messages.map((m) => m.text())).toEqual(["heavy"]);
+    await got.nak();
+    const dead = await mq(host.socket, ["recv", String(watcher), "--wait", "10", "--json"]);
+    expect(dead.code).toBe(0);
+    expect(JSON.parse(dead.stdout)).toMatchObject({ data: "heavy", headers: { "mq-dead-topic": "full.headers", "mq-dead-headers-dropped": "64" } });
+  });
+
+  test("a dead letter is not dead-lettered again (A to B, B to A): dropped and counted", async () => {
+    const x = await createOn(host.socket);
+    const y = await createOn(host.socket);
+    await mq(host.socket, ["sub", String(x), "loop.a", "--max-deliver", "1", "--dead-letter", "loop.b"]);
+    await mq(host.socket, ["sub", String(y), "loop.b", "--max-deliver", "1", "--dead-letter", "loop.a"]);
+    const before = (await serverStats(host.socket)).dead_letters_dropped as number;
+    await mq(host.socket, ["pub", String(x), "loop.a", "bounce"]);
+    await using client = await MqClient.connect({ socket: host.socket });
+    const first = await client.recv(x, { waitMs: 10_000 });
+    expect(first.messages.map((m) => m.text())).toEqual(["bounce"]);
+    await first.nak();
+    const second = await client.recv(y, { waitMs: 10_000 });
+    expect(second.messages.map((m) => [m.text(), m.headers?.["mq-dead-topic"]])).toEqual([["bounce", "loop.a"]]);
+    await second.nak();
+    for (let i = 0; i < 100 && (await serverStats(host.socket)).dead_letters_dropped === before; i++) await Bun.sleep(50);
+    expect((await serverStats(host.socket)).dead_letters_dropped).toBe(before + 1);
+    expect((await client.recv(x, { waitMs: 500 })).messages).toEqual([]);
+  });
+
+  test("bad combinations are refused: --dead-letter without --max-deliver (exit 2), a default <topic>.dlq above the name limit (exit 1), --ttl too long (exit 2)", async () => {
+    const id = await createOn(host.socket);
+    const alone = await mq(host.socket, ["sub", String(id), "t", "--dead-letter", "t.dead"]);
+    expect(alone.code).toBe(2);
+    expect(alone.stderr).toContain("--dead-letter t.dead needs --max-deliver");
+    const long = "n".repeat(198);
+    const tooLong = await mq(host.socket, ["sub", String(id), long, "--max-deliver", "2"]);
+    expect(tooLong.code).toBe(1);
+    expect(tooLong.stderr).toContain("name one with --dead-letter");
+    expect((await mq(host.socket, ["sub", String(id), long, "--max-deliver", "2", "--dead-letter", "short.dead"])).code).toBe(0);
+    const ttl = await mq(host.socket, ["pub", String(id), "t", "x", "--ttl", "99999999999d"]);
+    expect(ttl.code).toBe(2);
+    expect(ttl.stderr).toContain('--ttl "99999999999d" is too long');
+  });
+});
+
 describe("dead letters across a server restart", () => {
   // What a restart keeps is the file store's promise; the memory store keeps nothing.
   test.skipIf(memoryStore)("--max-deliver and --dead-letter of a subscription survive a restart (SIGTERM)", async () => {

@@ -151,6 +151,62 @@ describe("queue groups", () => {
   });
 });
 
+describe("queue groups: review fixes", () => {
+  test("a member behind a run of expired messages (150, --ttl 300ms) gets the live one after them", async () => {
+    const pub = await createOn(hostA.socket);
+    const member = await createOn(hostB.socket);
+    expect((await mq(hostA.socket, ["pub", String(pub), "expiring.run", "--lines", "--ttl", "300ms"], { stdin: lines(150, "old") })).code).toBe(0);
+    expect((await mq(hostA.socket, ["pub", String(pub), "expiring.run", "live"])).code).toBe(0);
+    await Bun.sleep(400); // the 150 expire
+    expect((await mq(hostB.socket, ["sub", String(member), "expiring.run", "--group", "h", "--from", "earliest"])).code).toBe(0);
+    const r = await mq(hostB.socket, ["recv", String(member), "--wait", "10"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe("live\n");
+  });
+
+  test("joining a group with another --max-deliver is refused naming both values (exit 1); the same options join", async () => {
+    const first = await createOn(hostA.socket);
+    const second = await createOn(hostB.socket);
+    expect((await mq(hostA.socket, ["sub", String(first), "opts", "--group", "g", "--max-deliver", "3"])).code).toBe(0);
+    const other = await mq(hostB.socket, ["sub", String(second), "opts", "--group", "g", "--max-deliver", "5"]);
+    expect(other.code).toBe(1);
+    expect(other.stderr).toContain('queue group "g" of topic "opts" has --max-deliver 3 --dead-letter opts.dlq, and this sub asks for --max-deliver 5 --dead-letter opts.dlq');
+    // The same id again with other options: refused too, not silently kept.
+    const again = await mq(hostA.socket, ["sub", String(first), "opts", "--group", "g", "--max-deliver", "4"]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toContain("--max-deliver 3");
+    expect((await mq(hostB.socket, ["sub", String(second), "opts", "--group", "g", "--max-deliver", "3"])).code).toBe(0);
+  });
+
+  test("a local broker stopped past the heartbeat (kill -STOP): its buffered messages are not counted as deliveries nor handed out twice", async () => {
+    const srv = await startServer({ args: ["--heartbeat-ms", "200", "--heartbeat-missed", "2"] });
+    const frozen = await startLocal(srv.address);
+    try {
+      const y = await createOn(frozen.socket);
+      const watcher = await createOn(frozen.socket);
+      expect((await mq(frozen.socket, ["sub", String(y), "t7", "--max-deliver", "1"])).code).toBe(0);
+      expect((await mq(frozen.socket, ["sub", String(watcher), "t7.dlq"])).code).toBe(0);
+      const identity = JSON.parse((await mq(frozen.socket, ["stats", "--json"])).stdout).local.identity as string;
+      expect((await mq(frozen.socket, ["pub", String(y), "t7", "--lines"], { stdin: lines(3) })).code).toBe(0);
+      for (let i = 0; i < 100 && JSON.parse((await mq(frozen.socket, ["stats", "--json"])).stdout).local.pending < 3; i++) await Bun.sleep(50);
+      process.kill(frozen.daemon.pid, "SIGSTOP");
+      try {
+        await srv.daemon.waitFor(new RegExp(`local broker ${identity} disconnected`));
+      } finally {
+        process.kill(frozen.daemon.pid, "SIGCONT");
+      }
+      await frozen.daemon.waitFor(/lost the server[\s\S]*connected to the server/);
+      const got = await mq(frozen.socket, ["recv", String(y), "--count", "3", "--wait", "10"]);
+      expect(got.stdout).toBe(lines(3));
+      // Each message once: the copies buffered before the loss were dropped, the server sent them again.
+      expect((await mq(frozen.socket, ["recv", String(y), "--wait", "1"])).code).toBe(3);
+      expect((await mq(frozen.socket, ["recv", String(watcher), "--wait", "1"])).code).toBe(3);
+    } finally {
+      await teardown([frozen.daemon, srv.daemon], [frozen.dataDir, srv.dataDir]);
+    }
+  });
+});
+
 describe("queue groups across a server restart", () => {
   // What a restart keeps is the file store's promise; the memory store keeps nothing.
   test.skipIf(memoryStore)("the group, its members and its ack floor survive a restart (SIGTERM); after a crash (SIGKILL) what was above the floor comes again", async () => {
@@ -177,6 +233,11 @@ describe("queue groups across a server restart", () => {
       const [after1, after2] = await Promise.all([drain(one.socket, m1), drain(two.socket, m2)]);
       // Still one group: the new messages once, the acknowledged ones never again.
       expect(sorted([...after1, ...after2])).toEqual(range(21, 40));
+      // The group's options are kept: a join asking for others is still refused.
+      const m3 = await createOn(two.socket);
+      const other = await mq(two.socket, ["sub", String(m3), "durable.jobs", "--group", "g", "--max-deliver", "2"]);
+      expect(other.code).toBe(1);
+      expect(other.stderr).toContain('queue group "g" of topic "durable.jobs" has no --max-deliver');
 
       // A crash: the floor on disk may lag behind the acks, never ahead; nothing is lost.
       await mq(one.socket, ["pub", String(m1), "durable.jobs", "--lines"], { stdin: lines(10, "c") });

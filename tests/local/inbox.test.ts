@@ -1,7 +1,7 @@
 /** The local broker's per-id buffer: what `take`, `putBack` and `acknowledge` leave behind. */
 import { describe, expect, test } from "bun:test";
 import { Inbox } from "../../lib/local/inbox.ts";
-import { deliveryCost, type Message } from "../../lib/wire/messages.ts";
+import { deliveryCost, messageBytes, type Message } from "../../lib/wire/messages.ts";
 
 function msg(topic: string, seq: number): Message {
   return { topic, seq, time: 0, data: new Uint8Array([seq]) };
@@ -140,5 +140,32 @@ describe("Inbox, explicit topics (queue groups, --max-deliver)", () => {
     expect(ids(rest)).toEqual(["c1"]);
     // No longer held: the server may deliver it here again.
     expect(inbox.add(msg("g", 3), true)).toBe("new");
+  });
+
+  test("headers count against the buffer budgets, as for plain subscriptions (messageBytes)", () => {
+    const inbox = new Inbox();
+    const m: Message = { ...msg("g", 1), headers: { trace: "x".repeat(100) } };
+    inbox.add(m, true);
+    expect(inbox.bytes).toBe(deliveryCost(messageBytes(m)));
+    expect(messageBytes(m)).toBeGreaterThan(m.data.length);
+    inbox.acknowledge(inbox.take(1));
+    expect(inbox.bytes).toBe(0);
+  });
+
+  test("after the server connection is lost, buffered explicit messages are dropped (the server gives them back); a copy handed out may still be acknowledged", () => {
+    const inbox = new Inbox();
+    inbox.add(msg("g", 1), true);
+    inbox.add(msg("g", 2), true);
+    inbox.add(msg("c", 1));
+    const handedOut = inbox.take(1);
+    inbox.dropExplicit();
+    expect(ids(inbox.take(10))).toEqual(["c1"]);
+    expect(inbox.bytes).toBe(deliveryCost(1)); // only the plain message, taken
+    // The ack of the copy handed out goes on: the server ignores it if another member has it now.
+    expect(inbox.acknowledge(handedOut)).toEqual([{ topic: "g", seqs: [1] }]);
+    // Its nak is not sent: the server gave it back already.
+    expect(inbox.giveBack(handedOut).naks).toEqual([]);
+    // Sent again after the reconnect: new here.
+    expect(inbox.add(msg("g", 2), true)).toBe("new");
   });
 });

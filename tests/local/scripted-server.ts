@@ -15,6 +15,8 @@ export interface ScriptedServer {
   /** The server's port, and the local broker's client socket. */
   port: number;
   socket: string;
+  /** The server ends of the local broker's connections, oldest first (to push frames on). */
+  connections: Connection[];
   stop(): Promise<void>;
 }
 
@@ -24,6 +26,7 @@ export interface ScriptedServer {
  */
 export async function localAgainst(label: string, answer: (frame: Frame) => unknown): Promise<ScriptedServer> {
   const connected = Promise.withResolvers<void>();
+  const connections: Connection[] = [];
   const server = Bun.listen<Connection>({
     hostname: "127.0.0.1",
     port: 0,
@@ -38,6 +41,7 @@ export async function localAgainst(label: string, answer: (frame: Frame) => unkn
           return reply;
         };
         s.data = new Connection(s, { frame }, { maxFrameBytes: 1 << 20, label });
+        connections.push(s.data);
       },
       data: (s, d) => s.data.onData(d),
       drain: (s) => s.data.onDrain(),
@@ -60,5 +64,5 @@ export async function localAgainst(label: string, answer: (frame: Frame) => unkn
     await stop();
     throw err;
   }
-  return { local, port: server.port, socket, stop };
+  return { local, port: server.port, socket, connections, stop };
 }

@@ -8,13 +8,14 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { Credits } from "../../lib/server/credits.ts";
 import { deadLetterMessage } from "../../lib/server/dead-letter.ts";
-import { checkExplicit, GroupMember, Groups, type Group } from "../../lib/server/group.ts";
+import { checkExplicit, GroupMember, Groups, releaseMembers, type Group } from "../../lib/server/group.ts";
 import { PendingSet } from "../../lib/server/pending.ts";
 import { Topic } from "../../lib/server/topic.ts";
 import { FileGroupStore } from "../../lib/store/group-store.ts";
 import { MemorySubscriberIndex, MemoryTopicLog } from "../../lib/store/memory-store.ts";
 import type { Connection } from "../../lib/wire/connection.ts";
 import type { MsgsFrame } from "../../lib/wire/messages.ts";
+import { headersProblem, MAX_HEADERS, MAX_HEADERS_BYTES } from "../../lib/wire/headers.ts";
 
 function fakeConnection() {
   const frames: MsgsFrame[] = [];
@@ -168,7 +169,7 @@ describe("group members", () => {
     const topic = await topicWith("jobs", 5);
     const { groups, file } = groupsFor();
     const a = await groups.join(topic, 1, { group: "g", maxDeliver: 4, deadLetter: "jobs.bad" }, 1);
-    await groups.join(topic, 2, { group: "g" }, 1);
+    await groups.join(topic, 2, { group: "g", maxDeliver: 4, deadLetter: "jobs.bad" }, 1);
     const { conn } = fakeConnection();
     await a.push(conn, new Credits());
     a.ackSeqs([1, 2], new Credits());
@@ -198,6 +199,160 @@ describe("group members", () => {
     expect(() => checkExplicit("t", { maxDeliver: 2, deadLetter: "t" })).toThrow('cannot be "t" itself');
     expect(() => checkExplicit("t.*", { group: "ok" })).toThrow('not the pattern "t.*"');
     expect(() => checkExplicit("t", { group: "ok", maxDeliver: 2, deadLetter: "t.dead" })).not.toThrow();
+    // Without --max-deliver nothing is ever dead-lettered: the option is refused.
+    expect(() => checkExplicit("t", { group: "ok", deadLetter: "t.dead" })).toThrow('dead-letter topic ("t.dead") needs maxDeliver');
+    // The default `<topic>.dlq` must fit the topic name limit: the sub is refused, pointing to --dead-letter.
+    const long = "a".repeat(198);
+    expect(() => checkExplicit(long, { maxDeliver: 1 })).toThrow("name one with --dead-letter");
+    expect(() => checkExplicit(long, { maxDeliver: 1, deadLetter: "short.dlq" })).not.toThrow();
+    expect(() => checkExplicit(long, { group: "g" })).not.toThrow(); // no limit: no dead letters
+  });
+});
+
+describe("review fixes", () => {
+  test("a member stalled behind a run of expired messages reads on to the live one after them", async () => {
+    const log = new MemoryTopicLog();
+    for (let i = 0; i < 150; i++) await log.append(new TextEncoder().encode(`old${i}`), 0, { expiresAt: 1 });
+    await log.append(new TextEncoder().encode("live"), 0);
+    const topic = new Topic("ttl", log, new MemorySubscriberIndex());
+    let expired = 0;
+    topic.onExpired = (n) => void (expired += n);
+    const { groups } = groupsFor();
+    const m = await groups.join(topic, 1, { group: "h" }, 1);
+    const { conn, frames } = fakeConnection();
+    await m.push(conn, new Credits());
+    expect(seqsOf(frames)).toEqual([151]);
+    expect(expired).toBe(150);
+    m.ackSeqs([151], new Credits());
+    expect(m.acked).toBe(152);
+    await groups.close();
+  });
+
+  test("messages claimed but never sent (the member left during the read) do not count as a delivery", async () => {
+    const topic = await topicWith("claimed", 3);
+    const dead: Array<{ seq: number; deliveries: number }> = [];
+    const { groups } = groupsFor(dead);
+    const a = await groups.join(topic, 1, { group: "g", maxDeliver: 1 }, 1);
+    const b = await groups.join(topic, 2, { group: "g", maxDeliver: 1 }, 1);
+    const first = fakeConnection();
+    const pushing = a.push(first.conn, new Credits());
+    a.drop(undefined); // while its read is in flight
+    await pushing;
+    expect(first.frames).toEqual([]);
+    await Bun.sleep(0);
+    expect(dead).toEqual([]);
+    const second = fakeConnection();
+    await b.push(second.conn, new Credits());
+    expect(seqsOf(second.frames)).toEqual([1, 2, 3]);
+    await groups.close();
+  });
+
+  test("a closed session of the local broker gives its messages back without counting a delivery; a nak counts", async () => {
+    const topic = await topicWith("blip", 2);
+    const dead: Array<{ seq: number; deliveries: number }> = [];
+    const { groups } = groupsFor(dead);
+    const m = await groups.join(topic, 1, { maxDeliver: 1 }, 1);
+    const credits = new Credits();
+    const first = fakeConnection();
+    await m.push(first.conn, credits);
+    expect(seqsOf(first.frames)).toEqual([1, 2]);
+    releaseMembers([m]); // the session closed
+    await Bun.sleep(0);
+    expect(dead).toEqual([]);
+    m.rewind(); // the broker is back
+    const again = fakeConnection();
+    await m.push(again.conn, credits);
+    expect(seqsOf(again.frames)).toEqual([1, 2]);
+    expect(m.group.pending.get(1)?.deliveries).toBe(1);
+    m.nak([1], credits);
+    expect(dead).toEqual([{ seq: 1, deliveries: 1 }]);
+    await groups.close();
+  });
+
+  test("joining a group with other --max-deliver or --dead-letter is refused, naming both; the same options join", async () => {
+    const topic = await topicWith("jobs", 1);
+    const { groups } = groupsFor();
+    await groups.join(topic, 1, { group: "g", maxDeliver: 3 }, 1);
+    await expect(groups.join(topic, 2, { group: "g", maxDeliver: 5 }, 1)).rejects.toThrow('queue group "g" of topic "jobs" has --max-deliver 3 --dead-letter jobs.dlq, and this sub asks for --max-deliver 5 --dead-letter jobs.dlq');
+    await expect(groups.join(topic, 2, { group: "g" }, 1)).rejects.toThrow("this sub asks for no --max-deliver");
+    await expect(groups.join(topic, 2, { group: "g", maxDeliver: 3, deadLetter: "other" }, 1)).rejects.toThrow("--dead-letter other");
+    const joined = await groups.join(topic, 2, { group: "g", maxDeliver: 3 }, 1);
+    expect(joined.group.maxDeliver).toBe(3);
+    await groups.close();
+  });
+
+  test("a dead letter that cannot be written is tried again until it is, then done", async () => {
+    const topic = await topicWith("retry", 1);
+    let failures = 0;
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-groups-"));
+    dirs.push(dir);
+    const groups = new Groups(new FileGroupStore(path.join(dir, "groups.json")), {
+      pump: () => {},
+      deadLetter: async () => {
+        if (failures++ < 2) throw new Error("max topics reached");
+      },
+    });
+    const m = await groups.join(topic, 1, { maxDeliver: 1 }, 1);
+    const { conn } = fakeConnection();
+    await m.push(conn, new Credits());
+    m.nak([1], new Credits());
+    for (let i = 0; i < 100 && m.acked < 2; i++) await Bun.sleep(50);
+    expect(failures).toBe(3);
+    expect(m.acked).toBe(2);
+    await groups.close();
+  });
+});
+
+describe("redelivery in runs", () => {
+  test("a member's share given back is read again as one run of the log, in order", async () => {
+    const topic = await topicWith("runs", 40);
+    const { groups } = groupsFor();
+    const a = await groups.join(topic, 1, { group: "g" }, 1);
+    const b = await groups.join(topic, 2, { group: "g" }, 1);
+    await a.push(fakeConnection().conn, new Credits());
+    a.drop(undefined);
+    let reads = 0;
+    const read = topic.log.read.bind(topic.log);
+    topic.log.read = (from, count, maxBytes) => (reads++, read(from, count, maxBytes));
+    const second = fakeConnection();
+    await b.push(second.conn, new Credits());
+    expect(seqsOf(second.frames)).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
+    expect(reads).toBe(1);
+    await groups.close();
+  });
+});
+
+describe("PendingSet floor", () => {
+  test("matches the oldest seq not done through random sends, releases, retirements and acks", () => {
+    let seed = 7;
+    const random = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2147483648) % n);
+    const p = new PendingSet(1);
+    const live = new Set<number>();
+    for (let step = 0; step < 5000; step++) {
+      const op = random(4);
+      if (op === 0) {
+        for (let k = 0; k < 1 + random(5); k++) {
+          const r = p.takeRedelivery();
+          const seq = r ? r.seq : p.next;
+          p.sent(seq, 1, (r?.deliveries ?? 0) + 1, 1);
+          live.add(seq);
+        }
+      } else if (live.size > 0) {
+        const seqs = [...live];
+        const seq = seqs[random(seqs.length)]!;
+        if (!p.get(seq)) continue; // waiting for redelivery or retired
+        if (op === 1) {
+          p.done(seq);
+          live.delete(seq);
+        } else if (op === 2) p.release(seq);
+        else {
+          p.retire(seq);
+          p.done(seq);
+          live.delete(seq);
+        }
+      }
+      expect(p.floor).toBe(live.size === 0 ? p.next : Math.min(...live));
+    }
   });
 });
 
@@ -208,5 +363,20 @@ describe("deadLetterMessage", () => {
     expect(new TextDecoder().decode(dead.data)).toBe("poison");
     expect(dead.data).not.toBe(data);
     expect(dead.headers).toEqual({ trace: "t1", "mq-dead-topic": "orders", "mq-dead-seq": "42", "mq-dead-reason": "max-deliver", "mq-dead-deliveries": "5" });
+  });
+
+  test("original headers at the limits are left out (and counted), so the dead letter still fits the header limits", () => {
+    const data = new TextEncoder().encode("x");
+    const many: Record<string, string> = {};
+    for (let i = 0; i < MAX_HEADERS; i++) many[`k${i}`] = "v";
+    const big = { big: "y".repeat(MAX_HEADERS_BYTES - 3) };
+    const topic = "t".repeat(200);
+    for (const headers of [many, big]) {
+      expect(headersProblem(headers)).toBeNull();
+      const dead = deadLetterMessage(topic, { seq: 1, time: 1, data, headers }, 1);
+      expect(headersProblem(dead.headers)).toBeNull();
+      expect(dead.headers["mq-dead-headers-dropped"]).toBe(String(Object.keys(headers).length));
+      expect(dead.headers["mq-dead-topic"]).toBe(topic);
+    }
   });
 });

@@ -181,7 +181,18 @@ describe("FileSchedule on disk", () => {
     await raw.append({ n: 2, t: "t", d: 6, p: b("bad fields"), h: { k: 5 }, l: -1 }, true, 3);
     await raw.append({ n: 3, t: "t", d: 7, p: b("bad ttl"), h: { k: "v" }, l: 1.5 }, true, 4);
     await raw.close();
-    expect(openFile().pending().map((e) => [e.n, text(e.data), e.msgId, e.headers, e.ttlMs])).toEqual([
+    // Invalid headers are left out, and said (ERROR), not dropped silently.
+    const lines: string[] = [];
+    const write = process.stderr.write;
+    process.stderr.write = ((chunk: string) => (lines.push(String(chunk)), true)) as typeof process.stderr.write;
+    let reopened: ScheduleStore;
+    try {
+      reopened = openFile();
+    } finally {
+      process.stderr.write = write;
+    }
+    expect(lines.filter((l) => l.includes("ERROR"))).toEqual([expect.stringContaining('delayed message 2 of topic "t": its stored headers are not valid')]);
+    expect(reopened.pending().map((e) => [e.n, text(e.data), e.msgId, e.headers, e.ttlMs])).toEqual([
       [1, "old", "k", undefined, undefined],
       [2, "bad fields", undefined, undefined, undefined],
       [3, "bad ttl", undefined, { k: "v" }, undefined],
