@@ -137,7 +137,7 @@ export async function runBench(options: BenchOptions): Promise<number> {
           `${total} messages of ${options.size} B, ${options.pubs} publisher(s), ${options.subs} subscriber(s), ${result.seconds} s`,
           `publish:  ${result.pub_msgs_per_s} msgs/s, ack latency ${formatPercentiles(result.pub_ack_ms)}`,
           `receive:  ${result.sub_msgs_per_s} msgs/s, ${result.mb_per_s} MB/s in+out`,
-          l ? `latency:  ${formatPercentiles(l)} (publish to recv)` : "latency:  n/a (size < 8 bytes)",
+          l ? `latency:  ${formatPercentiles(l)} (publish to recv)` : `latency:  n/a (${options.subs === 0 ? "no subscriber" : "size < 8 bytes"})`,
           "",
         ].join("\n"),
       );
