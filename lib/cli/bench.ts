@@ -26,15 +26,30 @@ export interface BenchResult {
   pub_msgs_per_s: number;
   sub_msgs_per_s: number;
   mb_per_s: number;
-  pub_ack_ms: { p50: number; p99: number; max: number };
-  latency_ms: { p50: number; p99: number; max: number } | null;
+  pub_ack_ms: Percentiles;
+  latency_ms: Percentiles | null;
 }
 
-function percentiles(values: Float64Array | number[]): { p50: number; p99: number; max: number } {
+/** Milliseconds, rounded to the microsecond; `p99_9` is the 99.9th percentile. */
+export interface Percentiles {
+  p50: number;
+  p90: number;
+  p99: number;
+  p99_9: number;
+  max: number;
+}
+
+/** Nearest-rank percentiles of `values` (all zero when there are none). */
+export function percentiles(values: Float64Array | number[]): Percentiles {
   const sorted = Float64Array.from(values).sort();
-  const at = (q: number) => (sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!);
+  const at = (q: number) => (sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!);
   const round = (x: number) => Math.round(x * 1000) / 1000;
-  return { p50: round(at(0.5)), p99: round(at(0.99)), max: round(sorted.length ? sorted[sorted.length - 1]! : 0) };
+  return { p50: round(at(0.5)), p90: round(at(0.9)), p99: round(at(0.99)), p99_9: round(at(0.999)), max: round(at(1)) };
+}
+
+/** "p50 0.4 ms, p90 0.5 ms, p99 0.9 ms, p99.9 1.2 ms, max 3 ms" */
+export function formatPercentiles(p: Percentiles): string {
+  return `p50 ${p.p50} ms, p90 ${p.p90} ms, p99 ${p.p99} ms, p99.9 ${p.p99_9} ms, max ${p.max} ms`;
 }
 
 export async function runBench(options: BenchOptions): Promise<number> {
@@ -120,9 +135,9 @@ export async function runBench(options: BenchOptions): Promise<number> {
       await writeStdout(
         [
           `${total} messages of ${options.size} B, ${options.pubs} publisher(s), ${options.subs} subscriber(s), ${result.seconds} s`,
-          `publish:  ${result.pub_msgs_per_s} msgs/s, ack latency p50 ${result.pub_ack_ms.p50} ms, p99 ${result.pub_ack_ms.p99} ms, max ${result.pub_ack_ms.max} ms`,
+          `publish:  ${result.pub_msgs_per_s} msgs/s, ack latency ${formatPercentiles(result.pub_ack_ms)}`,
           `receive:  ${result.sub_msgs_per_s} msgs/s, ${result.mb_per_s} MB/s in+out`,
-          l ? `latency:  p50 ${l.p50} ms, p99 ${l.p99} ms, max ${l.max} ms (publish to recv)` : "latency:  n/a (size < 8 bytes)",
+          l ? `latency:  ${formatPercentiles(l)} (publish to recv)` : `latency:  n/a (${options.subs === 0 ? "no subscriber" : "size < 8 bytes"})`,
           "",
         ].join("\n"),
       );

@@ -4,9 +4,13 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { Code, MqError } from "../errors.ts";
 
-/** fsync on the thread pool, so that other connections go on while the disk works. */
-export function fsyncAsync(fd: number): Promise<void> {
-  return new Promise((resolve, reject) => fs.fsync(fd, (err) => (err ? reject(err) : resolve())));
+/**
+ * fdatasync on the thread pool, so that other connections go on while the disk works. For
+ * the files of the store fdatasync is enough: it writes the data and what is needed to read
+ * it back (the size), not the times fsync also writes.
+ */
+export function fdatasyncAsync(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
 }
 
 /** The errno code (`ENOSPC`, `EMFILE`…) of a file-system error, also when it is the `cause` of another error; undefined when there is none. */

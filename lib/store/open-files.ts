@@ -14,7 +14,7 @@
  */
 import * as fs from "node:fs";
 import { logger } from "../log.ts";
-import { fsyncAsync, openFileLimit } from "./fsutil.ts";
+import { fdatasyncAsync, openFileLimit } from "./fsutil.ts";
 
 const log = logger("store");
 
@@ -204,15 +204,15 @@ export class PooledFile {
   }
 
   /**
-   * Makes what was written durable: fsyncs (on the thread pool) if the file is open and owes
-   * it. A closed file was fsynced when it was closed.
+   * Makes what was written durable: fdatasyncs (on the thread pool) if the file is open and
+   * owes it. A closed file was fsynced when it was closed.
    */
   async sync(): Promise<void> {
     if (this.fdNum < 0 || !this.owed) return;
     const fd = this.pin();
     const writes = this.writes;
     try {
-      await fsyncAsync(fd);
+      await fdatasyncAsync(fd);
     } finally {
       this.unpin();
     }

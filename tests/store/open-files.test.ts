@@ -251,6 +251,27 @@ describe("FileTopicStore over OpenFiles", () => {
 });
 
 describe("FileTopicLog over a pool of one open file", () => {
+  test.skipIf(!fdLimitAvailable)("FileTopicLog with --fsync always acknowledges an append only after an fdatasync of its segment has returned (Linux: reads /proc/self/fd)", async () => {
+    const log = FileTopicLog.open(dir, { fsync: "always", fsyncIntervalMs: 1000, maxSegmentBytes: 1 << 20, files: new OpenFiles(1) });
+    const events: string[] = [];
+    const realFdatasync = fs.fdatasync;
+    // Calls through: the real fdatasync runs, the spy only notes which file and when it returned.
+    const spy = spyOn(fs, "fdatasync").mockImplementation(((fd: number, done: (err: NodeJS.ErrnoException | null) => void) => {
+      const file = path.basename(fs.readlinkSync(`/proc/self/fd/${fd}`));
+      realFdatasync(fd, (err) => {
+        events.push(`fdatasync ${file}`);
+        done(err);
+      });
+    }) as typeof fs.fdatasync);
+    try {
+      await log.append(Buffer.from("a"), 1).then(() => events.push("acknowledged"));
+    } finally {
+      spy.mockRestore();
+    }
+    expect(events).toEqual(["fdatasync 00000000000000000001.log", "acknowledged"]);
+    await log.close();
+  });
+
   test.skipIf(!fdLimitAvailable)("FileTopicLog with --fsync interval fsyncs a segment closed to make room before closing it, and appends on after reopening (Linux: reads /proc/self/fd)", async () => {
     const pool = new OpenFiles(1);
     const log = FileTopicLog.open(dir, { fsync: "interval", fsyncIntervalMs: 60_000, maxSegmentBytes: 1 << 20, files: pool });

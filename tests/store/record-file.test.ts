@@ -88,9 +88,9 @@ describe("RecordFile", () => {
     expect((await openRecords()).records).toEqual([rec(1)]);
   });
 
-  test("RecordFile shares one write and one fsync per copy among records appended in one tick", async () => {
+  test("RecordFile shares one write and one fdatasync per copy among records appended in one tick", async () => {
     const { rf } = await openRecords();
-    const fsync = spyOn(fs, "fsync");
+    const fsync = spyOn(fs, "fdatasync");
     const write = spyOn(fs, "writeSync");
     try {
       await Promise.all([1, 2, 3, 4].map((i) => rf.append(rec(i), true)));
@@ -104,7 +104,7 @@ describe("RecordFile", () => {
 
   test("RecordFile.append does not fsync a record that is not durable", async () => {
     const { rf } = await openRecords();
-    const fsync = spyOn(fs, "fsync");
+    const fsync = spyOn(fs, "fdatasync");
     try {
       await rf.append(rec(1), false);
       expect(fsync).toHaveBeenCalledTimes(0);
@@ -309,7 +309,7 @@ describe("RecordFile crashes", () => {
   test("RecordFile leaves nothing of a failed append in either copy", async () => {
     const { rf } = await openRecords();
     await rf.append(rec(1), true);
-    const fsync = spyOn(fs, "fsync").mockImplementation(((_fd: number, cb: (err: Error | null) => void) => cb(new Error("EIO: simulated"))) as never);
+    const fsync = spyOn(fs, "fdatasync").mockImplementation(((_fd: number, cb: (err: Error | null) => void) => cb(new Error("EIO: simulated"))) as never);
     try {
       await expect(rf.append(rec(2), true)).rejects.toThrow("EIO");
     } finally {

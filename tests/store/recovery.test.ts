@@ -451,9 +451,9 @@ describe("FileTopicLog segments", () => {
 });
 
 describe("FileTopicLog group commit", () => {
-  test("FileTopicLog shares one fsync among appends in flight together", async () => {
+  test("FileTopicLog shares one fdatasync among appends in flight together", async () => {
     const log = openLog({ fsync: "always" });
-    const fsync = spyOn(fs, "fsync");
+    const fsync = spyOn(fs, "fdatasync");
     try {
       const seqs = await Promise.all(Array.from({ length: 50 }, (_, i) => log.append(payload(10, i), i)));
       expect(seqs).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
@@ -465,7 +465,7 @@ describe("FileTopicLog group commit", () => {
 
   test("FileTopicLog does not fsync appends with fsync never", async () => {
     const log = openLog({ fsync: "never" });
-    const fsync = spyOn(fs, "fsync");
+    const fsync = spyOn(fs, "fdatasync");
     try {
       await Promise.all(Array.from({ length: 5 }, (_, i) => log.append(payload(10, i), i)));
       expect(fsync).toHaveBeenCalledTimes(0);
@@ -480,7 +480,7 @@ describe("FileTopicLog group commit", () => {
     // damaged and the scan at open cuts it, losing an acknowledged message.
     const log = openLog({ fsync: "always" });
     expect(await log.append(body(1), 1001)).toBe(1);
-    const fsync = spyOn(fs, "fsync").mockImplementation(((_fd: number, cb: (err: Error | null) => void) => cb(new Error("EIO: simulated"))) as typeof fs.fsync);
+    const fsync = spyOn(fs, "fdatasync").mockImplementation(((_fd: number, cb: (err: Error | null) => void) => cb(new Error("EIO: simulated"))) as typeof fs.fdatasync);
     try {
       await expect(log.append(body(2), 1002)).rejects.toThrow("EIO");
     } finally {
