@@ -23,7 +23,7 @@ import { checkTopic, isPattern } from "../wire/topic.ts";
 import type { Consumer } from "./consumer.ts";
 import type { Credits } from "./credits.ts";
 import { PendingSet } from "./pending.ts";
-import { addExtra, hasExtra, Subscription, type Topic, WINDOW_BYTES, WINDOW_MESSAGES } from "./topic.ts";
+import { addExtra, hasExtra, Subscription, type Topic } from "./topic.ts";
 
 const log = logger("server");
 
@@ -260,15 +260,18 @@ export class GroupMember extends Subscription {
         shared = true;
         break;
       }
-      const room = WINDOW_MESSAGES - this.held;
-      if (room <= 0 || this.heldBytes >= WINDOW_BYTES) break;
+      const room = this.window.messages - this.held;
+      if (room <= 0 || this.heldBytes >= this.window.bytes) {
+        this.window.full();
+        break;
+      }
       const budget = credits.room(this.id);
       if (budget <= 0) {
         shared = true;
         break;
       }
       const count = Math.max(1, Math.min(room, READ_BATCH - pushed, Math.floor(budget / MESSAGE_OVERHEAD_BYTES)));
-      const maxBytes = Math.max(1, Math.min(WINDOW_BYTES - this.heldBytes, budget - count * MESSAGE_OVERHEAD_BYTES));
+      const maxBytes = Math.max(1, Math.min(this.window.bytes - this.heldBytes, budget - count * MESSAGE_OVERHEAD_BYTES));
       // The room is taken while the read is in flight, so that Credits serves the others only from what is left.
       const reserved = count * MESSAGE_OVERHEAD_BYTES + maxBytes;
       credits.charge(this.id, reserved);
@@ -304,6 +307,7 @@ export class GroupMember extends Subscription {
       this.heldBytes += bytes;
       credits.charge(this.id, bytes + batch.length * MESSAGE_OVERHEAD_BYTES);
       credits.delivered(batch.length);
+      this.window.sent(batch.length);
       pushed += batch.length;
     }
     if (shared) credits.wait(this);
@@ -328,7 +332,7 @@ export class GroupMember extends Subscription {
 
   /** Held back by its own window with messages waiting in the group: say so once. */
   override announce(conn: Connection): void {
-    const full = this.held >= WINDOW_MESSAGES || this.heldBytes >= WINDOW_BYTES || this.queued;
+    const full = this.held >= this.window.messages || this.heldBytes >= this.window.bytes || this.queued;
     if (!this.announced && full && this.group.backlog && conn.writable) {
       conn.send({ op: "msgs", id: this.id, topic: this.topic.name, seq: this.group.pending.next, times: [], payloads: [], more: true, explicit: true });
       this.announced = true;
@@ -380,6 +384,7 @@ export class GroupMember extends Subscription {
     this.announced = false;
     this.queued = false;
     this.releaseAll(undefined);
+    this.window.reset();
   }
 
   override drop(credits: Credits | undefined): void {
@@ -393,6 +398,7 @@ export class GroupMember extends Subscription {
     this.held--;
     this.heldBytes -= bytes;
     credits?.release(this.id, bytes + MESSAGE_OVERHEAD_BYTES);
+    this.window.done(1, bytes);
   }
 }
 
