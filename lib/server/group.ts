@@ -196,6 +196,11 @@ export class Group {
     this.pending.release(seq);
   }
 
+  /** Gives `member` another turn (its last one ended at READ_BATCH with room left in its window). */
+  pumpMember(member: GroupMember): void {
+    this.groups.host.pump(member);
+  }
+
   /** Gives every member with room a turn (after messages were given back). */
   pumpMembers(): void {
     for (const m of this.members.values()) this.groups.host.pump(m);
@@ -313,6 +318,10 @@ export class GroupMember extends Subscription {
     if (shared) credits.wait(this);
     this.announce(conn);
     if (reservedAny) credits.serve(conn);
+    // The turn ended at its batch, not at its window: another turn after the others had
+    // theirs, so that a member far away fills the window its link needs without waiting
+    // for a publish or an ack to pump it (one timer per batch, not per message).
+    if (pushed >= READ_BATCH && !shared) setImmediate(() => this.dropped || this.group.pumpMember(this));
   }
 
   /** One frame per run of consecutive seqs: members of a group get interleaved seqs. */
