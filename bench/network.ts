@@ -6,7 +6,7 @@
  * the 1-minute load average when it ended (the machine may be shared).
  *
  *     ./node_modules/.bin/bun bench/network.ts [--rtt 0,2,20,100] [--subs 1,8] [--count 40000]
- *         [--window 4096] [--runs 3]
+ *         [--window 4096] [--runs 3] [--local "--max-inflight 4096"]
  *
  * Runs the compiled binary (MQ_BIN, else dist/mq); prints a Markdown table.
  */
@@ -23,11 +23,14 @@ const { values } = parseArgs({
     count: { type: "string", default: "40000" },
     window: { type: "string", default: "4096" },
     runs: { type: "string", default: "3" },
+    /** Extra flags of `mq local`, space-separated. */
+    local: { type: "string", default: "" },
   },
 });
 const rtts = values.rtt.split(",").map(Number);
 const fanouts = values.subs.split(",").map(Number);
 const runs = Number(values.runs);
+const localFlags = values.local.split(" ").filter((f) => f !== "");
 const bin = process.env.MQ_BIN ?? path.resolve(import.meta.dir, "../dist/mq");
 
 interface Run {
@@ -35,6 +38,8 @@ interface Run {
   pub: number;
   p50: number;
   p99: number;
+  /** The largest `delivery_window_max` seen in `mq stats` while it ran. */
+  window: number;
   load: number;
 }
 
@@ -62,13 +67,28 @@ async function run(rttMs: number, subs: number): Promise<Run> {
   try {
     const port = Number((await waitFor(server, /listening on 127\.0\.0\.1:(\d+)/))[1]);
     proxy = await TcpProxy.start({ hostname: "127.0.0.1", port }, { delayMs: rttMs / 2 });
-    local = spawn(["local", "--server", proxy.address, "--data", path.join(dir, "local"), "--socket", socket]);
+    local = spawn(["local", "--server", proxy.address, "--data", path.join(dir, "local"), "--socket", socket, ...localFlags]);
     await waitFor(local, /connected to the server/);
     const bench = spawn(["bench", "--json", "--count", values.count, "--window", values.window, "--subs", String(subs)], { MQ_SOCKET: socket });
+    let window = 0;
+    let running = true;
+    const watching = (async () => {
+      while (running) {
+        const stats = spawn(["stats", "--json"], { MQ_SOCKET: socket });
+        const text = await new Response(stats.stdout).text();
+        await stats.exited;
+        try {
+          window = Math.max(window, JSON.parse(text).server.delivery_window_max ?? 0);
+        } catch {} // between runs, or an older binary: no figure
+        await Bun.sleep(200);
+      }
+    })();
     const [out, err, code] = await Promise.all([new Response(bench.stdout).text(), new Response(bench.stderr).text(), bench.exited]);
+    running = false;
+    await watching;
     if (code !== 0) throw new Error(`mq bench exited ${code}: ${err.slice(-500)}`);
     const r = JSON.parse(out.trim().split("\n").at(-1)!);
-    return { sub: r.sub_msgs_per_s, pub: r.pub_msgs_per_s, p50: r.latency_ms?.p50 ?? NaN, p99: r.latency_ms?.p99 ?? NaN, load: os.loadavg()[0]! };
+    return { sub: r.sub_msgs_per_s, pub: r.pub_msgs_per_s, p50: r.latency_ms?.p50 ?? NaN, p99: r.latency_ms?.p99 ?? NaN, window, load: os.loadavg()[0]! };
   } finally {
     local?.kill("SIGTERM");
     await local?.exited;
@@ -81,10 +101,10 @@ async function run(rttMs: number, subs: number): Promise<Run> {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-console.log(`${values.count} messages of 128 B per run, --window ${values.window}, median of ${runs} runs (by received msgs/s); ${os.cpus().length} cores`);
+console.log(`${values.count} messages of 128 B per run, --window ${values.window}${localFlags.length ? `, mq local ${localFlags.join(" ")}` : ""}, median of ${runs} runs (by received msgs/s); ${os.cpus().length} cores`);
 console.log("");
-console.log("| round trip | subscribers | received msgs/s (each) | published msgs/s | end-to-end p50 | p99 | load avg (1 min) | runs (received msgs/s each) |");
-console.log("|---|---|---|---|---|---|---|---|");
+console.log("| round trip | subscribers | received msgs/s (each) | published msgs/s | end-to-end p50 | p99 | largest window | load avg (1 min) | runs (received msgs/s each) |");
+console.log("|---|---|---|---|---|---|---|---|---|");
 for (const subs of fanouts) {
   for (const rtt of rtts) {
     const results: Run[] = [];
@@ -93,7 +113,7 @@ for (const subs of fanouts) {
     const each = results.map((r) => Math.round(r.sub / subs));
     const mid = results.find((r) => Math.round(r.sub / subs) === median(each))!;
     console.log(
-      `| ${rtt} ms | ${subs} | ${median(each).toLocaleString("en")} | ${mid.pub.toLocaleString("en")} | ${mid.p50} ms | ${mid.p99} ms | ${mid.load.toFixed(2)} | ${each.map((n) => n.toLocaleString("en")).join(" / ")} |`,
+      `| ${rtt} ms | ${subs} | ${median(each).toLocaleString("en")} | ${mid.pub.toLocaleString("en")} | ${mid.p50} ms | ${mid.p99} ms | ${mid.window || "–"} | ${mid.load.toFixed(2)} | ${each.map((n) => n.toLocaleString("en")).join(" / ")} |`,
     );
   }
 }
