@@ -6,7 +6,7 @@
  * the 1-minute load average when it ended (the machine may be shared).
  *
  *     ./node_modules/.bin/bun bench/network.ts [--rtt 0,2,20,100] [--subs 1,8] [--count 40000]
- *         [--window 4096] [--runs 3] [--local "--max-inflight 4096"]
+ *         [--pubs 1] [--window 4096] [--runs 3] [--local="--max-inflight 4096"]
  *
  * Runs the compiled binary (MQ_BIN, else dist/mq); prints a Markdown table.
  */
@@ -20,6 +20,8 @@ const { values } = parseArgs({
   options: {
     rtt: { type: "string", default: "0,2,20,100" },
     subs: { type: "string", default: "1,8" },
+    /** Publishers (each its own connection, so its own batch in flight). */
+    pubs: { type: "string", default: "1" },
     count: { type: "string", default: "40000" },
     window: { type: "string", default: "4096" },
     runs: { type: "string", default: "3" },
@@ -69,7 +71,7 @@ async function run(rttMs: number, subs: number): Promise<Run> {
     proxy = await TcpProxy.start({ hostname: "127.0.0.1", port }, { delayMs: rttMs / 2 });
     local = spawn(["local", "--server", proxy.address, "--data", path.join(dir, "local"), "--socket", socket, ...localFlags]);
     await waitFor(local, /connected to the server/);
-    const bench = spawn(["bench", "--json", "--count", values.count, "--window", values.window, "--subs", String(subs)], { MQ_SOCKET: socket });
+    const bench = spawn(["bench", "--json", "--count", values.count, "--window", values.window, "--subs", String(subs), "--pubs", values.pubs], { MQ_SOCKET: socket });
     let window = 0;
     let running = true;
     const watching = (async () => {
@@ -101,7 +103,7 @@ async function run(rttMs: number, subs: number): Promise<Run> {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-console.log(`${values.count} messages of 128 B per run, --window ${values.window}${localFlags.length ? `, mq local ${localFlags.join(" ")}` : ""}, median of ${runs} runs (by received msgs/s); ${os.cpus().length} cores`);
+console.log(`${values.count} messages of 128 B per publisher and run, ${values.pubs} publisher(s), --window ${values.window}${localFlags.length ? `, mq local ${localFlags.join(" ")}` : ""}, median of ${runs} runs (by received msgs/s); ${os.cpus().length} cores`);
 console.log("");
 console.log("| round trip | subscribers | received msgs/s (each) | published msgs/s | end-to-end p50 | p99 | largest window | load avg (1 min) | runs (received msgs/s each) |");
 console.log("|---|---|---|---|---|---|---|---|---|");
