@@ -8,8 +8,10 @@
  * One sample per round trip: a push that finds no sample running notes the time and how many
  * messages have been sent so far; the sample ends when the acks (or give-backs) reach that
  * count. Its length is a round trip (plus queueing); the messages and bytes acknowledged
- * meanwhile over that length are the rate. The shortest sample of the session is the round
- * trip without queueing (`minRttMs`). When the window held the subscription back during the
+ * meanwhile over that length are the rate. The shortest recent sample is the round trip
+ * without queueing (`minRttMs`): the shortest of the last MIN_RTT_SAMPLES to 2 ×
+ * MIN_RTT_SAMPLES samples, so that one sample ended early by an ack already on its way (one
+ * the local broker sent before a reconnect) cannot hold the window small for the session. When the window held the subscription back during the
  * sample, the window becomes 2 × rate × minRttMs: doubling while the acks come back as fast
  * as the link allows, settling at twice the link's product, shrinking when acks come back
  * slower (a slow consumer). A sample the window did not limit says nothing of the link and
@@ -29,12 +31,17 @@ export const MAX_WINDOW_MESSAGES = 65_536;
 export const MAX_WINDOW_BYTES = 16 * 1024 * 1024;
 /** Room for twice the link's bandwidth × delay: a window that just fills the link stalls at every hiccup. */
 const HEADROOM = 2;
+/** `minRttMs` is the shortest sample among the last 16 to 32. */
+export const MIN_RTT_SAMPLES = 16;
 
 export class DeliveryWindow {
   messages = MIN_WINDOW_MESSAGES;
   bytes = MIN_WINDOW_BYTES;
-  /** Shortest sample of this session, in ms (Infinity before the first). */
+  /** Shortest recent sample, in ms (Infinity before the first). */
   minRttMs = Infinity;
+  /** Shortest of the samples since `samples` was last 0: the next `minRttMs`. */
+  private nextMinRttMs = Infinity;
+  private samples = 0;
   /** The window held a push back since the sample began. */
   private limited = false;
   /** Messages sent and messages done (acknowledged or given back) this session, and bytes done. */
@@ -79,6 +86,8 @@ export class DeliveryWindow {
     this.messages = MIN_WINDOW_MESSAGES;
     this.bytes = MIN_WINDOW_BYTES;
     this.minRttMs = Infinity;
+    this.nextMinRttMs = Infinity;
+    this.samples = 0;
     this.limited = false;
     this.sentCount = this.doneCount = this.doneBytes = 0;
     this.sampleEnd = 0;
@@ -88,6 +97,12 @@ export class DeliveryWindow {
     // A clock that did not move (sub-ms loopback) still counts as a short round trip.
     const rtt = Math.max(elapsedMs, 0.01);
     if (rtt < this.minRttMs) this.minRttMs = rtt;
+    if (rtt < this.nextMinRttMs) this.nextMinRttMs = rtt;
+    if (++this.samples === MIN_RTT_SAMPLES) {
+      this.minRttMs = this.nextMinRttMs;
+      this.nextMinRttMs = Infinity;
+      this.samples = 0;
+    }
     if (!this.limited) return;
     this.messages = resize(this.messages, (HEADROOM * count * this.minRttMs) / rtt, MIN_WINDOW_MESSAGES, MAX_WINDOW_MESSAGES);
     this.bytes = resize(this.bytes, (HEADROOM * bytes * this.minRttMs) / rtt, MIN_WINDOW_BYTES, MAX_WINDOW_BYTES);

@@ -7,7 +7,7 @@
  * the window the server reports (`delivery_window_max` in `mq stats`).
  */
 import { expect, test } from "bun:test";
-import { jsonLines, mq, startLocal, startServer, teardown, type Daemon } from "../e2e/harness.ts";
+import { jsonLines, mq, startLocal, startServer, teardown, tmpDir, type Daemon, type ServerHandle } from "../e2e/harness.ts";
 import { drain, publishAcked, verify } from "./fault-kit.ts";
 import { TcpProxy } from "./tcp-proxy.ts";
 
@@ -83,5 +83,33 @@ test("200 ms away: a stream cut mid-delivery comes back whole and in order after
     expect(await largestWindow(local.socket)).toBeGreaterThan(256);
   } finally {
     await teardown([local.daemon, server.daemon], [local.dataDir, server.dataDir]);
+  }
+}, 300_000);
+
+test("20 ms away, the server SIGKILLed mid-stream and restarted: nothing acknowledged is lost, and the new session grows its window again", async () => {
+  const dataDir = tmpDir("mq-net-server-");
+  let server: ServerHandle = await startServer({ dataDir, args: HEARTBEAT });
+  await using proxy = await TcpProxy.start({ hostname: "127.0.0.1", port: server.port }, { delayMs: 10 });
+  const local = await startLocal(proxy.address, { args: HEARTBEAT });
+  try {
+    const id = Number((await mq(local.socket, ["create"])).stdout);
+    expect((await mq(local.socket, ["sub", String(id), "net.crash"])).code).toBe(0);
+    const acked = await publishAcked(local.socket, id, "net.crash", payloads("before", 20_000));
+    // Half of it received (the window grown), then the server dies with the rest in flight or in the log.
+    const first = await drain(local.socket, id, new Set(acked.slice(0, 10_000).map((a) => a.seq)), Date.now() + 90_000);
+    expect(await largestWindow(local.socket)).toBeGreaterThan(256);
+    await server.daemon.kill9();
+    server = await startServer({ dataDir, port: server.port, args: HEARTBEAT });
+    await local.daemon.waitFor(/connected to the server[\s\S]*connected to the server/, 30_000);
+    // What the first drain did not see comes after the restart (the new session's window starts at 256).
+    const seen = new Set(first.map((m) => m.seq));
+    const rest = await drain(local.socket, id, new Set(acked.map((a) => a.seq).filter((s) => !seen.has(s))), Date.now() + 90_000);
+    expect(verify([...first, ...rest], acked).problems).toEqual([]);
+    const more = await publishAcked(local.socket, id, "net.crash", payloads("after", 20_000));
+    const after = await drain(local.socket, id, new Set(more.map((a) => a.seq)), Date.now() + 90_000);
+    expect(verify(after, more, more[0]!.seq).problems).toEqual([]);
+    expect(await largestWindow(local.socket)).toBeGreaterThan(256);
+  } finally {
+    await teardown([local.daemon, server.daemon], [local.dataDir, dataDir]);
   }
 }, 300_000);

@@ -3,7 +3,7 @@
  * simulated link where each round of the window takes `rtt` ms and is acknowledged at once.
  */
 import { describe, expect, test } from "bun:test";
-import { DeliveryWindow, MAX_WINDOW_BYTES, MAX_WINDOW_MESSAGES, MIN_WINDOW_BYTES, MIN_WINDOW_MESSAGES } from "../../lib/server/window.ts";
+import { DeliveryWindow, MAX_WINDOW_BYTES, MAX_WINDOW_MESSAGES, MIN_RTT_SAMPLES, MIN_WINDOW_BYTES, MIN_WINDOW_MESSAGES } from "../../lib/server/window.ts";
 
 /** A window with a clock of its own. */
 function windowWithClock() {
@@ -114,5 +114,30 @@ describe("DeliveryWindow", () => {
     fullRound(w, clock, 200);
     expect(w.minRttMs).toBe(200);
     expect(w.messages).toBe(512);
+  });
+});
+
+describe("DeliveryWindow minimum round trip", () => {
+  test("one sample ended early (an ack already on its way) holds the window back for a while, not for the session", () => {
+    const { w, clock } = windowWithClock();
+    for (let i = 0; i < 3; i++) fullRound(w, clock, 20);
+    expect(w.messages).toBe(2048);
+    // Acked 0.1 ms after it was sent: shorter than the link could do.
+    w.sent(w.messages);
+    w.full();
+    clock.ms += 0.1;
+    w.done(w.messages, w.messages * 128);
+    expect(w.minRttMs).toBeCloseTo(0.1, 6);
+    for (let i = 0; i < 2 * MIN_RTT_SAMPLES; i++) fullRound(w, clock, 20);
+    expect(w.minRttMs).toBe(20);
+    for (let i = 0; i < 10; i++) fullRound(w, clock, 20);
+    expect(w.messages).toBe(MAX_WINDOW_MESSAGES);
+  });
+
+  test("a link that got slower is measured again: the minimum follows it after at most 2 × MIN_RTT_SAMPLES samples", () => {
+    const { w, clock } = windowWithClock();
+    for (let i = 0; i < 3; i++) fullRound(w, clock, 20);
+    for (let i = 0; i < 2 * MIN_RTT_SAMPLES; i++) fullRound(w, clock, 100);
+    expect(w.minRttMs).toBe(100);
   });
 });
