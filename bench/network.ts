@@ -29,9 +29,21 @@ const { values } = parseArgs({
     local: { type: "string", default: "" },
   },
 });
-const rtts = values.rtt.split(",").map(Number);
-const fanouts = values.subs.split(",").map(Number);
-const runs = Number(values.runs);
+/** The numbers of a comma-separated flag; exits 2 naming the flag and the value when one is not a number >= `min`. */
+function numbers(flag: string, text: string, min: number): number[] {
+  const list = text.split(",").map(Number);
+  if (text === "" || list.some((n) => !Number.isFinite(n) || n < min)) {
+    console.error(`bench/network.ts: --${flag} ${JSON.stringify(text)}: expected comma-separated numbers >= ${min}, e.g. --${flag} ${min === 0 ? "0,20" : "1,8"}`);
+    process.exit(2);
+  }
+  return list;
+}
+const rtts = numbers("rtt", values.rtt, 0);
+const fanouts = numbers("subs", values.subs, 1);
+const [runs] = numbers("runs", values.runs, 1) as [number];
+numbers("pubs", values.pubs, 1);
+numbers("count", values.count, 1);
+numbers("window", values.window, 1);
 const localFlags = values.local.split(" ").filter((f) => f !== "");
 const bin = process.env.MQ_BIN ?? path.resolve(import.meta.dir, "../dist/mq");
 
