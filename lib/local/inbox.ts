@@ -6,10 +6,11 @@
  * acknowledged (or given back) seq by seq.
  */
 import { deliveryCost, messageBytes, type Message } from "../wire/messages.ts";
+import { SeqQueue } from "./seq-queue.ts";
 
 interface TopicTrack {
   /** Seqs buffered or handed to a client and not yet acknowledged, ascending. */
-  unacked: number[];
+  unacked: SeqQueue;
   /** Highest seq received: anything at or below it is a re-send after a reconnect. */
   highest: number;
   /** Highest seq acknowledged to the server. */
@@ -143,7 +144,7 @@ export class Inbox {
 
   private track(topic: string): TopicTrack {
     let track = this.tracks.get(topic);
-    if (!track) this.tracks.set(topic, (track = { unacked: [], highest: 0, ackedUpstream: 0, more: false, bytes: 0 }));
+    if (!track) this.tracks.set(topic, (track = { unacked: new SeqQueue(), highest: 0, ackedUpstream: 0, more: false, bytes: 0 }));
     return track;
   }
 
@@ -230,13 +231,11 @@ export class Inbox {
         else explicit.set(m.topic, [m.seq]);
         continue;
       }
-      const i = track.unacked.indexOf(m.seq);
-      if (i < 0) continue;
-      track.unacked.splice(i, 1);
+      if (!track.unacked.remove(m.seq)) continue;
       const cost = deliveryCost(messageBytes(m));
       track.bytes -= cost;
       this.bytes -= cost;
-      const floor = track.unacked.length > 0 ? track.unacked[0]! - 1 : track.highest;
+      const floor = track.unacked.length > 0 ? track.unacked.first! - 1 : track.highest;
       if (floor > track.ackedUpstream) {
         track.ackedUpstream = floor;
         if (!moved.has(track)) {

@@ -23,7 +23,7 @@ import { checkTopic, isPattern, MAX_TOPIC_BYTES, topicProblem } from "../wire/to
 import type { Consumer } from "./consumer.ts";
 import type { Credits } from "./credits.ts";
 import { PendingSet } from "./pending.ts";
-import { addExtra, hasExtra, MAX_EXPIRED_PER_PUSH, Subscription, type Topic, WINDOW_BYTES, WINDOW_MESSAGES } from "./topic.ts";
+import { addExtra, hasExtra, MAX_EXPIRED_PER_PUSH, Subscription, type Topic } from "./topic.ts";
 
 const log = logger("server");
 
@@ -255,6 +255,11 @@ export class Group {
     );
   }
 
+  /** Gives `member` another turn (its last one ended at READ_BATCH with room left in its window). */
+  pumpMember(member: GroupMember): void {
+    this.groups.host.pump(member);
+  }
+
   /** Gives every member with room a turn (after messages were given back). */
   pumpMembers(): void {
     for (const m of this.members.values()) this.groups.host.pump(m);
@@ -325,15 +330,18 @@ export class GroupMember extends Subscription {
         shared = true;
         break;
       }
-      const room = WINDOW_MESSAGES - this.held;
-      if (room <= 0 || this.heldBytes >= WINDOW_BYTES) break;
+      const room = this.window.messages - this.held;
+      if (room <= 0 || this.heldBytes >= this.window.bytes) {
+        this.window.full();
+        break;
+      }
       const budget = credits.room(this.id);
       if (budget <= 0) {
         shared = true;
         break;
       }
       const count = Math.max(1, Math.min(room, READ_BATCH - pushed, Math.floor(budget / MESSAGE_OVERHEAD_BYTES)));
-      const maxBytes = Math.max(1, Math.min(WINDOW_BYTES - this.heldBytes, budget - count * MESSAGE_OVERHEAD_BYTES));
+      const maxBytes = Math.max(1, Math.min(this.window.bytes - this.heldBytes, budget - count * MESSAGE_OVERHEAD_BYTES));
       // The room is taken while the read is in flight, so that Credits serves the others only from what is left.
       const reserved = count * MESSAGE_OVERHEAD_BYTES + maxBytes;
       credits.charge(this.id, reserved);
@@ -374,11 +382,16 @@ export class GroupMember extends Subscription {
       this.heldBytes += bytes;
       credits.charge(this.id, bytes + batch.length * MESSAGE_OVERHEAD_BYTES);
       credits.delivered(batch.length);
+      this.window.sent(batch.length);
       pushed += batch.length;
     }
     if (shared) credits.wait(this);
     this.announce(conn);
     if (reservedAny) credits.serve(conn);
+    // The turn ended at its batch, not at its window: another turn after the others had
+    // theirs, so that a member far away fills the window its link needs without waiting
+    // for a publish or an ack to pump it (one timer per batch, not per message).
+    if (pushed >= READ_BATCH && !shared) setImmediate(() => this.dropped || this.group.pumpMember(this));
   }
 
   /** One frame per run of consecutive seqs: members of a group get interleaved seqs. */
@@ -398,7 +411,7 @@ export class GroupMember extends Subscription {
 
   /** Held back by its own window with messages waiting in the group: say so once. */
   override announce(conn: Connection): void {
-    const full = this.held >= WINDOW_MESSAGES || this.heldBytes >= WINDOW_BYTES || this.queued;
+    const full = this.held >= this.window.messages || this.heldBytes >= this.window.bytes || this.queued;
     if (!this.announced && full && this.group.backlog && conn.writable) {
       conn.send({ op: "msgs", id: this.id, topic: this.topic.name, seq: this.group.pending.next, times: [], payloads: [], more: true, explicit: true });
       this.announced = true;
@@ -456,6 +469,7 @@ export class GroupMember extends Subscription {
     this.announced = false;
     this.queued = false;
     this.releaseAll(undefined, false);
+    this.window.reset();
   }
 
   override drop(credits: Credits | undefined): void {
@@ -469,6 +483,7 @@ export class GroupMember extends Subscription {
     this.held--;
     this.heldBytes -= bytes;
     credits?.release(this.id, bytes + MESSAGE_OVERHEAD_BYTES);
+    this.window.done(1, bytes);
   }
 }
 

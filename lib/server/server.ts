@@ -29,6 +29,7 @@ import { checkExplicit, consumerFields, GroupMember, Groups, isExplicit, release
 import { RetentionDrops, trimTopic, type ServerRetention } from "./retention.ts";
 import { dueTime, MAX_SCHEDULED_BYTES, Scheduler, type ScheduledFields } from "./scheduler.ts";
 import { Subscription, Topic } from "./topic.ts";
+import { MIN_WINDOW_MESSAGES } from "./window.ts";
 
 /** How far ahead of this clock a sub `since` may be (clocks of hosts differ a little). */
 const SINCE_FUTURE_SLACK_MS = 60_000;
@@ -1203,6 +1204,13 @@ export class MqServer {
     return n;
   }
 
+  /** The largest delivery window (messages) of any subscription (stats only: walks them all). */
+  private largestWindow(): number {
+    let most = MIN_WINDOW_MESSAGES;
+    for (const subs of this.subscriptionsOf.values()) for (const sub of subs.values()) most = Math.max(most, sub.window.messages);
+    return most;
+  }
+
   stats(): ServerStats {
     const files = this.store.openFiles?.();
     return {
@@ -1213,6 +1221,7 @@ export class MqServer {
       ids: this.registry.size,
       sessions: this.sessions.size,
       connections: this.connections.size,
+      delivery_window_max: this.largestWindow(),
       ...this.counters,
       dedupe_keys: this.dedupe.size,
       dedupe_evicted: this.dedupe.evicted,

@@ -6,15 +6,10 @@ import type { MsgsFrame } from "../wire/messages.ts";
 import { MESSAGE_OVERHEAD_BYTES, messageBytes } from "../wire/messages.ts";
 import type { Credits, Pushable } from "./credits.ts";
 import { TopicIds } from "./dedupe.ts";
+import { DeliveryWindow } from "./window.ts";
 
 const serverLog = logger("server");
 
-/**
- * Credits: the most messages and payload bytes of one subscription sent and not yet
- * acknowledged. Within them, the byte budgets of the local broker (Credits) apply.
- */
-export const WINDOW_MESSAGES = 256;
-export const WINDOW_BYTES = 1024 * 1024;
 const READ_BATCH = 64;
 /** What `push` returns when it has nothing to do. */
 const DONE: Promise<void> = Promise.resolve();
@@ -65,6 +60,11 @@ export class Subscription implements Pushable {
   private reservedOn: Credits | null = null;
   /** Moved by every rewind: a read started before one is stale when it returns. */
   private epoch = 0;
+  /**
+   * The most messages and payload bytes of this subscription sent and not yet acknowledged,
+   * sized to the link (lib/server/window.ts). Within it, the local broker's budgets (Credits) apply.
+   */
+  readonly window = new DeliveryWindow();
 
   constructor(
     readonly id: number,
@@ -78,6 +78,7 @@ export class Subscription implements Pushable {
   /** After a (re)connect of the owner: everything unacknowledged is sent again. */
   rewind(): void {
     this.epoch++;
+    this.window.reset();
     // What the read in flight reserved belongs to the previous session's Credits.
     this.reserved = 0;
     this.reservedOn = null;
@@ -139,8 +140,11 @@ export class Subscription implements Pushable {
         shared = true;
         break;
       }
-      const room = WINDOW_MESSAGES - (this.seqs.length - this.head);
-      if (room <= 0 || this.inflightBytes >= WINDOW_BYTES) break;
+      const room = this.window.messages - (this.seqs.length - this.head);
+      if (room <= 0 || this.inflightBytes >= this.window.bytes) {
+        this.window.full();
+        break;
+      }
       const budget = credits.room(this.id);
       if (budget <= 0) {
         shared = true;
@@ -150,7 +154,7 @@ export class Subscription implements Pushable {
       // pays for. The read returns at least one message and its last may overshoot, so the
       // budget is exceeded by one message at most, and a message above it still goes.
       const count = Math.max(1, Math.min(room, READ_BATCH, Math.floor(budget / MESSAGE_OVERHEAD_BYTES)));
-      const maxBytes = Math.max(1, Math.min(WINDOW_BYTES - this.inflightBytes, budget - count * MESSAGE_OVERHEAD_BYTES));
+      const maxBytes = Math.max(1, Math.min(this.window.bytes - this.inflightBytes, budget - count * MESSAGE_OVERHEAD_BYTES));
       const from = this.sent;
       // The room is taken while the read is in flight, so that Credits serves the others only from what is left.
       this.reserved = count * MESSAGE_OVERHEAD_BYTES + maxBytes;
@@ -221,6 +225,7 @@ export class Subscription implements Pushable {
       this.inflightBytes += bytes;
       credits.charge(this.id, bytes + batch.length * MESSAGE_OVERHEAD_BYTES);
       credits.delivered(batch.length);
+      this.window.sent(batch.length);
       this.sent = read[read.length - 1]!.seq + 1;
       // Nothing in flight before them: what was skipped is acknowledged here, as no ack will come for it.
       if (this.head === this.seqs.length) this.skipTo(this.sent);
@@ -266,6 +271,7 @@ export class Subscription implements Pushable {
     }
     this.inflightBytes -= bytes;
     credits.release(this.id, bytes + freed * MESSAGE_OVERHEAD_BYTES);
+    this.window.done(freed, bytes);
     if (this.head > 1024 && this.head * 2 > this.seqs.length) {
       this.seqs = this.seqs.slice(this.head);
       this.sizes = this.sizes.slice(this.head);

@@ -4,6 +4,7 @@
  */
 import { MqClient } from "../../lib/client/client.ts";
 import { MqError } from "../../lib/errors.ts";
+import { jsonLines, mq } from "../e2e/harness.ts";
 
 export interface Acked {
   seq: number;
@@ -50,6 +51,13 @@ export class RecordingPublisher {
   close(): void {
     this.client?.close();
   }
+}
+
+/** `mq pub --lines --json` of `payloads` through the local broker at `socket`: what was acknowledged, with its seq. */
+export async function publishAcked(socket: string, id: number, topic: string, payloads: string[]): Promise<Acked[]> {
+  const r = await mq(socket, ["pub", String(id), topic, "--lines", "--json"], { stdin: payloads.join("\n"), timeoutMs: 120_000 });
+  if (r.code !== 0 || r.stderr !== "") throw new Error(`mq pub --lines exited ${r.code}: ${r.stderr}`);
+  return jsonLines(r.stdout).map((o, i) => ({ seq: o.seq as number, payload: payloads[i]! }));
 }
 
 export interface Received {

@@ -6,19 +6,13 @@
  */
 import { expect, test } from "bun:test";
 import * as fs from "node:fs";
-import { mq, startLocal, startServer, teardown, jsonLines, type Daemon } from "../e2e/harness.ts";
+import { mq, startLocal, startServer, teardown, type Daemon } from "../e2e/harness.ts";
 import { RawPeer, expectRoundTrip, helloFor } from "../security/kit.ts";
-import { drain, verify, type Acked } from "./fault-kit.ts";
+import { drain, publishAcked, verify } from "./fault-kit.ts";
 import { TcpProxy } from "./tcp-proxy.ts";
 
 /** Fast heartbeats for both daemons: a ping after 200 ms of silence, given up after 3 such intervals. */
 const FAST = ["--heartbeat-ms", "200", "--heartbeat-missed", "3"];
-
-async function publishAcked(socket: string, id: number, topic: string, payloads: string[]): Promise<Acked[]> {
-  const r = await mq(socket, ["pub", String(id), topic, "--lines", "--json"], { stdin: payloads.join("\n") });
-  expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: "" });
-  return jsonLines(r.stdout).map((o, i) => ({ seq: o.seq as number, payload: payloads[i]! }));
-}
 
 /** How many times `re` occurs in a daemon's log. */
 function count(d: Daemon, re: RegExp): number {
