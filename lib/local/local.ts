@@ -80,6 +80,13 @@ const REFUSED_BACKOFF_MAX_MS = 15_000;
 const RECONNECT_GRACE_MS = 1000;
 /** Grace + this + the 250 ms timeout sweep stays under the 5 s the CLI promises for UNAVAILABLE. */
 const REQUEST_TIMEOUT_MS = 3500;
+/**
+ * A sub or unsub names many topics, and the server does work per topic (a new one is created
+ * and fsynced, a subscription recorded): it gets this much more time per topic, up to
+ * REQUEST_TIMEOUT_TOPICS_MAX_MS more, which keeps it under the library's 15 s.
+ */
+const REQUEST_TIMEOUT_PER_TOPIC_MS = 10;
+const REQUEST_TIMEOUT_TOPICS_MAX_MS = 11_000;
 /** The client-hop ops with a handler (hello is answered before them). */
 type ClientHandled = Exclude<ClientOp, "hello">;
 /** The ops the table says are forwarded as they are, with at most their id translated. */
@@ -390,7 +397,8 @@ export class LocalBroker {
     if (this.stopped) throw new MqError(Code.Unavailable, "the local broker is shutting down");
     // All clients of this host share one server connection: keep it under the server's
     // in-flight limit by queueing here, first come first served.
-    const timeout = this.options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
+    const topics = "topics" in frame && Array.isArray(frame.topics) ? frame.topics.length : 0;
+    const timeout = (this.options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS) + Math.min(REQUEST_TIMEOUT_TOPICS_MAX_MS, topics * REQUEST_TIMEOUT_PER_TOPIC_MS);
     const queuedAt = Date.now();
     if (this.forwarding >= this.maxForwarding) {
       const { promise, resolve } = Promise.withResolvers<void>();
