@@ -178,9 +178,14 @@ async function connections(clients: number) {
   }
 }
 
-if (mode === "spread") await spread(Number(amountArg ?? 50_000), process.argv[4]);
-else if (mode === "backlog") await backlog(Number(amountArg ?? 1_000_000));
-else if (mode === "conns") await connections(Number(amountArg ?? 1000));
+const amount = amountArg === undefined ? undefined : Number(amountArg);
+if (amount !== undefined && !(Number.isSafeInteger(amount) && amount > 0)) {
+  console.error(`bench/growth.ts ${mode}: the count must be a positive integer, got "${amountArg}"`);
+  process.exit(2);
+}
+if (mode === "spread") await spread(amount ?? 50_000, process.argv[4]);
+else if (mode === "backlog") await backlog(amount ?? 1_000_000);
+else if (mode === "conns") await connections(amount ?? 1000);
 else {
   console.error(`mode must be spread, backlog or conns, got ${mode}`);
   process.exit(2);
