@@ -1,0 +1,47 @@
+/**
+ * The top self-time items of a .cpuprofile (Chrome format, as `bun --cpu-prof` writes it):
+ * sums the samples whose leaf is each function (name + file:line) and prints the TOP largest
+ * with their share of all samples.
+ *
+ *     ./node_modules/.bin/bun bench/profile-top.ts FILE.cpuprofile [TOP=10]
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+}
+interface Profile {
+  nodes: ProfileNode[];
+  samples: number[];
+  timeDeltas: number[];
+}
+
+const [file, topArg = "10"] = process.argv.slice(2);
+if (!file) {
+  console.error("usage: bun bench/profile-top.ts FILE.cpuprofile [TOP]");
+  process.exit(2);
+}
+const profile = JSON.parse(fs.readFileSync(file, "utf8")) as Profile;
+const nameOf = new Map<number, string>();
+for (const n of profile.nodes) {
+  const f = n.callFrame;
+  const where = f.url ? ` ${path.basename(f.url)}:${f.lineNumber + 1}` : "";
+  nameOf.set(n.id, `${f.functionName || "(anonymous)"}${where}`);
+}
+// Self time of a sample = the time delta that follows it (the Chrome format's convention).
+const selfUs = new Map<string, number>();
+let totalUs = 0;
+for (let i = 0; i < profile.samples.length; i++) {
+  const us = profile.timeDeltas[i + 1] ?? 0;
+  const name = nameOf.get(profile.samples[i]!)!;
+  selfUs.set(name, (selfUs.get(name) ?? 0) + us);
+  totalUs += us;
+}
+console.log(`${path.basename(file)}: ${profile.samples.length} samples, ${(totalUs / 1e6).toFixed(2)} s`);
+console.log("| # | function | self ms | share |\n|---|---|---|---|");
+[...selfUs]
+  .sort((a, b) => b[1] - a[1])
+  .slice(0, Number(topArg))
+  .forEach(([name, us], i) => console.log(`| ${i + 1} | \`${name}\` | ${(us / 1000).toFixed(0)} | ${((100 * us) / totalUs).toFixed(1)} % |`));
