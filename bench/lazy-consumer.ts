@@ -10,11 +10,12 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { connect } from "../lib/client/index.ts";
 import { parseSize } from "../lib/cli/parse.ts";
+import { mqBin, waitForLog } from "./kit.ts";
 
 const [topicsArg = "1000", sizeArg = "1M", ...localFlags] = process.argv.slice(2);
 const topics = Number(topicsArg);
 const size = parseSize("size", sizeArg);
-const bin = process.env.MQ_BIN ?? path.resolve(import.meta.dir, "../dist/mq");
+const bin = mqBin;
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-lazy-"));
 const socket = path.join(dir, "local.sock");
 
@@ -22,21 +23,10 @@ function spawn(args: string[]) {
   return Bun.spawn([bin, ...args], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
 }
 
-async function waitFor(proc: ReturnType<typeof spawn>, re: RegExp): Promise<RegExpMatchArray> {
-  let log = "";
-  const decoder = new TextDecoder();
-  for await (const chunk of proc.stderr) {
-    log += decoder.decode(chunk, { stream: true });
-    const m = log.match(re);
-    if (m) return m;
-  }
-  throw new Error(`exited before ${re}:\n${log}`);
-}
-
 const server = spawn(["server", "--listen", "127.0.0.1:0", "--data", path.join(dir, "server"), "--fsync", "never"]);
-const port = (await waitFor(server, /listening on 127\.0\.0\.1:(\d+)/))[1];
+const port = (await waitForLog(server, /listening on 127\.0\.0\.1:(\d+)/))[1];
 const local = spawn(["local", "--server", `127.0.0.1:${port}`, "--data", path.join(dir, "local"), "--socket", socket, ...localFlags]);
-await waitFor(local, /connected to the server/);
+await waitForLog(local, /connected to the server/);
 try {
   await using mq = await connect({ socket });
   const id = await mq.create();

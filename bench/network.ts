@@ -15,6 +15,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { TcpProxy } from "../tests/faults/tcp-proxy.ts";
+import { mqBin, waitForLog } from "./kit.ts";
 
 const { values } = parseArgs({
   options: {
@@ -45,7 +46,7 @@ numbers("pubs", values.pubs, 1);
 numbers("count", values.count, 1);
 numbers("window", values.window, 1);
 const localFlags = values.local.split(" ").filter((f) => f !== "");
-const bin = process.env.MQ_BIN ?? path.resolve(import.meta.dir, "../dist/mq");
+const bin = mqBin;
 
 interface Run {
   sub: number;
@@ -61,17 +62,6 @@ function spawn(args: string[], env: Record<string, string> = {}) {
   return Bun.spawn([bin, ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, ...env } });
 }
 
-async function waitFor(proc: ReturnType<typeof spawn>, re: RegExp): Promise<RegExpMatchArray> {
-  let log = "";
-  const decoder = new TextDecoder();
-  for await (const chunk of proc.stderr) {
-    log += decoder.decode(chunk, { stream: true });
-    const m = log.match(re);
-    if (m) return m;
-  }
-  throw new Error(`exited before ${re}:\n${log}`);
-}
-
 async function run(rttMs: number, subs: number): Promise<Run> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-netbench-"));
   const socket = path.join(dir, "local.sock");
@@ -79,10 +69,10 @@ async function run(rttMs: number, subs: number): Promise<Run> {
   let local: ReturnType<typeof spawn> | null = null;
   let proxy: TcpProxy | null = null;
   try {
-    const port = Number((await waitFor(server, /listening on 127\.0\.0\.1:(\d+)/))[1]);
+    const port = Number((await waitForLog(server, /listening on 127\.0\.0\.1:(\d+)/))[1]);
     proxy = await TcpProxy.start({ hostname: "127.0.0.1", port }, { delayMs: rttMs / 2 });
     local = spawn(["local", "--server", proxy.address, "--data", path.join(dir, "local"), "--socket", socket, ...localFlags]);
-    await waitFor(local, /connected to the server/);
+    await waitForLog(local, /connected to the server/);
     const bench = spawn(["bench", "--json", "--count", values.count, "--window", values.window, "--subs", String(subs), "--pubs", values.pubs], { MQ_SOCKET: socket });
     let window = 0;
     let running = true;
