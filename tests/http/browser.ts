@@ -1,0 +1,57 @@
+/**
+ * Headless Chromium for the dashboard tests: Debian's `chromium` package (installed by .ci/run),
+ * driven by puppeteer-core, which downloads no browser. Outside CI a missing chromium is a reason
+ * to skip; under CI it is a failure.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import puppeteer, { type Browser, type Page } from "puppeteer-core";
+
+export const CHROMIUM = "/usr/bin/chromium";
+const ci = Boolean(process.env.CI);
+
+/** "" when the browser tests run; otherwise the reason they are skipped, for the test's name. */
+export const noBrowser = fs.existsSync(CHROMIUM) || ci ? "" : ` (skipped: no ${CHROMIUM}; apt-get install chromium)`;
+
+export interface BrowserHandle {
+  browser: Browser;
+  page: Page;
+  pid: number;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/** Starts headless chromium with its profile under `dir`, one page open; closed (then SIGKILLed by PID) on dispose. */
+export async function openBrowser(dir: string): Promise<BrowserHandle> {
+  const browser = await puppeteer.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    userDataDir: path.join(dir, "chromium-profile"),
+    // --no-sandbox: CI runs as root, where chromium's sandbox will not start.
+    args: ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--window-size=1366,900"],
+    defaultViewport: { width: 1366, height: 900 },
+    timeout: 30_000,
+  });
+  const pid = browser.process()!.pid!;
+  const page = await browser.newPage();
+  page.setDefaultTimeout(15_000);
+  return {
+    browser,
+    page,
+    pid,
+    async [Symbol.asyncDispose]() {
+      const closed = browser.close().catch(() => {});
+      const timer = setTimeout(() => killPid(pid), 5000);
+      await closed;
+      clearTimeout(timer);
+      killPid(pid);
+    },
+  };
+}
+
+function killPid(pid: number): void {
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch {
+    // already gone
+  }
+}
