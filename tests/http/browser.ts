@@ -55,3 +55,15 @@ function killPid(pid: number): void {
     // already gone
   }
 }
+
+/** Waits (bounded by the page's default timeout) until the first element matching `selector` has exactly `text` as its text. */
+export async function waitForText(page: Page, selector: string, text: string): Promise<void> {
+  // An expression, not a function: the tests are typed without the DOM library.
+  const expression = `document.querySelector(${JSON.stringify(selector)})?.textContent === ${JSON.stringify(text)}`;
+  try {
+    await page.waitForFunction(expression, { polling: 100 });
+  } catch (e) {
+    const now = await page.evaluate(`document.querySelector(${JSON.stringify(selector)})?.textContent ?? null`).catch(() => "?");
+    throw new Error(`${selector}: waited for ${JSON.stringify(text)}, shows ${JSON.stringify(now)} (${e})`);
+  }
+}

@@ -10,8 +10,8 @@ import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { DASHBOARD_CSP, dashboardResponse } from "../../lib/http/dashboard.ts";
-import { tmpDir } from "../e2e/harness.ts";
-import { noBrowser, openBrowser } from "./browser.ts";
+import { createOn, mq, startLocal, startServer, teardown, tmpDir } from "../e2e/harness.ts";
+import { noBrowser, openBrowser, waitForText } from "./browser.ts";
 
 describe("dashboardResponse", () => {
   test("is one HTML page with no outside resource, not cached", async () => {
@@ -54,7 +54,7 @@ const hostile = {
 
 /** A stand-in for a broker's API (real topic names cannot hold markup): every string field hostile. */
 function hostileApi() {
-  const topic = { name: hostile.topic, messages: 3, headSeq: 3, firstSeq: 1, subscribers: 1, bytes: 2048, publishedTotal: 3, rate: 0.5 };
+  const topic = { name: hostile.topic, messages: 3, headSeq: 3, firstSeq: 1, subscribers: 1, bytes: 2048, publishedTotal: 3, rate: 0.5, backlog: 2 };
   const consumer = { id: 7, group: hostile.group, filter: hostile.topic, ackedSeq: 1, backlog: 2 };
   const json = (body: unknown) => Response.json(body);
   return Bun.serve({
@@ -106,4 +106,88 @@ describe("the page in headless Chromium", () => {
       keepOnlyScreenshots(dir);
     }
   }, 60_000);
+});
+
+/** A TCP port free right now (the server's --http must come back on the same one after a restart). */
+function freePort(): number {
+  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = probe.port;
+  probe.stop(true);
+  return port;
+}
+
+/** Waits (bounded) until `url` answers 200. */
+async function waitForOk(url: string, ms = 15_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (let i = 0; i < 300; i++) {
+    const status = await fetch(url).then((r) => r.status, () => 0);
+    if (status === 200) return;
+    if (Date.now() > deadline) break;
+    await Bun.sleep(50);
+  }
+  throw new Error(`${url} did not answer 200 in ${ms} ms`);
+}
+
+describe("mq server --http: the dashboard", () => {
+  test.skipIf(Boolean(noBrowser))(`shows a topic, its backlog and its consumer, updates by itself, links to the topic's consumers, and says disconnected while the server is away${noBrowser}`, async () => {
+    const dir = tmpDir("mq-dashboard-");
+    const httpPort = freePort();
+    const http = `127.0.0.1:${httpPort}`;
+    let server = await startServer({ args: ["--http", http] });
+    const local = await startLocal(server.address);
+    const daemons = () => [local.daemon, server.daemon];
+    try {
+      await waitForOk(`http://${http}/healthz`);
+      const topic = "dash-board.orders_v2";
+      const publisher = await createOn(local.socket);
+      const consumer = await createOn(local.socket);
+      // The consumer subscribes and never receives: all that is published stays its backlog.
+      expect((await mq(local.socket, ["sub", String(consumer), topic])).code).toBe(0);
+      for (let i = 1; i <= 3; i++) expect((await mq(local.socket, ["pub", String(publisher), topic, `m${i}`])).code).toBe(0);
+
+      await using chromium = await openBrowser(dir);
+      const { page } = chromium;
+      await page.goto(`http://${http}/`);
+      const row = `#topics tr[data-topic=${JSON.stringify(topic)}]`;
+      await waitForText(page, `${row} [data-col=name]`, topic);
+      await waitForText(page, `${row} [data-col=backlog]`, "3");
+      await waitForText(page, `${row} [data-col=messages]`, "3");
+      expect(await page.$eval(`${row} [data-col=rate]`, (e) => e.textContent)).toMatch(/\/s$/);
+      const consumerRow = `#consumers tr[data-topic=${JSON.stringify(topic)}]`;
+      await waitForText(page, `${consumerRow} [data-col=backlog]`, "3");
+      expect(await page.$$eval("#brokers tr[data-broker]", (rows) => rows.length)).toBe(1);
+      await page.screenshot({ path: path.join(dir, "overview.png") });
+
+      // More published: the page shows it without a reload (the marker set in this document survives).
+      await page.evaluate("window.__sameDocument = true");
+      for (let i = 4; i <= 5; i++) expect((await mq(local.socket, ["pub", String(publisher), topic, `m${i}`])).code).toBe(0);
+      await waitForText(page, `${row} [data-col=backlog]`, "5");
+      await waitForText(page, `${consumerRow} [data-col=backlog]`, "5");
+      expect(await page.evaluate("window.__sameDocument")).toBe(true);
+
+      // The topic's link: its own view with its consumers.
+      await page.click(`${row} [data-col=name] a`);
+      await waitForText(page, "#topic-name", topic);
+      await waitForText(page, "#topic-consumers tr[data-consumer] [data-col=backlog]", "5");
+      expect(page.url()).toEndWith(`#/topics/${topic}`);
+      await page.screenshot({ path: path.join(dir, "topic.png") });
+
+      // The server goes away: the page says so, keeps polling, and recovers when it is back.
+      await server.daemon.stop();
+      await page.waitForSelector("body.disconnected");
+      await waitForText(page, "#health-pill", "disconnected");
+      await page.screenshot({ path: path.join(dir, "disconnected.png") });
+      server = await startServer({ dataDir: server.dataDir, port: server.port, args: ["--http", http] });
+      await page.waitForSelector("body:not(.disconnected)");
+      await waitForText(page, "#topic-consumers tr[data-consumer] [data-col=backlog]", "5");
+      await waitForText(page, "#health-pill", "healthy");
+
+      // A topic that does not exist: said so, not an error page.
+      await page.goto(`http://${http}/#/topics/no-such-topic`);
+      await waitForText(page, "#topic-fields [data-field=error]", 'no topic "no-such-topic" on this server; GET /api/topics lists them');
+    } finally {
+      await teardown(daemons(), [local.dataDir, server.dataDir]);
+      keepOnlyScreenshots(dir);
+    }
+  }, 120_000);
 });
