@@ -16,7 +16,7 @@ import type * as cli from "../lib/cli/commands.ts";
 import { Exit, StdoutClosedError, UsageError, exitCodeFor, reportError, writeStdout } from "../lib/cli/output.ts";
 import { closest, renderCommandHelp, renderCompletion, renderProgramHelp, SHELLS, type CommandSpec, type OptionDef, type Program, type Shell } from "../lib/cli/help.ts";
 import { defaults, formatDuration, formatSize, parseAddress, parseCount, parseCountOrAuto, parseDelay, parseDuration, parseFrom, parseFsync, parseGroup, parseId, parseRetentionLimit, parseSeconds, parseSince, parseSize, parseStore, parseTopicList, parseTtl } from "../lib/cli/parse.ts";
-import { DEFAULT_DEDUPE, DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_LOCAL_LIMITS, DEFAULT_SERVER_LIMITS, isLoopback, LINES_RETRY_SECONDS } from "../lib/config.ts";
+import { DEFAULT_DEDUPE, DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_LOCAL_LIMITS, DEFAULT_METRICS_MAX_TOPICS, DEFAULT_SERVER_LIMITS, isLoopback, LINES_RETRY_SECONDS } from "../lib/config.ts";
 
 /** The client commands' code (the client library, the wire layer, cbor-x). */
 const client = () => import("../lib/cli/commands.ts");
@@ -74,6 +74,36 @@ function heartbeatOf(args: Record<string, unknown>) {
   return { heartbeatMs: parseCount("heartbeat-ms", d("heartbeat-ms"), 0), heartbeatMissed: parseCount("heartbeat-missed", d("heartbeat-missed"), 2) };
 }
 
+/** The HTTP endpoint (docs/http.md): the same flags on both daemons. */
+const httpArgs = {
+  http: { type: "string", valueHint: "HOST:PORT", description: "serve /healthz, /metrics and the JSON API on this address (docs/http.md; default off)" },
+  "http-token-file": { type: "string", valueHint: "FILE", description: "file holding the token every HTTP request but the probes must send (Authorization: Bearer TOKEN)" },
+} as const satisfies Defs;
+
+/** `--config FILE`: the daemons' options from a TOML or JSON file (lib/cli/config-file.ts). */
+const configArg = {
+  config: { type: "string", valueHint: "FILE", description: "read options from FILE (TOML, or JSON if it ends in .json); keys are the long options, flags win (docs/cli.md)" },
+} as const satisfies Defs;
+
+/**
+ * The HTTP endpoint's options from `--<flag>` (`http`, or `local-http` for `mq up`'s local
+ * broker), or undefined when not asked for. A non-loopback address needs the token, TLS
+ * (`tls`: the server serves HTTPS with its --tls-cert) or `insecure`. Checked before any file
+ * is read; the token file is read last.
+ */
+function httpOptions(d: Daemons, args: Record<string, unknown>, flag: "http" | "local-http", tls: { cert: string; key: string } | undefined, insecure: boolean) {
+  if (args[flag] === undefined) return undefined;
+  const address = parseAddress(flag, args[flag]);
+  const tokenFile = args["http-token-file"] as string | undefined;
+  if (!isLoopback(address.hostname) && !tokenFile && !tls && !insecure) {
+    throw new UsageError(
+      `--${flag} ${args[flag]} is not a loopback address, and without --http-token-file (or TLS) anyone who can reach it can read every topic's name and counters; give --http-token-file FILE (see docs/http.md), or --insecure to serve it open anyway`,
+    );
+  }
+  const metricsMaxTopics = parseCount("metrics-max-topics", args["metrics-max-topics"] ?? DEFAULT_METRICS_MAX_TOPICS, 0);
+  return { ...address, metricsMaxTopics, ...(tls ? { tls } : {}), ...(tokenFile ? { token: d.readTokenFile(tokenFile) } : {}) };
+}
+
 const serverArgs = {
   listen: { type: "string", valueHint: "HOST:PORT", default: "127.0.0.1:7600", description: "address to listen on" },
   data: { type: "string", valueHint: "DIR", description: "data directory (env MQ_DATA; default ~/.local/share/mq/server)" },
@@ -85,7 +115,7 @@ const serverArgs = {
   "token-file": { type: "string", valueHint: "FILE", description: "file holding the token local brokers must present" },
   "tls-cert": { type: "string", valueHint: "FILE", description: "PEM certificate: serve TLS" },
   "tls-key": { type: "string", valueHint: "FILE", description: "PEM private key for --tls-cert" },
-  insecure: { type: "boolean", description: "allow a non-loopback --listen without --token-file or TLS" },
+  insecure: { type: "boolean", description: "allow a non-loopback --listen without --token-file or TLS, and a non-loopback --http without --http-token-file or TLS" },
   "hello-timeout-ms": { type: "string", valueHint: "MS", default: "10000", description: "close connections that send no hello in time" },
   ...heartbeatArgs,
   "frame-timeout-ms": { type: "string", valueHint: "MS", default: String(DEFAULT_SERVER_LIMITS.frameTimeoutMs), description: "close connections whose frame takes longer to arrive" },
@@ -103,6 +133,9 @@ const serverArgs = {
   "max-segment-bytes": { type: "string", valueHint: "SIZE", default: "64M", description: "roll a topic's log segment at this size (K/M/G)" },
   "dedupe-window": { type: "string", valueHint: "AGE", default: formatDuration(DEFAULT_DEDUPE.windowMs), description: "a publish whose msg-id its topic stored this recently is not stored again (0: off)" },
   "dedupe-max-keys": { type: "string", valueHint: "N", default: String(DEFAULT_DEDUPE.maxKeys), description: "most entries in the dedupe window, all topics together: a run of one producer's ids, or one other msg-id (about 85 / 155 bytes)" },
+  ...httpArgs,
+  "metrics-max-topics": { type: "string", valueHint: "N", default: String(DEFAULT_METRICS_MAX_TOPICS), description: "topics with series of their own in /metrics; the others are summed under topic=\"_other\"" },
+  ...configArg,
   ...logArgs,
 } as const satisfies Defs;
 
@@ -180,6 +213,9 @@ const localArgs = {
   "max-connections": { type: "string", valueHint: "N", default: String(DEFAULT_LOCAL_LIMITS.maxConnections), description: "most client connections" },
   "max-inflight": { type: "string", valueHint: "N", default: String(DEFAULT_LOCAL_LIMITS.maxInFlight), description: "most requests served at once per client connection" },
   ...bufferArgs,
+  ...httpArgs,
+  insecure: { type: "boolean", description: "allow a non-loopback --http without --http-token-file" },
+  ...configArg,
   ...logArgs,
 } as const satisfies Defs;
 
@@ -204,6 +240,7 @@ const upArgs = (() => {
     "token-file": { ...serverArgs["token-file"], description: "token for both sides (default DIR/token, made with mode 0600 if absent)" },
     socket: localArgs.socket,
     ...bufferArgs,
+    "local-http": { type: "string", valueHint: "HOST:PORT", description: "serve the local broker's /healthz, /metrics and /api/local on this address (--http is the server's)" },
     ...logArgs,
   } as const satisfies Defs;
 })();
@@ -398,7 +435,9 @@ const commands: Command[] = [
     examples: ["mq server --data /var/lib/mq --listen 0.0.0.0:7600 --token-file /etc/mq/token"],
     run: async (args) => {
       const d = await daemons(args);
-      return d.runServer(serverOptions(d, args, args.data ?? defaults.serverData()));
+      httpOptions(d, { ...args, "http-token-file": undefined }, "http", undefined, Boolean(args["tls-cert"] || args["http-token-file"] || args.insecure)); // checked before any file is read
+      const srv = serverOptions(d, args, args.data ?? defaults.serverData());
+      return d.runServer(srv, httpOptions(d, args, "http", srv.tls, Boolean(args.insecure)));
     },
   },
   {
@@ -410,6 +449,7 @@ const commands: Command[] = [
     examples: ["mq local --server broker.internal:7600 --token-file /etc/mq/token"],
     run: async (args) => {
       const d = await daemons(args);
+      const http = httpOptions(d, args, "http", undefined, Boolean(args.insecure));
       return d.runLocal({
         socketPath: args.socket ?? defaults.socket(),
         server: parseAddress("server", args.server ?? defaults.server()),
@@ -424,7 +464,7 @@ const commands: Command[] = [
         },
         ...(args["token-file"] ? { token: d.readTokenFile(args["token-file"]) } : {}),
         ...(args["tls-ca"] ? { tlsCa: fs.readFileSync(args["tls-ca"], "utf8") } : {}),
-      });
+      }, http);
     },
   },
   {
@@ -438,8 +478,11 @@ const commands: Command[] = [
       const d = await daemons(args);
       const base = args.data ?? (process.env.MQ_DATA || path.dirname(defaults.serverData()));
       const limits = bufferLimits(args); // checked before anything is written (the token below)
+      // The HTTP addresses are checked before anything is written (the server's serves TLS with --tls-cert).
+      for (const flag of ["http", "local-http"] as const) httpOptions(d, { ...args, "http-token-file": undefined }, flag, undefined, Boolean(args["http-token-file"] || (flag === "http" && args["tls-cert"])));
       // Without --token-file, a token of its own: other users of the host cannot use the port.
       const srv = serverOptions(d, args, path.join(base, "server"), path.join(base, "token"));
+      const http = { server: httpOptions(d, args, "http", srv.tls, false), local: httpOptions(d, args, "local-http", undefined, false) };
       return d.runUp(srv, {
         socketPath: args.socket ?? defaults.socket(),
         dataDir: path.join(base, "local"),
@@ -448,7 +491,7 @@ const commands: Command[] = [
         limits,
         ...(srv.token ? { token: srv.token } : {}),
         ...(srv.tls ? { tlsCa: srv.tls.cert } : {}),
-      });
+      }, http);
     },
   },
   {

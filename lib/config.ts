@@ -69,6 +69,9 @@ export function parseHostPort(value: string): { hostname: string; port: number }
   return { hostname: m[1] ?? (m[2] || "127.0.0.1"), port };
 }
 
+/** The HTTP endpoint's /metrics: topics with series of their own (`--metrics-max-topics`); the rest are summed under topic="_other". */
+export const DEFAULT_METRICS_MAX_TOPICS = 1000;
+
 /** Delayed delivery (`pub --delay` / `--at`): the furthest ahead a message may be due. */
 export const MAX_DELAY_MS = 366 * 86_400_000;
 

@@ -364,9 +364,14 @@ export async function topics(options: CommonOptions): Promise<number> {
 
 export async function stats(options: CommonOptions): Promise<number> {
   const s = await withClient(options, (mq) => mq.stats());
+  // The server away: the local broker's part is shown, then the error, exit 4 (docs/cli.md).
+  const serverAway = () => {
+    process.stderr.write(`mq: UNAVAILABLE: the local broker cannot reach its server (${s.local.server}); only the local broker's counters are shown\n`);
+    return Exit.Unavailable;
+  };
   if (options.json) {
-    await writeStdout(`${JSON.stringify(s)}\n`);
-    return Exit.Ok;
+    await writeStdout(`${JSON.stringify(s.server ? s : { ...s, server: null })}\n`);
+    return s.server ? Exit.Ok : serverAway();
   }
   const rows: string[] = [];
   const width = Math.max(14, ...Object.values(s).flatMap((values) => Object.keys(values).map((k) => k.length)));
@@ -381,6 +386,6 @@ export async function stats(options: CommonOptions): Promise<number> {
     }
   }
   await writeStdout(`${rows.join("\n")}\n`);
-  return Exit.Ok;
+  return s.server ? Exit.Ok : serverAway();
 }
 

@@ -3,6 +3,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { randomBytes } from "node:crypto";
 import { LocalBroker, type LocalOptions } from "../local/local.ts";
+import { startHttp, type HttpEndpoint, type HttpOptions, type HttpTarget } from "../http/server.ts";
 import { MqError } from "../errors.ts";
 import { LOG_LEVEL_CHOICES, logger, logJsonOf, logLevelOf, type LogOptions } from "../log.ts";
 import { MqServer, type ServerOptions } from "../server/server.ts";
@@ -96,30 +97,55 @@ async function stopOnSignal(signalled: Promise<string>, stoppers: Array<() => Pr
   return 0;
 }
 
-export async function runServer(options: ServerOptions): Promise<number> {
+/**
+ * Starts the HTTP endpoint of `target` when `options` asks for one (--http); null when not.
+ * Throws when it cannot listen: the caller stops the daemon and exits non-zero.
+ */
+function httpOf(target: HttpTarget, options: HttpOptions | undefined): HttpEndpoint | null {
+  return options ? startHttp(target, options) : null;
+}
+
+export async function runServer(options: ServerOptions, http?: HttpOptions): Promise<number> {
   const signalled = supervise();
   let server: MqServer;
+  let web: HttpEndpoint | null;
   try {
     server = await MqServer.start(options);
   } catch (err) {
     return startFailed("server", err);
   }
-  return stopOnSignal(signalled, [() => server.stop()]);
+  try {
+    web = httpOf({ server }, http);
+  } catch (err) {
+    await server.stop();
+    return startFailed("http", err);
+  }
+  return stopOnSignal(signalled, [async () => await web?.stop(), () => server.stop()]);
 }
 
-export async function runLocal(options: LocalOptions): Promise<number> {
+export async function runLocal(options: LocalOptions, http?: HttpOptions): Promise<number> {
   const signalled = supervise();
   let local: LocalBroker;
+  let web: HttpEndpoint | null;
   try {
     local = await LocalBroker.start(options);
   } catch (err) {
     return startFailed("local", err);
   }
-  return stopOnSignal(signalled, [() => local.stop()]);
+  try {
+    web = httpOf({ local }, http);
+  } catch (err) {
+    await local.stop();
+    return startFailed("http", err);
+  }
+  return stopOnSignal(signalled, [async () => await web?.stop(), () => local.stop()]);
 }
 
-/** `mq up`: a server and a local broker in one process, data under `dataDir/{server,local}`. */
-export async function runUp(server: ServerOptions, local: Omit<LocalOptions, "server">): Promise<number> {
+/**
+ * `mq up`: a server and a local broker in one process, data under `dataDir/{server,local}`;
+ * `http.server` / `http.local`: their HTTP endpoints (--http, --local-http), each optional.
+ */
+export async function runUp(server: ServerOptions, local: Omit<LocalOptions, "server">, http: { server?: HttpOptions; local?: HttpOptions } = {}): Promise<number> {
   const signalled = supervise();
   let srv: MqServer;
   try {
@@ -135,8 +161,20 @@ export async function runUp(server: ServerOptions, local: Omit<LocalOptions, "se
     await srv.stop();
     return code;
   }
+  const webs: HttpEndpoint[] = [];
+  try {
+    for (const [target, options] of [[{ server: srv }, http.server], [{ local: loc }, http.local]] as const) {
+      const web = httpOf(target, options);
+      if (web) webs.push(web);
+    }
+  } catch (err) {
+    for (const web of webs) await web.stop();
+    await loc.stop();
+    await srv.stop();
+    return startFailed("http", err);
+  }
   log.info(`mq is up: try \`id=$(mq create)\` (socket ${local.socketPath}, data ${path.dirname(server.dataDir)})`);
-  return stopOnSignal(signalled, [() => loc.stop(), () => srv.stop()]);
+  return stopOnSignal(signalled, [...webs.map((web) => () => web.stop()), () => loc.stop(), () => srv.stop()]);
 }
 
 /** Where to connect to reach a server listening on `host` (a wildcard listens on every address). */

@@ -540,10 +540,13 @@ export class MqClient {
     return (await this.call({ op: "topics" })).topics as TopicInfo[];
   }
 
-  /** Typed by the declarations in lib/metrics.ts (an older server may lack some fields). */
-  async stats(): Promise<{ local: LocalStats; server: ServerStats }> {
+  /**
+   * Typed by the declarations in lib/metrics.ts (an older server may lack some fields).
+   * `server` is absent when the local broker cannot reach the server: its own part still comes.
+   */
+  async stats(): Promise<{ local: LocalStats; server?: ServerStats }> {
     const r = await this.call({ op: "stats" });
-    return { local: r.local as LocalStats, server: r.server as ServerStats };
+    return r.server ? { local: r.local as LocalStats, server: r.server as ServerStats } : { local: r.local as LocalStats };
   }
 
   /**

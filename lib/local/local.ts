@@ -24,6 +24,7 @@ import { checkPattern, checkTopic } from "../wire/topic.ts";
 import { endedTopics } from "./ended.ts";
 import { IdTable } from "./id-table.ts";
 import { Inbox, type Waiter } from "./inbox.ts";
+import { LocalLatency } from "./latency.ts";
 
 const log = logger("local");
 
@@ -126,6 +127,8 @@ export class LocalBroker {
   private serverCaps: Set<string> | null = null;
   /** Declared (name, unit, help) in LOCAL_COUNTERS, lib/metrics.ts. */
   readonly counters = defineCounters(LOCAL_COUNTERS);
+  /** End-to-end and publish-to-ack latency (/metrics). */
+  readonly latency = new LocalLatency();
 
   private constructor(
     private readonly options: LocalOptions,
@@ -679,6 +682,7 @@ export class LocalBroker {
     const tag = state.nextTag++;
     state.delivered.set(tag, { local, messages });
     this.counters.delivered += messages.length;
+    this.latency.delivered(messages);
     return { messages, tag, more: inbox.more };
   }
 
@@ -698,6 +702,7 @@ export class LocalBroker {
     const global = this.ids.global(entry.local);
     if (!inbox || global === undefined) return {};
     const seen = count === undefined || count === entry.messages.length ? entry.messages : entry.messages.slice(0, count);
+    this.latency.acked(seen);
     // If the server is away the ack is lost; after the reconnect the server re-sends, the
     // inbox sees a duplicate at or below the acked floor and acknowledges it again.
     for (const upstreamAck of inbox.acknowledge(seen)) this.upstream?.send({ op: "ack", id: global, ...upstreamAck });
@@ -736,7 +741,33 @@ export class LocalBroker {
     return rest;
   }
 
-  private async stats(): Promise<{ local: LocalStats; server: ServerStats }> {
+  /**
+   * `mq stats`: this broker's counters and the server's. With the server away, the local part
+   * alone (`server` absent): what the broker knows is still worth showing.
+   */
+  private async stats(): Promise<{ local: LocalStats; server?: ServerStats }> {
+    const local = this.localStats();
+    let r: Record<string, unknown>;
+    try {
+      if (!this.connected) return { local };
+      r = await this.forward({ op: "stats" });
+    } catch (err) {
+      if (err instanceof MqError && err.code === Code.Unavailable) return { local };
+      throw err;
+    }
+    const server = r.server as ServerStats;
+    // The server knows global ids; the ids of this host get their local id beside them.
+    if (Array.isArray(server?.retention_dropped)) {
+      server.retention_dropped = server.retention_dropped.map(({ global_id, ...rest }) => {
+        const id = this.ids.local(global_id);
+        return id === undefined ? { global_id, ...rest } : { global_id, id, ...rest };
+      });
+    }
+    return { local, server };
+  }
+
+  /** This broker's own counters (`local` in `mq stats`, /metrics, /api/local). */
+  localStats(): LocalStats {
     let pending = 0;
     let buffered = 0;
     let bufferedMaxId = 0;
@@ -759,16 +790,17 @@ export class LocalBroker {
       ...this.counters,
       rss_bytes: process.memoryUsage().rss,
     };
-    const r = await this.forward({ op: "stats" });
-    const server = r.server as ServerStats;
-    // The server knows global ids; the ids of this host get their local id beside them.
-    if (Array.isArray(server?.retention_dropped)) {
-      server.retention_dropped = server.retention_dropped.map(({ global_id, ...rest }) => {
-        const id = this.ids.local(global_id);
-        return id === undefined ? { global_id, ...rest } : { global_id, id, ...rest };
-      });
-    }
-    return { local, server };
+    return local;
+  }
+
+  /** Each id of this host with a buffer: what it holds (the HTTP API). */
+  idBuffers(): Array<{ id: number; globalId: number | null; pending: number; bytes: number }> {
+    return [...this.inboxes].map(([id, inbox]) => ({ id, globalId: this.ids.global(id) ?? null, pending: inbox.pending, bytes: inbox.bytes })).sort((a, b) => a.id - b.id);
+  }
+
+  /** The server's address as given (`--server`), for /healthz and the HTTP API. */
+  get serverAddr(): string {
+    return this.serverAddress;
   }
 
   /** Graceful stop: stop listening, send the last acks, close the connections, remove the socket file. */

@@ -294,6 +294,10 @@ export class GroupMember extends Subscription {
     return this.group.backlog;
   }
 
+  override get inFlight(): number {
+    return this.held;
+  }
+
   /**
    * As Subscription.push, with the messages taken from the group, and `explicit` on every
    * frame; at most one batch a turn. A push asked for while one reads is taken up by it.

@@ -30,6 +30,7 @@ import { RetentionDrops, trimTopic, type ServerRetention } from "./retention.ts"
 import { dueTime, MAX_SCHEDULED_BYTES, Scheduler, type ScheduledFields } from "./scheduler.ts";
 import { Subscription, Topic } from "./topic.ts";
 import { MIN_WINDOW_MESSAGES } from "./window.ts";
+import { buildView, type ServerView } from "./view.ts";
 
 /** How far ahead of this clock a sub `since` may be (clocks of hosts differ a little). */
 const SINCE_FUTURE_SLACK_MS = 60_000;
@@ -88,6 +89,8 @@ interface Session {
   address: string;
   /** Its byte budgets (from the hello) and what is in flight against them. */
   credits: Credits;
+  /** When the hello was answered (ms since the epoch), for the HTTP API. */
+  connectedAt: number;
 }
 
 /** The answer to `pubs` (and, turned into one `seq`, to `pub`): `duplicates` only when some were. */
@@ -489,7 +492,7 @@ export class MqServer {
     const credits = new Credits(Math.max(1, budgets.bufferBytes ?? Infinity), Math.max(1, budgets.bufferBytesPerId ?? Infinity), (n) => {
       this.counters.delivered += n;
     });
-    const session: Session = { broker, conn, address: this.addresses.get(conn) ?? conn.label, credits };
+    const session: Session = { broker, conn, address: this.addresses.get(conn) ?? conn.label, credits, connectedAt: Date.now() };
     conn.state = session;
     conn.helloDone = true;
     this.sessions.set(broker, session);
@@ -663,6 +666,7 @@ export class MqServer {
       throw this.storageError(topic, id, payloads.length, err);
     }
     this.counters.published += payloads.length;
+    topic.counts.stored(payloads);
     for (const sub of topic.subscriptions.values()) this.pump(sub);
     return { topic: topicName, seqs, subscribers, created };
   }
@@ -696,6 +700,7 @@ export class MqServer {
         this.addRuns(runs, a, stored, now);
         resolve(stored);
         this.counters.published += payloads.length;
+        topic.counts.stored(payloads);
         for (const sub of topic.subscriptions.values()) this.pump(sub);
         return { ...reply, seqs: stored };
       }
@@ -758,6 +763,7 @@ export class MqServer {
       }
       resolve(stored);
       this.counters.published += fresh.length;
+      topic.counts.stored(payloads, fresh);
       for (const sub of topic.subscriptions.values()) this.pump(sub);
     } else resolve([]);
     for (const { i, first, offset } of waits) {
@@ -805,6 +811,7 @@ export class MqServer {
     }
     await Promise.all(payloads.map((data, i) => topic.log.append(data, now, appendFields(msgIds[i]!, extra, i))));
     this.counters.published += payloads.length;
+    topic.counts.stored(payloads);
     for (const sub of topic.subscriptions.values()) this.pump(sub);
     return payloads.length;
   }
@@ -1120,6 +1127,7 @@ export class MqServer {
     if (moved > 0) {
       this.cursorsMoved.add(sub.topic);
       this.counters.acked += moved;
+      sub.topic.counts.acked += moved;
       this.pump(sub);
     }
   }
@@ -1232,6 +1240,16 @@ export class MqServer {
       retention_dropped: this.retentionDrops.list(),
       rss_bytes: rss(),
     };
+  }
+
+  /** Each topic's name and counters, cheap to walk (the HTTP API samples them every second for rates). */
+  topicCounters(): Iterable<Pick<Topic, "name" | "counts">> {
+    return this.topics.values();
+  }
+
+  /** What the HTTP API and /metrics read (lib/server/view.ts): walked on demand, never per message. */
+  view(): ServerView {
+    return buildView({ serving: this.stopping === null, stats: this.stats(), topics: this.topics.values(), sessions: this.sessions.values(), registry: this.registry, consumers: this.consumers });
   }
 
   /** Graceful stop: no new connections, in-flight writes finish, indexes and logs are flushed. */

@@ -6,6 +6,7 @@ import type { MsgsFrame } from "../wire/messages.ts";
 import { MESSAGE_OVERHEAD_BYTES, messageBytes } from "../wire/messages.ts";
 import type { Credits, Pushable } from "./credits.ts";
 import { TopicIds } from "./dedupe.ts";
+import { TopicCounts } from "./topic-counts.ts";
 import { DeliveryWindow } from "./window.ts";
 
 const serverLog = logger("server");
@@ -23,6 +24,8 @@ export class Topic {
   readonly subscriptions = new Map<number, Subscription>();
   /** Publisher message ids of this topic in the dedupe window. */
   readonly ids = new TopicIds();
+  /** Published, delivered and acknowledged since the start (/metrics, the HTTP API). */
+  readonly counts = new TopicCounts();
   /** Counts messages a push skipped because their TTL ran out (the server's `expired`). */
   onExpired: (count: number) => void = () => {};
   /** Pushes `sub` again (the server's pump): after a push stopped at MAX_EXPIRED_PER_PUSH, no ack would wake it. */
@@ -94,6 +97,11 @@ export class Subscription implements Pushable {
   /** Next seq to push: every seq below it reached the local broker (until a rewind). */
   get sentCursor(): number {
     return this.sent;
+  }
+
+  /** Messages sent to the local broker and not yet acknowledged (stats only). */
+  get inFlight(): number {
+    return this.seqs.length - this.head;
   }
 
   /** Something is stored at or after `sent` (a hole at the end waits for the next append). */
@@ -225,6 +233,7 @@ export class Subscription implements Pushable {
       this.inflightBytes += bytes;
       credits.charge(this.id, bytes + batch.length * MESSAGE_OVERHEAD_BYTES);
       credits.delivered(batch.length);
+      this.topic.counts.delivered += batch.length;
       this.window.sent(batch.length);
       this.sent = read[read.length - 1]!.seq + 1;
       // Nothing in flight before them: what was skipped is acknowledged here, as no ack will come for it.

@@ -15,6 +15,7 @@
 import * as fs from "node:fs";
 import { logger } from "../log.ts";
 import { fdatasyncAsync, openFileLimit } from "./fsutil.ts";
+import { fsyncSeconds } from "./fsync-timing.ts";
 
 const log = logger("store");
 
@@ -211,8 +212,10 @@ export class PooledFile {
     if (this.fdNum < 0 || !this.owed) return;
     const fd = this.pin();
     const writes = this.writes;
+    const started = performance.now();
     try {
       await fdatasyncAsync(fd);
+      fsyncSeconds.observe((performance.now() - started) / 1000);
     } finally {
       this.unpin();
     }
