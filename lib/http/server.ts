@@ -12,6 +12,7 @@ import type { LocalBroker } from "../local/local.ts";
 import type { MqServer } from "../server/server.ts";
 import { fsyncSeconds } from "../store/fsync-timing.ts";
 import { localApi, problem, serverApi, type JsonAnswer } from "./api.ts";
+import { dashboardResponse } from "./dashboard.ts";
 import { localMetrics, serverMetrics, TopicCap } from "./prometheus.ts";
 import { Rates, RATE_SAMPLE_MS } from "./rates.ts";
 
@@ -38,6 +39,7 @@ function routes(target: HttpTarget, options: HttpOptions, rates: Rates): (path: 
   const cap = new TopicCap(options.metricsMaxTopics ?? DEFAULT_METRICS_MAX_TOPICS);
   const role = target.server ? "server" : "local";
   return (path) => {
+    if (path === "/") return dashboardResponse();
     if (path === "/livez") return json({ status: 200, body: { status: "ok", role } });
     if (path === "/healthz") return json(target.server ? serverHealth(target.server) : localHealth(target.local!));
     if (path === "/metrics") {
@@ -70,8 +72,12 @@ function json(answer: JsonAnswer): Response {
   return new Response(`${JSON.stringify(answer.body)}\n`, { status: answer.status, headers: { "content-type": "application/json; charset=utf-8" } });
 }
 
-/** The probes answer without the token: they tell no more than whether the daemon is up. */
-const OPEN_PATHS = new Set(["/livez", "/healthz"]);
+/**
+ * The probes answer without the token: they tell no more than whether the daemon is up. So does
+ * the dashboard's page (no data in it; a browser cannot send a bearer header when opening it): it
+ * asks for the token itself and sends it with its API requests.
+ */
+const OPEN_PATHS = new Set(["/", "/livez", "/healthz"]);
 
 export interface HttpEndpoint {
   /** The address it listens on, `http(s)://host:port`. */
