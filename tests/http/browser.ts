@@ -16,6 +16,8 @@ export const noBrowser = fs.existsSync(CHROMIUM) || ci ? "" : ` (skipped: no ${C
 export interface BrowserHandle {
   browser: Browser;
   page: Page;
+  /** Another tab (waits bounded like the first one's). */
+  newPage(): Promise<Page>;
   pid: number;
   [Symbol.asyncDispose](): Promise<void>;
 }
@@ -27,16 +29,31 @@ export async function openBrowser(dir: string): Promise<BrowserHandle> {
     headless: true,
     userDataDir: path.join(dir, "chromium-profile"),
     // --no-sandbox: CI runs as root, where chromium's sandbox will not start.
-    args: ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--window-size=1366,900"],
+    // The rest: a tab in the background keeps its timers (the dashboard polls in each tab a test opens).
+    args: [
+      "--headless=new",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-dev-shm-usage",
+      "--no-first-run",
+      "--window-size=1366,900",
+      "--disable-background-timer-throttling",
+      "--disable-renderer-backgrounding",
+      "--disable-backgrounding-occluded-windows",
+    ],
     defaultViewport: { width: 1366, height: 900 },
     timeout: 30_000,
   });
   const pid = browser.process()!.pid!;
-  const page = await browser.newPage();
-  page.setDefaultTimeout(15_000);
+  const newPage = async () => {
+    const page = await browser.newPage();
+    page.setDefaultTimeout(15_000);
+    return page;
+  };
   return {
     browser,
-    page,
+    page: await newPage(),
+    newPage,
     pid,
     async [Symbol.asyncDispose]() {
       const closed = browser.close().catch(() => {});
@@ -65,5 +82,17 @@ export async function waitForText(page: Page, selector: string, text: string): P
   } catch (e) {
     const now = await page.evaluate(`document.querySelector(${JSON.stringify(selector)})?.textContent ?? null`).catch(() => "?");
     throw new Error(`${selector}: waited for ${JSON.stringify(text)}, shows ${JSON.stringify(now)} (${e})`);
+  }
+}
+
+/**
+ * Waits (bounded) until `selector` matches. Polls on a timer rather than puppeteer's
+ * waitForSelector, which missed changes in a tab that was not in front.
+ */
+export async function waitForSelector(page: Page, selector: string): Promise<void> {
+  try {
+    await page.waitForFunction(`document.querySelector(${JSON.stringify(selector)}) !== null`, { polling: 100 });
+  } catch (e) {
+    throw new Error(`${selector}: still matches nothing (${e})`);
   }
 }

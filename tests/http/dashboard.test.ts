@@ -11,7 +11,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { DASHBOARD_CSP, dashboardResponse } from "../../lib/http/dashboard.ts";
 import { createOn, mq, startLocal, startServer, teardown, tmpDir } from "../e2e/harness.ts";
-import { noBrowser, openBrowser, waitForText } from "./browser.ts";
+import { noBrowser, openBrowser, waitForSelector, waitForText } from "./browser.ts";
 
 describe("dashboardResponse", () => {
   test("is one HTML page with no outside resource, not cached", async () => {
@@ -82,7 +82,7 @@ describe("the page in headless Chromium", () => {
       const { page } = chromium;
       await page.goto(`http://127.0.0.1:${api.port}/`);
       const row = `#topics tr[data-topic=${JSON.stringify(hostile.topic)}]`; // a JSON string is a CSS string
-      await page.waitForSelector(row);
+      await waitForSelector(page, row);
       expect(await page.$eval(`${row} [data-col=name]`, (e) => e.textContent)).toBe(hostile.topic);
       expect(await page.$eval(`${row} [data-col=backlog]`, (e) => e.textContent)).toBe("2");
       expect(await page.$eval(`#consumers tr[data-consumer="7"] [data-col=group]`, (e) => e.textContent)).toBe(hostile.group);
@@ -93,7 +93,7 @@ describe("the page in headless Chromium", () => {
 
       // The topic's link leads to its view, name and consumers still text.
       await page.click(`${row} a`);
-      await page.waitForSelector(`#topic-consumers tr[data-consumer="7"]`);
+      await waitForSelector(page, `#topic-consumers tr[data-consumer="7"]`);
       expect(await page.$eval("#topic-name", (e) => e.textContent)).toBe(hostile.topic);
       expect(await page.$eval(`#topic-consumers [data-col=filter]`, (e) => e.textContent)).toBe(hostile.topic);
 
@@ -129,12 +129,12 @@ async function waitForOk(url: string, ms = 15_000): Promise<void> {
 }
 
 describe("mq server --http: the dashboard", () => {
-  test.skipIf(Boolean(noBrowser))(`shows a topic, its backlog and its consumer, updates by itself, links to the topic's consumers, and says disconnected while the server is away${noBrowser}`, async () => {
+  test.skipIf(Boolean(noBrowser))(`shows a topic, its backlog and its consumer, updates by itself, links to the topic's consumers, and says disconnected while the server is away; a local broker's page shows its ids and the server's absence${noBrowser}`, async () => {
     const dir = tmpDir("mq-dashboard-");
-    const httpPort = freePort();
-    const http = `127.0.0.1:${httpPort}`;
+    const http = `127.0.0.1:${freePort()}`;
+    const localHttp = `127.0.0.1:${freePort()}`;
     let server = await startServer({ args: ["--http", http] });
-    const local = await startLocal(server.address);
+    const local = await startLocal(server.address, { args: ["--http", localHttp] });
     const daemons = () => [local.daemon, server.daemon];
     try {
       await waitForOk(`http://${http}/healthz`);
@@ -172,21 +172,68 @@ describe("mq server --http: the dashboard", () => {
       expect(page.url()).toEndWith(`#/topics/${topic}`);
       await page.screenshot({ path: path.join(dir, "topic.png") });
 
+      // The local broker's own page: its view, with the ids it holds.
+      const localPage = await chromium.newPage();
+      await localPage.goto(`http://${localHttp}/`);
+      await waitForSelector(localPage, "#local-view:not([hidden])");
+      await waitForText(localPage, `#local-ids tr[data-id="${consumer}"] [data-col=id]`, String(consumer));
+      await waitForText(localPage, "#local-fields [data-field=server]", "connected");
+      expect(await localPage.$eval("#overview", (e) => e.hasAttribute("hidden"))).toBe(true);
+
       // The server goes away: the page says so, keeps polling, and recovers when it is back.
       await server.daemon.stop();
-      await page.waitForSelector("body.disconnected");
+      await waitForSelector(page, "body.disconnected");
       await waitForText(page, "#health-pill", "disconnected");
       await page.screenshot({ path: path.join(dir, "disconnected.png") });
+      // The local broker is still up: its page says the server is unreachable (its /healthz: 503).
+      await waitForText(localPage, "#health-pill", "unhealthy");
+      await waitForText(localPage, "#local-fields [data-field=server]", "unreachable");
+      await localPage.screenshot({ path: path.join(dir, "local-server-away.png") });
       server = await startServer({ dataDir: server.dataDir, port: server.port, args: ["--http", http] });
-      await page.waitForSelector("body:not(.disconnected)");
+      await waitForSelector(page, "body:not(.disconnected)");
       await waitForText(page, "#topic-consumers tr[data-consumer] [data-col=backlog]", "5");
       await waitForText(page, "#health-pill", "healthy");
+      await waitForText(localPage, "#health-pill", "healthy");
 
       // A topic that does not exist: said so, not an error page.
       await page.goto(`http://${http}/#/topics/no-such-topic`);
       await waitForText(page, "#topic-fields [data-field=error]", 'no topic "no-such-topic" on this server; GET /api/topics lists them');
     } finally {
       await teardown(daemons(), [local.dataDir, server.dataDir]);
+      keepOnlyScreenshots(dir);
+    }
+  }, 120_000);
+});
+
+describe("mq server --http --http-token-file: the dashboard", () => {
+  test.skipIf(Boolean(noBrowser))(`opens without the token, then asks for it; a wrong one is refused, the right one shows the topics${noBrowser}`, async () => {
+    const dir = tmpDir("mq-dashboard-");
+    const tokenFile = path.join(dir, "http-token");
+    fs.writeFileSync(tokenFile, "s3cret-token\n", { mode: 0o600 });
+    const http = `127.0.0.1:${freePort()}`;
+    const server = await startServer({ args: ["--http", http, "--http-token-file", tokenFile] });
+    try {
+      await waitForOk(`http://${http}/healthz`);
+      expect((await fetch(`http://${http}/api/topics`)).status).toBe(401);
+      await using chromium = await openBrowser(dir);
+      const { page } = chromium;
+      await page.goto(`http://${http}/`);
+      await waitForSelector(page, "#auth:not([hidden])");
+      expect(await page.$eval("#banner", (e) => e.textContent)).toStartWith("not authorized: /api/topics answered HTTP 401");
+
+      await page.type("#token", "wrong");
+      await page.click("#auth-form button");
+      await waitForText(page, "#banner", "not authorized: /api/topics answered HTTP 401; retrying every 1.5 s");
+      expect(await page.$eval("#auth", (e) => e.hasAttribute("hidden"))).toBe(false);
+
+      await page.type("#token", "s3cret-token");
+      await page.click("#auth-form button");
+      await waitForText(page, `#topics tr[data-topic="general"] [data-col=name]`, "general");
+      await waitForSelector(page, "#auth[hidden]");
+      expect(page.url()).not.toContain("s3cret");
+      await page.screenshot({ path: path.join(dir, "with-token.png") });
+    } finally {
+      await teardown([server.daemon], [server.dataDir]);
       keepOnlyScreenshots(dir);
     }
   }, 120_000);
