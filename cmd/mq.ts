@@ -626,8 +626,31 @@ function parseArgv(cmd: Command, argv: string[]): ParsedArgs {
   return args;
 }
 
+/** `--config FILE` (daemons): its options go before the command line's, which win; `keys` it set, `file` for messages. */
+interface ConfigUsed {
+  argv: string[];
+  file: string;
+  keys: string[];
+}
+
+async function withConfigFile(cmd: Command, argv: string[]): Promise<ConfigUsed | null> {
+  const { configFileOf, configFileArgs } = await import("../lib/cli/config-file.ts");
+  const file = configFileOf(argv);
+  if (file === undefined) return null;
+  const { words, keys } = configFileArgs(file, cmd.name, cmd.args);
+  return { argv: [argv[0]!, ...words, ...argv.slice(1)], file, keys };
+}
+
+/** A bad value that came from the config file (not overridden by a flag) names the file and key. */
+function fromConfig(message: string, config: ConfigUsed | null, argv: string[]): string {
+  if (!config) return message;
+  const key = config.keys.find((k) => message.includes(`--${k}`) && !argv.some((a) => a === `--${k}` || a.startsWith(`--${k}=`)));
+  return key === undefined ? message : `${message} (key ${JSON.stringify(key)} in config file ${config.file})`;
+}
+
 async function run(argv: string[]): Promise<number> {
   const options = argv.includes("--") ? argv.slice(0, argv.indexOf("--")) : argv;
+  let config: ConfigUsed | null = null;
   try {
     if (argv.length === 0 || (argv.length === 1 && (argv[0] === "--help" || argv[0] === "-h"))) {
       await writeStdout(renderProgramHelp(program));
@@ -644,7 +667,8 @@ async function run(argv: string[]): Promise<number> {
       await writeStdout(renderCommandHelp(program, cmd));
       return Exit.Ok;
     }
-    return await cmd.run(parseArgv(cmd, argv));
+    if (cmd.args.config) config = await withConfigFile(cmd, argv);
+    return await cmd.run(parseArgv(cmd, config ? config.argv : argv));
   } catch (err) {
     if (err instanceof MqError) {
       reportError(err);
@@ -654,7 +678,7 @@ async function run(argv: string[]): Promise<number> {
     if (err instanceof StdoutClosedError) return Exit.ReaderGone;
     const e = err as Error;
     if (e instanceof UsageError || e instanceof RangeError) {
-      const message = e.message;
+      const message = fromConfig(e.message, config, argv);
       const known = commands.some((c) => c.name === argv[0]) && argv[0] !== "help";
       process.stderr.write(`mq: usage: ${message}\n(run \`${known ? `mq ${argv[0]} --help` : "mq --help"}\` for help)\n`);
       return Exit.Usage;
