@@ -76,7 +76,7 @@ function heartbeatOf(args: Record<string, unknown>) {
 
 /** The HTTP endpoint (docs/http.md): the same flags on both daemons. */
 const httpArgs = {
-  http: { type: "string", valueHint: "HOST:PORT", description: "serve /healthz, /metrics and the JSON API on this address (docs/http.md; default off)" },
+  http: { type: "string", valueHint: "HOST:PORT", description: "serve /healthz, /metrics, the JSON API and a dashboard at / on this address (docs/http.md; default off)" },
   "http-token-file": { type: "string", valueHint: "FILE", description: "file holding the token every HTTP request but the probes must send (Authorization: Bearer TOKEN)" },
 } as const satisfies Defs;
 
