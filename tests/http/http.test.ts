@@ -247,6 +247,42 @@ describe("who may read it", () => {
   });
 });
 
+/** A self-signed certificate for 127.0.0.1 made with openssl (in .ci/run's packages), in `dir`. */
+function selfSigned(dir: string): { cert: string; key: string } {
+  const cert = path.join(dir, "cert.pem");
+  const key = path.join(dir, "key.pem");
+  const r = Bun.spawnSync(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert], { stdout: "ignore", stderr: "pipe" });
+  if (r.exitCode !== 0) throw new Error(`openssl failed: ${r.stderr.toString()}`);
+  return { cert, key };
+}
+
+describe("open addresses on purpose", () => {
+  test("the server's --tls-cert makes its endpoint HTTPS, which a non-loopback --http may use without a token", async () => {
+    const dir = tmpDir();
+    const { cert, key } = selfSigned(dir);
+    const server = await startServer({ args: ["--tls-cert", cert, "--tls-key", key, "--http", "0.0.0.0:0", "--store", "memory"] });
+    try {
+      const m = await server.daemon.waitFor(/http listening on https:\/\/0\.0\.0\.0:(\d+)/);
+      const r = await fetch(`https://127.0.0.1:${m[1]}/api/topics`, { tls: { ca: fs.readFileSync(cert, "utf8") } } as RequestInit);
+      expect(r.status).toBe(200);
+      expect(((await r.json()) as { topics: unknown[] }).topics).toHaveLength(1);
+    } finally {
+      await teardown([server.daemon], [server.dataDir, dir]);
+    }
+  });
+
+  test("mq local --insecure serves a non-loopback --http open", async () => {
+    const server = await startServer({ args: ["--store", "memory"] });
+    const local = await startLocal(server.address, { args: ["--http", "0.0.0.0:0", "--insecure"] });
+    try {
+      const m = await local.daemon.waitFor(/http listening on http:\/\/0\.0\.0\.0:(\d+)/);
+      expect((await getJson(`http://127.0.0.1:${m[1]}/api/local`)).body.server).toBe("connected");
+    } finally {
+      await teardown([local.daemon, server.daemon], [local.dataDir, server.dataDir]);
+    }
+  });
+});
+
 describe("--config FILE", () => {
   test("the file's options apply, a flag given on the command line wins over the file", async () => {
     const dir = tmpDir();
