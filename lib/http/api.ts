@@ -40,6 +40,7 @@ function consumerOf(c: ConsumerView) {
 
 /** The answer to GET `path` on a server; null: not an API path. */
 export function serverApi(path: string, view: () => ServerView, rates: Rates): JsonAnswer | null {
+  if (path.startsWith("/api/topics")) rates.wake();
   if (path === "/api/topics") return ok({ topics: view().topics.map((t) => topicSummary(t, rates)) });
   if (path.startsWith("/api/topics/")) {
     let name: string;

@@ -13,7 +13,7 @@ import type { MqServer } from "../server/server.ts";
 import { fsyncSeconds } from "../store/fsync-timing.ts";
 import { localApi, problem, serverApi, type JsonAnswer } from "./api.ts";
 import { localMetrics, serverMetrics, TopicCap } from "./prometheus.ts";
-import { Rates, RATE_SAMPLE_MS } from "./rates.ts";
+import { Rates } from "./rates.ts";
 
 const log = logger("http");
 
@@ -81,7 +81,7 @@ export interface HttpEndpoint {
 
 /** Starts the endpoint; throws (with the address) when it cannot listen. */
 export function startHttp(target: HttpTarget, options: HttpOptions): HttpEndpoint {
-  const rates = new Rates();
+  const rates = new Rates(target.server ? () => target.server.topicCounters() : undefined);
   const route = routes(target, options, rates);
   const tokenDigest = options.token === undefined ? null : digest(options.token);
   let server: Server<undefined>;
@@ -111,10 +111,6 @@ export function startHttp(target: HttpTarget, options: HttpOptions): HttpEndpoin
   } catch (err) {
     throw new Error(`Cannot serve HTTP on ${options.hostname}:${options.port}: ${(err as Error).message}; choose another --http address`, { cause: err });
   }
-  // Rates are sampled only on the server (topics live there), by a timer: never per message.
-  const timer = target.server ? setInterval(() => rates.sample(Date.now(), target.server.topicCounters()), RATE_SAMPLE_MS) : null;
-  timer?.unref?.();
-  if (target.server) rates.sample(Date.now(), target.server.topicCounters());
   const scheme = options.tls ? "https" : "http";
   const host = options.hostname.includes(":") ? `[${options.hostname}]` : options.hostname;
   const url = `${scheme}://${host}:${server.port}`;
@@ -122,7 +118,7 @@ export function startHttp(target: HttpTarget, options: HttpOptions): HttpEndpoin
   return {
     url,
     async stop() {
-      if (timer) clearInterval(timer);
+      rates.stop();
       await server.stop(true);
     },
   };
