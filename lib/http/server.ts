@@ -45,7 +45,7 @@ function routes(target: HttpTarget, options: HttpOptions, rates: Rates): (path: 
       return new Response(text, { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } });
     }
     const answer = target.server
-      ? serverApi(path, () => target.server.view(), rates)
+      ? serverApi(path, (topic) => target.server.view(topic), rates)
       : localApi(path, () => {
           const l = target.local!;
           return { stats: l.localStats(), connected: l.connected, serverAddress: l.serverAddr, ids: l.idBuffers() };
@@ -55,9 +55,9 @@ function routes(target: HttpTarget, options: HttpOptions, rates: Rates): (path: 
 }
 
 function serverHealth(server: MqServer): JsonAnswer {
-  const v = server.view();
-  if (!v.serving) return { status: 503, body: { status: "unavailable", role: "server", reason: "the server is stopping" } };
-  return { status: 200, body: { status: "ok", role: "server", uptimeSeconds: v.stats.uptime_s, topics: v.stats.topics, brokers: v.stats.sessions } };
+  if (!server.serving) return { status: 503, body: { status: "unavailable", role: "server", reason: "the server is stopping" } };
+  const stats = server.stats();
+  return { status: 200, body: { status: "ok", role: "server", uptimeSeconds: stats.uptime_s, topics: stats.topics, brokers: stats.sessions } };
 }
 
 /** Ready when the server is reachable: a local broker without it cannot publish or subscribe. */
