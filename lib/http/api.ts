@@ -39,7 +39,8 @@ function consumerOf(c: ConsumerView) {
 }
 
 /** The answer to GET `path` on a server; null: not an API path. */
-export function serverApi(path: string, view: () => ServerView, rates: Rates): JsonAnswer | null {
+export function serverApi(path: string, view: (topic?: string) => ServerView, rates: Rates): JsonAnswer | null {
+  if (path.startsWith("/api/topics")) rates.wake();
   if (path === "/api/topics") return ok({ topics: view().topics.map((t) => topicSummary(t, rates)) });
   if (path.startsWith("/api/topics/")) {
     let name: string;
@@ -50,7 +51,7 @@ export function serverApi(path: string, view: () => ServerView, rates: Rates): J
     }
     const bad = topicProblem(name);
     if (bad) return problem(400, `bad topic name ${JSON.stringify(name)}: ${bad}`);
-    const t = view().topics.find((x) => x.name === name);
+    const t = view(name).topics[0];
     if (!t) return problem(404, `no topic ${JSON.stringify(name)} on this server; GET /api/topics lists them`);
     return ok({ ...topicSummary(t, rates), consumers: t.consumers.map(consumerOf) });
   }

@@ -14,7 +14,7 @@ import { fsyncSeconds } from "../store/fsync-timing.ts";
 import { localApi, problem, serverApi, type JsonAnswer } from "./api.ts";
 import { dashboardResponse } from "./dashboard.ts";
 import { localMetrics, serverMetrics, TopicCap } from "./prometheus.ts";
-import { Rates, RATE_SAMPLE_MS } from "./rates.ts";
+import { Rates } from "./rates.ts";
 
 const log = logger("http");
 
@@ -47,7 +47,7 @@ function routes(target: HttpTarget, options: HttpOptions, rates: Rates): (path: 
       return new Response(text, { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } });
     }
     const answer = target.server
-      ? serverApi(path, () => target.server.view(), rates)
+      ? serverApi(path, (topic) => target.server.view(topic), rates)
       : localApi(path, () => {
           const l = target.local!;
           return { stats: l.localStats(), connected: l.connected, serverAddress: l.serverAddr, ids: l.idBuffers() };
@@ -57,9 +57,9 @@ function routes(target: HttpTarget, options: HttpOptions, rates: Rates): (path: 
 }
 
 function serverHealth(server: MqServer): JsonAnswer {
-  const v = server.view();
-  if (!v.serving) return { status: 503, body: { status: "unavailable", role: "server", reason: "the server is stopping" } };
-  return { status: 200, body: { status: "ok", role: "server", uptimeSeconds: v.stats.uptime_s, topics: v.stats.topics, brokers: v.stats.sessions } };
+  if (!server.serving) return { status: 503, body: { status: "unavailable", role: "server", reason: "the server is stopping" } };
+  const stats = server.stats();
+  return { status: 200, body: { status: "ok", role: "server", uptimeSeconds: stats.uptime_s, topics: stats.topics, brokers: stats.sessions } };
 }
 
 /** Ready when the server is reachable: a local broker without it cannot publish or subscribe. */
@@ -87,7 +87,7 @@ export interface HttpEndpoint {
 
 /** Starts the endpoint; throws (with the address) when it cannot listen. */
 export function startHttp(target: HttpTarget, options: HttpOptions): HttpEndpoint {
-  const rates = new Rates();
+  const rates = new Rates(target.server ? () => target.server.topicCounters() : undefined);
   const route = routes(target, options, rates);
   const tokenDigest = options.token === undefined ? null : digest(options.token);
   let server: Server<undefined>;
@@ -117,10 +117,6 @@ export function startHttp(target: HttpTarget, options: HttpOptions): HttpEndpoin
   } catch (err) {
     throw new Error(`Cannot serve HTTP on ${options.hostname}:${options.port}: ${(err as Error).message}; choose another --http address`, { cause: err });
   }
-  // Rates are sampled only on the server (topics live there), by a timer: never per message.
-  const timer = target.server ? setInterval(() => rates.sample(Date.now(), target.server.topicCounters()), RATE_SAMPLE_MS) : null;
-  timer?.unref?.();
-  if (target.server) rates.sample(Date.now(), target.server.topicCounters());
   const scheme = options.tls ? "https" : "http";
   const host = options.hostname.includes(":") ? `[${options.hostname}]` : options.hostname;
   const url = `${scheme}://${host}:${server.port}`;
@@ -128,7 +124,7 @@ export function startHttp(target: HttpTarget, options: HttpOptions): HttpEndpoin
   return {
     url,
     async stop() {
-      if (timer) clearInterval(timer);
+      rates.stop();
       await server.stop(true);
     },
   };

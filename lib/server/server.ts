@@ -1247,9 +1247,16 @@ export class MqServer {
     return this.topics.values();
   }
 
-  /** What the HTTP API and /metrics read (lib/server/view.ts): walked on demand, never per message. */
-  view(): ServerView {
-    return buildView({ serving: this.stopping === null, stats: this.stats(), topics: this.topics.values(), sessions: this.sessions.values(), registry: this.registry, consumers: this.consumers });
+  /** What the HTTP API and /metrics read (lib/server/view.ts): walked on demand, never per message; `topic`: that topic only. */
+  view(topic?: string): ServerView {
+    const one = topic === undefined ? undefined : this.topics.get(topic);
+    const topics = topic === undefined ? this.topics.values() : one ? [one] : [];
+    return buildView({ serving: this.serving, stats: this.stats(), topics, sessions: this.sessions.values(), registry: this.registry, consumers: this.consumers });
+  }
+
+  /** False once stop() was called (the HTTP endpoint's /healthz). */
+  get serving(): boolean {
+    return this.stopping === null;
   }
 
   /** Graceful stop: no new connections, in-flight writes finish, indexes and logs are flushed. */

@@ -5,7 +5,6 @@
  */
 import type { ServerStats } from "../metrics.ts";
 import type { ClientRegistry } from "../store/types.ts";
-import type { Connection } from "../wire/connection.ts";
 import type { Consumers } from "./consumer.ts";
 import { GroupMember } from "./group.ts";
 import type { Topic } from "./topic.ts";
@@ -70,7 +69,6 @@ export interface SessionLike {
   broker: string;
   address: string;
   connectedAt: number;
-  conn: Connection;
 }
 
 export function buildView(state: {

@@ -176,6 +176,33 @@ describe("a server and a local broker with --http, after publishing 5 to t and r
   });
 });
 
+test("a pattern subscriber and a queue-group member: their filter and group in the API and in the backlog series", async () => {
+  const server = await startServer({ args: ["--http", "127.0.0.1:0", "--store", "memory"] });
+  const local = await startLocal(server.address, { args: ["--http", "127.0.0.1:0"] });
+  try {
+    const base = await httpUrl(server.daemon);
+    const localBase = await httpUrl(local.daemon);
+    const [watcher, worker] = [Number((await mq(local.socket, ["create"])).stdout), Number((await mq(local.socket, ["create"])).stdout)];
+    expect((await mq(local.socket, ["sub", String(watcher), "orders.*"])).code).toBe(0);
+    expect((await mq(local.socket, ["sub", String(worker), "orders.eu", "--group", "workers"])).code).toBe(0);
+    expect((await mq(local.socket, ["pub", String(watcher), "orders.eu", "--lines"], { stdin: "a\nb\nc\n" })).code).toBe(0);
+    const ids = (await getJson(`${localBase}/api/local`)).body.ids as Array<{ id: number; globalId: number }>;
+    const globalOf = (local: number) => ids.find((x) => x.id === local)?.globalId;
+    await until("both have the 3 messages in flight", async () => {
+      const c = (await getJson(`${base}/api/topics/orders.eu`)).body.consumers as Array<{ pending: number }>;
+      return c.length === 2 && c.every((x) => x.pending === 3);
+    });
+    const consumers = (await getJson(`${base}/api/topics/orders.eu`)).body.consumers;
+    expect(consumers).toContainEqual(expect.objectContaining({ id: globalOf(watcher), filter: "orders.*", group: null, ackedSeq: 0, backlog: 3 }));
+    expect(consumers).toContainEqual(expect.objectContaining({ id: globalOf(worker), filter: "orders.eu", group: "workers", ackedSeq: 0, backlog: 3 }));
+    const e = parseProm(await (await fetch(`${base}/metrics`)).text());
+    expect(valueOf(e, "mq_subscriber_backlog_messages", { topic: "orders.eu", id: String(globalOf(worker)), group: "workers" })).toBe(3);
+    expect(e.samples.find((x) => x.name === "mq_subscriber_backlog_messages" && x.labels.id === String(globalOf(watcher)))!.labels.group).toBeUndefined();
+  } finally {
+    await teardown([local.daemon, server.daemon], [local.dataDir, server.dataDir]);
+  }
+});
+
 describe("--metrics-max-topics", () => {
   test("with a cap of 2 and 3 topics, the third is summed under topic=\"_other\"", async () => {
     const server = await startServer({ args: ["--http", "127.0.0.1:0", "--metrics-max-topics", "2", "--store", "memory"] });
@@ -243,6 +270,42 @@ describe("who may read it", () => {
       expect((await fetch(`${base}/livez`)).status).toBe(200);
     } finally {
       await teardown([server.daemon], [server.dataDir, dir]);
+    }
+  });
+});
+
+/** A self-signed certificate for 127.0.0.1 made with openssl (in .ci/run's packages), in `dir`. */
+function selfSigned(dir: string): { cert: string; key: string } {
+  const cert = path.join(dir, "cert.pem");
+  const key = path.join(dir, "key.pem");
+  const r = Bun.spawnSync(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert], { stdout: "ignore", stderr: "pipe" });
+  if (r.exitCode !== 0) throw new Error(`openssl failed: ${r.stderr.toString()}`);
+  return { cert, key };
+}
+
+describe("open addresses on purpose", () => {
+  test("the server's --tls-cert makes its endpoint HTTPS, which a non-loopback --http may use without a token", async () => {
+    const dir = tmpDir();
+    const { cert, key } = selfSigned(dir);
+    const server = await startServer({ args: ["--tls-cert", cert, "--tls-key", key, "--http", "0.0.0.0:0", "--store", "memory"] });
+    try {
+      const m = await server.daemon.waitFor(/http listening on https:\/\/0\.0\.0\.0:(\d+)/);
+      const r = await fetch(`https://127.0.0.1:${m[1]}/api/topics`, { tls: { ca: fs.readFileSync(cert, "utf8") } } as RequestInit);
+      expect(r.status).toBe(200);
+      expect(((await r.json()) as { topics: unknown[] }).topics).toHaveLength(1);
+    } finally {
+      await teardown([server.daemon], [server.dataDir, dir]);
+    }
+  });
+
+  test("mq local --insecure serves a non-loopback --http open", async () => {
+    const server = await startServer({ args: ["--store", "memory"] });
+    const local = await startLocal(server.address, { args: ["--http", "0.0.0.0:0", "--insecure"] });
+    try {
+      const m = await local.daemon.waitFor(/http listening on http:\/\/0\.0\.0\.0:(\d+)/);
+      expect((await getJson(`http://127.0.0.1:${m[1]}/api/local`)).body.server).toBe("connected");
+    } finally {
+      await teardown([local.daemon, server.daemon], [local.dataDir, server.dataDir]);
     }
   });
 });
