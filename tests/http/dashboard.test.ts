@@ -1,9 +1,10 @@
 /**
  * The dashboard at `GET /` (docs/http.md#dashboard). The page itself, served here by
  * dashboardResponse() with API answers no broker would give (markup in every string field: the
- * broker's name rules keep it out of real topic names, the page must not rely on that); then the
- * real thing: `mq up --http` from the compiled binary, a known workload, the page in headless
- * Chromium, a live update, the topic's view, and the server going away and coming back.
+ * broker's name rules keep it out of real topic names, the page must not rely on that) and more
+ * rows than it draws; then the real thing: `mq server --http` and `mq local --http` from the
+ * compiled binary, a known workload, the page in headless Chromium, a live update, the topic's
+ * view, the local broker's page, the server going away and coming back, and the token.
  */
 import { describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
@@ -106,6 +107,36 @@ describe("the page in headless Chromium", () => {
       keepOnlyScreenshots(dir);
     }
   }, 60_000);
+
+  test.skipIf(Boolean(noBrowser))(`draws at most 1,000 rows per table and says how many more there are${noBrowser}`, async () => {
+    const dir = tmpDir("mq-dashboard-");
+    const topics = Array.from({ length: 1005 }, (_, i) => ({ name: `t.${String(i).padStart(4, "0")}`, messages: 0, headSeq: 0, firstSeq: 1, subscribers: 0, bytes: 0, publishedTotal: 0, rate: 0, backlog: 0 }));
+    const api = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      fetch(req) {
+        const p = new URL(req.url).pathname;
+        if (p === "/") return dashboardResponse();
+        if (p === "/healthz") return Response.json({ status: "ok", role: "server" });
+        if (p === "/api/topics") return Response.json({ topics });
+        if (p === "/api/consumers") return Response.json({ consumers: [] });
+        if (p === "/api/brokers") return Response.json({ brokers: [] });
+        return new Response("not found", { status: 404 });
+      },
+    });
+    try {
+      await using chromium = await openBrowser(dir);
+      const { page } = chromium;
+      await page.goto(`http://127.0.0.1:${api.port}/`);
+      await waitForText(page, "#topics tr[data-more] td", "… 5 more not shown (the first 1,000 are)");
+      expect(await page.$$eval("#topics tr[data-topic]", (rows) => rows.length)).toBe(1000);
+      expect(await page.$eval("#topics-count", (e) => e.textContent)).toBe("(1005)");
+      expect(await page.$$eval("#topics tr[data-topic] [data-col=name]", (cells) => cells.at(-1)?.textContent)).toBe("t.0999");
+    } finally {
+      await api.stop(true);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
 
 /** A TCP port free right now (the server's --http must come back on the same one after a restart). */
@@ -127,36 +158,6 @@ async function waitForOk(url: string, ms = 15_000): Promise<void> {
   }
   throw new Error(`${url} did not answer 200 in ${ms} ms`);
 }
-
-test.skipIf(Boolean(noBrowser))(`draws at most 1,000 rows per table and says how many more there are${noBrowser}`, async () => {
-  const dir = tmpDir("mq-dashboard-");
-  const topics = Array.from({ length: 1005 }, (_, i) => ({ name: `t.${String(i).padStart(4, "0")}`, messages: 0, headSeq: 0, firstSeq: 1, subscribers: 0, bytes: 0, publishedTotal: 0, rate: 0, backlog: 0 }));
-  const api = Bun.serve({
-    hostname: "127.0.0.1",
-    port: 0,
-    fetch(req) {
-      const p = new URL(req.url).pathname;
-      if (p === "/") return dashboardResponse();
-      if (p === "/healthz") return Response.json({ status: "ok", role: "server" });
-      if (p === "/api/topics") return Response.json({ topics });
-      if (p === "/api/consumers") return Response.json({ consumers: [] });
-      if (p === "/api/brokers") return Response.json({ brokers: [] });
-      return new Response("not found", { status: 404 });
-    },
-  });
-  try {
-    await using chromium = await openBrowser(dir);
-    const { page } = chromium;
-    await page.goto(`http://127.0.0.1:${api.port}/`);
-    await waitForText(page, "#topics tr[data-more] td", "… 5 more not shown (the first 1,000 are)");
-    expect(await page.$$eval("#topics tr[data-topic]", (rows) => rows.length)).toBe(1000);
-    expect(await page.$eval("#topics-count", (e) => e.textContent)).toBe("(1005)");
-    expect(await page.$$eval("#topics tr[data-topic] [data-col=name]", (cells) => cells.at(-1)?.textContent)).toBe("t.0999");
-  } finally {
-    await api.stop(true);
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-}, 60_000);
 
 describe("mq server --http: the dashboard", () => {
   test.skipIf(Boolean(noBrowser))(`shows a topic, its backlog and its consumer, updates by itself, links to the topic's consumers, and says disconnected while the server is away; a local broker's page shows its ids and the server's absence${noBrowser}`, async () => {
