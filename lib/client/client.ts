@@ -156,6 +156,8 @@ interface Lane {
 interface SentBatch {
   batch: Publish[];
   outcome?: { reply: Record<string, unknown> } | { error: MqError };
+  /** Settles when `outcome` is set: true when stored. */
+  answered: Promise<boolean>;
 }
 
 /** A connection to the local broker at `socketPath`, its hello done. */
@@ -353,17 +355,22 @@ export class MqClient {
    */
   private fill(lane: Lane): void {
     while (lane.head < lane.queue.length && !lane.failed && lane.sent.length < MAX_LANE_BATCHES) {
-      const previous = lane.sent.at(-1)?.batch;
+      const before = lane.sent.at(-1);
+      const previous = before?.batch;
       const chained = this.chaining && chainable(lane.queue[lane.head]!);
       if (previous && !(chained && chainable(previous[0]!))) break;
       const batch = this.nextBatch(lane);
-      const entry: SentBatch = { batch };
+      const { promise: answered, resolve: answer } = Promise.withResolvers<boolean>();
+      const entry: SentBatch = { batch, answered };
       lane.sent.push(entry);
       const last = previous?.at(-1);
-      this.sendBatch(lane, batch, last && this.msgIdOf(last)).then(
+      this.sendBatch(lane, batch, last && this.msgIdOf(last), before?.answered).then(
         (reply) => void (entry.outcome = { reply }),
         (err) => void (entry.outcome = { error: err instanceof MqError ? err : new MqError(Code.Internal, `publish failed: ${(err as Error).message}`, { cause: err }) }),
-      ).then(() => this.settle(lane));
+      ).then(() => {
+        answer("reply" in entry.outcome!);
+        this.settle(lane);
+      });
       if (!chained) break;
     }
     if (lane.head > 1024 && lane.head * 2 > lane.queue.length) {
@@ -430,9 +437,12 @@ export class MqClient {
   /**
    * One batch, sent again after UNAVAILABLE (reconnecting as needed) while `retryMs` allows,
    * every publish has an id and no earlier batch of the lane failed for good. `after`: the id
-   * the server must have stored before this batch.
+   * the server must have stored before this batch; `behind`: the answer of the batch that
+   * holds it. After a failure this batch waits for that answer and goes again at once when
+   * it was stored (it was most likely refused for being ahead of it), not on a timer of its
+   * own: after a cut the batches go again one behind the other, without a pause each.
    */
-  private async sendBatch(lane: Lane, batch: Publish[], after: string | undefined): Promise<Record<string, unknown>> {
+  private async sendBatch(lane: Lane, batch: Publish[], after: string | undefined, behind: Promise<boolean> | undefined): Promise<Record<string, unknown>> {
     const topic = lane.topic;
     const { id } = batch[0]!;
     const first = batch[0]!;
@@ -475,6 +485,13 @@ export class MqClient {
         const now = Date.now();
         deadline ||= now + this.retryMs;
         if (now >= deadline) throw err;
+        if (behind) {
+          // Once: later failures are the link's, and back off as any.
+          const stored = await behind;
+          behind = undefined;
+          if (!stored) throw err;
+          continue;
+        }
         await Bun.sleep(Math.min(pause / 2 + Math.random() * (pause / 2), deadline - now));
         pause = Math.min(pause * 2, RETRY_MAX_MS);
       }
