@@ -336,7 +336,8 @@ export class MqClient {
    * publish them again (with the same `msgId`, they are stored once) if they must go.
    */
   resume(topic: string): void {
-    // A lane is failed only once it stopped sending, so nothing of it is in flight.
+    // A failed lane sends nothing more; what it still has in flight is chained behind the
+    // failed batch, and was sent before anything of the new lane.
     if (this.lanes.get(topic)?.failed) this.lanes.delete(topic);
   }
 
@@ -479,6 +480,9 @@ export class MqClient {
         if (frame.after !== undefined && err instanceof MqError && err.code === Code.BadRequest && err.message.includes('unexpected field "after"')) {
           this.chaining = false;
           delete frame.after;
+          // Not ahead of the batch before it: sent again once that one is stored.
+          if (behind && !(await behind)) throw err;
+          behind = undefined;
           continue;
         }
         if (!(retry && err instanceof MqError && err.code === Code.Unavailable) || this.closedByUser || lane.failed) throw err;

@@ -31,7 +31,7 @@ export class ForwardWindow {
   private session = 0;
 
   constructor(now?: () => number) {
-    this.link = new LinkWindow({ minItems: MIN_FORWARD_REQUESTS, maxItems: MAX_FORWARD_REQUESTS, minBytes: MIN_FORWARD_BYTES, maxBytes: MAX_FORWARD_BYTES }, now);
+    this.link = new LinkWindow({ minItems: MIN_FORWARD_REQUESTS, maxItems: MAX_FORWARD_REQUESTS, minBytes: MIN_FORWARD_BYTES, maxBytes: MAX_FORWARD_BYTES, oneByOne: true }, now);
   }
 
   /** The window in requests, and in bytes. */

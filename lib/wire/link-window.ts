@@ -6,8 +6,8 @@
  * local broker keeps in flight to its server (lib/local/forward-window.ts).
  *
  * One sample per round trip: a send that finds no sample running notes the time and how many
- * items have been sent so far, and so does every send until the first answer comes back; the
- * sample ends when the answers reach that count. Its length
+ * items have been sent so far (with `oneByOne`, so does every send until the first answer
+ * comes back); the sample ends when the answers reach that count. Its length
  * is a round trip (plus queueing); the items and bytes answered meanwhile over that length
  * are the rate. The shortest recent sample is the round trip without queueing (`minRttMs`):
  * the shortest of the last MIN_RTT_SAMPLES to 2 × MIN_RTT_SAMPLES samples, so that one sample
@@ -25,6 +25,11 @@ export interface LinkBounds {
   maxItems: number;
   minBytes: number;
   maxBytes: number;
+  /**
+   * Items go one by one (requests, not pushes of many): every send until the sample's first
+   * answer joins the sample, or a sample of the first alone would count one per round trip.
+   */
+  oneByOne?: boolean;
 }
 
 /** Room for twice the link's bandwidth × delay: a window that just fills the link stalls at every hiccup. */
@@ -72,10 +77,9 @@ export class LinkWindow {
   sent(count: number): void {
     this.sentCount += count;
     if (count === 0) return;
-    // Sent before any answer of the sample came back: the same round trip, the same sample
-    // (requests go one by one; a sample of the first alone would count one per round trip).
     if (this.sampleEnd !== 0) {
-      if (this.doneCount === this.sampleDone) this.sampleEnd = this.sentCount;
+      // Sent before any answer of the sample came back: the same round trip, the same sample.
+      if (this.bounds.oneByOne && this.doneCount === this.sampleDone) this.sampleEnd = this.sentCount;
       return;
     }
     this.sampleEnd = this.sentCount;
