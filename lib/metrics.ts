@@ -132,6 +132,9 @@ export const LOCAL_METRICS = {
   buffered_bytes_max_id: gauge("bytes", "Payload bytes held for the id that holds the most."),
   buffer_bytes: gauge("bytes", "Budget of held bytes, all ids (--buffer-bytes)."),
   buffer_bytes_per_id: gauge("bytes", "Budget of held bytes per id (--buffer-bytes-per-id)."),
+  forward_window: gauge("requests", "Requests this broker may have forwarded to the server and unanswered now: grown with the link's request rate × round trip, 256 to 4096 (and at most half the server's --max-inflight)."),
+  forward_window_bytes: gauge("bytes", "Payload bytes of publishes it may have forwarded and unanswered now: 4 MiB to 64 MiB, grown the same way."),
+  forwarding: gauge("requests", "Requests forwarded to the server and not answered yet (or waiting for the server)."),
   ...LOCAL_COUNTERS,
   rss_bytes: gauge("bytes", "Resident set size of the local broker process."),
 } as const satisfies Metrics;

@@ -22,6 +22,7 @@ import { capabilities, ops, type ClientOp, type Op, type RequestOf } from "../wi
 import { checkGroupName } from "../wire/group-name.ts";
 import { checkPattern, checkTopic } from "../wire/topic.ts";
 import { endedTopics } from "./ended.ts";
+import { ForwardWindow, payloadBytes } from "./forward-window.ts";
 import { IdTable } from "./id-table.ts";
 import { Inbox, type Waiter } from "./inbox.ts";
 import { LocalLatency } from "./latency.ts";
@@ -93,9 +94,6 @@ type ClientHandled = Exclude<ClientOp, "hello">;
 /** The ops the table says are forwarded as they are, with at most their id translated. */
 type ForwardedOp = { [K in Op]: (typeof ops)[K]["id"] extends "none" | "global" ? K : never }[Op];
 
-/** Requests forwarded and unanswered at once, at most; lowered to the server's --max-inflight from its hello. */
-const MAX_FORWARDING = 4096;
-
 export class LocalBroker {
   private listener: UnixSocketListener<Connection> | null = null;
   private upstream: Connection | null = null;
@@ -110,11 +108,12 @@ export class LocalBroker {
   private stopping: Promise<void> | null = null;
   private clientCount = 0;
   private unlock: () => void = () => {};
-  private forwarding = 0;
   /** Client requests being worked on (forwarded and what follows), for a graceful stop. */
   private serving = 0;
-  private maxForwarding = MAX_FORWARDING;
-  private readonly forwardQueue: Array<() => void> = [];
+  /** Requests forwarded and unanswered, at most as many and as many bytes as the link needs (lib/local/forward-window.ts). */
+  private readonly forwardWindow = new ForwardWindow();
+  /** Requests waiting for room in the forward window, first come first served. */
+  private readonly forwardQueue: Array<{ bytes: number; admit: () => void }> = [];
   private readonly serverAddress: string;
   private readonly limits: LocalLimits;
   private stallTimer: ReturnType<typeof setInterval> | null = null;
@@ -299,8 +298,7 @@ export class LocalBroker {
         // What the server serves; a server that does not say (older than `caps`) is asked
         // everything, and refuses what it does not know itself.
         this.serverCaps = Array.isArray(reply.caps) ? new Set(reply.caps.filter((op): op is string => typeof op === "string")) : null;
-        // Half the server's limit: requests that timed out here may still count there.
-        if (Number.isSafeInteger(reply.maxInFlight) && (reply.maxInFlight as number) > 0) this.maxForwarding = Math.max(1, Math.min(MAX_FORWARDING, Math.floor((reply.maxInFlight as number) / 2)));
+        this.forwardWindow.connected(Number.isSafeInteger(reply.maxInFlight) && (reply.maxInFlight as number) > 0 ? (reply.maxInFlight as number) : undefined);
         if (typeof reply.maxMessageBytes === "number" && reply.maxMessageBytes !== this.maxMessageBytes) {
           this.maxMessageBytes = reply.maxMessageBytes;
           // Clients connected before the server told us its limit get the new one too.
@@ -403,26 +401,45 @@ export class LocalBroker {
     const topics = "topics" in frame && Array.isArray(frame.topics) ? frame.topics.length : 0;
     const timeout = (this.options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS) + Math.min(REQUEST_TIMEOUT_TOPICS_MAX_MS, topics * REQUEST_TIMEOUT_PER_TOPIC_MS);
     const queuedAt = Date.now();
-    if (this.forwarding >= this.maxForwarding) {
+    const bytes = payloadBytes(frame);
+    if (this.forwardQueue.length > 0 || !this.forwardWindow.fits(bytes)) {
+      // Behind those already waiting, even if it would fit: requests keep their order.
+      this.forwardWindow.full();
       const { promise, resolve } = Promise.withResolvers<void>();
-      this.forwardQueue.push(resolve);
-      await promise;
-    }
-    this.forwarding++;
+      this.forwardQueue.push({ bytes, admit: resolve });
+      await promise; // admitted (and counted in flight) by admitForwards
+    } else this.forwardWindow.take(bytes);
+    let conn: Connection | undefined;
+    let session = -1;
     try {
       // Time spent queued counts: the client is promised an answer within seconds.
       const left = timeout - (Date.now() - queuedAt);
       if (left <= 0) throw new MqError(Code.Unavailable, `server ${this.serverAddress} is not answering in time (requests queued)`);
-      const conn = await this.server();
+      conn = await this.server();
       if (this.serverCaps && !this.serverCaps.has(frame.op)) {
         throw new MqError(Code.UnknownOp, `the server at ${this.serverAddress} does not support op ${JSON.stringify(frame.op)}; upgrade it`);
       }
       this.counters.forwarded++;
+      if (frame.op === "pub" || frame.op === "pubs") session = this.forwardWindow.sent();
       // The reply goes back as it came: answering overwrites its op and rid with the client's.
       return await conn.request(frame, left);
+    } catch (err) {
+      // No answer in time on a live connection: the server or the link is congested.
+      if (session >= 0 && !conn!.closed && Date.now() - queuedAt >= timeout) this.forwardWindow.timedOut();
+      throw err;
     } finally {
-      this.forwarding--;
-      this.forwardQueue.shift()?.();
+      if (session >= 0) this.forwardWindow.answered(session, bytes);
+      this.forwardWindow.release(bytes);
+      this.admitForwards();
+    }
+  }
+
+  /** Lets the waiting requests go, in order, as far as the forward window has room. */
+  private admitForwards(): void {
+    while (this.forwardQueue.length > 0 && this.forwardWindow.fits(this.forwardQueue[0]!.bytes)) {
+      const next = this.forwardQueue.shift()!;
+      this.forwardWindow.take(next.bytes);
+      next.admit();
     }
   }
 
@@ -787,6 +804,9 @@ export class LocalBroker {
       buffered_bytes_max_id: bufferedMaxId,
       buffer_bytes: this.limits.bufferBytes,
       buffer_bytes_per_id: this.limits.bufferBytesPerId,
+      forward_window: this.forwardWindow.maxRequests,
+      forward_window_bytes: this.forwardWindow.maxBytes,
+      forwarding: this.forwardWindow.requests,
       ...this.counters,
       rss_bytes: process.memoryUsage().rss,
     };

@@ -23,6 +23,7 @@ import { patternStart } from "./pattern-start.ts";
 import { Consumers } from "./consumer.ts";
 import { filterMatches } from "./subjects.ts";
 import { Credits } from "./credits.ts";
+import { checkAfter } from "./pub-order.ts";
 import { DEFAULT_DEDUPE, DedupeWindow, splitMsgId, type DedupeOptions, type Pending, type Runs } from "./dedupe.ts";
 import { DEAD_TOPIC_HEADER, deadLetterMessage, isDeadLetter } from "./dead-letter.ts";
 import { checkExplicit, consumerFields, GroupMember, Groups, isExplicit, releaseMembers, sameKindProblem, type ExplicitOptions, type Group } from "./group.ts";
@@ -369,10 +370,11 @@ export class MqServer {
       const ids = frame.msgId === undefined ? undefined : { keys: [frame.msgId] };
       const headers = frame.headers && [frame.headers];
       if (frame.delayMs !== undefined || frame.at !== undefined) {
+        if (frame.after !== undefined) throw new MqError(Code.BadRequest, 'pub: "after" orders immediate publishes; a delayed one (delayMs / at) cannot have it');
         return this.track(this.publishLater(session, frame.id, frame.topic, [frame.data], ids, frame, headers, frame.ttl)).then(({ duplicates, ...rest }) => (duplicates.length > 0 ? { ...rest, duplicate: true } : rest));
       }
       return this.track(
-        this.publish(session, frame.id, frame.topic, [frame.data], ids, headers, frame.ttl).then(({ seqs, duplicates, ...rest }) =>
+        this.publish(session, frame.id, frame.topic, [frame.data], ids, headers, frame.ttl, frame.after).then(({ seqs, duplicates, ...rest }) =>
           duplicates ? { ...rest, seq: seqs[0], duplicate: true } : { ...rest, seq: seqs[0] },
         ),
       );
@@ -382,9 +384,10 @@ export class MqServer {
       if (problem) throw new MqError(Code.BadRequest, problem);
       const ids: PubIds | undefined = frame.msgIds ? { keys: frame.msgIds } : frame.idPrefix !== undefined ? { prefix: frame.idPrefix, from: frame.idFrom! } : undefined;
       if (frame.delayMs !== undefined || frame.at !== undefined) {
+        if (frame.after !== undefined) throw new MqError(Code.BadRequest, 'pubs: "after" orders immediate publishes; a delayed one (delayMs / at) cannot have it');
         return this.track(this.publishLater(session, frame.id, frame.topic, frame.payloads, ids, frame, frame.headers, frame.ttl)).then(({ duplicates, ...rest }) => (duplicates.length > 0 ? { ...rest, duplicates } : rest));
       }
-      return this.track(this.publish(session, frame.id, frame.topic, frame.payloads, ids, frame.headers, frame.ttl));
+      return this.track(this.publish(session, frame.id, frame.topic, frame.payloads, ids, frame.headers, frame.ttl, frame.after));
     },
     sub: (session, frame) => {
       if (frame.from !== undefined && frame.since !== undefined) throw new MqError(Code.BadRequest, 'sub: give "from" or "since", not both');
@@ -645,8 +648,9 @@ export class MqServer {
    * seqs are consecutive. With `ids` (the payloads' message ids), a payload whose id is in the
    * topic's dedupe window is not stored: its seq is the original one and its index is in
    * `duplicates`. `headers` (one map per payload) and `ttl` (ms) are stored with each payload.
+   * `after`: stored only behind that msgId (lib/server/pub-order.ts).
    */
-  private async publish(session: Session, id: number, topicName: string, payloads: Uint8Array[], ids?: PubIds, headers?: Headers[], ttl?: number): Promise<PubsReply> {
+  private async publish(session: Session, id: number, topicName: string, payloads: Uint8Array[], ids?: PubIds, headers?: Headers[], ttl?: number, after?: string): Promise<PubsReply> {
     this.checkOwner(session, id);
     checkTopic(topicName);
     for (const data of payloads) {
@@ -655,6 +659,8 @@ export class MqServer {
       }
     }
     const { topic, created } = (await this.topic(topicName, true))!;
+    // No await from here to the append's registration: a later publish sees this one as being stored.
+    if (after !== undefined && this.dedupe.enabled) checkAfter(topic.ids, topicName, after);
     const subscribers = topic.subscriptions.size;
     const now = Date.now();
     const extra = pubExtra(headers, ttl, now);

@@ -82,9 +82,13 @@ export const ops = {
    * `{topic, scheduled: true, due, subscribers, created}` with no seq (docs/semantics.md).
    * `headers`: string keys to string values stored and delivered with the message (headers.ts).
    * `ttl`: ms; the message expires that long after its append and is never delivered after.
+   * `after`: the msgId of the publish just before this one on the topic, still unanswered
+   * when this was sent; the message is stored only if that one is stored (or being stored
+   * ahead of it), else UNAVAILABLE and nothing stored (lib/server/pub-order.ts). Not with
+   * `delayMs` / `at`.
    */
   pub: {
-    request: { rid: "uint", id: "uint", topic: "string", data: "bytes", msgId: "msgid?", headers: "headers?", ttl: "ttl?", delayMs: "uint?", at: "uint?" },
+    request: { rid: "uint", id: "uint", topic: "string", data: "bytes", msgId: "msgid?", headers: "headers?", ttl: "ttl?", delayMs: "uint?", at: "uint?", after: "msgid?" },
     reply: ["topic", "seq", "subscribers", "created", "duplicate", "scheduled", "due"],
     client: true,
     server: true,
@@ -99,9 +103,10 @@ export const ops = {
    * `duplicates` lists the indexes of the payloads that were already stored (their `seqs`
    * are the original ones). `delayMs` / `at`: as `pub`, for every payload (one due time).
    * `headers`: one map per payload (`{}` for a payload without); `ttl` applies to every payload.
+   * `after`: as `pub`'s, for the whole request.
    */
   pubs: {
-    request: { rid: "uint", id: "uint", topic: "string", payloads: "payloads", msgIds: "msgids?", idPrefix: "idprefix?", idFrom: "uint?", headers: "headerslist?", ttl: "ttl?", delayMs: "uint?", at: "uint?" },
+    request: { rid: "uint", id: "uint", topic: "string", payloads: "payloads", msgIds: "msgids?", idPrefix: "idprefix?", idFrom: "uint?", headers: "headerslist?", ttl: "ttl?", delayMs: "uint?", at: "uint?", after: "msgid?" },
     reply: ["topic", "seqs", "subscribers", "created", "duplicates", "scheduled", "due"],
     client: true,
     server: true,

@@ -14,8 +14,8 @@ const b = (s: string) => new TextEncoder().encode(s);
 const samples: { [K in Op]: Required<RequestOf<K>> } = {
   hello: { op: "hello", rid: 1, version: 1, broker: "b", secret: "s", token: "t", bufferBytes: 1024, bufferBytesPerId: 512, caps: ["pub", "sub"] },
   create: { op: "create", rid: 2 },
-  pub: { op: "pub", rid: 3, id: 7, topic: "a.b", data: b("x"), msgId: "k1", headers: { k: "v" }, ttl: 30_000, delayMs: 1000, at: 1_800_000_000_000 },
-  pubs: { op: "pubs", rid: 4, id: 7, topic: "a.b", payloads: [b("x"), b("y")], msgIds: ["k1", "k2"], idPrefix: "p:", idFrom: 1, headers: [{ k: "v" }, {}], ttl: 30_000, delayMs: 1000, at: 1_800_000_000_000 },
+  pub: { op: "pub", rid: 3, id: 7, topic: "a.b", data: b("x"), msgId: "k1", headers: { k: "v" }, ttl: 30_000, delayMs: 1000, at: 1_800_000_000_000, after: "k0" },
+  pubs: { op: "pubs", rid: 4, id: 7, topic: "a.b", payloads: [b("x"), b("y")], msgIds: ["k1", "k2"], idPrefix: "p:", idFrom: 1, headers: [{ k: "v" }, {}], ttl: 30_000, delayMs: 1000, at: 1_800_000_000_000, after: "k0" },
   sub: { op: "sub", rid: 5, id: 7, topics: ["a", "b.*"], from: "earliest", since: 1_700_000_000_000, group: "workers", maxDeliver: 3, deadLetter: "a.dead" },
   unsub: { op: "unsub", rid: 6, id: 7, topics: ["a"] },
   recv: { op: "recv", rid: 7, id: 7, max: 10, wait: 100 },
