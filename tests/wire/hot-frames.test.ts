@@ -1,0 +1,172 @@
+import { describe, expect, test } from "bun:test";
+import { decodeMap, encode } from "../../lib/wire/codec.ts";
+import { FrameDecoder } from "../../lib/wire/frame.ts";
+import { FrameWriter, writeHotFrame } from "../../lib/wire/hot-frames.ts";
+
+/** A small seeded generator (mulberry32), so a failure replays. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
+  };
+}
+
+const EDGE_UINTS = [0, 1, 23, 24, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, 2 ** 32 + 1, 1_700_000_000_123, 2 ** 53 - 1];
+const STRINGS = ["", "a", "orders.eu", "é", "主题.订单", "emoji.😀.x", "x".repeat(23), "x".repeat(24), "é".repeat(40), "主".repeat(63), "t".repeat(64), "ü".repeat(300), "y".repeat(70_000)];
+
+function gen(random: () => number) {
+  const pick = <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)]!;
+  const uint = () => (random() < 0.5 ? pick(EDGE_UINTS) : Math.floor(random() * 2 ** (1 + Math.floor(random() * 53))));
+  const str = () => (random() < 0.7 ? pick(STRINGS) : String.fromCharCode(...Array.from({ length: Math.floor(random() * 80) }, () => 32 + Math.floor(random() * 0x2fff))));
+  const bytes = () => {
+    const sizes = [0, 1, 23, 24, 255, 256, 65536, 100_000];
+    const b = new Uint8Array(random() < 0.3 ? pick(sizes) : Math.floor(random() * 300));
+    for (let i = 0; i < b.length; i += 97) b[i] = Math.floor(random() * 256);
+    return b;
+  };
+  const count = () => (random() < 0.2 ? 0 : random() < 0.1 ? 30 + Math.floor(random() * 300) : 1 + Math.floor(random() * 5));
+  const list = <T>(f: () => T) => Array.from({ length: count() }, f);
+  const headers = () => {
+    const h: Record<string, string> = {};
+    for (let i = random() < 0.05 ? 30 : Math.floor(random() * 4); i > 0; i--) h[str().slice(0, 40) + i] = str().slice(0, 100);
+    return h;
+  };
+  const maybe = (frame: Record<string, unknown>, key: string, f: () => unknown) => {
+    if (random() < 0.4) frame[key] = f();
+  };
+  return {
+    msgs() {
+      const n = count();
+      const f: Record<string, unknown> = { op: "msgs", id: uint(), topic: str(), seq: uint(), times: Array.from({ length: n }, uint), payloads: Array.from({ length: n }, bytes) };
+      maybe(f, "more", () => random() < 0.5);
+      maybe(f, "lost", uint);
+      maybe(f, "headers", () => Array.from({ length: n }, headers));
+      maybe(f, "expires", () => Array.from({ length: n }, uint));
+      maybe(f, "explicit", () => true);
+      return f;
+    },
+    pubs() {
+      const f: Record<string, unknown> = { op: "pubs", id: uint(), topic: str(), payloads: list(bytes) };
+      maybe(f, "idPrefix", () => "k:");
+      maybe(f, "idFrom", uint);
+      maybe(f, "headers", () => list(headers));
+      maybe(f, "ttl", uint);
+      f.rid = uint();
+      return f;
+    },
+    pub() {
+      const f: Record<string, unknown> = { op: "pub", id: uint(), topic: str(), data: bytes() };
+      maybe(f, "msgId", str);
+      maybe(f, "headers", headers);
+      f.rid = uint();
+      return f;
+    },
+    ack() {
+      const f: Record<string, unknown> = random() < 0.5 ? { op: "ack", id: uint(), topic: str(), seq: uint() } : { op: "ack", id: uint(), tag: uint() };
+      maybe(f, "seqs", () => list(uint));
+      maybe(f, "count", uint);
+      maybe(f, "rid", uint);
+      return f;
+    },
+    recvReply() {
+      const messages = list(() => {
+        const m: Record<string, unknown> = { topic: str(), seq: uint(), time: uint(), data: bytes() };
+        maybe(m, "lost", uint);
+        maybe(m, "headers", headers);
+        maybe(m, "expiresAt", uint);
+        return m;
+      });
+      return { messages, tag: uint(), more: random() < 0.5, op: "ok", rid: uint() };
+    },
+    pubsReply() {
+      const f: Record<string, unknown> = { topic: str(), seqs: list(uint), subscribers: uint(), created: random() < 0.5 };
+      maybe(f, "duplicates", () => list(uint));
+      return { ...f, op: "ok", rid: uint() };
+    },
+  };
+}
+
+function fast(frame: object): Uint8Array | null {
+  const w = new FrameWriter();
+  w.pos = 3; // not at the start of the buffer, as after other frames
+  if (!writeHotFrame(w, frame)) {
+    expect(w.pos).toBe(3);
+    return null;
+  }
+  return w.buf.slice(3, w.pos);
+}
+
+describe("hot frames: the fast encoder writes what the generic encoder writes", () => {
+  const shapes = ["msgs", "pubs", "pub", "ack", "recvReply", "pubsReply"] as const;
+  test.each(shapes)("%s: 300 random frames, byte-identical and decoding to the same map", (shape) => {
+    const random = rng(shape.length * 7919 + shape.charCodeAt(0));
+    const g = gen(random);
+    for (let i = 0; i < 300; i++) {
+      const frame = g[shape]();
+      const bytes = fast(frame);
+      if (bytes === null) throw new Error(`${shape} #${i} took the generic path`);
+      const generic = encode(frame);
+      expect(decodeMap(bytes)).toEqual(decodeMap(generic));
+      expect(Buffer.from(bytes).equals(Buffer.from(generic))).toBe(true);
+    }
+  });
+
+  test("edge values: empty arrays, 0, 2^32, 2^53-1, 24 keys and more", () => {
+    const many: Record<string, string> = {};
+    for (let i = 0; i < 300; i++) many[`k${i}`] = "v";
+    const frames = [
+      { op: "msgs", id: 0, topic: "", seq: 0, times: [], payloads: [] },
+      { op: "msgs", id: 2 ** 32, topic: "a", seq: 2 ** 53 - 1, times: [2 ** 32 - 1, 2 ** 32], payloads: [new Uint8Array(0), Buffer.from("x")], more: true },
+      { op: "pub", id: 1, topic: "t", data: new Uint8Array(0), headers: many, rid: 1 },
+      { messages: [], more: false, op: "ok", rid: 1 },
+      { op: "ok", rid: 5 },
+    ];
+    for (const frame of frames) {
+      const bytes = fast(frame)!;
+      expect(bytes).not.toBeNull();
+      expect(Buffer.from(bytes).equals(Buffer.from(encode(frame)))).toBe(true);
+    }
+  });
+
+  test("a frame the fast path does not know takes the generic path, nothing lost", () => {
+    const unknownField = { op: "msgs", id: 1, topic: "a", seq: 1, times: [1], payloads: [new Uint8Array(1)], ids: [1, 2] };
+    const others = [
+      unknownField,
+      { op: "sub", rid: 1, id: 1, topics: ["a"] }, // not a hot op
+      { op: "ack", id: 1, topic: "a", seq: -1 }, // negative
+      { op: "ack", id: 1, topic: "a", seq: 1.5 }, // not an integer
+      { op: "ack", id: 1, topic: "a", seq: 2 ** 53 }, // beyond the safe integers
+      { op: "ack", id: 1, topic: "a", seq: undefined },
+      { op: "ok", rid: 1, messages: [{ topic: "a", seq: 1, time: 1, data: new Uint8Array(1), at: new Date(0) }] },
+      { op: "ok", rid: 1, topic: null },
+    ];
+    for (const frame of others) expect(fast(frame)).toBeNull();
+  });
+
+  test("many hot frames in one buffer, read back byte by byte and in odd chunks, arrive whole and in order", () => {
+    const g = gen(rng(42));
+    const frames: object[] = [];
+    const w = new FrameWriter();
+    for (let i = 0; i < 90; i++) {
+      const frame = i % 3 === 0 ? g.msgs() : i % 3 === 1 ? g.recvReply() : g.ack();
+      frames.push(frame);
+      const start = w.pos;
+      w.ensure(4);
+      w.pos += 4;
+      expect(writeHotFrame(w, frame)).toBe(true);
+      new DataView(w.buf.buffer).setUint32(start, w.pos - start - 4);
+    }
+    const stream = w.buf.slice(0, w.pos);
+    for (const chunkSize of [1, 7, 4093]) {
+      const got: unknown[] = [];
+      const decoder = new FrameDecoder({ frame: (p) => got.push(decodeMap(p.slice())), invalid: (r) => { throw new Error(r); } }, 1 << 30);
+      for (let pos = 0; pos < stream.length; pos += chunkSize) decoder.push(stream.subarray(pos, pos + chunkSize));
+      expect(got.length).toBe(frames.length);
+      for (let i = 0; i < frames.length; i++) expect(got[i]).toEqual(decodeMap(encode(frames[i]!)));
+    }
+  });
+});
