@@ -24,7 +24,6 @@ import { checkPattern, checkTopic } from "../wire/topic.ts";
 import { endedTopics } from "./ended.ts";
 import { IdTable } from "./id-table.ts";
 import { Inbox, type Waiter } from "./inbox.ts";
-import { copyPayloads } from "./payload-copy.ts";
 
 const log = logger("local");
 
@@ -446,10 +445,9 @@ export class LocalBroker {
     if (this.goneOnServer.has(local)) return;
     const inbox = this.inbox(local);
     let reack = false;
-    // The payloads are views into the socket's read buffer: kept as copies, in one allocation per frame.
-    const payloads = copyPayloads(frame.payloads);
-    for (let i = 0; i < payloads.length; i++) {
-      const msg: Message = { topic: frame.topic, seq: frame.seq + i, time: frame.times[i]!, data: payloads[i]! };
+    for (let i = 0; i < frame.payloads.length; i++) {
+      // The payload is a view into the socket's read buffer: keep a copy of its own.
+      const msg: Message = { topic: frame.topic, seq: frame.seq + i, time: frame.times[i]!, data: frame.payloads[i]!.slice() };
       if (i === 0 && frame.lost) msg.lost = frame.lost; // kept with the message, for its recv
       if (frame.headers || frame.expires) addPushedExtra(msg, frame, i);
       const verdict = inbox.add(msg, frame.explicit);
