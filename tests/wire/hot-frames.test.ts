@@ -1,6 +1,10 @@
 import { describe, expect, test } from "bun:test";
+// The pure-JS entry points, like codec.ts (the package root loads a native addon).
+import { Decoder } from "cbor-x/decode";
+import { Encoder } from "cbor-x/encode";
 import { decodeMap, encode } from "../../lib/wire/codec.ts";
 import { FrameDecoder } from "../../lib/wire/frame.ts";
+import { readHotFrame } from "../../lib/wire/hot-decode.ts";
 import { FrameWriter, writeHotFrame } from "../../lib/wire/hot-frames.ts";
 
 /** A small seeded generator (mulberry32), so a failure replays. */
@@ -168,5 +172,71 @@ describe("hot frames: the fast encoder writes what the generic encoder writes", 
       expect(got.length).toBe(frames.length);
       for (let i = 0; i < frames.length; i++) expect(got[i]).toEqual(decodeMap(encode(frames[i]!)));
     }
+  });
+});
+
+/** The generic decoder with codec.ts's options, to compare against. */
+const cborx = new Decoder({ useRecords: false, mapsAsObjects: true, int64AsNumber: true } as never);
+/** A plain encoder that writes whatever we ask, to build frames the fast reader must give up on. */
+const raw = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false, variableMapSize: true } as never);
+
+describe("hot frames: the small decoder reads what cbor-x reads", () => {
+  const shapes = ["msgs", "pubs", "pub", "ack", "recvReply", "pubsReply"] as const;
+  test.each(shapes)("%s: 300 random frames decode to the same value", (shape) => {
+    const g = gen(rng(shape.length * 104_729 + shape.charCodeAt(1)));
+    for (let i = 0; i < 300; i++) {
+      const bytes = encode(g[shape]());
+      const fast = readHotFrame(bytes);
+      if (fast === undefined) throw new Error(`${shape} #${i} was given up`);
+      expect(fast).toEqual(cborx.decode(bytes));
+      expect(Object.getPrototypeOf(fast)).toBe(Object.prototype);
+    }
+  });
+
+  test("the same short strings read again are equal (the cache never returns another string)", () => {
+    const topics = ["a", "b", "ab", "ba", "orders.eu", "orders.us", "x".repeat(24), "y".repeat(25)];
+    for (let round = 0; round < 3; round++) {
+      for (const topic of topics) expect(readHotFrame(encode({ op: "ack", id: 1, topic, seq: 2 }))).toEqual({ op: "ack", id: 1, topic, seq: 2 });
+    }
+  });
+
+  test("anything it does not know is given up, and codec's decodeMap still decodes it as cbor-x does", () => {
+    const lone = new Uint8Array([0xa1, 0x61, 0x74, 0x63, 0xed, 0xa0, 0x80]); // {t: lone surrogate in WTF-8}
+    const badUtf8 = new Uint8Array([0xa1, 0x61, 0x74, 0x62, 0xc3, 0x28]);
+    const uint64Big = new Uint8Array([0xa1, 0x61, 0x73, 0x1b, 0x00, 0x20, 0, 0, 0, 0, 0, 0]); // {s: 2^53}
+    const cases: Array<[string, Uint8Array]> = [
+      ["a float", raw.encode({ op: "ack", seq: 1.5 })],
+      ["a negative integer", raw.encode({ op: "ack", seq: -1 })],
+      ["null", raw.encode({ op: "ack", topic: null })],
+      ["a tag", raw.encode({ op: "ack", at: new Date(0) })],
+      ["a non-text key", raw.encode(new Map<unknown, unknown>([[1, 2]]))],
+      ["__proto__ as a key", new Uint8Array([0xa1, 0x69, ...Buffer.from("__proto__"), 0xa0])],
+      ["a lone surrogate", lone],
+      ["invalid UTF-8", badUtf8],
+      ["a uint64 of 2^53", uint64Big],
+    ];
+    for (const [what, bytes] of cases) {
+      expect([what, readHotFrame(bytes)]).toEqual([what, undefined]);
+      let expected: unknown;
+      let expectedError: unknown;
+      try {
+        expected = cborx.decode(bytes);
+      } catch (err) {
+        expectedError = err;
+      }
+      if (expectedError === undefined && Object.getPrototypeOf(expected) === Object.prototype) expect(decodeMap(bytes)).toEqual(expected as Record<string, unknown>);
+      else expect(() => decodeMap(bytes)).toThrow();
+    }
+  });
+
+  test("a frame cut short, with bytes after it, or not a map is given up at every cut", () => {
+    const g = gen(rng(7));
+    const bytes = encode(g.recvReply());
+    for (let cut = 0; cut < bytes.length; cut += Math.max(1, Math.floor(bytes.length / 500))) expect(readHotFrame(bytes.subarray(0, cut))).toBeUndefined();
+    const longer = new Uint8Array(bytes.length + 1);
+    longer.set(bytes);
+    expect(readHotFrame(longer)).toBeUndefined();
+    expect(readHotFrame(raw.encode([1, 2]))).toBeUndefined();
+    expect(readHotFrame(new Uint8Array(0))).toBeUndefined();
   });
 });
