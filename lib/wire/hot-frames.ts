@@ -1,6 +1,6 @@
 /**
  * A hand-written CBOR encoder for the frames on the hot path — deliveries (`msgs`), publishes
- * (`pub`, `pubs`), acks and `ok` replies (a recv's messages, a publish's seqs) — writing
+ * (`pub`, `pubs`), recv requests, acks and `ok` replies (a recv's messages, a publish's seqs) — writing
  * straight into one reusable output buffer (`FrameWriter`) instead of cbor-x's per-frame
  * result that is then copied again. It writes exactly what the generic encoder (codec.ts
  * `encode`) writes for these maps, byte for byte: keys in the object's order, minimal heads,
@@ -19,6 +19,7 @@ const HOT_FIELDS: Record<string, ReadonlySet<string>> = {
   pub: new Set(["op", "rid", "id", "topic", "data", "msgId", "headers", "ttl"]),
   pubs: new Set(["op", "rid", "id", "topic", "payloads", "msgIds", "idPrefix", "idFrom", "headers", "ttl"]),
   ack: new Set(["op", "rid", "id", "tag", "count", "topic", "seq", "seqs"]),
+  recv: new Set(["op", "rid", "id", "max", "wait"]),
   // Replies to recv (messages, tag, more), pub and pubs (topic, seq(s), subscribers, created, duplicate(s)), acks (nothing).
   ok: new Set(["op", "rid", "messages", "tag", "more", "topic", "seq", "seqs", "subscribers", "created", "duplicate", "duplicates"]),
 };

@@ -76,6 +76,9 @@ function gen(random: () => number) {
       maybe(f, "rid", uint);
       return f;
     },
+    recv() {
+      return { op: "recv", id: uint(), max: uint(), wait: uint(), rid: uint() };
+    },
     recvReply() {
       const messages = list(() => {
         const m: Record<string, unknown> = { topic: str(), seq: uint(), time: uint(), data: bytes() };
@@ -105,7 +108,7 @@ function fast(frame: object): Uint8Array | null {
 }
 
 describe("hot frames: the fast encoder writes what the generic encoder writes", () => {
-  const shapes = ["msgs", "pubs", "pub", "ack", "recvReply", "pubsReply"] as const;
+  const shapes = ["msgs", "pubs", "pub", "ack", "recv", "recvReply", "pubsReply"] as const;
   test.each(shapes)("%s: 300 random frames, byte-identical and decoding to the same map", (shape) => {
     const random = rng(shape.length * 7919 + shape.charCodeAt(0));
     const g = gen(random);
@@ -181,7 +184,7 @@ const cborx = new Decoder({ useRecords: false, mapsAsObjects: true, int64AsNumbe
 const raw = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false, variableMapSize: true } as never);
 
 describe("hot frames: the small decoder reads what cbor-x reads", () => {
-  const shapes = ["msgs", "pubs", "pub", "ack", "recvReply", "pubsReply"] as const;
+  const shapes = ["msgs", "pubs", "pub", "ack", "recv", "recvReply", "pubsReply"] as const;
   test.each(shapes)("%s: 300 random frames decode to the same value", (shape) => {
     const g = gen(rng(shape.length * 104_729 + shape.charCodeAt(1)));
     for (let i = 0; i < 300; i++) {
