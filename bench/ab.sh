@@ -4,14 +4,14 @@
 # Prints one line per run: the label, the load, the CPU seconds (user+sys) `mq up` and the
 # bench client used during the bench — less sensitive to the machine's load than the rates —
 # and mq bench's JSON result.
-#   bench/ab.sh A_BIN B_BIN PAIRS [mq bench options...]
+#   [FSYNC=never|interval|always] bench/ab.sh A_BIN B_BIN PAIRS [mq bench options...]
 # Stops only the processes it started (by PID) and removes its data directories.
 set -u
 A=$1; B=$2; PAIRS=$3; shift 3; BENCH_ARGS=("$@")
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user+sys clock ticks of a process
 run() { # run LABEL BIN: one mq up + one mq bench
   local label=$1 bin=$2 d; d=$(mktemp -d /tmp/mq-ab-XXXX)
-  "$bin" up --data "$d" --listen 127.0.0.1:7694 --socket "$d/s.sock" --fsync always > "$d/up.log" 2>&1 & local up=$!
+  "$bin" up --data "$d" --listen 127.0.0.1:7694 --socket "$d/s.sock" --fsync "${FSYNC:-always}" > "$d/up.log" 2>&1 & local up=$!
   for _ in $(seq 100); do grep -q "mq is up" "$d/up.log" 2>/dev/null && break; sleep 0.1; done
   local before; before=$(cpu $up)
   local TIMEFORMAT="%U %S" out client
