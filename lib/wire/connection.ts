@@ -6,8 +6,8 @@
 import { logger } from "../log.ts";
 import { Code, MqError, isCode, toMqError } from "../errors.ts";
 import { decodeMap, encode, validate } from "./codec.ts";
-import { FrameDecoder, HEADER_BYTES } from "./frame.ts";
-import { FrameWriter, writeHotFrame } from "./hot-frames.ts";
+import { FrameDecoder } from "./frame.ts";
+import { FrameWriter } from "./hot-frames.ts";
 import { Heartbeat } from "./heartbeat.ts";
 import type { ErrorFrame, Frame, OkFrame, Outgoing } from "./messages.ts";
 
@@ -248,23 +248,7 @@ export class Connection {
   /** Queues one frame; frames sent in the same tick go out in one write. */
   send(frame: object): void {
     if (this.closed && !this.endAfterFlush) return;
-    const out = this.out;
-    const start = out.pos;
-    out.ensure(HEADER_BYTES);
-    out.pos += HEADER_BYTES;
-    if (!writeHotFrame(out, frame)) {
-      out.pos = start;
-      const payload = encode(frame);
-      out.ensure(HEADER_BYTES + payload.length);
-      out.buf.set(payload, start + HEADER_BYTES);
-      out.pos = start + HEADER_BYTES + payload.length;
-    }
-    const n = out.pos - start - HEADER_BYTES;
-    const buf = out.buf;
-    buf[start] = n >>> 24;
-    buf[start + 1] = (n >>> 16) & 0xff;
-    buf[start + 2] = (n >>> 8) & 0xff;
-    buf[start + 3] = n & 0xff;
+    this.out.frame(frame, encode);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       queueMicrotask(() => this.flush());

@@ -12,6 +12,7 @@
  * So a field added to a hot frame later is never lost; it only costs the fast path until it
  * is listed here.
  */
+import { HEADER_BYTES } from "./frame.ts";
 
 /** The fields each hot frame may carry (any subset, any order); anything else takes the generic encoder. */
 const HOT_FIELDS: Record<string, ReadonlySet<string>> = {
@@ -43,6 +44,29 @@ export class FrameWriter {
     const next = new Uint8Array(size);
     next.set(this.buf.subarray(0, this.pos));
     this.buf = next;
+  }
+
+  /**
+   * Appends one frame with its 4-byte length prefix (frame.ts): by the fast path when the
+   * frame is a hot one, else the bytes of `generic(frame)` (which may throw: nothing is then appended).
+   */
+  frame(frame: object, generic: (frame: object) => Uint8Array): void {
+    const start = this.pos;
+    this.ensure(HEADER_BYTES);
+    this.pos += HEADER_BYTES;
+    if (!writeHotFrame(this, frame)) {
+      this.pos = start;
+      const payload = generic(frame);
+      this.ensure(HEADER_BYTES + payload.length);
+      this.buf.set(payload, start + HEADER_BYTES);
+      this.pos = start + HEADER_BYTES + payload.length;
+    }
+    const n = this.pos - start - HEADER_BYTES;
+    const buf = this.buf;
+    buf[start] = n >>> 24;
+    buf[start + 1] = (n >>> 16) & 0xff;
+    buf[start + 2] = (n >>> 8) & 0xff;
+    buf[start + 3] = n & 0xff;
   }
 
   /** Empties the buffer (its bytes must have been copied or written out). */

@@ -154,6 +154,22 @@ describe("hot frames: the fast encoder writes what the generic encoder writes", 
     for (const frame of others) expect(fast(frame)).toBeNull();
   });
 
+  test("FrameWriter.frame: other frames go through the generic encoder; one that throws appends nothing", () => {
+    const w = new FrameWriter();
+    const sub = { op: "sub", rid: 1, id: 2, topics: ["a.>"] };
+    w.frame(sub, encode);
+    const body = encode(sub);
+    expect(new DataView(w.buf.buffer).getUint32(0)).toBe(body.length);
+    expect(Buffer.from(w.buf.subarray(4, w.pos)).equals(Buffer.from(body))).toBe(true);
+    const before = w.pos;
+    expect(() =>
+      w.frame(sub, () => {
+        throw new Error("cannot encode");
+      }),
+    ).toThrow("cannot encode");
+    expect(w.pos).toBe(before);
+  });
+
   test("many hot frames in one buffer, read back byte by byte and in odd chunks, arrive whole and in order", () => {
     const g = gen(rng(42));
     const frames: object[] = [];
@@ -161,11 +177,9 @@ describe("hot frames: the fast encoder writes what the generic encoder writes", 
     for (let i = 0; i < 90; i++) {
       const frame = i % 3 === 0 ? g.msgs() : i % 3 === 1 ? g.recvReply() : g.ack();
       frames.push(frame);
-      const start = w.pos;
-      w.ensure(4);
-      w.pos += 4;
-      expect(writeHotFrame(w, frame)).toBe(true);
-      new DataView(w.buf.buffer).setUint32(start, w.pos - start - 4);
+      w.frame(frame, () => {
+        throw new Error("a hot frame took the generic path");
+      });
     }
     const stream = w.buf.slice(0, w.pos);
     for (const chunkSize of [1, 7, 4093]) {
