@@ -4,6 +4,7 @@
 import { Decoder } from "cbor-x/decode";
 import { Encoder } from "cbor-x/encode";
 import { Code, MqError } from "../errors.ts";
+import { readHotFrame } from "./hot-decode.ts";
 import { checkField, schemas, type Frame } from "./messages.ts";
 
 // Plain maps and byte strings on the wire: no records extension, no typed-array tags,
@@ -63,7 +64,9 @@ export function integersAsUints(bytes: Uint8Array): Uint8Array {
  * Byte strings in the result may share memory with `payload`.
  */
 export function decodeMap(payload: Uint8Array): Record<string, unknown> {
-  let value: unknown;
+  // The common frames take the small decoder; anything it does not know, cbor-x.
+  let value: unknown = readHotFrame(payload);
+  if (value !== undefined) return value as Record<string, unknown>;
   try {
     value = decoder.decode(payload);
   } catch (err) {

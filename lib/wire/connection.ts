@@ -6,7 +6,8 @@
 import { logger } from "../log.ts";
 import { Code, MqError, isCode, toMqError } from "../errors.ts";
 import { decodeMap, encode, validate } from "./codec.ts";
-import { FrameDecoder, encodeFrames } from "./frame.ts";
+import { FrameDecoder } from "./frame.ts";
+import { FrameWriter } from "./hot-frames.ts";
 import { Heartbeat } from "./heartbeat.ts";
 import type { ErrorFrame, Frame, OkFrame, Outgoing } from "./messages.ts";
 
@@ -85,8 +86,8 @@ export class Connection {
   state: unknown;
   helloDone = false;
   private readonly decoder: FrameDecoder;
-  private queue: Uint8Array[] = [];
-  private queuedBytes = 0;
+  /** Frames queued this turn, length-prefixed, encoded straight into one reused buffer. */
+  private readonly out = new FrameWriter();
   private backlog: Uint8Array | null = null;
   private flushScheduled = false;
   private nextRid = 1;
@@ -155,7 +156,7 @@ export class Connection {
 
   /** Outbound bytes not yet handed to the kernel. */
   get pendingBytes(): number {
-    return this.queuedBytes + (this.backlog?.length ?? 0);
+    return this.out.pos + (this.backlog?.length ?? 0);
   }
 
   get writable(): boolean {
@@ -247,9 +248,7 @@ export class Connection {
   /** Queues one frame; frames sent in the same tick go out in one write. */
   send(frame: object): void {
     if (this.closed && !this.endAfterFlush) return;
-    const payload = encode(frame);
-    this.queue.push(payload);
-    this.queuedBytes += payload.length + 4;
+    this.out.frame(frame, encode);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       queueMicrotask(() => this.flush());
@@ -292,12 +291,12 @@ export class Connection {
 
   private flush(): void {
     this.flushScheduled = false;
-    if (this.backlog || this.queue.length === 0) return;
-    const buf = encodeFrames(this.queue);
-    this.queue = [];
-    this.queuedBytes = 0;
-    const n = this.socket.write(buf);
-    if (n < buf.length) this.backlog = buf.subarray(Math.max(n, 0));
+    const out = this.out;
+    if (this.backlog || out.pos === 0) return;
+    // Bun's sockets copy what they take and keep nothing (no buffering): the buffer is free again at once.
+    const n = this.socket.write(out.buf.subarray(0, out.pos));
+    if (n < out.pos) this.backlog = out.buf.slice(Math.max(n, 0), out.pos);
+    out.reset();
   }
 
   private finish(reason: CloseReason): void {

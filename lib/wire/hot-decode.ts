@@ -1,0 +1,145 @@
+/**
+ * A small CBOR decoder for what frames are made of — maps with text keys, unsigned integers,
+ * text and byte strings, booleans, arrays — giving exactly what the generic decoder (cbor-x
+ * in codec.ts) gives for them: plain objects, numbers, strings, byte strings as views into
+ * the frame. It exists for speed: a recv reply of 256 messages is 256 small maps, which
+ * cbor-x decodes several times slower.
+ *
+ * Anything else (a tag, a float, a negative or null, a uint64 past 2^53, a non-text key,
+ * text that is not valid UTF-8, an item cut short, bytes after the map) makes it give up:
+ * `readHotFrame` returns undefined and the caller decodes with cbor-x, which then decides
+ * (and reports errors) as before.
+ */
+
+/** Thrown inside the reader to give up; caught in readHotFrame. */
+const GIVE_UP = new Error("not a hot frame");
+const MAX_DEPTH = 6;
+const EMPTY = new Uint8Array(0);
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+let src: Uint8Array = EMPTY;
+let pos = 0;
+let end = 0;
+
+/** The frame `bytes` as a plain object, or undefined when it holds anything this reader does not know. */
+export function readHotFrame(bytes: Uint8Array): Record<string, unknown> | undefined {
+  if (bytes.length === 0 || bytes[0]! >> 5 !== 5) return undefined;
+  src = bytes;
+  pos = 0;
+  end = bytes.length;
+  try {
+    const value = readItem(0);
+    return pos === end ? (value as Record<string, unknown>) : undefined;
+  } catch (err) {
+    if (err === GIVE_UP) return undefined;
+    throw err;
+  } finally {
+    src = EMPTY; // keeps no frame alive
+  }
+}
+
+function readArg(info: number): number {
+  if (info < 24) return info;
+  let value: number;
+  if (info === 24) {
+    if (pos + 1 > end) throw GIVE_UP;
+    value = src[pos]!;
+    pos += 1;
+  } else if (info === 25) {
+    if (pos + 2 > end) throw GIVE_UP;
+    value = (src[pos]! << 8) | src[pos + 1]!;
+    pos += 2;
+  } else if (info === 26) {
+    if (pos + 4 > end) throw GIVE_UP;
+    value = src[pos]! * 2 ** 24 + ((src[pos + 1]! << 16) | (src[pos + 2]! << 8) | src[pos + 3]!);
+    pos += 4;
+  } else if (info === 27) {
+    if (pos + 8 > end) throw GIVE_UP;
+    const high = src[pos]! * 2 ** 24 + ((src[pos + 1]! << 16) | (src[pos + 2]! << 8) | src[pos + 3]!);
+    if (high >= 2 ** 21) throw GIVE_UP; // 2^53 or more: cbor-x rounds it, and the schema refuses it
+    const low = src[pos + 4]! * 2 ** 24 + ((src[pos + 5]! << 16) | (src[pos + 6]! << 8) | src[pos + 7]!);
+    value = high * 2 ** 32 + low;
+    pos += 8;
+  } else throw GIVE_UP; // indefinite lengths and reserved values
+  return value;
+}
+
+/** Recently read short ASCII strings (keys, ops, topics), by a hash of their bytes: reading one again makes no new string. */
+const textCache = new Array<string | undefined>(1024);
+const CACHED_TEXT_BYTES = 24;
+
+function readText(length: number): string {
+  if (length > end - pos) throw GIVE_UP;
+  const from = pos;
+  pos += length;
+  if (length > CACHED_TEXT_BYTES) return decodeUtf8(from, length);
+  let hash = length;
+  for (let i = from; i < pos; i++) {
+    const c = src[i]!;
+    if (c >= 0x80) return decodeUtf8(from, length);
+    hash = (Math.imul(hash, 31) + c) | 0;
+  }
+  const slot = hash & (textCache.length - 1);
+  const cached = textCache[slot];
+  if (cached !== undefined && cached.length === length) {
+    let i = 0;
+    while (i < length && cached.charCodeAt(i) === src[from + i]) i++;
+    if (i === length) return cached;
+  }
+  let s = "";
+  for (let i = from; i < pos; i++) s += String.fromCharCode(src[i]!);
+  textCache[slot] = s;
+  return s;
+}
+
+function decodeUtf8(from: number, length: number): string {
+  try {
+    return utf8.decode(src.subarray(from, from + length));
+  } catch {
+    throw GIVE_UP; // not valid UTF-8 (a lone surrogate included): cbor-x decodes it its own way
+  }
+}
+
+function readItem(depth: number): unknown {
+  if (pos >= end) throw GIVE_UP;
+  const head = src[pos++]!;
+  const info = head & 31;
+  switch (head >> 5) {
+    case 0:
+      return readArg(info);
+    case 2: {
+      const length = readArg(info);
+      if (length > end - pos) throw GIVE_UP;
+      const bytes = src.subarray(pos, pos + length);
+      pos += length;
+      return bytes;
+    }
+    case 3:
+      return readText(readArg(info));
+    case 4: {
+      const length = readArg(info);
+      if (depth >= MAX_DEPTH || length > end - pos) throw GIVE_UP; // each item takes a byte at least
+      const array = new Array<unknown>(length);
+      for (let i = 0; i < length; i++) array[i] = readItem(depth + 1);
+      return array;
+    }
+    case 5: {
+      const length = readArg(info);
+      if (depth >= MAX_DEPTH || 2 * length > end - pos) throw GIVE_UP;
+      const map: Record<string, unknown> = {};
+      for (let i = 0; i < length; i++) {
+        if (pos >= end || src[pos]! >> 5 !== 3) throw GIVE_UP; // keys are text
+        const key = readText(readArg(src[pos++]! & 31));
+        if (key === "__proto__") throw GIVE_UP;
+        map[key] = readItem(depth + 1);
+      }
+      return map;
+    }
+    case 7:
+      if (head === 0xf4) return false;
+      if (head === 0xf5) return true;
+      throw GIVE_UP;
+    default:
+      throw GIVE_UP;
+  }
+}

@@ -1,0 +1,245 @@
+/**
+ * A hand-written CBOR encoder for the frames on the hot path — deliveries (`msgs`), publishes
+ * (`pub`, `pubs`), recv requests, acks and `ok` replies (a recv's messages, a publish's seqs) — writing
+ * straight into one reusable output buffer (`FrameWriter`) instead of cbor-x's per-frame
+ * result that is then copied again. It writes exactly what the generic encoder (codec.ts
+ * `encode`) writes for these maps, byte for byte: keys in the object's order, minimal heads,
+ * integers of 2^32 or more as uint64 (the `integersAsUints` rule), byte strings untagged.
+ *
+ * It handles only what it knows: a frame whose op is not listed, a field not listed for the
+ * op, or a value other than a safe unsigned integer, string, boolean, Uint8Array, array or
+ * plain object makes `writeHotFrame` return false, and the caller uses the generic encoder.
+ * So a field added to a hot frame later is never lost; it only costs the fast path until it
+ * is listed here.
+ */
+import { HEADER_BYTES } from "./frame.ts";
+
+/** The fields each hot frame may carry (any subset, any order); anything else takes the generic encoder. */
+const HOT_FIELDS: Record<string, ReadonlySet<string>> = {
+  msgs: new Set(["op", "id", "topic", "seq", "times", "payloads", "more", "lost", "headers", "expires", "explicit"]),
+  pub: new Set(["op", "rid", "id", "topic", "data", "msgId", "headers", "ttl"]),
+  pubs: new Set(["op", "rid", "id", "topic", "payloads", "msgIds", "idPrefix", "idFrom", "headers", "ttl"]),
+  ack: new Set(["op", "rid", "id", "tag", "count", "topic", "seq", "seqs"]),
+  recv: new Set(["op", "rid", "id", "max", "wait"]),
+  // Replies to recv (messages, tag, more), pub and pubs (topic, seq(s), subscribers, created, duplicate(s)), acks (nothing).
+  ok: new Set(["op", "rid", "messages", "tag", "more", "topic", "seq", "seqs", "subscribers", "created", "duplicate", "duplicates"]),
+};
+
+/** Nesting the fast path follows: frame → array of messages → message → headers map → value. */
+const MAX_DEPTH = 4;
+/** A connection keeps its output buffer up to this size between flushes; a larger one (a burst) is let go. */
+const KEEP_BYTES = 64 * 1024;
+const INITIAL_BYTES = 4 * 1024;
+
+/** A growing byte buffer frames are encoded into; `reset` after the bytes are handed on. */
+export class FrameWriter {
+  buf = new Uint8Array(INITIAL_BYTES);
+  pos = 0;
+
+  /** Makes room for `n` more bytes. */
+  ensure(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.pos + n) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.buf.subarray(0, this.pos));
+    this.buf = next;
+  }
+
+  /**
+   * Appends one frame with its 4-byte length prefix (frame.ts): by the fast path when the
+   * frame is a hot one, else the bytes of `generic(frame)` (which may throw: nothing is then appended).
+   */
+  frame(frame: object, generic: (frame: object) => Uint8Array): void {
+    const start = this.pos;
+    this.ensure(HEADER_BYTES);
+    this.pos += HEADER_BYTES;
+    if (!writeHotFrame(this, frame)) {
+      this.pos = start;
+      const payload = generic(frame);
+      this.ensure(HEADER_BYTES + payload.length);
+      this.buf.set(payload, start + HEADER_BYTES);
+      this.pos = start + HEADER_BYTES + payload.length;
+    }
+    const n = this.pos - start - HEADER_BYTES;
+    const buf = this.buf;
+    buf[start] = n >>> 24;
+    buf[start + 1] = (n >>> 16) & 0xff;
+    buf[start + 2] = (n >>> 8) & 0xff;
+    buf[start + 3] = n & 0xff;
+  }
+
+  /** Empties the buffer (its bytes must have been copied or written out). */
+  reset(): void {
+    this.pos = 0;
+    if (this.buf.length > KEEP_BYTES) this.buf = new Uint8Array(INITIAL_BYTES);
+  }
+}
+
+/**
+ * Appends the CBOR of `frame` to `w` when it is a hot frame of a known shape and returns true;
+ * otherwise returns false with `w.pos` where it was (whatever was written past it is garbage).
+ */
+export function writeHotFrame(w: FrameWriter, frame: object): boolean {
+  const fields = HOT_FIELDS[(frame as { op?: unknown }).op as string];
+  if (fields === undefined || Object.getPrototypeOf(frame) !== Object.prototype) return false;
+  const start = w.pos;
+  if (writeMap(w, frame as Record<string, unknown>, fields, 0)) return true;
+  w.pos = start;
+  return false;
+}
+
+/** `w.buf` is read fresh after every `ensure` (it may have grown). */
+function writeHead(w: FrameWriter, major: number, n: number): void {
+  w.ensure(9);
+  const buf = w.buf;
+  let pos = w.pos;
+  const m = major << 5;
+  if (n < 24) buf[pos++] = m | n;
+  else if (n < 0x100) {
+    buf[pos++] = m | 24;
+    buf[pos++] = n;
+  } else if (n < 0x10000) {
+    buf[pos++] = m | 25;
+    buf[pos++] = n >> 8;
+    buf[pos++] = n & 0xff;
+  } else if (n <= 0xffffffff) {
+    buf[pos++] = m | 26;
+    buf[pos++] = n >>> 24;
+    buf[pos++] = (n >> 16) & 0xff;
+    buf[pos++] = (n >> 8) & 0xff;
+    buf[pos++] = n & 0xff;
+  } else {
+    buf[pos++] = m | 27;
+    const high = Math.floor(n / 2 ** 32);
+    const low = n >>> 0;
+    buf[pos++] = high >>> 24;
+    buf[pos++] = (high >> 16) & 0xff;
+    buf[pos++] = (high >> 8) & 0xff;
+    buf[pos++] = high & 0xff;
+    buf[pos++] = low >>> 24;
+    buf[pos++] = (low >> 16) & 0xff;
+    buf[pos++] = (low >> 8) & 0xff;
+    buf[pos++] = low & 0xff;
+  }
+  w.pos = pos;
+}
+
+const utf8 = new TextEncoder();
+
+/** A text string: short ones by hand (as cbor-x does, lone surrogates included), long ones by TextEncoder. */
+function writeString(w: FrameWriter, s: string): void {
+  const length = s.length;
+  if (length >= 64) {
+    w.ensure(5 + length * 3);
+    // Written after a 5-byte head, then moved left when the minimal head is shorter.
+    const written = utf8.encodeInto(s, w.buf.subarray(w.pos + 5)).written;
+    const headBytes = written < 24 ? 1 : written < 0x100 ? 2 : written < 0x10000 ? 3 : 5;
+    if (headBytes < 5) w.buf.copyWithin(w.pos + headBytes, w.pos + 5, w.pos + 5 + written);
+    writeHead(w, 3, written);
+    w.pos += written;
+    return;
+  }
+  w.ensure(2 + length * 3);
+  const buf = w.buf;
+  // Under 64 UTF-16 units: at most 192 bytes, so the head is 1 or 2 bytes; reserve 1, move if 2.
+  const headAt = w.pos;
+  let pos = headAt + 1;
+  for (let i = 0; i < length; i++) {
+    let c = s.charCodeAt(i);
+    if (c < 0x80) buf[pos++] = c;
+    else if (c < 0x800) {
+      buf[pos++] = (c >> 6) | 0xc0;
+      buf[pos++] = (c & 0x3f) | 0x80;
+    } else if ((c & 0xfc00) === 0xd800 && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      c = 0x10000 + ((c & 0x03ff) << 10) + (s.charCodeAt(i + 1) & 0x03ff);
+      i++;
+      buf[pos++] = (c >> 18) | 0xf0;
+      buf[pos++] = ((c >> 12) & 0x3f) | 0x80;
+      buf[pos++] = ((c >> 6) & 0x3f) | 0x80;
+      buf[pos++] = (c & 0x3f) | 0x80;
+    } else {
+      buf[pos++] = (c >> 12) | 0xe0;
+      buf[pos++] = ((c >> 6) & 0x3f) | 0x80;
+      buf[pos++] = (c & 0x3f) | 0x80;
+    }
+  }
+  const written = pos - headAt - 1;
+  if (written < 24) {
+    buf[headAt] = 0x60 | written;
+    w.pos = pos;
+  } else {
+    buf.copyWithin(headAt + 2, headAt + 1, pos);
+    buf[headAt] = 0x78;
+    buf[headAt + 1] = written;
+    w.pos = pos + 1;
+  }
+}
+
+function writeBytes(w: FrameWriter, b: Uint8Array): void {
+  writeHead(w, 2, b.length);
+  w.ensure(b.length);
+  w.buf.set(b, w.pos);
+  w.pos += b.length;
+}
+
+/** One value of a kind the fast path knows; false for any other (the caller falls back). */
+function writeValue(w: FrameWriter, v: unknown, depth: number): boolean {
+  switch (typeof v) {
+    case "number":
+      if (!Number.isSafeInteger(v) || v < 0) return false;
+      writeHead(w, 0, v);
+      return true;
+    case "string":
+      writeString(w, v);
+      return true;
+    case "boolean":
+      w.ensure(1);
+      w.buf[w.pos++] = v ? 0xf5 : 0xf4;
+      return true;
+    case "object": {
+      if (v === null || depth >= MAX_DEPTH) return false;
+      if (v instanceof Uint8Array) {
+        writeBytes(w, v);
+        return true;
+      }
+      if (Array.isArray(v)) {
+        writeHead(w, 4, v.length);
+        for (let i = 0; i < v.length; i++) if (!writeValue(w, v[i], depth + 1)) return false;
+        return true;
+      }
+      if (Object.getPrototypeOf(v) !== Object.prototype) return false;
+      return writeMap(w, v as Record<string, unknown>, null, depth + 1);
+    }
+    default:
+      return false;
+  }
+}
+
+/**
+ * A plain object as a map, keys in their enumeration order (as cbor-x). The count is not
+ * known up front: one head byte is reserved, and the entries moved right in the rare case
+ * of 24 keys or more.
+ */
+function writeMap(w: FrameWriter, obj: Record<string, unknown>, allowed: ReadonlySet<string> | null, depth: number): boolean {
+  w.ensure(1);
+  const headAt = w.pos++;
+  let count = 0;
+  for (const key in obj) {
+    if (allowed !== null && !allowed.has(key)) return false;
+    writeString(w, key);
+    if (!writeValue(w, obj[key], depth)) return false;
+    count++;
+  }
+  if (count < 24) w.buf[headAt] = 0xa0 | count;
+  else {
+    const end = w.pos;
+    const extra = count < 0x100 ? 1 : count < 0x10000 ? 2 : 4;
+    w.ensure(extra);
+    w.buf.copyWithin(headAt + 1 + extra, headAt + 1, end);
+    w.pos = headAt;
+    writeHead(w, 5, count);
+    w.pos = end + extra;
+  }
+  return true;
+}

@@ -1,0 +1,98 @@
+/**
+ * The outbound side of a Connection (lib/wire/connection.ts): frames sent in one turn are
+ * encoded into one reused buffer and go out in one write, whole and in order, hot frames and
+ * generic ones mixed; a socket that takes only part of it keeps the rest as a backlog of its
+ * own (the buffer is reused at once), and `writable` / `drain` follow the bytes not yet written.
+ */
+import { describe, expect, test } from "bun:test";
+import { decodeMap, encode } from "../../lib/wire/codec.ts";
+import { Connection, OUTBOUND_BUDGET_BYTES, type SocketLike } from "../../lib/wire/connection.ts";
+import { FrameDecoder } from "../../lib/wire/frame.ts";
+
+/** A socket that takes at most `accept` bytes per write and records every write's bytes (copied). */
+class RecordingSocket implements SocketLike {
+  accept = Infinity;
+  readonly writes: Uint8Array[] = [];
+  write(data: Uint8Array): number {
+    const n = Math.min(data.length, this.accept);
+    this.writes.push(data.slice(0, n));
+    return n;
+  }
+  end(): void {}
+}
+
+/** Decodes a byte stream fed in chunks of `chunkSize` bytes into frames. */
+function readFrames(stream: Uint8Array, chunkSize: number): unknown[] {
+  const got: unknown[] = [];
+  const decoder = new FrameDecoder({ frame: (p) => got.push(decodeMap(p.slice())), invalid: (r) => void got.push(`invalid: ${r}`) }, 1 << 30);
+  for (let pos = 0; pos < stream.length; pos += chunkSize) decoder.push(stream.subarray(pos, pos + chunkSize));
+  return got;
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  return new Uint8Array(Buffer.concat(parts));
+}
+
+/** A mix of hot frames (fast encoder) and others (generic encoder), with payloads up to 70 KB so the buffer grows. */
+function frameMix(count: number): object[] {
+  const frames: object[] = [];
+  for (let i = 0; i < count; i++) {
+    const payload = new Uint8Array(i % 50 === 0 ? 70_000 : i % 7).fill(i & 0xff);
+    if (i % 4 === 0) frames.push({ op: "msgs", id: i, topic: `t.${i}`, seq: 2 ** 32 + i, times: [1_700_000_000_000 + i], payloads: [payload] });
+    else if (i % 4 === 1) frames.push({ messages: [{ topic: "é.主", seq: i + 1, time: i, data: payload }], tag: i, more: false, op: "ok", rid: i + 1 });
+    else if (i % 4 === 2) frames.push({ op: "msgs", id: i, topic: "x", seq: 1, times: [1], payloads: [payload], ids: [i, i + 1] }); // a field the fast path does not know
+    else frames.push({ op: "sub", rid: i + 1, id: i, topics: ["a.>"] });
+  }
+  return frames;
+}
+
+function connection(socket: SocketLike, drained: () => void = () => {}) {
+  return new Connection(socket, { frame: () => {}, drain: drained }, { maxFrameBytes: 1 << 30, label: "peer" });
+}
+
+describe("connection output", () => {
+  test("frames sent in one turn go out in one write, whole and in order, read byte by byte or in odd chunks", async () => {
+    const socket = new RecordingSocket();
+    const conn = connection(socket);
+    const frames = frameMix(400);
+    for (const f of frames) conn.send(f);
+    expect(socket.writes.length).toBe(0); // not yet: flushed once at the end of the turn
+    await Promise.resolve();
+    expect(socket.writes.length).toBe(1);
+    expect(conn.pendingBytes).toBe(0);
+    const expected = frames.map((f) => decodeMap(encode(f)));
+    for (const chunkSize of [1, 3, 4099]) expect(readFrames(socket.writes[0]!, chunkSize)).toEqual(expected);
+    conn.close();
+  });
+
+  test("a partial write keeps the rest as a backlog; frames sent meanwhile follow it intact, and drain fires once writable", async () => {
+    const socket = new RecordingSocket();
+    let drains = 0;
+    const conn = connection(socket, () => drains++);
+    socket.accept = 1001; // the kernel takes an odd part, then nothing
+    const first = frameMix(120);
+    for (const f of first) conn.send(f);
+    await Promise.resolve();
+    socket.accept = 0;
+    expect(conn.pendingBytes).toBeGreaterThan(0);
+    // Sent while the backlog waits: encoded into the (reused) buffer, queued behind it.
+    const second = frameMix(130).slice(120);
+    for (const f of second) conn.send(f);
+    await Promise.resolve();
+    expect(conn.writable).toBe(true); // below the budget
+    // Enough to pass the budget: no longer writable.
+    const big = new Uint8Array(OUTBOUND_BUDGET_BYTES);
+    conn.send({ op: "msgs", id: 1, topic: "big", seq: 1, times: [1], payloads: [big] });
+    await Promise.resolve();
+    expect(conn.writable).toBe(false);
+    socket.accept = Infinity;
+    conn.onDrain();
+    expect(conn.pendingBytes).toBe(0);
+    expect(conn.writable).toBe(true);
+    expect(drains).toBe(1);
+    const stream = concat(socket.writes);
+    const expected = [...first, ...second, { op: "msgs", id: 1, topic: "big", seq: 1, times: [1], payloads: [big] }].map((f) => decodeMap(encode(f)));
+    expect(readFrames(stream, 8191)).toEqual(expected);
+    conn.close();
+  });
+});

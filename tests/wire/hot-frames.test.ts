@@ -1,0 +1,259 @@
+import { describe, expect, test } from "bun:test";
+// The pure-JS entry points, like codec.ts (the package root loads a native addon).
+import { Decoder } from "cbor-x/decode";
+import { Encoder } from "cbor-x/encode";
+import { decodeMap, encode } from "../../lib/wire/codec.ts";
+import { FrameDecoder } from "../../lib/wire/frame.ts";
+import { readHotFrame } from "../../lib/wire/hot-decode.ts";
+import { FrameWriter, writeHotFrame } from "../../lib/wire/hot-frames.ts";
+
+/** A small seeded generator (mulberry32), so a failure replays. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
+  };
+}
+
+const EDGE_UINTS = [0, 1, 23, 24, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, 2 ** 32 + 1, 1_700_000_000_123, 2 ** 53 - 1];
+const STRINGS = ["", "a", "orders.eu", "é", "主题.订单", "emoji.😀.x", "x".repeat(23), "x".repeat(24), "é".repeat(40), "主".repeat(63), "t".repeat(64), "ü".repeat(300), "y".repeat(70_000)];
+
+function gen(random: () => number) {
+  const pick = <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)]!;
+  const uint = () => (random() < 0.5 ? pick(EDGE_UINTS) : Math.floor(random() * 2 ** (1 + Math.floor(random() * 53))));
+  const str = () => (random() < 0.7 ? pick(STRINGS) : String.fromCharCode(...Array.from({ length: Math.floor(random() * 80) }, () => 32 + Math.floor(random() * 0x2fff))));
+  const bytes = () => {
+    const sizes = [0, 1, 23, 24, 255, 256, 65536, 100_000];
+    const b = new Uint8Array(random() < 0.3 ? pick(sizes) : Math.floor(random() * 300));
+    for (let i = 0; i < b.length; i += 97) b[i] = Math.floor(random() * 256);
+    return b;
+  };
+  const count = () => (random() < 0.2 ? 0 : random() < 0.1 ? 30 + Math.floor(random() * 300) : 1 + Math.floor(random() * 5));
+  const list = <T>(f: () => T) => Array.from({ length: count() }, f);
+  const headers = () => {
+    const h: Record<string, string> = {};
+    for (let i = random() < 0.05 ? 30 : Math.floor(random() * 4); i > 0; i--) h[str().slice(0, 40) + i] = str().slice(0, 100);
+    return h;
+  };
+  const maybe = (frame: Record<string, unknown>, key: string, f: () => unknown) => {
+    if (random() < 0.4) frame[key] = f();
+  };
+  return {
+    msgs() {
+      const n = count();
+      const f: Record<string, unknown> = { op: "msgs", id: uint(), topic: str(), seq: uint(), times: Array.from({ length: n }, uint), payloads: Array.from({ length: n }, bytes) };
+      maybe(f, "more", () => random() < 0.5);
+      maybe(f, "lost", uint);
+      maybe(f, "headers", () => Array.from({ length: n }, headers));
+      maybe(f, "expires", () => Array.from({ length: n }, uint));
+      maybe(f, "explicit", () => true);
+      return f;
+    },
+    pubs() {
+      const f: Record<string, unknown> = { op: "pubs", id: uint(), topic: str(), payloads: list(bytes) };
+      maybe(f, "idPrefix", () => "k:");
+      maybe(f, "idFrom", uint);
+      maybe(f, "headers", () => list(headers));
+      maybe(f, "ttl", uint);
+      f.rid = uint();
+      return f;
+    },
+    pub() {
+      const f: Record<string, unknown> = { op: "pub", id: uint(), topic: str(), data: bytes() };
+      maybe(f, "msgId", str);
+      maybe(f, "headers", headers);
+      f.rid = uint();
+      return f;
+    },
+    ack() {
+      const f: Record<string, unknown> = random() < 0.5 ? { op: "ack", id: uint(), topic: str(), seq: uint() } : { op: "ack", id: uint(), tag: uint() };
+      maybe(f, "seqs", () => list(uint));
+      maybe(f, "count", uint);
+      maybe(f, "rid", uint);
+      return f;
+    },
+    recv() {
+      return { op: "recv", id: uint(), max: uint(), wait: uint(), rid: uint() };
+    },
+    recvReply() {
+      const messages = list(() => {
+        const m: Record<string, unknown> = { topic: str(), seq: uint(), time: uint(), data: bytes() };
+        maybe(m, "lost", uint);
+        maybe(m, "headers", headers);
+        maybe(m, "expiresAt", uint);
+        return m;
+      });
+      return { messages, tag: uint(), more: random() < 0.5, op: "ok", rid: uint() };
+    },
+    pubsReply() {
+      const f: Record<string, unknown> = { topic: str(), seqs: list(uint), subscribers: uint(), created: random() < 0.5 };
+      maybe(f, "duplicates", () => list(uint));
+      return { ...f, op: "ok", rid: uint() };
+    },
+  };
+}
+
+function fast(frame: object): Uint8Array | null {
+  const w = new FrameWriter();
+  w.pos = 3; // not at the start of the buffer, as after other frames
+  if (!writeHotFrame(w, frame)) {
+    expect(w.pos).toBe(3);
+    return null;
+  }
+  return w.buf.slice(3, w.pos);
+}
+
+describe("hot frames: the fast encoder writes what the generic encoder writes", () => {
+  const shapes = ["msgs", "pubs", "pub", "ack", "recv", "recvReply", "pubsReply"] as const;
+  test.each(shapes)("%s: 300 random frames, byte-identical and decoding to the same map", (shape) => {
+    const random = rng(shape.length * 7919 + shape.charCodeAt(0));
+    const g = gen(random);
+    for (let i = 0; i < 300; i++) {
+      const frame = g[shape]();
+      const bytes = fast(frame);
+      if (bytes === null) throw new Error(`${shape} #${i} took the generic path`);
+      const generic = encode(frame);
+      expect(decodeMap(bytes)).toEqual(decodeMap(generic));
+      expect(Buffer.from(bytes).equals(Buffer.from(generic))).toBe(true);
+    }
+  });
+
+  test("edge values: empty arrays, 0, 2^32, 2^53-1, 24 keys and more", () => {
+    const many: Record<string, string> = {};
+    for (let i = 0; i < 300; i++) many[`k${i}`] = "v";
+    const frames = [
+      { op: "msgs", id: 0, topic: "", seq: 0, times: [], payloads: [] },
+      { op: "msgs", id: 2 ** 32, topic: "a", seq: 2 ** 53 - 1, times: [2 ** 32 - 1, 2 ** 32], payloads: [new Uint8Array(0), Buffer.from("x")], more: true },
+      { op: "pub", id: 1, topic: "t", data: new Uint8Array(0), headers: many, rid: 1 },
+      { messages: [], more: false, op: "ok", rid: 1 },
+      { op: "ok", rid: 5 },
+    ];
+    for (const frame of frames) {
+      const bytes = fast(frame)!;
+      expect(bytes).not.toBeNull();
+      expect(Buffer.from(bytes).equals(Buffer.from(encode(frame)))).toBe(true);
+    }
+  });
+
+  test("a frame the fast path does not know takes the generic path, nothing lost", () => {
+    const unknownField = { op: "msgs", id: 1, topic: "a", seq: 1, times: [1], payloads: [new Uint8Array(1)], ids: [1, 2] };
+    const others = [
+      unknownField,
+      { op: "sub", rid: 1, id: 1, topics: ["a"] }, // not a hot op
+      { op: "ack", id: 1, topic: "a", seq: -1 }, // negative
+      { op: "ack", id: 1, topic: "a", seq: 1.5 }, // not an integer
+      { op: "ack", id: 1, topic: "a", seq: 2 ** 53 }, // beyond the safe integers
+      { op: "ack", id: 1, topic: "a", seq: undefined },
+      { op: "ok", rid: 1, messages: [{ topic: "a", seq: 1, time: 1, data: new Uint8Array(1), at: new Date(0) }] },
+      { op: "ok", rid: 1, topic: null },
+    ];
+    for (const frame of others) expect(fast(frame)).toBeNull();
+  });
+
+  test("FrameWriter.frame: other frames go through the generic encoder; one that throws appends nothing", () => {
+    const w = new FrameWriter();
+    const sub = { op: "sub", rid: 1, id: 2, topics: ["a.>"] };
+    w.frame(sub, encode);
+    const body = encode(sub);
+    expect(new DataView(w.buf.buffer).getUint32(0)).toBe(body.length);
+    expect(Buffer.from(w.buf.subarray(4, w.pos)).equals(Buffer.from(body))).toBe(true);
+    const before = w.pos;
+    expect(() =>
+      w.frame(sub, () => {
+        throw new Error("cannot encode");
+      }),
+    ).toThrow("cannot encode");
+    expect(w.pos).toBe(before);
+  });
+
+  test("many hot frames in one buffer, read back byte by byte and in odd chunks, arrive whole and in order", () => {
+    const g = gen(rng(42));
+    const frames: object[] = [];
+    const w = new FrameWriter();
+    for (let i = 0; i < 90; i++) {
+      const frame = i % 3 === 0 ? g.msgs() : i % 3 === 1 ? g.recvReply() : g.ack();
+      frames.push(frame);
+      w.frame(frame, () => {
+        throw new Error("a hot frame took the generic path");
+      });
+    }
+    const stream = w.buf.slice(0, w.pos);
+    for (const chunkSize of [1, 7, 4093]) {
+      const got: unknown[] = [];
+      const decoder = new FrameDecoder({ frame: (p) => got.push(decodeMap(p.slice())), invalid: (r) => { throw new Error(r); } }, 1 << 30);
+      for (let pos = 0; pos < stream.length; pos += chunkSize) decoder.push(stream.subarray(pos, pos + chunkSize));
+      expect(got.length).toBe(frames.length);
+      for (let i = 0; i < frames.length; i++) expect(got[i]).toEqual(decodeMap(encode(frames[i]!)));
+    }
+  });
+});
+
+/** The generic decoder with codec.ts's options, to compare against. */
+const cborx = new Decoder({ useRecords: false, mapsAsObjects: true, int64AsNumber: true } as never);
+/** A plain encoder that writes whatever we ask, to build frames the fast reader must give up on. */
+const raw = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false, variableMapSize: true } as never);
+
+describe("hot frames: the small decoder reads what cbor-x reads", () => {
+  const shapes = ["msgs", "pubs", "pub", "ack", "recv", "recvReply", "pubsReply"] as const;
+  test.each(shapes)("%s: 300 random frames decode to the same value", (shape) => {
+    const g = gen(rng(shape.length * 104_729 + shape.charCodeAt(1)));
+    for (let i = 0; i < 300; i++) {
+      const bytes = encode(g[shape]());
+      const fast = readHotFrame(bytes);
+      if (fast === undefined) throw new Error(`${shape} #${i} was given up`);
+      expect(fast).toEqual(cborx.decode(bytes));
+      expect(Object.getPrototypeOf(fast)).toBe(Object.prototype);
+    }
+  });
+
+  test("the same short strings read again are equal (the cache never returns another string)", () => {
+    const topics = ["a", "b", "ab", "ba", "orders.eu", "orders.us", "x".repeat(24), "y".repeat(25)];
+    for (let round = 0; round < 3; round++) {
+      for (const topic of topics) expect(readHotFrame(encode({ op: "ack", id: 1, topic, seq: 2 }))).toEqual({ op: "ack", id: 1, topic, seq: 2 });
+    }
+  });
+
+  test("anything it does not know is given up, and codec's decodeMap still decodes it as cbor-x does", () => {
+    const lone = new Uint8Array([0xa1, 0x61, 0x74, 0x63, 0xed, 0xa0, 0x80]); // {t: lone surrogate in WTF-8}
+    const badUtf8 = new Uint8Array([0xa1, 0x61, 0x74, 0x62, 0xc3, 0x28]);
+    const uint64Big = new Uint8Array([0xa1, 0x61, 0x73, 0x1b, 0x00, 0x20, 0, 0, 0, 0, 0, 0]); // {s: 2^53}
+    const cases: Array<[string, Uint8Array]> = [
+      ["a float", raw.encode({ op: "ack", seq: 1.5 })],
+      ["a negative integer", raw.encode({ op: "ack", seq: -1 })],
+      ["null", raw.encode({ op: "ack", topic: null })],
+      ["a tag", raw.encode({ op: "ack", at: new Date(0) })],
+      ["a non-text key", raw.encode(new Map<unknown, unknown>([[1, 2]]))],
+      ["__proto__ as a key", new Uint8Array([0xa1, 0x69, ...Buffer.from("__proto__"), 0xa0])],
+      ["a lone surrogate", lone],
+      ["invalid UTF-8", badUtf8],
+      ["a uint64 of 2^53", uint64Big],
+    ];
+    for (const [what, bytes] of cases) {
+      expect([what, readHotFrame(bytes)]).toEqual([what, undefined]);
+      let expected: unknown;
+      let expectedError: unknown;
+      try {
+        expected = cborx.decode(bytes);
+      } catch (err) {
+        expectedError = err;
+      }
+      if (expectedError === undefined && Object.getPrototypeOf(expected) === Object.prototype) expect(decodeMap(bytes)).toEqual(expected as Record<string, unknown>);
+      else expect(() => decodeMap(bytes)).toThrow();
+    }
+  });
+
+  test("a frame cut short, with bytes after it, or not a map is given up at every cut", () => {
+    const g = gen(rng(7));
+    const bytes = encode(g.recvReply());
+    for (let cut = 0; cut < bytes.length; cut += Math.max(1, Math.floor(bytes.length / 500))) expect(readHotFrame(bytes.subarray(0, cut))).toBeUndefined();
+    const longer = new Uint8Array(bytes.length + 1);
+    longer.set(bytes);
+    expect(readHotFrame(longer)).toBeUndefined();
+    expect(readHotFrame(raw.encode([1, 2]))).toBeUndefined();
+    expect(readHotFrame(new Uint8Array(0))).toBeUndefined();
+  });
+});
