@@ -133,7 +133,10 @@ export class LocalBroker {
     acknowledge: (local, inbox, messages) => this.ackUpstream(local, inbox, messages),
     giveBack: (local, inbox, messages) => inbox.putBack(this.giveBack(local, inbox, messages)),
     serve: (inbox) => this.serveWaiters(inbox),
-    delivered: (count) => void (this.counters.delivered += count),
+    delivered: (count) => {
+      this.counters.delivered += count;
+      this.counters.pushed += count;
+    },
   });
 
   private constructor(
