@@ -339,7 +339,8 @@ export async function recv(options: RecvOptions): Promise<number> {
           if (left <= 0) return Exit.Empty;
           waitMs = Math.min(Math.ceil(left), FOLLOW_WAIT_MS);
         }
-        const got = pushed ? await nextPushed(pushed, Math.min(remaining, FOLLOW_CREDITS), waitMs) : await next(Math.min(remaining, 100), waitMs);
+        // Half the credits per batch: the broker pushes the next one while this one is written.
+        const got = pushed ? await nextPushed(pushed, Math.min(remaining, FOLLOW_CREDITS / 2), waitMs) : await next(Math.min(remaining, 100), waitMs);
         if (got === "signal") break;
         if (got === "reader") return Exit.ReaderGone;
         if (got.messages.length === 0) continue;

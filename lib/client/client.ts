@@ -18,7 +18,7 @@ import { Connection, type ConnectionHandler } from "../wire/connection.ts";
 import { isMsgId, MAX_ID_PREFIX_BYTES, MAX_MSG_ID_BYTES, PROTOCOL_VERSION, type From, type Message as WireMessage, type PubResult, type Outgoing, type TopicInfo } from "../wire/messages.ts";
 import { Message } from "./message.ts";
 import { hasHeaders, headersProblem, headersSize } from "../wire/headers.ts";
-import { endFollows, Follow, routeDelivery, type FollowBatch, type FollowOptions } from "./follow.ts";
+import { DEFAULT_FOLLOW_CREDITS, endFollows, Follow, MAX_FOLLOW_CREDITS, routeDelivery, type FollowBatch, type FollowOptions } from "./follow.ts";
 
 export type { FollowBatch, FollowOptions };
 
@@ -539,20 +539,38 @@ export class MqClient {
    * A batch is acknowledged when the loop asks for the message after its last one. Leaving
    * the loop (`break`, `return`, or a throw in its body) acknowledges the messages it was
    * given and puts the rest of the batch back, so the next read gets them next, in order.
-   * The local broker pushes the messages (`follow`), up to `credits` (default 1000) ahead of
+   * The local broker pushes the messages (`follow`), up to `credits` (default 1000, or twice `batch`) ahead of
    * the loop; one that does not serve push delivery is asked batch by batch (`recv`).
    */
   async *messages(id: number, options: { batch?: number; credits?: number; bytes?: number } = {}): AsyncGenerator<Message, void, undefined> {
     if (this.conn.closed) return;
     if (!this.serves("follow")) return yield* this.recvLoop(id, options.batch);
-    const followOptions: FollowOptions = {};
-    if (options.credits !== undefined) followOptions.credits = options.credits;
+    const batch = options.batch ?? 100;
+    // Twice the batch at least: the broker pushes the next batch while the loop works on one.
+    const followOptions: FollowOptions = { credits: options.credits ?? Math.min(MAX_FOLLOW_CREDITS, Math.max(DEFAULT_FOLLOW_CREDITS, 2 * batch)) };
     if (options.bytes !== undefined) followOptions.bytes = options.bytes;
     const follow = await this.follow(id, followOptions);
     try {
       for (;;) {
-        const got = await follow.next({ max: options.batch ?? 100 });
-        yield* ackedWhenLeft(got);
+        const got = await follow.next({ max: batch });
+        let given = 0;
+        let finished = false;
+        try {
+          for (const m of got.messages) {
+            given++; // counted before the yield: a loop that leaves now has seen m
+            yield m;
+          }
+          finished = true;
+        } finally {
+          // Left early: ack what the loop saw; the rest come again first (to the next loop,
+          // once the unfollow below gave them back). On a closed connection the ack cannot
+          // go out, and need not: the broker gives back all it had not acknowledged.
+          if (!finished) {
+            await got.ack(given).catch((err) => {
+              if (!(err instanceof MqError && err.code === Code.Unavailable)) throw err;
+            });
+          }
+        }
         await got.ack();
       }
     } finally {
@@ -620,27 +638,6 @@ export class MqClient {
 
   [Symbol.dispose](): void {
     this.close();
-  }
-}
-
-/**
- * Yields the batch's messages; a loop that leaves early (break, return, a throw) acknowledges
- * those it was given, and the rest come again first. On a closed connection the ack cannot go
- * out, and need not: the broker gives back all it had not acknowledged.
- */
-async function* ackedWhenLeft(got: FollowBatch): AsyncGenerator<Message, void, undefined> {
-  let given = 0;
-  let finished = false;
-  try {
-    for (const m of got.messages) {
-      given++; // counted before the yield: a loop that leaves now has seen m
-      yield m;
-    }
-    finished = true;
-  } finally {
-    if (!finished) await got.ack(given).catch((err) => {
-      if (!(err instanceof MqError && err.code === Code.Unavailable)) throw err;
-    });
   }
 }
 
