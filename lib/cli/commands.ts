@@ -339,8 +339,9 @@ export async function recv(options: RecvOptions): Promise<number> {
           if (left <= 0) return Exit.Empty;
           waitMs = Math.min(Math.ceil(left), FOLLOW_WAIT_MS);
         }
-        // Half the credits per batch: the broker pushes the next one while this one is written.
-        const got = pushed ? await nextPushed(pushed, Math.min(remaining, FOLLOW_CREDITS / 2), waitMs) : await next(Math.min(remaining, 100), waitMs);
+        // Batches of 100 at most, pushed or not: each ack frees the server's window for more
+        // (256 messages at first) while the rest of it is still on its way.
+        const got = pushed ? await nextPushed(pushed, Math.min(remaining, 100), waitMs) : await next(Math.min(remaining, 100), waitMs);
         if (got === "signal") break;
         if (got === "reader") return Exit.ReaderGone;
         if (got.messages.length === 0) continue;
