@@ -12,6 +12,12 @@ import type { Inbox } from "./inbox.ts";
 
 /** Most messages a follow may have granted and unacknowledged at once (the local broker's budgets bound their bytes too). */
 export const MAX_FOLLOW_CREDITS = 65_536;
+/**
+ * Delivery frames a follow may have unacknowledged at once: a client that keeps up gets each
+ * message at once; one that is busy gets what arrived meanwhile in one bigger frame (fewer
+ * frames and acks per message), as a recv loop would.
+ */
+export const MAX_FRAMES_AHEAD = 2;
 /** Most payload bytes a follow may have granted at once. */
 export const MAX_FOLLOW_BYTES = 1024 * 1024 * 1024;
 
@@ -27,6 +33,10 @@ interface Follow {
   /** Pushed and not yet acknowledged, in push order: `unacked[unackedHead..]`. */
   unacked: Message[];
   unackedHead: number;
+  /** Per delivery frame not wholly acknowledged, the count of messages pushed up to its end; and the counts pushed and acknowledged. */
+  frameEnds: number[];
+  pushedCount: number;
+  ackedCount: number;
 }
 
 /** What the follows need of the local broker. */
@@ -58,7 +68,7 @@ export class Follows {
     let mine = this.byConn.get(conn);
     if (mine?.has(local)) throw new MqError(Code.BadRequest, `follow: id ${local} is followed on this connection already; one follow per id and connection (unfollow it first)`);
     if (!mine) this.byConn.set(conn, (mine = new Map()));
-    const f: Follow = { conn, local, inbox, credits, bytes: bytes ?? Infinity, unacked: [], unackedHead: 0 };
+    const f: Follow = { conn, local, inbox, credits, bytes: bytes ?? Infinity, unacked: [], unackedHead: 0, frameEnds: [], pushedCount: 0, ackedCount: 0 };
     mine.set(local, f);
     const list = this.byInbox.get(inbox);
     if (list) list.push(f);
@@ -86,6 +96,8 @@ export class Follows {
       if (f.unackedHead === f.unacked.length) (f.unacked = []), (f.unackedHead = 0);
       else if (f.unackedHead > 1024 && f.unackedHead * 2 > f.unacked.length) (f.unacked = f.unacked.slice(f.unackedHead)), (f.unackedHead = 0);
       this.hooks.acknowledge(local, f.inbox, seen);
+      f.ackedCount += acked;
+      while (f.frameEnds.length > 0 && f.frameEnds[0]! <= f.ackedCount) f.frameEnds.shift();
     }
     f.credits += credits;
     if (f.bytes !== Infinity) f.bytes += bytes;
@@ -132,19 +144,21 @@ export class Follows {
       const f = list[0]!;
       // The next follow goes first next time: followers of one id share it, like recvs.
       if (list.length > 1) list.push(list.shift()!);
-      if (f.credits > 0 && f.bytes > 0 && !f.conn.closed) this.push(f);
+      if (f.credits > 0 && f.bytes > 0 && f.frameEnds.length < MAX_FRAMES_AHEAD && !f.conn.closed) this.push(f);
     }
   }
 
   private push(f: Follow): void {
     const { inbox } = f;
-    while (f.credits > 0 && f.bytes > 0 && inbox.pending > 0) {
+    while (f.credits > 0 && f.bytes > 0 && inbox.pending > 0 && f.frameEnds.length < MAX_FRAMES_AHEAD) {
       const taken = inbox.take(Math.min(f.credits, MAX_MSGS_PER_FRAME));
       if (taken.length === 0) continue; // all expired
       const messages = f.bytes === Infinity ? taken : this.withinBytes(f, taken);
       if (messages.length > 0) {
         f.credits -= messages.length;
         for (const m of messages) f.unacked.push(m);
+        f.pushedCount += messages.length;
+        f.frameEnds.push(f.pushedCount);
         this.hooks.delivered(messages.length);
         f.conn.send({ op: "delivery", id: f.local, messages } satisfies DeliveryFrame);
       }
