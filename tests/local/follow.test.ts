@@ -71,6 +71,23 @@ describe("Follows", () => {
     await flush();
   });
 
+  test("at most 2 delivery frames ahead: what arrives while the client is busy comes in one frame once it acks", async () => {
+    const { follows, conn, arrive, acked } = setup();
+    const sent: number[][] = [];
+    (conn as unknown as { send: (f: DeliveryFrame) => void }).send = (f) => sent.push(f.messages.map((m) => m.seq));
+    follows.follow(conn, 1, 100, undefined);
+    arrive(1, 1);
+    arrive(2, 2);
+    arrive(3, 3);
+    arrive(4, 5);
+    expect(sent).toEqual([[1], [2]]);
+    // The first frame acknowledged: the next one carries all that waited.
+    follows.credit(conn, 1, 1, 1);
+    expect(sent).toEqual([[1], [2], [3, 4, 5]]);
+    expect(acked).toEqual([1]);
+    await flush();
+  });
+
   test("two follows of one id share its messages; a closed connection gives back what it held", async () => {
     const { follows, arrive, inbox } = setup();
     const framesA: DeliveryFrame[] = [];
