@@ -114,6 +114,7 @@ export const SERVER_METRICS = {
 export const LOCAL_COUNTERS = {
   received: counter("messages", "Messages received from the server (duplicates not counted)."),
   delivered: counter("messages", "Messages handed to clients."),
+  pushed: counter("messages", "Messages of those pushed to clients that follow an id (push delivery), not asked for by a recv."),
   duplicates: counter("messages", "Messages the server sent again that this broker already had."),
   forwarded: counter("requests", "Requests forwarded to the server."),
   reconnects: counter("reconnects", "Connections to the server lost and made again."),

@@ -52,6 +52,9 @@ export function formatPercentiles(p: Percentiles): string {
   return `p50 ${p.p50} ms, p90 ${p.p90} ms, p99 ${p.p99} ms, p99.9 ${p.p99_9} ms, max ${p.max} ms`;
 }
 
+/** A subscriber that receives nothing for this long fails the bench. */
+const STALL_MS = 5000;
+
 export async function runBench(options: BenchOptions): Promise<number> {
   const connect = () => MqClient.connect(options.socket === undefined ? {} : { socket: options.socket });
   const subClients = await Promise.all(Array.from({ length: options.subs }, connect));
@@ -75,18 +78,31 @@ export async function runBench(options: BenchOptions): Promise<number> {
     process.stderr.write(`\r[${bar}] published ${published}/${total} received ${received}/${expected}`);
   }, 250);
 
+  // Through the library's iterator, as an application reads (pushed by the local broker when it serves follow).
   const subscribers = subClients.map(async (c, i) => {
     let got = 0;
-    while (got < total) {
-      const batch = await c.recv(subIds[i]!, { max: 1000, waitMs: 5000 });
-      if (batch.messages.length === 0) throw new Error(`subscriber ${i} received nothing for 5 s after ${got} of ${total} messages`);
-      const now = performance.timeOrigin + performance.now();
-      for (const m of batch.messages) {
+    let lastAt = performance.now();
+    const stalled = Promise.withResolvers<never>();
+    const watch = setInterval(() => {
+      if (performance.now() - lastAt < STALL_MS) return;
+      stalled.reject(new Error(`subscriber ${i} received nothing for ${STALL_MS / 1000} s after ${got} of ${total} messages`));
+      c.close(); // ends the loop below
+    }, 250);
+    const read = async () => {
+      if (total === 0) return;
+      // Batches of 100 (the default): each ack frees the server's window while the rest of it is on its way.
+      for await (const m of c.messages(subIds[i]!)) {
+        const now = performance.timeOrigin + performance.now();
         if (m.data.length >= 8 && latencies.length < 1_000_000) latencies.push(now - new DataView(m.data.buffer, m.data.byteOffset).getFloat64(0));
+        lastAt = performance.now();
+        received++;
+        if (++got === total) break;
       }
-      got += batch.messages.length;
-      received += batch.messages.length;
-      await batch.ack();
+    };
+    try {
+      await Promise.race([read(), stalled.promise]);
+    } finally {
+      clearInterval(watch);
     }
   });
 

@@ -253,6 +253,9 @@ export interface RecvOptions extends CommonOptions {
 /** `recv --count N`: how long to wait for a refill the local broker announced (`more`). */
 const REFILL_WAIT_MS = 5000;
 
+/** `--follow` with push delivery: messages the local broker may push ahead of what is written. */
+const FOLLOW_CREDITS = 1000;
+
 /** How long one recv request of `--follow` waits before asking again. */
 const FOLLOW_WAIT_MS = 30_000;
 
@@ -284,8 +287,15 @@ export async function recv(options: RecvOptions): Promise<number> {
       request.catch(() => {});
       return Promise.race([request, abort.promise]);
     };
+    let pushed: Awaited<ReturnType<MqClient["follow"]>> | null = null;
+    /** The next pushed batch, or why recv must end first. */
+    const nextPushed = (stream: NonNullable<typeof pushed>, max: number, waitMs: number) => {
+      const batch = stream.next({ max, waitMs });
+      batch.catch(() => {});
+      return Promise.race([batch, abort.promise]);
+    };
     /** Writes a batch, then acknowledges it; false when the reader is gone (the batch stays pending). */
-    const deliver = async (got: Received): Promise<boolean> => {
+    const deliver = async (got: Pick<Received, "messages" | "ack">): Promise<boolean> => {
       try {
         await writeStdout(renderMessages(got.messages, format));
       } catch (err) {
@@ -319,6 +329,9 @@ export async function recv(options: RecvOptions): Promise<number> {
       // --wait 0 (the default) means no idle timeout.
       const idleMs = options.waitSeconds * 1000;
       let idleUntil = performance.now() + idleMs;
+      // Pushed by the local broker when it serves it (no request per batch), up to 1000
+      // messages ahead; closed on the way out, which gives back what was not written.
+      pushed = mq.serves("follow") ? await mq.follow(options.id, { credits: Math.min(remaining, FOLLOW_CREDITS) }) : null;
       while (remaining > 0 && !signalled) {
         let waitMs = FOLLOW_WAIT_MS;
         if (idleMs > 0) {
@@ -326,7 +339,9 @@ export async function recv(options: RecvOptions): Promise<number> {
           if (left <= 0) return Exit.Empty;
           waitMs = Math.min(Math.ceil(left), FOLLOW_WAIT_MS);
         }
-        const got = await next(Math.min(remaining, 100), waitMs);
+        // Batches of 100 at most, pushed or not: each ack frees the server's window for more
+        // (256 messages at first) while the rest of it is still on its way.
+        const got = pushed ? await nextPushed(pushed, Math.min(remaining, 100), waitMs) : await next(Math.min(remaining, 100), waitMs);
         if (got === "signal") break;
         if (got === "reader") return Exit.ReaderGone;
         if (got.messages.length === 0) continue;
@@ -336,6 +351,7 @@ export async function recv(options: RecvOptions): Promise<number> {
       }
       return Exit.Ok;
     } finally {
+      await pushed?.close().catch(() => {}); // a lost connection gives back all the same
       stopWatching();
       process.off("SIGINT", onSignal);
       process.off("SIGTERM", onSignal);

@@ -18,6 +18,9 @@ import { Connection, type ConnectionHandler } from "../wire/connection.ts";
 import { isMsgId, MAX_ID_PREFIX_BYTES, MAX_MSG_ID_BYTES, PROTOCOL_VERSION, type From, type Message as WireMessage, type PubResult, type Outgoing, type TopicInfo } from "../wire/messages.ts";
 import { Message } from "./message.ts";
 import { hasHeaders, headersProblem, headersSize } from "../wire/headers.ts";
+import { DEFAULT_FOLLOW_CREDITS, endFollows, Follow, MAX_FOLLOW_CREDITS, routeDelivery, type FollowBatch, type FollowOptions } from "./follow.ts";
+
+export type { FollowBatch, FollowOptions };
 
 export type { From, PubResult, TopicInfo };
 
@@ -102,6 +105,8 @@ export interface Received {
 }
 
 const encoder = new TextEncoder();
+/** The ops of push delivery (lib/client/follow.ts): newer than the `caps` of the hello. */
+const PUSH_OPS = new Set(["follow", "credit", "unfollow"]);
 const ANSWER_TIMEOUT_MS = 15_000;
 /** A batch of publishes stays well inside the frame limit and the server's `msgs` bound. */
 const MAX_BATCH_MESSAGES = 1024;
@@ -160,9 +165,13 @@ interface SentBatch {
   answered: Promise<boolean>;
 }
 
-/** A connection to the local broker at `socketPath`, its hello done. */
-async function open(socketPath: string): Promise<{ conn: Connection; maxMessageBytes: number }> {
-  const handler: ConnectionHandler = { frame: () => undefined };
+/** A connection to the local broker at `socketPath`, its hello done; `caps`: the ops it serves (null: it did not say, an older one). */
+async function open(socketPath: string): Promise<{ conn: Connection; maxMessageBytes: number; caps: Set<string> | null }> {
+  const handler: ConnectionHandler = {
+    // The one push on the client hop: deliveries of a follow.
+    frame: (conn, frame) => void (frame.op === "delivery" && routeDelivery(conn, frame)),
+    closed: (conn, reason) => endFollows(conn, new MqError(Code.Unavailable, `connection to ${conn.label} closed (${reason})`)),
+  };
   let socket: Socket<Connection>;
   try {
     socket = await Bun.connect<Connection>({
@@ -183,7 +192,8 @@ async function open(socketPath: string): Promise<{ conn: Connection; maxMessageB
   const conn = socket.data;
   try {
     const hello = await conn.request({ op: "hello", version: PROTOCOL_VERSION }, ANSWER_TIMEOUT_MS);
-    return { conn, maxMessageBytes: typeof hello.maxMessageBytes === "number" ? hello.maxMessageBytes : 0 };
+    const caps = Array.isArray(hello.caps) ? new Set(hello.caps.filter((op): op is string => typeof op === "string")) : null;
+    return { conn, maxMessageBytes: typeof hello.maxMessageBytes === "number" ? hello.maxMessageBytes : 0, caps };
   } catch (err) {
     conn.close();
     throw err;
@@ -210,6 +220,8 @@ export class MqClient {
   private constructor(
     private conn: Connection,
     maxMessageBytes: number,
+    /** The ops the local broker serves, from its hello (null: it did not say). */
+    private caps: Set<string> | null,
     private readonly socketPath: string,
     options: ConnectOptions,
   ) {
@@ -238,8 +250,8 @@ export class MqClient {
       throw new RangeError(`Cannot retry publishes for ${options.retryMs} ms: retryMs must be a number >= 0`);
     }
     const socketPath = options.socket ?? process.env.MQ_SOCKET ?? defaultSocketPath();
-    const { conn, maxMessageBytes } = await open(socketPath);
-    return new MqClient(conn, maxMessageBytes, socketPath, options);
+    const { conn, maxMessageBytes, caps } = await open(socketPath);
+    return new MqClient(conn, maxMessageBytes, caps, socketPath, options);
   }
 
   /** The connection, made again (once, for every caller) when the local broker was lost. */
@@ -247,13 +259,14 @@ export class MqClient {
     if (this.closedByUser) return Promise.reject(new MqError(Code.Unavailable, "the client is closed"));
     if (!this.conn.closed) return Promise.resolve(this.conn);
     this.reconnecting ??= open(this.socketPath).then(
-      ({ conn, maxMessageBytes }) => {
+      ({ conn, maxMessageBytes, caps }) => {
         this.reconnecting = null;
         if (this.closedByUser) {
           conn.close();
           throw new MqError(Code.Unavailable, "the client is closed");
         }
         this.conn = conn;
+        this.caps = caps;
         this.setMaxMessageBytes(maxMessageBytes);
         return conn;
       },
@@ -562,14 +575,74 @@ export class MqClient {
   }
 
   /**
+   * True when the local broker serves `op`: it announced it in its hello. One that announces
+   * nothing is older than the announcements, and than push delivery: it serves the others.
+   */
+  serves(op: string): boolean {
+    return this.caps?.has(op) ?? !PUSH_OPS.has(op);
+  }
+
+  /**
+   * Push delivery of `id`: the local broker pushes its messages to this client as they arrive,
+   * at most `credits` messages (and `bytes`) ahead of the acknowledgements; take them with
+   * `next()`, acknowledge each batch, `close()` when done (what was not acknowledged goes
+   * back for the next reader). UNKNOWN_OP from a local broker that does not serve it (see
+   * `serves("follow")`). One follow per id and client at a time.
+   */
+  async follow(id: number, options: FollowOptions = {}): Promise<{ id: number; next: Follow["next"]; close(): Promise<void> }> {
+    if (!this.serves("follow")) throw new MqError(Code.UnknownOp, `the local broker at ${this.socketPath} does not serve push delivery (follow); upgrade it, or use recv`);
+    const f = await Follow.start(await this.connection(), id, options, ANSWER_TIMEOUT_MS);
+    return { id, next: (o) => f.next(o), close: () => f.close(ANSWER_TIMEOUT_MS) };
+  }
+
+  /**
    * Every message of `id` as it arrives, until the loop breaks or the connection closes.
    * A batch is acknowledged when the loop asks for the message after its last one. Leaving
    * the loop (`break`, `return`, or a throw in its body) acknowledges the messages it was
    * given and puts the rest of the batch back, so the next read gets them next, in order.
+   * The local broker pushes the messages (`follow`), up to `credits` (default 1000, or twice `batch`) ahead of
+   * the loop; one that does not serve push delivery is asked batch by batch (`recv`).
    */
-  async *messages(id: number, options: { batch?: number } = {}): AsyncGenerator<Message, void, undefined> {
+  async *messages(id: number, options: { batch?: number; credits?: number; bytes?: number } = {}): AsyncGenerator<Message, void, undefined> {
+    if (this.conn.closed) return;
+    if (!this.serves("follow")) return yield* this.recvLoop(id, options.batch);
+    const batch = options.batch ?? 100;
+    // Twice the batch at least: the broker pushes the next batch while the loop works on one.
+    const followOptions: FollowOptions = { credits: options.credits ?? Math.min(MAX_FOLLOW_CREDITS, Math.max(DEFAULT_FOLLOW_CREDITS, 2 * batch)) };
+    if (options.bytes !== undefined) followOptions.bytes = options.bytes;
+    const follow = await this.follow(id, followOptions);
+    try {
+      for (;;) {
+        const got = await follow.next({ max: batch });
+        let given = 0;
+        let finished = false;
+        try {
+          for (const m of got.messages) {
+            given++; // counted before the yield: a loop that leaves now has seen m
+            yield m;
+          }
+          finished = true;
+        } finally {
+          // Left early: ack what the loop saw; the rest come again first (to the next loop,
+          // once the unfollow below gave them back). On a closed connection the ack cannot
+          // go out, and need not: the broker gives back all it had not acknowledged.
+          if (!finished) {
+            await got.ack(given).catch((err) => {
+              if (!(err instanceof MqError && err.code === Code.Unavailable)) throw err;
+            });
+          }
+        }
+        await got.ack();
+      }
+    } finally {
+      await follow.close();
+    }
+  }
+
+  /** `messages()` batch by batch, for a local broker without push delivery: a recv and an ack per batch. */
+  private async *recvLoop(id: number, batch = 100): AsyncGenerator<Message, void, undefined> {
     while (!this.conn.closed) {
-      const got = await this.recv(id, { max: options.batch ?? 100, waitMs: 30_000 });
+      const got = await this.recv(id, { max: batch, waitMs: 30_000 });
       let given = 0;
       let finished = false;
       try {

@@ -23,6 +23,7 @@ import { checkGroupName } from "../wire/group-name.ts";
 import { checkPattern, checkTopic } from "../wire/topic.ts";
 import { endedTopics } from "./ended.ts";
 import { ForwardWindow, payloadBytes } from "./forward-window.ts";
+import { Follows } from "./follow.ts";
 import { IdTable } from "./id-table.ts";
 import { Inbox, type Waiter } from "./inbox.ts";
 import { LocalLatency } from "./latency.ts";
@@ -128,6 +129,17 @@ export class LocalBroker {
   readonly counters = defineCounters(LOCAL_COUNTERS);
   /** End-to-end and publish-to-ack latency (/metrics). */
   readonly latency = new LocalLatency();
+  /** Push delivery to clients that follow an id (follow.ts). */
+  private readonly follows = new Follows({
+    inbox: (local) => (this.global(local), this.inbox(local)),
+    acknowledge: (local, inbox, messages) => this.ackUpstream(local, inbox, messages),
+    giveBack: (local, inbox, messages) => inbox.putBack(this.giveBack(local, inbox, messages)),
+    serve: (inbox) => this.serveWaiters(inbox),
+    delivered: (count) => {
+      this.counters.delivered += count;
+      this.counters.pushed += count;
+    },
+  });
 
   private constructor(
     private readonly options: LocalOptions,
@@ -363,6 +375,7 @@ export class LocalBroker {
     this.inboxes.delete(local);
     if (inbox.pending > 0) log.error(`id ${local}: ${inbox.pending} buffered messages dropped: the server no longer knows the id`);
     for (const w of inbox.waiters.splice(0)) w.resolve([]);
+    this.follows.end(inbox, new MqError(Code.UnknownId, message));
   }
 
   /** A forwarded request of a mapped id was answered UNKNOWN_ID: the server no longer knows it. */
@@ -507,6 +520,8 @@ export class LocalBroker {
       if (messages.length === 0) continue; // all expired: the waiter waits on
       inbox.waiters.shift()!.resolve(messages);
     }
+    // Waiting recvs first, then follows with credits: an id's clients share its messages.
+    if (inbox.pending > 0) this.follows.serve(inbox);
   }
 
   // --- the client side ---
@@ -533,6 +548,8 @@ export class LocalBroker {
           w.resolve([]);
         }
         state.waiters.clear();
+        // Then what its follows were pushed and did not acknowledge goes back (follow.ts).
+        this.follows.connectionClosed(conn);
         // Whatever this client took and never acknowledged goes back for the next recv:
         // newest batch first, so that each older one lands in front of it; then, and only
         // then, other clients waiting on those ids are served.
@@ -622,6 +639,8 @@ export class LocalBroker {
       const id = this.ids.global(frame.id) ?? this.global(frame.id);
       const forget = async () => {
         await this.ids.remove(frame.id);
+        const inbox = this.inboxes.get(frame.id);
+        if (inbox) this.follows.end(inbox, new MqError(Code.UnknownId, `client id ${frame.id} was destroyed`));
         this.inboxes.delete(frame.id);
         this.goneOnServer.delete(frame.id);
       };
@@ -638,6 +657,9 @@ export class LocalBroker {
     recv: (conn, frame) => this.recv(conn, frame.id, frame.max, frame.wait),
     ack: (conn, frame) => this.ack(conn, frame.id, frame.tag, frame.count),
     nak: (conn, frame) => this.nak(conn, frame.id, frame.tag),
+    follow: (conn, frame) => this.follows.follow(conn, frame.id, frame.credits, frame.bytes),
+    credit: (conn, frame) => this.follows.credit(conn, frame.id, frame.acked, frame.credits, frame.bytes),
+    unfollow: (conn, frame) => this.follows.unfollow(conn, frame.id),
     topics: (_conn, frame) => this.forwardOp(frame),
     stats: () => this.stats(),
   };
@@ -719,16 +741,24 @@ export class LocalBroker {
     const global = this.ids.global(entry.local);
     if (!inbox || global === undefined) return {};
     const seen = count === undefined || count === entry.messages.length ? entry.messages : entry.messages.slice(0, count);
-    this.latency.acked(seen);
-    // If the server is away the ack is lost; after the reconnect the server re-sends, the
-    // inbox sees a duplicate at or below the acked floor and acknowledges it again.
-    for (const upstreamAck of inbox.acknowledge(seen)) this.upstream?.send({ op: "ack", id: global, ...upstreamAck });
+    this.ackUpstream(entry.local, inbox, seen);
     if (seen !== entry.messages) {
       // Unseen, so still unacked in the inbox's tracks: the floor sent upstream stays below them.
       inbox.putBack(entry.messages.slice(seen.length));
       this.serveWaiters(inbox);
     }
     return {};
+  }
+
+  /** A client acknowledged `messages` of `local`: the server hears of it when the floor moved. */
+  private ackUpstream(local: number, inbox: Inbox, messages: Message[]): void {
+    const global = this.ids.global(local);
+    const acks = inbox.acknowledge(messages);
+    this.latency.acked(messages);
+    if (global === undefined) return;
+    // If the server is away the ack is lost; after the reconnect the server re-sends, the
+    // inbox sees a duplicate at or below the acked floor and acknowledges it again.
+    for (const upstreamAck of acks) this.upstream?.send({ op: "ack", id: global, ...upstreamAck });
   }
 
   /** The messages of delivery `tag` were not processed: they go back for redelivery. */

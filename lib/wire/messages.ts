@@ -25,6 +25,9 @@ export type NakRequest = RequestOf<"nak">;
 export type DestroyRequest = RequestOf<"destroy">;
 export type TopicsRequest = RequestOf<"topics">;
 export type StatsRequest = RequestOf<"stats">;
+export type FollowRequest = RequestOf<"follow">;
+export type CreditRequest = RequestOf<"credit">;
+export type UnfollowRequest = RequestOf<"unfollow">;
 
 export type Request = { [K in Op]: RequestOf<K> }[Op];
 
@@ -62,6 +65,12 @@ export function deliveryCost(payloadBytes: number): number {
 
 /** Most messages one `msgs` frame may carry. */
 export const MAX_MSGS_PER_FRAME = 1024;
+/**
+ * Local → client push of the follow of `id` (client hop): `messages` as in a recv reply, in
+ * the id's order. With `code` (and `message`) the follow ended: the id is gone (destroyed,
+ * or no longer known to the server); nothing more comes.
+ */
+export interface DeliveryFrame { op: "delivery"; id: number; messages: Message[]; code?: string; message?: string }
 export interface OkFrame { op: "ok"; rid: number; [field: string]: unknown }
 export interface ErrorFrame { op: "error"; rid?: number; code: string; message: string }
 /**
@@ -70,7 +79,7 @@ export interface ErrorFrame { op: "error"; rid?: number; code: string; message: 
  */
 export interface PingFrame { op: "ping" }
 export interface PongFrame { op: "pong" }
-export type Frame = Request | MsgsFrame | OkFrame | ErrorFrame | PingFrame | PongFrame;
+export type Frame = Request | MsgsFrame | DeliveryFrame | OkFrame | ErrorFrame | PingFrame | PongFrame;
 
 /**
  * A message as handed to the user. `time` is the server's append time in ms since the epoch.
@@ -92,6 +101,7 @@ export interface TopicInfo { topic: string; subscribers: number; messages: numbe
 export const schemas: Record<string, Schema> = {
   ...Object.fromEntries(Object.entries(ops).map(([op, spec]) => [op, spec.request])),
   msgs: { id: "uint", topic: "string", seq: "uint", times: "times", payloads: "payloads0", more: "bool?", lost: "uint?", headers: "headerslist?", expires: "times?", explicit: "bool?" },
+  delivery: { id: "uint", messages: "deliveries", code: "string?", message: "string?" },
   ping: {},
   pong: {},
 };
@@ -182,6 +192,11 @@ export function checkField(type: FieldType, value: unknown): string | null {
       }
       return null;
     }
+    case "deliveries":
+      // As a recv reply's messages, which are not checked either: only their count and shape.
+      return Array.isArray(value) && value.length <= MAX_MSGS_PER_FRAME && value.every((m) => m !== null && typeof m === "object" && m.data instanceof Uint8Array)
+        ? null
+        : `an array of up to ${MAX_MSGS_PER_FRAME} messages`;
     case "ttl":
       return Number.isSafeInteger(value) && (value as number) >= 1 ? null : "a number of ms >= 1";
     case "from":

@@ -6,10 +6,10 @@
  * hello are all derived from it: a new op is one entry here plus a handler per hop.
  */
 import type { Headers } from "./headers.ts";
-import type { From } from "./messages.ts";
+import type { From, Message } from "./messages.ts";
 
 /** Field types the validator knows (checkField); a trailing `?` marks a field optional. */
-export type FieldType = "uint" | "string" | "bytes" | "topics" | "from" | "times" | "payloads" | "payloads0" | "bool" | "msgid" | "msgids" | "idprefix" | "headers" | "headerslist" | "ttl" | "seqs";
+export type FieldType = "uint" | "string" | "bytes" | "topics" | "from" | "times" | "payloads" | "payloads0" | "bool" | "msgid" | "msgids" | "idprefix" | "headers" | "headerslist" | "ttl" | "seqs" | "deliveries";
 export type Schema = Readonly<Record<string, FieldType | `${FieldType}?`>>;
 
 /** The TypeScript type of a value that passes checkField for each field type. */
@@ -30,6 +30,7 @@ interface FieldTypes {
   headerslist: Headers[];
   ttl: number;
   seqs: number[];
+  deliveries: Message[];
 }
 
 type Flat<T> = { [K in keyof T]: T[K] };
@@ -142,6 +143,21 @@ export const ops = {
   nak: { request: { rid: "uint?", id: "uint", tag: "uint?", topic: "string?", seqs: "seqs?" }, reply: [], client: true, server: true, id: "local-only" },
   destroy: { request: { rid: "uint", id: "uint" }, reply: [], client: true, server: true, id: "global" },
   topics: { request: { rid: "uint" }, reply: ["topics"], client: true, server: true, id: "none" },
+  /**
+   * Client hop only: push delivery (docs/protocol.md, "Push delivery"). From the `ok` on, the
+   * local broker pushes `delivery` frames of the id's messages to this connection as they
+   * arrive, never more than `credits` messages (and `bytes` payload bytes, when given; one
+   * message may go beyond when none is unacknowledged) unacknowledged at once.
+   */
+  follow: { request: { rid: "uint", id: "uint", credits: "uint", bytes: "uint?" }, reply: [], client: true, server: false, id: "local-only" },
+  /**
+   * Client hop only, usually without rid (no answer): the first `acked` messages pushed by
+   * the follow of `id` and not yet acknowledged reached the user (cumulative, in push order),
+   * and the client may take `credits` more messages and `bytes` more bytes.
+   */
+  credit: { request: { rid: "uint?", id: "uint", acked: "uint?", credits: "uint?", bytes: "uint?" }, reply: [], client: true, server: false, id: "local-only" },
+  /** Client hop only: ends the follow of `id`; what it pushed and was not acknowledged goes back to the id's buffer. */
+  unfollow: { request: { rid: "uint", id: "uint" }, reply: [], client: true, server: false, id: "local-only" },
   /** The local broker answers with its own counters beside the server's. */
   stats: { request: { rid: "uint" }, reply: ["server", "local"], client: true, server: true, id: "local-only" },
 } as const satisfies Record<string, OpSpec>;

@@ -86,6 +86,8 @@ function fieldValue(rng: Rng, type: string): unknown {
       return Array.from({ length: rng.range(0, 4) }, () => validHeaders(rng));
     case "ttl":
       return rng.range(1, 2 ** 40);
+    case "deliveries":
+      return Array.from({ length: rng.range(0, 3) }, () => ({ topic: validTopic(rng), seq: rng.range(1, 10_000), time: rng.int(2 ** 40), data: rng.bytes(rng.int(48)) }));
     default:
       throw new Error(`no generator for field type ${type}`);
   }
@@ -289,6 +291,7 @@ function nonConformance(frame: WireMap): string | null {
       : type === "headers" ? isHeaders(v)
       : type === "headerslist" ? Array.isArray(v) && v.length <= MAX_MSGS_PER_FRAME && v.every(isHeaders)
       : type === "ttl" ? isUint(v) && (v as number) >= 1
+      : type === "deliveries" ? Array.isArray(v) && v.length <= MAX_MSGS_PER_FRAME && v.every((m) => m !== null && typeof m === "object" && (m as WireMap).data instanceof Uint8Array)
       : false;
     if (!ok) return `accepted ${key} of the wrong type`;
   }

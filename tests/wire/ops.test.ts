@@ -24,6 +24,9 @@ const samples: { [K in Op]: Required<RequestOf<K>> } = {
   destroy: { op: "destroy", rid: 9, id: 7 },
   topics: { op: "topics", rid: 10 },
   stats: { op: "stats", rid: 11 },
+  follow: { op: "follow", rid: 13, id: 7, credits: 100, bytes: 65536 },
+  credit: { op: "credit", rid: 14, id: 7, acked: 10, credits: 10, bytes: 4096 },
+  unfollow: { op: "unfollow", rid: 15, id: 7 },
 };
 
 describe("the table of operations", () => {
@@ -46,7 +49,7 @@ describe("the table of operations", () => {
 
   test("the capabilities of each hop are the ops the table says it serves, hello left out", () => {
     expect(capabilities("server")).toEqual(["create", "pub", "pubs", "sub", "unsub", "ack", "nak", "destroy", "topics", "stats"]);
-    expect(capabilities("client")).toEqual(["create", "pub", "pubs", "sub", "unsub", "recv", "ack", "nak", "destroy", "topics", "stats"]);
+    expect(capabilities("client")).toEqual(["create", "pub", "pubs", "sub", "unsub", "recv", "ack", "nak", "destroy", "topics", "follow", "credit", "unfollow", "stats"]);
   });
 
   test("an op is served on the server hop only when the local broker can forward it or serves it itself", () => {
