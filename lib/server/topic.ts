@@ -322,8 +322,9 @@ export class Subscription implements Pushable {
         boarding.length < MAX_IDS_PER_FRAME &&
         !rider.reading &&
         rider.sent === from &&
-        rider.seqs.length - rider.head + count <= rider.window.messages &&
-        rider.inflightBytes + bytes <= rider.window.bytes &&
+        // Room in its window, as its own push would need to read: it may go over by one batch.
+        rider.seqs.length - rider.head < rider.window.messages &&
+        rider.inflightBytes < rider.window.bytes &&
         (count === 0 || credits.room(rider.id) >= bytes + count * MESSAGE_OVERHEAD_BYTES) &&
         this.topic.sharesPushes(conn, rider.id);
       if (fits) boarding.push(rider);
