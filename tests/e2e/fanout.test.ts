@@ -5,6 +5,8 @@
  * The server's `fanout_shared` counts the deliveries that rode in a frame sent for another id.
  */
 import { describe, expect, test } from "bun:test";
+import { MSGS_IDS_CAP } from "../../lib/wire/ops.ts";
+import { helloPeer, type WireMap } from "../security/kit.ts";
 import { createOn, jsonLines, mq, startLocal, startServer, teardown, tmpDir } from "./harness.ts";
 
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
@@ -121,6 +123,35 @@ describe("fan-out once per local broker", () => {
       for (const g of got) expect(g).toEqual(expected(1, 100));
     } finally {
       await teardown([one.daemon, two.daemon, server.daemon], [one.dataDir, two.dataDir, server.dataDir]);
+    }
+  });
+
+  test("the server sends ids only to a local broker that announced msgs.ids; to one that did not (an older one), one frame per id", async () => {
+    const server = await startServer();
+    try {
+      for (const announces of [false, true]) {
+        const peer = await helloPeer({ hostname: "127.0.0.1", port: server.port }, "server", announces ? { caps: [MSGS_IDS_CAP] } : {});
+        try {
+          const a = (await peer.request({ op: "create", rid: 2 })).id as number;
+          const b = (await peer.request({ op: "create", rid: 3 })).id as number;
+          const topic = `fan.raw.${announces}`;
+          for (const [rid, id] of [[4, a], [5, b]] as const) expect(await peer.request({ op: "sub", rid, id, topics: [topic] })).toMatchObject({ op: "ok" });
+          expect(await peer.request({ op: "pubs", rid: 6, id: a, topic, payloads: [new Uint8Array([1]), new Uint8Array([2])] })).toMatchObject({ op: "ok" });
+          const pushes: WireMap[] = [];
+          const count = () => pushes.reduce((n, f) => n + (f.payloads as unknown[]).length * (1 + ((f.ids as unknown[] | undefined)?.length ?? 0)), 0);
+          // Bounded: each frame is awaited at most 5 s; 4 deliveries in all.
+          for (let i = 0; i < 10 && count() < 4; i++) {
+            const f = await peer.next();
+            if (f?.op === "msgs") pushes.push(f);
+          }
+          const frames = pushes.map((f) => [f.id, f.ids, f.seq, (f.payloads as unknown[]).length]);
+          expect(frames).toEqual(announces ? [[a, [b], 1, 2]] : [[a, undefined, 1, 2], [b, undefined, 1, 2]]);
+        } finally {
+          peer.end();
+        }
+      }
+    } finally {
+      await teardown([server.daemon], [server.dataDir]);
     }
   });
 });

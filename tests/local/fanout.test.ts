@@ -44,7 +44,7 @@ test("a frame with ids reaches every id it is for, from one copy of its payloads
     server.connections[0]!.send({ op: "msgs", id: 1001, ids: [1002, 1003], topic: "t", seq: 5, times: [10, 11], payloads: [new Uint8Array([1]), new Uint8Array([2])], more: false });
     for (let i = 0; i < 100 && buffered(server.local, 3).length < 2; i++) await Bun.sleep(10);
     const [one, two, three] = [1, 2, 3].map((id) => buffered(server.local, id));
-    expect([one, two, three].map((q) => q.map((m) => [m.topic, m.seq, m.time, [...m.data]]))).toEqual(
+    expect([one, two, three].map((q) => q!.map((m) => [m.topic, m.seq, m.time, [...m.data]]))).toEqual(
       Array(3).fill([
         ["t", 5, 10, [1]],
         ["t", 6, 11, [2]],
