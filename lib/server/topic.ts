@@ -316,8 +316,11 @@ export class Subscription implements Pushable {
    */
   private boardRiders(conn: Connection, credits: Credits, from: number, count: number, bytes: number): Subscription[] {
     const boarding: Subscription[] = [];
+    const cost = bytes + count * MESSAGE_OVERHEAD_BYTES;
     for (const rider of this.takeWaiting()) {
       if (rider.dropped) continue;
+      // The broker's budget pays for the batch once per id: this push's and the riders' before, not charged yet.
+      const brokerRoom = credits.brokerBytes - credits.bytes - cost * (1 + boarding.length);
       const fits =
         boarding.length < MAX_IDS_PER_FRAME &&
         !rider.reading &&
@@ -325,7 +328,7 @@ export class Subscription implements Pushable {
         // Room in its window, as its own push would need to read: it may go over by one batch.
         rider.seqs.length - rider.head < rider.window.messages &&
         rider.inflightBytes < rider.window.bytes &&
-        (count === 0 || credits.room(rider.id) >= bytes + count * MESSAGE_OVERHEAD_BYTES) &&
+        (count === 0 || Math.min(brokerRoom, credits.idBytes - credits.bytesOf(rider.id)) >= cost) &&
         this.topic.sharesPushes(conn, rider.id);
       if (fits) boarding.push(rider);
       else queueMicrotask(() => rider.dropped || rider.waitingOn !== null || this.topic.repush(rider));

@@ -341,4 +341,23 @@ describe("fan-out once per local broker", () => {
     }
     expect(received(frames).get(3)).toEqual(range(1, 20));
   });
+
+  test("the broker's budget holds with riders: what they take counts in it, going over by one message at most; acks bring the rest", async () => {
+    const { topic, subs } = await setup(4, 40, { size: 100 });
+    const { conn, frames } = fakeConnection();
+    const budget = 30 * deliveryCost(100);
+    const credits = new Credits(budget, Infinity);
+    topic.repush = (sub) => credits.pump(sub, conn);
+    pumpAll(subs, conn, credits);
+    await settled();
+    expect(credits.bytes).toBeLessThanOrEqual(budget + deliveryCost(100));
+    expect(dataFrames(frames).some((f) => f.ids !== undefined)).toBe(true);
+    for (let round = 0; round < 40 && subs.some((s) => s.sentCursor <= 40); round++) {
+      ackAndPump(subs, frames, conn, credits);
+      await settled();
+      expect(credits.bytes).toBeLessThanOrEqual(budget + deliveryCost(100));
+    }
+    const got = received(frames);
+    for (const sub of subs) expect(got.get(sub.id)).toEqual(range(1, 40));
+  });
 });
