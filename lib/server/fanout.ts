@@ -7,9 +7,6 @@
  */
 import type { Connection } from "../wire/connection.ts";
 
-/** Most ids one `msgs` frame is for besides its `id` (the schema's bound on `ids`). */
-export { MAX_IDS_PER_FRAME } from "../wire/messages.ts";
-
 export class Readers<S> {
   private readonly byConn = new Map<Connection, Map<number, S>>();
 

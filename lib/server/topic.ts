@@ -3,10 +3,10 @@ import { logger } from "../log.ts";
 import type { StoredMessage, SubscriberIndex, TopicLog } from "../store/types.ts";
 import type { Connection } from "../wire/connection.ts";
 import type { MsgsFrame } from "../wire/messages.ts";
-import { MESSAGE_OVERHEAD_BYTES, messageBytes } from "../wire/messages.ts";
+import { MAX_IDS_PER_FRAME, MESSAGE_OVERHEAD_BYTES, messageBytes } from "../wire/messages.ts";
 import type { Credits, Pushable } from "./credits.ts";
 import { TopicIds } from "./dedupe.ts";
-import { MAX_IDS_PER_FRAME, Readers } from "./fanout.ts";
+import { Readers } from "./fanout.ts";
 import { DeliveryWindow } from "./window.ts";
 
 const serverLog = logger("server");
