@@ -74,6 +74,7 @@ export const SERVER_COUNTERS = {
   published: counter("messages", "Messages stored."),
   duplicates: counter("messages", "Publishes answered from the dedupe window (nothing stored)."),
   delivered: counter("messages", "Messages pushed to local brokers (a re-send after a reconnect counts again)."),
+  fanout_shared: counter("messages", "Of `delivered`, those sent to an id in a frame sent for another id of the same local broker too (read and encoded once for both)."),
   acked: counter("messages", "Messages acknowledged by local brokers."),
   accepted: counter("connections", "Connections accepted."),
   rejected: counter("connections", "Connections refused (--max-connections)."),

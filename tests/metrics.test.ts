@@ -27,7 +27,7 @@ describe("declarations", () => {
 describe("defineCounters", () => {
   test("a plain object, every declared counter at 0, incremented in place", () => {
     const counters = defineCounters(SERVER_COUNTERS);
-    expect(counters).toEqual({ published: 0, duplicates: 0, delivered: 0, acked: 0, accepted: 0, rejected: 0, expired: 0, dead_lettered: 0, pattern_skipped: 0, dead_letters_dropped: 0 });
+    expect(counters).toEqual({ published: 0, duplicates: 0, delivered: 0, fanout_shared: 0, acked: 0, accepted: 0, rejected: 0, expired: 0, dead_lettered: 0, pattern_skipped: 0, dead_letters_dropped: 0 });
     counters.published += 3;
     counters.acked++;
     expect({ ...counters }).toMatchObject({ published: 3, acked: 1 });

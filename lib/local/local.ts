@@ -18,7 +18,7 @@ import { CloseReason, Connection, type ConnectionHandler } from "../wire/connect
 import { addPushedExtra, pushedExtraProblem } from "./pushed-extra.ts";
 import { pubsHeadersProblem } from "../wire/headers.ts";
 import { PROTOCOL_VERSION, pubsIdsProblem, type Frame, type Message, type MsgsFrame, type Outgoing } from "../wire/messages.ts";
-import { capabilities, ops, type ClientOp, type Op, type RequestOf } from "../wire/ops.ts";
+import { capabilities, MSGS_IDS_CAP, ops, type ClientOp, type Op, type RequestOf } from "../wire/ops.ts";
 import { checkGroupName } from "../wire/group-name.ts";
 import { checkPattern, checkTopic } from "../wire/topic.ts";
 import { endedTopics } from "./ended.ts";
@@ -286,7 +286,8 @@ export class LocalBroker {
           secret: this.secret,
           bufferBytes: this.limits.bufferBytes,
           bufferBytesPerId: this.limits.bufferBytesPerId,
-          caps: capabilities("client"),
+          // The ops it serves, and that it takes a `msgs` frame for several of its ids.
+          caps: [...capabilities("client"), MSGS_IDS_CAP],
         };
         if (this.options.token !== undefined) hello.token = this.options.token;
         const reply = await conn.request(hello, 5000).catch((err) => {
@@ -473,14 +474,22 @@ export class LocalBroker {
     }
     const problem = pushedExtraProblem(frame);
     if (problem) throw new MqError(Code.BadRequest, problem);
-    const local = this.ids.local(frame.id);
+    // The payloads are views into the socket's read buffer: keep a copy of their own, one
+    // for all the ids the frame is for (`ids`: the server sent it once for them all).
+    const payloads = frame.payloads.map((p) => p.slice());
+    this.pushedTo(frame.id, frame, payloads, from);
+    if (frame.ids) for (const id of frame.ids) this.pushedTo(id, frame, payloads, from);
+  }
+
+  /** Buffers the messages of push `frame` (whose copied payloads are `payloads`) for the global id `global`. */
+  private pushedTo(global: number, frame: MsgsFrame, payloads: Uint8Array[], from: Connection): void {
+    const local = this.ids.local(global);
     if (local === undefined) return; // destroyed here; the server forgets it too
     if (this.goneOnServer.has(local)) return;
     const inbox = this.inbox(local);
     let reack = false;
-    for (let i = 0; i < frame.payloads.length; i++) {
-      // The payload is a view into the socket's read buffer: keep a copy of its own.
-      const msg: Message = { topic: frame.topic, seq: frame.seq + i, time: frame.times[i]!, data: frame.payloads[i]!.slice() };
+    for (let i = 0; i < payloads.length; i++) {
+      const msg: Message = { topic: frame.topic, seq: frame.seq + i, time: frame.times[i]!, data: payloads[i]! };
       if (i === 0 && frame.lost) msg.lost = frame.lost; // kept with the message, for its recv
       if (frame.headers || frame.expires) addPushedExtra(msg, frame, i);
       const verdict = inbox.add(msg, frame.explicit);
@@ -491,7 +500,7 @@ export class LocalBroker {
       }
     }
     inbox.setMore(frame.topic, frame.more === true);
-    if (reack) from.send({ op: "ack", id: frame.id, topic: frame.topic, seq: inbox.ackedUpstream(frame.topic) });
+    if (reack) from.send({ op: "ack", id: global, topic: frame.topic, seq: inbox.ackedUpstream(frame.topic) });
     this.serveWaiters(inbox);
   }
 

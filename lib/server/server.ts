@@ -16,7 +16,7 @@ import type { BrokerCredentials, ClientRegistry, FsyncPolicy, Storage, StoreKind
 import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
 import { pubsHeadersProblem, type Headers } from "../wire/headers.ts";
 import { appendFields, pubExtra, type PubExtra } from "./pub-fields.ts";
-import { capabilities, PROTOCOL_VERSION, pubsIdsProblem, type AckRequest, type NakRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
+import { capabilities, MSGS_IDS_CAP, PROTOCOL_VERSION, pubsIdsProblem, type AckRequest, type NakRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
 import type { RequestOf, ServerOp } from "../wire/ops.ts";
 import { checkPattern, checkTopic, isPattern } from "../wire/topic.ts";
 import { patternStart } from "./pattern-start.ts";
@@ -92,6 +92,8 @@ interface Session {
   credits: Credits;
   /** When the hello was answered (ms since the epoch), for the HTTP API. */
   connectedAt: number;
+  /** It announced MSGS_IDS_CAP: one `msgs` frame serves several of its ids. */
+  sharesPushes: boolean;
 }
 
 /** The answer to `pubs` (and, turned into one `seq`, to `pub`): `duplicates` only when some were. */
@@ -453,7 +455,7 @@ export class MqServer {
    * would evict each other forever); one that is closed, silent past the heartbeat timeout,
    * or does not answer a ping in time is dead, and is replaced (the broker reconnected).
    */
-  private async admit(conn: Connection, broker: string, secret: string, budgets: { bufferBytes?: number; bufferBytesPerId?: number }) {
+  private async admit(conn: Connection, broker: string, secret: string, budgets: { bufferBytes?: number; bufferBytesPerId?: number; caps?: string[] }) {
     if (conn.closed) return {};
     let verdict: Awaited<ReturnType<BrokerCredentials["check"]>>;
     try {
@@ -495,7 +497,8 @@ export class MqServer {
     const credits = new Credits(Math.max(1, budgets.bufferBytes ?? Infinity), Math.max(1, budgets.bufferBytesPerId ?? Infinity), (n) => {
       this.counters.delivered += n;
     });
-    const session: Session = { broker, conn, address: this.addresses.get(conn) ?? conn.label, credits, connectedAt: Date.now() };
+    const sharesPushes = budgets.caps?.includes(MSGS_IDS_CAP) === true;
+    const session: Session = { broker, conn, address: this.addresses.get(conn) ?? conn.label, credits, connectedAt: Date.now(), sharesPushes };
     conn.state = session;
     conn.helloDone = true;
     this.sessions.set(broker, session);
@@ -598,6 +601,11 @@ export class MqServer {
     const topic = new Topic(name, opened.log, opened.subscribers);
     topic.onExpired = (count) => void (this.counters.expired += count);
     topic.repush = (sub) => this.pump(sub);
+    topic.sharesPushes = (conn, id) => {
+      const session = conn.state as Session | undefined;
+      return session !== undefined && session.sharesPushes && this.registry.owner(id) === session.broker && this.sessions.get(session.broker) === session;
+    };
+    topic.onShared = (count) => void (this.counters.fanout_shared += count);
     this.topics.set(name, topic);
     // In the same tick as the topic becomes visible: a pattern subscribe sees it or is seen.
     const attaching = opened.created ? this.attachPatterns(topic) : null;

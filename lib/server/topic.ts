@@ -3,10 +3,11 @@ import { logger } from "../log.ts";
 import type { StoredMessage, SubscriberIndex, TopicLog } from "../store/types.ts";
 import type { Connection } from "../wire/connection.ts";
 import type { MsgsFrame } from "../wire/messages.ts";
-import { MESSAGE_OVERHEAD_BYTES, messageBytes } from "../wire/messages.ts";
+import { MAX_IDS_PER_FRAME, MESSAGE_OVERHEAD_BYTES, messageBytes } from "../wire/messages.ts";
 import type { Credits, Pushable } from "./credits.ts";
 import { TopicIds } from "./dedupe.ts";
 import { TopicCounts } from "./topic-counts.ts";
+import { Readers } from "./fanout.ts";
 import { DeliveryWindow } from "./window.ts";
 
 const serverLog = logger("server");
@@ -30,6 +31,15 @@ export class Topic {
   onExpired: (count: number) => void = () => {};
   /** Pushes `sub` again (the server's pump): after a push stopped at MAX_EXPIRED_PER_PUSH, no ack would wake it. */
   repush: (sub: Subscription) => void = () => {};
+  /**
+   * True when `id` belongs to the local broker whose session is `conn`, and that broker takes
+   * `msgs` frames for several ids (MSGS_IDS_CAP): its subscriptions share reads and frames.
+   */
+  sharesPushes: (conn: Connection, id: number) => boolean = () => false;
+  /** Counts messages delivered to an id in a frame sent for another id too (the server's `fanout_shared`). */
+  onShared: (count: number) => void = () => {};
+  /** The pushes reading the log now, for riders to find (lib/server/fanout.ts). */
+  readonly readers = new Readers<Subscription>();
   constructor(
     readonly name: string,
     readonly log: TopicLog,
@@ -63,6 +73,10 @@ export class Subscription implements Pushable {
   private reservedOn: Credits | null = null;
   /** Moved by every rewind: a read started before one is stale when it returns. */
   private epoch = 0;
+  /** Waiting for the read of another id's push of this topic to the same local broker, to ride along. */
+  private waitingOn: Subscription | null = null;
+  /** Subscriptions waiting for this one's read (those whose `waitingOn` is still this). */
+  private riders: Subscription[] = [];
   /**
    * The most messages and payload bytes of this subscription sent and not yet acknowledged,
    * sized to the link (lib/server/window.ts). Within it, the local broker's budgets (Credits) apply.
@@ -81,6 +95,7 @@ export class Subscription implements Pushable {
   /** After a (re)connect of the owner: everything unacknowledged is sent again. */
   rewind(): void {
     this.epoch++;
+    this.waitingOn = null; // it waited for a push to the previous session
     this.window.reset();
     // What the read in flight reserved belongs to the previous session's Credits.
     this.reserved = 0;
@@ -127,13 +142,31 @@ export class Subscription implements Pushable {
       this.pushAgain = { conn, credits };
       return this.pushing;
     }
+    if (this.waitingOn) return this.waitingOn.pushing;
     if (!this.backlog || this.dropped) return DONE;
+    // Another id of the same local broker reads the same seqs of this topic: wait and ride along.
+    const leader = this.topic.readers.leaderFor(conn, this.sent);
+    if (leader && leader !== this && this.topic.sharesPushes(conn, this.id)) {
+      this.waitingOn = leader;
+      leader.riders.push(this);
+      return leader.pushing;
+    }
     const run = this.pushBatches(conn, credits);
     if (this.reading) this.pushing = run; // else it is over already (it stopped before reading)
     return run;
   }
 
   private async pushBatches(conn: Connection, credits: Credits): Promise<void> {
+    try {
+      await this.pushRun(conn, credits);
+    } finally {
+      // Riders still waiting push on their own now (or wait for another read).
+      const waiting = this.takeWaiting();
+      for (const rider of waiting) if (!rider.dropped) this.topic.repush(rider);
+    }
+  }
+
+  private async pushRun(conn: Connection, credits: Credits): Promise<void> {
     const log = this.topic.log;
     let epoch = this.epoch;
     let shared = false;
@@ -170,6 +203,8 @@ export class Subscription implements Pushable {
       credits.charge(this.id, this.reserved);
       reservedAny = true;
       this.reading = true;
+      const readConn = this.topic.sharesPushes(conn, this.id) ? conn : null;
+      if (readConn) this.topic.readers.start(this, readConn, from);
       let read: StoredMessage[];
       try {
         read = await log.read(from, count, maxBytes);
@@ -179,6 +214,7 @@ export class Subscription implements Pushable {
         read = [];
       } finally {
         this.reading = false;
+        if (readConn) this.topic.readers.end(this, readConn, from);
         this.unreserve();
       }
       if (this.dropped) return;
@@ -198,12 +234,18 @@ export class Subscription implements Pushable {
       const split = splitExpired(read);
       const batch = split ? split.live : read;
       const expired = split ? split.expired : NONE_EXPIRED;
+      // Sizes as both ends count them (headers count as payload: messageBytes).
+      const sizes = batch.map(messageBytes);
+      let bytes = 0;
+      for (const size of sizes) bytes += size;
+      const riders = this.riders.length > 0 ? this.boardRiders(conn, credits, from, batch.length, bytes) : NO_RIDERS;
       if (expired.length > 0) {
-        this.topic.onExpired(expired.length);
+        this.topic.onExpired(expired.length * (1 + riders.length));
         skipped += expired.length;
       }
       // One frame per run of consecutive seqs; a run that starts past the expected seq follows a
       // hole (lost messages) or expired messages (not lost: they are not counted in `lost`).
+      const riderIds = riders.length > 0 ? riders.map((r) => r.id) : undefined;
       let expected = this.sent;
       let start = 0;
       let e = 0;
@@ -217,33 +259,90 @@ export class Subscription implements Pushable {
         const frame: MsgsFrame = { op: "msgs", id: this.id, topic: this.topic.name, seq: run[0]!.seq, times: run.map((m) => m.time), payloads: run.map((m) => m.data), more };
         if (lost > 0) frame.lost = lost;
         if (run.some(hasExtra)) addExtra(frame, run);
+        if (riderIds) frame.ids = riderIds;
         conn.send(frame);
         this.moreAnnounced = more;
         expected = run[run.length - 1]!.seq + 1;
         start = k;
       }
-      let bytes = 0;
-      for (const m of batch) {
-        this.seqs.push(m.seq);
-        // Headers count as payload (both ends count alike: messageBytes).
-        const size = messageBytes(m);
-        this.sizes.push(size);
-        bytes += size;
+      const next = read[read.length - 1]!.seq + 1;
+      this.took(batch, sizes, bytes, credits, next);
+      if (riders.length > 0) {
+        for (const rider of riders) {
+          rider.took(batch, sizes, bytes, credits, next);
+          if (batch.length > 0) rider.moreAnnounced = this.moreAnnounced;
+          // Waits for the next read too (`pushBatches` lets it go when the push ends).
+          rider.waitingOn = this;
+          this.riders.push(rider);
+        }
+        this.topic.onShared(batch.length * riders.length);
       }
-      this.inflightBytes += bytes;
-      credits.charge(this.id, bytes + batch.length * MESSAGE_OVERHEAD_BYTES);
-      credits.delivered(batch.length);
-      this.topic.counts.delivered += batch.length;
-      this.window.sent(batch.length);
-      this.sent = read[read.length - 1]!.seq + 1;
-      // Nothing in flight before them: what was skipped is acknowledged here, as no ack will come for it.
-      if (this.head === this.seqs.length) this.skipTo(this.sent);
     }
     if (shared) credits.wait(this);
     this.announce(conn);
     // What a reservation held and the push did not use may be what others wait for (never
     // nested in Credits.serve: a push that reserved has awaited since).
     if (reservedAny) credits.serve(conn);
+  }
+
+  /**
+   * Bookkeeping of a batch pushed to this subscription (by its own push, or in the frame of
+   * another id's push it rode): `sizes[i]` is `messageBytes(batch[i])`, `bytes` their sum,
+   * `next` the seq after the read (past expired messages).
+   */
+  private took(batch: StoredMessage[], sizes: number[], bytes: number, credits: Credits, next: number): void {
+    for (let i = 0; i < batch.length; i++) {
+      this.seqs.push(batch[i]!.seq);
+      this.sizes.push(sizes[i]!);
+    }
+    this.inflightBytes += bytes;
+    credits.charge(this.id, bytes + batch.length * MESSAGE_OVERHEAD_BYTES);
+    credits.delivered(batch.length);
+    this.topic.counts.delivered += batch.length;
+    this.window.sent(batch.length);
+    this.sent = next;
+    // Nothing in flight before them: what was skipped is acknowledged here, as no ack will come for it.
+    if (this.head === this.seqs.length) this.skipTo(this.sent);
+  }
+
+  /** The riders still waiting for this push; they wait no more. */
+  private takeWaiting(): Subscription[] {
+    const waiting: Subscription[] = [];
+    for (const rider of this.riders) {
+      // Rewound (a new session) or listed twice: no longer waiting here.
+      if (rider.waitingOn !== this) continue;
+      rider.waitingOn = null;
+      waiting.push(rider);
+    }
+    this.riders = [];
+    return waiting;
+  }
+
+  /**
+   * Of the riders waiting, those that take the batch just read from `from` (`count` messages,
+   * `bytes` payload bytes) as it is: same next seq, same session, room in their window and
+   * budgets for all of it. The others push on their own, after this batch.
+   */
+  private boardRiders(conn: Connection, credits: Credits, from: number, count: number, bytes: number): Subscription[] {
+    const boarding: Subscription[] = [];
+    const cost = bytes + count * MESSAGE_OVERHEAD_BYTES;
+    for (const rider of this.takeWaiting()) {
+      if (rider.dropped) continue;
+      // The broker's budget pays for the batch once per id: this push's and the riders' before, not charged yet.
+      const brokerRoom = credits.brokerBytes - credits.bytes - cost * (1 + boarding.length);
+      const fits =
+        boarding.length < MAX_IDS_PER_FRAME &&
+        !rider.reading &&
+        rider.sent === from &&
+        // Room in its window, as its own push would need to read: it may go over by one batch.
+        rider.seqs.length - rider.head < rider.window.messages &&
+        rider.inflightBytes < rider.window.bytes &&
+        (count === 0 || Math.min(brokerRoom, credits.idBytes - credits.bytesOf(rider.id)) >= cost) &&
+        this.topic.sharesPushes(conn, rider.id);
+      if (fits) boarding.push(rider);
+      else queueMicrotask(() => rider.dropped || rider.waitingOn !== null || this.topic.repush(rider));
+    }
+    return boarding;
   }
 
   /** Gives back what the read in flight reserved. */
@@ -315,6 +414,7 @@ export class Subscription implements Pushable {
 }
 
 const NONE_EXPIRED: readonly number[] = [];
+const NO_RIDERS: readonly Subscription[] = [];
 
 /**
  * The messages of `batch` still live and the seqs of those expired, when some are; null when

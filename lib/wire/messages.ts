@@ -5,7 +5,7 @@
  * The field `id` is the local id on the client hop and the global id on the server hop.
  */
 import { headersProblem, headersSize, type Headers } from "./headers.ts";
-import { capabilities, ops, type FieldType, type Op, type RequestOf, type Schema } from "./ops.ts";
+import { capabilities, MSGS_IDS_CAP, ops, type FieldType, type Op, type RequestOf, type Schema } from "./ops.ts";
 
 export const PROTOCOL_VERSION = 1;
 
@@ -43,8 +43,11 @@ export type Outgoing = Request extends infer R ? (R extends Request ? Omit<R, "r
  * `headers` (only when some message of the frame has headers): one map per payload, `{}` for
  * none. `expires` (only when some message has a TTL): one expiry per payload, in ms since the
  * epoch, 0 for none.
+ * `ids` (only to a local broker that announced MSGS_IDS_CAP): the frame is also for these
+ * global ids, besides `id`, each with the same messages, `more` and `lost`: the server sends a
+ * message once per local broker, not once per subscribed id.
  */
-export interface MsgsFrame { op: "msgs"; id: number; topic: string; seq: number; times: number[]; payloads: Uint8Array[]; more?: boolean; lost?: number; headers?: Headers[]; expires?: number[]; explicit?: boolean }
+export interface MsgsFrame { op: "msgs"; id: number; topic: string; seq: number; times: number[]; payloads: Uint8Array[]; more?: boolean; lost?: number; headers?: Headers[]; expires?: number[]; explicit?: boolean; ids?: number[] }
 // `explicit`: the subscription acknowledges per message (a queue group, or --max-deliver): the
 // local broker acks (and naks) exactly the seqs it was sent, with `seqs`.
 // An empty `msgs` (no payloads, `more: true`) only says: the window is full and the log holds more.
@@ -71,6 +74,8 @@ export const MAX_MSGS_PER_FRAME = 1024;
  * or no longer known to the server); nothing more comes.
  */
 export interface DeliveryFrame { op: "delivery"; id: number; messages: Message[]; code?: string; message?: string }
+/** Most ids one `msgs` frame may be for besides its `id` (its `ids`). */
+export const MAX_IDS_PER_FRAME = 1024;
 export interface OkFrame { op: "ok"; rid: number; [field: string]: unknown }
 export interface ErrorFrame { op: "error"; rid?: number; code: string; message: string }
 /**
@@ -100,13 +105,13 @@ export interface TopicInfo { topic: string; subscribers: number; messages: numbe
 /** One schema per frame type a peer may send us (the requests of the table, then the pushes); anything not listed is junk. */
 export const schemas: Record<string, Schema> = {
   ...Object.fromEntries(Object.entries(ops).map(([op, spec]) => [op, spec.request])),
-  msgs: { id: "uint", topic: "string", seq: "uint", times: "times", payloads: "payloads0", more: "bool?", lost: "uint?", headers: "headerslist?", expires: "times?", explicit: "bool?" },
+  msgs: { id: "uint", topic: "string", seq: "uint", times: "times", payloads: "payloads0", more: "bool?", lost: "uint?", headers: "headerslist?", expires: "times?", explicit: "bool?", ids: "ids?" },
   delivery: { id: "uint", messages: "deliveries", code: "string?", message: "string?" },
   ping: {},
   pong: {},
 };
 
-export { capabilities };
+export { capabilities, MSGS_IDS_CAP };
 
 /** Longest publisher message id, in bytes of UTF-8. */
 export const MAX_MSG_ID_BYTES = 256;
@@ -180,6 +185,10 @@ export function checkField(type: FieldType, value: unknown): string | null {
       return Array.isArray(value) && value.length >= 1 && value.length <= MAX_MSGS_PER_FRAME && value.every((v) => Number.isSafeInteger(v) && v >= 1)
         ? null
         : `an array of 1 to ${MAX_MSGS_PER_FRAME} seqs (integers >= 1)`;
+    case "ids":
+      return Array.isArray(value) && value.length >= 1 && value.length <= MAX_IDS_PER_FRAME && value.every((v) => Number.isSafeInteger(v) && v >= 0)
+        ? null
+        : `an array of 1 to ${MAX_IDS_PER_FRAME} ids (non-negative integers)`;
     case "idprefix":
       return isIdPrefix(value) ? null : `a string of 1 to ${MAX_ID_PREFIX_BYTES} bytes ending with ":", not starting with NUL (reserved)`;
     case "headers":

@@ -9,7 +9,7 @@ import type { Headers } from "./headers.ts";
 import type { From, Message } from "./messages.ts";
 
 /** Field types the validator knows (checkField); a trailing `?` marks a field optional. */
-export type FieldType = "uint" | "string" | "bytes" | "topics" | "from" | "times" | "payloads" | "payloads0" | "bool" | "msgid" | "msgids" | "idprefix" | "headers" | "headerslist" | "ttl" | "seqs" | "deliveries";
+export type FieldType = "uint" | "string" | "bytes" | "topics" | "from" | "times" | "payloads" | "payloads0" | "bool" | "msgid" | "msgids" | "idprefix" | "headers" | "headerslist" | "ttl" | "seqs" | "deliveries" | "ids";
 export type Schema = Readonly<Record<string, FieldType | `${FieldType}?`>>;
 
 /** The TypeScript type of a value that passes checkField for each field type. */
@@ -31,6 +31,7 @@ interface FieldTypes {
   ttl: number;
   seqs: number[];
   deliveries: Message[];
+  ids: number[];
 }
 
 type Flat<T> = { [K in keyof T]: T[K] };
@@ -180,3 +181,10 @@ export const opNames = Object.keys(ops) as Op[];
 export function capabilities(hop: "client" | "server"): string[] {
   return opNames.filter((op) => op !== "hello" && ops[op][hop]);
 }
+
+/**
+ * Announced by a local broker in the `caps` of its hello to the server, beside the ops: it
+ * takes `msgs` frames with `ids` (one frame for several of its ids). A server pushes such
+ * frames only to a local broker that announced it; to others, one frame per id.
+ */
+export const MSGS_IDS_CAP = "msgs.ids";

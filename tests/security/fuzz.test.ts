@@ -11,7 +11,7 @@ import { Code, MqError } from "../../lib/errors.ts";
 import { MqServer } from "../../lib/server/server.ts";
 import { decodeMap, validate } from "../../lib/wire/codec.ts";
 import { FrameDecoder, encodeFrames } from "../../lib/wire/frame.ts";
-import { MAX_MSGS_PER_FRAME, MAX_TOPICS_PER_REQUEST, schemas } from "../../lib/wire/messages.ts";
+import { MAX_IDS_PER_FRAME, MAX_MSGS_PER_FRAME, MAX_TOPICS_PER_REQUEST, schemas } from "../../lib/wire/messages.ts";
 import { patternProblem, topicProblem } from "../../lib/wire/topic.ts";
 import { tmpDir } from "../e2e/harness.ts";
 import { RAW_SECRET, RawPeer, Rng, frameOf, frameOfBytes, lengthPrefix, listFiles, rawCbor, type WireMap } from "./kit.ts";
@@ -80,6 +80,8 @@ function fieldValue(rng: Rng, type: string): unknown {
       return `p${randomString(rng, 12)}:`;
     case "seqs":
       return Array.from({ length: rng.range(1, 4) }, () => rng.range(1, 10_000));
+    case "ids":
+      return Array.from({ length: rng.range(1, 4) }, () => rng.int(10_000));
     case "headers":
       return validHeaders(rng);
     case "headerslist":
@@ -288,6 +290,7 @@ function nonConformance(frame: WireMap): string | null {
       : type === "msgids" ? Array.isArray(v) && v.length >= 1 && v.length <= MAX_MSGS_PER_FRAME && v.every(isKey)
       : type === "idprefix" ? typeof v === "string" && v.endsWith(":") && new TextEncoder().encode(v).length <= 200
       : type === "seqs" ? Array.isArray(v) && v.length >= 1 && v.length <= MAX_MSGS_PER_FRAME && v.every((n) => isUint(n) && (n as number) >= 1)
+      : type === "ids" ? Array.isArray(v) && v.length >= 1 && v.length <= MAX_IDS_PER_FRAME && v.every(isUint)
       : type === "headers" ? isHeaders(v)
       : type === "headerslist" ? Array.isArray(v) && v.length <= MAX_MSGS_PER_FRAME && v.every(isHeaders)
       : type === "ttl" ? isUint(v) && (v as number) >= 1

@@ -1,0 +1,32 @@
+/**
+ * Fan-out once per local broker: the pushes of a topic that read the log now, by the
+ * connection they push to and the seq they read from. A subscription of another id of the
+ * same local broker that would read the same seqs waits for that read instead, and rides
+ * along: the server reads and encodes the batch once, and sends one `msgs` frame whose `ids`
+ * lists the riders (lib/server/topic.ts does the bookkeeping of each rider; docs/architecture.md).
+ */
+import type { Connection } from "../wire/connection.ts";
+
+export class Readers<S> {
+  private readonly byConn = new Map<Connection, Map<number, S>>();
+
+  /** The push reading from `from` for `conn`, if one is. */
+  leaderFor(conn: Connection, from: number): S | undefined {
+    return this.byConn.get(conn)?.get(from);
+  }
+
+  /** `sub` starts reading from `from` for `conn` (the first one there stays the leader). */
+  start(sub: S, conn: Connection, from: number): void {
+    let reads = this.byConn.get(conn);
+    if (!reads) this.byConn.set(conn, (reads = new Map()));
+    if (!reads.has(from)) reads.set(from, sub);
+  }
+
+  /** The read of `sub` from `from` returned. */
+  end(sub: S, conn: Connection, from: number): void {
+    const reads = this.byConn.get(conn);
+    if (reads?.get(from) !== sub) return;
+    reads.delete(from);
+    if (reads.size === 0) this.byConn.delete(conn);
+  }
+}
