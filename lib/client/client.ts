@@ -614,25 +614,8 @@ export class MqClient {
     try {
       for (;;) {
         const got = await follow.next({ max: batch });
-        let given = 0;
-        let finished = false;
-        try {
-          for (const m of got.messages) {
-            given++; // counted before the yield: a loop that leaves now has seen m
-            yield m;
-          }
-          finished = true;
-        } finally {
-          // Left early: ack what the loop saw; the rest come again first (to the next loop,
-          // once the unfollow below gave them back). On a closed connection the ack cannot
-          // go out, and need not: the broker gives back all it had not acknowledged.
-          if (!finished) {
-            await got.ack(given).catch((err) => {
-              if (!(err instanceof MqError && err.code === Code.Unavailable)) throw err;
-            });
-          }
-        }
-        await got.ack();
+        // On a closed connection the ack cannot go out, and need not: the broker gives back all it had not acknowledged.
+        yield* handOut(got, (err) => err instanceof MqError && err.code === Code.Unavailable);
       }
     } finally {
       await follow.close();
@@ -643,26 +626,8 @@ export class MqClient {
   private async *recvLoop(id: number, batch = 100): AsyncGenerator<Message, void, undefined> {
     while (!this.conn.closed) {
       const got = await this.recv(id, { max: batch, waitMs: 30_000 });
-      let given = 0;
-      let finished = false;
-      try {
-        for (const m of got.messages) {
-          given++; // counted before the yield: a loop that leaves now has seen m
-          yield m;
-        }
-        finished = true;
-      } finally {
-        // Left early: ack what the loop saw, put back the rest. On a closed connection the
-        // ack cannot go out, and need not: the broker puts back all it had not acknowledged.
-        if (!finished) {
-          try {
-            await got.ack(given);
-          } catch (err) {
-            if (!this.conn.closed) throw err;
-          }
-        }
-      }
-      await got.ack();
+      // On a closed connection the ack cannot go out, and need not: the broker puts back all it had not acknowledged.
+      yield* handOut(got, () => this.conn.closed);
     }
   }
 
@@ -751,4 +716,28 @@ function delayOf(options: PublishOptions): { delayMs?: number; at?: number } | u
     if (value !== undefined && !(Number.isSafeInteger(value) && value >= 0)) return `Cannot publish with ${name} ${String(value)}: it must be an integer >= 0 (ms${name === "at" ? " since the epoch" : ""})`;
   }
   return delayMs !== undefined ? { delayMs } : { at: at! };
+}
+
+/**
+ * Yields one batch's messages, then acknowledges the batch. A loop that leaves early
+ * acknowledges what it saw, and the rest come again first; an ack error for which
+ * `connectionGone` says true is ignored (the broker gives the unacknowledged back).
+ */
+async function* handOut(got: Pick<Received, "messages" | "ack">, connectionGone: (err: unknown) => boolean): AsyncGenerator<Message, void, undefined> {
+  let given = 0;
+  let finished = false;
+  try {
+    for (const m of got.messages) {
+      given++; // counted before the yield: a loop that leaves now has seen m
+      yield m;
+    }
+    finished = true;
+  } finally {
+    if (!finished) {
+      await got.ack(given).catch((err: unknown) => {
+        if (!connectionGone(err)) throw err;
+      });
+    }
+  }
+  await got.ack();
 }
