@@ -1,0 +1,95 @@
+/**
+ * The PostgreSQL store's tables (`mq server --store postgres://…`): several servers share one
+ * database. Created at open when absent, under an advisory lock so that servers starting
+ * together do not race; `mq_meta.schema` names the version, and a database of another
+ * version is refused rather than guessed at.
+ *
+ * Seqs: a topic's `next_seq` row is updated in the same transaction as the rows it numbers,
+ * so appends from several servers to one topic serialize on that row lock and commit in seq
+ * order (a reader never sees seq n+1 before n). Times are ms since the epoch.
+ */
+import type { SQL } from "bun";
+
+export const SCHEMA_VERSION = 1;
+
+/** Any number, fixed: the advisory lock held while the schema is created. */
+const SCHEMA_LOCK = 0x6d710001;
+
+/** The channel of the store's events (lib/store/pg/events.ts): wake-up hints, never the data itself. */
+export const EVENTS_CHANNEL = "mq_events";
+
+export const DDL = `
+create table if not exists mq_meta (
+  key text primary key,
+  value text not null
+);
+create table if not exists mq_topics (
+  id bigint generated always as identity primary key,
+  name text not null unique,
+  next_seq bigint not null default 1,   -- the seq the next append gets
+  first_seq bigint not null default 1,  -- the oldest seq still stored (raised by retention)
+  created_at bigint not null
+);
+create table if not exists mq_messages (
+  topic_id bigint not null references mq_topics(id) on delete cascade,
+  seq bigint not null,
+  time bigint not null,
+  msg_id text,
+  headers jsonb,
+  expires_at bigint,
+  payload bytea not null,
+  primary key (topic_id, seq)
+);
+create index if not exists mq_messages_msg_id on mq_messages (topic_id, msg_id) where msg_id is not null;
+create index if not exists mq_messages_time on mq_messages (topic_id, time);
+create table if not exists mq_subscribers (
+  topic_id bigint not null references mq_topics(id) on delete cascade,
+  client_id bigint not null,
+  cursor bigint not null,
+  primary key (topic_id, client_id)
+);
+create index if not exists mq_subscribers_client on mq_subscribers (client_id);
+create sequence if not exists mq_client_ids start 1;
+create table if not exists mq_clients (
+  id bigint primary key,
+  owner text not null
+);
+create index if not exists mq_clients_owner on mq_clients (owner);
+create table if not exists mq_brokers (
+  identity text primary key,
+  secret text not null
+);
+create table if not exists mq_consumers (
+  client_id bigint not null,
+  filter text not null,
+  record jsonb not null,
+  primary key (client_id, filter)
+);
+create table if not exists mq_scheduled (
+  n bigint generated always as identity primary key,
+  topic text not null,
+  due bigint not null,
+  data bytea not null,
+  msg_id text,
+  headers jsonb,
+  ttl_ms bigint
+);
+create table if not exists mq_groups (
+  key int primary key default 1 check (key = 1),
+  records jsonb not null
+);
+`;
+
+/** Creates the tables when absent; refuses a database made by another schema version. */
+export async function migrate(sql: SQL): Promise<void> {
+  await sql.begin(async (tx) => {
+    await tx`select pg_advisory_xact_lock(${SCHEMA_LOCK})`;
+    await tx.unsafe(DDL);
+    const rows = await tx`select value from mq_meta where key = 'schema'`;
+    if (rows.length === 0) {
+      await tx`insert into mq_meta (key, value) values ('schema', ${String(SCHEMA_VERSION)})`;
+    } else if (rows[0].value !== String(SCHEMA_VERSION)) {
+      throw new Error(`the database holds mq schema version ${rows[0].value}, this mq uses ${SCHEMA_VERSION}: use another database or an mq of that version`);
+    }
+  });
+}
