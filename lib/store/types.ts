@@ -85,6 +85,16 @@ export interface TopicLog {
    * messages went.
    */
   trim(before: number, policy: RetentionPolicy, now: number): Promise<number>;
+  /**
+   * A log several servers share (postgres): re-reads the extent (firstSeq, nextSeq, lastSeq,
+   * count) that appends and trims of other servers changed. Never moves nextSeq back.
+   */
+  refresh?(): Promise<void>;
+  /**
+   * A log several servers share: the stored messages with these ids (dedupe across servers,
+   * for an id this server's window has not seen). Any order; at most one record per id.
+   */
+  findMsgIds?(msgIds: string[]): Promise<MsgIdRecord[]>;
   close(): Promise<void>;
 }
 
@@ -110,6 +120,12 @@ export interface SubscriberIndex {
   writeMoved(): void;
   /** Writes pending cursor moves and fsyncs. */
   flush(): Promise<void>;
+  /**
+   * An index several servers share: re-reads the subscribers and cursors as stored (ids
+   * added or removed elsewhere appear or go; a cursor only moves forward: the larger of
+   * this server's and the stored one is kept).
+   */
+  reload?(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -213,6 +229,8 @@ export interface ClientRegistry {
    * registry lost it, so ids up to it are marked lost and never handed out.
    */
   witness(id: number): Promise<void>;
+  /** A registry several servers share: re-reads the ids and owners (ids made or destroyed elsewhere). */
+  reload?(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -266,8 +284,39 @@ export interface Storage {
   readonly schedule: ScheduleStore;
   /** Queue groups: floors, options and members. */
   readonly groups: GroupStore;
+  /** Present when several servers share the store (postgres): their events and singleton jobs. */
+  readonly shared?: SharedStore;
   /** Closes every member, then releases the data directory. */
   close(): Promise<void>;
 }
 
-export type StoreKind = "file" | "memory";
+export type StoreKind = "file" | "memory" | "postgres";
+
+/**
+ * What a store several servers share tells each of them (lib/store/pg/events.ts): hints to
+ * re-read, never the data itself. They are not durable: after `resync` (the listening
+ * connection came back) anything may have been missed, so everything is re-read.
+ */
+export type StoreEvent =
+  | { kind: "appended"; topic: string; lastSeq: number }
+  | { kind: "topic"; topic: string }
+  | { kind: "client"; id: number; owner: string }
+  | { kind: "destroyed"; id: number }
+  | { kind: "subscribers"; topic: string; id: number }
+  | { kind: "consumers"; id: number }
+  | { kind: "groups" }
+  | { kind: "resync" };
+
+/** The part of a Storage that several servers share (postgres). */
+export interface SharedStore {
+  /** This server's name in the events it causes (unique per process). */
+  readonly serverId: string;
+  /** Events caused by other servers (a server's own are not passed back), and `resync`. */
+  onEvent(listener: (event: StoreEvent) => void): void;
+  /**
+   * True while this server holds the lock of a job only one server may run at a time
+   * (`scheduler`, `retention`); takes it when it is free. Released when this server's
+   * connection to the store ends (a dead server's jobs pass to another).
+   */
+  holds(job: string): Promise<boolean>;
+}
