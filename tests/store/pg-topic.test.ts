@@ -361,7 +361,7 @@ if (noPostgres) {
       const sql = pool(fx.url);
       try {
         await sql`update mq_meta set value = '999' where key = 'schema'`;
-        expect(migrate(sql)).rejects.toThrow(/schema version 999, this mq uses 1/);
+        await expect(migrate(sql)).rejects.toThrow(/schema version 999, this mq uses 1/);
       } finally {
         await closePool(sql);
         await fx.cleanup();
@@ -370,6 +370,34 @@ if (noPostgres) {
   });
 
   describe("PgTopicStore when PostgreSQL dies", () => {
+    test("a subscriber add or remove that fails while PostgreSQL is down leaves the index as stored, and the retry after it is back is stored", async () => {
+      const fx = await storeFixture();
+      try {
+        const { subscribers } = await openLog(fx.store());
+        await subscribers.add(1, 3);
+        await pg!.kill();
+        await expect(subscribers.add(2, 1)).rejects.toThrow();
+        await expect(subscribers.remove(1)).rejects.toThrow();
+        await subscribers.flush().catch(() => {});
+        expect([...subscribers.cursors]).toEqual([[1, 3]]);
+        await pg!.start();
+        let done = false;
+        for (let i = 0; i < 100 && !done; i++) {
+          try {
+            await subscribers.add(2, 1);
+            await subscribers.remove(1);
+            done = true;
+          } catch {
+            await Bun.sleep(100);
+          }
+        }
+        expect(done).toBe(true);
+        expect([...(await openLog(await fx.reopen())).subscribers.cursors]).toEqual([[2, 1]]);
+      } finally {
+        await fx.cleanup();
+      }
+    });
+
     test("append rejects while PostgreSQL is down; after it is back appends work again and every acknowledged message is there", async () => {
       const fx = await storeFixture();
       try {
