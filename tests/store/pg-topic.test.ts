@@ -168,6 +168,10 @@ if (noPostgres) {
         expect([found!.log.nextSeq, found!.log.count]).toEqual([2, 1]);
         expect((await found!.log.read(1, 10, ALL)).map((m) => m.seq)).toEqual([1]);
         expect(await other.store.topics()).toEqual(["shared"]);
+        // Appends of the first are found there before any refresh: seqAtTime past the end is the stored next seq.
+        await made!.log.append(payload(5, 2), 20);
+        expect(await found!.log.seqAtTime(15)).toBe(2);
+        expect(await found!.log.seqAtTime(1000)).toBe(3);
       } finally {
         await other.close();
         await fx.cleanup();

@@ -202,10 +202,13 @@ export class PgTopicLog implements TopicLog {
   }
 
   async seqAtTime(time: number): Promise<number> {
-    const rows = await this.sql`
-      select seq from mq_messages where topic_id = ${this.topicId} and time >= ${time}
-      order by time, seq limit 1`;
-    return rows.length > 0 ? Number(rows[0].seq) : this.next;
+    // None that late: the stored next_seq (this server's may be behind another's appends).
+    const [row] = await this.sql`
+      select coalesce(
+        (select seq from mq_messages where topic_id = ${this.topicId} and time >= ${time} order by time, seq limit 1),
+        (select next_seq from mq_topics where id = ${this.topicId})
+      ) as seq`;
+    return Number(row.seq);
   }
 
   /**
