@@ -1,8 +1,8 @@
 /**
  * PgTopicLog: one topic's messages as rows of `mq_messages` (schema.ts), shared by every
  * server on the database. Seqs are assigned by the database: an append batch is one
- * statement (so one transaction) that raises the topic's `next_seq`, inserts the batch's
- * rows numbered below it and notifies `appended`. The row lock on the topic serializes the
+ * statement (so one transaction; several for a batch above MAX_STATEMENT_BYTES) that raises
+ * the topic's `next_seq`, inserts the batch's rows numbered below it and notifies `appended`. The row lock on the topic serializes the
  * servers writing one topic, so batches commit in seq order and seqs stay dense (no holes:
  * nothing is ever lost, `lost` is 0). The extent (firstSeq, nextSeq) is kept in memory,
  * moved by this server's appends and trims and re-read by `refresh()`.
