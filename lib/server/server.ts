@@ -1302,7 +1302,7 @@ export class MqServer {
     for (const conn of this.connections) conn.close(CloseReason.Shutdown);
     await this.storage.close();
     this.listener?.stop(true);
-    log.info(`stopped (${hostPort(this.options.hostname, this.port)}, ${this.storage.kind === "memory" ? "store memory" : `data ${this.options.dataDir}`})`);
+    log.info(`stopped (${hostPort(this.options.hostname, this.port)}, ${this.storage.kind === "memory" ? "store memory" : this.storage.kind === "postgres" ? `store postgres ${postgresLocation(this.options.storeUrl ?? "")}` : `data ${this.options.dataDir}`})`);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
