@@ -19,7 +19,6 @@ import { PgShared } from "../../lib/store/pg/shared.ts";
 import type { Storage, StoreEvent } from "../../lib/store/types.ts";
 import { noPostgres, startPostgres, type PostgresHandle } from "../pg-kit.ts";
 import { runBrokerCredentialsSuite, runClientRegistrySuite, type RegistryFixture } from "./client-registry.contract.ts";
-import { runTopicStoreSuite } from "./topic-store.contract.ts";
 
 const pgTest = test.skipIf(noPostgres !== "");
 let pg: PostgresHandle | null = null;
@@ -77,23 +76,6 @@ if (noPostgres) {
 } else {
   runClientRegistrySuite("postgres store", registryFixture, { persistent: true, losesNothing: true });
   runBrokerCredentialsSuite("postgres store", registryFixture, { persistent: true });
-  runTopicStoreSuite(
-    "postgres store (through openStorage)",
-    async () => {
-      const url = await pg!.database();
-      let current = await openPg(url);
-      return {
-        store: current.topics,
-        reopen: async () => {
-          await current.close();
-          current = await openPg(url);
-          return current.topics;
-        },
-        cleanup: () => current.close(),
-      };
-    },
-    { persistent: true },
-  );
 }
 
 function openPg(url: string): Promise<Storage> {
