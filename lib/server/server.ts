@@ -10,7 +10,7 @@ import { errorText, logger } from "../log.ts";
 import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_HELLO_TIMEOUT_MS, DEFAULT_SERVER_LIMITS, maxFrameBytes } from "../config.ts";
 import { Code, MqError, toMqError } from "../errors.ts";
 import { openStorage } from "../store/backend.ts";
-import { postgresLocation } from "../store/pg/connect.ts";
+import { postgresLocation } from "../store/pg/url.ts";
 import { errnoCode } from "../store/fsutil.ts";
 import { defineCounters, SERVER_COUNTERS, type ServerStats } from "../metrics.ts";
 import type { BrokerCredentials, ClientRegistry, FsyncPolicy, Storage, StoreKind, TopicStore } from "../store/types.ts";

@@ -9,7 +9,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { SQL } from "bun";
 import { openStorage } from "../../lib/store/backend.ts";
-import { connectPostgres, maskPassword, postgresLocation } from "../../lib/store/pg/connect.ts";
+import { connectPostgres } from "../../lib/store/pg/connect.ts";
+import { maskPassword, postgresLocation } from "../../lib/store/pg/url.ts";
 import { PgConsumerStore } from "../../lib/store/pg/consumers.ts";
 import { PgBrokerCredentials } from "../../lib/store/pg/credentials.ts";
 import { PgGroupStore } from "../../lib/store/pg/groups.ts";
