@@ -243,7 +243,7 @@ export class LocalBroker {
         if (this.stopped) return;
         log.warn(`lost the server ${this.serverAddress} (${reason}); reconnecting`);
         this.counters.reconnects++;
-        this.lastServer = { address: this.serverAddress, lost: `lost: ${reason}` };
+        this.lastServer = { address: this.serverAddress, lost: String(reason) };
         this.servers.lost();
         // The server gave back what explicit subscriptions held here: not handed out from this buffer any more.
         for (const inbox of this.inboxes.values()) inbox.dropExplicit();
