@@ -1,5 +1,6 @@
 /**
- * A hand-written CBOR encoder for the frames on the hot path — deliveries (`msgs`), publishes
+ * A hand-written CBOR encoder for the frames on the hot path — deliveries (`msgs` to a local
+ * broker, `delivery` pushed to a client), publishes
  * (`pub`, `pubs`), recv requests, acks and `ok` replies (a recv's messages, a publish's seqs) — writing
  * straight into one reusable output buffer (`FrameWriter`) instead of cbor-x's per-frame
  * result that is then copied again. It writes exactly what the generic encoder (codec.ts
@@ -16,7 +17,9 @@ import { HEADER_BYTES } from "./frame.ts";
 
 /** The fields each hot frame may carry (any subset, any order); anything else takes the generic encoder. */
 const HOT_FIELDS: Record<string, ReadonlySet<string>> = {
-  msgs: new Set(["op", "id", "topic", "seq", "times", "payloads", "more", "lost", "headers", "expires", "explicit"]),
+  msgs: new Set(["op", "id", "topic", "seq", "times", "payloads", "more", "lost", "headers", "expires", "explicit", "ids"]),
+  // Push delivery to a client: `messages` as in a recv reply; `code` and `message` when the follow ended.
+  delivery: new Set(["op", "id", "messages", "code", "message"]),
   pub: new Set(["op", "rid", "id", "topic", "data", "msgId", "headers", "ttl"]),
   pubs: new Set(["op", "rid", "id", "topic", "payloads", "msgIds", "idPrefix", "idFrom", "headers", "ttl"]),
   ack: new Set(["op", "rid", "id", "tag", "count", "topic", "seq", "seqs"]),
