@@ -5,7 +5,7 @@ import { Encoder } from "cbor-x/encode";
 import { decodeMap, encode } from "../../lib/wire/codec.ts";
 import { FrameDecoder } from "../../lib/wire/frame.ts";
 import { readHotFrame } from "../../lib/wire/hot-decode.ts";
-import { FrameWriter, writeHotFrame } from "../../lib/wire/hot-frames.ts";
+import { ENCODE_ONCE_MAX_BYTES, encodeOnce, FrameWriter, writeHotFrame } from "../../lib/wire/hot-frames.ts";
 
 /** A small seeded generator (mulberry32), so a failure replays. */
 function rng(seed: number): () => number {
@@ -51,6 +51,7 @@ function gen(random: () => number) {
     return m;
   };
   return {
+    message,
     msgs() {
       const n = count();
       const f: Record<string, unknown> = { op: "msgs", id: uint(), topic: str(), seq: uint(), times: Array.from({ length: n }, uint), payloads: Array.from({ length: n }, bytes) };
@@ -164,6 +165,41 @@ describe("hot frames: the fast encoder writes what the generic encoder writes", 
       { op: "delivery", id: 1, messages: [], someday: true },
     ];
     for (const frame of others) expect(fast(frame)).toBeNull();
+  });
+
+  test("messages encoded once (encodeOnce) and carried in deliveries and recv replies, whole, in part, mixed: byte-identical", () => {
+    const random = rng(2026);
+    const g = gen(random);
+    for (let round = 0; round < 200; round++) {
+      // As the local broker buffers a push for several ids: one object per message, shared.
+      const pushed = Array.from({ length: 1 + Math.floor(random() * 40) }, () => g.message());
+      if (random() < 0.2) pushed.push({ topic: "t", seq: 1, time: 2, data: new Uint8Array(ENCODE_ONCE_MAX_BYTES + 1) }); // too big: not encoded once
+      encodeOnce(pushed as Array<{ data: Uint8Array }>);
+      const other = Array.from({ length: Math.floor(random() * 5) }, () => g.message());
+      // What one id's frame may carry: a slice of the push, with messages of other pushes before and after.
+      const from = Math.floor(random() * pushed.length);
+      const to = from + Math.floor(random() * (pushed.length - from + 1));
+      const messages = [...other.slice(0, 2), ...pushed.slice(from, to), ...other.slice(2)];
+      if (random() < 0.2) messages.reverse();
+      const frames = [
+        { op: "delivery", id: round, messages },
+        { messages, tag: round, more: random() < 0.5, op: "ok", rid: round },
+      ];
+      for (const frame of frames) {
+        const bytes = fast(frame);
+        if (bytes === null) throw new Error(`round ${round} took the generic path`);
+        expect(Buffer.from(bytes).equals(Buffer.from(encode(frame)))).toBe(true);
+      }
+    }
+  });
+
+  test("a message encoded once is copied, not encoded again (so buffered messages must not change)", () => {
+    const m = { topic: "t", seq: 7, time: 1_700_000_000_000, data: Buffer.from("hello") };
+    const before = fast({ op: "delivery", id: 1, messages: [m] })!;
+    encodeOnce([m]);
+    m.seq = 8; // breaks the rule on purpose, to see which bytes are written
+    expect(Buffer.from(fast({ op: "delivery", id: 1, messages: [m] })!).equals(Buffer.from(before))).toBe(true);
+    expect(Object.keys(m)).toEqual(["topic", "seq", "time", "data"]); // nothing visible was added
   });
 
   test("FrameWriter.frame: other frames go through the generic encoder; one that throws appends nothing", () => {
