@@ -109,6 +109,7 @@ interface PendingAppend {
 
 const utf8 = new TextEncoder();
 
+/** What the group commit needs of one append: the message id as UTF-8, headers and expiry encoded. */
 function pendingAppend(data: Uint8Array, time: number, fields: AppendFields | undefined): PendingAppend {
   const msgId = fields?.msgId;
   const extra = fields && extraFieldsOf(fields.headers, fields.expiresAt);
