@@ -7,7 +7,8 @@
 #     bench/fanout-ab.sh A_BIN B_BIN [PAIRS=6] [COUNT=20000]
 #
 # One line per run: label, deliveries/s (all 8 subscribers), seconds, server ticks, local
-# ticks, the server's fanout_shared (None: a binary without it), load average.
+# ticks, the server's fanout_shared (None: a binary without it), load average, and the
+# bench client's CPU (user + sys seconds, all publishers and subscribers in one process).
 set -uo pipefail
 A=${1:?A binary}; B=${2:?B binary}; PAIRS=${3:-6}; COUNT=${4:-20000}
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
@@ -21,11 +22,12 @@ run() { # label binary port
   for _ in $(seq 1 100); do grep -q "connected to the server" "$D/local.out" && break; sleep 0.1; done
   local s0 l0 s1 l1 J S
   s0=$(ticks $SP); l0=$(ticks $LP)
-  J=$(timeout 120 "$2" bench -s "$D/local.sock" --count "$COUNT" --subs 8 --json 2>/dev/null | tail -1)
+  J=$(/usr/bin/time -f "%U %S" -o "$D/client.time" timeout 120 "$2" bench -s "$D/local.sock" --count "$COUNT" --subs 8 --json 2>/dev/null | tail -1)
+  local C; C=$(awk '{printf "%.2f", $1 + $2}' "$D/client.time")
   s1=$(ticks $SP); l1=$(ticks $LP)
   S=$("$2" stats -s "$D/local.sock" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["server"].get("fanout_shared"))')
   kill $LP; wait $LP 2>/dev/null; kill $SP; wait $SP 2>/dev/null; rm -rf "$D"
-  python3 -c "import json; j=json.loads('''$J'''); print('$1', j['sub_msgs_per_s'], j['seconds'], $s1-$s0, $l1-$l0, '$S', '$(cut -d' ' -f1 /proc/loadavg)')"
+  python3 -c "import json; j=json.loads('''$J'''); print('$1', j['sub_msgs_per_s'], j['seconds'], $s1-$s0, $l1-$l0, '$S', '$(cut -d' ' -f1 /proc/loadavg)', 'client', $C)"
 }
 for _ in $(seq 1 "$PAIRS"); do
   run A "$A" 17731

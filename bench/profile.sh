@@ -1,5 +1,6 @@
 #!/bin/bash
 # CPU profiles of the server and the local broker during `mq bench --count 200000`
+# (or the bench options in MQ_BENCH_ARGS, e.g. "--count 20000 --subs 8")
 # (docs/benchmarks.md): both run under Bun's sampling profiler, from source so that frames
 # carry file names (MQ_PROFILE_BIN=dist/mq profiles the compiled binary instead, via BUN_OPTIONS);
 # SIGTERM writes the .cpuprofile files; then the top 10 self-time items of each.
@@ -22,7 +23,8 @@ for _ in $(seq 50); do grep -q "listening on" "$OUT/server.log" && break; sleep 
 run "$OUT/local" local --server 127.0.0.1:$PORT --data "$OUT/data/local" --socket "$OUT/l.sock" 2> "$OUT/local.log" &
 LOCAL=$!
 for _ in $(seq 50); do grep -q "connected to the server" "$OUT/local.log" && break; sleep 0.2; done
-timeout 300 "$ROOT/dist/mq" bench --count 200000 --socket "$OUT/l.sock" | tail -4 || true
+# shellcheck disable=SC2086 # the options are words on purpose
+timeout 300 "$ROOT/dist/mq" bench ${MQ_BENCH_ARGS:---count 200000} --socket "$OUT/l.sock" | tail -4 || true
 grep -E "VmRSS|VmHWM" /proc/$SERVER/status /proc/$LOCAL/status
 kill -TERM $LOCAL; wait $LOCAL || true
 kill -TERM $SERVER; wait $SERVER || true

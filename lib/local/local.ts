@@ -15,6 +15,7 @@ import { lockDataDir, makeDataDir, writeFileAtomic } from "../store/fsutil.ts";
 import { IdRanges } from "../store/id-ranges.ts";
 import { defineCounters, LOCAL_COUNTERS, type LocalStats, type ServerStats } from "../metrics.ts";
 import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
+import { encodeOnce } from "../wire/hot-frames.ts";
 import { addPushedExtra, pushedExtraProblem } from "./pushed-extra.ts";
 import { pubsHeadersProblem } from "../wire/headers.ts";
 import { PROTOCOL_VERSION, pubsIdsProblem, type Frame, type Message, type MsgsFrame, type Outgoing } from "../wire/messages.ts";
@@ -485,24 +486,30 @@ export class LocalBroker {
     }
     const problem = pushedExtraProblem(frame);
     if (problem) throw new MqError(Code.BadRequest, problem);
-    // The payloads are views into the socket's read buffer: keep a copy of their own, one
-    // for all the ids the frame is for (`ids`: the server sent it once for them all).
-    const payloads = frame.payloads.map((p) => p.slice());
-    this.pushedTo(frame.id, frame, payloads, from);
-    if (frame.ids) for (const id of frame.ids) this.pushedTo(id, frame, payloads, from);
+    // The payloads are views into bytes of their own, which nothing reuses (Bun hands each
+    // socket read a new Buffer; a frame read in pieces is put together in a new array), so
+    // they are kept as they are — not copied (a Buffer's `slice` would only make another view).
+    // One message object for all the ids the frame is for (`ids`: the server sent it once
+    // for them all), its CBOR written once for their deliveries (encodeOnce).
+    const messages = frame.payloads.map((_, i) => pushedMessage(frame, i, false));
+    if (frame.ids) encodeOnce(frame.lost ? messages.slice(1) : messages);
+    this.pushedTo(frame.id, frame, messages, from);
+    if (frame.ids) for (const id of frame.ids) this.pushedTo(id, frame, messages, from);
   }
 
-  /** Buffers the messages of push `frame` (whose copied payloads are `payloads`) for the global id `global`. */
-  private pushedTo(global: number, frame: MsgsFrame, payloads: Uint8Array[], from: Connection): void {
+  /**
+   * Buffers the messages of push `frame` for the global id `global`. The buffers of several ids
+   * share `messages` (nothing changes a buffered message but the `lost` of the first, which
+   * each id gets a copy of).
+   */
+  private pushedTo(global: number, frame: MsgsFrame, messages: Message[], from: Connection): void {
     const local = this.ids.local(global);
     if (local === undefined) return; // destroyed here; the server forgets it too
     if (this.goneOnServer.has(local)) return;
     const inbox = this.inbox(local);
     let reack = false;
-    for (let i = 0; i < payloads.length; i++) {
-      const msg: Message = { topic: frame.topic, seq: frame.seq + i, time: frame.times[i]!, data: payloads[i]! };
-      if (i === 0 && frame.lost) msg.lost = frame.lost; // kept with the message, for its recv
-      if (frame.headers || frame.expires) addPushedExtra(msg, frame, i);
+    for (let i = 0; i < messages.length; i++) {
+      const msg = i === 0 && frame.lost ? pushedMessage(frame, 0, true) : messages[i]!;
       const verdict = inbox.add(msg, frame.explicit);
       if (verdict === "new") this.counters.received++;
       else {
@@ -905,6 +912,14 @@ export class LocalBroker {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }
+}
+
+/** Message `i` of push `frame`; with `lost` from the frame when `withLost` (the first message, which the inbox may change). */
+function pushedMessage(frame: MsgsFrame, i: number, withLost: boolean): Message {
+  const msg: Message = { topic: frame.topic, seq: frame.seq + i, time: frame.times[i]!, data: frame.payloads[i]! };
+  if (withLost) msg.lost = frame.lost; // kept with the message, for its recv
+  if (frame.headers || frame.expires) addPushedExtra(msg, frame, i);
+  return msg;
 }
 
 /** The broker's identity: a random id made once and kept in `DATA/identity`. */

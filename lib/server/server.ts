@@ -11,6 +11,7 @@ import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_HELLO_TIMEOUT_M
 import { Code, MqError, toMqError } from "../errors.ts";
 import { openStorage } from "../store/backend.ts";
 import { postgresLocation } from "../store/pg/url.ts";
+import { appendAll } from "../store/append-all.ts";
 import { errnoCode } from "../store/fsutil.ts";
 import { defineCounters, SERVER_COUNTERS, type ServerStats } from "../metrics.ts";
 import type { BrokerCredentials, ClientRegistry, FsyncPolicy, Storage, StoreKind, TopicStore } from "../store/types.ts";
@@ -684,7 +685,7 @@ export class MqServer {
     if (ids && this.dedupe.enabled) return this.publishOnce(topic, id, payloads, ids, now, { topic: topicName, subscribers, created }, extra);
     let seqs: number[];
     try {
-      seqs = await Promise.all(payloads.map((data, i) => topic.log.append(data, now, appendFields(ids && idOf(ids, i), extra, i))));
+      seqs = await appendAll(topic.log, payloads, now, (i) => appendFields(ids && idOf(ids, i), extra, i));
     } catch (err) {
       throw this.storageError(topic, id, payloads.length, err);
     }
@@ -713,7 +714,7 @@ export class MqServer {
         runs.pending.push(pending);
         let stored: number[];
         try {
-          stored = await Promise.all(payloads.map((data, i) => topic.log.append(data, now, appendFields(`${pubIds.prefix}${a + i}`, extra, i))));
+          stored = await appendAll(topic.log, payloads, now, (i) => appendFields(`${pubIds.prefix}${a + i}`, extra, i));
         } catch (err) {
           runs.pending.splice(runs.pending.indexOf(pending), 1);
           resolve(null);
@@ -771,7 +772,7 @@ export class MqServer {
     if (fresh.length > 0) {
       let stored: number[];
       try {
-        stored = await Promise.all(fresh.map((i) => topic.log.append(payloads[i]!, now, appendFields(idOf(pubIds, i), extra, i))));
+        stored = await appendAll(topic.log, fresh.map((i) => payloads[i]!), now, (k) => appendFields(idOf(pubIds, fresh[k]!), extra, fresh[k]!));
       } catch (err) {
         for (const undo of registered) undo();
         resolve(null);
@@ -832,7 +833,7 @@ export class MqServer {
       const reply = await this.publishOnce(topic, 0, payloads, { keys: msgIds }, now, { topic: topicName, subscribers: 0, created: false }, extra);
       return payloads.length - (reply.duplicates?.length ?? 0);
     }
-    await Promise.all(payloads.map((data, i) => topic.log.append(data, now, appendFields(msgIds[i]!, extra, i))));
+    await appendAll(topic.log, payloads, now, (i) => appendFields(msgIds[i]!, extra, i));
     this.counters.published += payloads.length;
     topic.counts.stored(payloads);
     for (const sub of topic.subscriptions.values()) this.pump(sub);

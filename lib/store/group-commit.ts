@@ -8,9 +8,15 @@ interface Queued<T, R> {
   resolve(result: R): void;
   reject(err: unknown): void;
 }
+/** Several items added at once (`addMany`): one promise for them all, their results in order. */
+interface QueuedMany<T, R> {
+  items: T[];
+  resolve(results: R[]): void;
+  reject(err: unknown): void;
+}
 
 export class GroupCommit<T, R> {
-  private queue: Queued<T, R>[] = [];
+  private queue: Array<Queued<T, R> | QueuedMany<T, R>> = [];
   private running = false;
   private scheduled = false;
   private idleWaiters: Array<() => void> = [];
@@ -26,11 +32,23 @@ export class GroupCommit<T, R> {
   add(item: T): Promise<R> {
     const { promise, resolve, reject } = Promise.withResolvers<R>();
     this.queue.push({ item, resolve, reject });
-    if (!this.scheduled) {
-      this.scheduled = true;
-      queueMicrotask(() => void this.run());
-    }
+    this.schedule();
     return promise;
+  }
+
+  /** Adds `items` to the same commit (consecutive in it), with one promise for their results, in order. */
+  addMany(items: T[]): Promise<R[]> {
+    if (items.length === 0) return Promise.resolve([]);
+    const { promise, resolve, reject } = Promise.withResolvers<R[]>();
+    this.queue.push({ items, resolve, reject });
+    this.schedule();
+    return promise;
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    queueMicrotask(() => void this.run());
   }
 
   /** Resolves once nothing is queued or running. */
@@ -48,8 +66,19 @@ export class GroupCommit<T, R> {
     const batch = this.queue;
     this.queue = [];
     try {
-      const results = await this.commit(batch.map((q) => q.item));
-      for (let i = 0; i < batch.length; i++) batch[i]!.resolve(results[i]!);
+      const items: T[] = [];
+      for (const q of batch) {
+        if ("items" in q) for (const item of q.items) items.push(item);
+        else items.push(q.item);
+      }
+      const results = await this.commit(items);
+      let k = 0;
+      for (const q of batch) {
+        if ("items" in q) {
+          q.resolve(results.slice(k, k + q.items.length));
+          k += q.items.length;
+        } else q.resolve(results[k++]!);
+      }
     } catch (err) {
       for (const q of batch) q.reject(err);
     } finally {

@@ -26,6 +26,16 @@ export class MemoryTopicLog implements TopicLog {
   readonly lost = 0;
 
   async append(data: Uint8Array, time: number, fields?: AppendFields): Promise<number> {
+    return this.store(data, time, fields);
+  }
+
+  async appendBatch(data: Uint8Array[], time: number, fields: Array<AppendFields | undefined>): Promise<number[]> {
+    const seqs = new Array<number>(data.length);
+    for (let i = 0; i < data.length; i++) seqs[i] = this.store(data[i]!, time, fields[i]);
+    return seqs;
+  }
+
+  private store(data: Uint8Array, time: number, fields: AppendFields | undefined): number {
     const seq = this.nextSeq;
     const m: StoredMessage & { msgId?: string } = { seq, time, data: data.slice() };
     if (fields?.msgId !== undefined) m.msgId = fields.msgId;

@@ -109,6 +109,13 @@ interface PendingAppend {
 
 const utf8 = new TextEncoder();
 
+/** What the group commit needs of one append: the message id as UTF-8, headers and expiry encoded. */
+function pendingAppend(data: Uint8Array, time: number, fields: AppendFields | undefined): PendingAppend {
+  const msgId = fields?.msgId;
+  const extra = fields && extraFieldsOf(fields.headers, fields.expiresAt);
+  return { data, time, msgId: msgId === undefined ? undefined : utf8.encode(msgId), extra, fields: extra && fields };
+}
+
 /** A run of seqs found missing, and why, for the log line. */
 interface Gap {
   from: number;
@@ -212,9 +219,14 @@ export class FileTopicLog implements TopicLog {
 
   append(data: Uint8Array, time: number, fields?: AppendFields): Promise<number> {
     if (this.closed) return Promise.reject(new Error(`topic log ${this.dir} is closed`));
-    const msgId = fields?.msgId;
-    const extra = fields && extraFieldsOf(fields.headers, fields.expiresAt);
-    return this.commits.add({ data, time, msgId: msgId === undefined ? undefined : utf8.encode(msgId), extra, fields: extra && fields });
+    return this.commits.add(pendingAppend(data, time, fields));
+  }
+
+  appendBatch(data: Uint8Array[], time: number, fields: Array<AppendFields | undefined>): Promise<number[]> {
+    if (this.closed) return Promise.reject(new Error(`topic log ${this.dir} is closed`));
+    const items = new Array<PendingAppend>(data.length);
+    for (let i = 0; i < data.length; i++) items[i] = pendingAppend(data[i]!, time, fields[i]);
+    return this.commits.addMany(items);
   }
 
   async recentMsgIds(since: number, limit: number): Promise<MsgIdRecord[]> {

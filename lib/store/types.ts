@@ -60,6 +60,13 @@ export interface TopicLog {
    */
   append(data: Uint8Array, time: number, fields?: AppendFields): Promise<number>;
   /**
+   * Appends several messages as `append` would, all in one group commit (consecutive seqs),
+   * with one promise for their seqs, in order: a publish batch costs one entry, not one per
+   * message. `fields[i]` goes with `data[i]`. Optional: a log without it is appended to
+   * message by message (`appendAll`, lib/store/append-all.ts).
+   */
+  appendBatch?(data: Uint8Array[], time: number, fields: Array<AppendFields | undefined>): Promise<number[]>;
+  /**
    * The message ids stored with committed messages appended at or after `since` (ms since
    * the epoch), oldest first; at most `limit`, the newest ones. A start rebuilds the server's
    * dedupe window from it. A file log reads only the segments that reach into the window.

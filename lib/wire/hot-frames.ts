@@ -1,5 +1,6 @@
 /**
- * A hand-written CBOR encoder for the frames on the hot path — deliveries (`msgs`), publishes
+ * A hand-written CBOR encoder for the frames on the hot path — deliveries (`msgs` to a local
+ * broker, `delivery` pushed to a client), publishes
  * (`pub`, `pubs`), recv requests, acks and `ok` replies (a recv's messages, a publish's seqs) — writing
  * straight into one reusable output buffer (`FrameWriter`) instead of cbor-x's per-frame
  * result that is then copied again. It writes exactly what the generic encoder (codec.ts
@@ -16,7 +17,9 @@ import { HEADER_BYTES } from "./frame.ts";
 
 /** The fields each hot frame may carry (any subset, any order); anything else takes the generic encoder. */
 const HOT_FIELDS: Record<string, ReadonlySet<string>> = {
-  msgs: new Set(["op", "id", "topic", "seq", "times", "payloads", "more", "lost", "headers", "expires", "explicit"]),
+  msgs: new Set(["op", "id", "topic", "seq", "times", "payloads", "more", "lost", "headers", "expires", "explicit", "ids"]),
+  // Push delivery to a client: `messages` as in a recv reply; `code` and `message` when the follow ended.
+  delivery: new Set(["op", "id", "messages", "code", "message"]),
   pub: new Set(["op", "rid", "id", "topic", "data", "msgId", "headers", "ttl"]),
   pubs: new Set(["op", "rid", "id", "topic", "payloads", "msgIds", "idPrefix", "idFrom", "headers", "ttl"]),
   ack: new Set(["op", "rid", "id", "tag", "count", "topic", "seq", "seqs"]),
@@ -33,8 +36,12 @@ const INITIAL_BYTES = 4 * 1024;
 
 /** A growing byte buffer frames are encoded into; `reset` after the bytes are handed on. */
 export class FrameWriter {
-  buf = new Uint8Array(INITIAL_BYTES);
+  buf: Uint8Array;
   pos = 0;
+
+  constructor(initialBytes = INITIAL_BYTES) {
+    this.buf = new Uint8Array(initialBytes);
+  }
 
   /** Makes room for `n` more bytes. */
   ensure(n: number): void {
@@ -74,6 +81,70 @@ export class FrameWriter {
     this.pos = 0;
     if (this.buf.length > KEEP_BYTES) this.buf = new Uint8Array(INITIAL_BYTES);
   }
+}
+
+/** Where a message's CBOR was written once (`encodeOnce`): bytes [start, end) of `block`. */
+interface Encoded {
+  block: Uint8Array;
+  start: number;
+  end: number;
+}
+/** Not a string key: for-in, Object.keys and cbor-x do not see it, so the message encodes as before. */
+const ENCODED = Symbol("mq.encoded");
+/**
+ * Messages up to this many payload bytes are encoded once; above it the payload copy is most
+ * of the work anyway, and the block would hold a second copy of a big payload.
+ */
+export const ENCODE_ONCE_MAX_BYTES = 1024;
+
+/**
+ * Writes the CBOR of each of `messages` (plain objects, as the local broker buffers them) once,
+ * into one block, and keeps on each message where: a frame that carries it later (a `delivery`,
+ * a recv reply) copies those bytes, a run of consecutive ones in one copy, instead of encoding
+ * the message again. For a message pushed once for several ids of a host. The messages must
+ * not change afterwards; one with a bigger payload, or that the fast path does not know, is
+ * left as it is (encoded each time).
+ */
+export function encodeOnce(messages: readonly { data: Uint8Array }[]): void {
+  let bytes = 0;
+  for (const m of messages) bytes += m.data.length <= ENCODE_ONCE_MAX_BYTES ? m.data.length + 64 : 0;
+  if (bytes === 0) return;
+  const w = new FrameWriter(bytes);
+  const encoded: Array<[object, number, number]> = [];
+  for (const m of messages) {
+    if (m.data.length > ENCODE_ONCE_MAX_BYTES) continue;
+    const start = w.pos;
+    if (writeValue(w, m, 1)) encoded.push([m, start, w.pos]);
+    else w.pos = start;
+  }
+  // The block is final only now (writing may have grown it).
+  for (const [m, start, end] of encoded) (m as { [ENCODED]?: Encoded })[ENCODED] = { block: w.buf, start, end };
+}
+
+function encodedOf(v: unknown): Encoded | undefined {
+  return typeof v === "object" && v !== null ? (v as { [ENCODED]?: Encoded })[ENCODED] : undefined;
+}
+
+/** An array; the runs of its items encoded next to each other by `encodeOnce` are copied whole. */
+function writeArray(w: FrameWriter, v: unknown[], depth: number): boolean {
+  writeHead(w, 4, v.length);
+  for (let i = 0; i < v.length; ) {
+    const first = encodedOf(v[i]);
+    if (first === undefined) {
+      if (!writeValue(w, v[i], depth + 1)) return false;
+      i++;
+      continue;
+    }
+    let end = first.end;
+    let j = i + 1;
+    for (let next = encodedOf(v[j]); j < v.length && next !== undefined && next.block === first.block && next.start === end; next = encodedOf(v[++j])) end = next.end;
+    const n = end - first.start;
+    w.ensure(n);
+    w.buf.set(first.block.subarray(first.start, end), w.pos);
+    w.pos += n;
+    i = j;
+  }
+  return true;
 }
 
 /**
@@ -142,6 +213,17 @@ function writeString(w: FrameWriter, s: string): void {
   }
   w.ensure(2 + length * 3);
   const buf = w.buf;
+  if (length < 24) {
+    // Keys, ops, most topics: short ASCII, one byte per unit and a one-byte head.
+    const from = w.pos + 1;
+    let i = 0;
+    for (let c; i < length && (c = s.charCodeAt(i)) < 0x80; i++) buf[from + i] = c;
+    if (i === length) {
+      buf[w.pos] = 0x60 | length;
+      w.pos = from + length;
+      return;
+    }
+  }
   // Under 64 UTF-16 units: at most 192 bytes, so the head is 1 or 2 bytes; reserve 1, move if 2.
   const headAt = w.pos;
   let pos = headAt + 1;
@@ -203,11 +285,7 @@ function writeValue(w: FrameWriter, v: unknown, depth: number): boolean {
         writeBytes(w, v);
         return true;
       }
-      if (Array.isArray(v)) {
-        writeHead(w, 4, v.length);
-        for (let i = 0; i < v.length; i++) if (!writeValue(w, v[i], depth + 1)) return false;
-        return true;
-      }
+      if (Array.isArray(v)) return writeArray(w, v, depth);
       if (Object.getPrototypeOf(v) !== Object.prototype) return false;
       return writeMap(w, v as Record<string, unknown>, null, depth + 1);
     }

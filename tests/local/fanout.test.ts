@@ -50,10 +50,20 @@ test("a frame with ids reaches every id it is for, from one copy of its payloads
         ["t", 6, 11, [2]],
       ]),
     );
-    // One copy of each payload, shared; a message object of its own per id.
+    // One copy of each payload, and one message object, shared by the ids.
     expect(two![0]!.data).toBe(one![0]!.data);
-    expect(three![1]!.data).toBe(one![1]!.data);
-    expect(two![0]).not.toBe(one![0]);
+    expect(three![1]).toBe(one![1]);
+
+    // A push with `lost`: each id counts what it lost from what it had, so the first message
+    // is an object of each id's own. Id 3 got seq 7 besides; seq 8 was lost for all.
+    server.connections[0]!.send({ op: "msgs", id: 1003, topic: "t", seq: 7, times: [12], payloads: [new Uint8Array([3])], more: false });
+    server.connections[0]!.send({ op: "msgs", id: 1001, ids: [1003], topic: "t", seq: 9, times: [14, 15], payloads: [new Uint8Array([5]), new Uint8Array([6])], lost: 2, more: false });
+    for (let i = 0; i < 100 && buffered(server.local, 3).length < 5; i++) await Bun.sleep(10);
+    const [oneAfter, threeAfter] = [buffered(server.local, 1).slice(2), buffered(server.local, 3).slice(3)];
+    expect(oneAfter.map((m) => [m.seq, m.lost])).toEqual([[9, 2], [10, undefined]]);
+    expect(threeAfter.map((m) => [m.seq, m.lost])).toEqual([[9, 1], [10, undefined]]);
+    expect(threeAfter[1]).toBe(oneAfter[1]!);
+    expect(buffered(server.local, 2).length).toBe(2);
 
     // Id 2's client receives and acknowledges: the server hears an ack for global id 1002 only.
     const got = (await peer.request({ op: "recv", rid: 5, id: 2, max: 10, wait: 0 })) as { tag: number; messages: unknown[] };
@@ -61,7 +71,7 @@ test("a frame with ids reaches every id it is for, from one copy of its payloads
     await peer.request({ op: "ack", rid: 6, id: 2, tag: got.tag });
     for (let i = 0; i < 100 && !seen.some((f) => f.op === "ack"); i++) await Bun.sleep(10);
     expect(seen.filter((f) => f.op === "ack")).toEqual([{ op: "ack", id: 1002, topic: "t", seq: 6 }]);
-    expect(buffered(server.local, 1).length + buffered(server.local, 3).length).toBe(4);
+    expect(buffered(server.local, 1).length + buffered(server.local, 3).length).toBe(4 + 5);
   } finally {
     peer.end();
     await server.stop();

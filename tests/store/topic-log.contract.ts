@@ -75,6 +75,30 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
       expect(log.firstSeq).toBe(1);
     });
 
+    test("TopicLog.appendBatch (optional): consecutive seqs in order, beside single appends in flight, each with its fields", async () => {
+      if (!log.appendBatch) return; // a log without it is appended to message by message (lib/store/append-all.ts)
+      await log.append(payload(1, 0), 999);
+      const batch = [1, 2, 3].map((i) => payload(i * 3, i));
+      const fields = [{ msgId: "k:1", headers: { a: "1" } }, undefined, { msgId: "k:3", expiresAt: 9_999_999_999_999 }];
+      // Added in one tick with single appends before and after: all in flight together.
+      const before = log.append(payload(2, 10), 1000);
+      const seqs = log.appendBatch(batch, 1000, fields);
+      const after = log.append(payload(2, 11), 1000);
+      expect(await Promise.all([before, seqs, after])).toEqual([2, [3, 4, 5], 6]);
+      expect(await log.appendBatch([], 1000, [])).toEqual([]);
+      const read = await log.read(3, 3, ALL);
+      expect(read.map((m) => [m.seq, m.time, [...m.data], m.headers, m.expiresAt])).toEqual([
+        [3, 1000, [...batch[0]!], { a: "1" }, undefined],
+        [4, 1000, [...batch[1]!], undefined, undefined],
+        [5, 1000, [...batch[2]!], undefined, 9_999_999_999_999],
+      ]);
+      expect((await log.recentMsgIds(0, 10)).map((r) => [r.msgId, r.seq])).toEqual([["k:1", 3], ["k:3", 5]]);
+      if (fx.reopen) {
+        log = await fx.reopen();
+        expect((await log.read(1, 10, ALL)).map((m) => m.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+      }
+    });
+
     test("TopicLog.read returns seq, time and data of each message from `from` on", async () => {
       const payloads = [1, 2, 3, 4].map((i) => payload(i * 5, i));
       await appendAll(payloads, 1_700_000_000_000);

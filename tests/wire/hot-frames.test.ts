@@ -5,7 +5,7 @@ import { Encoder } from "cbor-x/encode";
 import { decodeMap, encode } from "../../lib/wire/codec.ts";
 import { FrameDecoder } from "../../lib/wire/frame.ts";
 import { readHotFrame } from "../../lib/wire/hot-decode.ts";
-import { FrameWriter, writeHotFrame } from "../../lib/wire/hot-frames.ts";
+import { ENCODE_ONCE_MAX_BYTES, encodeOnce, FrameWriter, writeHotFrame } from "../../lib/wire/hot-frames.ts";
 
 /** A small seeded generator (mulberry32), so a failure replays. */
 function rng(seed: number): () => number {
@@ -42,7 +42,16 @@ function gen(random: () => number) {
   const maybe = (frame: Record<string, unknown>, key: string, f: () => unknown) => {
     if (random() < 0.4) frame[key] = f();
   };
+  /** A message as the local broker holds it (lib/local/local.ts `pushedTo`): in recv replies and deliveries. */
+  const message = () => {
+    const m: Record<string, unknown> = { topic: str(), seq: uint(), time: uint(), data: bytes() };
+    maybe(m, "lost", uint);
+    maybe(m, "headers", headers);
+    maybe(m, "expiresAt", uint);
+    return m;
+  };
   return {
+    message,
     msgs() {
       const n = count();
       const f: Record<string, unknown> = { op: "msgs", id: uint(), topic: str(), seq: uint(), times: Array.from({ length: n }, uint), payloads: Array.from({ length: n }, bytes) };
@@ -51,6 +60,7 @@ function gen(random: () => number) {
       maybe(f, "headers", () => Array.from({ length: n }, headers));
       maybe(f, "expires", () => Array.from({ length: n }, uint));
       maybe(f, "explicit", () => true);
+      maybe(f, "ids", () => Array.from({ length: 1 + Math.floor(random() * 9) }, uint));
       return f;
     },
     pubs() {
@@ -80,14 +90,12 @@ function gen(random: () => number) {
       return { op: "recv", id: uint(), max: uint(), wait: uint(), rid: uint() };
     },
     recvReply() {
-      const messages = list(() => {
-        const m: Record<string, unknown> = { topic: str(), seq: uint(), time: uint(), data: bytes() };
-        maybe(m, "lost", uint);
-        maybe(m, "headers", headers);
-        maybe(m, "expiresAt", uint);
-        return m;
-      });
-      return { messages, tag: uint(), more: random() < 0.5, op: "ok", rid: uint() };
+      return { messages: list(message), tag: uint(), more: random() < 0.5, op: "ok", rid: uint() };
+    },
+    /** A follow's push (local → client), in the field order lib/local/follow.ts writes; sometimes the end of the follow. */
+    delivery() {
+      if (random() < 0.1) return { op: "delivery", id: uint(), messages: [], code: "UNKNOWN_ID", message: str() };
+      return { op: "delivery", id: uint(), messages: list(message) };
     },
     pubsReply() {
       const f: Record<string, unknown> = { topic: str(), seqs: list(uint), subscribers: uint(), created: random() < 0.5 };
@@ -108,7 +116,7 @@ function fast(frame: object): Uint8Array | null {
 }
 
 describe("hot frames: the fast encoder writes what the generic encoder writes", () => {
-  const shapes = ["msgs", "pubs", "pub", "ack", "recv", "recvReply", "pubsReply"] as const;
+  const shapes = ["msgs", "pubs", "pub", "ack", "recv", "recvReply", "delivery", "pubsReply"] as const;
   test.each(shapes)("%s: 300 random frames, byte-identical and decoding to the same map", (shape) => {
     const random = rng(shape.length * 7919 + shape.charCodeAt(0));
     const g = gen(random);
@@ -131,6 +139,9 @@ describe("hot frames: the fast encoder writes what the generic encoder writes", 
       { op: "pub", id: 1, topic: "t", data: new Uint8Array(0), headers: many, rid: 1 },
       { messages: [], more: false, op: "ok", rid: 1 },
       { op: "ok", rid: 5 },
+      // A payload as the local broker holds it: a Buffer view (a Uint8Array subclass) into a bigger block.
+      { op: "delivery", id: 3, messages: [{ topic: "t", seq: 1, time: 2 ** 40, data: Buffer.from("abcdef").subarray(2, 5) }] },
+      { op: "delivery", id: 0, messages: [] },
     ];
     for (const frame of frames) {
       const bytes = fast(frame)!;
@@ -140,7 +151,7 @@ describe("hot frames: the fast encoder writes what the generic encoder writes", 
   });
 
   test("a frame the fast path does not know takes the generic path, nothing lost", () => {
-    const unknownField = { op: "msgs", id: 1, topic: "a", seq: 1, times: [1], payloads: [new Uint8Array(1)], ids: [1, 2] };
+    const unknownField = { op: "msgs", id: 1, topic: "a", seq: 1, times: [1], payloads: [new Uint8Array(1)], someday: [1, 2] };
     const others = [
       unknownField,
       { op: "sub", rid: 1, id: 1, topics: ["a"] }, // not a hot op
@@ -150,8 +161,45 @@ describe("hot frames: the fast encoder writes what the generic encoder writes", 
       { op: "ack", id: 1, topic: "a", seq: undefined },
       { op: "ok", rid: 1, messages: [{ topic: "a", seq: 1, time: 1, data: new Uint8Array(1), at: new Date(0) }] },
       { op: "ok", rid: 1, topic: null },
+      { op: "delivery", id: 1, messages: [{ topic: "a", seq: 1, time: 1, data: new Uint8Array(1), at: new Date(0) }] },
+      { op: "delivery", id: 1, messages: [], someday: true },
     ];
     for (const frame of others) expect(fast(frame)).toBeNull();
+  });
+
+  test("messages encoded once (encodeOnce) and carried in deliveries and recv replies, whole, in part, mixed: byte-identical", () => {
+    const random = rng(2026);
+    const g = gen(random);
+    for (let round = 0; round < 200; round++) {
+      // As the local broker buffers a push for several ids: one object per message, shared.
+      const pushed = Array.from({ length: 1 + Math.floor(random() * 40) }, () => g.message());
+      if (random() < 0.2) pushed.push({ topic: "t", seq: 1, time: 2, data: new Uint8Array(ENCODE_ONCE_MAX_BYTES + 1) }); // too big: not encoded once
+      encodeOnce(pushed as Array<{ data: Uint8Array }>);
+      const other = Array.from({ length: Math.floor(random() * 5) }, () => g.message());
+      // What one id's frame may carry: a slice of the push, with messages of other pushes before and after.
+      const from = Math.floor(random() * pushed.length);
+      const to = from + Math.floor(random() * (pushed.length - from + 1));
+      const messages = [...other.slice(0, 2), ...pushed.slice(from, to), ...other.slice(2)];
+      if (random() < 0.2) messages.reverse();
+      const frames = [
+        { op: "delivery", id: round, messages },
+        { messages, tag: round, more: random() < 0.5, op: "ok", rid: round },
+      ];
+      for (const frame of frames) {
+        const bytes = fast(frame);
+        if (bytes === null) throw new Error(`round ${round} took the generic path`);
+        expect(Buffer.from(bytes).equals(Buffer.from(encode(frame)))).toBe(true);
+      }
+    }
+  });
+
+  test("a message encoded once is copied, not encoded again (so buffered messages must not change)", () => {
+    const m = { topic: "t", seq: 7, time: 1_700_000_000_000, data: Buffer.from("hello") };
+    const before = fast({ op: "delivery", id: 1, messages: [m] })!;
+    encodeOnce([m]);
+    m.seq = 8; // breaks the rule on purpose, to see which bytes are written
+    expect(Buffer.from(fast({ op: "delivery", id: 1, messages: [m] })!).equals(Buffer.from(before))).toBe(true);
+    expect(Object.keys(m)).toEqual(["topic", "seq", "time", "data"]); // nothing visible was added
   });
 
   test("FrameWriter.frame: other frames go through the generic encoder; one that throws appends nothing", () => {
@@ -175,7 +223,7 @@ describe("hot frames: the fast encoder writes what the generic encoder writes", 
     const frames: object[] = [];
     const w = new FrameWriter();
     for (let i = 0; i < 90; i++) {
-      const frame = i % 3 === 0 ? g.msgs() : i % 3 === 1 ? g.recvReply() : g.ack();
+      const frame = i % 4 === 0 ? g.msgs() : i % 4 === 1 ? g.recvReply() : i % 4 === 2 ? g.delivery() : g.ack();
       frames.push(frame);
       w.frame(frame, () => {
         throw new Error("a hot frame took the generic path");
@@ -198,7 +246,7 @@ const cborx = new Decoder({ useRecords: false, mapsAsObjects: true, int64AsNumbe
 const raw = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false, variableMapSize: true } as never);
 
 describe("hot frames: the small decoder reads what cbor-x reads", () => {
-  const shapes = ["msgs", "pubs", "pub", "ack", "recv", "recvReply", "pubsReply"] as const;
+  const shapes = ["msgs", "pubs", "pub", "ack", "recv", "recvReply", "delivery", "pubsReply"] as const;
   test.each(shapes)("%s: 300 random frames decode to the same value", (shape) => {
     const g = gen(rng(shape.length * 104_729 + shape.charCodeAt(1)));
     for (let i = 0; i < 300; i++) {
