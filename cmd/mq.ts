@@ -203,7 +203,7 @@ const bufferArgs = {
 
 const localArgs = {
   socket: { ...common.socket, description: "Unix socket to serve clients on (env MQ_SOCKET)" },
-  server: { type: "string", valueHint: "HOST:PORT", description: "address of the server (env MQ_SERVER; default 127.0.0.1:7600)" },
+  server: { type: "string", valueHint: "HOST:PORT[,…]", description: "address of the server, or servers of one database tried in turn (env MQ_SERVER; default 127.0.0.1:7600)" },
   data: { type: "string", valueHint: "DIR", description: "data directory (env MQ_DATA; default ~/.local/share/mq/local)" },
   "token-file": { type: "string", valueHint: "FILE", description: "file holding the token for the server" },
   "tls-ca": { type: "string", valueHint: "FILE", description: "PEM CA certificate of the server: connect with TLS" },
@@ -446,13 +446,13 @@ const commands: Command[] = [
     description: "run the local broker of this host",
     args: localArgs,
     maxPositionals: 0,
-    examples: ["mq local --server broker.internal:7600 --token-file /etc/mq/token"],
+    examples: ["mq local --server broker.internal:7600 --token-file /etc/mq/token", "mq local --server mq1.internal:7600,mq2.internal:7600 --token-file /etc/mq/token"],
     run: async (args) => {
       const d = await daemons(args);
       const http = httpOptions(d, args, "http", undefined, Boolean(args.insecure));
       return d.runLocal({
         socketPath: args.socket ?? defaults.socket(),
-        server: parseAddress("server", args.server ?? defaults.server()),
+        server: d.parseServers(args.server ?? defaults.server(), args.server === undefined && process.env.MQ_SERVER !== undefined ? "MQ_SERVER" : "--server"),
         dataDir: args.data ?? defaults.localData(),
         helloTimeoutMs: parseCount("hello-timeout-ms", args["hello-timeout-ms"]),
         ...heartbeatOf(args),

@@ -123,13 +123,14 @@ export const LOCAL_COUNTERS = {
   duplicates: counter("messages", "Messages the server sent again that this broker already had."),
   forwarded: counter("requests", "Requests forwarded to the server."),
   reconnects: counter("reconnects", "Connections to the server lost and made again."),
+  failovers: counter("failovers", "Connections made to another server of the --server list than the one last connected to."),
   expired: counter("messages", "Buffered messages dropped at recv because their TTL ran out (never delivered)."),
 } as const satisfies Metrics;
 
 /** `local` in `mq stats`, in the order shown. */
 export const LOCAL_METRICS = {
   identity: info("The local broker's identity (its name at the server)."),
-  server: info("The server address it connects to."),
+  server: info("The server address it is connected to (or, while away, the one it tries now)."),
   connected: flag("The connection to the server is up."),
   ids: gauge("ids", "Client ids of this host."),
   clients: gauge("clients", "Client connections open."),

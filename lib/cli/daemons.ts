@@ -7,9 +7,19 @@ import { startHttp, type HttpEndpoint, type HttpOptions, type HttpTarget } from 
 import { MqError } from "../errors.ts";
 import { LOG_LEVEL_CHOICES, logger, logJsonOf, logLevelOf, type LogOptions } from "../log.ts";
 import { MqServer, type ServerOptions } from "../server/server.ts";
+import { parseServerList, type ServerAddress } from "../local/server-list.ts";
 import { Exit, UsageError, exitCodeFor } from "./output.ts";
 
 const log = logger("mq");
+
+/** `mq local --server A,B,…` (or MQ_SERVER): the servers, in order; `name` is where the value came from. */
+export function parseServers(value: string, name: string): ServerAddress[] {
+  try {
+    return parseServerList(value);
+  } catch (err) {
+    throw new UsageError(`${name}: ${(err as Error).message}`);
+  }
+}
 
 /** `error|warn|info|debug|trace` or 0–5; `name` is where the value came from (`--log-level`, `MQ_LOG_LEVEL`). */
 export function parseLogLevel(value: unknown, name = "--log-level"): number {

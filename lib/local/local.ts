@@ -27,12 +27,14 @@ import { Follows } from "./follow.ts";
 import { IdTable } from "./id-table.ts";
 import { Inbox, type Waiter } from "./inbox.ts";
 import { LocalLatency } from "./latency.ts";
+import { BACKOFF_MAX_MS, formatAddress, REFUSED_BACKOFF_MAX_MS, ServerList, type ServerAddress } from "./server-list.ts";
 
 const log = logger("local");
 
 export interface LocalOptions {
   socketPath: string;
-  server: { hostname: string; port: number };
+  /** The server, or the servers in the order tried (`--server A,B,…`: lib/local/server-list.ts). */
+  server: ServerAddress | readonly ServerAddress[];
   dataDir: string;
   token?: string;
   /** CA certificate (PEM) that signs the server's certificate: turns TLS on. */
@@ -70,15 +72,6 @@ interface ClientState {
 
 const MAX_RECV_BATCH = 1000;
 const MAX_WAIT_MS = 24 * 3600 * 1000;
-const BACKOFF_MIN_MS = 100;
-const BACKOFF_MAX_MS = 2000;
-/**
- * After the server refused this broker (token, secret, version, or the same identity already
- * connected): retrying fast would change nothing, and a copied data directory retrying fast
- * would keep probing the original's session.
- */
-const REFUSED_BACKOFF_MIN_MS = 1000;
-const REFUSED_BACKOFF_MAX_MS = 15_000;
 /** While reconnecting, a request waits this long for the server before failing UNAVAILABLE. */
 const RECONNECT_GRACE_MS = 1000;
 /** Grace + this + the 250 ms timeout sweep stays under the 5 s the CLI promises for UNAVAILABLE. */
@@ -99,8 +92,10 @@ export class LocalBroker {
   private listener: UnixSocketListener<Connection> | null = null;
   private upstream: Connection | null = null;
   private upstreamError: MqError | null = null;
-  /** The last refusal logged, so that a broker refused again and again logs it once. */
-  private lastRefusal = "";
+  /** Per server address, the last refusal logged, so that a broker refused again and again logs it once. */
+  private readonly lastRefusal = new Map<string, string>();
+  /** The server last connected to, and why it was lost: a connection to another one is a failover. */
+  private lastServer: { address: string; lost: string } | null = null;
   private connectedWaiters: Array<() => void> = [];
   private readonly clients = new Set<Connection>();
   private readonly inboxes = new Map<number, Inbox>();
@@ -115,7 +110,7 @@ export class LocalBroker {
   private readonly forwardWindow = new ForwardWindow();
   /** Requests waiting for room in the forward window, first come first served. */
   private readonly forwardQueue: Array<{ bytes: number; admit: () => void }> = [];
-  private readonly serverAddress: string;
+  private readonly servers: ServerList;
   private readonly limits: LocalLimits;
   private stallTimer: ReturnType<typeof setInterval> | null = null;
   /**
@@ -148,7 +143,7 @@ export class LocalBroker {
     private readonly secret: string,
     private readonly ids: IdTable,
   ) {
-    this.serverAddress = `${options.server.hostname}:${options.server.port}`;
+    this.servers = new ServerList(Array.isArray(options.server) ? options.server : [options.server as ServerAddress]);
     this.limits = { ...DEFAULT_LOCAL_LIMITS, ...options.limits };
   }
 
@@ -173,7 +168,7 @@ export class LocalBroker {
       for (const c of broker.clients) c.checkStall(now);
     }, 1000);
     void broker.connectUpstream();
-    log.info(`listening on ${options.socketPath} (identity ${broker.identity}, server ${broker.serverAddress}, ${broker.ids.size} id${broker.ids.size === 1 ? "" : "s"})`);
+    log.info(`listening on ${options.socketPath} (identity ${broker.identity}, server${broker.servers.size > 1 ? "s" : ""} ${broker.servers}, ${broker.ids.size} id${broker.ids.size === 1 ? "" : "s"})`);
     return broker;
   }
 
@@ -231,8 +226,6 @@ export class LocalBroker {
 
   /** `afterLoss`: the "lost the server" line already said we are reconnecting; failures go to debug. */
   private async connectUpstream(afterLoss = false): Promise<void> {
-    let backoff = BACKOFF_MIN_MS;
-    let refusedBackoff = REFUSED_BACKOFF_MIN_MS;
     let attempts = 0;
     const handler: ConnectionHandler = {
       frame: (conn, frame) => {
@@ -250,6 +243,8 @@ export class LocalBroker {
         if (this.stopped) return;
         log.warn(`lost the server ${this.serverAddress} (${reason}); reconnecting`);
         this.counters.reconnects++;
+        this.lastServer = { address: this.serverAddress, lost: String(reason) };
+        this.servers.lost();
         // The server gave back what explicit subscriptions held here: not handed out from this buffer any more.
         for (const inbox of this.inboxes.values()) inbox.dropExplicit();
         void this.connectUpstream(true);
@@ -257,25 +252,27 @@ export class LocalBroker {
     };
     while (!this.stopped) {
       attempts++;
+      const address = this.servers.current;
+      const addressText = formatAddress(address);
       let conn: Connection | undefined;
       // With TLS and no `handshake` handler, Bun (1.4) resolves Bun.connect before it calls
       // `open`: whichever comes first makes the Connection, the other finds it.
       const attach = (s: Socket<Connection>): Connection =>
-        (s.data ??= new Connection(s, handler, { maxFrameBytes: maxFrameBytes(1024 * 1024 * 1024), label: `server ${this.serverAddress}` }));
+        (s.data ??= new Connection(s, handler, { maxFrameBytes: maxFrameBytes(1024 * 1024 * 1024), label: `server ${addressText}` }));
       try {
         const socket = await Bun.connect<Connection>({
-          hostname: this.options.server.hostname,
-          port: this.options.server.port,
+          hostname: address.hostname,
+          port: address.port,
           ...(this.options.tlsCa ? { tls: { ca: this.options.tlsCa } } : {}),
           socket: {
             open: (s) => void attach(s),
             handshake: (_s, ok, err) => {
-              if (!ok) log.warn(`server ${this.serverAddress}: TLS handshake failed: ${err?.message ?? "unknown reason"}`);
+              if (!ok) log.warn(`server ${addressText}: TLS handshake failed: ${err?.message ?? "unknown reason"}`);
             },
             data: (s, chunk) => s.data?.onData(chunk),
             drain: (s) => s.data?.onDrain(),
             close: (s) => s.data?.onClose(),
-            error: (s, err) => log.debug(`server ${this.serverAddress}: socket error:`, err),
+            error: (s, err) => log.debug(`server ${addressText}: socket error:`, err),
           },
         });
         conn = attach(socket);
@@ -319,36 +316,42 @@ export class LocalBroker {
         }
         this.upstream = conn;
         this.upstreamError = null;
-        this.lastRefusal = "";
+        this.lastRefusal.delete(addressText);
+        this.servers.connected();
         // A server that stops answering (stopped, or a network that drops everything) is
         // noticed within a few intervals: clients then get UNAVAILABLE instead of waiting.
         conn.startHeartbeat(this.options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS, this.options.heartbeatMissed ?? DEFAULT_HEARTBEAT_MISSED);
-        log.info(`connected to the server ${this.serverAddress}${attempts > 1 ? ` after ${attempts} attempts` : ""}`);
+        const from = this.lastServer;
+        if (from && from.address !== addressText) {
+          this.counters.failovers++;
+          log.warn(`connected to the server ${addressText} (failed over from ${from.address}: ${from.lost})${attempts > 1 ? ` after ${attempts} attempts` : ""}`);
+        } else log.info(`connected to the server ${addressText}${attempts > 1 ? ` after ${attempts} attempts` : ""}`);
+        this.lastServer = { address: addressText, lost: "" };
         this.checkLost(IdRanges.fromFlat(reply.lost));
         for (const w of this.connectedWaiters.splice(0)) w();
         return;
       } catch (err) {
         conn?.close();
-        const e = err instanceof MqError ? err : new MqError(Code.Unavailable, `server ${this.serverAddress} unreachable`, { cause: err });
-        if (e.code === Code.AuthFailed || e.code === Code.VersionMismatch || e.code === Code.IdentityInUse) {
+        const e = err instanceof MqError ? err : new MqError(Code.Unavailable, `server ${addressText} unreachable`, { cause: err });
+        const refused = e.code === Code.AuthFailed || e.code === Code.VersionMismatch || e.code === Code.IdentityInUse;
+        if (refused) {
           this.upstreamError = e;
-          if (this.lastRefusal !== `${e.code} ${e.message}`) {
-            this.lastRefusal = `${e.code} ${e.message}`;
-            log.warn(`cannot reach the server ${this.serverAddress}: refused: ${e.code}: ${e.message}; retrying with backoff up to ${REFUSED_BACKOFF_MAX_MS / 1000} s (logged once)`);
+          if (this.lastRefusal.get(addressText) !== `${e.code} ${e.message}`) {
+            this.lastRefusal.set(addressText, `${e.code} ${e.message}`);
+            const next = this.servers.size > 1 ? "trying the other servers; retrying this one" : "retrying";
+            log.warn(`cannot reach the server ${addressText}: refused: ${e.code}: ${e.message}; ${next} with backoff up to ${REFUSED_BACKOFF_MAX_MS / 1000} s (logged once)`);
           }
-          await Bun.sleep(refusedBackoff / 2 + Math.random() * refusedBackoff);
-          refusedBackoff = Math.min(refusedBackoff * 2, REFUSED_BACKOFF_MAX_MS);
-          continue;
+        } else {
+          // The cause, not the wrapper: "cannot reach the server X: connection refused (ECONNREFUSED)".
+          const why = err instanceof MqError ? err.message : errorText(err);
+          if (attempts <= this.servers.size && !afterLoss) log.warn(`cannot reach the server ${addressText}: ${why}; retrying every ${BACKOFF_MAX_MS / 1000} s at most`);
+          else log.debug(`server ${addressText}: attempt ${attempts} failed: ${why}`);
         }
-        refusedBackoff = REFUSED_BACKOFF_MIN_MS;
-        // The cause, not the wrapper: "cannot reach the server X: connection refused (ECONNREFUSED)".
-        const why = err instanceof MqError ? err.message : errorText(err);
-        if (attempts === 1 && !afterLoss) log.warn(`cannot reach the server ${this.serverAddress}: ${why}; retrying every ${BACKOFF_MAX_MS / 1000} s at most`);
-        else log.debug(`server ${this.serverAddress}: attempt ${attempts} failed: ${why}`);
+        // The next server in the list at once while some are untried; then capped exponential
+        // backoff with jitter, so that many local brokers do not stampede a restarted server.
+        const wait = this.servers.failed(Date.now(), refused);
+        if (wait > 0) await Bun.sleep(wait);
       }
-      // Capped exponential backoff with jitter, so that many local brokers do not stampede a restarted server.
-      await Bun.sleep(backoff / 2 + Math.random() * backoff);
-      backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
     }
   }
 
@@ -405,7 +408,7 @@ export class LocalBroker {
     clearTimeout(timer);
     if (this.upstream) return this.upstream;
     if (this.upstreamError) throw this.upstreamError;
-    throw new MqError(Code.Unavailable, `server ${this.serverAddress} unreachable`);
+    throw new MqError(Code.Unavailable, `${this.servers.size > 1 ? "servers" : "server"} ${this.servers} unreachable`);
   }
 
   private async forward(frame: Outgoing): Promise<Record<string, unknown>> {
@@ -857,9 +860,14 @@ export class LocalBroker {
     return [...this.inboxes].map(([id, inbox]) => ({ id, globalId: this.ids.global(id) ?? null, pending: inbox.pending, bytes: inbox.bytes })).sort((a, b) => a.id - b.id);
   }
 
-  /** The server's address as given (`--server`), for /healthz and the HTTP API. */
+  /** The server connected to (or being tried), as given in `--server`, for /healthz and the HTTP API. */
   get serverAddr(): string {
     return this.serverAddress;
+  }
+
+  /** The server connected to, or while away the one being tried now. */
+  private get serverAddress(): string {
+    return this.servers.currentText;
   }
 
   /** Graceful stop: stop listening, send the last acks, close the connections, remove the socket file. */

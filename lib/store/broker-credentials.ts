@@ -95,6 +95,6 @@ export class FileBrokerCredentials extends MemoryBrokerCredentials {
  * one fast hash is as strong as a slow one; the prefix keeps these hashes apart from any
  * other use of SHA-256 over the same bytes.
  */
-function digest(secret: string): Buffer {
+export function digest(secret: string): Buffer {
   return createHash("sha256").update("mq broker secret v1\0").update(secret).digest();
 }

@@ -13,7 +13,7 @@ function key(id: number, filter: string): string {
 }
 
 /** A stored record as read back: only well-formed ones are kept (the file is checksummed, this guards the shape). */
-function asRecord(value: unknown): ConsumerRecord | null {
+export function asRecord(value: unknown): ConsumerRecord | null {
   if (typeof value !== "object" || value === null) return null;
   const r = value as Record<string, unknown>;
   if (!Number.isSafeInteger(r.id) || typeof r.filter !== "string") return null;

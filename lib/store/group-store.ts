@@ -69,7 +69,7 @@ export class MemoryGroupStore implements GroupStore {
   async close(): Promise<void> {}
 }
 
-function isGroupRecord(r: unknown): r is GroupRecord {
+export function isGroupRecord(r: unknown): r is GroupRecord {
   const g = r as GroupRecord;
   return (
     typeof g === "object" && g !== null && typeof g.topic === "string" && (g.group === null || typeof g.group === "string") && Number.isSafeInteger(g.floor) && g.floor >= 0 &&

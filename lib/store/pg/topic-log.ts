@@ -1,0 +1,244 @@
+/**
+ * PgTopicLog: one topic's messages as rows of `mq_messages` (schema.ts), shared by every
+ * server on the database. Seqs are assigned by the database: an append batch is one
+ * statement (so one transaction) that raises the topic's `next_seq`, inserts the batch's
+ * rows numbered below it and notifies `appended`. The row lock on the topic serializes the
+ * servers writing one topic, so batches commit in seq order and seqs stay dense (no holes:
+ * nothing is ever lost, `lost` is 0). The extent (firstSeq, nextSeq) is kept in memory,
+ * moved by this server's appends and trims and re-read by `refresh()`.
+ */
+import type { SQL } from "bun";
+import { GroupCommit } from "../group-commit.ts";
+import type { AppendFields, MsgIdRecord, RetentionPolicy, StoredMessage, TopicLog } from "../types.ts";
+import { encodeEvent } from "./events.ts";
+import { EVENTS_CHANNEL } from "./schema.ts";
+
+interface PendingAppend {
+  data: Uint8Array;
+  time: number;
+  fields: AppendFields | undefined;
+}
+
+export interface PgTopicLogOptions {
+  /** false: `synchronous_commit off` for appends (acknowledged before PostgreSQL flushes its WAL). */
+  synchronousCommit: boolean;
+}
+
+/** Bigger than any seq, count or byte total; PostgreSQL bigints hold it. */
+const NO_LIMIT = Number.MAX_SAFE_INTEGER;
+
+export class PgTopicLog implements TopicLog {
+  private first: number;
+  private next: number;
+  private readonly commits: GroupCommit<PendingAppend, number>;
+  /** The `appended` event's text around its lastSeq (encodeEvent decides the format). */
+  private readonly eventPrefix: string;
+  private readonly eventSuffix: string;
+  private closed = false;
+
+  /** PostgreSQL loses nothing it committed. */
+  readonly lost = 0;
+
+  /** `extent`: the topic row's first_seq and next_seq as read at open. */
+  constructor(
+    private readonly sql: SQL,
+    /** mq_topics.id */
+    readonly topicId: number,
+    readonly topic: string,
+    serverId: string,
+    private readonly options: PgTopicLogOptions,
+    extent: { firstSeq: number; nextSeq: number },
+  ) {
+    this.first = extent.firstSeq;
+    this.next = extent.nextSeq;
+    this.commits = new GroupCommit((batch) => this.commit(batch));
+    const marker = 1234567;
+    const sample = encodeEvent(serverId, { kind: "appended", topic, lastSeq: marker });
+    const at = sample.indexOf(` ${marker} `);
+    if (at < 0) throw new Error(`cannot place lastSeq in the appended event ${JSON.stringify(sample)}`);
+    this.eventPrefix = sample.slice(0, at + 1);
+    this.eventSuffix = sample.slice(at + 1 + String(marker).length);
+  }
+
+  get firstSeq(): number {
+    return this.first;
+  }
+
+  get nextSeq(): number {
+    return this.next;
+  }
+
+  get lastSeq(): number {
+    return this.next > this.first ? this.next - 1 : 0;
+  }
+
+  /** Seqs are dense from first_seq to next_seq - 1 (batches commit whole and in order). */
+  get count(): number {
+    return this.next - this.first;
+  }
+
+  append(data: Uint8Array, time: number, fields?: AppendFields): Promise<number> {
+    if (this.closed) return Promise.reject(new Error(`topic ${this.topic}: the log is closed`));
+    return this.commits.add({ data, time, fields });
+  }
+
+  /**
+   * One batch, one statement: the update takes the topic's row lock and hands out the seqs
+   * (the n below the new next_seq), the insert numbers the rows with them (arrays, so any
+   * batch size is one statement of seven parameters), pg_notify is delivered at commit.
+   */
+  private async commit(batch: PendingAppend[]): Promise<number[]> {
+    const n = batch.length;
+    const times = new Array<number>(n);
+    const msgIds = new Array<string | null>(n);
+    const headers = new Array<string | null>(n);
+    const expires = new Array<number | null>(n);
+    const payloads = new Array<Uint8Array>(n);
+    for (let i = 0; i < n; i++) {
+      const { data, time, fields } = batch[i]!;
+      times[i] = time;
+      payloads[i] = data;
+      msgIds[i] = fields?.msgId ?? null;
+      headers[i] = fields?.headers !== undefined ? JSON.stringify(fields.headers) : null;
+      expires[i] = fields?.expiresAt ?? null;
+    }
+    // `set_config(…, true)` is `set local`: this statement's transaction commits without
+    // waiting for the WAL flush, in the same round trip.
+    const syncCommit = this.options.synchronousCommit ? "on" : "off";
+    const rows = await this.sql`
+      with t as (
+        update mq_topics set next_seq = next_seq + ${n} where id = ${this.topicId} returning next_seq, first_seq
+      ), ins as (
+        insert into mq_messages (topic_id, seq, time, msg_id, headers, expires_at, payload)
+        select ${this.topicId}, t.next_seq - ${n} + m.i - 1, m.time, m.msg_id, m.headers, m.expires_at, m.payload
+        from t, unnest(${times}::bigint[], ${msgIds}::text[], ${headers}::jsonb[], ${expires}::bigint[], ${payloads}::bytea[])
+          with ordinality as m(time, msg_id, headers, expires_at, payload, i)
+      )
+      select next_seq, first_seq,
+        pg_notify(${EVENTS_CHANNEL}, ${this.eventPrefix} || (next_seq - 1) || ${this.eventSuffix}),
+        set_config('synchronous_commit', ${syncCommit}, true)
+      from t`;
+    if (rows.length === 0) throw new Error(`topic ${this.topic} is not in mq_topics`);
+    const nextSeq = Number(rows[0].next_seq);
+    this.moveExtent(Number(rows[0].first_seq), nextSeq);
+    const base = nextSeq - n;
+    const seqs = new Array<number>(n);
+    for (let i = 0; i < n; i++) seqs[i] = base + i;
+    return seqs;
+  }
+
+  /** The extent only grows at the end and shrinks at the start: stale reads never move it back. */
+  private moveExtent(firstSeq: number, nextSeq: number): void {
+    if (nextSeq > this.next) this.next = nextSeq;
+    if (firstSeq > this.first) this.first = Math.min(firstSeq, this.next);
+  }
+
+  async refresh(): Promise<void> {
+    const rows = await this.sql`select first_seq, next_seq from mq_topics where id = ${this.topicId}`;
+    if (rows.length > 0) this.moveExtent(Number(rows[0].first_seq), Number(rows[0].next_seq));
+  }
+
+  async recentMsgIds(since: number, limit: number): Promise<MsgIdRecord[]> {
+    const rows = await this.sql`
+      select msg_id, seq, time from mq_messages
+      where topic_id = ${this.topicId} and time >= ${since} and msg_id is not null
+      order by seq desc limit ${Math.min(limit, NO_LIMIT)}`;
+    const out = new Array<MsgIdRecord>(rows.length);
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[rows.length - 1 - i];
+      out[i] = { msgId: r.msg_id, seq: Number(r.seq), time: Number(r.time) };
+    }
+    return out;
+  }
+
+  async findMsgIds(msgIds: string[]): Promise<MsgIdRecord[]> {
+    if (msgIds.length === 0) return [];
+    const rows = await this.sql`
+      select distinct on (msg_id) msg_id, seq, time from mq_messages
+      where topic_id = ${this.topicId} and msg_id = any(${msgIds}::text[])
+      order by msg_id, seq desc`;
+    return rows.map((r: { msg_id: string; seq: string; time: string }) => ({ msgId: r.msg_id, seq: Number(r.seq), time: Number(r.time) }));
+  }
+
+  /**
+   * One select: at most maxCount rows from `from` on, then those whose preceding bytes are
+   * below maxBytes (and always the first); payloads of the rows cut are not sent.
+   */
+  async read(from: number, maxCount: number, maxBytes: number): Promise<StoredMessage[]> {
+    if (maxCount <= 0) return [];
+    const rows = await this.sql`
+      select seq, time, headers, expires_at, payload from (
+        select seq, time, headers, expires_at, payload,
+          row_number() over w as n,
+          sum(octet_length(payload)) over w - octet_length(payload) as before
+        from mq_messages
+        where topic_id = ${this.topicId} and seq >= ${from}
+        window w as (order by seq rows unbounded preceding)
+        order by seq limit ${Math.min(maxCount, NO_LIMIT)}
+      ) m
+      where n = 1 or before < ${Math.min(maxBytes, NO_LIMIT)}
+      order by seq`;
+    const out = new Array<StoredMessage>(rows.length);
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i];
+      const p: Buffer = r.payload;
+      const m: StoredMessage = { seq: Number(r.seq), time: Number(r.time), data: new Uint8Array(p.buffer, p.byteOffset, p.byteLength) };
+      if (r.headers !== null) m.headers = r.headers;
+      if (r.expires_at !== null) m.expiresAt = Number(r.expires_at);
+      out[i] = m;
+    }
+    return out;
+  }
+
+  async seqAtTime(time: number): Promise<number> {
+    const rows = await this.sql`
+      select seq from mq_messages where topic_id = ${this.topicId} and time >= ${time}
+      order by time, seq limit 1`;
+    return rows.length > 0 ? Number(rows[0].seq) : this.next;
+  }
+
+  /**
+   * Deletes the rows below the first seq to keep: below `before`, and below both the first
+   * message young enough and the first of the newest messages that fit in maxBytes. The
+   * topic's row is locked meanwhile, so no append commits between the delete and the new
+   * first_seq.
+   */
+  async trim(before: number, policy: RetentionPolicy, now: number): Promise<number> {
+    let keepFrom = Math.min(before, NO_LIMIT);
+    if (keepFrom <= this.first) return 0;
+    let byAge = NO_LIMIT;
+    if (Number.isFinite(policy.maxAgeMs)) {
+      const young = await this.sql`
+        select seq from mq_messages where topic_id = ${this.topicId} and time >= ${now - policy.maxAgeMs}
+        order by time, seq limit 1`;
+      if (young.length > 0) byAge = Number(young[0].seq);
+    } else byAge = 0;
+    let bySize = 0;
+    if (Number.isFinite(policy.maxBytes)) {
+      const fits = await this.sql`
+        select min(seq) as seq from (
+          select seq, sum(octet_length(payload)) over (order by seq desc rows unbounded preceding) as newer
+          from mq_messages where topic_id = ${this.topicId}
+        ) m where newer <= ${Math.max(0, policy.maxBytes)}`;
+      bySize = fits[0].seq === null ? NO_LIMIT : Number(fits[0].seq);
+    }
+    keepFrom = Math.min(keepFrom, Math.max(byAge, bySize));
+    if (keepFrom <= this.first) return 0;
+    const { deleted, firstSeq, nextSeq } = await this.sql.begin(async (tx) => {
+      const [topic] = await tx`select next_seq from mq_topics where id = ${this.topicId} for update`;
+      const cut = Math.min(keepFrom, Number(topic.next_seq));
+      const gone = await tx`delete from mq_messages where topic_id = ${this.topicId} and seq < ${cut}`;
+      const [moved] = await tx`
+        update mq_topics set first_seq = greatest(first_seq, ${cut}) where id = ${this.topicId} returning first_seq, next_seq`;
+      return { deleted: gone.count as number, firstSeq: Number(moved.first_seq), nextSeq: Number(moved.next_seq) };
+    });
+    this.moveExtent(firstSeq, nextSeq);
+    return deleted;
+  }
+
+  /** Waits for the appends in flight; later appends are refused. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.commits.idle();
+  }
+}
