@@ -85,8 +85,6 @@ export class Cluster {
   events = 0;
   refreshed = 0;
 
-  /** Events came before `start` (while the server loaded what it holds): all is read again then. */
-  private missedBeforeStart = false;
   private started = false;
   private scheduleTimer: ReturnType<typeof setInterval> | null = null;
   private schedulePolling = false;
@@ -101,10 +99,7 @@ export class Cluster {
     this.resyncing = new Coalesced(() => this.resyncAll());
     shared.onEvent((event) => {
       if (this.stopped) return;
-      if (!this.started) {
-        this.missedBeforeStart = true;
-        return;
-      }
+      if (!this.started) return; // `start` reads everything again
       this.events++;
       this.onEvent(event);
     });
@@ -113,7 +108,8 @@ export class Cluster {
   /** Acts on events from now on, and keeps the scheduler's pending messages as the store has them. */
   start(scheduler: Scheduler, schedule: ScheduleStore): void {
     this.started = true;
-    if (this.missedBeforeStart) void this.catching("cannot re-read the store", () => this.resyncing.run());
+    // What other servers changed while this one loaded its state is read again.
+    void this.catching("cannot re-read the store", () => this.resyncing.run());
     const reload = schedule.reload?.bind(schedule);
     if (!reload) return;
     // The holder delivers what any server accepted; a server holding entries learns which went.
@@ -175,7 +171,10 @@ export class Cluster {
         // Queue groups are coordinated per server (docs/scale-out.md, limits).
         return;
       case "resync":
-        void this.catching("cannot re-read the store after its events were interrupted", () => this.resyncing.run());
+        void this.catching("cannot re-read the store after its events were interrupted", async () => {
+          await this.resyncing.run();
+          log.info(`store events resumed: ${this.host.topics.size} topics and ${this.host.registry.size} ids read again`);
+        });
         return;
     }
   }
@@ -315,7 +314,6 @@ export class Cluster {
       await this.refresh(topic.name);
       await this.reloadSubscribers(topic.name);
     }
-    log.info(`store events resumed: ${this.host.topics.size} topics, ${this.host.registry.size} ids read again`);
   }
 
   /**
