@@ -108,7 +108,13 @@ const serverArgs = {
   listen: { type: "string", valueHint: "HOST:PORT", default: "127.0.0.1:7600", description: "address to listen on" },
   data: { type: "string", valueHint: "DIR", description: "data directory (env MQ_DATA; default ~/.local/share/mq/server)" },
   "default-topics": { type: "string", valueHint: "A,B", default: "general", description: "topics created at start, comma-separated" },
-  store: { type: "string", valueHint: "KIND", default: "file", choices: ["file", "memory"], description: "file | memory (memory keeps nothing across a restart: for tests and experiments)" },
+  store: {
+    type: "string",
+    valueHint: "KIND|URL",
+    // For completion only: any postgres:// or postgresql:// URL is taken (parseStore).
+    choices: ["file", "memory", "postgres://"],
+    description: "file | memory | postgres://USER@HOST:PORT/DB (env MQ_STORE; default file; memory keeps nothing across a restart; postgres: several servers share one database)",
+  },
   fsync: { type: "string", valueHint: "POLICY", default: "always", choices: ["always", "interval", "never"], description: "always | interval | never" },
   "fsync-interval-ms": { type: "string", valueHint: "MS", default: "50", description: "fsync period for --fsync interval" },
   "max-message-bytes": { type: "string", valueHint: "SIZE", default: "1M", description: "largest message accepted (K/M/G)" },
@@ -151,10 +157,12 @@ function serverOptions(d: Daemons, args: ServerArgs, dataDir: string, tokenFileI
     );
   }
   const v = (name: keyof typeof serverArgs) => args[name] ?? (serverArgs[name] as OptionDef).default;
+  const store = parseStore(args.store ?? defaults.store());
   const options = {
     ...listen,
     dataDir,
-    store: parseStore(v("store")),
+    store: store.kind,
+    ...(store.url !== undefined ? { storeUrl: store.url } : {}),
     defaultTopics: parseTopicList(v("default-topics")),
     fsync: parseFsync(v("fsync")),
     fsyncIntervalMs: parseCount("fsync-interval-ms", v("fsync-interval-ms")),

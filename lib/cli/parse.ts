@@ -4,6 +4,7 @@
  * daemons.ts, beside the logger they configure).
  */
 import { DEFAULT_LISTEN, DEFAULT_MAX_MESSAGE_BYTES, MAX_DELAY_MS, defaultDataDir, defaultSocketPath, parseHostPort } from "../config.ts";
+import { maskPassword } from "../store/pg/connect.ts";
 import type { FsyncPolicy, StoreKind } from "../store/types.ts";
 import type { From } from "../wire/messages.ts";
 import { groupNameProblem } from "../wire/group-name.ts";
@@ -163,11 +164,14 @@ export function parseRetentionLimit(value: unknown): "soft" | "hard" {
   throw new UsageError(`--retention-limit must be soft (never delete a message a subscriber has not acknowledged) or hard (apply --retention and --retention-bytes anyway), got ${JSON.stringify(s)}`);
 }
 
-/** `--store`: the server's storage backend (lib/store/backend.ts). */
-export function parseStore(value: unknown): StoreKind {
+/** `--store` (or MQ_STORE): the server's storage backend (lib/store/backend.ts), and the database of postgres. */
+export function parseStore(value: unknown): { kind: StoreKind; url?: string } {
   const s = String(value);
-  if (s === "file" || s === "memory") return s;
-  throw new UsageError(`--store must be file or memory, got ${JSON.stringify(s)} (memory keeps nothing across a restart)`);
+  if (s === "file" || s === "memory") return { kind: s };
+  if (/^postgres(ql)?:\/\/[^/]/.test(s)) return { kind: "postgres", url: s };
+  throw new UsageError(
+    `--store must be file, memory or postgres://USER@HOST:PORT/DB (or postgresql://…), got ${JSON.stringify(maskPassword(s, s))} (memory keeps nothing across a restart; postgres lets several servers share one database)`,
+  );
 }
 
 export function parseAddress(name: string, value: unknown): { hostname: string; port: number } {
@@ -189,6 +193,7 @@ export const defaults = {
   socket: () => process.env.MQ_SOCKET ?? defaultSocketPath(),
   serverData: () => process.env.MQ_DATA ?? defaultDataDir("server"),
   localData: () => process.env.MQ_DATA ?? defaultDataDir("local"),
+  store: () => process.env.MQ_STORE || "file",
   maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES,
 };
 

@@ -10,6 +10,7 @@ import { errorText, logger } from "../log.ts";
 import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_HELLO_TIMEOUT_MS, DEFAULT_SERVER_LIMITS, maxFrameBytes } from "../config.ts";
 import { Code, MqError, toMqError } from "../errors.ts";
 import { openStorage } from "../store/backend.ts";
+import { postgresLocation } from "../store/pg/connect.ts";
 import { errnoCode } from "../store/fsutil.ts";
 import { defineCounters, SERVER_COUNTERS, type ServerStats } from "../metrics.ts";
 import type { BrokerCredentials, ClientRegistry, FsyncPolicy, Storage, StoreKind, TopicStore } from "../store/types.ts";
@@ -62,8 +63,10 @@ export interface ServerOptions {
   dedupe?: Partial<DedupeOptions>;
   /** Limits against greedy or hostile peers (docs/security.md); defaults in DEFAULT_SERVER_LIMITS (lib/config.ts). */
   limits?: Partial<ServerLimits>;
-  /** Storage backend (lib/store/backend.ts): `file` (under `dataDir`, the default) or `memory` (nothing kept across a restart). */
+  /** Storage backend (lib/store/backend.ts): `file` (under `dataDir`, the default), `memory` (nothing kept across a restart) or `postgres` (at `storeUrl`). */
   store?: StoreKind;
+  /** The database of `store: "postgres"`: postgres://USER[:PASSWORD]@HOST:PORT/DB. */
+  storeUrl?: string;
   /** Most topic files the file store keeps open at once (default: half the open-file limit, `defaultMaxOpenFiles`). */
   maxOpenFiles?: number;
 }
@@ -194,9 +197,10 @@ export class MqServer {
 
   /** Opens the storage (a file store: locks the data directory and recovers every log) and starts listening. */
   static async start(options: ServerOptions): Promise<MqServer> {
-    const storage = openStorage({
+    const storage = await openStorage({
       kind: options.store ?? "file",
       dataDir: options.dataDir,
+      ...(options.storeUrl !== undefined ? { url: options.storeUrl } : {}),
       fsync: options.fsync,
       fsyncIntervalMs: options.fsyncIntervalMs,
       ...(options.maxSegmentBytes !== undefined ? { maxSegmentBytes: options.maxSegmentBytes } : {}),
@@ -257,7 +261,12 @@ export class MqServer {
     }, 1000);
     const files = store.openFiles?.();
     const topics = `${plural(server.topics.size, "topic")}${files ? ` (at most ${files.max} of their files open)` : ""}`;
-    const where = storage.kind === "memory" ? "store memory: nothing is kept across a restart" : `data ${options.dataDir}, fsync ${options.fsync}`;
+    const where =
+      storage.kind === "memory"
+        ? "store memory: nothing is kept across a restart"
+        : storage.kind === "postgres"
+          ? `store postgres ${postgresLocation(options.storeUrl ?? "")}, fsync ${options.fsync}`
+          : `data ${options.dataDir}, fsync ${options.fsync}`;
     log.info(`listening on ${hostPort(options.hostname, server.port)} (${where}, ${topics}, ${plural(server.registry.size, "id")})`);
     return server;
   }

@@ -1,10 +1,11 @@
 /**
  * The one place that knows the storage backends: `openStorage` makes the server's Storage
  * (types.ts) of the kind asked for, and owns what the kind needs besides (the data
- * directory and its lock for `file`; nothing for `memory`).
+ * directory and its lock for `file`; nothing for `memory`; the connection pool for
+ * `postgres`).
  *
- * A new member of Storage is one more entry of `parts` in each of
- * `openFile` and `openMemory`; `close` closes every part, in the order they are listed.
+ * A new member of Storage is one more entry of `parts` in each of `openFile`, `openMemory`
+ * and `openPostgres`; `close` closes every part, in the order they are listed.
  */
 import * as path from "node:path";
 import { FileBrokerCredentials, MemoryBrokerCredentials } from "./broker-credentials.ts";
@@ -15,15 +16,25 @@ import { lockDataDir, makeDataDir } from "./fsutil.ts";
 import { FileGroupStore, MemoryGroupStore } from "./group-store.ts";
 import { MemoryTopicStore } from "./memory-store.ts";
 import { defaultMaxOpenFiles, OpenFiles } from "./open-files.ts";
+import { connectPostgres, postgresLocation } from "./pg/connect.ts";
+import { PgConsumerStore } from "./pg/consumers.ts";
+import { PgBrokerCredentials } from "./pg/credentials.ts";
+import { PgGroupStore } from "./pg/groups.ts";
+import { PgClientRegistry } from "./pg/registry.ts";
+import { PgSchedule } from "./pg/schedule.ts";
+import { PgShared } from "./pg/shared.ts";
+import { PgTopicStore } from "./pg/topic-store.ts";
 import { FileSchedule, MemorySchedule } from "./schedule.ts";
 import type { FsyncPolicy, Storage, StoreKind } from "./types.ts";
 
-export const STORE_KINDS: readonly StoreKind[] = ["file", "memory"];
+export const STORE_KINDS: readonly StoreKind[] = ["file", "memory", "postgres"];
 
 export interface StorageOptions {
   kind: StoreKind;
-  /** The data directory of a file store (unused by memory). */
+  /** The data directory of a file store (unused by memory and postgres). */
   dataDir: string;
+  /** postgres: the database, `postgres://USER[:PASSWORD]@HOST:PORT/DB` (the password is never logged). */
+  url?: string;
   fsync: FsyncPolicy;
   fsyncIntervalMs: number;
   /** A file log rolls its segment at this size; default 64 MiB. */
@@ -37,15 +48,20 @@ export interface StorageOptions {
 /** What one Storage is made of: each member has a `close`. */
 type Parts = Omit<Storage, "kind" | "close">;
 
-/** Opens the storage of `options.kind`. A file store that fails to open leaves its directory unlocked. */
-export function openStorage(options: StorageOptions): Storage {
+/**
+ * Opens the storage of `options.kind`. A file store that fails to open leaves its directory
+ * unlocked; a postgres one closes its pool.
+ */
+export async function openStorage(options: StorageOptions): Promise<Storage> {
   switch (options.kind) {
     case "file":
       return openFile(options);
     case "memory":
       return openMemory();
+    case "postgres":
+      return openPostgres(options);
     default:
-      throw new Error(`unknown store ${JSON.stringify(options.kind)}: use ${STORE_KINDS.join(" or ")}`);
+      throw new Error(`unknown store ${JSON.stringify(options.kind)}: use ${STORE_KINDS.join(", ")}`);
   }
 }
 
@@ -86,7 +102,37 @@ function openMemory(): Storage {
     }, () => {});
 }
 
-function storage(kind: StoreKind, parts: Parts, release: () => void): Storage {
+/**
+ * Several servers share one database (lib/store/pg/): `--fsync always` commits with
+ * synchronous_commit on, interval and never with it off.
+ */
+async function openPostgres(options: StorageOptions): Promise<Storage> {
+  if (!options.url) throw new Error("the postgres store needs a URL: --store postgres://USER@HOST:PORT/DB");
+  const synchronousCommit = options.fsync === "always";
+  const sql = await connectPostgres(options.url, synchronousCommit);
+  const opened: Array<{ close(): Promise<void> }> = [];
+  const track = <T extends { close(): Promise<void> }>(part: T): T => (opened.push(part), part);
+  try {
+    const shared = track(await PgShared.open(sql));
+    const parts: Parts = {
+      topics: track(new PgTopicStore(sql, shared.serverId, { synchronousCommit })),
+      clients: track(await PgClientRegistry.open(sql, shared.serverId)),
+      credentials: track(await PgBrokerCredentials.open(sql)),
+      consumers: track(new PgConsumerStore(sql, shared.serverId)),
+      schedule: track(await PgSchedule.open(sql)),
+      groups: track(new PgGroupStore(sql, shared.serverId, postgresLocation(options.url))),
+      // Last: it stops listening and gives up the jobs once the others are closed.
+      shared,
+    };
+    return storage("postgres", parts, () => sql.close());
+  } catch (err) {
+    for (const part of opened.reverse()) await part.close().catch(() => {});
+    await sql.close().catch(() => {});
+    throw err;
+  }
+}
+
+function storage(kind: StoreKind, parts: Parts, release: () => void | Promise<void>): Storage {
   let closing: Promise<void> | null = null;
   const close = async () => {
     // Every part is closed even when one fails; the first failure is thrown once all are.
@@ -98,7 +144,11 @@ function storage(kind: StoreKind, parts: Parts, release: () => void): Storage {
         failure ??= err;
       }
     }
-    release();
+    try {
+      await release();
+    } catch (err) {
+      failure ??= err;
+    }
     if (failure) throw failure;
   };
   return {

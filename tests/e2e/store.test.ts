@@ -12,7 +12,7 @@ describe("mq server --store", () => {
     for (const command of ["server", "up"]) {
       const r = await mq(null, [command, "--store", "disk", "--listen", "127.0.0.1:0"]);
       expect({ command, code: r.code }).toEqual({ command, code: 2 });
-      expect(r.stderr).toContain('--store must be file or memory, got "disk"');
+      expect(r.stderr).toContain('--store must be file, memory or postgres://USER@HOST:PORT/DB (or postgresql://…), got "disk"');
     }
     const missing = await mq(null, ["server", "--store"]);
     expect(missing.code).toBe(2);
