@@ -863,6 +863,8 @@ export class MqServer {
 
   private storageError(topic: Topic, id: number, count: number, err: unknown): MqError {
     log.error(`topic ${topic.name}: cannot append ${plural(count, "message")} of id ${id}:`, err);
+    // A shared store (PostgreSQL) fails when it is away, and works again when it is back: sent again later, the publish may pass.
+    if (this.cluster) return new MqError(Code.Unavailable, `the server cannot store the message in topic "${topic.name}": its store (${this.storage.kind}) failed: ${errorText(err)}; nothing of this publish was acknowledged, send it again`, { cause: err });
     return new MqError(Code.StorageError, `the server cannot store the message in topic "${topic.name}": ${(err as Error).message}`, { cause: err });
   }
 
@@ -1195,7 +1197,7 @@ export class MqServer {
       found = await this.cluster!.storedElsewhere(topic, missing);
     } catch (err) {
       log.error(`topic ${topic.name}: cannot look up message ids in the store:`, err);
-      throw new MqError(Code.StorageError, `the server cannot check the message ids of this publish in topic "${topic.name}" against its store: ${errorText(err)}; send it again`, { cause: err });
+      throw new MqError(Code.Unavailable, `the server cannot check the message ids of this publish in topic "${topic.name}" against its store: ${errorText(err)}; send it again`, { cause: err });
     }
     // Another request of this server may have stored some meanwhile: the window has those already.
     const now = Date.now();
