@@ -608,6 +608,7 @@ export class MqServer {
       // At start (create false) a topic that cannot be opened stops the start, as before.
       if (!create) throw err;
       log.error(`topic ${name}: cannot open or create it: ${errorText(err)}`);
+      if (this.cluster) throw new MqError(Code.Unavailable, `Cannot create topic "${name}": the server's store (${this.storage.kind}) failed: ${errorText(err)}; nothing was created, try again`, { cause: err });
       throw new MqError(Code.StorageError, `Cannot create topic "${name}": ${storageProblem(err)}; nothing was created`, { cause: err });
     }
     if (!opened) return null;
