@@ -10,7 +10,7 @@ import { Subscription, Topic } from "../../lib/server/topic.ts";
 import { MemoryTopicStore } from "../../lib/store/memory-store.ts";
 import { MemoryConsumerStore } from "../../lib/store/consumer-store.ts";
 import { MemorySchedule } from "../../lib/store/schedule.ts";
-import type { SharedStore, StoreEvent } from "../../lib/store/types.ts";
+import type { SharedStore, StoreEvent, TopicLog } from "../../lib/store/types.ts";
 
 /** A shared store whose events the test sends. */
 class Events implements SharedStore {
@@ -34,7 +34,7 @@ async function fixture() {
   const topics = new Map([["t", topic]]);
   let refreshes = 0;
   // What another server appended shows up in this log only when refreshed.
-  opened.log.refresh = async () => {
+  (opened.log as TopicLog).refresh = async () => {
     refreshes++;
     await Bun.sleep(5);
   };
