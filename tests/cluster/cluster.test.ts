@@ -141,6 +141,36 @@ describe(`two servers on one PostgreSQL database${noPostgres}`, () => {
     expect(await stored(onB.socket, "pay")).toBe(5);
   });
 
+  test.skipIf(Boolean(noPostgres))("delayed messages accepted through either server are delivered once, by the server that runs the schedule; when it dies the other takes over", async () => {
+    await using c = await sharedServers(pg);
+    const [a, b] = c.servers as [NonNullable<(typeof c.servers)[0]>, NonNullable<(typeof c.servers)[0]>];
+    const onA = await c.local(a, b);
+    const onB = await c.local(b, a);
+    const reader = await createOn(onB.socket);
+    expect((await mq(onB.socket, ["sub", String(reader), "later"])).code).toBe(0);
+    const ida = await createOn(onA.socket);
+    const idb = await createOn(onB.socket);
+    await pub(onA.socket, [String(ida), "later", "--delay", "1s", "via-a"]);
+    await pub(onB.socket, [String(idb), "later", "--delay", "1s", "via-b"]);
+    const got = await recv(onB.socket, reader, 2);
+    expect(got.map((m) => m[2]).sort()).toEqual(["via-a", "via-b"]);
+    expect(got.map((m) => m[1])).toEqual([1, 2]);
+    // One server delivered both (the one that holds the schedule's lock).
+    const deliveredBy = async (socket: string) => JSON.parse((await mq(socket, ["stats", "--json"])).stdout).server.scheduled_delivered as number;
+    const counts = [await deliveredBy(onA.socket), await deliveredBy(onB.socket)];
+    expect(counts.sort()).toEqual([0, 2]);
+
+    // The holder dies with messages pending (accepted through both): the other server delivers them.
+    const holder = (await deliveredBy(onA.socket)) === 2 ? a : b;
+    await pub(onA.socket, [String(ida), "later", "--delay", "2s", "pending-a"]);
+    await pub(onB.socket, [String(idb), "later", "--delay", "2s", "pending-b"]);
+    await holder.daemon.kill9();
+    const after = await recv(onB.socket, reader, 2);
+    expect(after.map((m) => m[2]).sort()).toEqual(["pending-a", "pending-b"]);
+    // Nothing stored twice.
+    expect(await stored(onB.socket, "later")).toBe(4);
+  });
+
   test.skipIf(Boolean(noPostgres))("bad events on the channel (not ours, unparsable, naming no topic) are ignored: both servers keep serving", async () => {
     await using c = await sharedServers(pg);
     const [a, b] = c.servers as [NonNullable<(typeof c.servers)[0]>, NonNullable<(typeof c.servers)[0]>];
