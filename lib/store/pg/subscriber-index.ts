@@ -22,6 +22,8 @@ export class PgSubscriberIndex implements SubscriberIndex {
   private chain: Promise<unknown> = Promise.resolve();
   /** Ids added or removed here while a reload reads (the reload leaves them as they are here). */
   private readonly reloading = new Set<Set<number>>();
+  /** Per id, how many adds and removes were called: a failed write is undone only if none came after it. */
+  private readonly changes = new Map<number, number>();
 
   /** `cursors`: the topic's rows as read at open. */
   constructor(
@@ -51,8 +53,28 @@ export class PgSubscriberIndex implements SubscriberIndex {
     return done;
   }
 
-  private touched(id: number): void {
+  /** Notes an add or remove of `id`; returns its number for `undo`. */
+  private touched(id: number): number {
     for (const ids of this.reloading) ids.add(id);
+    const n = (this.changes.get(id) ?? 0) + 1;
+    this.changes.set(id, n);
+    return n;
+  }
+
+  /**
+   * Runs the write of an add or remove; when it fails and nothing changed `id` since, puts
+   * the memory back as it was (so that a retry writes again, and memory says what is stored).
+   */
+  private async write(id: number, change: number, write: () => Promise<unknown>, undo: () => void): Promise<void> {
+    try {
+      await this.enqueue(write);
+    } catch (err) {
+      if (this.changes.get(id) === change) undo();
+      throw err;
+    } finally {
+      // The writes before it are done too (one chain): the count starts over.
+      if (this.changes.get(id) === change) this.changes.delete(id);
+    }
   }
 
   private event(id: number): string {
@@ -63,26 +85,36 @@ export class PgSubscriberIndex implements SubscriberIndex {
     // Already there: its row may still be on its way, so wait for the writes queued so far.
     if (this.map.has(id)) return this.enqueue(async () => {});
     this.map.set(id, cursor);
-    this.touched(id);
-    await this.enqueue(
+    const change = this.touched(id);
+    await this.write(
+      id,
+      change,
       () => this.sql`
         with ins as (
           insert into mq_subscribers (topic_id, client_id, cursor) values (${this.topicId}, ${id}, ${cursor})
           on conflict do nothing returning 1
         )
         select pg_notify(${EVENTS_CHANNEL}, ${this.event(id)}) from ins`,
+      () => {
+        this.map.delete(id);
+        this.moved.delete(id);
+      },
     );
   }
 
   async remove(id: number): Promise<void> {
     if (!this.map.has(id)) return this.enqueue(async () => {});
+    const cursor = this.map.get(id)!;
     this.map.delete(id);
     this.moved.delete(id);
-    this.touched(id);
-    await this.enqueue(
+    const change = this.touched(id);
+    await this.write(
+      id,
+      change,
       () => this.sql`
         with del as (delete from mq_subscribers where topic_id = ${this.topicId} and client_id = ${id} returning 1)
         select pg_notify(${EVENTS_CHANNEL}, ${this.event(id)}) from del`,
+      () => this.map.set(id, cursor),
     );
   }
 

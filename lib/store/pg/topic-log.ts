@@ -24,6 +24,17 @@ export interface PgTopicLogOptions {
   synchronousCommit: boolean;
 }
 
+/**
+ * jsonb cannot hold the character U+0000, which a header value may: such headers are stored
+ * as `{"=": base64 of their JSON}` ("=" is never a header key, lib/wire/headers.ts).
+ */
+const NUL_HEADERS = "=";
+
+function headersJson(headers: Record<string, string>): string {
+  const json = JSON.stringify(headers);
+  return json.includes("\\u0000") ? JSON.stringify({ [NUL_HEADERS]: Buffer.from(json).toString("base64") }) : json;
+}
+
 /** Bigger than any seq, count or byte total; PostgreSQL bigints hold it. */
 const NO_LIMIT = Number.MAX_SAFE_INTEGER;
 
@@ -99,7 +110,7 @@ export class PgTopicLog implements TopicLog {
       times[i] = time;
       payloads[i] = data;
       msgIds[i] = fields?.msgId ?? null;
-      headers[i] = fields?.headers !== undefined ? JSON.stringify(fields.headers) : null;
+      headers[i] = fields?.headers !== undefined ? headersJson(fields.headers) : null;
       expires[i] = fields?.expiresAt ?? null;
     }
     // `set_config(…, true)` is `set local`: this statement's transaction commits without
@@ -110,8 +121,8 @@ export class PgTopicLog implements TopicLog {
         update mq_topics set next_seq = next_seq + ${n} where id = ${this.topicId} returning next_seq, first_seq
       ), ins as (
         insert into mq_messages (topic_id, seq, time, msg_id, headers, expires_at, payload)
-        select ${this.topicId}, t.next_seq - ${n} + m.i - 1, m.time, m.msg_id, m.headers, m.expires_at, m.payload
-        from t, unnest(${times}::bigint[], ${msgIds}::text[], ${headers}::jsonb[], ${expires}::bigint[], ${payloads}::bytea[])
+        select ${this.topicId}, t.next_seq - ${n} + m.i - 1, m.time, m.msg_id, m.headers::jsonb, m.expires_at, m.payload
+        from t, unnest(${times}::bigint[], ${msgIds}::text[], ${headers}::text[], ${expires}::bigint[], ${payloads}::bytea[])
           with ordinality as m(time, msg_id, headers, expires_at, payload, i)
       )
       select next_seq, first_seq,
@@ -183,7 +194,7 @@ export class PgTopicLog implements TopicLog {
       const r = rows[i];
       const p: Buffer = r.payload;
       const m: StoredMessage = { seq: Number(r.seq), time: Number(r.time), data: new Uint8Array(p.buffer, p.byteOffset, p.byteLength) };
-      if (r.headers !== null) m.headers = r.headers;
+      if (r.headers !== null) m.headers = r.headers[NUL_HEADERS] === undefined ? r.headers : JSON.parse(Buffer.from(r.headers[NUL_HEADERS], "base64").toString());
       if (r.expires_at !== null) m.expiresAt = Number(r.expires_at);
       out[i] = m;
     }
@@ -191,10 +202,13 @@ export class PgTopicLog implements TopicLog {
   }
 
   async seqAtTime(time: number): Promise<number> {
-    const rows = await this.sql`
-      select seq from mq_messages where topic_id = ${this.topicId} and time >= ${time}
-      order by time, seq limit 1`;
-    return rows.length > 0 ? Number(rows[0].seq) : this.next;
+    // None that late: the stored next_seq (this server's may be behind another's appends).
+    const [row] = await this.sql`
+      select coalesce(
+        (select seq from mq_messages where topic_id = ${this.topicId} and time >= ${time} order by time, seq limit 1),
+        (select next_seq from mq_topics where id = ${this.topicId})
+      ) as seq`;
+    return Number(row.seq);
   }
 
   /**
