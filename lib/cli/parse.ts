@@ -4,7 +4,7 @@
  * daemons.ts, beside the logger they configure).
  */
 import { DEFAULT_LISTEN, DEFAULT_MAX_MESSAGE_BYTES, MAX_DELAY_MS, defaultDataDir, defaultSocketPath, parseHostPort } from "../config.ts";
-import { maskPassword } from "../store/pg/connect.ts";
+import { maskPassword } from "../store/pg/url.ts";
 import type { FsyncPolicy, StoreKind } from "../store/types.ts";
 import type { From } from "../wire/messages.ts";
 import { groupNameProblem } from "../wire/group-name.ts";

@@ -10,7 +10,7 @@ import { errorText, logger } from "../log.ts";
 import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_HELLO_TIMEOUT_MS, DEFAULT_SERVER_LIMITS, maxFrameBytes } from "../config.ts";
 import { Code, MqError, toMqError } from "../errors.ts";
 import { openStorage } from "../store/backend.ts";
-import { postgresLocation } from "../store/pg/connect.ts";
+import { postgresLocation } from "../store/pg/url.ts";
 import { errnoCode } from "../store/fsutil.ts";
 import { defineCounters, SERVER_COUNTERS, type ServerStats } from "../metrics.ts";
 import type { BrokerCredentials, ClientRegistry, FsyncPolicy, Storage, StoreKind, TopicStore } from "../store/types.ts";
@@ -1390,7 +1390,7 @@ export class MqServer {
     for (const conn of this.connections) conn.close(CloseReason.Shutdown);
     await this.storage.close();
     this.listener?.stop(true);
-    log.info(`stopped (${hostPort(this.options.hostname, this.port)}, ${this.storage.kind === "memory" ? "store memory" : `data ${this.options.dataDir}`})`);
+    log.info(`stopped (${hostPort(this.options.hostname, this.port)}, ${this.storage.kind === "memory" ? "store memory" : this.storage.kind === "postgres" ? `store postgres ${postgresLocation(this.options.storeUrl ?? "")}` : `data ${this.options.dataDir}`})`);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -8,14 +8,16 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { SQL } from "bun";
-import { connectPostgres, maskPassword, postgresLocation } from "../../lib/store/pg/connect.ts";
+import { openStorage } from "../../lib/store/backend.ts";
+import { connectPostgres } from "../../lib/store/pg/connect.ts";
+import { maskPassword, postgresLocation } from "../../lib/store/pg/url.ts";
 import { PgConsumerStore } from "../../lib/store/pg/consumers.ts";
 import { PgBrokerCredentials } from "../../lib/store/pg/credentials.ts";
 import { PgGroupStore } from "../../lib/store/pg/groups.ts";
 import { PgClientRegistry } from "../../lib/store/pg/registry.ts";
 import { PgSchedule } from "../../lib/store/pg/schedule.ts";
 import { PgShared } from "../../lib/store/pg/shared.ts";
-import type { StoreEvent } from "../../lib/store/types.ts";
+import type { Storage, StoreEvent } from "../../lib/store/types.ts";
 import { noPostgres, startPostgres, type PostgresHandle } from "../pg-kit.ts";
 import { runBrokerCredentialsSuite, runClientRegistrySuite, type RegistryFixture } from "./client-registry.contract.ts";
 
@@ -76,6 +78,42 @@ if (noPostgres) {
   runClientRegistrySuite("postgres store", registryFixture, { persistent: true, losesNothing: true });
   runBrokerCredentialsSuite("postgres store", registryFixture, { persistent: true });
 }
+
+function openPg(url: string): Promise<Storage> {
+  return openStorage({ kind: "postgres", url, dataDir: "/nonexistent/unused", fsync: "always", fsyncIntervalMs: 50, owner: "mq test" });
+}
+
+describe(`openStorage postgres${noPostgres}`, () => {
+  pgTest("makes a Storage with every part and a shared store; two on one database see one another's topics and ids; close ends the pool and gives up the jobs", async () => {
+    const url = await pg!.database();
+    const a = await openPg(url);
+    const other = await openPg(url);
+    try {
+      expect([a.kind, typeof a.shared?.serverId, a.shared?.serverId === other.shared?.serverId]).toEqual(["postgres", "string", false]);
+      const created = await a.topics.open("shared.topic", true);
+      expect(await created!.log.append(b("x"), Date.now())).toBe(1);
+      const id = await a.clients.create("host-a");
+      expect(await other.topics.topics()).toContain("shared.topic");
+      await other.clients.reload!();
+      expect(other.clients.owner(id)).toBe("host-a");
+      expect(await a.shared!.holds("retention")).toBe(true);
+      expect(await other.shared!.holds("retention")).toBe(false);
+      await a.close();
+      await a.close(); // closing twice is one close
+      expect(await other.shared!.holds("retention")).toBe(true);
+      await expect(a.clients.create("host-a")).rejects.toThrow();
+    } finally {
+      await a.close();
+      await other.close();
+    }
+  });
+
+  pgTest("without a URL, or with a database that does not exist, openStorage fails saying so", async () => {
+    await expect(openStorage({ kind: "postgres", dataDir: "", fsync: "always", fsyncIntervalMs: 50, owner: "mq test" })).rejects.toThrow("the postgres store needs a URL: --store postgres://USER@HOST:PORT/DB");
+    const missing = pg!.url.replace(/\/postgres$/, "/no_such_db");
+    await expect(openPg(missing)).rejects.toThrow(`Cannot open the PostgreSQL store postgres 127.0.0.1:${pg!.port}/no_such_db: database "no_such_db" does not exist`);
+  });
+});
 
 /** Opens `n` servers' parts on one fresh database; all closed after `body`. */
 async function withServers(n: number, body: (servers: ServerParts[], url: string) => Promise<void>): Promise<void> {

@@ -1,51 +1,17 @@
 /**
  * Opening the PostgreSQL store's pool (`--store postgres://USER[:PASSWORD]@HOST:PORT/DB`):
  * the URL's password never appears in a log line or an error, which name the database as
- * HOST:PORT/DB.
+ * HOST:PORT/DB (url.ts).
  */
 import { SQL } from "bun";
 import { Code, MqError } from "../../errors.ts";
 import { migrate } from "./schema.ts";
+import { maskPassword, postgresLocation } from "./url.ts";
 
 /** Connections in the pool: appends of several topics commit side by side. */
 const POOL_SIZE = 8;
 /** Seconds to wait for a connection before a store call fails (and with it a start). */
 const CONNECT_TIMEOUT_S = 10;
-
-/** `HOST:PORT/DB` of a postgres:// URL, for log lines: no user, no password. */
-export function postgresLocation(url: string): string {
-  try {
-    const u = new URL(url);
-    const db = decodeURIComponent(u.pathname.replace(/^\//, "")) || decodeURIComponent(u.username) || "postgres";
-    return `${u.hostname || "localhost"}:${u.port || "5432"}/${db}`;
-  } catch {
-    return "(a URL that does not parse)";
-  }
-}
-
-/** `text` with the URL's password (as written and decoded) replaced by `***`. */
-export function maskPassword(text: string, url: string): string {
-  let password = "";
-  try {
-    password = new URL(url).password;
-  } catch {
-    const m = /^[a-z]+:\/\/[^:@/]*:([^@/]*)@/i.exec(url);
-    password = m?.[1] ?? "";
-  }
-  if (!password) return text;
-  let masked = text.split(password).join("***");
-  const decoded = safeDecode(password);
-  if (decoded) masked = masked.split(decoded).join("***");
-  return masked;
-}
-
-function safeDecode(s: string): string {
-  try {
-    return decodeURIComponent(s);
-  } catch {
-    return "";
-  }
-}
 
 /**
  * The pool, with the tables made (schema.ts). `synchronousCommit` false: a commit returns
