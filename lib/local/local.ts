@@ -342,6 +342,9 @@ export class LocalBroker {
             log.warn(`cannot reach the server ${addressText}: refused: ${e.code}: ${e.message}; ${next} with backoff up to ${REFUSED_BACKOFF_MAX_MS / 1000} s (logged once)`);
           }
         } else {
+          // With several servers, one that refused says nothing about the others: while one is
+          // only unreachable, clients get UNAVAILABLE (and retry), not another server's refusal.
+          if (this.servers.size > 1) this.upstreamError = null;
           // The cause, not the wrapper: "cannot reach the server X: connection refused (ECONNREFUSED)".
           const why = err instanceof MqError ? err.message : errorText(err);
           if (attempts <= this.servers.size && !afterLoss) log.warn(`cannot reach the server ${addressText}: ${why}; retrying every ${BACKOFF_MAX_MS / 1000} s at most`);

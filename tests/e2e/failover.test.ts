@@ -73,6 +73,30 @@ describe("--server A,B: A killed → B; B killed and A back → A", () => {
   });
 });
 
+describe("--server A,B where A freezes (SIGSTOP)", () => {
+  const daemons: Daemon[] = [];
+  const dirs: string[] = [];
+  afterAll(async () => {
+    for (const d of daemons) if (d.proc.exitCode === null) d.proc.kill("SIGCONT");
+    await teardown(daemons, dirs);
+  });
+
+  test("the heartbeat notices the silence and the broker fails over to B", async () => {
+    const a = await startServer();
+    const b = await startServer();
+    daemons.push(a.daemon, b.daemon);
+    dirs.push(a.dataDir, b.dataDir);
+    const local = await startLocal(`${a.address},${b.address}`, { args: ["--heartbeat-ms", "200", "--heartbeat-missed", "2"] });
+    daemons.unshift(local.daemon);
+    dirs.push(local.dataDir);
+    expect(await localStats(local.socket)).toMatchObject({ server: a.address, failovers: 0 });
+    a.daemon.proc.kill("SIGSTOP");
+    await local.daemon.waitFor(new RegExp(`connected to the server ${escape(b.address)} \\(failed over from ${escape(a.address)}: [^)]+\\)`));
+    expect(await localStats(local.socket)).toMatchObject({ server: b.address, connected: true, failovers: 1 });
+    await roundTrip(local.socket, "t", "on-b");
+  });
+});
+
 describe("--server R,B where R refuses the hello (wrong token)", () => {
   const daemons: Daemon[] = [];
   const dirs: string[] = [];
