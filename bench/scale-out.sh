@@ -5,12 +5,15 @@
 # one `mq bench` per local broker at once, each on its own topic (--pubs 1 --subs 1). The
 # rounds alternate N = 1, 2, 3, so that load from others on the box spreads over all three.
 #
-#     bench/scale-out.sh [MQ_BIN=dist/mq] [ROUNDS=5] [COUNT=20000] [SIZE=128]
+#     bench/scale-out.sh [MQ_BIN=dist/mq] [ROUNDS=5] [COUNT=20000] [SIZE=128] [TOPICS=own|same]
+#
+# TOPICS=same: every bench publishes to one topic (the servers take turns on its row) and
+# each subscriber receives what all of them publish.
 #
 # One line per run: N, the summed publish and delivery rates (msgs/s) of the N benches, the
 # load average; then the medians per N.
 set -uo pipefail
-MQ=$(realpath "${1:-dist/mq}"); ROUNDS=${2:-5}; COUNT=${3:-20000}; SIZE=${4:-128}
+MQ=$(realpath "${1:-dist/mq}"); ROUNDS=${2:-5}; COUNT=${3:-20000}; SIZE=${4:-128}; TOPICS=${5:-own}
 BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 AS=(); [ "$(id -u)" = 0 ] && AS=(runuser -u postgres --)
 W=$(mktemp -d /tmp/mq-scale-out-XXXX); chmod 755 "$W"; mkdir -p "$W/pg"; [ ${#AS[@]} -gt 0 ] && chown postgres "$W/pg"
@@ -42,7 +45,7 @@ run() { # N round
   done
   local benches=()
   for i in $(seq 1 "$n"); do
-    timeout 300 "$MQ" bench -s "$d/local$i.sock" --topic "bench$i" --count "$COUNT" --size "$SIZE" --json >"$d/bench$i.json" 2>/dev/null & benches+=($!)
+    timeout 300 "$MQ" bench -s "$d/local$i.sock" --topic "$([ "$TOPICS" = same ] && echo bench || echo "bench$i")" --count "$COUNT" --size "$SIZE" --json >"$d/bench$i.json" 2>/dev/null & benches+=($!)
   done
   wait "${benches[@]}"
   for p in "${locals[@]}" "${servers[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
