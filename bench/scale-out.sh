@@ -10,7 +10,7 @@
 # TOPICS=same: every bench publishes to one topic (the servers take turns on its row) and
 # each subscriber receives what all of them publish.
 #
-# One line per run: N, the summed publish and delivery rates (msgs/s) of the N benches, the
+# SERVERS="1 3" (env): only those N. One line per run: N, the summed publish and delivery rates (msgs/s) of the N benches, the
 # load average; then the medians per N.
 set -uo pipefail
 MQ=$(realpath "${1:-dist/mq}"); ROUNDS=${2:-5}; COUNT=${3:-20000}; SIZE=${4:-128}; TOPICS=${5:-own}
@@ -63,7 +63,7 @@ EOF
 }
 
 for r in $(seq 1 "$ROUNDS"); do
-  for n in 1 2 3; do run "$n" "$r"; done
+  for n in ${SERVERS:-1 2 3}; do run "$n" "$r"; done
 done | tee "$W/results"
 python3 - "$W/results" <<'EOF'
 import sys, statistics, re
