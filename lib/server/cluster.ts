@@ -41,6 +41,12 @@ export interface ClusterHost {
   connectedHere(id: number): boolean;
 }
 
+/** Message ids of publishes to one topic looked up together, and their common answer. */
+interface LookupGroup {
+  keys: string[];
+  answer: PromiseWithResolvers<MsgIdRecord[]>;
+}
+
 /** Runs `work` one at a time; a call while it runs makes it run once more after (calls in between fold into that one). */
 class Coalesced {
   private running: Promise<void> | null = null;
@@ -340,11 +346,25 @@ export class Cluster {
    * window does not have: a publish retried through another server is stored once.
    */
   storedElsewhere(topic: Topic, keys: string[]): Promise<MsgIdRecord[]> {
-    // Lookups run side by side, but each answers only after the one asked before it: the
-    // publishes of a topic register in the order they came (pub-order.ts).
-    const lookup = keys.length > 0 && topic.log.findMsgIds ? topic.log.findMsgIds(keys) : Promise.resolve([]);
+    // The publishes of a topic that ask in one turn of the event loop share one query (under
+    // load many are in flight); each group answers only after the one asked before it, so
+    // the publishes of a topic register in the order they came (pub-order.ts).
+    let group = this.asking.get(topic);
+    if (!group) {
+      const created: LookupGroup = { keys: [], answer: Promise.withResolvers<MsgIdRecord[]>() };
+      this.asking.set(topic, (group = created));
+      setImmediate(() => this.lookUp(topic, created));
+    }
+    for (const key of keys) group.keys.push(key);
+    return group.answer.promise;
+  }
+
+  private lookUp(topic: Topic, group: LookupGroup): void {
+    this.asking.delete(topic);
+    const lookup = group.keys.length > 0 && topic.log.findMsgIds ? topic.log.findMsgIds(group.keys) : Promise.resolve([]);
     const before = this.lookups.get(topic);
     const inOrder = before ? before.then(() => lookup) : lookup;
+    inOrder.then(group.answer.resolve, group.answer.reject);
     const tail = inOrder.then(
       () => {},
       () => {},
@@ -353,9 +373,10 @@ export class Cluster {
     void tail.then(() => {
       if (this.lookups.get(topic) === tail) this.lookups.delete(topic);
     });
-    return inOrder;
   }
 
+  /** The message id lookups of each topic being gathered in this turn. */
+  private readonly asking = new Map<Topic, LookupGroup>();
   /** The message id lookups of each topic not yet answered, last one asked. */
   private readonly lookups = new Map<Topic, Promise<void>>();
 
