@@ -43,6 +43,8 @@ run() { # N round
     "$MQ" local --server "127.0.0.1:$port" --data "$d/local$i" --socket "$d/local$i.sock" >"$d/local$i.out" 2>&1 </dev/null & locals+=($!); PIDS+=($!)
     waitfor "$d/local$i.out" "connected to the server" || return
   done
+  # Past a new session's first seconds, when a server looks up every message id in the store (docs/scale-out.md).
+  sleep 2.5
   local benches=()
   for i in $(seq 1 "$n"); do
     timeout 300 "$MQ" bench -s "$d/local$i.sock" --topic "$([ "$TOPICS" = same ] && echo bench || echo "bench$i")" --count "$COUNT" --size "$SIZE" --json >"$d/bench$i.json" 2>/dev/null & benches+=($!)

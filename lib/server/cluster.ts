@@ -17,6 +17,12 @@ const log = logger("server");
 
 /** How often the singleton jobs (scheduler, retention) check who holds them: a dead server's jobs move within this. */
 export const JOB_CHECK_MS = 1000;
+/**
+ * A session this young may be a local broker that failed over, sending again what its last
+ * server stored: its publishes are looked up whatever this server heard (an event takes
+ * milliseconds; a failover, a reconnect and a hello take longer).
+ */
+const NEW_SESSION_MS = 2000;
 /** A failing re-read is logged at most this often (PostgreSQL away: every event would fail). */
 const ERROR_LOG_MS = 10_000;
 
@@ -105,7 +111,11 @@ export class Cluster {
     this.resyncing = new Coalesced(() => this.resyncAll());
     shared.onEvent((event) => {
       if (this.stopped) return;
-      if (!this.started) return; // `start` reads everything again
+      if (!this.started) {
+        // `start` reads everything again; the dedupe windows are read after this, but not what comes next.
+        if (event.kind === "appended") this.foreignAppends.set(event.topic, Date.now());
+        return;
+      }
       this.events++;
       this.onEvent(event);
     });
@@ -148,6 +158,7 @@ export class Cluster {
   private onEvent(event: StoreEvent): void {
     switch (event.kind) {
       case "appended": {
+        this.foreignAppends.set(event.topic, Date.now());
         const topic = this.host.topics.get(event.topic);
         // This server read that far already (its own append, or an earlier refresh).
         if (topic && topic.log.lastSeq >= event.lastSeq) return;
@@ -177,6 +188,8 @@ export class Cluster {
         // Queue groups are coordinated per server (docs/scale-out.md, limits).
         return;
       case "resync":
+        // Appends of other servers may have been missed: any topic may hold ids this server's windows lack.
+        this.eventsResumedAt = Date.now();
         void this.catching("cannot re-read the store after its events were interrupted", async () => {
           await this.resyncing.run();
           log.info(`store events resumed: ${this.host.topics.size} topics and ${this.host.registry.size} ids read again`);
@@ -340,6 +353,27 @@ export class Cluster {
       }
     }
   }
+
+  /**
+   * True when ids of a publish to `topic` through a session that said hello at `helloAt` may
+   * have been stored by another server within the dedupe window (`windowMs`): another server
+   * appended to the topic within it (this server heard so, or may have missed it), or the
+   * session is new (a local broker that failed over sends again what its last server may have
+   * stored, maybe before that server's event arrived). Otherwise this server's window, read
+   * from the log at open and kept since, has every id there is: no query.
+   */
+  mayBeStoredElsewhere(topic: Topic, helloAt: number, windowMs: number): boolean {
+    // Behind a lookup in progress a publish waits its turn too (its `after` may name that one).
+    if (this.asking.has(topic) || this.lookups.has(topic)) return true;
+    const now = Date.now();
+    if (now - helloAt < NEW_SESSION_MS) return true;
+    return now - Math.max(this.eventsResumedAt, this.foreignAppends.get(topic.name) ?? -Infinity) < windowMs;
+  }
+
+  /** When another server last appended to each topic (as heard), for `mayBeStoredElsewhere`. */
+  private readonly foreignAppends = new Map<string, number>();
+  /** When the events resumed after a loss of the listening connection (anything may have been missed). */
+  private eventsResumedAt = -Infinity;
 
   /**
    * Message ids another server stored in `topic` (its log), among `keys` this server's dedupe

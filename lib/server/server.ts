@@ -686,7 +686,7 @@ export class MqServer {
       }
     }
     const { topic, created } = (await this.topic(topicName, true))!;
-    if (this.cluster && ids && this.dedupe.enabled) await this.fillFromStore(topic, payloads.length, ids);
+    if (this.cluster && ids && this.dedupe.enabled && this.cluster.mayBeStoredElsewhere(topic, session.connectedAt, this.dedupe.windowMs)) await this.fillFromStore(topic, payloads.length, ids);
     // No await from here to the append's registration: a later publish sees this one as being stored.
     if (after !== undefined && this.dedupe.enabled) checkAfter(topic.ids, topicName, after);
     const subscribers = topic.subscriptions.size;

@@ -114,3 +114,19 @@ test("an id no registry knows (a subscriber row of an unknown id) is not subscri
   await Bun.sleep(50);
   expect(f.topic.subscriptions.has(99)).toBe(false);
 });
+
+test("message ids are looked up in the store only when another server may have stored them: a new session, another server's append, events resumed", async () => {
+  const f = await fixture();
+  const window = 60_000;
+  expect(f.cluster.mayBeStoredElsewhere(f.topic, Date.now(), window)).toBe(true); // a broker that just said hello
+  const old = Date.now() - 10_000;
+  expect(f.cluster.mayBeStoredElsewhere(f.topic, old, window)).toBe(false); // only this server wrote it: the window has every id
+  f.events.send({ kind: "appended", topic: "t", lastSeq: 0 });
+  expect(f.cluster.mayBeStoredElsewhere(f.topic, old, window)).toBe(true);
+  expect(f.cluster.mayBeStoredElsewhere(f.topic, old, 0)).toBe(false); // past the window: not deduplicated anyway
+
+  const g = await fixture();
+  expect(g.cluster.mayBeStoredElsewhere(g.topic, old, window)).toBe(false);
+  g.events.send({ kind: "resync" });
+  expect(g.cluster.mayBeStoredElsewhere(g.topic, old, window)).toBe(true);
+});
