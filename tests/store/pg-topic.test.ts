@@ -10,6 +10,7 @@ import { SQL } from "bun";
 import { MemoryTopicLog } from "../../lib/store/memory-store.ts";
 import { decodeEvent } from "../../lib/store/pg/events.ts";
 import { EVENTS_CHANNEL, migrate } from "../../lib/store/pg/schema.ts";
+import { MAX_STATEMENT_BYTES } from "../../lib/store/pg/topic-log.ts";
 import { PgTopicStore } from "../../lib/store/pg/topic-store.ts";
 import type { StoreEvent, SubscriberIndex, TopicLog, TopicStore } from "../../lib/store/types.ts";
 import { noPostgres, startPostgres, type PostgresHandle } from "../pg-kit.ts";
@@ -279,6 +280,33 @@ if (noPostgres) {
         await fx.store().open("ev", true); // opening a topic that exists sends nothing
         await Bun.sleep(100);
         expect(events).toHaveLength(5);
+      } finally {
+        await closePool(listener);
+        await fx.cleanup();
+      }
+    });
+
+    test("a batch of more than MAX_STATEMENT_BYTES of payloads goes as several statements: seqs dense, payloads right, one appended event each", async () => {
+      const fx = await storeFixture("s1");
+      const listener = pool(fx.url);
+      const lastSeqs: number[] = [];
+      try {
+        await listener.listen(EVENTS_CHANNEL, (text) => {
+          const decoded = decodeEvent(text);
+          if (decoded?.event.kind === "appended") lastSeqs.push(decoded.event.lastSeq);
+        });
+        const { log } = await openLog(fx.store());
+        const size = 1 << 20;
+        const perStatement = MAX_STATEMENT_BYTES / size;
+        const count = perStatement + 4;
+        const seqs = await Promise.all(Array.from({ length: count }, (_, i) => log.append(payload(size, i), i)));
+        expect(seqs).toEqual(Array.from({ length: count }, (_, i) => i + 1));
+        for (let seq = 1; seq <= count; seq++) {
+          const [m] = await log.read(seq, 1, 1);
+          expect({ seq: m!.seq, same: Buffer.from(m!.data).equals(Buffer.from(payload(size, seq - 1))) }).toEqual({ seq, same: true });
+        }
+        expect(await until(() => lastSeqs.length >= 2)).toBe(true);
+        expect(lastSeqs).toEqual([perStatement, count]);
       } finally {
         await closePool(listener);
         await fx.cleanup();

@@ -1,8 +1,8 @@
 /**
  * PgTopicLog: one topic's messages as rows of `mq_messages` (schema.ts), shared by every
  * server on the database. Seqs are assigned by the database: an append batch is one
- * statement (so one transaction) that raises the topic's `next_seq`, inserts the batch's
- * rows numbered below it and notifies `appended`. The row lock on the topic serializes the
+ * statement (so one transaction; several for a batch above MAX_STATEMENT_BYTES) that raises
+ * the topic's `next_seq`, inserts the batch's rows numbered below it and notifies `appended`. The row lock on the topic serializes the
  * servers writing one topic, so batches commit in seq order and seqs stay dense (no holes:
  * nothing is ever lost, `lost` is 0). The extent (firstSeq, nextSeq) is kept in memory,
  * moved by this server's appends and trims and re-read by `refresh()`.
@@ -34,6 +34,9 @@ function headersJson(headers: Record<string, string>): string {
   const json = JSON.stringify(headers);
   return json.includes("\\u0000") ? JSON.stringify({ [NUL_HEADERS]: Buffer.from(json).toString("base64") }) : json;
 }
+
+/** Payload bytes per append statement (more in one batch go in several). */
+export const MAX_STATEMENT_BYTES = 16 * 1024 * 1024;
 
 /** Bigger than any seq, count or byte total; PostgreSQL bigints hold it. */
 const NO_LIMIT = Number.MAX_SAFE_INTEGER;
@@ -93,12 +96,29 @@ export class PgTopicLog implements TopicLog {
     return this.commits.add({ data, time, fields });
   }
 
-  /**
-   * One batch, one statement: the update takes the topic's row lock and hands out the seqs
-   * (the n below the new next_seq), the insert numbers the rows with them (arrays, so any
-   * batch size is one statement of seven parameters), pg_notify is delivered at commit.
-   */
+  /** One batch, one statement (unless its payloads are huge). */
   private async commit(batch: PendingAppend[]): Promise<number[]> {
+    // Payloads above MAX_STATEMENT_BYTES go as several statements, one after the other (each
+    // a batch of its own: its transaction, its event): an array parameter must stay below
+    // PostgreSQL's 1 GB per value, and one huge statement would hold the row lock long.
+    const seqs: number[] = [];
+    for (let start = 0; start < batch.length; ) {
+      let end = start + 1;
+      for (let bytes = batch[start]!.data.length; end < batch.length && bytes + batch[end]!.data.length <= MAX_STATEMENT_BYTES; end++) bytes += batch[end]!.data.length;
+      const first = await this.commitStatement(start === 0 && end === batch.length ? batch : batch.slice(start, end));
+      for (let seq = first; seq < first + end - start; seq++) seqs.push(seq);
+      start = end;
+    }
+    return seqs;
+  }
+
+  /**
+   * Commits appends in one statement; returns the first one's seq (the others follow). The
+   * update takes the topic's row lock and hands out the seqs (the n below the new next_seq),
+   * the insert numbers the rows with them (arrays, so any count is one statement of seven
+   * parameters), pg_notify is delivered at commit.
+   */
+  private async commitStatement(batch: PendingAppend[]): Promise<number> {
     const n = batch.length;
     const times = new Array<number>(n);
     const msgIds = new Array<string | null>(n);
@@ -132,10 +152,7 @@ export class PgTopicLog implements TopicLog {
     if (rows.length === 0) throw new Error(`topic ${this.topic} is not in mq_topics`);
     const nextSeq = Number(rows[0].next_seq);
     this.moveExtent(Number(rows[0].first_seq), nextSeq);
-    const base = nextSeq - n;
-    const seqs = new Array<number>(n);
-    for (let i = 0; i < n; i++) seqs[i] = base + i;
-    return seqs;
+    return nextSeq - n;
   }
 
   /** The extent only grows at the end and shrinks at the start: stale reads never move it back. */
