@@ -224,7 +224,11 @@ export class LocalBroker {
 
   // --- the server side ---
 
-  /** `afterLoss`: the "lost the server" line already said we are reconnecting; failures go to debug. */
+  /**
+   * Connects to the first server of the list (lib/local/server-list.ts) that answers the hello,
+   * trying them in turn. `afterLoss`: the "lost the server" line already said we are
+   * reconnecting; failures go to debug.
+   */
   private async connectUpstream(afterLoss = false): Promise<void> {
     let attempts = 0;
     const handler: ConnectionHandler = {
@@ -335,16 +339,12 @@ export class LocalBroker {
         const e = err instanceof MqError ? err : new MqError(Code.Unavailable, `server ${addressText} unreachable`, { cause: err });
         const refused = e.code === Code.AuthFailed || e.code === Code.VersionMismatch || e.code === Code.IdentityInUse;
         if (refused) {
-          this.upstreamError = e;
           if (this.lastRefusal.get(addressText) !== `${e.code} ${e.message}`) {
             this.lastRefusal.set(addressText, `${e.code} ${e.message}`);
             const next = this.servers.size > 1 ? "trying the other servers; retrying this one" : "retrying";
             log.warn(`cannot reach the server ${addressText}: refused: ${e.code}: ${e.message}; ${next} with backoff up to ${REFUSED_BACKOFF_MAX_MS / 1000} s (logged once)`);
           }
         } else {
-          // With several servers, one that refused says nothing about the others: while one is
-          // only unreachable, clients get UNAVAILABLE (and retry), not another server's refusal.
-          if (this.servers.size > 1) this.upstreamError = null;
           // The cause, not the wrapper: "cannot reach the server X: connection refused (ECONNREFUSED)".
           const why = err instanceof MqError ? err.message : errorText(err);
           if (attempts <= this.servers.size && !afterLoss) log.warn(`cannot reach the server ${addressText}: ${why}; retrying every ${BACKOFF_MAX_MS / 1000} s at most`);
@@ -353,6 +353,11 @@ export class LocalBroker {
         // The next server in the list at once while some are untried; then capped exponential
         // backoff with jitter, so that many local brokers do not stampede a restarted server.
         const wait = this.servers.failed(Date.now(), refused);
+        // What clients waiting for a server are told: a refusal once every server refused; with
+        // several, UNAVAILABLE (they retry) while one is only unreachable. One server: its
+        // refusal stays the answer until it is connected to, as always.
+        if (refused && this.servers.allRefused) this.upstreamError = e;
+        else if (!refused && this.servers.size > 1) this.upstreamError = null;
         if (wait > 0) await Bun.sleep(wait);
       }
     }

@@ -59,6 +59,8 @@ export class ServerList {
   /** Per address: not attempted before this time (it refused us), and its next refusal wait. */
   private readonly refusedUntil: number[];
   private readonly refusedBackoff: number[];
+  /** Per address: its last attempt was refused (not merely unreachable). */
+  private readonly lastRefused: boolean[];
 
   /** `random`: a number in [0, 1) for the jitter (Math.random; tests pass their own). */
   constructor(
@@ -69,6 +71,12 @@ export class ServerList {
     this.addresses = [...addresses];
     this.refusedUntil = addresses.map(() => 0);
     this.refusedBackoff = addresses.map(() => REFUSED_BACKOFF_MIN_MS);
+    this.lastRefused = addresses.map(() => false);
+  }
+
+  /** Every address refused at its last attempt: the refusal is the answer to give, not "unreachable". */
+  get allRefused(): boolean {
+    return this.lastRefused.every(Boolean);
   }
 
   get size(): number {
@@ -91,6 +99,7 @@ export class ServerList {
 
   /** The current server answered the hello: its refusals are forgotten, the backoff starts over. */
   connected(): void {
+    this.lastRefused[this.index] = false;
     this.refusedUntil[this.index] = 0;
     this.refusedBackoff[this.index] = REFUSED_BACKOFF_MIN_MS;
     this.backoff = BACKOFF_MIN_MS;
@@ -111,6 +120,7 @@ export class ServerList {
   failed(now: number, refused: boolean): number {
     const i = this.index;
     this.tried.add(i);
+    this.lastRefused[i] = refused;
     if (refused) {
       const wait = this.refusedBackoff[i]!;
       this.refusedUntil[i] = now + wait / 2 + this.random() * wait;

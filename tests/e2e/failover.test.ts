@@ -125,7 +125,10 @@ describe("--server R,B where R refuses the hello (wrong token)", () => {
     // B away: the broker alternates between R (refused, waiting longer each time) and B.
     await b.daemon.kill9();
     await local.daemon.waitFor(/lost the server .*reconnecting/);
-    await Bun.sleep(2500);
+    // R's refusal is not the answer while B is only unreachable: UNAVAILABLE, to retry.
+    const away = await mq(local.socket, ["create"]);
+    expect({ code: away.code, stderr: away.stderr }).toMatchObject({ code: 4, stderr: expect.stringContaining(`UNAVAILABLE: servers ${r.address},${b.address} unreachable`) });
+    await Bun.sleep(1500);
     const b2 = await startServer({ dataDir: b.dataDir, port: b.port, args: ["--token-file", path.join(dir, "b.token")] });
     daemons.push(b2.daemon);
     // Connected to B a second time: the same server as before the loss, so not a failover.
@@ -137,6 +140,32 @@ describe("--server R,B where R refuses the hello (wrong token)", () => {
     expect(refusedAtR).toBeGreaterThanOrEqual(1);
     expect(refusedAtR).toBeLessThanOrEqual(6);
     await roundTrip(local.socket, "t2", "on-b-again");
+  });
+});
+
+describe("--server A,B where both refuse the hello", () => {
+  const daemons: Daemon[] = [];
+  const dirs: string[] = [];
+  afterAll(() => teardown(daemons, dirs));
+
+  test("clients are told the refusal (AUTH_FAILED), not a bare UNAVAILABLE", async () => {
+    const dir = tmpDir("mq-failover-refused-");
+    dirs.push(dir);
+    fs.writeFileSync(path.join(dir, "server.token"), "the-servers'", { mode: 0o600 });
+    fs.writeFileSync(path.join(dir, "broker.token"), "not-the-servers'", { mode: 0o600 });
+    const servers = [];
+    for (let i = 0; i < 2; i++) {
+      const s = await startServer({ args: ["--token-file", path.join(dir, "server.token")] });
+      daemons.push(s.daemon);
+      dirs.push(s.dataDir);
+      servers.push(s);
+    }
+    const local = await startLocal(servers.map((s) => s.address).join(","), { args: ["--token-file", path.join(dir, "broker.token")], connected: false });
+    daemons.unshift(local.daemon);
+    dirs.push(local.dataDir);
+    for (const s of servers) await local.daemon.waitFor(new RegExp(`cannot reach the server ${escape(s.address)}: refused: AUTH_FAILED`));
+    const r = await mq(local.socket, ["create"]);
+    expect({ code: r.code, stderr: r.stderr }).toMatchObject({ code: 4, stderr: expect.stringContaining("AUTH_FAILED") });
   });
 });
 

@@ -108,6 +108,26 @@ describe("ServerList", () => {
     expect(s.currentText).toBe("b:2");
   });
 
+  test("allRefused: only when every address refused at its last attempt", () => {
+    const s = list("a:1,b:2");
+    expect(s.allRefused).toBe(false);
+    s.failed(0, true); // a refused, b not tried yet
+    expect(s.allRefused).toBe(false);
+    s.failed(0, false); // b unreachable (a waits out its refusal: b again)
+    s.failed(1000, false); // b unreachable again: a's turn
+    expect(s.currentText).toBe("a:1");
+    s.failed(1000, true); // a refused again: b was only unreachable
+    expect(s.allRefused).toBe(false);
+    expect(s.currentText).toBe("b:2");
+    s.failed(1000, true); // b refused too
+    expect(s.allRefused).toBe(true);
+    s.connected(); // to the current one
+    expect(s.allRefused).toBe(false);
+    const one = list("a:1");
+    one.failed(0, true);
+    expect(one.allRefused).toBe(true);
+  });
+
   test("the backoff is capped", () => {
     const s = list("a:1,b:2");
     let last = 0;
