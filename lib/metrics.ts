@@ -35,6 +35,8 @@ export const gauge = (unit: string, help: string): Metric<number> => ({ kind: "g
 export const gaugeOrNull = (unit: string, help: string): Metric<number | null> => ({ kind: "gauge", unit, help, json: "number|null" });
 /** A gauge only some configurations have (absent from the answer otherwise). */
 export const optionalGauge = (unit: string, help: string): Metric<number | undefined> => ({ kind: "gauge", unit, help, json: "optional number" });
+/** A counter only some configurations have (absent from the answer otherwise). */
+export const optionalCounter = (unit: string, help: string): Metric<number | undefined> => ({ kind: "counter", unit, help, json: "optional number" });
 /** A yes/no gauge (1/0 when rendered). */
 export const flag = (help: string): Metric<boolean> => ({ kind: "gauge", unit: "", help, json: "boolean" });
 export const info = (help: string): Metric<string> => ({ kind: "info", unit: "", help, json: "string" });
@@ -102,6 +104,8 @@ export const SERVER_METRICS = {
   scheduled_bytes: gauge("bytes", "Payload bytes of the delayed messages pending (at most --max-scheduled-bytes)."),
   scheduled_delivered: counter("messages", "Delayed messages appended to their topic since the start (not those the dedupe window dropped)."),
   lost: gauge("messages", "Messages lost to damaged storage, all topics (kept across restarts)."),
+  store_events: optionalCounter("events", "Events of other servers sharing the store (postgres only): hints to re-read what they changed."),
+  store_refreshes: optionalCounter("reads", "Topic extents re-read after other servers' appends (postgres only): the appends of one topic in one turn of the event loop cost one."),
   retention_dropped: labelledCounter<{ global_id: number; id?: number; topic: string; dropped: number }>(
     ["global_id", "id", "topic"],
     "dropped",

@@ -156,6 +156,19 @@ export class Consumers {
     for (const filter of [...(this.byId.get(id)?.keys() ?? [])]) await this.remove(id, filter);
   }
 
+  /** The filters of `id` (a copy). */
+  filtersOf(id: number): string[] {
+    return [...(this.byId.get(id)?.keys() ?? [])];
+  }
+
+  /** A consumer another server stored (a shared store, lib/server/cluster.ts): in memory now, nothing written. */
+  adopt(record: ConsumerRecord): void {
+    if (this.get(record.id, record.filter)) return;
+    const consumer: Consumer = { ...record, ackPolicy: record.ackPolicy ?? "cumulative" };
+    this.insert(consumer);
+    this.stored.add(consumer);
+  }
+
   close(): Promise<void> {
     return this.store.close();
   }

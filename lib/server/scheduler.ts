@@ -47,6 +47,12 @@ export interface SchedulerHooks {
   append(topic: string, payloads: Uint8Array[], msgIds: string[], fields: ScheduledFields | undefined): Promise<number>;
   /** Message id → append time of what `topic` stored at or after `since`; null when the topic does not exist. */
   storedIds(topic: string, since: number): Promise<Map<string, number> | null>;
+  /**
+   * A store several servers share (lib/server/cluster.ts): true while this server is the one
+   * that delivers (checked before each round; when false, due messages wait and it asks again
+   * RETRY_MS later).
+   */
+  mayDeliver?(): Promise<boolean>;
 }
 
 /** Most delayed messages pending and most payload bytes they hold (0: no limit). */
@@ -77,6 +83,8 @@ export function dueTime(when: { delayMs?: number; at?: number }, now: number): n
 
 export class Scheduler {
   private readonly queue = new DueQueue();
+  /** Acceptance numbers in `queue`: an entry read back from a shared store while its accept was finishing is queued once. */
+  private readonly queued = new Set<number>();
   /** Pending messages with a msgId, by topic and msgId: a publish sent again is scheduled once. */
   private readonly byMsgId = new Map<string, ScheduledMessage>();
   private timer: ReturnType<typeof setTimeout> | null = null;
@@ -210,7 +218,32 @@ export class Scheduler {
     this.heldBytes += bytes;
   }
 
+  /**
+   * A schedule several servers share: `entries` (what the store holds now) replace the pending
+   * messages, so this server delivers what others accepted and forgets what others delivered.
+   * Skipped (false) while a round is being delivered.
+   */
+  replacePending(entries: ScheduledMessage[]): boolean {
+    if (this.running || this.stopped) return false;
+    this.queue.clear();
+    this.queued.clear();
+    this.byMsgId.clear();
+    this.held = 0;
+    this.heldBytes = 0;
+    for (const e of entries) {
+      this.enqueue(e);
+      this.hold(1, e.data.length);
+    }
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.timerDue = Infinity;
+    this.arm();
+    return true;
+  }
+
   private enqueue(e: ScheduledMessage): void {
+    if (this.queued.has(e.n)) return;
+    this.queued.add(e.n);
     this.queue.push(e);
     if (e.msgId !== undefined) this.byMsgId.set(`${e.topic}\u0000${e.msgId}`, e);
   }
@@ -237,9 +270,17 @@ export class Scheduler {
   private async deliverDue(): Promise<void> {
     let retry = false;
     while (!this.stopped && !retry) {
+      if (this.hooks.mayDeliver && this.queue.size > 0 && !(await this.hooks.mayDeliver())) {
+        retry = true;
+        break;
+      }
       const now = Date.now();
       const round: ScheduledMessage[] = [];
-      while (round.length < ROUND && (this.queue.peek()?.due ?? Infinity) <= now) round.push(this.queue.pop()!);
+      while (round.length < ROUND && (this.queue.peek()?.due ?? Infinity) <= now) {
+        const e = this.queue.pop()!;
+        this.queued.delete(e.n);
+        round.push(e);
+      }
       if (round.length === 0) break;
       // Per topic in due order; topics side by side. A round ends before the next starts.
       const byTopic = new Map<string, ScheduledMessage[]>();
@@ -266,7 +307,7 @@ export class Scheduler {
               // Still pending, with the runs after it: tried again (in the same order) after a pause.
               const left = runs.slice(k).flat();
               log.error(`schedule: cannot append ${left.length} delayed message(s) to topic ${topic}, trying again in ${RETRY_MS} ms: ${errorText(err)}`);
-              for (const e of left) this.queue.push(e);
+              for (const e of left) this.enqueue(e);
               retry = true;
               return;
             }
@@ -320,6 +361,10 @@ class DueQueue {
 
   get size(): number {
     return this.heap.length;
+  }
+
+  clear(): void {
+    this.heap.length = 0;
   }
 
   peek(): ScheduledMessage | undefined {

@@ -25,7 +25,7 @@ import { patternStart } from "./pattern-start.ts";
 import { Consumers } from "./consumer.ts";
 import { filterMatches } from "./subjects.ts";
 import { Credits } from "./credits.ts";
-import { checkAfter } from "./pub-order.ts";
+import { checkAfter, storedOrPending } from "./pub-order.ts";
 import { DEFAULT_DEDUPE, DedupeWindow, splitMsgId, type DedupeOptions, type Pending, type Runs } from "./dedupe.ts";
 import { DEAD_TOPIC_HEADER, deadLetterMessage, isDeadLetter } from "./dead-letter.ts";
 import { checkExplicit, consumerFields, GroupMember, Groups, isExplicit, releaseMembers, sameKindProblem, type ExplicitOptions, type Group } from "./group.ts";
@@ -34,6 +34,7 @@ import { dueTime, MAX_SCHEDULED_BYTES, Scheduler, type ScheduledFields } from ".
 import { Subscription, Topic } from "./topic.ts";
 import { MIN_WINDOW_MESSAGES } from "./window.ts";
 import { buildView, type ServerView } from "./view.ts";
+import { Cluster, type ClusterHost } from "./cluster.ts";
 
 /** How far ahead of this clock a sub `since` may be (clocks of hosts differ a little). */
 const SINCE_FUTURE_SLACK_MS = 60_000;
@@ -170,6 +171,8 @@ export class MqServer {
   private readonly consumers: Consumers;
   /** Ids whose pattern missed a new topic at --max-subscriptions-per-id (warned once each). */
   private readonly limitWarned = new Set<number>();
+  /** Set when other servers share the store (postgres): keeps this server in step with them (lib/server/cluster.ts). */
+  private cluster: Cluster | null = null;
 
   private constructor(
     private readonly options: ServerOptions,
@@ -216,6 +219,7 @@ export class MqServer {
 
   private static async open(options: ServerOptions, storage: Storage): Promise<MqServer> {
     const server = new MqServer(options, storage);
+    if (storage.shared) server.cluster = new Cluster(storage.shared, server.clusterHost());
     const store = storage.topics;
     for (const name of await store.topics()) await server.topic(name, false);
     for (const member of await server.groups.load(server.topics, (id) => server.registry.owner(id) !== undefined)) server.addSubscription(member);
@@ -236,10 +240,12 @@ export class MqServer {
         const topic = server.topics.get(name);
         return topic ? new Map((await topic.log.recentMsgIds(since, Number.MAX_SAFE_INTEGER)).map((r) => [r.msgId, r.time])) : null;
       },
+      ...(server.cluster ? { mayDeliver: () => server.cluster!.holds("scheduler") } : {}),
     }, server.limits);
     await server.scheduler.load(Date.now());
     server.listen(); // first: if the port is taken, no timer has been started
     server.scheduler.start();
+    server.cluster?.start(server.scheduler, storage.schedule);
     server.cursorTimer = setInterval(() => {
       // Only the topics whose cursors moved: with many topics, a sweep of all would cost CPU when idle.
       for (const t of server.cursorsMoved) t.index.writeMoved();
@@ -484,6 +490,7 @@ export class MqServer {
       );
     }
     if (verdict === "bound") log.info(`${conn.label}: new local broker ${broker}: its secret is now bound to its identity (trust on first use)`);
+    if (this.cluster) await this.resumeFromStore(conn, broker);
     const previous = this.sessions.get(broker);
     if (previous && !previous.conn.closed && !conn.closed) {
       const silentMs = Date.now() - previous.conn.lastHeardAt;
@@ -602,6 +609,7 @@ export class MqServer {
       // At start (create false) a topic that cannot be opened stops the start, as before.
       if (!create) throw err;
       log.error(`topic ${name}: cannot open or create it: ${errorText(err)}`);
+      if (this.cluster) throw new MqError(Code.Unavailable, `Cannot create topic "${name}": the server's store (${this.storage.kind}) failed: ${errorText(err)}; nothing was created, try again`, { cause: err });
       throw new MqError(Code.StorageError, `Cannot create topic "${name}": ${storageProblem(err)}; nothing was created`, { cause: err });
     }
     if (!opened) return null;
@@ -622,6 +630,8 @@ export class MqServer {
     if (this.dedupe.enabled && !opened.created) await this.rebuildIds(topic);
     for (const [id, cursor] of [...opened.subscribers.cursors]) {
       if (this.registry.owner(id) === undefined) {
+        // A shared store: another server may have made the id since this one read the registry (the cluster adds it).
+        if (this.cluster) continue;
         // Above every id the registry knows: it lost that id and its mark, so no reissue.
         await this.registry.witness(id);
         if (this.registry.isLost(id)) log.error(`topic ${name}: subscriber id ${id} (cursor ${cursor}) is dropped: ${lostMessage(id)}`);
@@ -677,6 +687,7 @@ export class MqServer {
       }
     }
     const { topic, created } = (await this.topic(topicName, true))!;
+    if (this.cluster && ids && this.dedupe.enabled && this.cluster.mayBeStoredElsewhere(topic, session.connectedAt, this.dedupe.windowMs)) await this.fillFromStore(topic, payloads.length, ids);
     // No await from here to the append's registration: a later publish sees this one as being stored.
     if (after !== undefined && this.dedupe.enabled) checkAfter(topic.ids, topicName, after);
     const subscribers = topic.subscriptions.size;
@@ -830,6 +841,8 @@ export class MqServer {
     // Its expiry counts from now, the append, as for a message published now.
     const extra = fields && pubExtra(fields.headers, fields.ttlMs, now);
     if (this.dedupe.enabled) {
+      // A shared store: the server that ran the schedule before this one may have appended some.
+      if (this.cluster) await this.fillFromStore(topic, payloads.length, { keys: msgIds });
       const reply = await this.publishOnce(topic, 0, payloads, { keys: msgIds }, now, { topic: topicName, subscribers: 0, created: false }, extra);
       return payloads.length - (reply.duplicates?.length ?? 0);
     }
@@ -852,6 +865,8 @@ export class MqServer {
 
   private storageError(topic: Topic, id: number, count: number, err: unknown): MqError {
     log.error(`topic ${topic.name}: cannot append ${plural(count, "message")} of id ${id}:`, err);
+    // A shared store (PostgreSQL) fails when it is away, and works again when it is back: sent again later, the publish may pass.
+    if (this.cluster) return new MqError(Code.Unavailable, `the server cannot store the message in topic "${topic.name}": its store (${this.storage.kind}) failed: ${errorText(err)}; nothing of this publish was acknowledged, send it again`, { cause: err });
     return new MqError(Code.StorageError, `the server cannot store the message in topic "${topic.name}": ${(err as Error).message}`, { cause: err });
   }
 
@@ -1111,16 +1126,84 @@ export class MqServer {
     // Also by its topic: a destroy that ran while a subscribe awaited has let go of the id's map.
     const sub = this.subscriptionsOf.get(id)?.get(name) ?? this.topics.get(name)?.subscriptions.get(id);
     if (!sub) return false;
-    sub.topic.subscriptions.delete(id);
-    this.subscriptionsOf.get(id)?.delete(name);
-    this.retentionDrops.forget(id, name);
-    // Its messages in flight no longer count against the budgets: others may use the room.
-    const session = this.sessionOf(id);
-    sub.drop(session?.credits);
+    const session = this.forgetSubscription(sub);
     if (sub instanceof GroupMember) await this.groups.left(sub);
     if (session) session.credits.serve(session.conn);
     await sub.topic.index.remove(id);
     return true;
+  }
+
+  /** Takes a subscription out of memory here; returns the session of its broker, if connected. */
+  private forgetSubscription(sub: Subscription): Session | undefined {
+    sub.topic.subscriptions.delete(sub.id);
+    const mine = this.subscriptionsOf.get(sub.id);
+    mine?.delete(sub.topic.name);
+    this.retentionDrops.forget(sub.id, sub.topic.name);
+    // Its messages in flight no longer count against the budgets: others may use the room.
+    const session = this.sessionOf(sub.id);
+    sub.drop(session?.credits);
+    return session;
+  }
+
+  /** What the cluster (lib/server/cluster.ts) may see and change of this server. */
+  private clusterHost(): ClusterHost {
+    return {
+      topics: this.topics,
+      registry: this.registry,
+      consumers: this.consumers,
+      consumerStore: this.storage.consumers,
+      subscriptionsOf: this.subscriptionsOf,
+      storedTopics: () => this.store.topics(),
+      openTopic: async (name) => {
+        const opened = await this.topic(name, false);
+        // Made by another server: the patterns known here match it too (an index add keeps what is there).
+        if (opened) await this.attachPatterns(opened.topic);
+        return opened?.topic ?? null;
+      },
+      addSubscription: (sub) => this.addSubscription(sub),
+      dropHere: (id, name) => {
+        const sub = this.subscriptionsOf.get(id)?.get(name);
+        if (!sub) return;
+        const session = this.forgetSubscription(sub);
+        if (session) session.credits.serve(session.conn);
+      },
+      pump: (sub) => this.pump(sub),
+      connectedHere: (id) => this.sessionOf(id) !== undefined,
+    };
+  }
+
+  /** A local broker's hello over a shared store: ids and cursors are read again first (it may come from another server). */
+  private async resumeFromStore(conn: Connection, broker: string): Promise<void> {
+    try {
+      await this.cluster!.beforeResume(broker);
+    } catch (err) {
+      log.error(`${conn.label}: cannot read the ids and cursors of local broker ${broker} from the store: ${errorText(err)}`);
+      throw new MqError(Code.Unavailable, `the server cannot read the state of local broker ${broker} from its store (${errorText(err)}); try again, or another server`, { fatal: true, cause: err });
+    }
+  }
+
+  /**
+   * A shared store: the message ids of a publish that this server's window lacks may have been
+   * stored through another server (a publish retried there): they are looked up in the topic's
+   * log and put in the window, where the lookups that follow find them. Answered in the order
+   * asked per topic (storedElsewhere), so that `after` still finds the publish before it.
+   */
+  private async fillFromStore(topic: Topic, count: number, pubIds: PubIds): Promise<void> {
+    const missing: string[] = [];
+    for (let i = 0; i < count; i++) {
+      const key = idOf(pubIds, i);
+      if (!storedOrPending(topic.ids, key)) missing.push(key);
+    }
+    let found;
+    try {
+      found = await this.cluster!.storedElsewhere(topic, missing);
+    } catch (err) {
+      log.error(`topic ${topic.name}: cannot look up message ids in the store:`, err);
+      throw new MqError(Code.Unavailable, `the server cannot check the message ids of this publish in topic "${topic.name}" against its store: ${errorText(err)}; send it again`, { cause: err });
+    }
+    // Another request of this server may have stored some meanwhile: the window has those already.
+    const now = Date.now();
+    for (const r of found) if (!storedOrPending(topic.ids, r.msgId)) this.dedupe.add(topic.ids, r.msgId, r.seq, now);
   }
 
   private async destroy(session: Session, id: number) {
@@ -1188,9 +1271,12 @@ export class MqServer {
     if (this.trimming) return;
     this.trimming = true;
     try {
+      // A shared store: one server trims, with the cursors as stored (acks through other servers).
+      if (this.cluster && !(await this.cluster.holds("retention"))) return;
       const now = Date.now();
       for (const topic of [...this.topics.values()]) {
         try {
+          if (this.cluster) await this.cluster.beforeTrim(topic);
           await trimTopic(topic, policy, now, this.retentionDrops);
         } catch (err) {
           log.error(`topic ${topic.name}: retention failed:`, err);
@@ -1261,6 +1347,7 @@ export class MqServer {
       scheduled_bytes: this.scheduler.pendingBytes,
       scheduled_delivered: this.scheduler.delivered,
       lost: this.lost(),
+      ...(this.cluster ? { store_events: this.cluster.events, store_refreshes: this.cluster.refreshed } : {}),
       retention_dropped: this.retentionDrops.list(),
       rss_bytes: rss(),
     };
@@ -1297,6 +1384,7 @@ export class MqServer {
     if (this.stallTimer) clearInterval(this.stallTimer);
     if (this.retentionTimer) clearInterval(this.retentionTimer);
     if (this.dedupeTimer) clearInterval(this.dedupeTimer);
+    this.cluster?.stop();
     // Its appends in progress finish before the topics close.
     await this.scheduler.stop();
     await this.groups.close();

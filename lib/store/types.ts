@@ -166,6 +166,8 @@ export interface ScheduleStore {
    * fsync: a removal lost in a crash is found again at start (the topic stored the message).
    */
   remove(ns: number[]): Promise<void>;
+  /** A schedule several servers share: the pending messages as stored now (accepted by any server, not yet delivered), in acceptance order. */
+  reload?(): Promise<ScheduledMessage[]>;
   close(): Promise<void>;
 }
 

@@ -31,6 +31,14 @@ export class PgSchedule extends MemorySchedule {
     return messages.map((m, i) => this.put({ ...m, n: ns[i]! }));
   }
 
+  /** What every server accepted and none delivered yet (the scheduler holder delivers it, lib/server/cluster.ts); `pending()` follows. */
+  async reload(): Promise<ScheduledMessage[]> {
+    const rows = await this.sql`select n, topic, due, data, msg_id, headers, ttl_ms from mq_scheduled order by n`;
+    this.entries.clear();
+    for (const row of rows) this.put(toEntry(row));
+    return this.pending();
+  }
+
   override async remove(ns: number[]): Promise<void> {
     const gone = ns.filter((n) => this.entries.delete(n));
     if (gone.length === 0) return;
