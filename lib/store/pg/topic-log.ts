@@ -96,6 +96,14 @@ export class PgTopicLog implements TopicLog {
     return this.commits.add({ data, time, fields });
   }
 
+  /** A publish batch is one entry of the group commit: its rows go in the same statement. */
+  appendBatch(data: Uint8Array[], time: number, fields: Array<AppendFields | undefined>): Promise<number[]> {
+    if (this.closed) return Promise.reject(new Error(`topic ${this.topic}: the log is closed`));
+    const items = new Array<PendingAppend>(data.length);
+    for (let i = 0; i < data.length; i++) items[i] = { data: data[i]!, time, fields: fields[i] };
+    return this.commits.addMany(items);
+  }
+
   /** One batch, one statement (unless its payloads are huge). */
   private async commit(batch: PendingAppend[]): Promise<number[]> {
     // Payloads above MAX_STATEMENT_BYTES go as several statements, one after the other (each
