@@ -6,6 +6,8 @@
  *
  *   bun bench/pg-e2e.ts [ROUNDS=3] [COUNT=50000]      (MQ_BIN: the binary, default dist/mq)
  *
+ * MQ_BIN_OLD=PATH adds a third run per case, on PostgreSQL with that binary (A/B of a change).
+ *
  * Cases: 1→1; --subs 8; --window 1 (COUNT/10 messages: one publish in flight); --fsync never
  * (the file store without fsync, PostgreSQL with synchronous_commit off). One line per run,
  * then the medians and ranges of deliveries/s.
@@ -28,19 +30,19 @@ const cases: Array<{ name: string; bench: string[]; server: string[] }> = [
 await using pg = await startPostgres();
 
 /** One run: server (store `store`: "file" or a database URL) + local + bench; the bench's JSON result. */
-async function run(store: string, c: (typeof cases)[number]): Promise<{ sub_msgs_per_s: number; seconds: number; pub_ack_ms: { p50: number } }> {
+async function run(bin: string, store: string, c: (typeof cases)[number]): Promise<{ sub_msgs_per_s: number; seconds: number; pub_ack_ms: { p50: number } }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-pg-e2e-"));
   const port = await freePort();
   const storeArgs = store === "file" ? ["--data", path.join(dir, "server")] : ["--store", store, "--data", path.join(dir, "server")];
-  const server = Bun.spawn([mqBin, "server", "--listen", `127.0.0.1:${port}`, ...storeArgs, ...c.server], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  const server = Bun.spawn([bin, "server", "--listen", `127.0.0.1:${port}`, ...storeArgs, ...c.server], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
   let local: ReturnType<typeof Bun.spawn> | undefined;
   try {
     await waitForLog(server, /listening on/);
     const socket = path.join(dir, "local.sock");
-    const l = Bun.spawn([mqBin, "local", "--server", `127.0.0.1:${port}`, "--data", path.join(dir, "local"), "--socket", socket], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+    const l = Bun.spawn([bin, "local", "--server", `127.0.0.1:${port}`, "--data", path.join(dir, "local"), "--socket", socket], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
     local = l;
     await waitForLog(l, /connected to the server/);
-    const bench = Bun.spawn(["timeout", "300", mqBin, "bench", "-s", socket, "--json", ...c.bench], { stdout: "pipe", stderr: "pipe" });
+    const bench = Bun.spawn(["timeout", "300", bin, "bench", "-s", socket, "--json", ...c.bench], { stdout: "pipe", stderr: "pipe" });
     const [out, code] = await Promise.all([new Response(bench.stdout).text(), bench.exited]);
     if (code !== 0) throw new Error(`mq bench exited ${code}: ${await new Response(bench.stderr).text()}`);
     return JSON.parse(out.trim().split("\n").at(-1)!);
@@ -52,13 +54,14 @@ async function run(store: string, c: (typeof cases)[number]): Promise<{ sub_msgs
   }
 }
 
+const oldBin = process.env.MQ_BIN_OLD;
 const load = () => fs.readFileSync("/proc/loadavg", "utf8").split(" ")[0];
 const rates = new Map<string, number[]>();
 console.log(`${new Date().toISOString()} ${mqBin}, ${rounds} rounds, load ${load()}`);
 for (let round = 1; round <= rounds; round++) {
   for (const c of cases) {
-    for (const store of ["file", "postgres"]) {
-      const r = await run(store === "file" ? "file" : await pg.database(), c);
+    for (const store of oldBin ? ["file", "postgres", "postgres-old"] : ["file", "postgres"]) {
+      const r = await run(store === "postgres-old" ? oldBin! : mqBin, store === "file" ? "file" : await pg.database(), c);
       const key = `${c.name} ${store}`;
       rates.set(key, [...(rates.get(key) ?? []), r.sub_msgs_per_s]);
       console.log(`${key}: ${r.sub_msgs_per_s} deliveries/s, ${r.seconds} s, ack p50 ${r.pub_ack_ms.p50} ms, load ${load()}`);
