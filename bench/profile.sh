@@ -1,6 +1,7 @@
 #!/bin/bash
 # CPU profiles of the server and the local broker during `mq bench --count 200000`
-# (or the bench options in MQ_BENCH_ARGS, e.g. "--count 20000 --subs 8")
+# (or the bench options in MQ_BENCH_ARGS, e.g. "--count 20000 --subs 8"; server options in
+# MQ_SERVER_ARGS, e.g. "--store postgres://mq@127.0.0.1:5432/db")
 # (docs/benchmarks.md): both run under Bun's sampling profiler, from source so that frames
 # carry file names (MQ_PROFILE_BIN=dist/mq profiles the compiled binary instead, via BUN_OPTIONS);
 # SIGTERM writes the .cpuprofile files; then the top 10 self-time items of each.
@@ -17,7 +18,8 @@ run() { # run DIR ARGS...: one daemon under the profiler (exec: $! is its PID), 
   else exec "$ROOT/node_modules/.bin/bun" --cpu-prof --cpu-prof-dir="$dir" "$ROOT/cmd/mq.ts" "$@"; fi
 }
 date -u; cat /proc/loadavg
-run "$OUT/server" server --listen 127.0.0.1:$PORT --data "$OUT/data/server" 2> "$OUT/server.log" &
+# shellcheck disable=SC2086 # the options are words on purpose
+run "$OUT/server" server --listen 127.0.0.1:$PORT --data "$OUT/data/server" ${MQ_SERVER_ARGS:-} 2> "$OUT/server.log" &
 SERVER=$!
 for _ in $(seq 50); do grep -q "listening on" "$OUT/server.log" && break; sleep 0.2; done
 run "$OUT/local" local --server 127.0.0.1:$PORT --data "$OUT/data/local" --socket "$OUT/l.sock" 2> "$OUT/local.log" &

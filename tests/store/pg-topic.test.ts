@@ -313,6 +313,35 @@ if (noPostgres) {
       }
     });
 
+    test("appendBatch: a publish batch is one group-commit entry (one appended event); one above MAX_STATEMENT_BYTES is split and gets all its seqs", async () => {
+      const fx = await storeFixture("s1");
+      const listener = pool(fx.url);
+      const lastSeqs: number[] = [];
+      try {
+        await listener.listen(EVENTS_CHANNEL, (text) => {
+          const decoded = decodeEvent(text);
+          if (decoded?.event.kind === "appended") lastSeqs.push(decoded.event.lastSeq);
+        });
+        const { log } = await openLog(fx.store());
+        expect(typeof log.appendBatch).toBe("function");
+        const small = Array.from({ length: 1000 }, (_, i) => payload(16, i));
+        const fields = small.map((_, i) => (i % 2 === 0 ? { msgId: `m${i}` } : undefined));
+        expect(await log.appendBatch!(small, 5, fields)).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1));
+        expect((await log.findMsgIds!(["m0", "m998", "m1"])).map((r) => [r.msgId, r.seq]).sort()).toEqual([["m0", 1], ["m998", 999]]);
+        const size = 1 << 20;
+        const perStatement = MAX_STATEMENT_BYTES / size;
+        const big = Array.from({ length: perStatement + 2 }, (_, i) => payload(size, i));
+        expect(await log.appendBatch!(big, 6, big.map(() => undefined))).toEqual(big.map((_, i) => 1001 + i));
+        const [last] = await log.read(1000 + big.length, 1, 1);
+        expect(Buffer.from(last!.data).equals(Buffer.from(big.at(-1)!))).toBe(true);
+        expect(await until(() => lastSeqs.length >= 3)).toBe(true);
+        expect(lastSeqs).toEqual([1000, 1000 + perStatement, 1000 + big.length]);
+      } finally {
+        await closePool(listener);
+        await fx.cleanup();
+      }
+    });
+
     test("findMsgIds gives the stored messages with these ids, one record each (the newest), none for unknown ids", async () => {
       const fx = await storeFixture();
       try {

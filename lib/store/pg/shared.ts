@@ -22,6 +22,8 @@ export async function notify(tx: SQL, serverId: string, event: StoreEvent): Prom
 export class PgShared implements SharedStore {
   /** Unique per process, without spaces (events.ts separates by spaces). */
   readonly serverId = `${os.hostname().replace(/\s/g, "_")}-${process.pid}-${randomBytes(4).toString("hex")}`;
+  /** How this server's events begin (encodeEvent: `SERVER KIND …`). */
+  private readonly ownPrefix = `${this.serverId} `;
   private readonly listeners: Array<(event: StoreEvent) => void> = [];
   private subscription: SQL.ListenSubscription | null = null;
   /** The connection holding the job locks; null until a job is asked for, and after it died. */
@@ -82,8 +84,10 @@ export class PgShared implements SharedStore {
 
   /** One payload from the channel; another server's event goes to the listeners. */
   private deliver(payload: string): void {
+    // Most events on a busy server are its own (one per append batch): not even parsed.
+    if (payload.startsWith(this.ownPrefix)) return;
     const decoded = decodeEvent(payload);
-    if (!decoded || decoded.from === this.serverId) return;
+    if (!decoded) return;
     this.emit(decoded.event);
   }
 
