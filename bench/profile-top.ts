@@ -30,18 +30,24 @@ for (const n of profile.nodes) {
   const where = f.url ? ` ${path.basename(f.url)}:${f.lineNumber + 1}` : "";
   nameOf.set(n.id, `${f.functionName || "(anonymous)"}${where}`);
 }
-// Self time of a sample = the time delta that follows it (the Chrome format's convention).
+// Self time of a sample = the time delta that follows it (the Chrome format's convention). That
+// delta includes the time the process then waited in the event loop (charged to the last frame,
+// often a native `write`), so the items are ranked by self samples: the sampler only samples while
+// JavaScript runs, so their count follows the CPU spent.
 const selfUs = new Map<string, number>();
+const selfSamples = new Map<string, number>();
 let totalUs = 0;
 for (let i = 0; i < profile.samples.length; i++) {
   const us = profile.timeDeltas[i + 1] ?? 0;
   const name = nameOf.get(profile.samples[i]!)!;
   selfUs.set(name, (selfUs.get(name) ?? 0) + us);
+  selfSamples.set(name, (selfSamples.get(name) ?? 0) + 1);
   totalUs += us;
 }
-console.log(`${path.basename(file)}: ${profile.samples.length} samples, ${(totalUs / 1e6).toFixed(2)} s`);
-console.log("| # | function | self ms | share |\n|---|---|---|---|");
-[...selfUs]
+const total = profile.samples.length;
+console.log(`${path.basename(file)}: ${total} samples, ${(totalUs / 1e6).toFixed(2)} s`);
+console.log("| # | function | self samples | share | self ms (with waits) |\n|---|---|---|---|---|");
+[...selfSamples]
   .sort((a, b) => b[1] - a[1])
   .slice(0, Number(topArg))
-  .forEach(([name, us], i) => console.log(`| ${i + 1} | \`${name}\` | ${(us / 1000).toFixed(0)} | ${((100 * us) / totalUs).toFixed(1)} % |`));
+  .forEach(([name, n], i) => console.log(`| ${i + 1} | \`${name}\` | ${n} | ${((100 * n) / total).toFixed(1)} % | ${((selfUs.get(name) ?? 0) / 1000).toFixed(0)} |`));

@@ -614,8 +614,22 @@ export class MqClient {
     try {
       for (;;) {
         const got = await follow.next({ max: batch });
-        // On a closed connection the ack cannot go out, and need not: the broker gives back all it had not acknowledged.
-        yield* handOut(got, (err) => err instanceof MqError && err.code === Code.Unavailable);
+        // handOut's loop, written out here: a `yield*` would pass each message through a second generator.
+        let given = 0;
+        let finished = false;
+        try {
+          for (const m of got.messages) {
+            given++; // counted before the yield: a loop that leaves now has seen m
+            yield m;
+          }
+          finished = true;
+        } finally {
+          // On a closed connection the ack cannot go out, and need not: the broker gives back all it had not acknowledged.
+          if (!finished) await got.ack(given).catch((err: unknown) => {
+            if (!(err instanceof MqError && err.code === Code.Unavailable)) throw err;
+          });
+        }
+        await got.ack();
       }
     } finally {
       await follow.close();

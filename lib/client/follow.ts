@@ -116,14 +116,14 @@ export class Follow {
     // What was pushed and not handed out goes back to the broker with the connection: not handed out here.
     if (this.ended) throw this.ended;
     const n = Math.min(Math.max(1, options.max ?? 100), this.buffer.length - this.head);
-    const wire = this.buffer.slice(this.head, this.head + n);
-    this.head += n;
-    if (this.head === this.buffer.length) (this.buffer = []), (this.head = 0);
     const messages = new Array<Message>(n);
     for (let i = 0; i < n; i++) {
-      const m = wire[i]!;
-      messages[i] = new Message(m.topic, m.seq, m.time, m.data, m.lost, m.headers, m.expiresAt);
+      const m = this.buffer[this.head + i]!;
+      // Decoded as a Message already (hot-decode's delivered-message factory), unless cbor-x decoded the frame.
+      messages[i] = m instanceof Message ? m : new Message(m.topic, m.seq, m.time, m.data, m.lost, m.headers, m.expiresAt);
     }
+    this.head += n;
+    if (this.head === this.buffer.length) (this.buffer = []), (this.head = 0);
     if (n > 0) this.open = true;
     let acked = false;
     return {
@@ -138,7 +138,7 @@ export class Follow {
         const k = count ?? n;
         // Not acknowledged: handed out again first (the broker holds them unacknowledged, in this order).
         if (k < n) {
-          this.buffer = wire.slice(k).concat(this.buffer.slice(this.head));
+          this.buffer = (messages.slice(k) as WireMessage[]).concat(this.buffer.slice(this.head));
           this.head = 0;
         }
         if (k === 0) return;
@@ -146,7 +146,7 @@ export class Follow {
         const frame: { op: "credit"; id: number; acked: number; credits: number; bytes?: number } = { op: "credit", id: this.id, acked: k, credits: k };
         if (this.byteLimit) {
           let bytes = 0;
-          for (let i = 0; i < k; i++) bytes += messageBytes(wire[i]!);
+          for (let i = 0; i < k; i++) bytes += messageBytes(messages[i]!);
           frame.bytes = bytes;
         }
         this.conn.send(frame);

@@ -1,5 +1,6 @@
 /** A received message as the library hands it to its user. */
 import type { Headers } from "../wire/headers.ts";
+import { setDeliveredMessageFactory } from "../wire/hot-decode.ts";
 import type { Message as WireMessage } from "../wire/messages.ts";
 
 const utf8 = new TextDecoder();
@@ -40,3 +41,6 @@ export class Message implements WireMessage {
     return JSON.parse(this.text()) as T;
   }
 }
+
+// Pushed messages are decoded straight into Messages (lib/wire/hot-decode.ts).
+setDeliveredMessageFactory((topic, seq, time, data, lost, headers, expiresAt) => new Message(topic, seq, time, data, lost, headers, expiresAt));

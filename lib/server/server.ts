@@ -725,7 +725,7 @@ export class MqServer {
         runs.pending.push(pending);
         let stored: number[];
         try {
-          stored = await appendAll(topic.log, payloads, now, (i) => appendFields(`${pubIds.prefix}${a + i}`, extra, i));
+          stored = await appendAll(topic.log, payloads, now, extra && ((i) => appendFields(undefined, extra, i)), { prefix: pubIds.prefix, from: a });
         } catch (err) {
           runs.pending.splice(runs.pending.indexOf(pending), 1);
           resolve(null);

@@ -3,6 +3,7 @@
  * interfaces honest (it runs the same contract suite), and a backend for `--store memory`
  * style experiments. Nothing survives the process.
  */
+import { idAt, type IdRun } from "./id-run.ts";
 import type { AppendFields, MsgIdRecord, RetentionPolicy, StoredMessage, SubscriberIndex, TopicLog, TopicStore } from "./types.ts";
 
 export class MemoryTopicLog implements TopicLog {
@@ -29,9 +30,9 @@ export class MemoryTopicLog implements TopicLog {
     return this.store(data, time, fields);
   }
 
-  async appendBatch(data: Uint8Array[], time: number, fields: Array<AppendFields | undefined>): Promise<number[]> {
+  async appendBatch(data: Uint8Array[], time: number, fields: Array<AppendFields | undefined>, ids?: IdRun): Promise<number[]> {
     const seqs = new Array<number>(data.length);
-    for (let i = 0; i < data.length; i++) seqs[i] = this.store(data[i]!, time, fields[i]);
+    for (let i = 0; i < data.length; i++) seqs[i] = this.store(data[i]!, time, ids ? { ...fields[i], msgId: idAt(ids, i) } : fields[i]);
     return seqs;
   }
 

@@ -19,6 +19,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { fsyncDir, readAtSync, writeAllSync } from "./fsutil.ts";
+import { digitCount, writeRunId } from "./id-run.ts";
 import type { MsgIdRecord } from "./types.ts";
 
 export const SEGMENT_MAGIC = 0x4d515347; // "MQSG"
@@ -103,24 +104,45 @@ export function writeRecord(buf: Uint8Array, view: DataView, pos: number, seq: n
     view.setUint16(pos + RECORD_HEADER + 1, msgId.length);
     buf.set(msgId, pos + RECORD_HEADER + FIELD_HEADER);
   }
-  if (extra) {
-    let q = pos + RECORD_HEADER + idBytes;
-    if (extra.headers) {
-      buf[q] = FIELD_HEADERS;
-      view.setUint16(q + 1, extra.headers.length);
-      buf.set(extra.headers, q + FIELD_HEADER);
-      q += FIELD_HEADER + extra.headers.length;
-    }
-    if (extra.expiresAt !== undefined) {
-      buf[q] = FIELD_EXPIRES_AT;
-      view.setUint16(q + 1, 8);
-      view.setFloat64(q + FIELD_HEADER, extra.expiresAt);
-    }
-  }
+  if (extra) writeExtraFields(buf, view, pos + RECORD_HEADER + idBytes, extra);
   buf.set(data, pos + RECORD_HEADER + options);
   const end = pos + RECORD_HEADER + options + data.length;
   view.setUint32(pos + 4, Bun.hash.crc32(buf.subarray(pos + 8, end)));
   return end - pos;
+}
+
+/** `writeRecord` with the message id `idPrefix` + the digits of `idNumber` (lib/store/id-run.ts): the same bytes, no string made. */
+export function writeRecordOfRun(buf: Uint8Array, view: DataView, pos: number, seq: number, time: number, data: Uint8Array, idPrefix: Uint8Array, idNumber: number, extra?: ExtraFields): number {
+  const idLength = idPrefix.length + digitCount(idNumber);
+  const options = FIELD_HEADER + idLength + extraFieldsSize(extra);
+  view.setUint32(pos, RECORD_SYNC);
+  view.setUint32(pos + 8, data.length);
+  view.setUint16(pos + 12, 0);
+  view.setUint16(pos + 14, options);
+  setU64(view, pos + 16, seq);
+  view.setFloat64(pos + 24, time);
+  buf[pos + RECORD_HEADER] = FIELD_MSG_ID;
+  view.setUint16(pos + RECORD_HEADER + 1, idLength);
+  writeRunId(buf, pos + RECORD_HEADER + FIELD_HEADER, idPrefix, idNumber);
+  if (extra) writeExtraFields(buf, view, pos + RECORD_HEADER + FIELD_HEADER + idLength, extra);
+  buf.set(data, pos + RECORD_HEADER + options);
+  const end = pos + RECORD_HEADER + options + data.length;
+  view.setUint32(pos + 4, Bun.hash.crc32(buf.subarray(pos + 8, end)));
+  return end - pos;
+}
+
+function writeExtraFields(buf: Uint8Array, view: DataView, q: number, extra: ExtraFields): void {
+  if (extra.headers) {
+    buf[q] = FIELD_HEADERS;
+    view.setUint16(q + 1, extra.headers.length);
+    buf.set(extra.headers, q + FIELD_HEADER);
+    q += FIELD_HEADER + extra.headers.length;
+  }
+  if (extra.expiresAt !== undefined) {
+    buf[q] = FIELD_EXPIRES_AT;
+    view.setUint16(q + 1, 8);
+    view.setFloat64(q + FIELD_HEADER, extra.expiresAt);
+  }
 }
 
 /** The message id among the optional fields of the record at `p` (a view into `buf`), or null. Unknown fields are skipped. */

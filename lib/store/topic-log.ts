@@ -14,6 +14,7 @@ import * as path from "node:path";
 import { logger } from "../log.ts";
 import { fsyncDir, readAtSync, writeAllSync } from "./fsutil.ts";
 import { GroupCommit } from "./group-commit.ts";
+import { digitCount, prefixBytes, type IdRun } from "./id-run.ts";
 import {
   copyAside,
   FILE_HEADER,
@@ -37,6 +38,7 @@ import {
   checkpointFile,
   writeCheckpoint,
   writeRecord,
+  writeRecordOfRun,
   type Damage,
   type ExtraFields,
   type ScanResult,
@@ -102,6 +104,11 @@ interface PendingAppend {
   time: number;
   /** The publisher's message id as UTF-8, stored in the record's optional fields. */
   msgId: Uint8Array | undefined;
+  /** Or the id of a run (lib/store/id-run.ts): these UTF-8 bytes then the digits of `idNumber`. */
+  idPrefix: Uint8Array | undefined;
+  idNumber: number;
+  /** Bytes of the id (0: none). */
+  idLength: number;
   /** Headers and expiry, encoded (undefined for a plain message), and as the reader gets them back. */
   extra: ExtraFields | undefined;
   fields: AppendFields | undefined;
@@ -110,10 +117,12 @@ interface PendingAppend {
 const utf8 = new TextEncoder();
 
 /** What the group commit needs of one append: the message id as UTF-8, headers and expiry encoded. */
-function pendingAppend(data: Uint8Array, time: number, fields: AppendFields | undefined): PendingAppend {
-  const msgId = fields?.msgId;
+function pendingAppend(data: Uint8Array, time: number, fields: AppendFields | undefined, idPrefix?: Uint8Array, idNumber = 0): PendingAppend {
+  const id = fields?.msgId;
   const extra = fields && extraFieldsOf(fields.headers, fields.expiresAt);
-  return { data, time, msgId: msgId === undefined ? undefined : utf8.encode(msgId), extra, fields: extra && fields };
+  const msgId = id === undefined ? undefined : utf8.encode(id);
+  const idLength = msgId ? msgId.length : idPrefix ? idPrefix.length + digitCount(idNumber) : 0;
+  return { data, time, msgId, idPrefix, idNumber, idLength, extra, fields: extra && fields };
 }
 
 /** A run of seqs found missing, and why, for the log line. */
@@ -222,10 +231,13 @@ export class FileTopicLog implements TopicLog {
     return this.commits.add(pendingAppend(data, time, fields));
   }
 
-  appendBatch(data: Uint8Array[], time: number, fields: Array<AppendFields | undefined>): Promise<number[]> {
+  appendBatch(data: Uint8Array[], time: number, fields: Array<AppendFields | undefined>, ids?: IdRun): Promise<number[]> {
     if (this.closed) return Promise.reject(new Error(`topic log ${this.dir} is closed`));
     const items = new Array<PendingAppend>(data.length);
-    for (let i = 0; i < data.length; i++) items[i] = pendingAppend(data[i]!, time, fields[i]);
+    if (ids) {
+      const prefix = prefixBytes(ids);
+      for (let i = 0; i < data.length; i++) items[i] = pendingAppend(data[i]!, time, fields[i], prefix, ids.from + i);
+    } else for (let i = 0; i < data.length; i++) items[i] = pendingAppend(data[i]!, time, fields[i]);
     return this.commits.addMany(items);
   }
 
@@ -630,8 +642,8 @@ export class FileTopicLog implements TopicLog {
       const header = seg.size === 0 ? FILE_HEADER : 0;
       let bytes = header;
       let j = i;
-      while (j < batch.length && (j === i || seg.size + bytes + recordSize(batch[j]!.data.length, batch[j]!.msgId?.length, extraFieldsSize(batch[j]!.extra)) <= this.options.maxSegmentBytes)) {
-        bytes += recordSize(batch[j]!.data.length, batch[j]!.msgId?.length, extraFieldsSize(batch[j]!.extra));
+      while (j < batch.length && (j === i || seg.size + bytes + recordSize(batch[j]!.data.length, batch[j]!.idLength, extraFieldsSize(batch[j]!.extra)) <= this.options.maxSegmentBytes)) {
+        bytes += recordSize(batch[j]!.data.length, batch[j]!.idLength, extraFieldsSize(batch[j]!.extra));
         j++;
       }
       const buf = new Uint8Array(bytes);
@@ -641,12 +653,12 @@ export class FileTopicLog implements TopicLog {
       let pos = header;
       let lastPos = 0;
       for (let k = i; k < j; k++, seq++) {
-        const { data, time, msgId, extra, fields } = batch[k]!;
+        const { data, time, msgId, idPrefix, idNumber, extra, fields } = batch[k]!;
         if (seg.size + pos - lastIndexPos(seg) >= INDEX_EVERY_BYTES || seg.indexSeq.length === 0) {
           seg.indexSeq.push(seq);
           seg.indexPos.push(seg.size + pos);
         }
-        const size = writeRecord(buf, view, pos, seq, time, data, msgId, extra);
+        const size = idPrefix ? writeRecordOfRun(buf, view, pos, seq, time, data, idPrefix, idNumber, extra) : writeRecord(buf, view, pos, seq, time, data, msgId, extra);
         const stored: StoredMessage = { seq, time, data: buf.subarray(pos + size - data.length, pos + size) };
         if (fields) withExtra(stored, fields);
         written.push(stored);

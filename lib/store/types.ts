@@ -7,6 +7,8 @@
  * tests/store/*.contract.ts.
  */
 
+import type { IdRun } from "./id-run.ts";
+
 /** A message id stored with a message, with the message's seq and append time. */
 export interface MsgIdRecord {
   msgId: string;
@@ -63,9 +65,11 @@ export interface TopicLog {
    * Appends several messages as `append` would, all in one group commit (consecutive seqs),
    * with one promise for their seqs, in order: a publish batch costs one entry, not one per
    * message. `fields[i]` goes with `data[i]`. Optional: a log without it is appended to
-   * message by message (`appendAll`, lib/store/append-all.ts).
+   * message by message (`appendAll`, lib/store/append-all.ts). `ids`: the messages' ids as a
+   * run (`ids.prefix + (ids.from + i)` goes with `data[i]`; then no `fields[i].msgId`), stored as
+   * if each were given in its fields.
    */
-  appendBatch?(data: Uint8Array[], time: number, fields: Array<AppendFields | undefined>): Promise<number[]>;
+  appendBatch?(data: Uint8Array[], time: number, fields: Array<AppendFields | undefined>, ids?: IdRun): Promise<number[]>;
   /**
    * The message ids stored with committed messages appended at or after `since` (ms since
    * the epoch), oldest first; at most `limit`, the newest ones. A start rebuilds the server's

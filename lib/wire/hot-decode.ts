@@ -11,6 +11,19 @@
  * (and reports errors) as before.
  */
 
+/**
+ * Makes the object a message of a `delivery` frame is handed out as (the client library's
+ * Message), so that a pushed message is decoded straight into it: one object per message,
+ * not a map and then a copy. Only `delivery` frames, which only a client receives, use it.
+ */
+export type DeliveredMessageFactory = (topic: string, seq: number, time: number, data: Uint8Array, lost: number | undefined, headers: Record<string, string> | undefined, expiresAt: number | undefined) => object;
+let deliveredMessage: DeliveredMessageFactory | undefined;
+
+/** Sets the factory of delivered messages for this process (the client library does, once). */
+export function setDeliveredMessageFactory(factory: DeliveredMessageFactory): void {
+  deliveredMessage = factory;
+}
+
 /** Thrown inside the reader to give up; caught in readHotFrame. */
 const GIVE_UP = new Error("not a hot frame");
 const MAX_DEPTH = 6;
@@ -131,7 +144,7 @@ function readItem(depth: number): unknown {
         if (pos >= end || src[pos]! >> 5 !== 3) throw GIVE_UP; // keys are text
         const key = readText(readArg(src[pos++]! & 31));
         if (key === "__proto__") throw GIVE_UP;
-        map[key] = readItem(depth + 1);
+        map[key] = depth === 0 && key === "messages" && map.op === "delivery" && deliveredMessage ? readDeliveredMessages(deliveredMessage) : readItem(depth + 1);
       }
       return map;
     }
@@ -142,4 +155,46 @@ function readItem(depth: number): unknown {
     default:
       throw GIVE_UP;
   }
+}
+
+/**
+ * The `messages` of a `delivery`: an array of maps with the keys of a wire Message, each
+ * made by `make`. Anything else (another key, a value of another type, a key missing) gives
+ * up: cbor-x then decodes the frame into plain maps, which the client converts as before.
+ */
+function readDeliveredMessages(make: DeliveredMessageFactory): object[] {
+  if (pos >= end || src[pos]! >> 5 !== 4) throw GIVE_UP;
+  const length = readArg(src[pos++]! & 31);
+  if (length > end - pos) throw GIVE_UP;
+  const out = new Array<object>(length);
+  for (let i = 0; i < length; i++) {
+    if (pos >= end || src[pos]! >> 5 !== 5) throw GIVE_UP;
+    const keys = readArg(src[pos++]! & 31);
+    let topic: string | undefined;
+    let seq = -1;
+    let time = -1;
+    let data: Uint8Array | undefined;
+    let lost: number | undefined;
+    let headers: Record<string, string> | undefined;
+    let expiresAt: number | undefined;
+    for (let k = 0; k < keys; k++) {
+      if (pos >= end || src[pos]! >> 5 !== 3) throw GIVE_UP;
+      const key = readText(readArg(src[pos++]! & 31));
+      if (pos >= end) throw GIVE_UP;
+      const major = src[pos]! >> 5;
+      if (key === "data" && major === 2) data = readItem(2) as Uint8Array;
+      else if (major === 0 && (key === "seq" || key === "time" || key === "lost" || key === "expiresAt")) {
+        const n = readItem(2) as number;
+        if (key === "seq") seq = n;
+        else if (key === "time") time = n;
+        else if (key === "lost") lost = n;
+        else expiresAt = n;
+      } else if (key === "topic" && major === 3) topic = readItem(2) as string;
+      else if (key === "headers" && major === 5) headers = readItem(2) as Record<string, string>;
+      else throw GIVE_UP;
+    }
+    if (topic === undefined || seq < 0 || time < 0 || data === undefined) throw GIVE_UP;
+    out[i] = make(topic, seq, time, data, lost, headers, expiresAt);
+  }
+  return out;
 }

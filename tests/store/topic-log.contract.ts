@@ -318,6 +318,26 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
       expect(log.firstSeq).toBe(1);
     });
 
+    test("TopicLog.appendBatch with ids as a run: each message stored with prefix + number, as if given in its fields (after reopen too)", async () => {
+      if (!log.appendBatch) return;
+      await log.append(payload(1, 0), 999, { msgId: "p:7" });
+      const batch = [1, 2, 3, 4].map((i) => payload(i * 5, i));
+      const fields = [undefined, { headers: { a: "1" } }, undefined, { expiresAt: 9_999_999_999_999 }];
+      // Digits change length inside the run (9 → 10), and a prefix of several UTF-8 bytes.
+      expect(await log.appendBatch(batch, 1000, fields, { prefix: "é😀:", from: 8 })).toEqual([2, 3, 4, 5]);
+      expect(await log.appendBatch([payload(3, 9)], 1001, [undefined], { prefix: "p:", from: Number.MAX_SAFE_INTEGER })).toEqual([6]);
+      const ids = [["p:7", 1], ["é😀:8", 2], ["é😀:9", 3], ["é😀:10", 4], ["é😀:11", 5], [`p:${Number.MAX_SAFE_INTEGER}`, 6]];
+      expect((await log.recentMsgIds(0, ALL)).map((r) => [r.msgId, r.seq])).toEqual(ids);
+      const shape = (m: { seq: number; headers?: unknown; expiresAt?: unknown; data: Uint8Array }) => [m.seq, [...m.data], m.headers, m.expiresAt];
+      const want = [[2, [...batch[0]!], undefined, undefined], [3, [...batch[1]!], { a: "1" }, undefined], [4, [...batch[2]!], undefined, undefined], [5, [...batch[3]!], undefined, 9_999_999_999_999]];
+      expect((await log.read(2, 4, ALL)).map(shape)).toEqual(want);
+      if (fx.reopen) {
+        log = await fx.reopen();
+        expect((await log.recentMsgIds(0, ALL)).map((r) => [r.msgId, r.seq])).toEqual(ids);
+        expect((await log.read(2, 4, ALL)).map(shape)).toEqual(want);
+      }
+    });
+
     test("TopicLog.trim keeps a whole log that the subscribers have not passed", async () => {
       await appendAll(Array.from({ length: 10 }, (_, i) => payload(100, i)));
       expect(await log.trim(1, { maxAgeMs: 0, maxBytes: 0 }, Date.now() + 60_000)).toBe(0);
