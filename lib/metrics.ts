@@ -2,8 +2,8 @@
  * The metrics registry: every number `mq stats` shows is declared here once, with its kind,
  * unit and help text. The server and the local broker keep their counters as plain objects
  * made by `defineCounters` (incremented directly: `counters.published += n`, nothing on the
- * hot path), and build their `stats` answer typed by these declarations. `render` turns a
- * stats answer into the Prometheus text exposition format, for a later /metrics endpoint.
+ * hot path), and build their `stats` answer typed by these declarations; /metrics renders
+ * them by these declarations (PromText.section, lib/http/prometheus.ts).
  *
  * No dependency on the server or the local broker: the CLI and the client read it too.
  */
@@ -149,48 +149,3 @@ export const LOCAL_METRICS = {
 export type ServerStats = Sample<typeof SERVER_METRICS>;
 export type LocalStats = Sample<typeof LOCAL_METRICS>;
 export type RetentionDrop = ServerStats["retention_dropped"][number];
-
-// -----------------------------------------------------------------------------------------
-// Prometheus text exposition format (version 0.0.4)
-
-/**
- * The Prometheus text of one stats section: `mq_<section>_<name>` per metric, counters with
- * `_total`, info metrics as `…_info{<name>="text"} 1`, a labelled counter one series per
- * entry. Unknown values (null, absent) are left out; keys not declared are not rendered.
- */
-export function render(section: string, metrics: Metrics, stats: Record<string, unknown>): string {
-  const out: string[] = [];
-  for (const [name, m] of Object.entries(metrics)) {
-    const value = stats[name];
-    if (value === undefined || value === null) continue;
-    const base = `mq_${section}_${name}`;
-    const full = m.kind === "info" ? `${base}_info` : m.kind === "counter" && !base.endsWith("_total") ? `${base}_total` : base;
-    out.push(`# HELP ${full} ${escapeHelp(m.help)}`, `# TYPE ${full} ${m.kind === "counter" ? "counter" : "gauge"}`);
-    if (m.kind === "info") out.push(`${full}{${name}="${escapeLabel(String(value))}"} 1`);
-    else if (m.labels) {
-      for (const entry of value as Array<Record<string, unknown>>) {
-        const labels = m.labels.filter((l) => entry[l] !== undefined).map((l) => `${l}="${escapeLabel(String(entry[l]))}"`);
-        out.push(`${full}{${labels.join(",")}} ${formatNumber(entry[m.field!])}`);
-      }
-    } else out.push(`${full} ${formatNumber(value)}`);
-  }
-  return out.length > 0 ? `${out.join("\n")}\n` : "";
-}
-
-function formatNumber(v: unknown): string {
-  if (typeof v === "boolean") return v ? "1" : "0";
-  if (typeof v !== "number" || Number.isNaN(v)) return "NaN";
-  if (v === Infinity) return "+Inf";
-  if (v === -Infinity) return "-Inf";
-  return String(v);
-}
-
-/** HELP text: backslash and newline escaped. */
-function escapeHelp(s: string): string {
-  return s.replace(/\\/g, "\\\\").replace(/\n/g, "\\n");
-}
-
-/** A label value: backslash, double quote and newline escaped. */
-function escapeLabel(s: string): string {
-  return s.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
-}

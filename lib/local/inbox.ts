@@ -6,11 +6,11 @@
  * acknowledged (or given back) seq by seq.
  */
 import { deliveryCost, messageBytes, type Message } from "../wire/messages.ts";
-import { SeqQueue } from "./seq-queue.ts";
+import { Fifo } from "../wire/fifo.ts";
 
 interface TopicTrack {
   /** Seqs buffered or handed to a client and not yet acknowledged, ascending. */
-  unacked: SeqQueue;
+  unacked: Fifo<number>;
   /** Highest seq received: anything at or below it is a re-send after a reconnect. */
   highest: number;
   /** Highest seq acknowledged to the server. */
@@ -144,7 +144,7 @@ export class Inbox {
 
   private track(topic: string): TopicTrack {
     let track = this.tracks.get(topic);
-    if (!track) this.tracks.set(topic, (track = { unacked: new SeqQueue(), highest: 0, ackedUpstream: 0, more: false, bytes: 0 }));
+    if (!track) this.tracks.set(topic, (track = { unacked: new Fifo<number>(), highest: 0, ackedUpstream: 0, more: false, bytes: 0 }));
     return track;
   }
 

@@ -535,10 +535,7 @@ export class LocalBroker {
   /** Messages whose TTL ran out in `local`'s buffer: counted, and acknowledged to the server so that it does not send them again. */
   private dropExpired(local: number, inbox: Inbox, messages: Message[]): void {
     this.counters.expired += messages.length;
-    const global = this.ids.global(local);
-    const acks = inbox.acknowledge(messages);
-    if (global === undefined) return;
-    for (const upstreamAck of acks) this.upstream?.send({ op: "ack", id: global, ...upstreamAck });
+    this.acknowledge(local, inbox, messages);
   }
 
   private serveWaiters(inbox: Inbox): void {
@@ -779,9 +776,14 @@ export class LocalBroker {
 
   /** A client acknowledged `messages` of `local`: the server hears of it when the floor moved. */
   private ackUpstream(local: number, inbox: Inbox, messages: Message[]): void {
+    this.latency.acked(messages);
+    this.acknowledge(local, inbox, messages);
+  }
+
+  /** `messages` of `local` are done with: the inbox forgets them, and the server hears of it when the floor moved. */
+  private acknowledge(local: number, inbox: Inbox, messages: Message[]): void {
     const global = this.ids.global(local);
     const acks = inbox.acknowledge(messages);
-    this.latency.acked(messages);
     if (global === undefined) return;
     // If the server is away the ack is lost; after the reconnect the server re-sends, the
     // inbox sees a duplicate at or below the acked floor and acknowledges it again.

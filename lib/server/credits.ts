@@ -9,6 +9,7 @@
  * the others of its broker from being pushed. Acks free room and serve the queue.
  */
 import type { Connection } from "../wire/connection.ts";
+import { Fifo } from "../wire/fifo.ts";
 
 /** What Credits needs of a subscription (lib/server/topic.ts). */
 export interface Pushable {
@@ -87,7 +88,7 @@ export class Credits {
     const b = this.ids.get(id);
     if (!b) return;
     b.bytes -= bytes;
-    if (!b.listed && b.waiting.size > 0 && b.bytes < this.idBytes) this.list(b);
+    if (!b.listed && b.waiting.length > 0 && b.bytes < this.idBytes) this.list(b);
   }
 
   /** Puts `sub` at the back of its id's queue (once). */
@@ -120,7 +121,7 @@ export class Credits {
     // Ends: every turn pops an id, and puts it back only after a push that used room
     // (each message costs at least MESSAGE_OVERHEAD_BYTES, charged before the push awaits)
     // or took its subscription out.
-    while (this.ready.size > 0 && conn.writable && this.bytes < this.brokerBytes) {
+    while (this.ready.length > 0 && conn.writable && this.bytes < this.brokerBytes) {
       const b = this.ready.shift()!;
       b.listed = false;
       if (b.bytes >= this.idBytes) continue; // listed again when its acks free room
@@ -129,7 +130,7 @@ export class Credits {
       this.waitingCount--;
       sub.queued = false;
       if (!sub.dropped) void sub.push(conn, this);
-      if (!b.listed && b.waiting.size > 0 && b.bytes < this.idBytes) this.list(b);
+      if (!b.listed && b.waiting.length > 0 && b.bytes < this.idBytes) this.list(b);
     }
   }
 
@@ -139,7 +140,7 @@ export class Credits {
     if (!b) return;
     this.ids.delete(id);
     this.bytes -= b.bytes;
-    this.waitingCount -= b.waiting.size;
+    this.waitingCount -= b.waiting.length;
     b.waiting = new Fifo();
   }
 
@@ -152,33 +153,5 @@ export class Credits {
   private list(b: IdBudget): void {
     b.listed = true;
     this.ready.push(b);
-  }
-}
-
-/** A queue with a moving head: no per-item allocation, compacted now and then. */
-class Fifo<T> {
-  private items: Array<T | undefined> = [];
-  private head = 0;
-
-  get size(): number {
-    return this.items.length - this.head;
-  }
-
-  push(item: T): void {
-    this.items.push(item);
-  }
-
-  shift(): T | undefined {
-    if (this.head >= this.items.length) return undefined;
-    const item = this.items[this.head];
-    this.items[this.head++] = undefined;
-    if (this.head === this.items.length) {
-      this.items.length = 0;
-      this.head = 0;
-    } else if (this.head > 1024 && this.head * 2 > this.items.length) {
-      this.items = this.items.slice(this.head);
-      this.head = 0;
-    }
-    return item;
   }
 }

@@ -23,7 +23,8 @@ import { checkTopic, isPattern, MAX_TOPIC_BYTES, topicProblem } from "../wire/to
 import type { Consumer } from "./consumer.ts";
 import type { Credits } from "./credits.ts";
 import { PendingSet } from "./pending.ts";
-import { addExtra, hasExtra, MAX_EXPIRED_PER_PUSH, Subscription, type Topic } from "./topic.ts";
+import { nextRead } from "./push-step.ts";
+import { addExtra, hasExtra, Subscription, type Topic } from "./topic.ts";
 
 const log = logger("server");
 
@@ -325,30 +326,12 @@ export class GroupMember extends Subscription {
     let skipped = 0;
     // At most one batch per turn: a publish pumps every member in turn, so they share the backlog.
     while (this.group.backlog && pushed < READ_BATCH && !this.dropped) {
-      if (skipped >= MAX_EXPIRED_PER_PUSH) {
-        // A long run of expired messages: read on at the next turn of the event loop (no ack would wake it).
-        setImmediate(() => this.dropped || this.topic.repush(this));
+      const step = nextRead(this, conn, credits, this.held, this.heldBytes, READ_BATCH - pushed, skipped);
+      if (typeof step === "string") {
+        shared = step === "credits";
         break;
       }
-      if (!conn.writable) {
-        shared = true;
-        break;
-      }
-      const room = this.window.messages - this.held;
-      if (room <= 0 || this.heldBytes >= this.window.bytes) {
-        this.window.full();
-        break;
-      }
-      const budget = credits.room(this.id);
-      if (budget <= 0) {
-        shared = true;
-        break;
-      }
-      const count = Math.max(1, Math.min(room, READ_BATCH - pushed, Math.floor(budget / MESSAGE_OVERHEAD_BYTES)));
-      const maxBytes = Math.max(1, Math.min(this.window.bytes - this.heldBytes, budget - count * MESSAGE_OVERHEAD_BYTES));
-      // The room is taken while the read is in flight, so that Credits serves the others only from what is left.
-      const reserved = count * MESSAGE_OVERHEAD_BYTES + maxBytes;
-      credits.charge(this.id, reserved);
+      const { count, maxBytes, reserved } = step;
       reservedAny = true;
       const generation = this.generation;
       let batch: StoredMessage[];

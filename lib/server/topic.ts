@@ -8,6 +8,7 @@ import type { Credits, Pushable } from "./credits.ts";
 import { TopicIds } from "./dedupe.ts";
 import { TopicCounts } from "./topic-counts.ts";
 import { Readers } from "./fanout.ts";
+import { nextRead } from "./push-step.ts";
 import { DeliveryWindow } from "./window.ts";
 
 const serverLog = logger("server");
@@ -15,11 +16,7 @@ const serverLog = logger("server");
 const READ_BATCH = 64;
 /** What `push` returns when it has nothing to do. */
 const DONE: Promise<void> = Promise.resolve();
-/**
- * Most expired messages one push skips: a long run of them (a backlog that expired) is read
- * through a bit per turn of the event loop, never in one go.
- */
-export const MAX_EXPIRED_PER_PUSH = 4096;
+export { MAX_EXPIRED_PER_PUSH } from "./push-step.ts";
 
 export class Topic {
   readonly subscriptions = new Map<number, Subscription>();
@@ -173,34 +170,15 @@ export class Subscription implements Pushable {
     let reservedAny = false;
     let skipped = 0;
     while (this.backlog) {
-      if (skipped >= MAX_EXPIRED_PER_PUSH) {
-        setImmediate(() => this.dropped || this.topic.repush(this));
+      const step = nextRead(this, conn, credits, this.seqs.length - this.head, this.inflightBytes, READ_BATCH, skipped);
+      if (typeof step === "string") {
+        shared = step === "credits";
         break;
       }
-      if (!conn.writable) {
-        shared = true;
-        break;
-      }
-      const room = this.window.messages - (this.seqs.length - this.head);
-      if (room <= 0 || this.inflightBytes >= this.window.bytes) {
-        this.window.full();
-        break;
-      }
-      const budget = credits.room(this.id);
-      if (budget <= 0) {
-        shared = true;
-        break;
-      }
-      // Each message costs its payload + MESSAGE_OVERHEAD_BYTES: read no more than the budget
-      // pays for. The read returns at least one message and its last may overshoot, so the
-      // budget is exceeded by one message at most, and a message above it still goes.
-      const count = Math.max(1, Math.min(room, READ_BATCH, Math.floor(budget / MESSAGE_OVERHEAD_BYTES)));
-      const maxBytes = Math.max(1, Math.min(this.window.bytes - this.inflightBytes, budget - count * MESSAGE_OVERHEAD_BYTES));
+      const { count, maxBytes } = step;
       const from = this.sent;
-      // The room is taken while the read is in flight, so that Credits serves the others only from what is left.
-      this.reserved = count * MESSAGE_OVERHEAD_BYTES + maxBytes;
+      this.reserved = step.reserved;
       this.reservedOn = credits;
-      credits.charge(this.id, this.reserved);
       reservedAny = true;
       this.reading = true;
       const readConn = this.topic.sharesPushes(conn, this.id) ? conn : null;

@@ -8,6 +8,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { logger } from "../log.ts";
 import { errnoCode, fsyncDir, fsyncDirAsync } from "./fsutil.ts";
+import { OneOpenAtATime } from "./open-once.ts";
 import { defaultMaxOpenFiles, OpenFiles } from "./open-files.ts";
 import { Slots } from "./slots.ts";
 import { FileSubscriberIndex } from "./subscriber-index.ts";
@@ -27,7 +28,7 @@ const CLOSE_CONCURRENCY = 16;
 export class FileTopicStore implements TopicStore {
   private readonly root: string;
   private readonly opened = new Map<string, { log: TopicLog; subscribers: SubscriberIndex }>();
-  private readonly opening = new Map<string, Promise<unknown>>();
+  private readonly opening = new OneOpenAtATime();
   private readonly files: OpenFiles;
   private readonly options: TopicLogOptions;
 
@@ -53,18 +54,7 @@ export class FileTopicStore implements TopicStore {
     const known = this.opened.get(topic);
     if (known) return { ...known, created: false };
     // A creation waits for the disk: a second open of the same topic meanwhile waits for it.
-    const pending = this.opening.get(topic);
-    if (pending) {
-      await pending.catch(() => {});
-      return this.open(topic, create);
-    }
-    const opening = this.openOrCreate(topic, create);
-    this.opening.set(topic, opening);
-    try {
-      return await opening;
-    } finally {
-      this.opening.delete(topic);
-    }
+    return this.opening.run(topic, () => this.openOrCreate(topic, create), () => this.open(topic, create));
   }
 
   private async openOrCreate(topic: string, create: boolean): ReturnType<TopicStore["open"]> {

@@ -1,12 +1,14 @@
 /**
- * The pieces of the HTTP endpoint, without a daemon: the histogram, metric names, the label
- * cap, label escaping (read back by the strict parser), rates, and the config-file reader.
+ * The pieces of the HTTP endpoint, without a daemon: the histogram, metric names, a stats
+ * section by its declarations, the label cap, label escaping (read back by the strict
+ * parser), rates, and the config-file reader.
  */
 import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { Histogram } from "../../lib/histogram.ts";
 import { metricName, PromText, TopicCap } from "../../lib/http/prometheus.ts";
+import { counter, defineCounters, flag, gauge, gaugeOrNull, info, labelledCounter, optionalGauge, SERVER_COUNTERS, SERVER_METRICS, type Metrics } from "../../lib/metrics.ts";
 import { Rates } from "../../lib/http/rates.ts";
 import { configFileArgs, configFileOf } from "../../lib/cli/config-file.ts";
 import type { OptionDef } from "../../lib/cli/help.ts";
@@ -60,6 +62,81 @@ describe("names and labels", () => {
     expect(() => parseProm("# TYPE mq_a gauge\nmq_a{topic=\"x} 1\n")).toThrow("bad labels");
     expect(() => parseProm("mq_b 1\n")).toThrow("no # TYPE");
     expect(() => parseProm("# TYPE mq_c gauge\nmq_c one\n")).toThrow("bad value");
+  });
+});
+
+/** The text PromText.section makes of one stats section (the totals of /metrics). */
+function sectionText(section: string, metrics: Metrics, stats: Record<string, unknown>): string {
+  const p = new PromText();
+  p.section(section, metrics, stats);
+  return p.text();
+}
+
+describe("PromText.section (a stats answer by its declarations)", () => {
+  const metrics = {
+    uptime_s: gauge("seconds", "Seconds since the start."),
+    published: counter("messages", "Messages stored."),
+    identity: info('The "name", with \\ and\na newline.'),
+    connected: flag("Up."),
+    rss_bytes: gaugeOrNull("bytes", "RSS."),
+    open_files: optionalGauge("files", "Open."),
+    dropped: labelledCounter<{ global_id: number; id?: number; topic: string; dropped: number }>(["global_id", "id", "topic"], "dropped", "messages", "Per subscriber."),
+  } satisfies Metrics;
+
+  test("HELP and TYPE per metric, counters with _total, info as a label, booleans as 1/0, one series per labelled entry", () => {
+    const text = sectionText("server", metrics, {
+      uptime_s: 12,
+      published: 5,
+      identity: 'a"b\\c\nd',
+      connected: true,
+      rss_bytes: 1024,
+      dropped: [
+        { global_id: 7, id: 2, topic: "orders", dropped: 3 },
+        { global_id: 9, topic: 'we"ird', dropped: 1 },
+      ],
+    });
+    expect(text).toBe(
+      [
+        "# HELP mq_server_uptime_seconds Seconds since the start.",
+        "# TYPE mq_server_uptime_seconds gauge",
+        "mq_server_uptime_seconds 12",
+        "# HELP mq_server_published_total Messages stored.",
+        "# TYPE mq_server_published_total counter",
+        "mq_server_published_total 5",
+        '# HELP mq_server_identity_info The "name", with \\\\ and\\na newline.',
+        "# TYPE mq_server_identity_info gauge",
+        'mq_server_identity_info{identity="a\\"b\\\\c\\nd"} 1',
+        "# HELP mq_server_connected Up.",
+        "# TYPE mq_server_connected gauge",
+        "mq_server_connected 1",
+        "# HELP mq_server_rss_bytes RSS.",
+        "# TYPE mq_server_rss_bytes gauge",
+        "mq_server_rss_bytes 1024",
+        "# HELP mq_server_dropped_total Per subscriber.",
+        "# TYPE mq_server_dropped_total counter",
+        'mq_server_dropped_total{global_id="7",id="2",topic="orders"} 3',
+        'mq_server_dropped_total{global_id="9",topic="we\\"ird"} 1',
+        "",
+      ].join("\n"),
+    );
+  });
+
+  test("unknown (null) and absent values are left out; keys not declared are not rendered", () => {
+    const text = sectionText("local", metrics, { rss_bytes: null, connected: false, stray: 5 });
+    expect(text).toBe("# HELP mq_local_connected Up.\n# TYPE mq_local_connected gauge\nmq_local_connected 0\n");
+    expect(sectionText("local", metrics, {})).toBe("");
+  });
+
+  test("a whole stats answer of the server renders every declared field it holds", () => {
+    const counters = defineCounters(SERVER_COUNTERS);
+    counters.published = 4;
+    const stats = { uptime_s: 1, topics: 2, max_topics: 10, ids: 1, sessions: 1, connections: 1, ...counters, dedupe_keys: 0, dedupe_evicted: 0, lost: 0, retention_dropped: [], rss_bytes: 1 };
+    const text = sectionText("server", SERVER_METRICS, stats);
+    expect(text).toContain("mq_server_published_total 4\n");
+    expect(text).toContain("# TYPE mq_server_retention_dropped_total counter\n");
+    expect(text).not.toContain("open_files"); // absent: no file store
+    // Every line is a comment or `name{labels} value`.
+    for (const line of text.trimEnd().split("\n")) expect(line).toMatch(/^(# (HELP|TYPE) mq_\w+ .+|mq_\w+(\{.*\})? \S+)$/);
   });
 });
 

@@ -7,14 +7,7 @@ import { describe, expect, test } from "bun:test";
 import { Credits } from "../../lib/server/credits.ts";
 import { MAX_EXPIRED_PER_PUSH, Subscription, Topic } from "../../lib/server/topic.ts";
 import { MemorySubscriberIndex, MemoryTopicLog } from "../../lib/store/memory-store.ts";
-import type { Connection } from "../../lib/wire/connection.ts";
-import type { MsgsFrame } from "../../lib/wire/messages.ts";
-
-function fakeConnection() {
-  const frames: MsgsFrame[] = [];
-  const conn = { writable: true, send: (frame: MsgsFrame) => void frames.push(frame) } as unknown as Connection;
-  return { conn, frames };
-}
+import { fakeConnection } from "./push-kit.ts";
 
 const PAST = 1;
 const FUTURE = Number.MAX_SAFE_INTEGER;

@@ -10,36 +10,9 @@ import { Credits } from "../../lib/server/credits.ts";
 import { Subscription, Topic } from "../../lib/server/topic.ts";
 import { MIN_WINDOW_MESSAGES } from "../../lib/server/window.ts";
 import { MemorySubscriberIndex, MemoryTopicLog } from "../../lib/store/memory-store.ts";
-import type { StoredMessage } from "../../lib/store/types.ts";
 import type { Connection } from "../../lib/wire/connection.ts";
 import { deliveryCost, type MsgsFrame } from "../../lib/wire/messages.ts";
-
-function fakeConnection() {
-  const frames: MsgsFrame[] = [];
-  const conn = { writable: true, closed: false, send: (frame: MsgsFrame) => void frames.push(frame) } as unknown as Connection;
-  return { conn, frames };
-}
-
-/** Every read of a memory log resolves in a microtask: one timer turn later they all have. */
-const settled = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
-
-/** A memory log whose reads wait for `open()`. */
-class GatedLog extends MemoryTopicLog {
-  private gate = Promise.withResolvers<void>();
-  reads = 0;
-
-  override async read(from: number, maxCount: number, maxBytes: number): Promise<StoredMessage[]> {
-    this.reads++;
-    const got = super.read(from, maxCount, maxBytes);
-    await this.gate.promise;
-    return got;
-  }
-
-  open(): void {
-    this.gate.resolve();
-    this.gate = Promise.withResolvers<void>();
-  }
-}
+import { GatedLog, fakeConnection, settled } from "./push-kit.ts";
 
 interface Setup {
   topic: Topic;

@@ -5,6 +5,7 @@
  * Holds no files. The SQL pool is the caller's: `close` leaves it open.
  */
 import type { SQL } from "bun";
+import { OneOpenAtATime } from "../open-once.ts";
 import type { SubscriberIndex, TopicLog, TopicStore } from "../types.ts";
 import { encodeEvent } from "./events.ts";
 import { EVENTS_CHANNEL } from "./schema.ts";
@@ -19,7 +20,7 @@ interface OpenTopic {
 export class PgTopicStore implements TopicStore {
   private readonly opened = new Map<string, OpenTopic>();
   /** Opens under way: a second open of the same topic meanwhile waits for the first. */
-  private readonly opening = new Map<string, Promise<unknown>>();
+  private readonly opening = new OneOpenAtATime();
 
   constructor(
     private readonly sql: SQL,
@@ -36,18 +37,7 @@ export class PgTopicStore implements TopicStore {
   async open(topic: string, create: boolean): Promise<{ log: TopicLog; subscribers: SubscriberIndex; created: boolean } | null> {
     const known = this.opened.get(topic);
     if (known) return { ...known, created: false };
-    const pending = this.opening.get(topic);
-    if (pending) {
-      await pending.catch(() => {});
-      return this.open(topic, create);
-    }
-    const opening = this.openOrCreate(topic, create);
-    this.opening.set(topic, opening);
-    try {
-      return await opening;
-    } finally {
-      this.opening.delete(topic);
-    }
+    return this.opening.run(topic, () => this.openOrCreate(topic, create), () => this.open(topic, create));
   }
 
   private async openOrCreate(topic: string, create: boolean): Promise<(OpenTopic & { created: boolean }) | null> {
