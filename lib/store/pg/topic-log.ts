@@ -7,6 +7,7 @@
  * nothing is ever lost, `lost` is 0). The extent (firstSeq, nextSeq) is kept in memory,
  * moved by this server's appends and trims and re-read by `refresh()`.
  */
+import { type IdRun, idAt } from "../id-run.ts";
 import type { SQL } from "bun";
 import { GroupCommit } from "../group-commit.ts";
 import type { AppendFields, MsgIdRecord, RetentionPolicy, StoredMessage, TopicLog } from "../types.ts";
@@ -97,10 +98,11 @@ export class PgTopicLog implements TopicLog {
   }
 
   /** A publish batch is one entry of the group commit: its rows go in the same statement. */
-  appendBatch(data: Uint8Array[], time: number, fields: Array<AppendFields | undefined>): Promise<number[]> {
+  appendBatch(data: Uint8Array[], time: number, fields: Array<AppendFields | undefined>, ids?: IdRun): Promise<number[]> {
     if (this.closed) return Promise.reject(new Error(`topic ${this.topic}: the log is closed`));
     const items = new Array<PendingAppend>(data.length);
-    for (let i = 0; i < data.length; i++) items[i] = { data: data[i]!, time, fields: fields[i] };
+    // A run of ids (lib/store/id-run.ts): the rows keep strings, so each gets its id here.
+    for (let i = 0; i < data.length; i++) items[i] = { data: data[i]!, time, fields: ids ? { ...fields[i], msgId: idAt(ids, i) } : fields[i] };
     return this.commits.addMany(items);
   }
 
