@@ -19,9 +19,11 @@
 export type DeliveredMessageFactory = (topic: string, seq: number, time: number, data: Uint8Array, lost: number | undefined, headers: Record<string, string> | undefined, expiresAt: number | undefined) => object;
 let deliveredMessage: DeliveredMessageFactory | undefined;
 
-/** Sets the factory of delivered messages for this process (the client library does, once). */
-export function setDeliveredMessageFactory(factory: DeliveredMessageFactory): void {
+/** Sets the factory of delivered messages for this process (the client library does, once); returns the one before. */
+export function setDeliveredMessageFactory(factory: DeliveredMessageFactory | undefined): DeliveredMessageFactory | undefined {
+  const before = deliveredMessage;
   deliveredMessage = factory;
+  return before;
 }
 
 /** Thrown inside the reader to give up; caught in readHotFrame. */

@@ -1,10 +1,10 @@
-import { describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 // The pure-JS entry points, like codec.ts (the package root loads a native addon).
 import { Decoder } from "cbor-x/decode";
 import { Encoder } from "cbor-x/encode";
 import { decodeMap, encode } from "../../lib/wire/codec.ts";
 import { FrameDecoder } from "../../lib/wire/frame.ts";
-import { readHotFrame } from "../../lib/wire/hot-decode.ts";
+import { type DeliveredMessageFactory, readHotFrame, setDeliveredMessageFactory } from "../../lib/wire/hot-decode.ts";
 import { ENCODE_ONCE_MAX_BYTES, encodeOnce, FrameWriter, writeHotFrame } from "../../lib/wire/hot-frames.ts";
 
 /** A small seeded generator (mulberry32), so a failure replays. */
@@ -246,6 +246,11 @@ const cborx = new Decoder({ useRecords: false, mapsAsObjects: true, int64AsNumbe
 const raw = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false, variableMapSize: true } as never);
 
 describe("hot frames: the small decoder reads what cbor-x reads", () => {
+  // Plain values, as cbor-x gives: without the client library's Message factory, which
+  // another test file of the same run may have registered (it is per process).
+  let factory: DeliveredMessageFactory | undefined;
+  beforeAll(() => void (factory = setDeliveredMessageFactory(undefined)));
+  afterAll(() => void setDeliveredMessageFactory(factory));
   const shapes = ["msgs", "pubs", "pub", "ack", "recv", "recvReply", "delivery", "pubsReply"] as const;
   test.each(shapes)("%s: 300 random frames decode to the same value", (shape) => {
     const g = gen(rng(shape.length * 104_729 + shape.charCodeAt(1)));
