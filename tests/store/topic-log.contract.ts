@@ -75,8 +75,9 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
       expect(log.firstSeq).toBe(1);
     });
 
-    test("TopicLog.appendBatch (optional): consecutive seqs in order, beside single appends in flight, each with its fields", async () => {
-      if (!log.appendBatch) return; // a log without it is appended to message by message (lib/store/append-all.ts)
+    test("TopicLog.appendBatch: consecutive seqs in order, beside single appends in flight, each with its fields", async () => {
+      // Every log here has it (a log without it would be appended to message by message: lib/store/append-all.ts).
+      if (!log.appendBatch) throw new Error("this log has no appendBatch");
       await log.append(payload(1, 0), 999);
       const batch = [1, 2, 3].map((i) => payload(i * 3, i));
       const fields = [{ msgId: "k:1", headers: { a: "1" } }, undefined, { msgId: "k:3", expiresAt: 9_999_999_999_999 }];
@@ -319,7 +320,7 @@ export function runTopicLogSuite(name: string, newLog: () => Promise<TopicLogFix
     });
 
     test("TopicLog.appendBatch with ids as a run: each message stored with prefix + number, as if given in its fields (after reopen too)", async () => {
-      if (!log.appendBatch) return;
+      if (!log.appendBatch) throw new Error("this log has no appendBatch");
       await log.append(payload(1, 0), 999, { msgId: "p:7" });
       const batch = [1, 2, 3, 4].map((i) => payload(i * 5, i));
       const fields = [undefined, { headers: { a: "1" } }, undefined, { expiresAt: 9_999_999_999_999 }];
