@@ -93,38 +93,40 @@ export function recordSize(dataLength: number, msgIdLength = 0, extraLength = 0)
 export function writeRecord(buf: Uint8Array, view: DataView, pos: number, seq: number, time: number, data: Uint8Array, msgId?: Uint8Array, extra?: ExtraFields): number {
   const idBytes = msgId ? FIELD_HEADER + msgId.length : 0;
   const options = idBytes + extraFieldsSize(extra);
-  view.setUint32(pos, RECORD_SYNC);
-  view.setUint32(pos + 8, data.length);
-  view.setUint16(pos + 12, 0);
-  view.setUint16(pos + 14, options);
-  setU64(view, pos + 16, seq);
-  view.setFloat64(pos + 24, time);
+  writeRecordHeader(view, pos, data.length, options, seq, time);
   if (msgId) {
     buf[pos + RECORD_HEADER] = FIELD_MSG_ID;
     view.setUint16(pos + RECORD_HEADER + 1, msgId.length);
     buf.set(msgId, pos + RECORD_HEADER + FIELD_HEADER);
   }
   if (extra) writeExtraFields(buf, view, pos + RECORD_HEADER + idBytes, extra);
-  buf.set(data, pos + RECORD_HEADER + options);
-  const end = pos + RECORD_HEADER + options + data.length;
-  view.setUint32(pos + 4, Bun.hash.crc32(buf.subarray(pos + 8, end)));
-  return end - pos;
+  return writeRecordBody(buf, view, pos, options, data);
 }
 
 /** `writeRecord` with the message id `idPrefix` + the digits of `idNumber` (lib/store/id-run.ts): the same bytes, no string made. */
 export function writeRecordOfRun(buf: Uint8Array, view: DataView, pos: number, seq: number, time: number, data: Uint8Array, idPrefix: Uint8Array, idNumber: number, extra?: ExtraFields): number {
   const idLength = idPrefix.length + digitCount(idNumber);
   const options = FIELD_HEADER + idLength + extraFieldsSize(extra);
-  view.setUint32(pos, RECORD_SYNC);
-  view.setUint32(pos + 8, data.length);
-  view.setUint16(pos + 12, 0);
-  view.setUint16(pos + 14, options);
-  setU64(view, pos + 16, seq);
-  view.setFloat64(pos + 24, time);
+  writeRecordHeader(view, pos, data.length, options, seq, time);
   buf[pos + RECORD_HEADER] = FIELD_MSG_ID;
   view.setUint16(pos + RECORD_HEADER + 1, idLength);
   writeRunId(buf, pos + RECORD_HEADER + FIELD_HEADER, idPrefix, idNumber);
   if (extra) writeExtraFields(buf, view, pos + RECORD_HEADER + FIELD_HEADER + idLength, extra);
+  return writeRecordBody(buf, view, pos, options, data);
+}
+
+/** A record's fixed header, before its optional fields (the crc is written last, by writeRecordBody). */
+function writeRecordHeader(view: DataView, pos: number, size: number, options: number, seq: number, time: number): void {
+  view.setUint32(pos, RECORD_SYNC);
+  view.setUint32(pos + 8, size);
+  view.setUint16(pos + 12, 0);
+  view.setUint16(pos + 14, options);
+  setU64(view, pos + 16, seq);
+  view.setFloat64(pos + 24, time);
+}
+
+/** The payload after the optional fields, then the crc over everything after it; returns the record's size. */
+function writeRecordBody(buf: Uint8Array, view: DataView, pos: number, options: number, data: Uint8Array): number {
   buf.set(data, pos + RECORD_HEADER + options);
   const end = pos + RECORD_HEADER + options + data.length;
   view.setUint32(pos + 4, Bun.hash.crc32(buf.subarray(pos + 8, end)));
