@@ -5,6 +5,7 @@
  * user (PostgreSQL refuses root). Outside CI a missing PostgreSQL is a reason to skip; under
  * CI it is a failure. See ../shared/notes/postgres.md.
  */
+import { afterAll, beforeAll } from "bun:test";
 import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
@@ -125,4 +126,24 @@ function uidOf(user: string): number {
 function gidOf(user: string): number {
   const line = fs.readFileSync("/etc/passwd", "utf8").split("\n").find((l) => l.startsWith(`${user}:`));
   return Number(line!.split(":")[3]);
+}
+
+/**
+ * One PostgreSQL for the tests of a file or a describe block: started before them (unless
+ * `noPostgres`), removed after them; `current()` is it.
+ */
+export function postgresForTests(): { current(): PostgresHandle } {
+  let pg: PostgresHandle | null = null;
+  beforeAll(async () => {
+    if (!noPostgres) pg = await startPostgres();
+  }, 60_000);
+  afterAll(async () => {
+    await pg?.[Symbol.asyncDispose]();
+  });
+  return {
+    current() {
+      if (!pg) throw new Error("PostgreSQL was not started (see noPostgres)");
+      return pg;
+    },
+  };
 }

@@ -3,10 +3,10 @@
  * (issue 12, docs/scale-out.md): real servers and local brokers from the compiled binary,
  * driven through the CLI.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { SQL } from "bun";
 import { createOn, jsonLines, mq } from "../e2e/harness.ts";
-import { noPostgres, startPostgres, type PostgresHandle } from "../pg-kit.ts";
+import { noPostgres, postgresForTests } from "../pg-kit.ts";
 import { sharedServers } from "./kit.ts";
 
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
@@ -32,16 +32,10 @@ async function stored(socket: string, topic: string): Promise<number> {
 }
 
 describe(`two servers on one PostgreSQL database${noPostgres}`, () => {
-  let pg: PostgresHandle;
-  beforeAll(async () => {
-    if (!noPostgres) pg = await startPostgres();
-  });
-  afterAll(async () => {
-    await pg?.[Symbol.asyncDispose]();
-  });
+  const postgres = postgresForTests();
 
   test.skipIf(Boolean(noPostgres))("a subscriber on B receives, in order, everything published through A; B re-reads once per batch of appends, not per event", async () => {
-    await using c = await sharedServers(pg);
+    await using c = await sharedServers(postgres.current());
     const [a, b] = c.servers as [NonNullable<(typeof c.servers)[0]>, NonNullable<(typeof c.servers)[0]>];
     const onA = await c.local(a);
     const onB = await c.local(b);
@@ -61,7 +55,7 @@ describe(`two servers on one PostgreSQL database${noPostgres}`, () => {
   });
 
   test.skipIf(Boolean(noPostgres))("an id made through A works through B once its local broker moves (--server A,B), from the cursor acknowledged on A", async () => {
-    await using c = await sharedServers(pg);
+    await using c = await sharedServers(postgres.current());
     const [a, b] = c.servers as [NonNullable<(typeof c.servers)[0]>, NonNullable<(typeof c.servers)[0]>];
     const local = await c.local(a, b);
     const id = await createOn(local.socket);
@@ -93,7 +87,7 @@ describe(`two servers on one PostgreSQL database${noPostgres}`, () => {
   });
 
   test.skipIf(Boolean(noPostgres))("a pattern subscribed through A gets a topic created through B; an unsub through A stops it on B", async () => {
-    await using c = await sharedServers(pg);
+    await using c = await sharedServers(postgres.current());
     const [a, b] = c.servers as [NonNullable<(typeof c.servers)[0]>, NonNullable<(typeof c.servers)[0]>];
     const onA = await c.local(a);
     const onB = await c.local(b);
@@ -120,7 +114,7 @@ describe(`two servers on one PostgreSQL database${noPostgres}`, () => {
   });
 
   test.skipIf(Boolean(noPostgres))("--msg-id through A, then the same id through B: stored once, B answers duplicate with A's seq (also for a --lines run)", async () => {
-    await using c = await sharedServers(pg);
+    await using c = await sharedServers(postgres.current());
     const [a, b] = c.servers as [NonNullable<(typeof c.servers)[0]>, NonNullable<(typeof c.servers)[0]>];
     const onA = await c.local(a);
     const onB = await c.local(b);
@@ -145,7 +139,7 @@ describe(`two servers on one PostgreSQL database${noPostgres}`, () => {
   });
 
   test.skipIf(Boolean(noPostgres))("delayed messages accepted through either server are delivered once, by the server that runs the schedule; when it dies the other takes over", async () => {
-    await using c = await sharedServers(pg);
+    await using c = await sharedServers(postgres.current());
     const [a, b] = c.servers as [NonNullable<(typeof c.servers)[0]>, NonNullable<(typeof c.servers)[0]>];
     const onA = await c.local(a, b);
     const onB = await c.local(b, a);
@@ -175,7 +169,7 @@ describe(`two servers on one PostgreSQL database${noPostgres}`, () => {
   });
 
   test.skipIf(Boolean(noPostgres))("bad events on the channel (not ours, unparsable, naming no topic) are ignored: both servers keep serving", async () => {
-    await using c = await sharedServers(pg);
+    await using c = await sharedServers(postgres.current());
     const [a, b] = c.servers as [NonNullable<(typeof c.servers)[0]>, NonNullable<(typeof c.servers)[0]>];
     const onA = await c.local(a);
     const onB = await c.local(b);

@@ -5,25 +5,17 @@
  * start (exit 4, UNAVAILABLE) naming HOST:PORT/DB and never the password; a value that is no
  * store at all is bad usage (exit 2). Skipped (the reason in the names) without PostgreSQL.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
-import { noPostgres, startPostgres, type PostgresHandle } from "../pg-kit.ts";
+import { noPostgres, postgresForTests } from "../pg-kit.ts";
 import { createOn, jsonLines, memoryStore, mq, startLocal, startServer, teardown } from "./harness.ts";
 
 const pgTest = test.skipIf(noPostgres !== "");
-let pg: PostgresHandle | null = null;
-
-beforeAll(async () => {
-  if (!noPostgres) pg = await startPostgres();
-}, 60_000);
-
-afterAll(async () => {
-  await pg?.[Symbol.asyncDispose]();
-});
+const postgres = postgresForTests();
 
 /** A fresh database's URL with a password in it (the test cluster trusts, so any password does): it must never be printed. */
 async function databaseWithPassword(): Promise<{ url: string; location: string }> {
-  const plain = new URL(await pg!.database());
+  const plain = new URL(await postgres.current().database());
   plain.password = "hunter2secret";
   return { url: plain.toString(), location: `127.0.0.1:${plain.port}${plain.pathname}` };
 }

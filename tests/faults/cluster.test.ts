@@ -5,9 +5,9 @@
  * in the middle of the stream. Every acknowledged publish must reach every subscriber, in seq
  * order per topic; re-deliveries (at least once) are counted, gaps are failures.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { createOn, mq, type LocalHandle } from "../e2e/harness.ts";
-import { noPostgres, startPostgres, type PostgresHandle } from "../pg-kit.ts";
+import { noPostgres, postgresForTests } from "../pg-kit.ts";
 import { sharedServers } from "../cluster/kit.ts";
 import { RecordingPublisher, drain, verify } from "./fault-kit.ts";
 
@@ -44,16 +44,10 @@ async function check(subs: Awaited<ReturnType<typeof subscribe>>, publishers: Re
 }
 
 describe(`two servers on one PostgreSQL database, faults${noPostgres}`, () => {
-  let pg: PostgresHandle;
-  beforeAll(async () => {
-    if (!noPostgres) pg = await startPostgres();
-  });
-  afterAll(async () => {
-    await pg?.[Symbol.asyncDispose]();
-  });
+  const postgres = postgresForTests();
 
   test.skipIf(Boolean(noPostgres))("server A SIGKILLed mid-stream, publishers and subscribers on both: every acknowledged message reaches every subscriber, in order per topic", async () => {
-    await using c = await sharedServers(pg);
+    await using c = await sharedServers(postgres.current());
     const [a, b] = c.servers as [NonNullable<(typeof c.servers)[0]>, NonNullable<(typeof c.servers)[0]>];
     const hostA = await c.local(a, b);
     const hostB = await c.local(b, a);
@@ -82,7 +76,7 @@ describe(`two servers on one PostgreSQL database, faults${noPostgres}`, () => {
   });
 
   test.skipIf(Boolean(noPostgres))("PostgreSQL stopped mid-stream: publishes fail with exit 4 while it is away, nothing acknowledged is lost, publishing works again after", async () => {
-    await using c = await sharedServers(pg);
+    await using c = await sharedServers(postgres.current());
     const [a, b] = c.servers as [NonNullable<(typeof c.servers)[0]>, NonNullable<(typeof c.servers)[0]>];
     const hostA = await c.local(a, b);
     const hostB = await c.local(b, a);
@@ -94,7 +88,7 @@ describe(`two servers on one PostgreSQL database, faults${noPostgres}`, () => {
       const down = ackCounter(100);
       const running = publishers.map((p) => p.run(150, deadline, down.tick));
       await down.reached;
-      await pg.kill();
+      await postgres.current().kill();
       // While PostgreSQL is away a publish is refused, exit 4 (UNAVAILABLE: send it again later).
       // A topic that exists and one that would be created.
       for (const topic of ["pg", "pg-probe"]) {
@@ -102,7 +96,7 @@ describe(`two servers on one PostgreSQL database, faults${noPostgres}`, () => {
         expect({ code: away.code, stderr: away.stderr }).toMatchObject({ code: 4, stderr: expect.stringContaining("UNAVAILABLE") });
       }
       const failedWhileAway = publishers.reduce((n, p) => n + p.failed, 0);
-      await pg.start();
+      await postgres.current().start();
       // Back: the pools reconnect; a publish passes again within a bounded number of tries.
       let back = await mq(hostA.socket, ["pub", String(probe), "pg-probe", "after"]);
       for (let i = 0; i < 50 && back.code !== 0; i++) {

@@ -6,7 +6,7 @@
  * hellos at once, a singleton job held by one server at a time and passed on when it closes.
  * Skipped (the reason in the test names) where PostgreSQL is not installed.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import type { SQL } from "bun";
 import { openStorage } from "../../lib/store/backend.ts";
 import { connectPostgres } from "../../lib/store/pg/connect.ts";
@@ -18,19 +18,11 @@ import { PgClientRegistry } from "../../lib/store/pg/registry.ts";
 import { PgSchedule } from "../../lib/store/pg/schedule.ts";
 import { PgShared } from "../../lib/store/pg/shared.ts";
 import type { Storage, StoreEvent } from "../../lib/store/types.ts";
-import { noPostgres, startPostgres, type PostgresHandle } from "../pg-kit.ts";
+import { noPostgres, postgresForTests } from "../pg-kit.ts";
 import { runBrokerCredentialsSuite, runClientRegistrySuite, type RegistryFixture } from "./client-registry.contract.ts";
 
 const pgTest = test.skipIf(noPostgres !== "");
-let pg: PostgresHandle | null = null;
-
-beforeAll(async () => {
-  if (!noPostgres) pg = await startPostgres();
-}, 60_000);
-
-afterAll(async () => {
-  await pg?.[Symbol.asyncDispose]();
-});
+const postgres = postgresForTests();
 
 /** What one server opens on the database at `url` (the parts backend.ts builds, topics aside). */
 async function openServerParts(url: string) {
@@ -58,7 +50,7 @@ async function openServerParts(url: string) {
 type ServerParts = Awaited<ReturnType<typeof openServerParts>>;
 
 async function registryFixture(): Promise<RegistryFixture> {
-  const url = await pg!.database();
+  const url = await postgres.current().database();
   let current = await openServerParts(url);
   return {
     clients: current.clients,
@@ -85,7 +77,7 @@ function openPg(url: string): Promise<Storage> {
 
 describe(`openStorage postgres${noPostgres}`, () => {
   pgTest("makes a Storage with every part and a shared store; two on one database see one another's topics and ids; close ends the pool and gives up the jobs", async () => {
-    const url = await pg!.database();
+    const url = await postgres.current().database();
     const a = await openPg(url);
     const other = await openPg(url);
     try {
@@ -110,14 +102,14 @@ describe(`openStorage postgres${noPostgres}`, () => {
 
   pgTest("without a URL, or with a database that does not exist, openStorage fails saying so", async () => {
     await expect(openStorage({ kind: "postgres", dataDir: "", fsync: "always", fsyncIntervalMs: 50, owner: "mq test" })).rejects.toThrow("the postgres store needs a URL: --store postgres://USER@HOST:PORT/DB");
-    const missing = pg!.url.replace(/\/postgres$/, "/no_such_db");
-    await expect(openPg(missing)).rejects.toThrow(`Cannot open the PostgreSQL store postgres 127.0.0.1:${pg!.port}/no_such_db: database "no_such_db" does not exist`);
+    const missing = postgres.current().url.replace(/\/postgres$/, "/no_such_db");
+    await expect(openPg(missing)).rejects.toThrow(`Cannot open the PostgreSQL store postgres 127.0.0.1:${postgres.current().port}/no_such_db: database "no_such_db" does not exist`);
   });
 });
 
 /** Opens `n` servers' parts on one fresh database; all closed after `body`. */
 async function withServers(n: number, body: (servers: ServerParts[], url: string) => Promise<void>): Promise<void> {
-  const url = await pg!.database();
+  const url = await postgres.current().database();
   const servers: ServerParts[] = [];
   try {
     for (let i = 0; i < n; i++) servers.push(await openServerParts(url));
@@ -288,8 +280,8 @@ describe(`two servers on one PostgreSQL database${noPostgres}`, () => {
     await withServers(1, async ([a]) => {
       expect(await a!.shared.holds("scheduler")).toBe(true);
       const resync = nextEvent(a!.shared, (e) => e.kind === "resync");
-      await pg!.kill();
-      await pg!.start();
+      await postgres.current().kill();
+      await postgres.current().start();
       // The first call after the restart finds the connection dead; a later one takes the lock anew.
       let held = false;
       for (let i = 0; i < 50 && !held; i++) {
@@ -320,7 +312,7 @@ describe("postgres URLs in messages", () => {
   });
 
   pgTest("--fsync always opens sessions with synchronous_commit on; interval/never with it off", async () => {
-    const url = await pg!.database();
+    const url = await postgres.current().database();
     for (const on of [true, false]) {
       const sql: SQL = await connectPostgres(url, on);
       try {
