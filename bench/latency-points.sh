@@ -1,6 +1,6 @@
 #!/bin/bash
 # Where a message of a paced stream spends its time inside `mq up` (docs/benchmarks.md, "Latency
-# at 5,000 msgs/s: where the time goes"). Builds HEAD with bench/latency-points.patch in a scratch
+# at 5,000 msgs/s and one publish in flight: where the time goes"). Builds HEAD with bench/latency-points.patch in a scratch
 # copy (probes at 8 points of mq up that record the age of each frame's first payload; the
 # bench-peers publisher stamps its messages), runs the bench-peers latency scenario (s3) against
 # that `mq up`, and prints per hop, per message, p50 / p90 / p99 / mean in µs
@@ -14,7 +14,7 @@ W=$(mktemp -d /tmp/mq-latency-points-XXXX)
 trap 'rm -rf "$W"' EXIT
 (cd "$ROOT" && git archive HEAD) | tar -x -C "$W"
 ln -s "$ROOT/node_modules" "$W/node_modules"
-(cd "$W" && git apply --unsafe-paths --directory=. "$ROOT/bench/latency-points.patch" 2>/dev/null || patch -s -p1 < "$ROOT/bench/latency-points.patch")
+(cd "$W" && patch -s -p1 < "$ROOT/bench/latency-points.patch")
 (cd "$W" && ./node_modules/.bin/bun scripts/build.ts)
 for run in $(seq "${RUNS:-1}"); do
   D=$W/run$run; mkdir -p "$D"
