@@ -11,22 +11,48 @@
  *   the middle of the writer's flush;
  * - close: `end()` delivers what was written, then both sides see the close; `terminate()`
  *   drops what is undelivered and closes both at once;
- * - backpressure: the peer decodes everything it is handed (what it holds afterwards is
- *   bounded by its own budgets: credits, forward window), so a write takes all its bytes; a
- *   writer that filled its outbound budget in one turn is told to go on (`onDrain`) once
- *   the peer has taken the bytes, as a TCP socket tells it when the kernel buffer empties.
+ * - the hot frames (pushes, publishes, acks and naks, and the replies to publishes) are not
+ *   encoded at all: `sendFrame` hands the frame object itself to the peer's `onFrameObject`,
+ *   in order with the encoded ones (everything else: the hello, subscriptions, stats). The
+ *   peer trusts them (our own process made them) and keeps their payload views, which
+ *   nothing reuses: the server's are stored messages (never changed), the local broker's
+ *   are views of its clients' socket reads (each a new buffer). A sender never changes a
+ *   frame after sending it (each is built for the send).
+ * - backpressure: the peer takes everything it is handed at the next microtask (what it
+ *   holds afterwards is bounded by its own budgets: credits, forward window), so a write
+ *   takes all its bytes; until then they count in the writer's `pendingBytes` (`queuedBytes`),
+ *   and a writer that filled its outbound budget in one turn is told to go on (`onDrain`)
+ *   once the peer has it, as a TCP socket tells it when the kernel buffer empties.
  */
 import { OUTBOUND_BUDGET_BYTES, type Connection, type SocketLike } from "./connection.ts";
+import type { Frame } from "./messages.ts";
+
+/** The ops handed over as objects: built by our own code from plain values (see `sendFrame`). */
+const OBJECT_OPS: ReadonlySet<string> = new Set(["msgs", "pub", "pubs", "ack", "nak"]);
+/** The fields of the `ok` replies handed over as objects (a publish's reply, an ack's empty one). */
+const OBJECT_REPLY_FIELDS: ReadonlySet<string> = new Set(["op", "rid", "topic", "seq", "seqs", "subscribers", "created", "duplicate", "duplicates", "scheduled", "due"]);
+
+/** True for a frame that goes as it is: a hot op, or an `ok` with only a publish reply's fields. */
+function goesAsObject(frame: object): boolean {
+  const op = (frame as { op?: unknown }).op as string;
+  if (OBJECT_OPS.has(op)) return true;
+  if (op !== "ok") return false;
+  for (const key in frame) if (!OBJECT_REPLY_FIELDS.has(key)) return false;
+  return true;
+}
 
 /** Where a side delivers: the Connection built on the socket (set right after it is made). */
 export class MemorySocket implements SocketLike {
   conn: Connection | null = null;
   peer!: MemorySocket;
-  /** Chunks written and not yet delivered to the peer, in order. */
-  private queued: Uint8Array[] = [];
+  /** Chunks written and frames sent as they are, not yet delivered to the peer, in order. */
+  private queued: Array<Uint8Array | Frame> = [];
   private deliveryScheduled = false;
-  /** A chunk at least the outbound budget was delivered: the writer's producers may be paused. */
-  private wakeWriter = false;
+  /**
+   * The bytes of what is queued (frames as objects: their payloads and a little more), counted
+   * in the writer's `pendingBytes` until delivered, as a TCP socket's unsent bytes would be.
+   */
+  queuedBytes = 0;
   private ending = false;
   private closed = false;
 
@@ -36,9 +62,18 @@ export class MemorySocket implements SocketLike {
     if (this.closed || this.ending) return data.length;
     // A copy: the caller reuses its buffer as soon as this returns.
     this.queued.push(data.slice());
-    if (data.length >= OUTBOUND_BUDGET_BYTES) this.wakeWriter = true;
+    this.queuedBytes += data.length;
     this.schedule();
     return data.length;
+  }
+
+  sendFrame(frame: object): boolean {
+    if (!goesAsObject(frame)) return false;
+    if (this.closed || this.ending) return true;
+    this.queued.push(frame as Frame);
+    this.queuedBytes += frameBytes(frame as Frame);
+    this.schedule();
+    return true;
   }
 
   end(): void {
@@ -49,6 +84,7 @@ export class MemorySocket implements SocketLike {
 
   terminate(): void {
     this.queued = [];
+    this.queuedBytes = 0;
     this.closeBoth();
   }
 
@@ -63,13 +99,13 @@ export class MemorySocket implements SocketLike {
     if (this.closed) return;
     const chunks = this.queued;
     this.queued = [];
+    // The writer may have stopped producing at its outbound budget: once the peer has it all, it may go on.
+    const wakeWriter = (this.conn?.pendingBytes ?? 0) >= OUTBOUND_BUDGET_BYTES;
+    this.queuedBytes = 0;
     const target = this.peer.conn;
-    if (target) for (const chunk of chunks) target.onData(chunk);
+    if (target) for (const item of chunks) item instanceof Uint8Array ? target.onData(item) : target.onFrameObject(item);
     if (this.ending) return this.closeBoth();
-    if (this.wakeWriter) {
-      this.wakeWriter = false;
-      this.conn?.onDrain();
-    }
+    if (wakeWriter) this.conn?.onDrain();
   }
 
   /** Both sides see the close, as a TCP connection's both ends do. */
@@ -78,9 +114,18 @@ export class MemorySocket implements SocketLike {
       if (side.closed) continue;
       side.closed = true;
       side.queued = [];
+      side.queuedBytes = 0;
       side.conn?.onClose();
     }
   }
+}
+
+/** About what a frame handed over as an object would take encoded: its payloads and a little more. */
+function frameBytes(frame: Frame): number {
+  const { data, payloads } = frame as { data?: Uint8Array; payloads?: Uint8Array[] };
+  let bytes = 64 + (data?.length ?? 0);
+  if (payloads) for (const p of payloads) bytes += p.length + 2;
+  return bytes;
 }
 
 /**
