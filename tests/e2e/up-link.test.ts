@@ -102,6 +102,46 @@ describe("mq up, local broker and server linked in memory", () => {
     }
   });
 
+  test("what the hot frames carry goes through as it is: one push for several ids, headers, msg-id duplicates, batches, queue groups", async () => {
+    const up = await startUp();
+    try {
+      const ids = [await createOn(up.socket), await createOn(up.socket), await createOn(up.socket)];
+      for (const id of ids) ok(await mq(up.socket, ["sub", String(id), "orders"]));
+      const [a] = ids as [number];
+      ok(await mq(up.socket, ["pub", String(a), "orders", "--header", "trace=ab12", "--msg-id", "o-1", "first"]));
+      expect(ok(await mq(up.socket, ["pub", String(a), "orders", "--msg-id", "o-1", "again"])).stdout).toContain("duplicate");
+      ok(await mq(up.socket, ["pub", String(a), "orders", "--lines"], { stdin: "l1\nl2\nl3\n" }));
+      for (const id of ids) {
+        const got = jsonLines(ok(await mq(up.socket, ["recv", String(id), "--count", "10", "--json"])).stdout);
+        expect(got.map((m) => [m.seq, m.data])).toEqual([
+          [1, "first"],
+          [2, "l1"],
+          [3, "l2"],
+          [4, "l3"],
+        ]);
+        expect(got[0]!.headers).toEqual({ trace: "ab12" });
+      }
+      const stats = JSON.parse(ok(await mq(up.socket, ["stats", "--json"])).stdout);
+      expect(stats.server.fanout_shared).toBeGreaterThan(0); // pushed once for the three ids
+
+      // A queue group: each message to one member, acknowledged per message (explicit acks).
+      const [w1, w2] = [await createOn(up.socket), await createOn(up.socket)];
+      for (const w of [w1, w2]) ok(await mq(up.socket, ["sub", String(w), "jobs", "--group", "workers"]));
+      ok(await mq(up.socket, ["pub", String(a), "jobs", "--lines"], { stdin: "j1\nj2\nj3\nj4\n" }));
+      const taken: string[] = [];
+      for (let i = 0; i < 20 && taken.length < 4; i++) {
+        for (const w of [w1, w2]) {
+          const r = await mq(up.socket, ["recv", String(w), "--count", "4", "--json"]);
+          if (r.code === 0) taken.push(...jsonLines(r.stdout).map((m) => String(m.data)));
+        }
+      }
+      expect(taken.toSorted()).toEqual(["j1", "j2", "j3", "j4"]);
+      for (const w of [w1, w2]) expect((await mq(up.socket, ["recv", String(w)])).code).toBe(3);
+    } finally {
+      await teardown([up.daemon], [up.dataDir]);
+    }
+  });
+
   test("the server's refusal comes back through the link with its code; mq stats shows both parts; SIGTERM stops cleanly", async () => {
     const up = await startUp({ args: ["--max-topics", "3"] });
     try {
