@@ -1,7 +1,11 @@
 /**
  * A pair of in-memory sockets joining two Connections of one process (`mq up`: the local
- * broker and the server). The frames are the same bytes as on TCP, but a write is a copy
- * handed to the peer's decoder on a microtask: no syscall, no kernel wake-up, no loopback.
+ * broker and the server). The frames are the same as on TCP, but what one side sends in a
+ * turn of the event loop is handed to the other at the next turn (`setImmediate`): no
+ * syscall, no kernel wake-up, no loopback. The next turn, not a microtask: as with a socket,
+ * the peer's work waits behind the I/O already due (the clients' reads), and a chain of
+ * hops cannot run to its end in one turn — measured: with microtasks, `--fsync never`
+ * deliveries fell ~90 ms behind the publishes (docs/benchmarks.md).
  *
  * What TCP gives a Connection and this keeps:
  * - order: the chunks of one side reach the other in the order written;
@@ -18,7 +22,7 @@
  *   nothing reuses: the server's are stored messages (never changed), the local broker's
  *   are views of its clients' socket reads (each a new buffer). A sender never changes a
  *   frame after sending it (each is built for the send).
- * - backpressure: the peer takes everything it is handed at the next microtask (what it
+ * - backpressure: the peer takes everything it is handed at the next turn (what it
  *   holds afterwards is bounded by its own budgets: credits, forward window), so a write
  *   takes all its bytes; until then they count in the writer's `pendingBytes` (`queuedBytes`),
  *   and a writer that filled its outbound budget in one turn is told to go on (`onDrain`)
@@ -91,7 +95,7 @@ export class MemorySocket implements SocketLike {
   private schedule(): void {
     if (this.deliveryScheduled) return;
     this.deliveryScheduled = true;
-    queueMicrotask(() => this.deliver());
+    setImmediate(() => this.deliver());
   }
 
   private deliver(): void {
@@ -130,7 +134,7 @@ function frameBytes(frame: Frame): number {
 
 /**
  * Two joined sockets: `[a, b]`, what is written on one arrives at the other. Set each
- * one's `conn` to the Connection made on it before the next microtask.
+ * one's `conn` to the Connection made on it before the event loop turns.
  */
 export function memorySocketPair(aAddress = "in-process", bAddress = "in-process"): [MemorySocket, MemorySocket] {
   const a = new MemorySocket(bAddress);

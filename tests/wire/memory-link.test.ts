@@ -13,8 +13,10 @@ import { joinInMemory, memorySocketPair } from "../../lib/wire/memory-link.ts";
 
 const options = { maxFrameBytes: 1 << 30, label: "peer" };
 
-/** Waits for queued microtasks and one macrotask turn (delivery is on microtasks). */
-const settle = () => new Promise((resolve) => setTimeout(resolve, 0));
+/** Lets a few turns of the event loop go by (delivery is at the next turn; a request and its reply take two). */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 10; i++) await new Promise((resolve) => setImmediate(resolve));
+}
 
 /** A Connection pair over the in-memory link; `server` answers with `serve`, both record what they get and why they closed. */
 function pair(serve: (frame: Frame) => unknown = () => ({})) {
