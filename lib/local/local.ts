@@ -342,7 +342,7 @@ export class LocalBroker {
         if (from && from.address !== addressText) {
           this.counters.failovers++;
           log.warn(`connected to the server ${addressText} (failed over from ${from.address}: ${from.lost})${attempts > 1 ? ` after ${attempts} attempts` : ""}`);
-        } else log.info(`connected to the server ${addressText}${attempts > 1 ? ` after ${attempts} attempts` : ""}`);
+        } else log.info(`connected to the server ${addressText}${this.options.inProcess ? " in this process (in memory)" : ""}${attempts > 1 ? ` after ${attempts} attempts` : ""}`);
         this.lastServer = { address: addressText, lost: "" };
         this.checkLost(IdRanges.fromFlat(reply.lost));
         for (const w of this.connectedWaiters.splice(0)) w();

@@ -25,6 +25,7 @@ describe("mq up, local broker and server linked in memory", () => {
     const { dataDir, port } = up;
     try {
       expect(up.daemon.log).toMatch(/local broker .* connected from in-process/);
+      expect(up.daemon.log).toMatch(/connected to the server 127\.0\.0\.1:\d+ in this process \(in memory\)/);
       const id = await createOn(up.socket);
       ok(await mq(up.socket, ["sub", String(id), "crash"]));
       const acked: number[] = [];
@@ -165,6 +166,7 @@ describe("mq up, local broker and server linked in memory", () => {
     const up = await startUp({ args: ["--link", "tcp"] });
     try {
       expect(up.daemon.log).toMatch(/local broker .* connected from 127\.0\.0\.1:\d+/);
+      expect(up.daemon.log).not.toContain("in this process");
       const id = await createOn(up.socket);
       ok(await mq(up.socket, ["sub", String(id), "t"]));
       ok(await mq(up.socket, ["pub", String(id), "t", "over tcp"]));
