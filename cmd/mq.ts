@@ -249,6 +249,7 @@ const upArgs = (() => {
     socket: localArgs.socket,
     ...bufferArgs,
     "local-http": { type: "string", valueHint: "HOST:PORT", description: "serve the local broker's /healthz, /metrics and /api/local on this address (--http is the server's)" },
+    link: { type: "string", valueHint: "LINK", default: "memory", choices: ["memory", "tcp"], description: "how the local broker reaches the server: memory (inside the process) | tcp (loopback, as separate daemons)" },
     ...logArgs,
   } as const satisfies Defs;
 })();
@@ -486,6 +487,7 @@ const commands: Command[] = [
       const d = await daemons(args);
       const base = args.data ?? (process.env.MQ_DATA || path.dirname(defaults.serverData()));
       const limits = bufferLimits(args); // checked before anything is written (the token below)
+      const link = d.parseUpLink(args.link);
       // The HTTP addresses are checked before anything is written (the server's serves TLS with --tls-cert).
       for (const flag of ["http", "local-http"] as const) httpOptions(d, { ...args, "http-token-file": undefined }, flag, undefined, Boolean(args["http-token-file"] || (flag === "http" && args["tls-cert"])));
       // Without --token-file, a token of its own: other users of the host cannot use the port.
@@ -499,7 +501,7 @@ const commands: Command[] = [
         limits,
         ...(srv.token ? { token: srv.token } : {}),
         ...(srv.tls ? { tlsCa: srv.tls.cert } : {}),
-      }, http);
+      }, http, link);
     },
   },
   {

@@ -7,6 +7,8 @@ import { startHttp, type HttpEndpoint, type HttpOptions, type HttpTarget } from 
 import { MqError } from "../errors.ts";
 import { LOG_LEVEL_CHOICES, logger, logJsonOf, logLevelOf, type LogOptions } from "../log.ts";
 import { MqServer, type ServerOptions } from "../server/server.ts";
+import type { Connection, SocketLike } from "../wire/connection.ts";
+import { joinInMemory } from "../wire/memory-link.ts";
 import { parseServerList, type ServerAddress } from "../local/server-list.ts";
 import { Exit, UsageError, exitCodeFor } from "./output.ts";
 
@@ -155,7 +157,7 @@ export async function runLocal(options: LocalOptions, http?: HttpOptions): Promi
  * `mq up`: a server and a local broker in one process, data under `dataDir/{server,local}`;
  * `http.server` / `http.local`: their HTTP endpoints (--http, --local-http), each optional.
  */
-export async function runUp(server: ServerOptions, local: Omit<LocalOptions, "server">, http: { server?: HttpOptions; local?: HttpOptions } = {}): Promise<number> {
+export async function runUp(server: ServerOptions, local: Omit<LocalOptions, "server" | "inProcess">, http: { server?: HttpOptions; local?: HttpOptions } = {}, link: UpLink = "memory"): Promise<number> {
   const signalled = supervise();
   let srv: MqServer;
   try {
@@ -165,7 +167,9 @@ export async function runUp(server: ServerOptions, local: Omit<LocalOptions, "se
   }
   let loc: LocalBroker;
   try {
-    loc = await LocalBroker.start({ ...local, server: { hostname: connectHost(server.hostname), port: srv.port } });
+    // In memory the frames skip the syscalls and the kernel's loopback (--link, docs/architecture.md).
+    const inProcess = link === "memory" ? (attach: (socket: SocketLike) => Connection) => joinInMemory((socket) => srv.acceptInProcess(socket, "in-process"), attach) : undefined;
+    loc = await LocalBroker.start({ ...local, server: { hostname: connectHost(server.hostname), port: srv.port }, ...(inProcess ? { inProcess } : {}) });
   } catch (err) {
     const code = startFailed("local", err);
     await srv.stop();
@@ -185,6 +189,16 @@ export async function runUp(server: ServerOptions, local: Omit<LocalOptions, "se
   }
   log.info(`mq is up: try \`id=$(mq create)\` (socket ${local.socketPath}, data ${path.dirname(server.dataDir)})`);
   return stopOnSignal(signalled, [...webs.map((web) => () => web.stop()), () => loc.stop(), () => srv.stop()]);
+}
+
+/** How `mq up` joins its local broker to its server (`--link`): in memory, or over loopback TCP as separate daemons do. */
+export type UpLink = "memory" | "tcp";
+
+/** `--link memory|tcp` of `mq up`. */
+export function parseUpLink(value: unknown): UpLink {
+  const s = String(value);
+  if (s === "memory" || s === "tcp") return s;
+  throw new UsageError(`--link must be memory (the local broker reaches the server inside the process) or tcp (over loopback TCP, as separate daemons), got ${JSON.stringify(s)}`);
 }
 
 /** Where to connect to reach a server listening on `host` (a wildcard listens on every address). */

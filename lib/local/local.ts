@@ -14,7 +14,7 @@ import { Code, MqError, toMqError } from "../errors.ts";
 import { lockDataDir, makeDataDir, writeFileAtomic } from "../store/fsutil.ts";
 import { IdRanges } from "../store/id-ranges.ts";
 import { defineCounters, LOCAL_COUNTERS, type LocalStats, type ServerStats } from "../metrics.ts";
-import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
+import { CloseReason, Connection, type ConnectionHandler, type SocketLike } from "../wire/connection.ts";
 import { encodeOnce } from "../wire/hot-frames.ts";
 import { addPushedExtra, pushedExtraProblem } from "./pushed-extra.ts";
 import { pubsHeadersProblem } from "../wire/headers.ts";
@@ -48,6 +48,11 @@ export interface LocalOptions {
   /** Reconnect after this many silent intervals in a row; DEFAULT_HEARTBEAT_MISSED. */
   heartbeatMissed?: number;
   limits?: Partial<LocalLimits>;
+  /**
+   * `mq up`: reach the server of this process in memory (lib/wire/memory-link.ts) instead of
+   * over TCP; given how to make the Connection on a socket, returns that Connection.
+   */
+  inProcess?: (attach: (socket: SocketLike) => Connection) => Connection;
 }
 
 /** Limits on what the clients of this host may take (docs/security.md); defaults in DEFAULT_LOCAL_LIMITS (lib/config.ts). */
@@ -84,6 +89,11 @@ const REQUEST_TIMEOUT_MS = 3500;
  */
 const REQUEST_TIMEOUT_PER_TOPIC_MS = 10;
 const REQUEST_TIMEOUT_TOPICS_MAX_MS = 11_000;
+/** The connection to the server on `socket`; the server's frames may be as large as it likes. */
+function attachTo(socket: SocketLike, handler: ConnectionHandler, label: string): Connection {
+  return new Connection(socket, handler, { maxFrameBytes: maxFrameBytes(1024 * 1024 * 1024), label });
+}
+
 /** The client-hop ops with a handler (hello is answered before them). */
 type ClientHandled = Exclude<ClientOp, "hello">;
 /** The ops the table says are forwarded as they are, with at most their id translated. */
@@ -262,25 +272,27 @@ export class LocalBroker {
       let conn: Connection | undefined;
       // With TLS and no `handshake` handler, Bun (1.4) resolves Bun.connect before it calls
       // `open`: whichever comes first makes the Connection, the other finds it.
-      const attach = (s: Socket<Connection>): Connection =>
-        (s.data ??= new Connection(s, handler, { maxFrameBytes: maxFrameBytes(1024 * 1024 * 1024), label: `server ${addressText}` }));
+      const attach = (s: Socket<Connection>): Connection => (s.data ??= attachTo(s, handler, `server ${addressText}`));
       try {
-        const socket = await Bun.connect<Connection>({
-          hostname: address.hostname,
-          port: address.port,
-          ...(this.options.tlsCa ? { tls: { ca: this.options.tlsCa } } : {}),
-          socket: {
-            open: (s) => void attach(s),
-            handshake: (_s, ok, err) => {
-              if (!ok) log.warn(`server ${addressText}: TLS handshake failed: ${err?.message ?? "unknown reason"}`);
+        if (this.options.inProcess) conn = this.options.inProcess((socket) => attachTo(socket, handler, `server ${addressText}`));
+        else {
+          const socket = await Bun.connect<Connection>({
+            hostname: address.hostname,
+            port: address.port,
+            ...(this.options.tlsCa ? { tls: { ca: this.options.tlsCa } } : {}),
+            socket: {
+              open: (s) => void attach(s),
+              handshake: (_s, ok, err) => {
+                if (!ok) log.warn(`server ${addressText}: TLS handshake failed: ${err?.message ?? "unknown reason"}`);
+              },
+              data: (s, chunk) => s.data?.onData(chunk),
+              drain: (s) => s.data?.onDrain(),
+              close: (s) => s.data?.onClose(),
+              error: (s, err) => log.debug(`server ${addressText}: socket error:`, err),
             },
-            data: (s, chunk) => s.data?.onData(chunk),
-            drain: (s) => s.data?.onDrain(),
-            close: (s) => s.data?.onClose(),
-            error: (s, err) => log.debug(`server ${addressText}: socket error:`, err),
-          },
-        });
-        conn = attach(socket);
+          });
+          conn = attach(socket);
+        }
         const hello: Extract<Outgoing, { op: "hello" }> = {
           op: "hello",
           version: PROTOCOL_VERSION,
@@ -330,7 +342,7 @@ export class LocalBroker {
         if (from && from.address !== addressText) {
           this.counters.failovers++;
           log.warn(`connected to the server ${addressText} (failed over from ${from.address}: ${from.lost})${attempts > 1 ? ` after ${attempts} attempts` : ""}`);
-        } else log.info(`connected to the server ${addressText}${attempts > 1 ? ` after ${attempts} attempts` : ""}`);
+        } else log.info(`connected to the server ${addressText}${this.options.inProcess ? " in this process (in memory)" : ""}${attempts > 1 ? ` after ${attempts} attempts` : ""}`);
         this.lastServer = { address: addressText, lost: "" };
         this.checkLost(IdRanges.fromFlat(reply.lost));
         for (const w of this.connectedWaiters.splice(0)) w();

@@ -15,7 +15,7 @@ import { appendAll } from "../store/append-all.ts";
 import { errnoCode } from "../store/fsutil.ts";
 import { defineCounters, SERVER_COUNTERS, type ServerStats } from "../metrics.ts";
 import type { BrokerCredentials, ClientRegistry, FsyncPolicy, Storage, StoreKind, TopicStore } from "../store/types.ts";
-import { CloseReason, Connection, type ConnectionHandler } from "../wire/connection.ts";
+import { CloseReason, Connection, type ConnectionHandler, type SocketLike } from "../wire/connection.ts";
 import { pubsHeadersProblem, type Headers } from "../wire/headers.ts";
 import { appendFields, pubExtra, type PubExtra } from "./pub-fields.ts";
 import { capabilities, MSGS_IDS_CAP, PROTOCOL_VERSION, pubsIdsProblem, type AckRequest, type NakRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
@@ -306,25 +306,7 @@ export class MqServer {
           if (!ok) log.warn(`${socket.data?.label ?? "connection"}: TLS handshake failed: ${err?.message ?? "unknown reason"}`);
         },
         open: (socket: Socket<Connection>) => {
-          const address = hostPort(socket.remoteAddress, socket.remotePort);
-          const label = `local broker at ${address}`;
-          socket.data = new Connection(socket, handler, {
-            maxFrameBytes: frameLimit,
-            label,
-            helloTimeoutMs: this.options.helloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS,
-            frameTimeoutMs: this.limits.frameTimeoutMs,
-            maxInFlight: this.limits.maxInFlight,
-          });
-          this.addresses.set(socket.data, address);
-          if (this.connections.size >= this.limits.maxConnections) {
-            log.warn(`${label}: refused: ${this.connections.size} connections already (--max-connections)`);
-            this.counters.rejected++;
-            return socket.data.fail(undefined, new MqError(Code.Unavailable, `the server has too many connections (limit ${this.limits.maxConnections})`, { fatal: true }));
-          }
-          this.connections.add(socket.data);
-          this.counters.accepted++;
-          log.debug(`${label}: connection accepted`);
-          if (this.stopping) socket.data.close(CloseReason.Shutdown);
+          socket.data = this.accept(socket, hostPort(socket.remoteAddress, socket.remotePort), handler, frameLimit);
         },
         data: (socket, chunk) => socket.data?.onData(chunk),
         drain: (socket) => socket.data?.onDrain(),
@@ -332,6 +314,38 @@ export class MqServer {
         error: (socket, err) => log.warn(`${socket.data?.label ?? "connection"}: socket error:`, err),
       },
     });
+  }
+
+  /** A local broker's connection, on a TCP socket or an in-process one (`acceptInProcess`): counted, limited, given the hello deadline. */
+  private accept(socket: SocketLike, address: string, handler: ConnectionHandler, frameLimit: number): Connection {
+    const label = `local broker at ${address}`;
+    const conn = new Connection(socket, handler, {
+      maxFrameBytes: frameLimit,
+      label,
+      helloTimeoutMs: this.options.helloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS,
+      frameTimeoutMs: this.limits.frameTimeoutMs,
+      maxInFlight: this.limits.maxInFlight,
+    });
+    this.addresses.set(conn, address);
+    if (this.connections.size >= this.limits.maxConnections) {
+      log.warn(`${label}: refused: ${this.connections.size} connections already (--max-connections)`);
+      this.counters.rejected++;
+      conn.fail(undefined, new MqError(Code.Unavailable, `the server has too many connections (limit ${this.limits.maxConnections})`, { fatal: true }));
+      return conn;
+    }
+    this.connections.add(conn);
+    this.counters.accepted++;
+    log.debug(`${label}: connection accepted`);
+    if (this.stopping) conn.close(CloseReason.Shutdown);
+    return conn;
+  }
+
+  /**
+   * Serves a local broker of this process (`mq up`) on an in-process socket instead of a TCP
+   * one (lib/wire/memory-link.ts): the same frames, hello and session as over TCP.
+   */
+  acceptInProcess(socket: SocketLike, address: string): Connection {
+    return this.accept(socket, address, this.handler(), maxFrameBytes(this.options.maxMessageBytes));
   }
 
   private handler(): ConnectionHandler {

@@ -20,6 +20,13 @@ export interface SocketLike {
   /** Closes at once, dropping what is unsent (Bun sockets have it): for a peer known to be dead. */
   terminate?(): void;
   readonly remoteAddress?: string;
+  /** Bytes taken and not yet handed to the peer, when the socket keeps any (an in-process one). */
+  readonly queuedBytes?: number;
+  /**
+   * A socket to a Connection of this same process (lib/wire/memory-link.ts) may take a frame
+   * as it is, not encoded, and hand it to the peer's `onFrameObject`; false: encode it.
+   */
+  sendFrame?(frame: object): boolean;
 }
 
 /** Why a connection ended, set once and logged once. */
@@ -156,7 +163,7 @@ export class Connection {
 
   /** Outbound bytes not yet handed to the kernel. */
   get pendingBytes(): number {
-    return this.out.pos + (this.backlog?.length ?? 0);
+    return this.out.pos + (this.backlog?.length ?? 0) + (this.socket.queuedBytes ?? 0);
   }
 
   get writable(): boolean {
@@ -248,6 +255,11 @@ export class Connection {
   /** Queues one frame; frames sent in the same tick go out in one write. */
   send(frame: object): void {
     if (this.closed && !this.endAfterFlush) return;
+    if (this.socket.sendFrame) {
+      // In-process: what is encoded already goes first, then this frame as it is.
+      if (this.out.pos > 0) this.flush();
+      if (this.socket.sendFrame(frame)) return;
+    }
     this.out.frame(frame, encode);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
@@ -339,6 +351,21 @@ export class Connection {
       this.fail(rid, toMqError(err));
       return;
     }
+    this.dispatch(frame);
+  }
+
+  /**
+   * A frame a Connection of this process handed over as it is (lib/wire/memory-link.ts): no
+   * bytes, so nothing to decode or validate; served as one that arrived encoded.
+   */
+  onFrameObject(frame: Frame): void {
+    if (this.closed) return;
+    this.life();
+    this.framesIn++;
+    this.dispatch(frame);
+  }
+
+  private dispatch(frame: Frame): void {
     if (frame.op === "ok" || frame.op === "error") return this.onReply(frame);
     if ((frame.op === "ping" || frame.op === "pong") && (this.helloDone || !this.expectsHello)) {
       if (frame.op === "ping") this.send({ op: "pong" });

@@ -152,6 +152,26 @@ export async function startLocal(
   return { daemon, socket, dataDir };
 }
 
+export interface UpHandle {
+  daemon: Daemon;
+  socket: string;
+  /** Holds server/, local/ and the token. */
+  dataDir: string;
+  /** The server's TCP port. */
+  port: number;
+}
+
+/** Starts `mq up` (server and local broker in one process) and waits until its local broker is connected. */
+export async function startUp(options: { dataDir?: string; port?: number; args?: string[]; env?: Record<string, string> } = {}): Promise<UpHandle> {
+  const dataDir = options.dataDir ?? tmpDir("mq-up-");
+  const socket = path.join(dataDir, "local.sock");
+  const store = memoryStore ? ["--store", "memory"] : [];
+  const daemon = spawnDaemon("up", ["up", "--listen", `127.0.0.1:${options.port ?? 0}`, "--data", dataDir, "--socket", socket, ...store, ...(options.args ?? [])], options.env);
+  const port = Number((await daemon.waitFor(/listening on 127\.0\.0\.1:(\d+)/))[1]);
+  await daemon.waitFor(/connected to the server/);
+  return { daemon, socket, dataDir, port };
+}
+
 export interface RunResult {
   code: number;
   stdout: string;
