@@ -107,8 +107,12 @@ interface PendingAppend {
   /** Or the id of a run (lib/store/id-run.ts): these UTF-8 bytes then the digits of `idNumber`. */
   idPrefix: Uint8Array | undefined;
   idNumber: number;
+  /** Decimal digits of `idNumber` (with `idPrefix`). */
+  idDigits: number;
   /** Bytes of the id (0: none). */
   idLength: number;
+  /** Bytes of the whole record (recordSize). */
+  size: number;
   /** Headers and expiry, encoded (undefined for a plain message), and as the reader gets them back. */
   extra: ExtraFields | undefined;
   fields: AppendFields | undefined;
@@ -121,8 +125,10 @@ function pendingAppend(data: Uint8Array, time: number, fields: AppendFields | un
   const id = fields?.msgId;
   const extra = fields && extraFieldsOf(fields.headers, fields.expiresAt);
   const msgId = id === undefined ? undefined : utf8.encode(id);
-  const idLength = msgId ? msgId.length : idPrefix ? idPrefix.length + digitCount(idNumber) : 0;
-  return { data, time, msgId, idPrefix, idNumber, idLength, extra, fields: extra && fields };
+  const idDigits = idPrefix ? digitCount(idNumber) : 0;
+  const idLength = msgId ? msgId.length : idPrefix ? idPrefix.length + idDigits : 0;
+  const size = recordSize(data.length, idLength, extraFieldsSize(extra));
+  return { data, time, msgId, idPrefix, idNumber, idDigits, idLength, size, extra, fields: extra && fields };
 }
 
 /** A run of seqs found missing, and why, for the log line. */
@@ -584,7 +590,9 @@ export class FileTopicLog implements TopicLog {
     this.writeHead();
     this.cacheTail(written);
     if (!this.reserving && this.durableReserved - this.assigned < RESERVE_BLOCK / 2) this.startReservation(this.assigned);
-    return batch.map((_, i) => firstSeq + i);
+    const seqs = new Array<number>(batch.length);
+    for (let i = 0; i < batch.length; i++) seqs[i] = firstSeq + i;
+    return seqs;
   }
 
   /** Records the exact next seq in `head` (no fsync: it is there for a restart after the process died). */
@@ -642,8 +650,8 @@ export class FileTopicLog implements TopicLog {
       const header = seg.size === 0 ? FILE_HEADER : 0;
       let bytes = header;
       let j = i;
-      while (j < batch.length && (j === i || seg.size + bytes + recordSize(batch[j]!.data.length, batch[j]!.idLength, extraFieldsSize(batch[j]!.extra)) <= this.options.maxSegmentBytes)) {
-        bytes += recordSize(batch[j]!.data.length, batch[j]!.idLength, extraFieldsSize(batch[j]!.extra));
+      while (j < batch.length && (j === i || seg.size + bytes + batch[j]!.size <= this.options.maxSegmentBytes)) {
+        bytes += batch[j]!.size;
         j++;
       }
       const buf = new Uint8Array(bytes);
@@ -653,12 +661,12 @@ export class FileTopicLog implements TopicLog {
       let pos = header;
       let lastPos = 0;
       for (let k = i; k < j; k++, seq++) {
-        const { data, time, msgId, idPrefix, idNumber, extra, fields } = batch[k]!;
+        const { data, time, msgId, idPrefix, idNumber, idDigits, extra, fields } = batch[k]!;
         if (seg.size + pos - lastIndexPos(seg) >= INDEX_EVERY_BYTES || seg.indexSeq.length === 0) {
           seg.indexSeq.push(seq);
           seg.indexPos.push(seg.size + pos);
         }
-        const size = idPrefix ? writeRecordOfRun(buf, view, pos, seq, time, data, idPrefix, idNumber, extra) : writeRecord(buf, view, pos, seq, time, data, msgId, extra);
+        const size = idPrefix ? writeRecordOfRun(buf, view, pos, seq, time, data, idPrefix, idNumber, extra, idDigits) : writeRecord(buf, view, pos, seq, time, data, msgId, extra);
         const stored: StoredMessage = { seq, time, data: buf.subarray(pos + size - data.length, pos + size) };
         if (fields) withExtra(stored, fields);
         written.push(stored);
