@@ -319,8 +319,9 @@ export class MqClient {
     if (options.ttlMs !== undefined && !(Number.isSafeInteger(options.ttlMs) && options.ttlMs >= 1)) {
       return Promise.reject(new RangeError(`Cannot publish with ttlMs ${String(options.ttlMs)}: it must be an integer number of ms >= 1`));
     }
-    // A copy: the batch goes out later, and the caller may reuse its buffer at once.
-    const bytes = typeof data === "string" ? encoder.encode(data) : data.slice();
+    // A copy: the batch goes out later, and the caller may reuse its buffer at once. Not
+    // `slice`: a Buffer's slice is a view of the same bytes.
+    const bytes = typeof data === "string" ? encoder.encode(data) : copyOf(data);
     // Checked here too: a message far above the limit would otherwise be cut off by the frame limit.
     if (this.maxBytes > 0 && bytes.length > this.maxBytes) {
       return Promise.reject(new MqError(Code.MessageTooLarge, `message of ${bytes.length} bytes is above the server's limit of ${this.maxBytes}`));
@@ -330,10 +331,11 @@ export class MqClient {
     if (lane.failed) return Promise.reject(notSent(topic, lane.failed));
     let n = 0;
     if (options.msgId === undefined && this.producer !== null) this.numbered.set(topic, (n = (this.numbered.get(topic) ?? 0) + 1));
-    const { promise, resolve, reject } = Promise.withResolvers<PubResult>();
     const headers = hasHeaders(options.headers) ? { ...options.headers } : undefined;
-    const queued: Publish = { id, data: bytes, msgId: options.msgId, n, headers, ttl: options.ttlMs ?? 0, resolve, reject };
+    const queued: Publish = { id, data: bytes, msgId: options.msgId, n, headers, ttl: options.ttlMs ?? 0, resolve: unsettled, reject: unsettled };
     if (when) queued.when = when;
+    settling = queued;
+    const promise = new Promise<PubResult>(takeSettlers);
     lane.queue.push(queued);
     if (!lane.scheduled && lane.sent.length < MAX_LANE_BATCHES) {
       lane.scheduled = true;
@@ -683,6 +685,26 @@ export class MqClient {
     this.close();
   }
 }
+
+/** A copy of `data` in bytes of its own. */
+function copyOf(data: Uint8Array): Uint8Array {
+  const copy = new Uint8Array(data.length);
+  copy.set(data);
+  return copy;
+}
+
+/**
+ * The publish whose promise is being made: `new Promise(takeSettlers)` hands its resolve and
+ * reject to it. One executor for all publishes, instead of a closure (or withResolvers'
+ * result object) per publish; the executor runs at once, inside the constructor.
+ */
+let settling: Publish | null = null;
+function takeSettlers(resolve: (r: PubResult) => void, reject: (err: unknown) => void): void {
+  settling!.resolve = resolve;
+  settling!.reject = reject;
+  settling = null;
+}
+function unsettled(): void {}
 
 /** A publish that can go in flight behind another: it has an id to chain by, and is not delayed. */
 function chainable(p: Publish): boolean {
