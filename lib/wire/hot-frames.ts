@@ -20,8 +20,9 @@ const HOT_FIELDS: Record<string, ReadonlySet<string>> = {
   msgs: new Set(["op", "id", "topic", "seq", "times", "payloads", "more", "lost", "headers", "expires", "explicit", "ids"]),
   // Push delivery to a client: `messages` as in a recv reply; `code` and `message` when the follow ended.
   delivery: new Set(["op", "id", "messages", "code", "message"]),
-  pub: new Set(["op", "rid", "id", "topic", "data", "msgId", "headers", "ttl"]),
-  pubs: new Set(["op", "rid", "id", "topic", "payloads", "msgIds", "idPrefix", "idFrom", "headers", "ttl"]),
+  // `after`: a batch chained behind the one before it (the library's, when several are in flight).
+  pub: new Set(["op", "rid", "id", "topic", "data", "msgId", "headers", "ttl", "after"]),
+  pubs: new Set(["op", "rid", "id", "topic", "payloads", "msgIds", "idPrefix", "idFrom", "headers", "ttl", "after"]),
   ack: new Set(["op", "rid", "id", "tag", "count", "topic", "seq", "seqs"]),
   recv: new Set(["op", "rid", "id", "max", "wait"]),
   // A client's ack of a follow's pushed messages, one per batch it read (lib/client/follow.ts).

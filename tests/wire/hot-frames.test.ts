@@ -69,6 +69,7 @@ function gen(random: () => number) {
       maybe(f, "idFrom", uint);
       maybe(f, "headers", () => list(headers));
       maybe(f, "ttl", uint);
+      maybe(f, "after", str);
       f.rid = uint();
       return f;
     },
@@ -76,6 +77,7 @@ function gen(random: () => number) {
       const f: Record<string, unknown> = { op: "pub", id: uint(), topic: str(), data: bytes() };
       maybe(f, "msgId", str);
       maybe(f, "headers", headers);
+      maybe(f, "after", str);
       f.rid = uint();
       return f;
     },
