@@ -128,7 +128,7 @@ function writeRecordHeader(view: DataView, pos: number, size: number, options: n
   view.setFloat64(pos + 24, time);
 }
 
-/** Copies all of `source` to `target` at `at`: Buffer's copy takes the offset without a view, about half the cost of `set` for a small payload. */
+/** `copyBytes.call(source, target, at)` copies all of `source` into `target` at `at`: Buffer's copy takes the offset without a view, about half the cost of `set` for a small payload. */
 const copyBytes = Buffer.prototype.copy as (this: Uint8Array, target: Uint8Array, targetStart: number) => number;
 
 /** The payload after the optional fields, then the crc over everything after it; returns the record's size. */
