@@ -156,6 +156,8 @@ interface Lane {
   /** Set by a publish that failed for good: every later publish to the topic fails with it, until `resume`. */
   failed: MqError | null;
   scheduled: boolean;
+  /** The topic's entry of `MqClient.numbered` (one map lookup per publish, not three). */
+  numbered: { n: number };
 }
 
 interface SentBatch {
@@ -210,7 +212,7 @@ export class MqClient {
   private reconnecting: Promise<Connection> | null = null;
   private closedByUser = false;
   /** Publishes numbered so far per topic (the `n` of `<producer>:<n>`); kept for the client's life, so no id is given twice. */
-  private readonly numbered = new Map<string, number>();
+  private readonly numbered = new Map<string, { n: number }>();
   /** The prefix of automatic message ids; null: none. */
   readonly producer: string | null;
   private readonly retryMs: number;
@@ -319,21 +321,23 @@ export class MqClient {
     if (options.ttlMs !== undefined && !(Number.isSafeInteger(options.ttlMs) && options.ttlMs >= 1)) {
       return Promise.reject(new RangeError(`Cannot publish with ttlMs ${String(options.ttlMs)}: it must be an integer number of ms >= 1`));
     }
-    // A copy: the batch goes out later, and the caller may reuse its buffer at once.
-    const bytes = typeof data === "string" ? encoder.encode(data) : data.slice();
+    // A copy: the batch goes out later, and the caller may reuse its buffer at once. Not
+    // `slice`: a Buffer's slice is a view of the same bytes.
+    const bytes = typeof data === "string" ? encoder.encode(data) : copyOf(data);
     // Checked here too: a message far above the limit would otherwise be cut off by the frame limit.
     if (this.maxBytes > 0 && bytes.length > this.maxBytes) {
       return Promise.reject(new MqError(Code.MessageTooLarge, `message of ${bytes.length} bytes is above the server's limit of ${this.maxBytes}`));
     }
     let lane = this.lanes.get(topic);
-    if (!lane) this.lanes.set(topic, (lane = { topic, queue: [], head: 0, sent: [], failed: null, scheduled: false }));
+    if (!lane) this.lanes.set(topic, (lane = { topic, queue: [], head: 0, sent: [], failed: null, scheduled: false, numbered: this.numberedOf(topic) }));
     if (lane.failed) return Promise.reject(notSent(topic, lane.failed));
     let n = 0;
-    if (options.msgId === undefined && this.producer !== null) this.numbered.set(topic, (n = (this.numbered.get(topic) ?? 0) + 1));
-    const { promise, resolve, reject } = Promise.withResolvers<PubResult>();
+    if (options.msgId === undefined && this.producer !== null) n = ++lane.numbered.n;
     const headers = hasHeaders(options.headers) ? { ...options.headers } : undefined;
-    const queued: Publish = { id, data: bytes, msgId: options.msgId, n, headers, ttl: options.ttlMs ?? 0, resolve, reject };
+    const queued: Publish = { id, data: bytes, msgId: options.msgId, n, headers, ttl: options.ttlMs ?? 0, resolve: unsettled, reject: unsettled };
     if (when) queued.when = when;
+    settling = queued;
+    const promise = new Promise<PubResult>(takeSettlers);
     lane.queue.push(queued);
     if (!lane.scheduled && lane.sent.length < MAX_LANE_BATCHES) {
       lane.scheduled = true;
@@ -341,6 +345,12 @@ export class MqClient {
       if (this.scheduled.size === 1) setImmediate(() => this.sendScheduled());
     }
     return promise;
+  }
+
+  private numberedOf(topic: string): { n: number } {
+    let numbered = this.numbered.get(topic);
+    if (!numbered) this.numbered.set(topic, (numbered = { n: 0 }));
+    return numbered;
   }
 
   /**
@@ -684,6 +694,26 @@ export class MqClient {
   }
 }
 
+/** A copy of `data` in bytes of its own. */
+function copyOf(data: Uint8Array): Uint8Array {
+  const copy = new Uint8Array(data.length);
+  copy.set(data);
+  return copy;
+}
+
+/**
+ * The publish whose promise is being made: `new Promise(takeSettlers)` hands its resolve and
+ * reject to it. One executor for all publishes, instead of a closure (or withResolvers'
+ * result object) per publish; the executor runs at once, inside the constructor.
+ */
+let settling: Publish | null = null;
+function takeSettlers(resolve: (r: PubResult) => void, reject: (err: unknown) => void): void {
+  settling!.resolve = resolve;
+  settling!.reject = reject;
+  settling = null;
+}
+function unsettled(): void {}
+
 /** A publish that can go in flight behind another: it has an id to chain by, and is not delayed. */
 function chainable(p: Publish): boolean {
   return (p.msgId !== undefined || p.n > 0) && !p.when;
@@ -699,11 +729,12 @@ function resolveBatch(topic: string, batch: Publish[], reply: Record<string, unk
     return;
   }
   const seqs = reply.seqs as number[];
-  const duplicates = new Set((reply.duplicates as number[] | undefined) ?? []);
+  const listed = reply.duplicates as number[] | undefined;
+  const duplicates = listed && listed.length > 0 ? new Set(listed) : null;
   // The topic was created by the first message of the batch.
   for (let i = 0; i < batch.length; i++) {
     const r: PubResult = { topic, seq: seqs[i]!, subscribers, created: i === 0 && reply.created === true };
-    if (duplicates.has(i)) r.duplicate = true;
+    if (duplicates?.has(i)) r.duplicate = true;
     batch[i]!.resolve(r);
   }
 }

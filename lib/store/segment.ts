@@ -103,14 +103,17 @@ export function writeRecord(buf: Uint8Array, view: DataView, pos: number, seq: n
   return writeRecordBody(buf, view, pos, options, data);
 }
 
-/** `writeRecord` with the message id `idPrefix` + the digits of `idNumber` (lib/store/id-run.ts): the same bytes, no string made. */
-export function writeRecordOfRun(buf: Uint8Array, view: DataView, pos: number, seq: number, time: number, data: Uint8Array, idPrefix: Uint8Array, idNumber: number, extra?: ExtraFields): number {
-  const idLength = idPrefix.length + digitCount(idNumber);
+/**
+ * `writeRecord` with the message id `idPrefix` + the digits of `idNumber` (lib/store/id-run.ts):
+ * the same bytes, no string made. `digits`: digitCount(idNumber), when the caller has it.
+ */
+export function writeRecordOfRun(buf: Uint8Array, view: DataView, pos: number, seq: number, time: number, data: Uint8Array, idPrefix: Uint8Array, idNumber: number, extra?: ExtraFields, digits = digitCount(idNumber)): number {
+  const idLength = idPrefix.length + digits;
   const options = FIELD_HEADER + idLength + extraFieldsSize(extra);
   writeRecordHeader(view, pos, data.length, options, seq, time);
   buf[pos + RECORD_HEADER] = FIELD_MSG_ID;
   view.setUint16(pos + RECORD_HEADER + 1, idLength);
-  writeRunId(buf, pos + RECORD_HEADER + FIELD_HEADER, idPrefix, idNumber);
+  writeRunId(buf, pos + RECORD_HEADER + FIELD_HEADER, idPrefix, idNumber, digits);
   if (extra) writeExtraFields(buf, view, pos + RECORD_HEADER + FIELD_HEADER + idLength, extra);
   return writeRecordBody(buf, view, pos, options, data);
 }
@@ -125,9 +128,12 @@ function writeRecordHeader(view: DataView, pos: number, size: number, options: n
   view.setFloat64(pos + 24, time);
 }
 
+/** `copyBytes.call(source, target, at)` copies all of `source` into `target` at `at`: Buffer's copy takes the offset without a view, about half the cost of `set` for a small payload. */
+const copyBytes = Buffer.prototype.copy as (this: Uint8Array, target: Uint8Array, targetStart: number) => number;
+
 /** The payload after the optional fields, then the crc over everything after it; returns the record's size. */
 function writeRecordBody(buf: Uint8Array, view: DataView, pos: number, options: number, data: Uint8Array): number {
-  buf.set(data, pos + RECORD_HEADER + options);
+  copyBytes.call(data, buf, pos + RECORD_HEADER + options);
   const end = pos + RECORD_HEADER + options + data.length;
   view.setUint32(pos + 4, Bun.hash.crc32(buf.subarray(pos + 8, end)));
   return end - pos;

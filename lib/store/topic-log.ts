@@ -99,30 +99,54 @@ interface Segment {
   sealed: boolean;
 }
 
-interface PendingAppend {
-  data: Uint8Array;
+/**
+ * The appends of one call, waiting for the group commit together: one (`append`) or a publish
+ * batch (`appendBatch`), all at `time`. A batch is one entry, not one object per message: the
+ * per-message parts of a plain batch are its payloads and the numbers of its run of ids.
+ */
+interface PendingAppends {
+  /** At least one. */
+  data: Uint8Array[];
   time: number;
-  /** The publisher's message id as UTF-8, stored in the record's optional fields. */
-  msgId: Uint8Array | undefined;
-  /** Or the id of a run (lib/store/id-run.ts): these UTF-8 bytes then the digits of `idNumber`. */
+  /** The id of message k is these UTF-8 bytes then the digits of `idFrom + k` (lib/store/id-run.ts), or none. */
   idPrefix: Uint8Array | undefined;
-  idNumber: number;
-  /** Bytes of the id (0: none). */
-  idLength: number;
-  /** Headers and expiry, encoded (undefined for a plain message), and as the reader gets them back. */
+  idFrom: number;
+  /** Message ids and other fields, per message; undefined when no message of the call has any. */
+  fields: Array<PreparedFields | undefined> | undefined;
+}
+
+/** What a record needs of a message's AppendFields: the message id as UTF-8, headers and expiry encoded. */
+interface PreparedFields {
+  msgId: Uint8Array | undefined;
   extra: ExtraFields | undefined;
+  /** As the reader gets them back (only when there are headers or an expiry). */
   fields: AppendFields | undefined;
 }
 
 const utf8 = new TextEncoder();
 
-/** What the group commit needs of one append: the message id as UTF-8, headers and expiry encoded. */
-function pendingAppend(data: Uint8Array, time: number, fields: AppendFields | undefined, idPrefix?: Uint8Array, idNumber = 0): PendingAppend {
-  const id = fields?.msgId;
-  const extra = fields && extraFieldsOf(fields.headers, fields.expiresAt);
-  const msgId = id === undefined ? undefined : utf8.encode(id);
-  const idLength = msgId ? msgId.length : idPrefix ? idPrefix.length + digitCount(idNumber) : 0;
-  return { data, time, msgId, idPrefix, idNumber, idLength, extra, fields: extra && fields };
+function prepareFields(fields: AppendFields): PreparedFields | undefined {
+  const extra = extraFieldsOf(fields.headers, fields.expiresAt);
+  if (fields.msgId === undefined && !extra) return undefined;
+  return { msgId: fields.msgId === undefined ? undefined : utf8.encode(fields.msgId), extra, fields: extra && fields };
+}
+
+function pendingAppends(data: Uint8Array[], time: number, fields: ReadonlyArray<AppendFields | undefined>, ids?: IdRun): PendingAppends {
+  let prepared: Array<PreparedFields | undefined> | undefined;
+  for (let k = 0; k < data.length; k++) {
+    const f = fields[k];
+    if (f === undefined) continue;
+    prepared ??= new Array<PreparedFields | undefined>(data.length);
+    prepared[k] = prepareFields(f);
+  }
+  return { data, time, idPrefix: ids && prefixBytes(ids), idFrom: ids ? ids.from : 0, fields: prepared };
+}
+
+/** Bytes of the record of message `k` of `entry`. */
+function recordSizeOf(entry: PendingAppends, k: number): number {
+  const f = entry.fields?.[k];
+  const idLength = entry.idPrefix ? entry.idPrefix.length + digitCount(entry.idFrom + k) : f?.msgId ? f.msgId.length : 0;
+  return recordSize(entry.data[k]!.length, idLength, extraFieldsSize(f?.extra));
 }
 
 /** A run of seqs found missing, and why, for the log line. */
@@ -154,7 +178,8 @@ export class FileTopicLog implements TopicLog {
   /** Newest committed seq stored (0: none), and how many committed messages are stored. */
   private lastStored = 0;
   private stored = 0;
-  private readonly commits = new GroupCommit((batch: PendingAppend[]) => this.commit(batch));
+  /** Each entry is answered with the seq of its first message (the others follow it). */
+  private readonly commits = new GroupCommit((entries: PendingAppends[]) => this.commit(entries));
   /** Tail cache: dense, ascending, committed messages from `tail[tailHead]` on. */
   private tail: StoredMessage[] = [];
   private tailHead = 0;
@@ -228,17 +253,18 @@ export class FileTopicLog implements TopicLog {
 
   append(data: Uint8Array, time: number, fields?: AppendFields): Promise<number> {
     if (this.closed) return Promise.reject(new Error(`topic log ${this.dir} is closed`));
-    return this.commits.add(pendingAppend(data, time, fields));
+    return this.commits.add(pendingAppends([data], time, [fields]));
   }
 
   appendBatch(data: Uint8Array[], time: number, fields: Array<AppendFields | undefined>, ids?: IdRun): Promise<number[]> {
     if (this.closed) return Promise.reject(new Error(`topic log ${this.dir} is closed`));
-    const items = new Array<PendingAppend>(data.length);
-    if (ids) {
-      const prefix = prefixBytes(ids);
-      for (let i = 0; i < data.length; i++) items[i] = pendingAppend(data[i]!, time, fields[i], prefix, ids.from + i);
-    } else for (let i = 0; i < data.length; i++) items[i] = pendingAppend(data[i]!, time, fields[i]);
-    return this.commits.addMany(items);
+    if (data.length === 0) return Promise.resolve([]);
+    const n = data.length;
+    return this.commits.add(pendingAppends(data, time, fields, ids)).then((first) => {
+      const seqs = new Array<number>(n);
+      for (let i = 0; i < n; i++) seqs[i] = first + i;
+      return seqs;
+    });
   }
 
   async recentMsgIds(since: number, limit: number): Promise<MsgIdRecord[]> {
@@ -559,17 +585,19 @@ export class FileTopicLog implements TopicLog {
   // ---------------------------------------------------------------------------------------
   // Appending
 
-  /** Writes a batch of appends in one go, fsyncs per policy; returns their seqs. */
-  private async commit(batch: PendingAppend[]): Promise<number[]> {
+  /** Writes the entries' appends in one go, fsyncs per policy; returns the seq of each entry's first message. */
+  private async commit(entries: PendingAppends[]): Promise<number[]> {
+    let count = 0;
+    for (const entry of entries) count += entry.data.length;
     // Seqs are handed out only below a reservation on disk: after any loss, none is reused.
-    if (this.durableReserved < this.assigned + batch.length) await this.reserve(this.assigned + batch.length);
+    if (this.durableReserved < this.assigned + count) await this.reserve(this.assigned + count);
     const firstSeq = this.assigned;
     const saved = this.saveTail();
     const touched = new Set<Segment>();
     const written: StoredMessage[] = [];
     try {
-      this.writeBatch(batch, touched, written);
-      this.assigned += batch.length;
+      this.writeBatch(entries, touched, written);
+      this.assigned += count;
       if (this.options.fsync === "always") await Promise.all([...touched].map((s) => s.handle.sync()));
       else if (this.options.fsync === "interval") this.markDirty(touched);
     } catch (err) {
@@ -580,11 +608,17 @@ export class FileTopicLog implements TopicLog {
     }
     this.committed = this.assigned;
     this.lastStored = this.committed - 1;
-    this.stored += batch.length;
+    this.stored += count;
     this.writeHead();
     this.cacheTail(written);
     if (!this.reserving && this.durableReserved - this.assigned < RESERVE_BLOCK / 2) this.startReservation(this.assigned);
-    return batch.map((_, i) => firstSeq + i);
+    const firsts = new Array<number>(entries.length);
+    let seq = firstSeq;
+    for (let e = 0; e < entries.length; e++) {
+      firsts[e] = seq;
+      seq += entries[e]!.data.length;
+    }
+    return firsts;
   }
 
   /** Records the exact next seq in `head` (no fsync: it is there for a restart after the process died). */
@@ -628,23 +662,35 @@ export class FileTopicLog implements TopicLog {
     seg.indexPos.length = saved.index;
   }
 
-  private writeBatch(batch: PendingAppend[], touched: Set<Segment>, written: StoredMessage[]): void {
+  /** Writes the messages of `entries`, in order, from `this.assigned` on: one write per segment they go to. */
+  private writeBatch(entries: PendingAppends[], touched: Set<Segment>, written: StoredMessage[]): void {
     let seq = this.assigned;
-    let i = 0;
-    while (i < batch.length) {
+    // The next message to write: message k of entries[e].
+    let e = 0;
+    let k = 0;
+    while (e < entries.length) {
       let seg = this.segments[this.segments.length - 1]!;
       if (seg.sealed || (seg.size >= this.options.maxSegmentBytes && seg.count > 0)) {
         if (!seg.sealed) this.seal(seg);
         seg = this.createSegment(seq);
         this.segments.push(seg);
       }
-      // Fill the current segment up to its size limit with one write (a new file gets its header in it).
+      // Fill the current segment up to its size limit with one write (a new file gets its header in it):
+      // the messages up to message endK of entries[endE] (exclusive) go in.
       const header = seg.size === 0 ? FILE_HEADER : 0;
       let bytes = header;
-      let j = i;
-      while (j < batch.length && (j === i || seg.size + bytes + recordSize(batch[j]!.data.length, batch[j]!.idLength, extraFieldsSize(batch[j]!.extra)) <= this.options.maxSegmentBytes)) {
-        bytes += recordSize(batch[j]!.data.length, batch[j]!.idLength, extraFieldsSize(batch[j]!.extra));
-        j++;
+      let endE = e;
+      let endK = k;
+      let n = 0;
+      while (endE < entries.length) {
+        const size = recordSizeOf(entries[endE]!, endK);
+        if (n > 0 && seg.size + bytes + size > this.options.maxSegmentBytes) break;
+        bytes += size;
+        n++;
+        if (++endK === entries[endE]!.data.length) {
+          endE++;
+          endK = 0;
+        }
       }
       const buf = new Uint8Array(bytes);
       const view = new DataView(buf.buffer);
@@ -652,18 +698,25 @@ export class FileTopicLog implements TopicLog {
       const indexFrom = seg.indexSeq.length;
       let pos = header;
       let lastPos = 0;
-      for (let k = i; k < j; k++, seq++) {
-        const { data, time, msgId, idPrefix, idNumber, extra, fields } = batch[k]!;
+      for (let i = 0; i < n; i++, seq++) {
+        const entry = entries[e]!;
+        const { time, idPrefix } = entry;
+        const data = entry.data[k]!;
+        const f = entry.fields?.[k];
         if (seg.size + pos - lastIndexPos(seg) >= INDEX_EVERY_BYTES || seg.indexSeq.length === 0) {
           seg.indexSeq.push(seq);
           seg.indexPos.push(seg.size + pos);
         }
-        const size = idPrefix ? writeRecordOfRun(buf, view, pos, seq, time, data, idPrefix, idNumber, extra) : writeRecord(buf, view, pos, seq, time, data, msgId, extra);
+        const size = idPrefix ? writeRecordOfRun(buf, view, pos, seq, time, data, idPrefix, entry.idFrom + k, f?.extra) : writeRecord(buf, view, pos, seq, time, data, f?.msgId, f?.extra);
         const stored: StoredMessage = { seq, time, data: buf.subarray(pos + size - data.length, pos + size) };
-        if (fields) withExtra(stored, fields);
+        if (f?.fields) withExtra(stored, f.fields);
         written.push(stored);
         lastPos = seg.size + pos;
         pos += size;
+        if (++k === entry.data.length) {
+          e++;
+          k = 0;
+        }
       }
       try {
         seg.handle.wrote(); // before the write: a part of it may be on disk even if it fails
@@ -673,13 +726,12 @@ export class FileTopicLog implements TopicLog {
         seg.indexPos.length = indexFrom;
         throw err;
       }
-      if (seg.count === 0) seg.firstSeq = seq - (j - i);
+      if (seg.count === 0) seg.firstSeq = seq - n;
       seg.size += bytes;
-      seg.count += j - i;
+      seg.count += n;
       seg.lastSeq = seq - 1;
       seg.lastPos = lastPos;
       touched.add(seg);
-      i = j;
     }
   }
 

@@ -1,7 +1,7 @@
 /**
  * A hand-written CBOR encoder for the frames on the hot path — deliveries (`msgs` to a local
  * broker, `delivery` pushed to a client), publishes
- * (`pub`, `pubs`), recv requests, acks and `ok` replies (a recv's messages, a publish's seqs) — writing
+ * (`pub`, `pubs`), recv requests, acks, a follow's `credit` and `ok` replies (a recv's messages, a publish's seqs) — writing
  * straight into one reusable output buffer (`FrameWriter`) instead of cbor-x's per-frame
  * result that is then copied again. It writes exactly what the generic encoder (codec.ts
  * `encode`) writes for these maps, byte for byte: keys in the object's order, minimal heads,
@@ -20,10 +20,13 @@ const HOT_FIELDS: Record<string, ReadonlySet<string>> = {
   msgs: new Set(["op", "id", "topic", "seq", "times", "payloads", "more", "lost", "headers", "expires", "explicit", "ids"]),
   // Push delivery to a client: `messages` as in a recv reply; `code` and `message` when the follow ended.
   delivery: new Set(["op", "id", "messages", "code", "message"]),
-  pub: new Set(["op", "rid", "id", "topic", "data", "msgId", "headers", "ttl"]),
-  pubs: new Set(["op", "rid", "id", "topic", "payloads", "msgIds", "idPrefix", "idFrom", "headers", "ttl"]),
+  // `after`: a batch chained behind the one before it (the library's, when several are in flight).
+  pub: new Set(["op", "rid", "id", "topic", "data", "msgId", "headers", "ttl", "after"]),
+  pubs: new Set(["op", "rid", "id", "topic", "payloads", "msgIds", "idPrefix", "idFrom", "headers", "ttl", "after"]),
   ack: new Set(["op", "rid", "id", "tag", "count", "topic", "seq", "seqs"]),
   recv: new Set(["op", "rid", "id", "max", "wait"]),
+  // A client's ack of a follow's pushed messages, one per batch it read (lib/client/follow.ts).
+  credit: new Set(["op", "rid", "id", "acked", "credits", "bytes"]),
   // Replies to recv (messages, tag, more), pub and pubs (topic, seq(s), subscribers, created, duplicate(s)), acks (nothing).
   ok: new Set(["op", "rid", "messages", "tag", "more", "topic", "seq", "seqs", "subscribers", "created", "duplicate", "duplicates"]),
 };

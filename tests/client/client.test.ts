@@ -156,4 +156,28 @@ describe("Message", () => {
       break;
     }
   });
+
+  test("publish copies its bytes at once: a Buffer, a view into a bigger buffer or a Uint8Array changed right after the call is stored as it was", async () => {
+    await using c = await MqClient.connect({ socket: cluster.local.socket });
+    const topic = `client.t${++topics}`;
+    const id = await c.create();
+    await c.subscribe(id, [topic]);
+    const buffer = Buffer.from("buffer-bytes");
+    const block = new Uint8Array(64).fill(7);
+    const view = block.subarray(10, 20);
+    const plain = new Uint8Array([1, 2, 3, 4]);
+    // Made together, so they go out in one batch after the event loop turns, after the changes below.
+    const sent = [buffer, view, plain].map((data) => c.publish(id, topic, data));
+    buffer.fill(0);
+    block.fill(9);
+    plain.fill(0);
+    await Promise.all(sent);
+    const received: number[][] = [];
+    for (let i = 0; i < 50 && received.length < 3; i++) {
+      const got = await c.recv(id, { max: 3, waitMs: 5000 });
+      for (const m of got.messages) received.push([...m.data]);
+      await got.ack();
+    }
+    expect(received).toEqual([[...Buffer.from("buffer-bytes")], new Array(10).fill(7), [1, 2, 3, 4]]);
+  });
 });

@@ -69,6 +69,7 @@ function gen(random: () => number) {
       maybe(f, "idFrom", uint);
       maybe(f, "headers", () => list(headers));
       maybe(f, "ttl", uint);
+      maybe(f, "after", str);
       f.rid = uint();
       return f;
     },
@@ -76,6 +77,7 @@ function gen(random: () => number) {
       const f: Record<string, unknown> = { op: "pub", id: uint(), topic: str(), data: bytes() };
       maybe(f, "msgId", str);
       maybe(f, "headers", headers);
+      maybe(f, "after", str);
       f.rid = uint();
       return f;
     },
@@ -88,6 +90,13 @@ function gen(random: () => number) {
     },
     recv() {
       return { op: "recv", id: uint(), max: uint(), wait: uint(), rid: uint() };
+    },
+    /** In the field order lib/client/follow.ts writes. */
+    credit() {
+      const f: Record<string, unknown> = { op: "credit", id: uint(), acked: uint(), credits: uint() };
+      maybe(f, "bytes", uint);
+      maybe(f, "rid", uint);
+      return f;
     },
     recvReply() {
       return { messages: list(message), tag: uint(), more: random() < 0.5, op: "ok", rid: uint() };
@@ -116,7 +125,7 @@ function fast(frame: object): Uint8Array | null {
 }
 
 describe("hot frames: the fast encoder writes what the generic encoder writes", () => {
-  const shapes = ["msgs", "pubs", "pub", "ack", "recv", "recvReply", "delivery", "pubsReply"] as const;
+  const shapes = ["msgs", "pubs", "pub", "ack", "recv", "credit", "recvReply", "delivery", "pubsReply"] as const;
   test.each(shapes)("%s: 300 random frames, byte-identical and decoding to the same map", (shape) => {
     const random = rng(shape.length * 7919 + shape.charCodeAt(0));
     const g = gen(random);
@@ -251,7 +260,7 @@ describe("hot frames: the small decoder reads what cbor-x reads", () => {
   let factory: DeliveredMessageFactory | undefined;
   beforeAll(() => void (factory = setDeliveredMessageFactory(undefined)));
   afterAll(() => void setDeliveredMessageFactory(factory));
-  const shapes = ["msgs", "pubs", "pub", "ack", "recv", "recvReply", "delivery", "pubsReply"] as const;
+  const shapes = ["msgs", "pubs", "pub", "ack", "recv", "credit", "recvReply", "delivery", "pubsReply"] as const;
   test.each(shapes)("%s: 300 random frames decode to the same value", (shape) => {
     const g = gen(rng(shape.length * 104_729 + shape.charCodeAt(1)));
     for (let i = 0; i < 300; i++) {
