@@ -40,13 +40,14 @@ begin
   perform set_config('synchronous_commit', p_sync, true);
   select t.next_seq, t.first_seq into o_next_seq, o_first_seq from mq_topics t where t.id = p_topic for update;
   if not found then return; end if;
-  select coalesce(array_agg(m.i order by m.i), '{}'), coalesce(array_agg(s.seq order by m.i), '{}') into dup_index, dup_seq
-  from unnest(p_msg_ids, p_since) with ordinality as m(msg_id, since, i)
-  cross join lateral (
-    select x.seq from mq_messages x
-    where x.topic_id = p_topic and x.msg_id = m.msg_id and x.time >= m.since order by x.seq limit 1
-  ) s
-  where m.since is not null;
+  select coalesce(array_agg(d.i order by d.i), '{}'), coalesce(array_agg(d.seq order by d.i), '{}') into dup_index, dup_seq
+  from (
+    select m.i, min(x.seq) as seq
+    from mq_messages x
+    join unnest(p_msg_ids, p_since) with ordinality as m(msg_id, since, i) on m.msg_id = x.msg_id and x.time >= m.since
+    where x.topic_id = p_topic and x.msg_id = any(p_msg_ids)
+    group by m.i
+  ) d;
   fresh := cardinality(p_times) - cardinality(dup_index);
   if fresh = 0 then return; end if;
   update mq_topics t set next_seq = t.next_seq + fresh where t.id = p_topic returning t.next_seq, t.first_seq into o_next_seq, o_first_seq;
