@@ -152,7 +152,8 @@ describe(`two servers on one PostgreSQL database${noPostgres}`, () => {
   test.skipIf(Boolean(noPostgres))("the same --msg-id sent through A and B at the same moment is stored once: both answer its seq, one of them duplicate (single ids and --lines runs)", async () => {
     await using c = await sharedServers(postgres.current());
     const [a, b] = c.servers as [NonNullable<(typeof c.servers)[0]>, NonNullable<(typeof c.servers)[0]>];
-    const sockets = [(await c.local(a)).socket, (await c.local(b)).socket];
+    const locals = [await c.local(a), await c.local(b)];
+    const sockets = locals.map((l) => l.socket);
     const ids = await Promise.all(sockets.map((socket) => createOn(socket)));
     await using db = new SQL(c.url, { max: 1 });
     const storedRows = async () => (await db`select count(*)::int as n, count(distinct msg_id)::int as ids from mq_messages`)[0];
@@ -172,6 +173,17 @@ describe(`two servers on one PostgreSQL database${noPostgres}`, () => {
     expect(await storedRows()).toEqual({ n: 5 + 900, ids: 5 + 900 });
     const [{ last }] = await db`select max(seq)::int as last from mq_messages`;
     expect(last).toBe(905);
+
+    // A killed and started again (its window empty but for what it reads back): the ids are in the database.
+    await a.daemon.kill9();
+    await c.restart(0);
+    await locals[0]!.daemon.waitFor(/connected to the server[\s\S]*connected to the server/);
+    const again = await Promise.all(sockets.map((socket, k) => pub(socket, [String(ids[k]), "race", "--msg-id", "order-0", "again"])));
+    expect(again.map((r) => [r[0]!.seq, r[0]!.duplicate])).toEqual([
+      [1, true],
+      [1, true],
+    ]);
+    expect(await storedRows()).toEqual({ n: 905, ids: 905 });
   });
 
   test.skipIf(Boolean(noPostgres))("delayed messages accepted through either server are delivered once, by the server that runs the schedule; when it dies the other takes over", async () => {
