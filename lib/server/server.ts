@@ -11,7 +11,7 @@ import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_HELLO_TIMEOUT_M
 import { Code, MqError, toMqError } from "../errors.ts";
 import { openStorage } from "../store/backend.ts";
 import { postgresLocation } from "../store/pg/url.ts";
-import { appendAll } from "../store/append-all.ts";
+import { appendAll, appendAllOnce, indexesBesides } from "../store/append-all.ts";
 import { errnoCode } from "../store/fsutil.ts";
 import { defineCounters, SERVER_COUNTERS, type ServerStats } from "../metrics.ts";
 import type { BrokerCredentials, ClientRegistry, FsyncPolicy, Storage, StoreKind, TopicStore } from "../store/types.ts";
@@ -109,6 +109,9 @@ interface PubsReply {
   created: boolean;
   duplicates?: number[];
 }
+
+/** No index stored through another server (shared, never changed: no array per publish). */
+const NONE_ELSEWHERE: number[] = [];
 
 /** The message ids of a publish: one per payload, or a run `prefix + from`, `prefix + (from + 1)`, …. */
 type PubIds = { keys: string[]; prefix?: undefined } | { prefix: string; from: number; keys?: undefined };
@@ -738,8 +741,13 @@ export class MqServer {
         const pending = { from: a, to: a + payloads.length - 1, seqs: promise, index: 0 };
         runs.pending.push(pending);
         let stored: number[];
+        // A shared store: indexes another server stored meanwhile (checked in the append).
+        let storedElsewhere = NONE_ELSEWHERE;
         try {
-          stored = await appendAll(topic.log, payloads, now, extra && ((i) => appendFields(undefined, extra, i)), { prefix: pubIds.prefix, from: a });
+          const fieldsOf = extra && ((i: number) => appendFields(undefined, extra, i));
+          const run = { prefix: pubIds.prefix, from: a };
+          if (topic.log.appendOnce) ({ seqs: stored, duplicates: storedElsewhere } = await appendAllOnce(topic.log, payloads, now, fieldsOf, run, now - this.dedupe.windowMs));
+          else stored = await appendAll(topic.log, payloads, now, fieldsOf, run);
         } catch (err) {
           runs.pending.splice(runs.pending.indexOf(pending), 1);
           resolve(null);
@@ -748,6 +756,7 @@ export class MqServer {
         runs.pending.splice(runs.pending.indexOf(pending), 1);
         this.addRuns(runs, a, stored, now);
         resolve(stored);
+        if (storedElsewhere.length > 0) return this.storedPartly(topic, payloads, stored, storedElsewhere, reply);
         this.counters.published += payloads.length;
         topic.counts.stored(payloads);
         for (const sub of topic.subscriptions.values()) this.pump(sub);
@@ -794,10 +803,16 @@ export class MqServer {
         duplicates.push(i);
       } else if (!first) fresh.push(i);
     }
+    let storedHere = fresh;
     if (fresh.length > 0) {
       let stored: number[];
+      // A shared store: indexes (in `fresh`) another server stored meanwhile (checked in the append).
+      let storedElsewhere = NONE_ELSEWHERE;
       try {
-        stored = await appendAll(topic.log, fresh.map((i) => payloads[i]!), now, (k) => appendFields(idOf(pubIds, fresh[k]!), extra, fresh[k]!));
+        const freshPayloads = fresh.map((i) => payloads[i]!);
+        const fieldsOf = (k: number) => appendFields(idOf(pubIds, fresh[k]!), extra, fresh[k]!);
+        if (topic.log.appendOnce) ({ seqs: stored, duplicates: storedElsewhere } = await appendAllOnce(topic.log, freshPayloads, now, fieldsOf, undefined, now - this.dedupe.windowMs));
+        else stored = await appendAll(topic.log, freshPayloads, now, fieldsOf);
       } catch (err) {
         for (const undo of registered) undo();
         resolve(null);
@@ -811,8 +826,12 @@ export class MqServer {
         else this.dedupe.addRun(w.runs, w.n, w.n, stored[k]!, now);
       }
       resolve(stored);
-      this.counters.published += fresh.length;
-      topic.counts.stored(payloads, fresh);
+      if (storedElsewhere.length > 0) {
+        for (const k of storedElsewhere) duplicates.push(fresh[k]!);
+        storedHere = indexesBesides(fresh.length, storedElsewhere).map((k) => fresh[k]!);
+      }
+      this.counters.published += storedHere.length;
+      topic.counts.stored(payloads, storedHere);
       for (const sub of topic.subscriptions.values()) this.pump(sub);
     } else resolve([]);
     for (const { i, first, offset } of waits) {
@@ -825,7 +844,17 @@ export class MqServer {
     if (duplicates.length === 0) return { ...reply, seqs };
     duplicates.sort((x, y) => x - y);
     // Only a request that stored something can have created the topic.
-    return { ...reply, created: reply.created && fresh.length > 0, seqs, duplicates };
+    return { ...reply, created: reply.created && storedHere.length > 0, seqs, duplicates };
+  }
+
+  /** The answer to a run of ids some of which (`storedElsewhere`, ascending) another server had stored: those are duplicates. */
+  private storedPartly(topic: Topic, payloads: Uint8Array[], seqs: number[], storedElsewhere: number[], reply: Omit<PubsReply, "seqs">): PubsReply {
+    const storedHere = indexesBesides(payloads.length, storedElsewhere);
+    this.counters.published += storedHere.length;
+    this.counters.duplicates += storedElsewhere.length;
+    topic.counts.stored(payloads, storedHere);
+    for (const sub of topic.subscriptions.values()) this.pump(sub);
+    return { ...reply, created: reply.created && storedHere.length > 0, seqs, duplicates: storedElsewhere };
   }
 
   /**

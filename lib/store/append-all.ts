@@ -16,3 +16,32 @@ export function appendAll(log: TopicLog, data: Uint8Array[], time: number, field
   const fieldsWithId = (i: number): AppendFields | undefined => (ids ? { ...fieldsOf?.(i), msgId: idAt(ids, i) } : fieldsOf?.(i));
   return Promise.all(data.map((d, i) => log.append(d, time, fieldsWithId(i))));
 }
+
+/**
+ * `appendAll` through the log's `appendOnce` (a log several servers share): those whose id the
+ * topic stored at or after `since` are not stored again; their indexes are in `duplicates`
+ * (ascending). A log without it stores them all.
+ */
+export async function appendAllOnce(
+  log: TopicLog,
+  data: Uint8Array[],
+  time: number,
+  fieldsOf: ((i: number) => AppendFields | undefined) | undefined,
+  ids: IdRun | undefined,
+  since: number,
+): Promise<{ seqs: number[]; duplicates: number[] }> {
+  if (!log.appendOnce) return { seqs: await appendAll(log, data, time, fieldsOf, ids), duplicates: [] };
+  const fields = new Array<AppendFields | undefined>(data.length);
+  if (fieldsOf) for (let i = 0; i < data.length; i++) fields[i] = fieldsOf(i);
+  return log.appendOnce(data, time, fields, ids, since);
+}
+
+/** The indexes below `count` that are not in `skipped` (ascending). */
+export function indexesBesides(count: number, skipped: readonly number[]): number[] {
+  const out: number[] = [];
+  for (let i = 0, s = 0; i < count; i++) {
+    if (s < skipped.length && skipped[s] === i) s++;
+    else out.push(i);
+  }
+  return out;
+}

@@ -106,6 +106,15 @@ export interface TopicLog {
    * for an id this server's window has not seen). Any order; at most one record per id.
    */
   findMsgIds?(msgIds: string[]): Promise<MsgIdRecord[]>;
+  /**
+   * A log several servers share: `appendBatch`, except that a message whose msgId the topic
+   * holds appended at or after `since` (ms since the epoch: the start of the dedupe window)
+   * is not stored again; it gets that message's seq and its index is in `duplicates`. Exact
+   * across servers: the same id appended at once through two is stored once. The ids of one
+   * call and of the calls in flight together on one log are distinct (the server's window
+   * sees to it: an id in flight is waited for, not appended again).
+   */
+  appendOnce?(data: Uint8Array[], time: number, fields: Array<AppendFields | undefined>, ids: IdRun | undefined, since: number): Promise<{ seqs: number[]; duplicates: number[] }>;
   close(): Promise<void>;
 }
 

@@ -52,7 +52,9 @@ describe(`mq server --store postgres://${noPostgres}`, () => {
       expect((await mq(local.socket, ["recv", String(id), "--count", "2", "--wait", "10"])).stdout).toBe("m1\nm2\n");
 
       expect(await server.daemon.stop()).toBe(0);
+      // The stop line names the store (not --data), without the URL's password.
       expect(server.daemon.log).toMatch(/stopped \(127\.0\.0\.1:\d+, store postgres 127\.0\.0\.1:\d+\/\w+\)/);
+      expect(server.daemon.log).not.toContain("hunter2secret");
       // Another --data: nothing of the server's state is kept on its disk.
       fs.rmSync(server.dataDir, { recursive: true, force: true });
       server = await startServer({ port: server.port, args: ["--store", url, "--default-topics", "general"] });

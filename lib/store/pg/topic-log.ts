@@ -18,6 +18,8 @@ interface PendingAppend {
   data: Uint8Array;
   time: number;
   fields: AppendFields | undefined;
+  /** appendOnce: not stored when the topic holds its msgId appended at or after this time. */
+  since?: number;
 }
 
 export interface PgTopicLogOptions {
@@ -106,6 +108,30 @@ export class PgTopicLog implements TopicLog {
     return this.commits.addMany(items);
   }
 
+  /**
+   * appendBatch, except that a message whose msgId the topic holds appended at or after
+   * `since` is not stored again: it gets that message's seq, and its index is in
+   * `duplicates`. Checked under the topic's row lock (mq_append_once, schema.ts), so one id
+   * appended at once through two servers is stored once. A statement of such a batch
+   * reports a duplicate's seq negated (seqs are >= 1), read back here.
+   */
+  async appendOnce(data: Uint8Array[], time: number, fields: Array<AppendFields | undefined>, ids: IdRun | undefined, since: number): Promise<{ seqs: number[]; duplicates: number[] }> {
+    if (this.closed) throw new Error(`topic ${this.topic}: the log is closed`);
+    const items = new Array<PendingAppend>(data.length);
+    for (let i = 0; i < data.length; i++) {
+      const f = ids ? { ...fields[i], msgId: idAt(ids, i) } : fields[i];
+      items[i] = { data: data[i]!, time, fields: f, since: f?.msgId !== undefined ? since : undefined };
+    }
+    const seqs = await this.commits.addMany(items);
+    const duplicates: number[] = [];
+    for (let i = 0; i < seqs.length; i++) {
+      if (seqs[i]! > 0) continue;
+      seqs[i] = -seqs[i]!;
+      duplicates.push(i);
+    }
+    return { seqs, duplicates };
+  }
+
   /** One batch, one statement (unless its payloads are huge). */
   private async commit(batch: PendingAppend[]): Promise<number[]> {
     // Payloads above MAX_STATEMENT_BYTES go as several statements, one after the other (each
@@ -114,23 +140,24 @@ export class PgTopicLog implements TopicLog {
     const seqs: number[] = [];
     for (let start = 0; start < batch.length; ) {
       let end = start + 1;
-      for (let bytes = batch[start]!.data.length; end < batch.length && bytes + batch[end]!.data.length <= MAX_STATEMENT_BYTES; end++) bytes += batch[end]!.data.length;
-      const first = await this.commitStatement(start === 0 && end === batch.length ? batch : batch.slice(start, end));
-      for (let seq = first; seq < first + end - start; seq++) seqs.push(seq);
+      let once = batch[start]!.since !== undefined;
+      for (let bytes = batch[start]!.data.length; end < batch.length && bytes + batch[end]!.data.length <= MAX_STATEMENT_BYTES; end++) {
+        bytes += batch[end]!.data.length;
+        if (batch[end]!.since !== undefined) once = true;
+      }
+      const part = start === 0 && end === batch.length ? batch : batch.slice(start, end);
+      if (once) for (const seq of await this.commitOnceStatement(part)) seqs.push(seq);
+      else {
+        const first = await this.commitStatement(part);
+        for (let seq = first; seq < first + end - start; seq++) seqs.push(seq);
+      }
       start = end;
     }
     return seqs;
   }
 
-  /**
-   * Commits appends in one statement; returns the first one's seq (the others follow). The
-   * update takes the topic's row lock and hands out the seqs (the n below the new next_seq),
-   * the insert numbers the rows with them (arrays, so any count is one statement of nine
-   * parameters), pg_notify is delivered at commit. The payloads go as ONE bytea, cut by
-   * offset and length in SQL: a bytea[] parameter is quoted element by element in the
-   * client, which cost twice the CPU and time per statement (docs/benchmarks.md).
-   */
-  private async commitStatement(batch: PendingAppend[]): Promise<number> {
+  /** The columns of a statement's rows (arrays, and the payloads as one bytea cut by offset and length). */
+  private columns(batch: PendingAppend[]) {
     const n = batch.length;
     const times = new Array<number>(n);
     const msgIds = new Array<string | null>(n);
@@ -151,6 +178,47 @@ export class PgTopicLog implements TopicLog {
       headers[i] = fields?.headers !== undefined ? headersJson(fields.headers) : null;
       expires[i] = fields?.expiresAt ?? null;
     }
+    return { times, msgIds, headers, expires, payload: Buffer.concat(payloads, bytes), starts, lengths };
+  }
+
+  /**
+   * Commits appends some of which are kept once (`since`) through mq_append_once (schema.ts):
+   * one round trip. Returns each one's seq, negated for one not stored (its msgId was).
+   */
+  private async commitOnceStatement(batch: PendingAppend[]): Promise<number[]> {
+    const n = batch.length;
+    const { times, msgIds, headers, expires, payload, starts, lengths } = this.columns(batch);
+    const since = new Array<number | null>(n);
+    for (let i = 0; i < n; i++) since[i] = batch[i]!.since ?? null;
+    const rows = await this.sql`
+      select o_next_seq, o_first_seq, dup_index, dup_seq from mq_append_once(${this.topicId}, ${times}::bigint[], ${msgIds}::text[],
+        ${headers}::text[], ${expires}::bigint[], ${since}::bigint[], ${payload}::bytea, ${starts}::int[], ${lengths}::int[],
+        ${EVENTS_CHANNEL}, ${this.eventPrefix}, ${this.eventSuffix}, ${this.options.synchronousCommit ? "on" : "off"})`;
+    if (rows.length === 0 || rows[0].o_next_seq === null) throw new Error(`topic ${this.topic} is not in mq_topics`);
+    const nextSeq = Number(rows[0].o_next_seq);
+    this.moveExtent(Number(rows[0].o_first_seq), nextSeq);
+    const dupIndex: Array<string | number> = rows[0].dup_index;
+    const dupSeq: Array<string | number> = rows[0].dup_seq;
+    const seqs = new Array<number>(n);
+    let seq = nextSeq - (n - dupIndex.length);
+    for (let i = 0, d = 0; i < n; i++) {
+      if (d < dupIndex.length && Number(dupIndex[d]) === i + 1) seqs[i] = -Number(dupSeq[d++]);
+      else seqs[i] = seq++;
+    }
+    return seqs;
+  }
+
+  /**
+   * Commits appends in one statement; returns the first one's seq (the others follow). The
+   * update takes the topic's row lock and hands out the seqs (the n below the new next_seq),
+   * the insert numbers the rows with them (arrays, so any count is one statement of nine
+   * parameters), pg_notify is delivered at commit. The payloads go as ONE bytea, cut by
+   * offset and length in SQL: a bytea[] parameter is quoted element by element in the
+   * client, which cost twice the CPU and time per statement (docs/benchmarks.md).
+   */
+  private async commitStatement(batch: PendingAppend[]): Promise<number> {
+    const n = batch.length;
+    const { times, msgIds, headers, expires, payload, starts, lengths } = this.columns(batch);
     // `set_config(…, true)` is `set local`: this statement's transaction commits without
     // waiting for the WAL flush, in the same round trip.
     const syncCommit = this.options.synchronousCommit ? "on" : "off";
@@ -160,7 +228,7 @@ export class PgTopicLog implements TopicLog {
       ), ins as (
         insert into mq_messages (topic_id, seq, time, msg_id, headers, expires_at, payload)
         select ${this.topicId}, t.next_seq - ${n} + m.i - 1, m.time, m.msg_id, m.headers::jsonb, m.expires_at,
-          substring(${Buffer.concat(payloads, bytes)}::bytea from m.start for m.length)
+          substring(${payload}::bytea from m.start for m.length)
         from t, unnest(${times}::bigint[], ${msgIds}::text[], ${headers}::text[], ${expires}::bigint[], ${starts}::int[], ${lengths}::int[])
           with ordinality as m(time, msg_id, headers, expires_at, start, length, i)
       )
