@@ -15,29 +15,38 @@
  * processed them without its ack reaching the database).
  */
 import type { SQL } from "bun";
-import type { SharedStore } from "../types.ts";
+import type { GroupClaim, GroupClaims, SharedStore } from "../types.ts";
 
-/** A seq given to this server: `deliveries` counts this delivery. */
-export interface GroupClaim {
-  seq: number;
-  deliveries: number;
-}
+export type { GroupClaim } from "../types.ts";
 
 /** The SharedStore.holds job that says this server is alive. */
 export function liveJob(serverId: string): string {
   return `server:${serverId}`;
 }
 
-export class PgGroupClaims {
+export class PgGroupClaims implements GroupClaims {
   private constructor(
     private readonly sql: SQL,
+    private readonly shared: SharedStore,
     readonly serverId: string,
   ) {}
 
   /** Takes this server's liveness lock (held for the life of `shared`). */
   static async open(sql: SQL, shared: SharedStore): Promise<PgGroupClaims> {
     if (!(await shared.holds(liveJob(shared.serverId)))) throw new Error(`cannot take the liveness lock of server ${shared.serverId} on the PostgreSQL store`);
-    return new PgGroupClaims(sql, shared.serverId);
+    return new PgGroupClaims(sql, shared, shared.serverId);
+  }
+
+  /**
+   * True while this server holds its liveness lock; taken again when its connection was lost
+   * (meanwhile other servers may have claimed what it held: delivered twice, never lost).
+   */
+  alive(): Promise<boolean> {
+    return this.shared.holds(liveJob(this.serverId));
+  }
+
+  async start(topic: string, grp: string, firstSeq: number): Promise<void> {
+    await this.sql`insert into mq_group_cursors (topic, grp, next_seq) values (${topic}, ${grp}, ${firstSeq}) on conflict do nothing`;
   }
 
   /**
@@ -124,4 +133,7 @@ export class PgGroupClaims {
       await tx`delete from mq_group_cursors where topic = ${topic} and grp = ${grp}`;
     });
   }
+
+  /** Nothing of its own to close: the liveness lock ends with the shared store's session. */
+  async close(): Promise<void> {}
 }
