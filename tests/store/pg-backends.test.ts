@@ -198,6 +198,26 @@ describe(`PostgreSQL store parts${noPostgres}`, () => {
     });
   });
 
+  pgTest("saves of two servers merge: each adds and removes only its own changes, what the other stored stays", async () => {
+    await withServers(2, async ([a, b]) => {
+      expect(await a!.groups.load()).toEqual([]);
+      expect(await b!.groups.load()).toEqual([]);
+      const g = (members: number[]) => ({ topic: "t", group: "g", floor: 1, members });
+      const own = { topic: "t", group: null, floor: 1, maxDeliver: 2, members: [3] };
+      await a!.groups.save([g([1])]);
+      // b has not read a's member 1: its save adds its own (2, and 3's private group) and keeps 1.
+      await b!.groups.save([g([2]), own]);
+      expect(await a!.groups.load()).toEqual([g([1, 2]), own]);
+      // Member 1 leaves through a: b's next save (without 1, which it never knew) does not bring it back.
+      await a!.groups.save([g([2]), own]);
+      await b!.groups.save([g([2]), own, { topic: "u", group: "h", floor: 5, members: [4] }]);
+      expect(await a!.groups.load()).toEqual([g([2]), own, { topic: "u", group: "h", floor: 5, members: [4] }]);
+      // The last member of a group leaves through b: the group goes.
+      await b!.groups.save([own, { topic: "u", group: "h", floor: 5, members: [4] }]);
+      expect(await a!.groups.load()).toEqual([own, { topic: "u", group: "h", floor: 5, members: [4] }]);
+    });
+  });
+
   pgTest("another server hears `consumers` when one puts or removes a consumer, and never its own events", async () => {
     await withServers(2, async ([a, other]) => {
       const own: StoreEvent[] = [];
