@@ -605,7 +605,9 @@ export class Groups {
     const member = group.members.get(id) ?? new GroupMember(id, group); // a concurrent join of the same id finds it
     group.members.set(id, member);
     try {
-      await this.save();
+      // A store several servers share: this membership only (the others' stay as they stored them).
+      if (this.store.join) await this.store.join(this.record(group, [id]));
+      else await this.save();
       await group.shared?.start();
     } catch (err) {
       group.members.delete(id);
@@ -621,7 +623,8 @@ export class Groups {
     const group = member.group;
     if (group.members.size === 0) this.groups.delete(keyOf(group.topic.name, group.name, member.id));
     else group.pumpMembers();
-    await this.save();
+    if (this.store.leave) await this.store.leave(group.topic.name, group.name ?? null, member.id);
+    else await this.save();
     // Shared store: a group no server has members of is forgotten (a new one starts where its first member asks).
     if (group.shared && group.members.size === 0) {
       const key = keyOf(group.topic.name, group.name, member.id);
@@ -655,14 +658,15 @@ export class Groups {
   /** Every group with members, as it is now. */
   private records(): GroupRecord[] {
     const records: GroupRecord[] = [];
-    for (const g of this.groups.values()) {
-      if (g.members.size === 0) continue;
-      const r: GroupRecord = { topic: g.topic.name, group: g.name ?? null, floor: g.shared?.floor ?? g.pending.floor, members: [...g.members.keys()] };
-      if (g.maxDeliver !== undefined) r.maxDeliver = g.maxDeliver;
-      if (g.deadLetterTopic !== defaultDeadLetter(g.topic.name)) r.deadLetter = g.deadLetterTopic;
-      records.push(r);
-    }
+    for (const g of this.groups.values()) if (g.members.size > 0) records.push(this.record(g, [...g.members.keys()]));
     return records;
+  }
+
+  private record(g: Group, members: number[]): GroupRecord {
+    const r: GroupRecord = { topic: g.topic.name, group: g.name ?? null, floor: g.shared?.floor ?? g.pending.floor, members };
+    if (g.maxDeliver !== undefined) r.maxDeliver = g.maxDeliver;
+    if (g.deadLetterTopic !== defaultDeadLetter(g.topic.name)) r.deadLetter = g.deadLetterTopic;
+    return r;
   }
 
   /** Stops the floor timer and writes what moved since the last write. */

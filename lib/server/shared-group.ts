@@ -43,6 +43,8 @@ export class SharedGroup {
   private readonly writing = new Set<Promise<unknown>>();
   private polls = 0;
   private lastErrorLog = 0;
+  /** The server is stopping: nothing more is claimed. */
+  private closing = false;
   /** The group's lowest unacknowledged seq across servers, as last read. */
   floor: number;
 
@@ -79,6 +81,7 @@ export class SharedGroup {
    * to `member` here, bytes -1, before they are read); those that cannot be sent go back.
    */
   async take(member: number, count: number, maxBytes: number): Promise<StoredMessage[]> {
+    if (this.closing) return [];
     const topic = this.group.topic;
     const hints = this.hints;
     const lastSeq = topic.log.lastSeq;
@@ -219,8 +222,13 @@ export class SharedGroup {
     }
   }
 
-  /** Writes what this turn gathered and waits for the writes in progress (a server stopping). */
+  /**
+   * The server stops: what is in flight here goes back for the other servers, not counted
+   * (as when a local broker's session closes), and the writes gathered are made.
+   */
   async close(): Promise<void> {
+    this.closing = true;
+    for (const m of this.group.members.values()) m.releaseAll(undefined, false);
     if (this.flushScheduled) this.flush();
     await Promise.all([...this.writing]);
   }

@@ -275,6 +275,14 @@ export interface GroupStore {
   load(): Promise<GroupRecord[]>;
   /** Replaces what is stored by `records`; durable when the promise resolves. Writes happen in call order. */
   save(records: GroupRecord[]): Promise<void>;
+  /**
+   * A store several servers share (postgres): the one member of `record` joins its group (made
+   * with the record's floor and options when absent; the options are set), what the other
+   * servers stored stays. The server then calls this instead of `save`.
+   */
+  join?(record: GroupRecord): Promise<void>;
+  /** A store several servers share: member `id` leaves the group (`group` null: its private one); a group left empty goes. */
+  leave?(topic: string, group: string | null, id: number): Promise<void>;
   /** Where the groups are kept, for log lines. */
   describe(): string;
   close(): Promise<void>;

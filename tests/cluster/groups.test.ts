@@ -157,6 +157,23 @@ describe(`queue groups across two servers on one PostgreSQL database${noPostgres
     expect(sorted(rest)).toEqual(range(1, 200).filter((seq) => !seen.includes(seq)));
   }, 120_000);
 
+  pgTest("a member whose local broker fails over from A to B (--server A,B) stays in the group: B delivers to it", async () => {
+    await using c = await sharedServers(postgres.current());
+    const [a, b] = c.servers as [NonNullable<(typeof c.servers)[0]>, NonNullable<(typeof c.servers)[0]>];
+    const moving = await c.local(a, b);
+    const onB = await c.local(b);
+    const memberA = await createOn(moving.socket);
+    const memberB = await createOn(onB.socket);
+    await sub(moving.socket, memberA, "moves", "--group", "g");
+    await sub(onB.socket, memberB, "moves", "--group", "g");
+    await a.daemon.kill9();
+    await moving.daemon.waitFor(new RegExp(`connected to the server ${b.address.replace(/\./g, "\\.")}`), 30_000);
+    // B's own member goes: what comes next is for the member that joined through A.
+    expect((await mq(onB.socket, ["unsub", String(memberB), "moves"])).code).toBe(0);
+    await pubLines(onB.socket, memberB, "moves", lines(1, 50));
+    expect(sorted(await drain(moving.socket, memberA))).toEqual(range(1, 50));
+  }, 120_000);
+
   pgTest("a restart of server A (SIGTERM) keeps the group's position and A's member", async () => {
     await using c = await sharedServers(postgres.current());
     const [a, b] = c.servers as [NonNullable<(typeof c.servers)[0]>, NonNullable<(typeof c.servers)[0]>];

@@ -1,9 +1,8 @@
 /**
  * The queue groups on PostgreSQL (types.ts GroupStore): all of them in the one row of
- * `mq_groups`, as JSON, with a `groups` event for the other servers. Several servers save
- * their groups there, each knowing perhaps not all members yet: a save applies only what
- * changed since this server last loaded or saved (members that joined or left here) to the
- * stored records, under the row's lock, so that no server undoes another's.
+ * `mq_groups`, as JSON, with a `groups` event for the other servers. Several servers share
+ * it, each knowing perhaps not every member yet: a server changes one membership at a time
+ * (`join`, `leave`) under the row's lock, so that no server undoes another's.
  */
 import type { SQL } from "bun";
 import { logger } from "../../log.ts";
@@ -14,10 +13,8 @@ import { notify } from "./shared.ts";
 const log = logger("server");
 
 export class PgGroupStore implements GroupStore {
-  /** The saves, one after another (each writes the records it was given). */
+  /** The writes, one after another. */
   private writing: Promise<void> = Promise.resolve();
-  /** The groups as this server last loaded or saved them: a save stores the difference to these. */
-  private known: GroupRecord[] = [];
 
   constructor(
     private readonly sql: SQL,
@@ -26,12 +23,10 @@ export class PgGroupStore implements GroupStore {
     private readonly location: string,
   ) {}
 
-  /** The groups as stored; an invalid record is logged and left out (the next save drops it). */
+  /** The groups as stored; an invalid record is logged and left out (the next write drops it). */
   async load(): Promise<GroupRecord[]> {
     const [row] = await this.sql`select records from mq_groups where key = 1`;
-    const valid = this.valid(row?.records);
-    this.known = valid;
-    return valid;
+    return this.valid(row?.records);
   }
 
   private valid(records: unknown): GroupRecord[] {
@@ -44,19 +39,30 @@ export class PgGroupStore implements GroupStore {
   }
 
   save(records: GroupRecord[]): Promise<void> {
-    const write = this.writing.then(async () => {
-      await this.sql.begin(async (tx) => {
-        // The row exists before it is locked: two first saves at once then merge too.
+    return this.change(() => records);
+  }
+
+  join(record: GroupRecord): Promise<void> {
+    return this.change((stored) => withMember(stored, record));
+  }
+
+  leave(topic: string, group: string | null, id: number): Promise<void> {
+    return this.change((stored) => withoutMember(stored, topic, group, id));
+  }
+
+  /** Replaces the stored records by `apply(stored)`, under the row's lock. */
+  private change(apply: (stored: GroupRecord[]) => GroupRecord[]): Promise<void> {
+    const write = this.writing.then(() =>
+      this.sql.begin(async (tx) => {
+        // The row exists before it is locked: two first writes at once apply both.
         await tx`insert into mq_groups (key, records) values (1, '[]'::jsonb) on conflict do nothing`;
         const [row] = await tx`select records from mq_groups where key = 1 for update`;
-        const merged = mergeGroupRecords(this.valid(row?.records), this.known, records);
+        const records = apply(this.valid(row?.records));
         // An object, not an array: Bun would send a JS array as a PostgreSQL array.
-        await tx`insert into mq_groups (key, records) values (1, (${{ groups: merged }}::jsonb)->'groups')
-                 on conflict (key) do update set records = excluded.records`;
+        await tx`update mq_groups set records = (${{ groups: records }}::jsonb)->'groups' where key = 1`;
         await notify(tx, this.serverId, { kind: "groups" });
-      });
-      this.known = records;
-    });
+      }),
+    );
     this.writing = write.catch(() => {});
     return write;
   }
@@ -70,47 +76,26 @@ export class PgGroupStore implements GroupStore {
   }
 }
 
-/** A named group is one record; a private one (group null) is its member's own. */
-function groupKey(r: GroupRecord, member: number): string {
-  return r.group === null ? `${r.topic}\0#${member}` : `${r.topic}\0${r.group}`;
+/** The record of `r`'s group among `records`: the same topic and name; a private group (null) is its member's own. */
+function sameGroup(r: GroupRecord, topic: string, group: string | null, member: number): boolean {
+  return r.topic === topic && r.group === group && (group !== null || r.members[0] === member);
 }
 
-/**
- * `stored` with the members that are in `after` and not in `before` added (their group's
- * options as `after` has them) and those in `before` and not in `after` removed; a group
- * left without members goes. What other servers stored meanwhile stays.
- */
-export function mergeGroupRecords(stored: GroupRecord[], before: GroupRecord[], after: GroupRecord[]): GroupRecord[] {
-  const memberships = (records: GroupRecord[]) => {
-    const out = new Map<string, { record: GroupRecord; member: number }>();
-    for (const r of records) for (const member of r.members) out.set(`${groupKey(r, member)}\0${member}`, { record: r, member });
-    return out;
-  };
-  const was = memberships(before);
-  const now = memberships(after);
-  const groups = new Map<string, GroupRecord>();
-  for (const r of stored) groups.set(groupKey(r, r.members[0]!), { ...r, members: [...r.members] });
-  for (const [key, { record, member }] of was) {
-    if (now.has(key)) continue;
-    const g = groups.get(groupKey(record, member));
-    if (g) g.members = g.members.filter((m) => m !== member);
-  }
-  for (const [key, { record, member }] of now) {
-    if (was.has(key)) continue;
-    const gk = groupKey(record, member);
-    const g = groups.get(gk);
-    const { members: _, ...options } = record;
-    if (!g || g.members.length === 0) groups.set(gk, { ...options, members: [member] });
-    else {
-      // The options of the group as this server joined it (one group, one policy: the server checked them).
-      const { maxDeliver, deadLetter } = record;
-      const updated: GroupRecord = { ...g, members: g.members.includes(member) ? g.members : [...g.members, member] };
-      delete updated.maxDeliver;
-      delete updated.deadLetter;
-      if (maxDeliver !== undefined) updated.maxDeliver = maxDeliver;
-      if (deadLetter !== undefined) updated.deadLetter = deadLetter;
-      groups.set(gk, updated);
-    }
-  }
-  return [...groups.values()].filter((g) => g.members.length > 0);
+/** `stored` with the one member of `record` in its group, whose options become the record's (one group, one policy: the server checked them). */
+export function withMember(stored: GroupRecord[], record: GroupRecord): GroupRecord[] {
+  const id = record.members[0]!;
+  const i = stored.findIndex((r) => sameGroup(r, record.topic, record.group, id));
+  if (i < 0) return [...stored, record];
+  const old = stored[i]!;
+  const joined: GroupRecord = { topic: old.topic, group: old.group, floor: old.floor, members: old.members.includes(id) ? old.members : [...old.members, id] };
+  if (record.maxDeliver !== undefined) joined.maxDeliver = record.maxDeliver;
+  if (record.deadLetter !== undefined) joined.deadLetter = record.deadLetter;
+  return stored.map((r, k) => (k === i ? joined : r));
+}
+
+/** `stored` without member `id` of the group; a group left without members goes. */
+export function withoutMember(stored: GroupRecord[], topic: string, group: string | null, id: number): GroupRecord[] {
+  return stored
+    .map((r) => (sameGroup(r, topic, group, id) ? { ...r, members: r.members.filter((m) => m !== id) } : r))
+    .filter((r) => r.members.length > 0);
 }
