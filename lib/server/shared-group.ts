@@ -31,6 +31,8 @@ export class SharedGroup {
   /** Raised by what may have made seqs claimable; `checkedHints` is its value when a claim last found no more. */
   private hints = 0;
   private checkedHints = -1;
+  /** `hints` when a claim last found nothing to deliver again: until it moves, claims ask only for new seqs (one statement less). */
+  private againChecked = -1;
   /** The topic's last seq when a claim last found no more. */
   private checkedLast = 0;
   private started = false;
@@ -70,7 +72,7 @@ export class SharedGroup {
     return this.hints !== this.checkedHints || this.group.topic.log.lastSeq > this.checkedLast;
   }
 
-  /** Something may have become claimable: members here get a turn. */
+  /** Something may have been given back (here, by another server, or left by a dead one): members here get a turn. */
   private wake(): void {
     this.hints++;
     this.group.pumpMembers();
@@ -88,13 +90,14 @@ export class SharedGroup {
     let claimed: GroupClaim[];
     try {
       await this.start();
-      claimed = await this.claims.claim(topic.name, this.key, count, topic.log.firstSeq, lastSeq);
+      claimed = await this.claims.claim(topic.name, this.key, count, topic.log.firstSeq, lastSeq, this.againChecked !== hints);
     } catch (err) {
       this.failed("cannot claim messages (tried again at the next poll)", err);
       return [];
     }
     if (claimed.length < count) {
       this.checkedHints = hints;
+      this.againChecked = hints;
       this.checkedLast = Math.max(this.checkedLast, lastSeq);
     }
     const seqs: number[] = [];

@@ -358,8 +358,8 @@ export interface GroupClaim {
 export interface GroupClaims {
   /** Makes the group start at `firstSeq` unless it exists (a group made elsewhere keeps its position). */
   start(topic: string, grp: string, firstSeq: number): Promise<void>;
-  /** Up to `count` seqs for this server: given back or left by a dead server first, then new ones up to `lastSeq`. */
-  claim(topic: string, grp: string, count: number, firstSeq: number, lastSeq: number): Promise<GroupClaim[]>;
+  /** Up to `count` seqs for this server: given back or left by a dead server first (unless `again` is false), then new ones up to `lastSeq`. */
+  claim(topic: string, grp: string, count: number, firstSeq: number, lastSeq: number, again?: boolean): Promise<GroupClaim[]>;
   /** Acknowledges `seqs` this server holds; returns those it held. */
   ack(topic: string, grp: string, seqs: number[]): Promise<number[]>;
   /** `seqs` go back for any server; returns those at `maxDeliver` (still this server's, to dead-letter). */

@@ -106,6 +106,19 @@ pgTest(`the claims of a server that died are claimed again by another; a live se
   }
 }, 60_000);
 
+pgTest(`a claim with again = false takes only new seqs; the given-back ones wait for a claim that asks${noPostgres}`, async () => {
+  const url = await pg!.database();
+  const a = await server(url);
+  try {
+    expect((await a.claims.claim("t", "g", 2, 1, 2)).map((c) => c.seq)).toEqual([1, 2]);
+    expect(await a.claims.giveBack("t", "g", [1], true, undefined)).toEqual([]);
+    expect(await a.claims.claim("t", "g", 5, 1, 3, false)).toEqual([{ seq: 3, deliveries: 1 }]);
+    expect(await a.claims.claim("t", "g", 5, 1, 3)).toEqual([{ seq: 1, deliveries: 2 }]);
+  } finally {
+    await a.close();
+  }
+}, 60_000);
+
 pgTest(`a claim count that is not a positive integer is refused, naming it${noPostgres}`, async () => {
   const url = await pg!.database();
   const a = await server(url);

@@ -51,44 +51,68 @@ export class PgGroupClaims implements GroupClaims {
 
   /**
    * Up to `count` seqs of group `grp` on `topic` for this server: first those to deliver again
-   * (naked, or claimed by a server that died), lowest first, then new ones from
-   * max(next_seq, `firstSeq`) up to `lastSeq`. A group never claimed starts at `firstSeq`.
+   * (naked, or claimed by a server that died), lowest first — unless `again` is false (the
+   * caller knows of none) — then new ones from max(next_seq, `firstSeq`) up to `lastSeq`. A
+   * group never claimed starts at `firstSeq`.
    */
-  async claim(topic: string, grp: string, count: number, firstSeq: number, lastSeq: number): Promise<GroupClaim[]> {
+  async claim(topic: string, grp: string, count: number, firstSeq: number, lastSeq: number, again = true): Promise<GroupClaim[]> {
     if (!Number.isSafeInteger(count) || count < 1) throw new Error(`claim: count must be a positive integer, got ${count}`);
-    return this.sql.begin(async (tx) => {
-      const again = await tx`
-        update mq_group_claims c set server = ${this.serverId}, deliveries = c.deliveries + 1
-        where (c.topic, c.grp, c.seq) in (
-          select topic, grp, seq from mq_group_claims x
-          where x.topic = ${topic} and x.grp = ${grp}
-            and (x.server is null or (x.server <> ${this.serverId} and not exists (
-              select 1 from pg_locks l
-              where l.locktype = 'advisory' and l.granted and l.objsubid = 1
-                and l.classid = oid((hashtext('mq:server:' || x.server)::bigint >> 32) & 4294967295)
-                and l.objid = oid(hashtext('mq:server:' || x.server)::bigint & 4294967295))))
-          order by seq limit ${count} for update skip locked)
-        returning c.seq, c.deliveries`;
-      const claims: GroupClaim[] = again.map((r: { seq: unknown; deliveries: unknown }) => ({ seq: Number(r.seq), deliveries: Number(r.deliveries) }));
-      claims.sort((x, y) => x.seq - y.seq); // `update … returning` keeps no order
-      const room = count - claims.length;
-      if (room > 0 && lastSeq >= firstSeq) {
-        await tx`insert into mq_group_cursors (topic, grp, next_seq) values (${topic}, ${grp}, ${firstSeq}) on conflict do nothing`;
-        const [range] = await tx`
-          with old as (select greatest(next_seq, ${firstSeq}) as first from mq_group_cursors where topic = ${topic} and grp = ${grp} for update)
-          update mq_group_cursors c set next_seq = greatest(old.first, least(old.first + ${room}, ${lastSeq + 1}))
-          from old where c.topic = ${topic} and c.grp = ${grp}
-          returning old.first as first, c.next_seq as next`;
-        const first = Number(range.first);
-        const next = Number(range.next);
-        if (next > first) {
-          await tx`insert into mq_group_claims (topic, grp, seq, server, deliveries)
-                   select ${topic}, ${grp}, s, ${this.serverId}, 1 from generate_series(${first}::bigint, ${next - 1}::bigint) s`;
-          for (let seq = first; seq < next; seq++) claims.push({ seq, deliveries: 1 });
-        }
+    // Two statements, each atomic on its own (no transaction: one round trip each): a claim
+    // that dies between them leaves rows of this server, taken over by others when it is dead.
+    const claims = again ? await this.claimAgain(topic, grp, count) : [];
+    const room = count - claims.length;
+    if (room <= 0 || lastSeq < firstSeq) return claims;
+    let range: { first: number; next: number } | null;
+    try {
+      range = await this.claimNew(topic, grp, room, firstSeq, lastSeq);
+      if (!range) {
+        await this.start(topic, grp, firstSeq); // a group never claimed starts at firstSeq
+        range = await this.claimNew(topic, grp, room, firstSeq, lastSeq);
       }
-      return claims;
-    });
+    } catch (err) {
+      // What was claimed again is this server's now: delivered, not left stranded; the new ones next time.
+      if (claims.length > 0) return claims;
+      throw err;
+    }
+    for (let seq = range?.first ?? 0; seq < (range?.next ?? 0); seq++) claims.push({ seq, deliveries: 1 });
+    return claims;
+  }
+
+  /** Up to `count` seqs given back (server null) or held by a dead server, for this server, counted. */
+  private async claimAgain(topic: string, grp: string, count: number): Promise<GroupClaim[]> {
+    const rows = await this.sql`
+      update mq_group_claims c set server = ${this.serverId}, deliveries = c.deliveries + 1
+      where (c.topic, c.grp, c.seq) in (
+        select topic, grp, seq from mq_group_claims x
+        where x.topic = ${topic} and x.grp = ${grp}
+          and (x.server is null or (x.server <> ${this.serverId} and not exists (
+            select 1 from pg_locks l
+            where l.locktype = 'advisory' and l.granted and l.objsubid = 1
+              and l.classid = oid((hashtext('mq:server:' || x.server)::bigint >> 32) & 4294967295)
+              and l.objid = oid(hashtext('mq:server:' || x.server)::bigint & 4294967295))))
+        order by seq limit ${count} for update skip locked)
+      returning c.seq, c.deliveries`;
+    const claims: GroupClaim[] = rows.map((r: { seq: unknown; deliveries: unknown }) => ({ seq: Number(r.seq), deliveries: Number(r.deliveries) }));
+    return claims.sort((x, y) => x.seq - y.seq); // `update … returning` keeps no order
+  }
+
+  /**
+   * Up to `room` new seqs from the cursor (at least `firstSeq`) to `lastSeq`: the cursor moves
+   * and the claim rows are written in one statement (the cursor's row lock orders servers).
+   * Null when the group has no cursor yet.
+   */
+  private async claimNew(topic: string, grp: string, room: number, firstSeq: number, lastSeq: number): Promise<{ first: number; next: number } | null> {
+    const [range] = await this.sql`
+      with old as (select greatest(next_seq, ${firstSeq}) as first from mq_group_cursors where topic = ${topic} and grp = ${grp} for update),
+      moved as (
+        update mq_group_cursors c set next_seq = greatest(old.first, least(old.first + ${room}, ${lastSeq + 1}))
+        from old where c.topic = ${topic} and c.grp = ${grp}
+        returning old.first as first, c.next_seq as next),
+      claimed as (
+        insert into mq_group_claims (topic, grp, seq, server, deliveries)
+        select ${topic}, ${grp}, s, ${this.serverId}, 1 from moved, generate_series(moved.first, moved.next - 1) s)
+      select first, next from moved`;
+    return range ? { first: Number(range.first), next: Number(range.next) } : null;
   }
 
   /** Acknowledges `seqs` this server holds (deleted); returns those it held. */
