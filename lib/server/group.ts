@@ -598,6 +598,8 @@ export class Groups {
     if (fresh || group.members.size === 0) {
       group.maxDeliver = options.maxDeliver;
       group.deadLetterTopic = options.deadLetter ?? defaultDeadLetter(topic.name);
+      // Shared store: a group left empty here may have been forgotten since; it starts again at `floor` unless it exists.
+      if (!fresh && group.shared) group.shared = new SharedGroup(group, this.claims!, group.shared.key, floor);
     } else {
       const problem = optionsProblem(group, options);
       if (problem) throw problem;

@@ -60,10 +60,14 @@ export class SharedGroup {
     this.floor = startSeq;
   }
 
-  /** The group starts at its first `floor` unless another server made it already (it keeps its position). Idempotent. */
+  /**
+   * The group starts at its first `floor` unless another server made it already: then it keeps
+   * its position, and the floor is the group's (claims never start above it). Idempotent.
+   */
   async start(): Promise<void> {
     if (this.started) return;
     await this.claims.start(this.group.topic.name, this.key, this.floor);
+    this.floor = await this.claims.floor(this.group.topic.name, this.key, this.floor);
     this.started = true;
   }
 
@@ -90,7 +94,8 @@ export class SharedGroup {
     let claimed: GroupClaim[];
     try {
       await this.start();
-      claimed = await this.claims.claim(topic.name, this.key, count, topic.log.firstSeq, lastSeq, this.againChecked !== hints);
+      // From the floor at least (never below what the group has done, should its cursor be gone), and past what retention trimmed.
+      claimed = await this.claims.claim(topic.name, this.key, count, Math.max(topic.log.firstSeq, this.floor), lastSeq, this.againChecked !== hints);
     } catch (err) {
       this.failed("cannot claim messages (tried again at the next poll)", err);
       return [];
@@ -217,7 +222,8 @@ export class SharedGroup {
   private async readFloor(): Promise<void> {
     try {
       const floor = await this.claims.floor(this.group.topic.name, this.key, this.group.topic.log.firstSeq);
-      if (floor === this.floor) return;
+      // Only up: a group whose rows are gone (forgotten meanwhile) does not move back.
+      if (floor <= this.floor) return;
       this.floor = floor;
       for (const m of this.group.members.values()) m.acked = floor;
     } catch (err) {

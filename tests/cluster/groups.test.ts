@@ -55,6 +55,21 @@ describe(`queue groups across two servers on one PostgreSQL database${noPostgres
     expect(sorted([...gotA, ...gotB])).toEqual(range(1, 2000));
   }, 120_000);
 
+  pgTest("a member joining through B (from the latest message) takes its share of what the group has not delivered yet, none skipped", async () => {
+    await using c = await sharedServers(postgres.current());
+    const [a, b] = c.servers as [NonNullable<(typeof c.servers)[0]>, NonNullable<(typeof c.servers)[0]>];
+    const onA = await c.local(a);
+    const onB = await c.local(b);
+    const memberA = await createOn(onA.socket);
+    const memberB = await createOn(onB.socket);
+    await sub(onA.socket, memberA, "backlog", "--group", "g");
+    // More than A's member's window: A has claimed part of them when B's member joins.
+    await pubLines(onA.socket, memberA, "backlog", lines(1, 1000));
+    await sub(onB.socket, memberB, "backlog", "--group", "g");
+    const [gotA, gotB] = await Promise.all([drain(onA.socket, memberA), drain(onB.socket, memberB)]);
+    expect(sorted([...gotA, ...gotB])).toEqual(range(1, 1000));
+  }, 120_000);
+
   pgTest("a nak through one server: the message comes again (to a member of either server); acknowledged, never again", async () => {
     await using c = await sharedServers(postgres.current());
     const [a, b] = c.servers as [NonNullable<(typeof c.servers)[0]>, NonNullable<(typeof c.servers)[0]>];
