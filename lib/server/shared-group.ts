@@ -44,6 +44,11 @@ export class SharedGroup {
   /** Store writes in progress (close waits for them). */
   private readonly writing = new Set<Promise<unknown>>();
   private polls = 0;
+  /** Claimed ahead (after a full batch) for the next take here, by any member; since when. */
+  private spare: GroupClaim[] = [];
+  private spareSince = 0;
+  /** The claim ahead in progress: a take waits for it rather than claim beside it. */
+  private ahead: Promise<void> | null = null;
   private lastErrorLog = 0;
   /** The server is stopping: nothing more is claimed. */
   private closing = false;
@@ -71,9 +76,9 @@ export class SharedGroup {
     this.started = true;
   }
 
-  /** Messages may be claimable: new ones, or some given back. */
+  /** Messages may be claimable: new ones, or some given back; or claimed ahead and not yet taken. */
   get backlog(): boolean {
-    return this.hints !== this.checkedHints || this.group.topic.log.lastSeq > this.checkedLast;
+    return this.spare.length > 0 || this.hints !== this.checkedHints || this.group.topic.log.lastSeq > this.checkedLast;
   }
 
   /** Something may have been given back (here, by another server, or left by a dead one): members here get a turn. */
@@ -89,21 +94,24 @@ export class SharedGroup {
   async take(member: number, count: number, maxBytes: number): Promise<StoredMessage[]> {
     if (this.closing) return [];
     const topic = this.group.topic;
-    const hints = this.hints;
-    const lastSeq = topic.log.lastSeq;
-    let claimed: GroupClaim[];
-    try {
-      await this.start();
-      // From the floor at least (never below what the group has done, should its cursor be gone), and past what retention trimmed.
-      claimed = await this.claims.claim(topic.name, this.key, count, Math.max(topic.log.firstSeq, this.floor), lastSeq, this.againChecked !== hints);
-    } catch (err) {
-      this.failed("cannot claim messages (tried again at the next poll)", err);
-      return [];
-    }
+    if (this.ahead) await this.ahead;
+    let claimed = this.spare.splice(0, count);
     if (claimed.length < count) {
-      this.checkedHints = hints;
-      this.againChecked = hints;
-      this.checkedLast = Math.max(this.checkedLast, lastSeq);
+      const more = await this.claim(count - claimed.length);
+      if (more.length > 0) claimed = claimed.concat(more).sort((x, y) => x.seq - y.seq);
+    }
+    // A full batch: more is likely waiting. The next batch is claimed while this one is read
+    // and sent, so that a member's pushes do not wait for two round trips each (claim, read).
+    if (claimed.length === count && !this.ahead && !this.closing) {
+      const ahead: Promise<void> = this.claim(count)
+        .then((more) => {
+          this.spare.push(...more);
+          this.spareSince = Date.now();
+        })
+        .finally(() => {
+          if (this.ahead === ahead) this.ahead = null;
+        });
+      this.ahead = ahead;
     }
     const seqs: number[] = [];
     for (const c of claimed) {
@@ -151,6 +159,33 @@ export class SharedGroup {
       }
     }
     return out;
+  }
+
+  /** Up to `count` seqs claimed for this server ([] when the store failed: tried again at the next poll). */
+  private async claim(count: number): Promise<GroupClaim[]> {
+    const topic = this.group.topic;
+    const hints = this.hints;
+    const lastSeq = topic.log.lastSeq;
+    let claimed: GroupClaim[];
+    try {
+      await this.start();
+      // From the floor at least (never below what the group has done, should its cursor be gone), and past what retention trimmed.
+      claimed = await this.claims.claim(topic.name, this.key, count, Math.max(topic.log.firstSeq, this.floor), lastSeq, this.againChecked !== hints);
+    } catch (err) {
+      this.failed("cannot claim messages (tried again at the next poll)", err);
+      return [];
+    }
+    if (claimed.length < count) {
+      this.checkedHints = hints;
+      this.againChecked = hints;
+      this.checkedLast = Math.max(this.checkedLast, lastSeq);
+    }
+    return claimed;
+  }
+
+  /** Claims no member took within a poll (members full, or gone): back for any server, not counted. */
+  private releaseSpare(): void {
+    for (const c of this.spare.splice(0)) this.released(c.seq);
   }
 
   /** `seq` is done here (acknowledged, dead-lettered, gone from the log): acknowledged in the store. */
@@ -215,6 +250,7 @@ export class SharedGroup {
 
   /** Every SHARED_GROUP_POLL_MS: seqs given back or left by dead servers may be claimable; now and then the floor is read. */
   poll(): void {
+    if (this.spare.length > 0 && !this.ahead && Date.now() - this.spareSince >= SHARED_GROUP_POLL_MS) this.releaseSpare();
     this.wake();
     if (this.polls++ % FLOOR_EVERY_POLLS === 0) void this.readFloor();
   }
@@ -237,6 +273,8 @@ export class SharedGroup {
    */
   async close(): Promise<void> {
     this.closing = true;
+    if (this.ahead) await this.ahead;
+    this.releaseSpare();
     for (const m of this.group.members.values()) m.releaseAll(undefined, false);
     if (this.flushScheduled) this.flush();
     await Promise.all([...this.writing]);
