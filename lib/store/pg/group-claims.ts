@@ -5,7 +5,7 @@
  * `mq_group_cursors.next_seq` is the first seq no server has claimed; a claim moves it with one
  * `update … returning` (the row lock orders servers, as `mq_topics.next_seq` does appends) and
  * writes one `mq_group_claims` row per seq, owned by the claiming server, in the same
- * transaction. An ack deletes the row; a nak clears its server (any server may claim it again,
+ * statement. An ack deletes the row; a nak clears its server (any server may claim it again,
  * its `deliveries` kept toward --max-deliver). The group's floor is its lowest claimed seq, or
  * `next_seq` when none is.
  *
