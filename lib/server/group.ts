@@ -552,7 +552,7 @@ export class Groups {
   /** Shared store: this server stays alive for the others (its claims stay its own), and every group looks for what came back. */
   private poll(): void {
     void this.claims!.alive().catch(() => false);
-    for (const g of this.groups.values()) if (g.members.size > 0) g.shared?.poll();
+    for (const g of this.groups.values()) g.shared?.poll();
   }
 
   /**
@@ -599,7 +599,10 @@ export class Groups {
       group.maxDeliver = options.maxDeliver;
       group.deadLetterTopic = options.deadLetter ?? defaultDeadLetter(topic.name);
       // Shared store: a group left empty here may have been forgotten since; it starts again at `floor` unless it exists.
-      if (!fresh && group.shared) group.shared = new SharedGroup(group, this.claims!, group.shared.key, floor);
+      if (!fresh && group.shared) {
+        void group.shared.discard();
+        group.shared = new SharedGroup(group, this.claims!, group.shared.key, floor);
+      }
     } else {
       const problem = optionsProblem(group, options);
       if (problem) throw problem;
@@ -629,11 +632,9 @@ export class Groups {
     else await this.save();
     // Shared store: a group no server has members of is forgotten (a new one starts where its first member asks).
     if (group.shared && group.members.size === 0) {
+      await group.shared.discard();
       const key = keyOf(group.topic.name, group.name, member.id);
-      if (!(await this.store.load()).some((r) => keyOf(r.topic, r.group ?? undefined, r.members[0]!) === key)) {
-        await group.shared.close();
-        await this.claims!.forget(group.topic.name, group.shared.key);
-      }
+      if (!(await this.store.load()).some((r) => keyOf(r.topic, r.group ?? undefined, r.members[0]!) === key)) await this.claims!.forget(group.topic.name, group.shared.key);
     }
   }
 

@@ -251,6 +251,7 @@ export class SharedGroup {
   /** Every SHARED_GROUP_POLL_MS: seqs given back or left by dead servers may be claimable; now and then the floor is read. */
   poll(): void {
     if (this.spare.length > 0 && !this.ahead && Date.now() - this.spareSince >= SHARED_GROUP_POLL_MS) this.releaseSpare();
+    if (this.group.members.size === 0) return;
     this.wake();
     if (this.polls++ % FLOOR_EVERY_POLLS === 0) void this.readFloor();
   }
@@ -272,12 +273,24 @@ export class SharedGroup {
    * (as when a local broker's session closes), and the writes gathered are made.
    */
   async close(): Promise<void> {
-    this.closing = true;
-    if (this.ahead) await this.ahead;
-    this.releaseSpare();
+    await this.stopClaiming();
     for (const m of this.group.members.values()) m.releaseAll(undefined, false);
     if (this.flushScheduled) this.flush();
     await Promise.all([...this.writing]);
+  }
+
+  /** The group has no member here any more (it may be made again, with a new SharedGroup): what was claimed ahead goes back. */
+  async discard(): Promise<void> {
+    await this.stopClaiming();
+    if (this.flushScheduled) this.flush();
+    await Promise.all([...this.writing]);
+  }
+
+  /** Nothing more is claimed; what was claimed ahead goes back. */
+  private async stopClaiming(): Promise<void> {
+    this.closing = true;
+    if (this.ahead) await this.ahead;
+    this.releaseSpare();
   }
 
   private failed(what: string, err: unknown): void {

@@ -189,6 +189,26 @@ describe(`queue groups across two servers on one PostgreSQL database${noPostgres
     expect(sorted(await drain(moving.socket, memberA))).toEqual(range(1, 50));
   }, 120_000);
 
+  pgTest("a group whose members left through both servers is forgotten: joined again, it starts from the next message, not where it stopped", async () => {
+    await using c = await sharedServers(postgres.current());
+    const [a, b] = c.servers as [NonNullable<(typeof c.servers)[0]>, NonNullable<(typeof c.servers)[0]>];
+    const onA = await c.local(a);
+    const onB = await c.local(b);
+    const memberA = await createOn(onA.socket);
+    const memberB = await createOn(onB.socket);
+    await sub(onA.socket, memberA, "again", "--group", "g");
+    await sub(onB.socket, memberB, "again", "--group", "g");
+    await pubLines(onA.socket, memberA, "again", lines(1, 10));
+    const [first, second] = await Promise.all([drain(onA.socket, memberA), drain(onB.socket, memberB)]);
+    expect(sorted([...first, ...second])).toEqual(range(1, 10));
+    expect((await mq(onA.socket, ["unsub", String(memberA), "again"])).code).toBe(0);
+    expect((await mq(onB.socket, ["unsub", String(memberB), "again"])).code).toBe(0);
+    await pubLines(onA.socket, memberA, "again", lines(11, 15));
+    await sub(onA.socket, memberA, "again", "--group", "g");
+    await pubLines(onA.socket, memberA, "again", lines(16, 18));
+    expect(await drain(onA.socket, memberA)).toEqual([16, 17, 18]);
+  }, 120_000);
+
   pgTest("a restart of server A (SIGTERM) keeps the group's position and A's member", async () => {
     await using c = await sharedServers(postgres.current());
     const [a, b] = c.servers as [NonNullable<(typeof c.servers)[0]>, NonNullable<(typeof c.servers)[0]>];
