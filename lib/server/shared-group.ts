@@ -100,6 +100,11 @@ export class SharedGroup {
       const more = await this.claim(count - claimed.length);
       if (more.length > 0) claimed = claimed.concat(more).sort((x, y) => x.seq - y.seq);
     }
+    // The server began to stop meanwhile: back for the other servers, not counted.
+    if (this.closing) {
+      for (const c of claimed) this.released(c.seq);
+      return [];
+    }
     // A full batch: more is likely waiting. The next batch is claimed while this one is read
     // and sent, so that a member's pushes do not wait for two round trips each (claim, read).
     if (claimed.length === count && !this.ahead && !this.closing) {
