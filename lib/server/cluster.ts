@@ -45,6 +45,8 @@ export interface ClusterHost {
   pump(sub: Subscription): void;
   /** True when the local broker that owns `id` is connected to this server. */
   connectedHere(id: number): boolean;
+  /** Takes the queue group members as the store has them (joined or left through other servers). */
+  reloadGroups(): Promise<void>;
 }
 
 /** Message ids of publishes to one topic looked up together, and their common answer. */
@@ -88,6 +90,7 @@ export class Cluster {
   private readonly reloads = new Map<string, Coalesced>();
   private readonly registryReload: Coalesced;
   private readonly consumersReload: Coalesced;
+  private readonly groupsReload: Coalesced;
   private readonly resyncing: Coalesced;
   /** Ids whose consumers changed elsewhere since the last reload of the consumers. */
   private readonly consumersChanged = new Set<number>();
@@ -108,6 +111,7 @@ export class Cluster {
   ) {
     this.registryReload = new Coalesced(() => this.reloadRegistry());
     this.consumersReload = new Coalesced(() => this.reloadConsumers());
+    this.groupsReload = new Coalesced(() => this.host.reloadGroups());
     this.resyncing = new Coalesced(() => this.resyncAll());
     shared.onEvent((event) => {
       if (this.stopped) return;
@@ -185,7 +189,7 @@ export class Cluster {
         void this.catching("cannot re-read the consumers", () => this.consumersReload.run());
         return;
       case "groups":
-        // Queue groups are coordinated per server (docs/scale-out.md, limits).
+        void this.catching("cannot re-read the queue groups", () => this.groupsReload.run());
         return;
       case "resync":
         // Appends of other servers may have been missed: any topic may hold ids this server's windows lack.
@@ -247,7 +251,7 @@ export class Cluster {
    * added (from their stored cursor), cursors moved by acks through another server are taken
    * for subscriptions whose broker is not connected here, and those of `removable` ids the
    * index no longer has go. (Only named ids are removed: a subscription being made here is in
-   * memory before its record is committed.) Queue groups are per server and left alone.
+   * memory before its record is committed.) Queue group members follow mq_groups (reloadGroups).
    */
   private async match(topic: Topic, removable?: ReadonlySet<number>): Promise<void> {
     const cursors = topic.index.cursors;
@@ -333,6 +337,7 @@ export class Cluster {
       await this.refresh(topic.name);
       await this.reloadSubscribers(topic.name);
     }
+    await this.groupsReload.run();
   }
 
   /**
@@ -342,6 +347,8 @@ export class Cluster {
    */
   async beforeResume(broker: string): Promise<void> {
     await this.registryReload.run();
+    // Its queue group members may have joined through another server.
+    await this.groupsReload.run();
     const names = new Set<string>();
     for (const id of this.host.registry.ownedBy(broker)) for (const name of this.host.subscriptionsOf.get(id)?.keys() ?? []) names.add(name);
     await Promise.all([...names].map((name) => this.reloadSubscribers(name)));

@@ -15,7 +15,7 @@
 import { logger } from "../log.ts";
 import { Code, MqError } from "../errors.ts";
 import { errnoCode } from "../store/fsutil.ts";
-import type { GroupRecord, GroupStore, StoredMessage } from "../store/types.ts";
+import type { GroupClaims, GroupRecord, GroupStore, StoredMessage } from "../store/types.ts";
 import type { Connection } from "../wire/connection.ts";
 import { MESSAGE_OVERHEAD_BYTES, messageBytes, type MsgsFrame } from "../wire/messages.ts";
 import { checkGroupName } from "../wire/group-name.ts";
@@ -24,6 +24,7 @@ import type { Consumer } from "./consumer.ts";
 import type { Credits } from "./credits.ts";
 import { PendingSet } from "./pending.ts";
 import { nextRead } from "./push-step.ts";
+import { SHARED_GROUP_POLL_MS, SharedGroup } from "./shared-group.ts";
 import { addExtra, hasExtra, Subscription, type Topic } from "./topic.ts";
 
 const log = logger("server");
@@ -113,6 +114,8 @@ export class Group {
   /** Deliveries after which a message goes to the dead-letter topic; undefined: no limit. */
   maxDeliver: number | undefined;
   deadLetterTopic: string;
+  /** Set on a store several servers share: the seqs come from its claims (lib/server/shared-group.ts). */
+  shared: SharedGroup | null = null;
 
   constructor(
     readonly topic: Topic,
@@ -127,6 +130,7 @@ export class Group {
 
   /** Messages to deliver: again, or never yet. */
   get backlog(): boolean {
+    if (this.shared) return this.shared.backlog;
     return this.pending.redeliverable > 0 || this.pending.next <= this.topic.log.lastSeq;
   }
 
@@ -137,6 +141,11 @@ export class Group {
    * many of those read had expired (done, never sent).
    */
   async take(member: number, count: number, maxBytes: number): Promise<{ batch: StoredMessage[]; expired: number }> {
+    if (this.shared) {
+      const out = await this.shared.take(member, count, maxBytes);
+      const batch = this.dropExpired(out);
+      return { batch, expired: out.length - batch.length };
+    }
     const log = this.topic.log;
     const again: number[] = [];
     for (let r = this.pending.takeRedelivery(); r; r = again.length < count ? this.pending.takeRedelivery() : undefined) {
@@ -216,6 +225,11 @@ export class Group {
 
   /** `seq` was processed (acknowledged or dead-lettered): done, and the floor may move. */
   done(seq: number): void {
+    if (this.shared) {
+      this.pending.done(seq);
+      this.shared.acked(seq);
+      return;
+    }
     const before = this.pending.floor;
     this.pending.done(seq);
     if (this.pending.floor !== before) this.floorMoved();
@@ -228,12 +242,30 @@ export class Group {
   giveBack(seq: number): void {
     const deliveries = this.pending.get(seq)?.deliveries;
     if (deliveries === undefined) return;
+    if (this.shared) {
+      // The count is the store's: any server may deliver it again, or this one dead-letters it.
+      this.pending.done(seq);
+      this.shared.gaveBack(seq);
+      return;
+    }
     if (this.maxDeliver !== undefined && deliveries >= this.maxDeliver) {
       this.pending.retire(seq);
       this.moveToDeadLetter(seq, deliveries, 0);
       return;
     }
     this.pending.release(seq);
+  }
+
+  /** A claimed `seq` that was not sent (or whose session closed): back in line, this delivery not counted. */
+  unsend(seq: number): void {
+    if (!this.shared) return this.pending.unsend(seq);
+    if (this.pending.done(seq)) this.shared.released(seq);
+  }
+
+  /** `seq`, at --max-deliver deliveries on a shared store, goes to the dead-letter topic from this server. */
+  retire(seq: number, deliveries: number): void {
+    this.pending.retire(seq);
+    this.moveToDeadLetter(seq, deliveries, 0);
   }
 
   /**
@@ -349,7 +381,7 @@ export class GroupMember extends Subscription {
       // released with (drop, rewind) went back to the group; what is still its goes back now.
       if (this.dropped || this.generation !== generation || conn.closed) {
         const mine = batch.map((m) => m.seq);
-        for (const seq of mine) this.group.pending.unsend(seq);
+        for (const seq of mine) this.group.unsend(seq);
         if (mine.length > 0) this.group.pumpMembers();
         return;
       }
@@ -436,7 +468,7 @@ export class GroupMember extends Subscription {
       if (!f || f.member !== this.id) continue;
       this.free(f.bytes, credits);
       if (counted && f.bytes >= 0) this.group.giveBack(seq);
-      else this.group.pending.unsend(seq);
+      else this.group.unsend(seq);
       n++;
     }
     if (n > 0) this.group.pumpMembers();
@@ -478,10 +510,13 @@ export class Groups {
   private readonly groups = new Map<string, Group>();
   private dirty = false;
   private timer: ReturnType<typeof setInterval> | null = null;
+  private pollTimer: ReturnType<typeof setInterval> | null = null;
 
   constructor(
     private readonly store: GroupStore,
     readonly host: GroupHost,
+    /** A store several servers share: each group's seqs are claimed there (lib/server/shared-group.ts). */
+    private readonly claims?: GroupClaims,
   ) {}
 
   /**
@@ -510,7 +545,47 @@ export class Groups {
         log.error(`${this.store.describe()}: cannot write the ack floors of the queue groups: ${(err as Error).message}`);
       });
     }, FLOOR_WRITE_MS);
+    if (this.claims) this.pollTimer = setInterval(() => this.poll(), SHARED_GROUP_POLL_MS);
     return members;
+  }
+
+  /** Shared store: this server stays alive for the others (its claims stay its own), and every group looks for what came back. */
+  private poll(): void {
+    void this.claims!.alive().catch(() => false);
+    for (const g of this.groups.values()) g.shared?.poll();
+  }
+
+  /**
+   * Shared store: the members as stored by every server. Members of other servers' local
+   * brokers are added, those no longer stored go; a member whose local broker is connected
+   * here (`here`) is this server's to keep or drop. The caller adds and drops them.
+   */
+  async merge(topics: ReadonlyMap<string, Topic>, known: (id: number) => boolean, here: (id: number) => boolean): Promise<{ added: GroupMember[]; removed: GroupMember[] }> {
+    const records = await this.store.load();
+    const stored = new Set<string>();
+    const added: GroupMember[] = [];
+    for (const r of records) {
+      const topic = topics.get(r.topic);
+      if (!topic) continue;
+      for (const id of r.members) {
+        const key = keyOf(r.topic, r.group ?? undefined, id);
+        stored.add(`${key}\0${id}`);
+        if (!known(id) || here(id) || topic.subscriptions.has(id)) continue;
+        const group = this.group(topic, r.group ?? undefined, Math.max(r.floor, topic.log.firstSeq), id);
+        if (group.members.size === 0) {
+          group.maxDeliver = r.maxDeliver;
+          group.deadLetterTopic = r.deadLetter ?? defaultDeadLetter(topic.name);
+        }
+        const member = new GroupMember(id, group);
+        group.members.set(id, member);
+        added.push(member);
+      }
+    }
+    const removed: GroupMember[] = [];
+    for (const [key, g] of this.groups) {
+      for (const m of g.members.values()) if (!stored.has(`${key}\0${m.id}`) && !here(m.id)) removed.push(m);
+    }
+    return { added, removed };
   }
 
   /**
@@ -523,6 +598,11 @@ export class Groups {
     if (fresh || group.members.size === 0) {
       group.maxDeliver = options.maxDeliver;
       group.deadLetterTopic = options.deadLetter ?? defaultDeadLetter(topic.name);
+      // Shared store: a group left empty here may have been forgotten since; it starts again at `floor` unless it exists.
+      if (!fresh && group.shared) {
+        void group.shared.discard();
+        group.shared = new SharedGroup(group, this.claims!, group.shared.key, floor);
+      }
     } else {
       const problem = optionsProblem(group, options);
       if (problem) throw problem;
@@ -530,7 +610,10 @@ export class Groups {
     const member = group.members.get(id) ?? new GroupMember(id, group); // a concurrent join of the same id finds it
     group.members.set(id, member);
     try {
-      await this.save();
+      // A store several servers share: this membership only (the others' stay as they stored them).
+      if (this.store.join) await this.store.join(this.record(group, [id]));
+      else await this.save();
+      await group.shared?.start();
     } catch (err) {
       group.members.delete(id);
       if (group.members.size === 0) this.groups.delete(keyOf(topic.name, options.group, id));
@@ -545,7 +628,14 @@ export class Groups {
     const group = member.group;
     if (group.members.size === 0) this.groups.delete(keyOf(group.topic.name, group.name, member.id));
     else group.pumpMembers();
-    await this.save();
+    if (this.store.leave) await this.store.leave(group.topic.name, group.name ?? null, member.id);
+    else await this.save();
+    // Shared store: a group no server has members of is forgotten (a new one starts where its first member asks).
+    if (group.shared && group.members.size === 0) {
+      await group.shared.discard();
+      const key = keyOf(group.topic.name, group.name, member.id);
+      if (!(await this.store.load()).some((r) => keyOf(r.topic, r.group ?? undefined, r.members[0]!) === key)) await this.claims!.forget(group.topic.name, group.shared.key);
+    }
   }
 
   floorMoved(): void {
@@ -555,7 +645,10 @@ export class Groups {
   private group(topic: Topic, name: string | undefined, floor: number, firstMember: number): Group {
     const key = keyOf(topic.name, name, firstMember);
     let group = this.groups.get(key);
-    if (!group) this.groups.set(key, (group = new Group(topic, name, floor, this)));
+    if (!group) {
+      this.groups.set(key, (group = new Group(topic, name, floor, this)));
+      if (this.claims) group.shared = new SharedGroup(group, this.claims, name ?? `#${firstMember}`, floor);
+    }
     return group;
   }
 
@@ -568,19 +661,23 @@ export class Groups {
   /** Every group with members, as it is now. */
   private records(): GroupRecord[] {
     const records: GroupRecord[] = [];
-    for (const g of this.groups.values()) {
-      if (g.members.size === 0) continue;
-      const r: GroupRecord = { topic: g.topic.name, group: g.name ?? null, floor: g.pending.floor, members: [...g.members.keys()] };
-      if (g.maxDeliver !== undefined) r.maxDeliver = g.maxDeliver;
-      if (g.deadLetterTopic !== defaultDeadLetter(g.topic.name)) r.deadLetter = g.deadLetterTopic;
-      records.push(r);
-    }
+    for (const g of this.groups.values()) if (g.members.size > 0) records.push(this.record(g, [...g.members.keys()]));
     return records;
+  }
+
+  private record(g: Group, members: number[]): GroupRecord {
+    const r: GroupRecord = { topic: g.topic.name, group: g.name ?? null, floor: g.shared?.floor ?? g.pending.floor, members };
+    if (g.maxDeliver !== undefined) r.maxDeliver = g.maxDeliver;
+    if (g.deadLetterTopic !== defaultDeadLetter(g.topic.name)) r.deadLetter = g.deadLetterTopic;
+    return r;
   }
 
   /** Stops the floor timer and writes what moved since the last write. */
   async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    if (this.pollTimer) clearInterval(this.pollTimer);
+    // Shared store: the acks and naks gathered are written before the store closes.
+    for (const g of this.groups.values()) await g.shared?.close();
     if (this.dirty) await this.save().catch((err) => log.error(`${this.store.describe()}: cannot write the ack floors of the queue groups: ${(err as Error).message}`));
   }
 }

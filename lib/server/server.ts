@@ -189,7 +189,7 @@ export class MqServer {
     this.heartbeatMs = options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
     this.heartbeatMissed = options.heartbeatMissed ?? DEFAULT_HEARTBEAT_MISSED;
     this.limits = { ...DEFAULT_SERVER_LIMITS, ...options.limits };
-    this.groups = new Groups(storage.groups, { pump: (member) => this.pump(member), deadLetter: (group, seq, deliveries) => this.deadLetter(group, seq, deliveries) });
+    this.groups = new Groups(storage.groups, { pump: (member) => this.pump(member), deadLetter: (group, seq, deliveries) => this.deadLetter(group, seq, deliveries) }, storage.groupClaims);
     const dedupe = { ...DEFAULT_DEDUPE, ...options.dedupe };
     this.dedupe = new DedupeWindow(dedupe.windowMs, dedupe.maxKeys, (count, windowMs) => {
       const now = Date.now();
@@ -1212,6 +1212,15 @@ export class MqServer {
       },
       pump: (sub) => this.pump(sub),
       connectedHere: (id) => this.sessionOf(id) !== undefined,
+      reloadGroups: async () => {
+        const { added, removed } = await this.groups.merge(this.topics, (id) => this.registry.owner(id) !== undefined, (id) => this.sessionOf(id) !== undefined);
+        for (const member of removed) this.forgetSubscription(member);
+        for (const member of added) {
+          this.addSubscription(member);
+          this.consumers.addImplied(member.id, member.topic.name);
+          this.pump(member);
+        }
+      },
     };
   }
 

@@ -21,6 +21,7 @@ import { postgresLocation } from "./pg/url.ts";
 import { PgConsumerStore } from "./pg/consumers.ts";
 import { PgBrokerCredentials } from "./pg/credentials.ts";
 import { PgGroupStore } from "./pg/groups.ts";
+import { PgGroupClaims } from "./pg/group-claims.ts";
 import { PgClientRegistry } from "./pg/registry.ts";
 import { PgSchedule } from "./pg/schedule.ts";
 import { PgShared } from "./pg/shared.ts";
@@ -122,6 +123,7 @@ async function openPostgres(options: StorageOptions): Promise<Storage> {
       consumers: track(new PgConsumerStore(sql, shared.serverId)),
       schedule: track(await PgSchedule.open(sql)),
       groups: track(new PgGroupStore(sql, shared.serverId, postgresLocation(options.url))),
+      groupClaims: track(await PgGroupClaims.open(sql, shared)),
       // Last: it stops listening and gives up the jobs once the others are closed.
       shared,
     };

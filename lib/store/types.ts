@@ -284,6 +284,14 @@ export interface GroupStore {
   load(): Promise<GroupRecord[]>;
   /** Replaces what is stored by `records`; durable when the promise resolves. Writes happen in call order. */
   save(records: GroupRecord[]): Promise<void>;
+  /**
+   * A store several servers share (postgres): the one member of `record` joins its group (made
+   * with the record's floor and options when absent; the options are set), what the other
+   * servers stored stays. The server then calls this instead of `save`.
+   */
+  join?(record: GroupRecord): Promise<void>;
+  /** A store several servers share: member `id` leaves the group (`group` null: its private one); a group left empty goes. */
+  leave?(topic: string, group: string | null, id: number): Promise<void>;
   /** Where the groups are kept, for log lines. */
   describe(): string;
   close(): Promise<void>;
@@ -308,6 +316,8 @@ export interface Storage {
   readonly groups: GroupStore;
   /** Present when several servers share the store (postgres): their events and singleton jobs. */
   readonly shared?: SharedStore;
+  /** Present with `shared`: which server delivers which seq of a queue group (lib/server/shared-group.ts). */
+  readonly groupClaims?: GroupClaims;
   /** Closes every member, then releases the data directory. */
   close(): Promise<void>;
 }
@@ -342,3 +352,33 @@ export interface SharedStore {
    */
   holds(job: string): Promise<boolean>;
 }
+
+/** A seq of a queue group given to this server: `deliveries` counts this delivery. */
+export interface GroupClaim {
+  seq: number;
+  deliveries: number;
+}
+
+/**
+ * Queue groups shared by the servers of one store (lib/store/pg/group-claims.ts): each seq of
+ * a group is claimed by one server at a time; `grp` is the group's key (its name, or `#ID`
+ * for the private group of one subscription with --max-deliver).
+ */
+export interface GroupClaims {
+  /** Makes the group start at `firstSeq` unless it exists (a group made elsewhere keeps its position). */
+  start(topic: string, grp: string, firstSeq: number): Promise<void>;
+  /** Up to `count` seqs for this server: given back or left by a dead server first (unless `again` is false), then new ones up to `lastSeq`. */
+  claim(topic: string, grp: string, count: number, firstSeq: number, lastSeq: number, again?: boolean): Promise<GroupClaim[]>;
+  /** Acknowledges `seqs` this server holds; returns those it held. */
+  ack(topic: string, grp: string, seqs: number[]): Promise<number[]>;
+  /** `seqs` go back for any server; returns those at `maxDeliver` (still this server's, to dead-letter). */
+  giveBack(topic: string, grp: string, seqs: number[], counted: boolean, maxDeliver: number | undefined): Promise<GroupClaim[]>;
+  /** The group's lowest unacknowledged seq across servers. */
+  floor(topic: string, grp: string, fallback: number): Promise<number>;
+  /** Forgets the group (no member left on any server). */
+  forget(topic: string, grp: string): Promise<void>;
+  /** Keeps this server's liveness (taken again after its connection was lost); false when it is not held. */
+  alive(): Promise<boolean>;
+  close(): Promise<void>;
+}
+

@@ -63,6 +63,7 @@ async function fixture() {
     },
     pump: (sub) => void pumped.push(sub.id),
     connectedHere: () => false,
+    reloadGroups: async () => {},
   };
   const events = new Events();
   const cluster = new Cluster(events, host);

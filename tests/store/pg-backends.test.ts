@@ -210,6 +210,27 @@ describe(`PostgreSQL store parts${noPostgres}`, () => {
     });
   });
 
+  pgTest("joins and leaves of two servers apply one membership each: what the other stored stays", async () => {
+    await withServers(2, async ([a, b]) => {
+      const g = (members: number[]) => ({ topic: "t", group: "g", floor: 1, members });
+      const own = { topic: "t", group: null, floor: 1, maxDeliver: 2, members: [3] };
+      await Promise.all([a!.groups.join!(g([1])), b!.groups.join!(g([2])), b!.groups.join!(own)]);
+      const joined = await a!.groups.load();
+      expect(joined.map((r) => ({ ...r, members: [...r.members].sort() })).sort((x, y) => x.members[0]! - y.members[0]!)).toEqual([g([1, 2]), own]);
+      // A second private group on the topic is another member's own; joining twice changes nothing.
+      await a!.groups.join!({ ...own, members: [4] });
+      await a!.groups.join!(g([1]));
+      expect((await b!.groups.load()).length).toBe(3);
+      // Member 1 leaves through a; b's private member 3 leaves: their groups keep the others.
+      await a!.groups.leave!("t", "g", 1);
+      await b!.groups.leave!("t", null, 3);
+      expect(await b!.groups.load()).toEqual([g([2]), { ...own, members: [4] }]);
+      // The last member of a group leaves: the group goes.
+      await b!.groups.leave!("t", "g", 2);
+      expect(await a!.groups.load()).toEqual([{ ...own, members: [4] }]);
+    });
+  });
+
   pgTest("another server hears `consumers` when one puts or removes a consumer, and never its own events", async () => {
     await withServers(2, async ([a, other]) => {
       const own: StoreEvent[] = [];

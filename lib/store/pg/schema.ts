@@ -124,6 +124,22 @@ create table if not exists mq_groups (
   key int primary key default 1 check (key = 1),
   records jsonb not null
 );
+-- Queue groups shared by servers (group-claims.ts): the next seq no server has claimed yet,
+-- and one row per seq claimed and not yet acknowledged.
+create table if not exists mq_group_cursors (
+  topic text not null,
+  grp text not null,
+  next_seq bigint not null,
+  primary key (topic, grp)
+);
+create table if not exists mq_group_claims (
+  topic text not null,
+  grp text not null,
+  seq bigint not null,
+  server text,               -- the serverId delivering it; null: to deliver again
+  deliveries int not null,   -- counted toward --max-deliver
+  primary key (topic, grp, seq)
+);
 ${APPEND_ONCE_FUNCTION}`;
 
 /** Creates the tables when absent; refuses a database made by another schema version. */

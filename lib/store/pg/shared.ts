@@ -106,6 +106,8 @@ export class PgShared implements SharedStore {
     this.closed = true;
     await this.subscription?.unlisten().catch(() => {});
     await this.lockQueue;
+    // Freed before the close returns (a session's end frees them too, but PostgreSQL ends it a moment later).
+    if (this.locks) await this.locks`select pg_advisory_unlock_all()`.catch(() => {});
     // Closed, not returned to the pool: the session ends and PostgreSQL frees its locks.
     await this.locks?.close().catch(() => {});
     this.locks = null;
