@@ -1,10 +1,10 @@
 #!/bin/bash
 # `mq up` with the server in a Bun Worker against `mq up` in one thread, both from source
-# (bench/worker-link.ts), in alternating pairs: memory, worker, memory, worker, …
+# (bench/worker-link.ts), alternating: memory, worker, memory, worker, … (MODES to change)
 # Prints one line per run: the mode, the load, the CPU seconds (user+sys) of the whole
 # process, of its main thread and of its other threads (the worker's, GC and I/O helpers)
 # during the bench, the client's CPU, and mq bench's JSON result.
-#   [FSYNC=always|never] [MQ=/work/main/dist/mq] bench/worker-link.sh PAIRS [mq bench options...]
+#   [FSYNC=always|never] [MODES="memory worker ring"] [MQ=/work/main/dist/mq] bench/worker-link.sh PAIRS [mq bench options...]
 # Stops only the processes it started (by PID) and removes its data directories.
 set -u
 cd "$(dirname "$0")/.."
@@ -32,7 +32,7 @@ run() { # run MODE: one up + one mq bench
   echo "$mode load=$(cut -d' ' -f1 /proc/loadavg) $(awk -v b="$before" -v a="$after" -v t="$tick" 'BEGIN{split(b,x," ");split(a,y," ");m=(y[1]-x[1])/t;o=(y[2]-x[2])/t;printf "up_cpu=%.2f main_cpu=%.2f other_cpu=%.2f", m+o, m, o}') client_cpu=$(echo "$client" | awk '{printf "%.2f", $1+$2}') $(tr '\n' ' ' < "$d/out")"
   kill $up; wait $up 2>/dev/null; rm -rf "$d"
 }
+MODES=${MODES:-memory worker} # each pair runs these in order (also: ring, tcp)
 for i in $(seq "$PAIRS"); do
-  run memory
-  run worker
+  for mode in $MODES; do run "$mode"; done
 done
