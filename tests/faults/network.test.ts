@@ -11,8 +11,14 @@ import { jsonLines, mq, startLocal, startServer, teardown, tmpDir, type Daemon, 
 import { drain, publishAcked, verify } from "./fault-kit.ts";
 import { TcpProxy } from "./tcp-proxy.ts";
 
-/** Heartbeats below the 200 ms round trip: a pong comes back after the next tick, and must not count as missed. */
-const HEARTBEAT = ["--heartbeat-ms", "150", "--heartbeat-missed", "3"];
+/**
+ * Heartbeats below the 200 ms round trip: a pong comes back after the next tick, and must not count
+ * as missed. 8 silent ticks (1.2 s) before giving up, not 3: the delay proxy runs in this test
+ * process, and a 400 ms stall of it (its own work, GC, a loaded machine) stopped every byte
+ * long enough for 3 ticks (450 ms, leaving the first ping 300 ms for the 200 ms trip) to cut
+ * the connection in 4 of 6 tries, 8 in none.
+ */
+const HEARTBEAT = ["--heartbeat-ms", "150", "--heartbeat-missed", "8"];
 
 /** How many times `re` occurs in a daemon's log. */
 function count(d: Daemon, re: RegExp): number {

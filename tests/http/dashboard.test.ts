@@ -137,6 +137,44 @@ describe("the page in headless Chromium", () => {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   }, 60_000);
+
+  test.skipIf(Boolean(noBrowser))(`with every API request refused, names /api/topics whichever refusal arrives first${noBrowser}`, async () => {
+    const dir = tmpDir("mq-dashboard-");
+    // /api/topics is refused last: after the other two were, and a moment later (so that the
+    // browser has their answers first, as on a loaded machine where they happened to be faster).
+    let othersRefused = 0;
+    const { promise: othersDone, resolve: othersDoneNow } = Promise.withResolvers<void>();
+    const refuse = () => new Response(JSON.stringify({ error: "missing or wrong token" }), { status: 401 });
+    const api = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      async fetch(req) {
+        const p = new URL(req.url).pathname;
+        if (p === "/") return dashboardResponse();
+        if (p === "/healthz") return Response.json({ status: "ok", role: "server" });
+        if (p === "/api/consumers" || p === "/api/brokers") {
+          if (++othersRefused >= 2) othersDoneNow();
+          return refuse();
+        }
+        if (p === "/api/topics") {
+          await othersDone;
+          await Bun.sleep(300);
+          return refuse();
+        }
+        return new Response("not found", { status: 404 });
+      },
+    });
+    try {
+      await using chromium = await openBrowser(dir);
+      const { page } = chromium;
+      await page.goto(`http://127.0.0.1:${api.port}/`);
+      await waitForSelector(page, "#auth:not([hidden])");
+      expect(await page.$eval("#banner", (e) => e.textContent)).toBe("not authorized: /api/topics answered HTTP 401; retrying every 1.5 s");
+    } finally {
+      await api.stop(true);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
 
 /** A TCP port free right now (the server's --http must come back on the same one after a restart). */
