@@ -8,7 +8,7 @@ import { describe, expect, test } from "bun:test";
 import { SQL } from "bun";
 import { MqClient } from "../../lib/client/client.ts";
 import { createOn, jsonLines, mq } from "../e2e/harness.ts";
-import { noPostgres, postgresForTests } from "../pg-kit.ts";
+import { noPostgres, postgresForTests, type PostgresHandle } from "../pg-kit.ts";
 import { sharedServers } from "./kit.ts";
 
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
@@ -32,18 +32,23 @@ async function pubLines(socket: string, id: number, topic: string, text: string)
   if (r.code !== 0) throw new Error(`mq pub exited ${r.code}: ${r.stderr}`);
 }
 
+/** Two servers on one database, a local broker on each, and one new id created through each. */
+async function membersOnBoth(pg: PostgresHandle) {
+  const c = await sharedServers(pg);
+  const [a, b] = c.servers as [NonNullable<(typeof c.servers)[0]>, NonNullable<(typeof c.servers)[0]>];
+  const onA = await c.local(a);
+  const onB = await c.local(b);
+  return { c, a, b, onA, onB, memberA: await createOn(onA.socket), memberB: await createOn(onB.socket), url: c.url, restart: (i: number) => c.restart(i), [Symbol.asyncDispose]: () => c[Symbol.asyncDispose]() };
+}
+
 const pgTest = test.skipIf(Boolean(noPostgres));
 
 describe(`queue groups across two servers on one PostgreSQL database${noPostgres}`, () => {
   const postgres = postgresForTests();
 
   pgTest("members through A and B: each of 2000 messages delivered once in all (published through both)", async () => {
-    await using c = await sharedServers(postgres.current());
-    const [a, b] = c.servers as [NonNullable<(typeof c.servers)[0]>, NonNullable<(typeof c.servers)[0]>];
-    const onA = await c.local(a);
-    const onB = await c.local(b);
-    const memberA = await createOn(onA.socket);
-    const memberB = await createOn(onB.socket);
+    await using c = await membersOnBoth(postgres.current());
+    const { a, b, onA, onB, memberA, memberB } = c;
     await sub(onA.socket, memberA, "jobs", "--group", "workers");
     await sub(onB.socket, memberB, "jobs", "--group", "workers");
     const [gotA, gotB] = await Promise.all([
@@ -56,12 +61,8 @@ describe(`queue groups across two servers on one PostgreSQL database${noPostgres
   }, 120_000);
 
   pgTest("a member joining through B (from the latest message) takes its share of what the group has not delivered yet, none skipped", async () => {
-    await using c = await sharedServers(postgres.current());
-    const [a, b] = c.servers as [NonNullable<(typeof c.servers)[0]>, NonNullable<(typeof c.servers)[0]>];
-    const onA = await c.local(a);
-    const onB = await c.local(b);
-    const memberA = await createOn(onA.socket);
-    const memberB = await createOn(onB.socket);
+    await using c = await membersOnBoth(postgres.current());
+    const { a, b, onA, onB, memberA, memberB } = c;
     await sub(onA.socket, memberA, "backlog", "--group", "g");
     // More than A's member's window: A has claimed part of them when B's member joins.
     await pubLines(onA.socket, memberA, "backlog", lines(1, 1000));
@@ -71,12 +72,8 @@ describe(`queue groups across two servers on one PostgreSQL database${noPostgres
   }, 120_000);
 
   pgTest("a nak through one server: the message comes again (to a member of either server); acknowledged, never again", async () => {
-    await using c = await sharedServers(postgres.current());
-    const [a, b] = c.servers as [NonNullable<(typeof c.servers)[0]>, NonNullable<(typeof c.servers)[0]>];
-    const onA = await c.local(a);
-    const onB = await c.local(b);
-    const memberA = await createOn(onA.socket);
-    const memberB = await createOn(onB.socket);
+    await using c = await membersOnBoth(postgres.current());
+    const { a, b, onA, onB, memberA, memberB } = c;
     await sub(onA.socket, memberA, "retry", "--group", "g", "--max-deliver", "5");
     await sub(onB.socket, memberB, "retry", "--group", "g", "--max-deliver", "5");
     await pubLines(onA.socket, memberA, "retry", "once\n");
@@ -108,12 +105,8 @@ describe(`queue groups across two servers on one PostgreSQL database${noPostgres
   }, 120_000);
 
   pgTest("--max-deliver 3 counted across servers: members of both nak it, it is dead-lettered once, after 3 deliveries in all", async () => {
-    await using c = await sharedServers(postgres.current());
-    const [a, b] = c.servers as [NonNullable<(typeof c.servers)[0]>, NonNullable<(typeof c.servers)[0]>];
-    const onA = await c.local(a);
-    const onB = await c.local(b);
-    const memberA = await createOn(onA.socket);
-    const memberB = await createOn(onB.socket);
+    await using c = await membersOnBoth(postgres.current());
+    const { a, b, onA, onB, memberA, memberB } = c;
     const watcher = await createOn(onA.socket);
     await sub(onA.socket, memberA, "orders", "--group", "g", "--max-deliver", "3");
     await sub(onB.socket, memberB, "orders", "--group", "g", "--max-deliver", "3");
@@ -146,12 +139,8 @@ describe(`queue groups across two servers on one PostgreSQL database${noPostgres
   }, 120_000);
 
   pgTest("SIGKILL of server A with its member's messages unacknowledged: B's member gets every one A's member did not acknowledge, and none it did", async () => {
-    await using c = await sharedServers(postgres.current());
-    const [a, b] = c.servers as [NonNullable<(typeof c.servers)[0]>, NonNullable<(typeof c.servers)[0]>];
-    const onA = await c.local(a);
-    const onB = await c.local(b);
-    const memberA = await createOn(onA.socket);
-    const memberB = await createOn(onB.socket);
+    await using c = await membersOnBoth(postgres.current());
+    const { a, b, onA, onB, memberA, memberB } = c;
     await sub(onA.socket, memberA, "crash", "--group", "g");
     await sub(onB.socket, memberB, "crash", "--group", "g");
     // B's member is not reading yet: A's member gets its batch (claimed by A) first.
@@ -190,12 +179,8 @@ describe(`queue groups across two servers on one PostgreSQL database${noPostgres
   }, 120_000);
 
   pgTest("a group whose members left through both servers is forgotten: joined again, it starts from the next message, not where it stopped", async () => {
-    await using c = await sharedServers(postgres.current());
-    const [a, b] = c.servers as [NonNullable<(typeof c.servers)[0]>, NonNullable<(typeof c.servers)[0]>];
-    const onA = await c.local(a);
-    const onB = await c.local(b);
-    const memberA = await createOn(onA.socket);
-    const memberB = await createOn(onB.socket);
+    await using c = await membersOnBoth(postgres.current());
+    const { a, b, onA, onB, memberA, memberB } = c;
     await sub(onA.socket, memberA, "again", "--group", "g");
     await sub(onB.socket, memberB, "again", "--group", "g");
     await pubLines(onA.socket, memberA, "again", lines(1, 10));
@@ -210,12 +195,8 @@ describe(`queue groups across two servers on one PostgreSQL database${noPostgres
   }, 120_000);
 
   pgTest("a restart of server A (SIGTERM) keeps the group's position and A's member", async () => {
-    await using c = await sharedServers(postgres.current());
-    const [a, b] = c.servers as [NonNullable<(typeof c.servers)[0]>, NonNullable<(typeof c.servers)[0]>];
-    const onA = await c.local(a);
-    const onB = await c.local(b);
-    const memberA = await createOn(onA.socket);
-    const memberB = await createOn(onB.socket);
+    await using c = await membersOnBoth(postgres.current());
+    const { a, b, onA, onB, memberA, memberB } = c;
     await sub(onA.socket, memberA, "work", "--group", "g");
     await sub(onB.socket, memberB, "work", "--group", "g");
     await pubLines(onB.socket, memberB, "work", lines(1, 100));

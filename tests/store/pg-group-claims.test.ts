@@ -4,22 +4,14 @@
  * disjoint seqs; acks move the floor; a nak lets the other server deliver it again, counted;
  * --max-deliver is reached across servers once; a dead server's claims pass to the other.
  */
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { connectPostgres } from "../../lib/store/pg/connect.ts";
 import { PgGroupClaims } from "../../lib/store/pg/group-claims.ts";
 import { PgShared } from "../../lib/store/pg/shared.ts";
-import { noPostgres, startPostgres, type PostgresHandle } from "../pg-kit.ts";
+import { noPostgres, postgresForTests } from "../pg-kit.ts";
 
 const pgTest = test.skipIf(noPostgres !== "");
-let pg: PostgresHandle | null = null;
-
-beforeAll(async () => {
-  if (!noPostgres) pg = await startPostgres();
-}, 60_000);
-
-afterAll(async () => {
-  await pg?.[Symbol.asyncDispose]();
-});
+const postgres = postgresForTests();
 
 /** One server's claims: its own pool and liveness lock. */
 async function server(url: string) {
@@ -36,7 +28,7 @@ async function server(url: string) {
 }
 
 pgTest(`two servers claiming one group at once get each seq once${noPostgres}`, async () => {
-  const url = await pg!.database();
+  const url = await postgres.current().database();
   const a = await server(url);
   const b = await server(url);
   try {
@@ -63,7 +55,7 @@ pgTest(`two servers claiming one group at once get each seq once${noPostgres}`, 
 }, 60_000);
 
 pgTest(`a nak goes to the other server, counted, and --max-deliver dead-letters once${noPostgres}`, async () => {
-  const url = await pg!.database();
+  const url = await postgres.current().database();
   const a = await server(url);
   const b = await server(url);
   try {
@@ -87,7 +79,7 @@ pgTest(`a nak goes to the other server, counted, and --max-deliver dead-letters 
 }, 60_000);
 
 pgTest(`the claims of a server that died are claimed again by another; a live server's are not${noPostgres}`, async () => {
-  const url = await pg!.database();
+  const url = await postgres.current().database();
   const a = await server(url);
   const b = await server(url);
   try {
@@ -107,7 +99,7 @@ pgTest(`the claims of a server that died are claimed again by another; a live se
 }, 60_000);
 
 pgTest(`a claim with again = false takes only new seqs; the given-back ones wait for a claim that asks${noPostgres}`, async () => {
-  const url = await pg!.database();
+  const url = await postgres.current().database();
   const a = await server(url);
   try {
     expect((await a.claims.claim("t", "g", 2, 1, 2)).map((c) => c.seq)).toEqual([1, 2]);
@@ -120,7 +112,7 @@ pgTest(`a claim with again = false takes only new seqs; the given-back ones wait
 }, 60_000);
 
 pgTest(`a claim count that is not a positive integer is refused, naming it${noPostgres}`, async () => {
-  const url = await pg!.database();
+  const url = await postgres.current().database();
   const a = await server(url);
   try {
     await expect(a.claims.claim("t", "g", 0, 1, 3)).rejects.toThrow("count must be a positive integer, got 0");
