@@ -356,6 +356,8 @@ if (noPostgres) {
           { msgId: "b", seq: 3, time: 102 },
           { msgId: "a", seq: 4, time: 103 },
         ]);
+        // An id asked twice is one record.
+        expect(await log.findMsgIds!(["a", "a"])).toEqual([{ msgId: "a", seq: 4, time: 103 }]);
         // Another topic's ids are not this one's.
         expect(await (await openLog(fx.store(), "other")).log.findMsgIds!(["a"])).toEqual([]);
       } finally {

@@ -268,10 +268,17 @@ export class PgTopicLog implements TopicLog {
 
   async findMsgIds(msgIds: string[]): Promise<MsgIdRecord[]> {
     if (msgIds.length === 0) return [];
+    // One probe of the msg_id index per id (the lateral subquery), whatever the statistics:
+    // `msg_id = any(…)` was planned as a scan of all the topic's rows (5 ms for 256 ids among
+    // 25,000 rows and growing with them, against 1.5 ms this way); `seq + 0` keeps the
+    // (topic_id, seq) index out of the order by.
     const rows = await this.sql`
-      select distinct on (msg_id) msg_id, seq, time from mq_messages
-      where topic_id = ${this.topicId} and msg_id = any(${msgIds}::text[])
-      order by msg_id, seq desc`;
+      select m.msg_id, s.seq, s.time from (select distinct unnest(${msgIds}::text[]) as msg_id) m
+      cross join lateral (
+        select x.seq, x.time from mq_messages x
+        where x.topic_id = ${this.topicId} and x.msg_id = m.msg_id
+        order by x.seq + 0 desc limit 1
+      ) s`;
     return rows.map((r: { msg_id: string; seq: string; time: string }) => ({ msgId: r.msg_id, seq: Number(r.seq), time: Number(r.time) }));
   }
 
