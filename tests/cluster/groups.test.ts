@@ -41,6 +41,19 @@ async function membersOnBoth(pg: PostgresHandle) {
   return { c, a, b, onA, onB, memberA: await createOn(onA.socket), memberB: await createOn(onB.socket), url: c.url, restart: (i: number) => c.restart(i), [Symbol.asyncDispose]: () => c[Symbol.asyncDispose]() };
 }
 
+type MembersOnBoth = Awaited<ReturnType<typeof membersOnBoth>>;
+
+/** Both members subscribe to `topic` with the same arguments (a group, --max-deliver …). */
+async function joinBoth(c: MembersOnBoth, topic: string, ...args: string[]): Promise<void> {
+  await sub(c.onA.socket, c.memberA, topic, ...args);
+  await sub(c.onB.socket, c.memberB, topic, ...args);
+}
+
+/** What each member receives until both are idle: [A's seqs, B's seqs]. */
+function drainBoth(c: MembersOnBoth): Promise<[number[], number[]]> {
+  return Promise.all([drain(c.onA.socket, c.memberA), drain(c.onB.socket, c.memberB)]);
+}
+
 const pgTest = test.skipIf(Boolean(noPostgres));
 
 describe(`queue groups across two servers on one PostgreSQL database${noPostgres}`, () => {
@@ -48,9 +61,8 @@ describe(`queue groups across two servers on one PostgreSQL database${noPostgres
 
   pgTest("members through A and B: each of 2000 messages delivered once in all (published through both)", async () => {
     await using c = await membersOnBoth(postgres.current());
-    const { a, b, onA, onB, memberA, memberB } = c;
-    await sub(onA.socket, memberA, "jobs", "--group", "workers");
-    await sub(onB.socket, memberB, "jobs", "--group", "workers");
+    const { onA, onB, memberA, memberB } = c;
+    await joinBoth(c, "jobs", "--group", "workers");
     const [gotA, gotB] = await Promise.all([
       drain(onA.socket, memberA, 4),
       drain(onB.socket, memberB, 4),
@@ -62,20 +74,19 @@ describe(`queue groups across two servers on one PostgreSQL database${noPostgres
 
   pgTest("a member joining through B (from the latest message) takes its share of what the group has not delivered yet, none skipped", async () => {
     await using c = await membersOnBoth(postgres.current());
-    const { a, b, onA, onB, memberA, memberB } = c;
+    const { onA, onB, memberA, memberB } = c;
     await sub(onA.socket, memberA, "backlog", "--group", "g");
     // More than A's member's window: A has claimed part of them when B's member joins.
     await pubLines(onA.socket, memberA, "backlog", lines(1, 1000));
     await sub(onB.socket, memberB, "backlog", "--group", "g");
-    const [gotA, gotB] = await Promise.all([drain(onA.socket, memberA), drain(onB.socket, memberB)]);
+    const [gotA, gotB] = await drainBoth(c);
     expect(sorted([...gotA, ...gotB])).toEqual(range(1, 1000));
   }, 120_000);
 
   pgTest("a nak through one server: the message comes again (to a member of either server); acknowledged, never again", async () => {
     await using c = await membersOnBoth(postgres.current());
-    const { a, b, onA, onB, memberA, memberB } = c;
-    await sub(onA.socket, memberA, "retry", "--group", "g", "--max-deliver", "5");
-    await sub(onB.socket, memberB, "retry", "--group", "g", "--max-deliver", "5");
+    const { onA, onB, memberA, memberB } = c;
+    await joinBoth(c, "retry", "--group", "g", "--max-deliver", "5");
     await pubLines(onA.socket, memberA, "retry", "once\n");
     await using clientA = await MqClient.connect({ socket: onA.socket });
     await using clientB = await MqClient.connect({ socket: onB.socket });
@@ -106,10 +117,9 @@ describe(`queue groups across two servers on one PostgreSQL database${noPostgres
 
   pgTest("--max-deliver 3 counted across servers: members of both nak it, it is dead-lettered once, after 3 deliveries in all", async () => {
     await using c = await membersOnBoth(postgres.current());
-    const { a, b, onA, onB, memberA, memberB } = c;
+    const { onA, onB, memberA, memberB } = c;
     const watcher = await createOn(onA.socket);
-    await sub(onA.socket, memberA, "orders", "--group", "g", "--max-deliver", "3");
-    await sub(onB.socket, memberB, "orders", "--group", "g", "--max-deliver", "3");
+    await joinBoth(c, "orders", "--group", "g", "--max-deliver", "3");
     await sub(onA.socket, watcher, "orders.dlq");
     await pubLines(onB.socket, memberB, "orders", "poison\n");
     await using clientA = await MqClient.connect({ socket: onA.socket });
@@ -140,9 +150,8 @@ describe(`queue groups across two servers on one PostgreSQL database${noPostgres
 
   pgTest("SIGKILL of server A with its member's messages unacknowledged: B's member gets every one A's member did not acknowledge, and none it did", async () => {
     await using c = await membersOnBoth(postgres.current());
-    const { a, b, onA, onB, memberA, memberB } = c;
-    await sub(onA.socket, memberA, "crash", "--group", "g");
-    await sub(onB.socket, memberB, "crash", "--group", "g");
+    const { a, onA, onB, memberA, memberB } = c;
+    await joinBoth(c, "crash", "--group", "g");
     // B's member is not reading yet: A's member gets its batch (claimed by A) first.
     await pubLines(onA.socket, memberA, "crash", lines(1, 200));
     const seen = jsonLines((await mq(onA.socket, ["recv", String(memberA), "--count", "3", "--wait", "10", "--json"])).stdout).map((m) => m.seq as number);
@@ -180,11 +189,10 @@ describe(`queue groups across two servers on one PostgreSQL database${noPostgres
 
   pgTest("a group whose members left through both servers is forgotten: joined again, it starts from the next message, not where it stopped", async () => {
     await using c = await membersOnBoth(postgres.current());
-    const { a, b, onA, onB, memberA, memberB } = c;
-    await sub(onA.socket, memberA, "again", "--group", "g");
-    await sub(onB.socket, memberB, "again", "--group", "g");
+    const { onA, onB, memberA, memberB } = c;
+    await joinBoth(c, "again", "--group", "g");
     await pubLines(onA.socket, memberA, "again", lines(1, 10));
-    const [first, second] = await Promise.all([drain(onA.socket, memberA), drain(onB.socket, memberB)]);
+    const [first, second] = await drainBoth(c);
     expect(sorted([...first, ...second])).toEqual(range(1, 10));
     expect((await mq(onA.socket, ["unsub", String(memberA), "again"])).code).toBe(0);
     expect((await mq(onB.socket, ["unsub", String(memberB), "again"])).code).toBe(0);
@@ -196,11 +204,10 @@ describe(`queue groups across two servers on one PostgreSQL database${noPostgres
 
   pgTest("a restart of server A (SIGTERM) keeps the group's position and A's member", async () => {
     await using c = await membersOnBoth(postgres.current());
-    const { a, b, onA, onB, memberA, memberB } = c;
-    await sub(onA.socket, memberA, "work", "--group", "g");
-    await sub(onB.socket, memberB, "work", "--group", "g");
+    const { a, onA, onB, memberA, memberB } = c;
+    await joinBoth(c, "work", "--group", "g");
     await pubLines(onB.socket, memberB, "work", lines(1, 100));
-    const [first, second] = await Promise.all([drain(onA.socket, memberA), drain(onB.socket, memberB)]);
+    const [first, second] = await drainBoth(c);
     expect(sorted([...first, ...second])).toEqual(range(1, 100));
 
     expect(await a.daemon.stop()).toBe(0);
