@@ -136,7 +136,8 @@ function prepareFields(fields: AppendFields): PreparedFields | undefined {
 
 function pendingAppends(data: Uint8Array[], time: number, fields: ReadonlyArray<AppendFields | undefined>, ids?: IdRun): PendingAppends {
   let prepared: Array<PreparedFields | undefined> | undefined;
-  for (let k = 0; k < data.length; k++) {
+  // An empty `fields`: no message has any (appendAll's plain batch).
+  for (let k = 0; k < fields.length; k++) {
     const f = fields[k];
     if (f === undefined) continue;
     prepared ??= new Array<PreparedFields | undefined>(data.length);
@@ -701,18 +702,21 @@ export class FileTopicLog implements TopicLog {
       const indexFrom = seg.indexSeq.length;
       let pos = header;
       let lastPos = 0;
+      // The buffer position at which the next sparse-index entry is due.
+      let indexAt = seg.indexSeq.length === 0 ? -Infinity : lastIndexPos(seg) + INDEX_EVERY_BYTES - seg.size;
       for (let i = 0; i < n; i++, seq++) {
         const entry = entries[e]!;
         const { time, idPrefix } = entry;
         const data = entry.data[k]!;
-        const f = entry.fields?.[k];
-        if (seg.size + pos - lastIndexPos(seg) >= INDEX_EVERY_BYTES || seg.indexSeq.length === 0) {
+        const f = entry.fields === undefined ? undefined : entry.fields[k];
+        if (pos >= indexAt) {
           seg.indexSeq.push(seq);
           seg.indexPos.push(seg.size + pos);
+          indexAt = pos + INDEX_EVERY_BYTES;
         }
         const size = idPrefix ? writeRecordOfRun(buf, view, pos, seq, time, data, idPrefix, entry.idFrom + k, f?.extra) : writeRecord(buf, view, pos, seq, time, data, f?.msgId, f?.extra);
         const stored: StoredMessage = { seq, time, data: buf.subarray(pos + size - data.length, pos + size) };
-        if (f?.fields) withExtra(stored, f.fields);
+        if (f !== undefined && f.fields) withExtra(stored, f.fields);
         written.push(stored);
         lastPos = seg.size + pos;
         pos += size;
