@@ -61,7 +61,8 @@ export interface ConnectionHandler {
   /**
    * True for an op whose synchronous `ok` reply may wait for the connection's next write (at
    * the latest the next turn of the event loop) instead of a write of its own: a client's
-   * `ack`, pipelined with a `recv` that waits, then goes out with that recv's answer.
+   * `ack` pipelined with a `recv` then goes out with that recv's answer when it comes in the
+   * same turn.
    */
   lazyReply?(op: string): boolean;
 }

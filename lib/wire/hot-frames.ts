@@ -33,7 +33,7 @@ const HOT_FIELDS: Record<string, ReadonlySet<string>> = {
 
 /** Nesting the fast path follows: frame → array of messages → message → headers map → value. */
 const MAX_DEPTH = 4;
-/** A connection keeps its output buffer up to this size between flushes; a larger one (a burst) is let go. */
+/** A connection keeps its output buffer up to this size between flushes; a larger one (a burst) goes to the spares below. */
 const KEEP_BYTES = 64 * 1024;
 const INITIAL_BYTES = 4 * 1024;
 /**
