@@ -307,7 +307,7 @@ export class MqClient {
    * too, until `resume(topic)`: what is stored of a topic is always a prefix of what was
    * published to it (docs/library.md, "Exactly once in the log").
    */
-  publish(id: number, topic: string, data: Uint8Array | string, options: PublishOptions = {}): Promise<PubResult> {
+  publish(id: number, topic: string, data: Uint8Array | string, options: PublishOptions = NO_OPTIONS): Promise<PubResult> {
     if (this.closedByUser) return Promise.reject(new MqError(Code.Unavailable, "the client is closed"));
     if (options.msgId !== undefined && !isMsgId(options.msgId)) {
       return Promise.reject(new RangeError(`Cannot publish with msgId ${JSON.stringify(String(options.msgId).slice(0, 40))}: it must be a string of 1 to ${MAX_MSG_ID_BYTES} bytes, not starting with NUL (reserved for the server)`));
@@ -693,6 +693,9 @@ export class MqClient {
     this.close();
   }
 }
+
+/** The options of a publish given none: one shared object, not a new one per call. */
+const NO_OPTIONS: PublishOptions = Object.freeze({});
 
 /** A copy of `data` in bytes of its own. */
 function copyOf(data: Uint8Array): Uint8Array {

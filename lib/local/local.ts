@@ -574,6 +574,8 @@ export class LocalBroker {
         }
         return result;
       },
+      // Its reply goes with the answer of the recv pipelined behind it, when that comes in the same turn.
+      lazyReply: (op) => op === "ack",
       closed: (conn) => {
         this.clients.delete(conn);
         const state = conn.state as ClientState;

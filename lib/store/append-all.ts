@@ -2,6 +2,9 @@
 import { idAt, type IdRun } from "./id-run.ts";
 import type { AppendFields, TopicLog } from "./types.ts";
 
+/** No message of a batch has fields: `fields[i]` is undefined for every i. */
+const NO_FIELDS: Array<AppendFields | undefined> = [];
+
 /**
  * Appends `data` to `log` (all at `time`, `fieldsOf(i)` with `data[i]`) and resolves with
  * their seqs, in order: through `appendBatch` (one entry and one promise for the batch) when
@@ -9,8 +12,9 @@ import type { AppendFields, TopicLog } from "./types.ts";
  */
 export function appendAll(log: TopicLog, data: Uint8Array[], time: number, fieldsOf: ((i: number) => AppendFields | undefined) | undefined, ids?: IdRun): Promise<number[]> {
   if (log.appendBatch) {
+    if (!fieldsOf) return log.appendBatch(data, time, NO_FIELDS, ids);
     const fields = new Array<AppendFields | undefined>(data.length);
-    if (fieldsOf) for (let i = 0; i < data.length; i++) fields[i] = fieldsOf(i);
+    for (let i = 0; i < data.length; i++) fields[i] = fieldsOf(i);
     return log.appendBatch(data, time, fields, ids);
   }
   const fieldsWithId = (i: number): AppendFields | undefined => (ids ? { ...fieldsOf?.(i), msgId: idAt(ids, i) } : fieldsOf?.(i));

@@ -59,9 +59,12 @@ export { RECORD_HEADER, FILE_HEADER };
 export const RESERVE_BLOCK = 65_536;
 /**
  * The newest committed messages stay in memory (views into the buffers they were written
- * from), so subscribers that keep up are served without a read syscall or a copy.
+ * from), so subscribers that keep up are served without a read syscall or a copy. 4 MiB per
+ * topic: a subscriber a client's window behind (20,000 messages of 128 B, bench-peers s1) is
+ * still served from here; at 1 MiB it fell to reads from the segment (read, CRC, a view per
+ * record), which cost `mq up` a fifth more CPU per message (docs/benchmarks.md).
  */
-const TAIL_CACHE_BYTES = 1024 * 1024;
+const TAIL_CACHE_BYTES = 4 * 1024 * 1024;
 /** All tails of the process together stay under this, however many topics there are. */
 const TAIL_CACHE_TOTAL_BYTES = 64 * 1024 * 1024;
 const TAIL_ENTRY_OVERHEAD = 64;
@@ -133,7 +136,8 @@ function prepareFields(fields: AppendFields): PreparedFields | undefined {
 
 function pendingAppends(data: Uint8Array[], time: number, fields: ReadonlyArray<AppendFields | undefined>, ids?: IdRun): PendingAppends {
   let prepared: Array<PreparedFields | undefined> | undefined;
-  for (let k = 0; k < data.length; k++) {
+  // An empty `fields`: no message has any (appendAll's plain batch).
+  for (let k = 0; k < fields.length; k++) {
     const f = fields[k];
     if (f === undefined) continue;
     prepared ??= new Array<PreparedFields | undefined>(data.length);
@@ -698,18 +702,21 @@ export class FileTopicLog implements TopicLog {
       const indexFrom = seg.indexSeq.length;
       let pos = header;
       let lastPos = 0;
+      // The buffer position at which the next sparse-index entry is due.
+      let indexAt = seg.indexSeq.length === 0 ? -Infinity : lastIndexPos(seg) + INDEX_EVERY_BYTES - seg.size;
       for (let i = 0; i < n; i++, seq++) {
         const entry = entries[e]!;
         const { time, idPrefix } = entry;
         const data = entry.data[k]!;
-        const f = entry.fields?.[k];
-        if (seg.size + pos - lastIndexPos(seg) >= INDEX_EVERY_BYTES || seg.indexSeq.length === 0) {
+        const f = entry.fields === undefined ? undefined : entry.fields[k];
+        if (pos >= indexAt) {
           seg.indexSeq.push(seq);
           seg.indexPos.push(seg.size + pos);
+          indexAt = pos + INDEX_EVERY_BYTES;
         }
         const size = idPrefix ? writeRecordOfRun(buf, view, pos, seq, time, data, idPrefix, entry.idFrom + k, f?.extra) : writeRecord(buf, view, pos, seq, time, data, f?.msgId, f?.extra);
         const stored: StoredMessage = { seq, time, data: buf.subarray(pos + size - data.length, pos + size) };
-        if (f?.fields) withExtra(stored, f.fields);
+        if (f !== undefined && f.fields) withExtra(stored, f.fields);
         written.push(stored);
         lastPos = seg.size + pos;
         pos += size;

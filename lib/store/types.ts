@@ -64,7 +64,8 @@ export interface TopicLog {
   /**
    * Appends several messages as `append` would, all in one group commit (consecutive seqs),
    * with one promise for their seqs, in order: a publish batch costs one entry, not one per
-   * message. `fields[i]` goes with `data[i]`. Optional: a log without it is appended to
+   * message. `fields[i]` goes with `data[i]` (`fields` may be shorter, even empty: the rest have
+   * none). Optional: a log without it is appended to
    * message by message (`appendAll`, lib/store/append-all.ts). `ids`: the messages' ids as a
    * run (`ids.prefix + (ids.from + i)` goes with `data[i]`; then no `fields[i].msgId`), stored as
    * if each were given in its fields.

@@ -93,17 +93,31 @@ export function validate(map: Record<string, unknown>): Frame {
   for (const key of Object.keys(map)) {
     if (key !== "op" && !Object.hasOwn(schema, key)) throw new MqError(Code.BadRequest, `${op}: unexpected field ${JSON.stringify(key.slice(0, 40))}`);
   }
-  for (const [key, spec] of Object.entries(schema)) {
-    const optional = spec.endsWith("?");
+  for (const { key, type, optional } of fieldsOf(schema)) {
     const v = map[key];
     if (v === undefined) {
       if (optional) continue;
       throw new MqError(Code.BadRequest, `${op}: field "${key}" is missing`);
     }
-    const problem = checkField((optional ? spec.slice(0, -1) : spec) as Parameters<typeof checkField>[0], v);
+    const problem = checkField(type, v);
     if (problem) throw new MqError(Code.BadRequest, `${op}: field "${key}" must be ${problem}`);
   }
   return map as unknown as Frame;
+}
+
+type FieldSpec = { key: string; type: Parameters<typeof checkField>[0]; optional: boolean };
+/** Each schema's fields, parsed once: a frame's check makes no entries array and no type strings. */
+const parsedSchemas = new WeakMap<object, FieldSpec[]>();
+function fieldsOf(schema: Record<string, string>): FieldSpec[] {
+  let fields = parsedSchemas.get(schema);
+  if (!fields) {
+    fields = Object.entries(schema).map(([key, spec]) => {
+      const optional = spec.endsWith("?");
+      return { key, type: (optional ? spec.slice(0, -1) : spec) as FieldSpec["type"], optional };
+    });
+    parsedSchemas.set(schema, fields);
+  }
+  return fields;
 }
 
 /** decodeMap + validate. */

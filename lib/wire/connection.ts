@@ -58,6 +58,13 @@ export interface ConnectionHandler {
    * an error and the frame is dropped; a local broker closes instead (a dropped push would lose messages).
    */
   invalid?(conn: Connection, err: MqError): void;
+  /**
+   * True for an op whose synchronous `ok` reply may wait for the connection's next write (at
+   * the latest the next turn of the event loop) instead of a write of its own: a client's
+   * `ack` pipelined with a `recv` then goes out with that recv's answer when it comes in the
+   * same turn.
+   */
+  lazyReply?(op: string): boolean;
 }
 
 export interface ConnectionOptions {
@@ -97,6 +104,8 @@ export class Connection {
   private readonly out = new FrameWriter();
   private backlog: Uint8Array | null = null;
   private flushScheduled = false;
+  /** A lazy reply is in `out`, to be written at the next turn if nothing else writes it first. */
+  private lazyFlushScheduled = false;
   private nextRid = 1;
   private readonly pending = new Map<number, Pending>();
   private sweepTimer: ReturnType<typeof setInterval> | null = null;
@@ -395,11 +404,26 @@ export class Connection {
           this.answerError(rid, err);
         },
       );
-    } else this.answer(rid, result);
+    } else if (this.handler.lazyReply?.(frame.op)) this.answerLazily(rid, result);
+    else this.answer(rid, result);
   }
 
   private answer(rid: number, fields: unknown): void {
     this.send(fields && typeof fields === "object" ? { ...fields, op: "ok", rid } : { op: "ok", rid });
+  }
+
+  /** `answer`, written with whatever this connection writes next, or at the next turn (no write of its own in between). */
+  private answerLazily(rid: number, fields: unknown): void {
+    if (this.socket.sendFrame || this.flushScheduled) return this.answer(rid, fields);
+    if (this.closed && !this.endAfterFlush) return;
+    this.out.frame(fields && typeof fields === "object" ? { ...fields, op: "ok", rid } : { op: "ok", rid }, encode);
+    if (!this.lazyFlushScheduled) {
+      this.lazyFlushScheduled = true;
+      setImmediate(() => {
+        this.lazyFlushScheduled = false;
+        this.flush();
+      });
+    }
   }
 
   private answerError(rid: number | undefined, err: unknown): void {

@@ -33,14 +33,37 @@ const HOT_FIELDS: Record<string, ReadonlySet<string>> = {
 
 /** Nesting the fast path follows: frame → array of messages → message → headers map → value. */
 const MAX_DEPTH = 4;
-/** A connection keeps its output buffer up to this size between flushes; a larger one (a burst) is let go. */
+/** A connection keeps its output buffer up to this size between flushes; a larger one (a burst) goes to the spares below. */
 const KEEP_BYTES = 64 * 1024;
 const INITIAL_BYTES = 4 * 1024;
+/**
+ * The buffers of bursts, given back at `reset` for the next burst of any writer in this
+ * thread: a frame above KEEP_BYTES (a recv reply or a `pubs` of a few hundred messages) then
+ * costs neither the growth from 4 KiB by doubling (allocation, zeroing, copies) nor a new
+ * big buffer each time. Bounded: MAX_SPARES buffers of up to MAX_SPARE_BYTES.
+ */
+const spares: Uint8Array[] = [];
+const MAX_SPARES = 4;
+const MAX_SPARE_BYTES = 1024 * 1024;
+
+/** A spare of at least `bytes`, taken out of the pool; undefined when none is that big. */
+function takeSpare(bytes: number): Uint8Array | undefined {
+  for (let i = spares.length - 1; i >= 0; i--) {
+    const spare = spares[i]!;
+    if (spare.length < bytes) continue;
+    spares[i] = spares[spares.length - 1]!;
+    spares.pop();
+    return spare;
+  }
+  return undefined;
+}
 
 /** A growing byte buffer frames are encoded into; `reset` after the bytes are handed on. */
 export class FrameWriter {
   buf: Uint8Array;
   pos = 0;
+  /** During a burst: the buffer of KEEP_BYTES or less it grew out of, used again after it. */
+  private home: Uint8Array | undefined;
 
   constructor(initialBytes = INITIAL_BYTES) {
     this.buf = new Uint8Array(initialBytes);
@@ -48,11 +71,16 @@ export class FrameWriter {
 
   /** Makes room for `n` more bytes. */
   ensure(n: number): void {
-    if (this.pos + n <= this.buf.length) return;
-    let size = this.buf.length * 2;
-    while (size < this.pos + n) size *= 2;
-    const next = new Uint8Array(size);
+    const need = this.pos + n;
+    if (need <= this.buf.length) return;
+    let next = need > KEEP_BYTES ? takeSpare(need) : undefined;
+    if (next === undefined) {
+      let size = this.buf.length * 2;
+      while (size < need) size *= 2;
+      next = new Uint8Array(size);
+    }
     next.set(this.buf.subarray(0, this.pos));
+    if (this.buf.length <= KEEP_BYTES && next.length > KEEP_BYTES) this.home = this.buf;
     this.buf = next;
   }
 
@@ -82,7 +110,10 @@ export class FrameWriter {
   /** Empties the buffer (its bytes must have been copied or written out). */
   reset(): void {
     this.pos = 0;
-    if (this.buf.length > KEEP_BYTES) this.buf = new Uint8Array(INITIAL_BYTES);
+    if (this.buf.length <= KEEP_BYTES) return;
+    if (this.buf.length <= MAX_SPARE_BYTES && spares.length < MAX_SPARES) spares.push(this.buf);
+    this.buf = this.home ?? new Uint8Array(INITIAL_BYTES);
+    this.home = undefined;
   }
 }
 

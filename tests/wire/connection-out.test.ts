@@ -96,3 +96,44 @@ describe("connection output", () => {
     conn.close();
   });
 });
+
+describe("lazy replies (ConnectionHandler.lazyReply)", () => {
+  /** A connection whose handler answers every request at once, lazily for the ops in `lazy`. */
+  function serving(socket: RecordingSocket, lazy: string[]) {
+    return new Connection(socket, { frame: () => ({}), lazyReply: (op) => lazy.includes(op) }, { maxFrameBytes: 1 << 30, label: "client" });
+  }
+  const request = (op: string, rid: number) => {
+    const body = encode({ op, rid, id: 1, tag: 1 });
+    const framed = new Uint8Array(4 + body.length);
+    new DataView(framed.buffer).setUint32(0, body.length);
+    framed.set(body, 4);
+    return framed;
+  };
+
+  test("an ack's answer waits for the connection's next write and goes out in it", async () => {
+    const socket = new RecordingSocket();
+    const conn = serving(socket, ["ack"]);
+    conn.helloDone = true;
+    conn.onData(request("ack", 7));
+    await Promise.resolve();
+    expect(socket.writes.length).toBe(0); // no write of its own
+    conn.send({ op: "ok", rid: 8, messages: [], more: false }); // e.g. the recv's answer, later in the turn
+    await Promise.resolve();
+    expect(socket.writes.length).toBe(1);
+    expect(readFrames(concat(socket.writes), 5).map((f) => (f as { rid: number }).rid)).toEqual([7, 8]);
+  });
+
+  test("with nothing else to write, it goes out at the next turn; other answers go at once", async () => {
+    const socket = new RecordingSocket();
+    const conn = serving(socket, ["ack"]);
+    conn.helloDone = true;
+    conn.onData(request("ack", 3));
+    await Promise.resolve();
+    expect(socket.writes.length).toBe(0);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(readFrames(concat(socket.writes), 5)).toEqual([{ op: "ok", rid: 3 }]);
+    conn.onData(request("nak", 4)); // not lazy
+    await Promise.resolve();
+    expect(readFrames(concat(socket.writes.slice(1)), 5)).toEqual([{ op: "ok", rid: 4 }]);
+  });
+});

@@ -227,6 +227,38 @@ describe("hot frames: the fast encoder writes what the generic encoder writes", 
     expect(w.pos).toBe(before);
   });
 
+  test("FrameWriter: a burst above 64 KiB takes a spare buffer, gives it back at reset, and the next writer's frames are its own bytes", () => {
+    const big = { op: "pubs", rid: 1, id: 2, topic: "t", payloads: Array.from({ length: 600 }, (_, i) => new Uint8Array(128).fill(i & 0xff)) };
+    const small = { op: "ack", rid: 3, id: 2, topic: "t", seq: 9 };
+    const framed = (frame: object) => {
+      const body = encode(frame);
+      const out = new Uint8Array(4 + body.length);
+      new DataView(out.buffer).setUint32(0, body.length);
+      out.set(body, 4);
+      return Buffer.from(out);
+    };
+    const a = new FrameWriter();
+    a.frame(small, encode);
+    a.frame(big, encode);
+    const burst = a.buf;
+    expect(burst.length).toBeGreaterThan(64 * 1024);
+    expect(Buffer.from(a.buf.subarray(0, a.pos)).equals(Buffer.concat([framed(small), framed(big)]))).toBe(true);
+    a.reset();
+    expect(a.buf.length).toBeLessThanOrEqual(64 * 1024); // back to the buffer it grew out of
+    expect(a.buf).not.toBe(burst);
+    // Another writer's burst gets the spare (its old bytes are overwritten, never sent).
+    const b = new FrameWriter();
+    b.frame(big, encode);
+    expect(b.buf).toBe(burst);
+    b.frame(small, encode);
+    expect(Buffer.from(b.buf.subarray(0, b.pos)).equals(Buffer.concat([framed(big), framed(small)]))).toBe(true);
+    b.reset();
+    // Frames of a small writer never take a spare.
+    const c = new FrameWriter();
+    c.frame(small, encode);
+    expect(c.buf).not.toBe(burst);
+  });
+
   test("many hot frames in one buffer, read back byte by byte and in odd chunks, arrive whole and in order", () => {
     const g = gen(rng(42));
     const frames: object[] = [];
