@@ -222,6 +222,16 @@ export class PooledFile {
     if (this.writes === writes) this.owed = false;
   }
 
+  /** `sync` on the event loop: fdatasync without the thread pool's hops (lib/store/sync-place.ts). */
+  syncOnLoop(): void {
+    if (this.fdNum < 0 || !this.owed) return;
+    const writes = this.writes;
+    const started = performance.now();
+    fs.fdatasyncSync(this.fdNum);
+    fsyncSeconds.observe((performance.now() - started) / 1000);
+    if (this.writes === writes) this.owed = false;
+  }
+
   /** `sync` without leaving the event loop. */
   syncNow(): void {
     if (this.fdNum < 0 || !this.owed) return;
