@@ -10,13 +10,18 @@
  * so as soon as several topics are written, or a topic gets several messages per commit
  * (several publishers, many in flight), the pool is used, as it always was: there syncs of
  * different topics overlap and the loop reads the next requests while the disk works
- * (docs/benchmarks.md, "one publish in flight: the sync on the event loop").
+ * (docs/benchmarks.md, "one publish in flight: the sync on the event loop"). A sync on the
+ * loop that took longer than `slowMs` (a disk busy with other work: then the thread hop is
+ * small beside it, and the whole process waited) sends the syncs back to the pool for
+ * `quietMs`, so the loop waits on a slow disk at most once per `quietMs`.
  */
 import type { PooledFile } from "./open-files.ts";
 
 export class SyncPlace {
   /** No commit of another topic for this long before a sync may run on the loop. */
   quietMs = 100;
+  /** A sync on the loop longer than this sends the syncs back to the pool for `quietMs`. */
+  slowMs = 2;
   private poolSyncs = 0;
   private lastTopic: object | null = null;
   private lastLone = false;
@@ -39,6 +44,11 @@ export class SyncPlace {
     return lone && previousLone && this.poolSyncs === 0 && this.now() - this.topicChangedAt >= this.quietMs;
   }
 
+  /** A sync on the loop took `ms`. */
+  loopSyncTook(ms: number): void {
+    if (ms > this.slowMs) this.topicChangedAt = this.now();
+  }
+
   /** A commit's sync started on the pool (`poolDone` when it returns, failed or not). */
   poolStarted(): void {
     this.poolSyncs++;
@@ -58,7 +68,7 @@ export const syncPlace = new SyncPlace();
  */
 export function syncCommit(owner: object, messages: number, files: PooledFile[]): Promise<unknown> | undefined {
   if (syncPlace.onLoop(owner, messages, files.length)) {
-    files[0]!.syncOnLoop();
+    syncPlace.loopSyncTook(files[0]!.syncOnLoop());
     return undefined;
   }
   syncPlace.poolStarted();

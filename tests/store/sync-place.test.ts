@@ -59,17 +59,33 @@ describe("SyncPlace", () => {
     place.poolDone();
     expect(place.onLoop(a, 1, 1)).toBe(true);
   });
+  test("a sync on the loop slower than slowMs sends the syncs back to the pool for quietMs", () => {
+    const { place, clock } = rule();
+    place.onLoop(a, 1, 1);
+    clock.ms += place.quietMs;
+    expect(place.onLoop(a, 1, 1)).toBe(true);
+    place.loopSyncTook(place.slowMs); // not slower than slowMs
+    expect(place.onLoop(a, 1, 1)).toBe(true);
+    place.loopSyncTook(place.slowMs + 1);
+    expect(place.onLoop(a, 1, 1)).toBe(false);
+    clock.ms += place.quietMs - 1;
+    expect(place.onLoop(a, 1, 1)).toBe(false);
+    clock.ms += 1;
+    expect(place.onLoop(a, 1, 1)).toBe(true);
+  });
 });
 
 describe("FileTopicLog with --fsync always, one publish at a time", () => {
   let dir: string;
-  const quietMs = syncPlace.quietMs;
+  const { quietMs, slowMs } = syncPlace;
   beforeEach(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-sync-place-"));
+    // No waiting for the quiet time, and a disk slowed down by other work does not change the place.
     syncPlace.quietMs = 0;
+    syncPlace.slowMs = Infinity;
   });
   afterEach(() => {
-    syncPlace.quietMs = quietMs;
+    Object.assign(syncPlace, { quietMs, slowMs });
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
