@@ -21,7 +21,7 @@ export class SyncPlace {
   /** No commit of another topic for this long before a sync may run on the loop. */
   quietMs = 100;
   /** A sync on the loop longer than this sends the syncs back to the pool for `quietMs`. */
-  slowMs = 2;
+  slowMs = 5;
   private poolSyncs = 0;
   private lastTopic: object | null = null;
   private lastLone = false;
