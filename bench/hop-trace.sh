@@ -9,7 +9,7 @@
 BIN=${1:-dist/mq}; LABEL=${2:-mq}; HERE=$(cd "$(dirname "$0")" && pwd)
 D=$(mktemp -d /tmp/mq-hop-trace-XXXX)
 # shellcheck disable=SC2086 # the words of MQ_UP_ENV on purpose
-env ${MQ_UP_ENV:-} "$BIN" up --data "$D" --listen 127.0.0.1:7693 --socket "$D/s.sock" --fsync always ${LINK:+--link "$LINK"} > "$D/up.log" 2>&1 & UP=$!
+env ${MQ_UP_ENV:-} "$BIN" up --data "$D" --listen 127.0.0.1:0 --socket "$D/s.sock" --fsync always ${LINK:+--link "$LINK"} > "$D/up.log" 2>&1 & UP=$!
 for _ in $(seq 50); do grep -q "mq is up" "$D/up.log" 2>/dev/null && break; sleep 0.1; done
 "$BIN" bench --socket "$D/s.sock" --count 200 --window 1 --subs 0 --topic w1 >/dev/null 2>&1
 timeout 30 perf trace -a -e sendto,recvfrom,pwrite64,fsync,fdatasync,write -o "$D/trace.txt" & PT=$!
