@@ -11,9 +11,9 @@
  * (several publishers, many in flight), the pool is used, as it always was: there syncs of
  * different topics overlap and the loop reads the next requests while the disk works
  * (docs/benchmarks.md, "one publish in flight: the sync on the event loop"). A sync on the
- * loop that took longer than `slowMs` (a disk busy with other work: then the thread hop is
- * small beside it, and the whole process waited) sends the syncs back to the pool for
- * `quietMs`, so the loop waits on a slow disk at most once per `quietMs`.
+ * loop that took longer than `slowMs` (a disk stalling: then the thread hop is nothing beside
+ * it, and the whole process waited) sends the syncs back to the pool for `quietMs`, so the
+ * loop waits on a stalling disk at most once per `quietMs`.
  */
 import type { PooledFile } from "./open-files.ts";
 
@@ -21,7 +21,7 @@ export class SyncPlace {
   /** No commit of another topic for this long before a sync may run on the loop. */
   quietMs = 100;
   /** A sync on the loop longer than this sends the syncs back to the pool for `quietMs`. */
-  slowMs = 5;
+  slowMs = 20;
   private poolSyncs = 0;
   private lastTopic: object | null = null;
   private lastLone = false;
