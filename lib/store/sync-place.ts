@@ -5,8 +5,9 @@
  * process waits for the disk).
  *
  * On the loop only for a lone publisher: a commit of one message to one file, the previous
- * commit of the process lone too and of the same topic, no commit of another topic for
- * `quietMs`, and no commit syncing on the pool. Anything else waits behind a sync on the loop,
+ * commit of the process lone too and of the same topic, and no commit of another topic for
+ * `quietMs` (so no other topic's sync is in flight on the pool either, unless a stalling
+ * disk holds it longer than that). Anything else waits behind a sync on the loop,
  * so as soon as several topics are written, or a topic gets several messages per commit
  * (several publishers, many in flight), the pool is used, as it always was: there syncs of
  * different topics overlap and the loop reads the next requests while the disk works
@@ -22,7 +23,6 @@ export class SyncPlace {
   quietMs = 100;
   /** A sync on the loop longer than this sends the syncs back to the pool for `quietMs`. */
   slowMs = 20;
-  private poolSyncs = 0;
   private lastTopic: object | null = null;
   private lastLone = false;
   /** When the topic of the commits last changed (performance.now()). */
@@ -41,21 +41,12 @@ export class SyncPlace {
       this.topicChangedAt = this.now();
       return false;
     }
-    return lone && previousLone && this.poolSyncs === 0 && this.now() - this.topicChangedAt >= this.quietMs;
+    return lone && previousLone && this.now() - this.topicChangedAt >= this.quietMs;
   }
 
   /** A sync on the loop took `ms`. */
   loopSyncTook(ms: number): void {
     if (ms > this.slowMs) this.topicChangedAt = this.now();
-  }
-
-  /** A commit's sync started on the pool (`poolDone` when it returns, failed or not). */
-  poolStarted(): void {
-    this.poolSyncs++;
-  }
-
-  poolDone(): void {
-    this.poolSyncs--;
   }
 }
 
@@ -71,6 +62,5 @@ export function syncCommit(owner: object, messages: number, files: PooledFile[])
     syncPlace.loopSyncTook(files[0]!.syncOnLoop());
     return undefined;
   }
-  syncPlace.poolStarted();
-  return Promise.all(files.map((f) => f.sync())).finally(() => syncPlace.poolDone());
+  return Promise.all(files.map((f) => f.sync()));
 }

@@ -49,16 +49,6 @@ describe("SyncPlace", () => {
     expect(place.onLoop(a, 1, 1)).toBe(true);
   });
 
-  test("no sync on the loop while a commit's sync runs on the pool", () => {
-    const { place, clock } = rule();
-    place.onLoop(a, 1, 1);
-    clock.ms += place.quietMs;
-    place.onLoop(a, 1, 1);
-    place.poolStarted();
-    expect(place.onLoop(a, 1, 1)).toBe(false);
-    place.poolDone();
-    expect(place.onLoop(a, 1, 1)).toBe(true);
-  });
   test("a sync on the loop slower than slowMs sends the syncs back to the pool for quietMs", () => {
     const { place, clock } = rule();
     place.onLoop(a, 1, 1);
