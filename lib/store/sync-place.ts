@@ -1,20 +1,20 @@
 /**
  * Where a commit's fdatasync runs under `--fsync always`: on the thread pool (the event loop
- * goes on meanwhile; the pool thread's start and its wake-up of the loop cost ~40–100 µs of a
+ * goes on meanwhile; the pool thread's start and its wake-up of the loop cost ~15–60 µs of a
  * publish in `mq up`), or on the event loop itself (`fdatasyncSync`: no thread hop, but the
  * process waits for the disk).
  *
  * On the loop only for a lone publisher: a commit of one message to one file, the previous
  * commit of the process lone too and of the same topic, and no commit of another topic for
  * `quietMs` (so no other topic's sync is in flight on the pool either, unless a stalling
- * disk holds it longer than that). Anything else waits behind a sync on the loop,
- * so as soon as several topics are written, or a topic gets several messages per commit
- * (several publishers, many in flight), the pool is used, as it always was: there syncs of
- * different topics overlap and the loop reads the next requests while the disk works
- * (docs/benchmarks.md, "one publish in flight: the sync on the event loop"). A sync on the
- * loop that took longer than `slowMs` (a disk stalling: then the thread hop is nothing beside
- * it, and the whole process waited) sends the syncs back to the pool for `quietMs`, so the
- * loop waits on a stalling disk at most once per `quietMs`.
+ * disk holds it longer than that). Everything else in the process waits while the loop
+ * syncs, so as soon as several topics are written, or a topic gets several messages per
+ * commit (several publishers, many in flight), the pool is used, as it always was: there
+ * syncs of different topics overlap and the loop reads the next requests while the disk
+ * works (docs/benchmarks.md, "one publish in flight: the sync on the event loop"). A sync on
+ * the loop that took longer than `slowMs` (a disk stalling: then the thread hop is nothing
+ * beside it, and the whole process waited) sends the syncs back to the pool for `quietMs`,
+ * so the loop waits on a stalling disk at most once per `quietMs`.
  */
 import type { PooledFile } from "./open-files.ts";
 
