@@ -222,6 +222,18 @@ export class PooledFile {
     if (this.writes === writes) this.owed = false;
   }
 
+  /** `sync` on the event loop: fdatasync without the thread pool's hops (lib/store/sync-place.ts); returns the ms it took. */
+  syncOnLoop(): number {
+    if (this.fdNum < 0 || !this.owed) return 0;
+    const writes = this.writes;
+    const started = performance.now();
+    fs.fdatasyncSync(this.fdNum);
+    const ms = performance.now() - started;
+    fsyncSeconds.observe(ms / 1000);
+    if (this.writes === writes) this.owed = false;
+    return ms;
+  }
+
   /** `sync` without leaving the event loop. */
   syncNow(): void {
     if (this.fdNum < 0 || !this.owed) return;

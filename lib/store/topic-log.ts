@@ -44,6 +44,7 @@ import {
   type ScanResult,
 } from "./segment.ts";
 import { UNBOUNDED, type OpenFiles, type PooledFile } from "./open-files.ts";
+import { syncCommit } from "./sync-place.ts";
 import { convertV1, startsWithV1Record } from "./segment-v1.ts";
 import { addHole, bootId, HeadFile, readHead, readMeta, uncovered, writeMetaAsync, writeMetaSync, type Head, type MetaBatch, type TopicMeta } from "./topic-meta.ts";
 import { extraFieldsOf, readExtraFields } from "./record-fields.ts";
@@ -602,8 +603,10 @@ export class FileTopicLog implements TopicLog {
     try {
       this.writeBatch(entries, touched, written);
       this.assigned += count;
-      if (this.options.fsync === "always") await Promise.all([...touched].map((s) => s.handle.sync()));
-      else if (this.options.fsync === "interval") this.markDirty(touched);
+      if (this.options.fsync === "always") {
+        const syncing = syncCommit(this, count, [...touched].map((s) => s.handle));
+        if (syncing) await syncing;
+      } else if (this.options.fsync === "interval") this.markDirty(touched);
     } catch (err) {
       // Nothing of this batch is acknowledged: undo it exactly, so the next append starts clean.
       this.rollBack(saved);
