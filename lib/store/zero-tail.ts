@@ -9,7 +9,7 @@
  * writes a run of zeros after the records, and that commit's own fdatasync makes the longer
  * file durable once; the commits after it write into the zeros. The run grows with use (the
  * rest of the block first, so a topic of one message costs no more disk than before, then
- * 4 KiB, doubling up to 1 MiB), and never passes the segment's size limit.
+ * 4 KiB, doubling up to 256 KiB), and never passes the segment's size limit.
  *
  * Not fallocate: its unwritten extents are converted on the first write into them, which
  * is a journal commit again.
@@ -23,7 +23,7 @@ const READ_CHUNK = 256 * 1024;
 /** The file system block the zero run is rounded to (the usual 4 KiB). */
 export const ZERO_BLOCK = 4096;
 /** The longest run of zeros written past the records at once. */
-export const MAX_ZERO_GROWTH = 1024 * 1024;
+export const MAX_ZERO_GROWTH = 256 * 1024;
 /** Never written to: the source of every run of zeros. */
 const ZEROS = new Uint8Array(MAX_ZERO_GROWTH + ZERO_BLOCK);
 

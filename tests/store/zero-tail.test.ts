@@ -102,7 +102,7 @@ describe("zero-tail helpers", () => {
     expect(zeroRegionEnd(20_000, 4096, 18_000)).toBe(20_000); // the write is past the limit already
     const growths = [0];
     for (let i = 0; i < 12; i++) growths.push(nextZeroGrowth(growths.at(-1)!));
-    expect(growths).toEqual([0, 4096, 8192, 16384, 32768, 65536, 131072, 262144, 524288, 1048576, 1048576, 1048576, 1048576]);
+    expect(growths).toEqual([0, 4096, 8192, 16384, 32768, 65536, 131072, 262144, 262144, 262144, 262144, 262144, 262144]);
   });
 
   test("writeWithZeros writes the bytes then the zeros in one go; freeTail knows zeros to a block boundary from anything else", () => {
