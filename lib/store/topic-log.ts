@@ -47,7 +47,7 @@ import { UNBOUNDED, type OpenFiles, type PooledFile } from "./open-files.ts";
 import { convertV1, startsWithV1Record } from "./segment-v1.ts";
 import { addHole, bootId, HeadFile, readHead, readMeta, uncovered, writeMetaAsync, writeMetaSync, type Head, type MetaBatch, type TopicMeta } from "./topic-meta.ts";
 import { extraFieldsOf, readExtraFields } from "./record-fields.ts";
-import { nextZeroGrowth, writeWithZeros, zeroRegionEnd } from "./zero-tail.ts";
+import { MAX_WRITE_FOR_ZEROS, nextZeroGrowth, writeWithZeros, zeroRegionEnd } from "./zero-tail.ts";
 import type { AppendFields, FsyncPolicy, MsgIdRecord, RetentionPolicy, StoredMessage, TopicLog } from "./types.ts";
 
 const log = logger("store");
@@ -726,7 +726,7 @@ export class FileTopicLog implements TopicLog {
           k = 0;
         }
       }
-      const zeros = this.zerosAhead(seg, seg.size + bytes);
+      const zeros = this.zerosAhead(seg, bytes);
       try {
         seg.handle.wrote(); // before the write: a part of it may be on disk even if it fails
         writeWithZeros(seg.handle.fd(), buf, seg.size, zeros);
@@ -753,12 +753,13 @@ export class FileTopicLog implements TopicLog {
   }
 
   /**
-   * Zero bytes to write after a write that ends at `writeEnd` (zero-tail.ts): under --fsync
-   * always, when the write passes the end of the file, so that the next commits' fdatasyncs
-   * change no size. Other policies have no fdatasync per commit to spare.
+   * Zero bytes to write after a write of `bytes` at the log's end in `seg` (zero-tail.ts): under
+   * --fsync always, when a small write passes the end of the file, so that the next commits'
+   * fdatasyncs change no size. Other policies have no fdatasync per commit to spare.
    */
-  private zerosAhead(seg: Segment, writeEnd: number): number {
-    if (this.options.fsync !== "always" || writeEnd <= seg.allocated) return 0;
+  private zerosAhead(seg: Segment, bytes: number): number {
+    const writeEnd = seg.size + bytes;
+    if (this.options.fsync !== "always" || writeEnd <= seg.allocated || bytes > MAX_WRITE_FOR_ZEROS) return 0;
     const end = zeroRegionEnd(writeEnd, this.zeroGrowth, this.options.maxSegmentBytes);
     this.zeroGrowth = nextZeroGrowth(this.zeroGrowth);
     return end - writeEnd;

@@ -9,7 +9,8 @@
  * writes a run of zeros after the records, and that commit's own fdatasync makes the longer
  * file durable once; the commits after it write into the zeros. The run grows with use (the
  * rest of the block first, so a topic of one message costs no more disk than before, then
- * 4 KiB, doubling up to 256 KiB), and never passes the segment's size limit.
+ * 4 KiB, doubling up to 256 KiB), and never passes the segment's size limit. Big commits
+ * (more than 64 KiB) append without zeros.
  *
  * Not fallocate: its unwritten extents are converted on the first write into them, which
  * is a journal commit again.
@@ -24,6 +25,12 @@ const READ_CHUNK = 256 * 1024;
 export const ZERO_BLOCK = 4096;
 /** The longest run of zeros written past the records at once. */
 export const MAX_ZERO_GROWTH = 256 * 1024;
+/**
+ * A commit writing more than this appends without zeros: the zeros would serve fewer than four
+ * such commits, and writing them costs about what the journal commits they save do
+ * (docs/benchmarks.md: 128 KiB commits were slower with zeros, 43 KiB ones much faster).
+ */
+export const MAX_WRITE_FOR_ZEROS = MAX_ZERO_GROWTH / 4;
 /** Never written to: the source of every run of zeros. */
 const ZEROS = new Uint8Array(MAX_ZERO_GROWTH + ZERO_BLOCK);
 

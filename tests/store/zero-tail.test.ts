@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { FileTopicLog, type TopicLogOptions } from "../../lib/store/topic-log.ts";
-import { freeTail, MAX_ZERO_GROWTH, nextZeroGrowth, writeWithZeros, ZERO_BLOCK, zeroRegionEnd } from "../../lib/store/zero-tail.ts";
+import { freeTail, MAX_WRITE_FOR_ZEROS, MAX_ZERO_GROWTH, nextZeroGrowth, writeWithZeros, ZERO_BLOCK, zeroRegionEnd } from "../../lib/store/zero-tail.ts";
 import { FILE_HEADER, RECORD_HEADER, segmentFiles } from "./segment-kit.ts";
 import { payload } from "./topic-log.contract.ts";
 
@@ -185,6 +185,18 @@ describe("FileTopicLog under --fsync always keeps zeros after its last record", 
     const end = records(file).end;
     expect(end).toBeGreaterThan(4 * ZERO_BLOCK);
     expect(fs.statSync(file).size).toBeLessThanOrEqual(2 * end + ZERO_BLOCK);
+  });
+
+  test("a commit of more than 64 KiB appends without zeros; small commits after it write zeros again", async () => {
+    const log = openLog();
+    const big = Array.from({ length: 100 }, (_, i) => log.append(payload(1000, i + 1), 1000 + i + 1)); // one commit of ~100 KiB
+    expect(await Promise.all(big)).toEqual(range(1, 100));
+    const file = segmentFiles(dir)[0]!;
+    expect(fs.statSync(file).size).toBe(records(file).end);
+    expect(records(file).end).toBeGreaterThan(MAX_WRITE_FOR_ZEROS);
+    expect(await log.append(body(101), 1101)).toBe(101);
+    expect(fs.statSync(file).size % ZERO_BLOCK).toBe(0);
+    expect(fs.statSync(file).size).toBeGreaterThan(records(file).end);
   });
 
   test("1,000 topics of one message each take one 4 KiB block each on disk, as before (not a megabyte each)", async () => {
