@@ -47,7 +47,7 @@ import { UNBOUNDED, type OpenFiles, type PooledFile } from "./open-files.ts";
 import { convertV1, startsWithV1Record } from "./segment-v1.ts";
 import { addHole, bootId, HeadFile, readHead, readMeta, uncovered, writeMetaAsync, writeMetaSync, type Head, type MetaBatch, type TopicMeta } from "./topic-meta.ts";
 import { extraFieldsOf, readExtraFields } from "./record-fields.ts";
-import { MAX_WRITE_FOR_ZEROS, nextZeroGrowth, writeWithZeros, zeroRegionEnd } from "./zero-tail.ts";
+import { MAX_WRITE_FOR_ZEROS, nextZeroGrowth, writeWithZerosIfRoom, zeroRegionEnd } from "./zero-tail.ts";
 import type { AppendFields, FsyncPolicy, MsgIdRecord, RetentionPolicy, StoredMessage, TopicLog } from "./types.ts";
 
 const log = logger("store");
@@ -726,10 +726,10 @@ export class FileTopicLog implements TopicLog {
           k = 0;
         }
       }
-      const zeros = this.zerosAhead(seg, bytes);
+      let zeros = this.zerosAhead(seg, bytes);
       try {
         seg.handle.wrote(); // before the write: a part of it may be on disk even if it fails
-        writeWithZeros(seg.handle.fd(), buf, seg.size, zeros);
+        zeros = writeWithZerosIfRoom(seg.handle.fd(), buf, seg.size, zeros, seg.allocated);
       } catch (err) {
         seg.indexSeq.length = indexFrom;
         seg.indexPos.length = indexFrom;

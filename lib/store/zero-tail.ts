@@ -16,7 +16,7 @@
  * is a journal commit again.
  */
 import * as fs from "node:fs";
-import { readAtSync, writeAllSync } from "./fsutil.ts";
+import { errnoCode, readAtSync, writeAllSync } from "./fsutil.ts";
 
 /** Bytes read at a time when looking at a tail (as segment.ts READ_CHUNK; not imported, segment.ts imports this file). */
 const READ_CHUNK = 256 * 1024;
@@ -58,6 +58,24 @@ export function writeWithZeros(fd: number, buf: Uint8Array, position: number, ze
   let done = 0;
   while (done < buf.length) done += fs.writevSync(fd, [buf.subarray(done), ZEROS.subarray(0, zeros)], position + done);
   while (done < total) done += fs.writeSync(fd, ZEROS, 0, total - done, position + done);
+}
+
+/**
+ * writeWithZeros, but on a full disk (ENOSPC) the bytes alone: the zeros make fdatasync
+ * cheaper, they are never a reason to fail a commit. `fileSize`: the file's size before the
+ * write; what the failed write added past it is cut first, so no partial run of zeros is left
+ * (a file with zeros after its records always ends at a block boundary). Returns the zeros written.
+ */
+export function writeWithZerosIfRoom(fd: number, buf: Uint8Array, position: number, zeros: number, fileSize: number): number {
+  try {
+    writeWithZeros(fd, buf, position, zeros);
+    return zeros;
+  } catch (err) {
+    if (zeros === 0 || errnoCode(err) !== "ENOSPC") throw err;
+  }
+  fs.ftruncateSync(fd, Math.max(fileSize, position));
+  writeAllSync(fd, buf, position);
+  return 0;
 }
 
 /**

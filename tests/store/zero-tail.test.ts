@@ -199,6 +199,35 @@ describe("FileTopicLog under --fsync always keeps zeros after its last record", 
     expect(fs.statSync(file).size).toBeGreaterThan(records(file).end);
   });
 
+  test("on a full disk (ENOSPC from the write with zeros) the records are written alone: the commit succeeds, no partial run of zeros is left", async () => {
+    const log = openLog();
+    await append(log, 1, 1);
+    const file = segmentFiles(dir)[0]!;
+    expect(fs.statSync(file).size).toBe(ZERO_BLOCK);
+    let seq = 2;
+    const realWritev = fs.writevSync;
+    const writev = spyOn(fs, "writevSync").mockImplementation(((fd: number, buffers: readonly Uint8Array[], position?: number) => {
+      realWritev(fd, [buffers[0]!, buffers[1]!.subarray(0, 100)], position); // part of the zeros, then the disk is full
+      throw Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" });
+    }) as unknown as typeof fs.writevSync);
+    let calls: number;
+    try {
+      // Appends fill the block; the one that passes its end writes zeros ahead, and fails.
+      for (; seq < 100 && writev.mock.calls.length === 0; seq++) await append(log, seq, seq);
+      calls = writev.mock.calls.length;
+    } finally {
+      writev.mockRestore();
+    }
+    expect(calls).toBe(1);
+    expect(fs.statSync(file).size).toBe(records(file).end); // the records alone: no zeros after them
+    expect(fs.statSync(file).size).toBeGreaterThan(ZERO_BLOCK);
+    expect(await served(log)).toEqual(range(1, seq - 1));
+    await log.close();
+    const again = openLog();
+    expect([again.nextSeq, again.lost]).toEqual([seq, 0]);
+    expect(warnOrError()).toEqual([]);
+  });
+
   test("1,000 topics of one message each take one 4 KiB block each on disk, as before (not a megabyte each)", async () => {
     const n = 1000;
     for (let t = 0; t < n; t++) {
