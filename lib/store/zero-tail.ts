@@ -72,10 +72,14 @@ export function writeWithZerosIfRoom(fd: number, buf: Uint8Array, position: numb
     return zeros;
   } catch (err) {
     if (zeros === 0 || errnoCode(err) !== "ENOSPC") throw err;
+    try {
+      fs.ftruncateSync(fd, Math.max(fileSize, position));
+      writeAllSync(fd, buf, position);
+      return 0;
+    } catch {
+      throw err; // no room for the records either (or no file to cut: /dev/full): the disk-full error it is
+    }
   }
-  fs.ftruncateSync(fd, Math.max(fileSize, position));
-  writeAllSync(fd, buf, position);
-  return 0;
 }
 
 /**
