@@ -6,8 +6,12 @@
  *              file system's journal too (what a segment does now)
  *   prezeroed  into a file written full of zeros (and fdatasynced) beforehand: the blocks and
  *              the size are on disk already, so the fdatasync writes the data alone
+ *   fallocated into a file given its blocks by fallocate(2) (and fdatasynced) beforehand: the
+ *              size is on disk, but the blocks are unwritten extents, converted (a journal
+ *              commit) by the first write into each (Linux only; left out elsewhere)
  *   bun bench/sync-prezeroed.ts [--dir /tmp/sync-prezeroed] [--count 500] [--rounds 4]
  */
+import { dlopen, FFIType } from "bun:ffi";
 import * as fs from "node:fs";
 
 const argv = process.argv.slice(2);
@@ -30,6 +34,16 @@ const zeros = new Uint8Array(1024 * 1024);
 for (let at = 0; at < rounds * count * record.length; at += zeros.length) fs.writeSync(zeroFd, zeros, 0, zeros.length, at);
 fs.fsyncSync(zeroFd);
 let zeroAt = 0;
+// fallocate(fd, 0, 0, len) from libc: the blocks allocated, not written.
+let fallocFd = -1;
+const fallocFile = `${dir}/fallocated-${process.pid}.log`;
+if (process.platform === "linux") {
+  const libc = dlopen("libc.so.6", { fallocate: { args: [FFIType.i32, FFIType.i32, FFIType.i64, FFIType.i64], returns: FFIType.i32 } });
+  fallocFd = fs.openSync(fallocFile, "w+");
+  if (libc.symbols.fallocate(fallocFd, 0, 0, rounds * count * record.length + 4096) !== 0) throw new Error("fallocate failed");
+  fs.fsyncSync(fallocFd);
+}
+let fallocAt = 0;
 
 const fdatasync = (fd: number) => new Promise<void>((res, rej) => fs.fdatasync(fd, (e) => (e ? rej(e) : res())));
 const ways: Record<string, () => Promise<void>> = {
@@ -43,6 +57,13 @@ const ways: Record<string, () => Promise<void>> = {
     return fdatasync(zeroFd);
   },
 };
+if (fallocFd >= 0) {
+  ways.fallocated = () => {
+    fs.writeSync(fallocFd, record, 0, record.length, fallocAt);
+    fallocAt += record.length;
+    return fdatasync(fallocFd);
+  };
+}
 const samples: Record<string, number[]> = Object.fromEntries(Object.keys(ways).map((k) => [k, []]));
 for (let r = 0; r < rounds; r++) {
   for (const [name, write] of Object.entries(ways)) {
@@ -53,8 +74,8 @@ for (let r = 0; r < rounds; r++) {
     }
   }
 }
-for (const fd of [appendFd, zeroFd]) fs.closeSync(fd);
-for (const f of [appendFile, zeroFile]) fs.rmSync(f);
+for (const fd of [appendFd, zeroFd, fallocFd]) if (fd >= 0) fs.closeSync(fd);
+for (const f of [appendFile, zeroFile, fallocFile]) fs.rmSync(f, { force: true });
 const load = fs.readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
 console.log(`${new Date().toISOString()} load ${load}; ${rounds} rounds x ${count} writes of 128 B each way, fdatasync on the thread pool; µs per write + fdatasync`);
 for (const [name, xs] of Object.entries(samples)) {

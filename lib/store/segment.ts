@@ -21,6 +21,7 @@ import * as path from "node:path";
 import { fsyncDir, readAtSync, writeAllSync } from "./fsutil.ts";
 import { digitCount, writeRunId } from "./id-run.ts";
 import type { MsgIdRecord } from "./types.ts";
+import { freeTail } from "./zero-tail.ts";
 
 export const SEGMENT_MAGIC = 0x4d515347; // "MQSG"
 export const SEGMENT_VERSION = 2;
@@ -214,6 +215,8 @@ export interface ScanResult {
   damage: Damage[];
   /** Seq ranges missing between two intact records of this segment (damaged or not). */
   gaps: Array<{ from: number; to: number; damage: Damage | null }>;
+  /** The log's end in this file: where the zeros after the last record (or damage) start, free space (zero-tail.ts); else the file's size. */
+  end: number;
 }
 
 /** Limits a scan checks each record against: seqs must rise above `after` and stay below `below`. */
@@ -226,10 +229,12 @@ export interface ScanBounds {
  * Walks every record of a version-2 segment from `start` to `size`, verifying sync marker,
  * length, CRC and seq order. At a bad record it resynchronises at the next intact record
  * (sync marker + plausible length + CRC + seq above the last good one and below the bound),
- * so damage costs the damaged records only; each damaged run is listed in `damage`.
+ * so damage costs the damaged records only; each damaged run is listed in `damage`. Zeros
+ * from a bad record to the end of the file, when it ends at a block boundary, are free
+ * space (zero-tail.ts), not damage: the scan ends there (`end`).
  */
 export function scanSegment(fd: number, size: number, start: number, bounds: ScanBounds): ScanResult {
-  const r: ScanResult = { count: 0, firstSeq: 0, lastSeq: 0, lastPos: 0, indexSeq: [], indexPos: [], damage: [], gaps: [] };
+  const r: ScanResult = { count: 0, firstSeq: 0, lastSeq: 0, lastPos: 0, indexSeq: [], indexPos: [], damage: [], gaps: [], end: size };
   let prev = bounds.after;
   let pos = start;
   let lastIndexed = -Infinity;
@@ -289,6 +294,10 @@ export function scanSegment(fd: number, size: number, start: number, bounds: Sca
     if (bad < 0) {
       pos += p;
       continue;
+    }
+    if (freeTail(fd, bad, size)) {
+      r.end = bad;
+      break;
     }
     const next = findRecord(fd, size, bad + 1, prev, bounds.below);
     pendingDamage = { start: bad, end: next ? next.pos : size, before: prev, after: 0 };
@@ -366,9 +375,9 @@ const utf8 = new TextDecoder();
  * so a segment mostly older than the window costs a few header reads. Damage is skipped
  * (resync at the next intact record). Returns the append time of the first record it read,
  * or -Infinity when it read none (the caller stops going to older segments once that is
- * below `since`).
+ * below `since`). It reads up to `end`, the log's end in the file (the zeros after it are free space).
  */
-export function scanMsgIds(file: string, indexPos: readonly number[], since: number, below: number, out: MsgIdRecord[]): number {
+export function scanMsgIds(file: string, end: number, indexPos: readonly number[], since: number, below: number, out: MsgIdRecord[]): number {
   let fd: number;
   try {
     fd = fs.openSync(file, "r");
@@ -376,7 +385,7 @@ export function scanMsgIds(file: string, indexPos: readonly number[], since: num
     return -Infinity;
   }
   try {
-    const size = fs.fstatSync(fd).size;
+    const size = Math.min(end, fs.fstatSync(fd).size);
     const timeAt = (pos: number): number => {
       const head = readAtSync(fd, RECORD_HEADER, pos);
       const view = new DataView(head.buffer, head.byteOffset, head.byteLength);

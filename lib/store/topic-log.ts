@@ -12,7 +12,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { logger } from "../log.ts";
-import { fsyncDir, readAtSync, writeAllSync } from "./fsutil.ts";
+import { fsyncDir, readAtSync } from "./fsutil.ts";
 import { GroupCommit } from "./group-commit.ts";
 import { digitCount, prefixBytes, type IdRun } from "./id-run.ts";
 import {
@@ -48,6 +48,7 @@ import { syncCommit } from "./sync-place.ts";
 import { convertV1, startsWithV1Record } from "./segment-v1.ts";
 import { addHole, bootId, HeadFile, readHead, readMeta, uncovered, writeMetaAsync, writeMetaSync, type Head, type MetaBatch, type TopicMeta } from "./topic-meta.ts";
 import { extraFieldsOf, readExtraFields } from "./record-fields.ts";
+import { MAX_WRITE_FOR_ZEROS, nextZeroGrowth, writeWithZerosIfRoom, zeroRegionEnd } from "./zero-tail.ts";
 import type { AppendFields, FsyncPolicy, MsgIdRecord, RetentionPolicy, StoredMessage, TopicLog } from "./types.ts";
 
 const log = logger("store");
@@ -88,7 +89,10 @@ interface Segment {
   file: string;
   /** Opened on use, closed when the pool needs room (fsynced first if it owes that). */
   handle: PooledFile;
+  /** The log's end in this file: the end of its last record (or damage). Not the file's size: see `allocated`. */
   size: number;
+  /** The file's size: the bytes from `size` to here are zeros, written ahead for later commits (zero-tail.ts). */
+  allocated: number;
   count: number;
   /** Seqs of the first and last record, and the offset of the last one (0 when count is 0). */
   firstSeq: number;
@@ -203,6 +207,8 @@ export class FileTopicLog implements TopicLog {
   private metaWrites: Promise<void> = Promise.resolve();
   private metaBusy = 0;
   private head: HeadFile | null = null;
+  /** How far past its records the next write that passes the end of the file zeroes ahead (zero-tail.ts): grows with use. */
+  private zeroGrowth = 0;
   private readonly topic: string;
   private readonly files: OpenFiles;
 
@@ -280,7 +286,7 @@ export class FileTopicLog implements TopicLog {
       const seg = this.segments[k]!;
       if (seg.count === 0) continue;
       const part: MsgIdRecord[] = [];
-      const first = scanMsgIds(seg.file, seg.indexPos, since, this.committed, part);
+      const first = scanMsgIds(seg.file, seg.size, seg.indexPos, since, this.committed, part);
       parts.push(part);
       n += part.length;
       if (first < since) break;
@@ -395,7 +401,7 @@ export class FileTopicLog implements TopicLog {
     // No other file of the pool is opened in here, so this fd stays open throughout.
     let fd = handle.fd();
     let size = fs.fstatSync(fd).size;
-    const empty = (): Segment => ({ base, file, handle, size, count: 0, firstSeq: 0, lastSeq: 0, lastPos: 0, indexSeq: [], indexPos: [], skips: [], sealed: false });
+    const empty = (): Segment => ({ base, file, handle, size, allocated: size, count: 0, firstSeq: 0, lastSeq: 0, lastPos: 0, indexSeq: [], indexPos: [], skips: [], sealed: false });
     if (size === 0) {
       if (!newest) {
         handle.close(false);
@@ -428,7 +434,7 @@ export class FileTopicLog implements TopicLog {
       const ck = loadCheckpoint(file, fd, size, base);
       if (ck) {
         if (ck.count > 0 && ck.firstSeq <= after) return this.ignoreOverlap(handle, name, after);
-        return { seg: { base, file, handle, size, count: ck.count, firstSeq: ck.firstSeq, lastSeq: ck.lastSeq, lastPos: ck.lastPos, indexSeq: ck.indexSeq, indexPos: ck.indexPos, skips: ck.skips, sealed: true }, scan: null, converted };
+        return { seg: { base, file, handle, size, allocated: size, count: ck.count, firstSeq: ck.firstSeq, lastSeq: ck.lastSeq, lastPos: ck.lastPos, indexSeq: ck.indexSeq, indexPos: ck.indexPos, skips: ck.skips, sealed: true }, scan: null, converted };
       }
     }
     // Two copies of one stretch of the log: keep the first, as before (an operator's copy, not damage).
@@ -447,7 +453,8 @@ export class FileTopicLog implements TopicLog {
       }
       newest = false;
     }
-    const seg: Segment = { ...empty(), size, count: scan.count, firstSeq: scan.firstSeq, lastSeq: scan.lastSeq, lastPos: scan.lastPos, indexSeq: scan.indexSeq, indexPos: scan.indexPos };
+    // The zeros after the last record are room for appends, not damage: the log ends at `scan.end`.
+    const seg: Segment = { ...empty(), size: scan.end, count: scan.count, firstSeq: scan.firstSeq, lastSeq: scan.lastSeq, lastPos: scan.lastPos, indexSeq: scan.indexSeq, indexPos: scan.indexPos };
     for (const d of scan.damage) {
       const aside = this.asidePath(`${name}.${d.start}-${d.end}`);
       const fresh = copyAside(fd, d.start, d.end, aside);
@@ -455,7 +462,7 @@ export class FileTopicLog implements TopicLog {
         // Damage up to the end of the newest segment: cut it, so appends go on from the last intact record.
         fs.ftruncateSync(fd, d.start);
         fs.fsyncSync(fd);
-        seg.size = d.start;
+        seg.size = seg.allocated = d.start;
         if (fresh) log.warn(`topic "${this.topic}": cut ${d.end - d.start} bytes of a torn or damaged end from segment ${name} at offset ${d.start} (copied to ${aside})`);
       } else {
         seg.skips.push({ start: d.start, end: d.end });
@@ -664,7 +671,8 @@ export class FileTopicLog implements TopicLog {
     } catch (err) {
       log.error(`${seg.file}: cannot cut a failed write at ${saved.size}`, err);
     }
-    Object.assign(seg, { size: saved.size, count: saved.count, firstSeq: saved.firstSeq, lastSeq: saved.lastSeq, lastPos: saved.lastPos });
+    // The zeros ahead went with the cut (the next commit writes new ones); if the cut failed, they are zeros or the failed write's part, both past the log's end.
+    Object.assign(seg, { size: saved.size, allocated: saved.size, count: saved.count, firstSeq: saved.firstSeq, lastSeq: saved.lastSeq, lastPos: saved.lastPos });
     seg.indexSeq.length = saved.index;
     seg.indexPos.length = saved.index;
   }
@@ -728,9 +736,10 @@ export class FileTopicLog implements TopicLog {
           k = 0;
         }
       }
+      let zeros = this.zerosAhead(seg, bytes);
       try {
         seg.handle.wrote(); // before the write: a part of it may be on disk even if it fails
-        writeAllSync(seg.handle.fd(), buf, seg.size);
+        zeros = writeWithZerosIfRoom(seg.handle.fd(), buf, seg.size, zeros, seg.allocated);
       } catch (err) {
         seg.indexSeq.length = indexFrom;
         seg.indexPos.length = indexFrom;
@@ -738,6 +747,7 @@ export class FileTopicLog implements TopicLog {
       }
       if (seg.count === 0) seg.firstSeq = seq - n;
       seg.size += bytes;
+      seg.allocated = Math.max(seg.allocated, seg.size + zeros);
       seg.count += n;
       seg.lastSeq = seq - 1;
       seg.lastPos = lastPos;
@@ -748,7 +758,36 @@ export class FileTopicLog implements TopicLog {
   /** Marks a segment as never appended to again and writes its checkpoint. */
   private seal(seg: Segment): void {
     seg.sealed = true;
+    this.cutZeros(seg);
     this.writeSegmentCheckpoint(seg);
+  }
+
+  /**
+   * Zero bytes to write after a write of `bytes` at the log's end in `seg` (zero-tail.ts): under
+   * --fsync always, when a small write passes the end of the file, so that the next commits'
+   * fdatasyncs change no size. Other policies have no fdatasync per commit to spare.
+   */
+  private zerosAhead(seg: Segment, bytes: number): number {
+    const writeEnd = seg.size + bytes;
+    if (this.options.fsync !== "always" || writeEnd <= seg.allocated || bytes > MAX_WRITE_FOR_ZEROS) return 0;
+    const end = zeroRegionEnd(writeEnd, this.zeroGrowth, this.options.maxSegmentBytes);
+    this.zeroGrowth = nextZeroGrowth(this.zeroGrowth);
+    return end - writeEnd;
+  }
+
+  /**
+   * Cuts the zeros after the log's end in `seg` (a sealed segment has no use for them, and its
+   * checkpoint gives the file's size; a cleanly closed log leaves files an older build reads
+   * without a warning). Not fsynced here: zeros that come back after a crash are free space.
+   */
+  private cutZeros(seg: Segment): void {
+    if (seg.allocated <= seg.size) return;
+    try {
+      fs.ftruncateSync(seg.handle.fd(), seg.size);
+      seg.allocated = seg.size;
+    } catch (err) {
+      log.warn(`topic "${this.topic}": cannot cut the zeros after the last record of ${path.basename(seg.file)}: ${(err as Error).message}`);
+    }
   }
 
   private writeSegmentCheckpoint(seg: Segment): void {
@@ -771,7 +810,7 @@ export class FileTopicLog implements TopicLog {
       fs.rmSync(file, { force: true });
       throw err;
     }
-    return { base, file, handle, size: 0, count: 0, firstSeq: 0, lastSeq: 0, lastPos: 0, indexSeq: [], indexPos: [], skips: [], sealed: false };
+    return { base, file, handle, size: 0, allocated: 0, count: 0, firstSeq: 0, lastSeq: 0, lastPos: 0, indexSeq: [], indexPos: [], skips: [], sealed: false };
   }
 
   /** Interval policy: `touched` is fsynced within the interval. */
@@ -1147,6 +1186,8 @@ export class FileTopicLog implements TopicLog {
     // What each segment owes (nothing under --fsync never) is fsynced before it is closed,
     // on the thread pool: a store closes many topics at once.
     for (const seg of this.segments) {
+      // Not fsynced: a store closing 100,000 topics would pay one fdatasync each for it.
+      this.cutZeros(seg);
       try {
         await seg.handle.sync();
       } catch (err) {
