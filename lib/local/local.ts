@@ -15,7 +15,6 @@ import { lockDataDir, makeDataDir, writeFileAtomic } from "../store/fsutil.ts";
 import { IdRanges } from "../store/id-ranges.ts";
 import { defineCounters, LOCAL_COUNTERS, type LocalStats, type ServerStats } from "../metrics.ts";
 import { CloseReason, Connection, type ConnectionHandler, type SocketLike } from "../wire/connection.ts";
-import { encodeOnce } from "../wire/hot-frames.ts";
 import { addPushedExtra, pushedExtraProblem } from "./pushed-extra.ts";
 import { pubsHeadersProblem } from "../wire/headers.ts";
 import { PROTOCOL_VERSION, pubsIdsProblem, type Frame, type Message, type MsgsFrame, type Outgoing } from "../wire/messages.ts";
@@ -27,6 +26,7 @@ import { ForwardWindow, payloadBytes } from "./forward-window.ts";
 import { Follows } from "./follow.ts";
 import { IdTable } from "./id-table.ts";
 import { Inbox, type Waiter } from "./inbox.ts";
+import { RecentMessages } from "./recent-messages.ts";
 import { LocalLatency } from "./latency.ts";
 import { BACKOFF_MAX_MS, formatAddress, REFUSED_BACKOFF_MAX_MS, ServerList, type ServerAddress } from "./server-list.ts";
 
@@ -133,6 +133,8 @@ export class LocalBroker {
   private serverCaps: Set<string> | null = null;
   /** Declared (name, unit, help) in LOCAL_COUNTERS, lib/metrics.ts. */
   readonly counters = defineCounters(LOCAL_COUNTERS);
+  /** Messages pushed lately, shared by the ids they are pushed for one by one. */
+  private readonly recent = new RecentMessages(pushedMessage, this.counters);
   /** End-to-end and publish-to-ack latency (/metrics). */
   readonly latency = new LocalLatency();
   /** Push delivery to clients that follow an id (follow.ts). */
@@ -503,8 +505,8 @@ export class LocalBroker {
     // they are kept as they are — not copied (a Buffer's `slice` would only make another view).
     // One message object for all the ids the frame is for (`ids`: the server sent it once
     // for them all), its CBOR written once for their deliveries (encodeOnce).
-    const messages = frame.payloads.map((_, i) => pushedMessage(frame, i, false));
-    if (frame.ids) encodeOnce(frame.lost ? messages.slice(1) : messages);
+    // A message pushed before for another id is the same object (lib/local/recent-messages.ts).
+    const messages = this.recent.messagesOf(frame);
     this.pushedTo(frame.id, frame, messages, from);
     if (frame.ids) for (const id of frame.ids) this.pushedTo(id, frame, messages, from);
   }

@@ -1,0 +1,92 @@
+/**
+ * The messages this local broker was pushed lately, by topic and seq, so that the same message
+ * pushed again for another id is held as one object whose CBOR is written once.
+ *
+ * The server sends a message once for all the ids of a broker that read it together (`ids` on
+ * `msgs`), but ids whose consumers acknowledge at their own pace read apart, and then each
+ * gets the message in a frame of its own (with 8 ids in recv loops, ~90 % of deliveries). Each
+ * such push made its own objects, and each id's recv replies and `delivery` frames encoded
+ * every message again. Now a push finds the object made for an earlier id's push (same topic,
+ * seq, time and payload bytes) and uses it; the first time a message is found again, its CBOR
+ * is written once (`encodeOnce`) for the deliveries of all the ids that hold it.
+ *
+ * Bounded: a fixed table of SLOTS messages (a topic's consecutive seqs fill consecutive
+ * slots), only payloads up to ENCODE_ONCE_MAX_BYTES, and no push with headers or expiries
+ * (kept per push as before). A message in the table is never changed (as every buffered one).
+ */
+import { encodeOnce, ENCODE_ONCE_MAX_BYTES, isEncodedOnce } from "../wire/hot-frames.ts";
+import type { Message, MsgsFrame } from "../wire/messages.ts";
+
+/** Slots of the table (a power of 2): the seqs the ids of one topic may lie apart and still share. */
+export const RECENT_SLOTS = 16_384;
+
+/** Makes message `i` of push `frame`, without `lost` (local.ts `pushedMessage`). */
+export type MakeMessage = (frame: MsgsFrame, i: number, withLost: boolean) => Message;
+
+export class RecentMessages {
+  private readonly slots = new Array<Message | undefined>(RECENT_SLOTS);
+  private lastTopic = "";
+  private lastHash = 0;
+  /** `counters.reused` counts the messages taken from the table instead of made anew (the local broker's counter). */
+  constructor(
+    private readonly make: MakeMessage,
+    private readonly counters: { reused: number },
+  ) {}
+
+  /**
+   * The messages of push `frame`, one per payload: those pushed before for another id as the
+   * same objects. Messages shared now are encoded once: those found again (when not encoded
+   * yet), and all of a frame for several ids (`ids`). The first message of a frame with
+   * `lost` is made, not shared: each id gets its own copy of it (local.ts `pushedTo`).
+   */
+  messagesOf(frame: MsgsFrame): Message[] {
+    const n = frame.payloads.length;
+    const messages = new Array<Message>(n);
+    if (frame.headers || frame.expires) {
+      for (let i = 0; i < n; i++) messages[i] = this.make(frame, i, false);
+      if (frame.ids) encodeOnce(frame.lost ? messages.slice(1) : messages);
+      return messages;
+    }
+    const topic = frame.topic;
+    const hash = this.hashOf(topic);
+    const slots = this.slots;
+    let toEncode: Message[] | undefined;
+    for (let i = 0; i < n; i++) {
+      const data = frame.payloads[i]!;
+      if (data.length > ENCODE_ONCE_MAX_BYTES) {
+        messages[i] = this.make(frame, i, false);
+        continue;
+      }
+      const seq = frame.seq + i;
+      const slot = (hash + seq) & (RECENT_SLOTS - 1);
+      const found = slots[slot];
+      if (found !== undefined && found.seq === seq && found.time === frame.times[i] && found.topic === topic && sameBytes(found.data, data)) {
+        messages[i] = found;
+        this.counters.reused++;
+        if (!isEncodedOnce(found)) (toEncode ??= []).push(found);
+        continue;
+      }
+      const made = this.make(frame, i, false);
+      slots[slot] = made;
+      messages[i] = made;
+      if (frame.ids && !(i === 0 && frame.lost)) (toEncode ??= []).push(made);
+    }
+    if (toEncode) encodeOnce(toEncode);
+    return messages;
+  }
+
+  /** A string hash of the topic, remembered for the next push of the same topic. */
+  private hashOf(topic: string): number {
+    if (topic === this.lastTopic) return this.lastHash;
+    let hash = 0;
+    for (let i = 0; i < topic.length; i++) hash = (Math.imul(hash, 31) + topic.charCodeAt(i)) | 0;
+    this.lastTopic = topic;
+    this.lastHash = hash;
+    return hash;
+  }
+}
+
+/** The same bytes: the same view (the link inside `mq up` passes the server's own), or equal contents. */
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a === b || (a.length === b.length && Buffer.compare(a, b) === 0);
+}
