@@ -12,9 +12,9 @@
  */
 
 /**
- * Makes the object a message of a `delivery` frame is handed out as (the client library's
- * Message), so that a pushed message is decoded straight into it: one object per message,
- * not a map and then a copy. Only `delivery` frames, which only a client receives, use it.
+ * Makes the object a message of a `delivery` frame or a recv reply is handed out as (the client
+ * library's Message), so that a received message is decoded straight into it: one object per
+ * message, not a map and then a copy. Only those frames, which only a client receives, use it.
  */
 export type DeliveredMessageFactory = (topic: string, seq: number, time: number, data: Uint8Array, lost: number | undefined, headers: Record<string, string> | undefined, expiresAt: number | undefined) => object;
 let deliveredMessage: DeliveredMessageFactory | undefined;
@@ -146,7 +146,8 @@ function readItem(depth: number): unknown {
         if (pos >= end || src[pos]! >> 5 !== 3) throw GIVE_UP; // keys are text
         const key = readText(readArg(src[pos++]! & 31));
         if (key === "__proto__") throw GIVE_UP;
-        map[key] = depth === 0 && key === "messages" && map.op === "delivery" && deliveredMessage ? readDeliveredMessages(deliveredMessage) : readItem(depth + 1);
+        // The messages of a `delivery`, and of a recv reply (`ok`, whose `messages` come before its `op`).
+        map[key] = depth === 0 && key === "messages" && (map.op === undefined || map.op === "delivery" || map.op === "ok") && deliveredMessage ? readDeliveredMessages(deliveredMessage) : readItem(depth + 1);
       }
       return map;
     }
@@ -160,7 +161,7 @@ function readItem(depth: number): unknown {
 }
 
 /**
- * The `messages` of a `delivery`: an array of maps with the keys of a wire Message, each
+ * The `messages` of a `delivery` or a recv reply: an array of maps with the keys of a wire Message, each
  * made by `make`. Anything else (another key, a value of another type, a key missing) gives
  * up: cbor-x then decodes the frame into plain maps, which the client converts as before.
  */

@@ -227,6 +227,29 @@ describe("hot frames: the fast encoder writes what the generic encoder writes", 
     expect(w.pos).toBe(before);
   });
 
+  test("FrameWriter: a big buffer let go at reset is the next outgrown writer's spare, and the bytes written into it are right", () => {
+    const big = { op: "ok", rid: 1, tag: 1, more: false, messages: Array.from({ length: 1000 }, (_, i) => ({ topic: "t", seq: i + 1, time: 1_700_000_000_000 + i, data: new Uint8Array(128).fill(i % 251) })) };
+    const a = new FrameWriter();
+    a.frame(big, encode);
+    const grown = a.buf;
+    expect(grown.length).toBeGreaterThan(64 * 1024);
+    a.reset();
+    expect(a.buf).not.toBe(grown);
+    const b = new FrameWriter();
+    b.frame({ op: "ack", rid: 1, id: 1, tag: 1 }, encode); // a small frame first: kept across the switch
+    b.frame(big, encode);
+    expect(b.buf).toBe(grown); // taken, not grown by doubling
+    const expected = [encode({ op: "ack", rid: 1, id: 1, tag: 1 }), encode(big)];
+    const read: Uint8Array[] = [];
+    const decoder = new FrameDecoder({ frame: (p) => read.push(p.slice()), invalid: (r) => { throw new Error(r); } }, 1 << 24);
+    decoder.push(b.buf.subarray(0, b.pos));
+    expect(read.map((f) => Buffer.from(f).toString("hex"))).toEqual(expected.map((f) => Buffer.from(f).toString("hex")));
+    // Taken once: another writer that outgrows its buffer meanwhile grows its own.
+    const c = new FrameWriter();
+    c.frame(big, encode);
+    expect(c.buf).not.toBe(grown);
+  });
+
   test("many hot frames in one buffer, read back byte by byte and in odd chunks, arrive whole and in order", () => {
     const g = gen(rng(42));
     const frames: object[] = [];
