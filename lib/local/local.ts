@@ -15,7 +15,7 @@ import { lockDataDir, makeDataDir, writeFileAtomic } from "../store/fsutil.ts";
 import { IdRanges } from "../store/id-ranges.ts";
 import { defineCounters, LOCAL_COUNTERS, type LocalStats, type ServerStats } from "../metrics.ts";
 import { CloseReason, Connection, type ConnectionHandler, type SocketLike } from "../wire/connection.ts";
-import { addPushedExtra, pushedExtraProblem } from "./pushed-extra.ts";
+import { pushedExtraProblem, pushedMessage } from "./pushed-extra.ts";
 import { pubsHeadersProblem } from "../wire/headers.ts";
 import { PROTOCOL_VERSION, pubsIdsProblem, type Frame, type Message, type MsgsFrame, type Outgoing } from "../wire/messages.ts";
 import { capabilities, MSGS_IDS_CAP, ops, type ClientOp, type Op, type RequestOf } from "../wire/ops.ts";
@@ -134,7 +134,7 @@ export class LocalBroker {
   /** Declared (name, unit, help) in LOCAL_COUNTERS, lib/metrics.ts. */
   readonly counters = defineCounters(LOCAL_COUNTERS);
   /** Messages pushed lately, shared by the ids they are pushed for one by one. */
-  private readonly recent = new RecentMessages(pushedMessage, this.counters);
+  private readonly recent = new RecentMessages(this.counters);
   /** End-to-end and publish-to-ack latency (/metrics). */
   readonly latency = new LocalLatency();
   /** Push delivery to clients that follow an id (follow.ts). */
@@ -928,14 +928,6 @@ export class LocalBroker {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }
-}
-
-/** Message `i` of push `frame`; with `lost` from the frame when `withLost` (the first message, which the inbox may change). */
-function pushedMessage(frame: MsgsFrame, i: number, withLost: boolean): Message {
-  const msg: Message = { topic: frame.topic, seq: frame.seq + i, time: frame.times[i]!, data: frame.payloads[i]! };
-  if (withLost) msg.lost = frame.lost; // kept with the message, for its recv
-  if (frame.headers || frame.expires) addPushedExtra(msg, frame, i);
-  return msg;
 }
 
 /** The broker's identity: a random id made once and kept in `DATA/identity`. */

@@ -14,24 +14,19 @@
  * slots), only payloads up to ENCODE_ONCE_MAX_BYTES, and no push with headers or expiries
  * (kept per push as before). A message in the table is never changed (as every buffered one).
  */
-import { encodeOnce, ENCODE_ONCE_MAX_BYTES, isEncodedOnce } from "../wire/hot-frames.ts";
+import { encodeOnce, ENCODE_ONCE_MAX_BYTES, encodeOncePlain, isEncodedOnce, type PlainMessage } from "../wire/hot-frames.ts";
 import type { Message, MsgsFrame } from "../wire/messages.ts";
+import { pushedMessage } from "./pushed-extra.ts";
 
 /** Slots of the table (a power of 2): the seqs the ids of one topic may lie apart and still share. */
 export const RECENT_SLOTS = 16_384;
-
-/** Makes message `i` of push `frame`, without `lost` (local.ts `pushedMessage`). */
-export type MakeMessage = (frame: MsgsFrame, i: number, withLost: boolean) => Message;
 
 export class RecentMessages {
   private readonly slots = new Array<Message | undefined>(RECENT_SLOTS);
   private lastTopic = "";
   private lastHash = 0;
   /** `counters.reused` counts the messages taken from the table instead of made anew (the local broker's counter). */
-  constructor(
-    private readonly make: MakeMessage,
-    private readonly counters: { reused: number },
-  ) {}
+  constructor(private readonly counters: { reused: number }) {}
 
   /**
    * The messages of push `frame`, one per payload: those pushed before for another id as the
@@ -43,7 +38,7 @@ export class RecentMessages {
     const n = frame.payloads.length;
     const messages = new Array<Message>(n);
     if (frame.headers || frame.expires) {
-      for (let i = 0; i < n; i++) messages[i] = this.make(frame, i, false);
+      for (let i = 0; i < n; i++) messages[i] = pushedMessage(frame, i, false);
       if (frame.ids) encodeOnce(frame.lost ? messages.slice(1) : messages);
       return messages;
     }
@@ -54,7 +49,7 @@ export class RecentMessages {
     for (let i = 0; i < n; i++) {
       const data = frame.payloads[i]!;
       if (data.length > ENCODE_ONCE_MAX_BYTES) {
-        messages[i] = this.make(frame, i, false);
+        messages[i] = pushedMessage(frame, i, false);
         continue;
       }
       const seq = frame.seq + i;
@@ -66,12 +61,13 @@ export class RecentMessages {
         if (!isEncodedOnce(found)) (toEncode ??= []).push(found);
         continue;
       }
-      const made = this.make(frame, i, false);
+      const made = pushedMessage(frame, i, false);
       slots[slot] = made;
       messages[i] = made;
       if (frame.ids && !(i === 0 && frame.lost)) (toEncode ??= []).push(made);
     }
-    if (toEncode) encodeOnce(toEncode);
+    // Without headers, expiries or `lost`, pushedMessage made each as a PlainMessage.
+    if (toEncode) encodeOncePlain(toEncode as PlainMessage[]);
     return messages;
   }
 

@@ -15,13 +15,6 @@ import { localAgainst } from "./scripted-server.ts";
 
 afterAll(() => configureLog());
 
-/** As local.ts makes a pushed message (without `lost`). */
-const make = (frame: MsgsFrame, i: number): Message => {
-  const m: Message = { topic: frame.topic, seq: frame.seq + i, time: frame.times[i]!, data: frame.payloads[i]! };
-  if (frame.headers?.[i] && Object.keys(frame.headers[i]!).length > 0) m.headers = frame.headers[i];
-  if (frame.expires?.[i]) m.expiresAt = frame.expires[i];
-  return m;
-};
 /** A push of `n` messages of `topic` from `seq` for `id`; payload k is `fill + k` repeated, each its own buffer (as read from a socket). */
 const push = (id: number, topic: string, seq: number, n: number, fill = 0, extra: Partial<MsgsFrame> = {}): MsgsFrame => ({
   op: "msgs",
@@ -37,7 +30,7 @@ const push = (id: number, topic: string, seq: number, n: number, fill = 0, extra
 describe("RecentMessages", () => {
   test("the same messages pushed for a second id are the first push's objects, encoded once when found again", () => {
     const counters = { reused: 0 };
-    const recent = new RecentMessages(make, counters);
+    const recent = new RecentMessages(counters);
     const first = recent.messagesOf(push(1, "t", 10, 5));
     expect(first.some(isEncodedOnce)).toBe(false); // one id so far: nothing encoded ahead
     // Id 2 from seq 12: the same messages (equal bytes in buffers of their own), and two new ones.
@@ -56,7 +49,7 @@ describe("RecentMessages", () => {
 
   test("another message at the same topic and seq is not taken for it: other bytes, another time, another topic", () => {
     const counters = { reused: 0 };
-    const recent = new RecentMessages(make, counters);
+    const recent = new RecentMessages(counters);
     const [original] = recent.messagesOf(push(1, "t", 1, 1));
     const otherBytes = recent.messagesOf(push(2, "t", 1, 1, 7))[0]!; // e.g. a server whose data was wiped
     const otherTime = recent.messagesOf({ ...push(2, "t", 1, 1), times: [5] })[0]!;
@@ -70,7 +63,7 @@ describe("RecentMessages", () => {
 
   test("pushes with headers or expiries, and payloads over ENCODE_ONCE_MAX_BYTES, are not shared", () => {
     const counters = { reused: 0 };
-    const recent = new RecentMessages(make, counters);
+    const recent = new RecentMessages(counters);
     const withHeaders = push(1, "t", 1, 2, 0, { headers: [{ a: "1" }, {}] });
     const a = recent.messagesOf(withHeaders);
     const b = recent.messagesOf({ ...withHeaders, id: 2 });
@@ -82,14 +75,14 @@ describe("RecentMessages", () => {
   });
 
   test("a frame for several ids is encoded once at once; its first message with `lost` is not (each id gets its own copy)", () => {
-    const recent = new RecentMessages(make, { reused: 0 });
+    const recent = new RecentMessages({ reused: 0 });
     const messages = recent.messagesOf(push(1, "t", 20, 3, 0, { ids: [2, 3], lost: 4 }));
     expect(messages.map(isEncodedOnce)).toEqual([false, true, true]);
   });
 
   test("the table is bounded: a message RECENT_SLOTS seqs later takes its slot", () => {
     const counters = { reused: 0 };
-    const recent = new RecentMessages(make, counters);
+    const recent = new RecentMessages(counters);
     const [old] = recent.messagesOf(push(1, "t", 1, 1));
     recent.messagesOf(push(1, "t", 1 + RECENT_SLOTS, 1));
     expect(recent.messagesOf(push(2, "t", 1, 1))[0]).not.toBe(old!);
