@@ -179,6 +179,7 @@ export class LocalBroker {
     broker.stallTimer = setInterval(() => {
       const now = Date.now();
       for (const c of broker.clients) c.checkStall(now);
+      broker.recent.tick();
     }, 1000);
     void broker.connectUpstream();
     log.info(`listening on ${options.socketPath} (identity ${broker.identity}, server${broker.servers.size > 1 ? "s" : ""} ${broker.servers}, ${broker.ids.size} id${broker.ids.size === 1 ? "" : "s"})`);

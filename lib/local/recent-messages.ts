@@ -10,9 +10,14 @@
  * seq, time and payload bytes) and uses it; the first time a message is found again, its CBOR
  * is written once (`encodeOnce`) for the deliveries of all the ids that hold it.
  *
- * Bounded: a fixed table of SLOTS messages (a topic's consecutive seqs fill consecutive
+ * Bounded: a fixed table of RECENT_SLOTS messages (a topic's consecutive seqs fill consecutive
  * slots), only payloads up to ENCODE_ONCE_MAX_BYTES, and no push with headers or expiries
- * (kept per push as before). A message in the table is never changed (as every buffered one).
+ * (kept per push as before). A payload is a view of the bytes it came in (a socket read, or
+ * the server's write buffer inside `mq up`), which it keeps alive: the table counts each such
+ * buffer once when it starts holding messages of it, takes no more messages once that reaches
+ * RECENT_PINNED_MAX_BYTES, and is emptied when nothing was pushed for 10 s (`tick`), so an
+ * idle broker keeps nothing alive through it. A message in the table is never changed (as every
+ * buffered one).
  */
 import { encodeOnce, ENCODE_ONCE_MAX_BYTES, encodeOncePlain, isEncodedOnce, type PlainMessage } from "../wire/hot-frames.ts";
 import type { Message, MsgsFrame } from "../wire/messages.ts";
@@ -20,9 +25,21 @@ import { pushedMessage } from "./pushed-extra.ts";
 
 /** Slots of the table (a power of 2): the seqs the ids of one topic may lie apart and still share. */
 export const RECENT_SLOTS = 16_384;
+/** About the most bytes the table keeps alive: the buffers its messages' payloads are views of. */
+export const RECENT_PINNED_MAX_BYTES = 32 * 1024 * 1024;
+/** Ticks (seconds) without a push after which the table is emptied. */
+export const RECENT_IDLE_TICKS = 10;
 
 export class RecentMessages {
   private readonly slots = new Array<Message | undefined>(RECENT_SLOTS);
+  /** The bytes charged for each slot's message: its buffer's size when it was the first message tabled from that buffer, else 0. */
+  private readonly charged = new Float64Array(RECENT_SLOTS);
+  /** The sum of `charged`. */
+  private pinned = 0;
+  /** The buffer of the message tabled last (those after it from the same buffer cost nothing more). */
+  private lastBuffer: ArrayBufferLike | null = null;
+  private pushedSinceTick = false;
+  private idleTicks = 0;
   private lastTopic = "";
   private lastHash = 0;
   /** `counters.reused` counts the messages taken from the table instead of made anew (the local broker's counter). */
@@ -42,6 +59,7 @@ export class RecentMessages {
       if (frame.ids) encodeOnce(frame.lost ? messages.slice(1) : messages);
       return messages;
     }
+    this.pushedSinceTick = true;
     const topic = frame.topic;
     const hash = this.hashOf(topic);
     const slots = this.slots;
@@ -62,13 +80,32 @@ export class RecentMessages {
         continue;
       }
       const made = pushedMessage(frame, i, false);
-      slots[slot] = made;
       messages[i] = made;
+      const buffer = data.buffer;
+      const charge = buffer === this.lastBuffer ? 0 : buffer.byteLength;
+      if (this.pinned - this.charged[slot]! + charge <= RECENT_PINNED_MAX_BYTES) {
+        this.pinned += charge - this.charged[slot]!;
+        this.charged[slot] = charge;
+        slots[slot] = made;
+        this.lastBuffer = buffer;
+      }
       if (frame.ids && !(i === 0 && frame.lost)) (toEncode ??= []).push(made);
     }
     // Without headers, expiries or `lost`, pushedMessage made each as a PlainMessage.
     if (toEncode) encodeOncePlain(toEncode as PlainMessage[]);
     return messages;
+  }
+
+  /** Called every second: after RECENT_IDLE_TICKS of them without pushes the table is emptied, keeping nothing alive. */
+  tick(): void {
+    if (this.pushedSinceTick) this.idleTicks = 0;
+    else if (++this.idleTicks >= RECENT_IDLE_TICKS && this.lastBuffer !== null) {
+      this.slots.fill(undefined);
+      this.charged.fill(0);
+      this.pinned = 0;
+      this.lastBuffer = null;
+    }
+    this.pushedSinceTick = false;
   }
 
   /** A string hash of the topic, remembered for the next push of the same topic. */

@@ -5,7 +5,7 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import type { LocalBroker } from "../../lib/local/local.ts";
-import { RECENT_SLOTS, RecentMessages } from "../../lib/local/recent-messages.ts";
+import { RECENT_IDLE_TICKS, RECENT_PINNED_MAX_BYTES, RECENT_SLOTS, RecentMessages } from "../../lib/local/recent-messages.ts";
 import { configureLog } from "../../lib/log.ts";
 import { encode } from "../../lib/wire/codec.ts";
 import { ENCODE_ONCE_MAX_BYTES, FrameWriter, isEncodedOnce } from "../../lib/wire/hot-frames.ts";
@@ -78,6 +78,41 @@ describe("RecentMessages", () => {
     const recent = new RecentMessages({ reused: 0 });
     const messages = recent.messagesOf(push(1, "t", 20, 3, 0, { ids: [2, 3], lost: 4 }));
     expect(messages.map(isEncodedOnce)).toEqual([false, true, true]);
+  });
+
+  test("the buffers its payloads keep alive are bounded: past RECENT_PINNED_MAX_BYTES no more messages are kept", () => {
+    const counters = { reused: 0 };
+    const recent = new RecentMessages(counters);
+    const MiB = 1024 * 1024;
+    const fit = RECENT_PINNED_MAX_BYTES / MiB;
+    // Each message the only small one in a buffer of 1 MiB (a socket read of big messages of other topics).
+    const inBigBuffer = (id: number, seq: number): MsgsFrame => ({ ...push(id, "t", seq, 1), payloads: [new Uint8Array(MiB).fill(seq % 251).subarray(0, 16)] });
+    for (let seq = 1; seq <= fit + 8; seq++) recent.messagesOf(inBigBuffer(1, seq));
+    for (let seq = 1; seq <= fit + 8; seq++) recent.messagesOf(inBigBuffer(2, seq));
+    expect(counters.reused).toBe(fit);
+    // Messages of one buffer count it once: 1,000 of them fit beside nothing else.
+    const shared = new RecentMessages(counters);
+    const block = new Uint8Array(MiB);
+    const many = (id: number): MsgsFrame => ({ ...push(id, "u", 1, 1000), payloads: Array.from({ length: 1000 }, (_, k) => block.subarray(16 * k, 16 * k + 16)) });
+    shared.messagesOf(many(1));
+    counters.reused = 0;
+    shared.messagesOf(many(2));
+    expect(counters.reused).toBe(1000);
+  });
+
+  test("RECENT_IDLE_TICKS without pushes empty the table (tick); a push meanwhile keeps it", () => {
+    const counters = { reused: 0 };
+    const recent = new RecentMessages(counters);
+    recent.messagesOf(push(1, "t", 1, 2));
+    for (let k = 0; k < RECENT_IDLE_TICKS - 1; k++) recent.tick(); // not idle long enough: kept
+    recent.messagesOf(push(2, "t", 1, 2));
+    expect(counters.reused).toBe(2);
+    for (let k = 0; k < RECENT_IDLE_TICKS - 1; k++) recent.tick(); // the push restarted the count: kept
+    recent.messagesOf(push(3, "t", 1, 2));
+    expect(counters.reused).toBe(4);
+    for (let k = 0; k < RECENT_IDLE_TICKS + 1; k++) recent.tick(); // idle long enough: emptied
+    recent.messagesOf(push(4, "t", 1, 2));
+    expect(counters.reused).toBe(4);
   });
 
   test("the table is bounded: a message RECENT_SLOTS seqs later takes its slot", () => {
