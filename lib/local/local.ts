@@ -730,32 +730,43 @@ export class LocalBroker {
     return this.forward(fwd as Outgoing).catch(this.serverForgot(local, global));
   }
 
-  private async recv(conn: Connection, local: number, max: number, wait: number) {
+  private recv(conn: Connection, local: number, max: number, wait: number) {
     this.global(local);
     const state = conn.state as ClientState;
     const inbox = this.inbox(local);
     const limit = Math.max(1, Math.min(max, MAX_RECV_BATCH));
-    let messages = inbox.take(limit);
-    if (messages.length === 0 && wait > 0) {
-      const { promise, resolve } = Promise.withResolvers<Message[]>();
-      const waiter = { max: limit, resolve, inbox };
-      inbox.waiters.push(waiter);
-      state.waiters.add(waiter);
-      const timer = setTimeout(() => {
-        const i = inbox.waiters.indexOf(waiter);
-        if (i >= 0) inbox.waiters.splice(i, 1);
-        resolve([]);
-      }, Math.min(wait, MAX_WAIT_MS));
-      messages = await promise;
-      clearTimeout(timer);
-      state.waiters.delete(waiter);
-      if (messages.length === 0) this.global(local); // lost or destroyed while waiting: say so
-      if (conn.closed) {
-        inbox.putBack(messages);
-        this.serveWaiters(inbox);
-        return {};
-      }
+    const messages = inbox.take(limit);
+    // Answered in this turn when there is something (or nothing to wait for): the reply goes
+    // out in one write with the connection's other answers of the turn (the ack before it).
+    if (messages.length > 0 || wait <= 0) return this.handOut(state, local, inbox, messages);
+    return this.recvWaiting(conn, state, local, inbox, limit, wait);
+  }
+
+  /** A recv that found nothing: waits up to `wait` ms for messages of `local`. */
+  private async recvWaiting(conn: Connection, state: ClientState, local: number, inbox: Inbox, limit: number, wait: number) {
+    const { promise, resolve } = Promise.withResolvers<Message[]>();
+    const waiter = { max: limit, resolve, inbox };
+    inbox.waiters.push(waiter);
+    state.waiters.add(waiter);
+    const timer = setTimeout(() => {
+      const i = inbox.waiters.indexOf(waiter);
+      if (i >= 0) inbox.waiters.splice(i, 1);
+      resolve([]);
+    }, Math.min(wait, MAX_WAIT_MS));
+    const messages = await promise;
+    clearTimeout(timer);
+    state.waiters.delete(waiter);
+    if (messages.length === 0) this.global(local); // lost or destroyed while waiting: say so
+    if (conn.closed) {
+      inbox.putBack(messages);
+      this.serveWaiters(inbox);
+      return {};
     }
+    return this.handOut(state, local, inbox, messages);
+  }
+
+  /** The reply to a recv of `local` with `messages`, which are then the client's until it acknowledges them. */
+  private handOut(state: ClientState, local: number, inbox: Inbox, messages: Message[]) {
     if (messages.length === 0) return { messages: [], more: inbox.more };
     const tag = state.nextTag++;
     state.delivered.set(tag, { local, messages });
