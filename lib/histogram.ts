@@ -19,16 +19,16 @@ export class Histogram {
     this.counts = new Float64Array(bounds.length + 1);
   }
 
-  /** Records one observation of `seconds` (a negative one, from clocks of two hosts, counts as 0). */
-  observe(seconds: number): void {
+  /** Records `times` observations (one by default) of `seconds` (a negative one, from clocks of two hosts, counts as 0). */
+  observe(seconds: number, times = 1): void {
     const v = seconds > 0 ? seconds : 0;
     const b = this.bounds;
     // A linear scan of under 20 bounds, most observations stopping early: cheaper than a log.
     let i = 0;
     while (i < b.length && v > b[i]!) i++;
-    this.counts[i]!++;
-    this.sum += v;
-    this.count++;
+    this.counts[i]! += times;
+    this.sum += v * times;
+    this.count += times;
   }
 
   /** Cumulative counts per bound, then +Inf (what Prometheus `_bucket` series show). */

@@ -121,6 +121,7 @@ export const LOCAL_COUNTERS = {
   delivered: counter("messages", "Messages handed to clients."),
   pushed: counter("messages", "Messages of those pushed to clients that follow an id (push delivery), not asked for by a recv."),
   duplicates: counter("messages", "Messages the server sent again that this broker already had."),
+  reused: counter("messages", "Pushed messages found made already for an earlier push (mostly another id's, in a frame of its own): held and encoded once for all."),
   forwarded: counter("requests", "Requests forwarded to the server."),
   reconnects: counter("reconnects", "Connections to the server lost and made again."),
   failovers: counter("failovers", "Connections made to another server of the --server list than the one last connected to."),

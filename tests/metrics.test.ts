@@ -31,7 +31,7 @@ describe("defineCounters", () => {
     counters.published += 3;
     counters.acked++;
     expect({ ...counters }).toMatchObject({ published: 3, acked: 1 });
-    expect(Object.keys(defineCounters(LOCAL_COUNTERS))).toEqual(["received", "delivered", "pushed", "duplicates", "forwarded", "reconnects", "failovers", "expired"]);
+    expect(Object.keys(defineCounters(LOCAL_COUNTERS))).toEqual(["received", "delivered", "pushed", "duplicates", "reused", "forwarded", "reconnects", "failovers", "expired"]);
   });
 
   test("a gauge or a labelled counter is refused as a counter", () => {

@@ -563,7 +563,8 @@ export class MqClient {
     const messages = new Array<Message>(wire.length);
     for (let i = 0; i < wire.length; i++) {
       const m = wire[i]!;
-      messages[i] = new Message(m.topic, m.seq, m.time, m.data, m.lost, m.headers, m.expiresAt);
+      // Decoded straight into Messages (lib/wire/hot-decode.ts) unless cbor-x decoded the reply.
+      messages[i] = m instanceof Message ? m : new Message(m.topic, m.seq, m.time, m.data, m.lost, m.headers, m.expiresAt);
     }
     const tag = r.tag as number | undefined;
     return {

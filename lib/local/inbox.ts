@@ -35,6 +35,9 @@ export class Inbox {
   private queue: Message[] = [];
   private head = 0;
   private readonly tracks = new Map<string, TopicTrack>();
+  /** What `find` found last (forgotten when its topic is dropped). */
+  private lastTopic: string | undefined;
+  private lastTrack: TopicTrack | undefined;
   readonly waiters: Waiter[] = [];
   /**
    * Bytes held for this id, buffered or handed to a client and not yet acknowledged, as the
@@ -143,8 +146,19 @@ export class Inbox {
   }
 
   private track(topic: string): TopicTrack {
-    let track = this.tracks.get(topic);
+    let track = this.find(topic);
     if (!track) this.tracks.set(topic, (track = { unacked: new Fifo<number>(), highest: 0, ackedUpstream: 0, more: false, bytes: 0 }));
+    return track;
+  }
+
+  /** The track of `topic`, if any; the last one found is kept, as a batch's messages are mostly of one topic. */
+  private find(topic: string): TopicTrack | undefined {
+    if (topic === this.lastTopic && this.lastTrack !== undefined) return this.lastTrack;
+    const track = this.tracks.get(topic);
+    if (track !== undefined) {
+      this.lastTopic = topic;
+      this.lastTrack = track;
+    }
     return track;
   }
 
@@ -220,7 +234,7 @@ export class Inbox {
     const out: Array<{ topic: string; seq: number }> = [];
     let explicit: Map<string, number[]> | undefined;
     for (const m of messages) {
-      const track = this.tracks.get(m.topic);
+      const track = this.find(m.topic);
       if (!track) continue;
       if (track.held) {
         // Not held: handed out before the server connection was lost; acknowledged all the same (see dropExplicit).
@@ -254,6 +268,7 @@ export class Inbox {
   dropTopic(topic: string): void {
     this.bytes -= this.tracks.get(topic)?.bytes ?? 0;
     this.tracks.delete(topic);
+    if (this.lastTopic === topic) this.lastTrack = undefined;
     this.queue = this.queue.slice(this.head).filter((m) => m.topic !== topic);
     this.head = 0;
   }

@@ -15,8 +15,7 @@ import { lockDataDir, makeDataDir, writeFileAtomic } from "../store/fsutil.ts";
 import { IdRanges } from "../store/id-ranges.ts";
 import { defineCounters, LOCAL_COUNTERS, type LocalStats, type ServerStats } from "../metrics.ts";
 import { CloseReason, Connection, type ConnectionHandler, type SocketLike } from "../wire/connection.ts";
-import { encodeOnce } from "../wire/hot-frames.ts";
-import { addPushedExtra, pushedExtraProblem } from "./pushed-extra.ts";
+import { pushedExtraProblem, pushedMessage } from "./pushed-extra.ts";
 import { pubsHeadersProblem } from "../wire/headers.ts";
 import { PROTOCOL_VERSION, pubsIdsProblem, type Frame, type Message, type MsgsFrame, type Outgoing } from "../wire/messages.ts";
 import { capabilities, MSGS_IDS_CAP, ops, type ClientOp, type Op, type RequestOf } from "../wire/ops.ts";
@@ -27,6 +26,7 @@ import { ForwardWindow, payloadBytes } from "./forward-window.ts";
 import { Follows } from "./follow.ts";
 import { IdTable } from "./id-table.ts";
 import { Inbox, type Waiter } from "./inbox.ts";
+import { RecentMessages } from "./recent-messages.ts";
 import { LocalLatency } from "./latency.ts";
 import { BACKOFF_MAX_MS, formatAddress, REFUSED_BACKOFF_MAX_MS, ServerList, type ServerAddress } from "./server-list.ts";
 
@@ -133,6 +133,8 @@ export class LocalBroker {
   private serverCaps: Set<string> | null = null;
   /** Declared (name, unit, help) in LOCAL_COUNTERS, lib/metrics.ts. */
   readonly counters = defineCounters(LOCAL_COUNTERS);
+  /** Messages pushed lately, shared by the ids they are pushed for one by one. */
+  private readonly recent = new RecentMessages(this.counters);
   /** End-to-end and publish-to-ack latency (/metrics). */
   readonly latency = new LocalLatency();
   /** Push delivery to clients that follow an id (follow.ts). */
@@ -177,6 +179,7 @@ export class LocalBroker {
     broker.stallTimer = setInterval(() => {
       const now = Date.now();
       for (const c of broker.clients) c.checkStall(now);
+      broker.recent.tick();
     }, 1000);
     void broker.connectUpstream();
     log.info(`listening on ${options.socketPath} (identity ${broker.identity}, server${broker.servers.size > 1 ? "s" : ""} ${broker.servers}, ${broker.ids.size} id${broker.ids.size === 1 ? "" : "s"})`);
@@ -503,8 +506,8 @@ export class LocalBroker {
     // they are kept as they are — not copied (a Buffer's `slice` would only make another view).
     // One message object for all the ids the frame is for (`ids`: the server sent it once
     // for them all), its CBOR written once for their deliveries (encodeOnce).
-    const messages = frame.payloads.map((_, i) => pushedMessage(frame, i, false));
-    if (frame.ids) encodeOnce(frame.lost ? messages.slice(1) : messages);
+    // A message pushed before for another id is the same object (lib/local/recent-messages.ts).
+    const messages = this.recent.messagesOf(frame);
     this.pushedTo(frame.id, frame, messages, from);
     if (frame.ids) for (const id of frame.ids) this.pushedTo(id, frame, messages, from);
   }
@@ -729,32 +732,43 @@ export class LocalBroker {
     return this.forward(fwd as Outgoing).catch(this.serverForgot(local, global));
   }
 
-  private async recv(conn: Connection, local: number, max: number, wait: number) {
+  private recv(conn: Connection, local: number, max: number, wait: number) {
     this.global(local);
     const state = conn.state as ClientState;
     const inbox = this.inbox(local);
     const limit = Math.max(1, Math.min(max, MAX_RECV_BATCH));
-    let messages = inbox.take(limit);
-    if (messages.length === 0 && wait > 0) {
-      const { promise, resolve } = Promise.withResolvers<Message[]>();
-      const waiter = { max: limit, resolve, inbox };
-      inbox.waiters.push(waiter);
-      state.waiters.add(waiter);
-      const timer = setTimeout(() => {
-        const i = inbox.waiters.indexOf(waiter);
-        if (i >= 0) inbox.waiters.splice(i, 1);
-        resolve([]);
-      }, Math.min(wait, MAX_WAIT_MS));
-      messages = await promise;
-      clearTimeout(timer);
-      state.waiters.delete(waiter);
-      if (messages.length === 0) this.global(local); // lost or destroyed while waiting: say so
-      if (conn.closed) {
-        inbox.putBack(messages);
-        this.serveWaiters(inbox);
-        return {};
-      }
+    const messages = inbox.take(limit);
+    // Answered in this turn when there is something (or nothing to wait for): the reply goes
+    // out in one write with the connection's other answers of the turn (the ack before it).
+    if (messages.length > 0 || wait <= 0) return this.handOut(state, local, inbox, messages);
+    return this.recvWaiting(conn, state, local, inbox, limit, wait);
+  }
+
+  /** A recv that found nothing: waits up to `wait` ms for messages of `local`. */
+  private async recvWaiting(conn: Connection, state: ClientState, local: number, inbox: Inbox, limit: number, wait: number) {
+    const { promise, resolve } = Promise.withResolvers<Message[]>();
+    const waiter = { max: limit, resolve, inbox };
+    inbox.waiters.push(waiter);
+    state.waiters.add(waiter);
+    const timer = setTimeout(() => {
+      const i = inbox.waiters.indexOf(waiter);
+      if (i >= 0) inbox.waiters.splice(i, 1);
+      resolve([]);
+    }, Math.min(wait, MAX_WAIT_MS));
+    const messages = await promise;
+    clearTimeout(timer);
+    state.waiters.delete(waiter);
+    if (messages.length === 0) this.global(local); // lost or destroyed while waiting: say so
+    if (conn.closed) {
+      inbox.putBack(messages);
+      this.serveWaiters(inbox);
+      return {};
     }
+    return this.handOut(state, local, inbox, messages);
+  }
+
+  /** The reply to a recv of `local` with `messages`, which are then the client's until it acknowledges them. */
+  private handOut(state: ClientState, local: number, inbox: Inbox, messages: Message[]) {
     if (messages.length === 0) return { messages: [], more: inbox.more };
     const tag = state.nextTag++;
     state.delivered.set(tag, { local, messages });
@@ -928,14 +942,6 @@ export class LocalBroker {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }
-}
-
-/** Message `i` of push `frame`; with `lost` from the frame when `withLost` (the first message, which the inbox may change). */
-function pushedMessage(frame: MsgsFrame, i: number, withLost: boolean): Message {
-  const msg: Message = { topic: frame.topic, seq: frame.seq + i, time: frame.times[i]!, data: frame.payloads[i]! };
-  if (withLost) msg.lost = frame.lost; // kept with the message, for its recv
-  if (frame.headers || frame.expires) addPushedExtra(msg, frame, i);
-  return msg;
 }
 
 /** The broker's identity: a random id made once and kept in `DATA/identity`. */

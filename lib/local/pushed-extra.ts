@@ -9,6 +9,18 @@ export function pushedExtraProblem(frame: MsgsFrame): string | null {
   return null;
 }
 
+/**
+ * Message `i` of push `frame`: `{ topic, seq, time, data }` in this order (what encodeOnce's
+ * plain layout writes, lib/wire/hot-frames.ts), then `lost` from the frame when `withLost`
+ * (the first message, which the inbox may change), then its headers and expiry if any.
+ */
+export function pushedMessage(frame: MsgsFrame, i: number, withLost: boolean): Message {
+  const msg: Message = { topic: frame.topic, seq: frame.seq + i, time: frame.times[i]!, data: frame.payloads[i]! };
+  if (withLost) msg.lost = frame.lost; // kept with the message, for its recv
+  if (frame.headers || frame.expires) addPushedExtra(msg, frame, i);
+  return msg;
+}
+
 /** Gives message `i` of the push its headers (an empty map: none) and expiry (0: none). */
 export function addPushedExtra(msg: Message, frame: MsgsFrame, i: number): void {
   const headers = frame.headers?.[i];

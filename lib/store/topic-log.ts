@@ -61,12 +61,12 @@ export { RECORD_HEADER, FILE_HEADER };
 export const RESERVE_BLOCK = 65_536;
 /**
  * The newest committed messages stay in memory (views into the buffers they were written
- * from), so subscribers that keep up are served without a read syscall or a copy. 4 MiB per
- * topic: a subscriber a client's window behind (20,000 messages of 128 B, bench-peers s1) is
- * still served from here; at 1 MiB it fell to reads from the segment (read, CRC, a view per
- * record), which cost `mq up` a fifth more CPU per message (docs/benchmarks.md).
+ * from), so subscribers that keep up are served without a read syscall or a copy. 8 MiB
+ * (~40,000 messages of 128 B): the ids of a fan-out, which ack at their own pace, and a
+ * publisher with many in flight keep the subscribers that far behind the head (1 MiB made
+ * them read the disk, a read and a CRC per message per id: a third of `mq up`'s CPU).
  */
-const TAIL_CACHE_BYTES = 4 * 1024 * 1024;
+const TAIL_CACHE_BYTES = 8 * 1024 * 1024;
 /** All tails of the process together stay under this, however many topics there are. */
 const TAIL_CACHE_TOTAL_BYTES = 64 * 1024 * 1024;
 const TAIL_ENTRY_OVERHEAD = 64;

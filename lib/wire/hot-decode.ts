@@ -12,9 +12,9 @@
  */
 
 /**
- * Makes the object a message of a `delivery` frame is handed out as (the client library's
- * Message), so that a pushed message is decoded straight into it: one object per message,
- * not a map and then a copy. Only `delivery` frames, which only a client receives, use it.
+ * Makes the object a message of a `delivery` frame or a recv reply is handed out as (the client
+ * library's Message), so that a received message is decoded straight into it: one object per
+ * message, not a map and then a copy. Only those frames, which only a client receives, use it.
  */
 export type DeliveredMessageFactory = (topic: string, seq: number, time: number, data: Uint8Array, lost: number | undefined, headers: Record<string, string> | undefined, expiresAt: number | undefined) => object;
 let deliveredMessage: DeliveredMessageFactory | undefined;
@@ -146,7 +146,8 @@ function readItem(depth: number): unknown {
         if (pos >= end || src[pos]! >> 5 !== 3) throw GIVE_UP; // keys are text
         const key = readText(readArg(src[pos++]! & 31));
         if (key === "__proto__") throw GIVE_UP;
-        map[key] = depth === 0 && key === "messages" && map.op === "delivery" && deliveredMessage ? readDeliveredMessages(deliveredMessage) : readItem(depth + 1);
+        // The messages of a `delivery`, and of a recv reply (`ok`, whose `messages` come before its `op`).
+        map[key] = depth === 0 && key === "messages" && (map.op === undefined || map.op === "delivery" || map.op === "ok") && deliveredMessage ? readDeliveredMessages(deliveredMessage) : readItem(depth + 1);
       }
       return map;
     }
@@ -160,7 +161,7 @@ function readItem(depth: number): unknown {
 }
 
 /**
- * The `messages` of a `delivery`: an array of maps with the keys of a wire Message, each
+ * The `messages` of a `delivery` or a recv reply: an array of maps with the keys of a wire Message, each
  * made by `make`. Anything else (another key, a value of another type, a key missing) gives
  * up: cbor-x then decodes the frame into plain maps, which the client converts as before.
  */
@@ -181,22 +182,80 @@ function readDeliveredMessages(make: DeliveredMessageFactory): object[] {
     let expiresAt: number | undefined;
     for (let k = 0; k < keys; k++) {
       if (pos >= end || src[pos]! >> 5 !== 3) throw GIVE_UP;
-      const key = readText(readArg(src[pos++]! & 31));
+      const key = messageKey(readArg(src[pos++]! & 31));
       if (pos >= end) throw GIVE_UP;
       const major = src[pos]! >> 5;
-      if (key === "data" && major === 2) data = readItem(2) as Uint8Array;
-      else if (major === 0 && (key === "seq" || key === "time" || key === "lost" || key === "expiresAt")) {
+      if (key === KEY_DATA && major === 2) data = readItem(2) as Uint8Array;
+      else if (major === 0 && (key === KEY_SEQ || key === KEY_TIME || key === KEY_LOST || key === KEY_EXPIRES_AT)) {
         const n = readItem(2) as number;
-        if (key === "seq") seq = n;
-        else if (key === "time") time = n;
-        else if (key === "lost") lost = n;
+        if (key === KEY_SEQ) seq = n;
+        else if (key === KEY_TIME) time = n;
+        else if (key === KEY_LOST) lost = n;
         else expiresAt = n;
-      } else if (key === "topic" && major === 3) topic = readItem(2) as string;
-      else if (key === "headers" && major === 5) headers = readItem(2) as Record<string, string>;
+      } else if (key === KEY_TOPIC && major === 3) topic = readTopic();
+      else if (key === KEY_HEADERS && major === 5) headers = readItem(2) as Record<string, string>;
       else throw GIVE_UP;
     }
     if (topic === undefined || seq < 0 || time < 0 || data === undefined) throw GIVE_UP;
     out[i] = make(topic, seq, time, data, lost, headers, expiresAt);
   }
   return out;
+}
+
+// The keys of a wire Message, as `messageKey` names them (0: any other key).
+const KEY_TOPIC = 1;
+const KEY_SEQ = 2;
+const KEY_TIME = 3;
+const KEY_DATA = 4;
+const KEY_LOST = 5;
+const KEY_HEADERS = 6;
+const KEY_EXPIRES_AT = 7;
+
+/**
+ * The text key of `length` bytes at `pos` (its head read already), matched by its bytes: the
+ * seven keys of a message are known, so no string is made and no hash taken (readText's cost,
+ * five times per message). 0 for any other key, which makes the caller give up, as before.
+ */
+function messageKey(length: number): number {
+  if (length > end - pos) throw GIVE_UP;
+  const p = pos;
+  const s = src;
+  pos += length;
+  switch (length) {
+    case 3: // seq
+      return s[p] === 0x73 && s[p + 1] === 0x65 && s[p + 2] === 0x71 ? KEY_SEQ : 0;
+    case 4: // time, data, lost
+      if (s[p] === 0x74) return s[p + 1] === 0x69 && s[p + 2] === 0x6d && s[p + 3] === 0x65 ? KEY_TIME : 0;
+      if (s[p] === 0x64) return s[p + 1] === 0x61 && s[p + 2] === 0x74 && s[p + 3] === 0x61 ? KEY_DATA : 0;
+      if (s[p] === 0x6c) return s[p + 1] === 0x6f && s[p + 2] === 0x73 && s[p + 3] === 0x74 ? KEY_LOST : 0;
+      return 0;
+    case 5: // topic
+      return s[p] === 0x74 && s[p + 1] === 0x6f && s[p + 2] === 0x70 && s[p + 3] === 0x69 && s[p + 4] === 0x63 ? KEY_TOPIC : 0;
+    case 7: // headers
+      return s[p] === 0x68 && s[p + 1] === 0x65 && s[p + 2] === 0x61 && s[p + 3] === 0x64 && s[p + 4] === 0x65 && s[p + 5] === 0x72 && s[p + 6] === 0x73 ? KEY_HEADERS : 0;
+    case 9: // expiresAt
+      return s[p] === 0x65 && s[p + 1] === 0x78 && s[p + 2] === 0x70 && s[p + 3] === 0x69 && s[p + 4] === 0x72 && s[p + 5] === 0x65 && s[p + 6] === 0x73 && s[p + 7] === 0x41 && s[p + 8] === 0x74 ? KEY_EXPIRES_AT : 0;
+    default:
+      return 0;
+  }
+}
+
+/** The topic of the message read last, when it is ASCII (then its UTF-16 units are its bytes). */
+let lastTopic = "";
+
+/** A message's topic (a text string at `pos`): the one before when the bytes are the same, without a hash or a new string. */
+function readTopic(): string {
+  const length = readArg(src[pos++]! & 31);
+  if (length === lastTopic.length && length <= end - pos) {
+    let i = 0;
+    while (i < length && src[pos + i] === lastTopic.charCodeAt(i)) i++;
+    if (i === length) {
+      pos += length;
+      return lastTopic;
+    }
+  }
+  const topic = readText(length);
+  // As many UTF-16 units as UTF-8 bytes only when every character is ASCII.
+  if (topic.length === length) lastTopic = topic;
+  return topic;
 }

@@ -26,20 +26,33 @@ describe("delivered messages", () => {
     expect(frame.id).toBe(7);
   });
 
-  test("an unknown key, a value of another type, a missing key or messages before op: plain maps, as the generic decoder gives them", () => {
+  test("a recv reply's messages come out as Messages too, before or after its op (the local broker writes them first)", () => {
+    for (const f of [
+      { messages: wire, tag: 3, more: false, op: "ok", rid: 9 },
+      { op: "ok", rid: 9, messages: wire, tag: 3 },
+      { messages: wire, op: "delivery", id: 1 },
+    ]) {
+      const frame = decodeMap(encode(f));
+      const messages = frame.messages as Message[];
+      for (const m of messages) expect(m).toBeInstanceOf(Message);
+      expect(messages.map((m) => fields(m as unknown as Record<string, unknown>))).toEqual(wire.map((m) => fields({ lost: undefined, headers: undefined, expiresAt: undefined, ...m })));
+    }
+  });
+
+  test("an unknown key, a value of another type, a missing key, or another op: plain maps, as the generic decoder gives them", () => {
     const odd = [
       { op: "delivery", id: 1, messages: [{ ...wire[0], extra: 1 }] },
       { op: "delivery", id: 1, messages: [{ ...wire[0], seq: "1" }] },
       { op: "delivery", id: 1, messages: [{ seq: 1, time: 2, data: new Uint8Array(1) }] },
-      { messages: wire, op: "delivery", id: 1 },
-      { op: "ok", rid: 1, messages: wire },
+      { op: "sub", id: 1, messages: wire },
+      { messages: [{ ...wire[0], extra: 1 }], tag: 1, op: "ok", rid: 1 },
     ];
     for (const f of odd) {
       const frame = decodeMap(encode(f));
       for (const m of frame.messages as object[]) expect(m).not.toBeInstanceOf(Message);
       expect((frame.messages as Record<string, unknown>[]).map((m) => m.seq)).toEqual(f.messages.map((m) => (m as { seq?: unknown }).seq));
     }
-    // The fast reader gives up on the first three (cbor-x decodes them), and reads the last two as maps.
+    // The fast reader gives up on the first three and the last (cbor-x decodes them), and reads the fourth as maps.
     expect(readHotFrame(encode(odd[0]!))).toBeUndefined();
     expect(readHotFrame(encode(odd[3]!))).toBeDefined();
   });

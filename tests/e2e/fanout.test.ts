@@ -84,6 +84,27 @@ describe("fan-out once per local broker", () => {
     }
   });
 
+  test("ids that read apart get the same messages in frames of their own: the local broker holds them once (`reused`); each id receives all, in order, once", async () => {
+    const server = await startServer();
+    const local = await startLocal(server.address);
+    try {
+      const [ahead, behind, last] = [await createOn(local.socket), await createOn(local.socket), await createOn(local.socket)];
+      await subscribeAll(local.socket, [ahead!, behind!, last!], "fan.apart");
+      expect((await mq(local.socket, ["pub", String(ahead), "fan.apart", "--lines"], { stdin: lines(1, 600) })).code).toBe(0);
+      // One id receives everything first: past the first window, the server reads for it alone.
+      expect(await recvAll(local.socket, ahead!, 600)).toEqual(expected(1, 600));
+      const before = (JSON.parse((await mq(local.socket, ["stats", "--json"])).stdout).local as { reused: number }).reused;
+      // Then the others, one after the other: each in frames of its own, of messages the first one was pushed.
+      expect(await recvAll(local.socket, behind!, 600)).toEqual(expected(1, 600));
+      expect(await recvAll(local.socket, last!, 600)).toEqual(expected(1, 600));
+      const after = (JSON.parse((await mq(local.socket, ["stats", "--json"])).stdout).local as { reused: number; received: number }).reused;
+      expect(after).toBeGreaterThan(before);
+      for (const id of [ahead, behind, last]) expect((await mq(local.socket, ["recv", String(id), "--wait", "0.3"])).code).toBe(3);
+    } finally {
+      await teardown([local.daemon, server.daemon], [local.dataDir, server.dataDir]);
+    }
+  });
+
   test("local broker killed with shared deliveries buffered: restarted, each id resumes from its own cursor", async () => {
     const server = await startServer();
     const data = tmpDir("mq-local-");

@@ -25,6 +25,18 @@ describe("Histogram", () => {
     expect(h.sum).toBeCloseTo(55.65);
   });
 
+  test("several observations of one value at once count as that many", () => {
+    const once = new Histogram([0.1, 1, 10]);
+    const each = new Histogram([0.1, 1, 10]);
+    for (const [v, n] of [[0.05, 3], [5, 2], [-1, 4], [50, 1]] as const) {
+      once.observe(v, n);
+      for (let k = 0; k < n; k++) each.observe(v);
+    }
+    expect([...once.counts]).toEqual([...each.counts]);
+    expect([once.count, once.sum]).toEqual([each.count, each.sum]);
+    expect([...once.counts]).toEqual([7, 0, 2, 1]);
+  });
+
   test("rendered as a Prometheus histogram the strict parser accepts", () => {
     const h = new Histogram([0.5, 2]);
     h.observe(1);

@@ -105,6 +105,16 @@ describe("Inbox.bytes", () => {
     inbox.dropTopic("b");
     expect(inbox.bytes).toBe(deliveryCost(1));
   });
+
+  test("a topic dropped and subscribed again starts afresh (nothing of its old track is kept, nor remembered as the last one used)", () => {
+    const inbox = inboxWith(msg("b", 1), msg("b", 2));
+    expect(inbox.acknowledge(inbox.take(2))).toEqual([{ topic: "b", seq: 2 }]);
+    inbox.dropTopic("b");
+    // Seq 1 again (a new subscription from the start): new, not a re-send of an acknowledged one.
+    expect(inbox.add(msg("b", 1))).toBe("new");
+    expect(inbox.acknowledge(inbox.take(1))).toEqual([{ topic: "b", seq: 1 }]);
+    expect(inbox.ackedUpstream("b")).toBe(1);
+  });
 });
 
 describe("Inbox.more", () => {

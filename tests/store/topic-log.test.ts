@@ -73,19 +73,20 @@ describe("FileTopicLog tail cache", () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-tail-"));
     const log = FileTopicLog.open(dir, { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024 });
     try {
-      // One commit of ~3 MiB: only its newest part can be cached.
-      await Promise.all(Array.from({ length: 3000 }, (_, i) => log.append(payloadOf(i + 1, 1024), i)));
+      // One commit of ~10 MiB (more than a topic's 8 MiB tail): only its newest part can be cached.
+      const big = 10_000;
+      await Promise.all(Array.from({ length: big }, (_, i) => log.append(payloadOf(i + 1, 1024), i)));
       // Then small commits, one at a time.
-      for (let i = 3001; i <= 3100; i++) await log.append(payloadOf(i, 10), i);
+      for (let i = big + 1; i <= big + 100; i++) await log.append(payloadOf(i, 10), i);
       const check = async (from: number, count: number) => {
         const got = await log.read(from, count, Number.MAX_SAFE_INTEGER);
         expect(got.map((m) => m.seq)).toEqual(Array.from({ length: count }, (_, k) => from + k));
-        for (const m of got) expect(Buffer.from(m.data).equals(payloadOf(m.seq, m.seq <= 3000 ? 1024 : 10))).toBe(true);
+        for (const m of got) expect(Buffer.from(m.data).equals(payloadOf(m.seq, m.seq <= big ? 1024 : 10))).toBe(true);
       };
       await check(1, 50); // from disk
-      await check(2950, 100); // across the big commit's end and the small ones
-      await check(3090, 11); // newest
-      await check(1500, 1601); // a long run across disk and cache
+      await check(big - 50, 100); // across the big commit's end and the small ones
+      await check(big + 90, 11); // newest
+      await check(1500, big - 1500 + 101); // a long run across disk and cache
     } finally {
       await log.close();
       fs.rmSync(dir, { recursive: true, force: true });
