@@ -65,9 +65,8 @@ export class FrameWriter {
   /** During a burst: the buffer of KEEP_BYTES or less it grew out of, used again after it. */
   private home: Uint8Array | undefined;
 
-  /** `zeroed` false: a buffer not filled with zeros first (only the bytes written are ever read). */
-  constructor(initialBytes = INITIAL_BYTES, zeroed = true) {
-    this.buf = zeroed ? new Uint8Array(initialBytes) : Buffer.allocUnsafe(initialBytes);
+  constructor(initialBytes = INITIAL_BYTES) {
+    this.buf = new Uint8Array(initialBytes);
   }
 
   /** Makes room for `n` more bytes. */
@@ -165,8 +164,7 @@ function encodeEachOnce(messages: readonly { data: Uint8Array }[], plain: boolea
   let bytes = 0;
   for (const m of messages) bytes += m.data.length <= ENCODE_ONCE_MAX_BYTES ? m.data.length + 64 : 0;
   if (bytes === 0) return;
-  // One block per pushed frame: not zeroed first, as every byte of it that is read is written here.
-  const w = new FrameWriter(bytes, false);
+  const w = new FrameWriter(bytes);
   // Where each message's bytes start and end in the block, in the order of `written`.
   const written: object[] = [];
   const bounds: number[] = [];
