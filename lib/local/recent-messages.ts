@@ -42,9 +42,6 @@ export class RecentMessages {
   private idleTicks = 0;
   private lastTopic = "";
   private lastHash = 0;
-  /** Topics of which a message was found again since the last tick, and in the second before it. */
-  private sharedNow = new Set<string>();
-  private sharedBefore = new Set<string>();
   /** `counters.reused` counts the messages taken from the table instead of made anew (the local broker's counter). */
   constructor(private readonly counters: { reused: number }) {}
 
@@ -67,12 +64,6 @@ export class RecentMessages {
     const hash = this.hashOf(topic);
     const slots = this.slots;
     let toEncode: Message[] | undefined;
-    // A topic whose messages other ids were pushed again lately: each new message will be
-    // delivered several times, so its CBOR is written once now, by the fixed layout, also for
-    // the first id's delivery (which would else encode it by the generic path, and the next
-    // id's push encode it once more). Not for a topic only one id reads: no second copy of
-    // its payloads (docs/architecture.md).
-    let shared = this.sharedNow.has(topic) || this.sharedBefore.has(topic);
     for (let i = 0; i < n; i++) {
       const data = frame.payloads[i]!;
       if (data.length > ENCODE_ONCE_MAX_BYTES) {
@@ -85,10 +76,6 @@ export class RecentMessages {
       if (found !== undefined && found.seq === seq && found.time === frame.times[i] && found.topic === topic && sameBytes(found.data, data)) {
         messages[i] = found;
         this.counters.reused++;
-        if (!shared) {
-          this.sharedNow.add(topic);
-          shared = true;
-        }
         if (!isEncodedOnce(found)) (toEncode ??= []).push(found);
         continue;
       }
@@ -102,7 +89,7 @@ export class RecentMessages {
         slots[slot] = made;
         this.lastBuffer = buffer;
       }
-      if ((frame.ids || shared) && !(i === 0 && frame.lost)) (toEncode ??= []).push(made);
+      if (frame.ids && !(i === 0 && frame.lost)) (toEncode ??= []).push(made);
     }
     // Without headers, expiries or `lost`, pushedMessage made each as a PlainMessage.
     if (toEncode) encodeOncePlain(toEncode as PlainMessage[]);
@@ -111,8 +98,6 @@ export class RecentMessages {
 
   /** Called every second: after RECENT_IDLE_TICKS of them without pushes the table is emptied, keeping nothing alive. */
   tick(): void {
-    this.sharedBefore = this.sharedNow;
-    this.sharedNow = new Set();
     if (this.pushedSinceTick) this.idleTicks = 0;
     else if (++this.idleTicks >= RECENT_IDLE_TICKS && this.lastBuffer !== null) {
       this.slots.fill(undefined);
