@@ -20,6 +20,8 @@ TAG=${PEERS_TAG:-}
 RUN=/tmp/peers-run$TAG
 cd "$PEERS"
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# The main thread alone (its task id is the PID): the JavaScript thread, without the JIT and GC threads.
+main_ticks() { awk '{print $14+$15}' "/proc/$1/task/$1/stat"; }
 for i in $(seq "$PAIRS"); do
   for side in A B; do
     bin=$A; repo=${MQ_REPO_A:-/work/main}
@@ -27,11 +29,11 @@ for i in $(seq "$PAIRS"); do
     MQ_BIN=$bin ./servers-mq.sh start >/dev/null
     for inst in ${INSTANCES:-mq mq-nf}; do
       nf=""; [ "$inst" = mq-nf ] && nf="--url unix:/tmp/peers$TAG-mq-nf/local.sock --server mq-nf"
-      pid=$(cat "$RUN/$inst.pid"); t0=$(ticks "$pid")
+      pid=$(cat "$RUN/$inst.pid"); t0=$(ticks "$pid"); m0=$(main_ticks "$pid")
       # shellcheck disable=SC2086 # the options are words on purpose
       r=$(MQ_REPO=$repo timeout 150 ./node_modules/.bin/bun run.ts --target mq $nf "$@" 2>&1 | tail -1)
-      t1=$(ticks "$pid")
-      echo "$side pair=$i $inst load=$(cut -d' ' -f1 /proc/loadavg) up_ticks=$((t1 - t0)) $(echo "$r" | grep -o ' secs=[0-9.]*\|msgs_per_s=[0-9]*\|deliveries_per_s=[0-9]*\|client_cpu_pct=[0-9]*\|server_cpu_pct=[0-9]*\|FAILED.*' | tr '\n' ' ')"
+      t1=$(ticks "$pid"); m1=$(main_ticks "$pid")
+      echo "$side pair=$i $inst load=$(cut -d' ' -f1 /proc/loadavg) up_ticks=$((t1 - t0)) main_ticks=$((m1 - m0)) $(echo "$r" | grep -o ' secs=[0-9.]*\|msgs_per_s=[0-9]*\|deliveries_per_s=[0-9]*\|client_cpu_pct=[0-9]*\|server_cpu_pct=[0-9]*\|FAILED.*' | tr '\n' ' ')"
     done
     ./servers-mq.sh stop >/dev/null
   done

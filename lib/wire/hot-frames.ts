@@ -180,6 +180,21 @@ function encodeEachOnce(messages: readonly { data: Uint8Array }[], plain: boolea
   for (let k = 0; k < written.length; k++) (written[k] as { [ENCODED]?: Encoded })[ENCODED] = { block: w.buf, start: bounds[2 * k]!, end: bounds[2 * k + 1]! };
 }
 
+/**
+ * Marks a PlainMessage as one: a frame that carries it writes it by the fixed layout (as
+ * `encodeOncePlain` does), not by walking its keys. The message must keep exactly its four keys
+ * (a symbol key is not seen by for-in, Object.keys or cbor-x).
+ */
+const PLAIN = Symbol("mq.plain");
+export function markPlain(message: PlainMessage): void {
+  (message as { [PLAIN]?: true })[PLAIN] = true;
+}
+
+/** A new PlainMessage, marked (`markPlain`) as it is made: one object shape, no added property. */
+export function plainMessage(topic: string, seq: number, time: number, data: Uint8Array): PlainMessage {
+  return { topic, seq, time, data, [PLAIN]: true } as PlainMessage;
+}
+
 /** The topic whose text string `plainTopicBytes` holds (most pushes are of the topic before). */
 let plainTopic: string | undefined;
 let plainTopicBytes = new Uint8Array(0);
@@ -248,7 +263,8 @@ function writeArray(w: FrameWriter, v: unknown[], depth: number): boolean {
   for (let i = 0; i < v.length; ) {
     const first = encodedOf(v[i]);
     if (first === undefined) {
-      if (!writeValue(w, v[i], depth + 1)) return false;
+      const item = v[i] as { [PLAIN]?: true } | undefined;
+      if (!((typeof item === "object" && item !== null && item[PLAIN] === true && writePlainMessage(w, item as PlainMessage)) || writeValue(w, item, depth + 1))) return false;
       i++;
       continue;
     }

@@ -5,7 +5,8 @@ import { Encoder } from "cbor-x/encode";
 import { decodeMap, encode } from "../../lib/wire/codec.ts";
 import { FrameDecoder } from "../../lib/wire/frame.ts";
 import { type DeliveredMessageFactory, readHotFrame, setDeliveredMessageFactory } from "../../lib/wire/hot-decode.ts";
-import { ENCODE_ONCE_MAX_BYTES, encodeOnce, encodeOncePlain, FrameWriter, isEncodedOnce, writeHotFrame } from "../../lib/wire/hot-frames.ts";
+import { ENCODE_ONCE_MAX_BYTES, encodeOnce, encodeOncePlain, FrameWriter, isEncodedOnce, markPlain, writeHotFrame } from "../../lib/wire/hot-frames.ts";
+import { pushedMessage } from "../../lib/local/pushed-extra.ts";
 
 /** A small seeded generator (mulberry32), so a failure replays. */
 function rng(seed: number): () => number {
@@ -221,6 +222,48 @@ describe("hot frames: the fast encoder writes what the generic encoder writes", 
         if (bytes === null) throw new Error(`round ${round} took the generic path`);
         expect(Buffer.from(bytes).toString("hex")).toBe(Buffer.from(encode(frame)).toString("hex"));
       }
+    }
+  });
+
+  test("messages marked plain (markPlain) are written by the fixed layout: byte-identical to cbor-x, and their keys are not walked", () => {
+    const random = rng(78);
+    const g = gen(random);
+    const topics = ["t", "orders.eu", "é", "主题.订单", "x".repeat(24), "ü".repeat(300)];
+    for (let round = 0; round < 200; round++) {
+      const messages = Array.from({ length: 1 + Math.floor(random() * 30) }, () => {
+        const m = g.message();
+        const plain = { topic: topics[Math.floor(random() * topics.length)]!, seq: m.seq as number, time: m.time as number, data: m.data as Uint8Array };
+        if (random() < 0.8) markPlain(plain);
+        return plain;
+      });
+      for (const frame of [{ op: "delivery", id: round, messages }, { messages, tag: round, more: false, op: "ok", rid: round }]) {
+        const bytes = fast(frame);
+        if (bytes === null) throw new Error(`round ${round} took the generic path`);
+        expect(Buffer.from(bytes).toString("hex")).toBe(Buffer.from(encode(frame)).toString("hex"));
+      }
+    }
+    // A key added against the rule is not written: the layout is fixed, not walked.
+    const m = { topic: "t", seq: 7, time: 1_700_000_000_000, data: Buffer.from("hello") };
+    markPlain(m);
+    const before = fast({ op: "delivery", id: 1, messages: [m] })!;
+    (m as Record<string, unknown>).extra = 1;
+    expect(Buffer.from(fast({ op: "delivery", id: 1, messages: [m] })!).equals(Buffer.from(before))).toBe(true);
+    expect(Object.keys(m)).toEqual(["topic", "seq", "time", "data", "extra"]); // the mark is not a visible key
+  });
+
+  test("the local broker marks a pushed message plain only without lost, headers or expiry", () => {
+    const frame = { op: "msgs", id: 1, topic: "t", seq: 5, times: [1, 2], payloads: [Buffer.from("a"), Buffer.from("b")], lost: 3 };
+    const plainOne = pushedMessage(frame as never, 1, false);
+    const withLost = pushedMessage(frame as never, 0, true);
+    const withHeaders = pushedMessage({ ...frame, headers: [{}, { k: "v" }] } as never, 1, false);
+    const markOf = (m: object) => Object.getOwnPropertySymbols(m).map(String);
+    expect(markOf(plainOne)).toEqual(["Symbol(mq.plain)"]);
+    expect(markOf(withLost)).toEqual([]);
+    expect(markOf(withHeaders)).toEqual([]);
+    // and what the fast path writes for each is what cbor-x writes
+    for (const msg of [plainOne, withLost, withHeaders]) {
+      const frameOut = { op: "delivery", id: 1, messages: [msg] };
+      expect(Buffer.from(fast(frameOut)!).toString("hex")).toBe(Buffer.from(encode(frameOut)).toString("hex"));
     }
   });
 
