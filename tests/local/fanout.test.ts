@@ -5,32 +5,12 @@
  * frame whose `ids` do not validate costs the connection (the server sends again), never the process.
  */
 import { afterAll, expect, test } from "bun:test";
-import type { LocalBroker } from "../../lib/local/local.ts";
 import { configureLog } from "../../lib/log.ts";
-import { MSGS_IDS_CAP, PROTOCOL_VERSION, type Frame, type Message } from "../../lib/wire/messages.ts";
+import { MSGS_IDS_CAP, PROTOCOL_VERSION, type Frame } from "../../lib/wire/messages.ts";
 import { RawPeer } from "../security/kit.ts";
-import { localAgainst } from "./scripted-server.ts";
+import { buffered, scripted } from "./scripted-server.ts";
 
 afterAll(() => configureLog());
-
-/** A stand-in server that hands out global ids 1001, 1002, … and records the frames it gets. */
-async function scripted() {
-  const seen: Frame[] = [];
-  let nextId = 1001;
-  const server = await localAgainst("scripted server", (frame) => {
-    seen.push(frame);
-    if (frame.op === "hello") return { version: PROTOCOL_VERSION, maxMessageBytes: 1 << 20, maxInFlight: 1024 };
-    if (frame.op === "create") return { id: nextId++ };
-    return {};
-  });
-  return { server, seen };
-}
-
-/** The messages buffered for `local` (the broker's inbox; test access to a private field). */
-function buffered(local: LocalBroker, id: number): Message[] {
-  const inbox = (local as unknown as { inboxes: Map<number, { queue: Message[] }> }).inboxes.get(id);
-  return inbox?.queue ?? [];
-}
 
 test("a frame with ids reaches every id it is for, from one copy of its payloads; acks go back per id", async () => {
   configureLog({ level: "error" });

@@ -4,14 +4,13 @@
  * deliveries (lib/local/recent-messages.ts); only the very same message is shared.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import type { LocalBroker } from "../../lib/local/local.ts";
 import { RECENT_IDLE_TICKS, RECENT_PINNED_MAX_BYTES, RECENT_SLOTS, RecentMessages } from "../../lib/local/recent-messages.ts";
 import { configureLog } from "../../lib/log.ts";
 import { encode } from "../../lib/wire/codec.ts";
 import { ENCODE_ONCE_MAX_BYTES, FrameWriter, isEncodedOnce } from "../../lib/wire/hot-frames.ts";
-import { PROTOCOL_VERSION, type Frame, type Message, type MsgsFrame } from "../../lib/wire/messages.ts";
+import { PROTOCOL_VERSION, type MsgsFrame } from "../../lib/wire/messages.ts";
 import { RawPeer } from "../security/kit.ts";
-import { localAgainst } from "./scripted-server.ts";
+import { buffered, scripted } from "./scripted-server.ts";
 
 afterAll(() => configureLog());
 
@@ -124,24 +123,6 @@ describe("RecentMessages", () => {
     expect(counters.reused).toBe(0);
   });
 });
-
-/** A stand-in server that hands out global ids 1001, 1002, … and records the frames it gets. */
-async function scripted() {
-  const seen: Frame[] = [];
-  let nextId = 1001;
-  const server = await localAgainst("scripted server", (frame) => {
-    seen.push(frame);
-    if (frame.op === "hello") return { version: PROTOCOL_VERSION, maxMessageBytes: 1 << 20, maxInFlight: 1024 };
-    if (frame.op === "create") return { id: nextId++ };
-    return {};
-  });
-  return { server, seen };
-}
-
-function buffered(local: LocalBroker, id: number): Message[] {
-  const inbox = (local as unknown as { inboxes: Map<number, { queue: Message[] }> }).inboxes.get(id);
-  return inbox?.queue ?? [];
-}
 
 test("the local broker holds the same message pushed for two ids in two frames once; each id receives and acknowledges its own", async () => {
   configureLog({ level: "error" });

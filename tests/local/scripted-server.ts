@@ -8,7 +8,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { LocalBroker } from "../../lib/local/local.ts";
 import { Connection } from "../../lib/wire/connection.ts";
-import type { Frame } from "../../lib/wire/messages.ts";
+import { PROTOCOL_VERSION, type Frame, type Message } from "../../lib/wire/messages.ts";
 
 export interface ScriptedServer {
   local: LocalBroker;
@@ -65,4 +65,23 @@ export async function localAgainst(label: string, answer: (frame: Frame) => unkn
     throw err;
   }
   return { local, port: server.port, socket, connections, stop };
+}
+
+/** A stand-in server that hands out global ids 1001, 1002, … and records the frames it gets. */
+export async function scripted() {
+  const seen: Frame[] = [];
+  let nextId = 1001;
+  const server = await localAgainst("scripted server", (frame) => {
+    seen.push(frame);
+    if (frame.op === "hello") return { version: PROTOCOL_VERSION, maxMessageBytes: 1 << 20, maxInFlight: 1024 };
+    if (frame.op === "create") return { id: nextId++ };
+    return {};
+  });
+  return { server, seen };
+}
+
+/** The messages buffered for `local` (the broker's inbox; test access to a private field). */
+export function buffered(local: LocalBroker, id: number): Message[] {
+  const inbox = (local as unknown as { inboxes: Map<number, { queue: Message[] }> }).inboxes.get(id);
+  return inbox?.queue ?? [];
 }
