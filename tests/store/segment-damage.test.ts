@@ -4,58 +4,26 @@
  * reported lost (once), that the damaged bytes were copied aside, and that the next append
  * gets a seq above every seq appended before.
  */
-import { afterEach, beforeEach, describe, expect, spyOn, test } from "bun:test";
+import { describe, expect, spyOn, test } from "bun:test";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { FILE_HEADER, RECORD_HEADER } from "../../lib/store/segment.ts";
 import { V1_RECORD_HEADER } from "../../lib/store/segment-v1.ts";
-import { flipByte, layout as kitLayout, segmentFiles as kitSegmentFiles, v1Record } from "./segment-kit.ts";
+import { flipByte, layout as kitLayout, append, body, logDirPerTest, segmentFiles as kitSegmentFiles, v1Record } from "./segment-kit.ts";
 import { FileTopicLog, type TopicLogOptions } from "../../lib/store/topic-log.ts";
 import { decodeMeta, encodeMeta } from "../../lib/store/topic-meta.ts";
-import { payload } from "./topic-log.contract.ts";
 
 const ALL = Number.MAX_SAFE_INTEGER;
 const N = 60;
 /** Small segments: N records make about seven of them. */
 const OPTIONS: TopicLogOptions = { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 1024 };
 
-let dir: string;
-let opened: FileTopicLog[];
-/** What the store logged to stderr during the test. */
-let stderr: string;
-let stderrSpy: ReturnType<typeof spyOn>;
+const fx = logDirPerTest("mq-damage-");
 
-beforeEach(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-damage-"));
-  opened = [];
-  stderr = "";
-  stderrSpy = spyOn(process.stderr, "write").mockImplementation(((chunk: string | Uint8Array) => {
-    stderr += typeof chunk === "string" ? chunk : Buffer.from(chunk).toString();
-    return true;
-  }) as typeof process.stderr.write);
-});
-
-afterEach(async () => {
-  stderrSpy.mockRestore();
-  for (const l of opened.reverse()) await l.close().catch(() => {});
-  for (const d of [dir, `${dir}-crash`]) fs.rmSync(d, { recursive: true, force: true });
-});
-
-function openLog(at = dir): FileTopicLog {
+function openLog(at = fx.dir): FileTopicLog {
   const log = FileTopicLog.open(at, OPTIONS);
-  opened.push(log);
+  fx.opened.push(log);
   return log;
-}
-
-/** The payload of `seq`: sizes vary so that record offsets are irregular. */
-function body(seq: number): Uint8Array {
-  return payload(20 + ((seq * 37) % 61), seq);
-}
-
-/** Appends 1..n one at a time (time = 1000 + seq); the log stays open. */
-async function append(log: FileTopicLog, from: number, to: number): Promise<void> {
-  for (let seq = from; seq <= to; seq++) expect(await log.append(body(seq), 1000 + seq)).toBe(seq);
 }
 
 async function writeLog(n = N): Promise<void> {
@@ -64,8 +32,8 @@ async function writeLog(n = N): Promise<void> {
   await log.close();
 }
 
-const segmentFiles = (at = dir) => kitSegmentFiles(at);
-const layout = (at = dir) => kitLayout(at);
+const segmentFiles = (at = fx.dir) => kitSegmentFiles(at);
+const layout = (at = fx.dir) => kitLayout(at);
 
 function range(from: number, to: number): number[] {
   return Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i);
@@ -84,7 +52,7 @@ async function expectServed(log: FileTopicLog, seqs: number[]): Promise<void> {
 }
 
 /** The files in `damaged/` and their bytes. */
-function aside(at = dir): Map<string, Buffer> {
+function aside(at = fx.dir): Map<string, Buffer> {
   const d = path.join(at, "damaged");
   const out = new Map<string, Buffer>();
   if (fs.existsSync(d)) for (const n of fs.readdirSync(d).sort()) out.set(n, fs.readFileSync(path.join(d, n)));
@@ -92,7 +60,7 @@ function aside(at = dir): Map<string, Buffer> {
 }
 
 function errorLines(): string[] {
-  return stderr.split("\n").filter((l) => / ERROR |\[error\]/.test(l));
+  return fx.stderr.split("\n").filter((l) => / ERROR |\[error\]/.test(l));
 }
 
 /**
@@ -254,8 +222,8 @@ describe("FileTopicLog after a crash (a copy of the files taken while the log wa
   async function crashCopy(): Promise<string> {
     const log = openLog();
     await append(log, 1, N);
-    const copy = `${dir}-crash`;
-    fs.cpSync(dir, copy, { recursive: true });
+    const copy = `${fx.dir}-crash`;
+    fs.cpSync(fx.dir, copy, { recursive: true });
     return copy;
   }
 
@@ -341,8 +309,8 @@ describe("FileTopicLog retention", () => {
     const files = segmentFiles();
     const keep = layout().find((r) => r.file === files[2])!.seq;
     // What a crash between writing `meta` and removing the files leaves.
-    const meta = decodeMeta(fs.readFileSync(path.join(dir, "meta"), "utf8"))!;
-    fs.writeFileSync(path.join(dir, "meta"), encodeMeta({ ...meta, first: keep }));
+    const meta = decodeMeta(fs.readFileSync(path.join(fx.dir, "meta"), "utf8"))!;
+    fs.writeFileSync(path.join(fx.dir, "meta"), encodeMeta({ ...meta, first: keep }));
     const log = openLog();
     expect(segmentFiles()).toEqual(files.slice(2));
     expect([log.firstSeq, log.lost]).toEqual([keep, 0]);
@@ -370,7 +338,7 @@ describe("FileTopicLog converts segments of format 1 (mq 0.1) once", () => {
   function writeV1(): Map<number, { file: string; start: number; end: number }> {
     const where = new Map<number, { file: string; start: number; end: number }>();
     for (const [base, last] of [[1, 20], [21, 40], [41, 50]] as const) {
-      const file = path.join(dir, `${String(base).padStart(20, "0")}.log`);
+      const file = path.join(fx.dir, `${String(base).padStart(20, "0")}.log`);
       const parts: Buffer[] = [];
       let pos = 0;
       for (let seq = base; seq <= last; seq++) {
@@ -386,21 +354,21 @@ describe("FileTopicLog converts segments of format 1 (mq 0.1) once", () => {
 
   test("a data directory of format 1 opens with every record, converted to format 2 crash-safely", async () => {
     writeV1();
-    fs.writeFileSync(path.join(dir, `${String(21).padStart(20, "0")}.log.convert`), "left by a crash during a conversion");
+    fs.writeFileSync(path.join(fx.dir, `${String(21).padStart(20, "0")}.log.convert`), "left by a crash during a conversion");
     const log = openLog();
     expect((await log.read(1, ALL, ALL)).map((m) => m.seq)).toEqual(range(1, 50));
     for (const m of await log.read(1, ALL, ALL)) expect(Buffer.from(m.data).equals(Buffer.from(body(m.seq))) && m.time === 1000 + m.seq).toBe(true);
     expect([log.nextSeq, log.lost]).toEqual([51, 0]);
     for (const f of segmentFiles()) expect(fs.readFileSync(f).subarray(0, 4).toString()).toBe("MQSG");
-    expect(fs.readdirSync(dir).filter((n) => n.endsWith(".convert"))).toEqual([]);
-    expect(stderr.match(/converted segment \d+\.log to format 2/g)).toHaveLength(3);
+    expect(fs.readdirSync(fx.dir).filter((n) => n.endsWith(".convert"))).toEqual([]);
+    expect(fx.stderr.match(/converted segment \d+\.log to format 2/g)).toHaveLength(3);
     expect(await log.append(body(51), 1051)).toBe(51);
     await log.close();
     // Converted once: the next start has nothing to convert.
-    stderr = "";
+    fx.stderr = "";
     const again = openLog();
     expect((await again.read(1, ALL, ALL)).map((m) => m.seq)).toEqual(range(1, 51));
-    expect(stderr).not.toContain("converted");
+    expect(fx.stderr).not.toContain("converted");
   });
 
   test("a damaged record of a format-1 segment costs that record only; its bytes go aside before the file is replaced", async () => {

@@ -3,8 +3,12 @@
  * parser of the tests' own (so a bug in lib/store/segment.ts cannot hide itself), and
  * records in the old format 1 for conversion fixtures.
  */
+import { afterEach, beforeEach, expect, spyOn } from "bun:test";
 import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
+import type { FileTopicLog } from "../../lib/store/topic-log.ts";
+import { payload } from "./topic-log.contract.ts";
 
 /** Version-2 sizes, as docs/storage.md gives them. */
 export const FILE_HEADER = 32;
@@ -57,4 +61,38 @@ export function v1Record(seq: number, time: number, data: Uint8Array): Buffer {
   buf.set(data, V1_RECORD_HEADER);
   buf.writeUInt32BE(Bun.hash.crc32(buf.subarray(8)), 4);
   return buf;
+}
+
+/**
+ * Per test: a fresh directory (`dir`, removed after it with its `-crash` copy), the logs the
+ * test opened (closed after it; push them to `opened`), and what the store wrote to stderr.
+ */
+export function logDirPerTest(prefix: string): { dir: string; opened: FileTopicLog[]; stderr: string } {
+  const fx = { dir: "", opened: [] as FileTopicLog[], stderr: "" };
+  let stderrSpy: ReturnType<typeof spyOn>;
+  beforeEach(() => {
+    fx.dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+    fx.opened = [];
+    fx.stderr = "";
+    stderrSpy = spyOn(process.stderr, "write").mockImplementation(((chunk: string | Uint8Array) => {
+      fx.stderr += typeof chunk === "string" ? chunk : Buffer.from(chunk).toString();
+      return true;
+    }) as typeof process.stderr.write);
+  });
+  afterEach(async () => {
+    stderrSpy.mockRestore();
+    for (const l of fx.opened.reverse()) await l.close().catch(() => {});
+    for (const d of [fx.dir, `${fx.dir}-crash`]) fs.rmSync(d, { recursive: true, force: true });
+  });
+  return fx;
+}
+
+/** The payload of `seq`: sizes vary so that record offsets are irregular. */
+export function body(seq: number): Uint8Array {
+  return payload(20 + ((seq * 37) % 61), seq);
+}
+
+/** Appends from..to one at a time (time = 1000 + seq): one commit each; the log stays open. */
+export async function append(log: FileTopicLog, from: number, to: number): Promise<void> {
+  for (let seq = from; seq <= to; seq++) expect(await log.append(body(seq), 1000 + seq)).toBe(seq);
 }

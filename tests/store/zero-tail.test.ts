@@ -4,59 +4,30 @@
  * so later commits change no size, a start takes them for free space (not damage), appends go
  * on at the end of the last record, and sealing or a clean close cuts them.
  */
-import { afterEach, beforeEach, describe, expect, spyOn, test } from "bun:test";
+import { describe, expect, spyOn, test } from "bun:test";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { FileTopicLog, type TopicLogOptions } from "../../lib/store/topic-log.ts";
 import { freeTail, MAX_WRITE_FOR_ZEROS, MAX_ZERO_GROWTH, nextZeroGrowth, writeWithZeros, ZERO_BLOCK, zeroRegionEnd } from "../../lib/store/zero-tail.ts";
-import { FILE_HEADER, RECORD_HEADER, segmentFiles } from "./segment-kit.ts";
+import { FILE_HEADER, append, body, logDirPerTest, RECORD_HEADER, segmentFiles } from "./segment-kit.ts";
 import { payload } from "./topic-log.contract.ts";
 
 const ALL = Number.MAX_SAFE_INTEGER;
 const ALWAYS: TopicLogOptions = { fsync: "always", fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024 };
 const SYNC = [0xf8, 0x6d, 0x71, 0xa7];
 
-let dir: string;
-let opened: FileTopicLog[];
-let stderr: string;
-let stderrSpy: ReturnType<typeof spyOn>;
+const fx = logDirPerTest("mq-zero-tail-");
 
-beforeEach(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-zero-tail-"));
-  opened = [];
-  stderr = "";
-  stderrSpy = spyOn(process.stderr, "write").mockImplementation(((chunk: string | Uint8Array) => {
-    stderr += typeof chunk === "string" ? chunk : Buffer.from(chunk).toString();
-    return true;
-  }) as typeof process.stderr.write);
-});
-
-afterEach(async () => {
-  stderrSpy.mockRestore();
-  for (const l of opened.reverse()) await l.close().catch(() => {});
-  for (const d of [dir, `${dir}-crash`]) fs.rmSync(d, { recursive: true, force: true });
-});
-
-function openLog(at = dir, options: Partial<TopicLogOptions> = {}): FileTopicLog {
+function openLog(at = fx.dir, options: Partial<TopicLogOptions> = {}): FileTopicLog {
   const log = FileTopicLog.open(at, { ...ALWAYS, ...options });
-  opened.push(log);
+  fx.opened.push(log);
   return log;
-}
-
-function body(seq: number): Uint8Array {
-  return payload(20 + ((seq * 37) % 61), seq);
-}
-
-/** Appends from..to one at a time: one commit (and one fdatasync) each. */
-async function append(log: FileTopicLog, from: number, to: number): Promise<void> {
-  for (let seq = from; seq <= to; seq++) expect(await log.append(body(seq), 1000 + seq)).toBe(seq);
 }
 
 /** The directory as SIGKILL would leave it: copied while the log is open. */
 function crashCopy(): string {
-  const copy = `${dir}-crash`;
-  fs.cpSync(dir, copy, { recursive: true });
+  const copy = `${fx.dir}-crash`;
+  fs.cpSync(fx.dir, copy, { recursive: true });
   return copy;
 }
 
@@ -78,12 +49,12 @@ function allZero(file: string, from: number): boolean {
   return fs.readFileSync(file).subarray(from).every((b) => b === 0);
 }
 
-function aside(at = dir): string[] {
+function aside(at = fx.dir): string[] {
   const d = path.join(at, "damaged");
   return fs.existsSync(d) ? fs.readdirSync(d) : [];
 }
 
-const warnOrError = () => stderr.split("\n").filter((l) => / (WARN|ERROR) /.test(l));
+const warnOrError = () => fx.stderr.split("\n").filter((l) => / (WARN|ERROR) /.test(l));
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
 async function served(log: FileTopicLog): Promise<number[]> {
@@ -106,7 +77,7 @@ describe("zero-tail helpers", () => {
   });
 
   test("writeWithZeros writes the bytes then the zeros in one go; freeTail knows zeros to a block boundary from anything else", () => {
-    const file = path.join(dir, "f");
+    const file = path.join(fx.dir, "f");
     const fd = fs.openSync(file, "w+");
     try {
       fs.writeSync(fd, Buffer.alloc(10, 0xaa), 0, 10, 0);
@@ -128,7 +99,7 @@ describe("FileTopicLog under --fsync always keeps zeros after its last record", 
   test("the segment ends at a block boundary with zeros after the records; a crash copy opens without a warning, serves everything, and appends go on right after the last record", async () => {
     const log = openLog();
     await append(log, 1, 30);
-    const file = segmentFiles(dir)[0]!;
+    const file = segmentFiles(fx.dir)[0]!;
     const before = records(file);
     expect(before.seqs).toEqual(range(1, 30));
     expect(fs.statSync(file).size % ZERO_BLOCK).toBe(0);
@@ -155,7 +126,7 @@ describe("FileTopicLog under --fsync always keeps zeros after its last record", 
   test("a clean close cuts the zeros: the file ends with its last record, as segments of older builds do", async () => {
     const log = openLog();
     await append(log, 1, 10);
-    const file = segmentFiles(dir)[0]!;
+    const file = segmentFiles(fx.dir)[0]!;
     expect(fs.statSync(file).size).toBeGreaterThan(records(file).end);
     await log.close();
     expect(fs.statSync(file).size).toBe(records(file).end);
@@ -168,7 +139,7 @@ describe("FileTopicLog under --fsync always keeps zeros after its last record", 
 
   test("--fsync never and interval write no zeros", async () => {
     for (const fsync of ["never", "interval"] as const) {
-      const at = path.join(dir, fsync);
+      const at = path.join(fx.dir, fsync);
       const log = openLog(at, { fsync, fsyncIntervalMs: 5 });
       await append(log, 1, 10);
       const file = segmentFiles(at)[0]!;
@@ -179,7 +150,7 @@ describe("FileTopicLog under --fsync always keeps zeros after its last record", 
   test("the zeros grow with use: one small message costs one block, a busy log at most about twice what it wrote", async () => {
     const log = openLog();
     await append(log, 1, 1);
-    const file = segmentFiles(dir)[0]!;
+    const file = segmentFiles(fx.dir)[0]!;
     expect(fs.statSync(file).size).toBe(ZERO_BLOCK);
     await append(log, 2, 600);
     const end = records(file).end;
@@ -191,7 +162,7 @@ describe("FileTopicLog under --fsync always keeps zeros after its last record", 
     const log = openLog();
     const big = Array.from({ length: 100 }, (_, i) => log.append(payload(1000, i + 1), 1000 + i + 1)); // one commit of ~100 KiB
     expect(await Promise.all(big)).toEqual(range(1, 100));
-    const file = segmentFiles(dir)[0]!;
+    const file = segmentFiles(fx.dir)[0]!;
     expect(fs.statSync(file).size).toBe(records(file).end);
     expect(records(file).end).toBeGreaterThan(MAX_WRITE_FOR_ZEROS);
     expect(await log.append(body(101), 1101)).toBe(101);
@@ -202,7 +173,7 @@ describe("FileTopicLog under --fsync always keeps zeros after its last record", 
   test("on a full disk (ENOSPC from the write with zeros) the records are written alone: the commit succeeds, no partial run of zeros is left", async () => {
     const log = openLog();
     await append(log, 1, 1);
-    const file = segmentFiles(dir)[0]!;
+    const file = segmentFiles(fx.dir)[0]!;
     expect(fs.statSync(file).size).toBe(ZERO_BLOCK);
     let seq = 2;
     const realWritev = fs.writevSync;
@@ -231,13 +202,13 @@ describe("FileTopicLog under --fsync always keeps zeros after its last record", 
   test("1,000 topics of one message each take one 4 KiB block each on disk, as before (not a megabyte each)", async () => {
     const n = 1000;
     for (let t = 0; t < n; t++) {
-      const log = openLog(path.join(dir, `t${t}`));
+      const log = openLog(path.join(fx.dir, `t${t}`));
       await log.append(body(t + 1), 1);
     }
     let bytes = 0;
     let blocks = 0;
     for (let t = 0; t < n; t++) {
-      const st = fs.statSync(segmentFiles(path.join(dir, `t${t}`))[0]!);
+      const st = fs.statSync(segmentFiles(path.join(fx.dir, `t${t}`))[0]!);
       bytes += st.size;
       blocks += st.blocks * 512;
     }
@@ -301,9 +272,9 @@ describe("FileTopicLog segment rolls with zeros ahead", () => {
   const SMALL: Partial<TopicLogOptions> = { maxSegmentBytes: 16 * 1024 };
 
   test("sealed segments end with their last record and have a checkpoint a restart trusts; the newest's zeros stay within the size limit", async () => {
-    const log = openLog(dir, SMALL);
+    const log = openLog(fx.dir, SMALL);
     await append(log, 1, 800);
-    const files = segmentFiles(dir);
+    const files = segmentFiles(fx.dir);
     expect(files.length).toBeGreaterThan(3);
     for (const f of files.slice(0, -1)) {
       expect({ f, size: fs.statSync(f).size }).toEqual({ f, size: records(f).end });
@@ -334,14 +305,14 @@ describe("FileTopicLog segment rolls with zeros ahead", () => {
   });
 
   test("a sealed segment whose cut of the zeros did not reach the disk is scanned, sealed again and cut, without a warning", async () => {
-    const log = openLog(dir, SMALL);
+    const log = openLog(fx.dir, SMALL);
     await append(log, 1, 400);
     await log.close();
-    expect(segmentFiles(dir).length).toBeGreaterThan(1);
-    const sealed = segmentFiles(dir)[0]!;
+    expect(segmentFiles(fx.dir).length).toBeGreaterThan(1);
+    const sealed = segmentFiles(fx.dir)[0]!;
     const end = fs.statSync(sealed).size;
     fs.truncateSync(sealed, Math.ceil((end + 1) / ZERO_BLOCK) * ZERO_BLOCK); // zeros back to the block's end
-    const again = openLog(dir, SMALL);
+    const again = openLog(fx.dir, SMALL);
     expect([again.nextSeq, again.lost]).toEqual([401, 0]);
     expect(await served(again)).toEqual(range(1, 400));
     expect(fs.statSync(sealed).size).toBe(end);
