@@ -1,7 +1,7 @@
 /** nak, redelivery limits and dead letters through the compiled binary. */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { MqClient } from "../../lib/client/client.ts";
-import { createOn, mq, mqCommand, startLocal, startServer, teardown, tmpDir, memoryStore, type LocalHandle, type ServerHandle } from "./harness.ts";
+import { createOn, mq, mqCommand, startLocal, startServer, teardown, tmpDir, memoryStore, type LocalHandle, type ServerHandle, restartServer } from "./harness.ts";
 
 let server: ServerHandle;
 let host: LocalHandle;
@@ -194,16 +194,13 @@ describe("dead letters across a server restart", () => {
   test.skipIf(memoryStore)("--max-deliver and --dead-letter of a subscription survive a restart (SIGTERM)", async () => {
     const data = tmpDir("mq-server-");
     let srv = await startServer({ dataDir: data });
-    const port = srv.port;
     const local = await startLocal(srv.address);
     try {
       const id = await createOn(local.socket);
       const watcher = await createOn(local.socket);
       await mq(local.socket, ["sub", String(id), "kept", "--max-deliver", "1", "--dead-letter", "kept.dead"]);
       await mq(local.socket, ["sub", String(watcher), "kept.dead"]);
-      expect(await srv.daemon.stop()).toBe(0);
-      srv = await startServer({ dataDir: data, port });
-      await local.daemon.waitFor(/connected to the server.*after/);
+      srv = await restartServer(srv, [local]);
       await mq(local.socket, ["pub", String(id), "kept", "bad-one"]);
       await using client = await MqClient.connect({ socket: local.socket });
       const got = await client.recv(id, { waitMs: 10_000 });

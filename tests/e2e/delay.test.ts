@@ -7,7 +7,7 @@
 import { describe, expect, test } from "bun:test";
 import { MqClient } from "../../lib/client/index.ts";
 import { eventually, helloPeer } from "../security/kit.ts";
-import { createOn, jsonLines, mq, startCluster, startLocal, startServer, teardown, tmpDir } from "./harness.ts";
+import { createOn, jsonLines, mq, startCluster, startLocal, startServer, teardown, tmpDir, restartServer } from "./harness.ts";
 import { checkMsgId } from "../../lib/cli/commands.ts";
 import { UsageError } from "../../lib/cli/output.ts";
 
@@ -159,9 +159,7 @@ describe("limits on delayed messages", () => {
       expect({ scheduled: stats.scheduled, bytes: stats.scheduled_bytes }).toEqual({ scheduled: 2, bytes: 601 });
 
       // Restarted: what is pending still counts against the limits.
-      expect(await server.daemon.stop()).toBe(0);
-      server = await startServer({ dataDir: data, port: server.port, args: flags });
-      await local.daemon.waitFor(/connected to the server[\s\S]*connected to the server/);
+      server = await restartServer(server, [local], { args: flags });
       stats = await serverStats(local.socket);
       expect({ scheduled: stats.scheduled, bytes: stats.scheduled_bytes }).toEqual({ scheduled: 2, bytes: 601 });
       await pub(local.socket, id, "cap", "soon", ["--delay", "300ms"]);
@@ -197,7 +195,6 @@ describe("delayed messages across restarts", () => {
     test(`pending across a server ${how}: delivered after the restart, once, in order, not before their time`, async () => {
       const data = tmpDir("mq-server-");
       let server = await startServer({ dataDir: data });
-      const port = server.port;
       const local = await startLocal(server.address);
       try {
         const id = await createOn(local.socket);
@@ -205,10 +202,7 @@ describe("delayed messages across restarts", () => {
         const b = await pub(local.socket, id, "r", "b", ["--delay", "3s", "--ttl", "1h"]);
         const a = await pub(local.socket, id, "r", "a", ["--delay", "2s", "--header", "trace=ab12", "--header", "ключ=значение"]);
         // Acknowledged means durable: the server goes away at once.
-        if (how === "SIGKILL") await server.daemon.kill9();
-        else expect(await server.daemon.stop()).toBe(0);
-        server = await startServer({ dataDir: data, port });
-        await local.daemon.waitFor(/connected to the server.*after/);
+        server = await restartServer(server, [local], { kill: how === "SIGKILL" });
         const got = await recvAll(local.socket, id, 2);
         expect(got.map((m) => m.data)).toEqual(["a", "b"]);
         // Headers and TTL were in the schedule: kept across the restart.
@@ -217,9 +211,7 @@ describe("delayed messages across restarts", () => {
         expect(got[1]!.time).toBeGreaterThanOrEqual(b.due as number);
         await expectNothingMore(local.socket, id);
         // Delivered ones are gone from the schedule: a further restart delivers nothing again.
-        expect(await server.daemon.stop()).toBe(0);
-        server = await startServer({ dataDir: data, port });
-        await local.daemon.waitFor(/connected to the server.*after[\s\S]*connected to the server.*after/);
+        server = await restartServer(server, [local]);
         expect((await serverStats(local.socket)).scheduled).toBe(0);
         await expectNothingMore(local.socket, id);
       } finally {

@@ -2,7 +2,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { MqClient } from "../../lib/client/client.ts";
 import { MqError } from "../../lib/errors.ts";
-import { createOn, jsonLines, mq, startLocal, startServer, teardown, tmpDir, memoryStore, type LocalHandle, type ServerHandle } from "./harness.ts";
+import { createOn, jsonLines, mq, startLocal, startServer, teardown, tmpDir, memoryStore, type LocalHandle, type ServerHandle, restartServer } from "./harness.ts";
 
 /** Every message `id` receives until none came for `idleSeconds` (bounded by the harness timeout): the seqs. */
 async function drain(socket: string, id: number, idleSeconds = 2): Promise<number[]> {
@@ -212,7 +212,6 @@ describe("queue groups across a server restart", () => {
   test.skipIf(memoryStore)("the group, its members and its ack floor survive a restart (SIGTERM); after a crash (SIGKILL) what was above the floor comes again", async () => {
     const data = tmpDir("mq-server-");
     let srv = await startServer({ dataDir: data });
-    const port = srv.port;
     const one = await startLocal(srv.address);
     const two = await startLocal(srv.address);
     try {
@@ -224,10 +223,7 @@ describe("queue groups across a server restart", () => {
       const before = [...(await drain(one.socket, m1)), ...(await drain(two.socket, m2))];
       expect(sorted(before)).toEqual(range(1, 20));
 
-      expect(await srv.daemon.stop()).toBe(0);
-      srv = await startServer({ dataDir: data, port });
-      await one.daemon.waitFor(/connected to the server.*after/);
-      await two.daemon.waitFor(/connected to the server.*after/);
+      srv = await restartServer(srv, [one, two]);
       const p = await mq(one.socket, ["pub", String(m1), "durable.jobs", "--lines", "--json"], { stdin: lines(20, "n") });
       expect(jsonLines(p.stdout)[0]!.subscribers).toBe(2);
       const [after1, after2] = await Promise.all([drain(one.socket, m1), drain(two.socket, m2)]);
@@ -241,8 +237,7 @@ describe("queue groups across a server restart", () => {
 
       // A crash: the floor on disk may lag behind the acks, never ahead; nothing is lost.
       await mq(one.socket, ["pub", String(m1), "durable.jobs", "--lines"], { stdin: lines(10, "c") });
-      await srv.daemon.kill9();
-      srv = await startServer({ dataDir: data, port });
+      srv = await restartServer(srv, [one, two], { kill: true });
       const [c1, c2] = await Promise.all([drain(one.socket, m1, 4), drain(two.socket, m2, 4)]);
       for (const seq of range(41, 50)) expect([...c1, ...c2]).toContain(seq);
     } finally {

@@ -37,7 +37,7 @@ export function tmpDir(prefix = "mq-test-"): string {
 /** A daemon started from the CLI; its stderr is collected so tests can wait for log lines. */
 export class Daemon {
   log = "";
-  private readonly waiters: Array<{ re: RegExp; resolve: (m: RegExpMatchArray) => void }> = [];
+  private readonly waiters: Array<{ re: RegExp; since: number; resolve: (m: RegExpMatchArray) => void }> = [];
   readonly exited: Promise<number>;
 
   constructor(
@@ -53,18 +53,21 @@ export class Daemon {
     for await (const chunk of this.proc.stderr) {
       this.log += decoder.decode(chunk, { stream: true });
       for (let i = this.waiters.length - 1; i >= 0; i--) {
-        const m = this.log.match(this.waiters[i]!.re);
+        const m = this.log.slice(this.waiters[i]!.since).match(this.waiters[i]!.re);
         if (m) this.waiters.splice(i, 1)[0]!.resolve(m);
       }
     }
   }
 
-  /** Resolves when stderr matches `re` (already or later); fails after `ms` or if the daemon exits. */
-  async waitFor(re: RegExp, ms = 15_000): Promise<RegExpMatchArray> {
-    const now = this.log.match(re);
+  /**
+   * Resolves when stderr from offset `since` on (`log.length` taken earlier: only what was logged
+   * after that) matches `re`, already or later; fails after `ms` or if the daemon exits.
+   */
+  async waitFor(re: RegExp, ms = 15_000, since = 0): Promise<RegExpMatchArray> {
+    const now = this.log.slice(since).match(re);
     if (now) return now;
     const { promise, resolve } = Promise.withResolvers<RegExpMatchArray>();
-    this.waiters.push({ re, resolve });
+    this.waiters.push({ re, since, resolve });
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Error(`${this.name}: no ${re} in ${ms} ms; log:\n${this.log}`)), ms);
@@ -132,6 +135,28 @@ export async function startServer(options: { dataDir?: string; port?: number; ar
   const m = await daemon.waitFor(/listening on 127\.0\.0\.1:(\d+)/);
   const port = Number(m[1]);
   return { daemon, port, dataDir, address: `127.0.0.1:${port}` };
+}
+
+/**
+ * Stops `server` (SIGTERM, expecting exit 0; `kill: true`: SIGKILL), runs `between` while it is
+ * down, starts it again on its port and data directory with `args`, and waits until each of
+ * `locals` has connected to it again (a line logged after this restart, not an earlier one's).
+ */
+export async function restartServer(
+  server: ServerHandle,
+  locals: Array<{ daemon: Daemon }>,
+  options: { kill?: boolean; args?: string[]; between?: () => unknown } = {},
+): Promise<ServerHandle> {
+  const marks = locals.map((l) => l.daemon.log.length);
+  if (options.kill) await server.daemon.kill9();
+  else {
+    const code = await server.daemon.stop();
+    if (code !== 0) throw new Error(`server exited with ${code} on SIGTERM (expected 0); log:\n${server.daemon.log}`);
+  }
+  await options.between?.();
+  const again = await startServer({ dataDir: server.dataDir, port: server.port, args: options.args });
+  for (const [i, local] of locals.entries()) await local.daemon.waitFor(/connected to the server.*after/, 15_000, marks[i]);
+  return again;
 }
 
 export interface LocalHandle {

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { MqClient } from "../../lib/client/index.ts";
 import { expectAlive, expectRoundTrip, helloPeer, type RawPeer } from "../security/kit.ts";
-import { createOn, jsonLines, mq, startCluster, startLocal, startServer, teardown, tmpDir } from "./harness.ts";
+import { createOn, jsonLines, mq, startCluster, startLocal, startServer, teardown, tmpDir, restartServer } from "./harness.ts";
 
 let cluster: Awaited<ReturnType<typeof startCluster>>;
 beforeAll(async () => {
@@ -111,17 +111,13 @@ describe("headers across server restarts", () => {
   test.each([["SIGTERM"], ["SIGKILL"]])("stored in the record: read back from disk after a %s of the server", async (signal) => {
     const serverData = tmpDir("mq-server-");
     let server = await startServer({ dataDir: serverData });
-    const port = server.port;
     const local = await startLocal(server.address);
     try {
       const id = String(await createOn(local.socket));
       // No subscriber yet: the messages are read from the segment after the restart, not from memory.
       expect((await mq(local.socket, ["pub", id, "kept", "--header", "k=v=w", "--header", "emoji=😀", "one"])).code).toBe(0);
       expect((await mq(local.socket, ["pub", id, "kept", "two"])).code).toBe(0);
-      if (signal === "SIGKILL") await server.daemon.kill9();
-      else expect(await server.daemon.stop()).toBe(0);
-      server = await startServer({ dataDir: serverData, port });
-      await local.daemon.waitFor(/connected to the server.*after/);
+      server = await restartServer(server, [local], { kill: signal === "SIGKILL" });
       expect((await mq(local.socket, ["sub", id, "kept", "--from", "earliest"])).code).toBe(0);
       const got = jsonLines((await mq(local.socket, ["recv", id, "--count", "2", "--follow", "--json"])).stdout);
       expect(got.map((m) => [m.data, m.headers])).toEqual([["one", { k: "v=w", emoji: "😀" }], ["two", undefined]]);

@@ -1,7 +1,7 @@
 /** Replay by time (`mq sub --since`) through the compiled binary: durations, timestamps, patterns, restarts, bad input. */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { MqClient } from "../../lib/client/client.ts";
-import { createOn, jsonLines, mq, startCluster, startLocal, startServer, teardown, tmpDir } from "./harness.ts";
+import { createOn, jsonLines, mq, startCluster, startLocal, startServer, teardown, tmpDir, restartServer } from "./harness.ts";
 
 type Cluster = Awaited<ReturnType<typeof startCluster>>;
 
@@ -133,7 +133,6 @@ describe("replay by time", () => {
 test("--since after a server restart finds the same seqs (the log is searched by append time on disk)", async () => {
   const data = tmpDir("mq-server-");
   let server = await startServer({ dataDir: data, args: ["--max-segment-bytes", "1K"] });
-  const port = server.port;
   const local = await startLocal(server.address);
   try {
     const pub = await createOn(local.socket);
@@ -143,9 +142,7 @@ test("--since after a server restart finds the same seqs (the log is searched by
     for (const l of lines) expect((await mq(local.socket, ["pub", String(pub), "rp.restart", l])).code).toBe(0);
     await mq(local.socket, ["sub", String(reader), "rp.restart", "--from", "earliest"]);
     const times = jsonLines((await mq(local.socket, ["recv", String(reader), "--follow", "--count", "12", "--json"])).stdout).map((m) => Date.parse(m.time as string));
-    await server.daemon.kill9();
-    server = await startServer({ dataDir: data, port, args: ["--max-segment-bytes", "1K"] });
-    await local.daemon.waitFor(/connected to the server.*after/);
+    server = await restartServer(server, [local], { kill: true, args: ["--max-segment-bytes", "1K"] });
     for (const k of [0, 4, 9, 11]) {
       const id = await createOn(local.socket);
       const r = JSON.parse((await mq(local.socket, ["sub", String(id), "rp.restart", "--since", new Date(times[k]!).toISOString(), "--json"])).stdout);

@@ -2,13 +2,12 @@
 import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { mq, startLocal, startServer, tmpDir, jsonLines, createOn, teardown } from "./harness.ts";
+import { mq, startLocal, startServer, tmpDir, jsonLines, createOn, teardown, restartServer } from "./harness.ts";
 
 describe("restart", () => {
   test("server and subscriber's local broker restarted (SIGTERM): ids, subscriptions, cursors and undelivered messages survive, no duplicates", async () => {
     const serverData = tmpDir("mq-server-");
     let server = await startServer({ dataDir: serverData });
-    const port = server.port;
     const pubHost = await startLocal(server.address);
     const subData = tmpDir("mq-local-");
     let subHost = await startLocal(server.address, { dataDir: subData });
@@ -23,10 +22,7 @@ describe("restart", () => {
       expect(await subHost.daemon.stop()).toBe(0);
       // Published while the subscriber's host is away: kept on the server.
       await mq(pubHost.socket, ["pub", String(publisher), "durable", "--lines"], { stdin: "3\n4\n" });
-      expect(await server.daemon.stop()).toBe(0);
-
-      server = await startServer({ dataDir: serverData, port });
-      await pubHost.daemon.waitFor(/connected to the server.*after/);
+      server = await restartServer(server, [pubHost]);
       subHost = await startLocal(server.address, { dataDir: subData, socket: subHost.socket });
       // The same local id still works, still subscribed, and resumes from its cursor.
       const r = await mq(subHost.socket, ["recv", String(subscriber), "--follow", "--count", "2", "--json"]);
@@ -65,16 +61,13 @@ describe("restart", () => {
   test("server killed (SIGKILL): every acknowledged publish is delivered after the restart", async () => {
     const data = tmpDir("mq-server-");
     let server = await startServer({ dataDir: data });
-    const port = server.port;
     const local = await startLocal(server.address);
     try {
       const id = await createOn(local.socket);
       await mq(local.socket, ["sub", String(id), "crash"]);
       const input = Array.from({ length: 50 }, (_, i) => `c${i + 1}`).join("\n");
       expect((await mq(local.socket, ["pub", String(id), "crash", "--lines"], { stdin: input })).code).toBe(0);
-      await server.daemon.kill9();
-      server = await startServer({ dataDir: data, port });
-      await local.daemon.waitFor(/connected to the server.*after/);
+      server = await restartServer(server, [local], { kill: true });
       const r = await mq(local.socket, ["recv", String(id), "--follow", "--count", "50", "--json"]);
       const got = jsonLines(r.stdout);
       // At least once: duplicates are possible after a crash, loss and reordering are not.
@@ -125,9 +118,7 @@ describe("data directory lock", () => {
       const id = await createOn(local.socket);
       expect((await mq(local.socket, ["sub", String(id), "locked"])).code).toBe(0);
 
-      await server.daemon.kill9();
-      const again = await startServer({ dataDir: server.dataDir, port: server.port });
-      await local.daemon.waitFor(/connected to the server.*after/);
+      const again = await restartServer(server, [local], { kill: true });
       expect((await mq(local.socket, ["pub", String(id), "locked", "still mine", "--json"])).code).toBe(0);
       await again.daemon[Symbol.asyncDispose]();
     } finally {

@@ -4,7 +4,7 @@
  * unacknowledged messages is counted in `mq stats` and told `lost` on its next delivery.
  */
 import { expect, test } from "bun:test";
-import { createOn, jsonLines, mq, startCluster, startLocal, startServer, teardown, tmpDir, type Daemon, type LocalHandle } from "./harness.ts";
+import { createOn, jsonLines, mq, startCluster, startLocal, startServer, teardown, tmpDir, type Daemon, type LocalHandle, restartServer } from "./harness.ts";
 
 /** 40 lines of 100 bytes: about 8 to a 1K segment. */
 const LINES = `${Array.from({ length: 40 }, (_, i) => `${i + 1}`.padEnd(100, ".")).join("\n")}\n`;
@@ -78,9 +78,7 @@ test("soft (the default): a slow subscriber keeps its unacknowledged messages pa
     await witnessRetention(pubHost, server.daemon, "witness1");
 
     // Restarted with the same flags: retention runs again, and still keeps what is not acknowledged.
-    expect(await server.daemon.stop()).toBe(0);
-    server = await startServer({ dataDir: serverData, port: server.port, args: flags });
-    await pubHost.daemon.waitFor(/connected to the server.*after/);
+    server = await restartServer(server, [pubHost], { args: flags });
     await witnessRetention(pubHost, server.daemon, "witness2");
 
     subHost = await startLocal(server.address, { dataDir: subData, socket: subHost.socket });

@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { MqClient } from "../../lib/client/index.ts";
-import { createOn, jsonLines, mq, startCluster, startLocal, startServer, teardown, tmpDir } from "./harness.ts";
+import { createOn, jsonLines, mq, startCluster, startLocal, startServer, teardown, tmpDir, restartServer } from "./harness.ts";
 
 const SHORT_TTL_MS = 300;
 const BUFFERED_TTL_MS = 2000;
@@ -90,18 +90,13 @@ describe("TTL", () => {
   test.each([["SIGTERM"], ["SIGKILL"]])("the expiry is in the record: a message that expires while the server is down (%s) is never delivered after the restart", async (signal) => {
     const serverData = tmpDir("mq-server-");
     let server = await startServer({ dataDir: serverData });
-    const port = server.port;
     const local = await startLocal(server.address);
     try {
       const id = String(await createOn(local.socket));
       expect((await mq(local.socket, ["pub", id, "down", "--ttl", `${SHORT_TTL_MS}ms`, "short"])).code).toBe(0);
       const published = Date.now();
       expect((await mq(local.socket, ["pub", id, "down", "--ttl", "1d", "long"])).code).toBe(0);
-      if (signal === "SIGKILL") await server.daemon.kill9();
-      else expect(await server.daemon.stop()).toBe(0);
-      await waitPast(published, SHORT_TTL_MS);
-      server = await startServer({ dataDir: serverData, port });
-      await local.daemon.waitFor(/connected to the server.*after/);
+      server = await restartServer(server, [local], { kill: signal === "SIGKILL", between: () => waitPast(published, SHORT_TTL_MS) });
       expect((await mq(local.socket, ["sub", id, "down", "--from", "earliest"])).code).toBe(0);
       const got = jsonLines((await mq(local.socket, ["recv", id, "--follow", "--count", "1", "--json"])).stdout);
       expect(got.map((m) => [m.seq, m.data])).toEqual([[2, "long"]]);
@@ -115,7 +110,6 @@ describe("TTL", () => {
   test("a subscription whose remaining messages all expired moves its cursor past them: after a restart the server does not skip them again", async () => {
     const serverData = tmpDir("mq-server-");
     let server = await startServer({ dataDir: serverData });
-    const port = server.port;
     const pubHost = await startLocal(server.address);
     const subData = tmpDir("mq-local-");
     let subHost = await startLocal(server.address, { dataDir: subData });
@@ -136,9 +130,7 @@ describe("TTL", () => {
       expect({ expired: s.server.expired, received: s.local.received }).toEqual({ expired: 5, received: 0 });
       expect((await mq(subHost.socket, ["recv", subscriber, "--wait", "0.3"])).code).toBe(3);
       // The cursor went past them (written at the graceful stop): the restarted server reads them no more.
-      expect(await server.daemon.stop()).toBe(0);
-      server = await startServer({ dataDir: serverData, port });
-      await subHost.daemon.waitFor(/connected to the server.*after/);
+      server = await restartServer(server, [pubHost, subHost]);
       expect((await mq(pubHost.socket, ["pub", publisher, "all.expired", "6"])).code).toBe(0);
       expect((await mq(subHost.socket, ["recv", subscriber, "--wait", "10"])).stdout).toBe("6\n");
       expect((await stats(subHost.socket)).server.expired).toBe(0);

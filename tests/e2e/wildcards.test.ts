@@ -3,11 +3,17 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { MqClient } from "../../lib/client/client.ts";
-import { createOn, jsonLines, mq, startCluster, startLocal, startServer, teardown, tmpDir } from "./harness.ts";
+import { createOn, jsonLines, mq, startCluster, startLocal, startServer, teardown, tmpDir, restartServer } from "./harness.ts";
 
 type Cluster = Awaited<ReturnType<typeof startCluster>>;
 
 /** Receives exactly `count` messages of `id` as JSON objects (bounded by the CLI's own timeout). */
+/** Removes a topic's subscriber index files, as if a crash came before its subscriptions reached them. */
+function dropSubscriberIndex(dataDir: string, topic: string): void {
+  const dir = path.join(dataDir, "topics", topic);
+  for (const f of fs.readdirSync(dir)) if (f.startsWith("subscribers")) fs.rmSync(path.join(dir, f));
+}
+
 async function recvAll(run: Cluster["run"], id: number, count: number): Promise<Array<Record<string, unknown>>> {
   const r = await run(["recv", String(id), "--follow", "--count", String(count), "--json"], { timeoutMs: 30_000 });
   expect(r.code).toBe(0);
@@ -200,7 +206,6 @@ describe("wildcards across restarts", () => {
     test(`server stopped with ${how}: the pattern is kept, topics created after the restart match, exact filters overlapping it are kept`, async () => {
       const data = tmpDir("mq-server-");
       let server = await startServer({ dataDir: data });
-      const port = server.port;
       const local = await startLocal(server.address);
       try {
         const pub = await createOn(local.socket);
@@ -209,11 +214,7 @@ describe("wildcards across restarts", () => {
         await mq(local.socket, ["pub", String(pub), "r.before", "b1"]);
         await mq(local.socket, ["pub", String(pub), "r.exact", "e1"]);
         expect((await mq(local.socket, ["recv", String(sub), "--follow", "--count", "2"])).code).toBe(0);
-        if (how === "SIGTERM") expect(await server.daemon.stop()).toBe(0);
-        else await server.daemon.kill9();
-
-        server = await startServer({ dataDir: data, port });
-        await local.daemon.waitFor(/connected to the server.*after/);
+        server = await restartServer(server, [local], { kill: how === "SIGKILL" });
         await mq(local.socket, ["pub", String(pub), "r.after", "--lines"], { stdin: "a1\na2\n" });
         await mq(local.socket, ["pub", String(pub), "r.before", "b2"]);
         const got = jsonLines((await mq(local.socket, ["recv", String(sub), "--follow", "--count", "3", "--json"], { timeoutMs: 30_000 })).stdout);
@@ -235,20 +236,15 @@ describe("wildcards across restarts", () => {
   test("a matching topic whose subscription never reached its index (created just before a crash) gets it at start, from its first message", async () => {
     const data = tmpDir("mq-server-");
     let server = await startServer({ dataDir: data });
-    const port = server.port;
     const local = await startLocal(server.address);
     try {
       const pub = await createOn(local.socket);
       const sub = await createOn(local.socket);
       await mq(local.socket, ["sub", String(sub), "cr.>"]);
       await mq(local.socket, ["pub", String(pub), "cr.new", "--lines"], { stdin: "n1\nn2\n" });
-      await server.daemon.kill9();
       // As if the crash came between the topic's creation and its index write.
-      const dir = path.join(data, "topics", "cr.new");
-      for (const f of fs.readdirSync(dir)) if (f.startsWith("subscribers")) fs.rmSync(path.join(dir, f));
-      server = await startServer({ dataDir: data, port });
+      server = await restartServer(server, [local], { kill: true, between: () => dropSubscriberIndex(data, "cr.new") });
       await server.daemon.waitFor(/topic cr\.new: id \d+ subscribed from seq 1/);
-      await local.daemon.waitFor(/connected to the server.*after/);
       expect((await mq(local.socket, ["recv", String(sub), "--follow", "--count", "2"])).stdout).toBe("n1\nn2\n");
     } finally {
       await teardown([local.daemon, server.daemon], [data, local.dataDir]);
@@ -258,7 +254,6 @@ describe("wildcards across restarts", () => {
   test("a sub of a pattern racing an unsub of it: both answer, and the pattern does not come back after a restart", async () => {
     const data = tmpDir("mq-server-");
     let server = await startServer({ dataDir: data });
-    const port = server.port;
     const local = await startLocal(server.address);
     try {
       await using client = await MqClient.connect({ socket: local.socket });
@@ -269,9 +264,7 @@ describe("wildcards across restarts", () => {
         const id = await client.create();
         await Promise.all([client.subscribe(id, [`race${round}.*`]), client.unsubscribe(id, [`race${round}.*`])]);
       }
-      expect(await server.daemon.stop()).toBe(0);
-      server = await startServer({ dataDir: data, port });
-      await local.daemon.waitFor(/connected to the server.*after/);
+      server = await restartServer(server, [local]);
       for (let round = 0; round < 5; round++) {
         expect(JSON.parse((await mq(local.socket, ["pub", String(pub), `race${round}.x`, "1", "--json"])).stdout).subscribers).toBe(0);
       }
@@ -283,7 +276,6 @@ describe("wildcards across restarts", () => {
   test("a pattern sub (--from latest) cut short by a crash: the next start subscribes the older topic from the sub's time, not its full history", async () => {
     const data = tmpDir("mq-server-");
     let server = await startServer({ dataDir: data });
-    const port = server.port;
     const local = await startLocal(server.address);
     try {
       const pub = await createOn(local.socket);
@@ -291,13 +283,9 @@ describe("wildcards across restarts", () => {
       await mq(local.socket, ["pub", String(pub), "cs.old", "--lines"], { stdin: "o1\no2\n" });
       expect((await mq(local.socket, ["sub", String(sub), "cs.*"])).code).toBe(0);
       await mq(local.socket, ["pub", String(pub), "cs.old", "o3"]);
-      await server.daemon.kill9();
       // As if the crash came before the pattern's subscription reached the topic's index.
-      const dir = path.join(data, "topics", "cs.old");
-      for (const f of fs.readdirSync(dir)) if (f.startsWith("subscribers")) fs.rmSync(path.join(dir, f));
-      server = await startServer({ dataDir: data, port });
+      server = await restartServer(server, [local], { kill: true, between: () => dropSubscriberIndex(data, "cs.old") });
       await server.daemon.waitFor(/topic cs\.old: id \d+ subscribed from seq 3/);
-      await local.daemon.waitFor(/connected to the server.*after/);
       expect((await mq(local.socket, ["recv", String(sub), "--follow", "--count", "1"], { timeoutMs: 30_000 })).stdout).toBe("o3\n");
       expect((await mq(local.socket, ["recv", String(sub), "--wait", "0.5"])).code).toBe(3);
     } finally {
@@ -308,16 +296,13 @@ describe("wildcards across restarts", () => {
   test("destroy removes the id's patterns: after a restart nothing matches for it", async () => {
     const data = tmpDir("mq-server-");
     let server = await startServer({ dataDir: data });
-    const port = server.port;
     const local = await startLocal(server.address);
     try {
       const pub = await createOn(local.socket);
       const sub = await createOn(local.socket);
       await mq(local.socket, ["sub", String(sub), "d.>"]);
       expect((await mq(local.socket, ["destroy", String(sub)])).code).toBe(0);
-      expect(await server.daemon.stop()).toBe(0);
-      server = await startServer({ dataDir: data, port });
-      await local.daemon.waitFor(/connected to the server.*after/);
+      server = await restartServer(server, [local]);
       const p = JSON.parse((await mq(local.socket, ["pub", String(pub), "d.x", "1", "--json"])).stdout);
       expect(p.subscribers).toBe(0);
     } finally {
