@@ -30,7 +30,7 @@ const median = (a: number[]) => {
 };
 const range = (a: number[]) => `[${Math.min(...a)}..${Math.max(...a)}]`;
 for (const inst of new Set(rows.map((r) => r.inst))) {
-  for (const key of ["up_ticks", "main_ticks", "client_cpu_cs", "deliveries_per_s", "msgs_per_s", "load"]) {
+  for (const key of ["up_ticks", "main_ticks", "client_cpu_cs", "deliveries_per_s", "msgs_per_s", "p50_us", "p99_us", "load"]) {
     const of = (side: string) => rows.filter((r) => r.side === side && r.inst === inst && r[key] !== undefined);
     const a = of("A");
     const b = of("B");
