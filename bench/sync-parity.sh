@@ -2,7 +2,7 @@
 # The sync on the loop against the pool in one `mq up`, message by message (bench/sync-parity.ts):
 # builds HEAD with bench/sync-parity.patch in a scratch copy (dist/mq is not touched), starts its
 # `mq up --fsync always` with MQ_SYNC_ALTERNATE=1, and runs RUNS paced streams against it.
-#   RUNS=5 RATE=5000 SECONDS=6 bench/sync-parity.sh
+#   RUNS=5 RATE=5000 SECONDS_EACH=6 bench/sync-parity.sh
 # Stops only the process it started (by PID) and removes its directories.
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
