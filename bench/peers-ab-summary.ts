@@ -1,6 +1,7 @@
 /**
  * Medians of bench/peers-ab.sh's output per instance and figure, A against B, and per pair
  * the change B/A − 1 (its median and range) and in how many pairs B was lower.
+ * For s4, msgs_per_s is the publish phase and msgs_per_s_2 the consume phase.
  * client_cpu_cs is the client's CPU in hundredths of a second (the harness's % × seconds).
  *
  *     ./node_modules/.bin/bun bench/peers-ab-summary.ts OUT
@@ -20,7 +21,8 @@ const rows: Row[] = fs
   .map((l) => {
     const [side, , inst] = l.split(" ");
     const row = { side, inst, pair: Number(/pair=(\d+)/.exec(l)![1]) } as Row;
-    for (const m of l.matchAll(/(\w+)=(\d+(?:\.\d+)?)/g)) row[m[1]!] = Number(m[2]);
+    // A key met again (s4's second phase: its consumer's msgs_per_s and CPU) is named KEY_2.
+    for (const m of l.matchAll(/(\w+)=(\d+(?:\.\d+)?)/g)) row[row[m[1]!] === undefined ? m[1]! : `${m[1]}_2`] = Number(m[2]);
     if (row.secs !== undefined && row.client_cpu_pct !== undefined) row.client_cpu_cs = Math.round(row.client_cpu_pct * row.secs);
     return row;
   });
@@ -30,7 +32,7 @@ const median = (a: number[]) => {
 };
 const range = (a: number[]) => `[${Math.min(...a)}..${Math.max(...a)}]`;
 for (const inst of new Set(rows.map((r) => r.inst))) {
-  for (const key of ["up_ticks", "main_ticks", "client_cpu_cs", "deliveries_per_s", "msgs_per_s", "load"]) {
+  for (const key of ["up_ticks", "main_ticks", "client_cpu_cs", "deliveries_per_s", "msgs_per_s", "msgs_per_s_2", "p50_us", "p99_us", "load"]) {
     const of = (side: string) => rows.filter((r) => r.side === side && r.inst === inst && r[key] !== undefined);
     const a = of("A");
     const b = of("B");

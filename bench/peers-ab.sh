@@ -11,7 +11,7 @@
 # PEERS_TAG is what the copy's servers-mq.sh puts after "peers" in its paths (/tmp/peers-run-NAME,
 # /tmp/peers-NAME-mq-nf): empty for the shared harness. MQ_REPO_A/B: the checkouts whose client
 # library the harness loads for A and B. One line per run: side, pair, instance, load, up_ticks,
-# and the harness's figures (secs, msgs/s, deliveries/s, client and server CPU %).
+# and the harness's figures (secs, msgs/s, deliveries/s, client and server CPU %, and s3's p50/p99 µs).
 set -uo pipefail
 A=${1:?A binary}; B=${2:?B binary}; PAIRS=${3:?pairs}; shift 3
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,7 +33,7 @@ for i in $(seq "$PAIRS"); do
       # shellcheck disable=SC2086 # the options are words on purpose
       r=$(MQ_REPO=$repo timeout 150 ./node_modules/.bin/bun run.ts --target mq $nf "$@" 2>&1 | tail -1)
       t1=$(ticks "$pid"); m1=$(main_ticks "$pid")
-      echo "$side pair=$i $inst load=$(cut -d' ' -f1 /proc/loadavg) up_ticks=$((t1 - t0)) main_ticks=$((m1 - m0)) $(echo "$r" | grep -o ' secs=[0-9.]*\|msgs_per_s=[0-9]*\|deliveries_per_s=[0-9]*\|client_cpu_pct=[0-9]*\|server_cpu_pct=[0-9]*\|FAILED.*' | tr '\n' ' ')"
+      echo "$side pair=$i $inst load=$(cut -d' ' -f1 /proc/loadavg) up_ticks=$((t1 - t0)) main_ticks=$((m1 - m0)) $(echo "$r" | grep -o ' secs=[0-9.]*\|msgs_per_s=[0-9]*\|deliveries_per_s=[0-9]*\|client_cpu_pct=[0-9]*\|server_cpu_pct=[0-9]*\|p50_us=[0-9]*\|p99_us=[0-9]*\|FAILED.*' | tr '\n' ' ')"
     done
     ./servers-mq.sh stop >/dev/null
   done

@@ -19,10 +19,15 @@ export class GroupCommit<T, R> {
   private queue: Array<Queued<T, R> | QueuedMany<T, R>> = [];
   private running = false;
   private scheduled = false;
+  /** Items were added while a commit ran: the next batch waited behind it (others are publishing). */
+  private addedWhileRunning = false;
   private idleWaiters: Array<() => void> = [];
 
-  /** `commit` writes a batch and returns one result per item; a throw fails the whole batch. */
-  constructor(private readonly commit: (items: T[]) => Promise<R[]>) {}
+  /**
+   * `commit` writes a batch and returns one result per item; a throw fails the whole batch.
+   * `waited`: some of the batch was added while the previous commit ran.
+   */
+  constructor(private readonly commit: (items: T[], waited: boolean) => Promise<R[]>) {}
 
   /** True while a commit runs or items wait for one. */
   get busy(): boolean {
@@ -46,6 +51,7 @@ export class GroupCommit<T, R> {
   }
 
   private schedule(): void {
+    if (this.running) this.addedWhileRunning = true;
     if (this.scheduled) return;
     this.scheduled = true;
     queueMicrotask(() => void this.run());
@@ -65,13 +71,15 @@ export class GroupCommit<T, R> {
     this.running = true;
     const batch = this.queue;
     this.queue = [];
+    const waited = this.addedWhileRunning;
+    this.addedWhileRunning = false;
     try {
       const items: T[] = [];
       for (const q of batch) {
         if ("items" in q) for (const item of q.items) items.push(item);
         else items.push(q.item);
       }
-      const results = await this.commit(items);
+      const results = await this.commit(items, waited);
       let k = 0;
       for (const q of batch) {
         if ("items" in q) {

@@ -4,44 +4,56 @@
  * publish in `mq up`), or on the event loop itself (`fdatasyncSync`: no thread hop, but the
  * process waits for the disk).
  *
- * On the loop only for a lone publisher: a commit of one message to one file, the previous
- * commit of the process lone too and of the same topic, and no commit of another topic for
- * `quietMs` (so no other topic's sync is in flight on the pool either, unless a stalling
- * disk holds it longer than that). Everything else in the process waits while the loop
- * syncs, so as soon as several topics are written, or a topic gets several messages per
- * commit (several publishers, many in flight), the pool is used, as it always was: there
- * syncs of different topics overlap and the loop reads the next requests while the disk
- * works (docs/benchmarks.md, "one publish in flight: the sync on the event loop"). A sync on
- * the loop that took longer than `slowMs` (a disk stalling: then the thread hop is nothing
- * beside it, and the whole process waited) sends the syncs back to the pool for `quietMs`,
- * so the loop waits on a stalling disk at most once per `quietMs`.
+ * On the loop only for a lone publisher: a commit of one request (one publish, or one batch of
+ * at most `maxMessages`, as a library sends the publishes of one tick) to one file, that did
+ * not wait behind the previous commit (nothing was queued while that one ran: no one else is
+ * publishing), of the same topic as the previous commit and no commit of another topic for
+ * `quietMs` (so no other topic's sync is in flight on the pool either, unless a stalling disk
+ * holds it longer than that). Everything else in the process waits while the loop syncs, so
+ * as soon as several topics are written, or requests queue up behind a commit (several
+ * publishers, many in flight), the pool is used, as it always was: there syncs of different
+ * topics overlap and the loop reads the next requests while the disk works
+ * (docs/benchmarks.md, "one publish in flight: the sync on the event loop", and "a single
+ * publish: the sync on the loop widened"). A sync on the loop that took longer than `slowMs`
+ * (a disk stalling: then the thread hop is nothing beside it, and the whole process waited)
+ * sends the syncs back to the pool for `quietMs`, so the loop waits on a stalling disk at
+ * most once per `quietMs`.
  */
 import type { PooledFile } from "./open-files.ts";
+
+/** What one commit holds, as far as the rule cares. */
+export interface CommitShape {
+  /** Requests (group-commit entries) in the commit. */
+  requests: number;
+  messages: number;
+  /** Files it wrote, each to be synced. */
+  files: number;
+  /** Some of it was queued while the previous commit ran. */
+  waited: boolean;
+}
 
 export class SyncPlace {
   /** No commit of another topic for this long before a sync may run on the loop. */
   quietMs = 100;
   /** A sync on the loop longer than this sends the syncs back to the pool for `quietMs`. */
   slowMs = 20;
+  /** The most messages a lone request's commit may hold and still sync on the loop. */
+  maxMessages = 32;
   private lastTopic: object | null = null;
-  private lastLone = false;
   /** When the topic of the commits last changed (performance.now()). */
   private topicChangedAt = -Infinity;
 
   constructor(private readonly now: () => number = () => performance.now()) {}
 
   /** Called once per commit that syncs: true to sync on the event loop, false on the pool. */
-  onLoop(topic: object, messages: number, files: number): boolean {
-    const lone = messages === 1 && files === 1;
-    const sameTopic = topic === this.lastTopic;
-    const previousLone = this.lastLone;
-    this.lastLone = lone;
-    if (!sameTopic) {
+  onLoop(topic: object, commit: CommitShape): boolean {
+    if (topic !== this.lastTopic) {
       this.lastTopic = topic;
       this.topicChangedAt = this.now();
       return false;
     }
-    return lone && previousLone && this.now() - this.topicChangedAt >= this.quietMs;
+    const lone = commit.requests === 1 && commit.messages <= this.maxMessages && commit.files === 1 && !commit.waited;
+    return lone && this.now() - this.topicChangedAt >= this.quietMs;
   }
 
   /** A sync on the loop took `ms`. */
@@ -57,8 +69,8 @@ export const syncPlace = new SyncPlace();
  * Makes a commit's `files` durable, `syncPlace` choosing where; `owner` is the topic's log.
  * Returns undefined when done already (synced on the loop), else the pool's promise.
  */
-export function syncCommit(owner: object, messages: number, files: PooledFile[]): Promise<unknown> | undefined {
-  if (syncPlace.onLoop(owner, messages, files.length)) {
+export function syncCommit(owner: object, requests: number, messages: number, waited: boolean, files: PooledFile[]): Promise<unknown> | undefined {
+  if (syncPlace.onLoop(owner, { requests, messages, files: files.length, waited })) {
     syncPlace.loopSyncTook(files[0]!.syncOnLoop());
     return undefined;
   }

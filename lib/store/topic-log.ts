@@ -188,7 +188,7 @@ export class FileTopicLog implements TopicLog {
   private lastStored = 0;
   private stored = 0;
   /** Each entry is answered with the seq of its first message (the others follow it). */
-  private readonly commits = new GroupCommit((entries: PendingAppends[]) => this.commit(entries));
+  private readonly commits = new GroupCommit((entries: PendingAppends[], waited: boolean) => this.commit(entries, waited));
   /** Tail cache: dense, ascending, committed messages from `tail[tailHead]` on. */
   private tail: StoredMessage[] = [];
   private tailHead = 0;
@@ -597,8 +597,11 @@ export class FileTopicLog implements TopicLog {
   // ---------------------------------------------------------------------------------------
   // Appending
 
-  /** Writes the entries' appends in one go, fsyncs per policy; returns the seq of each entry's first message. */
-  private async commit(entries: PendingAppends[]): Promise<number[]> {
+  /**
+   * Writes the entries' appends in one go, fsyncs per policy; returns the seq of each entry's
+   * first message. `waited`: some entries were queued while the previous commit ran.
+   */
+  private async commit(entries: PendingAppends[], waited: boolean): Promise<number[]> {
     let count = 0;
     for (const entry of entries) count += entry.data.length;
     // Seqs are handed out only below a reservation on disk: after any loss, none is reused.
@@ -611,7 +614,7 @@ export class FileTopicLog implements TopicLog {
       this.writeBatch(entries, touched, written);
       this.assigned += count;
       if (this.options.fsync === "always") {
-        const syncing = syncCommit(this, count, [...touched].map((s) => s.handle));
+        const syncing = syncCommit(this, entries.length, count, waited, [...touched].map((s) => s.handle));
         if (syncing) await syncing;
       } else if (this.options.fsync === "interval") this.markDirty(touched);
     } catch (err) {

@@ -15,53 +15,55 @@ describe("SyncPlace", () => {
   }
   const a = {};
   const b = {};
+  /** One request of `messages` to one file that did not wait: a lone publisher's commit. */
+  const lone = (messages = 1) => ({ requests: 1, messages, files: 1, waited: false });
 
   test("a lone publisher's commits sync on the event loop once its topic has been the only one for quietMs", () => {
     const { place, clock } = rule();
-    expect(place.onLoop(a, 1, 1)).toBe(false); // a new topic
-    expect(place.onLoop(a, 1, 1)).toBe(false); // not quiet for long enough yet
+    expect(place.onLoop(a, lone())).toBe(false); // a new topic
+    expect(place.onLoop(a, lone())).toBe(false); // not quiet for long enough yet
     clock.ms += place.quietMs;
-    expect(place.onLoop(a, 1, 1)).toBe(true);
-    expect(place.onLoop(a, 1, 1)).toBe(true);
+    expect(place.onLoop(a, lone())).toBe(true);
+    expect(place.onLoop(a, lone())).toBe(true);
   });
 
   test("another topic's commit sends the syncs back to the pool for quietMs", () => {
     const { place, clock } = rule();
-    place.onLoop(a, 1, 1);
+    place.onLoop(a, lone());
     clock.ms += place.quietMs;
-    expect(place.onLoop(a, 1, 1)).toBe(true);
-    expect(place.onLoop(b, 1, 1)).toBe(false);
-    expect(place.onLoop(a, 1, 1)).toBe(false);
-    expect(place.onLoop(a, 1, 1)).toBe(false);
+    expect(place.onLoop(a, lone())).toBe(true);
+    expect(place.onLoop(b, lone())).toBe(false);
+    expect(place.onLoop(a, lone())).toBe(false);
+    expect(place.onLoop(a, lone())).toBe(false);
     clock.ms += place.quietMs;
-    expect(place.onLoop(a, 1, 1)).toBe(true);
+    expect(place.onLoop(a, lone())).toBe(true);
   });
 
-  test("a commit of several messages or files, and the commit after it, sync on the pool", () => {
+  test("one request of up to maxMessages syncs on the loop; more messages, several requests, two files or a batch that waited go to the pool", () => {
     const { place, clock } = rule();
-    place.onLoop(a, 1, 1);
+    place.onLoop(a, lone());
     clock.ms += place.quietMs;
-    expect(place.onLoop(a, 5, 1)).toBe(false); // others are publishing too
-    expect(place.onLoop(a, 1, 1)).toBe(false); // the one after a batch: still not alone
-    expect(place.onLoop(a, 1, 1)).toBe(true);
-    expect(place.onLoop(a, 1, 2)).toBe(false); // a segment rolled over: two files
-    expect(place.onLoop(a, 1, 1)).toBe(false);
-    expect(place.onLoop(a, 1, 1)).toBe(true);
+    expect(place.onLoop(a, lone(place.maxMessages))).toBe(true); // one library batch of a tick
+    expect(place.onLoop(a, lone(place.maxMessages + 1))).toBe(false);
+    expect(place.onLoop(a, { requests: 2, messages: 2, files: 1, waited: false })).toBe(false); // two publishers in one tick
+    expect(place.onLoop(a, { requests: 1, messages: 1, files: 2, waited: false })).toBe(false); // a segment rolled over
+    expect(place.onLoop(a, { requests: 1, messages: 1, files: 1, waited: true })).toBe(false); // queued behind the previous commit
+    expect(place.onLoop(a, lone(3))).toBe(true); // none of those changes the topic: the next lone commit is on the loop again
   });
 
   test("a sync on the loop slower than slowMs sends the syncs back to the pool for quietMs", () => {
     const { place, clock } = rule();
-    place.onLoop(a, 1, 1);
+    place.onLoop(a, lone());
     clock.ms += place.quietMs;
-    expect(place.onLoop(a, 1, 1)).toBe(true);
+    expect(place.onLoop(a, lone())).toBe(true);
     place.loopSyncTook(place.slowMs); // not slower than slowMs
-    expect(place.onLoop(a, 1, 1)).toBe(true);
+    expect(place.onLoop(a, lone())).toBe(true);
     place.loopSyncTook(place.slowMs + 1);
-    expect(place.onLoop(a, 1, 1)).toBe(false);
+    expect(place.onLoop(a, lone())).toBe(false);
     clock.ms += place.quietMs - 1;
-    expect(place.onLoop(a, 1, 1)).toBe(false);
+    expect(place.onLoop(a, lone())).toBe(false);
     clock.ms += 1;
-    expect(place.onLoop(a, 1, 1)).toBe(true);
+    expect(place.onLoop(a, lone())).toBe(true);
   });
 });
 
@@ -110,6 +112,47 @@ describe("FileTopicLog with --fsync always, one publish at a time", () => {
     const again = FileTopicLog.open(dir, { fsync: "always", fsyncIntervalMs: 1000, maxSegmentBytes: 1 << 20, files: new OpenFiles(16) });
     expect((await again.read(1, 10, 1 << 20)).map((m) => Buffer.from(m.data).toString())).toEqual(["m1", "m2", "m3", "m4"]);
     await again.close();
+  });
+
+  test("a batch queued while the previous commit synced on the pool syncs on the pool too; a batch of up to 32 from one request on the loop", async () => {
+    const log = FileTopicLog.open(dir, { fsync: "always", fsyncIntervalMs: 1000, maxSegmentBytes: 1 << 20, files: new OpenFiles(16) });
+    const events: string[] = [];
+    const realSync = fs.fdatasyncSync;
+    const realAsync = fs.fdatasync;
+    let behind: Promise<number> | null = null;
+    let queueBehind = false;
+    const onLoop = spyOn(fs, "fdatasyncSync").mockImplementation(((fd: number) => {
+      realSync(fd);
+      events.push("synced on the loop");
+    }) as typeof fs.fdatasyncSync);
+    const onPool = spyOn(fs, "fdatasync").mockImplementation(((fd: number, done: (err: NodeJS.ErrnoException | null) => void) => {
+      // While the commit of the two requests syncs, a third request comes in: it waits behind it.
+      if (queueBehind && !behind) behind = log.append(Buffer.from("behind"), 5).then((seq) => (events.push(`acknowledged ${seq}`), seq));
+      realAsync(fd, (err) => {
+        events.push("synced on the pool");
+        done(err);
+      });
+    }) as typeof fs.fdatasync);
+    const ack = (seq: number) => events.push(`acknowledged ${seq}`);
+    try {
+      ack(await log.append(Buffer.from("m1"), 1)); // a new topic: on the pool
+      // One request of 32 messages (a library's batch of one tick): on the loop.
+      const batch = Array.from({ length: 32 }, (_, i) => Buffer.from(`b${i}`));
+      ack((await log.appendBatch(batch, 2, batch.map(() => undefined)))[0]!);
+      // Two requests in one tick (two publishers): on the pool; the third, queued meanwhile, on the pool too.
+      queueBehind = true;
+      const two = [log.append(Buffer.from("x"), 3), log.append(Buffer.from("y"), 4)];
+      for (const seq of await Promise.all(two)) ack(seq);
+      await behind;
+      // Alone again: on the loop.
+      ack(await log.append(Buffer.from("m2"), 6));
+    } finally {
+      onLoop.mockRestore();
+      onPool.mockRestore();
+    }
+    expect(queueBehind && behind !== null).toBe(true);
+    expect(events).toEqual(["synced on the pool", "acknowledged 1", "synced on the loop", "acknowledged 2", "synced on the pool", "acknowledged 34", "acknowledged 35", "synced on the pool", "acknowledged 36", "synced on the loop", "acknowledged 37"]);
+    await log.close();
   });
 
   test("a failed fdatasync on the loop acknowledges nothing and the next append starts clean", async () => {
