@@ -3,6 +3,7 @@
  * increment in place (their Prometheus text: PromText.section, tests/http/units.test.ts).
  */
 import { describe, expect, test } from "bun:test";
+import * as fs from "node:fs";
 import { counter, defineCounters, gauge, info, labelledCounter, LOCAL_COUNTERS, LOCAL_METRICS, SERVER_COUNTERS, SERVER_METRICS, type Metrics } from "../lib/metrics.ts";
 
 describe("declarations", () => {
@@ -21,6 +22,25 @@ describe("declarations", () => {
     const at = serverNames.indexOf("published");
     expect(serverNames.slice(at, at + Object.keys(SERVER_COUNTERS).length)).toEqual(Object.keys(SERVER_COUNTERS));
     for (const name of Object.keys(LOCAL_COUNTERS)) expect(Object.keys(LOCAL_METRICS)).toContain(name);
+  });
+});
+
+describe("docs/cli.md", () => {
+  /** The metric names in backquotes of the `mq stats` bullet of `section`, first mention each, in order. */
+  function namedInDocs(section: "local" | "server", names: string[]): string[] {
+    const doc = fs.readFileSync(new URL("../docs/cli.md", import.meta.url), "utf8");
+    const start = doc.indexOf(`  - \`${section}\`: `);
+    const end = doc.indexOf("\n  - `", start + 1);
+    expect(start).toBeGreaterThan(0);
+    const named = [...doc.slice(start, end).matchAll(/`([a-z_0-9]+)`/g)].map((m) => m[1]!);
+    return [...new Set(named.filter((n) => names.includes(n)))];
+  }
+
+  test("the `mq stats` field lists name every field, in the order shown", () => {
+    for (const [section, metrics] of [["local", LOCAL_METRICS], ["server", SERVER_METRICS]] as const) {
+      const names = Object.keys(metrics);
+      expect({ section, named: namedInDocs(section, names) }).toEqual({ section, named: names });
+    }
   });
 });
 
