@@ -7,13 +7,6 @@
  * hops cannot run to its end in one turn — measured: with microtasks, `--fsync never`
  * deliveries fell ~90 ms behind the publishes (docs/benchmarks.md).
  *
- * One exception: a publish's request and its `ok` reply are handed over in the turn they are
- * sent (a microtask, with what was queued before them), at most SAME_TURN_HANDOVERS times
- * per turn for the whole process. A publish batch then goes from the local broker to the
- * commit and back to its client in the turn its bytes were read, not two turns later; its
- * chain of hops ends at the client's socket, and pushes and acks, whose hops feed each
- * other, still wait for the next turn.
- *
  * What TCP gives a Connection and this keeps:
  * - order: the chunks of one side reach the other in the order written;
  * - no reuse: the peer gets its own copy (Connection reuses its outbound buffer, and the
@@ -38,26 +31,6 @@
 import { OUTBOUND_BUDGET_BYTES, type Connection, type SocketLike } from "./connection.ts";
 import type { Frame } from "./messages.ts";
 
-/**
- * Hand-overs in the turn of the send, per turn of the event loop, for all links of the
- * process: two publish round trips. Past it, the next turn: no chain of hops holds the loop
- * (docs/benchmarks.md, "--fsync never 1→1: the turns of a round trip").
- */
-export const SAME_TURN_HANDOVERS = 4;
-/** A publish's request and the replies (an `ok` handed over as an object answers a publish, or is an ack's empty one). */
-const SAME_TURN_OPS: ReadonlySet<string> = new Set(["pub", "pubs", "ok"]);
-/** Hand-overs made in this turn so far (reset by a setImmediate at the first one). */
-let sameTurnUsed = 0;
-
-/** True when a frame of `op` may be handed over in this turn: counts it. */
-function takeSameTurn(op: string): boolean {
-  if (!SAME_TURN_OPS.has(op)) return false;
-  if (sameTurnUsed >= SAME_TURN_HANDOVERS) return false;
-  if (sameTurnUsed === 0) setImmediate(() => (sameTurnUsed = 0));
-  sameTurnUsed++;
-  return true;
-}
-
 /** The ops handed over as objects: built by our own code from plain values (see `sendFrame`). */
 const OBJECT_OPS: ReadonlySet<string> = new Set(["msgs", "pub", "pubs", "ack", "nak"]);
 /** The fields of the `ok` replies handed over as objects (a publish's reply, an ack's empty one). */
@@ -79,7 +52,6 @@ export class MemorySocket implements SocketLike {
   /** Chunks written and frames sent as they are, not yet delivered to the peer, in order. */
   private queued: Array<Uint8Array | Frame> = [];
   private deliveryScheduled = false;
-  private sameTurnScheduled = false;
   /**
    * The bytes of what is queued (frames as objects: their payloads and a little more), counted
    * in the writer's `pendingBytes` until delivered, as a TCP socket's unsent bytes would be.
@@ -104,14 +76,6 @@ export class MemorySocket implements SocketLike {
     if (this.closed || this.ending) return true;
     this.queued.push(frame as Frame);
     this.queuedBytes += frameBytes(frame as Frame);
-    if (!this.sameTurnScheduled && takeSameTurn((frame as Frame).op)) {
-      // With what is queued before it, in order; a delivery at the next turn finds it done.
-      this.sameTurnScheduled = true;
-      queueMicrotask(() => {
-        this.sameTurnScheduled = false;
-        this.deliver();
-      });
-    }
     this.schedule();
     return true;
   }
@@ -131,15 +95,12 @@ export class MemorySocket implements SocketLike {
   private schedule(): void {
     if (this.deliveryScheduled) return;
     this.deliveryScheduled = true;
-    setImmediate(() => {
-      this.deliveryScheduled = false;
-      this.deliver();
-    });
+    setImmediate(() => this.deliver());
   }
 
-  /** Hands all that is queued to the peer (nothing when a delivery earlier in the turn took it). */
   private deliver(): void {
-    if (this.closed || (this.queued.length === 0 && !this.ending)) return;
+    this.deliveryScheduled = false;
+    if (this.closed) return;
     const chunks = this.queued;
     this.queued = [];
     // The writer may have stopped producing at its outbound budget: once the peer has it all, it may go on.

@@ -143,7 +143,7 @@ describe("mq up, local broker and server linked in memory", () => {
     }
   });
 
-  test("--fsync never, many publish batches in flight from two clients (their round trips within a turn) and a recv loop: every message once, each client's in call order, seqs in call order", async () => {
+  test("--fsync never, many publish batches in flight from two clients and a recv loop: every message once, each client's in call order, seqs in call order", async () => {
     const up = await startUp({ args: ["--fsync", "never"] });
     const [p1, p2, sub] = await Promise.all([connect({ socket: up.socket }), connect({ socket: up.socket }), connect({ socket: up.socket })]);
     try {

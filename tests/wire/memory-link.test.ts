@@ -3,15 +3,14 @@
  * requests and pushes arrive whole and in order with their replies, an error reply keeps its
  * code, hot frames go as objects and the others encoded, still in order, a close from either side reaches the other (what was written first still arrives),
  * `terminate` drops at once, the peer's bytes are its own copy, delivery never runs inside
- * the writer's flush, and a writer that filled its outbound budget is told to go on. A
- * publish and its reply are handed over in the turn they are sent (a bounded number of times
- * per turn), pushes and acks at the next turn, all still in the order sent.
+ * the writer's flush, and a writer that filled its outbound budget is told to go on, with
+ * publishes as with pushes.
  */
 import { describe, expect, test } from "bun:test";
 import { Code, MqError } from "../../lib/errors.ts";
 import { CloseReason, Connection, OUTBOUND_BUDGET_BYTES, type ConnectionHandler } from "../../lib/wire/connection.ts";
 import type { Frame } from "../../lib/wire/messages.ts";
-import { joinInMemory, memorySocketPair, SAME_TURN_HANDOVERS } from "../../lib/wire/memory-link.ts";
+import { joinInMemory, memorySocketPair } from "../../lib/wire/memory-link.ts";
 
 const options = { maxFrameBytes: 1 << 30, label: "peer" };
 
@@ -147,49 +146,6 @@ describe("in-memory link", () => {
     expect(p.got.client).toHaveLength(sent);
     expect(p.drains.server).toBe(1);
     expect(p.server.writable as boolean).toBe(true); // (a getter: not narrowed by the loop)
-    p.client.close();
-    await settle();
-  });
-
-  test("a publish and its reply are handed over in the turn they are sent; pushes and acks wait for the next turn", async () => {
-    const p = pair((frame) => (frame.op === "pubs" ? { topic: "t", seqs: [1, 2] } : {}));
-    let turned = false;
-    setImmediate(() => (turned = true));
-    const reply = await p.client.request({ op: "pubs", id: 1, topic: "t", payloads: [new Uint8Array([1]), new Uint8Array([2])] });
-    expect(reply.seqs).toEqual([1, 2]);
-    expect(turned).toBe(false); // the whole round trip within the turn
-
-    await settle();
-    turned = false;
-    setImmediate(() => (turned = true));
-    p.server.send({ op: "msgs", id: 1, topic: "t", seq: 1, times: [1], payloads: [new Uint8Array([1])] });
-    p.client.send({ op: "ack", id: 1, topic: "t", seq: 1 });
-    for (let i = 0; i < 10; i++) await Promise.resolve();
-    expect([p.got.client.length, p.got.server.length]).toEqual([0, 1]); // the pubs only
-    await settle();
-    expect(turned).toBe(true);
-    expect(p.got.client.map((f) => f.op)).toEqual(["msgs"]);
-    expect(p.got.server.map((f) => f.op)).toEqual(["pubs", "ack"]);
-    p.client.close();
-    await settle();
-  });
-
-  test(`at most ${SAME_TURN_HANDOVERS} hand-overs in a turn: a chain of publish round trips goes on at the next turn, in order`, async () => {
-    let seq = 0;
-    const p = pair(() => ({ topic: "t", seqs: [++seq] }));
-    await settle();
-    let turned = false;
-    setImmediate(() => (turned = true));
-    const inTurn: number[] = [];
-    const seqs: number[] = [];
-    // One publish in flight at a time: each round trip is two hand-overs (the request, the reply).
-    for (let i = 0; i < 10; i++) {
-      const r = await p.client.request({ op: "pubs", id: 1, topic: "t", payloads: [new Uint8Array([i])] });
-      seqs.push(...(r.seqs as number[]));
-      if (!turned) inTurn.push(i);
-    }
-    expect(inTurn).toEqual(Array.from({ length: SAME_TURN_HANDOVERS / 2 }, (_, i) => i));
-    expect(seqs).toEqual(Array.from({ length: 10 }, (_, i) => i + 1));
     p.client.close();
     await settle();
   });
