@@ -110,8 +110,6 @@ export class LocalBroker {
   private connectedWaiters: Array<() => void> = [];
   private readonly clients = new Set<Connection>();
   private readonly inboxes = new Map<number, Inbox>();
-  /** Inboxes pushed to in this run of frames, by local id, served once the run is over (`serveAfterPushes`). */
-  private readonly pushedInboxes = new Map<number, Inbox>();
   private maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES;
   private stopped = false;
   private stopping: Promise<void> | null = null;
@@ -536,26 +534,7 @@ export class LocalBroker {
     }
     inbox.setMore(frame.topic, frame.more === true);
     if (reack) from.send({ op: "ack", id: global, topic: frame.topic, seq: inbox.ackedUpstream(frame.topic) });
-    this.serveAfterPushes(local, inbox);
-  }
-
-  /**
-   * Serves `inbox`'s waiting recvs and follows once the frames that arrived with this push
-   * are all taken (a microtask: after the link's delivery or the socket read that brought
-   * them, still in this turn). The server pushes a window in frames of up to 64 messages,
-   * handed over together: a recv waiting gets them all in one reply, not the first frame
-   * alone and the rest at its next round trip.
-   */
-  private serveAfterPushes(local: number, inbox: Inbox): void {
-    if (this.pushedInboxes.size === 0) {
-      queueMicrotask(() => {
-        const pushed = [...this.pushedInboxes];
-        this.pushedInboxes.clear();
-        // An id gone meanwhile (destroyed, or lost on the server) has had its waiters answered.
-        for (const [id, box] of pushed) if (this.inboxes.get(id) === box) this.serveWaiters(box);
-      });
-    }
-    this.pushedInboxes.set(local, inbox);
+    this.serveWaiters(inbox);
   }
 
   private inbox(local: number): Inbox {

@@ -64,29 +64,3 @@ test("recv answers at once from what is buffered; with nothing buffered it waits
     await server.stop();
   }
 });
-
-test("a waiting recv gets the messages of every push frame that arrived together, not the first frame's alone", async () => {
-  configureLog({ level: "error" });
-  let nextId = 1001;
-  const server = await localAgainst("scripted server", (frame: Frame) => {
-    if (frame.op === "hello") return { version: PROTOCOL_VERSION, maxMessageBytes: 1 << 20, maxInFlight: 1024 };
-    if (frame.op === "create") return { id: nextId++ };
-    return {};
-  });
-  const peer = await RawPeer.connect({ unix: server.socket });
-  try {
-    await peer.request({ op: "hello", rid: 1, version: PROTOCOL_VERSION });
-    await peer.request({ op: "create", rid: 2 });
-    const conn = { state: { nextTag: 1, delivered: new Map(), waiters: new Set() }, closed: false };
-    const waiting = recvOf(server.local)(conn, 1, 1000, 30_000);
-    expect(waiting).toBeInstanceOf(Promise);
-    // As the server pushes a window: frames of a batch each, sent in one turn (one write).
-    server.connections[0]!.send(push(1001, 1, 3));
-    server.connections[0]!.send(push(1001, 4, 3));
-    server.connections[0]!.send(push(1001, 7, 2));
-    expect(((await waiting) as { messages: Message[] }).messages.map((m) => m.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
-  } finally {
-    peer.end();
-    await server.stop();
-  }
-});
