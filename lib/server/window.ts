@@ -4,8 +4,9 @@
  * subscription's own acks (lib/wire/link-window.ts). The local broker acknowledges once its
  * client did, so a slow consumer reads as a slow link, and its window shrinks.
  *
- * Bounds: never below MIN_WINDOW_* (the fixed window mq had before, enough on loopback),
- * never above MAX_WINDOW_* (the server's cap per subscription). Within the window, the byte
+ * Bounds: never below MIN_SUBSCRIPTION_WINDOW_MESSAGES (a queue-group member:
+ * MIN_WINDOW_MESSAGES, the fixed window mq had before) and MIN_WINDOW_BYTES, never above
+ * MAX_WINDOW_* (the server's cap per subscription). Within the window, the byte
  * budgets the local broker announced (lib/server/credits.ts) still apply: they bound its
  * memory whatever the window.
  */
