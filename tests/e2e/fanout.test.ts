@@ -5,6 +5,7 @@
  * The server's `fanout_shared` counts the deliveries that rode in a frame sent for another id.
  */
 import { describe, expect, test } from "bun:test";
+import { MIN_SUBSCRIPTION_WINDOW_MESSAGES } from "../../lib/server/window.ts";
 import { MSGS_IDS_CAP } from "../../lib/wire/ops.ts";
 import { helloPeer, type WireMap } from "../security/kit.ts";
 import { createOn, jsonLines, mq, startLocal, startServer, teardown, tmpDir } from "./harness.ts";
@@ -88,15 +89,17 @@ describe("fan-out once per local broker", () => {
     const server = await startServer();
     const local = await startLocal(server.address);
     try {
+      // Past a subscription's first window: three of them.
+      const n = 3 * MIN_SUBSCRIPTION_WINDOW_MESSAGES;
       const [ahead, behind, last] = [await createOn(local.socket), await createOn(local.socket), await createOn(local.socket)];
       await subscribeAll(local.socket, [ahead!, behind!, last!], "fan.apart");
-      expect((await mq(local.socket, ["pub", String(ahead), "fan.apart", "--lines"], { stdin: lines(1, 600) })).code).toBe(0);
+      expect((await mq(local.socket, ["pub", String(ahead), "fan.apart", "--lines"], { stdin: lines(1, n) })).code).toBe(0);
       // One id receives everything first: past the first window, the server reads for it alone.
-      expect(await recvAll(local.socket, ahead!, 600)).toEqual(expected(1, 600));
+      expect(await recvAll(local.socket, ahead!, n)).toEqual(expected(1, n));
       const before = (JSON.parse((await mq(local.socket, ["stats", "--json"])).stdout).local as { reused: number }).reused;
       // Then the others, one after the other: each in frames of its own, of messages the first one was pushed.
-      expect(await recvAll(local.socket, behind!, 600)).toEqual(expected(1, 600));
-      expect(await recvAll(local.socket, last!, 600)).toEqual(expected(1, 600));
+      expect(await recvAll(local.socket, behind!, n)).toEqual(expected(1, n));
+      expect(await recvAll(local.socket, last!, n)).toEqual(expected(1, n));
       const after = (JSON.parse((await mq(local.socket, ["stats", "--json"])).stdout).local as { reused: number; received: number }).reused;
       expect(after).toBeGreaterThan(before);
       for (const id of [ahead, behind, last]) expect((await mq(local.socket, ["recv", String(id), "--wait", "0.3"])).code).toBe(3);

@@ -143,6 +143,30 @@ describe("mq up, local broker and server linked in memory", () => {
     }
   });
 
+  test("--fsync never, many publish batches in flight from two clients and a recv loop: every message once, each client's in call order, seqs in call order", async () => {
+    const up = await startUp({ args: ["--fsync", "never"] });
+    const [p1, p2, sub] = await Promise.all([connect({ socket: up.socket }), connect({ socket: up.socket }), connect({ socket: up.socket })]);
+    try {
+      const [a, b, s] = [await p1.create(), await p2.create(), await sub.create()];
+      await sub.subscribe(s, ["many"]);
+      const n = 20_000;
+      // The library keeps up to 16 batches of each client in flight.
+      const pubs = [p1, p2].map((c, k) => Promise.all(Array.from({ length: n }, (_, i) => c.publish(k === 0 ? a : b, "many", `${k}:${i}`).then((r) => r.seq))));
+      const got: string[] = [];
+      for (let round = 0; round < 1000 && got.length < 2 * n; round++) {
+        const r = await sub.recv(s, { max: 1000, waitMs: 5000 });
+        for (const m of r.messages) got.push(new TextDecoder().decode(m.data));
+        if (r.messages.length > 0) await r.ack();
+      }
+      for (const seqs of await Promise.all(pubs)) expect(seqs.every((seq, i) => i === 0 || seq > seqs[i - 1]!)).toBe(true);
+      expect(got).toHaveLength(2 * n);
+      for (const k of [0, 1]) expect(got.filter((m) => m.startsWith(`${k}:`))).toEqual(Array.from({ length: n }, (_, i) => `${k}:${i}`));
+    } finally {
+      for (const c of [p1, p2, sub]) c.close();
+      await teardown([up.daemon], [up.dataDir]);
+    }
+  });
+
   test("the server's refusal comes back through the link with its code; mq stats shows both parts; SIGTERM stops cleanly", async () => {
     const up = await startUp({ args: ["--max-topics", "3"] });
     try {

@@ -10,7 +10,8 @@ import { Credits } from "../../lib/server/credits.ts";
 import { deadLetterMessage } from "../../lib/server/dead-letter.ts";
 import { checkExplicit, GroupMember, Groups, releaseMembers, type Group } from "../../lib/server/group.ts";
 import { PendingSet } from "../../lib/server/pending.ts";
-import { Topic } from "../../lib/server/topic.ts";
+import { Subscription, Topic } from "../../lib/server/topic.ts";
+import { MIN_SUBSCRIPTION_WINDOW_MESSAGES, MIN_WINDOW_MESSAGES } from "../../lib/server/window.ts";
 import { FileGroupStore } from "../../lib/store/group-store.ts";
 import { MemorySubscriberIndex, MemoryTopicLog } from "../../lib/store/memory-store.ts";
 import type { Connection } from "../../lib/wire/connection.ts";
@@ -109,6 +110,16 @@ describe("group members", () => {
     for (const seqs of got.values()) expect(seqs.length).toBeGreaterThan(0);
     const all = [...got.values()].flat().sort((a, b) => a - b);
     expect(all).toEqual(Array.from({ length: 150 }, (_, i) => i + 1));
+    await groups.close();
+  });
+
+  test("a member's window starts at MIN_WINDOW_MESSAGES, not a plain subscription's larger floor: its turns share one backlog", async () => {
+    const topic = await topicWith("jobs", 10);
+    const { groups } = groupsFor();
+    const member = await groups.join(topic, 1, { group: "g" }, 1);
+    expect(member.window.messages).toBe(MIN_WINDOW_MESSAGES);
+    expect(new Subscription(2, topic, 1).window.messages).toBe(MIN_SUBSCRIPTION_WINDOW_MESSAGES);
+    expect(MIN_SUBSCRIPTION_WINDOW_MESSAGES).toBeGreaterThan(MIN_WINDOW_MESSAGES);
     await groups.close();
   });
 

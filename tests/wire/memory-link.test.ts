@@ -3,7 +3,8 @@
  * requests and pushes arrive whole and in order with their replies, an error reply keeps its
  * code, hot frames go as objects and the others encoded, still in order, a close from either side reaches the other (what was written first still arrives),
  * `terminate` drops at once, the peer's bytes are its own copy, delivery never runs inside
- * the writer's flush, and a writer that filled its outbound budget is told to go on.
+ * the writer's flush, and a writer that filled its outbound budget is told to go on, with
+ * publishes as with pushes.
  */
 import { describe, expect, test } from "bun:test";
 import { Code, MqError } from "../../lib/errors.ts";
@@ -145,6 +146,50 @@ describe("in-memory link", () => {
     expect(p.got.client).toHaveLength(sent);
     expect(p.drains.server).toBe(1);
     expect(p.server.writable as boolean).toBe(true); // (a getter: not narrowed by the loop)
+    p.client.close();
+    await settle();
+  });
+
+  test("pushes queued before a publish's reply arrive before it: many publishes in flight, each answered after a push", async () => {
+    let seq = 0;
+    let server!: Connection;
+    const p = pair((frame) => {
+      if (frame.op !== "pubs") return {};
+      // As the server does: the commit pumps the subscribers, then the reply goes.
+      seq++;
+      server.send({ op: "msgs", id: 9, topic: "t", seq, times: [seq], payloads: [new Uint8Array([seq & 0xff])] });
+      return { topic: "t", seqs: [seq] };
+    });
+    server = p.server;
+    const pushedWhenAnswered: number[] = [];
+    const replies = Array.from({ length: 300 }, (_, i) =>
+      p.client.request({ op: "pubs", id: 1, topic: "t", payloads: [new Uint8Array([i & 0xff])] }).then((r) => {
+        pushedWhenAnswered.push(p.got.client.length);
+        return (r.seqs as number[])[0];
+      }),
+    );
+    expect(await Promise.all(replies)).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
+    // Reply k was taken after push k (the push went first, whichever turn carried them).
+    for (let k = 0; k < 300; k++) expect(pushedWhenAnswered[k]).toBeGreaterThanOrEqual(k + 1);
+    await settle();
+    expect(p.got.client.map((f) => (f as { seq: number }).seq)).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
+    p.client.close();
+    await settle();
+  });
+
+  test("publishes filling the outbound budget in one turn: the writer stops at the budget and is told to go on once the peer took them", async () => {
+    const p = pair(() => ({ topic: "big", seqs: [1] }));
+    await settle();
+    const payload = new Uint8Array(256 * 1024);
+    const replies: Promise<unknown>[] = [];
+    while (p.client.writable && replies.length < 1000) replies.push(p.client.request({ op: "pubs", id: 1, topic: "big", payloads: [payload] }));
+    expect(replies.length).toBeGreaterThanOrEqual(OUTBOUND_BUDGET_BYTES / payload.length);
+    expect(replies.length).toBeLessThan(OUTBOUND_BUDGET_BYTES / payload.length + 2);
+    expect(p.drains.client).toBe(0);
+    await Promise.all(replies);
+    expect(p.got.server).toHaveLength(replies.length);
+    expect(p.drains.client).toBe(1);
+    expect(p.client.writable as boolean).toBe(true);
     p.client.close();
     await settle();
   });
