@@ -77,6 +77,10 @@ export class Subscription implements Pushable {
   private epoch = 0;
   /** Waiting for the read of another id's push of this topic to the same local broker, to ride along. */
   private waitingOn: Subscription | null = null;
+  /** Asked to push (an ack, a publish) while waiting for another's read: pushed on its own when that push ends. */
+  private askedWhileWaiting = false;
+  /** Took a batch in another id's push (not yet ended): its next ack pushes it again, with the others acked then. */
+  private rode = false;
   /** Subscriptions waiting for this one's read (those whose `waitingOn` is still this). */
   private riders: Subscription[] = [];
   /**
@@ -98,6 +102,7 @@ export class Subscription implements Pushable {
   rewind(): void {
     this.epoch++;
     this.waitingOn = null; // it waited for a push to the previous session
+    this.rode = this.askedWhileWaiting = false;
     this.window.reset();
     // What the read in flight reserved belongs to the previous session's Credits.
     this.reserved = 0;
@@ -144,7 +149,10 @@ export class Subscription implements Pushable {
       this.pushAgain = { conn, credits };
       return this.pushing;
     }
-    if (this.waitingOn) return this.waitingOn.pushing;
+    if (this.waitingOn) {
+      this.askedWhileWaiting = true;
+      return this.waitingOn.pushing;
+    }
     if (!this.backlog || this.dropped) return DONE;
     // Another id of the same local broker reads this topic from this seq (or, with `starts`,
     // from a little before it): wait and ride along.
@@ -164,8 +172,15 @@ export class Subscription implements Pushable {
       await this.pushRun(conn, credits);
     } finally {
       // Riders still waiting push on their own now (or wait for another read).
+      // A rider that took messages and was not asked since waits for its ack (which comes, as
+      // it has those in flight): pushed then with the ids acked in that turn, not alone now,
+      // it stays at the same seq as the others, so they share the next reads too.
       const waiting = this.takeWaiting();
-      for (const rider of waiting) if (!rider.dropped) this.topic.repush(rider);
+      for (const rider of waiting) {
+        const wait = rider.rode && !rider.askedWhileWaiting;
+        rider.rode = rider.askedWhileWaiting = false;
+        if (!rider.dropped && !wait) this.topic.repush(rider);
+      }
     }
   }
 
@@ -279,6 +294,7 @@ export class Subscription implements Pushable {
           else rider.took(batch.slice(start), sizes.slice(start), cost - (batch.length - start) * MESSAGE_OVERHEAD_BYTES, credits, next);
           sharedCount += batch.length - start;
           if (batch.length > 0) rider.moreAnnounced = this.moreAnnounced;
+          rider.rode ||= batch.length > start;
           // Waits for the next read too (`pushBatches` lets it go when the push ends).
           rider.waitingOn = this;
           this.riders.push(rider);
@@ -357,7 +373,10 @@ export class Subscription implements Pushable {
       if (fits) {
         boarding.push({ sub: rider, start, cost });
         taken += cost;
-      } else queueMicrotask(() => rider.dropped || rider.waitingOn !== null || this.topic.repush(rider));
+      } else {
+        rider.rode = rider.askedWhileWaiting = false;
+        queueMicrotask(() => rider.dropped || rider.waitingOn !== null || this.topic.repush(rider));
+      }
     }
     return boarding;
   }
