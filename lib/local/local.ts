@@ -15,10 +15,10 @@ import { lockDataDir, makeDataDir, writeFileAtomic } from "../store/fsutil.ts";
 import { IdRanges } from "../store/id-ranges.ts";
 import { defineCounters, LOCAL_COUNTERS, type LocalStats, type ServerStats } from "../metrics.ts";
 import { CloseReason, Connection, type ConnectionHandler, type SocketLike } from "../wire/connection.ts";
-import { pushedExtraProblem, pushedMessage, startsProblem } from "./pushed-extra.ts";
+import { pushedExtraProblem, pushedMessage } from "./pushed-extra.ts";
 import { pubsHeadersProblem } from "../wire/headers.ts";
 import { PROTOCOL_VERSION, pubsIdsProblem, type Frame, type Message, type MsgsFrame, type Outgoing } from "../wire/messages.ts";
-import { capabilities, MSGS_IDS_CAP, MSGS_STARTS_CAP, ops, type ClientOp, type Op, type RequestOf } from "../wire/ops.ts";
+import { capabilities, MSGS_IDS_CAP, ops, type ClientOp, type Op, type RequestOf } from "../wire/ops.ts";
 import { checkGroupName } from "../wire/group-name.ts";
 import { checkPattern, checkTopic } from "../wire/topic.ts";
 import { endedTopics } from "./ended.ts";
@@ -303,8 +303,8 @@ export class LocalBroker {
           secret: this.secret,
           bufferBytes: this.limits.bufferBytes,
           bufferBytesPerId: this.limits.bufferBytesPerId,
-          // The ops it serves, and that it takes a `msgs` frame for several of its ids, each from its own start.
-          caps: [...capabilities("client"), MSGS_IDS_CAP, MSGS_STARTS_CAP],
+          // The ops it serves, and that it takes a `msgs` frame for several of its ids.
+          caps: [...capabilities("client"), MSGS_IDS_CAP],
         };
         if (this.options.token !== undefined) hello.token = this.options.token;
         const reply = await conn.request(hello, 5000).catch((err) => {
@@ -499,7 +499,7 @@ export class LocalBroker {
     if (frame.times.length !== frame.payloads.length) {
       throw new MqError(Code.BadRequest, `msgs: ${frame.times.length} times for ${frame.payloads.length} payloads`);
     }
-    const problem = pushedExtraProblem(frame) ?? startsProblem(frame);
+    const problem = pushedExtraProblem(frame);
     if (problem) throw new MqError(Code.BadRequest, problem);
     // The payloads are views into bytes of their own, which nothing reuses (Bun hands each
     // socket read a new Buffer; a frame read in pieces is put together in a new array), so
@@ -508,23 +508,22 @@ export class LocalBroker {
     // for them all), its CBOR written once for their deliveries (encodeOnce).
     // A message pushed before for another id is the same object (lib/local/recent-messages.ts).
     const messages = this.recent.messagesOf(frame);
-    this.pushedTo(frame.id, frame, messages, 0, from);
-    const { ids, starts } = frame;
-    if (ids) for (let k = 0; k < ids.length; k++) this.pushedTo(ids[k]!, frame, messages, starts ? starts[k]! : 0, from);
+    this.pushedTo(frame.id, frame, messages, from);
+    if (frame.ids) for (const id of frame.ids) this.pushedTo(id, frame, messages, from);
   }
 
   /**
-   * Buffers the messages of push `frame` from index `start` on for the global id `global`. The
-   * buffers of several ids share `messages` (nothing changes a buffered message but the `lost`
-   * of the first, which each id starting at it gets a copy of).
+   * Buffers the messages of push `frame` for the global id `global`. The buffers of several ids
+   * share `messages` (nothing changes a buffered message but the `lost` of the first, which
+   * each id gets a copy of).
    */
-  private pushedTo(global: number, frame: MsgsFrame, messages: Message[], start: number, from: Connection): void {
+  private pushedTo(global: number, frame: MsgsFrame, messages: Message[], from: Connection): void {
     const local = this.ids.local(global);
     if (local === undefined) return; // destroyed here; the server forgets it too
     if (this.goneOnServer.has(local)) return;
     const inbox = this.inbox(local);
     let reack = false;
-    for (let i = start; i < messages.length; i++) {
+    for (let i = 0; i < messages.length; i++) {
       const msg = i === 0 && frame.lost ? pushedMessage(frame, 0, true) : messages[i]!;
       const verdict = inbox.add(msg, frame.explicit);
       if (verdict === "new") this.counters.received++;

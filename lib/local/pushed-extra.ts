@@ -10,16 +10,6 @@ export function pushedExtraProblem(frame: MsgsFrame): string | null {
   return null;
 }
 
-/** Why the `starts` of a push do not fit its `ids` and payloads (one index below the payload count per id), or null. */
-export function startsProblem(frame: MsgsFrame): string | null {
-  const { starts, ids } = frame;
-  if (starts === undefined) return null;
-  if (ids === undefined || starts.length !== ids.length) return `msgs: ${starts.length} starts for ${ids?.length ?? 0} ids`;
-  const n = frame.payloads.length;
-  for (const start of starts) if (start >= n) return `msgs: start ${start} is past the frame's ${n} messages`;
-  return null;
-}
-
 /**
  * Message `i` of push `frame`: `{ topic, seq, time, data }` in this order (what encodeOnce's
  * plain layout writes, lib/wire/hot-frames.ts; marked plain when that is all it has), then `lost` from the frame when `withLost`

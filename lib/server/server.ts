@@ -18,7 +18,7 @@ import type { BrokerCredentials, ClientRegistry, FsyncPolicy, Storage, StoreKind
 import { CloseReason, Connection, type ConnectionHandler, type SocketLike } from "../wire/connection.ts";
 import { pubsHeadersProblem, type Headers } from "../wire/headers.ts";
 import { appendFields, pubExtra, type PubExtra } from "./pub-fields.ts";
-import { capabilities, MSGS_IDS_CAP, MSGS_STARTS_CAP, PROTOCOL_VERSION, pubsIdsProblem, type AckRequest, type NakRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
+import { capabilities, MSGS_IDS_CAP, PROTOCOL_VERSION, pubsIdsProblem, type AckRequest, type NakRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
 import type { RequestOf, ServerOp } from "../wire/ops.ts";
 import { checkPattern, checkTopic, isPattern } from "../wire/topic.ts";
 import { patternStart } from "./pattern-start.ts";
@@ -99,8 +99,6 @@ interface Session {
   connectedAt: number;
   /** It announced MSGS_IDS_CAP: one `msgs` frame serves several of its ids. */
   sharesPushes: boolean;
-  /** It announced MSGS_STARTS_CAP too: those ids may start at different messages of the frame (`starts`). */
-  sharesStarts: boolean;
 }
 
 /** The answer to `pubs` (and, turned into one `seq`, to `pub`): `duplicates` only when some were. */
@@ -139,12 +137,6 @@ export class MqServer {
   private cursorTimer: ReturnType<typeof setInterval> | null = null;
   /** Topics with acknowledged cursor moves not yet handed to their index (written by `cursorTimer`). */
   private readonly cursorsMoved = new Set<Topic>();
-  /**
-   * Subscriptions whose acks arrived in this turn, of local brokers that take `starts`: pushed
-   * together at its end, lowest next seq first, so that an id a little ahead of another rides
-   * that one's read from its own start (lib/server/fanout.ts), and the two go on together.
-   */
-  private ackedToPump: Subscription[] = [];
   private stallTimer: ReturnType<typeof setInterval> | null = null;
   private retentionTimer: ReturnType<typeof setInterval> | null = null;
   /** A retention pass is running (a slow store may take longer than the timer's period). */
@@ -540,8 +532,7 @@ export class MqServer {
       this.counters.delivered += n;
     });
     const sharesPushes = budgets.caps?.includes(MSGS_IDS_CAP) === true;
-    const sharesStarts = sharesPushes && budgets.caps?.includes(MSGS_STARTS_CAP) === true;
-    const session: Session = { broker, conn, address: this.addresses.get(conn) ?? conn.label, credits, connectedAt: Date.now(), sharesPushes, sharesStarts };
+    const session: Session = { broker, conn, address: this.addresses.get(conn) ?? conn.label, credits, connectedAt: Date.now(), sharesPushes };
     conn.state = session;
     conn.helloDone = true;
     this.sessions.set(broker, session);
@@ -649,7 +640,6 @@ export class MqServer {
       const session = conn.state as Session | undefined;
       return session !== undefined && session.sharesPushes && this.registry.owner(id) === session.broker && this.sessions.get(session.broker) === session;
     };
-    topic.sharesStarts = (conn) => (conn.state as Session | undefined)?.sharesStarts === true;
     topic.onShared = (count) => void (this.counters.fanout_shared += count);
     this.topics.set(name, topic);
     // In the same tick as the topic becomes visible: a pattern subscribe sees it or is seen.
@@ -1297,18 +1287,8 @@ export class MqServer {
       this.cursorsMoved.add(sub.topic);
       this.counters.acked += moved;
       sub.topic.counts.acked += moved;
-      if (!session.sharesStarts || sub instanceof GroupMember) return this.pump(sub);
-      if (this.ackedToPump.length === 0) queueMicrotask(() => this.pumpAcked());
-      this.ackedToPump.push(sub);
+      this.pump(sub);
     }
-  }
-
-  /** Pumps the subscriptions of `ackedToPump`, lowest next seq first. */
-  private pumpAcked(): void {
-    const subs = this.ackedToPump;
-    this.ackedToPump = [];
-    if (subs.length > 1) subs.sort((a, b) => a.sentCursor - b.sentCursor);
-    for (const sub of subs) if (!sub.dropped) this.pump(sub);
   }
 
   /** Messages a client did not process go back to their explicit subscription (or group) for redelivery. */

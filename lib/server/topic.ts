@@ -13,7 +13,7 @@ import { DeliveryWindow } from "./window.ts";
 
 const serverLog = logger("server");
 
-const READ_BATCH = 256;
+const READ_BATCH = 64;
 /** What `push` returns when it has nothing to do. */
 const DONE: Promise<void> = Promise.resolve();
 export { MAX_EXPIRED_PER_PUSH } from "./push-step.ts";
@@ -33,11 +33,6 @@ export class Topic {
    * `msgs` frames for several ids (MSGS_IDS_CAP): its subscriptions share reads and frames.
    */
   sharesPushes: (conn: Connection, id: number) => boolean = () => false;
-  /**
-   * True when the local broker whose session is `conn` takes `starts` on `msgs` (MSGS_STARTS_CAP):
-   * an id whose next seq lies inside another id's read rides it from there.
-   */
-  sharesStarts: (conn: Connection) => boolean = () => false;
   /** Counts messages delivered to an id in a frame sent for another id too (the server's `fanout_shared`). */
   onShared: (count: number) => void = () => {};
   /** The pushes reading the log now, for riders to find (lib/server/fanout.ts). */
@@ -77,10 +72,6 @@ export class Subscription implements Pushable {
   private epoch = 0;
   /** Waiting for the read of another id's push of this topic to the same local broker, to ride along. */
   private waitingOn: Subscription | null = null;
-  /** Asked to push (an ack, a publish) while waiting for another's read: pushed on its own when that push ends. */
-  private askedWhileWaiting = false;
-  /** Took a batch in another id's push (not yet ended): its next ack pushes it again, with the others acked then. */
-  private rode = false;
   /** Subscriptions waiting for this one's read (those whose `waitingOn` is still this). */
   private riders: Subscription[] = [];
   /**
@@ -102,7 +93,6 @@ export class Subscription implements Pushable {
   rewind(): void {
     this.epoch++;
     this.waitingOn = null; // it waited for a push to the previous session
-    this.rode = this.askedWhileWaiting = false;
     this.window.reset();
     // What the read in flight reserved belongs to the previous session's Credits.
     this.reserved = 0;
@@ -149,14 +139,10 @@ export class Subscription implements Pushable {
       this.pushAgain = { conn, credits };
       return this.pushing;
     }
-    if (this.waitingOn) {
-      this.askedWhileWaiting = true;
-      return this.waitingOn.pushing;
-    }
+    if (this.waitingOn) return this.waitingOn.pushing;
     if (!this.backlog || this.dropped) return DONE;
-    // Another id of the same local broker reads this topic from this seq (or, with `starts`,
-    // from a little before it): wait and ride along.
-    const leader = this.topic.readers.leaderFor(conn, this.sent, this.topic.sharesStarts(conn) ? READ_BATCH : 1);
+    // Another id of the same local broker reads the same seqs of this topic: wait and ride along.
+    const leader = this.topic.readers.leaderFor(conn, this.sent);
     if (leader && leader !== this && this.topic.sharesPushes(conn, this.id)) {
       this.waitingOn = leader;
       leader.riders.push(this);
@@ -172,15 +158,8 @@ export class Subscription implements Pushable {
       await this.pushRun(conn, credits);
     } finally {
       // Riders still waiting push on their own now (or wait for another read).
-      // A rider that took messages and was not asked since waits for its ack (which comes, as
-      // it has those in flight): pushed then with the ids acked in that turn, not alone now,
-      // it stays at the same seq as the others, so they share the next reads too.
       const waiting = this.takeWaiting();
-      for (const rider of waiting) {
-        const wait = rider.rode && !rider.askedWhileWaiting;
-        rider.rode = rider.askedWhileWaiting = false;
-        if (!rider.dropped && !wait) this.topic.repush(rider);
-      }
+      for (const rider of waiting) if (!rider.dropped) this.topic.repush(rider);
     }
   }
 
@@ -203,7 +182,7 @@ export class Subscription implements Pushable {
       reservedAny = true;
       this.reading = true;
       const readConn = this.topic.sharesPushes(conn, this.id) ? conn : null;
-      if (readConn) this.topic.readers.start(this, readConn, from, count);
+      if (readConn) this.topic.readers.start(this, readConn, from);
       let read: StoredMessage[];
       try {
         read = await log.read(from, count, maxBytes);
@@ -241,17 +220,14 @@ export class Subscription implements Pushable {
         sizes.push(size);
         bytes += size;
       }
-      // One run of seqs from `from` (no hole, nothing expired): a rider may start inside it.
-      const whole = split === null && batch[0]!.seq === from && batch[batch.length - 1]!.seq === from + batch.length - 1;
-      const riders = this.riders.length > 0 ? this.boardRiders(conn, credits, from, batch, sizes, bytes, whole) : NO_RIDERS;
+      const riders = this.riders.length > 0 ? this.boardRiders(conn, credits, from, batch.length, bytes) : NO_RIDERS;
       if (expired.length > 0) {
         this.topic.onExpired(expired.length * (1 + riders.length));
         skipped += expired.length;
       }
       // One frame per run of consecutive seqs; a run that starts past the expected seq follows a
       // hole (lost messages) or expired messages (not lost: they are not counted in `lost`).
-      const riderIds = riders.length > 0 ? riders.map((r) => r.sub.id) : undefined;
-      const riderStarts = riders.some((r) => r.start > 0) ? riders.map((r) => r.start) : undefined;
+      const riderIds = riders.length > 0 ? riders.map((r) => r.id) : undefined;
       let expected = this.sent;
       let start = 0;
       let e = 0;
@@ -275,8 +251,6 @@ export class Subscription implements Pushable {
         if (lost > 0) frame.lost = lost;
         if (extra) addExtra(frame, batch.slice(start, k + 1));
         if (riderIds) frame.ids = riderIds;
-        // Only for one run (`whole`): this is the batch's only frame.
-        if (riderStarts) frame.starts = riderStarts;
         conn.send(frame);
         this.moreAnnounced = more;
         expected = m.seq + 1;
@@ -288,18 +262,14 @@ export class Subscription implements Pushable {
       const next = read[read.length - 1]!.seq + 1;
       this.took(batch, sizes, bytes, credits, next);
       if (riders.length > 0) {
-        let sharedCount = 0;
-        for (const { sub: rider, start, cost } of riders) {
-          if (start === 0) rider.took(batch, sizes, bytes, credits, next);
-          else rider.took(batch.slice(start), sizes.slice(start), cost - (batch.length - start) * MESSAGE_OVERHEAD_BYTES, credits, next);
-          sharedCount += batch.length - start;
+        for (const rider of riders) {
+          rider.took(batch, sizes, bytes, credits, next);
           if (batch.length > 0) rider.moreAnnounced = this.moreAnnounced;
-          rider.rode ||= batch.length > start;
           // Waits for the next read too (`pushBatches` lets it go when the push ends).
           rider.waitingOn = this;
           this.riders.push(rider);
         }
-        this.topic.onShared(sharedCount);
+        this.topic.onShared(batch.length * riders.length);
       }
     }
     if (shared) credits.wait(this);
@@ -343,40 +313,28 @@ export class Subscription implements Pushable {
   }
 
   /**
-   * Of the riders waiting, those that take the batch just read from `from` (`sizes[i]` is
-   * `messageBytes(batch[i])`, `bytes` their sum) from their next seq to its end: the same
-   * next seq, or with `whole` (one run from `from`) and `starts` taken a seq inside it; same
-   * session, room in their window and budgets for what they take. `start`: the index of
-   * their first message; `cost`: what it charges their budgets. The others push on their
-   * own, after this batch.
+   * Of the riders waiting, those that take the batch just read from `from` (`count` messages,
+   * `bytes` payload bytes) as it is: same next seq, same session, room in their window and
+   * budgets for all of it. The others push on their own, after this batch.
    */
-  private boardRiders(conn: Connection, credits: Credits, from: number, batch: StoredMessage[], sizes: number[], bytes: number, whole: boolean): Rider[] {
-    const boarding: Rider[] = [];
-    const count = batch.length;
-    // The broker's budget pays for the batch once per id: this push's and the riders' before, not charged yet.
-    let taken = bytes + count * MESSAGE_OVERHEAD_BYTES;
-    const starts = whole && this.topic.sharesStarts(conn);
+  private boardRiders(conn: Connection, credits: Credits, from: number, count: number, bytes: number): Subscription[] {
+    const boarding: Subscription[] = [];
+    const cost = bytes + count * MESSAGE_OVERHEAD_BYTES;
     for (const rider of this.takeWaiting()) {
       if (rider.dropped) continue;
-      const start = rider.sent - from;
-      const inside = start === 0 || (starts && start > 0 && start < count);
-      const cost = !inside ? 0 : start === 0 ? bytes + count * MESSAGE_OVERHEAD_BYTES : bytesFrom(sizes, start) + (count - start) * MESSAGE_OVERHEAD_BYTES;
+      // The broker's budget pays for the batch once per id: this push's and the riders' before, not charged yet.
+      const brokerRoom = credits.brokerBytes - credits.bytes - cost * (1 + boarding.length);
       const fits =
-        inside &&
         boarding.length < MAX_IDS_PER_FRAME &&
         !rider.reading &&
+        rider.sent === from &&
         // Room in its window, as its own push would need to read: it may go over by one batch.
         rider.seqs.length - rider.head < rider.window.messages &&
         rider.inflightBytes < rider.window.bytes &&
-        (count === 0 || Math.min(credits.brokerBytes - credits.bytes - taken, credits.idBytes - credits.bytesOf(rider.id)) >= cost) &&
+        (count === 0 || Math.min(brokerRoom, credits.idBytes - credits.bytesOf(rider.id)) >= cost) &&
         this.topic.sharesPushes(conn, rider.id);
-      if (fits) {
-        boarding.push({ sub: rider, start, cost });
-        taken += cost;
-      } else {
-        rider.rode = rider.askedWhileWaiting = false;
-        queueMicrotask(() => rider.dropped || rider.waitingOn !== null || this.topic.repush(rider));
-      }
+      if (fits) boarding.push(rider);
+      else queueMicrotask(() => rider.dropped || rider.waitingOn !== null || this.topic.repush(rider));
     }
     return boarding;
   }
@@ -449,22 +407,8 @@ export class Subscription implements Pushable {
   }
 }
 
-/** A subscription riding a push: its messages are the batch's from index `start`, charging `cost` to its budgets. */
-interface Rider {
-  sub: Subscription;
-  start: number;
-  cost: number;
-}
-
 const NONE_EXPIRED: readonly number[] = [];
-const NO_RIDERS: readonly Rider[] = [];
-
-/** The sum of `sizes` from index `start`. */
-function bytesFrom(sizes: number[], start: number): number {
-  let sum = 0;
-  for (let i = start; i < sizes.length; i++) sum += sizes[i]!;
-  return sum;
-}
+const NO_RIDERS: readonly Subscription[] = [];
 
 /**
  * The messages of `batch` still live and the seqs of those expired, when some are; null when

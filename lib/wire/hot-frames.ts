@@ -17,7 +17,7 @@ import { HEADER_BYTES } from "./frame.ts";
 
 /** The fields each hot frame may carry (any subset, any order); anything else takes the generic encoder. */
 const HOT_FIELDS: Record<string, ReadonlySet<string>> = {
-  msgs: new Set(["op", "id", "topic", "seq", "times", "payloads", "more", "lost", "headers", "expires", "explicit", "ids", "starts"]),
+  msgs: new Set(["op", "id", "topic", "seq", "times", "payloads", "more", "lost", "headers", "expires", "explicit", "ids"]),
   // Push delivery to a client: `messages` as in a recv reply; `code` and `message` when the follow ended.
   delivery: new Set(["op", "id", "messages", "code", "message"]),
   // `after`: a batch chained behind the one before it (the library's, when several are in flight).

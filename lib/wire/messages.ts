@@ -5,7 +5,7 @@
  * The field `id` is the local id on the client hop and the global id on the server hop.
  */
 import { headersProblem, headersSize, type Headers } from "./headers.ts";
-import { capabilities, MSGS_IDS_CAP, MSGS_STARTS_CAP, ops, type FieldType, type Op, type RequestOf, type Schema } from "./ops.ts";
+import { capabilities, MSGS_IDS_CAP, ops, type FieldType, type Op, type RequestOf, type Schema } from "./ops.ts";
 
 export const PROTOCOL_VERSION = 1;
 
@@ -46,12 +46,8 @@ export type Outgoing = Request extends infer R ? (R extends Request ? Omit<R, "r
  * `ids` (only to a local broker that announced MSGS_IDS_CAP): the frame is also for these
  * global ids, besides `id`, each with the same messages, `more` and `lost`: the server sends a
  * message once per local broker, not once per subscribed id.
- * `starts` (only with `ids`, only to a local broker that announced MSGS_STARTS_CAP): one index
- * per id of `ids`, where that id's messages begin: id `ids[k]` gets messages `starts[k]`… of the
- * frame (seqs `seq + starts[k]`…), and `lost` only when its start is 0. The server reads a batch
- * once for ids whose cursors lie inside it, not only those at its first seq.
  */
-export interface MsgsFrame { op: "msgs"; id: number; topic: string; seq: number; times: number[]; payloads: Uint8Array[]; more?: boolean; lost?: number; headers?: Headers[]; expires?: number[]; explicit?: boolean; ids?: number[]; starts?: number[] }
+export interface MsgsFrame { op: "msgs"; id: number; topic: string; seq: number; times: number[]; payloads: Uint8Array[]; more?: boolean; lost?: number; headers?: Headers[]; expires?: number[]; explicit?: boolean; ids?: number[] }
 // `explicit`: the subscription acknowledges per message (a queue group, or --max-deliver): the
 // local broker acks (and naks) exactly the seqs it was sent, with `seqs`.
 // An empty `msgs` (no payloads, `more: true`) only says: the window is full and the log holds more.
@@ -109,13 +105,13 @@ export interface TopicInfo { topic: string; subscribers: number; messages: numbe
 /** One schema per frame type a peer may send us (the requests of the table, then the pushes); anything not listed is junk. */
 export const schemas: Record<string, Schema> = {
   ...Object.fromEntries(Object.entries(ops).map(([op, spec]) => [op, spec.request])),
-  msgs: { id: "uint", topic: "string", seq: "uint", times: "times", payloads: "payloads0", more: "bool?", lost: "uint?", headers: "headerslist?", expires: "times?", explicit: "bool?", ids: "ids?", starts: "starts?" },
+  msgs: { id: "uint", topic: "string", seq: "uint", times: "times", payloads: "payloads0", more: "bool?", lost: "uint?", headers: "headerslist?", expires: "times?", explicit: "bool?", ids: "ids?" },
   delivery: { id: "uint", messages: "deliveries", code: "string?", message: "string?" },
   ping: {},
   pong: {},
 };
 
-export { capabilities, MSGS_IDS_CAP, MSGS_STARTS_CAP };
+export { capabilities, MSGS_IDS_CAP };
 
 /** Longest publisher message id, in bytes of UTF-8. */
 export const MAX_MSG_ID_BYTES = 256;
@@ -193,10 +189,6 @@ export function checkField(type: FieldType, value: unknown): string | null {
       return Array.isArray(value) && value.length >= 1 && value.length <= MAX_IDS_PER_FRAME && value.every((v) => Number.isSafeInteger(v) && v >= 0)
         ? null
         : `an array of 1 to ${MAX_IDS_PER_FRAME} ids (non-negative integers)`;
-    case "starts":
-      return Array.isArray(value) && value.length >= 1 && value.length <= MAX_IDS_PER_FRAME && value.every((v) => Number.isSafeInteger(v) && v >= 0 && v < MAX_MSGS_PER_FRAME)
-        ? null
-        : `an array of 1 to ${MAX_IDS_PER_FRAME} message indexes (integers from 0 to ${MAX_MSGS_PER_FRAME - 1})`;
     case "idprefix":
       return isIdPrefix(value) ? null : `a string of 1 to ${MAX_ID_PREFIX_BYTES} bytes ending with ":", not starting with NUL (reserved)`;
     case "headers":

@@ -9,7 +9,7 @@ import type { Headers } from "./headers.ts";
 import type { From, Message } from "./messages.ts";
 
 /** Field types the validator knows (checkField); a trailing `?` marks a field optional. */
-export type FieldType = "uint" | "string" | "bytes" | "topics" | "from" | "times" | "payloads" | "payloads0" | "bool" | "msgid" | "msgids" | "idprefix" | "headers" | "headerslist" | "ttl" | "seqs" | "deliveries" | "ids" | "starts";
+export type FieldType = "uint" | "string" | "bytes" | "topics" | "from" | "times" | "payloads" | "payloads0" | "bool" | "msgid" | "msgids" | "idprefix" | "headers" | "headerslist" | "ttl" | "seqs" | "deliveries" | "ids";
 export type Schema = Readonly<Record<string, FieldType | `${FieldType}?`>>;
 
 /** The TypeScript type of a value that passes checkField for each field type. */
@@ -32,7 +32,6 @@ interface FieldTypes {
   seqs: number[];
   deliveries: Message[];
   ids: number[];
-  starts: number[];
 }
 
 type Flat<T> = { [K in keyof T]: T[K] };
@@ -189,10 +188,3 @@ export function capabilities(hop: "client" | "server"): string[] {
  * frames only to a local broker that announced it; to others, one frame per id.
  */
 export const MSGS_IDS_CAP = "msgs.ids";
-
-/**
- * Announced by a local broker beside MSGS_IDS_CAP: it takes `starts` on a `msgs` frame with
- * `ids` (each of those ids starts at its own message of the frame). A server sends `starts`
- * only to a local broker that announced it; to others, only ids that start at the first.
- */
-export const MSGS_STARTS_CAP = "msgs.starts";

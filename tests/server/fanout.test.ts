@@ -23,12 +23,8 @@ interface Setup {
   expired: () => number;
 }
 
-/**
- * A topic with `count` messages of `size` bytes and subscriptions of ids 1..`ids` from seq 1
- * (or `cursors[id - 1]`), all of one local broker on `conn` (unless `shares` is false), which
- * takes `starts` when `starts` is true.
- */
-async function setup(ids: number, count: number, options: { size?: number; log?: MemoryTopicLog; shares?: (conn: Connection, id: number) => boolean; starts?: boolean; cursors?: number[]; expiresAt?: (seq: number) => number | undefined } = {}): Promise<Setup> {
+/** A topic with `count` messages of `size` bytes and subscriptions of ids 1..`ids` from seq 1, all of one local broker on `conn` (unless `shares` is false). */
+async function setup(ids: number, count: number, options: { size?: number; log?: MemoryTopicLog; shares?: (conn: Connection, id: number) => boolean; expiresAt?: (seq: number) => number | undefined } = {}): Promise<Setup> {
   const log = options.log ?? new MemoryTopicLog();
   for (let seq = 1; seq <= count; seq++) {
     const expiresAt = options.expiresAt?.(seq);
@@ -36,33 +32,29 @@ async function setup(ids: number, count: number, options: { size?: number; log?:
   }
   const topic = new Topic("t", log, new MemorySubscriberIndex());
   topic.sharesPushes = options.shares ?? (() => true);
-  topic.sharesStarts = () => options.starts === true;
   let shared = 0;
   let expired = 0;
   topic.onShared = (n) => void (shared += n);
   topic.onExpired = (n) => void (expired += n);
   const subs: Subscription[] = [];
   for (let id = 1; id <= ids; id++) {
-    const cursor = options.cursors?.[id - 1] ?? 1;
-    await topic.index.add(id, cursor);
-    const sub = new Subscription(id, topic, cursor);
+    await topic.index.add(id, 1);
+    const sub = new Subscription(id, topic, 1);
     topic.subscriptions.set(id, sub);
     subs.push(sub);
   }
   return { topic, log, subs, shared: () => shared, expired: () => expired };
 }
 
-/** What each id received, in order: seqs from the frames for it (`id`, or in `ids` from its `starts`). */
+/** What each id received, in order: seqs from the frames for it (`id`, or in `ids`). */
 function received(frames: MsgsFrame[]): Map<number, number[]> {
   const out = new Map<number, number[]>();
   for (const f of frames) {
-    const ids = [f.id, ...(f.ids ?? [])];
-    const starts = [0, ...(f.starts ?? (f.ids ?? []).map(() => 0))];
-    ids.forEach((id, k) => {
+    for (const id of [f.id, ...(f.ids ?? [])]) {
       const seqs = out.get(id) ?? [];
-      for (let i = starts[k]!; i < f.payloads.length; i++) seqs.push(f.seq + i);
+      for (let i = 0; i < f.payloads.length; i++) seqs.push(f.seq + i);
       out.set(id, seqs);
-    });
+    }
   }
   return out;
 }
@@ -340,89 +332,5 @@ describe("fan-out once per local broker", () => {
     }
     const got = received(frames);
     for (const sub of subs) expect(got.get(sub.id)).toEqual(range(1, 40));
-  });
-});
-
-describe("ids apart: a push read once for the ids whose cursors lie inside it (`starts`)", () => {
-  test("ids a little ahead of the leader ride its read from their own cursors: one read, one frame with `starts`; each gets its messages once, in order, charged per id; then they go on together", async () => {
-    const gated = new GatedLog();
-    const { topic, subs, shared } = await setup(3, 50, { log: gated, starts: true, cursors: [1, 11, 30] });
-    const { conn, frames } = fakeConnection();
-    const credits = new Credits(Infinity, Infinity);
-    pumpAll(subs, conn, credits);
-    gated.open();
-    await settled();
-    expect(gated.reads).toBe(1);
-    expect(dataFrames(frames).map((f) => [f.id, f.ids, f.starts, f.seq, f.payloads.length])).toEqual([[1, [2, 3], [10, 29], 1, 50]]);
-    const got = received(frames);
-    expect([got.get(1), got.get(2), got.get(3)]).toEqual([range(1, 50), range(11, 50), range(30, 50)]);
-    expect(subs.map((s) => s.sentCursor)).toEqual([51, 51, 51]);
-    expect(subs.map((s) => credits.bytesOf(s.id))).toEqual([50, 40, 21].map((n) => n * deliveryCost(10)));
-    expect(shared()).toBe(40 + 21);
-    // Each acknowledges on its own; the next messages reach all three in one frame from one seq.
-    subs[1]!.ack(30, credits);
-    expect(subs.map((s) => s.acked)).toEqual([1, 31, 30]);
-    for (const sub of subs) sub.ack(50, credits);
-    for (let seq = 51; seq <= 60; seq++) await topic.log.append(new Uint8Array(10), 0);
-    pumpAll(subs, conn, credits);
-    gated.open();
-    await settled();
-    expect(dataFrames(frames).slice(1).map((f) => [f.id, f.ids, f.starts, f.seq, f.payloads.length])).toEqual([[1, [2, 3], undefined, 51, 10]]);
-  });
-
-  test("without msgs.starts, or behind the read, or past its end, an id pushes on its own from its cursor", async () => {
-    for (const starts of [false, true]) {
-      const gated = new GatedLog();
-      // Id 2 is inside id 1's read, id 3 past its end (the log holds 20), id 4 behind it (pushed after id 1 began at 5).
-      const { topic, subs, shared } = await setup(4, 20, { log: gated, starts, cursors: [5, 9, 21, 2] });
-      const { conn, frames } = fakeConnection();
-      const credits = new Credits(Infinity, Infinity);
-      topic.repush = (sub) => void sub.push(conn, credits);
-      pumpAll(subs, conn, credits);
-      // Bounded: each open lets the reads waiting now return.
-      for (let i = 0; i < 5; i++) {
-        gated.open();
-        await settled();
-      }
-      const got = received(frames);
-      expect([got.get(1), got.get(2), got.get(3), got.get(4)]).toEqual([range(5, 20), range(9, 20), undefined, range(2, 20)]);
-      expect(dataFrames(frames).map((f) => [f.id, f.ids, f.starts])).toEqual(
-        starts
-          ? [
-              [1, [2], [4]],
-              [4, undefined, undefined],
-            ]
-          : [
-              [1, undefined, undefined],
-              [2, undefined, undefined],
-              [4, undefined, undefined],
-            ],
-      );
-      expect(shared()).toBe(starts ? 12 : 0);
-    }
-  });
-
-  test("a read with expired messages or a hole is ridden only from its first seq: an id inside it pushes on its own; nothing lost, nothing twice", async () => {
-    // Seq 3 has expired; then the first 2 messages are deleted (a hole before seq 3 for id 1).
-    for (const damage of ["expired", "hole"] as const) {
-      const gated = new GatedLog();
-      const { log, topic, subs, shared } = await setup(3, 20, { log: gated, starts: true, cursors: [1, 1, 6], expiresAt: (seq) => (damage === "expired" && seq === 3 ? 1 : undefined) });
-      if (damage === "hole") await log.trim(3, { maxAgeMs: 0, maxBytes: 0 } as Parameters<MemoryTopicLog["trim"]>[1], Date.now());
-      const { conn, frames } = fakeConnection();
-      const credits = new Credits(Infinity, Infinity);
-      topic.repush = (sub) => void sub.push(conn, credits);
-      pumpAll(subs, conn, credits);
-      for (let i = 0; i < 5; i++) {
-        gated.open();
-        await settled();
-      }
-      const got = received(frames);
-      const first = damage === "expired" ? [1, 2, ...range(4, 20)] : range(3, 20);
-      expect([got.get(1), got.get(2), got.get(3)]).toEqual([first, first, range(6, 20)]);
-      expect(dataFrames(frames).every((f) => f.starts === undefined)).toBe(true);
-      // Id 2 rode from the first seq, as before `starts`.
-      expect(shared()).toBe(first.length);
-      for (const sub of subs) expect(sub.sentCursor).toBe(21);
-    }
   });
 });

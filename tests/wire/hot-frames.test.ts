@@ -62,7 +62,6 @@ function gen(random: () => number) {
       maybe(f, "expires", () => Array.from({ length: n }, uint));
       maybe(f, "explicit", () => true);
       maybe(f, "ids", () => Array.from({ length: 1 + Math.floor(random() * 9) }, uint));
-      if (f.ids && n > 0) maybe(f, "starts", () => (f.ids as number[]).map(() => Math.floor(random() * n)));
       return f;
     },
     pubs() {
