@@ -9,7 +9,7 @@ import { TopicIds } from "./dedupe.ts";
 import { TopicCounts } from "./topic-counts.ts";
 import { Readers } from "./fanout.ts";
 import { nextRead } from "./push-step.ts";
-import { DeliveryWindow } from "./window.ts";
+import { DeliveryWindow, MIN_WINDOW_MESSAGES } from "./window.ts";
 
 const serverLog = logger("server");
 
@@ -78,15 +78,18 @@ export class Subscription implements Pushable {
    * The most messages and payload bytes of this subscription sent and not yet acknowledged,
    * sized to the link (lib/server/window.ts). Within it, the local broker's budgets (Credits) apply.
    */
-  readonly window = new DeliveryWindow();
+  readonly window: DeliveryWindow;
 
+  /** `minWindow`: the floor of its window in messages (a queue-group member's is lower). */
   constructor(
     readonly id: number,
     readonly topic: Topic,
     cursor: number,
+    minWindow = MIN_WINDOW_MESSAGES,
   ) {
     this.acked = cursor;
     this.sent = cursor;
+    this.window = new DeliveryWindow(minWindow);
   }
 
   /** After a (re)connect of the owner: everything unacknowledged is sent again. */

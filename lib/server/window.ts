@@ -4,23 +4,33 @@
  * subscription's own acks (lib/wire/link-window.ts). The local broker acknowledges once its
  * client did, so a slow consumer reads as a slow link, and its window shrinks.
  *
- * Bounds: never below MIN_WINDOW_* (the fixed window mq had before, enough on loopback),
- * never above MAX_WINDOW_* (the server's cap per subscription). Within the window, the byte
+ * Bounds: never below MIN_WINDOW_* (a queue-group member: MIN_MEMBER_WINDOW_MESSAGES), never
+ * above MAX_WINDOW_* (the server's cap per subscription). Within the window, the byte
  * budgets the local broker announced (lib/server/credits.ts) still apply: they bound its
  * memory whatever the window.
  */
 import { LinkWindow } from "../wire/link-window.ts";
 
 export { MIN_RTT_SAMPLES } from "../wire/link-window.ts";
-export const MIN_WINDOW_MESSAGES = 256;
+/**
+ * A subscription's window is at least 1,024 messages: more than a consumer takes in one batch
+ * (the CLI's and the library's recv ask up to 1,000). With 256 (before), the window of each
+ * id whose consumer acknowledges batch by batch filled in every batch, so its acks drove its
+ * pushes: the ids of one local broker read at seqs of their own and shared no frame. With
+ * 1,024 a publish pumps them together at one seq and they ride one read and one frame
+ * (docs/benchmarks.md, "fan-out: the window floor").
+ */
+export const MIN_WINDOW_MESSAGES = 1024;
+/** A queue-group member's floor: the fixed window of before, so a slow member holds back no more of the group's backlog than it did. */
+export const MIN_MEMBER_WINDOW_MESSAGES = 256;
 export const MIN_WINDOW_BYTES = 1024 * 1024;
 /** The server's caps per subscription: 65536 × 16 bytes of bookkeeping, and as many payload bytes as a local broker buffers per id by default. */
 export const MAX_WINDOW_MESSAGES = 65_536;
 export const MAX_WINDOW_BYTES = 16 * 1024 * 1024;
 
 export class DeliveryWindow extends LinkWindow {
-  constructor(now?: () => number) {
-    super({ minItems: MIN_WINDOW_MESSAGES, maxItems: MAX_WINDOW_MESSAGES, minBytes: MIN_WINDOW_BYTES, maxBytes: MAX_WINDOW_BYTES }, now);
+  constructor(minMessages = MIN_WINDOW_MESSAGES, now?: () => number) {
+    super({ minItems: minMessages, maxItems: MAX_WINDOW_MESSAGES, minBytes: MIN_WINDOW_BYTES, maxBytes: MAX_WINDOW_BYTES }, now);
   }
 
   /** The window in messages. */
