@@ -1375,10 +1375,11 @@ export class MqServer {
   }
 
   /** The largest delivery window (messages) of any subscription (stats only: walks them all). */
+  /** The largest delivery window of any subscription or group member now; without any, where a subscription's starts. */
   private largestWindow(): number {
-    let most = MIN_WINDOW_MESSAGES;
+    let most = 0;
     for (const subs of this.subscriptionsOf.values()) for (const sub of subs.values()) most = Math.max(most, sub.window.messages);
-    return most;
+    return most || MIN_WINDOW_MESSAGES;
   }
 
   stats(): ServerStats {
