@@ -8,7 +8,6 @@ import type { Credits, Pushable } from "./credits.ts";
 import { TopicIds } from "./dedupe.ts";
 import { TopicCounts } from "./topic-counts.ts";
 import { Readers } from "./fanout.ts";
-import { InFlight, pushedBatch, type PushedBatch } from "./in-flight.ts";
 import { nextRead } from "./push-step.ts";
 import { DeliveryWindow, MIN_WINDOW_MESSAGES } from "./window.ts";
 
@@ -50,8 +49,11 @@ export class Subscription implements Pushable {
   acked: number;
   /** Next seq to push. Between `acked` and `sent` messages are in flight. */
   private sent: number;
-  /** Pushed and not yet acknowledged: batches shared with the ids that rode the same pushes. */
-  private readonly inFlightBatches = new InFlight();
+  // Seqs and sizes in flight, oldest first (a queue with a moving head, no per-message objects).
+  private seqs: number[] = [];
+  private sizes: number[] = [];
+  private head = 0;
+  private inflightBytes = 0;
   /** The local broker last heard `more: true` for this subscription (a frame or a notice said so). */
   private moreAnnounced = false;
   /** Waiting in its broker's Credits for room. */
@@ -101,7 +103,10 @@ export class Subscription implements Pushable {
     this.moreAnnounced = false;
     this.queued = false; // the queue belonged to the previous session's Credits
     this.sent = this.acked;
-    this.inFlightBatches.clear();
+    this.seqs = [];
+    this.sizes = [];
+    this.head = 0;
+    this.inflightBytes = 0;
   }
 
   /** Next seq to push: every seq below it reached the local broker (until a rewind). */
@@ -111,7 +116,7 @@ export class Subscription implements Pushable {
 
   /** Messages sent to the local broker and not yet acknowledged (stats only). */
   get inFlight(): number {
-    return this.inFlightBatches.count;
+    return this.seqs.length - this.head;
   }
 
   /** Something is stored at or after `sent` (a hole at the end waits for the next append). */
@@ -168,7 +173,7 @@ export class Subscription implements Pushable {
     let reservedAny = false;
     let skipped = 0;
     while (this.backlog) {
-      const step = nextRead(this, conn, credits, this.inFlightBatches.count, this.inFlightBatches.bytes, READ_BATCH, skipped);
+      const step = nextRead(this, conn, credits, this.seqs.length - this.head, this.inflightBytes, READ_BATCH, skipped);
       if (typeof step === "string") {
         shared = step === "credits";
         break;
@@ -212,13 +217,10 @@ export class Subscription implements Pushable {
       const expired = split ? split.expired : NONE_EXPIRED;
       // Sizes as both ends count them (headers count as payload: messageBytes).
       const sizes: number[] = [];
-      const seqs: number[] = [];
       let bytes = 0;
       for (let i = 0; i < batch.length; i++) {
-        const m = batch[i]!;
-        const size = messageBytes(m);
+        const size = messageBytes(batch[i]!);
         sizes.push(size);
-        seqs.push(m.seq);
         bytes += size;
       }
       const riders = this.riders.length > 0 ? this.boardRiders(conn, credits, from, batch.length, bytes) : NO_RIDERS;
@@ -261,12 +263,10 @@ export class Subscription implements Pushable {
         extra = false;
       }
       const next = read[read.length - 1]!.seq + 1;
-      // One record of the batch for this subscription and its riders: each holds it in flight.
-      const pushed = pushedBatch(seqs, sizes);
-      this.took(pushed, credits, next);
+      this.took(batch, sizes, bytes, credits, next);
       if (riders.length > 0) {
         for (const rider of riders) {
-          rider.took(pushed, credits, next);
+          rider.took(batch, sizes, bytes, credits, next);
           if (batch.length > 0) rider.moreAnnounced = this.moreAnnounced;
           // Waits for the next read too (`pushBatches` lets it go when the push ends).
           rider.waitingOn = this;
@@ -284,19 +284,22 @@ export class Subscription implements Pushable {
 
   /**
    * Bookkeeping of a batch pushed to this subscription (by its own push, or in the frame of
-   * another id's push it rode), `next` the seq after the read (past expired messages).
+   * another id's push it rode): `sizes[i]` is `messageBytes(batch[i])`, `bytes` their sum,
+   * `next` the seq after the read (past expired messages).
    */
-  private took(batch: PushedBatch, credits: Credits, next: number): void {
-    const count = batch.seqs.length;
-    const bytes = batch.sums[count]!;
-    this.inFlightBatches.add(batch);
-    credits.charge(this.id, bytes + count * MESSAGE_OVERHEAD_BYTES);
-    credits.delivered(count);
-    this.topic.counts.delivered += count;
-    this.window.sent(count);
+  private took(batch: StoredMessage[], sizes: number[], bytes: number, credits: Credits, next: number): void {
+    for (let i = 0; i < batch.length; i++) {
+      this.seqs.push(batch[i]!.seq);
+      this.sizes.push(sizes[i]!);
+    }
+    this.inflightBytes += bytes;
+    credits.charge(this.id, bytes + batch.length * MESSAGE_OVERHEAD_BYTES);
+    credits.delivered(batch.length);
+    this.topic.counts.delivered += batch.length;
+    this.window.sent(batch.length);
     this.sent = next;
     // Nothing in flight before them: what was skipped is acknowledged here, as no ack will come for it.
-    if (this.inFlightBatches.count === 0) this.skipTo(this.sent);
+    if (this.head === this.seqs.length) this.skipTo(this.sent);
   }
 
   /** The riders still waiting for this push; they wait no more. */
@@ -329,8 +332,8 @@ export class Subscription implements Pushable {
         !rider.reading &&
         rider.sent === from &&
         // Room in its window, as its own push would need to read: it may go over by one batch.
-        rider.inFlightBatches.count < rider.window.messages &&
-        rider.inFlightBatches.bytes < rider.window.bytes &&
+        rider.seqs.length - rider.head < rider.window.messages &&
+        rider.inflightBytes < rider.window.bytes &&
         (count === 0 || Math.min(brokerRoom, credits.idBytes - credits.bytesOf(rider.id)) >= cost) &&
         this.topic.sharesPushes(conn, rider.id);
       if (fits) boarding.push(rider);
@@ -364,16 +367,27 @@ export class Subscription implements Pushable {
   ack(seq: number, credits: Credits): number {
     const cursor = Math.min(seq + 1, this.topic.log.nextSeq);
     if (cursor <= this.acked) return 0;
-    const freed = this.inFlightBatches.takeBelow(cursor);
-    const bytes = this.inFlightBatches.takenBytes;
+    let freed = 0;
+    let bytes = 0;
+    while (this.head < this.seqs.length && this.seqs[this.head]! < cursor) {
+      bytes += this.sizes[this.head]!;
+      this.head++;
+      freed++;
+    }
+    this.inflightBytes -= bytes;
     credits.release(this.id, bytes + freed * MESSAGE_OVERHEAD_BYTES);
     this.window.done(freed, bytes);
+    if (this.head > 1024 && this.head * 2 > this.seqs.length) {
+      this.seqs = this.seqs.slice(this.head);
+      this.sizes = this.sizes.slice(this.head);
+      this.head = 0;
+    }
     this.acked = cursor;
     // An ack for messages pushed before a reconnect may run ahead of what was re-sent.
     if (this.sent < cursor) this.sent = cursor;
     this.topic.index.advance(this.id, cursor);
     // Nothing left in flight: what was skipped after the last message sent (expired) is done too.
-    if (this.inFlightBatches.count === 0) this.skipTo(this.sent);
+    if (this.head === this.seqs.length) this.skipTo(this.sent);
     return Math.max(freed, 1);
   }
 
@@ -388,8 +402,11 @@ export class Subscription implements Pushable {
   drop(credits: Credits | undefined): void {
     this.dropped = true;
     this.unreserve();
-    credits?.release(this.id, this.inFlightBatches.bytes + this.inFlightBatches.count * MESSAGE_OVERHEAD_BYTES);
-    this.inFlightBatches.clear();
+    credits?.release(this.id, this.inflightBytes + (this.seqs.length - this.head) * MESSAGE_OVERHEAD_BYTES);
+    this.seqs = [];
+    this.sizes = [];
+    this.head = 0;
+    this.inflightBytes = 0;
   }
 }
 
