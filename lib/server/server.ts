@@ -1374,8 +1374,7 @@ export class MqServer {
     return n;
   }
 
-  /** The largest delivery window (messages) of any subscription (stats only: walks them all). */
-  /** The largest delivery window of any subscription or group member now; without any, where a subscription's starts. */
+  /** The largest delivery window (messages) of any subscription or group member now; without any, where a subscription's starts (stats only: walks them all). */
   private largestWindow(): number {
     let most = 0;
     for (const subs of this.subscriptionsOf.values()) for (const sub of subs.values()) most = Math.max(most, sub.window.messages);
