@@ -96,7 +96,7 @@ export const SERVER_METRICS = {
   ids: gauge("ids", "Client ids that exist."),
   sessions: gauge("sessions", "Local brokers connected and past their hello."),
   connections: gauge("connections", "TCP connections open."),
-  delivery_window_max: gauge("messages", "Largest delivery window of any subscription now: grown with its link's bandwidth × round trip, 256 at least (docs/architecture.md)."),
+  delivery_window_max: gauge("messages", "Largest delivery window of any subscription or queue-group member now: grown with its link's bandwidth × round trip, at least 1024 (a queue-group member's 256; docs/architecture.md)."),
   ...SERVER_COUNTERS,
   dedupe_keys: gauge("entries", "Entries in the dedupe window."),
   dedupe_evicted: counter("ids", "Message ids forgotten before the end of the dedupe window (--dedupe-max-keys reached)."),

@@ -26,7 +26,7 @@ import { PendingSet } from "./pending.ts";
 import { nextRead } from "./push-step.ts";
 import { SHARED_GROUP_POLL_MS, SharedGroup } from "./shared-group.ts";
 import { addExtra, hasExtra, Subscription, type Topic } from "./topic.ts";
-import { MIN_WINDOW_MESSAGES } from "./window.ts";
+import { MIN_MEMBER_WINDOW_MESSAGES } from "./window.ts";
 
 const log = logger("server");
 
@@ -321,7 +321,7 @@ export class GroupMember extends Subscription {
     id: number,
     readonly group: Group,
   ) {
-    super(id, group.topic, group.pending.floor, MIN_WINDOW_MESSAGES);
+    super(id, group.topic, group.pending.floor, MIN_MEMBER_WINDOW_MESSAGES);
   }
 
   override get backlog(): boolean {

@@ -1374,11 +1374,11 @@ export class MqServer {
     return n;
   }
 
-  /** The largest delivery window (messages) of any subscription (stats only: walks them all). */
+  /** The largest delivery window (messages) of any subscription or group member now; without any, where a subscription's starts (stats only: walks them all). */
   private largestWindow(): number {
-    let most = MIN_WINDOW_MESSAGES;
+    let most = 0;
     for (const subs of this.subscriptionsOf.values()) for (const sub of subs.values()) most = Math.max(most, sub.window.messages);
-    return most;
+    return most || MIN_WINDOW_MESSAGES;
   }
 
   stats(): ServerStats {

@@ -9,7 +9,7 @@ import { TopicIds } from "./dedupe.ts";
 import { TopicCounts } from "./topic-counts.ts";
 import { Readers } from "./fanout.ts";
 import { nextRead } from "./push-step.ts";
-import { DeliveryWindow, MIN_SUBSCRIPTION_WINDOW_MESSAGES } from "./window.ts";
+import { DeliveryWindow, MIN_WINDOW_MESSAGES } from "./window.ts";
 
 const serverLog = logger("server");
 
@@ -80,15 +80,16 @@ export class Subscription implements Pushable {
    */
   readonly window: DeliveryWindow;
 
+  /** `minWindow`: the floor of its window in messages (a queue-group member's is lower). */
   constructor(
     readonly id: number,
     readonly topic: Topic,
     cursor: number,
-    minWindowMessages = MIN_SUBSCRIPTION_WINDOW_MESSAGES,
+    minWindow = MIN_WINDOW_MESSAGES,
   ) {
     this.acked = cursor;
     this.sent = cursor;
-    this.window = new DeliveryWindow(undefined, minWindowMessages);
+    this.window = new DeliveryWindow(minWindow);
   }
 
   /** After a (re)connect of the owner: everything unacknowledged is sent again. */

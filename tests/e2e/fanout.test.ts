@@ -5,10 +5,11 @@
  * The server's `fanout_shared` counts the deliveries that rode in a frame sent for another id.
  */
 import { describe, expect, test } from "bun:test";
-import { MIN_SUBSCRIPTION_WINDOW_MESSAGES } from "../../lib/server/window.ts";
+import { connect } from "../../lib/client/index.ts";
+import { MIN_WINDOW_MESSAGES } from "../../lib/server/window.ts";
 import { MSGS_IDS_CAP } from "../../lib/wire/ops.ts";
 import { helloPeer, type WireMap } from "../security/kit.ts";
-import { createOn, jsonLines, mq, startLocal, startServer, teardown, tmpDir } from "./harness.ts";
+import { createOn, jsonLines, mq, startLocal, startServer, startUp, teardown, tmpDir } from "./harness.ts";
 
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 const lines = (from: number, to: number) => range(from, to).map((n) => `m${n}\n`).join("");
@@ -89,8 +90,8 @@ describe("fan-out once per local broker", () => {
     const server = await startServer();
     const local = await startLocal(server.address);
     try {
-      // Past a subscription's first window: three of them.
-      const n = 3 * MIN_SUBSCRIPTION_WINDOW_MESSAGES;
+      // Past a window (a subscription's, 1,024 at first) of what the three were pushed together.
+      const n = 2 * MIN_WINDOW_MESSAGES + 200;
       const [ahead, behind, last] = [await createOn(local.socket), await createOn(local.socket), await createOn(local.socket)];
       await subscribeAll(local.socket, [ahead!, behind!, last!], "fan.apart");
       expect((await mq(local.socket, ["pub", String(ahead), "fan.apart", "--lines"], { stdin: lines(1, n) })).code).toBe(0);
@@ -176,6 +177,78 @@ describe("fan-out once per local broker", () => {
       }
     } finally {
       await teardown([server.daemon], [server.dataDir]);
+    }
+  });
+
+  test("1,000 messages published at once reach 4 ids in frames shared by all before any ack, and one recv of 1,000 takes them: a subscription's window holds 1,024", async () => {
+    const server = await startServer();
+    const local = await startLocal(server.address);
+    try {
+      const ids: number[] = [];
+      for (let i = 0; i < 4; i++) ids.push(await createOn(local.socket));
+      await subscribeAll(local.socket, ids, "fan.window");
+      const before = await serverStats(local.socket);
+      expect((await mq(local.socket, ["pub", String(ids[0]), "fan.window", "--lines"], { stdin: lines(1, 1000) })).code).toBe(0);
+      // Bounded: 100 polls of 50 ms. With the windows of before (256 messages) it stopped at 4 × 256.
+      for (let i = 0; i < 100 && (await serverStats(local.socket)).delivered - before.delivered < 4 * 1000; i++) await Bun.sleep(50);
+      const after = await serverStats(local.socket);
+      expect({ delivered: after.delivered - before.delivered, shared: after.fanout_shared - before.fanout_shared }).toEqual({ delivered: 4 * 1000, shared: 3 * 1000 });
+      const client = await connect({ socket: local.socket });
+      try {
+        for (const id of ids) {
+          const batch = await client.recv(id, { max: 1000, waitMs: 5000 });
+          expect(batch.messages.map((m) => m.seq)).toEqual(range(1, 1000));
+          await batch.ack();
+        }
+      } finally {
+        client.close();
+      }
+    } finally {
+      await teardown([local.daemon, server.daemon], [local.dataDir, server.dataDir]);
+    }
+  });
+
+  test.each(["mq server + mq local (TCP)", "mq up (in memory)"])("8 ids reading apart, through %s: each receives every message once, in order", async (how) => {
+    const server = how.startsWith("mq server") ? await startServer() : null;
+    const local = server ? await startLocal(server.address) : await startUp();
+    const N = 4000;
+    try {
+      const ids: number[] = [];
+      for (let k = 0; k < 8; k++) ids.push(await createOn(local.socket));
+      await subscribeAll(local.socket, ids, "fan.8");
+      const publisher = await connect({ socket: local.socket });
+      // Subscriber k starts receiving once k parts are published, and takes batches of its own
+      // size, acknowledging each: the ids read at seqs and paces of their own.
+      const published = Array.from({ length: 9 }, () => Promise.withResolvers<void>());
+      const receiving = ids.map(async (id, k) => {
+        const client = await connect({ socket: local.socket });
+        try {
+          await published[k]!.promise;
+          const got: string[] = [];
+          // Bounded: N batches with messages, and 300 empty ones (200 ms each) at most.
+          for (let round = 0; round < N + 300 && got.length < N; round++) {
+            const batch = await client.recv(id, { max: 40 + 130 * k, waitMs: 200 });
+            for (const m of batch.messages) got.push(`${m.seq}:${new TextDecoder().decode(m.data)}`);
+            if (batch.messages.length > 0) await batch.ack();
+          }
+          return got;
+        } finally {
+          client.close();
+        }
+      });
+      published[0]!.resolve();
+      for (let part = 0; part < 8; part++) {
+        await Promise.all(Array.from({ length: N / 8 }, (_, i) => publisher.publish(ids[0]!, "fan.8", `m${part * (N / 8) + i + 1}`)));
+        published[part + 1]!.resolve();
+      }
+      publisher.close();
+      const want = range(1, N).map((n) => `${n}:m${n}`);
+      for (const got of await Promise.all(receiving)) expect(got).toEqual(want);
+      // Pushed once per id (nothing twice), whether in frames of its own or shared.
+      expect((await serverStats(local.socket)).delivered).toBe(8 * N);
+      for (const id of ids) expect((await mq(local.socket, ["recv", String(id), "--wait", "0.2"])).code).toBe(3);
+    } finally {
+      await teardown(server ? [local.daemon, server.daemon] : [local.daemon], server ? [local.dataDir, server.dataDir] : [local.dataDir]);
     }
   });
 });

@@ -3,7 +3,7 @@
  * once into a slow reader, nothing acknowledged that the pipe did not take, a quiet exit
  * (141) soon after the reader goes away, and `--follow --wait S` as an idle timeout.
  *
- * The payloads are big on purpose. One recv batch (up to 256 messages) is then far more than a
+ * The payloads are big on purpose. One recv batch (up to 1,000 messages) is then far more than a
  * pipe holds (64 KiB), so every batch needs several write(2) calls whatever the reader's
  * speed: that partial write is what corrupted the output (Bun.write re-sent the whole batch).
  */

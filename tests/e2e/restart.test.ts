@@ -3,7 +3,7 @@ import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { mq, startLocal, startServer, tmpDir, jsonLines, createOn, teardown, restartServer } from "./harness.ts";
-import { MIN_SUBSCRIPTION_WINDOW_MESSAGES } from "../../lib/server/window.ts";
+import { MIN_WINDOW_MESSAGES } from "../../lib/server/window.ts";
 
 describe("restart", () => {
   test("server and subscriber's local broker restarted (SIGTERM): ids, subscriptions, cursors and undelivered messages survive, no duplicates", async () => {
@@ -136,19 +136,20 @@ describe("acknowledgements across a server outage", () => {
     try {
       const id = await createOn(local.socket);
       await mq(local.socket, ["sub", String(id), "outage.acks"]);
-      const window = MIN_SUBSCRIPTION_WINDOW_MESSAGES;
-      const input = `${Array.from({ length: window + 344 }, (_, i) => `m${i + 1}`).join("\n")}\n`;
+      // A window (a subscription's starts at MIN_WINDOW_MESSAGES) and 344 more.
+      const W = MIN_WINDOW_MESSAGES;
+      const input = `${Array.from({ length: W + 344 }, (_, i) => `m${i + 1}`).join("\n")}\n`;
       expect((await mq(local.socket, ["pub", String(id), "outage.acks", "--lines"], { stdin: input })).code).toBe(0);
       // The local broker holds a full window; the rest waits on the server.
-      for (let i = 0; i < 100 && JSON.parse((await mq(local.socket, ["stats", "--json"])).stdout).local.received < window; i++) await Bun.sleep(50);
+      for (let i = 0; i < 100 && JSON.parse((await mq(local.socket, ["stats", "--json"])).stdout).local.received < W; i++) await Bun.sleep(50);
       expect(await server.daemon.stop()).toBe(0);
       await local.daemon.waitFor(/lost the server/);
       // Received and acknowledged while nobody can tell the server.
-      const during = jsonLines((await mq(local.socket, ["recv", String(id), "--count", String(window), "--json"])).stdout);
-      expect(during.map((m) => m.seq)).toEqual(Array.from({ length: window }, (_, i) => i + 1));
+      const during = jsonLines((await mq(local.socket, ["recv", String(id), "--count", String(W), "--json"])).stdout);
+      expect(during.map((m) => m.seq)).toEqual(Array.from({ length: W }, (_, i) => i + 1));
       server = await startServer({ dataDir, port: server.port });
       const after = jsonLines((await mq(local.socket, ["recv", String(id), "--follow", "--count", "344", "--json"], { timeoutMs: 30_000 })).stdout);
-      expect(after.map((m) => m.seq)).toEqual(Array.from({ length: 344 }, (_, i) => window + 1 + i));
+      expect(after.map((m) => m.seq)).toEqual(Array.from({ length: 344 }, (_, i) => W + 1 + i));
     } finally {
       await teardown([local.daemon, server.daemon], [dataDir, local.dataDir]);
     }

@@ -2,7 +2,7 @@
  * A local broker far from its server (20 ms and 200 ms round trips through the test kit's
  * delay proxy), through the compiled binary: streams arrive whole and in order, the delivery
  * window of a subscription (and of a queue-group member) grows past its loopback size of
- * 256 messages, a cut mid-stream loses nothing, and heartbeats shorter than the round trip
+ * 1,024 messages (256 for a member), a cut mid-stream loses nothing, and heartbeats shorter than the round trip
  * never cut a live connection. No assertion on time or rate: only on what arrived and on
  * the window the server reports (`delivery_window_max` in `mq stats`).
  */
@@ -10,6 +10,7 @@ import { expect, test } from "bun:test";
 import { jsonLines, mq, startLocal, startServer, teardown, tmpDir, type Daemon, type ServerHandle } from "../e2e/harness.ts";
 import { drain, publishAcked, verify } from "./fault-kit.ts";
 import { TcpProxy } from "./tcp-proxy.ts";
+import { MIN_MEMBER_WINDOW_MESSAGES, MIN_WINDOW_MESSAGES } from "../../lib/server/window.ts";
 
 /**
  * Heartbeats below the 200 ms round trip: a pong comes back after the next tick, and must not count
@@ -33,29 +34,31 @@ async function largestWindow(socket: string): Promise<number> {
 
 const payloads = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
 
-test("20 ms away: a backlog of 20000 arrives in order, and the window of its subscription and of a group member grows past 256", async () => {
+test("20 ms away: a backlog of 20000 arrives in order, and the window of a group member grows past 256", async () => {
   const server = await startServer({ args: HEARTBEAT });
   await using proxy = await TcpProxy.start({ hostname: "127.0.0.1", port: server.port }, { delayMs: 10 });
   const local = await startLocal(proxy.address, { args: HEARTBEAT });
   try {
     const id = Number((await mq(local.socket, ["create"])).stdout);
     expect((await mq(local.socket, ["sub", String(id), "net.far"])).code).toBe(0);
-    expect(await largestWindow(local.socket)).toBe(256);
+    expect(await largestWindow(local.socket)).toBe(MIN_WINDOW_MESSAGES);
     const acked = await publishAcked(local.socket, id, "net.far", payloads("far", 20_000));
     const got = await drain(local.socket, id, new Set(acked.map((a) => a.seq)), Date.now() + 90_000);
     expect(verify(got, acked).problems).toEqual([]);
-    const grown = await largestWindow(local.socket);
-    expect(grown).toBeGreaterThan(256);
+    // A subscription's window starts at 1,024 messages: at 20 ms that carries 51,000 a second,
+    // more than this consumer may take on a busy machine, so whether it grows here is not
+    // asserted (the 200 ms tests see it grow).
+    expect(await largestWindow(local.socket)).toBeGreaterThanOrEqual(MIN_WINDOW_MESSAGES);
 
     // A queue-group member on another topic (its window is its own, and starts at 256).
     const worker = Number((await mq(local.socket, ["create"])).stdout);
     expect((await mq(local.socket, ["sub", String(worker), "net.jobs", "--group", "workers"])).code).toBe(0);
     expect((await mq(local.socket, ["unsub", String(id), "net.far"])).code).toBe(0);
-    expect(await largestWindow(local.socket)).toBe(256);
+    expect(await largestWindow(local.socket)).toBe(MIN_MEMBER_WINDOW_MESSAGES);
     const jobs = await publishAcked(local.socket, worker, "net.jobs", payloads("job", 20_000));
     const done = await drain(local.socket, worker, new Set(jobs.map((a) => a.seq)), Date.now() + 90_000);
     expect(verify(done, jobs).problems).toEqual([]);
-    expect(await largestWindow(local.socket)).toBeGreaterThan(256);
+    expect(await largestWindow(local.socket)).toBeGreaterThan(MIN_MEMBER_WINDOW_MESSAGES);
 
     expect({ local: count(local.daemon, /lost the server/), server: count(server.daemon, /heartbeat/), connections: proxy.connections }).toEqual({ local: 0, server: 0, connections: 1 });
   } finally {
@@ -86,16 +89,17 @@ test("200 ms away: a stream cut mid-delivery comes back whole and in order after
     const more = await publishAcked(local.socket, id, "net.moon", payloads("moon-after", 10_000));
     const after = await drain(local.socket, id, new Set(more.map((a) => a.seq)), Date.now() + 120_000);
     expect(verify(after, more, more[0]!.seq).problems).toEqual([]);
-    expect(await largestWindow(local.socket)).toBeGreaterThan(256);
+    expect(await largestWindow(local.socket)).toBeGreaterThan(MIN_WINDOW_MESSAGES);
   } finally {
     await teardown([local.daemon, server.daemon], [local.dataDir, server.dataDir]);
   }
 }, 300_000);
 
-test("20 ms away, the server SIGKILLed mid-stream and restarted: nothing acknowledged is lost, and the new session grows its window again", async () => {
+test("100 ms away, the server SIGKILLed mid-stream and restarted: nothing acknowledged is lost, and the new session grows its window again", async () => {
   const dataDir = tmpDir("mq-net-server-");
   let server: ServerHandle = await startServer({ dataDir, args: HEARTBEAT });
-  await using proxy = await TcpProxy.start({ hostname: "127.0.0.1", port: server.port }, { delayMs: 10 });
+  // 100 ms: a subscription's first window (1,024 messages) carries 10,000 a second, which the consumer outruns.
+  await using proxy = await TcpProxy.start({ hostname: "127.0.0.1", port: server.port }, { delayMs: 50 });
   const local = await startLocal(proxy.address, { args: HEARTBEAT });
   try {
     const id = Number((await mq(local.socket, ["create"])).stdout);
@@ -103,18 +107,20 @@ test("20 ms away, the server SIGKILLed mid-stream and restarted: nothing acknowl
     const acked = await publishAcked(local.socket, id, "net.crash", payloads("before", 20_000));
     // Half of it received (the window grown), then the server dies with the rest in flight or in the log.
     const first = await drain(local.socket, id, new Set(acked.slice(0, 10_000).map((a) => a.seq)), Date.now() + 90_000);
-    expect(await largestWindow(local.socket)).toBeGreaterThan(256);
+    expect(await largestWindow(local.socket)).toBeGreaterThan(MIN_WINDOW_MESSAGES);
     await server.daemon.kill9();
     server = await startServer({ dataDir, port: server.port, args: HEARTBEAT });
     await local.daemon.waitFor(/connected to the server[\s\S]*connected to the server/, 30_000);
-    // What the first drain did not see comes after the restart (the new session's window starts at 256).
+    // What the first drain did not see comes after the restart (the new session's window starts at MIN_WINDOW_MESSAGES).
     const seen = new Set(first.map((m) => m.seq));
     const rest = await drain(local.socket, id, new Set(acked.map((a) => a.seq).filter((s) => !seen.has(s))), Date.now() + 90_000);
     expect(verify([...first, ...rest], acked).problems).toEqual([]);
-    const more = await publishAcked(local.socket, id, "net.crash", payloads("after", 20_000));
+    // Enough windows for the new session's round-trip samples (a minimum of the last 16 to 32,
+    // one maybe ended early by an ack already on its way before the kill) to let it grow.
+    const more = await publishAcked(local.socket, id, "net.crash", payloads("after", 40_000));
     const after = await drain(local.socket, id, new Set(more.map((a) => a.seq)), Date.now() + 90_000);
     expect(verify(after, more, more[0]!.seq).problems).toEqual([]);
-    expect(await largestWindow(local.socket)).toBeGreaterThan(256);
+    expect(await largestWindow(local.socket)).toBeGreaterThan(MIN_WINDOW_MESSAGES);
   } finally {
     await teardown([local.daemon, server.daemon], [local.dataDir, dataDir]);
   }

@@ -6,7 +6,7 @@
 import { describe, expect, test } from "bun:test";
 import { Credits } from "../../lib/server/credits.ts";
 import { Subscription, Topic } from "../../lib/server/topic.ts";
-import { MIN_SUBSCRIPTION_WINDOW_MESSAGES } from "../../lib/server/window.ts";
+import { MIN_WINDOW_MESSAGES } from "../../lib/server/window.ts";
 import { MemorySubscriberIndex, MemoryTopicLog } from "../../lib/store/memory-store.ts";
 import { deliveryCost, type MsgsFrame } from "../../lib/wire/messages.ts";
 import { GatedLog, fakeConnection, settled } from "./push-kit.ts";
@@ -118,10 +118,10 @@ describe("Credits", () => {
     const { conn, frames } = fakeConnection();
     let delivered = 0;
     const credits = new Credits(Infinity, Infinity, (n) => (delivered += n));
-    const sub = new Subscription(1, await topicWith("a", MIN_SUBSCRIPTION_WINDOW_MESSAGES + 44, 10), 1);
+    const sub = new Subscription(1, await topicWith("a", MIN_WINDOW_MESSAGES + 44, 10), 1);
     await sub.push(conn, credits);
-    expect(delivered).toBe(MIN_SUBSCRIPTION_WINDOW_MESSAGES);
-    expect(pushed(frames).a).toEqual(Array.from({ length: MIN_SUBSCRIPTION_WINDOW_MESSAGES }, (_, i) => i + 1));
+    expect(delivered).toBe(MIN_WINDOW_MESSAGES);
+    expect(pushed(frames).a).toEqual(Array.from({ length: MIN_WINDOW_MESSAGES }, (_, i) => i + 1));
   });
 
   test("a push asked for while a read is pending is taken up when it returns: one read at a time, every message once, in order", async () => {

@@ -8,7 +8,7 @@
 import { describe, expect, test } from "bun:test";
 import { Credits } from "../../lib/server/credits.ts";
 import { Subscription, Topic } from "../../lib/server/topic.ts";
-import { MIN_SUBSCRIPTION_WINDOW_MESSAGES } from "../../lib/server/window.ts";
+import { MIN_WINDOW_MESSAGES } from "../../lib/server/window.ts";
 import { MemorySubscriberIndex, MemoryTopicLog } from "../../lib/store/memory-store.ts";
 import type { Connection } from "../../lib/wire/connection.ts";
 import { deliveryCost, type MsgsFrame } from "../../lib/wire/messages.ts";
@@ -134,13 +134,13 @@ describe("fan-out once per local broker", () => {
   });
 
   test("one id that does not acknowledge stops at its window; the others go on to the end, still sharing", async () => {
-    const total = 3 * MIN_SUBSCRIPTION_WINDOW_MESSAGES;
+    const total = 3 * MIN_WINDOW_MESSAGES;
     const { subs, shared } = await setup(4, total);
     const { conn, frames } = fakeConnection();
     const credits = new Credits(Infinity, Infinity);
     pumpAll(subs, conn, credits);
     await settled();
-    // Bounded: every round acks and pushes the others; a window is at least MIN_SUBSCRIPTION_WINDOW_MESSAGES.
+    // Bounded: every round acks and pushes the others; a window is at least MIN_WINDOW_MESSAGES.
     for (let round = 0; round < 20 && subs.slice(1).some((s) => s.sentCursor <= total); round++) {
       ackAndPump(subs, frames, conn, credits, (id) => id !== 1);
       await settled();

@@ -11,7 +11,7 @@ import { deadLetterMessage } from "../../lib/server/dead-letter.ts";
 import { checkExplicit, GroupMember, Groups, releaseMembers, type Group } from "../../lib/server/group.ts";
 import { PendingSet } from "../../lib/server/pending.ts";
 import { Subscription, Topic } from "../../lib/server/topic.ts";
-import { MIN_SUBSCRIPTION_WINDOW_MESSAGES, MIN_WINDOW_MESSAGES } from "../../lib/server/window.ts";
+import { MIN_MEMBER_WINDOW_MESSAGES, MIN_WINDOW_MESSAGES } from "../../lib/server/window.ts";
 import { FileGroupStore } from "../../lib/store/group-store.ts";
 import { MemorySubscriberIndex, MemoryTopicLog } from "../../lib/store/memory-store.ts";
 import type { Connection } from "../../lib/wire/connection.ts";
@@ -113,13 +113,16 @@ describe("group members", () => {
     await groups.close();
   });
 
-  test("a member's window starts at MIN_WINDOW_MESSAGES, not a plain subscription's larger floor: its turns share one backlog", async () => {
-    const topic = await topicWith("jobs", 10);
+  test("a member's window starts at 256 messages, not at a subscription's 1,024: a member takes no more of the group's backlog than before", async () => {
+    const topic = await topicWith("jobs.window", 2000);
     const { groups } = groupsFor();
     const member = await groups.join(topic, 1, { group: "g" }, 1);
-    expect(member.window.messages).toBe(MIN_WINDOW_MESSAGES);
-    expect(new Subscription(2, topic, 1).window.messages).toBe(MIN_SUBSCRIPTION_WINDOW_MESSAGES);
-    expect(MIN_SUBSCRIPTION_WINDOW_MESSAGES).toBeGreaterThan(MIN_WINDOW_MESSAGES);
+    const sub = new Subscription(2, topic, 1);
+    expect([member.window.messages, sub.window.messages]).toEqual([MIN_MEMBER_WINDOW_MESSAGES, MIN_WINDOW_MESSAGES]);
+    const { conn, frames } = fakeConnection();
+    // Bounded: each push stops at its window (or its turn's batch); 50 turns.
+    for (let turn = 0; turn < 50 && member.inFlight < MIN_MEMBER_WINDOW_MESSAGES; turn++) await member.push(conn, new Credits());
+    expect(seqsOf(frames)).toEqual(Array.from({ length: MIN_MEMBER_WINDOW_MESSAGES }, (_, i) => i + 1));
     await groups.close();
   });
 

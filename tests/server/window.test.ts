@@ -3,12 +3,15 @@
  * simulated link where each round of the window takes `rtt` ms and is acknowledged at once.
  */
 import { describe, expect, test } from "bun:test";
-import { DeliveryWindow, MAX_WINDOW_BYTES, MAX_WINDOW_MESSAGES, MIN_RTT_SAMPLES, MIN_WINDOW_BYTES, MIN_WINDOW_MESSAGES } from "../../lib/server/window.ts";
+import { DeliveryWindow, MAX_WINDOW_BYTES, MAX_WINDOW_MESSAGES, MIN_MEMBER_WINDOW_MESSAGES, MIN_RTT_SAMPLES, MIN_WINDOW_BYTES, MIN_WINDOW_MESSAGES } from "../../lib/server/window.ts";
 
-/** A window with a clock of its own. */
+/** The floor of the windows sized below (a queue-group member's; a subscription's, MIN_WINDOW_MESSAGES, sizes the same way from its own). */
+const FLOOR = MIN_MEMBER_WINDOW_MESSAGES;
+
+/** A window with a clock of its own, from FLOOR. */
 function windowWithClock() {
   const clock = { ms: 1000 };
-  return { w: new DeliveryWindow(() => clock.ms), clock };
+  return { w: new DeliveryWindow(FLOOR, () => clock.ms), clock };
 }
 
 /**
@@ -24,9 +27,14 @@ function fullRound(w: DeliveryWindow, clock: { ms: number }, rttMs: number, size
 }
 
 describe("DeliveryWindow", () => {
+  test("a subscription's starts at 1,024 messages, a queue-group member's at 256, both at 1 MiB", () => {
+    expect([new DeliveryWindow().messages, MIN_WINDOW_MESSAGES, new DeliveryWindow(MIN_MEMBER_WINDOW_MESSAGES).messages]).toEqual([1024, 1024, 256]);
+    expect([new DeliveryWindow().bytes, new DeliveryWindow(MIN_MEMBER_WINDOW_MESSAGES).bytes]).toEqual([MIN_WINDOW_BYTES, MIN_WINDOW_BYTES]);
+  });
+
   test("starts at the minimum", () => {
     const { w } = windowWithClock();
-    expect(w.messages).toBe(MIN_WINDOW_MESSAGES);
+    expect(w.messages).toBe(FLOOR);
     expect(w.bytes).toBe(MIN_WINDOW_BYTES);
   });
 
@@ -65,7 +73,7 @@ describe("DeliveryWindow", () => {
     fullRound(w, clock, 1000);
     expect(w.messages).toBe(Math.round((2 * 16_384 * 20) / 1000));
     for (let i = 0; i < 5; i++) fullRound(w, clock, 1000);
-    expect(w.messages).toBe(MIN_WINDOW_MESSAGES);
+    expect(w.messages).toBe(FLOOR);
   });
 
   test("a round the window did not limit (a quiet publisher) leaves it as it is", () => {
@@ -108,7 +116,7 @@ describe("DeliveryWindow", () => {
     for (let i = 0; i < 3; i++) fullRound(w, clock, 20);
     w.sent(50); // a sample left running by the old session
     w.reset();
-    expect(w.messages).toBe(MIN_WINDOW_MESSAGES);
+    expect(w.messages).toBe(FLOOR);
     expect(w.bytes).toBe(MIN_WINDOW_BYTES);
     expect(w.minRttMs).toBe(Infinity);
     fullRound(w, clock, 200);
