@@ -12,10 +12,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PEERS=${1:-/tmp/bench-peers}
 W=$(mktemp -d /tmp/mq-latency-points-XXXX)
 trap 'rm -rf "$W"' EXIT
-(cd "$ROOT" && git archive HEAD) | tar -x -C "$W"
-ln -s "$ROOT/node_modules" "$W/node_modules"
-(cd "$W" && patch -s -p1 < "$ROOT/bench/latency-points.patch")
-(cd "$W" && ./node_modules/.bin/bun scripts/build.ts)
+"$ROOT/bench/patched-build.sh" "$ROOT/bench/latency-points.patch" "$W"
 for run in $(seq "${RUNS:-1}"); do
   D=$W/run$run; mkdir -p "$D"
   MQ_PROBE=$D/points.json "$W/dist/mq" up --data "$D/data" --listen 127.0.0.1:7697 --socket "$D/s.sock" --fsync "${FSYNC:-always}" > "$D/up.log" 2>&1 & UP=$!

@@ -8,10 +8,7 @@ set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 W=$(mktemp -d /tmp/mq-sync-parity-XXXX)
 trap 'rm -rf "$W"' EXIT
-(cd "$ROOT" && git archive HEAD) | tar -x -C "$W"
-ln -s "$ROOT/node_modules" "$W/node_modules"
-(cd "$W" && patch -s -p1 < "$ROOT/bench/sync-parity.patch")
-(cd "$W" && ./node_modules/.bin/bun scripts/build.ts)
+"$ROOT/bench/patched-build.sh" "$ROOT/bench/sync-parity.patch" "$W"
 MQ_SYNC_ALTERNATE=1 "$W/dist/mq" up --data "$W/data" --listen 127.0.0.1:0 --socket "$W/s.sock" --fsync always > "$W/up.log" 2>&1 &
 UP=$!
 for _ in $(seq 100); do [ -S "$W/s.sock" ] && break; sleep 0.1; done
