@@ -14,14 +14,14 @@ import { LinkWindow } from "../wire/link-window.ts";
 export { MIN_RTT_SAMPLES } from "../wire/link-window.ts";
 /**
  * A subscription's window is at least 1,024 messages: more than a consumer takes in one batch
- * (the CLI's and the library's recv ask up to 1,000). 2,048 (two batches) measured no better
- * (docs/benchmarks.md, "the window floor at the merge"). With 256 (before), a recv loop got at most 256 messages per round trip
- * (recv → ack → server → push), and the window did not grow, its samples lengthened by the
- * consumer's own turns (docs/benchmarks.md, "--fsync never 1→1: the turns of a round trip");
- * and the window of each id whose consumer acknowledges batch by batch filled in every
- * batch, so its acks drove its pushes: the ids of one local broker read at seqs of their own
- * and shared no frame. Above a batch, a publish pumps them together at one seq and they ride
- * one read and one frame (docs/benchmarks.md, "fan-out: the window floor").
+ * (the CLI's and the library's recv ask up to 1,000). With 256 (before), a recv loop got at
+ * most 256 messages per round trip (recv → ack → server → push) and the window did not grow,
+ * its samples lengthened by the consumer's own turns (docs/benchmarks.md, "--fsync never 1→1:
+ * the turns of a round trip"); and the window of each id whose consumer acknowledges batch by
+ * batch filled in every batch, so its acks drove its pushes: the ids of one local broker read
+ * at seqs of their own and shared no frame. Above a batch, a publish pumps them together at
+ * one seq and they ride one read and one frame ("fan-out: the window floor"). 2,048 (two
+ * batches) measured no better ("the window floor at the merge").
  */
 export const MIN_WINDOW_MESSAGES = 1024;
 /** A queue-group member's floor: the fixed window of before, so a slow member holds back no more of the group's backlog than it did. */
