@@ -11,7 +11,7 @@ set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PEERS=${1:-/tmp/bench-peers}
 W=$(mktemp -d /tmp/mq-latency-points-XXXX)
-trap 'rm -rf "$W"' EXIT
+trap '[ -n "${UP:-}" ] && kill "$UP" 2>/dev/null; rm -rf "$W"' EXIT
 "$ROOT/bench/patched-build.sh" "$ROOT/bench/latency-points.patch" "$W"
 for run in $(seq "${RUNS:-1}"); do
   D=$W/run$run; mkdir -p "$D"

@@ -7,7 +7,7 @@
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 W=$(mktemp -d /tmp/mq-sync-parity-XXXX)
-trap 'rm -rf "$W"' EXIT
+trap '[ -n "${UP:-}" ] && kill "$UP" 2>/dev/null; rm -rf "$W"' EXIT
 "$ROOT/bench/patched-build.sh" "$ROOT/bench/sync-parity.patch" "$W"
 MQ_SYNC_ALTERNATE=1 "$W/dist/mq" up --data "$W/data" --listen 127.0.0.1:0 --socket "$W/s.sock" --fsync always > "$W/up.log" 2>&1 &
 UP=$!

@@ -340,7 +340,7 @@ export async function recv(options: RecvOptions): Promise<number> {
           waitMs = Math.min(Math.ceil(left), FOLLOW_WAIT_MS);
         }
         // Batches of 100 at most, pushed or not: each ack frees the server's window for more
-        // (256 messages at first) while the rest of it is still on its way.
+        // (1,024 messages at first) while the rest of it is still on its way.
         const got = pushed ? await nextPushed(pushed, Math.min(remaining, 100), waitMs) : await next(Math.min(remaining, 100), waitMs);
         if (got === "signal") break;
         if (got === "reader") return Exit.ReaderGone;

@@ -6,8 +6,9 @@
  *
  * On the loop only for a lone publisher: a commit of one request (one publish, or one batch of
  * at most `maxMessages`, as a library sends the publishes of one tick) to one file, that did
- * not wait behind the previous commit (nothing was queued while that one ran: no one else is
- * publishing), of the same topic as the previous commit and no commit of another topic for
+ * not wait behind the previous commit (nothing was queued while that one ran on the pool; a
+ * commit on the loop lets nothing in meanwhile, so after one, other publishers show only as
+ * several requests in one commit), of the same topic as the previous commit and no commit of another topic for
  * `quietMs` (so no other topic's sync is in flight on the pool either, unless a stalling disk
  * holds it longer than that). Everything else in the process waits while the loop syncs, so
  * as soon as several topics are written, or requests queue up behind a commit (several

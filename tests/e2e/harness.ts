@@ -140,12 +140,13 @@ export async function startServer(options: { dataDir?: string; port?: number; ar
 /**
  * Stops `server` (SIGTERM, expecting exit 0; `kill: true`: SIGKILL), runs `between` while it is
  * down, starts it again on its port and data directory with `args`, and waits until each of
- * `locals` has connected to it again (a line logged after this restart, not an earlier one's).
+ * `locals` has connected to it again (a line logged after this restart, not an earlier one's;
+ * up to `reconnectMs` each, 15 s by default: a far link's local broker may take longer).
  */
 export async function restartServer(
   server: ServerHandle,
   locals: Array<{ daemon: Daemon }>,
-  options: { kill?: boolean; args?: string[]; between?: () => unknown } = {},
+  options: { kill?: boolean; args?: string[]; between?: () => unknown; reconnectMs?: number } = {},
 ): Promise<ServerHandle> {
   const marks = locals.map((l) => l.daemon.log.length);
   if (options.kill) await server.daemon.kill9();
@@ -155,7 +156,7 @@ export async function restartServer(
   }
   await options.between?.();
   const again = await startServer({ dataDir: server.dataDir, port: server.port, args: options.args });
-  for (const [i, local] of locals.entries()) await local.daemon.waitFor(/connected to the server.*after/, 15_000, marks[i]);
+  for (const [i, local] of locals.entries()) await local.daemon.waitFor(/connected to the server.*after/, options.reconnectMs ?? 15_000, marks[i]);
   return again;
 }
 

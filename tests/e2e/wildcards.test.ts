@@ -7,13 +7,13 @@ import { createOn, jsonLines, mq, startCluster, startLocal, startServer, teardow
 
 type Cluster = Awaited<ReturnType<typeof startCluster>>;
 
-/** Receives exactly `count` messages of `id` as JSON objects (bounded by the CLI's own timeout). */
 /** Removes a topic's subscriber index files, as if a crash came before its subscriptions reached them. */
 function dropSubscriberIndex(dataDir: string, topic: string): void {
   const dir = path.join(dataDir, "topics", topic);
   for (const f of fs.readdirSync(dir)) if (f.startsWith("subscribers")) fs.rmSync(path.join(dir, f));
 }
 
+/** Receives exactly `count` messages of `id` as JSON objects (bounded by the CLI's own timeout). */
 async function recvAll(run: Cluster["run"], id: number, count: number): Promise<Array<Record<string, unknown>>> {
   const r = await run(["recv", String(id), "--follow", "--count", String(count), "--json"], { timeoutMs: 30_000 });
   expect(r.code).toBe(0);

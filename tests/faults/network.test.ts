@@ -7,7 +7,7 @@
  * the window the server reports (`delivery_window_max` in `mq stats`).
  */
 import { expect, test } from "bun:test";
-import { jsonLines, mq, startLocal, startServer, teardown, tmpDir, type Daemon, type ServerHandle } from "../e2e/harness.ts";
+import { jsonLines, mq, restartServer, startLocal, startServer, teardown, tmpDir, type Daemon, type ServerHandle } from "../e2e/harness.ts";
 import { drain, publishAcked, verify } from "./fault-kit.ts";
 import { TcpProxy } from "./tcp-proxy.ts";
 import { MIN_MEMBER_WINDOW_MESSAGES, MIN_WINDOW_MESSAGES } from "../../lib/server/window.ts";
@@ -108,9 +108,7 @@ test("100 ms away, the server SIGKILLed mid-stream and restarted: nothing acknow
     // Half of it received (the window grown), then the server dies with the rest in flight or in the log.
     const first = await drain(local.socket, id, new Set(acked.slice(0, 10_000).map((a) => a.seq)), Date.now() + 90_000);
     expect(await largestWindow(local.socket)).toBeGreaterThan(MIN_WINDOW_MESSAGES);
-    await server.daemon.kill9();
-    server = await startServer({ dataDir, port: server.port, args: HEARTBEAT });
-    await local.daemon.waitFor(/connected to the server[\s\S]*connected to the server/, 30_000);
+    server = await restartServer(server, [local], { kill: true, args: HEARTBEAT, reconnectMs: 30_000 });
     // What the first drain did not see comes after the restart (the new session's window starts at MIN_WINDOW_MESSAGES).
     const seen = new Set(first.map((m) => m.seq));
     const rest = await drain(local.socket, id, new Set(acked.map((a) => a.seq).filter((s) => !seen.has(s))), Date.now() + 90_000);

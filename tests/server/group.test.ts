@@ -120,8 +120,11 @@ describe("group members", () => {
     const sub = new Subscription(2, topic, 1);
     expect([member.window.messages, sub.window.messages]).toEqual([MIN_MEMBER_WINDOW_MESSAGES, MIN_WINDOW_MESSAGES]);
     const { conn, frames } = fakeConnection();
-    // Bounded: each push stops at its window (or its turn's batch); 50 turns.
-    for (let turn = 0; turn < 50 && member.inFlight < MIN_MEMBER_WINDOW_MESSAGES; turn++) await member.push(conn, new Credits());
+    // Pushes until a turn pushes nothing (its window is full), at most 50 turns of one batch each.
+    for (let turn = 0, before = -1; turn < 50 && member.inFlight !== before; turn++) {
+      before = member.inFlight;
+      await member.push(conn, new Credits());
+    }
     expect(seqsOf(frames)).toEqual(Array.from({ length: MIN_MEMBER_WINDOW_MESSAGES }, (_, i) => i + 1));
     await groups.close();
   });

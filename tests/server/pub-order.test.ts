@@ -5,7 +5,7 @@
  * of it (several batches in flight per topic, across cuts) is in tests/faults/network-publish.test.ts.
  */
 import { afterEach, expect, test } from "bun:test";
-import { jsonLines, mq, startLocal, startServer, teardown, type LocalHandle, type ServerHandle } from "../e2e/harness.ts";
+import { jsonLines, mq, restartServer, startLocal, startServer, teardown, type LocalHandle, type ServerHandle } from "../e2e/harness.ts";
 import { helloPeer, type RawPeer, type WireMap } from "../security/kit.ts";
 
 let server: ServerHandle;
@@ -101,9 +101,7 @@ test("after a server restart the ids of the window are read back: after one stor
   const id = await start();
   expect(await ask({ op: "pub", id, topic: "kept", data: bytes("a"), msgId: "p:1" })).toMatchObject({ op: "ok", seq: 1 });
   peer!.end();
-  await server.daemon.stop();
-  server = await startServer({ dataDir: server.dataDir, port: server.port });
-  await local.daemon.waitFor(/connected to the server[\s\S]*connected to the server/, 30_000);
+  server = await restartServer(server, [local], { reconnectMs: 30_000 });
   peer = await helloPeer({ unix: local.socket }, "local");
   expect(await ask({ op: "pub", id, topic: "kept", data: bytes("b"), msgId: "p:2", after: "p:1" })).toMatchObject({ op: "ok", seq: 2 });
   expect(await ask({ op: "pub", id, topic: "kept", data: bytes("c"), msgId: "p:4", after: "p:3" })).toMatchObject({ op: "error", code: "UNAVAILABLE" });
