@@ -33,20 +33,32 @@ async function subscribeAll(socket: string, ids: number[], topic: string): Promi
   for (const id of ids) expect((await mq(socket, ["sub", String(id), topic])).code).toBe(0);
 }
 
+/**
+ * `count` new ids of the local broker at `socket`, subscribed to `topic`, and `n` messages
+ * published to it, nothing acknowledged; waits (100 polls of 50 ms at most) until the server
+ * delivered them to every id. Returns the ids and the server's `delivered` and `fanout_shared`
+ * for these messages.
+ */
+async function publishToNewIds(socket: string, count: number, topic: string, n: number): Promise<{ ids: number[]; delivered: number; shared: number }> {
+  const ids: number[] = [];
+  for (let i = 0; i < count; i++) ids.push(await createOn(socket));
+  await subscribeAll(socket, ids, topic);
+  const before = await serverStats(socket);
+  expect((await mq(socket, ["pub", String(ids[0]), topic, "--lines"], { stdin: lines(1, n) })).code).toBe(0);
+  for (let i = 0; i < 100 && (await serverStats(socket)).delivered - before.delivered < count * n; i++) await Bun.sleep(50);
+  const after = await serverStats(socket);
+  return { ids, delivered: after.delivered - before.delivered, shared: after.fanout_shared - before.fanout_shared };
+}
+
 describe("fan-out once per local broker", () => {
   test("ids of one local broker get one copy per message from the server; each receives all, in order, once", async () => {
     const server = await startServer();
     const local = await startLocal(server.address);
     try {
-      const ids: number[] = [];
-      for (let i = 0; i < 6; i++) ids.push(await createOn(local.socket));
-      await subscribeAll(local.socket, ids, "fan");
-      const before = await serverStats(local.socket);
       // Nothing acknowledged yet, and 200 messages fit every window: each read goes to all 6 ids in one frame.
-      expect((await mq(local.socket, ["pub", String(ids[0]), "fan", "--lines"], { stdin: lines(1, 200) })).code).toBe(0);
-      for (let i = 0; i < 100 && (await serverStats(local.socket)).delivered - before.delivered < 6 * 200; i++) await Bun.sleep(50);
+      const { ids, delivered, shared } = await publishToNewIds(local.socket, 6, "fan", 200);
+      expect({ delivered, shared }).toEqual({ delivered: 6 * 200, shared: 5 * 200 });
       const after = await serverStats(local.socket);
-      expect({ delivered: after.delivered - before.delivered, shared: after.fanout_shared - before.fanout_shared }).toEqual({ delivered: 6 * 200, shared: 5 * 200 });
       for (const got of await Promise.all(ids.map((id) => recvAll(local.socket, id, 200)))) expect(got).toEqual(expected(1, 200));
 
       // More than a window, received as it comes: acks drive the pushes, and sharing goes on.
@@ -184,15 +196,9 @@ describe("fan-out once per local broker", () => {
     const server = await startServer();
     const local = await startLocal(server.address);
     try {
-      const ids: number[] = [];
-      for (let i = 0; i < 4; i++) ids.push(await createOn(local.socket));
-      await subscribeAll(local.socket, ids, "fan.window");
-      const before = await serverStats(local.socket);
-      expect((await mq(local.socket, ["pub", String(ids[0]), "fan.window", "--lines"], { stdin: lines(1, 1000) })).code).toBe(0);
-      // Bounded: 100 polls of 50 ms. With the windows of before (256 messages) it stopped at 4 × 256.
-      for (let i = 0; i < 100 && (await serverStats(local.socket)).delivered - before.delivered < 4 * 1000; i++) await Bun.sleep(50);
-      const after = await serverStats(local.socket);
-      expect({ delivered: after.delivered - before.delivered, shared: after.fanout_shared - before.fanout_shared }).toEqual({ delivered: 4 * 1000, shared: 3 * 1000 });
+      // With the windows of before (256 messages) it stopped at 4 × 256.
+      const { ids, delivered, shared } = await publishToNewIds(local.socket, 4, "fan.window", 1000);
+      expect({ delivered, shared }).toEqual({ delivered: 4 * 1000, shared: 3 * 1000 });
       const client = await connect({ socket: local.socket });
       try {
         for (const id of ids) {
