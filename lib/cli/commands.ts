@@ -252,6 +252,8 @@ export interface RecvOptions extends CommonOptions {
 
 /** `recv --count N`: how long to wait for a refill the local broker announced (`more`). */
 const REFILL_WAIT_MS = 5000;
+/** Said on stderr when `recv` found nothing while its local broker was cut off from the server. */
+const AWAY_HINT = "the local broker is not connected to its server now: messages published since it lost the server have not reached it (they wait on the server); `mq stats` shows the server it tries";
 
 /** `--follow` with push delivery: messages the local broker may push ahead of what is written. */
 const FOLLOW_CREDITS = 1000;
@@ -316,7 +318,10 @@ export async function recv(options: RecvOptions): Promise<number> {
         while (remaining > 0) {
           const got = await next(Math.min(remaining, 1000), waitMs);
           if (got === "reader" || got === "signal") return Exit.ReaderGone;
-          if (got.messages.length === 0) break;
+          if (got.messages.length === 0) {
+            if (got.away) process.stderr.write(`mq: ${AWAY_HINT}\n`);
+            break;
+          }
           if (!(await deliver(got))) return Exit.ReaderGone;
           received += got.messages.length;
           remaining -= got.messages.length;

@@ -102,6 +102,11 @@ export interface Received {
   nak(): Promise<void>;
   /** More messages are pending: held by the local broker, or on the server beyond the credit window (they come after `ack`). */
   more: boolean;
+  /**
+   * Empty, and the local broker is not connected to its server now: messages published since
+   * it lost the server have not reached it (they are kept there and come after it reconnects).
+   */
+  away: boolean;
 }
 
 const encoder = new TextEncoder();
@@ -570,6 +575,7 @@ export class MqClient {
     return {
       messages,
       more: r.more === true,
+      away: r.away === true,
       ack: async (count?: number) => {
         if (count !== undefined && !(Number.isSafeInteger(count) && count >= 0 && count <= messages.length)) {
           throw new RangeError(`Cannot acknowledge ${count} messages of a batch of ${messages.length}: count must be an integer from 0 to ${messages.length}`);

@@ -769,7 +769,8 @@ export class LocalBroker {
 
   /** The reply to a recv of `local` with `messages`, which are then the client's until it acknowledges them. */
   private handOut(state: ClientState, local: number, inbox: Inbox, messages: Message[]) {
-    if (messages.length === 0) return { messages: [], more: inbox.more };
+    // Nothing, and the server away: say so, or an empty answer reads as "nothing was published".
+    if (messages.length === 0) return this.connected ? { messages: [], more: inbox.more } : { messages: [], more: inbox.more, away: true };
     const tag = state.nextTag++;
     state.delivered.set(tag, { local, messages });
     this.counters.delivered += messages.length;

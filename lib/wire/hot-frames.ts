@@ -27,8 +27,8 @@ const HOT_FIELDS: Record<string, ReadonlySet<string>> = {
   recv: new Set(["op", "rid", "id", "max", "wait"]),
   // A client's ack of a follow's pushed messages, one per batch it read (lib/client/follow.ts).
   credit: new Set(["op", "rid", "id", "acked", "credits", "bytes"]),
-  // Replies to recv (messages, tag, more), pub and pubs (topic, seq(s), subscribers, created, duplicate(s)), acks (nothing).
-  ok: new Set(["op", "rid", "messages", "tag", "more", "topic", "seq", "seqs", "subscribers", "created", "duplicate", "duplicates"]),
+  // Replies to recv (messages, tag, more, away), pub and pubs (topic, seq(s), subscribers, created, duplicate(s)), acks (nothing).
+  ok: new Set(["op", "rid", "messages", "tag", "more", "away", "topic", "seq", "seqs", "subscribers", "created", "duplicate", "duplicates"]),
 };
 
 /** Nesting the fast path follows: frame → array of messages → message → headers map → value. */

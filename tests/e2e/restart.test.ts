@@ -129,6 +129,33 @@ describe("data directory lock", () => {
 });
 
 describe("acknowledgements across a server outage", () => {
+  test("a recv that finds nothing while the server is away says so on stderr (exit 3 either way); what is buffered comes without it", async () => {
+    let server = await startServer();
+    const local = await startLocal(server.address);
+    try {
+      const id = String(await createOn(local.socket));
+      await mq(local.socket, ["sub", id, "outage.hint"]);
+      expect(await mq(local.socket, ["recv", id])).toMatchObject({ code: 3, stderr: "" });
+      await mq(local.socket, ["pub", id, "outage.hint", "kept"]);
+      for (let i = 0; i < 100 && JSON.parse((await mq(local.socket, ["stats", "--json"])).stdout).local.received < 1; i++) await Bun.sleep(50);
+      server = await restartServer(server, [local], {
+        between: async () => {
+          await local.daemon.waitFor(/lost the server/);
+          // Buffered before the outage: handed out as usual, no hint.
+          expect(await mq(local.socket, ["recv", id])).toMatchObject({ code: 0, stdout: "kept\n", stderr: "" });
+          for (const args of [["recv", id], ["recv", id, "--json", "--wait", "0.2"], ["recv", id, "--count", "5"]]) {
+            const r = await mq(local.socket, args);
+            expect({ args, code: r.code, stdout: r.stdout }).toEqual({ args, code: 3, stdout: "" });
+            expect(r.stderr).toContain("mq: the local broker is not connected to its server now");
+          }
+        },
+      });
+      expect(await mq(local.socket, ["recv", id])).toMatchObject({ code: 3, stderr: "" });
+    } finally {
+      await teardown([local.daemon, server.daemon], [server.dataDir, local.dataDir]);
+    }
+  });
+
   test("messages received and acknowledged while the server was away do not stall the subscription after it comes back", async () => {
     const dataDir = tmpDir("mq-server-");
     let server = await startServer({ dataDir });
