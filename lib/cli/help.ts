@@ -125,10 +125,14 @@ export function closest(word: string, candidates: Iterable<string>): string | un
 export const SHELLS = ["bash", "zsh", "fish"] as const;
 export type Shell = (typeof SHELLS)[number];
 
-/** Words a shell completes after an option: its choices, files for paths, topics for --topic. */
-function valueCompletion(name: string, d: OptionDef): "choices" | "files" | "none" {
+/**
+ * Words a shell completes after an option: its choices, or files for an option whose value is
+ * a path (by its value hint: a match on the name took `--max-open-files` and `--local-http`
+ * for paths and missed `--config`).
+ */
+function valueCompletion(d: OptionDef): "choices" | "files" | "none" {
   if (d.choices) return "choices";
-  return /socket|data|file|cert|key|ca/.test(name) ? "files" : "none";
+  return d.valueHint === "FILE" || d.valueHint === "DIR" || d.valueHint === "PATH" ? "files" : "none";
 }
 
 const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
@@ -143,10 +147,10 @@ export function renderCompletion(p: Program, shell: Shell): string {
     const cases = p.commands.map((c) => {
       const words = optionsOf(c).flatMap(([n, d]) => [`--${n}`, ...(d.alias ? [`-${d.alias}`] : [])]);
       const values = optionsOf(c)
-        .filter(([n, d]) => d.type === "string" && valueCompletion(n, d) !== "none")
+        .filter(([n, d]) => d.type === "string" && valueCompletion(d) !== "none")
         .map(([n, d]) => {
           const flags = [`--${n}`, ...(d.alias ? [`-${d.alias}`] : [])].join("|");
-          const action = valueCompletion(n, d) === "choices" ? `COMPREPLY=($(compgen -W ${quote(d.choices!.join(" "))} -- "$cur"))` : `COMPREPLY=($(compgen -f -- "$cur"))`;
+          const action = valueCompletion(d) === "choices" ? `COMPREPLY=($(compgen -W ${quote(d.choices!.join(" "))} -- "$cur"))` : `COMPREPLY=($(compgen -f -- "$cur"))`;
           return `        ${flags}) ${action}; return ;;`;
         });
       const rest = c.name === "help" ? `COMPREPLY=($(compgen -W ${quote(names.join(" "))} -- "$cur"))` : c.name === "completion" ? `COMPREPLY=($(compgen -W ${quote(SHELLS.join(" "))} -- "$cur"))` : takesTopics(c) && c.maxPositionals > 1 ? `COMPREPLY=($(compgen -W "$(${topicsCmd})" -- "$cur"))` : ":";
@@ -176,7 +180,7 @@ export function renderCompletion(p: Program, shell: Shell): string {
     const esc = (s: string) => s.replace(/\\/g, "\\\\").replace(/'/g, `'\\''`).replace(/([\[\]:])/g, "\\$1");
     const cases = p.commands.map((c) => {
       const specs = optionsOf(c).map(([n, d]) => {
-        const value = d.type === "string" ? `:${(d.valueHint ?? n).toLowerCase()}:${valueCompletion(n, d) === "choices" ? `(${d.choices!.join(" ")})` : valueCompletion(n, d) === "files" ? "_files" : " "}` : "";
+        const value = d.type === "string" ? `:${(d.valueHint ?? n).toLowerCase()}:${valueCompletion(d) === "choices" ? `(${d.choices!.join(" ")})` : valueCompletion(d) === "files" ? "_files" : " "}` : "";
         const names = d.alias ? `'(-${d.alias} --${n})'{-${d.alias},--${n}}'` : `'--${n}`;
         return `        ${names}[${esc(d.description ?? "")}]${value}'`;
       });
@@ -205,7 +209,7 @@ export function renderCompletion(p: Program, shell: Shell): string {
   for (const c of p.commands) {
     const when = `-n ${quote(`__fish_seen_subcommand_from ${c.name}`)}`;
     for (const [n, d] of optionsOf(c)) {
-      const value = d.type !== "string" ? "" : valueCompletion(n, d) === "choices" ? ` -x -a ${quote(d.choices!.join(" "))}` : valueCompletion(n, d) === "files" ? " -r -F" : " -x";
+      const value = d.type !== "string" ? "" : valueCompletion(d) === "choices" ? ` -x -a ${quote(d.choices!.join(" "))}` : valueCompletion(d) === "files" ? " -r -F" : " -x";
       lines.push(`complete -c ${p.name} ${when} -l ${n}${d.alias ? ` -s ${d.alias}` : ""}${value} -d ${quote(d.description ?? "")}`);
     }
     if (c.name === "help") lines.push(`complete -c ${p.name} ${when} -a ${quote(names.join(" "))}`);

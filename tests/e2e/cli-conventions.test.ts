@@ -301,6 +301,14 @@ describe("mq completion", () => {
       expect(complete(["mq", "recv", "3", "--fo"])).toEqual(["--follow"]);
       expect(complete(["mq", "server", "--fsync", ""])).toEqual(["always", "interval", "never"]);
       expect(complete(["mq", "completion", "f"])).toEqual(["fish"]);
+      // Options whose value is a path complete files, and only those (docs/cli.md, completion).
+      for (const cmd of ["server", "local", "up"]) {
+        for (const option of ["--config", "--data", "--token-file"]) expect(complete(["mq", cmd, option, `${dir}/mq.`])).toEqual([file]);
+      }
+      expect(complete(["mq", "local", "--tls-ca", `${dir}/mq.`])).toEqual([file]);
+      for (const option of ["--max-open-files", "--dedupe-max-keys", "--local-http", "--listen"]) {
+        expect(complete(["mq", "up", option, `${dir}/mq.`])).toEqual([""]);
+      }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
