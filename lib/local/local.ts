@@ -105,6 +105,8 @@ export class LocalBroker {
   private upstreamError: MqError | null = null;
   /** Per server address, the last refusal logged, so that a broker refused again and again logs it once. */
   private readonly lastRefusal = new Map<string, string>();
+  /** Per server: the last TLS handshake failure logged, so that a broker that keeps failing it says so once. */
+  private readonly lastTlsFailure = new Map<string, string>();
   /** The server last connected to, and why it was lost: a connection to another one is a failover. */
   private lastServer: { address: string; lost: string } | null = null;
   private connectedWaiters: Array<() => void> = [];
@@ -273,6 +275,7 @@ export class LocalBroker {
       const address = this.servers.current;
       const addressText = formatAddress(address);
       let conn: Connection | undefined;
+      let tlsFailure: string | undefined;
       // With TLS and no `handshake` handler, Bun (1.4) resolves Bun.connect before it calls
       // `open`: whichever comes first makes the Connection, the other finds it.
       const attach = (s: Socket<Connection>): Connection => (s.data ??= attachTo(s, handler, `server ${addressText}`));
@@ -286,7 +289,9 @@ export class LocalBroker {
             socket: {
               open: (s) => void attach(s),
               handshake: (_s, ok, err) => {
-                if (!ok) log.warn(`server ${addressText}: TLS handshake failed: ${err?.message ?? "unknown reason"}`);
+                // Logged with the failed attempt below, once: a certificate that is not trusted now
+                // is not trusted at the next attempt either (every 2 s at most).
+                if (!ok) tlsFailure = err?.message ?? "unknown reason";
               },
               data: (s, chunk) => s.data?.onData(chunk),
               drain: (s) => s.data?.onDrain(),
@@ -337,6 +342,7 @@ export class LocalBroker {
         this.upstream = conn;
         this.upstreamError = null;
         this.lastRefusal.delete(addressText);
+        this.lastTlsFailure.delete(addressText);
         this.servers.connected();
         // A server that stops answering (stopped, or a network that drops everything) is
         // noticed within a few intervals: clients then get UNAVAILABLE instead of waiting.
@@ -362,8 +368,13 @@ export class LocalBroker {
           }
         } else {
           // The cause, not the wrapper: "cannot reach the server X: connection refused (ECONNREFUSED)".
-          const why = err instanceof MqError ? err.message : errorText(err);
-          if (attempts <= this.servers.size && !afterLoss) log.warn(`cannot reach the server ${addressText}: ${why}; retrying every ${BACKOFF_MAX_MS / 1000} s at most`);
+          const why = tlsFailure !== undefined ? `TLS handshake failed: ${tlsFailure}` : err instanceof MqError ? err.message : errorText(err);
+          if (tlsFailure !== undefined) {
+            if (this.lastTlsFailure.get(addressText) !== tlsFailure) {
+              this.lastTlsFailure.set(addressText, tlsFailure);
+              log.warn(`cannot reach the server ${addressText}: ${why}; retrying every ${BACKOFF_MAX_MS / 1000} s at most (logged once)`);
+            } else log.debug(`server ${addressText}: attempt ${attempts} failed: ${why}`);
+          } else if (attempts <= this.servers.size && !afterLoss) log.warn(`cannot reach the server ${addressText}: ${why}; retrying every ${BACKOFF_MAX_MS / 1000} s at most`);
           else log.debug(`server ${addressText}: attempt ${attempts} failed: ${why}`);
         }
         // The next server in the list at once while some are untried; then capped exponential

@@ -139,6 +139,14 @@ describe("TLS between local broker and server", () => {
     await expectRefused(l, "UNAVAILABLE");
   });
 
+  test("a local broker that fails the TLS handshake logs why once, not at every attempt", async () => {
+    const l = await local(tlsServer.address, ["--tls-ca", certs.otherCert, "--log-level", "debug"], false);
+    await l.daemon.waitFor(/attempt 5 failed/); // 100 ms doubling: about 1.5 s
+    const warnings = l.daemon.log.split("\n").filter((line) => /WARN/.test(line) && /TLS handshake failed/.test(line));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain(`cannot reach the server ${tlsServer.address}: TLS handshake failed: `);
+  });
+
   test("a server whose certificate names another host is refused by the local broker (exit 4)", async () => {
     const impostor = await server(["--tls-cert", certs.wrongNameCert, "--tls-key", certs.wrongNameKey]);
     const l = await local(impostor.address, ["--tls-ca", certs.wrongNameCert], false);
