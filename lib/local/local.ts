@@ -368,7 +368,9 @@ export class LocalBroker {
           }
         } else {
           // The cause, not the wrapper: "cannot reach the server X: connection refused (ECONNREFUSED)".
-          const why = tlsFailure !== undefined ? `TLS handshake failed: ${tlsFailure}` : err instanceof MqError ? err.message : errorText(err);
+          let why = tlsFailure !== undefined ? `TLS handshake failed: ${tlsFailure}` : err instanceof MqError ? err.message : errorText(err);
+          // A TLS server drops a plaintext hello without a word (it sees no TLS handshake).
+          if (!this.options.tlsCa && !this.options.inProcess && why.includes(CloseReason.PeerClosed)) why += ` (if that server serves TLS, give this broker --tls-ca FILE)`;
           if (tlsFailure !== undefined) {
             if (this.lastTlsFailure.get(addressText) !== tlsFailure) {
               this.lastTlsFailure.set(addressText, tlsFailure);

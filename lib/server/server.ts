@@ -123,6 +123,8 @@ function idOf(ids: PubIds, i: number): string {
 
 /** How often lazily written cursor moves reach the subscriber index files. */
 const CURSOR_WRITE_MS = 100;
+/** Peer hosts whose last failed TLS handshake is remembered, so that a broker retrying every 2 s is logged once. */
+const MAX_TLS_FAILURES_REMEMBERED = 1024;
 
 export class MqServer {
   private listener: TCPSocketListener<Connection> | null = null;
@@ -130,6 +132,8 @@ export class MqServer {
   /** Topics each client id is subscribed to. */
   private readonly subscriptionsOf = new Map<number, Map<string, Subscription>>();
   private readonly sessions = new Map<string, Session>();
+  /** Per peer host: the reason of its last failed TLS handshake, logged once (below). */
+  private readonly tlsFailures = new Map<string, string>();
   private readonly creating = new Map<string, number>();
   /** Topics being opened or created now, so that two requests for a new topic create it once and count it once. */
   private readonly openingTopics = new Map<string, Promise<{ topic: Topic; created: boolean } | null>>();
@@ -306,7 +310,8 @@ export class MqServer {
         // With a handshake handler Bun opens TLS sockets at accept, not after the handshake,
         // so the hello deadline and the connection limit cover a handshake that never ends.
         handshake: (socket, ok, err) => {
-          if (!ok) log.warn(`${socket.data?.label ?? "connection"}: TLS handshake failed: ${err?.message ?? "unknown reason"}`);
+          if (ok) this.tlsFailures.delete(socket.remoteAddress);
+          else this.tlsHandshakeFailed(socket.remoteAddress, socket.data?.label ?? "connection", err?.message ?? "unknown reason");
         },
         open: (socket: Socket<Connection>) => {
           socket.data = this.accept(socket, hostPort(socket.remoteAddress, socket.remotePort), handler, frameLimit);
@@ -317,6 +322,22 @@ export class MqServer {
         error: (socket, err) => log.warn(`${socket.data?.label ?? "connection"}: socket error:`, err),
       },
     });
+  }
+
+  /**
+   * A failed TLS handshake, logged once per peer host and reason: a local broker that cannot
+   * get in retries every 2 s, and its every attempt is not news.
+   */
+  private tlsHandshakeFailed(host: string, label: string, reason: string): void {
+    if (this.tlsFailures.get(host) === reason) {
+      log.debug(`${label}: TLS handshake failed: ${reason}`);
+      return;
+    }
+    if (this.tlsFailures.size >= MAX_TLS_FAILURES_REMEMBERED) this.tlsFailures.clear();
+    this.tlsFailures.set(host, reason);
+    // What a plaintext peer's bytes look like to OpenSSL.
+    const plain = /WRONG_VERSION_NUMBER|HTTP_REQUEST/.test(reason) ? " (the peer does not speak TLS: a local broker reaches a TLS server with --tls-ca FILE)" : "";
+    log.warn(`${label}: TLS handshake failed: ${reason}${plain}; more failures from ${host} for the same reason are logged at debug level`);
   }
 
   /** A local broker's connection, on a TCP socket or an in-process one (`acceptInProcess`): counted, limited, given the hello deadline. */

@@ -147,6 +147,21 @@ describe("TLS between local broker and server", () => {
     expect(warnings[0]).toContain(`cannot reach the server ${tlsServer.address}: TLS handshake failed: `);
   });
 
+  test("a plaintext local broker at a TLS server: each side says once what is wrong, with the way out (--tls-ca)", async () => {
+    const own = await server(["--tls-cert", certs.cert, "--tls-key", certs.key]);
+    const l = await local(own.address, ["--log-level", "debug"], false);
+    await l.daemon.waitFor(/attempt 4 failed/); // 100 ms doubling: about 1 s
+    const warned = (log: string) => log.split("\n").filter((line) => /WARN/.test(line));
+    const localWarnings = warned(l.daemon.log);
+    expect(localWarnings).toHaveLength(1);
+    expect(localWarnings[0]).toContain(`cannot reach the server ${own.address}: `);
+    expect(localWarnings[0]).toContain("(if that server serves TLS, give this broker --tls-ca FILE)");
+    const serverWarnings = warned(own.daemon.log).filter((line) => /TLS handshake failed/.test(line));
+    expect(serverWarnings).toHaveLength(1);
+    expect(serverWarnings[0]).toContain("(the peer does not speak TLS: a local broker reaches a TLS server with --tls-ca FILE)");
+    expectAlive(own.daemon);
+  });
+
   test("a server whose certificate names another host is refused by the local broker (exit 4)", async () => {
     const impostor = await server(["--tls-cert", certs.wrongNameCert, "--tls-key", certs.wrongNameKey]);
     const l = await local(impostor.address, ["--tls-ca", certs.wrongNameCert], false);
