@@ -275,7 +275,9 @@ export class MqServer {
         : storage.kind === "postgres"
           ? `store postgres ${postgresLocation(options.storeUrl ?? "")}, fsync ${options.fsync}`
           : `data ${options.dataDir}, fsync ${options.fsync}`;
-    log.info(`listening on ${hostPort(options.hostname, server.port)} (${where}, ${topics}, ${plural(server.registry.size, "id")})`);
+    // What a local broker needs to get in: TLS means --tls-ca, a token means --token-file.
+    const entry = `${options.tls ? "TLS" : "plain TCP"}, ${options.token ? "token required" : "no token"}`;
+    log.info(`listening on ${hostPort(options.hostname, server.port)} (${entry}; ${where}, ${topics}, ${plural(server.registry.size, "id")})`);
     return server;
   }
 

@@ -212,7 +212,7 @@ describe("data directories of the previous format", () => {
     const server = await startServer({ dataDir: serverData });
     const a = await startLocal(server.address, { dataDir: localData });
     try {
-      expect(server.daemon.log).toContain("(data " + serverData);
+      expect(server.daemon.log).toContain("; data " + serverData);
       expect(server.daemon.log).toContain(", 2 ids)");
       expect(server.daemon.log).toContain(`${path.join(serverData, "clients")}: converted from the previous format`);
       expect(a.daemon.log).toContain(`${path.join(localData, "ids")}: converted from the previous format`);

@@ -149,6 +149,7 @@ describe("TLS between local broker and server", () => {
 
   test("a plaintext local broker at a TLS server: each side says once what is wrong, with the way out (--tls-ca)", async () => {
     const own = await server(["--tls-cert", certs.cert, "--tls-key", certs.key]);
+    expect(own.daemon.log).toContain(`listening on ${own.address} (TLS, no token; `);
     const l = await local(own.address, ["--log-level", "debug"], false);
     await l.daemon.waitFor(/attempt 4 failed/); // 100 ms doubling: about 1 s
     const warned = (log: string) => log.split("\n").filter((line) => /WARN/.test(line));
