@@ -2,10 +2,6 @@
  * Group commit: items added in the same tick, and all those added while a commit is
  * running, go to disk together in the next call of `commit` — one write and one fsync for
  * many publishes, so durable throughput grows with concurrency.
- *
- * A commit may let the next one start before it is done: it calls `written()` once its batch
- * is written and only its fsync is left, and the next batch is written while that fsync runs
- * (the caller then sees to it that results come out in order; topic-log.ts).
  */
 interface Queued<T, R> {
   item: T;
@@ -21,10 +17,7 @@ interface QueuedMany<T, R> {
 
 export class GroupCommit<T, R> {
   private queue: Array<Queued<T, R> | QueuedMany<T, R>> = [];
-  /** A commit is writing its batch: the next one waits. */
-  private writing = false;
-  /** Commits started and not settled (writing, or waiting for their fsync). */
-  private unsettled = 0;
+  private running = false;
   private scheduled = false;
   /** Items were added while a commit ran: the next batch waited behind it (others are publishing). */
   private addedWhileRunning = false;
@@ -32,14 +25,13 @@ export class GroupCommit<T, R> {
 
   /**
    * `commit` writes a batch and returns one result per item; a throw fails the whole batch.
-   * `waited`: some of the batch was added while the previous commit ran. `written`: the
-   * next commit may start now (not calling it: once this one has settled).
+   * `waited`: some of the batch was added while the previous commit ran.
    */
-  constructor(private readonly commit: (items: T[], waited: boolean, written: () => void) => Promise<R[]>) {}
+  constructor(private readonly commit: (items: T[], waited: boolean) => Promise<R[]>) {}
 
   /** True while a commit runs or items wait for one. */
   get busy(): boolean {
-    return this.unsettled > 0 || this.queue.length > 0;
+    return this.running || this.queue.length > 0;
   }
 
   add(item: T): Promise<R> {
@@ -59,7 +51,7 @@ export class GroupCommit<T, R> {
   }
 
   private schedule(): void {
-    if (this.unsettled > 0) this.addedWhileRunning = true;
+    if (this.running) this.addedWhileRunning = true;
     if (this.scheduled) return;
     this.scheduled = true;
     queueMicrotask(() => void this.run());
@@ -75,27 +67,19 @@ export class GroupCommit<T, R> {
 
   private async run(): Promise<void> {
     this.scheduled = false;
-    if (this.writing || this.queue.length === 0) return;
-    this.writing = true;
-    this.unsettled++;
+    if (this.running || this.queue.length === 0) return;
+    this.running = true;
     const batch = this.queue;
     this.queue = [];
     const waited = this.addedWhileRunning;
     this.addedWhileRunning = false;
-    let released = false;
-    const written = () => {
-      if (released) return;
-      released = true;
-      this.writing = false;
-      if (this.queue.length > 0) void this.run();
-    };
     try {
       const items: T[] = [];
       for (const q of batch) {
         if ("items" in q) for (const item of q.items) items.push(item);
         else items.push(q.item);
       }
-      const results = await this.commit(items, waited, written);
+      const results = await this.commit(items, waited);
       let k = 0;
       for (const q of batch) {
         if ("items" in q) {
@@ -106,9 +90,9 @@ export class GroupCommit<T, R> {
     } catch (err) {
       for (const q of batch) q.reject(err);
     } finally {
-      this.unsettled--;
-      written();
-      if (!this.busy) for (const w of this.idleWaiters.splice(0)) w();
+      this.running = false;
+      if (this.queue.length > 0) void this.run();
+      else for (const w of this.idleWaiters.splice(0)) w();
     }
   }
 }

@@ -169,8 +169,7 @@ interface Gap {
 
 /** What the last segment looked like before a batch, to undo the batch exactly. */
 interface SavedTail {
-  /** The newest segment then: those after it were made by the batch (or later ones). */
-  last: Segment;
+  segments: number;
   size: number;
   count: number;
   firstSeq: number;
@@ -178,19 +177,6 @@ interface SavedTail {
   lastPos: number;
   index: number;
   sealed: boolean;
-}
-
-/** A commit written under --fsync always, waiting for an fdatasync that started after its write. */
-interface Unsynced {
-  saved: SavedTail;
-  firstSeq: number;
-  count: number;
-  /** Group-commit entries in it (SyncPlace's rule counts them). */
-  requests: number;
-  touched: Set<Segment>;
-  written: StoredMessage[];
-  resolve(): void;
-  reject(err: unknown): void;
 }
 
 export class FileTopicLog implements TopicLog {
@@ -202,14 +188,7 @@ export class FileTopicLog implements TopicLog {
   private lastStored = 0;
   private stored = 0;
   /** Each entry is answered with the seq of its first message (the others follow it). */
-  private readonly commits = new GroupCommit((entries: PendingAppends[], waited: boolean, written: () => void) => this.commit(entries, waited, written));
-  /**
-   * --fsync always: the commits the fdatasync in flight covers (null: none in flight), and
-   * those written since it started, which the next one covers. One at a time, so that an
-   * fdatasync's success says all before it are durable and its failure fails all after it.
-   */
-  private syncing: Unsynced[] | null = null;
-  private unsynced: Unsynced[] = [];
+  private readonly commits = new GroupCommit((entries: PendingAppends[], waited: boolean) => this.commit(entries, waited));
   /** Tail cache: dense, ascending, committed messages from `tail[tailHead]` on. */
   private tail: StoredMessage[] = [];
   private tailHead = 0;
@@ -620,12 +599,9 @@ export class FileTopicLog implements TopicLog {
 
   /**
    * Writes the entries' appends in one go, fsyncs per policy; returns the seq of each entry's
-   * first message. `waited`: some entries were queued while the previous commit ran. Under
-   * --fsync always it calls `written` once the batch is written, so the next batch is written
-   * while this one's fdatasync runs; a commit is acknowledged (and readable) only after an
-   * fdatasync that started after its write returned.
+   * first message. `waited`: some entries were queued while the previous commit ran.
    */
-  private async commit(entries: PendingAppends[], waited: boolean, written: () => void): Promise<number[]> {
+  private async commit(entries: PendingAppends[], waited: boolean): Promise<number[]> {
     let count = 0;
     for (const entry of entries) count += entry.data.length;
     // Seqs are handed out only below a reservation on disk: after any loss, none is reused.
@@ -633,28 +609,26 @@ export class FileTopicLog implements TopicLog {
     const firstSeq = this.assigned;
     const saved = this.saveTail();
     const touched = new Set<Segment>();
-    const stored: StoredMessage[] = [];
+    const written: StoredMessage[] = [];
     try {
-      this.writeBatch(entries, touched, stored);
+      this.writeBatch(entries, touched, written);
+      this.assigned += count;
+      if (this.options.fsync === "always") {
+        const syncing = syncCommit(this, entries.length, count, waited, [...touched].map((s) => s.handle));
+        if (syncing) await syncing;
+      } else if (this.options.fsync === "interval") this.markDirty(touched);
     } catch (err) {
       // Nothing of this batch is acknowledged: undo it exactly, so the next append starts clean.
-      this.assigned = firstSeq;
       this.rollBack(saved);
+      this.assigned = firstSeq;
       throw err;
     }
-    this.assigned += count;
+    this.committed = this.assigned;
+    this.lastStored = this.committed - 1;
+    this.stored += count;
+    this.writeHead();
+    this.cacheTail(written);
     if (!this.reserving && this.durableReserved - this.assigned < RESERVE_BLOCK / 2) this.startReservation(this.assigned);
-    if (this.options.fsync === "always") {
-      const { promise, resolve, reject } = Promise.withResolvers<void>();
-      this.unsynced.push({ saved, firstSeq, count, requests: entries.length, touched, written: stored, resolve, reject });
-      if (!this.syncing) this.startSync(waited);
-      written();
-      await promise;
-    } else {
-      if (this.options.fsync === "interval") this.markDirty(touched);
-      this.committedUpTo(firstSeq + count, count, stored);
-      this.writeHead();
-    }
     const firsts = new Array<number>(entries.length);
     let seq = firstSeq;
     for (let e = 0; e < entries.length; e++) {
@@ -662,72 +636,6 @@ export class FileTopicLog implements TopicLog {
       seq += entries[e]!.data.length;
     }
     return firsts;
-  }
-
-  /** The commits written so far are readable and acknowledged: `next` is the seq after them. */
-  private committedUpTo(next: number, count: number, stored: StoredMessage[]): void {
-    this.committed = next;
-    this.lastStored = next - 1;
-    this.stored += count;
-    this.cacheTail(stored);
-  }
-
-  /** Starts the fdatasync of the commits written and not yet covered (`syncPlace` says where). */
-  private startSync(waited: boolean): void {
-    const batch = this.unsynced;
-    this.unsynced = [];
-    this.syncing = batch;
-    const files = new Set<PooledFile>();
-    let messages = 0;
-    let requests = 0;
-    for (const c of batch) {
-      messages += c.count;
-      requests += c.requests;
-      for (const seg of c.touched) files.add(seg.handle);
-    }
-    let pending: Promise<unknown> | undefined;
-    try {
-      pending = syncCommit(this, requests, messages, waited, [...files]);
-    } catch (err) {
-      this.syncFailed(err);
-      return;
-    }
-    if (!pending) this.synced();
-    else pending.then(
-      () => this.synced(),
-      (err) => this.syncFailed(err),
-    );
-  }
-
-  /** The fdatasync in flight returned: the next starts at once, then its commits are acknowledged in order. */
-  private synced(): void {
-    const done = this.syncing!;
-    this.syncing = null;
-    // It waited behind this one (others are publishing): on the pool.
-    if (this.unsynced.length > 0) this.startSync(true);
-    for (const c of done) this.committedUpTo(c.firstSeq + c.count, c.count, c.written);
-    this.writeHead();
-    for (const c of done) c.resolve();
-  }
-
-  /**
-   * The fdatasync in flight failed: its commits and all written after them fail, and are
-   * undone exactly (the file cut where the first began), so the next append starts clean.
-   * (After a failed fdatasync Linux may report the next one as a success without the lost
-   * pages on disk, so nothing written before the cut may be acknowledged later.)
-   */
-  private syncFailed(err: unknown): void {
-    const failed = [...this.syncing!, ...this.unsynced];
-    this.syncing = null;
-    this.unsynced = [];
-    this.assigned = failed[0]!.firstSeq;
-    try {
-      this.rollBack(failed[0]!.saved);
-    } catch (cut) {
-      log.error(`topic "${this.topic}": cannot undo the commits of a failed fdatasync: ${(cut as Error).message}`);
-    } finally {
-      for (const c of failed) c.reject(err);
-    }
   }
 
   /** Records the exact next seq in `head` (no fsync: it is there for a restart after the process died). */
@@ -744,24 +652,17 @@ export class FileTopicLog implements TopicLog {
 
   private saveTail(): SavedTail {
     const s = this.segments[this.segments.length - 1]!;
-    return { last: s, size: s.size, count: s.count, firstSeq: s.firstSeq, lastSeq: s.lastSeq, lastPos: s.lastPos, index: s.indexSeq.length, sealed: s.sealed };
+    return { segments: this.segments.length, size: s.size, count: s.count, firstSeq: s.firstSeq, lastSeq: s.lastSeq, lastPos: s.lastPos, index: s.indexSeq.length, sealed: s.sealed };
   }
 
-  /** Undoes what was written after `saved` was taken (`assigned` is already back at its first seq). */
   private rollBack(saved: SavedTail): void {
-    // By identity, not by count: retention may have deleted older segments meanwhile.
-    while (this.segments.length > 0 && this.segments[this.segments.length - 1] !== saved.last && this.segments[this.segments.length - 1]!.base > saved.last.base) {
+    while (this.segments.length > saved.segments) {
       const seg = this.segments.pop()!;
       this.dirty.delete(seg);
       seg.handle.close(false);
       fs.rmSync(seg.file, { force: true });
     }
-    if (this.segments[this.segments.length - 1] !== saved.last) {
-      // Retention deleted it (all its records were acknowledged): the next append starts a new segment.
-      this.segments.push(this.createSegment(this.assigned));
-      return;
-    }
-    const seg = saved.last;
+    const seg = this.segments[this.segments.length - 1]!;
     if (seg.sealed && !saved.sealed) {
       seg.sealed = false;
       fs.rmSync(checkpointFile(seg.file), { force: true });
