@@ -169,7 +169,8 @@ interface Gap {
 
 /** What the last segment looked like before a batch, to undo the batch exactly. */
 interface SavedTail {
-  segments: number;
+  /** The newest segment then: those after it were made by the batch. */
+  last: Segment;
   size: number;
   count: number;
   firstSeq: number;
@@ -619,8 +620,8 @@ export class FileTopicLog implements TopicLog {
       } else if (this.options.fsync === "interval") this.markDirty(touched);
     } catch (err) {
       // Nothing of this batch is acknowledged: undo it exactly, so the next append starts clean.
-      this.rollBack(saved);
       this.assigned = firstSeq;
+      this.rollBack(saved);
       throw err;
     }
     this.committed = this.assigned;
@@ -652,17 +653,24 @@ export class FileTopicLog implements TopicLog {
 
   private saveTail(): SavedTail {
     const s = this.segments[this.segments.length - 1]!;
-    return { segments: this.segments.length, size: s.size, count: s.count, firstSeq: s.firstSeq, lastSeq: s.lastSeq, lastPos: s.lastPos, index: s.indexSeq.length, sealed: s.sealed };
+    return { last: s, size: s.size, count: s.count, firstSeq: s.firstSeq, lastSeq: s.lastSeq, lastPos: s.lastPos, index: s.indexSeq.length, sealed: s.sealed };
   }
 
+  /** Undoes what was written after `saved` was taken (`assigned` is back at the batch's first seq already). */
   private rollBack(saved: SavedTail): void {
-    while (this.segments.length > saved.segments) {
+    // By identity, not by count: retention may have deleted older segments while the batch synced.
+    while (this.segments.length > 0 && this.segments[this.segments.length - 1]!.base > saved.last.base) {
       const seg = this.segments.pop()!;
       this.dirty.delete(seg);
       seg.handle.close(false);
       fs.rmSync(seg.file, { force: true });
     }
-    const seg = this.segments[this.segments.length - 1]!;
+    if (this.segments[this.segments.length - 1] !== saved.last) {
+      // Retention deleted it too (all its messages were acknowledged): appends go on in a new one.
+      this.segments.push(this.createSegment(this.assigned));
+      return;
+    }
+    const seg = saved.last;
     if (seg.sealed && !saved.sealed) {
       seg.sealed = false;
       fs.rmSync(checkpointFile(seg.file), { force: true });

@@ -1,4 +1,4 @@
-/** Where a commit's fdatasync runs (lib/store/sync-place.ts): the rule, and a lone publisher's appends through it. */
+/** Where a commit's fdatasync runs (lib/store/sync-place.ts): the rule, a lone publisher's appends through it, and what a failed one undoes. */
 import { afterEach, beforeEach, describe, expect, spyOn, test } from "bun:test";
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -177,5 +177,69 @@ describe("FileTopicLog with --fsync always, one publish at a time", () => {
     expect(await log.append(Buffer.from("m3"), 4)).toBe(3);
     expect((await log.read(1, 10, 1 << 20)).map((m) => Buffer.from(m.data).toString())).toEqual(["m1", "m2", "m3"]);
     await log.close();
+  });
+});
+
+describe("FileTopicLog with --fsync always, a failed fdatasync while retention deletes segments", () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-sync-fail-trim-"));
+  });
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  // Each message fills a segment (maxSegmentBytes 64): every append starts a new segment file.
+  const options = () => ({ fsync: "always" as const, fsyncIntervalMs: 1000, maxSegmentBytes: 64, files: new OpenFiles(16) });
+  const segmentFiles = () => fs.readdirSync(dir).filter((n) => n.endsWith(".log")).sort();
+  const texts = async (log: FileTopicLog, from: number) => (await log.read(from, 100, 1 << 20)).map((m) => `${m.seq}:${Buffer.from(m.data).toString()}`);
+
+  /**
+   * Appends "lost" (into a new segment) with its fdatasync on the pool held; retention runs
+   * while it is held (`trimBefore`: seqs below it may go); then the sync fails with EIO.
+   */
+  async function failWhileTrimming(log: FileTopicLog, trimBefore: number): Promise<unknown> {
+    const held = Promise.withResolvers<(err: NodeJS.ErrnoException | null) => void>();
+    const failing = spyOn(fs, "fdatasync").mockImplementation(((_fd: number, done: (err: NodeJS.ErrnoException | null) => void) => held.resolve(done)) as typeof fs.fdatasync);
+    let err: unknown;
+    try {
+      const append = log.append(Buffer.from("lost"), 9).catch((e: unknown) => (err = e));
+      const done = await held.promise;
+      expect(await log.trim(trimBefore, { maxAgeMs: Infinity, maxBytes: 0 }, Date.now())).toBeGreaterThan(0);
+      done(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" }));
+      await append;
+    } finally {
+      failing.mockRestore();
+    }
+    return err;
+  }
+
+  test("undoes the failed commit's new segment, not the segment before it, when retention deleted older ones meanwhile", async () => {
+    const log = FileTopicLog.open(dir, options());
+    for (const t of ["m1", "m2", "m3"]) await log.append(Buffer.from(t), 1);
+    // Seq 3's segment (the newest before "lost") stays; those of seqs 1 and 2 go.
+    const err = await failWhileTrimming(log, 3);
+    expect((err as NodeJS.ErrnoException).code).toBe("EIO");
+    expect(segmentFiles()).toEqual(["00000000000000000003.log"]);
+    expect(await log.append(Buffer.from("m4"), 2)).toBe(4);
+    expect(await texts(log, 3)).toEqual(["3:m3", "4:m4"]);
+    await log.close();
+    const again = FileTopicLog.open(dir, options());
+    expect(await texts(again, 1)).toEqual(["3:m3", "4:m4"]);
+    await again.close();
+  });
+
+  test("starts a new segment when retention deleted the segment the failed commit had followed", async () => {
+    const log = FileTopicLog.open(dir, options());
+    for (const t of ["m1", "m2", "m3"]) await log.append(Buffer.from(t), 1);
+    // All acknowledged seqs may go: only the failed commit's segment is left to retention.
+    const err = await failWhileTrimming(log, 4);
+    expect((err as NodeJS.ErrnoException).code).toBe("EIO");
+    expect(segmentFiles()).toEqual(["00000000000000000004.log"]); // new and empty: m4 goes there
+    expect(await log.append(Buffer.from("m4"), 2)).toBe(4);
+    expect(await texts(log, 1)).toEqual(["4:m4"]);
+    await log.close();
+    const again = FileTopicLog.open(dir, options());
+    expect(await texts(again, 1)).toEqual(["4:m4"]);
+    expect(again.nextSeq).toBe(5);
+    await again.close();
   });
 });
