@@ -18,6 +18,7 @@ import { Connection, type ConnectionHandler } from "../wire/connection.ts";
 import { isMsgId, MAX_ID_PREFIX_BYTES, MAX_MSG_ID_BYTES, PROTOCOL_VERSION, type From, type Message as WireMessage, type PubResult, type Outgoing, type TopicInfo } from "../wire/messages.ts";
 import { Message } from "./message.ts";
 import { hasHeaders, headersProblem, headersSize } from "../wire/headers.ts";
+import { bytesOfItem, type Encoded, EncodedArray, ItemBlocks } from "../wire/hot-frames.ts";
 import { DEFAULT_FOLLOW_CREDITS, endFollows, Follow, MAX_FOLLOW_CREDITS, routeDelivery, type FollowBatch, type FollowOptions } from "./follow.ts";
 
 export type { FollowBatch, FollowOptions };
@@ -111,8 +112,6 @@ const ANSWER_TIMEOUT_MS = 15_000;
 /** A batch of publishes stays well inside the frame limit and the server's `msgs` bound. */
 const MAX_BATCH_MESSAGES = 1024;
 const MAX_BATCH_BYTES = 256 * 1024;
-/** CBOR header of one payload in the `payloads` array, rounded up. */
-const PAYLOAD_OVERHEAD = 9;
 export const DEFAULT_RETRY_MS = 30_000;
 /** Pause before sending a failed batch again: doubles from the first to the last, with jitter. */
 const RETRY_FIRST_MS = 100;
@@ -124,9 +123,9 @@ const RETRY_MAX_MS = 1000;
 export const MAX_LANE_BATCHES = 16;
 
 /** A publish waiting for its answer. */
-interface Publish {
+interface Publish extends Encoded {
   id: number;
-  data: Uint8Array;
+  // Encoded: its payload, copied at the call as a CBOR byte string into the client's `payloads` (block, start, end).
   /** The id given by the caller, or the `n` of `<producer>:<n>`; neither without a producer. */
   msgId: string | undefined;
   n: number;
@@ -218,6 +217,8 @@ export class MqClient {
   private readonly retryMs: number;
   /** Several batches per topic in flight, chained by `after`; off once the local broker or server refuses the field (an older one). */
   private chaining = true;
+  /** Where publishes copy their payloads: a batch's are then next to each other, one copy into its frame. */
+  private readonly payloads = new ItemBlocks();
 
   private constructor(
     private conn: Connection,
@@ -321,9 +322,7 @@ export class MqClient {
     if (options.ttlMs !== undefined && !(Number.isSafeInteger(options.ttlMs) && options.ttlMs >= 1)) {
       return Promise.reject(new RangeError(`Cannot publish with ttlMs ${String(options.ttlMs)}: it must be an integer number of ms >= 1`));
     }
-    // A copy: the batch goes out later, and the caller may reuse its buffer at once. Not
-    // `slice`: a Buffer's slice is a view of the same bytes.
-    const bytes = typeof data === "string" ? encoder.encode(data) : copyOf(data);
+    const bytes = typeof data === "string" ? encoder.encode(data) : data;
     // Checked here too: a message far above the limit would otherwise be cut off by the frame limit.
     if (this.maxBytes > 0 && bytes.length > this.maxBytes) {
       return Promise.reject(new MqError(Code.MessageTooLarge, `message of ${bytes.length} bytes is above the server's limit of ${this.maxBytes}`));
@@ -334,7 +333,9 @@ export class MqClient {
     let n = 0;
     if (options.msgId === undefined && this.producer !== null) n = ++lane.numbered.n;
     const headers = hasHeaders(options.headers) ? { ...options.headers } : undefined;
-    const queued: Publish = { id, data: bytes, msgId: options.msgId, n, headers, ttl: options.ttlMs ?? 0, resolve: unsettled, reject: unsettled };
+    const queued: Publish = { id, block: NO_BYTES, start: 0, end: 0, msgId: options.msgId, n, headers, ttl: options.ttlMs ?? 0, resolve: unsettled, reject: unsettled };
+    // A copy: the batch goes out later, and the caller may reuse its buffer at once.
+    this.payloads.bytes(bytes, queued);
     if (when) queued.when = when;
     settling = queued;
     const promise = new Promise<PubResult>(takeSettlers);
@@ -441,14 +442,14 @@ export class MqClient {
   private nextBatch(lane: Lane): Publish[] {
     const first = lane.queue[lane.head]!;
     let end = lane.head + 1;
-    let bytes = first.data.length + PAYLOAD_OVERHEAD + (first.headers ? headersSize(first.headers) : 0);
+    let bytes = first.end - first.start + (first.headers ? headersSize(first.headers) : 0);
     while (!first.when && end < lane.queue.length && end - lane.head < MAX_BATCH_MESSAGES) {
       const p = lane.queue[end]!;
       // One kind of id per request: given ones, or a run of the producer's (consecutive per topic).
       if (p.when || p.id !== first.id || (p.msgId === undefined) !== (first.msgId === undefined) || (p.n > 0) !== (first.n > 0) || (p.n > 0 && p.n !== first.n + (end - lane.head))) break;
       // One TTL per request.
       if (p.ttl !== first.ttl) break;
-      const size = p.data.length + PAYLOAD_OVERHEAD + (p.headers ? headersSize(p.headers) : 0);
+      const size = p.end - p.start + (p.headers ? headersSize(p.headers) : 0);
       if (bytes + size > this.maxBatchBytes) break;
       bytes += size;
       end++;
@@ -472,14 +473,15 @@ export class MqClient {
     const first = batch[0]!;
     let frame: Outgoing;
     if (batch.length === 1) {
-      frame = { op: "pub", id, topic, data: first.data };
+      frame = { op: "pub", id, topic, data: bytesOfItem(first) };
       if (first.msgId !== undefined || first.n > 0) frame.msgId = first.msgId ?? `${this.producer}:${first.n}`;
       if (first.when?.delayMs !== undefined) frame.delayMs = first.when.delayMs;
       if (first.when?.at !== undefined) frame.at = first.when.at;
       if (first.headers) frame.headers = first.headers;
       if (first.ttl > 0) frame.ttl = first.ttl;
     } else {
-      frame = { op: "pubs", id, topic, payloads: batch.map((p) => p.data) };
+      // The payloads as written at the calls: runs of them copied whole, not one at a time.
+      frame = { op: "pubs", id, topic, payloads: new EncodedArray(batch) as unknown as Uint8Array[] }; // an array of byte strings on the wire
       // Only a batch with some headers carries the list: a plain batch costs nothing more.
       if (batch.some((p) => p.headers)) frame.headers = batch.map((p) => p.headers ?? {});
       if (first.ttl > 0) frame.ttl = first.ttl;
@@ -698,12 +700,8 @@ export class MqClient {
 /** The options of a publish given none: one shared object, not a new one per call. */
 const NO_OPTIONS: PublishOptions = Object.freeze({});
 
-/** A copy of `data` in bytes of its own. */
-function copyOf(data: Uint8Array): Uint8Array {
-  const copy = new Uint8Array(data.length);
-  copy.set(data);
-  return copy;
-}
+/** A publish's payload until it is copied (`ItemBlocks.bytes`). */
+const NO_BYTES = new Uint8Array(0);
 
 /**
  * The publish whose promise is being made: `new Promise(takeSettlers)` hands its resolve and

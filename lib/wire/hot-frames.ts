@@ -117,11 +117,71 @@ export class FrameWriter {
   }
 }
 
-/** Where a message's CBOR was written once (`encodeOnce`): bytes [start, end) of `block`. */
-interface Encoded {
+/** Where one CBOR item was written ahead of the frame that carries it: bytes [start, end) of `block`. */
+export interface Encoded {
   block: Uint8Array;
   start: number;
   end: number;
+}
+
+/**
+ * A frame field whose items were written as CBOR before the frame (`ItemBlocks`): the frame
+ * writes it as an array of those bytes, a run of items next to each other in one block in one
+ * copy; codec.ts's `encode` decodes them back for cbor-x. The items must not change meanwhile.
+ */
+export class EncodedArray {
+  constructor(readonly items: readonly Encoded[]) {}
+}
+
+/** Bytes of the block the library's publishes are copied into (a larger one gets a block of its own). */
+export const ITEM_BLOCK_BYTES = 64 * 1024;
+
+/**
+ * Byte strings written as CBOR items when they are given, ahead of the frame that will carry
+ * them (the library's publishes: the caller may reuse its buffer at once, so each payload is
+ * copied at the call anyway). They go one after the other into a shared block, not into a
+ * buffer each, and a batch's payloads are then one copy into the frame. A full block is left
+ * to the items that point into it (the garbage collector frees it after them); the next one is new.
+ */
+export class ItemBlocks {
+  private w = new FrameWriter(0);
+
+  /** Writes `data` as a CBOR byte string and sets where on `into`. */
+  bytes(data: Uint8Array, into: Encoded): void {
+    const need = data.length + 9;
+    let w = this.w;
+    if (w.pos + need > w.buf.length) {
+      if (need > ITEM_BLOCK_BYTES / 4) w = new FrameWriter(need);
+      else w = this.w = new FrameWriter(ITEM_BLOCK_BYTES);
+    }
+    into.block = w.buf;
+    into.start = w.pos;
+    writeBytes(w, data);
+    into.end = w.pos;
+  }
+}
+
+/** The bytes of a byte string written by `ItemBlocks` (a view, without its CBOR head). */
+export function bytesOfItem(item: Encoded): Uint8Array {
+  const info = item.block[item.start]! & 31;
+  const head = info < 24 ? 1 : info === 24 ? 2 : info === 25 ? 3 : info === 26 ? 5 : 9;
+  return item.block.subarray(item.start + head, item.end);
+}
+
+/** An EncodedArray: its runs of consecutive items copied whole. */
+function writeEncodedArray(w: FrameWriter, items: readonly Encoded[]): void {
+  writeHead(w, 4, items.length);
+  for (let i = 0; i < items.length; ) {
+    const first = items[i]!;
+    let end = first.end;
+    let j = i + 1;
+    for (; j < items.length && items[j]!.block === first.block && items[j]!.start === end; j++) end = items[j]!.end;
+    const n = end - first.start;
+    w.ensure(n);
+    w.buf.set(first.block.subarray(first.start, end), w.pos);
+    w.pos += n;
+    i = j;
+  }
 }
 /** Not a string key: for-in, Object.keys and cbor-x do not see it, so the message encodes as before. */
 const ENCODED = Symbol("mq.encoded");
@@ -419,6 +479,10 @@ function writeValue(w: FrameWriter, v: unknown, depth: number): boolean {
         return true;
       }
       if (Array.isArray(v)) return writeArray(w, v, depth);
+      if (v instanceof EncodedArray) {
+        writeEncodedArray(w, v.items);
+        return true;
+      }
       if (Object.getPrototypeOf(v) !== Object.prototype) return false;
       return writeMap(w, v as Record<string, unknown>, null, depth + 1);
     }

@@ -5,7 +5,7 @@ import { Encoder } from "cbor-x/encode";
 import { decodeMap, encode } from "../../lib/wire/codec.ts";
 import { FrameDecoder } from "../../lib/wire/frame.ts";
 import { type DeliveredMessageFactory, readHotFrame, setDeliveredMessageFactory } from "../../lib/wire/hot-decode.ts";
-import { ENCODE_ONCE_MAX_BYTES, encodeOnce, encodeOncePlain, FrameWriter, isEncodedOnce, markPlain, writeHotFrame } from "../../lib/wire/hot-frames.ts";
+import { bytesOfItem, type Encoded, EncodedArray, ENCODE_ONCE_MAX_BYTES, encodeOnce, encodeOncePlain, FrameWriter, isEncodedOnce, ItemBlocks, ITEM_BLOCK_BYTES, markPlain, writeHotFrame } from "../../lib/wire/hot-frames.ts";
 import { pushedMessage } from "../../lib/local/pushed-extra.ts";
 
 /** A small seeded generator (mulberry32), so a failure replays. */
@@ -274,6 +274,37 @@ describe("hot frames: the fast encoder writes what the generic encoder writes", 
     m.seq = 8; // breaks the rule on purpose, to see which bytes are written
     expect(Buffer.from(fast({ op: "delivery", id: 1, messages: [m] })!).equals(Buffer.from(before))).toBe(true);
     expect(Object.keys(m)).toEqual(["topic", "seq", "time", "data"]); // nothing visible was added
+  });
+
+  test("payloads written ahead (ItemBlocks) and sent as an EncodedArray: the same bytes as the plain array, by the fast path and by the generic one", () => {
+    const random = rng(4242);
+    const sizes = [0, 1, 23, 24, 255, 256, 65535, 65536, ITEM_BLOCK_BYTES / 4 - 9, ITEM_BLOCK_BYTES / 4 - 8, 100_000];
+    const blocks = new ItemBlocks();
+    const sources: Uint8Array[] = [];
+    const items: Encoded[] = [];
+    // Enough bytes for several blocks; items of every head size, some above a quarter block (a block of their own).
+    for (let i = 0; i < 2000; i++) {
+      const data = new Uint8Array(random() < 0.05 ? sizes[Math.floor(random() * sizes.length)]! : Math.floor(random() * 300));
+      for (let k = 0; k < data.length; k += 13) data[k] = Math.floor(random() * 256);
+      const item: Encoded = { block: new Uint8Array(0), start: 0, end: 0 };
+      blocks.bytes(data, item);
+      sources.push(data.slice());
+      data.fill(0xee); // the caller reuses its buffer: the item is a copy
+      items.push(item);
+    }
+    expect(new Set(items.map((item) => item.block)).size).toBeGreaterThan(3);
+    for (let i = 0; i < items.length; i++) expect(Buffer.from(bytesOfItem(items[i]!)).equals(Buffer.from(sources[i]!))).toBe(true);
+    // Batches of every length, from anywhere in the list (runs within a block, across blocks, alone).
+    for (let from = 0; from < items.length; ) {
+      const n = 1 + Math.floor(random() * 600);
+      const plain = { op: "pubs", id: 3, topic: "t", payloads: sources.slice(from, from + n), idPrefix: "p:", idFrom: from + 1, rid: from + 1 };
+      const ahead = { ...plain, payloads: new EncodedArray(items.slice(from, from + n)) };
+      const expected = Buffer.from(encode(plain));
+      expect(Buffer.from(fast(ahead)!).equals(expected)).toBe(true);
+      // The generic encoder (cbor-x) reads them back: the same bytes again.
+      expect(Buffer.from(encode(ahead)).equals(expected)).toBe(true);
+      from += n;
+    }
   });
 
   test("FrameWriter.frame: other frames go through the generic encoder; one that throws appends nothing", () => {
