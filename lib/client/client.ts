@@ -18,7 +18,7 @@ import { Connection, type ConnectionHandler } from "../wire/connection.ts";
 import { isMsgId, MAX_ID_PREFIX_BYTES, MAX_MSG_ID_BYTES, PROTOCOL_VERSION, type From, type Message as WireMessage, type PubResult, type Outgoing, type TopicInfo } from "../wire/messages.ts";
 import { Message } from "./message.ts";
 import { hasHeaders, headersProblem, headersSize } from "../wire/headers.ts";
-import { bytesOfItem, type Encoded, EncodedArray, ItemBlocks } from "../wire/hot-frames.ts";
+import { bytesOfItem, EncodedArray, type HeldItem, ItemBlocks } from "../wire/hot-frames.ts";
 import { DEFAULT_FOLLOW_CREDITS, endFollows, Follow, MAX_FOLLOW_CREDITS, routeDelivery, type FollowBatch, type FollowOptions } from "./follow.ts";
 
 export type { FollowBatch, FollowOptions };
@@ -123,9 +123,9 @@ const RETRY_MAX_MS = 1000;
 export const MAX_LANE_BATCHES = 16;
 
 /** A publish waiting for its answer. */
-interface Publish extends Encoded {
+interface Publish extends HeldItem {
   id: number;
-  // Encoded: its payload, copied at the call as a CBOR byte string into the client's `payloads` (block, start, end).
+  // HeldItem: its payload, copied at the call as a CBOR byte string into the client's `payloads`, given back once the publish is answered.
   /** The id given by the caller, or the `n` of `<producer>:<n>`; neither without a producer. */
   msgId: string | undefined;
   n: number;
@@ -333,7 +333,7 @@ export class MqClient {
     let n = 0;
     if (options.msgId === undefined && this.producer !== null) n = ++lane.numbered.n;
     const headers = hasHeaders(options.headers) ? { ...options.headers } : undefined;
-    const queued: Publish = { id, block: NO_BYTES, start: 0, end: 0, msgId: options.msgId, n, headers, ttl: options.ttlMs ?? 0, resolve: unsettled, reject: unsettled };
+    const queued: Publish = { id, block: NO_BYTES, start: 0, end: 0, blockOf: null, msgId: options.msgId, n, headers, ttl: options.ttlMs ?? 0, resolve: unsettled, reject: unsettled };
     // A copy: the batch goes out later, and the caller may reuse its buffer at once.
     this.payloads.bytes(bytes, queued);
     if (when) queued.when = when;
@@ -408,6 +408,8 @@ export class MqClient {
   private settle(lane: Lane): void {
     while (lane.sent[0]?.outcome) {
       const { batch, outcome } = lane.sent.shift() as Required<SentBatch>;
+      // Answered for good: the batch is not sent again, its payloads' bytes may be written over.
+      for (const p of batch) this.payloads.release(p);
       if ("error" in outcome) {
         if (lane.failed) {
           for (const p of batch) p.reject(notSent(lane.topic, lane.failed));
@@ -419,7 +421,10 @@ export class MqClient {
         const rest = lane.queue.slice(lane.head);
         lane.queue = [];
         lane.head = 0;
-        for (const p of rest) p.reject(notSent(lane.topic, outcome.error));
+        for (const p of rest) {
+          this.payloads.release(p);
+          p.reject(notSent(lane.topic, outcome.error));
+        }
         continue;
       }
       // Stored (even behind a failed one: its answer says so, exactly).
@@ -686,7 +691,10 @@ export class MqClient {
     this.closedByUser = true;
     const closed = new MqError(Code.Unavailable, "the client was closed before the publish was sent");
     for (const lane of this.lanes.values()) {
-      for (const p of lane.queue.slice(lane.head)) p.reject(closed);
+      for (const p of lane.queue.slice(lane.head)) {
+        this.payloads.release(p);
+        p.reject(closed);
+      }
       lane.queue.length = lane.head;
     }
     this.conn.close();

@@ -135,29 +135,65 @@ export class EncodedArray {
 
 /** Bytes of the block the library's publishes are copied into (a larger one gets a block of its own). */
 export const ITEM_BLOCK_BYTES = 64 * 1024;
+/** Blocks whose items were all released, kept for the next ones (per ItemBlocks). */
+const MAX_SPARE_BLOCKS = 4;
+
+/** A block of `ItemBlocks`, and how many of the items written into it are still held. */
+class ItemBlock extends FrameWriter {
+  live = 0;
+}
+
+/** An item written by `ItemBlocks`: where, and the block to give it back to (null: one of its own, or given back). */
+export interface HeldItem extends Encoded {
+  blockOf: ItemBlock | null;
+}
 
 /**
  * Byte strings written as CBOR items when they are given, ahead of the frame that will carry
  * them (the library's publishes: the caller may reuse its buffer at once, so each payload is
  * copied at the call anyway). They go one after the other into a shared block, not into a
- * buffer each, and a batch's payloads are then one copy into the frame. A full block is left
- * to the items that point into it (the garbage collector frees it after them); the next one is new.
+ * buffer each, and a batch's payloads are then one copy into the frame. A block whose items
+ * were all released (`release`: their frames will not be sent again) is written over.
  */
 export class ItemBlocks {
-  private w = new FrameWriter(0);
+  private current = new ItemBlock(0);
+  private readonly spares: ItemBlock[] = [];
 
   /** Writes `data` as a CBOR byte string and sets where on `into`. */
-  bytes(data: Uint8Array, into: Encoded): void {
+  bytes(data: Uint8Array, into: HeldItem): void {
     const need = data.length + 9;
-    let w = this.w;
+    let w = this.current;
     if (w.pos + need > w.buf.length) {
-      if (need > ITEM_BLOCK_BYTES / 4) w = new FrameWriter(need);
-      else w = this.w = new FrameWriter(ITEM_BLOCK_BYTES);
+      if (need > ITEM_BLOCK_BYTES / 4) {
+        const own = new FrameWriter(need);
+        into.block = own.buf;
+        into.start = 0;
+        writeBytes(own, data);
+        into.end = own.pos;
+        into.blockOf = null;
+        return;
+      }
+      w = this.current = this.spares.pop() ?? new ItemBlock(ITEM_BLOCK_BYTES);
     }
     into.block = w.buf;
     into.start = w.pos;
     writeBytes(w, data);
     into.end = w.pos;
+    into.blockOf = w;
+    w.live++;
+  }
+
+  /** The item's bytes are not needed any more; a second release of it does nothing. */
+  release(item: HeldItem): void {
+    const block = item.blockOf;
+    if (block === null) return;
+    item.blockOf = null;
+    if (--block.live > 0) return;
+    if (block === this.current) block.pos = 0;
+    else if (this.spares.length < MAX_SPARE_BLOCKS) {
+      block.pos = 0;
+      this.spares.push(block);
+    }
   }
 }
 
