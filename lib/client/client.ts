@@ -564,15 +564,16 @@ export class MqClient {
   async recv(id: number, options: { max?: number; waitMs?: number } = {}): Promise<Received> {
     const wait = Math.max(0, Math.floor(options.waitMs ?? 0));
     // The ack goes on the connection the batch came on: another one does not know its tag.
-    const conn = await this.connection();
+    // A live one is taken without an await: an ack made just before goes out in the same write.
+    const conn = this.conn.closed || this.closedByUser ? await this.connection() : this.conn;
     const r = await this.call({ op: "recv", id, max: options.max ?? 1, wait }, wait + ANSWER_TIMEOUT_MS, conn);
-    const wire = (r.messages as WireMessage[] | undefined) ?? [];
-    const messages = new Array<Message>(wire.length);
+    const wire = (r.messages as Array<WireMessage | Message> | undefined) ?? [];
     for (let i = 0; i < wire.length; i++) {
       const m = wire[i]!;
       // Decoded straight into Messages (lib/wire/hot-decode.ts) unless cbor-x decoded the reply.
-      messages[i] = m instanceof Message ? m : new Message(m.topic, m.seq, m.time, m.data, m.lost, m.headers, m.expiresAt);
+      if (!(m instanceof Message)) wire[i] = new Message(m.topic, m.seq, m.time, m.data, m.lost, m.headers, m.expiresAt);
     }
+    const messages = wire as Message[];
     const tag = r.tag as number | undefined;
     return {
       messages,
