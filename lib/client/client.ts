@@ -125,7 +125,7 @@ export const MAX_LANE_BATCHES = 16;
 /** A publish waiting for its answer. */
 interface Publish extends HeldItem {
   id: number;
-  // HeldItem: its payload, copied at the call as a CBOR byte string into the client's `payloads`, given back once the publish is answered.
+  // From HeldItem: where its payload was copied at the call (the client's `payloads`), held until the publish is answered.
   /** The id given by the caller, or the `n` of `<producer>:<n>`; neither without a producer. */
   msgId: string | undefined;
   n: number;

@@ -219,6 +219,7 @@ function writeEncodedArray(w: FrameWriter, items: readonly Encoded[]): void {
     i = j;
   }
 }
+
 /** Not a string key: for-in, Object.keys and cbor-x do not see it, so the message encodes as before. */
 const ENCODED = Symbol("mq.encoded");
 /**
