@@ -18,6 +18,7 @@ import { Connection, type ConnectionHandler } from "../wire/connection.ts";
 import { isMsgId, MAX_ID_PREFIX_BYTES, MAX_MSG_ID_BYTES, PROTOCOL_VERSION, type From, type Message as WireMessage, type PubResult, type Outgoing, type TopicInfo } from "../wire/messages.ts";
 import { Message } from "./message.ts";
 import { hasHeaders, headersProblem, headersSize } from "../wire/headers.ts";
+import { bytesOfItem, EncodedArray, type HeldItem, ItemBlocks } from "../wire/hot-frames.ts";
 import { DEFAULT_FOLLOW_CREDITS, endFollows, Follow, MAX_FOLLOW_CREDITS, routeDelivery, type FollowBatch, type FollowOptions } from "./follow.ts";
 
 export type { FollowBatch, FollowOptions };
@@ -116,8 +117,6 @@ const ANSWER_TIMEOUT_MS = 15_000;
 /** A batch of publishes stays well inside the frame limit and the server's `msgs` bound. */
 const MAX_BATCH_MESSAGES = 1024;
 const MAX_BATCH_BYTES = 256 * 1024;
-/** CBOR header of one payload in the `payloads` array, rounded up. */
-const PAYLOAD_OVERHEAD = 9;
 export const DEFAULT_RETRY_MS = 30_000;
 /** Pause before sending a failed batch again: doubles from the first to the last, with jitter. */
 const RETRY_FIRST_MS = 100;
@@ -129,9 +128,9 @@ const RETRY_MAX_MS = 1000;
 export const MAX_LANE_BATCHES = 16;
 
 /** A publish waiting for its answer. */
-interface Publish {
+interface Publish extends HeldItem {
   id: number;
-  data: Uint8Array;
+  // From HeldItem: where its payload was copied at the call (the client's `payloads`), held until the publish is answered.
   /** The id given by the caller, or the `n` of `<producer>:<n>`; neither without a producer. */
   msgId: string | undefined;
   n: number;
@@ -223,6 +222,8 @@ export class MqClient {
   private readonly retryMs: number;
   /** Several batches per topic in flight, chained by `after`; off once the local broker or server refuses the field (an older one). */
   private chaining = true;
+  /** Where publishes copy their payloads: a batch's are then next to each other, one copy into its frame. */
+  private readonly payloads = new ItemBlocks();
 
   private constructor(
     private conn: Connection,
@@ -326,9 +327,7 @@ export class MqClient {
     if (options.ttlMs !== undefined && !(Number.isSafeInteger(options.ttlMs) && options.ttlMs >= 1)) {
       return Promise.reject(new RangeError(`Cannot publish with ttlMs ${String(options.ttlMs)}: it must be an integer number of ms >= 1`));
     }
-    // A copy: the batch goes out later, and the caller may reuse its buffer at once. Not
-    // `slice`: a Buffer's slice is a view of the same bytes.
-    const bytes = typeof data === "string" ? encoder.encode(data) : copyOf(data);
+    const bytes = typeof data === "string" ? encoder.encode(data) : data;
     // Checked here too: a message far above the limit would otherwise be cut off by the frame limit.
     if (this.maxBytes > 0 && bytes.length > this.maxBytes) {
       return Promise.reject(new MqError(Code.MessageTooLarge, `message of ${bytes.length} bytes is above the server's limit of ${this.maxBytes}`));
@@ -339,7 +338,9 @@ export class MqClient {
     let n = 0;
     if (options.msgId === undefined && this.producer !== null) n = ++lane.numbered.n;
     const headers = hasHeaders(options.headers) ? { ...options.headers } : undefined;
-    const queued: Publish = { id, data: bytes, msgId: options.msgId, n, headers, ttl: options.ttlMs ?? 0, resolve: unsettled, reject: unsettled };
+    const queued: Publish = { id, block: NO_BYTES, start: 0, end: 0, blockOf: null, msgId: options.msgId, n, headers, ttl: options.ttlMs ?? 0, resolve: unsettled, reject: unsettled };
+    // A copy: the batch goes out later, and the caller may reuse its buffer at once.
+    this.payloads.bytes(bytes, queued);
     if (when) queued.when = when;
     settling = queued;
     const promise = new Promise<PubResult>(takeSettlers);
@@ -412,6 +413,8 @@ export class MqClient {
   private settle(lane: Lane): void {
     while (lane.sent[0]?.outcome) {
       const { batch, outcome } = lane.sent.shift() as Required<SentBatch>;
+      // Answered for good: the batch is not sent again, its payloads' bytes may be written over.
+      for (const p of batch) this.payloads.release(p);
       if ("error" in outcome) {
         if (lane.failed) {
           for (const p of batch) p.reject(notSent(lane.topic, lane.failed));
@@ -423,7 +426,10 @@ export class MqClient {
         const rest = lane.queue.slice(lane.head);
         lane.queue = [];
         lane.head = 0;
-        for (const p of rest) p.reject(notSent(lane.topic, outcome.error));
+        for (const p of rest) {
+          this.payloads.release(p);
+          p.reject(notSent(lane.topic, outcome.error));
+        }
         continue;
       }
       // Stored (even behind a failed one: its answer says so, exactly).
@@ -446,14 +452,14 @@ export class MqClient {
   private nextBatch(lane: Lane): Publish[] {
     const first = lane.queue[lane.head]!;
     let end = lane.head + 1;
-    let bytes = first.data.length + PAYLOAD_OVERHEAD + (first.headers ? headersSize(first.headers) : 0);
+    let bytes = first.end - first.start + (first.headers ? headersSize(first.headers) : 0);
     while (!first.when && end < lane.queue.length && end - lane.head < MAX_BATCH_MESSAGES) {
       const p = lane.queue[end]!;
       // One kind of id per request: given ones, or a run of the producer's (consecutive per topic).
       if (p.when || p.id !== first.id || (p.msgId === undefined) !== (first.msgId === undefined) || (p.n > 0) !== (first.n > 0) || (p.n > 0 && p.n !== first.n + (end - lane.head))) break;
       // One TTL per request.
       if (p.ttl !== first.ttl) break;
-      const size = p.data.length + PAYLOAD_OVERHEAD + (p.headers ? headersSize(p.headers) : 0);
+      const size = p.end - p.start + (p.headers ? headersSize(p.headers) : 0);
       if (bytes + size > this.maxBatchBytes) break;
       bytes += size;
       end++;
@@ -477,14 +483,15 @@ export class MqClient {
     const first = batch[0]!;
     let frame: Outgoing;
     if (batch.length === 1) {
-      frame = { op: "pub", id, topic, data: first.data };
+      frame = { op: "pub", id, topic, data: bytesOfItem(first) };
       if (first.msgId !== undefined || first.n > 0) frame.msgId = first.msgId ?? `${this.producer}:${first.n}`;
       if (first.when?.delayMs !== undefined) frame.delayMs = first.when.delayMs;
       if (first.when?.at !== undefined) frame.at = first.when.at;
       if (first.headers) frame.headers = first.headers;
       if (first.ttl > 0) frame.ttl = first.ttl;
     } else {
-      frame = { op: "pubs", id, topic, payloads: batch.map((p) => p.data) };
+      // The payloads as written at the calls: runs of them copied whole, not one at a time.
+      frame = { op: "pubs", id, topic, payloads: new EncodedArray(batch) as unknown as Uint8Array[] }; // an array of byte strings on the wire
       // Only a batch with some headers carries the list: a plain batch costs nothing more.
       if (batch.some((p) => p.headers)) frame.headers = batch.map((p) => p.headers ?? {});
       if (first.ttl > 0) frame.ttl = first.ttl;
@@ -562,15 +569,16 @@ export class MqClient {
   async recv(id: number, options: { max?: number; waitMs?: number } = {}): Promise<Received> {
     const wait = Math.max(0, Math.floor(options.waitMs ?? 0));
     // The ack goes on the connection the batch came on: another one does not know its tag.
-    const conn = await this.connection();
+    // A live one is taken without an await: an ack made just before goes out in the same write.
+    const conn = this.conn.closed || this.closedByUser ? await this.connection() : this.conn;
     const r = await this.call({ op: "recv", id, max: options.max ?? 1, wait }, wait + ANSWER_TIMEOUT_MS, conn);
-    const wire = (r.messages as WireMessage[] | undefined) ?? [];
-    const messages = new Array<Message>(wire.length);
+    const wire = (r.messages as Array<WireMessage | Message> | undefined) ?? [];
     for (let i = 0; i < wire.length; i++) {
       const m = wire[i]!;
       // Decoded straight into Messages (lib/wire/hot-decode.ts) unless cbor-x decoded the reply.
-      messages[i] = m instanceof Message ? m : new Message(m.topic, m.seq, m.time, m.data, m.lost, m.headers, m.expiresAt);
+      if (!(m instanceof Message)) wire[i] = new Message(m.topic, m.seq, m.time, m.data, m.lost, m.headers, m.expiresAt);
     }
+    const messages = wire as Message[];
     const tag = r.tag as number | undefined;
     return {
       messages,
@@ -690,7 +698,10 @@ export class MqClient {
     this.closedByUser = true;
     const closed = new MqError(Code.Unavailable, "the client was closed before the publish was sent");
     for (const lane of this.lanes.values()) {
-      for (const p of lane.queue.slice(lane.head)) p.reject(closed);
+      for (const p of lane.queue.slice(lane.head)) {
+        this.payloads.release(p);
+        p.reject(closed);
+      }
       lane.queue.length = lane.head;
     }
     this.conn.close();
@@ -704,12 +715,8 @@ export class MqClient {
 /** The options of a publish given none: one shared object, not a new one per call. */
 const NO_OPTIONS: PublishOptions = Object.freeze({});
 
-/** A copy of `data` in bytes of its own. */
-function copyOf(data: Uint8Array): Uint8Array {
-  const copy = new Uint8Array(data.length);
-  copy.set(data);
-  return copy;
-}
+/** A publish's payload until it is copied (`ItemBlocks.bytes`). */
+const NO_BYTES = new Uint8Array(0);
 
 /**
  * The publish whose promise is being made: `new Promise(takeSettlers)` hands its resolve and

@@ -5,6 +5,7 @@ import { Decoder } from "cbor-x/decode";
 import { Encoder } from "cbor-x/encode";
 import { Code, MqError } from "../errors.ts";
 import { readHotFrame } from "./hot-decode.ts";
+import { EncodedArray } from "./hot-frames.ts";
 import { checkField, schemas, type Frame } from "./messages.ts";
 
 // Plain maps and byte strings on the wire: no records extension, no typed-array tags,
@@ -15,7 +16,19 @@ const encoder = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Ar
 const decoder = new Decoder({ useRecords: false, mapsAsObjects: true, int64AsNumber: true } as never);
 
 export function encode(frame: object): Uint8Array {
-  return integersAsUints(encoder.encode(frame));
+  return integersAsUints(encoder.encode(withItemsDecoded(frame)));
+}
+
+/** `frame`, or a copy whose EncodedArray fields (items written ahead, hot-frames.ts) are arrays of their values again, for cbor-x. */
+function withItemsDecoded(frame: object): object {
+  let copy: Record<string, unknown> | undefined;
+  for (const key in frame) {
+    const value = (frame as Record<string, unknown>)[key];
+    if (!(value instanceof EncodedArray)) continue;
+    copy ??= { ...frame };
+    copy[key] = value.items.map((item) => decoder.decode(item.block.subarray(item.start, item.end)));
+  }
+  return copy ?? frame;
 }
 
 /**

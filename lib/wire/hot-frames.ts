@@ -117,12 +117,109 @@ export class FrameWriter {
   }
 }
 
-/** Where a message's CBOR was written once (`encodeOnce`): bytes [start, end) of `block`. */
-interface Encoded {
+/** Where one CBOR item was written ahead of the frame that carries it: bytes [start, end) of `block`. */
+export interface Encoded {
   block: Uint8Array;
   start: number;
   end: number;
 }
+
+/**
+ * A frame field whose items were written as CBOR before the frame (`ItemBlocks`): the frame
+ * writes it as an array of those bytes, a run of items next to each other in one block in one
+ * copy; codec.ts's `encode` decodes them back for cbor-x. The items must not change meanwhile.
+ */
+export class EncodedArray {
+  constructor(readonly items: readonly Encoded[]) {}
+}
+
+/** Bytes of the block the library's publishes are copied into (a larger one gets a block of its own). */
+export const ITEM_BLOCK_BYTES = 64 * 1024;
+/** Blocks whose items were all released, kept for the next ones (per ItemBlocks). */
+const MAX_SPARE_BLOCKS = 4;
+
+/** A block of `ItemBlocks`, and how many of the items written into it are still held. */
+class ItemBlock extends FrameWriter {
+  live = 0;
+}
+
+/** An item written by `ItemBlocks`: where, and the block to give it back to (null: one of its own, or given back). */
+export interface HeldItem extends Encoded {
+  blockOf: ItemBlock | null;
+}
+
+/**
+ * Byte strings written as CBOR items when they are given, ahead of the frame that will carry
+ * them (the library's publishes: the caller may reuse its buffer at once, so each payload is
+ * copied at the call anyway). They go one after the other into a shared block, not into a
+ * buffer each, and a batch's payloads are then one copy into the frame. A block whose items
+ * were all released (`release`: their frames will not be sent again) is written over.
+ */
+export class ItemBlocks {
+  private current = new ItemBlock(0);
+  private readonly spares: ItemBlock[] = [];
+
+  /** Writes `data` as a CBOR byte string and sets where on `into`. */
+  bytes(data: Uint8Array, into: HeldItem): void {
+    const need = data.length + 9;
+    let w = this.current;
+    if (w.pos + need > w.buf.length) {
+      if (need > ITEM_BLOCK_BYTES / 4) {
+        const own = new FrameWriter(need);
+        into.block = own.buf;
+        into.start = 0;
+        writeBytes(own, data);
+        into.end = own.pos;
+        into.blockOf = null;
+        return;
+      }
+      w = this.current = this.spares.pop() ?? new ItemBlock(ITEM_BLOCK_BYTES);
+    }
+    into.block = w.buf;
+    into.start = w.pos;
+    writeBytes(w, data);
+    into.end = w.pos;
+    into.blockOf = w;
+    w.live++;
+  }
+
+  /** The item's bytes are not needed any more; a second release of it does nothing. */
+  release(item: HeldItem): void {
+    const block = item.blockOf;
+    if (block === null) return;
+    item.blockOf = null;
+    if (--block.live > 0) return;
+    if (block === this.current) block.pos = 0;
+    else if (this.spares.length < MAX_SPARE_BLOCKS) {
+      block.pos = 0;
+      this.spares.push(block);
+    }
+  }
+}
+
+/** The bytes of a byte string written by `ItemBlocks` (a view, without its CBOR head). */
+export function bytesOfItem(item: Encoded): Uint8Array {
+  const info = item.block[item.start]! & 31;
+  const head = info < 24 ? 1 : info === 24 ? 2 : info === 25 ? 3 : info === 26 ? 5 : 9;
+  return item.block.subarray(item.start + head, item.end);
+}
+
+/** An EncodedArray: its runs of consecutive items copied whole. */
+function writeEncodedArray(w: FrameWriter, items: readonly Encoded[]): void {
+  writeHead(w, 4, items.length);
+  for (let i = 0; i < items.length; ) {
+    const first = items[i]!;
+    let end = first.end;
+    let j = i + 1;
+    for (; j < items.length && items[j]!.block === first.block && items[j]!.start === end; j++) end = items[j]!.end;
+    const n = end - first.start;
+    w.ensure(n);
+    w.buf.set(first.block.subarray(first.start, end), w.pos);
+    w.pos += n;
+    i = j;
+  }
+}
+
 /** Not a string key: for-in, Object.keys and cbor-x do not see it, so the message encodes as before. */
 const ENCODED = Symbol("mq.encoded");
 /**
@@ -419,6 +516,10 @@ function writeValue(w: FrameWriter, v: unknown, depth: number): boolean {
         return true;
       }
       if (Array.isArray(v)) return writeArray(w, v, depth);
+      if (v instanceof EncodedArray) {
+        writeEncodedArray(w, v.items);
+        return true;
+      }
       if (Object.getPrototypeOf(v) !== Object.prototype) return false;
       return writeMap(w, v as Record<string, unknown>, null, depth + 1);
     }

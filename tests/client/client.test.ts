@@ -180,4 +180,65 @@ describe("Message", () => {
     }
     expect(received).toEqual([[...Buffer.from("buffer-bytes")], new Array(10).fill(7), [1, 2, 3, 4]]);
   });
+
+  test("publish: payloads of every size (across the blocks they are copied into), many batches in flight and one at a time, the caller's buffer reused after each call: each stored as published", async () => {
+    await using c = await MqClient.connect({ socket: cluster.local.socket });
+    const topic = `client.t${++topics}`;
+    const id = await c.create();
+    await c.subscribe(id, [topic]);
+    // Message i: its index in 4 bytes, then bytes from i; sizes from 0 to 40 KiB (some above a quarter block: a block of their own).
+    const payloadOf = (i: number) => {
+      const size = i % 97 === 0 ? 40_000 : i % 7 === 0 ? 0 : 4 + ((i * 131) % 3000);
+      const b = new Uint8Array(size);
+      for (let k = 0; k < size; k++) b[k] = (i + k) & 0xff;
+      if (size >= 4) new DataView(b.buffer).setUint32(0, i);
+      return b;
+    };
+    const reused = new Uint8Array(40_000); // the caller's one buffer, overwritten after each call
+    const publishAt = (i: number) => {
+      const p = payloadOf(i);
+      reused.set(p);
+      const sent = c.publish(id, topic, reused.subarray(0, p.length));
+      reused.fill(0xee);
+      return sent;
+    };
+    const total = 3000;
+    // Most in one go (many batches of the topic in flight), the rest one at a time.
+    await Promise.all(Array.from({ length: 2900 }, (_, i) => publishAt(i)));
+    for (let i = 2900; i < total; i++) await publishAt(i);
+    let next = 0;
+    for (let reads = 0; reads < 500 && next < total; reads++) {
+      const got = await c.recv(id, { max: 1000, waitMs: 5000 });
+      for (const m of got.messages) {
+        expect(m.seq).toBe(next + 1);
+        expect(Buffer.from(m.data).equals(Buffer.from(payloadOf(next)))).toBe(true);
+        next++;
+      }
+      await got.ack();
+    }
+    expect(next).toBe(total);
+  });
+});
+
+describe("MqClient.recv", () => {
+  test("an ack made just before the next recv goes out in the same socket write", async () => {
+    await using c = await MqClient.connect({ socket: cluster.local.socket });
+    const { id } = await idWith(c, ["a", "b"]);
+    const got = await c.recv(id, { max: 1 });
+    // Counts the client's writes to the local broker's socket (a private field: no other way to see the writes).
+    const socket = (c as unknown as { conn: { socket: { write(data: Uint8Array): number } } }).conn.socket;
+    const write = socket.write.bind(socket);
+    let writes = 0;
+    socket.write = (data) => {
+      writes++;
+      return write(data);
+    };
+    // As a recv loop does: the ack not awaited, the next recv at once.
+    const acked = got.ack();
+    const next = await c.recv(id, { max: 1 });
+    await acked;
+    expect(texts(next.messages)).toEqual(["b"]);
+    expect(writes).toBe(1);
+    await next.ack();
+  });
 });

@@ -95,6 +95,29 @@ describe("MqClient.publish", () => {
     expect(await messages("down")).toBe(1);
   });
 
+  test("MqClient.publish sent again after the local broker is back sends the payloads as published, though later publishes were copied meanwhile", async () => {
+    const id = await setup();
+    const c = await client();
+    await c.subscribe(id, ["again.a", "again.b"]);
+    expect(await local.daemon.stop()).toBe(0);
+    const payload = (topic: string, i: number) => `${topic} ${i} ${"x".repeat(i % 50)}`;
+    // Not sent (no local broker), to be sent again; their bytes must stay as they were.
+    const first = Array.from({ length: 300 }, (_, i) => c.publish(id, "again.a", payload("again.a", i)));
+    for (let turns = 0; turns < 20; turns++) await new Promise((resolve) => setImmediate(resolve));
+    // Copied while the first ones wait: into the same client's blocks.
+    const second = Array.from({ length: 300 }, (_, i) => c.publish(id, "again.b", payload("again.b", i)));
+    local = await startLocal(server.address, { dataDir: local.dataDir, socket: local.socket });
+    expect((await Promise.all([...first, ...second])).length).toBe(600);
+    const got: Record<string, string[]> = { "again.a": [], "again.b": [] };
+    for (let reads = 0; reads < 100 && got["again.a"]!.length + got["again.b"]!.length < 600; reads++) {
+      const batch = await c.recv(id, { max: 600, waitMs: 5000 });
+      for (const m of batch.messages) got[m.topic]!.push(m.text());
+      await batch.ack();
+    }
+    expect(got["again.a"]).toEqual(Array.from({ length: 300 }, (_, i) => payload("again.a", i)));
+    expect(got["again.b"]).toEqual(Array.from({ length: 300 }, (_, i) => payload("again.b", i)));
+  });
+
   test("MqClient reconnects to a restarted local broker for its publishes, and its other calls work on the new connection", async () => {
     const id = await setup();
     const c = await client();

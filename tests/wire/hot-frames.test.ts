@@ -5,7 +5,7 @@ import { Encoder } from "cbor-x/encode";
 import { decodeMap, encode } from "../../lib/wire/codec.ts";
 import { FrameDecoder } from "../../lib/wire/frame.ts";
 import { type DeliveredMessageFactory, readHotFrame, setDeliveredMessageFactory } from "../../lib/wire/hot-decode.ts";
-import { ENCODE_ONCE_MAX_BYTES, encodeOnce, encodeOncePlain, FrameWriter, isEncodedOnce, markPlain, writeHotFrame } from "../../lib/wire/hot-frames.ts";
+import { bytesOfItem, EncodedArray, type HeldItem, ENCODE_ONCE_MAX_BYTES, encodeOnce, encodeOncePlain, FrameWriter, isEncodedOnce, ItemBlocks, ITEM_BLOCK_BYTES, markPlain, writeHotFrame } from "../../lib/wire/hot-frames.ts";
 import { pushedMessage } from "../../lib/local/pushed-extra.ts";
 
 /** A small seeded generator (mulberry32), so a failure replays. */
@@ -274,6 +274,74 @@ describe("hot frames: the fast encoder writes what the generic encoder writes", 
     m.seq = 8; // breaks the rule on purpose, to see which bytes are written
     expect(Buffer.from(fast({ op: "delivery", id: 1, messages: [m] })!).equals(Buffer.from(before))).toBe(true);
     expect(Object.keys(m)).toEqual(["topic", "seq", "time", "data"]); // nothing visible was added
+  });
+
+  test("payloads written ahead (ItemBlocks) and sent as an EncodedArray: the same bytes as the plain array, by the fast path and by the generic one", () => {
+    const random = rng(4242);
+    const sizes = [0, 1, 23, 24, 255, 256, 65535, 65536, ITEM_BLOCK_BYTES / 4 - 9, ITEM_BLOCK_BYTES / 4 - 8, 100_000];
+    const blocks = new ItemBlocks();
+    const sources: Uint8Array[] = [];
+    const items: HeldItem[] = [];
+    // Enough bytes for several blocks; items of every head size, some above a quarter block (a block of their own).
+    for (let i = 0; i < 2000; i++) {
+      const data = new Uint8Array(random() < 0.05 ? sizes[Math.floor(random() * sizes.length)]! : Math.floor(random() * 300));
+      for (let k = 0; k < data.length; k += 13) data[k] = Math.floor(random() * 256);
+      const item: HeldItem = { block: new Uint8Array(0), start: 0, end: 0, blockOf: null };
+      blocks.bytes(data, item);
+      sources.push(data.slice());
+      data.fill(0xee); // the caller reuses its buffer: the item is a copy
+      items.push(item);
+    }
+    expect(new Set(items.map((item) => item.block)).size).toBeGreaterThan(3);
+    for (let i = 0; i < items.length; i++) expect(Buffer.from(bytesOfItem(items[i]!)).equals(Buffer.from(sources[i]!))).toBe(true);
+    // Batches of every length, from anywhere in the list (runs within a block, across blocks, alone).
+    for (let from = 0; from < items.length; ) {
+      const n = 1 + Math.floor(random() * 600);
+      const plain = { op: "pubs", id: 3, topic: "t", payloads: sources.slice(from, from + n), idPrefix: "p:", idFrom: from + 1, rid: from + 1 };
+      const ahead = { ...plain, payloads: new EncodedArray(items.slice(from, from + n)) };
+      const expected = Buffer.from(encode(plain));
+      expect(Buffer.from(fast(ahead)!).equals(expected)).toBe(true);
+      // The generic encoder (cbor-x) reads them back: the same bytes again.
+      expect(Buffer.from(encode(ahead)).equals(expected)).toBe(true);
+      from += n;
+    }
+  });
+
+  test("ItemBlocks: a block is written over only once every item in it was released; a held item keeps its bytes", () => {
+    const blocks = new ItemBlocks();
+    const item = (fill: number, size = 1000): HeldItem => {
+      const it: HeldItem = { block: new Uint8Array(0), start: 0, end: 0, blockOf: null };
+      blocks.bytes(new Uint8Array(size).fill(fill), it);
+      return it;
+    };
+    const same = (it: HeldItem, fill: number, size = 1000) => expect(Buffer.from(bytesOfItem(it)).equals(Buffer.from(new Uint8Array(size).fill(fill)))).toBe(true);
+    // Released at once, one by one (one publish awaited at a time): the same bytes of one block again and again.
+    const first = item(1);
+    blocks.release(first);
+    const again = item(2);
+    expect(again.block).toBe(first.block);
+    expect(again.start).toBe(first.start);
+    blocks.release(again);
+    blocks.release(again); // twice: nothing more given back
+    // One item held among many released: its block is not written over, through many blocks' worth of items.
+    const held = item(7);
+    const perBlock = Math.floor(ITEM_BLOCK_BYTES / 1003);
+    const seen = new Set<Uint8Array>();
+    for (let i = 0; i < 20 * perBlock; i++) {
+      const it = item(i % 251);
+      seen.add(it.block);
+      if (it.block === held.block) expect(it.start).toBeGreaterThanOrEqual(held.end);
+      blocks.release(it);
+    }
+    same(held, 7);
+    // Released blocks are used again: far fewer blocks than 20 blocks' worth of items.
+    expect(seen.size).toBeLessThanOrEqual(6);
+    // A large item has a block of its own, never given to another item.
+    const big = item(9, ITEM_BLOCK_BYTES);
+    blocks.release(big);
+    const after = item(3);
+    expect(after.block).not.toBe(big.block);
+    same(big, 9, ITEM_BLOCK_BYTES);
   });
 
   test("FrameWriter.frame: other frames go through the generic encoder; one that throws appends nothing", () => {
