@@ -534,9 +534,7 @@ export class LocalBroker {
     }
     inbox.setMore(frame.topic, frame.more === true);
     if (reack) from.send({ op: "ack", id: global, topic: frame.topic, seq: inbox.ackedUpstream(frame.topic) });
-    // A waiting recv is answered once the turn's pushes are in; follows are pushed to at once, as before.
-    if (inbox.waiters.length > 0) this.serveWaitersSoon(inbox);
-    else this.serveWaiters(inbox);
+    this.serveWaitersSoon(inbox);
   }
 
   /**
@@ -544,7 +542,7 @@ export class LocalBroker {
    * turn. The pushes of one read of the socket (or one hand-over of the in-memory link) come
    * one after the other, a server read of 64 messages each: served at the first, a waiting
    * recv of 1,000 was answered with 64 and the next recv found the rest — two replies, two
-   * acks per batch (docs/benchmarks.md, "fan-out 1→8: both processes' CPU").
+   * acks per batch (docs/benchmarks.md, "fan-out 1→8: both processes").
    */
   private serveWaitersSoon(inbox: Inbox): void {
     if (this.toServe.size === 0) queueMicrotask(this.serveQueued);
