@@ -270,10 +270,6 @@ export class Connection {
       if (this.socket.sendFrame(frame)) return;
     }
     this.out.frame(frame, encode);
-    // A burst (a recv reply of 1,000 messages) goes out at once, so its buffer is a spare again
-    // for the next connection's: the 8 recv loops of a fan-out are answered in one turn, and
-    // held to the end of it they needed 8 big buffers, grown by doubling past the spares.
-    if (this.out.outgrown) return this.flush();
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       queueMicrotask(() => this.flush());

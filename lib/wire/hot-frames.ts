@@ -107,11 +107,6 @@ export class FrameWriter {
     buf[start + 3] = n & 0xff;
   }
 
-  /** True when the buffer grew past KEEP_BYTES (a burst): `reset` gives it back to the spares. */
-  get outgrown(): boolean {
-    return this.buf.length > KEEP_BYTES;
-  }
-
   /** Empties the buffer (its bytes must have been copied or written out). */
   reset(): void {
     this.pos = 0;
