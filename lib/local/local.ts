@@ -534,28 +534,8 @@ export class LocalBroker {
     }
     inbox.setMore(frame.topic, frame.more === true);
     if (reack) from.send({ op: "ack", id: global, topic: frame.topic, seq: inbox.ackedUpstream(frame.topic) });
-    this.serveWaitersSoon(inbox);
+    this.serveWaiters(inbox);
   }
-
-  /**
-   * `serveWaiters` once the frames being handled now are all in: in a microtask, still in this
-   * turn. The pushes of one read of the socket (or one hand-over of the in-memory link) come
-   * one after the other, a server read of 64 messages each: served at the first, a waiting
-   * recv of 1,000 was answered with 64 and the next recv found the rest — two replies, two
-   * acks per batch (docs/benchmarks.md, "fan-out 1→8: both processes").
-   */
-  private serveWaitersSoon(inbox: Inbox): void {
-    if (this.toServe.size === 0) queueMicrotask(this.serveQueued);
-    this.toServe.add(inbox);
-  }
-
-  /** The inboxes pushed to since the last `serveQueued`. */
-  private readonly toServe = new Set<Inbox>();
-  private readonly serveQueued = (): void => {
-    const inboxes = [...this.toServe];
-    this.toServe.clear();
-    for (const inbox of inboxes) this.serveWaiters(inbox);
-  };
 
   private inbox(local: number): Inbox {
     let inbox = this.inboxes.get(local);
