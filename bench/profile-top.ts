@@ -3,7 +3,10 @@
  * sums the samples whose leaf is each function (name + file:line) and prints the TOP largest
  * with their share of all samples.
  *
- *     ./node_modules/.bin/bun bench/profile-top.ts FILE.cpuprofile [TOP=10]
+ *     ./node_modules/.bin/bun bench/profile-top.ts FILE.cpuprofile [TOP=10] [--inclusive]
+ *
+ * --inclusive: ranks by inclusive samples instead (a sample counts once for every function on
+ * its stack, a recursive one once), with the self samples beside: who pays for what below it.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -11,6 +14,7 @@ import * as path from "node:path";
 interface ProfileNode {
   id: number;
   callFrame: { functionName: string; url: string; lineNumber: number };
+  children?: number[];
 }
 interface Profile {
   nodes: ProfileNode[];
@@ -18,7 +22,9 @@ interface Profile {
   timeDeltas: number[];
 }
 
-const [file, topArg = "10"] = process.argv.slice(2);
+const args = process.argv.slice(2);
+const inclusive = args.includes("--inclusive");
+const [file, topArg = "10"] = args.filter((a) => a !== "--inclusive");
 if (!file) {
   console.error("usage: bun bench/profile-top.ts FILE.cpuprofile [TOP]");
   process.exit(2);
@@ -51,3 +57,18 @@ console.log("| # | function | self samples | share | self ms (with waits) |\n|--
   .sort((a, b) => b[1] - a[1])
   .slice(0, Number(topArg))
   .forEach(([name, n], i) => console.log(`| ${i + 1} | \`${name}\` | ${n} | ${((100 * n) / total).toFixed(1)} % | ${((selfUs.get(name) ?? 0) / 1000).toFixed(0)} |`));
+if (inclusive) {
+  const parentOf = new Map<number, number>();
+  for (const n of profile.nodes) for (const c of n.children ?? []) parentOf.set(c, n.id);
+  const inclusiveSamples = new Map<string, number>();
+  for (const leaf of profile.samples) {
+    const seen = new Set<string>();
+    for (let id: number | undefined = leaf; id !== undefined; id = parentOf.get(id)) seen.add(nameOf.get(id)!);
+    for (const name of seen) inclusiveSamples.set(name, (inclusiveSamples.get(name) ?? 0) + 1);
+  }
+  console.log("\n| # | function | inclusive samples | share | self samples |\n|---|---|---|---|---|");
+  [...inclusiveSamples]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, Number(topArg))
+    .forEach(([name, n], i) => console.log(`| ${i + 1} | \`${name}\` | ${n} | ${((100 * n) / total).toFixed(1)} % | ${selfSamples.get(name) ?? 0} |`));
+}
