@@ -608,6 +608,8 @@ export class FileTopicLog implements TopicLog {
     // Seqs are handed out only below a reservation on disk: after any loss, none is reused.
     if (this.durableReserved < this.assigned + count) await this.reserve(this.assigned + count);
     const firstSeq = this.assigned;
+    // None after a rollback that could not start one (below): this commit tries again.
+    if (this.segments.length === 0) this.segments.push(this.createSegment(this.assigned));
     const saved = this.saveTail();
     const touched = new Set<Segment>();
     const written: StoredMessage[] = [];
@@ -663,11 +665,17 @@ export class FileTopicLog implements TopicLog {
       const seg = this.segments.pop()!;
       this.dirty.delete(seg);
       seg.handle.close(false);
-      fs.rmSync(seg.file, { force: true });
+      // With its checkpoint: the batch may have sealed it, and a later segment may get its name.
+      this.removeSegmentFiles(seg);
     }
     if (this.segments[this.segments.length - 1] !== saved.last) {
-      // Retention deleted it too (all its messages were acknowledged): appends go on in a new one.
-      this.segments.push(this.createSegment(this.assigned));
+      // Retention deleted it too (all its messages were acknowledged): appends go on in a new one,
+      // made by the next commit if the disk refuses it now (the failed sync may say it will).
+      try {
+        this.segments.push(this.createSegment(this.assigned));
+      } catch (err) {
+        log.error(`topic "${this.topic}": cannot start a segment after a failed write: ${(err as Error).message}; the next append tries again`);
+      }
       return;
     }
     const seg = saved.last;

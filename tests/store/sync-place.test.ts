@@ -196,7 +196,7 @@ describe("FileTopicLog with --fsync always, a failed fdatasync while retention d
    * Appends "lost" (into a new segment) with its fdatasync on the pool held; retention runs
    * while it is held (`trimBefore`: seqs below it may go); then the sync fails with EIO.
    */
-  async function failWhileTrimming(log: FileTopicLog, trimBefore: number): Promise<unknown> {
+  async function failWhileTrimming(log: FileTopicLog, trimBefore: number, options: { dirSyncFails?: boolean } = {}): Promise<unknown> {
     const held = Promise.withResolvers<(err: NodeJS.ErrnoException | null) => void>();
     const failing = spyOn(fs, "fdatasync").mockImplementation(((_fd: number, done: (err: NodeJS.ErrnoException | null) => void) => held.resolve(done)) as typeof fs.fdatasync);
     let err: unknown;
@@ -204,8 +204,11 @@ describe("FileTopicLog with --fsync always, a failed fdatasync while retention d
       const append = log.append(Buffer.from("lost"), 9).catch((e: unknown) => (err = e));
       const done = await held.promise;
       expect(await log.trim(trimBefore, { maxAgeMs: Infinity, maxBytes: 0 }, Date.now())).toBeGreaterThan(0);
+      // The failing disk refuses the directory's fsync of a new segment too (at the rollback).
+      const dirSync = options.dirSyncFails ? spyOn(fs, "fsyncSync").mockImplementation((() => { throw Object.assign(new Error("EIO: i/o error, fsync"), { code: "EIO" }); }) as typeof fs.fsyncSync) : null;
       done(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" }));
       await append;
+      dirSync?.mockRestore();
     } finally {
       failing.mockRestore();
     }
@@ -240,6 +243,42 @@ describe("FileTopicLog with --fsync always, a failed fdatasync while retention d
     const again = FileTopicLog.open(dir, options());
     expect(await texts(again, 1)).toEqual(["4:m4"]);
     expect(again.nextSeq).toBe(5);
+    await again.close();
+  });
+
+  test("when that new segment cannot be made at the rollback, the next append makes it: the topic is not stuck", async () => {
+    const log = FileTopicLog.open(dir, options());
+    for (const t of ["m1", "m2", "m3"]) await log.append(Buffer.from(t), 1);
+    const err = await failWhileTrimming(log, 4, { dirSyncFails: true });
+    expect((err as NodeJS.ErrnoException).code).toBe("EIO");
+    expect(segmentFiles()).toEqual([]);
+    expect(await log.append(Buffer.from("m4"), 2)).toBe(4);
+    expect(await log.append(Buffer.from("m5"), 2)).toBe(5);
+    expect(await texts(log, 1)).toEqual(["4:m4", "5:m5"]);
+    await log.close();
+    const again = FileTopicLog.open(dir, options());
+    expect(await texts(again, 1)).toEqual(["4:m4", "5:m5"]);
+    await again.close();
+  });
+
+  test("a failed commit that sealed segments of its own leaves none of their files, checkpoints included", async () => {
+    const log = FileTopicLog.open(dir, options());
+    await log.append(Buffer.from("m1"), 1);
+    const before = fs.readdirSync(dir).sort();
+    const failing = spyOn(fs, "fdatasync").mockImplementation(((_fd: number, done: (err: NodeJS.ErrnoException | null) => void) => done(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" }))) as typeof fs.fdatasync);
+    let err: unknown;
+    try {
+      // Three messages, one segment each: the first two are sealed (checkpointed) by the batch itself.
+      await log.appendBatch([Buffer.from("a"), Buffer.from("b"), Buffer.from("c")], 2, [undefined, undefined, undefined]).catch((e: unknown) => (err = e));
+    } finally {
+      failing.mockRestore();
+    }
+    expect((err as NodeJS.ErrnoException).code).toBe("EIO");
+    expect(fs.readdirSync(dir).sort()).toEqual(before);
+    expect(await log.append(Buffer.from("m2"), 2)).toBe(2);
+    await log.close();
+    const again = FileTopicLog.open(dir, options());
+    expect(await texts(again, 1)).toEqual(["1:m1", "2:m2"]);
     await again.close();
   });
 });
