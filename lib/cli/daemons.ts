@@ -169,7 +169,7 @@ export async function runUp(server: ServerOptions, local: Omit<LocalOptions, "se
   try {
     // In memory the frames skip the syscalls and the kernel's loopback (--link, docs/architecture.md).
     const inProcess = link === "memory" ? (attach: (socket: SocketLike) => Connection) => joinInMemory((socket) => srv.acceptInProcess(socket, "in-process"), attach) : undefined;
-    loc = await LocalBroker.start({ ...local, publishTurns: server.fsync !== "always", server: { hostname: connectHost(server.hostname), port: srv.port }, ...(inProcess ? { inProcess } : {}) });
+    loc = await LocalBroker.start({ ...local, server: { hostname: connectHost(server.hostname), port: srv.port }, ...(inProcess ? { inProcess } : {}) });
   } catch (err) {
     const code = startFailed("local", err);
     await srv.stop();

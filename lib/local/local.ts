@@ -53,13 +53,6 @@ export interface LocalOptions {
    * over TCP; given how to make the Connection on a socket, returns that Connection.
    */
   inProcess?: (attach: (socket: SocketLike) => Connection) => Connection;
-  /**
-   * Forward at most one `pubs` of a client per turn, the rest of its frames at the next: the
-   * reply to one batch then leaves before the next batch's commit (`mq up` under `--fsync
-   * never` or `interval`, where a commit is one write; under `always` the batches that arrive
-   * together should share one fdatasync). MQ_SPLIT overrides for measurement (temporary).
-   */
-  publishTurns?: boolean;
 }
 
 /** Limits on what the clients of this host may take (docs/security.md); defaults in DEFAULT_LOCAL_LIMITS (lib/config.ts). */
@@ -599,7 +592,6 @@ export class LocalBroker {
       },
       // Its reply goes with the answer of the recv pipelined behind it, when that comes in the same turn.
       lazyReply: (op) => op === "ack",
-      ...((process.env.MQ_SPLIT ? process.env.MQ_SPLIT === "1" : this.options.publishTurns) ? { yieldAfter: (op: string) => op === "pubs" } : {}),
       closed: (conn) => {
         this.clients.delete(conn);
         const state = conn.state as ClientState;

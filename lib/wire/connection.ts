@@ -65,11 +65,6 @@ export interface ConnectionHandler {
    * same turn.
    */
   lazyReply?(op: string): boolean;
-  /**
-   * True for an op after which the rest of what arrived in this turn is served at the next
-   * turn: what the handler started for it (and its reply) goes ahead of what came behind it.
-   */
-  yieldAfter?(op: string): boolean;
 }
 
 export interface ConnectionOptions {
@@ -124,9 +119,6 @@ export class Connection {
   /** Frames received so far: a completed frame restarts the frame deadline. */
   private framesIn = 0;
   private peerError: MqError | null = null;
-  /** Frames that came after a `yieldAfter` op in this turn, in order: served at the next turn. */
-  private held: Array<Uint8Array | Frame> | null = null;
-  private releasing = false;
   /** When bytes last arrived, or the peer last took bytes we had queued (ms since the epoch). */
   lastHeardAt = Date.now();
   private heartbeat: Heartbeat | null = null;
@@ -356,11 +348,6 @@ export class Connection {
   private onFrame(payload: Uint8Array): void {
     if (this.closed) return;
     this.framesIn++;
-    if (this.held) this.held.push(payload);
-    else this.serveEncoded(payload);
-  }
-
-  private serveEncoded(payload: Uint8Array): void {
     if (this.pendingBytes > MAX_QUEUED_BYTES) return this.close(CloseReason.SlowConsumer);
     let map: Record<string, unknown> | undefined;
     let frame: Frame;
@@ -384,24 +371,7 @@ export class Connection {
     if (this.closed) return;
     this.life();
     this.framesIn++;
-    if (this.held) this.held.push(frame);
-    else this.dispatch(frame);
-  }
-
-  /** Serves the held frames, all of them (none yields again: what is held lives one turn). */
-  private release(): void {
-    const held = this.held!;
-    this.held = null;
-    this.releasing = true;
-    try {
-      for (const item of held) {
-        if (this.closed) break;
-        if (item instanceof Uint8Array) this.serveEncoded(item);
-        else this.dispatch(item);
-      }
-    } finally {
-      this.releasing = false;
-    }
+    this.dispatch(frame);
   }
 
   private dispatch(frame: Frame): void {
@@ -414,10 +384,6 @@ export class Connection {
     const rid = "rid" in frame ? frame.rid : undefined;
     if (rid !== undefined && this.serving >= this.maxInFlight) {
       return this.fail(rid, new MqError(Code.LimitExceeded, `too many requests in flight on this connection (limit ${this.maxInFlight}); wait for answers before sending more`));
-    }
-    if (!this.releasing && !this.held && this.handler.yieldAfter?.(frame.op)) {
-      this.held = [];
-      setImmediate(() => this.release());
     }
     let result: unknown;
     try {
