@@ -162,6 +162,8 @@ interface Lane {
   scheduled: boolean;
   /** The topic's entry of `MqClient.numbered` (one map lookup per publish, not three). */
   numbered: { n: number };
+  /** Batches being sent again (the link is down): publishes wait, their payloads out of the shared blocks. */
+  retrying: number;
 }
 
 interface SentBatch {
@@ -333,14 +335,14 @@ export class MqClient {
       return Promise.reject(new MqError(Code.MessageTooLarge, `message of ${bytes.length} bytes is above the server's limit of ${this.maxBytes}`));
     }
     let lane = this.lanes.get(topic);
-    if (!lane) this.lanes.set(topic, (lane = { topic, queue: [], head: 0, sent: [], failed: null, scheduled: false, numbered: this.numberedOf(topic) }));
+    if (!lane) this.lanes.set(topic, (lane = { topic, queue: [], head: 0, sent: [], failed: null, scheduled: false, numbered: this.numberedOf(topic), retrying: 0 }));
     if (lane.failed) return Promise.reject(notSent(topic, lane.failed));
     let n = 0;
     if (options.msgId === undefined && this.producer !== null) n = ++lane.numbered.n;
     const headers = hasHeaders(options.headers) ? { ...options.headers } : undefined;
     const queued: Publish = { id, block: NO_BYTES, start: 0, end: 0, blockOf: null, msgId: options.msgId, n, headers, ttl: options.ttlMs ?? 0, resolve: unsettled, reject: unsettled };
     // A copy: the batch goes out later, and the caller may reuse its buffer at once.
-    this.payloads.bytes(bytes, queued);
+    this.payloads.bytes(bytes, queued, lane.retrying > 0);
     if (when) queued.when = when;
     settling = queued;
     const promise = new Promise<PubResult>(takeSettlers);
@@ -502,38 +504,52 @@ export class MqClient {
     if (after !== undefined) frame.after = after;
     const retry = (first.msgId !== undefined || first.n > 0) && this.retryMs > 0;
     let deadline = 0;
+    let retrying = false;
     let pause = RETRY_FIRST_MS;
-    for (;;) {
-      try {
-        // On a live connection the frame is queued at once (close() relies on that).
-        const conn = this.conn.closed || this.closedByUser ? await this.connection() : this.conn;
-        // A retry does not wait much beyond the deadline for an answer.
-        const r = await conn.request(frame, deadline === 0 ? ANSWER_TIMEOUT_MS : Math.max(1000, Math.min(ANSWER_TIMEOUT_MS, deadline - Date.now())));
-        return frame.op === "pub" ? { ...r, seqs: [r.seq as number], ...(r.duplicate === true ? { duplicates: [0] } : {}) } : r;
-      } catch (err) {
-        // A local broker or server older than `after` refuses the field: nothing was stored; send without it, one batch at a time from now on.
-        if (frame.after !== undefined && err instanceof MqError && err.code === Code.BadRequest && err.message.includes('unexpected field "after"')) {
-          this.chaining = false;
-          delete frame.after;
-          // Not ahead of the batch before it: sent again once that one is stored.
-          if (behind && !(await behind)) throw err;
-          behind = undefined;
-          continue;
+    try {
+      for (;;) {
+        try {
+          // On a live connection the frame is queued at once (close() relies on that).
+          const conn = this.conn.closed || this.closedByUser ? await this.connection() : this.conn;
+          // A retry does not wait much beyond the deadline for an answer.
+          const r = await conn.request(frame, deadline === 0 ? ANSWER_TIMEOUT_MS : Math.max(1000, Math.min(ANSWER_TIMEOUT_MS, deadline - Date.now())));
+          return frame.op === "pub" ? { ...r, seqs: [r.seq as number], ...(r.duplicate === true ? { duplicates: [0] } : {}) } : r;
+        } catch (err) {
+          // A local broker or server older than `after` refuses the field: nothing was stored; send without it, one batch at a time from now on.
+          if (frame.after !== undefined && err instanceof MqError && err.code === Code.BadRequest && err.message.includes('unexpected field "after"')) {
+            this.chaining = false;
+            delete frame.after;
+            // Not ahead of the batch before it: sent again once that one is stored.
+            if (behind && !(await behind)) throw err;
+            behind = undefined;
+            continue;
+          }
+          if (!(retry && err instanceof MqError && err.code === Code.Unavailable) || this.closedByUser || lane.failed) throw err;
+          const now = Date.now();
+          if (deadline === 0) {
+            // Held for up to retryMs: this batch and the topic's publishes behind it keep their
+            // payloads apart, not the shared blocks that other topics' publishes go on filling.
+            deadline = now + this.retryMs;
+            lane.retrying++;
+            retrying = true;
+            this.payloads.detach(batch);
+            this.payloads.detach(lane.queue.slice(lane.head));
+            if (frame.op === "pub") frame.data = bytesOfItem(first);
+          }
+          if (now >= deadline) throw err;
+          if (behind) {
+            // Once: later failures are the link's, and back off as any.
+            const stored = await behind;
+            behind = undefined;
+            if (!stored) throw err;
+            continue;
+          }
+          await Bun.sleep(Math.min(pause / 2 + Math.random() * (pause / 2), deadline - now));
+          pause = Math.min(pause * 2, RETRY_MAX_MS);
         }
-        if (!(retry && err instanceof MqError && err.code === Code.Unavailable) || this.closedByUser || lane.failed) throw err;
-        const now = Date.now();
-        deadline ||= now + this.retryMs;
-        if (now >= deadline) throw err;
-        if (behind) {
-          // Once: later failures are the link's, and back off as any.
-          const stored = await behind;
-          behind = undefined;
-          if (!stored) throw err;
-          continue;
-        }
-        await Bun.sleep(Math.min(pause / 2 + Math.random() * (pause / 2), deadline - now));
-        pause = Math.min(pause * 2, RETRY_MAX_MS);
       }
+    } finally {
+      if (retrying) lane.retrying--;
     }
   }
 

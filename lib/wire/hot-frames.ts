@@ -159,12 +159,15 @@ export class ItemBlocks {
   private current = new ItemBlock(0);
   private readonly spares: ItemBlock[] = [];
 
-  /** Writes `data` as a CBOR byte string and sets where on `into`. */
-  bytes(data: Uint8Array, into: HeldItem): void {
+  /**
+   * Writes `data` as a CBOR byte string and sets where on `into`. `alone`: into bytes of its
+   * own, not a shared block (an item that may be held long: see `detach`).
+   */
+  bytes(data: Uint8Array, into: HeldItem, alone = false): void {
     const need = data.length + 9;
     let w = this.current;
-    if (w.pos + need > w.buf.length) {
-      if (need > ITEM_BLOCK_BYTES / 4) {
+    if (alone || w.pos + need > w.buf.length) {
+      if (alone || need > ITEM_BLOCK_BYTES / 4) {
         const own = new FrameWriter(need);
         into.block = own.buf;
         into.start = 0;
@@ -181,6 +184,28 @@ export class ItemBlocks {
     into.end = w.pos;
     into.blockOf = w;
     w.live++;
+  }
+
+  /**
+   * Moves `items` out of the shared blocks into one buffer of their own. A batch held long (sent
+   * again while the link is down) would otherwise keep whole blocks, with everything published
+   * to other topics meanwhile, from being written over.
+   */
+  detach(items: readonly HeldItem[]): void {
+    let bytes = 0;
+    for (const item of items) if (item.blockOf !== null) bytes += item.end - item.start;
+    if (bytes === 0) return;
+    const own = new Uint8Array(bytes);
+    let pos = 0;
+    for (const item of items) {
+      if (item.blockOf === null) continue;
+      const n = item.end - item.start;
+      own.set(item.block.subarray(item.start, item.end), pos);
+      this.release(item);
+      item.block = own;
+      item.start = pos;
+      item.end = pos += n;
+    }
   }
 
   /** The item's bytes are not needed any more; a second release of it does nothing. */

@@ -344,6 +344,41 @@ describe("hot frames: the fast encoder writes what the generic encoder writes", 
     same(big, 9, ITEM_BLOCK_BYTES);
   });
 
+  test("ItemBlocks.detach: held items move to bytes of their own, so their shared block is written over again; alone items never share one", () => {
+    const blocks = new ItemBlocks();
+    const item = (fill: number, alone = false): HeldItem => {
+      const it: HeldItem = { block: new Uint8Array(0), start: 0, end: 0, blockOf: null };
+      blocks.bytes(new Uint8Array(100 + fill).fill(fill), it, alone);
+      return it;
+    };
+    const same = (it: HeldItem, fill: number) => expect(Buffer.from(bytesOfItem(it)).equals(Buffer.from(new Uint8Array(100 + fill).fill(fill)))).toBe(true);
+    // Two held items (a batch being sent again) among others, released as they are answered.
+    const a = item(1);
+    const other = item(2);
+    const b = item(3);
+    const shared = a.block;
+    blocks.release(other);
+    blocks.detach([a, b]);
+    expect(a.block).not.toBe(shared);
+    expect(b.block).toBe(a.block); // one buffer for the batch: still one run
+    expect(b.start).toBe(a.end);
+    same(a, 1);
+    same(b, 3);
+    // Nothing holds the shared block now: the next item is written at its start.
+    const next = item(4);
+    expect([next.block, next.start]).toEqual([shared, 0]);
+    blocks.detach([a, b]); // again: nothing to move
+    blocks.release(a);
+    blocks.release(b);
+    same(next, 4);
+    // `alone` (a publish behind a batch being sent again): its own bytes, the shared block untouched.
+    const alone = item(5, true);
+    expect(alone.block).not.toBe(shared);
+    expect(alone.blockOf).toBeNull();
+    same(alone, 5);
+    expect(item(6).block).toBe(shared);
+  });
+
   test("FrameWriter.frame: other frames go through the generic encoder; one that throws appends nothing", () => {
     const w = new FrameWriter();
     const sub = { op: "sub", rid: 1, id: 2, topics: ["a.>"] };
