@@ -180,7 +180,7 @@ export function renderCompletion(p: Program, shell: Shell): string {
     const esc = (s: string) => s.replace(/\\/g, "\\\\").replace(/'/g, `'\\''`).replace(/([\[\]:])/g, "\\$1");
     const cases = p.commands.map((c) => {
       const specs = optionsOf(c).map(([n, d]) => {
-        const value = d.type === "string" ? `:${(d.valueHint ?? n).toLowerCase()}:${valueCompletion(d) === "choices" ? `(${d.choices!.join(" ")})` : valueCompletion(d) === "files" ? "_files" : " "}` : "";
+        const value = d.type === "string" ? `:${esc((d.valueHint ?? n).toLowerCase())}:${valueCompletion(d) === "choices" ? `(${d.choices!.join(" ")})` : valueCompletion(d) === "files" ? "_files" : " "}` : "";
         const names = d.alias ? `'(-${d.alias} --${n})'{-${d.alias},--${n}}'` : `'--${n}`;
         return `        ${names}[${esc(d.description ?? "")}]${value}'`;
       });

@@ -318,6 +318,14 @@ describe("mq completion", () => {
     const { file, dir, text } = await script("zsh");
     expect(text).toStartWith("#compdef mq");
     expect(Bun.spawnSync(["zsh", "-n", file]).exitCode).toBe(0);
+    // _arguments splits a spec at unescaped colons: '--name[description]:message:action', so a
+    // value hint such as host:port must come escaped, or zsh takes "port" for the action.
+    const specs = text.split("\n").filter((line) => /^\s+'--[a-z-]+\[.*\]:/.test(line));
+    expect(specs.length).toBeGreaterThan(20);
+    for (const spec of specs) {
+      const afterDescription = spec.replace(/\\./g, "").replace(/^[^\]]*\]/, "");
+      expect({ spec, valuePart: /^:[^:]+:(\(.*\)|_files| )' \\$/.test(afterDescription) }).toEqual({ spec, valuePart: true });
+    }
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
