@@ -15,6 +15,7 @@ import { lockDataDir, makeDataDir, writeFileAtomic } from "../store/fsutil.ts";
 import { IdRanges } from "../store/id-ranges.ts";
 import { defineCounters, LOCAL_COUNTERS, type LocalStats, type ServerStats } from "../metrics.ts";
 import { CloseReason, Connection, type ConnectionHandler, type SocketLike } from "../wire/connection.ts";
+import { socketBytes } from "../wire/frame.ts";
 import { pushedExtraProblem, pushedMessage } from "./pushed-extra.ts";
 import { pubsHeadersProblem } from "../wire/headers.ts";
 import { PROTOCOL_VERSION, pubsIdsProblem, type Frame, type Message, type MsgsFrame, type Outgoing } from "../wire/messages.ts";
@@ -230,7 +231,7 @@ export class LocalBroker {
           }
           this.clients.add(conn);
         },
-        data: (socket, chunk) => socket.data?.onData(chunk),
+        data: (socket, chunk) => socket.data?.onData(socketBytes(chunk)),
         drain: (socket) => socket.data?.onDrain(),
         close: (socket) => socket.data?.onClose(),
         error: (socket, err) => log.warn(`${socket.data?.label ?? "client"}: socket error:`, err),
@@ -293,7 +294,7 @@ export class LocalBroker {
                 // is not trusted at the next attempt either (every 2 s at most).
                 if (!ok) tlsFailure = err?.message ?? "unknown reason";
               },
-              data: (s, chunk) => s.data?.onData(chunk),
+              data: (s, chunk) => s.data?.onData(socketBytes(chunk)),
               drain: (s) => s.data?.onDrain(),
               close: (s) => s.data?.onClose(),
               error: (s, err) => log.debug(`server ${addressText}: socket error:`, err),

@@ -8,7 +8,12 @@
 import type { Connection } from "../wire/connection.ts";
 
 export class Readers<S> {
-  private readonly byConn = new Map<Connection, Map<number, S>>();
+  /**
+   * Kept per connection once made, even empty (a WeakMap: it goes with the connection): a map
+   * deleted at each read's end made `leaderFor` meet undefined and a map by turns, and the JIT
+   * threw away the code it compiled for one of them (docs/benchmarks.md).
+   */
+  private readonly byConn = new WeakMap<Connection, Map<number, S>>();
 
   /** The push reading from `from` for `conn`, if one is. */
   leaderFor(conn: Connection, from: number): S | undefined {
@@ -27,6 +32,5 @@ export class Readers<S> {
     const reads = this.byConn.get(conn);
     if (reads?.get(from) !== sub) return;
     reads.delete(from);
-    if (reads.size === 0) this.byConn.delete(conn);
   }
 }

@@ -16,6 +16,7 @@ import { errnoCode } from "../store/fsutil.ts";
 import { defineCounters, SERVER_COUNTERS, type ServerStats } from "../metrics.ts";
 import type { BrokerCredentials, ClientRegistry, FsyncPolicy, Storage, StoreKind, TopicStore } from "../store/types.ts";
 import { CloseReason, Connection, type ConnectionHandler, type SocketLike } from "../wire/connection.ts";
+import { socketBytes } from "../wire/frame.ts";
 import { pubsHeadersProblem, type Headers } from "../wire/headers.ts";
 import { appendFields, pubExtra, type PubExtra } from "./pub-fields.ts";
 import { capabilities, MSGS_IDS_CAP, PROTOCOL_VERSION, pubsIdsProblem, type AckRequest, type NakRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
@@ -318,7 +319,7 @@ export class MqServer {
         open: (socket: Socket<Connection>) => {
           socket.data = this.accept(socket, hostPort(socket.remoteAddress, socket.remotePort), handler, frameLimit);
         },
-        data: (socket, chunk) => socket.data?.onData(chunk),
+        data: (socket, chunk) => socket.data?.onData(socketBytes(chunk)),
         drain: (socket) => socket.data?.onDrain(),
         close: (socket) => socket.data?.onClose(),
         error: (socket, err) => log.warn(`${socket.data?.label ?? "connection"}: socket error:`, err),

@@ -212,74 +212,84 @@ export class Subscription implements Pushable {
       // An ack moved `sent` past what was read (acks of messages sent before a reconnect): read again from there.
       if (this.sent !== from) continue;
       if (read.length === 0) break;
-      const split = splitExpired(read);
-      const batch = split ? split.live : read;
-      const expired = split ? split.expired : NONE_EXPIRED;
-      // Sizes as both ends count them (headers count as payload: messageBytes).
-      const sizes: number[] = [];
-      let bytes = 0;
-      for (let i = 0; i < batch.length; i++) {
-        const size = messageBytes(batch[i]!);
-        sizes.push(size);
-        bytes += size;
-      }
-      const riders = this.riders.length > 0 ? this.boardRiders(conn, credits, from, batch.length, bytes) : NO_RIDERS;
-      if (expired.length > 0) {
-        this.topic.onExpired(expired.length * (1 + riders.length));
-        skipped += expired.length;
-      }
-      // One frame per run of consecutive seqs; a run that starts past the expected seq follows a
-      // hole (lost messages) or expired messages (not lost: they are not counted in `lost`).
-      const riderIds = riders.length > 0 ? riders.map((r) => r.id) : undefined;
-      let expected = this.sent;
-      let start = 0;
-      let e = 0;
-      // Times and payloads gathered in one pass per run (no copy of the batch per frame): with
-      // ids reading apart every id's push takes this path per message (docs/benchmarks.md).
-      let times: number[] = [];
-      let payloads: Uint8Array[] = [];
-      let extra = false;
-      for (let k = 0; k < batch.length; k++) {
-        const m = batch[k]!;
-        times.push(m.time);
-        payloads.push(m.data);
-        extra ||= hasExtra(m);
-        if (k + 1 < batch.length && batch[k + 1]!.seq === m.seq + 1) continue;
-        const first = batch[start]!.seq;
-        // `more`: the log holds messages past this frame, which come once credits free up.
-        const more = m.seq < log.lastSeq;
-        let lost = first - expected;
-        while (e < expired.length && expired[e]! < first) if (expired[e++]! >= expected) lost--;
-        const frame: MsgsFrame = { op: "msgs", id: this.id, topic: this.topic.name, seq: first, times, payloads, more };
-        if (lost > 0) frame.lost = lost;
-        if (extra) addExtra(frame, batch.slice(start, k + 1));
-        if (riderIds) frame.ids = riderIds;
-        conn.send(frame);
-        this.moreAnnounced = more;
-        expected = m.seq + 1;
-        start = k + 1;
-        times = [];
-        payloads = [];
-        extra = false;
-      }
-      const next = read[read.length - 1]!.seq + 1;
-      this.took(batch, sizes, bytes, credits, next);
-      if (riders.length > 0) {
-        for (const rider of riders) {
-          rider.took(batch, sizes, bytes, credits, next);
-          if (batch.length > 0) rider.moreAnnounced = this.moreAnnounced;
-          // Waits for the next read too (`pushBatches` lets it go when the push ends).
-          rider.waitingOn = this;
-          this.riders.push(rider);
-        }
-        this.topic.onShared(batch.length * riders.length);
-      }
+      skipped += this.sendRead(conn, credits, from, read);
     }
     if (shared) credits.wait(this);
     this.announce(conn);
     // What a reservation held and the push did not use may be what others wait for (never
     // nested in Credits.serve: a push that reserved has awaited since).
     if (reservedAny) credits.serve(conn);
+  }
+
+  /**
+   * Sends `read` (read from `from`) to `conn`: one frame per run of consecutive seqs, for this
+   * subscription and the riders that board it. Returns the expired messages skipped. Apart
+   * from the async `pushRun` on purpose: the JIT compiles an async function again when the
+   * values it resumes with change type, and this, most of a push's work, stays compiled.
+   */
+  private sendRead(conn: Connection, credits: Credits, from: number, read: StoredMessage[]): number {
+    const split = splitExpired(read);
+    const batch = split ? split.live : read;
+    const expired = split ? split.expired : NONE_EXPIRED;
+    // Sizes as both ends count them (headers count as payload: messageBytes).
+    const sizes: number[] = [];
+    let bytes = 0;
+    for (let i = 0; i < batch.length; i++) {
+      const size = messageBytes(batch[i]!);
+      sizes.push(size);
+      bytes += size;
+    }
+    const riders = this.riders.length > 0 ? this.boardRiders(conn, credits, from, batch.length, bytes) : NO_RIDERS;
+    if (expired.length > 0) this.topic.onExpired(expired.length * (1 + riders.length));
+    // One frame per run of consecutive seqs; a run that starts past the expected seq follows a
+    // hole (lost messages) or expired messages (not lost: they are not counted in `lost`).
+    const riderIds = riders.length > 0 ? riders.map((r) => r.id) : undefined;
+    let expected = this.sent;
+    let e = 0;
+    for (let start = 0; start < batch.length; ) {
+      // Times and payloads gathered in one pass per run (no copy of the batch per frame): with
+      // ids reading apart every id's push takes this path per message (docs/benchmarks.md).
+      // New arrays per run, each bound once: a variable given a new empty array after the
+      // first run made the JIT's code for the filled ones exit at every frame (docs/benchmarks.md).
+      const times: number[] = [];
+      const payloads: Uint8Array[] = [];
+      let extra = false;
+      let k = start;
+      for (; ; k++) {
+        const m = batch[k]!;
+        times.push(m.time);
+        payloads.push(m.data);
+        extra ||= hasExtra(m);
+        if (k + 1 === batch.length || batch[k + 1]!.seq !== m.seq + 1) break;
+      }
+      const last = batch[k]!.seq;
+      const first = batch[start]!.seq;
+      // `more`: the log holds messages past this frame, which come once credits free up.
+      const more = last < this.topic.log.lastSeq;
+      let lost = first - expected;
+      while (e < expired.length && expired[e]! < first) if (expired[e++]! >= expected) lost--;
+      const frame: MsgsFrame = { op: "msgs", id: this.id, topic: this.topic.name, seq: first, times, payloads, more };
+      if (lost > 0) frame.lost = lost;
+      if (extra) addExtra(frame, batch.slice(start, k + 1));
+      if (riderIds) frame.ids = riderIds;
+      conn.send(frame);
+      this.moreAnnounced = more;
+      expected = last + 1;
+      start = k + 1;
+    }
+    const next = read[read.length - 1]!.seq + 1;
+    this.took(batch, sizes, bytes, credits, next);
+    if (riders.length > 0) {
+      for (const rider of riders) {
+        rider.took(batch, sizes, bytes, credits, next);
+        if (batch.length > 0) rider.moreAnnounced = this.moreAnnounced;
+        // Waits for the next read too (`pushBatches` lets it go when the push ends).
+        rider.waitingOn = this;
+        this.riders.push(rider);
+      }
+      this.topic.onShared(batch.length * riders.length);
+    }
+    return expired.length;
   }
 
   /**

@@ -127,6 +127,13 @@ export class Connection {
   private readonly expectsHello: boolean;
   private readonly frameTimeoutMs: number;
   private readonly maxInFlight: number;
+  /**
+   * The socket keeps bytes of its own (`queuedBytes`, an in-process one). A boolean read on
+   * every connection, so that `pendingBytes` reads `queuedBytes` only where it is a number: one
+   * read that met a number on some connections and undefined on others (a Bun socket) made the
+   * JIT throw its code away (docs/benchmarks.md).
+   */
+  private readonly socketQueues: boolean;
 
   constructor(
     private readonly socket: SocketLike,
@@ -137,6 +144,7 @@ export class Connection {
     this.frameTimeoutMs = options.frameTimeoutMs ?? 0;
     this.expectsHello = Boolean(options.helloTimeoutMs);
     this.maxInFlight = options.maxInFlight ?? Infinity;
+    this.socketQueues = socket.queuedBytes !== undefined;
     this.decoder = new FrameDecoder(
       {
         frame: (payload) => this.onFrame(payload),
@@ -172,7 +180,7 @@ export class Connection {
 
   /** Outbound bytes not yet handed to the kernel. */
   get pendingBytes(): number {
-    return this.out.pos + (this.backlog?.length ?? 0) + (this.socket.queuedBytes ?? 0);
+    return this.out.pos + (this.backlog?.length ?? 0) + (this.socketQueues ? this.socket.queuedBytes! : 0);
   }
 
   get writable(): boolean {

@@ -6,7 +6,7 @@
  * almost always in order) and the server's credits (subscriptions waiting for budget).
  */
 export class Fifo<T> {
-  private items: Array<T | undefined> = [];
+  private items = emptyItems<T>();
   private head = 0;
 
   get length(): number {
@@ -48,4 +48,16 @@ export class Fifo<T> {
     this.items.splice(i, 1);
     return true;
   }
+}
+
+/**
+ * An empty array that holds any value (JSC's "contiguous" kind) from the start: a `[]` first
+ * holds ints and changes kind at the first `undefined` written by `shift`, and the JIT's code
+ * for one kind was thrown away when it met the other (docs/benchmarks.md). One kind for every
+ * Fifo: the code compiled for one fits all.
+ */
+function emptyItems<T>(): Array<T | undefined> {
+  const items: Array<T | undefined> = [undefined];
+  items.length = 0;
+  return items;
 }

@@ -95,6 +95,17 @@ function readLength(bytes: Uint8Array, at: number): number {
   return ((bytes[at]! << 24) >>> 0) + (bytes[at + 1]! << 16) + (bytes[at + 2]! << 8) + bytes[at + 3]!;
 }
 
+/**
+ * The bytes of a socket read as a plain Uint8Array (a view, no copy). Bun reads into a `Buffer`,
+ * whose views are Buffers too, while frames handed over in memory and the store's records are
+ * Uint8Arrays: payloads of both kinds met in the same code (the decoder, the store's record
+ * writer) made the JIT throw away what it had compiled for one kind (docs/benchmarks.md).
+ * Used by the server and the local broker; the client library keeps Bun's Buffers.
+ */
+export function socketBytes(chunk: Uint8Array): Uint8Array {
+  return chunk.constructor === Uint8Array ? chunk : new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+}
+
 /** Concatenates payloads into one buffer of frames: one allocation, one write. */
 export function encodeFrames(payloads: readonly Uint8Array[]): Uint8Array {
   let total = 0;

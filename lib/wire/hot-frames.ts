@@ -312,9 +312,14 @@ export function markPlain(message: PlainMessage): void {
   (message as { [PLAIN]?: true })[PLAIN] = true;
 }
 
-/** A new PlainMessage, marked (`markPlain`) as it is made: one object shape, no added property. */
+/**
+ * A new PlainMessage, marked (`markPlain`) as it is made, with its `encodeOnce` slot empty: one
+ * object shape from the start, no property added later. A message that `encodeOnce` gave the
+ * slot to had a shape of its own, and code the JIT had compiled for the first shape (the inbox,
+ * the recv reply's encoder) was thrown away at each message of the other (docs/benchmarks.md).
+ */
 export function plainMessage(topic: string, seq: number, time: number, data: Uint8Array): PlainMessage {
-  return { topic, seq, time, data, [PLAIN]: true } as PlainMessage;
+  return { topic, seq, time, data, [PLAIN]: true, [ENCODED]: undefined } as PlainMessage;
 }
 
 /** The topic whose text string `plainTopicBytes` holds (most pushes are of the topic before). */

@@ -63,6 +63,9 @@ export class LinkWindow {
     readonly bounds: LinkBounds,
     private readonly now: () => number = performance.now.bind(performance),
   ) {
+    if (!(bounds.minItems >= 1 && bounds.minItems <= bounds.maxItems && bounds.maxItems <= MAX_BOUND && bounds.minBytes >= 1 && bounds.minBytes <= bounds.maxBytes && bounds.maxBytes <= MAX_BOUND)) {
+      throw new RangeError(`Cannot size a window within ${bounds.minItems}..${bounds.maxItems} items and ${bounds.minBytes}..${bounds.maxBytes} bytes: each from 1 up to ${MAX_BOUND}`);
+    }
     this.items = bounds.minItems;
     this.bytes = bounds.minBytes;
     this.maxItems = bounds.maxItems;
@@ -100,8 +103,8 @@ export class LinkWindow {
 
   /** Halves the window (not below the minimum): a sign of congestion the samples cannot see, such as a request that timed out. */
   halve(): void {
-    this.items = Math.min(this.maxItems, Math.max(this.bounds.minItems, Math.floor(this.items / 2)));
-    this.bytes = Math.max(this.bounds.minBytes, Math.floor(this.bytes / 2));
+    this.items = int32(Math.min(this.maxItems, Math.max(this.bounds.minItems, Math.floor(this.items / 2))));
+    this.bytes = int32(Math.max(this.bounds.minBytes, Math.floor(this.bytes / 2)));
   }
 
   /** A new session (a reconnect, maybe by another route): the link is measured anew. */
@@ -134,5 +137,18 @@ export class LinkWindow {
 
 /** `target` within [min, max], and at most twice `current` (growth one doubling per round trip, as a TCP slow start). */
 function resize(current: number, target: number, min: number, max: number): number {
-  return Math.round(Math.max(min, Math.min(max, 2 * current, target)));
+  return int32(Math.round(Math.max(min, Math.min(max, 2 * current, target))));
+}
+
+/** Bounds of a window: its sizes are kept as 32-bit integers (`int32`). */
+const MAX_BOUND = 2 ** 31 - 1;
+
+/**
+ * `n` (a whole number of at most MAX_BOUND) as a 32-bit integer value. The JIT's code for
+ * `Math.round` and `Math.floor` returns a double even for a whole number: a window stored so
+ * was an int before the JIT compiled its resize and a double after, and the code compiled for
+ * ints that reads it (a push's room, its reservation) was thrown away (docs/benchmarks.md).
+ */
+function int32(n: number): number {
+  return n | 0;
 }

@@ -7,6 +7,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { Credits } from "../../lib/server/credits.ts";
+import { Readers } from "../../lib/server/fanout.ts";
 import { Subscription, Topic } from "../../lib/server/topic.ts";
 import { MIN_WINDOW_MESSAGES } from "../../lib/server/window.ts";
 import { MemorySubscriberIndex, MemoryTopicLog } from "../../lib/store/memory-store.ts";
@@ -332,5 +333,23 @@ describe("fan-out once per local broker", () => {
     }
     const got = received(frames);
     for (const sub of subs) expect(got.get(sub.id)).toEqual(range(1, 40));
+  });
+});
+
+describe("Readers", () => {
+  test("Readers: the first read from a seq leads until it ends; then none, and a new read leads again", () => {
+    const readers = new Readers<string>();
+    const conn = {} as Connection;
+    const other = {} as Connection;
+    expect(readers.leaderFor(conn, 5)).toBeUndefined();
+    readers.start("a", conn, 5);
+    readers.start("b", conn, 5);
+    expect([readers.leaderFor(conn, 5), readers.leaderFor(conn, 6), readers.leaderFor(other, 5)]).toEqual(["a", undefined, undefined]);
+    readers.end("b", conn, 5); // not the leader: nothing changes
+    expect(readers.leaderFor(conn, 5)).toBe("a");
+    readers.end("a", conn, 5);
+    expect(readers.leaderFor(conn, 5)).toBeUndefined();
+    readers.start("b", conn, 5);
+    expect(readers.leaderFor(conn, 5)).toBe("b");
   });
 });

@@ -4,6 +4,12 @@
  */
 import { describe, expect, test } from "bun:test";
 import { Fifo } from "../../lib/wire/fifo.ts";
+import { jscDescribe as describeValue } from "bun:jsc";
+
+/** The JavaScriptCore Structure of a Fifo's array (its kind: ints, doubles, any value), from bun:jsc. */
+function arrayShapeOf(q: Fifo<unknown>): string {
+  return /StructureID: (\d+)/.exec(describeValue((q as unknown as { items: unknown[] }).items))![1]!;
+}
 
 function drainAll(q: Fifo<number>): number[] {
   const out: number[] = [];
@@ -15,6 +21,22 @@ function drainAll(q: Fifo<number>): number[] {
 }
 
 describe("Fifo", () => {
+  // First in the file: arrays made by `[]` at one place in the code take the kind those made there before ended with.
+  test("every Fifo's array has one shape, empty, holding ints, after a shift and a compaction, or holding objects", () => {
+    const seqs = new Fifo<number>();
+    const shapes = [arrayShapeOf(seqs)];
+    for (let i = 0; i < 3000; i++) seqs.push(i);
+    shapes.push(arrayShapeOf(seqs));
+    seqs.shift();
+    shapes.push(arrayShapeOf(seqs));
+    for (let i = 0; i < 2000; i++) seqs.shift(); // compacts past 1,024
+    shapes.push(arrayShapeOf(seqs));
+    const objects = new Fifo<object>();
+    objects.push({});
+    shapes.push(arrayShapeOf(objects as Fifo<unknown>));
+    expect(new Set(shapes).size).toBe(1);
+  });
+
   test("removes in order (the oldest first), through compactions, and is empty after", () => {
     const q = new Fifo<number>();
     for (let s = 1; s <= 5000; s++) q.push(s);
@@ -65,4 +87,5 @@ describe("Fifo", () => {
     expect(q.shift()).toBe("d");
     expect(q.length).toBe(0);
   });
+
 });

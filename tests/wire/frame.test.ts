@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { encodeFrames, FrameDecoder, HEADER_BYTES } from "../../lib/wire/frame.ts";
+import { encodeFrames, FrameDecoder, HEADER_BYTES, socketBytes } from "../../lib/wire/frame.ts";
 
 type Invalid = { reason: "empty" | "too-large"; length: number };
 
@@ -278,5 +278,26 @@ describe("encodeFrames", () => {
     expect(frames).toEqual(payloads);
     expect(invalid).toEqual([]);
     expect(decoder.partial).toBe(false);
+  });
+});
+
+describe("socketBytes", () => {
+  test("socketBytes gives a Buffer's bytes as a plain Uint8Array view of the same memory, and a Uint8Array as it is", () => {
+    const backing = Buffer.from("..hello..");
+    const read = backing.subarray(2, 7); // a Buffer, as a Bun socket's data handler gets
+    const bytes = socketBytes(read);
+    expect(bytes.constructor).toBe(Uint8Array);
+    expect(Buffer.from(bytes).toString()).toBe("hello");
+    backing[2] = 0x48; // a view, not a copy
+    expect(bytes[0]).toBe(0x48);
+    const plain = new Uint8Array([1, 2, 3]);
+    expect(socketBytes(plain)).toBe(plain);
+  });
+
+  test("frames decoded from socketBytes of a Buffer are plain Uint8Arrays, as those handed over in memory", () => {
+    const frames: Uint8Array[] = [];
+    const decoder = new FrameDecoder({ frame: (p) => frames.push(p), invalid: () => {} }, 1024);
+    decoder.push(socketBytes(Buffer.from(encodeFrames([Uint8Array.of(1, 2), Uint8Array.of(3)]))));
+    expect(frames.map((f) => [f.constructor, [...f]])).toEqual([[Uint8Array, [1, 2]], [Uint8Array, [3]]]);
   });
 });

@@ -7,6 +7,12 @@ import { FrameDecoder } from "../../lib/wire/frame.ts";
 import { type DeliveredMessageFactory, readHotFrame, setDeliveredMessageFactory } from "../../lib/wire/hot-decode.ts";
 import { bytesOfItem, EncodedArray, type HeldItem, ENCODE_ONCE_MAX_BYTES, encodeOnce, encodeOncePlain, FrameWriter, isEncodedOnce, ItemBlocks, ITEM_BLOCK_BYTES, markPlain, writeHotFrame } from "../../lib/wire/hot-frames.ts";
 import { pushedMessage } from "../../lib/local/pushed-extra.ts";
+import { jscDescribe as describeValue } from "bun:jsc";
+
+/** JavaScriptCore's id of the object's shape (its Structure), from bun:jsc's description of it. */
+function structureOf(value: object): string {
+  return /StructureID: (\d+)/.exec(describeValue(value))![1]!;
+}
 
 /** A small seeded generator (mulberry32), so a failure replays. */
 function rng(seed: number): () => number {
@@ -257,7 +263,7 @@ describe("hot frames: the fast encoder writes what the generic encoder writes", 
     const withLost = pushedMessage(frame as never, 0, true);
     const withHeaders = pushedMessage({ ...frame, headers: [{}, { k: "v" }] } as never, 1, false);
     const markOf = (m: object) => Object.getOwnPropertySymbols(m).map(String);
-    expect(markOf(plainOne)).toEqual(["Symbol(mq.plain)"]);
+    expect(markOf(plainOne)).toEqual(["Symbol(mq.plain)", "Symbol(mq.encoded)"]); // the slot encodeOnce fills, empty
     expect(markOf(withLost)).toEqual([]);
     expect(markOf(withHeaders)).toEqual([]);
     // and what the fast path writes for each is what cbor-x writes
@@ -265,6 +271,16 @@ describe("hot frames: the fast encoder writes what the generic encoder writes", 
       const frameOut = { op: "delivery", id: 1, messages: [msg] };
       expect(Buffer.from(fast(frameOut)!).toString("hex")).toBe(Buffer.from(encode(frameOut)).toString("hex"));
     }
+  });
+
+  test("a pushed message keeps its object shape when encodeOnce writes it (one shape for the JIT)", () => {
+    const frame = { op: "msgs", id: 1, topic: "t", seq: 5, times: [1, 2], payloads: [Buffer.from("a"), Buffer.from("b")] };
+    const encoded = pushedMessage(frame as never, 0, false);
+    const plain = pushedMessage(frame as never, 1, false);
+    encodeOncePlain([encoded as never]);
+    expect(isEncodedOnce(encoded)).toBe(true);
+    expect(isEncodedOnce(plain)).toBe(false);
+    expect(structureOf(encoded)).toBe(structureOf(plain));
   });
 
   test("a message encoded once is copied, not encoded again (so buffered messages must not change)", () => {
