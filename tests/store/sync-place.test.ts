@@ -191,6 +191,13 @@ describe("FileTopicLog with --fsync always, a failed fdatasync while retention d
   const options = () => ({ fsync: "always" as const, fsyncIntervalMs: 1000, maxSegmentBytes: 64, files: new OpenFiles(16) });
   const segmentFiles = () => fs.readdirSync(dir).filter((n) => n.endsWith(".log")).sort();
   const texts = async (log: FileTopicLog, from: number) => (await log.read(from, 100, 1 << 20)).map((m) => `${m.seq}:${Buffer.from(m.data).toString()}`);
+  /** Closes `log`, opens its directory again, and expects `expected` read from seq 1 there. */
+  async function expectAfterReopen(log: FileTopicLog, expected: string[]): Promise<void> {
+    await log.close();
+    const again = FileTopicLog.open(dir, options());
+    expect(await texts(again, 1)).toEqual(expected);
+    await again.close();
+  }
 
   /**
    * Appends "lost" (into a new segment) with its fdatasync on the pool held; retention runs
@@ -224,10 +231,7 @@ describe("FileTopicLog with --fsync always, a failed fdatasync while retention d
     expect(segmentFiles()).toEqual(["00000000000000000003.log"]);
     expect(await log.append(Buffer.from("m4"), 2)).toBe(4);
     expect(await texts(log, 3)).toEqual(["3:m3", "4:m4"]);
-    await log.close();
-    const again = FileTopicLog.open(dir, options());
-    expect(await texts(again, 1)).toEqual(["3:m3", "4:m4"]);
-    await again.close();
+    await expectAfterReopen(log, ["3:m3", "4:m4"]);
   });
 
   test("starts a new segment when retention deleted the segment the failed commit had followed", async () => {
@@ -255,10 +259,7 @@ describe("FileTopicLog with --fsync always, a failed fdatasync while retention d
     expect(await log.append(Buffer.from("m4"), 2)).toBe(4);
     expect(await log.append(Buffer.from("m5"), 2)).toBe(5);
     expect(await texts(log, 1)).toEqual(["4:m4", "5:m5"]);
-    await log.close();
-    const again = FileTopicLog.open(dir, options());
-    expect(await texts(again, 1)).toEqual(["4:m4", "5:m5"]);
-    await again.close();
+    await expectAfterReopen(log, ["4:m4", "5:m5"]);
   });
 
   test("a failed commit that sealed segments of its own leaves none of their files, checkpoints included", async () => {
@@ -276,9 +277,6 @@ describe("FileTopicLog with --fsync always, a failed fdatasync while retention d
     expect((err as NodeJS.ErrnoException).code).toBe("EIO");
     expect(fs.readdirSync(dir).sort()).toEqual(before);
     expect(await log.append(Buffer.from("m2"), 2)).toBe(2);
-    await log.close();
-    const again = FileTopicLog.open(dir, options());
-    expect(await texts(again, 1)).toEqual(["1:m1", "2:m2"]);
-    await again.close();
+    await expectAfterReopen(log, ["1:m1", "2:m2"]);
   });
 });
