@@ -287,3 +287,27 @@ export function logger(tag: string): ConsolaInstance {
   loggers.push(l);
   return l;
 }
+
+/**
+ * What was last said about each key (a server address, a peer host), so that a failure
+ * repeated at every retry is logged once, and again only when its reason changes. At most
+ * `max` keys are kept (peers are not trusted to be few): past that it starts over.
+ */
+export class SaidOnce {
+  private readonly last = new Map<string, string>();
+
+  constructor(private readonly max = 1024) {}
+
+  /** True the first time `what` is said about `key` (since it changed or was forgotten). */
+  first(key: string, what: string): boolean {
+    if (this.last.get(key) === what) return false;
+    if (this.last.size >= this.max && !this.last.has(key)) this.last.clear();
+    this.last.set(key, what);
+    return true;
+  }
+
+  /** `key` is fine again: its next failure is news. */
+  forget(key: string): void {
+    this.last.delete(key);
+  }
+}

@@ -1,7 +1,7 @@
 /** lib/log.ts: level names, colour choice, error text and the JSON line (the binary's formats: tests/e2e/logs.test.ts). */
 import { afterAll, describe, expect, test } from "bun:test";
 import { Code, MqError } from "../lib/errors.ts";
-import { colorFor, configureLog, errorText, formatLine, logJsonOf, logLevelOf } from "../lib/log.ts";
+import { colorFor, configureLog, errorText, formatLine, logJsonOf, logLevelOf, SaidOnce } from "../lib/log.ts";
 
 afterAll(() => configureLog());
 
@@ -94,5 +94,19 @@ describe("formatLine with --log-json", () => {
     expect(line.split("\n")).toHaveLength(2);
     expect(line).toEndWith(" WARN  [server] local broker a\\nb\\x1b[31m: refused\n");
     expect(line).not.toContain("\x1b");
+  });
+});
+
+describe("SaidOnce", () => {
+  test("says a key's failure once until its reason changes or it is forgotten; past max keys it starts over", () => {
+    const said = new SaidOnce(2);
+    expect([said.first("a", "refused"), said.first("a", "refused"), said.first("a", "timeout"), said.first("a", "timeout")]).toEqual([true, false, true, false]);
+    said.forget("a");
+    expect(said.first("a", "timeout")).toBe(true);
+    expect(said.first("b", "x")).toBe(true);
+    // A third key: the two remembered are dropped (a peer cannot grow the map without bound).
+    expect(said.first("c", "x")).toBe(true);
+    expect(said.first("a", "timeout")).toBe(true);
+    expect(said.first("a", "timeout")).toBe(false);
   });
 });

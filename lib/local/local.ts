@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { randomBytes, randomUUID } from "node:crypto";
 import type { Socket, UnixSocketListener } from "bun";
-import { errorText, logger } from "../log.ts";
+import { errorText, logger, SaidOnce } from "../log.ts";
 import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_HELLO_TIMEOUT_MS, DEFAULT_LOCAL_LIMITS, DEFAULT_MAX_MESSAGE_BYTES, maxFrameBytes } from "../config.ts";
 import { Code, MqError, toMqError } from "../errors.ts";
 import { lockDataDir, makeDataDir, writeFileAtomic } from "../store/fsutil.ts";
@@ -104,10 +104,9 @@ export class LocalBroker {
   private listener: UnixSocketListener<Connection> | null = null;
   private upstream: Connection | null = null;
   private upstreamError: MqError | null = null;
-  /** Per server address, the last refusal logged, so that a broker refused again and again logs it once. */
-  private readonly lastRefusal = new Map<string, string>();
-  /** Per server: the last TLS handshake failure logged, so that a broker that keeps failing it says so once. */
-  private readonly lastTlsFailure = new Map<string, string>();
+  /** Per server address, the refusal and the TLS handshake failure last logged: each logged once while it lasts. */
+  private readonly refusals = new SaidOnce();
+  private readonly tlsFailures = new SaidOnce();
   /** The server last connected to, and why it was lost: a connection to another one is a failover. */
   private lastServer: { address: string; lost: string } | null = null;
   private connectedWaiters: Array<() => void> = [];
@@ -342,8 +341,8 @@ export class LocalBroker {
         }
         this.upstream = conn;
         this.upstreamError = null;
-        this.lastRefusal.delete(addressText);
-        this.lastTlsFailure.delete(addressText);
+        this.refusals.forget(addressText);
+        this.tlsFailures.forget(addressText);
         this.servers.connected();
         // A server that stops answering (stopped, or a network that drops everything) is
         // noticed within a few intervals: clients then get UNAVAILABLE instead of waiting.
@@ -362,8 +361,7 @@ export class LocalBroker {
         const e = err instanceof MqError ? err : new MqError(Code.Unavailable, `server ${addressText} unreachable`, { cause: err });
         const refused = e.code === Code.AuthFailed || e.code === Code.VersionMismatch || e.code === Code.IdentityInUse;
         if (refused) {
-          if (this.lastRefusal.get(addressText) !== `${e.code} ${e.message}`) {
-            this.lastRefusal.set(addressText, `${e.code} ${e.message}`);
+          if (this.refusals.first(addressText, `${e.code} ${e.message}`)) {
             const next = this.servers.size > 1 ? "trying the other servers; retrying this one" : "retrying";
             log.warn(`cannot reach the server ${addressText}: refused: ${e.code}: ${e.message}; ${next} with backoff up to ${REFUSED_BACKOFF_MAX_MS / 1000} s (logged once)`);
           }
@@ -373,8 +371,7 @@ export class LocalBroker {
           // A TLS server drops a plaintext hello without a word (it sees no TLS handshake).
           if (!this.options.tlsCa && !this.options.inProcess && why.includes(CloseReason.PeerClosed)) why += ` (if that server serves TLS, give this broker --tls-ca FILE)`;
           if (tlsFailure !== undefined) {
-            if (this.lastTlsFailure.get(addressText) !== tlsFailure) {
-              this.lastTlsFailure.set(addressText, tlsFailure);
+            if (this.tlsFailures.first(addressText, tlsFailure)) {
               log.warn(`cannot reach the server ${addressText}: ${why}; retrying every ${BACKOFF_MAX_MS / 1000} s at most (logged once)`);
             } else log.debug(`server ${addressText}: attempt ${attempts} failed: ${why}`);
           } else if (attempts <= this.servers.size && !afterLoss) log.warn(`cannot reach the server ${addressText}: ${why}; retrying every ${BACKOFF_MAX_MS / 1000} s at most`);

@@ -6,7 +6,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import * as path from "node:path";
 import type { Socket, TCPSocketListener } from "bun";
-import { errorText, logger } from "../log.ts";
+import { errorText, logger, SaidOnce } from "../log.ts";
 import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_HELLO_TIMEOUT_MS, DEFAULT_SERVER_LIMITS, maxFrameBytes } from "../config.ts";
 import { Code, MqError, toMqError } from "../errors.ts";
 import { openStorage } from "../store/backend.ts";
@@ -124,8 +124,6 @@ function idOf(ids: PubIds, i: number): string {
 
 /** How often lazily written cursor moves reach the subscriber index files. */
 const CURSOR_WRITE_MS = 100;
-/** Peer hosts whose last failed TLS handshake is remembered, so that a broker retrying every 2 s is logged once. */
-const MAX_TLS_FAILURES_REMEMBERED = 1024;
 
 export class MqServer {
   private listener: TCPSocketListener<Connection> | null = null;
@@ -133,8 +131,8 @@ export class MqServer {
   /** Topics each client id is subscribed to. */
   private readonly subscriptionsOf = new Map<number, Map<string, Subscription>>();
   private readonly sessions = new Map<string, Session>();
-  /** Per peer host: the reason of its last failed TLS handshake, logged once (below). */
-  private readonly tlsFailures = new Map<string, string>();
+  /** Per peer host: the reason of its last failed TLS handshake, logged once (below; at most 1,024 hosts remembered). */
+  private readonly tlsFailures = new SaidOnce(1024);
   private readonly creating = new Map<string, number>();
   /** Topics being opened or created now, so that two requests for a new topic create it once and count it once. */
   private readonly openingTopics = new Map<string, Promise<{ topic: Topic; created: boolean } | null>>();
@@ -313,7 +311,7 @@ export class MqServer {
         // With a handshake handler Bun opens TLS sockets at accept, not after the handshake,
         // so the hello deadline and the connection limit cover a handshake that never ends.
         handshake: (socket, ok, err) => {
-          if (ok) this.tlsFailures.delete(socket.remoteAddress);
+          if (ok) this.tlsFailures.forget(socket.remoteAddress);
           else this.tlsHandshakeFailed(socket.remoteAddress, socket.data?.label ?? "connection", err?.message ?? "unknown reason");
         },
         open: (socket: Socket<Connection>) => {
@@ -332,12 +330,10 @@ export class MqServer {
    * get in retries every 2 s, and its every attempt is not news.
    */
   private tlsHandshakeFailed(host: string, label: string, reason: string): void {
-    if (this.tlsFailures.get(host) === reason) {
+    if (!this.tlsFailures.first(host, reason)) {
       log.debug(`${label}: TLS handshake failed: ${reason}`);
       return;
     }
-    if (this.tlsFailures.size >= MAX_TLS_FAILURES_REMEMBERED) this.tlsFailures.clear();
-    this.tlsFailures.set(host, reason);
     // What a plaintext peer's bytes look like to OpenSSL.
     const plain = /WRONG_VERSION_NUMBER|HTTP_REQUEST/.test(reason) ? " (the peer does not speak TLS: a local broker reaches a TLS server with --tls-ca FILE)" : "";
     log.warn(`${label}: TLS handshake failed: ${reason}${plain}; more failures from ${host} for the same reason are logged at debug level`);
