@@ -24,8 +24,11 @@ const client = () => import("../lib/cli/commands.ts");
 type Daemons = typeof import("../lib/cli/daemons.ts");
 /** The daemons' code (server, local broker, store, logger), with the log configured from the flags. */
 async function daemons(args: { "log-level"?: string; "log-json"?: boolean }): Promise<Daemons> {
+  // First of all, before anything is opened or written: the daemon may execute itself again with its allocator's options.
+  const notAgain = (await import("../lib/cli/allocator.ts")).reexecWithoutPurge();
   const [d, log] = await Promise.all([import("../lib/cli/daemons.ts"), import("../lib/log.ts")]);
   log.configureLog(d.parseLogOptions(args));
+  if (notAgain !== null) log.logger("mq").debug(`running with mimalloc's default purge: ${notAgain}`);
   return d;
 }
 

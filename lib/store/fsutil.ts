@@ -123,6 +123,8 @@ export interface Libc {
   EWOULDBLOCK: number;
   /** getrlimit(2) into a 16-byte `struct rlimit` (two 64-bit rlim_t). */
   getrlimit(resource: number, out: Uint8Array): number;
+  /** execve(2) with NULL-ended arrays of pointers to NUL-ended strings: returns only when it failed (-1). */
+  execve(file: Uint8Array, argv: BigUint64Array, envp: BigUint64Array): number;
 }
 
 /**
@@ -139,6 +141,7 @@ export function loadLibc(platform: NodeJS.Platform = process.platform, names?: s
         flock: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
         poll: { args: [FFIType.ptr, known.nfds, FFIType.i32], returns: FFIType.i32 },
         getrlimit: { args: [FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
+        execve: { args: [FFIType.ptr, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
         [known.errno]: { args: [], returns: FFIType.ptr },
       });
       const errnoAt = lib.symbols[known.errno]!;
@@ -146,6 +149,7 @@ export function loadLibc(platform: NodeJS.Platform = process.platform, names?: s
         flock: (fd, op) => lib.symbols.flock!(fd, op) as number,
         poll: (fds, nfds, timeoutMs) => lib.symbols.poll!(fds, nfds, timeoutMs) as number,
         getrlimit: (resource, out) => lib.symbols.getrlimit!(resource, out) as number,
+        execve: (file, argv, envp) => lib.symbols.execve!(file, argv, envp) as number,
         errno: () => read.i32(errnoAt() as Pointer, 0),
         EWOULDBLOCK: known.EWOULDBLOCK,
       };
@@ -158,7 +162,7 @@ export function loadLibc(platform: NodeJS.Platform = process.platform, names?: s
 
 let loaded: Libc | Error | undefined;
 /** This process's libc, loaded once; the Error when it cannot be. */
-function libc(): Libc | Error {
+export function libc(): Libc | Error {
   if (loaded === undefined) {
     try {
       loaded = loadLibc();
