@@ -296,10 +296,18 @@ export async function recv(options: RecvOptions): Promise<number> {
       batch.catch(() => {});
       return Promise.race([batch, abort.promise]);
     };
-    /** Writes a batch, then acknowledges it; false when the reader is gone (the batch stays pending). */
+    /**
+     * Writes a batch, then acknowledges it; false when the reader is gone (the batch stays pending).
+     * A signal ends a write the reader is not taking (the batch is not acknowledged: it comes again),
+     * as it would end `cat`: the last line may then be cut.
+     */
     const deliver = async (got: Pick<Received, "messages" | "ack">): Promise<boolean> => {
       try {
-        await writeStdout(renderMessages(got.messages, format));
+        const written = writeStdout(renderMessages(got.messages, format));
+        written.catch(() => {}); // when the race below was won by the abort
+        const ended = await Promise.race([written, abort.promise]);
+        if (ended === "signal") return true;
+        if (ended === "reader") return false;
       } catch (err) {
         if (err instanceof StdoutClosedError) return false;
         throw err;

@@ -119,11 +119,36 @@ async function drain(): Promise<void> {
   draining = false;
 }
 
+/** What a pipe or socket with room for more (POLLOUT: a free page of a pipe) takes without blocking. */
+const PIPE_CHUNK = 4096;
+let chunkedFd: boolean | undefined;
+
+/**
+ * True when fd 1 is a pipe or socket. There a write(2) of more than the reader left room for
+ * blocks, and a blocked process runs no signal handler: `mq recv --follow | slow-reader` would
+ * not stop on SIGTERM. So those get what they take now, a page at a time, after POLLOUT.
+ */
+function chunked(fd: number): boolean {
+  if (chunkedFd === undefined) {
+    try {
+      const stat = fs.fstatSync(fd);
+      chunkedFd = stat.isFIFO() || stat.isSocket();
+    } catch {
+      chunkedFd = false;
+    }
+  }
+  return chunkedFd;
+}
+
 async function writeAll(fd: number, data: Uint8Array): Promise<void> {
+  const pieces = chunked(fd);
   let done = 0;
   while (done < data.length) {
+    if (pieces && pollFd(fd, POLLOUT, 0) === 0) {
+      await writable(fd);
+    }
     try {
-      done += fs.writeSync(fd, data, done, data.length - done);
+      done += fs.writeSync(fd, data, done, pieces ? Math.min(PIPE_CHUNK, data.length - done) : data.length - done);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === "EPIPE" || code === "ECONNRESET") throw new StdoutClosedError({ cause: err });

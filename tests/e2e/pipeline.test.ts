@@ -9,6 +9,9 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
 import { mqCommand, startCluster } from "./harness.ts";
 
 let cluster: Awaited<ReturnType<typeof startCluster>>;
@@ -182,6 +185,57 @@ describe("mq recv when its reader goes away", () => {
     }
     // The message it wrote was acknowledged; nothing else was pending.
     expect(await cluster.run(["recv", String(id)])).toEqual({ code: 3, stdout: "", stderr: "" });
+  });
+
+  test("--follow stops on SIGTERM while its reader takes nothing; what it did not write whole comes again", async () => {
+    // 300 messages of 1,000 bytes are ~5 pipes full: recv fills the pipe and then waits on it. A
+    // write(2) of more than the pipe has room for would block it there, deaf to SIGTERM. The pipe is
+    // a FIFO whose read end this test holds open and leaves unread (Bun reads a spawned process's
+    // stdout pipe by itself).
+    const TOTAL = 300;
+    const WIDTH = 1000;
+    const id = await idWithBacklog("stuck.follow", TOTAL, WIDTH);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-fifo-"));
+    const fifo = path.join(dir, "out");
+    expect(Bun.spawnSync(["mkfifo", fifo]).exitCode).toBe(0);
+    const readEnd = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    const recv = [...mqCommand(), "recv", String(id), "--follow"].map(shellQuote).join(" ");
+    const proc = Bun.spawn(["sh", "-c", `exec ${recv} > ${shellQuote(fifo)}`], {
+      stdin: "ignore",
+      stdout: "ignore",
+      stderr: "pipe",
+      env: { ...process.env, MQ_SOCKET: cluster.local.socket },
+    });
+    const stderr = new Response(proc.stderr).text();
+    let written = "";
+    try {
+      await Bun.sleep(1500); // not a check: time for recv to fill the pipe (less only makes the test weaker)
+      proc.kill("SIGTERM");
+      expect(await exitWithin(proc, 10_000)).toBe(0);
+      expect(await stderr).toBe("");
+      const chunk = Buffer.alloc(1 << 16);
+      for (let n = 0; n < 1000; n++) {
+        const got = fs.readSync(readEnd, chunk); // the writer is gone: 0 at the end
+        if (got === 0) break;
+        written += chunk.toString("latin1", 0, got);
+      }
+    } finally {
+      proc.kill("SIGKILL");
+      fs.closeSync(readEnd);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+    // What reached the pipe: whole lines 1..k in order, then perhaps a cut one (as a killed `cat` leaves).
+    const whole = written.split("\n").slice(0, -1);
+    expect(whole.length).toBeGreaterThan(0);
+    expect(whole.length).toBeLessThan(TOTAL); // the pipe held only part: recv was waiting on it
+    expect(firstDifference(whole, Array.from({ length: whole.length }, (_, i) => payload(i + 1, WIDTH)))).toBeNull();
+    // The rest is pending: from at most k + 1 (what was written but not acknowledged may come twice) to the last.
+    const rest = await cluster.run(["recv", String(id), "--count", "1000"], { timeoutMs: 60_000 });
+    expect(rest.code).toBe(0);
+    const again = rest.stdout.split("\n").slice(0, -1);
+    const from = Number(again[0]?.slice(2, 7));
+    expect(from).toBeLessThanOrEqual(whole.length + 1);
+    expect(firstDifference(again, Array.from({ length: TOTAL - from + 1 }, (_, i) => payload(from + i, WIDTH)))).toBeNull();
   });
 
   test("a message it could not write whole is not acknowledged: it is pending for the next recv", async () => {
