@@ -6,6 +6,7 @@
  * floor, `next` and the seqs not done between them (`undone`): what the members
  * acknowledged above a floor one member holds down is not delivered again after a restart.
  */
+
 export interface InFlight {
   /** The id of the member it was last delivered to. */
   member: number;

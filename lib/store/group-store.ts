@@ -1,6 +1,7 @@
 /**
  * Where the server keeps its queue groups (lib/server/group.ts): for each group, its topic,
- * name, ack floor, redelivery options and members. The file store writes them all to
+ * name, ack floor (and above it how far delivery got and what is not done), redelivery
+ * options and members. The file store writes them all to
  * DATA/groups.json, atomically, one write after another; the memory store keeps nothing
  * across a restart, like everything else it holds.
  */
