@@ -9,8 +9,8 @@
  *
  * A member is a Subscription to the server (it sits in `topic.subscriptions` beside the
  * cumulative ones, so publishes, hellos and retention treat it alike), whose delivery state
- * lives in its group. Persisted in DATA/groups.json: the groups, their floors and members
- * (docs/storage.md).
+ * lives in its group. Persisted in DATA/groups.json: the groups, their members, and how far
+ * each got (the floor, and above it what is not done yet; docs/storage.md).
  */
 import { logger } from "../log.ts";
 import { Code, MqError } from "../errors.ts";
@@ -34,7 +34,7 @@ const READ_BATCH = 64;
 /** Retries of a dead letter that could not be written: from this delay, doubling up to the max. */
 const DEAD_LETTER_RETRY_MIN_MS = 200;
 const DEAD_LETTER_RETRY_MAX_MS = 30_000;
-/** How often moved floors reach DATA/groups.json. */
+/** How often acks (moved floors, and messages done above them) reach DATA/groups.json. */
 const FLOOR_WRITE_MS = 100;
 
 /** What `sub` asks of an explicit subscription. */
@@ -124,8 +124,10 @@ export class Group {
     readonly name: string | undefined,
     floor: number,
     private readonly groups: Groups,
+    /** Where it stopped, as saved (`saved` of a GroupRecord): what was done above the floor stays done. */
+    saved?: { next: number; undone: readonly number[] },
   ) {
-    this.pending = new PendingSet(floor);
+    this.pending = new PendingSet(floor, saved);
     this.deadLetterTopic = defaultDeadLetter(topic.name);
   }
 
@@ -233,7 +235,8 @@ export class Group {
     }
     const before = this.pending.floor;
     this.pending.done(seq);
-    if (this.pending.floor !== before) this.floorMoved();
+    if (this.pending.floor !== before) for (const m of this.members.values()) m.acked = this.pending.floor;
+    this.groups.progressed();
   }
 
   /**
@@ -297,11 +300,6 @@ export class Group {
   /** Gives every member with room a turn (after messages were given back). */
   pumpMembers(): void {
     for (const m of this.members.values()) this.groups.host.pump(m);
-  }
-
-  private floorMoved(): void {
-    for (const m of this.members.values()) m.acked = this.pending.floor;
-    this.groups.floorMoved();
   }
 }
 
@@ -529,7 +527,8 @@ export class Groups {
     for (const r of await this.store.load()) {
       const topic = topics.get(r.topic);
       if (!topic) continue;
-      const group = this.group(topic, r.group ?? undefined, Math.max(r.floor, topic.log.firstSeq), r.members[0]!);
+      const floor = Math.max(r.floor, topic.log.firstSeq);
+      const group = this.group(topic, r.group ?? undefined, floor, r.members[0]!, this.claims ? undefined : savedState(r, floor, topic.log.lastSeq));
       group.maxDeliver = r.maxDeliver;
       if (r.deadLetter !== undefined) group.deadLetterTopic = r.deadLetter;
       for (const id of r.members) {
@@ -639,21 +638,22 @@ export class Groups {
     }
   }
 
-  floorMoved(): void {
+  /** A message of a group was done (acked, dead-lettered, expired): written within FLOOR_WRITE_MS. */
+  progressed(): void {
     this.dirty = true;
   }
 
-  private group(topic: Topic, name: string | undefined, floor: number, firstMember: number): Group {
+  private group(topic: Topic, name: string | undefined, floor: number, firstMember: number, saved?: { next: number; undone: readonly number[] }): Group {
     const key = keyOf(topic.name, name, firstMember);
     let group = this.groups.get(key);
     if (!group) {
-      this.groups.set(key, (group = new Group(topic, name, floor, this)));
+      this.groups.set(key, (group = new Group(topic, name, floor, this, saved)));
       if (this.claims) group.shared = new SharedGroup(group, this.claims, name ?? `#${firstMember}`, floor);
     }
     return group;
   }
 
-  /** Writes every group (atomically, off the event loop): membership changes at once, moved floors within FLOOR_WRITE_MS. */
+  /** Writes every group (atomically, off the event loop): membership changes at once, acks within FLOOR_WRITE_MS. */
   save(): Promise<void> {
     this.dirty = false;
     return this.store.save(this.records());
@@ -670,6 +670,14 @@ export class Groups {
     const r: GroupRecord = { topic: g.topic.name, group: g.name ?? null, floor: g.shared?.floor ?? g.pending.floor, members };
     if (g.maxDeliver !== undefined) r.maxDeliver = g.maxDeliver;
     if (g.deadLetterTopic !== defaultDeadLetter(g.topic.name)) r.deadLetter = g.deadLetterTopic;
+    // Above the floor (one member may hold it down while the others go on): how far delivery got, and what is not done below that.
+    if (!g.shared) {
+      const { next, undone } = g.pending.state();
+      if (next > r.floor) {
+        r.next = next;
+        r.undone = toRuns(undone);
+      }
+    }
     return r;
   }
 
@@ -681,6 +689,31 @@ export class Groups {
     for (const g of this.groups.values()) await g.shared?.close();
     if (this.dirty) await this.save().catch((err) => log.error(`${this.store.describe()}: cannot write the ack floors of the queue groups: ${(err as Error).message}`));
   }
+}
+
+/**
+ * Where the group of `r` stopped: every seq in [floor, next) not in `undone` is done; undefined
+ * when the record has only `floor` (a file of an older version, or nothing above the floor).
+ * `next` is kept within the log (`lastSeq`): seqs the log lost in a crash, when written again,
+ * are new messages, not done ones.
+ */
+function savedState(r: GroupRecord, floor: number, lastSeq: number): { next: number; undone: number[] } | undefined {
+  if (r.next === undefined) return undefined;
+  const next = Math.max(floor, Math.min(r.next, lastSeq + 1));
+  const undone: number[] = [];
+  for (const [first, last] of r.undone ?? []) for (let seq = Math.max(first, floor); seq <= Math.min(last, next - 1); seq++) undone.push(seq);
+  return { next, undone };
+}
+
+/** Ascending seqs as runs [first, last]: what is in flight comes in batches, so the file stays small. */
+function toRuns(seqs: number[]): Array<[number, number]> {
+  const runs: Array<[number, number]> = [];
+  for (const seq of seqs) {
+    const last = runs[runs.length - 1];
+    if (last && last[1] + 1 === seq) last[1] = seq;
+    else runs.push([seq, seq]);
+  }
+  return runs;
 }
 
 /** A named group is shared by its members; a private one belongs to its only member. */

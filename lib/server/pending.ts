@@ -2,7 +2,9 @@
  * The delivery state of an explicitly acknowledged subscription (a queue group, or a
  * subscription with --max-deliver): an ack floor (every seq below it is done) and, above it,
  * the messages in flight (which member holds each, how often it was delivered) and those
- * waiting to be delivered again. Held in memory; only the floor is persisted (lib/server/group.ts).
+ * waiting to be delivered again. Held in memory; persisted (lib/server/group.ts) as the
+ * floor, `next` and the seqs not done between them (`undone`): what the members
+ * acknowledged above a floor one member holds down is not delivered again after a restart.
  */
 
 export interface InFlight {
@@ -24,17 +26,43 @@ export class PendingSet {
   /** Seqs handed to the dead-letter topic, not yet stored there: not done, not deliverable. */
   private readonly dying = new Set<number>();
   /**
-   * Every seq ever sent, ascending (new seqs come in order), from `head` on: those before
-   * `head` are done. The floor is the first still tracked, found by moving `head` past the
-   * done ones: each ack costs O(1) amortized, not a scan of what is in flight.
+   * The seqs sent and perhaps not done, ascending (new seqs come in order), from `head` on:
+   * those before `head` are done. The floor is the first still tracked, found by moving
+   * `head` past the done ones: each ack costs O(1) amortized, not a scan of what is in
+   * flight. Seqs done above the floor (one member holds it down, the others go on) are
+   * dropped from it when they outnumber the tracked ones: it stays within the members'
+   * windows, not everything sent since the floor.
    */
   private order: number[] = [];
   private head = 0;
   private cachedFloor: number;
 
-  constructor(floor: number) {
-    this.next = floor;
-    this.cachedFloor = floor;
+  /**
+   * From `floor`; or as saved (`saved`, from `state()`): every seq in [floor, next) not in
+   * `undone` is done, and those in `undone` wait to be delivered again, counted from 0.
+   */
+  constructor(floor: number, saved?: { next: number; undone: readonly number[] }) {
+    this.next = saved ? Math.max(floor, saved.next) : floor;
+    for (const seq of saved?.undone ?? []) {
+      if (seq < floor || seq >= this.next || this.redeliveryCounts.has(seq)) continue;
+      this.redeliveryCounts.set(seq, 0);
+      this.redeliveries.push(seq);
+    }
+    this.redeliveries.sort((a, b) => a - b);
+    this.order = this.redeliveries.slice();
+    this.cachedFloor = this.order[0] ?? this.next;
+  }
+
+  /** What a restart needs to deliver nothing done again: the floor, `next`, and the seqs in between not done (ascending). */
+  state(): { floor: number; next: number; undone: number[] } {
+    const undone: number[] = [];
+    for (let i = this.head; i < this.order.length; i++) if (this.tracked(this.order[i]!)) undone.push(this.order[i]!);
+    return { floor: this.floor, next: this.next, undone };
+  }
+
+  /** Entries held (the tracked seqs, and the done ones not yet dropped from `order`): bounded by the windows, whatever the floor. */
+  get entries(): number {
+    return this.order.length + this.inFlight.size + this.redeliveries.length + this.redeliveryCounts.size + this.dying.size;
   }
 
   /** Every seq below it is done (acknowledged or dead-lettered). */
@@ -129,8 +157,10 @@ export class PendingSet {
 
   private updateFloor(): void {
     while (this.head < this.order.length && !this.tracked(this.order[this.head]!)) this.head++;
-    if (this.head > 1024 && this.head * 2 > this.order.length) {
-      this.order = this.order.slice(this.head);
+    // Mostly done entries (before `head`, or above a floor held down): keep the tracked ones only.
+    const tracked = this.inFlight.size + this.dying.size + this.redeliveryCounts.size;
+    if (this.order.length > 2 * tracked + 1024) {
+      this.order = this.order.slice(this.head).filter((seq) => this.tracked(seq));
       this.head = 0;
     }
     this.cachedFloor = this.head < this.order.length ? this.order[this.head]! : this.next;

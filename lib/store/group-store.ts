@@ -1,6 +1,7 @@
 /**
  * Where the server keeps its queue groups (lib/server/group.ts): for each group, its topic,
- * name, ack floor, redelivery options and members. The file store writes them all to
+ * name, ack floor (and above it how far delivery got and what is not done), redelivery
+ * options and members. The file store writes them all to
  * DATA/groups.json, atomically, one write after another; the memory store keeps nothing
  * across a restart, like everything else it holds.
  */
@@ -74,6 +75,14 @@ export function isGroupRecord(r: unknown): r is GroupRecord {
   return (
     typeof g === "object" && g !== null && typeof g.topic === "string" && (g.group === null || typeof g.group === "string") && Number.isSafeInteger(g.floor) && g.floor >= 0 &&
     Array.isArray(g.members) && g.members.length > 0 && g.members.every((id) => Number.isSafeInteger(id) && id > 0) &&
-    (g.maxDeliver === undefined || (Number.isSafeInteger(g.maxDeliver) && g.maxDeliver >= 1)) && (g.deadLetter === undefined || typeof g.deadLetter === "string")
+    (g.maxDeliver === undefined || (Number.isSafeInteger(g.maxDeliver) && g.maxDeliver >= 1)) && (g.deadLetter === undefined || typeof g.deadLetter === "string") &&
+    (g.next === undefined || (Number.isSafeInteger(g.next) && g.next >= g.floor)) && (g.undone === undefined || (g.next !== undefined && Array.isArray(g.undone) && g.undone.every((run) => isRun(run, g.floor, g.next!))))
   );
+}
+
+/** A run [first, last] of seqs in [floor, next). */
+function isRun(run: unknown, floor: number, next: number): boolean {
+  if (!Array.isArray(run) || run.length !== 2) return false;
+  const [first, last] = run as unknown[];
+  return Number.isSafeInteger(first) && Number.isSafeInteger(last) && floor <= (first as number) && (first as number) <= (last as number) && (last as number) < next;
 }

@@ -274,7 +274,16 @@ export interface GroupRecord {
   topic: string;
   /** null: the private group of one subscription with --max-deliver. */
   group: string | null;
+  /** Every seq below it is done (acknowledged, dead-lettered, expired). */
   floor: number;
+  /**
+   * Absent in files of older versions, and when nothing was delivered above the floor: the
+   * first seq never delivered, and the runs [first, last] of seqs in [floor, next) not done
+   * (in flight, to deliver again, being dead-lettered). Every other seq below `next` is done.
+   * Not on a store several servers share (its claims hold that).
+   */
+  next?: number;
+  undone?: Array<[number, number]>;
   maxDeliver?: number;
   deadLetter?: string;
   members: number[];

@@ -1,7 +1,7 @@
 /** nak, redelivery limits and dead letters through the compiled binary. */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { MqClient } from "../../lib/client/client.ts";
-import { createOn, mq, mqCommand, startLocal, startServer, teardown, tmpDir, memoryStore, type LocalHandle, type ServerHandle, restartServer } from "./harness.ts";
+import { createOn, jsonLines, mq, mqCommand, startLocal, startServer, teardown, tmpDir, memoryStore, type LocalHandle, type ServerHandle, restartServer } from "./harness.ts";
 
 let server: ServerHandle;
 let host: LocalHandle;
@@ -208,6 +208,47 @@ describe("dead letters across a server restart", () => {
       await got.nak();
       expect((await mq(local.socket, ["recv", String(watcher), "--wait", "10"])).stdout).toBe("bad-one\n");
       expect((await serverStats(local.socket)).dead_lettered).toBe(1);
+    } finally {
+      await teardown([local.daemon, srv.daemon], [data, local.dataDir]);
+    }
+  });
+  test.skipIf(memoryStore)("dead letters above a floor another member pins are not delivered again after a clean restart (SIGTERM)", async () => {
+    const data = tmpDir("mq-server-");
+    let srv = await startServer({ dataDir: data });
+    const local = await startLocal(srv.address);
+    try {
+      const holder = await createOn(local.socket);
+      const naker = await createOn(local.socket);
+      const watcher = await createOn(local.socket);
+      await mq(local.socket, ["sub", String(holder), "pinned.dl", "--group", "w", "--max-deliver", "1"]);
+      await mq(local.socket, ["sub", String(watcher), "pinned.dl.dlq"]);
+      // The holder's window takes the first 256 and it never recvs them: the floor stays at 1.
+      await mq(local.socket, ["pub", String(holder), "pinned.dl", "--lines"], { stdin: Array.from({ length: 300 }, (_, i) => `m${i + 1}\n`).join("") });
+      await mq(local.socket, ["sub", String(naker), "pinned.dl", "--group", "w", "--max-deliver", "1"]);
+      await using client = await MqClient.connect({ socket: local.socket });
+      const got = await client.recv(naker, { max: 1000, waitMs: 10_000 });
+      const dead = got.messages.map((m) => m.seq);
+      expect(dead.length).toBeGreaterThan(0);
+      await got.nak();
+      const letters: number[] = [];
+      for (let i = 0; i < 50 && letters.length < dead.length; i++) {
+        const batch = await client.recv(watcher, { max: 1000, waitMs: 1000 });
+        letters.push(...batch.messages.map((m) => Number(m.headers?.["mq-dead-seq"])));
+        await batch.ack();
+      }
+      expect(letters.sort((a, b) => a - b)).toEqual(dead);
+      await client.close();
+
+      srv = await restartServer(srv, [local]);
+      const after: number[] = [];
+      for (const id of [holder, naker]) {
+        const r = await mq(local.socket, ["recv", String(id), "--follow", "--count", "100000", "--wait", "2", "--json"], { timeoutMs: 60_000 });
+        after.push(...jsonLines(r.stdout).map((m) => m.seq as number));
+      }
+      // What the holder held comes again (it never received it); the dead letters do not, to a member or to the dead-letter topic.
+      expect(after.filter((seq) => dead.includes(seq))).toEqual([]);
+      expect([...after, ...dead].sort((a, b) => a - b)).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
+      expect((await mq(local.socket, ["recv", String(watcher), "--wait", "1"])).code).toBe(3);
     } finally {
       await teardown([local.daemon, srv.daemon], [data, local.dataDir]);
     }

@@ -199,11 +199,63 @@ describe("group members", () => {
     await again.close();
   });
 
+  test("messages acknowledged above a floor one member holds down are written, and not delivered again after a load", async () => {
+    const topic = await topicWith("jobs", 10);
+    const { groups, file } = groupsFor();
+    const a = await groups.join(topic, 1, { group: "g" }, 1);
+    await groups.join(topic, 2, { group: "g" }, 1);
+    const { conn, frames } = fakeConnection();
+    await a.push(conn, new Credits());
+    expect(seqsOf(frames)).toEqual(Array.from({ length: 10 }, (_, i) => i + 1));
+    a.ackSeqs([3, 4, 5, 7, 8, 9, 10], new Credits());
+    a.nak([6], new Credits());
+    await groups.close();
+    const stored = JSON.parse(fs.readFileSync(file, "utf8")).groups;
+    expect(stored).toEqual([{ topic: "jobs", group: "g", floor: 1, members: [1, 2], next: 11, undone: [[1, 2], [6, 6]] }]);
+    const again = new Groups(new FileGroupStore(file), { pump: () => {}, deadLetter: async () => {} });
+    const members = await again.load(new Map([["jobs", topic]]), () => true);
+    const second = fakeConnection();
+    await members[1]!.push(second.conn, new Credits());
+    expect(seqsOf(second.frames)).toEqual([1, 2, 6]);
+    await again.close();
+  });
+
+  test("a groups file of the previous version (a floor only) loads: everything from the floor comes; `next` past the log's end is cut to it", async () => {
+    const topic = await topicWith("jobs", 5);
+    const { file } = groupsFor();
+    const old = { topic: "jobs", group: "g", floor: 3, members: [5] };
+    const ahead = await topicWith("ahead", 5);
+    // A crash lost the log's tail (seqs 6..8 delivered, not all done): they are written again as new messages.
+    const lost = { topic: "ahead", group: "g", floor: 4, next: 9, undone: [[4, 4], [7, 7]], members: [6] };
+    fs.writeFileSync(file, JSON.stringify({ version: 1, groups: [old, lost] }));
+    const groups = new Groups(new FileGroupStore(file), { pump: () => {}, deadLetter: async () => {} });
+    const members = await groups.load(new Map([["jobs", topic], ["ahead", ahead]]), () => true);
+    await ahead.log.append(new TextEncoder().encode("m6"), 0);
+    const got: number[][] = [];
+    for (const m of members) {
+      const { conn, frames } = fakeConnection();
+      await m.push(conn, new Credits());
+      got.push(seqsOf(frames));
+    }
+    expect(got).toEqual([
+      [3, 4, 5],
+      [4, 6],
+    ]);
+    await groups.close();
+  });
+
   test("a record of the groups file that is not valid is dropped; the others are read", async () => {
     const topic = await topicWith("jobs", 3);
     const { file } = groupsFor();
     const good = { topic: "jobs", group: "g", floor: 2, members: [5] };
-    fs.writeFileSync(file, JSON.stringify({ version: 1, groups: [{ topic: "jobs", group: 7, floor: "x", members: [] }, good] }));
+    // Not valid either: a run outside [floor, next), `undone` without `next`, `next` below the floor.
+    const badRuns = [
+      { topic: "jobs", group: "h", floor: 2, next: 5, undone: [[1, 3]], members: [6] },
+      { topic: "jobs", group: "i", floor: 2, undone: [[2, 2]], members: [7] },
+      { topic: "jobs", group: "j", floor: 2, next: 1, members: [8] },
+      { topic: "jobs", group: "k", floor: 2, next: 5, undone: [[3]], members: [9] },
+    ];
+    fs.writeFileSync(file, JSON.stringify({ version: 1, groups: [{ topic: "jobs", group: 7, floor: "x", members: [] }, ...badRuns, good] }));
     const groups = new Groups(new FileGroupStore(file), { pump: () => {}, deadLetter: async () => {} });
     const members = await groups.load(new Map([["jobs", topic]]), () => true);
     expect(members.map((m) => [m.id, m.group.name, m.acked])).toEqual([[5, "g", 2]]);
@@ -369,7 +421,51 @@ describe("PendingSet floor", () => {
         }
       }
       expect(p.floor).toBe(live.size === 0 ? p.next : Math.min(...live));
+      expect(p.state().undone).toEqual([...live].sort((x, y) => x - y));
     }
+  });
+
+  test("one member holding the floor down: the entries stay within the windows while the other member goes on (200,000 messages)", () => {
+    let seed = 11;
+    const random = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2147483648) % n);
+    const p = new PendingSet(1);
+    p.sent(1, 100, 1, 10); // member 100 holds seq 1 and never acks it
+    const window: number[] = []; // member 200's, up to 256 in flight, acked in any order
+    let most = 0;
+    for (let seq = 2; seq <= 200_001; seq++) {
+      p.sent(seq, 200, 1, 10);
+      window.push(seq);
+      if (window.length === 256) p.done(window.splice(random(256), 1)[0]!);
+      most = Math.max(most, p.entries);
+    }
+    expect(p.floor).toBe(1);
+    // Tracked: 1 + 256 seqs; with the done ones not yet dropped at most twice that, and 1,024 more.
+    expect(most).toBeLessThanOrEqual(2 * (1 + 256) + 1024 + 2 * (1 + 256));
+    expect(p.state().undone).toEqual([1, ...window.sort((x, y) => x - y)]);
+    p.done(1);
+    expect(p.floor).toBe(Math.min(...window));
+  });
+});
+
+describe("PendingSet across a restart", () => {
+  test("made from state(): what was done above the floor stays done; what was not comes again, counted from 0", () => {
+    const p = new PendingSet(1);
+    for (let seq = 1; seq <= 10; seq++) p.sent(seq, seq % 2, 3, 10);
+    for (const seq of [2, 3, 5, 9]) p.done(seq);
+    p.release(4);
+    p.retire(7);
+    const state = p.state();
+    expect(state).toEqual({ floor: 1, next: 11, undone: [1, 4, 6, 7, 8, 10] });
+    const again = new PendingSet(state.floor, state);
+    expect([again.floor, again.next, again.redeliverable, again.inFlightCount]).toEqual([1, 11, 6, 0]);
+    const taken: Array<{ seq: number; deliveries: number }> = [];
+    for (let r = again.takeRedelivery(); r; r = again.takeRedelivery()) taken.push(r);
+    expect(taken).toEqual([1, 4, 6, 7, 8, 10].map((seq) => ({ seq, deliveries: 0 })));
+  });
+
+  test("made from a state with nothing undone: the floor is `next`", () => {
+    const p = new PendingSet(3, { next: 40, undone: [] });
+    expect([p.floor, p.next, p.redeliverable]).toEqual([40, 40, 0]);
   });
 });
 
