@@ -151,6 +151,8 @@ export async function pub(options: PubOptions): Promise<number> {
     const inFlight: Promise<PubResult>[] = [];
     let acknowledged = 0;
     let sent = 0;
+    /** The line the library refused before sending it (above the size limit, or its topic failed already). */
+    let refused = 0;
     const next = async () => {
       report(await inFlight.shift()!);
       acknowledged++;
@@ -162,19 +164,29 @@ export async function pub(options: PubOptions): Promise<number> {
       // reported, the others must not surface as unhandled rejections (one trace each).
       result.catch(() => {});
       inFlight.push(result);
-      if (inFlight.length >= PUB_WINDOW) {
+      // Refused at once, unsent: the library would still send the lines after it, and they
+      // would be stored without it. Stop reading; those in flight before it are awaited below.
+      if (Bun.peek.status(result) === "rejected") refused = sent;
+      else if (inFlight.length >= PUB_WINDOW) {
         await next();
         if (out.length >= 64 * 1024) await flush();
       }
     };
     try {
-      for await (const data of splitLines(Bun.stdin.stream())) await send(data);
+      for await (const data of splitLines(Bun.stdin.stream())) {
+        await send(data);
+        if (refused) break;
+      }
       while (inFlight.length > 0) await next();
     } catch (err) {
       const first = acknowledged + 1;
+      const again = options.msgId === undefined ? "give --msg-id KEY to make a run that can be repeated safely" : "run it again with the same --msg-id: lines already stored are not stored twice";
+      if (refused === first) {
+        warn(`line ${first} was not sent, nor any line after it: ${first === 1 ? "nothing was stored" : first === 2 ? "line 1 is stored" : `lines 1-${first - 1} are stored`}; ${again}`);
+        throw err;
+      }
       const range = sent > first ? `lines ${first}-${sent} were` : `line ${first} was`;
       // The failed request may have been stored (its answer lost); nothing after it was sent.
-      const again = options.msgId === undefined ? "give --msg-id KEY to make a run that can be repeated safely" : "run it again with the same --msg-id: lines already stored are not stored twice";
       warn(`${range} not acknowledged: line ${first} and those sent in one request with it may be stored, the lines after them are not; ${again}`);
       throw err;
     } finally {

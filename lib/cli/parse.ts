@@ -36,10 +36,13 @@ export function parseCountOrAuto(name: string, value: unknown, min = 1): number 
   return Number(s);
 }
 
+/** The most seconds whose ms are still an exact integer (the wire carries ms). */
+const MAX_SECONDS = Math.floor(Number.MAX_SAFE_INTEGER / 1000);
+
 export function parseSeconds(name: string, value: unknown): number {
   const s = String(value);
   const n = Number(s);
-  if (s.trim() === "" || !Number.isFinite(n) || n < 0) throw new UsageError(`--${name} must be a number of seconds >= 0, got ${JSON.stringify(s)}`);
+  if (s.trim() === "" || !Number.isFinite(n) || n < 0 || n > MAX_SECONDS) throw new UsageError(`--${name} must be a number of seconds from 0 to ${MAX_SECONDS}, got ${JSON.stringify(s)}`);
   return n;
 }
 
@@ -48,7 +51,9 @@ export function parseDuration(name: string, value: unknown): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(String(value).trim());
   if (!m) throw new UsageError(`--${name} must be a duration like 30s, 15m, 12h or 7d, got ${JSON.stringify(String(value))}`);
   const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m[2] ?? "ms") as "ms"];
-  return Math.round(Number(m[1]) * unit);
+  const ms = Math.round(Number(m[1]) * unit);
+  if (!Number.isSafeInteger(ms)) throw new UsageError(`--${name} ${JSON.stringify(String(value))} is too long: at most ${Number.MAX_SAFE_INTEGER} ms (about 285,000 years); give a shorter duration`);
+  return ms;
 }
 
 /**
@@ -121,8 +126,9 @@ export function parseFrom(value: unknown): From | undefined {
   if (value === undefined) return undefined;
   const s = String(value);
   if (s === "earliest" || s === "latest") return s;
-  if (/^\d+$/.test(s) && Number(s) >= 1) return Number(s);
-  throw new UsageError(`--from must be "earliest", "latest" or a seq >= 1, got ${JSON.stringify(s)}`);
+  // Past 2^53 - 1 a number loses its last digits: refused here, not sent rounded.
+  if (/^\d+$/.test(s) && Number(s) >= 1 && Number.isSafeInteger(Number(s))) return Number(s);
+  throw new UsageError(`--from must be "earliest", "latest" or a seq from 1 to ${Number.MAX_SAFE_INTEGER}, got ${JSON.stringify(s)}`);
 }
 
 /** `--group NAME`: 1-64 characters of [A-Za-z0-9_.-]. */
@@ -201,6 +207,5 @@ export const defaults = {
 export function parseTtl(value: unknown): number {
   const ms = parseDuration("ttl", value);
   if (ms < 1) throw new UsageError(`--ttl must be a duration above zero like 500ms, 30s, 10m, 2h or 1d, got ${JSON.stringify(String(value))}`);
-  if (!Number.isSafeInteger(ms)) throw new UsageError(`--ttl ${JSON.stringify(String(value))} is too long: at most ${Number.MAX_SAFE_INTEGER} ms (about 285,000 years); give a shorter duration`);
   return ms;
 }

@@ -32,6 +32,8 @@ interface Follow {
   bytes: number;
   /** Pushed and not yet acknowledged, in push order: `unacked[unackedHead..]`. */
   unacked: Message[];
+  /** The inbox's epoch when each of `unacked` was taken (inbox.ts), index for index. */
+  unackedEpochs: number[];
   unackedHead: number;
   /** Per delivery frame not wholly acknowledged, the count of messages pushed up to its end; and the counts pushed and acknowledged. */
   frameEnds: number[];
@@ -43,10 +45,10 @@ interface Follow {
 export interface FollowHooks {
   /** The id's buffer; throws UNKNOWN_ID for an id that is not served. */
   inbox(local: number): Inbox;
-  /** The client acknowledged `messages` of `local`: tell the server when the floor moved. */
-  acknowledge(local: number, inbox: Inbox, messages: Message[]): void;
-  /** The client did not acknowledge `messages`: back to the server (explicit subscriptions) or the buffer. */
-  giveBack(local: number, inbox: Inbox, messages: Message[]): void;
+  /** The client acknowledged `messages` of `local`, taken at the inbox's `epoch`: tell the server when the floor moved. */
+  acknowledge(local: number, inbox: Inbox, messages: Message[], epoch: number): void;
+  /** The client did not acknowledge `messages` (taken at `epoch`): back to the server (explicit subscriptions) or the buffer. */
+  giveBack(local: number, inbox: Inbox, messages: Message[], epoch: number): void;
   /** Serves whoever waits on `inbox` (recvs, then follows). */
   serve(inbox: Inbox): void;
   /** Counts messages handed to clients. */
@@ -68,7 +70,7 @@ export class Follows {
     let mine = this.byConn.get(conn);
     if (mine?.has(local)) throw new MqError(Code.BadRequest, `follow: id ${local} is followed on this connection already; one follow per id and connection (unfollow it first)`);
     if (!mine) this.byConn.set(conn, (mine = new Map()));
-    const f: Follow = { conn, local, inbox, credits, bytes: bytes ?? Infinity, unacked: [], unackedHead: 0, frameEnds: [], pushedCount: 0, ackedCount: 0 };
+    const f: Follow = { conn, local, inbox, credits, bytes: bytes ?? Infinity, unacked: [], unackedEpochs: [], unackedHead: 0, frameEnds: [], pushedCount: 0, ackedCount: 0 };
     mine.set(local, f);
     const list = this.byInbox.get(inbox);
     if (list) list.push(f);
@@ -92,10 +94,15 @@ export class Follows {
     }
     if (acked > 0) {
       const seen = f.unacked.slice(f.unackedHead, f.unackedHead + acked);
+      const epochs = f.unackedEpochs.slice(f.unackedHead, f.unackedHead + acked);
       f.unackedHead += acked;
-      if (f.unackedHead === f.unacked.length) (f.unacked = []), (f.unackedHead = 0);
-      else if (f.unackedHead > 1024 && f.unackedHead * 2 > f.unacked.length) (f.unacked = f.unacked.slice(f.unackedHead)), (f.unackedHead = 0);
-      this.hooks.acknowledge(local, f.inbox, seen);
+      if (f.unackedHead === f.unacked.length) (f.unacked = []), (f.unackedEpochs = []), (f.unackedHead = 0);
+      else if (f.unackedHead > 1024 && f.unackedHead * 2 > f.unacked.length) {
+        f.unacked = f.unacked.slice(f.unackedHead);
+        f.unackedEpochs = f.unackedEpochs.slice(f.unackedHead);
+        f.unackedHead = 0;
+      }
+      forEachTake(seen, epochs, (messages, epoch) => this.hooks.acknowledge(local, f.inbox, messages, epoch));
       f.ackedCount += acked;
       while (f.frameEnds.length > 0 && f.frameEnds[0]! <= f.ackedCount) f.frameEnds.shift();
     }
@@ -156,7 +163,8 @@ export class Follows {
       const messages = f.bytes === Infinity ? taken : this.withinBytes(f, taken);
       if (messages.length > 0) {
         f.credits -= messages.length;
-        for (const m of messages) f.unacked.push(m);
+        const epoch = inbox.epoch;
+        for (const m of messages) f.unacked.push(m), f.unackedEpochs.push(epoch);
         f.pushedCount += messages.length;
         f.frameEnds.push(f.pushedCount);
         this.hooks.delivered(messages.length);
@@ -182,7 +190,7 @@ export class Follows {
     }
     f.bytes -= bytes; // below 0 after a message that went beyond: the client's grants make up for it
     if (n === messages.length) return messages;
-    f.inbox.putBack(messages.slice(n));
+    f.inbox.putBack(messages.slice(n), f.inbox.epoch); // taken just now
     return messages.slice(0, n);
   }
 
@@ -198,9 +206,23 @@ export class Follows {
 
   private giveBack(f: Follow): void {
     const rest = f.unacked.slice(f.unackedHead);
+    const epochs = f.unackedEpochs.slice(f.unackedHead);
     f.unacked = [];
+    f.unackedEpochs = [];
     f.unackedHead = 0;
-    if (rest.length > 0) this.hooks.giveBack(f.local, f.inbox, rest);
+    forEachTake(rest, epochs, (messages, epoch) => this.hooks.giveBack(f.local, f.inbox, messages, epoch));
+  }
+}
+
+/** Calls `fn` for each run of `messages` taken at one epoch (`epochs[i]`: that of `messages[i]`); mostly one run. */
+function forEachTake(messages: Message[], epochs: number[], fn: (messages: Message[], epoch: number) => void): void {
+  if (messages.length === 0) return;
+  if (epochs[0] === epochs[epochs.length - 1]) return fn(messages, epochs[0]!); // epochs only grow in push order
+  let start = 0;
+  for (let i = 1; i <= messages.length; i++) {
+    if (i < messages.length && epochs[i] === epochs[start]) continue;
+    fn(messages.slice(start, i), epochs[start]!);
+    start = i;
   }
 }
 

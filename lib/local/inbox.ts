@@ -4,6 +4,11 @@
  * never runs ahead of a message some client still holds. An explicit topic (a queue group or
  * --max-deliver: its pushes carry `explicit`) is tracked as a set of seqs instead, and
  * acknowledged (or given back) seq by seq.
+ *
+ * A topic unsubscribed and subscribed again gets a new track, with the same seqs maybe: what
+ * a client took from the old one must not reach the new one. So every take is stamped with
+ * the inbox's `epoch`, and what comes back (put back, acknowledged, given back) counts only
+ * for a track at least as old as its take.
  */
 import { deliveryCost, messageBytes, type Message } from "../wire/messages.ts";
 import { Fifo } from "../wire/fifo.ts";
@@ -21,6 +26,8 @@ interface TopicTrack {
   bytes: number;
   /** Explicit topics only: the seqs held (buffered or handed to a client), in place of `unacked` and `highest`. */
   held?: Set<number>;
+  /** The inbox's `epoch` when the track was made: messages taken before it are of an older track of the topic. */
+  epoch: number;
 }
 
 /** What to tell the server after a client acknowledged: a cumulative floor, or exact seqs (explicit topics). */
@@ -28,7 +35,8 @@ export type UpstreamAck = { topic: string; seq: number } | { topic: string; seqs
 
 export interface Waiter {
   max: number;
-  resolve(messages: Message[]): void;
+  /** `epoch`: the inbox's when the messages were taken. */
+  resolve(messages: Message[], epoch: number): void;
 }
 
 export class Inbox {
@@ -38,12 +46,19 @@ export class Inbox {
   /** What `find` found last (forgotten when its topic is dropped). */
   private lastTopic: string | undefined;
   private lastTrack: TopicTrack | undefined;
+  /** Moves on when a topic is dropped; a take is stamped with it (see the class comment). */
+  private dropped = 0;
   readonly waiters: Waiter[] = [];
   /**
    * Bytes held for this id, buffered or handed to a client and not yet acknowledged, as the
    * server counts them against the budgets the local broker announced (`deliveryCost`).
    */
   bytes = 0;
+
+  /** What a take made now is stamped with: give it back with the messages to putBack, acknowledge and giveBack. */
+  get epoch(): number {
+    return this.dropped;
+  }
 
   get pending(): number {
     return this.queue.length - this.head;
@@ -90,11 +105,11 @@ export class Inbox {
    * here and are returned per topic, for a `nak` to the server (which counts the delivery and
    * redelivers); the others are returned as they are, to be put back here.
    */
-  giveBack(messages: Message[]): { naks: Array<{ topic: string; seqs: number[] }>; rest: Message[] } {
+  giveBack(messages: Message[], epoch: number): { naks: Array<{ topic: string; seqs: number[] }>; rest: Message[] } {
     const naks = new Map<string, number[]>();
     const rest: Message[] = [];
     for (const m of messages) {
-      const track = this.tracks.get(m.topic);
+      const track = this.trackOf(m, epoch);
       if (!track?.held) {
         rest.push(m);
         continue;
@@ -147,7 +162,7 @@ export class Inbox {
 
   private track(topic: string): TopicTrack {
     let track = this.find(topic);
-    if (!track) this.tracks.set(topic, (track = { unacked: new Fifo<number>(), highest: 0, ackedUpstream: 0, more: false, bytes: 0 }));
+    if (!track) this.tracks.set(topic, (track = { unacked: new Fifo<number>(), highest: 0, ackedUpstream: 0, more: false, bytes: 0, epoch: this.dropped }));
     return track;
   }
 
@@ -160,6 +175,15 @@ export class Inbox {
       this.lastTrack = track;
     }
     return track;
+  }
+
+  /**
+   * The track `m`, taken at `epoch`, came from; undefined when its topic was dropped since,
+   * also when it was subscribed again (a new track, which starts afresh).
+   */
+  private trackOf(m: Message, epoch: number): TopicTrack | undefined {
+    const track = this.find(m.topic);
+    return track !== undefined && track.epoch <= epoch ? track : undefined;
   }
 
   /** True when a recv after this one will find more: here, or on its way once acknowledged. */
@@ -178,7 +202,7 @@ export class Inbox {
    * Called with the messages a `take` found expired (their TTL ran out while they waited
    * here): they are never handed out, and the owner acknowledges them (`acknowledge`).
    */
-  onExpired: ((messages: Message[]) => void) | null = null;
+  onExpired: ((messages: Message[], epoch: number) => void) | null = null;
 
   /** Takes up to `max` messages from the front; expired ones are left out and go to `onExpired`. */
   take(max: number): Message[] {
@@ -197,7 +221,7 @@ export class Inbox {
       out = this.takeFront(max - live.length);
       now = Date.now();
     }
-    this.onExpired?.(expired);
+    this.onExpired?.(expired, this.dropped);
     return live;
   }
 
@@ -212,10 +236,10 @@ export class Inbox {
     return out;
   }
 
-  /** Puts messages a client took but never acknowledged back at the front, in order. */
-  putBack(messages: Message[]): void {
-    // A topic unsubscribed meanwhile stays dropped.
-    messages = messages.filter((m) => this.tracks.has(m.topic));
+  /** Puts messages a client took (at `epoch`) but never acknowledged back at the front, in order. */
+  putBack(messages: Message[], epoch: number): void {
+    // A topic unsubscribed meanwhile stays dropped, also when it was subscribed again (a new track).
+    messages = messages.filter((m) => this.trackOf(m, epoch) !== undefined);
     if (messages.length === 0) return;
     // Usually older than anything still queued for their topic, so they go first.
     this.queue = messages.concat(this.queue.slice(this.head));
@@ -226,15 +250,15 @@ export class Inbox {
   }
 
   /**
-   * Records that a client acknowledged `messages`. Returns, per topic, the seq to
-   * acknowledge to the server when the cumulative floor moved.
+   * Records that a client acknowledged `messages` (taken at `epoch`). Returns, per topic, the
+   * seq to acknowledge to the server when the cumulative floor moved.
    */
-  acknowledge(messages: Message[]): UpstreamAck[] {
+  acknowledge(messages: Message[], epoch: number): UpstreamAck[] {
     const moved = new Set<TopicTrack>();
     const out: Array<{ topic: string; seq: number }> = [];
     let explicit: Map<string, number[]> | undefined;
     for (const m of messages) {
-      const track = this.find(m.topic);
+      const track = this.trackOf(m, epoch);
       if (!track) continue;
       if (track.held) {
         // Not held: handed out before the server connection was lost; acknowledged all the same (see dropExplicit).
@@ -266,6 +290,7 @@ export class Inbox {
 
   /** Forgets everything of `topic` (after unsubscribe). */
   dropTopic(topic: string): void {
+    this.dropped++;
     this.bytes -= this.tracks.get(topic)?.bytes ?? 0;
     this.tracks.delete(topic);
     if (this.lastTopic === topic) this.lastTrack = undefined;

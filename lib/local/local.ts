@@ -73,7 +73,8 @@ export interface LocalLimits {
 /** Per client connection: deliveries handed out and not yet acknowledged, by tag. */
 interface ClientState {
   nextTag: number;
-  delivered: Map<number, { local: number; messages: Message[] }>;
+  /** Per tag, what a recv handed out and the inbox's epoch when it was taken. */
+  delivered: Map<number, { local: number; messages: Message[]; epoch: number }>;
   waiters: Set<Waiter & { inbox: Inbox }>;
 }
 
@@ -142,8 +143,8 @@ export class LocalBroker {
   /** Push delivery to clients that follow an id (follow.ts). */
   private readonly follows = new Follows({
     inbox: (local) => (this.global(local), this.inbox(local)),
-    acknowledge: (local, inbox, messages) => this.ackUpstream(local, inbox, messages),
-    giveBack: (local, inbox, messages) => inbox.putBack(this.giveBack(local, inbox, messages)),
+    acknowledge: (local, inbox, messages, epoch) => this.ackUpstream(local, inbox, messages, epoch),
+    giveBack: (local, inbox, messages, epoch) => inbox.putBack(this.giveBack(local, inbox, messages, epoch), epoch),
     serve: (inbox) => this.serveWaiters(inbox),
     delivered: (count) => {
       this.counters.delivered += count;
@@ -413,7 +414,7 @@ export class LocalBroker {
     if (!inbox) return;
     this.inboxes.delete(local);
     if (inbox.pending > 0) log.error(`id ${local}: ${inbox.pending} buffered messages dropped: the server no longer knows the id`);
-    for (const w of inbox.waiters.splice(0)) w.resolve([]);
+    for (const w of inbox.waiters.splice(0)) w.resolve([], inbox.epoch);
     this.follows.end(inbox, new MqError(Code.UnknownId, message));
   }
 
@@ -553,22 +554,22 @@ export class LocalBroker {
     if (!inbox) {
       this.inboxes.set(local, (inbox = new Inbox()));
       const mine = inbox;
-      mine.onExpired = (messages) => this.dropExpired(local, mine, messages);
+      mine.onExpired = (messages, epoch) => this.dropExpired(local, mine, messages, epoch);
     }
     return inbox;
   }
 
   /** Messages whose TTL ran out in `local`'s buffer: counted, and acknowledged to the server so that it does not send them again. */
-  private dropExpired(local: number, inbox: Inbox, messages: Message[]): void {
+  private dropExpired(local: number, inbox: Inbox, messages: Message[], epoch: number): void {
     this.counters.expired += messages.length;
-    this.acknowledge(local, inbox, messages);
+    this.acknowledge(local, inbox, messages, epoch);
   }
 
   private serveWaiters(inbox: Inbox): void {
     while (inbox.pending > 0 && inbox.waiters.length > 0) {
       const messages = inbox.take(inbox.waiters[0]!.max);
       if (messages.length === 0) continue; // all expired: the waiter waits on
-      inbox.waiters.shift()!.resolve(messages);
+      inbox.waiters.shift()!.resolve(messages, inbox.epoch);
     }
     // Waiting recvs first, then follows with credits: an id's clients share its messages.
     if (inbox.pending > 0) this.follows.serve(inbox);
@@ -597,7 +598,7 @@ export class LocalBroker {
         for (const w of state.waiters) {
           const k = w.inbox.waiters.indexOf(w);
           if (k >= 0) w.inbox.waiters.splice(k, 1);
-          w.resolve([]);
+          w.resolve([], w.inbox.epoch);
         }
         state.waiters.clear();
         // Then what its follows were pushed and did not acknowledge goes back (follow.ts).
@@ -606,10 +607,10 @@ export class LocalBroker {
         // newest batch first, so that each older one lands in front of it; then, and only
         // then, other clients waiting on those ids are served.
         const touched = new Set<Inbox>();
-        for (const { local, messages } of [...state.delivered.values()].reverse()) {
+        for (const { local, messages, epoch } of [...state.delivered.values()].reverse()) {
           const inbox = this.inboxes.get(local);
           if (!inbox) continue;
-          inbox.putBack(this.giveBack(local, inbox, messages));
+          inbox.putBack(this.giveBack(local, inbox, messages, epoch), epoch);
           touched.add(inbox);
         }
         state.delivered.clear();
@@ -751,39 +752,42 @@ export class LocalBroker {
     const messages = inbox.take(limit);
     // Answered in this turn when there is something (or nothing to wait for): the reply goes
     // out in one write with the connection's other answers of the turn (the ack before it).
-    if (messages.length > 0 || wait <= 0) return this.handOut(state, local, inbox, messages);
+    if (messages.length > 0 || wait <= 0) return this.handOut(state, local, inbox, messages, inbox.epoch);
     return this.recvWaiting(conn, state, local, inbox, limit, wait);
   }
 
   /** A recv that found nothing: waits up to `wait` ms for messages of `local`. */
   private async recvWaiting(conn: Connection, state: ClientState, local: number, inbox: Inbox, limit: number, wait: number) {
-    const { promise, resolve } = Promise.withResolvers<Message[]>();
-    const waiter = { max: limit, resolve, inbox };
+    const { promise, resolve: done } = Promise.withResolvers<{ messages: Message[]; epoch: number }>();
+    const waiter = { max: limit, resolve: (messages: Message[], epoch: number) => done({ messages, epoch }), inbox };
     inbox.waiters.push(waiter);
     state.waiters.add(waiter);
     const timer = setTimeout(() => {
       const i = inbox.waiters.indexOf(waiter);
       if (i >= 0) inbox.waiters.splice(i, 1);
-      resolve([]);
+      waiter.resolve([], inbox.epoch);
     }, Math.min(wait, MAX_WAIT_MS));
-    const messages = await promise;
+    const { messages, epoch } = await promise;
     clearTimeout(timer);
     state.waiters.delete(waiter);
     if (messages.length === 0) this.global(local); // lost or destroyed while waiting: say so
     if (conn.closed) {
-      inbox.putBack(messages);
+      inbox.putBack(messages, epoch);
       this.serveWaiters(inbox);
       return {};
     }
-    return this.handOut(state, local, inbox, messages);
+    return this.handOut(state, local, inbox, messages, epoch);
   }
 
-  /** The reply to a recv of `local` with `messages`, which are then the client's until it acknowledges them. */
-  private handOut(state: ClientState, local: number, inbox: Inbox, messages: Message[]) {
+  /**
+   * The reply to a recv of `local` with `messages` (taken at the inbox's `epoch`), which are
+   * then the client's until it acknowledges them.
+   */
+  private handOut(state: ClientState, local: number, inbox: Inbox, messages: Message[], epoch: number) {
     // Nothing, and the server away: say so, or an empty answer reads as "nothing was published".
     if (messages.length === 0) return this.connected ? { messages: [], more: inbox.more } : { messages: [], more: inbox.more, away: true };
     const tag = state.nextTag++;
-    state.delivered.set(tag, { local, messages });
+    state.delivered.set(tag, { local, messages, epoch });
     this.counters.delivered += messages.length;
     this.latency.delivered(messages);
     return { messages, tag, more: inbox.more };
@@ -805,25 +809,25 @@ export class LocalBroker {
     const global = this.ids.global(entry.local);
     if (!inbox || global === undefined) return {};
     const seen = count === undefined || count === entry.messages.length ? entry.messages : entry.messages.slice(0, count);
-    this.ackUpstream(entry.local, inbox, seen);
+    this.ackUpstream(entry.local, inbox, seen, entry.epoch);
     if (seen !== entry.messages) {
       // Unseen, so still unacked in the inbox's tracks: the floor sent upstream stays below them.
-      inbox.putBack(entry.messages.slice(seen.length));
+      inbox.putBack(entry.messages.slice(seen.length), entry.epoch);
       this.serveWaiters(inbox);
     }
     return {};
   }
 
-  /** A client acknowledged `messages` of `local`: the server hears of it when the floor moved. */
-  private ackUpstream(local: number, inbox: Inbox, messages: Message[]): void {
+  /** A client acknowledged `messages` of `local` (taken at `epoch`): the server hears of it when the floor moved. */
+  private ackUpstream(local: number, inbox: Inbox, messages: Message[], epoch: number): void {
     this.latency.acked(messages);
-    this.acknowledge(local, inbox, messages);
+    this.acknowledge(local, inbox, messages, epoch);
   }
 
-  /** `messages` of `local` are done with: the inbox forgets them, and the server hears of it when the floor moved. */
-  private acknowledge(local: number, inbox: Inbox, messages: Message[]): void {
+  /** `messages` of `local` (taken at `epoch`) are done with: the inbox forgets them, and the server hears of it when the floor moved. */
+  private acknowledge(local: number, inbox: Inbox, messages: Message[], epoch: number): void {
     const global = this.ids.global(local);
-    const acks = inbox.acknowledge(messages);
+    const acks = inbox.acknowledge(messages, epoch);
     if (global === undefined) return;
     // If the server is away the ack is lost; after the reconnect the server re-sends, the
     // inbox sees a duplicate at or below the acked floor and acknowledges it again.
@@ -838,7 +842,7 @@ export class LocalBroker {
     state.delivered.delete(tag!);
     const inbox = this.inboxes.get(local);
     if (!inbox) return {};
-    inbox.putBack(this.giveBack(local, inbox, entry.messages));
+    inbox.putBack(this.giveBack(local, inbox, entry.messages, entry.epoch), entry.epoch);
     this.serveWaiters(inbox);
     return {};
   }
@@ -846,12 +850,12 @@ export class LocalBroker {
   /**
    * Messages a client took and did not process: those of explicit subscriptions go back to
    * the server (`nak`: it counts the delivery and redelivers, maybe to another member of the
-   * group); returns the others, for the caller to put back in the inbox. With the server
-   * away the nak is lost, and need not be sent: the server gave back all this broker held
-   * when its session closed.
+   * group); returns the others, for the caller to put back in the inbox (with `epoch`, that
+   * of their take). With the server away the nak is lost, and need not be sent: the server
+   * gave back all this broker held when its session closed.
    */
-  private giveBack(local: number, inbox: Inbox, messages: Message[]): Message[] {
-    const { naks, rest } = inbox.giveBack(messages);
+  private giveBack(local: number, inbox: Inbox, messages: Message[], epoch: number): Message[] {
+    const { naks, rest } = inbox.giveBack(messages, epoch);
     const global = this.ids.global(local);
     if (global !== undefined) for (const nak of naks) this.upstream?.send({ op: "nak", id: global, ...nak });
     return rest;

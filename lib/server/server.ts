@@ -1324,6 +1324,11 @@ export class MqServer {
   private async deadLetter(group: Group, seq: number, deliveries: number): Promise<void> {
     const original = (await group.topic.log.read(seq, 1, 1))[0];
     if (!original || original.seq !== seq) return; // trimmed or lost: nothing left to move
+    if (original.expiresAt !== undefined && original.expiresAt <= Date.now()) {
+      // Expired while it was out: never delivered again, nor dead-lettered; done, as when a push skips it.
+      group.topic.onExpired(1);
+      return;
+    }
     if (isDeadLetter(original)) {
       // Dead-lettered once already: a second time could loop between two topics (A to B, B to A).
       this.counters.dead_letters_dropped++;
@@ -1333,7 +1338,8 @@ export class MqServer {
     checkTopic(group.deadLetterTopic); // a default `${topic}.dlq` of a group made before the check at subscribe
     const dead = deadLetterMessage(group.topic.name, original, deliveries);
     const { topic } = (await this.topic(group.deadLetterTopic, true))!;
-    await topic.log.append(dead.data, Date.now(), { headers: dead.headers });
+    // The original's expiry goes with it: a copy must not deliver what the publisher said is stale.
+    await topic.log.append(dead.data, Date.now(), { headers: dead.headers, expiresAt: original.expiresAt });
     this.counters.dead_lettered++;
     for (const sub of topic.subscriptions.values()) this.pump(sub);
   }

@@ -302,6 +302,20 @@ describe("mq pub --lines under a small --max-message-bytes", () => {
     expect(r.code).toBe(0);
     expect(r.stdout.trim().split("\n").map((l) => JSON.parse(l).seq)).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
   });
+
+  test("a line above the limit stops the run there: the lines before it are stored and printed, none after it is sent", async () => {
+    const id = await cluster.create();
+    await cluster.run(["sub", String(id), "small.refused"]);
+    const input = ["one", "x".repeat(1001), ...Array.from({ length: 6 }, (_, i) => `l${i + 3}`)].join("\n");
+    const r = await cluster.run(["pub", String(id), "small.refused", "--lines", "--json"], { stdin: input });
+    expect(r.code).toBe(1);
+    expect(r.stdout.trim().split("\n").map((l) => JSON.parse(l).seq)).toEqual([1]);
+    expect(r.stderr).toContain("line 2 was not sent, nor any line after it: line 1 is stored");
+    expect(r.stderr).toContain("1001 bytes");
+    // What was printed is what was stored: "one", and nothing of the lines after the refused one.
+    const got = await cluster.run(["recv", String(id), "--count", "10"]);
+    expect(got.stdout).toBe("one\n");
+  });
 });
 
 describe("mq recv --count without --follow", () => {

@@ -173,6 +173,43 @@ describe("dead letters: limits and loops", () => {
     expect((await client.recv(x, { waitMs: 500 })).messages).toEqual([]);
   });
 
+  test("a message whose TTL ran out before its last nak is not dead-lettered: done, and counted in `expired`", async () => {
+    const id = await createOn(host.socket);
+    const watcher = await createOn(host.socket);
+    await mq(host.socket, ["sub", String(id), "stale", "--max-deliver", "1"]);
+    await mq(host.socket, ["sub", String(watcher), "stale.dlq"]);
+    const before = await serverStats(host.socket);
+    expect((await mq(host.socket, ["pub", String(id), "stale", "short-lived", "--ttl", "2s"])).code).toBe(0);
+    await using client = await MqClient.connect({ socket: host.socket });
+    const got = await client.recv(id, { waitMs: 10_000 });
+    expect(got.messages.map((m) => m.text())).toEqual(["short-lived"]);
+    // Only time can show an expiry: wait (bounded) until the clock is past it.
+    const expiresAt = got.messages[0]!.expiresAt!;
+    for (let i = 0; i < 100 && Date.now() <= expiresAt; i++) await Bun.sleep(50);
+    expect(Date.now()).toBeGreaterThan(expiresAt);
+    await got.nak();
+    for (let i = 0; i < 100 && (await serverStats(host.socket)).expired === before.expired; i++) await Bun.sleep(50);
+    const after = await serverStats(host.socket);
+    expect([after.expired, after.dead_lettered]).toEqual([before.expired + 1, before.dead_lettered]);
+    expect((await mq(host.socket, ["recv", String(watcher), "--wait", "0.5"])).code).toBe(3);
+    expect((await client.recv(id, { waitMs: 300 })).messages).toEqual([]);
+  });
+
+  test("the dead letter of a message with a TTL keeps its expiry: it is not delivered after the original would have been", async () => {
+    const id = await createOn(host.socket);
+    const watcher = await createOn(host.socket);
+    await mq(host.socket, ["sub", String(id), "perishable", "--max-deliver", "1"]);
+    await mq(host.socket, ["sub", String(watcher), "perishable.dlq"]);
+    expect((await mq(host.socket, ["pub", String(id), "perishable", "milk", "--ttl", "1h"])).code).toBe(0);
+    await using client = await MqClient.connect({ socket: host.socket });
+    const got = await client.recv(id, { waitMs: 10_000 });
+    expect(got.messages[0]!.expiresAt).toBeNumber();
+    await got.nak();
+    const dead = await client.recv(watcher, { waitMs: 10_000 });
+    expect(dead.messages.map((m) => [m.text(), m.headers?.["mq-dead-topic"], m.expiresAt])).toEqual([["milk", "perishable", got.messages[0]!.expiresAt]]);
+    await dead.ack();
+  });
+
   test("bad combinations are refused: --dead-letter without --max-deliver (exit 2), a default <topic>.dlq above the name limit (exit 1), --ttl too long (exit 2)", async () => {
     const id = await createOn(host.socket);
     const alone = await mq(host.socket, ["sub", String(id), "t", "--dead-letter", "t.dead"]);

@@ -179,6 +179,25 @@ describe("races on one id", () => {
     expect(r.map((m) => m.seq)).toEqual([1, 2, 3, 4]);
   });
 
+  test("a batch a client took before the id unsubscribed and subscribed again is not put back into the new subscription (no duplicates)", async () => {
+    const id = await cluster.create();
+    await cluster.run(["sub", String(id), "race.resub"]);
+    await cluster.run(["pub", String(id), "race.resub", "--lines"], { stdin: `${Array.from({ length: 10 }, (_, i) => i + 1).join("\n")}\n` });
+    const holder = await MqClient.connect({ socket: cluster.local.socket });
+    expect((await holder.recv(id, { max: 5, waitMs: 5000 })).messages.map((m) => m.seq)).toEqual([1, 2, 3, 4, 5]);
+    expect((await cluster.run(["unsub", String(id), "race.resub"])).code).toBe(0);
+    expect((await cluster.run(["sub", String(id), "race.resub", "--from", "1"])).code).toBe(0);
+    // The new subscription's first message is here (its track too) before the holder goes.
+    await using reader = await MqClient.connect({ socket: cluster.local.socket });
+    const first = await reader.recv(id, { max: 1, waitMs: 5000 });
+    expect(first.messages.map((m) => m.seq)).toEqual([1]);
+    await first.nak();
+    holder.close(); // its batch, of the ended subscription, is not given back
+    const got = jsonLines((await cluster.run(["recv", String(id), "--follow", "--count", "10", "--json"])).stdout);
+    expect(got.map((m) => m.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    expect((await cluster.run(["recv", String(id), "--wait", "0.5"])).code).toBe(3);
+  });
+
   test("two concurrent subscribes of one id to one topic give one subscription that delivers everything from its start", async () => {
     const id = await cluster.create();
     await cluster.run(["pub", String(id), "race.sub", "--lines"], { stdin: `${Array.from({ length: 600 }, (_, i) => i + 1).join("\n")}\n` });

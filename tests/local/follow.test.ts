@@ -14,11 +14,11 @@ function setup() {
   const acked: number[] = [];
   const follows = new Follows({
     inbox: () => inbox,
-    acknowledge: (_local, box, messages) => {
-      box.acknowledge(messages);
+    acknowledge: (_local, box, messages, epoch) => {
+      box.acknowledge(messages, epoch);
       acked.push(...messages.map((m) => m.seq));
     },
-    giveBack: (_local, box, messages) => box.putBack(messages),
+    giveBack: (_local, box, messages, epoch) => box.putBack(messages, epoch),
     serve: (box) => follows.serve(box),
     delivered: () => {},
   });
@@ -50,6 +50,39 @@ describe("Follows", () => {
     // Unfollow: 3, 4, 5 go back to the front, in order.
     follows.unfollow(conn, 1);
     expect(inbox.take(4).map((m) => m.seq)).toEqual([3, 4, 5, 6]);
+    await flush();
+  });
+
+  test("what was pushed under an ended subscription is neither acknowledged in, nor put back into, a new one of the same topic", async () => {
+    const { follows, conn, arrive, pushed, inbox } = setup();
+    follows.follow(conn, 1, 2, undefined);
+    arrive(1, 2);
+    expect(pushed()).toEqual([1, 2]);
+    // Unsubscribed and subscribed again from seq 1: the same seqs come again, on a new track.
+    inbox.dropTopic("t");
+    arrive(1, 3);
+    follows.credit(conn, 1, 0, 1);
+    expect(pushed()).toEqual([1]);
+    // The ack covers the old 1 and 2 and the new 1: only the new 1 counts.
+    follows.credit(conn, 1, 3);
+    expect(inbox.ackedUpstream("t")).toBe(1);
+    follows.credit(conn, 1, 0, 1);
+    expect(pushed()).toEqual([2]);
+    follows.unfollow(conn, 1);
+    expect(inbox.take(10).map((m) => m.seq)).toEqual([2, 3]);
+    await flush();
+  });
+
+  test("a follow closed while it holds messages of an ended subscription gives back only those of the new one", async () => {
+    const { follows, conn, arrive, pushed, inbox } = setup();
+    follows.follow(conn, 1, 2, undefined);
+    arrive(1, 2);
+    inbox.dropTopic("t");
+    arrive(1, 3);
+    follows.credit(conn, 1, 0, 1);
+    expect(pushed()).toEqual([1, 2, 1]);
+    follows.connectionClosed(conn);
+    expect(inbox.take(10).map((m) => m.seq)).toEqual([1, 2, 3]);
     await flush();
   });
 

@@ -16,9 +16,9 @@ describe("Inbox.take and expiry", () => {
   test("expired messages are left out, passed to onExpired, and acknowledging them moves the upstream floor past them", () => {
     const inbox = new Inbox();
     const expired: number[] = [];
-    inbox.onExpired = (ms) => {
+    inbox.onExpired = (ms, epoch) => {
       expired.push(...ms.map((m) => m.seq));
-      expect(inbox.acknowledge(ms)).toEqual([{ topic: "t", seq: 2 }]);
+      expect(inbox.acknowledge(ms, epoch)).toEqual([{ topic: "t", seq: 2 }]);
     };
     for (const m of [msg(1, past()), msg(2, past()), msg(3, future()), msg(4)]) inbox.add(m);
     expect(inbox.take(10).map((m) => m.seq)).toEqual([3, 4]);

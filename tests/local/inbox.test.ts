@@ -20,7 +20,7 @@ describe("Inbox.putBack", () => {
   test("puts an unacknowledged batch back in front of what is still queued, in order", () => {
     const inbox = inboxWith(msg("a", 1), msg("a", 2), msg("a", 3), msg("a", 4));
     const taken = inbox.take(3);
-    inbox.putBack(taken.slice(1));
+    inbox.putBack(taken.slice(1), inbox.epoch);
     expect(ids(inbox.take(10))).toEqual(["a2", "a3", "a4"]);
   });
 
@@ -30,8 +30,8 @@ describe("Inbox.putBack", () => {
     const inbox = inboxWith(msg("a", 1), msg("b", 1), msg("a", 2), msg("a", 3), msg("b", 2), msg("a", 4), msg("a", 5));
     const older = inbox.take(3); // a1 b1 a2
     const newer = inbox.take(2); // a3 b2
-    inbox.putBack(older.slice(1)); // a1 was seen: b1 a2 go back
-    inbox.putBack(newer);
+    inbox.putBack(older.slice(1), inbox.epoch); // a1 was seen: b1 a2 go back
+    inbox.putBack(newer, inbox.epoch);
     const rest = inbox.take(10);
     expect(ids(rest.filter((m) => m.topic === "a"))).toEqual(["a2", "a3", "a4", "a5"]);
     expect(ids(rest.filter((m) => m.topic === "b"))).toEqual(["b1", "b2"]);
@@ -40,9 +40,21 @@ describe("Inbox.putBack", () => {
   test("drops messages of a topic unsubscribed meanwhile", () => {
     const inbox = inboxWith(msg("a", 1), msg("b", 1));
     const taken = inbox.take(2);
+    const epoch = inbox.epoch;
     inbox.dropTopic("b");
-    inbox.putBack(taken);
+    inbox.putBack(taken, epoch);
     expect(ids(inbox.take(10))).toEqual(["a1"]);
+  });
+
+  test("does not put a batch taken under an ended subscription into a new one of the same topic (no duplicates)", () => {
+    // A client holds b1..b3; the id unsubscribes and subscribes again from seq 1; the holder closes.
+    const inbox = inboxWith(msg("a", 1), msg("b", 1), msg("b", 2), msg("b", 3));
+    const held = inbox.take(4);
+    const epoch = inbox.epoch;
+    inbox.dropTopic("b");
+    for (const seq of [1, 2, 3, 4]) expect(inbox.add(msg("b", seq))).toBe("new");
+    inbox.putBack(held, epoch);
+    expect(ids(inbox.take(10))).toEqual(["a1", "b1", "b2", "b3", "b4"]);
   });
 });
 
@@ -50,10 +62,10 @@ describe("Inbox.acknowledge", () => {
   test("moves the upstream floor only to below the first message still out or put back", () => {
     const inbox = inboxWith(msg("a", 1), msg("a", 2), msg("a", 3));
     const taken = inbox.take(3);
-    expect(inbox.acknowledge(taken.slice(0, 1))).toEqual([{ topic: "a", seq: 1 }]);
-    inbox.putBack(taken.slice(1));
+    expect(inbox.acknowledge(taken.slice(0, 1), inbox.epoch)).toEqual([{ topic: "a", seq: 1 }]);
+    inbox.putBack(taken.slice(1), inbox.epoch);
     expect(inbox.ackedUpstream("a")).toBe(1);
-    expect(inbox.acknowledge(inbox.take(2))).toEqual([{ topic: "a", seq: 3 }]);
+    expect(inbox.acknowledge(inbox.take(2), inbox.epoch)).toEqual([{ topic: "a", seq: 3 }]);
   });
 });
 
@@ -95,7 +107,7 @@ describe("Inbox.bytes", () => {
     expect(inbox.bytes).toBe(3 * one);
     const taken = inbox.take(2);
     expect(inbox.bytes).toBe(3 * one);
-    inbox.acknowledge(taken);
+    inbox.acknowledge(taken, inbox.epoch);
     expect(inbox.bytes).toBe(one);
   });
 
@@ -106,13 +118,27 @@ describe("Inbox.bytes", () => {
     expect(inbox.bytes).toBe(deliveryCost(1));
   });
 
+  test("an ack of a batch taken under an ended subscription leaves the new one of the same topic alone: its floor, its bytes", () => {
+    const inbox = inboxWith(msg("b", 1), msg("b", 2));
+    const held = inbox.take(2);
+    const epoch = inbox.epoch;
+    inbox.dropTopic("b");
+    for (const seq of [1, 2, 3]) inbox.add(msg("b", seq));
+    expect(inbox.acknowledge(held, epoch)).toEqual([]);
+    expect(inbox.ackedUpstream("b")).toBe(0);
+    expect(inbox.bytes).toBe(3 * deliveryCost(1));
+    // The new subscription's own copies are acknowledged as usual, and their bytes freed.
+    expect(inbox.acknowledge(inbox.take(3), inbox.epoch)).toEqual([{ topic: "b", seq: 3 }]);
+    expect(inbox.bytes).toBe(0);
+  });
+
   test("a topic dropped and subscribed again starts afresh (nothing of its old track is kept, nor remembered as the last one used)", () => {
     const inbox = inboxWith(msg("b", 1), msg("b", 2));
-    expect(inbox.acknowledge(inbox.take(2))).toEqual([{ topic: "b", seq: 2 }]);
+    expect(inbox.acknowledge(inbox.take(2), inbox.epoch)).toEqual([{ topic: "b", seq: 2 }]);
     inbox.dropTopic("b");
     // Seq 1 again (a new subscription from the start): new, not a re-send of an acknowledged one.
     expect(inbox.add(msg("b", 1))).toBe("new");
-    expect(inbox.acknowledge(inbox.take(1))).toEqual([{ topic: "b", seq: 1 }]);
+    expect(inbox.acknowledge(inbox.take(1), inbox.epoch)).toEqual([{ topic: "b", seq: 1 }]);
     expect(inbox.ackedUpstream("b")).toBe(1);
   });
 });
@@ -136,7 +162,7 @@ describe("Inbox, explicit topics (queue groups, --max-deliver)", () => {
     expect(inbox.add(msg("g", 5), true)).toBe("duplicate");
     const taken = inbox.take(10);
     expect(ids(taken)).toEqual(["g5", "g2"]);
-    expect(inbox.acknowledge(taken.slice(0, 1))).toEqual([{ topic: "g", seqs: [5] }]);
+    expect(inbox.acknowledge(taken.slice(0, 1), inbox.epoch)).toEqual([{ topic: "g", seqs: [5] }]);
     expect(inbox.bytes).toBe(deliveryCost(1));
   });
 
@@ -145,7 +171,7 @@ describe("Inbox, explicit topics (queue groups, --max-deliver)", () => {
     inbox.add(msg("g", 3), true);
     inbox.add(msg("c", 1));
     const taken = inbox.take(10);
-    const { naks, rest } = inbox.giveBack(taken);
+    const { naks, rest } = inbox.giveBack(taken, inbox.epoch);
     expect(naks).toEqual([{ topic: "g", seqs: [3] }]);
     expect(ids(rest)).toEqual(["c1"]);
     // No longer held: the server may deliver it here again.
@@ -158,8 +184,22 @@ describe("Inbox, explicit topics (queue groups, --max-deliver)", () => {
     inbox.add(m, true);
     expect(inbox.bytes).toBe(deliveryCost(messageBytes(m)));
     expect(messageBytes(m)).toBeGreaterThan(m.data.length);
-    inbox.acknowledge(inbox.take(1));
+    inbox.acknowledge(inbox.take(1), inbox.epoch);
     expect(inbox.bytes).toBe(0);
+  });
+
+  test("a batch taken under an ended explicit subscription is not nak'd for, nor released from, a new one of the same topic", () => {
+    const inbox = new Inbox();
+    inbox.add(msg("g", 1), true);
+    const held = inbox.take(1);
+    const epoch = inbox.epoch;
+    inbox.dropTopic("g");
+    inbox.add(msg("g", 1), true);
+    expect(inbox.giveBack(held, epoch).naks).toEqual([]);
+    expect(inbox.acknowledge(held, epoch)).toEqual([]);
+    // Still held by the new subscription: a re-send of it is a duplicate.
+    expect(inbox.add(msg("g", 1), true)).toBe("duplicate");
+    expect(ids(inbox.take(10))).toEqual(["g1"]);
   });
 
   test("after the server connection is lost, buffered explicit messages are dropped (the server gives them back); a copy handed out may still be acknowledged", () => {
@@ -172,9 +212,9 @@ describe("Inbox, explicit topics (queue groups, --max-deliver)", () => {
     expect(ids(inbox.take(10))).toEqual(["c1"]);
     expect(inbox.bytes).toBe(deliveryCost(1)); // only the plain message, taken
     // The ack of the copy handed out goes on: the server ignores it if another member has it now.
-    expect(inbox.acknowledge(handedOut)).toEqual([{ topic: "g", seqs: [1] }]);
+    expect(inbox.acknowledge(handedOut, inbox.epoch)).toEqual([{ topic: "g", seqs: [1] }]);
     // Its nak is not sent: the server gave it back already.
-    expect(inbox.giveBack(handedOut).naks).toEqual([]);
+    expect(inbox.giveBack(handedOut, inbox.epoch).naks).toEqual([]);
     // Sent again after the reconnect: new here.
     expect(inbox.add(msg("g", 2), true)).toBe("new");
   });
