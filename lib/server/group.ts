@@ -508,6 +508,8 @@ export class GroupMember extends Subscription {
 export class Groups {
   private readonly groups = new Map<string, Group>();
   private dirty = false;
+  /** The write the timer started, until it is done. */
+  private timedWrite: Promise<void> | null = null;
   private timer: ReturnType<typeof setInterval> | null = null;
   private pollTimer: ReturnType<typeof setInterval> | null = null;
 
@@ -539,11 +541,15 @@ export class Groups {
       }
     }
     this.timer = setInterval(() => {
-      if (!this.dirty) return;
-      this.save().catch((err) => {
-        this.dirty = true; // tried again at the next tick
-        log.error(`${this.store.describe()}: cannot write the ack floors of the queue groups: ${(err as Error).message}`);
-      });
+      // One timed write at a time: on a disk slower than a tick, writes (each the whole file) would
+      // queue up without bound; the next tick after it writes what changed meanwhile.
+      if (!this.dirty || this.timedWrite) return;
+      this.timedWrite = this.save()
+        .catch((err) => {
+          this.dirty = true; // tried again at the next tick
+          log.error(`${this.store.describe()}: cannot write the ack floors of the queue groups: ${(err as Error).message}`);
+        })
+        .finally(() => (this.timedWrite = null));
     }, FLOOR_WRITE_MS);
     if (this.claims) this.pollTimer = setInterval(() => this.poll(), SHARED_GROUP_POLL_MS);
     return members;

@@ -1463,10 +1463,13 @@ export class MqServer {
     if (this.retentionTimer) clearInterval(this.retentionTimer);
     if (this.dedupeTimer) clearInterval(this.dedupeTimer);
     this.cluster?.stop();
+    // No frame is served from here on: an ack served after the groups' last write below would be
+    // counted and then forgotten (delivered again after the restart). Members hand back what they
+    // hold, not counting it as delivered.
+    for (const conn of this.connections) conn.close(CloseReason.Shutdown);
     // Its appends in progress finish before the topics close.
     await this.scheduler.stop();
     await this.groups.close();
-    for (const conn of this.connections) conn.close(CloseReason.Shutdown);
     await this.storage.close();
     this.listener?.stop(true);
     log.info(`stopped (${hostPort(this.options.hostname, this.port)}, ${this.storage.kind === "memory" ? "store memory" : this.storage.kind === "postgres" ? `store postgres ${postgresLocation(this.options.storeUrl ?? "")}` : `data ${this.options.dataDir}`})`);

@@ -220,6 +220,36 @@ describe("group members", () => {
     await again.close();
   });
 
+  test("on a disk slower than the write interval, one timed write of the groups is on its way at a time, then the latest state is written", async () => {
+    const topic = await topicWith("jobs", 3);
+    const saves: Array<{ records: unknown; done: () => void }> = [];
+    let hold = false; // the join's own write goes through; the timed ones hang until let go
+    const slow = {
+      load: async () => [],
+      save: (records: unknown) => (hold ? new Promise<void>((done) => saves.push({ records, done })) : Promise.resolve()),
+      describe: () => "slow store",
+      close: async () => {},
+    };
+    const groups = new Groups(slow as never, { pump: () => {}, deadLetter: async () => {} });
+    await groups.load(new Map([["jobs", topic]]), () => true);
+    await groups.join(topic, 1, { group: "g" }, 1);
+    hold = true;
+    groups.progressed();
+    // Changes keep coming for ~6 intervals while the first timed write hangs.
+    for (let i = 0; i < 12 && saves.length === 0; i++) await Bun.sleep(50);
+    const before = saves.length;
+    for (let i = 0; i < 12; i++) {
+      groups.progressed();
+      await Bun.sleep(50);
+    }
+    expect(saves.length).toBe(before);
+    saves.at(-1)!.done();
+    for (let i = 0; i < 20 && saves.length === before; i++) await Bun.sleep(50);
+    expect(saves.length).toBe(before + 1); // what changed meanwhile, in one write
+    for (const s of saves) s.done();
+    await groups.close();
+  });
+
   test("a groups file of the previous version (a floor only) loads: everything from the floor comes; `next` past the log's end is cut to it", async () => {
     const topic = await topicWith("jobs", 5);
     const { file } = groupsFor();
