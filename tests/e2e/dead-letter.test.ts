@@ -150,11 +150,11 @@ describe("a member that leaves", () => {
     expect((await mq(host.socket, ["pub", String(a), "md1", "--lines"], { stdin: lines.join("\n") + "\n" })).code).toBe(0);
     // All ten in A's buffer (the only member yet), none handed to a client.
     for (let i = 0; i < 100 && (await stats()).local.received < before.local.received + 10; i++) await Bun.sleep(100);
-    expect((await stats()).local.received).toBe(before.local.received + 10);
+    expect((await stats()).local.received).toBeGreaterThanOrEqual(before.local.received + 10);
     expect((await mq(host.socket, ["sub", String(b), "md1", "--group", "workers", "--max-deliver", "1"])).code).toBe(0);
     expect((await mq(host.socket, ["unsub", String(a), "md1"])).code).toBe(0);
     const got: string[] = [];
-    for (let i = 0; i < 20 && got.length < 10; i++) {
+    for (let i = 0; i < 10 && got.length < 10; i++) {
       const r = await mq(host.socket, ["recv", String(b), "--count", "10", "--wait", "2", "--json"]);
       got.push(...jsonLines(r.stdout).map((m) => m.data as string));
     }
