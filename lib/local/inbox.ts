@@ -124,6 +124,24 @@ export class Inbox {
   }
 
   /**
+   * The seqs of explicit topics (those in `topics`, else all) still in this buffer, never
+   * handed to a client, per topic: told to the server before an unsub or destroy, so that it
+   * does not count them as delivered (`buffered` on the server hop).
+   */
+  unhanded(topics?: readonly string[]): Array<{ topic: string; seqs: number[] }> {
+    const out = new Map<string, number[]>();
+    for (let i = this.head; i < this.queue.length; i++) {
+      const m = this.queue[i]!;
+      if (topics && !topics.includes(m.topic)) continue;
+      if (!this.tracks.get(m.topic)?.held?.has(m.seq)) continue;
+      const seqs = out.get(m.topic);
+      if (seqs) seqs.push(m.seq);
+      else out.set(m.topic, [m.seq]);
+    }
+    return [...out].map(([topic, seqs]) => ({ topic, seqs }));
+  }
+
+  /**
    * The server connection was lost: the server gave back every message of an explicit topic
    * this broker held (another member may get them), so those still buffered are dropped and
    * no longer held; it sends them again after the reconnect if they are still this member's.

@@ -18,7 +18,7 @@ import { CloseReason, Connection, type ConnectionHandler, type SocketLike } from
 import { socketBytes } from "../wire/frame.ts";
 import { pushedExtraProblem, pushedMessage } from "./pushed-extra.ts";
 import { pubsHeadersProblem } from "../wire/headers.ts";
-import { PROTOCOL_VERSION, pubsIdsProblem, type Frame, type Message, type MsgsFrame, type Outgoing } from "../wire/messages.ts";
+import { MAX_MSGS_PER_FRAME, PROTOCOL_VERSION, pubsIdsProblem, type Frame, type Message, type MsgsFrame, type Outgoing } from "../wire/messages.ts";
 import { capabilities, MSGS_IDS_CAP, ops, type ClientOp, type Op, type RequestOf } from "../wire/ops.ts";
 import { checkGroupName } from "../wire/group-name.ts";
 import { checkPattern, checkTopic } from "../wire/topic.ts";
@@ -679,8 +679,9 @@ export class LocalBroker {
       return this.forwardOp(frame);
     },
     unsub: (_conn, frame) => {
-      this.global(frame.id);
+      const global = this.global(frame.id);
       for (const t of frame.topics) checkPattern(t);
+      this.tellBuffered(frame.id, global, frame.topics);
       return this.forwardOp(frame).then((r) => {
         const inbox = this.inboxes.get(frame.id);
         for (const t of endedTopics(r)) inbox?.dropTopic(t);
@@ -697,6 +698,7 @@ export class LocalBroker {
         this.inboxes.delete(frame.id);
         this.goneOnServer.delete(frame.id);
       };
+      this.tellBuffered(frame.id, id);
       return this.forward({ op: "destroy", id }).then(
         async (r) => (await forget(), r),
         async (err) => {
@@ -859,6 +861,22 @@ export class LocalBroker {
     const global = this.ids.global(local);
     if (global !== undefined) for (const nak of naks) this.upstream?.send({ op: "nak", id: global, ...nak });
     return rest;
+  }
+
+  /**
+   * Before an unsub or destroy of `local`: tells the server which messages of its explicit
+   * subscriptions (of `topics`, else all) are still buffered here, never handed to a client,
+   * so that they go back to the group uncounted when the subscription ends, instead of
+   * counting toward --max-deliver. Sent ahead of the request on the same link: the server has
+   * it first. Not to a server that does not serve `buffered` (older): it counts them, as before.
+   */
+  private tellBuffered(local: number, global: number, topics?: readonly string[]): void {
+    if (!this.serverCaps?.has("buffered")) return;
+    const inbox = this.inboxes.get(local);
+    if (!inbox) return;
+    for (const { topic, seqs } of inbox.unhanded(topics)) {
+      for (let i = 0; i < seqs.length; i += MAX_MSGS_PER_FRAME) this.upstream?.send({ op: "buffered", id: global, topic, seqs: seqs.slice(i, i + MAX_MSGS_PER_FRAME) });
+    }
   }
 
   /**

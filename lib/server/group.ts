@@ -490,9 +490,24 @@ export class GroupMember extends Subscription {
     this.window.reset();
   }
 
+  /**
+   * Its local broker still buffers `seqs`, never handed to a client (it is about to unsubscribe
+   * or destroy the id): should this member leave with them in flight, they are not counted.
+   */
+  markBuffered(seqs: number[]): void {
+    for (const seq of seqs) {
+      const f = this.group.pending.get(seq);
+      if (f && f.member === this.id && f.bytes >= 0) f.buffered = true;
+    }
+  }
+
+  /** It left: what reached a client counts as a delivery; what its local broker said it only buffered (markBuffered) does not. */
   override drop(credits: Credits | undefined): void {
     this.dropped = true;
     this.group.members.delete(this.id);
+    const held = this.group.pending.heldBy(this.id);
+    const buffered = held.filter((seq) => this.group.pending.get(seq)!.buffered);
+    if (buffered.length > 0) this.nak(buffered, credits, false);
     this.releaseAll(credits, true);
   }
 

@@ -14,6 +14,8 @@ export interface InFlight {
   deliveries: number;
   /** Payload bytes, for the member's window and its broker's budgets; -1 while claimed and being read, not yet sent. */
   bytes: number;
+  /** Its member's local broker said it still buffers it, never handed to a client (before an unsub or destroy): should the member leave with it, the delivery does not count. */
+  buffered?: boolean;
 }
 
 export class PendingSet {

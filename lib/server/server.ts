@@ -19,7 +19,7 @@ import { CloseReason, Connection, type ConnectionHandler, type SocketLike } from
 import { socketBytes } from "../wire/frame.ts";
 import { pubsHeadersProblem, type Headers } from "../wire/headers.ts";
 import { appendFields, pubExtra, type PubExtra } from "./pub-fields.ts";
-import { capabilities, MSGS_IDS_CAP, PROTOCOL_VERSION, pubsIdsProblem, type AckRequest, type NakRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
+import { capabilities, MSGS_IDS_CAP, PROTOCOL_VERSION, pubsIdsProblem, type AckRequest, type BufferedRequest, type NakRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
 import type { RequestOf, ServerOp } from "../wire/ops.ts";
 import { checkPattern, checkTopic, isPattern } from "../wire/topic.ts";
 import { patternStart } from "./pattern-start.ts";
@@ -420,6 +420,7 @@ export class MqServer {
   readonly handlers: { [K in Exclude<ServerOp, "hello">]: (session: Session, frame: RequestOf<K>) => unknown } = {
     ack: (session, frame) => this.ack(session, frame),
     nak: (session, frame) => this.nak(session, frame),
+    buffered: (session, frame) => this.buffered(session, frame),
     create: (session) => this.track(this.create(session)),
     pub: (session, frame) => {
       const ids = frame.msgId === undefined ? undefined : { keys: [frame.msgId] };
@@ -1318,6 +1319,13 @@ export class MqServer {
     const sub = this.subscriptionsOf.get(frame.id)?.get(frame.topic);
     // The nak gives every member of the group, this one included, a turn for what came back.
     if (sub instanceof GroupMember) sub.nak(frame.seqs, session.credits);
+  }
+
+  /** Before an unsub or destroy: messages of an explicit subscription its local broker never handed to a client (GroupMember.markBuffered). */
+  private buffered(session: Session, frame: BufferedRequest): void {
+    if (this.registry.owner(frame.id) !== session.broker) return;
+    const sub = this.subscriptionsOf.get(frame.id)?.get(frame.topic);
+    if (sub instanceof GroupMember) sub.markBuffered(frame.seqs);
   }
 
   /** Stores message `seq` of a group's topic in its dead-letter topic (created if needed). */

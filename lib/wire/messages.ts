@@ -23,6 +23,7 @@ export type RecvRequest = RequestOf<"recv">;
 export type AckRequest = RequestOf<"ack">;
 export type NakRequest = RequestOf<"nak">;
 export type DestroyRequest = RequestOf<"destroy">;
+export type BufferedRequest = RequestOf<"buffered">;
 export type TopicsRequest = RequestOf<"topics">;
 export type StatsRequest = RequestOf<"stats">;
 export type FollowRequest = RequestOf<"follow">;

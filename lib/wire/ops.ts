@@ -143,6 +143,14 @@ export const ops = {
    */
   nak: { request: { rid: "uint?", id: "uint", tag: "uint?", topic: "string?", seqs: "seqs?" }, reply: [], client: true, server: true, id: "local-only" },
   destroy: { request: { rid: "uint", id: "uint" }, reply: [], client: true, server: true, id: "global" },
+  /**
+   * Server hop only, no rid (no answer), sent by the local broker right before an `unsub` or
+   * `destroy`: the seqs `seqs` of the explicit subscription of `id` to `topic` are still in its
+   * buffer, never handed to a client. Should the subscription end with them in flight, they go
+   * back to the group without counting a delivery (toward --max-deliver). Sent only to a
+   * server that announces it in `caps`; without it, they count (docs/semantics.md).
+   */
+  buffered: { request: { id: "uint", topic: "string", seqs: "seqs" }, reply: [], client: false, server: true, id: "local-only" },
   topics: { request: { rid: "uint" }, reply: ["topics"], client: true, server: true, id: "none" },
   /**
    * Client hop only: push delivery (docs/protocol.md, "Push delivery"). From the `ok` on, the

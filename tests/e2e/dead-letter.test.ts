@@ -137,6 +137,33 @@ describe("max-deliver and dead letters", () => {
   });
 });
 
+describe("a member that leaves", () => {
+  test("what its local broker only buffered (never handed to a client) goes to the other member uncounted: nothing dead-lettered at --max-deliver 1", async () => {
+    const a = await createOn(host.socket);
+    const b = await createOn(host.socket);
+    const watcher = await createOn(host.socket);
+    const stats = async () => JSON.parse((await mq(host.socket, ["stats", "--json"])).stdout) as { local: { received: number }; server: { dead_lettered: number } };
+    expect((await mq(host.socket, ["sub", String(a), "md1", "--group", "workers", "--max-deliver", "1"])).code).toBe(0);
+    expect((await mq(host.socket, ["sub", String(watcher), "md1.dlq"])).code).toBe(0);
+    const before = await stats();
+    const lines = Array.from({ length: 10 }, (_, i) => `m${i + 1}`);
+    expect((await mq(host.socket, ["pub", String(a), "md1", "--lines"], { stdin: lines.join("\n") + "\n" })).code).toBe(0);
+    // All ten in A's buffer (the only member yet), none handed to a client.
+    for (let i = 0; i < 100 && (await stats()).local.received < before.local.received + 10; i++) await Bun.sleep(100);
+    expect((await stats()).local.received).toBeGreaterThanOrEqual(before.local.received + 10);
+    expect((await mq(host.socket, ["sub", String(b), "md1", "--group", "workers", "--max-deliver", "1"])).code).toBe(0);
+    expect((await mq(host.socket, ["unsub", String(a), "md1"])).code).toBe(0);
+    const got: string[] = [];
+    for (let i = 0; i < 10 && got.length < 10; i++) {
+      const r = await mq(host.socket, ["recv", String(b), "--count", "10", "--wait", "2", "--json"]);
+      got.push(...jsonLines(r.stdout).map((m) => m.data as string));
+    }
+    expect(got.sort()).toEqual([...lines].sort());
+    expect((await stats()).server.dead_lettered).toBe(before.server.dead_lettered);
+    expect((await mq(host.socket, ["recv", String(watcher), "--wait", "0.5"])).code).toBe(3);
+  });
+});
+
 describe("dead letters: limits and loops", () => {
   test("a message with the most headers allowed (64) still reaches the dead-letter topic: its headers are left out and counted", async () => {
     const id = await createOn(host.socket);

@@ -202,6 +202,16 @@ describe("Inbox, explicit topics (queue groups, --max-deliver)", () => {
     expect(ids(inbox.take(10))).toEqual(["g1"]);
   });
 
+  test("unhanded: the explicit messages still buffered, never taken by a client, per topic (for `buffered` before an unsub or destroy)", () => {
+    const inbox = new Inbox();
+    for (const m of [msg("x", 1), msg("x", 2), msg("y", 5), msg("x", 3), msg("y", 7)]) expect(inbox.add(m, true)).toBe("new");
+    expect(inbox.add(msg("plain", 1))).toBe("new");
+    expect(ids(inbox.take(2))).toEqual(["x1", "x2"]); // handed to a client: not reported
+    expect(inbox.unhanded()).toEqual([{ topic: "y", seqs: [5, 7] }, { topic: "x", seqs: [3] }]);
+    expect(inbox.unhanded(["x", "plain"])).toEqual([{ topic: "x", seqs: [3] }]);
+    expect(inbox.unhanded(["z"])).toEqual([]);
+  });
+
   test("after the server connection is lost, buffered explicit messages are dropped (the server gives them back); a copy handed out may still be acknowledged", () => {
     const inbox = new Inbox();
     inbox.add(msg("g", 1), true);

@@ -182,6 +182,32 @@ describe("group members", () => {
     await groups.close();
   });
 
+  test("a member that leaves: what its local broker marked buffered (never handed out) goes back uncounted, the rest counts", async () => {
+    const topic = await topicWith("md1", 4);
+    const dead: Array<{ seq: number; deliveries: number }> = [];
+    const { groups } = groupsFor(dead);
+    const a = await groups.join(topic, 1, { group: "g", maxDeliver: 1 }, 1);
+    const b = await groups.join(topic, 2, { group: "g", maxDeliver: 1 }, 1);
+    const credits = new Credits();
+    const first = fakeConnection();
+    await a.push(first.conn, credits);
+    expect(seqsOf(first.frames)).toEqual([1, 2, 3, 4]);
+    // Seq 1 reached a client, 2 to 4 are still in the broker's buffer; 9 was never a's (ignored).
+    a.markBuffered([2, 3, 4, 9]);
+    a.drop(credits);
+    await groups.left(a);
+    await Bun.sleep(0);
+    expect(dead).toEqual([{ seq: 1, deliveries: 1 }]);
+    const second = fakeConnection();
+    await b.push(second.conn, new Credits());
+    expect(seqsOf(second.frames)).toEqual([2, 3, 4]);
+    expect(credits.bytes).toBe(0);
+    // Delivered again to b: its deliveries count from 1, and a nak at --max-deliver 1 dead-letters it.
+    expect(b.nak([2], new Credits())).toBe(1);
+    expect(dead).toEqual([{ seq: 1, deliveries: 1 }, { seq: 2, deliveries: 1 }]);
+    await groups.close();
+  });
+
   test("membership and floors are written to the groups file and read back", async () => {
     const topic = await topicWith("jobs", 5);
     const { groups, file } = groupsFor();
