@@ -29,8 +29,13 @@ export class FileGroupStore implements GroupStore {
     }
     const valid: GroupRecord[] = [];
     for (const r of Array.isArray(records) ? records : []) {
+      const floorOnly = withoutProgress(r);
       if (isGroupRecord(r)) valid.push(r);
-      else log.error(`${this.file}: a queue group record is not valid and is dropped: ${JSON.stringify(r).slice(0, 200)}`);
+      else if (isGroupRecord(floorOnly)) {
+        // The group and its members are kept; what was done above the floor is not known: it comes again.
+        log.warn(`${this.file}: the next/undone of a queue group record are not valid and are ignored (its messages from its floor on are delivered again): ${JSON.stringify(r).slice(0, 200)}`);
+        valid.push(floorOnly);
+      } else log.error(`${this.file}: a queue group record is not valid and is dropped: ${JSON.stringify(r).slice(0, 200)}`);
     }
     return valid;
   }
@@ -78,6 +83,13 @@ export function isGroupRecord(r: unknown): r is GroupRecord {
     (g.maxDeliver === undefined || (Number.isSafeInteger(g.maxDeliver) && g.maxDeliver >= 1)) && (g.deadLetter === undefined || typeof g.deadLetter === "string") &&
     (g.next === undefined || (Number.isSafeInteger(g.next) && g.next >= g.floor)) && (g.undone === undefined || (g.next !== undefined && Array.isArray(g.undone) && g.undone.every((run) => isRun(run, g.floor, g.next!))))
   );
+}
+
+/** `r` without what was done above its floor (`next`, `undone`): a record as the previous version wrote it. */
+function withoutProgress(r: unknown): unknown {
+  if (typeof r !== "object" || r === null) return r;
+  const { next: _next, undone: _undone, ...rest } = r as Record<string, unknown>;
+  return rest;
 }
 
 /** A run [first, last] of seqs in [floor, next). */

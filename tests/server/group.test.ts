@@ -300,11 +300,11 @@ describe("group members", () => {
     await groups.close();
   });
 
-  test("a record of the groups file that is not valid is dropped; the others are read", async () => {
+  test("a record of the groups file that is not valid is dropped; one whose next/undone alone are not valid loads from its floor; the others are read", async () => {
     const topic = await topicWith("jobs", 3);
     const { file } = groupsFor();
     const good = { topic: "jobs", group: "g", floor: 2, members: [5] };
-    // Not valid either: a run outside [floor, next), `undone` without `next`, `next` below the floor.
+    // Not valid next/undone (the group is kept, from its floor): a run outside [floor, next), `undone` without `next`, `next` below the floor, a run of one number.
     const badRuns = [
       { topic: "jobs", group: "h", floor: 2, next: 5, undone: [[1, 3]], members: [6] },
       { topic: "jobs", group: "i", floor: 2, undone: [[2, 2]], members: [7] },
@@ -314,7 +314,7 @@ describe("group members", () => {
     fs.writeFileSync(file, JSON.stringify({ version: 1, groups: [{ topic: "jobs", group: 7, floor: "x", members: [] }, ...badRuns, good] }));
     const groups = new Groups(new FileGroupStore(file), { pump: () => {}, deadLetter: async () => {} });
     const members = await groups.load(new Map([["jobs", topic]]), () => true);
-    expect(members.map((m) => [m.id, m.group.name, m.acked])).toEqual([[5, "g", 2]]);
+    expect(members.map((m) => [m.id, m.group.name, m.acked])).toEqual([[6, "h", 2], [7, "i", 2], [8, "j", 2], [9, "k", 2], [5, "g", 2]]);
     await groups.close();
   });
 
