@@ -10,11 +10,12 @@
  *
  * mimalloc reads its options only when the process starts, so a daemon started without the
  * variable executes itself again, once, with it added: execve(2) keeps the process id, the
- * open files, the arguments and the rest of the environment. Setting MIMALLOC_PURGE_DELAY
+ * open files, the arguments and the rest of the environment (on Linux byte for byte, from /proc). Setting MIMALLOC_PURGE_DELAY
  * yourself (10 is mimalloc's default) leaves the choice to you; where execve cannot be
  * reached (no bun:ffi, no known libc) the daemon runs on as it is.
  */
 import { ptr } from "bun:ffi";
+import * as fs from "node:fs";
 import { libc } from "../store/fsutil.ts";
 
 export const PURGE_DELAY = "MIMALLOC_PURGE_DELAY";
@@ -27,12 +28,28 @@ export function ownArgv(): string[] {
   return [process.argv0, ...(compiled ? [] : [...process.execArgv, script]), ...process.argv.slice(2)];
 }
 
-/** NUL-ended bytes of each string, and the NULL-ended array of pointers to them (the bytes must outlive the call). */
-function cStrings(strings: string[]): { bytes: Buffer[]; pointers: BigUint64Array } {
-  const bytes = strings.map((s) => Buffer.from(`${s}\0`));
-  const pointers = new BigUint64Array(bytes.length + 1);
-  bytes.forEach((b, i) => (pointers[i] = BigInt(ptr(b))));
-  return { bytes, pointers };
+/** The NULL-ended array of pointers to NUL-ended `strings` (which must outlive the call). */
+function pointersTo(strings: Buffer[]): BigUint64Array {
+  const pointers = new BigUint64Array(strings.length + 1);
+  strings.forEach((b, i) => (pointers[i] = BigInt(ptr(b))));
+  return pointers;
+}
+
+/**
+ * The NUL-ended strings of /proc/self/cmdline or /proc/self/environ as the kernel holds them:
+ * byte for byte, whatever their encoding (JavaScript strings would turn bytes that are not
+ * UTF-8 into U+FFFD). Null where there is no /proc (macOS).
+ */
+function procStrings(file: "cmdline" | "environ"): Buffer[] | null {
+  let bytes: Buffer;
+  try {
+    bytes = fs.readFileSync(`/proc/self/${file}`);
+  } catch {
+    return null;
+  }
+  const strings: Buffer[] = [];
+  for (let start = 0, i = bytes.indexOf(0); i >= 0; start = i + 1, i = bytes.indexOf(0, start)) strings.push(bytes.subarray(start, i + 1));
+  return strings;
 }
 
 /**
@@ -43,9 +60,9 @@ export function reexecWithoutPurge(): string | null {
   if (process.env[PURGE_DELAY] !== undefined) return null;
   const c = libc();
   if (c instanceof Error) return c.message;
-  const env = Object.entries({ ...process.env, [PURGE_DELAY]: "-1" }).map(([k, v]) => `${k}=${v}`);
-  const argv = cStrings(ownArgv());
-  const envp = cStrings(env);
-  c.execve(Buffer.from(`${process.execPath}\0`), argv.pointers, envp.pointers);
+  const cString = (s: string) => Buffer.from(`${s}\0`);
+  const argv = procStrings("cmdline") ?? ownArgv().map(cString);
+  const env = [...(procStrings("environ") ?? Object.entries(process.env).map(([k, v]) => cString(`${k}=${v}`))), cString(`${PURGE_DELAY}=-1`)];
+  c.execve(cString(process.execPath), pointersTo(argv), pointersTo(env));
   return `execve ${process.execPath} failed (errno ${c.errno()})`;
 }

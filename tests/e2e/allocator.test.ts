@@ -50,6 +50,19 @@ describe.skipIf(process.platform !== "linux")("daemons run with mimalloc's purge
     expect(await up.stop()).toBe(0); // SIGTERM still reaches it
   });
 
+  test("the environment and arguments go through byte for byte, also what is not UTF-8", async () => {
+    const dir = tmpDir("mq-alloc-");
+    dirs.push(dir);
+    const cmd = [...mqCommand(), "server", "--listen", "127.0.0.1:0", "--data", dir].map((w) => `'${w}'`).join(" ");
+    // Latin-1 "café" in a variable and an empty one, set by the shell (Bun.spawn takes only strings).
+    const server = start(["sh", "-c", `MQ_TEST_LATIN1=$(printf 'caf\\351') MQ_TEST_EMPTY= exec ${cmd}`], envWithout());
+    await server.waitFor(/listening on/);
+    const environ = fs.readFileSync(`/proc/${server.proc.pid}/environ`);
+    expect(environ.includes(Buffer.from("\0MQ_TEST_LATIN1=caf\xe9\0", "latin1"))).toBe(true);
+    expect(environ.includes(Buffer.from("\0MQ_TEST_EMPTY=\0"))).toBe(true);
+    expect(environOf(server.proc.pid, "MIMALLOC_PURGE_DELAY")).toBe("MIMALLOC_PURGE_DELAY=-1");
+  });
+
   test("a value the user set is kept (no second start)", async () => {
     const dir = tmpDir("mq-alloc-");
     dirs.push(dir);
