@@ -12,6 +12,7 @@
  */
 import { deliveryCost, messageBytes, type Message } from "../wire/messages.ts";
 import { Fifo } from "../wire/fifo.ts";
+import { detachMessage } from "../wire/hot-frames.ts";
 
 interface TopicTrack {
   /** Seqs buffered or handed to a client and not yet acknowledged, ascending. */
@@ -42,6 +43,8 @@ export interface Waiter {
 export class Inbox {
   private queue: Message[] = [];
   private head = 0;
+  /** queue[head, detachedTo) have payloads of their own (detachPending); 0 after the queue was rebuilt. */
+  private detachedTo = 0;
   private readonly tracks = new Map<string, TopicTrack>();
   /** What `find` found last (forgotten when its topic is dropped). */
   private lastTopic: string | undefined;
@@ -160,6 +163,7 @@ export class Inbox {
     }
     if (!any) return;
     this.queue = this.queue.slice(this.head).filter((m) => !this.tracks.get(m.topic)?.held);
+    this.detachedTo = 0;
     this.head = 0;
   }
 
@@ -249,9 +253,24 @@ export class Inbox {
     this.head += n;
     if (this.head > 1024 && this.head * 2 > this.queue.length) {
       this.queue = this.queue.slice(this.head);
+      this.detachedTo = 0;
       this.head = 0;
     }
     return out;
+  }
+
+  /**
+   * Gives every message buffered since the last call a payload of its own (`detachMessage`). The
+   * server's pushes arrive as views into socket reads (in `mq up`, into its commit buffers) of up
+   * to hundreds of KiB: one small message left waiting kept its whole read alive, memory the
+   * byte budgets do not see (1,324 waiting messages of a few bytes held ~100 MB). Called once a
+   * second, so that a message taken soon is never copied. Returns how many were looked at.
+   */
+  detachPending(): number {
+    const from = Math.max(this.head, this.detachedTo);
+    for (let i = from; i < this.queue.length; i++) detachMessage(this.queue[i]!);
+    this.detachedTo = this.queue.length;
+    return this.queue.length - from;
   }
 
   /** Puts messages a client took (at `epoch`) but never acknowledged back at the front, in order. */
@@ -261,6 +280,7 @@ export class Inbox {
     if (messages.length === 0) return;
     // Usually older than anything still queued for their topic, so they go first.
     this.queue = messages.concat(this.queue.slice(this.head));
+    this.detachedTo = 0;
     this.head = 0;
     // Not when a newer batch of the same topic was put back before them (a client holding
     // several batches acked the older one in part): then each topic is put in seq order again.
@@ -313,6 +333,7 @@ export class Inbox {
     this.tracks.delete(topic);
     if (this.lastTopic === topic) this.lastTrack = undefined;
     this.queue = this.queue.slice(this.head).filter((m) => m.topic !== topic);
+    this.detachedTo = 0;
     this.head = 0;
   }
 }

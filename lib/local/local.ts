@@ -183,6 +183,7 @@ export class LocalBroker {
       const now = Date.now();
       for (const c of broker.clients) c.checkStall(now);
       broker.recent.tick();
+      for (const inbox of broker.inboxes.values()) inbox.detachPending();
     }, 1000);
     void broker.connectUpstream();
     log.info(`listening on ${options.socketPath} (identity ${broker.identity}, server${broker.servers.size > 1 ? "s" : ""} ${broker.servers}, ${broker.ids.size} id${broker.ids.size === 1 ? "" : "s"})`);

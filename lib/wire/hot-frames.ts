@@ -375,6 +375,18 @@ function writePlainMessage(w: FrameWriter, m: PlainMessage): boolean {
   return true;
 }
 
+/**
+ * Gives `message` a payload of its own — a copy, when its bytes are a view into a bigger buffer
+ * (a socket read, a commit buffer) — and forgets its `encodeOnce` bytes (a block shared with the
+ * other messages of its push): a message that waits long holds no more memory than its own.
+ */
+export function detachMessage(message: { data: Uint8Array }): void {
+  const data = message.data;
+  if (data.byteOffset !== 0 || data.byteLength !== data.buffer.byteLength) message.data = data.slice();
+  const m = message as { [ENCODED]?: Encoded };
+  if (m[ENCODED] !== undefined) m[ENCODED] = undefined;
+}
+
 /** True when `encodeOnce` wrote the CBOR of `message`. */
 export function isEncodedOnce(message: object): boolean {
   return (message as { [ENCODED]?: Encoded })[ENCODED] !== undefined;

@@ -2,6 +2,7 @@
 import { describe, expect, test } from "bun:test";
 import { Inbox } from "../../lib/local/inbox.ts";
 import { deliveryCost, messageBytes, type Message } from "../../lib/wire/messages.ts";
+import { encodeOncePlain, isEncodedOnce, plainMessage } from "../../lib/wire/hot-frames.ts";
 
 function msg(topic: string, seq: number): Message {
   return { topic, seq, time: 0, data: new Uint8Array([seq]) };
@@ -227,5 +228,42 @@ describe("Inbox, explicit topics (queue groups, --max-deliver)", () => {
     expect(inbox.giveBack(handedOut, inbox.epoch).naks).toEqual([]);
     // Sent again after the reconnect: new here.
     expect(inbox.add(msg("g", 2), true)).toBe("new");
+  });
+});
+
+describe("waiting messages hold only their own bytes (detachPending)", () => {
+  test("a message that is a view into a bigger buffer (a socket read) gets a copy of its own, once; one with its own bytes and its encodeOnce block are let go", () => {
+    const read = new Uint8Array(64 * 1024).map((_, i) => i & 0xff); // one socket read, many messages
+    const views = [0, 1, 2].map((k) => plainMessage("t", k + 1, 0, read.subarray(100 + k * 10, 105 + k * 10)));
+    encodeOncePlain(views); // as the local broker does for a push shared by several ids
+    for (const m of views) expect(isEncodedOnce(m)).toBe(true);
+    const own = plainMessage("t", 4, 0, new Uint8Array([9, 9]));
+    const inbox = new Inbox();
+    for (const m of [...views, own]) expect(inbox.add(m)).toBe("new");
+    const ownData = own.data;
+
+    expect(inbox.detachPending()).toBe(4);
+    const taken = inbox.take(10);
+    expect(taken.map((m) => m.seq)).toEqual([1, 2, 3, 4]);
+    for (const [k, m] of taken.slice(0, 3).entries()) {
+      expect(m.data.buffer.byteLength).toBe(5); // not the 64 KiB read
+      expect([...m.data]).toEqual([...read.subarray(100 + k * 10, 105 + k * 10)]);
+      expect(isEncodedOnce(m)).toBe(false); // the push's block is not held either
+    }
+    expect(taken[3]!.data).toBe(ownData); // already its own: not copied
+  });
+
+  test("only what came since the last call is looked at; a rebuilt queue is looked at again", () => {
+    const read = new Uint8Array(1024);
+    const inbox = new Inbox();
+    inbox.add(plainMessage("t", 1, 0, read.subarray(0, 4)));
+    expect(inbox.detachPending()).toBe(1);
+    expect(inbox.detachPending()).toBe(0);
+    inbox.add(plainMessage("t", 2, 0, read.subarray(4, 8)));
+    expect(inbox.detachPending()).toBe(1);
+    const batch = inbox.take(1);
+    inbox.putBack(batch, inbox.epoch); // the queue is rebuilt: all of it again, nothing copied twice
+    expect(inbox.detachPending()).toBe(2);
+    expect(inbox.take(2).map((m) => m.data.buffer.byteLength)).toEqual([4, 4]);
   });
 });
