@@ -18,10 +18,10 @@ import { ptr } from "bun:ffi";
 import * as fs from "node:fs";
 import { libc } from "../store/fsutil.ts";
 
-export const PURGE_DELAY = "MIMALLOC_PURGE_DELAY";
+const PURGE_DELAY = "MIMALLOC_PURGE_DELAY";
 
 /** The argv that starts this same program again: the executable, the runtime's flags, the script (when run from source), the arguments. */
-export function ownArgv(): string[] {
+function ownArgv(): string[] {
   const script = process.argv[1] ?? "";
   // A compiled executable's script is inside the executable (/$bunfs/ on Unix): the executable alone runs it.
   const compiled = script.startsWith("/$bunfs/") || script.startsWith("B:/~BUN/");
