@@ -44,6 +44,7 @@ import {
   type ScanResult,
 } from "./segment.ts";
 import { UNBOUNDED, type OpenFiles, type PooledFile } from "./open-files.ts";
+import { readAhead, READ_AHEAD_BYTES, ReadHints } from "./read-ahead.ts";
 import { syncCommit } from "./sync-place.ts";
 import { convertV1, startsWithV1Record } from "./segment-v1.ts";
 import { addHole, bootId, HeadFile, readHead, readMeta, uncovered, writeMetaAsync, writeMetaSync, type Head, type MetaBatch, type TopicMeta } from "./topic-meta.ts";
@@ -190,6 +191,8 @@ export class FileTopicLog implements TopicLog {
   private stored = 0;
   /** Each entry is answered with the seq of its first message (the others follow it). */
   private readonly commits = new GroupCommit((entries: PendingAppends[], waited: boolean) => this.commit(entries, waited));
+  /** Where recent reads stopped, so that a reader's next read goes on from there (read-ahead.ts). */
+  private readonly readHints = new ReadHints();
   /** Tail cache: dense, ascending, committed messages from `tail[tailHead]` on. */
   private tail: StoredMessage[] = [];
   private tailHead = 0;
@@ -660,6 +663,9 @@ export class FileTopicLog implements TopicLog {
 
   /** Undoes what was written after `saved` was taken (`assigned` is back at the batch's first seq already). */
   private rollBack(saved: SavedTail): void {
+    // What reads kept of the cut bytes is not what the seqs will hold once written again.
+    for (const seg of this.segments) readAhead.forget(seg);
+    this.readHints.forget();
     // By identity, not by count: retention may have deleted older segments while the batch synced.
     while (this.segments.length > 0 && this.segments[this.segments.length - 1]!.base > saved.last.base) {
       const seg = this.segments.pop()!;
@@ -956,6 +962,8 @@ export class FileTopicLog implements TopicLog {
     this.meta.holes = this.meta.holes.filter((h) => h[1] >= first);
     let removed = 0;
     for (const seg of this.segments.splice(0, victims)) {
+      readAhead.forget(seg);
+      this.readHints.forget(seg);
       this.dirty.delete(seg);
       seg.handle.close(false);
       this.removeSegmentFiles(seg);
@@ -1061,24 +1069,27 @@ export class FileTopicLog implements TopicLog {
 
   /** Reads committed records of `seg` from `from` on into `out`; returns how many it added. */
   private readSegment(seg: Segment, from: number, maxCount: number, maxBytes: number, out: StoredMessage[]): number {
-    const i = upperBound(seg.indexSeq, from) - 1;
-    let pos = i >= 0 ? seg.indexPos[i]! : FILE_HEADER;
-    let prev = i >= 0 ? seg.indexSeq[i]! - 1 : seg.firstSeq - 1;
-    let prevPos = -1;
+    // Where the reader's last read stopped, else the sparse index entry before `from` (read-ahead.ts).
+    const hint = this.readHints.at(seg, from);
+    const i = hint ? -1 : upperBound(seg.indexSeq, from) - 1;
+    let pos = hint ? hint.nextPos : i >= 0 ? seg.indexPos[i]! : FILE_HEADER;
+    let prev = hint ? hint.prevSeq : i >= 0 ? seg.indexSeq[i]! - 1 : seg.firstSeq - 1;
+    let prevPos = hint ? hint.prevPos : -1;
+    /** Just after the record `prev` (0: none read). */
+    let nextPos = 0;
     let added = 0;
     let bytes = 0;
     let skip = 0;
     while (skip < seg.skips.length && seg.skips[skip]!.end <= pos) skip++;
-    let want = INDEX_EVERY_BYTES + Math.min(maxBytes, maxCount * 1024) + RECORD_HEADER;
-    while (pos < seg.size && added < maxCount && (added === 0 || bytes < maxBytes)) {
+    let want = (hint ? 0 : INDEX_EVERY_BYTES) + Math.min(maxBytes, maxCount * 1024) + RECORD_HEADER;
+    scan: while (pos < seg.size && added < maxCount && (added === 0 || bytes < maxBytes)) {
       if (skip < seg.skips.length && pos >= seg.skips[skip]!.start) {
         pos = Math.max(pos, seg.skips[skip]!.end); // known damage: jump over it
         skip++;
         continue;
       }
-      // Read about what was asked for (plus the walk from the index entry), not a whole chunk.
       const limit = skip < seg.skips.length ? seg.skips[skip]!.start : seg.size;
-      const chunk = readAtSync(seg.handle.fd(), Math.min(READ_CHUNK, limit - pos, Math.max(want, 16 * 1024)), pos);
+      const chunk = this.bytesAt(seg, pos, limit, want);
       want = Math.min(maxBytes - bytes, (maxCount - added) * 1024) + RECORD_HEADER;
       const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
       let p = 0;
@@ -1107,7 +1118,7 @@ export class FileTopicLog implements TopicLog {
           damagedAt = pos + p;
           break;
         }
-        if (seq >= this.committed) return added; // written, not yet acknowledged
+        if (seq >= this.committed) break scan; // written, not yet acknowledged
         if (seq >= from) {
           const data = recordData(rec, rv, rp, total);
           const m: StoredMessage = { seq, time: recordTime(rv, rp), data };
@@ -1123,6 +1134,7 @@ export class FileTopicLog implements TopicLog {
         prev = seq;
         prevPos = pos + p;
         p += total;
+        nextPos = pos + p;
         if (rec !== chunk) break;
       }
       if (damagedAt >= 0) {
@@ -1134,7 +1146,24 @@ export class FileTopicLog implements TopicLog {
       if (p === 0) break;
       pos += p;
     }
+    if (nextPos > 0) this.readHints.set(hint, { owner: seg, prevSeq: prev, prevPos, nextPos });
     return added;
+  }
+
+  /**
+   * Bytes of `seg` from `pos` (below `limit`) holding at least the record there: out of what an
+   * earlier read took ahead when that holds it whole, else read now — `want` bytes or
+   * READ_AHEAD_BYTES, whichever is more — and kept for the next reads.
+   */
+  private bytesAt(seg: Segment, pos: number, limit: number, want: number): Uint8Array {
+    const kept = readAhead.from(seg, pos);
+    if (kept !== undefined && kept.length >= RECORD_HEADER) {
+      const total = recordTotal(new DataView(kept.buffer, kept.byteOffset, RECORD_HEADER), 0);
+      if (total > 0 && total <= kept.length) return kept.length <= limit - pos ? kept : kept.subarray(0, limit - pos);
+    }
+    const bytes = readAtSync(seg.handle.fd(), Math.min(READ_CHUNK, limit - pos, Math.max(want, READ_AHEAD_BYTES)), pos);
+    readAhead.keep(seg, pos, bytes);
+    return bytes;
   }
 
   /**
@@ -1150,6 +1179,8 @@ export class FileTopicLog implements TopicLog {
     const next = findRecord(seg.handle.fd(), seg.size, at + 1, prev, below);
     const end = next ? next.pos : seg.size;
     const aside = this.asidePath(`${name}.${at}-${end}`);
+    readAhead.forget(seg);
+    this.readHints.forget(seg);
     try {
       copyAside(seg.handle.fd(), at, end, aside);
     } catch (err) {
@@ -1204,7 +1235,9 @@ export class FileTopicLog implements TopicLog {
     this.dirty.clear();
     // What each segment owes (nothing under --fsync never) is fsynced before it is closed,
     // on the thread pool: a store closes many topics at once.
+    this.readHints.forget();
     for (const seg of this.segments) {
+      readAhead.forget(seg);
       // Not fsynced: a store closing 100,000 topics would pay one fdatasync each for it.
       this.cutZeros(seg);
       try {

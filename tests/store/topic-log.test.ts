@@ -1,4 +1,4 @@
-import { describe, expect, test } from "bun:test";
+import { describe, expect, spyOn, test } from "bun:test";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -165,6 +165,73 @@ describe("FileTopicLog.recentMsgIds", () => {
       log = FileTopicLog.open(dir, { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024 });
       const seqs = (await log.recentMsgIds(0, Number.MAX_SAFE_INTEGER)).map((r) => r.seq);
       expect(seqs).toEqual(Array.from({ length: 3000 }, (_, i) => i + 1).filter((s) => s !== 1500));
+    } finally {
+      await log.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("FileTopicLog read-ahead (a backlog read in order)", () => {
+  const payloadOf = (seq: number, size: number) => Buffer.alloc(size, seq % 251);
+  /** Bytes this process has read so far (the kernel's count of read syscalls, /proc/self/io). */
+  const bytesRead = () => Number(/^rchar: (\d+)$/m.exec(fs.readFileSync("/proc/self/io", "utf8"))![1]);
+
+  test.skipIf(process.platform !== "linux")("a backlog read 64 messages at a time (the server's push step) reads each byte of its segment about once", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-readahead-"));
+    const opts = { fsync: "never" as const, fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024 };
+    let log = FileTopicLog.open(dir, opts);
+    try {
+      const total = 30_000;
+      for (let from = 1; from <= total; from += 500) await log.appendBatch(Array.from({ length: 500 }, (_, k) => payloadOf(from + k, 128)), from, new Array(500));
+      await log.close();
+      log = FileTopicLog.open(dir, opts); // an empty tail cache: every read goes to the segment
+      const fileBytes = fs.statSync(path.join(dir, fs.readdirSync(dir).find((n) => n.endsWith(".log"))!)).size;
+      const before = bytesRead();
+      let next = 1;
+      for (let reads = 0; next <= total && reads < 2 * total; reads++) {
+        const got = await log.read(next, 64, Number.MAX_SAFE_INTEGER);
+        expect(got.length).toBeGreaterThan(0);
+        for (const m of got) {
+          if (m.seq !== next) throw new Error(`seq ${m.seq} where ${next} was next`);
+          if (!Buffer.from(m.data).equals(payloadOf(m.seq, 128))) throw new Error(`seq ${m.seq}: not the payload appended`);
+          next++;
+        }
+      }
+      expect(next).toBe(total + 1);
+      // Each read from the sparse index entry before it (up to 64 KiB back) took ~13 times the segment.
+      expect(bytesRead() - before).toBeLessThan(1.5 * fileBytes);
+    } finally {
+      await log.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("bytes read ahead while a commit synced are not served once that commit failed and its seqs were written again", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-readahead-"));
+    const opts = { fsync: "always" as const, fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024 };
+    let log = FileTopicLog.open(dir, opts);
+    try {
+      await log.appendBatch(Array.from({ length: 100 }, (_, k) => payloadOf(k + 1, 128)), 1, new Array(100));
+      await log.close();
+      log = FileTopicLog.open(dir, opts); // the tail cache is empty: reads go to the segment
+      // Seq 101 written, its fdatasync failing later: a read meanwhile takes its bytes too.
+      const sync = spyOn(fs, "fdatasync").mockImplementation(((_fd: number, cb: (err: Error | null) => void) => void setTimeout(() => cb(new Error("EIO: simulated")), 50)) as typeof fs.fdatasync);
+      let failed: Promise<unknown>;
+      try {
+        failed = log.append(Buffer.from("never acknowledged"), 101).catch((err: Error) => err.message);
+        await Bun.sleep(10);
+        expect((await log.read(90, 64, Number.MAX_SAFE_INTEGER)).map((m) => m.seq)).toEqual(Array.from({ length: 11 }, (_, k) => 90 + k));
+        expect(await failed).toContain("EIO");
+      } finally {
+        sync.mockRestore();
+      }
+      // Seq 101 again, in a commit bigger than the tail cache (8 MiB): its first messages are served from the segment.
+      const again = Array.from({ length: 9 }, (_, k) => payloadOf(101 + k, 1024 * 1024));
+      expect((await log.appendBatch(again, 102, new Array(9)))[0]).toBe(101);
+      const got = await log.read(101, 2, Number.MAX_SAFE_INTEGER);
+      expect(got.map((m) => m.seq)).toEqual([101, 102]);
+      for (const m of got) expect(Buffer.from(m.data).equals(payloadOf(m.seq, 1024 * 1024))).toBe(true);
     } finally {
       await log.close();
       fs.rmSync(dir, { recursive: true, force: true });
