@@ -19,7 +19,7 @@
 
 /** How much a read takes from a segment when what it needs is not kept already. */
 export const READ_AHEAD_BYTES = 64 * 1024;
-/** Chunks kept over all topics: 4 MiB at most beside what messages in flight hold anyway. */
+/** Chunks kept over all topics: of 64–256 KiB each (READ_CHUNK), so 4–16 MiB beside what messages in flight hold anyway. */
 const MAX_CHUNKS = 64;
 
 interface Chunk {
@@ -42,7 +42,15 @@ class ReadAheadChunks {
     return undefined;
   }
 
+  /** Keeps bytes read at `pos`: in place of the chunk they go on from (a reader moving on needs that one no more), else of the oldest. */
   keep(owner: object, pos: number, bytes: Uint8Array): void {
+    for (let i = 0; i < this.chunks.length; i++) {
+      const c = this.chunks[i];
+      if (c !== undefined && c.owner === owner && c.pos < pos && pos <= c.pos + c.bytes.length) {
+        this.chunks[i] = { owner, pos, bytes };
+        return;
+      }
+    }
     this.chunks[this.next] = { owner, pos, bytes };
     this.next = (this.next + 1) % MAX_CHUNKS;
   }
