@@ -142,8 +142,10 @@ export class PooledFile {
   private readonly mode: number | undefined;
   private readonly durable: boolean;
   private pins = 0;
-  /** Written since the last fsync (only counted for durable files). */
+  /** Written since the last fsync (only counted for durable files); may stay true while the file is closed (`lazily` below). */
   private owed = false;
+  /** Some of what is owed must be fsynced before the file is closed (all but lazy writes). */
+  private owedAtClose = false;
   private writes = 0;
   private closedForGood = false;
 
@@ -198,18 +200,27 @@ export class PooledFile {
     this.pins--;
   }
 
-  /** Records a write (or truncation) not yet fsynced: it is fsynced before the file is closed. */
-  wrote(): void {
+  /**
+   * Records a write (or truncation) not yet fsynced: it is fsynced before the file is closed.
+   * `lazily`: a write nothing waits for the disk for (a record file's cursor moves, which a
+   * crash may lose): closing the file to make room does not fsync it — with more files than
+   * the pool holds, every ack of a topic closed another topic's file, each after an fsync on
+   * the event loop (docs/benchmarks.md, "10,000 topics"). The next `sync` still covers it,
+   * opening the file again if it was closed meanwhile.
+   */
+  wrote(lazily = false): void {
     this.writes++;
-    if (this.durable) this.owed = true;
+    if (!this.durable) return;
+    this.owed = true;
+    if (!lazily) this.owedAtClose = true;
   }
 
   /**
-   * Makes what was written durable: fdatasyncs (on the thread pool) if the file is open and
-   * owes it. A closed file was fsynced when it was closed.
+   * Makes what was written durable: fdatasyncs (on the thread pool) if the file owes it,
+   * opening it again if it was closed with lazy writes unsynced.
    */
   async sync(): Promise<void> {
-    if (this.fdNum < 0 || !this.owed) return;
+    if (!this.owed || this.closedForGood) return;
     const fd = this.pin();
     const writes = this.writes;
     const started = performance.now();
@@ -219,7 +230,7 @@ export class PooledFile {
     } finally {
       this.unpin();
     }
-    if (this.writes === writes) this.owed = false;
+    if (this.writes === writes) this.owed = this.owedAtClose = false;
   }
 
   /** `sync` on the event loop: fdatasync without the thread pool's hops (lib/store/sync-place.ts); returns the ms it took. */
@@ -230,15 +241,15 @@ export class PooledFile {
     fs.fdatasyncSync(this.fdNum);
     const ms = performance.now() - started;
     fsyncSeconds.observe(ms / 1000);
-    if (this.writes === writes) this.owed = false;
+    if (this.writes === writes) this.owed = this.owedAtClose = false;
     return ms;
   }
 
-  /** `sync` without leaving the event loop. */
+  /** `sync` without leaving the event loop (opening the file again if it was closed owing lazy writes). */
   syncNow(): void {
-    if (this.fdNum < 0 || !this.owed) return;
-    fs.fsyncSync(this.fdNum);
-    this.owed = false;
+    if (!this.owed || this.closedForGood) return;
+    fs.fsyncSync(this.fd());
+    this.owed = this.owedAtClose = false;
   }
 
   /**
@@ -248,7 +259,7 @@ export class PooledFile {
   release(): boolean {
     if (this.fdNum < 0) return true;
     if (this.pins > 0) return false;
-    if (this.owed) {
+    if (this.owedAtClose) {
       try {
         this.syncNow();
       } catch (err) {
@@ -263,19 +274,18 @@ export class PooledFile {
 
   /** Closes the fd without fsync (the file was replaced or deleted); it opens again on next use. */
   reset(): void {
-    this.owed = false;
+    this.owed = this.owedAtClose = false;
     if (this.fdNum >= 0) this.closeFd();
   }
 
   /** Closes the file for good, after the fsync it owes (unless `sync` is false). */
   close(sync = true): void {
-    this.closedForGood = true;
-    if (this.fdNum < 0) return;
     try {
       if (sync) this.syncNow();
     } finally {
-      this.owed = false;
-      this.closeFd();
+      this.closedForGood = true;
+      this.owed = this.owedAtClose = false;
+      if (this.fdNum >= 0) this.closeFd();
     }
   }
 

@@ -274,7 +274,7 @@ export class RecordFile {
     try {
       // One copy after the other: a crash can tear only the copy being written.
       for (const h of this.handles) {
-        if (buf.length > 0 || header) h.wrote();
+        if (buf.length > 0 || header) h.wrote(!durable);
         if (buf.length > 0) writeAllSync(h.fd(), buf, this.size);
         if (header) writeAllSync(h.fd(), header, 0);
         // Only what was written and not yet fsynced (lazy records too); nothing when nothing was.

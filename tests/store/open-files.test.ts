@@ -132,6 +132,53 @@ describe("OpenFiles", () => {
     expect(fs.readFileSync(path.join(dir, "durable"), "utf8")).toBe("owed");
   });
 
+  test("OpenFiles closes a file holding only lazy writes without an fsync; its next sync opens it again and fdatasyncs it", async () => {
+    const pool = new OpenFiles(1);
+    const cursors = pool.openNow(path.join(dir, "cursors"), { flags: "w+", durable: true });
+    const fsyncs: number[] = [];
+    const fdatasyncs: number[] = [];
+    const realFsync = fs.fsyncSync;
+    const realFdatasync = fs.fdatasync;
+    const fsync = spyOn(fs, "fsyncSync").mockImplementation(((fd: number) => {
+      fsyncs.push(fd);
+      realFsync(fd);
+    }) as typeof fs.fsyncSync);
+    const fdatasync = spyOn(fs, "fdatasync").mockImplementation(((fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => {
+      fdatasyncs.push(fd);
+      realFdatasync(fd, cb);
+    }) as typeof fs.fdatasync);
+    try {
+      fs.writeSync(cursors.fd(), "lazy");
+      cursors.wrote(true);
+      const other = pool.openNow(path.join(dir, "other"), { flags: "w+" }); // closes `cursors`
+      expect(cursors.isOpen).toBe(false);
+      expect(fsyncs).toEqual([]); // a lazy write costs no fsync to make room
+      expect(cursors.owesSync).toBe(true); // it is still owed
+      await cursors.sync(); // opens it again (closing `other`, which owes nothing) and syncs it
+      expect([cursors.isOpen, other.isOpen, cursors.owesSync]).toEqual([true, false, false]);
+      expect(fdatasyncs).toEqual([cursors.fdNumber]);
+      // A write something waits for is still fsynced before its file is closed, lazy ones with it.
+      fs.writeSync(cursors.fd(), Buffer.from("lazy"), 0, 4, 4);
+      cursors.wrote(true);
+      fs.writeSync(cursors.fd(), Buffer.from("durable"), 0, 7, 8);
+      const fd = cursors.fdNumber;
+      cursors.wrote();
+      other.fd();
+      expect(fsyncs).toEqual([fd]);
+      // Closed for good owing lazy writes: they are fsynced first.
+      fs.writeSync(cursors.fd(), Buffer.from("!"), 0, 1, 15);
+      cursors.wrote(true);
+      other.fd();
+      fsyncs.length = 0;
+      cursors.close();
+      expect(fsyncs.length).toBe(1);
+    } finally {
+      fsync.mockRestore();
+      fdatasync.mockRestore();
+    }
+    expect(fs.readFileSync(path.join(dir, "cursors"), "utf8")).toBe("lazylazydurable!");
+  });
+
   test("OpenFiles: an fsync in flight pins the file, so a new open cannot close it under the fsync", async () => {
     const pool = new OpenFiles(1);
     const a = pool.openNow(path.join(dir, "a"), { flags: "w+" });

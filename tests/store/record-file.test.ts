@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, spyOn, test } from "bun:test";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { OpenFiles } from "../../lib/store/open-files.ts";
 import { HEADER_BYTES, mirrorOf, RecordFile, type Record_ } from "../../lib/store/record-file.ts";
 import { captureLog, copiesOf, flipBit, flipBitInRecord, legacyBytes, level, recordSpans } from "./damage-kit.ts";
 
@@ -113,6 +114,38 @@ describe("RecordFile", () => {
     } finally {
       fsync.mockRestore();
     }
+  });
+
+  test("RecordFile: records that are not durable cost no fsync when the pool closes their copies to make room; sync makes them durable after all", async () => {
+    // Two record files (four copies) in a pool of two open files, written in turn: each append
+    // closes the other file's copies, as acks on 10,000 topics did with `subscribers` files.
+    const pool = new OpenFiles(2);
+    const owner = { apply: () => {}, snapshot: () => [] };
+    const a = RecordFile.open(path.join(dir, "a"), owner, pool);
+    const b = RecordFile.open(path.join(dir, "b"), owner, pool);
+    opened.push(a, b);
+    const fsync = spyOn(fs, "fsyncSync");
+    const fdatasync = spyOn(fs, "fdatasync");
+    try {
+      for (let i = 1; i <= 20; i++) await (i % 2 ? a : b).append(rec(i), false);
+      expect(pool.evictions).toBeGreaterThanOrEqual(30);
+      expect(fsync).toHaveBeenCalledTimes(0);
+      expect(fdatasync).toHaveBeenCalledTimes(0);
+      await a.sync();
+      expect(fdatasync).toHaveBeenCalledTimes(2); // both copies of `a`, opened again
+    } finally {
+      fsync.mockRestore();
+      fdatasync.mockRestore();
+    }
+    const replayed = (name: string) => {
+      const got: Record_[] = [];
+      RecordFile.open(path.join(dir, name), { apply: (r) => void got.push(r), snapshot: () => got }).close();
+      return got;
+    };
+    await a.close();
+    await b.close();
+    expect(replayed("a")).toEqual([1, 3, 5, 7, 9, 11, 13, 15, 17, 19].map(rec));
+    expect(replayed("b")).toEqual([2, 4, 6, 8, 10, 12, 14, 16, 18, 20].map(rec));
   });
 
   test("RecordFile.rewrite replaces both copies with the snapshot and keeps later appends", async () => {
