@@ -235,10 +235,11 @@ export class PooledFile {
 
   /** `sync` on the event loop: fdatasync without the thread pool's hops (lib/store/sync-place.ts); returns the ms it took. */
   syncOnLoop(): number {
-    if (this.fdNum < 0 || !this.owed) return 0;
+    if (!this.owed || this.closedForGood) return 0;
+    const fd = this.openFd();
     const writes = this.writes;
     const started = performance.now();
-    fs.fdatasyncSync(this.fdNum);
+    fs.fdatasyncSync(fd);
     const ms = performance.now() - started;
     fsyncSeconds.observe(ms / 1000);
     if (this.writes === writes) this.owed = this.owedAtClose = false;
@@ -248,8 +249,17 @@ export class PooledFile {
   /** `sync` without leaving the event loop (opening the file again if it was closed owing lazy writes). */
   syncNow(): void {
     if (!this.owed || this.closedForGood) return;
-    fs.fsyncSync(this.fd());
+    fs.fsyncSync(this.openFd());
     this.owed = this.owedAtClose = false;
+  }
+
+  /**
+   * The fd as it is, or opened again when the file was closed owing lazy writes. Not `fd()` on
+   * an open file: marking it used would move it in the pool's LRU while `evictColdest` walks
+   * that, which would then come to it again and fsync it a second time.
+   */
+  private openFd(): number {
+    return this.fdNum >= 0 ? this.fdNum : this.fd();
   }
 
   /**

@@ -179,6 +179,31 @@ describe("OpenFiles", () => {
     expect(fs.readFileSync(path.join(dir, "cursors"), "utf8")).toBe("lazylazydurable!");
   });
 
+  test("OpenFiles: a file whose fsync fails when it is closed to make room is fsynced once, stays open and still owes it (review finding)", () => {
+    const pool = new OpenFiles(2);
+    const a = pool.lazy(path.join(dir, "a"), { flags: "w+" });
+    const b = pool.lazy(path.join(dir, "b"), { flags: "w+" });
+    const c = pool.lazy(path.join(dir, "c"), { flags: "w+" });
+    try {
+      fs.writeSync(a.fd(), "x");
+      a.wrote();
+      b.pin(); // an fsync in flight: it cannot be closed
+      // Linux reports a writeback error once: a second fsync would succeed and hide it.
+      let calls = 0;
+      const fsync = spyOn(fs, "fsyncSync").mockImplementation(() => {
+        if (++calls === 1) throw new Error("EIO: simulated");
+      });
+      try {
+        c.fd(); // needs room: `a`, the coldest, fails its fsync and stays open (the pool goes over max)
+        expect({ calls, open: a.isOpen, owes: a.owesSync }).toEqual({ calls: 1, open: true, owes: true });
+      } finally {
+        fsync.mockRestore();
+      }
+    } finally {
+      for (const f of [a, b, c]) f.close(false);
+    }
+  });
+
   test("OpenFiles: an fsync in flight pins the file, so a new open cannot close it under the fsync", async () => {
     const pool = new OpenFiles(1);
     const a = pool.openNow(path.join(dir, "a"), { flags: "w+" });
