@@ -13,14 +13,11 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { logger } from "../log.ts";
-import { canSyncFileSystem, fsyncDirAsync, syncFileSystem, writeFileAtomic, writeFileAtomicAsync } from "./fsutil.ts";
+import { canSyncFileSystem, fsyncDir, syncFileSystem, writeFileAtomic, writeFileAtomicAsync } from "./fsutil.ts";
 import { UNBOUNDED, type OpenFiles, type PooledFile } from "./open-files.ts";
 import { getU64, setU64 } from "./segment.ts";
 import { Slots } from "./slots.ts";
 import type { FsyncPolicy } from "./types.ts";
-
-const log = logger("store");
 
 export interface TopicMeta {
   /** Every seq ever handed out is below this; exactly the next seq when `clean`. */
@@ -236,10 +233,12 @@ export class HeadFile {
     // Never fsynced, so closing it to make room owes nothing.
     const flags = fs.constants.O_RDWR | fs.constants.O_CREAT;
     this.handle = files.openNow(file, { flags, reopenFlags: flags, mode: 0o600, durable: false });
-    // Its name made durable off the event loop: nothing waits for it (its bytes are not fsynced
-    // either), and a topic's first commit, which opens it, waited ~0.3 ms for it on the loop —
-    // for every topic of a publisher writing to 10,000 (docs/benchmarks.md, "10,000 topics").
-    if (!existed) fsyncDirAsync(path.dirname(file)).catch((err: Error) => log.warn(`${file}: cannot fsync its directory: ${err.message}`));
+    try {
+      if (!existed) fsyncDir(path.dirname(file));
+    } catch (err) {
+      this.handle.close(false);
+      throw err;
+    }
   }
 
   /** Records the exact next seq; returns an error message the first time writing fails. */

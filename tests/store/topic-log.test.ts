@@ -238,20 +238,3 @@ describe("FileTopicLog read-ahead (a backlog read in order)", () => {
     }
   });
 });
-
-describe("FileTopicLog on the event loop", () => {
-  test("a topic's first commit makes its head file without an fsync on the event loop (the directory is fsynced on the thread pool)", async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-head-"));
-    const log = FileTopicLog.open(dir, { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024 });
-    const fsync = spyOn(fs, "fsyncSync");
-    try {
-      expect(await log.append(Buffer.from("first"), 1)).toBe(1);
-      expect(fs.existsSync(path.join(dir, "head"))).toBe(true);
-      expect(fsync).toHaveBeenCalledTimes(0);
-    } finally {
-      fsync.mockRestore();
-      await log.close();
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
-  });
-});
