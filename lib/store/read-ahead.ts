@@ -10,7 +10,8 @@
  *   one it returned), so a read from there starts there;
  * - `ReadAhead`, per process: the bytes a read took past what it was asked for, so the next
  *   reads of that reader (and of others near it) are cut out of them without a syscall.
- *   At most `MAX_CHUNKS` chunks over all topics, the oldest replaced first.
+ *   At most `MAX_CHUNKS` chunks over all topics: a reader's new chunk replaces the one it goes on
+ *   from, else the oldest goes.
  *
  * Cached bytes were below the log's end when read: bytes there change only when a failed
  * commit is cut off (a record not acknowledged, whose seq is written again) or damage is found
