@@ -8,7 +8,7 @@
  * Two things make the next read of the same reader cheap:
  * - `ReadHints`, per log: where each of its last few reads stopped (the record after the last
  *   one it returned), so a read from there starts there;
- * - `ReadAhead`, per process: the bytes a read took past what it was asked for, so the next
+ * - `readAhead` (ReadAheadChunks), per process: the bytes a read took past what it was asked for, so the next
  *   reads of that reader (and of others near it) are cut out of them without a syscall.
  *   At most `MAX_CHUNKS` chunks over all topics: a reader's new chunk replaces the one it goes on
  *   from, else the oldest goes.
