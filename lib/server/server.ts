@@ -680,6 +680,13 @@ export class MqServer {
       this.addSubscription(new Subscription(id, topic, cursor));
     }
     await attaching;
+    // Made by another server (or before a pattern of this one reached it): the patterns known
+    // here match it too, whatever that server knew when it created it.
+    if (this.cluster && !opened.created) {
+      await this.attachMissingPatterns(topic, "its pattern matches; the topic was made through another server");
+      // Its messages may all be older than this open: no later append event announces them.
+      for (const sub of topic.subscriptions.values()) this.pump(sub);
+    }
     return { topic, created: opened.created };
   }
 
@@ -1094,20 +1101,27 @@ export class MqServer {
     for (const [id, mine] of this.subscriptionsOf) {
       for (const name of mine.keys()) if (!this.consumers.covers(id, name)) this.consumers.addImplied(id, name);
     }
-    for (const topic of this.topics.values()) {
-      const patterns = this.consumers.patternsMatching(topic.name).filter((p) => !topic.subscriptions.has(p.id) && this.registry.owner(p.id) !== undefined);
-      // Each id from the earliest start its matching patterns ask for.
-      const starts = new Map<number, number>();
-      for (const p of patterns) {
-        const cursor = await patternStart(p, topic.log);
-        starts.set(p.id, Math.min(cursor, starts.get(p.id) ?? cursor));
-      }
-      for (const [id, cursor] of starts) {
-        if (!this.roomForPatternTopic(id, topic.name)) continue;
-        log.info(`topic ${topic.name}: id ${id} subscribed from seq ${cursor} (its pattern matches; the subscription was not recorded before a stop)`);
-        this.addSubscription(new Subscription(id, topic, cursor));
-        await topic.index.add(id, cursor).catch((err) => log.error(`topic ${topic.name}: cannot record the subscription of id ${id} (from its pattern): ${errorText(err)}; the next start adds it again`));
-      }
+    for (const topic of this.topics.values()) await this.attachMissingPatterns(topic, "its pattern matches; the subscription was not recorded before a stop");
+  }
+
+  /**
+   * Each id with a pattern matching `topic` but no subscription to it gets one, from the
+   * earliest start its matching patterns ask for (pattern-start.ts), within
+   * --max-subscriptions-per-id; recorded in the index (an add keeps a row already there).
+   */
+  private async attachMissingPatterns(topic: Topic, why: string): Promise<void> {
+    const patterns = this.consumers.patternsMatching(topic.name).filter((p) => !topic.subscriptions.has(p.id) && this.registry.owner(p.id) !== undefined);
+    const starts = new Map<number, number>();
+    for (const p of patterns) {
+      const cursor = await patternStart(p, topic.log);
+      starts.set(p.id, Math.min(cursor, starts.get(p.id) ?? cursor));
+    }
+    for (const [id, cursor] of starts) {
+      // A `sub` or another open may have subscribed it while the starts were read.
+      if (topic.subscriptions.has(id) || this.registry.owner(id) === undefined || !this.roomForPatternTopic(id, topic.name)) continue;
+      log.info(`topic ${topic.name}: id ${id} subscribed from seq ${cursor} (${why})`);
+      this.addSubscription(new Subscription(id, topic, cursor));
+      await topic.index.add(id, cursor).catch((err) => log.error(`topic ${topic.name}: cannot record the subscription of id ${id} (from its pattern): ${errorText(err)}; the next start adds it again`));
     }
   }
 
@@ -1220,8 +1234,6 @@ export class MqServer {
       storedTopics: () => this.store.topics(),
       openTopic: async (name) => {
         const opened = await this.topic(name, false);
-        // Made by another server: the patterns known here match it too (an index add keeps what is there).
-        if (opened) await this.attachPatterns(opened.topic);
         return opened?.topic ?? null;
       },
       addSubscription: (sub) => this.addSubscription(sub),

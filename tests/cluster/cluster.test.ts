@@ -123,6 +123,24 @@ describe(`two servers on one PostgreSQL database${noPostgres}`, () => {
     expect(none.stdout).toBe("");
   });
 
+  // Under load, B's first append to a topic lands while A opens the topic on B's `topic` event:
+  // A reads seq 1 with the extent (and the watcher's subscription, if B attached it), so B's
+  // `appended` event says nothing new. A must push what a topic it opens already holds; it
+  // waited for an append (1 of 3 runs under 4 busy loops failed, 0 of 6 after).
+  test.skipIf(Boolean(noPostgres))("a pattern subscribed through A gets each of 24 topics created through B one after another, with its first message", async () => {
+    await using c = await sharedServers(postgres.current());
+    const [a, b] = c.servers as [NonNullable<(typeof c.servers)[0]>, NonNullable<(typeof c.servers)[0]>];
+    const onA = await c.local(a);
+    const onB = await c.local(b);
+    const watcher = await createOn(onA.socket);
+    expect((await mq(onA.socket, ["sub", String(watcher), "burst.*"])).code).toBe(0);
+    const writer = await createOn(onB.socket);
+    const names = Array.from({ length: 24 }, (_, i) => `burst.t${i}`);
+    for (const name of names) await pub(onB.socket, [String(writer), name, `m-${name}`]);
+    const got = await recv(onA.socket, watcher, names.length);
+    expect(got.sort((x, y) => x[0].localeCompare(y[0]))).toEqual(names.map((n) => [n, 1, `m-${n}`] as [string, number, string]).sort((x, y) => x[0].localeCompare(y[0])));
+  });
+
   test.skipIf(Boolean(noPostgres))("--msg-id through A, then the same id through B: stored once, B answers duplicate with A's seq (also for a --lines run)", async () => {
     await using c = await sharedServers(postgres.current());
     const [a, b] = c.servers as [NonNullable<(typeof c.servers)[0]>, NonNullable<(typeof c.servers)[0]>];
