@@ -1116,12 +1116,15 @@ export class MqServer {
       const cursor = await patternStart(p, topic.log);
       starts.set(p.id, Math.min(cursor, starts.get(p.id) ?? cursor));
     }
+    // Clients are connected while a cluster server opens a topic: an unsub of the pattern answered meanwhile wins.
+    const stillMatched = (id: number) => this.consumers.patternsMatching(topic.name).some((p) => p.id === id);
     for (const [id, cursor] of starts) {
       // A `sub` or another open may have subscribed it while the starts were read.
-      if (topic.subscriptions.has(id) || this.registry.owner(id) === undefined || !this.roomForPatternTopic(id, topic.name)) continue;
+      if (topic.subscriptions.has(id) || !stillMatched(id) || this.registry.owner(id) === undefined || !this.roomForPatternTopic(id, topic.name)) continue;
       log.info(`topic ${topic.name}: id ${id} subscribed from seq ${cursor} (${why})`);
       this.addSubscription(new Subscription(id, topic, cursor));
       await topic.index.add(id, cursor).catch((err) => log.error(`topic ${topic.name}: cannot record the subscription of id ${id} (from its pattern): ${errorText(err)}; the next start adds it again`));
+      if (!stillMatched(id) && topic.subscriptions.has(id) && !this.consumers.covers(id, topic.name)) await this.dropSubscription(id, topic.name);
     }
   }
 
