@@ -233,6 +233,18 @@ export class PooledFile {
     if (this.writes === writes) this.owed = this.owedAtClose = false;
   }
 
+  /**
+   * For a sync of the whole file system (syncfs, lib/store/commit-syncs.ts) about to start:
+   * the returned function, called once it succeeded, records the file synced unless it was
+   * written meanwhile. A closed file needs no reopening: syncfs writes back the page cache.
+   */
+  syncedBy(): () => void {
+    const writes = this.writes;
+    return () => {
+      if (this.writes === writes) this.owed = this.owedAtClose = false;
+    };
+  }
+
   /** `sync` on the event loop: fdatasync without the thread pool's hops (lib/store/sync-place.ts); returns the ms it took. */
   syncOnLoop(): number {
     if (!this.owed || this.closedForGood) return 0;

@@ -20,6 +20,7 @@
  * sends the syncs back to the pool for `quietMs`, so the loop waits on a stalling disk at
  * most once per `quietMs`.
  */
+import { commitSyncs, type FileSystemRef } from "./commit-syncs.ts";
 import type { PooledFile } from "./open-files.ts";
 
 /** What one commit holds, as far as the rule cares. */
@@ -67,13 +68,15 @@ export class SyncPlace {
 export const syncPlace = new SyncPlace();
 
 /**
- * Makes a commit's `files` durable, `syncPlace` choosing where; `owner` is the topic's log.
+ * Makes a commit's `files` durable, `syncPlace` choosing where; `owner` is the topic's log,
+ * `fileSystem` the one its files are on.
  * Returns undefined when done already (synced on the loop), else the pool's promise.
  */
-export function syncCommit(owner: object, requests: number, messages: number, waited: boolean, files: PooledFile[]): Promise<unknown> | undefined {
+export function syncCommit(owner: object, requests: number, messages: number, waited: boolean, files: PooledFile[], fileSystem: FileSystemRef | undefined): Promise<unknown> | undefined {
   if (syncPlace.onLoop(owner, { requests, messages, files: files.length, waited })) {
     syncPlace.loopSyncTook(files[0]!.syncOnLoop());
     return undefined;
   }
-  return Promise.all(files.map((f) => f.sync()));
+  // With other topics' commits: lib/store/commit-syncs.ts.
+  return commitSyncs.sync(files, fileSystem);
 }

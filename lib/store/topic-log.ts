@@ -45,6 +45,7 @@ import {
 } from "./segment.ts";
 import { UNBOUNDED, type OpenFiles, type PooledFile } from "./open-files.ts";
 import { readAhead, READ_AHEAD_BYTES, ReadHints } from "./read-ahead.ts";
+import { fileSystemOf, type FileSystemRef } from "./commit-syncs.ts";
 import { syncCommit } from "./sync-place.ts";
 import { convertV1, startsWithV1Record } from "./segment-v1.ts";
 import { addHole, bootId, HeadFile, readHead, readMeta, uncovered, writeMetaAsync, writeMetaSync, type Head, type MetaBatch, type TopicMeta } from "./topic-meta.ts";
@@ -215,6 +216,8 @@ export class FileTopicLog implements TopicLog {
   private zeroGrowth = 0;
   private readonly topic: string;
   private readonly files: OpenFiles;
+  /** Where its files are, for a syncfs shared with other topics' commits (null: not asked yet). */
+  private fileSystem: FileSystemRef | undefined | null = null;
 
   private constructor(
     readonly dir: string,
@@ -620,7 +623,9 @@ export class FileTopicLog implements TopicLog {
       this.writeBatch(entries, touched, written);
       this.assigned += count;
       if (this.options.fsync === "always") {
-        const syncing = syncCommit(this, entries.length, count, waited, [...touched].map((s) => s.handle));
+        // Its file system, asked at the first sync (not at open: a start opens every topic).
+        if (this.fileSystem === null) this.fileSystem = fileSystemOf(this.dir);
+        const syncing = syncCommit(this, entries.length, count, waited, [...touched].map((s) => s.handle), this.fileSystem);
         if (syncing) await syncing;
       } else if (this.options.fsync === "interval") this.markDirty(touched);
     } catch (err) {
