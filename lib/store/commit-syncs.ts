@@ -2,17 +2,24 @@
  * Group commit across topics (`--fsync always`). Each topic's log commits on its own, and
  * each commit used to fdatasync its own file: publishes spread over many topics paid one
  * fdatasync each, and concurrent fdatasyncs barely overlap on a disk that flushes its cache
- * for each (docs/benchmarks.md, "many topics"): 100 topics published round robin ran at a
- * tenth of one topic's rate.
+ * for each (docs/benchmarks.md, "Many topics: one syncfs for many commits"): 100 topics
+ * published round robin ran at a tenth of one topic's rate.
  *
- * Here, while one commit's sync runs, the commits of other topics that arrive wait; when it
- * is done they are synced together: with `minFiles` files or more on one file system, by one
- * syncfs(2) on a worker thread (it writes back and waits for everything dirty on that file
- * system, with one cache flush); fewer, by an fdatasync each, as before. A lone topic never
- * waits here (its next commit starts after its previous one's sync). syncfs reports write-back
- * errors since Linux 5.8 (earlier it always succeeds): used only there. It also waits for what
- * other processes wrote to the same file system: one slower than `slowMs` sends the commits
- * back to an fdatasync each for `backoffMs`.
+ * Per file system: while one commit's sync runs, the commits of other topics that arrive
+ * wait, their files pinned (an eviction would fsync one on the loop and take its fd's error);
+ * when it is done they are synced together, with `minFiles` files or more by one syncfs(2) on
+ * a worker thread (it writes back everything dirty on that file system, with one cache flush),
+ * fewer by an fdatasync each. A lone topic never waits (its next commit starts after its
+ * previous one's sync); where syncfs is not used nothing waits.
+ *
+ * syncfs is used only where it reports what fdatasync would: Linux 5.17 or later (from 5.8 it
+ * reports write-back errors, from 5.17 those of the file system's own sync), on ext2/3/4, xfs,
+ * btrfs or tmpfs (FUSE and network file systems may send nothing to their server). It reports
+ * a write-back error once per open file (the directory fd here), so once one fails syncfs is
+ * not used again by this process: the commits of that group, and all later ones, fdatasync
+ * their own files, whose fds report the errors of their own pages. It also waits for what
+ * other processes wrote to the file system: one slower than `slowMs` sends the commits back
+ * to an fdatasync each for `backoffMs`.
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -23,22 +30,29 @@ import type { PooledFile } from "./open-files.ts";
 
 const log = logger("store");
 
-/** A file system the logs are on, by device number; `fd` is a directory on it, kept open for syncfs. */
+/** A file system the logs are on, by device; `fd` a directory on it, kept open for syncfs. */
 export interface FileSystemRef {
   readonly dev: number;
-  fd: number;
+  readonly fd: number;
+  /** Its type is one whose syncfs makes durable what fdatasync would. */
+  readonly syncfsSafe: boolean;
 }
+
+/** statfs f_type of the file systems whose syncfs is trusted: ext2/3/4, xfs, btrfs, tmpfs. */
+const SYNCFS_TYPES = new Set([0xef53, 0x58465342, 0x9123683e, 0x01021994]);
 
 const fileSystems = new Map<number, FileSystemRef>();
 
-/** The file system holding `dir` (one shared object per device), or undefined if it cannot be told. */
+/** The file system holding `dir` (one object per device), or undefined if it cannot be told. */
 export function fileSystemOf(dir: string): FileSystemRef | undefined {
   try {
     const dev = fs.statSync(dir).dev;
     let ref = fileSystems.get(dev);
-    if (!ref) fileSystems.set(dev, (ref = { dev, fd: -1 }));
-    // Opened on first use: a directory of that device (the first topic's; a deleted one still names the device).
-    if (ref.fd < 0) ref.fd = fs.openSync(dir, "r");
+    if (!ref) {
+      // A directory of that device, open for the process's life (a deleted one still names the device).
+      ref = { dev, fd: fs.openSync(dir, "r"), syncfsSafe: SYNCFS_TYPES.has(fs.statfsSync(dir).type) };
+      fileSystems.set(dev, ref);
+    }
     return ref;
   } catch {
     return undefined;
@@ -51,7 +65,7 @@ export class SyncfsWorker {
   private next = 1;
   private readonly waiting = new Map<number, PromiseWithResolvers<void>>();
 
-  sync(ref: FileSystemRef): Promise<void> {
+  sync(ref: { fd: number }): Promise<void> {
     const worker = (this.worker ??= this.start());
     const id = this.next++;
     const reply = Promise.withResolvers<void>();
@@ -66,20 +80,21 @@ export class SyncfsWorker {
       const libc = dlopen("libc.so.6", { syncfs: { args: [FFIType.i32], returns: FFIType.i32 }, __errno_location: { args: [], returns: FFIType.ptr } });
       self.onmessage = (e) => {
         const rc = libc.symbols.syncfs(e.data.fd);
-        postMessage({ id: e.data.id, errno: rc === 0 ? 0 : read.i32(libc.symbols.__errno_location(), 0) });
+        postMessage({ id: e.data.id, rc, errno: rc === 0 ? 0 : read.i32(libc.symbols.__errno_location(), 0) });
       };`;
     const worker = new Worker(URL.createObjectURL(new Blob([source], { type: "application/javascript" })));
-    worker.onmessage = (e: MessageEvent<{ id: number; errno: number }>) => {
+    worker.onmessage = (e: MessageEvent<{ id: number; rc: number; errno: number }>) => {
       const reply = this.waiting.get(e.data.id);
       this.waiting.delete(e.data.id);
-      if (e.data.errno === 0) reply?.resolve();
+      if (e.data.rc === 0) reply?.resolve();
       else reply?.reject(Object.assign(new Error(`syncfs failed: ${errnoName(e.data.errno)}`), { errno: e.data.errno }));
     };
     worker.onerror = (e) => {
       const err = new Error(`the syncfs worker failed: ${e.message}`);
       for (const reply of this.waiting.values()) reply.reject(err);
       this.waiting.clear();
-      this.worker = null;
+      worker.terminate();
+      if (this.worker === worker) this.worker = null;
     };
     // Nothing waits for it at exit: the store's close fsyncs what it owes itself.
     worker.unref();
@@ -92,78 +107,93 @@ function errnoName(errno: number): string {
   return `errno ${errno}`;
 }
 
-/** True on Linux 5.8 and later (syncfs reports write-back errors) where libc's syncfs loads. */
-function syncfsUsable(): boolean {
+/** Linux 5.17 or later, where libc's syncfs loads. */
+export function syncfsUsable(): boolean {
   if (process.platform !== "linux") return false;
   const [major = 0, minor = 0] = os.release().split(/[.-]/).map(Number);
-  return (major > 5 || (major === 5 && minor >= 8)) && canSyncFileSystem();
+  return (major > 5 || (major === 5 && minor >= 17)) && canSyncFileSystem();
 }
 
 interface Waiting {
   files: PooledFile[];
-  fileSystem: FileSystemRef | undefined;
   done: PromiseWithResolvers<void>;
+}
+
+/** One file system's commits: the sync running and those waiting for it. */
+interface Lane {
+  inFlight: number;
+  queue: Waiting[];
 }
 
 export class CommitSyncs {
   /** Files of one file system from which one syncfs replaces their fdatasyncs. */
   minFiles = 3;
   slowMs = 100;
-  backoffMs = 5_000;
-  /** Counts, for stats and tests. */
+  backoffMs = 30_000;
+  /** Until when (performance.now()) a slow syncfs sent the commits back to fdatasyncs. */
+  syncfsOffUntil = -Infinity;
+  /** A syncfs failed: this process fdatasyncs each commit's files from then on. */
+  syncfsFailed = false;
+  /** Counts, for tests. */
   syncfsCalls = 0;
   syncfsFiles = 0;
-  private inFlight = 0;
-  private queue: Waiting[] = [];
-  private syncfsOffUntil = -Infinity;
+  private readonly lanes = new Map<FileSystemRef, Lane>();
 
-  /** What runs a syncfs, or null where there is none to use (asked at the first flush). */
+  /** What runs a syncfs, or null where there is none (asked when a commit could use one). */
   constructor(private readonly syncfsRunner: () => { sync(ref: FileSystemRef): Promise<void> } | null) {}
 
-  /** Resolves once `files` (written by one commit) are durable; rejects if a sync failed. */
-  sync(files: PooledFile[], fileSystem: FileSystemRef | undefined): Promise<void> {
-    if (this.inFlight === 0) return this.track(fdatasyncEach(files));
-    const done = Promise.withResolvers<void>();
-    this.queue.push({ files, fileSystem, done });
-    return done.promise;
+  private usable(ref: FileSystemRef | undefined): ref is FileSystemRef {
+    return ref !== undefined && ref.syncfsSafe && !this.syncfsFailed && performance.now() >= this.syncfsOffUntil && this.syncfsRunner() !== null;
   }
 
-  private track(running: Promise<void>): Promise<void> {
-    this.inFlight++;
-    return running.finally(() => {
-      if (--this.inFlight === 0 && this.queue.length > 0) this.flush();
+  /** Resolves once `files` (written by one commit) are durable; rejects if their sync failed. */
+  sync(files: PooledFile[], fileSystem: FileSystemRef | undefined): Promise<void> {
+    // Nothing to share the sync with: an fdatasync each, at once.
+    if (!this.usable(fileSystem)) return fdatasyncEach(files);
+    let lane = this.lanes.get(fileSystem);
+    if (!lane) this.lanes.set(fileSystem, (lane = { inFlight: 0, queue: [] }));
+    if (lane.inFlight === 0) return this.track(lane, fileSystem, fdatasyncEach(files));
+    for (const f of files) f.pin();
+    const done = Promise.withResolvers<void>();
+    lane.queue.push({ files, done });
+    return done.promise.finally(() => {
+      for (const f of files) f.unpin();
     });
   }
 
-  /** Syncs what waited: per file system, one syncfs if it has enough files, else an fdatasync each. */
-  private flush(): void {
-    const waited = this.queue;
-    this.queue = [];
-    const groups = new Map<FileSystemRef | undefined, Waiting[]>();
-    for (const w of waited) {
-      const key = w.fileSystem && performance.now() >= this.syncfsOffUntil && this.syncfsRunner() ? w.fileSystem : undefined;
-      (groups.get(key) ?? groups.set(key, []).get(key)!).push(w);
-    }
-    for (const [ref, group] of groups) {
-      const files = new Set(group.flatMap((w) => w.files));
-      const running = ref && files.size >= this.minFiles ? this.syncAll(ref, [...files]) : Promise.all(group.map((w) => fdatasyncEach(w.files))).then(() => {});
-      void this.track(running).then(
-        () => group.forEach((w) => w.done.resolve()),
-        (err) => group.forEach((w) => w.done.reject(err)),
-      );
-    }
+  private track(lane: Lane, ref: FileSystemRef, running: Promise<void>): Promise<void> {
+    lane.inFlight++;
+    return running.finally(() => {
+      if (--lane.inFlight === 0 && lane.queue.length > 0) this.flush(lane, ref);
+    });
   }
 
-  private async syncAll(ref: FileSystemRef, files: PooledFile[]): Promise<void> {
+  /** Syncs what waited: one syncfs if it holds enough files, else an fdatasync each. Never rejects: each commit settles on its own. */
+  private flush(lane: Lane, ref: FileSystemRef): void {
+    const waited = lane.queue;
+    lane.queue = [];
+    const files = new Set(waited.flatMap((w) => w.files));
+    void this.track(lane, ref, files.size >= this.minFiles && this.usable(ref) ? this.syncAll(ref, [...files], waited) : settleEach(waited));
+  }
+
+  private async syncAll(ref: FileSystemRef, files: PooledFile[], waited: Waiting[]): Promise<void> {
     // Taken before it starts: a file written again meanwhile still owes its sync.
     const synced = files.map((f) => f.syncedBy());
     const started = performance.now();
     this.syncfsCalls++;
     this.syncfsFiles += files.length;
-    await this.syncfsRunner()!.sync(ref);
+    try {
+      await this.syncfsRunner()!.sync(ref);
+    } catch (err) {
+      // Its error may belong to any file of the file system, and is not reported again to this fd.
+      this.syncfsFailed = true;
+      log.warn(`syncfs failed (${(err as Error).message}): the commits of all topics fdatasync their own files from now on, which reports the errors of their own writes`);
+      return settleEach(waited);
+    }
     const ms = performance.now() - started;
     fsyncSeconds.observe(ms / 1000);
     for (const done of synced) done();
+    for (const w of waited) w.done.resolve();
     if (ms > this.slowMs) {
       this.syncfsOffUntil = performance.now() + this.backoffMs;
       log.debug(`a syncfs for ${files.length} files took ${ms.toFixed(0)} ms (other writes to the file system?): an fdatasync each for ${this.backoffMs / 1000} s`);
@@ -175,7 +205,12 @@ function fdatasyncEach(files: PooledFile[]): Promise<void> {
   return files.length === 1 ? files[0]!.sync() : Promise.all(files.map((f) => f.sync())).then(() => {});
 }
 
+/** Each waiting commit settled by the fdatasyncs of its own files. */
+async function settleEach(waited: Waiting[]): Promise<void> {
+  await Promise.allSettled(waited.map((w) => fdatasyncEach(w.files).then(w.done.resolve, w.done.reject)));
+}
+
 let worker: SyncfsWorker | null | undefined;
 
-/** The process's: all topics of all file stores share the disk (the worker is made on the first syncfs). */
+/** The process's: all topics of all file stores share the disks (the worker is made on the first syncfs). */
 export const commitSyncs = new CommitSyncs(() => (worker === undefined ? (worker = syncfsUsable() ? new SyncfsWorker() : null) : worker));
