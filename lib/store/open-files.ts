@@ -148,6 +148,8 @@ export class PooledFile {
   private owedAtClose = false;
   private writes = 0;
   private closedForGood = false;
+  /** An fsync before a close failed: the next sync throws this (see throwFailedSync). */
+  private failedSync: Error | null = null;
 
   constructor(
     private readonly pool: OpenFiles,
@@ -220,6 +222,7 @@ export class PooledFile {
    * opening it again if it was closed with lazy writes unsynced.
    */
   async sync(): Promise<void> {
+    this.throwFailedSync();
     if (!this.owed || this.closedForGood) return;
     const fd = this.pin();
     const writes = this.writes;
@@ -241,12 +244,29 @@ export class PooledFile {
   syncedBy(): () => void {
     const writes = this.writes;
     return () => {
-      if (this.writes === writes) this.owed = this.owedAtClose = false;
+      if (this.writes === writes && !this.failedSync) this.owed = this.owedAtClose = false;
     };
+  }
+
+  /** True while an fsync before a close failed and no sync has reported it yet. */
+  get syncFailed(): boolean {
+    return this.failedSync !== null;
+  }
+
+  /**
+   * The error of a failed fsync before a close, once: the kernel reports a write-back error
+   * once per open file, so that fsync took it and the next one on this fd would return 0.
+   */
+  private throwFailedSync(): void {
+    const err = this.failedSync;
+    if (!err) return;
+    this.failedSync = null;
+    throw err;
   }
 
   /** `sync` on the event loop: fdatasync without the thread pool's hops (lib/store/sync-place.ts); returns the ms it took. */
   syncOnLoop(): number {
+    this.throwFailedSync();
     if (!this.owed || this.closedForGood) return 0;
     const fd = this.openFd();
     const writes = this.writes;
@@ -260,6 +280,7 @@ export class PooledFile {
 
   /** `sync` without leaving the event loop (opening the file again if it was closed owing lazy writes). */
   syncNow(): void {
+    this.throwFailedSync();
     if (!this.owed || this.closedForGood) return;
     fs.fsyncSync(this.openFd());
     this.owed = this.owedAtClose = false;
@@ -281,11 +302,14 @@ export class PooledFile {
   release(): boolean {
     if (this.fdNum < 0) return true;
     if (this.pins > 0) return false;
+    // Kept open until its owner's sync has reported the error of the last try.
+    if (this.failedSync) return false;
     if (this.owedAtClose) {
       try {
         this.syncNow();
       } catch (err) {
-        // Kept open: its owner's next fsync reports the error.
+        // Kept open, the error kept for its owner's next sync (which would otherwise return 0).
+        this.failedSync = err as Error;
         log.error(`${this.file}: fsync before closing it failed: ${(err as Error).message}`);
         return false;
       }
@@ -297,6 +321,7 @@ export class PooledFile {
   /** Closes the fd without fsync (the file was replaced or deleted); it opens again on next use. */
   reset(): void {
     this.owed = this.owedAtClose = false;
+    this.failedSync = null;
     if (this.fdNum >= 0) this.closeFd();
   }
 

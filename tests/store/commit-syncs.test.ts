@@ -187,13 +187,67 @@ describe("CommitSyncs", () => {
     } finally {
       spy.mockRestore();
     }
-    expect(syncs.syncfsFailed).toBe(true);
+    expect(syncs.lane(ref).failed).toBe(true);
     expect(others.map((f) => f.owesSync)).toEqual([false, true, false]);
     // From then on nothing waits and no syncfs runs.
     const more = written(pool, 4, "after");
     await Promise.all(more.map((f) => syncs.sync([f], ref)));
     expect(calls.length).toBe(1);
     expect(more.every((f) => !f.owesSync)).toBe(true);
+  });
+
+  test("each file system is its own lane: a syncfs held on one does not hold the other's; a failure ends syncfs only on its own", async () => {
+    const pool = new OpenFiles(64);
+    const one = trusted();
+    const two = trusted(); // another object: another lane, as another device would be
+    const { calls, runner } = heldSyncfs();
+    const syncs = new CommitSyncs(() => runner);
+    const round = (ref: FileSystemRef, prefix: string) => {
+      const [first, ...others] = written(pool, 4, prefix);
+      return { lone: syncs.sync([first!], ref), waiting: others.map((f) => syncs.sync([f], ref)) };
+    };
+    const a = round(one, "a");
+    const b = round(two, "b");
+    await a.lone;
+    await b.lone;
+    for (let i = 0; i < 50 && calls.length < 2; i++) await Bun.sleep(1);
+    // Both running at once (in the order their lone commits' fdatasyncs returned).
+    expect(calls.length).toBe(2);
+    calls.find((c) => c.ref === one)!.done.reject(new Error("syncfs failed: EIO"));
+    calls.find((c) => c.ref === two)!.done.resolve();
+    await Promise.all([...a.waiting, ...b.waiting]);
+    expect([syncs.lane(one).failed, syncs.lane(two).failed]).toEqual([true, false]);
+  });
+
+  test("a file whose fsync before a close failed (before it waited) fails its commit even when the shared syncfs succeeds; the error is reported once", async () => {
+    const pool = new OpenFiles(2);
+    const ref = trusted();
+    const { calls, runner } = heldSyncfs();
+    const syncs = new CommitSyncs(() => runner);
+    const [victim] = written(pool, 1, "victim");
+    // The pool closes the victim to make room; its fsync fails: kept open, the error kept.
+    const fsync = spyOn(fs, "fsyncSync").mockImplementation(((fd: number) => {
+      if (fd === victim!.fdNumber) throw Object.assign(new Error("EIO: i/o error, fsync"), { code: "EIO" });
+    }) as typeof fs.fsyncSync);
+    try {
+      written(pool, 2, "room");
+    } finally {
+      fsync.mockRestore();
+    }
+    expect(victim!.isOpen).toBe(true);
+    expect(victim!.syncFailed).toBe(true);
+    const [first, x, y] = written(pool, 3, "more");
+    const lone = syncs.sync([first!], ref);
+    const waiting = [victim, x, y].map((f) => syncs.sync([f!], ref).then(() => "ok", (err: Error) => err.message));
+    await lone;
+    for (let i = 0; i < 50 && calls.length === 0; i++) await Bun.sleep(1);
+    calls[0]!.done.resolve();
+    expect(await Promise.all(waiting)).toEqual(["EIO: i/o error, fsync", "ok", "ok"]);
+    expect(victim!.owesSync).toBe(true);
+    // Reported once, as the kernel does: the next sync of the file goes to the disk.
+    expect(victim!.syncFailed).toBe(false);
+    await victim!.sync();
+    expect(victim!.owesSync).toBe(false);
   });
 
   test("a syncfs slower than slowMs sends the waiting commits to an fdatasync each for backoffMs", async () => {
@@ -240,7 +294,7 @@ describe.skipIf(!syncfsUsable())("the syncfs worker (Linux 5.17+ with glibc)", (
     for (const n of names) fs.mkdirSync(path.join(dir, n));
     const logs = names.map((n) => FileTopicLog.open(path.join(dir, n), options));
     // The process's, shared with other test files: not backed off by a slow syncfs of theirs.
-    commitSyncs.syncfsOffUntil = -Infinity;
+    Object.assign(commitSyncs.lane(fileSystemOf(dir)!), { offUntil: -Infinity, failed: false });
     const before = commitSyncs.syncfsCalls;
     for (let round = 1; round <= 5; round++) {
       const seqs = await Promise.all(logs.map((l, i) => l.append(Buffer.from(`${names[i]}-${round}`), Date.now())));
