@@ -47,6 +47,12 @@ function heldSyncfs() {
   return { calls, runner };
 }
 
+/** A pool of `poolSize` files, the test directory's file system as a trusted one, and a CommitSyncs on a held syncfs. */
+function setup(poolSize: number) {
+  const { calls, runner } = heldSyncfs();
+  return { pool: new OpenFiles(poolSize), ref: trusted(), calls, syncs: new CommitSyncs(() => runner) };
+}
+
 /** fdatasyncs of the thread pool, counted (they run for real). */
 function countFdatasyncs() {
   const real = fs.fdatasync;
@@ -60,10 +66,7 @@ function countFdatasyncs() {
 
 describe("CommitSyncs", () => {
   test("a lone commit is fdatasynced at once; the commits that arrive meanwhile are synced by one syncfs, which clears what each file owed", async () => {
-    const pool = new OpenFiles(64);
-    const ref = trusted();
-    const { calls, runner } = heldSyncfs();
-    const syncs = new CommitSyncs(() => runner);
+    const { pool, ref, calls, syncs } = setup(64);
     const fdatasyncs = countFdatasyncs();
     try {
       const [first] = written(pool, 1, "first");
@@ -98,10 +101,7 @@ describe("CommitSyncs", () => {
   });
 
   test("fewer than minFiles waiting: an fdatasync each, no syncfs; files of an unknown or untrusted file system never wait", async () => {
-    const pool = new OpenFiles(64);
-    const ref = trusted();
-    const { calls, runner } = heldSyncfs();
-    const syncs = new CommitSyncs(() => runner);
+    const { pool, ref, calls, syncs } = setup(64);
     const fdatasyncs = countFdatasyncs();
     try {
       const [first, a, b, c, d, e] = written(pool, 6);
@@ -128,10 +128,7 @@ describe("CommitSyncs", () => {
   });
 
   test("a file waiting for the shared sync is pinned: the pool closes others to make room, not it", async () => {
-    const pool = new OpenFiles(3);
-    const ref = trusted();
-    const { calls, runner } = heldSyncfs();
-    const syncs = new CommitSyncs(() => runner);
+    const { pool, ref, calls, syncs } = setup(3);
     const [first] = written(pool, 1, "first");
     const lone = syncs.sync([first!], ref);
     const [queued] = written(pool, 1, "queued");
@@ -164,10 +161,7 @@ describe("CommitSyncs", () => {
   });
 
   test("a failed syncfs: each commit that waited for it is settled by the fdatasyncs of its own files (one failing fails only its commit), and syncfs is not used again", async () => {
-    const pool = new OpenFiles(64);
-    const ref = trusted();
-    const { calls, runner } = heldSyncfs();
-    const syncs = new CommitSyncs(() => runner);
+    const { pool, ref, calls, syncs } = setup(64);
     const [first, ...others] = written(pool, 4);
     const lone = syncs.sync([first!], ref);
     const waiting = others.map((f) => syncs.sync([f], ref).then(() => "ok", (err: Error) => err.message));
@@ -220,10 +214,7 @@ describe("CommitSyncs", () => {
   });
 
   test("a file whose fsync before a close failed (before it waited) fails its commit even when the shared syncfs succeeds; the error is reported once", async () => {
-    const pool = new OpenFiles(2);
-    const ref = trusted();
-    const { calls, runner } = heldSyncfs();
-    const syncs = new CommitSyncs(() => runner);
+    const { pool, ref, calls, syncs } = setup(2);
     const [victim] = written(pool, 1, "victim");
     // The pool closes the victim to make room; its fsync fails: kept open, the error kept.
     const fsync = spyOn(fs, "fsyncSync").mockImplementation(((fd: number) => {
@@ -251,10 +242,7 @@ describe("CommitSyncs", () => {
   });
 
   test("a syncfs slower than slowMs sends the waiting commits to an fdatasync each for backoffMs", async () => {
-    const pool = new OpenFiles(64);
-    const ref = trusted();
-    const { calls, runner } = heldSyncfs();
-    const syncs = new CommitSyncs(() => runner);
+    const { pool, ref, calls, syncs } = setup(64);
     syncs.slowMs = 5;
     const round = async (prefix: string) => {
       const [first, ...others] = written(pool, 4, prefix);
