@@ -215,7 +215,7 @@ export class CommitSyncs {
     for (const done of synced) done();
     // A file whose fsync before a close failed (before it was pinned) owes its commit that error.
     const failed = waited.filter((w) => w.files.some((f) => f.syncFailed));
-    for (const w of waited) if (!failed.includes(w)) w.done.resolve();
+    for (const w of waited) if (!w.files.some((f) => f.syncFailed)) w.done.resolve();
     if (failed.length > 0) await settleEach(failed);
     if (ms > this.slowMs) {
       lane.offUntil = performance.now() + this.backoffMs;
