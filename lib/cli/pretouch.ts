@@ -2,9 +2,10 @@
  * Memory mapped ahead of the allocator while a daemon grows (`--pretouch`, Linux ≥ 5.14).
  *
  * The first write to a page of fresh anonymous memory is a page fault. On the virtual machine
- * this was measured on, a fault costs ~16 µs a 4 KiB page, where madvise(MADV_POPULATE_WRITE)
- * maps the same pages at ~0.8 µs each (docs/benchmarks.md, "a growing daemon's page faults");
- * a fresh `mq up` faults in ~70 MB in its first second under load, a third of its CPU then.
+ * this was measured on, a fault costs 12–16 µs a 4 KiB page, where madvise(MADV_POPULATE_WRITE)
+ * maps the same pages at ~0.7 µs each, plus ~6 µs at the first use of each (the hypervisor's
+ * own page table; docs/benchmarks.md, "a growing daemon's page faults"): a fresh `mq up`
+ * faults in ~70–80 MB in its first second under load, a third of its CPU then.
  * The daemons run with mimalloc keeping what it takes (allocator.ts), so those faults are
  * the allocator's arenas being used for the first time, once per page for the life of the
  * process. While the process takes page faults fast (4 MiB of pages in 200 ms), a tick
