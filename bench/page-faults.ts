@@ -1,18 +1,24 @@
 /**
  * What a page of fresh memory costs this machine (docs/benchmarks.md, "a growing daemon's page
  * faults"): first touched by a write (a page fault each) against mapped in bulk by
- * madvise(MADV_POPULATE_WRITE) before use (lib/cli/pretouch.ts). Linux 5.14 or later.
+ * madvise(MADV_POPULATE_WRITE) before use, then written. Linux 5.14 or later, glibc.
  *   MIMALLOC_PURGE_DELAY=-1 ./node_modules/.bin/bun bench/page-faults.ts [MiB (default 256)] [rounds (default 3)]
  */
-import { ptr } from "bun:ffi";
-import { libc } from "../lib/store/fsutil.ts";
+import { dlopen, FFIType, ptr, read, type Pointer } from "bun:ffi";
 
 const MiB = 2 ** 20;
 const size = Number(process.argv[2] ?? 256) * MiB;
 const rounds = Number(process.argv[3] ?? 3);
-const c = libc();
-if (c instanceof Error) throw c;
-const page = c.pageSize();
+const lib = dlopen("libc.so.6", {
+  madvise: { args: [FFIType.u64, FFIType.u64, FFIType.i32], returns: FFIType.i32 },
+  getpagesize: { args: [], returns: FFIType.i32 },
+  __errno_location: { args: [], returns: FFIType.ptr },
+});
+const c = {
+  madvise: (at: number, length: number, advice: number) => lib.symbols.madvise(at, length, advice) as number,
+  errno: () => read.i32(lib.symbols.__errno_location() as Pointer, 0),
+};
+const page = lib.symbols.getpagesize() as number;
 const faults = () => process.resourceUsage().minorPageFault;
 
 /** A fresh allocation of `size` bytes (this large, mimalloc takes it from the kernel untouched), page-aligned inside. */

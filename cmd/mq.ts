@@ -23,14 +23,12 @@ const client = () => import("../lib/cli/commands.ts");
 
 type Daemons = typeof import("../lib/cli/daemons.ts");
 /** The daemons' code (server, local broker, store, logger), with the log configured from the flags. */
-async function daemons(args: { "log-level"?: string; "log-json"?: boolean; pretouch?: string }): Promise<Daemons> {
-  const pretouch = parseSize("pretouch", args.pretouch ?? memoryArgs.pretouch.default, 0);
+async function daemons(args: { "log-level"?: string; "log-json"?: boolean }): Promise<Daemons> {
   // First of all, before anything is opened or written: the daemon may execute itself again with its allocator's options.
   const notAgain = (await import("../lib/cli/allocator.ts")).reexecWithoutPurge();
-  const [d, log, { startPretouch }] = await Promise.all([import("../lib/cli/daemons.ts"), import("../lib/log.ts"), import("../lib/cli/pretouch.ts")]);
+  const [d, log] = await Promise.all([import("../lib/cli/daemons.ts"), import("../lib/log.ts")]);
   log.configureLog(d.parseLogOptions(args));
   if (notAgain !== null) log.logger("mq").debug(`running with mimalloc's default purge: ${notAgain}`);
-  startPretouch(pretouch);
   return d;
 }
 
@@ -66,11 +64,6 @@ function exclusive(args: Record<string, unknown>, a: string, b: string, why: str
 const logArgs = {
   "log-level": { type: "string", valueHint: "LEVEL", choices: ["error", "warn", "info", "debug", "trace"], description: "error | warn | info | debug | trace (env MQ_LOG_LEVEL; default info)" },
   "log-json": { type: "boolean", description: "one JSON object per log line (env MQ_LOG_JSON=1)" },
-} as const satisfies Defs;
-
-/** The daemons' memory (lib/cli/pretouch.ts). */
-const memoryArgs = {
-  pretouch: { type: "string", valueHint: "SIZE", default: "64M", description: "while the daemon grows, map up to this much memory ahead of its allocator: fewer page faults (K/M/G; 0: off; Linux)" },
 } as const satisfies Defs;
 
 /** The heartbeat on the server hop, the same flags on both daemons. */
@@ -151,7 +144,6 @@ const serverArgs = {
   "dedupe-max-keys": { type: "string", valueHint: "N", default: String(DEFAULT_DEDUPE.maxKeys), description: "most entries in the dedupe window, all topics together: a run of one producer's ids, or one other msg-id (about 85 / 155 bytes)" },
   ...httpArgs,
   "metrics-max-topics": { type: "string", valueHint: "N", default: String(DEFAULT_METRICS_MAX_TOPICS), description: "topics with series of their own in /metrics; the others are summed under topic=\"_other\"" },
-  ...memoryArgs,
   ...configArg,
   ...logArgs,
 } as const satisfies Defs;
@@ -234,7 +226,6 @@ const localArgs = {
   ...bufferArgs,
   ...httpArgs,
   insecure: { type: "boolean", description: "allow a non-loopback --http without --http-token-file" },
-  ...memoryArgs,
   ...configArg,
   ...logArgs,
 } as const satisfies Defs;

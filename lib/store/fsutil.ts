@@ -125,12 +125,6 @@ export interface Libc {
   getrlimit(resource: number, out: Uint8Array): number;
   /** execve(2) with NULL-ended arrays of pointers to NUL-ended strings: returns only when it failed (-1). */
   execve(file: Uint8Array, argv: BigUint64Array, envp: BigUint64Array): number;
-  /** madvise(2) of `length` bytes at address `at`: 0, or -1 with errno set. */
-  madvise(at: number, length: number, advice: number): number;
-  /** mincore(2): a byte per page of `length` bytes at `at` into `out`, bit 0 set when resident. */
-  mincore(at: number, length: number, out: Uint8Array): number;
-  /** The size of a page of memory (getpagesize(3)). */
-  pageSize(): number;
 }
 
 /**
@@ -148,9 +142,6 @@ export function loadLibc(platform: NodeJS.Platform = process.platform, names?: s
         poll: { args: [FFIType.ptr, known.nfds, FFIType.i32], returns: FFIType.i32 },
         getrlimit: { args: [FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
         execve: { args: [FFIType.ptr, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
-        madvise: { args: [FFIType.u64, FFIType.u64, FFIType.i32], returns: FFIType.i32 },
-        mincore: { args: [FFIType.u64, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
-        getpagesize: { args: [], returns: FFIType.i32 },
         [known.errno]: { args: [], returns: FFIType.ptr },
       });
       const errnoAt = lib.symbols[known.errno]!;
@@ -159,9 +150,6 @@ export function loadLibc(platform: NodeJS.Platform = process.platform, names?: s
         poll: (fds, nfds, timeoutMs) => lib.symbols.poll!(fds, nfds, timeoutMs) as number,
         getrlimit: (resource, out) => lib.symbols.getrlimit!(resource, out) as number,
         execve: (file, argv, envp) => lib.symbols.execve!(file, argv, envp) as number,
-        madvise: (at, length, advice) => lib.symbols.madvise!(at, length, advice) as number,
-        mincore: (at, length, out) => lib.symbols.mincore!(at, length, out) as number,
-        pageSize: () => lib.symbols.getpagesize!() as number,
         errno: () => read.i32(errnoAt() as Pointer, 0),
         EWOULDBLOCK: known.EWOULDBLOCK,
       };

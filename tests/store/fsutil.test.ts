@@ -56,7 +56,7 @@ describe("lockDataDir", () => {
   test("lockDataDir says when flock fails for another reason than a holder (a file system without locks)", () => {
     const dir = tmp();
     const ENOLCK = 37;
-    const failing: Libc = { flock: () => -1, poll: () => 0, getrlimit: () => -1, execve: () => -1, madvise: () => -1, mincore: () => -1, pageSize: () => 4096, errno: () => ENOLCK, EWOULDBLOCK: 11 };
+    const failing: Libc = { flock: () => -1, poll: () => 0, getrlimit: () => -1, execve: () => -1, errno: () => ENOLCK, EWOULDBLOCK: 11 };
     expect(() => lockDataDir(dir, "mq server", () => failing)).toThrow(
       `Cannot lock the data directory ${dir}: flock(2) failed with errno ${ENOLCK} (a file system without locks?); choose another --data`,
     );
