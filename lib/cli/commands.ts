@@ -236,7 +236,13 @@ export async function sub(options: SubOptions): Promise<number> {
     const now = matched.length === 0 ? "no topic yet" : matched.map((m) => `${m.topic} from seq ${m.from}`).join(", ");
     return `subscribed ${options.id} to pattern ${r.topic}: matches ${now}; topics created later are matched from their first message`;
   };
-  await writeStdout(result.map((r) => line(options, r, text(r))).join(""));
+  for (const r of result) {
+    if (r.from !== undefined && r.next !== undefined && r.from > r.next) {
+      warn(`topic "${r.topic}": its next message gets seq ${r.next}, so ${options.id} receives nothing from it until seq ${r.from} is published (${r.from - r.next} ${r.from - r.next === 1 ? "message" : "messages"} from now)`);
+    }
+  }
+  // `next` is for the warning above; the output keeps its fields.
+  await writeStdout(result.map(({ next: _next, ...r }) => line(options, r, text(r))).join(""));
   return Exit.Ok;
 }
 

@@ -33,6 +33,8 @@ export type { From, PubResult, TopicInfo };
 export interface SubResult {
   topic: string;
   from?: number;
+  /** The topic's next seq when the subscription was made (topics, not patterns): `from` past it waits for messages not published yet. */
+  next?: number;
   created: boolean;
   pattern?: true;
   matched?: Array<{ topic: string; from: number }>;

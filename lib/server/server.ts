@@ -951,7 +951,8 @@ export class MqServer {
     const fresh = [...new Set(names.filter((n) => !this.topics.has(n) && !this.openingTopics.has(n)))];
     if (fresh.length > 0) this.checkTopicRoom(fresh.length, fresh);
     const start = async (topic: Topic): Promise<number> => (since !== undefined ? await topic.log.seqAtTime(since) : from === "earliest" ? topic.log.firstSeq : from === "latest" ? topic.log.nextSeq : Math.max(from, topic.log.firstSeq));
-    const result: Array<{ topic: string; from?: number; created: boolean; pattern?: true; matched?: Array<{ topic: string; from: number }> }> = [];
+    // `next`: the topic's next seq, so that a client can say when `from` is past it (nothing comes until then).
+    const result: Array<{ topic: string; from?: number; next?: number; created: boolean; pattern?: true; matched?: Array<{ topic: string; from: number }> }> = [];
     const createdAt = Date.now();
     for (const filter of filters) {
       if (isPattern(filter)) {
@@ -969,23 +970,23 @@ export class MqServer {
         throw mismatch;
       }
       if (existing instanceof GroupMember) {
-        result.push({ topic: filter, from: existing.acked, created });
+        result.push({ topic: filter, from: existing.acked, next: topic.log.nextSeq, created });
         continue;
       }
       if (existing) {
         // Subscribing twice keeps the first; the answer still waits until it is on disk.
         await topic.index.add(id, existing.acked);
-        result.push({ topic: filter, from: existing.acked, created });
+        result.push({ topic: filter, from: existing.acked, next: topic.log.nextSeq, created });
         continue;
       }
       try {
-        if (isExplicit(explicit)) result.push({ topic: filter, from: await this.joinGroup(id, topic, cursor, explicit), created });
+        if (isExplicit(explicit)) result.push({ topic: filter, from: await this.joinGroup(id, topic, cursor, explicit), next: topic.log.nextSeq, created });
         else await this.attach(id, topic, cursor);
       } catch (err) {
         if (newConsumer) await this.consumers.remove(id, filter).catch(() => {});
         throw err;
       }
-      if (!isExplicit(explicit)) result.push({ topic: filter, from: cursor, created });
+      if (!isExplicit(explicit)) result.push({ topic: filter, from: cursor, next: topic.log.nextSeq, created });
     }
     return { topics: result };
   }

@@ -94,6 +94,20 @@ describe("mq sub / unsub", () => {
     expect(p.stderr).toBe("");
   });
 
+  test("sub --from SEQ past the topic's next seq warns how far it waits (exit 0, stdout as always); at the next seq it does not", async () => {
+    const id = await cluster.create();
+    for (const m of ["a", "b"]) expect((await cluster.run(["pub", String(id), "sub.ahead", m])).code).toBe(0);
+    const far = await cluster.run(["sub", String(id), "sub.ahead", "--from", "100", "--json"]);
+    expect(far.code).toBe(0);
+    expect(JSON.parse(far.stdout)).toEqual({ topic: "sub.ahead", from: 100, created: false });
+    expect(far.stderr).toBe(`mq: warning: topic "sub.ahead": its next message gets seq 3, so ${id} receives nothing from it until seq 100 is published (97 messages from now)\n`);
+    const other = await cluster.create();
+    const next = await cluster.run(["sub", String(other), "sub.ahead", "--from", "3"]);
+    expect(next).toMatchObject({ code: 0, stdout: `subscribed ${other} to sub.ahead from seq 3\n`, stderr: "" });
+    const fresh = await cluster.run(["sub", String(other), "sub.ahead.new", "--from", "2"]);
+    expect(fresh.stderr).toBe(`mq: warning: topic "sub.ahead.new": its next message gets seq 1, so ${other} receives nothing from it until seq 2 is published (1 message from now)\n`);
+  });
+
   test("subscribing twice is not an error and does not duplicate delivery", async () => {
     const id = await cluster.create();
     expect((await cluster.run(["sub", String(id), "sub.twice"])).code).toBe(0);
