@@ -93,6 +93,7 @@ export const SERVER_METRICS = {
   max_topics: gauge("topics", "Most topics allowed (--max-topics)."),
   open_files: optionalGauge("files", "Topic files open now (file store only)."),
   max_open_files: optionalGauge("files", "Most topic files kept open at once (file store only)."),
+  tail_cache_bytes: optionalGauge("bytes", "Newest messages held in memory for subscriptions that have yet to read them (file store only): payload + 64 B each, at most 8 MiB a topic, 64 MiB in all."),
   ids: gauge("ids", "Client ids that exist."),
   sessions: gauge("sessions", "Local brokers connected and past their hello."),
   connections: gauge("connections", "TCP connections open."),

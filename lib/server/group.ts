@@ -330,6 +330,11 @@ export class GroupMember extends Subscription {
     return this.held;
   }
 
+  /** The group's next new seq (what it delivers again is read from storage); a shared group's come from its claims. */
+  override get readsFrom(): number {
+    return this.group.shared ? 0 : this.group.pending.next;
+  }
+
   /**
    * As Subscription.push, with the messages taken from the group, and `explicit` on every
    * frame; at most one batch a turn. A push asked for while one reads is taken up by it.

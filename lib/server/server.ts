@@ -662,6 +662,7 @@ export class MqServer {
       return session !== undefined && session.sharesPushes && this.registry.owner(id) === session.broker && this.sessions.get(session.broker) === session;
     };
     topic.onShared = (count) => void (this.counters.fanout_shared += count);
+    topic.log.readFloor = () => topic.readFloor();
     this.topics.set(name, topic);
     // In the same tick as the topic becomes visible: a pattern subscribe sees it or is seen.
     const attaching = opened.created ? this.attachPatterns(topic) : null;
@@ -1438,6 +1439,7 @@ export class MqServer {
       topics: this.topics.size,
       max_topics: this.limits.maxTopics,
       ...(files ? { open_files: files.open, max_open_files: files.max } : {}),
+      ...(this.store.cachedBytes ? { tail_cache_bytes: this.store.cachedBytes() } : {}),
       ids: this.registry.size,
       sessions: this.sessions.size,
       connections: this.connections.size,

@@ -42,6 +42,16 @@ export class Topic {
     readonly log: TopicLog,
     readonly index: SubscriberIndex,
   ) {}
+
+  /** The lowest seq that a subscription or queue group of this topic reads next (the log's `readFloor`). */
+  readFloor(): number {
+    let floor = this.log.nextSeq;
+    for (const sub of this.subscriptions.values()) {
+      const next = sub.readsFrom;
+      if (next < floor) floor = next;
+    }
+    return floor;
+  }
 }
 
 export class Subscription implements Pushable {
@@ -111,6 +121,11 @@ export class Subscription implements Pushable {
 
   /** Next seq to push: every seq below it reached the local broker (until a rewind). */
   get sentCursor(): number {
+    return this.sent;
+  }
+
+  /** The next seq this subscription reads from the log (below it: only after a rewind). */
+  get readsFrom(): number {
     return this.sent;
   }
 

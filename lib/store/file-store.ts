@@ -13,7 +13,7 @@ import { defaultMaxOpenFiles, OpenFiles } from "./open-files.ts";
 import { Slots } from "./slots.ts";
 import { FileSubscriberIndex } from "./subscriber-index.ts";
 import { MetaBatch } from "./topic-meta.ts";
-import { FileTopicLog, type TopicLogOptions } from "./topic-log.ts";
+import { FileTopicLog, tailCacheBytes, type TopicLogOptions } from "./topic-log.ts";
 import type { SubscriberIndex, TopicLog, TopicStore } from "./types.ts";
 
 const log = logger("store");
@@ -130,6 +130,11 @@ export class FileTopicStore implements TopicStore {
   /** Topic files open now, and the most that are kept open. */
   openFiles(): { open: number; max: number } {
     return { open: this.files.open, max: this.files.max };
+  }
+
+  /** Bytes the topics' tail caches hold now (those of every file store of the process). */
+  cachedBytes(): number {
+    return tailCacheBytes();
   }
 
   /**

@@ -72,9 +72,16 @@ const TAIL_CACHE_BYTES = 8 * 1024 * 1024;
 /** All tails of the process together stay under this, however many topics there are. */
 const TAIL_CACHE_TOTAL_BYTES = 64 * 1024 * 1024;
 const TAIL_ENTRY_OVERHEAD = 64;
+/**
+ * The readers' floor (`readFloor`) is asked once per this many bytes cached: a topic may have
+ * very many subscriptions, and a cache this much above the floor costs nothing.
+ */
+const FLOOR_STEP_BYTES = 64 * 1024;
 /** Records read at a time by a scan for an append time (seqAtTime). */
 const SCAN_BATCH = 256;
 let tailCacheTotal = 0;
+/** Bytes the tail caches of this process hold (payload + TAIL_ENTRY_OVERHEAD a message): `mq stats`. */
+export const tailCacheBytes = (): number => tailCacheTotal;
 /** Logs with a non-empty tail cache, least recently appended first. */
 const cachedLogs = new Set<FileTopicLog>();
 
@@ -198,6 +205,9 @@ export class FileTopicLog implements TopicLog {
   private tail: StoredMessage[] = [];
   private tailHead = 0;
   private tailBytes = 0;
+  /** Bytes cached since the readers' floor was last asked. */
+  private cachedSinceFloor = 0;
+  readFloor: (() => number) | undefined = undefined;
   /** Segments written since the last fsync (interval policy): a roll must not leave the old one unsynced. */
   private readonly dirty = new Set<Segment>();
   /** Interval policy: the fsync of `dirty` due (a timer only while something is dirty, so idle topics cost nothing). */
@@ -885,6 +895,7 @@ export class FileTopicLog implements TopicLog {
       this.tailBytes += m.data.length + TAIL_ENTRY_OVERHEAD;
       tailCacheTotal += m.data.length + TAIL_ENTRY_OVERHEAD;
     }
+    this.cachedSinceFloor += bytes;
     // The cache must stay dense: if part of this commit was left out, what came before goes.
     if (start > 0) this.evictTail(this.tail.length - (written.length - start));
     // Least recently appended topics give up their cache first.
@@ -895,6 +906,14 @@ export class FileTopicLog implements TopicLog {
       other.evictTail(other.tail.length);
     }
     let upTo = this.tailHead;
+    // What every reader has read already goes: held, it is old objects for the garbage
+    // collector to walk and pages to grow into (docs/benchmarks.md, "the tail cache: only
+    // what readers have yet to read").
+    if (this.readFloor && this.cachedSinceFloor >= FLOOR_STEP_BYTES && upTo < this.tail.length) {
+      this.cachedSinceFloor = 0;
+      const below = this.readFloor() - this.tail[upTo]!.seq;
+      if (below > 0) upTo = Math.min(this.tail.length, upTo + below);
+    }
     let over = this.tailBytes - TAIL_CACHE_BYTES;
     let overTotal = tailCacheTotal - TAIL_CACHE_TOTAL_BYTES;
     while (upTo < this.tail.length && (over > 0 || overTotal > 0)) {

@@ -85,6 +85,13 @@ export interface TopicLog {
    */
   read(from: number, maxCount: number, maxBytes: number): Promise<StoredMessage[]>;
   /**
+   * Set by the server: the lowest seq that any reader of the topic reads next. A log that keeps
+   * its newest messages in memory (a file log's tail cache) lets those below it go, so memory
+   * holds what subscribers have yet to read, not the last 8 MiB; a read below it still works
+   * (from storage). Unset: the log keeps what its own bounds allow.
+   */
+  readFloor?: () => number;
+  /**
    * The seq of the first committed message appended at or after `time` (ms since the epoch);
    * `nextSeq` when there is none (replay by time starts there). Append times rise with seqs.
    * A file log finds the segment by binary search and scans only within it.
@@ -194,6 +201,8 @@ export interface TopicStore {
   open(topic: string, create: boolean): Promise<{ log: TopicLog; subscribers: SubscriberIndex; created: boolean } | null>;
   /** Files of the topics open now and the most kept open (a store that holds no files has none). */
   openFiles?(): { open: number; max: number };
+  /** Bytes of recent messages held in memory for their readers (a file store's tail caches). */
+  cachedBytes?(): number;
   close(): Promise<void>;
 }
 

@@ -47,3 +47,19 @@ test("mq stats --json: the local and server fields declared in the registry, eac
   expect(text).toMatch(/^ {2}retention_dropped +none$/m);
   for (const name of [...Object.keys(LOCAL_METRICS), ...Object.keys(SERVER_METRICS)].filter((n) => !n.startsWith("store_"))) expect(text).toMatch(new RegExp(`^ {2}${name} +\\S`, "m"));
 });
+
+test("tail_cache_bytes: what the subscriber has read leaves the server's memory, the newest message it has yet to read stays", async () => {
+  await using cluster = await startCluster();
+  const id = await cluster.create();
+  expect((await cluster.run(["sub", String(id), "cache.t"])).code).toBe(0);
+  const lines = Array.from({ length: 1000 }, (_, i) => `${String(i).padStart(4, "0")} ${"x".repeat(195)}`).join("\n") + "\n";
+  expect((await cluster.run(["pub", String(id), "cache.t", "--lines"], { stdin: lines })).code).toBe(0);
+  const got = await cluster.run(["recv", String(id), "--follow", "--count", "1000"]);
+  expect(got.stdout.split("\n").length).toBe(1001);
+  // All 1,000 were pushed to the local broker. The next commit holds 64 KiB or more, so the
+  // log asks the server's floor: what is left is that message alone (the cache counts 64 B
+  // per message over its payload), not the 1,000 before it (~264 KB).
+  expect((await cluster.run(["pub", String(id), "cache.t"], { stdin: "y".repeat(70_000) })).code).toBe(0);
+  const s = JSON.parse((await cluster.run(["stats", "--json"])).stdout);
+  expect(s.server.tail_cache_bytes).toBe(70_000 + 64);
+});

@@ -4,7 +4,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { MemoryTopicLog } from "../../lib/store/memory-store.ts";
 import { OpenFiles } from "../../lib/store/open-files.ts";
-import { FileTopicLog, type TopicLogOptions } from "../../lib/store/topic-log.ts";
+import { FileTopicLog, tailCacheBytes, type TopicLogOptions } from "../../lib/store/topic-log.ts";
 import type { TopicLog } from "../../lib/store/types.ts";
 import { FILE_HEADER, recordSize } from "../../lib/store/segment.ts";
 import { runTopicLogSuite, type TopicLogFixture, type TopicLogTraits } from "./topic-log.contract.ts";
@@ -119,6 +119,42 @@ describe("FileTopicLog tail cache size", () => {
       await log.close();
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("FileTopicLog tail cache: the readers' floor", () => {
+  test("what every reader has read leaves the cache once 64 KiB more is cached; a read below the floor comes from the segment", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-tail-"));
+    const log = FileTopicLog.open(dir, { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024 });
+    const entry = 128 + 64; // payload + the cache's count per message
+    const payload = (seq: number) => Buffer.alloc(128, seq % 251);
+    const append = (from: number, count: number) => log.appendBatch(Array.from({ length: count }, (_, k) => payload(from + k)), from, new Array(count));
+    const before = tailCacheBytes();
+    try {
+      let floor = 1;
+      log.readFloor = () => floor;
+      await append(1, 500); // 96,000 B cached: the floor is asked, and keeps them all
+      await append(501, 500);
+      expect(tailCacheBytes() - before).toBe(1000 * entry);
+      floor = 901; // every reader has read up to 900
+      await append(1001, 512); // 98,304 B more: asked again
+      expect(tailCacheBytes() - before).toBe((1512 - 900) * entry);
+      floor = 1400;
+      await append(1513, 10); // 1,920 B: not asked until 64 KiB more
+      expect(tailCacheBytes() - before).toBe((1522 - 900) * entry);
+      // Every seq is still read back, those below the floor from the segment.
+      const got = await log.read(1, 2000, Number.MAX_SAFE_INTEGER);
+      expect(got.map((m) => m.seq)).toEqual(Array.from({ length: 1522 }, (_, k) => k + 1));
+      for (const m of got) if (!Buffer.from(m.data).equals(payload(m.seq))) throw new Error(`seq ${m.seq}: not the payload appended`);
+      // Without a floor (no server set one) the cache keeps what its bounds allow.
+      log.readFloor = undefined;
+      await append(1523, 500);
+      expect(tailCacheBytes() - before).toBe((2022 - 900) * entry);
+    } finally {
+      await log.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+    expect(tailCacheBytes()).toBe(before); // a closed log holds nothing
   });
 });
 
