@@ -330,9 +330,9 @@ export class GroupMember extends Subscription {
     return this.held;
   }
 
-  /** The group's next new seq (what it delivers again is read from storage); a shared group's come from its claims. */
+  /** What the group reads next: the first to deliver again (a nak, a read cut short), else its next new seq; a shared group's come from its claims. */
   override get readsFrom(): number {
-    return this.group.shared ? 0 : this.group.pending.next;
+    return this.group.shared ? 0 : this.group.pending.nextRead;
   }
 
   /**

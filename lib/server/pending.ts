@@ -77,6 +77,12 @@ export class PendingSet {
     return this.redeliveries.length;
   }
 
+  /** The lowest seq the group reads from the log next: the first to deliver again, else `next`. */
+  get nextRead(): number {
+    const again = this.redeliveries[0];
+    return again !== undefined && again < this.next ? again : this.next;
+  }
+
   get inFlightCount(): number {
     return this.inFlight.size;
   }
