@@ -236,13 +236,18 @@ export async function sub(options: SubOptions): Promise<number> {
     const now = matched.length === 0 ? "no topic yet" : matched.map((m) => `${m.topic} from seq ${m.from}`).join(", ");
     return `subscribed ${options.id} to pattern ${r.topic}: matches ${now}; topics created later are matched from their first message`;
   };
+  // A topic, or a topic a pattern matches now, subscribed past its end: nothing comes until then.
+  const past = (topic: string, from: number | undefined, next: number | undefined) => {
+    if (from === undefined || next === undefined || from <= next) return;
+    warn(`topic "${topic}": its next message gets seq ${next}, so ${options.id} receives nothing from it until seq ${from} is published (${from - next} ${from - next === 1 ? "message" : "messages"} from now)`);
+  };
   for (const r of result) {
-    if (r.from !== undefined && r.next !== undefined && r.from > r.next) {
-      warn(`topic "${r.topic}": its next message gets seq ${r.next}, so ${options.id} receives nothing from it until seq ${r.from} is published (${r.from - r.next} ${r.from - r.next === 1 ? "message" : "messages"} from now)`);
-    }
+    past(r.topic, r.from, r.next);
+    for (const m of r.matched ?? []) past(m.topic, m.from, m.next);
   }
-  // `next` is for the warning above; the output keeps its fields.
-  await writeStdout(result.map(({ next: _next, ...r }) => line(options, r, text(r))).join(""));
+  // `next` is for the warnings above; the output keeps its fields.
+  const shown = result.map(({ next: _next, ...r }): SubResult => (r.matched ? { ...r, matched: r.matched.map(({ next: _n, ...m }) => m) } : r));
+  await writeStdout(shown.map((r) => line(options, r, text(r))).join(""));
   return Exit.Ok;
 }
 

@@ -33,11 +33,12 @@ export type { From, PubResult, TopicInfo };
 export interface SubResult {
   topic: string;
   from?: number;
-  /** The topic's next seq when the subscription was made (topics, not patterns): `from` past it waits for messages not published yet. */
+  /** The topic's next seq when the subscription was made: `from` past it waits for messages not published yet. */
   next?: number;
   created: boolean;
   pattern?: true;
-  matched?: Array<{ topic: string; from: number }>;
+  /** Each topic the pattern matches now: its subscription's `from`, and the topic's `next` as above. */
+  matched?: Array<{ topic: string; from: number; next?: number }>;
 }
 
 export interface ConnectOptions {

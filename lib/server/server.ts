@@ -953,7 +953,7 @@ export class MqServer {
     if (fresh.length > 0) this.checkTopicRoom(fresh.length, fresh);
     const start = async (topic: Topic): Promise<number> => (since !== undefined ? await topic.log.seqAtTime(since) : from === "earliest" ? topic.log.firstSeq : from === "latest" ? topic.log.nextSeq : Math.max(from, topic.log.firstSeq));
     // `next`: the topic's next seq, so that a client can say when `from` is past it (nothing comes until then).
-    const result: Array<{ topic: string; from?: number; next?: number; created: boolean; pattern?: true; matched?: Array<{ topic: string; from: number }> }> = [];
+    const result: Array<{ topic: string; from?: number; next?: number; created: boolean; pattern?: true; matched?: Array<{ topic: string; from: number; next: number }> }> = [];
     const createdAt = Date.now();
     for (const filter of filters) {
       if (isPattern(filter)) {
@@ -1007,7 +1007,7 @@ export class MqServer {
    * topic that exists now and matches gets a subscription from `start`, unless it has one.
    * Returns the matching topics and where each one's subscription is.
    */
-  private async subscribePattern(id: number, pattern: string, from: From | { since: number }, start: (topic: Topic) => Promise<number>, createdAt: number): Promise<Array<{ topic: string; from: number }>> {
+  private async subscribePattern(id: number, pattern: string, from: From | { since: number }, start: (topic: Topic) => Promise<number>, createdAt: number): Promise<Array<{ topic: string; from: number; next: number }>> {
     let added: boolean;
     try {
       added = await this.addConsumer(id, pattern, from, createdAt);
@@ -1016,7 +1016,7 @@ export class MqServer {
       await this.dropUncovered(id, pattern);
       throw err;
     }
-    const matched: Array<{ topic: string; from: number }> = [];
+    const matched: Array<{ topic: string; from: number; next: number }> = [];
     try {
       for (const topic of [...this.topics.values()]) {
         if (!filterMatches(pattern, topic.name)) continue;
@@ -1026,11 +1026,11 @@ export class MqServer {
         // Looked up after the last await: from here to its creation nothing yields.
         const existing = topic.subscriptions.get(id);
         if (existing) {
-          matched.push({ topic: topic.name, from: existing.acked });
+          matched.push({ topic: topic.name, from: existing.acked, next: topic.log.nextSeq });
           continue;
         }
         await this.attach(id, topic, cursor);
-        matched.push({ topic: topic.name, from: cursor });
+        matched.push({ topic: topic.name, from: cursor, next: topic.log.nextSeq });
       }
     } catch (err) {
       // Not half-subscribed: a start would otherwise complete the pattern from where it was asked.

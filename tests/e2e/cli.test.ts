@@ -108,6 +108,17 @@ describe("mq sub / unsub", () => {
     expect(fresh.stderr).toBe(`mq: warning: topic "sub.ahead.new": its next message gets seq 1, so ${other} receives nothing from it until seq 2 is published (1 message from now)\n`);
   });
 
+  test("sub PATTERN --from SEQ warns for each matched topic it is past; the output keeps its fields", async () => {
+    const id = await cluster.create();
+    for (const m of ["a", "b"]) expect((await cluster.run(["pub", String(id), "pat.ahead.one", m])).code).toBe(0);
+    for (let i = 0; i < 60; i++) expect((await cluster.run(["pub", String(id), "pat.ahead.two", `m${i}`])).code).toBe(0);
+    const sub = await cluster.run(["sub", String(id), "pat.ahead.*", "--from", "50", "--json"]);
+    expect(sub.code).toBe(0);
+    expect(JSON.parse(sub.stdout)).toEqual({ topic: "pat.ahead.*", created: false, pattern: true, matched: [{ topic: "pat.ahead.one", from: 50 }, { topic: "pat.ahead.two", from: 50 }] });
+    // pat.ahead.two holds seqs 1..60: from 50 is within it, no warning.
+    expect(sub.stderr).toBe(`mq: warning: topic "pat.ahead.one": its next message gets seq 3, so ${id} receives nothing from it until seq 50 is published (47 messages from now)\n`);
+  });
+
   test("subscribing twice is not an error and does not duplicate delivery", async () => {
     const id = await cluster.create();
     expect((await cluster.run(["sub", String(id), "sub.twice"])).code).toBe(0);
