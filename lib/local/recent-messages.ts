@@ -27,8 +27,7 @@ import { pushedMessage } from "./pushed-extra.ts";
  * Slots of the table (a power of 2): the seqs the ids of one topic may lie apart and still share.
  * 1,024, a subscription's smallest window: the server's shared frames (`ids`) carry most of a
  * fan-out now, and 16,384 kept that many message objects, and the server's write buffers they
- * are views of, alive in every `mq up` (docs/benchmarks.md, "the local broker's table of recent
- * messages").
+ * are views of, alive in every `mq up` (docs/benchmarks.md, "what a fresh `mq up` held on to").
  */
 export const RECENT_SLOTS = 1024;
 /** About the most bytes the table keeps alive: the buffers its messages' payloads are views of. */

@@ -907,8 +907,8 @@ export class FileTopicLog implements TopicLog {
     }
     let upTo = this.tailHead;
     // What every reader has read already goes: held, it is old objects for the garbage
-    // collector to walk and pages to grow into (docs/benchmarks.md, "the tail cache: only
-    // what readers have yet to read").
+    // collector to walk and pages to grow into (docs/benchmarks.md, "what a fresh `mq up`
+    // held on to").
     if (this.readFloor && this.cachedSinceFloor >= FLOOR_STEP_BYTES && upTo < this.tail.length) {
       this.cachedSinceFloor = 0;
       const below = this.readFloor() - this.tail[upTo]!.seq;
