@@ -14,6 +14,8 @@ OUT=${1:-/tmp/mq-profile}
 PORT=7791
 INTERVAL=${MQ_PROFILE_INTERVAL_US:-1000} # sampling interval, µs
 rm -rf "$OUT" && mkdir -p "$OUT"
+# As the daemons run anyway (lib/cli/allocator.ts), set here: under --cpu-prof they do not execute themselves again for it.
+export MIMALLOC_PURGE_DELAY=${MIMALLOC_PURGE_DELAY:--1}
 run() { # run DIR ARGS...: one daemon under the profiler (exec: $! is its PID), profile written to DIR
   local dir=$1; shift
   if [ -n "${MQ_PROFILE_BIN:-}" ]; then BUN_OPTIONS="--cpu-prof --cpu-prof-interval=$INTERVAL --cpu-prof-dir=$dir" exec "$MQ_PROFILE_BIN" "$@"

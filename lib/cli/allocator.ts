@@ -12,7 +12,10 @@
  * variable executes itself again, once, with it added: execve(2) keeps the process id, the
  * open files, the arguments and the rest of the environment (on Linux byte for byte, from /proc). Setting MIMALLOC_PURGE_DELAY
  * yourself (10 is mimalloc's default) leaves the choice to you; where execve cannot be
- * reached (no bun:ffi, no known libc) the daemon runs on as it is.
+ * reached (no bun:ffi, no known libc) the daemon runs on as it is. So does a daemon under Bun's
+ * sampling profiler (`--cpu-prof`, also through BUN_OPTIONS): the profiler stops the main thread
+ * with a signal (SIGPWR) now and then, and one still pending at the execve killed the new image,
+ * whose handler is not installed yet (the signal's default action ends the process).
  */
 import { ptr } from "bun:ffi";
 import * as fs from "node:fs";
@@ -58,6 +61,7 @@ function procStrings(file: "cmdline" | "environ"): Buffer[] | null {
  */
 export function reexecWithoutPurge(): string | null {
   if (process.env[PURGE_DELAY] !== undefined) return null;
+  if (process.execArgv.some((a) => a.startsWith("--cpu-prof"))) return "under Bun's sampling profiler (--cpu-prof), which an execve could kill; set MIMALLOC_PURGE_DELAY=-1 yourself for the daemon's usual allocator";
   const c = libc();
   if (c instanceof Error) return c.message;
   const cString = (s: string) => Buffer.from(`${s}\0`);

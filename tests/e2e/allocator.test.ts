@@ -63,6 +63,18 @@ describe.skipIf(process.platform !== "linux")("daemons run with mimalloc's purge
     expect(environOf(server.proc.pid, "MIMALLOC_PURGE_DELAY")).toBe("MIMALLOC_PURGE_DELAY=-1");
   });
 
+  test("under Bun's sampling profiler (--cpu-prof) it does not execute itself again, says why at debug level, and serves", async () => {
+    const dir = tmpDir("mq-alloc-");
+    dirs.push(dir);
+    const script = path.join(root, "cmd", "mq.ts");
+    const args = ["server", "--listen", "127.0.0.1:0", "--data", path.join(dir, "data"), "--log-level", "debug"];
+    const server = start([process.execPath, "--cpu-prof", `--cpu-prof-dir=${path.join(dir, "prof")}`, script, ...args], envWithout());
+    await server.waitFor(/listening on/);
+    expect(environOf(server.proc.pid, "MIMALLOC_PURGE_DELAY")).toBeUndefined();
+    expect(server.log).toContain("running with mimalloc's default purge: under Bun's sampling profiler (--cpu-prof)");
+    expect(await server.stop()).toBe(0);
+  });
+
   test("a value the user set is kept (no second start)", async () => {
     const dir = tmpDir("mq-alloc-");
     dirs.push(dir);
