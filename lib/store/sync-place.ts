@@ -19,9 +19,21 @@
  * (a disk stalling: then the thread hop is nothing beside it, and the whole process waited)
  * sends the syncs back to the pool for `quietMs`, so the loop waits on a stalling disk at
  * most once per `quietMs`.
+ *
+ * A lone request of more than `maxMessages` (one producer with many publishes in flight, each
+ * tick's refill one request) syncs on the loop too once the pool has shown that the loop has
+ * nothing to do meanwhile: `quietSyncsBeforeLoop` pool syncs in a row during which no socket of
+ * the process was read (lib/wire/reads.ts) and after which the next commit did not wait. A sync on
+ * the loop hides that (nothing comes in while it runs), so every `probeEvery`-th such commit goes
+ * to the pool again to look; one with a read during it sends them all back to the pool. Where
+ * anything else goes on (a second batch in flight, a consumer's reads and acks, other clients),
+ * the pool lets the loop do it while the disk works; for a lone producer that waits for each
+ * reply the thread hops are ~50–100 µs of a ~1 ms cycle here (docs/benchmarks.md, "a lone
+ * producer's big batches").
  */
 import { commitSyncs, type FileSystemRef } from "./commit-syncs.ts";
 import type { PooledFile } from "./open-files.ts";
+import { socketReads } from "../wire/reads.ts";
 
 /** What one commit holds, as far as the rule cares. */
 export interface CommitShape {
@@ -39,28 +51,65 @@ export class SyncPlace {
   quietMs = 100;
   /** A sync on the loop longer than this sends the syncs back to the pool for `quietMs`. */
   slowMs = 20;
-  /** The most messages a lone request's commit may hold and still sync on the loop. */
+  /** The most messages a lone request's commit may hold and sync on the loop without the pool's say (below). */
   maxMessages = 32;
+  /** Pool syncs in a row with nothing read or queued meanwhile before a bigger lone request syncs on the loop. */
+  quietSyncsBeforeLoop = 2;
+  /** Of the bigger lone requests that could sync on the loop, every this many-th goes to the pool to look. */
+  probeEvery = 16;
   private lastTopic: object | null = null;
   /** When the topic of the commits last changed (performance.now()). */
   private topicChangedAt = -Infinity;
+  /** The previous commit synced on the pool: this one's `waited` says whether anything came in meanwhile. */
+  private lastOnPool = false;
+  /** Pool syncs in a row with nothing read or queued meanwhile. */
+  private quietPoolSyncs = 0;
+  /** Socket reads while the last pool sync ran. */
+  private readsDuringPoolSync = 0;
+  /** Bigger lone requests since the last one sent to the pool to look. */
+  private sinceProbe = 0;
 
-  constructor(private readonly now: () => number = () => performance.now()) {}
+  constructor(
+    private readonly now: () => number = () => performance.now(),
+    private readonly reads: () => number = () => socketReads.count,
+  ) {}
 
   /** Called once per commit that syncs: true to sync on the event loop, false on the pool. */
   onLoop(topic: object, commit: CommitShape): boolean {
+    if (this.lastOnPool) this.quietPoolSyncs = commit.waited || this.readsDuringPoolSync > 0 ? 0 : this.quietPoolSyncs + 1;
+    const onLoop = this.place(topic, commit);
+    this.lastOnPool = !onLoop;
+    return onLoop;
+  }
+
+  private place(topic: object, commit: CommitShape): boolean {
     if (topic !== this.lastTopic) {
       this.lastTopic = topic;
       this.topicChangedAt = this.now();
+      this.quietPoolSyncs = 0;
       return false;
     }
-    const lone = commit.requests === 1 && commit.messages <= this.maxMessages && commit.files === 1 && !commit.waited;
-    return lone && this.now() - this.topicChangedAt >= this.quietMs;
+    const lone = commit.requests === 1 && commit.files === 1 && !commit.waited;
+    if (!lone || this.now() - this.topicChangedAt < this.quietMs) return false;
+    if (commit.messages <= this.maxMessages) return true;
+    if (this.quietPoolSyncs < this.quietSyncsBeforeLoop) return false;
+    if (++this.sinceProbe < this.probeEvery) return true;
+    this.sinceProbe = 0;
+    return false;
   }
 
   /** A sync on the loop took `ms`. */
   loopSyncTook(ms: number): void {
     if (ms > this.slowMs) this.topicChangedAt = this.now();
+  }
+
+  /** `sync`, the pool's sync of the commit `onLoop` just placed there, noting the socket reads while it ran. */
+  onPool<T>(sync: Promise<T>): Promise<T> {
+    const before = this.reads();
+    return sync.then((result) => {
+      this.readsDuringPoolSync = this.reads() - before;
+      return result;
+    });
   }
 }
 
@@ -78,5 +127,5 @@ export function syncCommit(owner: object, requests: number, messages: number, wa
     return undefined;
   }
   // With other topics' commits: lib/store/commit-syncs.ts.
-  return commitSyncs.sync(files, fileSystem);
+  return syncPlace.onPool(commitSyncs.sync(files, fileSystem));
 }

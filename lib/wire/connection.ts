@@ -9,6 +9,7 @@ import { decodeMap, encode, validate } from "./codec.ts";
 import { FrameDecoder } from "./frame.ts";
 import { FrameWriter } from "./hot-frames.ts";
 import { Heartbeat } from "./heartbeat.ts";
+import { socketReads } from "./reads.ts";
 import type { ErrorFrame, Frame, OkFrame, Outgoing } from "./messages.ts";
 
 const log = logger("wire");
@@ -191,6 +192,7 @@ export class Connection {
 
   onData(chunk: Uint8Array): void {
     if (this.closed) return;
+    socketReads.count++;
     this.life();
     const before = this.framesIn;
     this.decoder.push(chunk);

@@ -6,12 +6,14 @@ import * as path from "node:path";
 import { OpenFiles } from "../../lib/store/open-files.ts";
 import { SyncPlace, syncPlace } from "../../lib/store/sync-place.ts";
 import { FileTopicLog } from "../../lib/store/topic-log.ts";
+import { socketReads } from "../../lib/wire/reads.ts";
 
 describe("SyncPlace", () => {
   /** A rule on a clock the test moves. */
   function rule() {
     const clock = { ms: 1000 };
-    return { place: new SyncPlace(() => clock.ms), clock };
+    const reads = { count: 0 };
+    return { place: new SyncPlace(() => clock.ms, () => reads.count), clock, reads };
   }
   const a = {};
   const b = {};
@@ -49,6 +51,68 @@ describe("SyncPlace", () => {
     expect(place.onLoop(a, { requests: 1, messages: 1, files: 2, waited: false })).toBe(false); // a segment rolled over
     expect(place.onLoop(a, { requests: 1, messages: 1, files: 1, waited: true })).toBe(false); // queued behind the previous commit
     expect(place.onLoop(a, lone(3))).toBe(true); // none of those changes the topic: the next lone commit is on the loop again
+  });
+
+  test("a lone request of more than maxMessages syncs on the loop once quietSyncsBeforeLoop pool syncs in a row had nothing queued behind them; every probeEvery-th goes to the pool to look", () => {
+    const { place, clock } = rule();
+    const big = lone(place.maxMessages + 1);
+    expect(place.onLoop(a, big)).toBe(false); // a new topic
+    clock.ms += place.quietMs;
+    expect(place.onLoop(a, big)).toBe(false); // one pool sync with nothing behind it so far
+    expect(place.onLoop(a, big)).toBe(true); // two
+    const next = Array.from({ length: 2 * place.probeEvery }, () => place.onLoop(a, big));
+    const probe = (i: number) => i === place.probeEvery - 2 || i === 2 * place.probeEvery - 2;
+    expect(next).toEqual(next.map((_, i) => !probe(i)));
+  });
+
+  test("a commit queued behind a pool sync sends the bigger lone requests back to the pool until the pool is quiet again; smaller ones are not held back", () => {
+    const { place, clock } = rule();
+    const big = lone(place.maxMessages + 1);
+    place.onLoop(a, big);
+    clock.ms += place.quietMs;
+    place.onLoop(a, big);
+    expect(place.onLoop(a, big)).toBe(true);
+    while (place.onLoop(a, big)); // up to the probe on the pool
+    expect(place.onLoop(a, { ...big, waited: true })).toBe(false); // queued behind the probe: someone else writes meanwhile
+    expect(place.onLoop(a, big)).toBe(false); // the pool again: one quiet sync after the one that had something behind it
+    expect(place.onLoop(a, lone())).toBe(true); // a small lone request is on the loop as before (and did not wait: a second quiet pool sync)
+    expect(place.onLoop(a, big)).toBe(true);
+    while (place.onLoop(a, big)); // up to the next probe
+    expect(place.onLoop(a, { ...big, requests: 2 })).toBe(false); // two requests in one commit: not lone, and it did not wait
+    expect(place.onLoop(a, big)).toBe(true); // nothing was queued behind the probe
+  });
+
+  test("a socket read while a pool sync ran keeps the bigger lone requests on the pool", async () => {
+    const { place, clock, reads } = rule();
+    const big = lone(place.maxMessages + 1);
+    /** One commit; when it goes to the pool, `readsMeanwhile` socket reads come in while it syncs. */
+    const commit = async (readsMeanwhile: number) => {
+      const onLoop = place.onLoop(a, big);
+      if (!onLoop) await place.onPool(Promise.resolve().then(() => void (reads.count += readsMeanwhile)));
+      return onLoop;
+    };
+    await commit(1); // a new topic
+    clock.ms += place.quietMs;
+    const busy = [];
+    for (let i = 0; i < 8; i++) busy.push(await commit(1)); // a consumer's acks, another client: the loop had work
+    expect(busy).toEqual(Array(8).fill(false));
+    expect(await commit(0)).toBe(false); // the sync before it had a read
+    expect(await commit(0)).toBe(false); // one quiet pool sync
+    expect(await commit(0)).toBe(true); // two
+    expect(reads.count).toBe(9);
+  });
+
+  test("another topic's commit starts the count of quiet pool syncs again", () => {
+    const { place, clock } = rule();
+    const big = lone(place.maxMessages + 1);
+    place.onLoop(a, big);
+    clock.ms += place.quietMs;
+    place.onLoop(a, big);
+    expect(place.onLoop(a, big)).toBe(true);
+    expect(place.onLoop(b, big)).toBe(false);
+    clock.ms += place.quietMs;
+    expect(place.onLoop(b, big)).toBe(false);
+    expect(place.onLoop(b, big)).toBe(true);
   });
 
   test("a sync on the loop slower than slowMs sends the syncs back to the pool for quietMs", () => {
@@ -152,6 +216,61 @@ describe("FileTopicLog with --fsync always, one publish at a time", () => {
     }
     expect(queueBehind && behind !== null).toBe(true);
     expect(events).toEqual(["synced on the pool", "acknowledged 1", "synced on the loop", "acknowledged 2", "synced on the pool", "acknowledged 34", "acknowledged 35", "synced on the pool", "acknowledged 36", "synced on the loop", "acknowledged 37"]);
+    await log.close();
+  });
+
+  test("a lone producer's batches of more than 32 sync on the pool until two pool syncs had nothing queued behind them, then on the loop", async () => {
+    const log = FileTopicLog.open(dir, { fsync: "always", fsyncIntervalMs: 1000, maxSegmentBytes: 1 << 20, files: new OpenFiles(16) });
+    const events: string[] = [];
+    const realSync = fs.fdatasyncSync;
+    const realAsync = fs.fdatasync;
+    const onLoop = spyOn(fs, "fdatasyncSync").mockImplementation(((fd: number) => {
+      realSync(fd);
+      events.push("loop");
+    }) as typeof fs.fdatasyncSync);
+    const onPool = spyOn(fs, "fdatasync").mockImplementation(((fd: number, done: (err: NodeJS.ErrnoException | null) => void) => {
+      realAsync(fd, (err) => {
+        events.push("pool");
+        done(err);
+      });
+    }) as typeof fs.fdatasync);
+    const batch = (k: number) => Array.from({ length: 100 }, (_, i) => Buffer.from(`${k}.${i}`));
+    const firsts: number[] = [];
+    try {
+      // One request at a time, each sent after the one before was acknowledged (256 in flight, one tick's refill a request).
+      for (let k = 0; k < 5; k++) firsts.push((await log.appendBatch(batch(k), k, batch(k).map(() => undefined)))[0]!);
+    } finally {
+      onLoop.mockRestore();
+      onPool.mockRestore();
+    }
+    // A new topic's commit and the next on the pool: two pool syncs that nothing was queued behind; then the loop.
+    expect(events).toEqual(["pool", "pool", "loop", "loop", "loop"]);
+    expect(firsts).toEqual([1, 101, 201, 301, 401]);
+    expect((await log.read(1, 1000, 1 << 20)).map((m) => Buffer.from(m.data).toString())).toEqual([0, 1, 2, 3, 4].flatMap((k) => batch(k).map(String)));
+    await log.close();
+  });
+
+  test("a lone producer's batches stay on the pool while sockets are read during their syncs", async () => {
+    const log = FileTopicLog.open(dir, { fsync: "always", fsyncIntervalMs: 1000, maxSegmentBytes: 1 << 20, files: new OpenFiles(16) });
+    const realAsync = fs.fdatasync;
+    let onPool = 0;
+    const onLoop = spyOn(fs, "fdatasyncSync");
+    const pool = spyOn(fs, "fdatasync").mockImplementation(((fd: number, done: (err: NodeJS.ErrnoException | null) => void) => {
+      realAsync(fd, (err) => {
+        onPool++;
+        socketReads.count++; // what Connection.onData counts: a consumer's ack, another client's request
+        done(err);
+      });
+    }) as typeof fs.fdatasync);
+    const batch = (k: number) => Array.from({ length: 100 }, (_, i) => Buffer.from(`${k}.${i}`));
+    try {
+      for (let k = 0; k < 5; k++) await log.appendBatch(batch(k), k, batch(k).map(() => undefined));
+      expect(onPool).toBe(5);
+      expect(onLoop).not.toHaveBeenCalled();
+    } finally {
+      onLoop.mockRestore();
+      pool.mockRestore();
+    }
     await log.close();
   });
 
