@@ -22,18 +22,19 @@
  *
  * A lone request of more than `maxMessages` (one producer with many publishes in flight, each
  * tick's refill one request) syncs on the loop too once the pool has shown that the loop has
- * nothing to do meanwhile: `quietSyncsBeforeLoop` pool syncs in a row during which no socket of
- * the process was read (lib/wire/reads.ts) and after which the next commit did not wait. A sync on
- * the loop hides that (nothing comes in while it runs), so every `probeEvery`-th such commit goes
- * to the pool again to look; one with a read during it sends them all back to the pool. Where
- * anything else goes on (a second batch in flight, a consumer's reads and acks, other clients),
- * the pool lets the loop do it while the disk works; for a lone producer that waits for each
- * reply the thread hops are ~50–100 µs of a ~1 ms cycle here (docs/benchmarks.md, "a lone
- * producer's big batches").
+ * nothing else to do meanwhile: `quietSyncsBeforeLoop` pool syncs in a row of lone commits,
+ * each quicker than `slowMs`, during which no frame came in on any connection of the process
+ * (lib/wire/frames-in.ts) and after which the next commit had not waited. A sync on the loop
+ * hides that (nothing comes in while it runs), so after one, more than one frame before the
+ * next commit (a lone producer sends just its next request) sends them back to the pool, and
+ * every `probeEvery`-th goes to the pool anyway to look. Where anything else goes on (a second
+ * batch in flight, a consumer's requests and acks, other clients), the pool lets the loop do it
+ * while the disk works; for a lone producer that waits for each reply the thread hops were
+ * ~20 % of its rate here (docs/benchmarks.md, "a lone producer's big batches").
  */
 import { commitSyncs, type FileSystemRef } from "./commit-syncs.ts";
 import type { PooledFile } from "./open-files.ts";
-import { socketReads } from "../wire/reads.ts";
+import { framesIn } from "../wire/frames-in.ts";
 
 /** What one commit holds, as far as the rule cares. */
 export interface CommitShape {
@@ -53,45 +54,56 @@ export class SyncPlace {
   slowMs = 20;
   /** The most messages a lone request's commit may hold and sync on the loop without the pool's say (below). */
   maxMessages = 32;
-  /** Pool syncs in a row with nothing read or queued meanwhile before a bigger lone request syncs on the loop. */
+  /** Quiet pool syncs in a row (below) before a bigger lone request syncs on the loop. */
   quietSyncsBeforeLoop = 2;
   /** Of the bigger lone requests that could sync on the loop, every this many-th goes to the pool to look. */
   probeEvery = 16;
   private lastTopic: object | null = null;
   /** When the topic of the commits last changed (performance.now()). */
   private topicChangedAt = -Infinity;
-  /** The previous commit synced on the pool: this one's `waited` says whether anything came in meanwhile. */
-  private lastOnPool = false;
-  /** Pool syncs in a row with nothing read or queued meanwhile. */
+  /** Where the previous commit synced. */
+  private last: "loop" | "pool" | null = null;
+  /** The previous commit was lone: one request, to one file, that had not waited. */
+  private lastLone = false;
+  /** The last pool sync was quiet: of a lone commit, quicker than slowMs, no frame came in while it ran. */
+  private poolQuiet = false;
+  /** framesIn when the previous commit was placed. */
+  private framesAtLast = 0;
+  /** Quiet pool syncs in a row, each followed by a commit that had not waited. */
   private quietPoolSyncs = 0;
-  /** Socket reads while the last pool sync ran. */
-  private readsDuringPoolSync = 0;
   /** Bigger lone requests since the last one sent to the pool to look. */
   private sinceProbe = 0;
 
   constructor(
     private readonly now: () => number = () => performance.now(),
-    private readonly reads: () => number = () => socketReads.count,
+    private readonly frames: () => number = () => framesIn.count,
   ) {}
 
   /** Called once per commit that syncs: true to sync on the event loop, false on the pool. */
   onLoop(topic: object, commit: CommitShape): boolean {
-    if (this.lastOnPool) this.quietPoolSyncs = commit.waited || this.readsDuringPoolSync > 0 ? 0 : this.quietPoolSyncs + 1;
-    const onLoop = this.place(topic, commit);
-    this.lastOnPool = !onLoop;
+    const frames = this.frames();
+    if (this.last === "pool") this.quietPoolSyncs = this.poolQuiet && !commit.waited ? this.quietPoolSyncs + 1 : 0;
+    // After a sync on the loop a lone producer has sent its next request, one frame, and nothing else came.
+    else if (this.last === "loop" && frames - this.framesAtLast > 1) this.quietPoolSyncs = 0;
+    this.framesAtLast = frames;
+    const lone = commit.requests === 1 && commit.files === 1 && !commit.waited;
+    const onLoop = this.place(topic, commit.messages, lone);
+    this.last = onLoop ? "loop" : "pool";
+    this.lastLone = lone;
+    this.poolQuiet = false;
     return onLoop;
   }
 
-  private place(topic: object, commit: CommitShape): boolean {
+  private place(topic: object, messages: number, lone: boolean): boolean {
     if (topic !== this.lastTopic) {
       this.lastTopic = topic;
       this.topicChangedAt = this.now();
       this.quietPoolSyncs = 0;
+      this.sinceProbe = 0;
       return false;
     }
-    const lone = commit.requests === 1 && commit.files === 1 && !commit.waited;
     if (!lone || this.now() - this.topicChangedAt < this.quietMs) return false;
-    if (commit.messages <= this.maxMessages) return true;
+    if (messages <= this.maxMessages) return true;
     if (this.quietPoolSyncs < this.quietSyncsBeforeLoop) return false;
     if (++this.sinceProbe < this.probeEvery) return true;
     this.sinceProbe = 0;
@@ -100,15 +112,20 @@ export class SyncPlace {
 
   /** A sync on the loop took `ms`. */
   loopSyncTook(ms: number): void {
-    if (ms > this.slowMs) this.topicChangedAt = this.now();
+    if (ms > this.slowMs) {
+      this.topicChangedAt = this.now();
+      this.quietPoolSyncs = 0;
+    }
   }
 
-  /** `sync`, the pool's sync of the commit `onLoop` just placed there, noting the socket reads while it ran. */
+  /** `sync`, the pool's sync of the commit `onLoop` just placed there, noting whether it was quiet. */
   onPool<T>(sync: Promise<T>): Promise<T> {
-    const before = this.reads();
-    return sync.then((result) => {
-      this.readsDuringPoolSync = this.reads() - before;
-      return result;
+    const frames = this.frames();
+    const started = this.now();
+    const lone = this.lastLone;
+    // Also when it failed: the next commit is judged by this one.
+    return sync.finally(() => {
+      this.poolQuiet = lone && this.frames() === frames && this.now() - started <= this.slowMs;
     });
   }
 }

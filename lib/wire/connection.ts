@@ -9,7 +9,7 @@ import { decodeMap, encode, validate } from "./codec.ts";
 import { FrameDecoder } from "./frame.ts";
 import { FrameWriter } from "./hot-frames.ts";
 import { Heartbeat } from "./heartbeat.ts";
-import { socketReads } from "./reads.ts";
+import { framesIn } from "./frames-in.ts";
 import type { ErrorFrame, Frame, OkFrame, Outgoing } from "./messages.ts";
 
 const log = logger("wire");
@@ -192,7 +192,6 @@ export class Connection {
 
   onData(chunk: Uint8Array): void {
     if (this.closed) return;
-    socketReads.count++;
     this.life();
     const before = this.framesIn;
     this.decoder.push(chunk);
@@ -358,6 +357,7 @@ export class Connection {
   private onFrame(payload: Uint8Array): void {
     if (this.closed) return;
     this.framesIn++;
+    framesIn.count++;
     if (this.pendingBytes > MAX_QUEUED_BYTES) return this.close(CloseReason.SlowConsumer);
     let map: Record<string, unknown> | undefined;
     let frame: Frame;

@@ -6,14 +6,33 @@ import * as path from "node:path";
 import { OpenFiles } from "../../lib/store/open-files.ts";
 import { SyncPlace, syncPlace } from "../../lib/store/sync-place.ts";
 import { FileTopicLog } from "../../lib/store/topic-log.ts";
-import { socketReads } from "../../lib/wire/reads.ts";
+import { framesIn } from "../../lib/wire/frames-in.ts";
 
 describe("SyncPlace", () => {
   /** A rule on a clock the test moves. */
   function rule() {
     const clock = { ms: 1000 };
-    const reads = { count: 0 };
-    return { place: new SyncPlace(() => clock.ms, () => reads.count), clock, reads };
+    const frames = { count: 0 };
+    const place = new SyncPlace(() => clock.ms, () => frames.count);
+    /**
+     * One commit of `topic` as the store makes it: its request's frame comes in (`before`: 1,
+     * a lone producer's next request), the rule places it, and a commit placed on the pool
+     * syncs there, `during` more frames coming in meanwhile and the clock moving by `ms`.
+     */
+    async function commit(topic: object, shape: { requests: number; messages: number; files: number; waited: boolean }, { before = 1, during = 0, ms = 0 } = {}): Promise<boolean> {
+      frames.count += before;
+      const onLoop = place.onLoop(topic, shape);
+      if (!onLoop) {
+        await place.onPool(
+          Promise.resolve().then(() => {
+            frames.count += during;
+            clock.ms += ms;
+          }),
+        );
+      }
+      return onLoop;
+    }
+    return { place, clock, frames, commit };
   }
   const a = {};
   const b = {};
@@ -53,66 +72,88 @@ describe("SyncPlace", () => {
     expect(place.onLoop(a, lone(3))).toBe(true); // none of those changes the topic: the next lone commit is on the loop again
   });
 
-  test("a lone request of more than maxMessages syncs on the loop once quietSyncsBeforeLoop pool syncs in a row had nothing queued behind them; every probeEvery-th goes to the pool to look", () => {
-    const { place, clock } = rule();
+  test("a lone request of more than maxMessages syncs on the loop once quietSyncsBeforeLoop pool syncs in a row were quiet; every probeEvery-th goes to the pool to look", async () => {
+    const { place, clock, commit } = rule();
     const big = lone(place.maxMessages + 1);
-    expect(place.onLoop(a, big)).toBe(false); // a new topic
+    expect(await commit(a, big)).toBe(false); // a new topic
     clock.ms += place.quietMs;
-    expect(place.onLoop(a, big)).toBe(false); // one pool sync with nothing behind it so far
-    expect(place.onLoop(a, big)).toBe(true); // two
-    const next = Array.from({ length: 2 * place.probeEvery }, () => place.onLoop(a, big));
+    expect(await commit(a, big)).toBe(false); // one quiet pool sync so far (the new topic's)
+    expect(await commit(a, big)).toBe(true); // two
+    const next = [];
+    for (let i = 0; i < 2 * place.probeEvery; i++) next.push(await commit(a, big));
     const probe = (i: number) => i === place.probeEvery - 2 || i === 2 * place.probeEvery - 2;
     expect(next).toEqual(next.map((_, i) => !probe(i)));
   });
 
-  test("a commit queued behind a pool sync sends the bigger lone requests back to the pool until the pool is quiet again; smaller ones are not held back", () => {
-    const { place, clock } = rule();
+  test("a pool sync is not quiet when a frame came in while it ran, when it was slower than slowMs, or when its commit was not lone; nor when the next commit waited", async () => {
+    const { place, clock, commit } = rule();
     const big = lone(place.maxMessages + 1);
-    place.onLoop(a, big);
+    /** Commits on the pool, then on the loop again: two quiet pool syncs, then the loop. */
+    const backToLoop = async () => expect([await commit(a, big), await commit(a, big), await commit(a, big)]).toEqual([false, false, true]);
+    await commit(a, big);
     clock.ms += place.quietMs;
-    place.onLoop(a, big);
-    expect(place.onLoop(a, big)).toBe(true);
-    while (place.onLoop(a, big)); // up to the probe on the pool
-    expect(place.onLoop(a, { ...big, waited: true })).toBe(false); // queued behind the probe: someone else writes meanwhile
-    expect(place.onLoop(a, big)).toBe(false); // the pool again: one quiet sync after the one that had something behind it
-    expect(place.onLoop(a, lone())).toBe(true); // a small lone request is on the loop as before (and did not wait: a second quiet pool sync)
-    expect(place.onLoop(a, big)).toBe(true);
-    while (place.onLoop(a, big)); // up to the next probe
-    expect(place.onLoop(a, { ...big, requests: 2 })).toBe(false); // two requests in one commit: not lone, and it did not wait
-    expect(place.onLoop(a, big)).toBe(true); // nothing was queued behind the probe
-  });
-
-  test("a socket read while a pool sync ran keeps the bigger lone requests on the pool", async () => {
-    const { place, clock, reads } = rule();
-    const big = lone(place.maxMessages + 1);
-    /** One commit; when it goes to the pool, `readsMeanwhile` socket reads come in while it syncs. */
-    const commit = async (readsMeanwhile: number) => {
-      const onLoop = place.onLoop(a, big);
-      if (!onLoop) await place.onPool(Promise.resolve().then(() => void (reads.count += readsMeanwhile)));
-      return onLoop;
-    };
-    await commit(1); // a new topic
-    clock.ms += place.quietMs;
+    // A consumer's requests and acks, another client: frames while each sync ran.
     const busy = [];
-    for (let i = 0; i < 8; i++) busy.push(await commit(1)); // a consumer's acks, another client: the loop had work
-    expect(busy).toEqual(Array(8).fill(false));
-    expect(await commit(0)).toBe(false); // the sync before it had a read
-    expect(await commit(0)).toBe(false); // one quiet pool sync
-    expect(await commit(0)).toBe(true); // two
-    expect(reads.count).toBe(9);
+    for (let i = 0; i < 6; i++) busy.push(await commit(a, big, { during: 1 }));
+    expect(busy).toEqual(Array(6).fill(false));
+    await backToLoop();
+    // On the loop up to the probe, whose sync on the pool has a frame come in.
+    while (await commit(a, big, { during: 1 }));
+    await backToLoop();
+    // The probe's sync slower than slowMs (a disk stalling): the loop would have waited that long.
+    while (await commit(a, big, { ms: place.slowMs + 1 }));
+    await backToLoop();
+    // After a quiet probe, two requests in one commit (two producers in one tick): not lone, so its quiet sync does not count.
+    while (await commit(a, big));
+    expect(await commit(a, { ...big, requests: 2 })).toBe(false);
+    await backToLoop();
+    // After a quiet probe, a commit queued behind its sync: someone else writes meanwhile.
+    while (await commit(a, big));
+    expect(await commit(a, { ...big, waited: true })).toBe(false);
+    await backToLoop();
+    // And a quiet probe changes nothing.
+    while (await commit(a, big));
+    expect(await commit(a, big)).toBe(true);
   });
 
-  test("another topic's commit starts the count of quiet pool syncs again", () => {
-    const { place, clock } = rule();
+  test("after a sync on the loop, more than one frame before the next commit sends the bigger lone requests back to the pool", async () => {
+    const { place, clock, commit } = rule();
     const big = lone(place.maxMessages + 1);
-    place.onLoop(a, big);
+    await commit(a, big);
     clock.ms += place.quietMs;
-    place.onLoop(a, big);
-    expect(place.onLoop(a, big)).toBe(true);
-    expect(place.onLoop(b, big)).toBe(false);
+    await commit(a, big);
+    expect(await commit(a, big)).toBe(true);
+    expect(await commit(a, big)).toBe(true); // its own request, one frame
+    expect(await commit(a, big, { before: 2 })).toBe(false); // its request and another frame: a consumer's ack, another client
+    expect(await commit(a, big)).toBe(false); // one quiet pool sync
+    expect(await commit(a, big)).toBe(true);
+    expect(await commit(a, lone(), { before: 3 })).toBe(true); // a small lone request is on the loop as before…
+    expect(await commit(a, big)).toBe(false); // …and the frames before it count
+  });
+
+  test("another topic's commit starts the count of quiet pool syncs again", async () => {
+    const { place, clock, commit } = rule();
+    const big = lone(place.maxMessages + 1);
+    await commit(a, big);
     clock.ms += place.quietMs;
-    expect(place.onLoop(b, big)).toBe(false);
-    expect(place.onLoop(b, big)).toBe(true);
+    await commit(a, big);
+    expect(await commit(a, big)).toBe(true);
+    expect(await commit(b, big)).toBe(false);
+    clock.ms += place.quietMs;
+    expect(await commit(b, big)).toBe(false);
+    expect(await commit(b, big)).toBe(true);
+  });
+
+  test("a slow sync on the loop sends the bigger lone requests back to the pool until two quiet pool syncs again", async () => {
+    const { place, clock, commit } = rule();
+    const big = lone(place.maxMessages + 1);
+    await commit(a, big);
+    clock.ms += place.quietMs;
+    await commit(a, big);
+    expect(await commit(a, big)).toBe(true);
+    place.loopSyncTook(place.slowMs + 1);
+    clock.ms += place.quietMs;
+    expect([await commit(a, big), await commit(a, big), await commit(a, big)]).toEqual([false, false, true]);
   });
 
   test("a sync on the loop slower than slowMs sends the syncs back to the pool for quietMs", () => {
@@ -250,7 +291,7 @@ describe("FileTopicLog with --fsync always, one publish at a time", () => {
     await log.close();
   });
 
-  test("a lone producer's batches stay on the pool while sockets are read during their syncs", async () => {
+  test("a lone producer's batches stay on the pool while frames come in during their syncs", async () => {
     const log = FileTopicLog.open(dir, { fsync: "always", fsyncIntervalMs: 1000, maxSegmentBytes: 1 << 20, files: new OpenFiles(16) });
     const realAsync = fs.fdatasync;
     let onPool = 0;
@@ -258,7 +299,7 @@ describe("FileTopicLog with --fsync always, one publish at a time", () => {
     const pool = spyOn(fs, "fdatasync").mockImplementation(((fd: number, done: (err: NodeJS.ErrnoException | null) => void) => {
       realAsync(fd, (err) => {
         onPool++;
-        socketReads.count++; // what Connection.onData counts: a consumer's ack, another client's request
+        framesIn.count++; // what Connection counts: a consumer's ack, another client's request
         done(err);
       });
     }) as typeof fs.fdatasync);
