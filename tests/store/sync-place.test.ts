@@ -32,7 +32,16 @@ describe("SyncPlace", () => {
       }
       return onLoop;
     }
-    return { place, clock, frames, commit };
+    /** A lone request of more than maxMessages. */
+    const big = { requests: 1, messages: place.maxMessages + 1, files: 1, waited: false };
+    /** A new topic's big commits, up to the first on the loop: its own pool sync and one more, both quiet. */
+    async function bigOnLoop(topic: object): Promise<void> {
+      expect(await commit(topic, big)).toBe(false);
+      clock.ms += place.quietMs;
+      expect(await commit(topic, big)).toBe(false);
+      expect(await commit(topic, big)).toBe(true);
+    }
+    return { place, clock, frames, commit, big, bigOnLoop };
   }
   const a = {};
   const b = {};
@@ -73,12 +82,8 @@ describe("SyncPlace", () => {
   });
 
   test("a lone request of more than maxMessages syncs on the loop once quietSyncsBeforeLoop pool syncs in a row were quiet; every probeEvery-th goes to the pool to look", async () => {
-    const { place, clock, commit } = rule();
-    const big = lone(place.maxMessages + 1);
-    expect(await commit(a, big)).toBe(false); // a new topic
-    clock.ms += place.quietMs;
-    expect(await commit(a, big)).toBe(false); // one quiet pool sync so far (the new topic's)
-    expect(await commit(a, big)).toBe(true); // two
+    const { place, commit, big, bigOnLoop } = rule();
+    await bigOnLoop(a); // a new topic on the pool, then one more: two quiet pool syncs
     const next = [];
     for (let i = 0; i < 2 * place.probeEvery; i++) next.push(await commit(a, big));
     const probe = (i: number) => i === place.probeEvery - 2 || i === 2 * place.probeEvery - 2;
@@ -86,8 +91,7 @@ describe("SyncPlace", () => {
   });
 
   test("a pool sync is not quiet when a frame came in while it ran, when it was slower than slowMs, or when its commit was not lone; nor when the next commit waited", async () => {
-    const { place, clock, commit } = rule();
-    const big = lone(place.maxMessages + 1);
+    const { place, clock, commit, big } = rule();
     /** Commits on the pool, then on the loop again: two quiet pool syncs, then the loop. */
     const backToLoop = async () => expect([await commit(a, big), await commit(a, big), await commit(a, big)]).toEqual([false, false, true]);
     await commit(a, big);
@@ -117,12 +121,8 @@ describe("SyncPlace", () => {
   });
 
   test("after a sync on the loop, more than one frame before the next commit sends the bigger lone requests back to the pool", async () => {
-    const { place, clock, commit } = rule();
-    const big = lone(place.maxMessages + 1);
-    await commit(a, big);
-    clock.ms += place.quietMs;
-    await commit(a, big);
-    expect(await commit(a, big)).toBe(true);
+    const { commit, big, bigOnLoop } = rule();
+    await bigOnLoop(a);
     expect(await commit(a, big)).toBe(true); // its own request, one frame
     expect(await commit(a, big, { before: 2 })).toBe(false); // its request and another frame: a consumer's ack, another client
     expect(await commit(a, big)).toBe(false); // one quiet pool sync
@@ -132,25 +132,14 @@ describe("SyncPlace", () => {
   });
 
   test("another topic's commit starts the count of quiet pool syncs again", async () => {
-    const { place, clock, commit } = rule();
-    const big = lone(place.maxMessages + 1);
-    await commit(a, big);
-    clock.ms += place.quietMs;
-    await commit(a, big);
-    expect(await commit(a, big)).toBe(true);
-    expect(await commit(b, big)).toBe(false);
-    clock.ms += place.quietMs;
-    expect(await commit(b, big)).toBe(false);
-    expect(await commit(b, big)).toBe(true);
+    const { bigOnLoop } = rule();
+    await bigOnLoop(a);
+    await bigOnLoop(b); // its first commit on the pool, then as a new topic
   });
 
   test("a slow sync on the loop sends the bigger lone requests back to the pool until two quiet pool syncs again", async () => {
-    const { place, clock, commit } = rule();
-    const big = lone(place.maxMessages + 1);
-    await commit(a, big);
-    clock.ms += place.quietMs;
-    await commit(a, big);
-    expect(await commit(a, big)).toBe(true);
+    const { place, clock, commit, big, bigOnLoop } = rule();
+    await bigOnLoop(a);
     place.loopSyncTook(place.slowMs + 1);
     clock.ms += place.quietMs;
     expect([await commit(a, big), await commit(a, big), await commit(a, big)]).toEqual([false, false, true]);
@@ -186,30 +175,43 @@ describe("FileTopicLog with --fsync always, one publish at a time", () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  test("acknowledges each append after an fdatasync of its segment returned, on the event loop once the publisher is alone; the records read back after a reopen", async () => {
-    const log = FileTopicLog.open(dir, { fsync: "always", fsyncIntervalMs: 1000, maxSegmentBytes: 1 << 20, files: new OpenFiles(16) });
-    const events: string[] = [];
+  /**
+   * Spies on both fdatasyncs, calling through (the real one runs): `loop` or `pool` goes to
+   * `events` when one returned; `poolStarts` runs as a pool sync starts, `poolDone` as it returns.
+   * Returns the restore.
+   */
+  function recordSyncs(events: string[], { loop = "synced on the loop", pool = "synced on the pool", poolStarts = () => {}, poolDone = () => {} } = {}): () => void {
     const realSync = fs.fdatasyncSync;
     const realAsync = fs.fdatasync;
-    // Call through: the real fdatasync runs, the spies only note where and when it returned.
     const onLoop = spyOn(fs, "fdatasyncSync").mockImplementation(((fd: number) => {
       realSync(fd);
-      events.push("synced on the loop");
+      events.push(loop);
     }) as typeof fs.fdatasyncSync);
     const onPool = spyOn(fs, "fdatasync").mockImplementation(((fd: number, done: (err: NodeJS.ErrnoException | null) => void) => {
+      poolStarts();
       realAsync(fd, (err) => {
-        events.push("synced on the pool");
+        poolDone();
+        events.push(pool);
         done(err);
       });
     }) as typeof fs.fdatasync);
+    return () => {
+      onLoop.mockRestore();
+      onPool.mockRestore();
+    };
+  }
+
+  test("acknowledges each append after an fdatasync of its segment returned, on the event loop once the publisher is alone; the records read back after a reopen", async () => {
+    const log = FileTopicLog.open(dir, { fsync: "always", fsyncIntervalMs: 1000, maxSegmentBytes: 1 << 20, files: new OpenFiles(16) });
+    const events: string[] = [];
+    const restore = recordSyncs(events);
     try {
       for (let i = 1; i <= 4; i++) {
         const seq = await log.append(Buffer.from(`m${i}`), i);
         events.push(`acknowledged ${seq}`);
       }
     } finally {
-      onLoop.mockRestore();
-      onPool.mockRestore();
+      restore();
     }
     // The first on the pool (a new topic), the others on the loop.
     expect(events).toEqual(["synced on the pool", "acknowledged 1", "synced on the loop", "acknowledged 2", "synced on the loop", "acknowledged 3", "synced on the loop", "acknowledged 4"]);
@@ -222,22 +224,14 @@ describe("FileTopicLog with --fsync always, one publish at a time", () => {
   test("a batch queued while the previous commit synced on the pool syncs on the pool too; a batch of up to 32 from one request on the loop", async () => {
     const log = FileTopicLog.open(dir, { fsync: "always", fsyncIntervalMs: 1000, maxSegmentBytes: 1 << 20, files: new OpenFiles(16) });
     const events: string[] = [];
-    const realSync = fs.fdatasyncSync;
-    const realAsync = fs.fdatasync;
     let behind: Promise<number> | null = null;
     let queueBehind = false;
-    const onLoop = spyOn(fs, "fdatasyncSync").mockImplementation(((fd: number) => {
-      realSync(fd);
-      events.push("synced on the loop");
-    }) as typeof fs.fdatasyncSync);
-    const onPool = spyOn(fs, "fdatasync").mockImplementation(((fd: number, done: (err: NodeJS.ErrnoException | null) => void) => {
+    const restore = recordSyncs(events, {
       // While the commit of the two requests syncs, a third request comes in: it waits behind it.
-      if (queueBehind && !behind) behind = log.append(Buffer.from("behind"), 5).then((seq) => (events.push(`acknowledged ${seq}`), seq));
-      realAsync(fd, (err) => {
-        events.push("synced on the pool");
-        done(err);
-      });
-    }) as typeof fs.fdatasync);
+      poolStarts: () => {
+        if (queueBehind && !behind) behind = log.append(Buffer.from("behind"), 5).then((seq) => (events.push(`acknowledged ${seq}`), seq));
+      },
+    });
     const ack = (seq: number) => events.push(`acknowledged ${seq}`);
     try {
       ack(await log.append(Buffer.from("m1"), 1)); // a new topic: on the pool
@@ -252,8 +246,7 @@ describe("FileTopicLog with --fsync always, one publish at a time", () => {
       // Alone again: on the loop.
       ack(await log.append(Buffer.from("m2"), 6));
     } finally {
-      onLoop.mockRestore();
-      onPool.mockRestore();
+      restore();
     }
     expect(queueBehind && behind !== null).toBe(true);
     expect(events).toEqual(["synced on the pool", "acknowledged 1", "synced on the loop", "acknowledged 2", "synced on the pool", "acknowledged 34", "acknowledged 35", "synced on the pool", "acknowledged 36", "synced on the loop", "acknowledged 37"]);
@@ -263,26 +256,14 @@ describe("FileTopicLog with --fsync always, one publish at a time", () => {
   test("a lone producer's batches of more than 32 sync on the pool until two pool syncs had nothing queued behind them, then on the loop", async () => {
     const log = FileTopicLog.open(dir, { fsync: "always", fsyncIntervalMs: 1000, maxSegmentBytes: 1 << 20, files: new OpenFiles(16) });
     const events: string[] = [];
-    const realSync = fs.fdatasyncSync;
-    const realAsync = fs.fdatasync;
-    const onLoop = spyOn(fs, "fdatasyncSync").mockImplementation(((fd: number) => {
-      realSync(fd);
-      events.push("loop");
-    }) as typeof fs.fdatasyncSync);
-    const onPool = spyOn(fs, "fdatasync").mockImplementation(((fd: number, done: (err: NodeJS.ErrnoException | null) => void) => {
-      realAsync(fd, (err) => {
-        events.push("pool");
-        done(err);
-      });
-    }) as typeof fs.fdatasync);
+    const restore = recordSyncs(events, { loop: "loop", pool: "pool" });
     const batch = (k: number) => Array.from({ length: 100 }, (_, i) => Buffer.from(`${k}.${i}`));
     const firsts: number[] = [];
     try {
       // One request at a time, each sent after the one before was acknowledged (256 in flight, one tick's refill a request).
       for (let k = 0; k < 5; k++) firsts.push((await log.appendBatch(batch(k), k, batch(k).map(() => undefined)))[0]!);
     } finally {
-      onLoop.mockRestore();
-      onPool.mockRestore();
+      restore();
     }
     // A new topic's commit and the next on the pool: two pool syncs that nothing was queued behind; then the loop.
     expect(events).toEqual(["pool", "pool", "loop", "loop", "loop"]);
@@ -293,25 +274,16 @@ describe("FileTopicLog with --fsync always, one publish at a time", () => {
 
   test("a lone producer's batches stay on the pool while frames come in during their syncs", async () => {
     const log = FileTopicLog.open(dir, { fsync: "always", fsyncIntervalMs: 1000, maxSegmentBytes: 1 << 20, files: new OpenFiles(16) });
-    const realAsync = fs.fdatasync;
-    let onPool = 0;
-    const onLoop = spyOn(fs, "fdatasyncSync");
-    const pool = spyOn(fs, "fdatasync").mockImplementation(((fd: number, done: (err: NodeJS.ErrnoException | null) => void) => {
-      realAsync(fd, (err) => {
-        onPool++;
-        framesIn.count++; // what Connection counts: a consumer's ack, another client's request
-        done(err);
-      });
-    }) as typeof fs.fdatasync);
+    const events: string[] = [];
+    // What Connection counts while each sync runs: a consumer's ack, another client's request.
+    const restore = recordSyncs(events, { loop: "loop", pool: "pool", poolDone: () => void framesIn.count++ });
     const batch = (k: number) => Array.from({ length: 100 }, (_, i) => Buffer.from(`${k}.${i}`));
     try {
       for (let k = 0; k < 5; k++) await log.appendBatch(batch(k), k, batch(k).map(() => undefined));
-      expect(onPool).toBe(5);
-      expect(onLoop).not.toHaveBeenCalled();
     } finally {
-      onLoop.mockRestore();
-      pool.mockRestore();
+      restore();
     }
+    expect(events).toEqual(["pool", "pool", "pool", "pool", "pool"]);
     await log.close();
   });
 
