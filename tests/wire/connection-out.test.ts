@@ -7,7 +7,7 @@
 import { describe, expect, test } from "bun:test";
 import { decodeMap, encode } from "../../lib/wire/codec.ts";
 import { Connection, OUTBOUND_BUDGET_BYTES, type SocketLike } from "../../lib/wire/connection.ts";
-import { FrameDecoder } from "../../lib/wire/frame.ts";
+import { encodeFrames, FrameDecoder } from "../../lib/wire/frame.ts";
 import { framesIn } from "../../lib/wire/frames-in.ts";
 
 /** A socket that takes at most `accept` bytes per write and records every write's bytes (copied). */
@@ -143,16 +143,9 @@ describe("framesIn (what lib/store/sync-place.ts asks whether the loop had other
   test("counts every frame a connection decodes from bytes, however they arrive; not those handed over in memory", () => {
     const conn = new Connection(new RecordingSocket(), { frame: () => undefined }, { maxFrameBytes: 1 << 30, label: "peer" });
     conn.helloDone = true;
-    const bytes = (f: object) => {
-      const body = encode(f);
-      const framed = new Uint8Array(4 + body.length);
-      new DataView(framed.buffer).setUint32(0, body.length);
-      framed.set(body, 4);
-      return framed;
-    };
     const before = framesIn.count;
-    conn.onData(concat([bytes({ op: "ack", id: 1, tag: 1 }), bytes({ op: "nak", id: 1, tag: 2 })])); // two in one read
-    const split = bytes({ op: "ack", id: 1, tag: 3 });
+    conn.onData(encodeFrames([encode({ op: "ack", id: 1, tag: 1 }), encode({ op: "nak", id: 1, tag: 2 })])); // two in one read
+    const split = encodeFrames([encode({ op: "ack", id: 1, tag: 3 })]);
     conn.onData(split.subarray(0, 3)); // one in three reads
     conn.onData(split.subarray(3, 9));
     expect(framesIn.count - before).toBe(2);
