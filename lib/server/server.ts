@@ -102,6 +102,9 @@ interface Session {
   sharesPushes: boolean;
 }
 
+/** A topic a pattern matches now: where its subscription starts (`from`) and its next seq. */
+type PatternMatch = { topic: string; from: number; next: number };
+
 /** The answer to `pubs` (and, turned into one `seq`, to `pub`): `duplicates` only when some were. */
 interface PubsReply {
   topic: string;
@@ -953,7 +956,7 @@ export class MqServer {
     if (fresh.length > 0) this.checkTopicRoom(fresh.length, fresh);
     const start = async (topic: Topic): Promise<number> => (since !== undefined ? await topic.log.seqAtTime(since) : from === "earliest" ? topic.log.firstSeq : from === "latest" ? topic.log.nextSeq : Math.max(from, topic.log.firstSeq));
     // `next`: the topic's next seq, so that a client can say when `from` is past it (nothing comes until then).
-    const result: Array<{ topic: string; from?: number; next?: number; created: boolean; pattern?: true; matched?: Array<{ topic: string; from: number; next: number }> }> = [];
+    const result: Array<{ topic: string; from?: number; next?: number; created: boolean; pattern?: true; matched?: PatternMatch[] }> = [];
     const createdAt = Date.now();
     for (const filter of filters) {
       if (isPattern(filter)) {
@@ -1007,7 +1010,7 @@ export class MqServer {
    * topic that exists now and matches gets a subscription from `start`, unless it has one.
    * Returns the matching topics and where each one's subscription is.
    */
-  private async subscribePattern(id: number, pattern: string, from: From | { since: number }, start: (topic: Topic) => Promise<number>, createdAt: number): Promise<Array<{ topic: string; from: number; next: number }>> {
+  private async subscribePattern(id: number, pattern: string, from: From | { since: number }, start: (topic: Topic) => Promise<number>, createdAt: number): Promise<PatternMatch[]> {
     let added: boolean;
     try {
       added = await this.addConsumer(id, pattern, from, createdAt);
@@ -1016,7 +1019,7 @@ export class MqServer {
       await this.dropUncovered(id, pattern);
       throw err;
     }
-    const matched: Array<{ topic: string; from: number; next: number }> = [];
+    const matched: PatternMatch[] = [];
     try {
       for (const topic of [...this.topics.values()]) {
         if (!filterMatches(pattern, topic.name)) continue;
