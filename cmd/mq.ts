@@ -15,7 +15,7 @@ import { MqError } from "../lib/errors.ts";
 import type * as cli from "../lib/cli/commands.ts";
 import { Exit, StdoutClosedError, UsageError, exitCodeFor, reportError, writeStdout } from "../lib/cli/output.ts";
 import { closest, renderCommandHelp, renderCompletion, renderProgramHelp, SHELLS, type CommandSpec, type OptionDef, type Program, type Shell } from "../lib/cli/help.ts";
-import { defaults, formatDuration, formatSize, parseAddress, parseCount, parseCountOrAuto, parseDelay, parseDuration, parseFrom, parseFsync, parseGroup, parseId, parseRetentionLimit, parseSeconds, parseSince, parseSize, parseStore, parseTopicList, parseTtl } from "../lib/cli/parse.ts";
+import { defaults, formatDuration, formatSize, parseAddress, parseCount, parseCountOrAuto, parseDelay, parseDeliverAfter, parseDuration, parseFrom, parseFsync, parseGroup, parseId, parseRetentionLimit, parseSeconds, parseSince, parseSize, parseStore, parseTopicList, parseTtl } from "../lib/cli/parse.ts";
 import { DEFAULT_DEDUPE, DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_LOCAL_LIMITS, DEFAULT_METRICS_MAX_TOPICS, DEFAULT_SERVER_LIMITS, isLoopback, LINES_RETRY_SECONDS } from "../lib/config.ts";
 
 /** The client commands' code (the client library, the wire layer, cbor-x). */
@@ -120,6 +120,7 @@ const serverArgs = {
   },
   fsync: { type: "string", valueHint: "POLICY", default: "always", choices: ["always", "interval", "never"], description: "always | interval | never" },
   "fsync-interval-ms": { type: "string", valueHint: "MS", default: "50", description: "fsync period for --fsync interval" },
+  "deliver-after": { type: "string", valueHint: "WHEN", default: "write", choices: ["write", "fsync"], description: "--fsync always: push a message to subscribers once written, while its fsync runs (write) or only once on disk (fsync); publishers are answered after the fsync either way" },
   "max-message-bytes": { type: "string", valueHint: "SIZE", default: "1M", description: "largest message accepted (K/M/G)" },
   "token-file": { type: "string", valueHint: "FILE", description: "file holding the token local brokers must present" },
   "tls-cert": { type: "string", valueHint: "FILE", description: "PEM certificate: serve TLS" },
@@ -169,6 +170,7 @@ function serverOptions(d: Daemons, args: ServerArgs, dataDir: string, tokenFileI
     defaultTopics: parseTopicList(v("default-topics")),
     fsync: parseFsync(v("fsync")),
     fsyncIntervalMs: parseCount("fsync-interval-ms", v("fsync-interval-ms")),
+    deliverAfter: parseDeliverAfter(v("deliver-after")),
     // A frame's length is 32 bits; 1G leaves room for the frame around the largest message.
     maxMessageBytes: parseSize("max-message-bytes", v("max-message-bytes"), 1, 1024 ** 3),
     helloTimeoutMs: parseCount("hello-timeout-ms", v("hello-timeout-ms")),

@@ -5,7 +5,7 @@
  */
 import { DEFAULT_LISTEN, DEFAULT_MAX_MESSAGE_BYTES, MAX_DELAY_MS, defaultDataDir, defaultSocketPath, parseHostPort } from "../config.ts";
 import { maskPassword } from "../store/pg/url.ts";
-import type { FsyncPolicy, StoreKind } from "../store/types.ts";
+import type { DeliverAfter, FsyncPolicy, StoreKind } from "../store/types.ts";
 import type { From } from "../wire/messages.ts";
 import { groupNameProblem } from "../wire/group-name.ts";
 import { UsageError } from "./output.ts";
@@ -161,6 +161,13 @@ export function parseFsync(value: unknown): FsyncPolicy {
   const s = String(value);
   if (s === "always" || s === "interval" || s === "never") return s;
   throw new UsageError(`--fsync must be always, interval or never, got ${JSON.stringify(s)}`);
+}
+
+/** `--deliver-after`: when subscribers get a message under `--fsync always` (lib/store/types.ts, DeliverAfter). */
+export function parseDeliverAfter(value: unknown): DeliverAfter {
+  const s = String(value);
+  if (s === "write" || s === "fsync") return s;
+  throw new UsageError(`--deliver-after must be write (push a message to subscribers once written, while its fsync runs) or fsync (only once it is on disk), got ${JSON.stringify(s)}`);
 }
 
 /** `--retention-limit`: soft keeps what a subscriber has not acknowledged, hard does not. */

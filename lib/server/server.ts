@@ -14,7 +14,7 @@ import { postgresLocation } from "../store/pg/url.ts";
 import { appendAll, appendAllOnce, indexesBesides } from "../store/append-all.ts";
 import { errnoCode } from "../store/fsutil.ts";
 import { defineCounters, SERVER_COUNTERS, type ServerStats } from "../metrics.ts";
-import type { BrokerCredentials, ClientRegistry, FsyncPolicy, Storage, StoreKind, TopicStore } from "../store/types.ts";
+import type { BrokerCredentials, ClientRegistry, DeliverAfter, FsyncPolicy, Storage, StoreKind, TopicStore } from "../store/types.ts";
 import { CloseReason, Connection, type ConnectionHandler, type SocketLike } from "../wire/connection.ts";
 import { socketBytes } from "../wire/frame.ts";
 import { pubsHeadersProblem, type Headers } from "../wire/headers.ts";
@@ -49,6 +49,8 @@ export interface ServerOptions {
   defaultTopics: string[];
   fsync: FsyncPolicy;
   fsyncIntervalMs: number;
+  /** `--fsync always`, a file store: push a message once written (default) or once synced (lib/store/types.ts, DeliverAfter). */
+  deliverAfter?: DeliverAfter;
   maxMessageBytes: number;
   maxSegmentBytes?: number;
   /** Old segments go once every subscriber is past them (unless `limit` is hard) and they are older / the log is bigger than this. */
@@ -213,6 +215,7 @@ export class MqServer {
       ...(options.storeUrl !== undefined ? { url: options.storeUrl } : {}),
       fsync: options.fsync,
       fsyncIntervalMs: options.fsyncIntervalMs,
+      ...(options.deliverAfter !== undefined ? { deliverAfter: options.deliverAfter } : {}),
       ...(options.maxSegmentBytes !== undefined ? { maxSegmentBytes: options.maxSegmentBytes } : {}),
       ...(options.maxOpenFiles !== undefined ? { maxOpenFiles: options.maxOpenFiles } : {}),
       owner: "mq server",
@@ -666,6 +669,11 @@ export class MqServer {
     };
     topic.onShared = (count) => void (this.counters.fanout_shared += count);
     topic.log.readFloor = () => topic.readFloor();
+    // Messages readable before their fsync: pushed while the disk works (the append's answer waits for it).
+    topic.log.onWritten = () => {
+      for (const sub of topic.subscriptions.values()) this.pump(sub);
+      return topic.subscriptions.size > 0;
+    };
     this.topics.set(name, topic);
     // In the same tick as the topic becomes visible: a pattern subscribe sees it or is seen.
     const attaching = opened.created ? this.attachPatterns(topic) : null;

@@ -27,7 +27,7 @@ import { PgSchedule } from "./pg/schedule.ts";
 import { PgShared } from "./pg/shared.ts";
 import { PgTopicStore } from "./pg/topic-store.ts";
 import { FileSchedule, MemorySchedule } from "./schedule.ts";
-import type { FsyncPolicy, Storage, StoreKind } from "./types.ts";
+import type { DeliverAfter, FsyncPolicy, Storage, StoreKind } from "./types.ts";
 
 export const STORE_KINDS: readonly StoreKind[] = ["file", "memory", "postgres"];
 
@@ -39,6 +39,8 @@ export interface StorageOptions {
   url?: string;
   fsync: FsyncPolicy;
   fsyncIntervalMs: number;
+  /** A file log under `--fsync always`: readable once written (default) or once synced. */
+  deliverAfter?: DeliverAfter;
   /** A file log rolls its segment at this size; default 64 MiB. */
   maxSegmentBytes?: number;
   /** Most topic files kept open at once; default `defaultMaxOpenFiles()`. */
@@ -76,6 +78,7 @@ function openFile(options: StorageOptions): Storage {
       topics: new FileTopicStore(dir, {
         fsync: options.fsync,
         fsyncIntervalMs: options.fsyncIntervalMs,
+        ...(options.deliverAfter !== undefined ? { deliverAfter: options.deliverAfter } : {}),
         maxSegmentBytes: options.maxSegmentBytes ?? 64 * 1024 * 1024,
         files: new OpenFiles(options.maxOpenFiles ?? defaultMaxOpenFiles()),
       }),

@@ -18,7 +18,9 @@
  * publish: the sync on the loop widened"). A sync on the loop that took longer than `slowMs`
  * (a disk stalling: then the thread hop is nothing beside it, and the whole process waited)
  * sends the syncs back to the pool for `quietMs`, so the loop waits on a stalling disk at
- * most once per `quietMs`.
+ * most once per `quietMs`. A commit whose messages were handed to readers before its sync
+ * (`--deliver-after write`, subscribers on the topic) is not lone: the loop is what pushes them
+ * to the subscribers, and a sync on it would hold them back for the disk's time.
  *
  * A lone request of more than `maxMessages` (one producer with many publishes in flight, each
  * tick's refill one request) syncs on the loop too once the pool has shown that the loop has
@@ -45,6 +47,8 @@ export interface CommitShape {
   files: number;
   /** Some of it was queued while the previous commit ran. */
   waited: boolean;
+  /** Readers were told of its messages before the sync (`--deliver-after write`): the loop must stay free to push them. */
+  readers?: boolean;
 }
 
 export class SyncPlace {
@@ -86,7 +90,8 @@ export class SyncPlace {
     // After a sync on the loop a lone producer has sent its next request, one frame, and nothing else came.
     else if (this.last === "loop" && frames - this.framesAtLast > 1) this.quietPoolSyncs = 0;
     this.framesAtLast = frames;
-    const lone = commit.requests === 1 && commit.files === 1 && !commit.waited;
+    // Messages on their way to readers: the pool, so that the loop pushes them while the disk works.
+    const lone = commit.requests === 1 && commit.files === 1 && !commit.waited && !commit.readers;
     const onLoop = this.place(topic, commit.messages, lone);
     this.last = onLoop ? "loop" : "pool";
     this.lastLone = lone;
@@ -138,8 +143,8 @@ export const syncPlace = new SyncPlace();
  * `fileSystem` the one its files are on.
  * Returns undefined when done already (synced on the loop), else the pool's promise.
  */
-export function syncCommit(owner: object, requests: number, messages: number, waited: boolean, files: PooledFile[], fileSystem: FileSystemRef | undefined): Promise<unknown> | undefined {
-  if (syncPlace.onLoop(owner, { requests, messages, files: files.length, waited })) {
+export function syncCommit(owner: object, commit: CommitShape, files: PooledFile[], fileSystem: FileSystemRef | undefined): Promise<unknown> | undefined {
+  if (syncPlace.onLoop(owner, commit)) {
     syncPlace.loopSyncTook(files[0]!.syncOnLoop());
     return undefined;
   }

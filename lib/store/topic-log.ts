@@ -51,7 +51,7 @@ import { convertV1, startsWithV1Record } from "./segment-v1.ts";
 import { addHole, bootId, HeadFile, readHead, readMeta, uncovered, writeMetaAsync, writeMetaSync, type Head, type MetaBatch, type TopicMeta } from "./topic-meta.ts";
 import { extraFieldsOf, readExtraFields } from "./record-fields.ts";
 import { MAX_WRITE_FOR_ZEROS, nextZeroGrowth, writeWithZerosIfRoom, zeroRegionEnd } from "./zero-tail.ts";
-import type { AppendFields, FsyncPolicy, MsgIdRecord, RetentionPolicy, StoredMessage, TopicLog } from "./types.ts";
+import type { AppendFields, DeliverAfter, FsyncPolicy, MsgIdRecord, RetentionPolicy, StoredMessage, TopicLog } from "./types.ts";
 
 const log = logger("store");
 
@@ -91,6 +91,8 @@ export interface TopicLogOptions {
   maxSegmentBytes: number;
   /** The pool its segments and `head` are opened in (open-files.ts); by default no bound. */
   files?: OpenFiles;
+  /** `--fsync always`: readable once written (default) or once synced (types.ts, DeliverAfter). */
+  deliverAfter?: DeliverAfter;
 }
 
 interface Segment {
@@ -208,6 +210,7 @@ export class FileTopicLog implements TopicLog {
   /** Bytes cached since the readers' floor was last asked. */
   private cachedSinceFloor = 0;
   readFloor: (() => number) | undefined = undefined;
+  onWritten: (() => boolean) | undefined = undefined;
   /** Segments written since the last fsync (interval policy): a roll must not leave the old one unsynced. */
   private readonly dirty = new Set<Segment>();
   /** Interval policy: the fsync of `dirty` due (a timer only while something is dirty, so idle topics cost nothing). */
@@ -629,26 +632,36 @@ export class FileTopicLog implements TopicLog {
     const saved = this.saveTail();
     const touched = new Set<Segment>();
     const written: StoredMessage[] = [];
+    let readable = false;
     try {
       this.writeBatch(entries, touched, written);
       this.assigned += count;
       if (this.options.fsync === "always") {
+        let readers = false;
+        if ((this.options.deliverAfter ?? "write") === "write") {
+          // Readable now, while the disk works: what a reader gets survives the process being
+          // killed (the page cache has it); its publishers are answered once it is synced.
+          this.makeReadable(count, written);
+          readable = true;
+          readers = this.tellWritten();
+        }
         // Its file system, asked at the first sync (not at open: a start opens every topic).
         if (this.fileSystem === null) this.fileSystem = fileSystemOf(this.dir);
-        const syncing = syncCommit(this, entries.length, count, waited, [...touched].map((s) => s.handle), this.fileSystem);
+        const syncing = syncCommit(this, { requests: entries.length, messages: count, files: touched.size, waited, readers }, [...touched].map((s) => s.handle), this.fileSystem);
         if (syncing) await syncing;
       } else if (this.options.fsync === "interval") this.markDirty(touched);
     } catch (err) {
+      // Read already: its seqs stay its own (never handed out again); nothing of it is acknowledged.
+      if (readable) {
+        const what = `${count} message${count === 1 ? "" : "s"} from seq ${firstSeq}`;
+        throw Object.assign(new Error(`${(err as Error).message} (the fsync of ${what} failed after they were written: they stay in the log and subscribers may have received them, but they are not known to be on disk)`, { cause: err }), { code: (err as NodeJS.ErrnoException).code });
+      }
       // Nothing of this batch is acknowledged: undo it exactly, so the next append starts clean.
       this.assigned = firstSeq;
       this.rollBack(saved);
       throw err;
     }
-    this.committed = this.assigned;
-    this.lastStored = this.committed - 1;
-    this.stored += count;
-    this.writeHead();
-    this.cacheTail(written);
+    if (!readable) this.makeReadable(count, written);
     if (!this.reserving && this.durableReserved - this.assigned < RESERVE_BLOCK / 2) this.startReservation(this.assigned);
     const firsts = new Array<number>(entries.length);
     let seq = firstSeq;
@@ -657,6 +670,27 @@ export class FileTopicLog implements TopicLog {
       seq += entries[e]!.data.length;
     }
     return firsts;
+  }
+
+  /** The `count` messages just written (`written`) become the newest committed ones: reads and `lastSeq` include them. */
+  private makeReadable(count: number, written: StoredMessage[]): void {
+    this.committed = this.assigned;
+    this.lastStored = this.committed - 1;
+    this.stored += count;
+    this.writeHead();
+    this.cacheTail(written);
+  }
+
+  /** Tells the server (`onWritten`) that messages became readable before their sync; whether anyone reads them. */
+  private tellWritten(): boolean {
+    if (!this.onWritten) return false;
+    try {
+      return this.onWritten();
+    } catch (err) {
+      // The server's push failing must not fail a commit: its publishers are answered after the sync.
+      log.error(`topic "${this.topic}": pushing the messages just written failed: ${(err as Error).message}`);
+      return false;
+    }
   }
 
   /** Records the exact next seq in `head` (no fsync: it is there for a restart after the process died). */

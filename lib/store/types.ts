@@ -92,6 +92,13 @@ export interface TopicLog {
    */
   readFloor?: () => number;
   /**
+   * Set by the server: called when a commit's messages became readable before their fsync
+   * returned (a file log with `--deliver-after write`), so that they are pushed while the disk
+   * works; returns whether anyone may read them now. Unset, or a log that makes its messages
+   * readable only when their append resolves: the server pushes after the append.
+   */
+  onWritten?: () => boolean;
+  /**
    * The seq of the first committed message appended at or after `time` (ms since the epoch);
    * `nextSeq` when there is none (replay by time starts there). Append times rise with seqs.
    * A file log finds the segment by binary search and scans only within it.
@@ -193,6 +200,14 @@ export interface ScheduleStore {
 }
 
 export type FsyncPolicy = "always" | "interval" | "never";
+
+/**
+ * When a file log's messages become readable (and so pushed) under `--fsync always`: `write`,
+ * once written (in the page cache: they survive the process being killed), while their fsync
+ * runs; `fsync`, only once that fsync returned. The publisher's answer waits for the fsync
+ * either way (docs/durability.md, "Delivery before the fsync").
+ */
+export type DeliverAfter = "write" | "fsync";
 
 export interface TopicStore {
   /** Names of the topics that exist, sorted. */

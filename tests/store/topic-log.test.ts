@@ -243,9 +243,9 @@ describe("FileTopicLog read-ahead (a backlog read in order)", () => {
     }
   });
 
-  test("bytes read ahead while a commit synced are not served once that commit failed and its seqs were written again", async () => {
+  test("--deliver-after fsync: bytes read ahead while a commit synced are not served once that commit failed and its seqs were written again", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-readahead-"));
-    const opts = { fsync: "always" as const, fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024 };
+    const opts = { fsync: "always" as const, deliverAfter: "fsync" as const, fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024 };
     let log = FileTopicLog.open(dir, opts);
     try {
       await log.appendBatch(Array.from({ length: 100 }, (_, k) => payloadOf(k + 1, 128)), 1, new Array(100));
