@@ -1,7 +1,9 @@
 /**
  * Group commit: items added in the same tick, and all those added while a commit is
  * running, go to disk together in the next call of `commit` — one write and one fsync for
- * many publishes, so durable throughput grows with concurrency.
+ * many publishes, so durable throughput grows with concurrency. A commit may `release` the
+ * queue before it returns (its write is done, its fsync runs): the next batch is then written
+ * while that fsync runs, and only their answers wait for it.
  */
 interface Queued<T, R> {
   item: T;
@@ -18,6 +20,8 @@ interface QueuedMany<T, R> {
 export class GroupCommit<T, R> {
   private queue: Array<Queued<T, R> | QueuedMany<T, R>> = [];
   private running = false;
+  /** Commits that released the queue and have not returned yet. */
+  private released = 0;
   private scheduled = false;
   /** Items were added while a commit ran: the next batch waited behind it (others are publishing). */
   private addedWhileRunning = false;
@@ -25,13 +29,14 @@ export class GroupCommit<T, R> {
 
   /**
    * `commit` writes a batch and returns one result per item; a throw fails the whole batch.
-   * `waited`: some of the batch was added while the previous commit ran.
+   * `waited`: some of the batch was added while the previous commit ran. `release()`: the next
+   * batch may start now, before this commit returns.
    */
-  constructor(private readonly commit: (items: T[], waited: boolean) => Promise<R[]>) {}
+  constructor(private readonly commit: (items: T[], waited: boolean, release: () => void) => Promise<R[]>) {}
 
   /** True while a commit runs or items wait for one. */
   get busy(): boolean {
-    return this.running || this.queue.length > 0;
+    return this.running || this.released > 0 || this.queue.length > 0;
   }
 
   add(item: T): Promise<R> {
@@ -73,13 +78,21 @@ export class GroupCommit<T, R> {
     this.queue = [];
     const waited = this.addedWhileRunning;
     this.addedWhileRunning = false;
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      this.released++;
+      this.running = false;
+      if (this.queue.length > 0) void this.run();
+    };
     try {
       const items: T[] = [];
       for (const q of batch) {
         if ("items" in q) for (const item of q.items) items.push(item);
         else items.push(q.item);
       }
-      const results = await this.commit(items, waited);
+      const results = await this.commit(items, waited, release);
       let k = 0;
       for (const q of batch) {
         if ("items" in q) {
@@ -90,9 +103,10 @@ export class GroupCommit<T, R> {
     } catch (err) {
       for (const q of batch) q.reject(err);
     } finally {
-      this.running = false;
-      if (this.queue.length > 0) void this.run();
-      else for (const w of this.idleWaiters.splice(0)) w();
+      if (released) this.released--;
+      else this.running = false;
+      if (!released && this.queue.length > 0) void this.run();
+      else if (!this.busy) for (const w of this.idleWaiters.splice(0)) w();
     }
   }
 }

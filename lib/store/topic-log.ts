@@ -200,7 +200,9 @@ export class FileTopicLog implements TopicLog {
   private lastStored = 0;
   private stored = 0;
   /** Each entry is answered with the seq of its first message (the others follow it). */
-  private readonly commits = new GroupCommit((entries: PendingAppends[], waited: boolean) => this.commit(entries, waited));
+  private readonly commits = new GroupCommit((entries: PendingAppends[], waited: boolean, release: () => void) => this.commit(entries, waited, release));
+  /** The sync of the newest commit that let the next one write before its sync returned (settles, never rejects). */
+  private syncBehind: Promise<unknown> = Promise.resolve();
   /** Where recent reads stopped, so that a reader's next read goes on from there (read-ahead.ts). */
   private readonly readHints = new ReadHints();
   /** Tail cache: dense, ascending, committed messages from `tail[tailHead]` on. */
@@ -620,8 +622,9 @@ export class FileTopicLog implements TopicLog {
   /**
    * Writes the entries' appends in one go, fsyncs per policy; returns the seq of each entry's
    * first message. `waited`: some entries were queued while the previous commit ran.
+   * `release()` lets the next commit start before this one returns (below).
    */
-  private async commit(entries: PendingAppends[], waited: boolean): Promise<number[]> {
+  private async commit(entries: PendingAppends[], waited: boolean, release: () => void): Promise<number[]> {
     let count = 0;
     for (const entry of entries) count += entry.data.length;
     // Seqs are handed out only below a reservation on disk: after any loss, none is reused.
@@ -647,8 +650,17 @@ export class FileTopicLog implements TopicLog {
         }
         // Its file system, asked at the first sync (not at open: a start opens every topic).
         if (this.fileSystem === null) this.fileSystem = fileSystemOf(this.dir);
+        const behind = this.syncBehind;
         const syncing = syncCommit(this, { requests: entries.length, messages: count, files: touched.size, waited, readers }, [...touched].map((s) => s.handle), this.fileSystem);
+        if (syncing && readers) {
+          // Its messages are on their way: the next commit's are written (and pushed) while this
+          // sync runs, not after it (a slow sync held up every delivery behind it).
+          this.syncBehind = syncing.catch(() => {});
+          release();
+        }
         if (syncing) await syncing;
+        // Answers in order: each after the syncs of the commits before it.
+        await behind;
       } else if (this.options.fsync === "interval") this.markDirty(touched);
     } catch (err) {
       // Read already: its seqs stay its own (never handed out again); nothing of it is acknowledged.

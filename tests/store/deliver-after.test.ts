@@ -40,7 +40,9 @@ function holdSyncs() {
       expect(held.length).toBeGreaterThan(0);
       return held.shift()!;
     },
+    /** Lets what is still held go (a failed test must not leave the process's sync lanes stuck), then un-mocks. */
     restore() {
+      for (const done of held.splice(0)) done(null);
       pool.mockRestore();
       loop.mockRestore();
     },
@@ -77,6 +79,53 @@ test("write (the default): a commit's messages are readable, and the server is t
     expect(answered).toBe(2);
     // Told readers were there: the sync ran on the pool (the loop stays free to push), never on the loop.
     expect(syncs.loop).toHaveBeenCalledTimes(0);
+  } finally {
+    syncs.restore();
+  }
+  await log.close();
+});
+
+test("write, with readers: the next commit is written and readable while the one before it syncs; answers come in order", async () => {
+  const { log, told } = await openWith();
+  const syncs = holdSyncs();
+  try {
+    const answers: number[] = [];
+    const first = log.append(Buffer.from("m2"), 2).then((seq) => answers.push(seq));
+    const firstSync = await syncs.next();
+    const second = log.append(Buffer.from("m3"), 3).then((seq) => answers.push(seq));
+    // Bounded: until the second commit is written.
+    for (let i = 0; i < 200 && told.length < 2; i++) await Bun.sleep(5);
+    // Both readable, both told, neither answered.
+    expect(told).toEqual([2, 3]);
+    expect(await texts(log, 2)).toEqual(["2:m2", "3:m3"]);
+    expect(answers).toEqual([]);
+    firstSync(null);
+    // The second's sync (it waited for the first's: lib/store/commit-syncs.ts).
+    (await syncs.next())(null);
+    await Promise.all([first, second]);
+    expect(answers).toEqual([2, 3]);
+  } finally {
+    syncs.restore();
+  }
+  await log.close();
+});
+
+test("write, without readers: the next commit waits for the sync before it, as with fsync", async () => {
+  const log = FileTopicLog.open(dir, options());
+  log.onWritten = () => false;
+  expect(await log.append(Buffer.from("m1"), 1)).toBe(1);
+  const syncs = holdSyncs();
+  try {
+    const first = log.append(Buffer.from("m2"), 2);
+    const firstSync = await syncs.next();
+    const second = log.append(Buffer.from("m3"), 3);
+    await Bun.sleep(20);
+    // m3 is not written yet: it goes in the next commit, after this sync.
+    expect(log.lastSeq).toBe(2);
+    firstSync(null);
+    expect(await first).toBe(2);
+    (await syncs.next())(null);
+    expect(await second).toBe(3);
   } finally {
     syncs.restore();
   }
