@@ -213,6 +213,8 @@ export class FileTopicLog implements TopicLog {
   private cachedSinceFloor = 0;
   readFloor: (() => number) | undefined = undefined;
   onWritten: (() => boolean) | undefined = undefined;
+  /** `--fsync always --deliver-after write`: a commit's messages are readable before its fsync returns. */
+  private readonly readableBeforeSync: boolean;
   /** Segments written since the last fsync (interval policy): a roll must not leave the old one unsynced. */
   private readonly dirty = new Set<Segment>();
   /** Interval policy: the fsync of `dirty` due (a timer only while something is dirty, so idle topics cost nothing). */
@@ -240,6 +242,7 @@ export class FileTopicLog implements TopicLog {
   ) {
     this.topic = path.basename(dir);
     this.files = options.files ?? UNBOUNDED;
+    this.readableBeforeSync = options.fsync === "always" && (options.deliverAfter ?? "write") === "write";
   }
 
   /**
@@ -378,7 +381,10 @@ export class FileTopicLog implements TopicLog {
     const last = prevLast >= this.meta.first ? prevLast + 1 : this.meta.first;
     let next = last;
     let exact = true;
-    const headTrusted = head !== null && (head.policy === "always" || (head.boot !== 0 && head.boot === bootId()));
+    // Across a reboot only where every seq a reader was given had been fsynced when head said
+    // so: `--deliver-after write` gives out seqs before their sync, so a power cut may take
+    // messages that readers got, and their seqs must not be given again (the reservation's bound).
+    const headTrusted = head !== null && ((head.policy === "always" && !head.early) || (head.boot !== 0 && head.boot === bootId()));
     if (meta?.clean) next = Math.max(meta.reserved, last);
     else if (headTrusted) next = Math.max(head.next, last);
     else if (meta) {
@@ -549,7 +555,10 @@ export class FileTopicLog implements TopicLog {
       else if (!newest) cause = "no segment holds them (every segment file is missing)";
       else if (tailDamage) cause = `cut from the end of the log: ${damageText(newest, tailDamage)}`;
       else cause = `missing at the end of the log (segment ${name(newest)} was cut short or is missing)`;
-      if (!exact) cause += `; the server was not stopped cleanly and the machine restarted since, so writes under --fsync ${head?.policy ?? "interval or never"} may not have reached the disk (only an upper bound is known)`;
+      if (!exact) {
+        const writes = head?.early ? "messages delivered to subscribers before their fsync (--deliver-after write; none of them was acknowledged to its publisher)" : `writes under --fsync ${head?.policy ?? "interval or never"}`;
+        cause += `; the server was not stopped cleanly and the machine restarted since, so ${writes} may not have reached the disk (only an upper bound is known)`;
+      }
       gaps.push({ from: last, to: next - 1, cause, exact });
     }
     return gaps;
@@ -641,7 +650,7 @@ export class FileTopicLog implements TopicLog {
       this.assigned += count;
       if (this.options.fsync === "always") {
         let readers = false;
-        if ((this.options.deliverAfter ?? "write") === "write") {
+        if (this.readableBeforeSync) {
           // Readable now, while the disk works: what a reader gets survives the process being
           // killed (the page cache has it); its publishers are answered once it is synced.
           this.makeReadable(count, written);
@@ -708,7 +717,7 @@ export class FileTopicLog implements TopicLog {
   /** Records the exact next seq in `head` (no fsync: it is there for a restart after the process died). */
   private writeHead(): void {
     try {
-      this.head ??= new HeadFile(path.join(this.dir, "head"), this.options.fsync, this.files);
+      this.head ??= new HeadFile(path.join(this.dir, "head"), this.options.fsync, this.files, this.readableBeforeSync);
     } catch (err) {
       log.error(`topic "${this.topic}": cannot open its head file: ${(err as Error).message}`);
       return;

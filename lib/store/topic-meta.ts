@@ -173,7 +173,8 @@ export function uncovered(holes: Array<[number, number]>, from: number, to: numb
 
 // ---------------------------------------------------------------------------------------
 // head: 0 u32 magic "MQHD" · 4 u8 version (1) · 5 u8 fsync policy of the writer
-// (0 never, 1 interval, 2 always) · 6 u16 reserved · 8 u64 next seq · 16 u64 base of the
+// (0 never, 1 interval, 2 always) · 6 u8 flags (bit 0: messages were readable before their
+// fsync, `--deliver-after write`; older writers wrote 0) · 7 u8 reserved · 8 u64 next seq · 16 u64 base of the
 // segment being written · 24 u32 boot id (CRC-32 of the kernel's boot_id, 0 unknown) ·
 // 28 u32 CRC-32 of bytes 0..27
 
@@ -185,6 +186,8 @@ export interface Head {
   next: number;
   segment: number;
   policy: FsyncPolicy;
+  /** The writer made messages readable before their fsync (`--deliver-after write`). */
+  early: boolean;
   boot: number;
 }
 
@@ -214,7 +217,7 @@ export function readHead(file: string): Head | null {
   if (view.getUint32(0) !== HEAD_MAGIC || view.getUint8(4) !== 1 || Bun.hash.crc32(buf.subarray(0, 28)) !== view.getUint32(28)) return null;
   const policy = (Object.keys(POLICY_CODE) as FsyncPolicy[]).find((k) => POLICY_CODE[k] === view.getUint8(5));
   if (!policy) return null;
-  return { next: getU64(view, 8), segment: getU64(view, 16), policy, boot: view.getUint32(24) };
+  return { next: getU64(view, 8), segment: getU64(view, 16), policy, early: (view.getUint8(6) & 1) === 1, boot: view.getUint32(24) };
 }
 
 /** The `head` file, overwritten in place (kept open while its topic is written: see open-files.ts). */
@@ -228,6 +231,8 @@ export class HeadFile {
     readonly file: string,
     private readonly policy: FsyncPolicy,
     files: OpenFiles = UNBOUNDED,
+    /** Messages become readable before their fsync (`--deliver-after write`). */
+    private readonly early = false,
   ) {
     const existed = fs.existsSync(file);
     // Never fsynced, so closing it to make room owes nothing.
@@ -247,6 +252,7 @@ export class HeadFile {
     view.setUint32(0, HEAD_MAGIC);
     view.setUint8(4, 1);
     view.setUint8(5, POLICY_CODE[this.policy]);
+    view.setUint8(6, this.early ? 1 : 0);
     setU64(view, 8, next);
     setU64(view, 16, segment);
     view.setUint32(24, bootId());

@@ -184,3 +184,77 @@ test("write: a server push that throws is logged, and the commit goes on to its 
   expect(await texts(log, 1)).toEqual(["1:m1"]);
   await log.close();
 });
+
+/**
+ * What a power cut can leave while a commit's sync is held: a copy of the directory in which
+ * that commit's record never reached the disk (zeros where it was written), nor `head`'s
+ * rewrite (never fsynced: the one before that commit), whose boot id is not this boot's (the
+ * machine restarted).
+ */
+async function powerCutImage(deliverAfter: DeliverAfter): Promise<{ image: string; told: number[] }> {
+  const { log, told } = await openWith(deliverAfter);
+  expect(await log.append(Buffer.from("m2"), 2)).toBe(2);
+  const segment = path.join(dir, "00000000000000000001.log");
+  const end = (log as unknown as { segments: Array<{ size: number }> }).segments[0]!.size;
+  const staleHead = fs.readFileSync(path.join(dir, "head"));
+  const syncs = holdSyncs();
+  const image = fs.mkdtempSync(path.join(os.tmpdir(), "mq-deliver-after-cut-"));
+  try {
+    const append = log.append(Buffer.from("unsynced"), 3);
+    const done = await syncs.next();
+    fs.cpSync(dir, image, { recursive: true });
+    done(null);
+    expect(await append).toBe(3);
+  } finally {
+    syncs.restore();
+  }
+  await log.close();
+  // The record of seq 3 did not reach the disk.
+  const fd = fs.openSync(path.join(image, path.basename(segment)), "r+");
+  fs.writeSync(fd, Buffer.alloc(fs.fstatSync(fd).size - end), 0, fs.fstatSync(fd).size - end, end);
+  fs.closeSync(fd);
+  // Another boot: a boot id that is not this one's, the head's CRC made good again.
+  const head = staleHead;
+  const view = new DataView(head.buffer, head.byteOffset, head.byteLength);
+  view.setUint32(24, (view.getUint32(24) + 1) >>> 0 || 1);
+  view.setUint32(28, Bun.hash.crc32(head.subarray(0, 28)));
+  fs.writeFileSync(path.join(image, "head"), head);
+  return { image, told };
+}
+
+test("write: after a power cut, seqs a subscriber may have got before their sync are never handed out again", async () => {
+  const { image, told } = await powerCutImage("write");
+  try {
+    expect(told).toEqual([2, 3]); // seq 3 was readable before its sync
+    const again = FileTopicLog.open(image, options());
+    try {
+      expect(await texts(again, 1)).toEqual(["1:m1", "2:m2"]);
+      // Not 3: the head cannot say how far readers got, the seq reservation (fsynced before any seq in it is used) can.
+      expect(again.nextSeq).toBeGreaterThan(3);
+      const seq = await again.append(Buffer.from("after"), 4);
+      expect(seq).toBeGreaterThan(3);
+      expect(await texts(again, 3)).toEqual([`${seq}:after`]);
+    } finally {
+      await again.close();
+    }
+  } finally {
+    fs.rmSync(image, { recursive: true, force: true });
+  }
+});
+
+test("fsync: after a power cut the head is trusted: nothing unsynced was readable, the next seq is exact", async () => {
+  const { image, told } = await powerCutImage("fsync");
+  try {
+    expect(told).toEqual([]);
+    const again = FileTopicLog.open(image, options("fsync"));
+    try {
+      expect(await texts(again, 1)).toEqual(["1:m1", "2:m2"]);
+      expect(again.nextSeq).toBe(3);
+      expect(again.lost).toBe(0);
+    } finally {
+      await again.close();
+    }
+  } finally {
+    fs.rmSync(image, { recursive: true, force: true });
+  }
+});

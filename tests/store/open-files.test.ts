@@ -324,7 +324,8 @@ describe("FileTopicStore over OpenFiles", () => {
 
 describe("FileTopicLog over a pool of one open file", () => {
   test.skipIf(!fdLimitAvailable)("FileTopicLog with --fsync always acknowledges an append only after an fdatasync of its segment has returned (Linux: reads /proc/self/fd)", async () => {
-    const log = FileTopicLog.open(dir, { fsync: "always", fsyncIntervalMs: 1000, maxSegmentBytes: 1 << 20, files: new OpenFiles(1) });
+    // --deliver-after fsync: `head` is written after the sync (with write, before it: opening it in a pool of one closes the segment, fsyncing it first).
+    const log = FileTopicLog.open(dir, { fsync: "always", deliverAfter: "fsync", fsyncIntervalMs: 1000, maxSegmentBytes: 1 << 20, files: new OpenFiles(1) });
     const events: string[] = [];
     const realFdatasync = fs.fdatasync;
     // Calls through: the real fdatasync runs, the spy only notes which file and when it returned.
