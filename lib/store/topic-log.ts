@@ -390,6 +390,10 @@ export class FileTopicLog implements TopicLog {
     else if (meta) {
       next = Math.max(meta.reserved, last);
       exact = next === last;
+    } else if (head) {
+      // No reservation to go by (meta damaged): head, even untrusted, is a bound the records may not reach.
+      next = Math.max(head.next, last);
+      exact = next === last;
     }
 
     const gaps = this.findGaps(scans, head, last, next, exact);
@@ -659,17 +663,28 @@ export class FileTopicLog implements TopicLog {
         }
         // Its file system, asked at the first sync (not at open: a start opens every topic).
         if (this.fileSystem === null) this.fileSystem = fileSystemOf(this.dir);
+        const shape = { requests: entries.length, messages: count, files: touched.size, waited, readers };
+        const handles = [...touched].map((s) => s.handle);
+        const fileSystem = this.fileSystem;
+        // One sync of the topic at a time, each after those of the commits before it: answers
+        // come in order, and a write-back error (the kernel reports it to one fsync of a file)
+        // goes to the commit whose sync was running, not to a later one beside it.
         const behind = this.syncBehind;
-        const syncing = syncCommit(this, { requests: entries.length, messages: count, files: touched.size, waited, readers }, [...touched].map((s) => s.handle), this.fileSystem);
-        if (syncing && readers) {
+        if (readers) {
           // Its messages are on their way: the next commit's are written (and pushed) while this
           // sync runs, not after it (a slow sync held up every delivery behind it).
-          this.syncBehind = syncing.catch(() => {});
+          const syncing = behind.then(() => syncCommit(this, shape, handles, fileSystem));
+          this.syncBehind = syncing.then(
+            () => {},
+            () => {},
+          );
           release();
+          await syncing;
+        } else {
+          await behind;
+          const syncing = syncCommit(this, shape, handles, fileSystem);
+          if (syncing) await syncing;
         }
-        if (syncing) await syncing;
-        // Answers in order: each after the syncs of the commits before it.
-        await behind;
       } else if (this.options.fsync === "interval") this.markDirty(touched);
     } catch (err) {
       // Read already: its seqs stay its own (never handed out again); nothing of it is acknowledged.
@@ -1026,6 +1041,8 @@ export class FileTopicLog implements TopicLog {
     while (victims < this.segments.length - 1) {
       const seg = this.segments[victims]!;
       if (seg.count > 0 && seg.lastSeq >= before) break;
+      // Its sync has not returned (`--deliver-after write` lets subscribers acknowledge before it): it stays until it has.
+      if (seg.handle.pinned || seg.handle.owesSync) break;
       // By name, not by fd: a cold segment is not opened only to look at its age.
       const old = fs.statSync(seg.file).mtimeMs < now - policy.maxAgeMs;
       if (!old && total <= policy.maxBytes) break;

@@ -172,9 +172,10 @@ export function uncovered(holes: Array<[number, number]>, from: number, to: numb
 }
 
 // ---------------------------------------------------------------------------------------
-// head: 0 u32 magic "MQHD" · 4 u8 version (1) · 5 u8 fsync policy of the writer
-// (0 never, 1 interval, 2 always) · 6 u8 flags (bit 0: messages were readable before their
-// fsync, `--deliver-after write`; older writers wrote 0) · 7 u8 reserved · 8 u64 next seq · 16 u64 base of the
+// head: 0 u32 magic "MQHD" · 4 u8 version (1; 2 when flag bit 0 is set, so that a binary
+// that does not know the flag ignores the file rather than trust it) · 5 u8 fsync policy of
+// the writer (0 never, 1 interval, 2 always) · 6 u8 flags (bit 0: messages were readable
+// before their fsync, `--deliver-after write`) · 7 u8 reserved · 8 u64 next seq · 16 u64 base of the
 // segment being written · 24 u32 boot id (CRC-32 of the kernel's boot_id, 0 unknown) ·
 // 28 u32 CRC-32 of bytes 0..27
 
@@ -214,10 +215,11 @@ export function readHead(file: string): Head | null {
   }
   if (buf.length !== HEAD_SIZE) return null;
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  if (view.getUint32(0) !== HEAD_MAGIC || view.getUint8(4) !== 1 || Bun.hash.crc32(buf.subarray(0, 28)) !== view.getUint32(28)) return null;
+  const version = view.getUint8(4);
+  if (view.getUint32(0) !== HEAD_MAGIC || (version !== 1 && version !== 2) || Bun.hash.crc32(buf.subarray(0, 28)) !== view.getUint32(28)) return null;
   const policy = (Object.keys(POLICY_CODE) as FsyncPolicy[]).find((k) => POLICY_CODE[k] === view.getUint8(5));
   if (!policy) return null;
-  return { next: getU64(view, 8), segment: getU64(view, 16), policy, early: (view.getUint8(6) & 1) === 1, boot: view.getUint32(24) };
+  return { next: getU64(view, 8), segment: getU64(view, 16), policy, early: version === 2 && (view.getUint8(6) & 1) === 1, boot: view.getUint32(24) };
 }
 
 /** The `head` file, overwritten in place (kept open while its topic is written: see open-files.ts). */
@@ -250,7 +252,7 @@ export class HeadFile {
   write(next: number, segment: number): string | null {
     const view = this.view;
     view.setUint32(0, HEAD_MAGIC);
-    view.setUint8(4, 1);
+    view.setUint8(4, this.early ? 2 : 1);
     view.setUint8(5, POLICY_CODE[this.policy]);
     view.setUint8(6, this.early ? 1 : 0);
     setU64(view, 8, next);

@@ -9,11 +9,19 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { configureLog } from "../../lib/log.ts";
 import { MqServer } from "../../lib/server/server.ts";
+import { syncPlace } from "../../lib/store/sync-place.ts";
 import type { DeliverAfter } from "../../lib/store/types.ts";
 import { RAW_SECRET, RawPeer, type WireMap } from "../security/kit.ts";
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), "mq-deliver-after-server-"));
-afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+const quietMs = syncPlace.quietMs;
+// Every sync on the pool, where holdSyncs holds it (a lone publisher's commits would sync on the loop after quietMs).
+syncPlace.quietMs = Infinity;
+afterAll(() => {
+  syncPlace.quietMs = quietMs;
+  configureLog();
+  fs.rmSync(root, { recursive: true, force: true });
+});
 
 type Done = (err: NodeJS.ErrnoException | null) => void;
 

@@ -9,14 +9,21 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { OpenFiles } from "../../lib/store/open-files.ts";
+import { syncPlace } from "../../lib/store/sync-place.ts";
 import { FileTopicLog } from "../../lib/store/topic-log.ts";
 import type { DeliverAfter } from "../../lib/store/types.ts";
 
 let dir: string;
+const quietMs = syncPlace.quietMs;
 beforeEach(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-deliver-after-"));
+  // Every sync on the pool, where holdSyncs holds it: a lone commit would sync on the loop once its topic had been alone for quietMs.
+  syncPlace.quietMs = Infinity;
 });
-afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+afterEach(() => {
+  syncPlace.quietMs = quietMs;
+  fs.rmSync(dir, { recursive: true, force: true });
+});
 
 const options = (deliverAfter?: DeliverAfter) => ({ fsync: "always" as const, fsyncIntervalMs: 1000, maxSegmentBytes: 1 << 20, files: new OpenFiles(16), ...(deliverAfter ? { deliverAfter } : {}) });
 const texts = async (log: FileTopicLog, from: number) => (await log.read(from, 100, 1 << 20)).map((m) => `${m.seq}:${Buffer.from(m.data).toString()}`);
@@ -34,6 +41,9 @@ function holdSyncs() {
   const loop = spyOn(fs, "fdatasyncSync");
   return {
     loop,
+    get held() {
+      return held.length;
+    },
     /** Resolves once a sync is held (bounded: 2 s). */
     async next(): Promise<Done> {
       for (let i = 0; i < 200 && held.length === 0; i++) await new Promise<void>((resolve) => ((waiter = resolve), setTimeout(resolve, 10)));
@@ -99,8 +109,10 @@ test("write, with readers: the next commit is written and readable while the one
     expect(told).toEqual([2, 3]);
     expect(await texts(log, 2)).toEqual(["2:m2", "3:m3"]);
     expect(answers).toEqual([]);
+    // One sync of the topic at a time: the second's starts once the first's returned.
+    await Bun.sleep(20);
+    expect(syncs.held).toBe(0);
     firstSync(null);
-    // The second's sync (it waited for the first's: lib/store/commit-syncs.ts).
     (await syncs.next())(null);
     await Promise.all([first, second]);
     expect(answers).toEqual([2, 3]);
@@ -177,11 +189,41 @@ test("write: a sync that fails after its messages were readable fails the append
 
 test("write: a server push that throws is logged, and the commit goes on to its sync and answer", async () => {
   const log = FileTopicLog.open(dir, options());
+  let calls = 0;
   log.onWritten = () => {
+    calls++;
     throw new Error("push failed");
   };
   expect(await log.append(Buffer.from("m1"), 1)).toBe(1);
+  expect(calls).toBe(1);
   expect(await texts(log, 1)).toEqual(["1:m1"]);
+  await log.close();
+});
+
+test("write: retention leaves a segment whose sync has not returned, though every subscriber acknowledged it", async () => {
+  // Each message fills a segment: every append starts a new segment file.
+  const log = FileTopicLog.open(dir, { ...options(), maxSegmentBytes: 64 });
+  log.onWritten = () => true;
+  expect(await log.append(Buffer.from("m1"), 1)).toBe(1);
+  const syncs = holdSyncs();
+  try {
+    const second = log.append(Buffer.from("m2"), 2);
+    const done = await syncs.next();
+    const third = log.append(Buffer.from("m3"), 3);
+    for (let i = 0; i < 200 && log.lastSeq < 3; i++) await Bun.sleep(5);
+    expect(log.lastSeq).toBe(3);
+    // Seqs 1 and 2 acknowledged by every subscriber, old enough: only seq 1's segment may go.
+    expect(await log.trim(3, { maxAgeMs: 0, maxBytes: 0 }, Date.now() + 1000)).toBe(1);
+    expect(await texts(log, 1)).toEqual(["2:m2", "3:m3"]);
+    done(null);
+    expect(await second).toBe(2);
+    (await syncs.next())(null);
+    expect(await third).toBe(3);
+  } finally {
+    syncs.restore();
+  }
+  // Synced now: it may go.
+  expect(await log.trim(3, { maxAgeMs: 0, maxBytes: 0 }, Date.now() + 1000)).toBe(1);
   await log.close();
 });
 
