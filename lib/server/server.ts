@@ -670,9 +670,14 @@ export class MqServer {
     topic.onShared = (count) => void (this.counters.fanout_shared += count);
     topic.log.readFloor = () => topic.readFloor();
     // Messages readable before their fsync: pushed while the disk works (the append's answer waits for it).
+    // Whether a push is under way: a subscription whose window is full (its consumer away) takes none.
     topic.log.onWritten = () => {
-      for (const sub of topic.subscriptions.values()) this.pump(sub);
-      return topic.subscriptions.size > 0;
+      let pushing = false;
+      for (const sub of topic.subscriptions.values()) {
+        this.pump(sub);
+        if (sub.readingNow) pushing = true;
+      }
+      return pushing;
     };
     this.topics.set(name, topic);
     // In the same tick as the topic becomes visible: a pattern subscribe sees it or is seen.

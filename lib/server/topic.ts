@@ -102,6 +102,11 @@ export class Subscription implements Pushable {
     this.window = new DeliveryWindow(minWindow);
   }
 
+  /** A push of it reads the log now, or waits to ride along another's read: messages are on their way to its local broker. */
+  get readingNow(): boolean {
+    return this.reading || this.waitingOn !== null;
+  }
+
   /** After a (re)connect of the owner: everything unacknowledged is sent again. */
   rewind(): void {
     this.epoch++;

@@ -18,9 +18,9 @@
  * publish: the sync on the loop widened"). A sync on the loop that took longer than `slowMs`
  * (a disk stalling: then the thread hop is nothing beside it, and the whole process waited)
  * sends the syncs back to the pool for `quietMs`, so the loop waits on a stalling disk at
- * most once per `quietMs`. A commit whose messages were handed to readers before its sync
- * (`--deliver-after write`, subscribers on the topic) is not lone: the loop is what pushes them
- * to the subscribers, and a sync on it would hold them back for the disk's time.
+ * most once per `quietMs`. A commit whose messages are being pushed before its sync
+ * (`--deliver-after write`, a subscription with room in its window) is not lone: the loop is
+ * what pushes them to the subscribers, and a sync on it would hold them back for the disk's time.
  *
  * A lone request of more than `maxMessages` (one producer with many publishes in flight, each
  * tick's refill one request) syncs on the loop too once the pool has shown that the loop has

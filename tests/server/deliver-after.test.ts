@@ -116,3 +116,35 @@ test("fsync: nothing is pushed until the fdatasync returned", async () => {
     await server.stop();
   }
 });
+
+test("write: a subscription whose window is full (its consumer acknowledges nothing) takes no push, so the commit is not told it has readers", async () => {
+  const { server, peer, pub } = await setUp(undefined);
+  let rid = 1000;
+  try {
+    const log = (server as unknown as { topics: Map<string, { log: { onWritten?: () => boolean } }> }).topics.get("t")!.log;
+    const hook = log.onWritten!;
+    const told: boolean[] = [];
+    log.onWritten = () => {
+      const pushing = hook();
+      told.push(pushing);
+      return pushing;
+    };
+    const publish = async (n: number) => {
+      const payloads = Array.from({ length: n }, (_, i) => new TextEncoder().encode(`m${i}`));
+      expect(await peer.request({ op: "pubs", rid: ++rid, id: pub, topic: "t", payloads })).toMatchObject({ op: "ok" });
+    };
+    // Seq 1 pushed and not acknowledged; 1,100 more: the window (1,024 messages) fills.
+    await publish(550);
+    await publish(550);
+    // Bounded: until the pushes reached the window's end (seqs 1..1024 pushed).
+    const pushedUpTo = () => Math.max(0, ...peer.all.filter((f) => f.op === "msgs").map((f) => (f.seq as number) + (f.payloads as unknown[]).length - 1));
+    for (let i = 0; i < 200 && pushedUpTo() < 1024; i++) await Bun.sleep(10);
+    expect(pushedUpTo()).toBe(1024);
+    await publish(1);
+    // The first two commits had pushes under way; the last one none (the window is full).
+    expect(told).toEqual([true, true, false]);
+  } finally {
+    peer.end();
+    await server.stop();
+  }
+});
