@@ -670,12 +670,13 @@ export class MqServer {
     topic.onShared = (count) => void (this.counters.fanout_shared += count);
     topic.log.readFloor = () => topic.readFloor();
     // Messages readable before their fsync: pushed while the disk works (the append's answer waits for it).
-    // Whether a push is under way: a subscription whose window is full (its consumer away) takes none.
+    // Whether a push is under way to a consumer that keeps up: one that is away takes a window
+    // of pushes and acks none, and the commit then syncs as if it had no readers.
     topic.log.onWritten = () => {
       let pushing = false;
       for (const sub of topic.subscriptions.values()) {
         this.pump(sub);
-        if (sub.readingNow) pushing = true;
+        if (sub.readingNow && sub.keepsUp()) pushing = true;
       }
       return pushing;
     };

@@ -102,9 +102,23 @@ export class Subscription implements Pushable {
     this.window = new DeliveryWindow(minWindow);
   }
 
+  /** `acked` when `keepsUp` last looked. */
+  private ackedSeen = 0;
+
   /** A push of it reads the log now, or waits to ride along another's read: messages are on their way to its local broker. */
   get readingNow(): boolean {
     return this.reading || this.waitingOn !== null;
+  }
+
+  /**
+   * Its consumer keeps up: nothing was in flight to it (`sent` moves when a read returns, so
+   * this is before the push just started), or acks came since the last look. A consumer that
+   * is away (a durable subscriber between runs) takes a window of pushes and acks none.
+   */
+  keepsUp(): boolean {
+    const moved = this.acked !== this.ackedSeen;
+    this.ackedSeen = this.acked;
+    return moved || this.acked === this.sent;
   }
 
   /** After a (re)connect of the owner: everything unacknowledged is sent again. */

@@ -19,7 +19,7 @@
  * (a disk stalling: then the thread hop is nothing beside it, and the whole process waited)
  * sends the syncs back to the pool for `quietMs`, so the loop waits on a stalling disk at
  * most once per `quietMs`. A commit whose messages are being pushed before its sync
- * (`--deliver-after write`, a subscription with room in its window) is not lone: the loop is
+ * (`--deliver-after write`, to a consumer that keeps up) is not lone: the loop is
  * what pushes them to the subscribers, and a sync on it would hold them back for the disk's time.
  *
  * A lone request of more than `maxMessages` (one producer with many publishes in flight, each

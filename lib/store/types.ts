@@ -94,8 +94,9 @@ export interface TopicLog {
   /**
    * Set by the server: called when a commit's messages became readable before their fsync
    * returned (a file log with `--deliver-after write`), so that they are pushed while the disk
-   * works; returns whether pushes of them are under way (a subscription whose window is full
-   * takes none: then nothing is gained by keeping the event loop free). Unset, or a log that makes its messages
+   * works; returns whether pushes of them are under way to consumers that keep up (one that is
+   * away takes a window of pushes and acks none: nothing is gained then by keeping the event
+   * loop free). Unset, or a log that makes its messages
    * readable only when their append resolves: the server pushes after the append.
    */
   onWritten?: () => boolean;

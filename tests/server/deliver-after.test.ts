@@ -61,7 +61,7 @@ async function setUp(deliverAfter: DeliverAfter | undefined) {
   expect(await ask({ op: "pub", id: pub, topic: "t", data: new TextEncoder().encode("first") })).toMatchObject({ op: "ok" });
   const first = await nextMsgs(peer);
   expect(first.seq).toBe(1);
-  return { server, peer, pub, nextRid: () => ++rid };
+  return { server, peer, pub, sub, nextRid: () => ++rid };
 }
 
 /** The next `msgs` frame (other frames stay behind for `reply`), within 5 s. */
@@ -117,8 +117,8 @@ test("fsync: nothing is pushed until the fdatasync returned", async () => {
   }
 });
 
-test("write: a subscription whose window is full (its consumer acknowledges nothing) takes no push, so the commit is not told it has readers", async () => {
-  const { server, peer, pub } = await setUp(undefined);
+test("write: a commit is told it has readers while its push goes to a consumer that keeps up, not to one that acknowledges nothing", async () => {
+  const { server, peer, pub, sub } = await setUp(undefined);
   let rid = 1000;
   try {
     const log = (server as unknown as { topics: Map<string, { log: { onWritten?: () => boolean } }> }).topics.get("t")!.log;
@@ -129,20 +129,29 @@ test("write: a subscription whose window is full (its consumer acknowledges noth
       told.push(pushing);
       return pushing;
     };
+    const pushedUpTo = () => Math.max(0, ...peer.all.filter((f) => f.op === "msgs").map((f) => (f.seq as number) + (f.payloads as unknown[]).length - 1));
     const publish = async (n: number) => {
       const payloads = Array.from({ length: n }, (_, i) => new TextEncoder().encode(`m${i}`));
-      expect(await peer.request({ op: "pubs", rid: ++rid, id: pub, topic: "t", payloads })).toMatchObject({ op: "ok" });
+      const answer = await peer.request({ op: "pubs", rid: ++rid, id: pub, topic: "t", payloads });
+      expect(answer).toMatchObject({ op: "ok" });
+      // Bounded: until they were pushed.
+      const last = (answer.seqs as number[])[n - 1]!;
+      for (let i = 0; i < 200 && pushedUpTo() < last; i++) await Bun.sleep(10);
+      expect(pushedUpTo()).toBe(last);
     };
-    // Seq 1 pushed and not acknowledged; 1,100 more: the window (1,024 messages) fills.
-    await publish(550);
-    await publish(550);
-    // Bounded: until the pushes reached the window's end (seqs 1..1024 pushed).
-    const pushedUpTo = () => Math.max(0, ...peer.all.filter((f) => f.op === "msgs").map((f) => (f.seq as number) + (f.payloads as unknown[]).length - 1));
-    for (let i = 0; i < 200 && pushedUpTo() < 1024; i++) await Bun.sleep(10);
-    expect(pushedUpTo()).toBe(1024);
-    await publish(1);
-    // The first two commits had pushes under way; the last one none (the window is full).
-    expect(told).toEqual([true, true, false]);
+    const ack = async (seq: number) => {
+      peer.send({ op: "ack", id: sub, topic: "t", seq });
+      // Bounded: until the server counted it.
+      for (let i = 0; i < 200 && server.stats().acked < seq; i++) await Bun.sleep(10);
+      expect(server.stats().acked).toBe(seq);
+    };
+    await publish(10); // seqs 2..11: seq 1 (setUp's) in flight, never acknowledged
+    await ack(11);
+    await publish(10); // 12..21: acks came since the last look
+    await publish(10); // 22..31: 12..21 in flight, no ack since
+    await ack(31);
+    await publish(10); // 32..41
+    expect(told).toEqual([false, true, false, true]);
   } finally {
     peer.end();
     await server.stop();
