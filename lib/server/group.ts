@@ -330,6 +330,21 @@ export class GroupMember extends Subscription {
     return this.held;
   }
 
+  /** Acknowledged messages freed so far, for `keepsUp`. */
+  private freed = 0;
+  private freedSeen = 0;
+
+  override get readingNow(): boolean {
+    return this.turn !== null;
+  }
+
+  /** As Subscription.keepsUp: nothing was held by it, or some of what it held was acknowledged since the last look. */
+  override keepsUp(): boolean {
+    const moved = this.freed !== this.freedSeen;
+    this.freedSeen = this.freed;
+    return moved || this.held === 0;
+  }
+
   /** What the group reads next: the first to deliver again (a nak, a read cut short), else its next new seq; a shared group's come from its claims. */
   override get readsFrom(): number {
     return this.group.shared ? 0 : this.group.pending.nextRead;
@@ -455,6 +470,7 @@ export class GroupMember extends Subscription {
       this.free(f.bytes, credits);
       this.group.done(seq);
       freed++;
+      this.freed++;
     }
     return freed;
   }

@@ -203,6 +203,8 @@ export class FileTopicLog implements TopicLog {
   private readonly commits = new GroupCommit((entries: PendingAppends[], waited: boolean, release: () => void) => this.commit(entries, waited, release));
   /** The sync of the newest commit that let the next one write before its sync returned (settles, never rejects). */
   private syncBehind: Promise<unknown> = Promise.resolve();
+  /** Commits that released the queue and whose sync has not returned (at most one). */
+  private syncsAhead = 0;
   /** Where recent reads stopped, so that a reader's next read goes on from there (read-ahead.ts). */
   private readonly readHints = new ReadHints();
   /** Tail cache: dense, ascending, committed messages from `tail[tailHead]` on. */
@@ -672,13 +674,19 @@ export class FileTopicLog implements TopicLog {
         const behind = this.syncBehind;
         if (readers) {
           // Its messages are on their way: the next commit's are written (and pushed) while this
-          // sync runs, not after it (a slow sync held up every delivery behind it).
+          // sync runs, not after it (a slow sync held up every delivery behind it). Only one
+          // commit goes ahead so: the commits queued behind that one share a sync again.
           const syncing = behind.then(() => syncCommit(this, shape, handles, fileSystem));
-          this.syncBehind = syncing.then(
+          const settled = syncing.then(
             () => {},
             () => {},
           );
-          release();
+          this.syncBehind = settled;
+          if (this.syncsAhead === 0) {
+            this.syncsAhead++;
+            void settled.then(() => void this.syncsAhead--);
+            release();
+          }
           await syncing;
         } else {
           await behind;
@@ -1042,7 +1050,16 @@ export class FileTopicLog implements TopicLog {
       const seg = this.segments[victims]!;
       if (seg.count > 0 && seg.lastSeq >= before) break;
       // Its sync has not returned (`--deliver-after write` lets subscribers acknowledge before it): it stays until it has.
-      if (seg.handle.pinned || seg.handle.owesSync) break;
+      if (seg.handle.pinned) break;
+      // One that owes a sync (a failed one, an interval not yet due) gets it now, or stays.
+      if (seg.handle.owesSync) {
+        try {
+          await seg.handle.sync();
+        } catch {
+          break;
+        }
+        if (seg.handle.pinned || seg.handle.owesSync) break;
+      }
       // By name, not by fd: a cold segment is not opened only to look at its age.
       const old = fs.statSync(seg.file).mtimeMs < now - policy.maxAgeMs;
       if (!old && total <= policy.maxBytes) break;

@@ -219,7 +219,7 @@ export function readHead(file: string): Head | null {
   if (view.getUint32(0) !== HEAD_MAGIC || (version !== 1 && version !== 2) || Bun.hash.crc32(buf.subarray(0, 28)) !== view.getUint32(28)) return null;
   const policy = (Object.keys(POLICY_CODE) as FsyncPolicy[]).find((k) => POLICY_CODE[k] === view.getUint8(5));
   if (!policy) return null;
-  return { next: getU64(view, 8), segment: getU64(view, 16), policy, early: version === 2 && (view.getUint8(6) & 1) === 1, boot: view.getUint32(24) };
+  return { next: getU64(view, 8), segment: getU64(view, 16), policy, early: (view.getUint8(6) & 1) === 1, boot: view.getUint32(24) };
 }
 
 /** The `head` file, overwritten in place (kept open while its topic is written: see open-files.ts). */

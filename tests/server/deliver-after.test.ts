@@ -157,3 +157,35 @@ test("write: a commit is told it has readers while its push goes to a consumer t
     await server.stop();
   }
 });
+
+test("write: a queue group member counts as a reader the same way: pushes under way to a member that keeps up", async () => {
+  const { server, peer, pub, nextRid } = await setUp(undefined);
+  try {
+    const member = (await peer.request({ op: "create", rid: nextRid() })).id as number;
+    expect(await peer.request({ op: "sub", rid: nextRid(), id: member, topics: ["g"], group: "workers" })).toMatchObject({ op: "ok" });
+    expect(await peer.request({ op: "pub", rid: nextRid(), id: pub, topic: "g", data: new TextEncoder().encode("first") })).toMatchObject({ op: "ok" });
+    const log = (server as unknown as { topics: Map<string, { log: { onWritten?: () => boolean } }> }).topics.get("g")!.log;
+    const hook = log.onWritten!;
+    const told: boolean[] = [];
+    log.onWritten = () => {
+      const pushing = hook();
+      told.push(pushing);
+      return pushing;
+    };
+    // Bounded: until the member was pushed seq 1 (which it never acknowledges).
+    for (let i = 0; i < 200 && !peer.all.some((f) => f.op === "msgs" && f.topic === "g"); i++) await Bun.sleep(10);
+    expect(peer.all.some((f) => f.op === "msgs" && f.topic === "g")).toBe(true);
+    const payloads = [new TextEncoder().encode("second")];
+    expect(await peer.request({ op: "pubs", rid: nextRid(), id: pub, topic: "g", payloads })).toMatchObject({ op: "ok" });
+    // Seq 1 was held when the first look came: only once it is freed does the member keep up.
+    const held = peer.all.filter((f) => f.op === "msgs" && f.topic === "g").length;
+    peer.send({ op: "ack", id: member, topic: "g", seqs: [1] });
+    for (let i = 0; i < 200 && server.stats().acked < 1; i++) await Bun.sleep(10);
+    for (let i = 0; i < 200 && peer.all.filter((f) => f.op === "msgs" && f.topic === "g").length <= held; i++) await Bun.sleep(10);
+    expect(await peer.request({ op: "pubs", rid: nextRid(), id: pub, topic: "g", payloads })).toMatchObject({ op: "ok" });
+    expect(told).toEqual([false, true]);
+  } finally {
+    peer.end();
+    await server.stop();
+  }
+});

@@ -227,6 +227,25 @@ test("write: retention leaves a segment whose sync has not returned, though ever
   await log.close();
 });
 
+test("write: retention syncs a segment that still owes one (its sync failed) before deleting it", async () => {
+  const log = FileTopicLog.open(dir, { ...options(), maxSegmentBytes: 64 });
+  log.onWritten = () => true;
+  expect(await log.append(Buffer.from("m1"), 1)).toBe(1);
+  const syncs = holdSyncs();
+  try {
+    const failed = log.append(Buffer.from("m2"), 2).catch((e: NodeJS.ErrnoException) => e.code);
+    (await syncs.next())(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" }));
+    expect(await failed).toBe("EIO");
+  } finally {
+    syncs.restore();
+  }
+  expect(await log.append(Buffer.from("m3"), 3)).toBe(3);
+  // Seqs 1 and 2 acknowledged by every subscriber: both segments go, seq 2's after a sync of its own.
+  expect(await log.trim(3, { maxAgeMs: 0, maxBytes: 0 }, Date.now() + 1000)).toBe(2);
+  expect(await texts(log, 1)).toEqual(["3:m3"]);
+  await log.close();
+});
+
 /**
  * What a power cut can leave while a commit's sync is held: a copy of the directory in which
  * that commit's record never reached the disk (zeros where it was written), nor `head`'s
