@@ -64,6 +64,19 @@ async function setUp(deliverAfter: DeliverAfter | undefined) {
   return { server, peer, pub, sub, nextRid: () => ++rid };
 }
 
+/** What the server's `onWritten` hook of `topic` answers, commit by commit, from now on. */
+function recordTold(server: MqServer, topic: string): boolean[] {
+  const log = (server as unknown as { topics: Map<string, { log: { onWritten?: () => boolean } }> }).topics.get(topic)!.log;
+  const hook = log.onWritten!;
+  const told: boolean[] = [];
+  log.onWritten = () => {
+    const pushing = hook();
+    told.push(pushing);
+    return pushing;
+  };
+  return told;
+}
+
 /** The next `msgs` frame (other frames stay behind for `reply`), within 5 s. */
 async function nextMsgs(peer: RawPeer): Promise<WireMap> {
   for (let i = 0; i < 20; i++) {
@@ -121,14 +134,7 @@ test("write: a commit is told it has readers while its push goes to a consumer t
   const { server, peer, pub, sub } = await setUp(undefined);
   let rid = 1000;
   try {
-    const log = (server as unknown as { topics: Map<string, { log: { onWritten?: () => boolean } }> }).topics.get("t")!.log;
-    const hook = log.onWritten!;
-    const told: boolean[] = [];
-    log.onWritten = () => {
-      const pushing = hook();
-      told.push(pushing);
-      return pushing;
-    };
+    const told = recordTold(server, "t");
     const pushedUpTo = () => Math.max(0, ...peer.all.filter((f) => f.op === "msgs").map((f) => (f.seq as number) + (f.payloads as unknown[]).length - 1));
     const publish = async (n: number) => {
       const payloads = Array.from({ length: n }, (_, i) => new TextEncoder().encode(`m${i}`));
@@ -164,14 +170,7 @@ test("write: a queue group member counts as a reader the same way: pushes under 
     const member = (await peer.request({ op: "create", rid: nextRid() })).id as number;
     expect(await peer.request({ op: "sub", rid: nextRid(), id: member, topics: ["g"], group: "workers" })).toMatchObject({ op: "ok" });
     expect(await peer.request({ op: "pub", rid: nextRid(), id: pub, topic: "g", data: new TextEncoder().encode("first") })).toMatchObject({ op: "ok" });
-    const log = (server as unknown as { topics: Map<string, { log: { onWritten?: () => boolean } }> }).topics.get("g")!.log;
-    const hook = log.onWritten!;
-    const told: boolean[] = [];
-    log.onWritten = () => {
-      const pushing = hook();
-      told.push(pushing);
-      return pushing;
-    };
+    const told = recordTold(server, "g");
     // Bounded: until the member was pushed seq 1 (which it never acknowledges).
     for (let i = 0; i < 200 && !peer.all.some((f) => f.op === "msgs" && f.topic === "g"); i++) await Bun.sleep(10);
     expect(peer.all.some((f) => f.op === "msgs" && f.topic === "g")).toBe(true);
