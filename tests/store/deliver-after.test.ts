@@ -122,6 +122,30 @@ test("write, with readers: the next commit is written and readable while the one
   await log.close();
 });
 
+test("write, with readers: the sync starts after what the server hands over at the next turn (mq up's in-memory link), not beside it", async () => {
+  const { log } = await openWith();
+  const syncs = holdSyncs();
+  let done: Done | undefined;
+  try {
+    // As the server's push through the link: its frames reach the local broker at the next turn.
+    const order: string[] = [];
+    log.onWritten = () => {
+      setImmediate(() => order.push(`pushed (syncs held: ${syncs.held})`));
+      return true;
+    };
+    const append = log.append(Buffer.from("m2"), 2);
+    done = await syncs.next();
+    expect(order).toEqual(["pushed (syncs held: 0)"]);
+    done(null);
+    expect(await append).toBe(2);
+  } finally {
+    // Taken from the held ones: restore() cannot let it go (a sync left hanging would hold close()).
+    done?.(null);
+    syncs.restore();
+    await log.close();
+  }
+});
+
 test("write, without readers: the next commit waits for the sync before it, as with fsync", async () => {
   const log = FileTopicLog.open(dir, options());
   log.onWritten = () => false;
