@@ -2,7 +2,8 @@
  * Medians of bench/peers-ab.sh's output per instance and figure, A against B, and per pair
  * the change B/A − 1 (its median and range) and in how many pairs B was lower.
  * For s4, msgs_per_s is the publish phase and msgs_per_s_2 the consume phase.
- * client_cpu_cs is the client's CPU in hundredths of a second (the harness's % × seconds).
+ * client_cpu_cs is the client's CPU in hundredths of a second (the harness's % × seconds);
+ * steal_pct the hypervisor's steal over the run (above ~10 % the figures of that run mean little).
  *
  *     ./node_modules/.bin/bun bench/peers-ab-summary.ts OUT
  */
@@ -32,7 +33,7 @@ const median = (a: number[]) => {
 };
 const range = (a: number[]) => `[${Math.min(...a)}..${Math.max(...a)}]`;
 for (const inst of new Set(rows.map((r) => r.inst))) {
-  for (const key of ["up_ticks", "main_ticks", "client_cpu_cs", "deliveries_per_s", "msgs_per_s", "msgs_per_s_2", "p50_us", "p99_us", "load"]) {
+  for (const key of ["up_ticks", "main_ticks", "client_cpu_cs", "deliveries_per_s", "msgs_per_s", "msgs_per_s_2", "p50_us", "p99_us", "steal_pct", "load"]) {
     const of = (side: string) => rows.filter((r) => r.side === side && r.inst === inst && r[key] !== undefined);
     const a = of("A");
     const b = of("B");

@@ -33,7 +33,7 @@ for i in $(seq "$PAIRS"); do
       # shellcheck disable=SC2086 # the options are words on purpose
       r=$(MQ_REPO=$repo timeout 150 ./node_modules/.bin/bun run.ts --target mq $nf "$@" 2>&1 | tail -1)
       t1=$(ticks "$pid"); m1=$(main_ticks "$pid")
-      echo "$side pair=$i $inst load=$(cut -d' ' -f1 /proc/loadavg) up_ticks=$((t1 - t0)) main_ticks=$((m1 - m0)) $(echo "$r" | grep -o ' secs=[0-9.]*\|msgs_per_s=[0-9]*\|deliveries_per_s=[0-9]*\|client_cpu_pct=[0-9]*\|server_cpu_pct=[0-9]*\|p50_us=[0-9]*\|p99_us=[0-9]*\|FAILED.*' | tr '\n' ' ')"
+      echo "$side pair=$i $inst load=$(cut -d' ' -f1 /proc/loadavg) up_ticks=$((t1 - t0)) main_ticks=$((m1 - m0)) $(echo "$r" | grep -o ' secs=[0-9.]*\|msgs_per_s=[0-9]*\|deliveries_per_s=[0-9]*\|client_cpu_pct=[0-9]*\|server_cpu_pct=[0-9]*\|p50_us=[0-9]*\|p99_us=[0-9]*\|steal_pct=[0-9]*\|FAILED.*' | tr '\n' ' ')"
     done
     ./servers-mq.sh stop >/dev/null
   done
