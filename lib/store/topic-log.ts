@@ -46,7 +46,7 @@ import {
 import { UNBOUNDED, type OpenFiles, type PooledFile } from "./open-files.ts";
 import { readAhead, READ_AHEAD_BYTES, ReadHints } from "./read-ahead.ts";
 import { fileSystemOf, type FileSystemRef } from "./commit-syncs.ts";
-import { syncCommit } from "./sync-place.ts";
+import { syncCommit, type CommitShape } from "./sync-place.ts";
 import { convertV1, startsWithV1Record } from "./segment-v1.ts";
 import { addHole, bootId, HeadFile, readHead, readMeta, uncovered, writeMetaAsync, writeMetaSync, type Head, type MetaBatch, type TopicMeta } from "./topic-meta.ts";
 import { extraFieldsOf, readExtraFields } from "./record-fields.ts";
@@ -79,6 +79,8 @@ const TAIL_ENTRY_OVERHEAD = 64;
 const FLOOR_STEP_BYTES = 64 * 1024;
 /** Records read at a time by a scan for an append time (seqAtTime). */
 const SCAN_BATCH = 256;
+/** How long a commit made while a sync runs holds the next one back at most (commit). */
+const STALL_MS = 5;
 let tailCacheTotal = 0;
 /** Bytes the tail caches of this process hold (payload + TAIL_ENTRY_OVERHEAD a message): `mq stats`. */
 export const tailCacheBytes = (): number => tailCacheTotal;
@@ -201,10 +203,10 @@ export class FileTopicLog implements TopicLog {
   private stored = 0;
   /** Each entry is answered with the seq of its first message (the others follow it). */
   private readonly commits = new GroupCommit((entries: PendingAppends[], waited: boolean, release: () => void) => this.commit(entries, waited, release));
-  /** The sync of the newest commit that let the next one write before its sync returned (settles, never rejects). */
+  /** The newest sync of the topic, running or due (settles, never rejects): the next one starts after it. */
   private syncBehind: Promise<unknown> = Promise.resolve();
-  /** Commits that released the queue and whose sync has not returned (at most one). */
-  private syncsAhead = 0;
+  /** The sync due after the running one, for the commits with readers that came meanwhile (commit). */
+  private nextSync: SharedSync | null = null;
   /** Where recent reads stopped, so that a reader's next read goes on from there (read-ahead.ts). */
   private readonly readHints = new ReadHints();
   /** Tail cache: dense, ascending, committed messages from `tail[tailHead]` on. */
@@ -673,26 +675,38 @@ export class FileTopicLog implements TopicLog {
         // goes to the commit whose sync was running, not to a later one beside it.
         const behind = this.syncBehind;
         if (readers) {
-          // Its messages are on their way: the next commit's are written (and pushed) while this
-          // sync runs, not after it (a slow sync held up every delivery behind it). Only one
-          // commit goes ahead so: the commits queued behind that one share a sync again.
-          // The sync starts at the next turn, once the pushes are written to their sockets (in
-          // `mq up`, the in-memory link hands them over at the next turn too, before this): the
-          // disk's start (a thread, a doorbell the hypervisor traps) then no longer competes for
-          // the 2 CPUs with the subscriber waking up to read them (docs/benchmarks.md,
-          // "the sync after the pushes": p50 at 5,000 msgs/s −25–35 %).
-          const syncing = behind.then(nextTurn).then(() => syncCommit(this, shape, handles, fileSystem));
-          const settled = syncing.then(
-            () => {},
-            () => {},
-          );
-          this.syncBehind = settled;
-          if (this.syncsAhead === 0) {
-            this.syncsAhead++;
-            void settled.then(() => void this.syncsAhead--);
-            release();
+          // Its messages are on their way: the next commit is written (and pushed) while this
+          // sync runs, not after it (a slow sync held up every delivery behind it). The commits
+          // made while a sync runs share the one sync due after it (their writes are done before
+          // it starts): a topic has at most two syncs under way. A commit that joins that sync
+          // lets the next one start once the running sync returns (what arrives meanwhile then
+          // goes as one commit), or after STALL_MS when the disk stalls: deliveries go on then,
+          // STALL_MS apart (a 225 ms fdatasync held every delivery behind it for as long).
+          let shared = this.nextSync;
+          let running: Promise<unknown> | null = null;
+          if (shared) {
+            shared.join(shape, handles);
+            running = shared.after;
+          } else {
+            // It starts at the next turn, once the pushes are written to their sockets (in `mq
+            // up`, the in-memory link hands them over at the next turn too, before this): the
+            // disk's start (a thread, a doorbell the hypervisor traps) then no longer competes
+            // for the 2 CPUs with the subscriber waking up to read them (docs/benchmarks.md,
+            // "the sync after the pushes").
+            const due = new SharedSync(shape, handles, behind);
+            due.done = behind.then(nextTurn).then(() => {
+              if (this.nextSync === due) this.nextSync = null;
+              return syncCommit(this, due.shape, [...due.files], fileSystem);
+            });
+            this.syncBehind = due.done.then(
+              () => {},
+              () => {},
+            );
+            this.nextSync = shared = due;
           }
-          await syncing;
+          if (running) await settledOrAfter(running, STALL_MS);
+          release();
+          await shared.done;
         } else {
           await behind;
           const syncing = syncCommit(this, shape, handles, fileSystem);
@@ -1387,6 +1401,39 @@ function withExtra(m: StoredMessage, from: { headers?: Record<string, string>; e
   if (from.headers !== undefined) m.headers = from.headers;
   if (from.expiresAt !== undefined) m.expiresAt = from.expiresAt;
   return m;
+}
+
+/** One fdatasync, due after the running one, for the commits that joined it before it started: their files, and their shape as one commit's. */
+class SharedSync {
+  readonly files: Set<PooledFile>;
+  done: Promise<unknown> = Promise.resolve();
+  constructor(
+    readonly shape: CommitShape,
+    files: PooledFile[],
+    /** The sync it starts after (settles, never rejects). */
+    readonly after: Promise<unknown>,
+  ) {
+    this.files = new Set(files);
+  }
+
+  join(shape: CommitShape, files: PooledFile[]): void {
+    this.shape.requests += shape.requests;
+    this.shape.messages += shape.messages;
+    for (const f of files) this.files.add(f);
+    this.shape.files = this.files.size;
+  }
+}
+
+/** Resolves once `p` settled, or after `ms`, whichever comes first. */
+function settledOrAfter(p: Promise<unknown>, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    const done = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    p.then(done, done);
+  });
 }
 
 /** Resolves at the next turn of the event loop, after the immediates already due (and their microtasks). */

@@ -122,6 +122,40 @@ test("write, with readers: the next commit is written and readable while the one
   await log.close();
 });
 
+test("write, with readers: commits made while a sync stalls are still written and readable (STALL_MS apart at most), and share the one sync due after it", async () => {
+  const { log, told } = await openWith();
+  const syncs = holdSyncs();
+  let firstSync: Done | undefined;
+  try {
+    const answers: number[] = [];
+    const appends = [log.append(Buffer.from("m2"), 2).then((seq) => answers.push(seq))];
+    firstSync = await syncs.next();
+    // Three more commits, one after another, each once the one before it is written (a disk that stalls under steady traffic).
+    for (const [i, text] of ["m3", "m4", "m5"].entries()) {
+      appends.push(log.append(Buffer.from(text), 3 + i).then((seq) => answers.push(seq)));
+      for (let k = 0; k < 200 && told.length < i + 2; k++) await Bun.sleep(5);
+    }
+    expect(told).toEqual([2, 3, 4, 5]);
+    expect(await texts(log, 2)).toEqual(["2:m2", "3:m3", "4:m4", "5:m5"]);
+    expect(answers).toEqual([]);
+    // The second sync waits for the first.
+    await Bun.sleep(20);
+    expect(syncs.held).toBe(0);
+    firstSync(null);
+    firstSync = undefined;
+    (await syncs.next())(null);
+    await Promise.all(appends);
+    expect(answers).toEqual([2, 3, 4, 5]);
+    // One sync for the three: none is left.
+    await Bun.sleep(20);
+    expect(syncs.held).toBe(0);
+  } finally {
+    firstSync?.(null);
+    syncs.restore();
+    await log.close();
+  }
+});
+
 test("write, with readers: the sync starts after what the server hands over at the next turn (mq up's in-memory link), not beside it", async () => {
   const { log } = await openWith();
   const syncs = holdSyncs();
