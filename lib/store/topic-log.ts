@@ -81,6 +81,8 @@ const FLOOR_STEP_BYTES = 64 * 1024;
 const SCAN_BATCH = 256;
 /** How long a commit made while a sync runs holds the next one back at most (commit). */
 const STALL_MS = 5;
+/** A `syncBehind` with nothing running, and no failure to pass on. */
+const NO_SYNC_FAILURE: Promise<unknown> = Promise.resolve(null);
 let tailCacheTotal = 0;
 /** Bytes the tail caches of this process hold (payload + TAIL_ENTRY_OVERHEAD a message): `mq stats`. */
 export const tailCacheBytes = (): number => tailCacheTotal;
@@ -203,8 +205,8 @@ export class FileTopicLog implements TopicLog {
   private stored = 0;
   /** Each entry is answered with the seq of its first message (the others follow it). */
   private readonly commits = new GroupCommit((entries: PendingAppends[], waited: boolean, release: () => void) => this.commit(entries, waited, release));
-  /** The newest sync of the topic, running or due (settles, never rejects): the next one starts after it. */
-  private syncBehind: Promise<unknown> = Promise.resolve();
+  /** The newest sync of the topic, running or due: the next one starts after it. Never rejects: resolves to its own error, if it failed. */
+  private syncBehind: Promise<unknown> = NO_SYNC_FAILURE;
   /** The sync due after the running one, for the commits with readers that came meanwhile (commit). */
   private nextSync: SharedSync | null = null;
   /** Where recent reads stopped, so that a reader's next read goes on from there (read-ahead.ts). */
@@ -672,7 +674,8 @@ export class FileTopicLog implements TopicLog {
         const fileSystem = this.fileSystem;
         // One sync of the topic at a time, each after those of the commits before it: answers
         // come in order, and a write-back error (the kernel reports it to one fsync of a file)
-        // goes to the commit whose sync was running, not to a later one beside it.
+        // goes to the commits of the sync that was running, and to those written while it ran
+        // (the sync after it, which the kernel may answer 0: `behind` resolves to the error).
         const behind = this.syncBehind;
         if (readers) {
           // Its messages are on their way: the next commit is written (and pushed) while this
@@ -694,23 +697,28 @@ export class FileTopicLog implements TopicLog {
             // for the 2 CPUs with the subscriber waking up to read them (docs/benchmarks.md,
             // "the sync after the pushes").
             const due = new SharedSync(shape, handles, behind);
-            due.done = behind.then(nextTurn).then(() => {
+            due.done = behind.then(async (failedBefore) => {
+              await nextTurn();
               if (this.nextSync === due) this.nextSync = null;
-              return syncCommit(this, due.shape, [...due.files], fileSystem);
+              await syncCommit(this, due.shape, [...due.files], fileSystem);
+              if (failedBefore) throw failedWhileWritten(failedBefore);
             });
-            this.syncBehind = due.done.then(
-              () => {},
-              () => {},
-            );
+            const behindNext = syncFailure(due.done);
+            this.syncBehind = behindNext;
+            // Once it has settled, commits written after it start clean.
+            void behindNext.then(() => {
+              if (this.syncBehind === behindNext) this.syncBehind = NO_SYNC_FAILURE;
+            });
             this.nextSync = shared = due;
           }
           if (running) await settledOrAfter(running, STALL_MS);
           release();
           await shared.done;
         } else {
-          await behind;
+          const failedBefore = await behind;
           const syncing = syncCommit(this, shape, handles, fileSystem);
           if (syncing) await syncing;
+          if (failedBefore) throw failedWhileWritten(failedBefore);
         }
       } else if (this.options.fsync === "interval") this.markDirty(touched);
     } catch (err) {
@@ -1410,7 +1418,7 @@ class SharedSync {
   constructor(
     readonly shape: CommitShape,
     files: PooledFile[],
-    /** The sync it starts after (settles, never rejects). */
+    /** The sync it starts after (never rejects; see syncBehind). */
     readonly after: Promise<unknown>,
   ) {
     this.files = new Set(files);
@@ -1422,6 +1430,22 @@ class SharedSync {
     for (const f of files) this.files.add(f);
     this.shape.files = this.files.size;
   }
+}
+
+/** Thrown to the commits written while an earlier sync of theirs failed: the sync after it may be answered 0 by the kernel. */
+class FailedWhileWritten extends Error {}
+
+function failedWhileWritten(cause: unknown): Error {
+  const message = `an fsync of this topic's log failed while these messages were being written (${(cause as Error).message}): they are not known to be on disk`;
+  return Object.assign(new FailedWhileWritten(message, { cause }), { code: (cause as NodeJS.ErrnoException).code });
+}
+
+/** What the sync after `sync` is told: its own failure (null when it succeeded, or only passed on an earlier one). */
+function syncFailure(sync: Promise<unknown>): Promise<unknown> {
+  return sync.then(
+    () => null,
+    (err: unknown) => (err instanceof FailedWhileWritten ? null : err),
+  );
 }
 
 /** Resolves once `p` settled, or after `ms`, whichever comes first. */

@@ -156,6 +156,36 @@ test("write, with readers: commits made while a sync stalls are still written an
   }
 });
 
+test("write, with readers: a sync that fails fails the commits written while it ran too (the kernel may answer the next fdatasync 0), and no commit after those", async () => {
+  const { log, told } = await openWith();
+  const syncs = holdSyncs();
+  let firstSync: Done | undefined;
+  try {
+    const outcome = (p: Promise<number>) => p.then((seq) => `ok ${seq}`, (err: NodeJS.ErrnoException) => `${err.code}: ${err.message}`);
+    const first = outcome(log.append(Buffer.from("m2"), 2));
+    firstSync = await syncs.next();
+    const during = [outcome(log.append(Buffer.from("m3"), 3))];
+    for (let k = 0; k < 200 && told.length < 2; k++) await Bun.sleep(5);
+    during.push(outcome(log.append(Buffer.from("m4"), 4)));
+    for (let k = 0; k < 200 && told.length < 3; k++) await Bun.sleep(5);
+    expect(told).toEqual([2, 3, 4]);
+    firstSync(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" }));
+    firstSync = undefined;
+    expect(await first).toMatch(/^EIO: .*1 message from seq 2 failed after they were written/);
+    // Their own sync, the one after, returns 0: they fail all the same.
+    (await syncs.next())(null);
+    for (const o of await Promise.all(during)) expect(o).toMatch(/^EIO: an fsync of this topic's log failed while these messages were being written .*not known to be on disk/);
+    // Written after that: not failed for it.
+    const after = outcome(log.append(Buffer.from("m5"), 5));
+    (await syncs.next())(null);
+    expect(await after).toBe("ok 5");
+  } finally {
+    firstSync?.(null);
+    syncs.restore();
+    await log.close();
+  }
+});
+
 test("write, with readers: the sync starts after what the server hands over at the next turn (mq up's in-memory link), not beside it", async () => {
   const { log } = await openWith();
   const syncs = holdSyncs();
