@@ -278,7 +278,7 @@ export class Group {
    * meanwhile, and a restart delivers it again if the server stops first.
    */
   private moveToDeadLetter(seq: number, deliveries: number, failures: number): void {
-    this.groups.host.deadLetter(this, seq, deliveries).then(
+    const moving = this.groups.host.deadLetter(this, seq, deliveries).then(
       () => this.done(seq),
       (err) => {
         const delay = Math.min(DEAD_LETTER_RETRY_MAX_MS, DEAD_LETTER_RETRY_MIN_MS * 2 ** failures);
@@ -290,6 +290,7 @@ export class Group {
         timer.unref();
       },
     );
+    this.groups.moving(moving);
   }
 
   /** Gives `member` another turn (its last one ended at READ_BATCH with room left in its window). */
@@ -548,6 +549,8 @@ export class Groups {
   private timedWrite: Promise<void> | null = null;
   private timer: ReturnType<typeof setInterval> | null = null;
   private pollTimer: ReturnType<typeof setInterval> | null = null;
+  /** Moves to a dead-letter topic under way: a clean stop waits for them, so that its last write has them done. */
+  private readonly moves = new Set<Promise<void>>();
 
   constructor(
     private readonly store: GroupStore,
@@ -723,10 +726,23 @@ export class Groups {
     return r;
   }
 
-  /** Stops the floor timer and writes what moved since the last write. */
+  /** Keeps `move` (a dead letter being stored, then done) until it settles. */
+  moving(move: Promise<void>): void {
+    this.moves.add(move);
+    void move.finally(() => this.moves.delete(move));
+  }
+
+  /**
+   * Stops the floor timer and writes what moved since the last write. The dead letters being
+   * stored are waited for first: the dead-letter topic's subscribers may have them already
+   * (they are pushed before their fsync), and written undone they would come again after the
+   * restart. One whose write fails is tried again after a delay: the stop does not wait for
+   * that try, and the restart delivers it again.
+   */
   async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     if (this.pollTimer) clearInterval(this.pollTimer);
+    await Promise.allSettled([...this.moves]);
     // Shared store: the acks and naks gathered are written before the store closes.
     for (const g of this.groups.values()) await g.shared?.close();
     if (this.dirty) await this.save().catch((err) => log.error(`${this.store.describe()}: cannot write the ack floors of the queue groups: ${(err as Error).message}`));

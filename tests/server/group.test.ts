@@ -426,6 +426,34 @@ describe("review fixes", () => {
     expect(m.acked).toBe(2);
     await groups.close();
   });
+
+  test("a clean close waits for the dead letters being stored: written done, they are not delivered again after a load (CI flake of 2026-12-02)", async () => {
+    // The dead-letter topic pushes them before their fsync: its subscribers may have them while
+    // the write is still on its way. A close that wrote the groups first forgot they were done.
+    const topic = await topicWith("pinned", 3);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-groups-"));
+    dirs.push(dir);
+    const file = path.join(dir, "groups.json");
+    const stored = Promise.withResolvers<void>();
+    const groups = new Groups(new FileGroupStore(file), { pump: () => {}, deadLetter: () => stored.promise });
+    const a = await groups.join(topic, 1, { group: "g", maxDeliver: 1 }, 1);
+    await groups.join(topic, 2, { group: "g", maxDeliver: 1 }, 1);
+    const { conn, frames } = fakeConnection();
+    await a.push(conn, new Credits());
+    expect(seqsOf(frames)).toEqual([1, 2, 3]);
+    // Seq 1 stays with a (the floor stays at 1); 2 and 3 go to the dead-letter topic.
+    expect(a.nak([2, 3], new Credits())).toBe(2);
+    const closed = groups.close();
+    await Bun.sleep(20);
+    stored.resolve();
+    await closed;
+    const again = new Groups(new FileGroupStore(file), { pump: () => {}, deadLetter: async () => {} });
+    const members = await again.load(new Map([["pinned", topic]]), () => true);
+    const second = fakeConnection();
+    await members[1]!.push(second.conn, new Credits());
+    expect(seqsOf(second.frames)).toEqual([1]);
+    await again.close();
+  });
 });
 
 describe("redelivery in runs", () => {
