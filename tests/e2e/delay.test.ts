@@ -120,6 +120,8 @@ describe("mq pub --delay / --at", () => {
     const again = await pub(c.local.socket, id, "s", "later", ["--delay", "1h", "--msg-id", "k1"]);
     expect(again.duplicate).toBe(true);
     expect((await recvAll(c.local.socket, id, 1)).map((m) => m.data)).toEqual(["soon"]);
+    // A due message counts as pending until its append is done, after its fsync: it is pushed before (bounded wait).
+    expect(await eventually(async () => (await serverStats(c.local.socket)).scheduled === 1)).toBe(true);
     const stats = await serverStats(c.local.socket);
     expect(stats.scheduled).toBe(1);
     expect(stats.scheduled_delivered).toBe(1);
@@ -134,6 +136,7 @@ describe("mq pub --delay / --at", () => {
     await pub(c.local.socket, id, "d", "marker", ["--delay", "600ms"]);
     // The marker is due after the duplicate: once it arrived, the duplicate's turn has passed.
     expect((await recvAll(c.local.socket, id, 2)).map((m) => m.data)).toEqual(["first", "marker"]);
+    expect(await eventually(async () => (await serverStats(c.local.socket)).scheduled === 0)).toBe(true);
     const stats = await serverStats(c.local.socket);
     expect(stats.scheduled).toBe(0);
     expect(stats.scheduled_delivered).toBe(1);

@@ -199,11 +199,14 @@ describe("a local broker restart while following", () => {
     try {
       const id = await c.create();
       await c.subscribe(id, ["f.restart"]);
-      for (let n = 1; n <= 10; n++) void c.publish(id, "f.restart", `m${n}`);
+      const published = Array.from({ length: 10 }, (_, i) => c.publish(id, "f.restart", `m${i + 1}`));
       const loop = c.messages(id, { batch: 3 });
       const seen: number[] = [];
       for (let i = 0; i < 4; i++) seen.push((await loop.next()).value!.seq);
       expect(seen).toEqual([1, 2, 3, 4]);
+      // Delivered before their fsync: the publishes may still wait for their answers (a slow
+      // disk), and one the kill below cut off would be rejected with no one to handle it.
+      await Promise.all(published);
       // Answered through the server after the ack of 1-3 went there: the server has it.
       await c.stats();
       await local.daemon.kill9();
