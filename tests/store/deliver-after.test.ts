@@ -33,14 +33,18 @@ type Done = (err: NodeJS.ErrnoException | null) => void;
 /** Holds every pool fdatasync until the test settles it; the loop's fdatasyncSync is not expected. */
 function holdSyncs() {
   const held: Done[] = [];
+  /** The fd of every sync asked for, in order. */
+  const fds: number[] = [];
   let waiter: (() => void) | null = null;
-  const pool = spyOn(fs, "fdatasync").mockImplementation(((_fd: number, done: Done) => {
+  const pool = spyOn(fs, "fdatasync").mockImplementation(((fd: number, done: Done) => {
+    fds.push(fd);
     held.push(done);
     waiter?.();
   }) as typeof fs.fdatasync);
   const loop = spyOn(fs, "fdatasyncSync");
   return {
     loop,
+    fds,
     get held() {
       return held.length;
     },
@@ -153,6 +157,57 @@ test("write, with readers: commits made while a sync stalls are still written an
     firstSync?.(null);
     syncs.restore();
     await log.close();
+  }
+});
+
+test("write, with readers: commits that roll to a new segment while a sync runs share the sync due after it, which syncs every file they wrote", async () => {
+  // Segments of one message each: a record of 250 bytes fills one.
+  const log = FileTopicLog.open(dir, { ...options(), maxSegmentBytes: 200 });
+  const told: number[] = [];
+  log.onWritten = () => {
+    told.push(log.lastSeq);
+    return true;
+  };
+  const payload = (n: number) => Buffer.from(`m${n}`.padEnd(250, "."));
+  expect(await log.append(payload(1), 1)).toBe(1);
+  told.length = 0;
+  const syncs = holdSyncs();
+  let firstSync: Done | undefined;
+  /** Taken from the held ones, not let go yet (restore() cannot let them go). */
+  const due: Done[] = [];
+  try {
+    const appends = [log.append(payload(2), 2)];
+    firstSync = await syncs.next();
+    for (const [i, n] of [3, 4].entries()) {
+      appends.push(log.append(payload(n), n));
+      for (let k = 0; k < 200 && told.length < i + 2; k++) await Bun.sleep(5);
+    }
+    expect(told).toEqual([2, 3, 4]);
+    const segments = fs.readdirSync(dir).filter((f) => f.endsWith(".log"));
+    expect(segments.length).toBeGreaterThanOrEqual(3);
+    expect(syncs.fds.length).toBe(1);
+    firstSync(null);
+    firstSync = undefined;
+    // The due sync: one fdatasync for each of the two segments m3 and m4 went to.
+    due.push(await syncs.next());
+    due.push(await syncs.next());
+    expect(new Set(syncs.fds.slice(1)).size).toBe(2);
+    expect(syncs.fds.slice(1)).not.toContain(syncs.fds[0]);
+    for (const done of due.splice(0)) done(null);
+    expect(await Promise.all(appends)).toEqual([2, 3, 4]);
+    await Bun.sleep(20);
+    expect(syncs.held).toBe(0);
+  } finally {
+    firstSync?.(null);
+    for (const done of due) done(null);
+    syncs.restore();
+    await log.close();
+  }
+  const again = FileTopicLog.open(dir, options());
+  try {
+    expect((await again.read(1, 10, 1 << 20)).map((m) => Buffer.from(m.data).toString().replace(/\.+$/, ""))).toEqual(["m1", "m2", "m3", "m4"]);
+  } finally {
+    await again.close();
   }
 });
 
