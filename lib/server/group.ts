@@ -284,8 +284,9 @@ export class Group {
         const delay = Math.min(DEAD_LETTER_RETRY_MAX_MS, DEAD_LETTER_RETRY_MIN_MS * 2 ** failures);
         log.error(`topic ${this.topic.name}: cannot move seq ${seq} to the dead-letter topic "${this.deadLetterTopic}" (tried again in ${delay} ms): ${(err as Error).message}`);
         const timer = setTimeout(() => {
-          // Forgotten meanwhile (the group was left by all its members, or it was trimmed): nothing to retry.
-          if (this.pending.isDying(seq)) this.moveToDeadLetter(seq, deliveries, failures + 1);
+          // Forgotten meanwhile (the group was left by all its members, or it was trimmed): nothing
+          // to retry; nor once the groups are closing (the restart delivers it again).
+          if (this.pending.isDying(seq) && !this.groups.closing) this.moveToDeadLetter(seq, deliveries, failures + 1);
         }, delay);
         timer.unref();
       },
@@ -551,6 +552,8 @@ export class Groups {
   private pollTimer: ReturnType<typeof setInterval> | null = null;
   /** Moves to a dead-letter topic under way: a clean stop waits for them, so that its last write has them done. */
   private readonly moves = new Set<Promise<void>>();
+  /** close() was called: failed moves are not tried again. */
+  closing = false;
 
   constructor(
     private readonly store: GroupStore,
@@ -729,22 +732,38 @@ export class Groups {
   /** Keeps `move` (a dead letter being stored, then done) until it settles. */
   moving(move: Promise<void>): void {
     this.moves.add(move);
-    void move.finally(() => this.moves.delete(move));
+    const forget = () => void this.moves.delete(move);
+    move.then(forget, (err: unknown) => {
+      forget();
+      log.error(`a dead letter was stored, but marking it done failed: ${(err as Error).message}`);
+    });
   }
 
   /**
    * Stops the floor timer and writes what moved since the last write. The dead letters being
    * stored are waited for first: the dead-letter topic's subscribers may have them already
    * (they are pushed before their fsync), and written undone they would come again after the
-   * restart. One whose write fails is tried again after a delay: the stop does not wait for
-   * that try, and the restart delivers it again.
+   * restart. One whose write fails is not tried again: the restart delivers it again.
    */
   async close(): Promise<void> {
+    this.closing = true;
     if (this.timer) clearInterval(this.timer);
     if (this.pollTimer) clearInterval(this.pollTimer);
-    await Promise.allSettled([...this.moves]);
-    // Shared store: the acks and naks gathered are written before the store closes.
-    for (const g of this.groups.values()) await g.shared?.close();
+    // What was served so far is written before a wait a stalling disk can make long: a second
+    // signal (exit at once) then loses none of it.
+    if (this.moves.size > 0) await this.saveAtClose();
+    // Shared store: the acks and naks gathered are written before the store closes. The naks
+    // given back may return seqs at --max-deliver, which start more moves, whose acks are written
+    // by the next round; nothing new is claimed once a group closes, so two rounds end it.
+    for (let round = 0; round < 3; round++) {
+      await Promise.allSettled([...this.moves]);
+      for (const g of this.groups.values()) await g.shared?.close();
+      if (this.moves.size === 0) break;
+    }
+    await this.saveAtClose();
+  }
+
+  private async saveAtClose(): Promise<void> {
     if (this.dirty) await this.save().catch((err) => log.error(`${this.store.describe()}: cannot write the ack floors of the queue groups: ${(err as Error).message}`));
   }
 }

@@ -13,6 +13,7 @@ import { PendingSet } from "../../lib/server/pending.ts";
 import { Subscription, Topic } from "../../lib/server/topic.ts";
 import { MIN_MEMBER_WINDOW_MESSAGES, MIN_WINDOW_MESSAGES } from "../../lib/server/window.ts";
 import { FileGroupStore } from "../../lib/store/group-store.ts";
+import type { GroupClaim, GroupClaims } from "../../lib/store/types.ts";
 import { MemorySubscriberIndex, MemoryTopicLog } from "../../lib/store/memory-store.ts";
 import type { Connection } from "../../lib/wire/connection.ts";
 import type { MsgsFrame } from "../../lib/wire/messages.ts";
@@ -453,6 +454,54 @@ describe("review fixes", () => {
     await members[1]!.push(second.conn, new Credits());
     expect(seqsOf(second.frames)).toEqual([1]);
     await again.close();
+  });
+});
+
+describe("a clean close on a shared store", () => {
+  /** Claims of one server alone (lib/store/pg/group-claims.ts is the real one); giving back takes 30 ms. */
+  function soloClaims(events: string[]): GroupClaims {
+    let next = 1;
+    return {
+      start: async () => {},
+      claim: async (_topic, _grp, count, _firstSeq, lastSeq) => {
+        const claimed: GroupClaim[] = [];
+        while (claimed.length < count && next <= lastSeq) claimed.push({ seq: next++, deliveries: 0 });
+        return claimed;
+      },
+      ack: async (_topic, _grp, seqs) => {
+        events.push(`ack ${seqs.join(",")}`);
+        return seqs;
+      },
+      giveBack: async (_topic, _grp, seqs, counted, maxDeliver) => {
+        await Bun.sleep(30);
+        events.push(`giveBack ${seqs.join(",")}`);
+        return counted && maxDeliver === 1 ? seqs.map((seq) => ({ seq, deliveries: 1 })) : [];
+      },
+      floor: async (_topic, _grp, fallback) => fallback,
+      forget: async () => {},
+      alive: async () => true,
+      close: async () => {},
+    };
+  }
+
+  test("a nak at --max-deliver given back while it closes: the dead letter is stored and acknowledged before close returns", async () => {
+    const events: string[] = [];
+    const topic = await topicWith("shared.dl", 1);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-groups-"));
+    dirs.push(dir);
+    const deadLetter = async (_group: Group, seq: number) => {
+      await Bun.sleep(20);
+      events.push(`dead-lettered ${seq}`);
+    };
+    const groups = new Groups(new FileGroupStore(path.join(dir, "groups.json")), { pump: () => {}, deadLetter }, soloClaims(events));
+    const m = await groups.join(topic, 1, { maxDeliver: 1 }, 1);
+    const { conn, frames } = fakeConnection();
+    await m.push(conn, new Credits());
+    expect(seqsOf(frames)).toEqual([1]);
+    m.nak([1], new Credits());
+    await groups.close();
+    events.push("closed");
+    expect(events).toEqual(["giveBack 1", "dead-lettered 1", "ack 1", "closed"]);
   });
 });
 
