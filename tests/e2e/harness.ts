@@ -34,6 +34,20 @@ export function tmpDir(prefix = "mq-test-"): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
+/** Daemons not known to have exited (a test that failed before its teardown leaves some). */
+const running = new Set<Subprocess>();
+
+/** Kills (SIGKILL, by PID) the daemons still running; tests/preload.ts calls it once every test has run. */
+export function killDaemonsLeft(): number {
+  let killed = 0;
+  for (const proc of running) {
+    if (proc.exitCode !== null || proc.signalCode !== null) continue;
+    proc.kill("SIGKILL");
+    killed++;
+  }
+  return killed;
+}
+
 /** A daemon started from the CLI; its stderr is collected so tests can wait for log lines. */
 export class Daemon {
   log = "";
@@ -45,6 +59,8 @@ export class Daemon {
     readonly proc: Subprocess<"ignore", "ignore", "pipe">,
   ) {
     this.exited = proc.exited;
+    running.add(proc);
+    void this.exited.finally(() => running.delete(proc));
     void this.pump();
   }
 
