@@ -231,6 +231,26 @@ describe("FileTopicLog with --fsync always, one publish at a time", () => {
     await again.close();
   });
 
+  test("a lone publish to an idle topic is written, synced and acknowledged before the event loop turns: no timer on its way", async () => {
+    const log = FileTopicLog.open(dir, { fsync: "always", fsyncIntervalMs: 1000, maxSegmentBytes: 1 << 20, files: new OpenFiles(16) });
+    const events: string[] = [];
+    const restore = recordSyncs(events);
+    let turned = false;
+    try {
+      await log.append(Buffer.from("m1"), 1); // a new topic: its seq reservation and its first sync (the pool) take turns
+      const immediate = setImmediate(() => (turned = true));
+      const timer = setTimeout(() => (turned = true), 0);
+      events.push(`acknowledged ${await log.append(Buffer.from("m2"), 2)}`);
+      events.push(turned ? "the event loop turned" : "no turn");
+      clearImmediate(immediate);
+      clearTimeout(timer);
+    } finally {
+      restore();
+    }
+    expect(events).toEqual(["synced on the pool", "synced on the loop", "acknowledged 2", "no turn"]);
+    await log.close();
+  });
+
   test("a batch queued while the previous commit synced on the pool syncs on the pool too; a batch of up to 32 from one request on the loop", async () => {
     const log = FileTopicLog.open(dir, { fsync: "always", fsyncIntervalMs: 1000, maxSegmentBytes: 1 << 20, files: new OpenFiles(16) });
     const events: string[] = [];
