@@ -81,14 +81,18 @@ export function writeAllSync(fd: number, buf: Uint8Array, position: number): voi
 
 /** Reads up to `length` bytes at `position`; fewer only at the end of the file. */
 export function readAtSync(fd: number, length: number, position: number): Uint8Array {
-  const buf = new Uint8Array(length);
+  return readAtIntoSync(fd, new Uint8Array(length), length, position);
+}
+
+/** readAtSync into `buf` (at least `length` bytes; the caller reuses it): a view of what was read. */
+export function readAtIntoSync(fd: number, buf: Uint8Array, length: number, position: number): Uint8Array {
   let done = 0;
   while (done < length) {
     const n = fs.readSync(fd, buf, done, length - done, position + done);
     if (n === 0) break;
     done += n;
   }
-  return done === length ? buf : buf.subarray(0, done);
+  return done === buf.length ? buf : buf.subarray(0, done);
 }
 
 /**

@@ -18,7 +18,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { fsyncDir, readAtSync, writeAllSync } from "./fsutil.ts";
+import { fsyncDir, readAtIntoSync, readAtSync, writeAllSync } from "./fsutil.ts";
 import { digitCount, writeRunId } from "./id-run.ts";
 import type { MsgIdRecord } from "./types.ts";
 import { freeTail } from "./zero-tail.ts";
@@ -377,6 +377,9 @@ const utf8 = new TextDecoder();
  * or -Infinity when it read none (the caller stops going to older segments once that is
  * below `since`). It reads up to `end`, the log's end in the file (the zeros after it are free space).
  */
+/** scanMsgIds' read buffer, made at its first use. */
+let msgIdScratch: Uint8Array | null = null;
+
 export function scanMsgIds(file: string, end: number, indexPos: readonly number[], since: number, below: number, out: MsgIdRecord[]): number {
   let fd: number;
   try {
@@ -405,8 +408,11 @@ export function scanMsgIds(file: string, end: number, indexPos: readonly number[
     let first = -Infinity;
     let prev = 0;
     let pos = start;
+    // One buffer for every chunk (nothing read is kept: each id is decoded to a string): a start
+    // reading back a busy window went through up to a GB of fresh 256 KiB buffers.
+    const scratch = (msgIdScratch ??= new Uint8Array(READ_CHUNK));
     while (pos + RECORD_HEADER <= size) {
-      const chunk = readAtSync(fd, Math.min(READ_CHUNK, size - pos), pos);
+      const chunk = readAtIntoSync(fd, scratch, Math.min(READ_CHUNK, size - pos), pos);
       const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
       let p = 0;
       let bad = false;

@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { Code, MqError } from "../../lib/errors.ts";
-import { loadLibc, lockDataDir, pollFd, POLLERR, POLLOUT, type Libc } from "../../lib/store/fsutil.ts";
+import { loadLibc, lockDataDir, pollFd, POLLERR, POLLOUT, readAtIntoSync, readAtSync, type Libc } from "../../lib/store/fsutil.ts";
 
 const dirs: string[] = [];
 function tmp(): string {
@@ -96,6 +96,28 @@ describe("pollFd", () => {
       expect(pollFd(writer, 0, 0)! & POLLERR).toBe(POLLERR);
     } finally {
       fs.closeSync(writer);
+    }
+  });
+});
+
+describe("reads at a position", () => {
+  test("readAtIntoSync fills the caller's buffer and gives a view of what was read: all of it, or less at the end of the file", () => {
+    const file = path.join(tmp(), "f");
+    fs.writeFileSync(file, Buffer.from("0123456789"));
+    const fd = fs.openSync(file, "r");
+    try {
+      const buf = new Uint8Array(8);
+      const a = readAtIntoSync(fd, buf, 8, 0);
+      expect(a.buffer).toBe(buf.buffer);
+      expect(Buffer.from(a).toString()).toBe("01234567");
+      const b = readAtIntoSync(fd, buf, 4, 2); // shorter than the buffer
+      expect(Buffer.from(b).toString()).toBe("2345");
+      const c = readAtIntoSync(fd, buf, 8, 7); // past the end: 3 bytes
+      expect(Buffer.from(c).toString()).toBe("789");
+      expect(readAtIntoSync(fd, buf, 8, 10).length).toBe(0);
+      expect(Buffer.from(readAtSync(fd, 20, 5)).toString()).toBe("56789");
+    } finally {
+      fs.closeSync(fd);
     }
   });
 });

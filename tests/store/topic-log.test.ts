@@ -187,6 +187,26 @@ describe("FileTopicLog.recentMsgIds", () => {
     }
   });
 
+  test("FileTopicLog.recentMsgIds reads records bigger than its read chunk and small ones across segments, the same on every call", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-msgids-"));
+    // Every 7th message is 300 KiB (above the 256 KiB chunk the scan reuses); 1 MiB segments.
+    const sizeOf = (seq: number) => (seq % 7 === 0 ? 300 * 1024 : 100 + (seq % 50));
+    let log = FileTopicLog.open(dir, { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 1024 * 1024 });
+    try {
+      for (let seq = 1; seq <= 60; seq++) await log.append(Buffer.alloc(sizeOf(seq), seq), seq, { msgId: idOf(seq) });
+      await log.close();
+      expect(fs.readdirSync(dir).filter((n) => n.endsWith(".log")).length).toBeGreaterThan(2);
+      log = FileTopicLog.open(dir, { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 1024 * 1024 });
+      const all = Array.from({ length: 60 }, (_, i) => ({ msgId: idOf(i + 1), seq: i + 1, time: i + 1 }));
+      expect(await log.recentMsgIds(0, Number.MAX_SAFE_INTEGER)).toEqual(all);
+      expect(await log.recentMsgIds(0, Number.MAX_SAFE_INTEGER)).toEqual(all);
+      expect(await log.recentMsgIds(30, Number.MAX_SAFE_INTEGER)).toEqual(all.slice(29));
+    } finally {
+      await log.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("FileTopicLog.recentMsgIds skips a damaged record and gives every intact one", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-msgids-"));
     let log = await filled(dir);
