@@ -84,11 +84,11 @@ export class Runs {
     }
   }
 
-  /** Extends the last run by one id when it continues it (ids and seqs both next); for a rebuild. */
-  extend(n: number, seq: number): boolean {
+  /** Extends the last run by ids `n`…`to` when they continue it (ids and seqs both next); for a rebuild. */
+  extend(n: number, seq: number, to = n): boolean {
     const last = this.from.length - 1;
     if (last < this.head || this.to[last] !== n - 1 || this.seq[last]! + (n - this.from[last]!) !== seq) return false;
-    this.to[last] = n;
+    this.to[last] = to;
     return true;
   }
 
@@ -228,6 +228,26 @@ export class DedupeWindow {
       return this.addRun(runs, split.n, split.n, seq, time);
     }
     if (!ids.keys.has(key)) this.add(ids, key, seq, time);
+  }
+
+  /**
+   * addStored for a run read back from the log (MsgIdRun, lib/store/types.ts): `count` ids of one
+   * append from `first` (`P` + n) on, stored as `seq`… — one entry, no string per id.
+   */
+  addStoredRun(ids: TopicIds, first: string, count: number, seq: number, time: number): void {
+    const split = count > 1 ? splitMsgId(first) : null;
+    if (!split) return this.addStored(ids, first, seq, time);
+    const runs = ids.runsOf(split.prefix);
+    const a = split.n;
+    const b = a + count - 1;
+    const last = this.keys.length - 1;
+    if (last >= this.head && this.owners[last] === runs && this.times[last] === time && this.keys[last] === runs.from[runs.from.length - 1] && runs.extend(a, seq, b)) return;
+    // Some of them stored before (by a server with deduplication off): id by id, the first one counts.
+    if (!runs.free(a, b)) {
+      for (let i = 0; i < count; i++) this.addStored(ids, `${split.prefix}${a + i}`, seq + i, time);
+      return;
+    }
+    this.addRun(runs, a, b, seq, time);
   }
 
   private push(owner: Runs | Map<string, number>, key: number | string, seq: number, time: number): void {

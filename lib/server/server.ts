@@ -14,7 +14,7 @@ import { postgresLocation } from "../store/pg/url.ts";
 import { appendAll, appendAllOnce, indexesBesides } from "../store/append-all.ts";
 import { errnoCode } from "../store/fsutil.ts";
 import { defineCounters, SERVER_COUNTERS, type ServerStats } from "../metrics.ts";
-import type { BrokerCredentials, ClientRegistry, DeliverAfter, FsyncPolicy, Storage, StoreKind, TopicStore } from "../store/types.ts";
+import type { BrokerCredentials, ClientRegistry, DeliverAfter, FsyncPolicy, MsgIdRecord, Storage, StoreKind, TopicStore } from "../store/types.ts";
 import { CloseReason, Connection, type ConnectionHandler, type SocketLike } from "../wire/connection.ts";
 import { socketBytes } from "../wire/frame.ts";
 import { pubsHeadersProblem, type Headers } from "../wire/headers.ts";
@@ -718,15 +718,21 @@ export class MqServer {
   /** The ids of a topic's messages still in the dedupe window, read back from its log (after a restart). */
   private async rebuildIds(topic: Topic): Promise<void> {
     const now = Date.now();
-    let found;
+    let found: Array<MsgIdRecord & { count?: number }>;
     try {
-      found = await topic.log.recentMsgIds(now - this.dedupe.windowMs, this.dedupe.maxKeys);
+      // As runs where the log has them: a busy window is a million ids, a few thousand runs.
+      const since = now - this.dedupe.windowMs;
+      found = topic.log.recentMsgIdRuns ? await topic.log.recentMsgIdRuns(since, this.dedupe.maxKeys) : await topic.log.recentMsgIds(since, this.dedupe.maxKeys);
     } catch (err) {
       log.error(`topic ${topic.name}: cannot read back the message ids of the dedupe window (publishes sent again may be stored twice):`, err);
       return;
     }
-    for (const r of found) this.dedupe.addStored(topic.ids, r.msgId, r.seq, r.time);
-    this.rebuiltIds += found.length;
+    for (const r of found) {
+      const count = r.count ?? 1;
+      if (count > 1) this.dedupe.addStoredRun(topic.ids, r.msgId, count, r.seq, r.time);
+      else this.dedupe.addStored(topic.ids, r.msgId, r.seq, r.time);
+      this.rebuiltIds += count;
+    }
     // Topics are read one after another: keep the bound while they are.
     if (this.dedupe.size > this.dedupe.maxKeys) {
       this.dedupe.sort();

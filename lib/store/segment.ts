@@ -19,8 +19,8 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { fsyncDir, readAtIntoSync, readAtSync, writeAllSync } from "./fsutil.ts";
-import { digitCount, writeRunId } from "./id-run.ts";
-import type { MsgIdRecord } from "./types.ts";
+import { digitCount, runIdNumber, writeRunId } from "./id-run.ts";
+import type { MsgIdRun } from "./types.ts";
 import { freeTail } from "./zero-tail.ts";
 
 export const SEGMENT_MAGIC = 0x4d515347; // "MQSG"
@@ -368,19 +368,27 @@ export function copyAside(fd: number, start: number, end: number, target: string
 
 const utf8 = new TextDecoder();
 
+/** `id` starts with `prefix` and its prefix is that long. */
+function samePrefix(id: Uint8Array, prefix: Uint8Array, prefixLength: number): boolean {
+  if (prefix.length !== prefixLength) return false;
+  for (let i = 0; i < prefixLength; i++) if (id[i] !== prefix[i]) return false;
+  return true;
+}
+
+/** scanMsgIds' read buffer, made at its first use. */
+let msgIdScratch: Uint8Array | null = null;
+
 /**
  * The message ids of the intact records of a segment appended at or after `since` and with
- * a seq below `below`, in file order, pushed to `out`. It opens the file itself and reads
+ * a seq below `below`, in file order, pushed to `out` as runs (MsgIdRun: the ids of one
+ * append that follow each other, `P:1`, `P:2`, …, are one entry). It opens the file itself and reads
  * from the last index entry (`indexPos`, record offsets) whose record is older than `since`,
  * so a segment mostly older than the window costs a few header reads. Damage is skipped
  * (resync at the next intact record). Returns the append time of the first record it read,
  * or -Infinity when it read none (the caller stops going to older segments once that is
  * below `since`). It reads up to `end`, the log's end in the file (the zeros after it are free space).
  */
-/** scanMsgIds' read buffer, made at its first use. */
-let msgIdScratch: Uint8Array | null = null;
-
-export function scanMsgIds(file: string, end: number, indexPos: readonly number[], since: number, below: number, out: MsgIdRecord[]): number {
+export function scanMsgIds(file: string, end: number, indexPos: readonly number[], since: number, below: number, out: MsgIdRun[]): number {
   let fd: number;
   try {
     fd = fs.openSync(file, "r");
@@ -408,6 +416,9 @@ export function scanMsgIds(file: string, end: number, indexPos: readonly number[
     let first = -Infinity;
     let prev = 0;
     let pos = start;
+    // The prefix (a copy) and first number of the run `out` ends with, when its ids are of that form.
+    let runPrefix: Uint8Array | null = null;
+    let runFirst = 0;
     // One buffer for every chunk (nothing read is kept: each id is decoded to a string): a start
     // reading back a busy window went through up to a GB of fresh 256 KiB buffers.
     const scratch = (msgIdScratch ??= new Uint8Array(READ_CHUNK));
@@ -441,7 +452,18 @@ export function scanMsgIds(file: string, end: number, indexPos: readonly number[
         if (first === -Infinity) first = time;
         if (time >= since) {
           const id = recordMsgId(rec, rv, rp);
-          if (id) out.push({ msgId: utf8.decode(id), seq, time });
+          if (id) {
+            // The next id of the run before it (same append: same time, next seq, next number)
+            // extends that run: no string, no object (a library's publishes are such runs).
+            const number = runIdNumber(id);
+            const last = out.length > 0 ? out[out.length - 1]! : null;
+            if (number && last && runPrefix && last.time === time && last.seq + last.count === seq && runFirst + last.count === number.n && samePrefix(id, runPrefix, number.prefixLength)) last.count++;
+            else {
+              out.push({ msgId: utf8.decode(id), seq, time, count: 1 });
+              runPrefix = number ? id.slice(0, number.prefixLength) : null;
+              runFirst = number ? number.n : 0;
+            }
+          }
         }
         prev = seq;
         p += total;

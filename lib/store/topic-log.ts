@@ -14,7 +14,7 @@ import * as path from "node:path";
 import { logger } from "../log.ts";
 import { fsyncDir, readAtSync } from "./fsutil.ts";
 import { GroupCommit } from "./group-commit.ts";
-import { digitCount, prefixBytes, type IdRun } from "./id-run.ts";
+import { digitCount, dropFromRun, expandMsgIdRuns, prefixBytes, type IdRun } from "./id-run.ts";
 import {
   copyAside,
   FILE_HEADER,
@@ -51,7 +51,7 @@ import { convertV1, startsWithV1Record } from "./segment-v1.ts";
 import { addHole, bootId, HeadFile, readHead, readMeta, uncovered, writeMetaAsync, writeMetaSync, type Head, type MetaBatch, type TopicMeta } from "./topic-meta.ts";
 import { extraFieldsOf, readExtraFields } from "./record-fields.ts";
 import { MAX_WRITE_FOR_ZEROS, nextZeroGrowth, writeWithZerosIfRoom, zeroRegionEnd } from "./zero-tail.ts";
-import type { AppendFields, DeliverAfter, FsyncPolicy, MsgIdRecord, RetentionPolicy, StoredMessage, TopicLog } from "./types.ts";
+import type { AppendFields, DeliverAfter, FsyncPolicy, MsgIdRecord, MsgIdRun, RetentionPolicy, StoredMessage, TopicLog } from "./types.ts";
 
 const log = logger("store");
 
@@ -310,20 +310,29 @@ export class FileTopicLog implements TopicLog {
   }
 
   async recentMsgIds(since: number, limit: number): Promise<MsgIdRecord[]> {
-    const parts: MsgIdRecord[][] = [];
+    return expandMsgIdRuns(await this.recentMsgIdRuns(since, limit));
+  }
+
+  async recentMsgIdRuns(since: number, limit: number): Promise<MsgIdRun[]> {
+    const parts: MsgIdRun[][] = [];
     let n = 0;
     // Newest segment first; one whose first record read is older than `since` is the last.
     for (let k = this.segments.length - 1; k >= 0 && n < limit; k--) {
       const seg = this.segments[k]!;
       if (seg.count === 0) continue;
-      const part: MsgIdRecord[] = [];
+      const part: MsgIdRun[] = [];
       const first = scanMsgIds(seg.file, seg.size, seg.indexPos, since, this.committed, part);
       parts.push(part);
-      n += part.length;
+      for (const run of part) n += run.count;
       if (first < since) break;
     }
     const all = parts.reverse().flat();
-    return all.length > limit ? all.slice(all.length - limit) : all;
+    // The newest `limit` ids: whole runs dropped from the oldest, then part of one.
+    let drop = n - limit;
+    let from = 0;
+    while (drop > 0 && drop >= all[from]!.count) drop -= all[from++]!.count;
+    if (drop > 0) all[from] = dropFromRun(all[from]!, drop);
+    return from > 0 ? all.slice(from) : all;
   }
 
   // ---------------------------------------------------------------------------------------

@@ -17,6 +17,15 @@ export interface MsgIdRecord {
 }
 
 /**
+ * `count` message ids stored with consecutive messages of one append: with `count` > 1 the
+ * ids are a run, `msgId` = `P` + n (the library's `<producer>:<n>`) and the others P + (n + 1) …
+ * with seqs seq + 1 …, all at `time`. What a start reads back without a string per message.
+ */
+export interface MsgIdRun extends MsgIdRecord {
+  count: number;
+}
+
+/**
  * A message as stored: its seq in the topic, the append time (ms since the epoch), the payload;
  * `headers` and `expiresAt` (ms since the epoch) only when it was published with them.
  */
@@ -77,6 +86,8 @@ export interface TopicLog {
    * dedupe window from it. A file log reads only the segments that reach into the window.
    */
   recentMsgIds(since: number, limit: number): Promise<MsgIdRecord[]>;
+  /** recentMsgIds as runs (MsgIdRun; `limit` counts ids): optional, a log without it is read id by id. */
+  recentMsgIdRuns?(since: number, limit: number): Promise<MsgIdRun[]>;
   /**
    * Committed messages from `from` on, ascending, at most `maxCount` and about `maxBytes`
    * (always at least one if any is available). Lost seqs are skipped: a caller sees a hole

@@ -6,6 +6,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { DedupeWindow, Runs, splitMsgId, TopicIds } from "../../lib/server/dedupe.ts";
+import { expandMsgIdRuns } from "../../lib/store/id-run.ts";
 
 describe("splitMsgId", () => {
   test("splitMsgId splits P:n at the last colon when n is a number as written in decimal, and nothing else", () => {
@@ -143,6 +144,29 @@ describe("DedupeWindow", () => {
     for (const r of records) w.addStored(t, r.msgId, r.seq, r.time);
     expect(w.size).toBe(3);
     expect(["P:1", "P:4", "P:5", "P:6", "P:2", "order-9"].map((k) => w.find(t, k))).toEqual([11, 14, 25, 26, 12, 30]);
+  });
+
+  test("DedupeWindow.addStoredRun rebuilds what addStored of each id does: one entry per append, extended by the next run of it, the first of an id stored twice", () => {
+    // Runs as the file log reads them back (MsgIdRun), and the same ids one by one.
+    const runs = [
+      { msgId: "P:1", seq: 11, time: 500, count: 4 },
+      { msgId: "P:5", seq: 15, time: 500, count: 2 }, // the same append, next in a new segment
+      { msgId: "P:7", seq: 25, time: 600, count: 2 },
+      { msgId: "order-9", seq: 30, time: 700, count: 1 },
+      { msgId: "P:2", seq: 31, time: 701, count: 3 }, // P:2..P:4 stored again (deduplication was off): the first seqs count
+      { msgId: "Q:0", seq: 40, time: 800, count: 1 },
+    ];
+    const byRun = new DedupeWindow(60_000, 100);
+    const byId = new DedupeWindow(60_000, 100);
+    const a = new TopicIds();
+    const b = new TopicIds();
+    for (const r of runs) byRun.addStoredRun(a, r.msgId, r.count, r.seq, r.time);
+    for (const r of expandMsgIdRuns(runs)) byId.addStored(b, r.msgId, r.seq, r.time);
+    const keys = ["P:1", "P:4", "P:5", "P:6", "P:7", "P:8", "P:9", "P:2", "order-9", "Q:0", "Q:1"];
+    expect(keys.map((k) => byRun.find(a, k))).toEqual([11, 14, 15, 16, 25, 26, undefined, 12, 30, 40, undefined]);
+    expect(keys.map((k) => byId.find(b, k))).toEqual(keys.map((k) => byRun.find(a, k)));
+    expect(byRun.size).toBe(byId.size);
+    expect(byRun.size).toBe(4); // P:1-6, P:7-8, order-9, Q:0
   });
 
   test("DedupeWindow.sort puts entries added topic by topic in time order, so the bound drops the oldest of all", () => {

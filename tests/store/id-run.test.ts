@@ -3,7 +3,8 @@ import { describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { digitCount, idAt, prefixBytes, writeRunId } from "../../lib/store/id-run.ts";
+import { splitMsgId } from "../../lib/server/dedupe.ts";
+import { digitCount, dropFromRun, expandMsgIdRuns, idAt, prefixBytes, runIdNumber, writeRunId } from "../../lib/store/id-run.ts";
 import { extraFieldsOf } from "../../lib/store/record-fields.ts";
 import { recordMsgId, recordSize, writeRecord, writeRecordOfRun } from "../../lib/store/segment.ts";
 import { FileTopicLog } from "../../lib/store/topic-log.ts";
@@ -98,5 +99,25 @@ describe("id-run", () => {
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  test("runIdNumber reads the bytes of an id as the server's splitMsgId reads its string", () => {
+    const ids = ["P:0", "P:1", "P:01", "P:", ":5", "a:b:12", "no-colon", "x:1234567890123456", "x:12345678901234567", "p:9007199254740991", "p:9007199254740992", "日本:7", "a:1b", "a:-1", "k:٣"];
+    for (const id of ids) {
+      const split = splitMsgId(id);
+      const got = runIdNumber(utf8.encode(id));
+      expect({ id, got: got && { prefix: new TextDecoder().decode(utf8.encode(id).subarray(0, got.prefixLength)), n: got.n } }).toEqual({ id, got: split && { prefix: split.prefix, n: split.n } });
+    }
+  });
+
+  test("expandMsgIdRuns gives a run's ids one by one; dropFromRun cuts its oldest", () => {
+    const runs = [{ msgId: "a-key", seq: 3, time: 10, count: 1 }, { msgId: "P:9", seq: 4, time: 11, count: 3 }];
+    expect(expandMsgIdRuns(runs)).toEqual([
+      { msgId: "a-key", seq: 3, time: 10 },
+      { msgId: "P:9", seq: 4, time: 11 },
+      { msgId: "P:10", seq: 5, time: 11 },
+      { msgId: "P:11", seq: 6, time: 11 },
+    ]);
+    expect(dropFromRun(runs[1]!, 2)).toEqual({ msgId: "P:11", seq: 6, time: 11, count: 1 });
   });
 });

@@ -2,6 +2,7 @@ import { describe, expect, spyOn, test } from "bun:test";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { expandMsgIdRuns } from "../../lib/store/id-run.ts";
 import { MemoryTopicLog } from "../../lib/store/memory-store.ts";
 import { OpenFiles } from "../../lib/store/open-files.ts";
 import { FileTopicLog, tailCacheBytes, type TopicLogOptions } from "../../lib/store/topic-log.ts";
@@ -201,6 +202,41 @@ describe("FileTopicLog.recentMsgIds", () => {
       expect(await log.recentMsgIds(0, Number.MAX_SAFE_INTEGER)).toEqual(all);
       expect(await log.recentMsgIds(0, Number.MAX_SAFE_INTEGER)).toEqual(all);
       expect(await log.recentMsgIds(30, Number.MAX_SAFE_INTEGER)).toEqual(all.slice(29));
+    } finally {
+      await log.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("FileTopicLog.recentMsgIdRuns: the ids of one append that follow each other are one run; another id, a gap or another append start the next; `limit` counts ids", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-msgids-"));
+    const log = FileTopicLog.open(dir, { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024 });
+    const data = (n: number) => Array.from({ length: n }, () => Buffer.from("m"));
+    try {
+      await log.appendBatch(data(4), 100, [], { prefix: "P:", from: 1 }); // seqs 1-4: P:1..P:4
+      await log.appendBatch(data(2), 200, [], { prefix: "P:", from: 5 }); // seqs 5-6, another append: P:5, P:6
+      await log.appendBatch(data(3), 300, [{ msgId: "Q:1" }, { msgId: "Q:3" }, { msgId: "x" }]); // seqs 7-9: a gap, then not a run id
+      await log.appendBatch(data(2), 400, [{ msgId: "R:09" }, { msgId: "R:10" }]); // seqs 10-11: "R:09" is not a run id (leading zero)
+      await log.append(Buffer.from("none"), 500); // seq 12: no id
+      await log.appendBatch(data(3), 600, [], { prefix: "日本:", from: 7 }); // seqs 13-15
+      const runs = await log.recentMsgIdRuns(0, Number.MAX_SAFE_INTEGER);
+      expect(runs).toEqual([
+        { msgId: "P:1", seq: 1, time: 100, count: 4 },
+        { msgId: "P:5", seq: 5, time: 200, count: 2 },
+        { msgId: "Q:1", seq: 7, time: 300, count: 1 },
+        { msgId: "Q:3", seq: 8, time: 300, count: 1 },
+        { msgId: "x", seq: 9, time: 300, count: 1 },
+        { msgId: "R:09", seq: 10, time: 400, count: 1 },
+        { msgId: "R:10", seq: 11, time: 400, count: 1 },
+        { msgId: "日本:7", seq: 13, time: 600, count: 3 },
+      ]);
+      // recentMsgIds is the same ids one by one.
+      expect(await log.recentMsgIds(0, Number.MAX_SAFE_INTEGER)).toEqual(expandMsgIdRuns(runs));
+      // 14 ids. The newest 12: P:1 and P:2 dropped from the first run; the newest 10: all of it.
+      expect((await log.recentMsgIdRuns(0, 12))[0]).toEqual({ msgId: "P:3", seq: 3, time: 100, count: 2 });
+      expect((await log.recentMsgIdRuns(0, 10))[0]).toEqual({ msgId: "P:5", seq: 5, time: 200, count: 2 });
+      expect((await log.recentMsgIdRuns(0, 3)).map((r) => [r.msgId, r.count])).toEqual([["日本:7", 3]]);
+      expect((await log.recentMsgIds(0, 5)).map((r) => r.msgId)).toEqual(["R:09", "R:10", "日本:7", "日本:8", "日本:9"]);
     } finally {
       await log.close();
       fs.rmSync(dir, { recursive: true, force: true });
