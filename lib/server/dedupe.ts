@@ -232,11 +232,13 @@ export class DedupeWindow {
 
   /**
    * addStored for a run read back from the log (MsgIdRun, lib/store/types.ts): `count` ids of one
-   * append from `first` (`P` + n) on, stored as `seq`… — one entry, no string per id.
+   * append from `first` (`P` + n, which a run of more than one must start with) on, stored as
+   * `seq`… — one entry, no string per id.
    */
   addStoredRun(ids: TopicIds, first: string, count: number, seq: number, time: number): void {
-    const split = count > 1 ? splitMsgId(first) : null;
-    if (!split) return this.addStored(ids, first, seq, time);
+    if (count === 1) return this.addStored(ids, first, seq, time);
+    const split = splitMsgId(first);
+    if (!split) throw new RangeError(`a run of ${count} message ids must start with an id of the form P:n, not ${JSON.stringify(first)}`);
     const runs = ids.runsOf(split.prefix);
     const a = split.n;
     const b = a + count - 1;

@@ -727,11 +727,18 @@ export class MqServer {
       log.error(`topic ${topic.name}: cannot read back the message ids of the dedupe window (publishes sent again may be stored twice):`, err);
       return;
     }
+    let read = 0;
     for (const r of found) {
       const count = r.count ?? 1;
       if (count > 1) this.dedupe.addStoredRun(topic.ids, r.msgId, count, r.seq, r.time);
       else this.dedupe.addStored(topic.ids, r.msgId, r.seq, r.time);
-      this.rebuiltIds += count;
+      read += count;
+    }
+    this.rebuiltIds += read;
+    // The read-back stops at --dedupe-max-keys ids a topic (what bounds a start's work), where
+    // the live window holds that many entries (a run of a library's ids is one).
+    if (read >= this.dedupe.maxKeys) {
+      log.warn(`topic ${topic.name}: the dedupe window was read back for its newest ${plural(read, "message id")} only (--dedupe-max-keys); a publish sent again with an older id of the last ${formatMs(this.dedupe.windowMs)} may be stored twice`);
     }
     // Topics are read one after another: keep the bound while they are.
     if (this.dedupe.size > this.dedupe.maxKeys) {

@@ -8,7 +8,8 @@ import type { Headers } from "../wire/headers.ts";
 import { FIELD_EXPIRES_AT, FIELD_HEADER, FIELD_HEADERS, RECORD_HEADER, type ExtraFields } from "./segment.ts";
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
+// A leading U+FEFF of a header key or value is kept, as the wire decoder keeps it.
+const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
 
 /** The field value of `headers` (which passed headersProblem, so it fits a u16 length). */
 export function encodeHeaders(headers: Headers): Uint8Array {

@@ -366,7 +366,8 @@ export function copyAside(fd: number, start: number, end: number, target: string
   return true;
 }
 
-const utf8 = new TextDecoder();
+// A leading U+FEFF is part of an id (the wire decoder keeps it too): not a byte order mark to drop.
+const utf8 = new TextDecoder("utf-8", { ignoreBOM: true });
 
 /** `id` starts with `prefix` and its prefix is that long. */
 function samePrefix(id: Uint8Array, prefix: Uint8Array, prefixLength: number): boolean {

@@ -146,7 +146,7 @@ describe("DedupeWindow", () => {
     expect(["P:1", "P:4", "P:5", "P:6", "P:2", "order-9"].map((k) => w.find(t, k))).toEqual([11, 14, 25, 26, 12, 30]);
   });
 
-  test("DedupeWindow.addStoredRun rebuilds what addStored of each id does: one entry per append, extended by the next run of it, the first of an id stored twice", () => {
+  test("DedupeWindow.addStoredRun gives the lookups addStored of each id gives: one entry per append, extended by the next run of it, the first of an id stored twice", () => {
     // Runs as the file log reads them back (MsgIdRun), and the same ids one by one.
     const runs = [
       { msgId: "P:1", seq: 11, time: 500, count: 4 },
@@ -165,8 +165,9 @@ describe("DedupeWindow", () => {
     const keys = ["P:1", "P:4", "P:5", "P:6", "P:7", "P:8", "P:9", "P:2", "order-9", "Q:0", "Q:1"];
     expect(keys.map((k) => byRun.find(a, k))).toEqual([11, 14, 15, 16, 25, 26, undefined, 12, 30, 40, undefined]);
     expect(keys.map((k) => byId.find(b, k))).toEqual(keys.map((k) => byRun.find(a, k)));
-    expect(byRun.size).toBe(byId.size);
-    expect(byRun.size).toBe(4); // P:1-6, P:7-8, order-9, Q:0
+    expect(byRun.size).toBe(4); // P:1-6, P:7-8, order-9, Q:0 (here as many as id by id)
+    expect(byId.size).toBe(4);
+    expect(() => byRun.addStoredRun(a, "not-a-run", 2, 50, 900)).toThrow(RangeError);
   });
 
   test("DedupeWindow.sort puts entries added topic by topic in time order, so the bound drops the oldest of all", () => {

@@ -243,6 +243,61 @@ describe("FileTopicLog.recentMsgIds", () => {
     }
   });
 
+  test("FileTopicLog.recentMsgIdRuns merges only the next id of the same prefix at the next seq: not across a message without an id, nor across prefixes whose numbers follow", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-msgids-"));
+    const log = FileTopicLog.open(dir, { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024 });
+    const data = (n: number) => Array.from({ length: n }, () => Buffer.from("m"));
+    try {
+      await log.appendBatch(data(3), 700, [{ msgId: "P:1" }, undefined, { msgId: "P:2" }]); // seqs 1-3
+      await log.appendBatch(data(2), 700, [{ msgId: "A:5" }, { msgId: "B:6" }]); // seqs 4-5, the same time
+      expect(await log.recentMsgIdRuns(0, Number.MAX_SAFE_INTEGER)).toEqual([
+        { msgId: "P:1", seq: 1, time: 700, count: 1 },
+        { msgId: "P:2", seq: 3, time: 700, count: 1 },
+        { msgId: "A:5", seq: 4, time: 700, count: 1 },
+        { msgId: "B:6", seq: 5, time: 700, count: 1 },
+      ]);
+    } finally {
+      await log.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("FileTopicLog.recentMsgIdRuns: a run longer than the scan's read chunk stays one run (its prefix is a copy, not a view of the chunk)", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-msgids-"));
+    const log = FileTopicLog.open(dir, { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024 });
+    try {
+      // A message without an id first, so that the run starts inside a chunk (every chunk starts at
+      // a record); then 3,000 records of 100–136 B payloads, ~450 KiB, across the 256 KiB chunk.
+      await log.append(Buffer.alloc(1000, 1), 700);
+      await log.appendBatch(Array.from({ length: 3000 }, (_, i) => Buffer.alloc(100 + (i % 37), i % 251)), 800, [], { prefix: "producer-7:", from: 1 });
+      await log.appendBatch(Array.from({ length: 3 }, () => Buffer.alloc(100, 9)), 900, [], { prefix: "producer-7:", from: 3001 });
+      expect(await log.recentMsgIdRuns(0, Number.MAX_SAFE_INTEGER)).toEqual([
+        { msgId: "producer-7:1", seq: 2, time: 800, count: 3000 },
+        { msgId: "producer-7:3001", seq: 3002, time: 900, count: 3 },
+      ]);
+    } finally {
+      await log.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("FileTopicLog.recentMsgIds keeps a leading U+FEFF of an id (the wire keeps it: it is not a byte order mark to drop)", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-msgids-"));
+    let log = FileTopicLog.open(dir, { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024 });
+    try {
+      await log.append(Buffer.from("a"), 1, { msgId: "\uFEFFabc", headers: { "\uFEFFkey": "\uFEFFvalue" } });
+      await log.appendBatch([Buffer.from("b"), Buffer.from("c")], 2, [], { prefix: "\uFEFFP:", from: 1 });
+      // Read from the file, not from what the log kept of its newest messages.
+      await log.close();
+      log = FileTopicLog.open(dir, { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024 });
+      expect((await log.recentMsgIds(0, Number.MAX_SAFE_INTEGER)).map((r) => r.msgId)).toEqual(["\uFEFFabc", "\uFEFFP:1", "\uFEFFP:2"]);
+      expect((await log.read(1, 1, 1 << 20))[0]!.headers).toEqual({ "\uFEFFkey": "\uFEFFvalue" });
+    } finally {
+      await log.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("FileTopicLog.recentMsgIds skips a damaged record and gives every intact one", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-msgids-"));
     let log = await filled(dir);
