@@ -39,7 +39,8 @@ export function warn(message: string): void {
   process.stderr.write(`mq: warning: ${message}\n`);
 }
 
-const utf8 = new TextDecoder("utf-8", { fatal: true });
+// A leading U+FEFF is part of the payload: kept (the bytes exactly), not dropped as a byte order mark.
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 const newline = new Uint8Array([10]);
 
 /** One received message as `--json` prints it: `data` when the payload is UTF-8, else `data_base64`; `headers` only when it has some. */

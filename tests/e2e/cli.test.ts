@@ -187,6 +187,14 @@ describe("mq recv", () => {
     expect(b).toEqual({ topic: "recv.json", seq: 2, time: expect.any(String), data_base64: Buffer.from([0xff, 0xfe, 0]).toString("base64") });
   });
 
+  test("--json keeps a payload's leading U+FEFF in data (the bytes exactly, not taken for a byte order mark)", async () => {
+    const id = await cluster.create();
+    await cluster.run(["sub", String(id), "recv.bom"]);
+    await cluster.run(["pub", String(id), "recv.bom", "--raw"], { stdin: new Uint8Array([0xef, 0xbb, 0xbf, 0x68, 0x69]) });
+    const r = await cluster.run(["recv", String(id), "--json"]);
+    expect(JSON.parse(r.stdout.trim()).data).toBe("\uFEFFhi");
+  });
+
   test("--raw writes the payload bytes exactly", async () => {
     const id = await cluster.create();
     await cluster.run(["sub", String(id), "recv.raw"]);
