@@ -18,6 +18,10 @@
  */
 
 import { DEFAULT_DEDUPE as DEFAULTS } from "../config.ts";
+import { splitMsgId } from "../store/id-run.ts";
+
+// Where the id format lives (beside its byte-level reader, runIdNumber): the callers here import it from this module.
+export { splitMsgId };
 
 /** An append in flight: a publish of one of its ids meanwhile waits for `seqs` (null: the append failed). */
 export interface Pending {
@@ -132,23 +136,6 @@ export class TopicIds {
     if (!r) this.runs.set(prefix, (r = new Runs()));
     return r;
   }
-}
-
-/**
- * `P:n` split at its last ":" when what follows is a decimal number as it would be written
- * (no sign, no leading zero, at most 2^53 - 1); null for any other id.
- */
-export function splitMsgId(key: string): { prefix: string; n: number } | null {
-  const colon = key.lastIndexOf(":");
-  const digits = key.length - colon - 1;
-  if (colon < 0 || digits < 1 || digits > 16 || (digits > 1 && key.charCodeAt(colon + 1) === 48)) return null;
-  let n = 0;
-  for (let i = colon + 1; i < key.length; i++) {
-    const d = key.charCodeAt(i) - 48;
-    if (d < 0 || d > 9) return null;
-    n = n * 10 + d;
-  }
-  return Number.isSafeInteger(n) ? { prefix: key.slice(0, colon + 1), n } : null;
 }
 
 export interface DedupeOptions {

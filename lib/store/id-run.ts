@@ -57,8 +57,8 @@ export function writeRunId(buf: Uint8Array, pos: number, prefix: Uint8Array, n: 
 
 /**
  * Where the number of a run id `P` + n starts in its UTF-8 bytes (the length of `P`, which ends
- * with ':'), and n; null when the id is not of that form. The same rules as the server's
- * `splitMsgId` (lib/server/dedupe.ts) on the string: 1 to 16 digits after the last ':', no
+ * with ':'), and n; null when the id is not of that form. The same rules as `splitMsgId`
+ * on the string: 1 to 16 digits after the last ':', no
  * leading zero but "0" itself, a safe integer. ':' is one byte in UTF-8 and never part of
  * another character's bytes, so the last ':' byte is the string's last ':'.
  */
@@ -75,6 +75,23 @@ export function runIdNumber(id: Uint8Array): { prefixLength: number; n: number }
   return Number.isSafeInteger(n) ? { prefixLength: colon + 1, n } : null;
 }
 
+/**
+ * `P:n` split at its last ":" when what follows is a decimal number as it would be written
+ * (no sign, no leading zero, at most 2^53 - 1); null for any other id.
+ */
+export function splitMsgId(key: string): { prefix: string; n: number } | null {
+  const colon = key.lastIndexOf(":");
+  const digits = key.length - colon - 1;
+  if (colon < 0 || digits < 1 || digits > 16 || (digits > 1 && key.charCodeAt(colon + 1) === 48)) return null;
+  let n = 0;
+  for (let i = colon + 1; i < key.length; i++) {
+    const d = key.charCodeAt(i) - 48;
+    if (d < 0 || d > 9) return null;
+    n = n * 10 + d;
+  }
+  return Number.isSafeInteger(n) ? { prefix: key.slice(0, colon + 1), n } : null;
+}
+
 /** The ids of `run` one by one (a run of `count` > 1 has the id `P` + n: the others are P + (n + 1) …, at seq + 1 …). */
 export function expandMsgIdRuns(runs: readonly MsgIdRun[]): MsgIdRecord[] {
   const out: MsgIdRecord[] = [];
@@ -83,7 +100,7 @@ export function expandMsgIdRuns(runs: readonly MsgIdRun[]): MsgIdRecord[] {
       out.push({ msgId: r.msgId, seq: r.seq, time: r.time });
       continue;
     }
-    const { prefix, n } = splitRunId(r.msgId);
+    const { prefix, n } = splitMsgId(r.msgId)!;
     for (let i = 0; i < r.count; i++) out.push({ msgId: `${prefix}${n + i}`, seq: r.seq + i, time: r.time });
   }
   return out;
@@ -91,12 +108,6 @@ export function expandMsgIdRuns(runs: readonly MsgIdRun[]): MsgIdRecord[] {
 
 /** `run` without its first `drop` ids (0 < drop < run.count). */
 export function dropFromRun(run: MsgIdRun, drop: number): MsgIdRun {
-  const { prefix, n } = splitRunId(run.msgId);
+  const { prefix, n } = splitMsgId(run.msgId)!;
   return { msgId: `${prefix}${n + drop}`, seq: run.seq + drop, time: run.time, count: run.count - drop };
-}
-
-/** The prefix and number of the first id of a run of more than one (made by runIdNumber's rules). */
-function splitRunId(msgId: string): { prefix: string; n: number } {
-  const colon = msgId.lastIndexOf(":");
-  return { prefix: msgId.slice(0, colon + 1), n: Number(msgId.slice(colon + 1)) };
 }

@@ -420,7 +420,7 @@ export function scanMsgIds(file: string, end: number, indexPos: readonly number[
     // The prefix (a copy) and first number of the run `out` ends with, when its ids are of that form.
     let runPrefix: Uint8Array | null = null;
     let runFirst = 0;
-    // One buffer for every chunk (nothing read is kept: each id is decoded to a string): a start
+    // One buffer for every chunk (nothing read is kept: an id is decoded to a string, a run's prefix copied): a start
     // reading back a busy window went through up to a GB of fresh 256 KiB buffers.
     const scratch = (msgIdScratch ??= new Uint8Array(READ_CHUNK));
     while (pos + RECORD_HEADER <= size) {
