@@ -188,114 +188,102 @@ describe("FileTopicLog.recentMsgIds", () => {
     }
   });
 
-  test("FileTopicLog.recentMsgIds reads records bigger than its read chunk and small ones across segments, the same on every call", async () => {
+  /** A log in a fresh directory (`fsync: "never"`), closed and removed when the test's `await using` ends; `reopen` reads its files again. */
+  function freshLog(maxSegmentBytes = 64 * 1024 * 1024) {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-msgids-"));
+    const open = () => FileTopicLog.open(dir, { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes });
+    const fresh = {
+      dir,
+      log: open(),
+      async reopen(): Promise<FileTopicLog> {
+        await fresh.log.close();
+        return (fresh.log = open());
+      },
+      async [Symbol.asyncDispose]() {
+        await fresh.log.close();
+        fs.rmSync(dir, { recursive: true, force: true });
+      },
+    };
+    return fresh;
+  }
+  const messages = (n: number) => Array.from({ length: n }, () => Buffer.from("m"));
+
+  test("FileTopicLog.recentMsgIds reads records bigger than its read chunk and small ones across segments, the same on every call", async () => {
     // Every 7th message is 300 KiB (above the 256 KiB chunk the scan reuses); 1 MiB segments.
     const sizeOf = (seq: number) => (seq % 7 === 0 ? 300 * 1024 : 100 + (seq % 50));
-    let log = FileTopicLog.open(dir, { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 1024 * 1024 });
-    try {
-      for (let seq = 1; seq <= 60; seq++) await log.append(Buffer.alloc(sizeOf(seq), seq), seq, { msgId: idOf(seq) });
-      await log.close();
-      expect(fs.readdirSync(dir).filter((n) => n.endsWith(".log")).length).toBeGreaterThan(2);
-      log = FileTopicLog.open(dir, { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 1024 * 1024 });
-      const all = Array.from({ length: 60 }, (_, i) => ({ msgId: idOf(i + 1), seq: i + 1, time: i + 1 }));
-      expect(await log.recentMsgIds(0, Number.MAX_SAFE_INTEGER)).toEqual(all);
-      expect(await log.recentMsgIds(0, Number.MAX_SAFE_INTEGER)).toEqual(all);
-      expect(await log.recentMsgIds(30, Number.MAX_SAFE_INTEGER)).toEqual(all.slice(29));
-    } finally {
-      await log.close();
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    await using fresh = freshLog(1024 * 1024);
+    for (let seq = 1; seq <= 60; seq++) await fresh.log.append(Buffer.alloc(sizeOf(seq), seq), seq, { msgId: idOf(seq) });
+    await fresh.log.close();
+    expect(fs.readdirSync(fresh.dir).filter((n) => n.endsWith(".log")).length).toBeGreaterThan(2);
+    const log = await fresh.reopen();
+    const all = Array.from({ length: 60 }, (_, i) => ({ msgId: idOf(i + 1), seq: i + 1, time: i + 1 }));
+    expect(await log.recentMsgIds(0, Number.MAX_SAFE_INTEGER)).toEqual(all);
+    expect(await log.recentMsgIds(0, Number.MAX_SAFE_INTEGER)).toEqual(all);
+    expect(await log.recentMsgIds(30, Number.MAX_SAFE_INTEGER)).toEqual(all.slice(29));
   });
 
   test("FileTopicLog.recentMsgIdRuns: the ids of one append that follow each other are one run; another id, a gap or another append start the next; `limit` counts ids", async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-msgids-"));
-    const log = FileTopicLog.open(dir, { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024 });
-    const data = (n: number) => Array.from({ length: n }, () => Buffer.from("m"));
-    try {
-      await log.appendBatch(data(4), 100, [], { prefix: "P:", from: 1 }); // seqs 1-4: P:1..P:4
-      await log.appendBatch(data(2), 200, [], { prefix: "P:", from: 5 }); // seqs 5-6, another append: P:5, P:6
-      await log.appendBatch(data(3), 300, [{ msgId: "Q:1" }, { msgId: "Q:3" }, { msgId: "x" }]); // seqs 7-9: a gap, then not a run id
-      await log.appendBatch(data(2), 400, [{ msgId: "R:09" }, { msgId: "R:10" }]); // seqs 10-11: "R:09" is not a run id (leading zero)
-      await log.append(Buffer.from("none"), 500); // seq 12: no id
-      await log.appendBatch(data(3), 600, [], { prefix: "日本:", from: 7 }); // seqs 13-15
-      const runs = await log.recentMsgIdRuns(0, Number.MAX_SAFE_INTEGER);
-      expect(runs).toEqual([
-        { msgId: "P:1", seq: 1, time: 100, count: 4 },
-        { msgId: "P:5", seq: 5, time: 200, count: 2 },
-        { msgId: "Q:1", seq: 7, time: 300, count: 1 },
-        { msgId: "Q:3", seq: 8, time: 300, count: 1 },
-        { msgId: "x", seq: 9, time: 300, count: 1 },
-        { msgId: "R:09", seq: 10, time: 400, count: 1 },
-        { msgId: "R:10", seq: 11, time: 400, count: 1 },
-        { msgId: "日本:7", seq: 13, time: 600, count: 3 },
-      ]);
-      // recentMsgIds is the same ids one by one.
-      expect(await log.recentMsgIds(0, Number.MAX_SAFE_INTEGER)).toEqual(expandMsgIdRuns(runs));
-      // 14 ids. The newest 12: P:1 and P:2 dropped from the first run; the newest 10: all of it.
-      expect((await log.recentMsgIdRuns(0, 12))[0]).toEqual({ msgId: "P:3", seq: 3, time: 100, count: 2 });
-      expect((await log.recentMsgIdRuns(0, 10))[0]).toEqual({ msgId: "P:5", seq: 5, time: 200, count: 2 });
-      expect((await log.recentMsgIdRuns(0, 3)).map((r) => [r.msgId, r.count])).toEqual([["日本:7", 3]]);
-      expect((await log.recentMsgIds(0, 5)).map((r) => r.msgId)).toEqual(["R:09", "R:10", "日本:7", "日本:8", "日本:9"]);
-    } finally {
-      await log.close();
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    await using fresh = freshLog();
+    const log = fresh.log;
+    await log.appendBatch(messages(4), 100, [], { prefix: "P:", from: 1 }); // seqs 1-4: P:1..P:4
+    await log.appendBatch(messages(2), 200, [], { prefix: "P:", from: 5 }); // seqs 5-6, another append: P:5, P:6
+    await log.appendBatch(messages(3), 300, [{ msgId: "Q:1" }, { msgId: "Q:3" }, { msgId: "x" }]); // seqs 7-9: a gap, then not a run id
+    await log.appendBatch(messages(2), 400, [{ msgId: "R:09" }, { msgId: "R:10" }]); // seqs 10-11: "R:09" is not a run id (leading zero)
+    await log.append(Buffer.from("none"), 500); // seq 12: no id
+    await log.appendBatch(messages(3), 600, [], { prefix: "日本:", from: 7 }); // seqs 13-15
+    const runs = await log.recentMsgIdRuns(0, Number.MAX_SAFE_INTEGER);
+    expect(runs).toEqual([
+      { msgId: "P:1", seq: 1, time: 100, count: 4 },
+      { msgId: "P:5", seq: 5, time: 200, count: 2 },
+      { msgId: "Q:1", seq: 7, time: 300, count: 1 },
+      { msgId: "Q:3", seq: 8, time: 300, count: 1 },
+      { msgId: "x", seq: 9, time: 300, count: 1 },
+      { msgId: "R:09", seq: 10, time: 400, count: 1 },
+      { msgId: "R:10", seq: 11, time: 400, count: 1 },
+      { msgId: "日本:7", seq: 13, time: 600, count: 3 },
+    ]);
+    // recentMsgIds is the same ids one by one.
+    expect(await log.recentMsgIds(0, Number.MAX_SAFE_INTEGER)).toEqual(expandMsgIdRuns(runs));
+    // 14 ids. The newest 12: P:1 and P:2 dropped from the first run; the newest 10: all of it.
+    expect((await log.recentMsgIdRuns(0, 12))[0]).toEqual({ msgId: "P:3", seq: 3, time: 100, count: 2 });
+    expect((await log.recentMsgIdRuns(0, 10))[0]).toEqual({ msgId: "P:5", seq: 5, time: 200, count: 2 });
+    expect((await log.recentMsgIdRuns(0, 3)).map((r) => [r.msgId, r.count])).toEqual([["日本:7", 3]]);
+    expect((await log.recentMsgIds(0, 5)).map((r) => r.msgId)).toEqual(["R:09", "R:10", "日本:7", "日本:8", "日本:9"]);
   });
 
   test("FileTopicLog.recentMsgIdRuns merges only the next id of the same prefix at the next seq: not across a message without an id, nor across prefixes whose numbers follow", async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-msgids-"));
-    const log = FileTopicLog.open(dir, { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024 });
-    const data = (n: number) => Array.from({ length: n }, () => Buffer.from("m"));
-    try {
-      await log.appendBatch(data(3), 700, [{ msgId: "P:1" }, undefined, { msgId: "P:2" }]); // seqs 1-3
-      await log.appendBatch(data(2), 700, [{ msgId: "A:5" }, { msgId: "B:6" }]); // seqs 4-5, the same time
-      expect(await log.recentMsgIdRuns(0, Number.MAX_SAFE_INTEGER)).toEqual([
-        { msgId: "P:1", seq: 1, time: 700, count: 1 },
-        { msgId: "P:2", seq: 3, time: 700, count: 1 },
-        { msgId: "A:5", seq: 4, time: 700, count: 1 },
-        { msgId: "B:6", seq: 5, time: 700, count: 1 },
-      ]);
-    } finally {
-      await log.close();
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    await using fresh = freshLog();
+    await fresh.log.appendBatch(messages(3), 700, [{ msgId: "P:1" }, undefined, { msgId: "P:2" }]); // seqs 1-3
+    await fresh.log.appendBatch(messages(2), 700, [{ msgId: "A:5" }, { msgId: "B:6" }]); // seqs 4-5, the same time
+    expect(await fresh.log.recentMsgIdRuns(0, Number.MAX_SAFE_INTEGER)).toEqual([
+      { msgId: "P:1", seq: 1, time: 700, count: 1 },
+      { msgId: "P:2", seq: 3, time: 700, count: 1 },
+      { msgId: "A:5", seq: 4, time: 700, count: 1 },
+      { msgId: "B:6", seq: 5, time: 700, count: 1 },
+    ]);
   });
 
   test("FileTopicLog.recentMsgIdRuns: a run longer than the scan's read chunk stays one run (its prefix is a copy, not a view of the chunk)", async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-msgids-"));
-    const log = FileTopicLog.open(dir, { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024 });
-    try {
-      // A message without an id first, so that the run starts inside a chunk (every chunk starts at
-      // a record); then 3,000 records of 100–136 B payloads, ~450 KiB, across the 256 KiB chunk.
-      await log.append(Buffer.alloc(1000, 1), 700);
-      await log.appendBatch(Array.from({ length: 3000 }, (_, i) => Buffer.alloc(100 + (i % 37), i % 251)), 800, [], { prefix: "producer-7:", from: 1 });
-      await log.appendBatch(Array.from({ length: 3 }, () => Buffer.alloc(100, 9)), 900, [], { prefix: "producer-7:", from: 3001 });
-      expect(await log.recentMsgIdRuns(0, Number.MAX_SAFE_INTEGER)).toEqual([
-        { msgId: "producer-7:1", seq: 2, time: 800, count: 3000 },
-        { msgId: "producer-7:3001", seq: 3002, time: 900, count: 3 },
-      ]);
-    } finally {
-      await log.close();
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    await using fresh = freshLog();
+    // A message without an id first, so that the run starts inside a chunk (every chunk starts at
+    // a record); then 3,000 records of 100–136 B payloads, ~450 KiB, across the 256 KiB chunk.
+    await fresh.log.append(Buffer.alloc(1000, 1), 700);
+    await fresh.log.appendBatch(Array.from({ length: 3000 }, (_, i) => Buffer.alloc(100 + (i % 37), i % 251)), 800, [], { prefix: "producer-7:", from: 1 });
+    await fresh.log.appendBatch(Array.from({ length: 3 }, () => Buffer.alloc(100, 9)), 900, [], { prefix: "producer-7:", from: 3001 });
+    expect(await fresh.log.recentMsgIdRuns(0, Number.MAX_SAFE_INTEGER)).toEqual([
+      { msgId: "producer-7:1", seq: 2, time: 800, count: 3000 },
+      { msgId: "producer-7:3001", seq: 3002, time: 900, count: 3 },
+    ]);
   });
 
   test("FileTopicLog.recentMsgIds keeps a leading U+FEFF of an id (the wire keeps it: it is not a byte order mark to drop)", async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-msgids-"));
-    let log = FileTopicLog.open(dir, { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024 });
-    try {
-      await log.append(Buffer.from("a"), 1, { msgId: "\uFEFFabc", headers: { "\uFEFFkey": "\uFEFFvalue" } });
-      await log.appendBatch([Buffer.from("b"), Buffer.from("c")], 2, [], { prefix: "\uFEFFP:", from: 1 });
-      // Read from the file, not from what the log kept of its newest messages.
-      await log.close();
-      log = FileTopicLog.open(dir, { fsync: "never", fsyncIntervalMs: 1000, maxSegmentBytes: 64 * 1024 * 1024 });
-      expect((await log.recentMsgIds(0, Number.MAX_SAFE_INTEGER)).map((r) => r.msgId)).toEqual(["\uFEFFabc", "\uFEFFP:1", "\uFEFFP:2"]);
-      expect((await log.read(1, 1, 1 << 20))[0]!.headers).toEqual({ "\uFEFFkey": "\uFEFFvalue" });
-    } finally {
-      await log.close();
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    await using fresh = freshLog();
+    await fresh.log.append(Buffer.from("a"), 1, { msgId: "\uFEFFabc", headers: { "\uFEFFkey": "\uFEFFvalue" } });
+    await fresh.log.appendBatch([Buffer.from("b"), Buffer.from("c")], 2, [], { prefix: "\uFEFFP:", from: 1 });
+    // Read from the file, not from what the log kept of its newest messages.
+    const log = await fresh.reopen();
+    expect((await log.recentMsgIds(0, Number.MAX_SAFE_INTEGER)).map((r) => r.msgId)).toEqual(["\uFEFFabc", "\uFEFFP:1", "\uFEFFP:2"]);
+    expect((await log.read(1, 1, 1 << 20))[0]!.headers).toEqual({ "\uFEFFkey": "\uFEFFvalue" });
   });
 
   test("FileTopicLog.recentMsgIds skips a damaged record and gives every intact one", async () => {
