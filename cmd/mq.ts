@@ -636,7 +636,14 @@ function parseArgv(cmd: Command, argv: string[]): ParsedArgs {
   const positionals = Object.entries(defs).filter(([, d]) => d.type === "positional");
   for (const [k, [name, d]] of positionals.entries()) {
     if (k < args._.length) args[name] = args._[k];
-    else if (d.required !== false) throw new UsageError(`\`mq ${cmd.name}\` needs ${(d.valueHint ?? name).toUpperCase()}: ${d.description ?? name}`);
+    else if (d.required !== false) {
+      // `mq sub $id orders` with an empty $id reads as `mq sub orders`: the ID is what is missing, not the topic.
+      const [first] = positionals[0]!;
+      if (first === "id" && k > 0 && !/^\d+$/.test(args._[0]!)) {
+        throw new UsageError(`\`mq ${cmd.name}\` needs ID first, then ${positionals.slice(1).filter(([, p]) => p.required !== false).map(([n, p]) => (p.valueHint ?? n).toUpperCase()).join(" ")}: got ${JSON.stringify(args._[0])} where the ID goes (an empty $id? ids are positive integers from \`mq create\`)`);
+      }
+      throw new UsageError(`\`mq ${cmd.name}\` needs ${(d.valueHint ?? name).toUpperCase()}: ${d.description ?? name}`);
+    }
   }
   return args;
 }

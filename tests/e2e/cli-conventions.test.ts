@@ -120,6 +120,10 @@ describe("conflicting and ignored flags are bad usage (exit 2), before any conne
     [["recv", "3", "-json"], "unknown option -json for `mq recv`; did you mean --json?"],
     [["recv", "3", "--json=no"], '--json is a switch: give --json or --no-json, not "--json=no"'],
     [["recv"], "`mq recv` needs ID: client id (from mq create)"],
+    // An empty $id (`mq sub $id orders` → `mq sub orders`): the ID is named as missing, not the topic.
+    [["sub", "orders"], '`mq sub` needs ID first, then TOPIC: got "orders" where the ID goes (an empty $id?'],
+    [["pub", "orders"], '`mq pub` needs ID first, then TOPIC: got "orders" where the ID goes'],
+    [["sub", "3"], "`mq sub` needs TOPIC: topic names or patterns"],
     [["server", "--max-message-bytes", "5G"], "--max-message-bytes must be at most 1G"],
     [["pub", "3", "t", "-hello"], 'unknown option -h in -hello for `mq pub` (to pass an argument that starts with "-", put it after --)'],
     // Numbers past 2^53 - 1 lose their last digits: refused here, naming the value, not sent on rounded.
