@@ -71,12 +71,16 @@ export async function runBench(options: BenchOptions): Promise<number> {
   const latencies: number[] = [];
   const start = performance.now();
 
-  const progress = setInterval(() => {
+  // A bar redrawn in place is for a terminal (drawn at once, then every 250 ms): into a pipe or a file it would be frames run together.
+  const drawBar = (): void => {
     const done = expected > 0 ? received / expected : published / Math.max(total, 1);
     const width = 30;
     const bar = "#".repeat(Math.round(done * width)).padEnd(width, ".");
     process.stderr.write(`\r[${bar}] published ${published}/${total} received ${received}/${expected}`);
-  }, 250);
+  };
+  const onTerminal = process.stderr.isTTY === true;
+  if (onTerminal) drawBar();
+  const progress = onTerminal ? setInterval(drawBar, 250) : undefined;
 
   // Through the library's iterator, as an application reads (pushed by the local broker when it serves follow).
   // The send time a publisher wrote into a payload (a big-endian f64), read without a DataView per message.
@@ -138,7 +142,7 @@ export async function runBench(options: BenchOptions): Promise<number> {
     await Promise.all(subscribers);
     const seconds = (performance.now() - start) / 1000;
     clearInterval(progress);
-    process.stderr.write("\n");
+    if (onTerminal) process.stderr.write("\n");
     const result: BenchResult = {
       messages: total,
       size: options.size,

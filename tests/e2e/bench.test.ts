@@ -4,7 +4,7 @@
  */
 import { expect, test } from "bun:test";
 import { formatPercentiles, percentiles } from "../../lib/cli/bench.ts";
-import { startCluster } from "./harness.ts";
+import { mqCommand, startCluster } from "./harness.ts";
 
 const KEYS = ["p50", "p90", "p99", "p99_9", "max"];
 
@@ -44,4 +44,29 @@ test("mq bench with a bad --window exits 2 naming the value", async () => {
   expect(r.code).toBe(2);
   expect(r.stderr).toContain("window");
   expect(r.stderr).toContain("0");
+});
+
+test("the progress bar is for a terminal: into a pipe stderr stays empty", async () => {
+  await using cluster = await startCluster();
+  // A pipe (what `2>&1 | head` or `2> file` give): no frames run together, no stray newline.
+  const piped = await cluster.run(["bench", "--count", "200", "--topic", "bench.pipe", "--json"], { timeoutMs: 60_000 });
+  expect(piped.code).toBe(0);
+  expect(piped.stderr).toBe("");
+});
+
+test.skipIf(!Bun.which("script"))("the progress bar is drawn on a terminal, at the start at least (needs util-linux script)", async () => {
+  await using cluster = await startCluster();
+  const command = [...mqCommand(), "bench", "--count", "200", "--topic", "bench.tty", "--json"].map((a) => `'${a}'`).join(" ");
+  const proc = Bun.spawn(["script", "-qec", command, "/dev/null"], { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, MQ_SOCKET: cluster.local.socket } });
+  const killer = setTimeout(() => proc.kill("SIGKILL"), 60_000);
+  try {
+    const [out, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited]);
+    expect(code).toBe(0);
+    // The pty holds stdout and stderr: the bar, then the result.
+    expect(out).toMatch(/\r\[[#.]{30}\] published \d+\/200 received \d+\/200/);
+    expect(out).toContain('"messages":200');
+  } finally {
+    clearTimeout(killer);
+    proc.kill("SIGKILL");
+  }
 });
