@@ -288,26 +288,34 @@ export function logger(tag: string): ConsolaInstance {
   return l;
 }
 
+/** Reasons kept per key of a SaidOnce. */
+const MAX_REASONS = 8;
+
 /**
- * What was last said about each key (a server address, a peer host), so that a failure
- * repeated at every retry is logged once, and again only when its reason changes. At most
- * `max` keys are kept (peers are not trusted to be few): past that it starts over.
+ * What was said about each key (a server address, a peer host), so that a failure repeated at
+ * every retry is logged once, and again only for a reason not said yet: two peers of one host
+ * that fail for different reasons, turn about, are not news at every turn. At most `max` keys
+ * and `MAX_REASONS` reasons a key are kept (peers are not trusted to be few): past that it starts over.
  */
 export class SaidOnce {
-  private readonly last = new Map<string, string>();
+  private readonly said = new Map<string, Set<string>>();
 
   constructor(private readonly max = 1024) {}
 
-  /** True the first time `what` is said about `key` (since it changed or was forgotten). */
+  /** True the first time `what` is said about `key` (since it was forgotten). */
   first(key: string, what: string): boolean {
-    if (this.last.get(key) === what) return false;
-    if (this.last.size >= this.max && !this.last.has(key)) this.last.clear();
-    this.last.set(key, what);
+    let reasons = this.said.get(key);
+    if (reasons?.has(what)) return false;
+    if (!reasons) {
+      if (this.said.size >= this.max) this.said.clear();
+      this.said.set(key, (reasons = new Set()));
+    } else if (reasons.size >= MAX_REASONS) reasons.clear();
+    reasons.add(what);
     return true;
   }
 
   /** `key` is fine again: its next failure is news. */
   forget(key: string): void {
-    this.last.delete(key);
+    this.said.delete(key);
   }
 }

@@ -98,9 +98,11 @@ describe("formatLine with --log-json", () => {
 });
 
 describe("SaidOnce", () => {
-  test("says a key's failure once until its reason changes or it is forgotten; past max keys it starts over", () => {
+  test("says a key's failure once per reason until it is forgotten; past max keys it starts over", () => {
     const said = new SaidOnce(2);
     expect([said.first("a", "refused"), said.first("a", "refused"), said.first("a", "timeout"), said.first("a", "timeout")]).toEqual([true, false, true, false]);
+    // Two peers of one host failing for two reasons, turn about: each reason once, not at every turn.
+    expect([said.first("a", "refused"), said.first("a", "timeout"), said.first("a", "refused")]).toEqual([false, false, false]);
     said.forget("a");
     expect(said.first("a", "timeout")).toBe(true);
     expect(said.first("b", "x")).toBe(true);
@@ -108,5 +110,13 @@ describe("SaidOnce", () => {
     expect(said.first("c", "x")).toBe(true);
     expect(said.first("a", "timeout")).toBe(true);
     expect(said.first("a", "timeout")).toBe(false);
+  });
+
+  test("keeps at most 8 reasons a key: a peer cannot grow one key's set without bound", () => {
+    const said = new SaidOnce();
+    for (let i = 0; i < 8; i++) expect(said.first("h", `reason ${i}`)).toBe(true);
+    expect(said.first("h", "reason 0")).toBe(false);
+    expect(said.first("h", "reason 8")).toBe(true); // the ninth: the set starts over
+    expect(said.first("h", "reason 0")).toBe(true);
   });
 });

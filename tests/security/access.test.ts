@@ -163,6 +163,17 @@ describe("TLS between local broker and server", () => {
     expectAlive(own.daemon);
   });
 
+  test("two local brokers of one host failing the handshake for two reasons, turn about: the server warns once per reason", async () => {
+    const own = await server(["--tls-cert", certs.cert, "--tls-key", certs.key]);
+    const distrusting = await local(own.address, ["--tls-ca", certs.otherCert, "--log-level", "debug"], false);
+    const plaintext = await local(own.address, ["--log-level", "debug"], false);
+    await distrusting.daemon.waitFor(/attempt 5 failed/); // 100 ms doubling: about 1.5 s, the two in turn
+    await plaintext.daemon.waitFor(/attempt 5 failed/);
+    const serverWarnings = own.daemon.log.split("\n").filter((line) => /WARN/.test(line) && /TLS handshake failed/.test(line));
+    expect(serverWarnings).toHaveLength(2);
+    expectAlive(own.daemon);
+  });
+
   test("a server whose certificate names another host is refused by the local broker (exit 4)", async () => {
     const impostor = await server(["--tls-cert", certs.wrongNameCert, "--tls-key", certs.wrongNameKey]);
     const l = await local(impostor.address, ["--tls-ca", certs.wrongNameCert], false);
