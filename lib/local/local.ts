@@ -105,6 +105,8 @@ export class LocalBroker {
   private listener: UnixSocketListener<Connection> | null = null;
   private upstream: Connection | null = null;
   private upstreamError: MqError | null = null;
+  /** Why the last attempt to reach a server failed (not a refusal): told to clients that get UNAVAILABLE, not only logged. */
+  private lastFailure: { address: string; why: string } | null = null;
   /** Per server address, the refusal and the TLS handshake failure last logged: each logged once while it lasts. */
   private readonly refusals = new SaidOnce();
   private readonly tlsFailures = new SaidOnce();
@@ -343,6 +345,7 @@ export class LocalBroker {
         }
         this.upstream = conn;
         this.upstreamError = null;
+        this.lastFailure = null;
         this.refusals.forget(addressText);
         this.tlsFailures.forget(addressText);
         this.servers.connected();
@@ -372,6 +375,7 @@ export class LocalBroker {
           let why = tlsFailure !== undefined ? `TLS handshake failed: ${tlsFailure}` : err instanceof MqError ? err.message : errorText(err);
           // A TLS server drops a plaintext hello without a word (it sees no TLS handshake).
           if (!this.options.tlsCa && !this.options.inProcess && why.includes(CloseReason.PeerClosed)) why += ` (if that server serves TLS, give this broker --tls-ca FILE)`;
+          this.lastFailure = { address: addressText, why };
           if (tlsFailure !== undefined) {
             if (this.tlsFailures.first(addressText, tlsFailure)) {
               log.warn(`cannot reach the server ${addressText}: ${why}; retrying every ${BACKOFF_MAX_MS / 1000} s at most (logged once)`);
@@ -445,7 +449,8 @@ export class LocalBroker {
     clearTimeout(timer);
     if (this.upstream) return this.upstream;
     if (this.upstreamError) throw this.upstreamError;
-    throw new MqError(Code.Unavailable, `${this.servers.size > 1 ? "servers" : "server"} ${this.servers} unreachable`);
+    const last = this.lastFailure && ` (the last attempt${this.servers.size > 1 ? `, to ${this.lastFailure.address}` : ""}: ${this.lastFailure.why})`;
+    throw new MqError(Code.Unavailable, `${this.servers.size > 1 ? "servers" : "server"} ${this.servers} unreachable${last ?? ""}`);
   }
 
   private async forward(frame: Outgoing): Promise<Record<string, unknown>> {

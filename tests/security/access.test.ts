@@ -42,11 +42,13 @@ function file(name: string, content: string): string {
 }
 
 /** A local broker that cannot get in: `mq create` through it exits 4 with `mq: CODE:`. */
-async function expectRefused(l: LocalHandle, code: "AUTH_FAILED" | "UNAVAILABLE"): Promise<void> {
+/** The client's error line (stderr) of a `create` through a local broker the server does not let in. */
+async function expectRefused(l: LocalHandle, code: "AUTH_FAILED" | "UNAVAILABLE"): Promise<string> {
   await l.daemon.waitFor(/cannot reach the server/);
   const r = await mq(l.socket, ["create"]);
   expect({ code: r.code, stdout: r.stdout }).toEqual({ code: 4, stdout: "" });
   expect(r.stderr.startsWith(`mq: ${code}:`)).toBe(true);
+  return r.stderr;
 }
 
 describe("--token-file", () => {
@@ -128,15 +130,18 @@ describe("TLS between local broker and server", () => {
     await expectRoundTrip(l.socket);
   });
 
-  test("a local broker without --tls-ca (plain TCP) does not get in (exit 4)", async () => {
+  test("a local broker without --tls-ca (plain TCP) does not get in (exit 4); its client is told why", async () => {
     const l = await local(tlsServer.address, [], false);
-    await expectRefused(l, "UNAVAILABLE");
+    const stderr = await expectRefused(l, "UNAVAILABLE");
+    expect(stderr).toContain(`server ${tlsServer.address} unreachable (the last attempt: `);
+    expect(stderr).toContain("(if that server serves TLS, give this broker --tls-ca FILE)");
     expectAlive(tlsServer.daemon);
   });
 
-  test("a local broker trusting another certificate does not get in (exit 4)", async () => {
+  test("a local broker trusting another certificate does not get in (exit 4); its client is told why", async () => {
     const l = await local(tlsServer.address, ["--tls-ca", certs.otherCert], false);
-    await expectRefused(l, "UNAVAILABLE");
+    const stderr = await expectRefused(l, "UNAVAILABLE");
+    expect(stderr).toContain(`server ${tlsServer.address} unreachable (the last attempt: TLS handshake failed: `);
   });
 
   test("a local broker that fails the TLS handshake logs why once, not at every attempt", async () => {
