@@ -8,7 +8,6 @@
  * for the daemons. `bun build --compile --splitting` keeps those in chunks of their own that
  * are not loaded until imported (docs/benchmarks.md).
  */
-import * as fs from "node:fs";
 import * as path from "node:path";
 import pkg from "../package.json" with { type: "json" };
 import { MqError } from "../lib/errors.ts";
@@ -203,7 +202,7 @@ function serverOptions(d: Daemons, args: ServerArgs, dataDir: string, tokenFileI
     ...options,
     ...(tokenFile ? { token: d.readTokenFile(tokenFile) } : {}),
     ...(args["tls-cert"] && args["tls-key"]
-      ? { tls: { cert: fs.readFileSync(args["tls-cert"], "utf8"), key: fs.readFileSync(args["tls-key"], "utf8") } }
+      ? { tls: { cert: d.readPemFile("tls-cert", args["tls-cert"]), key: d.readPemFile("tls-key", args["tls-key"]) } }
       : {}),
   };
 }
@@ -477,7 +476,7 @@ const commands: Command[] = [
           ...bufferLimits(args),
         },
         ...(args["token-file"] ? { token: d.readTokenFile(args["token-file"]) } : {}),
-        ...(args["tls-ca"] ? { tlsCa: fs.readFileSync(args["tls-ca"], "utf8") } : {}),
+        ...(args["tls-ca"] ? { tlsCa: d.readPemFile("tls-ca", args["tls-ca"]) } : {}),
       }, http);
     },
   },

@@ -55,6 +55,31 @@ export function readTokenFile(file: string): string {
   return token;
 }
 
+/** What a PEM file of each TLS flag must hold: its BEGIN line. */
+const PEM_BEGIN: Record<"tls-cert" | "tls-key" | "tls-ca", RegExp> = {
+  "tls-cert": /-----BEGIN CERTIFICATE-----/,
+  "tls-ca": /-----BEGIN CERTIFICATE-----/,
+  "tls-key": /-----BEGIN [A-Z ]*PRIVATE KEY-----/,
+};
+
+/**
+ * Reads the PEM file of a TLS flag, checked at start: a missing file, or one that holds no
+ * certificate (no key), stops the daemon naming the flag and the file — not a retry loop that
+ * says "Invalid CA" every 2 s, nor a bare ENOENT.
+ */
+export function readPemFile(flag: keyof typeof PEM_BEGIN, file: string): string {
+  let pem: string;
+  try {
+    pem = fs.readFileSync(file, "utf8");
+  } catch (err) {
+    throw new Error(`Cannot read the --${flag} file ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  if (!PEM_BEGIN[flag].test(pem)) {
+    throw new Error(`--${flag} ${file} holds no PEM ${flag === "tls-key" ? "private key" : "certificate"} (no "-----BEGIN ${flag === "tls-key" ? "… PRIVATE KEY" : "CERTIFICATE"}-----" line); give the PEM file`);
+  }
+  return pem;
+}
+
 /**
  * `mq up` without --token-file: the token file at `file`, made once (32 random bytes as hex,
  * mode 0600 in a 0700 directory) so that other users of the host cannot use the TCP port.

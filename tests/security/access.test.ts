@@ -168,6 +168,24 @@ describe("TLS between local broker and server", () => {
     expectAlive(own.daemon);
   });
 
+  test.each([
+    ["local", "--tls-ca", "a missing file", "Cannot read the --tls-ca file "],
+    ["local", "--tls-ca", "a file that is no certificate", "holds no PEM certificate"],
+    ["server", "--tls-cert", "a file that is no certificate", "holds no PEM certificate"],
+    ["server", "--tls-key", "a certificate where the key goes", "holds no PEM private key"],
+  ])("mq %s %s with %s stops at start, naming the flag and the file", async (daemon, flag, what, message) => {
+    const bad = what === "a missing file" ? path.join(dir, "no-such.crt") : what.startsWith("a certificate") ? certs.cert : file("not-pem.txt", "s3cret-token\n");
+    const args =
+      daemon === "local"
+        ? ["local", "--server", tlsServer.address, "--data", path.join(dir, "never-local"), "--socket", path.join(dir, "never.sock"), flag, bad]
+        : ["server", "--listen", "127.0.0.1:0", "--data", path.join(dir, "never-server"), "--tls-cert", flag === "--tls-cert" ? bad : certs.cert, "--tls-key", flag === "--tls-key" ? bad : certs.key];
+    const r = await mq(null, args, { timeoutMs: 10_000 });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain(message);
+    expect(r.stderr).toContain(bad);
+    expect(r.stderr).toContain(flag);
+  });
+
   test("two local brokers of one host failing the handshake for two reasons, turn about: the server warns once per reason", async () => {
     const own = await server(["--tls-cert", certs.cert, "--tls-key", certs.key]);
     const distrusting = await local(own.address, ["--tls-ca", certs.otherCert, "--log-level", "debug"], false);
