@@ -481,9 +481,11 @@ export class MqServer {
       throw new MqError(Code.VersionMismatch, `protocol version ${hello.version} is not supported; this server speaks ${PROTOCOL_VERSION}`, { fatal: true });
     }
     if (this.tokenDigest && !(hello.token !== undefined && timingSafeEqual(digest(hello.token), this.tokenDigest))) {
-      log.warn(`${conn.label}: refused: wrong or missing token`);
+      const none = hello.token === undefined;
+      log.warn(`${conn.label}: refused: ${none ? "no token (the server has --token-file)" : "wrong token"}`);
       this.counters.rejected++;
-      throw new MqError(Code.AuthFailed, "the server refused the token of this local broker", { fatal: true });
+      const message = none ? "the server needs a token and this local broker sent none: give it --token-file with the server's token" : "the server refused the token of this local broker: its --token-file must hold the server's token";
+      throw new MqError(Code.AuthFailed, message, { fatal: true });
     }
     if (!hello.broker || hello.broker.length > 128) {
       throw new MqError(Code.BadRequest, 'hello: field "broker" (the identity of the local broker, 1-128 characters) is required', { fatal: true });

@@ -66,14 +66,15 @@ describe("--token-file", () => {
 
   test("a wrong token is AUTH_FAILED (exit 4) and the server logs the peer address", async () => {
     const l = await local(srv.address, ["--token-file", file("wrong.token", "s3cret-tokeN")], false);
-    await expectRefused(l, "AUTH_FAILED");
-    await srv.daemon.waitFor(/local broker at 127\.0\.0\.1[^\n]*refused: wrong or missing token/);
+    expect(await expectRefused(l, "AUTH_FAILED")).toContain("its --token-file must hold the server's token");
+    await srv.daemon.waitFor(/local broker at 127\.0\.0\.1[^\n]*refused: wrong token/);
     expectAlive(srv.daemon, l.daemon);
   });
 
-  test("a missing token is AUTH_FAILED (exit 4)", async () => {
+  test("a missing token is AUTH_FAILED (exit 4), told as none sent, with the way in", async () => {
     const l = await local(srv.address, [], false);
-    await expectRefused(l, "AUTH_FAILED");
+    expect(await expectRefused(l, "AUTH_FAILED")).toContain("the server needs a token and this local broker sent none: give it --token-file");
+    await srv.daemon.waitFor(/local broker at 127\.0\.0\.1[^\n]*refused: no token \(the server has --token-file\)/);
   });
 
   test("a raw hello with a wrong, empty, longer or differently typed token is refused and closed; the right one is accepted", async () => {
