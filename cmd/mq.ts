@@ -79,7 +79,7 @@ function heartbeatOf(args: Record<string, unknown>) {
 /** The HTTP endpoint (docs/http.md): the same flags on both daemons. */
 const httpArgs = {
   http: { type: "string", valueHint: "HOST:PORT", description: "serve /healthz, /metrics, the JSON API and a dashboard at / on this address (docs/http.md; default off)" },
-  "http-token-file": { type: "string", valueHint: "FILE", description: "file holding the token every HTTP request but the probes must send (Authorization: Bearer TOKEN)" },
+  "http-token-file": { type: "string", valueHint: "FILE", description: "file holding the token every HTTP request but the probes and the dashboard's page must send (Authorization: Bearer TOKEN)" },
 } as const satisfies Defs;
 
 /** `--config FILE`: the daemons' options from a TOML or JSON file (lib/cli/config-file.ts). */

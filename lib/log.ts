@@ -266,7 +266,7 @@ function configureFromEnv(): void {
   const level = rawLevel === undefined || rawLevel === "" ? undefined : logLevelOf(rawLevel);
   if (rawLevel && level === undefined) problems.push(`MQ_LOG_LEVEL must be ${LOG_LEVEL_CHOICES}, got ${JSON.stringify(rawLevel)}; using info`);
   const json = logJsonOf(process.env.MQ_LOG_JSON);
-  if (json === undefined) problems.push(`MQ_LOG_JSON must be 1 or 0, got ${JSON.stringify(process.env.MQ_LOG_JSON)}; using text`);
+  if (json === undefined) problems.push(`MQ_LOG_JSON must be 1 or true (JSON lines), 0, false or empty (text), got ${JSON.stringify(process.env.MQ_LOG_JSON)}; using text`);
   configureLog({ ...(level === undefined ? {} : { level }), json: json ?? false });
   envWarning = problems.length > 0 ? problems.join("; ") : null;
 }

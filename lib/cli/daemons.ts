@@ -38,7 +38,7 @@ export function parseLogOptions(args: { "log-level"?: string; "log-json"?: boole
   let json = args["log-json"];
   if (json === undefined) {
     json = logJsonOf(process.env.MQ_LOG_JSON);
-    if (json === undefined) throw new UsageError(`MQ_LOG_JSON must be 1 or 0, got ${JSON.stringify(process.env.MQ_LOG_JSON)}`);
+    if (json === undefined) throw new UsageError(`MQ_LOG_JSON must be 1 or true (JSON lines), 0, false or empty (text), got ${JSON.stringify(process.env.MQ_LOG_JSON)}`);
   }
   return { ...(level === undefined ? {} : { level }), json };
 }

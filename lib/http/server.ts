@@ -31,6 +31,12 @@ export interface HttpOptions {
 
 export type HttpTarget = { server: MqServer; local?: undefined } | { local: LocalBroker; server?: undefined };
 
+/** The paths each role serves, as the start line and a 404 name them (docs/http.md has them all). */
+const PATHS = {
+  server: "/ (the dashboard), /livez, /healthz, /metrics, /api/topics[/NAME], /api/consumers, /api/brokers, /api/server",
+  local: "/ (the dashboard), /livez, /healthz, /metrics, /api/local",
+} as const;
+
 /**
  * A handler for requests: the routes of the daemon in `target`. Separate from the listener
  * so that the routes can be read in one place.
@@ -52,7 +58,7 @@ function routes(target: HttpTarget, options: HttpOptions, rates: Rates): (path: 
           const l = target.local!;
           return { stats: l.localStats(), connected: l.connected, serverAddress: l.serverAddr, ids: l.idBuffers() };
         });
-    return json(answer ?? problem(404, `no such path ${JSON.stringify(path)}; see docs/http.md (try /healthz, /metrics, ${role === "server" ? "/api/topics" : "/api/local"})`));
+    return json(answer ?? problem(404, `no such path ${JSON.stringify(path)}; this ${role === "server" ? "server" : "local broker"} serves ${PATHS[role]} (docs/http.md)`));
   };
 }
 
@@ -120,7 +126,7 @@ export function startHttp(target: HttpTarget, options: HttpOptions): HttpEndpoin
   const scheme = options.tls ? "https" : "http";
   const host = options.hostname.includes(":") ? `[${options.hostname}]` : options.hostname;
   const url = `${scheme}://${host}:${server.port}`;
-  log.info(`http listening on ${url} (/healthz, /metrics, ${target.server ? "/api/topics" : "/api/local"}${tokenDigest ? "; bearer token required" : ""})`);
+  log.info(`http listening on ${url} (${PATHS[target.server ? "server" : "local"]}${tokenDigest ? "; bearer token required" : ""})`);
   return {
     url,
     async stop() {

@@ -244,4 +244,10 @@ describe("log levels", () => {
     expect(env.stderr).toStartWith('mq: usage: MQ_LOG_LEVEL must be error, warn, info, debug, trace or a number 0-5, got "verbose"\n');
     expect(fs.existsSync(path.join(dir, "bad1"))).toBe(false);
   });
+
+  test("a bad MQ_LOG_JSON is a usage error (exit 2) naming every value it takes", async () => {
+    const r = await mq(null, ["local", "--data", path.join(dir, "bad3")], { timeoutMs: 10_000, env: { MQ_LOG_JSON: "yes" } });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('MQ_LOG_JSON must be 1 or true (JSON lines), 0, false or empty (text), got "yes"');
+  });
 });

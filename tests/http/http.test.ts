@@ -138,6 +138,9 @@ describe("a server and a local broker with --http, after publishing 5 to t and r
     const unknown = await getJson(`${serverHttp}/nowhere`);
     expect(unknown.status).toBe(404);
     expect(unknown.body.error).toContain("/nowhere");
+    // Every path the server serves is named, so that a mistyped one finds the right one.
+    expect(unknown.body.error).toContain("this server serves / (the dashboard), /livez, /healthz, /metrics, /api/topics[/NAME], /api/consumers, /api/brokers, /api/server");
+    expect((await getJson(`${localHttp}/nowhere`)).body.error).toContain("this local broker serves / (the dashboard), /livez, /healthz, /metrics, /api/local");
     expect((await getJson(`${serverHttp}/api/topics`, { method: "POST" })).status).toBe(405);
     // The topics live on the server: a local broker says where to ask.
     const onLocal = await getJson(`${localHttp}/api/topics`);
