@@ -233,6 +233,7 @@ export class LocalBroker {
             return conn.fail(undefined, new MqError(Code.Unavailable, `the local broker has too many clients (limit ${this.limits.maxConnections})`, { fatal: true }));
           }
           this.clients.add(conn);
+          log.debug(`${conn.label}: connected`);
         },
         data: (socket, chunk) => socket.data?.onData(socketBytes(chunk)),
         drain: (socket) => socket.data?.onDrain(),
@@ -597,7 +598,8 @@ export class LocalBroker {
       },
       // Its reply goes with the answer of the recv pipelined behind it, when that comes in the same turn.
       lazyReply: (op) => op === "ack",
-      closed: (conn) => {
+      closed: (conn, reason) => {
+        log.debug(`${conn.label}: closed (${reason})`);
         this.clients.delete(conn);
         const state = conn.state as ClientState;
         // Its own waiting recvs end first, so none of them picks up what is put back below.

@@ -211,10 +211,13 @@ describe("log levels", () => {
   test("MQ_LOG_LEVEL=debug adds DEBUG lines (a connection accepted); the default level has none", async () => {
     const quiet = server;
     const loud = await startServer({ env: { MQ_LOG_LEVEL: "debug" } });
-    const a = await startLocal(loud.address);
+    const a = await startLocal(loud.address, { env: { MQ_LOG_LEVEL: "debug" } });
     const b = await startLocal(quiet.address);
     try {
       await loud.daemon.waitFor(/DEBUG \[server\] local broker at 127\.0\.0\.1:\d+: connection accepted/);
+      // The local broker's clients too: each connection and its close, with the reason.
+      expect((await mq(a.socket, ["create"])).code).toBe(0);
+      await a.daemon.waitFor(/DEBUG \[local\] client 1: connected[^]*DEBUG \[local\] client 1: closed \(peer closed\)/);
       expect(quiet.daemon.log).toContain("connected from");
       expect(quiet.daemon.log).not.toContain("DEBUG");
     } finally {
