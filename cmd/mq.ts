@@ -62,7 +62,7 @@ function exclusive(args: Record<string, unknown>, a: string, b: string, why: str
 /** The daemons' log options (docs/logging.md). */
 const logArgs = {
   "log-level": { type: "string", valueHint: "LEVEL", choices: ["error", "warn", "info", "debug", "trace"], description: "error | warn | info | debug | trace (env MQ_LOG_LEVEL; default info)" },
-  "log-json": { type: "boolean", description: "one JSON object per log line (env MQ_LOG_JSON=1)" },
+  "log-json": { type: "boolean", description: "one JSON object per log line (env MQ_LOG_JSON=1; --no-log-json: text, whatever the env says)" },
 } as const satisfies Defs;
 
 /** The heartbeat on the server hop, the same flags on both daemons. */
