@@ -418,16 +418,19 @@ export async function stats(options: CommonOptions): Promise<number> {
   const s = await withClient(options, (mq) => mq.stats());
   // The server away: the local broker's part is shown, then the error, exit 4 (docs/cli.md).
   const serverAway = () => {
-    process.stderr.write(`mq: UNAVAILABLE: the local broker cannot reach its server (${s.local.server}); only the local broker's counters are shown\n`);
+    const why = s.serverError ? `${s.serverError.code}: the local broker cannot reach its server: ${s.serverError.message}` : `UNAVAILABLE: the local broker cannot reach its server (${s.local.server})`;
+    process.stderr.write(`mq: ${why}; only the local broker's counters are shown\n`);
     return Exit.Unavailable;
   };
+  // Why the server part is missing is said on stderr, as every command's error is.
+  const { serverError: _why, ...shown } = s;
   if (options.json) {
-    await writeStdout(`${JSON.stringify(s.server ? s : { ...s, server: null })}\n`);
+    await writeStdout(`${JSON.stringify(shown.server ? shown : { ...shown, server: null })}\n`);
     return s.server ? Exit.Ok : serverAway();
   }
   const rows: string[] = [];
-  const width = Math.max(14, ...Object.values(s).flatMap((values) => Object.keys(values).map((k) => k.length)));
-  for (const [section, values] of Object.entries(s)) {
+  const width = Math.max(14, ...Object.values(shown).flatMap((values) => Object.keys(values).map((k) => k.length)));
+  for (const [section, values] of Object.entries(shown)) {
     rows.push(`${section}:`);
     for (const [k, v] of Object.entries(values)) {
       // A labelled counter (a list of entries): one row per entry, `none` when empty.

@@ -701,9 +701,12 @@ export class MqClient {
    * Typed by the declarations in lib/metrics.ts (an older server may lack some fields).
    * `server` is absent when the local broker cannot reach the server: its own part still comes.
    */
-  async stats(): Promise<{ local: LocalStats; server?: ServerStats }> {
+  async stats(): Promise<{ local: LocalStats; server?: ServerStats; serverError?: { code: string; message: string } }> {
     const r = await this.call({ op: "stats" });
-    return r.server ? { local: r.local as LocalStats, server: r.server as ServerStats } : { local: r.local as LocalStats };
+    if (r.server) return { local: r.local as LocalStats, server: r.server as ServerStats };
+    // Why the server part is missing (a local broker older than this field does not say).
+    const e = r.serverError as { code?: unknown; message?: unknown } | undefined;
+    return typeof e?.code === "string" && typeof e.message === "string" ? { local: r.local as LocalStats, serverError: { code: e.code, message: e.message } } : { local: r.local as LocalStats };
   }
 
   /**

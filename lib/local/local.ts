@@ -435,6 +435,13 @@ export class LocalBroker {
     };
   }
 
+  /** What a request is told while there is no server connection: the refusal, or UNAVAILABLE with the last failed attempt. */
+  private whyNoServer(): { code: string; message: string } {
+    if (this.upstreamError) return { code: this.upstreamError.code, message: this.upstreamError.message };
+    const last = this.lastFailure && ` (the last attempt${this.servers.size > 1 ? `, to ${this.lastFailure.address}` : ""}: ${this.lastFailure.why})`;
+    return { code: Code.Unavailable, message: `${this.servers.size > 1 ? "servers" : "server"} ${this.servers} unreachable${last ?? ""}` };
+  }
+
   /** The server connection, waiting briefly for a reconnect in progress; UNAVAILABLE otherwise. */
   private async server(): Promise<Connection> {
     if (this.upstream) return this.upstream;
@@ -450,8 +457,7 @@ export class LocalBroker {
     clearTimeout(timer);
     if (this.upstream) return this.upstream;
     if (this.upstreamError) throw this.upstreamError;
-    const last = this.lastFailure && ` (the last attempt${this.servers.size > 1 ? `, to ${this.lastFailure.address}` : ""}: ${this.lastFailure.why})`;
-    throw new MqError(Code.Unavailable, `${this.servers.size > 1 ? "servers" : "server"} ${this.servers} unreachable${last ?? ""}`);
+    throw new MqError(Code.Unavailable, this.whyNoServer().message);
   }
 
   private async forward(frame: Outgoing): Promise<Record<string, unknown>> {
@@ -889,16 +895,17 @@ export class LocalBroker {
 
   /**
    * `mq stats`: this broker's counters and the server's. With the server away, the local part
-   * alone (`server` absent): what the broker knows is still worth showing.
+   * alone (`server` absent) and why (`serverError`: the refusal, or the last failed attempt,
+   * as a client's request would be told): what the broker knows is still worth showing.
    */
-  private async stats(): Promise<{ local: LocalStats; server?: ServerStats }> {
+  private async stats(): Promise<{ local: LocalStats; server?: ServerStats; serverError?: { code: string; message: string } }> {
     const local = this.localStats();
     let r: Record<string, unknown>;
     try {
-      if (!this.connected) return { local };
+      if (!this.connected) return { local, serverError: this.whyNoServer() };
       r = await this.forward({ op: "stats" });
     } catch (err) {
-      if (err instanceof MqError && err.code === Code.Unavailable) return { local };
+      if (err instanceof MqError && err.code === Code.Unavailable) return { local, serverError: { code: err.code, message: err.message } };
       throw err;
     }
     const server = r.server as ServerStats;

@@ -168,7 +168,7 @@ export const ops = {
   /** Client hop only: ends the follow of `id`; what it pushed and was not acknowledged goes back to the id's buffer. */
   unfollow: { request: { rid: "uint", id: "uint" }, reply: [], client: true, server: false, id: "local-only" },
   /** The local broker answers with its own counters beside the server's. */
-  stats: { request: { rid: "uint" }, reply: ["server", "local"], client: true, server: true, id: "local-only" },
+  stats: { request: { rid: "uint" }, reply: ["server", "local", "serverError"], client: true, server: true, id: "local-only" },
 } as const satisfies Record<string, OpSpec>;
 
 export type Op = keyof typeof ops;

@@ -167,6 +167,8 @@ describe("a server and a local broker with --http, after publishing 5 to t and r
     expect(stats.stdout).toMatch(/^ {2}received +\d+$/m);
     expect(stats.stdout).not.toContain("server:\n");
     expect(stats.stderr).toContain("UNAVAILABLE: the local broker cannot reach its server");
+    // With why, as a request would be told (the broker's last attempt at the server).
+    expect(stats.stderr).toContain(`server ${server.address} unreachable (the last attempt: `);
     const statsJson = await mq(local.socket, ["stats", "--json"]);
     expect(statsJson.code).toBe(4);
     expect(JSON.parse(statsJson.stdout)).toMatchObject({ local: { connected: false }, server: null });

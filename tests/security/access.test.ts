@@ -74,6 +74,11 @@ describe("--token-file", () => {
   test("a missing token is AUTH_FAILED (exit 4), told as none sent, with the way in", async () => {
     const l = await local(srv.address, [], false);
     expect(await expectRefused(l, "AUTH_FAILED")).toContain("the server needs a token and this local broker sent none: give it --token-file");
+    // `mq stats` shows the broker's own part and says the same, not a bare UNAVAILABLE.
+    const stats = await mq(l.socket, ["stats"]);
+    expect(stats.code).toBe(4);
+    expect(stats.stdout).toMatch(/^local:\n/);
+    expect(stats.stderr).toContain("mq: AUTH_FAILED: the local broker cannot reach its server: the server needs a token and this local broker sent none");
     await srv.daemon.waitFor(/local broker at 127\.0\.0\.1[^\n]*refused: no token \(the server has --token-file\)/);
   });
 
