@@ -5,6 +5,7 @@
  * the server once a client has.
  */
 import * as fs from "node:fs";
+import { isIP } from "node:net";
 import * as path from "node:path";
 import { randomBytes, randomUUID } from "node:crypto";
 import type { Socket, UnixSocketListener } from "bun";
@@ -376,6 +377,11 @@ export class LocalBroker {
           let why = tlsFailure !== undefined ? `TLS handshake failed: ${tlsFailure}` : err instanceof MqError ? err.message : errorText(err);
           // A TLS server drops a plaintext hello without a word (it sees no TLS handshake).
           if (!this.options.tlsCa && !this.options.inProcess && why.includes(CloseReason.PeerClosed)) why += ` (if that server serves TLS, give this broker --tls-ca FILE)`;
+          // OpenSSL's words for a certificate that names another host; an address dialed as an IP must be an IP: entry.
+          if (tlsFailure?.includes("altnames")) {
+            const host = addressText.replace(/:\d+$/, "").replace(/^\[(.*)\]$/, "$1");
+            why += ` (the server's certificate must name ${host} in its subjectAltName, as ${isIP(host) ? "IP:" : "DNS:"}${host}; docs/security.md)`;
+          }
           this.lastFailure = { address: addressText, why };
           if (tlsFailure !== undefined) {
             if (this.tlsFailures.first(addressText, tlsFailure)) {
