@@ -288,19 +288,21 @@ export function logger(tag: string): ConsolaInstance {
   return l;
 }
 
-/** Reasons kept per key of a SaidOnce. */
-const MAX_REASONS = 8;
-
 /**
  * What was said about each key (a server address, a peer host), so that a failure repeated at
- * every retry is logged once, and again only for a reason not said yet: two peers of one host
- * that fail for different reasons, turn about, are not news at every turn. At most `max` keys
- * and `MAX_REASONS` reasons a key are kept (peers are not trusted to be few): past that it starts over.
+ * every retry is logged once, and again only for a reason not among the last `reasonsPerKey`
+ * said: a server keeps several (two peers of one host that fail for different reasons, turn
+ * about, are not news at every turn); a local broker, one history per server, keeps the last
+ * (a reason that comes back after another is news again). At most `max` keys are kept (peers are
+ * not trusted to be few): past that it starts over.
  */
 export class SaidOnce {
   private readonly said = new Map<string, Set<string>>();
 
-  constructor(private readonly max = 1024) {}
+  constructor(
+    private readonly max = 1024,
+    private readonly reasonsPerKey = 8,
+  ) {}
 
   /** True the first time `what` is said about `key` (since it was forgotten). */
   first(key: string, what: string): boolean {
@@ -309,7 +311,7 @@ export class SaidOnce {
     if (!reasons) {
       if (this.said.size >= this.max) this.said.clear();
       this.said.set(key, (reasons = new Set()));
-    } else if (reasons.size >= MAX_REASONS) reasons.clear();
+    } else if (reasons.size >= this.reasonsPerKey) reasons.clear();
     reasons.add(what);
     return true;
   }

@@ -112,6 +112,11 @@ describe("SaidOnce", () => {
     expect(said.first("a", "timeout")).toBe(false);
   });
 
+  test("with one reason a key it says a reason again when it comes back after another (a local broker's history of one server)", () => {
+    const said = new SaidOnce(1024, 1);
+    expect([said.first("s", "expired"), said.first("s", "expired"), said.first("s", "unknown ca"), said.first("s", "expired")]).toEqual([true, false, true, true]);
+  });
+
   test("keeps at most 8 reasons a key: a peer cannot grow one key's set without bound", () => {
     const said = new SaidOnce();
     for (let i = 0; i < 8; i++) expect(said.first("h", `reason ${i}`)).toBe(true);

@@ -106,11 +106,12 @@ export class LocalBroker {
   private listener: UnixSocketListener<Connection> | null = null;
   private upstream: Connection | null = null;
   private upstreamError: MqError | null = null;
-  /** Why the last attempt to reach a server failed (not a refusal): told to clients that get UNAVAILABLE, not only logged. */
-  private lastFailure: { address: string; why: string } | null = null;
+  /** Why the last attempt at each server failed, refusals included (by address, in the order of the list): told to clients that get UNAVAILABLE, not only logged. */
+  private readonly failures = new Map<string, string>();
   /** Per server address, the refusal and the TLS handshake failure last logged: each logged once while it lasts. */
-  private readonly refusals = new SaidOnce();
-  private readonly tlsFailures = new SaidOnce();
+  // One history per server address: a reason that comes back after another is news again.
+  private readonly refusals = new SaidOnce(1024, 1);
+  private readonly tlsFailures = new SaidOnce(1024, 1);
   /** The server last connected to, and why it was lost: a connection to another one is a failover. */
   private lastServer: { address: string; lost: string } | null = null;
   private connectedWaiters: Array<() => void> = [];
@@ -347,7 +348,7 @@ export class LocalBroker {
         }
         this.upstream = conn;
         this.upstreamError = null;
-        this.lastFailure = null;
+        this.failures.clear();
         this.refusals.forget(addressText);
         this.tlsFailures.forget(addressText);
         this.servers.connected();
@@ -367,6 +368,7 @@ export class LocalBroker {
         conn?.close();
         const e = err instanceof MqError ? err : new MqError(Code.Unavailable, `server ${addressText} unreachable`, { cause: err });
         const refused = e.code === Code.AuthFailed || e.code === Code.VersionMismatch || e.code === Code.IdentityInUse;
+        let why = `${e.code}: ${e.message}`;
         if (refused) {
           if (this.refusals.first(addressText, `${e.code} ${e.message}`)) {
             const next = this.servers.size > 1 ? "trying the other servers; retrying this one" : "retrying";
@@ -374,7 +376,7 @@ export class LocalBroker {
           }
         } else {
           // The cause, not the wrapper: "cannot reach the server X: connection refused (ECONNREFUSED)".
-          let why = tlsFailure !== undefined ? `TLS handshake failed: ${tlsFailure}` : err instanceof MqError ? err.message : errorText(err);
+          why = tlsFailure !== undefined ? `TLS handshake failed: ${tlsFailure}` : err instanceof MqError ? err.message : errorText(err);
           // A TLS server drops a plaintext hello without a word (it sees no TLS handshake).
           if (!this.options.tlsCa && !this.options.inProcess && why.includes(CloseReason.PeerClosed)) why += ` (if that server serves TLS, give this broker --tls-ca FILE)`;
           // OpenSSL's words for a certificate that names another host; an address dialed as an IP must be an IP: entry.
@@ -382,7 +384,6 @@ export class LocalBroker {
             const host = addressText.replace(/:\d+$/, "").replace(/^\[(.*)\]$/, "$1");
             why += ` (the server's certificate must name ${host} in its subjectAltName, as ${isIP(host) ? "IP:" : "DNS:"}${host}; docs/security.md)`;
           }
-          this.lastFailure = { address: addressText, why };
           if (tlsFailure !== undefined) {
             if (this.tlsFailures.first(addressText, tlsFailure)) {
               log.warn(`cannot reach the server ${addressText}: ${why}; retrying every ${BACKOFF_MAX_MS / 1000} s at most (logged once)`);
@@ -390,6 +391,7 @@ export class LocalBroker {
           } else if (attempts <= this.servers.size && !afterLoss) log.warn(`cannot reach the server ${addressText}: ${why}; retrying every ${BACKOFF_MAX_MS / 1000} s at most`);
           else log.debug(`server ${addressText}: attempt ${attempts} failed: ${why}`);
         }
+        this.failures.set(addressText, why);
         // The next server in the list at once while some are untried; then capped exponential
         // backoff with jitter, so that many local brokers do not stampede a restarted server.
         const wait = this.servers.failed(Date.now(), refused);
@@ -444,8 +446,15 @@ export class LocalBroker {
   /** What a request is told while there is no server connection: the refusal, or UNAVAILABLE with the last failed attempt. */
   private whyNoServer(): { code: string; message: string } {
     if (this.upstreamError) return { code: this.upstreamError.code, message: this.upstreamError.message };
-    const last = this.lastFailure && ` (the last attempt${this.servers.size > 1 ? `, to ${this.lastFailure.address}` : ""}: ${this.lastFailure.why})`;
-    return { code: Code.Unavailable, message: `${this.servers.size > 1 ? "servers" : "server"} ${this.servers} unreachable${last ?? ""}` };
+    let why = "";
+    if (this.servers.size === 1) {
+      const [only] = this.failures.values();
+      if (only !== undefined) why = ` (the last attempt: ${only})`;
+    } else if (this.failures.size > 0) {
+      // Each server's own last failure: one may be down while another refuses this broker's token.
+      why = ` (${this.servers.addresses.map(formatAddress).filter((a) => this.failures.has(a)).map((a) => `${a}: ${this.failures.get(a)}`).join("; ")})`;
+    }
+    return { code: Code.Unavailable, message: `${this.servers.size > 1 ? "servers" : "server"} ${this.servers} unreachable${why}` };
   }
 
   /** The server connection, waiting briefly for a reconnect in progress; UNAVAILABLE otherwise. */

@@ -82,6 +82,15 @@ describe("--token-file", () => {
     await srv.daemon.waitFor(/local broker at 127\.0\.0\.1[^\n]*refused: no token \(the server has --token-file\)/);
   });
 
+  test("several servers, one down and one refusing the token: a client is told each one's reason, not only the last attempt's", async () => {
+    const l = await local(`127.0.0.1:1,${srv.address}`, [], false);
+    await l.daemon.waitFor(/refused: AUTH_FAILED/);
+    const r = await mq(l.socket, ["create"]);
+    expect(r.code).toBe(4);
+    expect(r.stderr).toContain(`mq: UNAVAILABLE: servers 127.0.0.1:1,${srv.address} unreachable (127.0.0.1:1: connection refused`);
+    expect(r.stderr).toContain(`; ${srv.address}: AUTH_FAILED: the server needs a token and this local broker sent none`);
+  });
+
   test("a raw hello with a wrong, empty, longer or differently typed token is refused and closed; the right one is accepted", async () => {
     const target = { hostname: "127.0.0.1", port: srv.port };
     for (const token of ["nope", "", "s3cret-token ", "s3cret-token".repeat(1000), "s3cret-tokem"]) {
