@@ -198,12 +198,15 @@ function serverOptions(d: Daemons, args: ServerArgs, dataDir: string, tokenFileI
   };
   // Files are read, or the token made, only once every value is known to be good.
   const tokenFile = args["token-file"] ?? (tokenFileIfNone === undefined ? undefined : d.ensureTokenFile(tokenFileIfNone));
+  let tls: { cert: string; key: string } | undefined;
+  if (args["tls-cert"] && args["tls-key"]) {
+    tls = { cert: d.readPemFile("tls-cert", args["tls-cert"]), key: d.readPemFile("tls-key", args["tls-key"]) };
+    d.checkTlsPair(tls.cert, tls.key, args["tls-cert"], args["tls-key"]);
+  }
   return {
     ...options,
     ...(tokenFile ? { token: d.readTokenFile(tokenFile) } : {}),
-    ...(args["tls-cert"] && args["tls-key"]
-      ? { tls: { cert: d.readPemFile("tls-cert", args["tls-cert"]), key: d.readPemFile("tls-key", args["tls-key"]) } }
-      : {}),
+    ...(tls ? { tls } : {}),
   };
 }
 

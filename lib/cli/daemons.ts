@@ -1,7 +1,7 @@
 /** Running the daemons in the foreground: start, log, stop cleanly on SIGINT/SIGTERM. */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { randomBytes } from "node:crypto";
+import { createPrivateKey, randomBytes, X509Certificate } from "node:crypto";
 import { LocalBroker, type LocalOptions } from "../local/local.ts";
 import { startHttp, type HttpEndpoint, type HttpOptions, type HttpTarget } from "../http/server.ts";
 import { MqError } from "../errors.ts";
@@ -49,35 +49,43 @@ export function readTokenFile(file: string): string {
   try {
     token = fs.readFileSync(file, "utf8").trim();
   } catch (err) {
-    throw new Error(`Cannot read token file ${file}: ${(err as Error).message}`, { cause: err });
+    throw new UsageError(`Cannot read token file ${file}: ${(err as Error).message}`);
   }
-  if (token.length === 0) throw new Error(`Token file ${file} is empty; put the shared secret in it`);
+  if (token.length === 0) throw new UsageError(`Token file ${file} is empty; put the shared secret in it`);
   return token;
 }
 
-/** What a PEM file of each TLS flag must hold: its BEGIN line. */
-const PEM_BEGIN: Record<"tls-cert" | "tls-key" | "tls-ca", RegExp> = {
-  "tls-cert": /-----BEGIN CERTIFICATE-----/,
-  "tls-ca": /-----BEGIN CERTIFICATE-----/,
-  "tls-key": /-----BEGIN [A-Z ]*PRIVATE KEY-----/,
-};
-
 /**
- * Reads the PEM file of a TLS flag, checked at start: a missing file, or one that holds no
- * certificate (no key), stops the daemon naming the flag and the file — not a retry loop that
- * says "Invalid CA" every 2 s, nor a bare ENOENT.
+ * Reads the PEM file of a TLS flag and parses it at start: a missing file, or one that holds
+ * no certificate (no usable private key), stops the daemon with a usage error (exit 2, which a
+ * service manager does not restart) naming the flag and the file — not a retry loop that says
+ * "Invalid CA" every 2 s, nor a listen error that blames the address.
  */
-export function readPemFile(flag: keyof typeof PEM_BEGIN, file: string): string {
+export function readPemFile(flag: "tls-cert" | "tls-key" | "tls-ca", file: string): string {
   let pem: string;
   try {
     pem = fs.readFileSync(file, "utf8");
   } catch (err) {
-    throw new Error(`Cannot read the --${flag} file ${file}: ${(err as Error).message}`, { cause: err });
+    throw new UsageError(`Cannot read the --${flag} file ${file}: ${(err as Error).message}`);
   }
-  if (!PEM_BEGIN[flag].test(pem)) {
-    throw new Error(`--${flag} ${file} holds no PEM ${flag === "tls-key" ? "private key" : "certificate"} (no "-----BEGIN ${flag === "tls-key" ? "… PRIVATE KEY" : "CERTIFICATE"}-----" line); give the PEM file`);
+  try {
+    if (flag === "tls-key") createPrivateKey(pem);
+    else new X509Certificate(pem);
+  } catch (err) {
+    const why = (err as Error).message;
+    if (flag === "tls-key" && /passphrase/i.test(why)) {
+      throw new UsageError(`--tls-key ${file} is an encrypted private key, and mq takes no passphrase: decrypt it (openssl pkey -in ${file} -out ${file}.plain, kept 0600) and give that`);
+    }
+    throw new UsageError(`--${flag} ${file} is not a PEM ${flag === "tls-key" ? "private key" : "certificate"} that parses (${why}); give the PEM file`);
   }
   return pem;
+}
+
+/** The server's certificate and key must be a pair: checked at start, naming both files, not found out at listen. */
+export function checkTlsPair(cert: string, key: string, certFile: string, keyFile: string): void {
+  if (!new X509Certificate(cert).checkPrivateKey(createPrivateKey(key))) {
+    throw new UsageError(`--tls-key ${keyFile} is not the private key of the certificate in --tls-cert ${certFile}; give the key the certificate was made with`);
+  }
 }
 
 /**

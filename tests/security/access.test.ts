@@ -185,17 +185,32 @@ describe("TLS between local broker and server", () => {
 
   test.each([
     ["local", "--tls-ca", "a missing file", "Cannot read the --tls-ca file "],
-    ["local", "--tls-ca", "a file that is no certificate", "holds no PEM certificate"],
-    ["server", "--tls-cert", "a file that is no certificate", "holds no PEM certificate"],
-    ["server", "--tls-key", "a certificate where the key goes", "holds no PEM private key"],
-  ])("mq %s %s with %s stops at start, naming the flag and the file", async (daemon, flag, what, message) => {
-    const bad = what === "a missing file" ? path.join(dir, "no-such.crt") : what.startsWith("a certificate") ? certs.cert : file("not-pem.txt", "s3cret-token\n");
+    ["local", "--tls-ca", "a file that is no certificate", "is not a PEM certificate that parses"],
+    ["local", "--tls-ca", "a certificate cut short", "is not a PEM certificate that parses"],
+    ["server", "--tls-cert", "a file that is no certificate", "is not a PEM certificate that parses"],
+    ["server", "--tls-key", "a certificate where the key goes", "is not a PEM private key that parses"],
+    ["server", "--tls-key", "an encrypted key", "is an encrypted private key, and mq takes no passphrase: decrypt it"],
+    ["server", "--tls-key", "the key of another certificate", "is not the private key of the certificate in --tls-cert"],
+  ])("mq %s %s with %s stops at start (exit 2), naming the flag and the file", async (daemon, flag, what, message) => {
+    const bad = {
+      "a missing file": () => path.join(dir, "no-such.crt"),
+      "a file that is no certificate": () => file("not-pem.txt", "s3cret-token\n"),
+      "a certificate cut short": () => file("cut.crt", fs.readFileSync(certs.cert, "utf8").slice(0, 400)),
+      "a certificate where the key goes": () => certs.cert,
+      "an encrypted key": () => {
+        const out = path.join(dir, "encrypted.key");
+        const r = Bun.spawnSync(["openssl", "pkey", "-in", certs.key, "-aes256", "-passout", "pass:x", "-out", out], { stdout: "ignore", stderr: "pipe" });
+        if (r.exitCode !== 0) throw new Error(`openssl pkey: ${r.stderr.toString()}`);
+        return out;
+      },
+      "the key of another certificate": () => certs.wrongNameKey,
+    }[what]!();
     const args =
       daemon === "local"
         ? ["local", "--server", tlsServer.address, "--data", path.join(dir, "never-local"), "--socket", path.join(dir, "never.sock"), flag, bad]
         : ["server", "--listen", "127.0.0.1:0", "--data", path.join(dir, "never-server"), "--tls-cert", flag === "--tls-cert" ? bad : certs.cert, "--tls-key", flag === "--tls-key" ? bad : certs.key];
     const r = await mq(null, args, { timeoutMs: 10_000 });
-    expect(r.code).not.toBe(0);
+    expect(r.code).toBe(2);
     expect(r.stderr).toContain(message);
     expect(r.stderr).toContain(bad);
     expect(r.stderr).toContain(flag);
