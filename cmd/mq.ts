@@ -642,7 +642,7 @@ function parseArgv(cmd: Command, argv: string[]): ParsedArgs {
       // `mq sub $id orders` with an empty $id reads as `mq sub orders`: the ID is what is missing, not the topic.
       const [first] = positionals[0]!;
       if (first === "id" && k > 0 && !/^\d+$/.test(args._[0]!)) {
-        throw new UsageError(`\`mq ${cmd.name}\` needs ID first, then ${positionals.slice(1).filter(([, p]) => p.required !== false).map(([n, p]) => (p.valueHint ?? n).toUpperCase()).join(" ")}: got ${JSON.stringify(args._[0])} where the ID goes (an empty $id? ids are positive integers from \`mq create\`)`);
+        throw new UsageError(`\`mq ${cmd.name}\` needs ID first, then ${positionals.slice(1).filter(([, p]) => p.required !== false).map(([n, p]) => (p.valueHint ?? n).toUpperCase()).join(" ")}: got ${JSON.stringify(args._[0])} where the ID goes (${/^\d/.test(args._[0]!) ? "" : "an empty $id? "}ids are positive integers from \`mq create\`)`);
       }
       throw new UsageError(`\`mq ${cmd.name}\` needs ${(d.valueHint ?? name).toUpperCase()}: ${d.description ?? name}`);
     }

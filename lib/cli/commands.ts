@@ -418,7 +418,8 @@ export async function stats(options: CommonOptions): Promise<number> {
   const s = await withClient(options, (mq) => mq.stats());
   // The server away: the local broker's part is shown, then the error, exit 4 (docs/cli.md).
   const serverAway = () => {
-    const why = s.serverError ? `${s.serverError.code}: the local broker cannot reach its server: ${s.serverError.message}` : `UNAVAILABLE: the local broker cannot reach its server (${s.local.server})`;
+    const e = s.serverError;
+    const why = !e ? `UNAVAILABLE: the local broker cannot reach its server (${s.local.server})` : `${e.code}: the local broker ${e.code === "UNAVAILABLE" ? "cannot reach its server" : "is refused by its server"}: ${e.message}`;
     process.stderr.write(`mq: ${why}; only the local broker's counters are shown\n`);
     return Exit.Unavailable;
   };

@@ -126,7 +126,7 @@ export function startHttp(target: HttpTarget, options: HttpOptions): HttpEndpoin
   const scheme = options.tls ? "https" : "http";
   const host = options.hostname.includes(":") ? `[${options.hostname}]` : options.hostname;
   const url = `${scheme}://${host}:${server.port}`;
-  log.info(`http listening on ${url} (${PATHS[target.server ? "server" : "local"]}${tokenDigest ? "; bearer token required" : ""})`);
+  log.info(`http listening on ${url} (${PATHS[target.server ? "server" : "local"]}${tokenDigest ? "; a bearer token required but for /, /livez and /healthz" : ""})`);
   return {
     url,
     async stop() {

@@ -124,6 +124,7 @@ describe("conflicting and ignored flags are bad usage (exit 2), before any conne
     [["sub", "orders"], '`mq sub` needs ID first, then TOPIC: got "orders" where the ID goes (an empty $id?'],
     [["pub", "orders"], '`mq pub` needs ID first, then TOPIC: got "orders" where the ID goes'],
     [["sub", "3"], "`mq sub` needs TOPIC: topic names or patterns"],
+    [["sub", "3x"], '`mq sub` needs ID first, then TOPIC: got "3x" where the ID goes (ids are positive integers'],
     [["server", "--max-message-bytes", "5G"], "--max-message-bytes must be at most 1G"],
     [["pub", "3", "t", "-hello"], 'unknown option -h in -hello for `mq pub` (to pass an argument that starts with "-", put it after --)'],
     // Numbers past 2^53 - 1 lose their last digits: refused here, naming the value, not sent on rounded.

@@ -249,7 +249,7 @@ describe("log levels", () => {
   });
 
   test("a bad MQ_LOG_JSON is a usage error (exit 2) naming every value it takes", async () => {
-    const r = await mq(null, ["local", "--data", path.join(dir, "bad3")], { timeoutMs: 10_000, env: { MQ_LOG_JSON: "yes" } });
+    const r = await mq(null, ["local", "--data", path.join(dir, "bad3"), "--socket", path.join(dir, "bad3.sock")], { timeoutMs: 10_000, env: { MQ_LOG_JSON: "yes" } });
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('MQ_LOG_JSON must be 1 or true (JSON lines), 0, false or empty (text), got "yes"');
   });

@@ -78,7 +78,7 @@ describe("--token-file", () => {
     const stats = await mq(l.socket, ["stats"]);
     expect(stats.code).toBe(4);
     expect(stats.stdout).toMatch(/^local:\n/);
-    expect(stats.stderr).toContain("mq: AUTH_FAILED: the local broker cannot reach its server: the server needs a token and this local broker sent none");
+    expect(stats.stderr).toContain("mq: AUTH_FAILED: the local broker is refused by its server: the server needs a token and this local broker sent none");
     await srv.daemon.waitFor(/local broker at 127\.0\.0\.1[^\n]*refused: no token \(the server has --token-file\)/);
   });
 
