@@ -332,6 +332,11 @@ export class MqClient {
     if (options.ttlMs !== undefined && !(Number.isSafeInteger(options.ttlMs) && options.ttlMs >= 1)) {
       return Promise.reject(new RangeError(`Cannot publish with ttlMs ${String(options.ttlMs)}: it must be an integer number of ms >= 1`));
     }
+    if (typeof data !== "string" && !(data instanceof Uint8Array)) {
+      // Anything else (a number, an ArrayBuffer, another typed array) would be stored as the wrong bytes, or none.
+      const kind = data === null ? "null" : typeof data === "object" ? ((data as object).constructor?.name ?? "object") : typeof data;
+      return Promise.reject(new TypeError(`Cannot publish a ${kind}: data must be a string or a Uint8Array (a Buffer is one; wrap an ArrayBuffer as new Uint8Array(buffer))`));
+    }
     const bytes = typeof data === "string" ? encoder.encode(data) : data;
     // Checked here too: a message far above the limit would otherwise be cut off by the frame limit.
     if (this.maxBytes > 0 && bytes.length > this.maxBytes) {
@@ -422,7 +427,10 @@ export class MqClient {
       for (const p of batch) this.payloads.release(p);
       if ("error" in outcome) {
         if (lane.failed) {
-          for (const p of batch) p.reject(notSent(lane.topic, lane.failed));
+          // Sent, and failed on its own (the server refused it for being ahead of the failed one,
+          // or the connection closed before its answer: then it may be stored): its own error, not "not sent".
+          const behind = failedBehind(lane.topic, outcome.error, lane.failed);
+          for (const p of batch) p.reject(behind);
           continue;
         }
         // Failed for good: this batch, and every publish behind it not sent yet.
@@ -648,7 +656,9 @@ export class MqClient {
    * the loop; one that does not serve push delivery is asked batch by batch (`recv`).
    */
   async *messages(id: number, options: { batch?: number; credits?: number; bytes?: number } = {}): AsyncGenerator<Message, void, undefined> {
-    if (this.conn.closed) return;
+    // A loop begun after the local broker went away connects again, as every call does (one
+    // running then ends with its connection); after close() it fails as every call does.
+    if (this.conn.closed || this.closedByUser) await this.connection();
     if (!this.serves("follow")) return yield* this.recvLoop(id, options.batch);
     const batch = options.batch ?? 100;
     // Twice the batch at least: the broker pushes the next batch while the loop works on one.
@@ -779,6 +789,16 @@ function resolveBatch(topic: string, batch: Publish[], reply: Record<string, unk
 }
 
 /** A publish that was not sent because an earlier one to its topic failed for good. */
+/**
+ * A batch that was sent and failed after an earlier one of its topic had: its own error (it
+ * was sent: stored or not, as its error says), never "not sent". Batches in flight when the
+ * connection closed share one error object.
+ */
+function failedBehind(topic: string, own: MqError, first: MqError): MqError {
+  const earlier = own === first ? `it was sent to topic "${topic}" and failed with the batches before it` : `an earlier publish to topic "${topic}" failed too (${first.code}: ${first.message})`;
+  return new MqError(own.code, `${own.message}; ${earlier}; call resume("${topic}") to publish to it again`);
+}
+
 function notSent(topic: string, first: MqError): MqError {
   return new MqError(first.code, `not sent: an earlier publish to topic "${topic}" failed (${first.code}: ${first.message}); call resume("${topic}") to publish to it again`);
 }

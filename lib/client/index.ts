@@ -1,6 +1,6 @@
 /**
  * The `mq` package: the client library. Needs the Bun runtime (docs/library.md says why);
- * under Node, package.json sends `import "mq"` to `node.js`, which fails with a clear error.
+ * under Node, package.json sends `import "mq"` to `node.cjs`, which fails with a clear error.
  *
  *     import { connect } from "mq";
  *     await using mq = await connect();
