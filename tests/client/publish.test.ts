@@ -136,6 +136,29 @@ describe("MqClient.publish", () => {
     expect(other).toBeGreaterThan(id);
   });
 
+  test("messages() begun after the local broker went away connects again and gets what is pending; after close() it fails as other calls do", async () => {
+    const id = await setup();
+    const c = await client();
+    await c.subscribe(id, ["loop"]);
+    expect((await c.publish(id, "loop", "1")).seq).toBe(1);
+    expect(await local.daemon.stop()).toBe(0);
+    local = await startLocal(server.address, { dataDir: local.dataDir, socket: local.socket });
+    expect((await mq(local.socket, ["pub", String(id), "loop", "2"])).code).toBe(0);
+    const got: string[] = [];
+    const guard = setTimeout(() => c.close(), 20_000); // bounds the loop: a close ends it
+    try {
+      for await (const m of c.messages(id)) {
+        got.push(m.text());
+        if (got.length === 2) break;
+      }
+    } finally {
+      clearTimeout(guard);
+    }
+    expect(got).toEqual(["1", "2"]);
+    c.close();
+    await expect(c.messages(id).next()).rejects.toThrow("the client is closed");
+  });
+
   test("a publish that fails for good fails every later publish to its topic (never stored) until resume(topic); other topics go on", async () => {
     const id = await setup();
     const c = await client({ retryMs: 300 });
