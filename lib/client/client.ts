@@ -123,6 +123,8 @@ const MAX_BATCH_BYTES = 256 * 1024;
 export const DEFAULT_RETRY_MS = 30_000;
 /** Pause before sending a failed batch again: doubles from the first to the last, with jitter. */
 const RETRY_FIRST_MS = 100;
+/** A reconnect that failed is not tried again sooner than this: a caller's retry loop without a pause of its own does not spin. */
+const RECONNECT_PAUSE_MS = 100;
 const RETRY_MAX_MS = 1000;
 /**
  * Batches in flight per topic: at most 16 × 1024 messages or 16 × 256 KiB, enough for a
@@ -174,6 +176,8 @@ interface SentBatch {
   outcome?: { reply: Record<string, unknown> } | { error: MqError };
   /** Settles when `outcome` is set: true when stored. */
   answered: Promise<boolean>;
+  /** Set once its frame was written (it may be stored whatever its answer); a batch that waited for a reconnect that failed never was. */
+  written?: boolean;
 }
 
 /** A connection to the local broker at `socketPath`, its hello done; `caps`: the ops it serves (null: it did not say, an older one). */
@@ -219,6 +223,8 @@ export class MqClient {
   private maxBatchBytes = 0;
   private maxBytes = 0;
   private reconnecting: Promise<Connection> | null = null;
+  /** When the last reconnect failed (0: it did not). */
+  private reconnectFailedAt = 0;
   private closedByUser = false;
   /** Publishes numbered so far per topic (the `n` of `<producer>:<n>`); kept for the client's life, so no id is given twice. */
   private readonly numbered = new Map<string, { n: number }>();
@@ -271,9 +277,11 @@ export class MqClient {
   private connection(): Promise<Connection> {
     if (this.closedByUser) return Promise.reject(new MqError(Code.Unavailable, "the client is closed"));
     if (!this.conn.closed) return Promise.resolve(this.conn);
-    this.reconnecting ??= open(this.socketPath).then(
+    const wait = this.reconnectFailedAt + RECONNECT_PAUSE_MS - Date.now();
+    this.reconnecting ??= (wait > 0 ? Bun.sleep(wait).then(() => this.closedByUser ? Promise.reject(new MqError(Code.Unavailable, "the client is closed")) : open(this.socketPath)) : open(this.socketPath)).then(
       ({ conn, maxMessageBytes, caps }) => {
         this.reconnecting = null;
+        this.reconnectFailedAt = 0;
         if (this.closedByUser) {
           conn.close();
           throw new MqError(Code.Unavailable, "the client is closed");
@@ -285,6 +293,7 @@ export class MqClient {
       },
       (err) => {
         this.reconnecting = null;
+        this.reconnectFailedAt = Date.now();
         throw err;
       },
     );
@@ -332,10 +341,9 @@ export class MqClient {
     if (options.ttlMs !== undefined && !(Number.isSafeInteger(options.ttlMs) && options.ttlMs >= 1)) {
       return Promise.reject(new RangeError(`Cannot publish with ttlMs ${String(options.ttlMs)}: it must be an integer number of ms >= 1`));
     }
-    if (typeof data !== "string" && !(data instanceof Uint8Array)) {
+    if (typeof data !== "string" && !isUint8Array(data)) {
       // Anything else (a number, an ArrayBuffer, another typed array) would be stored as the wrong bytes, or none.
-      const kind = data === null ? "null" : typeof data === "object" ? ((data as object).constructor?.name ?? "object") : typeof data;
-      return Promise.reject(new TypeError(`Cannot publish a ${kind}: data must be a string or a Uint8Array (a Buffer is one; wrap an ArrayBuffer as new Uint8Array(buffer))`));
+      return Promise.reject(new TypeError(`Cannot publish ${kindOf(data)}: data must be a string or a Uint8Array (a Buffer is one; wrap an ArrayBuffer as new Uint8Array(buffer))`));
     }
     const bytes = typeof data === "string" ? encoder.encode(data) : data;
     // Checked here too: a message far above the limit would otherwise be cut off by the frame limit.
@@ -404,7 +412,7 @@ export class MqClient {
       const entry: SentBatch = { batch, answered };
       lane.sent.push(entry);
       const last = previous?.at(-1);
-      this.sendBatch(lane, batch, last && this.msgIdOf(last), before?.answered).then(
+      this.sendBatch(lane, entry, last && this.msgIdOf(last), before?.answered).then(
         (reply) => void (entry.outcome = { reply }),
         (err) => void (entry.outcome = { error: err instanceof MqError ? err : new MqError(Code.Internal, `publish failed: ${(err as Error).message}`, { cause: err }) }),
       ).then(() => {
@@ -422,14 +430,15 @@ export class MqClient {
   /** Hands out the answers of the lane's batches in call order, as far as they came; then sends more. */
   private settle(lane: Lane): void {
     while (lane.sent[0]?.outcome) {
-      const { batch, outcome } = lane.sent.shift() as Required<SentBatch>;
+      const { batch, outcome, written } = lane.sent.shift() as SentBatch & Pick<Required<SentBatch>, "outcome">;
       // Answered for good: the batch is not sent again, its payloads' bytes may be written over.
       for (const p of batch) this.payloads.release(p);
       if ("error" in outcome) {
         if (lane.failed) {
-          // Sent, and failed on its own (the server refused it for being ahead of the failed one,
+          // Written, and failed on its own (the server refused it for being ahead of the failed one,
           // or the connection closed before its answer: then it may be stored): its own error, not "not sent".
-          const behind = failedBehind(lane.topic, outcome.error, lane.failed);
+          // Never written (it waited for a reconnect that failed): "not sent".
+          const behind = written ? failedBehind(lane.topic, outcome.error, lane.failed) : notSent(lane.topic, lane.failed, outcome.error);
           for (const p of batch) p.reject(behind);
           continue;
         }
@@ -490,7 +499,8 @@ export class MqClient {
    * it was stored (it was most likely refused for being ahead of it), not on a timer of its
    * own: after a cut the batches go again one behind the other, without a pause each.
    */
-  private async sendBatch(lane: Lane, batch: Publish[], after: string | undefined, behind: Promise<boolean> | undefined): Promise<Record<string, unknown>> {
+  private async sendBatch(lane: Lane, entry: SentBatch, after: string | undefined, behind: Promise<boolean> | undefined): Promise<Record<string, unknown>> {
+    const { batch } = entry;
     const topic = lane.topic;
     const { id } = batch[0]!;
     const first = batch[0]!;
@@ -522,6 +532,7 @@ export class MqClient {
         try {
           // On a live connection the frame is queued at once (close() relies on that).
           const conn = this.conn.closed || this.closedByUser ? await this.connection() : this.conn;
+          entry.written = true;
           // A retry does not wait much beyond the deadline for an answer.
           const r = await conn.request(frame, deadline === 0 ? ANSWER_TIMEOUT_MS : Math.max(1000, Math.min(ANSWER_TIMEOUT_MS, deadline - Date.now())));
           return frame.op === "pub" ? { ...r, seqs: [r.seq as number], ...(r.duplicate === true ? { duplicates: [0] } : {}) } : r;
@@ -788,9 +799,25 @@ function resolveBatch(topic: string, batch: Publish[], reply: Record<string, unk
   }
 }
 
-/** A publish that was not sent because an earlier one to its topic failed for good. */
+/** A Uint8Array, also one made in another realm (a vm context, a worker's transfer): instanceof misses those. */
+function isUint8Array(data: unknown): data is Uint8Array {
+  return data instanceof Uint8Array || (ArrayBuffer.isView(data) && Object.prototype.toString.call(data) === "[object Uint8Array]");
+}
+
+/** "a number", "an ArrayBuffer", "null": what the user passed, for an error message. */
+function kindOf(data: unknown): string {
+  if (data === null) return "null";
+  let kind: string = typeof data;
+  try {
+    if (kind === "object") kind = (data as object).constructor?.name ?? "object";
+  } catch {
+    // A proxy or a getter that throws: "object" says enough.
+  }
+  return `${/^[aeiouAEIOU]/.test(kind) ? "an" : "a"} ${kind}`;
+}
+
 /**
- * A batch that was sent and failed after an earlier one of its topic had: its own error (it
+ * A batch that was written and failed after an earlier one of its topic had: its own error (it
  * was sent: stored or not, as its error says), never "not sent". Batches in flight when the
  * connection closed share one error object.
  */
@@ -799,8 +826,10 @@ function failedBehind(topic: string, own: MqError, first: MqError): MqError {
   return new MqError(own.code, `${own.message}; ${earlier}; call resume("${topic}") to publish to it again`);
 }
 
-function notSent(topic: string, first: MqError): MqError {
-  return new MqError(first.code, `not sent: an earlier publish to topic "${topic}" failed (${first.code}: ${first.message}); call resume("${topic}") to publish to it again`);
+/** A publish never written because an earlier one to its topic failed for good; `own`: its own error, when it had one. */
+function notSent(topic: string, first: MqError, own: MqError = first): MqError {
+  const its = own === first ? "" : `${own.message}; `;
+  return new MqError(own.code, `not sent: ${its}an earlier publish to topic "${topic}" failed (${first.code}: ${first.message}); call resume("${topic}") to publish to it again`);
 }
 
 /**

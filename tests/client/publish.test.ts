@@ -5,6 +5,7 @@
  * drives the same through cuts and SIGKILLs).
  */
 import { afterEach, describe, expect, test } from "bun:test";
+import { runInNewContext } from "node:vm";
 import { MqClient, MqError, type PubResult } from "../../lib/client/index.ts";
 import { createOn, jsonLines, mq, startLocal, startServer, teardown, type LocalHandle, type ServerHandle } from "../e2e/harness.ts";
 
@@ -191,10 +192,16 @@ describe("MqClient.publish", () => {
     expect((await c.publish(id, "typed", new Uint8Array([7]))).seq).toBe(1);
     // Each was stored as the wrong bytes (or none) before: [1, 2, 300] as [1, 2, 44], a Uint16Array as its low bytes, a number as nothing.
     for (const bad of [42, { a: 1 }, new ArrayBuffer(4), new Uint16Array([1, 258]), [1, 2, 300], null, undefined]) {
-      expect(await outcome(c.publish(id, "typed", bad as unknown as Uint8Array))).toMatch(/^TypeError: Cannot publish a \w+: data must be a string or a Uint8Array/);
+      expect(await outcome(c.publish(id, "typed", bad as unknown as Uint8Array))).toMatch(/^TypeError: Cannot publish (an? )?\w+: data must be a string or a Uint8Array/);
     }
+    expect(await outcome(c.publish(id, "typed", 42 as unknown as Uint8Array))).toMatch(/^TypeError: Cannot publish a number: /);
+    expect(await outcome(c.publish(id, "typed", new ArrayBuffer(1) as unknown as Uint8Array))).toMatch(/^TypeError: Cannot publish an ArrayBuffer: /);
     expect(await outcome(c.publish(id, "typed", Buffer.from("ok")))).toBe("ok 2");
-    expect(await messages("typed")).toBe(2);
+    // A Uint8Array of another realm (a vm context) is one: it was refused as "an object".
+    const foreign = runInNewContext("new Uint8Array([1, 2, 3])") as Uint8Array;
+    expect(foreign instanceof Uint8Array).toBe(false);
+    expect(await outcome(c.publish(id, "typed", foreign))).toBe("ok 3");
+    expect(await messages("typed")).toBe(3);
   });
 
   test("close() with many publishes in flight: each fails with what happened to it; a batch that was sent is not called 'not sent'", async () => {
@@ -211,6 +218,33 @@ describe("MqClient.publish", () => {
     expect(notSent).toBeLessThanOrEqual(5000 - stored);
     expect(ok).toBeLessThanOrEqual(stored);
     for (const r of results) expect(r).toMatch(/^(ok \d+|UNAVAILABLE: .+)$/);
+  });
+
+  test("batches that waited for a reconnect that failed say 'not sent' (never 'it was sent'); a retry loop without a pause does not spin", async () => {
+    const id = await setup();
+    const c = await client({ retryMs: 0 });
+    expect((await c.publish(id, "gone", "1")).seq).toBe(1);
+    expect(await local.daemon.stop()).toBe(0);
+    // Until the client has seen the connection close, a call fails on it; then calls reconnect.
+    await c.topics().catch(() => {});
+    // Two batches (one TTL per batch) sent together: both wait for the same reconnect.
+    const first = c.publish(id, "gone", "2");
+    const second = c.publish(id, "gone", "3", { ttlMs: 60_000 });
+    expect(await outcome(first)).toMatch(/^UNAVAILABLE: no local broker at /);
+    // Both waited on the same failed reconnect, and the same error: "3" was called sent before.
+    expect(await outcome(second)).toMatch(/^UNAVAILABLE: not sent: (.*; )?an earlier publish to topic "gone" failed \(UNAVAILABLE: no local broker at /);
+    // A loop that calls again at once on failure: each attempt waited for the pause after a failed one (it spun thousands of times).
+    let attempts = 0;
+    const until = Date.now() + 500;
+    while (Date.now() < until && attempts < 100_000) {
+      attempts++;
+      try {
+        for await (const _ of c.messages(id)) break;
+      } catch (err) {
+        expect(err).toBeInstanceOf(MqError);
+      }
+    }
+    expect(attempts).toBeLessThanOrEqual(20);
   });
 
   test("MqClient.close fails the publishes it has not sent with UNAVAILABLE, and later ones too", async () => {
