@@ -7,6 +7,8 @@ import { MAX_ID_PREFIX_BYTES, MAX_MSG_ID_BYTES, RESERVED_MSG_ID_START, type From
 import { headersProblem, parseHeaderArg, type Headers } from "../wire/headers.ts";
 import { checkPattern, checkTopic, isPattern } from "../wire/topic.ts";
 import { Exit, StdoutClosedError, UsageError, renderMessages, warn, watchStdoutReader, writeStdout } from "./output.ts";
+import { checkStdinOpen, checkStdoutOpen, readStdin } from "./input.ts";
+import { DEFAULT_MAX_MESSAGE_BYTES } from "../config.ts";
 
 export interface CommonOptions {
   socket?: string;
@@ -90,6 +92,7 @@ export async function pub(options: PubOptions): Promise<number> {
   checkTopic(options.topic);
   if (options.msgId !== undefined) checkMsgId(options.msgId, options.lines);
   const retryMs = Math.round((options.retrySeconds ?? (options.lines ? LINES_RETRY_SECONDS : 0)) * 1000);
+  if (options.message === undefined) checkStdinOpen();
   return withClient(options, async (mq) => {
     let warned = false;
     // Status lines wait here and go out in one write per batch, not one syscall per message.
@@ -138,7 +141,7 @@ export async function pub(options: PubOptions): Promise<number> {
       warn(options.lines ? "reading messages from the terminal, one per line: type them, then press Ctrl-D (or pipe them in)" : "reading the message from the terminal: type it, then press Ctrl-D (or give MESSAGE as an argument, or pipe it in)");
     }
     if (!options.lines) {
-      let data = new Uint8Array(await Bun.stdin.arrayBuffer());
+      let data = await readStdin(mq.maxMessageBytes || DEFAULT_MAX_MESSAGE_BYTES);
       if (!options.raw && data.length > 0 && data[data.length - 1] === 10) data = data.subarray(0, data.length - 1);
       report(await mq.publish(options.id, options.topic, data, one));
       await flush();
@@ -173,7 +176,7 @@ export async function pub(options: PubOptions): Promise<number> {
       }
     };
     try {
-      for await (const data of splitLines(Bun.stdin.stream())) {
+      for await (const data of splitLines(Bun.stdin.stream(), mq.maxMessageBytes || DEFAULT_MAX_MESSAGE_BYTES)) {
         await send(data);
         if (refused) break;
       }
@@ -197,8 +200,12 @@ export async function pub(options: PubOptions): Promise<number> {
   }, options.lines && options.msgId !== undefined ? { retryMs, producer: options.msgId } : { retryMs });
 }
 
-/** Lines of a byte stream, without their "\n" or "\r\n"; no empty message for a final newline. */
-export async function* splitLines(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+/**
+ * Lines of a byte stream, without their "\n" or "\r\n"; no empty message for a final newline.
+ * A line longer than `maxLine` ends the lines: its first `maxLine + 1` bytes come last (the
+ * publish refuses them as too large), not all of a stream without newlines read into memory.
+ */
+export async function* splitLines(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, maxLine = Infinity): AsyncGenerator<Uint8Array> {
   const line = (buf: Uint8Array, start: number, end: number) => buf.slice(start, end > start && buf[end - 1] === 13 ? end - 1 : end);
   let rest: Uint8Array = new Uint8Array(0);
   for await (const chunk of source) {
@@ -209,8 +216,14 @@ export async function* splitLines(source: AsyncIterable<Uint8Array> | Iterable<U
       start = i + 1;
     }
     rest = buf.slice(start);
+    // + 1 for a "\r" before the newline still to come.
+    if (rest.length > maxLine + 1) {
+      yield rest.slice(0, maxLine + 1);
+      return;
+    }
   }
-  if (rest.length > 0) yield line(rest, 0, rest.length);
+  // No newline came after it: a "\r" at its end is data, not half of a "\r\n".
+  if (rest.length > 0) yield rest;
 }
 
 export interface SubOptions extends CommonOptions {
@@ -293,6 +306,7 @@ const FOLLOW_WAIT_MS = 30_000;
  */
 export async function recv(options: RecvOptions): Promise<number> {
   const format = options.json ? "json" : options.raw ? "raw" : "text";
+  checkStdoutOpen("the messages would be acknowledged with nobody to read them, and lost");
   return withClient(options, async (mq) => {
     // Settles the wait in progress when recv must end: the reader left, or a signal came (--follow).
     const abort = Promise.withResolvers<"reader" | "signal">();

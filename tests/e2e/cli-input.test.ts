@@ -1,0 +1,119 @@
+/**
+ * What the CLI takes in, from a shell as users give it: arguments that are not UTF-8,
+ * standard input that is a /proc file, a directory, closed or endless, and a closed standard
+ * output for recv. Each case lost or changed messages before: now it is stored exactly, or
+ * refused with nothing stored or acknowledged.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import * as fs from "node:fs";
+import { jsonLines, mqCommand, startCluster } from "./harness.ts";
+
+let cluster: Awaited<ReturnType<typeof startCluster>>;
+beforeAll(async () => {
+  cluster = await startCluster();
+});
+afterAll(async () => {
+  await cluster?.[Symbol.asyncDispose]();
+});
+
+const quote = (args: string[]) => args.map((a) => `'${a}'`).join(" ");
+const mqLine = (args: string[]) => quote([...mqCommand(), ...args]);
+
+/** `sh -c script` with MQ_SOCKET set, bounded; what it printed and its status. */
+async function shell(script: string, timeoutMs = 60_000): Promise<{ code: number; stdout: string; stderr: string }> {
+  const proc = Bun.spawn(["sh", "-c", script], { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, MQ_SOCKET: cluster.local.socket } });
+  const killer = setTimeout(() => proc.kill("SIGKILL"), timeoutMs);
+  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  clearTimeout(killer);
+  return { code, stdout, stderr };
+}
+
+/** A new id subscribed to `topic`. */
+async function subscribed(topic: string): Promise<number> {
+  const id = await cluster.create();
+  expect((await cluster.run(["sub", String(id), topic])).code).toBe(0);
+  return id;
+}
+
+async function received(id: number): Promise<unknown[]> {
+  const r = await cluster.run(["recv", String(id), "-n", "100", "--json"]);
+  return jsonLines(r.stdout).map((m) => m.data ?? { base64: m.data_base64 });
+}
+
+const linux = fs.existsSync("/proc/self/cmdline");
+
+describe("arguments that are not UTF-8", () => {
+  test.skipIf(!linux)("are refused (exit 2, nothing stored) where they were stored as U+FFFD, and two msg-ids that differ only there collided (Linux: /proc)", async () => {
+    const id = await subscribed("argv.bytes");
+    const bad = await shell(`${mqLine(["pub", String(id), "argv.bytes"])} "$(printf 'a\\377')"`);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("argument 4 (");
+    expect(bad.stderr).toContain("is not valid UTF-8");
+    // Two ids differing only in bytes that are not UTF-8: the second was dropped as a duplicate of the first.
+    for (const byte of ["\\377", "\\376"]) {
+      const r = await shell(`${mqLine(["pub", String(id), "argv.bytes", "one", "--msg-id"])} "$(printf 'k${byte}')"`);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain("is not valid UTF-8");
+    }
+    expect((await shell(`${mqLine(["pub", String(id), "argv.bytes"])} "$(printf 'caf\\303\\251')"`)).code).toBe(0);
+    expect(await received(id)).toEqual(["café"]);
+  });
+});
+
+describe("mq pub's standard input", () => {
+  test.skipIf(!fs.existsSync("/proc/sys/kernel/ostype"))("a /proc file (its size says 0) is published with its bytes, not as an empty message", async () => {
+    expect(fs.statSync("/proc/sys/kernel/ostype").size).toBe(0);
+    const id = await subscribed("stdin.proc");
+    const r = await shell(`${mqLine(["pub", String(id), "stdin.proc"])} < /proc/sys/kernel/ostype`);
+    expect(r.code).toBe(0);
+    expect(await received(id)).toEqual([fs.readFileSync("/proc/sys/kernel/ostype", "utf8").replace(/\n$/, "")]);
+  });
+
+  test("a directory is a usage error naming it; a closed standard input (<&-) is refused, where it published an empty message; < /dev/null still publishes one", async () => {
+    const id = await subscribed("stdin.odd");
+    const dir = await shell(`${mqLine(["pub", String(id), "stdin.odd"])} < /`);
+    expect(dir.code).toBe(2);
+    expect(dir.stderr).toContain("cannot read the message from standard input: it is a directory");
+    if (linux) {
+      const closed = await shell(`${mqLine(["pub", String(id), "stdin.odd"])} <&-`);
+      expect(closed.code).toBe(2);
+      expect(closed.stderr).toContain("standard input is closed (<&-)");
+    }
+    expect(await received(id)).toEqual([]);
+    // The user's choice: an empty message.
+    expect((await shell(`${mqLine(["pub", String(id), "stdin.odd"])} < /dev/null`)).code).toBe(0);
+    expect(await received(id)).toEqual([""]);
+  });
+
+  test("a stream that never ends is refused once past the message limit, not read into memory; with --lines a line that never ends too", async () => {
+    const id = await subscribed("stdin.endless");
+    // Without the bound both ran until the killer (they read 544 MB and on).
+    const one = await shell(`yes | ${mqLine(["pub", String(id), "stdin.endless"])}`);
+    expect(one.code).toBe(1);
+    expect(one.stderr).toContain("MESSAGE_TOO_LARGE: the message on standard input is above the server's limit of");
+    const lines = await shell(`{ printf 'a\\nb\\n'; cat /dev/zero; } | ${mqLine(["pub", String(id), "stdin.endless", "--lines"])}`);
+    expect(lines.code).toBe(1);
+    expect(lines.stderr).toContain("line 3 was not sent, nor any line after it: lines 1-2 are stored");
+    expect(await received(id)).toEqual(["a", "b"]);
+  }, 120_000);
+
+  test("--lines keeps a final \\r that no newline follows (it is data, not half of a CRLF)", async () => {
+    const id = await subscribed("stdin.cr");
+    expect((await shell(`printf 'a\\r\\nb\\r' | ${mqLine(["pub", String(id), "stdin.cr", "--lines"])}`)).code).toBe(0);
+    expect(await received(id)).toEqual(["a", "b\r"]);
+  });
+});
+
+describe("mq recv's standard output", () => {
+  test.skipIf(!linux)("closed (>&-) is refused and the message stays pending, where it was acknowledged into nothing; > /dev/null still drains (Linux: /proc)", async () => {
+    const id = await subscribed("stdout.closed");
+    expect((await cluster.run(["pub", String(id), "stdout.closed", "kept"])).code).toBe(0);
+    const closed = await shell(`${mqLine(["recv", String(id)])} >&-`);
+    expect(closed.code).toBe(2);
+    expect(closed.stderr).toContain("standard output is closed (>&-)");
+    expect(await received(id)).toEqual(["kept"]);
+    expect((await cluster.run(["pub", String(id), "stdout.closed", "dropped"])).code).toBe(0);
+    expect((await shell(`${mqLine(["recv", String(id)])} > /dev/null`)).code).toBe(0);
+    expect(await received(id)).toEqual([]);
+  });
+});
