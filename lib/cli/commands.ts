@@ -97,7 +97,11 @@ export async function pub(options: PubOptions): Promise<number> {
     let warned = false;
     // Status lines wait here and go out in one write per batch, not one syscall per message.
     let out = "";
+    let reported = 0;
+    let lastSeq = 0;
     const report = (r: PubResult) => {
+      reported++;
+      lastSeq = r.seq;
       if (r.scheduled) {
         const { seq: _none, ...scheduled } = r;
         const note = r.duplicate ? " (duplicate: this msg-id is scheduled already, nothing scheduled now)" : r.created ? " (new topic)" : "";
@@ -128,7 +132,11 @@ export async function pub(options: PubOptions): Promise<number> {
       try {
         await writeStdout(text);
       } catch (err) {
-        if (!(err instanceof StdoutClosedError)) throw err;
+        if (!(err instanceof StdoutClosedError)) {
+          // Stored, and only the report failed (a full disk): say so, or a retry would publish them twice.
+          const what = reported === 1 ? `the message was stored (seq ${lastSeq})` : `${reported} messages were stored (the last one seq ${lastSeq})`;
+          throw new Error(`${(err as Error).message}; ${what}: only the report is lost, do not publish again`, { cause: err });
+        }
         readerGone = true;
       }
     };
@@ -160,6 +168,8 @@ export async function pub(options: PubOptions): Promise<number> {
       report(await inFlight.shift()!);
       acknowledged++;
     };
+    // Typed at a terminal: each line's report as it is stored, not at Ctrl-D.
+    const interactive = process.stdin.isTTY === true;
     const send = async (data: Uint8Array) => {
       sent++;
       const result = mq.publish(options.id, options.topic, data, extra);
@@ -170,15 +180,31 @@ export async function pub(options: PubOptions): Promise<number> {
       // Refused at once, unsent: the library would still send the lines after it, and they
       // would be stored without it. Stop reading; those in flight before it are awaited below.
       if (Bun.peek.status(result) === "rejected") refused = sent;
-      else if (inFlight.length >= PUB_WINDOW) {
+      else if (interactive) {
+        while (inFlight.length > 0) await next();
+        await flush();
+      } else if (inFlight.length >= PUB_WINDOW) {
         await next();
         if (out.length >= 64 * 1024) await flush();
       }
     };
+    // Ctrl-C (or SIGTERM) stops the reading, not the publishes in flight: they are awaited and
+    // reported, and the run ends saying how far it got (it died with its reports unprinted).
+    const signal = Promise.withResolvers<never>();
+    const onSignal = () => signal.reject(new Interrupted());
+    signal.promise.catch(() => {});
+    process.once("SIGINT", onSignal);
+    process.once("SIGTERM", onSignal);
+    let interrupted = false;
     try {
-      for await (const data of splitLines(Bun.stdin.stream(), mq.maxMessageBytes || DEFAULT_MAX_MESSAGE_BYTES)) {
-        await send(data);
-        if (refused) break;
+      try {
+        for await (const data of splitLines(untilSignal(Bun.stdin.stream(), signal.promise), mq.maxMessageBytes || DEFAULT_MAX_MESSAGE_BYTES)) {
+          await send(data);
+          if (refused) break;
+        }
+      } catch (err) {
+        if (!(err instanceof Interrupted)) throw err;
+        interrupted = true;
       }
       while (inFlight.length > 0) await next();
     } catch (err) {
@@ -193,11 +219,34 @@ export async function pub(options: PubOptions): Promise<number> {
       warn(`${range} not acknowledged: line ${first} and those sent in one request with it may be stored, the lines after them are not; ${again}`);
       throw err;
     } finally {
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
       // What was stored is printed even when a later publish failed.
       await flush();
     }
+    if (interrupted) {
+      warn(`interrupted: ${acknowledged === 0 ? "no line was" : acknowledged === 1 ? "line 1 is" : `lines 1-${acknowledged} are`} stored; the input after line ${sent} was not read`);
+      return Exit.Interrupted;
+    }
     return Exit.Ok;
   }, options.lines && options.msgId !== undefined ? { retryMs, producer: options.msgId } : { retryMs });
+}
+
+/** A signal came: `pub --lines` stops reading. */
+class Interrupted extends Error {}
+
+/** The chunks of `stream` until `stop` rejects (then that error is thrown); raced per chunk, not per line. */
+async function* untilSignal(stream: ReadableStream<Uint8Array>, stop: Promise<never>): AsyncGenerator<Uint8Array> {
+  const reader = stream.getReader();
+  try {
+    for (;;) {
+      const { value, done } = await Promise.race([reader.read(), stop]);
+      if (done) return;
+      yield value;
+    }
+  } finally {
+    reader.cancel().catch(() => {});
+  }
 }
 
 /**

@@ -15,6 +15,8 @@ export const Exit = {
    * reports for a tool killed by SIGPIPE, so `set -o pipefail` sees what it sees for `yes | head -1`.
    */
   ReaderGone: 141,
+  /** Stopped by SIGINT or SIGTERM before its input was all read (`pub --lines`): 128 + SIGINT, as a shell reports. */
+  Interrupted: 130,
 } as const;
 
 /** Bad usage, found before any connection is made: exit 2. */

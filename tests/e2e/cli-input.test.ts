@@ -117,3 +117,39 @@ describe("mq recv's standard output", () => {
     expect(await received(id)).toEqual([]);
   });
 });
+
+describe("mq pub --lines stopped, and its report lost", () => {
+  test("Ctrl-C (SIGINT) stops the reading: what was stored is reported and named, exit 130 (it died with its report unprinted)", async () => {
+    const id = await subscribed("lines.sigint");
+    const proc = Bun.spawn([...mqCommand(), "pub", String(id), "lines.sigint", "--lines"], { stdin: "pipe", stdout: "pipe", stderr: "pipe", env: { ...process.env, MQ_SOCKET: cluster.local.socket } });
+    const killer = setTimeout(() => proc.kill("SIGKILL"), 30_000);
+    try {
+      proc.stdin.write("a\nb\nc\n");
+      await proc.stdin.flush();
+      // Stored (the input stays open): then the signal.
+      for (let i = 0; i < 100; i++) {
+        const topics = jsonLines((await cluster.run(["topics", "--json"])).stdout);
+        if (topics.find((t) => t.topic === "lines.sigint")?.messages === 3) break;
+        await Bun.sleep(50);
+      }
+      proc.kill("SIGINT");
+      const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+      expect(code).toBe(130);
+      expect(stdout).toBe(["seq 1", "seq 2", "seq 3"].map((s) => `lines.sigint: ${s}, 1 subscriber\n`).join(""));
+      expect(stderr).toBe("mq: warning: interrupted: lines 1-3 are stored; the input after line 3 was not read\n");
+    } finally {
+      clearTimeout(killer);
+      proc.kill("SIGKILL");
+    }
+    expect(await received(id)).toEqual(["a", "b", "c"]);
+  });
+
+  test.skipIf(!fs.existsSync("/dev/full"))("a report that cannot be written (/dev/full) says the message was stored, so it is not published again (needs /dev/full)", async () => {
+    const id = await subscribed("report.full");
+    const r = await shell(`${mqLine(["pub", String(id), "report.full", "kept"])} > /dev/full`);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("ENOSPC");
+    expect(r.stderr).toContain("the message was stored (seq 1): only the report is lost, do not publish again");
+    expect(await received(id)).toEqual(["kept"]);
+  });
+});
