@@ -10,30 +10,38 @@ import type { From } from "../wire/messages.ts";
 import { groupNameProblem } from "../wire/group-name.ts";
 import { UsageError } from "./output.ts";
 
+/** Past 2^53 - 1 a number loses its last digits: such a value is refused, not sent rounded. */
+const TOO_LARGE = `: it is above ${Number.MAX_SAFE_INTEGER} (2^53 - 1), past which a number loses its last digits`;
+
+/** `s` as an integer >= min, or the reason it is not one ("" when it is not written as one). */
+function integer(s: string, min: number): number | string {
+  if (!/^\d+$/.test(s)) return "";
+  const n = Number(s);
+  if (!Number.isSafeInteger(n)) return TOO_LARGE;
+  return n < min ? "" : n;
+}
+
 export function parseId(value: unknown): number {
   const s = String(value ?? "");
-  if (!/^\d+$/.test(s) || Number(s) < 1 || !Number.isSafeInteger(Number(s))) {
-    throw new UsageError(`ID must be a positive integer (the output of \`mq create\`), got ${JSON.stringify(s)}`);
-  }
-  return Number(s);
+  const n = integer(s, 1);
+  if (typeof n === "string") throw new UsageError(`ID must be a positive integer (the output of \`mq create\`), got ${JSON.stringify(s)}${n}`);
+  return n;
 }
 
 export function parseCount(name: string, value: unknown, min = 1): number {
   const s = String(value);
-  if (!/^\d+$/.test(s) || Number(s) < min || !Number.isSafeInteger(Number(s))) {
-    throw new UsageError(`--${name} must be an integer >= ${min}, got ${JSON.stringify(s)}`);
-  }
-  return Number(s);
+  const n = integer(s, min);
+  if (typeof n === "string") throw new UsageError(`--${name} must be an integer >= ${min}, got ${JSON.stringify(s)}${n}`);
+  return n;
 }
 
 /** `auto` (undefined: the program works it out) or an integer >= min. */
 export function parseCountOrAuto(name: string, value: unknown, min = 1): number | undefined {
-  if (String(value) === "auto") return undefined;
   const s = String(value);
-  if (!/^\d+$/.test(s) || Number(s) < min || !Number.isSafeInteger(Number(s))) {
-    throw new UsageError(`--${name} must be auto or an integer >= ${min}, got ${JSON.stringify(s)}`);
-  }
-  return Number(s);
+  if (s === "auto") return undefined;
+  const n = integer(s, min);
+  if (typeof n === "string") throw new UsageError(`--${name} must be auto or an integer >= ${min}, got ${JSON.stringify(s)}${n}`);
+  return n;
 }
 
 /** The most seconds whose ms are still an exact integer (the wire carries ms). */
@@ -42,7 +50,8 @@ const MAX_SECONDS = Math.floor(Number.MAX_SAFE_INTEGER / 1000);
 export function parseSeconds(name: string, value: unknown): number {
   const s = String(value);
   const n = Number(s);
-  if (s.trim() === "" || !Number.isFinite(n) || n < 0 || n > MAX_SECONDS) throw new UsageError(`--${name} must be a number of seconds from 0 to ${MAX_SECONDS}, got ${JSON.stringify(s)}`);
+  // Plain decimals only, as the integer options: Number() would also take " 2", "0x2" and "1e3".
+  if (!/^(\d+(\.\d*)?|\.\d+)$/.test(s) || n > MAX_SECONDS) throw new UsageError(`--${name} must be a number of seconds from 0 to ${MAX_SECONDS}, got ${JSON.stringify(s)}`);
   return n;
 }
 
@@ -126,9 +135,9 @@ export function parseFrom(value: unknown): From | undefined {
   if (value === undefined) return undefined;
   const s = String(value);
   if (s === "earliest" || s === "latest") return s;
-  // Past 2^53 - 1 a number loses its last digits: refused here, not sent rounded.
-  if (/^\d+$/.test(s) && Number(s) >= 1 && Number.isSafeInteger(Number(s))) return Number(s);
-  throw new UsageError(`--from must be "earliest", "latest" or a seq from 1 to ${Number.MAX_SAFE_INTEGER}, got ${JSON.stringify(s)}`);
+  const n = integer(s, 1);
+  if (typeof n === "number") return n;
+  throw new UsageError(`--from must be "earliest", "latest" or a seq from 1 to ${Number.MAX_SAFE_INTEGER}, got ${JSON.stringify(s)}${n}`);
 }
 
 /** `--group NAME`: 1-64 characters of [A-Za-z0-9_.-]. */
@@ -202,10 +211,10 @@ export function parseTopicList(value: unknown): string[] {
 
 export const defaults = {
   listen: () => DEFAULT_LISTEN,
-  server: () => process.env.MQ_SERVER ?? DEFAULT_LISTEN,
-  socket: () => process.env.MQ_SOCKET ?? defaultSocketPath(),
-  serverData: () => process.env.MQ_DATA ?? defaultDataDir("server"),
-  localData: () => process.env.MQ_DATA ?? defaultDataDir("local"),
+  server: () => process.env.MQ_SERVER || DEFAULT_LISTEN,
+  socket: () => process.env.MQ_SOCKET || defaultSocketPath(),
+  serverData: () => process.env.MQ_DATA || defaultDataDir("server"),
+  localData: () => process.env.MQ_DATA || defaultDataDir("local"),
   store: () => process.env.MQ_STORE || "file",
   maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES,
 };

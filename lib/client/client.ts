@@ -11,6 +11,7 @@
  */
 import type { Socket } from "bun";
 import { randomBytes } from "node:crypto";
+import { statSync } from "node:fs";
 import { defaultSocketPath, maxFrameBytes } from "../config.ts";
 import { Code, MqError } from "../errors.ts";
 import type { LocalStats, ServerStats } from "../metrics.ts";
@@ -202,7 +203,7 @@ async function open(socketPath: string): Promise<{ conn: Connection; maxMessageB
       },
     });
   } catch (err) {
-    throw new MqError(Code.Unavailable, `no local broker at ${socketPath} (start one with \`mq local\` or \`mq up\`)`, { cause: err });
+    throw new MqError(Code.Unavailable, whyNoBroker(socketPath, err), { cause: err });
   }
   const conn = socket.data;
   try {
@@ -213,6 +214,23 @@ async function open(socketPath: string): Promise<{ conn: Connection; maxMessageB
     conn.close();
     throw err;
   }
+}
+
+/** Why nothing answered at `socketPath`: missing, not a socket (a file, a directory), or a socket nobody listens on. */
+function whyNoBroker(socketPath: string, err: unknown): string {
+  const start = "start one with `mq local` or `mq up`";
+  const code = (err as NodeJS.ErrnoException)?.code;
+  if (code === "EACCES") return `no permission to connect to the local broker's socket ${socketPath}: run as a user who may (the broker's user or group), or give another socket (--socket, MQ_SOCKET)`;
+  let kind: string | null = null;
+  try {
+    const st = statSync(socketPath);
+    kind = st.isSocket() ? "socket" : st.isDirectory() ? "a directory" : st.isFile() ? "a regular file" : "not a socket";
+  } catch {
+    // Missing (or not to be looked at): the usual case below.
+  }
+  if (kind === null || code === "ENOENT") return `no local broker at ${socketPath}: ${start}, or give the socket of a running one (--socket, MQ_SOCKET)`;
+  if (kind !== "socket") return `${socketPath} is ${kind}, not the socket of a local broker: give its socket (--socket, MQ_SOCKET), or ${start}`;
+  return `no local broker listening at ${socketPath}, the socket of one that stopped?: ${start}, or give the socket of a running one (--socket, MQ_SOCKET)`;
 }
 
 export class MqClient {
@@ -268,7 +286,8 @@ export class MqClient {
     if (options.retryMs !== undefined && !(Number.isFinite(options.retryMs) && options.retryMs >= 0)) {
       throw new RangeError(`Cannot retry publishes for ${options.retryMs} ms: retryMs must be a number >= 0`);
     }
-    const socketPath = options.socket ?? process.env.MQ_SOCKET ?? defaultSocketPath();
+    // An empty MQ_SOCKET is unset (as shells treat an empty variable), not the path "".
+    const socketPath = options.socket ?? (process.env.MQ_SOCKET || defaultSocketPath());
     const { conn, maxMessageBytes, caps } = await open(socketPath);
     return new MqClient(conn, maxMessageBytes, caps, socketPath, options);
   }

@@ -132,6 +132,13 @@ describe("conflicting and ignored flags are bad usage (exit 2), before any conne
     [["recv", "3", "--wait", "1e300"], '--wait must be a number of seconds from 0 to 9007199254740, got "1e300"'],
     [["pub", "3", "t", "x", "--retry-for", "1e300"], '--retry-for must be a number of seconds from 0 to 9007199254740, got "1e300"'],
     [["sub", "3", "t", "--since", "99999999999999999999d"], '--since "99999999999999999999d" is too long: at most 9007199254740991 ms'],
+    // The reason, when that is what is wrong: it said "must be a positive integer" of a positive integer.
+    [["recv", "9007199254740993"], 'ID must be a positive integer (the output of `mq create`), got "9007199254740993": it is above 9007199254740991 (2^53 - 1)'],
+    [["recv", "3", "--count", "9007199254740993"], 'got "9007199254740993": it is above 9007199254740991 (2^53 - 1)'],
+    // Seconds are plain decimals, as the integer options: Number() took these.
+    [["recv", "3", "--wait", "0x2"], '--wait must be a number of seconds from 0 to 9007199254740, got "0x2"'],
+    [["recv", "3", "--wait", " 2"], '--wait must be a number of seconds from 0 to 9007199254740, got " 2"'],
+    [["pub", "3", "t", "x", "--retry-for", "Infinity"], '--retry-for must be a number of seconds from 0 to 9007199254740, got "Infinity"'],
   ])("mq %p", async (args, message) => {
     const r = await offline(args);
     expect(r).toMatchObject({ code: 2, stdout: "" });

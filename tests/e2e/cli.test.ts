@@ -1,5 +1,7 @@
 /** The CLI contract (SPEC §2) against real daemons: output formats and exit codes. */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import { mq, startCluster, tmpDir } from "./harness.ts";
 
@@ -295,6 +297,34 @@ describe("usage and reachability", () => {
       const r = await mq(nowhere, args);
       expect({ args, code: r.code }).toEqual({ args, code: 4 });
       expect(r.stderr).toStartWith(`mq: UNAVAILABLE: no local broker at ${nowhere}`);
+    }
+  });
+
+  test("a socket path that is a file, a directory or a socket nobody listens on is named as such; an empty MQ_SOCKET is unset (it was the path \"\")", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-nosock-"));
+    try {
+      const file = path.join(dir, "file");
+      fs.writeFileSync(file, "");
+      expect((await mq(file, ["topics"])).stderr).toStartWith(`mq: UNAVAILABLE: ${file} is a regular file, not the socket of a local broker: give its socket (--socket, MQ_SOCKET)`);
+      expect((await mq(dir, ["topics"])).stderr).toStartWith(`mq: UNAVAILABLE: ${dir} is a directory, not the socket of a local broker`);
+      // A socket left behind by a listener killed with SIGKILL.
+      const stale = path.join(dir, "stale.sock");
+      const listener = Bun.spawn([process.execPath, "-e", `Bun.listen({ unix: ${JSON.stringify(stale)}, socket: { data() {} } }); setInterval(() => {}, 1000);`]);
+      try {
+        for (let i = 0; i < 200 && !fs.existsSync(stale); i++) await Bun.sleep(25);
+      } finally {
+        listener.kill("SIGKILL");
+        await listener.exited;
+      }
+      expect(fs.statSync(stale).isSocket()).toBe(true);
+      const r = await mq(stale, ["topics"]);
+      expect(r.code).toBe(4);
+      expect(r.stderr).toStartWith(`mq: UNAVAILABLE: no local broker listening at ${stale}, the socket of one that stopped?`);
+      const empty = await mq(null, ["topics"], { env: { MQ_SOCKET: "", XDG_RUNTIME_DIR: dir } });
+      expect(empty.code).toBe(4);
+      expect(empty.stderr).toStartWith(`mq: UNAVAILABLE: no local broker at ${dir}/`);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 
