@@ -104,7 +104,7 @@ function httpOptions(d: Daemons, args: Record<string, unknown>, flag: "http" | "
     );
   }
   const metricsMaxTopics = parseCount("metrics-max-topics", args["metrics-max-topics"] ?? DEFAULT_METRICS_MAX_TOPICS, 0);
-  return { ...address, metricsMaxTopics, ...(tls ? { tls } : {}), ...(tokenFile ? { token: d.readTokenFile(tokenFile) } : {}) };
+  return { ...address, metricsMaxTopics, ...(tls ? { tls } : {}), ...(tokenFile ? { token: d.readTokenFile(tokenFile, "http-token-file") } : {}) };
 }
 
 const serverArgs = {

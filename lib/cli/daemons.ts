@@ -43,30 +43,41 @@ export function parseLogOptions(args: { "log-level"?: string; "log-json"?: boole
   return { ...(level === undefined ? {} : { level }), json };
 }
 
-/** Reads a token file; whitespace around the token is ignored. */
-export function readTokenFile(file: string): string {
+/**
+ * A file a flag names could not be read (missing, not readable by this user, a directory):
+ * exit 1, a runtime error, not bad usage (2). A service manager restarts the daemon (systemd's
+ * units stop restarting only on exit 2), so a mount or a secret that comes up late at boot
+ * does not keep it down for good. A file read that holds the wrong thing stays bad usage.
+ */
+function unreadable(what: string, file: string, err: unknown): Error {
+  return new Error(`Cannot read ${what} ${file}: ${(err as Error).message}; check the path, and that the daemon's user may read it`, { cause: err });
+}
+
+/** Reads a token file; whitespace around the token is ignored. `flag`: the option that named it. */
+export function readTokenFile(file: string, flag: "token-file" | "http-token-file" = "token-file"): string {
   let token: string;
   try {
     token = fs.readFileSync(file, "utf8").trim();
   } catch (err) {
-    throw new UsageError(`Cannot read token file ${file}: ${(err as Error).message}`);
+    throw unreadable(`the --${flag} file`, file, err);
   }
-  if (token.length === 0) throw new UsageError(`Token file ${file} is empty; put the shared secret in it`);
+  if (token.length === 0) throw new UsageError(`--${flag} ${file} is empty; put the shared secret in it`);
   return token;
 }
 
 /**
- * Reads the PEM file of a TLS flag and parses it at start: a missing file, or one that holds
- * no certificate (no usable private key), stops the daemon with a usage error (exit 2, which a
- * service manager does not restart) naming the flag and the file — not a retry loop that says
- * "Invalid CA" every 2 s, nor a listen error that blames the address.
+ * Reads the PEM file of a TLS flag and parses it at start, naming the flag and the file — not
+ * a retry loop that says "Invalid CA" every 2 s, nor a listen error that blames the address.
+ * A file that holds no certificate (no usable private key) is a usage error (exit 2, which a
+ * service manager does not restart); one that cannot be read exits 1 (restarted: it may be
+ * on a mount that comes up late).
  */
 export function readPemFile(flag: "tls-cert" | "tls-key" | "tls-ca", file: string): string {
   let pem: string;
   try {
     pem = fs.readFileSync(file, "utf8");
   } catch (err) {
-    throw new UsageError(`Cannot read the --${flag} file ${file}: ${(err as Error).message}`);
+    throw unreadable(`the --${flag} file`, file, err);
   }
   try {
     if (flag === "tls-key") createPrivateKey(pem);

@@ -109,11 +109,25 @@ describe("--token-file", () => {
     expectAlive(srv.daemon);
   });
 
-  test("an empty token file stops the daemon from starting", async () => {
+  test("an empty token file stops the daemon from starting (exit 2: bad usage, not restarted)", async () => {
     const empty = file("empty.token", " \n\t\n");
     const r = await mq(null, ["server", "--listen", "127.0.0.1:0", "--data", path.join(dir, "never"), "--token-file", empty], { timeoutMs: 10_000 });
-    expect(r.code).not.toBe(0);
-    expect(r.stderr).toContain("empty");
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`--token-file ${empty} is empty`);
+  });
+
+  test("a token file that cannot be read (missing, a directory) exits 1, which a service manager restarts: it may come later", async () => {
+    const missing = path.join(dir, "no-such.token");
+    const aDir = fs.mkdtempSync(path.join(dir, "token-dir-"));
+    for (const [daemon, tokenFile] of [["server", missing], ["server", aDir], ["local", missing]] as const) {
+      const args =
+        daemon === "server"
+          ? ["server", "--listen", "127.0.0.1:0", "--data", path.join(dir, "never"), "--token-file", tokenFile]
+          : ["local", "--server", srv.address, "--data", path.join(dir, "never-local"), "--socket", path.join(dir, "never.sock"), "--token-file", tokenFile];
+      const r = await mq(null, args, { timeoutMs: 10_000 });
+      expect({ daemon, tokenFile, code: r.code }).toEqual({ daemon, tokenFile, code: 1 });
+      expect(r.stderr).toContain(`mq: error: Cannot read the --token-file file ${tokenFile}: `);
+    }
   });
 });
 
@@ -183,8 +197,25 @@ describe("TLS between local broker and server", () => {
     expectAlive(own.daemon);
   });
 
+  // A file that cannot be read may come later (a mount late at boot): exit 1, which systemd's
+  // units restart (RestartPreventExitStatus=2). A file that holds the wrong thing is exit 2.
   test.each([
-    ["local", "--tls-ca", "a missing file", "Cannot read the --tls-ca file "],
+    ["local", "--tls-ca", "a missing file"],
+    ["server", "--tls-cert", "a missing file"],
+    ["server", "--tls-key", "a directory"],
+  ])("mq %s %s with %s stops at start with exit 1 (restarted by a service manager), naming the flag and the file", async (daemon, flag, what) => {
+    const bad = what === "a directory" ? fs.mkdtempSync(path.join(dir, "a-dir-")) : path.join(dir, "no-such.crt");
+    const args =
+      daemon === "local"
+        ? ["local", "--server", tlsServer.address, "--data", path.join(dir, "never-local"), "--socket", path.join(dir, "never.sock"), flag, bad]
+        : ["server", "--listen", "127.0.0.1:0", "--data", path.join(dir, "never-server"), "--tls-cert", flag === "--tls-cert" ? bad : certs.cert, "--tls-key", flag === "--tls-key" ? bad : certs.key];
+    const r = await mq(null, args, { timeoutMs: 10_000 });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`mq: error: Cannot read the ${flag} file ${bad}: `);
+    expect(r.stderr).toContain("check the path, and that the daemon's user may read it");
+  });
+
+  test.each([
     ["local", "--tls-ca", "a file that is no certificate", "is not a PEM certificate that parses"],
     ["local", "--tls-ca", "a certificate cut short", "is not a PEM certificate that parses"],
     ["server", "--tls-cert", "a file that is no certificate", "is not a PEM certificate that parses"],
@@ -193,7 +224,6 @@ describe("TLS between local broker and server", () => {
     ["server", "--tls-key", "the key of another certificate", "is not the private key of the certificate in --tls-cert"],
   ])("mq %s %s with %s stops at start (exit 2), naming the flag and the file", async (daemon, flag, what, message) => {
     const bad = {
-      "a missing file": () => path.join(dir, "no-such.crt"),
       "a file that is no certificate": () => file("not-pem.txt", "s3cret-token\n"),
       "a certificate cut short": () => file("cut.crt", fs.readFileSync(certs.cert, "utf8").slice(0, 400)),
       "a certificate where the key goes": () => certs.cert,
