@@ -292,8 +292,8 @@ export function logger(tag: string): ConsolaInstance {
  * What was said about each key (a server address, a peer host), so that a failure repeated at
  * every retry is logged once, and again only for a reason not among the last `reasonsPerKey`
  * said: a server keeps several (two peers of one host that fail for different reasons, turn
- * about, are not news at every turn); a local broker, one history per server, keeps the last
- * (a reason that comes back after another is news again). At most `max` keys are kept (peers are
+ * about, are not news at every turn); a local broker keeps the last two per server address (one
+ * address behind DNS round robin or a load balancer may be two servers failing turn about). At most `max` keys are kept (peers are
  * not trusted to be few): past that it starts over.
  */
 export class SaidOnce {

@@ -117,6 +117,14 @@ describe("SaidOnce", () => {
     expect([said.first("s", "expired"), said.first("s", "expired"), said.first("s", "unknown ca"), said.first("s", "expired")]).toEqual([true, false, true, true]);
   });
 
+  test("with two reasons a key (a local broker's history of one server address), two reasons turn about are each said once", () => {
+    const said = new SaidOnce(1024, 2);
+    const turns = ["wrong token", "version 9", "wrong token", "version 9", "wrong token", "version 9"].map((why) => said.first("lb:7600", why));
+    expect(turns).toEqual([true, true, false, false, false, false]);
+    // A third reason is news, and so is one of the two before it when it comes back after that.
+    expect([said.first("lb:7600", "expired"), said.first("lb:7600", "wrong token")]).toEqual([true, true]);
+  });
+
   test("keeps at most 8 reasons a key: a peer cannot grow one key's set without bound", () => {
     const said = new SaidOnce();
     for (let i = 0; i < 8; i++) expect(said.first("h", `reason ${i}`)).toBe(true);

@@ -108,10 +108,13 @@ export class LocalBroker {
   private upstreamError: MqError | null = null;
   /** Why the last attempt at each server failed, refusals included (by address, in the order of the list): told to clients that get UNAVAILABLE, not only logged. */
   private readonly failures = new Map<string, string>();
-  /** Per server address, the refusal and the TLS handshake failure last logged: each logged once while it lasts. */
-  // One history per server address: a reason that comes back after another is news again.
-  private readonly refusals = new SaidOnce(1024, 1);
-  private readonly tlsFailures = new SaidOnce(1024, 1);
+  /**
+   * Per server address, the last two refusals and TLS handshake failures logged: each logged
+   * once while it lasts. Two, not one: behind DNS round robin or a load balancer one address
+   * is several servers, which may fail for two reasons turn about — not news at every turn.
+   */
+  private readonly refusals = new SaidOnce(1024, 2);
+  private readonly tlsFailures = new SaidOnce(1024, 2);
   /** The server last connected to, and why it was lost: a connection to another one is a failover. */
   private lastServer: { address: string; lost: string } | null = null;
   private connectedWaiters: Array<() => void> = [];
