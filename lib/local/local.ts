@@ -401,7 +401,7 @@ export class LocalBroker {
         // What clients waiting for a server are told: a refusal once every server refused; with
         // several, UNAVAILABLE (they retry) while one is only unreachable. One server: its
         // refusal stays the answer until it is connected to, as always.
-        if (refused && this.servers.allRefused) this.upstreamError = e;
+        if (refused && this.servers.allRefused) this.upstreamError = this.servers.size > 1 ? this.refusedByAll(e) : e;
         else if (!refused && this.servers.size > 1) this.upstreamError = null;
         if (wait > 0) await Bun.sleep(wait);
       }
@@ -444,6 +444,16 @@ export class LocalBroker {
       }
       throw err;
     };
+  }
+
+  /**
+   * Every server of the list refused this broker (`last`: the latest refusal): the refusal's
+   * code, and each server's own reason — they may differ (another token, another version),
+   * and the last one alone would hide the others.
+   */
+  private refusedByAll(last: MqError): MqError {
+    const each = this.servers.addresses.map(formatAddress).filter((a) => this.failures.has(a)).map((a) => `${a}: ${this.failures.get(a)}`);
+    return new MqError(last.code, `servers ${this.servers} each refused this local broker (${each.join("; ")})`, { cause: last });
   }
 
   /** What a request is told while there is no server connection: the refusal, or UNAVAILABLE with the last failed attempt. */

@@ -91,6 +91,25 @@ describe("--token-file", () => {
     expect(r.stderr).toContain(`; ${srv.address}: AUTH_FAILED: the server needs a token and this local broker sent none`);
   });
 
+  test("several servers all refusing a wrong token: a client and `mq stats` are told each server's reason, not only the last one's", async () => {
+    const other = await server(["--token-file", file("other-server.token", "s3cret-token")]);
+    const both = `${srv.address},${other.address}`;
+    const l = await local(both, ["--token-file", file("wrong-both.token", "not-the-token")], false);
+    await l.daemon.waitFor(new RegExp(`${other.address}: refused: AUTH_FAILED`));
+    await l.daemon.waitFor(new RegExp(`${srv.address}: refused: AUTH_FAILED`));
+    const r = await mq(l.socket, ["create"]);
+    expect(r.code).toBe(4);
+    expect(r.stderr).toContain(`mq: AUTH_FAILED: servers ${both} each refused this local broker (${srv.address}: AUTH_FAILED: `);
+    expect(r.stderr).toContain(`; ${other.address}: AUTH_FAILED: `);
+    expect(r.stderr.match(/its --token-file must hold the server's token/g)).toHaveLength(2);
+    const stats = await mq(l.socket, ["stats"]);
+    expect(stats.code).toBe(4);
+    expect(stats.stdout).toMatch(/^local:\n/);
+    expect(stats.stderr).toContain(`mq: AUTH_FAILED: the local broker is refused by its server: servers ${both} each refused this local broker (${srv.address}: AUTH_FAILED: `);
+    expect(stats.stderr).toContain(`; ${other.address}: AUTH_FAILED: `);
+    expectAlive(srv.daemon, other.daemon, l.daemon);
+  });
+
   test("a raw hello with a wrong, empty, longer or differently typed token is refused and closed; the right one is accepted", async () => {
     const target = { hostname: "127.0.0.1", port: srv.port };
     for (const token of ["nope", "", "s3cret-token ", "s3cret-token".repeat(1000), "s3cret-tokem"]) {
