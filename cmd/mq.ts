@@ -197,13 +197,14 @@ function serverOptions(d: Daemons, args: ServerArgs, dataDir: string, tokenFileI
     },
     maxOpenFiles: parseCountOrAuto("max-open-files", v("max-open-files"), 8),
   };
-  // Files are read, or the token made, only once every value is known to be good.
-  const tokenFile = args["token-file"] ?? (tokenFileIfNone === undefined ? undefined : d.ensureTokenFile(tokenFileIfNone));
+  // Files are read only once every value is known to be good, and the token made (`mq up`)
+  // only once the TLS files are: a bad --tls-cert leaves nothing written behind.
   let tls: { cert: string; key: string } | undefined;
   if (args["tls-cert"] && args["tls-key"]) {
     tls = { cert: d.readPemFile("tls-cert", args["tls-cert"]), key: d.readPemFile("tls-key", args["tls-key"]) };
     d.checkTlsPair(tls.cert, tls.key, args["tls-cert"], args["tls-key"]);
   }
+  const tokenFile = args["token-file"] ?? (tokenFileIfNone === undefined ? undefined : d.ensureTokenFile(tokenFileIfNone));
   return {
     ...options,
     ...(tokenFile ? { token: d.readTokenFile(tokenFile) } : {}),

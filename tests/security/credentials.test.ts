@@ -268,6 +268,19 @@ describe("who may use the TCP port", () => {
     expectAlive(up);
   });
 
+  test("mq up with a bad --tls-cert (or one that cannot be read) stops before it makes its token file: nothing is left behind", async () => {
+    const notPem = path.join(dir, "not-a-cert.pem");
+    fs.writeFileSync(notPem, "not a certificate\n", { mode: 0o600 });
+    for (const [cert, code] of [[notPem, 2], [path.join(dir, "no-such.crt"), 1]] as const) {
+      const base = path.join(dir, `up-bad-tls-${code}`);
+      const r = await mq(null, ["up", "--data", base, "--listen", "127.0.0.1:0", "--socket", socketPath(), "--tls-cert", cert, "--tls-key", notPem], { timeoutMs: 10_000 });
+      expect({ code: r.code, stdout: r.stdout }).toEqual({ code, stdout: "" });
+      expect(r.stderr).toContain(`--tls-cert`);
+      expect(r.stderr).toContain(cert);
+      expect(fs.existsSync(path.join(base, "token"))).toBe(false);
+    }
+  });
+
   test("mq server on a non-loopback --listen without --token-file or TLS exits 2, unless --insecure (or with a token)", async () => {
     const data = path.join(dir, "open-server");
     const r = await mq(null, ["server", "--listen", "0.0.0.0:0", "--data", data], { timeoutMs: 10_000 });
