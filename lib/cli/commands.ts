@@ -6,8 +6,9 @@ import { MqClient, type ConnectOptions, type PublishOptions, type Received, type
 import { MAX_ID_PREFIX_BYTES, MAX_MSG_ID_BYTES, RESERVED_MSG_ID_START, type From, type PubResult } from "../wire/messages.ts";
 import { headersProblem, parseHeaderArg, type Headers } from "../wire/headers.ts";
 import { checkPattern, checkTopic, isPattern } from "../wire/topic.ts";
-import { Exit, StdoutClosedError, UsageError, renderMessages, warn, watchStdoutReader, writeStdout } from "./output.ts";
+import { Exit, StdoutClosedError, UsageError, exitForSignal, renderMessages, warn, watchStdoutReader, writeStdout } from "./output.ts";
 import { checkStdinOpen, checkStdoutOpen, readStdin } from "./input.ts";
+import { Stop } from "./stop.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "../config.ts";
 
 export interface CommonOptions {
@@ -97,10 +98,10 @@ export async function pub(options: PubOptions): Promise<number> {
     let warned = false;
     // Status lines wait here and go out in one write per batch, not one syscall per message.
     let out = "";
-    let reported = 0;
     let lastSeq = 0;
+    /** Why the report could not be written, when not because its reader left. */
+    let reportLost: Error | null = null;
     const report = (r: PubResult) => {
-      reported++;
       lastSeq = r.seq;
       if (r.scheduled) {
         const { seq: _none, ...scheduled } = r;
@@ -133,9 +134,10 @@ export async function pub(options: PubOptions): Promise<number> {
         await writeStdout(text);
       } catch (err) {
         if (!(err instanceof StdoutClosedError)) {
-          // Stored, and only the report failed (a full disk): say so, or a retry would publish them twice.
-          const what = reported === 1 ? `the message was stored (seq ${lastSeq})` : `${reported} messages were stored (the last one seq ${lastSeq})`;
-          throw new Error(`${(err as Error).message}; ${what}: only the report is lost, do not publish again`, { cause: err });
+          // Stored, and only the report failed (a full disk): say so, or a retry would publish it twice.
+          if (!options.lines) throw new Error(`${(err as Error).message}; the message was stored (seq ${lastSeq}): only the report is lost, do not publish it again`, { cause: err });
+          // --lines goes on publishing, as when the reader is gone, and says so at the end.
+          reportLost = err as Error;
         }
         readerGone = true;
       }
@@ -188,23 +190,46 @@ export async function pub(options: PubOptions): Promise<number> {
         if (out.length >= 64 * 1024) await flush();
       }
     };
-    // Ctrl-C (or SIGTERM) stops the reading, not the publishes in flight: they are awaited and
-    // reported, and the run ends saying how far it got (it died with its reports unprinted).
-    const signal = Promise.withResolvers<never>();
-    const onSignal = () => signal.reject(new Interrupted());
-    signal.promise.catch(() => {});
-    process.once("SIGINT", onSignal);
-    process.once("SIGTERM", onSignal);
-    let interrupted = false;
+    // Ctrl-C (or SIGTERM) stops the reading between lines, not the publishes in flight: they are
+    // awaited and reported, and the run ends saying how far it got (it died with its report
+    // unprinted). A second signal ends mq at once (the handlers are gone by then).
+    const reader = Bun.stdin.stream().getReader();
+    let signalled: NodeJS.Signals | null = null;
+    let inputEnded = false;
+    let slowWait: Timer | undefined;
+    const onSignal = (sig: NodeJS.Signals) => {
+      signalled = sig;
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+      reader.cancel().catch(() => {});
+      // Said only when the wait is long (the broker away, publishes being retried).
+      slowWait = setTimeout(() => {
+        if (inFlight.length > 0) warn(`interrupted: waiting for ${inFlight.length} ${inFlight.length === 1 ? "line" : "lines"} in flight${retryMs > 0 ? ` (retried for up to ${retryMs / 1000} s while the broker is away)` : ""}; ${sig === "SIGINT" ? "Ctrl-C" : sig} again ends mq at once, their report unprinted`);
+      }, 1000);
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+    /** Stdin's chunks; Interrupted when a signal cancelled the read (the partial line after the last newline is not a line). */
+    const chunks = async function* (): AsyncGenerator<Uint8Array> {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) {
+          if (signalled) throw new Interrupted();
+          inputEnded = true;
+          return;
+        }
+        yield value;
+      }
+    };
     try {
       try {
-        for await (const data of splitLines(untilSignal(Bun.stdin.stream(), signal.promise), mq.maxMessageBytes || DEFAULT_MAX_MESSAGE_BYTES)) {
+        for await (const data of splitLines(chunks(), mq.maxMessageBytes || DEFAULT_MAX_MESSAGE_BYTES)) {
+          if (signalled) break;
           await send(data);
           if (refused) break;
         }
       } catch (err) {
         if (!(err instanceof Interrupted)) throw err;
-        interrupted = true;
       }
       while (inFlight.length > 0) await next();
     } catch (err) {
@@ -221,33 +246,26 @@ export async function pub(options: PubOptions): Promise<number> {
     } finally {
       process.off("SIGINT", onSignal);
       process.off("SIGTERM", onSignal);
+      clearTimeout(slowWait);
+      reader.cancel().catch(() => {});
       // What was stored is printed even when a later publish failed.
       await flush();
     }
-    if (interrupted) {
-      warn(`interrupted: ${acknowledged === 0 ? "no line was" : acknowledged === 1 ? "line 1 is" : `lines 1-${acknowledged} are`} stored; the input after line ${sent} was not read`);
-      return Exit.Interrupted;
+    const stored = acknowledged === 0 ? "no line is" : acknowledged === 1 ? "line 1 is" : `lines 1-${acknowledged} are`;
+    // Set by callbacks: TypeScript's narrowing does not see those.
+    const lost = reportLost as Error | null;
+    const signal = signalled as NodeJS.Signals | null;
+    if (lost) throw new Error(`${lost.message}; ${stored} stored (the last one seq ${lastSeq}): only their report is lost, do not publish them again`, { cause: lost });
+    if (signal) {
+      warn(`interrupted: ${stored} stored${inputEnded ? "" : `; the input after line ${sent} was not published`}`);
+      return exitForSignal(signal);
     }
     return Exit.Ok;
   }, options.lines && options.msgId !== undefined ? { retryMs, producer: options.msgId } : { retryMs });
 }
 
-/** A signal came: `pub --lines` stops reading. */
+/** A signal cancelled `pub --lines`' read of stdin. */
 class Interrupted extends Error {}
-
-/** The chunks of `stream` until `stop` rejects (then that error is thrown); raced per chunk, not per line. */
-async function* untilSignal(stream: ReadableStream<Uint8Array>, stop: Promise<never>): AsyncGenerator<Uint8Array> {
-  const reader = stream.getReader();
-  try {
-    for (;;) {
-      const { value, done } = await Promise.race([reader.read(), stop]);
-      if (done) return;
-      yield value;
-    }
-  } finally {
-    reader.cancel().catch(() => {});
-  }
-}
 
 /**
  * Lines of a byte stream, without their "\n" or "\r\n"; no empty message for a final newline.
@@ -358,12 +376,12 @@ export async function recv(options: RecvOptions): Promise<number> {
   checkStdoutOpen("the messages would be acknowledged with nobody to read them, and lost");
   return withClient(options, async (mq) => {
     // Settles the wait in progress when recv must end: the reader left, or a signal came (--follow).
-    const abort = Promise.withResolvers<"reader" | "signal">();
-    const stopWatching = watchStdoutReader(() => abort.resolve("reader"));
+    const stop = new Stop<"reader" | "signal">();
+    const stopWatching = watchStdoutReader(() => stop.fire("reader"));
     let signalled = false;
     const onSignal = () => {
       signalled = true;
-      abort.resolve("signal");
+      stop.fire("signal");
     };
     if (options.follow) {
       process.once("SIGINT", onSignal);
@@ -373,14 +391,14 @@ export async function recv(options: RecvOptions): Promise<number> {
     const next = (max: number, waitMs: number): Promise<Received | "reader" | "signal"> => {
       const request = mq.recv(options.id, { max, waitMs });
       request.catch(() => {});
-      return Promise.race([request, abort.promise]);
+      return stop.race(request);
     };
     let pushed: Awaited<ReturnType<MqClient["follow"]>> | null = null;
     /** The next pushed batch, or why recv must end first. */
     const nextPushed = (stream: NonNullable<typeof pushed>, max: number, waitMs: number) => {
       const batch = stream.next({ max, waitMs });
       batch.catch(() => {});
-      return Promise.race([batch, abort.promise]);
+      return stop.race(batch);
     };
     /**
      * Writes a batch, then acknowledges it; false when the reader is gone (the batch stays pending).
@@ -390,8 +408,7 @@ export async function recv(options: RecvOptions): Promise<number> {
     const deliver = async (got: Pick<Received, "messages" | "ack">): Promise<boolean> => {
       try {
         const written = writeStdout(renderMessages(got.messages, format));
-        written.catch(() => {}); // when the race below was won by the abort
-        const ended = await Promise.race([written, abort.promise]);
+        const ended = await stop.race(written);
         if (ended === "signal") return true;
         if (ended === "reader") return false;
       } catch (err) {

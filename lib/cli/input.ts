@@ -35,7 +35,7 @@ export function checkArgumentsAreUtf8(args: readonly string[]): void {
     try {
       strictUtf8.decode(mine[i]);
     } catch {
-      throw new UsageError(`argument ${i + 1} (${JSON.stringify(args[i]).slice(0, 60)}) is not valid UTF-8: mq takes text on the command line; give binary data on standard input (\`mq pub ID TOPIC < file\`)`);
+      throw new UsageError(`argument ${i + 1} (${JSON.stringify([...args[i]!].slice(0, 40).join(""))}${args[i]!.length > 40 ? "…" : ""}) is not valid UTF-8: mq takes text on the command line; give binary data on standard input (\`mq pub ID TOPIC < file\`)`);
     }
   }
 }

@@ -1,5 +1,6 @@
 /** What the CLI prints and how it exits (SPEC §2: the CLI contract). */
 import * as fs from "node:fs";
+import * as os from "node:os";
 import { Code, MqError } from "../errors.ts";
 import { POLLERR, POLLHUP, POLLOUT, pollFd } from "../store/fsutil.ts";
 import type { Message } from "../wire/messages.ts";
@@ -15,9 +16,12 @@ export const Exit = {
    * reports for a tool killed by SIGPIPE, so `set -o pipefail` sees what it sees for `yes | head -1`.
    */
   ReaderGone: 141,
-  /** Stopped by SIGINT or SIGTERM before its input was all read (`pub --lines`): 128 + SIGINT, as a shell reports. */
-  Interrupted: 130,
 } as const;
+
+/** The status of a command that a signal stopped (`pub --lines`): 128 + its number, as a shell reports (130 for SIGINT, 143 for SIGTERM). */
+export function exitForSignal(signal: NodeJS.Signals): number {
+  return 128 + (os.constants.signals[signal] ?? 0);
+}
 
 /** Bad usage, found before any connection is made: exit 2. */
 export class UsageError extends Error {

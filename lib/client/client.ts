@@ -216,21 +216,23 @@ async function open(socketPath: string): Promise<{ conn: Connection; maxMessageB
   }
 }
 
-/** Why nothing answered at `socketPath`: missing, not a socket (a file, a directory), or a socket nobody listens on. */
+/** Why nothing answered at `socketPath`: missing, not a socket (a file, a directory), a socket nobody listens on, or a busy one. */
 function whyNoBroker(socketPath: string, err: unknown): string {
   const start = "start one with `mq local` or `mq up`";
+  const give = "give the socket of a running one (--socket, MQ_SOCKET)";
   const code = (err as NodeJS.ErrnoException)?.code;
   if (code === "EACCES") return `no permission to connect to the local broker's socket ${socketPath}: run as a user who may (the broker's user or group), or give another socket (--socket, MQ_SOCKET)`;
   let kind: string | null = null;
   try {
     const st = statSync(socketPath);
-    kind = st.isSocket() ? "socket" : st.isDirectory() ? "a directory" : st.isFile() ? "a regular file" : "not a socket";
+    kind = st.isSocket() ? "socket" : st.isDirectory() ? "a directory" : st.isFile() ? "a regular file" : st.isFIFO() ? "a FIFO" : "a device";
   } catch {
     // Missing (or not to be looked at): the usual case below.
   }
-  if (kind === null || code === "ENOENT") return `no local broker at ${socketPath}: ${start}, or give the socket of a running one (--socket, MQ_SOCKET)`;
+  if (kind === null || code === "ENOENT") return `no local broker at ${socketPath}: ${start}, or ${give}`;
   if (kind !== "socket") return `${socketPath} is ${kind}, not the socket of a local broker: give its socket (--socket, MQ_SOCKET), or ${start}`;
-  return `no local broker listening at ${socketPath}, the socket of one that stopped?: ${start}, or give the socket of a running one (--socket, MQ_SOCKET)`;
+  if (code === "EAGAIN" || code === "EWOULDBLOCK") return `the local broker at ${socketPath} is not taking connections now (its queue of new connections is full): try again, or see its log`;
+  return `no local broker listening at ${socketPath}, the socket of one that stopped? (${code ?? "refused"}): ${start}, or ${give}`;
 }
 
 export class MqClient {
@@ -241,7 +243,7 @@ export class MqClient {
   private maxBatchBytes = 0;
   private maxBytes = 0;
   private reconnecting: Promise<Connection> | null = null;
-  /** When the last reconnect failed (0: it did not). */
+  /** When the last reconnect failed, by performance.now() (0: it did not). */
   private reconnectFailedAt = 0;
   private closedByUser = false;
   /** Publishes numbered so far per topic (the `n` of `<producer>:<n>`); kept for the client's life, so no id is given twice. */
@@ -296,7 +298,8 @@ export class MqClient {
   private connection(): Promise<Connection> {
     if (this.closedByUser) return Promise.reject(new MqError(Code.Unavailable, "the client is closed"));
     if (!this.conn.closed) return Promise.resolve(this.conn);
-    const wait = this.reconnectFailedAt + RECONNECT_PAUSE_MS - Date.now();
+    // Monotonic, and at most the pause: a wall clock set back must not hold reconnects for the size of the step.
+    const wait = Math.min(RECONNECT_PAUSE_MS, this.reconnectFailedAt + RECONNECT_PAUSE_MS - performance.now());
     this.reconnecting ??= (wait > 0 ? Bun.sleep(wait).then(() => this.closedByUser ? Promise.reject(new MqError(Code.Unavailable, "the client is closed")) : open(this.socketPath)) : open(this.socketPath)).then(
       ({ conn, maxMessageBytes, caps }) => {
         this.reconnecting = null;
@@ -312,7 +315,7 @@ export class MqClient {
       },
       (err) => {
         this.reconnecting = null;
-        this.reconnectFailedAt = Date.now();
+        this.reconnectFailedAt = performance.now();
         throw err;
       },
     );

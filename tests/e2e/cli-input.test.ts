@@ -42,6 +42,25 @@ async function received(id: number): Promise<unknown[]> {
 
 const linux = fs.existsSync("/proc/self/cmdline");
 
+/** The peak resident size (VmHWM) of the mq process whose command line has `match`, read from /proc until `proc` (its shell) exits. */
+async function peakResidentKb(proc: { exitCode: number | null }, match: string): Promise<number> {
+  let peakKb = 0;
+  while (proc.exitCode === null) {
+    const pids = Bun.spawnSync(["pgrep", "-f", match]).stdout.toString().trim().split("\n").filter(Boolean);
+    for (const pid of pids) {
+      try {
+        const hwm = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
+        // Not the shell whose command line names it too.
+        if (hwm && !fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").startsWith("sh")) peakKb = Math.max(peakKb, Number(hwm[1]));
+      } catch {
+        // Gone between pgrep and the read.
+      }
+    }
+    await Bun.sleep(100);
+  }
+  return peakKb;
+}
+
 describe("arguments that are not UTF-8", () => {
   test.skipIf(!linux)("are refused (exit 2, nothing stored) where they were stored as U+FFFD, and two msg-ids that differ only there collided (Linux: /proc)", async () => {
     const id = await subscribed("argv.bytes");
@@ -136,7 +155,7 @@ describe("mq pub --lines stopped, and its report lost", () => {
       const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
       expect(code).toBe(130);
       expect(stdout).toBe(["seq 1", "seq 2", "seq 3"].map((s) => `lines.sigint: ${s}, 1 subscriber\n`).join(""));
-      expect(stderr).toBe("mq: warning: interrupted: lines 1-3 are stored; the input after line 3 was not read\n");
+      expect(stderr).toBe("mq: warning: interrupted: lines 1-3 are stored; the input after line 3 was not published\n");
     } finally {
       clearTimeout(killer);
       proc.kill("SIGKILL");
@@ -149,7 +168,72 @@ describe("mq pub --lines stopped, and its report lost", () => {
     const r = await shell(`${mqLine(["pub", String(id), "report.full", "kept"])} > /dev/full`);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain("ENOSPC");
-    expect(r.stderr).toContain("the message was stored (seq 1): only the report is lost, do not publish again");
+    expect(r.stderr).toContain("the message was stored (seq 1): only the report is lost, do not publish it again");
     expect(await received(id)).toEqual(["kept"]);
   });
+});
+
+describe("mq pub --lines: signals, a report that fails, memory", () => {
+  test("SIGTERM exits 143 (128 + 15), as a shell reports it; the lines read are stored and named", async () => {
+    const id = await subscribed("lines.sigterm");
+    const proc = Bun.spawn([...mqCommand(), "pub", String(id), "lines.sigterm", "--lines"], { stdin: "pipe", stdout: "pipe", stderr: "pipe", env: { ...process.env, MQ_SOCKET: cluster.local.socket } });
+    const killer = setTimeout(() => proc.kill("SIGKILL"), 30_000);
+    try {
+      // A partial line after the last newline is no line: it is not published.
+      proc.stdin.write("a\nb\npart");
+      await proc.stdin.flush();
+      for (let i = 0; i < 100; i++) {
+        const topics = jsonLines((await cluster.run(["topics", "--json"])).stdout);
+        if (topics.find((t) => t.topic === "lines.sigterm")?.messages === 2) break;
+        await Bun.sleep(50);
+      }
+      proc.kill("SIGTERM");
+      const [stderr, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited]);
+      expect(code).toBe(143);
+      expect(stderr).toBe("mq: warning: interrupted: lines 1-2 are stored; the input after line 2 was not published\n");
+    } finally {
+      clearTimeout(killer);
+      proc.kill("SIGKILL");
+    }
+    expect(await received(id)).toEqual(["a", "b"]);
+  });
+
+  test.skipIf(!fs.existsSync("/dev/full"))("a report that cannot be written (/dev/full) does not stop the publishing: every line is stored, and the error says so (it stopped after 2,150 of 20,000, saying 'do not publish again')", async () => {
+    const id = await subscribed("lines.full");
+    const r = await shell(`seq 1 20000 | ${mqLine(["pub", String(id), "lines.full", "--lines"])} > /dev/full`);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("ENOSPC");
+    expect(r.stderr).toContain("lines 1-20000 are stored (the last one seq 20000): only their report is lost, do not publish them again");
+    const topics = jsonLines((await cluster.run(["topics", "--json"])).stdout);
+    expect(topics.find((t) => t.topic === "lines.full")?.messages).toBe(20000);
+  }, 60_000);
+
+  test("memory stays bounded while it reads: 200 MB of input, under 150 MB resident (it kept every chunk it read: 420 MB for 300 MB)", async () => {
+    const id = await cluster.create();
+    const line = "x".repeat(999);
+    const proc = Bun.spawn(["sh", "-c", `yes '${line}' | head -c 200000000 | ${mqLine(["pub", String(id), "lines.memory", "--lines"])} > /dev/null`], { stdout: "ignore", stderr: "pipe", env: { ...process.env, MQ_SOCKET: cluster.local.socket } });
+    const killer = setTimeout(() => proc.kill("SIGKILL"), 110_000);
+    const peakKb = await peakResidentKb(proc, `pub ${id} lines.memory`);
+    clearTimeout(killer);
+    expect(await proc.exited).toBe(0);
+    expect(peakKb).toBeGreaterThan(0);
+    expect(peakKb).toBeLessThan(150 * 1024);
+  }, 120_000);
+});
+
+describe("mq recv: memory", () => {
+  test.skipIf(!linux)("stays bounded over 150 MB received (--follow --count): under 180 MB resident (it kept every batch until it exited: 281 MB)", async () => {
+    const id = await subscribed("recv.memory");
+    const line = "y".repeat(999);
+    const pub = await shell(`yes '${line}' | head -n 150000 | ${mqLine(["pub", String(await cluster.create()), "recv.memory", "--lines"])} > /dev/null`, 110_000);
+    expect(pub.code).toBe(0);
+    const proc = Bun.spawn(["sh", "-c", `${mqLine(["recv", String(id), "--follow", "--count", "150000"])} | wc -l`], { stdout: "pipe", stderr: "pipe", env: { ...process.env, MQ_SOCKET: cluster.local.socket } });
+    const killer = setTimeout(() => proc.kill("SIGKILL"), 110_000);
+    const peakKb = await peakResidentKb(proc, `recv ${id} --follow`);
+    clearTimeout(killer);
+    expect(await proc.exited).toBe(0);
+    expect((await new Response(proc.stdout).text()).trim()).toBe("150000");
+    expect(peakKb).toBeGreaterThan(0);
+    expect(peakKb).toBeLessThan(180 * 1024);
+  }, 240_000);
 });
