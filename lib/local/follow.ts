@@ -121,6 +121,13 @@ export class Follows {
     return {};
   }
 
+  /** Messages pushed to follows and not acknowledged yet. */
+  unacknowledged(): number {
+    let n = 0;
+    for (const mine of this.byConn.values()) for (const f of mine.values()) n += f.unacked.length - f.unackedHead;
+    return n;
+  }
+
   /** The connection closed: its follows end, and what they were pushed and not acknowledged goes back. */
   connectionClosed(conn: Connection): void {
     const mine = this.byConn.get(conn);

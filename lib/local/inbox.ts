@@ -215,6 +215,17 @@ export class Inbox {
     return false;
   }
 
+  /**
+   * `topic` up to `seq` was acknowledged by a client in an earlier run of this broker, and the
+   * server may not have heard of it (lib/local/unsent-acks.ts): what it sends again up to there
+   * is acknowledged again, not delivered twice. Only on a fresh track (nothing received yet).
+   */
+  seedAcked(topic: string, seq: number): void {
+    const track = this.track(topic);
+    if (track.highest > 0 || track.unacked.length > 0) return;
+    track.highest = track.ackedUpstream = seq;
+  }
+
   /** The highest seq of `topic` acknowledged upstream (for a re-ack). */
   ackedUpstream(topic: string): number {
     return this.tracks.get(topic)?.ackedUpstream ?? 0;

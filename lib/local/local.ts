@@ -13,6 +13,7 @@ import { errorText, logger, SaidOnce } from "../log.ts";
 import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_HELLO_TIMEOUT_MS, DEFAULT_LOCAL_LIMITS, DEFAULT_MAX_MESSAGE_BYTES, maxFrameBytes } from "../config.ts";
 import { Code, MqError, toMqError } from "../errors.ts";
 import { lockDataDir, makeDataDir, writeFileAtomic } from "../store/fsutil.ts";
+import { UnsentAcks } from "./unsent-acks.ts";
 import { IdRanges } from "../store/id-ranges.ts";
 import { defineCounters, LOCAL_COUNTERS, type LocalStats, type ServerStats } from "../metrics.ts";
 import { CloseReason, Connection, type ConnectionHandler, type SocketLike } from "../wire/connection.ts";
@@ -80,6 +81,8 @@ interface ClientState {
 }
 
 const MAX_RECV_BATCH = 1000;
+/** A graceful stop waits up to this long for clients to acknowledge what they were handed. */
+const STOP_ACK_GRACE_MS = 1000;
 const MAX_WAIT_MS = 24 * 3600 * 1000;
 /** While reconnecting, a request waits this long for the server before failing UNAVAILABLE. */
 const RECONNECT_GRACE_MS = 1000;
@@ -120,6 +123,8 @@ export class LocalBroker {
   private connectedWaiters: Array<() => void> = [];
   private readonly clients = new Set<Connection>();
   private readonly inboxes = new Map<number, Inbox>();
+  /** Floors acknowledged while the server was away, not sent yet; kept across a graceful restart. */
+  private readonly unsentAcks: UnsentAcks;
   private maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES;
   private stopped = false;
   private stopping: Promise<void> | null = null;
@@ -168,6 +173,27 @@ export class LocalBroker {
   ) {
     this.servers = new ServerList(Array.isArray(options.server) ? options.server : [options.server as ServerAddress]);
     this.limits = { ...DEFAULT_LOCAL_LIMITS, ...options.limits };
+    this.unsentAcks = new UnsentAcks(path.join(options.dataDir, "unsent-acks.json"));
+  }
+
+  /** What the last graceful stop could not send: the inboxes acknowledge it again instead of delivering it twice. */
+  private loadUnsentAcks(): void {
+    const { floors, problem } = this.unsentAcks.load();
+    if (problem) log.warn(`${path.join(this.options.dataDir, "unsent-acks.json")}: ${problem}; left out (messages acknowledged while the server was away before the last stop may come again)`);
+    for (const { local, topic, seq } of floors) {
+      if (this.ids.global(local) === undefined) this.unsentAcks.dropId(local);
+      else this.inbox(local).seedAcked(topic, seq);
+    }
+    if (floors.length > 0) log.info(`${floors.length} acknowledgement${floors.length === 1 ? "" : "s"} made while the server was away, kept by the last stop: sent once connected`);
+  }
+
+  /** Sends what was acknowledged while the server was away, on the new session. */
+  private sendUnsentAcks(conn: Connection): void {
+    if (this.unsentAcks.size === 0) return;
+    for (const { local, topic, seq } of this.unsentAcks.take()) {
+      const global = this.ids.global(local);
+      if (global !== undefined) conn.send({ op: "ack", id: global, topic, seq });
+    }
   }
 
   static async start(options: LocalOptions): Promise<LocalBroker> {
@@ -180,6 +206,7 @@ export class LocalBroker {
       const secret = loadSecret(path.join(options.dataDir, "secret"));
       await claimSocketPath(options.socketPath);
       broker = new LocalBroker(options, identity, secret, new IdTable(path.join(options.dataDir, "ids")));
+      broker.loadUnsentAcks();
       broker.listen();
     } catch (err) {
       unlock(); // a failed start leaves the directory free
@@ -351,6 +378,7 @@ export class LocalBroker {
         }
         this.upstream = conn;
         this.upstreamError = null;
+        this.sendUnsentAcks(conn);
         this.failures.clear();
         this.refusals.forget(addressText);
         this.tlsFailures.forget(addressText);
@@ -430,6 +458,7 @@ export class LocalBroker {
     const inbox = this.inboxes.get(local);
     if (!inbox) return;
     this.inboxes.delete(local);
+    this.unsentAcks.dropId(local);
     if (inbox.pending > 0) log.error(`id ${local}: ${inbox.pending} buffered messages dropped: the server no longer knows the id`);
     for (const w of inbox.waiters.splice(0)) w.resolve([], inbox.epoch);
     this.follows.end(inbox, new MqError(Code.UnknownId, message));
@@ -607,6 +636,8 @@ export class LocalBroker {
   }
 
   private serveWaiters(inbox: Inbox): void {
+    // Stopping: nothing more is handed out (doStop lets clients acknowledge what they hold).
+    if (this.stopped) return;
     while (inbox.pending > 0 && inbox.waiters.length > 0) {
       const messages = inbox.take(inbox.waiters[0]!.max);
       if (messages.length === 0) continue; // all expired: the waiter waits on
@@ -726,7 +757,10 @@ export class LocalBroker {
       this.tellBuffered(frame.id, global, frame.topics);
       return this.forwardOp(frame).then((r) => {
         const inbox = this.inboxes.get(frame.id);
-        for (const t of endedTopics(r)) inbox?.dropTopic(t);
+        for (const t of endedTopics(r)) {
+          inbox?.dropTopic(t);
+          this.unsentAcks.dropTopic(frame.id, t);
+        }
         return r;
       });
     },
@@ -738,6 +772,7 @@ export class LocalBroker {
         const inbox = this.inboxes.get(frame.id);
         if (inbox) this.follows.end(inbox, new MqError(Code.UnknownId, `client id ${frame.id} was destroyed`));
         this.inboxes.delete(frame.id);
+        this.unsentAcks.dropId(frame.id);
         this.goneOnServer.delete(frame.id);
       };
       this.tellBuffered(frame.id, id);
@@ -793,6 +828,8 @@ export class LocalBroker {
     const state = conn.state as ClientState;
     const inbox = this.inbox(local);
     const limit = Math.max(1, Math.min(max, MAX_RECV_BATCH));
+    // Stopping: an empty answer, as for a wait that ran out; what is buffered stays for the next run.
+    if (this.stopped) return this.handOut(state, local, inbox, [], inbox.epoch);
     const messages = inbox.take(limit);
     // Answered in this turn when there is something (or nothing to wait for): the reply goes
     // out in one write with the connection's other answers of the turn (the ack before it).
@@ -873,9 +910,13 @@ export class LocalBroker {
     const global = this.ids.global(local);
     const acks = inbox.acknowledge(messages, epoch);
     if (global === undefined) return;
-    // If the server is away the ack is lost; after the reconnect the server re-sends, the
-    // inbox sees a duplicate at or below the acked floor and acknowledges it again.
-    for (const upstreamAck of acks) this.upstream?.send({ op: "ack", id: global, ...upstreamAck });
+    // If the server is away the ack is kept (floors only): sent on the next session, and kept
+    // by a graceful stop. The server re-sends meanwhile; the inbox sees a duplicate at or
+    // below the acked floor and acknowledges it again.
+    for (const upstreamAck of acks) {
+      if (this.upstream) this.upstream.send({ op: "ack", id: global, ...upstreamAck });
+      else if ("seq" in upstreamAck) this.unsentAcks.record(local, upstreamAck.topic, upstreamAck.seq);
+    }
   }
 
   /** The messages of delivery `tag` were not processed: they go back for redelivery. */
@@ -992,6 +1033,13 @@ export class LocalBroker {
     return this.servers.currentText;
   }
 
+  /** Messages handed to clients (recv batches and follow pushes) not acknowledged yet. */
+  private handedOut(): number {
+    let n = this.follows.unacknowledged();
+    for (const c of this.clients) for (const d of (c.state as ClientState | undefined)?.delivered.values() ?? []) n += d.messages.length;
+    return n;
+  }
+
   /** Graceful stop: stop listening, send the last acks, close the connections, remove the socket file. */
   stop(): Promise<void> {
     this.stopping ??= this.doStop();
@@ -1006,11 +1054,22 @@ export class LocalBroker {
     // go back to the clients before anything is closed.
     const deadline = Date.now() + 5000;
     while (this.serving > 0 && Date.now() < deadline) await Bun.sleep(5);
+    // Nothing more is handed out (serveWaiters, recv); recvs waiting get an empty answer, and
+    // clients get a moment to acknowledge what they were handed: a `recv --follow` that wrote
+    // a batch and was about to acknowledge it would otherwise get it again after the restart.
+    for (const inbox of this.inboxes.values()) for (const w of inbox.waiters.splice(0)) w.resolve([], inbox.epoch);
+    const drained = Date.now() + STOP_ACK_GRACE_MS;
+    while (this.handedOut() > 0 && Date.now() < drained) await Bun.sleep(5);
     this.listener?.stop(true);
     for (const c of this.clients) c.close(CloseReason.Shutdown);
     this.upstream?.close(CloseReason.Shutdown);
     for (const w of this.connectedWaiters.splice(0)) w();
     fs.rmSync(this.options.socketPath, { force: true });
+    try {
+      this.unsentAcks.save();
+    } catch (err) {
+      log.error(`cannot keep the acknowledgements made while the server was away (${errorText(err)}): the messages they cover will be delivered again after the restart`);
+    }
     await this.ids.close();
     this.unlock();
     log.info(`stopped (socket ${this.options.socketPath} removed)`);
