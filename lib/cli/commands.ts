@@ -9,6 +9,7 @@ import { checkPattern, checkTopic, isPattern } from "../wire/topic.ts";
 import { Exit, StdoutClosedError, UsageError, exitForSignal, renderMessages, warn, watchStdoutReader, writeStdout } from "./output.ts";
 import { checkStdinOpen, checkStdoutOpen, readStdin } from "./input.ts";
 import { Stop } from "./stop.ts";
+import { Code, MqError } from "../errors.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "../config.ts";
 
 export interface CommonOptions {
@@ -143,7 +144,7 @@ export async function pub(options: PubOptions): Promise<number> {
       }
     };
     if (options.message !== undefined) {
-      report(await mq.publish(options.id, options.topic, options.message, one));
+      report(await publishOne(mq, options, options.message, one));
       await flush();
       return Exit.Ok;
     }
@@ -153,7 +154,7 @@ export async function pub(options: PubOptions): Promise<number> {
     if (!options.lines) {
       let data = await readStdin(mq.maxMessageBytes || DEFAULT_MAX_MESSAGE_BYTES);
       if (!options.raw && data.length > 0 && data[data.length - 1] === 10) data = data.subarray(0, data.length - 1);
-      report(await mq.publish(options.id, options.topic, data, one));
+      report(await publishOne(mq, options, data, one));
       await flush();
       return Exit.Ok;
     }
@@ -262,6 +263,21 @@ export async function pub(options: PubOptions): Promise<number> {
     }
     return Exit.Ok;
   }, options.lines && options.msgId !== undefined ? { retryMs, producer: options.msgId } : { retryMs });
+}
+
+/**
+ * One `mq pub`. UNAVAILABLE after the local broker took it (the server cut off or slow to
+ * answer) does not say that nothing was stored: the server may have stored it before the
+ * answer was lost. The error says so, and how to publish again without a copy.
+ */
+async function publishOne(mq: MqClient, options: PubOptions, data: string | Uint8Array, one: PublishOptions): Promise<PubResult> {
+  try {
+    return await mq.publish(options.id, options.topic, data, one);
+  } catch (err) {
+    if (!(err instanceof MqError && err.code === Code.Unavailable)) throw err;
+    const again = options.msgId === undefined ? "publish it again with --msg-id KEY to store it once from then on" : `publishing it again with --msg-id ${options.msgId} stores it once`;
+    throw new MqError(err.code, `${err.message}; the message may have been stored all the same: check with \`mq topics\`, or ${again}`, { cause: err });
+  }
 }
 
 /** A signal cancelled `pub --lines`' read of stdin. */
