@@ -42,6 +42,29 @@ async function received(id: number): Promise<unknown[]> {
 
 const linux = fs.existsSync("/proc/self/cmdline");
 
+/** `mq pub ID TOPIC --lines` fed `input` on a pipe left open; once `stored` messages are in, `signal`. */
+async function interruptedPub(id: number, topic: string, input: string, stored: number, signal: "SIGINT" | "SIGTERM") {
+  const proc = Bun.spawn([...mqCommand(), "pub", String(id), topic, "--lines"], { stdin: "pipe", stdout: "pipe", stderr: "pipe", env: { ...process.env, MQ_SOCKET: cluster.local.socket } });
+  const killer = setTimeout(() => proc.kill("SIGKILL"), 30_000);
+  try {
+    proc.stdin.write(input);
+    await proc.stdin.flush();
+    // Stored (the input stays open): then the signal.
+    for (let i = 0; i < 100; i++) {
+      const topics = jsonLines((await cluster.run(["topics", "--json"])).stdout);
+      if (topics.find((t) => t.topic === topic)?.messages === stored) break;
+      await Bun.sleep(50);
+    }
+    proc.kill(signal);
+    const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+    return { stdout, stderr, code };
+  } finally {
+    clearTimeout(killer);
+    proc.kill("SIGKILL");
+  }
+}
+
+
 /** The peak resident size (VmHWM) of the mq process whose command line has `match`, read from /proc until `proc` (its shell) exits. */
 async function peakResidentKb(proc: { exitCode: number | null }, match: string): Promise<number> {
   let peakKb = 0;
@@ -140,26 +163,10 @@ describe("mq recv's standard output", () => {
 describe("mq pub --lines stopped, and its report lost", () => {
   test("Ctrl-C (SIGINT) stops the reading: what was stored is reported and named, exit 130 (it died with its report unprinted)", async () => {
     const id = await subscribed("lines.sigint");
-    const proc = Bun.spawn([...mqCommand(), "pub", String(id), "lines.sigint", "--lines"], { stdin: "pipe", stdout: "pipe", stderr: "pipe", env: { ...process.env, MQ_SOCKET: cluster.local.socket } });
-    const killer = setTimeout(() => proc.kill("SIGKILL"), 30_000);
-    try {
-      proc.stdin.write("a\nb\nc\n");
-      await proc.stdin.flush();
-      // Stored (the input stays open): then the signal.
-      for (let i = 0; i < 100; i++) {
-        const topics = jsonLines((await cluster.run(["topics", "--json"])).stdout);
-        if (topics.find((t) => t.topic === "lines.sigint")?.messages === 3) break;
-        await Bun.sleep(50);
-      }
-      proc.kill("SIGINT");
-      const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
-      expect(code).toBe(130);
-      expect(stdout).toBe(["seq 1", "seq 2", "seq 3"].map((s) => `lines.sigint: ${s}, 1 subscriber\n`).join(""));
-      expect(stderr).toBe("mq: warning: interrupted: lines 1-3 are stored; the input after line 3 was not published\n");
-    } finally {
-      clearTimeout(killer);
-      proc.kill("SIGKILL");
-    }
+    const { stdout, stderr, code } = await interruptedPub(id, "lines.sigint", "a\nb\nc\n", 3, "SIGINT");
+    expect(code).toBe(130);
+    expect(stdout).toBe(["seq 1", "seq 2", "seq 3"].map((s) => `lines.sigint: ${s}, 1 subscriber\n`).join(""));
+    expect(stderr).toBe("mq: warning: interrupted: lines 1-3 are stored; the input after line 3 was not published\n");
     expect(await received(id)).toEqual(["a", "b", "c"]);
   });
 
@@ -176,25 +183,10 @@ describe("mq pub --lines stopped, and its report lost", () => {
 describe("mq pub --lines: signals, a report that fails, memory", () => {
   test("SIGTERM exits 143 (128 + 15), as a shell reports it; the lines read are stored and named", async () => {
     const id = await subscribed("lines.sigterm");
-    const proc = Bun.spawn([...mqCommand(), "pub", String(id), "lines.sigterm", "--lines"], { stdin: "pipe", stdout: "pipe", stderr: "pipe", env: { ...process.env, MQ_SOCKET: cluster.local.socket } });
-    const killer = setTimeout(() => proc.kill("SIGKILL"), 30_000);
-    try {
-      // A partial line after the last newline is no line: it is not published.
-      proc.stdin.write("a\nb\npart");
-      await proc.stdin.flush();
-      for (let i = 0; i < 100; i++) {
-        const topics = jsonLines((await cluster.run(["topics", "--json"])).stdout);
-        if (topics.find((t) => t.topic === "lines.sigterm")?.messages === 2) break;
-        await Bun.sleep(50);
-      }
-      proc.kill("SIGTERM");
-      const [stderr, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited]);
-      expect(code).toBe(143);
-      expect(stderr).toBe("mq: warning: interrupted: lines 1-2 are stored; the input after line 2 was not published\n");
-    } finally {
-      clearTimeout(killer);
-      proc.kill("SIGKILL");
-    }
+    // A partial line after the last newline is no line: it is not published.
+    const { stderr, code } = await interruptedPub(id, "lines.sigterm", "a\nb\npart", 2, "SIGTERM");
+    expect(code).toBe(143);
+    expect(stderr).toBe("mq: warning: interrupted: lines 1-2 are stored; the input after line 2 was not published\n");
     expect(await received(id)).toEqual(["a", "b"]);
   });
 

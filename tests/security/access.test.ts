@@ -218,17 +218,18 @@ describe("TLS between local broker and server", () => {
 
   // A file that cannot be read may come later (a mount late at boot): exit 1, which systemd's
   // units restart (RestartPreventExitStatus=2). A file that holds the wrong thing is exit 2.
+  /** A daemon's arguments with `bad` as the file of `flag`, and good files for the rest. */
+  const tlsDaemonArgs = (daemon: string, flag: string, bad: string) =>
+    daemon === "local"
+      ? ["local", "--server", tlsServer.address, "--data", path.join(dir, "never-local"), "--socket", path.join(dir, "never.sock"), flag, bad]
+      : ["server", "--listen", "127.0.0.1:0", "--data", path.join(dir, "never-server"), "--tls-cert", flag === "--tls-cert" ? bad : certs.cert, "--tls-key", flag === "--tls-key" ? bad : certs.key];
   test.each([
     ["local", "--tls-ca", "a missing file"],
     ["server", "--tls-cert", "a missing file"],
     ["server", "--tls-key", "a directory"],
   ])("mq %s %s with %s stops at start with exit 1 (restarted by a service manager), naming the flag and the file", async (daemon, flag, what) => {
     const bad = what === "a directory" ? fs.mkdtempSync(path.join(dir, "a-dir-")) : path.join(dir, "no-such.crt");
-    const args =
-      daemon === "local"
-        ? ["local", "--server", tlsServer.address, "--data", path.join(dir, "never-local"), "--socket", path.join(dir, "never.sock"), flag, bad]
-        : ["server", "--listen", "127.0.0.1:0", "--data", path.join(dir, "never-server"), "--tls-cert", flag === "--tls-cert" ? bad : certs.cert, "--tls-key", flag === "--tls-key" ? bad : certs.key];
-    const r = await mq(null, args, { timeoutMs: 10_000 });
+    const r = await mq(null, tlsDaemonArgs(daemon, flag, bad), { timeoutMs: 10_000 });
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(`mq: error: Cannot read the ${flag} file ${bad}: `);
     expect(r.stderr).toContain("check the path, and that the daemon's user may read it");
@@ -254,11 +255,7 @@ describe("TLS between local broker and server", () => {
       },
       "the key of another certificate": () => certs.wrongNameKey,
     }[what]!();
-    const args =
-      daemon === "local"
-        ? ["local", "--server", tlsServer.address, "--data", path.join(dir, "never-local"), "--socket", path.join(dir, "never.sock"), flag, bad]
-        : ["server", "--listen", "127.0.0.1:0", "--data", path.join(dir, "never-server"), "--tls-cert", flag === "--tls-cert" ? bad : certs.cert, "--tls-key", flag === "--tls-key" ? bad : certs.key];
-    const r = await mq(null, args, { timeoutMs: 10_000 });
+    const r = await mq(null, tlsDaemonArgs(daemon, flag, bad), { timeoutMs: 10_000 });
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(message);
     expect(r.stderr).toContain(bad);
