@@ -42,7 +42,7 @@ function chunkOf(all: Map<string, string>, source: string): string {
 
 test("mq --version and mq help load the command table, help, argument checks (with the group-name rule) and the stdout writer, nothing more", async () => {
   const all = await chunks();
-  expect(loadedWith(all, "mq.js")).toEqual(["cmd/mq.ts", "lib/cli/help.ts", "lib/cli/output.ts", "lib/cli/parse.ts", "lib/config.ts", "lib/errors.ts", "lib/store/fsutil.ts", "lib/store/pg/url.ts", "lib/wire/group-name.ts", "package.json"]);
+  expect(loadedWith(all, "mq.js")).toEqual(["cmd/mq.ts", "lib/cli/help.ts", "lib/cli/input.ts", "lib/cli/output.ts", "lib/cli/parse.ts", "lib/config.ts", "lib/errors.ts", "lib/store/fsutil.ts", "lib/store/pg/url.ts", "lib/wire/group-name.ts", "package.json"]);
 });
 
 test("mq pub and the other client commands add the client and the wire layer, not the server, the store or the local broker", async () => {
