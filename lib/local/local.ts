@@ -21,7 +21,7 @@ import { socketBytes } from "../wire/frame.ts";
 import { pushedExtraProblem, pushedMessage } from "./pushed-extra.ts";
 import { pubsHeadersProblem } from "../wire/headers.ts";
 import { MAX_MSGS_PER_FRAME, PROTOCOL_VERSION, pubsIdsProblem, type Frame, type Message, type MsgsFrame, type Outgoing } from "../wire/messages.ts";
-import { capabilities, MSGS_IDS_CAP, ops, type ClientOp, type Op, type RequestOf } from "../wire/ops.ts";
+import { capabilities, DRAIN_CAP, MSGS_IDS_CAP, ops, type ClientOp, type Op, type RequestOf } from "../wire/ops.ts";
 import { checkGroupName } from "../wire/group-name.ts";
 import { checkPattern, checkTopic } from "../wire/topic.ts";
 import { endedTopics } from "./ended.ts";
@@ -123,6 +123,8 @@ export class LocalBroker {
   private connectedWaiters: Array<() => void> = [];
   private readonly clients = new Set<Connection>();
   private readonly inboxes = new Map<number, Inbox>();
+  /** The server said it is stopping (`drain`): nothing is handed out until the session ends. */
+  private serverStopping = false;
   /** Floors acknowledged while the server was away, not sent yet; kept across a graceful restart. */
   private readonly unsentAcks: UnsentAcks;
   private maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES;
@@ -286,6 +288,7 @@ export class LocalBroker {
     let attempts = 0;
     const handler: ConnectionHandler = {
       frame: (conn, frame) => {
+        if (frame.op === "drain") return void this.drainForServer(conn);
         if (frame.op !== "msgs") throw new MqError(Code.UnknownOp, `op ${JSON.stringify(frame.op)} is not served by a local broker`);
         try {
           return this.onPush(frame, conn);
@@ -297,6 +300,11 @@ export class LocalBroker {
       closed: (conn, reason) => {
         if (this.upstream !== conn) return;
         this.upstream = null;
+        // Handing out resumes from the buffer (what the server held back goes on from there).
+        if (this.serverStopping) {
+          this.serverStopping = false;
+          for (const inbox of this.inboxes.values()) queueMicrotask(() => this.serveWaiters(inbox));
+        }
         if (this.stopped) return;
         log.warn(`lost the server ${this.serverAddress} (${reason}); reconnecting`);
         this.counters.reconnects++;
@@ -346,7 +354,7 @@ export class LocalBroker {
           bufferBytes: this.limits.bufferBytes,
           bufferBytesPerId: this.limits.bufferBytesPerId,
           // The ops it serves, and that it takes a `msgs` frame for several of its ids.
-          caps: [...capabilities("client"), MSGS_IDS_CAP],
+          caps: [...capabilities("client"), MSGS_IDS_CAP, DRAIN_CAP],
         };
         if (this.options.token !== undefined) hello.token = this.options.token;
         const reply = await conn.request(hello, 5000).catch((err) => {
@@ -636,8 +644,9 @@ export class LocalBroker {
   }
 
   private serveWaiters(inbox: Inbox): void {
-    // Stopping: nothing more is handed out (doStop lets clients acknowledge what they hold).
-    if (this.stopped) return;
+    // Stopping, or the server is: nothing more is handed out (doStop and drainForServer let
+    // clients acknowledge what they hold).
+    if (this.stopped || this.serverStopping) return;
     while (inbox.pending > 0 && inbox.waiters.length > 0) {
       const messages = inbox.take(inbox.waiters[0]!.max);
       if (messages.length === 0) continue; // all expired: the waiter waits on
@@ -830,6 +839,8 @@ export class LocalBroker {
     const limit = Math.max(1, Math.min(max, MAX_RECV_BATCH));
     // Stopping: an empty answer, as for a wait that ran out; what is buffered stays for the next run.
     if (this.stopped) return this.handOut(state, local, inbox, [], inbox.epoch);
+    // The server is stopping: the recv waits, and is served once the session ended.
+    if (this.serverStopping) return this.recvWaiting(conn, state, local, inbox, limit, Math.max(wait, 1));
     const messages = inbox.take(limit);
     // Answered in this turn when there is something (or nothing to wait for): the reply goes
     // out in one write with the connection's other answers of the turn (the ack before it).
@@ -1031,6 +1042,18 @@ export class LocalBroker {
   /** The server connected to, or while away the one being tried now. */
   private get serverAddress(): string {
     return this.servers.currentText;
+  }
+
+  /**
+   * The server is stopping cleanly (`drain`): hand out nothing more, let the clients
+   * acknowledge what they hold (up to 1 s; their acks go to the server, which serves them
+   * before its last write), then say `drained`. Handing out resumes when the session ends.
+   */
+  private async drainForServer(conn: Connection): Promise<void> {
+    this.serverStopping = true;
+    const until = Date.now() + STOP_ACK_GRACE_MS;
+    while (this.handedOut() > 0 && Date.now() < until && !conn.closed) await Bun.sleep(5);
+    if (!conn.closed) conn.send({ op: "drained" });
   }
 
   /** Messages handed to clients (recv batches and follow pushes) not acknowledged yet. */

@@ -19,7 +19,7 @@ import { CloseReason, Connection, type ConnectionHandler, type SocketLike } from
 import { socketBytes } from "../wire/frame.ts";
 import { pubsHeadersProblem, type Headers } from "../wire/headers.ts";
 import { appendFields, pubExtra, type PubExtra } from "./pub-fields.ts";
-import { capabilities, MSGS_IDS_CAP, PROTOCOL_VERSION, pubsIdsProblem, type AckRequest, type BufferedRequest, type NakRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
+import { capabilities, DRAIN_CAP, MSGS_IDS_CAP, PROTOCOL_VERSION, pubsIdsProblem, type AckRequest, type BufferedRequest, type NakRequest, type Frame, type From, type HelloRequest, type TopicInfo } from "../wire/messages.ts";
 import type { RequestOf, ServerOp } from "../wire/ops.ts";
 import { checkPattern, checkTopic, isPattern } from "../wire/topic.ts";
 import { patternStart } from "./pattern-start.ts";
@@ -91,6 +91,9 @@ export interface ServerLimits {
 }
 
 /** One connected local broker. */
+/** A clean stop waits this long at most for the local brokers' `drained` (theirs wait 1 s for their clients). */
+const DRAIN_WAIT_MS = 1500;
+
 interface Session {
   broker: string;
   conn: Connection;
@@ -102,6 +105,10 @@ interface Session {
   connectedAt: number;
   /** It announced MSGS_IDS_CAP: one `msgs` frame serves several of its ids. */
   sharesPushes: boolean;
+  /** It announced DRAIN_CAP: a clean stop sends it `drain` and waits for its `drained`. */
+  drains: boolean;
+  /** Settled by its `drained` (set when the stop sent `drain`). */
+  drained?: PromiseWithResolvers<void>;
 }
 
 /** A topic a pattern matches now: where its subscription starts (`from`) and its next seq. */
@@ -427,6 +434,7 @@ export class MqServer {
     ack: (session, frame) => this.ack(session, frame),
     nak: (session, frame) => this.nak(session, frame),
     buffered: (session, frame) => this.buffered(session, frame),
+    drained: (session) => void session.drained?.resolve(),
     create: (session) => this.track(this.create(session)),
     pub: (session, frame) => {
       const ids = frame.msgId === undefined ? undefined : { keys: [frame.msgId] };
@@ -561,7 +569,7 @@ export class MqServer {
       this.counters.delivered += n;
     });
     const sharesPushes = budgets.caps?.includes(MSGS_IDS_CAP) === true;
-    const session: Session = { broker, conn, address: this.addresses.get(conn) ?? conn.label, credits, connectedAt: Date.now(), sharesPushes };
+    const session: Session = { broker, conn, address: this.addresses.get(conn) ?? conn.label, credits, connectedAt: Date.now(), sharesPushes, drains: budgets.caps?.includes(DRAIN_CAP) === true };
     conn.state = session;
     conn.helloDone = true;
     this.sessions.set(broker, session);
@@ -1512,6 +1520,26 @@ export class MqServer {
     return this.stopping;
   }
 
+  /**
+   * Before the sessions close: each local broker that takes `drain` stops handing out and lets
+   * its clients acknowledge what they hold, and says `drained`; their acks are served here
+   * before the groups' last write. Without it a message in a client's hands at the stop went
+   * back to its queue group and came again after the restart (SPEC §3: not after a clean one).
+   */
+  private async drainSessions(): Promise<void> {
+    const waits: Promise<void>[] = [];
+    for (const session of this.sessions.values()) {
+      if (!session.drains || session.conn.closed) continue;
+      session.drained = Promise.withResolvers<void>();
+      session.conn.send({ op: "drain" });
+      waits.push(session.drained.promise);
+    }
+    if (waits.length === 0) return;
+    let timer: Timer | undefined;
+    await Promise.race([Promise.all(waits), new Promise<void>((resolve) => (timer = setTimeout(resolve, DRAIN_WAIT_MS)))]);
+    clearTimeout(timer);
+  }
+
   private async doStop(): Promise<void> {
     this.listener?.stop(false);
     const deadline = Date.now() + 5000;
@@ -1521,6 +1549,7 @@ export class MqServer {
     if (this.retentionTimer) clearInterval(this.retentionTimer);
     if (this.dedupeTimer) clearInterval(this.dedupeTimer);
     this.cluster?.stop();
+    await this.drainSessions();
     // No frame is served from here on: an ack served after the groups' last write below would be
     // counted and then forgotten (delivered again after the restart). Members hand back what they
     // hold, not counting it as delivered.

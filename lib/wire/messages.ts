@@ -5,7 +5,7 @@
  * The field `id` is the local id on the client hop and the global id on the server hop.
  */
 import { headersProblem, headersSize, type Headers } from "./headers.ts";
-import { capabilities, MSGS_IDS_CAP, ops, type FieldType, type Op, type RequestOf, type Schema } from "./ops.ts";
+import { capabilities, DRAIN_CAP, MSGS_IDS_CAP, ops, type FieldType, type Op, type RequestOf, type Schema } from "./ops.ts";
 
 export const PROTOCOL_VERSION = 1;
 
@@ -85,7 +85,9 @@ export interface ErrorFrame { op: "error"; rid?: number; code: string; message: 
  */
 export interface PingFrame { op: "ping" }
 export interface PongFrame { op: "pong" }
-export type Frame = Request | MsgsFrame | DeliveryFrame | OkFrame | ErrorFrame | PingFrame | PongFrame;
+/** Server → local broker, no answer: the server is stopping cleanly (ops.ts, DRAIN_CAP); the local broker answers `drained`. */
+export interface DrainFrame { op: "drain" }
+export type Frame = Request | MsgsFrame | DeliveryFrame | DrainFrame | OkFrame | ErrorFrame | PingFrame | PongFrame;
 
 /**
  * A message as handed to the user. `time` is the server's append time in ms since the epoch.
@@ -108,11 +110,13 @@ export const schemas: Record<string, Schema> = {
   ...Object.fromEntries(Object.entries(ops).map(([op, spec]) => [op, spec.request])),
   msgs: { id: "uint", topic: "string", seq: "uint", times: "times", payloads: "payloads0", more: "bool?", lost: "uint?", headers: "headerslist?", expires: "times?", explicit: "bool?", ids: "ids?" },
   delivery: { id: "uint", messages: "deliveries", code: "string?", message: "string?" },
+  /** Server → local broker: the server is stopping (ops.ts, DRAIN_CAP). */
+  drain: {},
   ping: {},
   pong: {},
 };
 
-export { capabilities, MSGS_IDS_CAP };
+export { capabilities, DRAIN_CAP, MSGS_IDS_CAP };
 
 /** Longest publisher message id, in bytes of UTF-8. */
 export const MAX_MSG_ID_BYTES = 256;

@@ -151,6 +151,12 @@ export const ops = {
    * server that announces it in `caps`; without it, they count (docs/semantics.md).
    */
   buffered: { request: { id: "uint", topic: "string", seqs: "seqs" }, reply: [], client: false, server: true, id: "local-only" },
+  /**
+   * Server hop only, no rid (no answer): the local broker's reply to a `drain` push (below):
+   * its clients acknowledged what they held (or it stopped waiting), and it hands out nothing
+   * more until the session ends.
+   */
+  drained: { request: {}, reply: [], client: false, server: true, id: "none" },
   topics: { request: { rid: "uint" }, reply: ["topics"], client: true, server: true, id: "none" },
   /**
    * Client hop only: push delivery (docs/protocol.md, "Push delivery"). From the `ok` on, the
@@ -196,3 +202,11 @@ export function capabilities(hop: "client" | "server"): string[] {
  * frames only to a local broker that announced it; to others, one frame per id.
  */
 export const MSGS_IDS_CAP = "msgs.ids";
+
+/**
+ * Announced by a local broker in the `caps` of its hello to the server: it takes the `drain`
+ * push. A server stopping cleanly sends `drain` to such brokers and waits (a moment) for
+ * their `drained`: acknowledgements of messages in their clients' hands reach it before the
+ * session ends, instead of those messages going back to their group and coming again.
+ */
+export const DRAIN_CAP = "drain";

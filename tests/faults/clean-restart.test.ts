@@ -101,3 +101,32 @@ test("a clean stop lets a client acknowledge the batch it holds (up to 1 s) and 
   // 1 and 2 were acknowledged: they came again when the stop closed the connection at once.
   expect(await recvSeqs(local.socket, sub, 10)).toEqual([3, 4, 5]);
 });
+
+test("a clean stop of the server lets a queue group member's client acknowledge what it holds (drain): that batch does not go back to the group and come again", async () => {
+  server = await startServer();
+  local = await startLocal(server.address);
+  const worker = await createOn(local.socket);
+  const pub = await createOn(local.socket);
+  expect((await mq(local.socket, ["sub", String(worker), "jobs", "--group", "workers"])).code).toBe(0);
+  expect((await mq(local.socket, ["pub", String(pub), "jobs", "--lines"], { stdin: "1\n2\n3\n4\n5" })).code).toBe(0);
+  const c = await MqClient.connect({ socket: local.socket });
+  try {
+    const follow = await c.follow(worker, { credits: 2 });
+    const batch = await follow.next({ max: 2, waitMs: 5000 });
+    expect(batch.messages.map((m) => m.seq)).toEqual([1, 2]);
+    // The server's stop begins while the batch is being worked on; its ack comes a moment later.
+    const stopped = server.daemon.stop();
+    await Bun.sleep(200);
+    await batch.ack();
+    expect(await stopped).toBe(0);
+    await follow.close().catch(() => {});
+  } finally {
+    c.close();
+  }
+  server = await startServer({ dataDir: server.dataDir, port: server.port });
+  await local.daemon.waitFor(/connected to the server .* after \d+ attempts/);
+  // 1 and 2 were acknowledged: they went back to the group and came again when the server closed at once.
+  const got: number[] = [];
+  for (let i = 0; i < 20 && got.length < 3; i++) got.push(...(await recvSeqs(local.socket, worker, 10)));
+  expect(got).toEqual([3, 4, 5]);
+});

@@ -12,7 +12,7 @@ import { LocalBroker } from "../../lib/local/local.ts";
 import { configureLog } from "../../lib/log.ts";
 import { MqServer } from "../../lib/server/server.ts";
 import { PROTOCOL_VERSION, type Frame } from "../../lib/wire/messages.ts";
-import { capabilities, MSGS_IDS_CAP, opNames, ops } from "../../lib/wire/ops.ts";
+import { capabilities, DRAIN_CAP, MSGS_IDS_CAP, opNames, ops } from "../../lib/wire/ops.ts";
 import { RawPeer } from "../security/kit.ts";
 import { localAgainst } from "./scripted-server.ts";
 
@@ -57,7 +57,7 @@ test("a local broker refuses with UNKNOWN_OP the ops its server does not announc
   });
   try {
     const hello = seen[0] as Frame & { caps?: string[] };
-    expect(hello.caps).toEqual([...capabilities("client"), MSGS_IDS_CAP]);
+    expect(hello.caps).toEqual([...capabilities("client"), MSGS_IDS_CAP, DRAIN_CAP]);
     const peer = await RawPeer.connect({ unix: smaller.socket });
     await peer.request({ op: "hello", rid: 1, version: PROTOCOL_VERSION });
     expect(await peer.request({ op: "create", rid: 2 })).toEqual({ op: "ok", rid: 2, id: 1 });
@@ -89,7 +89,7 @@ test("a local broker says hello again without caps to a server that refuses the 
   });
   try {
     expect(hellos.map((h) => [h.caps, h.bufferBytes])).toEqual([
-      [[...capabilities("client"), MSGS_IDS_CAP], 64 * 1024 * 1024],
+      [[...capabilities("client"), MSGS_IDS_CAP, DRAIN_CAP], 64 * 1024 * 1024],
       [undefined, 64 * 1024 * 1024],
     ]);
     const peer = await RawPeer.connect({ unix: older.socket });

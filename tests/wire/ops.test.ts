@@ -23,6 +23,7 @@ const samples: { [K in Op]: Required<RequestOf<K>> } = {
   nak: { op: "nak", rid: 12, id: 7, tag: 1, topic: "a", seqs: [4] },
   destroy: { op: "destroy", rid: 9, id: 7 },
   buffered: { op: "buffered", id: 7, topic: "a", seqs: [4, 6] },
+  drained: { op: "drained" },
   topics: { op: "topics", rid: 10 },
   stats: { op: "stats", rid: 11 },
   follow: { op: "follow", rid: 13, id: 7, credits: 100, bytes: 65536 },
@@ -49,7 +50,7 @@ describe("the table of operations", () => {
   }
 
   test("the capabilities of each hop are the ops the table says it serves, hello left out", () => {
-    expect(capabilities("server")).toEqual(["create", "pub", "pubs", "sub", "unsub", "ack", "nak", "destroy", "buffered", "topics", "stats"]);
+    expect(capabilities("server")).toEqual(["create", "pub", "pubs", "sub", "unsub", "ack", "nak", "destroy", "buffered", "drained", "topics", "stats"]);
     expect(capabilities("client")).toEqual(["create", "pub", "pubs", "sub", "unsub", "recv", "ack", "nak", "destroy", "topics", "follow", "credit", "unfollow", "stats"]);
   });
 
