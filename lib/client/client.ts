@@ -12,7 +12,7 @@
 import type { Socket } from "bun";
 import { randomBytes } from "node:crypto";
 import { statSync } from "node:fs";
-import { defaultSocketPath, maxFrameBytes } from "../config.ts";
+import { defaultSocketPath, MAX_DELAY_MS, maxFrameBytes } from "../config.ts";
 import { Code, MqError } from "../errors.ts";
 import type { LocalStats, ServerStats } from "../metrics.ts";
 import { Connection, type ConnectionHandler } from "../wire/connection.ts";
@@ -282,7 +282,7 @@ export class MqClient {
 
   /** Connects to the local broker; UNAVAILABLE (with the path) when none is listening. */
   static async connect(options: ConnectOptions = {}): Promise<MqClient> {
-    if (options.producer !== undefined && options.producer !== false && !(typeof options.producer === "string" && options.producer.length > 0 && options.producer[0] !== "\0" && Buffer.byteLength(options.producer) < MAX_ID_PREFIX_BYTES)) {
+    if (options.producer !== undefined && options.producer !== false && !(typeof options.producer === "string" && options.producer.length > 0 && options.producer[0] !== "\0" && options.producer.isWellFormed() && Buffer.byteLength(options.producer) < MAX_ID_PREFIX_BYTES)) {
       throw new RangeError(`Cannot use producer id ${JSON.stringify(options.producer)}: it must be a string of 1 to ${MAX_ID_PREFIX_BYTES - 1} bytes not starting with NUL (reserved for the server), or false`);
     }
     if (options.retryMs !== undefined && !(Number.isFinite(options.retryMs) && options.retryMs >= 0)) {
@@ -352,7 +352,7 @@ export class MqClient {
   publish(id: number, topic: string, data: Uint8Array | string, options: PublishOptions = NO_OPTIONS): Promise<PubResult> {
     if (this.closedByUser) return Promise.reject(new MqError(Code.Unavailable, "the client is closed"));
     if (options.msgId !== undefined && !isMsgId(options.msgId)) {
-      return Promise.reject(new RangeError(`Cannot publish with msgId ${JSON.stringify(String(options.msgId).slice(0, 40))}: it must be a string of 1 to ${MAX_MSG_ID_BYTES} bytes, not starting with NUL (reserved for the server)`));
+      return Promise.reject(new RangeError(`Cannot publish with msgId ${JSON.stringify(String(options.msgId).slice(0, 40))}: it must be a string of 1 to ${MAX_MSG_ID_BYTES} bytes of UTF-8 (no lone surrogate), not starting with NUL (reserved for the server)`));
     }
     const when = delayOf(options);
     if (typeof when === "string") return Promise.reject(new RangeError(when));
@@ -870,6 +870,8 @@ function delayOf(options: PublishOptions): { delayMs?: number; at?: number } | u
   for (const [name, value] of [["delayMs", delayMs], ["at", at]] as const) {
     if (value !== undefined && !(Number.isSafeInteger(value) && value >= 0)) return `Cannot publish with ${name} ${String(value)}: it must be an integer >= 0 (ms${name === "at" ? " since the epoch" : ""})`;
   }
+  // The server's bound, known here: refused before sending, not after, where it would stop the topic's later publishes too.
+  if ((delayMs ?? at! - Date.now()) > MAX_DELAY_MS) return `Cannot publish with ${delayMs !== undefined ? `delayMs ${delayMs}` : `at ${at}`}: more than ${MAX_DELAY_MS / 86_400_000} days ahead; delayed messages wait at most that long`;
   return delayMs !== undefined ? { delayMs } : { at: at! };
 }
 

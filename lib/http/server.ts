@@ -103,7 +103,9 @@ export function startHttp(target: HttpTarget, options: HttpOptions): HttpEndpoin
       port: options.port,
       ...(options.tls ? { tls: options.tls } : {}),
       fetch(req) {
-        const url = new URL(req.url);
+        // Bun builds req.url from the Host header: a request without a usable one (HTTP/1.0, "a b") has no URL.
+        const url = URL.parse(req.url);
+        if (url === null) return new Response(`${JSON.stringify({ error: "bad request: no valid Host header (send Host: HOST:PORT)" })}\n`, { status: 400, headers: { "content-type": "application/json; charset=utf-8" } });
         if (req.method !== "GET" && req.method !== "HEAD") {
           return new Response(`${JSON.stringify({ error: `method ${req.method} not allowed: the endpoint is read-only (GET)` })}\n`, { status: 405, headers: { allow: "GET, HEAD", "content-type": "application/json; charset=utf-8" } });
         }

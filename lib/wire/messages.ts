@@ -127,7 +127,8 @@ export const RESERVED_MSG_ID_START = "\0";
 
 export function isMsgId(value: unknown): value is string {
   // Up to 3 UTF-8 bytes per UTF-16 unit: the byte count is needed only for long strings.
-  return typeof value === "string" && value.length > 0 && value[0] !== "\0" && (value.length * 3 <= MAX_MSG_ID_BYTES || Buffer.byteLength(value) <= MAX_MSG_ID_BYTES);
+  // Well-formed: a lone surrogate is sent as U+FFFD, so two ids that differ only there would be one (the second message dropped as a duplicate).
+  return typeof value === "string" && value.length > 0 && value[0] !== "\0" && value.isWellFormed() && (value.length * 3 <= MAX_MSG_ID_BYTES || Buffer.byteLength(value) <= MAX_MSG_ID_BYTES);
 }
 
 /** Longest `idPrefix` of a `pubs`: room is left for the number after it. */

@@ -186,6 +186,19 @@ describe("MqClient.publish", () => {
     expect(jsonLines(r.stdout).map((m) => m.data)).toEqual(["1", "5"]);
   });
 
+  test("a msgId or producer id with a lone surrogate is a RangeError (it went as U+FFFD: two such ids were one, the second message dropped); a delay past the server's bound is a RangeError, and the topic goes on", async () => {
+    const id = await setup();
+    const c = await client();
+    expect(await outcome(c.publish(id, "ids", "A", { msgId: "inv-\ud83d" }))).toMatch(/^RangeError: Cannot publish with msgId .*no lone surrogate/);
+    expect(await outcome(c.publish(id, "ids", "B", { msgId: "inv-\ude00" }))).toMatch(/^RangeError: /);
+    await expect(MqClient.connect({ socket: local.socket, producer: "p-\ud83d" })).rejects.toThrow(RangeError);
+    expect(await outcome(c.publish(id, "ids", "C", { msgId: "inv-\ud83d\ude00" }))).toBe("ok 1");
+    // Refused before sending: it stopped every later publish to the topic (the server's BAD_REQUEST) until resume().
+    expect(await outcome(c.publish(id, "ids", "late", { delayMs: Number.MAX_SAFE_INTEGER }))).toMatch(/^RangeError: Cannot publish with delayMs \d+: more than 366 days ahead/);
+    expect(await outcome(c.publish(id, "ids", "late", { at: Date.now() + 400 * 86_400_000 }))).toMatch(/^RangeError: Cannot publish with at \d+: more than 366 days ahead/);
+    expect(await outcome(c.publish(id, "ids", "D"))).toBe("ok 2");
+  });
+
   test("MqClient.publish of anything but a string or a Uint8Array is a TypeError naming it; nothing is stored", async () => {
     const id = await setup();
     const c = await client();

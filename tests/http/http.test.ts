@@ -128,6 +128,29 @@ describe("a server and a local broker with --http, after publishing 5 to t and r
     await until("a positive rate", async () => (await getJson(`${serverHttp}/api/topics/t`)).body.rate > 0, 50);
   });
 
+  test("a request without a usable Host (HTTP/1.0, an empty one, 'a b') is 400, not a 500 and an ERROR line each", async () => {
+    const { hostname, port } = new URL(serverHttp);
+    for (const head of ["GET /healthz HTTP/1.0\r\n\r\n", "GET /metrics HTTP/1.1\r\nHost:\r\n\r\n", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n"]) {
+      const answer = Promise.withResolvers<string>();
+      let got = "";
+      const socket = await Bun.connect({
+        hostname,
+        port: Number(port),
+        socket: {
+          data: (_s, chunk) => void (got += chunk.toString()),
+          close: () => answer.resolve(got),
+          error: () => answer.resolve(got),
+        },
+      });
+      socket.write(head);
+      const timer = setTimeout(() => socket.end(), 3000);
+      const text = await answer.promise;
+      clearTimeout(timer);
+      expect({ head, status: text.split("\r\n")[0] }).toEqual({ head, status: expect.stringMatching(/^HTTP\/1\.[01] 400 /) });
+    }
+    expect(server.daemon.log).not.toContain("request failed: Invalid URL");
+  });
+
   test("bad paths: unknown topic 404, bad topic name 400, unknown path 404, POST 405 — all JSON with a message", async () => {
     const missing = await getJson(`${serverHttp}/api/topics/nosuch`);
     expect(missing).toEqual({ status: 404, body: { error: expect.stringContaining('no topic "nosuch"') } });
