@@ -12,7 +12,7 @@
 import type { Socket } from "bun";
 import { randomBytes } from "node:crypto";
 import { statSync } from "node:fs";
-import { defaultSocketPath, MAX_DELAY_MS, maxFrameBytes } from "../config.ts";
+import { DEFAULT_LOCAL_LIMITS, defaultSocketPath, MAX_DELAY_MS, maxFrameBytes } from "../config.ts";
 import { Code, MqError } from "../errors.ts";
 import type { LocalStats, ServerStats } from "../metrics.ts";
 import { Connection, type ConnectionHandler } from "../wire/connection.ts";
@@ -209,6 +209,8 @@ async function open(socketPath: string): Promise<{ conn: Connection; maxMessageB
   try {
     const hello = await conn.request({ op: "hello", version: PROTOCOL_VERSION }, ANSWER_TIMEOUT_MS);
     const caps = Array.isArray(hello.caps) ? new Set(hello.caps.filter((op): op is string => typeof op === "string")) : null;
+    // What the local broker serves at once on a connection; more wait in the connection (one that does not say: the default).
+    conn.maxOutstanding = Number.isSafeInteger(hello.maxInFlight) && (hello.maxInFlight as number) > 0 ? (hello.maxInFlight as number) : DEFAULT_LOCAL_LIMITS.maxInFlight;
     return { conn, maxMessageBytes: typeof hello.maxMessageBytes === "number" ? hello.maxMessageBytes : 0, caps };
   } catch (err) {
     conn.close();

@@ -720,7 +720,7 @@ export class LocalBroker {
         throw new MqError(Code.VersionMismatch, `protocol version ${frame.version} is not supported; this local broker speaks ${PROTOCOL_VERSION}`, { fatal: true });
       }
       conn.helloDone = true;
-      return { version: PROTOCOL_VERSION, maxMessageBytes: this.maxMessageBytes, caps: capabilities("client") };
+      return { version: PROTOCOL_VERSION, maxMessageBytes: this.maxMessageBytes, maxInFlight: this.limits.maxInFlight, caps: capabilities("client") };
     }
     if (frame.op === "hello") throw new MqError(Code.BadRequest, "hello was already received on this connection");
     const handler = Object.hasOwn(this.clientHandlers, frame.op) ? (this.clientHandlers[frame.op as ClientHandled] as (conn: Connection, frame: Frame) => unknown) : undefined;

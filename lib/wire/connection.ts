@@ -288,12 +288,40 @@ export class Connection {
   /** Sends a request and resolves with the `ok` reply, or rejects with the `error` reply as an MqError. */
   request(frame: Outgoing, timeoutMs = 0): Promise<OkFrame> {
     if (this.closed) return Promise.reject(new MqError(Code.Unavailable, `connection to ${this.label} is closed`));
-    const rid = this.nextRid++;
     const { promise, resolve, reject } = Promise.withResolvers<OkFrame>();
+    // Beyond what the peer serves at once: held here, in order, not refused there (LIMIT_EXCEEDED).
+    if (this.waiting.length > this.waitingHead || this.pending.size >= this.maxOutstanding) this.waiting.push({ frame, timeoutMs, resolve, reject });
+    else this.sendRequest(frame, timeoutMs, resolve, reject);
+    return promise;
+  }
+
+  /**
+   * Requests this side may have unanswered at once: the peer's limit (its hello says it);
+   * more wait here and go as answers come. Infinity: no limit (the server hop has its own window).
+   */
+  maxOutstanding = Infinity;
+  /** Requests waiting for room under `maxOutstanding`: `waiting[waitingHead..]`. */
+  private waiting: Array<{ frame: Outgoing; timeoutMs: number; resolve: (frame: OkFrame) => void; reject: (err: MqError) => void }> = [];
+  private waitingHead = 0;
+
+  private sendRequest(frame: Outgoing, timeoutMs: number, resolve: (frame: OkFrame) => void, reject: (err: MqError) => void): void {
+    const rid = this.nextRid++;
     this.pending.set(rid, { resolve, reject, deadline: timeoutMs > 0 ? Date.now() + timeoutMs : Infinity });
     if (timeoutMs > 0 && !this.sweepTimer) this.sweepTimer = setInterval(() => this.sweep(), 250);
     this.send({ ...frame, rid });
-    return promise;
+  }
+
+  /** Sends what waited for room, as far as there is room now. */
+  private sendWaiting(): void {
+    while (this.waitingHead < this.waiting.length && this.pending.size < this.maxOutstanding && !this.closed) {
+      const w = this.waiting[this.waitingHead]!;
+      this.waiting[this.waitingHead++] = undefined as never;
+      this.sendRequest(w.frame, w.timeoutMs, w.resolve, w.reject);
+    }
+    if (this.waitingHead === this.waiting.length) {
+      this.waiting = [];
+      this.waitingHead = 0;
+    }
   }
 
   /** Sends an error frame; a fatal one closes the connection once it is written. */
@@ -339,6 +367,9 @@ export class Connection {
     const err = this.peerError ?? new MqError(Code.Unavailable, `connection to ${this.label} closed (${reason})`);
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
+    for (let i = this.waitingHead; i < this.waiting.length; i++) this.waiting[i]!.reject(new MqError(Code.Unavailable, `connection to ${this.label} closed (${reason}) before the request was sent`));
+    this.waiting = [];
+    this.waitingHead = 0;
     if (reason !== CloseReason.PeerClosed) log.debug(`${this.label}: closing: ${reason}`);
     this.handler.closed?.(this, reason);
   }
@@ -350,6 +381,7 @@ export class Connection {
       this.pending.delete(rid);
       p.reject(new MqError(Code.Unavailable, `${this.label} did not answer in time`));
     }
+    if (this.waitingHead < this.waiting.length) this.sendWaiting();
   }
 
   // --- receiving ---
@@ -455,6 +487,7 @@ export class Connection {
       return;
     }
     this.pending.delete(frame.rid!);
+    if (this.waitingHead < this.waiting.length) this.sendWaiting();
     if (frame.op === "ok") p.resolve(frame);
     else p.reject(new MqError(isCode(frame.code) ? frame.code : Code.Internal, frame.message));
   }

@@ -199,6 +199,16 @@ describe("MqClient.publish", () => {
     expect(await outcome(c.publish(id, "ids", "D"))).toBe("ok 2");
   });
 
+  test("more requests at once than the local broker serves on a connection (1,024) wait in the client, in order: none fails (76 of 1,100 were LIMIT_EXCEEDED, and stopped their topics)", async () => {
+    const id = await setup();
+    const c = await client();
+    const results = await Promise.all(Array.from({ length: 1100 }, (_, i) => outcome(c.publish(id, `fan.${i}`, "x"))));
+    expect(results.filter((r) => r !== "ok 1")).toEqual([]);
+    const stats = await Promise.allSettled(Array.from({ length: 1500 }, () => c.stats()));
+    expect(stats.filter((r) => r.status === "rejected")).toEqual([]);
+    expect(await outcome(c.publish(id, "fan.1099", "y"))).toBe("ok 2");
+  });
+
   test("MqClient.publish of anything but a string or a Uint8Array is a TypeError naming it; nothing is stored", async () => {
     const id = await setup();
     const c = await client();

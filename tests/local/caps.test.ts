@@ -34,7 +34,7 @@ test("every op the table says a hop serves has a handler there, and no other op 
     expect(Object.keys(local.clientHandlers).sort()).toEqual(served("client"));
     // Both announce them in their hello replies.
     const peer = await RawPeer.connect({ unix: path.join(localDir, "s.sock") });
-    expect(await peer.request({ op: "hello", rid: 1, version: PROTOCOL_VERSION })).toEqual({ op: "ok", rid: 1, version: PROTOCOL_VERSION, maxMessageBytes: 1 << 20, caps: capabilities("client") });
+    expect(await peer.request({ op: "hello", rid: 1, version: PROTOCOL_VERSION })).toEqual({ op: "ok", rid: 1, version: PROTOCOL_VERSION, maxMessageBytes: 1 << 20, maxInFlight: 1024, caps: capabilities("client") });
     peer.end();
   } finally {
     await local.stop();
