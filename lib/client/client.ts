@@ -20,7 +20,7 @@ import { isMsgId, MAX_ID_PREFIX_BYTES, MAX_MSG_ID_BYTES, PROTOCOL_VERSION, type 
 import { Message } from "./message.ts";
 import { hasHeaders, headersProblem, headersSize } from "../wire/headers.ts";
 import { bytesOfItem, EncodedArray, type HeldItem, ItemBlocks } from "../wire/hot-frames.ts";
-import { DEFAULT_FOLLOW_CREDITS, endFollows, Follow, MAX_FOLLOW_CREDITS, routeDelivery, type FollowBatch, type FollowOptions } from "./follow.ts";
+import { checkOption, DEFAULT_FOLLOW_CREDITS, endFollows, Follow, MAX_FOLLOW_CREDITS, routeDelivery, type FollowBatch, type FollowOptions } from "./follow.ts";
 
 export type { FollowBatch, FollowOptions };
 
@@ -629,6 +629,7 @@ export class MqClient {
    * An empty batch means none came in time. Call `ack()` once they reached the user.
    */
   async recv(id: number, options: { max?: number; waitMs?: number } = {}): Promise<Received> {
+    checkOption("recv", "max", options.max, 1, 1000, "messages");
     const wait = Math.max(0, Math.floor(options.waitMs ?? 0));
     // The ack goes on the connection the batch came on: another one does not know its tag.
     // A live one is taken without an await: an ack made just before goes out in the same write.
@@ -693,8 +694,9 @@ export class MqClient {
   async *messages(id: number, options: { batch?: number; credits?: number; bytes?: number } = {}): AsyncGenerator<Message, void, undefined> {
     // A loop begun after the local broker went away connects again, as every call does (one
     // running then ends with its connection); after close() it fails as every call does.
+    checkOption("read messages", "batch", options.batch, 1, MAX_FOLLOW_CREDITS, "messages a batch");
     if (this.conn.closed || this.closedByUser) await this.connection();
-    if (!this.serves("follow")) return yield* this.recvLoop(id, options.batch);
+    if (!this.serves("follow")) return yield* this.recvLoop(id, options.batch === undefined ? undefined : Math.min(options.batch, 1000));
     const batch = options.batch ?? 100;
     // Twice the batch at least: the broker pushes the next batch while the loop works on one.
     const followOptions: FollowOptions = { credits: options.credits ?? Math.min(MAX_FOLLOW_CREDITS, Math.max(DEFAULT_FOLLOW_CREDITS, 2 * batch)) };

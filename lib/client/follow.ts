@@ -15,6 +15,16 @@ export const DEFAULT_FOLLOW_CREDITS = 1000;
 export const MAX_FOLLOW_CREDITS = 65_536;
 export const MAX_FOLLOW_BYTES = 1024 * 1024 * 1024;
 
+/**
+ * Checks a count or a wait given to a call: undefined passes (the default), anything else must be
+ * an integer within bounds, or it is a RangeError naming it (1.5 reached the engine's own error,
+ * 0 and -1 were taken as something else).
+ */
+export function checkOption(call: string, name: string, value: number | undefined, min: number, max: number, unit: string): void {
+  if (value === undefined || (Number.isSafeInteger(value) && value >= min && value <= max)) return;
+  throw new RangeError(`Cannot ${call} with ${name} ${String(value)}: it must be an integer from ${min} to ${max} (${unit})`);
+}
+
 export interface FollowOptions {
   /** Messages pushed and not yet acknowledged, at most (1 to 65 536); default 1000. */
   credits?: number;
@@ -110,7 +120,8 @@ export class Follow {
    * the follow ended (the connection closed, or the id is gone).
    */
   async next(options: { max?: number; waitMs?: number } = {}): Promise<FollowBatch> {
-    if (this.open) throw new Error("Cannot take the next batch of a follow before the last one is acknowledged: call its ack() first");
+    if (this.open) throw new MqError(Code.BadRequest, "Cannot take the next batch of a follow before the last one is acknowledged: call its ack() first");
+    checkOption("take the next batch", "max", options.max, 1, MAX_FOLLOW_CREDITS, "messages");
     if (this.closing) throw new MqError(Code.BadRequest, `the follow of id ${this.id} is closed`);
     if (this.head === this.buffer.length && !this.ended) await this.arrival(options.waitMs);
     // What was pushed and not handed out goes back to the broker with the connection: not handed out here.

@@ -209,6 +209,23 @@ describe("MqClient.publish", () => {
     expect(await outcome(c.publish(id, "fan.1099", "y"))).toBe("ok 2");
   });
 
+  test("counts given to recv, messages and follow.next are checked: a RangeError naming them (1.5 reached the engine's own error, 0 was taken); next() before ack() is BAD_REQUEST", async () => {
+    const id = await setup();
+    const c = await client();
+    for (const max of [0, 1.5, 1001]) await expect(c.recv(id, { max })).rejects.toThrow(`Cannot recv with max ${max}: it must be an integer from 1 to 1000`);
+    for (const batch of [0, 1.5, -1]) await expect(c.messages(id, { batch }).next()).rejects.toThrow(`Cannot read messages with batch ${batch}: it must be an integer from 1 to 65536`);
+    await c.subscribe(id, ["counts"]);
+    await c.publish(id, "counts", "a");
+    const f = await c.follow(id, { credits: 10 });
+    await expect(f.next({ max: 1.5 })).rejects.toThrow("Cannot take the next batch with max 1.5");
+    const got = await f.next({ max: 1, waitMs: 5000 });
+    expect(got.messages.length).toBe(1);
+    const early = await f.next().then(() => "resolved", (err: unknown) => (err instanceof MqError ? `${err.code}: ${err.message}` : `plain ${String(err)}`));
+    expect(early).toStartWith("BAD_REQUEST: Cannot take the next batch of a follow before the last one is acknowledged");
+    await got.ack();
+    await f.close();
+  });
+
   test("MqClient.publish of anything but a string or a Uint8Array is a TypeError naming it; nothing is stored", async () => {
     const id = await setup();
     const c = await client();
