@@ -181,7 +181,7 @@ export class LocalBroker {
   /** What the last graceful stop could not send: the inboxes acknowledge it again instead of delivering it twice. */
   private loadUnsentAcks(): void {
     const { floors, problem } = this.unsentAcks.load();
-    if (problem) log.warn(`${path.join(this.options.dataDir, "unsent-acks.json")}: ${problem}; left out (messages acknowledged while the server was away before the last stop may come again)`);
+    if (problem) log.warn(`${this.unsentAcks.file}: ${problem}; left out (messages acknowledged while the server was away before the last stop may come again)`);
     for (const { local, topic, seq } of floors) {
       if (this.ids.global(local) === undefined) this.unsentAcks.dropId(local);
       else this.inbox(local).seedAcked(topic, seq);
@@ -1051,9 +1051,14 @@ export class LocalBroker {
    */
   private async drainForServer(conn: Connection): Promise<void> {
     this.serverStopping = true;
-    const until = Date.now() + STOP_ACK_GRACE_MS;
-    while (this.handedOut() > 0 && Date.now() < until && !conn.closed) await Bun.sleep(5);
+    await this.clientAcks(() => !conn.closed);
     if (!conn.closed) conn.send({ op: "drained" });
+  }
+
+  /** Waits (up to STOP_ACK_GRACE_MS, while `worth` says so) for clients to acknowledge all they were handed. */
+  private async clientAcks(worth: () => boolean = () => true): Promise<void> {
+    const until = Date.now() + STOP_ACK_GRACE_MS;
+    while (this.handedOut() > 0 && Date.now() < until && worth()) await Bun.sleep(5);
   }
 
   /** Messages handed to clients (recv batches and follow pushes) not acknowledged yet. */
@@ -1081,8 +1086,7 @@ export class LocalBroker {
     // clients get a moment to acknowledge what they were handed: a `recv --follow` that wrote
     // a batch and was about to acknowledge it would otherwise get it again after the restart.
     for (const inbox of this.inboxes.values()) for (const w of inbox.waiters.splice(0)) w.resolve([], inbox.epoch);
-    const drained = Date.now() + STOP_ACK_GRACE_MS;
-    while (this.handedOut() > 0 && Date.now() < drained) await Bun.sleep(5);
+    await this.clientAcks();
     this.listener?.stop(true);
     for (const c of this.clients) c.close(CloseReason.Shutdown);
     this.upstream?.close(CloseReason.Shutdown);

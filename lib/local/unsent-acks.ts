@@ -16,7 +16,7 @@ export class UnsentAcks {
   /** Local id → topic → the highest floor acknowledged here and not sent. */
   private readonly floors = new Map<number, Map<string, number>>();
 
-  constructor(private readonly file: string) {}
+  constructor(readonly file: string) {}
 
   get size(): number {
     return this.floors.size;
