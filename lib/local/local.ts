@@ -32,6 +32,7 @@ import { Inbox, type Waiter } from "./inbox.ts";
 import { RecentMessages } from "./recent-messages.ts";
 import { LocalLatency } from "./latency.ts";
 import { BACKOFF_MAX_MS, formatAddress, REFUSED_BACKOFF_MAX_MS, ServerList, type ServerAddress } from "./server-list.ts";
+import { SharedCall } from "./shared-call.ts";
 
 const log = logger("local");
 
@@ -136,6 +137,8 @@ export class LocalBroker {
   private serving = 0;
   /** Requests forwarded and unanswered, at most as many and as many bytes as the link needs (lib/local/forward-window.ts). */
   private readonly forwardWindow = new ForwardWindow();
+  /** Clients asking for the topic list at once share one answer (lib/local/shared-call.ts). */
+  private readonly topicsCall = new SharedCall(() => this.forward({ op: "topics" }));
   /** Requests waiting for room in the forward window, first come first served. */
   private readonly forwardQueue: Array<{ bytes: number; admit: () => void }> = [];
   private readonly servers: ServerList;
@@ -801,7 +804,7 @@ export class LocalBroker {
     follow: (conn, frame) => this.follows.follow(conn, frame.id, frame.credits, frame.bytes),
     credit: (conn, frame) => this.follows.credit(conn, frame.id, frame.acked, frame.credits, frame.bytes),
     unfollow: (conn, frame) => this.follows.unfollow(conn, frame.id),
-    topics: (_conn, frame) => this.forwardOp(frame),
+    topics: () => this.topicsCall.call(),
     stats: () => this.stats(),
   };
 
