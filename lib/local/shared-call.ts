@@ -6,7 +6,7 @@
  *
  * The local broker's `topics` goes through one: its answer grows with the server's topics
  * (300 KB for 3,000), and 200 clients asking at once made the server queue more than a
- * connection may hold (MAX_QUEUED_BYTES), so it cut the whole host's session as a slow consumer.
+ * connection then held (16 MiB), so it cut the whole host's session as a slow consumer.
  */
 export class SharedCall<T> {
   private running: Promise<T> | null = null;

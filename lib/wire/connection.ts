@@ -89,10 +89,20 @@ interface Pending {
 /** Above this many queued outbound bytes the connection reports itself not writable. */
 export const OUTBOUND_BUDGET_BYTES = 4 * 1024 * 1024;
 /**
- * A peer that lets this much pile up unread (answers are queued regardless of the budget)
- * is cut off before it can grow our memory without bound.
+ * Above this many queued outbound bytes the peer's frames are held, not served, until it
+ * has read what it was answered: backpressure, as a TCP window gives. Above the budget, so
+ * that pushes (which stop at the budget) never make a connection hold; what crosses it is
+ * answers (a `topics` of many topics, a peer asking faster than it reads).
  */
-export const MAX_QUEUED_BYTES = 4 * OUTBOUND_BUDGET_BYTES;
+export const HOLD_ABOVE_BYTES = 2 * OUTBOUND_BUDGET_BYTES;
+/**
+ * A peer that sends this many frames, or this many bytes, while its own answers wait unread is
+ * cut off as a slow consumer before it can grow our memory without bound. Above what a local
+ * broker keeps in flight to its server at most (its forward window: 4,096 requests, 64 MiB;
+ * lib/local/forward-window.ts), with room for its acks: one that reads is never cut.
+ */
+export const HOLD_MAX_FRAMES = 16_384;
+export const HOLD_MAX_BYTES = 128 * 1024 * 1024;
 
 export class Connection {
   /** Names the peer in every log line; the server renames it once the hello says which broker it is. */
@@ -117,6 +127,11 @@ export class Connection {
   private partialSince = 0;
   /** Requests of the peer whose answers are still being worked out. */
   private serving = 0;
+  /** Frames of the peer received while its answers piled up unread (`held[heldHead..]`), served in order once it reads. */
+  private held: Frame[] = [];
+  private heldHead = 0;
+  private heldBytes = 0;
+  private releasing = false;
   /** Frames received so far: a completed frame restarts the frame deadline. */
   private framesIn = 0;
   private peerError: MqError | null = null;
@@ -215,6 +230,8 @@ export class Connection {
       const n = this.socket.write(this.backlog);
       if (n < this.backlog.length) {
         this.backlog = this.backlog.subarray(Math.max(n, 0));
+        // Read in part: what waits may be served, once what is left unread is under the mark.
+        if (this.heldHead < this.held.length) this.serveHeld();
         return;
       }
       this.backlog = null;
@@ -222,6 +239,26 @@ export class Connection {
     this.flush();
     if (!this.backlog && this.endAfterFlush) this.socket.end();
     if (this.writable) this.handler.drain?.(this);
+  }
+
+  /** Serves the held frames, in order, while the peer's unread answers stay under HOLD_ABOVE_BYTES. */
+  private serveHeld(): void {
+    if (this.releasing) return; // a frame served below wrote synchronously: the loop goes on
+    this.releasing = true;
+    try {
+      while (this.heldHead < this.held.length && !this.closed && !this.endAfterFlush && this.pendingBytes <= HOLD_ABOVE_BYTES) {
+        const frame = this.held[this.heldHead]!;
+        this.held[this.heldHead++] = undefined as never;
+        this.serve(frame);
+      }
+    } finally {
+      this.releasing = false;
+    }
+    if (this.heldHead === this.held.length) {
+      this.held = [];
+      this.heldHead = 0;
+      this.heldBytes = 0;
+    }
   }
 
   onClose(): void {
@@ -350,11 +387,14 @@ export class Connection {
   private flush(): void {
     this.flushScheduled = false;
     const out = this.out;
-    if (this.backlog || out.pos === 0) return;
-    // Bun's sockets copy what they take and keep nothing (no buffering): the buffer is free again at once.
-    const n = this.socket.write(out.buf.subarray(0, out.pos));
-    if (n < out.pos) this.backlog = out.buf.slice(Math.max(n, 0), out.pos);
-    out.reset();
+    if (!this.backlog && out.pos > 0) {
+      // Bun's sockets copy what they take and keep nothing (no buffering): the buffer is free again at once.
+      const n = this.socket.write(out.buf.subarray(0, out.pos));
+      if (n < out.pos) this.backlog = out.buf.slice(Math.max(n, 0), out.pos);
+      out.reset();
+    }
+    // Also when the peer took bytes (onDrain): frames held behind them may be served now.
+    if (this.heldHead < this.held.length) this.serveHeld();
   }
 
   private finish(reason: CloseReason): void {
@@ -370,6 +410,8 @@ export class Connection {
     for (let i = this.waitingHead; i < this.waiting.length; i++) this.waiting[i]!.reject(new MqError(Code.Unavailable, `connection to ${this.label} closed (${reason}) before the request was sent`));
     this.waiting = [];
     this.waitingHead = 0;
+    this.held = [];
+    this.heldHead = 0;
     if (reason !== CloseReason.PeerClosed) log.debug(`${this.label}: closing: ${reason}`);
     this.handler.closed?.(this, reason);
   }
@@ -390,7 +432,6 @@ export class Connection {
     if (this.closed) return;
     this.framesIn++;
     framesIn.count++;
-    if (this.pendingBytes > MAX_QUEUED_BYTES) return this.close(CloseReason.SlowConsumer);
     let map: Record<string, unknown> | undefined;
     let frame: Frame;
     try {
@@ -402,7 +443,7 @@ export class Connection {
       this.fail(rid, toMqError(err));
       return;
     }
-    this.dispatch(frame);
+    this.dispatch(frame, payload.length);
   }
 
   /**
@@ -413,15 +454,28 @@ export class Connection {
     if (this.closed) return;
     this.life();
     this.framesIn++;
-    this.dispatch(frame);
+    this.dispatch(frame, 64);
   }
 
-  private dispatch(frame: Frame): void {
+  private dispatch(frame: Frame, bytes: number): void {
+    // Answers to our requests and pings are never held: they add nothing to what the peer has not read.
     if (frame.op === "ok" || frame.op === "error") return this.onReply(frame);
     if ((frame.op === "ping" || frame.op === "pong") && (this.helloDone || !this.expectsHello)) {
       if (frame.op === "ping") this.send({ op: "pong" });
       return;
     }
+    if (this.heldHead < this.held.length || this.pendingBytes > HOLD_ABOVE_BYTES) {
+      // Behind what it has not read: served once it reads, in order. The views of a held frame
+      // stay valid: a socket read is a new buffer each time, as is a body put together (frame.ts).
+      if (this.held.length - this.heldHead >= HOLD_MAX_FRAMES || this.heldBytes + bytes > HOLD_MAX_BYTES) return this.close(CloseReason.SlowConsumer);
+      this.held.push(frame);
+      this.heldBytes += bytes;
+      return;
+    }
+    this.serve(frame);
+  }
+
+  private serve(frame: Frame): void {
     if (this.helloTimer && frame.op === "hello") clearTimeout(this.helloTimer);
     const rid = "rid" in frame ? frame.rid : undefined;
     if (rid !== undefined && this.serving >= this.maxInFlight) {

@@ -356,11 +356,39 @@ describe("answers a peer does not read", () => {
     const grown = (await rssMb()) - before;
     hog.end();
     expectAlive(srv.daemon);
-    // Bounded: what is queued stays under MAX_QUEUED_BYTES (16 MiB), not the sum of every unread
+    // Bounded: answers stop at HOLD_ABOVE_BYTES (8 MiB) and what waits at HOLD_MAX_FRAMES, not the sum of every unread
     // answer. RSS is the peak, not what is held now: the daemon keeps the memory it freed (mimalloc's
     // purge off, lib/cli/allocator.ts), ~100 MB here for 5,000 requests or 20,000; queued, 20,000
     // answers would be ~520 MB.
     expect(Math.round(grown)).toBeLessThan(200);
+  }, 60_000);
+});
+
+describe("answers a peer reads late", () => {
+  // The cut above came at the first frame that arrived while 16 MiB waited unread: a peer that
+  // asked for many answers at once and read them a moment later lost its connection (a local
+  // broker: the whole host's session), and one `topics` answer of 23 MB did the same at the next
+  // ack. Now its frames wait past 8 MiB and are served as it reads.
+  test("a peer that stops reading, asks for ~26 MB of answers and then reads gets every one, in order, and stays connected", async () => {
+    const srv = await server(["--fsync", "never"]);
+    const target = { hostname: "127.0.0.1", port: srv.port };
+    const admin = await rawHello(target, "server");
+    const id = (await admin.request({ op: "create", rid: 2 })).id as number;
+    const topics = Array.from({ length: 200 }, (_, i) => `late.t${i}.${"x".repeat(90)}`);
+    expect(await admin.request({ op: "sub", rid: 3, id, topics }, 30_000)).toMatchObject({ op: "ok" });
+
+    const late = await rawHello(target, "server");
+    late.pause();
+    const requests = 1000; // ~26 KB each answered
+    late.write(new Uint8Array(Buffer.concat(Array.from({ length: requests }, (_, i) => frameOf({ op: "topics", rid: 10 + i })))));
+    await Bun.sleep(500); // the answers pile up on the server's side
+    late.resume();
+    const replies = await late.take(requests, 30_000);
+    expect(replies.map((r) => `${r.op} ${r.rid}`)).toEqual(Array.from({ length: requests }, (_, i) => `ok ${10 + i}`));
+    expect(replies.every((r) => Array.isArray(r.topics) && r.topics.length >= 200)).toBe(true);
+    expect(late.closed).toBe(false);
+    expect(await late.request({ op: "stats", rid: 5000 })).toMatchObject({ op: "ok", rid: 5000 });
+    expectAlive(srv.daemon);
   }, 60_000);
 });
 
