@@ -177,7 +177,7 @@ interface SentBatch {
   outcome?: { reply: Record<string, unknown> } | { error: MqError };
   /** Settles when `outcome` is set: true when stored. */
   answered: Promise<boolean>;
-  /** Set once its frame was written (it may be stored whatever its answer); a batch that waited for a reconnect that failed never was. */
+  /** Set once its frame was written (it may be stored whatever its answer); a batch that waited for a reconnect that failed, or in the connection's queue (maxOutstanding) until it closed, never was. */
   written?: boolean;
 }
 
@@ -556,9 +556,8 @@ export class MqClient {
         try {
           // On a live connection the frame is queued at once (close() relies on that).
           const conn = this.conn.closed || this.closedByUser ? await this.connection() : this.conn;
-          entry.written = true;
           // A retry does not wait much beyond the deadline for an answer.
-          const r = await conn.request(frame, deadline === 0 ? ANSWER_TIMEOUT_MS : Math.max(1000, Math.min(ANSWER_TIMEOUT_MS, deadline - Date.now())));
+          const r = await conn.request(frame, deadline === 0 ? ANSWER_TIMEOUT_MS : Math.max(1000, Math.min(ANSWER_TIMEOUT_MS, deadline - Date.now())), () => void (entry.written = true));
           return frame.op === "pub" ? { ...r, seqs: [r.seq as number], ...(r.duplicate === true ? { duplicates: [0] } : {}) } : r;
         } catch (err) {
           // A local broker or server older than `after` refuses the field: nothing was stored; send without it, one batch at a time from now on.

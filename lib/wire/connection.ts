@@ -322,13 +322,17 @@ export class Connection {
     }
   }
 
-  /** Sends a request and resolves with the `ok` reply, or rejects with the `error` reply as an MqError. */
-  request(frame: Outgoing, timeoutMs = 0): Promise<OkFrame> {
+  /**
+   * Sends a request and resolves with the `ok` reply, or rejects with the `error` reply as an
+   * MqError. `sent` is called when the frame is queued for the peer: not for one that waited
+   * under `maxOutstanding` and failed with the connection before it went.
+   */
+  request(frame: Outgoing, timeoutMs = 0, sent?: () => void): Promise<OkFrame> {
     if (this.closed) return Promise.reject(new MqError(Code.Unavailable, `connection to ${this.label} is closed`));
     const { promise, resolve, reject } = Promise.withResolvers<OkFrame>();
     // Beyond what the peer serves at once: held here, in order, not refused there (LIMIT_EXCEEDED).
-    if (this.waiting.length > this.waitingHead || this.pending.size >= this.maxOutstanding) this.waiting.push({ frame, timeoutMs, resolve, reject });
-    else this.sendRequest(frame, timeoutMs, resolve, reject);
+    if (this.waiting.length > this.waitingHead || this.pending.size >= this.maxOutstanding) this.waiting.push({ frame, timeoutMs, resolve, reject, sent });
+    else this.sendRequest(frame, timeoutMs, resolve, reject, sent);
     return promise;
   }
 
@@ -338,10 +342,11 @@ export class Connection {
    */
   maxOutstanding = Infinity;
   /** Requests waiting for room under `maxOutstanding`: `waiting[waitingHead..]`. */
-  private waiting: Array<{ frame: Outgoing; timeoutMs: number; resolve: (frame: OkFrame) => void; reject: (err: MqError) => void }> = [];
+  private waiting: Array<{ frame: Outgoing; timeoutMs: number; resolve: (frame: OkFrame) => void; reject: (err: MqError) => void; sent: (() => void) | undefined }> = [];
   private waitingHead = 0;
 
-  private sendRequest(frame: Outgoing, timeoutMs: number, resolve: (frame: OkFrame) => void, reject: (err: MqError) => void): void {
+  private sendRequest(frame: Outgoing, timeoutMs: number, resolve: (frame: OkFrame) => void, reject: (err: MqError) => void, sent: (() => void) | undefined): void {
+    sent?.();
     const rid = this.nextRid++;
     this.pending.set(rid, { resolve, reject, deadline: timeoutMs > 0 ? Date.now() + timeoutMs : Infinity });
     if (timeoutMs > 0 && !this.sweepTimer) this.sweepTimer = setInterval(() => this.sweep(), 250);
@@ -353,7 +358,7 @@ export class Connection {
     while (this.waitingHead < this.waiting.length && this.pending.size < this.maxOutstanding && !this.closed) {
       const w = this.waiting[this.waitingHead]!;
       this.waiting[this.waitingHead++] = undefined as never;
-      this.sendRequest(w.frame, w.timeoutMs, w.resolve, w.reject);
+      this.sendRequest(w.frame, w.timeoutMs, w.resolve, w.reject, w.sent);
     }
     if (this.waitingHead === this.waiting.length) {
       this.waiting = [];

@@ -156,3 +156,33 @@ describe("framesIn (what lib/store/sync-place.ts asks whether the loop had other
     conn.close();
   });
 });
+
+describe("requests beyond maxOutstanding", () => {
+  test("wait in order and go as answers come; `sent` is called when one goes, never for one that failed with the connection while waiting", async () => {
+    const socket = new RecordingSocket();
+    const conn = connection(socket);
+    conn.maxOutstanding = 1;
+    const sent: number[] = [];
+    const outcomes: string[] = [];
+    for (const n of [1, 2, 3]) {
+      void conn.request({ op: "stats" } as never, 0, () => sent.push(n)).then(
+        () => outcomes.push(`${n} ok`),
+        (err: Error) => outcomes.push(`${n} ${err.message}`),
+      );
+    }
+    expect(sent).toEqual([1]);
+    await Promise.resolve();
+    // The first is answered (rid 1): the second goes.
+    conn.onData(frameBytes({ op: "ok", rid: 1 }));
+    expect(sent).toEqual([1, 2]);
+    conn.onClose();
+    await Promise.resolve();
+    await Promise.resolve();
+    expect(sent).toEqual([1, 2]); // the third never went: a batch in it is "not sent", not "may have been stored"
+    expect(outcomes).toEqual(["1 ok", "2 connection to peer closed (peer closed)", "3 connection to peer closed (peer closed) before the request was sent"]);
+  });
+});
+
+function frameBytes(frame: object): Uint8Array {
+  return encodeFrames([encode(frame)]);
+}
