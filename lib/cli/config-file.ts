@@ -30,7 +30,9 @@ export function configFileArgs(file: string, command: string, defs: Record<strin
   try {
     text = fs.readFileSync(file, "utf8");
   } catch (err) {
-    throw new UsageError(`cannot read config file ${file}: ${(err as Error).message}`);
+    // A runtime error (exit 1), as for the TLS and token files: a service manager restarts it,
+    // and a file on a mount that comes up late is read then. What it holds is checked below (exit 2).
+    throw new Error(`Cannot read the --config file ${file}: ${(err as Error).message}; check the path, and that the daemon's user may read it`, { cause: err });
   }
   let parsed: unknown;
   try {

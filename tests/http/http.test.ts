@@ -386,9 +386,10 @@ describe("--config FILE", () => {
       expect(r.code).toBe(2);
       expect(r.stderr).toContain(`config file ${syntax} is not valid TOML`);
 
+      // Missing: a runtime error (exit 1, restarted by the systemd units, as a TLS file), not bad usage.
       r = await mq(null, ["server", "--config", path.join(dir, "absent.toml")]);
-      expect(r.code).toBe(2);
-      expect(r.stderr).toContain("cannot read config file");
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(`mq: error: Cannot read the --config file ${path.join(dir, "absent.toml")}: `);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
