@@ -43,6 +43,9 @@ export const DEFAULT_LOCAL_LIMITS = {
   bufferBytesPerId: 16 * 1024 * 1024,
 };
 
+/** sun_path holds 108 bytes with its NUL: a longer Unix socket path can be neither listened on nor connected to (a bare EINVAL). */
+export const MAX_SOCKET_PATH_BYTES = 107;
+
 /** `$XDG_RUNTIME_DIR/mq/local.sock`, else `/tmp/mq-$UID/local.sock`. */
 export function defaultSocketPath(env: Record<string, string | undefined> = process.env): string {
   if (env.XDG_RUNTIME_DIR) return path.join(env.XDG_RUNTIME_DIR, "mq", "local.sock");

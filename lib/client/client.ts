@@ -12,7 +12,7 @@
 import type { Socket } from "bun";
 import { randomBytes } from "node:crypto";
 import { statSync } from "node:fs";
-import { DEFAULT_LOCAL_LIMITS, defaultSocketPath, MAX_DELAY_MS, maxFrameBytes } from "../config.ts";
+import { DEFAULT_LOCAL_LIMITS, defaultSocketPath, MAX_DELAY_MS, MAX_SOCKET_PATH_BYTES, maxFrameBytes } from "../config.ts";
 import { Code, MqError } from "../errors.ts";
 import type { LocalStats, ServerStats } from "../metrics.ts";
 import { Connection, type ConnectionHandler } from "../wire/connection.ts";
@@ -223,6 +223,8 @@ function whyNoBroker(socketPath: string, err: unknown): string {
   const start = "start one with `mq local` or `mq up`";
   const give = "give the socket of a running one (--socket, MQ_SOCKET)";
   const code = (err as NodeJS.ErrnoException)?.code;
+  const bytes = Buffer.byteLength(socketPath);
+  if (bytes > MAX_SOCKET_PATH_BYTES) return `the socket path ${socketPath} is ${bytes} bytes, and a Unix socket path may hold ${MAX_SOCKET_PATH_BYTES}: no local broker can listen there; give a shorter one (--socket, MQ_SOCKET)`;
   if (code === "EACCES") return `no permission to connect to the local broker's socket ${socketPath}: run as a user who may (the broker's user or group), or give another socket (--socket, MQ_SOCKET)`;
   let kind: string | null = null;
   try {

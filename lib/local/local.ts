@@ -10,7 +10,7 @@ import * as path from "node:path";
 import { randomBytes, randomUUID } from "node:crypto";
 import type { Socket, UnixSocketListener } from "bun";
 import { errorText, logger, SaidOnce } from "../log.ts";
-import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_HELLO_TIMEOUT_MS, DEFAULT_LOCAL_LIMITS, DEFAULT_MAX_MESSAGE_BYTES, maxFrameBytes } from "../config.ts";
+import { DEFAULT_HEARTBEAT_MISSED, DEFAULT_HEARTBEAT_MS, DEFAULT_HELLO_TIMEOUT_MS, DEFAULT_LOCAL_LIMITS, DEFAULT_MAX_MESSAGE_BYTES, MAX_SOCKET_PATH_BYTES, maxFrameBytes } from "../config.ts";
 import { Code, MqError, toMqError } from "../errors.ts";
 import { lockDataDir, makeDataDir, writeFileAtomic } from "../store/fsutil.ts";
 import { UnsentAcks } from "./unsent-acks.ts";
@@ -241,9 +241,9 @@ export class LocalBroker {
     try {
       this.listener = this.listenUnix(handler);
     } catch (err) {
-      // sun_path holds 108 bytes with its NUL; past that some systems answer a bare EINVAL.
+      // Past MAX_SOCKET_PATH_BYTES some systems answer a bare EINVAL.
       const bytes = Buffer.byteLength(this.options.socketPath);
-      const long = bytes > 107 ? ` (the path is ${bytes} bytes; a Unix socket path may hold 107)` : "";
+      const long = bytes > MAX_SOCKET_PATH_BYTES ? ` (the path is ${bytes} bytes; a Unix socket path may hold ${MAX_SOCKET_PATH_BYTES})` : "";
       throw new MqError(Code.Unavailable, `Cannot listen on the socket ${this.options.socketPath}: ${errorText(err)}${long}; choose another --socket`, { cause: err });
     } finally {
       process.umask(umask);

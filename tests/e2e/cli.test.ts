@@ -300,7 +300,7 @@ describe("usage and reachability", () => {
     }
   });
 
-  test("a socket path that is a file, a directory or a socket nobody listens on is named as such; an empty MQ_SOCKET is unset (it was the path \"\")", async () => {
+  test("a socket path that is a file, a directory, a socket nobody listens on or too long is named as such; an empty MQ_SOCKET is unset (it was the path \"\")", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-nosock-"));
     try {
       const file = path.join(dir, "file");
@@ -323,6 +323,11 @@ describe("usage and reachability", () => {
       const empty = await mq(null, ["topics"], { env: { MQ_SOCKET: "", XDG_RUNTIME_DIR: dir } });
       expect(empty.code).toBe(4);
       expect(empty.stderr).toStartWith(`mq: UNAVAILABLE: no local broker at ${dir}/`);
+      // Longer than a Unix socket path may be: said so (it read as "no local broker", start one).
+      const long = path.join(dir, "d".repeat(120), "local.sock");
+      const tooLong = await mq(long, ["topics"]);
+      expect(tooLong.code).toBe(4);
+      expect(tooLong.stderr).toStartWith(`mq: UNAVAILABLE: the socket path ${long} is ${Buffer.byteLength(long)} bytes, and a Unix socket path may hold 107: no local broker can listen there; give a shorter one (--socket, MQ_SOCKET)`);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
