@@ -91,6 +91,12 @@ export class ForwardWindow {
 /** Payload bytes of a request: what it costs in flight (its other fields are small). */
 export function payloadBytes(frame: Outgoing): number {
   if (frame.op === "pub") return frame.data.length;
+  // A sub or unsub of 1,024 topics of 200-byte names is 200 KB: counted, so that many at once wait here.
+  if (frame.op === "sub" || frame.op === "unsub") {
+    let bytes = 0;
+    for (const t of frame.topics) bytes += t.length;
+    return bytes;
+  }
   if (frame.op !== "pubs") return 0;
   let bytes = 0;
   for (const p of frame.payloads) bytes += p.length;

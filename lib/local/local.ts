@@ -23,7 +23,8 @@ import { pubsHeadersProblem } from "../wire/headers.ts";
 import { MAX_MSGS_PER_FRAME, PROTOCOL_VERSION, pubsIdsProblem, type Frame, type Message, type MsgsFrame, type Outgoing } from "../wire/messages.ts";
 import { capabilities, DRAIN_CAP, MSGS_IDS_CAP, ops, type ClientOp, type Op, type RequestOf } from "../wire/ops.ts";
 import { checkGroupName } from "../wire/group-name.ts";
-import { checkPattern, checkTopic } from "../wire/topic.ts";
+import { checkPattern, checkTopic, isPattern } from "../wire/topic.ts";
+import { Slots } from "../store/slots.ts";
 import { endedTopics } from "./ended.ts";
 import { ForwardWindow, payloadBytes } from "./forward-window.ts";
 import { Follows } from "./follow.ts";
@@ -137,6 +138,8 @@ export class LocalBroker {
   private serving = 0;
   /** Requests forwarded and unanswered, at most as many and as many bytes as the link needs (lib/local/forward-window.ts). */
   private readonly forwardWindow = new ForwardWindow();
+  /** Requests with answers that grow with the server's topics, in flight at once (`forward`). */
+  private readonly largeAnswers = new Slots(4);
   /** Clients asking for the topic list at once share one answer (lib/local/shared-call.ts). */
   private readonly topicsCall = new SharedCall(() => this.forward({ op: "topics" }));
   /** Requests waiting for room in the forward window, first come first served. */
@@ -262,6 +265,7 @@ export class LocalBroker {
             helloTimeoutMs: this.options.helloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS,
             frameTimeoutMs: this.limits.frameTimeoutMs,
             maxInFlight: this.limits.maxInFlight,
+            answersPeer: true,
           });
           conn.state = { nextTag: 1, delivered: new Map(), waiters: new Set() } satisfies ClientState;
           socket.data = conn;
@@ -528,7 +532,17 @@ export class LocalBroker {
     throw new MqError(Code.Unavailable, this.whyNoServer().message);
   }
 
-  private async forward(frame: Outgoing): Promise<Record<string, unknown>> {
+  /**
+   * A request whose answer grows with the server's topics (the topic list, a pattern's matches:
+   * 1 MB for 5,000 topics) goes a few at a time: 600 pattern subs at once from one client made
+   * the server queue 600 MB for this host and cut its session as a slow consumer.
+   */
+  private forward(frame: Outgoing): Promise<Record<string, unknown>> {
+    const large = frame.op === "topics" || ((frame.op === "sub" || frame.op === "unsub") && frame.topics.some(isPattern));
+    return large ? this.largeAnswers.run(() => this.forwardNow(frame)) : this.forwardNow(frame);
+  }
+
+  private async forwardNow(frame: Outgoing): Promise<Record<string, unknown>> {
     if (this.stopped) throw new MqError(Code.Unavailable, "the local broker is shutting down");
     // All clients of this host share one server connection: keep it under the server's
     // in-flight limit by queueing here, first come first served.

@@ -361,6 +361,7 @@ export class MqServer {
       helloTimeoutMs: this.options.helloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS,
       frameTimeoutMs: this.limits.frameTimeoutMs,
       maxInFlight: this.limits.maxInFlight,
+      answersPeer: true,
     });
     this.addresses.set(conn, address);
     if (this.connections.size >= this.limits.maxConnections) {
@@ -1530,6 +1531,8 @@ export class MqServer {
     const waits: Promise<void>[] = [];
     for (const session of this.sessions.values()) {
       if (!session.drains || session.conn.closed) continue;
+      // Its acks held behind answers it had not read yet count before the groups' last write.
+      session.conn.serveHeldNow();
       session.drained = Promise.withResolvers<void>();
       session.conn.send({ op: "drain" });
       waits.push(session.drained.promise);

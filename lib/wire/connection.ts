@@ -78,6 +78,14 @@ export interface ConnectionOptions {
   frameTimeoutMs?: number;
   /** Most requests of the peer being served at once; more are refused until answers go out. */
   maxInFlight?: number;
+  /**
+   * A listener's connection, whose peer asks and is answered: its frames are held while it
+   * does not read its answers (HOLD_ABOVE_BYTES). Not the side that asks (the local broker
+   * toward the server, a client): what it receives are answers and pushes, which it must take.
+   */
+  answersPeer?: boolean;
+  /** A close with answers unread ends the socket after this long even if the peer never reads (CLOSE_FLUSH_MS). */
+  closeFlushMs?: number;
 }
 
 interface Pending {
@@ -89,20 +97,28 @@ interface Pending {
 /** Above this many queued outbound bytes the connection reports itself not writable. */
 export const OUTBOUND_BUDGET_BYTES = 4 * 1024 * 1024;
 /**
- * Above this many queued outbound bytes the peer's frames are held, not served, until it
- * has read what it was answered: backpressure, as a TCP window gives. Above the budget, so
- * that pushes (which stop at the budget) never make a connection hold; what crosses it is
- * answers (a `topics` of many topics, a peer asking faster than it reads).
+ * Above this many queued outbound bytes the peer's frames (`answersPeer`) are held, as bytes,
+ * not served, until it has read what it was answered: backpressure, as a TCP window gives.
+ * Above the budget, so that pushes (which stop at the budget) never make a connection hold;
+ * what crosses it is answers (a `topics` of many topics, a peer asking faster than it reads).
  */
 export const HOLD_ABOVE_BYTES = 2 * OUTBOUND_BUDGET_BYTES;
 /**
- * A peer that sends this many frames, or this many bytes, while its own answers wait unread is
- * cut off as a slow consumer before it can grow our memory without bound. Above what a local
- * broker keeps in flight to its server at most (its forward window: 4,096 requests, 64 MiB;
- * lib/local/forward-window.ts), with room for its acks: one that reads is never cut.
+ * A peer that has this many frames, or this many bytes, waiting while its own answers wait
+ * unread is cut off as a slow consumer before it can grow our memory without bound. Above
+ * what a local broker keeps in flight to its server at most (its forward window: 4,096
+ * requests, 64 MiB; lib/local/forward-window.ts), with room for its acks.
  */
 export const HOLD_MAX_FRAMES = 16_384;
-export const HOLD_MAX_BYTES = 128 * 1024 * 1024;
+export const HOLD_MAX_BYTES = 64 * 1024 * 1024;
+/**
+ * An answer that finds HOLD_ABOVE_BYTES unread already and takes the unread past this cuts the
+ * connection as a slow consumer (answers of requests served before the peer fell behind: they
+ * are not held). One answer alone may be larger (a `topics` of a million topics).
+ */
+export const MAX_UNREAD_BYTES = 64 * 1024 * 1024;
+/** A connection closed with answers unread ends after this long even if the peer never reads them. */
+export const CLOSE_FLUSH_MS = 10_000;
 
 export class Connection {
   /** Names the peer in every log line; the server renames it once the hello says which broker it is. */
@@ -127,11 +143,20 @@ export class Connection {
   private partialSince = 0;
   /** Requests of the peer whose answers are still being worked out. */
   private serving = 0;
-  /** Frames of the peer received while its answers piled up unread (`held[heldHead..]`), served in order once it reads. */
-  private held: Frame[] = [];
+  /**
+   * Frames of the peer received while its answers piled up unread (`held[heldHead..]`), served
+   * in order once it reads: as copies of their bytes (decoded then), so that what is held is
+   * what is counted (a small frame decodes to much more, and a view keeps its whole socket read).
+   */
+  private held: Array<{ frame: Uint8Array | Frame; bytes: number }> = [];
   private heldHead = 0;
   private heldBytes = 0;
   private releasing = false;
+  /** Set by serveHeldNow: nothing is held any more. */
+  private noHold = false;
+  private readonly answersPeer: boolean;
+  private closeTimer: ReturnType<typeof setTimeout> | null = null;
+  private readonly closeFlushMs: number;
   /** Frames received so far: a completed frame restarts the frame deadline. */
   private framesIn = 0;
   private peerError: MqError | null = null;
@@ -160,6 +185,8 @@ export class Connection {
     this.frameTimeoutMs = options.frameTimeoutMs ?? 0;
     this.expectsHello = Boolean(options.helloTimeoutMs);
     this.maxInFlight = options.maxInFlight ?? Infinity;
+    this.answersPeer = options.answersPeer ?? false;
+    this.closeFlushMs = options.closeFlushMs ?? CLOSE_FLUSH_MS;
     this.socketQueues = socket.queuedBytes !== undefined;
     this.decoder = new FrameDecoder(
       {
@@ -237,19 +264,24 @@ export class Connection {
       this.backlog = null;
     }
     this.flush();
-    if (!this.backlog && this.endAfterFlush) this.socket.end();
+    if (!this.backlog && this.endAfterFlush) {
+      if (this.closeTimer) clearTimeout(this.closeTimer);
+      this.socket.end();
+    }
     if (this.writable) this.handler.drain?.(this);
   }
 
-  /** Serves the held frames, in order, while the peer's unread answers stay under HOLD_ABOVE_BYTES. */
-  private serveHeld(): void {
+  /** Serves the held frames, in order, while the peer's unread answers stay under HOLD_ABOVE_BYTES (`all`: whatever they are). */
+  private serveHeld(all = false): void {
     if (this.releasing) return; // a frame served below wrote synchronously: the loop goes on
     this.releasing = true;
     try {
-      while (this.heldHead < this.held.length && !this.closed && !this.endAfterFlush && this.pendingBytes <= HOLD_ABOVE_BYTES) {
-        const frame = this.held[this.heldHead]!;
+      while (this.heldHead < this.held.length && !this.closed && (all || (!this.endAfterFlush && this.pendingBytes <= HOLD_ABOVE_BYTES))) {
+        const { frame, bytes } = this.held[this.heldHead]!;
         this.held[this.heldHead++] = undefined as never;
-        this.serve(frame);
+        this.heldBytes -= bytes;
+        if (frame instanceof Uint8Array) this.decodeAndDispatch(frame);
+        else this.dispatch(frame);
       }
     } finally {
       this.releasing = false;
@@ -257,8 +289,31 @@ export class Connection {
     if (this.heldHead === this.held.length) {
       this.held = [];
       this.heldHead = 0;
-      this.heldBytes = 0;
+    } else if (this.heldHead > 1024 && this.heldHead * 2 > this.held.length) {
+      this.held = this.held.slice(this.heldHead);
+      this.heldHead = 0;
     }
+  }
+
+  /** True when the peer's frames are to wait: it has not read HOLD_ABOVE_BYTES of answers, or frames wait already. */
+  private holding(): boolean {
+    return this.answersPeer && !this.noHold && (this.heldHead < this.held.length || this.pendingBytes > HOLD_ABOVE_BYTES);
+  }
+
+  private hold(frame: Uint8Array | Frame, bytes: number): void {
+    if (this.held.length - this.heldHead >= HOLD_MAX_FRAMES || this.heldBytes + bytes > HOLD_MAX_BYTES) return this.close(CloseReason.SlowConsumer);
+    this.held.push({ frame, bytes });
+    this.heldBytes += bytes;
+  }
+
+  /**
+   * Serves what is held now, whatever the peer has not read, and holds nothing more: called
+   * before a clean stop, so that its acks count (the connection is about to close; its
+   * answers need not reach it).
+   */
+  serveHeldNow(): void {
+    this.noHold = true;
+    this.serveHeld(true);
   }
 
   onClose(): void {
@@ -387,6 +442,12 @@ export class Connection {
     this.flush();
     this.finish(reason);
     if (!this.backlog) this.socket.end();
+    else if (this.socket.terminate) {
+      // A peer that never reads what is left would keep the socket (and its backlog) for ever.
+      const socket = this.socket;
+      this.closeTimer = setTimeout(() => socket.terminate!(), this.closeFlushMs);
+      this.closeTimer.unref?.();
+    }
   }
 
   private flush(): void {
@@ -417,6 +478,7 @@ export class Connection {
     this.waitingHead = 0;
     this.held = [];
     this.heldHead = 0;
+    this.heldBytes = 0;
     if (reason !== CloseReason.PeerClosed) log.debug(`${this.label}: closing: ${reason}`);
     this.handler.closed?.(this, reason);
   }
@@ -437,6 +499,12 @@ export class Connection {
     if (this.closed) return;
     this.framesIn++;
     framesIn.count++;
+    // Every frame waits, whatever it is (a ping, one that does not decode): each would add an answer.
+    if (this.holding()) return this.hold(payload.slice(), payload.length);
+    this.decodeAndDispatch(payload);
+  }
+
+  private decodeAndDispatch(payload: Uint8Array): void {
     let map: Record<string, unknown> | undefined;
     let frame: Frame;
     try {
@@ -448,7 +516,7 @@ export class Connection {
       this.fail(rid, toMqError(err));
       return;
     }
-    this.dispatch(frame, payload.length);
+    this.dispatch(frame);
   }
 
   /**
@@ -459,28 +527,17 @@ export class Connection {
     if (this.closed) return;
     this.life();
     this.framesIn++;
-    this.dispatch(frame, 64);
+    // Our own process made it (lib/wire/memory-link.ts): held as it is, counted by its payloads.
+    if (this.holding()) return this.hold(frame, objectFrameBytes(frame));
+    this.dispatch(frame);
   }
 
-  private dispatch(frame: Frame, bytes: number): void {
-    // Answers to our requests and pings are never held: they add nothing to what the peer has not read.
+  private dispatch(frame: Frame): void {
     if (frame.op === "ok" || frame.op === "error") return this.onReply(frame);
     if ((frame.op === "ping" || frame.op === "pong") && (this.helloDone || !this.expectsHello)) {
       if (frame.op === "ping") this.send({ op: "pong" });
       return;
     }
-    if (this.heldHead < this.held.length || this.pendingBytes > HOLD_ABOVE_BYTES) {
-      // Behind what it has not read: served once it reads, in order. The views of a held frame
-      // stay valid: a socket read is a new buffer each time, as is a body put together (frame.ts).
-      if (this.held.length - this.heldHead >= HOLD_MAX_FRAMES || this.heldBytes + bytes > HOLD_MAX_BYTES) return this.close(CloseReason.SlowConsumer);
-      this.held.push(frame);
-      this.heldBytes += bytes;
-      return;
-    }
-    this.serve(frame);
-  }
-
-  private serve(frame: Frame): void {
     if (this.helloTimer && frame.op === "hello") clearTimeout(this.helloTimer);
     const rid = "rid" in frame ? frame.rid : undefined;
     if (rid !== undefined && this.serving >= this.maxInFlight) {
@@ -510,7 +567,11 @@ export class Connection {
   }
 
   private answer(rid: number, fields: unknown): void {
+    if (this.closed) return; // an asynchronous answer after the close: nothing more is written
+    const unread = this.answersPeer ? this.pendingBytes : 0;
     this.send(fields && typeof fields === "object" ? { ...fields, op: "ok", rid } : { op: "ok", rid });
+    // Answers of requests served before the peer fell behind are not held: bounded here.
+    if (unread > HOLD_ABOVE_BYTES && this.pendingBytes > MAX_UNREAD_BYTES) this.close(CloseReason.SlowConsumer);
   }
 
   /** `answer`, written with whatever this connection writes next, or at the next turn (no write of its own in between). */
@@ -550,4 +611,12 @@ export class Connection {
     if (frame.op === "ok") p.resolve(frame);
     else p.reject(new MqError(isCode(frame.code) ? frame.code : Code.Internal, frame.message));
   }
+}
+
+/** About what a frame handed over as an object (lib/wire/memory-link.ts) would take encoded: its payloads and a little more. */
+export function objectFrameBytes(frame: Frame): number {
+  const { data, payloads } = frame as { data?: Uint8Array; payloads?: Uint8Array[] };
+  let bytes = 64 + (data?.length ?? 0);
+  if (payloads) for (const p of payloads) bytes += p.length + 2;
+  return bytes;
 }

@@ -28,7 +28,7 @@
  *   and a writer that filled its outbound budget in one turn is told to go on (`onDrain`)
  *   once the peer has it, as a TCP socket tells it when the kernel buffer empties.
  */
-import { OUTBOUND_BUDGET_BYTES, type Connection, type SocketLike } from "./connection.ts";
+import { objectFrameBytes, OUTBOUND_BUDGET_BYTES, type Connection, type SocketLike } from "./connection.ts";
 import type { Frame } from "./messages.ts";
 
 /** The ops handed over as objects: built by our own code from plain values (see `sendFrame`). */
@@ -75,7 +75,7 @@ export class MemorySocket implements SocketLike {
     if (!goesAsObject(frame)) return false;
     if (this.closed || this.ending) return true;
     this.queued.push(frame as Frame);
-    this.queuedBytes += frameBytes(frame as Frame);
+    this.queuedBytes += objectFrameBytes(frame as Frame);
     this.schedule();
     return true;
   }
@@ -122,14 +122,6 @@ export class MemorySocket implements SocketLike {
       side.conn?.onClose();
     }
   }
-}
-
-/** About what a frame handed over as an object would take encoded: its payloads and a little more. */
-function frameBytes(frame: Frame): number {
-  const { data, payloads } = frame as { data?: Uint8Array; payloads?: Uint8Array[] };
-  let bytes = 64 + (data?.length ?? 0);
-  if (payloads) for (const p of payloads) bytes += p.length + 2;
-  return bytes;
 }
 
 /**
