@@ -47,8 +47,14 @@ export interface FollowHooks {
   inbox(local: number): Inbox;
   /** The client acknowledged `messages` of `local`, taken at the inbox's `epoch`: tell the server when the floor moved. */
   acknowledge(local: number, inbox: Inbox, messages: Message[], epoch: number): void;
-  /** The client did not acknowledge `messages` (taken at `epoch`): back to the server (explicit subscriptions) or the buffer. */
-  giveBack(local: number, inbox: Inbox, messages: Message[], epoch: number): void;
+  /**
+   * The client did not acknowledge `messages` (taken at `epoch`). `counted`: its connection
+   * closed with them, maybe in the middle of processing one (a message that crashes its
+   * consumer): those of explicit subscriptions go back to the server as a delivery. Else it
+   * ended the follow and said they never reached the application: back to the buffer,
+   * uncounted, as the rest of a recv acknowledged in part.
+   */
+  giveBack(local: number, inbox: Inbox, messages: Message[], epoch: number, counted: boolean): void;
   /** Serves whoever waits on `inbox` (recvs, then follows). */
   serve(inbox: Inbox): void;
   /** Counts messages handed to clients. */
@@ -116,7 +122,7 @@ export class Follows {
     const f = this.byConn.get(conn)?.get(local);
     if (!f) throw new MqError(Code.BadRequest, `unfollow: id ${local} is not followed on this connection`);
     this.remove(f);
-    this.giveBack(f);
+    this.giveBack(f, false);
     this.hooks.serve(f.inbox);
     return {};
   }
@@ -135,7 +141,7 @@ export class Follows {
     const touched = new Set<Inbox>();
     for (const f of mine.values()) {
       this.remove(f);
-      this.giveBack(f);
+      this.giveBack(f, true);
       touched.add(f.inbox);
     }
     for (const inbox of touched) this.hooks.serve(inbox);
@@ -211,13 +217,13 @@ export class Follows {
     if (list?.length === 0) this.byInbox.delete(f.inbox);
   }
 
-  private giveBack(f: Follow): void {
+  private giveBack(f: Follow, counted: boolean): void {
     const rest = f.unacked.slice(f.unackedHead);
     const epochs = f.unackedEpochs.slice(f.unackedHead);
     f.unacked = [];
     f.unackedEpochs = [];
     f.unackedHead = 0;
-    forEachTake(rest, epochs, (messages, epoch) => this.hooks.giveBack(f.local, f.inbox, messages, epoch));
+    forEachTake(rest, epochs, (messages, epoch) => this.hooks.giveBack(f.local, f.inbox, messages, epoch, counted));
   }
 }
 

@@ -164,7 +164,7 @@ export class LocalBroker {
   private readonly follows = new Follows({
     inbox: (local) => (this.global(local), this.inbox(local)),
     acknowledge: (local, inbox, messages, epoch) => this.ackUpstream(local, inbox, messages, epoch),
-    giveBack: (local, inbox, messages, epoch) => inbox.putBack(this.giveBack(local, inbox, messages, epoch), epoch),
+    giveBack: (local, inbox, messages, epoch, counted) => inbox.putBack(counted ? this.giveBack(local, inbox, messages, epoch) : messages, epoch),
     serve: (inbox) => this.serveWaiters(inbox),
     delivered: (count) => {
       this.counters.delivered += count;

@@ -53,6 +53,33 @@ async function readOnNewConnection(id: number, topic: string): Promise<string[]>
 }
 
 describe("MqClient.messages", () => {
+  test("a queue-group member taking one message per loop (maxDeliver 3): each loop gets the next, none is dead-lettered (17 of 20 went to the dead-letter topic unseen)", async () => {
+    await using c = await MqClient.connect({ socket: cluster.local.socket });
+    const topic = `client.jobs${++topics}`;
+    const pub = await c.create();
+    const worker = await c.create();
+    const watch = await c.create();
+    await c.subscribe(worker, [topic], { group: "workers", maxDeliver: 3 });
+    await c.subscribe(watch, [`${topic}.dlq`]);
+    for (let i = 1; i <= 20; i++) await c.publish(pub, topic, `job${i}`);
+    const done: string[] = [];
+    for (let round = 0; round < 6; round++) {
+      const one = (async () => {
+        for await (const m of c.messages(worker)) return m.text();
+      })();
+      // Bounded: before, the fourth loop waited for ever (the rest had gone to the dead-letter topic).
+      const got = await Promise.race([one, Bun.sleep(5000).then(() => "nothing within 5 s")]);
+      done.push(got ?? "loop ended");
+      if (got === "nothing within 5 s") break;
+    }
+    expect(done).toEqual(["job1", "job2", "job3", "job4", "job5", "job6"]);
+    // A marker through the dead-letter topic's own subscription: whatever was dead-lettered comes before it.
+    await c.publish(pub, `${topic}.dlq`, "marker");
+    const dead = await c.recv(watch, { max: 100, waitMs: 5000 });
+    expect(texts(dead.messages)).toEqual(["marker"]);
+    await dead.ack();
+  });
+
   test("a throw in the loop body acknowledges the messages given so far and puts the rest back", async () => {
     await using c = await MqClient.connect({ socket: cluster.local.socket });
     const { id, topic } = await idWith(c, ["a", "b", "c", "d"]);
