@@ -158,8 +158,10 @@ export class Scheduler {
    * (`fields`); resolves once they are durable.
    * Returns the indexes of those whose msgId is pending already (not scheduled again).
    */
-  async schedule(topic: string, payloads: Uint8Array[], msgIds: Array<string | undefined> | undefined, due: number, fields?: ScheduledFields): Promise<{ duplicates: number[] }> {
+  async schedule(topic: string, payloads: Uint8Array[], msgIds: Array<string | undefined> | undefined, due: number, fields?: ScheduledFields): Promise<{ duplicates: number[]; firstDuplicateDue?: number }> {
     const duplicates: number[] = [];
+    // When the message already pending for the first duplicate id is due: that, not this request's time, is when it comes.
+    let firstDuplicateDue: number | undefined;
     const fresh: Array<Omit<ScheduledMessage, "n">> = [];
     const seen = new Set<string>();
     for (let i = 0; i < payloads.length; i++) {
@@ -168,6 +170,7 @@ export class Scheduler {
         const key = `${topic}\u0000${msgId}`;
         if (this.byMsgId.has(key) || seen.has(key)) {
           duplicates.push(i);
+          firstDuplicateDue ??= this.byMsgId.get(key)?.due ?? due;
           continue;
         }
         seen.add(key);
@@ -194,7 +197,7 @@ export class Scheduler {
       for (const e of added) this.enqueue(e);
       this.arm();
     }
-    return { duplicates };
+    return firstDuplicateDue === undefined ? { duplicates } : { duplicates, firstDuplicateDue };
   }
 
   /** Stops the timer and waits for a round in progress (its appends finish before the store closes). */

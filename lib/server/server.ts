@@ -942,8 +942,10 @@ export class MqServer {
     }
     const { topic, created } = (await this.topic(topicName, true))!;
     // The TTL is kept, not an expiry: it counts from the append, when due.
-    const { duplicates } = await this.scheduler.schedule(topicName, payloads, ids && payloads.map((_, i) => idOf(ids, i)), due, { headers, ttlMs: ttl });
-    return { topic: topicName, scheduled: true, due, subscribers: topic.subscriptions.size, created, duplicates };
+    const { duplicates, firstDuplicateDue } = await this.scheduler.schedule(topicName, payloads, ids && payloads.map((_, i) => idOf(ids, i)), due, { headers, ttlMs: ttl });
+    // All of them pending already (a publish sent again): the due of what is pending, not this request's.
+    const answerDue = duplicates.length === payloads.length && firstDuplicateDue !== undefined ? firstDuplicateDue : due;
+    return { topic: topicName, scheduled: true, due: answerDue, subscribers: topic.subscriptions.size, created, duplicates };
   }
 
   /** The scheduler's append of due messages: the path of a publish (dedupe window, counters, delivery to subscribers). Returns how many were stored (not dropped by the window). */

@@ -116,9 +116,11 @@ describe("mq pub --delay / --at", () => {
     const id = await c.create();
     await c.run(["sub", String(id), "s"]);
     await pub(c.local.socket, id, "s", "soon", ["--delay", "500ms"]);
-    await pub(c.local.socket, id, "s", "later", ["--delay", "1h", "--msg-id", "k1"]);
-    const again = await pub(c.local.socket, id, "s", "later", ["--delay", "1h", "--msg-id", "k1"]);
+    const first = await pub(c.local.socket, id, "s", "later", ["--delay", "1h", "--msg-id", "k1"]);
+    const again = await pub(c.local.socket, id, "s", "later", ["--delay", "2h", "--msg-id", "k1"]);
     expect(again.duplicate).toBe(true);
+    // When the pending one is due, not an hour after it as this request asked (it said so).
+    expect(again.due).toBe(first.due);
     expect((await recvAll(c.local.socket, id, 1)).map((m) => m.data)).toEqual(["soon"]);
     // A due message counts as pending until its append is done, after its fsync: it is pushed before (bounded wait).
     expect(await eventually(async () => (await serverStats(c.local.socket)).scheduled === 1)).toBe(true);
