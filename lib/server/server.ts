@@ -942,7 +942,15 @@ export class MqServer {
     }
     const { topic, created } = (await this.topic(topicName, true))!;
     // The TTL is kept, not an expiry: it counts from the append, when due.
-    const { duplicates, firstDuplicateDue } = await this.scheduler.schedule(topicName, payloads, ids && payloads.map((_, i) => idOf(ids, i)), due, { headers, ttlMs: ttl });
+    let scheduled: Awaited<ReturnType<Scheduler["schedule"]>>;
+    try {
+      scheduled = await this.scheduler.schedule(topicName, payloads, ids && payloads.map((_, i) => idOf(ids, i)), due, { headers, ttlMs: ttl });
+    } catch (err) {
+      // A full disk or a read-only one: refused, as a publish is (it was INTERNAL).
+      if (err instanceof MqError || errnoCode(err) === undefined) throw err;
+      throw new MqError(Code.StorageError, `Cannot schedule the delayed message for topic "${topicName}": ${storageProblem(err)}; nothing was scheduled`, { cause: err });
+    }
+    const { duplicates, firstDuplicateDue } = scheduled;
     // All of them pending already (a publish sent again): the due of what is pending, not this request's.
     const answerDue = duplicates.length === payloads.length && firstDuplicateDue !== undefined ? firstDuplicateDue : due;
     return { topic: topicName, scheduled: true, due: answerDue, subscribers: topic.subscriptions.size, created, duplicates };

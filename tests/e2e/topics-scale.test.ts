@@ -261,6 +261,37 @@ describe("a topic creation that fails leaves nothing behind and the server serve
     }
   });
 
+  test.skipIf(!haveNamespace)("disk full (ENOSPC from a tmpfs out of bytes): a delayed publish is STORAGE_ERROR naming the disk, not INTERNAL; with room again it is scheduled (needs unprivileged user namespaces)", async () => {
+    const dataDir = tmpDir("mq-enospc-delay-");
+    const prefix = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", 'mount -t tmpfs -o size=2m,mode=0700 mq-full "$1" && shift && exec "$@"', "sh", dataDir];
+    const server = await startServer({ dataDir, prefix });
+    const local = await startLocal(server.address);
+    const filler = path.join(inside(server), "filler");
+    try {
+      const id = await createOn(local.socket);
+      expect((await mq(local.socket, ["sub", String(id), "later"])).code).toBe(0);
+      // Fill every byte left.
+      const fd = fs.openSync(filler, "w");
+      try {
+        const block = Buffer.alloc(64 * 1024);
+        for (let i = 0; i < 1000; i++) fs.writeSync(fd, block);
+        throw new Error("the tmpfs of 2 MB never filled up");
+      } catch (err) {
+        expect((err as NodeJS.ErrnoException).code).toBe("ENOSPC");
+      } finally {
+        fs.closeSync(fd);
+      }
+      const r = await mq(local.socket, ["pub", String(id), "later", "x".repeat(8192), "--delay", "30s"]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toStartWith('mq: STORAGE_ERROR: Cannot schedule the delayed message for topic "later": the server\'s disk is full (ENOSPC); nothing was scheduled');
+      fs.rmSync(filler);
+      expect((await mq(local.socket, ["pub", String(id), "later", "fits", "--delay", "1s"])).code).toBe(0);
+      expect((await mq(local.socket, ["recv", String(id), "--wait", "10"])).stdout).toBe("fits\n");
+    } finally {
+      await teardown([local.daemon, server.daemon], [dataDir, local.dataDir]);
+    }
+  });
+
   test.skipIf(process.platform !== "linux" || !Bun.which("prlimit"))("no file descriptor left (EMFILE: the server's limit lowered under it): a new topic is STORAGE_ERROR, no directory is left, the open topic and mq stats work; with fds back it is created (needs prlimit)", async () => {
     const server = await startServer();
     const local = await startLocal(server.address);
