@@ -9,6 +9,7 @@ import { afterEach, expect, test } from "bun:test";
 import { MqClient, MqError } from "../../lib/client/index.ts";
 import { SharedCall } from "../../lib/local/shared-call.ts";
 import { createOn, startLocal, startServer, teardown, type LocalHandle, type ServerHandle } from "../e2e/harness.ts";
+import { helloPeer, type RawPeer } from "../security/kit.ts";
 
 let server: ServerHandle | undefined;
 let local: LocalHandle | undefined;
@@ -70,3 +71,30 @@ test("SharedCall: callers while one call runs share the next one, which starts a
   gates[3]!.resolve(4);
   expect(await e).toBe(4);
 });
+
+test("a client that sends 200 pattern subs matching 3,000 topics and reads nothing: the host's session stays up, another client publishes, the server is asked 4 at a time", async () => {
+  server = await startServer({ args: ["--fsync", "never", "--store", "memory"] });
+  local = await startLocal(server.address);
+  const c = await MqClient.connect({ socket: local.socket });
+  clients.push(c);
+  const pub = await c.create();
+  const pad = "x".repeat(180);
+  await Promise.all(Array.from({ length: 3000 }, (_, i) => c.publish(pub, `m.${pad}.${i}`, "x")));
+  const id = await c.create();
+  const serverLog = server.daemon.log.length;
+  // Each answer lists the 3,000 matches (~0.7 MB): 200 of them unread were 140 MB the server
+  // queued for this host, and it cut the host's session as a slow consumer.
+  let hog: RawPeer | undefined = await helloPeer({ unix: local.socket }, "local");
+  try {
+    hog.pause();
+    for (let i = 0; i < 200; i++) hog.send({ op: "sub", rid: 10 + i, id, topics: ["m.>"] });
+    await Bun.sleep(3000); // the local broker works through them
+    const r = await c.publish(pub, "victim", "hello");
+    expect(r.seq).toBe(1);
+    expect(server.daemon.log.slice(serverLog)).not.toContain("disconnected");
+    expect(local.daemon.log).not.toContain("lost the server");
+  } finally {
+    hog?.end();
+    hog = undefined;
+  }
+}, 120_000);
