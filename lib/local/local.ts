@@ -138,8 +138,11 @@ export class LocalBroker {
   private serving = 0;
   /** Requests forwarded and unanswered, at most as many and as many bytes as the link needs (lib/local/forward-window.ts). */
   private readonly forwardWindow = new ForwardWindow();
-  /** Requests with answers that grow with the server's topics, in flight at once (`forward`). */
-  private readonly largeAnswers = new Slots(4);
+  /**
+   * Requests with answers that grow with the server's topics, in flight at once (`forward`):
+   * two answers of 100,000 topics (23 MB each) stay under the server's MAX_UNREAD_BYTES.
+   */
+  private readonly largeAnswers = new Slots(2);
   /** Clients asking for the topic list at once share one answer (lib/local/shared-call.ts). */
   private readonly topicsCall = new SharedCall(() => this.forward({ op: "topics" }));
   /** Requests waiting for room in the forward window, first come first served. */
@@ -534,7 +537,7 @@ export class LocalBroker {
 
   /**
    * A request whose answer grows with the server's topics (the topic list, a pattern's matches:
-   * 1 MB for 5,000 topics) goes a few at a time: 600 pattern subs at once from one client made
+   * 1 MB for 5,000 topics) goes two at a time: 600 pattern subs at once from one client made
    * the server queue 600 MB for this host and cut its session as a slow consumer.
    */
   private forward(frame: Outgoing): Promise<Record<string, unknown>> {
