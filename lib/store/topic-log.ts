@@ -400,8 +400,16 @@ export class FileTopicLog implements TopicLog {
     // so: `--deliver-after write` gives out seqs before their sync, so a power cut may take
     // messages that readers got, and their seqs must not be given again (the reservation's bound).
     const headTrusted = head !== null && ((head.policy === "always" && !head.early) || (head.boot !== 0 && head.boot === bootId()));
+    // No reboot since the reservation was written (before any seq in it was handed out): the
+    // page cache kept every record written since, so the scan is exact even when `head` is
+    // empty or damaged (a kill before a new topic's head got its first write), unless the scan
+    // cut damage from the end, whose seqs only a head could tell.
+    const newestScanned = this.segments[this.segments.length - 1];
+    const tailDamaged = newestScanned !== undefined && (scans.get(newestScanned)?.damage.some((d) => d.after === 0) ?? false);
+    const sameBoot = meta?.boot !== undefined && meta.boot === bootId() && !tailDamaged;
     if (meta?.clean) next = Math.max(meta.reserved, last);
     else if (headTrusted) next = Math.max(head.next, last);
+    else if (sameBoot) next = Math.max(head?.next ?? last, last);
     else if (meta) {
       next = Math.max(meta.reserved, last);
       exact = next === last;
@@ -411,7 +419,10 @@ export class FileTopicLog implements TopicLog {
       exact = next === last;
     }
 
-    const gaps = this.findGaps(scans, head, last, next, exact);
+    // Why only an upper bound is known, when it is (a reboot is claimed only when the boot ids say so).
+    const rebooted = (head !== null && head.boot !== 0 && head.boot !== bootId()) || (meta?.boot !== undefined && meta.boot !== bootId());
+    const headMissing = head === null ? "its head file (the exact next seq) is missing or damaged" : null;
+    const gaps = this.findGaps(scans, head, last, next, exact ? null : rebooted ? "rebooted" : (headMissing ?? "rebooted"));
     const newlyLost = this.reconcile(gaps);
     this.committed = this.assigned = next;
     this.lastStored = prevLast >= this.meta.first ? prevLast : 0;
@@ -540,7 +551,8 @@ export class FileTopicLog implements TopicLog {
   }
 
   /** The seq ranges missing between `meta.first` and `next`, each with what is known of why. */
-  private findGaps(scans: Map<Segment, ScanResult>, head: Head | null, last: number, next: number, exact: boolean): Gap[] {
+  /** `bound`: why only an upper bound of the tail is known ("rebooted", or the text of another reason); null when it is exact. */
+  private findGaps(scans: Map<Segment, ScanResult>, head: Head | null, last: number, next: number, bound: string | null): Gap[] {
     const gaps: Gap[] = [];
     let expected = this.meta.first;
     let prev: Segment | null = null;
@@ -574,11 +586,13 @@ export class FileTopicLog implements TopicLog {
       else if (!newest) cause = "no segment holds them (every segment file is missing)";
       else if (tailDamage) cause = `cut from the end of the log: ${damageText(newest, tailDamage)}`;
       else cause = `missing at the end of the log (segment ${name(newest)} was cut short or is missing)`;
-      if (!exact) {
+      if (bound === "rebooted") {
         const writes = head?.early ? "messages delivered to subscribers before their fsync (--deliver-after write; none of them was acknowledged to its publisher)" : `writes under --fsync ${head?.policy ?? "interval or never"}`;
         cause += `; the server was not stopped cleanly and the machine restarted since, so ${writes} may not have reached the disk (only an upper bound is known)`;
+      } else if (bound !== null) {
+        cause += `; the server was not stopped cleanly and ${bound}, so only an upper bound is known (the seq reservation)`;
       }
-      gaps.push({ from: last, to: next - 1, cause, exact });
+      gaps.push({ from: last, to: next - 1, cause, exact: bound === null });
     }
     return gaps;
   }

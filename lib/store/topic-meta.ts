@@ -30,12 +30,19 @@ export interface TopicMeta {
   lost: number;
   /** Seq ranges (inclusive) already reported lost, above `first`, ascending. */
   holes: Array<[number, number]>;
+  /**
+   * Boot id of the machine when this was written (bootId(); absent in files of older
+   * versions): the same at a start means no reboot since, so the page cache kept every write.
+   */
+  boot?: number;
 }
 
 const META_VERSION = 1;
 
-export function encodeMeta(meta: TopicMeta): string {
-  const body = JSON.stringify({ version: META_VERSION, ...meta });
+/** `boot`: this boot's id, whatever `meta` says (as read, it names the boot that wrote it). */
+export function encodeMeta(meta: TopicMeta, boot = bootId()): string {
+  // Older readers ignore the extra key.
+  const body = JSON.stringify({ version: META_VERSION, ...meta, boot });
   return `${body}\n${Bun.hash.crc32(body).toString(16).padStart(8, "0")}\n`;
 }
 
@@ -52,7 +59,9 @@ export function decodeMeta(text: string): TopicMeta | null {
       if (!Array.isArray(h) || h.length !== 2 || !safe(h[0]) || !safe(h[1]) || h[0] > h[1]) return null;
       holes.push([h[0], h[1]]);
     }
-    return { reserved: v.reserved, clean: v.clean, first: v.first, lost: v.lost, holes };
+    const meta: TopicMeta = { reserved: v.reserved, clean: v.clean, first: v.first, lost: v.lost, holes };
+    if (safe(v.boot) && v.boot !== 0) meta.boot = v.boot;
+    return meta;
   } catch {
     return null;
   }

@@ -11,6 +11,7 @@ import * as path from "node:path";
 import { OpenFiles } from "../../lib/store/open-files.ts";
 import { syncPlace } from "../../lib/store/sync-place.ts";
 import { FileTopicLog } from "../../lib/store/topic-log.ts";
+import { decodeMeta, encodeMeta } from "../../lib/store/topic-meta.ts";
 import type { DeliverAfter } from "../../lib/store/types.ts";
 
 let dir: string;
@@ -423,6 +424,8 @@ async function powerCutImage(deliverAfter: DeliverAfter): Promise<{ image: strin
   view.setUint32(24, (view.getUint32(24) + 1) >>> 0 || 1);
   view.setUint32(28, Bun.hash.crc32(head.subarray(0, 28)));
   fs.writeFileSync(path.join(image, "head"), head);
+  const meta = decodeMeta(fs.readFileSync(path.join(image, "meta"), "utf8"))!;
+  fs.writeFileSync(path.join(image, "meta"), encodeMeta(meta, (meta.boot! + 1) >>> 0 || 1));
   return { image, told };
 }
 
