@@ -44,12 +44,17 @@ export class RetentionDrops {
   }
 }
 
-/** Trims `topic` by `policy` at `now`; returns how many messages went. */
-export async function trimTopic(topic: Topic, policy: ServerRetention, now: number, drops: RetentionDrops): Promise<number> {
+/**
+ * Trims `topic` by `policy` at `now`; returns how many messages went. Messages appended within
+ * the last `dedupeWindowMs` stay, whatever the limit: a start reads the dedupe window's ids back
+ * from the records, so deleting them would store a publish sent again after a restart twice.
+ */
+export async function trimTopic(topic: Topic, policy: ServerRetention, now: number, drops: RetentionDrops, dedupeWindowMs = 0): Promise<number> {
   const messages = topic.log;
   const firstBefore = messages.firstSeq;
   let before = messages.nextSeq;
   if (policy.limit !== "hard") for (const sub of topic.subscriptions.values()) before = Math.min(before, sub.acked);
+  if (dedupeWindowMs > 0 && before > firstBefore) before = Math.min(before, await messages.seqAtTime(now - dedupeWindowMs));
   const removed = await messages.trim(before, policy, now);
   if (removed === 0 || policy.limit !== "hard") return removed;
   const first = messages.firstSeq;

@@ -1431,7 +1431,7 @@ export class MqServer {
       for (const topic of [...this.topics.values()]) {
         try {
           if (this.cluster) await this.cluster.beforeTrim(topic);
-          await trimTopic(topic, policy, now, this.retentionDrops);
+          await trimTopic(topic, policy, now, this.retentionDrops, this.dedupe.windowMs);
         } catch (err) {
           log.error(`topic ${topic.name}: retention failed:`, err);
         }

@@ -6,6 +6,9 @@
 import { expect, test } from "bun:test";
 import { createOn, jsonLines, mq, startCluster, startLocal, startServer, teardown, tmpDir, type Daemon, type LocalHandle, restartServer } from "./harness.ts";
 
+// Each server below runs --dedupe-window 1s: retention keeps the records of the window (2
+// minutes by default), which these tests would otherwise wait out.
+
 /** 40 lines of 100 bytes: about 8 to a 1K segment. */
 const LINES = `${Array.from({ length: 40 }, (_, i) => `${i + 1}`.padEnd(100, ".")).join("\n")}\n`;
 
@@ -19,7 +22,7 @@ async function witnessRetention(host: LocalHandle, server: Daemon, topic: string
 }
 
 test("retention deletes segments every subscriber is past, and keeps those a lagging subscriber needs", async () => {
-  await using cluster = await startCluster({ serverArgs: ["--retention", "1s", "--max-segment-bytes", "1K"] });
+  await using cluster = await startCluster({ serverArgs: ["--retention", "1s", "--dedupe-window", "1s", "--max-segment-bytes", "1K"] });
   const reader = await cluster.create();
   const laggard = await cluster.create();
   await cluster.run(["sub", String(reader), "trimmed"]);
@@ -61,7 +64,7 @@ test("bad --retention and --retention-bytes values are bad usage (exit 2)", asyn
 
 test("soft (the default): a slow subscriber keeps its unacknowledged messages past the age limit, also across a server restart", async () => {
   const serverData = tmpDir("mq-server-");
-  const flags = ["--retention", "1s", "--max-segment-bytes", "1K"];
+  const flags = ["--retention", "1s", "--dedupe-window", "1s", "--max-segment-bytes", "1K"];
   let server = await startServer({ dataDir: serverData, args: flags });
   const pubHost = await startLocal(server.address);
   const subData = tmpDir("mq-local-");
@@ -94,7 +97,7 @@ test("soft (the default): a slow subscriber keeps its unacknowledged messages pa
 
 test("--retention-limit hard: the age limit deletes unacknowledged messages; the drop is counted per subscriber in mq stats, and its next delivery says lost, also after a server restart", async () => {
   const serverData = tmpDir("mq-server-");
-  const flags = ["--retention", "1s", "--max-segment-bytes", "1K", "--retention-limit", "hard"];
+  const flags = ["--retention", "1s", "--dedupe-window", "1s", "--max-segment-bytes", "1K", "--retention-limit", "hard"];
   let server = await startServer({ dataDir: serverData, args: flags });
   const pubHost = await startLocal(server.address);
   const subData = tmpDir("mq-local-");
@@ -157,7 +160,7 @@ test("--retention-limit hard: the age limit deletes unacknowledged messages; the
 });
 
 test("--retention-limit hard: messages already pushed to the subscriber's local broker are delivered, not counted as dropped", async () => {
-  await using cluster = await startCluster({ serverArgs: ["--retention", "1s", "--max-segment-bytes", "1K", "--retention-limit", "hard"] });
+  await using cluster = await startCluster({ serverArgs: ["--retention", "1s", "--dedupe-window", "1s", "--max-segment-bytes", "1K", "--retention-limit", "hard"] });
   const subscriber = await cluster.create();
   await cluster.run(["sub", String(subscriber), "pushed"]);
   // Pushed at once to the subscriber's local broker (in its buffer, not acknowledged) while it is connected.
