@@ -27,6 +27,7 @@ import { PgSchedule } from "./pg/schedule.ts";
 import { PgShared } from "./pg/shared.ts";
 import { PgTopicStore } from "./pg/topic-store.ts";
 import { FileSchedule, MemorySchedule } from "./schedule.ts";
+import { checkStateFiles, recordStateFiles } from "./state-files.ts";
 import type { DeliverAfter, FsyncPolicy, Storage, StoreKind } from "./types.ts";
 
 export const STORE_KINDS: readonly StoreKind[] = ["file", "memory", "postgres"];
@@ -74,6 +75,7 @@ function openFile(options: StorageOptions): Storage {
   makeDataDir(dir);
   const unlock = lockDataDir(dir, options.owner);
   try {
+    checkStateFiles(dir);
     const parts: Parts = {
       topics: new FileTopicStore(dir, {
         fsync: options.fsync,
@@ -88,6 +90,7 @@ function openFile(options: StorageOptions): Storage {
       schedule: new FileSchedule(path.join(dir, "scheduled")),
       groups: new FileGroupStore(path.join(dir, "groups.json")),
     };
+    recordStateFiles(dir);
     return storage("file", parts, unlock);
   } catch (err) {
     unlock(); // a failed open (unreadable data) leaves the directory free

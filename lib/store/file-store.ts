@@ -9,6 +9,7 @@ import * as path from "node:path";
 import { logger } from "../log.ts";
 import { errnoCode, fsyncDir, fsyncDirAsync } from "./fsutil.ts";
 import { OneOpenAtATime } from "./open-once.ts";
+import { mirrorOf } from "./record-file.ts";
 import { defaultMaxOpenFiles, OpenFiles } from "./open-files.ts";
 import { Slots } from "./slots.ts";
 import { FileSubscriberIndex } from "./subscriber-index.ts";
@@ -93,6 +94,11 @@ export class FileTopicStore implements TopicStore {
         });
       }
       topicLog = FileTopicLog.open(dir, this.options);
+      // Made with the topic, before anything is published to it: a topic that has handed out
+      // seqs had it, and both copies gone means its subscriptions went with them.
+      if (exists && topicLog.nextSeq > 1 && !fs.existsSync(subscribersFile) && !fs.existsSync(mirrorOf(subscribersFile))) {
+        log.error(`topic "${path.basename(dir)}": its subscriber index ${subscribersFile} and its copy ${mirrorOf(subscribersFile)} are both missing (deleted while the server was down?), though its log has handed out seqs up to ${topicLog.nextSeq - 1}: every subscription to it and its cursor are lost; it starts with no subscribers. Subscribe the ids again (mq sub ID TOPIC --from SEQ)`);
+      }
       const subscribers = new FileSubscriberIndex(subscribersFile, this.files);
       if (!exists) await fsyncDirAsync(this.root); // the new topic directory itself must survive a crash
       return { log: topicLog, subscribers };

@@ -5,7 +5,7 @@
  * subscriber-index.test.ts. The postgres backend, which needs a PostgreSQL, runs them in
  * pg-backends.test.ts.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, spyOn, test } from "bun:test";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -107,5 +107,64 @@ describe("openStorage", () => {
 
   test("openStorage of an unknown kind throws naming the kinds there are", async () => {
     await expect(openStorage(options("disk" as StoreKind, dir()))).rejects.toThrow('unknown store "disk": use file, memory, postgres');
+  });
+});
+
+// A state file deleted while the server was down lost its state with no log line: empty
+// copies were made, and groups.json absent read as no groups.
+describe("openStorage file: a state file missing at a start is logged at ERROR, naming it and what was lost", () => {
+  async function withStderr<T>(run: () => Promise<T>): Promise<{ result: T; errors: string[] }> {
+    let text = "";
+    const spy = spyOn(process.stderr, "write").mockImplementation(((chunk: string | Uint8Array) => {
+      text += typeof chunk === "string" ? chunk : Buffer.from(chunk).toString();
+      return true;
+    }) as typeof process.stderr.write);
+    try {
+      const result = await run();
+      return { result, errors: text.split("\n").filter((l) => / ERROR |\[error\]/.test(l)) };
+    } finally {
+      spy.mockRestore();
+    }
+  }
+
+  test("subscribers of a topic that has messages, consumers, scheduled/schedule and groups.json: each deleted is one ERROR; a clean start and a fresh directory log none", async () => {
+    const data = fs.mkdtempSync(path.join(os.tmpdir(), "mq-state-files-"));
+    try {
+      const first = await withStderr(async () => {
+        const s = await openStorage(options("file", data));
+        const t = (await s.topics.open("t", true))!;
+        await t.subscribers.add(7, 1);
+        await t.log.append(new TextEncoder().encode("hello"), 5);
+        await s.topics.open("empty", true);
+        await s.close();
+      });
+      expect(first.errors).toEqual([]);
+      const again = await withStderr(async () => (await openStorage(options("file", data))).close());
+      expect(again.errors).toEqual([]);
+      for (const f of ["topics/t/subscribers", "topics/empty/subscribers", "consumers", "scheduled/schedule"]) {
+        fs.rmSync(path.join(data, f));
+        fs.rmSync(path.join(data, `${f}.mirror`));
+      }
+      fs.rmSync(path.join(data, "groups.json"));
+      const after = await withStderr(async () => {
+        const s = await openStorage(options("file", data));
+        const t = (await s.topics.open("t", false))!;
+        await s.topics.open("empty", false);
+        await s.close();
+        return [...t.subscribers.cursors];
+      });
+      expect(after.result).toEqual([]);
+      const has = (what: string) => after.errors.filter((l) => l.includes(what)).length;
+      expect(after.errors).toHaveLength(4);
+      expect(has(`${path.join(data, "topics/t/subscribers")} and its copy`)).toBe(1);
+      expect(has("every subscription to it and its cursor are lost")).toBe(1);
+      expect(has(`${path.join(data, "consumers")} and its copy`)).toBe(1);
+      expect(has(`${path.join(data, "scheduled/schedule")} and its copy`)).toBe(1);
+      expect(has(`${path.join(data, "groups.json")} is missing`)).toBe(1);
+      // Reported once: the files were made again.
+      expect((await withStderr(async () => (await openStorage(options("file", data))).close())).errors).toEqual([]);
+    } finally {
+      fs.rmSync(data, { recursive: true, force: true });
+    }
   });
 });
