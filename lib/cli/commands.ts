@@ -6,7 +6,7 @@ import { MqClient, type ConnectOptions, type PublishOptions, type Received, type
 import { MAX_ID_PREFIX_BYTES, MAX_MSG_ID_BYTES, RESERVED_MSG_ID_START, type From, type PubResult } from "../wire/messages.ts";
 import { headersProblem, parseHeaderArg, type Headers } from "../wire/headers.ts";
 import { checkPattern, checkTopic, isPattern } from "../wire/topic.ts";
-import { Exit, StdoutClosedError, UsageError, exitForSignal, renderMessages, warn, watchStdoutReader, writeStdout } from "./output.ts";
+import { Exit, StdoutClosedError, StdoutCutError, UsageError, exitForSignal, renderMessages, startStdoutWrite, warn, watchStdoutReader, writeStdout } from "./output.ts";
 import { checkStdinOpen, checkStdoutOpen, readStdin } from "./input.ts";
 import { Stop } from "./stop.ts";
 import { Code, MqError } from "../errors.ts";
@@ -380,6 +380,9 @@ const FOLLOW_CREDITS = 1000;
 /** How long one recv request of `--follow` waits before asking again. */
 const FOLLOW_WAIT_MS = 30_000;
 
+/** `--follow`: how long a signal lets the reader take the rest of a batch being written before the write is cut. */
+const SIGNAL_WRITE_MS = 1000;
+
 /**
  * Writes every message whole and exactly once, and acknowledges a batch only once the OS has
  * accepted all of its bytes. When the reader of stdout goes away (while writing or waiting)
@@ -418,21 +421,42 @@ export async function recv(options: RecvOptions): Promise<number> {
     };
     /**
      * Writes a batch, then acknowledges it; false when the reader is gone (the batch stays pending).
-     * A signal ends a write the reader is not taking (the batch is not acknowledged: it comes again),
-     * as it would end `cat`: the last line may then be cut.
+     * A signal mid-write gives the reader SIGNAL_WRITE_MS to take the rest, then cuts the write
+     * (as it would end `cat`: the last line may be cut); the messages written whole are
+     * acknowledged, the rest comes again.
      */
     const deliver = async (got: Pick<Received, "messages" | "ack">): Promise<boolean> => {
+      const ends: number[] = [];
+      const write = startStdoutWrite(renderMessages(got.messages, format, ends));
+      write.done.catch(() => {});
+      let whole = got.messages.length;
       try {
-        const written = writeStdout(renderMessages(got.messages, format));
-        const ended = await stop.race(written);
-        if (ended === "signal") return true;
+        const ended = await stop.race(write.done);
         if (ended === "reader") return false;
+        if (ended === "signal") {
+          // Not acknowledging what went whole would give it to the next reader a second time.
+          let timer: ReturnType<typeof setTimeout> | undefined;
+          const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, SIGNAL_WRITE_MS)));
+          await Promise.race([write.done.catch(() => {}), late]);
+          clearTimeout(timer);
+          write.cut();
+          const failed = await write.done.then(
+            () => null,
+            (err: unknown) => (err instanceof StdoutCutError ? null : err),
+          );
+          // The reader left meanwhile: as without a signal, the batch comes again whole (exit 0 all the same).
+          if (failed instanceof StdoutClosedError) return true;
+          if (failed) throw failed;
+          const written = write.written();
+          whole = 0;
+          while (whole < ends.length && ends[whole]! <= written) whole++;
+        }
       } catch (err) {
         if (err instanceof StdoutClosedError) return false;
         throw err;
       }
       // Acknowledged only once the OS has the bytes: a crash or a closed reader before this re-delivers.
-      await got.ack();
+      if (whole > 0) await got.ack(whole);
       return true;
     };
     try {

@@ -59,16 +59,36 @@ export function messageJson(m: Message): string {
   }
 }
 
-/** The bytes to write for a batch of received messages in the chosen format. */
-export function renderMessages(messages: Message[], format: "text" | "raw" | "json"): Uint8Array {
-  if (format === "json") return Buffer.from(messages.map((m) => `${messageJson(m)}\n`).join(""));
+/**
+ * The bytes to write for a batch of received messages in the chosen format. `ends`, when
+ * given, gets where each message's bytes end: a write cut short tells how many went whole.
+ */
+export function renderMessages(messages: Message[], format: "text" | "raw" | "json", ends?: number[]): Uint8Array {
   const parts: Uint8Array[] = [];
+  let end = 0;
   for (const m of messages) {
-    if (m.lost) warn(`the server lost ${m.lost} message${m.lost === 1 ? "" : "s"} of topic "${m.topic}" before seq ${m.seq} (damaged storage, or deleted by the server's hard retention limit); they will not come`);
-    parts.push(m.data);
-    if (format === "text") parts.push(newline);
+    const add = (bytes: Uint8Array) => {
+      parts.push(bytes);
+      end += bytes.length;
+    };
+    if (format === "json") {
+      add(Buffer.from(`${messageJson(m)}\n`));
+    } else {
+      if (m.lost) warn(`the server lost ${m.lost} message${m.lost === 1 ? "" : "s"} of topic "${m.topic}" before seq ${m.seq} (damaged storage, or deleted by the server's hard retention limit); they will not come`);
+      add(m.data);
+      if (format === "text") add(newline);
+    }
+    ends?.push(end);
   }
   return Buffer.concat(parts);
+}
+
+/** A write to stdout stopped by `cut()` before all of its bytes went. */
+export class StdoutCutError extends Error {
+  constructor() {
+    super("the write to standard output was cut short");
+    this.name = "StdoutCutError";
+  }
 }
 
 /** stdout's reader is gone (EPIPE): nothing more can be delivered through it. */
@@ -85,11 +105,25 @@ const WRITABLE_POLL_MS = 50;
 
 interface PendingWrite {
   data: Uint8Array;
+  /** Bytes of `data` the OS has taken. */
+  written: number;
+  /** `cut()` was called: stop before its next write(2). */
+  cut: boolean;
   resolve(): void;
   reject(err: unknown): void;
 }
 const queue: PendingWrite[] = [];
 let draining = false;
+
+/** A write to stdout under way (`startStdoutWrite`). */
+export interface StdoutWrite {
+  /** As writeStdout's promise; rejects with StdoutCutError after `cut()` if bytes were left. */
+  done: Promise<void>;
+  /** Bytes the OS has taken so far. */
+  written(): number;
+  /** Stops it before its next write(2) (or its wait for the reader): the rest is not written. */
+  cut(): void;
+}
 
 /**
  * The one writer of stdout, for every command. Resolves once the OS has accepted every byte
@@ -104,23 +138,68 @@ let draining = false;
  * (never interleaved); those queued behind a slow reader go out together in one write.
  */
 export function writeStdout(bytes: Uint8Array | string): Promise<void> {
+  return startStdoutWrite(bytes).done;
+}
+
+/** writeStdout that tells how far it got and can be cut short (`recv --follow` on a signal). */
+export function startStdoutWrite(bytes: Uint8Array | string): StdoutWrite {
   const data = typeof bytes === "string" ? Buffer.from(bytes) : bytes;
-  if (data.length === 0) return Promise.resolve();
   const { promise, resolve, reject } = Promise.withResolvers<void>();
-  queue.push({ data, resolve, reject });
+  const w: PendingWrite = { data, written: 0, cut: false, resolve, reject };
+  const write: StdoutWrite = {
+    done: promise,
+    written: () => w.written,
+    cut: () => {
+      w.cut = true;
+      // Not begun yet: it never will.
+      const queued = queue.indexOf(w);
+      if (queued >= 0) queue.splice(queued, 1), reject(new StdoutCutError());
+    },
+  };
+  if (data.length === 0) {
+    resolve();
+    return write;
+  }
+  queue.push(w);
   if (!draining) void drain();
-  return promise;
+  return write;
+}
+
+/** writeAll stopped at `done` bytes because the write holding that offset was cut. */
+class CutAt {
+  constructor(readonly done: number) {}
 }
 
 async function drain(): Promise<void> {
   draining = true;
   while (queue.length > 0) {
     const batch = queue.splice(0);
+    const data = batch.length === 1 ? batch[0]!.data : Buffer.concat(batch.map((w) => w.data));
+    // The write that holds byte `done` of `data`, and how far each got.
+    const progress = (done: number) => {
+      let start = 0;
+      let current: PendingWrite | undefined;
+      for (const w of batch) {
+        w.written = Math.max(0, Math.min(w.data.length, done - start));
+        if (current === undefined && w.written < w.data.length) current = w;
+        start += w.data.length;
+      }
+      return current;
+    };
     try {
-      await writeAll(STDOUT, batch.length === 1 ? batch[0]!.data : Buffer.concat(batch.map((w) => w.data)));
-      for (const w of batch) w.resolve();
+      await writeAll(STDOUT, data, (done) => progress(done)?.cut === true);
+      for (const w of batch) (w.written = w.data.length), w.resolve();
     } catch (err) {
-      for (const w of batch) w.reject(err);
+      if (!(err instanceof CutAt)) {
+        for (const w of batch) w.reject(err);
+        continue;
+      }
+      // Those written whole are done, the cut one ends, those after it (not begun) wait their turn.
+      const cutOne = progress(err.done)!;
+      const after = batch.slice(batch.indexOf(cutOne) + 1);
+      for (const w of batch) if (w.written === w.data.length) w.resolve();
+      cutOne.reject(new StdoutCutError());
+      queue.unshift(...after);
     }
   }
   draining = false;
@@ -147,12 +226,15 @@ function chunked(fd: number): boolean {
   return chunkedFd;
 }
 
-async function writeAll(fd: number, data: Uint8Array): Promise<void> {
+/** Writes `data` whole; throws CutAt when `cut(done)` says to stop before the next write(2). */
+async function writeAll(fd: number, data: Uint8Array, cut: (done: number) => boolean): Promise<void> {
   const pieces = chunked(fd);
   let done = 0;
   while (done < data.length) {
+    if (cut(done)) throw new CutAt(done);
     if (pieces && pollFd(fd, POLLOUT, 0) === 0) {
-      await writable(fd);
+      await writable(fd, () => cut(done));
+      continue;
     }
     try {
       done += fs.writeSync(fd, data, done, pieces ? Math.min(PIPE_CHUNK, data.length - done) : data.length - done);
@@ -160,14 +242,15 @@ async function writeAll(fd: number, data: Uint8Array): Promise<void> {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === "EPIPE" || code === "ECONNRESET") throw new StdoutClosedError({ cause: err });
       if (code !== "EAGAIN" && code !== "EINTR") throw new Error(`Cannot write to standard output: ${(err as Error).message}`, { cause: err });
-      await writable(fd);
+      await writable(fd, () => cut(done));
     }
   }
 }
 
-/** Waits until a non-blocking fd takes bytes again, or has an error for the next write to report. */
-async function writable(fd: number): Promise<void> {
+/** Waits until a non-blocking fd takes bytes again, has an error for the next write to report, or the write is cut. */
+async function writable(fd: number, cut: () => boolean): Promise<void> {
   for (;;) {
+    if (cut()) return;
     const revents = pollFd(fd, POLLOUT, WRITABLE_POLL_MS);
     if (revents === null) return Bun.sleep(WRITABLE_POLL_MS); // no libc: try again on a timer
     if (revents !== 0) return;

@@ -187,14 +187,12 @@ describe("mq recv when its reader goes away", () => {
     expect(await cluster.run(["recv", String(id)])).toEqual({ code: 3, stdout: "", stderr: "" });
   });
 
-  test("--follow stops on SIGTERM while its reader takes nothing; what it did not write whole comes again", async () => {
-    // 300 messages of 1,000 bytes are ~5 pipes full: recv fills the pipe and then waits on it. A
-    // write(2) of more than the pipe has room for would block it there, deaf to SIGTERM. The pipe is
-    // a FIFO whose read end this test holds open and leaves unread (Bun reads a spawned process's
-    // stdout pipe by itself).
-    const TOTAL = 300;
-    const WIDTH = 1000;
-    const id = await idWithBacklog("stuck.follow", TOTAL, WIDTH);
+  /**
+   * `mq recv ID --follow > FIFO`, SIGTERM once it has filled the FIFO (whose read end this test
+   * holds: Bun reads a spawned process's stdout pipe by itself); the FIFO is read to its end at
+   * once, or only after recv exited. Returns recv's exit code and stderr, and what it wrote.
+   */
+  async function followThenTerm(id: number, read: "at once" | "after exit") {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-fifo-"));
     const fifo = path.join(dir, "out");
     expect(Bun.spawnSync(["mkfifo", fifo]).exitCode).toBe(0);
@@ -207,35 +205,86 @@ describe("mq recv when its reader goes away", () => {
       env: { ...process.env, MQ_SOCKET: cluster.local.socket },
     });
     const stderr = new Response(proc.stderr).text();
-    let written = "";
     try {
       await Bun.sleep(1500); // not a check: time for recv to fill the pipe (less only makes the test weaker)
       proc.kill("SIGTERM");
-      expect(await exitWithin(proc, 10_000)).toBe(0);
-      expect(await stderr).toBe("");
-      const chunk = Buffer.alloc(1 << 16);
-      for (let n = 0; n < 1000; n++) {
-        const got = fs.readSync(readEnd, chunk); // the writer is gone: 0 at the end
-        if (got === 0) break;
-        written += chunk.toString("latin1", 0, got);
+      if (read === "after exit") {
+        const code = await exitWithin(proc, 10_000);
+        return { code, stderr: await stderr, written: await readToEnd(readEnd) };
       }
+      const [written, code] = await Promise.all([readToEnd(readEnd), exitWithin(proc, 10_000)]);
+      return { code, stderr: await stderr, written };
     } finally {
       proc.kill("SIGKILL");
       fs.closeSync(readEnd);
       fs.rmSync(dir, { recursive: true, force: true });
     }
-    // What reached the pipe: whole lines 1..k in order, then perhaps a cut one (as a killed `cat` leaves).
-    const whole = written.split("\n").slice(0, -1);
-    expect(whole.length).toBeGreaterThan(0);
-    expect(whole.length).toBeLessThan(TOTAL); // the pipe held only part: recv was waiting on it
-    expect(firstDifference(whole, Array.from({ length: whole.length }, (_, i) => payload(i + 1, WIDTH)))).toBeNull();
-    // The rest is pending: from at most k + 1 (what was written but not acknowledged may come twice) to the last.
-    const rest = await cluster.run(["recv", String(id), "--count", "1000"], { timeoutMs: 60_000 });
+  }
+
+  /** Reads the FIFO to its end (the writer gone), as fast as it comes. */
+  async function readToEnd(readEnd: number): Promise<string> {
+    const chunk = Buffer.alloc(1 << 16);
+    let written = "";
+    const until = performance.now() + 20_000; // a bound on the loop, not a check
+    while (performance.now() < until) {
+      let got: number;
+      try {
+        got = fs.readSync(readEnd, chunk);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "EAGAIN") throw err;
+        await Bun.sleep(5);
+        continue;
+      }
+      if (got === 0) break; // the writer is gone
+      written += chunk.toString("latin1", 0, got);
+    }
+    return written;
+  }
+
+  /**
+   * What the next recv gets: exactly the messages after the first `k`, in order, to `total`. It
+   * waits for the first (what went back may take a moment to be pending again).
+   */
+  async function expectPendingFrom(id: number, k: number, total: number, width: number) {
+    const rest = await cluster.run(["recv", String(id), "--count", "1000", "--wait", "5"], { timeoutMs: 60_000 });
     expect(rest.code).toBe(0);
     const again = rest.stdout.split("\n").slice(0, -1);
-    const from = Number(again[0]?.slice(2, 7));
-    expect(from).toBeLessThanOrEqual(whole.length + 1);
-    expect(firstDifference(again, Array.from({ length: TOTAL - from + 1 }, (_, i) => payload(from + i, WIDTH)))).toBeNull();
+    expect(firstDifference(again, Array.from({ length: total - k }, (_, i) => payload(k + i + 1, width)))).toBeNull();
+  }
+
+  test("--follow stops on SIGTERM while its reader takes nothing; what it did not write whole comes again, nothing else", async () => {
+    // 300 messages of 1,000 bytes are ~5 pipes full: recv fills the pipe and then waits on it. A
+    // write(2) of more than the pipe has room for would block it there, deaf to SIGTERM.
+    const TOTAL = 300;
+    const WIDTH = 1000;
+    const id = await idWithBacklog("stuck.follow", TOTAL, WIDTH);
+    // The reader takes nothing until recv has exited: recv cuts its write, as a killed `cat` leaves it.
+    const r = await followThenTerm(id, "after exit");
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe("");
+    // What reached the pipe: whole lines 1..k in order, then perhaps a cut one.
+    const whole = r.written.split("\n").slice(0, -1);
+    expect(whole.length).toBeGreaterThan(0);
+    expect(whole.length).toBeLessThan(100); // the pipe held only part of the first batch: recv was waiting on it
+    expect(firstDifference(whole, Array.from({ length: whole.length }, (_, i) => payload(i + 1, WIDTH)))).toBeNull();
+    // The k lines written whole were acknowledged: the cut one and those after come again, nothing before.
+    await expectPendingFrom(id, whole.length, TOTAL, WIDTH);
+  });
+
+  test("--follow on SIGTERM mid-batch lets the reader take the rest: that batch, written whole, does not come again", async () => {
+    // The reader is stuck when the signal comes (recv waits on a full pipe, mid-batch), then reads
+    // everything: the batch goes out whole, and so must be acknowledged (it came twice: seq 1625 after 1724).
+    const TOTAL = 300;
+    const WIDTH = 1000;
+    const id = await idWithBacklog("term.midbatch", TOTAL, WIDTH);
+    const r = await followThenTerm(id, "at once");
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe("");
+    expect(r.written.endsWith("\n")).toBe(true); // the batch was finished, not cut
+    const whole = r.written.split("\n").slice(0, -1);
+    expect(whole.length).toBeGreaterThanOrEqual(100); // at least the first batch, under way at the signal
+    expect(firstDifference(whole, Array.from({ length: whole.length }, (_, i) => payload(i + 1, WIDTH)))).toBeNull();
+    await expectPendingFrom(id, whole.length, TOTAL, WIDTH);
   });
 
   test("a message it could not write whole is not acknowledged: it is pending for the next recv", async () => {
