@@ -1107,8 +1107,11 @@ export class LocalBroker {
     // a batch and was about to acknowledge it would otherwise get it again after the restart.
     for (const inbox of this.inboxes.values()) for (const w of inbox.waiters.splice(0)) w.resolve([], inbox.epoch);
     await this.clientAcks();
-    this.listener?.stop(true);
+    // Closed gracefully before the listener cuts what is left: the answer of the last ack may
+    // still be queued (acks are answered lazily), and a client told "closed" of an ack the
+    // broker took cannot tell that it took effect.
     for (const c of this.clients) c.close(CloseReason.Shutdown);
+    this.listener?.stop(true);
     this.upstream?.close(CloseReason.Shutdown);
     for (const w of this.connectedWaiters.splice(0)) w();
     fs.rmSync(this.options.socketPath, { force: true });
