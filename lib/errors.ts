@@ -34,11 +34,17 @@ export function isCode(value: unknown): value is Code {
 export class MqError extends Error {
   readonly code: Code;
   readonly fatal: boolean;
-  constructor(code: Code, message: string, options: { fatal?: boolean; cause?: unknown } = {}) {
+  /**
+   * The request reached no server (the local broker had none to send it to, or was stopping):
+   * nothing of it took effect. False when it may have: a publish may then have been stored.
+   */
+  readonly unsent: boolean;
+  constructor(code: Code, message: string, options: { fatal?: boolean; cause?: unknown; unsent?: boolean } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = "MqError";
     this.code = code;
     this.fatal = options.fatal ?? false;
+    this.unsent = options.unsent ?? false;
   }
 }
 

@@ -236,8 +236,10 @@ export async function pub(options: PubOptions): Promise<number> {
     } catch (err) {
       const first = acknowledged + 1;
       const again = options.msgId === undefined ? "give --msg-id KEY to make a run that can be repeated safely" : "run it again with the same --msg-id: lines already stored are not stored twice";
-      if (refused === first) {
-        warn(`line ${first} was not sent, nor any line after it: ${first === 1 ? "nothing was stored" : first === 2 ? "line 1 is stored" : `lines 1-${first - 1} are stored`}; ${again}`);
+      // Refused by the library, or it reached no server (the local broker had none): not stored.
+      const unsent = refused === first || (err instanceof MqError && err.unsent);
+      if (unsent) {
+        warn(`line ${first} was not ${refused === first ? "sent" : "stored"}, nor any line after it: ${first === 1 ? "nothing was stored" : first === 2 ? "line 1 is stored" : `lines 1-${first - 1} are stored`}; ${again}`);
         throw err;
       }
       const range = sent > first ? `lines ${first}-${sent} were` : `line ${first} was`;
@@ -268,13 +270,15 @@ export async function pub(options: PubOptions): Promise<number> {
 /**
  * One `mq pub`. UNAVAILABLE after the local broker took it (the server cut off or slow to
  * answer) does not say that nothing was stored: the server may have stored it before the
- * answer was lost. The error says so, and how to publish again without a copy.
+ * answer was lost. The error says so, and how to publish again without a copy. When it
+ * reached no server (`unsent`: the local broker had none), it says that nothing was stored.
  */
 async function publishOne(mq: MqClient, options: PubOptions, data: string | Uint8Array, one: PublishOptions): Promise<PubResult> {
   try {
     return await mq.publish(options.id, options.topic, data, one);
   } catch (err) {
     if (!(err instanceof MqError && err.code === Code.Unavailable)) throw err;
+    if (err.unsent) throw new MqError(err.code, `${err.message}; the message was not stored: publish it again once the server is reachable`, { cause: err });
     const again = options.msgId === undefined ? "publish it again with --msg-id KEY to store it once from then on" : `publishing it again with --msg-id ${options.msgId} stores it once`;
     throw new MqError(err.code, `${err.message}; the message may have been stored all the same: check with \`mq topics\`, or ${again}`, { cause: err });
   }

@@ -553,15 +553,19 @@ export class MqClient {
     let deadline = 0;
     let retrying = false;
     let pause = RETRY_FIRST_MS;
+    // Some attempt may have reached a server (written, and not told `unsent`): it may be stored.
+    let reached = false;
     try {
       for (;;) {
+        let wrote = false;
         try {
           // On a live connection the frame is queued at once (close() relies on that).
           const conn = this.conn.closed || this.closedByUser ? await this.connection() : this.conn;
           // A retry does not wait much beyond the deadline for an answer.
-          const r = await conn.request(frame, deadline === 0 ? ANSWER_TIMEOUT_MS : Math.max(1000, Math.min(ANSWER_TIMEOUT_MS, deadline - Date.now())), () => void (entry.written = true));
+          const r = await conn.request(frame, deadline === 0 ? ANSWER_TIMEOUT_MS : Math.max(1000, Math.min(ANSWER_TIMEOUT_MS, deadline - Date.now())), () => void (entry.written = wrote = true));
           return frame.op === "pub" ? { ...r, seqs: [r.seq as number], ...(r.duplicate === true ? { duplicates: [0] } : {}) } : r;
         } catch (err) {
+          if (wrote && !(err instanceof MqError && err.unsent)) reached = true;
           // A local broker or server older than `after` refuses the field: nothing was stored; send without it, one batch at a time from now on.
           if (frame.after !== undefined && err instanceof MqError && err.code === Code.BadRequest && err.message.includes('unexpected field "after"')) {
             this.chaining = false;
@@ -595,6 +599,10 @@ export class MqClient {
           pause = Math.min(pause * 2, RETRY_MAX_MS);
         }
       }
+    } catch (err) {
+      // `unsent` covers all the attempts: the last one may say so while an earlier one reached the server.
+      if (err instanceof MqError && err.unsent === reached) throw new MqError(err.code, err.message, { cause: err.cause, unsent: !reached });
+      throw err;
     } finally {
       if (retrying) lane.retrying--;
     }
@@ -856,7 +864,7 @@ function failedBehind(topic: string, own: MqError, first: MqError): MqError {
 /** A publish never written because an earlier one to its topic failed for good; `own`: its own error, when it had one. */
 function notSent(topic: string, first: MqError, own: MqError = first): MqError {
   const its = own === first ? "" : `${own.message}; `;
-  return new MqError(own.code, `not sent: ${its}an earlier publish to topic "${topic}" failed (${first.code}: ${first.message}); call resume("${topic}") to publish to it again`);
+  return new MqError(own.code, `not sent: ${its}an earlier publish to topic "${topic}" failed (${first.code}: ${first.message}); call resume("${topic}") to publish to it again`, { unsent: true });
 }
 
 /**

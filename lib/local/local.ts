@@ -546,7 +546,7 @@ export class LocalBroker {
   }
 
   private async forwardNow(frame: Outgoing): Promise<Record<string, unknown>> {
-    if (this.stopped) throw new MqError(Code.Unavailable, "the local broker is shutting down");
+    if (this.stopped) throw new MqError(Code.Unavailable, "the local broker is shutting down", { unsent: true });
     // All clients of this host share one server connection: keep it under the server's
     // in-flight limit by queueing here, first come first served.
     const topics = "topics" in frame && Array.isArray(frame.topics) ? frame.topics.length : 0;
@@ -562,6 +562,7 @@ export class LocalBroker {
     } else this.forwardWindow.take(bytes);
     let conn: Connection | undefined;
     let session = -1;
+    let requested = false;
     try {
       // Time spent queued counts: the client is promised an answer within seconds.
       const left = timeout - (Date.now() - queuedAt);
@@ -573,8 +574,11 @@ export class LocalBroker {
       this.counters.forwarded++;
       if (frame.op === "pub" || frame.op === "pubs") session = this.forwardWindow.sent();
       // The reply goes back as it came: answering overwrites its op and rid with the client's.
-      return await conn.request(frame, left);
+      return await conn.request(frame, left, () => void (requested = true));
     } catch (err) {
+      // Failed before it was written (no server, one without the op, or the link cut while it
+      // waited its turn): the client may be told that nothing of it took effect.
+      if (!requested && err instanceof MqError) throw new MqError(err.code, err.message, { fatal: err.fatal, cause: err.cause, unsent: true });
       // No answer in time on a live connection: the server or the link is congested.
       if (session >= 0 && !conn!.closed && Date.now() - queuedAt >= timeout) this.forwardWindow.timedOut();
       throw err;

@@ -425,6 +425,7 @@ export class Connection {
   fail(rid: number | undefined, err: MqError): void {
     const frame: ErrorFrame = { op: "error", code: err.code, message: err.message };
     if (rid !== undefined) frame.rid = rid;
+    if (err.unsent) frame.unsent = true;
     this.send(frame);
     if (err.fatal) this.close(CloseReason.ProtocolError);
   }
@@ -609,7 +610,7 @@ export class Connection {
     this.pending.delete(frame.rid!);
     if (this.waitingHead < this.waiting.length) this.sendWaiting();
     if (frame.op === "ok") p.resolve(frame);
-    else p.reject(new MqError(isCode(frame.code) ? frame.code : Code.Internal, frame.message));
+    else p.reject(new MqError(isCode(frame.code) ? frame.code : Code.Internal, frame.message, { unsent: frame.unsent === true }));
   }
 }
 

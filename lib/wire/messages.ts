@@ -78,7 +78,8 @@ export interface DeliveryFrame { op: "delivery"; id: number; messages: Message[]
 /** Most ids one `msgs` frame may be for besides its `id` (its `ids`). */
 export const MAX_IDS_PER_FRAME = 1024;
 export interface OkFrame { op: "ok"; rid: number; [field: string]: unknown }
-export interface ErrorFrame { op: "error"; rid?: number; code: string; message: string }
+/** `unsent`: the request reached no server (MqError.unsent); absent from older brokers. */
+export interface ErrorFrame { op: "error"; rid?: number; code: string; message: string; unsent?: boolean }
 /**
  * Heartbeat, server hop, either direction, no rid: a `ping` is answered with a `pong`. Any
  * bytes received count as a sign of life, so a busy connection carries no pings.
