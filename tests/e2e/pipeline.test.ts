@@ -247,6 +247,8 @@ describe("mq recv when its reader goes away", () => {
    */
   async function expectPendingFrom(id: number, k: number, total: number, width: number) {
     const rest = await cluster.run(["recv", String(id), "--count", "1000", "--wait", "5"], { timeoutMs: 60_000 });
+    // The batch under way may have held them all (how many the local broker had buffered when the follow began).
+    if (k === total) return expect({ code: rest.code, stdout: rest.stdout }).toEqual({ code: 3, stdout: "" });
     expect(rest.code).toBe(0);
     const again = rest.stdout.split("\n").slice(0, -1);
     expect(firstDifference(again, Array.from({ length: total - k }, (_, i) => payload(k + i + 1, width)))).toBeNull();

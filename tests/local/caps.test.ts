@@ -67,6 +67,7 @@ test("a local broker refuses with UNKNOWN_OP the ops its server does not announc
       rid: 4,
       code: "UNKNOWN_OP",
       message: `the server at 127.0.0.1:${smaller.port} does not support op "sub"; upgrade it`,
+      unsent: true, // refused here, never forwarded
     });
     expect(await peer.request({ op: "pub", rid: 5, id: 1, topic: "t", data: new Uint8Array([1]) })).toMatchObject({ op: "error", rid: 5, code: "UNKNOWN_OP" });
     expect(seen.map((f) => f.op)).toEqual(["hello", "create", "topics"]);
