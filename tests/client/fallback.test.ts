@@ -5,12 +5,10 @@
  * a stand-in answering from a script, as an older mq local would.
  */
 import { afterEach, expect, test } from "bun:test";
-import * as fs from "node:fs";
-import * as os from "node:os";
-import * as path from "node:path";
 import { MqClient } from "../../lib/client/client.ts";
 import { Code, MqError } from "../../lib/errors.ts";
-import { Connection } from "../../lib/wire/connection.ts";
+import type { Connection } from "../../lib/wire/connection.ts";
+import { standInLocal } from "./stand-in-local.ts";
 import { capabilities, PROTOCOL_VERSION, type Frame } from "../../lib/wire/messages.ts";
 
 const cleanups: Array<() => void> = [];
@@ -20,8 +18,6 @@ afterEach(() => {
 
 /** A stand-in local broker on a Unix socket: answers hello with `caps` (undefined: none), and recv with the next of `batches`. */
 function olderLocal(caps: string[] | undefined, batches: Array<Array<{ seq: number; text: string }>>): { socket: string; ops: string[] } {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-older-local-"));
-  const socket = path.join(dir, "s.sock");
   const ops: string[] = [];
   let tag = 0;
   const frame = (conn: Connection, f: Frame) => {
@@ -37,21 +33,8 @@ function olderLocal(caps: string[] | undefined, batches: Array<Array<{ seq: numb
     if (f.op === "ack") return {};
     throw new MqError(Code.UnknownOp, `op ${JSON.stringify(f.op)} is not served by this stand-in`);
   };
-  const listener = Bun.listen<Connection>({
-    unix: socket,
-    socket: {
-      open: (s) => {
-        s.data = new Connection(s, { frame }, { maxFrameBytes: 1 << 20, label: "older local" });
-      },
-      data: (s, d) => s.data.onData(d),
-      drain: (s) => s.data.onDrain(),
-      close: (s) => s.data.onClose(),
-    },
-  });
-  cleanups.push(() => {
-    listener.stop(true);
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
+  const { socket, stop } = standInLocal("older local", frame);
+  cleanups.push(stop);
   return { socket, ops };
 }
 

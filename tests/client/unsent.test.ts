@@ -5,12 +5,10 @@
  * stand-in answering each `pub` with the next of a script.
  */
 import { afterEach, expect, test } from "bun:test";
-import * as fs from "node:fs";
-import * as os from "node:os";
-import * as path from "node:path";
 import { MqClient } from "../../lib/client/client.ts";
 import { Code, MqError } from "../../lib/errors.ts";
-import { Connection } from "../../lib/wire/connection.ts";
+import type { Connection } from "../../lib/wire/connection.ts";
+import { standInLocal } from "./stand-in-local.ts";
 import { PROTOCOL_VERSION, type Frame } from "../../lib/wire/messages.ts";
 
 const cleanups: Array<() => void> = [];
@@ -20,8 +18,6 @@ afterEach(() => {
 
 /** A stand-in local broker answering each `pub` with the next of `answers`: an error to throw, or a seq. */
 function scriptedLocal(answers: Array<MqError | number>): { socket: string; pubs: () => number } {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mq-unsent-"));
-  const socket = path.join(dir, "s.sock");
   let pubs = 0;
   const frame = (conn: Connection, f: Frame) => {
     if (f.op === "hello") {
@@ -36,21 +32,8 @@ function scriptedLocal(answers: Array<MqError | number>): { socket: string; pubs
     }
     throw new MqError(Code.UnknownOp, `op ${JSON.stringify(f.op)} is not served by this stand-in`);
   };
-  const listener = Bun.listen<Connection>({
-    unix: socket,
-    socket: {
-      open: (s) => {
-        s.data = new Connection(s, { frame }, { maxFrameBytes: 1 << 20, label: "scripted local" });
-      },
-      data: (s, d) => s.data.onData(d),
-      drain: (s) => s.data.onDrain(),
-      close: (s) => s.data.onClose(),
-    },
-  });
-  cleanups.push(() => {
-    listener.stop(true);
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
+  const { socket, stop } = standInLocal("scripted local", frame);
+  cleanups.push(stop);
   return { socket, pubs: () => pubs };
 }
 
