@@ -12,6 +12,11 @@ import type { GroupRecord, GroupStore } from "./types.ts";
 
 const log = logger("server");
 
+/** The text of DATA/groups.json holding `records`. */
+export function groupsFileText(records: GroupRecord[]): string {
+  return `${JSON.stringify({ version: 1, groups: records })}\n`;
+}
+
 export class FileGroupStore implements GroupStore {
   /** The writes of the file, one after another (each writes the records it was given). */
   private writing: Promise<void> = Promise.resolve();
@@ -41,7 +46,7 @@ export class FileGroupStore implements GroupStore {
   }
 
   save(records: GroupRecord[]): Promise<void> {
-    const text = `${JSON.stringify({ version: 1, groups: records })}\n`;
+    const text = groupsFileText(records);
     const write = this.writing.then(() => writeFileAtomicAsync(this.file, text));
     this.writing = write.catch(() => {});
     return write;

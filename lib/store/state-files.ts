@@ -8,6 +8,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { logger } from "../log.ts";
 import { writeFileAtomic } from "./fsutil.ts";
+import { groupsFileText } from "./group-store.ts";
 import { mirrorOf } from "./record-file.ts";
 
 const log = logger("server");
@@ -47,7 +48,7 @@ export function checkStateFiles(dir: string): void {
 /** After the stores are opened: makes groups.json if absent (it is otherwise written only with a group) and lists what exists. */
 export function recordStateFiles(dir: string): void {
   const groups = path.join(dir, "groups.json");
-  if (!fs.existsSync(groups)) writeFileAtomic(groups, `${JSON.stringify({ version: 1, groups: [] })}\n`);
+  if (!fs.existsSync(groups)) writeFileAtomic(groups, groupsFileText([]));
   const present = STATE_FILES.filter((f) => exists(dir, f)).map((f) => f.name);
   const list = path.join(dir, STATE_FILES_NAME);
   const text = `${JSON.stringify(present)}\n`;
